@@ -1,0 +1,18 @@
+//! Hardware abstraction layer for the state-offload card.
+//!
+//! * [`regs`] is the register map: the one description of the card's BAR0 that
+//!   both the Rust driver and the Verilog RTL are built from (the RTL includes
+//!   `hdl/generated/regmap.vh`, which [`regs::verilog_header`] generates and a
+//!   test keeps in step).
+//! * [`RegIo`] is the 32-bit register-access trait every backend implements:
+//!   the reference model and the Verilator-built RTL in `sim-bridge`, and the
+//!   real-hardware backends here.
+//! * [`fault::FaultInjector`] wraps any backend to make it misbehave in tests.
+//!
+//! This is the only crate (with the Verilator shim) allowed to hold `unsafe`.
+
+pub mod fault;
+pub mod io;
+pub mod regs;
+
+pub use io::{BarOffset, HalError, RegIo};

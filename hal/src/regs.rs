@@ -1,0 +1,498 @@
+//! The card's register map: the one source of truth.
+//!
+//! BAR0 is a chain of self-describing register blocks, each starting with the
+//! same three header registers (type, version, next pointer). The identity
+//! block sits at offset 0; the driver finds every other block by walking the
+//! `NEXT` pointers, so nothing but the identity block's place is fixed.
+//!
+//! The RTL does not keep its own copy of any number below: it includes
+//! `hdl/generated/regmap.vh`, produced by [`verilog_header`]. The test
+//! `generated_header_is_current` fails when the two drift apart; regenerate with
+//! `REGMAP_BLESS=1 cargo test -p hal generated_header_is_current`.
+//!
+//! Conventions every block follows:
+//! * all registers are 32 bits wide and 32-bit aligned;
+//! * reads of an offset no block maps return [`UNMAPPED_PATTERN`]; writes to it
+//!   are dropped;
+//! * a read of `0xFFFF_FFFF` from the identity block means the device is gone;
+//! * commands: stage the data registers, write the block's `CMD` register, poll
+//!   `STATUS` until `BUSY` clears, then read `ERR`.
+
+use std::fmt::Write as _;
+
+/// How software may access a register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Read only; writes are dropped.
+    RO,
+    /// Read and write.
+    RW,
+    /// Write only; reads return 0. Key material lives only in such registers.
+    WO,
+}
+
+/// One register (or an array of `count` consecutive registers) of a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reg {
+    /// Name, as in the datasheet and the Verilog header.
+    pub name: &'static str,
+    /// Byte offset from the start of the block.
+    pub offset: u32,
+    /// Access rule.
+    pub access: Access,
+    /// Number of consecutive 32-bit registers (1 for a plain register).
+    pub count: u32,
+    /// One-line description.
+    pub doc: &'static str,
+}
+
+impl Reg {
+    /// Offset of element `i` of a register array, relative to the block.
+    #[must_use]
+    pub const fn at(&self, i: u32) -> u32 {
+        self.offset + 4 * i
+    }
+}
+
+/// A bit field of a register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    /// Name of the field.
+    pub name: &'static str,
+    /// Least significant bit.
+    pub lsb: u32,
+    /// Width in bits.
+    pub width: u32,
+}
+
+impl Field {
+    /// Extract this field from a register value.
+    #[must_use]
+    pub const fn get(&self, v: u32) -> u32 {
+        (v >> self.lsb) & self.mask()
+    }
+    /// `v` placed into this field's position.
+    #[must_use]
+    pub const fn put(&self, v: u32) -> u32 {
+        (v & self.mask()) << self.lsb
+    }
+    /// Mask of the field's width (not shifted).
+    #[must_use]
+    pub const fn mask(&self) -> u32 {
+        if self.width >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << self.width) - 1
+        }
+    }
+}
+
+/// A block's static description, as the Verilog generator and `hwctl regs`
+/// see it.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockDesc {
+    /// Prefix of every Verilog name of the block (`CAM`, `IDENT`, ...).
+    pub prefix: &'static str,
+    /// The value of its `TYPE` header register.
+    pub type_id: u32,
+    /// The major version the driver in this tree understands.
+    pub major: u16,
+    /// The minor version this tree's RTL and model implement.
+    pub minor: u16,
+    /// Where this tree's RTL and model place the block.
+    pub base: u32,
+    /// Size of the block's window in bytes.
+    pub span: u32,
+    /// Its registers, in offset order.
+    pub regs: &'static [Reg],
+    /// Its bit fields: (register name, fields).
+    pub fields: &'static [(&'static str, &'static [Field])],
+    /// Its named constants (command codes, error codes, ...).
+    pub consts: &'static [(&'static str, u32)],
+}
+
+macro_rules! registers {
+    ($( $(#[doc = $doc:literal])* $reg:ident @ $off:literal $acc:ident $([$count:literal])? ; )*) => {
+        $(
+            $(#[doc = $doc])*
+            pub const $reg: $crate::regs::Reg = $crate::regs::Reg {
+                name: stringify!($reg),
+                offset: $off,
+                access: $crate::regs::Access::$acc,
+                count: registers!(@count $($count)?),
+                doc: concat!($($doc),*),
+            };
+        )*
+        /// Every register of the block, in offset order.
+        pub const ALL: &[$crate::regs::Reg] = &[$($reg),*];
+    };
+    (@count) => { 1 };
+    (@count $c:literal) => { $c };
+}
+
+macro_rules! fields {
+    ($modname:ident for $reg:literal { $( $(#[doc = $doc:literal])* $f:ident : $lsb:literal , $w:literal ; )* }) => {
+        #[doc = concat!("Bit fields of the `", $reg, "` register.")]
+        pub mod $modname {
+            $(
+                $(#[doc = $doc])*
+                pub const $f: $crate::regs::Field = $crate::regs::Field { name: stringify!($f), lsb: $lsb, width: $w };
+            )*
+            /// Every field of the register.
+            pub const ALL: &[$crate::regs::Field] = &[$($f),*];
+        }
+    };
+}
+
+macro_rules! constants {
+    ($modname:ident : $vprefix:literal { $( $(#[doc = $doc:literal])* $c:ident = $v:expr ; )* }) => {
+        #[doc = concat!("Named values (`", $vprefix, "_*` in Verilog).")]
+        pub mod $modname {
+            $(
+                $(#[doc = $doc])*
+                pub const $c: u32 = $v;
+            )*
+            /// Every value with its Verilog name.
+            pub const ALL: &[(&str, u32)] = &[$((concat!($vprefix, "_", stringify!($c)), $c)),*];
+        }
+    };
+}
+
+/// Size of BAR0 in bytes.
+pub const BAR_SIZE: u32 = 0x1_0000;
+/// What a read of an offset that no block maps returns.
+pub const UNMAPPED_PATTERN: u32 = 0xBAAD_F00D;
+/// What every read returns once the device has fallen off the bus.
+pub const DEVICE_GONE: u32 = 0xFFFF_FFFF;
+/// The longest chain of blocks the driver will walk before it calls the
+/// chain a loop.
+pub const MAX_BLOCKS: usize = 16;
+
+/// Registers every block starts with.
+pub mod header {
+    registers! {
+        /// Block type id.
+        TYPE @ 0x00 RO;
+        /// Version: major in bits 31:16, minor in bits 15:0.
+        VERSION @ 0x04 RO;
+        /// Absolute BAR offset of the next block; 0 ends the chain.
+        NEXT @ 0x08 RO;
+    }
+    fields!(version for "VERSION" {
+        /// Minor version: additions only.
+        MINOR: 0, 16;
+        /// Major version: the driver refuses one it does not know.
+        MAJOR: 16, 16;
+    });
+}
+
+/// Block type ids (the value of each block's `TYPE` register).
+pub mod block_type {
+    /// Identity block.
+    pub const IDENT: u32 = 0x4944_4E54; // "IDNT"
+    /// Ternary CAM block.
+    pub const CAM: u32 = 0x5443_414D; // "TCAM"
+}
+
+/// Identity block, always at offset 0.
+pub mod ident {
+    /// Where the block lives.
+    pub const BASE: u32 = 0x0000;
+    /// Major version understood.
+    pub const MAJOR: u16 = 1;
+    /// Minor version implemented.
+    pub const MINOR: u16 = 0;
+    registers! {
+        /// Block type id ([`super::block_type::IDENT`]).
+        TYPE @ 0x00 RO;
+        /// Block version.
+        VERSION @ 0x04 RO;
+        /// Offset of the next block.
+        NEXT @ 0x08 RO;
+        /// Card magic ([`values::MAGIC`]).
+        MAGIC @ 0x0C RO;
+        /// Build id of the bitstream or model (a short git hash or date code).
+        BUILD_ID @ 0x10 RO;
+        /// Scratch register for bus tests; cleared by reset.
+        SCRATCH @ 0x14 RW;
+        /// Control: write [`control::SOFT_RESET`] to reset every block. Reads 0.
+        CONTROL @ 0x18 WO;
+        /// Size of BAR0 in bytes.
+        BAR_BYTES @ 0x1C RO;
+    }
+    fields!(control for "CONTROL" {
+        /// Reset every block to its power-on state.
+        SOFT_RESET: 0, 1;
+    });
+    constants!(values : "IDENT" {
+        /// Card magic.
+        MAGIC = 0x5354_4331; // "STC1"
+        /// BUILD_ID of the simulated cards (reference model and RTL default).
+        BUILD_ID_SIM = 0x2026_1121;
+    });
+}
+
+/// Ternary CAM block.
+///
+/// Key layout (320 bits, `KEY[0]` holds bits 31:0): see the driver's key
+/// encoder. A stored entry matches a search key when
+/// `((search ^ entry.key) & entry.mask) == 0` over all 320 bits; the lowest
+/// matching index wins.
+pub mod cam {
+    /// Where this tree's RTL and model place the block.
+    pub const BASE: u32 = 0x1000;
+    /// Size of the block's window.
+    pub const SPAN: u32 = 0x1000;
+    /// Major version understood.
+    pub const MAJOR: u16 = 1;
+    /// Minor version implemented.
+    pub const MINOR: u16 = 0;
+    /// Key width in 32-bit words.
+    pub const KEY_WORDS: u32 = 10;
+    /// Key width in bits.
+    pub const KEY_BITS: u32 = KEY_WORDS * 32;
+    /// Distribution-identifier bitmap width in 32-bit words.
+    pub const DID_WORDS: u32 = 8;
+    /// Data-path lookup latency of this tree's RTL, in clock cycles.
+    pub const LOOKUP_LATENCY: u32 = 4;
+    registers! {
+        /// Block type id ([`super::block_type::CAM`]).
+        TYPE @ 0x00 RO;
+        /// Block version.
+        VERSION @ 0x04 RO;
+        /// Offset of the next block.
+        NEXT @ 0x08 RO;
+        /// Capability: number of entries.
+        CAP_DEPTH @ 0x0C RO;
+        /// Capability: key width in bits.
+        CAP_KEY_BITS @ 0x10 RO;
+        /// Capability: result width in bits.
+        CAP_RESULT_BITS @ 0x14 RO;
+        /// Capability: distribution-identifier width in bits.
+        CAP_DID_BITS @ 0x18 RO;
+        /// Capability: data-path lookup latency in clock cycles.
+        CAP_LOOKUP_LATENCY @ 0x1C RO;
+        /// Number of valid entries.
+        OCCUPANCY @ 0x20 RO;
+        /// Command register: writing a [`cmd`] code starts the command.
+        CMD @ 0x24 RW;
+        /// Status: see [`status`].
+        STATUS @ 0x28 RO;
+        /// Entry index argument; result index of SEARCH and INSERT.
+        INDEX @ 0x2C RW;
+        /// Result word of an entry (staged for WRITE/INSERT, loaded by READ/SEARCH).
+        RESULT @ 0x30 RW;
+        /// Distribution identifier of an entry (low 8 bits stored).
+        DID @ 0x34 RW;
+        /// Hit bits returned by HIT_RC: bit i is entry 32*INDEX+i.
+        HITS @ 0x38 RO;
+        /// Key words, `KEY[0]` = key bits 31:0.
+        KEY @ 0x40 RW [10];
+        /// Mask words: a 1 bit takes part in the comparison.
+        MASK @ 0x80 RW [10];
+        /// Distribution-identifier bitmap for FLUSH_DID: bit d of the 256 = identifier d.
+        DID_BITMAP @ 0xC0 RW [8];
+        /// Data-path lookups since reset.
+        DP_LOOKUPS @ 0xE0 RO;
+        /// Data-path lookups that hit since reset.
+        DP_HITS @ 0xE4 RO;
+        /// Commands completed since reset.
+        CMD_COUNT @ 0xE8 RO;
+        /// Commands that ended with an error since reset.
+        ERR_COUNT @ 0xEC RO;
+    }
+    fields!(status for "STATUS" {
+        /// A command is running.
+        BUSY: 0, 1;
+        /// The last command has completed (cleared by the next CMD write).
+        DONE: 1, 1;
+        /// SEARCH found a matching entry.
+        MATCH: 2, 1;
+        /// READ: the entry is valid.
+        VALID: 3, 1;
+        /// READ: the entry's hit bit.
+        HIT: 4, 1;
+        /// Error code of the last command, see [`super::cam::err`].
+        ERR: 8, 8;
+    });
+    constants!(cmd : "CAM_CMD" {
+        /// Write KEY/MASK/RESULT/DID into entry INDEX and make it valid, all at once.
+        WRITE = 1;
+        /// Make entry INDEX invalid (and clear its hit bit).
+        INVALIDATE = 2;
+        /// Load entry INDEX into KEY/MASK/RESULT/DID; STATUS.VALID and .HIT tell its state.
+        READ = 3;
+        /// Look up KEY: on a match INDEX/RESULT/DID are loaded, STATUS.MATCH set and the
+        /// entry's hit bit set; on a miss INDEX reads 0xFFFFFFFF.
+        SEARCH = 4;
+        /// Invalidate every entry.
+        FLUSH_ALL = 5;
+        /// Invalidate every valid entry whose identifier is set in DID_BITMAP.
+        FLUSH_DID = 6;
+        /// Return the hit bits of entries 32*INDEX..32*INDEX+31 in HITS and clear them.
+        HIT_RC = 7;
+        /// Write KEY/MASK/RESULT/DID into the lowest invalid entry; its index comes back in INDEX.
+        INSERT = 8;
+    });
+    constants!(err : "CAM_ERR" {
+        /// Success.
+        OK = 0;
+        /// INDEX beyond the depth.
+        BAD_INDEX = 1;
+        /// CMD written while a command was running; the new command was dropped.
+        BUSY = 2;
+        /// Unknown command code.
+        UNKNOWN_CMD = 3;
+        /// INSERT found no free entry.
+        FULL = 4;
+    });
+}
+
+/// Every block this tree knows, in chain order.
+pub const BLOCKS: &[BlockDesc] = &[
+    BlockDesc {
+        prefix: "IDENT",
+        type_id: block_type::IDENT,
+        major: ident::MAJOR,
+        minor: ident::MINOR,
+        base: ident::BASE,
+        span: 0x1000,
+        regs: ident::ALL,
+        fields: &[("CONTROL", ident::control::ALL)],
+        consts: ident::values::ALL,
+    },
+    BlockDesc {
+        prefix: "CAM",
+        type_id: block_type::CAM,
+        major: cam::MAJOR,
+        minor: cam::MINOR,
+        base: cam::BASE,
+        span: cam::SPAN,
+        regs: cam::ALL,
+        fields: &[("STATUS", cam::status::ALL)],
+        consts: &[],
+    },
+];
+
+/// Named constant groups outside the block descriptions, with their Verilog names.
+fn extra_constants() -> Vec<(&'static str, u32)> {
+    let mut v = vec![
+        ("BAR_SIZE", BAR_SIZE),
+        ("UNMAPPED_PATTERN", UNMAPPED_PATTERN),
+        ("BLOCK_TYPE_IDENT", block_type::IDENT),
+        ("BLOCK_TYPE_CAM", block_type::CAM),
+        ("CAM_KEY_WORDS", cam::KEY_WORDS),
+        ("CAM_KEY_BITS", cam::KEY_BITS),
+        ("CAM_DID_WORDS", cam::DID_WORDS),
+        ("CAM_LOOKUP_LATENCY", cam::LOOKUP_LATENCY),
+    ];
+    v.extend_from_slice(cam::cmd::ALL);
+    v.extend_from_slice(cam::err::ALL);
+    v
+}
+
+/// Look up a block description by its type id.
+#[must_use]
+pub fn block_by_type(type_id: u32) -> Option<&'static BlockDesc> {
+    BLOCKS.iter().find(|b| b.type_id == type_id)
+}
+
+/// The Verilog header the RTL includes (`hdl/generated/regmap.vh`).
+///
+/// Offsets are emitted relative to their block (`CAM_R_STATUS`), block bases
+/// absolute (`CAM_BASE`).
+#[must_use]
+pub fn verilog_header() -> String {
+    let mut s = String::new();
+    s.push_str("// Generated from hal/src/regs.rs (the register map's one source of truth).\n");
+    s.push_str("// Do not edit: run `REGMAP_BLESS=1 cargo test -p hal generated_header_is_current`.\n");
+    s.push_str("// Include inside a module body.\n");
+    let p = |s: &mut String, name: &str, v: u32| {
+        let _ = writeln!(s, "localparam [31:0] {name} = 32'h{v:08x};");
+    };
+    s.push_str("\n// ---- global ----\n");
+    for (n, v) in extra_constants() {
+        p(&mut s, n, v);
+    }
+    for b in BLOCKS {
+        let _ = writeln!(s, "\n// ---- block {} ----", b.prefix);
+        p(&mut s, &format!("{}_BASE", b.prefix), b.base);
+        p(&mut s, &format!("{}_SPAN", b.prefix), b.span);
+        p(&mut s, &format!("{}_VERSION", b.prefix), (u32::from(b.major) << 16) | u32::from(b.minor));
+        for r in b.regs {
+            p(&mut s, &format!("{}_R_{}", b.prefix, r.name), r.offset);
+            if r.count > 1 {
+                p(&mut s, &format!("{}_R_{}_COUNT", b.prefix, r.name), r.count);
+            }
+        }
+        for (reg, fs) in b.fields {
+            for f in *fs {
+                p(&mut s, &format!("{}_{}_{}_LSB", b.prefix, reg, f.name), f.lsb);
+                p(&mut s, &format!("{}_{}_{}_W", b.prefix, reg, f.name), f.width);
+            }
+        }
+        for (n, v) in b.consts {
+            p(&mut s, n, *v);
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_header_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../hdl/generated/regmap.vh");
+        let want = verilog_header();
+        if std::env::var_os("REGMAP_BLESS").is_some() {
+            std::fs::write(path, &want).expect("write regmap.vh");
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            have == want,
+            "hdl/generated/regmap.vh is stale: run REGMAP_BLESS=1 cargo test -p hal generated_header_is_current"
+        );
+    }
+
+    #[test]
+    fn registers_are_aligned_disjoint_and_inside_their_block() {
+        for b in BLOCKS {
+            let mut spans: Vec<(u32, u32)> = b.regs.iter().map(|r| (r.offset, r.offset + 4 * r.count)).collect();
+            spans.sort_unstable();
+            for r in b.regs {
+                assert_eq!(r.offset % 4, 0, "{}.{} misaligned", b.prefix, r.name);
+                assert!(r.offset + 4 * r.count <= b.span, "{}.{} outside block", b.prefix, r.name);
+            }
+            for w in spans.windows(2) {
+                assert!(w[0].1 <= w[1].0, "{} registers overlap at 0x{:x}", b.prefix, w[1].0);
+            }
+            // The header registers are where every block has them.
+            assert_eq!(b.regs[0].offset, header::TYPE.offset);
+            assert_eq!(b.regs[1].offset, header::VERSION.offset);
+            assert_eq!(b.regs[2].offset, header::NEXT.offset);
+        }
+        assert_eq!(cam::KEY.count, cam::KEY_WORDS);
+        assert_eq!(cam::MASK.count, cam::KEY_WORDS);
+        assert_eq!(cam::DID_BITMAP.count, cam::DID_WORDS);
+    }
+
+    #[test]
+    fn blocks_do_not_overlap_and_fit_the_bar() {
+        let mut prev_end = 0;
+        for b in BLOCKS {
+            assert!(b.base >= prev_end);
+            prev_end = b.base + b.span;
+        }
+        assert!(prev_end <= BAR_SIZE);
+    }
+
+    #[test]
+    fn field_get_put_round_trip() {
+        let f = cam::status::ERR;
+        assert_eq!(f.get(f.put(0x5A)), 0x5A);
+        assert_eq!(f.put(0x1FF), 0xFF << 8);
+        assert_eq!(header::version::MAJOR.get(0x0003_0001), 3);
+    }
+}

@@ -1,0 +1,85 @@
+// Generated from hal/src/regs.rs (the register map's one source of truth).
+// Do not edit: run `REGMAP_BLESS=1 cargo test -p hal generated_header_is_current`.
+// Include inside a module body.
+
+// ---- global ----
+localparam [31:0] BAR_SIZE = 32'h00010000;
+localparam [31:0] UNMAPPED_PATTERN = 32'hbaadf00d;
+localparam [31:0] BLOCK_TYPE_IDENT = 32'h49444e54;
+localparam [31:0] BLOCK_TYPE_CAM = 32'h5443414d;
+localparam [31:0] CAM_KEY_WORDS = 32'h0000000a;
+localparam [31:0] CAM_KEY_BITS = 32'h00000140;
+localparam [31:0] CAM_DID_WORDS = 32'h00000008;
+localparam [31:0] CAM_LOOKUP_LATENCY = 32'h00000004;
+localparam [31:0] CAM_CMD_WRITE = 32'h00000001;
+localparam [31:0] CAM_CMD_INVALIDATE = 32'h00000002;
+localparam [31:0] CAM_CMD_READ = 32'h00000003;
+localparam [31:0] CAM_CMD_SEARCH = 32'h00000004;
+localparam [31:0] CAM_CMD_FLUSH_ALL = 32'h00000005;
+localparam [31:0] CAM_CMD_FLUSH_DID = 32'h00000006;
+localparam [31:0] CAM_CMD_HIT_RC = 32'h00000007;
+localparam [31:0] CAM_CMD_INSERT = 32'h00000008;
+localparam [31:0] CAM_ERR_OK = 32'h00000000;
+localparam [31:0] CAM_ERR_BAD_INDEX = 32'h00000001;
+localparam [31:0] CAM_ERR_BUSY = 32'h00000002;
+localparam [31:0] CAM_ERR_UNKNOWN_CMD = 32'h00000003;
+localparam [31:0] CAM_ERR_FULL = 32'h00000004;
+
+// ---- block IDENT ----
+localparam [31:0] IDENT_BASE = 32'h00000000;
+localparam [31:0] IDENT_SPAN = 32'h00001000;
+localparam [31:0] IDENT_VERSION = 32'h00010000;
+localparam [31:0] IDENT_R_TYPE = 32'h00000000;
+localparam [31:0] IDENT_R_VERSION = 32'h00000004;
+localparam [31:0] IDENT_R_NEXT = 32'h00000008;
+localparam [31:0] IDENT_R_MAGIC = 32'h0000000c;
+localparam [31:0] IDENT_R_BUILD_ID = 32'h00000010;
+localparam [31:0] IDENT_R_SCRATCH = 32'h00000014;
+localparam [31:0] IDENT_R_CONTROL = 32'h00000018;
+localparam [31:0] IDENT_R_BAR_BYTES = 32'h0000001c;
+localparam [31:0] IDENT_CONTROL_SOFT_RESET_LSB = 32'h00000000;
+localparam [31:0] IDENT_CONTROL_SOFT_RESET_W = 32'h00000001;
+localparam [31:0] IDENT_MAGIC = 32'h53544331;
+localparam [31:0] IDENT_BUILD_ID_SIM = 32'h20261121;
+
+// ---- block CAM ----
+localparam [31:0] CAM_BASE = 32'h00001000;
+localparam [31:0] CAM_SPAN = 32'h00001000;
+localparam [31:0] CAM_VERSION = 32'h00010000;
+localparam [31:0] CAM_R_TYPE = 32'h00000000;
+localparam [31:0] CAM_R_VERSION = 32'h00000004;
+localparam [31:0] CAM_R_NEXT = 32'h00000008;
+localparam [31:0] CAM_R_CAP_DEPTH = 32'h0000000c;
+localparam [31:0] CAM_R_CAP_KEY_BITS = 32'h00000010;
+localparam [31:0] CAM_R_CAP_RESULT_BITS = 32'h00000014;
+localparam [31:0] CAM_R_CAP_DID_BITS = 32'h00000018;
+localparam [31:0] CAM_R_CAP_LOOKUP_LATENCY = 32'h0000001c;
+localparam [31:0] CAM_R_OCCUPANCY = 32'h00000020;
+localparam [31:0] CAM_R_CMD = 32'h00000024;
+localparam [31:0] CAM_R_STATUS = 32'h00000028;
+localparam [31:0] CAM_R_INDEX = 32'h0000002c;
+localparam [31:0] CAM_R_RESULT = 32'h00000030;
+localparam [31:0] CAM_R_DID = 32'h00000034;
+localparam [31:0] CAM_R_HITS = 32'h00000038;
+localparam [31:0] CAM_R_KEY = 32'h00000040;
+localparam [31:0] CAM_R_KEY_COUNT = 32'h0000000a;
+localparam [31:0] CAM_R_MASK = 32'h00000080;
+localparam [31:0] CAM_R_MASK_COUNT = 32'h0000000a;
+localparam [31:0] CAM_R_DID_BITMAP = 32'h000000c0;
+localparam [31:0] CAM_R_DID_BITMAP_COUNT = 32'h00000008;
+localparam [31:0] CAM_R_DP_LOOKUPS = 32'h000000e0;
+localparam [31:0] CAM_R_DP_HITS = 32'h000000e4;
+localparam [31:0] CAM_R_CMD_COUNT = 32'h000000e8;
+localparam [31:0] CAM_R_ERR_COUNT = 32'h000000ec;
+localparam [31:0] CAM_STATUS_BUSY_LSB = 32'h00000000;
+localparam [31:0] CAM_STATUS_BUSY_W = 32'h00000001;
+localparam [31:0] CAM_STATUS_DONE_LSB = 32'h00000001;
+localparam [31:0] CAM_STATUS_DONE_W = 32'h00000001;
+localparam [31:0] CAM_STATUS_MATCH_LSB = 32'h00000002;
+localparam [31:0] CAM_STATUS_MATCH_W = 32'h00000001;
+localparam [31:0] CAM_STATUS_VALID_LSB = 32'h00000003;
+localparam [31:0] CAM_STATUS_VALID_W = 32'h00000001;
+localparam [31:0] CAM_STATUS_HIT_LSB = 32'h00000004;
+localparam [31:0] CAM_STATUS_HIT_W = 32'h00000001;
+localparam [31:0] CAM_STATUS_ERR_LSB = 32'h00000008;
+localparam [31:0] CAM_STATUS_ERR_W = 32'h00000008;

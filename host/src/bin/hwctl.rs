@@ -1,0 +1,2 @@
+//! hwctl: look inside a card (being built).
+fn main() {}

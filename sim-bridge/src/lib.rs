@@ -1,0 +1,10 @@
+//! Simulated cards behind [`hal::RegIo`].
+//!
+//! * [`model::ModelCard`]: the reference model, bit-accurate to `hdl/CARD.md`,
+//!   fast, and the embedded default (no Verilator needed).
+//! * `verilator::RtlCard` (feature `verilator`): the RTL in `hdl/`, built by
+//!   Verilator, with the data-path lookup port and a clock-cycle counter.
+
+pub mod model;
+#[cfg(feature = "verilator")]
+pub mod verilator;
