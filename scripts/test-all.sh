@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every test: the reference-model card, the Verilator-built RTL, the
+# state-core simulations, the daemon's multi-process clusters and the CLIs.
+# Installs Verilator and Yosys from the distribution's packages when missing
+# (as root), or stops and says how.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v verilator >/dev/null 2>&1 || need+=(verilator)
+command -v yosys >/dev/null 2>&1 || need+=(yosys)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing ${need[*]} from the distribution's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "error: ${need[*]} not found. Install with: sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+  fi
+fi
+
+# Known-answer vectors (AES-GCM, ESP) live outside the repository; tests that
+# need them read KAT_DIR. Default to the shared test data next to the checkout.
+if [ -z "${KAT_DIR:-}" ] && [ -d ../shared/testdata/kat ]; then
+  KAT_DIR="$(cd ../shared/testdata/kat && pwd)"
+fi
+export KAT_DIR="${KAT_DIR:-}"
+
+echo "==> RTL lint and synthesis"
+for s in hdl/lint.sh hdl/synth.sh hdl/crypto/lint.sh hdl/crypto/synth.sh; do
+  if [ -f "$s" ]; then bash "$s"; fi
+done
+
+echo "==> cargo test (every crate, Verilator co-simulation on)"
+cargo test --workspace --all-features --locked 2>&1
