@@ -1,1 +1,823 @@
-//! Reference model (being built).
+//! The reference model: a register-accurate Rust model of the card.
+//!
+//! [`ModelCard`] implements [`hal::RegIo`] with exactly the semantics of
+//! `hdl/CARD.md`: the identity block at offset 0, the CAM block at
+//! [`cam::BASE`], [`UNMAPPED_PATTERN`] for every offset no register maps
+//! (holes inside blocks too), read-only registers that drop writes, write-only
+//! registers that read 0, soft reset, the `STATUS` fields, the counters and
+//! every CAM command with its error codes.
+//!
+//! Every command completes within the `CMD` write itself, so software never
+//! observes `STATUS.BUSY` and the "CMD while busy" case cannot arise here.
+//!
+//! The model also offers [`ModelCard::dp_lookup`], the equivalent of the RTL's
+//! data-path lookup port (without its pipeline latency), so host code can
+//! exercise hit bits and the `DP_*` counters without the RTL.
+//!
+//! Performance: entries are kept as struct-of-arrays with the key stored
+//! pre-masked, so a search is one pass comparing `key & mask` words; a bitmap
+//! of valid entries skips empty 64-entry groups and finds the lowest free
+//! entry for `INSERT` without a scan of every entry.
+
+use hal::io::check_access;
+use hal::regs::{block_type, cam, ident, BAR_SIZE, UNMAPPED_PATTERN};
+use hal::{BarOffset, HalError, RegIo};
+
+/// Key width in 32-bit words.
+const KW: usize = cam::KEY_WORDS as usize;
+/// Distribution-identifier bitmap width in 32-bit words.
+const DW: usize = cam::DID_WORDS as usize;
+/// Default CAM depth of a simulated card.
+pub const DEFAULT_DEPTH: u32 = 1024;
+/// Largest depth the model accepts (keeps memory use bounded).
+pub const MAX_DEPTH: u32 = 1 << 20;
+
+/// The stored contents of one CAM entry, as `READ` would return them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModelEntry {
+    /// Key words, `key[0]` = key bits 31:0.
+    pub key: [u32; KW],
+    /// Mask words: a 1 bit takes part in the comparison.
+    pub mask: [u32; KW],
+    /// Result word.
+    pub result: u32,
+    /// Distribution identifier.
+    pub did: u8,
+    /// Valid bit.
+    pub valid: bool,
+    /// Hit bit.
+    pub hit: bool,
+}
+
+/// Result of a data-path lookup ([`ModelCard::dp_lookup`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DpResult {
+    /// Index of the winning entry.
+    pub index: u32,
+    /// Its result word.
+    pub result: u32,
+    /// Its distribution identifier.
+    pub did: u8,
+}
+
+/// Staging and status registers of the CAM block.
+#[derive(Clone, Copy, Debug, Default)]
+struct CamRegs {
+    key: [u32; KW],
+    mask: [u32; KW],
+    result: u32,
+    index: u32,
+    did: u8,
+    did_bitmap: [u32; DW],
+    cmd: u32,
+    status: u32,
+    hits: u32,
+    dp_lookups: u32,
+    dp_hits: u32,
+    cmd_count: u32,
+    err_count: u32,
+}
+
+/// The reference model of the card. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct ModelCard {
+    depth: u32,
+    scratch: u32,
+    regs: CamRegs,
+    /// Stored key words, as written (READ returns them unmasked).
+    keys: Vec<[u32; KW]>,
+    /// `key & mask`, what a search compares against.
+    masked: Vec<[u32; KW]>,
+    masks: Vec<[u32; KW]>,
+    results: Vec<u32>,
+    dids: Vec<u8>,
+    /// Valid bits, 64 entries per word.
+    valid: Vec<u64>,
+    /// Hit bits, 64 entries per word.
+    hit: Vec<u64>,
+    occupancy: u32,
+}
+
+impl Default for ModelCard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ModelCard {
+    /// A card with the default depth ([`DEFAULT_DEPTH`] entries), in its
+    /// power-on state.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::build(DEFAULT_DEPTH)
+    }
+
+    /// A card with `depth` CAM entries.
+    ///
+    /// # Errors
+    /// [`HalError::Open`] when `depth` is 0 or above [`MAX_DEPTH`].
+    pub fn with_depth(depth: u32) -> Result<Self, HalError> {
+        if depth == 0 || depth > MAX_DEPTH {
+            return Err(HalError::Open(format!(
+                "model card depth {depth} is out of range: choose 1..={MAX_DEPTH}"
+            )));
+        }
+        Ok(Self::build(depth))
+    }
+
+    fn build(depth: u32) -> Self {
+        let n = depth as usize;
+        let words = n.div_ceil(64);
+        Self {
+            depth,
+            scratch: 0,
+            regs: CamRegs::default(),
+            keys: vec![[0; KW]; n],
+            masked: vec![[0; KW]; n],
+            masks: vec![[0; KW]; n],
+            results: vec![0; n],
+            dids: vec![0; n],
+            valid: vec![0; words],
+            hit: vec![0; words],
+            occupancy: 0,
+        }
+    }
+
+    /// Number of CAM entries.
+    #[must_use]
+    pub fn depth(&self) -> u32 {
+        self.depth
+    }
+
+    /// Number of valid entries.
+    #[must_use]
+    pub fn occupancy(&self) -> u32 {
+        self.occupancy
+    }
+
+    /// A copy of entry `index`, or `None` past the depth (a test back door,
+    /// not a register access).
+    #[must_use]
+    pub fn entry(&self, index: u32) -> Option<ModelEntry> {
+        let i = index as usize;
+        (index < self.depth).then(|| ModelEntry {
+            key: self.keys[i],
+            mask: self.masks[i],
+            result: self.results[i],
+            did: self.dids[i],
+            valid: self.is_valid(i),
+            hit: bit(&self.hit, i),
+        })
+    }
+
+    /// The data-path lookup port: look `key` up as a packet would. A hit sets
+    /// the entry's hit bit and counts in `DP_HITS`; every call counts in
+    /// `DP_LOOKUPS`.
+    pub fn dp_lookup(&mut self, key: &[u32; KW]) -> Option<DpResult> {
+        self.regs.dp_lookups = self.regs.dp_lookups.wrapping_add(1);
+        let i = self.find(key)?;
+        self.regs.dp_hits = self.regs.dp_hits.wrapping_add(1);
+        set_bit(&mut self.hit, i, true);
+        Some(DpResult {
+            index: i as u32,
+            result: self.results[i],
+            did: self.dids[i],
+        })
+    }
+
+    /// Return every block to its power-on state.
+    fn soft_reset(&mut self) {
+        *self = Self::build(self.depth);
+    }
+
+    fn is_valid(&self, i: usize) -> bool {
+        bit(&self.valid, i)
+    }
+
+    /// Lowest valid entry matching `key`.
+    fn find(&self, key: &[u32; KW]) -> Option<usize> {
+        for (w, &bits) in self.valid.iter().enumerate() {
+            let mut b = bits;
+            while b != 0 {
+                let i = w * 64 + b.trailing_zeros() as usize;
+                b &= b - 1;
+                let m = &self.masks[i];
+                let s = &self.masked[i];
+                if (0..KW).all(|j| key[j] & m[j] == s[j]) {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
+    /// Lowest invalid entry.
+    fn lowest_free(&self) -> Option<usize> {
+        self.valid.iter().enumerate().find_map(|(w, &bits)| {
+            let i = w * 64 + (!bits).trailing_zeros() as usize;
+            (bits != u64::MAX && i < self.depth as usize).then_some(i)
+        })
+    }
+
+    fn store(&mut self, i: usize) {
+        let r = &self.regs;
+        self.keys[i] = r.key;
+        self.masks[i] = r.mask;
+        for j in 0..KW {
+            self.masked[i][j] = r.key[j] & r.mask[j];
+        }
+        self.results[i] = r.result;
+        self.dids[i] = r.did;
+        if !self.is_valid(i) {
+            self.occupancy += 1;
+        }
+        set_bit(&mut self.valid, i, true);
+        set_bit(&mut self.hit, i, false);
+    }
+
+    fn invalidate(&mut self, i: usize) {
+        if self.is_valid(i) {
+            self.occupancy -= 1;
+        }
+        set_bit(&mut self.valid, i, false);
+        set_bit(&mut self.hit, i, false);
+    }
+
+    /// Run a command to completion: returns the STATUS fields (without DONE)
+    /// and the error code.
+    fn execute(&mut self, code: u32) -> (u32, u32) {
+        use cam::{cmd, err, status};
+        let idx = self.regs.index;
+        let in_range = idx < self.depth;
+        match code {
+            cmd::WRITE | cmd::INVALIDATE | cmd::READ if !in_range => (0, err::BAD_INDEX),
+            cmd::WRITE => {
+                self.store(idx as usize);
+                (0, err::OK)
+            }
+            cmd::INVALIDATE => {
+                self.invalidate(idx as usize);
+                (0, err::OK)
+            }
+            cmd::READ => {
+                let i = idx as usize;
+                self.regs.key = self.keys[i];
+                self.regs.mask = self.masks[i];
+                self.regs.result = self.results[i];
+                self.regs.did = self.dids[i];
+                let f = status::VALID.put(u32::from(self.is_valid(i)))
+                    | status::HIT.put(u32::from(bit(&self.hit, i)));
+                (f, err::OK)
+            }
+            cmd::SEARCH => {
+                let key = self.regs.key;
+                match self.find(&key) {
+                    Some(i) => {
+                        self.regs.index = i as u32;
+                        self.regs.result = self.results[i];
+                        self.regs.did = self.dids[i];
+                        set_bit(&mut self.hit, i, true);
+                        (status::MATCH.put(1), err::OK)
+                    }
+                    None => {
+                        self.regs.index = u32::MAX;
+                        (0, err::OK)
+                    }
+                }
+            }
+            cmd::FLUSH_ALL => {
+                self.valid.iter_mut().for_each(|w| *w = 0);
+                self.hit.iter_mut().for_each(|w| *w = 0);
+                self.occupancy = 0;
+                (0, err::OK)
+            }
+            cmd::FLUSH_DID => {
+                let bm = self.regs.did_bitmap;
+                for i in 0..self.depth as usize {
+                    let d = usize::from(self.dids[i]);
+                    if self.is_valid(i) && (bm[d / 32] >> (d % 32)) & 1 == 1 {
+                        self.invalidate(i);
+                    }
+                }
+                (0, err::OK)
+            }
+            cmd::HIT_RC => {
+                if u64::from(idx) * 32 >= u64::from(self.depth) {
+                    return (0, err::BAD_INDEX);
+                }
+                let base = idx as usize * 32;
+                let mut hits = 0u32;
+                for b in 0..32 {
+                    let i = base + b;
+                    if i < self.depth as usize && bit(&self.hit, i) {
+                        hits |= 1 << b;
+                        set_bit(&mut self.hit, i, false);
+                    }
+                }
+                self.regs.hits = hits;
+                (0, err::OK)
+            }
+            cmd::INSERT => match self.lowest_free() {
+                Some(i) => {
+                    self.store(i);
+                    self.regs.index = i as u32;
+                    (0, err::OK)
+                }
+                None => (0, err::FULL),
+            },
+            _ => (0, err::UNKNOWN_CMD),
+        }
+    }
+
+    fn write_cmd(&mut self, code: u32) {
+        use cam::status;
+        self.regs.cmd = code;
+        // STATUS would read BUSY here; the model completes at once.
+        let (fields, e) = self.execute(code);
+        self.regs.status = status::DONE.put(1) | fields | status::ERR.put(e);
+        self.regs.cmd_count = self.regs.cmd_count.wrapping_add(1);
+        if e != cam::err::OK {
+            self.regs.err_count = self.regs.err_count.wrapping_add(1);
+        }
+    }
+
+    fn ident_read(&self, o: u32) -> u32 {
+        match o {
+            _ if o == ident::TYPE.offset => block_type::IDENT,
+            _ if o == ident::VERSION.offset => version(ident::MAJOR, ident::MINOR),
+            _ if o == ident::NEXT.offset => cam::BASE,
+            _ if o == ident::MAGIC.offset => ident::values::MAGIC,
+            _ if o == ident::BUILD_ID.offset => ident::values::BUILD_ID_SIM,
+            _ if o == ident::SCRATCH.offset => self.scratch,
+            _ if o == ident::CONTROL.offset => 0,
+            _ if o == ident::BAR_BYTES.offset => BAR_SIZE,
+            _ => UNMAPPED_PATTERN,
+        }
+    }
+
+    fn ident_write(&mut self, o: u32, v: u32) {
+        if o == ident::SCRATCH.offset {
+            self.scratch = v;
+        } else if o == ident::CONTROL.offset && ident::control::SOFT_RESET.get(v) == 1 {
+            self.soft_reset();
+        }
+    }
+
+    fn cam_read(&self, o: u32) -> u32 {
+        let r = &self.regs;
+        if let Some(i) = array_index(cam::KEY, o) {
+            return r.key[i];
+        }
+        if let Some(i) = array_index(cam::MASK, o) {
+            return r.mask[i];
+        }
+        if let Some(i) = array_index(cam::DID_BITMAP, o) {
+            return r.did_bitmap[i];
+        }
+        match o {
+            _ if o == cam::TYPE.offset => block_type::CAM,
+            _ if o == cam::VERSION.offset => version(cam::MAJOR, cam::MINOR),
+            _ if o == cam::NEXT.offset => 0,
+            _ if o == cam::CAP_DEPTH.offset => self.depth,
+            _ if o == cam::CAP_KEY_BITS.offset => cam::KEY_BITS,
+            _ if o == cam::CAP_RESULT_BITS.offset => 32,
+            _ if o == cam::CAP_DID_BITS.offset => 8,
+            _ if o == cam::CAP_LOOKUP_LATENCY.offset => cam::LOOKUP_LATENCY,
+            _ if o == cam::OCCUPANCY.offset => self.occupancy,
+            _ if o == cam::CMD.offset => r.cmd,
+            _ if o == cam::STATUS.offset => r.status,
+            _ if o == cam::INDEX.offset => r.index,
+            _ if o == cam::RESULT.offset => r.result,
+            _ if o == cam::DID.offset => u32::from(r.did),
+            _ if o == cam::HITS.offset => r.hits,
+            _ if o == cam::DP_LOOKUPS.offset => r.dp_lookups,
+            _ if o == cam::DP_HITS.offset => r.dp_hits,
+            _ if o == cam::CMD_COUNT.offset => r.cmd_count,
+            _ if o == cam::ERR_COUNT.offset => r.err_count,
+            _ => UNMAPPED_PATTERN,
+        }
+    }
+
+    fn cam_write(&mut self, o: u32, v: u32) {
+        let r = &mut self.regs;
+        if let Some(i) = array_index(cam::KEY, o) {
+            r.key[i] = v;
+        } else if let Some(i) = array_index(cam::MASK, o) {
+            r.mask[i] = v;
+        } else if let Some(i) = array_index(cam::DID_BITMAP, o) {
+            r.did_bitmap[i] = v;
+        } else if o == cam::INDEX.offset {
+            r.index = v;
+        } else if o == cam::RESULT.offset {
+            r.result = v;
+        } else if o == cam::DID.offset {
+            r.did = (v & 0xFF) as u8;
+        } else if o == cam::CMD.offset {
+            self.write_cmd(v);
+        }
+        // Everything else is read-only or unmapped: the write is dropped.
+    }
+}
+
+impl RegIo for ModelCard {
+    fn read32(&mut self, offset: BarOffset) -> Result<u32, HalError> {
+        let o = check_access(offset, self.size())? as u32;
+        Ok(if o < ident::BASE + 0x1000 {
+            self.ident_read(o - ident::BASE)
+        } else if (cam::BASE..cam::BASE + cam::SPAN).contains(&o) {
+            self.cam_read(o - cam::BASE)
+        } else {
+            UNMAPPED_PATTERN
+        })
+    }
+
+    fn write32(&mut self, offset: BarOffset, value: u32) -> Result<(), HalError> {
+        let o = check_access(offset, self.size())? as u32;
+        if o < ident::BASE + 0x1000 {
+            self.ident_write(o - ident::BASE, value);
+        } else if (cam::BASE..cam::BASE + cam::SPAN).contains(&o) {
+            self.cam_write(o - cam::BASE, value);
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        u64::from(BAR_SIZE)
+    }
+
+    fn describe(&self) -> String {
+        format!("model(depth={})", self.depth)
+    }
+}
+
+fn version(major: u16, minor: u16) -> u32 {
+    (u32::from(major) << 16) | u32::from(minor)
+}
+
+/// Element index of `o` inside register array `r`, if it falls in it.
+fn array_index(r: hal::regs::Reg, o: u32) -> Option<usize> {
+    (o >= r.offset && o < r.offset + 4 * r.count).then(|| ((o - r.offset) / 4) as usize)
+}
+
+fn bit(words: &[u64], i: usize) -> bool {
+    (words[i / 64] >> (i % 64)) & 1 == 1
+}
+
+fn set_bit(words: &mut [u64], i: usize, v: bool) {
+    if v {
+        words[i / 64] |= 1 << (i % 64);
+    } else {
+        words[i / 64] &= !(1 << (i % 64));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hal::regs::{cam::cmd, cam::err, cam::status, header, DEVICE_GONE};
+
+    fn rd(m: &mut ModelCard, o: u32) -> u32 {
+        m.read32(BarOffset(o)).unwrap()
+    }
+    fn wr(m: &mut ModelCard, o: u32, v: u32) {
+        m.write32(BarOffset(o), v).unwrap();
+    }
+    fn c(r: hal::regs::Reg) -> u32 {
+        cam::BASE + r.offset
+    }
+    fn ca(r: hal::regs::Reg, i: u32) -> u32 {
+        cam::BASE + r.at(i)
+    }
+    fn run(m: &mut ModelCard, code: u32) -> u32 {
+        wr(m, c(cam::CMD), code);
+        rd(m, c(cam::STATUS))
+    }
+    fn stage(m: &mut ModelCard, key: [u32; KW], mask: [u32; KW], result: u32, did: u32) {
+        for i in 0..KW as u32 {
+            wr(m, ca(cam::KEY, i), key[i as usize]);
+            wr(m, ca(cam::MASK, i), mask[i as usize]);
+        }
+        wr(m, c(cam::RESULT), result);
+        wr(m, c(cam::DID), did);
+    }
+    fn key(v: u32) -> [u32; KW] {
+        let mut k = [0; KW];
+        k[0] = v;
+        k[9] = v.rotate_left(7);
+        k
+    }
+    const FULL: [u32; KW] = [u32::MAX; KW];
+
+    #[test]
+    fn identity_block() {
+        let mut m = ModelCard::new();
+        assert_eq!(rd(&mut m, ident::TYPE.offset), block_type::IDENT);
+        assert_eq!(rd(&mut m, ident::VERSION.offset), 0x0001_0000);
+        assert_eq!(rd(&mut m, ident::NEXT.offset), cam::BASE);
+        assert_eq!(rd(&mut m, ident::MAGIC.offset), ident::values::MAGIC);
+        assert_eq!(
+            rd(&mut m, ident::BUILD_ID.offset),
+            ident::values::BUILD_ID_SIM
+        );
+        assert_eq!(rd(&mut m, ident::BAR_BYTES.offset), BAR_SIZE);
+        wr(&mut m, ident::SCRATCH.offset, 0xDEAD_BEEF);
+        assert_eq!(rd(&mut m, ident::SCRATCH.offset), 0xDEAD_BEEF);
+        // RO drops writes, WO reads 0.
+        wr(&mut m, ident::MAGIC.offset, 1);
+        assert_eq!(rd(&mut m, ident::MAGIC.offset), ident::values::MAGIC);
+        assert_eq!(rd(&mut m, ident::CONTROL.offset), 0);
+        for o in [
+            ident::TYPE.offset,
+            ident::VERSION.offset,
+            ident::MAGIC.offset,
+        ] {
+            assert_ne!(rd(&mut m, o), DEVICE_GONE);
+        }
+    }
+
+    #[test]
+    fn cam_header_and_capabilities() {
+        let mut m = ModelCard::with_depth(100).unwrap();
+        assert_eq!(rd(&mut m, c(header::TYPE)), block_type::CAM);
+        assert_eq!(rd(&mut m, c(header::VERSION)), 0x0001_0000);
+        assert_eq!(rd(&mut m, c(header::NEXT)), 0);
+        assert_eq!(rd(&mut m, c(cam::CAP_DEPTH)), 100);
+        assert_eq!(rd(&mut m, c(cam::CAP_KEY_BITS)), 320);
+        assert_eq!(rd(&mut m, c(cam::CAP_RESULT_BITS)), 32);
+        assert_eq!(rd(&mut m, c(cam::CAP_DID_BITS)), 8);
+        assert_eq!(rd(&mut m, c(cam::CAP_LOOKUP_LATENCY)), cam::LOOKUP_LATENCY);
+        assert!(ModelCard::with_depth(0).is_err());
+        assert!(ModelCard::with_depth(MAX_DEPTH + 1).is_err());
+    }
+
+    #[test]
+    fn unmapped_offsets_and_bounds() {
+        let mut m = ModelCard::new();
+        for o in [
+            0x20,
+            0xFFC,
+            cam::BASE + 0x3C,
+            cam::BASE + 0x68,
+            cam::BASE + 0xA8,
+            cam::BASE + 0xF0,
+            0x2000,
+            0xFFFC,
+        ] {
+            assert_eq!(rd(&mut m, o), UNMAPPED_PATTERN, "offset 0x{o:x}");
+            wr(&mut m, o, 5);
+            assert_eq!(rd(&mut m, o), UNMAPPED_PATTERN, "offset 0x{o:x}");
+        }
+        assert!(matches!(
+            m.read32(BarOffset(2)),
+            Err(HalError::Misaligned { .. })
+        ));
+        assert!(matches!(
+            m.read32(BarOffset(BAR_SIZE)),
+            Err(HalError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            m.write32(BarOffset(BAR_SIZE), 0),
+            Err(HalError::OutOfBounds { .. })
+        ));
+    }
+
+    #[test]
+    fn every_mapped_register_is_named_in_the_map() {
+        // Offsets the map does not name read the pattern; named ones never do
+        // (on a fresh card), so the model and regs.rs agree on the layout.
+        let mut m = ModelCard::new();
+        for b in hal::regs::BLOCKS {
+            for o in (0..b.span).step_by(4) {
+                let named = b
+                    .regs
+                    .iter()
+                    .any(|r| o >= r.offset && o < r.offset + 4 * r.count);
+                let v = rd(&mut m, b.base + o);
+                assert_eq!(v == UNMAPPED_PATTERN, !named, "{} +0x{o:x}", b.prefix);
+            }
+        }
+    }
+
+    #[test]
+    fn staging_registers_and_ro_counters() {
+        let mut m = ModelCard::new();
+        wr(&mut m, c(cam::DID), 0x1234);
+        assert_eq!(rd(&mut m, c(cam::DID)), 0x34);
+        wr(&mut m, ca(cam::DID_BITMAP, 7), 0xFFFF_FFFF);
+        assert_eq!(rd(&mut m, ca(cam::DID_BITMAP, 7)), 0xFFFF_FFFF);
+        for r in [
+            cam::OCCUPANCY,
+            cam::STATUS,
+            cam::HITS,
+            cam::CMD_COUNT,
+            cam::ERR_COUNT,
+            cam::CAP_DEPTH,
+        ] {
+            let before = rd(&mut m, c(r));
+            wr(&mut m, c(r), 0x77);
+            assert_eq!(rd(&mut m, c(r)), before, "{}", r.name);
+        }
+        assert_eq!(rd(&mut m, c(cam::STATUS)), 0);
+    }
+
+    #[test]
+    fn write_read_search_invalidate() {
+        let mut m = ModelCard::new();
+        let mut mask = FULL;
+        mask[9] = 0; // word 9 is don't-care
+        stage(&mut m, key(7), mask, 0xAB, 3);
+        wr(&mut m, c(cam::INDEX), 5);
+        let s = run(&mut m, cmd::WRITE);
+        assert_eq!(s, status::DONE.put(1));
+        assert_eq!(rd(&mut m, c(cam::OCCUPANCY)), 1);
+        assert_eq!(rd(&mut m, c(cam::CMD)), cmd::WRITE);
+
+        // Search with a different don't-care word hits.
+        let mut k = key(7);
+        k[9] = 0x1234_5678;
+        stage(&mut m, k, [0; KW], 0, 0);
+        let s = run(&mut m, cmd::SEARCH);
+        assert_eq!(s, status::DONE.put(1) | status::MATCH.put(1));
+        assert_eq!(rd(&mut m, c(cam::INDEX)), 5);
+        assert_eq!(rd(&mut m, c(cam::RESULT)), 0xAB);
+        assert_eq!(rd(&mut m, c(cam::DID)), 3);
+
+        // READ returns the key as written (unmasked) and the hit bit.
+        wr(&mut m, ca(cam::KEY, 9), 0);
+        let s = run(&mut m, cmd::READ);
+        assert_eq!(
+            s,
+            status::DONE.put(1) | status::VALID.put(1) | status::HIT.put(1)
+        );
+        assert_eq!(rd(&mut m, ca(cam::KEY, 9)), key(7)[9]);
+        assert_eq!(rd(&mut m, ca(cam::MASK, 9)), 0);
+
+        // Miss: INDEX all ones, RESULT and DID unchanged.
+        stage(&mut m, key(8), [0; KW], 0x99, 9);
+        let s = run(&mut m, cmd::SEARCH);
+        assert_eq!(s, status::DONE.put(1));
+        assert_eq!(rd(&mut m, c(cam::INDEX)), u32::MAX);
+        assert_eq!(rd(&mut m, c(cam::RESULT)), 0x99);
+        assert_eq!(rd(&mut m, c(cam::DID)), 9);
+
+        // INVALIDATE keeps the data but clears valid and hit.
+        wr(&mut m, c(cam::INDEX), 5);
+        run(&mut m, cmd::INVALIDATE);
+        assert_eq!(rd(&mut m, c(cam::OCCUPANCY)), 0);
+        let s = run(&mut m, cmd::READ);
+        assert_eq!(s, status::DONE.put(1));
+        assert_eq!(rd(&mut m, ca(cam::KEY, 0)), 7);
+        assert_eq!(m.entry(5).unwrap().result, 0xAB);
+        assert_eq!(rd(&mut m, c(cam::CMD_COUNT)), 6);
+        assert_eq!(rd(&mut m, c(cam::ERR_COUNT)), 0);
+    }
+
+    #[test]
+    fn lowest_index_wins_and_search_sets_hit() {
+        let mut m = ModelCard::new();
+        stage(&mut m, key(1), [0; KW], 10, 0); // matches everything
+        wr(&mut m, c(cam::INDEX), 40);
+        run(&mut m, cmd::WRITE);
+        stage(&mut m, key(1), FULL, 20, 0);
+        wr(&mut m, c(cam::INDEX), 30);
+        run(&mut m, cmd::WRITE);
+        stage(&mut m, key(1), [0; KW], 0, 0);
+        run(&mut m, cmd::SEARCH);
+        assert_eq!(rd(&mut m, c(cam::INDEX)), 30);
+        assert!(m.entry(30).unwrap().hit);
+        assert!(!m.entry(40).unwrap().hit);
+        stage(&mut m, key(2), [0; KW], 0, 0);
+        run(&mut m, cmd::SEARCH);
+        assert_eq!(rd(&mut m, c(cam::INDEX)), 40);
+        // WRITE over an entry clears its hit bit.
+        wr(&mut m, c(cam::INDEX), 40);
+        run(&mut m, cmd::WRITE);
+        assert!(!m.entry(40).unwrap().hit);
+        assert_eq!(rd(&mut m, c(cam::OCCUPANCY)), 2);
+    }
+
+    #[test]
+    fn bad_index_and_unknown_command() {
+        let mut m = ModelCard::with_depth(64).unwrap();
+        for code in [cmd::WRITE, cmd::INVALIDATE, cmd::READ] {
+            wr(&mut m, c(cam::INDEX), 64);
+            let s = run(&mut m, code);
+            assert_eq!(s, status::DONE.put(1) | status::ERR.put(err::BAD_INDEX));
+        }
+        wr(&mut m, c(cam::INDEX), 2); // 2*32 >= 64
+        assert_eq!(status::ERR.get(run(&mut m, cmd::HIT_RC)), err::BAD_INDEX);
+        wr(&mut m, c(cam::INDEX), u32::MAX);
+        assert_eq!(status::ERR.get(run(&mut m, cmd::HIT_RC)), err::BAD_INDEX);
+        for code in [0, 9, 0xFFFF_FFFF] {
+            assert_eq!(
+                run(&mut m, code),
+                status::DONE.put(1) | status::ERR.put(err::UNKNOWN_CMD)
+            );
+            assert_eq!(rd(&mut m, c(cam::CMD)), code);
+        }
+        assert_eq!(rd(&mut m, c(cam::OCCUPANCY)), 0);
+        assert_eq!(rd(&mut m, c(cam::CMD_COUNT)), 8);
+        assert_eq!(rd(&mut m, c(cam::ERR_COUNT)), 8);
+    }
+
+    #[test]
+    fn insert_fills_lowest_free_then_full() {
+        let mut m = ModelCard::with_depth(70).unwrap();
+        for i in 0..70 {
+            stage(&mut m, key(i), FULL, i, 0);
+            assert_eq!(run(&mut m, cmd::INSERT), status::DONE.put(1));
+            assert_eq!(rd(&mut m, c(cam::INDEX)), i);
+        }
+        stage(&mut m, key(99), FULL, 0, 0);
+        wr(&mut m, c(cam::INDEX), 5);
+        assert_eq!(status::ERR.get(run(&mut m, cmd::INSERT)), err::FULL);
+        assert_eq!(rd(&mut m, c(cam::INDEX)), 5);
+        assert_eq!(rd(&mut m, c(cam::OCCUPANCY)), 70);
+        wr(&mut m, c(cam::INDEX), 66);
+        run(&mut m, cmd::INVALIDATE);
+        wr(&mut m, c(cam::INDEX), 3);
+        run(&mut m, cmd::INVALIDATE);
+        run(&mut m, cmd::INSERT);
+        assert_eq!(rd(&mut m, c(cam::INDEX)), 3);
+        run(&mut m, cmd::INSERT);
+        assert_eq!(rd(&mut m, c(cam::INDEX)), 66);
+        assert_eq!(m.entry(66).unwrap().key, key(99));
+    }
+
+    #[test]
+    fn flush_did_and_flush_all() {
+        let mut m = ModelCard::new();
+        for i in 0..300u32 {
+            stage(&mut m, key(i), FULL, 0, i % 256);
+            run(&mut m, cmd::INSERT);
+        }
+        // Flush identifiers 0, 40 and 255.
+        wr(&mut m, ca(cam::DID_BITMAP, 0), 1);
+        wr(&mut m, ca(cam::DID_BITMAP, 1), 1 << 8);
+        wr(&mut m, ca(cam::DID_BITMAP, 7), 1 << 31);
+        run(&mut m, cmd::FLUSH_DID);
+        assert_eq!(rd(&mut m, c(cam::OCCUPANCY)), 300 - 5);
+        for i in [0, 256, 40, 296, 255] {
+            assert!(!m.entry(i).unwrap().valid, "{i}");
+        }
+        assert!(m.entry(1).unwrap().valid);
+        run(&mut m, cmd::FLUSH_ALL);
+        assert_eq!(rd(&mut m, c(cam::OCCUPANCY)), 0);
+        assert_eq!(m.entry(1).unwrap().key, key(1));
+    }
+
+    #[test]
+    fn hit_read_and_clear() {
+        let mut m = ModelCard::with_depth(40).unwrap();
+        for i in 0..40 {
+            stage(&mut m, key(i), FULL, 0, 0);
+            run(&mut m, cmd::INSERT);
+        }
+        for i in [0u32, 31, 32, 39] {
+            stage(&mut m, key(i), [0; KW], 0, 0);
+            run(&mut m, cmd::SEARCH);
+        }
+        wr(&mut m, c(cam::INDEX), 0);
+        assert_eq!(run(&mut m, cmd::HIT_RC), status::DONE.put(1));
+        assert_eq!(rd(&mut m, c(cam::HITS)), 1 | 1 << 31);
+        run(&mut m, cmd::HIT_RC);
+        assert_eq!(rd(&mut m, c(cam::HITS)), 0);
+        wr(&mut m, c(cam::INDEX), 1);
+        run(&mut m, cmd::HIT_RC);
+        assert_eq!(rd(&mut m, c(cam::HITS)), 1 | 1 << 7);
+        // Data-path port.
+        assert_eq!(m.dp_lookup(&key(3)).map(|r| r.index), Some(3));
+        assert_eq!(m.dp_lookup(&key(1000)), None);
+        assert_eq!(rd(&mut m, c(cam::DP_LOOKUPS)), 2);
+        assert_eq!(rd(&mut m, c(cam::DP_HITS)), 1);
+        assert!(m.entry(3).unwrap().hit);
+    }
+
+    #[test]
+    fn soft_reset_returns_to_power_on() {
+        let mut m = ModelCard::new();
+        wr(&mut m, ident::SCRATCH.offset, 9);
+        stage(&mut m, key(1), FULL, 1, 1);
+        run(&mut m, cmd::INSERT);
+        run(&mut m, 77);
+        wr(&mut m, ca(cam::DID_BITMAP, 3), 3);
+        // Bits other than SOFT_RESET do nothing.
+        wr(&mut m, ident::CONTROL.offset, 2);
+        assert_eq!(rd(&mut m, c(cam::OCCUPANCY)), 1);
+        wr(&mut m, ident::CONTROL.offset, 1);
+        let fresh = ModelCard::new();
+        assert_eq!(m.entry(0), fresh.entry(0));
+        assert_eq!(m.entry(0).unwrap(), ModelEntry::default());
+        let mut f = fresh;
+        for b in hal::regs::BLOCKS {
+            for o in (0..b.span).step_by(4) {
+                assert_eq!(
+                    rd(&mut m, b.base + o),
+                    rd(&mut f, b.base + o),
+                    "{} +0x{o:x}",
+                    b.prefix
+                );
+            }
+        }
+    }
+}
