@@ -12,7 +12,13 @@
 //! This is the only crate (with the Verilator shim) allowed to hold `unsafe`.
 
 pub mod fault;
+pub mod hw;
 pub mod io;
+pub mod mmio;
+pub mod pci;
 pub mod regs;
+pub mod sysfs;
+#[cfg(target_os = "linux")]
+pub mod vfio;
 
 pub use io::{BarOffset, HalError, RegIo};
