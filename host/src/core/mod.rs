@@ -1,0 +1,55 @@
+//! The state core: the patent's method (seeds: figures 2, 4, 5, 6; claims 1-13) as a sans-I/O
+//! library. It owns no sockets and no clock: the caller passes time (`Millis`) and bytes in and
+//! takes replication messages out, so a seeded simulation (`sim`) drives it deterministically.
+//!
+//! # API summary (stable; the daemon codes against this)
+//!
+//! Identifiers and newtypes (`ids`): `NodeId`, `DistributionId`, `Epoch`, `Millis`,
+//! `IdCount` (a power of two, 1..=4096, default 256).
+//!
+//! Entries (`entry`): `FlowKey` (TCP/UDP 5-tuple in canonical endpoint order, ICMP id, ESP
+//! destination + SPI, ISAKMP initiator cookie + message id, TLS session / HTTP cookie digest) and
+//! `Entry` (key, distribution identifier, `ConnState`, `Action`, rule index, optional
+//! `UserId`, `SaRef`, `Nat`, creator node, version, timeout, local counters).
+//!
+//! Distribution (`distribution`): `Distributor::new``(secret, n)` computes the keyed
+//! SipHash-1-3 identifier; `for_key`, `for_ipsec_peers`; both directions of a flow and both SAs
+//! plus the IKE traffic of a tunnel get one identifier.
+//!
+//! Tables: `CommonTable` (`common`, O(1) upsert/clear, O(k) `select(dist)`, per-identifier
+//! digests), the `NodeSpecificTable` trait (`node_table`) with `SoftwareTable` (claim 19),
+//! `SimCard` (small-capacity card stand-in) and `TieredTable` (card + software overflow, hot
+//! entries promoted into the card).
+//!
+//! Packets (`packet`): `parse_packet``(bytes, Framing) -> Result<ParsedPacket, ParseError>`.
+//! Rules (`rules`): `RuleSet::parse``(text)`; first match wins; format in `docs/rules.md`.
+//!
+//! Events (`events`): `Message` `{ sender, incarnation, seq, event }` with
+//! `Message::encode` / `Message::decode` (strict, never panics; an IPv4 TCP add is about 40
+//! bytes). `Event`: `Add`, `Update`, `Clear`, `SaState`, `Snapshot`, `Digest`,
+//! `RepairRequest`.
+//!
+//! The node (`node`): `Node<T: NodeSpecificTable>`:
+//! - `Node::new(NodeConfig, table)`;
+//! - `handle_packet(now, bytes) -> Verdict` (figure 2);
+//! - `apply_message(now, &Message) -> Result<Applied, ApplyError>` (remote events, claims 4-6);
+//! - `drain_outbox() -> Vec<Outgoing>` (local events to send: `Outgoing { dest, message }`);
+//! - `begin_reallocation(now, &Allocation)` (install gained ids: make) then
+//!   `finish_reallocation(epoch)` (flip, flush lost ids: break), or `apply_allocation` for both;
+//!   `handover_snapshots(&Allocation)` queues snapshots of the ids this node is about to lose;
+//! - `select(dist)` (entries of one identifier from the common table), `expire(now)` (idle/close),
+//!   `queue_digest()` (anti-entropy), `install_sa` / `update_sa` (SA state events),
+//!   `stats()`, `common()`, `node_table()`, `allocation()`, `owns(dist)`.
+//! - `Mode::PriorArt` makes every node's active table hold every entry (figure 1B baseline).
+//!
+//! Allocation (`alloc_policy`, pure functions): `Allocation`, `even_split`, `rebalance`
+//! (failure, join, weights, drain), `load_balance` (per-id load, hysteresis), `operator_move`.
+//! Reallocation planning (`realloc`): `plan(old, new, node) -> ReallocPlan { gained, lost }`.
+
+pub mod common;
+pub mod distribution;
+pub mod entry;
+pub mod events;
+pub mod ids;
+pub mod node_table;
+pub mod siphash;

@@ -1,0 +1,417 @@
+//! The node-specific table (claims 1, 14, 19, 21, 22): the entries of the traffic this node
+//! handles now. Behind the [`NodeSpecificTable`] trait so the core runs on a card, on host
+//! memory, or on a simulated small card.
+//!
+//! - [`SoftwareTable`]: host memory (claim 19's kernel-space memory); no card needed.
+//! - [`SimCard`]: a stand-in for a small card: fixed capacity, counts commands.
+//! - [`TieredTable`]: a card first and a software overflow behind it, so a full CAM loses no
+//!   entry; [`TieredTable::promote_hot`] keeps the hottest entries in the card.
+
+use super::common::IndexedEntries;
+use super::entry::{Entry, FlowKey};
+use super::ids::{DistributionId, IdCount};
+
+/// Errors of a node-specific table.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    /// The table is at capacity.
+    #[error("node-specific table full ({capacity} entries)")]
+    Full {
+        /// The capacity.
+        capacity: usize,
+    },
+    /// The entry's identifier is out of range.
+    #[error("distribution identifier {dist} out of range")]
+    BadDist {
+        /// The identifier.
+        dist: u16,
+    },
+    /// The device failed.
+    #[error("device error: {0}")]
+    Device(String),
+}
+
+/// Counters of a node-specific table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Management commands issued (insert, remove, flush).
+    pub commands: u64,
+    /// Flush-by-identifier commands issued.
+    pub flushes: u64,
+    /// Inserts refused because the table was full.
+    pub full: u64,
+    /// Entries that went to the software overflow (tiered tables).
+    pub overflowed: u64,
+    /// Entries promoted from the overflow into the card (tiered tables).
+    pub promoted: u64,
+}
+
+/// The node-specific table.
+pub trait NodeSpecificTable {
+    /// The maximum number of entries, if bounded.
+    fn capacity(&self) -> Option<usize>;
+    /// Number of entries.
+    fn len(&self) -> usize;
+    /// Whether the table is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Inserts or replaces the entry of `entry.key`.
+    ///
+    /// # Errors
+    /// [`TableError::Full`] when a bounded table is full and the key is new.
+    fn insert(&mut self, entry: Entry) -> Result<(), TableError>;
+    /// Data-path lookup: the entry of `key`, mutably (the caller updates state and counters).
+    fn lookup(&mut self, key: &FlowKey) -> Option<&mut Entry>;
+    /// The entry of `key`, read-only, without counting a hit.
+    fn get(&self, key: &FlowKey) -> Option<&Entry>;
+    /// Removes the entry of `key`.
+    fn remove(&mut self, key: &FlowKey) -> Option<Entry>;
+    /// Removes all entries of one identifier with one flush-by-identifier command.
+    /// Returns how many were removed.
+    fn flush_dist(&mut self, dist: DistributionId) -> usize;
+    /// Number of entries of one identifier.
+    fn dist_len(&self, dist: DistributionId) -> usize;
+    /// All entries.
+    fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_>;
+    /// Removes everything (reset).
+    fn clear_all(&mut self);
+    /// Counters.
+    fn stats(&self) -> TableStats;
+    /// Periodic housekeeping (a tiered table promotes hot entries). Default: nothing.
+    fn maintain(&mut self) {}
+}
+
+/// Host-memory node-specific table (claim 19). Unbounded unless built with a capacity.
+pub struct SoftwareTable {
+    entries: IndexedEntries,
+    capacity: Option<usize>,
+    stats: TableStats,
+}
+
+impl SoftwareTable {
+    /// An unbounded table for `count` identifiers.
+    pub fn new(count: IdCount) -> Self {
+        SoftwareTable {
+            entries: IndexedEntries::new(count),
+            capacity: None,
+            stats: TableStats::default(),
+        }
+    }
+
+    /// A bounded table.
+    pub fn with_capacity(count: IdCount, capacity: usize) -> Self {
+        SoftwareTable {
+            capacity: Some(capacity),
+            ..Self::new(count)
+        }
+    }
+
+    fn entries_mut(&mut self) -> impl Iterator<Item = &mut Entry> + '_ {
+        self.entries.iter_mut()
+    }
+}
+
+impl NodeSpecificTable for SoftwareTable {
+    fn capacity(&self) -> Option<usize> {
+        self.capacity
+    }
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+    fn insert(&mut self, entry: Entry) -> Result<(), TableError> {
+        if let Some(cap) = self.capacity {
+            if self.entries.len() >= cap && self.entries.get(&entry.key).is_none() {
+                self.stats.full += 1;
+                return Err(TableError::Full { capacity: cap });
+            }
+        }
+        self.stats.commands += 1;
+        let dist = entry.dist.0;
+        self.entries
+            .insert(entry)
+            .map(|_| ())
+            .map_err(|_| TableError::BadDist { dist })
+    }
+    fn lookup(&mut self, key: &FlowKey) -> Option<&mut Entry> {
+        self.entries.get_mut(key)
+    }
+    fn get(&self, key: &FlowKey) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+    fn remove(&mut self, key: &FlowKey) -> Option<Entry> {
+        self.stats.commands += 1;
+        self.entries.remove(key)
+    }
+    fn flush_dist(&mut self, dist: DistributionId) -> usize {
+        self.stats.commands += 1;
+        self.stats.flushes += 1;
+        self.entries.remove_dist(dist).len()
+    }
+    fn dist_len(&self, dist: DistributionId) -> usize {
+        self.entries.dist_len(dist)
+    }
+    fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
+        Box::new(self.entries.iter())
+    }
+    fn clear_all(&mut self) {
+        self.entries.clear();
+    }
+    fn stats(&self) -> TableStats {
+        self.stats
+    }
+}
+
+/// A simulated small-capacity card at the level of the trait: a bounded table whose every
+/// management operation is one command, flush by identifier included.
+pub struct SimCard {
+    inner: SoftwareTable,
+}
+
+impl SimCard {
+    /// A card holding at most `capacity` entries.
+    pub fn new(count: IdCount, capacity: usize) -> Self {
+        SimCard {
+            inner: SoftwareTable::with_capacity(count, capacity),
+        }
+    }
+}
+
+impl NodeSpecificTable for SimCard {
+    fn capacity(&self) -> Option<usize> {
+        self.inner.capacity()
+    }
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn insert(&mut self, entry: Entry) -> Result<(), TableError> {
+        self.inner.insert(entry)
+    }
+    fn lookup(&mut self, key: &FlowKey) -> Option<&mut Entry> {
+        self.inner.lookup(key)
+    }
+    fn get(&self, key: &FlowKey) -> Option<&Entry> {
+        self.inner.get(key)
+    }
+    fn remove(&mut self, key: &FlowKey) -> Option<Entry> {
+        self.inner.remove(key)
+    }
+    fn flush_dist(&mut self, dist: DistributionId) -> usize {
+        self.inner.flush_dist(dist)
+    }
+    fn dist_len(&self, dist: DistributionId) -> usize {
+        self.inner.dist_len(dist)
+    }
+    fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
+        self.inner.entries()
+    }
+    fn clear_all(&mut self) {
+        self.inner.clear_all()
+    }
+    fn stats(&self) -> TableStats {
+        self.inner.stats()
+    }
+}
+
+/// A card with a software overflow behind it (claim 19 plus claims 21/22, as the description
+/// of figure 7 combines them): inserts go to the card; when the card is full they go to host
+/// memory, so nothing is lost. [`TieredTable::promote_hot`] swaps overflow entries that
+/// received more packets than the coldest card entries into the card.
+pub struct TieredTable<C: NodeSpecificTable> {
+    card: C,
+    soft: SoftwareTable,
+    overflowed: u64,
+    promoted: u64,
+    /// Number of swaps attempted per `maintain` call.
+    pub promote_batch: usize,
+}
+
+impl<C: NodeSpecificTable> TieredTable<C> {
+    /// A tiered table over `card`.
+    pub fn new(card: C, count: IdCount) -> Self {
+        TieredTable {
+            card,
+            soft: SoftwareTable::new(count),
+            overflowed: 0,
+            promoted: 0,
+            promote_batch: 64,
+        }
+    }
+
+    /// The card tier.
+    pub fn card(&self) -> &C {
+        &self.card
+    }
+
+    /// The software tier.
+    pub fn overflow(&self) -> &SoftwareTable {
+        &self.soft
+    }
+
+    /// Moves up to `max` overflow entries that are hotter (more packets) than the coldest card
+    /// entries into the card, demoting those. Returns how many moved up.
+    pub fn promote_hot(&mut self, max: usize) -> usize {
+        if self.soft.is_empty() {
+            return 0;
+        }
+        let mut hot: Vec<(u64, FlowKey)> =
+            self.soft.entries().map(|e| (e.packets, e.key)).collect();
+        hot.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        hot.truncate(max);
+        let mut cold: Vec<(u64, FlowKey)> =
+            self.card.entries().map(|e| (e.packets, e.key)).collect();
+        cold.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut cold = cold.into_iter();
+        let mut moved = 0;
+        for (heat, key) in hot {
+            let free = self.card.capacity().is_none_or(|c| self.card.len() < c);
+            if !free {
+                match cold.next() {
+                    Some((c_heat, c_key)) if c_heat < heat => {
+                        if let Some(e) = self.card.remove(&c_key) {
+                            // The software tier is unbounded: this cannot fail for range reasons
+                            // because the entry came from a table with the same identifier count.
+                            let _ = self.soft.insert(e);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            if let Some(e) = self.soft.remove(&key) {
+                match self.card.insert(e.clone()) {
+                    Ok(()) => moved += 1,
+                    Err(_) => {
+                        let _ = self.soft.insert(e);
+                    }
+                }
+            }
+        }
+        self.promoted += moved as u64;
+        // Reset heat so that promotion follows recent traffic.
+        for e in self.soft.entries_mut() {
+            e.packets /= 2;
+        }
+        moved
+    }
+}
+
+impl<C: NodeSpecificTable> NodeSpecificTable for TieredTable<C> {
+    fn capacity(&self) -> Option<usize> {
+        None
+    }
+    fn len(&self) -> usize {
+        self.card.len() + self.soft.len()
+    }
+    fn insert(&mut self, entry: Entry) -> Result<(), TableError> {
+        if self.soft.get(&entry.key).is_some() {
+            return self.soft.insert(entry);
+        }
+        match self.card.insert(entry.clone()) {
+            Ok(()) => Ok(()),
+            Err(TableError::Full { .. }) | Err(TableError::Device(_)) => {
+                self.overflowed += 1;
+                self.soft.insert(entry)
+            }
+            Err(e) => Err(e),
+        }
+    }
+    fn lookup(&mut self, key: &FlowKey) -> Option<&mut Entry> {
+        if self.card.get(key).is_some() {
+            return self.card.lookup(key);
+        }
+        self.soft.lookup(key)
+    }
+    fn get(&self, key: &FlowKey) -> Option<&Entry> {
+        self.card.get(key).or_else(|| self.soft.get(key))
+    }
+    fn remove(&mut self, key: &FlowKey) -> Option<Entry> {
+        self.card.remove(key).or_else(|| self.soft.remove(key))
+    }
+    fn flush_dist(&mut self, dist: DistributionId) -> usize {
+        let mut n = self.card.flush_dist(dist);
+        if self.soft.dist_len(dist) > 0 {
+            n += self.soft.flush_dist(dist);
+        }
+        n
+    }
+    fn dist_len(&self, dist: DistributionId) -> usize {
+        self.card.dist_len(dist) + self.soft.dist_len(dist)
+    }
+    fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
+        Box::new(self.card.entries().chain(self.soft.entries()))
+    }
+    fn clear_all(&mut self) {
+        self.card.clear_all();
+        self.soft.clear_all();
+    }
+    fn stats(&self) -> TableStats {
+        let c = self.card.stats();
+        TableStats {
+            commands: c.commands,
+            flushes: c.flushes,
+            full: c.full,
+            overflowed: self.overflowed,
+            promoted: self.promoted,
+        }
+    }
+    fn maintain(&mut self) {
+        let n = self.promote_batch;
+        self.promote_hot(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::entry::{ConnState, Endpoint, L4Proto};
+    use crate::core::ids::NodeId;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn entry(i: u32) -> Entry {
+        let (k, _) = FlowKey::transport(
+            L4Proto::Udp,
+            Endpoint::new(IpAddr::V4(Ipv4Addr::from(i)), 53),
+            Endpoint::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 53),
+        );
+        Entry::new(
+            k,
+            DistributionId((i % 8) as u16),
+            ConnState::UdpReplied,
+            NodeId(0),
+        )
+    }
+
+    #[test]
+    fn sim_card_is_bounded() {
+        let c = IdCount::new(8).unwrap();
+        let mut card = SimCard::new(c, 4);
+        for i in 0..4 {
+            card.insert(entry(i)).unwrap();
+        }
+        assert_eq!(card.insert(entry(9)), Err(TableError::Full { capacity: 4 }));
+        card.insert(entry(1)).unwrap(); // replace is fine when full
+        assert_eq!(card.flush_dist(DistributionId(1)), 1);
+        assert_eq!(card.len(), 3);
+    }
+
+    #[test]
+    fn tiered_overflows_and_promotes() {
+        let c = IdCount::new(8).unwrap();
+        let mut t = TieredTable::new(SimCard::new(c, 4), c);
+        for i in 0..10 {
+            t.insert(entry(i)).unwrap();
+        }
+        assert_eq!(t.len(), 10);
+        assert_eq!(t.card().len(), 4);
+        assert_eq!(t.stats().overflowed, 6);
+        // Make entry 9 (in the overflow) hot.
+        for _ in 0..100 {
+            t.lookup(&entry(9).key).unwrap().packets += 1;
+        }
+        assert!(t.promote_hot(1) == 1);
+        assert!(t.card().get(&entry(9).key).is_some());
+        assert_eq!(t.len(), 10);
+        assert_eq!(t.flush_dist(DistributionId(1)), 2);
+        assert_eq!(t.len(), 8);
+    }
+}
