@@ -1,0 +1,20 @@
+#!/bin/sh
+# Yosys generic synthesis of the card RTL at a small depth (default 16, or
+# $SYNTH_DEPTH). Any Yosys warning counts as a failure (-e '.*'). Prints the
+# cell statistics. Called from .ci/run.
+set -eu
+cd "$(dirname "$0")"
+command -v yosys >/dev/null 2>&1 || {
+    echo "synth.sh: yosys not found: install it with \`sudo apt-get install -y yosys\`" >&2
+    exit 1
+}
+depth="${SYNTH_DEPTH:-16}"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+if ! yosys -e '.*' -l "$log" -q -s synth.ys \
+    -p "chparam -set DEPTH $depth card_top; hierarchy -check -top card_top; synth -top card_top; check -assert; tee -o /dev/stdout stat"; then
+    tail -n 40 "$log" >&2
+    echo "synth.sh: yosys synthesis FAILED" >&2
+    exit 1
+fi
+echo "synth.sh: yosys synth -top card_top (DEPTH=$depth): ok"
