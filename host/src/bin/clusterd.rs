@@ -1,0 +1,2 @@
+//! clusterd: the cluster daemon (being built).
+fn main() {}

@@ -1,0 +1,405 @@
+//! The wire format of a sync frame (version 1), parsed strictly: a frame is accepted only when
+//! every length adds up, and no accessor can panic on any input.
+//!
+//! ```text
+//! offset  size  field        (all integers big-endian; the 24-byte header is the AEAD's AAD)
+//!      0     2  magic        "CD"
+//!      2     1  version      1
+//!      3     1  kind         1 = data, 2 = ack, 3 = datagram, 4 = hello
+//!      4     2  sender       node id
+//!      6     2  receiver     node id (a frame for another node is rejected)
+//!      8     8  incarnation  the sender's incarnation (selects the frame key)
+//!     16     8  seq          the sender's frame sequence number (nonce = sender ++ 00 00 ++ seq)
+//!     24     n  ciphertext   the encrypted payload
+//!   24+n    16  tag          AES-256-GCM tag over header and payload
+//! ```
+//!
+//! Plaintext payloads:
+//!
+//! - data: `to_incarnation u64`, `batch u64`, then records, each a LEB128 length (1 byte up to
+//!   127 bytes, 2 up to 16383, 3 up to 2 MiB; minimal encoding required, zero length refused)
+//!   followed by that many opaque bytes;
+//! - ack: `acked_incarnation u64` (the data sender's incarnation this ack is for),
+//!   `next_expected u64` (every batch below it was received) and `sack u64` (bit `i` set: batch
+//!   `next_expected + 1 + i` was received too);
+//! - datagram: opaque bytes, delivered at most once, unordered, not retransmitted;
+//! - hello: `known u64`, the receiver's incarnation as the sender knows it (0: unknown); a node
+//!   answers a hello that does not know its current incarnation with a hello of its own. Data
+//!   streams start only once both ends know each other's incarnation.
+
+use std::ops::Range;
+
+use crate::core::ids::NodeId;
+
+/// Frame magic.
+pub const MAGIC: [u8; 2] = *b"CD";
+/// The one frame version this code speaks.
+pub const VERSION: u8 = 1;
+/// Header length (the AAD).
+pub const HEADER_LEN: usize = 24;
+/// AEAD tag length.
+pub const TAG_LEN: usize = 16;
+/// Header plus tag: the fixed cost of a frame.
+pub const FRAME_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
+/// Data payload prefix (`to_incarnation`, `batch`).
+pub const DATA_PREFIX: usize = 16;
+/// Ack payload length.
+pub const ACK_LEN: usize = 24;
+/// The largest frame ever sent or accepted (fits a UDP datagram).
+pub const MAX_FRAME: usize = 65_000;
+
+mod field {
+    use std::ops::Range;
+    pub const MAGIC: Range<usize> = 0..2;
+    pub const VERSION: usize = 2;
+    pub const KIND: usize = 3;
+    pub const SENDER: Range<usize> = 4..6;
+    pub const RECEIVER: Range<usize> = 6..8;
+    pub const INCARNATION: Range<usize> = 8..16;
+    pub const SEQ: Range<usize> = 16..24;
+}
+
+/// What a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A batch of reliable, ordered records.
+    Data = 1,
+    /// Acknowledgement of data batches.
+    Ack = 2,
+    /// One unreliable datagram (heartbeats).
+    Datagram = 3,
+    /// "This is my incarnation; I know yours as `u64`" (binds streams to incarnations).
+    Hello = 4,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Kind::Data),
+            2 => Some(Kind::Ack),
+            3 => Some(Kind::Datagram),
+            4 => Some(Kind::Hello),
+            _ => None,
+        }
+    }
+}
+
+/// Why a frame was refused before or during decryption.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Shorter than header plus tag, longer than [`MAX_FRAME`], or wrong magic.
+    #[error("garbled frame: {0}")]
+    Garbled(&'static str),
+    /// A version this code does not speak.
+    #[error("frame version {0} is not supported (this node speaks version 1)")]
+    Version(u8),
+    /// Unknown kind byte.
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    /// Addressed to another node.
+    #[error("frame addressed to {0}, not to this node")]
+    Misdirected(NodeId),
+    /// From a node that is not a configured peer.
+    #[error("frame from {0}, which is not a configured peer")]
+    UnknownPeer(NodeId),
+    /// The tag did not verify: forged, corrupted, or sealed with another key.
+    #[error("frame failed authentication (forged, corrupted or wrong cluster key)")]
+    Auth,
+    /// Seen before, or older than the replay window, or from a previous incarnation.
+    #[error("replayed or stale frame")]
+    Replay,
+    /// Authenticated but the payload does not parse (a buggy peer).
+    #[error("malformed payload: {0}")]
+    Malformed(&'static str),
+}
+
+/// A parsed frame header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Payload kind.
+    pub kind: Kind,
+    /// Sending node.
+    pub sender: NodeId,
+    /// Receiving node.
+    pub receiver: NodeId,
+    /// Sender's incarnation.
+    pub incarnation: u64,
+    /// Sender's frame sequence number.
+    pub seq: u64,
+}
+
+fn be_u16(b: &[u8], r: Range<usize>) -> u16 {
+    let mut a = [0u8; 2];
+    if let Some(s) = b.get(r) {
+        a.copy_from_slice(s);
+    }
+    u16::from_be_bytes(a)
+}
+
+pub(crate) fn be_u64(b: &[u8], r: Range<usize>) -> u64 {
+    let mut a = [0u8; 8];
+    if let Some(s) = b.get(r) {
+        if s.len() == 8 {
+            a.copy_from_slice(s);
+        }
+    }
+    u64::from_be_bytes(a)
+}
+
+impl Header {
+    /// Writes the header into the first [`HEADER_LEN`] bytes of `out`.
+    pub fn emit(&self, out: &mut [u8; HEADER_LEN]) {
+        out[field::MAGIC].copy_from_slice(&MAGIC);
+        out[field::VERSION] = VERSION;
+        out[field::KIND] = self.kind as u8;
+        out[field::SENDER].copy_from_slice(&self.sender.0.to_be_bytes());
+        out[field::RECEIVER].copy_from_slice(&self.receiver.0.to_be_bytes());
+        out[field::INCARNATION].copy_from_slice(&self.incarnation.to_be_bytes());
+        out[field::SEQ].copy_from_slice(&self.seq.to_be_bytes());
+    }
+
+    /// Parses the header of a whole frame (length, magic, version and kind are checked).
+    ///
+    /// # Errors
+    /// [`FrameError::Garbled`], [`FrameError::Version`] or [`FrameError::UnknownKind`].
+    pub fn parse(frame: &[u8]) -> Result<Header, FrameError> {
+        if frame.len() < FRAME_OVERHEAD {
+            return Err(FrameError::Garbled("shorter than header and tag"));
+        }
+        if frame.len() > MAX_FRAME {
+            return Err(FrameError::Garbled("longer than the largest frame"));
+        }
+        if frame.get(field::MAGIC) != Some(&MAGIC[..]) {
+            return Err(FrameError::Garbled("bad magic"));
+        }
+        let version = frame[field::VERSION];
+        if version != VERSION {
+            return Err(FrameError::Version(version));
+        }
+        let kind = Kind::from_u8(frame[field::KIND]).ok_or(FrameError::UnknownKind(frame[3]))?;
+        Ok(Header {
+            kind,
+            sender: NodeId(be_u16(frame, field::SENDER)),
+            receiver: NodeId(be_u16(frame, field::RECEIVER)),
+            incarnation: be_u64(frame, field::INCARNATION),
+            seq: be_u64(frame, field::SEQ),
+        })
+    }
+
+    /// The AEAD nonce: sender (2 bytes), two zero bytes, frame sequence number (8 bytes).
+    pub fn nonce(&self) -> [u8; 12] {
+        nonce(self.sender, self.seq)
+    }
+}
+
+/// The AEAD nonce of frame `seq` from `sender`.
+pub fn nonce(sender: NodeId, seq: u64) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n[0..2].copy_from_slice(&sender.0.to_be_bytes());
+    n[4..12].copy_from_slice(&seq.to_be_bytes());
+    n
+}
+
+/// Appends `len` as a minimal LEB128 varint.
+pub fn put_varint(out: &mut Vec<u8>, mut len: usize) {
+    while len >= 0x80 {
+        out.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+}
+
+/// Bytes a varint of `len` takes.
+pub fn varint_len(len: usize) -> usize {
+    match len {
+        0..=0x7f => 1,
+        0x80..=0x3fff => 2,
+        _ => 3,
+    }
+}
+
+/// Reads a minimal varint of at most 3 bytes; returns the value and bytes consumed.
+fn get_varint(b: &[u8]) -> Result<(usize, usize), FrameError> {
+    let mut v = 0usize;
+    for i in 0..3 {
+        let byte = *b
+            .get(i)
+            .ok_or(FrameError::Malformed("truncated record length"))?;
+        v |= usize::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            if i > 0 && byte == 0 {
+                return Err(FrameError::Malformed("non-minimal record length"));
+            }
+            return Ok((v, i + 1));
+        }
+    }
+    Err(FrameError::Malformed("record length longer than 3 bytes"))
+}
+
+/// The records of one delivered data batch: one allocation per batch, iterated without copying.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordBatch {
+    /// Records area (after the data prefix), already validated.
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+impl RecordBatch {
+    /// Validates a records area: every record has a minimal non-zero length and fits exactly.
+    ///
+    /// # Errors
+    /// [`FrameError::Malformed`] on any inconsistency.
+    pub fn parse(bytes: Vec<u8>) -> Result<Self, FrameError> {
+        let mut at = 0;
+        let mut count = 0;
+        while at < bytes.len() {
+            let (len, n) = get_varint(&bytes[at..])?;
+            if len == 0 {
+                return Err(FrameError::Malformed("zero-length record"));
+            }
+            let end = at
+                .checked_add(n)
+                .and_then(|x| x.checked_add(len))
+                .ok_or(FrameError::Malformed("record length overflows"))?;
+            if end > bytes.len() {
+                return Err(FrameError::Malformed("record runs past the frame"));
+            }
+            at = end;
+            count += 1;
+        }
+        Ok(Self { bytes, count })
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The records, in order.
+    pub fn iter(&self) -> RecordIter<'_> {
+        RecordIter {
+            bytes: &self.bytes,
+            at: 0,
+        }
+    }
+}
+
+/// Iterator over the records of a [`RecordBatch`].
+pub struct RecordIter<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for RecordIter<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.bytes.get(self.at..)?;
+        if rest.is_empty() {
+            return None;
+        }
+        let (len, n) = get_varint(rest).ok()?;
+        let rec = rest.get(n..n + len)?;
+        self.at += n + len;
+        Some(rec)
+    }
+}
+
+/// An ack payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckRepr {
+    /// The data sender's incarnation this ack refers to.
+    pub acked_incarnation: u64,
+    /// Every batch below this was received.
+    pub next_expected: u64,
+    /// Bit `i`: batch `next_expected + 1 + i` was received.
+    pub sack: u64,
+}
+
+impl AckRepr {
+    /// Encodes into 24 bytes.
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.acked_incarnation.to_be_bytes());
+        out.extend_from_slice(&self.next_expected.to_be_bytes());
+        out.extend_from_slice(&self.sack.to_be_bytes());
+    }
+
+    /// Decodes exactly 24 bytes.
+    ///
+    /// # Errors
+    /// [`FrameError::Malformed`] on a wrong length.
+    pub fn parse(b: &[u8]) -> Result<Self, FrameError> {
+        if b.len() != ACK_LEN {
+            return Err(FrameError::Malformed("ack payload is not 24 bytes"));
+        }
+        Ok(Self {
+            acked_incarnation: be_u64(b, 0..8),
+            next_expected: be_u64(b, 8..16),
+            sack: be_u64(b, 16..24),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_fixture() {
+        let h = Header {
+            kind: Kind::Ack,
+            sender: NodeId(0x0102),
+            receiver: NodeId(3),
+            incarnation: 0x1122334455667788,
+            seq: 9,
+        };
+        let mut b = [0u8; HEADER_LEN];
+        h.emit(&mut b);
+        assert_eq!(
+            b,
+            [
+                b'C', b'D', 1, 2, 1, 2, 0, 3, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0, 0,
+                0, 0, 0, 0, 0, 9
+            ]
+        );
+        let mut frame = b.to_vec();
+        frame.extend_from_slice(&[0; TAG_LEN]);
+        assert_eq!(Header::parse(&frame).unwrap(), h);
+        frame[2] = 2;
+        assert_eq!(Header::parse(&frame), Err(FrameError::Version(2)));
+        frame[2] = 1;
+        frame[3] = 7;
+        assert_eq!(Header::parse(&frame), Err(FrameError::UnknownKind(7)));
+        assert!(matches!(
+            Header::parse(&frame[..30]),
+            Err(FrameError::Garbled(_))
+        ));
+    }
+
+    #[test]
+    fn varints_and_records() {
+        let mut v = Vec::new();
+        for len in [1usize, 127, 128, 16383, 16384] {
+            v.clear();
+            put_varint(&mut v, len);
+            assert_eq!(v.len(), varint_len(len));
+            assert_eq!(get_varint(&v).unwrap(), (len, v.len()));
+        }
+        assert!(get_varint(&[0x80, 0x00]).is_err());
+        assert!(get_varint(&[0x80, 0x80, 0x80]).is_err());
+        let mut area = Vec::new();
+        put_varint(&mut area, 3);
+        area.extend_from_slice(b"abc");
+        put_varint(&mut area, 1);
+        area.push(b'z');
+        let batch = RecordBatch::parse(area.clone()).unwrap();
+        assert_eq!(batch.iter().collect::<Vec<_>>(), vec![&b"abc"[..], b"z"]);
+        area.push(5);
+        assert!(RecordBatch::parse(area).is_err());
+        assert!(RecordBatch::parse(vec![0]).is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! The cluster key and the per-incarnation frame keys derived from it.
+//!
+//! Every node of a cluster shares one 256-bit cluster key (from its config file). Frames are never
+//! sealed with the cluster key itself: each sender derives a frame key per incarnation (one process
+//! lifetime) with HKDF-SHA256, so the AEAD nonce (sender id + frame sequence number) is never
+//! reused even though a restarted node counts its frames from zero again.
+
+use ring::{aead, hkdf, rand::SecureRandom};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::core::ids::NodeId;
+
+/// Why a cluster key could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The text is not 64 hexadecimal digits.
+    #[error("a cluster key is 64 hexadecimal digits (32 bytes); got {len} characters")]
+    BadLength {
+        /// Characters found.
+        len: usize,
+    },
+    /// A character is not a hexadecimal digit.
+    #[error("a cluster key is hexadecimal; character {position} is not a hex digit")]
+    NotHex {
+        /// 1-based position of the bad character.
+        position: usize,
+    },
+    /// The key is all zeros (a placeholder, never a real key).
+    #[error("the cluster key is all zeros; generate one with `clusterd keygen`")]
+    AllZero,
+    /// The system random generator failed.
+    #[error("the system random number generator failed")]
+    Random,
+}
+
+/// The 256-bit cluster key shared by all members. Zeroized on drop; `Debug` never shows it.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct ClusterKey {
+    bytes: [u8; 32],
+}
+
+impl std::fmt::Debug for ClusterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterKey(<redacted>)")
+    }
+}
+
+/// The AEAD used for every frame.
+pub(crate) static AEAD: &aead::Algorithm = &aead::AES_256_GCM;
+
+impl ClusterKey {
+    /// A key from raw bytes (the caller should zeroize its copy).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self { bytes }
+    }
+
+    /// A key from 64 hexadecimal digits (surrounding whitespace ignored).
+    ///
+    /// # Errors
+    /// [`KeyError`] if the text is not 64 hex digits or is all zeros.
+    pub fn from_hex(text: &str) -> Result<Self, KeyError> {
+        let text = text.trim();
+        if text.len() != 64 {
+            return Err(KeyError::BadLength {
+                len: text.chars().count(),
+            });
+        }
+        let mut key = Self { bytes: [0; 32] };
+        for (i, pair) in text.as_bytes().chunks_exact(2).enumerate() {
+            let hi = hex_val(pair[0]).ok_or(KeyError::NotHex {
+                position: 2 * i + 1,
+            })?;
+            let lo = hex_val(pair[1]).ok_or(KeyError::NotHex {
+                position: 2 * i + 2,
+            })?;
+            key.bytes[i] = (hi << 4) | lo;
+        }
+        if key.bytes.iter().all(|b| *b == 0) {
+            return Err(KeyError::AllZero);
+        }
+        Ok(key)
+    }
+
+    /// A fresh random key from the system generator.
+    ///
+    /// # Errors
+    /// [`KeyError::Random`] if the system generator fails.
+    pub fn generate() -> Result<Self, KeyError> {
+        let mut key = Self { bytes: [0; 32] };
+        ring::rand::SystemRandom::new()
+            .fill(&mut key.bytes)
+            .map_err(|_| KeyError::Random)?;
+        Ok(key)
+    }
+
+    /// The key as 64 lowercase hex digits (for `clusterd keygen` only; never log this).
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(64);
+        for b in self.bytes {
+            s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+            s.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+        }
+        s
+    }
+
+    /// The frame key of `sender` during its incarnation `incarnation` (HKDF-SHA256, info =
+    /// label, sender, incarnation).
+    pub(crate) fn frame_key(&self, sender: NodeId, incarnation: u64) -> aead::LessSafeKey {
+        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"clusterd sync frame key v1");
+        let prk = salt.extract(&self.bytes);
+        let sender = sender.0.to_be_bytes();
+        let inc = incarnation.to_be_bytes();
+        let info: [&[u8]; 3] = [b"frame", &sender, &inc];
+        // `expand` fails only when the output is longer than 255 hash lengths; 32 bytes is not.
+        let okm = prk
+            .expand(&info, AEAD)
+            .unwrap_or_else(|_| unreachable!("HKDF output of 32 bytes is always valid"));
+        aead::LessSafeKey::new(aead::UnboundKey::from(okm))
+    }
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip_and_errors() {
+        let k = ClusterKey::generate().unwrap();
+        let k2 = ClusterKey::from_hex(&k.to_hex()).unwrap();
+        assert_eq!(k.bytes, k2.bytes);
+        assert_eq!(
+            ClusterKey::from_hex("abc").unwrap_err(),
+            KeyError::BadLength { len: 3 }
+        );
+        let mut bad = "0".repeat(63);
+        bad.push('g');
+        assert_eq!(
+            ClusterKey::from_hex(&bad).unwrap_err(),
+            KeyError::NotHex { position: 64 }
+        );
+        assert_eq!(
+            ClusterKey::from_hex(&"0".repeat(64)).unwrap_err(),
+            KeyError::AllZero
+        );
+        assert_eq!(format!("{k:?}"), "ClusterKey(<redacted>)");
+    }
+}

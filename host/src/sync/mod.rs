@@ -1,0 +1,25 @@
+//! Replication transport between cluster nodes.
+//!
+//! - [`frame`]: the versioned, authenticated wire format (parsed strictly).
+//! - [`key`]: the cluster key (zeroized) and per-incarnation frame keys.
+//! - [`endpoint`]: the sans-I/O state machine (batching, sequence numbers, acks,
+//!   retransmission, replay protection), driven with time passed in.
+//! - [`fault`]: a fault injector (loss, duplication, partitions) between endpoint and socket.
+//! - [`udp`]: the tokio UDP driver used by `clusterd` on loopback or a LAN.
+//!
+//! The transport carries opaque records; the daemon puts the state core's encoded events (and its
+//! own control records) in them. SA key material travels only inside sealed frames.
+
+pub mod endpoint;
+pub mod fault;
+pub mod frame;
+pub mod key;
+pub mod udp;
+
+pub use endpoint::{
+    Endpoint, EndpointConfig, PeerStatus, SendError, SyncEvent, SyncStats, Transmit,
+};
+pub use fault::{FaultConfig, FaultInjector};
+pub use frame::{FrameError, RecordBatch};
+pub use key::{ClusterKey, KeyError};
+pub use udp::UdpDriver;
