@@ -193,13 +193,11 @@ impl AsRawFd for IrqEvent {
 /// `pread`/`pwrite` for the rest.
 pub struct VfioCard {
     // Field order is drop order: the mappings and our duplicate of the device
-    // descriptor must go before `device`, whose drop detaches the group from
-    // the container (that fails with EBUSY while the device file is in use).
-    windows: Vec<MmioWindow>,
-    file: File,
+    // descriptor (in `bar`) must go before `device`, whose drop detaches the
+    // group from the container (that fails with EBUSY while the device file
+    // is in use).
+    bar: SparseRegion,
     irqs: Vec<IrqEvent>,
-    plan: RegionPlan,
-    region_offset: u64,
     name: String,
     bdf: Bdf,
     device: VfioDevice,
@@ -210,7 +208,7 @@ impl std::fmt::Debug for VfioCard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VfioCard")
             .field("bdf", &self.bdf)
-            .field("plan", &self.plan)
+            .field("plan", &self.bar.plan)
             .field("msix", &self.irqs.len())
             .finish_non_exhaustive()
     }
@@ -266,36 +264,18 @@ impl VfioCard {
             )
         })?);
 
-        let mut windows = Vec::with_capacity(plan.mmap.len());
-        for r in &plan.mmap {
-            let len = usize::try_from(r.end - r.start).unwrap_or(usize::MAX);
-            let map = memmap2::MmapOptions::new()
-                .offset(region_offset + r.start)
-                .len(len)
-                .map_raw(&file)
-                .map_err(|e| {
-                    open_error(
-                        &name,
-                        format!(
-                            "mmap of BAR0 bytes 0x{:x}..0x{:x} refused: {e}",
-                            r.start, r.end
-                        ),
-                        "check `dmesg` for vfio-pci messages; the BAR must be a memory BAR",
-                    )
-                })?;
-            windows.push(MmioWindow::from_mmap(map)?);
-        }
-
+        // Reset before mapping, so nothing of the old state is read through
+        // the new mappings (vfio-pci restores config space, including memory
+        // decoding, after the reset).
         if config.reset {
             device.reset();
         }
 
+        let bar = SparseRegion::map(file, region_offset, plan, &name)?;
+
         Ok(VfioCard {
-            windows,
-            file,
+            bar,
             irqs: Vec::new(),
-            plan,
-            region_offset,
             name,
             bdf,
             device,
@@ -312,7 +292,7 @@ impl VfioCard {
     /// How BAR0 is reached (mapped ranges; the rest by `pread`/`pwrite`).
     #[must_use]
     pub fn region_plan(&self) -> &RegionPlan {
-        &self.plan
+        &self.bar.plan
     }
 
     /// Number of MSI-X vectors the device offers (0 when it has none).
@@ -393,16 +373,98 @@ impl VfioCard {
         self.irqs.clear();
         Ok(())
     }
+}
+
+impl RegIo for VfioCard {
+    fn read32(&mut self, offset: BarOffset) -> Result<u32, HalError> {
+        self.bar.read32(offset)
+    }
+
+    fn write32(&mut self, offset: BarOffset, value: u32) -> Result<(), HalError> {
+        self.bar.write32(offset, value)
+    }
+
+    fn size(&self) -> u64 {
+        self.bar.size()
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// A region of a file reached as a [`RegionPlan`] says: the planned ranges
+/// memory-mapped (volatile access), everything else by `pread`/`pwrite` at
+/// `region_offset + offset`.
+///
+/// [`VfioCard`] keeps BAR0 in one of these over the VFIO device file; because
+/// it takes any [`File`], tests run the same code over an ordinary file.
+#[derive(Debug)]
+pub struct SparseRegion {
+    windows: Vec<MmioWindow>,
+    file: File,
+    region_offset: u64,
+    plan: RegionPlan,
+    name: String,
+}
+
+impl SparseRegion {
+    /// Map the ranges of `plan` from `file`, region `i`'s byte `o` being the
+    /// file's byte `region_offset + o`. `region_offset + range.start` must be
+    /// page aligned for every mapped range (VFIO guarantees it for its
+    /// region offsets and sparse areas).
+    ///
+    /// # Errors
+    /// [`HalError::Open`] when a mapping is refused.
+    pub fn map(
+        file: File,
+        region_offset: u64,
+        plan: RegionPlan,
+        name: &str,
+    ) -> Result<SparseRegion, HalError> {
+        let mut windows = Vec::with_capacity(plan.mmap.len());
+        for r in &plan.mmap {
+            let len = usize::try_from(r.end - r.start).unwrap_or(usize::MAX);
+            let map = memmap2::MmapOptions::new()
+                .offset(region_offset + r.start)
+                .len(len)
+                .map_raw(&file)
+                .map_err(|e| {
+                    open_error(
+                        name,
+                        format!(
+                            "mmap of BAR0 bytes 0x{:x}..0x{:x} refused: {e}",
+                            r.start, r.end
+                        ),
+                        "check `dmesg` for vfio-pci messages; the BAR must be a memory BAR",
+                    )
+                })?;
+            windows.push(MmioWindow::from_mmap(map)?);
+        }
+        Ok(SparseRegion {
+            windows,
+            file,
+            region_offset,
+            plan,
+            name: name.to_owned(),
+        })
+    }
+
+    /// How the region is reached.
+    #[must_use]
+    pub fn plan(&self) -> &RegionPlan {
+        &self.plan
+    }
 
     fn bus_error(&self, offset: BarOffset, what: &str, e: &io::Error) -> HalError {
         HalError::Bus {
             offset,
-            detail: format!("{}: {what} on the VFIO device file failed: {e}", self.name),
+            detail: format!("{}: {what} failed: {e}", self.name),
         }
     }
 }
 
-impl RegIo for VfioCard {
+impl RegIo for SparseRegion {
     fn read32(&mut self, offset: BarOffset) -> Result<u32, HalError> {
         let off = check_access(offset, self.plan.size)? as u64;
         if let Some(i) = self.plan.mapped(off) {
@@ -631,9 +693,10 @@ fn map_vfio_error(
     e: VfioError,
 ) -> HalError {
     match e {
-        VfioError::OpenContainer(io) => node_open_error(name, &paths.vfio_dir().join("vfio"), None, &io),
-        VfioError::OpenGroup(io, _) => {
-            node_open_error(name, &paths.vfio_dir().join(pre.group.to_string()), Some(pre.group), &io)
+        // vfio-ioctls opens these at their fixed places, whatever `paths` says.
+        VfioError::OpenContainer(io) => node_open_error(name, Path::new("/dev/vfio/vfio"), None, &io),
+        VfioError::OpenGroup(io, id) => {
+            node_open_error(name, &Path::new("/dev/vfio").join(id), Some(pre.group), &io)
         }
         VfioError::GroupViable => {
             let members = group_members(paths, pre.group).unwrap_or_default();
