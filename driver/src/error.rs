@@ -1,0 +1,258 @@
+//! The driver's error type.
+
+use std::fmt;
+
+use hal::regs::cam;
+use hal::{BarOffset, HalError};
+use serde::Serialize;
+
+use crate::key::KeyError;
+use crate::types::CamIndex;
+
+/// A CAM command, as written to the CAM block's `CMD` register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CamCmd {
+    /// Write an entry at `INDEX`.
+    Write,
+    /// Invalidate the entry at `INDEX`.
+    Invalidate,
+    /// Read the entry at `INDEX`.
+    Read,
+    /// Search for `KEY`.
+    Search,
+    /// Invalidate every entry.
+    FlushAll,
+    /// Invalidate the entries whose identifier is in `DID_BITMAP`.
+    FlushDid,
+    /// Read and clear 32 hit bits.
+    HitRc,
+    /// Write an entry at the lowest free index.
+    Insert,
+}
+
+impl CamCmd {
+    /// The command code.
+    #[must_use]
+    pub const fn code(self) -> u32 {
+        match self {
+            CamCmd::Write => cam::cmd::WRITE,
+            CamCmd::Invalidate => cam::cmd::INVALIDATE,
+            CamCmd::Read => cam::cmd::READ,
+            CamCmd::Search => cam::cmd::SEARCH,
+            CamCmd::FlushAll => cam::cmd::FLUSH_ALL,
+            CamCmd::FlushDid => cam::cmd::FLUSH_DID,
+            CamCmd::HitRc => cam::cmd::HIT_RC,
+            CamCmd::Insert => cam::cmd::INSERT,
+        }
+    }
+}
+
+impl fmt::Display for CamCmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            CamCmd::Write => "WRITE",
+            CamCmd::Invalidate => "INVALIDATE",
+            CamCmd::Read => "READ",
+            CamCmd::Search => "SEARCH",
+            CamCmd::FlushAll => "FLUSH_ALL",
+            CamCmd::FlushDid => "FLUSH_DID",
+            CamCmd::HitRc => "HIT_RC",
+            CamCmd::Insert => "INSERT",
+        };
+        f.write_str(s)
+    }
+}
+
+/// An error code the card reported in `STATUS.ERR`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum CmdErrorCode {
+    /// `INDEX` beyond the depth.
+    BadIndex,
+    /// `CMD` written while a command was running.
+    Busy,
+    /// Unknown command code.
+    UnknownCmd,
+    /// `INSERT` found no free entry.
+    Full,
+    /// A code this driver does not know.
+    Other(u32),
+}
+
+impl CmdErrorCode {
+    /// The code of a non-OK `STATUS.ERR` value.
+    #[must_use]
+    pub const fn from_code(c: u32) -> Self {
+        match c {
+            cam::err::BAD_INDEX => Self::BadIndex,
+            cam::err::BUSY => Self::Busy,
+            cam::err::UNKNOWN_CMD => Self::UnknownCmd,
+            cam::err::FULL => Self::Full,
+            c => Self::Other(c),
+        }
+    }
+}
+
+impl fmt::Display for CmdErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadIndex => f.write_str("BAD_INDEX"),
+            Self::Busy => f.write_str("BUSY"),
+            Self::UnknownCmd => f.write_str("UNKNOWN_CMD"),
+            Self::Full => f.write_str("FULL"),
+            Self::Other(c) => write!(f, "unknown error code {c}"),
+        }
+    }
+}
+
+/// Everything that can go wrong talking to the card.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The register backend failed.
+    #[error("register access failed: {0}")]
+    Hal(#[from] HalError),
+    /// A register read all ones: the device has left the bus.
+    #[error(
+        "device gone: register {offset} read 0xffffffff (device removed, reset or powered off?)"
+    )]
+    DeviceGone {
+        /// The register that read all ones.
+        offset: BarOffset,
+    },
+    /// The identity block's magic is wrong: not our card, or the wrong BAR.
+    #[error("wrong magic 0x{found:08x} at offset 0x{offset:x} (expected 0x{expected:08x}): not a state-offload card")]
+    WrongMagic {
+        /// Where the magic was read.
+        offset: u32,
+        /// What was read.
+        found: u32,
+        /// What it should be.
+        expected: u32,
+    },
+    /// A block's major version is not the one this driver understands.
+    #[error("block {block} has major version {major}, this driver understands only {supported}: update the driver")]
+    UnsupportedVersion {
+        /// The block's name.
+        block: &'static str,
+        /// Its major version.
+        major: u16,
+        /// The major version this driver supports.
+        supported: u16,
+    },
+    /// Something that is not a block header where the chain points.
+    #[error("no block header at offset 0x{offset:x} (TYPE reads 0x{type_id:08x})")]
+    UnknownBlock {
+        /// Where the chain pointed.
+        offset: u32,
+        /// What `TYPE` read there.
+        type_id: u32,
+    },
+    /// The chain of blocks points back at itself or is longer than
+    /// [`hal::regs::MAX_BLOCKS`].
+    #[error("register block chain loops at offset 0x{offset:x} after {blocks} blocks")]
+    ChainLoop {
+        /// The offset seen twice (or the one past the limit).
+        offset: u32,
+        /// Blocks walked before.
+        blocks: usize,
+    },
+    /// A `NEXT` pointer that is misaligned or outside the BAR.
+    #[error("block at 0x{from:x} has a bad NEXT pointer 0x{next:x} (BAR is {bar_bytes} bytes)")]
+    BadNextPointer {
+        /// The block holding the pointer.
+        from: u32,
+        /// The pointer.
+        next: u32,
+        /// BAR size.
+        bar_bytes: u64,
+    },
+    /// A block the driver needs is not in the chain.
+    #[error("the card has no {block} block")]
+    MissingBlock {
+        /// The block's name.
+        block: &'static str,
+    },
+    /// A capability register holds a value the driver cannot work with.
+    #[error("capability {name} = {value} is not supported ({expected})")]
+    BadCapability {
+        /// Register name.
+        name: &'static str,
+        /// Its value.
+        value: u32,
+        /// What the driver accepts.
+        expected: &'static str,
+    },
+    /// The scratch register did not hold what was written: the bus is broken.
+    #[error("scratch register test failed: wrote 0x{wrote:08x}, read 0x{read:08x}")]
+    ScratchMismatch {
+        /// Written value.
+        wrote: u32,
+        /// Read value.
+        read: u32,
+    },
+    /// A command did not finish within the poll limit.
+    #[error("CAM command {cmd} still busy after {polls} status polls")]
+    Timeout {
+        /// The command.
+        cmd: CamCmd,
+        /// Polls made.
+        polls: u32,
+    },
+    /// The card finished a command with an error code.
+    #[error("CAM command {cmd} failed: {code}")]
+    CommandError {
+        /// The command.
+        cmd: CamCmd,
+        /// The card's error code.
+        code: CmdErrorCode,
+    },
+    /// `STATUS` holds a value no working card produces (reserved bits set, or
+    /// neither BUSY nor DONE after a command).
+    #[error("CAM command {cmd}: implausible STATUS 0x{status:08x}")]
+    BadStatus {
+        /// The command.
+        cmd: CamCmd,
+        /// The status read.
+        status: u32,
+    },
+    /// No free entry: the CAM holds `depth` entries already.
+    #[error("CAM full: all {depth} entries are in use")]
+    CamFull {
+        /// The CAM depth.
+        depth: u32,
+    },
+    /// An index beyond the CAM depth.
+    #[error("CAM index {index} is out of range (depth {depth})")]
+    BadIndex {
+        /// The index.
+        index: CamIndex,
+        /// The depth.
+        depth: u32,
+    },
+    /// Inserting a key (key and mask) that is already present.
+    #[error("key already present at CAM index {index}")]
+    KeyExists {
+        /// Where it is.
+        index: CamIndex,
+    },
+    /// Overwriting a key that is not present.
+    #[error("key not present in the CAM")]
+    KeyNotFound,
+    /// A key that cannot be encoded.
+    #[error("bad key: {0}")]
+    Key(#[from] KeyError),
+    /// After a soft reset the card still reports valid entries.
+    #[error("soft reset failed: OCCUPANCY reads {occupancy} afterwards")]
+    ResetFailed {
+        /// What `OCCUPANCY` read.
+        occupancy: u32,
+    },
+    /// The card and the driver's shadow of it disagree.
+    #[error("card and driver disagree at CAM index {index}: {detail}")]
+    Inconsistent {
+        /// The entry.
+        index: CamIndex,
+        /// What differs.
+        detail: String,
+    },
+}
