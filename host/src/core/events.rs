@@ -350,7 +350,7 @@ fn decode_key(r: &mut Reader<'_>) -> Result<FlowKey, DecodeError> {
             dst: r.addr(f1, "esp dst")?,
             spi: r.u32("esp spi")?,
         },
-        5 | 6 | 7 if !f1 && !f2 => match kind {
+        5..=7 if !f1 && !f2 => match kind {
             5 => FlowKey::Isakmp {
                 initiator_cookie: r.u64("isakmp cookie")?,
                 message_id: r.u32("isakmp message id")?,

@@ -1,35 +1,35 @@
 //! The state core: the patent's method (seeds: figures 2, 4, 5, 6; claims 1-13) as a sans-I/O
-//! library. It owns no sockets and no clock: the caller passes time (`Millis`) and bytes in and
-//! takes replication messages out, so a seeded simulation (`sim`) drives it deterministically.
+//! library. It owns no sockets and no clock: the caller passes time ([`Millis`]) and bytes in and
+//! takes replication messages out, so a seeded simulation ([`sim`]) drives it deterministically.
 //!
 //! # API summary (stable; the daemon codes against this)
 //!
-//! Identifiers and newtypes (`ids`): `NodeId`, `DistributionId`, `Epoch`, `Millis`,
-//! `IdCount` (a power of two, 1..=4096, default 256).
+//! Identifiers and newtypes ([`ids`]): [`NodeId`], [`DistributionId`], [`Epoch`], [`Millis`],
+//! [`IdCount`] (a power of two, 1..=4096, default 256).
 //!
-//! Entries (`entry`): `FlowKey` (TCP/UDP 5-tuple in canonical endpoint order, ICMP id, ESP
+//! Entries ([`entry`]): [`FlowKey`] (TCP/UDP 5-tuple in canonical endpoint order, ICMP id, ESP
 //! destination + SPI, ISAKMP initiator cookie + message id, TLS session / HTTP cookie digest) and
-//! `Entry` (key, distribution identifier, `ConnState`, `Action`, rule index, optional
-//! `UserId`, `SaRef`, `Nat`, creator node, version, timeout, local counters).
+//! [`Entry`] (key, distribution identifier, [`ConnState`], [`Action`], rule index, optional
+//! [`UserId`], [`SaRef`], [`Nat`], creator node, version, timeout, local counters).
 //!
-//! Distribution (`distribution`): `Distributor::new``(secret, n)` computes the keyed
+//! Distribution ([`distribution`]): [`Distributor::new`]`(secret, n)` computes the keyed
 //! SipHash-1-3 identifier; `for_key`, `for_ipsec_peers`; both directions of a flow and both SAs
 //! plus the IKE traffic of a tunnel get one identifier.
 //!
-//! Tables: `CommonTable` (`common`, O(1) upsert/clear, O(k) `select(dist)`, per-identifier
-//! digests), the `NodeSpecificTable` trait (`node_table`) with `SoftwareTable` (claim 19),
-//! `SimCard` (small-capacity card stand-in) and `TieredTable` (card + software overflow, hot
+//! Tables: [`CommonTable`] ([`common`], O(1) upsert/clear, O(k) `select(dist)`, per-identifier
+//! digests), the [`NodeSpecificTable`] trait ([`node_table`]) with [`SoftwareTable`] (claim 19),
+//! [`SimCard`] (small-capacity card stand-in) and [`TieredTable`] (card + software overflow, hot
 //! entries promoted into the card).
 //!
-//! Packets (`packet`): `parse_packet``(bytes, Framing) -> Result<ParsedPacket, ParseError>`.
-//! Rules (`rules`): `RuleSet::parse``(text)`; first match wins; format in `docs/rules.md`.
+//! Packets ([`packet`]): [`parse_packet`]`(bytes, Framing) -> Result<ParsedPacket, ParseError>`.
+//! Rules ([`rules`]): [`RuleSet::parse`]`(text)`; first match wins; format in `docs/rules.md`.
 //!
-//! Events (`events`): `Message` `{ sender, incarnation, seq, event }` with
-//! `Message::encode` / `Message::decode` (strict, never panics; an IPv4 TCP add is about 40
-//! bytes). `Event`: `Add`, `Update`, `Clear`, `SaState`, `Snapshot`, `Digest`,
+//! Events ([`events`]): [`Message`] `{ sender, incarnation, seq, event }` with
+//! [`Message::encode`] / [`Message::decode`] (strict, never panics; an IPv4 TCP add is about 40
+//! bytes). [`Event`]: `Add`, `Update`, `Clear`, `SaState`, `Snapshot`, `Digest`,
 //! `RepairRequest`.
 //!
-//! The node (`node`): `Node<T: NodeSpecificTable>`:
+//! The node ([`node`]): [`Node<T: NodeSpecificTable>`](Node):
 //! - `Node::new(NodeConfig, table)`;
 //! - `handle_packet(now, bytes) -> Verdict` (figure 2);
 //! - `apply_message(now, &Message) -> Result<Applied, ApplyError>` (remote events, claims 4-6);
@@ -40,16 +40,39 @@
 //! - `select(dist)` (entries of one identifier from the common table), `expire(now)` (idle/close),
 //!   `queue_digest()` (anti-entropy), `install_sa` / `update_sa` (SA state events),
 //!   `stats()`, `common()`, `node_table()`, `allocation()`, `owns(dist)`.
-//! - `Mode::PriorArt` makes every node's active table hold every entry (figure 1B baseline).
+//! - [`Mode::PriorArt`] makes every node's active table hold every entry (figure 1B baseline).
 //!
-//! Allocation (`alloc_policy`, pure functions): `Allocation`, `even_split`, `rebalance`
+//! Allocation ([`alloc_policy`], pure functions): [`Allocation`], `even_split`, `rebalance`
 //! (failure, join, weights, drain), `load_balance` (per-id load, hysteresis), `operator_move`.
-//! Reallocation planning (`realloc`): `plan(old, new, node) -> ReallocPlan { gained, lost }`.
+//! Reallocation planning ([`realloc`]): `plan(old, new, node) -> ReallocPlan { gained, lost }`.
 
+pub mod alloc_policy;
 pub mod common;
 pub mod distribution;
 pub mod entry;
 pub mod events;
 pub mod ids;
+pub mod node;
 pub mod node_table;
+pub mod packet;
+
+pub mod realloc;
+pub mod rules;
+
 pub mod siphash;
+
+pub use alloc_policy::Allocation;
+pub use common::CommonTable;
+pub use distribution::{ClusterSecret, Distributor};
+pub use entry::{
+    Action, ConnState, Endpoint, Entry, FlowKey, L4Proto, Nat, NatKind, SaRef, UserId,
+};
+pub use events::{DecodeError, Event, Message};
+pub use ids::{DistributionId, Epoch, IdCount, Millis, NodeId};
+pub use node::{
+    Applied, ApplyError, Destination, Mode, Node, NodeConfig, Outgoing, Stats, Verdict,
+};
+pub use node_table::{NodeSpecificTable, SimCard, SoftwareTable, TableError, TieredTable};
+pub use packet::{parse_packet, Framing, ParseError, ParsedPacket};
+pub use realloc::ReallocPlan;
+pub use rules::RuleSet;

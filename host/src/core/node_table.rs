@@ -256,11 +256,11 @@ impl<C: NodeSpecificTable> TieredTable<C> {
         }
         let mut hot: Vec<(u64, FlowKey)> =
             self.soft.entries().map(|e| (e.packets, e.key)).collect();
-        hot.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        hot.sort_unstable_by_key(|h| std::cmp::Reverse(h.0));
         hot.truncate(max);
         let mut cold: Vec<(u64, FlowKey)> =
             self.card.entries().map(|e| (e.packets, e.key)).collect();
-        cold.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        cold.sort_unstable_by_key(|c| c.0);
         let mut cold = cold.into_iter();
         let mut moved = 0;
         for (heat, key) in hot {

@@ -1,0 +1,406 @@
+//! Allocation of distribution identifiers to nodes (figure 6A steps 601-607; means 802-806).
+//! Pure functions: each takes the current allocation and returns the next one with the epoch
+//! incremented, moving as few identifiers as it can.
+//!
+//! Invariant 1 (no identifier has two owners) holds by construction: an [`Allocation`] maps
+//! each identifier to at most one node.
+
+use super::ids::{DistributionId, Epoch, IdCount, NodeId};
+use std::collections::BTreeMap;
+
+/// An agreed allocation: each identifier's owner (or none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allocation {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// Owner of each identifier, indexed by identifier.
+    pub owners: Vec<Option<NodeId>>,
+}
+
+impl Allocation {
+    /// An allocation with no owners.
+    pub fn unowned(epoch: Epoch, count: IdCount) -> Self {
+        Allocation {
+            epoch,
+            owners: vec![None; count.len()],
+        }
+    }
+
+    /// The owner of `d`.
+    pub fn owner(&self, d: DistributionId) -> Option<NodeId> {
+        self.owners.get(d.index()).copied().flatten()
+    }
+
+    /// Number of identifiers.
+    pub fn len(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// Whether there are no identifiers.
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+
+    /// The identifiers `node` owns.
+    pub fn ids_of(&self, node: NodeId) -> Vec<DistributionId> {
+        self.owners
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| **o == Some(node))
+            .map(|(i, _)| DistributionId(i as u16))
+            .collect()
+    }
+
+    /// How many identifiers each node owns.
+    pub fn counts(&self) -> BTreeMap<NodeId, usize> {
+        let mut m = BTreeMap::new();
+        for n in self.owners.iter().flatten() {
+            *m.entry(*n).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// How many identifiers have a different owner in `other`.
+    pub fn moved(&self, other: &Allocation) -> usize {
+        self.owners
+            .iter()
+            .zip(&other.owners)
+            .filter(|(a, b)| a != b)
+            .count()
+            + self.owners.len().abs_diff(other.owners.len())
+    }
+
+    fn next(&self) -> Allocation {
+        Allocation {
+            epoch: Epoch(self.epoch.0 + 1),
+            owners: self.owners.clone(),
+        }
+    }
+}
+
+/// Quotas proportional to weights (largest remainder; ties to the smaller node id).
+pub fn quotas(total: usize, weights: &[(NodeId, u32)]) -> BTreeMap<NodeId, usize> {
+    let mut w: BTreeMap<NodeId, u64> = BTreeMap::new();
+    for &(n, x) in weights {
+        *w.entry(n).or_insert(0) += u64::from(x);
+    }
+    let sum: u64 = w.values().sum();
+    let mut q = BTreeMap::new();
+    if sum == 0 {
+        return q;
+    }
+    let mut rems = Vec::new();
+    let mut given = 0usize;
+    for (&n, &x) in &w {
+        let exact = total as u64 * x;
+        let base = (exact / sum) as usize;
+        given += base;
+        q.insert(n, base);
+        if x > 0 {
+            rems.push((exact % sum, n));
+        }
+    }
+    rems.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    for (_, n) in rems.into_iter().take(total - given) {
+        *q.entry(n).or_insert(0) += 1;
+    }
+    q
+}
+
+/// Rebalances to the weights: covers node failure (a node absent from `weights`), join (a new
+/// node), per-node weights, and drain (weight 0). Identifiers stay with their owner while the
+/// owner is within its quota, so the number moved is the minimum for these quotas.
+pub fn rebalance(current: &Allocation, weights: &[(NodeId, u32)]) -> Allocation {
+    let mut next = current.next();
+    let q = quotas(current.len(), weights);
+    let mut kept: BTreeMap<NodeId, usize> = BTreeMap::new();
+    let mut free = Vec::new();
+    for (i, o) in next.owners.iter_mut().enumerate() {
+        match o {
+            Some(n) if kept.get(n).copied().unwrap_or(0) < q.get(n).copied().unwrap_or(0) => {
+                *kept.entry(*n).or_insert(0) += 1;
+            }
+            _ => {
+                *o = None;
+                free.push(i);
+            }
+        }
+    }
+    let mut free = free.into_iter();
+    for (&n, &quota) in &q {
+        let have = kept.get(&n).copied().unwrap_or(0);
+        for _ in have..quota {
+            match free.next() {
+                Some(i) => next.owners[i] = Some(n),
+                None => return next,
+            }
+        }
+    }
+    next
+}
+
+/// The even initial split among `nodes`.
+pub fn even_split(count: IdCount, nodes: &[NodeId]) -> Allocation {
+    let w: Vec<(NodeId, u32)> = nodes.iter().map(|&n| (n, 1)).collect();
+    rebalance(&Allocation::unowned(Epoch(0), count), &w)
+}
+
+/// Node failure: its identifiers go to the survivors (weights without the failed node).
+pub fn node_failure(current: &Allocation, failed: NodeId, weights: &[(NodeId, u32)]) -> Allocation {
+    let w: Vec<(NodeId, u32)> = weights
+        .iter()
+        .copied()
+        .filter(|(n, _)| *n != failed)
+        .collect();
+    rebalance(current, &w)
+}
+
+/// Node join: the new node takes its share from the others.
+pub fn node_join(current: &Allocation, joined: NodeId, weights: &[(NodeId, u32)]) -> Allocation {
+    let mut w: Vec<(NodeId, u32)> = weights.to_vec();
+    if !w.iter().any(|(n, _)| *n == joined) {
+        w.push((joined, 1));
+    }
+    rebalance(current, &w)
+}
+
+/// Drain: the node gives all its identifiers away (weight 0), the rest keep theirs.
+pub fn drain(current: &Allocation, node: NodeId, weights: &[(NodeId, u32)]) -> Allocation {
+    let w: Vec<(NodeId, u32)> = weights
+        .iter()
+        .map(|&(n, x)| if n == node { (n, 0) } else { (n, x) })
+        .collect();
+    rebalance(current, &w)
+}
+
+/// Operator move: the listed identifiers go to `to`; nothing else changes.
+pub fn operator_move(current: &Allocation, ids: &[DistributionId], to: NodeId) -> Allocation {
+    let mut next = current.next();
+    for d in ids {
+        if let Some(o) = next.owners.get_mut(d.index()) {
+            *o = Some(to);
+        }
+    }
+    next
+}
+
+/// Load balancing from per-identifier load (figure 6A steps 604-605). Nothing moves unless a
+/// node's load exceeds its weighted share by more than `hysteresis_pct` percent; then, at most
+/// `max_moves` identifiers move, each from the most overloaded node to the most underloaded,
+/// choosing the identifier whose load best fills the gap without overshooting it.
+pub fn load_balance(
+    current: &Allocation,
+    load: &[u64],
+    weights: &[(NodeId, u32)],
+    hysteresis_pct: u32,
+    max_moves: usize,
+) -> Allocation {
+    let mut next = current.next();
+    let wsum: u64 = weights.iter().map(|w| u64::from(w.1)).sum();
+    if wsum == 0 {
+        return next;
+    }
+    let total: u64 = next
+        .owners
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.is_some())
+        .map(|(i, _)| load.get(i).copied().unwrap_or(0))
+        .sum();
+    let share = |n: NodeId| -> f64 {
+        let w = weights.iter().find(|x| x.0 == n).map_or(0, |x| x.1);
+        total as f64 * f64::from(w) / wsum as f64
+    };
+    let node_load = |a: &Allocation, n: NodeId| -> u64 {
+        a.owners
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| **o == Some(n))
+            .map(|(i, _)| load.get(i).copied().unwrap_or(0))
+            .sum()
+    };
+    let over_limit = |a: &Allocation| {
+        weights.iter().any(|&(n, _)| {
+            node_load(a, n) as f64 > share(n) * (1.0 + f64::from(hysteresis_pct) / 100.0)
+        })
+    };
+    if !over_limit(&next) {
+        return next;
+    }
+    for _ in 0..max_moves {
+        if !over_limit(&next) {
+            break;
+        }
+        let mut diffs: Vec<(f64, NodeId)> = weights
+            .iter()
+            .map(|&(n, _)| (node_load(&next, n) as f64 - share(n), n))
+            .collect();
+        diffs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let (Some(&(over, from)), Some(&(under, to))) = (diffs.first(), diffs.last()) else {
+            break;
+        };
+        let gap = over.min(-under);
+        if gap <= 0.0 || from == to {
+            break;
+        }
+        // The identifier of `from` with the largest load not above the gap (moving x changes
+        // the imbalance by x; anything up to 2 * gap improves it, up to gap never overshoots).
+        let best = next
+            .owners
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| **o == Some(from))
+            .map(|(i, _)| (load.get(i).copied().unwrap_or(0), i))
+            .filter(|&(x, _)| x > 0 && (x as f64) < 2.0 * gap)
+            .min_by(|a, b| {
+                (a.0 as f64 - gap)
+                    .abs()
+                    .total_cmp(&(b.0 as f64 - gap).abs())
+            });
+        match best {
+            Some((_, i)) => next.owners[i] = Some(to),
+            None => break,
+        }
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn n(x: u16) -> NodeId {
+        NodeId(x)
+    }
+
+    #[test]
+    fn even_and_failure_and_join() {
+        let c = IdCount::default();
+        let a = even_split(c, &[n(1), n(2), n(3)]);
+        let counts = a.counts();
+        assert_eq!(
+            counts.values().copied().collect::<Vec<_>>(),
+            vec![86, 85, 85]
+        );
+        let w = [(n(1), 1), (n(2), 1), (n(3), 1)];
+        let b = node_failure(&a, n(2), &w);
+        assert_eq!(a.moved(&b), 85, "only the failed node's ids move");
+        assert_eq!(b.counts().get(&n(2)), None);
+        let c2 = node_join(&b, n(4), &[(n(1), 1), (n(3), 1)]);
+        assert_eq!(c2.counts()[&n(4)], 85);
+        assert_eq!(b.moved(&c2), 85);
+        let d = drain(&a, n(1), &w);
+        assert_eq!(a.moved(&d), 86);
+        assert_eq!(d.ids_of(n(1)).len(), 0);
+        let e = operator_move(&a, &[DistributionId(0), DistributionId(300)], n(9));
+        assert_eq!(e.owner(DistributionId(0)), Some(n(9)));
+        assert_eq!(a.moved(&e), 1);
+        assert_eq!(e.epoch, Epoch(a.epoch.0 + 1));
+    }
+
+    #[test]
+    fn weights_and_load_balance_with_hysteresis() {
+        let c = IdCount::new(16).unwrap();
+        let a = rebalance(&Allocation::unowned(Epoch(0), c), &[(n(1), 3), (n(2), 1)]);
+        assert_eq!(a.counts()[&n(1)], 12);
+        let w = [(n(1), 1), (n(2), 1)];
+        let a = even_split(c, &[n(1), n(2)]);
+        // Balanced load: nothing moves.
+        let flat = vec![10u64; 16];
+        assert_eq!(a.moved(&load_balance(&a, &flat, &w, 10, 8)), 0);
+        // Node 1's ids are hot.
+        let hot: Vec<u64> = (0..16)
+            .map(|i| if a.owners[i] == Some(n(1)) { 30 } else { 10 })
+            .collect();
+        let b = load_balance(&a, &hot, &w, 10, 8);
+        let moved = a.moved(&b);
+        assert!((1..=3).contains(&moved), "{moved}");
+        let l = |al: &Allocation, x| -> u64 {
+            (0..16)
+                .filter(|&i| al.owners[i] == Some(x))
+                .map(|i| hot[i])
+                .sum()
+        };
+        assert!(l(&b, n(1)).abs_diff(l(&b, n(2))) < l(&a, n(1)).abs_diff(l(&a, n(2))));
+        // Within hysteresis: nothing moves.
+        let slight: Vec<u64> = (0..16)
+            .map(|i| if a.owners[i] == Some(n(1)) { 11 } else { 10 })
+            .collect();
+        assert_eq!(a.moved(&load_balance(&a, &slight, &w, 10, 8)), 0);
+    }
+
+    fn weights_strategy() -> impl Strategy<Value = Vec<(NodeId, u32)>> {
+        proptest::collection::btree_map(0u16..10, 0u32..5, 0..8)
+            .prop_map(|m| m.into_iter().map(|(k, v)| (NodeId(k), v)).collect())
+    }
+
+    proptest! {
+        #[test]
+        fn rebalance_is_exact_and_minimal(
+            start in weights_strategy(),
+            then in weights_strategy(),
+            log2 in 0u32..9,
+        ) {
+            let c = IdCount::new(1 << log2).unwrap();
+            let a = rebalance(&Allocation::unowned(Epoch(0), c), &start);
+            let b = rebalance(&a, &then);
+            let q = quotas(c.len(), &then);
+            // Each node owns exactly its quota; all ids owned when any weight is positive.
+            let counts = b.counts();
+            for (node, &quota) in &q {
+                prop_assert_eq!(counts.get(node).copied().unwrap_or(0), quota);
+            }
+            let owned: usize = counts.values().sum();
+            let wsum: u32 = then.iter().map(|w| w.1).sum();
+            prop_assert_eq!(owned, if wsum > 0 { c.len() } else { 0 });
+            // Minimal movement: every id that could stay did.
+            let a_counts = a.counts();
+            let could_stay: usize = q
+                .iter()
+                .map(|(node, &quota)| a_counts.get(node).copied().unwrap_or(0).min(quota))
+                .sum();
+            let stayed = a.owners.iter().zip(&b.owners).filter(|(x, y)| x.is_some() && x == y).count();
+            prop_assert_eq!(stayed, could_stay);
+        }
+
+        #[test]
+        fn operator_move_moves_only_what_it_names(
+            ids in proptest::collection::vec(0u16..64, 0..10),
+            to in 0u16..5,
+        ) {
+            let c = IdCount::new(64).unwrap();
+            let a = even_split(c, &[n(0), n(1), n(2)]);
+            let ds: Vec<DistributionId> = ids.iter().map(|&i| DistributionId(i)).collect();
+            let b = operator_move(&a, &ds, n(to));
+            for i in 0..64u16 {
+                let d = DistributionId(i);
+                if ds.contains(&d) {
+                    prop_assert_eq!(b.owner(d), Some(n(to)));
+                } else {
+                    prop_assert_eq!(b.owner(d), a.owner(d));
+                }
+            }
+        }
+
+        #[test]
+        fn load_balance_never_worsens(
+            loads in proptest::collection::vec(0u64..100, 32),
+            h in 0u32..50,
+        ) {
+            let c = IdCount::new(32).unwrap();
+            let w = [(n(0), 1), (n(1), 1), (n(2), 1)];
+            let a = even_split(c, &[n(0), n(1), n(2)]);
+            let b = load_balance(&a, &loads, &w, h, 8);
+            let spread = |al: &Allocation| {
+                let ls: Vec<u64> = (0..3u16)
+                    .map(|x| (0..32).filter(|&i| al.owners[i] == Some(n(x))).map(|i| loads[i]).sum())
+                    .collect();
+                ls.iter().max().copied().unwrap_or(0) - ls.iter().min().copied().unwrap_or(0)
+            };
+            prop_assert!(spread(&b) <= spread(&a));
+            prop_assert!(a.moved(&b) <= 8);
+            prop_assert_eq!(b.counts().values().sum::<usize>(), 32);
+        }
+    }
+}

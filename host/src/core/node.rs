@@ -1,0 +1,1390 @@
+//! One cluster node's state core (figure 2, figure 4, figure 6B): the node-specific table, the
+//! common table, the allocation, packet handling, replication events in and out, reallocation.
+//! Sans-I/O: time and bytes come in through the methods, messages leave through
+//! [`Node::drain_outbox`].
+
+use super::alloc_policy::Allocation;
+use super::common::{CommonTable, Upsert};
+use super::distribution::{ClusterSecret, Distributor};
+use super::entry::{Action, ConnState, Endpoint, Entry, FlowKey, L4Proto, SaRef};
+use super::events::{Event, Message, SaState};
+use super::ids::{DistributionId, Epoch, IdCount, Millis, NodeId};
+use super::node_table::{NodeSpecificTable, TableError};
+use super::packet::{parse_packet, Framing, PacketKind, ParsedPacket, TcpFlags};
+use super::realloc::{plan, ReallocPlan};
+use super::rules::{Helper, RuleSet};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Where node-specific tables hold entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The invention: a node's active table holds the entries of the identifiers it owns.
+    NodeSpecific,
+    /// Prior art (figure 1B): every node's active table holds every entry of the cluster.
+    PriorArt,
+}
+
+/// Idle timeouts per state, in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP handshake states.
+    pub tcp_handshake_ms: u64,
+    /// TCP established.
+    pub tcp_established_ms: u64,
+    /// TCP closing states.
+    pub tcp_closing_ms: u64,
+    /// UDP and ICMP.
+    pub datagram_ms: u64,
+    /// IKE, ESP and application sessions.
+    pub session_ms: u64,
+    /// How long a clear is remembered (guards against resurrection by late events).
+    pub tombstone_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tcp_handshake_ms: 30_000,
+            tcp_established_ms: 3_600_000,
+            tcp_closing_ms: 60_000,
+            datagram_ms: 60_000,
+            session_ms: 3_600_000,
+            tombstone_ms: 120_000,
+        }
+    }
+}
+
+impl Timeouts {
+    fn for_entry(&self, e: &Entry) -> u64 {
+        if e.timeout_s > 0 {
+            return u64::from(e.timeout_s) * 1000;
+        }
+        use ConnState::*;
+        match e.state {
+            SynSent | SynReceived => self.tcp_handshake_ms,
+            Established => self.tcp_established_ms,
+            FinWait | Closing | Closed => self.tcp_closing_ms,
+            UdpUnreplied | UdpReplied | IcmpRequest | IcmpReplied => self.datagram_ms,
+            Ike | EspSa | Session => self.session_ms,
+        }
+    }
+}
+
+/// Configuration of a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node.
+    pub node: NodeId,
+    /// Changes every time the node starts with empty memory.
+    pub incarnation: u32,
+    /// The cluster secret keying distribution identifiers.
+    pub secret: ClusterSecret,
+    /// Number of distribution identifiers.
+    pub count: IdCount,
+    /// Node-specific or prior-art layout.
+    pub mode: Mode,
+    /// The rule set for first packets.
+    pub rules: RuleSet,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Framing of packets given to [`Node::handle_packet`].
+    pub framing: Framing,
+}
+
+impl NodeConfig {
+    /// A configuration with defaults: 256 identifiers, node-specific mode, allow-all rules,
+    /// default timeouts, bare IP framing.
+    pub fn new(node: NodeId, secret: ClusterSecret) -> Self {
+        NodeConfig {
+            node,
+            incarnation: 1,
+            secret,
+            count: IdCount::default(),
+            mode: Mode::NodeSpecific,
+            rules: RuleSet::allow_all(),
+            timeouts: Timeouts::default(),
+            framing: Framing::Ip,
+        }
+    }
+}
+
+/// Why a packet was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Unparseable.
+    Parse,
+    /// No rule allowed the first packet.
+    Rule,
+    /// TCP packet other than a SYN without state (strict TCP).
+    TcpNoState,
+    /// Reply or follow-up packet without state (ICMP reply, IKE follow-up).
+    NoState,
+    /// ESP without an installed SA.
+    NoSa,
+    /// The entry's action drops.
+    EntryAction,
+    /// The node-specific table refused the new entry.
+    TableFull,
+}
+
+/// The outcome of [`Node::handle_packet`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward with this action.
+    Accept {
+        /// Allow or Tunnel.
+        action: Action,
+        /// A new entry was created.
+        created: bool,
+    },
+    /// Another node owns the packet's identifier: ignore it here (figure 2 step 202).
+    NotOurs {
+        /// The owner, if any.
+        owner: Option<NodeId>,
+    },
+    /// Dropped.
+    Drop(DropReason),
+}
+
+/// Where a message goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// Every other node.
+    All,
+    /// One node.
+    Node(NodeId),
+}
+
+/// A message to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Destination.
+    pub dest: Destination,
+    /// The message.
+    pub message: Message,
+}
+
+/// What applying a message did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Tables changed.
+    Changed,
+    /// Nothing to change (stale or already known).
+    Unchanged,
+    /// A duplicate of a message already applied.
+    Duplicate,
+}
+
+/// Why a message was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The identifier is outside this cluster's range.
+    #[error("distribution identifier {dist} out of range (count {count})")]
+    BadDist {
+        /// The identifier.
+        dist: u16,
+        /// The configured count.
+        count: u16,
+    },
+    /// The message claims to come from this node.
+    #[error("message claims to be from this node ({0})")]
+    FromSelf(NodeId),
+    /// The sender restarted since; the message is from an old incarnation.
+    #[error("message from an old incarnation {got} of {node} (current {current})")]
+    OldIncarnation {
+        /// The sender.
+        node: NodeId,
+        /// The message's incarnation.
+        got: u32,
+        /// The known incarnation.
+        current: u32,
+    },
+    /// The identifier counts differ.
+    #[error("allocation has {got} identifiers, node has {count}")]
+    BadAllocation {
+        /// Identifiers in the allocation.
+        got: usize,
+        /// The configured count.
+        count: u16,
+    },
+}
+
+/// Why a reallocation was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReallocError {
+    /// The epoch does not advance.
+    #[error("epoch {got:?} is not newer than {current:?}")]
+    OldEpoch {
+        /// The new allocation's epoch.
+        got: Epoch,
+        /// The current epoch.
+        current: Epoch,
+    },
+    /// No reallocation with this epoch was begun.
+    #[error("no reallocation to epoch {0:?} in progress")]
+    NotBegun(Epoch),
+    /// The identifier counts differ.
+    #[error("allocation has {got} identifiers, node has {count}")]
+    BadAllocation {
+        /// Identifiers in the allocation.
+        got: usize,
+        /// The configured count.
+        count: u16,
+    },
+}
+
+/// What a reallocation step did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReallocReport {
+    /// The plan.
+    pub plan: ReallocPlan,
+    /// Entries installed into the node-specific table for gained identifiers.
+    pub installed: usize,
+    /// Installs the node-specific table refused.
+    pub install_failures: usize,
+    /// Flush-by-identifier commands issued for lost identifiers.
+    pub flushes: usize,
+    /// Entries those flushes removed.
+    pub flushed: usize,
+}
+
+/// Counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Packets handled.
+    pub packets: u64,
+    /// Packets whose identifier another node owns.
+    pub not_ours: u64,
+    /// Node-specific table hits.
+    pub hits: u64,
+    /// Entries created by first packets.
+    pub created: u64,
+    /// Drops: unparseable.
+    pub dropped_parse: u64,
+    /// Drops: rule set.
+    pub dropped_rule: u64,
+    /// Drops: TCP without state (strict).
+    pub dropped_tcp_no_state: u64,
+    /// Drops: other packets without state.
+    pub dropped_no_state: u64,
+    /// Drops: the node-specific table was full.
+    pub dropped_table_full: u64,
+    /// Entries cleared by TCP close or reset.
+    pub closed: u64,
+    /// Entries cleared by idle timeout.
+    pub expired: u64,
+    /// Related entries created here for an identifier another node owns.
+    pub related_routed: u64,
+    /// Messages queued for sending.
+    pub messages_out: u64,
+    /// Messages applied.
+    pub messages_in: u64,
+    /// Messages that were duplicates.
+    pub duplicates: u64,
+    /// Sequence numbers skipped (lost or reordered messages).
+    pub seq_gaps: u64,
+    /// Repair requests sent.
+    pub repairs_requested: u64,
+    /// Snapshots applied.
+    pub snapshots_applied: u64,
+    /// Installs into the node-specific table that it refused.
+    pub install_failures: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct PeerSeq {
+    incarnation: u32,
+    high: u64,
+    window: u64,
+}
+
+impl PeerSeq {
+    /// Records `seq`; returns false for a duplicate. Counts skipped numbers into `gaps`.
+    fn accept(&mut self, seq: u64, gaps: &mut u64) -> bool {
+        if seq > self.high {
+            let shift = seq - self.high;
+            *gaps += shift - 1;
+            self.window = if shift >= 64 { 0 } else { self.window << shift };
+            self.window |= 1;
+            self.high = seq;
+            return true;
+        }
+        let back = self.high - seq;
+        if back >= 64 {
+            // Too old to tell; versions make re-applying harmless.
+            return true;
+        }
+        let bit = 1u64 << back;
+        if self.window & bit != 0 {
+            return false;
+        }
+        self.window |= bit;
+        *gaps = gaps.saturating_sub(1);
+        true
+    }
+}
+
+/// A pending reallocation (begun, not finished).
+struct Pending {
+    alloc: Allocation,
+    plan: ReallocPlan,
+    installed: usize,
+    install_failures: usize,
+}
+
+/// One node's state core.
+pub struct Node<T: NodeSpecificTable> {
+    cfg: NodeConfig,
+    dist: Distributor,
+    alloc: Allocation,
+    owned: Vec<bool>,
+    gaining: Vec<bool>,
+    pending: Option<Pending>,
+    common: CommonTable,
+    active: T,
+    seq: u64,
+    peers: HashMap<NodeId, PeerSeq>,
+    outbox: Vec<Outgoing>,
+    sa: HashMap<u32, SaState>,
+    stats: Stats,
+}
+
+impl<T: NodeSpecificTable> Node<T> {
+    /// A node with an empty common table, owning nothing (epoch 0) until an allocation arrives.
+    pub fn new(cfg: NodeConfig, table: T) -> Self {
+        let dist = Distributor::new(&cfg.secret, cfg.count);
+        let n = cfg.count.len();
+        Node {
+            alloc: Allocation::unowned(Epoch(0), cfg.count),
+            owned: vec![false; n],
+            gaining: vec![false; n],
+            pending: None,
+            common: CommonTable::new(cfg.count),
+            active: table,
+            seq: 0,
+            peers: HashMap::new(),
+            outbox: Vec::new(),
+            sa: HashMap::new(),
+            stats: Stats::default(),
+            dist,
+            cfg,
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.cfg.node
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    /// The distributor (identifier hash).
+    pub fn distributor(&self) -> &Distributor {
+        &self.dist
+    }
+
+    /// The current (flipped) allocation.
+    pub fn allocation(&self) -> &Allocation {
+        &self.alloc
+    }
+
+    /// Whether this node owns `d` now.
+    pub fn owns(&self, d: DistributionId) -> bool {
+        self.owned.get(d.index()).copied().unwrap_or(false)
+    }
+
+    /// The common table.
+    pub fn common(&self) -> &CommonTable {
+        &self.common
+    }
+
+    /// The node-specific table.
+    pub fn node_table(&self) -> &T {
+        &self.active
+    }
+
+    /// The node-specific table, mutably (housekeeping such as promotion).
+    pub fn node_table_mut(&mut self) -> &mut T {
+        &mut self.active
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The entries of one identifier, from the common table (O(k)).
+    pub fn select(&self, d: DistributionId) -> impl Iterator<Item = &Entry> + '_ {
+        self.common.select(d)
+    }
+
+    /// The latest replicated state of an SA.
+    pub fn sa_state(&self, spi: u32) -> Option<SaState> {
+        self.sa.get(&spi).copied()
+    }
+
+    /// Takes the messages queued for sending.
+    pub fn drain_outbox(&mut self) -> Vec<Outgoing> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    fn installs(&self, d: DistributionId) -> bool {
+        self.cfg.mode == Mode::PriorArt
+            || self.owned.get(d.index()).copied().unwrap_or(false)
+            || self.gaining.get(d.index()).copied().unwrap_or(false)
+    }
+
+    fn broadcast(&mut self, event: Event) {
+        self.seq += 1;
+        self.stats.messages_out += 1;
+        self.outbox.push(Outgoing {
+            dest: Destination::All,
+            message: Message {
+                sender: self.cfg.node,
+                incarnation: self.cfg.incarnation,
+                seq: self.seq,
+                event,
+            },
+        });
+    }
+
+    fn unicast(&mut self, to: NodeId, event: Event) {
+        self.stats.messages_out += 1;
+        self.outbox.push(Outgoing {
+            dest: Destination::Node(to),
+            message: Message {
+                sender: self.cfg.node,
+                incarnation: self.cfg.incarnation,
+                seq: 0,
+                event,
+            },
+        });
+    }
+
+    fn new_version(&self, key: &FlowKey) -> u32 {
+        let live = self.common.get(key).map_or(0, |e| e.version);
+        let tomb = self.common.tombstone(key).unwrap_or(0);
+        live.max(tomb).saturating_add(1)
+    }
+
+    /// Handles one packet (figure 2).
+    pub fn handle_packet(&mut self, now: Millis, bytes: &[u8]) -> Verdict {
+        self.stats.packets += 1;
+        let p = match parse_packet(bytes, self.cfg.framing) {
+            Ok(p) => p,
+            Err(_) => {
+                self.stats.dropped_parse += 1;
+                return Verdict::Drop(DropReason::Parse);
+            }
+        };
+        let Some((key, dir, d)) = p.flow(&self.dist) else {
+            // Stateless traffic (ICMP errors, other protocols): rules only.
+            return match self.cfg.rules.evaluate(&p) {
+                Some((_, r)) if r.action.forwards() => Verdict::Accept {
+                    action: r.action,
+                    created: false,
+                },
+                _ => {
+                    self.stats.dropped_rule += 1;
+                    Verdict::Drop(DropReason::Rule)
+                }
+            };
+        };
+        if !self.owns(d) {
+            self.stats.not_ours += 1;
+            return Verdict::NotOurs {
+                owner: self.alloc.owner(d),
+            };
+        }
+        let len = bytes.len() as u64;
+        if let Some(e) = self.active.lookup(&key) {
+            self.stats.hits += 1;
+            e.packets += 1;
+            e.bytes += len;
+            e.last_seen = now;
+            let action = e.action;
+            let from_initiator = dir == e.initiator_is_lo;
+            let old = e.state;
+            let next = next_state(old, &p.kind, from_initiator);
+            let helper_ftp = e.key.is_tcp()
+                && from_initiator
+                && self
+                    .cfg
+                    .rules
+                    .rules
+                    .get(usize::from(e.rule))
+                    .is_some_and(|r| r.helper == Some(Helper::Ftp));
+            match next {
+                Some(ConnState::Closed) => {
+                    let version = e.version;
+                    self.close(now, key, d, version);
+                    self.stats.closed += 1;
+                }
+                Some(s) if s != old => {
+                    e.state = s;
+                    e.version = e.version.saturating_add(1);
+                    let snapshot = e.clone();
+                    self.common.upsert_local(snapshot.clone());
+                    self.broadcast(Event::Update(snapshot));
+                }
+                _ => {}
+            }
+            if helper_ftp {
+                self.ftp_helper(now, &p);
+            }
+            return if action.forwards() {
+                Verdict::Accept {
+                    action,
+                    created: false,
+                }
+            } else {
+                Verdict::Drop(DropReason::EntryAction)
+            };
+        }
+        self.first_packet(now, &p, key, dir, d, len)
+    }
+
+    fn first_packet(
+        &mut self,
+        now: Millis,
+        p: &ParsedPacket<'_>,
+        key: FlowKey,
+        dir: bool,
+        d: DistributionId,
+        len: u64,
+    ) -> Verdict {
+        let state = match p.kind {
+            PacketKind::Tcp { flags, .. } => {
+                if !(flags.syn && !flags.ack && !flags.rst && !flags.fin) {
+                    self.stats.dropped_tcp_no_state += 1;
+                    return Verdict::Drop(DropReason::TcpNoState);
+                }
+                ConnState::SynSent
+            }
+            PacketKind::Udp { .. } => ConnState::UdpUnreplied,
+            PacketKind::IcmpEcho { request: true, .. } => ConnState::IcmpRequest,
+            PacketKind::Isakmp {
+                initiator_cookie,
+                responder_cookie,
+                ..
+            } => {
+                let phase1 = FlowKey::Isakmp {
+                    initiator_cookie,
+                    message_id: 0,
+                };
+                if responder_cookie != 0 && self.active.get(&phase1).is_none() {
+                    self.stats.dropped_no_state += 1;
+                    return Verdict::Drop(DropReason::NoState);
+                }
+                ConnState::Ike
+            }
+            PacketKind::Esp { .. } => {
+                self.stats.dropped_no_state += 1;
+                return Verdict::Drop(DropReason::NoSa);
+            }
+            PacketKind::IcmpEcho { request: false, .. }
+            | PacketKind::IcmpOther
+            | PacketKind::Other { .. } => {
+                self.stats.dropped_no_state += 1;
+                return Verdict::Drop(DropReason::NoState);
+            }
+        };
+        let Some((idx, rule)) = self.cfg.rules.evaluate(p) else {
+            self.stats.dropped_rule += 1;
+            return Verdict::Drop(DropReason::Rule);
+        };
+        if !rule.action.forwards() {
+            self.stats.dropped_rule += 1;
+            return Verdict::Drop(DropReason::Rule);
+        }
+        let mut e = Entry::new(key, d, state, self.cfg.node);
+        e.initiator_is_lo = dir;
+        e.action = rule.action;
+        e.rule = idx;
+        e.timeout_s = rule.timeout_s;
+        e.user = rule.user;
+        e.tunnel = rule.tunnel;
+        e.nat = rule.nat;
+        e.version = self.new_version(&key);
+        e.last_seen = now;
+        e.packets = 1;
+        e.bytes = len;
+        let action = e.action;
+        if self.active.insert(e.clone()).is_err() {
+            self.stats.dropped_table_full += 1;
+            return Verdict::Drop(DropReason::TableFull);
+        }
+        self.stats.created += 1;
+        self.common.upsert_local(e.clone());
+        self.broadcast(Event::Add(e));
+        Verdict::Accept {
+            action,
+            created: true,
+        }
+    }
+
+    fn close(&mut self, now: Millis, key: FlowKey, d: DistributionId, version: u32) {
+        self.active.remove(&key);
+        self.common.clear(&key, version, now);
+        self.broadcast(Event::Clear {
+            key,
+            dist: d,
+            version,
+        });
+    }
+
+    /// FTP PORT on the control connection: the data connection's entry, created here and
+    /// routed to its owner if another node owns its identifier.
+    fn ftp_helper(&mut self, now: Millis, p: &ParsedPacket<'_>) {
+        let Some((client, port)) = parse_ftp_port(p.payload) else {
+            return;
+        };
+        if p.src.is_ipv6() || IpAddr::V4(client) != p.src {
+            return; // Only data connections back to the announcing client.
+        }
+        let server = Endpoint::new(p.dst, 20);
+        let (key, dir) = FlowKey::transport(L4Proto::Tcp, server, Endpoint::new(p.src, port));
+        let Some(d) = self.dist.for_key(&key) else {
+            return;
+        };
+        if self.common.get(&key).is_some() {
+            return;
+        }
+        let mut e = Entry::new(key, d, ConnState::SynSent, self.cfg.node);
+        e.initiator_is_lo = dir;
+        e.version = self.new_version(&key);
+        e.last_seen = now;
+        e.timeout_s = 60;
+        if self.installs(d) && self.active.insert(e.clone()).is_err() {
+            self.stats.install_failures += 1;
+        }
+        self.common.upsert_local(e.clone());
+        if !self.owns(d) {
+            self.stats.related_routed += 1;
+            if let Some(owner) = self.alloc.owner(d) {
+                self.unicast(owner, Event::Add(e.clone()));
+            }
+        }
+        self.broadcast(Event::Add(e));
+    }
+
+    /// Clears entries idle beyond their timeout (the card's hit information drives
+    /// `last_seen`), replicating the clears. Only the owner expires an entry. Returns how many.
+    pub fn expire(&mut self, now: Millis) -> usize {
+        let t = self.cfg.timeouts;
+        let expired: Vec<(FlowKey, DistributionId, u32)> = self
+            .active
+            .entries()
+            .filter(|e| self.owns(e.dist) && now.since(e.last_seen) > t.for_entry(e))
+            .map(|e| (e.key, e.dist, e.version))
+            .collect();
+        for &(k, d, v) in &expired {
+            self.close(now, k, d, v);
+        }
+        self.stats.expired += expired.len() as u64;
+        self.common.prune_tombstones(now, t.tombstone_ms);
+        expired.len()
+    }
+
+    /// Installs an ESP SA's entry (key: destination + SPI; identifier from the peer pair) and
+    /// replicates it with its sequence state. Returns the identifier.
+    pub fn install_sa(
+        &mut self,
+        now: Millis,
+        peer: IpAddr,
+        dst: IpAddr,
+        spi: u32,
+    ) -> DistributionId {
+        let d = self.dist.for_ipsec_peers(peer, dst);
+        let key = FlowKey::Esp { dst, spi };
+        let mut e = Entry::new(key, d, ConnState::EspSa, self.cfg.node);
+        e.action = Action::Tunnel;
+        e.tunnel = Some(SaRef { spi });
+        e.version = self.new_version(&key);
+        e.last_seen = now;
+        if self.installs(d) && self.active.insert(e.clone()).is_err() {
+            self.stats.install_failures += 1;
+        }
+        self.common.upsert_local(e.clone());
+        self.broadcast(Event::Add(e));
+        self.update_sa(SaState {
+            spi,
+            dist: d,
+            dst,
+            outbound_seq: 1,
+            replay_top: 0,
+            replay_bitmap: 0,
+        });
+        d
+    }
+
+    /// Records and replicates an SA's sequence state.
+    pub fn update_sa(&mut self, s: SaState) {
+        self.sa.insert(s.spi, s);
+        self.broadcast(Event::SaState(s));
+    }
+
+    /// Queues digests of the identifiers this node owns (anti-entropy; invariant 3).
+    pub fn queue_digest(&mut self) {
+        let items = self
+            .cfg
+            .count
+            .all()
+            .filter(|&d| self.owns(d))
+            .map(|d| (d, self.common.digest(d)))
+            .collect();
+        let epoch = self.alloc.epoch;
+        self.stats.messages_out += 1;
+        self.outbox.push(Outgoing {
+            dest: Destination::All,
+            message: Message {
+                sender: self.cfg.node,
+                incarnation: self.cfg.incarnation,
+                seq: 0,
+                event: Event::Digest { epoch, items },
+            },
+        });
+    }
+
+    fn check_dist(&self, d: DistributionId) -> Result<(), ApplyError> {
+        if self.cfg.count.contains(d) {
+            Ok(())
+        } else {
+            Err(ApplyError::BadDist {
+                dist: d.0,
+                count: self.cfg.count.get(),
+            })
+        }
+    }
+
+    fn install(&mut self, e: Entry) {
+        if self.active.insert(e).is_err() {
+            self.stats.install_failures += 1;
+        }
+    }
+
+    /// Applies a message from another node (claims 4-6, 15, 16): the common table is updated;
+    /// if this node owns (or is gaining) the identifier, the node-specific table too.
+    ///
+    /// # Errors
+    /// [`ApplyError`] for messages that are invalid here; nothing is changed then.
+    pub fn apply_message(&mut self, now: Millis, m: &Message) -> Result<Applied, ApplyError> {
+        if m.sender == self.cfg.node {
+            return Err(ApplyError::FromSelf(m.sender));
+        }
+        // Validate before touching anything.
+        match &m.event {
+            Event::Add(e) | Event::Update(e) => self.check_dist(e.dist)?,
+            Event::Clear { dist, .. } | Event::Snapshot { dist, .. } => self.check_dist(*dist)?,
+            Event::SaState(s) => self.check_dist(s.dist)?,
+            Event::Digest { .. } | Event::RepairRequest { .. } => {}
+        }
+        let peer = self.peers.entry(m.sender).or_default();
+        if m.incarnation < peer.incarnation {
+            return Err(ApplyError::OldIncarnation {
+                node: m.sender,
+                got: m.incarnation,
+                current: peer.incarnation,
+            });
+        }
+        if m.incarnation > peer.incarnation {
+            *peer = PeerSeq {
+                incarnation: m.incarnation,
+                ..Default::default()
+            };
+        }
+        if m.seq != 0 && !peer.accept(m.seq, &mut self.stats.seq_gaps) {
+            self.stats.duplicates += 1;
+            return Ok(Applied::Duplicate);
+        }
+        self.stats.messages_in += 1;
+        let changed = match &m.event {
+            Event::Add(e) | Event::Update(e) => {
+                let mut e = e.clone();
+                e.last_seen = now;
+                e.packets = 0;
+                e.bytes = 0;
+                match self.common.upsert_remote(e.clone()) {
+                    Upsert::Inserted | Upsert::Replaced => {
+                        if self.installs(e.dist) {
+                            self.install(e);
+                        }
+                        true
+                    }
+                    Upsert::Stale | Upsert::OutOfRange => false,
+                }
+            }
+            Event::Clear { key, dist, version } => {
+                let removed = self.common.clear(key, *version, now).is_some();
+                if removed && self.installs(*dist) {
+                    self.active.remove(key);
+                }
+                removed
+            }
+            Event::SaState(s) => {
+                let cur = self.sa.entry(s.spi).or_insert(*s);
+                if s.outbound_seq >= cur.outbound_seq {
+                    *cur = *s;
+                }
+                true
+            }
+            Event::Snapshot { dist, entries, .. } => {
+                if self.owns(*dist) && self.cfg.mode == Mode::NodeSpecific {
+                    false // The owner is the authority for its identifiers.
+                } else {
+                    let mut entries = entries.clone();
+                    for e in &mut entries {
+                        e.last_seen = now;
+                    }
+                    self.common.replace_dist(*dist, &entries);
+                    if self.installs(*dist) {
+                        self.active.flush_dist(*dist);
+                        for e in entries.into_iter().filter(|e| e.dist == *dist) {
+                            self.install(e);
+                        }
+                    }
+                    self.stats.snapshots_applied += 1;
+                    true
+                }
+            }
+            Event::Digest { epoch, items } => {
+                if *epoch == self.alloc.epoch {
+                    let ids: Vec<DistributionId> = items
+                        .iter()
+                        .filter(|(d, g)| {
+                            self.cfg.count.contains(*d)
+                                && self.alloc.owner(*d) == Some(m.sender)
+                                && self.common.digest(*d) != *g
+                        })
+                        .map(|(d, _)| *d)
+                        .collect();
+                    if !ids.is_empty() {
+                        self.stats.repairs_requested += 1;
+                        let epoch = self.alloc.epoch;
+                        self.unicast(m.sender, Event::RepairRequest { epoch, ids });
+                    }
+                }
+                false
+            }
+            Event::RepairRequest { ids, .. } => {
+                let epoch = self.alloc.epoch;
+                for &d in ids {
+                    if self.owns(d) {
+                        let entries: Vec<Entry> = self.common.select(d).cloned().collect();
+                        self.unicast(
+                            m.sender,
+                            Event::Snapshot {
+                                dist: d,
+                                epoch,
+                                entries,
+                            },
+                        );
+                    }
+                }
+                false
+            }
+        };
+        Ok(if changed {
+            Applied::Changed
+        } else {
+            Applied::Unchanged
+        })
+    }
+
+    /// Queues snapshots of the identifiers this node owns now and `next` gives to another node,
+    /// addressed to the new owners (handover before a planned reallocation).
+    pub fn handover_snapshots(&mut self, next: &Allocation) {
+        let epoch = self.alloc.epoch;
+        for d in self.cfg.count.all() {
+            if !self.owns(d) {
+                continue;
+            }
+            if let Some(to) = next.owner(d).filter(|&o| o != self.cfg.node) {
+                let entries: Vec<Entry> = self.common.select(d).cloned().collect();
+                self.unicast(
+                    to,
+                    Event::Snapshot {
+                        dist: d,
+                        epoch,
+                        entries,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Make (figure 6B steps 610-613): selects the entries of newly gained identifiers from the
+    /// common table and installs them in the node-specific table, before traffic flips. Events
+    /// for gained identifiers arriving meanwhile are installed too.
+    ///
+    /// # Errors
+    /// [`ReallocError`] if the epoch does not advance or the size differs.
+    pub fn begin_reallocation(
+        &mut self,
+        now: Millis,
+        next: &Allocation,
+    ) -> Result<ReallocReport, ReallocError> {
+        if next.len() != self.cfg.count.len() {
+            return Err(ReallocError::BadAllocation {
+                got: next.len(),
+                count: self.cfg.count.get(),
+            });
+        }
+        if next.epoch <= self.alloc.epoch {
+            return Err(ReallocError::OldEpoch {
+                got: next.epoch,
+                current: self.alloc.epoch,
+            });
+        }
+        let plan = plan(&self.alloc, next, self.cfg.node);
+        self.gaining = vec![false; self.cfg.count.len()];
+        let mut installed = 0;
+        let mut failures = 0;
+        for &d in &plan.gained {
+            self.gaining[d.index()] = true;
+            if self.cfg.mode == Mode::PriorArt {
+                continue;
+            }
+            let entries: Vec<Entry> = self.common.select(d).cloned().collect();
+            for mut e in entries {
+                e.last_seen = now;
+                e.packets = 0;
+                match self.active.insert(e) {
+                    Ok(()) => installed += 1,
+                    Err(TableError::Full { .. }) | Err(_) => failures += 1,
+                }
+            }
+        }
+        self.stats.install_failures += failures as u64;
+        self.pending = Some(Pending {
+            alloc: next.clone(),
+            plan: plan.clone(),
+            installed,
+            install_failures: failures,
+        });
+        Ok(ReallocReport {
+            plan,
+            installed,
+            install_failures: failures,
+            ..Default::default()
+        })
+    }
+
+    /// Break (figure 6B steps 614-616): the new allocation takes effect (traffic flips), and
+    /// each lost identifier is flushed from the node-specific table with one command.
+    ///
+    /// # Errors
+    /// [`ReallocError::NotBegun`] unless [`Self::begin_reallocation`] ran for `epoch`.
+    pub fn finish_reallocation(&mut self, epoch: Epoch) -> Result<ReallocReport, ReallocError> {
+        let p = match self.pending.take() {
+            Some(p) if p.alloc.epoch == epoch => p,
+            other => {
+                self.pending = other;
+                return Err(ReallocError::NotBegun(epoch));
+            }
+        };
+        self.alloc = p.alloc;
+        for (i, o) in self.alloc.owners.iter().enumerate() {
+            self.owned[i] = *o == Some(self.cfg.node);
+        }
+        self.gaining.iter_mut().for_each(|g| *g = false);
+        let mut report = ReallocReport {
+            plan: p.plan,
+            installed: p.installed,
+            install_failures: p.install_failures,
+            ..Default::default()
+        };
+        if self.cfg.mode == Mode::NodeSpecific {
+            for &d in &report.plan.lost {
+                report.flushed += self.active.flush_dist(d);
+                report.flushes += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Both steps at once.
+    ///
+    /// # Errors
+    /// As [`Self::begin_reallocation`].
+    pub fn apply_allocation(
+        &mut self,
+        now: Millis,
+        next: &Allocation,
+    ) -> Result<ReallocReport, ReallocError> {
+        self.begin_reallocation(now, next)?;
+        self.finish_reallocation(next.epoch)
+    }
+
+    /// Checks invariant 2 (and its prior-art counterpart): returns the problems found.
+    /// Node-specific mode: the node-specific table holds exactly the common table's entries of
+    /// the owned identifiers. Prior-art mode: it holds exactly the common table.
+    pub fn check_tables(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let want = |e: &Entry| self.cfg.mode == Mode::PriorArt || self.owns(e.dist);
+        for e in self.active.entries() {
+            if !want(e) {
+                problems.push(format!(
+                    "{}: holds {:?} of {} it does not own",
+                    self.cfg.node, e.key, e.dist
+                ));
+            } else {
+                match self.common.get(&e.key) {
+                    Some(c) if c.same_replicated(e) => {}
+                    Some(_) => problems.push(format!(
+                        "{}: {:?} differs from common",
+                        self.cfg.node, e.key
+                    )),
+                    None => problems.push(format!("{}: {:?} not in common", self.cfg.node, e.key)),
+                }
+            }
+        }
+        let expected = self.common.iter().filter(|e| want(e)).count();
+        if expected != self.active.len() {
+            problems.push(format!(
+                "{}: node-specific table holds {} entries, common table has {} for it",
+                self.cfg.node,
+                self.active.len(),
+                expected
+            ));
+        }
+        problems
+    }
+}
+
+/// The next TCP/UDP/ICMP state after a packet; `Some(Closed)` means clear the entry.
+fn next_state(s: ConnState, kind: &PacketKind, from_initiator: bool) -> Option<ConnState> {
+    use ConnState::*;
+    match *kind {
+        PacketKind::Tcp { flags, .. } => Some(tcp_next(s, flags, from_initiator)),
+        PacketKind::Udp { .. } if s == UdpUnreplied && !from_initiator => Some(UdpReplied),
+        PacketKind::IcmpEcho { request: false, .. } if s == IcmpRequest => Some(IcmpReplied),
+        _ => None,
+    }
+}
+
+fn tcp_next(s: ConnState, f: TcpFlags, from_initiator: bool) -> ConnState {
+    use ConnState::*;
+    if f.rst {
+        return Closed;
+    }
+    match s {
+        SynSent if f.syn && f.ack && !from_initiator => SynReceived,
+        SynSent | SynReceived if f.ack && !f.syn && from_initiator => {
+            if f.fin {
+                FinWait
+            } else {
+                Established
+            }
+        }
+        Established if f.fin => FinWait,
+        FinWait if f.fin => Closing,
+        Closing if f.ack && !f.fin => Closed,
+        s => s,
+    }
+}
+
+/// Parses `PORT h1,h2,h3,h4,p1,p2` (RFC 959).
+fn parse_ftp_port(payload: &[u8]) -> Option<(Ipv4Addr, u16)> {
+    let s = std::str::from_utf8(payload.get(..payload.len().min(64))?).ok()?;
+    let rest = s.strip_prefix("PORT ")?.trim_end();
+    let mut n = [0u8; 6];
+    let mut parts = rest.split(',');
+    for slot in &mut n {
+        *slot = parts.next()?.trim().parse().ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((
+        Ipv4Addr::new(n[0], n[1], n[2], n[3]),
+        u16::from(n[4]) << 8 | u16::from(n[5]),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::alloc_policy::{even_split, operator_move};
+    use crate::core::node_table::SoftwareTable;
+    use crate::core::packet::build;
+
+    fn cfg(n: u16) -> NodeConfig {
+        let mut c = NodeConfig::new(NodeId(n), ClusterSecret::new([3; 16]));
+        c.count = IdCount::new(16).unwrap();
+        c
+    }
+
+    fn node(n: u16) -> Node<SoftwareTable> {
+        let c = cfg(n);
+        let t = SoftwareTable::new(c.count);
+        Node::new(c, t)
+    }
+
+    fn a(x: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, x))
+    }
+
+    fn flags(syn: bool, ack: bool, fin: bool) -> TcpFlags {
+        TcpFlags {
+            syn,
+            ack,
+            fin,
+            rst: false,
+        }
+    }
+
+    #[test]
+    fn tcp_lifecycle_replicates() {
+        let mut n1 = node(1);
+        let mut n2 = node(2);
+        let all = even_split(IdCount::new(16).unwrap(), &[NodeId(1)]);
+        n1.apply_allocation(Millis(0), &all).unwrap();
+        n2.apply_allocation(Millis(0), &all).unwrap();
+        let c = |f, from_client: bool| {
+            if from_client {
+                build::tcp(a(1), 5555, a(2), 80, f, b"").unwrap()
+            } else {
+                build::tcp(a(2), 80, a(1), 5555, f, b"").unwrap()
+            }
+        };
+        // Strict TCP: an ACK without state is dropped.
+        assert_eq!(
+            n1.handle_packet(Millis(1), &c(flags(false, true, false), true)),
+            Verdict::Drop(DropReason::TcpNoState)
+        );
+        assert_eq!(
+            n2.handle_packet(Millis(1), &c(flags(true, false, false), true)),
+            Verdict::NotOurs {
+                owner: Some(NodeId(1))
+            }
+        );
+        let steps = [
+            (flags(true, false, false), true, true),
+            (flags(true, true, false), false, false),
+            (flags(false, true, false), true, false),
+            (flags(false, true, true), true, false),
+            (flags(false, true, true), false, false),
+            (flags(false, true, false), true, false),
+        ];
+        for (f, dir, created) in steps {
+            let v = n1.handle_packet(Millis(2), &c(f, dir));
+            assert_eq!(
+                v,
+                Verdict::Accept {
+                    action: Action::Allow,
+                    created
+                }
+            );
+            for o in n1.drain_outbox() {
+                let b = o.message.encode();
+                n2.apply_message(Millis(2), &Message::decode(&b).unwrap())
+                    .unwrap();
+            }
+            assert!(n1.check_tables().is_empty(), "{:?}", n1.check_tables());
+        }
+        assert_eq!(n1.stats().closed, 1);
+        assert!(n1.common().is_empty());
+        assert!(n2.common().is_empty());
+        assert_eq!(n1.stats().dropped_tcp_no_state, 1);
+    }
+
+    #[test]
+    fn reallocation_make_before_break() {
+        let mut n1 = node(1);
+        let mut n2 = node(2);
+        let c = IdCount::new(16).unwrap();
+        let a1 = even_split(c, &[NodeId(1)]);
+        n1.apply_allocation(Millis(0), &a1).unwrap();
+        n2.apply_allocation(Millis(0), &a1).unwrap();
+        for port in 1000..1100u16 {
+            let b = build::udp(a(1), port, a(2), 53, b"q").unwrap();
+            n1.handle_packet(Millis(1), &b);
+        }
+        for o in n1.drain_outbox() {
+            n2.apply_message(Millis(1), &o.message).unwrap();
+        }
+        assert_eq!(n2.node_table().len(), 0);
+        assert_eq!(n2.common().len(), 100);
+        let moved = [DistributionId(3), DistributionId(7)];
+        let a2 = operator_move(&a1, &moved, NodeId(2));
+        let r2 = n2.begin_reallocation(Millis(2), &a2).unwrap();
+        let expect: usize = moved.iter().map(|&d| n1.select(d).count()).sum();
+        assert_eq!(r2.installed, expect);
+        assert_eq!(n2.node_table().len(), expect, "installed before the flip");
+        n2.finish_reallocation(a2.epoch).unwrap();
+        let r1 = n1.apply_allocation(Millis(2), &a2).unwrap();
+        assert_eq!(r1.flushes, 2);
+        assert_eq!(r1.flushed, expect);
+        assert!(n1.check_tables().is_empty());
+        assert!(n2.check_tables().is_empty());
+        assert!(n2.begin_reallocation(Millis(3), &a2).is_err());
+        assert!(n2.finish_reallocation(Epoch(99)).is_err());
+    }
+
+    #[test]
+    fn ftp_port_routes_related_entry() {
+        let mut c = cfg(1);
+        c.rules = RuleSet::parse("allow tcp dport 21 helper ftp\nallow any").unwrap();
+        let mut n1 = Node::new(c.clone(), SoftwareTable::new(c.count));
+        let mut n2 = node(2);
+        let c16 = IdCount::new(16).unwrap();
+        let mut al = even_split(c16, &[NodeId(1)]);
+        // Find the data connection's identifier and give it to node 2.
+        let (dk, _) = FlowKey::transport(
+            L4Proto::Tcp,
+            Endpoint::new(a(2), 20),
+            Endpoint::new(a(1), 0x1234),
+        );
+        let dd = n1.distributor().for_key(&dk).unwrap();
+        let ctrl = FlowKey::transport(
+            L4Proto::Tcp,
+            Endpoint::new(a(1), 4000),
+            Endpoint::new(a(2), 21),
+        )
+        .0;
+        let cd = n1.distributor().for_key(&ctrl).unwrap();
+        if dd == cd {
+            return; // Same identifier: nothing to route (depends on the secret).
+        }
+        al.owners[dd.index()] = Some(NodeId(2));
+        n1.apply_allocation(Millis(0), &al).unwrap();
+        n2.apply_allocation(Millis(0), &al).unwrap();
+        let seg = |f, p: &[u8], fc| {
+            if fc {
+                build::tcp(a(1), 4000, a(2), 21, f, p).unwrap()
+            } else {
+                build::tcp(a(2), 21, a(1), 4000, f, p).unwrap()
+            }
+        };
+        n1.handle_packet(Millis(1), &seg(flags(true, false, false), b"", true));
+        n1.handle_packet(Millis(1), &seg(flags(true, true, false), b"", false));
+        n1.handle_packet(
+            Millis(1),
+            &seg(flags(false, true, false), b"PORT 10,0,0,1,18,52\r\n", true),
+        );
+        assert_eq!(n1.stats().related_routed, 1);
+        let out = n1.drain_outbox();
+        assert!(out
+            .iter()
+            .any(|o| o.dest == Destination::Node(NodeId(2))
+                && matches!(o.message.event, Event::Add(_))));
+        for o in out {
+            n2.apply_message(Millis(1), &o.message).unwrap();
+        }
+        assert!(n2.node_table().get(&dk).is_some(), "owner installed it");
+        assert!(n1.node_table().get(&dk).is_none());
+        let syn = build::tcp(a(2), 20, a(1), 0x1234, flags(true, false, false), b"").unwrap();
+        assert!(matches!(
+            n2.handle_packet(Millis(2), &syn),
+            Verdict::Accept { created: false, .. }
+        ));
+    }
+
+    #[test]
+    fn idle_expiry_and_anti_entropy() {
+        let mut n1 = node(1);
+        let mut n2 = node(2);
+        let al = even_split(IdCount::new(16).unwrap(), &[NodeId(1)]);
+        n1.apply_allocation(Millis(0), &al).unwrap();
+        n2.apply_allocation(Millis(0), &al).unwrap();
+        for port in 1..50u16 {
+            n1.handle_packet(Millis(0), &build::udp(a(1), port, a(2), 53, b"").unwrap());
+        }
+        // Lose every event: n2 learns nothing.
+        let lost = n1.drain_outbox();
+        assert_eq!(lost.len(), 49);
+        n1.queue_digest();
+        let mut rounds = 0;
+        loop {
+            let out1 = n1.drain_outbox();
+            let mut out2 = Vec::new();
+            for o in &out1 {
+                n2.apply_message(Millis(1), &o.message).unwrap();
+            }
+            out2.extend(n2.drain_outbox());
+            if out2.is_empty() {
+                break;
+            }
+            for o in &out2 {
+                n1.apply_message(Millis(1), &o.message).unwrap();
+            }
+            rounds += 1;
+            assert!(rounds < 4);
+        }
+        assert_eq!(n2.common().len(), 49);
+        assert!(n2.stats().snapshots_applied > 0);
+        // Idle timeout.
+        assert_eq!(n1.expire(Millis(1000)), 0);
+        assert_eq!(n1.expire(Millis(61_001)), 49);
+        for o in n1.drain_outbox() {
+            n2.apply_message(Millis(61_001), &o.message).unwrap();
+        }
+        assert!(n2.common().is_empty());
+        assert_eq!(n2.stats().seq_gaps, 49);
+    }
+
+    #[test]
+    fn bad_messages_change_nothing() {
+        let mut n2 = node(2);
+        let mut e = Entry::new(
+            FlowKey::Isakmp {
+                initiator_cookie: 1,
+                message_id: 0,
+            },
+            DistributionId(999),
+            ConnState::Ike,
+            NodeId(1),
+        );
+        let m = |ev| Message {
+            sender: NodeId(1),
+            incarnation: 5,
+            seq: 1,
+            event: ev,
+        };
+        assert!(matches!(
+            n2.apply_message(Millis(0), &m(Event::Add(e.clone()))),
+            Err(ApplyError::BadDist { .. })
+        ));
+        e.dist = DistributionId(1);
+        assert_eq!(
+            n2.apply_message(Millis(0), &m(Event::Add(e.clone()))),
+            Ok(Applied::Changed)
+        );
+        assert_eq!(
+            n2.apply_message(Millis(0), &m(Event::Add(e.clone()))),
+            Ok(Applied::Duplicate)
+        );
+        let mut old = m(Event::Add(e.clone()));
+        old.incarnation = 4;
+        assert!(matches!(
+            n2.apply_message(Millis(0), &old),
+            Err(ApplyError::OldIncarnation { .. })
+        ));
+        let mut own = m(Event::Add(e));
+        own.sender = NodeId(2);
+        assert!(n2.apply_message(Millis(0), &own).is_err());
+        assert_eq!(n2.common().len(), 1);
+    }
+
+    #[test]
+    fn ftp_port_parser() {
+        assert_eq!(
+            parse_ftp_port(b"PORT 192,168,1,2,4,1\r\n"),
+            Some((Ipv4Addr::new(192, 168, 1, 2), 1025))
+        );
+        for bad in [
+            &b"PORT 1,2,3"[..],
+            b"PORT 1,2,3,4,5,6,7",
+            b"PORT 1,2,3,4,5,300",
+            b"port",
+            b"\xff",
+        ] {
+            assert_eq!(parse_ftp_port(bad), None);
+        }
+    }
+}
