@@ -129,7 +129,7 @@ impl<T: RegIo + ?Sized> RegIo for Box<T> {
 /// # Errors
 /// [`HalError::Misaligned`] or [`HalError::OutOfBounds`].
 pub fn check_access(offset: BarOffset, size: u64) -> Result<usize, HalError> {
-    if offset.0 % 4 != 0 {
+    if !offset.0.is_multiple_of(4) {
         return Err(HalError::Misaligned { offset });
     }
     if u64::from(offset.0) + 4 > size {

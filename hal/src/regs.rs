@@ -312,7 +312,7 @@ pub mod cam {
         VALID: 3, 1;
         /// READ: the entry's hit bit.
         HIT: 4, 1;
-        /// Error code of the last command, see [`super::cam::err`].
+        /// Error code of the last command, see [`super::err`].
         ERR: 8, 8;
     });
     constants!(cmd : "CAM_CMD" {
