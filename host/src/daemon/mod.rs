@@ -1,0 +1,6 @@
+//! The daemon `clusterd`: one node's runtime (state core, card, replication transport,
+//! consensus, control socket, wire traffic), and the demo that runs a whole cluster as separate
+//! processes on loopback.
+
+pub mod config;
+pub mod consensus;
