@@ -8,3 +8,4 @@
 
 pub mod core;
 pub mod sync;
+pub mod daemon;
