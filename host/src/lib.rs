@@ -7,5 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod core;
+pub mod device;
 pub mod sync;
 pub mod daemon;
