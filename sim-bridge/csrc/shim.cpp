@@ -1,0 +1,316 @@
+// C ABI around the Verilator model of hdl/card_top.v, for sim-bridge/src/verilator.rs.
+//
+// One SimCard owns one VerilatedContext and one model, so instances are
+// independent (and may live on different threads, one thread at a time each).
+// Every entry point catches C++ exceptions: the Verilator runtime's fatal
+// paths (vl_fatal, vl_stop, vl_finish, overridden below through
+// VL_USER_FATAL/VL_USER_STOP/VL_USER_FINISH) throw a SimFatal instead of
+// aborting the process; the shim marks the instance stopped and hands the
+// message back as an error code. A stopped instance refuses further use.
+
+#include "Vcard_top.h"
+#include "verilated.h"
+
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#ifndef SIM_RTL_DEPTH
+#error "SIM_RTL_DEPTH must be defined by build.rs"
+#endif
+
+namespace {
+
+// A Verilator fatal error, $stop or $finish.
+struct SimFatal : std::runtime_error {
+    explicit SimFatal(const std::string& what) : std::runtime_error(what) {}
+};
+
+std::string where(const char* filename, int linenum) {
+    if (filename == nullptr || filename[0] == '\0') return std::string();
+    return std::string(filename) + ":" + std::to_string(linenum) + ": ";
+}
+
+}  // namespace
+
+// ---- Verilator runtime hooks (see verilated.cpp, VL_USER_*)
+
+void vl_fatal(const char* filename, int linenum, const char* hier, const char* msg) {
+    (void)hier;
+    throw SimFatal(where(filename, linenum) + (msg ? msg : "fatal error"));
+}
+
+void vl_stop(const char* filename, int linenum, const char* hier) {
+    (void)hier;
+    throw SimFatal(where(filename, linenum) + "Verilog $stop");
+}
+
+void vl_finish(const char* filename, int linenum, const char* hier) {
+    (void)hier;
+    throw SimFatal(where(filename, linenum) + "Verilog $finish");
+}
+
+// ---- the instance
+
+enum SimStatus : int32_t {
+    SIM_OK = 0,
+    // The simulator stopped (fatal error, $stop, $finish); see sim_last_error.
+    SIM_STOPPED = 1,
+    // The bus did not complete the handshake in time; see sim_last_error.
+    SIM_TIMEOUT = 2,
+};
+
+struct SimLookup {
+    uint32_t hit;
+    uint32_t index;
+    uint32_t result;
+    uint32_t did;
+};
+
+struct SimCard {
+    std::unique_ptr<VerilatedContext> ctx;
+    std::unique_ptr<Vcard_top> top;
+    uint64_t cycles = 0;
+    bool stopped = false;
+    std::string error;
+
+    // One rising edge: inputs set before the call are sampled on it.
+    void tick() {
+        top->clk = 1;
+        top->eval();
+        ctx->timeInc(1);
+        top->clk = 0;
+        top->eval();
+        ctx->timeInc(1);
+        ++cycles;
+    }
+
+    // Settle combinational outputs after an input change.
+    void settle() { top->eval(); }
+
+    void idle_inputs() {
+        top->s_axi_awvalid = 0;
+        top->s_axi_wvalid = 0;
+        top->s_axi_bready = 0;
+        top->s_axi_arvalid = 0;
+        top->s_axi_rready = 0;
+        top->dp_valid = 0;
+    }
+};
+
+namespace {
+
+// Longest wait for one handshake of a bus transaction.
+constexpr unsigned kBusTimeout = 64;
+
+void copy_message(const std::string& s, char* buf, size_t len) {
+    if (buf == nullptr || len == 0) return;
+    const size_t n = s.size() < len - 1 ? s.size() : len - 1;
+    std::memcpy(buf, s.data(), n);
+    buf[n] = '\0';
+}
+
+// Run f on card c, turning exceptions into SIM_STOPPED.
+template <typename F>
+int32_t guarded(SimCard* c, F f) {
+    if (c->stopped) return SIM_STOPPED;
+    try {
+        return f();
+    } catch (const std::exception& e) {
+        c->stopped = true;
+        c->error = e.what();
+    } catch (...) {
+        c->stopped = true;
+        c->error = "unknown C++ exception in the simulator";
+    }
+    return SIM_STOPPED;
+}
+
+int32_t timeout(SimCard* c, const char* what) {
+    c->error = std::string("no AXI ") + what + " handshake within " + std::to_string(kBusTimeout)
+               + " clocks";
+    c->idle_inputs();
+    return SIM_TIMEOUT;
+}
+
+}  // namespace
+
+extern "C" {
+
+// Create a card in power-on state (reset already applied). `argv` are
+// Verilator runtime arguments (`+verilator+seed+N`, `+verilator+rand+reset+2`, ...).
+// Returns null on failure with the message in `err`.
+SimCard* sim_create(int32_t argc, const char* const* argv, char* err, size_t err_len) {
+    std::unique_ptr<SimCard> c;
+    try {
+        c.reset(new SimCard());
+        c->ctx.reset(new VerilatedContext());
+        c->ctx->fatalOnError(true);
+        if (argc > 0) c->ctx->commandArgsAdd(argc, const_cast<const char**>(argv));
+        c->top.reset(new Vcard_top(c->ctx.get(), "card"));
+        c->idle_inputs();
+        c->top->clk = 0;
+        c->top->rst_n = 0;
+        c->settle();
+        for (int i = 0; i < 4; ++i) c->tick();
+        c->top->rst_n = 1;
+        c->settle();
+        c->cycles = 0;
+        return c.release();
+    } catch (const std::exception& e) {
+        copy_message(e.what(), err, err_len);
+    } catch (...) {
+        copy_message("unknown C++ exception while creating the simulator", err, err_len);
+    }
+    return nullptr;
+}
+
+void sim_destroy(SimCard* c) {
+    if (c == nullptr) return;
+    try {
+        if (!c->stopped) c->top->final();
+    } catch (...) {
+    }
+    c->top.reset();
+    c->ctx.reset();
+    delete c;
+}
+
+// Hold reset for `clocks` clocks (at least one), then release it.
+int32_t sim_reset(SimCard* c, uint32_t clocks) {
+    return guarded(c, [&]() -> int32_t {
+        c->idle_inputs();
+        c->top->rst_n = 0;
+        c->settle();
+        for (uint32_t i = 0; i < (clocks == 0 ? 1 : clocks); ++i) c->tick();
+        c->top->rst_n = 1;
+        c->settle();
+        return SIM_OK;
+    });
+}
+
+// Advance `clocks` clocks with the bus and the data path idle.
+int32_t sim_tick(SimCard* c, uint64_t clocks) {
+    return guarded(c, [&]() -> int32_t {
+        c->idle_inputs();
+        for (uint64_t i = 0; i < clocks; ++i) c->tick();
+        return SIM_OK;
+    });
+}
+
+// One AXI4-Lite write; `resp` gets BRESP.
+int32_t sim_axi_write(SimCard* c, uint32_t addr, uint32_t data, uint32_t* resp) {
+    return guarded(c, [&]() -> int32_t {
+        Vcard_top* t = c->top.get();
+        c->idle_inputs();
+        t->s_axi_awaddr = static_cast<uint16_t>(addr);
+        t->s_axi_awvalid = 1;
+        t->s_axi_wdata = data;
+        t->s_axi_wstrb = 0xF;
+        t->s_axi_wvalid = 1;
+        t->s_axi_bready = 1;
+        bool fired = false;
+        for (unsigned i = 0; i < kBusTimeout && !fired; ++i) {
+            c->settle();
+            fired = t->s_axi_awready && t->s_axi_wready;
+            c->tick();
+        }
+        if (!fired) return timeout(c, "write address/data");
+        t->s_axi_awvalid = 0;
+        t->s_axi_wvalid = 0;
+        bool got = false;
+        for (unsigned i = 0; i < kBusTimeout && !got; ++i) {
+            c->settle();
+            got = t->s_axi_bvalid;
+            if (got) *resp = t->s_axi_bresp;
+            c->tick();
+        }
+        if (!got) return timeout(c, "write response");
+        c->idle_inputs();
+        return SIM_OK;
+    });
+}
+
+// One AXI4-Lite read; `data` gets RDATA, `resp` RRESP.
+int32_t sim_axi_read(SimCard* c, uint32_t addr, uint32_t* data, uint32_t* resp) {
+    return guarded(c, [&]() -> int32_t {
+        Vcard_top* t = c->top.get();
+        c->idle_inputs();
+        t->s_axi_araddr = static_cast<uint16_t>(addr);
+        t->s_axi_arvalid = 1;
+        bool fired = false;
+        for (unsigned i = 0; i < kBusTimeout && !fired; ++i) {
+            c->settle();
+            fired = t->s_axi_arready;
+            c->tick();
+        }
+        if (!fired) return timeout(c, "read address");
+        t->s_axi_arvalid = 0;
+        t->s_axi_rready = 1;
+        bool got = false;
+        for (unsigned i = 0; i < kBusTimeout && !got; ++i) {
+            c->settle();
+            got = t->s_axi_rvalid;
+            if (got) {
+                *data = t->s_axi_rdata;
+                *resp = t->s_axi_rresp;
+            }
+            c->tick();
+        }
+        if (!got) return timeout(c, "read data");
+        c->idle_inputs();
+        return SIM_OK;
+    });
+}
+
+// Push `n` keys (10 words each, word 0 = key bits 31:0) into the data-path
+// port, one per clock, and collect the `n` answers into `out` in order.
+int32_t sim_lookup(SimCard* c, const uint32_t* keys, size_t n, SimLookup* out) {
+    return guarded(c, [&]() -> int32_t {
+        Vcard_top* t = c->top.get();
+        c->idle_inputs();
+        size_t sent = 0;
+        size_t got = 0;
+        // Longest the pipeline may take beyond one key per clock.
+        const uint64_t limit = static_cast<uint64_t>(n) + 64;
+        for (uint64_t clk = 0; got < n; ++clk) {
+            if (clk >= limit) {
+                c->error = "the data-path port returned " + std::to_string(got) + " of "
+                           + std::to_string(n) + " answers within " + std::to_string(limit)
+                           + " clocks";
+                c->idle_inputs();
+                return SIM_TIMEOUT;
+            }
+            if (sent < n) {
+                t->dp_valid = 1;
+                for (int w = 0; w < 10; ++w) t->dp_key[w] = keys[sent * 10 + w];
+                ++sent;
+            } else {
+                t->dp_valid = 0;
+            }
+            c->tick();
+            if (t->dp_out_valid) {
+                out[got].hit = t->dp_hit;
+                out[got].index = t->dp_index;
+                out[got].result = t->dp_result;
+                out[got].did = t->dp_did;
+                ++got;
+            }
+        }
+        c->idle_inputs();
+        return SIM_OK;
+    });
+}
+
+uint64_t sim_cycles(const SimCard* c) { return c->cycles; }
+
+// The DEPTH parameter this model was built with.
+uint32_t sim_rtl_depth(void) { return SIM_RTL_DEPTH; }
+
+// Copy the last error message into `buf` (NUL-terminated, truncated to `len`).
+void sim_last_error(const SimCard* c, char* buf, size_t len) { copy_message(c->error, buf, len); }
+
+}  // extern "C"

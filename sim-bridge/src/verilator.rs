@@ -1,0 +1,326 @@
+//! The RTL card: `hdl/card_top.v` built by Verilator, behind [`hal::RegIo`].
+//!
+//! Every register access is a real AXI4-Lite transaction over clock cycles
+//! (two clocks for a read or a write when the slave is ready), a CAM command
+//! is busy for a few clocks after its `CMD` write, and [`RegIo::idle`] lets
+//! one clock pass. [`RtlCard::lookup_stream`] drives the data-path lookup
+//! port, one key per clock; [`RtlCard::cycles`] counts clocks since the card
+//! was created.
+//!
+//! The CAM depth is a Verilator-time parameter: this build has
+//! [`RTL_DEPTH`] entries (set `SIM_BRIDGE_RTL_DEPTH` when building to change
+//! it). A Verilator fatal error, `$stop` or `$finish` comes back as
+//! [`HalError::SimulatorStopped`]; the card then refuses every further access.
+
+// The only unsafe code of the crate: calls into the C++ shim around the
+// Verilator model (sim-bridge/csrc/shim.cpp). Each block states its contract.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, CStr, CString};
+use std::ptr::NonNull;
+
+use hal::io::check_access;
+use hal::regs::{cam, BAR_SIZE};
+use hal::{BarOffset, HalError, RegIo};
+
+include!(concat!(env!("OUT_DIR"), "/rtl_params.rs"));
+
+/// Key width of the data-path port in 32-bit words.
+const KW: usize = cam::KEY_WORDS as usize;
+
+/// Longest error message the shim hands back.
+const ERR_LEN: usize = 1024;
+
+mod ffi {
+    use std::ffi::c_char;
+
+    /// Opaque C++ instance (`SimCard` in shim.cpp).
+    #[repr(C)]
+    pub struct SimCard {
+        _private: [u8; 0],
+    }
+
+    /// One data-path answer, as shim.cpp lays it out.
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    pub struct SimLookup {
+        pub hit: u32,
+        pub index: u32,
+        pub result: u32,
+        pub did: u32,
+    }
+
+    pub const SIM_OK: i32 = 0;
+    pub const SIM_STOPPED: i32 = 1;
+
+    extern "C" {
+        pub fn sim_create(
+            argc: i32,
+            argv: *const *const c_char,
+            err: *mut c_char,
+            err_len: usize,
+        ) -> *mut SimCard;
+        pub fn sim_destroy(c: *mut SimCard);
+        pub fn sim_reset(c: *mut SimCard, clocks: u32) -> i32;
+        pub fn sim_tick(c: *mut SimCard, clocks: u64) -> i32;
+        pub fn sim_axi_write(c: *mut SimCard, addr: u32, data: u32, resp: *mut u32) -> i32;
+        pub fn sim_axi_read(c: *mut SimCard, addr: u32, data: *mut u32, resp: *mut u32) -> i32;
+        pub fn sim_lookup(c: *mut SimCard, keys: *const u32, n: usize, out: *mut SimLookup) -> i32;
+        pub fn sim_cycles(c: *const SimCard) -> u64;
+        pub fn sim_rtl_depth() -> u32;
+        pub fn sim_last_error(c: *const SimCard, buf: *mut c_char, len: usize);
+    }
+}
+
+/// One answer of the data-path lookup port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LookupResult {
+    /// A valid entry matched.
+    pub hit: bool,
+    /// Index of the matching entry (lowest wins); 0 on a miss.
+    pub index: u32,
+    /// Its result word; 0 on a miss.
+    pub result: u32,
+    /// Its distribution identifier; 0 on a miss.
+    pub did: u8,
+}
+
+/// The Verilator-built RTL card. See the module documentation.
+pub struct RtlCard {
+    raw: NonNull<ffi::SimCard>,
+}
+
+// SAFETY: the C++ instance behind `raw` is owned by this value alone (no
+// aliases are handed out) and holds its own VerilatedContext, so no state is
+// shared with any other instance; Verilator models may be driven from any
+// thread as long as one thread at a time does so, which `&mut self` on every
+// call that touches the model guarantees. `RtlCard` is deliberately not `Sync`.
+unsafe impl Send for RtlCard {}
+
+impl RtlCard {
+    /// A card with `depth` CAM entries in its power-on state.
+    ///
+    /// # Errors
+    /// [`HalError::Open`] when `depth` is not the depth this build of the RTL
+    /// has ([`RTL_DEPTH`]); [`HalError::SimulatorStopped`] when the simulator
+    /// fails to start.
+    pub fn new(depth: u32) -> Result<Self, HalError> {
+        Self::with_args(depth, &[])
+    }
+
+    /// As [`RtlCard::new`], passing Verilator runtime arguments to the
+    /// card's simulation context, e.g. `+verilator+rand+reset+2` and
+    /// `+verilator+seed+7` to start every register at a random value (which
+    /// the power-on reset must then clear).
+    ///
+    /// # Errors
+    /// As for [`RtlCard::new`]; an argument Verilator rejects is a
+    /// [`HalError::SimulatorStopped`] carrying Verilator's message.
+    pub fn with_args(depth: u32, args: &[&str]) -> Result<Self, HalError> {
+        // SAFETY: sim_rtl_depth reads a compile-time constant.
+        let built = unsafe { ffi::sim_rtl_depth() };
+        if depth != built || depth != RTL_DEPTH {
+            return Err(HalError::Open(format!(
+                "the Verilator RTL card was built with {built} CAM entries, not {depth}: \
+                 use depth {built}, or rebuild with SIM_BRIDGE_RTL_DEPTH={depth}"
+            )));
+        }
+        let cargs: Vec<CString> = args
+            .iter()
+            .map(|a| {
+                CString::new(*a).map_err(|_| {
+                    HalError::Open(format!("Verilator argument {a:?} contains a NUL byte"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let ptrs: Vec<*const c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+        let argc = i32::try_from(ptrs.len())
+            .map_err(|_| HalError::Open("too many Verilator arguments".into()))?;
+        let mut err = vec![0 as c_char; ERR_LEN];
+        // SAFETY: `ptrs` holds `argc` pointers to NUL-terminated strings that
+        // `cargs` keeps alive for the call; `err` is a writable buffer of
+        // `err.len()` bytes. The shim copies what it keeps.
+        let raw = unsafe { ffi::sim_create(argc, ptrs.as_ptr(), err.as_mut_ptr(), err.len()) };
+        match NonNull::new(raw) {
+            Some(raw) => Ok(Self { raw }),
+            None => Err(HalError::SimulatorStopped {
+                reason: buf_to_string(&err),
+            }),
+        }
+    }
+
+    /// Clock cycles since the card was created.
+    #[must_use]
+    pub fn cycles(&self) -> u64 {
+        // SAFETY: `raw` is a live instance owned by `self`.
+        unsafe { ffi::sim_cycles(self.raw.as_ptr()) }
+    }
+
+    /// Number of CAM entries of this build.
+    #[must_use]
+    pub fn depth(&self) -> u32 {
+        RTL_DEPTH
+    }
+
+    /// Data-path lookup latency in clocks (`CAP_LOOKUP_LATENCY`).
+    #[must_use]
+    pub fn lookup_latency(&self) -> u32 {
+        cam::LOOKUP_LATENCY
+    }
+
+    /// Let `clocks` clock cycles pass with the bus and the data path idle.
+    ///
+    /// # Errors
+    /// [`HalError::SimulatorStopped`] when the simulator has stopped.
+    pub fn tick(&mut self, clocks: u64) -> Result<(), HalError> {
+        // SAFETY: `raw` is a live instance owned by `self`, used by one thread.
+        let st = unsafe { ffi::sim_tick(self.raw.as_ptr(), clocks) };
+        self.check(st, BarOffset(0))
+    }
+
+    /// Pulse the card's power-on reset (`rst_n`) for `clocks` clocks.
+    ///
+    /// # Errors
+    /// [`HalError::SimulatorStopped`] when the simulator has stopped.
+    pub fn power_on_reset(&mut self, clocks: u32) -> Result<(), HalError> {
+        // SAFETY: `raw` is a live instance owned by `self`, used by one thread.
+        let st = unsafe { ffi::sim_reset(self.raw.as_ptr(), clocks) };
+        self.check(st, BarOffset(0))
+    }
+
+    /// Look `keys` up on the data-path port, one key per clock, and return
+    /// the answers in order. `keys.len() + latency - 1` clocks pass: the
+    /// last answer appears `latency` clocks after the last key went in.
+    /// Hits set the entries' hit bits and count in `DP_LOOKUPS`/`DP_HITS`.
+    ///
+    /// # Errors
+    /// [`HalError::SimulatorStopped`] when the simulator has stopped;
+    /// [`HalError::Bus`] when the port does not answer in time.
+    pub fn lookup_stream(&mut self, keys: &[[u32; KW]]) -> Result<Vec<LookupResult>, HalError> {
+        let mut out = vec![ffi::SimLookup::default(); keys.len()];
+        // SAFETY: `[[u32; 10]]` is laid out as `10 * keys.len()` consecutive
+        // u32, which is what the shim reads; `out` has room for `keys.len()`
+        // answers; `raw` is a live instance owned by `self`.
+        let st = unsafe {
+            ffi::sim_lookup(
+                self.raw.as_ptr(),
+                keys.as_ptr().cast::<u32>(),
+                keys.len(),
+                out.as_mut_ptr(),
+            )
+        };
+        self.check(st, BarOffset(cam::BASE))?;
+        Ok(out
+            .into_iter()
+            .map(|r| LookupResult {
+                hit: r.hit != 0,
+                index: r.index,
+                result: r.result,
+                did: (r.did & 0xFF) as u8,
+            })
+            .collect())
+    }
+
+    fn last_error(&self) -> String {
+        let mut buf = vec![0 as c_char; ERR_LEN];
+        // SAFETY: `buf` is writable for `buf.len()` bytes; `raw` is live.
+        unsafe { ffi::sim_last_error(self.raw.as_ptr(), buf.as_mut_ptr(), buf.len()) };
+        buf_to_string(&buf)
+    }
+
+    fn check(&self, status: i32, offset: BarOffset) -> Result<(), HalError> {
+        match status {
+            ffi::SIM_OK => Ok(()),
+            ffi::SIM_STOPPED => Err(HalError::SimulatorStopped {
+                reason: self.last_error(),
+            }),
+            _ => Err(HalError::Bus {
+                offset,
+                detail: self.last_error(),
+            }),
+        }
+    }
+}
+
+impl Drop for RtlCard {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from sim_create and is destroyed exactly once, here.
+        unsafe { ffi::sim_destroy(self.raw.as_ptr()) }
+    }
+}
+
+impl std::fmt::Debug for RtlCard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtlCard")
+            .field("depth", &RTL_DEPTH)
+            .field("cycles", &self.cycles())
+            .finish()
+    }
+}
+
+/// The AXI response code as a name.
+fn resp_name(resp: u32) -> &'static str {
+    match resp {
+        0 => "OKAY",
+        1 => "EXOKAY",
+        2 => "SLVERR",
+        _ => "DECERR",
+    }
+}
+
+fn buf_to_string(buf: &[c_char]) -> String {
+    // Reinterpret as bytes: c_char is i8 or u8 depending on the target.
+    let bytes: Vec<u8> = buf.iter().map(|&c| c as u8).collect();
+    match CStr::from_bytes_until_nul(&bytes) {
+        Ok(s) => s.to_string_lossy().into_owned(),
+        Err(_) => String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+impl RegIo for RtlCard {
+    fn read32(&mut self, offset: BarOffset) -> Result<u32, HalError> {
+        check_access(offset, self.size())?;
+        let (mut data, mut resp) = (0u32, 0u32);
+        // SAFETY: `data` and `resp` are valid for writes; `raw` is a live
+        // instance owned by `self`, used by one thread.
+        let st =
+            unsafe { ffi::sim_axi_read(self.raw.as_ptr(), offset.raw(), &mut data, &mut resp) };
+        self.check(st, offset)?;
+        if resp != 0 {
+            return Err(HalError::Bus {
+                offset,
+                detail: format!("AXI read answered {}", resp_name(resp)),
+            });
+        }
+        Ok(data)
+    }
+
+    fn write32(&mut self, offset: BarOffset, value: u32) -> Result<(), HalError> {
+        check_access(offset, self.size())?;
+        let mut resp = 0u32;
+        // SAFETY: `resp` is valid for writes; `raw` is a live instance owned
+        // by `self`, used by one thread.
+        let st = unsafe { ffi::sim_axi_write(self.raw.as_ptr(), offset.raw(), value, &mut resp) };
+        self.check(st, offset)?;
+        if resp != 0 {
+            return Err(HalError::Bus {
+                offset,
+                detail: format!("AXI write answered {}", resp_name(resp)),
+            });
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        u64::from(BAR_SIZE)
+    }
+
+    fn describe(&self) -> String {
+        format!("verilator:card_top(depth={RTL_DEPTH})")
+    }
+
+    fn idle(&mut self) {
+        // A stopped simulator reports itself on the next access.
+        let _ = self.tick(1);
+    }
+}
