@@ -1,0 +1,224 @@
+//! hwctl, run as a process.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn hwctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hwctl"))
+        .args(args)
+        .output()
+        .expect("run hwctl")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = hwctl(args);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "hwctl {args:?} failed: {stderr}");
+    String::from_utf8(o.stdout).expect("utf-8 output")
+}
+
+fn json(args: &[&str]) -> Value {
+    serde_json::from_str(&ok(args)).expect("valid JSON")
+}
+
+/// Runs, fails with `code`, says something containing `needle` on stderr and
+/// does not panic.
+fn fails(args: &[&str], code: i32, needle: &str) {
+    let o = hwctl(args);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "hwctl {args:?}: {stderr}");
+    assert!(
+        stderr.contains(needle),
+        "hwctl {args:?}: expected {needle:?} in {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(o.stdout.is_empty(), "nothing on stdout on failure");
+}
+
+#[test]
+fn status_table() {
+    let out = ok(&["--device", "model", "status"]);
+    assert!(
+        out.contains("BLOCK  TYPE        VERSION  OFFSET   NEXT"),
+        "{out}"
+    );
+    assert!(
+        out.contains("IDENT  0x49444e54  1.0      0x00000  0x01000"),
+        "{out}"
+    );
+    assert!(
+        out.contains("CAM    0x5443414d  1.0      0x01000  0x00000"),
+        "{out}"
+    );
+    assert!(out.contains("CAM depth        1024"), "{out}");
+    assert!(out.contains("occupancy        0 / 1024"), "{out}");
+}
+
+#[test]
+fn status_json() {
+    let v = json(&[
+        "--device",
+        "model:depth=256",
+        "--seed-entries",
+        "30",
+        "--json",
+        "status",
+    ]);
+    assert_eq!(v["blocks"][0]["name"], "IDENT");
+    assert_eq!(v["blocks"][0]["offset"], "0x00000");
+    assert_eq!(v["blocks"][1]["name"], "CAM");
+    assert_eq!(v["blocks"][1]["version"], "1.0");
+    assert_eq!(v["cam"]["depth"], 256);
+    assert_eq!(v["cam"]["key_bits"], 320);
+    assert_eq!(v["cam"]["did_bits"], 8);
+    assert_eq!(v["occupancy"], 30);
+    assert_eq!(v["counters"]["occupancy"], 30);
+    assert_eq!(v["counters"]["err_count"], 0);
+    assert_eq!(v["build_id"], "0x20261121");
+    assert_eq!(v["bar_bytes"], 65536);
+}
+
+#[test]
+fn dump_table_and_json() {
+    let out = ok(&["--device", "model", "--seed-entries", "16", "dump"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("SLOT  DID  HIT  RESULT"), "{out}");
+    assert_eq!(lines.len(), 1 + 16 + 1, "{out}");
+    assert_eq!(*lines.last().unwrap(), "16 entries");
+    assert!(out.contains("esp > 12.0.0.0 spi=0x10000000"), "{out}");
+    assert!(out.contains(" * > "), "wildcards are shown: {out}");
+
+    let v = json(&[
+        "--device",
+        "model",
+        "--seed-entries",
+        "40",
+        "dump",
+        "--json",
+    ]);
+    let a = v.as_array().unwrap();
+    assert_eq!(a.len(), 40);
+    for (i, e) in a.iter().enumerate() {
+        assert_eq!(e["slot"], i);
+        assert!(e["key"]["type"].is_string(), "{e}");
+        assert_eq!(e["key_words"].as_array().unwrap().len(), 10);
+        assert!(e["result"]["action"].is_string());
+    }
+    // Every third seeded entry was looked up, so its hit bit is set.
+    assert_eq!(a[0]["hit"], true);
+    assert_eq!(a[1]["hit"], false);
+    // A wildcard (UDP any source port) is a JSON null.
+    assert_eq!(a[1]["key"]["type"], "udp");
+    assert!(a[1]["key"]["src_port"].is_null());
+
+    let did = a[5]["did"].as_u64().unwrap().to_string();
+    let v = json(&[
+        "--device",
+        "model",
+        "--seed-entries",
+        "40",
+        "--json",
+        "dump",
+        "--did",
+        &did,
+    ]);
+    let f = v.as_array().unwrap();
+    assert!(!f.is_empty());
+    assert!(f.iter().all(|e| e["did"].to_string() == did));
+    let empty = ok(&["--device", "model", "dump", "--did", "3"]);
+    assert!(empty.contains("0 entries with did 3"), "{empty}");
+}
+
+#[test]
+fn regs_walks_every_block() {
+    let out = ok(&["--device", "model", "regs"]);
+    assert!(out.contains("IDENT block at 0x00000"), "{out}");
+    assert!(out.contains("CAM block at 0x01000"), "{out}");
+    assert!(out.contains("0x0100c  CAP_DEPTH"), "{out}");
+    assert!(out.contains("KEY[9]"), "{out}");
+    let v = json(&["--device", "model", "--json", "regs"]);
+    let blocks = v.as_array().unwrap();
+    assert_eq!(blocks.len(), 2);
+    let ident = blocks[0]["regs"].as_array().unwrap();
+    let magic = ident.iter().find(|r| r["name"] == "MAGIC").unwrap();
+    assert_eq!(magic["value"], "0x53544331");
+    assert_eq!(magic["access"], "RO");
+    let cam = blocks[1]["regs"].as_array().unwrap();
+    assert_eq!(
+        cam.iter()
+            .filter(|r| r["name"].as_str().unwrap().starts_with("MASK["))
+            .count(),
+        10
+    );
+    assert_eq!(blocks[1]["name"], "CAM");
+}
+
+#[test]
+fn bad_arguments_fail_clearly() {
+    fails(&["status"], 2, "--device");
+    fails(&["--device", "modem", "status"], 2, "unknown device kind");
+    fails(&["--device", "model:depth=0", "status"], 2, "depth must be");
+    fails(&["--device", "model"], 2, "Usage");
+    fails(&["--device", "model", "frobnicate"], 2, "frobnicate");
+    fails(&["--device", "model", "dump", "--did", "300"], 2, "300");
+    fails(
+        &["--device", "model", "--seed-entries", "-1", "status"],
+        2,
+        "-1",
+    );
+    fails(
+        &["--device", "model:depth=8", "--seed-entries", "9", "status"],
+        1,
+        "more than the CAM holds",
+    );
+}
+
+#[test]
+fn later_backends_say_how() {
+    fails(
+        &["--device", "vfio:0000:03:00.0", "status"],
+        1,
+        "not supported yet",
+    );
+    fails(
+        &[
+            "--device",
+            "pci:/sys/bus/pci/devices/0000:03:00.0/resource0",
+            "status",
+        ],
+        1,
+        "not supported yet",
+    );
+    fails(
+        &["--device", "unix:/run/card.sock", "status"],
+        1,
+        "not supported yet",
+    );
+    fails(
+        &[
+            "--device",
+            "vfio:0000:03:00.0",
+            "--seed-entries",
+            "3",
+            "status",
+        ],
+        1,
+        "refusing",
+    );
+    if !cfg!(feature = "verilator") {
+        fails(
+            &["--device", "verilator", "status"],
+            1,
+            "--features verilator",
+        );
+    }
+}
+
+#[test]
+fn help_documents_specs_and_seeding() {
+    let out = ok(&["--help"]);
+    assert!(out.contains("DEVICE SPEC"), "{out}");
+    assert!(out.contains("--seed-entries"), "{out}");
+    assert!(out.contains("vfio:BDF"), "{out}");
+}
