@@ -125,7 +125,7 @@ fn dump_table_and_json() {
     ]);
     let f = v.as_array().unwrap();
     assert!(!f.is_empty());
-    assert!(f.iter().all(|e| e["did"].to_string() == did));
+    assert!(f.iter().all(|e| e["did"].as_u64() == Some(did)));
     let empty = ok(&["--device", "model", "dump", "--did", "3"]);
     assert!(empty.contains("0 entries with did 3"), "{empty}");
 }
