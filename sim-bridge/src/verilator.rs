@@ -98,23 +98,31 @@ pub struct RtlCard {
 unsafe impl Send for RtlCard {}
 
 impl RtlCard {
+    /// A card with [`RTL_DEPTH`] CAM entries in its power-on state.
+    ///
+    /// # Errors
+    /// [`HalError::SimulatorStopped`] when the simulator fails to start.
+    pub fn new() -> Result<Self, HalError> {
+        Self::with_args(RTL_DEPTH, &[])
+    }
+
     /// A card with `depth` CAM entries in its power-on state.
     ///
     /// # Errors
     /// [`HalError::Open`] when `depth` is not the depth this build of the RTL
     /// has ([`RTL_DEPTH`]); [`HalError::SimulatorStopped`] when the simulator
     /// fails to start.
-    pub fn new(depth: u32) -> Result<Self, HalError> {
+    pub fn with_depth(depth: u32) -> Result<Self, HalError> {
         Self::with_args(depth, &[])
     }
 
-    /// As [`RtlCard::new`], passing Verilator runtime arguments to the
+    /// As [`RtlCard::with_depth`], passing Verilator runtime arguments to the
     /// card's simulation context, e.g. `+verilator+rand+reset+2` and
     /// `+verilator+seed+7` to start every register at a random value (which
     /// the power-on reset must then clear).
     ///
     /// # Errors
-    /// As for [`RtlCard::new`]; an argument Verilator rejects is a
+    /// As for [`RtlCard::with_depth`]; an argument Verilator rejects is a
     /// [`HalError::SimulatorStopped`] carrying Verilator's message.
     pub fn with_args(depth: u32, args: &[&str]) -> Result<Self, HalError> {
         // SAFETY: sim_rtl_depth reads a compile-time constant.

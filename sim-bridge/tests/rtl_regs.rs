@@ -9,7 +9,7 @@ use hal::{BarOffset, HalError, RegIo};
 use sim_bridge::verilator::{RtlCard, RTL_DEPTH};
 
 fn card() -> RtlCard {
-    RtlCard::new(RTL_DEPTH).expect("RTL card")
+    RtlCard::new().expect("RTL card")
 }
 
 fn c(off: u32) -> BarOffset {
