@@ -112,7 +112,8 @@ fn dump_table_and_json() {
     assert_eq!(a[1]["key"]["type"], "udp");
     assert!(a[1]["key"]["src_port"].is_null());
 
-    let did = a[5]["did"].as_u64().unwrap().to_string();
+    let did = a[5]["did"].as_u64().unwrap();
+    let did_arg = did.to_string();
     let v = json(&[
         "--device",
         "model",
@@ -121,7 +122,7 @@ fn dump_table_and_json() {
         "--json",
         "dump",
         "--did",
-        &did,
+        &did_arg,
     ]);
     let f = v.as_array().unwrap();
     assert!(!f.is_empty());
