@@ -55,10 +55,10 @@ pub mod ids;
 pub mod node;
 pub mod node_table;
 pub mod packet;
-
+pub mod pcap;
 pub mod realloc;
 pub mod rules;
-
+pub mod sim;
 pub mod siphash;
 
 pub use alloc_policy::Allocation;

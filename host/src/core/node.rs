@@ -833,7 +833,7 @@ impl<T: NodeSpecificTable> Node<T> {
                 true
             }
             Event::Snapshot { dist, entries, .. } => {
-                if self.owns(*dist) && self.cfg.mode == Mode::NodeSpecific {
+                if self.owns(*dist) {
                     false // The owner is the authority for its identifiers.
                 } else {
                     let mut entries = entries.clone();
@@ -893,6 +893,23 @@ impl<T: NodeSpecificTable> Node<T> {
         } else {
             Applied::Unchanged
         })
+    }
+
+    /// Queues repair requests for every identifier this node does not own, addressed to the
+    /// owners (a node that joins with an empty common table fills it this way).
+    pub fn request_sync(&mut self) {
+        let mut by_owner: std::collections::BTreeMap<NodeId, Vec<DistributionId>> =
+            std::collections::BTreeMap::new();
+        for d in self.cfg.count.all() {
+            if let Some(o) = self.alloc.owner(d).filter(|&o| o != self.cfg.node) {
+                by_owner.entry(o).or_default().push(d);
+            }
+        }
+        let epoch = self.alloc.epoch;
+        for (o, ids) in by_owner {
+            self.stats.repairs_requested += 1;
+            self.unicast(o, Event::RepairRequest { epoch, ids });
+        }
     }
 
     /// Queues snapshots of the identifiers this node owns now and `next` gives to another node,
