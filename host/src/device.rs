@@ -223,9 +223,9 @@ impl DeviceSpec {
 fn open_verilator(spec: &DeviceSpec) -> Result<DynRegs, DeviceError> {
     sim_bridge::verilator::RtlCard::new()
         .map(|c| Box::new(c) as DynRegs)
-        .map_err(|e| DeviceError::Unsupported {
+        .map_err(|source| DeviceError::Open {
             spec: spec.to_string(),
-            reason: e.to_string(),
+            source,
         })
 }
 
