@@ -502,10 +502,12 @@ impl<R: RegIo> Card<R> {
         if cam::status::MATCH.get(status) == 0 {
             return Ok(None);
         }
-        let i = self.read_cam(cam::INDEX)?;
+        // After a match INDEX is a slot and DID has 8 bits: all ones in
+        // either means the device is gone.
+        let i = self.read_live(self.cam_base + cam::INDEX.offset)?;
         self.check_index(i)?;
         let result = self.read_cam(cam::RESULT)?;
-        let did = self.read_cam(cam::DID)?;
+        let did = self.read_live(self.cam_base + cam::DID.offset)?;
         let Some(slot) = self.shadow.get(i) else {
             return Err(DriverError::Inconsistent {
                 index: CamIndex(i),
@@ -542,7 +544,7 @@ impl<R: RegIo> Card<R> {
             bits.mask[i] = self.read_cam_at(cam::MASK, i as u32)?;
         }
         let result_raw = self.read_cam(cam::RESULT)?;
-        let did = self.read_cam(cam::DID)?;
+        let did = self.read_live(self.cam_base + cam::DID.offset)?;
         let (key, key_error) = match CamKey::decode(&bits) {
             Ok(k) => (Some(k), None),
             Err(e) => (None, Some(e.to_string())),

@@ -102,6 +102,28 @@ fn all_ones_means_device_gone() {
     ));
     assert!(matches!(c.counters(), Err(DriverError::DeviceGone { .. })));
     assert!(matches!(c.reset(), Err(DriverError::DeviceGone { .. })));
+
+    // Gone between STATUS and the read of a search's answer.
+    let mut c = faulty();
+    c.insert(&sample_entry(0)).unwrap();
+    let r = c.regs_mut().reads();
+    c.regs_mut().inject(Fault::AllOnes { after_reads: r + 1 });
+    let e = c.search(&sample_entry(0).key).unwrap_err();
+    assert!(
+        matches!(e, DriverError::DeviceGone { offset } if offset == cam_reg(cam::INDEX)),
+        "{e:?}"
+    );
+    // ...or of a READ's identifier.
+    c.regs_mut().clear();
+    let r = c.regs_mut().reads();
+    c.regs_mut().inject(Fault::AllOnes {
+        after_reads: r + 1 + 20 + 1,
+    });
+    let e = c.dump(None).unwrap_err();
+    assert!(
+        matches!(e, DriverError::DeviceGone { offset } if offset == cam_reg(cam::DID)),
+        "{e:?}"
+    );
 }
 
 #[test]
