@@ -19,7 +19,7 @@
 //! Tables: [`CommonTable`] ([`common`], O(1) upsert/clear, O(k) `select(dist)`, per-identifier
 //! digests), the [`NodeSpecificTable`] trait ([`node_table`]) with [`SoftwareTable`] (claim 19),
 //! [`SimCard`] (small-capacity card stand-in) and [`TieredTable`] (card + software overflow, hot
-//! entries promoted into the card).
+//! entries promoted into the card), and `CardTable` ([`card_table`]) on `driver::Card<R>`.
 //!
 //! Packets ([`packet`]): [`parse_packet`]`(bytes, Framing) -> Result<ParsedPacket, ParseError>`.
 //! Rules ([`rules`]): [`RuleSet::parse`]`(text)`; first match wins; format in `docs/rules.md`.
@@ -47,6 +47,7 @@
 //! Reallocation planning ([`realloc`]): `plan(old, new, node) -> ReallocPlan { gained, lost }`.
 
 pub mod alloc_policy;
+pub mod card_table;
 pub mod common;
 pub mod distribution;
 pub mod entry;
@@ -62,6 +63,7 @@ pub mod sim;
 pub mod siphash;
 
 pub use alloc_policy::Allocation;
+pub use card_table::CardTable;
 pub use common::CommonTable;
 pub use distribution::{ClusterSecret, Distributor};
 pub use entry::{

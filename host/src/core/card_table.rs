@@ -1,0 +1,335 @@
+//! The node-specific table on the card (claims 21, 22), through `driver::Card<R>` over any
+//! `hal::RegIo` backend (the reference-model card by default in tests).
+//!
+//! The CAM holds the key, the distribution identifier beside it (so losing an identifier is
+//! one `FLUSH_DID` command) and a result word; the host keeps the full [`Entry`] (state,
+//! counters, NAT, user) in a shadow indexed like the common table. 5-tuple and ICMP keys are
+//! written in the core's canonical endpoint order (`lo` as source), which is the order the
+//! host's lookup uses. TLS-session and HTTP-cookie keys have no CAM layout: inserting one is a
+//! [`TableError::Device`] error, which a [`super::node_table::TieredTable`] answers by keeping
+//! the entry in host memory. The card's distribution identifiers are 8 bits wide, so this table
+//! needs an identifier count of at most 256.
+
+use super::common::IndexedEntries;
+use super::entry::{Action, ConnState, Entry, FlowKey, L4Proto};
+use super::ids::{DistributionId, IdCount};
+use super::node_table::{NodeSpecificTable, TableError, TableStats};
+use driver::{
+    CamEntry, CamKey, Card, DidSet, DriverError, Flow, IpPrefix, ResultFlags, ResultWord,
+};
+use hal::RegIo;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// A node-specific table on a card.
+pub struct CardTable<R: RegIo> {
+    card: Card<R>,
+    shadow: IndexedEntries,
+    stats: TableStats,
+    errors: u64,
+}
+
+impl<R: RegIo> CardTable<R> {
+    /// A table over a probed card.
+    ///
+    /// # Errors
+    /// [`TableError::BadDist`] when `count` exceeds the card's 256 identifiers.
+    pub fn new(card: Card<R>, count: IdCount) -> Result<Self, TableError> {
+        if count.get() > 256 {
+            return Err(TableError::BadDist { dist: count.get() });
+        }
+        Ok(CardTable {
+            card,
+            shadow: IndexedEntries::new(count),
+            stats: TableStats::default(),
+            errors: 0,
+        })
+    }
+
+    /// The card.
+    pub fn card(&self) -> &Card<R> {
+        &self.card
+    }
+
+    /// The card, mutably (aging scans, counters).
+    pub fn card_mut(&mut self) -> &mut Card<R> {
+        &mut self.card
+    }
+
+    /// Device errors seen on removal and flush (which cannot report them through the trait).
+    pub fn device_errors(&self) -> u64 {
+        self.errors
+    }
+
+    /// The entries the card reports idle since the previous scan (hit bits clear).
+    ///
+    /// # Errors
+    /// Driver errors.
+    pub fn idle_keys(&mut self) -> Result<Vec<FlowKey>, TableError> {
+        let scan = self.card.age().map_err(dev)?;
+        let mut keys = Vec::new();
+        for i in scan.idle {
+            if let Ok(d) = self.card.read(i) {
+                if let Some(k) = d.key.and_then(|k| flow_key_of(&k)) {
+                    keys.push(k);
+                }
+            }
+        }
+        Ok(keys)
+    }
+}
+
+fn dev(e: DriverError) -> TableError {
+    TableError::Device(e.to_string())
+}
+
+/// The CAM key of a core key; `None` for keys the card has no layout for.
+pub fn cam_key(key: &FlowKey) -> Option<CamKey> {
+    let flow = match *key {
+        FlowKey::Transport { proto, lo, hi } => {
+            let (src, dst) = (IpPrefix::host(lo.addr), IpPrefix::host(hi.addr));
+            let (src_port, dst_port) = (Some(lo.port), Some(hi.port));
+            match proto {
+                L4Proto::Tcp => Flow::Tcp {
+                    src,
+                    dst,
+                    src_port,
+                    dst_port,
+                },
+                L4Proto::Udp => Flow::Udp {
+                    src,
+                    dst,
+                    src_port,
+                    dst_port,
+                },
+            }
+        }
+        FlowKey::Icmp { lo, hi, ident } => Flow::Icmp {
+            src: IpPrefix::host(lo),
+            dst: IpPrefix::host(hi),
+            id: Some(ident),
+        },
+        FlowKey::Esp { dst, spi } => Flow::Esp {
+            dst: IpPrefix::host(dst),
+            spi: Some(spi),
+        },
+        FlowKey::Isakmp {
+            initiator_cookie,
+            message_id,
+        } => Flow::Isakmp {
+            dst: IpPrefix::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).ok()?,
+            initiator_cookie: Some(initiator_cookie),
+            message_id: Some(message_id),
+        },
+        FlowKey::TlsSession(_) | FlowKey::HttpCookie(_) => return None,
+    };
+    Some(CamKey { zone: None, flow })
+}
+
+fn flow_key_of(k: &CamKey) -> Option<FlowKey> {
+    use super::entry::Endpoint;
+    // A full-length prefix prints as the bare address.
+    let host = |p: &IpPrefix| p.to_string().parse::<IpAddr>().ok();
+    Some(match k.flow {
+        Flow::Tcp {
+            src,
+            dst,
+            src_port,
+            dst_port,
+        } => FlowKey::Transport {
+            proto: L4Proto::Tcp,
+            lo: Endpoint::new(host(&src)?, src_port?),
+            hi: Endpoint::new(host(&dst)?, dst_port?),
+        },
+        Flow::Udp {
+            src,
+            dst,
+            src_port,
+            dst_port,
+        } => FlowKey::Transport {
+            proto: L4Proto::Udp,
+            lo: Endpoint::new(host(&src)?, src_port?),
+            hi: Endpoint::new(host(&dst)?, dst_port?),
+        },
+        Flow::Icmp { src, dst, id } => FlowKey::Icmp {
+            lo: host(&src)?,
+            hi: host(&dst)?,
+            ident: id?,
+        },
+        Flow::Esp { dst, spi } => FlowKey::Esp {
+            dst: host(&dst)?,
+            spi: spi?,
+        },
+        Flow::Isakmp {
+            initiator_cookie,
+            message_id,
+            ..
+        } => FlowKey::Isakmp {
+            initiator_cookie: initiator_cookie?,
+            message_id: message_id?,
+        },
+    })
+}
+
+fn result_of(e: &Entry) -> ResultWord {
+    let action = match e.action {
+        Action::Allow => driver::Action::Accept,
+        Action::Tunnel => driver::Action::Encrypt,
+        Action::Drop => driver::Action::Drop,
+        Action::Reject => driver::Action::Reject,
+    };
+    let mut r = ResultWord::new(action);
+    if e.state == ConnState::Established || e.state == ConnState::UdpReplied {
+        r.flags = ResultFlags(ResultFlags::ESTABLISHED);
+    }
+    r
+}
+
+impl<R: RegIo> NodeSpecificTable for CardTable<R> {
+    fn capacity(&self) -> Option<usize> {
+        Some(self.card.depth() as usize)
+    }
+    fn len(&self) -> usize {
+        self.shadow.len()
+    }
+    fn insert(&mut self, entry: Entry) -> Result<(), TableError> {
+        let Ok(did) = u8::try_from(entry.dist.0) else {
+            return Err(TableError::BadDist { dist: entry.dist.0 });
+        };
+        let Some(key) = cam_key(&entry.key) else {
+            return Err(TableError::Device("key kind has no CAM layout".into()));
+        };
+        let cam = CamEntry {
+            key,
+            did: driver::DistributionId(did),
+            result: result_of(&entry),
+        };
+        self.stats.commands += 1;
+        match self.card.upsert(&cam) {
+            Ok(_) => {}
+            Err(DriverError::CamFull { depth }) => {
+                self.stats.full += 1;
+                return Err(TableError::Full {
+                    capacity: depth as usize,
+                });
+            }
+            Err(e) => return Err(dev(e)),
+        }
+        let dist = entry.dist.0;
+        self.shadow
+            .insert(entry)
+            .map(|_| ())
+            .map_err(|_| TableError::BadDist { dist })
+    }
+    fn lookup(&mut self, key: &FlowKey) -> Option<&mut Entry> {
+        self.shadow.get_mut(key)
+    }
+    fn get(&self, key: &FlowKey) -> Option<&Entry> {
+        self.shadow.get(key)
+    }
+    fn remove(&mut self, key: &FlowKey) -> Option<Entry> {
+        let e = self.shadow.remove(key)?;
+        if let Some(k) = cam_key(key) {
+            self.stats.commands += 1;
+            if self.card.remove(&k).is_err() {
+                self.errors += 1;
+            }
+        }
+        Some(e)
+    }
+    fn flush_dist(&mut self, dist: DistributionId) -> usize {
+        let n = self.shadow.remove_dist(dist).len();
+        if let Ok(did) = u8::try_from(dist.0) {
+            let mut set = DidSet::new();
+            set.insert(driver::DistributionId(did));
+            self.stats.commands += 1;
+            self.stats.flushes += 1;
+            if self.card.flush_dids(&set).is_err() {
+                self.errors += 1;
+            }
+        }
+        n
+    }
+    fn dist_len(&self, dist: DistributionId) -> usize {
+        self.shadow.dist_len(dist)
+    }
+    fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
+        Box::new(self.shadow.iter())
+    }
+    fn clear_all(&mut self) {
+        self.shadow.clear();
+        if self.card.flush_all().is_err() {
+            self.errors += 1;
+        }
+    }
+    fn stats(&self) -> TableStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::entry::Endpoint;
+    use crate::core::ids::NodeId;
+    use crate::core::node_table::TieredTable;
+    use sim_bridge::model::ModelCard;
+
+    fn entry(i: u32, dist: u16) -> Entry {
+        let (k, _) = FlowKey::transport(
+            L4Proto::Tcp,
+            Endpoint::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), 1000),
+            Endpoint::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 443),
+        );
+        Entry::new(k, DistributionId(dist), ConnState::Established, NodeId(1))
+    }
+
+    #[test]
+    fn card_table_on_the_model_card() {
+        let c = IdCount::default();
+        let model = ModelCard::with_depth(64).expect("depth");
+        let card = Card::probe(model).expect("probe");
+        let mut t = CardTable::new(card, c).expect("count");
+        for i in 0..40 {
+            t.insert(entry(i, (i % 4) as u16)).expect("insert");
+        }
+        assert_eq!(t.len(), 40);
+        assert_eq!(t.card().len(), 40);
+        let k = entry(5, 1).key;
+        let hit = t
+            .card_mut()
+            .search(&cam_key(&k).expect("cam key"))
+            .expect("search");
+        assert!(hit.is_some(), "the card finds the canonical key");
+        assert_eq!(t.flush_dist(DistributionId(1)), 10);
+        assert_eq!(t.card().len(), 30, "one FLUSH_DID removed them on the card");
+        assert!(t.remove(&entry(0, 0).key).is_some());
+        assert_eq!(t.card().len(), 29);
+        assert_eq!(t.device_errors(), 0);
+        // Round trip of the key through the CAM layout.
+        let d = t.card_mut().dump(None).expect("dump");
+        for x in d {
+            let fk = x.key.and_then(|k| flow_key_of(&k)).expect("decodes");
+            assert!(t.get(&fk).is_some());
+        }
+    }
+
+    #[test]
+    fn full_card_spills_to_software() {
+        let c = IdCount::default();
+        let card = Card::probe(ModelCard::with_depth(16).expect("depth")).expect("probe");
+        let mut t = TieredTable::new(CardTable::new(card, c).expect("count"), c);
+        for i in 0..50 {
+            t.insert(entry(i, (i % 8) as u16)).expect("nothing lost");
+        }
+        assert_eq!(t.card().len(), 16);
+        assert_eq!(t.overflow().len(), 34);
+        assert_eq!(t.stats().overflowed, 34);
+        assert_eq!(t.flush_dist(DistributionId(3)), 6);
+        assert_eq!(t.len(), 44);
+        assert!(CardTable::new(
+            Card::probe(ModelCard::new()).expect("probe"),
+            IdCount::new(512).expect("count")
+        )
+        .is_err());
+    }
+}
