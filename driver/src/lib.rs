@@ -29,8 +29,13 @@ pub mod sample;
 mod shadow;
 pub mod types;
 
-pub use card::{AgingScan, CamCaps, CamEntry, Card, CardInfo, Counters, DumpEntry, SearchHit, DEFAULT_POLL_LIMIT};
+pub use card::{
+    AgingScan, CamCaps, CamEntry, Card, CardInfo, Counters, DumpEntry, SearchHit,
+    DEFAULT_POLL_LIMIT,
+};
 pub use error::{CamCmd, CmdErrorCode, DriverError};
-pub use key::{Action, CamKey, Flow, IpPrefix, KeyBits, KeyError, Kind, ResultFlags, ResultWord, KEY_WORDS};
+pub use key::{
+    Action, CamKey, Flow, IpPrefix, KeyBits, KeyError, Kind, ResultFlags, ResultWord, KEY_WORDS,
+};
 pub use probe::{read_block_regs, walk_chain, BlockInfo, RegValue};
 pub use types::{CamIndex, DidSet, DistributionId, SaSlot};
