@@ -1,0 +1,181 @@
+//! Invariant 7 for the core's parsers of untrusted input: arbitrary bytes never panic the
+//! packet parser, the event decoder, the pcap reader, the rule parser or a node; valid
+//! events round-trip.
+
+use host::core::distribution::{ClusterSecret, Distributor};
+use host::core::entry::{
+    Action, ConnState, Endpoint, Entry, FlowKey, L4Proto, Nat, NatKind, SaRef, SessionDigest,
+    UserId,
+};
+use host::core::events::{Event, Message};
+use host::core::ids::{DistributionId, IdCount, Millis, NodeId};
+use host::core::node::{Node, NodeConfig};
+use host::core::node_table::SoftwareTable;
+use host::core::packet::{parse_packet, Framing};
+use host::core::pcap;
+use host::core::rules::RuleSet;
+use proptest::prelude::*;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+fn addr() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        any::<u32>().prop_map(|x| IpAddr::V4(Ipv4Addr::from(x))),
+        any::<u128>().prop_map(|x| IpAddr::V6(Ipv6Addr::from(x))),
+    ]
+}
+
+fn key() -> impl Strategy<Value = FlowKey> {
+    prop_oneof![
+        (any::<bool>(), addr(), any::<u16>(), addr(), any::<u16>()).prop_map(|(t, a, p, b, q)| {
+            let proto = if t { L4Proto::Tcp } else { L4Proto::Udp };
+            FlowKey::transport(proto, Endpoint::new(a, p), Endpoint::new(b, q)).0
+        }),
+        (addr(), addr(), any::<u16>()).prop_map(|(a, b, i)| FlowKey::icmp(a, b, i).0),
+        (addr(), any::<u32>()).prop_map(|(dst, spi)| FlowKey::Esp { dst, spi }),
+        (any::<u64>(), any::<u32>()).prop_map(|(c, m)| FlowKey::Isakmp {
+            initiator_cookie: c,
+            message_id: m
+        }),
+        any::<[u8; 16]>().prop_map(|d| FlowKey::TlsSession(SessionDigest(d))),
+        any::<[u8; 16]>().prop_map(|d| FlowKey::HttpCookie(SessionDigest(d))),
+    ]
+}
+
+prop_compose! {
+    fn entry()(
+        k in key(),
+        dist in any::<u16>(),
+        dir in any::<bool>(),
+        state in 1u8..=13,
+        action in 0u8..=3,
+        rule in any::<u16>(),
+        timeout in any::<u32>(),
+        user in proptest::option::of(any::<u32>()),
+        spi in proptest::option::of(any::<u32>()),
+        nat in proptest::option::of((any::<bool>(), addr(), any::<u16>())),
+        creator in any::<u16>(),
+        version in any::<u32>(),
+    ) -> Entry {
+        let mut e = Entry::new(k, DistributionId(dist), ConnState::from_u8(state).unwrap_or(ConnState::Session), NodeId(creator));
+        e.initiator_is_lo = dir;
+        e.action = Action::from_u8(action).unwrap_or(Action::Allow);
+        e.rule = rule;
+        e.timeout_s = timeout;
+        e.user = user.map(UserId);
+        e.tunnel = spi.map(|spi| SaRef { spi });
+        e.nat = nat.map(|(d, addr, port)| Nat {
+            kind: if d { NatKind::Destination } else { NatKind::Source },
+            addr,
+            port,
+        });
+        e.version = version;
+        e
+    }
+}
+
+fn node() -> Node<SoftwareTable> {
+    let mut c = NodeConfig::new(NodeId(1), ClusterSecret::new([9; 16]));
+    c.count = IdCount::new(16).unwrap_or_default();
+    let t = SoftwareTable::new(c.count);
+    let mut n = Node::new(c, t);
+    let all =
+        host::core::alloc_policy::even_split(IdCount::new(16).unwrap_or_default(), &[NodeId(1)]);
+    n.apply_allocation(Millis(0), &all)
+        .expect("first allocation");
+    n
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn packet_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let d = Distributor::new(&ClusterSecret::new([1; 16]), IdCount::default());
+        for f in [Framing::Ip, Framing::Ethernet] {
+            if let Ok(p) = parse_packet(&bytes, f) {
+                let _ = p.flow(&d);
+            }
+        }
+    }
+
+    #[test]
+    fn ipv4_ish_packets_never_panic_a_node(mut bytes in proptest::collection::vec(any::<u8>(), 20..120)) {
+        bytes[0] = 0x45;
+        let mut n = node();
+        let _ = n.handle_packet(Millis(1), &bytes);
+        prop_assert!(n.check_tables().is_empty());
+    }
+
+    #[test]
+    fn event_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        if let Ok(m) = Message::decode(&bytes) {
+            // What decodes re-encodes to the same bytes (the encoding is canonical) or at
+            // least decodes to the same message again.
+            let again = Message::decode(&m.encode());
+            prop_assert_eq!(again, Ok(m.clone()));
+            let mut n = node();
+            let _ = n.apply_message(Millis(0), &m);
+        }
+    }
+
+    #[test]
+    fn mutated_events_never_panic(e in entry(), flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6)) {
+        let m = Message { sender: NodeId(2), incarnation: 1, seq: 7, event: Event::Add(e) };
+        let mut b = m.encode();
+        for (i, x) in flips {
+            let len = b.len();
+            b[i % len] ^= x;
+        }
+        if let Ok(m) = Message::decode(&b) {
+            let mut n = node();
+            let _ = n.apply_message(Millis(0), &m);
+            prop_assert!(n.check_tables().is_empty());
+        }
+    }
+
+    #[test]
+    fn entries_round_trip(e in entry(), seq in any::<u64>(), inc in any::<u32>()) {
+        for ev in [Event::Add(e.clone()), Event::Update(e.clone()), Event::Clear { key: e.key, dist: e.dist, version: e.version }] {
+            let m = Message { sender: NodeId(3), incarnation: inc, seq, event: ev };
+            prop_assert_eq!(Message::decode(&m.encode()), Ok(m));
+        }
+    }
+
+    #[test]
+    fn pcap_reader_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = pcap::read(&bytes);
+        let mut b = bytes.clone();
+        if b.len() >= 4 {
+            b[..4].copy_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        }
+        let _ = pcap::read(&b);
+    }
+
+    #[test]
+    fn rule_parser_never_panics(text in "[a-z0-9 ./:#\n-]{0,120}") {
+        if let Err(e) = RuleSet::parse(&text) {
+            prop_assert!(e.line >= 1);
+        }
+    }
+}
+
+#[test]
+fn ipv4_tcp_add_fits_the_wire_budget() {
+    let (k, _) = FlowKey::transport(
+        L4Proto::Tcp,
+        Endpoint::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 200)), 65000),
+        Endpoint::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)), 443),
+    );
+    let mut e = Entry::new(k, DistributionId(4095), ConnState::Established, NodeId(7));
+    e.version = 70_000;
+    e.timeout_s = 3600;
+    let m = Message {
+        sender: NodeId(7),
+        incarnation: u32::MAX,
+        seq: u64::from(u32::MAX),
+        event: Event::Add(e),
+    };
+    let n = m.encode().len();
+    println!("IPv4 TCP add event: {n} bytes");
+    assert!(n <= 48, "{n}");
+}
