@@ -1,2 +1,91 @@
-//! clusterd: the cluster daemon (being built).
-fn main() {}
+//! clusterd: the cluster daemon. `clusterd run --config FILE` runs one node; `clusterd demo`
+//! runs a whole cluster as separate processes on loopback; `clusterd ctl` talks to a node's
+//! control socket; `clusterd keygen` prints a fresh cluster key. See `docs/clusterd.md`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use host::daemon::{control, demo};
+
+#[derive(Parser)]
+#[command(
+    name = "clusterd",
+    version,
+    about = "Cluster daemon: replicated connection state, agreed allocation, failover"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one node from a config file.
+    Run {
+        /// The node's config file (format: docs/clusterd.md).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print a fresh random cluster key (64 hex digits).
+    Keygen,
+    /// Send one control command (JSON) to a node's control socket and print the answer.
+    Ctl {
+        /// The control socket path.
+        #[arg(long)]
+        socket: PathBuf,
+        /// The command name (status, allocation, counts, move, drain, ...).
+        cmd: String,
+        /// Extra JSON fields, e.g. '{"ids":[1,2],"to":3}'.
+        #[arg(default_value = "{}")]
+        args: String,
+    },
+    /// Run a whole cluster on loopback, drive traffic through it, inject faults, report.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("clusterd: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.cmd {
+        Cmd::Run { config } => rt.block_on(host::daemon::node::run_node(&config)),
+        Cmd::Keygen => host::sync::ClusterKey::generate()
+            .map(|k| println!("{}", k.to_hex()))
+            .map_err(|e| e.to_string()),
+        Cmd::Ctl { socket, cmd, args } => rt.block_on(async move {
+            let mut req: serde_json::Value = serde_json::from_str(&args)
+                .map_err(|e| format!("arguments are not a JSON object: {e}"))?;
+            let Some(obj) = req.as_object_mut() else {
+                return Err("arguments must be a JSON object, e.g. '{\"node\":2}'".to_string());
+            };
+            obj.insert("cmd".into(), serde_json::Value::String(cmd));
+            let v = control::call_once(&socket, &req, Duration::from_secs(5))
+                .await
+                .map_err(|e| format!("{}: {e}", socket.display()))?;
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            if v.get("ok") == Some(&serde_json::Value::Bool(true)) {
+                Ok(())
+            } else {
+                Err("the node refused the command".to_string())
+            }
+        }),
+        Cmd::Demo(args) => rt.block_on(demo::run(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("clusterd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

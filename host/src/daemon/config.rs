@@ -10,7 +10,9 @@
 //! key = 64 hex digits              # cluster key (or: key_file = path, holding the hex)
 //! peer = 2 127.0.0.1:7102          # one line per other member: id address
 //! peer = 3 127.0.0.1:7103 witness  # a witness votes but handles no traffic
+//! peer = 4 127.0.0.1:7104 learner  # a member that does not vote (added to a running cluster)
 //! role = member                    # or: witness
+//! voter = yes                      # no: this node is a learner (must match the peers' lines)
 //! card = model                     # card backend spec (model, verilator, vfio:..., pci:...)
 //! wire = 127.0.0.1:7201            # UDP address where the wire delivers packets (optional)
 //! identifiers = 256                # distribution identifiers, power of two up to 4096
@@ -50,6 +52,8 @@ pub struct PeerConfig {
     pub addr: SocketAddr,
     /// Its role.
     pub role: Role,
+    /// Whether it votes in consensus (false: a Raft learner, e.g. a node added later).
+    pub voter: bool,
 }
 
 /// A parsed node configuration.
@@ -59,6 +63,8 @@ pub struct Config {
     pub node: NodeId,
     /// This node's role.
     pub role: Role,
+    /// Whether this node votes (false: Raft learner).
+    pub voter: bool,
     /// Sync/consensus UDP address.
     pub listen: SocketAddr,
     /// Control socket path.
@@ -138,6 +144,7 @@ const KEYS: &[&str] = &[
     "card_capacity",
     "seq_jump",
     "rules",
+    "voter",
 ];
 
 fn parse_u64(line: usize, key: &str, v: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -211,6 +218,7 @@ impl Config {
         let mut card_capacity = 4096;
         let mut seq_jump = 4096;
         let mut rules = None;
+        let mut voter = true;
         let resolve = |p: &str| {
             let p = Path::new(p);
             if p.is_absolute() {
@@ -277,6 +285,19 @@ impl Config {
                 "state_dir" => state_dir = Some(resolve(v)),
                 "rules" => rules = Some(resolve(v)),
                 "card" => card = v.to_string(),
+                "voter" => {
+                    voter = match v {
+                        "yes" | "true" => true,
+                        "no" | "false" => false,
+                        _ => {
+                            return Err(err(
+                                ln,
+                                format!("voter = {v:?} is not yes or no"),
+                                "write \"voter = yes\" or \"voter = no\"",
+                            ))
+                        }
+                    }
+                }
                 "key" | "key_file" => {
                     if key.is_some() {
                         return Err(err(
@@ -308,8 +329,7 @@ impl Config {
                 }
                 "peer" => {
                     let parts: Vec<&str> = v.split_whitespace().collect();
-                    let fix =
-                        "write \"peer = <id> <ip:port>\" or \"peer = <id> <ip:port> witness\"";
+                    let fix = "write \"peer = <id> <ip:port>\", optionally followed by \"witness\" or \"learner\"";
                     if !(2..=3).contains(&parts.len()) {
                         return Err(err(
                             ln,
@@ -319,9 +339,10 @@ impl Config {
                     }
                     let id = parse_node(ln, parts[0])?;
                     let addr = parse_addr(ln, "peer address", parts[1])?;
-                    let role = match parts.get(2) {
-                        None => Role::Member,
-                        Some(&"witness") => Role::Witness,
+                    let (role, pvoter) = match parts.get(2) {
+                        None => (Role::Member, true),
+                        Some(&"witness") => (Role::Witness, true),
+                        Some(&"learner") => (Role::Member, false),
                         Some(other) => {
                             return Err(err(ln, format!("peer flag {other:?} is unknown"), fix))
                         }
@@ -333,7 +354,15 @@ impl Config {
                             "list each peer once",
                         ));
                     }
-                    peers.push((ln, PeerConfig { id, addr, role }));
+                    peers.push((
+                        ln,
+                        PeerConfig {
+                            id,
+                            addr,
+                            role,
+                            voter: pvoter,
+                        },
+                    ));
                 }
                 "identifiers" => {
                     let n = parse_u64(ln, k, v, 1, 4096)?;
@@ -392,7 +421,7 @@ impl Config {
         }
         let members = peers.iter().filter(|(_, p)| p.role == Role::Member).count()
             + usize::from(role == Role::Member);
-        let voters = peers.len() + 1;
+        let voters = peers.iter().filter(|(_, p)| p.voter).count() + usize::from(voter);
         if members == 2 && voters == 2 {
             return Err(err(
                 0,
@@ -408,9 +437,17 @@ impl Config {
             ));
         }
         let state_dir = state_dir.unwrap_or_else(|| base.join(format!("node{}.state", node.0)));
+        if role == Role::Witness && !voter {
+            return Err(err(
+                seen.get("voter").copied().unwrap_or(0),
+                "a witness that does not vote is useless",
+                "remove \"voter = no\" or make the node a member",
+            ));
+        }
         Ok(Config {
             node,
             role,
+            voter,
             listen,
             control,
             key,
@@ -428,11 +465,42 @@ impl Config {
         })
     }
 
-    /// Every voting member, this node included, in id order.
+    /// Every voting member, this node included if it votes, in id order.
     pub fn voters(&self) -> Vec<NodeId> {
-        let mut v: Vec<NodeId> = self.peers.iter().map(|p| p.id).chain([self.node]).collect();
+        let mut v: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|p| p.voter)
+            .map(|p| p.id)
+            .collect();
+        if self.voter {
+            v.push(self.node);
+        }
         v.sort();
         v
+    }
+
+    /// Every non-voting member (Raft learners), this node included if it is one.
+    pub fn learners(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|p| !p.voter)
+            .map(|p| p.id)
+            .collect();
+        if !self.voter {
+            v.push(self.node);
+        }
+        v.sort();
+        v
+    }
+
+    /// The role of `node` (this node or a peer).
+    pub fn role_of(&self, node: NodeId) -> Option<Role> {
+        if node == self.node {
+            return Some(self.role);
+        }
+        self.peers.iter().find(|p| p.id == node).map(|p| p.role)
     }
 
     /// The members that handle traffic (not witnesses), in id order.

@@ -119,6 +119,7 @@ impl Consensus {
     pub fn open(
         me: NodeId,
         voters: &[NodeId],
+        learners: &[NodeId],
         count: IdCount,
         state_dir: PathBuf,
     ) -> Result<Self, ConsensusError> {
@@ -127,7 +128,7 @@ impl Consensus {
         let hs_path = state_dir.join("raft.hardstate");
         let cs = ConfState::from((
             voters.iter().map(|v| u64::from(v.0)).collect::<Vec<_>>(),
-            vec![],
+            learners.iter().map(|v| u64::from(v.0)).collect::<Vec<_>>(),
         ));
         let storage = MemStorage::new_with_conf_state(cs);
         // replay persisted log batches, then the hard state
@@ -372,8 +373,9 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         let voters = [NodeId(1), NodeId(2), NodeId(3)];
         let count = IdCount::new(8).unwrap();
-        let open =
-            |n: u16| Consensus::open(NodeId(n), &voters, count, dir.join(format!("n{n}"))).unwrap();
+        let open = |n: u16| {
+            Consensus::open(NodeId(n), &voters, &[], count, dir.join(format!("n{n}"))).unwrap()
+        };
         let mut nodes: Vec<Consensus> = (1..=3).map(open).collect();
         let run = |nodes: &mut Vec<Consensus>, ticks: usize| {
             for _ in 0..ticks {

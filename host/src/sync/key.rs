@@ -119,6 +119,31 @@ impl ClusterKey {
     }
 }
 
+/// HKDF output length marker for derived secrets.
+struct Len(usize);
+
+impl hkdf::KeyType for Len {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+impl ClusterKey {
+    /// A 16-byte secret derived from the cluster key for another purpose (`label`), e.g. the
+    /// keyed hash of distribution identifiers. Independent of every frame key.
+    pub fn derive16(&self, label: &[u8]) -> zeroize::Zeroizing<[u8; 16]> {
+        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"clusterd derived secret v1");
+        let prk = salt.extract(&self.bytes);
+        let info: [&[u8]; 1] = [label];
+        let mut out = zeroize::Zeroizing::new([0u8; 16]);
+        if let Ok(okm) = prk.expand(&info, Len(16)) {
+            // fill only fails for a length mismatch, which Len(16) rules out
+            let _ = okm.fill(&mut out[..]);
+        }
+        out
+    }
+}
+
 fn hex_val(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),

@@ -1,0 +1,600 @@
+//! `clusterd demo`: a whole cluster as separate processes on loopback, traffic through the wire,
+//! faults on a schedule, and the report (keys documented in `docs/clusterd.md`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::cluster::{Cluster, Layout, WITNESS_ID};
+use super::node::unix_ms;
+use super::svg::{self, Mark, Sample};
+use super::traffic::{self, KillMark, Source, Wire};
+use crate::core::ids::NodeId;
+
+/// Command-line arguments of `clusterd demo`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Members present from the start (a 2-member cluster gets a witness, id 99).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u16,
+    /// Card backend of every node.
+    #[arg(long, default_value = "model")]
+    pub card: String,
+    /// Replay the IP packets of this pcap file (looped) instead of generated flows.
+    #[arg(long, conflicts_with = "flows")]
+    pub pcap: Option<PathBuf>,
+    /// Concurrent generated flows (80% TCP, 20% UDP; each 10-40 packets, replaced when done).
+    #[arg(long)]
+    pub flows: Option<usize>,
+    /// Packets per second on the wire.
+    #[arg(long, default_value_t = 2000)]
+    pub pps: u64,
+    /// Seconds of traffic.
+    #[arg(long, default_value_t = 8.0)]
+    pub duration: f64,
+    /// SIGKILL node NODE at SECONDS after traffic starts (repeatable).
+    #[arg(long = "kill", value_name = "NODE@SECONDS")]
+    pub kill: Vec<String>,
+    /// Start node NODE (an id above --nodes) at SECONDS; it joins as a non-voting member.
+    #[arg(long = "join", value_name = "NODE@SECONDS")]
+    pub join: Vec<String>,
+    /// Restart a killed node NODE at SECONDS (it resyncs, then takes identifiers again).
+    #[arg(long = "restart", value_name = "NODE@SECONDS")]
+    pub restart: Vec<String>,
+    /// Ask the leader to load-balance (per-identifier entry counts) at half time.
+    #[arg(long)]
+    pub rebalance: bool,
+    /// Run without the default fault (kill node 2 at 40% of the run) when none is given.
+    #[arg(long)]
+    pub no_faults: bool,
+    /// Print the report as JSON only.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw ownership and card occupancy over time into this SVG file.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Distribution identifiers.
+    #[arg(long, default_value_t = 256)]
+    pub identifiers: u32,
+    /// CAM entries per card before the software overflow.
+    #[arg(long, default_value_t = 4096)]
+    pub card_capacity: usize,
+    /// ESP SAs to install and advance (their sequence numbers are checked across takeovers).
+    #[arg(long, default_value_t = 4)]
+    pub sas: u32,
+    /// Working directory (configs, sockets, logs); default a fresh temporary one, removed after.
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Keep the working directory.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Action {
+    Kill(NodeId),
+    Join(NodeId),
+    Restart(NodeId),
+    Rebalance,
+}
+
+fn parse_at(s: &str, what: &str) -> Result<(NodeId, f64), String> {
+    let fix = format!("write --{what} NODE@SECONDS, e.g. --{what} 2@3.5");
+    let (n, t) = s
+        .split_once('@')
+        .ok_or_else(|| format!("--{what} {s:?}: no '@'; {fix}"))?;
+    let n: u16 = n
+        .parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("--{what} {s:?}: {n:?} is not a node id; {fix}"))?;
+    let t: f64 = t
+        .parse()
+        .ok()
+        .filter(|t: &f64| t.is_finite() && *t >= 0.0)
+        .ok_or_else(|| format!("--{what} {s:?}: {t:?} is not a time in seconds; {fix}"))?;
+    Ok((NodeId(n), t))
+}
+
+fn vu(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// Runs the demo.
+///
+/// # Errors
+/// A message for the operator (bad arguments, a cluster that does not come up).
+pub async fn run(args: DemoArgs) -> Result<(), String> {
+    if args.nodes == 0 || args.nodes > 16 {
+        return Err("--nodes must be between 1 and 16".into());
+    }
+    if args.pps == 0 || args.pps > 200_000 {
+        return Err("--pps must be between 1 and 200000".into());
+    }
+    if !(0.5..=600.0).contains(&args.duration) {
+        return Err("--duration must be between 0.5 and 600 seconds".into());
+    }
+    let mut schedule: Vec<(f64, Action)> = Vec::new();
+    for k in &args.kill {
+        let (n, t) = parse_at(k, "kill")?;
+        schedule.push((t, Action::Kill(n)));
+    }
+    let mut joiners = Vec::new();
+    for j in &args.join {
+        let (n, t) = parse_at(j, "join")?;
+        if n.0 <= args.nodes || n.0 == WITNESS_ID {
+            return Err(format!(
+                "--join {j}: node {} exists from the start; join a new id above --nodes {}",
+                n.0, args.nodes
+            ));
+        }
+        joiners.push(n.0);
+        schedule.push((t, Action::Join(n)));
+    }
+    for r in &args.restart {
+        let (n, t) = parse_at(r, "restart")?;
+        schedule.push((t, Action::Restart(n)));
+    }
+    if args.rebalance {
+        schedule.push((args.duration / 2.0, Action::Rebalance));
+    }
+    if schedule.is_empty() && !args.no_faults && args.nodes >= 3 {
+        schedule.push((
+            (args.duration * 0.4 * 10.0).round() / 10.0,
+            Action::Kill(NodeId(2)),
+        ));
+    }
+    schedule.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (_, a) in &schedule {
+        if let Action::Kill(n) | Action::Restart(n) = a {
+            if n.0 > args.nodes && !joiners.contains(&n.0) {
+                return Err(format!(
+                    "node {} is not in the cluster (--nodes {})",
+                    n.0, args.nodes
+                ));
+            }
+        }
+    }
+    let source = match &args.pcap {
+        Some(p) => Source::Packets(traffic::load_pcap(p)?),
+        None => Source::Flows {
+            concurrent: args.flows.unwrap_or(300),
+            seed: 7,
+        },
+    };
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the clusterd binary: {e}"))?;
+    let (dir, temp) = match &args.workdir {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!(
+                "clusterd-demo-{}-{}",
+                std::process::id(),
+                unix_ms()
+            )),
+            true,
+        ),
+    };
+    let layout = Layout {
+        members: args.nodes,
+        joiners: joiners.clone(),
+        card: args.card.clone(),
+        identifiers: args.identifiers,
+        card_capacity: args.card_capacity,
+        extra: String::new(),
+    };
+    let mut cluster =
+        Cluster::prepare(&dir, &layout, &exe).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let say = |s: String| {
+        if !args.json {
+            println!("{s}");
+        }
+    };
+    say(format!(
+        "clusterd demo: {} members{}, card {}, {} pps for {:.1} s, working dir {}",
+        args.nodes,
+        if args.nodes == 2 { " + witness" } else { "" },
+        args.card,
+        args.pps,
+        args.duration,
+        dir.display()
+    ));
+    let initial: Vec<NodeId> = cluster
+        .nodes
+        .keys()
+        .copied()
+        .filter(|n| !joiners.contains(&n.0))
+        .collect();
+    for n in &initial {
+        cluster
+            .start(*n)
+            .map_err(|e| format!("cannot start node {}: {e}", n.0))?;
+    }
+    let settle = cluster.wait_settled(Duration::from_secs(30)).await;
+    let first_epoch = match settle {
+        Ok(e) => e,
+        Err(e) => {
+            cluster.shutdown().await;
+            return Err(format!("{e}; node logs are in {}", dir.display()));
+        }
+    };
+    say(format!(
+        "cluster up: epoch {first_epoch}, leader {:?}",
+        cluster.leader().await.map(|n| n.0)
+    ));
+
+    // ESP SAs: installed through node 1, advanced on their owner every tick
+    let mut sa_last: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut esp_reuse = 0u64;
+    for i in 0..args.sas {
+        let spi = 0x1000 + i;
+        let req = json!({"cmd": "sa_add", "peer": format!("198.51.100.{}", i + 1), "dst": "203.0.113.1",
+                         "spi": spi, "key": format!("{:064x}", 0xfeed_0000u64 + u64::from(i))});
+        if let Ok(v) = cluster.call(NodeId(1), req).await {
+            if v["ok"] == json!(true) {
+                sa_last.insert(spi, 1);
+            }
+        }
+    }
+
+    let wire_addrs = cluster.nodes.values().filter_map(|s| s.wire).collect();
+    let wire = Wire::new(wire_addrs, source)
+        .await
+        .map_err(|e| format!("wire: {e}"))?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let duration = Duration::from_secs_f64(args.duration);
+    let drain = Duration::from_millis(400);
+    let t0 = Instant::now();
+    let t0_unix = unix_ms();
+    let wire_task = tokio::spawn(wire.run(args.pps, duration, drain, sent.clone()));
+
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut marks: Vec<Mark> = Vec::new();
+    let mut kills: Vec<(NodeId, u64, u64)> = Vec::new(); // node, t_ms, unix ms
+    let mut last_sync: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
+    let mut max_srtt_us = 0u64;
+    let mut next = 0usize;
+    let mut next_sample = Duration::ZERO;
+    let mut next_progress = Duration::from_secs(1);
+    while t0.elapsed() < duration + drain {
+        let el = t0.elapsed();
+        while next < schedule.len() && el.as_secs_f64() >= schedule[next].0 {
+            let (_, action) = schedule[next];
+            next += 1;
+            let t_ms = el.as_millis() as u64;
+            match action {
+                Action::Kill(n) => {
+                    let now_unix = unix_ms();
+                    if cluster.kill(n) {
+                        kills.push((n, t_ms, now_unix));
+                        marks.push(Mark {
+                            t_ms,
+                            label: format!("kill {}", n.0),
+                        });
+                        say(format!("[{:5.1}s] SIGKILL node {}", el.as_secs_f64(), n.0));
+                    }
+                }
+                Action::Join(n) | Action::Restart(n) => {
+                    if cluster.start(n).is_ok() {
+                        let what = if matches!(action, Action::Join(_)) {
+                            "join"
+                        } else {
+                            "restart"
+                        };
+                        marks.push(Mark {
+                            t_ms,
+                            label: format!("{what} {}", n.0),
+                        });
+                        say(format!("[{:5.1}s] {what} node {}", el.as_secs_f64(), n.0));
+                    }
+                }
+                Action::Rebalance => {
+                    let r = cluster.to_leader(json!({"cmd": "rebalance"})).await;
+                    marks.push(Mark {
+                        t_ms,
+                        label: "rebalance".into(),
+                    });
+                    say(format!(
+                        "[{:5.1}s] rebalance requested: {}",
+                        el.as_secs_f64(),
+                        if r.is_ok() { "queued" } else { "no leader" }
+                    ));
+                }
+            }
+        }
+        if el >= next_sample {
+            next_sample += Duration::from_millis(250);
+            let st = cluster.statuses().await;
+            let mut s = Sample {
+                t_ms: el.as_millis() as u64,
+                owned: BTreeMap::new(),
+                card: BTreeMap::new(),
+            };
+            let mut owners: BTreeMap<u64, NodeId> = BTreeMap::new();
+            for (id, v) in &st {
+                if v["role"] == json!("witness") {
+                    continue;
+                }
+                s.owned.insert(id.0, vu(&v["owned"]));
+                s.card.insert(id.0, vu(&v["card_entries"]));
+                last_sync.insert(
+                    *id,
+                    (vu(&v["sync"]["records_sent"]), vu(&v["sync"]["bytes_sent"])),
+                );
+                if kills.is_empty() {
+                    for p in v["sync_peers"].as_array().into_iter().flatten() {
+                        max_srtt_us = max_srtt_us.max(vu(&p["srtt_us"]));
+                    }
+                }
+                owners.insert(vu(&v["epoch"]), *id);
+            }
+            samples.push(s);
+            // ESP: the owner's card advances each SA; its synced sequence must never go back
+            if !sa_last.is_empty() && el < duration {
+                if let Some((_, who)) = owners.iter().next_back() {
+                    if let Ok(v) = cluster.call(*who, json!({"cmd": "sas"})).await {
+                        for sa in v["sas"].as_array().into_iter().flatten() {
+                            let spi = vu(&sa["spi"]) as u32;
+                            let seq = vu(&sa["outbound_seq"]);
+                            if let Some(last) = sa_last.get_mut(&spi) {
+                                if seq < *last {
+                                    esp_reuse += 1;
+                                }
+                                *last = (*last).max(seq);
+                            }
+                        }
+                    }
+                    // advance on each SA's owner
+                    if let Ok(a) = cluster.call(*who, json!({"cmd": "sas"})).await {
+                        for sa in a["sas"].as_array().into_iter().flatten() {
+                            let spi = vu(&sa["spi"]);
+                            let dist = vu(&sa["dist"]);
+                            let owner_alloc =
+                                cluster.call(*who, json!({"cmd": "allocation"})).await.ok();
+                            let owner = owner_alloc.as_ref().and_then(|al| {
+                                al["owners"].get(dist as usize).and_then(Value::as_u64)
+                            });
+                            if let Some(o) = owner {
+                                let _ = cluster
+                                    .call(
+                                        NodeId(o as u16),
+                                        json!({"cmd": "sa_advance", "spi": spi,
+                                        "outbound_seq": vu(&sa["outbound_seq"]) + 100,
+                                        "replay_top": vu(&sa["replay_top"]) + 100}),
+                                    )
+                                    .await;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !args.json && el >= next_progress {
+            next_progress += Duration::from_secs(1);
+            if let Some(s) = samples.last() {
+                let owned: Vec<String> = s.owned.iter().map(|(n, v)| format!("n{n}:{v}")).collect();
+                let card: Vec<String> = s.card.iter().map(|(n, v)| format!("n{n}:{v}")).collect();
+                println!(
+                    "[{:5.1}s] packets {:>7}  ids {}  card {}",
+                    el.as_secs_f64(),
+                    sent.load(Ordering::Relaxed),
+                    owned.join(" "),
+                    card.join(" ")
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let wire = wire_task.await.map_err(|e| format!("wire task: {e}"))?;
+
+    // collect from the survivors
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let finals = cluster.statuses().await;
+    let mut applied: BTreeMap<NodeId, Vec<Value>> = BTreeMap::new();
+    let mut problems: Vec<String> = Vec::new();
+    let mut allocs: BTreeMap<NodeId, Value> = BTreeMap::new();
+    for id in finals.keys() {
+        if let Ok(v) = cluster.call(*id, json!({"cmd": "applied"})).await {
+            applied.insert(*id, v["applied"].as_array().cloned().unwrap_or_default());
+        }
+        if let Ok(v) = cluster.call(*id, json!({"cmd": "check"})).await {
+            for p in v["problems"].as_array().into_iter().flatten() {
+                problems.push(p.as_str().unwrap_or("").to_string());
+            }
+        }
+        if let Ok(v) = cluster.call(*id, json!({"cmd": "allocation"})).await {
+            allocs.insert(*id, v);
+        }
+    }
+    for (id, v) in &finals {
+        last_sync.insert(
+            *id,
+            (vu(&v["sync"]["records_sent"]), vu(&v["sync"]["bytes_sent"])),
+        );
+    }
+    cluster.shutdown().await;
+
+    // takeovers: the first epoch after each kill in which survivors gained identifiers
+    let mut takeovers = Vec::new();
+    for (node, t_ms, kill_unix) in &kills {
+        let mut by_epoch: BTreeMap<u64, u64> = BTreeMap::new();
+        for recs in applied.values() {
+            for r in recs {
+                if vu(&r["at_unix_ms"]) >= *kill_unix && vu(&r["gained"]) > 0 {
+                    let e = by_epoch.entry(vu(&r["epoch"])).or_insert(0);
+                    *e = (*e).max(vu(&r["at_unix_ms"]));
+                }
+            }
+        }
+        let done = by_epoch.values().next().copied();
+        takeovers.push(json!({"node": node.0, "at_ms": t_ms,
+            "takeover_ms": done.map(|d| d.saturating_sub(*kill_unix))}));
+    }
+    let takeover_ms = takeovers
+        .iter()
+        .filter_map(|t| t["takeover_ms"].as_u64())
+        .max();
+    let entries_moved: u64 = applied
+        .values()
+        .flatten()
+        .filter(|r| vu(&r["epoch"]) > first_epoch)
+        .map(|r| vu(&r["installed"]))
+        .sum();
+    // transition gaps: from each kill to its takeover, and around every epoch change
+    let mut gaps: Vec<(u64, u64)> = Vec::new();
+    for t in &takeovers {
+        let s = vu(&t["at_ms"]);
+        gaps.push((s, s + t["takeover_ms"].as_u64().unwrap_or(1000) + 20));
+    }
+    let mut epoch_times: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for r in applied.values().flatten() {
+        let at = vu(&r["at_unix_ms"]);
+        let e = epoch_times.entry(vu(&r["epoch"])).or_insert((at, at));
+        e.0 = e.0.min(at);
+        e.1 = e.1.max(at);
+    }
+    for (lo, hi) in epoch_times.values() {
+        if *hi >= t0_unix {
+            gaps.push((
+                lo.saturating_sub(t0_unix).saturating_sub(20),
+                hi.saturating_sub(t0_unix) + 20,
+            ));
+        }
+    }
+    let window_ms = 1 + 2 * max_srtt_us.div_ceil(1000) + 10;
+    let kill_marks: Vec<KillMark> = kills
+        .iter()
+        .map(|(n, t, _)| KillMark { node: *n, t_ms: *t })
+        .collect();
+    let acc = traffic::account(&wire.packets, &kill_marks, window_ms, &gaps);
+    let owners_agree = {
+        let v: BTreeSet<String> = allocs.values().map(|a| a["owners"].to_string()).collect();
+        v.len() <= 1
+    };
+    let mut two_owners = 0u64;
+    if let Some(a) = allocs.values().next() {
+        // an allocation is a map: one owner per identifier by construction; count disagreement
+        // between nodes on the same epoch as the only way to see two owners
+        let epoch = vu(&a["epoch"]);
+        for b in allocs.values() {
+            if vu(&b["epoch"]) == epoch && b["owners"] != a["owners"] {
+                two_owners += 1;
+            }
+        }
+    }
+    let card_occupancy: BTreeMap<String, Value> = finals
+        .iter()
+        .filter(|(_, v)| v["role"] == json!("member"))
+        .map(|(id, v)| {
+            (id.0.to_string(), json!({"entries": v["card_entries"], "capacity": v["card_capacity"],
+                                       "overflowed": v["card_overflowed"], "common": v["common_entries"],
+                                       "owned_ids": v["owned"]}))
+        })
+        .collect();
+    let sync_messages: u64 = last_sync.values().map(|v| v.0).sum();
+    let sync_bytes: u64 = last_sync.values().map(|v| v.1).sum();
+    let report = json!({
+        "packets": acc.packets,
+        "per_node": acc.per_node,
+        "unhandled": acc.unhandled,
+        "unhandled_in_transition": acc.unhandled_in_transition,
+        "double_handled": acc.double_handled,
+        "established_without_state": acc.established_without_state,
+        "established_without_state_in_crash_window": acc.established_without_state_in_crash_window,
+        "crash_window_ms": window_ms,
+        "takeover_ms": takeover_ms,
+        "takeovers": takeovers,
+        "entries_moved": entries_moved,
+        "card_occupancy": card_occupancy,
+        "sync_messages": sync_messages,
+        "sync_bytes": sync_bytes,
+        "flows": acc.flows,
+        "flows_broken": acc.flows_broken,
+        "verdicts": acc.verdicts,
+        "stray_verdicts": wire.stray,
+        "final_epoch": allocs.values().next().map(|a| vu(&a["epoch"])),
+        "owners_agree": owners_agree,
+        "two_owner_conflicts": two_owners,
+        "table_problems": problems,
+        "esp": {"sas": sa_last.len(), "outbound_seq_went_back": esp_reuse,
+                "seq_jumps": finals.values().map(|v| vu(&v["sa_seq_jumps"])).sum::<u64>()},
+        "sync_rejected": finals.values().map(|v| vu(&v["sync"]["rejected_auth"]) + vu(&v["sync"]["rejected_replay"]) + vu(&v["sync"]["rejected_garbled"])).sum::<u64>(),
+        "nodes": cluster.nodes.keys().map(|n| n.0).collect::<Vec<_>>(),
+        "events": marks.iter().map(|m| json!({"t_ms": m.t_ms, "event": m.label})).collect::<Vec<_>>(),
+        "duration_s": args.duration,
+        "pps": args.pps,
+    });
+    if let Some(path) = &args.svg {
+        std::fs::write(path, svg::render(&samples, &marks))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print_summary(&report);
+        if let Some(p) = &args.svg {
+            println!("picture: {}", p.display());
+        }
+    }
+    if temp && !args.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
+
+fn print_summary(r: &Value) {
+    println!();
+    println!("== report ==");
+    println!("packets                     {}", r["packets"]);
+    if let Some(m) = r["per_node"].as_object() {
+        let v: Vec<String> = m.iter().map(|(k, v)| format!("node {k}: {v}")).collect();
+        println!("handled per node            {}", v.join(", "));
+    }
+    println!(
+        "unhandled                   {} ({} inside takeover/reallocation gaps)",
+        r["unhandled"], r["unhandled_in_transition"]
+    );
+    println!("double handled              {}", r["double_handled"]);
+    println!(
+        "established without state   {} (outside crash windows; must be 0)",
+        r["established_without_state"]
+    );
+    println!(
+        "  inside crash window       {} (window {} ms)",
+        r["established_without_state_in_crash_window"], r["crash_window_ms"]
+    );
+    println!("takeover                    {} ms", r["takeover_ms"]);
+    println!("entries moved into cards    {}", r["entries_moved"]);
+    if let Some(m) = r["card_occupancy"].as_object() {
+        for (k, v) in m {
+            println!(
+                "card of node {k:<3}            {} entries ({} ids, common table {})",
+                v["entries"], v["owned_ids"], v["common"]
+            );
+        }
+    }
+    println!(
+        "sync messages / bytes       {} / {}",
+        r["sync_messages"], r["sync_bytes"]
+    );
+    println!(
+        "flows (broken handshakes)   {} ({})",
+        r["flows"], r["flows_broken"]
+    );
+    println!(
+        "owners agree / conflicts    {} / {}",
+        r["owners_agree"], r["two_owner_conflicts"]
+    );
+    println!(
+        "ESP SAs, seq jumps, reuse   {} / {} / {}",
+        r["esp"]["sas"], r["esp"]["seq_jumps"], r["esp"]["outbound_seq_went_back"]
+    );
+}

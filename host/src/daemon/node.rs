@@ -1,0 +1,1134 @@
+//! One node's runtime (`clusterd run`): the state core with its card table, the replication
+//! endpoint on UDP, Raft on the allocation map, the leader's allocation / load balancing /
+//! monitoring duties (means 802, 804, 806), heartbeats and failure detection, bulk resync on
+//! join, anti-entropy, failover with ESP sequence jumps, the wire's packet port and the control
+//! socket. One task owns all state; sockets and timers feed it through `tokio::select!`.
+//!
+//! Records on the replication transport start with a tag byte: `E` a state-core message (its
+//! compact codec), `Q` resync request, `D` resync done, `K` SA key material (only ever inside
+//! sealed frames). Datagrams: `H` heartbeat, `R` a Raft message.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use zeroize::Zeroizing;
+
+use super::card::{self, CardTable};
+use super::config::{Config, Role};
+use super::consensus::{Consensus, TICK_MS};
+use super::control::{self, ControlRequest};
+use super::wireproto::{self, Code};
+use crate::core::alloc_policy::{self, Allocation};
+use crate::core::distribution::ClusterSecret;
+use crate::core::events::{Event, Message, SaState};
+use crate::core::ids::{DistributionId, Epoch, Millis, NodeId};
+use crate::core::node::{Destination, DropReason, Node, NodeConfig, Verdict};
+use crate::core::node_table::NodeSpecificTable;
+use crate::core::rules::RuleSet;
+use crate::sync::{ClusterKey, Endpoint, EndpointConfig, SyncEvent, UdpDriver};
+
+/// Why a node could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A socket could not be bound.
+    #[error("cannot bind {what} {addr}: {err}")]
+    Bind {
+        /// Which socket.
+        what: &'static str,
+        /// Address or path.
+        addr: String,
+        /// The error.
+        err: std::io::Error,
+    },
+    /// The consensus state could not be opened.
+    #[error("{0}")]
+    Consensus(#[from] super::consensus::ConsensusError),
+    /// The card backend could not be opened.
+    #[error("{0}")]
+    Card(String),
+    /// The rule file is unreadable or invalid.
+    #[error("rules: {0}")]
+    Rules(String),
+    /// The incarnation file could not be kept.
+    #[error("state directory {path}: {err}")]
+    State {
+        /// The path.
+        path: String,
+        /// The error.
+        err: std::io::Error,
+    },
+}
+
+/// Wall-clock milliseconds since the Unix epoch (for reports that compare processes).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Liveness {
+    last_heard: Option<Duration>,
+    ready: bool,
+    witness: bool,
+    fenced: bool,
+    applied: Epoch,
+    alive: bool,
+}
+
+/// One applied allocation, as the demo and tests see it.
+#[derive(Clone, Debug, serde::Serialize)]
+struct Applied {
+    epoch: u64,
+    at_unix_ms: u64,
+    gained: usize,
+    lost: usize,
+    installed: usize,
+    install_failures: usize,
+    flushed: usize,
+    took_us: u64,
+    owned: usize,
+}
+
+enum OpRequest {
+    Move(Vec<DistributionId>, NodeId),
+    Rebalance,
+}
+
+/// The runtime of one node.
+pub struct Runtime {
+    cfg: Config,
+    core: Node<CardTable>,
+    core_incarnation: u32,
+    ep: Endpoint,
+    udp: UdpDriver,
+    wire: Option<UdpSocket>,
+    ctl_rx: mpsc::Receiver<ControlRequest>,
+    raft: Consensus,
+    live: BTreeMap<NodeId, Liveness>,
+    members: BTreeSet<NodeId>,
+    ready: bool,
+    fenced: bool,
+    resync_waiting: BTreeSet<NodeId>,
+    drained: BTreeSet<NodeId>,
+    planned: Option<Allocation>,
+    phase1_at: Duration,
+    proposal_at: Duration,
+    ops: VecDeque<OpRequest>,
+    next_tick: Duration,
+    next_heartbeat: Duration,
+    next_housekeeping: Duration,
+    applied: Vec<Applied>,
+    sa_keys: BTreeMap<u32, Zeroizing<Vec<u8>>>,
+    sa_spis: BTreeSet<u32>,
+    sa_jumps: u64,
+    verdicts: BTreeMap<Code, u64>,
+    records_dropped: u64,
+    decode_errors: u64,
+    apply_errors: u64,
+    started_unix_ms: u64,
+    stopping: bool,
+}
+
+fn state_err(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
+    move |err| RunError::State {
+        path: path.display().to_string(),
+        err,
+    }
+}
+
+/// Picks incarnations that grow across restarts: max(previous + 1, clock), kept in the state
+/// directory. Returns (transport incarnation, core incarnation).
+fn next_incarnations(dir: &Path) -> Result<(u64, u32), RunError> {
+    std::fs::create_dir_all(dir).map_err(state_err(dir))?;
+    let path = dir.join("incarnation");
+    let prev: (u64, u32) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace();
+            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+        })
+        .unwrap_or((0, 0));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let t = (prev.0 + 1).max(now.as_micros() as u64);
+    let c = (prev.1.saturating_add(1)).max(now.as_secs() as u32);
+    std::fs::write(&path, format!("{t} {c}\n")).map_err(state_err(&path))?;
+    Ok((t, c))
+}
+
+async fn recv_opt(
+    sock: &Option<UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Runtime {
+    /// Opens everything a node needs: consensus state, card, sockets.
+    ///
+    /// # Errors
+    /// [`RunError`] naming what failed.
+    pub async fn start(cfg: Config) -> Result<Self, RunError> {
+        let (t_inc, c_inc) = next_incarnations(&cfg.state_dir)?;
+        let table =
+            card::open(&cfg.card, cfg.identifiers, cfg.card_capacity).map_err(RunError::Card)?;
+        let secret = ClusterSecret::new(*cfg.key.derive16(b"distribution identifiers"));
+        let mut ncfg = NodeConfig::new(cfg.node, secret);
+        ncfg.incarnation = c_inc;
+        ncfg.count = cfg.identifiers;
+        if let Some(path) = &cfg.rules {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| RunError::Rules(format!("{}: {e}", path.display())))?;
+            ncfg.rules = RuleSet::parse(&text).map_err(|e| RunError::Rules(e.to_string()))?;
+        }
+        let core = Node::new(ncfg, table);
+        let peers: Vec<NodeId> = cfg.peers.iter().map(|p| p.id).collect();
+        let mut ecfg = EndpointConfig::new(cfg.node, t_inc);
+        ecfg.flush_interval = Duration::from_millis(cfg.flush_ms);
+        let ep = Endpoint::new(ecfg, cfg.key.clone(), peers.iter().copied());
+        let addrs = cfg.peers.iter().map(|p| (p.id, p.addr)).collect();
+        let udp = UdpDriver::bind(cfg.listen, addrs)
+            .await
+            .map_err(|err| RunError::Bind {
+                what: "sync socket",
+                addr: cfg.listen.to_string(),
+                err,
+            })?;
+        let wire = match cfg.wire {
+            Some(a) => Some(UdpSocket::bind(a).await.map_err(|err| RunError::Bind {
+                what: "wire socket",
+                addr: a.to_string(),
+                err,
+            })?),
+            None => None,
+        };
+        let (tx, ctl_rx) = mpsc::channel(64);
+        control::serve(&cfg.control, tx).map_err(|err| RunError::Bind {
+            what: "control socket",
+            addr: cfg.control.display().to_string(),
+            err,
+        })?;
+        let raft = Consensus::open(
+            cfg.node,
+            &cfg.voters(),
+            &cfg.learners(),
+            cfg.identifiers,
+            cfg.state_dir.clone(),
+        )?;
+        let live = cfg
+            .peers
+            .iter()
+            .map(|p| {
+                (
+                    p.id,
+                    Liveness {
+                        witness: p.role == Role::Witness,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        let members = cfg.traffic_members().into_iter().collect();
+        Ok(Self {
+            core,
+            core_incarnation: c_inc,
+            ep,
+            udp,
+            wire,
+            ctl_rx,
+            raft,
+            live,
+            members,
+            ready: cfg.role == Role::Witness,
+            fenced: false,
+            resync_waiting: BTreeSet::new(),
+            drained: BTreeSet::new(),
+            planned: None,
+            phase1_at: Duration::ZERO,
+            proposal_at: Duration::ZERO,
+            ops: VecDeque::new(),
+            next_tick: Duration::ZERO,
+            next_heartbeat: Duration::ZERO,
+            next_housekeeping: Duration::from_secs(1),
+            applied: Vec::new(),
+            sa_keys: BTreeMap::new(),
+            sa_spis: BTreeSet::new(),
+            sa_jumps: 0,
+            verdicts: BTreeMap::new(),
+            records_dropped: 0,
+            decode_errors: 0,
+            apply_errors: 0,
+            started_unix_ms: unix_ms(),
+            stopping: false,
+            cfg,
+        })
+    }
+
+    /// Runs until a `stop` control command.
+    pub async fn run(mut self) {
+        let mut sbuf = vec![0u8; 65_536];
+        let mut wbuf = vec![0u8; 65_536];
+        while !self.stopping {
+            let deadline = self.udp.instant(self.next_deadline());
+            tokio::select! {
+                r = self.udp.recv(&mut sbuf) => {
+                    if let Ok(n) = r {
+                        self.on_sync_datagram(&sbuf[..n]);
+                        for _ in 0..512 {
+                            match self.udp.try_recv(&mut sbuf) {
+                                Some(n) => self.on_sync_datagram(&sbuf[..n]),
+                                None => break,
+                            }
+                        }
+                    }
+                }
+                r = recv_opt(&self.wire, &mut wbuf) => {
+                    if let Ok((n, from)) = r {
+                        self.on_wire(&wbuf[..n], from);
+                        for _ in 0..512 {
+                            let Some(w) = &self.wire else { break };
+                            match w.try_recv_from(&mut wbuf) {
+                                Ok((n, from)) => self.on_wire(&wbuf[..n], from),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                Some((req, tx)) = self.ctl_rx.recv() => {
+                    let answer = self.control(&req);
+                    let _ = tx.send(answer);
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+            self.after_io();
+        }
+        let _ = std::fs::remove_file(&self.cfg.control);
+    }
+
+    fn now(&self) -> Duration {
+        self.udp.now()
+    }
+
+    fn millis(&self) -> Millis {
+        Millis(self.now().as_millis() as u64)
+    }
+
+    fn next_deadline(&self) -> Duration {
+        let mut d = self
+            .next_tick
+            .min(self.next_heartbeat)
+            .min(self.next_housekeeping);
+        if let Some(t) = self.ep.poll_timeout() {
+            d = d.min(t);
+        }
+        d
+    }
+
+    fn failure(&self) -> Duration {
+        Duration::from_millis(self.cfg.failure_ms)
+    }
+
+    fn warmed_up(&self, now: Duration) -> bool {
+        now >= self.failure() + Duration::from_millis(self.cfg.heartbeat_ms)
+    }
+
+    // ----- inputs -----
+
+    fn on_sync_datagram(&mut self, bytes: &[u8]) {
+        let _ = self.udp.deliver(&mut self.ep, bytes);
+        self.process_sync_events();
+    }
+
+    fn heard(&mut self, from: NodeId) {
+        let now = self.now();
+        if let Some(l) = self.live.get_mut(&from) {
+            l.last_heard = Some(now);
+        }
+    }
+
+    fn process_sync_events(&mut self) {
+        while let Some(ev) = self.ep.poll_event() {
+            match ev {
+                SyncEvent::Records { from, batch } => {
+                    self.heard(from);
+                    for rec in batch.iter() {
+                        self.on_record(from, rec);
+                    }
+                }
+                SyncEvent::Datagram { from, payload } => {
+                    self.heard(from);
+                    self.on_datagram(from, &payload);
+                }
+                SyncEvent::PeerIncarnation { peer, .. } => {
+                    self.heard(peer);
+                    if !self.ready && self.members.contains(&peer) {
+                        self.resync_waiting.insert(peer);
+                        self.send_record(peer, b"Q");
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_record(&mut self, from: NodeId, rec: &[u8]) {
+        let now = self.millis();
+        match rec.first() {
+            Some(b'E') => match Message::decode(&rec[1..]) {
+                Ok(m) if m.sender == from => {
+                    if let Event::SaState(s) = &m.event {
+                        self.sa_spis.insert(s.spi);
+                    }
+                    if self.core.apply_message(now, &m).is_err() {
+                        self.apply_errors += 1;
+                    }
+                }
+                _ => self.decode_errors += 1,
+            },
+            Some(b'Q') => self.answer_resync(from),
+            Some(b'D') => {
+                self.resync_waiting.remove(&from);
+            }
+            Some(b'K') => {
+                if rec.len() >= 6 && rec.len() == 6 + usize::from(rec[5]) {
+                    let spi = u32::from_be_bytes([rec[1], rec[2], rec[3], rec[4]]);
+                    self.sa_keys.insert(spi, Zeroizing::new(rec[6..].to_vec()));
+                    self.sa_spis.insert(spi);
+                } else {
+                    self.decode_errors += 1;
+                }
+            }
+            _ => self.decode_errors += 1,
+        }
+    }
+
+    fn on_datagram(&mut self, from: NodeId, d: &[u8]) {
+        match d.first() {
+            Some(b'H') if d.len() == 13 => {
+                let applied = Epoch(u64::from_be_bytes(d[4..12].try_into().unwrap_or([0; 8])));
+                if let Some(l) = self.live.get_mut(&from) {
+                    l.ready = d[1] != 0;
+                    l.witness = d[2] != 0;
+                    l.fenced = d[3] != 0;
+                    l.applied = applied;
+                }
+            }
+            Some(b'R') => {
+                let _ = self.raft.step(from, &d[1..]);
+            }
+            _ => self.decode_errors += 1,
+        }
+    }
+
+    fn on_wire(&mut self, d: &[u8], from: SocketAddr) {
+        let Some((seq, pkt)) = wireproto::parse_packet(d) else {
+            return;
+        };
+        let code = if !self.ready || self.fenced || self.cfg.role == Role::Witness {
+            Code::NotReady
+        } else {
+            let now = self.millis();
+            match self.core.handle_packet(now, pkt) {
+                Verdict::Accept { created: true, .. } => Code::Created,
+                Verdict::Accept { created: false, .. } => Code::Hit,
+                Verdict::NotOurs { .. } => Code::NotOurs,
+                Verdict::Drop(DropReason::TcpNoState) => Code::TcpNoState,
+                Verdict::Drop(DropReason::NoState) => Code::NoState,
+                Verdict::Drop(_) => Code::Dropped,
+            }
+        };
+        *self.verdicts.entry(code).or_insert(0) += 1;
+        if let Some(w) = &self.wire {
+            let _ = w.try_send_to(&wireproto::encode_verdict(seq, self.cfg.node, code), from);
+        }
+        self.flush_outbox();
+    }
+
+    // ----- outputs -----
+
+    fn send_record(&mut self, to: NodeId, rec: &[u8]) {
+        let now = self.now();
+        if self.ep.send_record(now, to, rec).is_err() {
+            self.records_dropped += 1;
+        }
+    }
+
+    fn replication_peers(&self) -> Vec<NodeId> {
+        self.members
+            .iter()
+            .copied()
+            .filter(|p| *p != self.cfg.node)
+            .collect()
+    }
+
+    fn flush_outbox(&mut self) {
+        let out = self.core.drain_outbox();
+        if out.is_empty() {
+            return;
+        }
+        let peers = self.replication_peers();
+        let mut rec = Vec::with_capacity(64);
+        for o in out {
+            rec.clear();
+            rec.push(b'E');
+            o.message.encode_into(&mut rec);
+            match o.dest {
+                Destination::All => {
+                    for &p in &peers {
+                        self.send_record(p, &rec);
+                    }
+                }
+                Destination::Node(n) => self.send_record(n, &rec),
+            }
+        }
+    }
+
+    fn send_heartbeats(&mut self) {
+        let mut hb = [0u8; 13];
+        hb[0] = b'H';
+        hb[1] = u8::from(self.ready);
+        hb[2] = u8::from(self.cfg.role == Role::Witness);
+        hb[3] = u8::from(self.fenced);
+        hb[4..12].copy_from_slice(&self.core.allocation().epoch.0.to_be_bytes());
+        let peers: Vec<NodeId> = self.live.keys().copied().collect();
+        for p in peers {
+            let _ = self.ep.send_datagram(p, &hb);
+        }
+    }
+
+    fn answer_resync(&mut self, to: NodeId) {
+        let mut rec = Vec::with_capacity(64);
+        let ids: Vec<DistributionId> = self
+            .cfg
+            .identifiers
+            .all()
+            .filter(|d| self.core.owns(*d))
+            .collect();
+        let inc = self.core_incarnation;
+        let me = self.cfg.node;
+        let mut msgs = Vec::new();
+        for d in ids {
+            for e in self.core.select(d) {
+                msgs.push(Message {
+                    sender: me,
+                    incarnation: inc,
+                    seq: 0,
+                    event: Event::Add(e.clone()),
+                });
+            }
+        }
+        for spi in self.sa_spis.clone() {
+            if let Some(s) = self.core.sa_state(spi) {
+                if self.core.owns(s.dist) {
+                    msgs.push(Message {
+                        sender: me,
+                        incarnation: inc,
+                        seq: 0,
+                        event: Event::SaState(s),
+                    });
+                    if let Some(k) = self.sa_keys.get(&spi) {
+                        let k = k.clone();
+                        self.send_record(to, &key_record(spi, &k));
+                    }
+                }
+            }
+        }
+        for m in msgs {
+            rec.clear();
+            rec.push(b'E');
+            m.encode_into(&mut rec);
+            self.send_record(to, &rec);
+        }
+        self.send_record(to, b"D");
+    }
+
+    // ----- periodic work -----
+
+    fn after_io(&mut self) {
+        let now = self.now();
+        self.ep.handle_timeout(now);
+        self.process_sync_events();
+        let tick = Duration::from_millis(TICK_MS);
+        let mut ticked = false;
+        while now >= self.next_tick {
+            self.raft.tick();
+            self.next_tick += tick;
+            ticked = true;
+        }
+        if now >= self.next_heartbeat {
+            self.send_heartbeats();
+            self.next_heartbeat = now + Duration::from_millis(self.cfg.heartbeat_ms);
+        }
+        self.update_liveness(now);
+        self.pump_raft();
+        if ticked && self.raft.is_leader() {
+            self.leader_duties(now);
+            self.pump_raft();
+        }
+        self.check_ready(now);
+        if now >= self.next_housekeeping {
+            let m = self.millis();
+            self.core.expire(m);
+            if self.ready && !self.fenced {
+                self.core.queue_digest();
+            }
+            self.next_housekeeping = now + Duration::from_secs(1);
+        }
+        self.flush_outbox();
+        self.udp.send_all(&mut self.ep);
+    }
+
+    fn update_liveness(&mut self, now: Duration) {
+        let failure = self.failure();
+        let mut died = Vec::new();
+        for (id, l) in self.live.iter_mut() {
+            let alive = l
+                .last_heard
+                .is_some_and(|t| now.saturating_sub(t) <= failure);
+            if l.alive && !alive {
+                died.push(*id);
+            }
+            l.alive = alive;
+        }
+        for p in died {
+            self.ep.discard_backlog(p);
+            self.resync_waiting.remove(&p);
+        }
+        // self-fencing: without contact to a majority of voters for 3/4 of the failure
+        // threshold, stop handling traffic (the majority side will take our identifiers)
+        let fence_after = failure * 3 / 4;
+        let voters = self.cfg.voters();
+        if voters.len() > 1 {
+            let seen = voters
+                .iter()
+                .filter(|v| {
+                    **v == self.cfg.node
+                        || self.live.get(v).is_some_and(|l| {
+                            l.last_heard
+                                .is_some_and(|t| now.saturating_sub(t) <= fence_after)
+                        })
+                })
+                .count();
+            let was = self.fenced;
+            self.fenced = self.warmed_up(now) && seen * 2 <= voters.len();
+            if was != self.fenced {
+                self.send_heartbeats();
+            }
+        }
+    }
+
+    fn check_ready(&mut self, now: Duration) {
+        if self.ready || !self.warmed_up(now) {
+            return;
+        }
+        let waiting_alive = self
+            .resync_waiting
+            .iter()
+            .any(|p| self.live.get(p).is_some_and(|l| l.alive));
+        if !waiting_alive {
+            self.ready = true;
+            self.send_heartbeats();
+        }
+    }
+
+    fn pump_raft(&mut self) {
+        if self.raft.poll().is_err() {
+            self.apply_errors += 1;
+        }
+        for (to, bytes) in self.raft.take_messages() {
+            let mut d = Vec::with_capacity(bytes.len() + 1);
+            d.push(b'R');
+            d.extend_from_slice(&bytes);
+            let _ = self.ep.send_datagram(to, &d);
+        }
+        let committed = self.raft.take_committed();
+        for a in committed {
+            self.apply_allocation(&a);
+        }
+    }
+
+    fn apply_allocation(&mut self, a: &Allocation) {
+        let t0 = std::time::Instant::now();
+        let m = self.millis();
+        let Ok(report) = self.core.apply_allocation(m, a) else {
+            self.apply_errors += 1;
+            return;
+        };
+        // ESP takeover (invariant 5): outbound sequence numbers continue past the last synced
+        // value plus a safety jump; the replay window is the last synced one.
+        let gained: BTreeSet<DistributionId> = report.plan.gained.iter().copied().collect();
+        if !gained.is_empty() && a.epoch.0 > 0 {
+            for spi in self.sa_spis.clone() {
+                if let Some(s) = self.core.sa_state(spi) {
+                    if gained.contains(&s.dist) && s.dist.index() < a.owners.len() {
+                        self.core.update_sa(SaState {
+                            outbound_seq: s.outbound_seq.saturating_add(self.cfg.seq_jump),
+                            ..s
+                        });
+                        self.sa_jumps += 1;
+                    }
+                }
+            }
+        }
+        let owned = a.ids_of(self.cfg.node).len();
+        self.applied.push(Applied {
+            epoch: a.epoch.0,
+            at_unix_ms: unix_ms(),
+            gained: report.plan.gained.len(),
+            lost: report.plan.lost.len(),
+            installed: report.installed,
+            install_failures: report.install_failures,
+            flushed: report.flushed,
+            took_us: t0.elapsed().as_micros() as u64,
+            owned,
+        });
+        if self.applied.len() > 1000 {
+            self.applied.remove(0);
+        }
+        self.send_heartbeats();
+        self.flush_outbox();
+    }
+
+    fn is_alive(&self, n: NodeId) -> bool {
+        n == self.cfg.node || self.live.get(&n).is_some_and(|l| l.alive)
+    }
+
+    fn is_ready(&self, n: NodeId) -> bool {
+        if n == self.cfg.node {
+            return self.ready && !self.fenced;
+        }
+        self.live
+            .get(&n)
+            .is_some_and(|l| l.alive && l.ready && !l.fenced)
+    }
+
+    fn applied_epoch(&self, n: NodeId) -> Epoch {
+        if n == self.cfg.node {
+            return self.core.allocation().epoch;
+        }
+        self.live.get(&n).map_or(Epoch(0), |l| l.applied)
+    }
+
+    /// Means 802/804/806 on the leader: monitor members, allocate, rebalance. Moves away from
+    /// a live owner go in two agreed steps (release, then assign) so that no identifier is ever
+    /// handled by two nodes at once; a dead owner's identifiers move in one step.
+    fn leader_duties(&mut self, now: Duration) {
+        if !self.warmed_up(now) {
+            return;
+        }
+        if let Some(p) = self.raft.pending_epoch {
+            if now.saturating_sub(self.proposal_at) < Duration::from_millis(1000)
+                && self.raft.allocation().epoch < p
+            {
+                return;
+            }
+            self.raft.pending_epoch = None;
+        }
+        let cur = self.raft.allocation().clone();
+        let candidates: Vec<NodeId> = self
+            .members
+            .iter()
+            .copied()
+            .filter(|n| self.is_ready(*n) && !self.drained.contains(n))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let weights: Vec<(NodeId, u32)> = candidates.iter().map(|n| (*n, 1)).collect();
+        if let Some(plan) = self.planned.take() {
+            // phase 2: every live member has applied the release (or it took too long)
+            let all_applied = self
+                .members
+                .iter()
+                .filter(|n| self.is_alive(**n))
+                .all(|n| self.applied_epoch(*n) >= cur.epoch);
+            if !all_applied && now.saturating_sub(self.phase1_at) < Duration::from_millis(300) {
+                self.planned = Some(plan);
+                return;
+            }
+            let mut next = Allocation {
+                epoch: Epoch(cur.epoch.0 + 1),
+                owners: plan.owners,
+            };
+            // the plan may name a node that failed meanwhile
+            if next
+                .owners
+                .iter()
+                .flatten()
+                .any(|o| !candidates.contains(o))
+            {
+                let base = Allocation {
+                    epoch: cur.epoch,
+                    owners: next
+                        .owners
+                        .iter()
+                        .map(|o| o.filter(|n| candidates.contains(n)))
+                        .collect(),
+                };
+                next = alloc_policy::rebalance(&base, &weights);
+            }
+            self.propose(now, next);
+            return;
+        }
+        let target = match self.ops.pop_front() {
+            Some(OpRequest::Move(ids, to)) => alloc_policy::operator_move(&cur, &ids, to),
+            Some(OpRequest::Rebalance) => {
+                let load: Vec<u64> = self
+                    .cfg
+                    .identifiers
+                    .all()
+                    .map(|d| self.core.common().dist_len(d) as u64 + 1)
+                    .collect();
+                let lb = alloc_policy::load_balance(&cur, &load, &weights, 5, 32);
+                // also restore quotas if membership changed
+                if lb.owners == cur.owners {
+                    alloc_policy::rebalance(&cur, &weights)
+                } else {
+                    lb
+                }
+            }
+            None => {
+                let owners_ok = cur
+                    .owners
+                    .iter()
+                    .all(|o| o.is_some_and(|n| candidates.contains(&n)));
+                let everyone_has = candidates.iter().all(|c| cur.owners.contains(&Some(*c)));
+                if owners_ok && everyone_has {
+                    return;
+                }
+                if cur.epoch.0 == 0 {
+                    // first allocation: wait for every configured member, or 3 failure times
+                    let all_there = self.members.iter().all(|n| self.is_ready(*n));
+                    if !all_there && now < self.failure() * 3 {
+                        return;
+                    }
+                }
+                alloc_policy::rebalance(&cur, &weights)
+            }
+        };
+        if target.owners == cur.owners {
+            return;
+        }
+        let release: Vec<usize> = (0..cur.owners.len())
+            .filter(|&i| {
+                cur.owners[i].is_some_and(|o| self.is_ready(o) && target.owners[i] != Some(o))
+            })
+            .collect();
+        if release.is_empty() {
+            self.propose(
+                now,
+                Allocation {
+                    epoch: Epoch(cur.epoch.0 + 1),
+                    owners: target.owners,
+                },
+            );
+        } else {
+            let mut phase1 = Allocation {
+                epoch: Epoch(cur.epoch.0 + 1),
+                owners: cur.owners.clone(),
+            };
+            for i in release {
+                phase1.owners[i] = None;
+            }
+            self.propose(now, phase1);
+            self.planned = Some(target);
+            self.phase1_at = now;
+        }
+    }
+
+    fn propose(&mut self, now: Duration, next: Allocation) {
+        if self.raft.propose(&next).is_ok() {
+            self.proposal_at = now;
+        }
+    }
+
+    // ----- control socket -----
+
+    fn control(&mut self, req: &Value) -> Value {
+        let cmd = req.get("cmd").and_then(Value::as_str).unwrap_or("");
+        match cmd {
+            "status" => self.status(),
+            "allocation" => {
+                let a = self.core.allocation();
+                json!({"ok": true, "epoch": a.epoch.0, "agreed_epoch": self.raft.allocation().epoch.0,
+                       "owners": a.owners.iter().map(|o| o.map(|n| n.0)).collect::<Vec<_>>()})
+            }
+            "counts" => {
+                let a = self.core.allocation();
+                let ids: Vec<Value> = self
+                    .cfg
+                    .identifiers
+                    .all()
+                    .map(|d| {
+                        json!({"id": d.0, "owner": a.owner(d).map(|n| n.0),
+                               "common": self.core.common().dist_len(d),
+                               "card": self.core.node_table().dist_len(d)})
+                    })
+                    .collect();
+                json!({"ok": true, "ids": ids})
+            }
+            "move" | "drain" | "undrain" | "rebalance" => self.operator(cmd, req),
+            "resync" => {
+                let peers = self.replication_peers();
+                for p in peers {
+                    self.send_record(p, b"Q");
+                }
+                json!({"ok": true, "requested_from": self.replication_peers().iter().map(|n| n.0).collect::<Vec<_>>()})
+            }
+            "dump" => {
+                let entries: Vec<Value> = self
+                    .core
+                    .node_table()
+                    .entries()
+                    .take(req.get("limit").and_then(Value::as_u64).unwrap_or(10_000) as usize)
+                    .map(|e| {
+                        json!({"key": format!("{:?}", e.key), "dist": e.dist.0,
+                               "state": format!("{:?}", e.state), "action": format!("{:?}", e.action),
+                               "creator": e.creator.0, "version": e.version})
+                    })
+                    .collect();
+                json!({"ok": true, "backend": self.cfg.card, "len": self.core.node_table().len(),
+                       "capacity": self.core.node_table().capacity(), "entries": entries})
+            }
+            "sas" => {
+                let sas: Vec<Value> = self
+                    .sa_spis
+                    .iter()
+                    .filter_map(|spi| self.core.sa_state(*spi))
+                    .map(|s| {
+                        json!({"spi": s.spi, "dist": s.dist.0, "dst": s.dst.to_string(),
+                               "outbound_seq": s.outbound_seq, "replay_top": s.replay_top,
+                               "replay_bitmap": s.replay_bitmap, "owned": self.core.owns(s.dist),
+                               "key_present": self.sa_keys.contains_key(&s.spi)})
+                    })
+                    .collect();
+                json!({"ok": true, "sas": sas})
+            }
+            "sa_add" => self.sa_add(req),
+            "sa_advance" => {
+                let spi = req.get("spi").and_then(Value::as_u64).unwrap_or(0) as u32;
+                let Some(s) = self.core.sa_state(spi) else {
+                    return json!({"ok": false, "error": format!("no SA with spi {spi}")});
+                };
+                let seq = req
+                    .get("outbound_seq")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(s.outbound_seq);
+                let top = req
+                    .get("replay_top")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(s.replay_top);
+                self.core.update_sa(SaState {
+                    outbound_seq: seq,
+                    replay_top: top,
+                    ..s
+                });
+                json!({"ok": true})
+            }
+            "check" => {
+                let problems = self.core.check_tables();
+                json!({"ok": true, "problems": problems})
+            }
+            "partition" => {
+                let peers: BTreeSet<NodeId> = req
+                    .get("peers")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_u64)
+                            .map(|n| NodeId(n as u16))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.udp.fault.config.partitioned = peers;
+                json!({"ok": true})
+            }
+            "applied" => json!({"ok": true, "applied": self.applied}),
+            "stop" => {
+                self.stopping = true;
+                json!({"ok": true})
+            }
+            "" => json!({"ok": false, "error": "missing \"cmd\""}),
+            other => json!({"ok": false, "error": format!("unknown command {other:?}"),
+                "commands": ["status", "allocation", "counts", "move", "drain", "undrain", "rebalance",
+                             "resync", "dump", "sas", "sa_add", "sa_advance", "check", "partition",
+                             "applied", "stop"]}),
+        }
+    }
+
+    fn operator(&mut self, cmd: &str, req: &Value) -> Value {
+        if !self.raft.is_leader() {
+            return json!({"ok": false, "error": "not the leader; send this to the leader",
+                          "leader": self.raft.leader().map(|n| n.0)});
+        }
+        let node = req
+            .get("node")
+            .or(req.get("to"))
+            .and_then(Value::as_u64)
+            .map(|n| NodeId(n as u16));
+        match cmd {
+            "move" => {
+                let Some(to) = node.filter(|n| self.members.contains(n)) else {
+                    return json!({"ok": false, "error": "move needs \"to\": a member node id"});
+                };
+                let ids: Vec<DistributionId> = req
+                    .get("ids")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_u64)
+                            .filter(|d| *d < u64::from(self.cfg.identifiers.get()))
+                            .map(|d| DistributionId(d as u16))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if ids.is_empty() {
+                    return json!({"ok": false, "error": "move needs \"ids\": identifiers in range"});
+                }
+                self.ops.push_back(OpRequest::Move(ids, to));
+            }
+            "drain" | "undrain" => {
+                let Some(n) = node.filter(|n| self.members.contains(n)) else {
+                    return json!({"ok": false, "error": "drain needs \"node\": a member node id"});
+                };
+                if cmd == "drain" {
+                    self.drained.insert(n);
+                } else {
+                    self.drained.remove(&n);
+                }
+            }
+            _ => self.ops.push_back(OpRequest::Rebalance),
+        }
+        json!({"ok": true, "queued": true})
+    }
+
+    fn sa_add(&mut self, req: &Value) -> Value {
+        let ip = |k: &str| {
+            req.get(k)
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<IpAddr>().ok())
+        };
+        let (Some(peer), Some(dst)) = (ip("peer"), ip("dst")) else {
+            return json!({"ok": false, "error": "sa_add needs \"peer\" and \"dst\" IP addresses"});
+        };
+        let spi = req.get("spi").and_then(Value::as_u64).unwrap_or(0) as u32;
+        if spi == 0 {
+            return json!({"ok": false, "error": "sa_add needs a non-zero \"spi\""});
+        }
+        let key_hex = Zeroizing::new(
+            req.get("key")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        );
+        let key = match ClusterKey::from_hex(&key_hex) {
+            Ok(_) => {
+                let mut k = Zeroizing::new(vec![0u8; 32]);
+                for (i, c) in key_hex.as_bytes().chunks_exact(2).enumerate() {
+                    let hv = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+                    k[i] = (hv(c[0]) << 4) | hv(c[1]);
+                }
+                k
+            }
+            Err(e) => return json!({"ok": false, "error": format!("key: {e}")}),
+        };
+        let now = self.millis();
+        let d = self.core.install_sa(now, peer, dst, spi);
+        self.sa_spis.insert(spi);
+        let rec = key_record(spi, &key);
+        for p in self.replication_peers() {
+            self.send_record(p, &rec);
+        }
+        self.sa_keys.insert(spi, key);
+        self.flush_outbox();
+        json!({"ok": true, "dist": d.0})
+    }
+
+    fn status(&self) -> Value {
+        let now = self.now();
+        let a = self.core.allocation();
+        let st = self.core.stats();
+        let peers: Vec<Value> = self
+            .live
+            .iter()
+            .map(|(id, l)| {
+                json!({"node": id.0, "alive": l.alive, "ready": l.ready, "witness": l.witness,
+                       "fenced": l.fenced, "applied_epoch": l.applied.0,
+                       "last_heard_ms": l.last_heard.map(|t| now.saturating_sub(t).as_millis() as u64)})
+            })
+            .collect();
+        let tstats = self.core.node_table().stats();
+        json!({
+            "ok": true,
+            "node": self.cfg.node.0,
+            "role": self.cfg.role,
+            "pid": std::process::id(),
+            "incarnation": self.ep.incarnation(),
+            "started_unix_ms": self.started_unix_ms,
+            "uptime_ms": now.as_millis() as u64,
+            "ready": self.ready,
+            "fenced": self.fenced,
+            "leader": self.raft.leader().map(|n| n.0),
+            "is_leader": self.raft.is_leader(),
+            "term": self.raft.term(),
+            "epoch": a.epoch.0,
+            "agreed_epoch": self.raft.allocation().epoch.0,
+            "owned": a.ids_of(self.cfg.node).len(),
+            "card_backend": self.cfg.card,
+            "card_entries": self.core.node_table().len(),
+            "card_capacity": self.core.node_table().capacity(),
+            "card_overflowed": tstats.overflowed,
+            "common_entries": self.core.common().len(),
+            "sa_count": self.sa_spis.len(),
+            "sa_seq_jumps": self.sa_jumps,
+            "verdicts": self.verdicts.iter().map(|(c, n)| (format!("{c:?}"), *n)).collect::<BTreeMap<_, _>>(),
+            "core": {
+                "packets": st.packets, "not_ours": st.not_ours, "hits": st.hits, "created": st.created,
+                "dropped_tcp_no_state": st.dropped_tcp_no_state, "dropped_no_state": st.dropped_no_state,
+                "dropped_rule": st.dropped_rule, "dropped_table_full": st.dropped_table_full,
+                "messages_out": st.messages_out, "messages_in": st.messages_in,
+                "duplicates": st.duplicates, "seq_gaps": st.seq_gaps,
+                "repairs_requested": st.repairs_requested, "snapshots_applied": st.snapshots_applied,
+                "install_failures": st.install_failures, "expired": st.expired, "closed": st.closed,
+            },
+            "sync": self.ep.stats(),
+            "sync_peers": self.ep.peer_status(now),
+            "sync_send_failures": self.udp.send_failures,
+            "fault_dropped": self.udp.fault.dropped,
+            "records_dropped": self.records_dropped,
+            "decode_errors": self.decode_errors,
+            "apply_errors": self.apply_errors,
+            "peers": peers,
+            "drained": self.drained.iter().map(|n| n.0).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn key_record(spi: u32, key: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut r = Zeroizing::new(Vec::with_capacity(6 + key.len()));
+    r.push(b'K');
+    r.extend_from_slice(&spi.to_be_bytes());
+    r.push(key.len().min(255) as u8);
+    r.extend_from_slice(&key[..key.len().min(255)]);
+    r
+}
+
+/// `clusterd run`: loads the config, starts the runtime, runs until stopped.
+///
+/// # Errors
+/// A message for the operator.
+pub async fn run_node(config: &Path) -> Result<(), String> {
+    let cfg = Config::load(config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let rt = Runtime::start(cfg).await.map_err(|e| e.to_string())?;
+    rt.run().await;
+    Ok(())
+}

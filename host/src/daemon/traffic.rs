@@ -1,0 +1,465 @@
+//! The wire's traffic: generated TCP and UDP flows (or a pcap file), paced at a set rate, every
+//! packet delivered to every node, every node's verdict collected, and the accounting that turns
+//! verdicts into the demo report (unhandled, double handled, established without state).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use etherparse::PacketBuilder;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use super::wireproto::{self, Code};
+use crate::core::ids::NodeId;
+
+/// Where a packet sits in its flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// TCP handshake (SYN, SYN-ACK, ACK) or a UDP flow's first packet.
+    Handshake,
+    /// After the handshake: needs the connection's state.
+    Established,
+    /// A pcap packet: not classified.
+    Unknown,
+}
+
+/// One packet of the run.
+#[derive(Clone, Debug)]
+pub struct PacketRec {
+    /// Flow index (`u32::MAX` for pcap packets).
+    pub flow: u32,
+    /// Phase in its flow.
+    pub phase: Phase,
+    /// Milliseconds since traffic start when sent.
+    pub t_ms: u64,
+    /// Verdicts received.
+    pub verdicts: Vec<(NodeId, Code)>,
+}
+
+struct Flow {
+    tcp: bool,
+    client: [u8; 4],
+    server: [u8; 4],
+    cport: u16,
+    sport: u16,
+    idx: u16,
+    len: u16,
+}
+
+impl Flow {
+    /// The next packet of this flow and its phase; None when finished.
+    fn next_packet(&mut self, out: &mut Vec<u8>) -> Option<Phase> {
+        if self.idx >= self.len {
+            return None;
+        }
+        out.clear();
+        let i = self.idx;
+        self.idx += 1;
+        let payload = [0x5au8; 32];
+        if !self.tcp {
+            let (s, d, sp, dp) = if i.is_multiple_of(2) {
+                (self.client, self.server, self.cport, self.sport)
+            } else {
+                (self.server, self.client, self.sport, self.cport)
+            };
+            PacketBuilder::ipv4(s, d, 64)
+                .udp(sp, dp)
+                .write(out, &payload)
+                .ok()?;
+            return Some(if i == 0 {
+                Phase::Handshake
+            } else {
+                Phase::Established
+            });
+        }
+        let c2s = |f: &Flow| PacketBuilder::ipv4(f.client, f.server, 64);
+        let s2c = |f: &Flow| PacketBuilder::ipv4(f.server, f.client, 64);
+        let cseq = 1000u32 + u32::from(i) * 32;
+        let sseq = 9000u32 + u32::from(i) * 32;
+        let last = self.len - 1;
+        let r = match i {
+            0 => c2s(self)
+                .tcp(self.cport, self.sport, 1000, 65535)
+                .syn()
+                .write(out, &[]),
+            1 => s2c(self)
+                .tcp(self.sport, self.cport, 9000, 65535)
+                .syn()
+                .ack(1001)
+                .write(out, &[]),
+            2 => c2s(self)
+                .tcp(self.cport, self.sport, 1001, 65535)
+                .ack(9001)
+                .write(out, &[]),
+            n if n == last - 2 => c2s(self)
+                .tcp(self.cport, self.sport, cseq, 65535)
+                .fin()
+                .ack(sseq)
+                .write(out, &[]),
+            n if n == last - 1 => s2c(self)
+                .tcp(self.sport, self.cport, sseq, 65535)
+                .fin()
+                .ack(cseq + 1)
+                .write(out, &[]),
+            n if n == last => c2s(self)
+                .tcp(self.cport, self.sport, cseq + 1, 65535)
+                .ack(sseq + 1)
+                .write(out, &[]),
+            n if n % 2 == 1 => s2c(self)
+                .tcp(self.sport, self.cport, sseq, 65535)
+                .ack(cseq)
+                .psh()
+                .write(out, &payload),
+            _ => c2s(self)
+                .tcp(self.cport, self.sport, cseq, 65535)
+                .ack(sseq)
+                .psh()
+                .write(out, &payload),
+        };
+        r.ok()?;
+        Some(if i < 3 {
+            Phase::Handshake
+        } else {
+            Phase::Established
+        })
+    }
+}
+
+/// What traffic to generate.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// `concurrent` flows at a time, each 10-40 packets, replaced as they finish.
+    Flows {
+        /// Concurrent flows.
+        concurrent: usize,
+        /// Seed.
+        seed: u64,
+    },
+    /// The IP packets of a pcap file, in order, looped.
+    Packets(Vec<Vec<u8>>),
+}
+
+/// Reads a pcap (classic) file into bare IP packets.
+///
+/// # Errors
+/// A message naming the file and problem.
+pub fn load_pcap(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (link, pkts) =
+        crate::core::pcap::read(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for p in pkts {
+        let ip = match link {
+            crate::core::pcap::LinkType::Raw => Some(p.data),
+            crate::core::pcap::LinkType::Ethernet => strip_ethernet(&p.data),
+        };
+        if let Some(ip) = ip {
+            out.push(ip);
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("{}: no IPv4/IPv6 packets", path.display()));
+    }
+    Ok(out)
+}
+
+fn strip_ethernet(f: &[u8]) -> Option<Vec<u8>> {
+    let mut at = 12;
+    loop {
+        let et = u16::from_be_bytes([*f.get(at)?, *f.get(at + 1)?]);
+        match et {
+            0x8100 | 0x88a8 => at += 4,
+            0x0800 | 0x86dd => return Some(f.get(at + 2..)?.to_vec()),
+            _ => return None,
+        }
+    }
+}
+
+/// The wire: sends traffic to every node and collects verdicts.
+pub struct Wire {
+    sock: UdpSocket,
+    nodes: Vec<SocketAddr>,
+    /// Every packet sent, indexed by sequence number.
+    pub packets: Vec<PacketRec>,
+    /// Verdicts that named an unknown sequence number.
+    pub stray: u64,
+    flows: Vec<Flow>,
+    rng: ChaCha8Rng,
+    next_flow_id: u32,
+    flow_ids: Vec<u32>,
+    rr: usize,
+    source: Source,
+    pcap_at: usize,
+    buf: Vec<u8>,
+}
+
+impl Wire {
+    /// A wire delivering to `nodes` (their wire addresses).
+    ///
+    /// # Errors
+    /// The bind error.
+    pub async fn new(nodes: Vec<SocketAddr>, source: Source) -> std::io::Result<Self> {
+        let sock = UdpSocket::bind("127.0.0.1:0").await?;
+        let seed = match &source {
+            Source::Flows { seed, .. } => *seed,
+            Source::Packets(_) => 1,
+        };
+        Ok(Self {
+            sock,
+            nodes,
+            packets: Vec::new(),
+            stray: 0,
+            flows: Vec::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            next_flow_id: 0,
+            flow_ids: Vec::new(),
+            rr: 0,
+            source,
+            pcap_at: 0,
+            buf: Vec::with_capacity(128),
+        })
+    }
+
+    fn new_flow(&mut self) -> (u32, Flow) {
+        let id = self.next_flow_id;
+        self.next_flow_id += 1;
+        let tcp = self.rng.random_range(0..10) < 8;
+        let f = Flow {
+            tcp,
+            client: [10, 1, (id >> 8) as u8, id as u8],
+            server: [192, 0, 2, self.rng.random_range(1..=20)],
+            cport: self.rng.random_range(1024..=65000),
+            sport: if tcp { 443 } else { 53 },
+            idx: 0,
+            len: self.rng.random_range(10..=40),
+        };
+        (id, f)
+    }
+
+    fn next_packet(&mut self) -> Option<(u32, Phase, Vec<u8>)> {
+        match &self.source {
+            Source::Packets(p) => {
+                let pkt = p.get(self.pcap_at % p.len().max(1))?.clone();
+                self.pcap_at += 1;
+                Some((u32::MAX, Phase::Unknown, pkt))
+            }
+            Source::Flows { concurrent, .. } => {
+                let concurrent = (*concurrent).max(1);
+                while self.flows.len() < concurrent {
+                    let (id, f) = self.new_flow();
+                    self.flows.push(f);
+                    self.flow_ids.push(id);
+                }
+                for _ in 0..self.flows.len() + 1 {
+                    self.rr = (self.rr + 1) % self.flows.len();
+                    let i = self.rr;
+                    let mut buf = std::mem::take(&mut self.buf);
+                    let r = self.flows[i].next_packet(&mut buf);
+                    self.buf = buf;
+                    match r {
+                        Some(phase) => return Some((self.flow_ids[i], phase, self.buf.clone())),
+                        None => {
+                            let (id, f) = self.new_flow();
+                            self.flows[i] = f;
+                            self.flow_ids[i] = id;
+                        }
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    fn collect(&mut self, d: &[u8]) {
+        match wireproto::parse_verdict(d) {
+            Some((seq, node, code)) => match self.packets.get_mut(seq as usize) {
+                Some(p) => p.verdicts.push((node, code)),
+                None => self.stray += 1,
+            },
+            None => self.stray += 1,
+        }
+    }
+
+    /// Sends traffic at `pps` for `duration`, then waits `drain` for late verdicts. `sent` is
+    /// kept up to date with the number of packets sent (for progress output).
+    pub async fn run(
+        mut self,
+        pps: u64,
+        duration: Duration,
+        drain: Duration,
+        sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
+        let start = Instant::now();
+        let mut interval = tokio::time::interval(Duration::from_millis(1));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut rbuf = vec![0u8; 2048];
+        while start.elapsed() < duration + drain {
+            tokio::select! {
+                _ = interval.tick() => {
+                    let el = start.elapsed();
+                    if el < duration {
+                        let target = el.as_secs_f64() * pps as f64;
+                        while (self.packets.len() as f64) < target {
+                            let Some((flow, phase, pkt)) = self.next_packet() else { break };
+                            let seq = self.packets.len() as u64;
+                            self.packets.push(PacketRec {
+                                flow,
+                                phase,
+                                t_ms: el.as_millis() as u64,
+                                verdicts: Vec::new(),
+                            });
+                            let d = wireproto::encode_packet(seq, &pkt);
+                            for n in &self.nodes {
+                                let _ = self.sock.try_send_to(&d, *n);
+                            }
+                        }
+                        sent.store(self.packets.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                r = self.sock.recv_from(&mut rbuf) => {
+                    if let Ok((n, _)) = r {
+                        let d = rbuf[..n].to_vec();
+                        self.collect(&d);
+                        while let Ok((n, _)) = self.sock.try_recv_from(&mut rbuf) {
+                            let d = rbuf[..n].to_vec();
+                            self.collect(&d);
+                        }
+                    }
+                }
+            }
+        }
+        self
+    }
+}
+
+/// A node kill, as the accounting needs it.
+#[derive(Clone, Copy, Debug)]
+pub struct KillMark {
+    /// The node.
+    pub node: NodeId,
+    /// Milliseconds since traffic start.
+    pub t_ms: u64,
+}
+
+/// Packet accounting for the report.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Accounting {
+    /// Packets sent.
+    pub packets: u64,
+    /// Packets handled per node.
+    pub per_node: BTreeMap<u16, u64>,
+    /// Packets no node handled.
+    pub unhandled: u64,
+    /// Of those, packets sent within a takeover or reallocation gap (an owner gone or an
+    /// identifier between release and assignment).
+    pub unhandled_in_transition: u64,
+    /// Packets two or more nodes handled.
+    pub double_handled: u64,
+    /// Established-connection packets whose owner had no state, outside any crash window.
+    pub established_without_state: u64,
+    /// The same inside a crash's replication window.
+    pub established_without_state_in_crash_window: u64,
+    /// Flows generated.
+    pub flows: u64,
+    /// Flows whose handshake was not handled (e.g. SYN inside a takeover gap).
+    pub flows_broken: u64,
+    /// Verdicts per code.
+    pub verdicts: BTreeMap<String, u64>,
+}
+
+/// Turns the packet records into the report's numbers. `window_ms` is the crash window; a
+/// packet sent in `[t - 0, t + gap]` after a kill `t` whose identifier had no owner is counted
+/// as in transition when `gaps` contains that interval.
+pub fn account(
+    packets: &[PacketRec],
+    kills: &[KillMark],
+    window_ms: u64,
+    gaps: &[(u64, u64)],
+) -> Accounting {
+    let mut a = Accounting {
+        packets: packets.len() as u64,
+        ..Default::default()
+    };
+    // per flow: established? and last handled packet (time, node)
+    struct FlowState {
+        established: bool,
+        broken: bool,
+        last: Option<(u64, NodeId)>,
+    }
+    let mut flows: BTreeMap<u32, FlowState> = BTreeMap::new();
+    for p in packets {
+        for (_, c) in &p.verdicts {
+            *a.verdicts.entry(format!("{c:?}")).or_insert(0) += 1;
+        }
+        let handlers: Vec<(NodeId, Code)> = p
+            .verdicts
+            .iter()
+            .copied()
+            .filter(|(_, c)| c.handled())
+            .collect();
+        match handlers.len() {
+            0 => {
+                a.unhandled += 1;
+                if gaps.iter().any(|(s, e)| p.t_ms >= *s && p.t_ms <= *e) {
+                    a.unhandled_in_transition += 1;
+                }
+            }
+            1 => {}
+            _ => a.double_handled += 1,
+        }
+        for (n, _) in &handlers {
+            *a.per_node.entry(n.0).or_insert(0) += 1;
+        }
+        if p.flow == u32::MAX {
+            continue;
+        }
+        let f = flows.entry(p.flow).or_insert(FlowState {
+            established: false,
+            broken: false,
+            last: None,
+        });
+        let ok = handlers
+            .iter()
+            .any(|(_, c)| matches!(c, Code::Hit | Code::Created));
+        let no_state = handlers
+            .iter()
+            .any(|(_, c)| matches!(c, Code::TcpNoState | Code::NoState));
+        match p.phase {
+            Phase::Handshake => {
+                if !ok {
+                    f.broken = true;
+                }
+            }
+            Phase::Established => {
+                if !f.broken && !f.established {
+                    f.established = true;
+                }
+                if f.established && no_state {
+                    let in_window = f.last.is_some_and(|(t, n)| {
+                        kills
+                            .iter()
+                            .any(|k| k.node == n && t <= k.t_ms && k.t_ms - t <= window_ms)
+                    });
+                    if in_window {
+                        a.established_without_state_in_crash_window += 1;
+                    } else {
+                        a.established_without_state += 1;
+                    }
+                }
+            }
+            Phase::Unknown => {}
+        }
+        if ok {
+            if let Some((n, _)) = handlers.first() {
+                f.last = Some((p.t_ms, *n));
+            }
+        }
+    }
+    a.flows = flows.len() as u64;
+    a.flows_broken = flows.values().filter(|f| f.broken).count() as u64;
+    a
+}
