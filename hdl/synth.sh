@@ -10,11 +10,13 @@ command -v yosys >/dev/null 2>&1 || {
 }
 depth="${SYNTH_DEPTH:-16}"
 log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+stat="$(mktemp)"
+trap 'rm -f "$log" "$stat"' EXIT
 if ! yosys -e '.*' -l "$log" -q -s synth.ys \
-    -p "chparam -set DEPTH $depth card_top; hierarchy -check -top card_top; synth -top card_top; check -assert; tee -o /dev/stdout stat"; then
+    -p "chparam -set DEPTH $depth card_top; hierarchy -check -top card_top; synth -top card_top; check -assert; tee -q -o $stat stat"; then
     tail -n 40 "$log" >&2
     echo "synth.sh: yosys synthesis FAILED" >&2
     exit 1
 fi
+cat "$stat"
 echo "synth.sh: yosys synth -top card_top (DEPTH=$depth): ok"
