@@ -1067,6 +1067,15 @@ impl Runtime {
             })
             .collect();
         let tstats = self.core.node_table().stats();
+        let core = json!({
+            "packets": st.packets, "not_ours": st.not_ours, "hits": st.hits, "created": st.created,
+            "dropped_tcp_no_state": st.dropped_tcp_no_state, "dropped_no_state": st.dropped_no_state,
+            "dropped_rule": st.dropped_rule, "dropped_table_full": st.dropped_table_full,
+            "messages_out": st.messages_out, "messages_in": st.messages_in,
+            "duplicates": st.duplicates, "seq_gaps": st.seq_gaps,
+            "repairs_requested": st.repairs_requested, "snapshots_applied": st.snapshots_applied,
+            "install_failures": st.install_failures, "expired": st.expired, "closed": st.closed,
+        });
         json!({
             "ok": true,
             "node": self.cfg.node.0,
@@ -1093,15 +1102,8 @@ impl Runtime {
             "sa_count": self.sa_spis.len(),
             "sa_seq_jumps": self.sa_jumps,
             "verdicts": self.verdicts.iter().map(|(c, n)| (format!("{c:?}"), *n)).collect::<BTreeMap<_, _>>(),
-            "core": {
-                "packets": st.packets, "not_ours": st.not_ours, "hits": st.hits, "created": st.created,
-                "dropped_tcp_no_state": st.dropped_tcp_no_state, "dropped_no_state": st.dropped_no_state,
-                "dropped_rule": st.dropped_rule, "dropped_table_full": st.dropped_table_full,
-                "messages_out": st.messages_out, "messages_in": st.messages_in,
-                "duplicates": st.duplicates, "seq_gaps": st.seq_gaps,
-                "repairs_requested": st.repairs_requested, "snapshots_applied": st.snapshots_applied,
-                "install_failures": st.install_failures, "expired": st.expired, "closed": st.closed,
-            },
+            "core": core,
+
             "sync": self.ep.stats(),
             "sync_peers": self.ep.peer_status(now),
             "sync_send_failures": self.udp.send_failures,
