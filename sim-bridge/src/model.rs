@@ -293,10 +293,15 @@ impl ModelCard {
             }
             cmd::FLUSH_DID => {
                 let bm = self.regs.did_bitmap;
-                for i in 0..self.depth as usize {
-                    let d = usize::from(self.dids[i]);
-                    if self.is_valid(i) && (bm[d / 32] >> (d % 32)) & 1 == 1 {
-                        self.invalidate(i);
+                for w in 0..self.valid.len() {
+                    let mut b = self.valid[w];
+                    while b != 0 {
+                        let i = w * 64 + b.trailing_zeros() as usize;
+                        b &= b - 1;
+                        let d = usize::from(self.dids[i]);
+                        if (bm[d / 32] >> (d % 32)) & 1 == 1 {
+                            self.invalidate(i);
+                        }
                     }
                 }
                 (0, err::OK)
