@@ -72,8 +72,8 @@ mod rtl {
             .arg(format!("-I{}", hdl.join("generated").display()))
             .args(&sources);
         let status = cmd.status().unwrap_or_else(|e| match e.kind() {
-            ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
-            _ => panic!("running verilator failed: {e}"),
+            ErrorKind::NotFound => fail(INSTALL_HINT),
+            _ => fail(&format!("running verilator failed: {e}")),
         });
         assert!(
             status.success(),
@@ -136,6 +136,13 @@ mod rtl {
         .expect("write rtl_params.rs");
     }
 
+    /// Stop the build with `msg` (and without a panic's backtrace noise).
+    fn fail(msg: &str) -> ! {
+        println!("cargo:warning={msg}");
+        eprintln!("error: {msg}");
+        std::process::exit(1)
+    }
+
     /// `$VERILATOR_ROOT` as Verilator itself reports it.
     fn verilator_root() -> PathBuf {
         let out = Command::new("verilator")
@@ -143,7 +150,7 @@ mod rtl {
             .output();
         let out = match out {
             Ok(o) => o,
-            Err(e) if e.kind() == ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
+            Err(e) if e.kind() == ErrorKind::NotFound => fail(INSTALL_HINT),
             Err(e) => panic!("running `verilator --getenv VERILATOR_ROOT` failed: {e}"),
         };
         assert!(
