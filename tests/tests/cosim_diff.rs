@@ -1,0 +1,925 @@
+//! Differential co-simulation: the reference model (`ModelCard`) and the RTL
+//! (`RtlCard`, Verilator) driven side by side through the real driver with
+//! the same seeded random operation sequences.
+//!
+//! After every operation the outcomes (return values and errors, formatted)
+//! and a snapshot of every named register of every block (`Card::read_all_regs`:
+//! identity block, STATUS, INDEX, RESULT, DID, HITS, OCCUPANCY, CMD, the
+//! counters, KEY/MASK/DID_BITMAP words) must be identical. Busy-poll counts
+//! differ by design (the model completes a command inside the `CMD` write)
+//! and are not compared.
+//!
+//! Operations: typed and raw-bit inserts, card-side `INSERT`, overwrites,
+//! upserts, `write_at`, removes by key and by index, searches (hits, misses,
+//! wildcard keys), flush by identifier sets, flush all, aging (`HIT_RC`),
+//! reads, dumps, counters, soft and power-on resets with re-probe, data-path
+//! lookups, and raw register pokes through `Card::regs_mut`: unknown command
+//! codes, bad indices, `INSERT` into a full table, writes to read-only and
+//! unmapped offsets, reads of every kind of offset, unnormalised entries.
+//!
+//! Reproduce one run: `COSIM_SEED=<seed> COSIM_OPS=<n> cargo test -p tests
+//! --features verilator --test cosim_diff`.
+#![cfg(feature = "verilator")]
+
+use std::collections::{HashSet, VecDeque};
+use std::fmt::Debug;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Instant;
+
+use driver::{
+    Action, CamEntry, CamIndex, CamKey, Card, DidSet, DistributionId, Flow, IpPrefix, KeyBits,
+    ResultWord, KEY_WORDS,
+};
+use hal::regs::{cam, ident, BAR_SIZE};
+use hal::{BarOffset, RegIo};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use sim_bridge::model::ModelCard;
+use sim_bridge::verilator::{RtlCard, RTL_DEPTH};
+
+type Key = [u32; KEY_WORDS];
+
+/// The data-path lookup port of either card, as a common interface.
+trait DpPort: RegIo {
+    /// `(index, result, did)` of each hit, `None` for a miss.
+    fn dp(&mut self, keys: &[Key]) -> Vec<Option<(u32, u32, u8)>>;
+    /// Power-on state, as if the card were just created.
+    fn power_on(&mut self);
+}
+
+impl DpPort for ModelCard {
+    fn dp(&mut self, keys: &[Key]) -> Vec<Option<(u32, u32, u8)>> {
+        keys.iter()
+            .map(|k| self.dp_lookup(k).map(|r| (r.index, r.result, r.did)))
+            .collect()
+    }
+    fn power_on(&mut self) {
+        *self = ModelCard::with_depth(self.depth()).expect("model depth");
+    }
+}
+
+impl DpPort for RtlCard {
+    fn dp(&mut self, keys: &[Key]) -> Vec<Option<(u32, u32, u8)>> {
+        self.lookup_stream(keys)
+            .expect("RTL data-path lookup")
+            .into_iter()
+            .map(|r| r.hit.then_some((r.index, r.result, r.did)))
+            .collect()
+    }
+    fn power_on(&mut self) {
+        self.power_on_reset(3).expect("RTL power-on reset");
+    }
+}
+
+/// One operation, generated once and applied to both cards.
+#[derive(Clone, Debug)]
+enum Op {
+    Insert(CamEntry),
+    InsertBits(KeyBits, u8, u32),
+    InsertByCard(CamEntry),
+    Overwrite(CamEntry),
+    Upsert(CamEntry),
+    WriteAt(u32, CamEntry),
+    Remove(CamKey),
+    RemoveAt(u32),
+    Search(Key),
+    SearchTyped(CamKey),
+    FlushDids(DidSet),
+    FlushAll,
+    Age,
+    Read(u32),
+    Dump(Option<u8>),
+    Counters,
+    Find(CamKey),
+    Reset,
+    /// Power-on reset (or soft reset) of the backend, then a fresh probe.
+    Reprobe(bool),
+    Verify,
+    Dp(Vec<Key>),
+    /// Raw command: optional INDEX write, CMD write, poll until not busy.
+    RawCmd(Option<u32>, u32),
+    RawWrite(u32, u32),
+    RawRead(u32),
+    /// Raw WRITE of an entry with key bits outside its mask, then a resync.
+    RawEntry(u32, KeyBits, u8, u32),
+    RawSoftReset,
+}
+
+/// The readable register file, as `(block, name, element, value)`.
+type Snapshot = Vec<(&'static str, &'static str, Option<u32>, u32)>;
+
+fn snapshot<R: RegIo>(card: &mut Card<R>) -> Snapshot {
+    card.read_all_regs()
+        .expect("read_all_regs")
+        .into_iter()
+        .flat_map(|(_, regs)| {
+            regs.into_iter()
+                .map(|r| (r.block, r.name, r.element, r.value))
+        })
+        .collect()
+}
+
+fn cam_off(r: hal::regs::Reg) -> u32 {
+    cam::BASE + r.offset
+}
+
+/// Write INDEX (optionally) and CMD through the raw backend and wait for the
+/// command to finish; returns STATUS.
+fn raw_cmd<R: RegIo>(regs: &mut R, index: Option<u32>, code: u32) -> String {
+    if let Some(i) = index {
+        regs.write32(BarOffset(cam_off(cam::INDEX)), i)
+            .expect("raw write");
+    }
+    regs.write32(BarOffset(cam_off(cam::CMD)), code)
+        .expect("raw write");
+    for _ in 0..1000 {
+        let s = regs
+            .read32(BarOffset(cam_off(cam::STATUS)))
+            .expect("raw read");
+        if cam::status::BUSY.get(s) == 0 {
+            return format!("status=0x{s:08x}");
+        }
+        regs.idle();
+    }
+    "still busy after 1000 polls".to_string()
+}
+
+fn fmt<T: Debug, E: Debug>(r: Result<T, E>) -> String {
+    match r {
+        Ok(v) => format!("Ok({v:?})"),
+        Err(e) => format!("Err({e:?})"),
+    }
+}
+
+/// Apply `op` to one card; returns the formatted outcome. Operations the
+/// driver cannot do in place (re-probe) replace the card.
+fn apply<R: DpPort>(slot: &mut Option<Card<R>>, op: &Op) -> String {
+    let card = slot.as_mut().expect("card present");
+    match op {
+        Op::Insert(e) => fmt(card.insert(e)),
+        Op::InsertBits(b, d, r) => fmt(card.insert_bits(b, DistributionId(*d), *r)),
+        Op::InsertByCard(e) => fmt(card.insert_by_card(e)),
+        Op::Overwrite(e) => fmt(card.overwrite(e)),
+        Op::Upsert(e) => fmt(card.upsert(e)),
+        Op::WriteAt(i, e) => fmt(card.write_at(CamIndex(*i), e)),
+        Op::Remove(k) => fmt(card.remove(k)),
+        Op::RemoveAt(i) => fmt(card.remove_at(CamIndex(*i))),
+        Op::Search(k) => fmt(card.search_bits(k)),
+        Op::SearchTyped(k) => fmt(card.search(k)),
+        Op::FlushDids(s) => fmt(card.flush_dids(s)),
+        Op::FlushAll => fmt(card.flush_all()),
+        Op::Age => fmt(card.age()),
+        Op::Read(i) => fmt(card.read(CamIndex(*i))),
+        Op::Dump(d) => fmt(card.dump(d.map(DistributionId))),
+        Op::Counters => fmt(card.counters()),
+        Op::Find(k) => fmt(card.find(k)),
+        Op::Reset => fmt(card.reset()),
+        Op::Reprobe(power_on) => {
+            let mut regs = slot.take().expect("card present").into_inner();
+            if *power_on {
+                regs.power_on();
+            }
+            match Card::probe(regs) {
+                Ok(c) => {
+                    let mut info = c.info().clone();
+                    info.backend = String::new();
+                    *slot = Some(c);
+                    format!("Ok({info:?})")
+                }
+                Err(e) => panic!("re-probe failed: {e}"),
+            }
+        }
+        Op::Verify => fmt(card.verify()),
+        Op::Dp(keys) => format!("{:?}", card.regs_mut().dp(keys)),
+        Op::RawCmd(i, code) => {
+            let s = raw_cmd(card.regs_mut(), *i, *code);
+            // A raw command that may change the table (an INSERT into a table
+            // with room) leaves the shadow stale: rebuild it.
+            if *code == cam::cmd::INSERT && card.len() < card.depth() as usize {
+                format!("{s} resync={}", fmt(card.resync()))
+            } else {
+                s
+            }
+        }
+        Op::RawWrite(o, v) => format!("{:?}", card.regs_mut().write32(BarOffset(*o), *v)),
+        Op::RawRead(o) => format!("{:?}", card.regs_mut().read32(BarOffset(*o))),
+        Op::RawEntry(i, b, d, r) => {
+            let regs = card.regs_mut();
+            for w in 0..KEY_WORDS as u32 {
+                regs.write32(BarOffset(cam::BASE + cam::KEY.at(w)), b.key[w as usize])
+                    .expect("raw write");
+                regs.write32(BarOffset(cam::BASE + cam::MASK.at(w)), b.mask[w as usize])
+                    .expect("raw write");
+            }
+            regs.write32(BarOffset(cam_off(cam::RESULT)), *r)
+                .expect("raw write");
+            regs.write32(BarOffset(cam_off(cam::DID)), u32::from(*d))
+                .expect("raw write");
+            let s = raw_cmd(regs, Some(*i), cam::cmd::WRITE);
+            format!("{s} resync={}", fmt(card.resync()))
+        }
+        Op::RawSoftReset => {
+            card.regs_mut()
+                .write32(
+                    BarOffset(ident::CONTROL.offset),
+                    ident::control::SOFT_RESET.put(1),
+                )
+                .expect("raw write");
+            // The shadow is stale now; an empty card resyncs to empty.
+            fmt(card.resync())
+        }
+    }
+}
+
+// ---------------------------------------------------------------- generation
+
+/// Weights of the operation kinds for one run (a profile).
+#[derive(Clone, Copy, Debug)]
+struct Profile {
+    name: &'static str,
+    insert: u32,
+    remove: u32,
+    search: u32,
+    overwrite: u32,
+    flush: u32,
+    misc: u32,
+    raw: u32,
+    /// Percentage of pool keys that carry wildcards.
+    wildcard_pct: u32,
+    /// Number of distinct keys to draw from (the CAM holds 1024).
+    pool: usize,
+    /// One operation in this many empties the table (reset, flush all, ...).
+    clear_every: u32,
+}
+
+const PROFILES: &[Profile] = &[
+    Profile {
+        name: "balanced",
+        insert: 30,
+        remove: 15,
+        search: 30,
+        overwrite: 8,
+        flush: 1,
+        misc: 8,
+        raw: 7,
+        wildcard_pct: 25,
+        pool: 1600,
+        clear_every: 3000,
+    },
+    Profile {
+        name: "fill",
+        insert: 55,
+        remove: 2,
+        search: 25,
+        overwrite: 6,
+        flush: 1,
+        misc: 4,
+        raw: 5,
+        wildcard_pct: 15,
+        pool: 2500,
+        clear_every: 6000,
+    },
+    Profile {
+        name: "wildcards",
+        insert: 30,
+        remove: 15,
+        search: 35,
+        overwrite: 5,
+        flush: 1,
+        misc: 6,
+        raw: 7,
+        wildcard_pct: 70,
+        pool: 900,
+        clear_every: 3000,
+    },
+    Profile {
+        name: "churn",
+        insert: 30,
+        remove: 25,
+        search: 20,
+        overwrite: 5,
+        flush: 6,
+        misc: 7,
+        raw: 7,
+        wildcard_pct: 30,
+        pool: 1100,
+        clear_every: 1500,
+    },
+    Profile {
+        name: "raw-heavy",
+        insert: 30,
+        remove: 8,
+        search: 20,
+        overwrite: 5,
+        flush: 1,
+        misc: 10,
+        raw: 25,
+        wildcard_pct: 30,
+        pool: 2000,
+        clear_every: 3000,
+    },
+];
+
+fn v4(n: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, (n >> 8) as u8, n as u8))
+}
+
+fn v6(n: u32) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        0,
+        0,
+        0,
+        0,
+        (n >> 16) as u16,
+        n as u16,
+    ))
+}
+
+fn prefix(rng: &mut SmallRng, is_v6: bool, wild: bool) -> IpPrefix {
+    let n = rng.random_range(0..12);
+    let addr = if is_v6 { v6(n) } else { v4(n) };
+    if wild && rng.random_bool(0.5) {
+        let max = if is_v6 { 128 } else { 32 };
+        let len = [0u8, 8, 16, 24, max - 2][rng.random_range(0..5)];
+        IpPrefix::new(addr, len).expect("prefix length")
+    } else {
+        IpPrefix::host(addr)
+    }
+}
+
+fn opt<T>(rng: &mut SmallRng, wild: bool, v: T) -> Option<T> {
+    if wild && rng.random_bool(0.4) {
+        None
+    } else {
+        Some(v)
+    }
+}
+
+/// A typed key from a small space, with wildcards when `wild`.
+fn typed_key(rng: &mut SmallRng, wild: bool) -> CamKey {
+    let is_v6 = rng.random_bool(0.3);
+    let z = rng.random_range(0..3u8);
+    let zone = opt(rng, wild, z);
+    let ports = [53u16, 80, 443, 500, 4500, 8080];
+    let flow = match rng.random_range(0..5) {
+        0 | 1 => {
+            let (src, dst) = (prefix(rng, is_v6, wild), prefix(rng, is_v6, wild));
+            let sp = ports[rng.random_range(0..ports.len())];
+            let dp = ports[rng.random_range(0..ports.len())];
+            let (src_port, dst_port) = (opt(rng, wild, sp), opt(rng, wild, dp));
+            if rng.random_bool(0.5) {
+                Flow::Tcp {
+                    src,
+                    dst,
+                    src_port,
+                    dst_port,
+                }
+            } else {
+                Flow::Udp {
+                    src,
+                    dst,
+                    src_port,
+                    dst_port,
+                }
+            }
+        }
+        2 => {
+            let (src, dst) = (prefix(rng, is_v6, wild), prefix(rng, is_v6, wild));
+            let id = rng.random_range(0..6u16);
+            let id = opt(rng, wild, id);
+            Flow::Icmp { src, dst, id }
+        }
+        3 => {
+            let dst = prefix(rng, is_v6, wild);
+            let spi = rng.random_range(0x100..0x120u32);
+            let spi = opt(rng, wild, spi);
+            Flow::Esp { dst, spi }
+        }
+        _ => {
+            let dst = prefix(rng, is_v6, wild);
+            let c = rng.random_range(0..5u64) << 40;
+            let c = opt(rng, wild, c);
+            let m = rng.random_range(0..4u32);
+            let m = opt(rng, wild, m);
+            Flow::Isakmp {
+                dst,
+                initiator_cookie: c,
+                message_id: m,
+            }
+        }
+    };
+    CamKey::new(zone, flow)
+}
+
+/// Raw key bits from a tiny alphabet (so that raw entries overlap), with
+/// arbitrary masks.
+fn raw_bits(rng: &mut SmallRng) -> KeyBits {
+    let mut b = KeyBits::default();
+    for w in 0..KEY_WORDS {
+        b.key[w] = [0, 1, 0xFFFF_FFFF, 0x8000_0000, rng.random_range(0..4)][rng.random_range(0..5)];
+        b.mask[w] = match rng.random_range(0..10) {
+            0 => 0,
+            1 => 0xFF00_FF00,
+            2 => rng.random(),
+            _ => 0xFFFF_FFFF,
+        };
+    }
+    // Keep the kind field compared so raw entries do not swamp typed searches.
+    b.mask[KEY_WORDS - 1] = 0xFFFF_FFFF;
+    b.key[KEY_WORDS - 1] = 0xFFFF_FF00 | rng.random_range(0..4);
+    b
+}
+
+fn did(rng: &mut SmallRng) -> u8 {
+    if rng.random_bool(0.05) {
+        rng.random()
+    } else {
+        rng.random_range(0..64)
+    }
+}
+
+fn result_word(rng: &mut SmallRng) -> ResultWord {
+    if rng.random_bool(0.5) {
+        ResultWord::decode(rng.random())
+    } else {
+        ResultWord::new([Action::Accept, Action::Drop, Action::Decrypt][rng.random_range(0..3)])
+    }
+}
+
+fn did_set(rng: &mut SmallRng) -> DidSet {
+    match rng.random_range(0..10) {
+        0 => DidSet::new(),
+        1 | 2 => {
+            let mut s = DidSet::new();
+            for _ in 0..rng.random_range(1..20) {
+                s.insert(DistributionId(rng.random()));
+            }
+            s
+        }
+        _ => {
+            let mut s = DidSet::new();
+            for _ in 0..rng.random_range(1..3) {
+                s.insert(DistributionId(rng.random_range(0..64)));
+            }
+            s
+        }
+    }
+}
+
+struct Gen {
+    rng: SmallRng,
+    profile: Profile,
+    pool: Vec<(CamKey, KeyBits)>,
+    raw_pool: Vec<KeyBits>,
+    depth: u32,
+}
+
+impl Gen {
+    fn new(seed: u64, profile: Profile, depth: u32) -> Self {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut seen = HashSet::new();
+        let mut pool = Vec::new();
+        let mut attempts = 0;
+        while pool.len() < profile.pool && attempts < profile.pool * 50 {
+            attempts += 1;
+            let wild = rng.random_range(0..100) < profile.wildcard_pct;
+            let k = typed_key(&mut rng, wild);
+            let b = k.encode().expect("typed keys encode");
+            if seen.insert(b.normalized()) {
+                pool.push((k, b));
+            }
+        }
+        let raw_pool = (0..200).map(|_| raw_bits(&mut rng)).collect();
+        Self {
+            rng,
+            profile,
+            pool,
+            raw_pool,
+            depth,
+        }
+    }
+
+    fn pool_key(&mut self) -> (CamKey, KeyBits) {
+        self.pool[self.rng.random_range(0..self.pool.len())]
+    }
+
+    fn entry(&mut self) -> CamEntry {
+        let (key, _) = self.pool_key();
+        CamEntry {
+            key,
+            did: DistributionId(did(&mut self.rng)),
+            result: result_word(&mut self.rng),
+        }
+    }
+
+    /// An index: mostly in range, sometimes at or past the depth.
+    fn index(&mut self) -> u32 {
+        match self.rng.random_range(0..20) {
+            0 => self.depth,
+            1 => u32::MAX,
+            2 => self.rng.random(),
+            3 => self.depth + self.rng.random_range(0..64),
+            _ => self.rng.random_range(0..self.depth),
+        }
+    }
+
+    /// A concrete search key: a pool key with its wildcard bits taken from
+    /// another pool key (so more entries may match), or a near miss, or noise.
+    fn search_key(&mut self) -> Key {
+        let (_, b) = self.pool_key();
+        match self.rng.random_range(0..10) {
+            0 => {
+                // Near miss: flip one compared bit.
+                let mut k = b.key;
+                let w = self.rng.random_range(0..KEY_WORDS);
+                let bit = self.rng.random_range(0..32);
+                k[w] ^= 1 << bit;
+                k
+            }
+            1 => std::array::from_fn(|_| self.rng.random()),
+            2 => {
+                let r = self.raw_pool[self.rng.random_range(0..self.raw_pool.len())];
+                std::array::from_fn(|w| r.key[w] | (self.rng.random::<u32>() & !r.mask[w]))
+            }
+            _ => {
+                let (_, o) = self.pool_key();
+                std::array::from_fn(|w| (b.key[w] & b.mask[w]) | (o.key[w] & !b.mask[w]))
+            }
+        }
+    }
+
+    /// A CAM offset: mapped registers, holes, the identity block, beyond.
+    fn offset(&mut self) -> u32 {
+        match self.rng.random_range(0..6) {
+            0 => 4 * self.rng.random_range(0..0x400),
+            1 => cam::BASE + 4 * self.rng.random_range(0..0x40),
+            2 => cam::BASE + 4 * self.rng.random_range(0..0x400),
+            3 => 4 * self.rng.random_range(0..BAR_SIZE / 4),
+            4 => cam::BASE + 0x3C,
+            _ => cam::BASE + cam::SPAN + 4 * self.rng.random_range(0..0x100),
+        }
+    }
+
+    fn next(&mut self, full: bool) -> Op {
+        let p = self.profile;
+        // Rare: something that empties the table (so that runs both fill up
+        // and start over).
+        if self.rng.random_range(0..p.clear_every) == 0 {
+            return match self.rng.random_range(0..6) {
+                0 => Op::Reset,
+                1 => Op::Reprobe(self.rng.random_bool(0.5)),
+                2 => Op::RawSoftReset,
+                3 => Op::FlushDids(DidSet::all()),
+                _ => Op::FlushAll,
+            };
+        }
+        let total = p.insert + p.remove + p.search + p.overwrite + p.flush + p.misc + p.raw;
+        let mut x = self.rng.random_range(0..total);
+        if x < p.insert {
+            return match self.rng.random_range(0..10) {
+                0..=5 => Op::Insert(self.entry()),
+                6 | 7 => Op::InsertByCard(self.entry()),
+                _ => {
+                    let b = self.raw_pool[self.rng.random_range(0..self.raw_pool.len())];
+                    let (d, res) = (did(&mut self.rng), self.rng.random());
+                    Op::InsertBits(b, d, res)
+                }
+            };
+        }
+        x -= p.insert;
+        if x < p.remove {
+            return if self.rng.random_range(0..4) == 0 {
+                Op::RemoveAt(self.index())
+            } else {
+                Op::Remove(self.pool_key().0)
+            };
+        }
+        x -= p.remove;
+        if x < p.search {
+            return match self.rng.random_range(0..10) {
+                0 => Op::SearchTyped(self.pool_key().0),
+                1 => Op::Find(self.pool_key().0),
+                _ => Op::Search(self.search_key()),
+            };
+        }
+        x -= p.search;
+        if x < p.overwrite {
+            return match self.rng.random_range(0..10) {
+                0..=4 => Op::Overwrite(self.entry()),
+                5..=8 => Op::Upsert(self.entry()),
+                _ => {
+                    let i = self.index();
+                    Op::WriteAt(i, self.entry())
+                }
+            };
+        }
+        x -= p.overwrite;
+        if x < p.flush {
+            return Op::FlushDids(did_set(&mut self.rng));
+        }
+        x -= p.flush;
+        if x < p.misc {
+            return match self.rng.random_range(0..1000) {
+                0..=249 => Op::Age,
+                250..=499 => Op::Read(self.index()),
+                500..=649 => Op::Counters,
+                650..=899 => {
+                    let n = self.rng.random_range(1..40);
+                    Op::Dp((0..n).map(|_| self.search_key()).collect())
+                }
+                900..=979 => Op::Dump(Some(self.rng.random_range(0..64))),
+                980..=989 => Op::Dump(None),
+                _ => Op::Verify,
+            };
+        }
+        // Raw pokes behind the driver's back.
+        match self.rng.random_range(0..100) {
+            0..=14 => {
+                // Unknown command codes.
+                let code = match self.rng.random_range(0..4) {
+                    0 => 0,
+                    1 => self.rng.random_range(9..64),
+                    2 => u32::MAX,
+                    _ => self.rng.random(),
+                };
+                let code = if (1..=8).contains(&code) { 0 } else { code };
+                Op::RawCmd(Some(self.index()), code)
+            }
+            15..=34 => {
+                // Bad indices.
+                let code = [cam::cmd::WRITE, cam::cmd::INVALIDATE, cam::cmd::READ]
+                    [self.rng.random_range(0..3)];
+                let i = match self.rng.random_range(0..3) {
+                    0 => self.depth,
+                    1 => u32::MAX,
+                    _ => self.rng.random_range(self.depth..=u32::MAX),
+                };
+                Op::RawCmd(Some(i), code)
+            }
+            35..=44 => {
+                let hit_words = self.depth.div_ceil(32);
+                let i = match self.rng.random_range(0..4) {
+                    0 => hit_words,
+                    1 => u32::MAX,
+                    2 => self.rng.random_range(0..hit_words),
+                    _ => self.rng.random(),
+                };
+                Op::RawCmd(Some(i), cam::cmd::HIT_RC)
+            }
+            45..=54 if full => Op::RawCmd(None, cam::cmd::INSERT),
+            45..=54 => Op::RawCmd(Some(self.rng.random_range(0..self.depth)), cam::cmd::READ),
+            55..=56 => Op::RawCmd(None, cam::cmd::INSERT),
+            57..=66 => Op::RawRead(self.offset()),
+            67..=76 => {
+                // Writes to read-only registers, holes, unmapped space, SCRATCH,
+                // CONTROL without the reset bit, staging registers.
+                let o = match self.rng.random_range(0..8) {
+                    0 => cam_off(cam::STATUS),
+                    1 => cam_off(cam::OCCUPANCY),
+                    2 => cam_off(cam::HITS),
+                    3 => cam_off(
+                        [
+                            cam::CMD_COUNT,
+                            cam::ERR_COUNT,
+                            cam::DP_LOOKUPS,
+                            cam::DP_HITS,
+                        ][self.rng.random_range(0..4)],
+                    ),
+                    4 => ident::SCRATCH.offset,
+                    5 => ident::CONTROL.offset,
+                    _ => self.offset(),
+                };
+                let mut v: u32 = self.rng.random();
+                if o == ident::CONTROL.offset {
+                    v &= !ident::control::SOFT_RESET.put(1);
+                }
+                if o == cam_off(cam::CMD) {
+                    // A CMD write starts a command: wait for it, and keep it
+                    // to codes that cannot change the table.
+                    return Op::RawCmd(None, if (1..=8).contains(&v) { 0 } else { v });
+                }
+                Op::RawWrite(o, v)
+            }
+            77..=90 => Op::RawWrite(
+                cam::BASE + [cam::INDEX, cam::RESULT, cam::DID][self.rng.random_range(0..3)].offset,
+                self.rng.random(),
+            ),
+            91 => {
+                let mut b = self.pool_key().1;
+                // Key bits outside the mask: READ must return them as written.
+                for w in 0..KEY_WORDS {
+                    b.key[w] |= self.rng.random::<u32>() & !b.mask[w];
+                }
+                let i = self.rng.random_range(0..self.depth);
+                Op::RawEntry(i, b, did(&mut self.rng), self.rng.random())
+            }
+            _ => Op::RawRead(self.offset()),
+        }
+    }
+}
+
+// ------------------------------------------------------------------ the run
+
+struct Pair {
+    model: Option<Card<ModelCard>>,
+    rtl: Option<Card<RtlCard>>,
+}
+
+fn new_pair() -> Pair {
+    let model = ModelCard::with_depth(RTL_DEPTH).expect("model card");
+    let rtl = RtlCard::with_depth(RTL_DEPTH).expect("RTL card");
+    let mut pair = Pair {
+        model: Some(Card::probe(model).expect("probe model")),
+        rtl: Some(Card::probe(rtl).expect("probe RTL")),
+    };
+    let (m, r) = (pair.model.as_mut().unwrap(), pair.rtl.as_mut().unwrap());
+    assert_eq!(m.depth(), RTL_DEPTH);
+    assert_eq!(r.depth(), RTL_DEPTH);
+    let (mut mi, mut ri) = (m.info().clone(), r.info().clone());
+    mi.backend.clear();
+    ri.backend.clear();
+    assert_eq!(mi, ri, "probe results differ");
+    pair
+}
+
+fn diff_snapshots(a: &Snapshot, b: &Snapshot) -> String {
+    let mut s = String::new();
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            s.push_str(&format!(
+                "  {}.{}{}: model 0x{:08x}, rtl 0x{:08x}\n",
+                x.0,
+                x.1,
+                x.2.map(|e| format!("[{e}]")).unwrap_or_default(),
+                x.3,
+                y.3
+            ));
+        }
+    }
+    if a.len() != b.len() {
+        s.push_str(&format!("  lengths differ: {} vs {}\n", a.len(), b.len()));
+    }
+    s
+}
+
+/// Statistics of one run, to show the sequences did what they should.
+#[derive(Default, Debug)]
+struct Stats {
+    ops: usize,
+    search_hits: usize,
+    search_misses: usize,
+    full: usize,
+    exists: usize,
+    cmd_errors: usize,
+    max_occupancy: usize,
+}
+
+fn run(seed: u64, profile: Profile, ops: usize) -> Stats {
+    let mut pair = new_pair();
+    let mut g = Gen::new(seed, profile, RTL_DEPTH);
+    let mut recent: VecDeque<String> = VecDeque::new();
+    let mut st = Stats::default();
+    for step in 0..ops {
+        let full = pair.model.as_ref().unwrap().len() >= RTL_DEPTH as usize;
+        let op = g.next(full);
+        let a = apply(&mut pair.model, &op);
+        let b = apply(&mut pair.rtl, &op);
+        if recent.len() == 12 {
+            recent.pop_front();
+        }
+        let mut desc = format!("{op:?}");
+        desc.truncate(300);
+        recent.push_back(format!("#{step} {desc} -> {}", truncated(&a)));
+        let context = || {
+            format!(
+                "seed {seed} (profile {}), step {step}\nreproduce: COSIM_SEED={seed} COSIM_PROFILE={} COSIM_OPS={} cargo test -p tests --features verilator --test cosim_diff\nlast operations:\n  {}",
+                profile.name,
+                profile.name,
+                step + 1,
+                recent.iter().cloned().collect::<Vec<_>>().join("\n  ")
+            )
+        };
+        assert!(
+            a == b,
+            "outcomes differ\n model: {a}\n rtl:   {b}\n{}",
+            context()
+        );
+        let sa = snapshot(pair.model.as_mut().unwrap());
+        let sb = snapshot(pair.rtl.as_mut().unwrap());
+        assert!(
+            sa == sb,
+            "registers differ after the operation:\n{}{}",
+            diff_snapshots(&sa, &sb),
+            context()
+        );
+        let ml = pair.model.as_ref().unwrap().len();
+        assert_eq!(
+            ml,
+            pair.rtl.as_ref().unwrap().len(),
+            "shadows differ\n{}",
+            context()
+        );
+        st.ops += 1;
+        st.max_occupancy = st.max_occupancy.max(ml);
+        if matches!(op, Op::Search(_) | Op::SearchTyped(_)) {
+            if a.starts_with("Ok(Some") {
+                st.search_hits += 1;
+            } else {
+                st.search_misses += 1;
+            }
+        }
+        if a.contains("CamFull") || a.contains("FULL") || a.contains("status=0x0000040") {
+            st.full += 1;
+        }
+        if a.contains("KeyExists") {
+            st.exists += 1;
+        }
+        if a.contains("CommandError")
+            || (a.starts_with("status=") && !a.starts_with("status=0x0000000"))
+        {
+            st.cmd_errors += 1;
+        }
+    }
+    // A final full comparison of the table contents.
+    let sa = pair.model.as_mut().unwrap().scan().expect("scan model");
+    let sb = pair.rtl.as_mut().unwrap().scan().expect("scan rtl");
+    assert_eq!(sa, sb, "final scans differ (seed {seed})");
+    st
+}
+
+fn truncated(s: &str) -> String {
+    let mut t = s.to_string();
+    t.truncate(200);
+    t
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+    })
+}
+
+/// At least 100,000 operations in total over several seeds and profiles
+/// (`COSIM_OPS` sets the operations per seed, `COSIM_SEED` and
+/// `COSIM_PROFILE` select one run).
+#[test]
+fn model_and_rtl_agree_on_random_sequences() {
+    let per_seed = env_u64("COSIM_OPS").map_or(20_000, |n| n as usize);
+    let runs: Vec<(u64, Profile)> = match env_u64("COSIM_SEED") {
+        Some(seed) => {
+            let name = std::env::var("COSIM_PROFILE").unwrap_or_else(|_| "balanced".into());
+            let p = *PROFILES
+                .iter()
+                .find(|p| p.name == name)
+                .unwrap_or_else(|| panic!("COSIM_PROFILE={name:?}: no such profile"));
+            vec![(seed, p)]
+        }
+        None => PROFILES
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (0xC0_51A0 + i as u64 * 7919, *p))
+            .collect(),
+    };
+    // Seeds run in parallel, one thread each (every card owns its simulator).
+    let handles: Vec<_> = runs
+        .into_iter()
+        .map(|(seed, p)| {
+            std::thread::Builder::new()
+                .name(format!("cosim-{seed}"))
+                .spawn(move || {
+                    let t = Instant::now();
+                    let st = run(seed, p, per_seed);
+                    eprintln!(
+                        "cosim seed {seed} profile {}: {st:?} in {:.1?}",
+                        p.name,
+                        t.elapsed()
+                    );
+                    st
+                })
+                .expect("spawn")
+        })
+        .collect();
+    let mut total = 0;
+    let mut failed = Vec::new();
+    for h in handles {
+        let name = h.thread().name().unwrap_or("?").to_string();
+        match h.join() {
+            Ok(st) => {
+                assert!(st.search_hits > 0 && st.search_misses > 0, "{name}: {st:?}");
+                total += st.ops;
+            }
+            Err(_) => failed.push(name),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "runs failed (see their panics above): {failed:?}"
+    );
+    if env_u64("COSIM_SEED").is_none() && env_u64("COSIM_OPS").is_none() {
+        assert!(total >= 100_000, "only {total} operations");
+    }
+}
