@@ -18,6 +18,9 @@
 //
 // A CAM command is BUSY from the edge that accepts the CMD write until six
 // clocks later (one to start the engine, five in tcam.v).
+//
+// In simulation (not under SYNTHESIS) an unaligned bus address stops the
+// simulator ($stop): no conforming master sends one.
 module card_top (
     clk,
     rst_n,
@@ -294,6 +297,16 @@ module card_top (
       soft_rst_q <= wr_fire && wa == IDENT_BASE + IDENT_R_CONTROL
                     && wd[IDENT_CONTROL_SOFT_RESET_LSB];
   end
+
+`ifndef SYNTHESIS
+  // Simulation check: this slave serves whole, aligned 32-bit words only
+  // (hdl/CARD.md); a master that sends anything else is broken, so stop the
+  // simulation rather than guess.
+  always @(posedge clk) begin
+    if (rst_n && ((wr_fire && s_axi_awaddr[1:0] != 2'b00) || (rd_fire && s_axi_araddr[1:0] != 2'b00)))
+      $stop;
+  end
+`endif
 
   // ------------------------------------------------------- register file
   always @(posedge clk) begin : regfile

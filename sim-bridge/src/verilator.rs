@@ -229,6 +229,44 @@ impl RtlCard {
             .collect())
     }
 
+    /// One AXI4-Lite read at any bus address, without [`RegIo`]'s alignment
+    /// and bounds checks (for bus-level tests). Returns RDATA and RRESP.
+    ///
+    /// # Errors
+    /// [`HalError::SimulatorStopped`] when the simulator has stopped (the
+    /// RTL stops it on an unaligned address); [`HalError::Bus`] when the
+    /// slave does not complete the handshake.
+    pub fn axi_read_raw(&mut self, addr: u16) -> Result<(u32, u32), HalError> {
+        self.bus_read(u32::from(addr))
+    }
+
+    /// One AXI4-Lite write at any bus address, without [`RegIo`]'s alignment
+    /// and bounds checks (for bus-level tests). Returns BRESP.
+    ///
+    /// # Errors
+    /// As for [`RtlCard::axi_read_raw`].
+    pub fn axi_write_raw(&mut self, addr: u16, data: u32) -> Result<u32, HalError> {
+        self.bus_write(u32::from(addr), data)
+    }
+
+    fn bus_read(&mut self, addr: u32) -> Result<(u32, u32), HalError> {
+        let (mut data, mut resp) = (0u32, 0u32);
+        // SAFETY: `data` and `resp` are valid for writes; `raw` is a live
+        // instance owned by `self`, used by one thread.
+        let st = unsafe { ffi::sim_axi_read(self.raw.as_ptr(), addr, &mut data, &mut resp) };
+        self.check(st, BarOffset(addr))?;
+        Ok((data, resp))
+    }
+
+    fn bus_write(&mut self, addr: u32, data: u32) -> Result<u32, HalError> {
+        let mut resp = 0u32;
+        // SAFETY: `resp` is valid for writes; `raw` is a live instance owned
+        // by `self`, used by one thread.
+        let st = unsafe { ffi::sim_axi_write(self.raw.as_ptr(), addr, data, &mut resp) };
+        self.check(st, BarOffset(addr))?;
+        Ok(resp)
+    }
+
     fn last_error(&self) -> String {
         let mut buf = vec![0 as c_char; ERR_LEN];
         // SAFETY: `buf` is writable for `buf.len()` bytes; `raw` is live.
@@ -288,12 +326,7 @@ fn buf_to_string(buf: &[c_char]) -> String {
 impl RegIo for RtlCard {
     fn read32(&mut self, offset: BarOffset) -> Result<u32, HalError> {
         check_access(offset, self.size())?;
-        let (mut data, mut resp) = (0u32, 0u32);
-        // SAFETY: `data` and `resp` are valid for writes; `raw` is a live
-        // instance owned by `self`, used by one thread.
-        let st =
-            unsafe { ffi::sim_axi_read(self.raw.as_ptr(), offset.raw(), &mut data, &mut resp) };
-        self.check(st, offset)?;
+        let (data, resp) = self.bus_read(offset.raw())?;
         if resp != 0 {
             return Err(HalError::Bus {
                 offset,
@@ -305,11 +338,7 @@ impl RegIo for RtlCard {
 
     fn write32(&mut self, offset: BarOffset, value: u32) -> Result<(), HalError> {
         check_access(offset, self.size())?;
-        let mut resp = 0u32;
-        // SAFETY: `resp` is valid for writes; `raw` is a live instance owned
-        // by `self`, used by one thread.
-        let st = unsafe { ffi::sim_axi_write(self.raw.as_ptr(), offset.raw(), value, &mut resp) };
-        self.check(st, offset)?;
+        let resp = self.bus_write(offset.raw(), value)?;
         if resp != 0 {
             return Err(HalError::Bus {
                 offset,

@@ -73,3 +73,41 @@ fn cards_are_send() {
     let mut r = h.join().unwrap();
     assert_eq!(r.read32(BarOffset(ident::SCRATCH.offset)).unwrap(), 9);
 }
+
+#[test]
+fn stop_inside_the_model_is_a_rust_error_and_the_card_stays_stopped() {
+    let mut r = RtlCard::new().unwrap();
+    // Aligned raw accesses behave like RegIo ones.
+    assert_eq!(r.axi_write_raw(ident::SCRATCH.offset as u16, 5).unwrap(), 0);
+    assert_eq!(
+        r.axi_read_raw(ident::SCRATCH.offset as u16).unwrap(),
+        (5, 0)
+    );
+    // An unaligned address makes the RTL's bus check call $stop, inside eval.
+    match r.axi_write_raw(0x1002, 0).unwrap_err() {
+        HalError::SimulatorStopped { reason } => assert!(reason.contains("$stop"), "{reason}"),
+        other => panic!("expected SimulatorStopped, got {other:?}"),
+    }
+    // From now on every access says so; nothing panics or aborts.
+    assert!(matches!(
+        r.read32(BarOffset(0)),
+        Err(HalError::SimulatorStopped { .. })
+    ));
+    assert!(matches!(
+        r.write32(BarOffset(0), 1),
+        Err(HalError::SimulatorStopped { .. })
+    ));
+    assert!(matches!(
+        r.lookup_stream(&[[0; 10]]),
+        Err(HalError::SimulatorStopped { .. })
+    ));
+    r.idle();
+    assert!(matches!(r.tick(1), Err(HalError::SimulatorStopped { .. })));
+    drop(r);
+    // A fresh card is unaffected.
+    let mut r = RtlCard::new().unwrap();
+    assert_eq!(
+        r.read32(BarOffset(ident::MAGIC.offset)).unwrap(),
+        ident::values::MAGIC
+    );
+}
