@@ -53,6 +53,8 @@ mod rtl {
 
         let root = verilator_root();
         let sources = rtl_sources(&hdl);
+        // The directory too, so that a Verilog file added later rebuilds the model.
+        println!("cargo:rerun-if-changed={}", hdl.display());
         for s in &sources {
             println!("cargo:rerun-if-changed={}", s.display());
         }

@@ -475,3 +475,21 @@ fn bus_transactions_take_two_clocks() {
     r.idle();
     assert_eq!(r.cycles() - t0, 5);
 }
+
+#[test]
+fn command_is_busy_for_six_clocks() {
+    // The CMD write is accepted on its first clock and answered on the
+    // second; a read shows the state after the clock before it.
+    for (extra, busy) in [(0, 1), (4, 1), (5, 0)] {
+        let mut r = card();
+        wr(&mut r, c(cam::CMD.offset), cmd::FLUSH_ALL);
+        r.tick(extra).unwrap();
+        let s = rd(&mut r, c(cam::STATUS.offset));
+        assert_eq!(
+            status::BUSY.get(s),
+            busy,
+            "{extra} clocks after the write: status {s:#x}"
+        );
+        assert_eq!(status::DONE.get(s), 1 - busy);
+    }
+}
