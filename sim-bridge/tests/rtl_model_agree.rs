@@ -41,7 +41,10 @@ fn rtl_and_model_agree_on_random_register_traffic() {
             let w = rng.random_range(0..10);
             match rng.random_range(0..6) {
                 0 | 1 => ops.push((c(cam::KEY.at(w)), rng.random_range(0..3))),
-                2 => ops.push((c(cam::MASK.at(w)), [0, u32::MAX, 0xFFFF_0000][rng.random_range(0..3)])),
+                2 => ops.push((
+                    c(cam::MASK.at(w)),
+                    [0, u32::MAX, 0xFFFF_0000][rng.random_range(0..3)],
+                )),
                 3 => ops.push((c(cam::DID.offset), rng.random_range(0..0x300))),
                 4 => ops.push((c(cam::RESULT.offset), rng.random())),
                 _ => ops.push((c(cam::DID_BITMAP.at(w % 8)), rng.random())),
@@ -58,16 +61,29 @@ fn rtl_and_model_agree_on_random_register_traffic() {
             0 => rng.random_range(9..12),
             1 => 0,
             2 => cmd::FLUSH_ALL,
-            n => [cmd::WRITE, cmd::INVALIDATE, cmd::READ, cmd::SEARCH, cmd::FLUSH_DID, cmd::HIT_RC, cmd::INSERT]
-                [n as usize % 7],
+            n => [
+                cmd::WRITE,
+                cmd::INVALIDATE,
+                cmd::READ,
+                cmd::SEARCH,
+                cmd::FLUSH_DID,
+                cmd::HIT_RC,
+                cmd::INSERT,
+            ][n as usize % 7],
         };
         ops.push((c(cam::CMD.offset), code));
         if rng.random_ratio(1, 500) {
-            ops.push((BarOffset(ident::CONTROL.offset), ident::control::SOFT_RESET.put(1)));
+            ops.push((
+                BarOffset(ident::CONTROL.offset),
+                ident::control::SOFT_RESET.put(1),
+            ));
         }
         // Read-only and unmapped targets drop writes in both.
         if rng.random_ratio(1, 20) {
-            ops.push((BarOffset(offsets[rng.random_range(0..offsets.len())]), rng.random()));
+            ops.push((
+                BarOffset(offsets[rng.random_range(0..offsets.len())]),
+                rng.random(),
+            ));
         }
         for (o, v) in ops {
             rtl.write32(o, v).unwrap();
@@ -75,8 +91,14 @@ fn rtl_and_model_agree_on_random_register_traffic() {
             wait_idle(&mut rtl);
         }
         for &o in &offsets {
-            let (a, b) = (rtl.read32(BarOffset(o)).unwrap(), model.read32(BarOffset(o)).unwrap());
-            assert_eq!(a, b, "step {step}: register {o:#x} after command {code}: rtl {a:#x}, model {b:#x}");
+            let (a, b) = (
+                rtl.read32(BarOffset(o)).unwrap(),
+                model.read32(BarOffset(o)).unwrap(),
+            );
+            assert_eq!(
+                a, b,
+                "step {step}: register {o:#x} after command {code}: rtl {a:#x}, model {b:#x}"
+            );
         }
     }
 }
