@@ -7,6 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod core;
+pub mod daemon;
 pub mod device;
 pub mod sync;
-pub mod daemon;

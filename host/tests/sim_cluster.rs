@@ -20,7 +20,7 @@ fn assert_clean(label: &str, r: &SimReport) {
 fn seeds_and_sizes() {
     for (seed, nodes) in [(1u64, 2u16), (2, 3), (3, 5), (4, 8), (5, 3), (6, 4), (7, 6)] {
         let mut cfg = SimConfig::small(seed, nodes);
-        cfg.max_nodes = nodes.max(3).min(8);
+        cfg.max_nodes = nodes.clamp(3, 8);
         let mut sim = Sim::new(cfg);
         let r = sim.run(600, 150).clone();
         assert_clean(&format!("seed {seed} nodes {nodes}"), &r);

@@ -365,6 +365,49 @@ mod tests {
         }
 
         #[test]
+        fn any_sequence_of_policies_keeps_one_owner_per_id(
+            ops in proptest::collection::vec((0u8..6, 0u16..8, 0u32..4), 1..30),
+        ) {
+            let c = IdCount::new(128).unwrap();
+            let mut weights: BTreeMap<NodeId, u32> = (0..3).map(|i| (n(i), 1)).collect();
+            let mut a = even_split(c, &[n(0), n(1), n(2)]);
+            for (op, x, w) in ops {
+                let wv = |m: &BTreeMap<NodeId, u32>| m.iter().map(|(&k, &v)| (k, v)).collect::<Vec<_>>();
+                let before = a.clone();
+                a = match op {
+                    0 => { weights.remove(&n(x)); node_failure(&a, n(x), &wv(&weights)) }
+                    1 => { weights.insert(n(x), 1); node_join(&a, n(x), &wv(&weights)) }
+                    2 => { weights.insert(n(x), w); rebalance(&a, &wv(&weights)) }
+                    3 => { let b = drain(&a, n(x), &wv(&weights)); weights.insert(n(x), 0); b }
+                    4 => operator_move(&a, &[DistributionId(x * 16)], n(x)),
+                    _ => {
+                        let load: Vec<u64> = (0..128u64).map(|i| (i * 7 + u64::from(x)) % 13).collect();
+                        load_balance(&a, &load, &wv(&weights), 10, 4)
+                    }
+                };
+                prop_assert_eq!(a.epoch.0, before.epoch.0 + 1);
+                prop_assert_eq!(a.len(), 128);
+                // One owner per identifier: the per-node sets are disjoint and add up.
+                let mut seen = [0u8; 128];
+                for node in a.counts().keys() {
+                    for d in a.ids_of(*node) {
+                        seen[d.index()] += 1;
+                    }
+                }
+                prop_assert!(seen.iter().all(|&s| s <= 1));
+                let positive = weights.values().any(|&w| w > 0);
+                if op < 4 && positive {
+                    // Policies that follow the weights leave nothing unowned, and give nothing
+                    // to a node that is gone.
+                    prop_assert!(seen.iter().all(|&s| s == 1));
+                    for node in a.counts().keys() {
+                        prop_assert!(weights.get(node).copied().unwrap_or(0) > 0);
+                    }
+                }
+            }
+        }
+
+        #[test]
         fn operator_move_moves_only_what_it_names(
             ids in proptest::collection::vec(0u16..64, 0..10),
             to in 0u16..5,

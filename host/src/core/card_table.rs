@@ -12,7 +12,7 @@
 
 use super::common::IndexedEntries;
 use super::entry::{Action, ConnState, Entry, FlowKey, L4Proto};
-use super::ids::{DistributionId, IdCount};
+use super::ids::{DistributionId, IdCount, Millis};
 use super::node_table::{NodeSpecificTable, TableError, TableStats};
 use driver::{
     CamEntry, CamKey, Card, DidSet, DriverError, Flow, IpPrefix, ResultFlags, ResultWord,
@@ -264,6 +264,23 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
     fn stats(&self) -> TableStats {
         self.stats
     }
+    fn sync_hits(&mut self, now: Millis) {
+        let Ok(scan) = self.card.age() else {
+            self.errors += 1;
+            return;
+        };
+        for i in scan.active {
+            let key = self
+                .card
+                .read(i)
+                .ok()
+                .and_then(|d| d.key)
+                .and_then(|k| flow_key_of(&k));
+            if let Some(e) = key.and_then(|k| self.shadow.get_mut(&k)) {
+                e.last_seen = now;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -305,6 +322,17 @@ mod tests {
         assert!(t.remove(&entry(0, 0).key).is_some());
         assert_eq!(t.card().len(), 29);
         assert_eq!(t.device_errors(), 0);
+        // A data-path hit on the card refreshes the entry's idle clock.
+        let k2 = entry(6, 2).key;
+        t.card_mut()
+            .search(&cam_key(&k2).expect("cam key"))
+            .expect("search");
+        t.sync_hits(Millis(500));
+        assert_eq!(t.get(&k2).map(|e| e.last_seen), Some(Millis(500)));
+        assert_eq!(
+            t.get(&entry(7, 3).key).map(|e| e.last_seen),
+            Some(Millis(0))
+        );
         // Round trip of the key through the CAM layout.
         let d = t.card_mut().dump(None).expect("dump");
         for x in d {

@@ -675,6 +675,7 @@ impl<T: NodeSpecificTable> Node<T> {
     /// Clears entries idle beyond their timeout (the card's hit information drives
     /// `last_seen`), replicating the clears. Only the owner expires an entry. Returns how many.
     pub fn expire(&mut self, now: Millis) -> usize {
+        self.active.sync_hits(now);
         let t = self.cfg.timeouts;
         let expired: Vec<(FlowKey, DistributionId, u32)> = self
             .active
@@ -726,6 +727,17 @@ impl<T: NodeSpecificTable> Node<T> {
     pub fn update_sa(&mut self, s: SaState) {
         self.sa.insert(s.spi, s);
         self.broadcast(Event::SaState(s));
+    }
+
+    /// The outbound sequence number a node taking over an SA continues from: the replicated
+    /// next sequence number plus `margin` (updates sent inside the replication window are
+    /// covered by the margin, so a number is never reused: invariant 5). Records the jump and
+    /// replicates it. `None` if the SA's state was never replicated here.
+    pub fn take_over_sa(&mut self, spi: u32, margin: u64) -> Option<SaState> {
+        let mut s = *self.sa.get(&spi)?;
+        s.outbound_seq = s.outbound_seq.saturating_add(margin);
+        self.update_sa(s);
+        Some(s)
     }
 
     /// Queues digests of the identifiers this node owns (anti-entropy; invariant 3).
@@ -832,9 +844,18 @@ impl<T: NodeSpecificTable> Node<T> {
                 }
                 true
             }
-            Event::Snapshot { dist, entries, .. } => {
-                if self.owns(*dist) {
-                    false // The owner is the authority for its identifiers.
+            Event::Snapshot {
+                dist,
+                entries,
+                epoch,
+            } => {
+                if self.owns(*dist)
+                    || self.alloc.owner(*dist) != Some(m.sender)
+                    || *epoch != self.alloc.epoch
+                {
+                    // Only the current owner speaks for an identifier; a snapshot from anyone
+                    // else, or from another epoch, is stale (the next digest repairs).
+                    false
                 } else {
                     let mut entries = entries.clone();
                     for e in &mut entries {
@@ -1386,6 +1407,37 @@ mod tests {
         own.sender = NodeId(2);
         assert!(n2.apply_message(Millis(0), &own).is_err());
         assert_eq!(n2.common().len(), 1);
+    }
+
+    #[test]
+    fn sa_state_replicates_and_takeover_skips_ahead() {
+        let mut n1 = node(1);
+        let mut n2 = node(2);
+        let al = even_split(IdCount::new(16).unwrap(), &[NodeId(1)]);
+        n1.apply_allocation(Millis(0), &al).unwrap();
+        n2.apply_allocation(Millis(0), &al).unwrap();
+        let d = n1.install_sa(Millis(0), a(9), a(1), 0x1000);
+        let mut s = n1.sa_state(0x1000).unwrap();
+        s.outbound_seq = 5000;
+        n1.update_sa(s);
+        for o in n1.drain_outbox() {
+            n2.apply_message(Millis(1), &Message::decode(&o.message.encode()).unwrap())
+                .unwrap();
+        }
+        assert_eq!(n2.common().dist_len(d), 1);
+        let t = n2.take_over_sa(0x1000, 1 << 16).unwrap();
+        assert_eq!(t.outbound_seq, 5000 + (1 << 16));
+        assert!(n2.take_over_sa(0x2000, 1).is_none());
+        // ESP of the tunnel hits the SA entry on the owner; the IKE traffic shares the id.
+        let esp = build::udp(a(9), 4500, a(1), 4500, &0x1000u32.to_be_bytes()).unwrap();
+        assert_eq!(
+            n1.handle_packet(Millis(2), &esp),
+            Verdict::Accept {
+                action: Action::Tunnel,
+                created: false
+            }
+        );
+        assert_eq!(n1.distributor().for_ipsec_peers(a(1), a(9)), d);
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub trait NodeSpecificTable {
     fn stats(&self) -> TableStats;
     /// Periodic housekeeping (a tiered table promotes hot entries). Default: nothing.
     fn maintain(&mut self) {}
+    /// Folds hit information the device gathered on its own (a card's data-path hit bits)
+    /// into the entries' `last_seen`, so idle timeouts see traffic the host never saw.
+    /// Default: nothing (host-memory tables see every hit).
+    fn sync_hits(&mut self, _now: super::ids::Millis) {}
 }
 
 /// Host-memory node-specific table (claim 19). Unbounded unless built with a capacity.
@@ -357,6 +361,9 @@ impl<C: NodeSpecificTable> NodeSpecificTable for TieredTable<C> {
     fn maintain(&mut self) {
         let n = self.promote_batch;
         self.promote_hot(n);
+    }
+    fn sync_hits(&mut self, now: super::ids::Millis) {
+        self.card.sync_hits(now);
     }
 }
 
