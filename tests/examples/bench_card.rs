@@ -1,0 +1,307 @@
+//! Card benchmark: prints figures, asserts nothing about speed.
+//!
+//! ```text
+//! cargo run --release -p tests --features verilator --example bench_card
+//! ```
+//!
+//! * RTL data-path lookups per clock (`RtlCard::lookup_stream`).
+//! * RTL bus transactions (reads and writes, counted by a wrapping
+//!   [`RegIo`]) and clock cycles per driver operation: insert (the driver's
+//!   shadow picks the slot, one `WRITE`), insert by the card (`INSERT`),
+//!   overwrite, remove, search (hit and miss), flush by identifier set,
+//!   read, one aging group (`HIT_RC`).
+//! * Driver operations per second into the reference model (`ModelCard`):
+//!   inserts, searches, removes.
+//!
+//! The clock counts are exact for this RTL (they do not depend on the host);
+//! the per-second figures depend on the machine and the build profile.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use driver::{Action, CamEntry, CamKey, Card, DidSet, DistributionId, Flow, IpPrefix, ResultWord};
+use hal::{BarOffset, HalError, RegIo};
+use sim_bridge::model::ModelCard;
+use sim_bridge::verilator::{RtlCard, RTL_DEPTH};
+
+/// A [`RegIo`] that counts the bus transactions it forwards.
+struct Counting<R> {
+    inner: R,
+    reads: u64,
+    writes: u64,
+}
+
+impl<R: RegIo> RegIo for Counting<R> {
+    fn read32(&mut self, offset: BarOffset) -> Result<u32, HalError> {
+        self.reads += 1;
+        self.inner.read32(offset)
+    }
+    fn write32(&mut self, offset: BarOffset, value: u32) -> Result<(), HalError> {
+        self.writes += 1;
+        self.inner.write32(offset, value)
+    }
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn describe(&self) -> String {
+        format!("counting({})", self.inner.describe())
+    }
+    fn idle(&mut self) {
+        self.inner.idle();
+    }
+}
+
+/// A distinct TCP 5-tuple entry for each `i`.
+fn entry(i: u32) -> CamEntry {
+    let ip = |n: u32| IpPrefix::host(IpAddr::V4(Ipv4Addr::from(0x0A00_0000 | n)));
+    let key = CamKey::new(
+        Some(0),
+        Flow::Tcp {
+            src: ip(i),
+            dst: ip(i.wrapping_mul(7) ^ 0x55),
+            src_port: Some((i % 60_000) as u16 + 1024),
+            dst_port: Some(443),
+        },
+    );
+    CamEntry {
+        key,
+        did: DistributionId((i % 16) as u8),
+        result: ResultWord::new(Action::Accept),
+    }
+}
+
+/// Bus reads, bus writes and clocks per operation, averaged over `n` runs
+/// of `op(i)`.
+struct Cost {
+    reads: f64,
+    writes: f64,
+    clocks: f64,
+}
+
+fn measure(
+    card: &mut Card<Counting<RtlCard>>,
+    n: u32,
+    mut op: impl FnMut(&mut Card<Counting<RtlCard>>, u32),
+) -> Cost {
+    let r = card.regs_mut();
+    let (r0, w0, c0) = (r.reads, r.writes, r.inner.cycles());
+    for i in 0..n {
+        op(card, i);
+    }
+    let r = card.regs_mut();
+    let n = f64::from(n);
+    Cost {
+        reads: (r.reads - r0) as f64 / n,
+        writes: (r.writes - w0) as f64 / n,
+        clocks: (r.inner.cycles() - c0) as f64 / n,
+    }
+}
+
+fn row(name: &str, c: &Cost) {
+    println!(
+        "  {name:<34} {:>7.1} {:>7.1} {:>7.1} {:>8.1}",
+        c.reads,
+        c.writes,
+        c.reads + c.writes,
+        c.clocks
+    );
+}
+
+fn rtl_datapath() {
+    let mut card = Card::probe(RtlCard::with_depth(RTL_DEPTH).expect("RTL card")).expect("probe");
+    let n_entries = RTL_DEPTH / 2;
+    for i in 0..n_entries {
+        card.insert(&entry(i)).expect("insert");
+    }
+    let n: u32 = 100_000;
+    // Half the keys hit (entries 0..depth), half miss.
+    let keys: Vec<[u32; 10]> = (0..n)
+        .map(|i| entry(i % RTL_DEPTH).key.encode().expect("encode").key)
+        .collect();
+    let latency = card.info().cam.lookup_latency;
+    let rtl = card.regs_mut();
+    let c0 = rtl.cycles();
+    let t = Instant::now();
+    let answers = rtl.lookup_stream(&keys).expect("lookup_stream");
+    let wall = t.elapsed();
+    let clocks = rtl.cycles() - c0;
+    let hits = answers.iter().filter(|a| a.hit).count();
+    println!(
+        "RTL data-path port (depth {RTL_DEPTH}, {n_entries} entries, latency {latency} clocks)"
+    );
+    println!("  lookups                 {n} ({hits} hits)");
+    println!(
+        "  clocks                  {clocks} (= lookups + latency - 1: {})",
+        u64::from(n) + u64::from(latency) - 1 == clocks
+    );
+    println!(
+        "  lookups per clock       {:.4}",
+        f64::from(n) / clocks as f64
+    );
+    println!(
+        "  simulation speed        {:.0} clocks/s wall ({:.2?} for the stream)",
+        clocks as f64 / wall.as_secs_f64(),
+        wall
+    );
+    println!();
+}
+
+fn rtl_bus_costs() {
+    let rtl = RtlCard::with_depth(RTL_DEPTH).expect("RTL card");
+    let mut card = Card::probe(Counting {
+        inner: rtl,
+        reads: 0,
+        writes: 0,
+    })
+    .expect("probe");
+    let n = 256;
+    let base = 10_000;
+    println!("RTL bus transactions and clocks per driver operation (mean of {n}; table half full)");
+    println!(
+        "  {:<34} {:>7} {:>7} {:>7} {:>8}",
+        "operation", "reads", "writes", "total", "clocks"
+    );
+    // Background: half the table.
+    for i in 0..RTL_DEPTH / 2 {
+        card.insert(&entry(base + i)).expect("insert");
+    }
+    let c = measure(&mut card, n, |c, i| {
+        c.insert(&entry(i)).expect("insert");
+    });
+    row("insert (shadow slot, WRITE)", &c);
+    let c = measure(&mut card, n, |c, i| {
+        let mut e = entry(i);
+        e.result = ResultWord::new(Action::Drop);
+        c.overwrite(&e).expect("overwrite");
+    });
+    row("overwrite (WRITE in place)", &c);
+    let c = measure(&mut card, n, |c, i| {
+        c.search(&entry(i).key).expect("search").expect("hit");
+    });
+    row("search, hit", &c);
+    let c = measure(&mut card, n, |c, i| {
+        let miss = entry(100_000 + i).key;
+        assert!(c.search(&miss).expect("search").is_none());
+    });
+    row("search, miss", &c);
+    let c = measure(&mut card, n, |c, i| {
+        c.read(driver::CamIndex(i)).expect("read");
+    });
+    row("read (READ + 21 register reads)", &c);
+    let c = measure(&mut card, n, |c, i| {
+        c.remove(&entry(i).key).expect("remove").expect("present");
+    });
+    row("remove (INVALIDATE)", &c);
+    let c = measure(&mut card, n, |c, i| {
+        c.insert_by_card(&entry(i)).expect("insert_by_card");
+    });
+    row("insert by the card (INSERT)", &c);
+    let c = measure(&mut card, n, |c, i| {
+        let mut s = DidSet::new();
+        s.insert(DistributionId((i % 16) as u8));
+        c.flush_dids(&s).expect("flush");
+    });
+    row("flush_dids, one identifier", &c);
+    let c = measure(&mut card, 16, |c, _| {
+        c.flush_dids(&DidSet::all()).expect("flush");
+    });
+    row("flush_dids, all 256 identifiers", &c);
+    // Aging over a full table: every 32-entry group is scanned.
+    for i in 0..RTL_DEPTH {
+        card.insert(&entry(i)).expect("insert");
+    }
+    let groups = RTL_DEPTH.div_ceil(32);
+    let c = measure(&mut card, 8, |c, _| {
+        c.age().expect("age");
+    });
+    let per_group = Cost {
+        reads: c.reads / f64::from(groups),
+        writes: c.writes / f64::from(groups),
+        clocks: c.clocks / f64::from(groups),
+    };
+    row("age, per 32-entry group (HIT_RC)", &per_group);
+    println!();
+}
+
+/// Run `op` in batches until `min` has passed; returns operations per second.
+fn rate(min: Duration, mut batch: impl FnMut() -> u64) -> f64 {
+    let t = Instant::now();
+    let mut n = 0;
+    while t.elapsed() < min {
+        n += batch();
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+fn model_rates() {
+    let depth = RTL_DEPTH;
+    let mut card = Card::probe(ModelCard::with_depth(depth).expect("model")).expect("probe");
+    let entries: Vec<CamEntry> = (0..depth).map(entry).collect();
+    let min = Duration::from_secs(1);
+    println!(
+        "Driver into the reference model (depth {depth}), {} build",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    let inserts = rate(min, || {
+        card.flush_all().expect("flush");
+        for e in &entries {
+            card.insert(e).expect("insert");
+        }
+        u64::from(depth)
+    });
+    println!("  inserts/s (empty to full)        {inserts:>12.0}");
+    let by_card = rate(min, || {
+        card.flush_all().expect("flush");
+        for e in &entries {
+            card.insert_by_card(e).expect("insert");
+        }
+        u64::from(depth)
+    });
+    println!("  inserts/s by the card (INSERT)   {by_card:>12.0}");
+    let searches = rate(min, || {
+        for e in &entries {
+            card.search(&e.key).expect("search").expect("hit");
+        }
+        u64::from(depth)
+    });
+    println!("  searches/s (full table, hits)    {searches:>12.0}");
+    let misses = rate(min, || {
+        for i in 0..depth {
+            assert!(card
+                .search(&entry(depth + i).key)
+                .expect("search")
+                .is_none());
+        }
+        u64::from(depth)
+    });
+    println!("  searches/s (full table, misses)  {misses:>12.0}");
+    let removes = rate(min, || {
+        for e in &entries {
+            card.remove(&e.key).expect("remove").expect("present");
+        }
+        for e in &entries {
+            card.insert(e).expect("insert");
+        }
+        u64::from(depth)
+    });
+    println!("  remove+insert pairs/s            {removes:>12.0}");
+}
+
+fn main() {
+    println!(
+        "bench_card: {}",
+        if cfg!(debug_assertions) {
+            "debug build"
+        } else {
+            "release build"
+        }
+    );
+    println!();
+    rtl_datapath();
+    rtl_bus_costs();
+    model_rates();
+}
