@@ -268,15 +268,22 @@ int32_t sim_axi_read(SimCard* c, uint32_t addr, uint32_t* data, uint32_t* resp) 
 
 // Push `n` keys (10 words each, word 0 = key bits 31:0) into the data-path
 // port, one per clock, and collect the `n` answers into `out` in order.
-int32_t sim_lookup(SimCard* c, const uint32_t* keys, size_t n, SimLookup* out) {
+// If `write_at` >= 0, an AXI write of `wdata` to `waddr` is also offered on
+// the clock with that index (counting from 0 at the first key), so tests can
+// run a command while lookups stream; its response is taken and dropped.
+int32_t sim_lookup_with_write(SimCard* c, const uint32_t* keys, size_t n, SimLookup* out,
+                              int64_t write_at, uint32_t waddr, uint32_t wdata) {
     return guarded(c, [&]() -> int32_t {
         Vcard_top* t = c->top.get();
         c->idle_inputs();
         size_t sent = 0;
         size_t got = 0;
+        bool write_pending = write_at >= 0;
+        bool write_open = false;  // address/data offered, not yet accepted
         // Longest the pipeline may take beyond one key per clock.
-        const uint64_t limit = static_cast<uint64_t>(n) + 64;
-        for (uint64_t clk = 0; got < n; ++clk) {
+        const uint64_t limit = static_cast<uint64_t>(n) + 64
+                               + (write_at > 0 ? static_cast<uint64_t>(write_at) : 0);
+        for (uint64_t clk = 0; got < n || write_pending; ++clk) {
             if (clk >= limit) {
                 c->error = "the data-path port returned " + std::to_string(got) + " of "
                            + std::to_string(n) + " answers within " + std::to_string(limit)
@@ -291,8 +298,29 @@ int32_t sim_lookup(SimCard* c, const uint32_t* keys, size_t n, SimLookup* out) {
             } else {
                 t->dp_valid = 0;
             }
+            if (write_pending && !write_open && clk == static_cast<uint64_t>(write_at)) {
+                t->s_axi_awaddr = static_cast<uint16_t>(waddr);
+                t->s_axi_wdata = wdata;
+                t->s_axi_wstrb = 0xF;
+                t->s_axi_awvalid = 1;
+                t->s_axi_wvalid = 1;
+                t->s_axi_bready = 1;
+                write_open = true;
+            }
+            c->settle();
+            const bool fire = write_open && t->s_axi_awready && t->s_axi_wready;
+            const bool bdone = write_pending && !write_open && t->s_axi_bvalid;
             c->tick();
-            if (t->dp_out_valid) {
+            if (fire) {
+                t->s_axi_awvalid = 0;
+                t->s_axi_wvalid = 0;
+                write_open = false;
+            }
+            if (bdone) {
+                t->s_axi_bready = 0;
+                write_pending = false;
+            }
+            if (t->dp_out_valid && got < n) {
                 out[got].hit = t->dp_hit;
                 out[got].index = t->dp_index;
                 out[got].result = t->dp_result;
@@ -303,6 +331,10 @@ int32_t sim_lookup(SimCard* c, const uint32_t* keys, size_t n, SimLookup* out) {
         c->idle_inputs();
         return SIM_OK;
     });
+}
+
+int32_t sim_lookup(SimCard* c, const uint32_t* keys, size_t n, SimLookup* out) {
+    return sim_lookup_with_write(c, keys, n, out, -1, 0, 0);
 }
 
 uint64_t sim_cycles(const SimCard* c) { return c->cycles; }

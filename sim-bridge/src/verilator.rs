@@ -65,7 +65,15 @@ mod ffi {
         pub fn sim_tick(c: *mut SimCard, clocks: u64) -> i32;
         pub fn sim_axi_write(c: *mut SimCard, addr: u32, data: u32, resp: *mut u32) -> i32;
         pub fn sim_axi_read(c: *mut SimCard, addr: u32, data: *mut u32, resp: *mut u32) -> i32;
-        pub fn sim_lookup(c: *mut SimCard, keys: *const u32, n: usize, out: *mut SimLookup) -> i32;
+        pub fn sim_lookup_with_write(
+            c: *mut SimCard,
+            keys: *const u32,
+            n: usize,
+            out: *mut SimLookup,
+            write_at: i64,
+            waddr: u32,
+            wdata: u32,
+        ) -> i32;
         pub fn sim_cycles(c: *const SimCard) -> u64;
         pub fn sim_rtl_depth() -> u32;
         pub fn sim_last_error(c: *const SimCard, buf: *mut c_char, len: usize);
@@ -205,16 +213,48 @@ impl RtlCard {
     /// [`HalError::SimulatorStopped`] when the simulator has stopped;
     /// [`HalError::Bus`] when the port does not answer in time.
     pub fn lookup_stream(&mut self, keys: &[[u32; KW]]) -> Result<Vec<LookupResult>, HalError> {
+        self.stream(keys, None)
+    }
+
+    /// As [`RtlCard::lookup_stream`], and also offer the register write
+    /// `value` -> `offset` on the bus on clock `at_clock` of the stream (0 is
+    /// the clock that samples the first key). The slave accepts it on that
+    /// clock, so a test can start a command while lookups flow and see which
+    /// keys met the table before and after the command's change.
+    ///
+    /// # Errors
+    /// As for [`RtlCard::lookup_stream`], and [`HalError::Misaligned`] or
+    /// [`HalError::OutOfBounds`] for a bad `offset`.
+    pub fn lookup_stream_with_write(
+        &mut self,
+        keys: &[[u32; KW]],
+        at_clock: u32,
+        offset: BarOffset,
+        value: u32,
+    ) -> Result<Vec<LookupResult>, HalError> {
+        check_access(offset, self.size())?;
+        self.stream(keys, Some((at_clock, offset, value)))
+    }
+
+    fn stream(
+        &mut self,
+        keys: &[[u32; KW]],
+        write: Option<(u32, BarOffset, u32)>,
+    ) -> Result<Vec<LookupResult>, HalError> {
         let mut out = vec![ffi::SimLookup::default(); keys.len()];
+        let (at, addr, data) = write.map_or((-1, 0, 0), |(at, o, v)| (i64::from(at), o.raw(), v));
         // SAFETY: `[[u32; 10]]` is laid out as `10 * keys.len()` consecutive
         // u32, which is what the shim reads; `out` has room for `keys.len()`
         // answers; `raw` is a live instance owned by `self`.
         let st = unsafe {
-            ffi::sim_lookup(
+            ffi::sim_lookup_with_write(
                 self.raw.as_ptr(),
                 keys.as_ptr().cast::<u32>(),
                 keys.len(),
                 out.as_mut_ptr(),
+                at,
+                addr,
+                data,
             )
         };
         self.check(st, BarOffset(cam::BASE))?;

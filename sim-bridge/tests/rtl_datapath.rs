@@ -165,3 +165,83 @@ fn data_path_hits_set_hit_bits_and_empty_table_misses() {
     run(&mut r, cmd::INVALIDATE);
     assert_eq!(r.lookup_stream(&[k]).unwrap()[0].index, 70);
 }
+
+/// The clock (counted from the first key) on which a command whose CMD write
+/// is accepted on clock `at` changes the table: start, VEC, ENC, COMMIT.
+fn commit_clock(at: usize) -> usize {
+    at + 4
+}
+
+#[test]
+fn lookups_see_the_table_as_it_stood_when_they_entered() {
+    let mut r = RtlCard::new().unwrap();
+    let k = [0x42; 10];
+    write_entry(
+        &mut r,
+        0,
+        &Entry {
+            key: k,
+            mask: [u32::MAX; 10],
+            result: 0x77,
+            did: 3,
+        },
+    );
+    // INVALIDATE entry 0 (INDEX is 0) while 20 lookups of its key stream by.
+    let at = 5;
+    let got = r
+        .lookup_stream_with_write(&[k; 20], at as u32, c(cam::CMD.offset), cmd::INVALIDATE)
+        .unwrap();
+    let hits: Vec<bool> = got.iter().map(|g| g.hit).collect();
+    // Keys sampled up to and including the commit clock read the old table.
+    let n_hit = commit_clock(at) + 1;
+    assert!(hits[..n_hit].iter().all(|&h| h), "{hits:?}");
+    assert!(hits[n_hit..].iter().all(|&h| !h), "{hits:?}");
+    assert_eq!(
+        got[0],
+        LookupResult {
+            hit: true,
+            index: 0,
+            result: 0x77,
+            did: 3
+        }
+    );
+    assert_eq!(rd(&mut r, cam::DP_HITS.offset), n_hit as u32);
+    assert_eq!(rd(&mut r, cam::STATUS.offset), status::DONE.put(1));
+    // The hit the last old-table key set on the commit clock is cleared by
+    // the invalidate, which comes after it.
+    assert_eq!(run(&mut r, cmd::READ), status::DONE.put(1));
+}
+
+#[test]
+fn a_hit_on_the_hit_rc_clock_is_kept() {
+    let mut r = RtlCard::new().unwrap();
+    let k = [7; 10];
+    write_entry(
+        &mut r,
+        0,
+        &Entry {
+            key: k,
+            mask: [u32::MAX; 10],
+            result: 1,
+            did: 1,
+        },
+    );
+    // HIT_RC of entries 0..31 commits on the clock that samples the last key.
+    let at = 3;
+    let got = r
+        .lookup_stream_with_write(&[k; 8], at as u32, c(cam::CMD.offset), cmd::HIT_RC)
+        .unwrap();
+    assert_eq!(got.len(), commit_clock(at) + 1);
+    assert!(got.iter().all(|g| g.hit));
+    assert_eq!(rd(&mut r, cam::HITS.offset), 1, "earlier hits were read");
+    // Read-and-clear came first, then the last key's hit set the bit again.
+    assert_eq!(
+        run(&mut r, cmd::READ),
+        status::DONE.put(1) | status::VALID.put(1) | status::HIT.put(1)
+    );
+    wr(&mut r, cam::INDEX.offset, 0);
+    run(&mut r, cmd::HIT_RC);
+    assert_eq!(rd(&mut r, cam::HITS.offset), 1);
+    run(&mut r, cmd::HIT_RC);
+    assert_eq!(rd(&mut r, cam::HITS.offset), 0);
+}

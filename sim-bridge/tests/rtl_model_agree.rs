@@ -34,6 +34,7 @@ fn rtl_and_model_agree_on_random_register_traffic() {
     let mut rng = SmallRng::seed_from_u64(0x5eed);
     let offsets = cam_offsets();
     let c = |o: u32| BarOffset(cam::BASE + o);
+    let (mut dp_hits, mut matches) = (0u32, 0u32);
     for step in 0..3000u32 {
         let mut ops: Vec<(BarOffset, u32)> = Vec::new();
         // Stage a few registers from a small alphabet so searches hit.
@@ -90,6 +91,33 @@ fn rtl_and_model_agree_on_random_register_traffic() {
             model.write32(o, v).unwrap();
             wait_idle(&mut rtl);
         }
+        // Now and then a burst on the data-path port (the model's
+        // equivalent has no pipeline): same answers, hit bits, counters.
+        if rng.random_ratio(1, 10) {
+            let keys: Vec<[u32; 10]> = (0..rng.random_range(1..20))
+                .map(|_| std::array::from_fn(|_| rng.random_range(0..3)))
+                .collect();
+            let got = rtl.lookup_stream(&keys).unwrap();
+            for (k, g) in keys.iter().zip(&got) {
+                let want = model.dp_lookup(k);
+                dp_hits += u32::from(want.is_some());
+                assert_eq!(
+                    g.hit,
+                    want.is_some(),
+                    "step {step}: data-path hit for {k:x?}"
+                );
+                if let Some(w) = want {
+                    assert_eq!(
+                        (g.index, g.result, g.did),
+                        (w.index, w.result, w.did),
+                        "step {step}"
+                    );
+                }
+            }
+        }
+        if code == cmd::SEARCH {
+            matches += status::MATCH.get(model.read32(c(cam::STATUS.offset)).unwrap());
+        }
         for &o in &offsets {
             let (a, b) = (
                 rtl.read32(BarOffset(o)).unwrap(),
@@ -101,4 +129,8 @@ fn rtl_and_model_agree_on_random_register_traffic() {
             );
         }
     }
+    assert!(
+        dp_hits > 100 && matches > 50,
+        "the traffic should hit: {dp_hits} data-path hits, {matches} search matches"
+    );
 }
