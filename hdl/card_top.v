@@ -16,8 +16,9 @@
 // Soft reset (IDENT.CONTROL.SOFT_RESET) takes effect one clock after the write
 // is accepted and clears every register but the bus handshake state.
 //
-// A CAM command is BUSY from the edge that accepts the CMD write until six
-// clocks later (one to start the engine, five in tcam.v).
+// A CAM command is BUSY from the edge that accepts the CMD write (a) until
+// edge a+6: the start register (a), the engine in tcam.v (a+1 .. a+5, the
+// table changing on a+4) and the STATUS update (a+6).
 //
 // In simulation (not under SYNTHESIS) an unaligned bus address stops the
 // simulator ($stop): no conforming master sends one.

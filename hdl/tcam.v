@@ -10,11 +10,11 @@
 // Management side (one command at a time, see hdl/CARD.md for the meaning of
 // each code): pulse op_start with op_code; the op_* argument inputs must hold
 // still until op_done (card_top drops staging writes while a command runs).
-// A command takes five clocks from the op_start edge to the op_done edge:
-//   VEC    per-entry vector: match (SEARCH), free (INSERT), flush (FLUSH_DID)
-//   ENC    priority encoder: lowest set index of that vector
-//   COMMIT the table changes in one edge; the o_* outputs are loaded
-//   COUNT  occupancy := number of valid entries; op_done pulses
+// With op_start sampled on edge t, the stages run on the edges after it:
+//   t+1 VEC    per-entry vector: match (SEARCH), free (INSERT), flush (FLUSH_DID)
+//   t+2 ENC    priority encoder: lowest set index of that vector
+//   t+3 COMMIT the table changes on this one edge; the o_* outputs are loaded
+//   t+4 COUNT  occupancy := number of valid entries; op_done is high after it
 //
 // Data-path side: one key per clock on dp_valid/dp_key. The key is compared
 // against the whole table on the edge that samples it (so it sees the table as
