@@ -3,9 +3,10 @@
 
 use host::core::entry::Endpoint;
 use host::core::node::{Mode, Verdict};
+use host::core::node_table::NodeSpecificTable;
 use host::core::packet::{build, TcpFlags};
 use host::core::pcap::{self, LinkType, PcapPacket};
-use host::core::sim::{Sim, SimConfig, SimReport};
+use host::core::sim::{Sim, SimCardKind, SimConfig, SimReport};
 use std::net::{IpAddr, Ipv4Addr};
 
 fn assert_clean(label: &str, r: &SimReport) {
@@ -179,4 +180,30 @@ fn pcap_replay() {
         .max()
         .unwrap_or(0);
     assert_eq!(entries, 40, "20 TCP + 20 UDP entries replicated everywhere");
+}
+
+#[test]
+fn on_the_reference_model_card() {
+    // The node-specific tables are CardTables over the reference-model card (register-level
+    // commands through the driver), with the software overflow behind them.
+    let mut cfg = SimConfig::small(21, 3);
+    cfg.model_card = true;
+    cfg.card_capacity = 32;
+    let mut sim = Sim::new(cfg);
+    let r = sim.run(200, 100).clone();
+    assert_clean("model card", &r);
+    assert!(r.card_overflows > 0);
+    for n in sim.nodes().values() {
+        match n.node_table().card() {
+            SimCardKind::Model(t) => {
+                assert!(t.card().len() <= 32);
+                assert_eq!(
+                    t.card().len(),
+                    t.len(),
+                    "driver shadow and card table agree"
+                );
+            }
+            SimCardKind::Trait(_) => panic!("expected the model card"),
+        }
+    }
 }

@@ -11,20 +11,80 @@
 //! traffic goes over the faulty network.
 
 use super::alloc_policy::{self, Allocation};
+use super::card_table::CardTable;
 use super::distribution::ClusterSecret;
+use super::entry::Entry;
 use super::entry::{Endpoint, FlowKey, L4Proto};
 use super::events::{Event, Message};
 use super::ids::{DistributionId, IdCount, Millis, NodeId};
 use super::node::{Destination, DropReason, Mode, Node, NodeConfig, Outgoing, Timeouts, Verdict};
-use super::node_table::{NodeSpecificTable, SimCard, TieredTable};
+use super::node_table::{NodeSpecificTable, SimCard, TableError, TableStats, TieredTable};
 use super::packet::{build, parse_packet, Framing, TcpFlags};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use sim_bridge::model::ModelCard;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The node-specific table of simulated nodes: a small card with a software overflow.
-pub type SimTable = TieredTable<SimCard>;
+pub type SimTable = TieredTable<SimCardKind>;
+
+/// The card of a simulated node: the trait-level stand-in, or the reference-model card driven
+/// register by register through `driver::Card`.
+pub enum SimCardKind {
+    /// [`SimCard`]: fast, counts commands.
+    Trait(SimCard),
+    /// [`CardTable`] over the reference-model card.
+    Model(CardTable<ModelCard>),
+}
+
+macro_rules! both {
+    ($self:ident, $c:ident => $e:expr) => {
+        match $self {
+            SimCardKind::Trait($c) => $e,
+            SimCardKind::Model($c) => $e,
+        }
+    };
+}
+
+impl NodeSpecificTable for SimCardKind {
+    fn capacity(&self) -> Option<usize> {
+        both!(self, c => c.capacity())
+    }
+    fn len(&self) -> usize {
+        both!(self, c => c.len())
+    }
+    fn insert(&mut self, entry: Entry) -> Result<(), TableError> {
+        both!(self, c => c.insert(entry))
+    }
+    fn lookup(&mut self, key: &FlowKey) -> Option<&mut Entry> {
+        both!(self, c => c.lookup(key))
+    }
+    fn get(&self, key: &FlowKey) -> Option<&Entry> {
+        both!(self, c => c.get(key))
+    }
+    fn remove(&mut self, key: &FlowKey) -> Option<Entry> {
+        both!(self, c => c.remove(key))
+    }
+    fn flush_dist(&mut self, dist: DistributionId) -> usize {
+        both!(self, c => c.flush_dist(dist))
+    }
+    fn dist_len(&self, dist: DistributionId) -> usize {
+        both!(self, c => c.dist_len(dist))
+    }
+    fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
+        both!(self, c => c.entries())
+    }
+    fn clear_all(&mut self) {
+        both!(self, c => c.clear_all())
+    }
+    fn stats(&self) -> TableStats {
+        both!(self, c => c.stats())
+    }
+    fn sync_hits(&mut self, now: Millis) {
+        both!(self, c => c.sync_hits(now))
+    }
+}
 
 /// Simulation parameters.
 #[derive(Clone, Debug)]
@@ -39,6 +99,8 @@ pub struct SimConfig {
     pub count: IdCount,
     /// Card capacity (entries) per node.
     pub card_capacity: usize,
+    /// Use the reference-model card through the driver instead of the trait-level stand-in.
+    pub model_card: bool,
     /// Probability a message is lost.
     pub loss: f64,
     /// Probability a message is delivered twice.
@@ -75,6 +137,7 @@ impl SimConfig {
             max_nodes: nodes.max(2) + 1,
             count: IdCount::new(64).unwrap_or_default(),
             card_capacity: 48,
+            model_card: false,
             loss: 0.05,
             duplicate: 0.03,
             min_delay_ms: 1,
@@ -254,10 +317,23 @@ impl Sim {
         c.mode = self.cfg.mode;
         c.timeouts = self.cfg.timeouts;
         c.framing = Framing::Ip;
-        let table = TieredTable::new(
-            SimCard::new(self.cfg.count, self.cfg.card_capacity),
-            self.cfg.count,
-        );
+        let card = if self.cfg.model_card {
+            let model = ModelCard::with_depth(self.cfg.card_capacity.clamp(1, 1 << 20) as u32);
+            match model
+                .ok()
+                .and_then(|m| driver::Card::probe(m).ok())
+                .and_then(|c| CardTable::new(c, self.cfg.count).ok())
+            {
+                Some(t) => SimCardKind::Model(t),
+                None => {
+                    self.violation(format!("{n}: the model card did not come up"));
+                    SimCardKind::Trait(SimCard::new(self.cfg.count, self.cfg.card_capacity))
+                }
+            }
+        } else {
+            SimCardKind::Trait(SimCard::new(self.cfg.count, self.cfg.card_capacity))
+        };
+        let table = TieredTable::new(card, self.cfg.count);
         let mut node = Node::new(c, table);
         if self.alloc.epoch.0 > 0 {
             // Learn the current allocation (owning nothing yet).
