@@ -35,7 +35,7 @@ pub enum SimCardKind {
     /// [`SimCard`]: fast, counts commands.
     Trait(SimCard),
     /// [`CardTable`] over the reference-model card.
-    Model(CardTable<ModelCard>),
+    Model(Box<CardTable<ModelCard>>),
 }
 
 macro_rules! both {
@@ -324,7 +324,7 @@ impl Sim {
                 .and_then(|m| driver::Card::probe(m).ok())
                 .and_then(|c| CardTable::new(c, self.cfg.count).ok())
             {
-                Some(t) => SimCardKind::Model(t),
+                Some(t) => SimCardKind::Model(Box::new(t)),
                 None => {
                     self.violation(format!("{n}: the model card did not come up"));
                     SimCardKind::Trait(SimCard::new(self.cfg.count, self.cfg.card_capacity))
