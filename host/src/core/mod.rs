@@ -18,16 +18,20 @@
 //!
 //! Tables: [`CommonTable`] ([`common`], O(1) upsert/clear, O(k) `select(dist)`, per-identifier
 //! digests), the [`NodeSpecificTable`] trait ([`node_table`]) with [`SoftwareTable`] (claim 19),
-//! [`SimCard`] (small-capacity card stand-in) and [`TieredTable`] (card + software overflow, hot
-//! entries promoted into the card), and `CardTable` ([`card_table`]) on `driver::Card<R>`.
+//! [`SimCard`] (small-capacity card stand-in), [`CardTable`] ([`card_table`], the card through
+//! `driver::Card<R>`: one `FLUSH_DID` per lost identifier, hit bits feed idle timeouts through
+//! `sync_hits`) and [`TieredTable`] (card + software overflow: a full CAM loses nothing, hot
+//! entries are promoted into the card by `maintain`).
 //!
 //! Packets ([`packet`]): [`parse_packet`]`(bytes, Framing) -> Result<ParsedPacket, ParseError>`.
 //! Rules ([`rules`]): [`RuleSet::parse`]`(text)`; first match wins; format in `docs/rules.md`.
 //!
 //! Events ([`events`]): [`Message`] `{ sender, incarnation, seq, event }` with
-//! [`Message::encode`] / [`Message::decode`] (strict, never panics; an IPv4 TCP add is about 40
+//! [`Message::encode`] / [`Message::decode`] (strict, never panics; an IPv4 TCP add is 35-40
 //! bytes). [`Event`]: `Add`, `Update`, `Clear`, `SaState`, `Snapshot`, `Digest`,
-//! `RepairRequest`.
+//! `RepairRequest`. `seq` counts a sender's broadcasts from 1 (0 = unsequenced, addressed);
+//! receivers drop duplicates and count gaps; versions make re-application harmless; digests,
+//! repair requests and snapshots (from the current owner only) repair whatever was lost.
 //!
 //! The node ([`node`]): [`Node<T: NodeSpecificTable>`](Node):
 //! - `Node::new(NodeConfig, table)`;
@@ -38,13 +42,19 @@
 //!   `finish_reallocation(epoch)` (flip, flush lost ids: break), or `apply_allocation` for both;
 //!   `handover_snapshots(&Allocation)` queues snapshots of the ids this node is about to lose;
 //! - `select(dist)` (entries of one identifier from the common table), `expire(now)` (idle/close),
-//!   `queue_digest()` (anti-entropy), `install_sa` / `update_sa` (SA state events),
-//!   `stats()`, `common()`, `node_table()`, `allocation()`, `owns(dist)`.
+//!   `queue_digest()` (anti-entropy), `request_sync()` (a joining node fills its common table),
+//!   `install_sa` / `update_sa` / `take_over_sa` / `sa_state` (SA state events, invariant 5),
+//!   `check_tables()` (invariant 2), `stats()`, `common()`, `node_table()`, `allocation()`,
+//!   `owns(dist)`.
 //! - [`Mode::PriorArt`] makes every node's active table hold every entry (figure 1B baseline).
 //!
 //! Allocation ([`alloc_policy`], pure functions): [`Allocation`], `even_split`, `rebalance`
 //! (failure, join, weights, drain), `load_balance` (per-id load, hysteresis), `operator_move`.
 //! Reallocation planning ([`realloc`]): `plan(old, new, node) -> ReallocPlan { gained, lost }`.
+//!
+//! Simulation ([`sim`]): `Sim::new(SimConfig::small(seed, nodes))`, `step`, `run(steps,
+//! settle_every)`, `crash`, `join`, `rebalance`, `reallocate`, `settle`, `inject_packet`,
+//! `report() -> SimReport`. Captures: [`pcap`] `read` / `write`.
 
 pub mod alloc_policy;
 pub mod card_table;
