@@ -129,6 +129,10 @@ fn one_lookup_per_clock_at_fixed_latency() {
 #[test]
 fn data_path_hits_set_hit_bits_and_empty_table_misses() {
     let mut r = RtlCard::new().unwrap();
+    // Two entries with the same key; `a` is the lower one, in hit word 1 when
+    // the depth allows.
+    let a = 33.min(RTL_DEPTH - 2);
+    let b = (a + 37).min(RTL_DEPTH - 1);
     let k = [0x1111_2222; 10];
     assert_eq!(r.lookup_stream(&[k]).unwrap()[0], LookupResult::default());
     let e = Entry {
@@ -137,33 +141,32 @@ fn data_path_hits_set_hit_bits_and_empty_table_misses() {
         result: 0xAB,
         did: 0xCD,
     };
-    write_entry(&mut r, 33, &e);
-    write_entry(&mut r, 70, &e);
+    write_entry(&mut r, a, &e);
+    write_entry(&mut r, b, &e);
     let got = r.lookup_stream(&[k, [0; 10], k]).unwrap();
     assert_eq!(
         got[0],
         LookupResult {
             hit: true,
-            index: 33,
+            index: a,
             result: 0xAB,
             did: 0xCD
         }
     );
     assert!(!got[1].hit);
     assert_eq!(got[2], got[0]);
-    // HIT_RC of entries 32..63: only entry 33 was hit.
-    wr(&mut r, cam::INDEX.offset, 1);
+    // HIT_RC of a's hit word: only a was hit.
+    wr(&mut r, cam::INDEX.offset, a / 32);
     assert_eq!(run(&mut r, cmd::HIT_RC), status::DONE.put(1));
-    assert_eq!(rd(&mut r, cam::HITS.offset), 0b10);
-    wr(&mut r, cam::INDEX.offset, 2);
+    assert_eq!(rd(&mut r, cam::HITS.offset), 1 << (a % 32));
     run(&mut r, cmd::HIT_RC);
     assert_eq!(rd(&mut r, cam::HITS.offset), 0);
     assert_eq!(rd(&mut r, cam::DP_LOOKUPS.offset), 4);
     assert_eq!(rd(&mut r, cam::DP_HITS.offset), 2);
-    // Invalidate 33: the data path now finds 70.
-    wr(&mut r, cam::INDEX.offset, 33);
+    // Invalidate a: the data path now finds b.
+    wr(&mut r, cam::INDEX.offset, a);
     run(&mut r, cmd::INVALIDATE);
-    assert_eq!(r.lookup_stream(&[k]).unwrap()[0].index, 70);
+    assert_eq!(r.lookup_stream(&[k]).unwrap()[0].index, b);
 }
 
 /// The clock (counted from the first key) on which a command whose CMD write
