@@ -37,7 +37,8 @@ pub struct DemoArgs {
     /// Seconds of traffic.
     #[arg(long, default_value_t = 8.0)]
     pub duration: f64,
-    /// SIGKILL node NODE at SECONDS after traffic starts (repeatable).
+    /// SIGKILL node NODE (or `leader`: whichever node leads then) at SECONDS after traffic
+    /// starts (repeatable).
     #[arg(long = "kill", value_name = "NODE@SECONDS")]
     pub kill: Vec<String>,
     /// Start node NODE (an id above --nodes) at SECONDS; it joins as a non-voting member.
@@ -78,6 +79,7 @@ pub struct DemoArgs {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Action {
     Kill(NodeId),
+    KillLeader,
     Join(NodeId),
     Restart(NodeId),
     Rebalance,
@@ -121,6 +123,11 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     }
     let mut schedule: Vec<(f64, Action)> = Vec::new();
     for k in &args.kill {
+        if let Some(t) = k.strip_prefix("leader@") {
+            let (_, t) = parse_at(&format!("1@{t}"), "kill")?;
+            schedule.push((t, Action::KillLeader));
+            continue;
+        }
         let (n, t) = parse_at(k, "kill")?;
         schedule.push((t, Action::Kill(n)));
     }
@@ -267,7 +274,15 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             let (_, action) = schedule[next];
             next += 1;
             let t_ms = el.as_millis() as u64;
+            let action = match action {
+                Action::KillLeader => match cluster.leader().await {
+                    Some(l) => Action::Kill(l),
+                    None => continue,
+                },
+                a => a,
+            };
             match action {
+                Action::KillLeader => {}
                 Action::Kill(n) => {
                     let now_unix = unix_ms();
                     if cluster.kill(n) {
@@ -423,9 +438,20 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     let mut takeovers = Vec::new();
     for (node, t_ms, kill_unix) in &kills {
         let mut by_epoch: BTreeMap<u64, u64> = BTreeMap::new();
-        for recs in applied.values() {
+        // epochs applied before the kill (a restarted node replays old epochs: not takeovers)
+        let before = applied
+            .values()
+            .flatten()
+            .filter(|r| vu(&r["at_unix_ms"]) < *kill_unix)
+            .map(|r| vu(&r["epoch"]))
+            .max()
+            .unwrap_or(0);
+        for (id, recs) in &applied {
+            if id == node {
+                continue;
+            }
             for r in recs {
-                if vu(&r["at_unix_ms"]) >= *kill_unix && vu(&r["gained"]) > 0 {
+                if vu(&r["epoch"]) > before && vu(&r["gained"]) > 0 {
                     let e = by_epoch.entry(vu(&r["epoch"])).or_insert(0);
                     *e = (*e).max(vu(&r["at_unix_ms"]));
                 }
@@ -458,11 +484,18 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         e.0 = e.0.min(at);
         e.1 = e.1.max(at);
     }
-    for (lo, hi) in epoch_times.values() {
-        if *hi >= t0_unix {
+    // an epoch change is a gap from its first application to the last application of the
+    // next epoch when that follows within a second (a release and its assignment)
+    let et: Vec<(u64, u64)> = epoch_times.values().copied().collect();
+    for (i, (lo, hi)) in et.iter().enumerate() {
+        let end = match et.get(i + 1) {
+            Some((nlo, nhi)) if nlo.saturating_sub(*hi) < 1000 => *nhi,
+            _ => *hi,
+        };
+        if end >= t0_unix {
             gaps.push((
                 lo.saturating_sub(t0_unix).saturating_sub(20),
-                hi.saturating_sub(t0_unix) + 20,
+                end.saturating_sub(t0_unix) + 20,
             ));
         }
     }
@@ -503,6 +536,9 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         "per_node": acc.per_node,
         "unhandled": acc.unhandled,
         "unhandled_in_transition": acc.unhandled_in_transition,
+        "unhandled_reasons": acc.unhandled_reasons,
+        "unhandled_outside_gaps": acc.unhandled_outside_gaps,
+        "gaps_ms": gaps,
         "double_handled": acc.double_handled,
         "established_without_state": acc.established_without_state,
         "established_without_state_in_crash_window": acc.established_without_state_in_crash_window,

@@ -64,6 +64,13 @@ pub enum RunError {
     },
 }
 
+/// One log line on stderr: wall-clock milliseconds, node, message.
+macro_rules! log {
+    ($node:expr, $($arg:tt)*) => {
+        eprintln!("{} node{} {}", unix_ms(), $node.0, format_args!($($arg)*))
+    };
+}
+
 /// Wall-clock milliseconds since the Unix epoch (for reports that compare processes).
 pub fn unix_ms() -> u64 {
     SystemTime::now()
@@ -114,6 +121,9 @@ pub struct Runtime {
     members: BTreeSet<NodeId>,
     ready: bool,
     fenced: bool,
+    /// A live peer has applied a newer epoch than this node: do not handle traffic until
+    /// caught up (after a partition heals, or while an epoch change is being applied).
+    behind: bool,
     resync_waiting: BTreeSet<NodeId>,
     drained: BTreeSet<NodeId>,
     planned: Option<Allocation>,
@@ -205,11 +215,13 @@ impl Runtime {
                 err,
             })?;
         let wire = match cfg.wire {
-            Some(a) => Some(UdpSocket::bind(a).await.map_err(|err| RunError::Bind {
-                what: "wire socket",
-                addr: a.to_string(),
-                err,
-            })?),
+            Some(a) => Some(
+                wireproto::bind_wire_socket(a).map_err(|err| RunError::Bind {
+                    what: "wire socket",
+                    addr: a.to_string(),
+                    err,
+                })?,
+            ),
             None => None,
         };
         let (tx, ctl_rx) = mpsc::channel(64);
@@ -251,6 +263,7 @@ impl Runtime {
             members,
             ready: cfg.role == Role::Witness,
             fenced: false,
+            behind: false,
             resync_waiting: BTreeSet::new(),
             drained: BTreeSet::new(),
             planned: None,
@@ -433,7 +446,7 @@ impl Runtime {
         let Some((seq, pkt)) = wireproto::parse_packet(d) else {
             return;
         };
-        let code = if !self.ready || self.fenced || self.cfg.role == Role::Witness {
+        let code = if !self.ready || self.fenced || self.behind || self.cfg.role == Role::Witness {
             Code::NotReady
         } else {
             let now = self.millis();
@@ -599,7 +612,15 @@ impl Runtime {
             }
             l.alive = alive;
         }
+        let mine = self.core.allocation().epoch;
+        self.behind = self.live.values().any(|l| l.alive && l.applied > mine);
         for p in died {
+            log!(
+                self.cfg.node,
+                "peer {} failed (silent for {} ms)",
+                p.0,
+                self.cfg.failure_ms
+            );
             self.ep.discard_backlog(p);
             self.resync_waiting.remove(&p);
         }
@@ -621,6 +642,7 @@ impl Runtime {
             let was = self.fenced;
             self.fenced = self.warmed_up(now) && seen * 2 <= voters.len();
             if was != self.fenced {
+                log!(self.cfg.node, "fenced: {}", self.fenced);
                 self.send_heartbeats();
             }
         }
@@ -635,14 +657,24 @@ impl Runtime {
             .iter()
             .any(|p| self.live.get(p).is_some_and(|l| l.alive));
         if !waiting_alive {
+            log!(self.cfg.node, "ready (common table synced)");
             self.ready = true;
             self.send_heartbeats();
         }
     }
 
     fn pump_raft(&mut self) {
+        let was_leader = self.raft.leader();
         if self.raft.poll().is_err() {
             self.apply_errors += 1;
+        }
+        if self.raft.leader() != was_leader {
+            log!(
+                self.cfg.node,
+                "leader is now {:?} (term {})",
+                self.raft.leader().map(|n| n.0),
+                self.raft.term()
+            );
         }
         for (to, bytes) in self.raft.take_messages() {
             let mut d = Vec::with_capacity(bytes.len() + 1);
@@ -680,6 +712,15 @@ impl Runtime {
             }
         }
         let owned = a.ids_of(self.cfg.node).len();
+        log!(
+            self.cfg.node,
+            "applied epoch {}: owns {owned}, gained {}, lost {}, installed {} in {} us",
+            a.epoch.0,
+            report.plan.gained.len(),
+            report.plan.lost.len(),
+            report.installed,
+            t0.elapsed().as_micros()
+        );
         self.applied.push(Applied {
             epoch: a.epoch.0,
             at_unix_ms: unix_ms(),
@@ -846,6 +887,7 @@ impl Runtime {
     }
 
     fn propose(&mut self, now: Duration, next: Allocation) {
+        log!(self.cfg.node, "leader proposes epoch {}", next.epoch.0);
         if self.raft.propose(&next).is_ok() {
             self.proposal_at = now;
         }
@@ -1086,6 +1128,7 @@ impl Runtime {
             "uptime_ms": now.as_millis() as u64,
             "ready": self.ready,
             "fenced": self.fenced,
+            "behind": self.behind,
             "leader": self.raft.leader().map(|n| n.0),
             "is_leader": self.raft.is_leader(),
             "term": self.raft.term(),

@@ -203,7 +203,8 @@ impl Wire {
     /// # Errors
     /// The bind error.
     pub async fn new(nodes: Vec<SocketAddr>, source: Source) -> std::io::Result<Self> {
-        let sock = UdpSocket::bind("127.0.0.1:0").await?;
+        let sock =
+            wireproto::bind_wire_socket("127.0.0.1:0".parse().map_err(std::io::Error::other)?)?;
         let seed = match &source {
             Source::Flows { seed, .. } => *seed,
             Source::Packets(_) => 1,
@@ -357,6 +358,11 @@ pub struct Accounting {
     /// Of those, packets sent within a takeover or reallocation gap (an owner gone or an
     /// identifier between release and assignment).
     pub unhandled_in_transition: u64,
+    /// Unhandled packets by what the nodes said: `not_ready` (some node was syncing, fenced or
+    /// behind the agreed epoch), `no_owner` (every answer was "not ours").
+    pub unhandled_reasons: BTreeMap<String, u64>,
+    /// Send times (ms) of the first unhandled packets outside any gap, with the verdicts seen.
+    pub unhandled_outside_gaps: Vec<(u64, String)>,
     /// Packets two or more nodes handled.
     pub double_handled: u64,
     /// Established-connection packets whose owner had no state, outside any crash window.
@@ -404,8 +410,17 @@ pub fn account(
         match handlers.len() {
             0 => {
                 a.unhandled += 1;
+                let reason = if p.verdicts.iter().any(|(_, c)| *c == Code::NotReady) {
+                    "not_ready"
+                } else {
+                    "no_owner"
+                };
+                *a.unhandled_reasons.entry(reason.to_string()).or_insert(0) += 1;
                 if gaps.iter().any(|(s, e)| p.t_ms >= *s && p.t_ms <= *e) {
                     a.unhandled_in_transition += 1;
+                } else if a.unhandled_outside_gaps.len() < 20 {
+                    a.unhandled_outside_gaps
+                        .push((p.t_ms, format!("{:?}", p.verdicts)));
                 }
             }
             1 => {}

@@ -79,3 +79,15 @@ pub fn parse_verdict(d: &[u8]) -> Option<(u64, NodeId, Code)> {
     let node = NodeId(u16::from_be_bytes([d[8], d[9]]));
     Some((seq, node, Code::from_u8(d[10])?))
 }
+
+/// Binds a UDP socket for wire traffic with a large receive buffer (best effort: the kernel
+/// caps it at `net.core.rmem_max`), so a briefly descheduled process loses no datagrams.
+///
+/// # Errors
+/// The bind error.
+pub fn bind_wire_socket(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let s = std::net::UdpSocket::bind(addr)?;
+    let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBuf, &(8 << 20));
+    s.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(s)
+}

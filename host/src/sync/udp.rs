@@ -31,7 +31,14 @@ impl UdpDriver {
     /// # Errors
     /// The bind error.
     pub async fn bind(local: SocketAddr, addrs: HashMap<NodeId, SocketAddr>) -> io::Result<Self> {
-        let socket = UdpSocket::bind(local).await?;
+        let std_sock = std::net::UdpSocket::bind(local)?;
+        // best effort: large buffers absorb bursts (bulk resync) while the process is busy
+        let _ =
+            nix::sys::socket::setsockopt(&std_sock, nix::sys::socket::sockopt::RcvBuf, &(16 << 20));
+        let _ =
+            nix::sys::socket::setsockopt(&std_sock, nix::sys::socket::sockopt::SndBuf, &(4 << 20));
+        std_sock.set_nonblocking(true)?;
+        let socket = UdpSocket::from_std(std_sock)?;
         Ok(Self {
             socket,
             addrs,

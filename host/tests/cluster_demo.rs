@@ -1,0 +1,157 @@
+//! Multi-process clusters through `clusterd demo --json`: 3 and 5 nodes, kill, restart, join,
+//! rebalance, 2 nodes with a witness. Checks the invariants the report measures.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn demo(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_clusterd"))
+        .arg("demo")
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run clusterd demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        stdout
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("report is not JSON ({e}): {stdout}"))
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(u64::MAX)
+}
+
+fn common_invariants(r: &Value) {
+    for key in [
+        "packets",
+        "per_node",
+        "unhandled",
+        "double_handled",
+        "established_without_state",
+        "established_without_state_in_crash_window",
+        "takeover_ms",
+        "entries_moved",
+        "card_occupancy",
+        "sync_messages",
+        "sync_bytes",
+    ] {
+        assert!(r.get(key).is_some(), "report lacks {key}: {r}");
+    }
+    assert!(u(&r["packets"]) > 0);
+    assert_eq!(u(&r["double_handled"]), 0, "{r}");
+    assert_eq!(u(&r["established_without_state"]), 0, "{r}");
+    assert_eq!(r["owners_agree"], Value::Bool(true), "{r}");
+    assert_eq!(u(&r["two_owner_conflicts"]), 0, "{r}");
+    assert_eq!(r["table_problems"].as_array().map(Vec::len), Some(0), "{r}");
+    assert_eq!(u(&r["esp"]["outbound_seq_went_back"]), 0, "{r}");
+    assert!(u(&r["sync_messages"]) > 0 && u(&r["sync_bytes"]) > 0);
+    // every unhandled packet fell into a measured transition gap
+    assert_eq!(
+        u(&r["unhandled"]),
+        u(&r["unhandled_in_transition"]),
+        "outside gaps: {} gaps: {} events: {}",
+        r["unhandled_outside_gaps"],
+        r["gaps_ms"],
+        r["events"]
+    );
+}
+
+#[test]
+fn three_nodes_kill_and_restart() {
+    let r = demo(&[
+        "--nodes",
+        "3",
+        "--duration",
+        "4",
+        "--pps",
+        "1500",
+        "--sas",
+        "16",
+        "--kill",
+        "2@1.2",
+        "--restart",
+        "2@2.4",
+    ]);
+    common_invariants(&r);
+    let t = u(&r["takeover_ms"]);
+    assert!(t <= 1000, "takeover took {t} ms: {r}");
+    assert!(u(&r["entries_moved"]) > 0);
+    assert!(u(&r["esp"]["seq_jumps"]) > 0 || u(&r["esp"]["sas"]) == 0);
+    // the restarted node handles traffic again by the end
+    assert!(
+        r["card_occupancy"]["2"]["owned_ids"].as_u64().unwrap_or(0) > 0,
+        "{r}"
+    );
+}
+
+#[test]
+fn five_nodes_kill_join_rebalance() {
+    let r = demo(&[
+        "--nodes",
+        "5",
+        "--duration",
+        "5",
+        "--pps",
+        "1500",
+        "--kill",
+        "1@1.2",
+        "--join",
+        "6@2",
+        "--rebalance",
+    ]);
+    common_invariants(&r);
+    assert!(u(&r["takeover_ms"]) <= 1000, "{r}");
+    assert!(
+        r["card_occupancy"]["6"]["owned_ids"].as_u64().unwrap_or(0) > 0,
+        "joined node owns nothing: {r}"
+    );
+    assert!(r["card_occupancy"].get("1").is_none());
+}
+
+#[test]
+fn two_nodes_with_witness() {
+    let r = demo(&[
+        "--nodes",
+        "2",
+        "--duration",
+        "3",
+        "--pps",
+        "1000",
+        "--kill",
+        "1@1",
+    ]);
+    common_invariants(&r);
+    let nodes: Vec<u64> = r["nodes"].as_array().unwrap().iter().map(u).collect();
+    assert!(nodes.contains(&99), "no witness: {r}");
+    assert_eq!(
+        r["card_occupancy"]["2"]["owned_ids"].as_u64(),
+        Some(256),
+        "{r}"
+    );
+    assert!(
+        r["per_node"].get("99").is_none(),
+        "the witness handled traffic: {r}"
+    );
+}
+
+#[test]
+fn bad_arguments_are_refused_clearly() {
+    let out = Command::new(env!("CARGO_BIN_EXE_clusterd"))
+        .args(["demo", "--kill", "two@3"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--kill NODE@SECONDS"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_clusterd"))
+        .args(["run", "--config", "/nonexistent/clusterd.conf"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fix:"));
+}
