@@ -701,11 +701,9 @@ impl Runtime {
         if !gained.is_empty() && a.epoch.0 > 0 {
             for spi in self.sa_spis.clone() {
                 if let Some(s) = self.core.sa_state(spi) {
-                    if gained.contains(&s.dist) && s.dist.index() < a.owners.len() {
-                        self.core.update_sa(SaState {
-                            outbound_seq: s.outbound_seq.saturating_add(self.cfg.seq_jump),
-                            ..s
-                        });
+                    if gained.contains(&s.dist)
+                        && self.core.take_over_sa(spi, self.cfg.seq_jump).is_some()
+                    {
                         self.sa_jumps += 1;
                     }
                 }
