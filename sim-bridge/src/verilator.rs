@@ -2,8 +2,8 @@
 //!
 //! Every register access is a real AXI4-Lite transaction over clock cycles
 //! (two clocks for a read or a write when the slave is ready), a CAM command
-//! is busy for a few clocks after its `CMD` write, and [`RegIo::idle`] lets
-//! one clock pass. [`RtlCard::lookup_stream`] drives the data-path lookup
+//! is `BUSY` for six clocks from the clock that accepts its `CMD` write (see
+//! `hdl/CARD.md`), and [`RegIo::idle`] lets one clock pass. [`RtlCard::lookup_stream`] drives the data-path lookup
 //! port, one key per clock; [`RtlCard::cycles`] counts clocks since the card
 //! was created.
 //!
