@@ -993,6 +993,7 @@ impl Runtime {
                 json!({"ok": true})
             }
             "applied" => json!({"ok": true, "applied": self.applied}),
+            "synthesize" => self.synthesize(req),
             "stop" => {
                 self.stopping = true;
                 json!({"ok": true})
@@ -1001,7 +1002,7 @@ impl Runtime {
             other => json!({"ok": false, "error": format!("unknown command {other:?}"),
                 "commands": ["status", "allocation", "counts", "move", "drain", "undrain", "rebalance",
                              "resync", "dump", "sas", "sa_add", "sa_advance", "check", "partition",
-                             "applied", "stop"]}),
+                             "applied", "synthesize", "stop"]}),
         }
     }
 
@@ -1049,6 +1050,39 @@ impl Runtime {
             _ => self.ops.push_back(OpRequest::Rebalance),
         }
         json!({"ok": true, "queued": true})
+    }
+
+    /// Benchmark and test helper: feeds the handshakes of `flows` generated TCP connections
+    /// (client 10.x.y.z:40000 to 192.0.2.1:443, numbered from `first`) through packet handling,
+    /// exactly as if they had come from the wire; the owners create, install and replicate the
+    /// entries. Send the same command to every node.
+    fn synthesize(&mut self, req: &Value) -> Value {
+        let flows = req
+            .get("flows")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            .min(4_000_000) as u32;
+        let first = req
+            .get("first")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            .min(1 << 24) as u32;
+        let t0 = std::time::Instant::now();
+        let mut created = 0u64;
+        for i in first..first.saturating_add(flows) {
+            for pkt in super::traffic::handshake(i) {
+                let now = self.millis();
+                if let Verdict::Accept { created: true, .. } = self.core.handle_packet(now, &pkt) {
+                    created += 1;
+                }
+            }
+            if i % 1024 == 0 {
+                self.flush_outbox();
+                self.udp.send_all(&mut self.ep);
+            }
+        }
+        self.flush_outbox();
+        json!({"ok": true, "created": created, "took_ms": t0.elapsed().as_millis() as u64})
     }
 
     fn sa_add(&mut self, req: &Value) -> Value {

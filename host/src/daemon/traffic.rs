@@ -129,6 +129,28 @@ impl Flow {
     }
 }
 
+/// The three handshake packets (SYN, SYN-ACK, ACK) of generated TCP connection `i`: client
+/// `10.a.b.c:40000` (`a.b.c` = the low 24 bits of `i`) to `192.0.2.1:443`.
+pub fn handshake(i: u32) -> Vec<Vec<u8>> {
+    let mut f = Flow {
+        tcp: true,
+        client: [10, (i >> 16) as u8, (i >> 8) as u8, i as u8],
+        server: [192, 0, 2, 1],
+        cport: 40000,
+        sport: 443,
+        idx: 0,
+        len: 10,
+    };
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        let mut b = Vec::with_capacity(64);
+        if f.next_packet(&mut b).is_some() {
+            out.push(b);
+        }
+    }
+    out
+}
+
 /// What traffic to generate.
 #[derive(Clone, Debug)]
 pub enum Source {

@@ -1,0 +1,345 @@
+//! clusterd benchmark: replication throughput with encryption on loopback, bytes per IPv4 TCP
+//! entry on the wire, memory per common-table entry, and the takeover time of a killed node
+//! holding 100,000 entries in a real 3-process cluster.
+//!
+//! ```text
+//! cargo build --release -p host --bin clusterd
+//! cargo run --release -p host --example clusterd_bench [-- EVENTS TAKEOVER_ENTRIES]
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use host::core::distribution::{ClusterSecret, Distributor};
+use host::core::entry::{ConnState, Endpoint as Ep, Entry, FlowKey, L4Proto};
+use host::core::events::{Event, Message};
+use host::core::ids::{IdCount, Millis, NodeId};
+use host::core::node::{Node, NodeConfig};
+use host::core::node_table::SoftwareTable;
+use host::core::CommonTable;
+use host::daemon::cluster::{Cluster, Layout};
+use host::sync::{ClusterKey, Endpoint, EndpointConfig, SyncEvent};
+use serde_json::json;
+
+fn secret() -> ClusterSecret {
+    ClusterSecret::new([3; 16])
+}
+
+fn entry(d: &Distributor, i: u32) -> Entry {
+    let c = Ipv4Addr::from(0x0a00_0000 | (i & 0x00ff_ffff));
+    let key = FlowKey::Transport {
+        proto: L4Proto::Tcp,
+        lo: Ep::new(IpAddr::V4(c), 40000 + (i >> 24) as u16),
+        hi: Ep::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 443),
+    };
+    let dist = d.for_key(&key).unwrap_or_default();
+    let mut e = Entry::new(key, dist, ConnState::Established, NodeId(1));
+    e.version = 1;
+    e
+}
+
+fn big_buffers(s: &UdpSocket) {
+    let _ = nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::RcvBuf, &(16 << 20));
+    let _ = nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::SndBuf, &(16 << 20));
+}
+
+/// Sends `n` encoded IPv4 TCP add events from node 1 to node 2 over loopback UDP, sealed.
+/// With `apply`, node 2 decodes every event and applies it to a state-core node (common
+/// table). Returns (events/s, wire bytes per event, encoded event size).
+fn replication(n: u32, apply: bool) -> (f64, f64, usize) {
+    let key = ClusterKey::generate().expect("random");
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    big_buffers(&a);
+    big_buffers(&b);
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let origin = Instant::now();
+    let key2 = key.clone();
+    let receiver = std::thread::spawn(move || {
+        let mut ep = Endpoint::new(EndpointConfig::new(NodeId(2), 2), key2, [NodeId(1)]);
+        let mut node = Node::new(
+            NodeConfig::new(NodeId(2), secret()),
+            SoftwareTable::new(IdCount::default()),
+        );
+        b.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut got = 0u32;
+        let mut applied = 0u32;
+        while got < n {
+            if let Ok(len) = b.recv(&mut buf) {
+                let now = origin.elapsed();
+                let _ = ep.handle_frame(now, &buf[..len]);
+            }
+            let now = origin.elapsed();
+            ep.handle_timeout(now);
+            while let Some(ev) = ep.poll_event() {
+                if let SyncEvent::Records { batch, .. } = ev {
+                    for rec in batch.iter() {
+                        got += 1;
+                        if apply {
+                            if let Ok(m) = Message::decode(&rec[1..]) {
+                                if node.apply_message(Millis(0), &m).is_ok() {
+                                    applied += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            while let Some(t) = ep.poll_transmit() {
+                let _ = b.send_to(&t.bytes, a_addr);
+            }
+        }
+        // keep acking briefly so the sender sees everything acknowledged
+        let end = Instant::now();
+        while end.elapsed() < Duration::from_millis(50) {
+            if let Ok(len) = b.recv(&mut buf) {
+                let _ = ep.handle_frame(origin.elapsed(), &buf[..len]);
+            }
+            ep.handle_timeout(origin.elapsed());
+            while let Some(t) = ep.poll_transmit() {
+                let _ = b.send_to(&t.bytes, a_addr);
+            }
+        }
+        (origin.elapsed(), applied, node.common().len())
+    });
+    let d = Distributor::new(&secret(), IdCount::default());
+    let mut ep = Endpoint::new(EndpointConfig::new(NodeId(1), 1), key, [NodeId(2)]);
+    a.set_nonblocking(true).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut rec = Vec::with_capacity(64);
+    let mut rec_len = 0;
+    // wait until the stream is bound (hello exchange)
+    let start = Instant::now();
+    for i in 0..n {
+        rec.clear();
+        rec.push(b'E');
+        Message {
+            sender: NodeId(1),
+            incarnation: 1,
+            seq: u64::from(i) + 1,
+            event: Event::Add(entry(&d, i)),
+        }
+        .encode_into(&mut rec);
+        rec_len = rec.len();
+        ep.send_record(origin.elapsed(), NodeId(2), &rec)
+            .expect("queue");
+        if i % 32 == 0 {
+            while let Ok(len) = a.recv(&mut buf) {
+                let _ = ep.handle_frame(origin.elapsed(), &buf[..len]);
+            }
+            ep.handle_timeout(origin.elapsed());
+            while let Some(t) = ep.poll_transmit() {
+                let _ = a.send_to(&t.bytes, b_addr);
+            }
+        }
+    }
+    let mut last = Instant::now();
+    while !receiver.is_finished() {
+        while let Ok(len) = a.recv(&mut buf) {
+            let _ = ep.handle_frame(origin.elapsed(), &buf[..len]);
+        }
+        ep.handle_timeout(origin.elapsed());
+        while let Some(t) = ep.poll_transmit() {
+            let _ = a.send_to(&t.bytes, b_addr);
+        }
+        if last.elapsed() > Duration::from_secs(60) {
+            panic!("receiver stuck");
+        }
+        std::thread::sleep(Duration::from_micros(50));
+        if ep.backlog(NodeId(2)) > 0 {
+            last = Instant::now();
+        }
+    }
+    let (done, applied, common) = receiver.join().unwrap();
+    let secs = done
+        .saturating_sub(start.duration_since(origin))
+        .as_secs_f64();
+    let s = ep.stats();
+    if apply {
+        assert_eq!(applied, n, "every event applied");
+        assert_eq!(common, n as usize);
+    }
+    let data_bytes = s.bytes_sent as f64;
+    (f64::from(n) / secs, data_bytes / f64::from(n), rec_len)
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |p| p * 4096)
+}
+
+fn common_table_memory(n: u32) -> f64 {
+    let d = Distributor::new(&secret(), IdCount::default());
+    let entries: Vec<Entry> = (0..n).map(|i| entry(&d, i)).collect();
+    let before = rss_bytes();
+    let mut t = CommonTable::new(IdCount::default());
+    for e in entries {
+        t.upsert_local(e);
+    }
+    let after = rss_bytes();
+    assert_eq!(t.len(), n as usize);
+    (after.saturating_sub(before)) as f64 / f64::from(n)
+}
+
+fn vu(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+async fn takeover(per_node: u32) -> Result<(), String> {
+    let exe: PathBuf = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("clusterd"))
+        .ok_or("no binary dir")?;
+    if !exe.exists() {
+        return Err(format!(
+            "{} not found: cargo build --release -p host --bin clusterd",
+            exe.display()
+        ));
+    }
+    let dir = std::env::temp_dir().join(format!("clusterd-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let layout = Layout {
+        card_capacity: (per_node as usize * 2).next_power_of_two(),
+        ..Layout::default()
+    };
+    let mut c = Cluster::prepare(&dir, &layout, &exe).map_err(|e| e.to_string())?;
+    for i in 1..=3 {
+        c.start(NodeId(i)).map_err(|e| e.to_string())?;
+    }
+    c.wait_settled(Duration::from_secs(20)).await?;
+    let total = per_node * 3;
+    let t0 = Instant::now();
+    for i in 1..=3 {
+        let v = c
+            .call(NodeId(i), json!({"cmd": "synthesize", "flows": total}))
+            .await
+            .map_err(|e| e.to_string())?;
+        println!(
+            "  node {i}: created {} entries in {} ms",
+            v["created"], v["took_ms"]
+        );
+    }
+    // wait for replication to complete: every common table holds every entry
+    loop {
+        let st = c.statuses().await;
+        let min = st
+            .values()
+            .map(|v| vu(&v["common_entries"]))
+            .min()
+            .unwrap_or(0);
+        if min >= u64::from(total) {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            return Err(format!("replication incomplete: {min} of {total}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "  replicated {total} entries to every common table in {:.2} s (fill + sync)",
+        t0.elapsed().as_secs_f64()
+    );
+    let st = c.statuses().await;
+    let victim = st
+        .iter()
+        .find(|(_, v)| v["is_leader"] == json!(false))
+        .map(|(id, _)| *id)
+        .ok_or("no follower")?;
+    let held = vu(&st[&victim]["node_table_entries"]);
+    let kill_ms = host::daemon::node::unix_ms();
+    c.kill(victim);
+    let mut result = None;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        let mut done = 0;
+        let mut last = 0;
+        let mut installed = 0;
+        for id in c.running_ids() {
+            if let Ok(v) = c.call(id, json!({"cmd": "applied"})).await {
+                if let Some(r) = v["applied"].as_array().and_then(|a| {
+                    a.iter()
+                        .find(|r| vu(&r["at_unix_ms"]) >= kill_ms && vu(&r["gained"]) > 0)
+                }) {
+                    done += 1;
+                    last = last.max(vu(&r["at_unix_ms"]));
+                    installed += vu(&r["installed"]);
+                    println!(
+                        "  node {}: gained {} ids, installed {} entries in {} us",
+                        id.0, r["gained"], r["installed"], r["took_us"]
+                    );
+                }
+            }
+        }
+        if done == 2 {
+            result = Some((last - kill_ms, installed));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Some((ms, installed)) => {
+            println!(
+                "takeover of node {} holding {held} entries: {ms} ms from SIGKILL to entries installed in the survivors' cards ({installed} installed; target <= 500 ms)",
+                victim.0
+            );
+            Ok(())
+        }
+        None => Err("no takeover observed".into()),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let events: u32 = args
+        .get(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2_000_000);
+    let per_node: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    println!(
+        "clusterd bench ({} build)",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    let (rate, bytes, rec) = replication(events, false);
+    println!(
+        "replication, AES-256-GCM, loopback UDP, transport only:    {:>10.0} events/s per node ({events} events)",
+        rate
+    );
+    let (rate, bytes2, _) = replication(events, true);
+    println!(
+        "replication, AES-256-GCM, loopback UDP, decode + apply:    {:>10.0} events/s per node (target >= 1,000,000)",
+        rate
+    );
+    println!(
+        "bytes on the wire per IPv4 TCP entry: {:.1} (record {} = 1 tag + {} event; + 1 length byte + frame overhead shared by the batch; target <= 84)",
+        bytes.max(bytes2),
+        rec,
+        rec - 1
+    );
+    let mem = common_table_memory(1_000_000);
+    println!(
+        "memory per common-table entry (1,000,000 IPv4 TCP entries, RSS delta): {mem:.0} bytes"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    if let Err(e) = rt.block_on(takeover(per_node)) {
+        println!("takeover benchmark failed: {e}");
+    }
+}
