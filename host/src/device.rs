@@ -7,12 +7,15 @@
 //! | `model` | the reference model (`sim_bridge::model::ModelCard`), 1024 entries |
 //! | `model:depth=N` | the reference model with `N` CAM entries |
 //! | `verilator` | the RTL built by Verilator (needs the cargo feature `verilator`) |
-//! | `vfio:BDF` | a real card through VFIO, e.g. `vfio:0000:03:00.0` (not supported yet) |
-//! | `pci:PATH` | a real card through a PCI resource file (not supported yet) |
-//! | `unix:PATH` | a card served over a Unix socket (not supported yet) |
+//! | `software` | no card: the host's ESP path on `ring` (`hwctl esp` only; it has no registers) |
+//! | `vfio:BDF` | a real card bound to `vfio-pci`, e.g. `vfio:0000:03:00.0` ([`hal::hw::open_spec`]) |
+//! | `pci:PATH` | a real card through a PCI resource file, e.g. `pci:/sys/bus/pci/devices/0000:03:00.0/resource0` ([`hal::hw::open_spec`]) |
+//! | `unix:PATH` | a running `clusterd`'s control socket: its card is reached through the daemon, never opened here |
 //!
 //! [`DeviceSpec::open`] gives the register backend, [`DeviceSpec::open_card`]
-//! a probed [`driver::Card`].
+//! a [`driver::Card`]: probed (reset) for a simulated card, attached (no
+//! reset, the entries stay) for a real one, so that looking at a production
+//! card never wipes it.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -34,6 +37,9 @@ pub enum DeviceSpec {
     },
     /// The Verilator-built RTL.
     Verilator,
+    /// No card: the host's software ESP path (`driver::esp::SoftwareEsp`).
+    /// It has no registers and no CAM; only ESP commands use it.
+    Software,
     /// A card bound to `vfio-pci`, by PCI address.
     Vfio {
         /// PCI address (`domain:bus:device.function`).
@@ -52,7 +58,8 @@ pub enum DeviceSpec {
 }
 
 /// What the `SPEC` grammar says, for error messages.
-pub const SPEC_HELP: &str = "model, model:depth=N, verilator, vfio:BDF, pci:PATH or unix:PATH";
+pub const SPEC_HELP: &str =
+    "model, model:depth=N, verilator, software, vfio:BDF, pci:PATH or unix:PATH";
 
 /// Why a device could not be named or opened.
 #[derive(Debug, thiserror::Error)]
@@ -73,8 +80,9 @@ pub enum DeviceError {
         /// Why, and what to do about it.
         reason: String,
     },
-    /// The backend failed to open.
-    #[error("device {spec}: {source}")]
+    /// The backend failed to open. (A real-hardware backend's message names
+    /// the device, the cause and the fix itself.)
+    #[error("{}", open_message(spec, source))]
     Open {
         /// The spec.
         spec: String,
@@ -82,13 +90,50 @@ pub enum DeviceError {
         source: HalError,
     },
     /// The driver refused the card.
-    #[error("device {spec}: {source}")]
+    #[error("device {spec}: {source}{}", probe_fix(spec, source))]
     Probe {
         /// The spec.
         spec: String,
         /// The driver's error.
         source: DriverError,
     },
+}
+
+fn open_message(spec: &str, source: &HalError) -> String {
+    match source {
+        // hal's real-hardware errors start with the device name already.
+        HalError::Open(m) if m.starts_with(spec) => m.clone(),
+        other => format!("device {spec}: {other}"),
+    }
+}
+
+fn probe_fix(spec: &str, source: &DriverError) -> String {
+    if spec.starts_with("vfio:") || spec.starts_with("pci:") {
+        let fix = match source {
+            DriverError::WrongMagic { .. }
+            | DriverError::UnknownBlock { .. }
+            | DriverError::ChainLoop { .. }
+            | DriverError::BadNextPointer { .. }
+            | DriverError::MissingBlock { .. } => {
+                "check that the spec names the state-offload card's BAR0 (resource0) \
+                 and that the card's bitstream is loaded"
+            }
+            DriverError::UnsupportedVersion { .. } => {
+                "update hwctl and the driver to a version that knows this card's register map"
+            }
+            DriverError::DeviceGone { .. } => {
+                "the card left the bus: check power and link (lspci -vv), rescan or \
+                 reboot, then reload the bitstream"
+            }
+            _ => {
+                "check the card's power and link (lspci -vv), reload the bitstream, \
+                 and see the bring-up guide in README.md"
+            }
+        };
+        format!("\n  fix: {fix}")
+    } else {
+        String::new()
+    }
 }
 
 impl FromStr for DeviceSpec {
@@ -130,6 +175,10 @@ impl FromStr for DeviceSpec {
                 None => Ok(Self::Verilator),
                 Some(_) => Err(bad("verilator takes no argument")),
             },
+            "software" => match arg {
+                None => Ok(Self::Software),
+                Some(_) => Err(bad("software takes no argument")),
+            },
             "vfio" => Ok(Self::Vfio {
                 bdf: need_arg("a PCI address such as 0000:03:00.0")?.to_owned(),
             }),
@@ -153,6 +202,7 @@ impl fmt::Display for DeviceSpec {
             }
             Self::Model { depth } => write!(f, "model:depth={depth}"),
             Self::Verilator => f.write_str("verilator"),
+            Self::Software => f.write_str("software"),
             Self::Vfio { bdf } => write!(f, "vfio:{bdf}"),
             Self::Pci { path } => write!(f, "pci:{}", path.display()),
             Self::Unix { path } => write!(f, "unix:{}", path.display()),
@@ -168,16 +218,22 @@ impl DeviceSpec {
         matches!(self, Self::Model { .. } | Self::Verilator)
     }
 
+    /// Whether the device is reached through a running daemon's control
+    /// socket (`unix:PATH`) rather than opened here.
+    #[must_use]
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Self::Unix { .. })
+    }
+
     /// Open the register backend.
     ///
     /// # Errors
-    /// [`DeviceError::Unsupported`] for backends not built in or not written
-    /// yet, [`DeviceError::Open`] when the backend fails.
+    /// [`DeviceError::Unsupported`] for backends not built in and for
+    /// `unix:` (a daemon's card is reached through its control socket, see
+    /// [`DeviceSpec::is_remote`]), [`DeviceError::Open`] when the backend
+    /// fails (for real cards the message names the device, the cause and the
+    /// fix).
     pub fn open(&self) -> Result<DynRegs, DeviceError> {
-        let unsupported = |reason: &str| DeviceError::Unsupported {
-            spec: self.to_string(),
-            reason: reason.to_owned(),
-        };
         match self {
             Self::Model { depth } => sim_bridge::model::ModelCard::with_depth(*depth)
                 .map(|m| Box::new(m) as DynRegs)
@@ -186,15 +242,31 @@ impl DeviceSpec {
                     source,
                 }),
             Self::Verilator => open_verilator(self),
-            Self::Vfio { .. } => Err(unsupported(
-                "VFIO devices are not supported yet (a later issue adds them)",
-            )),
-            Self::Pci { .. } => Err(unsupported(
-                "PCI resource files are not supported yet (a later issue adds them)",
-            )),
-            Self::Unix { .. } => Err(unsupported(
-                "Unix-socket devices are not supported yet (a later issue adds them)",
-            )),
+            Self::Software => Err(DeviceError::Unsupported {
+                spec: self.to_string(),
+                reason: "the software ESP path has no registers or CAM: it runs only \
+                         `esp decrypt` and `esp encrypt`; use model, verilator or a real card \
+                         for status, dump and regs"
+                    .to_owned(),
+            }),
+            Self::Vfio { .. } | Self::Pci { .. } => {
+                let spec = self.to_string();
+                match hal::hw::open_spec(&spec) {
+                    Some(r) => r.map_err(|source| DeviceError::Open { spec, source }),
+                    None => Err(DeviceError::Unsupported {
+                        spec,
+                        reason: "hal does not recognise this real-hardware spec".to_owned(),
+                    }),
+                }
+            }
+            Self::Unix { path } => Err(DeviceError::Unsupported {
+                spec: self.to_string(),
+                reason: format!(
+                    "a daemon's card is reached through its control socket, not opened as \
+                     registers; is a clusterd running with control socket {}?",
+                    path.display()
+                ),
+            }),
         }
     }
 
@@ -280,6 +352,7 @@ mod tests {
             "model",
             "model:depth=64",
             "verilator",
+            "software",
             "vfio:0000:03:00.0",
             "unix:/a",
         ] {
@@ -296,6 +369,7 @@ mod tests {
             "model:depth=0",
             "model:depth=x",
             "verilator:1",
+            "software:1",
             "vfio",
             "vfio:",
             "pci:",
@@ -307,15 +381,21 @@ mod tests {
     }
 
     #[test]
-    fn later_backends_say_not_supported_yet() {
-        for s in [
-            "vfio:0000:03:00.0",
-            "pci:/sys/bus/pci/devices/0000:03:00.0/resource0",
-            "unix:/tmp/x",
-        ] {
+    fn real_cards_that_are_not_there_say_device_cause_and_fix() {
+        for s in ["vfio:0000:99:00.0", "pci:/nonexistent/resource0"] {
             let e = s.parse::<DeviceSpec>().unwrap().open().err().unwrap();
-            assert!(e.to_string().contains("not supported yet"), "{e}");
+            let m = e.to_string();
+            assert!(matches!(e, DeviceError::Open { .. }), "{m}");
+            assert!(m.starts_with(s), "names the device: {m}");
+            assert!(m.contains("fix:"), "names the fix: {m}");
         }
+        let e = "unix:/tmp/x"
+            .parse::<DeviceSpec>()
+            .unwrap()
+            .open()
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("control socket"), "{e}");
     }
 
     #[test]

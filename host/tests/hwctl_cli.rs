@@ -176,26 +176,29 @@ fn bad_arguments_fail_clearly() {
 }
 
 #[test]
-fn later_backends_say_how() {
+fn real_and_remote_devices_that_are_not_there_say_device_cause_and_fix() {
     fails(
-        &["--device", "vfio:0000:03:00.0", "status"],
+        &["--device", "vfio:0000:99:00.0", "status"],
         1,
-        "not supported yet",
+        "vfio:0000:99:00.0: no PCI device at 0000:99:00.0",
     );
     fails(
-        &[
-            "--device",
-            "pci:/sys/bus/pci/devices/0000:03:00.0/resource0",
-            "status",
-        ],
+        &["--device", "pci:/nonexistent/resource0", "status"],
         1,
-        "not supported yet",
+        "pci:/nonexistent/resource0: no such device",
     );
     fails(
-        &["--device", "unix:/run/card.sock", "status"],
+        &["--device", "unix:/nonexistent/node1.sock", "status"],
         1,
-        "not supported yet",
+        "unix:/nonexistent/node1.sock: cannot connect to the control socket: no such socket",
     );
+    for dev in [
+        "vfio:0000:99:00.0",
+        "pci:/nonexistent/resource0",
+        "unix:/nonexistent/node1.sock",
+    ] {
+        fails(&["--device", dev, "status"], 1, "fix:");
+    }
     fails(
         &[
             "--device",

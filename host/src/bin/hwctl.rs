@@ -1,9 +1,25 @@
-//! hwctl: look inside a state-offload card.
+//! hwctl: look inside a state-offload card, and run ESP captures through
+//! its crypto engine.
 //!
-//! `hwctl --device SPEC [--json] [--seed-entries N] status|dump [--did N]|regs`
+//! ```text
+//! hwctl --device SPEC [--json] [--seed-entries N] status|dump [--did N]|regs|sas
+//! hwctl --device SPEC [--json] esp decrypt|encrypt --sa SA [--sa SA ...] --in FILE --out FILE.pcap
+//! ```
 //!
 //! Tables for people, stable JSON (`--json`) for scripts. Exit status: 0 on
-//! success, 1 when the device or the driver fails, 2 for bad arguments.
+//! success, 1 when the device, the daemon, the driver or a file fails, 2 for
+//! bad arguments (including bad `--sa` strings).
+
+// The submodules live in `hwctl/` (not beside this file, where cargo would
+// take them for binaries of their own).
+#[path = "hwctl/capture.rs"]
+mod capture;
+#[path = "hwctl/esp.rs"]
+mod esp;
+#[path = "hwctl/remote.rs"]
+mod remote;
+#[path = "hwctl/sa_spec.rs"]
+mod sa_spec;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -14,25 +30,48 @@ use driver::sample::sample_entry;
 use driver::{BlockInfo, CamCaps, Card, Counters, DistributionId, DumpEntry, RegValue, ResultWord};
 use hal::RegIo;
 use host::device::DeviceSpec;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroize as _;
 
 const AFTER_HELP: &str = "\
 DEVICE SPEC:
   model               the reference model (1024 entries); starts empty
   model:depth=N       the reference model with N entries
   verilator           the RTL under Verilator (build with --features verilator)
-  vfio:BDF, pci:PATH, unix:PATH
-                      real cards and remote cards: not supported yet
+  software            no card: the ring ESP path (esp commands only)
+  vfio:BDF            a real card bound to vfio-pci, e.g. vfio:0000:03:00.0
+  pci:PATH            a real card's BAR through its sysfs resource file, e.g.
+                      pci:/sys/bus/pci/devices/0000:03:00.0/resource0
+  unix:PATH           a running clusterd's control socket: status, dump, regs
+                      and sas of that node's card, whatever its backend
 
 A simulated card is created when hwctl opens it and starts empty; use
 --seed-entries N to fill it with N generated sample entries (TCP/UDP/ICMP/ESP/
 ISAKMP over IPv4 and IPv6, some with wildcards, spread over the distribution
 identifiers) and to look every third one up, so that dump shows hit bits.
+A real card is attached without a reset: looking never changes its entries.
+
+ESP:
+  --sa spi=0x87654321,dst=IP,alg=aes-gcm-128|aes-gcm-256,key=HEX,salt=HEX
+       [,icv=8|12|16][,esn][,mode=tunnel|transport][,seq=N][,src=IP]
+  (alg also aes-gmac-128|aes-gmac-256; seq=N: sequence number of the SA's
+  first packet, default 1; src=IP: outer source for tunnel-mode encrypt.)
+  --sa @FILE reads SA strings from FILE, one per line ('#' comments), which
+  keeps keys off the command line. Keys are never printed.
+  Input: pcap or pcapng; Ethernet, raw IP, null/loopback or Linux cooked.
+  Output: pcap, link type raw IP (101): decrypt writes the inner packet
+  (tunnel) or the rebuilt IP packet (transport), encrypt the ESP packets.
+  One verdict line per packet: ok, auth-failed, replay, unknown-spi,
+  malformed (decrypt); ok, no-sa, unsupported (encrypt). Exit 0 when the
+  file was processed, whatever the verdicts.
 
 EXAMPLES:
   hwctl --device model status
   hwctl --device model --seed-entries 40 dump --did 7
-  hwctl --device model --json regs";
+  hwctl --device model --json regs
+  hwctl --device pci:/sys/bus/pci/devices/0000:03:00.0/resource0 status
+  hwctl --device unix:/run/clusterd/node1.sock sas
+  hwctl --device software esp decrypt --sa @tunnel.sa --in esp.pcapng --out plain.pcap";
 
 /// Look inside a state-offload card: its register blocks, its CAM entries,
 /// its raw registers.
@@ -70,11 +109,40 @@ enum Command {
     },
     /// Every register of every block found by walking the block chain.
     Regs,
+    /// SA state of a running node (unix:PATH): SPI, identifier, destination,
+    /// sequence number, replay window; never keys.
+    Sas,
+    /// Run a capture's packets through the ESP engine.
+    Esp {
+        #[command(subcommand)]
+        op: EspCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum EspCmd {
+    /// ESP packets in, plaintext IP packets out (inbound SAs).
+    Decrypt(EspArgs),
+    /// Plaintext IP packets in, ESP packets out (outbound SAs).
+    Encrypt(EspArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct EspArgs {
+    /// An SA (see ESP below), or @FILE with one SA per line. Repeatable.
+    #[arg(long = "sa", value_name = "SA", required = true)]
+    sa: Vec<String>,
+    /// Input capture (pcap or pcapng).
+    #[arg(long = "in", value_name = "FILE")]
+    input: std::path::PathBuf,
+    /// Output capture (pcap, raw IP).
+    #[arg(long = "out", value_name = "FILE")]
+    output: std::path::PathBuf,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(&cli) {
+    let mut cli = Cli::parse();
+    match run(&mut cli) {
         Ok(out) => {
             // A closed pipe (`hwctl ... | head`) is not an error worth a panic.
             let mut stdout = std::io::stdout().lock();
@@ -92,14 +160,61 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("hwctl: error: {e}");
-            ExitCode::from(1)
+            // Bad --sa strings are bad arguments.
+            let usage = e.downcast_ref::<sa_spec::SaError>().is_some();
+            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-fn run(cli: &Cli) -> Res<String> {
+fn run(cli: &mut Cli) -> Res<String> {
+    if let Command::Esp { op } = &mut cli.command {
+        let (op, args) = match op {
+            EspCmd::Decrypt(a) => (esp::Op::Decrypt, a),
+            EspCmd::Encrypt(a) => (esp::Op::Encrypt, a),
+        };
+        let sas = parse_sas(&mut args.sa);
+        if cli.seed_entries > 0 {
+            return Err("--seed-entries does not apply to esp".into());
+        }
+        let report = esp::run(op, &cli.device, &sas?, &args.input, &args.output)?;
+        return if cli.json {
+            json(&report)
+        } else {
+            Ok(report.text())
+        };
+    }
+    if let DeviceSpec::Unix { path } = &cli.device {
+        if cli.seed_entries > 0 {
+            return Err(format!(
+                "--seed-entries writes to the card; refusing on the running node {}",
+                cli.device
+            )
+            .into());
+        }
+        let mut r = remote::Remote::connect(path)?;
+        return Ok(match &cli.command {
+            Command::Status => remote::status(&mut r, cli.json)?,
+            Command::Dump { did } => remote::dump(&mut r, *did, cli.json)?,
+            Command::Sas => remote::sas(&mut r, cli.json)?,
+            Command::Regs => {
+                let blocks: Vec<RegsBlockOut> = serde_json::from_value(remote::regs(&mut r)?)
+                    .map_err(|e| format!("{}: card_regs answer: {e}", r.name()))?;
+                render_regs(&blocks, cli.json)?
+            }
+            Command::Esp { .. } => unreachable_esp(),
+        });
+    }
+    if matches!(cli.command, Command::Sas) {
+        return Err(format!(
+            "device {}: sas lists the SA state of a running node; use --device unix:PATH \
+             (its control socket)",
+            cli.device
+        )
+        .into());
+    }
     if cli.seed_entries > 0 && !cli.device.is_simulated() {
         return Err(format!(
             "--seed-entries writes to the card; refusing on the real device {}",
@@ -115,7 +230,59 @@ fn run(cli: &Cli) -> Res<String> {
         Command::Status => status(&mut card, cli.json),
         Command::Dump { did } => dump(&mut card, did.map(DistributionId), cli.json),
         Command::Regs => regs(&mut card, cli.json),
+        Command::Sas | Command::Esp { .. } => Ok(unreachable_esp()),
     }
+}
+
+/// Commands handled before a card is opened land here only by a bug in
+/// `run`; say so instead of panicking.
+fn unreachable_esp() -> String {
+    "hwctl: internal: command dispatched twice\n".to_owned()
+}
+
+/// Parses the `--sa` arguments (expanding `@FILE`) and wipes the argument
+/// strings, which hold keys.
+fn parse_sas(args: &mut [String]) -> Res<Vec<sa_spec::SaSpec>> {
+    let mut out = Vec::new();
+    let mut result = Ok(());
+    for a in args.iter() {
+        if result.is_err() {
+            break;
+        }
+        if let Some(file) = a.strip_prefix('@') {
+            let mut text = match std::fs::read_to_string(file) {
+                Ok(t) => t,
+                Err(e) => {
+                    result = Err(format!("cannot read --sa @{file}: {e}").into());
+                    break;
+                }
+            };
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                match sa_spec::parse(line) {
+                    Ok(s) => out.push(s),
+                    Err(mut e) => {
+                        e.field = format!("{} (--sa @{file} line {})", e.field, n + 1);
+                        result = Err(Box::new(e) as Box<dyn std::error::Error>);
+                        break;
+                    }
+                }
+            }
+            text.zeroize();
+        } else {
+            match sa_spec::parse(a) {
+                Ok(s) => out.push(s),
+                Err(e) => result = Err(Box::new(e)),
+            }
+        }
+    }
+    for a in args.iter_mut() {
+        a.zeroize();
+    }
+    result.map(|()| out)
 }
 
 fn seed<R: RegIo>(card: &mut Card<R>, n: u32) -> Res<()> {
@@ -153,9 +320,9 @@ struct StatusOut<'a> {
     counters: Counters,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct BlockOut {
-    name: &'static str,
+    name: String,
     type_id: String,
     version: String,
     major: u16,
@@ -167,7 +334,7 @@ struct BlockOut {
 impl From<&BlockInfo> for BlockOut {
     fn from(b: &BlockInfo) -> Self {
         Self {
-            name: b.name,
+            name: b.name.to_owned(),
             type_id: format!("0x{:08x}", b.type_id),
             version: format!("{}.{}", b.major, b.minor),
             major: b.major,
@@ -203,7 +370,7 @@ fn status<R: RegIo>(card: &mut Card<R>, as_json: bool) -> Res<String> {
         .iter()
         .map(|b| {
             vec![
-                b.name.to_owned(),
+                b.name.clone(),
                 b.type_id.clone(),
                 b.version.clone(),
                 b.offset.clone(),
@@ -322,18 +489,18 @@ fn dump<R: RegIo>(card: &mut Card<R>, did: Option<DistributionId>, as_json: bool
 
 /// `regs --json` output, one element per block. Field names are a stable
 /// interface.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct RegsBlockOut {
     #[serde(flatten)]
     block: BlockOut,
     regs: Vec<RegOut>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct RegOut {
     name: String,
     offset: String,
-    access: &'static str,
+    access: String,
     value: String,
     value_u32: u32,
     doc: String,
@@ -352,7 +519,7 @@ impl From<&RegValue> for RegOut {
                 None => r.name.to_owned(),
             },
             offset: format!("0x{:05x}", r.offset),
-            access: r.access,
+            access: r.access.to_owned(),
             value: format!("0x{:08x}", r.value),
             value_u32: r.value,
             doc: plain_doc(r.doc),
@@ -369,11 +536,15 @@ fn regs<R: RegIo>(card: &mut Card<R>, as_json: bool) -> Res<String> {
             regs: regs.iter().map(RegOut::from).collect(),
         })
         .collect();
+    render_regs(&out, as_json)
+}
+
+fn render_regs(out: &[RegsBlockOut], as_json: bool) -> Res<String> {
     if as_json {
         return json(&out);
     }
     let mut s = String::new();
-    for b in &out {
+    for b in out {
         let bo = &b.block;
         writeln!(
             s,
@@ -387,9 +558,9 @@ fn regs<R: RegIo>(card: &mut Card<R>, as_json: bool) -> Res<String> {
                 vec![
                     r.offset.clone(),
                     r.name.clone(),
-                    r.access.to_owned(),
+                    r.access.clone(),
                     r.value.clone(),
-                    r.doc.to_owned(),
+                    r.doc.clone(),
                 ]
             })
             .collect();

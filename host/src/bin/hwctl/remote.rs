@@ -1,0 +1,354 @@
+//! `hwctl --device unix:PATH ...`: a running `clusterd`'s card through its
+//! control socket (JSON lines, `docs/clusterd.md`). hwctl never opens the
+//! card's registers itself while the daemon owns them; it asks the daemon.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::table;
+
+/// How long one request may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most node-table entries one `dump` asks for.
+const DUMP_LIMIT: u64 = 1 << 24;
+
+/// A connection to one daemon's control socket.
+pub struct Remote {
+    name: String,
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+fn connect_error(name: &str, path: &Path, e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    let (cause, fix) = match e.kind() {
+        K::NotFound => (
+            "no such socket".to_owned(),
+            "start the node (`clusterd run --config FILE`) or give the `control` path of its \
+             config file"
+                .to_owned(),
+        ),
+        K::ConnectionRefused => (
+            "nothing is listening (a stale socket file: the daemon stopped or crashed)".to_owned(),
+            "start the node again; it replaces the stale socket".to_owned(),
+        ),
+        K::PermissionDenied => (
+            "permission denied".to_owned(),
+            format!(
+                "run hwctl as the daemon's user or give yourself access to {}",
+                path.display()
+            ),
+        ),
+        _ => (
+            e.to_string(),
+            "check the path and that clusterd runs".to_owned(),
+        ),
+    };
+    format!("{name}: cannot connect to the control socket: {cause} ({e})\n  fix: {fix}")
+}
+
+impl Remote {
+    /// Connects to the control socket at `path`.
+    ///
+    /// # Errors
+    /// A message naming the socket, the cause and the fix.
+    pub fn connect(path: &Path) -> Result<Self, String> {
+        let name = format!("unix:{}", path.display());
+        let s = UnixStream::connect(path).map_err(|e| connect_error(&name, path, &e))?;
+        let io = |e: std::io::Error| format!("{name}: {e}");
+        s.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
+        s.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
+        let r = s.try_clone().map_err(io)?;
+        Ok(Self {
+            name,
+            reader: BufReader::new(r),
+            writer: s,
+        })
+    }
+
+    /// Sends one request, returns the answer if it says `"ok": true`.
+    ///
+    /// # Errors
+    /// I/O errors, timeouts, answers that are not JSON, and the daemon's own
+    /// `"error"`.
+    pub fn call(&mut self, req: &Value) -> Result<Value, String> {
+        let name = &self.name;
+        let cmd = req.get("cmd").and_then(Value::as_str).unwrap_or("?");
+        let mut line = req.to_string();
+        line.push('\n');
+        let io = |e: std::io::Error| {
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) {
+                format!(
+                    "{name}: no answer to {cmd:?} within {} s (the node is stuck or overloaded)",
+                    TIMEOUT.as_secs()
+                )
+            } else {
+                format!("{name}: control socket: {e}")
+            }
+        };
+        self.writer.write_all(line.as_bytes()).map_err(io)?;
+        let mut resp = String::new();
+        if self.reader.read_line(&mut resp).map_err(io)? == 0 {
+            return Err(format!(
+                "{name}: the daemon closed the control socket without answering {cmd:?}"
+            ));
+        }
+        let v: Value = serde_json::from_str(resp.trim())
+            .map_err(|e| format!("{name}: answer to {cmd:?} is not JSON: {e}"))?;
+        if v.get("ok").and_then(Value::as_bool) == Some(true) {
+            Ok(v)
+        } else {
+            let err = v
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no error message");
+            Err(format!("{name}: the daemon refused {cmd:?}: {err}"))
+        }
+    }
+
+    /// The socket's name (`unix:PATH`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+fn u(v: &Value, k: &str) -> u64 {
+    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn s(v: &Value, k: &str) -> String {
+    match v.get(k) {
+        Some(Value::String(x)) => x.clone(),
+        Some(Value::Null) | None => "-".to_owned(),
+        Some(x) => x.to_string(),
+    }
+}
+
+/// `status --json` of a remote node. Field names are a stable interface;
+/// `occupancy` means what it means for a local card (entries in the card).
+#[derive(Serialize)]
+struct RemoteStatus {
+    device: String,
+    node: u64,
+    role: String,
+    card_backend: String,
+    occupancy: u64,
+    capacity: u64,
+    software_overflow_entries: u64,
+    node_table_entries: u64,
+    common_entries: u64,
+    sa_count: u64,
+    ready: bool,
+    fenced: bool,
+    leader: Option<u64>,
+    epoch: u64,
+    owned: u64,
+}
+
+/// `hwctl --device unix:PATH status`.
+///
+/// # Errors
+/// Socket and daemon errors.
+pub fn status(r: &mut Remote, as_json: bool) -> Result<String, String> {
+    let v = r.call(&json!({"cmd": "status"}))?;
+    let out = RemoteStatus {
+        device: r.name().to_owned(),
+        node: u(&v, "node"),
+        role: s(&v, "role"),
+        card_backend: s(&v, "card_backend"),
+        occupancy: u(&v, "card_entries"),
+        capacity: u(&v, "card_capacity"),
+        software_overflow_entries: u(&v, "software_overflow_entries"),
+        node_table_entries: u(&v, "node_table_entries"),
+        common_entries: u(&v, "common_entries"),
+        sa_count: u(&v, "sa_count"),
+        ready: v.get("ready").and_then(Value::as_bool).unwrap_or(false),
+        fenced: v.get("fenced").and_then(Value::as_bool).unwrap_or(false),
+        leader: v.get("leader").and_then(Value::as_u64),
+        epoch: u(&v, "epoch"),
+        owned: u(&v, "owned"),
+    };
+    if as_json {
+        return serde_json::to_string_pretty(&out)
+            .map(|j| j + "\n")
+            .map_err(|e| e.to_string());
+    }
+    let pct = if out.capacity == 0 {
+        0.0
+    } else {
+        out.occupancy as f64 * 100.0 / out.capacity as f64
+    };
+    let kv = [
+        ("device", out.device.clone()),
+        ("node", format!("{} ({})", out.node, out.role)),
+        ("card backend", out.card_backend.clone()),
+        (
+            "occupancy",
+            format!("{} / {} ({pct:.1}%)", out.occupancy, out.capacity),
+        ),
+        (
+            "sw overflow",
+            format!("{} entries", out.software_overflow_entries),
+        ),
+        ("node table", format!("{} entries", out.node_table_entries)),
+        ("common table", format!("{} entries", out.common_entries)),
+        ("SAs", out.sa_count.to_string()),
+        (
+            "state",
+            format!(
+                "{}{}",
+                if out.ready { "ready" } else { "not ready" },
+                if out.fenced { ", fenced" } else { "" }
+            ),
+        ),
+        (
+            "leader",
+            out.leader.map_or_else(|| "-".to_owned(), |l| l.to_string()),
+        ),
+        ("epoch", out.epoch.to_string()),
+        ("owned ids", out.owned.to_string()),
+    ];
+    let mut t = String::new();
+    for (k, v) in kv {
+        let _ = writeln!(t, "{k:<16} {v}");
+    }
+    Ok(t)
+}
+
+/// `hwctl --device unix:PATH dump [--did N]`: the node-specific table (what
+/// the node's card holds), as the daemon reports it.
+///
+/// # Errors
+/// Socket and daemon errors.
+pub fn dump(r: &mut Remote, did: Option<u8>, as_json: bool) -> Result<String, String> {
+    let v = r.call(&json!({"cmd": "dump", "limit": DUMP_LIMIT}))?;
+    let entries: Vec<Value> = v
+        .get("entries")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| match did {
+            Some(d) => e.get("dist").and_then(Value::as_u64) == Some(u64::from(d)),
+            None => true,
+        })
+        .collect();
+    if as_json {
+        return serde_json::to_string_pretty(&entries)
+            .map(|j| j + "\n")
+            .map_err(|e| e.to_string());
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                s(e, "dist"),
+                s(e, "state"),
+                s(e, "action"),
+                s(e, "creator"),
+                s(e, "version"),
+                s(e, "key"),
+            ]
+        })
+        .collect();
+    let mut t = table(
+        &["DID", "STATE", "ACTION", "CREATOR", "VERSION", "KEY"],
+        &rows,
+    );
+    let filter = did.map(|d| format!(" with did {d}")).unwrap_or_default();
+    let _ = writeln!(
+        t,
+        "{} entries{filter} (node table of {}, backend {}, {} in all)",
+        entries.len(),
+        r.name(),
+        s(&v, "backend"),
+        u(&v, "len")
+    );
+    Ok(t)
+}
+
+/// `hwctl --device unix:PATH sas`: SA state, never keys.
+///
+/// # Errors
+/// Socket and daemon errors.
+pub fn sas(r: &mut Remote, as_json: bool) -> Result<String, String> {
+    let v = r.call(&json!({"cmd": "sas"}))?;
+    let mut list: Vec<Value> = v
+        .get("sas")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    // Whatever a daemon sends, hwctl shows no key material.
+    for sa in &mut list {
+        if let Some(o) = sa.as_object_mut() {
+            o.retain(|k, _| k == "key_present" || !(k.contains("key") || k.contains("salt")));
+        }
+    }
+    if as_json {
+        return serde_json::to_string_pretty(&list)
+            .map(|j| j + "\n")
+            .map_err(|e| e.to_string());
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|sa| {
+            vec![
+                format!("0x{:08x}", u(sa, "spi")),
+                s(sa, "dist"),
+                s(sa, "dst"),
+                s(sa, "outbound_seq"),
+                s(sa, "replay_top"),
+                format!("0x{:016x}", u(sa, "replay_bitmap")),
+                if sa.get("owned").and_then(Value::as_bool) == Some(true) {
+                    "yes"
+                } else {
+                    "-"
+                }
+                .to_owned(),
+                if sa.get("key_present").and_then(Value::as_bool) == Some(true) {
+                    "present"
+                } else {
+                    "missing"
+                }
+                .to_owned(),
+            ]
+        })
+        .collect();
+    let mut t = table(
+        &[
+            "SPI",
+            "DID",
+            "DST",
+            "OUT SEQ",
+            "REPLAY TOP",
+            "REPLAY BITMAP",
+            "OWNED",
+            "KEY",
+        ],
+        &rows,
+    );
+    let _ = writeln!(t, "{} SAs (keys are never shown)", list.len());
+    Ok(t)
+}
+
+/// `hwctl --device unix:PATH regs`: the daemon reads its card's registers
+/// (`card_regs`); hwctl renders them like a local card's.
+///
+/// # Errors
+/// Socket and daemon errors (a node whose card has no registers says so).
+pub fn regs(r: &mut Remote) -> Result<Value, String> {
+    let v = r.call(&json!({"cmd": "card_regs"}))?;
+    v.get("blocks")
+        .cloned()
+        .ok_or_else(|| format!("{}: card_regs answer has no \"blocks\"", r.name()))
+}

@@ -1,0 +1,138 @@
+//! hwctl on real-hardware device specs (`vfio:BDF`, `pci:PATH`), run as a
+//! process on a machine without a card: the failures name the device, the
+//! cause and the fix; a file holding a card's register image stands in for a
+//! sysfs `resource0` and is attached (not reset) and read.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use hal::regs::{ident, BAR_SIZE};
+use hal::{BarOffset, RegIo};
+use serde_json::Value;
+use sim_bridge::model::ModelCard;
+
+fn hwctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hwctl"))
+        .args(args)
+        .output()
+        .expect("run hwctl")
+}
+
+/// Fails with exit 1, names the device, the cause (`needle`) and a fix; no
+/// panic, nothing on stdout.
+fn fails(args: &[&str], device: &str, needle: &str) {
+    let o = hwctl(args);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "hwctl {args:?}: {stderr}");
+    assert!(stderr.contains(device), "names {device}: {stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
+    assert!(stderr.contains("fix:"), "names a fix: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(o.stdout.is_empty(), "nothing on stdout on failure");
+}
+
+/// A fresh directory under the system's temporary directory.
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("hwctl-dev-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// The register image of a reference-model card holding `n` sample entries.
+///
+/// A static file cannot run commands: whatever hwctl writes to `CMD`, `STATUS`
+/// keeps reading what the model's last command left there. That command is a
+/// `READ` of the last (empty) slot, so the attach's shadow rebuild sees
+/// completed reads of empty slots.
+fn image(n: u32) -> Vec<u8> {
+    let mut card = driver::Card::probe(ModelCard::new()).expect("probe model");
+    for i in 0..n {
+        card.insert(&driver::sample::sample_entry(i))
+            .expect("insert");
+    }
+    let last = driver::CamIndex(card.depth() - 1);
+    card.read(last).expect("read the last slot");
+    let mut model = card.into_inner();
+    (0..BAR_SIZE / 4)
+        .flat_map(|i| {
+            model
+                .read32(BarOffset(4 * i))
+                .expect("model read")
+                .to_le_bytes()
+        })
+        .collect()
+}
+
+#[test]
+fn vfio_without_a_card_is_a_clear_error() {
+    fails(
+        &["--device", "vfio:0000:99:00.0", "status"],
+        "vfio:0000:99:00.0",
+        "0000:99:00.0",
+    );
+}
+
+#[test]
+fn pci_without_a_file_is_a_clear_error() {
+    fails(
+        &["--device", "pci:/nonexistent/resource0", "status"],
+        "pci:/nonexistent/resource0",
+        "does not exist",
+    );
+}
+
+#[test]
+fn pci_bar_too_small_and_garbage_are_clear_errors() {
+    let dir = temp_dir("small");
+    let small = dir.join("resource0");
+    std::fs::write(&small, [0u8; 64]).unwrap();
+    let spec = format!("pci:{}", small.display());
+    fails(&["--device", &spec, "status"], &spec, "64");
+
+    let garbage = dir.join("garbage");
+    std::fs::write(&garbage, vec![0x5au8; BAR_SIZE as usize]).unwrap();
+    let spec = format!("pci:{}", garbage.display());
+    fails(&["--device", &spec, "status"], &spec, "wrong magic");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn pci_file_image_is_attached_not_reset() {
+    let dir = temp_dir("image");
+    let path = dir.join("resource0");
+    let img = image(3);
+    std::fs::write(&path, &img).unwrap();
+    let spec = format!("pci:{}", path.display());
+
+    let o = hwctl(&["--device", &spec, "--json", "status"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let v: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(v["device"], spec.as_str());
+    assert_eq!(v["blocks"][0]["name"], "IDENT");
+    assert_eq!(v["cam"]["depth"], 1024);
+    assert_eq!(v["occupancy"], 3, "the card's own OCCUPANCY register");
+
+    let o = hwctl(&["--device", &spec, "regs"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("CAM block at 0x01000"));
+
+    // Looking did not reset the card: neither the probe's scratch test nor a
+    // soft reset was written (the attach only ran READ commands).
+    let now = std::fs::read(&path).unwrap();
+    for reg in [ident::SCRATCH.offset, ident::CONTROL.offset] {
+        let at = reg as usize;
+        assert_eq!(
+            now[at..at + 4],
+            img[at..at + 4],
+            "register 0x{reg:x} untouched"
+        );
+    }
+
+    // Seeding writes to the card: refused on a real device.
+    let o = hwctl(&["--device", &spec, "--seed-entries", "3", "status"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refusing"));
+    let _ = std::fs::remove_dir_all(dir);
+}
