@@ -1,0 +1,792 @@
+//! `hwctl esp decrypt|encrypt`, run as a process on generated captures and on
+//! the ESP packet vectors of draft-mcgrew-gcm-test-01 (read from `$KAT_DIR`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const KEY128: &str = "feffe9928665731c6d6a8f9467308308";
+const KEY256: &str = "abbccddef00112233445566778899aababbccddef00112233445566778899aab";
+
+fn hwctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hwctl"))
+        .args(args)
+        .output()
+        .expect("run hwctl")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = hwctl(args);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "hwctl {args:?} failed: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    String::from_utf8(o.stdout).expect("utf-8 output")
+}
+
+/// Fails with `code`, says `needle` on stderr, no panic, nothing on stdout,
+/// and never shows key material.
+fn fails(args: &[&str], code: i32, needle: &str) -> String {
+    let o = hwctl(args);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(code), "hwctl {args:?}: {stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !stderr.contains("8665731c"),
+        "key material on stderr: {stderr}"
+    );
+    assert!(o.stdout.is_empty(), "nothing on stdout on failure");
+    stderr
+}
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("hwctl-esp-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("temp dir");
+        Dir(d)
+    }
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---- building packets and captures ---------------------------------------
+
+fn checksum(b: &[u8]) -> u16 {
+    let mut s: u32 = 0;
+    for c in b.chunks(2) {
+        let hi = u32::from(c[0]) << 8;
+        s += hi | u32::from(*c.get(1).unwrap_or(&0));
+    }
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// An IPv4 UDP packet with a valid header checksum.
+fn ipv4_udp(src: [u8; 4], dst: [u8; 4], id: u16, payload: &[u8]) -> Vec<u8> {
+    let total = u16::try_from(28 + payload.len()).unwrap();
+    let mut p = vec![0x45, 0];
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&[0x40, 0, 63, 17, 0, 0]);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    let c = checksum(&p);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p.extend_from_slice(&5000u16.to_be_bytes());
+    p.extend_from_slice(&5001u16.to_be_bytes());
+    p.extend_from_slice(&(total - 20).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// An IPv6 UDP packet.
+fn ipv6_udp(last: u8, payload: &[u8]) -> Vec<u8> {
+    let plen = u16::try_from(8 + payload.len()).unwrap();
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&plen.to_be_bytes());
+    p.extend_from_slice(&[17, 64]);
+    let mut a = [0u8; 16];
+    a[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    a[15] = 1;
+    p.extend_from_slice(&a);
+    a[15] = last;
+    p.extend_from_slice(&a);
+    p.extend_from_slice(&7000u16.to_be_bytes());
+    p.extend_from_slice(&7001u16.to_be_bytes());
+    p.extend_from_slice(&plen.to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// An ESP packet in an outer IPv4 header.
+fn ipv4_esp(dst: [u8; 4], esp: &[u8]) -> Vec<u8> {
+    let total = u16::try_from(20 + esp.len()).unwrap();
+    let mut p = vec![0x45, 0];
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 0, 64, 50, 0, 0, 192, 0, 2, 1]);
+    p.extend_from_slice(&dst);
+    let c = checksum(&p);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p.extend_from_slice(esp);
+    p
+}
+
+/// A classic pcap file (microseconds, little endian).
+fn pcap(link: u32, frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    f.extend_from_slice(&2u16.to_le_bytes());
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&link.to_le_bytes());
+    for (i, d) in frames.iter().enumerate() {
+        let len = u32::try_from(d.len()).unwrap();
+        f.extend_from_slice(&(1_700_000_000 + i as u32).to_le_bytes());
+        f.extend_from_slice(&(i as u32 * 10).to_le_bytes());
+        f.extend_from_slice(&len.to_le_bytes());
+        f.extend_from_slice(&len.to_le_bytes());
+        f.extend_from_slice(d);
+    }
+    f
+}
+
+/// A big-endian pcapng file with one interface.
+fn pcapng(link: u16, frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0x0a, 0x0d, 0x0d, 0x0a]);
+    f.extend_from_slice(&28u32.to_be_bytes());
+    f.extend_from_slice(&0x1a2b_3c4du32.to_be_bytes());
+    f.extend_from_slice(&1u16.to_be_bytes());
+    f.extend_from_slice(&0u16.to_be_bytes());
+    f.extend_from_slice(&[0xff; 8]);
+    f.extend_from_slice(&28u32.to_be_bytes());
+    f.extend_from_slice(&1u32.to_be_bytes());
+    f.extend_from_slice(&20u32.to_be_bytes());
+    f.extend_from_slice(&link.to_be_bytes());
+    f.extend_from_slice(&0u16.to_be_bytes());
+    f.extend_from_slice(&0u32.to_be_bytes());
+    f.extend_from_slice(&20u32.to_be_bytes());
+    for d in frames {
+        let pad = d.len().div_ceil(4) * 4;
+        let blen = u32::try_from(32 + pad).unwrap();
+        f.extend_from_slice(&6u32.to_be_bytes());
+        f.extend_from_slice(&blen.to_be_bytes());
+        f.extend_from_slice(&[0; 12]);
+        let len = u32::try_from(d.len()).unwrap();
+        f.extend_from_slice(&len.to_be_bytes());
+        f.extend_from_slice(&len.to_be_bytes());
+        f.extend_from_slice(d);
+        f.resize(f.len() + pad - d.len(), 0);
+        f.extend_from_slice(&blen.to_be_bytes());
+    }
+    f
+}
+
+fn ethernet(ip: &[u8]) -> Vec<u8> {
+    let mut e = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+    e.extend_from_slice(if ip[0] >> 4 == 6 {
+        &[0x86, 0xdd]
+    } else {
+        &[0x08, 0x00]
+    });
+    e.extend_from_slice(ip);
+    e
+}
+
+fn arp() -> Vec<u8> {
+    let mut e = vec![0xff; 6];
+    e.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+    e.extend_from_slice(&[0; 28]);
+    e
+}
+
+/// Reads a classic pcap written by hwctl: link type and records.
+fn read_pcap(path: &str) -> (u32, Vec<Vec<u8>>) {
+    let b = std::fs::read(path).expect("output written");
+    assert_eq!(b[..4], 0xa1b2_c3d4u32.to_le_bytes());
+    let w = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let link = w(20);
+    let mut at = 24;
+    let mut out = Vec::new();
+    while at < b.len() {
+        let len = w(at + 8) as usize;
+        out.push(b[at + 16..at + 16 + len].to_vec());
+        at += 16 + len;
+    }
+    (link, out)
+}
+
+fn sa(spi: u32, dst: &str, alg: &str, key: &str, extra: &str) -> String {
+    format!("spi=0x{spi:08x},dst={dst},alg={alg},key={key},salt=cafebabe{extra}")
+}
+
+fn verdict_lines(out: &str) -> Vec<&str> {
+    out.lines().filter(|l| l.starts_with("frame ")).collect()
+}
+
+// ---- round trips -----------------------------------------------------------
+
+fn round_trip(mode: &str, alg: &str, key: &str, plain: &[Vec<u8>], dst: &str, input_link: u32) {
+    let d = Dir::new(&format!("rt-{mode}-{alg}"));
+    let (pin, enc, dec) = (d.path("plain.pcap"), d.path("esp.pcap"), d.path("dec.pcap"));
+    let frames: Vec<Vec<u8>> = match input_link {
+        1 => plain.iter().map(|p| ethernet(p)).collect(),
+        _ => plain.to_vec(),
+    };
+    std::fs::write(&pin, pcap(input_link, &frames)).unwrap();
+    let s = sa(0x8765_4321, dst, alg, key, &format!(",mode={mode},icv=16"));
+    let out = ok(&[
+        "--device", "software", "esp", "encrypt", "--sa", &s, "--in", &pin, "--out", &enc,
+    ]);
+    let lines = verdict_lines(&out);
+    assert_eq!(lines.len(), plain.len(), "{out}");
+    for (i, l) in lines.iter().enumerate() {
+        assert!(
+            l.contains(&format!("seq {:<10}", i + 1)) && l.ends_with(" ok"),
+            "{l}"
+        );
+        assert!(l.contains("0x87654321"), "{l}");
+    }
+    let (link, esp) = read_pcap(&enc);
+    assert_eq!(link, 101);
+    assert_eq!(esp.len(), plain.len());
+    for (p, e) in plain.iter().zip(&esp) {
+        // Protocol 50 in the (outer or rebuilt) header.
+        let proto = if e[0] >> 4 == 4 { e[9] } else { e[6] };
+        assert_eq!(proto, 50);
+        assert!(e.len() > p.len(), "ESP adds header, IV, trailer and ICV");
+        if e[0] >> 4 == 4 {
+            assert_eq!(checksum(&e[..20]), 0, "outer header checksum");
+        }
+    }
+    let out = ok(&[
+        "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &enc, "--out", &dec,
+    ]);
+    assert_eq!(verdict_lines(&out).len(), plain.len(), "{out}");
+    assert!(
+        out.contains(&format!("ok {}", plain.len())),
+        "summary counts: {out}"
+    );
+    let (link, back) = read_pcap(&dec);
+    assert_eq!(link, 101);
+    assert_eq!(back, plain, "decrypt(encrypt(x)) == x, in input order");
+}
+
+fn plain_v4(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let payload: Vec<u8> = (0..(i * 37) % 1400).map(|b| (b * 7 + i) as u8).collect();
+            ipv4_udp([10, 0, 0, 1], [201, 25, 64, 1], i as u16, &payload)
+        })
+        .collect()
+}
+
+#[test]
+fn round_trip_tunnel_gcm128_ethernet_in() {
+    round_trip(
+        "tunnel",
+        "aes-gcm-128",
+        KEY128,
+        &plain_v4(40),
+        "201.25.64.1",
+        1,
+    );
+}
+
+#[test]
+fn round_trip_transport_gcm256_raw_in() {
+    round_trip(
+        "transport",
+        "aes-gcm-256",
+        KEY256,
+        &plain_v4(40),
+        "201.25.64.1",
+        101,
+    );
+}
+
+#[test]
+fn round_trip_ipv6_tunnel_and_transport() {
+    let plain: Vec<Vec<u8>> = (0..10)
+        .map(|i| ipv6_udp(2, &vec![i as u8; i * 50]))
+        .collect();
+    round_trip(
+        "transport",
+        "aes-gcm-128",
+        KEY128,
+        &plain,
+        "2001:db8::2",
+        101,
+    );
+    round_trip("tunnel", "aes-gcm-256", KEY256, &plain, "2001:db8::2", 1);
+}
+
+// ---- verdicts ----------------------------------------------------------------
+
+/// Encrypts `plain` with `s` and returns the ESP packets.
+fn encrypt(d: &Dir, s: &str, plain: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let (pin, enc) = (d.path("p.pcap"), d.path("e.pcap"));
+    std::fs::write(&pin, pcap(101, plain)).unwrap();
+    ok(&[
+        "--device", "software", "esp", "encrypt", "--sa", s, "--in", &pin, "--out", &enc,
+    ]);
+    read_pcap(&enc).1
+}
+
+#[test]
+fn verdicts_auth_failed_replay_unknown_spi_malformed_and_skipped() {
+    let d = Dir::new("verdicts");
+    let s = sa(0x1000, "201.25.64.1", "aes-gcm-128", KEY128, "");
+    let plain = plain_v4(3);
+    let esp = encrypt(&d, &s, &plain);
+    let mut tampered = esp[1].clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01;
+    let mut other_spi = esp[2].clone();
+    other_spi[20..24].copy_from_slice(&0xdead_beefu32.to_be_bytes());
+    let short = ipv4_esp([201, 25, 64, 1], &[0, 0, 0x10, 0, 0, 0]);
+    let no_trailer = {
+        // The right SPI, a fresh sequence number, too short for IV + ICV.
+        let mut e = 0x1000u32.to_be_bytes().to_vec();
+        e.extend_from_slice(&9u32.to_be_bytes());
+        e.extend_from_slice(&[0; 10]);
+        ipv4_esp([201, 25, 64, 1], &e)
+    };
+    let frames = vec![
+        ethernet(&esp[0]),     // 1 ok, seq 1
+        arp(),                 // 2 skipped
+        ethernet(&tampered),   // 3 auth-failed, seq 2
+        ethernet(&esp[1]),     // 4 ok, seq 2
+        ethernet(&esp[1]),     // 5 replay, seq 2
+        ethernet(&other_spi),  // 6 unknown-spi
+        ethernet(&short),      // 7 malformed (no SPI + seq)
+        ethernet(&no_trailer), // 8 malformed
+        ethernet(&plain[0]),   // 9 skipped (UDP)
+        ethernet(&esp[2]),     // 10 ok, seq 3
+    ];
+    let (input, out_path) = (d.path("in.pcapng"), d.path("out.pcap"));
+    std::fs::write(&input, pcapng(1, &frames)).unwrap();
+    let out = ok(&[
+        "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &out_path,
+    ]);
+    let lines = verdict_lines(&out);
+    assert_eq!(lines.len(), 8, "{out}");
+    let expect = [
+        (1, "seq 1 ", "ok"),
+        (3, "seq 2 ", "auth-failed"),
+        (4, "seq 2 ", "ok"),
+        (5, "seq 2 ", "replay"),
+        (6, "0xdeadbeef", "unknown-spi"),
+        (7, "", "malformed"),
+        (8, "seq 9 ", "malformed"),
+        (10, "seq 3 ", "ok"),
+    ];
+    for (l, (frame, has, v)) in lines.iter().zip(expect) {
+        assert!(l.starts_with(&format!("frame {frame} ")), "{l}");
+        assert!(l.contains(has), "{l}: {has}");
+        let verdict = l.split_whitespace().nth(6).unwrap_or("");
+        assert_eq!(verdict, v, "{l}");
+    }
+    assert!(
+        out.contains("10 frames: 8 ESP packets (auth-failed 1, malformed 2, ok 3, replay 1, unknown-spi 1), 2 non-ESP frames skipped; 3 records written"),
+        "{out}"
+    );
+    let (_, recs) = read_pcap(&out_path);
+    assert_eq!(
+        recs,
+        vec![plain[0].clone(), plain[1].clone(), plain[2].clone()]
+    );
+
+    // The same as JSON.
+    let j: Value = serde_json::from_str(&ok(&[
+        "--device", "software", "--json", "esp", "decrypt", "--sa", &s, "--in", &input, "--out",
+        &out_path,
+    ]))
+    .expect("JSON");
+    assert_eq!(j["frames"], 10);
+    assert_eq!(j["processed"], 8);
+    assert_eq!(j["skipped"], 2);
+    assert_eq!(j["written"], 3);
+    assert_eq!(j["verdicts"]["replay"], 1);
+    assert_eq!(j["packets"][1]["verdict"], "auth-failed");
+    assert_eq!(j["packets"][1]["spi"], "0x00001000");
+    assert_eq!(j["packets"][1]["seq"], 2);
+    assert_eq!(j["packets"][4]["spi"], "0xdeadbeef");
+    assert_eq!(j["packets"][7]["record"], 3);
+    assert!(!j.to_string().contains("8665731c"), "no key in the report");
+}
+
+#[test]
+fn a_wrong_destination_is_an_unknown_sa_and_null_link_works() {
+    let d = Dir::new("dst");
+    let s = sa(0x2000, "201.25.64.1", "aes-gcm-128", KEY128, "");
+    let esp = encrypt(&d, &s, &plain_v4(1));
+    let mut moved = esp[0].clone();
+    moved[16..20].copy_from_slice(&[198, 51, 100, 7]);
+    let null = |p: &[u8]| {
+        let mut f = 2u32.to_le_bytes().to_vec();
+        f.extend_from_slice(p);
+        f
+    };
+    let (input, o) = (d.path("null.pcap"), d.path("o.pcap"));
+    std::fs::write(&input, pcap(0, &[null(&moved), null(&esp[0])])).unwrap();
+    let out = ok(&[
+        "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
+    ]);
+    let lines = verdict_lines(&out);
+    assert!(
+        lines[0].contains("unknown-spi (the SA with this SPI is for dst 201.25.64.1"),
+        "{out}"
+    );
+    assert!(lines[1].ends_with(" ok"), "{out}");
+}
+
+#[test]
+fn several_sas_and_sa_files() {
+    let d = Dir::new("multi");
+    let a = sa(0xa, "201.25.64.1", "aes-gcm-128", KEY128, "");
+    let b = sa(0xb, "201.25.64.2", "aes-gcm-256", KEY256, ",mode=transport");
+    let pa = vec![ipv4_udp([10, 0, 0, 1], [201, 25, 64, 1], 1, b"to a")];
+    let pb = vec![ipv4_udp([10, 0, 0, 1], [201, 25, 64, 2], 2, b"to b")];
+    let ea = encrypt(&d, &a, &pa);
+    let eb = encrypt(&d, &b, &pb);
+    let file = d.path("sas.txt");
+    std::fs::write(&file, format!("# two SAs\n{a}\n\n{b}\n")).unwrap();
+    let (input, o) = (d.path("in.pcap"), d.path("o.pcap"));
+    std::fs::write(&input, pcap(101, &[eb[0].clone(), ea[0].clone()])).unwrap();
+    let at = format!("@{file}");
+    let out = ok(&[
+        "--device", "software", "esp", "decrypt", "--sa", &at, "--in", &input, "--out", &o,
+    ]);
+    assert!(out.contains("ok 2"), "{out}");
+    assert_eq!(read_pcap(&o).1, vec![pb[0].clone(), pa[0].clone()]);
+}
+
+#[test]
+fn esn_with_a_starting_sequence_number() {
+    let d = Dir::new("esn");
+    let s = sa(
+        0x3000,
+        "201.25.64.1",
+        "aes-gcm-128",
+        KEY128,
+        ",esn,seq=0x1fffffffe",
+    );
+    let plain = plain_v4(4);
+    let esp = encrypt(&d, &s, &plain);
+    let (input, o) = (d.path("in.pcap"), d.path("o.pcap"));
+    std::fs::write(&input, pcap(101, &esp)).unwrap();
+    let out = ok(&[
+        "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
+    ]);
+    // 2^33 - 2 .. 2^33 + 1: the high half changes in the middle.
+    for (l, seq) in verdict_lines(&out).iter().zip(0x1_ffff_fffeu64..) {
+        assert!(
+            l.contains(&format!("seq {seq:<10}")) && l.ends_with(" ok"),
+            "{l}"
+        );
+    }
+    assert_eq!(read_pcap(&o).1, plain);
+}
+
+// ---- bad arguments and files -------------------------------------------------
+
+#[test]
+fn bad_sa_strings_are_usage_errors_naming_the_field() {
+    let d = Dir::new("badsa");
+    let input = d.path("in.pcap");
+    std::fs::write(&input, pcap(101, &[])).unwrap();
+    let o = d.path("o.pcap");
+    let good = sa(0x1, "201.25.64.1", "aes-gcm-128", KEY128, "");
+    for (bad, field) in [
+        (
+            good.replace("alg=aes-gcm-128", "alg=aes-cbc-128"),
+            "field alg",
+        ),
+        (
+            good.replace("spi=0x00000001", "spi=0x1ffffffff"),
+            "field spi",
+        ),
+        (
+            good.replace("dst=201.25.64.1", "dst=somewhere"),
+            "field dst",
+        ),
+        (good.replace(KEY128, &KEY128[..31]), "field key"),
+        (good.replace(KEY128, KEY256), "field key"),
+        (good.replace("salt=cafebabe", "salt=cafe"), "field salt"),
+        (good.clone() + ",icv=7", "field icv"),
+        (good.clone() + ",mode=tunel", "field mode"),
+        (good.clone() + ",spi=3", "field spi: given twice"),
+        (good.clone() + ",foo=1", "field foo: unknown field"),
+        (good.replace(",salt=cafebabe", ""), "field salt: missing"),
+    ] {
+        fails(
+            &[
+                "--device", "software", "esp", "decrypt", "--sa", &bad, "--in", &input, "--out", &o,
+            ],
+            2,
+            field,
+        );
+    }
+    // Two SAs with one SPI.
+    fails(
+        &[
+            "--device", "software", "esp", "decrypt", "--sa", &good, "--sa", &good, "--in", &input,
+            "--out", &o,
+        ],
+        1,
+        "two --sa with spi 0x00000001",
+    );
+    // A bad line in an SA file names the file and line.
+    let file = d.path("bad.sa");
+    std::fs::write(
+        &file,
+        format!("{good}\n{}\n", good.replace("0x00000001", "0x2") + ",esn=7"),
+    )
+    .unwrap();
+    fails(
+        &[
+            "--device",
+            "software",
+            "esp",
+            "decrypt",
+            "--sa",
+            &format!("@{file}"),
+            "--in",
+            &input,
+            "--out",
+            &o,
+        ],
+        2,
+        "line 2",
+    );
+    // Missing --sa is clap's usage error.
+    fails(
+        &[
+            "--device", "software", "esp", "decrypt", "--in", &input, "--out", &o,
+        ],
+        2,
+        "--sa",
+    );
+}
+
+#[test]
+fn unreadable_and_garbage_files_are_clear_errors() {
+    let d = Dir::new("files");
+    let s = sa(0x1, "201.25.64.1", "aes-gcm-128", KEY128, "");
+    let o = d.path("o.pcap");
+    let missing = d.path("missing.pcap");
+    fails(
+        &[
+            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &missing, "--out", &o,
+        ],
+        1,
+        "cannot read --in",
+    );
+    let garbage = d.path("garbage.pcap");
+    std::fs::write(&garbage, b"this is not a capture file at all").unwrap();
+    fails(
+        &[
+            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &garbage, "--out", &o,
+        ],
+        1,
+        "not a pcap or pcapng file",
+    );
+    let truncated = d.path("trunc.pcap");
+    let mut t = pcap(101, &plain_v4(2));
+    t.truncate(t.len() - 5);
+    std::fs::write(&truncated, t).unwrap();
+    fails(
+        &[
+            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &truncated, "--out", &o,
+        ],
+        1,
+        "truncated",
+    );
+    let wrong_link = d.path("link.pcap");
+    std::fs::write(&wrong_link, pcap(147, &[])).unwrap();
+    fails(
+        &[
+            "--device",
+            "software",
+            "esp",
+            "decrypt",
+            "--sa",
+            &s,
+            "--in",
+            &wrong_link,
+            "--out",
+            &o,
+        ],
+        1,
+        "link type 147 is not supported",
+    );
+    let good_in = d.path("good.pcap");
+    std::fs::write(&good_in, pcap(101, &[])).unwrap();
+    let bad_out = d.path("no/such/dir/o.pcap");
+    fails(
+        &[
+            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &good_in, "--out",
+            &bad_out,
+        ],
+        1,
+        "cannot write --out",
+    );
+}
+
+#[test]
+fn card_specs_say_what_to_use() {
+    let d = Dir::new("model");
+    let input = d.path("in.pcap");
+    std::fs::write(&input, pcap(101, &[])).unwrap();
+    let s = sa(0x1, "201.25.64.1", "aes-gcm-128", KEY128, "");
+    let o = d.path("o.pcap");
+    for dev in ["model", "vfio:0000:99:00.0", "unix:/nonexistent.sock"] {
+        fails(
+            &[
+                "--device", dev, "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
+            ],
+            1,
+            "--device software",
+        );
+    }
+}
+
+// ---- draft-mcgrew-gcm-test-01 ESP packet vectors ------------------------------
+
+#[derive(Default, Debug)]
+struct Vector {
+    algorithm: String,
+    key: String,
+    spi: String,
+    seq: String,
+    nonce: String,
+    plaintext: String,
+    packet: String,
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// The test cases of the draft: `name = hex` with continuation lines.
+fn vectors(text: &str) -> Vec<Vector> {
+    let mut out = Vec::new();
+    let mut cur: Option<Vector> = None;
+    let mut field = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some((name, value)) = t.split_once(" = ") {
+            let name = name.trim();
+            if name == "algorithm" {
+                if let Some(v) = cur.take() {
+                    out.push(v);
+                }
+                cur = Some(Vector::default());
+            }
+            field = name.to_owned();
+            if let Some(v) = cur.as_mut() {
+                append(v, &field, value.trim());
+            }
+        } else if !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit()) {
+            if let Some(v) = cur.as_mut() {
+                append(v, &field, t);
+            }
+        } else {
+            field.clear();
+        }
+    }
+    out.extend(cur);
+    out
+}
+
+fn append(v: &mut Vector, field: &str, value: &str) {
+    let slot = match field {
+        "algorithm" => &mut v.algorithm,
+        "key" => &mut v.key,
+        "spi" => &mut v.spi,
+        "seq" => &mut v.seq,
+        "nonce" => &mut v.nonce,
+        "plaintext" => &mut v.plaintext,
+        "packet" => &mut v.packet,
+        _ => return,
+    };
+    slot.push_str(value);
+}
+
+#[test]
+fn draft_mcgrew_esp_vectors_decrypt_through_the_cli() {
+    let Some(dir) = std::env::var_os("KAT_DIR") else {
+        eprintln!("skipped: KAT_DIR is not set (point it at the shared testdata/kat folder)");
+        return;
+    };
+    let path = Path::new(&dir).join("draft-mcgrew-gcm-test-01.txt");
+    let text = std::fs::read_to_string(&path).expect("read draft-mcgrew-gcm-test-01.txt");
+    let all = vectors(&text);
+    assert!(all.len() >= 15, "found {} test cases", all.len());
+    let d = Dir::new("kat");
+    let mut done = 0;
+    for (i, v) in all.iter().enumerate() {
+        let gmac = v.algorithm.contains("GMAC");
+        let bits = v.key.len() * 4;
+        if bits == 192 || v.packet.is_empty() || v.nonce.len() != 24 {
+            eprintln!(
+                "case {i}: {} {bits}-bit: not an AES-128/256 ESP packet, skipped",
+                v.algorithm
+            );
+            continue;
+        }
+        let packet = hex(&v.packet);
+        let alg = format!("aes-{}-{bits}", if gmac { "gmac" } else { "gcm" });
+        let esn = v.seq.len() == 16;
+        let seq = u64::from_str_radix(&v.seq, 16).unwrap();
+        // A fresh SA starts at 1; an ESN vector needs its high half, so the
+        // SA starts at the vector's sequence number.
+        let extra = if esn {
+            format!(",esn,seq={seq}")
+        } else {
+            String::new()
+        };
+        let s = format!(
+            "spi=0x{},dst=192.0.2.99,alg={alg},key={},salt={}{extra}",
+            v.spi,
+            v.key,
+            &v.nonce[..8]
+        );
+        let input = d.path(&format!("kat{i}.pcap"));
+        let o = d.path(&format!("kat{i}.out.pcap"));
+        std::fs::write(&input, pcap(101, &[ipv4_esp([192, 0, 2, 99], &packet)])).unwrap();
+        let out = ok(&[
+            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
+        ]);
+        let line = verdict_lines(&out)[0].to_owned();
+        assert!(line.contains(&format!("seq {seq:<10}")), "case {i}: {line}");
+        assert!(line.ends_with(" ok"), "case {i}: {out}");
+        // The record is the payload: the vector's plaintext without padding,
+        // pad length and next header (GMAC: the clear payload after the IV).
+        let clear = if gmac {
+            packet[16..packet.len() - 16].to_vec()
+        } else {
+            hex(&v.plaintext)
+        };
+        let pad = usize::from(clear[clear.len() - 2]);
+        let payload = &clear[..clear.len() - 2 - pad];
+        let (_, recs) = read_pcap(&o);
+        assert_eq!(recs.len(), 1, "case {i}");
+        assert_eq!(recs[0], payload, "case {i}");
+
+        // Tampering with the ICV is an authentication failure.
+        let mut bad = packet.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x80;
+        std::fs::write(&input, pcap(101, &[ipv4_esp([192, 0, 2, 99], &bad)])).unwrap();
+        let out = ok(&[
+            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
+        ]);
+        assert!(
+            verdict_lines(&out)[0].ends_with(" auth-failed"),
+            "case {i}: {out}"
+        );
+        done += 1;
+    }
+    assert!(done >= 12, "decrypted {done} vectors");
+    eprintln!("{done} draft-mcgrew ESP packet vectors decrypted through hwctl");
+}
