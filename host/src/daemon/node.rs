@@ -993,6 +993,12 @@ impl Runtime {
                 json!({"ok": true})
             }
             "applied" => json!({"ok": true, "applied": self.applied}),
+            // hwctl --device unix:PATH regs. The node-specific table runs on the state core's
+            // card stand-in (`daemon::card`), which has no register file to read.
+            "card_regs" => json!({"ok": false, "backend": self.cfg.card,
+                "error": format!("card backend {:?} of node {} is the state core's table stand-in: \
+                                  it has no registers (`hwctl --device model regs` shows the \
+                                  reference card's register map)", self.cfg.card, self.cfg.node.0)}),
             "synthesize" => self.synthesize(req),
             "stop" => {
                 self.stopping = true;
@@ -1002,7 +1008,7 @@ impl Runtime {
             other => json!({"ok": false, "error": format!("unknown command {other:?}"),
                 "commands": ["status", "allocation", "counts", "move", "drain", "undrain", "rebalance",
                              "resync", "dump", "sas", "sa_add", "sa_advance", "check", "partition",
-                             "applied", "synthesize", "stop"]}),
+                             "applied", "synthesize", "card_regs", "stop"]}),
         }
     }
 

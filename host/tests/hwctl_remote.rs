@@ -1,0 +1,251 @@
+//! `hwctl --device unix:PATH`: a real single-node `clusterd run --config`
+//! process, traffic through its wire port, an SA through its control socket,
+//! and hwctl reading status, dump, sas and regs through the socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::UdpSocket;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// A secret that must never show up in hwctl's output.
+const SA_KEY: &str = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7";
+
+fn hwctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hwctl"))
+        .args(args)
+        .output()
+        .expect("run hwctl")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = hwctl(args);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "hwctl {args:?} failed: {stderr}");
+    let out = String::from_utf8(o.stdout).expect("utf-8");
+    assert!(!out.contains("5ec7e7"), "key material in the output: {out}");
+    out
+}
+
+/// A node process, stopped (and killed if need be) on drop.
+struct Node {
+    child: Child,
+    dir: PathBuf,
+    sock: PathBuf,
+    wire: std::net::SocketAddr,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = call(&self.sock, &json!({"cmd": "stop"}));
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(3) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One control request, straight on the socket.
+fn call(sock: &Path, req: &Value) -> std::io::Result<Value> {
+    let s = UnixStream::connect(sock)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut w = s.try_clone()?;
+    w.write_all(format!("{req}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    serde_json::from_str(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+fn start() -> Node {
+    let dir = std::env::temp_dir().join(format!("hwctl-remote-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (listen, wire) = (free_udp_port(), free_udp_port());
+    let conf = dir.join("node1.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "node = 1\nlisten = 127.0.0.1:{listen}\ncontrol = node1.sock\n\
+             key = 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n\
+             wire = 127.0.0.1:{wire}\ncard_capacity = 4\n"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("node1.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_clusterd"))
+        .args(["run", "--config"])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start clusterd");
+    let node = Node {
+        child,
+        sock: dir.join("node1.sock"),
+        dir,
+        wire: format!("127.0.0.1:{wire}").parse().unwrap(),
+    };
+    // Ready and owning its identifiers.
+    let t = Instant::now();
+    loop {
+        if let Ok(v) = call(&node.sock, &json!({"cmd": "status"})) {
+            if v["ready"] == true && v["owned"].as_u64().unwrap_or(0) > 0 {
+                break;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "node did not get ready: {}",
+            std::fs::read_to_string(node.dir.join("node1.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node
+}
+
+/// An IPv4 TCP SYN from 10.1.0.x to 10.2.0.1:443.
+fn syn(i: u8) -> Vec<u8> {
+    let mut p = vec![
+        0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 1, 0, i, 10, 2, 0, 1,
+    ];
+    let mut s: u32 = p
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    let c = !(s as u16);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p.extend_from_slice(&(40000 + u16::from(i)).to_be_bytes());
+    p.extend_from_slice(&443u16.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    p
+}
+
+#[test]
+fn a_running_node_through_its_control_socket() {
+    let node = start();
+    let dev = format!("unix:{}", node.sock.display());
+
+    // Traffic: six new TCP connections through the wire port.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 1..=6u8 {
+        let mut d = u64::from(i).to_be_bytes().to_vec();
+        d.extend_from_slice(&syn(i));
+        udp.send_to(&d, node.wire).unwrap();
+    }
+    // An SA, installed through the control socket.
+    let v = call(
+        &node.sock,
+        &json!({"cmd": "sa_add", "peer": "10.1.0.1", "dst": "10.2.0.1", "spi": 0x1234_5678u32,
+                "key": SA_KEY}),
+    )
+    .unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let t = Instant::now();
+    while call(&node.sock, &json!({"cmd": "status"})).unwrap()["node_table_entries"]
+        .as_u64()
+        .unwrap_or(0)
+        < 6
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "entries did not arrive"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // status: a table and JSON.
+    let out = ok(&["--device", &dev, "status"]);
+    assert!(out.contains("card backend     model"), "{out}");
+    assert!(out.contains("occupancy        4 / 4 (100.0%)"), "{out}");
+    assert!(out.contains("SAs              1"), "{out}");
+    let v: Value = serde_json::from_str(&ok(&["--device", &dev, "--json", "status"])).unwrap();
+    assert_eq!(v["device"], dev.as_str());
+    assert_eq!(v["node"], 1);
+    assert_eq!(v["occupancy"], 4);
+    assert_eq!(v["capacity"], 4);
+    assert!(v["node_table_entries"].as_u64().unwrap() >= 6, "{v}");
+    assert!(v["software_overflow_entries"].as_u64().unwrap() >= 2, "{v}");
+
+    // dump: every entry of the node-specific table, and one identifier's.
+    let all: Value = serde_json::from_str(&ok(&["--device", &dev, "--json", "dump"])).unwrap();
+    let all = all.as_array().unwrap().clone();
+    assert!(all.len() >= 6, "{all:?}");
+    let did = all[0]["dist"].as_u64().unwrap();
+    let did_arg = did.to_string();
+    let one: Value = serde_json::from_str(&ok(&[
+        "--device", &dev, "--json", "dump", "--did", &did_arg,
+    ]))
+    .unwrap();
+    let one = one.as_array().unwrap();
+    assert!(
+        !one.is_empty() && one.iter().all(|e| e["dist"] == did),
+        "{one:?}"
+    );
+    let table = ok(&["--device", &dev, "dump"]);
+    assert!(table.starts_with("DID  STATE"), "{table}");
+    assert!(table.contains("443"), "keys are shown: {table}");
+    assert!(
+        table.contains(&format!("{} entries (node table of {dev}", all.len())),
+        "{table}"
+    );
+
+    // sas: state, never the key.
+    let out = ok(&["--device", &dev, "sas"]);
+    assert!(out.contains("0x12345678"), "{out}");
+    assert!(out.contains("10.2.0.1"), "{out}");
+    assert!(out.contains("present"), "{out}");
+    assert!(out.contains("1 SAs (keys are never shown)"), "{out}");
+    let v: Value = serde_json::from_str(&ok(&["--device", &dev, "--json", "sas"])).unwrap();
+    assert_eq!(v[0]["spi"], 0x1234_5678u32);
+    assert_eq!(v[0]["key_present"], true);
+
+    // regs: the daemon's card stand-in has none, and says so.
+    let o = hwctl(&["--device", &dev, "regs"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("card_regs"), "{stderr}");
+    assert!(stderr.contains("no registers"), "{stderr}");
+    assert!(o.stdout.is_empty());
+
+    // Writing to a node's card from hwctl is refused.
+    let o = hwctl(&["--device", &dev, "--seed-entries", "2", "status"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refusing"));
+
+    drop(node);
+}
+
+#[test]
+fn a_stale_socket_says_nothing_listens() {
+    let dir = std::env::temp_dir().join(format!("hwctl-stale-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("dead.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let dev = format!("unix:{}", path.display());
+    let o = hwctl(&["--device", &dev, "status"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nothing is listening"), "{stderr}");
+    assert!(stderr.contains("fix:"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
