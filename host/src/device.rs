@@ -97,6 +97,15 @@ pub enum DeviceError {
         /// The driver's error.
         source: DriverError,
     },
+    /// The card failed while in use (for example it left the bus: all-ones
+    /// reads).
+    #[error("device {spec}: {source}{}", probe_fix(spec, source))]
+    Driver {
+        /// The spec.
+        spec: String,
+        /// The driver's error.
+        source: DriverError,
+    },
 }
 
 fn open_message(spec: &str, source: &HalError) -> String {
@@ -267,6 +276,16 @@ impl DeviceSpec {
                     path.display()
                 ),
             }),
+        }
+    }
+
+    /// A driver error met while using this device's card, as an error that
+    /// names the device, the cause and (for real cards) the fix.
+    #[must_use]
+    pub fn driver_error(&self, source: DriverError) -> DeviceError {
+        DeviceError::Driver {
+            spec: self.to_string(),
+            source,
         }
     }
 

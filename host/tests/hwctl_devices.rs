@@ -136,3 +136,18 @@ fn pci_file_image_is_attached_not_reset() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("refusing"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_card_gone_mid_command_names_device_cause_and_fix() {
+    let dir = temp_dir("gone");
+    let path = dir.join("resource0");
+    let mut img = image(0);
+    // The CAM block sits at 0x1000; its OCCUPANCY register reads all ones, as
+    // a card that dropped off the bus after the attach would.
+    let at = 0x1000 + hal::regs::cam::OCCUPANCY.offset as usize;
+    img[at..at + 4].copy_from_slice(&[0xff; 4]);
+    std::fs::write(&path, &img).unwrap();
+    let spec = format!("pci:{}", path.display());
+    fails(&["--device", &spec, "status"], &spec, "device gone");
+    let _ = std::fs::remove_dir_all(dir);
+}

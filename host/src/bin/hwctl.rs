@@ -223,15 +223,24 @@ fn run(cli: &mut Cli) -> Res<String> {
         .into());
     }
     let mut card = cli.device.open_card()?;
-    if cli.seed_entries > 0 {
-        seed(&mut card, cli.seed_entries)?;
-    }
-    match &cli.command {
-        Command::Status => status(&mut card, cli.json),
-        Command::Dump { did } => dump(&mut card, did.map(DistributionId), cli.json),
-        Command::Regs => regs(&mut card, cli.json),
-        Command::Sas | Command::Esp { .. } => Ok(unreachable_esp()),
-    }
+    let mut go = || -> Res<String> {
+        if cli.seed_entries > 0 {
+            seed(&mut card, cli.seed_entries)?;
+        }
+        match &cli.command {
+            Command::Status => status(&mut card, cli.json),
+            Command::Dump { did } => dump(&mut card, did.map(DistributionId), cli.json),
+            Command::Regs => regs(&mut card, cli.json),
+            Command::Sas | Command::Esp { .. } => Ok(unreachable_esp()),
+        }
+    };
+    let r = go();
+    // A card that fails mid-command (e.g. gone from the bus) is named, with
+    // the fix.
+    r.map_err(|e| match e.downcast::<driver::DriverError>() {
+        Ok(d) => Box::new(cli.device.driver_error(*d)) as Box<dyn std::error::Error>,
+        Err(e) => e,
+    })
 }
 
 /// Commands handled before a card is opened land here only by a bug in
