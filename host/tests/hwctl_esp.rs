@@ -409,7 +409,14 @@ fn verdicts_auth_failed_replay_unknown_spi_malformed_and_skipped() {
     assert_eq!(j["packets"][1]["seq"], 2);
     assert_eq!(j["packets"][4]["spi"], "0xdeadbeef");
     assert_eq!(j["packets"][7]["record"], 3);
+    assert_eq!(j["sas"][0]["spi"], "0x00001000");
+    assert_eq!(j["sas"][0]["replay_top"], 3);
+    assert_eq!(j["sas"][0]["packets"], 3);
+    assert_eq!(j["sas"][0]["auth_failures"], 1);
+    assert_eq!(j["sas"][0]["replay_drops"], 1);
+    assert_eq!(j["sas"][0]["key_bits"], 128);
     assert!(!j.to_string().contains("8665731c"), "no key in the report");
+    assert!(!j.to_string().contains("cafebabe"), "no salt in the report");
 }
 
 #[test]

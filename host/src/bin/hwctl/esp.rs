@@ -96,6 +96,41 @@ pub struct Report {
     pub verdicts: BTreeMap<&'static str, usize>,
     /// Per processed packet, in input order.
     pub packets: Vec<PacketReport>,
+    /// Each SA's state after the run (never its key).
+    pub sas: Vec<SaReport>,
+}
+
+/// An SA's state after the run, as `--json` shows it. Never key material.
+#[derive(Serialize, Debug)]
+pub struct SaReport {
+    /// SPI (`0x%08x`).
+    pub spi: String,
+    /// Destination address.
+    pub dst: String,
+    /// `tunnel` or `transport`.
+    pub mode: &'static str,
+    /// `aes-gcm` or `aes-gmac`.
+    pub cipher: &'static str,
+    /// Key size in bits.
+    pub key_bits: u32,
+    /// ICV length in bytes.
+    pub icv: usize,
+    /// Extended sequence numbers.
+    pub esn: bool,
+    /// Encrypt: the last sequence number sent.
+    pub last_seq_sent: Option<u64>,
+    /// Decrypt: the replay window's highest accepted sequence number.
+    pub replay_top: Option<u64>,
+    /// Decrypt: the replay window's bitmap (bit i: top - i seen).
+    pub replay_bitmap: Option<String>,
+    /// Packets processed successfully.
+    pub packets: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// ICV failures.
+    pub auth_failures: u64,
+    /// Replay drops.
+    pub replay_drops: u64,
 }
 
 impl Report {
@@ -207,6 +242,7 @@ pub fn run(
         written: 0,
         verdicts: BTreeMap::new(),
         packets: Vec::new(),
+        sas: Vec::new(),
     };
     let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
     for (i, f) in frames.iter().enumerate() {
@@ -228,6 +264,34 @@ pub fn run(
         report.packets.push(p);
     }
     report.written = records.len();
+    for sa in sas {
+        let st = eng
+            .sa_state(direction, sa.spi)
+            .map_err(|e| format!("--sa spi={}: {e}", sa.spi))?;
+        let inbound = direction == Direction::Inbound;
+        report.sas.push(SaReport {
+            spi: sa.spi.to_string(),
+            dst: sa.dst.to_string(),
+            mode: match sa.mode {
+                Mode::Tunnel => "tunnel",
+                Mode::Transport => "transport",
+            },
+            cipher: match sa.cipher {
+                driver::esp::Cipher::AesGcm => "aes-gcm",
+                driver::esp::Cipher::AesGmac => "aes-gmac",
+            },
+            key_bits: sa.key.bits(),
+            icv: sa.icv.bytes(),
+            esn: sa.esn,
+            last_seq_sent: (!inbound).then_some(st.seq),
+            replay_top: inbound.then_some(st.window.top),
+            replay_bitmap: inbound.then(|| format!("0x{:016x}", st.window.bitmap)),
+            packets: st.counters.packets,
+            bytes: st.counters.bytes,
+            auth_failures: st.counters.auth_failures,
+            replay_drops: st.counters.replay_drops,
+        });
+    }
     std::fs::write(output, capture::write_raw_ip(&records))
         .map_err(|e| format!("cannot write --out {}: {e}", output.display()))?;
     Ok(report)
