@@ -204,7 +204,7 @@ fn run(cli: &mut Cli) -> Res<String> {
                     .map_err(|e| format!("{}: card_regs answer: {e}", r.name()))?;
                 render_regs(&blocks, cli.json)?
             }
-            Command::Esp { .. } => unreachable_esp(),
+            Command::Esp { .. } => return Err(dispatched_twice()),
         });
     }
     if matches!(cli.command, Command::Sas) {
@@ -231,7 +231,7 @@ fn run(cli: &mut Cli) -> Res<String> {
             Command::Status => status(&mut card, cli.json),
             Command::Dump { did } => dump(&mut card, did.map(DistributionId), cli.json),
             Command::Regs => regs(&mut card, cli.json),
-            Command::Sas | Command::Esp { .. } => Ok(unreachable_esp()),
+            Command::Sas | Command::Esp { .. } => Err(dispatched_twice()),
         }
     };
     let r = go();
@@ -245,8 +245,8 @@ fn run(cli: &mut Cli) -> Res<String> {
 
 /// Commands handled before a card is opened land here only by a bug in
 /// `run`; say so instead of panicking.
-fn unreachable_esp() -> String {
-    "hwctl: internal: command dispatched twice\n".to_owned()
+fn dispatched_twice() -> Box<dyn std::error::Error> {
+    "internal: command dispatched to the wrong handler (a bug in hwctl)".into()
 }
 
 /// Parses the `--sa` arguments (expanding `@FILE`) and wipes the argument
