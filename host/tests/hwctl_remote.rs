@@ -189,7 +189,7 @@ fn a_running_node_through_its_control_socket() {
     let all: Value = serde_json::from_str(&ok(&["--device", &dev, "--json", "dump"])).unwrap();
     let all = all.as_array().unwrap().clone();
     assert!(all.len() >= 6, "{all:?}");
-    let did = all[0]["dist"].as_u64().unwrap();
+    let did = all[0]["did"].as_u64().unwrap();
     let did_arg = did.to_string();
     let one: Value = serde_json::from_str(&ok(&[
         "--device", &dev, "--json", "dump", "--did", &did_arg,
@@ -197,14 +197,29 @@ fn a_running_node_through_its_control_socket() {
     .unwrap();
     let one = one.as_array().unwrap();
     assert!(
-        !one.is_empty() && one.iter().all(|e| e["dist"] == did),
+        !one.is_empty() && one.iter().all(|e| e["did"] == did),
         "{one:?}"
     );
+    // Keys in the card's layout, as a local dump shows them.
+    let tcp = all
+        .iter()
+        .find(|e| e["key"]["type"] == "tcp")
+        .expect("a TCP entry");
+    assert_eq!(tcp["key"]["dst_port"], 443, "{tcp}");
+    assert_eq!(
+        all.iter().filter(|e| e["where"] == "card").count(),
+        4,
+        "the card holds its capacity, the rest overflowed: {all:?}"
+    );
     let table = ok(&["--device", &dev, "dump"]);
-    assert!(table.starts_with("DID  STATE"), "{table}");
-    assert!(table.contains("443"), "keys are shown: {table}");
+    assert!(table.starts_with("DID  WHERE"), "{table}");
     assert!(
-        table.contains(&format!("{} entries (node table of {dev}", all.len())),
+        table.contains("tcp 10.1.0.1 40001 > 10.2.0.1 443"),
+        "{table}"
+    );
+    assert!(table.contains("esp > 10.2.0.1 spi=0x12345678"), "{table}");
+    assert!(
+        table.contains(&format!("{} entries (node {dev}", all.len())),
         "{table}"
     );
 

@@ -993,6 +993,29 @@ impl Runtime {
                 json!({"ok": true})
             }
             "applied" => json!({"ok": true, "applied": self.applied}),
+            // hwctl --device unix:PATH dump: the node-specific entries with their keys in the
+            // card's layout (as `hwctl dump` shows a local card), on the card or in overflow.
+            "card_dump" => {
+                let did = req.get("did").and_then(Value::as_u64);
+                let table = self.core.node_table();
+                let entries: Vec<Value> = table
+                    .entries()
+                    .filter(|e| match did {
+                        Some(d) => u64::from(e.dist.0) == d,
+                        None => true,
+                    })
+                    .map(|e| {
+                        let k = crate::core::card_table::cam_key(&e.key);
+                        let on_card = table.card().get(&e.key).is_some();
+                        json!({"did": e.dist.0, "where": if on_card { "card" } else { "overflow" },
+                               "key": k, "key_text": k.map_or_else(|| format!("{:?}", e.key), |k| k.to_string()),
+                               "state": format!("{:?}", e.state), "action": format!("{:?}", e.action),
+                               "creator": e.creator.0, "version": e.version, "packets": e.packets})
+                    })
+                    .collect();
+                json!({"ok": true, "backend": self.cfg.card, "len": table.len(),
+                       "capacity": table.capacity(), "entries": entries})
+            }
             // hwctl --device unix:PATH regs. The node-specific table runs on the state core's
             // card stand-in (`daemon::card`), which has no register file to read.
             "card_regs" => json!({"ok": false, "backend": self.cfg.card,
@@ -1008,7 +1031,7 @@ impl Runtime {
             other => json!({"ok": false, "error": format!("unknown command {other:?}"),
                 "commands": ["status", "allocation", "counts", "move", "drain", "undrain", "rebalance",
                              "resync", "dump", "sas", "sa_add", "sa_advance", "check", "partition",
-                             "applied", "synthesize", "card_regs", "stop"]}),
+                             "applied", "synthesize", "card_dump", "card_regs", "stop"]}),
         }
     }
 

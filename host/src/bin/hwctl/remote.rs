@@ -16,9 +16,6 @@ use super::table;
 /// How long one request may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Most node-table entries one `dump` asks for.
-const DUMP_LIMIT: u64 = 1 << 24;
-
 /// A connection to one daemon's control socket.
 pub struct Remote {
     name: String,
@@ -226,23 +223,22 @@ pub fn status(r: &mut Remote, as_json: bool) -> Result<String, String> {
 }
 
 /// `hwctl --device unix:PATH dump [--did N]`: the node-specific table (what
-/// the node's card holds), as the daemon reports it.
+/// the node's card holds, and what overflowed to host memory) with keys in
+/// the card's layout, as `card_dump` reports it.
 ///
 /// # Errors
 /// Socket and daemon errors.
 pub fn dump(r: &mut Remote, did: Option<u8>, as_json: bool) -> Result<String, String> {
-    let v = r.call(&json!({"cmd": "dump", "limit": DUMP_LIMIT}))?;
+    let mut req = json!({"cmd": "card_dump"});
+    if let Some(d) = did {
+        req["did"] = json!(d);
+    }
+    let v = r.call(&req)?;
     let entries: Vec<Value> = v
         .get("entries")
         .and_then(Value::as_array)
         .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| match did {
-            Some(d) => e.get("dist").and_then(Value::as_u64) == Some(u64::from(d)),
-            None => true,
-        })
-        .collect();
+        .unwrap_or_default();
     if as_json {
         return serde_json::to_string_pretty(&entries)
             .map(|j| j + "\n")
@@ -252,23 +248,22 @@ pub fn dump(r: &mut Remote, did: Option<u8>, as_json: bool) -> Result<String, St
         .iter()
         .map(|e| {
             vec![
-                s(e, "dist"),
+                s(e, "did"),
+                s(e, "where"),
                 s(e, "state"),
                 s(e, "action"),
-                s(e, "creator"),
-                s(e, "version"),
-                s(e, "key"),
+                s(e, "key_text"),
             ]
         })
         .collect();
     let mut t = table(
-        &["DID", "STATE", "ACTION", "CREATOR", "VERSION", "KEY"],
+        &["DID", "WHERE", "STATE", "ACTION", "KEY (* = wildcard)"],
         &rows,
     );
     let filter = did.map(|d| format!(" with did {d}")).unwrap_or_default();
     let _ = writeln!(
         t,
-        "{} entries{filter} (node table of {}, backend {}, {} in all)",
+        "{} entries{filter} (node {}, backend {}, {} in the node table)",
         entries.len(),
         r.name(),
         s(&v, "backend"),
