@@ -8,7 +8,7 @@
 //! | `model:depth=N` | the reference model with `N` CAM entries |
 //! | `verilator` | the RTL built by Verilator (needs the cargo feature `verilator`) |
 //! | `software` | no card: the host's ESP path on `ring` (`hwctl esp` only; it has no registers) |
-//! | `vfio:BDF` | a real card bound to `vfio-pci`, e.g. `vfio:0000:03:00.0` ([`hal::hw::open_spec`]) |
+//! | `vfio:BDF` | a real card bound to `vfio-pci`, e.g. `vfio:0000:03:00.0` (`hal::vfio`, without a device reset) |
 //! | `pci:PATH` | a real card through a PCI resource file, e.g. `pci:/sys/bus/pci/devices/0000:03:00.0/resource0` ([`hal::hw::open_spec`]) |
 //! | `unix:PATH` | a running `clusterd`'s control socket: its card is reached through the daemon, never opened here |
 //!
@@ -110,8 +110,13 @@ pub enum DeviceError {
 
 fn open_message(spec: &str, source: &HalError) -> String {
     match source {
-        // hal's real-hardware errors start with the device name already.
-        HalError::Open(m) if m.starts_with(spec) => m.clone(),
+        // hal's real-hardware errors start with the device name already
+        // (in its canonical form, e.g. vfio:0000:03:00.0 for vfio:03:00.0).
+        HalError::Open(m)
+            if m.starts_with(spec) || m.starts_with("vfio:") || m.starts_with("pci:") =>
+        {
+            m.clone()
+        }
         other => format!("device {spec}: {other}"),
     }
 }
@@ -258,7 +263,8 @@ impl DeviceSpec {
                          for status, dump and regs"
                     .to_owned(),
             }),
-            Self::Vfio { .. } | Self::Pci { .. } => {
+            Self::Vfio { bdf } => open_vfio(self, bdf),
+            Self::Pci { .. } => {
                 let spec = self.to_string();
                 match hal::hw::open_spec(&spec) {
                     Some(r) => r.map_err(|source| DeviceError::Open { spec, source }),
@@ -307,6 +313,39 @@ impl DeviceSpec {
             spec: self.to_string(),
             source,
         })
+    }
+}
+
+/// VFIO without `VFIO_DEVICE_RESET`: [`hal::hw::open_spec`] resets the
+/// device (a function-level reset wipes the CAM and the SA table), which a
+/// tool that only looks at a card in service must never do. The driver's
+/// [`Card::attach`] then reads the card as it is.
+#[cfg(target_os = "linux")]
+fn open_vfio(spec: &DeviceSpec, bdf: &str) -> Result<DynRegs, DeviceError> {
+    let config = hal::vfio::VfioConfig {
+        reset: false,
+        ..hal::vfio::VfioConfig::default()
+    };
+    hal::vfio::VfioCard::open_with(bdf, &config)
+        .map(|c| Box::new(c) as DynRegs)
+        .map_err(|source| DeviceError::Open {
+            spec: spec.to_string(),
+            source,
+        })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_vfio(spec: &DeviceSpec, _bdf: &str) -> Result<DynRegs, DeviceError> {
+    let spec_text = spec.to_string();
+    match hal::hw::open_spec(&spec_text) {
+        Some(r) => r.map_err(|source| DeviceError::Open {
+            spec: spec_text,
+            source,
+        }),
+        None => Err(DeviceError::Unsupported {
+            spec: spec_text,
+            reason: "VFIO exists only on Linux".to_owned(),
+        }),
     }
 }
 
