@@ -73,10 +73,11 @@ EXAMPLES:
   hwctl --device unix:/run/clusterd/node1.sock sas
   hwctl --device software esp decrypt --sa @tunnel.sa --in esp.pcapng --out plain.pcap";
 
-/// Look inside a state-offload card: its register blocks, its CAM entries,
-/// its raw registers.
+/// Look inside a state-offload card (its register blocks, CAM entries and
+/// raw registers, locally or through a running clusterd), and run ESP
+/// captures through its crypto engine or the software path.
 #[derive(Parser, Debug)]
-#[command(name = "hwctl", version, about, after_help = AFTER_HELP)]
+#[command(name = "hwctl", version, after_help = AFTER_HELP)]
 struct Cli {
     /// The card to open (see DEVICE SPEC below).
     #[arg(long, short = 'd', value_name = "SPEC")]
