@@ -84,6 +84,10 @@ enum Op {
     RemoveAt(u32),
     Search(Key),
     SearchTyped(CamKey),
+    /// Hit an entry (SEARCH, or the data path when the flag is set), then
+    /// act on that very entry, then READ it and read its group's hit bits:
+    /// the hit bit must be cleared (or kept) exactly as hdl/CARD.md says.
+    HitThen(Key, bool, Then),
     FlushDids(DidSet),
     FlushAll,
     Age,
@@ -103,6 +107,17 @@ enum Op {
     /// Raw WRITE of an entry with key bits outside its mask, then a resync.
     RawEntry(u32, KeyBits, u8, u32),
     RawSoftReset,
+}
+
+/// What [`Op::HitThen`] does to the entry it hit.
+#[derive(Clone, Debug)]
+enum Then {
+    Nothing,
+    RemoveAt,
+    FlushItsDid,
+    WriteAt(CamEntry),
+    InsertByCardAfterRemove(CamEntry),
+    FlushAll,
 }
 
 /// The readable register file, as `(block, name, element, value)`.
@@ -166,6 +181,39 @@ fn apply<R: DpPort>(slot: &mut Option<Card<R>>, op: &Op) -> String {
         Op::RemoveAt(i) => fmt(card.remove_at(CamIndex(*i))),
         Op::Search(k) => fmt(card.search_bits(k)),
         Op::SearchTyped(k) => fmt(card.search(k)),
+        Op::HitThen(key, via_dp, then) => {
+            let (hit, first) = if *via_dp {
+                let r = card.regs_mut().dp(&[*key]);
+                (r[0].map(|(i, _, d)| (i, d)), format!("{r:?}"))
+            } else {
+                let r = card.search_bits(key);
+                let hit = match &r {
+                    Ok(Some(h)) => Some((h.index.0, h.did.0)),
+                    _ => None,
+                };
+                (hit, fmt(r))
+            };
+            let Some((i, d)) = hit else {
+                return first;
+            };
+            let second = match then {
+                Then::Nothing => String::new(),
+                Then::RemoveAt => fmt(card.remove_at(CamIndex(i))),
+                Then::FlushItsDid => {
+                    fmt(card.flush_dids(&[DistributionId(d)].into_iter().collect()))
+                }
+                Then::WriteAt(e) => fmt(card.write_at(CamIndex(i), e)),
+                Then::InsertByCardAfterRemove(e) => {
+                    let r = fmt(card.remove_at(CamIndex(i)));
+                    format!("{r} {}", fmt(card.insert_by_card(e)))
+                }
+                Then::FlushAll => fmt(card.flush_all()),
+            };
+            let read = fmt(card.read(CamIndex(i)));
+            let hits = raw_cmd(card.regs_mut(), Some(i / 32), cam::cmd::HIT_RC);
+            let bits = card.regs_mut().read32(BarOffset(cam_off(cam::HITS)));
+            format!("{first} then {second} read {read} hit_rc {hits} {bits:?}")
+        }
         Op::FlushDids(s) => fmt(card.flush_dids(s)),
         Op::FlushAll => fmt(card.flush_all()),
         Op::Age => fmt(card.age()),
@@ -601,6 +649,19 @@ impl Gen {
             return match self.rng.random_range(0..10) {
                 0 => Op::SearchTyped(self.pool_key().0),
                 1 => Op::Find(self.pool_key().0),
+                2 => {
+                    let (_, b) = self.pool_key();
+                    let key = std::array::from_fn(|w| b.key[w] & b.mask[w]);
+                    let then = match self.rng.random_range(0..1000) {
+                        0..=149 => Then::Nothing,
+                        150..=499 => Then::RemoveAt,
+                        500..=649 => Then::FlushItsDid,
+                        650..=799 => Then::WriteAt(self.entry()),
+                        800..=994 => Then::InsertByCardAfterRemove(self.entry()),
+                        _ => Then::FlushAll,
+                    };
+                    Op::HitThen(key, self.rng.random_bool(0.5), then)
+                }
                 _ => Op::Search(self.search_key()),
             };
         }
