@@ -26,6 +26,14 @@ fn seeds_and_sizes() {
         let r = sim.run(600, 150).clone();
         assert_clean(&format!("seed {seed} nodes {nodes}"), &r);
         assert!(r.card_overflows > 0, "small cards overflowed into software");
+        assert!(
+            r.related_flows > 0 && r.related_routed > 0,
+            "FTP data entries routed"
+        );
+        assert!(
+            r.related_hits > 0,
+            "data connections found their routed entries"
+        );
     }
 }
 
@@ -60,6 +68,10 @@ fn crash_window_is_measured() {
     assert_clean("crash", &r);
     assert_eq!(r.crashes, 1);
     assert_eq!(r.joins, 1);
+    assert_eq!(
+        r.admitted, 1,
+        "the restarted node caught up and took its share"
+    );
     // Entries lost in the crash were created within the replication window: a lost event is
     // repaired within one anti-entropy period plus three network delays (digest, request,
     // snapshot); allow one repeat for lost repair messages.

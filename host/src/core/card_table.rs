@@ -249,6 +249,25 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
         }
         n
     }
+    fn flush_dists(&mut self, dists: &[DistributionId]) -> (usize, usize) {
+        let mut set = DidSet::new();
+        let mut n = 0;
+        for &d in dists {
+            n += self.shadow.remove_dist(d).len();
+            if let Ok(did) = u8::try_from(d.0) {
+                set.insert(driver::DistributionId(did));
+            }
+        }
+        if set.is_empty() {
+            return (n, 0);
+        }
+        self.stats.commands += 1;
+        self.stats.flushes += 1;
+        if self.card.flush_dids(&set).is_err() {
+            self.errors += 1;
+        }
+        (n, 1)
+    }
     fn dist_len(&self, dist: DistributionId) -> usize {
         self.shadow.dist_len(dist)
     }
@@ -354,6 +373,10 @@ mod tests {
         assert_eq!(t.stats().overflowed, 34);
         assert_eq!(t.flush_dist(DistributionId(3)), 6);
         assert_eq!(t.len(), 44);
+        // Several identifiers in one FLUSH_DID command.
+        let (n, cmds) = t.flush_dists(&[DistributionId(0), DistributionId(1), DistributionId(2)]);
+        assert_eq!((n, cmds), (20, 1));
+        assert_eq!(t.len(), 24);
         assert!(CardTable::new(
             Card::probe(ModelCard::new()).expect("probe"),
             IdCount::new(512).expect("count")

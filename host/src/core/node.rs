@@ -6,7 +6,7 @@
 use super::alloc_policy::Allocation;
 use super::common::{CommonTable, Upsert};
 use super::distribution::{ClusterSecret, Distributor};
-use super::entry::{Action, ConnState, Endpoint, Entry, FlowKey, L4Proto, SaRef};
+use super::entry::{Action, ConnState, Endpoint, Entry, FlowKey, L4Proto, SaRef, UserId};
 use super::events::{Event, Message, SaState};
 use super::ids::{DistributionId, Epoch, IdCount, Millis, NodeId};
 use super::node_table::{NodeSpecificTable, TableError};
@@ -243,7 +243,8 @@ pub struct ReallocReport {
     pub installed: usize,
     /// Installs the node-specific table refused.
     pub install_failures: usize,
-    /// Flush-by-identifier commands issued for lost identifiers.
+    /// Flush commands issued for lost identifiers (one per identifier on host memory, one for
+    /// the whole set on a card).
     pub flushes: usize,
     /// Entries those flushes removed.
     pub flushed: usize,
@@ -340,6 +341,9 @@ pub struct Node<T: NodeSpecificTable> {
     alloc: Allocation,
     owned: Vec<bool>,
     gaining: Vec<bool>,
+    /// Per identifier: the common table is known to match the owner (own identifiers, an
+    /// applied snapshot, or a matching digest).
+    synced: Vec<bool>,
     pending: Option<Pending>,
     common: CommonTable,
     active: T,
@@ -359,6 +363,7 @@ impl<T: NodeSpecificTable> Node<T> {
             alloc: Allocation::unowned(Epoch(0), cfg.count),
             owned: vec![false; n],
             gaining: vec![false; n],
+            synced: vec![false; n],
             pending: None,
             common: CommonTable::new(cfg.count),
             active: table,
@@ -510,14 +515,16 @@ impl<T: NodeSpecificTable> Node<T> {
             let from_initiator = dir == e.initiator_is_lo;
             let old = e.state;
             let next = next_state(old, &p.kind, from_initiator);
-            let helper_ftp = e.key.is_tcp()
-                && from_initiator
-                && self
-                    .cfg
+            let helper = if e.key.is_tcp() && from_initiator && !p.payload.is_empty() {
+                self.cfg
                     .rules
                     .rules
                     .get(usize::from(e.rule))
-                    .is_some_and(|r| r.helper == Some(Helper::Ftp));
+                    .and_then(|r| r.helper)
+            } else {
+                None
+            };
+            let user = e.user;
             match next {
                 Some(ConnState::Closed) => {
                     let version = e.version;
@@ -533,8 +540,10 @@ impl<T: NodeSpecificTable> Node<T> {
                 }
                 _ => {}
             }
-            if helper_ftp {
-                self.ftp_helper(now, &p);
+            match helper {
+                Some(Helper::Ftp) => self.ftp_helper(now, &p),
+                Some(Helper::Session) => self.session_helper(now, &p, user),
+                None => {}
             }
             return if action.forwards() {
                 Verdict::Accept {
@@ -659,6 +668,43 @@ impl<T: NodeSpecificTable> Node<T> {
         e.version = self.new_version(&key);
         e.last_seen = now;
         e.timeout_s = 60;
+        self.add_related(e);
+    }
+
+    /// A TLS session id (ClientHello) or HTTP cookie (request header) seen on a connection
+    /// whose rule has `helper session`: the application session's entry (claim 7), keyed by a
+    /// keyed digest of the value, carrying the connection's authenticated user (claim 8), and
+    /// routed to the owner of its identifier.
+    fn session_helper(&mut self, now: Millis, p: &ParsedPacket<'_>, user: Option<UserId>) {
+        let key = if let Some(id) = tls_session_id(p.payload) {
+            FlowKey::TlsSession(self.dist.session_digest(id))
+        } else if let Some(c) = http_cookie(p.payload) {
+            FlowKey::HttpCookie(self.dist.session_digest(c))
+        } else {
+            return;
+        };
+        let Some(d) = self.dist.for_key(&key) else {
+            return;
+        };
+        if self.common.get(&key).is_some() {
+            if let Some(e) = self.active.lookup(&key) {
+                e.last_seen = now;
+                e.packets += 1;
+            }
+            return;
+        }
+        let mut e = Entry::new(key, d, ConnState::Session, self.cfg.node);
+        e.user = user;
+        e.version = self.new_version(&key);
+        e.last_seen = now;
+        self.add_related(e);
+    }
+
+    /// Adds an entry created here on behalf of another set of packets: into this node's
+    /// node-specific table if it owns (or is gaining) the identifier, into the common table,
+    /// addressed to the owner if that is another node, and broadcast to all.
+    fn add_related(&mut self, e: Entry) {
+        let d = e.dist;
         if self.installs(d) && self.active.insert(e.clone()).is_err() {
             self.stats.install_failures += 1;
         }
@@ -820,6 +866,17 @@ impl<T: NodeSpecificTable> Node<T> {
                 e.last_seen = now;
                 e.packets = 0;
                 e.bytes = 0;
+                let owner_holds_same_or_newer = self.owns(e.dist)
+                    && self
+                        .common
+                        .get(&e.key)
+                        .is_some_and(|c| c.version >= e.version);
+                if owner_holds_same_or_newer {
+                    // The owner is the authority on its own entries: an equal version from
+                    // elsewhere (a related entry racing the connection's own first packet)
+                    // does not overwrite it.
+                    return Ok(Applied::Unchanged);
+                }
                 match self.common.upsert_remote(e.clone()) {
                     Upsert::Inserted | Upsert::Replaced => {
                         if self.installs(e.dist) {
@@ -844,17 +901,11 @@ impl<T: NodeSpecificTable> Node<T> {
                 }
                 true
             }
-            Event::Snapshot {
-                dist,
-                entries,
-                epoch,
-            } => {
-                if self.owns(*dist)
-                    || self.alloc.owner(*dist) != Some(m.sender)
-                    || *epoch != self.alloc.epoch
-                {
-                    // Only the current owner speaks for an identifier; a snapshot from anyone
-                    // else, or from another epoch, is stale (the next digest repairs).
+            Event::Snapshot { dist, entries, .. } => {
+                if self.owns(*dist) || self.alloc.owner(*dist) != Some(m.sender) {
+                    // Only the current owner (in this node's allocation) speaks for an
+                    // identifier; a snapshot from anyone else is stale (the next digest
+                    // repairs whatever it would have).
                     false
                 } else {
                     let mut entries = entries.clone();
@@ -869,20 +920,28 @@ impl<T: NodeSpecificTable> Node<T> {
                         }
                     }
                     self.stats.snapshots_applied += 1;
+                    if let Some(s) = self.synced.get_mut(dist.index()) {
+                        *s = true;
+                    }
                     true
                 }
             }
-            Event::Digest { epoch, items } => {
-                if *epoch == self.alloc.epoch {
-                    let ids: Vec<DistributionId> = items
-                        .iter()
-                        .filter(|(d, g)| {
-                            self.cfg.count.contains(*d)
-                                && self.alloc.owner(*d) == Some(m.sender)
-                                && self.common.digest(*d) != *g
-                        })
-                        .map(|(d, _)| *d)
-                        .collect();
+            Event::Digest { items, .. } => {
+                // Items count only for identifiers the sender owns in this node's allocation,
+                // whatever epoch the sender was in: an unchanged owner's digest stays valid
+                // across reallocations of other identifiers.
+                {
+                    let mut ids = Vec::new();
+                    for (d, g) in items {
+                        if !self.cfg.count.contains(*d) || self.alloc.owner(*d) != Some(m.sender) {
+                            continue;
+                        }
+                        if self.common.digest(*d) == *g {
+                            self.synced[d.index()] = true;
+                        } else {
+                            ids.push(*d);
+                        }
+                    }
                     if !ids.is_empty() {
                         self.stats.repairs_requested += 1;
                         let epoch = self.alloc.epoch;
@@ -931,6 +990,26 @@ impl<T: NodeSpecificTable> Node<T> {
             self.stats.repairs_requested += 1;
             self.unicast(o, Event::RepairRequest { epoch, ids });
         }
+    }
+
+    /// Whether this node's common table is known to match every owner's: each identifier is
+    /// owned here, or its owner's snapshot was applied, or its owner's digest matched. A node
+    /// that joins with empty memory should take over identifiers (including in a failover)
+    /// only once this holds; until then its allocation weight should stay 0.
+    pub fn is_synced(&self) -> bool {
+        self.cfg
+            .count
+            .all()
+            .all(|d| self.synced[d.index()] || self.alloc.owner(d).is_none())
+    }
+
+    /// How many identifiers are not yet known to match their owner (see [`Self::is_synced`]).
+    pub fn unsynced(&self) -> usize {
+        self.cfg
+            .count
+            .all()
+            .filter(|&d| !self.synced[d.index()] && self.alloc.owner(d).is_some())
+            .count()
     }
 
     /// Queues snapshots of the identifiers this node owns now and `next` gives to another node,
@@ -1028,6 +1107,9 @@ impl<T: NodeSpecificTable> Node<T> {
         self.alloc = p.alloc;
         for (i, o) in self.alloc.owners.iter().enumerate() {
             self.owned[i] = *o == Some(self.cfg.node);
+            if self.owned[i] {
+                self.synced[i] = true;
+            }
         }
         self.gaining.iter_mut().for_each(|g| *g = false);
         let mut report = ReallocReport {
@@ -1036,11 +1118,10 @@ impl<T: NodeSpecificTable> Node<T> {
             install_failures: p.install_failures,
             ..Default::default()
         };
-        if self.cfg.mode == Mode::NodeSpecific {
-            for &d in &report.plan.lost {
-                report.flushed += self.active.flush_dist(d);
-                report.flushes += 1;
-            }
+        if self.cfg.mode == Mode::NodeSpecific && !report.plan.lost.is_empty() {
+            let (n, cmds) = self.active.flush_dists(&report.plan.lost);
+            report.flushed = n;
+            report.flushes = cmds;
         }
         Ok(report)
     }
@@ -1112,7 +1193,9 @@ fn tcp_next(s: ConnState, f: TcpFlags, from_initiator: bool) -> ConnState {
     }
     match s {
         SynSent if f.syn && f.ack && !from_initiator => SynReceived,
-        SynSent | SynReceived if f.ack && !f.syn && from_initiator => {
+        // The initiator's ACK completes the handshake; once the SYN+ACK was seen, an ACK from
+        // either side means it completed (the update may have been lost in a failover).
+        SynSent | SynReceived if f.ack && !f.syn && (from_initiator || s == SynReceived) => {
             if f.fin {
                 FinWait
             } else {
@@ -1124,6 +1207,49 @@ fn tcp_next(s: ConnState, f: TcpFlags, from_initiator: bool) -> ConnState {
         Closing if f.ack && !f.fin => Closed,
         s => s,
     }
+}
+
+/// The session id of a TLS ClientHello (RFC 5246 7.4.1.2), if the payload starts with one
+/// carrying a non-empty id.
+fn tls_session_id(b: &[u8]) -> Option<&[u8]> {
+    // Record header (5), handshake header (4), client_version (2), random (32).
+    const AT: usize = 5 + 4 + 2 + 32;
+    if *b.first()? != 22 || *b.get(1)? != 3 || *b.get(5)? != 1 {
+        return None;
+    }
+    let n = usize::from(*b.get(AT)?);
+    if n == 0 || n > 32 {
+        return None;
+    }
+    b.get(AT + 1..AT + 1 + n)
+}
+
+/// The value of the `Cookie` header of an HTTP request in the payload's first 2 KiB.
+fn http_cookie(b: &[u8]) -> Option<&[u8]> {
+    let head = b.get(..b.len().min(2048))?;
+    let methods: [&[u8]; 6] = [
+        b"GET ",
+        b"POST ",
+        b"HEAD ",
+        b"PUT ",
+        b"DELETE ",
+        b"OPTIONS ",
+    ];
+    if !methods.iter().any(|m| head.starts_with(m)) {
+        return None;
+    }
+    const NAME: &[u8] = b"\r\ncookie:";
+    let start = head
+        .windows(NAME.len())
+        .position(|w| w.eq_ignore_ascii_case(NAME))?
+        + NAME.len();
+    let rest = head.get(start..)?;
+    let end = rest
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(rest.len());
+    let value = rest.get(..end)?.trim_ascii();
+    (!value.is_empty()).then_some(value)
 }
 
 /// Parses `PORT h1,h2,h3,h4,p1,p2` (RFC 959).
@@ -1438,6 +1564,61 @@ mod tests {
             }
         );
         assert_eq!(n1.distributor().for_ipsec_peers(a(1), a(9)), d);
+    }
+
+    #[test]
+    fn session_helper_tracks_tls_and_http_sessions() {
+        let mut c = cfg(1);
+        c.rules = RuleSet::parse("allow tcp dport 443 helper session user 77").unwrap();
+        let mut n1 = Node::new(c.clone(), SoftwareTable::new(c.count));
+        let al = even_split(IdCount::new(16).unwrap(), &[NodeId(1)]);
+        n1.apply_allocation(Millis(0), &al).unwrap();
+        let seg = |f, p: &[u8]| build::tcp(a(1), 4000, a(2), 443, f, p).unwrap();
+        n1.handle_packet(Millis(1), &seg(flags(true, false, false), b""));
+        let mut hello = vec![22, 3, 1, 0, 80, 1, 0, 0, 76, 3, 3];
+        hello.extend_from_slice(&[0xaa; 32]);
+        hello.push(4);
+        hello.extend_from_slice(b"SESS");
+        n1.handle_packet(Millis(2), &seg(flags(false, true, false), &hello));
+        let http = b"GET / HTTP/1.1\r\nHost: x\r\ncOOkie:  id=42 \r\n\r\n";
+        n1.handle_packet(Millis(3), &seg(flags(false, true, false), http));
+        let tls = FlowKey::TlsSession(n1.distributor().session_digest(b"SESS"));
+        let web = FlowKey::HttpCookie(n1.distributor().session_digest(b"id=42"));
+        for k in [tls, web] {
+            let e = n1.common().get(&k).expect("session entry");
+            assert_eq!(e.state, ConnState::Session);
+            assert_eq!(e.user, Some(UserId(77)));
+            assert!(n1.node_table().get(&k).is_some());
+        }
+        assert!(n1.check_tables().is_empty());
+        assert_eq!(tls_session_id(&hello[..40]), None);
+        assert_eq!(http_cookie(b"HTTP/1.1 200 OK\r\nCookie: x\r\n"), None);
+        assert_eq!(http_cookie(b"GET / HTTP/1.1\r\nCookie:\r\n"), None);
+    }
+
+    #[test]
+    fn joining_node_syncs_before_taking_identifiers() {
+        let c16 = IdCount::new(16).unwrap();
+        let mut n1 = node(1);
+        let al = even_split(c16, &[NodeId(1)]);
+        n1.apply_allocation(Millis(0), &al).unwrap();
+        assert!(n1.is_synced(), "an owner of everything is in sync");
+        for port in 1..40u16 {
+            n1.handle_packet(Millis(0), &build::udp(a(1), port, a(2), 53, b"").unwrap());
+        }
+        n1.drain_outbox();
+        let mut n2 = node(2);
+        n2.apply_allocation(Millis(1), &al).unwrap();
+        assert_eq!(n2.unsynced(), 16);
+        n2.request_sync();
+        for o in n2.drain_outbox() {
+            n1.apply_message(Millis(1), &o.message).unwrap();
+        }
+        for o in n1.drain_outbox() {
+            n2.apply_message(Millis(1), &o.message).unwrap();
+        }
+        assert!(n2.is_synced());
+        assert_eq!(n2.common().len(), 39);
     }
 
     #[test]

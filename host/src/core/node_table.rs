@@ -70,6 +70,13 @@ pub trait NodeSpecificTable {
     /// Removes all entries of one identifier with one flush-by-identifier command.
     /// Returns how many were removed.
     fn flush_dist(&mut self, dist: DistributionId) -> usize;
+    /// Removes all entries of several identifiers. Returns how many were removed and how many
+    /// commands it took. Default: one [`Self::flush_dist`] per identifier; a card flushes a
+    /// whole identifier set with one command.
+    fn flush_dists(&mut self, dists: &[DistributionId]) -> (usize, usize) {
+        let n = dists.iter().map(|&d| self.flush_dist(d)).sum();
+        (n, dists.len())
+    }
     /// Number of entries of one identifier.
     fn dist_len(&self, dist: DistributionId) -> usize;
     /// All entries.
@@ -337,6 +344,15 @@ impl<C: NodeSpecificTable> NodeSpecificTable for TieredTable<C> {
             n += self.soft.flush_dist(dist);
         }
         n
+    }
+    fn flush_dists(&mut self, dists: &[DistributionId]) -> (usize, usize) {
+        let (mut n, cmds) = self.card.flush_dists(dists);
+        for &d in dists {
+            if self.soft.dist_len(d) > 0 {
+                n += self.soft.flush_dist(d);
+            }
+        }
+        (n, cmds)
     }
     fn dist_len(&self, dist: DistributionId) -> usize {
         self.card.dist_len(dist) + self.soft.dist_len(dist)

@@ -83,6 +83,9 @@ impl Cidr {
 pub enum Helper {
     /// FTP: a PORT command on the control connection opens the data connection.
     Ftp,
+    /// Application sessions: a TLS ClientHello session id or an HTTP `Cookie` header creates
+    /// a session entry keyed by its digest.
+    Session,
 }
 
 /// One rule.
@@ -262,6 +265,7 @@ fn parse_line(line: &str, no: usize) -> Result<Rule, String> {
             "helper" => {
                 rule.helper = match val {
                     "ftp" => Some(Helper::Ftp),
+                    "session" => Some(Helper::Session),
                     _ => return Err(format!("unknown helper {val:?}")),
                 }
             }

@@ -20,11 +20,18 @@ use super::ids::{DistributionId, IdCount, Millis, NodeId};
 use super::node::{Destination, DropReason, Mode, Node, NodeConfig, Outgoing, Timeouts, Verdict};
 use super::node_table::{NodeSpecificTable, SimCard, TableError, TableStats, TieredTable};
 use super::packet::{build, parse_packet, Framing, TcpFlags};
+use super::rules::RuleSet;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sim_bridge::model::ModelCard;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The rule set of simulated nodes: FTP control with the FTP helper, HTTPS with the session
+/// helper, everything else allowed.
+pub const SIM_RULES: &str = "allow tcp dport 21 helper ftp\n\
+                             allow tcp dport 443 helper session user 5\n\
+                             allow any\n";
 
 /// The node-specific table of simulated nodes: a small card with a software overflow.
 pub type SimTable = TieredTable<SimCardKind>;
@@ -68,6 +75,9 @@ impl NodeSpecificTable for SimCardKind {
     }
     fn flush_dist(&mut self, dist: DistributionId) -> usize {
         both!(self, c => c.flush_dist(dist))
+    }
+    fn flush_dists(&mut self, dists: &[DistributionId]) -> (usize, usize) {
+        both!(self, c => c.flush_dists(dists))
     }
     fn dist_len(&self, dist: DistributionId) -> usize {
         both!(self, c => c.dist_len(dist))
@@ -173,11 +183,13 @@ pub struct SimReport {
     /// Established packets that found no state outside any crash's replication window
     /// (invariant 4: must be 0).
     pub missing_state: u64,
-    /// Established packets that found no state because their entry was created inside a
-    /// crash's replication window.
+    /// Established packets that found no state because their entry, or its latest update,
+    /// was created inside a crash's replication window.
     pub missing_in_window: u64,
     /// Entries lost in crashes (created inside the replication window).
     pub lost_in_window: u64,
+    /// Entries whose latest update was lost in a crash (the new owner holds an older version).
+    pub stale_in_window: u64,
     /// Age of the oldest entry lost in a crash, in ms (the measured replication window).
     pub window_max_ms: u64,
     /// Entries that went to a software overflow because a card was full.
@@ -188,6 +200,14 @@ pub struct SimReport {
     pub closed: u64,
     /// Handshakes that failed (state lost mid-handshake in a crash).
     pub handshake_failures: u64,
+    /// FTP data connections announced by PORT on a control connection.
+    pub related_flows: u64,
+    /// Data connections whose first packet found the routed related entry already installed.
+    pub related_hits: u64,
+    /// Related entries created on one node for an identifier another node owns.
+    pub related_routed: u64,
+    /// Application-session entries (TLS session / HTTP cookie) in the common tables at the end.
+    pub sessions: u64,
     /// Messages sent.
     pub messages: u64,
     /// Messages the network lost.
@@ -200,6 +220,8 @@ pub struct SimReport {
     pub crashes: u64,
     /// Joins.
     pub joins: u64,
+    /// Joined nodes admitted (given identifiers) after their common table caught up.
+    pub admitted: u64,
     /// Reallocations (all causes).
     pub reallocations: u64,
     /// Identifiers moved by reallocations.
@@ -243,6 +265,8 @@ struct Flow {
     created: Millis,
     last: Millis,
     lost: bool,
+    /// FTP control connection: the PORT command was sent.
+    announced: bool,
 }
 
 struct InFlight {
@@ -266,6 +290,7 @@ pub struct Sim {
     order: u64,
     blocked: BTreeSet<(NodeId, NodeId)>,
     heal_at: Option<Millis>,
+    joining: BTreeSet<NodeId>,
     flows: Vec<Flow>,
     next_port: u32,
     load: Vec<u64>,
@@ -291,6 +316,7 @@ impl Sim {
             order: 0,
             blocked: BTreeSet::new(),
             heal_at: None,
+            joining: BTreeSet::new(),
             flows: Vec::new(),
             next_port: 0,
             load: vec![0; cfg.count.len()],
@@ -317,6 +343,7 @@ impl Sim {
         c.mode = self.cfg.mode;
         c.timeouts = self.cfg.timeouts;
         c.framing = Framing::Ip;
+        c.rules = RuleSet::parse(SIM_RULES).unwrap_or_else(|_| RuleSet::allow_all());
         let card = if self.cfg.model_card {
             let model = ModelCard::with_depth(self.cfg.card_capacity.clamp(1, 1 << 20) as u32);
             match model
@@ -505,9 +532,12 @@ impl Sim {
         };
         let cport = 1024 + (self.next_port % 60000) as u16;
         let sport = match kind {
-            Kind::Tcp => *[80u16, 443, 22]
-                .get(self.rng.random_range(0..3))
-                .unwrap_or(&80),
+            Kind::Tcp => match self.rng.random_range(0..4u8) {
+                0 => 80,
+                1 => 443,
+                2 if !v6 => 21, // FTP control: PORT announces an IPv4 data connection.
+                _ => 22,
+            },
             Kind::Udp => 53,
             Kind::Icmp => cport,
         };
@@ -519,6 +549,7 @@ impl Sim {
             created: self.now,
             last: self.now,
             lost: false,
+            announced: false,
         });
         self.report.flows += 1;
         let i = self.flows.len() - 1;
@@ -550,9 +581,35 @@ impl Sim {
         };
         let to_server = self.rng.random_bool(0.5);
         let (c, s) = (f.client, f.server);
+        // Application payload from the client: an HTTP request with a cookie on 443 (session
+        // helper), a PORT command once on 21 (FTP helper), plain bytes otherwise.
+        let mut payload: Vec<u8> = b"data".to_vec();
+        let mut data_flow = None;
+        if f.kind == Kind::Tcp && f.phase == Phase::Established && to_server {
+            if s.port == 443 {
+                payload =
+                    format!("GET / HTTP/1.1\r\nCookie: s={}\r\n\r\n", c.port % 40).into_bytes();
+            } else if s.port == 21 && !f.announced {
+                if let IpAddr::V4(v4) = c.addr {
+                    let p = 30_000 + (self.next_port % 30_000) as u16;
+                    let o = v4.octets();
+                    payload = format!(
+                        "PORT {},{},{},{},{},{}\r\n",
+                        o[0],
+                        o[1],
+                        o[2],
+                        o[3],
+                        p >> 8,
+                        p & 0xff
+                    )
+                    .into_bytes();
+                    data_flow = Some(Endpoint::new(c.addr, p));
+                }
+            }
+        }
         let tcp = |fl, cs: bool| {
             if cs {
-                build::tcp(c.addr, c.port, s.addr, s.port, fl, b"data")
+                build::tcp(c.addr, c.port, s.addr, s.port, fl, &payload)
             } else {
                 build::tcp(s.addr, s.port, c.addr, c.port, fl, b"data")
             }
@@ -612,6 +669,32 @@ impl Sim {
             return;
         };
         let verdict = self.inject_packet(&pkt);
+        if let Some(to) = data_flow {
+            if matches!(verdict, Some((_, Verdict::Accept { .. }))) {
+                if let Some(fl) = self.flows.get_mut(i) {
+                    fl.announced = true;
+                }
+                // The server opens the data connection from port 20.
+                self.report.related_flows += 1;
+                self.flows.push(Flow {
+                    kind: Kind::Tcp,
+                    client: Endpoint::new(s.addr, 20),
+                    server: to,
+                    phase: Phase::New,
+                    created: self.now,
+                    last: self.now,
+                    lost: false,
+                    announced: false,
+                });
+            }
+        }
+        if f.kind == Kind::Tcp && f.phase == Phase::New && f.client.port == 20 {
+            if let Some((_, Verdict::Accept { created: false, .. })) = verdict {
+                // The data connection's first packet found the entry the control connection's
+                // node created and routed to this owner.
+                self.report.related_hits += 1;
+            }
+        }
         if let Some(fl) = self.flows.get_mut(i) {
             fl.last = self.now;
         }
@@ -784,26 +867,62 @@ impl Sim {
         };
         self.report.crashes += 1;
         self.weights.remove(&victim);
+        self.joining.remove(&victim);
+        if self.weights.values().all(|&w| w == 0) {
+            // The operator undrains the survivors rather than leave the cluster ownerless:
+            // drained nodes first (their common tables are complete), nodes still catching up
+            // after a join only if nothing else is left.
+            let synced: Vec<NodeId> = self
+                .weights
+                .keys()
+                .copied()
+                .filter(|n| !self.joining.contains(n))
+                .collect();
+            let pick = if synced.is_empty() {
+                self.joining.clear();
+                self.weights.keys().copied().collect()
+            } else {
+                synced
+            };
+            for n in pick {
+                self.weights.insert(n, 1);
+            }
+        }
         self.blocked.retain(|&(a, b)| a != victim && b != victim);
         let next = alloc_policy::node_failure(&self.alloc, victim, &self.weights_vec());
         self.reallocate(next);
         // Measure: entries the dead node held that their new owner does not have.
         let now = self.now;
+        // Entries absent at their new owner were lost; entries present in an older version
+        // lost their latest update (e.g. the end of a handshake, which also changes the idle
+        // timeout). Both were created inside the replication window.
         let mut lost_keys = BTreeSet::new();
+        let mut stale_keys = BTreeSet::new();
         for e in dead.node_table().entries() {
             let owner = self.alloc.owner(e.dist);
-            let present = owner
+            let there = owner
                 .and_then(|o| self.nodes.get(&o))
-                .is_some_and(|n| n.node_table().get(&e.key).is_some());
-            if !present {
-                lost_keys.insert(e.key);
+                .and_then(|n| n.node_table().get(&e.key).map(|x| x.version));
+            match there {
+                None => {
+                    lost_keys.insert(e.key);
+                }
+                Some(v) if v < e.version => {
+                    stale_keys.insert(e.key);
+                }
+                Some(_) => {}
             }
         }
         for f in &mut self.flows {
-            if lost_keys.contains(&flow_key(f)) {
+            let k = flow_key(f);
+            if lost_keys.contains(&k) {
                 f.lost = true;
                 self.report.lost_in_window += 1;
                 self.report.window_max_ms = self.report.window_max_ms.max(now.since(f.created));
+            } else if stale_keys.contains(&k) {
+                f.lost = true;
+                self.report.stale_in_window += 1;
+                self.report.window_max_ms = self.report.window_max_ms.max(now.since(f.last));
             }
         }
     }
@@ -815,11 +934,29 @@ impl Sim {
         }
         self.report.joins += 1;
         self.spawn(n);
-        self.weights.insert(n, 1);
-        let next = alloc_policy::node_join(&self.alloc, n, &self.weights_vec());
-        self.reallocate(next);
+        // Weight 0 until its common table has caught up (bulk sync by repair requests, then
+        // digests): only then does it take identifiers, so it never takes over state it lacks.
+        self.weights.insert(n, 0);
+        self.joining.insert(n);
         if let Some(node) = self.nodes.get_mut(&n) {
             node.request_sync();
+        }
+    }
+
+    /// Gives joining nodes whose common tables caught up their share (planned reallocation).
+    fn admit_synced(&mut self) {
+        let ready: Vec<NodeId> = self
+            .joining
+            .iter()
+            .copied()
+            .filter(|n| self.nodes.get(n).is_some_and(|x| x.is_synced()))
+            .collect();
+        for n in ready {
+            self.joining.remove(&n);
+            self.weights.insert(n, 1);
+            let next = alloc_policy::node_join(&self.alloc, n, &self.weights_vec());
+            self.report.admitted += 1;
+            self.reallocate(next);
         }
     }
 
@@ -856,16 +993,19 @@ impl Sim {
                 let next = alloc_policy::operator_move(&self.alloc, &moved, to);
                 self.reallocate(next);
             }
-            4 if ids.len() > 2 => {
+            // Drain only while another node keeps a positive weight.
+            4 if self.weights.values().filter(|&&w| w > 0).count() > 1 => {
                 let n = pick(&mut self.rng, &ids);
                 let next = alloc_policy::drain(&self.alloc, n, &self.weights_vec());
                 self.weights.insert(n, 0);
                 self.reallocate(next);
             }
             5 => {
-                // Undrain: weights back to 1.
-                for w in self.weights.values_mut() {
-                    *w = 1;
+                // Undrain: weights back to 1 (joining nodes wait for their sync).
+                for (n, w) in self.weights.iter_mut() {
+                    if !self.joining.contains(n) {
+                        *w = 1;
+                    }
                 }
                 let next = alloc_policy::rebalance(&self.alloc, &self.weights_vec());
                 if self.alloc.moved(&next) > 0 {
@@ -957,6 +1097,10 @@ impl Sim {
                 }
             }
         }
+        self.report.sessions = truth
+            .values()
+            .filter(|e| e.state == super::entry::ConnState::Session)
+            .count() as u64;
         let mut problems = Vec::new();
         for n in self.nodes.values() {
             let c = n.common();
@@ -997,6 +1141,7 @@ impl Sim {
         if self.rng.random_bool(self.cfg.event_rate) {
             self.random_event();
         }
+        self.admit_synced();
         let now = self.now;
         if now.since(self.last_digest) >= self.cfg.digest_every_ms {
             self.last_digest = now;
@@ -1013,6 +1158,12 @@ impl Sim {
             .map(|n| n.node_table().stats().overflowed)
             .sum::<u64>()
             .max(self.report.card_overflows);
+        self.report.related_routed = self
+            .nodes
+            .values()
+            .map(|n| n.stats().related_routed)
+            .sum::<u64>()
+            .max(self.report.related_routed);
         self.check();
     }
 
