@@ -305,7 +305,7 @@ impl PeerSeq {
     fn accept(&mut self, seq: u64, gaps: &mut u64) -> bool {
         if seq > self.high {
             let shift = seq - self.high;
-            *gaps += shift - 1;
+            *gaps = gaps.saturating_add(shift - 1);
             self.window = if shift >= 64 { 0 } else { self.window << shift };
             self.window |= 1;
             self.high = seq;
@@ -1529,6 +1529,11 @@ mod tests {
             n2.apply_message(Millis(0), &old),
             Err(ApplyError::OldIncarnation { .. })
         ));
+        // A sequence number near the end of the range (a hostile or broken sender) is counted,
+        // never overflows.
+        let mut far = m(Event::Add(e.clone()));
+        far.seq = u64::MAX;
+        assert!(n2.apply_message(Millis(0), &far).is_ok());
         let mut own = m(Event::Add(e));
         own.sender = NodeId(2);
         assert!(n2.apply_message(Millis(0), &own).is_err());
