@@ -444,6 +444,72 @@ fn a_wrong_destination_is_an_unknown_sa_and_null_link_works() {
     assert!(lines[1].ends_with(" ok"), "{out}");
 }
 
+/// ESP in UDP (RFC 3948): the ESP packet of an outer IPv4 header, moved into
+/// a UDP datagram on port 4500.
+fn nat_t(esp_packet: &[u8]) -> Vec<u8> {
+    let esp = &esp_packet[20..];
+    let mut udp = 4500u16.to_be_bytes().to_vec();
+    udp.extend_from_slice(&4500u16.to_be_bytes());
+    udp.extend_from_slice(&u16::try_from(8 + esp.len()).unwrap().to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(esp);
+    let mut p = esp_packet[..20].to_vec();
+    p[9] = 17;
+    p.extend_from_slice(&udp);
+    let total = u16::try_from(p.len()).unwrap();
+    p[2..4].copy_from_slice(&total.to_be_bytes());
+    p[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+#[test]
+fn esp_in_udp_is_decrypted_and_ike_and_keepalives_are_skipped() {
+    let d = Dir::new("natt");
+    for mode in ["tunnel", "transport"] {
+        let s = sa(
+            0x4500,
+            "201.25.64.1",
+            "aes-gcm-128",
+            KEY128,
+            &format!(",mode={mode}"),
+        );
+        let plain = plain_v4(3);
+        let esp = encrypt(&d, &s, &plain);
+        let ike = {
+            let mut p = nat_t(&esp[0]);
+            p[28..32].copy_from_slice(&[0; 4]);
+            p
+        };
+        let keepalive = {
+            let mut p = nat_t(&esp[0]);
+            p.truncate(29);
+            p[28] = 0xff;
+            p[24..26].copy_from_slice(&9u16.to_be_bytes());
+            p[2..4].copy_from_slice(&29u16.to_be_bytes());
+            p
+        };
+        let frames: Vec<Vec<u8>> = vec![
+            nat_t(&esp[0]),
+            ike,
+            keepalive,
+            nat_t(&esp[1]),
+            esp[2].clone(),
+        ];
+        let (input, o) = (d.path("natt.pcap"), d.path("natt.out.pcap"));
+        std::fs::write(&input, pcap(101, &frames)).unwrap();
+        let out = ok(&[
+            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
+        ]);
+        assert!(
+            out.contains("5 frames: 3 ESP packets (ok 3), 2 non-ESP frames skipped"),
+            "{mode}: {out}"
+        );
+        assert_eq!(read_pcap(&o).1, plain, "{mode}");
+    }
+}
+
 #[test]
 fn several_sas_and_sa_files() {
     let d = Dir::new("multi");

@@ -58,7 +58,8 @@ ESP:
   first packet, default 1; src=IP: outer source for tunnel-mode encrypt.)
   --sa @FILE reads SA strings from FILE, one per line ('#' comments), which
   keeps keys off the command line. Keys are never printed.
-  Input: pcap or pcapng; Ethernet, raw IP, null/loopback or Linux cooked.
+  Input: pcap or pcapng; Ethernet, raw IP, null/loopback or Linux cooked;
+  ESP in IP, or in UDP on port 4500 (NAT traversal, RFC 3948).
   Output: pcap, link type raw IP (101): decrypt writes the inner packet
   (tunnel) or the rebuilt IP packet (transport), encrypt the ESP packets.
   One verdict line per packet: ok, auth-failed, replay, unknown-spi,

@@ -339,10 +339,14 @@ fn decrypt_one(
         }
         return Ok(None);
     };
-    if v.proto != IPPROTO_ESP {
+    let esp_at = if v.proto == IPPROTO_ESP {
+        v.payload_at
+    } else if let Some(at) = udp_encapsulated(ip, &v) {
+        at
+    } else {
         return Ok(None);
-    }
-    let esp = &ip[v.payload_at..v.end];
+    };
+    let esp = &ip[esp_at..v.end];
     let spi = (esp.len() >= 4).then(|| Spi(u32::from_be_bytes([esp[0], esp[1], esp[2], esp[3]])));
     let wire_seq =
         (esp.len() >= 8).then(|| u64::from(u32::from_be_bytes([esp[4], esp[5], esp[6], esp[7]])));
@@ -532,6 +536,26 @@ fn encrypt_one(
         verdict(frame, Some(sa.spi), Some(seq), "ok"),
         Some(out),
     )))
+}
+
+/// ESP in UDP (RFC 3948, NAT traversal): a UDP datagram from or to port
+/// 4500 whose payload does not start with the 4-byte non-ESP marker (IKE) and
+/// is not a 1-byte NAT keepalive. Returns the offset of the ESP header.
+fn udp_encapsulated(ip: &[u8], v: &capture::IpView) -> Option<usize> {
+    const NAT_T_PORT: u16 = 4500;
+    if v.proto != 17 || v.fragment {
+        return None;
+    }
+    let udp = ip.get(v.payload_at..v.end)?;
+    let port = |at: usize| Some(u16::from_be_bytes([*udp.get(at)?, *udp.get(at + 1)?]));
+    if port(0)? != NAT_T_PORT && port(2)? != NAT_T_PORT {
+        return None;
+    }
+    let payload = udp.get(8..)?;
+    if payload.len() <= 1 || payload.get(..4) == Some(&[0, 0, 0, 0][..]) {
+        return None;
+    }
+    Some(v.payload_at + 8)
 }
 
 /// An outer IP header (TTL/hop limit 64, DF clear, identification 0) around
