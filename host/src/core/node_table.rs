@@ -254,6 +254,12 @@ impl<C: NodeSpecificTable> TieredTable<C> {
         &self.card
     }
 
+    /// The card tier, mutably (device housekeeping: aging scans, read-back). Changing entries
+    /// through it bypasses the tiering.
+    pub fn card_mut(&mut self) -> &mut C {
+        &mut self.card
+    }
+
     /// The software tier.
     pub fn overflow(&self) -> &SoftwareTable {
         &self.soft
