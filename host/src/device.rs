@@ -264,15 +264,21 @@ impl DeviceSpec {
                     .to_owned(),
             }),
             Self::Vfio { bdf } => open_vfio(self, bdf),
-            Self::Pci { .. } => {
+            Self::Pci { path } => {
                 let spec = self.to_string();
-                match hal::hw::open_spec(&spec) {
-                    Some(r) => r.map_err(|source| DeviceError::Open { spec, source }),
-                    None => Err(DeviceError::Unsupported {
-                        spec,
-                        reason: "hal does not recognise this real-hardware spec".to_owned(),
-                    }),
-                }
+                let regs = match hal::hw::open_spec(&spec) {
+                    Some(r) => r.map_err(|source| DeviceError::Open {
+                        spec: spec.clone(),
+                        source,
+                    })?,
+                    None => {
+                        return Err(DeviceError::Unsupported {
+                            spec,
+                            reason: "hal does not recognise this real-hardware spec".to_owned(),
+                        })
+                    }
+                };
+                Exclusive::lock(regs, path, &spec)
             }
             Self::Unix { path } => Err(DeviceError::Unsupported {
                 spec: self.to_string(),
@@ -313,6 +319,66 @@ impl DeviceSpec {
             spec: self.to_string(),
             source,
         })
+    }
+}
+
+/// A register backend that holds an exclusive advisory lock (`flock`) on
+/// its device file while it lives. The kernel keeps a VFIO group to one
+/// process; a PCI resource file can be mapped by any number, and two drivers
+/// interleaving commands on one card corrupt each other's. Whoever opens a
+/// `pci:` card through [`DeviceSpec::open`] (hwctl, and the daemon when it
+/// drives real cards) takes this lock, so hwctl never pokes a card a running
+/// node drives: it is told to use the node's control socket instead.
+struct Exclusive {
+    regs: DynRegs,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Exclusive {
+    fn lock(regs: DynRegs, path: &std::path::Path, spec: &str) -> Result<DynRegs, DeviceError> {
+        let open_err = |cause: String, fix: &str| DeviceError::Open {
+            spec: spec.to_owned(),
+            source: HalError::Open(format!("{spec}: {cause}\n  fix: {fix}")),
+        };
+        let file = std::fs::File::open(path).map_err(|e| {
+            open_err(
+                format!("cannot open the resource file to lock it: {e}"),
+                "run as the user that may map the card (root for sysfs resource files)",
+            )
+        })?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Box::new(Exclusive { regs, _lock: lock })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(open_err(
+                "the card is in use: another process holds its lock (a clusterd driving it, or \
+                 another hwctl)"
+                    .to_owned(),
+                "look at a running node's card through its control socket \
+                 (hwctl --device unix:PATH status|dump|regs|sas), or stop the other process \
+                 (`fuser -v` on the resource file shows it)",
+            )),
+            Err((_, e)) => Err(open_err(
+                format!("cannot lock the resource file: {e}"),
+                "check the path; the lock keeps hwctl and clusterd from driving one card at once",
+            )),
+        }
+    }
+}
+
+impl RegIo for Exclusive {
+    fn read32(&mut self, offset: hal::BarOffset) -> Result<u32, HalError> {
+        self.regs.read32(offset)
+    }
+    fn write32(&mut self, offset: hal::BarOffset, value: u32) -> Result<(), HalError> {
+        self.regs.write32(offset, value)
+    }
+    fn size(&self) -> u64 {
+        self.regs.size()
+    }
+    fn describe(&self) -> String {
+        self.regs.describe()
+    }
+    fn idle(&mut self) {
+        self.regs.idle();
     }
 }
 

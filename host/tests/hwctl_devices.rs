@@ -151,3 +151,27 @@ fn a_card_gone_mid_command_names_device_cause_and_fix() {
     fails(&["--device", &spec, "status"], &spec, "device gone");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_card_another_process_drives_is_not_touched() {
+    let dir = temp_dir("locked");
+    let path = dir.join("resource0");
+    std::fs::write(&path, image(2)).unwrap();
+    let spec = format!("pci:{}", path.display());
+    // Another driver of the card (a clusterd) holds the lock.
+    let held = nix::fcntl::Flock::lock(
+        std::fs::File::open(&path).unwrap(),
+        nix::fcntl::FlockArg::LockExclusiveNonblock,
+    )
+    .map_err(|(_, e)| e)
+    .expect("lock the image");
+    let before = std::fs::read(&path).unwrap();
+    fails(&["--device", &spec, "status"], &spec, "in use");
+    let o = hwctl(&["--device", &spec, "status"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unix:PATH"));
+    assert_eq!(std::fs::read(&path).unwrap(), before, "not a single write");
+    drop(held);
+    let o = hwctl(&["--device", &spec, "status"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = std::fs::remove_dir_all(dir);
+}
