@@ -59,7 +59,12 @@ pub struct FaultInjector<R> {
 impl<R: RegIo> FaultInjector<R> {
     /// Wrap `inner` with no faults yet.
     pub fn new(inner: R) -> Self {
-        Self { inner, faults: Vec::new(), reads: 0, accesses: 0 }
+        Self {
+            inner,
+            faults: Vec::new(),
+            reads: 0,
+            accesses: 0,
+        }
     }
 
     /// Add a fault; it applies from the next access on.
@@ -85,9 +90,10 @@ impl<R: RegIo> FaultInjector<R> {
 
     fn bus_error(&self, offset: BarOffset) -> Option<HalError> {
         self.faults.iter().find_map(|f| match f {
-            Fault::BusError { after } if self.accesses > *after => {
-                Some(HalError::Bus { offset, detail: "injected bus error".into() })
-            }
+            Fault::BusError { after } if self.accesses > *after => Some(HalError::Bus {
+                offset,
+                detail: "injected bus error".into(),
+            }),
             _ => None,
         })
     }
@@ -104,7 +110,11 @@ impl<R: RegIo> RegIo for FaultInjector<R> {
         for f in &self.faults {
             match *f {
                 Fault::StuckBits { offset: o, bits } if o == offset => v |= bits,
-                Fault::ForceBits { offset: o, mask, value } if o == offset => v = (v & !mask) | (value & mask),
+                Fault::ForceBits {
+                    offset: o,
+                    mask,
+                    value,
+                } if o == offset => v = (v & !mask) | (value & mask),
                 Fault::FlipBits { offset: o, bits } if o == offset => v ^= bits,
                 Fault::AllOnes { after_reads } if self.reads > after_reads => v = u32::MAX,
                 _ => {}
@@ -118,7 +128,11 @@ impl<R: RegIo> RegIo for FaultInjector<R> {
         if let Some(e) = self.bus_error(offset) {
             return Err(e);
         }
-        if self.faults.iter().any(|f| matches!(f, Fault::DropWrites { offset: o } if *o == offset)) {
+        if self
+            .faults
+            .iter()
+            .any(|f| matches!(f, Fault::DropWrites { offset: o } if *o == offset))
+        {
             return Ok(());
         }
         self.inner.write32(offset, value)
@@ -165,12 +179,20 @@ mod tests {
     fn faults_apply_as_described() {
         let mut f = FaultInjector::new(Mem(vec![0; 16]));
         f.write32(BarOffset(4), 0x10).unwrap();
-        f.inject(Fault::StuckBits { offset: BarOffset(4), bits: 1 });
+        f.inject(Fault::StuckBits {
+            offset: BarOffset(4),
+            bits: 1,
+        });
         assert_eq!(f.read32(BarOffset(4)).unwrap(), 0x11);
-        f.inject(Fault::FlipBits { offset: BarOffset(4), bits: 0x10 });
+        f.inject(Fault::FlipBits {
+            offset: BarOffset(4),
+            bits: 0x10,
+        });
         assert_eq!(f.read32(BarOffset(4)).unwrap(), 0x01);
         f.clear();
-        f.inject(Fault::DropWrites { offset: BarOffset(8) });
+        f.inject(Fault::DropWrites {
+            offset: BarOffset(8),
+        });
         f.write32(BarOffset(8), 7).unwrap();
         assert_eq!(f.read32(BarOffset(8)).unwrap(), 0);
         f.clear();
@@ -186,8 +208,17 @@ mod tests {
     #[test]
     fn misaligned_and_out_of_range_are_errors() {
         let mut m = Mem(vec![0; 4]);
-        assert!(matches!(m.read32(BarOffset(2)), Err(HalError::Misaligned { .. })));
-        assert!(matches!(m.read32(BarOffset(16)), Err(HalError::OutOfBounds { .. })));
-        assert!(matches!(m.write32(BarOffset(u32::MAX - 3), 0), Err(HalError::OutOfBounds { .. })));
+        assert!(matches!(
+            m.read32(BarOffset(2)),
+            Err(HalError::Misaligned { .. })
+        ));
+        assert!(matches!(
+            m.read32(BarOffset(16)),
+            Err(HalError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            m.write32(BarOffset(u32::MAX - 3), 0),
+            Err(HalError::OutOfBounds { .. })
+        ));
     }
 }

@@ -405,7 +405,9 @@ pub fn block_by_type(type_id: u32) -> Option<&'static BlockDesc> {
 pub fn verilog_header() -> String {
     let mut s = String::new();
     s.push_str("// Generated from hal/src/regs.rs (the register map's one source of truth).\n");
-    s.push_str("// Do not edit: run `REGMAP_BLESS=1 cargo test -p hal generated_header_is_current`.\n");
+    s.push_str(
+        "// Do not edit: run `REGMAP_BLESS=1 cargo test -p hal generated_header_is_current`.\n",
+    );
     s.push_str("// Include inside a module body.\n");
     let p = |s: &mut String, name: &str, v: u32| {
         let _ = writeln!(s, "localparam [31:0] {name} = 32'h{v:08x};");
@@ -418,7 +420,11 @@ pub fn verilog_header() -> String {
         let _ = writeln!(s, "\n// ---- block {} ----", b.prefix);
         p(&mut s, &format!("{}_BASE", b.prefix), b.base);
         p(&mut s, &format!("{}_SPAN", b.prefix), b.span);
-        p(&mut s, &format!("{}_VERSION", b.prefix), (u32::from(b.major) << 16) | u32::from(b.minor));
+        p(
+            &mut s,
+            &format!("{}_VERSION", b.prefix),
+            (u32::from(b.major) << 16) | u32::from(b.minor),
+        );
         for r in b.regs {
             p(&mut s, &format!("{}_R_{}", b.prefix, r.name), r.offset);
             if r.count > 1 {
@@ -427,8 +433,16 @@ pub fn verilog_header() -> String {
         }
         for (reg, fs) in b.fields {
             for f in *fs {
-                p(&mut s, &format!("{}_{}_{}_LSB", b.prefix, reg, f.name), f.lsb);
-                p(&mut s, &format!("{}_{}_{}_W", b.prefix, reg, f.name), f.width);
+                p(
+                    &mut s,
+                    &format!("{}_{}_{}_LSB", b.prefix, reg, f.name),
+                    f.lsb,
+                );
+                p(
+                    &mut s,
+                    &format!("{}_{}_{}_W", b.prefix, reg, f.name),
+                    f.width,
+                );
             }
         }
         for (n, v) in b.consts {
@@ -459,14 +473,28 @@ mod tests {
     #[test]
     fn registers_are_aligned_disjoint_and_inside_their_block() {
         for b in BLOCKS {
-            let mut spans: Vec<(u32, u32)> = b.regs.iter().map(|r| (r.offset, r.offset + 4 * r.count)).collect();
+            let mut spans: Vec<(u32, u32)> = b
+                .regs
+                .iter()
+                .map(|r| (r.offset, r.offset + 4 * r.count))
+                .collect();
             spans.sort_unstable();
             for r in b.regs {
                 assert_eq!(r.offset % 4, 0, "{}.{} misaligned", b.prefix, r.name);
-                assert!(r.offset + 4 * r.count <= b.span, "{}.{} outside block", b.prefix, r.name);
+                assert!(
+                    r.offset + 4 * r.count <= b.span,
+                    "{}.{} outside block",
+                    b.prefix,
+                    r.name
+                );
             }
             for w in spans.windows(2) {
-                assert!(w[0].1 <= w[1].0, "{} registers overlap at 0x{:x}", b.prefix, w[1].0);
+                assert!(
+                    w[0].1 <= w[1].0,
+                    "{} registers overlap at 0x{:x}",
+                    b.prefix,
+                    w[1].0
+                );
             }
             // The header registers are where every block has them.
             assert_eq!(b.regs[0].offset, header::TYPE.offset);
