@@ -13,7 +13,7 @@
 use super::common::IndexedEntries;
 use super::entry::{Action, ConnState, Entry, FlowKey, L4Proto};
 use super::ids::{DistributionId, IdCount, Millis};
-use super::node_table::{NodeSpecificTable, TableError, TableStats};
+use super::node_table::{NodeSpecificTable, TableError, TableStats, TieredTable};
 use driver::{
     CamEntry, CamKey, Card, DidSet, DriverError, Flow, IpPrefix, ResultFlags, ResultWord,
 };
@@ -76,6 +76,22 @@ impl<R: RegIo> CardTable<R> {
         }
         Ok(keys)
     }
+}
+
+/// The default node-specific table: the reference-model card (`depth` CAM entries) through
+/// the driver, with host memory behind it for overflow.
+///
+/// # Errors
+/// [`TableError::Device`] if the model card does not come up; [`TableError::BadDist`] when
+/// `count` exceeds 256.
+pub fn model_card_table(
+    count: IdCount,
+    depth: u32,
+) -> Result<TieredTable<CardTable<sim_bridge::model::ModelCard>>, TableError> {
+    let model = sim_bridge::model::ModelCard::with_depth(depth)
+        .map_err(|e| TableError::Device(e.to_string()))?;
+    let card = Card::probe(model).map_err(dev)?;
+    Ok(TieredTable::new(CardTable::new(card, count)?, count))
 }
 
 fn dev(e: DriverError) -> TableError {
@@ -307,7 +323,6 @@ mod tests {
     use super::*;
     use crate::core::entry::Endpoint;
     use crate::core::ids::NodeId;
-    use crate::core::node_table::TieredTable;
     use sim_bridge::model::ModelCard;
 
     fn entry(i: u32, dist: u16) -> Entry {
@@ -358,6 +373,14 @@ mod tests {
             let fk = x.key.and_then(|k| flow_key_of(&k)).expect("decodes");
             assert!(t.get(&fk).is_some());
         }
+    }
+
+    #[test]
+    fn default_table_comes_up() {
+        let t = model_card_table(IdCount::default(), 128).expect("model card");
+        assert_eq!(t.card().capacity(), Some(128));
+        assert!(model_card_table(IdCount::default(), 0).is_err());
+        assert!(model_card_table(IdCount::new(1024).expect("count"), 8).is_err());
     }
 
     #[test]

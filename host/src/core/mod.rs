@@ -19,9 +19,11 @@
 //! Tables: [`CommonTable`] ([`common`], O(1) upsert/clear, O(k) `select(dist)`, per-identifier
 //! digests), the [`NodeSpecificTable`] trait ([`node_table`]) with [`SoftwareTable`] (claim 19),
 //! [`SimCard`] (small-capacity card stand-in), [`CardTable`] ([`card_table`], the card through
-//! `driver::Card<R>`: one `FLUSH_DID` per lost identifier, hit bits feed idle timeouts through
+//! `driver::Card<R>`: one `FLUSH_DID` for the lost identifiers, hit bits feed idle timeouts via
 //! `sync_hits`) and [`TieredTable`] (card + software overflow: a full CAM loses nothing, hot
 //! entries are promoted into the card by `maintain`).
+//! `card_table::model_card_table(count, depth)` is the default table: the reference-model card
+//! with host memory behind it.
 //!
 //! Packets ([`packet`]): [`parse_packet`]`(bytes, Framing) -> Result<ParsedPacket, ParseError>`.
 //! Rules ([`rules`]): [`RuleSet::parse`]`(text)`; first match wins; format in `docs/rules.md`.
