@@ -248,7 +248,11 @@ fn round_trip(mode: &str, alg: &str, key: &str, plain: &[Vec<u8>], dst: &str, in
     assert_eq!(esp.len(), plain.len());
     for (p, e) in plain.iter().zip(&esp) {
         // Protocol 50 in the (outer or rebuilt) header.
-        let proto = if e[0] >> 4 == 4 { e[9] } else { e[6] };
+        let proto = match (e[0] >> 4, e[6]) {
+            (4, _) => e[9],
+            (_, 0) => e[40], // behind a hop-by-hop header
+            (_, nh) => nh,
+        };
         assert_eq!(proto, 50);
         assert!(e.len() > p.len(), "ESP adds header, IV, trailer and ICV");
         if e[0] >> 4 == 4 {
@@ -303,9 +307,17 @@ fn round_trip_transport_gcm256_raw_in() {
 
 #[test]
 fn round_trip_ipv6_tunnel_and_transport() {
-    let plain: Vec<Vec<u8>> = (0..10)
+    let mut plain: Vec<Vec<u8>> = (0..10)
         .map(|i| ipv6_udp(2, &vec![i as u8; i * 50]))
         .collect();
+    // One with a hop-by-hop options header, which stays in front of ESP in
+    // transport mode.
+    let mut hbh = ipv6_udp(2, b"with options");
+    let plen = u16::from_be_bytes([hbh[4], hbh[5]]) + 8;
+    hbh[4..6].copy_from_slice(&plen.to_be_bytes());
+    hbh[6] = 0;
+    hbh.splice(40..40, [17u8, 0, 1, 4, 0, 0, 0, 0]);
+    plain.push(hbh);
     round_trip(
         "transport",
         "aes-gcm-128",
@@ -508,6 +520,43 @@ fn esp_in_udp_is_decrypted_and_ike_and_keepalives_are_skipped() {
         );
         assert_eq!(read_pcap(&o).1, plain, "{mode}");
     }
+}
+
+#[test]
+fn transport_mode_keeps_ipv6_hop_by_hop_in_front() {
+    let d = Dir::new("hbh");
+    let s = sa(
+        0x6000,
+        "2001:db8::2",
+        "aes-gcm-128",
+        KEY128,
+        ",mode=transport",
+    );
+    let mut p = ipv6_udp(2, b"payload");
+    let plen = u16::from_be_bytes([p[4], p[5]]) + 8;
+    p[4..6].copy_from_slice(&plen.to_be_bytes());
+    p[6] = 0;
+    p.splice(40..40, [17u8, 0, 1, 4, 0, 0, 0, 0]);
+    let esp = encrypt(&d, &s, &[p]);
+    assert_eq!(esp[0][6], 0, "the fixed header still names hop-by-hop");
+    assert_eq!(esp[0][40], 50, "hop-by-hop names ESP");
+}
+
+#[test]
+fn truncated_esp_in_ip_is_malformed() {
+    let d = Dir::new("trunc");
+    let s = sa(0x7000, "201.25.64.1", "aes-gcm-128", KEY128, "");
+    let esp = encrypt(&d, &s, &plain_v4(1));
+    let mut cut = esp[0].clone();
+    cut.truncate(cut.len() - 10);
+    let (input, o) = (d.path("in.pcap"), d.path("o.pcap"));
+    std::fs::write(&input, pcap(101, &[cut])).unwrap();
+    let out = ok(&[
+        "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
+    ]);
+    let line = verdict_lines(&out)[0].to_owned();
+    assert_eq!(line.split_whitespace().nth(6), Some("malformed"), "{out}");
+    assert!(line.contains("lengths"), "{line}");
 }
 
 #[test]
