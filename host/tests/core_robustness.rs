@@ -149,6 +149,14 @@ proptest! {
             b[..4].copy_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
         }
         let _ = pcap::read(&b);
+        // pcapng: a valid section header, then arbitrary blocks.
+        let mut ng = pcap::write_ng(pcap::LinkType::Raw, &[]);
+        ng.extend_from_slice(&bytes);
+        let _ = pcap::read(&ng);
+        if b.len() >= 4 {
+            b[..4].copy_from_slice(&0x0A0D_0D0Au32.to_le_bytes());
+            let _ = pcap::read(&b);
+        }
     }
 
     #[test]

@@ -164,6 +164,12 @@ fn pcap_replay() {
     let (link, read) = pcap::read(&file).expect("own pcap reads back");
     assert_eq!(link, LinkType::Raw);
     assert_eq!(read.len(), packets.len());
+    // The same capture as pcapng reads back the same.
+    let ng = pcap::write_ng(LinkType::Raw, &packets);
+    assert_eq!(
+        pcap::read(&ng).expect("own pcapng reads back"),
+        (link, read.clone())
+    );
 
     let mut cfg = SimConfig::small(11, 3);
     cfg.event_rate = 0.0;
