@@ -46,8 +46,9 @@
 //! - `select(dist)` (entries of one identifier from the common table), `expire(now)` (idle/close),
 //!   `queue_digest()` (anti-entropy), `request_sync()` (a joining node fills its common table),
 //!   `install_sa` / `update_sa` / `take_over_sa` / `sa_state` (SA state events, invariant 5),
-//!   `check_tables()` (invariant 2), `stats()`, `common()`, `node_table()`, `allocation()`,
-//!   `owns(dist)`.
+//!   `check_tables()` (invariant 2), `is_synced()` / `unsynced()` (a joining node's catch-up),
+//!   `take_load()` (packets per identifier, for `load_balance`), `stats()`, `common()`,
+//!   `node_table()`, `allocation()`, `owns(dist)`.
 //! - [`Mode::PriorArt`] makes every node's active table hold every entry (figure 1B baseline).
 //!
 //! Allocation ([`alloc_policy`], pure functions): [`Allocation`], `even_split`, `rebalance`

@@ -344,6 +344,8 @@ pub struct Node<T: NodeSpecificTable> {
     /// Per identifier: the common table is known to match the owner (own identifiers, an
     /// applied snapshot, or a matching digest).
     synced: Vec<bool>,
+    /// Packets handled per identifier since the last [`Node::take_load`].
+    load: Vec<u64>,
     pending: Option<Pending>,
     common: CommonTable,
     active: T,
@@ -364,6 +366,7 @@ impl<T: NodeSpecificTable> Node<T> {
             owned: vec![false; n],
             gaining: vec![false; n],
             synced: vec![false; n],
+            load: vec![0; n],
             pending: None,
             common: CommonTable::new(cfg.count),
             active: table,
@@ -506,6 +509,9 @@ impl<T: NodeSpecificTable> Node<T> {
             };
         }
         let len = bytes.len() as u64;
+        if let Some(l) = self.load.get_mut(d.index()) {
+            *l += 1;
+        }
         if let Some(e) = self.active.lookup(&key) {
             self.stats.hits += 1;
             e.packets += 1;
@@ -992,6 +998,13 @@ impl<T: NodeSpecificTable> Node<T> {
         }
     }
 
+    /// Packets this node handled per identifier since the previous call (the input of
+    /// load balancing, figure 6A step 604); resets the counts.
+    pub fn take_load(&mut self) -> Vec<u64> {
+        let n = self.load.len();
+        std::mem::replace(&mut self.load, vec![0; n])
+    }
+
     /// Whether this node's common table is known to match every owner's: each identifier is
     /// owned here, or its owner's snapshot was applied, or its owner's digest matched. A node
     /// that joins with empty memory should take over identifiers (including in a failover)
@@ -1383,6 +1396,9 @@ mod tests {
         n2.finish_reallocation(a2.epoch).unwrap();
         let r1 = n1.apply_allocation(Millis(2), &a2).unwrap();
         assert_eq!(r1.flushes, 2);
+        let load = n1.take_load();
+        assert_eq!(load.iter().sum::<u64>(), 100);
+        assert_eq!(n1.take_load().iter().sum::<u64>(), 0);
         assert_eq!(r1.flushed, expect);
         assert!(n1.check_tables().is_empty());
         assert!(n2.check_tables().is_empty());

@@ -19,7 +19,7 @@ use super::events::{Event, Message};
 use super::ids::{DistributionId, IdCount, Millis, NodeId};
 use super::node::{Destination, DropReason, Mode, Node, NodeConfig, Outgoing, Timeouts, Verdict};
 use super::node_table::{NodeSpecificTable, SimCard, TableError, TableStats, TieredTable};
-use super::packet::{build, parse_packet, Framing, TcpFlags};
+use super::packet::{build, Framing, TcpFlags};
 use super::rules::RuleSet;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -495,14 +495,6 @@ impl Sim {
         if handlers > 1 {
             self.violation(format!("{handlers} nodes handled one packet"));
         }
-        let d = self.nodes.values().next().and_then(|n| {
-            parse_packet(bytes, Framing::Ip)
-                .ok()
-                .and_then(|p| p.flow(n.distributor()).map(|f| f.2))
-        });
-        if let Some(d) = d {
-            self.note_load(d);
-        }
         handled
     }
 
@@ -962,6 +954,12 @@ impl Sim {
 
     /// Load balancing from the per-identifier packet counts since the last call.
     pub fn rebalance(&mut self) {
+        // Per-identifier load as the nodes measured it since the previous rebalance.
+        for node in self.nodes.values_mut() {
+            for (l, x) in self.load.iter_mut().zip(node.take_load()) {
+                *l += x;
+            }
+        }
         let next = alloc_policy::load_balance(&self.alloc, &self.load, &self.weights_vec(), 20, 4);
         self.load.iter_mut().for_each(|l| *l = 0);
         if self.alloc.moved(&next) > 0 {
@@ -1177,13 +1175,6 @@ impl Sim {
         }
         self.settle();
         &self.report
-    }
-
-    /// Counts one packet of identifier `d` towards load balancing.
-    pub fn note_load(&mut self, d: DistributionId) {
-        if let Some(l) = self.load.get_mut(d.index()) {
-            *l += 1;
-        }
     }
 }
 
