@@ -156,7 +156,7 @@ fn read_ng(bytes: &[u8]) -> Result<(LinkType, Vec<PcapPacket>), PcapError> {
         }
         let kind = word(bytes, at, be)?;
         let total = word(bytes, at + 4, be)? as usize;
-        if total < 12 || total % 4 != 0 || total > 16 * 1024 * 1024 {
+        if total < 12 || total & 3 != 0 || total > 16 * 1024 * 1024 {
             return Err(PcapError::Malformed {
                 what: "block length",
                 offset: at + 4,
