@@ -15,10 +15,20 @@
 //! reads, dumps, counters, soft and power-on resets with re-probe, data-path
 //! lookups, and raw register pokes through `Card::regs_mut`: unknown command
 //! codes, bad indices, `INSERT` into a full table, writes to read-only and
-//! unmapped offsets, reads of every kind of offset, unnormalised entries.
+//! unmapped offsets, reads of every kind of offset, unnormalised entries;
+//! and "hit, then act on that entry" sequences so that hit-bit clearing is
+//! seen before the slot is reused.
 //!
-//! Reproduce one run: `COSIM_SEED=<seed> COSIM_OPS=<n> cargo test -p tests
+//! Five profiles (balanced, fill, wildcards, churn, raw-heavy) of 20,000
+//! operations each run in parallel; every other seed starts the RTL from
+//! random register and memory contents (`+verilator+rand+reset+2`), which
+//! the power-on reset must hide. A failure names the seed, the profile, the
+//! step and the last operations; reproduce one run with
+//! `COSIM_SEED=<seed> COSIM_PROFILE=<profile> COSIM_OPS=<n> cargo test -p tests
 //! --features verilator --test cosim_diff`.
+//!
+//! The model can never be busy, so the "CMD while busy" rules are checked on
+//! the RTL alone (`rtl_cmd_while_busy_...`).
 #![cfg(feature = "verilator")]
 
 use std::collections::{HashSet, VecDeque};
