@@ -25,8 +25,9 @@
 //! ```
 //!
 //! An IPv4 TCP add is 35-37 bytes. Decoding is strict: every byte is accounted for, unknown
-//! codes and trailing bytes are errors, and no input makes it panic or allocate more than the
-//! input could describe.
+//! codes, unused flag bits, overlong varints and trailing bytes are errors, and no input makes
+//! it panic or allocate more than the input could describe. So the encoding is canonical:
+//! whatever decodes re-encodes to the same bytes.
 
 use super::common::DistDigest;
 use super::entry::{
@@ -211,6 +212,14 @@ impl<'a> Reader<'a> {
             }
             v |= bits << (7 * i);
             if b & 0x80 == 0 {
+                if i > 0 && b == 0 {
+                    // Overlong (a trailing zero group): only the minimal form is accepted, so
+                    // every message has exactly one encoding.
+                    return Err(DecodeError::BadNumber {
+                        field,
+                        offset: start,
+                    });
+                }
                 return Ok(v);
             }
         }
@@ -743,5 +752,11 @@ mod tests {
             Err(DecodeError::BadNumber { .. })
         ));
         assert_eq!(Message::decode(&[9]), Err(DecodeError::Format(9)));
+        // An overlong varint (seq 0 as two bytes).
+        let b = [FORMAT, 0, 0, 0, 0, 0, 0, 0x80, 0x00, 7, 0];
+        assert!(matches!(
+            Message::decode(&b),
+            Err(DecodeError::BadNumber { field: "seq", .. })
+        ));
     }
 }
