@@ -37,7 +37,7 @@ enum Cmd {
         socket: PathBuf,
         /// The command name (status, allocation, counts, move, drain, ...).
         cmd: String,
-        /// Extra JSON fields, e.g. '{"ids":[1,2],"to":3}'.
+        /// Extra JSON fields, e.g. `{"ids":[1,2],"to":3}`.
         #[arg(default_value = "{}")]
         args: String,
     },
