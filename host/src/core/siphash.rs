@@ -1,94 +1,47 @@
-//! SipHash with configurable rounds, written from the SipHash paper (Aumasson, Bernstein).
-//! The distribution identifier uses SipHash-1-3 (the fast variant); the test checks the round
-//! function against the standard library's SipHash-2-4.
+//! The keyed hash behind distribution identifiers and session digests: SipHash-1-3 from the
+//! `siphasher` crate (the fast SipHash variant, keyed with the cluster secret so that nobody can
+//! aim traffic at one identifier by choosing addresses).
 
-#[inline]
-fn round(v: &mut [u64; 4]) {
-    v[0] = v[0].wrapping_add(v[1]);
-    v[1] = v[1].rotate_left(13);
-    v[1] ^= v[0];
-    v[0] = v[0].rotate_left(32);
-    v[2] = v[2].wrapping_add(v[3]);
-    v[3] = v[3].rotate_left(16);
-    v[3] ^= v[2];
-    v[0] = v[0].wrapping_add(v[3]);
-    v[3] = v[3].rotate_left(21);
-    v[3] ^= v[0];
-    v[2] = v[2].wrapping_add(v[1]);
-    v[1] = v[1].rotate_left(17);
-    v[1] ^= v[2];
-    v[2] = v[2].rotate_left(32);
-}
+use siphasher::sip::SipHasher13;
+use std::hash::Hasher;
 
-/// SipHash-c-d of `data` under the key `(k0, k1)`.
-pub fn siphash<const C: usize, const D: usize>(k0: u64, k1: u64, data: &[u8]) -> u64 {
-    let mut v = [
-        k0 ^ 0x736f_6d65_7073_6575,
-        k1 ^ 0x646f_7261_6e64_6f6d,
-        k0 ^ 0x6c79_6765_6e65_7261,
-        k1 ^ 0x7465_6462_7974_6573,
-    ];
-    let mut chunks = data.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(chunk);
-        let m = u64::from_le_bytes(b);
-        v[3] ^= m;
-        for _ in 0..C {
-            round(&mut v);
-        }
-        v[0] ^= m;
-    }
-    let rest = chunks.remainder();
-    let mut last = [0u8; 8];
-    last[..rest.len()].copy_from_slice(rest);
-    // The length byte: the message length modulo 256, by definition of SipHash.
-    last[7] = (data.len() & 0xff) as u8;
-    let m = u64::from_le_bytes(last);
-    v[3] ^= m;
-    for _ in 0..C {
-        round(&mut v);
-    }
-    v[0] ^= m;
-    v[2] ^= 0xff;
-    for _ in 0..D {
-        round(&mut v);
-    }
-    v[0] ^ v[1] ^ v[2] ^ v[3]
-}
-
-/// SipHash-1-3.
+/// SipHash-1-3 of `data` under the key `(k0, k1)`.
+#[must_use]
 pub fn siphash13(k0: u64, k1: u64, data: &[u8]) -> u64 {
-    siphash::<1, 3>(k0, k1, data)
+    let mut h = SipHasher13::new_with_keys(k0, k1);
+    h.write(data);
+    h.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::hash::Hasher;
 
+    /// Identifiers must not change between releases (a mixed-version cluster would disagree on
+    /// owners): these values pin the function to SipHash-1-3 over the raw bytes.
     #[test]
-    #[allow(deprecated)] // std's SipHasher (2-4) is deprecated but is the reference we check against
-    fn matches_std_siphash24() {
-        for len in 0..40usize {
+    fn values_are_pinned() {
+        let pins = [
+            (0usize, 0xabac_0158_050f_c4dc_u64),
+            (7, 0xc2b1_c4ef_b962_bfb6),
+            (8, 0x5e53_2924_8666_2ee6),
+            (15, 0x57c2_a248_9d64_ff8f),
+            (37, 0x501f_dbe9_a43e_2589),
+        ];
+        for (len, want) in pins {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
-            let mut h = std::hash::SipHasher::new_with_keys(0x0706050403020100, 0x0f0e0d0c0b0a0908);
-            h.write(&data);
             assert_eq!(
-                siphash::<2, 4>(0x0706050403020100, 0x0f0e0d0c0b0a0908, &data),
-                h.finish(),
+                siphash13(0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908, &data),
+                want,
                 "len {len}"
             );
         }
     }
 
     #[test]
-    fn paper_vector_siphash24() {
-        // The SipHash paper's appendix: key 00..0f, message 00..0e -> a129ca6149be45e5.
-        let data: Vec<u8> = (0u8..15).collect();
-        assert_eq!(
-            siphash::<2, 4>(0x0706050403020100, 0x0f0e0d0c0b0a0908, &data),
-            0xa129_ca61_49be_45e5
-        );
+    fn key_changes_everything() {
+        let d = b"10.0.0.1:1234->10.0.0.2:80";
+        assert_ne!(siphash13(1, 2, d), siphash13(1, 3, d));
+        assert_ne!(siphash13(1, 2, d), siphash13(2, 2, d));
     }
 }
