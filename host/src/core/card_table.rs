@@ -237,6 +237,21 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
             .map_err(|_| TableError::BadDist { dist })
     }
     fn lookup(&mut self, key: &FlowKey) -> Option<&mut Entry> {
+        // The card answers the lookup (a SEARCH sets the entry's hit bit, which aging reads);
+        // the host copy holds what sits beside the key and does not fit the CAM's result word.
+        // A card that misses an entry the host copy has is a divergence: it is counted, and
+        // the host copy still serves the packet, so nothing is lost.
+        if let Some(k) = cam_key(key) {
+            match self.card.search(&k) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    if self.shadow.get(key).is_some() {
+                        self.errors += 1;
+                    }
+                }
+                Err(_) => self.errors += 1,
+            }
+        }
         self.shadow.get_mut(key)
     }
     fn get(&self, key: &FlowKey) -> Option<&Entry> {
