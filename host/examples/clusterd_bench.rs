@@ -165,6 +165,42 @@ fn replication(n: u32, apply: bool) -> (f64, f64, usize) {
     (f64::from(n) / secs, data_bytes / f64::from(n), rec_len)
 }
 
+/// In-process costs of the receiving side: decode only, and decode + apply to a state-core node.
+fn receive_costs(n: u32) -> (f64, f64) {
+    let d = Distributor::new(&secret(), IdCount::default());
+    let msgs: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            Message {
+                sender: NodeId(1),
+                incarnation: 1,
+                seq: u64::from(i) + 1,
+                event: Event::Add(entry(&d, i)),
+            }
+            .encode()
+        })
+        .collect();
+    let t = Instant::now();
+    let mut ok = 0;
+    for m in &msgs {
+        if Message::decode(m).is_ok() {
+            ok += 1;
+        }
+    }
+    let decode = f64::from(ok) / t.elapsed().as_secs_f64();
+    let mut node = Node::new(
+        NodeConfig::new(NodeId(2), secret()),
+        SoftwareTable::new(IdCount::default()),
+    );
+    let t = Instant::now();
+    for m in &msgs {
+        if let Ok(m) = Message::decode(m) {
+            let _ = node.apply_message(Millis(0), &m);
+        }
+    }
+    let apply = f64::from(n) / t.elapsed().as_secs_f64();
+    (decode, apply)
+}
+
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
@@ -221,7 +257,11 @@ async fn takeover(per_node: u32) -> Result<(), String> {
     let t0 = Instant::now();
     for i in 1..=3 {
         let v = c
-            .call(NodeId(i), json!({"cmd": "synthesize", "flows": total}))
+            .call_timeout(
+                NodeId(i),
+                json!({"cmd": "synthesize", "flows": total}),
+                Duration::from_secs(120),
+            )
             .await
             .map_err(|e| e.to_string())?;
         println!(
@@ -241,6 +281,7 @@ async fn takeover(per_node: u32) -> Result<(), String> {
             break;
         }
         if t0.elapsed() > Duration::from_secs(120) {
+            println!("  working directory: {}", dir.display());
             return Err(format!("replication incomplete: {min} of {total}"));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -287,7 +328,11 @@ async fn takeover(per_node: u32) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     c.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("CLUSTERD_BENCH_KEEP").is_some() {
+        println!("  working directory kept: {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     match result {
         Some((ms, installed)) => {
             println!(
@@ -331,6 +376,8 @@ fn main() {
         rec,
         rec - 1
     );
+    let (dec, app) = receive_costs(1_000_000);
+    println!("receiver side in-process: decode {dec:.0} events/s, decode + apply to the state core {app:.0} events/s");
     let mem = common_table_memory(1_000_000);
     println!(
         "memory per common-table entry (1,000,000 IPv4 TCP entries, RSS delta): {mem:.0} bytes"

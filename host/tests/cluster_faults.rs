@@ -201,6 +201,36 @@ fn operator_move_and_drain() {
         c.wait_settled(Duration::from_secs(5)).await.unwrap();
         assert_eq!(owned(&c, NodeId(1)).await + owned(&c, NodeId(3)).await, 256);
         check_tables(&mut c).await;
+        // invariant 3: common tables converge (same per-identifier digests everywhere), and
+        // invariant 6: SA key material is never readable through the control socket
+        let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeef0";
+        let v = c
+            .call(NodeId(1), json!({"cmd": "sa_add", "peer": "198.51.100.7", "dst": "203.0.113.1", "spi": 77, "key": key}))
+            .await
+            .unwrap();
+        assert_eq!(v["ok"], json!(true), "{v}");
+        let start = tokio::time::Instant::now();
+        loop {
+            let mut digests = Vec::new();
+            for i in 1..=3 {
+                let v = c.call(NodeId(i), json!({"cmd": "counts"})).await.unwrap();
+                let d: Vec<String> = v["ids"].as_array().unwrap().iter().map(|x| x["digest"].to_string()).collect();
+                digests.push(d);
+            }
+            if digests.windows(2).all(|w| w[0] == w[1]) {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(5), "common tables did not converge");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for i in 1..=3 {
+            for cmd in ["status", "dump", "sas", "counts", "applied"] {
+                let v = c.call(NodeId(i), json!({"cmd": cmd})).await.unwrap();
+                assert!(!v.to_string().contains(&key[..16]), "key material in {cmd} of node {i}");
+            }
+            let v = c.call(NodeId(i), json!({"cmd": "sas"})).await.unwrap();
+            assert_eq!(v["sas"][0]["key_present"], json!(true), "SA key not replicated to node {i}: {v}");
+        }
         // unknown and malformed commands get clear errors
         let v = c
             .call(NodeId(1), json!({"cmd": "frobnicate"}))

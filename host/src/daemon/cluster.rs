@@ -217,6 +217,23 @@ impl Cluster {
         control::call_once(&spec.control, &req, Duration::from_secs(3)).await
     }
 
+    /// One control request to node `id` with a custom timeout (long-running commands).
+    ///
+    /// # Errors
+    /// Connection, timeout or protocol errors.
+    pub async fn call_timeout(
+        &self,
+        id: NodeId,
+        req: Value,
+        timeout: Duration,
+    ) -> std::io::Result<Value> {
+        let spec = self
+            .nodes
+            .get(&id)
+            .ok_or_else(|| std::io::Error::other(format!("no node {}", id.0)))?;
+        control::call_once(&spec.control, &req, timeout).await
+    }
+
     /// `status` of every running node (nodes that do not answer are left out).
     pub async fn statuses(&mut self) -> BTreeMap<NodeId, Value> {
         let mut out = BTreeMap::new();

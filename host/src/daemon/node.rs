@@ -102,6 +102,15 @@ struct Applied {
     owned: usize,
 }
 
+/// A `synthesize` command in progress (worked on in slices so heartbeats keep flowing).
+struct SynthJob {
+    next: u32,
+    end: u32,
+    created: u64,
+    started: std::time::Instant,
+    reply: tokio::sync::oneshot::Sender<Value>,
+}
+
 enum OpRequest {
     Move(Vec<DistributionId>, NodeId),
     Rebalance,
@@ -143,6 +152,8 @@ pub struct Runtime {
     apply_errors: u64,
     started_unix_ms: u64,
     stopping: bool,
+    synth: Option<SynthJob>,
+    last_liveness_check: Duration,
 }
 
 fn state_err(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
@@ -283,6 +294,8 @@ impl Runtime {
             apply_errors: 0,
             started_unix_ms: unix_ms(),
             stopping: false,
+            synth: None,
+            last_liveness_check: Duration::ZERO,
             cfg,
         })
     }
@@ -297,7 +310,7 @@ impl Runtime {
                 r = self.udp.recv(&mut sbuf) => {
                     if let Ok(n) = r {
                         self.on_sync_datagram(&sbuf[..n]);
-                        for _ in 0..512 {
+                        for _ in 0..64 {
                             match self.udp.try_recv(&mut sbuf) {
                                 Some(n) => self.on_sync_datagram(&sbuf[..n]),
                                 None => break,
@@ -318,11 +331,16 @@ impl Runtime {
                     }
                 }
                 Some((req, tx)) = self.ctl_rx.recv() => {
-                    let answer = self.control(&req);
-                    let _ = tx.send(answer);
+                    if req.get("cmd").and_then(Value::as_str) == Some("synthesize") {
+                        self.start_synthesize(&req, tx);
+                    } else {
+                        let answer = self.control(&req);
+                        let _ = tx.send(answer);
+                    }
                 }
                 _ = tokio::time::sleep_until(deadline) => {}
             }
+            self.synthesize_slice();
             self.after_io();
         }
         let _ = std::fs::remove_file(&self.cfg.control);
@@ -343,6 +361,9 @@ impl Runtime {
             .min(self.next_housekeeping);
         if let Some(t) = self.ep.poll_timeout() {
             d = d.min(t);
+        }
+        if self.synth.is_some() {
+            d = d.min(self.now());
         }
         d
     }
@@ -601,6 +622,18 @@ impl Runtime {
     }
 
     fn update_liveness(&mut self, now: Duration) {
+        // this loop itself was stalled (a large install, a descheduled process): the time it
+        // was not listening does not count as the peers' silence
+        let stall = now.saturating_sub(self.last_liveness_check);
+        self.last_liveness_check = now;
+        if stall > Duration::from_millis(30) {
+            let credit = stall - Duration::from_millis(10);
+            for l in self.live.values_mut() {
+                if let Some(t) = l.last_heard.as_mut() {
+                    *t = (*t + credit).min(now);
+                }
+            }
+        }
         let failure = self.failure();
         let mut died = Vec::new();
         for (id, l) in self.live.iter_mut() {
@@ -621,8 +654,20 @@ impl Runtime {
                 p.0,
                 self.cfg.failure_ms
             );
-            self.ep.discard_backlog(p);
             self.resync_waiting.remove(&p);
+        }
+        // a peer silent for long: drop what waits for it (a false suspicion under load must not
+        // lose records, so this waits far longer than failure detection)
+        let long = Duration::from_secs(10);
+        let stale: Vec<NodeId> = self
+            .live
+            .iter()
+            .filter(|(_, l)| l.last_heard.is_some_and(|t| now.saturating_sub(t) > long))
+            .map(|(id, _)| *id)
+            .filter(|id| self.ep.backlog(*id) > 0)
+            .collect();
+        for p in stale {
+            self.ep.discard_backlog(p);
         }
         // self-fencing: without contact to a majority of voters for 3/4 of the failure
         // threshold, stop handling traffic (the majority side will take our identifiers)
@@ -683,6 +728,11 @@ impl Runtime {
             let _ = self.ep.send_datagram(to, &d);
         }
         let committed = self.raft.take_committed();
+        if !committed.is_empty() {
+            // followers learn the commit from these messages: send them before a long install
+            self.send_heartbeats();
+            self.udp.send_all(&mut self.ep);
+        }
         for a in committed {
             self.apply_allocation(&a);
         }
@@ -911,6 +961,7 @@ impl Runtime {
                     .map(|d| {
                         json!({"id": d.0, "owner": a.owner(d).map(|n| n.0),
                                "common": self.core.common().dist_len(d),
+                               "digest": format!("{:016x}", self.core.common().digest(d).hash),
                                "card": self.core.node_table().dist_len(d)})
                     })
                     .collect();
@@ -1022,7 +1073,6 @@ impl Runtime {
                 "error": format!("card backend {:?} of node {} is the state core's table stand-in: \
                                   it has no registers (`hwctl --device model regs` shows the \
                                   reference card's register map)", self.cfg.card, self.cfg.node.0)}),
-            "synthesize" => self.synthesize(req),
             "stop" => {
                 self.stopping = true;
                 json!({"ok": true})
@@ -1084,8 +1134,14 @@ impl Runtime {
     /// Benchmark and test helper: feeds the handshakes of `flows` generated TCP connections
     /// (client 10.x.y.z:40000 to 192.0.2.1:443, numbered from `first`) through packet handling,
     /// exactly as if they had come from the wire; the owners create, install and replicate the
-    /// entries. Send the same command to every node.
-    fn synthesize(&mut self, req: &Value) -> Value {
+    /// entries. Send the same command to every node. Worked on in slices of 200 connections
+    /// between the node's other duties; the answer comes when all are done.
+    fn start_synthesize(&mut self, req: &Value, reply: tokio::sync::oneshot::Sender<Value>) {
+        if self.synth.is_some() {
+            let _ = reply
+                .send(json!({"ok": false, "error": "a synthesize command is already running"}));
+            return;
+        }
         let flows = req
             .get("flows")
             .and_then(Value::as_u64)
@@ -1096,22 +1152,36 @@ impl Runtime {
             .and_then(Value::as_u64)
             .unwrap_or(0)
             .min(1 << 24) as u32;
-        let t0 = std::time::Instant::now();
-        let mut created = 0u64;
-        for i in first..first.saturating_add(flows) {
+        self.synth = Some(SynthJob {
+            next: first,
+            end: first.saturating_add(flows),
+            created: 0,
+            started: std::time::Instant::now(),
+            reply,
+        });
+    }
+
+    fn synthesize_slice(&mut self) {
+        let Some(mut job) = self.synth.take() else {
+            return;
+        };
+        let stop = job.end.min(job.next.saturating_add(200));
+        for i in job.next..stop {
             for pkt in super::traffic::handshake(i) {
                 let now = self.millis();
                 if let Verdict::Accept { created: true, .. } = self.core.handle_packet(now, &pkt) {
-                    created += 1;
+                    job.created += 1;
                 }
             }
-            if i % 1024 == 0 {
-                self.flush_outbox();
-                self.udp.send_all(&mut self.ep);
-            }
         }
+        job.next = stop;
         self.flush_outbox();
-        json!({"ok": true, "created": created, "took_ms": t0.elapsed().as_millis() as u64})
+        if job.next >= job.end {
+            let _ = job.reply.send(json!({"ok": true, "created": job.created,
+                "took_ms": job.started.elapsed().as_millis() as u64}));
+        } else {
+            self.synth = Some(job);
+        }
     }
 
     fn sa_add(&mut self, req: &Value) -> Value {

@@ -165,26 +165,118 @@ pub enum Source {
     Packets(Vec<Vec<u8>>),
 }
 
-/// Reads a pcap (classic) file into bare IP packets.
+/// Reads a pcap or pcapng file into bare IP packets (Ethernet frames are unwrapped, VLAN tags
+/// skipped; other link types and non-IP frames are left out).
 ///
 /// # Errors
 /// A message naming the file and problem.
 pub fn load_pcap(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (link, pkts) =
-        crate::core::pcap::read(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut out = Vec::new();
-    for p in pkts {
-        let ip = match link {
-            crate::core::pcap::LinkType::Raw => Some(p.data),
-            crate::core::pcap::LinkType::Ethernet => strip_ethernet(&p.data),
-        };
-        if let Some(ip) = ip {
-            out.push(ip);
-        }
-    }
+    let out = if bytes.get(..4) == Some(&[0x0a, 0x0d, 0x0d, 0x0a]) {
+        read_pcapng(&bytes).map_err(|e| format!("{}: pcapng: {e}", path.display()))?
+    } else {
+        let (link, pkts) =
+            crate::core::pcap::read(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        pkts.into_iter()
+            .filter_map(|p| match link {
+                crate::core::pcap::LinkType::Raw => Some(p.data),
+                crate::core::pcap::LinkType::Ethernet => strip_ethernet(&p.data),
+            })
+            .collect()
+    };
     if out.is_empty() {
         return Err(format!("{}: no IPv4/IPv6 packets", path.display()));
+    }
+    Ok(out)
+}
+
+/// Parses a pcapng capture strictly (block lengths, byte order per section); returns the IP
+/// packets of Ethernet (1) and raw IP (101) interfaces.
+///
+/// # Errors
+/// What is malformed and where.
+pub fn read_pcapng(b: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    let mut be = false;
+    let mut links: Vec<u16> = Vec::new();
+    let u32_at = |at: usize, be: bool| -> Result<u32, String> {
+        let s = b
+            .get(at..at + 4)
+            .ok_or(format!("truncated at offset {at}"))?;
+        let a = [s[0], s[1], s[2], s[3]];
+        Ok(if be {
+            u32::from_be_bytes(a)
+        } else {
+            u32::from_le_bytes(a)
+        })
+    };
+    while at < b.len() {
+        let btype = u32_at(at, false)?;
+        if btype == 0x0a0d_0d0a {
+            let magic = b
+                .get(at + 8..at + 12)
+                .ok_or(format!("truncated section header at {at}"))?;
+            be = match magic {
+                [0x1a, 0x2b, 0x3c, 0x4d] => true,
+                [0x4d, 0x3c, 0x2b, 0x1a] => false,
+                _ => return Err(format!("bad byte-order magic at offset {}", at + 8)),
+            };
+            links.clear();
+        }
+        let btype = u32_at(at, be)?;
+        let len = u32_at(at + 4, be)? as usize;
+        if len < 12 || !len.is_multiple_of(4) || at.checked_add(len).is_none_or(|e| e > b.len()) {
+            return Err(format!("block at offset {at} has bad length {len}"));
+        }
+        if u32_at(at + len - 4, be)? as usize != len {
+            return Err(format!("block at offset {at}: trailing length differs"));
+        }
+        let body = &b[at + 8..at + len - 4];
+        let field = |o: usize| -> Result<u32, String> {
+            let s = body
+                .get(o..o + 4)
+                .ok_or(format!("block at offset {at} too short"))?;
+            let a = [s[0], s[1], s[2], s[3]];
+            Ok(if be {
+                u32::from_be_bytes(a)
+            } else {
+                u32::from_le_bytes(a)
+            })
+        };
+        match btype {
+            1 => {
+                let l = body
+                    .get(0..2)
+                    .ok_or(format!("interface block at {at} too short"))?;
+                links.push(if be {
+                    u16::from_be_bytes([l[0], l[1]])
+                } else {
+                    u16::from_le_bytes([l[0], l[1]])
+                });
+            }
+            6 | 3 => {
+                let (iface, cap, data_at) = if btype == 6 {
+                    (field(0)? as usize, field(12)? as usize, 20)
+                } else {
+                    (0, (field(0)? as usize).min(body.len().saturating_sub(4)), 4)
+                };
+                let data = body
+                    .get(data_at..data_at + cap)
+                    .ok_or(format!("packet block at offset {at} claims {cap} bytes"))?;
+                let link = *links.get(iface).ok_or(format!(
+                    "packet block at offset {at} names unknown interface {iface}"
+                ))?;
+                let ip = match link {
+                    1 => strip_ethernet(data),
+                    101 => Some(data.to_vec()),
+                    _ => None,
+                };
+                out.extend(ip);
+            }
+            _ => {}
+        }
+        at += len;
     }
     Ok(out)
 }
@@ -499,4 +591,46 @@ pub fn account(
     a.flows = flows.len() as u64;
     a.flows_broken = flows.values().filter(|f| f.broken).count() as u64;
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(t: u32, body: &[u8]) -> Vec<u8> {
+        let len = (12 + body.len()) as u32;
+        let mut v = t.to_le_bytes().to_vec();
+        v.extend_from_slice(&len.to_le_bytes());
+        v.extend_from_slice(body);
+        v.extend_from_slice(&len.to_le_bytes());
+        v
+    }
+
+    #[test]
+    fn pcapng_round_trip_and_strictness() {
+        let pkt = handshake(5).remove(0);
+        let mut f = block(
+            0x0a0d_0d0a,
+            &[
+                0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            ],
+        );
+        f.extend(block(1, &[101, 0, 0, 0, 0, 0, 1, 0]));
+        let mut epb = vec![0u8; 20];
+        epb[12..16].copy_from_slice(&(pkt.len() as u32).to_le_bytes());
+        epb[16..20].copy_from_slice(&(pkt.len() as u32).to_le_bytes());
+        epb.extend_from_slice(&pkt);
+        while !epb.len().is_multiple_of(4) {
+            epb.push(0);
+        }
+        f.extend(block(6, &epb));
+        assert_eq!(read_pcapng(&f).unwrap(), vec![pkt]);
+        assert!(read_pcapng(&f[..f.len() - 2]).is_err());
+        let mut bad = f.clone();
+        bad[4] = 13;
+        assert!(read_pcapng(&bad).is_err());
+        for cut in 0..f.len() {
+            let _ = read_pcapng(&f[..cut]);
+        }
+    }
 }
