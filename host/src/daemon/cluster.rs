@@ -280,6 +280,22 @@ impl Cluster {
         let start = tokio::time::Instant::now();
         let mut last = String::new();
         while start.elapsed() < timeout {
+            // a node that exited will not settle: say why at once
+            let dead: Vec<NodeId> = self
+                .children
+                .iter_mut()
+                .filter_map(|(id, c)| (!matches!(c.try_wait(), Ok(None))).then_some(*id))
+                .collect();
+            if let Some(id) = dead.first() {
+                let log = std::fs::read_to_string(self.dir.join(format!("node{}.log", id.0)))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(3).collect();
+                return Err(format!(
+                    "node {} exited: {}",
+                    id.0,
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                ));
+            }
             let st = self.statuses().await;
             let running = self.running_ids();
             if st.len() == running.len() && !st.is_empty() {

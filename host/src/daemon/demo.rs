@@ -167,6 +167,9 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             }
         }
     }
+    // open the card backend once here, so a bad spec fails before any process starts
+    super::card::open(&args.card, crate::core::ids::IdCount::default(), 16)
+        .map_err(|e| format!("--card {}: {e}", args.card))?;
     let source = match &args.pcap {
         Some(p) => Source::Packets(traffic::load_pcap(p)?),
         None => Source::Flows {
