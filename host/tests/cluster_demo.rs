@@ -5,7 +5,12 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// Multi-process clusters are timing-sensitive (200 ms failure detection): run them one at a
+/// time so that parallel test threads on a small CI machine do not starve each other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn demo(args: &[&str]) -> Value {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(env!("CARGO_BIN_EXE_clusterd"))
         .arg("demo")
         .arg("--json")

@@ -11,6 +11,10 @@ use host::core::ids::NodeId;
 use host::daemon::cluster::{Cluster, Layout};
 use serde_json::{json, Value};
 
+/// Multi-process clusters are timing-sensitive (200 ms failure detection): run them one at a
+/// time so that parallel test threads on a small CI machine do not starve each other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -67,6 +71,7 @@ async fn check_tables(c: &mut Cluster) {
 
 #[test]
 fn partition_fences_minority_and_heals() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     rt().block_on(async {
         let dir = workdir("partition");
         let mut c = Cluster::prepare(
@@ -138,6 +143,7 @@ fn partition_fences_minority_and_heals() {
 
 #[test]
 fn operator_move_and_drain() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     rt().block_on(async {
         let dir = workdir("operator");
         let mut c = Cluster::prepare(
