@@ -160,3 +160,38 @@ fn bad_arguments_are_refused_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("fix:"));
 }
+
+#[test]
+fn pcap_replay_and_svg() {
+    use host::core::pcap::{write, LinkType, PcapPacket};
+    let dir = std::env::temp_dir().join(format!("clusterd-test-pcap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let packets: Vec<PcapPacket> = (0..300u32)
+        .flat_map(host::daemon::traffic::handshake)
+        .enumerate()
+        .map(|(i, data)| PcapPacket {
+            ts_us: i as u64 * 1000,
+            data,
+        })
+        .collect();
+    let pcap = dir.join("handshakes.pcap");
+    std::fs::write(&pcap, write(LinkType::Raw, &packets)).unwrap();
+    let svg = dir.join("run.svg");
+    let r = demo(&[
+        "--no-faults",
+        "--duration",
+        "2",
+        "--pps",
+        "800",
+        "--pcap",
+        pcap.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(u(&r["packets"]) > 1000, "{r}");
+    assert_eq!(u(&r["double_handled"]), 0, "{r}");
+    assert_eq!(u(&r["unhandled"]), 0, "{r}");
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<svg") && picture.contains("polyline"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
