@@ -1006,7 +1006,11 @@ impl Runtime {
             }
             "sa_add" => self.sa_add(req),
             "sa_advance" => {
-                let spi = req.get("spi").and_then(Value::as_u64).unwrap_or(0) as u32;
+                let spi = req
+                    .get("spi")
+                    .and_then(Value::as_u64)
+                    .and_then(|v| u32::try_from(v).ok())
+                    .unwrap_or(0);
                 let Some(s) = self.core.sa_state(spi) else {
                     return json!({"ok": false, "error": format!("no SA with spi {spi}")});
                 };
@@ -1036,7 +1040,7 @@ impl Runtime {
                     .map(|a| {
                         a.iter()
                             .filter_map(Value::as_u64)
-                            .map(|n| NodeId(n as u16))
+                            .filter_map(|n| u16::try_from(n).ok().map(NodeId))
                             .collect()
                     })
                     .unwrap_or_default();
@@ -1094,7 +1098,8 @@ impl Runtime {
             .get("node")
             .or(req.get("to"))
             .and_then(Value::as_u64)
-            .map(|n| NodeId(n as u16));
+            .and_then(|n| u16::try_from(n).ok())
+            .map(NodeId);
         match cmd {
             "move" => {
                 let Some(to) = node.filter(|n| self.members.contains(n)) else {
@@ -1193,7 +1198,11 @@ impl Runtime {
         let (Some(peer), Some(dst)) = (ip("peer"), ip("dst")) else {
             return json!({"ok": false, "error": "sa_add needs \"peer\" and \"dst\" IP addresses"});
         };
-        let spi = req.get("spi").and_then(Value::as_u64).unwrap_or(0) as u32;
+        let spi = req
+            .get("spi")
+            .and_then(Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0);
         if spi == 0 {
             return json!({"ok": false, "error": "sa_add needs a non-zero \"spi\""});
         }
