@@ -237,6 +237,20 @@ fn operator_move_and_drain() {
             let v = c.call(NodeId(i), json!({"cmd": "sas"})).await.unwrap();
             assert_eq!(v["sas"][0]["key_present"], json!(true), "SA key not replicated to node {i}: {v}");
         }
+        // garbage on the control socket gets clear errors and the node keeps answering
+        {
+            use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+            let s = tokio::net::UnixStream::connect(&c.nodes[&NodeId(1)].control).await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut r = BufReader::new(r);
+            for junk in ["not json", "[1,2]", "{\"cmd\": 5}", "{\"cmd\": \"move\", \"ids\": \"x\"}", "\u{1}\u{2}"] {
+                w.write_all(format!("{junk}\n").as_bytes()).await.unwrap();
+                let mut line = String::new();
+                r.read_line(&mut line).await.unwrap();
+                let v: Value = serde_json::from_str(&line).unwrap();
+                assert_eq!(v["ok"], json!(false), "{junk:?} -> {v}");
+            }
+        }
         // unknown and malformed commands get clear errors
         let v = c
             .call(NodeId(1), json!({"cmd": "frobnicate"}))
