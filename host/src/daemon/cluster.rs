@@ -157,8 +157,14 @@ impl Cluster {
     /// Starts node `id` (`clusterd run --config ...`), logging to `nodeN.log`.
     ///
     /// # Errors
-    /// Spawn errors, or an unknown id.
+    /// Spawn errors, an unknown id, or a node that is already running.
     pub fn start(&mut self, id: NodeId) -> std::io::Result<()> {
+        if self.running(id) {
+            return Err(std::io::Error::other(format!(
+                "node {} is already running",
+                id.0
+            )));
+        }
         let spec = self
             .nodes
             .get(&id)
@@ -171,6 +177,7 @@ impl Cluster {
             .arg("run")
             .arg("--config")
             .arg(&spec.config)
+            .env("CLUSTERD_EXIT_WITH_PARENT", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

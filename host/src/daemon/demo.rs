@@ -298,7 +298,13 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                     }
                 }
                 Action::Join(n) | Action::Restart(n) => {
-                    if cluster.start(n).is_ok() {
+                    if let Err(e) = cluster.start(n) {
+                        say(format!(
+                            "[{:5.1}s] cannot start node {}: {e}",
+                            el.as_secs_f64(),
+                            n.0
+                        ));
+                    } else {
                         let what = if matches!(action, Action::Join(_)) {
                             "join"
                         } else {

@@ -154,6 +154,8 @@ pub struct Runtime {
     stopping: bool,
     synth: Option<SynthJob>,
     last_liveness_check: Duration,
+    /// Exit when the parent process goes away (set for nodes a demo or test spawned).
+    parent: Option<nix::unistd::Pid>,
 }
 
 fn state_err(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
@@ -296,6 +298,7 @@ impl Runtime {
             stopping: false,
             synth: None,
             last_liveness_check: Duration::ZERO,
+            parent: std::env::var_os("CLUSTERD_EXIT_WITH_PARENT").map(|_| nix::unistd::getppid()),
             cfg,
         })
     }
@@ -616,6 +619,10 @@ impl Runtime {
                 self.core.queue_digest();
             }
             self.next_housekeeping = now + Duration::from_secs(1);
+            if self.parent.is_some_and(|p| p != nix::unistd::getppid()) {
+                log!(self.cfg.node, "parent process gone: stopping");
+                self.stopping = true;
+            }
         }
         self.flush_outbox();
         self.udp.send_all(&mut self.ep);
