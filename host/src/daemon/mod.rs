@@ -12,3 +12,4 @@ pub mod node;
 pub mod svg;
 pub mod traffic;
 pub mod wireproto;
+pub mod esp;

@@ -156,6 +156,8 @@ pub struct Runtime {
     last_liveness_check: Duration,
     /// Exit when the parent process goes away (set for nodes a demo or test spawned).
     parent: Option<nix::unistd::Pid>,
+    esp: super::esp::EspPath,
+    next_esp_sync: Duration,
 }
 
 fn state_err(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
@@ -299,6 +301,8 @@ impl Runtime {
             synth: None,
             last_liveness_check: Duration::ZERO,
             parent: std::env::var_os("CLUSTERD_EXIT_WITH_PARENT").map(|_| nix::unistd::getppid()),
+            esp: super::esp::EspPath::new(),
+            next_esp_sync: Duration::ZERO,
             cfg,
         })
     }
@@ -440,6 +444,7 @@ impl Runtime {
                     let spi = u32::from_be_bytes([rec[1], rec[2], rec[3], rec[4]]);
                     self.sa_keys.insert(spi, Zeroizing::new(rec[6..].to_vec()));
                     self.sa_spis.insert(spi);
+                    self.reconcile_esp();
                 } else {
                     self.decode_errors += 1;
                 }
@@ -624,8 +629,52 @@ impl Runtime {
                 self.stopping = true;
             }
         }
+        if now >= self.next_esp_sync {
+            self.sync_esp();
+            self.next_esp_sync = now + Duration::from_millis(100);
+        }
         self.flush_outbox();
         self.udp.send_all(&mut self.ep);
+    }
+
+    /// Installs the SAs of owned identifiers into the ESP engine (restored from the replicated
+    /// state) and removes the others (after a last sync of their state).
+    fn reconcile_esp(&mut self) {
+        for spi in self.sa_spis.clone() {
+            let Some(s) = self.core.sa_state(spi) else {
+                continue;
+            };
+            let owned = self.core.owns(s.dist) && self.cfg.role == Role::Member;
+            if owned && !self.esp.has(spi) {
+                if let Some(k) = self.sa_keys.get(&spi) {
+                    if let Err(e) = self.esp.install(spi, k, &s) {
+                        log!(self.cfg.node, "SA 0x{spi:08x}: cannot install: {e}");
+                    }
+                }
+            } else if !owned && self.esp.has(spi) {
+                if let Some(now) = self.esp.state(spi, &s) {
+                    if now != s {
+                        self.core.update_sa(now);
+                    }
+                }
+                self.esp.remove(spi);
+            }
+        }
+    }
+
+    /// Copies the moving state of every SA the engine runs into the core (which replicates it).
+    fn sync_esp(&mut self) {
+        let spis: Vec<u32> = self.esp.installed().collect();
+        for spi in spis {
+            let Some(s) = self.core.sa_state(spi) else {
+                continue;
+            };
+            if let Some(now) = self.esp.state(spi, &s) {
+                if now != s {
+                    self.core.update_sa(now);
+                }
+            }
+        }
     }
 
     fn update_liveness(&mut self, now: Duration) {
@@ -766,6 +815,7 @@ impl Runtime {
                 }
             }
         }
+        self.reconcile_esp();
         let owned = a.ids_of(self.cfg.node).len();
         log!(
             self.cfg.node,
@@ -1012,6 +1062,17 @@ impl Runtime {
                 json!({"ok": true, "sas": sas})
             }
             "sa_add" => self.sa_add(req),
+            "esp_send" | "esp_recv" => self.esp_command(cmd, req),
+            "sa_advance"
+                if self.esp.has(
+                    req.get("spi")
+                        .and_then(Value::as_u64)
+                        .and_then(|v| u32::try_from(v).ok())
+                        .unwrap_or(0),
+                ) =>
+            {
+                json!({"ok": false, "error": "this SA runs in the ESP engine here; its state comes from the engine (use esp_send)"})
+            }
             "sa_advance" => {
                 let spi = req
                     .get("spi")
@@ -1091,7 +1152,7 @@ impl Runtime {
             "" => json!({"ok": false, "error": "missing \"cmd\""}),
             other => json!({"ok": false, "error": format!("unknown command {other:?}"),
                 "commands": ["status", "allocation", "counts", "move", "drain", "undrain", "rebalance",
-                             "resync", "dump", "sas", "sa_add", "sa_advance", "check", "partition",
+                             "resync", "dump", "sas", "sa_add", "sa_advance", "esp_send", "esp_recv", "check", "partition",
                              "applied", "synthesize", "card_dump", "card_regs", "stop"]}),
         }
     }
@@ -1196,6 +1257,49 @@ impl Runtime {
         }
     }
 
+    /// `esp_send {"spi", "count"}`: seal `count` packets on the owner's outbound SA; answers
+    /// the sequence numbers used. `esp_recv {"spi", "packets": [hex]}`: open inbound packets;
+    /// answers accepted / replays / bad.
+    fn esp_command(&mut self, cmd: &str, req: &Value) -> Value {
+        let spi = req
+            .get("spi")
+            .and_then(Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0);
+        if !self.esp.has(spi) {
+            let owner = self
+                .core
+                .sa_state(spi)
+                .and_then(|s| self.core.allocation().owner(s.dist))
+                .map(|n| n.0);
+            return json!({"ok": false, "error": format!("SA {spi} does not run on this node"), "owner": owner});
+        }
+        if cmd == "esp_send" {
+            let count = req
+                .get("count")
+                .and_then(Value::as_u64)
+                .unwrap_or(1)
+                .clamp(1, 10_000) as u32;
+            match self.esp.send(spi, count, &[0x45; 40]) {
+                Ok((first, last, _)) => json!({"ok": true, "first_seq": first, "last_seq": last}),
+                Err(e) => json!({"ok": false, "error": e.to_string()}),
+            }
+        } else {
+            let packets: Vec<Vec<u8>> = req
+                .get("packets")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .filter_map(super::esp::from_hex)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let (accepted, replays, bad) = self.esp.receive(&packets);
+            json!({"ok": true, "accepted": accepted, "replays": replays, "bad": bad})
+        }
+    }
+
     fn sa_add(&mut self, req: &Value) -> Value {
         let ip = |k: &str| {
             req.get(k)
@@ -1238,6 +1342,7 @@ impl Runtime {
             self.send_record(p, &rec);
         }
         self.sa_keys.insert(spi, key);
+        self.reconcile_esp();
         self.flush_outbox();
         json!({"ok": true, "dist": d.0})
     }
@@ -1291,6 +1396,8 @@ impl Runtime {
             "common_entries": self.core.common().len(),
             "sa_count": self.sa_spis.len(),
             "sa_seq_jumps": self.sa_jumps,
+            "esp": self.esp.counters,
+            "esp_installed": self.esp.installed().count(),
             "verdicts": self.verdicts.iter().map(|(c, n)| (format!("{c:?}"), *n)).collect::<BTreeMap<_, _>>(),
             "core": core,
 
