@@ -439,7 +439,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                 continue;
             }
             for r in recs {
-                if vu(&r["epoch"]) > before && vu(&r["gained"]) > 0 {
+                if vu(&r["epoch"]) > before && vu(&r["gained"]) > 0 && r["ready"] == json!(true) {
                     let e = by_epoch.entry(vu(&r["epoch"])).or_insert(0);
                     *e = (*e).max(vu(&r["at_unix_ms"]));
                 }

@@ -100,6 +100,9 @@ struct Applied {
     flushed: usize,
     took_us: u64,
     owned: usize,
+    /// Applied while this node was taking traffic (false: replaying its log after a restart,
+    /// or still syncing).
+    ready: bool,
 }
 
 /// A `synthesize` command in progress (worked on in slices so heartbeats keep flowing).
@@ -836,6 +839,7 @@ impl Runtime {
             flushed: report.flushed,
             took_us: t0.elapsed().as_micros() as u64,
             owned,
+            ready: self.ready,
         });
         if self.applied.len() > 1000 {
             self.applied.remove(0);
