@@ -185,13 +185,14 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the line and the fix (line 0 if the file cannot be read).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        // the file may hold the cluster key: wipe the text after parsing
+        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
             err(
                 0,
                 format!("cannot read config file {}: {e}", path.display()),
                 "pass an existing, readable file to --config",
             )
-        })?;
+        })?);
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, base)
     }
