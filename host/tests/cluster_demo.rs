@@ -203,3 +203,26 @@ fn pcap_replay_and_svg() {
     assert!(picture.starts_with("<svg") && picture.contains("polyline"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn partition_and_heal_under_traffic() {
+    let r = demo(&[
+        "--nodes",
+        "3",
+        "--duration",
+        "5",
+        "--pps",
+        "1500",
+        "--sas",
+        "16",
+        "--partition",
+        "3@1.2-3",
+    ]);
+    common_invariants(&r);
+    // the isolated node got identifiers back after the heal
+    assert!(
+        r["card_occupancy"]["3"]["owned_ids"].as_u64().unwrap_or(0) > 0,
+        "{r}"
+    );
+    assert!(u(&r["final_epoch"]) >= 3, "{r}");
+}

@@ -47,6 +47,10 @@ pub struct DemoArgs {
     /// Restart a killed node NODE at SECONDS (it resyncs, then takes identifiers again).
     #[arg(long = "restart", value_name = "NODE@SECONDS")]
     pub restart: Vec<String>,
+    /// Cut node NODE off from all others (both directions, in every node's fault-injecting
+    /// transport) from START to END seconds (repeatable).
+    #[arg(long = "partition", value_name = "NODE@START-END")]
+    pub partition: Vec<String>,
     /// Ask the leader to load-balance (per-identifier entry counts) at half time.
     #[arg(long)]
     pub rebalance: bool,
@@ -80,6 +84,8 @@ pub struct DemoArgs {
 enum Action {
     Kill(NodeId),
     KillLeader,
+    Partition(NodeId),
+    Heal(NodeId),
     Join(NodeId),
     Restart(NodeId),
     Rebalance,
@@ -146,6 +152,22 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     for r in &args.restart {
         let (n, t) = parse_at(r, "restart")?;
         schedule.push((t, Action::Restart(n)));
+    }
+    for p in &args.partition {
+        let fix = "write --partition NODE@START-END, e.g. --partition 3@2-4";
+        let (n, span) = p
+            .split_once('@')
+            .ok_or_else(|| format!("--partition {p:?}: no '@'; {fix}"))?;
+        let (a, b) = span
+            .split_once('-')
+            .ok_or_else(|| format!("--partition {p:?}: no '-'; {fix}"))?;
+        let (n, start) = parse_at(&format!("{n}@{a}"), "partition")?;
+        let (_, end) = parse_at(&format!("{}@{b}", n.0), "partition")?;
+        if end <= start {
+            return Err(format!("--partition {p:?}: END must be after START; {fix}"));
+        }
+        schedule.push((start, Action::Partition(n)));
+        schedule.push((end, Action::Heal(n)));
     }
     if args.rebalance {
         schedule.push((args.duration / 2.0, Action::Rebalance));
@@ -278,6 +300,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     let mut samples: Vec<Sample> = Vec::new();
     let mut marks: Vec<Mark> = Vec::new();
     let mut kills: Vec<(NodeId, u64, u64)> = Vec::new(); // node, t_ms, unix ms
+    let mut partitions: Vec<(NodeId, u64)> = Vec::new(); // node, t_ms
     let mut last_sync: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
     let mut max_srtt_us = 0u64;
     let mut next = 0usize;
@@ -328,6 +351,36 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                         });
                         say(format!("[{:5.1}s] {what} node {}", el.as_secs_f64(), n.0));
                     }
+                }
+                Action::Partition(n) | Action::Heal(n) => {
+                    let cut = matches!(action, Action::Partition(_));
+                    let ids: Vec<NodeId> = cluster.nodes.keys().copied().collect();
+                    for id in ids {
+                        let peers: Vec<u16> = if !cut {
+                            vec![]
+                        } else if id == n {
+                            cluster
+                                .nodes
+                                .keys()
+                                .filter(|x| **x != n)
+                                .map(|x| x.0)
+                                .collect()
+                        } else {
+                            vec![n.0]
+                        };
+                        let _ = cluster
+                            .call(id, json!({"cmd": "partition", "peers": peers}))
+                            .await;
+                    }
+                    if cut {
+                        partitions.push((n, t_ms));
+                    }
+                    let what = if cut { "partition" } else { "heal" };
+                    marks.push(Mark {
+                        t_ms,
+                        label: format!("{what} {}", n.0),
+                    });
+                    say(format!("[{:5.1}s] {what} node {}", el.as_secs_f64(), n.0));
                 }
                 Action::Rebalance => {
                     let r = cluster.to_leader(json!({"cmd": "rebalance"})).await;
@@ -487,11 +540,35 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             ));
         }
     }
+    for (_, t) in &partitions {
+        let start_unix = t0_unix + t;
+        let first = applied
+            .values()
+            .flatten()
+            .filter(|r| {
+                vu(&r["at_unix_ms"]) >= start_unix
+                    && vu(&r["gained"]) > 0
+                    && r["ready"] == json!(true)
+            })
+            .map(|r| vu(&r["at_unix_ms"]))
+            .min();
+        gaps.push((*t, first.map_or(t + 1000, |f| f - t0_unix) + 20));
+    }
     let window_ms = 1 + 2 * max_srtt_us.div_ceil(1000) + 10;
-    let kill_marks: Vec<KillMark> = kills
+    // a partitioned node fences itself within the failure threshold (200 ms)
+    let mut kill_marks: Vec<KillMark> = kills
         .iter()
-        .map(|(n, t, _)| KillMark { node: *n, t_ms: *t })
+        .map(|(n, t, _)| KillMark {
+            node: *n,
+            t_ms: *t,
+            until_ms: *t,
+        })
         .collect();
+    kill_marks.extend(partitions.iter().map(|(n, t)| KillMark {
+        node: *n,
+        t_ms: *t,
+        until_ms: t + 200 + window_ms,
+    }));
     let acc = traffic::account(&wire.packets, &kill_marks, window_ms, &gaps);
     let owners_agree = {
         let v: BTreeSet<String> = allocs.values().map(|a| a["owners"].to_string()).collect();
@@ -548,7 +625,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         "esp": {"sas": esp.dist.len(), "outbound_sealed": esp.sealed,
                 "outbound_seq_reused": esp.reused, "inbound_accepted": esp.accepted,
                 "replays_rejected": esp.replays_rejected, "replays_accepted": esp.replays_accepted,
-                "replays_accepted_in_crash_window": esp.replays_accepted_in_window(&kills),
+                "replays_accepted_in_crash_window": esp.replays_accepted_in_window(&kill_marks),
                 "seq_jumps": finals.values().map(|v| vu(&v["sa_seq_jumps"])).sum::<u64>()},
         "sync_rejected": finals.values().map(|v| vu(&v["sync"]["rejected_auth"]) + vu(&v["sync"]["rejected_replay"]) + vu(&v["sync"]["rejected_garbled"])).sum::<u64>(),
         "nodes": cluster.nodes.keys().map(|n| n.0).collect::<Vec<_>>(),
@@ -661,13 +738,13 @@ impl EspDemo {
 
     /// Replays accepted because the node that first accepted the packet was killed within one
     /// SA-sync interval (100 ms) plus slack of accepting it, before its window was replicated.
-    fn replays_accepted_in_window(&self, kills: &[(NodeId, u64, u64)]) -> u64 {
+    fn replays_accepted_in_window(&self, marks: &[KillMark]) -> u64 {
         self.replay_origins
             .iter()
             .filter(|(t, n)| {
-                kills
+                marks
                     .iter()
-                    .any(|(k, kt, _)| k == n && *kt >= *t && kt - t <= 150)
+                    .any(|k| k.node == *n && t + 150 >= k.t_ms && *t <= k.until_ms)
             })
             .count() as u64
     }

@@ -169,6 +169,29 @@ impl EspPath {
     }
 }
 
+/// The state to replicate when the engine's state `engine` is ahead of the replicated `core`
+/// state in either direction; `None` when it is not (never move a sequence number back: a node
+/// that ran an SA with an older state, e.g. on the minority side of a partition, must not
+/// overwrite what the owner since replicated).
+pub fn newer(core: &SaState, engine: &SaState) -> Option<SaState> {
+    let out_ahead = engine.outbound_seq > core.outbound_seq;
+    let in_ahead = engine.replay_top > core.replay_top
+        || (engine.replay_top == core.replay_top
+            && engine.replay_bitmap & !core.replay_bitmap != 0);
+    if !out_ahead && !in_ahead {
+        return None;
+    }
+    let mut s = *core;
+    s.outbound_seq = core.outbound_seq.max(engine.outbound_seq);
+    if engine.replay_top > core.replay_top {
+        s.replay_top = engine.replay_top;
+        s.replay_bitmap = engine.replay_bitmap;
+    } else if engine.replay_top == core.replay_top {
+        s.replay_bitmap = core.replay_bitmap | engine.replay_bitmap;
+    }
+    Some(s)
+}
+
 /// Key material per SPI, zeroized on drop.
 pub type SaKeys = BTreeMap<u32, Zeroizing<Vec<u8>>>;
 
@@ -243,6 +266,24 @@ mod tests {
         assert_eq!(b.receive(&more), (2, 0, 0));
         assert_eq!(from_hex(&to_hex(&more[0])), Some(more[0].clone()));
         assert_eq!(from_hex("abc"), None);
+        // an engine behind the replicated state never moves it back
+        assert_eq!(newer(&st(100, 50, 1), &st(90, 40, 1)), None);
+        assert_eq!(
+            newer(&st(100, 50, 1), &st(120, 40, 1))
+                .unwrap()
+                .outbound_seq,
+            120
+        );
+        assert_eq!(
+            newer(&st(100, 50, 1), &st(120, 40, 1)).unwrap().replay_top,
+            50
+        );
+        assert_eq!(
+            newer(&st(100, 50, 1), &st(90, 50, 2))
+                .unwrap()
+                .replay_bitmap,
+            3
+        );
         assert_eq!(from_hex("zz"), None);
     }
 }

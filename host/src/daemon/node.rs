@@ -655,10 +655,12 @@ impl Runtime {
                     }
                 }
             } else if !owned && self.esp.has(spi) {
-                if let Some(now) = self.esp.state(spi, &s) {
-                    if now != s {
-                        self.core.update_sa(now);
-                    }
+                if let Some(newer) = self
+                    .esp
+                    .state(spi, &s)
+                    .and_then(|e| super::esp::newer(&s, &e))
+                {
+                    self.core.update_sa(newer);
                 }
                 self.esp.remove(spi);
             }
@@ -672,10 +674,12 @@ impl Runtime {
             let Some(s) = self.core.sa_state(spi) else {
                 continue;
             };
-            if let Some(now) = self.esp.state(spi, &s) {
-                if now != s {
-                    self.core.update_sa(now);
-                }
+            if let Some(newer) = self
+                .esp
+                .state(spi, &s)
+                .and_then(|e| super::esp::newer(&s, &e))
+            {
+                self.core.update_sa(newer);
             }
         }
     }
@@ -747,6 +751,20 @@ impl Runtime {
             self.fenced = self.warmed_up(now) && seen * 2 <= voters.len();
             if was != self.fenced {
                 log!(self.cfg.node, "fenced: {}", self.fenced);
+                if was && self.cfg.role == Role::Member && self.ready {
+                    // back in contact: what the others replicated meanwhile may still be on its
+                    // way; resync (each peer's `D` comes after everything it sent before) and
+                    // take no identifiers until then
+                    self.ready = false;
+                    self.resync_waiting.clear();
+                    for p in self.replication_peers() {
+                        if self.live.get(&p).is_some_and(|l| l.alive) {
+                            self.resync_waiting.insert(p);
+                            self.send_record(p, b"Q");
+                        }
+                    }
+                    log!(self.cfg.node, "resyncing after the partition");
+                }
                 self.send_heartbeats();
             }
         }
@@ -1270,6 +1288,9 @@ impl Runtime {
             .and_then(Value::as_u64)
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(0);
+        if !self.ready || self.fenced || self.behind {
+            return json!({"ok": false, "error": "this node is not taking traffic now (syncing, fenced or behind the agreed epoch)"});
+        }
         if !self.esp.has(spi) {
             let owner = self
                 .core

@@ -451,13 +451,17 @@ impl Wire {
     }
 }
 
-/// A node kill, as the accounting needs it.
+/// A node kill or partition, as the accounting needs it: state the node created from
+/// `t_ms - window` until `until_ms` may never have reached the others (a kill: `until_ms ==
+/// t_ms`; a partition: until the node fenced itself).
 #[derive(Clone, Copy, Debug)]
 pub struct KillMark {
     /// The node.
     pub node: NodeId,
     /// Milliseconds since traffic start.
     pub t_ms: u64,
+    /// End of the span whose state may be lost (ms since traffic start).
+    pub until_ms: u64,
 }
 
 /// Packet accounting for the report.
@@ -571,7 +575,7 @@ pub fn account(
                     let in_window = f.last.is_some_and(|(t, n)| {
                         kills
                             .iter()
-                            .any(|k| k.node == n && t <= k.t_ms && k.t_ms - t <= window_ms)
+                            .any(|k| k.node == n && t + window_ms >= k.t_ms && t <= k.until_ms)
                     });
                     if in_window {
                         a.established_without_state_in_crash_window += 1;
