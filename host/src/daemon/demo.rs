@@ -516,7 +516,20 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     let mut gaps: Vec<(u64, u64)> = Vec::new();
     for t in &takeovers {
         let s = vu(&t["at_ms"]);
-        gaps.push((s, s + t["takeover_ms"].as_u64().unwrap_or(1000) + 20));
+        let node = vu(&t["node"]);
+        // Packets still in flight to the killed node (sent, not yet answered) when SIGKILL
+        // landed die with it: the gap opens after the last packet it answered, not at the kill.
+        let last_answered = wire
+            .packets
+            .iter()
+            .filter(|p| p.t_ms <= s && p.verdicts.iter().any(|(n, _)| u64::from(n.0) == node))
+            .map(|p| p.t_ms)
+            .max()
+            .unwrap_or(s);
+        gaps.push((
+            last_answered.min(s),
+            s + t["takeover_ms"].as_u64().unwrap_or(1000) + 20,
+        ));
     }
     let mut epoch_times: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     for r in applied.values().flatten() {
