@@ -639,6 +639,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                 "outbound_seq_reused": esp.reused, "inbound_accepted": esp.accepted,
                 "replays_rejected": esp.replays_rejected, "replays_accepted": esp.replays_accepted,
                 "replays_accepted_in_crash_window": esp.replays_accepted_in_window(&kill_marks),
+                "replays_accepted_detail": esp.replay_detail,
                 "seq_jumps": finals.values().map(|v| vu(&v["sa_seq_jumps"])).sum::<u64>()},
         "sync_rejected": finals.values().map(|v| vu(&v["sync"]["rejected_auth"]) + vu(&v["sync"]["rejected_replay"]) + vu(&v["sync"]["rejected_garbled"])).sum::<u64>(),
         "nodes": cluster.nodes.keys().map(|n| n.0).collect::<Vec<_>>(),
@@ -682,6 +683,9 @@ struct EspDemo {
     replays_accepted: u64,
     /// (time accepted first, node that accepted it first) of replays that were accepted again
     replay_origins: Vec<(u64, NodeId)>,
+    /// Every accepted replay: spi, time and node of the first acceptance, time and node of the
+    /// second (for the report)
+    replay_detail: Vec<Value>,
 }
 
 impl EspDemo {
@@ -741,6 +745,9 @@ impl EspDemo {
                 self.replays_accepted += acc - 5;
                 if let Some((_, t, n)) = replay {
                     self.replay_origins.push((t, n));
+                    self.replay_detail
+                        .push(json!({"spi": spi, "first_ms": t, "first_node": n.0,
+                        "again_ms": t_ms, "again_node": owner.0}));
                 }
             }
             if let Some(p) = pkts.last() {

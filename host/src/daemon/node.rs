@@ -6,7 +6,8 @@
 //!
 //! Records on the replication transport start with a tag byte: `E` a state-core message (its
 //! compact codec), `Q` resync request, `D` resync done, `K` SA key material (only ever inside
-//! sealed frames). Datagrams: `H` heartbeat, `R` a Raft message.
+//! sealed frames), `F` final SA states through an epoch (see [`Runtime`]'s `final_through`).
+//! Datagrams: `H` heartbeat, `R` a Raft message.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -139,6 +140,8 @@ pub struct Runtime {
     resync_waiting: BTreeSet<NodeId>,
     drained: BTreeSet<NodeId>,
     planned: Option<Allocation>,
+    /// The live owners the pending release (`planned`) takes identifiers from.
+    releasers: BTreeSet<NodeId>,
     phase1_at: Duration,
     proposal_at: Duration,
     ops: VecDeque<OpRequest>,
@@ -161,6 +164,17 @@ pub struct Runtime {
     parent: Option<nix::unistd::Pid>,
     esp: super::esp::EspPath,
     next_esp_sync: Duration,
+    /// Per identifier: the last node that lost it and the epoch in which it did.
+    lost_at: BTreeMap<DistributionId, (NodeId, Epoch)>,
+    /// Per peer: the highest epoch of its `F` records. A node sends `F` + epoch E on its
+    /// replication stream after applying E (and after a resync answer, with its applied
+    /// epoch); the stream is in order, so everything it had to say about SAs it no longer owned
+    /// as of E (their final state, synced from its ESP engine when it lost them) came before.
+    final_through: BTreeMap<NodeId, Epoch>,
+    /// Gained identifiers whose SAs wait for the previous owner's final SA state (its `F`
+    /// through the epoch it lost them), or for it to be declared failed. Their SAs are neither
+    /// taken over (sequence jump) nor run in the ESP engine until then (invariant 5).
+    sa_waiting: BTreeMap<DistributionId, (NodeId, Epoch)>,
 }
 
 fn state_err(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
@@ -285,6 +299,7 @@ impl Runtime {
             resync_waiting: BTreeSet::new(),
             drained: BTreeSet::new(),
             planned: None,
+            releasers: BTreeSet::new(),
             phase1_at: Duration::ZERO,
             proposal_at: Duration::ZERO,
             ops: VecDeque::new(),
@@ -306,6 +321,9 @@ impl Runtime {
             parent: std::env::var_os("CLUSTERD_EXIT_WITH_PARENT").map(|_| nix::unistd::getppid()),
             esp: super::esp::EspPath::new(),
             next_esp_sync: Duration::ZERO,
+            lost_at: BTreeMap::new(),
+            final_through: BTreeMap::new(),
+            sa_waiting: BTreeMap::new(),
             cfg,
         })
     }
@@ -428,13 +446,28 @@ impl Runtime {
         let now = self.millis();
         match rec.first() {
             Some(b'E') => match Message::decode(&rec[1..]) {
-                Ok(m) if m.sender == from => {
-                    if let Event::SaState(s) = &m.event {
+                Ok(mut m) if m.sender == from => {
+                    if let Event::SaState(s) = &mut m.event {
                         self.sa_spis.insert(s.spi);
+                        // SA state only moves forward, in both directions: a state with the
+                        // same outbound sequence number but an older replay window (a copy
+                        // from a node that is not the owner) must not roll the window back
+                        if let Some(cur) = self.core.sa_state(s.spi) {
+                            *s = super::esp::newer(&cur, s).unwrap_or(cur);
+                        }
                     }
                     if self.core.apply_message(now, &m).is_err() {
                         self.apply_errors += 1;
                     }
+                }
+                _ => self.decode_errors += 1,
+            },
+            Some(b'F') => match rec.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                Some(b) if rec.len() == 9 => {
+                    let e = Epoch(u64::from_be_bytes(b));
+                    let f = self.final_through.entry(from).or_insert(e);
+                    *f = (*f).max(e);
+                    self.resolve_sa_waiting();
                 }
                 _ => self.decode_errors += 1,
             },
@@ -571,19 +604,21 @@ impl Runtime {
                 });
             }
         }
+        // every SA this node knows, owned or not: the state it holds of an SA it released
+        // is that SA's final state (states are merged forward on receipt, so a copy that is
+        // not newer changes nothing)
+        self.sync_esp();
         for spi in self.sa_spis.clone() {
             if let Some(s) = self.core.sa_state(spi) {
-                if self.core.owns(s.dist) {
-                    msgs.push(Message {
-                        sender: me,
-                        incarnation: inc,
-                        seq: 0,
-                        event: Event::SaState(s),
-                    });
-                    if let Some(k) = self.sa_keys.get(&spi) {
-                        let k = k.clone();
-                        self.send_record(to, &key_record(spi, &k));
-                    }
+                msgs.push(Message {
+                    sender: me,
+                    incarnation: inc,
+                    seq: 0,
+                    event: Event::SaState(s),
+                });
+                if let Some(k) = self.sa_keys.get(&spi) {
+                    let k = k.clone();
+                    self.send_record(to, &key_record(spi, &k));
                 }
             }
         }
@@ -593,7 +628,64 @@ impl Runtime {
             m.encode_into(&mut rec);
             self.send_record(to, &rec);
         }
+        self.flush_outbox();
+        let applied = self.core.allocation().epoch;
+        self.send_record(to, &final_record(applied));
         self.send_record(to, b"D");
+    }
+
+    /// Resolves gained identifiers waiting for the previous owner's final SA state: the owner's
+    /// `F` covers the epoch it lost them in, or the owner is no longer alive (then the last
+    /// replicated state is all there is: state inside its replication window before the crash
+    /// or partition is lost, and the report counts replays accepted because of it). Their SAs
+    /// are taken over (outbound sequence jump) and installed in the ESP engine.
+    fn resolve_sa_waiting(&mut self) {
+        if self.sa_waiting.is_empty() {
+            return;
+        }
+        let ready: Vec<DistributionId> = self
+            .sa_waiting
+            .iter()
+            .filter(|(_, (r, e))| {
+                self.final_through.get(r).is_some_and(|f| f >= e) || !self.is_alive(*r)
+            })
+            .map(|(d, _)| *d)
+            .collect();
+        if ready.is_empty() {
+            return;
+        }
+        for d in &ready {
+            if let Some((r, e)) = self.sa_waiting.remove(d) {
+                let final_state = self.final_through.get(&r).is_some_and(|f| *f >= e);
+                if !final_state {
+                    log!(
+                        self.cfg.node,
+                        "identifier {}: node {} failed before its final SA state arrived; taking its SAs over from the last replicated state",
+                        d.0,
+                        r.0
+                    );
+                }
+            }
+        }
+        let ready: BTreeSet<DistributionId> = ready.into_iter().collect();
+        self.take_over_sas(&ready);
+        self.reconcile_esp();
+        self.flush_outbox();
+    }
+
+    /// Takeover of the SAs of `ids` (invariant 5): the outbound sequence number continues past
+    /// the last replicated value plus `seq_jump`; the replay window is the replicated one.
+    fn take_over_sas(&mut self, ids: &BTreeSet<DistributionId>) {
+        for spi in self.sa_spis.clone() {
+            if let Some(s) = self.core.sa_state(spi) {
+                if ids.contains(&s.dist)
+                    && self.core.owns(s.dist)
+                    && self.core.take_over_sa(spi, self.cfg.seq_jump).is_some()
+                {
+                    self.sa_jumps += 1;
+                }
+            }
+        }
     }
 
     // ----- periodic work -----
@@ -647,7 +739,9 @@ impl Runtime {
             let Some(s) = self.core.sa_state(spi) else {
                 continue;
             };
-            let owned = self.core.owns(s.dist) && self.cfg.role == Role::Member;
+            let owned = self.core.owns(s.dist)
+                && self.cfg.role == Role::Member
+                && !self.sa_waiting.contains_key(&s.dist);
             if owned && !self.esp.has(spi) {
                 if let Some(k) = self.sa_keys.get(&spi) {
                     if let Err(e) = self.esp.install(spi, k, &s) {
@@ -710,6 +804,7 @@ impl Runtime {
         }
         let mine = self.core.allocation().epoch;
         self.behind = self.live.values().any(|l| l.alive && l.applied > mine);
+        let any_died = !died.is_empty();
         for p in died {
             log!(
                 self.cfg.node,
@@ -718,6 +813,9 @@ impl Runtime {
                 self.cfg.failure_ms
             );
             self.resync_waiting.remove(&p);
+        }
+        if any_died {
+            self.resolve_sa_waiting();
         }
         // a peer silent for long: drop what waits for it (a false suspicion under load must not
         // lose records, so this waits far longer than failure detection)
@@ -818,24 +916,54 @@ impl Runtime {
     fn apply_allocation(&mut self, a: &Allocation) {
         let t0 = std::time::Instant::now();
         let m = self.millis();
+        let before = self.core.allocation().clone();
         let Ok(report) = self.core.apply_allocation(m, a) else {
             self.apply_errors += 1;
             return;
         };
+        for d in self.cfg.identifiers.all() {
+            if let Some(o) = before.owner(d) {
+                if a.owner(d) != Some(o) {
+                    self.lost_at.insert(d, (o, a.epoch));
+                }
+            }
+        }
+        let me = self.cfg.node;
+        self.sa_waiting.retain(|d, _| a.owner(*d) == Some(me));
         // ESP takeover (invariant 5): outbound sequence numbers continue past the last synced
-        // value plus a safety jump; the replay window is the last synced one.
+        // value plus a safety jump; the replay window is the last synced one. The previous
+        // owner synced its SAs' final state when it lost them (possibly in the epoch before,
+        // a release), but that state travels on its replication stream, not with the agreed
+        // log: while it is alive, an SA of a gained identifier waits for the previous owner's
+        // `F` covering the epoch it lost the identifier in (see `resolve_sa_waiting`).
         let gained: BTreeSet<DistributionId> = report.plan.gained.iter().copied().collect();
-        if !gained.is_empty() && a.epoch.0 > 0 {
-            for spi in self.sa_spis.clone() {
-                if let Some(s) = self.core.sa_state(spi) {
-                    if gained.contains(&s.dist)
-                        && self.core.take_over_sa(spi, self.cfg.seq_jump).is_some()
+        let mut now_gained = BTreeSet::new();
+        if a.epoch.0 > 0 {
+            for d in gained {
+                match self.lost_at.get(&d).copied() {
+                    Some((r, e))
+                        if r != me
+                            && self.is_alive(r)
+                            && self.final_through.get(&r).is_none_or(|f| *f < e) =>
                     {
-                        self.sa_jumps += 1;
+                        self.sa_waiting.insert(d, (r, e));
+                    }
+                    _ => {
+                        now_gained.insert(d);
                     }
                 }
             }
         }
+        let waiting: BTreeSet<u16> = self.sa_waiting.values().map(|(r, _)| r.0).collect();
+        if !waiting.is_empty() {
+            log!(
+                self.cfg.node,
+                "epoch {}: {} gained identifiers wait for the final SA state of node(s) {waiting:?}",
+                a.epoch.0,
+                self.sa_waiting.len()
+            );
+        }
+        self.take_over_sas(&now_gained);
         self.reconcile_esp();
         let owned = a.ids_of(self.cfg.node).len();
         log!(
@@ -864,6 +992,11 @@ impl Runtime {
         }
         self.send_heartbeats();
         self.flush_outbox();
+        // after the final states of the SAs this node just lost (flushed above)
+        let f = final_record(a.epoch);
+        for p in self.replication_peers() {
+            self.send_record(p, &f);
+        }
     }
 
     fn is_alive(&self, n: NodeId) -> bool {
@@ -913,13 +1046,30 @@ impl Runtime {
         }
         let weights: Vec<(NodeId, u32)> = candidates.iter().map(|n| (*n, 1)).collect();
         if let Some(plan) = self.planned.take() {
-            // phase 2: every live member has applied the release (or it took too long)
-            let all_applied = self
-                .members
+            // the release must be the agreed state: if it was not committed (lost leadership,
+            // a dropped proposal), assigning now would move identifiers away from a live owner
+            // in one step; plan again from what is agreed
+            let unreleased = cur
+                .owners
                 .iter()
-                .filter(|n| self.is_alive(**n))
-                .all(|n| self.applied_epoch(*n) >= cur.epoch);
-            if !all_applied && now.saturating_sub(self.phase1_at) < Duration::from_millis(300) {
+                .zip(&plan.owners)
+                .any(|(c, p)| c != p && c.is_some_and(|o| self.is_ready(o)));
+            if unreleased {
+                log!(
+                    self.cfg.node,
+                    "release of epoch {} not agreed: planning again",
+                    cur.epoch.0
+                );
+                return;
+            }
+            // phase 2: every live member has applied the release (or it took too long for a
+            // member that released nothing); a live owner that released identifiers must have
+            // applied it, however long that takes (make-before-break: never two owners)
+            let applied = |n: &NodeId| !self.is_alive(*n) || self.applied_epoch(*n) >= cur.epoch;
+            let releasers_applied = self.releasers.iter().all(applied);
+            let all_applied = self.members.iter().all(applied);
+            let waited = now.saturating_sub(self.phase1_at) >= Duration::from_millis(300);
+            if !releasers_applied || (!all_applied && !waited) {
                 self.planned = Some(plan);
                 return;
             }
@@ -1004,8 +1154,11 @@ impl Runtime {
                 epoch: Epoch(cur.epoch.0 + 1),
                 owners: cur.owners.clone(),
             };
+            self.releasers.clear();
             for i in release {
-                phase1.owners[i] = None;
+                if let Some(o) = phase1.owners[i].take() {
+                    self.releasers.insert(o);
+                }
             }
             self.propose(now, phase1);
             self.planned = Some(target);
@@ -1437,6 +1590,15 @@ impl Runtime {
             "drained": self.drained.iter().map(|n| n.0).collect::<Vec<_>>(),
         })
     }
+}
+
+/// `F` + epoch (u64, big-endian): every SA state the sender had when it had applied `epoch`
+/// precedes this record on its stream.
+fn final_record(epoch: Epoch) -> [u8; 9] {
+    let mut r = [0u8; 9];
+    r[0] = b'F';
+    r[1..].copy_from_slice(&epoch.0.to_be_bytes());
+    r
 }
 
 fn key_record(spi: u32, key: &[u8]) -> Zeroizing<Vec<u8>> {
