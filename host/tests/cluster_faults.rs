@@ -262,3 +262,131 @@ fn operator_move_and_drain() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// Invariant 5 on planned moves: an SA moved by the operator right after its owner accepted
+/// inbound packets (before the periodic 100 ms SA sync) continues on the new owner with the old
+/// owner's final replay window and past its last outbound sequence number, every time.
+#[test]
+fn moved_sa_keeps_final_replay_window() {
+    use host::core::events::SaState;
+    use host::core::ids::DistributionId;
+    use host::daemon::esp::{from_hex, to_hex, EspPath};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    rt().block_on(async {
+        let dir = workdir("samove");
+        let mut c = Cluster::prepare(
+            &dir,
+            &Layout::default(),
+            Path::new(env!("CARGO_BIN_EXE_clusterd")),
+        )
+        .unwrap();
+        for i in 1..=3 {
+            c.start(NodeId(i)).unwrap();
+        }
+        c.wait_settled(Duration::from_secs(20)).await.unwrap();
+        let key = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+        let spi = 0x4242u32;
+        let v = c
+            .call(NodeId(1), json!({"cmd": "sa_add", "peer": "198.51.100.9", "dst": "203.0.113.1", "spi": spi, "key": key}))
+            .await
+            .unwrap();
+        assert_eq!(v["ok"], json!(true), "{v}");
+        let dist = v["dist"].as_u64().unwrap();
+        // the tunnel peer
+        let mut peer = EspPath::new();
+        let st = SaState {
+            spi,
+            dist: DistributionId(dist as u16),
+            dst: "203.0.113.1".parse().unwrap(),
+            outbound_seq: 1,
+            replay_top: 0,
+            replay_bitmap: 0,
+        };
+        peer.install(spi, &from_hex(key).unwrap(), &st).unwrap();
+        let owner_of = |a: &Value| a["owners"][dist as usize].as_u64().unwrap_or(0);
+        let mut last_out = 0u64;
+        for round in 0..12 {
+            // wait until the SA runs on its current owner
+            let start = tokio::time::Instant::now();
+            let (owner, first) = loop {
+                let a = c
+                    .call(NodeId(1), json!({"cmd": "allocation"}))
+                    .await
+                    .unwrap();
+                let o = NodeId(owner_of(&a) as u16);
+                if o.0 != 0 {
+                    let r = c
+                        .call(o, json!({"cmd": "esp_send", "spi": spi, "count": 3}))
+                        .await
+                        .unwrap();
+                    if r["ok"] == json!(true) {
+                        break (o, r["first_seq"].as_u64().unwrap());
+                    }
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "round {round}: SA {spi} does not run anywhere"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert!(
+                first > last_out,
+                "round {round}: outbound {first} reuses <= {last_out}"
+            );
+            last_out = first + 2;
+            // inbound: the previous round's packets again (replays), then fresh ones
+            let (_, _, pkts) = peer.send(spi, 4, b"inbound").unwrap();
+            let hex: Vec<String> = pkts.iter().map(|p| to_hex(p)).collect();
+            let r = c
+                .call(owner, json!({"cmd": "esp_recv", "spi": spi, "packets": hex}))
+                .await
+                .unwrap();
+            assert_eq!(r["accepted"].as_u64(), Some(4), "round {round}: {r}");
+            // the old owner loses a third of what it sends (its final SA state may need a
+            // retransmission and arrive after the assignment is agreed); move at once, well
+            // inside the 100 ms sync interval
+            c.call(owner, json!({"cmd": "partition", "peers": [], "loss": 0.35}))
+                .await
+                .unwrap();
+            let to = (1..=3u16).map(NodeId).find(|n| *n != owner).unwrap();
+            let to = if round % 2 == 0 {
+                to
+            } else {
+                (1..=3u16).map(NodeId).rfind(|n| *n != owner).unwrap()
+            };
+            c.to_leader(json!({"cmd": "move", "ids": [dist], "to": to.0}))
+                .await
+                .unwrap();
+            // the new owner refuses every packet the old one accepted
+            let start = tokio::time::Instant::now();
+            loop {
+                let r = c
+                    .call(to, json!({"cmd": "esp_recv", "spi": spi, "packets": hex}))
+                    .await
+                    .unwrap();
+                if r["ok"] == json!(true) {
+                    assert_eq!(
+                        (r["accepted"].as_u64(), r["replays"].as_u64()),
+                        (Some(0), Some(4)),
+                        "round {round}: node {} accepted replays of what node {} accepted: {r}",
+                        to.0,
+                        owner.0
+                    );
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "round {round}: SA {spi} never ran on node {}: {r}",
+                    to.0
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            c.call(owner, json!({"cmd": "partition", "peers": []}))
+                .await
+                .unwrap();
+            assert_eq!(double_claims(&mut c).await, 0);
+        }
+        c.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}

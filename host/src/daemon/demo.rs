@@ -426,7 +426,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             if el < duration {
                 if let Some((_, who)) = owners.iter().next_back() {
                     let who = *who;
-                    esp.tick(&cluster, who, el.as_millis() as u64).await;
+                    esp.tick(&cluster, who, t0).await;
                 }
             }
         }
@@ -689,7 +689,10 @@ struct EspDemo {
 }
 
 impl EspDemo {
-    async fn tick(&mut self, cluster: &Cluster, ask: NodeId, t_ms: u64) {
+    /// One tick: per SA, 20 outbound packets and 5 inbound ones plus the replay on its owner.
+    /// Times are ms since `t0`, taken just before the inbound packets are sent to the owner (so
+    /// a packet was accepted no earlier than its recorded time).
+    async fn tick(&mut self, cluster: &Cluster, ask: NodeId, t0: Instant) {
         let Ok(alloc) = cluster.call(ask, json!({"cmd": "allocation"})).await else {
             return;
         };
@@ -726,6 +729,7 @@ impl EspDemo {
             if let Some((old, _, _)) = &replay {
                 hex.push(super::esp::to_hex(old));
             }
+            let t_ms = t0.elapsed().as_millis() as u64;
             let Ok(r) = cluster
                 .call(
                     owner,

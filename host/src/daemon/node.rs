@@ -459,6 +459,12 @@ impl Runtime {
                     if self.core.apply_message(now, &m).is_err() {
                         self.apply_errors += 1;
                     }
+                    if let Event::SaState(s) = &m.event {
+                        // a new SA's state may come after its key (`K`): run it now if it is ours
+                        if !self.esp.has(s.spi) && self.core.owns(s.dist) {
+                            self.reconcile_esp();
+                        }
+                    }
                 }
                 _ => self.decode_errors += 1,
             },
@@ -1288,6 +1294,12 @@ impl Runtime {
                     })
                     .unwrap_or_default();
                 self.udp.fault.config.partitioned = peers;
+                // optional: drop this share of the frames this node sends (0 by default)
+                self.udp.fault.config.loss = req
+                    .get("loss")
+                    .and_then(Value::as_f64)
+                    .filter(|p| (0.0..=1.0).contains(p))
+                    .unwrap_or(0.0);
                 json!({"ok": true})
             }
             "applied" => json!({"ok": true, "applied": self.applied}),
@@ -1443,6 +1455,15 @@ impl Runtime {
             .unwrap_or(0);
         if !self.ready || self.fenced || self.behind {
             return json!({"ok": false, "error": "this node is not taking traffic now (syncing, fenced or behind the agreed epoch)"});
+        }
+        let waiting = self
+            .core
+            .sa_state(spi)
+            .and_then(|s| self.sa_waiting.get(&s.dist));
+        if let Some((r, e)) = waiting {
+            return json!({"ok": false, "error": format!(
+                "SA {spi} does not run on this node yet: waiting for node {}'s final SA state of epoch {}",
+                r.0, e.0)});
         }
         if !self.esp.has(spi) {
             let owner = self
