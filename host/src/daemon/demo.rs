@@ -113,6 +113,12 @@ fn vu(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
 
+/// When a node's applied epoch was complete: every gained identifier taking traffic (after the
+/// previous owners' final state arrived), at least the time it was applied.
+fn done_ms(applied: &Value) -> u64 {
+    vu(&applied["at_unix_ms"]).max(vu(&applied["complete_unix_ms"]))
+}
+
 /// Runs the demo.
 ///
 /// # Errors
@@ -494,7 +500,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             for r in recs {
                 if vu(&r["epoch"]) > before && vu(&r["gained"]) > 0 && r["ready"] == json!(true) {
                     let e = by_epoch.entry(vu(&r["epoch"])).or_insert(0);
-                    *e = (*e).max(vu(&r["at_unix_ms"]));
+                    *e = (*e).max(done_ms(r));
                 }
             }
         }
@@ -536,7 +542,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         let at = vu(&r["at_unix_ms"]);
         let e = epoch_times.entry(vu(&r["epoch"])).or_insert((at, at));
         e.0 = e.0.min(at);
-        e.1 = e.1.max(at);
+        e.1 = e.1.max(done_ms(r));
     }
     // an epoch change is a gap from its first application to the last application of the
     // next epoch when that follows within a second (a release and its assignment)
@@ -563,7 +569,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                     && vu(&r["gained"]) > 0
                     && r["ready"] == json!(true)
             })
-            .map(|r| vu(&r["at_unix_ms"]))
+            .map(done_ms)
             .min();
         gaps.push((*t, first.map_or(t + 1000, |f| f - t0_unix) + 20));
     }
@@ -620,6 +626,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         "double_handled": acc.double_handled,
         "established_without_state": acc.established_without_state,
         "established_without_state_in_crash_window": acc.established_without_state_in_crash_window,
+        "established_without_state_detail": acc.established_without_state_detail,
         "crash_window_ms": window_ms,
         "takeover_ms": takeover_ms,
         "takeovers": takeovers,

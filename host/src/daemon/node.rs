@@ -104,6 +104,9 @@ struct Applied {
     /// Applied while this node was taking traffic (false: replaying its log after a restart,
     /// or still syncing).
     ready: bool,
+    /// When every gained identifier took traffic: after the previous owners' final state
+    /// arrived (see `Runtime::waiting`); `at_unix_ms` when nothing had to wait.
+    complete_unix_ms: u64,
 }
 
 /// A `synthesize` command in progress (worked on in slices so heartbeats keep flowing).
@@ -171,10 +174,13 @@ pub struct Runtime {
     /// epoch); the stream is in order, so everything it had to say about SAs it no longer owned
     /// as of E (their final state, synced from its ESP engine when it lost them) came before.
     final_through: BTreeMap<NodeId, Epoch>,
-    /// Gained identifiers whose SAs wait for the previous owner's final SA state (its `F`
-    /// through the epoch it lost them), or for it to be declared failed. Their SAs are neither
-    /// taken over (sequence jump) nor run in the ESP engine until then (invariant 5).
-    sa_waiting: BTreeMap<DistributionId, (NodeId, Epoch)>,
+    /// Gained identifiers that wait for everything the previous owner replicated before it
+    /// lost them (its `F` through the epoch it lost them in), or for it to be declared failed:
+    /// entries it created just before (invariant 4) and its SAs' final state (invariant 5).
+    /// Until then their packets are answered "not ready" and their SAs are neither taken over
+    /// (sequence jump) nor run in the ESP engine. Value: previous owner, the epoch it lost the
+    /// identifier in, the epoch this node gained it in.
+    waiting: BTreeMap<DistributionId, (NodeId, Epoch, Epoch)>,
 }
 
 fn state_err(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
@@ -323,7 +329,7 @@ impl Runtime {
             next_esp_sync: Duration::ZERO,
             lost_at: BTreeMap::new(),
             final_through: BTreeMap::new(),
-            sa_waiting: BTreeMap::new(),
+            waiting: BTreeMap::new(),
             cfg,
         })
     }
@@ -432,6 +438,13 @@ impl Runtime {
                     self.on_datagram(from, &payload);
                 }
                 SyncEvent::PeerIncarnation { peer, .. } => {
+                    // a new process: what the old one said (ready, applied epoch) is void until
+                    // its own heartbeats say otherwise
+                    if let Some(l) = self.live.get_mut(&peer) {
+                        l.ready = false;
+                        l.fenced = false;
+                        l.applied = Epoch(0);
+                    }
                     self.heard(peer);
                     if !self.ready && self.members.contains(&peer) {
                         self.resync_waiting.insert(peer);
@@ -473,7 +486,7 @@ impl Runtime {
                     let e = Epoch(u64::from_be_bytes(b));
                     let f = self.final_through.entry(from).or_insert(e);
                     *f = (*f).max(e);
-                    self.resolve_sa_waiting();
+                    self.resolve_waiting();
                 }
                 _ => self.decode_errors += 1,
             },
@@ -517,7 +530,12 @@ impl Runtime {
         let Some((seq, pkt)) = wireproto::parse_packet(d) else {
             return;
         };
-        let code = if !self.ready || self.fenced || self.behind || self.cfg.role == Role::Witness {
+        let code = if !self.ready
+            || self.fenced
+            || self.behind
+            || self.cfg.role == Role::Witness
+            || self.waiting_for(pkt)
+        {
             Code::NotReady
         } else {
             let now = self.millis();
@@ -535,6 +553,19 @@ impl Runtime {
             let _ = w.try_send_to(&wireproto::encode_verdict(seq, self.cfg.node, code), from);
         }
         self.flush_outbox();
+    }
+
+    /// Whether `pkt` belongs to a gained identifier that still waits for its previous owner's
+    /// final state.
+    fn waiting_for(&self, pkt: &[u8]) -> bool {
+        if self.waiting.is_empty() {
+            return false;
+        }
+        let framing = self.core.config().framing;
+        crate::core::packet::parse_packet(pkt, framing)
+            .ok()
+            .and_then(|p| p.flow(self.core.distributor()))
+            .is_some_and(|(_, _, d)| self.waiting.contains_key(&d))
     }
 
     // ----- outputs -----
@@ -640,19 +671,19 @@ impl Runtime {
         self.send_record(to, b"D");
     }
 
-    /// Resolves gained identifiers waiting for the previous owner's final SA state: the owner's
-    /// `F` covers the epoch it lost them in, or the owner is no longer alive (then the last
-    /// replicated state is all there is: state inside its replication window before the crash
-    /// or partition is lost, and the report counts replays accepted because of it). Their SAs
-    /// are taken over (outbound sequence jump) and installed in the ESP engine.
-    fn resolve_sa_waiting(&mut self) {
-        if self.sa_waiting.is_empty() {
+    /// Resolves gained identifiers waiting for the previous owner's final state: the owner's
+    /// `F` covers the epoch it lost them in, or the owner is no longer alive (then what it
+    /// replicated is all there is: state inside its replication window before the crash or
+    /// partition is lost, and the report counts what is lost because of it). They take traffic
+    /// from now on; their SAs are taken over (outbound sequence jump) and run in the ESP engine.
+    fn resolve_waiting(&mut self) {
+        if self.waiting.is_empty() {
             return;
         }
         let ready: Vec<DistributionId> = self
-            .sa_waiting
+            .waiting
             .iter()
-            .filter(|(_, (r, e))| {
+            .filter(|(_, (r, e, _))| {
                 self.final_through.get(r).is_some_and(|f| f >= e) || !self.is_alive(*r)
             })
             .map(|(d, _)| *d)
@@ -660,16 +691,26 @@ impl Runtime {
         if ready.is_empty() {
             return;
         }
+        let mut epochs = BTreeSet::new();
         for d in &ready {
-            if let Some((r, e)) = self.sa_waiting.remove(d) {
+            if let Some((r, e, gained_in)) = self.waiting.remove(d) {
+                epochs.insert(gained_in);
                 let final_state = self.final_through.get(&r).is_some_and(|f| *f >= e);
                 if !final_state {
                     log!(
                         self.cfg.node,
-                        "identifier {}: node {} failed before its final SA state arrived; taking its SAs over from the last replicated state",
+                        "identifier {}: node {} failed before its final state arrived; taking over from what it replicated",
                         d.0,
                         r.0
                     );
+                }
+            }
+        }
+        let now = unix_ms();
+        for e in epochs {
+            if self.waiting.values().all(|w| w.2 != e) {
+                if let Some(a) = self.applied.iter_mut().rev().find(|a| a.epoch == e.0) {
+                    a.complete_unix_ms = now;
                 }
             }
         }
@@ -747,7 +788,7 @@ impl Runtime {
             };
             let owned = self.core.owns(s.dist)
                 && self.cfg.role == Role::Member
-                && !self.sa_waiting.contains_key(&s.dist);
+                && !self.waiting.contains_key(&s.dist);
             if owned && !self.esp.has(spi) {
                 if let Some(k) = self.sa_keys.get(&spi) {
                     if let Err(e) = self.esp.install(spi, k, &s) {
@@ -821,7 +862,7 @@ impl Runtime {
             self.resync_waiting.remove(&p);
         }
         if any_died {
-            self.resolve_sa_waiting();
+            self.resolve_waiting();
         }
         // a peer silent for long: drop what waits for it (a false suspicion under load must not
         // lose records, so this waits far longer than failure detection)
@@ -935,13 +976,13 @@ impl Runtime {
             }
         }
         let me = self.cfg.node;
-        self.sa_waiting.retain(|d, _| a.owner(*d) == Some(me));
+        self.waiting.retain(|d, _| a.owner(*d) == Some(me));
         // ESP takeover (invariant 5): outbound sequence numbers continue past the last synced
         // value plus a safety jump; the replay window is the last synced one. The previous
         // owner synced its SAs' final state when it lost them (possibly in the epoch before,
         // a release), but that state travels on its replication stream, not with the agreed
         // log: while it is alive, an SA of a gained identifier waits for the previous owner's
-        // `F` covering the epoch it lost the identifier in (see `resolve_sa_waiting`).
+        // `F` covering the epoch it lost the identifier in (see `resolve_waiting`).
         let gained: BTreeSet<DistributionId> = report.plan.gained.iter().copied().collect();
         let mut now_gained = BTreeSet::new();
         if a.epoch.0 > 0 {
@@ -952,7 +993,7 @@ impl Runtime {
                             && self.is_alive(r)
                             && self.final_through.get(&r).is_none_or(|f| *f < e) =>
                     {
-                        self.sa_waiting.insert(d, (r, e));
+                        self.waiting.insert(d, (r, e, a.epoch));
                     }
                     _ => {
                         now_gained.insert(d);
@@ -960,13 +1001,13 @@ impl Runtime {
                 }
             }
         }
-        let waiting: BTreeSet<u16> = self.sa_waiting.values().map(|(r, _)| r.0).collect();
+        let waiting: BTreeSet<u16> = self.waiting.values().map(|w| w.0 .0).collect();
         if !waiting.is_empty() {
             log!(
                 self.cfg.node,
                 "epoch {}: {} gained identifiers wait for the final SA state of node(s) {waiting:?}",
                 a.epoch.0,
-                self.sa_waiting.len()
+                self.waiting.len()
             );
         }
         self.take_over_sas(&now_gained);
@@ -992,6 +1033,11 @@ impl Runtime {
             took_us: t0.elapsed().as_micros() as u64,
             owned,
             ready: self.ready,
+            complete_unix_ms: if self.waiting.values().any(|w| w.2 == a.epoch) {
+                0
+            } else {
+                unix_ms()
+            },
         });
         if self.applied.len() > 1000 {
             self.applied.remove(0);
@@ -1459,10 +1505,10 @@ impl Runtime {
         let waiting = self
             .core
             .sa_state(spi)
-            .and_then(|s| self.sa_waiting.get(&s.dist));
-        if let Some((r, e)) = waiting {
+            .and_then(|s| self.waiting.get(&s.dist));
+        if let Some((r, e, _)) = waiting {
             return json!({"ok": false, "error": format!(
-                "SA {spi} does not run on this node yet: waiting for node {}'s final SA state of epoch {}",
+                "SA {spi} does not run on this node yet: waiting for node {}'s final state of epoch {}",
                 r.0, e.0)});
         }
         if !self.esp.has(spi) {

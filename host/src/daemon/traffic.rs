@@ -487,6 +487,9 @@ pub struct Accounting {
     pub established_without_state: u64,
     /// The same inside a crash's replication window.
     pub established_without_state_in_crash_window: u64,
+    /// The first of those outside crash windows: send time (ms), the node that had no state,
+    /// and the flow's last handled packet before (send time, node).
+    pub established_without_state_detail: Vec<(u64, u16, Option<(u64, u16)>)>,
     /// Flows generated.
     pub flows: u64,
     /// Flows whose handshake was not handled (e.g. SYN inside a takeover gap).
@@ -581,6 +584,14 @@ pub fn account(
                         a.established_without_state_in_crash_window += 1;
                     } else {
                         a.established_without_state += 1;
+                        if a.established_without_state_detail.len() < 20 {
+                            let node = handlers.first().map_or(0, |(n, _)| n.0);
+                            a.established_without_state_detail.push((
+                                p.t_ms,
+                                node,
+                                f.last.map(|(t, n)| (t, n.0)),
+                            ));
+                        }
                     }
                 }
             }
