@@ -464,6 +464,17 @@ pub struct KillMark {
     pub until_ms: u64,
 }
 
+/// An established-connection packet whose owner had no state.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NoStateSample {
+    /// Send time (ms since traffic start).
+    pub t_ms: u64,
+    /// The node that had no state.
+    pub node: u16,
+    /// The flow's last handled packet before: send time (ms), node.
+    pub last: Option<(u64, u16)>,
+}
+
 /// Packet accounting for the report.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Accounting {
@@ -487,9 +498,8 @@ pub struct Accounting {
     pub established_without_state: u64,
     /// The same inside a crash's replication window.
     pub established_without_state_in_crash_window: u64,
-    /// The first of those outside crash windows: send time (ms), the node that had no state,
-    /// and the flow's last handled packet before (send time, node).
-    pub established_without_state_detail: Vec<(u64, u16, Option<(u64, u16)>)>,
+    /// The first of those outside crash windows.
+    pub established_without_state_detail: Vec<NoStateSample>,
     /// Flows generated.
     pub flows: u64,
     /// Flows whose handshake was not handled (e.g. SYN inside a takeover gap).
@@ -586,11 +596,11 @@ pub fn account(
                         a.established_without_state += 1;
                         if a.established_without_state_detail.len() < 20 {
                             let node = handlers.first().map_or(0, |(n, _)| n.0);
-                            a.established_without_state_detail.push((
-                                p.t_ms,
+                            a.established_without_state_detail.push(NoStateSample {
+                                t_ms: p.t_ms,
                                 node,
-                                f.last.map(|(t, n)| (t, n.0)),
-                            ));
+                                last: f.last.map(|(t, n)| (t, n.0)),
+                            });
                         }
                     }
                 }
