@@ -9,4 +9,5 @@
 pub mod core;
 pub mod daemon;
 pub mod device;
+pub mod regs_report;
 pub mod sync;

@@ -233,13 +233,24 @@ fn a_running_node_through_its_control_socket() {
     assert_eq!(v[0]["spi"], 0x1234_5678u32);
     assert_eq!(v[0]["key_present"], true);
 
-    // regs: the daemon's card stand-in has none, and says so.
-    let o = hwctl(&["--device", &dev, "regs"]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("card_regs"), "{stderr}");
-    assert!(stderr.contains("no registers"), "{stderr}");
-    assert!(o.stdout.is_empty());
+    // regs: the node reads its own card's registers (reads only) and hwctl renders them like a
+    // local card's: the CAM's OCCUPANCY is what the dump says the card holds.
+    let out = ok(&["--device", &dev, "regs"]);
+    assert!(out.contains("IDENT") && out.contains("CAM"), "{out}");
+    let blocks: Value = serde_json::from_str(&ok(&["--device", &dev, "--json", "regs"])).unwrap();
+    let cam = blocks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "CAM")
+        .expect("a CAM block");
+    let occupancy = cam["regs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "OCCUPANCY")
+        .expect("OCCUPANCY");
+    assert_eq!(occupancy["value_u32"], 4, "{cam}");
 
     // Writing to a node's card from hwctl is refused.
     let o = hwctl(&["--device", &dev, "--seed-entries", "2", "status"]);

@@ -27,10 +27,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use driver::sample::sample_entry;
-use driver::{BlockInfo, CamCaps, Card, Counters, DistributionId, DumpEntry, RegValue, ResultWord};
+use driver::{CamCaps, Card, Counters, DistributionId, DumpEntry, ResultWord};
 use hal::RegIo;
 use host::device::DeviceSpec;
-use serde::{Deserialize, Serialize};
+use host::regs_report::{regs_report, BlockOut, RegsBlockOut};
+use serde::Serialize;
 use zeroize::Zeroize as _;
 
 const AFTER_HELP: &str = "\
@@ -331,31 +332,6 @@ struct StatusOut<'a> {
     counters: Counters,
 }
 
-#[derive(Serialize, Deserialize)]
-struct BlockOut {
-    name: String,
-    type_id: String,
-    version: String,
-    major: u16,
-    minor: u16,
-    offset: String,
-    next: String,
-}
-
-impl From<&BlockInfo> for BlockOut {
-    fn from(b: &BlockInfo) -> Self {
-        Self {
-            name: b.name.to_owned(),
-            type_id: format!("0x{:08x}", b.type_id),
-            version: format!("{}.{}", b.major, b.minor),
-            major: b.major,
-            minor: b.minor,
-            offset: format!("0x{:05x}", b.offset),
-            next: format!("0x{:05x}", b.next),
-        }
-    }
-}
-
 fn status<R: RegIo>(card: &mut Card<R>, as_json: bool) -> Res<String> {
     let counters = card.counters()?;
     let info = card.info().clone();
@@ -498,55 +474,8 @@ fn dump<R: RegIo>(card: &mut Card<R>, did: Option<DistributionId>, as_json: bool
 
 // ---- regs ---------------------------------------------------------------
 
-/// `regs --json` output, one element per block. Field names are a stable
-/// interface.
-#[derive(Serialize, Deserialize)]
-struct RegsBlockOut {
-    #[serde(flatten)]
-    block: BlockOut,
-    regs: Vec<RegOut>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct RegOut {
-    name: String,
-    offset: String,
-    access: String,
-    value: String,
-    value_u32: u32,
-    doc: String,
-}
-
-/// A register's doc comment as plain text (no rustdoc link brackets).
-fn plain_doc(doc: &str) -> String {
-    doc.trim().replace("[`", "`").replace("`]", "`")
-}
-
-impl From<&RegValue> for RegOut {
-    fn from(r: &RegValue) -> Self {
-        Self {
-            name: match r.element {
-                Some(e) => format!("{}[{e}]", r.name),
-                None => r.name.to_owned(),
-            },
-            offset: format!("0x{:05x}", r.offset),
-            access: r.access.to_owned(),
-            value: format!("0x{:08x}", r.value),
-            value_u32: r.value,
-            doc: plain_doc(r.doc),
-        }
-    }
-}
-
 fn regs<R: RegIo>(card: &mut Card<R>, as_json: bool) -> Res<String> {
-    let all = card.read_all_regs()?;
-    let out: Vec<RegsBlockOut> = all
-        .iter()
-        .map(|(b, regs)| RegsBlockOut {
-            block: BlockOut::from(b),
-            regs: regs.iter().map(RegOut::from).collect(),
-        })
-        .collect();
+    let out = regs_report(&card.read_all_regs()?);
     render_regs(&out, as_json)
 }
 

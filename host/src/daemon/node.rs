@@ -1374,10 +1374,21 @@ impl Runtime {
             }
             // hwctl --device unix:PATH regs. The node-specific table runs on the state core's
             // card stand-in (`daemon::card`), which has no register file to read.
-            "card_regs" => json!({"ok": false, "backend": self.cfg.card,
-                "error": format!("card backend {:?} of node {} is the state core's table stand-in: \
-                                  it has no registers (`hwctl --device model regs` shows the \
-                                  reference card's register map)", self.cfg.card, self.cfg.node.0)}),
+            "card_regs" => {
+                // Register reads only: they change nothing on the card the node is driving.
+                match self
+                    .core
+                    .node_table_mut()
+                    .card_mut()
+                    .card_mut()
+                    .read_all_regs()
+                {
+                    Ok(all) => json!({"ok": true, "backend": self.cfg.card,
+                                      "blocks": crate::regs_report::regs_report(&all)}),
+                    Err(e) => json!({"ok": false, "backend": self.cfg.card,
+                                     "error": format!("reading the card's registers: {e}")}),
+                }
+            }
             "stop" => {
                 self.stopping = true;
                 json!({"ok": true})
