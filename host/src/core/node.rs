@@ -883,9 +883,12 @@ impl<T: NodeSpecificTable> Node<T> {
                     // does not overwrite it.
                     return Ok(Applied::Unchanged);
                 }
-                match self.common.upsert_remote(e.clone()) {
+                // Only an entry this node installs needs a second copy (for its node-specific
+                // table); the common table takes the first.
+                let for_card = self.installs(e.dist).then(|| e.clone());
+                match self.common.upsert_remote(e) {
                     Upsert::Inserted | Upsert::Replaced => {
-                        if self.installs(e.dist) {
+                        if let Some(e) = for_card {
                             self.install(e);
                         }
                         true
