@@ -32,5 +32,8 @@ for s in hdl/lint.sh hdl/synth.sh hdl/crypto/lint.sh hdl/crypto/synth.sh; do
   if [ -f "$s" ]; then bash "$s"; fi
 done
 
+echo "==> AES-GCM RTL against the NIST vectors (Verilator test bench)"
+sh hdl/crypto/run_tb.sh
+
 echo "==> cargo test (every crate, Verilator co-simulation on)"
 cargo test --workspace --all-features --locked 2>&1
