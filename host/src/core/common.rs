@@ -249,24 +249,15 @@ impl CommonTable {
     }
 
     fn account_remove(&mut self, e: &Entry) {
-        if let Some(d) = self.digests.get_mut(e.dist.index()) {
-            d.count = d.count.saturating_sub(1);
-            d.hash ^= entry_fingerprint(e);
-        }
-    }
-
-    fn account_add(&mut self, e: &Entry) {
-        if let Some(d) = self.digests.get_mut(e.dist.index()) {
-            d.count += 1;
-            d.hash ^= entry_fingerprint(e);
-        }
+        self.account(e.dist.index(), entry_fingerprint(e), false);
     }
 
     /// Writes `entry` unconditionally (the owner's own change), O(1).
     pub fn upsert_local(&mut self, entry: Entry) -> Upsert {
         self.tombstones.remove(&entry.key);
-        self.account_add(&entry);
-        let acc = entry.clone();
+        // Account by fingerprint, so a refused insert can be undone without keeping a copy.
+        let (slot, fp) = (entry.dist.index(), entry_fingerprint(&entry));
+        self.account(slot, fp, true);
         match self.entries.insert(entry) {
             Ok(Some(old)) => {
                 self.account_remove(&old);
@@ -274,9 +265,20 @@ impl CommonTable {
             }
             Ok(None) => Upsert::Inserted,
             Err(_) => {
-                self.account_remove(&acc);
+                self.account(slot, fp, false);
                 Upsert::OutOfRange
             }
+        }
+    }
+
+    fn account(&mut self, slot: usize, fp: u64, add: bool) {
+        if let Some(d) = self.digests.get_mut(slot) {
+            d.count = if add {
+                d.count + 1
+            } else {
+                d.count.saturating_sub(1)
+            };
+            d.hash ^= fp;
         }
     }
 

@@ -480,9 +480,16 @@ fn decode_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
 
 /// A 64-bit fingerprint of an entry's replicated content (same on every node).
 pub fn entry_fingerprint(e: &Entry) -> u64 {
-    let mut buf = Vec::with_capacity(64);
-    encode_entry(&mut buf, e);
-    siphash13(0x6669_6e67_6572_7072, 0x696e_7420_7631_0000, &buf)
+    thread_local! {
+        // One encoding buffer per thread: this runs for every replicated add and clear.
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(128));
+    }
+    BUF.with(|b| {
+        let mut buf = b.borrow_mut();
+        buf.clear();
+        encode_entry(&mut buf, e);
+        siphash13(0x6669_6e67_6572_7072, 0x696e_7420_7631_0000, &buf)
+    })
 }
 
 impl Message {
