@@ -192,6 +192,10 @@ pub mod block_type {
     pub const IDENT: u32 = 0x4944_4E54; // "IDNT"
     /// Ternary CAM block.
     pub const CAM: u32 = 0x5443_414D; // "TCAM"
+    /// Security-association table block.
+    pub const SA: u32 = 0x5341_5442; // "SATB"
+    /// AES-GCM ESP engine block.
+    pub const ESP: u32 = 0x4553_5045; // "ESPE"
 }
 
 /// Identity block, always at offset 0.
@@ -260,7 +264,7 @@ pub mod cam {
         TYPE @ 0x00 RO;
         /// Block version.
         VERSION @ 0x04 RO;
-        /// Offset of the next block.
+        /// Offset of the next block ([`super::sa::BASE`]).
         NEXT @ 0x08 RO;
         /// Capability: number of entries.
         CAP_DEPTH @ 0x0C RO;
@@ -348,6 +352,243 @@ pub mod cam {
     });
 }
 
+/// Security-association table block: the SA contexts of the ESP engine.
+///
+/// Each slot holds SPI, configuration (direction, mode, ESN, key size, ICV
+/// length), a 4-byte salt and an AES key, the outbound sequence number or
+/// the inbound replay window (top and 64-bit bitmap), packet/byte counters and
+/// a valid bit. Key and salt registers are write-only, and no command ever
+/// copies key material back into a readable register. Commands follow the CAM's
+/// protocol (stage, write `CMD`, poll `STATUS`).
+pub mod sa {
+    /// Where this tree's RTL and model place the block.
+    pub const BASE: u32 = 0x2000;
+    /// Size of the block's window.
+    pub const SPAN: u32 = 0x1000;
+    /// Major version understood.
+    pub const MAJOR: u16 = 1;
+    /// Minor version implemented.
+    pub const MINOR: u16 = 0;
+    /// Number of SA slots of this tree's RTL and model.
+    pub const SLOTS: u32 = 256;
+    /// Replay window width in packets.
+    pub const WINDOW: u32 = 64;
+    /// Key staging width in 32-bit words.
+    pub const KEY_WORDS: u32 = 8;
+    registers! {
+        /// Block type id ([`super::block_type::SA`]).
+        TYPE @ 0x00 RO;
+        /// Block version.
+        VERSION @ 0x04 RO;
+        /// Offset of the next block ([`super::esp::BASE`]).
+        NEXT @ 0x08 RO;
+        /// Capability: number of SA slots.
+        CAP_SLOTS @ 0x0C RO;
+        /// Capability: replay window width in packets.
+        CAP_WINDOW @ 0x10 RO;
+        /// Capability: supported features, see [`cap`].
+        CAP_FEATURES @ 0x14 RO;
+        /// Number of valid slots.
+        OCCUPANCY @ 0x18 RO;
+        /// Command register: writing a [`cmd`] code starts the command.
+        CMD @ 0x1C RW;
+        /// Status: see [`status`].
+        STATUS @ 0x20 RO;
+        /// Slot argument of every command.
+        SLOT @ 0x24 RW;
+        /// SPI (staged for WRITE, loaded by READ).
+        SPI @ 0x28 RW;
+        /// Configuration, see [`config`] (staged for WRITE, loaded by READ; only the
+        /// field bits are stored).
+        CONFIG @ 0x2C RW;
+        /// RFC 4106 salt (staged for WRITE; cleared by it). Reads 0.
+        SALT @ 0x30 WO;
+        /// Sequence number bits 31:0: outbound, the last one sent; inbound, the window top.
+        SEQ_LO @ 0x34 RW;
+        /// Sequence number bits 63:32.
+        SEQ_HI @ 0x38 RW;
+        /// Replay bitmap bits 31:0 (bit i: top - i was received).
+        WIN_LO @ 0x3C RW;
+        /// Replay bitmap bits 63:32.
+        WIN_HI @ 0x40 RW;
+        /// Packets processed, bits 31:0.
+        PKTS_LO @ 0x44 RW;
+        /// Packets processed, bits 63:32.
+        PKTS_HI @ 0x48 RW;
+        /// Payload bytes processed, bits 31:0.
+        BYTES_LO @ 0x4C RW;
+        /// Payload bytes processed, bits 63:32.
+        BYTES_HI @ 0x50 RW;
+        /// Inbound packets that failed authentication.
+        AUTH_FAILS @ 0x54 RW;
+        /// Inbound packets dropped as replays.
+        REPLAYS @ 0x58 RW;
+        /// Commands completed since reset.
+        CMD_COUNT @ 0x5C RO;
+        /// Commands that ended with an error since reset.
+        ERR_COUNT @ 0x60 RO;
+        /// AES key words (staged for WRITE; cleared by it), `KEY[0]` = key bytes 0..3,
+        /// big-endian. AES-128 uses `KEY[0..4]`. Read 0.
+        KEY @ 0x80 WO [8];
+    }
+    fields!(status for "STATUS" {
+        /// A command is running.
+        BUSY: 0, 1;
+        /// The last command has completed (cleared by the next CMD write).
+        DONE: 1, 1;
+        /// READ: the slot is valid.
+        VALID: 3, 1;
+        /// Error code of the last command, see [`super::err`].
+        ERR: 8, 8;
+    });
+    fields!(config for "CONFIG" {
+        /// 1 = outbound (encapsulate), 0 = inbound (decapsulate).
+        OUTBOUND: 0, 1;
+        /// 1 = tunnel mode, 0 = transport mode (kept for software; the engine treats both alike).
+        TUNNEL: 1, 1;
+        /// Extended sequence numbers.
+        ESN: 2, 1;
+        /// 1 = AES-256, 0 = AES-128.
+        KEY256: 3, 1;
+        /// ICV length in bytes: 8, 12 or 16.
+        ICV_BYTES: 8, 5;
+    });
+    fields!(cap for "CAP_FEATURES" {
+        /// AES-128-GCM.
+        AES128: 0, 1;
+        /// AES-256-GCM.
+        AES256: 1, 1;
+        /// Extended sequence numbers.
+        ESN: 2, 1;
+        /// 8-byte ICV.
+        ICV8: 3, 1;
+        /// 12-byte ICV.
+        ICV12: 4, 1;
+        /// 16-byte ICV.
+        ICV16: 5, 1;
+    });
+    constants!(cmd : "SA_CMD" {
+        /// Slot SLOT := {SPI, CONFIG, SALT, KEY, SEQ, WIN, counters}, valid; then SALT and KEY staging := 0.
+        WRITE = 1;
+        /// Slot SLOT invalid, its key and salt wiped.
+        INVALIDATE = 2;
+        /// SPI, CONFIG, SEQ, WIN and counters := slot SLOT's (never the key); STATUS.VALID := its valid bit.
+        READ = 3;
+        /// Slot SLOT's SEQ, WIN and counters := the staged ones (takeover); the slot must be valid.
+        SET_STATE = 4;
+        /// Every slot invalid, every key and salt wiped.
+        FLUSH_ALL = 5;
+    });
+    constants!(err : "SA_ERR" {
+        /// Success.
+        OK = 0;
+        /// SLOT beyond the slot count.
+        BAD_SLOT = 1;
+        /// CMD written while this block or the ESP engine was busy; the new command was dropped.
+        BUSY = 2;
+        /// Unknown command code.
+        UNKNOWN_CMD = 3;
+        /// SET_STATE on an invalid slot.
+        NOT_VALID = 4;
+        /// WRITE with an ICV length other than 8, 12 or 16.
+        BAD_CONFIG = 5;
+    });
+}
+
+/// AES-GCM ESP engine block: whole ESP packets through a packet buffer.
+///
+/// Buffer byte `i` is bits `31 - 8*(i%4) .. 24 - 8*(i%4)` of `BUF[i/4]` (the
+/// first byte of a word is its most significant). ENCAP takes the payload at
+/// byte 16 and leaves the ESP packet at byte 0; DECAP takes the ESP packet at
+/// byte 0 and leaves the payload at byte 16. See `hdl/CARD.md`.
+pub mod esp {
+    /// Where this tree's RTL and model place the block.
+    pub const BASE: u32 = 0x3000;
+    /// Size of the block's window.
+    pub const SPAN: u32 = 0x1000;
+    /// Major version understood.
+    pub const MAJOR: u16 = 1;
+    /// Minor version implemented.
+    pub const MINOR: u16 = 0;
+    /// Packet buffer size in bytes.
+    pub const BUF_BYTES: u32 = 2048;
+    /// Where ENCAP expects the payload and DECAP leaves it.
+    pub const PAYLOAD_OFFSET: u32 = 16;
+    registers! {
+        /// Block type id ([`super::block_type::ESP`]).
+        TYPE @ 0x00 RO;
+        /// Block version.
+        VERSION @ 0x04 RO;
+        /// Offset of the next block (0: end of chain).
+        NEXT @ 0x08 RO;
+        /// Capability: packet buffer size in bytes.
+        CAP_BUF_BYTES @ 0x0C RO;
+        /// Command register: writing a [`cmd`] code starts the command.
+        CMD @ 0x10 RW;
+        /// Status: see [`status`].
+        STATUS @ 0x14 RO;
+        /// SA slot to use.
+        SLOT @ 0x18 RW;
+        /// Input length in bytes; the output length once a command succeeds.
+        LEN @ 0x1C RW;
+        /// ENCAP: next-header value for the trailer; DECAP: the trailer's (low 8 bits stored).
+        NEXT_HDR @ 0x20 RW;
+        /// Full sequence number of the last packet, bits 31:0 (DECAP: also when it ended in
+        /// REPLAY, AUTH or a padding error).
+        SEQ_LO @ 0x24 RO;
+        /// Full sequence number of the last packet, bits 63:32.
+        SEQ_HI @ 0x28 RO;
+        /// Commands completed since reset.
+        CMD_COUNT @ 0x2C RO;
+        /// Commands that ended with an error since reset.
+        ERR_COUNT @ 0x30 RO;
+        /// DECAPs that failed authentication since reset.
+        AUTH_FAILS @ 0x34 RO;
+        /// DECAPs dropped as replays since reset.
+        REPLAYS @ 0x38 RO;
+        /// Packet buffer words.
+        BUF @ 0x800 RW [512];
+    }
+    fields!(status for "STATUS" {
+        /// A command is running.
+        BUSY: 0, 1;
+        /// The last command has completed (cleared by the next CMD write).
+        DONE: 1, 1;
+        /// Error code of the last command, see [`super::err`].
+        ERR: 8, 8;
+    });
+    constants!(cmd : "ESP_CMD" {
+        /// Encapsulate the LEN-byte payload at buffer byte 16 with outbound SA SLOT.
+        ENCAP = 1;
+        /// Decapsulate the LEN-byte ESP packet at buffer byte 0 with inbound SA SLOT.
+        DECAP = 2;
+    });
+    constants!(err : "ESP_ERR" {
+        /// Success.
+        OK = 0;
+        /// SLOT beyond the slot count, or the slot is not valid.
+        BAD_SLOT = 1;
+        /// CMD written while this block or the SA block was busy; the new command was dropped.
+        BUSY = 2;
+        /// Unknown command code.
+        UNKNOWN_CMD = 3;
+        /// ENCAP on an inbound SA or DECAP on an outbound one.
+        WRONG_DIR = 4;
+        /// DECAP: the packet's SPI is not the slot's.
+        SPI_MISMATCH = 5;
+        /// DECAP: too short or too long, or a bad pad length / padding after authentication.
+        MALFORMED = 6;
+        /// DECAP: the ICV did not verify.
+        AUTH = 7;
+        /// DECAP: a replay, or left of the window.
+        REPLAY = 8;
+        /// ENCAP: the sequence number space is exhausted.
+        SEQ_EXHAUSTED = 9;
+        /// ENCAP: the packet would not fit the buffer.
+        TOO_LONG = 10;
+    });
+}
+
 /// Every block this tree knows, in chain order.
 pub const BLOCKS: &[BlockDesc] = &[
     BlockDesc {
@@ -372,6 +613,32 @@ pub const BLOCKS: &[BlockDesc] = &[
         fields: &[("STATUS", cam::status::ALL)],
         consts: &[],
     },
+    BlockDesc {
+        prefix: "SA",
+        type_id: block_type::SA,
+        major: sa::MAJOR,
+        minor: sa::MINOR,
+        base: sa::BASE,
+        span: sa::SPAN,
+        regs: sa::ALL,
+        fields: &[
+            ("STATUS", sa::status::ALL),
+            ("CONFIG", sa::config::ALL),
+            ("CAP_FEATURES", sa::cap::ALL),
+        ],
+        consts: &[],
+    },
+    BlockDesc {
+        prefix: "ESP",
+        type_id: block_type::ESP,
+        major: esp::MAJOR,
+        minor: esp::MINOR,
+        base: esp::BASE,
+        span: esp::SPAN,
+        regs: esp::ALL,
+        fields: &[("STATUS", esp::status::ALL)],
+        consts: &[],
+    },
 ];
 
 /// Named constant groups outside the block descriptions, with their Verilog names.
@@ -388,6 +655,19 @@ fn extra_constants() -> Vec<(&'static str, u32)> {
     ];
     v.extend_from_slice(cam::cmd::ALL);
     v.extend_from_slice(cam::err::ALL);
+    v.extend_from_slice(&[
+        ("BLOCK_TYPE_SA", block_type::SA),
+        ("BLOCK_TYPE_ESP", block_type::ESP),
+        ("SA_SLOTS", sa::SLOTS),
+        ("SA_WINDOW", sa::WINDOW),
+        ("SA_KEY_WORDS", sa::KEY_WORDS),
+        ("ESP_BUF_BYTES", esp::BUF_BYTES),
+        ("ESP_PAYLOAD_OFFSET", esp::PAYLOAD_OFFSET),
+    ]);
+    v.extend_from_slice(sa::cmd::ALL);
+    v.extend_from_slice(sa::err::ALL);
+    v.extend_from_slice(esp::cmd::ALL);
+    v.extend_from_slice(esp::err::ALL);
     v
 }
 
@@ -504,6 +784,11 @@ mod tests {
         assert_eq!(cam::KEY.count, cam::KEY_WORDS);
         assert_eq!(cam::MASK.count, cam::KEY_WORDS);
         assert_eq!(cam::DID_BITMAP.count, cam::DID_WORDS);
+        assert_eq!(sa::KEY.count, sa::KEY_WORDS);
+        assert_eq!(esp::BUF.count * 4, esp::BUF_BYTES);
+        // Key material is write-only.
+        assert_eq!(sa::KEY.access, Access::WO);
+        assert_eq!(sa::SALT.access, Access::WO);
     }
 
     #[test]
