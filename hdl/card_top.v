@@ -4,7 +4,8 @@
 
 // The card: an AXI4-Lite slave (BAR0) holding the identity block and the CAM
 // block, in front of the ternary CAM (tcam.v), plus the CAM's data-path lookup
-// port. Register numbers come only from hdl/generated/regmap.vh; behaviour is
+// port; the SA table and ESP engine blocks live in crypto/esp_engine.v.
+// Register numbers come only from hdl/generated/regmap.vh; behaviour is
 // hdl/CARD.md.
 //
 // Bus: one outstanding write and one outstanding read. A write is accepted on
@@ -59,6 +60,9 @@ module card_top (
   parameter integer DEPTH = 1024;
   // Value of IDENT.BUILD_ID.
   parameter [31:0] BUILD_ID = IDENT_BUILD_ID_SIM;
+  // SA slots (SA CAP_SLOTS) and packet buffer words (ESP CAP_BUF_BYTES / 4).
+  parameter integer SA_DEPTH = SA_SLOTS;
+  parameter integer ESP_BUF_WORDS = ESP_BUF_BYTES / 4;
 
   localparam integer KB = CAM_KEY_BITS;
   localparam integer BMB = CAM_DID_WORDS * 32;
@@ -209,6 +213,22 @@ module card_top (
       .dp_hits(dp_hits)
   );
 
+  // SA table and ESP engine blocks (hdl/crypto/esp_engine.v).
+  wire [31:0] esp_rdata;
+  esp_engine #(
+      .SLOTS(SA_DEPTH),
+      .BUF_WORDS(ESP_BUF_WORDS)
+  ) u_esp (
+      .clk(clk),
+      .rst(rst),
+      .wr_en(wr_fire),
+      .wr_addr(s_axi_awaddr),
+      .wr_data(wd),
+      .rd_addr(s_axi_araddr),
+      .rd_data(esp_rdata)
+  );
+  wire esp_rd = ra >= SA_BASE && ra < ESP_BASE + ESP_SPAN;
+
   // ------------------------------------------------------------ address map
   // Word w of a register array at block offset `base` with `count` words.
   function automatic in_array(input [31:0] off, input [31:0] base, input [31:0] count);
@@ -250,7 +270,7 @@ module card_top (
           case (o)
             CAM_R_TYPE: read_reg = BLOCK_TYPE_CAM;
             CAM_R_VERSION: read_reg = CAM_VERSION;
-            CAM_R_NEXT: read_reg = 32'd0;
+            CAM_R_NEXT: read_reg = SA_BASE;
             CAM_R_CAP_DEPTH: read_reg = DEPTH32;
             CAM_R_CAP_KEY_BITS: read_reg = CAM_KEY_BITS;
             CAM_R_CAP_RESULT_BITS: read_reg = 32'd32;
@@ -285,7 +305,7 @@ module card_top (
       else if (s_axi_bready) bvalid_q <= 1'b0;
       if (rd_fire) begin
         rvalid_q <= 1'b1;
-        rdata_q <= read_reg(ra);
+        rdata_q <= esp_rd ? esp_rdata : read_reg(ra);
       end else if (s_axi_rready) begin
         rvalid_q <= 1'b0;
       end

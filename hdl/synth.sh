@@ -13,7 +13,7 @@ log="$(mktemp)"
 stat="$(mktemp)"
 trap 'rm -f "$log" "$stat"' EXIT
 if ! yosys -e '.*' -l "$log" -q -s synth.ys \
-    -p "chparam -set DEPTH $depth card_top; hierarchy -check -top card_top; synth -top card_top; check -assert; tee -q -o $stat stat"; then
+    -p "chparam -set DEPTH $depth -set SA_DEPTH ${SYNTH_SA_SLOTS:-4} -set ESP_BUF_WORDS ${SYNTH_ESP_BUF_WORDS:-32} card_top; hierarchy -check -top card_top; synth -top card_top; check -assert; tee -q -o $stat stat"; then
     tail -n 40 "$log" >&2
     echo "synth.sh: yosys synthesis FAILED" >&2
     exit 1
