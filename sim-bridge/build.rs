@@ -178,6 +178,15 @@ mod rtl {
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "v" || x == "sv"))
             .collect();
+        // The SA table / ESP engine and its AES-GCM core (test benches live in crypto/tb/).
+        let crypto = hdl.join("crypto");
+        if let Ok(rd) = fs::read_dir(&crypto) {
+            v.extend(
+                rd.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "v")),
+            );
+        }
         v.sort();
         assert!(!v.is_empty(), "no Verilog sources in {}", hdl.display());
         v

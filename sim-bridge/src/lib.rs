@@ -6,5 +6,6 @@
 //!   Verilator, with the data-path lookup port and a clock-cycle counter.
 
 pub mod model;
+mod model_crypto;
 #[cfg(feature = "verilator")]
 pub mod verilator;

@@ -20,8 +20,10 @@
 //! entry for `INSERT` without a scan of every entry.
 
 use hal::io::check_access;
-use hal::regs::{block_type, cam, ident, BAR_SIZE, UNMAPPED_PATTERN};
+use hal::regs::{block_type, cam, esp, ident, sa, BAR_SIZE, UNMAPPED_PATTERN};
 use hal::{BarOffset, HalError, RegIo};
+
+use crate::model_crypto::CryptoModel;
 
 /// Key width in 32-bit words.
 const KW: usize = cam::KEY_WORDS as usize;
@@ -96,6 +98,8 @@ pub struct ModelCard {
     /// Hit bits, 64 entries per word.
     hit: Vec<u64>,
     occupancy: u32,
+    /// The SA table and ESP engine blocks (`model_crypto.rs`).
+    crypto: Box<CryptoModel>,
 }
 
 impl Default for ModelCard {
@@ -140,6 +144,7 @@ impl ModelCard {
             valid: vec![0; words],
             hit: vec![0; words],
             occupancy: 0,
+            crypto: Box::default(),
         }
     }
 
@@ -382,7 +387,7 @@ impl ModelCard {
         match o {
             _ if o == cam::TYPE.offset => block_type::CAM,
             _ if o == cam::VERSION.offset => version(cam::MAJOR, cam::MINOR),
-            _ if o == cam::NEXT.offset => 0,
+            _ if o == cam::NEXT.offset => sa::BASE,
             _ if o == cam::CAP_DEPTH.offset => self.depth,
             _ if o == cam::CAP_KEY_BITS.offset => cam::KEY_BITS,
             _ if o == cam::CAP_RESULT_BITS.offset => 32,
@@ -431,6 +436,10 @@ impl RegIo for ModelCard {
             self.ident_read(o - ident::BASE)
         } else if (cam::BASE..cam::BASE + cam::SPAN).contains(&o) {
             self.cam_read(o - cam::BASE)
+        } else if (sa::BASE..sa::BASE + sa::SPAN).contains(&o) {
+            self.crypto.sa_read(o - sa::BASE)
+        } else if (esp::BASE..esp::BASE + esp::SPAN).contains(&o) {
+            self.crypto.esp_read(o - esp::BASE)
         } else {
             UNMAPPED_PATTERN
         })
@@ -442,6 +451,10 @@ impl RegIo for ModelCard {
             self.ident_write(o - ident::BASE, value);
         } else if (cam::BASE..cam::BASE + cam::SPAN).contains(&o) {
             self.cam_write(o - cam::BASE, value);
+        } else if (sa::BASE..sa::BASE + sa::SPAN).contains(&o) {
+            self.crypto.sa_write(o - sa::BASE, value);
+        } else if (esp::BASE..esp::BASE + esp::SPAN).contains(&o) {
+            self.crypto.esp_write(o - esp::BASE, value);
         }
         Ok(())
     }
@@ -545,7 +558,7 @@ mod tests {
         let mut m = ModelCard::with_depth(100).unwrap();
         assert_eq!(rd(&mut m, c(header::TYPE)), block_type::CAM);
         assert_eq!(rd(&mut m, c(header::VERSION)), 0x0001_0000);
-        assert_eq!(rd(&mut m, c(header::NEXT)), 0);
+        assert_eq!(rd(&mut m, c(header::NEXT)), sa::BASE);
         assert_eq!(rd(&mut m, c(cam::CAP_DEPTH)), 100);
         assert_eq!(rd(&mut m, c(cam::CAP_KEY_BITS)), 320);
         assert_eq!(rd(&mut m, c(cam::CAP_RESULT_BITS)), 32);
@@ -565,7 +578,10 @@ mod tests {
             cam::BASE + 0x68,
             cam::BASE + 0xA8,
             cam::BASE + 0xF0,
-            0x2000,
+            0x4000, // past the ESP block (SA table 0x2000, ESP engine 0x3000)
+            hal::regs::sa::BASE + 0x64,
+            hal::regs::esp::BASE + 0x3C,
+            hal::regs::esp::BASE + 0x7FC,
             0xFFFC,
         ] {
             assert_eq!(rd(&mut m, o), UNMAPPED_PATTERN, "offset 0x{o:x}");

@@ -117,7 +117,10 @@ fn unmapped_offsets_read_the_pattern_and_drop_writes() {
         cam::BASE + 0xBC,
         cam::BASE + 0xF0,
         cam::BASE + 0xFFC,
-        0x2000,
+        0x4000, // past the ESP block (SA table 0x2000, ESP engine 0x3000)
+        hal::regs::sa::BASE + 0x64,
+        hal::regs::esp::BASE + 0x3C,
+        hal::regs::esp::BASE + 0x7FC,
         0x8000,
         BAR_SIZE - 4,
     ];
@@ -152,7 +155,7 @@ fn cam_header_capabilities_and_read_only_registers() {
         rd(&mut r, c(cam::VERSION.offset)),
         u32::from(cam::MAJOR) << 16 | u32::from(cam::MINOR)
     );
-    assert_eq!(rd(&mut r, c(cam::NEXT.offset)), 0);
+    assert_eq!(rd(&mut r, c(cam::NEXT.offset)), hal::regs::sa::BASE);
     assert_eq!(rd(&mut r, c(cam::CAP_DEPTH.offset)), RTL_DEPTH);
     assert_eq!(rd(&mut r, c(cam::CAP_KEY_BITS.offset)), cam::KEY_BITS);
     assert_eq!(rd(&mut r, c(cam::CAP_RESULT_BITS.offset)), 32);
@@ -447,6 +450,7 @@ fn soft_reset_returns_to_power_on_state() {
             "CAP_RESULT_BITS" => 32,
             "CAP_DID_BITS" => 8,
             "CAP_LOOKUP_LATENCY" => cam::LOOKUP_LATENCY,
+            "NEXT" => hal::regs::sa::BASE,
             _ => 0,
         };
         for i in 0..reg.count {
