@@ -45,21 +45,33 @@ fn entry(key: CamKey, did: u8, action: Action) -> CamEntry {
 fn probe_reports_blocks_and_capabilities() {
     let mut c = Card::probe(ModelCard::new()).unwrap();
     let info = c.info().clone();
-    assert_eq!(info.blocks.len(), 2);
+    assert_eq!(info.blocks.len(), 4);
     assert_eq!((info.blocks[0].name, info.blocks[0].offset), ("IDENT", 0));
     assert_eq!(
         (info.blocks[1].name, info.blocks[1].offset),
         ("CAM", cam::BASE)
     );
     assert_eq!(info.blocks[1].type_id, block_type::CAM);
-    assert_eq!((info.blocks[1].major, info.blocks[1].next), (1, 0));
+    assert_eq!(
+        (info.blocks[1].major, info.blocks[1].next),
+        (1, hal::regs::sa::BASE)
+    );
+    // The SA table and the ESP engine follow the CAM; the ESP block ends the chain.
+    assert_eq!(
+        (
+            info.blocks[2].name,
+            info.blocks[3].name,
+            info.blocks[3].next
+        ),
+        ("SA", "ESP", 0)
+    );
     assert_eq!(info.cam.depth, 1024);
     assert_eq!(info.cam.key_bits, 320);
     assert_eq!(info.bar_bytes, BAR_SIZE);
     assert_eq!(info.build_id, hal::regs::ident::values::BUILD_ID_SIM);
     assert!(c.is_empty());
     let regs = c.read_all_regs().unwrap();
-    assert_eq!(regs.len(), 2);
+    assert_eq!(regs.len(), 4);
     // Every register element of the CAM block is listed.
     let n: u32 = cam::ALL.iter().map(|r| r.count).sum();
     assert_eq!(regs[1].1.len(), n as usize);

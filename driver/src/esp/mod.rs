@@ -2,6 +2,10 @@
 //! the anti-replay window, the packet codec and the [`EspEngine`] trait that the
 //! software path ([`SoftwareEsp`], on `ring`) and the card both implement.
 //!
+//! Engines: [`SoftwareEsp`] (host memory, `ring`), [`CardEsp`] (the card's SA
+//! table and ESP engine blocks, SPI lookup through the CAM) and
+//! [`FallbackEsp`] (the card while it has free slots, software after).
+//!
 //! A secured tunnel's state (claim 9 of the seeds) is an SA context keyed by
 //! SPI. Its long-lived part ([`SaConfig`]: SPI, direction, mode, key, salt,
 //! ICV length, ESN flag) is installed once; its moving part ([`SaState`]:
@@ -27,34 +31,23 @@
 //! the outer IP header is the caller's job; [`Mode`] is kept with the SA so
 //! that callers (and the card) know which it is.
 
+mod card;
 mod codec;
+mod fallback;
 mod replay;
 mod sa;
 mod software;
 
+pub use card::CardEsp;
 pub use codec::{EspCipher, OpenError, SealHeader, ESP_HEADER_LEN, ESP_IV_LEN, ESP_TRAILER_LEN};
+pub use fallback::{FallbackEsp, Placement};
 pub use replay::{infer_esn, ReplayWindow, REPLAY_WINDOW_BITS};
 pub use sa::{Cipher, Direction, IcvLen, Mode, SaConfig, SaCounters, SaKey, SaState, Spi};
 pub use software::SoftwareEsp;
 
-use std::fmt;
-
-/// Index of an SA context in an engine's table (a card slot, or the software
-/// path's table index).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct SaSlot(pub u32);
-
-impl fmt::Debug for SaSlot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SaSlot({})", self.0)
-    }
-}
-
-impl fmt::Display for SaSlot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+/// Index of an SA context in an engine's table (a card slot, or the
+/// software path's table index).
+pub use crate::types::SaSlot;
 
 /// Why an ESP operation failed. Small and `Copy`: this is the data path's
 /// verdict type.

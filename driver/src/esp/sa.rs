@@ -1,8 +1,11 @@
 //! Security-association data model.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::types::DistributionId;
 
 use super::replay::ReplayWindow;
 use super::EspError;
@@ -176,6 +179,12 @@ pub struct SaConfig {
     pub icv: IcvLen,
     /// Extended (64-bit) sequence numbers, RFC 4303 section 2.2.1.
     pub esn: bool,
+    /// Destination address of the SA (the card's CAM key is SPI plus this
+    /// address; `None` = any IPv4 destination).
+    pub dst: Option<IpAddr>,
+    /// The distribution identifier the SA belongs to (both SAs of a tunnel
+    /// share one), stored beside its CAM entry.
+    pub did: DistributionId,
 }
 
 impl SaConfig {
@@ -190,6 +199,8 @@ impl SaConfig {
             key,
             icv: IcvLen::Icv16,
             esn: false,
+            dst: None,
+            did: DistributionId(0),
         }
     }
 }

@@ -68,10 +68,11 @@ impl Default for SoftwareEsp {
 }
 
 impl SoftwareEsp {
-    /// An empty engine holding at most `capacity` SAs.
+    /// An empty engine holding at most `capacity` SAs (at most 65536: slots
+    /// are 16-bit, as on the card).
     #[must_use]
     pub fn new(capacity: u32) -> Self {
-        let n = capacity as usize;
+        let n = capacity.min(1 << 16) as usize;
         SoftwareEsp {
             slots: (0..n).map(|_| None).collect(),
             index: SpiIndex::default(),
@@ -97,7 +98,8 @@ impl SoftwareEsp {
     }
 
     fn slot_of(i: usize) -> SaSlot {
-        SaSlot(u32::try_from(i).unwrap_or(u32::MAX))
+        // i < capacity <= 65536
+        SaSlot(u16::try_from(i).unwrap_or(u16::MAX))
     }
 }
 
