@@ -48,7 +48,7 @@ fn status_table() {
         "{out}"
     );
     assert!(
-        out.contains("CAM    0x5443414d  1.0      0x01000  0x00000"),
+        out.contains("CAM    0x5443414d  1.0      0x01000  0x02000"),
         "{out}"
     );
     assert!(out.contains("CAM depth        1024"), "{out}");
@@ -140,7 +140,7 @@ fn regs_walks_every_block() {
     assert!(out.contains("KEY[9]"), "{out}");
     let v = json(&["--device", "model", "--json", "regs"]);
     let blocks = v.as_array().unwrap();
-    assert_eq!(blocks.len(), 2);
+    assert_eq!(blocks.len(), 4);
     let ident = blocks[0]["regs"].as_array().unwrap();
     let magic = ident.iter().find(|r| r["name"] == "MAGIC").unwrap();
     assert_eq!(magic["value"], "0x53544331");

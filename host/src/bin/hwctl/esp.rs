@@ -1,13 +1,16 @@
 //! `hwctl esp decrypt|encrypt`: ESP packets of a capture file through an
-//! [`EspEngine`] (the `ring` software path, or the card once its engine has a
-//! driver), one verdict line per packet, results as a raw-IP pcap.
+//! [`EspEngine`] (the `ring` software path, or a simulated card's ESP engine
+//! with the software path for what the card cannot hold), one verdict line per
+//! packet, results as a raw-IP pcap.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
 
-use driver::esp::{Direction, EspEngine, EspError, EspRequest, Mode, SoftwareEsp, Spi};
+use driver::esp::{
+    CardEsp, Direction, EspEngine, EspError, EspRequest, FallbackEsp, Mode, SoftwareEsp, Spi,
+};
 use host::device::DeviceSpec;
 use serde::Serialize;
 
@@ -38,11 +41,16 @@ pub fn engine(spec: &DeviceSpec, sas: usize) -> Result<Box<dyn EspEngine>, Strin
             let cap = u32::try_from(sas.max(1)).unwrap_or(u32::MAX);
             Ok(Box::new(SoftwareEsp::new(cap)))
         }
-        DeviceSpec::Model { .. } | DeviceSpec::Verilator => Err(format!(
-            "device {spec}: ESP on the card is not available yet (the driver has no card-backed \
-             ESP engine in this build)\n  fix: use --device software (the ring path, same \
-             packets and verdicts)"
-        )),
+        DeviceSpec::Model { .. } | DeviceSpec::Verilator => {
+            // The simulated card's SA table and ESP engine (SPI lookup through
+            // its CAM); SAs the card cannot hold run on the ring path.
+            let card = spec.open_card().map_err(|e| e.to_string())?;
+            let hw = CardEsp::new(card).map_err(|e| {
+                format!("device {spec}: {e}\n  fix: use --device software (the ring path)")
+            })?;
+            let cap = u32::try_from(sas.max(1)).unwrap_or(u32::MAX);
+            Ok(Box::new(FallbackEsp::new(Some(hw), cap)))
+        }
         DeviceSpec::Vfio { .. } | DeviceSpec::Pci { .. } => Err(format!(
             "device {spec}: hwctl runs ESP files only on a simulated card or the software path: \
              installing SAs would change a card in service\n  fix: use --device software"

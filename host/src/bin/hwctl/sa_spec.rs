@@ -74,6 +74,8 @@ impl SaSpec {
             key: self.key.clone(),
             icv: self.icv,
             esn: self.esn,
+            dst: Some(self.dst),
+            did: driver::DistributionId(0),
         }
     }
 }
