@@ -13,32 +13,8 @@ use std::time::{Duration, Instant};
 
 use driver::sample::sample_entry;
 use driver::{CamEntry, Card, DidSet, DistributionId};
-use hal::{BarOffset, HalError, RegIo};
+use hal::counting::Counting;
 use sim_bridge::model::ModelCard;
-
-/// Counts register accesses on their way to the model.
-struct Counting<R> {
-    inner: R,
-    reads: u64,
-    writes: u64,
-}
-
-impl<R: RegIo> RegIo for Counting<R> {
-    fn read32(&mut self, offset: BarOffset) -> Result<u32, HalError> {
-        self.reads += 1;
-        self.inner.read32(offset)
-    }
-    fn write32(&mut self, offset: BarOffset, value: u32) -> Result<(), HalError> {
-        self.writes += 1;
-        self.inner.write32(offset, value)
-    }
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-}
 
 struct Figure {
     ops: u64,
@@ -93,11 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let depth = 1024u32;
     let model = ModelCard::with_depth(depth)?;
-    let mut card = Card::probe(Counting {
-        inner: model,
-        reads: 0,
-        writes: 0,
-    })?;
+    let mut card = Card::probe(Counting::new(model))?;
     let entries: Vec<CamEntry> = (0..depth).map(sample_entry).collect();
     let (mut ins, mut srch, mut miss, mut rm, mut flush, mut age) =
         (fig(), fig(), fig(), fig(), fig(), fig());

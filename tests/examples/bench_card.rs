@@ -20,36 +20,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use driver::{Action, CamEntry, CamKey, Card, DidSet, DistributionId, Flow, IpPrefix, ResultWord};
-use hal::{BarOffset, HalError, RegIo};
+use hal::counting::Counting;
 use sim_bridge::model::ModelCard;
 use sim_bridge::verilator::{RtlCard, RTL_DEPTH};
-
-/// A [`RegIo`] that counts the bus transactions it forwards.
-struct Counting<R> {
-    inner: R,
-    reads: u64,
-    writes: u64,
-}
-
-impl<R: RegIo> RegIo for Counting<R> {
-    fn read32(&mut self, offset: BarOffset) -> Result<u32, HalError> {
-        self.reads += 1;
-        self.inner.read32(offset)
-    }
-    fn write32(&mut self, offset: BarOffset, value: u32) -> Result<(), HalError> {
-        self.writes += 1;
-        self.inner.write32(offset, value)
-    }
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-    fn describe(&self) -> String {
-        format!("counting({})", self.inner.describe())
-    }
-    fn idle(&mut self) {
-        self.inner.idle();
-    }
-}
 
 /// A distinct TCP 5-tuple entry for each `i`.
 fn entry(i: u32) -> CamEntry {
@@ -148,12 +121,7 @@ fn rtl_datapath() {
 
 fn rtl_bus_costs() {
     let rtl = RtlCard::with_depth(RTL_DEPTH).expect("RTL card");
-    let mut card = Card::probe(Counting {
-        inner: rtl,
-        reads: 0,
-        writes: 0,
-    })
-    .expect("probe");
+    let mut card = Card::probe(Counting::new(rtl)).expect("probe");
     let n = 256;
     let base = 10_000;
     println!("RTL bus transactions and clocks per driver operation (mean of {n}; table half full)");
