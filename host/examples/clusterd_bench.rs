@@ -248,11 +248,7 @@ async fn takeover(per_node: u32) -> Result<(), String> {
         card_capacity: (per_node as usize * 2).next_power_of_two(),
         ..Layout::default()
     };
-    let mut c = Cluster::prepare(&dir, &layout, &exe).map_err(|e| e.to_string())?;
-    for i in 1..=3 {
-        c.start(NodeId(i)).map_err(|e| e.to_string())?;
-    }
-    c.wait_settled(Duration::from_secs(20)).await?;
+    let mut c = Cluster::launch(&dir, &layout, &exe, 3, Duration::from_secs(20)).await?;
     let total = per_node * 3;
     let t0 = Instant::now();
     for i in 1..=3 {

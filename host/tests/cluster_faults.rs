@@ -74,16 +74,15 @@ fn partition_fences_minority_and_heals() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     rt().block_on(async {
         let dir = workdir("partition");
-        let mut c = Cluster::prepare(
+        let mut c = Cluster::launch(
             &dir,
             &Layout::default(),
             Path::new(env!("CARGO_BIN_EXE_clusterd")),
+            3,
+            Duration::from_secs(20),
         )
+        .await
         .unwrap();
-        for i in 1..=3 {
-            c.start(NodeId(i)).unwrap();
-        }
-        c.wait_settled(Duration::from_secs(20)).await.unwrap();
         assert!(owned(&c, NodeId(3)).await > 0);
         // cut node 3 off in both directions
         c.call(NodeId(3), json!({"cmd": "partition", "peers": [1, 2]}))
@@ -146,16 +145,15 @@ fn operator_move_and_drain() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     rt().block_on(async {
         let dir = workdir("operator");
-        let mut c = Cluster::prepare(
+        let mut c = Cluster::launch(
             &dir,
             &Layout::default(),
             Path::new(env!("CARGO_BIN_EXE_clusterd")),
+            3,
+            Duration::from_secs(20),
         )
+        .await
         .unwrap();
-        for i in 1..=3 {
-            c.start(NodeId(i)).unwrap();
-        }
-        c.wait_settled(Duration::from_secs(20)).await.unwrap();
         // a non-leader refuses operator commands and names the leader
         let leader = c.leader().await.unwrap();
         let other = (1..=3).map(NodeId).find(|n| *n != leader).unwrap();
@@ -274,16 +272,15 @@ fn moved_sa_keeps_final_replay_window() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     rt().block_on(async {
         let dir = workdir("samove");
-        let mut c = Cluster::prepare(
+        let mut c = Cluster::launch(
             &dir,
             &Layout::default(),
             Path::new(env!("CARGO_BIN_EXE_clusterd")),
+            3,
+            Duration::from_secs(20),
         )
+        .await
         .unwrap();
-        for i in 1..=3 {
-            c.start(NodeId(i)).unwrap();
-        }
-        c.wait_settled(Duration::from_secs(20)).await.unwrap();
         let key = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
         let spi = 0x4242u32;
         let v = c

@@ -19,16 +19,15 @@ fn running_node_rejects_and_counts_bad_frames() {
             let dir =
                 std::env::temp_dir().join(format!("clusterd-test-syncudp-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
-            let mut c = Cluster::prepare(
+            let mut c = Cluster::launch(
                 &dir,
                 &Layout::default(),
                 Path::new(env!("CARGO_BIN_EXE_clusterd")),
+                3,
+                Duration::from_secs(20),
             )
+            .await
             .unwrap();
-            for i in 1..=3 {
-                c.start(NodeId(i)).unwrap();
-            }
-            c.wait_settled(Duration::from_secs(20)).await.unwrap();
             let target = c.nodes[&NodeId(1)].listen;
             let before = c.call(NodeId(1), json!({"cmd": "status"})).await.unwrap()["sync"].clone();
             let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -278,6 +278,28 @@ impl Cluster {
         Err(std::io::Error::other("no leader accepted the command"))
     }
 
+    /// [`Cluster::prepare`], start members `1..=count`, then [`Cluster::wait_settled`] within
+    /// `settle`: the usual way to bring a test or benchmark cluster up.
+    ///
+    /// # Errors
+    /// A message naming the step that failed.
+    pub async fn launch(
+        dir: &Path,
+        layout: &Layout,
+        exe: &Path,
+        count: u16,
+        settle: Duration,
+    ) -> Result<Self, String> {
+        let mut c =
+            Self::prepare(dir, layout, exe).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for i in 1..=count {
+            c.start(NodeId(i))
+                .map_err(|e| format!("starting node {i}: {e}"))?;
+        }
+        c.wait_settled(settle).await?;
+        Ok(c)
+    }
+
     /// Waits until every running member (not witness) is ready, all running nodes apply the
     /// same epoch, and every identifier is owned by a running ready member.
     ///
