@@ -212,17 +212,36 @@ fn rss_bytes() -> u64 {
         .map_or(0, |p| p * 4096)
 }
 
-fn common_table_memory(n: u32) -> f64 {
+/// Fills a common table with `n` IPv4 TCP entries; returns (RSS delta, heap bytes the table
+/// reports), both per entry. Run in a child process of its own (`--memory-child N`), so that no
+/// memory an earlier measurement freed is reused and hidden from the RSS delta.
+fn common_table_memory_child(n: u32) -> (f64, f64) {
     let d = Distributor::new(&secret(), IdCount::default());
-    let entries: Vec<Entry> = (0..n).map(|i| entry(&d, i)).collect();
     let before = rss_bytes();
     let mut t = CommonTable::new(IdCount::default());
-    for e in entries {
-        t.upsert_local(e);
+    for i in 0..n {
+        t.upsert_local(entry(&d, i));
     }
     let after = rss_bytes();
     assert_eq!(t.len(), n as usize);
-    (after.saturating_sub(before)) as f64 / f64::from(n)
+    (
+        after.saturating_sub(before) as f64 / f64::from(n),
+        t.heap_bytes() as f64 / f64::from(n),
+    )
+}
+
+fn common_table_memory(n: u32) -> Result<(f64, f64), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(exe)
+        .args(["--memory-child", &n.to_string()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace().map(|v| v.parse::<f64>());
+    match (it.next(), it.next()) {
+        (Some(Ok(rss)), Some(Ok(heap))) if out.status.success() => Ok((rss, heap)),
+        _ => Err(format!("memory child failed: {}", out.status)),
+    }
 }
 
 fn vu(v: &serde_json::Value) -> u64 {
@@ -343,6 +362,15 @@ async fn takeover(per_node: u32) -> Result<(), String> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--memory-child") {
+        let n = args
+            .get(2)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1_000_000);
+        let (rss, heap) = common_table_memory_child(n);
+        println!("{rss} {heap}");
+        return;
+    }
     let events: u32 = args
         .get(1)
         .and_then(|s| s.parse().ok())
@@ -374,10 +402,13 @@ fn main() {
     );
     let (dec, app) = receive_costs(1_000_000);
     println!("receiver side in-process: decode {dec:.0} events/s, decode + apply to the state core {app:.0} events/s");
-    let mem = common_table_memory(1_000_000);
-    println!(
-        "memory per common-table entry (1,000,000 IPv4 TCP entries, RSS delta): {mem:.0} bytes"
-    );
+    match common_table_memory(1_000_000) {
+        Ok((rss, heap)) => println!(
+            "memory per common-table entry (1,000,000 IPv4 TCP entries, fresh process): {rss:.0} bytes RSS delta, {heap:.0} bytes heap (Entry itself {} bytes)",
+            std::mem::size_of::<Entry>()
+        ),
+        Err(e) => println!("memory measurement failed: {e}"),
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -5,6 +5,7 @@
 use super::entry::{Entry, FlowKey};
 use super::events::entry_fingerprint;
 use super::ids::{DistributionId, IdCount, Millis};
+use hashbrown::HashTable;
 use std::collections::HashMap;
 
 /// The tables' hasher: aHash with per-process random keys. Keys come from traffic an attacker
@@ -12,110 +13,180 @@ use std::collections::HashMap;
 /// cost on this hot path.
 type FlowHasher = ahash::RandomState;
 
-struct Slot {
-    entry: Entry,
-    /// Position of this slot in `by_dist[entry.dist]`.
-    pos: usize,
+/// One bucket of the key index: the entry's slot and the low 32 bits of its key's hash.
+///
+/// The bucket holds no key: a probe compares the 7-bit tag first and reads the slot only on a
+/// tag match, so a table of millions of entries keeps an index of 8 bytes (plus one control
+/// byte) per bucket, which stays in cache far longer than a map of 48-byte keys. The hash is
+/// kept so that growing the index never touches the slots.
+#[derive(Clone, Copy)]
+struct Bucket {
+    slot: u32,
+    hash: u32,
+}
+
+/// The index's hash of a bucket, a function of the 32 bits kept: the odd multiplier spreads them
+/// over the top bits, which carry the probe tag.
+fn bucket_hash(h: u32) -> u64 {
+    u64::from(h).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(h)
 }
 
 /// Entries addressed by key, with a per-identifier index. Used by the common table and the
 /// software node-specific table.
+///
+/// Entries live in a slot vector (freed slots are reused); a hash index maps keys to slots
+/// and, per identifier, a list holds that identifier's slots, so select is O(k) and insert,
+/// lookup and remove are O(1) with one hash of the key each.
 pub struct IndexedEntries {
-    slots: Vec<Option<Slot>>,
-    free: Vec<usize>,
-    map: HashMap<FlowKey, usize, FlowHasher>,
-    by_dist: Vec<Vec<usize>>,
+    hasher: FlowHasher,
+    slots: Vec<Option<Entry>>,
+    /// Position of each slot in its identifier's list (parallel to `slots`).
+    pos: Vec<u32>,
+    free: Vec<u32>,
+    index: HashTable<Bucket>,
+    by_dist: Vec<Vec<u32>>,
 }
 
 impl IndexedEntries {
     /// An empty set for `count` identifiers.
     pub fn new(count: IdCount) -> Self {
+        Self::with_capacity(count, 0)
+    }
+
+    /// An empty set for `count` identifiers with room for `capacity` entries before it grows.
+    pub fn with_capacity(count: IdCount, capacity: usize) -> Self {
         IndexedEntries {
-            slots: Vec::new(),
+            hasher: FlowHasher::new(),
+            slots: Vec::with_capacity(capacity),
+            pos: Vec::with_capacity(capacity),
             free: Vec::new(),
-            map: HashMap::with_hasher(FlowHasher::new()),
+            index: HashTable::with_capacity(capacity),
             by_dist: vec![Vec::new(); count.len()],
         }
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.index.len()
     }
 
     /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.index.is_empty()
+    }
+
+    fn hash32(&self, key: &FlowKey) -> u32 {
+        // The low half of aHash's output; `bucket_hash` spreads it again for the index.
+        self.hasher.hash_one(key) as u32
+    }
+
+    fn find(&self, h: u32, key: &FlowKey) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(bucket_hash(h), |b| {
+                b.hash == h
+                    && slots
+                        .get(b.slot as usize)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|e| e.key == *key)
+            })
+            .map(|b| b.slot)
     }
 
     /// The entry of `key`.
     pub fn get(&self, key: &FlowKey) -> Option<&Entry> {
-        let i = *self.map.get(key)?;
-        self.slots.get(i)?.as_ref().map(|s| &s.entry)
+        let i = self.find(self.hash32(key), key)?;
+        self.slots.get(i as usize)?.as_ref()
     }
 
     /// The entry of `key`, mutably. Do not change its key or identifier through this.
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Entry> {
-        let i = *self.map.get(key)?;
-        self.slots.get_mut(i)?.as_mut().map(|s| &mut s.entry)
+        let i = self.find(self.hash32(key), key)?;
+        self.slots.get_mut(i as usize)?.as_mut()
     }
 
     /// Inserts or replaces the entry of `entry.key`; returns the replaced entry. An entry whose
     /// identifier is out of range is refused (returned as `Err`).
     #[allow(clippy::result_large_err)] // the refused entry is handed back to the caller, unboxed
     pub fn insert(&mut self, entry: Entry) -> Result<Option<Entry>, Entry> {
+        let h = self.hash32(&entry.key);
+        self.insert_hashed(h, entry)
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn insert_hashed(&mut self, h: u32, entry: Entry) -> Result<Option<Entry>, Entry> {
         if entry.dist.index() >= self.by_dist.len() {
             return Err(entry);
         }
-        if let Some(&i) = self.map.get(&entry.key) {
-            if let Some(Some(slot)) = self.slots.get(i) {
-                if slot.entry.dist == entry.dist {
-                    let old = self.slots[i]
-                        .as_mut()
-                        .map(|s| std::mem::replace(&mut s.entry, entry));
-                    return Ok(old);
+        if let Some(i) = self.find(h, &entry.key) {
+            let i = i as usize;
+            if let Some(Some(old)) = self.slots.get_mut(i) {
+                if old.dist == entry.dist {
+                    return Ok(Some(std::mem::replace(old, entry)));
                 }
             }
-            let old = self.remove(&entry.key);
-            self.insert_new(entry);
+            // The identifier changed: move the entry to its new list.
+            let old = self.remove_hashed(h, &entry.key);
+            self.insert_new(h, entry);
             return Ok(old);
         }
-        self.insert_new(entry);
+        self.insert_new(h, entry);
         Ok(None)
     }
 
-    fn insert_new(&mut self, entry: Entry) {
+    fn insert_new(&mut self, h: u32, entry: Entry) {
         let d = entry.dist.index();
-        let key = entry.key;
-        let pos = self.by_dist[d].len();
-        let slot = Slot { entry, pos };
+        let list = &mut self.by_dist[d];
+        let pos = list.len() as u32;
         let i = match self.free.pop() {
             Some(i) => {
-                self.slots[i] = Some(slot);
+                self.slots[i as usize] = Some(entry);
+                self.pos[i as usize] = pos;
                 i
             }
             None => {
-                self.slots.push(Some(slot));
-                self.slots.len() - 1
+                self.slots.push(Some(entry));
+                self.pos.push(pos);
+                // Slot numbers are u32: 4 billion entries is far past any table this runs.
+                (self.slots.len() - 1) as u32
             }
         };
-        self.by_dist[d].push(i);
-        self.map.insert(key, i);
+        list.push(i);
+        self.index
+            .insert_unique(bucket_hash(h), Bucket { slot: i, hash: h }, |b| {
+                bucket_hash(b.hash)
+            });
     }
 
     /// Removes and returns the entry of `key`.
     pub fn remove(&mut self, key: &FlowKey) -> Option<Entry> {
-        let i = self.map.remove(key)?;
-        let slot = self.slots.get_mut(i)?.take()?;
-        self.free.push(i);
-        let list = &mut self.by_dist[slot.entry.dist.index()];
-        list.swap_remove(slot.pos);
-        if let Some(&moved) = list.get(slot.pos) {
-            if let Some(Some(s)) = self.slots.get_mut(moved) {
-                s.pos = slot.pos;
-            }
+        let h = self.hash32(key);
+        self.remove_hashed(h, key)
+    }
+
+    fn remove_hashed(&mut self, h: u32, key: &FlowKey) -> Option<Entry> {
+        let slots = &self.slots;
+        let found = self
+            .index
+            .find_entry(bucket_hash(h), |b| {
+                b.hash == h
+                    && slots
+                        .get(b.slot as usize)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|e| e.key == *key)
+            })
+            .ok()?;
+        let (bucket, _) = found.remove();
+        let i = bucket.slot as usize;
+        let entry = self.slots.get_mut(i)?.take()?;
+        self.free.push(bucket.slot);
+        let pos = self.pos[i] as usize;
+        let list = &mut self.by_dist[entry.dist.index()];
+        list.swap_remove(pos);
+        if let Some(&moved) = list.get(pos) {
+            self.pos[moved as usize] = pos as u32;
         }
-        Some(slot.entry)
+        Some(entry)
     }
 
     /// The entries of one identifier, in O(k).
@@ -125,7 +196,7 @@ impl IndexedEntries {
             .map(|v| v.as_slice())
             .unwrap_or(&[])
             .iter()
-            .filter_map(move |&i| self.slots.get(i).and_then(|s| s.as_ref()).map(|s| &s.entry))
+            .filter_map(move |&i| self.slots.get(i as usize).and_then(Option::as_ref))
     }
 
     /// The keys of one identifier.
@@ -146,23 +217,34 @@ impl IndexedEntries {
 
     /// All entries.
     pub fn iter(&self) -> impl Iterator<Item = &Entry> + '_ {
-        self.slots
-            .iter()
-            .filter_map(|s| s.as_ref().map(|s| &s.entry))
+        self.slots.iter().filter_map(Option::as_ref)
     }
 
     /// All entries, mutably. Do not change keys or identifiers through this.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Entry> + '_ {
-        self.slots
-            .iter_mut()
-            .filter_map(|s| s.as_mut().map(|s| &mut s.entry))
+        self.slots.iter_mut().filter_map(Option::as_mut)
+    }
+
+    /// Heap bytes the set holds (capacity, not length: what the allocator handed out).
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.slots.capacity() * size_of::<Option<Entry>>()
+            + (self.pos.capacity() + self.free.capacity()) * size_of::<u32>()
+            + self.index.allocation_size()
+            + self.by_dist.capacity() * size_of::<Vec<u32>>()
+            + self
+                .by_dist
+                .iter()
+                .map(|v| v.capacity() * size_of::<u32>())
+                .sum::<usize>()
     }
 
     /// Removes everything.
     pub fn clear(&mut self) {
         self.slots.clear();
+        self.pos.clear();
         self.free.clear();
-        self.map.clear();
+        self.index.clear();
         for v in &mut self.by_dist {
             v.clear();
         }
@@ -254,11 +336,18 @@ impl CommonTable {
 
     /// Writes `entry` unconditionally (the owner's own change), O(1).
     pub fn upsert_local(&mut self, entry: Entry) -> Upsert {
-        self.tombstones.remove(&entry.key);
+        let h = self.entries.hash32(&entry.key);
+        self.upsert_hashed(h, entry)
+    }
+
+    fn upsert_hashed(&mut self, h: u32, entry: Entry) -> Upsert {
+        if !self.tombstones.is_empty() {
+            self.tombstones.remove(&entry.key);
+        }
         // Account by fingerprint, so a refused insert can be undone without keeping a copy.
         let (slot, fp) = (entry.dist.index(), entry_fingerprint(&entry));
         self.account(slot, fp, true);
-        match self.entries.insert(entry) {
+        match self.entries.insert_hashed(h, entry) {
             Ok(Some(old)) => {
                 self.account_remove(&old);
                 Upsert::Replaced
@@ -285,7 +374,12 @@ impl CommonTable {
     /// Writes a replicated entry unless the table holds the same or a newer version, or a clear
     /// of a newer-or-equal version. O(1).
     pub fn upsert_remote(&mut self, entry: Entry) -> Upsert {
-        if let Some(old) = self.entries.get(&entry.key) {
+        let h = self.entries.hash32(&entry.key);
+        let old = self
+            .entries
+            .find(h, &entry.key)
+            .and_then(|i| self.entries.slots.get(i as usize)?.as_ref());
+        if let Some(old) = old {
             if old.version > entry.version
                 || (old.version == entry.version && old.same_replicated(&entry))
             {
@@ -297,7 +391,7 @@ impl CommonTable {
                 return Upsert::Stale;
             }
         }
-        self.upsert_local(entry)
+        self.upsert_hashed(h, entry)
     }
 
     /// Updates the local (non-replicated) fields of an entry: last hit time and counters.
@@ -342,6 +436,15 @@ impl CommonTable {
             }
         }
         n
+    }
+
+    /// Heap bytes the table holds: entries, indexes, digests and remembered clears.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.entries.heap_bytes()
+            + self.digests.capacity() * size_of::<DistDigest>()
+            // hashbrown: one control byte per bucket; capacity is 7/8 of the buckets.
+            + self.tombstones.capacity() * (size_of::<(FlowKey, (u32, Millis))>() + 1) * 8 / 7
     }
 
     /// Forgets clears older than `ttl_ms`.
@@ -427,5 +530,51 @@ mod tests {
         assert_eq!(t.dist_len(DistributionId(2)), 1);
         assert_eq!(t.remove_dist(DistributionId(2)).len(), 1);
         assert!(t.is_empty());
+    }
+
+    proptest::proptest! {
+        /// The slot/index/per-identifier bookkeeping against a plain map, through random
+        /// inserts, identifier changes, removes and whole-identifier removes.
+        #[test]
+        fn indexed_entries_match_a_map(ops in proptest::collection::vec((0u8..4, 0u32..64, 0u16..8), 1..400)) {
+            use std::collections::BTreeMap;
+            let mut t = IndexedEntries::new(IdCount::new(8).unwrap());
+            let mut model: BTreeMap<u32, (u16, u32)> = BTreeMap::new();
+            for (n, (op, k, d)) in ops.into_iter().enumerate() {
+                let mut e = entry(k, d);
+                e.version = n as u32;
+                match op {
+                    0 | 1 => {
+                        let old = t.insert(e).unwrap();
+                        let prev = model.insert(k, (d, n as u32));
+                        proptest::prop_assert_eq!(old.map(|o| o.version), prev.map(|p| p.1));
+                    }
+                    2 => {
+                        let got = t.remove(&e.key).map(|o| (o.dist.0, o.version));
+                        proptest::prop_assert_eq!(got, model.remove(&k));
+                    }
+                    _ => {
+                        let mut got: Vec<u32> = t.remove_dist(DistributionId(d)).iter().map(|o| o.version).collect();
+                        got.sort_unstable();
+                        let mut want: Vec<u32> = model.iter().filter(|(_, v)| v.0 == d).map(|(_, v)| v.1).collect();
+                        want.sort_unstable();
+                        model.retain(|_, v| v.0 != d);
+                        proptest::prop_assert_eq!(got, want);
+                    }
+                }
+                proptest::prop_assert_eq!(t.len(), model.len());
+            }
+            for (k, (d, v)) in &model {
+                let e = t.get(&entry(*k, *d).key).expect("present");
+                proptest::prop_assert_eq!((e.dist.0, e.version), (*d, *v));
+            }
+            for d in 0..8u16 {
+                let n = model.values().filter(|v| v.0 == d).count();
+                proptest::prop_assert_eq!(t.dist_len(DistributionId(d)), n);
+                proptest::prop_assert_eq!(t.select(DistributionId(d)).count(), n);
+                proptest::prop_assert!(t.select(DistributionId(d)).all(|e| e.dist.0 == d));
+            }
+            proptest::prop_assert_eq!(t.iter().count(), model.len());
+        }
     }
 }

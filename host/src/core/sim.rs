@@ -40,7 +40,7 @@ pub type SimTable = TieredTable<SimCardKind>;
 /// register by register through `driver::Card`.
 pub enum SimCardKind {
     /// [`SimCard`]: fast, counts commands.
-    Trait(SimCard),
+    Trait(Box<SimCard>),
     /// [`CardTable`] over the reference-model card.
     Model(Box<CardTable<ModelCard>>),
 }
@@ -354,11 +354,17 @@ impl Sim {
                 Some(t) => SimCardKind::Model(Box::new(t)),
                 None => {
                     self.violation(format!("{n}: the model card did not come up"));
-                    SimCardKind::Trait(SimCard::new(self.cfg.count, self.cfg.card_capacity))
+                    SimCardKind::Trait(Box::new(SimCard::new(
+                        self.cfg.count,
+                        self.cfg.card_capacity,
+                    )))
                 }
             }
         } else {
-            SimCardKind::Trait(SimCard::new(self.cfg.count, self.cfg.card_capacity))
+            SimCardKind::Trait(Box::new(SimCard::new(
+                self.cfg.count,
+                self.cfg.card_capacity,
+            )))
         };
         let table = TieredTable::new(card, self.cfg.count);
         let mut node = Node::new(c, table);

@@ -1650,6 +1650,7 @@ impl Runtime {
             "node_table_entries": self.core.node_table().len(),
             "card_overflowed": tstats.overflowed,
             "common_entries": self.core.common().len(),
+            "common_bytes": self.core.common().heap_bytes(),
             "sa_count": self.sa_spis.len(),
             "sa_seq_jumps": self.sa_jumps,
             "esp": self.esp.counters,
