@@ -342,6 +342,37 @@ async fn takeover(per_node: u32) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    if result.is_some() {
+        // Bulk resync: the killed node comes back with empty memory and takes its common table
+        // from the survivors (conntrackd's figure to compare with is its bulk sync rate).
+        let restart = Instant::now();
+        c.start(victim).map_err(|e| e.to_string())?;
+        let mut done = None;
+        while restart.elapsed() < Duration::from_secs(60) {
+            if let Ok(v) = c.call(victim, json!({"cmd": "status"})).await {
+                if vu(&v["common_entries"]) >= u64::from(total) && v["last_resync"].is_object() {
+                    done = Some((
+                        restart.elapsed(),
+                        v["last_resync"].clone(),
+                        v["ready"].clone(),
+                    ));
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        match done {
+            Some((t, r, ready)) => println!(
+                "bulk resync of restarted node {}: {} entries in {:.0} ms from first request to last answer = {:.0} entries/s ({:.0} ms from process start to a complete common table; ready {ready})",
+                victim.0,
+                r["entries"],
+                r["took_us"].as_f64().unwrap_or(0.0) / 1000.0,
+                r["entries_per_s"].as_f64().unwrap_or(0.0),
+                t.as_secs_f64() * 1000.0
+            ),
+            None => println!("bulk resync of restarted node {}: incomplete after 60 s", victim.0),
+        }
+    }
     c.shutdown().await;
     if std::env::var_os("CLUSTERD_BENCH_KEEP").is_some() {
         println!("  working directory kept: {}", dir.display());

@@ -15,15 +15,20 @@
 //! exercise hit bits and the `DP_*` counters without the RTL.
 //!
 //! Performance: entries are kept as struct-of-arrays with the key stored
-//! pre-masked, so a search is one pass comparing `key & mask` words; a bitmap
-//! of valid entries skips empty 64-entry groups and finds the lowest free
-//! entry for `INSERT` without a scan of every entry.
+//! pre-masked; a bitmap of valid entries skips empty 64-entry groups and finds
+//! the lowest free entry for `INSERT` without a scan of every entry. Searches
+//! use a tuple-space index: valid entries are grouped by mask, and each group
+//! maps a masked key to its entries, so a search is one hash probe per distinct
+//! mask (a connection table has one or two) and the lowest matching index wins,
+//! as in the RTL. With more than [`MAX_MASK_GROUPS`] distinct masks (random
+//! register traffic), searches fall back to one pass over the valid entries.
 
 use hal::io::check_access;
 use hal::regs::{block_type, cam, esp, ident, sa, BAR_SIZE, UNMAPPED_PATTERN};
 use hal::{BarOffset, HalError, RegIo};
 
 use crate::model_crypto::CryptoModel;
+use std::collections::HashMap;
 
 /// Key width in 32-bit words.
 const KW: usize = cam::KEY_WORDS as usize;
@@ -33,6 +38,81 @@ const DW: usize = cam::DID_WORDS as usize;
 pub const DEFAULT_DEPTH: u32 = 1024;
 /// Largest depth the model accepts (keeps memory use bounded).
 pub const MAX_DEPTH: u32 = 1 << 20;
+
+/// Above this many distinct masks among valid entries, a search scans the
+/// entries instead of probing each mask group.
+pub const MAX_MASK_GROUPS: usize = 8;
+
+/// The valid entries of one mask: masked key to entry indices.
+#[derive(Clone, Debug)]
+struct MaskGroup {
+    mask: [u32; KW],
+    keys: HashMap<[u32; KW], Vec<u32>>,
+    len: usize,
+}
+
+/// Valid entries grouped by mask (tuple-space search).
+#[derive(Clone, Debug, Default)]
+struct MaskIndex {
+    groups: Vec<MaskGroup>,
+}
+
+impl MaskIndex {
+    fn add(&mut self, mask: &[u32; KW], masked: &[u32; KW], i: u32) {
+        let g = match self.groups.iter().position(|g| g.mask == *mask) {
+            Some(g) => g,
+            None => {
+                self.groups.push(MaskGroup {
+                    mask: *mask,
+                    keys: HashMap::new(),
+                    len: 0,
+                });
+                self.groups.len() - 1
+            }
+        };
+        let g = &mut self.groups[g];
+        g.keys.entry(*masked).or_default().push(i);
+        g.len += 1;
+    }
+
+    fn remove(&mut self, mask: &[u32; KW], masked: &[u32; KW], i: u32) {
+        let Some(gi) = self.groups.iter().position(|g| g.mask == *mask) else {
+            return;
+        };
+        let g = &mut self.groups[gi];
+        if let Some(list) = g.keys.get_mut(masked) {
+            if let Some(p) = list.iter().position(|&x| x == i) {
+                list.swap_remove(p);
+                g.len -= 1;
+            }
+            if list.is_empty() {
+                g.keys.remove(masked);
+            }
+        }
+        if g.len == 0 {
+            self.groups.swap_remove(gi);
+        }
+    }
+
+    /// Lowest index matching `key`, or `None` when the index is not used
+    /// (too many masks) — the caller then scans.
+    fn find(&self, key: &[u32; KW]) -> Option<Option<usize>> {
+        if self.groups.len() > MAX_MASK_GROUPS {
+            return None;
+        }
+        let mut best: Option<u32> = None;
+        for g in &self.groups {
+            let mut k = *key;
+            for (w, m) in k.iter_mut().zip(&g.mask) {
+                *w &= m;
+            }
+            if let Some(lowest) = g.keys.get(&k).and_then(|l| l.iter().min()) {
+                best = Some(best.map_or(*lowest, |b| b.min(*lowest)));
+            }
+        }
+        Some(best.map(|b| b as usize))
+    }
+}
 
 /// The stored contents of one CAM entry, as `READ` would return them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -98,6 +178,8 @@ pub struct ModelCard {
     /// Hit bits, 64 entries per word.
     hit: Vec<u64>,
     occupancy: u32,
+    /// Valid entries by mask, for searches.
+    index: MaskIndex,
     /// The SA table and ESP engine blocks (`model_crypto.rs`).
     crypto: Box<CryptoModel>,
 }
@@ -144,6 +226,7 @@ impl ModelCard {
             valid: vec![0; words],
             hit: vec![0; words],
             occupancy: 0,
+            index: MaskIndex::default(),
             crypto: Box::default(),
         }
     }
@@ -201,6 +284,14 @@ impl ModelCard {
 
     /// Lowest valid entry matching `key`.
     fn find(&self, key: &[u32; KW]) -> Option<usize> {
+        match self.index.find(key) {
+            Some(found) => found,
+            None => self.find_scan(key),
+        }
+    }
+
+    /// Lowest valid entry matching `key`, by one pass over the valid entries.
+    fn find_scan(&self, key: &[u32; KW]) -> Option<usize> {
         for (w, &bits) in self.valid.iter().enumerate() {
             let mut b = bits;
             while b != 0 {
@@ -225,6 +316,9 @@ impl ModelCard {
     }
 
     fn store(&mut self, i: usize) {
+        if self.is_valid(i) {
+            self.index.remove(&self.masks[i], &self.masked[i], i as u32);
+        }
         let r = &self.regs;
         self.keys[i] = r.key;
         self.masks[i] = r.mask;
@@ -236,6 +330,7 @@ impl ModelCard {
         if !self.is_valid(i) {
             self.occupancy += 1;
         }
+        self.index.add(&self.masks[i], &self.masked[i], i as u32);
         set_bit(&mut self.valid, i, true);
         set_bit(&mut self.hit, i, false);
     }
@@ -243,6 +338,7 @@ impl ModelCard {
     fn invalidate(&mut self, i: usize) {
         if self.is_valid(i) {
             self.occupancy -= 1;
+            self.index.remove(&self.masks[i], &self.masked[i], i as u32);
         }
         set_bit(&mut self.valid, i, false);
         set_bit(&mut self.hit, i, false);
@@ -294,6 +390,7 @@ impl ModelCard {
                 self.valid.iter_mut().for_each(|w| *w = 0);
                 self.hit.iter_mut().for_each(|w| *w = 0);
                 self.occupancy = 0;
+                self.index = MaskIndex::default();
                 (0, err::OK)
             }
             cmd::FLUSH_DID => {
@@ -839,6 +936,78 @@ mod tests {
                     b.prefix
                 );
             }
+        }
+    }
+
+    /// The mask-grouped search index against a scan of every valid entry, through random
+    /// writes (overwrites included), inserts, invalidates, identifier flushes and full flushes,
+    /// with few masks (indexed path) and many (scan fallback).
+    #[test]
+    fn indexed_search_equals_scan() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for many_masks in [false, true] {
+            let mut m = ModelCard::with_depth(128).unwrap();
+            let mut masks = [FULL, FULL, FULL];
+            masks[1][9] = 0;
+            masks[2][4..].fill(0);
+            let mut used_groups = 0;
+            for _ in 0..4000 {
+                let r = rnd();
+                let k = key((r >> 8) as u32 % 40);
+                let mask = if many_masks {
+                    let mut mk = FULL;
+                    mk[(r >> 20) as usize % KW] = (r >> 32) as u32 | 0xffff_0000;
+                    mk
+                } else {
+                    masks[(r >> 40) as usize % 3]
+                };
+                match r % 10 {
+                    0..=4 => {
+                        stage(&mut m, k, mask, r as u32, (r >> 50) as u32 % 8);
+                        wr(&mut m, c(cam::INDEX), (r >> 12) as u32 % 128);
+                        run(&mut m, cmd::WRITE);
+                    }
+                    5 => {
+                        stage(&mut m, k, mask, r as u32, (r >> 50) as u32 % 8);
+                        run(&mut m, cmd::INSERT);
+                    }
+                    6 | 7 => {
+                        wr(&mut m, c(cam::INDEX), (r >> 12) as u32 % 128);
+                        run(&mut m, cmd::INVALIDATE);
+                    }
+                    8 => {
+                        let mut bm = [0u32; DW];
+                        bm[0] = (r >> 16) as u32 & 0xff;
+                        m.regs.did_bitmap = bm;
+                        m.execute(cmd::FLUSH_DID);
+                    }
+                    _ if r % 97 == 0 => {
+                        run(&mut m, cmd::FLUSH_ALL);
+                    }
+                    _ => {}
+                }
+                used_groups = used_groups.max(m.index.groups.len());
+                for probe in 0..40 {
+                    let mut q = key(probe);
+                    if probe % 3 == 0 {
+                        q[9] ^= 0x55; // matches only entries that ignore word 9
+                    }
+                    assert_eq!(m.find(&q), m.find_scan(&q), "key {probe}");
+                }
+                let live: usize = m.index.groups.iter().map(|g| g.len).sum();
+                assert_eq!(
+                    live,
+                    m.occupancy() as usize,
+                    "index holds every valid entry"
+                );
+            }
+            assert_eq!(used_groups > MAX_MASK_GROUPS, many_masks);
         }
     }
 }

@@ -141,6 +141,10 @@ pub struct Runtime {
     /// caught up (after a partition heals, or while an epoch change is being applied).
     behind: bool,
     resync_waiting: BTreeSet<NodeId>,
+    /// The resync under way: when the first request went out, and the common table's size then.
+    resync_run: Option<(std::time::Instant, usize)>,
+    /// The last completed resync: entries it added and how long it took (status `last_resync`).
+    last_resync: Option<(usize, Duration)>,
     drained: BTreeSet<NodeId>,
     planned: Option<Allocation>,
     /// The live owners the pending release (`planned`) takes identifiers from.
@@ -303,6 +307,8 @@ impl Runtime {
             fenced: false,
             behind: false,
             resync_waiting: BTreeSet::new(),
+            resync_run: None,
+            last_resync: None,
             drained: BTreeSet::new(),
             planned: None,
             releasers: BTreeSet::new(),
@@ -447,8 +453,7 @@ impl Runtime {
                     }
                     self.heard(peer);
                     if !self.ready && self.members.contains(&peer) {
-                        self.resync_waiting.insert(peer);
-                        self.send_record(peer, b"Q");
+                        self.request_resync(peer);
                     }
                 }
             }
@@ -491,9 +496,7 @@ impl Runtime {
                 _ => self.decode_errors += 1,
             },
             Some(b'Q') => self.answer_resync(from),
-            Some(b'D') => {
-                self.resync_waiting.remove(&from);
-            }
+            Some(b'D') => self.resync_answered(from),
             Some(b'K') => {
                 if rec.len() >= 6 && rec.len() == 6 + usize::from(rec[5]) {
                     let spi = u32::from_be_bytes([rec[1], rec[2], rec[3], rec[4]]);
@@ -617,6 +620,31 @@ impl Runtime {
         let peers: Vec<NodeId> = self.live.keys().copied().collect();
         for p in peers {
             let _ = self.ep.send_datagram(p, &hb);
+        }
+    }
+
+    /// Asks `peer` for everything it owns (`Q`); its `D` ends the answer.
+    fn request_resync(&mut self, peer: NodeId) {
+        if self.resync_run.is_none() {
+            self.resync_run = Some((std::time::Instant::now(), self.core.common().len()));
+        }
+        self.resync_waiting.insert(peer);
+        self.send_record(peer, b"Q");
+    }
+
+    /// `peer` finished its answer (or died): the resync is complete when nobody is left.
+    fn resync_answered(&mut self, peer: NodeId) {
+        self.resync_waiting.remove(&peer);
+        if self.resync_waiting.is_empty() {
+            if let Some((t, before)) = self.resync_run.take() {
+                let added = self.core.common().len().saturating_sub(before);
+                self.last_resync = Some((added, t.elapsed()));
+                log!(
+                    self.cfg.node,
+                    "resync complete: {added} entries in {} ms",
+                    t.elapsed().as_millis()
+                );
+            }
         }
     }
 
@@ -859,7 +887,7 @@ impl Runtime {
                 p.0,
                 self.cfg.failure_ms
             );
-            self.resync_waiting.remove(&p);
+            self.resync_answered(p);
         }
         if any_died {
             self.resolve_waiting();
@@ -904,8 +932,7 @@ impl Runtime {
                     self.resync_waiting.clear();
                     for p in self.replication_peers() {
                         if self.live.get(&p).is_some_and(|l| l.alive) {
-                            self.resync_waiting.insert(p);
-                            self.send_record(p, b"Q");
+                            self.request_resync(p);
                         }
                     }
                     log!(self.cfg.node, "resyncing after the partition");
@@ -1255,7 +1282,7 @@ impl Runtime {
             "resync" => {
                 let peers = self.replication_peers();
                 for p in peers {
-                    self.send_record(p, b"Q");
+                    self.request_resync(p);
                 }
                 json!({"ok": true, "requested_from": self.replication_peers().iter().map(|n| n.0).collect::<Vec<_>>()})
             }
@@ -1651,6 +1678,11 @@ impl Runtime {
             "card_overflowed": tstats.overflowed,
             "common_entries": self.core.common().len(),
             "common_bytes": self.core.common().heap_bytes(),
+            "last_resync": self.last_resync.map(|(n, d)| json!({
+                "entries": n,
+                "took_us": d.as_micros() as u64,
+                "entries_per_s": if d.is_zero() { 0.0 } else { n as f64 / d.as_secs_f64() },
+            })),
             "sa_count": self.sa_spis.len(),
             "sa_seq_jumps": self.sa_jumps,
             "esp": self.esp.counters,
