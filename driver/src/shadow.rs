@@ -24,7 +24,10 @@ pub(crate) struct Shadow {
     used: Vec<u64>,
     /// No free slot below `64 * hint`.
     hint: usize,
-    by_key: HashMap<KeyBits, u32>,
+    /// Keys come from traffic an attacker can shape: aHash with random keys resists collision
+    /// flooding. Sized for the card's depth at probe, so it never grows (rehashes) while
+    /// entries are installed in a takeover.
+    by_key: HashMap<KeyBits, u32, ahash::RandomState>,
     by_did: Vec<BTreeSet<u32>>,
     len: usize,
 }
@@ -36,7 +39,7 @@ impl Shadow {
             slots: vec![None; n],
             used: vec![0; n.div_ceil(64)],
             hint: 0,
-            by_key: HashMap::new(),
+            by_key: HashMap::with_capacity_and_hasher(n, ahash::RandomState::new()),
             by_did: vec![BTreeSet::new(); 256],
             len: 0,
         }

@@ -345,6 +345,13 @@ async fn takeover(per_node: u32) -> Result<(), String> {
     if result.is_some() {
         // Bulk resync: the killed node comes back with empty memory and takes its common table
         // from the survivors (conntrackd's figure to compare with is its bulk sync rate).
+        let retransmits = |st: &std::collections::BTreeMap<NodeId, serde_json::Value>| {
+            st.iter()
+                .filter(|(id, _)| **id != victim)
+                .map(|(_, v)| vu(&v["sync"]["retransmits"]))
+                .sum::<u64>()
+        };
+        let rt_before = retransmits(&c.statuses().await);
         let restart = Instant::now();
         c.start(victim).map_err(|e| e.to_string())?;
         let mut done = None;
@@ -361,9 +368,14 @@ async fn takeover(per_node: u32) -> Result<(), String> {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        let after = c.statuses().await;
+        let rt = retransmits(&after).saturating_sub(rt_before);
+        let dup = after
+            .get(&victim)
+            .map_or(0, |v| vu(&v["sync"]["duplicate_batches"]));
         match done {
             Some((t, r, ready)) => println!(
-                "bulk resync of restarted node {}: {} entries in {:.0} ms from first request to last answer = {:.0} entries/s ({:.0} ms from process start to a complete common table; ready {ready})",
+                "bulk resync of restarted node {}: {} entries in {:.0} ms from first request to last answer = {:.0} entries/s ({:.0} ms from process start to a complete common table; ready {ready}; {rt} frames retransmitted, {dup} received twice)",
                 victim.0,
                 r["entries"],
                 r["took_us"].as_f64().unwrap_or(0.0) / 1000.0,

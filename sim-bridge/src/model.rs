@@ -43,54 +43,118 @@ pub const MAX_DEPTH: u32 = 1 << 20;
 /// entries instead of probing each mask group.
 pub const MAX_MASK_GROUPS: usize = 8;
 
+/// The entries of one masked key: almost always one.
+#[derive(Clone, Debug)]
+enum Holders {
+    One(u32),
+    /// Several entries hold the same masked key (rare): boxed, to keep the common case small.
+    Many(Box<[u32]>),
+}
+
+impl Holders {
+    fn lowest(&self) -> Option<u32> {
+        match self {
+            Holders::One(i) => Some(*i),
+            Holders::Many(v) => v.iter().min().copied(),
+        }
+    }
+}
+
 /// The valid entries of one mask: masked key to entry indices.
 #[derive(Clone, Debug)]
 struct MaskGroup {
     mask: [u32; KW],
-    keys: HashMap<[u32; KW], Vec<u32>>,
+    keys: HashMap<[u32; KW], Holders, ahash::RandomState>,
     len: usize,
 }
 
-/// Valid entries grouped by mask (tuple-space search).
-#[derive(Clone, Debug, Default)]
+/// Valid entries grouped by mask (tuple-space search). A group that empties is kept (with its
+/// memory) while there is room, so refilling the card does not grow the index again.
+#[derive(Clone, Debug)]
 struct MaskIndex {
     groups: Vec<MaskGroup>,
+    /// Capacity the first group is created with: the card's depth, as the CAM's own memory.
+    depth: usize,
 }
 
 impl MaskIndex {
+    fn new(depth: usize) -> Self {
+        MaskIndex {
+            groups: Vec::new(),
+            depth,
+        }
+    }
+
     fn add(&mut self, mask: &[u32; KW], masked: &[u32; KW], i: u32) {
         let g = match self.groups.iter().position(|g| g.mask == *mask) {
             Some(g) => g,
             None => {
+                if self.groups.len() >= MAX_MASK_GROUPS {
+                    self.groups.retain(|g| g.len > 0);
+                }
+                let cap = if self.groups.is_empty() {
+                    self.depth
+                } else {
+                    0
+                };
                 self.groups.push(MaskGroup {
                     mask: *mask,
-                    keys: HashMap::new(),
+                    keys: HashMap::with_capacity_and_hasher(cap, ahash::RandomState::new()),
                     len: 0,
                 });
                 self.groups.len() - 1
             }
         };
         let g = &mut self.groups[g];
-        g.keys.entry(*masked).or_default().push(i);
         g.len += 1;
+        match g.keys.entry(*masked) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Holders::One(i));
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let h = o.get_mut();
+                match h {
+                    Holders::One(j) => *h = Holders::Many(Box::new([*j, i])),
+                    Holders::Many(v) => {
+                        let mut all = v.to_vec();
+                        all.push(i);
+                        *v = all.into_boxed_slice();
+                    }
+                }
+            }
+        }
     }
 
     fn remove(&mut self, mask: &[u32; KW], masked: &[u32; KW], i: u32) {
-        let Some(gi) = self.groups.iter().position(|g| g.mask == *mask) else {
+        let Some(g) = self.groups.iter_mut().find(|g| g.mask == *mask) else {
             return;
         };
-        let g = &mut self.groups[gi];
-        if let Some(list) = g.keys.get_mut(masked) {
-            if let Some(p) = list.iter().position(|&x| x == i) {
-                list.swap_remove(p);
-                g.len -= 1;
+        let gone = match g.keys.get_mut(masked) {
+            Some(Holders::One(j)) if *j == i => true,
+            Some(Holders::Many(v)) => {
+                if let Some(p) = v.iter().position(|&x| x == i) {
+                    let mut rest = v.to_vec();
+                    rest.swap_remove(p);
+                    g.len -= 1;
+                    *v = rest.into_boxed_slice();
+                }
+                if let [only] = v[..] {
+                    g.keys.insert(*masked, Holders::One(only));
+                }
+                false
             }
-            if list.is_empty() {
-                g.keys.remove(masked);
-            }
+            _ => false,
+        };
+        if gone {
+            g.keys.remove(masked);
+            g.len -= 1;
         }
-        if g.len == 0 {
-            self.groups.swap_remove(gi);
+    }
+
+    fn clear(&mut self) {
+        for g in &mut self.groups {
+            g.keys.clear();
+            g.len = 0;
         }
     }
 
@@ -101,13 +165,13 @@ impl MaskIndex {
             return None;
         }
         let mut best: Option<u32> = None;
-        for g in &self.groups {
+        for g in self.groups.iter().filter(|g| g.len > 0) {
             let mut k = *key;
             for (w, m) in k.iter_mut().zip(&g.mask) {
                 *w &= m;
             }
-            if let Some(lowest) = g.keys.get(&k).and_then(|l| l.iter().min()) {
-                best = Some(best.map_or(*lowest, |b| b.min(*lowest)));
+            if let Some(lowest) = g.keys.get(&k).and_then(Holders::lowest) {
+                best = Some(best.map_or(lowest, |b| b.min(lowest)));
             }
         }
         Some(best.map(|b| b as usize))
@@ -226,7 +290,7 @@ impl ModelCard {
             valid: vec![0; words],
             hit: vec![0; words],
             occupancy: 0,
-            index: MaskIndex::default(),
+            index: MaskIndex::new(n),
             crypto: Box::default(),
         }
     }
@@ -390,7 +454,7 @@ impl ModelCard {
                 self.valid.iter_mut().for_each(|w| *w = 0);
                 self.hit.iter_mut().for_each(|w| *w = 0);
                 self.occupancy = 0;
-                self.index = MaskIndex::default();
+                self.index.clear();
                 (0, err::OK)
             }
             cmd::FLUSH_DID => {

@@ -37,9 +37,11 @@ impl<R: RegIo> CardTable<R> {
         if count.get() > 256 {
             return Err(TableError::BadDist { dist: count.get() });
         }
+        let depth = card.depth() as usize;
         Ok(CardTable {
             card,
-            shadow: IndexedEntries::new(count),
+            // sized for the card: a takeover filling the card never grows the index
+            shadow: IndexedEntries::with_capacity(count, depth),
             stats: TableStats::default(),
             errors: 0,
         })
