@@ -700,9 +700,14 @@ impl Endpoint {
                 }
                 if p.rto_deadline.is_some_and(|t| t <= now) {
                     let rto = p.rto(cfg);
+                    // A first timeout resends only the oldest frame: a peer that was merely
+                    // slow (descheduled, busy applying) acks it with everything else it has,
+                    // and the acks' selective bitmap drives the resending of real holes
+                    // (`on_ack`). Only timeouts in a row, with no progress, resend all.
+                    let limit = if p.backoff == 0 { 1 } else { 256 };
                     for (b, f) in &p.in_flight {
                         if f.sent_at + rto <= now + Duration::from_micros(500)
-                            && retransmit.len() < 256
+                            && retransmit.len() < limit
                         {
                             retransmit.push(*b);
                         }
@@ -952,6 +957,22 @@ impl Endpoint {
                 }
             }
         }
+        // Holes: frames still in flight below the highest one the peer has (cumulatively or
+        // selectively acked) were lost (a datagram path does not reorder here); resend each
+        // at most once per round trip.
+        let highest = (0..64u64)
+            .rev()
+            .find(|i| ack.sack & (1 << i) != 0)
+            .map(|i| ack.next_expected.wrapping_add(1 + i));
+        let mut holes = Vec::new();
+        if let Some(top) = highest {
+            let rtt = p.srtt.unwrap_or(self.cfg.rto_min / 4);
+            for (&b, f) in p.in_flight.range(..top) {
+                if f.sent_at + rtt <= now && holes.len() < 64 {
+                    holes.push(b);
+                }
+            }
+        }
         if let Some(s) = sample {
             match p.srtt {
                 None => {
@@ -974,6 +995,9 @@ impl Endpoint {
                 Some(now + rto)
             };
             self.pump(now, from);
+        }
+        for b in holes {
+            self.send_data(now, from, b, true);
         }
     }
 }
