@@ -80,23 +80,35 @@ impl IndexedEntries {
         self.hasher.hash_one(key) as u32
     }
 
+    /// The probe's test for the bucket of `key`: the kept hash first, the slot's key only then.
+    fn holds<'a>(
+        slots: &'a [Option<Entry>],
+        h: u32,
+        key: &'a FlowKey,
+    ) -> impl Fn(&Bucket) -> bool + 'a {
+        move |b| {
+            b.hash == h
+                && slots
+                    .get(b.slot as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|e| e.key == *key)
+        }
+    }
+
     fn find(&self, h: u32, key: &FlowKey) -> Option<u32> {
-        let slots = &self.slots;
         self.index
-            .find(bucket_hash(h), |b| {
-                b.hash == h
-                    && slots
-                        .get(b.slot as usize)
-                        .and_then(Option::as_ref)
-                        .is_some_and(|e| e.key == *key)
-            })
+            .find(bucket_hash(h), Self::holds(&self.slots, h, key))
             .map(|b| b.slot)
+    }
+
+    fn get_hashed(&self, h: u32, key: &FlowKey) -> Option<&Entry> {
+        let i = self.find(h, key)?;
+        self.slots.get(i as usize)?.as_ref()
     }
 
     /// The entry of `key`.
     pub fn get(&self, key: &FlowKey) -> Option<&Entry> {
-        let i = self.find(self.hash32(key), key)?;
-        self.slots.get(i as usize)?.as_ref()
+        self.get_hashed(self.hash32(key), key)
     }
 
     /// The entry of `key`, mutably. Do not change its key or identifier through this.
@@ -165,16 +177,9 @@ impl IndexedEntries {
     }
 
     fn remove_hashed(&mut self, h: u32, key: &FlowKey) -> Option<Entry> {
-        let slots = &self.slots;
         let found = self
             .index
-            .find_entry(bucket_hash(h), |b| {
-                b.hash == h
-                    && slots
-                        .get(b.slot as usize)
-                        .and_then(Option::as_ref)
-                        .is_some_and(|e| e.key == *key)
-            })
+            .find_entry(bucket_hash(h), Self::holds(&self.slots, h, key))
             .ok()?;
         let (bucket, _) = found.remove();
         let i = bucket.slot as usize;
@@ -375,11 +380,7 @@ impl CommonTable {
     /// of a newer-or-equal version. O(1).
     pub fn upsert_remote(&mut self, entry: Entry) -> Upsert {
         let h = self.entries.hash32(&entry.key);
-        let old = self
-            .entries
-            .find(h, &entry.key)
-            .and_then(|i| self.entries.slots.get(i as usize)?.as_ref());
-        if let Some(old) = old {
+        if let Some(old) = self.entries.get_hashed(h, &entry.key) {
             if old.version > entry.version
                 || (old.version == entry.version && old.same_replicated(&entry))
             {
