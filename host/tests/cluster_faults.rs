@@ -387,3 +387,63 @@ fn moved_sa_keeps_final_replay_window() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// Two members join a 3-voter cluster as Raft learners; once ready each is promoted to voter
+/// through the log. Then two of the three original voters are killed at once: the survivors (one
+/// original voter and the two promoted members) are a majority of five, agree on a new epoch
+/// and take over every identifier, with no identifier claimed twice meanwhile.
+#[test]
+fn joined_members_become_voters_and_carry_quorum() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    rt().block_on(async {
+        let dir = workdir("voters");
+        let layout = Layout {
+            joiners: vec![4, 5],
+            ..Layout::default()
+        };
+        let exe = Path::new(env!("CARGO_BIN_EXE_clusterd"));
+        let mut c = Cluster::launch(&dir, &layout, exe, 3, Duration::from_secs(20))
+            .await
+            .unwrap();
+        for i in 4..=5 {
+            c.start(NodeId(i)).unwrap();
+        }
+        let all = json!([1, 2, 3, 4, 5]);
+        let start = tokio::time::Instant::now();
+        loop {
+            let st = c.statuses().await;
+            if st.len() == 5 && st.values().all(|v| v["voters"] == all) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "joined members were not promoted: {:?}",
+                st.values().map(|v| v["voters"].clone()).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        c.wait_settled(Duration::from_secs(15)).await.unwrap();
+        assert!(owned(&c, NodeId(4)).await > 0, "joined member owns nothing");
+        c.kill(NodeId(1));
+        c.kill(NodeId(2));
+        let start = tokio::time::Instant::now();
+        loop {
+            assert_eq!(double_claims(&mut c).await, 0, "two active owners");
+            let total = owned(&c, NodeId(3)).await
+                + owned(&c, NodeId(4)).await
+                + owned(&c, NodeId(5)).await;
+            if total == 256 {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "survivors did not take over every identifier (own {total} of 256)"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        c.wait_settled(Duration::from_secs(10)).await.unwrap();
+        check_tables(&mut c).await;
+        c.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}

@@ -10,7 +10,7 @@
 //! key = 64 hex digits              # cluster key (or: key_file = path, holding the hex)
 //! peer = 2 127.0.0.1:7102          # one line per other member: id address
 //! peer = 3 127.0.0.1:7103 witness  # a witness votes but handles no traffic
-//! peer = 4 127.0.0.1:7104 learner  # a member that does not vote (added to a running cluster)
+//! peer = 4 127.0.0.1:7104 learner  # added to a running cluster: a learner until the leader promotes it
 //! role = member                    # or: witness
 //! voter = yes                      # no: this node is a learner (must match the peers' lines)
 //! card = model                     # card backend spec (model, verilator, vfio:..., pci:...)

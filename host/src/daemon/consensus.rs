@@ -2,7 +2,7 @@
 //! sans-I/O: ticks, messages and proposals go in, messages to send and committed allocations
 //! come out).
 //!
-//! Every configured member (witnesses included) is a voter. The replicated state machine is the
+//! Configured voters (witnesses included) vote from the start. The replicated state machine is the
 //! sequence of allocations: a log entry `Allocate { epoch, owners }` is applied only if its epoch
 //! is exactly the current epoch plus one, so every node applies the same allocations in the same
 //! order, and in every agreed epoch each distribution identifier has at most one owner (the map
@@ -11,13 +11,19 @@
 //! The Raft hard state and log are kept in `state_dir` (appended per ready batch), so a node
 //! restarted after SIGKILL keeps its vote and term and rebuilds the allocation by re-applying its
 //! log.
+//!
+//! Membership: the configured voters start the cluster; members added later start as learners
+//! and the leader promotes each to voter ([`Consensus::promote`]) once it is ready, through a
+//! Raft configuration change in the log (so restarts re-apply it like the allocations).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message};
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message,
+};
 use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 
@@ -227,6 +233,52 @@ impl Consensus {
         &self.allocation
     }
 
+    /// The current voters (the configured ones plus every promoted learner).
+    pub fn voters(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self
+            .raw
+            .raft
+            .prs()
+            .conf()
+            .voters()
+            .ids()
+            .iter()
+            .filter_map(|id| u16::try_from(id).ok().map(NodeId))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Whether `node` votes now.
+    pub fn is_voter(&self, node: NodeId) -> bool {
+        self.raw
+            .raft
+            .prs()
+            .conf()
+            .voters()
+            .contains(u64::from(node.0))
+    }
+
+    /// Whether a configuration change is proposed and not yet applied.
+    pub fn conf_change_pending(&self) -> bool {
+        self.raw.raft.has_pending_conf()
+    }
+
+    /// Proposes to make learner `node` a voter. Leader only; one change at a time.
+    ///
+    /// # Errors
+    /// [`ConsensusError::NotLeader`] or Raft's refusal (a change already pending).
+    pub fn promote(&mut self, node: NodeId) -> Result<(), ConsensusError> {
+        if !self.is_leader() {
+            return Err(ConsensusError::NotLeader);
+        }
+        let mut cc = ConfChange::default();
+        cc.set_change_type(ConfChangeType::AddNode);
+        cc.node_id = u64::from(node.0);
+        self.raw.propose_conf_change(vec![], cc)?;
+        Ok(())
+    }
+
     /// Proposes `next` (its epoch must be the applied epoch plus one). Leader only.
     ///
     /// # Errors
@@ -293,8 +345,23 @@ impl Consensus {
 
     fn apply(&mut self, entries: Vec<Entry>) {
         for e in entries {
-            if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
-                continue;
+            match e.get_entry_type() {
+                EntryType::EntryConfChange => {
+                    if let Ok(cc) = ConfChange::parse_from_bytes(&e.data) {
+                        let cs = self.raw.apply_conf_change(&cc);
+                        self.set_conf_state(cs);
+                    }
+                    continue;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    if let Ok(cc) = ConfChangeV2::parse_from_bytes(&e.data) {
+                        let cs = self.raw.apply_conf_change(&cc);
+                        self.set_conf_state(cs);
+                    }
+                    continue;
+                }
+                EntryType::EntryNormal if !e.data.is_empty() => {}
+                EntryType::EntryNormal => continue,
             }
             if let Some(a) = decode_allocation(&e.data) {
                 if a.epoch.0 == self.allocation.epoch.0 + 1
@@ -307,6 +374,14 @@ impl Consensus {
                     self.committed.push(a);
                 }
             }
+        }
+    }
+
+    fn set_conf_state(&mut self, cs: raft::Result<ConfState>) {
+        // a change Raft refuses (not possible for the promotions proposed here) leaves the
+        // configuration as it was, on every node alike
+        if let Ok(cs) = cs {
+            self.raw.mut_store().wl().set_conf_state(cs);
         }
     }
 
@@ -424,6 +499,86 @@ mod tests {
         nodes.push(open(3));
         run(&mut nodes, 30);
         assert_eq!(nodes[2].allocation(), &next);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A learner promoted through the log is a voter on every node, and still after a
+    /// restart (re-applied from the log); with it, two of the three configured voters can fail
+    /// and the other two plus the promoted learner still agree.
+    #[test]
+    fn promoted_learner_votes_survives_restart_and_keeps_quorum() {
+        let dir = std::env::temp_dir().join(format!("consensus-promote-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let voters = [NodeId(1), NodeId(2), NodeId(3)];
+        let learners = [NodeId(4), NodeId(5)];
+        let count = IdCount::new(8).unwrap();
+        let open = |n: u16| {
+            Consensus::open(
+                NodeId(n),
+                &voters,
+                &learners,
+                count,
+                dir.join(format!("n{n}")),
+            )
+            .unwrap()
+        };
+        let mut nodes: Vec<Consensus> = (1..=5).map(open).collect();
+        let run = |nodes: &mut Vec<Consensus>, ticks: usize| {
+            for _ in 0..ticks {
+                for n in nodes.iter_mut() {
+                    n.tick();
+                }
+                for _ in 0..5 {
+                    let mut msgs = Vec::new();
+                    for n in nodes.iter_mut() {
+                        n.poll().unwrap();
+                        let from = n.me;
+                        msgs.extend(n.take_messages().into_iter().map(|(to, b)| (from, to, b)));
+                    }
+                    for (from, to, b) in msgs {
+                        if let Some(n) = nodes.iter_mut().find(|n| n.me == to) {
+                            let _ = n.step(from, &b);
+                        }
+                    }
+                }
+            }
+        };
+        run(&mut nodes, 60);
+        let leader = nodes.iter().position(|n| n.is_leader()).expect("a leader");
+        assert!(leader < 3, "learners never lead");
+        assert!(nodes.iter().all(|n| n.voters() == voters.to_vec()));
+        for l in learners {
+            let leader = nodes.iter().position(|n| n.is_leader()).unwrap();
+            assert!(!nodes[leader].is_voter(l));
+            nodes[leader].promote(l).unwrap();
+            run(&mut nodes, 5);
+            assert!(!nodes[leader].conf_change_pending());
+        }
+        let all: Vec<NodeId> = (1..=5).map(NodeId).collect();
+        for n in &nodes {
+            assert_eq!(n.voters(), all, "node {} sees the promotions", n.me.0);
+        }
+        // restart node 5: the promotions come back from its log
+        nodes.pop();
+        nodes.push(open(5));
+        run(&mut nodes, 5);
+        assert_eq!(nodes[4].voters(), all);
+        // nodes 1 and 2 fail: 3, 4 and 5 are a majority of five and still agree
+        nodes.retain(|n| n.me.0 >= 3);
+        run(&mut nodes, 80);
+        let leader = nodes
+            .iter()
+            .position(|n| n.is_leader())
+            .expect("a new leader");
+        let next = Allocation {
+            epoch: Epoch(1),
+            owners: vec![Some(NodeId(4)); 8],
+        };
+        nodes[leader].propose(&next).unwrap();
+        run(&mut nodes, 5);
+        for n in &nodes {
+            assert_eq!(n.allocation(), &next, "node {}", n.me.0);
+        }
         let _ = fs::remove_dir_all(&dir);
     }
 }

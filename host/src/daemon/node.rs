@@ -908,7 +908,8 @@ impl Runtime {
         // self-fencing: without contact to a majority of voters for 3/4 of the failure
         // threshold, stop handling traffic (the majority side will take our identifiers)
         let fence_after = failure * 3 / 4;
-        let voters = self.cfg.voters();
+        // the agreed voters: the configured ones plus every promoted learner
+        let voters = self.raft.voters();
         if voters.len() > 1 {
             let seen = voters
                 .iter()
@@ -1082,6 +1083,27 @@ impl Runtime {
         n == self.cfg.node || self.live.get(&n).is_some_and(|l| l.alive)
     }
 
+    /// A member that joined as a Raft learner becomes a voter once it is ready (its common table
+    /// complete), one configuration change at a time, so the cluster's fault tolerance grows
+    /// with it: with two learners promoted, a 3-voter cluster survives two of the original
+    /// voters failing.
+    fn promote_learners(&mut self) {
+        if self.raft.conf_change_pending() {
+            return;
+        }
+        let next = self
+            .members
+            .iter()
+            .copied()
+            .find(|n| *n != self.cfg.node && !self.raft.is_voter(*n) && self.is_ready(*n));
+        if let Some(n) = next {
+            match self.raft.promote(n) {
+                Ok(()) => log!(self.cfg.node, "proposes node {} as a voter", n.0),
+                Err(_) => self.apply_errors += 1,
+            }
+        }
+    }
+
     fn is_ready(&self, n: NodeId) -> bool {
         if n == self.cfg.node {
             return self.ready && !self.fenced;
@@ -1105,6 +1127,7 @@ impl Runtime {
         if !self.warmed_up(now) {
             return;
         }
+        self.promote_learners();
         if let Some(p) = self.raft.pending_epoch {
             if now.saturating_sub(self.proposal_at) < Duration::from_millis(1000)
                 && self.raft.allocation().epoch < p
@@ -1666,6 +1689,7 @@ impl Runtime {
             "behind": self.behind,
             "leader": self.raft.leader().map(|n| n.0),
             "is_leader": self.raft.is_leader(),
+            "voters": self.raft.voters().iter().map(|n| n.0).collect::<Vec<_>>(),
             "term": self.raft.term(),
             "epoch": a.epoch.0,
             "agreed_epoch": self.raft.allocation().epoch.0,
