@@ -8,9 +8,9 @@
 //! order, and in every agreed epoch each distribution identifier has at most one owner (the map
 //! is a function). Proposals come from the leader only (means 802/804/806 live there).
 //!
-//! The Raft hard state and log are kept in `state_dir` (appended per ready batch), so a node
-//! restarted after SIGKILL keeps its vote and term and rebuilds the allocation by re-applying its
-//! log.
+//! The Raft hard state and log are kept in `state_dir` (appended per ready batch and synced to
+//! disk before Raft acts on them), so a node restarted after SIGKILL or a power loss keeps its
+//! vote and term and rebuilds the allocation by re-applying its log.
 //!
 //! Membership: the configured voters start the cluster; members added later start as learners
 //! and the leader promotes each to voter ([`Consensus::promote`]) once it is ready, through a
@@ -399,7 +399,9 @@ impl Consensus {
             .append(true)
             .open(&self.log_path)
             .map_err(io(&self.log_path))?;
-        f.write_all(&buf).map_err(io(&self.log_path))
+        f.write_all(&buf).map_err(io(&self.log_path))?;
+        // on disk before Raft acts on it (votes and acks must survive a power loss)
+        f.sync_data().map_err(io(&self.log_path))
     }
 
     fn persist_hs(&self, hs: &HardState) -> Result<(), ConsensusError> {
@@ -407,8 +409,17 @@ impl Consensus {
             .write_to_bytes()
             .map_err(|_| ConsensusError::Corrupt("hard state encoding".into()))?;
         let tmp = self.hs_path.with_extension("tmp");
-        fs::write(&tmp, bytes).map_err(io(&tmp))?;
-        fs::rename(&tmp, &self.hs_path).map_err(io(&self.hs_path))
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&bytes).map_err(io(&tmp))?;
+        f.sync_data().map_err(io(&tmp))?;
+        fs::rename(&tmp, &self.hs_path).map_err(io(&self.hs_path))?;
+        // the rename itself is durable once the directory is synced
+        if let Some(dir) = self.hs_path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(dir))?;
+        }
+        Ok(())
     }
 
     /// Raft messages to send: `(to, bytes)`.

@@ -89,6 +89,13 @@ struct Liveness {
     alive: bool,
 }
 
+/// A resync in progress (see `resync_run`).
+struct ResyncRun {
+    started: std::time::Instant,
+    before: usize,
+    answered: Option<(std::time::Instant, usize)>,
+}
+
 /// One applied allocation, as the demo and tests see it.
 #[derive(Clone, Debug, serde::Serialize)]
 struct Applied {
@@ -141,8 +148,9 @@ pub struct Runtime {
     /// caught up (after a partition heals, or while an epoch change is being applied).
     behind: bool,
     resync_waiting: BTreeSet<NodeId>,
-    /// The resync under way: when the first request went out, and the common table's size then.
-    resync_run: Option<(std::time::Instant, usize)>,
+    /// The resync under way: when the first request went out, the common table's size then, and
+    /// when the last answer so far completed it (with the size then).
+    resync_run: Option<ResyncRun>,
     /// The last completed resync: entries it added and how long it took (status `last_resync`).
     last_resync: Option<(usize, Duration)>,
     drained: BTreeSet<NodeId>,
@@ -626,25 +634,45 @@ impl Runtime {
     /// Asks `peer` for everything it owns (`Q`); its `D` ends the answer.
     fn request_resync(&mut self, peer: NodeId) {
         if self.resync_run.is_none() {
-            self.resync_run = Some((std::time::Instant::now(), self.core.common().len()));
+            self.resync_run = Some(ResyncRun {
+                started: std::time::Instant::now(),
+                before: self.core.common().len(),
+                answered: None,
+            });
         }
         self.resync_waiting.insert(peer);
         self.send_record(peer, b"Q");
     }
 
-    /// `peer` finished its answer (or died): the resync is complete when nobody is left.
+    /// `peer` finished its answer (or died). With nobody left to answer, the resync is complete
+    /// for a ready node; a node still starting may yet ask peers whose hellos come later, so its
+    /// resync ends when it becomes ready (`check_ready`), at the last answer's time.
     fn resync_answered(&mut self, peer: NodeId) {
         self.resync_waiting.remove(&peer);
         if self.resync_waiting.is_empty() {
-            if let Some((t, before)) = self.resync_run.take() {
-                let added = self.core.common().len().saturating_sub(before);
-                self.last_resync = Some((added, t.elapsed()));
-                log!(
-                    self.cfg.node,
-                    "resync complete: {added} entries in {} ms",
-                    t.elapsed().as_millis()
-                );
+            let len = self.core.common().len();
+            if let Some(run) = &mut self.resync_run {
+                run.answered = Some((std::time::Instant::now(), len));
             }
+            if self.ready {
+                self.close_resync();
+            }
+        }
+    }
+
+    fn close_resync(&mut self) {
+        let Some(run) = self.resync_run.take() else {
+            return;
+        };
+        if let Some((at, len)) = run.answered {
+            let added = len.saturating_sub(run.before);
+            let took = at.saturating_duration_since(run.started);
+            self.last_resync = Some((added, took));
+            log!(
+                self.cfg.node,
+                "resync complete: {added} entries in {} ms",
+                took.as_millis()
+            );
         }
     }
 
@@ -954,6 +982,7 @@ impl Runtime {
         if !waiting_alive {
             log!(self.cfg.node, "ready (common table synced)");
             self.ready = true;
+            self.close_resync();
             self.send_heartbeats();
         }
     }
