@@ -341,6 +341,9 @@ pub struct Node<T: NodeSpecificTable> {
     alloc: Allocation,
     owned: Vec<bool>,
     gaining: Vec<bool>,
+    /// Standby: the node is not serving yet (starting, its common table still filling), so its
+    /// node-specific table takes nothing; see [`Node::set_standby`].
+    standby: bool,
     /// Per identifier: the common table is known to match the owner (own identifiers, an
     /// applied snapshot, or a matching digest).
     synced: Vec<bool>,
@@ -365,6 +368,7 @@ impl<T: NodeSpecificTable> Node<T> {
             alloc: Allocation::unowned(Epoch(0), cfg.count),
             owned: vec![false; n],
             gaining: vec![false; n],
+            standby: false,
             synced: vec![false; n],
             load: vec![0; n],
             pending: None,
@@ -442,8 +446,47 @@ impl<T: NodeSpecificTable> Node<T> {
 
     fn installs(&self, d: DistributionId) -> bool {
         self.cfg.mode == Mode::PriorArt
-            || self.owned.get(d.index()).copied().unwrap_or(false)
-            || self.gaining.get(d.index()).copied().unwrap_or(false)
+            || (!self.standby
+                && (self.owned.get(d.index()).copied().unwrap_or(false)
+                    || self.gaining.get(d.index()).copied().unwrap_or(false)))
+    }
+
+    /// Puts the node in standby (`true`) or takes it out (`false`). In standby the node keeps
+    /// its common table and follows allocations, but installs nothing in its node-specific
+    /// table: a node starting up re-applies its own log, whose last epoch may still give it
+    /// identifiers it lost while it was down, and must not fill its card with their entries
+    /// while its common table is synced. Leaving standby installs the entries of the
+    /// identifiers it owns then; returns how many.
+    pub fn set_standby(&mut self, now: Millis, on: bool) -> usize {
+        let was = self.standby;
+        self.standby = on;
+        if on || !was || self.cfg.mode == Mode::PriorArt {
+            return 0;
+        }
+        let mut installed = 0;
+        let ids: Vec<DistributionId> = self.cfg.count.all().filter(|d| self.installs(*d)).collect();
+        for d in ids {
+            let missing: Vec<Entry> = self
+                .common
+                .select(d)
+                .filter(|e| self.active.get(&e.key).is_none())
+                .cloned()
+                .collect();
+            for mut e in missing {
+                e.last_seen = now;
+                e.packets = 0;
+                match self.active.insert(e) {
+                    Ok(()) => installed += 1,
+                    Err(_) => self.stats.install_failures += 1,
+                }
+            }
+        }
+        installed
+    }
+
+    /// Whether the node is in standby ([`Node::set_standby`]).
+    pub fn standby(&self) -> bool {
+        self.standby
     }
 
     fn broadcast(&mut self, event: Event) {
@@ -1079,7 +1122,7 @@ impl<T: NodeSpecificTable> Node<T> {
         let mut failures = 0;
         for &d in &plan.gained {
             self.gaining[d.index()] = true;
-            if self.cfg.mode == Mode::PriorArt {
+            if self.cfg.mode == Mode::PriorArt || self.standby {
                 continue;
             }
             let entries: Vec<Entry> = self.common.select(d).cloned().collect();
@@ -1160,7 +1203,8 @@ impl<T: NodeSpecificTable> Node<T> {
     /// the owned identifiers. Prior-art mode: it holds exactly the common table.
     pub fn check_tables(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        let want = |e: &Entry| self.cfg.mode == Mode::PriorArt || self.owns(e.dist);
+        let want =
+            |e: &Entry| self.cfg.mode == Mode::PriorArt || (!self.standby && self.owns(e.dist));
         for e in self.active.entries() {
             if !want(e) {
                 problems.push(format!(
@@ -1407,6 +1451,49 @@ mod tests {
         assert!(n2.check_tables().is_empty());
         assert!(n2.begin_reallocation(Millis(3), &a2).is_err());
         assert!(n2.finish_reallocation(Epoch(99)).is_err());
+    }
+
+    /// A node in standby follows allocations and fills its common table but installs nothing;
+    /// leaving standby installs exactly the entries of the identifiers it owns then.
+    #[test]
+    fn standby_installs_nothing_until_it_ends() {
+        let mut n1 = node(1);
+        let mut n2 = node(2);
+        n2.set_standby(Millis(0), true);
+        let c = IdCount::new(16).unwrap();
+        let a1 = even_split(c, &[NodeId(1)]);
+        n1.apply_allocation(Millis(0), &a1).unwrap();
+        n2.apply_allocation(Millis(0), &a1).unwrap();
+        let flows = |n1: &mut Node<SoftwareTable>, n2: &mut Node<SoftwareTable>, ports| {
+            for port in ports {
+                let b = build::udp(a(1), port, a(2), 53, b"q").unwrap();
+                n1.handle_packet(Millis(1), &b);
+            }
+            for o in n1.drain_outbox() {
+                n2.apply_message(Millis(1), &o.message).unwrap();
+            }
+        };
+        flows(&mut n1, &mut n2, 1000..1100u16);
+        // node 2 gains identifiers (the stale epoch a restarted node re-applies from its own
+        // log), then more entries of them arrive: in standby, none is installed
+        let a2 = operator_move(&a1, &a1.ids_of(NodeId(1))[..8], NodeId(2));
+        n2.apply_allocation(Millis(2), &a2).unwrap();
+        flows(&mut n1, &mut n2, 1100..1200u16);
+        let want: usize = a2
+            .ids_of(NodeId(2))
+            .iter()
+            .map(|&d| n2.select(d).count())
+            .sum();
+        assert!(want > 0, "node 2 owns some of the entries");
+        assert_eq!(n2.common().len(), 200);
+        assert_eq!(n2.node_table().len(), 0, "standby: nothing installed");
+        assert!(n2.check_tables().is_empty(), "{:?}", n2.check_tables());
+        // leaving standby installs exactly the owned identifiers' entries
+        assert_eq!(n2.set_standby(Millis(3), false), want);
+        assert_eq!(n2.node_table().len(), want);
+        assert!(n2.check_tables().is_empty(), "{:?}", n2.check_tables());
+        // and leaving it again changes nothing
+        assert_eq!(n2.set_standby(Millis(4), false), 0);
     }
 
     #[test]

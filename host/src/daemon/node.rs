@@ -251,7 +251,10 @@ impl Runtime {
                 .map_err(|e| RunError::Rules(format!("{}: {e}", path.display())))?;
             ncfg.rules = RuleSet::parse(&text).map_err(|e| RunError::Rules(e.to_string()))?;
         }
-        let core = Node::new(ncfg, table);
+        let mut core = Node::new(ncfg, table);
+        // until its common table is synced the node installs nothing in its card (its own log
+        // may still give it identifiers it lost while it was down)
+        core.set_standby(Millis(0), true);
         let peers: Vec<NodeId> = cfg.peers.iter().map(|p| p.id).collect();
         let mut ecfg = EndpointConfig::new(cfg.node, t_inc);
         ecfg.flush_interval = Duration::from_millis(cfg.flush_ms);
@@ -387,6 +390,15 @@ impl Runtime {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {}
+            }
+            // acks (and records) already waiting go in before the timers run: after a long
+            // handler (a resync answer, a card install) a retransmission timer must not fire
+            // for frames the peer has long acknowledged
+            for _ in 0..64 {
+                match self.udp.try_recv(&mut sbuf) {
+                    Some(n) => self.on_sync_datagram(&sbuf[..n]),
+                    None => break,
+                }
             }
             self.synthesize_slice();
             self.after_io();
@@ -983,6 +995,14 @@ impl Runtime {
             log!(self.cfg.node, "ready (common table synced)");
             self.ready = true;
             self.close_resync();
+            let m = self.millis();
+            let installed = self.core.set_standby(m, false);
+            if installed > 0 {
+                log!(
+                    self.cfg.node,
+                    "installed {installed} entries of the identifiers it owns"
+                );
+            }
             self.send_heartbeats();
         }
     }
