@@ -345,13 +345,14 @@ async fn takeover(per_node: u32) -> Result<(), String> {
     if result.is_some() {
         // Bulk resync: the killed node comes back with empty memory and takes its common table
         // from the survivors (conntrackd's figure to compare with is its bulk sync rate).
-        let retransmits = |st: &std::collections::BTreeMap<NodeId, serde_json::Value>| {
+        // the survivors' (senders') counters, summed
+        let senders = |st: &std::collections::BTreeMap<NodeId, serde_json::Value>, k: &str| {
             st.iter()
                 .filter(|(id, _)| **id != victim)
-                .map(|(_, v)| vu(&v["sync"]["retransmits"]))
+                .map(|(_, v)| vu(&v["sync"][k]))
                 .sum::<u64>()
         };
-        let rt_before = retransmits(&c.statuses().await);
+        let before = c.statuses().await;
         let restart = Instant::now();
         c.start(victim).map_err(|e| e.to_string())?;
         let mut done = None;
@@ -369,13 +370,18 @@ async fn takeover(per_node: u32) -> Result<(), String> {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let after = c.statuses().await;
-        let rt = retransmits(&after).saturating_sub(rt_before);
+        let delta = |k: &str| senders(&after, k).saturating_sub(senders(&before, k));
+        let (rt, timeouts, in_a_row) = (
+            delta("retransmits"),
+            delta("timeouts"),
+            delta("timeouts_in_a_row"),
+        );
         let dup = after
             .get(&victim)
             .map_or(0, |v| vu(&v["sync"]["duplicate_batches"]));
         match done {
             Some((t, r, ready)) => println!(
-                "bulk resync of restarted node {}: {} entries in {:.0} ms from first request to last answer = {:.0} entries/s ({:.0} ms from process start to a complete common table; ready {ready}; {rt} frames retransmitted, {dup} received twice)",
+                "bulk resync of restarted node {}: {} entries in {:.0} ms from first request to last answer = {:.0} entries/s ({:.0} ms from process start to a complete common table; ready {ready}; {rt} frames retransmitted after {timeouts} timeouts, {in_a_row} of them in a row, {dup} received twice)",
                 victim.0,
                 r["entries"],
                 r["took_us"].as_f64().unwrap_or(0.0) / 1000.0,

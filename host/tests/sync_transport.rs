@@ -398,6 +398,7 @@ fn slow_peer_costs_one_resend_and_holes_are_resent_from_acks() {
         "a first timeout resends the oldest frame only"
     );
     assert_eq!(a.stats().retransmits, 1);
+    assert_eq!((a.stats().timeouts, a.stats().timeouts_in_a_row), (1, 0));
 
     // the held frames arrive late, all but the fourth (lost); the resend of the first is a
     // duplicate. The receiver acks the gap at once; the ack resends the hole, no timeout needed.
@@ -416,6 +417,7 @@ fn slow_peer_costs_one_resend_and_holes_are_resent_from_acks() {
     }
     assert_eq!(resent.len(), 1, "exactly the hole is resent");
     assert_eq!(a.stats().retransmits, 2);
+    assert_eq!(a.stats().hole_resends, 1);
     // a second ack showing the same hole within the round trip resends nothing more
     let _ = b.handle_frame(now, &held[5].bytes);
     while let Some(t) = b.poll_transmit() {

@@ -150,6 +150,12 @@ pub struct SyncStats {
     pub data_frames_sent: u64,
     /// Data frames sent again.
     pub retransmits: u64,
+    /// Retransmission timeouts that expired (the first of a run resends one frame).
+    pub timeouts: u64,
+    /// Timeouts that expired again without progress (every overdue frame resent).
+    pub timeouts_in_a_row: u64,
+    /// Frames resent because a selective ack showed them missing.
+    pub hole_resends: u64,
     /// Records queued by the application.
     pub records_sent: u64,
     /// Frames accepted.
@@ -705,6 +711,10 @@ impl Endpoint {
                     // and the acks' selective bitmap drives the resending of real holes
                     // (`on_ack`). Only timeouts in a row, with no progress, resend all.
                     let limit = if p.backoff == 0 { 1 } else { 256 };
+                    self.stats.timeouts += 1;
+                    if p.backoff > 0 {
+                        self.stats.timeouts_in_a_row += 1;
+                    }
                     for (b, f) in &p.in_flight {
                         if f.sent_at + rto <= now + Duration::from_micros(500)
                             && retransmit.len() < limit
@@ -996,6 +1006,7 @@ impl Endpoint {
             };
             self.pump(now, from);
         }
+        self.stats.hole_resends += holes.len() as u64;
         for b in holes {
             self.send_data(now, from, b, true);
         }
