@@ -437,6 +437,28 @@ impl Consensus {
 mod tests {
     use super::*;
 
+    /// Runs `ticks` clock ticks over an in-process network of `nodes`, every message delivered.
+    fn run(nodes: &mut [Consensus], ticks: usize) {
+        for _ in 0..ticks {
+            for n in nodes.iter_mut() {
+                n.tick();
+            }
+            for _ in 0..5 {
+                let mut msgs = Vec::new();
+                for n in nodes.iter_mut() {
+                    n.poll().unwrap();
+                    let from = n.me;
+                    msgs.extend(n.take_messages().into_iter().map(|(to, b)| (from, to, b)));
+                }
+                for (from, to, b) in msgs {
+                    if let Some(n) = nodes.iter_mut().find(|n| n.me == to) {
+                        let _ = n.step(from, &b);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn allocation_codec_round_trip_and_strictness() {
         let a = Allocation {
@@ -463,26 +485,6 @@ mod tests {
             Consensus::open(NodeId(n), &voters, &[], count, dir.join(format!("n{n}"))).unwrap()
         };
         let mut nodes: Vec<Consensus> = (1..=3).map(open).collect();
-        let run = |nodes: &mut Vec<Consensus>, ticks: usize| {
-            for _ in 0..ticks {
-                for n in nodes.iter_mut() {
-                    n.tick();
-                }
-                for _ in 0..5 {
-                    let mut msgs = Vec::new();
-                    for n in nodes.iter_mut() {
-                        n.poll().unwrap();
-                        let from = n.me;
-                        msgs.extend(n.take_messages().into_iter().map(|(to, b)| (from, to, b)));
-                    }
-                    for (from, to, b) in msgs {
-                        if let Some(n) = nodes.iter_mut().find(|n| n.me == to) {
-                            let _ = n.step(from, &b);
-                        }
-                    }
-                }
-            }
-        };
         run(&mut nodes, 60);
         let leader = nodes.iter().position(|n| n.is_leader()).expect("a leader");
         let next = Allocation {
@@ -534,26 +536,6 @@ mod tests {
             .unwrap()
         };
         let mut nodes: Vec<Consensus> = (1..=5).map(open).collect();
-        let run = |nodes: &mut Vec<Consensus>, ticks: usize| {
-            for _ in 0..ticks {
-                for n in nodes.iter_mut() {
-                    n.tick();
-                }
-                for _ in 0..5 {
-                    let mut msgs = Vec::new();
-                    for n in nodes.iter_mut() {
-                        n.poll().unwrap();
-                        let from = n.me;
-                        msgs.extend(n.take_messages().into_iter().map(|(to, b)| (from, to, b)));
-                    }
-                    for (from, to, b) in msgs {
-                        if let Some(n) = nodes.iter_mut().find(|n| n.me == to) {
-                            let _ = n.step(from, &b);
-                        }
-                    }
-                }
-            }
-        };
         run(&mut nodes, 60);
         let leader = nodes.iter().position(|n| n.is_leader()).expect("a leader");
         assert!(leader < 3, "learners never lead");
