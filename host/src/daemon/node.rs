@@ -361,12 +361,7 @@ impl Runtime {
                 r = self.udp.recv(&mut sbuf) => {
                     if let Ok(n) = r {
                         self.on_sync_datagram(&sbuf[..n]);
-                        for _ in 0..64 {
-                            match self.udp.try_recv(&mut sbuf) {
-                                Some(n) => self.on_sync_datagram(&sbuf[..n]),
-                                None => break,
-                            }
-                        }
+                        self.drain_sync(&mut sbuf);
                     }
                 }
                 r = recv_opt(&self.wire, &mut wbuf) => {
@@ -394,12 +389,7 @@ impl Runtime {
             // acks (and records) already waiting go in before the timers run: after a long
             // handler (a resync answer, a card install) a retransmission timer must not fire
             // for frames the peer has long acknowledged
-            for _ in 0..64 {
-                match self.udp.try_recv(&mut sbuf) {
-                    Some(n) => self.on_sync_datagram(&sbuf[..n]),
-                    None => break,
-                }
-            }
+            self.drain_sync(&mut sbuf);
             self.synthesize_slice();
             self.after_io();
         }
@@ -441,6 +431,16 @@ impl Runtime {
     fn on_sync_datagram(&mut self, bytes: &[u8]) {
         let _ = self.udp.deliver(&mut self.ep, bytes);
         self.process_sync_events();
+    }
+
+    /// Handles up to 64 sync datagrams already waiting, without blocking.
+    fn drain_sync(&mut self, buf: &mut [u8]) {
+        for _ in 0..64 {
+            match self.udp.try_recv(buf) {
+                Some(n) => self.on_sync_datagram(&buf[..n]),
+                None => break,
+            }
+        }
     }
 
     fn heard(&mut self, from: NodeId) {
