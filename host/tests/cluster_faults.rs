@@ -50,6 +50,20 @@ async fn double_claims(c: &mut Cluster) -> usize {
     claims.values().filter(|n| **n > 1).count()
 }
 
+/// Starts members 1..=3 of `layout` in `dir` and waits until they have settled.
+async fn launch(dir: &Path, layout: &Layout) -> Cluster {
+    let exe = Path::new(env!("CARGO_BIN_EXE_clusterd"));
+    Cluster::launch(dir, layout, exe, 3, Duration::from_secs(20))
+        .await
+        .unwrap()
+}
+
+/// Stops every node and removes the working directory.
+async fn finish(mut c: Cluster, dir: &Path) {
+    c.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 async fn owned(c: &Cluster, id: NodeId) -> u64 {
     c.call(id, json!({"cmd": "status"}))
         .await
@@ -74,15 +88,7 @@ fn partition_fences_minority_and_heals() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     rt().block_on(async {
         let dir = workdir("partition");
-        let mut c = Cluster::launch(
-            &dir,
-            &Layout::default(),
-            Path::new(env!("CARGO_BIN_EXE_clusterd")),
-            3,
-            Duration::from_secs(20),
-        )
-        .await
-        .unwrap();
+        let mut c = launch(&dir, &Layout::default()).await;
         assert!(owned(&c, NodeId(3)).await > 0);
         // cut node 3 off in both directions
         c.call(NodeId(3), json!({"cmd": "partition", "peers": [1, 2]}))
@@ -135,8 +141,7 @@ fn partition_fences_minority_and_heals() {
         );
         c.wait_settled(Duration::from_secs(10)).await.unwrap();
         check_tables(&mut c).await;
-        c.shutdown().await;
-        let _ = std::fs::remove_dir_all(&dir);
+        finish(c, &dir).await;
     });
 }
 
@@ -145,15 +150,7 @@ fn operator_move_and_drain() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     rt().block_on(async {
         let dir = workdir("operator");
-        let mut c = Cluster::launch(
-            &dir,
-            &Layout::default(),
-            Path::new(env!("CARGO_BIN_EXE_clusterd")),
-            3,
-            Duration::from_secs(20),
-        )
-        .await
-        .unwrap();
+        let mut c = launch(&dir, &Layout::default()).await;
         // a non-leader refuses operator commands and names the leader
         let leader = c.leader().await.unwrap();
         let other = (1..=3).map(NodeId).find(|n| *n != leader).unwrap();
@@ -256,8 +253,7 @@ fn operator_move_and_drain() {
             .unwrap();
         assert_eq!(v["ok"], json!(false));
         assert!(v["error"].as_str().unwrap().contains("unknown command"));
-        c.shutdown().await;
-        let _ = std::fs::remove_dir_all(&dir);
+        finish(c, &dir).await;
     });
 }
 
@@ -272,15 +268,7 @@ fn moved_sa_keeps_final_replay_window() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     rt().block_on(async {
         let dir = workdir("samove");
-        let mut c = Cluster::launch(
-            &dir,
-            &Layout::default(),
-            Path::new(env!("CARGO_BIN_EXE_clusterd")),
-            3,
-            Duration::from_secs(20),
-        )
-        .await
-        .unwrap();
+        let mut c = launch(&dir, &Layout::default()).await;
         let key = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
         let spi = 0x4242u32;
         let v = c
@@ -383,8 +371,7 @@ fn moved_sa_keeps_final_replay_window() {
                 .unwrap();
             assert_eq!(double_claims(&mut c).await, 0);
         }
-        c.shutdown().await;
-        let _ = std::fs::remove_dir_all(&dir);
+        finish(c, &dir).await;
     });
 }
 
@@ -401,10 +388,7 @@ fn joined_members_become_voters_and_carry_quorum() {
             joiners: vec![4, 5],
             ..Layout::default()
         };
-        let exe = Path::new(env!("CARGO_BIN_EXE_clusterd"));
-        let mut c = Cluster::launch(&dir, &layout, exe, 3, Duration::from_secs(20))
-            .await
-            .unwrap();
+        let mut c = launch(&dir, &layout).await;
         for i in 4..=5 {
             c.start(NodeId(i)).unwrap();
         }
@@ -443,7 +427,6 @@ fn joined_members_become_voters_and_carry_quorum() {
         }
         c.wait_settled(Duration::from_secs(10)).await.unwrap();
         check_tables(&mut c).await;
-        c.shutdown().await;
-        let _ = std::fs::remove_dir_all(&dir);
+        finish(c, &dir).await;
     });
 }

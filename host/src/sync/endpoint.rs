@@ -970,10 +970,10 @@ impl Endpoint {
         // Holes: frames still in flight below the highest one the peer has (cumulatively or
         // selectively acked) were lost (a datagram path does not reorder here); resend each
         // at most once per round trip.
-        let highest = (0..64u64)
-            .rev()
-            .find(|i| ack.sack & (1 << i) != 0)
-            .map(|i| ack.next_expected.wrapping_add(1 + i));
+        let highest = (ack.sack != 0).then(|| {
+            ack.next_expected
+                .wrapping_add(64 - u64::from(ack.sack.leading_zeros()))
+        });
         let mut holes = Vec::new();
         if let Some(top) = highest {
             let rtt = p.srtt.unwrap_or(self.cfg.rto_min / 4);
