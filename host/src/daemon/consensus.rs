@@ -251,12 +251,7 @@ impl Consensus {
 
     /// Whether `node` votes now.
     pub fn is_voter(&self, node: NodeId) -> bool {
-        self.raw
-            .raft
-            .prs()
-            .conf()
-            .voters()
-            .contains(u64::from(node.0))
+        self.voters().contains(&node)
     }
 
     /// Whether a configuration change is proposed and not yet applied.

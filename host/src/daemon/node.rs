@@ -660,8 +660,8 @@ impl Runtime {
     /// for a ready node; a node still starting may yet ask peers whose hellos come later, so its
     /// resync ends when it becomes ready (`check_ready`), at the last answer's time.
     fn resync_answered(&mut self, peer: NodeId) {
-        self.resync_waiting.remove(&peer);
-        if self.resync_waiting.is_empty() {
+        // a peer that was not asked (a death, a late `D`) changes nothing
+        if self.resync_waiting.remove(&peer) && self.resync_waiting.is_empty() {
             let len = self.core.common().len();
             if let Some(run) = &mut self.resync_run {
                 run.answered = Some((std::time::Instant::now(), len));

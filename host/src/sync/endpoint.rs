@@ -974,15 +974,15 @@ impl Endpoint {
             ack.next_expected
                 .wrapping_add(64 - u64::from(ack.sack.leading_zeros()))
         });
-        let mut holes = Vec::new();
-        if let Some(top) = highest {
-            let rtt = p.srtt.unwrap_or(self.cfg.rto_min / 4);
-            for (&b, f) in p.in_flight.range(..top) {
-                if f.sent_at + rtt <= now && holes.len() < 64 {
-                    holes.push(b);
-                }
-            }
-        }
+        let rtt = p.srtt.unwrap_or(self.cfg.rto_min / 4);
+        let holes: Vec<u64> = highest.map_or_else(Vec::new, |top| {
+            p.in_flight
+                .range(..top)
+                .filter(|(_, f)| f.sent_at + rtt <= now)
+                .map(|(b, _)| *b)
+                .take(64)
+                .collect()
+        });
         if let Some(s) = sample {
             match p.srtt {
                 None => {
