@@ -34,6 +34,7 @@ pub use card::{
     DEFAULT_POLL_LIMIT,
 };
 pub use error::{CamCmd, CmdErrorCode, DriverError};
+pub use hal::RegIo;
 pub use key::{
     Action, CamKey, Flow, IpPrefix, KeyBits, KeyError, Kind, ResultFlags, ResultWord, KEY_WORDS,
 };

@@ -327,7 +327,7 @@ impl RuleSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::packet::{build, parse_packet, Framing, TcpFlags};
+    use crate::packet::{build, parse_packet, Framing, TcpFlags};
     use std::net::Ipv4Addr;
 
     #[test]

@@ -48,8 +48,8 @@ pub fn plan(old: &Allocation, new: &Allocation, node: NodeId) -> ReallocPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::alloc_policy::{even_split, operator_move};
-    use crate::core::ids::IdCount;
+    use crate::alloc_policy::{even_split, operator_move};
+    use crate::ids::IdCount;
 
     #[test]
     fn patent_example() {

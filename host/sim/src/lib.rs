@@ -10,17 +10,21 @@
 //! plays that role and delivers agreed allocations and handover snapshots reliably. Replication
 //! traffic goes over the faulty network.
 
-use super::alloc_policy::{self, Allocation};
-use super::card_table::CardTable;
-use super::distribution::ClusterSecret;
-use super::entry::Entry;
-use super::entry::{Endpoint, FlowKey, L4Proto};
-use super::events::{Event, Message};
-use super::ids::{DistributionId, IdCount, Millis, NodeId};
-use super::node::{Destination, DropReason, Mode, Node, NodeConfig, Outgoing, Timeouts, Verdict};
-use super::node_table::{NodeSpecificTable, SimCard, TableError, TableStats, TieredTable};
-use super::packet::{build, Framing, TcpFlags};
-use super::rules::RuleSet;
+#![forbid(unsafe_code)]
+
+use cluster_core::alloc_policy::{self, Allocation};
+use cluster_core::card_table::CardTable;
+use cluster_core::distribution::ClusterSecret;
+use cluster_core::entry::Entry;
+use cluster_core::entry::{Endpoint, FlowKey, L4Proto};
+use cluster_core::events::{Event, Message};
+use cluster_core::ids::{DistributionId, IdCount, Millis, NodeId};
+use cluster_core::node::{
+    Destination, DropReason, Mode, Node, NodeConfig, Outgoing, Timeouts, Verdict,
+};
+use cluster_core::node_table::{NodeSpecificTable, SimCard, TableError, TableStats, TieredTable};
+use cluster_core::packet::{build, Framing, TcpFlags};
+use cluster_core::rules::RuleSet;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sim_bridge::model::ModelCard;
@@ -311,7 +315,7 @@ impl Sim {
             nodes: BTreeMap::new(),
             incarnations: HashMap::new(),
             weights: BTreeMap::new(),
-            alloc: Allocation::unowned(super::ids::Epoch(0), cfg.count),
+            alloc: Allocation::unowned(cluster_core::ids::Epoch(0), cfg.count),
             net: Vec::new(),
             order: 0,
             blocked: BTreeSet::new(),
@@ -785,7 +789,7 @@ impl Sim {
                 // A garbage message: random bytes after a valid format byte and a foreign sender.
                 let mut m = b.clone();
                 if m.len() > 3 {
-                    m[0] = super::events::FORMAT;
+                    m[0] = cluster_core::events::FORMAT;
                     m[1] = 0xee;
                     m[2] = 0xee;
                 }
@@ -1093,7 +1097,7 @@ impl Sim {
         self.cfg.loss = loss;
         self.cfg.duplicate = dup;
         // Invariant 3.
-        let mut truth: HashMap<FlowKey, super::entry::Entry> = HashMap::new();
+        let mut truth: HashMap<FlowKey, cluster_core::entry::Entry> = HashMap::new();
         for n in self.nodes.values() {
             for e in n.node_table().entries() {
                 if n.owns(e.dist) {
@@ -1103,7 +1107,7 @@ impl Sim {
         }
         self.report.sessions = truth
             .values()
-            .filter(|e| e.state == super::entry::ConnState::Session)
+            .filter(|e| e.state == cluster_core::entry::ConnState::Session)
             .count() as u64;
         let mut problems = Vec::new();
         for n in self.nodes.values() {

@@ -1,12 +1,12 @@
 //! Seeded cluster simulation: 2-8 nodes, faulty network, small cards, crashes, joins,
 //! rebalances, partitions; invariants 1-4 and 7 of the design brief checked throughout.
 
+use cluster_sim::{Sim, SimCardKind, SimConfig, SimReport};
 use host::core::entry::Endpoint;
 use host::core::node::{Mode, Verdict};
 use host::core::node_table::NodeSpecificTable;
 use host::core::packet::{build, TcpFlags};
 use host::core::pcap::{self, LinkType, PcapPacket};
-use host::core::sim::{Sim, SimCardKind, SimConfig, SimReport};
 use std::net::{IpAddr, Ipv4Addr};
 
 fn assert_clean(label: &str, r: &SimReport) {

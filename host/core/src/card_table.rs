@@ -13,11 +13,11 @@
 use super::common::IndexedEntries;
 use super::entry::{Action, ConnState, Entry, FlowKey, L4Proto};
 use super::ids::{DistributionId, IdCount, Millis};
-use super::node_table::{NodeSpecificTable, TableError, TableStats, TieredTable};
+use super::node_table::{NodeSpecificTable, TableError, TableStats};
+use driver::RegIo;
 use driver::{
     CamEntry, CamKey, Card, DidSet, DriverError, Flow, IpPrefix, ResultFlags, ResultWord,
 };
-use hal::RegIo;
 use std::net::{IpAddr, Ipv4Addr};
 
 /// A node-specific table on a card.
@@ -78,22 +78,6 @@ impl<R: RegIo> CardTable<R> {
         }
         Ok(keys)
     }
-}
-
-/// The default node-specific table: the reference-model card (`depth` CAM entries) through
-/// the driver, with host memory behind it for overflow.
-///
-/// # Errors
-/// [`TableError::Device`] if the model card does not come up; [`TableError::BadDist`] when
-/// `count` exceeds 256.
-pub fn model_card_table(
-    count: IdCount,
-    depth: u32,
-) -> Result<TieredTable<CardTable<sim_bridge::model::ModelCard>>, TableError> {
-    let model = sim_bridge::model::ModelCard::with_depth(depth)
-        .map_err(|e| TableError::Device(e.to_string()))?;
-    let card = Card::probe(model).map_err(dev)?;
-    Ok(TieredTable::new(CardTable::new(card, count)?, count))
 }
 
 fn dev(e: DriverError) -> TableError {
@@ -338,9 +322,26 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::entry::Endpoint;
-    use crate::core::ids::NodeId;
+    use crate::entry::Endpoint;
+    use crate::ids::NodeId;
+    use crate::node_table::TieredTable;
     use sim_bridge::model::ModelCard;
+
+    /// The default node-specific table: the reference-model card (`depth` CAM entries) through
+    /// the driver, with host memory behind it for overflow.
+    ///
+    /// # Errors
+    /// [`TableError::Device`] if the model card does not come up; [`TableError::BadDist`] when
+    /// `count` exceeds 256.
+    fn model_card_table(
+        count: IdCount,
+        depth: u32,
+    ) -> Result<TieredTable<CardTable<sim_bridge::model::ModelCard>>, TableError> {
+        let model = sim_bridge::model::ModelCard::with_depth(depth)
+            .map_err(|e| TableError::Device(e.to_string()))?;
+        let card = Card::probe(model).map_err(dev)?;
+        Ok(TieredTable::new(CardTable::new(card, count)?, count))
+    }
 
     fn entry(i: u32, dist: u16) -> Entry {
         let (k, _) = FlowKey::transport(

@@ -186,7 +186,7 @@ impl Distributor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::entry::Endpoint;
+    use crate::entry::Endpoint;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn d(n: u32) -> Distributor {

@@ -466,8 +466,8 @@ impl CommonTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::entry::{ConnState, Endpoint, L4Proto};
-    use crate::core::ids::NodeId;
+    use crate::entry::{ConnState, Endpoint, L4Proto};
+    use crate::ids::NodeId;
     use std::net::{IpAddr, Ipv4Addr};
 
     fn entry(i: u32, dist: u16) -> Entry {

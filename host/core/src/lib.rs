@@ -1,6 +1,7 @@
 //! The state core: the patent's method (seeds: figures 2, 4, 5, 6; claims 1-13) as a sans-I/O
 //! library. It owns no sockets and no clock: the caller passes time ([`Millis`]) and bytes in and
-//! takes replication messages out, so a seeded simulation ([`sim`]) drives it deterministically.
+//! takes replication messages out, so a seeded simulation (the `cluster-sim` crate, test support)
+//! drives it deterministically.
 //!
 //! # API summary (stable; the daemon codes against this)
 //!
@@ -22,9 +23,7 @@
 //! `driver::Card<R>`: one `FLUSH_DID` for the lost identifiers, hit bits feed idle timeouts via
 //! `sync_hits`) and [`TieredTable`] (card + software overflow: a full CAM loses nothing, hot
 //! entries are promoted into the card by `maintain`).
-//! `card_table::model_card_table(count, depth)` is the default table: the reference-model card
-//! with host memory behind it.
-//!
+//! //!
 //! Packets ([`packet`]): [`parse_packet`]`(bytes, Framing) -> Result<ParsedPacket, ParseError>`.
 //! Rules ([`rules`]): [`RuleSet::parse`]`(text)`; first match wins; format in `docs/rules.md`.
 //!
@@ -55,9 +54,9 @@
 //! (failure, join, weights, drain), `load_balance` (per-id load, hysteresis), `operator_move`.
 //! Reallocation planning ([`realloc`]): `plan(old, new, node) -> ReallocPlan { gained, lost }`.
 //!
-//! Simulation ([`sim`]): `Sim::new(SimConfig::small(seed, nodes))`, `step`, `run(steps,
-//! settle_every)`, `crash`, `join`, `rebalance`, `reallocate`, `settle`, `inject_packet`,
-//! `report() -> SimReport`. Captures: [`pcap`] `read` / `write`.
+//! Captures: [`pcap`] `read` / `write`.
+
+#![forbid(unsafe_code)]
 
 pub mod alloc_policy;
 pub mod card_table;
@@ -72,7 +71,6 @@ pub mod packet;
 pub mod pcap;
 pub mod realloc;
 pub mod rules;
-pub mod sim;
 pub mod siphash;
 
 pub use alloc_policy::Allocation;

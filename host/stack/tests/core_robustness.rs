@@ -189,12 +189,12 @@ fn ipv4_tcp_add_fits_the_wire_budget() {
 
 #[test]
 fn fuzz_seed_corpus_is_valid() {
-    let add = include_bytes!("../../fuzz/corpus/event_decode/add_tcp4");
+    let add = include_bytes!("../../../fuzz/corpus/event_decode/add_tcp4");
     let m = Message::decode(add).expect("seed decodes");
     assert!(matches!(m.event, Event::Add(_)));
     for p in [
-        &include_bytes!("../../fuzz/corpus/packet_parse/ipv4_tcp_syn")[..],
-        &include_bytes!("../../fuzz/corpus/packet_parse/ipv4_ike")[..],
+        &include_bytes!("../../../fuzz/corpus/packet_parse/ipv4_tcp_syn")[..],
+        &include_bytes!("../../../fuzz/corpus/packet_parse/ipv4_ike")[..],
     ] {
         let d = Distributor::new(&ClusterSecret::new([1; 16]), IdCount::default());
         let parsed = parse_packet(p, Framing::Ip).expect("seed parses");

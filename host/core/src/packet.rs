@@ -389,8 +389,8 @@ pub mod build {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::distribution::ClusterSecret;
-    use crate::core::ids::IdCount;
+    use crate::distribution::ClusterSecret;
+    use crate::ids::IdCount;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn a4(x: u8) -> IpAddr {

@@ -392,8 +392,8 @@ impl<C: NodeSpecificTable> NodeSpecificTable for TieredTable<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::entry::{ConnState, Endpoint, L4Proto};
-    use crate::core::ids::NodeId;
+    use crate::entry::{ConnState, Endpoint, L4Proto};
+    use crate::ids::NodeId;
     use std::net::{IpAddr, Ipv4Addr};
 
     fn entry(i: u32) -> Entry {

@@ -1333,9 +1333,9 @@ fn parse_ftp_port(payload: &[u8]) -> Option<(Ipv4Addr, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::alloc_policy::{even_split, operator_move};
-    use crate::core::node_table::SoftwareTable;
-    use crate::core::packet::build;
+    use crate::alloc_policy::{even_split, operator_move};
+    use crate::node_table::SoftwareTable;
+    use crate::packet::build;
 
     fn cfg(n: u16) -> NodeConfig {
         let mut c = NodeConfig::new(NodeId(n), ClusterSecret::new([3; 16]));

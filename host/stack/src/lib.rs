@@ -1,0 +1,12 @@
+//! host: the stack around the state core (the `cluster-core` crate, re-exported as [`core`]):
+//! the daemon `clusterd` (replication transport, Raft, sockets, control socket) and the CLI
+//! `hwctl`.
+
+#![forbid(unsafe_code)]
+
+/// The state core (the `cluster-core` crate), re-exported under its old path.
+pub use cluster_core as core;
+pub mod daemon;
+pub mod device;
+pub mod regs_report;
+pub mod sync;
