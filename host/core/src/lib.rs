@@ -65,11 +65,13 @@ pub mod distribution;
 pub mod entry;
 pub mod events;
 pub mod ids;
+pub mod member;
 pub mod node;
 pub mod node_table;
 pub mod packet;
 pub mod pcap;
 pub mod realloc;
+pub mod record;
 pub mod rules;
 pub mod siphash;
 

@@ -264,7 +264,7 @@ fn operator_move_and_drain() {
 fn moved_sa_keeps_final_replay_window() {
     use host::core::events::SaState;
     use host::core::ids::DistributionId;
-    use host::daemon::esp::{from_hex, to_hex, EspPath};
+    use host::core::member::esp::EspPath;
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     rt().block_on(async {
         let dir = workdir("samove");
@@ -287,7 +287,7 @@ fn moved_sa_keeps_final_replay_window() {
             replay_top: 0,
             replay_bitmap: 0,
         };
-        peer.install(spi, &from_hex(key).unwrap(), &st).unwrap();
+        peer.install(spi, &hex::decode(key).unwrap(), &st).unwrap();
         let owner_of = |a: &Value| a["owners"][dist as usize].as_u64().unwrap_or(0);
         let mut last_out = 0u64;
         for round in 0..12 {
@@ -321,7 +321,7 @@ fn moved_sa_keeps_final_replay_window() {
             last_out = first + 2;
             // inbound: the previous round's packets again (replays), then fresh ones
             let (_, _, pkts) = peer.send(spi, 4, b"inbound").unwrap();
-            let hex: Vec<String> = pkts.iter().map(|p| to_hex(p)).collect();
+            let hex: Vec<String> = pkts.iter().map(hex::encode).collect();
             let r = c
                 .call(owner, json!({"cmd": "esp_recv", "spi": spi, "packets": hex}))
                 .await

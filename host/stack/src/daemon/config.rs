@@ -33,15 +33,8 @@ use std::path::{Path, PathBuf};
 use crate::core::ids::{IdCount, NodeId};
 use crate::sync::ClusterKey;
 
-/// A member's role.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Handles traffic and owns identifiers.
-    Member,
-    /// Votes in the consensus group only (the third member of a 2-node deployment).
-    Witness,
-}
+/// A member's role (the state core's: members own identifiers, witnesses only vote).
+pub use crate::core::member::Role;
 
 /// Another member of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -276,7 +276,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                          "spi": spi, "key": key});
         if let Ok(v) = cluster.call(NodeId(1), req).await {
             if v["ok"] == json!(true) {
-                let kb = super::esp::from_hex(&key).unwrap_or_default();
+                let kb = hex::decode(&key).unwrap_or_default();
                 let st = crate::core::events::SaState {
                     spi,
                     dist: crate::core::ids::DistributionId(vu(&v["dist"]) as u16),
@@ -679,7 +679,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
 /// on the next tick, possibly to a new owner).
 #[derive(Default)]
 struct EspDemo {
-    peer: super::esp::EspPath,
+    peer: crate::core::member::esp::EspPath,
     dist: BTreeMap<u32, usize>,
     max_out: BTreeMap<u32, u64>,
     last_in: BTreeMap<u32, (Vec<u8>, u64, NodeId)>,
@@ -731,10 +731,10 @@ impl EspDemo {
             let Ok((_, _, pkts)) = self.peer.send(spi, 5, b"inbound") else {
                 continue;
             };
-            let mut hex: Vec<String> = pkts.iter().map(|p| super::esp::to_hex(p)).collect();
+            let mut hex: Vec<String> = pkts.iter().map(hex::encode).collect();
             let replay = self.last_in.get(&spi).cloned();
             if let Some((old, _, _)) = &replay {
-                hex.push(super::esp::to_hex(old));
+                hex.push(hex::encode(old));
             }
             let t_ms = t0.elapsed().as_millis() as u64;
             let Ok(r) = cluster

@@ -8,7 +8,7 @@ pub mod config;
 pub mod consensus;
 pub mod control;
 pub mod demo;
-pub mod esp;
+
 pub mod node;
 pub mod svg;
 pub mod traffic;

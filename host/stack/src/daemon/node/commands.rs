@@ -1,7 +1,17 @@
 //! The control socket's commands on a running node: status, allocation, operator moves,
 //! dumps, SA commands, the synthesize helper.
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use serde_json::json;
+use zeroize::Zeroizing;
+
 use super::*;
+use crate::core::ids::NodeId;
+use crate::core::member::sas::SaCommandError;
+use crate::core::node_table::NodeSpecificTable;
+use crate::sync::ClusterKey;
 
 impl Runtime {
     pub(super) fn control(&mut self, req: &Value) -> Value {
@@ -9,36 +19,36 @@ impl Runtime {
         match cmd {
             "status" => self.status(),
             "allocation" => {
-                let a = self.core.allocation();
+                let a = self.member.core().allocation();
                 json!({"ok": true, "epoch": a.epoch.0, "agreed_epoch": self.raft.allocation().epoch.0,
                        "owners": a.owners.iter().map(|o| o.map(|n| n.0)).collect::<Vec<_>>()})
             }
             "counts" => {
-                let a = self.core.allocation();
+                let a = self.member.core().allocation();
                 let ids: Vec<Value> = self
                     .cfg
                     .identifiers
                     .all()
                     .map(|d| {
                         json!({"id": d.0, "owner": a.owner(d).map(|n| n.0),
-                               "common": self.core.common().dist_len(d),
-                               "digest": format!("{:016x}", self.core.common().digest(d).hash),
-                               "card": self.core.node_table().dist_len(d)})
+                               "common": self.member.core().common().dist_len(d),
+                               "digest": format!("{:016x}", self.member.core().common().digest(d).hash),
+                               "card": self.member.core().node_table().dist_len(d)})
                     })
                     .collect();
                 json!({"ok": true, "ids": ids})
             }
             "move" | "drain" | "undrain" | "rebalance" => self.operator(cmd, req),
             "resync" => {
-                let peers = self.replication_peers();
-                for p in peers {
-                    self.request_resync(p);
-                }
-                json!({"ok": true, "requested_from": self.replication_peers().iter().map(|n| n.0).collect::<Vec<_>>()})
+                let t = self.time();
+                let peers = self.member.request_resync_all(t);
+                self.handle_outputs();
+                json!({"ok": true, "requested_from": peers.iter().map(|n| n.0).collect::<Vec<_>>()})
             }
             "dump" => {
                 let entries: Vec<Value> = self
-                    .core
+                    .member
+                    .core()
                     .node_table()
                     .entries()
                     .take(req.get("limit").and_then(Value::as_u64).unwrap_or(10_000) as usize)
@@ -48,61 +58,41 @@ impl Runtime {
                                "creator": e.creator.0, "version": e.version})
                     })
                     .collect();
-                json!({"ok": true, "backend": self.cfg.card, "len": self.core.node_table().len(),
-                       "capacity": self.core.node_table().capacity(), "entries": entries})
+                json!({"ok": true, "backend": self.cfg.card, "len": self.member.core().node_table().len(),
+                       "capacity": self.member.core().node_table().capacity(), "entries": entries})
             }
             "sas" => {
                 let sas: Vec<Value> = self
-                    .sa_spis
-                    .iter()
-                    .filter_map(|spi| self.core.sa_state(*spi))
+                    .member
+                    .sa_states()
                     .map(|s| {
                         json!({"spi": s.spi, "dist": s.dist.0, "dst": s.dst.to_string(),
                                "outbound_seq": s.outbound_seq, "replay_top": s.replay_top,
-                               "replay_bitmap": s.replay_bitmap, "owned": self.core.owns(s.dist),
-                               "key_present": self.sa_keys.contains_key(&s.spi)})
+                               "replay_bitmap": s.replay_bitmap, "owned": self.member.core().owns(s.dist),
+                               "key_present": self.member.has_sa_key(s.spi)})
                     })
                     .collect();
                 json!({"ok": true, "sas": sas})
             }
             "sa_add" => self.sa_add(req),
             "esp_send" | "esp_recv" => self.esp_command(cmd, req),
-            "sa_advance"
-                if self.esp.has(
-                    req.get("spi")
-                        .and_then(Value::as_u64)
-                        .and_then(|v| u32::try_from(v).ok())
-                        .unwrap_or(0),
-                ) =>
-            {
-                json!({"ok": false, "error": "this SA runs in the ESP engine here; its state comes from the engine (use esp_send)"})
-            }
             "sa_advance" => {
                 let spi = req
                     .get("spi")
                     .and_then(Value::as_u64)
                     .and_then(|v| u32::try_from(v).ok())
                     .unwrap_or(0);
-                let Some(s) = self.core.sa_state(spi) else {
-                    return json!({"ok": false, "error": format!("no SA with spi {spi}")});
-                };
-                let seq = req
-                    .get("outbound_seq")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(s.outbound_seq);
-                let top = req
-                    .get("replay_top")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(s.replay_top);
-                self.core.update_sa(SaState {
-                    outbound_seq: seq,
-                    replay_top: top,
-                    ..s
-                });
-                json!({"ok": true})
+                let seq = req.get("outbound_seq").and_then(Value::as_u64);
+                let top = req.get("replay_top").and_then(Value::as_u64);
+                let r = self.member.sa_advance(spi, seq, top);
+                self.handle_outputs();
+                match r {
+                    Ok(()) => json!({"ok": true}),
+                    Err(e) => json!({"ok": false, "error": e.to_string()}),
+                }
             }
             "check" => {
-                let problems = self.core.check_tables();
+                let problems = self.member.core().check_tables();
                 json!({"ok": true, "problems": problems})
             }
             "partition" => {
@@ -125,12 +115,12 @@ impl Runtime {
                     .unwrap_or(0.0);
                 json!({"ok": true})
             }
-            "applied" => json!({"ok": true, "applied": self.applied}),
+            "applied" => json!({"ok": true, "applied": self.member.applied()}),
             // hwctl --device unix:PATH dump: the node-specific entries with their keys in the
             // card's layout (as `hwctl dump` shows a local card), on the card or in overflow.
             "card_dump" => {
                 let did = req.get("did").and_then(Value::as_u64);
-                let table = self.core.node_table();
+                let table = self.member.core().node_table();
                 let entries: Vec<Value> = table
                     .entries()
                     .filter(|e| match did {
@@ -154,7 +144,7 @@ impl Runtime {
             "card_regs" => {
                 // Register reads only: they change nothing on the card the node is driving.
                 match self
-                    .core
+                    .member
                     .node_table_mut()
                     .card_mut()
                     .card_mut()
@@ -189,40 +179,31 @@ impl Runtime {
             .and_then(Value::as_u64)
             .and_then(|n| u16::try_from(n).ok())
             .map(NodeId);
-        match cmd {
+        let r = match cmd {
             "move" => {
-                let Some(to) = node.filter(|n| self.members.contains(n)) else {
-                    return json!({"ok": false, "error": "move needs \"to\": a member node id"});
-                };
-                let ids: Vec<DistributionId> = req
+                let ids: Vec<u64> = req
                     .get("ids")
                     .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_u64)
-                            .filter(|d| *d < u64::from(self.cfg.identifiers.get()))
-                            .map(|d| DistributionId(d as u16))
-                            .collect()
-                    })
+                    .map(|a| a.iter().filter_map(Value::as_u64).collect())
                     .unwrap_or_default();
-                if ids.is_empty() {
-                    return json!({"ok": false, "error": "move needs \"ids\": identifiers in range"});
-                }
-                self.ops.push_back(OpRequest::Move(ids, to));
-            }
-            "drain" | "undrain" => {
-                let Some(n) = node.filter(|n| self.members.contains(n)) else {
-                    return json!({"ok": false, "error": "drain needs \"node\": a member node id"});
-                };
-                if cmd == "drain" {
-                    self.drained.insert(n);
-                } else {
-                    self.drained.remove(&n);
+                match node {
+                    Some(to) => self.member.request_move(&ids, to),
+                    None => Err("move needs \"to\": a member node id".into()),
                 }
             }
-            _ => self.ops.push_back(OpRequest::Rebalance),
+            "drain" | "undrain" => match node {
+                Some(n) => self.member.set_drained(n, cmd == "drain"),
+                None => Err("drain needs \"node\": a member node id".into()),
+            },
+            _ => {
+                self.member.request_rebalance();
+                Ok(())
+            }
+        };
+        match r {
+            Ok(()) => json!({"ok": true, "queued": true}),
+            Err(e) => json!({"ok": false, "error": e}),
         }
-        json!({"ok": true, "queued": true})
     }
 
     /// Benchmark and test helper: feeds the handshakes of `flows` generated TCP connections
@@ -266,14 +247,14 @@ impl Runtime {
         let stop = job.end.min(job.next.saturating_add(200));
         for i in job.next..stop {
             for pkt in crate::daemon::traffic::handshake(i) {
-                let now = self.millis();
-                if let Verdict::Accept { created: true, .. } = self.core.handle_packet(now, &pkt) {
+                let t = self.time();
+                if self.member.synthesize_packet(t, &pkt) {
                     job.created += 1;
                 }
             }
         }
         job.next = stop;
-        self.flush_outbox();
+        self.handle_outputs();
         if job.next >= job.end {
             let _ = job.reply.send(json!({"ok": true, "created": job.created,
                 "took_ms": job.started.elapsed().as_millis() as u64}));
@@ -291,33 +272,20 @@ impl Runtime {
             .and_then(Value::as_u64)
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(0);
-        if !self.ready || self.fenced || self.behind {
-            return json!({"ok": false, "error": "this node is not taking traffic now (syncing, fenced or behind the agreed epoch)"});
-        }
-        let waiting = self
-            .core
-            .sa_state(spi)
-            .and_then(|s| self.waiting.get(&s.dist));
-        if let Some((r, e, _)) = waiting {
-            return json!({"ok": false, "error": format!(
-                "SA {spi} does not run on this node yet: waiting for node {}'s final state of epoch {}",
-                r.0, e.0)});
-        }
-        if !self.esp.has(spi) {
-            let owner = self
-                .core
-                .sa_state(spi)
-                .and_then(|s| self.core.allocation().owner(s.dist))
-                .map(|n| n.0);
-            return json!({"ok": false, "error": format!("SA {spi} does not run on this node"), "owner": owner});
-        }
+        let esp = match self.member.esp_for(spi) {
+            Ok(esp) => esp,
+            Err(e @ SaCommandError::NotHere { owner, .. }) => {
+                return json!({"ok": false, "error": e.to_string(), "owner": owner});
+            }
+            Err(e) => return json!({"ok": false, "error": e.to_string()}),
+        };
         if cmd == "esp_send" {
             let count = req
                 .get("count")
                 .and_then(Value::as_u64)
                 .unwrap_or(1)
                 .clamp(1, 10_000) as u32;
-            match self.esp.send(spi, count, &[0x45; 40]) {
+            match esp.send(spi, count, &[0x45; 40]) {
                 Ok((first, last, _)) => json!({"ok": true, "first_seq": first, "last_seq": last}),
                 Err(e) => json!({"ok": false, "error": e.to_string()}),
             }
@@ -328,11 +296,11 @@ impl Runtime {
                 .map(|a| {
                     a.iter()
                         .filter_map(Value::as_str)
-                        .filter_map(crate::daemon::esp::from_hex)
+                        .filter_map(|h| hex::decode(h).ok())
                         .collect()
                 })
                 .unwrap_or_default();
-            let (accepted, replays, bad) = self.esp.receive(&packets);
+            let (accepted, replays, bad) = esp.receive(&packets);
             json!({"ok": true, "accepted": accepted, "replays": replays, "bad": bad})
         }
     }
@@ -354,50 +322,37 @@ impl Runtime {
         if spi == 0 {
             return json!({"ok": false, "error": "sa_add needs a non-zero \"spi\""});
         }
-        let key_hex = Zeroizing::new(
-            req.get("key")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-        );
-        let key = match ClusterKey::from_hex(&key_hex) {
-            Ok(_) => {
-                let mut k = Zeroizing::new(vec![0u8; 32]);
-                for (i, c) in key_hex.as_bytes().chunks_exact(2).enumerate() {
-                    let hv = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
-                    k[i] = (hv(c[0]) << 4) | hv(c[1]);
-                }
-                k
-            }
-            Err(e) => return json!({"ok": false, "error": format!("key: {e}")}),
-        };
-        let now = self.millis();
-        let d = self.core.install_sa(now, peer, dst, spi);
-        self.sa_spis.insert(spi);
-        let rec = key_record(spi, &key);
-        for p in self.replication_peers() {
-            self.send_record(p, &rec);
+        let key_hex = req.get("key").and_then(Value::as_str).unwrap_or("");
+        // validated as a 256-bit key (the cluster key's rules and messages), then decoded
+        // straight into a buffer that is wiped when dropped
+        if let Err(e) = ClusterKey::from_hex(key_hex) {
+            return json!({"ok": false, "error": format!("key: {e}")});
         }
-        self.sa_keys.insert(spi, key);
-        self.reconcile_esp();
-        self.flush_outbox();
+        let mut key = Zeroizing::new(vec![0u8; 32]);
+        if hex::decode_to_slice(key_hex, &mut key[..]).is_err() {
+            return json!({"ok": false, "error": "key: 64 hex digits expected"});
+        }
+        let t = self.time();
+        let d = self.member.sa_add(t, peer, dst, spi, key);
+        self.handle_outputs();
         json!({"ok": true, "dist": d.0})
     }
 
     fn status(&self) -> Value {
-        let now = self.now();
-        let a = self.core.allocation();
-        let st = self.core.stats();
+        let now = self.udp.now();
+        let a = self.member.core().allocation();
+        let st = self.member.core().stats();
+        let counters = self.member.counters();
         let peers: Vec<Value> = self
-            .live
-            .iter()
+            .member
+            .peers()
             .map(|(id, l)| {
                 json!({"node": id.0, "alive": l.alive, "ready": l.ready, "witness": l.witness,
                        "fenced": l.fenced, "applied_epoch": l.applied.0,
                        "last_heard_ms": l.last_heard.map(|t| now.saturating_sub(t).as_millis() as u64)})
             })
             .collect();
-        let tstats = self.core.node_table().stats();
+        let tstats = self.member.core().node_table().stats();
         let core = json!({
             "packets": st.packets, "not_ours": st.not_ours, "hits": st.hits, "created": st.created,
             "dropped_tcp_no_state": st.dropped_tcp_no_state, "dropped_no_state": st.dropped_no_state,
@@ -415,9 +370,9 @@ impl Runtime {
             "incarnation": self.ep.incarnation(),
             "started_unix_ms": self.started_unix_ms,
             "uptime_ms": now.as_millis() as u64,
-            "ready": self.ready,
-            "fenced": self.fenced,
-            "behind": self.behind,
+            "ready": self.member.is_ready(),
+            "fenced": self.member.is_fenced(),
+            "behind": self.member.is_behind(),
             "leader": self.raft.leader().map(|n| n.0),
             "is_leader": self.raft.is_leader(),
             "voters": self.raft.voters().iter().map(|n| n.0).collect::<Vec<_>>(),
@@ -426,22 +381,22 @@ impl Runtime {
             "agreed_epoch": self.raft.allocation().epoch.0,
             "owned": a.ids_of(self.cfg.node).len(),
             "card_backend": self.cfg.card,
-            "card_entries": self.core.node_table().card().len(),
-            "card_capacity": self.core.node_table().card().capacity(),
-            "software_overflow_entries": self.core.node_table().overflow().len(),
-            "node_table_entries": self.core.node_table().len(),
+            "card_entries": self.member.core().node_table().card().len(),
+            "card_capacity": self.member.core().node_table().card().capacity(),
+            "software_overflow_entries": self.member.core().node_table().overflow().len(),
+            "node_table_entries": self.member.core().node_table().len(),
             "card_overflowed": tstats.overflowed,
-            "common_entries": self.core.common().len(),
-            "common_bytes": self.core.common().heap_bytes(),
-            "last_resync": self.last_resync.map(|(n, d)| json!({
+            "common_entries": self.member.core().common().len(),
+            "common_bytes": self.member.core().common().heap_bytes(),
+            "last_resync": self.member.last_resync().map(|(n, d)| json!({
                 "entries": n,
                 "took_us": d.as_micros() as u64,
                 "entries_per_s": if d.is_zero() { 0.0 } else { n as f64 / d.as_secs_f64() },
             })),
-            "sa_count": self.sa_spis.len(),
-            "sa_seq_jumps": self.sa_jumps,
-            "esp": self.esp.counters,
-            "esp_installed": self.esp.installed().count(),
+            "sa_count": self.member.sa_states().count(),
+            "sa_seq_jumps": counters.sa_jumps,
+            "esp": self.member.esp().counters,
+            "esp_installed": self.member.esp().installed().count(),
             "verdicts": self.verdicts.iter().map(|(c, n)| (format!("{c:?}"), *n)).collect::<BTreeMap<_, _>>(),
             "core": core,
 
@@ -450,10 +405,10 @@ impl Runtime {
             "sync_send_failures": self.udp.send_failures,
             "fault_dropped": self.udp.fault.dropped,
             "records_dropped": self.records_dropped,
-            "decode_errors": self.decode_errors,
-            "apply_errors": self.apply_errors,
+            "decode_errors": counters.decode_errors,
+            "apply_errors": counters.apply_errors + self.raft_errors,
             "peers": peers,
-            "drained": self.drained.iter().map(|n| n.0).collect::<Vec<_>>(),
+            "drained": self.member.drained().iter().map(|n| n.0).collect::<Vec<_>>(),
         })
     }
 }

@@ -1,4 +1,4 @@
-//! The node's ESP data path: the driver's ESP engine ([`SoftwareEsp`], the same trait the card's
+//! The member's ESP data path: the driver's ESP engine ([`SoftwareEsp`], the same trait the card's
 //! crypto engine implements) holding the SAs of the identifiers this node owns, their moving
 //! state synced into the state core (and so replicated) periodically, and restored on takeover:
 //! the outbound sequence number continues past the last synced value plus a safety jump, the
@@ -15,7 +15,7 @@ use driver::esp::{
 };
 use zeroize::Zeroizing;
 
-use crate::core::events::SaState;
+use crate::events::SaState;
 
 /// The salt of an SA's GCM nonce, derived from its SPI (keys are per SA, so salts need not be
 /// secret; both ends derive the same one).
@@ -195,35 +195,10 @@ pub fn newer(core: &SaState, engine: &SaState) -> Option<SaState> {
 /// Key material per SPI, zeroized on drop.
 pub type SaKeys = BTreeMap<u32, Zeroizing<Vec<u8>>>;
 
-/// Lowercase hex of `b` (for ESP packets in control messages; never used for keys).
-pub fn to_hex(b: &[u8]) -> String {
-    let mut s = String::with_capacity(2 * b.len());
-    for x in b {
-        s.push(char::from(b"0123456789abcdef"[usize::from(x >> 4)]));
-        s.push(char::from(b"0123456789abcdef"[usize::from(x & 15)]));
-    }
-    s
-}
-
-/// Parses hex; `None` for odd lengths or non-hex characters.
-pub fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    s.as_bytes()
-        .chunks_exact(2)
-        .map(|p| {
-            let h = char::from(p[0]).to_digit(16)?;
-            let l = char::from(p[1]).to_digit(16)?;
-            u8::try_from(h * 16 + l).ok()
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::ids::DistributionId;
+    use crate::ids::DistributionId;
     use std::net::{IpAddr, Ipv4Addr};
 
     fn st(out: u64, top: u64, bitmap: u64) -> SaState {
@@ -264,8 +239,6 @@ mod tests {
         assert_eq!(b.receive(&pkts[4..]), (0, 1, 0));
         let (_, _, more) = peer.send(7, 2, b"w").unwrap();
         assert_eq!(b.receive(&more), (2, 0, 0));
-        assert_eq!(from_hex(&to_hex(&more[0])), Some(more[0].clone()));
-        assert_eq!(from_hex("abc"), None);
         // an engine behind the replicated state never moves it back
         assert_eq!(newer(&st(100, 50, 1), &st(90, 40, 1)), None);
         assert_eq!(
@@ -284,6 +257,5 @@ mod tests {
                 .replay_bitmap,
             3
         );
-        assert_eq!(from_hex("zz"), None);
     }
 }

@@ -1,0 +1,247 @@
+//! The leader's duties (means 802/804/806): monitor members, allocate, rebalance, promote
+//! learners. Moves away from a live owner go in two agreed steps (release, then assign) so that
+//! no identifier is ever handled by two nodes at once; a dead owner's identifiers move in one.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
+
+use super::{ConsensusView, Member, Output};
+use crate::alloc_policy::{self, Allocation};
+use crate::ids::{DistributionId, Epoch, NodeId};
+use crate::node_table::NodeSpecificTable;
+
+/// How often the leader looks at the allocation.
+pub const CHECK_EVERY: Duration = Duration::from_millis(10);
+/// How long a proposal may stay unagreed before the leader plans again.
+pub const PROPOSAL_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long phase 2 of a release waits for members that released nothing.
+pub const RELEASE_WAIT: Duration = Duration::from_millis(300);
+
+/// An operator request, carried out by the leader in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpRequest {
+    /// Move these identifiers to this node.
+    Move(Vec<DistributionId>, NodeId),
+    /// Rebalance by load.
+    Rebalance,
+}
+
+/// The leader's bookkeeping.
+#[derive(Debug, Default)]
+pub struct LeaderState {
+    /// Nodes the operator drained.
+    pub drained: BTreeSet<NodeId>,
+    /// The target of a release under way (phase 2 assigns it).
+    planned: Option<Allocation>,
+    /// The live owners the pending release takes identifiers from.
+    releasers: BTreeSet<NodeId>,
+    phase1_at: Duration,
+    /// The last proposal not yet agreed, and when it was made.
+    pending: Option<(Epoch, Duration)>,
+    /// Operator requests waiting.
+    pub(super) ops: VecDeque<OpRequest>,
+}
+
+impl<T: NodeSpecificTable> Member<T> {
+    /// Consensus refused the last proposal (not the leader any more, a full queue): plan
+    /// again at the next tick.
+    pub fn proposal_failed(&mut self) {
+        self.leader.pending = None;
+    }
+
+    /// A member that joined as a learner becomes a voter once it is ready (its common table
+    /// complete), one configuration change at a time, so the cluster's fault tolerance grows
+    /// with it.
+    fn promote_learners(&mut self, view: &ConsensusView<'_>) {
+        if view.conf_change_pending {
+            return;
+        }
+        let me = self.cfg.node;
+        let next = self
+            .cfg
+            .members
+            .iter()
+            .copied()
+            .find(|n| *n != me && !view.voters.contains(n) && self.is_peer_ready(*n));
+        if let Some(n) = next {
+            self.log(format!("proposes node {} as a voter", n.0));
+            self.out.push(Output::PromoteVoter(n));
+        }
+    }
+
+    pub(super) fn leader_duties(&mut self, now: Duration, view: &ConsensusView<'_>) {
+        if !self.warmed_up(now) {
+            return;
+        }
+        self.promote_learners(view);
+        let cur = view.agreed;
+        if let Some((p, at)) = self.leader.pending {
+            if now.saturating_sub(at) < PROPOSAL_TIMEOUT && cur.epoch < p {
+                return;
+            }
+            self.leader.pending = None;
+        }
+        let candidates: Vec<NodeId> = self
+            .cfg
+            .members
+            .iter()
+            .copied()
+            .filter(|n| self.is_peer_ready(*n) && !self.leader.drained.contains(n))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let weights: Vec<(NodeId, u32)> = candidates.iter().map(|n| (*n, 1)).collect();
+        if let Some(plan) = self.leader.planned.take() {
+            self.release_phase2(now, cur, plan, &candidates, &weights);
+            return;
+        }
+        let Some(target) = self.target(now, cur, &candidates, &weights) else {
+            return;
+        };
+        if target.owners == cur.owners {
+            return;
+        }
+        let release: Vec<usize> = (0..cur.owners.len())
+            .filter(|&i| {
+                cur.owners[i].is_some_and(|o| self.is_peer_ready(o) && target.owners[i] != Some(o))
+            })
+            .collect();
+        let next = Epoch(cur.epoch.0 + 1);
+        if release.is_empty() {
+            self.propose(
+                now,
+                Allocation {
+                    epoch: next,
+                    owners: target.owners,
+                },
+            );
+        } else {
+            let mut phase1 = Allocation {
+                epoch: next,
+                owners: cur.owners.clone(),
+            };
+            self.leader.releasers.clear();
+            for i in release {
+                if let Some(o) = phase1.owners[i].take() {
+                    self.leader.releasers.insert(o);
+                }
+            }
+            self.propose(now, phase1);
+            self.leader.planned = Some(target);
+            self.leader.phase1_at = now;
+        }
+    }
+
+    /// What the allocation should become: an operator request, or a rebalance when an owner
+    /// is not a candidate or a candidate owns nothing. `None`: nothing to do now.
+    fn target(
+        &mut self,
+        now: Duration,
+        cur: &Allocation,
+        candidates: &[NodeId],
+        weights: &[(NodeId, u32)],
+    ) -> Option<Allocation> {
+        Some(match self.leader.ops.pop_front() {
+            Some(OpRequest::Move(ids, to)) => alloc_policy::operator_move(cur, &ids, to),
+            Some(OpRequest::Rebalance) => {
+                let load: Vec<u64> = self
+                    .cfg
+                    .identifiers
+                    .all()
+                    .map(|d| self.core.common().dist_len(d) as u64 + 1)
+                    .collect();
+                let lb = alloc_policy::load_balance(cur, &load, weights, 5, 32);
+                // also restore quotas if membership changed
+                if lb.owners == cur.owners {
+                    alloc_policy::rebalance(cur, weights)
+                } else {
+                    lb
+                }
+            }
+            None => {
+                let owners_ok = cur
+                    .owners
+                    .iter()
+                    .all(|o| o.is_some_and(|n| candidates.contains(&n)));
+                let everyone_has = candidates.iter().all(|c| cur.owners.contains(&Some(*c)));
+                if owners_ok && everyone_has {
+                    return None;
+                }
+                if cur.epoch.0 == 0 {
+                    // first allocation: wait for every configured member, or 3 failure times
+                    let all_there = self.cfg.members.iter().all(|n| self.is_peer_ready(*n));
+                    if !all_there && now < self.failure() * 3 {
+                        return None;
+                    }
+                }
+                alloc_policy::rebalance(cur, weights)
+            }
+        })
+    }
+
+    /// Phase 2 of a release: assign what phase 1 released, once it is agreed and applied.
+    fn release_phase2(
+        &mut self,
+        now: Duration,
+        cur: &Allocation,
+        plan: Allocation,
+        candidates: &[NodeId],
+        weights: &[(NodeId, u32)],
+    ) {
+        // the release must be the agreed state: if it was not committed (lost leadership, a
+        // dropped proposal), assigning now would move identifiers away from a live owner in
+        // one step; plan again from what is agreed
+        let unreleased = cur
+            .owners
+            .iter()
+            .zip(&plan.owners)
+            .any(|(c, p)| c != p && c.is_some_and(|o| self.is_peer_ready(o)));
+        if unreleased {
+            self.log(format!(
+                "release of epoch {} not agreed: planning again",
+                cur.epoch.0
+            ));
+            return;
+        }
+        // every live member has applied the release (or it took too long for a member that
+        // released nothing); a live owner that released identifiers must have applied it,
+        // however long that takes (make-before-break: never two owners)
+        let applied = |n: &NodeId| !self.is_alive(*n) || self.applied_epoch(*n) >= cur.epoch;
+        let releasers_applied = self.leader.releasers.iter().all(applied);
+        let all_applied = self.cfg.members.iter().all(applied);
+        let waited = now.saturating_sub(self.leader.phase1_at) >= RELEASE_WAIT;
+        if !releasers_applied || (!all_applied && !waited) {
+            self.leader.planned = Some(plan);
+            return;
+        }
+        let mut next = Allocation {
+            epoch: Epoch(cur.epoch.0 + 1),
+            owners: plan.owners,
+        };
+        // the plan may name a node that failed meanwhile
+        if next
+            .owners
+            .iter()
+            .flatten()
+            .any(|o| !candidates.contains(o))
+        {
+            let base = Allocation {
+                epoch: cur.epoch,
+                owners: next
+                    .owners
+                    .iter()
+                    .map(|o| o.filter(|n| candidates.contains(n)))
+                    .collect(),
+            };
+            next = alloc_policy::rebalance(&base, weights);
+        }
+        self.propose(now, next);
+    }
+
+    fn propose(&mut self, now: Duration, next: Allocation) {
+        self.log(format!("leader proposes epoch {}", next.epoch.0));
+        self.leader.pending = Some((next.epoch, now));
+        self.out.push(Output::Propose(next));
+    }
+}

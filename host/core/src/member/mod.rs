@@ -1,0 +1,643 @@
+//! The cluster member as a sans-I/O state machine: the rules that keep a cluster correct, with
+//! no socket, no clock and no consensus library inside.
+//!
+//! What goes in:
+//! - replication records from a peer ([`Member::on_records`]), heartbeats
+//!   ([`Member::on_heartbeat`]), a peer's new incarnation ([`Member::on_peer_restarted`]);
+//! - the agreed allocation from consensus ([`Member::on_agreed`]) and a view of the consensus
+//!   state ([`ConsensusView`]) at each [`Member::tick`];
+//! - packets ([`Member::on_packet`]);
+//! - control requests (operator moves, drains, SA commands: the methods of the `control`
+//!   section below);
+//! - time: every call takes the member's monotonic clock ([`Time`]), injected by the caller.
+//!
+//! What comes out ([`Member::drain_outputs`]): records and heartbeats to send ([`Output`]),
+//! proposals for consensus, voters to promote, log lines. Card operations happen through the
+//! node-specific table the member was built with (the [`NodeSpecificTable`] it owns, like
+//! smoltcp's `Device`), so the caller chooses the card backend.
+//!
+//! The member's jobs, one file each: [`liveness`] (failure detection and self-fencing),
+//! [`leader`] (the leader's allocation duties and the two-phase release), [`handover`] (a
+//! gaining node waits for the previous owner's final entry and SA state), [`resync`] (bulk
+//! resync and standby while starting), [`sas`] (SA keys, the ESP engine, takeover with a
+//! sequence jump) over [`esp`] (the engine path).
+
+pub mod esp;
+pub mod handover;
+pub mod leader;
+pub mod liveness;
+pub mod resync;
+pub mod sas;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::alloc_policy::Allocation;
+use crate::events::Event;
+use crate::ids::{DistributionId, Epoch, IdCount, Millis, NodeId};
+use crate::node::{Destination, DropReason, Node, Verdict};
+use crate::node_table::NodeSpecificTable;
+use crate::record::{Heartbeat, Record};
+
+use self::handover::Handover;
+use self::leader::LeaderState;
+use self::liveness::Liveness;
+use self::resync::Resync;
+use self::sas::SaStore;
+
+/// A member's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Handles traffic and owns identifiers.
+    Member,
+    /// Votes in the consensus group only (the third member of a 2-node deployment).
+    Witness,
+}
+
+/// The member's clock: monotonic time since it started (drives every timer), and the wall
+/// clock in Unix milliseconds (only stamped into reports that compare processes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Time {
+    /// Monotonic time since the member started.
+    pub mono: Duration,
+    /// Wall-clock milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+}
+
+impl Time {
+    /// The state core's millisecond clock.
+    pub fn millis(&self) -> Millis {
+        Millis(self.mono.as_millis() as u64)
+    }
+}
+
+/// What the member needs to know of consensus at a tick.
+#[derive(Clone, Copy, Debug)]
+pub struct ConsensusView<'a> {
+    /// Whether this member leads the consensus group.
+    pub is_leader: bool,
+    /// The agreed allocation (the last committed one).
+    pub agreed: &'a Allocation,
+    /// The agreed voters (configured ones plus promoted learners).
+    pub voters: &'a [NodeId],
+    /// Whether a membership change is still being agreed.
+    pub conf_change_pending: bool,
+}
+
+/// Where a record goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum To {
+    /// Every replication peer ([`Member::replication_peers`]).
+    Peers,
+    /// One node.
+    Node(NodeId),
+}
+
+/// What the member asks its caller to do.
+#[derive(Debug)]
+pub enum Output {
+    /// Send a record on the reliable replication stream.
+    Record {
+        /// Destination.
+        to: To,
+        /// The record.
+        record: Record,
+    },
+    /// Send a heartbeat datagram.
+    Heartbeat {
+        /// Destination.
+        to: NodeId,
+        /// The heartbeat.
+        heartbeat: Heartbeat,
+    },
+    /// Propose this allocation to consensus (leader only).
+    Propose(Allocation),
+    /// Propose a membership change that makes this learner a voter (leader only).
+    PromoteVoter(NodeId),
+    /// Drop what waits to be sent to this peer (silent for far longer than failure detection).
+    DiscardBacklog(NodeId),
+    /// A line for the operator's log.
+    Log(String),
+}
+
+/// How a packet was handled (the verdict codes of the wire's packet port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PacketOutcome {
+    /// The member does not take traffic now (starting, fenced, behind, a witness, or the
+    /// packet's identifier waits for its previous owner's final state).
+    NotReady,
+    /// Accepted; a new entry was created.
+    Created,
+    /// Accepted on an existing entry.
+    Hit,
+    /// Another node's identifier.
+    NotOurs,
+    /// A TCP packet without state that does not open a connection.
+    TcpNoState,
+    /// No state for a packet that needs it.
+    NoState,
+    /// Dropped (rule, table full, malformed).
+    Dropped,
+}
+
+/// The member's settings.
+#[derive(Clone, Debug)]
+pub struct MemberConfig {
+    /// This node.
+    pub node: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Distribution identifiers in the cluster.
+    pub identifiers: IdCount,
+    /// Every other configured node with its role.
+    pub peers: Vec<(NodeId, Role)>,
+    /// The traffic members (this node included when it is one).
+    pub members: BTreeSet<NodeId>,
+    /// A peer silent this long has failed.
+    pub failure: Duration,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// Outbound sequence-number jump on an SA takeover.
+    pub seq_jump: u64,
+}
+
+/// One applied allocation, as reports and tests see it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AppliedEpoch {
+    /// The epoch.
+    pub epoch: u64,
+    /// When it was applied (wall clock, ms).
+    pub at_unix_ms: u64,
+    /// Identifiers gained.
+    pub gained: usize,
+    /// Identifiers lost.
+    pub lost: usize,
+    /// Entries installed in the card.
+    pub installed: usize,
+    /// Entries that could not be installed.
+    pub install_failures: usize,
+    /// Entries flushed from the card.
+    pub flushed: usize,
+    /// How long applying took (the member's clock, µs).
+    pub took_us: u64,
+    /// Identifiers owned afterwards.
+    pub owned: usize,
+    /// Applied while this node was taking traffic (false: replaying its log after a restart,
+    /// or still syncing).
+    pub ready: bool,
+    /// When every gained identifier took traffic: after the previous owners' final state
+    /// arrived ([`handover`]); `at_unix_ms` when nothing had to wait, 0 while waiting.
+    pub complete_unix_ms: u64,
+}
+
+/// Counters of what the member refused or could not do.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct MemberCounters {
+    /// Records and datagrams that did not parse, or spoke for another sender.
+    pub decode_errors: u64,
+    /// Records that parsed but could not be applied.
+    pub apply_errors: u64,
+    /// Outbound SA sequence jumps (takeovers).
+    pub sa_jumps: u64,
+}
+
+/// One cluster member. `T` is its node-specific table (the card).
+pub struct Member<T: NodeSpecificTable> {
+    cfg: MemberConfig,
+    core: Node<T>,
+    live: BTreeMap<NodeId, Liveness>,
+    ready: bool,
+    fenced: bool,
+    /// A live peer has applied a newer epoch than this node: do not handle traffic until
+    /// caught up (after a partition heals, or while an epoch change is being applied).
+    behind: bool,
+    resync: Resync,
+    leader: LeaderState,
+    handover: Handover,
+    sas: SaStore,
+    applied: Vec<AppliedEpoch>,
+    counters: MemberCounters,
+    out: Vec<Output>,
+    next_heartbeat: Duration,
+    next_housekeeping: Duration,
+    next_esp_sync: Duration,
+    next_leader_check: Duration,
+    last_liveness_check: Duration,
+}
+
+impl<T: NodeSpecificTable> Member<T> {
+    /// A member over the state core `core` (its node-specific table inside). It starts in
+    /// standby: until its common table is synced it installs nothing in its card (its own log
+    /// may still give it identifiers it lost while it was down).
+    pub fn new(cfg: MemberConfig, mut core: Node<T>) -> Self {
+        core.set_standby(Millis(0), true);
+        let live = cfg
+            .peers
+            .iter()
+            .map(|(id, role)| (*id, Liveness::new(*role == Role::Witness)))
+            .collect();
+        Self {
+            ready: cfg.role == Role::Witness,
+            core,
+            live,
+            fenced: false,
+            behind: false,
+            resync: Resync::default(),
+            leader: LeaderState::default(),
+            handover: Handover::default(),
+            sas: SaStore::default(),
+            applied: Vec::new(),
+            counters: MemberCounters::default(),
+            out: Vec::new(),
+            next_heartbeat: Duration::ZERO,
+            next_housekeeping: Duration::from_secs(1),
+            next_esp_sync: Duration::ZERO,
+            next_leader_check: Duration::ZERO,
+            last_liveness_check: Duration::ZERO,
+            cfg,
+        }
+    }
+
+    // ----- state -----
+
+    /// The settings.
+    pub fn config(&self) -> &MemberConfig {
+        &self.cfg
+    }
+
+    /// The state core (tables, allocation, SA states).
+    pub fn core(&self) -> &Node<T> {
+        &self.core
+    }
+
+    /// The node-specific table, for what reads the card beside the member (register dumps).
+    /// Changing entries through it bypasses the member's bookkeeping.
+    pub fn node_table_mut(&mut self) -> &mut T {
+        self.core.node_table_mut()
+    }
+
+    /// Whether the common table is synced and the member takes identifiers.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Whether the member fenced itself (no contact with a majority of voters).
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
+    }
+
+    /// Whether a live peer has applied a newer epoch than this member.
+    pub fn is_behind(&self) -> bool {
+        self.behind
+    }
+
+    /// Whether the member handles packets now.
+    pub fn takes_traffic(&self) -> bool {
+        self.ready && !self.fenced && !self.behind && self.cfg.role == Role::Member
+    }
+
+    /// The peers' liveness as this member sees it.
+    pub fn peers(&self) -> impl Iterator<Item = (NodeId, &Liveness)> + '_ {
+        self.live.iter().map(|(n, l)| (*n, l))
+    }
+
+    /// The applied allocations (the last 1000).
+    pub fn applied(&self) -> &[AppliedEpoch] {
+        &self.applied
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> MemberCounters {
+        self.counters
+    }
+
+    /// The last completed resync: entries it added and how long it took.
+    pub fn last_resync(&self) -> Option<(usize, Duration)> {
+        self.resync.last
+    }
+
+    /// Nodes drained by the operator.
+    pub fn drained(&self) -> &BTreeSet<NodeId> {
+        &self.leader.drained
+    }
+
+    /// The nodes this member replicates to: the other traffic members.
+    pub fn replication_peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let me = self.cfg.node;
+        self.cfg.members.iter().copied().filter(move |p| *p != me)
+    }
+
+    /// Takes what the member asks its caller to do, in order.
+    pub fn drain_outputs(&mut self) -> std::vec::Drain<'_, Output> {
+        self.flush_outbox();
+        self.out.drain(..)
+    }
+
+    /// When [`Member::tick`] has work next (the member's monotonic clock).
+    pub fn next_timeout(&self) -> Duration {
+        self.next_heartbeat
+            .min(self.next_housekeeping)
+            .min(self.next_esp_sync)
+            .min(self.next_leader_check)
+    }
+
+    pub(crate) fn log(&mut self, line: String) {
+        self.out.push(Output::Log(line));
+    }
+
+    pub(crate) fn send(&mut self, to: To, record: Record) {
+        self.out.push(Output::Record { to, record });
+    }
+
+    fn failure(&self) -> Duration {
+        self.cfg.failure
+    }
+
+    fn warmed_up(&self, now: Duration) -> bool {
+        now >= self.cfg.failure + self.cfg.heartbeat
+    }
+
+    // ----- inputs -----
+
+    /// A peer was heard from (any authenticated frame).
+    pub fn heard(&mut self, t: Time, from: NodeId) {
+        if let Some(l) = self.live.get_mut(&from) {
+            l.last_heard = Some(t.mono);
+        }
+    }
+
+    /// A batch of records on `from`'s replication stream, in order.
+    pub fn on_records<'r>(
+        &mut self,
+        t: Time,
+        from: NodeId,
+        batch: impl IntoIterator<Item = &'r [u8]>,
+    ) {
+        self.heard(t, from);
+        for rec in batch {
+            self.on_record(t, from, rec);
+        }
+    }
+
+    /// One record on `from`'s replication stream.
+    pub fn on_record(&mut self, t: Time, from: NodeId, rec: &[u8]) {
+        let Ok(record) = Record::parse(rec) else {
+            self.counters.decode_errors += 1;
+            return;
+        };
+        match record {
+            Record::Event(mut m) if m.sender == from => {
+                if let Event::SaState(s) = &mut m.event {
+                    self.sas.spis.insert(s.spi);
+                    // SA state only moves forward, in both directions: a state with the same
+                    // outbound sequence number but an older replay window (a copy from a node
+                    // that is not the owner) must not roll the window back
+                    if let Some(cur) = self.core.sa_state(s.spi) {
+                        *s = esp::newer(&cur, s).unwrap_or(cur);
+                    }
+                }
+                if self.core.apply_message(t.millis(), &m).is_err() {
+                    self.counters.apply_errors += 1;
+                }
+                if let Event::SaState(s) = &m.event {
+                    // a new SA's state may come after its key (`K`): run it now if it is ours
+                    if !self.sas.esp.has(s.spi) && self.core.owns(s.dist) {
+                        self.reconcile_esp();
+                    }
+                }
+            }
+            Record::Event(_) => self.counters.decode_errors += 1,
+            Record::Final(e) => self.on_final(t, from, e),
+            Record::ResyncRequest => self.answer_resync(from),
+            Record::ResyncDone => self.resync_answered(t, from),
+            Record::SaKey { spi, key } => self.on_sa_key(spi, key),
+        }
+    }
+
+    /// A heartbeat from `from`.
+    pub fn on_heartbeat(&mut self, t: Time, from: NodeId, hb: Heartbeat) {
+        self.heard(t, from);
+        if let Some(l) = self.live.get_mut(&from) {
+            l.ready = hb.ready;
+            l.witness = hb.witness;
+            l.fenced = hb.fenced;
+            l.applied = hb.applied;
+        }
+    }
+
+    /// A datagram that did not parse (counted).
+    pub fn on_bad_datagram(&mut self) {
+        self.counters.decode_errors += 1;
+    }
+
+    /// `peer` runs a new process: what the old one said (ready, applied epoch) is void until
+    /// its own heartbeats say otherwise.
+    pub fn on_peer_restarted(&mut self, t: Time, peer: NodeId) {
+        if let Some(l) = self.live.get_mut(&peer) {
+            l.ready = false;
+            l.fenced = false;
+            l.applied = Epoch(0);
+        }
+        self.heard(t, peer);
+        if !self.ready && self.cfg.members.contains(&peer) {
+            self.request_resync(t, peer);
+        }
+    }
+
+    /// A packet from the wire: handled (figure 2) if the member takes traffic now and the
+    /// packet's identifier is not waiting for its previous owner's final state.
+    pub fn on_packet(&mut self, t: Time, pkt: &[u8]) -> PacketOutcome {
+        if !self.takes_traffic() || self.waiting_for(pkt) {
+            return PacketOutcome::NotReady;
+        }
+        match self.core.handle_packet(t.millis(), pkt) {
+            Verdict::Accept { created: true, .. } => PacketOutcome::Created,
+            Verdict::Accept { created: false, .. } => PacketOutcome::Hit,
+            Verdict::NotOurs { .. } => PacketOutcome::NotOurs,
+            Verdict::Drop(DropReason::TcpNoState) => PacketOutcome::TcpNoState,
+            Verdict::Drop(DropReason::NoState) => PacketOutcome::NoState,
+            Verdict::Drop(_) => PacketOutcome::Dropped,
+        }
+    }
+
+    /// Benchmark support: `pkt` through packet handling whatever the member's state (the
+    /// owners create, install and replicate entries). Returns whether an entry was created.
+    pub fn synthesize_packet(&mut self, t: Time, pkt: &[u8]) -> bool {
+        matches!(
+            self.core.handle_packet(t.millis(), pkt),
+            Verdict::Accept { created: true, .. }
+        )
+    }
+
+    /// The agreed allocation `a` (committed by consensus, in order): make before break, then
+    /// the handover bookkeeping and the final-state record for what this member lost.
+    pub fn on_agreed(&mut self, t: Time, a: &Allocation, took: impl FnOnce() -> Duration) {
+        let before = self.core.allocation().clone();
+        let Ok(report) = self.core.apply_allocation(t.millis(), a) else {
+            self.counters.apply_errors += 1;
+            return;
+        };
+        let took = took();
+        let now_gained = self.handover.on_agreed(
+            self.cfg.node,
+            self.cfg.identifiers,
+            &before,
+            a,
+            &report.plan.gained,
+            &self.live,
+        );
+        if !self.handover.waiting.is_empty() {
+            let nodes: BTreeSet<u16> = self.handover.waiting.values().map(|w| w.0 .0).collect();
+            let n = self.handover.waiting.len();
+            self.log(format!(
+                "epoch {}: {n} gained identifiers wait for the final SA state of node(s) {nodes:?}",
+                a.epoch.0
+            ));
+        }
+        self.take_over_sas(&now_gained);
+        self.reconcile_esp();
+        let owned = a.ids_of(self.cfg.node).len();
+        self.log(format!(
+            "applied epoch {}: owns {owned}, gained {}, lost {}, installed {} in {} us",
+            a.epoch.0,
+            report.plan.gained.len(),
+            report.plan.lost.len(),
+            report.installed,
+            took.as_micros()
+        ));
+        let waits = self.handover.waiting.values().any(|w| w.2 == a.epoch);
+        self.applied.push(AppliedEpoch {
+            epoch: a.epoch.0,
+            at_unix_ms: t.unix_ms,
+            gained: report.plan.gained.len(),
+            lost: report.plan.lost.len(),
+            installed: report.installed,
+            install_failures: report.install_failures,
+            flushed: report.flushed,
+            took_us: took.as_micros() as u64,
+            owned,
+            ready: self.ready,
+            complete_unix_ms: if waits { 0 } else { t.unix_ms },
+        });
+        if self.applied.len() > 1000 {
+            self.applied.remove(0);
+        }
+        self.send_heartbeats();
+        self.flush_outbox();
+        // after the final states of the SAs this node just lost (flushed above)
+        self.send(To::Peers, Record::Final(a.epoch));
+    }
+
+    /// Sends a heartbeat to every peer now (before a long install, so that followers learn
+    /// of a commit without waiting for it).
+    pub fn send_heartbeats(&mut self) {
+        let heartbeat = Heartbeat {
+            ready: self.ready,
+            witness: self.cfg.role == Role::Witness,
+            fenced: self.fenced,
+            applied: self.core.allocation().epoch,
+        };
+        let peers: Vec<NodeId> = self.live.keys().copied().collect();
+        for to in peers {
+            self.out.push(Output::Heartbeat { to, heartbeat });
+        }
+    }
+
+    /// Periodic work at `t`: heartbeats, failure detection and self-fencing, the leader's
+    /// duties, readiness, expiry and digests, the ESP engine's state.
+    pub fn tick(&mut self, t: Time, view: &ConsensusView<'_>) {
+        let now = t.mono;
+        if now >= self.next_heartbeat {
+            self.send_heartbeats();
+            self.next_heartbeat = now + self.cfg.heartbeat;
+        }
+        self.update_liveness(t, view.voters);
+        if now >= self.next_leader_check {
+            self.next_leader_check = now + leader::CHECK_EVERY;
+            if view.is_leader {
+                self.leader_duties(now, view);
+            }
+        }
+        self.check_ready(t);
+        if now >= self.next_housekeeping {
+            self.core.expire(t.millis());
+            if self.ready && !self.fenced {
+                self.core.queue_digest();
+            }
+            self.next_housekeeping = now + Duration::from_secs(1);
+        }
+        if now >= self.next_esp_sync {
+            self.sync_esp();
+            self.next_esp_sync = now + Duration::from_millis(100);
+        }
+        self.flush_outbox();
+    }
+
+    /// Moves the state core's replication messages into the outputs.
+    fn flush_outbox(&mut self) {
+        for o in self.core.drain_outbox() {
+            let to = match o.dest {
+                Destination::All => To::Peers,
+                Destination::Node(n) => To::Node(n),
+            };
+            self.out.push(Output::Record {
+                to,
+                record: Record::Event(o.message),
+            });
+        }
+    }
+
+    // ----- control -----
+
+    /// Queues an operator move of `ids` to `to` (leader only: the caller checks).
+    ///
+    /// # Errors
+    /// A message when `to` is not a member or no identifier is in range.
+    pub fn request_move(&mut self, ids: &[u64], to: NodeId) -> Result<(), String> {
+        if !self.cfg.members.contains(&to) {
+            return Err("move needs \"to\": a member node id".into());
+        }
+        let n = u64::from(self.cfg.identifiers.get());
+        let ids: Vec<DistributionId> = ids
+            .iter()
+            .filter(|d| **d < n)
+            .map(|d| DistributionId(*d as u16))
+            .collect();
+        if ids.is_empty() {
+            return Err("move needs \"ids\": identifiers in range".into());
+        }
+        self.leader.ops.push_back(leader::OpRequest::Move(ids, to));
+        Ok(())
+    }
+
+    /// Drains `node` (no identifiers) or undrains it.
+    ///
+    /// # Errors
+    /// A message when `node` is not a member.
+    pub fn set_drained(&mut self, node: NodeId, drained: bool) -> Result<(), String> {
+        if !self.cfg.members.contains(&node) {
+            return Err("drain needs \"node\": a member node id".into());
+        }
+        if drained {
+            self.leader.drained.insert(node);
+        } else {
+            self.leader.drained.remove(&node);
+        }
+        Ok(())
+    }
+
+    /// Queues a rebalance by load.
+    pub fn request_rebalance(&mut self) {
+        self.leader.ops.push_back(leader::OpRequest::Rebalance);
+    }
+
+    /// Asks every replication peer for a resync; returns whom.
+    pub fn request_resync_all(&mut self, t: Time) -> Vec<NodeId> {
+        let peers: Vec<NodeId> = self.replication_peers().collect();
+        for p in &peers {
+            self.request_resync(t, *p);
+        }
+        peers
+    }
+}
