@@ -1,0 +1,657 @@
+//! Records of the replication stream and the datagrams beside it, parsed and emitted in one
+//! place.
+//!
+//! Two kinds of bytes travel between members:
+//!
+//! - **records**, on the reliable, ordered replication stream ([`Record`]): the first byte is a
+//!   tag, the rest depends on it;
+//! - **datagrams**, unreliable ([`Datagram`]): heartbeats and consensus (Raft) messages.
+//!
+//! # Wire format
+//!
+//! All integers are big-endian.
+//!
+//! | record | bytes |
+//! |---|---|
+//! | event | `E`, then a [`Message`] as [`Message::encode_into`] writes it |
+//! | final state | `F`, epoch (u64): exactly 9 bytes |
+//! | resync request | `Q`: exactly 1 byte |
+//! | resync done | `D`: exactly 1 byte |
+//! | SA key | `K`, SPI (u32), key length (u8), key bytes: the length byte equals the rest |
+//!
+//! | datagram | bytes |
+//! |---|---|
+//! | heartbeat | `H`, ready, witness, fenced (one byte each, 0 or 1), applied epoch (u64), one reserved byte: exactly 13 bytes |
+//! | consensus | `R`, then the consensus library's message bytes (opaque here) |
+//!
+//! # Three views
+//!
+//! Untrusted bytes go through a view first: [`RecordView::new_unchecked`] wraps a buffer (its
+//! accessors may panic on a short buffer), [`RecordView::new_checked`] (or
+//! [`RecordView::check_len`]) makes sure the length fits the tag, after which no accessor can
+//! panic. [`Record::parse`] / [`Record::emit`] give the meaning. [`DatagramView`] does the
+//! same for datagrams.
+//!
+//! # Strictness
+//!
+//! - Fixed-length records and heartbeats must have exactly their length; a longer one is an
+//!   error, not a record with trailing bytes ignored.
+//! - A heartbeat flag byte other than 0 or 1 is rejected ([`RecordError::BadFlag`]): every
+//!   member emits 0 or 1, so any other value is corruption or a foreign sender, and a flag
+//!   such as `fenced` must not be guessed. The reserved byte is ignored on parse (a later
+//!   version may use it) and emitted as 0.
+//! - An event record whose message does not decode is [`RecordError::Event`], with the
+//!   [`DecodeError`] as its source.
+//!
+//! Key material (invariant 6): a [`Record::SaKey`] holds its key in a [`Zeroizing`] buffer, its
+//! `Debug` prints only the key's length, and no error carries key bytes.
+
+use core::fmt;
+use core::ops::{Range, RangeFrom};
+
+use zeroize::Zeroizing;
+
+use crate::events::{DecodeError, Message};
+use crate::ids::Epoch;
+
+/// A byte range of a fixed-position field.
+type Field = Range<usize>;
+
+/// The first byte of every record and datagram.
+pub mod tag {
+    /// Record: a replication event ([`Record::Event`](super::Record::Event)).
+    pub const EVENT: u8 = b'E';
+    /// Record: final state through an epoch ([`Record::Final`](super::Record::Final)).
+    pub const FINAL: u8 = b'F';
+    /// Record: resync request ([`Record::ResyncRequest`](super::Record::ResyncRequest)).
+    pub const RESYNC_REQUEST: u8 = b'Q';
+    /// Record: resync done ([`Record::ResyncDone`](super::Record::ResyncDone)).
+    pub const RESYNC_DONE: u8 = b'D';
+    /// Record: an SA's key ([`Record::SaKey`](super::Record::SaKey)).
+    pub const SA_KEY: u8 = b'K';
+    /// Datagram: heartbeat ([`Datagram::Heartbeat`](super::Datagram::Heartbeat)).
+    pub const HEARTBEAT: u8 = b'H';
+    /// Datagram: consensus message ([`Datagram::Raft`](super::Datagram::Raft)).
+    pub const RAFT: u8 = b'R';
+}
+
+/// Field positions, named after the wire format in the module documentation.
+mod field {
+    use super::{Field, RangeFrom};
+
+    /// The tag byte of every record and datagram.
+    pub const TAG: usize = 0;
+    /// Everything after the tag.
+    pub const PAYLOAD: RangeFrom<usize> = 1..;
+
+    /// `F`: the epoch.
+    pub const FINAL_EPOCH: Field = 1..9;
+    /// `F`: the whole record's length.
+    pub const FINAL_LEN: usize = FINAL_EPOCH.end;
+
+    /// `Q` and `D`: the whole record's length (the tag alone).
+    pub const BARE_LEN: usize = 1;
+
+    /// `K`: the SPI.
+    pub const KEY_SPI: Field = 1..5;
+    /// `K`: the key length byte.
+    pub const KEY_LEN: usize = 5;
+    /// `K`: the key bytes.
+    pub const KEY: RangeFrom<usize> = 6..;
+    /// `K`: the header before the key bytes.
+    pub const KEY_HEADER_LEN: usize = KEY.start;
+
+    /// `H`: ready flag.
+    pub const HB_READY: usize = 1;
+    /// `H`: witness flag.
+    pub const HB_WITNESS: usize = 2;
+    /// `H`: fenced flag.
+    pub const HB_FENCED: usize = 3;
+    /// `H`: the applied allocation epoch.
+    pub const HB_APPLIED: Field = 4..12;
+    /// `H`: reserved, emitted as 0, ignored on parse.
+    pub const HB_RESERVED: usize = 12;
+    /// `H`: the whole datagram's length.
+    pub const HB_LEN: usize = HB_RESERVED + 1;
+}
+
+/// The longest key a `K` record carries (its length is one byte).
+pub const MAX_KEY_LEN: usize = u8::MAX as usize;
+
+/// Length of a heartbeat datagram.
+pub const HEARTBEAT_LEN: usize = field::HB_LEN;
+
+/// Why a record or datagram did not parse (or a key record could not be built).
+///
+/// No variant carries key bytes.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum RecordError {
+    /// Zero bytes.
+    #[error("empty record")]
+    Empty,
+    /// A first byte that names no record (or, for [`Datagram::parse`], no datagram).
+    #[error("unknown tag 0x{0:02x}")]
+    UnknownTag(u8),
+    /// A fixed-length record or datagram (`F`, `Q`, `D`, `H`) of the wrong length.
+    #[error("'{}' is {len} bytes long, expected exactly {expected}", char::from(*tag))]
+    BadLength {
+        /// The tag.
+        tag: u8,
+        /// The length received, tag included.
+        len: usize,
+        /// The length this tag has, tag included.
+        expected: usize,
+    },
+    /// A variable-length record shorter than its fixed header.
+    #[error("'{}' is {len} bytes long, shorter than its {min}-byte header", char::from(*tag))]
+    Truncated {
+        /// The tag.
+        tag: u8,
+        /// The length received, tag included.
+        len: usize,
+        /// The header's length, tag included.
+        min: usize,
+    },
+    /// A `K` record whose key length byte does not match the bytes after it.
+    #[error("key record for SPI 0x{spi:08x} declares a {declared}-byte key but carries {actual} bytes")]
+    KeyLength {
+        /// The SPI.
+        spi: u32,
+        /// The key length byte.
+        declared: u8,
+        /// The number of key bytes present.
+        actual: usize,
+    },
+    /// A key longer than a `K` record can carry ([`MAX_KEY_LEN`]).
+    #[error("key for SPI 0x{spi:08x} is {len} bytes, more than the {MAX_KEY_LEN} a key record carries")]
+    KeyTooLong {
+        /// The SPI.
+        spi: u32,
+        /// The key's length.
+        len: usize,
+    },
+    /// A heartbeat flag byte other than 0 or 1.
+    #[error("heartbeat {field} flag is {value}, expected 0 or 1")]
+    BadFlag {
+        /// The flag's name.
+        field: &'static str,
+        /// The byte received.
+        value: u8,
+    },
+    /// An `E` record whose message does not decode (the cause is the source).
+    #[error("event record does not decode")]
+    Event(#[from] DecodeError),
+}
+
+/// A checked or unchecked view of a record's bytes.
+///
+/// Built with [`new_unchecked`](Self::new_unchecked), the accessors may panic on a buffer too
+/// short for its tag; built with [`new_checked`](Self::new_checked) (or after
+/// [`check_len`](Self::check_len) succeeded), none can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> RecordView<T> {
+    /// Wraps `buffer` without looking at it.
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
+    /// Wraps `buffer` and checks its length against its tag ([`check_len`](Self::check_len)).
+    ///
+    /// # Errors
+    /// As [`check_len`](Self::check_len).
+    pub fn new_checked(buffer: T) -> Result<Self, RecordError> {
+        let v = Self::new_unchecked(buffer);
+        v.check_len()?;
+        Ok(v)
+    }
+
+    /// Checks that the buffer is long enough for every accessor its tag has, and exactly as
+    /// long as the record it holds. It does not decode an event's message.
+    ///
+    /// # Errors
+    /// [`RecordError::Empty`], [`RecordError::UnknownTag`], [`RecordError::BadLength`] (`F`,
+    /// `Q`, `D`), [`RecordError::Truncated`] or [`RecordError::KeyLength`] (`K`).
+    pub fn check_len(&self) -> Result<(), RecordError> {
+        let b = self.buffer.as_ref();
+        let len = b.len();
+        let Some(&t) = b.first() else {
+            return Err(RecordError::Empty);
+        };
+        let exact = |expected: usize| {
+            if len == expected {
+                Ok(())
+            } else {
+                Err(RecordError::BadLength {
+                    tag: t,
+                    len,
+                    expected,
+                })
+            }
+        };
+        match t {
+            tag::EVENT => Ok(()),
+            tag::FINAL => exact(field::FINAL_LEN),
+            tag::RESYNC_REQUEST | tag::RESYNC_DONE => exact(field::BARE_LEN),
+            tag::SA_KEY => {
+                let (Some(spi), Some(&declared), Some(key)) = (
+                    b.get(field::KEY_SPI),
+                    b.get(field::KEY_LEN),
+                    b.get(field::KEY),
+                ) else {
+                    return Err(RecordError::Truncated {
+                        tag: t,
+                        len,
+                        min: field::KEY_HEADER_LEN,
+                    });
+                };
+                if key.len() == usize::from(declared) {
+                    Ok(())
+                } else {
+                    Err(RecordError::KeyLength {
+                        spi: be_u32(spi),
+                        declared,
+                        actual: key.len(),
+                    })
+                }
+            }
+            other => Err(RecordError::UnknownTag(other)),
+        }
+    }
+
+    /// The wrapped buffer.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// The tag byte.
+    ///
+    /// # Panics
+    /// On an empty buffer in an unchecked view.
+    pub fn tag(&self) -> u8 {
+        self.buffer.as_ref()[field::TAG]
+    }
+
+    /// `E`: the encoded message after the tag.
+    ///
+    /// # Panics
+    /// On an empty buffer in an unchecked view.
+    pub fn message_bytes(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::PAYLOAD]
+    }
+
+    /// `F`: the epoch.
+    ///
+    /// # Panics
+    /// On a buffer shorter than 9 bytes in an unchecked view (or a checked view of another
+    /// tag).
+    pub fn final_epoch(&self) -> Epoch {
+        Epoch(be_u64(&self.buffer.as_ref()[field::FINAL_EPOCH]))
+    }
+
+    /// `K`: the SPI.
+    ///
+    /// # Panics
+    /// On a buffer shorter than 5 bytes in an unchecked view (or a checked view of a short
+    /// record of another tag).
+    pub fn key_spi(&self) -> u32 {
+        be_u32(&self.buffer.as_ref()[field::KEY_SPI])
+    }
+
+    /// `K`: the key length byte.
+    ///
+    /// # Panics
+    /// On a buffer shorter than 6 bytes in an unchecked view (or a checked view of a short
+    /// record of another tag).
+    pub fn key_len(&self) -> u8 {
+        self.buffer.as_ref()[field::KEY_LEN]
+    }
+
+    /// `K`: the key bytes (in a checked view, exactly [`key_len`](Self::key_len) of them).
+    ///
+    /// # Panics
+    /// On a buffer shorter than 6 bytes in an unchecked view (or a checked view of a short
+    /// record of another tag).
+    pub fn key(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::KEY]
+    }
+}
+
+/// A checked or unchecked view of a datagram's bytes; see [`RecordView`] for the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatagramView<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> DatagramView<T> {
+    /// Wraps `buffer` without looking at it.
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
+    /// Wraps `buffer` and checks its length against its tag ([`check_len`](Self::check_len)).
+    ///
+    /// # Errors
+    /// As [`check_len`](Self::check_len).
+    pub fn new_checked(buffer: T) -> Result<Self, RecordError> {
+        let v = Self::new_unchecked(buffer);
+        v.check_len()?;
+        Ok(v)
+    }
+
+    /// Checks that the buffer is long enough for every accessor its tag has (a heartbeat:
+    /// exactly [`HEARTBEAT_LEN`] bytes). It does not check flag values.
+    ///
+    /// # Errors
+    /// [`RecordError::Empty`], [`RecordError::UnknownTag`], [`RecordError::BadLength`] (`H`).
+    pub fn check_len(&self) -> Result<(), RecordError> {
+        let b = self.buffer.as_ref();
+        match b.first() {
+            None => Err(RecordError::Empty),
+            Some(&tag::HEARTBEAT) if b.len() != field::HB_LEN => Err(RecordError::BadLength {
+                tag: tag::HEARTBEAT,
+                len: b.len(),
+                expected: field::HB_LEN,
+            }),
+            Some(&tag::HEARTBEAT | &tag::RAFT) => Ok(()),
+            Some(&other) => Err(RecordError::UnknownTag(other)),
+        }
+    }
+
+    /// The wrapped buffer.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// The tag byte.
+    ///
+    /// # Panics
+    /// On an empty buffer in an unchecked view.
+    pub fn tag(&self) -> u8 {
+        self.buffer.as_ref()[field::TAG]
+    }
+
+    /// `R`: the consensus message after the tag.
+    ///
+    /// # Panics
+    /// On an empty buffer in an unchecked view.
+    pub fn raft_bytes(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::PAYLOAD]
+    }
+
+    /// `H`: the ready flag byte.
+    ///
+    /// # Panics
+    /// On a buffer shorter than a heartbeat in an unchecked view.
+    pub fn ready_byte(&self) -> u8 {
+        self.buffer.as_ref()[field::HB_READY]
+    }
+
+    /// `H`: the witness flag byte.
+    ///
+    /// # Panics
+    /// On a buffer shorter than a heartbeat in an unchecked view.
+    pub fn witness_byte(&self) -> u8 {
+        self.buffer.as_ref()[field::HB_WITNESS]
+    }
+
+    /// `H`: the fenced flag byte.
+    ///
+    /// # Panics
+    /// On a buffer shorter than a heartbeat in an unchecked view.
+    pub fn fenced_byte(&self) -> u8 {
+        self.buffer.as_ref()[field::HB_FENCED]
+    }
+
+    /// `H`: the applied allocation epoch.
+    ///
+    /// # Panics
+    /// On a buffer shorter than a heartbeat in an unchecked view.
+    pub fn applied(&self) -> Epoch {
+        Epoch(be_u64(&self.buffer.as_ref()[field::HB_APPLIED]))
+    }
+
+    /// `H`: the reserved byte.
+    ///
+    /// # Panics
+    /// On a buffer shorter than a heartbeat in an unchecked view.
+    pub fn reserved(&self) -> u8 {
+        self.buffer.as_ref()[field::HB_RESERVED]
+    }
+}
+
+/// A record of the reliable replication stream.
+///
+/// `Debug` never prints key bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Record {
+    /// `E`: a replication event.
+    Event(Message),
+    /// `F`: every SA state the sender had when it had applied this epoch precedes this record
+    /// on its stream.
+    Final(Epoch),
+    /// `Q`: asks the receiver for everything it owns.
+    ResyncRequest,
+    /// `D`: ends the answer to a resync request.
+    ResyncDone,
+    /// `K`: an SA's key (key material: invariant 6; the stream is encrypted).
+    SaKey {
+        /// The SA's SPI.
+        spi: u32,
+        /// The key, at most [`MAX_KEY_LEN`] bytes (see [`Record::emit`]).
+        key: Zeroizing<Vec<u8>>,
+    },
+}
+
+impl Record {
+    /// A key record, refusing a key longer than [`MAX_KEY_LEN`].
+    ///
+    /// # Errors
+    /// [`RecordError::KeyTooLong`].
+    pub fn sa_key(spi: u32, key: Zeroizing<Vec<u8>>) -> Result<Record, RecordError> {
+        if key.len() > MAX_KEY_LEN {
+            return Err(RecordError::KeyTooLong {
+                spi,
+                len: key.len(),
+            });
+        }
+        Ok(Record::SaKey { spi, key })
+    }
+
+    /// Parses one whole record. Never panics.
+    ///
+    /// # Errors
+    /// Any [`RecordError`] but [`RecordError::KeyTooLong`] and [`RecordError::BadFlag`]; see
+    /// [`RecordView::check_len`]; [`RecordError::Event`] for an `E` record whose message does
+    /// not decode.
+    pub fn parse(bytes: &[u8]) -> Result<Record, RecordError> {
+        let v = RecordView::new_checked(bytes)?;
+        Ok(match v.tag() {
+            tag::EVENT => Record::Event(Message::decode(v.message_bytes())?),
+            tag::FINAL => Record::Final(v.final_epoch()),
+            tag::RESYNC_REQUEST => Record::ResyncRequest,
+            tag::RESYNC_DONE => Record::ResyncDone,
+            tag::SA_KEY => Record::SaKey {
+                spi: v.key_spi(),
+                key: Zeroizing::new(v.key().to_vec()),
+            },
+            // check_len accepted only the tags above
+            other => return Err(RecordError::UnknownTag(other)),
+        })
+    }
+
+    /// Appends the record's wire bytes to `out`.
+    ///
+    /// An event is its tag then [`Message::encode_into`] (no allocation beyond `out`'s growth).
+    /// A key longer than [`MAX_KEY_LEN`] (which [`Record::sa_key`] refuses) is cut to its first
+    /// [`MAX_KEY_LEN`] bytes, as the daemon always did; such a record does not round-trip.
+    /// If `out` reallocates while a key is appended, its old buffer is not zeroized: give a key
+    /// record a buffer with room (or use [`Record::to_bytes`]).
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        out.push(self.tag());
+        match self {
+            Record::Event(m) => m.encode_into(out),
+            Record::Final(e) => out.extend_from_slice(&e.0.to_be_bytes()),
+            Record::ResyncRequest | Record::ResyncDone => {}
+            Record::SaKey { spi, key } => {
+                let key: &[u8] = key;
+                let key = key.get(..MAX_KEY_LEN).unwrap_or(key);
+                out.extend_from_slice(&spi.to_be_bytes());
+                // `key` is at most MAX_KEY_LEN = u8::MAX bytes long
+                out.push(u8::try_from(key.len()).unwrap_or(u8::MAX));
+                out.extend_from_slice(key);
+            }
+        }
+    }
+
+    /// The record's wire bytes in a fresh buffer, sized up front and zeroized when dropped.
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let cap = match self {
+            Record::Event(_) => 64,
+            Record::Final(_) => field::FINAL_LEN,
+            Record::ResyncRequest | Record::ResyncDone => field::BARE_LEN,
+            Record::SaKey { key, .. } => field::KEY_HEADER_LEN + key.len().min(MAX_KEY_LEN),
+        };
+        let mut out = Zeroizing::new(Vec::with_capacity(cap));
+        self.emit(&mut out);
+        out
+    }
+
+    /// The record's tag byte ([`tag`]).
+    pub fn tag(&self) -> u8 {
+        match self {
+            Record::Event(_) => tag::EVENT,
+            Record::Final(_) => tag::FINAL,
+            Record::ResyncRequest => tag::RESYNC_REQUEST,
+            Record::ResyncDone => tag::RESYNC_DONE,
+            Record::SaKey { .. } => tag::SA_KEY,
+        }
+    }
+}
+
+/// Prints a key's length in place of its bytes.
+struct Redacted(usize);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes redacted>", self.0)
+    }
+}
+
+/// Prints an SPI in hex.
+struct Spi(u32);
+
+impl fmt::Debug for Spi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0x{:08x}", self.0)
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Record::Event(m) => f.debug_tuple("Event").field(m).finish(),
+            Record::Final(e) => f.debug_tuple("Final").field(e).finish(),
+            Record::ResyncRequest => f.write_str("ResyncRequest"),
+            Record::ResyncDone => f.write_str("ResyncDone"),
+            Record::SaKey { spi, key } => f
+                .debug_struct("SaKey")
+                .field("spi", &Spi(*spi))
+                .field("key", &Redacted(key.len()))
+                .finish(),
+        }
+    }
+}
+
+/// A member's liveness report (the `H` datagram).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Heartbeat {
+    /// The sender is ready to handle traffic.
+    pub ready: bool,
+    /// The sender is a witness (votes, owns nothing).
+    pub witness: bool,
+    /// The sender has fenced itself (its lease lapsed).
+    pub fenced: bool,
+    /// The allocation epoch the sender has applied.
+    pub applied: Epoch,
+}
+
+impl Heartbeat {
+    /// The heartbeat's 13 wire bytes.
+    pub fn to_bytes(&self) -> [u8; HEARTBEAT_LEN] {
+        let mut b = [0u8; HEARTBEAT_LEN];
+        b[field::TAG] = tag::HEARTBEAT;
+        b[field::HB_READY] = u8::from(self.ready);
+        b[field::HB_WITNESS] = u8::from(self.witness);
+        b[field::HB_FENCED] = u8::from(self.fenced);
+        b[field::HB_APPLIED].copy_from_slice(&self.applied.0.to_be_bytes());
+        b
+    }
+
+    fn from_view<T: AsRef<[u8]>>(v: &DatagramView<T>) -> Result<Heartbeat, RecordError> {
+        let flag = |field: &'static str, value: u8| match value {
+            0 => Ok(false),
+            1 => Ok(true),
+            value => Err(RecordError::BadFlag { field, value }),
+        };
+        Ok(Heartbeat {
+            ready: flag("ready", v.ready_byte())?,
+            witness: flag("witness", v.witness_byte())?,
+            fenced: flag("fenced", v.fenced_byte())?,
+            applied: v.applied(),
+        })
+    }
+}
+
+/// An unreliable datagram between members, borrowing from the received bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Datagram<'a> {
+    /// `H`: a heartbeat.
+    Heartbeat(Heartbeat),
+    /// `R`: a consensus message (opaque here; possibly empty).
+    Raft(&'a [u8]),
+}
+
+impl<'a> Datagram<'a> {
+    /// Parses one whole datagram. Never panics.
+    ///
+    /// # Errors
+    /// [`RecordError::Empty`], [`RecordError::UnknownTag`], [`RecordError::BadLength`] (a
+    /// heartbeat not 13 bytes long), [`RecordError::BadFlag`] (a heartbeat flag byte other
+    /// than 0 or 1).
+    pub fn parse(bytes: &'a [u8]) -> Result<Datagram<'a>, RecordError> {
+        let v = DatagramView::new_checked(bytes)?;
+        match v.tag() {
+            tag::HEARTBEAT => Ok(Datagram::Heartbeat(Heartbeat::from_view(&v)?)),
+            tag::RAFT => Ok(Datagram::Raft(v.into_inner().get(field::PAYLOAD).unwrap_or(&[]))),
+            // check_len accepted only the tags above
+            other => Err(RecordError::UnknownTag(other)),
+        }
+    }
+
+    /// Appends the datagram's wire bytes to `out`.
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        match self {
+            Datagram::Heartbeat(h) => out.extend_from_slice(&h.to_bytes()),
+            Datagram::Raft(m) => {
+                out.push(tag::RAFT);
+                out.extend_from_slice(m);
+            }
+        }
+    }
+}
+
+fn be_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(b);
+    u32::from_be_bytes(a)
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    u64::from_be_bytes(a)
+}
