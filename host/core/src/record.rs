@@ -44,6 +44,22 @@
 //! - An event record whose message does not decode is [`RecordError::Event`], with the
 //!   [`DecodeError`] as its source.
 //!
+//! # Example
+//!
+//! ```
+//! use cluster_core::record::{Datagram, Heartbeat, Record, RecordError};
+//! use cluster_core::Epoch;
+//!
+//! let mut out = Vec::new();
+//! Record::Final(Epoch(7)).emit(&mut out);
+//! assert_eq!(out, [b'F', 0, 0, 0, 0, 0, 0, 0, 7]);
+//! assert_eq!(Record::parse(&out), Ok(Record::Final(Epoch(7))));
+//! assert!(matches!(Record::parse(b"Qx"), Err(RecordError::BadLength { tag: b'Q', .. })));
+//!
+//! let hb = Heartbeat { ready: true, ..Heartbeat::default() }.to_bytes();
+//! assert!(matches!(Datagram::parse(&hb), Ok(Datagram::Heartbeat(h)) if h.ready));
+//! ```
+//!
 //! Key material (invariant 6): a [`Record::SaKey`] holds its key in a [`Zeroizing`] buffer, its
 //! `Debug` prints only the key's length, and no error carries key bytes.
 
