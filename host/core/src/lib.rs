@@ -54,6 +54,12 @@
 //! (failure, join, weights, drain), `load_balance` (per-id load, hysteresis), `operator_move`.
 //! Reallocation planning ([`realloc`]): `plan(old, new, node) -> ReallocPlan { gained, lost }`.
 //!
+//! Records ([`record`]): [`Record::parse`]`(bytes) -> Result<Record, RecordError>` and
+//! [`Record::emit`]`(&self, &mut Vec<u8>)` for the replication stream (`Event`, `Final`,
+//! `ResyncRequest`, `ResyncDone`, `SaKey`; key bytes zeroized, never in `Debug`);
+//! [`Datagram::parse`] / [`Datagram::emit`] for heartbeats ([`Heartbeat`], 13 bytes) and
+//! consensus messages; checked views `RecordView` / `DatagramView` underneath.
+//!
 //! Captures: [`pcap`] `read` / `write`.
 
 #![forbid(unsafe_code)]
@@ -90,4 +96,5 @@ pub use node::{
 pub use node_table::{NodeSpecificTable, SimCard, SoftwareTable, TableError, TieredTable};
 pub use packet::{parse_packet, Framing, ParseError, ParsedPacket};
 pub use realloc::ReallocPlan;
+pub use record::{Datagram, Heartbeat, Record, RecordError};
 pub use rules::RuleSet;

@@ -1,172 +1,1269 @@
-//! Provisional replication records (replaced by the checked views of the records work).
+//! Records of the replication stream and the datagrams beside it, parsed and emitted in one
+//! place.
+//!
+//! Two kinds of bytes travel between members:
+//!
+//! - **records**, on the reliable, ordered replication stream ([`Record`]): the first byte is a
+//!   tag, the rest depends on it;
+//! - **datagrams**, unreliable ([`Datagram`]): heartbeats and consensus (Raft) messages.
+//!
+//! # Wire format
+//!
+//! The integers of the framing are big-endian (the message inside an `E` record keeps its own
+//! codec, [`crate::events`]).
+//!
+//! | record | bytes |
+//! |---|---|
+//! | event | `E`, then a [`Message`] as [`Message::encode_into`] writes it |
+//! | final state | `F`, epoch (u64): exactly 9 bytes |
+//! | resync request | `Q`: exactly 1 byte |
+//! | resync done | `D`: exactly 1 byte |
+//! | SA key | `K`, SPI (u32), key length (u8), key bytes: the length byte equals the rest |
+//!
+//! | datagram | bytes |
+//! |---|---|
+//! | heartbeat | `H`, ready, witness, fenced (one byte each, 0 or 1), applied epoch (u64), one reserved byte: exactly 13 bytes |
+//! | consensus | `R`, then the consensus library's message bytes (opaque here) |
+//!
+//! # Three views
+//!
+//! Untrusted bytes go through a view first: [`RecordView::new_unchecked`] wraps a buffer (its
+//! accessors may panic on a short buffer), [`RecordView::new_checked`] (or
+//! [`RecordView::check_len`]) makes sure the length fits the tag, after which no accessor can
+//! panic. [`Record::parse`] / [`Record::emit`] give the meaning. [`DatagramView`] does the
+//! same for datagrams.
+//!
+//! # Strictness
+//!
+//! - Fixed-length records and heartbeats must have exactly their length; a longer one is an
+//!   error, not a record with trailing bytes ignored.
+//! - A heartbeat flag byte other than 0 or 1 is rejected ([`RecordError::BadFlag`]): every
+//!   member emits 0 or 1, so any other value is corruption or a foreign sender, and a flag
+//!   such as `fenced` must not be guessed. The reserved byte is ignored on parse (a later
+//!   version may use it) and emitted as 0.
+//! - An event record whose message does not decode is [`RecordError::Event`], with the
+//!   [`DecodeError`] as its source.
+//!
+//! # Example
+//!
+//! ```
+//! use cluster_core::record::{Datagram, Heartbeat, Record, RecordError};
+//! use cluster_core::Epoch;
+//!
+//! let mut out = Vec::new();
+//! Record::Final(Epoch(7)).emit(&mut out);
+//! assert_eq!(out, [b'F', 0, 0, 0, 0, 0, 0, 0, 7]);
+//! assert_eq!(Record::parse(&out), Ok(Record::Final(Epoch(7))));
+//! assert!(matches!(Record::parse(b"Qx"), Err(RecordError::BadLength { tag: b'Q', .. })));
+//!
+//! let hb = Heartbeat { ready: true, ..Heartbeat::default() }.to_bytes();
+//! assert!(matches!(Datagram::parse(&hb), Ok(Datagram::Heartbeat(h)) if h.ready));
+//! ```
+//!
+//! Key material (invariant 6): a [`Record::SaKey`] holds its key in a [`Zeroizing`] buffer, its
+//! `Debug` prints only the key's length, and no error carries key bytes.
+
+use core::fmt;
+use core::ops::{Range, RangeFrom};
+
+use zeroize::Zeroizing;
 
 use crate::events::{DecodeError, Message};
 use crate::ids::Epoch;
-use zeroize::Zeroizing;
 
-/// A record on the reliable replication stream.
-pub enum Record {
-    /// `E`: a state-core message.
-    Event(Message),
-    /// `F`: final state through an epoch.
-    Final(Epoch),
-    /// `Q`: resync request.
-    ResyncRequest,
-    /// `D`: resync done.
-    ResyncDone,
-    /// `K`: SA key material.
-    SaKey {
-        /// SPI.
+/// A byte range of a fixed-position field.
+type Field = Range<usize>;
+
+/// The first byte of every record and datagram.
+pub mod tag {
+    /// Record: a replication event ([`Record::Event`](super::Record::Event)).
+    pub const EVENT: u8 = b'E';
+    /// Record: final state through an epoch ([`Record::Final`](super::Record::Final)).
+    pub const FINAL: u8 = b'F';
+    /// Record: resync request ([`Record::ResyncRequest`](super::Record::ResyncRequest)).
+    pub const RESYNC_REQUEST: u8 = b'Q';
+    /// Record: resync done ([`Record::ResyncDone`](super::Record::ResyncDone)).
+    pub const RESYNC_DONE: u8 = b'D';
+    /// Record: an SA's key ([`Record::SaKey`](super::Record::SaKey)).
+    pub const SA_KEY: u8 = b'K';
+    /// Datagram: heartbeat ([`Datagram::Heartbeat`](super::Datagram::Heartbeat)).
+    pub const HEARTBEAT: u8 = b'H';
+    /// Datagram: consensus message ([`Datagram::Raft`](super::Datagram::Raft)).
+    pub const RAFT: u8 = b'R';
+}
+
+/// Field positions, named after the wire format in the module documentation.
+mod field {
+    use super::{Field, RangeFrom};
+
+    /// The tag byte of every record and datagram.
+    pub const TAG: usize = 0;
+    /// Everything after the tag.
+    pub const PAYLOAD: RangeFrom<usize> = 1..;
+
+    /// `F`: the epoch.
+    pub const FINAL_EPOCH: Field = 1..9;
+    /// `F`: the whole record's length.
+    pub const FINAL_LEN: usize = FINAL_EPOCH.end;
+
+    /// `Q` and `D`: the whole record's length (the tag alone).
+    pub const BARE_LEN: usize = 1;
+
+    /// `K`: the SPI.
+    pub const KEY_SPI: Field = 1..5;
+    /// `K`: the key length byte.
+    pub const KEY_LEN: usize = 5;
+    /// `K`: the key bytes.
+    pub const KEY: RangeFrom<usize> = 6..;
+    /// `K`: the header before the key bytes.
+    pub const KEY_HEADER_LEN: usize = KEY.start;
+
+    /// `H`: ready flag.
+    pub const HB_READY: usize = 1;
+    /// `H`: witness flag.
+    pub const HB_WITNESS: usize = 2;
+    /// `H`: fenced flag.
+    pub const HB_FENCED: usize = 3;
+    /// `H`: the applied allocation epoch.
+    pub const HB_APPLIED: Field = 4..12;
+    /// `H`: reserved, emitted as 0, ignored on parse.
+    pub const HB_RESERVED: usize = 12;
+    /// `H`: the whole datagram's length.
+    pub const HB_LEN: usize = HB_RESERVED + 1;
+}
+
+/// The longest key a `K` record carries (its length is one byte).
+pub const MAX_KEY_LEN: usize = u8::MAX as usize;
+
+/// Length of a heartbeat datagram.
+pub const HEARTBEAT_LEN: usize = field::HB_LEN;
+
+/// Why a record or datagram did not parse (or a key record could not be built).
+///
+/// No variant carries key bytes.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum RecordError {
+    /// Zero bytes.
+    #[error("empty record")]
+    Empty,
+    /// A first byte that names no record (or, for [`Datagram::parse`], no datagram).
+    #[error("unknown tag 0x{0:02x}")]
+    UnknownTag(u8),
+    /// A fixed-length record or datagram (`F`, `Q`, `D`, `H`) of the wrong length.
+    #[error("'{}' is {len} bytes long, expected exactly {expected}", char::from(*tag))]
+    BadLength {
+        /// The tag.
+        tag: u8,
+        /// The length received, tag included.
+        len: usize,
+        /// The length this tag has, tag included.
+        expected: usize,
+    },
+    /// A variable-length record shorter than its fixed header.
+    #[error("'{}' is {len} bytes long, shorter than its {min}-byte header", char::from(*tag))]
+    Truncated {
+        /// The tag.
+        tag: u8,
+        /// The length received, tag included.
+        len: usize,
+        /// The header's length, tag included.
+        min: usize,
+    },
+    /// A `K` record whose key length byte does not match the bytes after it.
+    #[error(
+        "key record for SPI 0x{spi:08x} declares a {declared}-byte key but carries {actual} bytes"
+    )]
+    KeyLength {
+        /// The SPI.
         spi: u32,
-        /// Key.
+        /// The key length byte.
+        declared: u8,
+        /// The number of key bytes present.
+        actual: usize,
+    },
+    /// A key longer than a `K` record can carry ([`MAX_KEY_LEN`]).
+    #[error(
+        "key for SPI 0x{spi:08x} is {len} bytes, more than the {MAX_KEY_LEN} a key record carries"
+    )]
+    KeyTooLong {
+        /// The SPI.
+        spi: u32,
+        /// The key's length.
+        len: usize,
+    },
+    /// A heartbeat flag byte other than 0 or 1.
+    #[error("heartbeat {field} flag is {value}, expected 0 or 1")]
+    BadFlag {
+        /// The flag's name.
+        field: &'static str,
+        /// The byte received.
+        value: u8,
+    },
+    /// An `E` record whose message does not decode (the cause is the source).
+    #[error("event record does not decode")]
+    Event(#[from] DecodeError),
+}
+
+/// A checked or unchecked view of a record's bytes.
+///
+/// Built with [`new_unchecked`](Self::new_unchecked), the accessors may panic on a buffer too
+/// short for its tag; built with [`new_checked`](Self::new_checked) (or after
+/// [`check_len`](Self::check_len) succeeded), none can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> RecordView<T> {
+    /// Wraps `buffer` without looking at it.
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
+    /// Wraps `buffer` and checks its length against its tag ([`check_len`](Self::check_len)).
+    ///
+    /// # Errors
+    /// As [`check_len`](Self::check_len).
+    pub fn new_checked(buffer: T) -> Result<Self, RecordError> {
+        let v = Self::new_unchecked(buffer);
+        v.check_len()?;
+        Ok(v)
+    }
+
+    /// Checks that the buffer is long enough for every accessor its tag has, and exactly as
+    /// long as the record it holds. It does not decode an event's message.
+    ///
+    /// # Errors
+    /// [`RecordError::Empty`], [`RecordError::UnknownTag`], [`RecordError::BadLength`] (`F`,
+    /// `Q`, `D`), [`RecordError::Truncated`] or [`RecordError::KeyLength`] (`K`).
+    pub fn check_len(&self) -> Result<(), RecordError> {
+        let b = self.buffer.as_ref();
+        let len = b.len();
+        let Some(&t) = b.first() else {
+            return Err(RecordError::Empty);
+        };
+        let exact = |expected: usize| {
+            if len == expected {
+                Ok(())
+            } else {
+                Err(RecordError::BadLength {
+                    tag: t,
+                    len,
+                    expected,
+                })
+            }
+        };
+        match t {
+            tag::EVENT => Ok(()),
+            tag::FINAL => exact(field::FINAL_LEN),
+            tag::RESYNC_REQUEST | tag::RESYNC_DONE => exact(field::BARE_LEN),
+            tag::SA_KEY => {
+                let (Some(spi), Some(&declared), Some(key)) = (
+                    b.get(field::KEY_SPI),
+                    b.get(field::KEY_LEN),
+                    b.get(field::KEY),
+                ) else {
+                    return Err(RecordError::Truncated {
+                        tag: t,
+                        len,
+                        min: field::KEY_HEADER_LEN,
+                    });
+                };
+                if key.len() == usize::from(declared) {
+                    Ok(())
+                } else {
+                    Err(RecordError::KeyLength {
+                        spi: be_u32(spi),
+                        declared,
+                        actual: key.len(),
+                    })
+                }
+            }
+            other => Err(RecordError::UnknownTag(other)),
+        }
+    }
+
+    /// The wrapped buffer.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// The tag byte.
+    ///
+    /// # Panics
+    /// On an empty buffer in an unchecked view.
+    pub fn tag(&self) -> u8 {
+        self.buffer.as_ref()[field::TAG]
+    }
+
+    /// `E`: the encoded message after the tag.
+    ///
+    /// # Panics
+    /// On an empty buffer in an unchecked view.
+    pub fn message_bytes(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::PAYLOAD]
+    }
+
+    /// `F`: the epoch.
+    ///
+    /// # Panics
+    /// On a buffer shorter than 9 bytes in an unchecked view (or a checked view of another
+    /// tag).
+    pub fn final_epoch(&self) -> Epoch {
+        Epoch(be_u64(&self.buffer.as_ref()[field::FINAL_EPOCH]))
+    }
+
+    /// `K`: the SPI.
+    ///
+    /// # Panics
+    /// On a buffer shorter than 5 bytes in an unchecked view (or a checked view of a short
+    /// record of another tag).
+    pub fn key_spi(&self) -> u32 {
+        be_u32(&self.buffer.as_ref()[field::KEY_SPI])
+    }
+
+    /// `K`: the key length byte.
+    ///
+    /// # Panics
+    /// On a buffer shorter than 6 bytes in an unchecked view (or a checked view of a short
+    /// record of another tag).
+    pub fn key_len(&self) -> u8 {
+        self.buffer.as_ref()[field::KEY_LEN]
+    }
+
+    /// `K`: the key bytes (in a checked view, exactly [`key_len`](Self::key_len) of them).
+    ///
+    /// # Panics
+    /// On a buffer shorter than 6 bytes in an unchecked view (or a checked view of a short
+    /// record of another tag).
+    pub fn key(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::KEY]
+    }
+}
+
+/// A checked or unchecked view of a datagram's bytes; see [`RecordView`] for the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatagramView<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> DatagramView<T> {
+    /// Wraps `buffer` without looking at it.
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
+    /// Wraps `buffer` and checks its length against its tag ([`check_len`](Self::check_len)).
+    ///
+    /// # Errors
+    /// As [`check_len`](Self::check_len).
+    pub fn new_checked(buffer: T) -> Result<Self, RecordError> {
+        let v = Self::new_unchecked(buffer);
+        v.check_len()?;
+        Ok(v)
+    }
+
+    /// Checks that the buffer is long enough for every accessor its tag has (a heartbeat:
+    /// exactly [`HEARTBEAT_LEN`] bytes). It does not check flag values.
+    ///
+    /// # Errors
+    /// [`RecordError::Empty`], [`RecordError::UnknownTag`], [`RecordError::BadLength`] (`H`).
+    pub fn check_len(&self) -> Result<(), RecordError> {
+        let b = self.buffer.as_ref();
+        match b.first() {
+            None => Err(RecordError::Empty),
+            Some(&tag::HEARTBEAT) if b.len() != field::HB_LEN => Err(RecordError::BadLength {
+                tag: tag::HEARTBEAT,
+                len: b.len(),
+                expected: field::HB_LEN,
+            }),
+            Some(&tag::HEARTBEAT | &tag::RAFT) => Ok(()),
+            Some(&other) => Err(RecordError::UnknownTag(other)),
+        }
+    }
+
+    /// The wrapped buffer.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// The tag byte.
+    ///
+    /// # Panics
+    /// On an empty buffer in an unchecked view.
+    pub fn tag(&self) -> u8 {
+        self.buffer.as_ref()[field::TAG]
+    }
+
+    /// `R`: the consensus message after the tag.
+    ///
+    /// # Panics
+    /// On an empty buffer in an unchecked view.
+    pub fn raft_bytes(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::PAYLOAD]
+    }
+
+    /// `H`: the ready flag byte.
+    ///
+    /// # Panics
+    /// On a buffer shorter than a heartbeat in an unchecked view.
+    pub fn ready_byte(&self) -> u8 {
+        self.buffer.as_ref()[field::HB_READY]
+    }
+
+    /// `H`: the witness flag byte.
+    ///
+    /// # Panics
+    /// On a buffer shorter than a heartbeat in an unchecked view.
+    pub fn witness_byte(&self) -> u8 {
+        self.buffer.as_ref()[field::HB_WITNESS]
+    }
+
+    /// `H`: the fenced flag byte.
+    ///
+    /// # Panics
+    /// On a buffer shorter than a heartbeat in an unchecked view.
+    pub fn fenced_byte(&self) -> u8 {
+        self.buffer.as_ref()[field::HB_FENCED]
+    }
+
+    /// `H`: the applied allocation epoch.
+    ///
+    /// # Panics
+    /// On a buffer shorter than a heartbeat in an unchecked view.
+    pub fn applied(&self) -> Epoch {
+        Epoch(be_u64(&self.buffer.as_ref()[field::HB_APPLIED]))
+    }
+
+    /// `H`: the reserved byte.
+    ///
+    /// # Panics
+    /// On a buffer shorter than a heartbeat in an unchecked view.
+    pub fn reserved(&self) -> u8 {
+        self.buffer.as_ref()[field::HB_RESERVED]
+    }
+}
+
+/// A record of the reliable replication stream.
+///
+/// `Debug` never prints key bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Record {
+    /// `E`: a replication event.
+    Event(Message),
+    /// `F`: every SA state the sender had when it had applied this epoch precedes this record
+    /// on its stream.
+    Final(Epoch),
+    /// `Q`: asks the receiver for everything it owns.
+    ResyncRequest,
+    /// `D`: ends the answer to a resync request.
+    ResyncDone,
+    /// `K`: an SA's key (key material: invariant 6; the stream is encrypted).
+    SaKey {
+        /// The SA's SPI.
+        spi: u32,
+        /// The key, at most [`MAX_KEY_LEN`] bytes (see [`Record::emit`]).
         key: Zeroizing<Vec<u8>>,
     },
 }
 
-/// Why bytes are not a record.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RecordError {
-    /// Malformed.
-    #[error("malformed record")]
-    Malformed,
-    /// Bad event.
-    #[error("event: {0}")]
-    Event(#[from] DecodeError),
-}
-
 impl Record {
-    /// Parses.
+    /// A key record, refusing a key longer than [`MAX_KEY_LEN`].
     ///
     /// # Errors
-    /// Malformed bytes.
-    pub fn parse(rec: &[u8]) -> Result<Record, RecordError> {
-        match rec.first() {
-            Some(b'E') => Ok(Record::Event(Message::decode(&rec[1..])?)),
-            Some(b'F') if rec.len() == 9 => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&rec[1..9]);
-                Ok(Record::Final(Epoch(u64::from_be_bytes(b))))
-            }
-            Some(b'Q') if rec.len() == 1 => Ok(Record::ResyncRequest),
-            Some(b'D') if rec.len() == 1 => Ok(Record::ResyncDone),
-            Some(b'K') if rec.len() >= 6 && rec.len() == 6 + usize::from(rec[5]) => {
-                Ok(Record::SaKey {
-                    spi: u32::from_be_bytes([rec[1], rec[2], rec[3], rec[4]]),
-                    key: Zeroizing::new(rec[6..].to_vec()),
-                })
-            }
-            _ => Err(RecordError::Malformed),
+    /// [`RecordError::KeyTooLong`].
+    pub fn sa_key(spi: u32, key: Zeroizing<Vec<u8>>) -> Result<Record, RecordError> {
+        if key.len() > MAX_KEY_LEN {
+            return Err(RecordError::KeyTooLong {
+                spi,
+                len: key.len(),
+            });
         }
+        Ok(Record::SaKey { spi, key })
     }
-    /// Emits.
+
+    /// Parses one whole record. Never panics.
+    ///
+    /// # Errors
+    /// Any [`RecordError`] but [`RecordError::KeyTooLong`] and [`RecordError::BadFlag`]; see
+    /// [`RecordView::check_len`]; [`RecordError::Event`] for an `E` record whose message does
+    /// not decode.
+    pub fn parse(bytes: &[u8]) -> Result<Record, RecordError> {
+        let v = RecordView::new_checked(bytes)?;
+        Ok(match v.tag() {
+            tag::EVENT => Record::Event(Message::decode(v.message_bytes())?),
+            tag::FINAL => Record::Final(v.final_epoch()),
+            tag::RESYNC_REQUEST => Record::ResyncRequest,
+            tag::RESYNC_DONE => Record::ResyncDone,
+            tag::SA_KEY => Record::SaKey {
+                spi: v.key_spi(),
+                key: Zeroizing::new(v.key().to_vec()),
+            },
+            // check_len accepted only the tags above
+            other => return Err(RecordError::UnknownTag(other)),
+        })
+    }
+
+    /// Appends the record's wire bytes to `out`.
+    ///
+    /// An event is its tag then [`Message::encode_into`] (no allocation beyond `out`'s growth).
+    /// A key longer than [`MAX_KEY_LEN`] (which [`Record::sa_key`] refuses) is cut to its first
+    /// [`MAX_KEY_LEN`] bytes, as the daemon always did; such a record does not round-trip.
+    /// If `out` reallocates while a key is appended, its old buffer is not zeroized: give a key
+    /// record a buffer with room (or use [`Record::to_bytes`]).
     pub fn emit(&self, out: &mut Vec<u8>) {
+        out.push(self.tag());
         match self {
-            Record::Event(m) => {
-                out.push(b'E');
-                m.encode_into(out);
-            }
-            Record::Final(e) => {
-                out.push(b'F');
-                out.extend_from_slice(&e.0.to_be_bytes());
-            }
-            Record::ResyncRequest => out.push(b'Q'),
-            Record::ResyncDone => out.push(b'D'),
+            Record::Event(m) => m.encode_into(out),
+            Record::Final(e) => out.extend_from_slice(&e.0.to_be_bytes()),
+            Record::ResyncRequest | Record::ResyncDone => {}
             Record::SaKey { spi, key } => {
-                out.push(b'K');
+                let key: &[u8] = key;
+                let key = key.get(..MAX_KEY_LEN).unwrap_or(key);
                 out.extend_from_slice(&spi.to_be_bytes());
-                let n = key.len().min(255);
-                out.push(n as u8);
-                out.extend_from_slice(&key[..n]);
+                // `key` is at most MAX_KEY_LEN = u8::MAX bytes long
+                out.push(u8::try_from(key.len()).unwrap_or(u8::MAX));
+                out.extend_from_slice(key);
             }
         }
     }
-    /// The wire bytes.
+
+    /// The record's wire bytes in a fresh buffer, sized up front and zeroized when dropped.
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let mut v = Zeroizing::new(Vec::new());
-        self.emit(&mut v);
-        v
+        let cap = match self {
+            Record::Event(_) => 64,
+            Record::Final(_) => field::FINAL_LEN,
+            Record::ResyncRequest | Record::ResyncDone => field::BARE_LEN,
+            Record::SaKey { key, .. } => field::KEY_HEADER_LEN + key.len().min(MAX_KEY_LEN),
+        };
+        let mut out = Zeroizing::new(Vec::with_capacity(cap));
+        self.emit(&mut out);
+        out
+    }
+
+    /// The record's tag byte ([`tag`]).
+    pub fn tag(&self) -> u8 {
+        match self {
+            Record::Event(_) => tag::EVENT,
+            Record::Final(_) => tag::FINAL,
+            Record::ResyncRequest => tag::RESYNC_REQUEST,
+            Record::ResyncDone => tag::RESYNC_DONE,
+            Record::SaKey { .. } => tag::SA_KEY,
+        }
     }
 }
 
-/// A heartbeat.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Prints a key's length in place of its bytes.
+struct Redacted(usize);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes redacted>", self.0)
+    }
+}
+
+/// Prints an SPI in hex.
+struct Spi(u32);
+
+impl fmt::Debug for Spi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0x{:08x}", self.0)
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Record::Event(m) => f.debug_tuple("Event").field(m).finish(),
+            Record::Final(e) => f.debug_tuple("Final").field(e).finish(),
+            Record::ResyncRequest => f.write_str("ResyncRequest"),
+            Record::ResyncDone => f.write_str("ResyncDone"),
+            Record::SaKey { spi, key } => f
+                .debug_struct("SaKey")
+                .field("spi", &Spi(*spi))
+                .field("key", &Redacted(key.len()))
+                .finish(),
+        }
+    }
+}
+
+/// A member's liveness report (the `H` datagram).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Heartbeat {
-    /// Ready.
+    /// The sender is ready to handle traffic.
     pub ready: bool,
-    /// Witness.
+    /// The sender is a witness (votes, owns nothing).
     pub witness: bool,
-    /// Fenced.
+    /// The sender has fenced itself (its lease lapsed).
     pub fenced: bool,
-    /// Applied epoch.
+    /// The allocation epoch the sender has applied.
     pub applied: Epoch,
 }
 
 impl Heartbeat {
-    /// Bytes.
-    pub fn to_bytes(&self) -> [u8; 13] {
-        let mut hb = [0u8; 13];
-        hb[0] = b'H';
-        hb[1] = u8::from(self.ready);
-        hb[2] = u8::from(self.witness);
-        hb[3] = u8::from(self.fenced);
-        hb[4..12].copy_from_slice(&self.applied.0.to_be_bytes());
-        hb
+    /// The heartbeat's 13 wire bytes.
+    pub fn to_bytes(&self) -> [u8; HEARTBEAT_LEN] {
+        let mut b = [0u8; HEARTBEAT_LEN];
+        b[field::TAG] = tag::HEARTBEAT;
+        b[field::HB_READY] = u8::from(self.ready);
+        b[field::HB_WITNESS] = u8::from(self.witness);
+        b[field::HB_FENCED] = u8::from(self.fenced);
+        b[field::HB_APPLIED].copy_from_slice(&self.applied.0.to_be_bytes());
+        b
+    }
+
+    fn from_view<T: AsRef<[u8]>>(v: &DatagramView<T>) -> Result<Heartbeat, RecordError> {
+        let flag = |field: &'static str, value: u8| match value {
+            0 => Ok(false),
+            1 => Ok(true),
+            value => Err(RecordError::BadFlag { field, value }),
+        };
+        Ok(Heartbeat {
+            ready: flag("ready", v.ready_byte())?,
+            witness: flag("witness", v.witness_byte())?,
+            fenced: flag("fenced", v.fenced_byte())?,
+            applied: v.applied(),
+        })
     }
 }
 
-/// A datagram.
+/// An unreliable datagram between members, borrowing from the received bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Datagram<'a> {
-    /// `H`.
+    /// `H`: a heartbeat.
     Heartbeat(Heartbeat),
-    /// `R`.
+    /// `R`: a consensus message (opaque here; possibly empty).
     Raft(&'a [u8]),
 }
 
 impl<'a> Datagram<'a> {
-    /// Parses.
+    /// Parses one whole datagram. Never panics.
     ///
     /// # Errors
-    /// Malformed bytes.
-    pub fn parse(d: &'a [u8]) -> Result<Datagram<'a>, RecordError> {
-        match d.first() {
-            Some(b'H') if d.len() == 13 => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&d[4..12]);
-                Ok(Datagram::Heartbeat(Heartbeat {
-                    ready: d[1] != 0,
-                    witness: d[2] != 0,
-                    fenced: d[3] != 0,
-                    applied: Epoch(u64::from_be_bytes(b)),
-                }))
-            }
-            Some(b'R') => Ok(Datagram::Raft(&d[1..])),
-            _ => Err(RecordError::Malformed),
+    /// [`RecordError::Empty`], [`RecordError::UnknownTag`], [`RecordError::BadLength`] (a
+    /// heartbeat not 13 bytes long), [`RecordError::BadFlag`] (a heartbeat flag byte other
+    /// than 0 or 1).
+    pub fn parse(bytes: &'a [u8]) -> Result<Datagram<'a>, RecordError> {
+        let v = DatagramView::new_checked(bytes)?;
+        match v.tag() {
+            tag::HEARTBEAT => Ok(Datagram::Heartbeat(Heartbeat::from_view(&v)?)),
+            tag::RAFT => Ok(Datagram::Raft(
+                v.into_inner().get(field::PAYLOAD).unwrap_or(&[]),
+            )),
+            // check_len accepted only the tags above
+            other => Err(RecordError::UnknownTag(other)),
         }
     }
-    /// Emits.
+
+    /// Appends the datagram's wire bytes to `out`.
     pub fn emit(&self, out: &mut Vec<u8>) {
         match self {
             Datagram::Heartbeat(h) => out.extend_from_slice(&h.to_bytes()),
-            Datagram::Raft(b) => {
-                out.push(b'R');
-                out.extend_from_slice(b);
+            Datagram::Raft(m) => {
+                out.push(tag::RAFT);
+                out.extend_from_slice(m);
             }
         }
     }
 }
 
-impl std::fmt::Debug for Record {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Record::SaKey { spi, key } => write!(
-                f,
-                "SaKey {{ spi: {spi:#x}, key: <{} bytes redacted> }}",
-                key.len()
+fn be_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(b);
+    u32::from_be_bytes(a)
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    u64::from_be_bytes(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::common::DistDigest;
+    use crate::entry::{
+        Action, ConnState, Endpoint, Entry, FlowKey, L4Proto, Nat, NatKind, SaRef, SessionDigest,
+        UserId,
+    };
+    use crate::events::{Event, SaState};
+    use crate::ids::{DistributionId, NodeId};
+    use proptest::prelude::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    /// A repair request for identifiers 1 and 2, hand-encoded: format 1, sender 3,
+    /// incarnation 9, seq 0, event tag 7, epoch 5, two identifiers (the message codec's
+    /// fixed-width integers are little-endian, unlike the record framing around it).
+    const EVENT_BYTES: [u8; 16] = [
+        b'E', 1, 0x03, 0x00, 0x09, 0x00, 0x00, 0x00, 0x00, 7, 5, 2, 0x01, 0x00, 0x02, 0x00,
+    ];
+    const FINAL_BYTES: [u8; 9] = [b'F', 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08];
+    const KEY_BYTES: [u8; 10] = [b'K', 0xde, 0xad, 0xbe, 0xef, 4, 0xa1, 0xa2, 0xa3, 0xa4];
+    const HEARTBEAT_BYTES: [u8; 13] = [
+        b'H', 1, 0, 1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x2c, 0,
+    ];
+
+    fn repair_message() -> Message {
+        Message {
+            sender: NodeId(3),
+            incarnation: 9,
+            seq: 0,
+            event: Event::RepairRequest {
+                epoch: Epoch(5),
+                ids: vec![DistributionId(1), DistributionId(2)],
+            },
+        }
+    }
+
+    fn key_record() -> Record {
+        Record::SaKey {
+            spi: 0xdead_beef,
+            key: Zeroizing::new(vec![0xa1, 0xa2, 0xa3, 0xa4]),
+        }
+    }
+
+    fn emitted(r: &Record) -> Vec<u8> {
+        let mut out = Vec::new();
+        r.emit(&mut out);
+        out
+    }
+
+    #[test]
+    fn event_fixture() {
+        let r = Record::parse(&EVENT_BYTES).unwrap();
+        assert_eq!(r, Record::Event(repair_message()));
+        assert_eq!(r.tag(), b'E');
+        assert_eq!(emitted(&r), EVENT_BYTES);
+        assert_eq!(&r.to_bytes()[..], &EVENT_BYTES[..]);
+        let v = RecordView::new_checked(&EVENT_BYTES[..]).unwrap();
+        assert_eq!(v.message_bytes(), &EVENT_BYTES[1..]);
+    }
+
+    #[test]
+    fn event_emit_appends_tag_and_message() {
+        let m = repair_message();
+        let mut out = vec![0xff];
+        Record::Event(m.clone()).emit(&mut out);
+        let mut want = vec![0xff, b'E'];
+        want.extend_from_slice(&m.encode());
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn final_fixture() {
+        let r = Record::parse(&FINAL_BYTES).unwrap();
+        assert_eq!(r, Record::Final(Epoch(0x0102_0304_0506_0708)));
+        assert_eq!(emitted(&r), FINAL_BYTES);
+        assert_eq!(
+            RecordView::new_checked(&FINAL_BYTES[..])
+                .unwrap()
+                .final_epoch(),
+            Epoch(0x0102_0304_0506_0708)
+        );
+    }
+
+    #[test]
+    fn resync_fixtures() {
+        assert_eq!(Record::parse(b"Q"), Ok(Record::ResyncRequest));
+        assert_eq!(Record::parse(b"D"), Ok(Record::ResyncDone));
+        assert_eq!(emitted(&Record::ResyncRequest), b"Q");
+        assert_eq!(emitted(&Record::ResyncDone), b"D");
+        assert_eq!(&Record::ResyncDone.to_bytes()[..], b"D");
+    }
+
+    #[test]
+    fn key_fixture() {
+        let r = Record::parse(&KEY_BYTES).unwrap();
+        assert_eq!(r, key_record());
+        assert_eq!(emitted(&r), KEY_BYTES);
+        assert_eq!(&r.to_bytes()[..], &KEY_BYTES[..]);
+        let v = RecordView::new_checked(&KEY_BYTES[..]).unwrap();
+        assert_eq!(v.key_spi(), 0xdead_beef);
+        assert_eq!(v.key_len(), 4);
+        assert_eq!(v.key(), &[0xa1, 0xa2, 0xa3, 0xa4]);
+        // an empty key is a valid record
+        let empty = [b'K', 0, 0, 0, 7, 0];
+        assert_eq!(
+            Record::parse(&empty),
+            Ok(Record::SaKey {
+                spi: 7,
+                key: Zeroizing::new(Vec::new())
+            })
+        );
+    }
+
+    #[test]
+    fn key_debug_is_redacted() {
+        let s = format!("{:?}", key_record());
+        assert_eq!(s, "SaKey { spi: 0xdeadbeef, key: <4 bytes redacted> }");
+        let s = format!("{:#?}", key_record());
+        assert!(!s.contains("a1") && !s.contains("161"), "{s}");
+        assert_eq!(format!("{:?}", Record::Final(Epoch(2))), "Final(Epoch(2))");
+        assert_eq!(format!("{:?}", Record::ResyncRequest), "ResyncRequest");
+    }
+
+    #[test]
+    fn long_keys() {
+        let spi = 1;
+        let max = Zeroizing::new(vec![7u8; MAX_KEY_LEN]);
+        let r = Record::sa_key(spi, max).unwrap();
+        assert_eq!(Record::parse(&r.to_bytes()), Ok(r));
+        assert_eq!(
+            Record::sa_key(spi, Zeroizing::new(vec![7u8; 256])),
+            Err(RecordError::KeyTooLong { spi, len: 256 })
+        );
+        // emit cuts an over-long key to what the length byte can say, as the daemon did
+        let r = Record::SaKey {
+            spi,
+            key: Zeroizing::new(vec![7u8; 300]),
+        };
+        let b = r.to_bytes();
+        assert_eq!(b.len(), 6 + MAX_KEY_LEN);
+        assert_eq!(b[5], 255);
+        assert!(Record::parse(&b).is_ok());
+    }
+
+    #[test]
+    fn heartbeat_fixture() {
+        let h = Heartbeat {
+            ready: true,
+            witness: false,
+            fenced: true,
+            applied: Epoch(300),
+        };
+        assert_eq!(h.to_bytes(), HEARTBEAT_BYTES);
+        assert_eq!(
+            Datagram::parse(&HEARTBEAT_BYTES),
+            Ok(Datagram::Heartbeat(h))
+        );
+        let mut out = Vec::new();
+        Datagram::Heartbeat(h).emit(&mut out);
+        assert_eq!(out, HEARTBEAT_BYTES);
+        let v = DatagramView::new_checked(&HEARTBEAT_BYTES[..]).unwrap();
+        assert_eq!(
+            (
+                v.ready_byte(),
+                v.witness_byte(),
+                v.fenced_byte(),
+                v.reserved()
             ),
-            Record::Event(m) => write!(f, "Event({m:?})"),
-            Record::Final(e) => write!(f, "Final({e:?})"),
-            Record::ResyncRequest => f.write_str("ResyncRequest"),
-            Record::ResyncDone => f.write_str("ResyncDone"),
+            (1, 0, 1, 0)
+        );
+        assert_eq!(v.applied(), Epoch(300));
+        // the reserved byte is ignored
+        let mut b = HEARTBEAT_BYTES;
+        b[12] = 0x5a;
+        assert_eq!(Datagram::parse(&b), Ok(Datagram::Heartbeat(h)));
+    }
+
+    #[test]
+    fn raft_fixture() {
+        let b = [b'R', 1, 2, 3];
+        let d = Datagram::parse(&b).unwrap();
+        assert_eq!(d, Datagram::Raft(&[1, 2, 3]));
+        let mut out = Vec::new();
+        d.emit(&mut out);
+        assert_eq!(out, b);
+        assert_eq!(Datagram::parse(b"R"), Ok(Datagram::Raft(&[])));
+    }
+
+    #[test]
+    fn malformed_records() {
+        use RecordError::*;
+        let cases: &[(&[u8], RecordError)] = &[
+            (b"", Empty),
+            (b"Z", UnknownTag(b'Z')),
+            (b"H", UnknownTag(b'H')),
+            (&[0x00, 1, 2], UnknownTag(0)),
+            (
+                b"F",
+                BadLength {
+                    tag: b'F',
+                    len: 1,
+                    expected: 9,
+                },
+            ),
+            (
+                &FINAL_BYTES[..8],
+                BadLength {
+                    tag: b'F',
+                    len: 8,
+                    expected: 9,
+                },
+            ),
+            (
+                &[b'F', 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                BadLength {
+                    tag: b'F',
+                    len: 10,
+                    expected: 9,
+                },
+            ),
+            (
+                b"Qx",
+                BadLength {
+                    tag: b'Q',
+                    len: 2,
+                    expected: 1,
+                },
+            ),
+            (
+                b"D\0",
+                BadLength {
+                    tag: b'D',
+                    len: 2,
+                    expected: 1,
+                },
+            ),
+            (
+                b"K",
+                Truncated {
+                    tag: b'K',
+                    len: 1,
+                    min: 6,
+                },
+            ),
+            (
+                &KEY_BYTES[..5],
+                Truncated {
+                    tag: b'K',
+                    len: 5,
+                    min: 6,
+                },
+            ),
+            (
+                &KEY_BYTES[..9],
+                KeyLength {
+                    spi: 0xdead_beef,
+                    declared: 4,
+                    actual: 3,
+                },
+            ),
+            (
+                &[b'K', 0, 0, 0, 1, 0, 0xaa],
+                KeyLength {
+                    spi: 1,
+                    declared: 0,
+                    actual: 1,
+                },
+            ),
+            (
+                b"E",
+                Event(DecodeError::Truncated {
+                    field: "format",
+                    offset: 0,
+                }),
+            ),
+            (&[b'E', 99], Event(DecodeError::Format(99))),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(Record::parse(bytes).as_ref(), Err(want), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_datagrams() {
+        use RecordError::*;
+        let mut long = HEARTBEAT_BYTES.to_vec();
+        long.push(0);
+        let mut flag = HEARTBEAT_BYTES;
+        flag[3] = 2;
+        let mut ready = HEARTBEAT_BYTES;
+        ready[1] = 0xff;
+        let cases: &[(&[u8], RecordError)] = &[
+            (b"", Empty),
+            (b"E", UnknownTag(b'E')),
+            (b"x12", UnknownTag(b'x')),
+            (
+                b"H",
+                BadLength {
+                    tag: b'H',
+                    len: 1,
+                    expected: 13,
+                },
+            ),
+            (
+                &HEARTBEAT_BYTES[..12],
+                BadLength {
+                    tag: b'H',
+                    len: 12,
+                    expected: 13,
+                },
+            ),
+            (
+                &long,
+                BadLength {
+                    tag: b'H',
+                    len: 14,
+                    expected: 13,
+                },
+            ),
+            (
+                &flag,
+                BadFlag {
+                    field: "fenced",
+                    value: 2,
+                },
+            ),
+            (
+                &ready,
+                BadFlag {
+                    field: "ready",
+                    value: 0xff,
+                },
+            ),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(Datagram::parse(bytes).as_ref(), Err(want), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn error_messages_and_sources() {
+        use std::error::Error;
+        let e = Record::parse(b"Qx").unwrap_err();
+        assert_eq!(e.to_string(), "'Q' is 2 bytes long, expected exactly 1");
+        let e = Record::parse(&KEY_BYTES[..9]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "key record for SPI 0xdeadbeef declares a 4-byte key but carries 3 bytes"
+        );
+        assert_eq!(
+            Record::parse(b"\x01").unwrap_err().to_string(),
+            "unknown tag 0x01"
+        );
+        let e = Record::parse(&[b'E', 99]).unwrap_err();
+        assert_eq!(e.to_string(), "event record does not decode");
+        let src = e.source().expect("the decode error is the source");
+        assert_eq!(src.to_string(), DecodeError::Format(99).to_string());
+    }
+
+    #[test]
+    fn unchecked_views_of_good_bytes() {
+        let v = RecordView::new_unchecked(KEY_BYTES);
+        assert!(v.check_len().is_ok());
+        assert_eq!(v.tag(), b'K');
+        assert_eq!(v.into_inner(), KEY_BYTES);
+        let d = DatagramView::new_unchecked(&b"R\x05"[..]);
+        assert!(d.check_len().is_ok());
+        assert_eq!(d.raft_bytes(), &[5]);
+    }
+
+    // ----- property tests -----
+
+    fn addr() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<u32>().prop_map(|x| IpAddr::V4(Ipv4Addr::from(x))),
+            any::<u128>().prop_map(|x| IpAddr::V6(Ipv6Addr::from(x))),
+        ]
+    }
+
+    fn flow_key() -> impl Strategy<Value = FlowKey> {
+        prop_oneof![
+            (any::<bool>(), addr(), any::<u16>(), addr(), any::<u16>()).prop_map(
+                |(tcp, a, p, b, q)| {
+                    let proto = if tcp { L4Proto::Tcp } else { L4Proto::Udp };
+                    FlowKey::transport(proto, Endpoint::new(a, p), Endpoint::new(b, q)).0
+                }
+            ),
+            (addr(), addr(), any::<u16>()).prop_map(|(a, b, i)| FlowKey::icmp(a, b, i).0),
+            (addr(), any::<u32>()).prop_map(|(dst, spi)| FlowKey::Esp { dst, spi }),
+            (any::<u64>(), any::<u32>()).prop_map(|(c, m)| FlowKey::Isakmp {
+                initiator_cookie: c,
+                message_id: m
+            }),
+            any::<[u8; 16]>().prop_map(|d| FlowKey::TlsSession(SessionDigest(d))),
+            any::<[u8; 16]>().prop_map(|d| FlowKey::HttpCookie(SessionDigest(d))),
+        ]
+    }
+
+    prop_compose! {
+        fn entry()(
+            key in flow_key(),
+            dist in any::<u16>(),
+            dir in any::<bool>(),
+            state in 1u8..=13,
+            action in 0u8..=3,
+            rule in any::<u16>(),
+            timeout in any::<u32>(),
+            user in proptest::option::of(any::<u32>()),
+            spi in proptest::option::of(any::<u32>()),
+            nat in proptest::option::of((any::<bool>(), addr(), any::<u16>())),
+            creator in any::<u16>(),
+            version in any::<u32>(),
+        ) -> Entry {
+            let state = ConnState::from_u8(state).unwrap_or(ConnState::Session);
+            let mut e = Entry::new(key, DistributionId(dist), state, NodeId(creator));
+            e.initiator_is_lo = dir;
+            e.action = Action::from_u8(action).unwrap_or(Action::Allow);
+            e.rule = rule;
+            e.timeout_s = timeout;
+            e.user = user.map(UserId);
+            e.tunnel = spi.map(|spi| SaRef { spi });
+            e.nat = nat.map(|(dst, addr, port)| Nat {
+                kind: if dst { NatKind::Destination } else { NatKind::Source },
+                addr,
+                port,
+            });
+            e.version = version;
+            e
+        }
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        let dist = || any::<u16>().prop_map(DistributionId);
+        let epoch = || any::<u64>().prop_map(Epoch);
+        prop_oneof![
+            entry().prop_map(Event::Add),
+            entry().prop_map(Event::Update),
+            (flow_key(), dist(), any::<u32>()).prop_map(|(key, dist, version)| Event::Clear {
+                key,
+                dist,
+                version
+            }),
+            (
+                any::<u32>(),
+                dist(),
+                addr(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>()
+            )
+                .prop_map(
+                    |(spi, dist, dst, outbound_seq, replay_top, replay_bitmap)| {
+                        Event::SaState(SaState {
+                            spi,
+                            dist,
+                            dst,
+                            outbound_seq,
+                            replay_top,
+                            replay_bitmap,
+                        })
+                    }
+                ),
+            (dist(), epoch(), proptest::collection::vec(entry(), 0..4)).prop_map(
+                |(dist, epoch, entries)| Event::Snapshot {
+                    dist,
+                    epoch,
+                    entries
+                }
+            ),
+            (
+                epoch(),
+                proptest::collection::vec((dist(), any::<u32>(), any::<u64>()), 0..8)
+            )
+                .prop_map(|(epoch, items)| Event::Digest {
+                    epoch,
+                    items: items
+                        .into_iter()
+                        .map(|(d, count, hash)| (d, DistDigest { count, hash }))
+                        .collect(),
+                }),
+            (epoch(), proptest::collection::vec(dist(), 0..8))
+                .prop_map(|(epoch, ids)| Event::RepairRequest { epoch, ids }),
+        ]
+    }
+
+    prop_compose! {
+        fn message()(
+            sender in any::<u16>(),
+            incarnation in any::<u32>(),
+            seq in any::<u64>(),
+            event in event(),
+        ) -> Message {
+            Message { sender: NodeId(sender), incarnation, seq, event }
+        }
+    }
+
+    fn record() -> impl Strategy<Value = Record> {
+        prop_oneof![
+            message().prop_map(Record::Event),
+            any::<u64>().prop_map(|e| Record::Final(Epoch(e))),
+            Just(Record::ResyncRequest),
+            Just(Record::ResyncDone),
+            (
+                any::<u32>(),
+                proptest::collection::vec(any::<u8>(), 0..=MAX_KEY_LEN)
+            )
+                .prop_map(|(spi, key)| Record::SaKey {
+                    spi,
+                    key: Zeroizing::new(key)
+                }),
+        ]
+    }
+
+    fn datagram() -> impl Strategy<Value = (Option<Heartbeat>, Vec<u8>)> {
+        prop_oneof![
+            (any::<bool>(), any::<bool>(), any::<bool>(), any::<u64>()).prop_map(
+                |(ready, witness, fenced, applied)| {
+                    let h = Heartbeat {
+                        ready,
+                        witness,
+                        fenced,
+                        applied: Epoch(applied),
+                    };
+                    (Some(h), Vec::new())
+                }
+            ),
+            proptest::collection::vec(any::<u8>(), 0..64).prop_map(|raft| (None, raft)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn records_round_trip(r in record()) {
+            let b = emitted(&r);
+            prop_assert_eq!(b[0], r.tag());
+            prop_assert_eq!(&b[..], &r.to_bytes()[..]);
+            prop_assert_eq!(Record::parse(&b), Ok(r));
+        }
+
+        #[test]
+        fn datagrams_round_trip((hb, raft) in datagram()) {
+            let d = match hb {
+                Some(h) => Datagram::Heartbeat(h),
+                None => Datagram::Raft(&raft),
+            };
+            let mut b = Vec::new();
+            d.emit(&mut b);
+            prop_assert_eq!(Datagram::parse(&b), Ok(d));
+        }
+
+        /// Whatever parses re-emits to bytes that parse to the same value; records are
+        /// canonical (the same bytes), heartbeats up to the ignored reserved byte.
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            if let Ok(r) = Record::parse(&bytes) {
+                prop_assert_eq!(&emitted(&r), &bytes);
+            }
+            if let Ok(d) = Datagram::parse(&bytes) {
+                let mut b = Vec::new();
+                d.emit(&mut b);
+                prop_assert_eq!(Datagram::parse(&b), Ok(d));
+            }
+            let _ = RecordView::new_checked(&bytes[..]).map(|v| (v.tag(), v.message_bytes().len()));
+            let _ = DatagramView::new_checked(&bytes[..]).map(|v| v.tag());
+        }
+
+        /// Arbitrary bytes behind each tag, so the tag-specific checks are reached often.
+        #[test]
+        fn tagged_bytes_never_panic(
+            t in prop::sample::select(b"EFQDKHRx".to_vec()),
+            rest in proptest::collection::vec(any::<u8>(), 0..24),
+        ) {
+            let mut bytes = vec![t];
+            bytes.extend_from_slice(&rest);
+            if let Ok(r) = Record::parse(&bytes) {
+                prop_assert_eq!(&emitted(&r), &bytes);
+            }
+            if let Ok(d) = Datagram::parse(&bytes) {
+                let mut b = Vec::new();
+                d.emit(&mut b);
+                prop_assert_eq!(Datagram::parse(&b), Ok(d));
+            }
         }
     }
 }

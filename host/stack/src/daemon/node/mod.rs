@@ -374,8 +374,6 @@ impl Runtime {
         for o in outputs {
             match o {
                 Output::Record { to, record } => {
-                    self.rec_buf.clear();
-                    record.emit(&mut self.rec_buf);
                     let one;
                     let targets: &[_] = match to {
                         To::Peers => &peers,
@@ -384,13 +382,21 @@ impl Runtime {
                             &one
                         }
                     };
+                    // key material goes through a buffer of its own that is wiped on drop;
+                    // everything else through the reused one
+                    let key_bytes;
+                    let bytes: &[u8] = if matches!(record, Record::SaKey { .. }) {
+                        key_bytes = record.to_bytes();
+                        &key_bytes
+                    } else {
+                        self.rec_buf.clear();
+                        record.emit(&mut self.rec_buf);
+                        &self.rec_buf
+                    };
                     for &p in targets {
-                        if self.ep.send_record(now, p, &self.rec_buf).is_err() {
+                        if self.ep.send_record(now, p, bytes).is_err() {
                             self.records_dropped += 1;
                         }
-                    }
-                    if matches!(record, Record::SaKey { .. }) {
-                        zeroize::Zeroize::zeroize(&mut self.rec_buf);
                     }
                 }
                 Output::Heartbeat { to, heartbeat } => {
