@@ -1,35 +1,48 @@
-//! A seeded, deterministic cluster simulation: 2-8 nodes in one process over a simulated
-//! network with loss, duplication, reordering (delay jitter), delay and partitions, on
-//! simulated small-capacity cards with software overflow. Traffic comes from generated flows
-//! and from injected packets (pcap replay). Crashes, joins, rebalances, operator moves and
-//! drains happen along the way; invariants 1, 2 and 7 of the design brief are checked after
-//! every step and invariant 3 at every settle point; invariant 4 is measured on every packet of
-//! an established connection.
+//! A seeded, deterministic cluster simulation that drives the real cluster members: 2-8
+//! [`Member`]s (the code the daemon runs) with their real replication transports
+//! ([`host::sync::Endpoint`], sealed frames, acks and retransmission) over a simulated network
+//! with loss, duplication, reordering (delay jitter), delay and partitions, on simulated
+//! small-capacity cards with software overflow, in simulated time. Traffic comes from
+//! generated flows and from injected packets (pcap replay). Crashes, restarts, joins,
+//! rebalances, operator moves, drains and partitions happen along the way.
 //!
-//! Allocations are agreed outside the core (by consensus in the daemon); here the simulator
-//! plays that role and delivers agreed allocations and handover snapshots reliably. Replication
-//! traffic goes over the faulty network.
+//! Consensus is played by the simulator (the daemon runs Raft): the leader is the lowest live
+//! voter in contact with a majority of the voters; its proposals are agreed when their epoch
+//! follows the agreed one, and every member in contact with the leader receives the agreed
+//! allocations in order (a restarted member receives the whole log again, as the daemon
+//! replays its Raft log).
+//!
+//! Checked on the members' own state: invariant 1 at every step (no identifier has two acting
+//! owners, no packet is handled by two members), invariants 2 and 3 at every settle point (each
+//! card holds exactly its owner's entries; every common table equals the union of the
+//! node-specific tables), invariant 4 on every packet of an established connection (state lost
+//! inside a crash's replication window is measured apart), invariants 7 and 9 with garbage
+//! packets, frames and authenticated records.
+//!
+//! Test support, not part of the shipped library.
 
 #![forbid(unsafe_code)]
 
-use cluster_core::alloc_policy::{self, Allocation};
+use cluster_core::alloc_policy::Allocation;
 use cluster_core::card_table::CardTable;
 use cluster_core::distribution::ClusterSecret;
-use cluster_core::entry::Entry;
-use cluster_core::entry::{Endpoint, FlowKey, L4Proto};
-use cluster_core::events::{Event, Message};
-use cluster_core::ids::{DistributionId, IdCount, Millis, NodeId};
-use cluster_core::node::{
-    Destination, DropReason, Mode, Node, NodeConfig, Outgoing, Timeouts, Verdict,
+use cluster_core::entry::{Endpoint, Entry, FlowKey, L4Proto};
+use cluster_core::ids::{DistributionId, Epoch, IdCount, Millis, NodeId};
+use cluster_core::member::{
+    ConsensusView, Member, MemberConfig, Output, PacketOutcome, Role, Time, To,
 };
+use cluster_core::node::{Mode, Node, NodeConfig, Timeouts};
 use cluster_core::node_table::{NodeSpecificTable, SimCard, TableError, TableStats, TieredTable};
 use cluster_core::packet::{build, Framing, TcpFlags};
+use cluster_core::record::Datagram;
 use cluster_core::rules::RuleSet;
+use host::sync::{ClusterKey, Endpoint as SyncEndpoint, EndpointConfig, SyncEvent};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sim_bridge::model::ModelCard;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
 
 /// The rule set of simulated nodes: FTP control with the FTP helper, HTTPS with the session
 /// helper, everything else allowed.
@@ -135,11 +148,15 @@ pub struct SimConfig {
     pub digest_every_ms: u64,
     /// Garbage packets and messages per step (invariant 7).
     pub garbage_per_step: usize,
-    /// Probability per step of a cluster event (crash, join, rebalance, move, drain,
+    /// Probability per step of a cluster event (crash, restart, join, rebalance, move, drain,
     /// partition).
     pub event_rate: f64,
     /// Timeouts of the nodes.
     pub timeouts: Timeouts,
+    /// A member silent this long has failed (members' failure detection).
+    pub failure_ms: u64,
+    /// Members' heartbeat interval.
+    pub heartbeat_ms: u64,
 }
 
 impl SimConfig {
@@ -171,6 +188,8 @@ impl SimConfig {
                 session_ms: 6_000,
                 tombstone_ms: 20_000,
             },
+            failure_ms: 200,
+            heartbeat_ms: 20,
         }
     }
 }
@@ -204,6 +223,12 @@ pub struct SimReport {
     pub closed: u64,
     /// Handshakes that failed (state lost mid-handshake in a crash).
     pub handshake_failures: u64,
+    /// Packets no member handled (nobody took traffic for their identifier then: a member
+    /// starting or fenced, an identifier between owners); the flow retries later, as a TCP
+    /// endpoint retransmits.
+    pub unhandled: u64,
+    /// Of those, packets of established connections.
+    pub unhandled_established: u64,
     /// FTP data connections announced by PORT on a control connection.
     pub related_flows: u64,
     /// Data connections whose first packet found the routed related entry already installed.
@@ -218,15 +243,17 @@ pub struct SimReport {
     pub messages_lost: u64,
     /// Messages the network duplicated.
     pub messages_duplicated: u64,
-    /// Messages a node refused (old incarnation etc.).
+    /// Frames a member's transport refused (garbage, duplicates, old incarnations) and records
+    /// a member refused.
     pub messages_refused: u64,
     /// Crashes.
     pub crashes: u64,
     /// Joins.
     pub joins: u64,
-    /// Joined nodes admitted (given identifiers) after their common table caught up.
+    /// Joined or restarted nodes admitted (given identifiers) after their common table caught
+    /// up.
     pub admitted: u64,
-    /// Reallocations (all causes).
+    /// Agreed allocations (all causes).
     pub reallocations: u64,
     /// Identifiers moved by reallocations.
     pub ids_moved: u64,
@@ -234,6 +261,8 @@ pub struct SimReport {
     pub partitions: u64,
     /// Invariant checks run.
     pub checks: u64,
+    /// Steps at which some member was fenced.
+    pub fenced_steps: u64,
     /// Garbage inputs fed (invariant 7).
     pub garbage: u64,
     /// Settle points (invariant 3 checked).
@@ -276,8 +305,33 @@ struct Flow {
 struct InFlight {
     at: Millis,
     order: u64,
+    from: NodeId,
     to: NodeId,
     bytes: Vec<u8>,
+}
+
+/// One simulated node: the member and its replication transport.
+pub struct SimNode {
+    member: Member<SimTable>,
+    ep: SyncEndpoint,
+    /// How many agreed allocations it has received.
+    agreed_len: usize,
+    /// Whether it was taking traffic at the last step (for `admitted`).
+    was_ready: bool,
+    /// Joined or restarted: counted in `admitted` when it first takes identifiers.
+    joined: bool,
+}
+
+impl SimNode {
+    /// The member.
+    pub fn member(&self) -> &Member<SimTable> {
+        &self.member
+    }
+
+    /// The member's state core (tables, allocation).
+    pub fn core(&self) -> &Node<SimTable> {
+        self.member.core()
+    }
 }
 
 /// The simulated cluster.
@@ -286,97 +340,143 @@ pub struct Sim {
     rng: ChaCha8Rng,
     now: Millis,
     secret: ClusterSecret,
-    nodes: BTreeMap<NodeId, Node<SimTable>>,
-    incarnations: HashMap<NodeId, u32>,
-    weights: BTreeMap<NodeId, u32>,
-    alloc: Allocation,
+    key: ClusterKey,
+    nodes: BTreeMap<NodeId, SimNode>,
+    incarnations: HashMap<NodeId, u64>,
+    /// The configured voters (the initial nodes, plus promoted learners).
+    voters: Vec<NodeId>,
+    /// The agreed allocations, in order (epoch `i + 1` at index `i`).
+    log: Vec<Allocation>,
     net: Vec<InFlight>,
     order: u64,
     blocked: BTreeSet<(NodeId, NodeId)>,
     heal_at: Option<Millis>,
-    joining: BTreeSet<NodeId>,
     flows: Vec<Flow>,
     next_port: u32,
-    load: Vec<u64>,
     last_digest: Millis,
+    quiet: bool,
     report: SimReport,
 }
 
 impl Sim {
-    /// A cluster of `cfg.initial_nodes` nodes with an even split.
+    /// A cluster of `cfg.initial_nodes` members, run until every one of them takes traffic
+    /// and the first allocation is agreed (their own leader allocates; nothing is forced).
     pub fn new(cfg: SimConfig) -> Sim {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let mut key = [0u8; 16];
-        rng.fill(&mut key);
+        let mut dkey = [0u8; 16];
+        rng.fill(&mut dkey);
+        let mut skey = [0u8; 32];
+        rng.fill(&mut skey);
+        let voters: Vec<NodeId> = (1..=cfg.initial_nodes).map(NodeId).collect();
         let mut sim = Sim {
             rng,
             now: Millis(0),
-            secret: ClusterSecret::new(key),
+            secret: ClusterSecret::new(dkey),
+            key: ClusterKey::from_bytes(skey),
             nodes: BTreeMap::new(),
             incarnations: HashMap::new(),
-            weights: BTreeMap::new(),
-            alloc: Allocation::unowned(cluster_core::ids::Epoch(0), cfg.count),
+            voters: voters.clone(),
+            log: Vec::new(),
             net: Vec::new(),
             order: 0,
             blocked: BTreeSet::new(),
             heal_at: None,
-            joining: BTreeSet::new(),
             flows: Vec::new(),
             next_port: 0,
-            load: vec![0; cfg.count.len()],
             last_digest: Millis(0),
+            quiet: false,
             report: SimReport::default(),
             cfg,
         };
-        let ids: Vec<NodeId> = (1..=sim.cfg.initial_nodes).map(NodeId).collect();
-        for &n in &ids {
-            sim.spawn(n);
-            sim.weights.insert(n, 1);
+        for &n in &voters {
+            sim.spawn(n, false);
         }
-        let first = alloc_policy::even_split(sim.cfg.count, &ids);
-        sim.reallocate(first);
+        sim.quiet = true;
+        for _ in 0..2000 {
+            let all_ready = sim.nodes.values().all(|n| n.member.takes_traffic());
+            let owned = sim
+                .log
+                .last()
+                .is_some_and(|a| a.owners.iter().all(Option::is_some));
+            if all_ready && owned && sim.settled_allocation() {
+                break;
+            }
+            sim.step();
+        }
+        sim.quiet = false;
         sim
     }
 
-    fn spawn(&mut self, n: NodeId) {
+    /// Every slot a node may use (the configured cluster).
+    fn slots(&self) -> impl Iterator<Item = NodeId> {
+        (1..=self.cfg.max_nodes.max(self.cfg.initial_nodes)).map(NodeId)
+    }
+
+    fn spawn(&mut self, n: NodeId, joined: bool) {
         let inc = self.incarnations.entry(n).or_insert(0);
         *inc += 1;
+        let inc = *inc;
         let mut c = NodeConfig::new(n, self.secret.clone());
-        c.incarnation = *inc;
+        c.incarnation = inc as u32;
         c.count = self.cfg.count;
         c.mode = self.cfg.mode;
         c.timeouts = self.cfg.timeouts;
         c.framing = Framing::Ip;
         c.rules = RuleSet::parse(SIM_RULES).unwrap_or_else(|_| RuleSet::allow_all());
-        let card = if self.cfg.model_card {
-            let model = ModelCard::with_depth(self.cfg.card_capacity.clamp(1, 1 << 20) as u32);
-            match model
-                .ok()
-                .and_then(|m| driver::Card::probe(m).ok())
-                .and_then(|c| CardTable::new(c, self.cfg.count).ok())
-            {
-                Some(t) => SimCardKind::Model(Box::new(t)),
-                None => {
-                    self.violation(format!("{n}: the model card did not come up"));
-                    SimCardKind::Trait(Box::new(SimCard::new(
-                        self.cfg.count,
-                        self.cfg.card_capacity,
-                    )))
-                }
-            }
-        } else {
-            SimCardKind::Trait(Box::new(SimCard::new(
-                self.cfg.count,
-                self.cfg.card_capacity,
-            )))
-        };
+        let card = self.card(n);
         let table = TieredTable::new(card, self.cfg.count);
-        let mut node = Node::new(c, table);
-        if self.alloc.epoch.0 > 0 {
-            // Learn the current allocation (owning nothing yet).
-            let _ = node.apply_allocation(self.now, &self.alloc);
+        let slots: Vec<NodeId> = self.slots().collect();
+        let mcfg = MemberConfig {
+            node: n,
+            role: Role::Member,
+            identifiers: self.cfg.count,
+            peers: slots
+                .iter()
+                .filter(|p| **p != n)
+                .map(|p| (*p, Role::Member))
+                .collect(),
+            members: slots.iter().copied().collect(),
+            failure: Duration::from_millis(self.cfg.failure_ms),
+            heartbeat: Duration::from_millis(self.cfg.heartbeat_ms),
+            seq_jump: 1 << 20,
+        };
+        let member = Member::new(mcfg, Node::new(c, table));
+        let ep = SyncEndpoint::new(
+            EndpointConfig::new(n, inc),
+            self.key.clone(),
+            slots.iter().copied().filter(|p| *p != n),
+        );
+        self.nodes.insert(
+            n,
+            SimNode {
+                member,
+                ep,
+                agreed_len: 0,
+                was_ready: false,
+                joined,
+            },
+        );
+    }
+
+    fn card(&mut self, n: NodeId) -> SimCardKind {
+        let trait_card = |cfg: &SimConfig| {
+            SimCardKind::Trait(Box::new(SimCard::new(cfg.count, cfg.card_capacity)))
+        };
+        if !self.cfg.model_card {
+            return trait_card(&self.cfg);
         }
-        self.nodes.insert(n, node);
+        let model = ModelCard::with_depth(self.cfg.card_capacity.clamp(1, 1 << 20) as u32);
+        match model
+            .ok()
+            .and_then(|m| driver::Card::probe(m).ok())
+            .and_then(|c| CardTable::new(c, self.cfg.count).ok())
+        {
+            Some(t) => SimCardKind::Model(Box::new(t)),
+            None => {
+                self.violation(format!("{n}: the model card did not come up"));
+                trait_card(&self.cfg)
+            }
+        }
     }
 
     /// The report so far.
@@ -384,19 +484,29 @@ impl Sim {
         &self.report
     }
 
-    /// The live nodes.
-    pub fn nodes(&self) -> &BTreeMap<NodeId, Node<SimTable>> {
+    /// The running nodes.
+    pub fn nodes(&self) -> &BTreeMap<NodeId, SimNode> {
         &self.nodes
     }
 
-    /// The agreed allocation.
-    pub fn allocation(&self) -> &Allocation {
-        &self.alloc
+    /// The last agreed allocation (no owners before the first).
+    pub fn allocation(&self) -> Allocation {
+        self.log
+            .last()
+            .cloned()
+            .unwrap_or_else(|| Allocation::unowned(Epoch(0), self.cfg.count))
     }
 
     /// Simulated time.
     pub fn now(&self) -> Millis {
         self.now
+    }
+
+    fn time(&self) -> Time {
+        Time {
+            mono: Duration::from_millis(self.now.0),
+            unix_ms: 1_700_000_000_000 + self.now.0,
+        }
     }
 
     fn violation(&mut self, s: String) {
@@ -407,56 +517,161 @@ impl Sim {
         }
     }
 
-    // ---- network ----
+    fn connected(&self, a: NodeId, b: NodeId) -> bool {
+        a == b || !self.blocked.contains(&pair(a, b))
+    }
 
-    fn send(&mut self, from: NodeId, out: Vec<Outgoing>) {
-        for o in out {
-            let bytes = o.message.encode();
-            let targets: Vec<NodeId> = match o.dest {
-                Destination::All => self.nodes.keys().copied().filter(|&n| n != from).collect(),
-                Destination::Node(n) => vec![n],
+    // ---- consensus (played by the simulator) ----
+
+    /// The lowest running voter in contact with a majority of the voters.
+    fn leader(&self) -> Option<NodeId> {
+        self.voters.iter().copied().find(|&v| {
+            self.nodes.contains_key(&v)
+                && self
+                    .voters
+                    .iter()
+                    .filter(|&&w| self.nodes.contains_key(&w) && self.connected(v, w))
+                    .count()
+                    * 2
+                    > self.voters.len()
+        })
+    }
+
+    fn propose(&mut self, from: NodeId, a: Allocation) {
+        if self.leader() != Some(from) {
+            return;
+        }
+        let tip = self.log.last().map_or(Epoch(0), |l| l.epoch);
+        if a.epoch.0 != tip.0 + 1 {
+            return;
+        }
+        self.report.reallocations += 1;
+        self.report.ids_moved += self.allocation().moved(&a) as u64;
+        if trace() {
+            eprintln!(
+                "t={} sim: agreed epoch {} from {from}: {:?}",
+                self.now.0,
+                a.epoch.0,
+                a.owners
+                    .iter()
+                    .map(|o| o.map_or(0, |n| n.0))
+                    .collect::<Vec<_>>()
+            );
+        }
+        self.log.push(a);
+    }
+
+    /// Delivers agreed allocations to every member in contact with the leader.
+    fn deliver_agreed(&mut self) {
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let t = self.time();
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for n in ids {
+            if !self.connected(n, leader) {
+                continue;
+            }
+            let Some(node) = self.nodes.get_mut(&n) else {
+                continue;
             };
-            for to in targets {
-                self.report.messages += 1;
-                if self.blocked.contains(&pair(from, to)) || self.rng.random_bool(self.cfg.loss) {
-                    self.report.messages_lost += 1;
-                    continue;
-                }
-                let copies = if self.rng.random_bool(self.cfg.duplicate) {
-                    self.report.messages_duplicated += 1;
-                    2
-                } else {
-                    1
-                };
-                for _ in 0..copies {
-                    let delay = self
-                        .rng
-                        .random_range(self.cfg.min_delay_ms..=self.cfg.max_delay_ms);
-                    self.order += 1;
-                    self.net.push(InFlight {
-                        at: Millis(self.now.0 + delay),
-                        order: self.order,
-                        to,
-                        bytes: bytes.clone(),
-                    });
-                }
+            while node.agreed_len < self.log.len() {
+                let a = &self.log[node.agreed_len];
+                node.member.on_agreed(t, a, || Duration::ZERO);
+                node.agreed_len += 1;
             }
         }
     }
 
-    fn flush_outboxes(&mut self) {
-        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-        for n in ids {
-            let out = self
-                .nodes
-                .get_mut(&n)
-                .map(|x| x.drain_outbox())
-                .unwrap_or_default();
-            self.send(n, out);
+    // ---- network ----
+
+    /// Carries out a node's outputs: records and heartbeats into its transport, proposals to
+    /// consensus.
+    fn handle_outputs(&mut self, n: NodeId) {
+        let now = Duration::from_millis(self.now.0);
+        let Some(node) = self.nodes.get_mut(&n) else {
+            return;
+        };
+        let outputs: Vec<Output> = node.member.drain_outputs().collect();
+        let peers: Vec<NodeId> = node.member.replication_peers().collect();
+        let mut proposals = Vec::new();
+        let mut promotions = Vec::new();
+        let mut buf = Vec::new();
+        for o in outputs {
+            match o {
+                Output::Record { to, record } => {
+                    buf.clear();
+                    record.emit(&mut buf);
+                    let targets = match to {
+                        To::Peers => peers.clone(),
+                        To::Node(p) => vec![p],
+                    };
+                    for p in targets {
+                        let _ = node.ep.send_record(now, p, &buf);
+                    }
+                }
+                Output::Heartbeat { to, heartbeat } => {
+                    let _ = node.ep.send_datagram(to, &heartbeat.to_bytes());
+                }
+                Output::Propose(a) => proposals.push(a),
+                Output::PromoteVoter(p) => promotions.push(p),
+                Output::DiscardBacklog(p) => node.ep.discard_backlog(p),
+                Output::Log(line) => {
+                    if trace() {
+                        eprintln!("t={} {n}: {line}", self.now.0);
+                    }
+                }
+            }
+        }
+        for a in proposals {
+            self.propose(n, a);
+        }
+        for p in promotions {
+            if self.leader() == Some(n) && !self.voters.contains(&p) {
+                self.voters.push(p);
+            }
         }
     }
 
-    /// Delivers every message due by now; returns how many.
+    /// Frames the node's transport has to send go onto the simulated network.
+    fn transmit(&mut self, n: NodeId) {
+        let now = Duration::from_millis(self.now.0);
+        let mut frames = Vec::new();
+        if let Some(node) = self.nodes.get_mut(&n) {
+            node.ep.handle_timeout(now);
+            while let Some(t) = node.ep.poll_transmit() {
+                frames.push(t);
+            }
+        }
+        for f in frames {
+            self.report.messages += 1;
+            if !self.connected(n, f.to) || self.rng.random_bool(self.cfg.loss) {
+                self.report.messages_lost += 1;
+                continue;
+            }
+            let copies = if self.rng.random_bool(self.cfg.duplicate) {
+                self.report.messages_duplicated += 1;
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let delay = self
+                    .rng
+                    .random_range(self.cfg.min_delay_ms..=self.cfg.max_delay_ms);
+                self.order += 1;
+                self.net.push(InFlight {
+                    at: Millis(self.now.0 + delay),
+                    order: self.order,
+                    from: n,
+                    to: f.to,
+                    bytes: f.bytes.clone(),
+                });
+            }
+        }
+    }
+
+    /// Delivers every frame due by now; returns how many.
     fn deliver_due(&mut self) -> usize {
         let now = self.now;
         let mut due: Vec<InFlight> = Vec::new();
@@ -469,41 +684,64 @@ impl Sim {
             }
         }
         due.sort_by_key(|m| (m.at, m.order));
-        let n = due.len();
+        let count = due.len();
+        let t = self.time();
+        let mono = t.mono;
         for m in due {
+            // a partition that began while the frame was in flight drops it too
+            if !self.connected(m.from, m.to) {
+                self.report.messages_lost += 1;
+                continue;
+            }
             let Some(node) = self.nodes.get_mut(&m.to) else {
                 continue;
             };
-            match Message::decode(&m.bytes) {
-                Ok(msg) => {
-                    if node.apply_message(now, &msg).is_err() {
-                        self.report.messages_refused += 1;
+            if node.ep.handle_frame(mono, &m.bytes).is_err() {
+                self.report.messages_refused += 1;
+            }
+            while let Some(ev) = node.ep.poll_event() {
+                match ev {
+                    SyncEvent::Records { from, batch } => {
+                        node.member.on_records(t, from, batch.iter());
+                    }
+                    SyncEvent::Datagram { from, payload } => {
+                        node.member.heard(t, from);
+                        match Datagram::parse(&payload) {
+                            Ok(Datagram::Heartbeat(hb)) => node.member.on_heartbeat(t, from, hb),
+                            _ => node.member.on_bad_datagram(),
+                        }
+                    }
+                    SyncEvent::PeerIncarnation { peer, .. } => {
+                        node.member.on_peer_restarted(t, peer);
                     }
                 }
-                Err(e) => self.violation(format!("sim message did not decode: {e}")),
             }
+            let n = m.to;
+            self.handle_outputs(n);
         }
-        n
+        count
     }
 
     // ---- traffic ----
 
-    /// Delivers a packet to every live node (all see the cluster's traffic, figure 2);
-    /// returns the verdict of the node that handled it, if any.
-    pub fn inject_packet(&mut self, bytes: &[u8]) -> Option<(NodeId, Verdict)> {
+    /// Delivers a packet to every running member (all see the cluster's traffic, figure 2);
+    /// returns the outcome at the member that handled it, if any.
+    pub fn inject_packet(&mut self, bytes: &[u8]) -> Option<(NodeId, PacketOutcome)> {
         self.report.packets += 1;
-        let now = self.now;
+        let t = self.time();
         let mut handled = None;
-        let mut handlers = 0;
+        let mut handlers = Vec::new();
         for (&id, node) in self.nodes.iter_mut() {
-            let v = node.handle_packet(now, bytes);
-            if !matches!(v, Verdict::NotOurs { .. }) {
-                handlers += 1;
+            let v = node.member.on_packet(t, bytes);
+            if !matches!(v, PacketOutcome::NotOurs | PacketOutcome::NotReady) {
+                handlers.push(id);
                 handled = Some((id, v));
             }
         }
-        if handlers > 1 {
-            self.violation(format!("{handlers} nodes handled one packet"));
+        if handlers.len() > 1 {
+            self.violation(format!(
+                "invariant 1: members {handlers:?} all handled one packet"
+            ));
         }
         handled
     }
@@ -672,7 +910,10 @@ impl Sim {
         };
         let verdict = self.inject_packet(&pkt);
         if let Some(to) = data_flow {
-            if matches!(verdict, Some((_, Verdict::Accept { .. }))) {
+            if matches!(
+                verdict,
+                Some((_, PacketOutcome::Created | PacketOutcome::Hit))
+            ) {
                 if let Some(fl) = self.flows.get_mut(i) {
                     fl.announced = true;
                 }
@@ -691,7 +932,7 @@ impl Sim {
             }
         }
         if f.kind == Kind::Tcp && f.phase == Phase::New && f.client.port == 20 {
-            if let Some((_, Verdict::Accept { created: false, .. })) = verdict {
+            if let Some((_, PacketOutcome::Hit)) = verdict {
                 // The data connection's first packet found the entry the control connection's
                 // node created and routed to this owner.
                 self.report.related_hits += 1;
@@ -705,13 +946,10 @@ impl Sim {
         }
         let missing = matches!(
             verdict,
-            Some((
-                _,
-                Verdict::Drop(DropReason::TcpNoState | DropReason::NoState)
-            ))
+            Some((_, PacketOutcome::TcpNoState | PacketOutcome::NoState))
         );
         let phase = match verdict {
-            Some((_, Verdict::Accept { .. })) => next,
+            Some((_, PacketOutcome::Created | PacketOutcome::Hit)) => next,
             _ if established && missing => {
                 if f.lost {
                     self.report.missing_in_window += 1;
@@ -723,9 +961,14 @@ impl Sim {
                 Phase::Done
             }
             None => {
-                // No owner (every identifier is owned after an allocation; this is a bug).
-                self.violation("packet with no owning node".into());
-                Phase::Done
+                // Nobody takes this identifier's traffic right now (a member starting or
+                // fenced, an identifier between owners): the packet is lost and the endpoint
+                // sends it again later, as TCP retransmits.
+                self.report.unhandled += 1;
+                if established {
+                    self.report.unhandled_established += 1;
+                }
+                f.phase
             }
             _ => {
                 if f.kind == Kind::Tcp && matches!(f.phase, Phase::SynSent | Phase::SynAcked) {
@@ -773,8 +1016,10 @@ impl Sim {
         if ids.is_empty() {
             return;
         }
+        let t = self.time();
         for _ in 0..self.cfg.garbage_per_step {
             let n = ids[self.rng.random_range(0..ids.len())];
+            let peer = ids[self.rng.random_range(0..ids.len())];
             let len = self.rng.random_range(0..80);
             let mut b = vec![0u8; len];
             self.rng.fill(&mut b[..]);
@@ -782,137 +1027,67 @@ impl Sim {
                 b[0] = 0x45; // Looks like IPv4, still garbage.
             }
             self.report.garbage += 1;
-            let now = self.now;
-            if let Some(node) = self.nodes.get_mut(&n) {
-                let before = node.common().len();
-                let _ = node.handle_packet(now, &b);
-                // A garbage message: random bytes after a valid format byte and a foreign sender.
-                let mut m = b.clone();
-                if m.len() > 3 {
-                    m[0] = cluster_core::events::FORMAT;
-                    m[1] = 0xee;
-                    m[2] = 0xee;
-                }
-                if let Ok(msg) = Message::decode(&m) {
-                    // Decoded by chance: it is a valid message; applying it is legitimate.
-                    let _ = node.apply_message(now, &msg);
-                } else if node.common().len() < before {
-                    self.violation(format!("{n}: garbage input lost state"));
+            let Some(node) = self.nodes.get_mut(&n) else {
+                continue;
+            };
+            let before = node.member.core().common().len();
+            let _ = node.member.on_packet(t, &b);
+            // an unauthenticated frame on the sync port
+            if node.ep.handle_frame(t.mono, &b).is_err() {
+                self.report.messages_refused += 1;
+            }
+            // a garbage record from an authenticated peer (invariant 9): a record tag, then
+            // random bytes
+            let tags = [b'E', b'F', b'Q', b'D', b'K', b'H', b'R', 0];
+            if !b.is_empty() {
+                b[0] = tags[self.rng.random_range(0..tags.len())];
+            }
+            if b.first() != Some(&b'Q') && peer != n {
+                let decode_errors = node.member.counters().decode_errors;
+                node.member.on_record(t, peer, &b);
+                if node.member.counters().decode_errors > decode_errors {
+                    self.report.messages_refused += 1;
                 }
             }
+            if node.member.core().common().len() < before {
+                self.violation(format!("{n}: garbage input lost state"));
+            }
+            self.handle_outputs(n);
         }
     }
 
     // ---- cluster events ----
 
-    fn weights_vec(&self) -> Vec<(NodeId, u32)> {
-        self.weights.iter().map(|(&n, &w)| (n, w)).collect()
-    }
-
-    /// Installs an agreed allocation: handover snapshots (reliable), make on every node, then
-    /// flip and break on every node.
-    pub fn reallocate(&mut self, next: Allocation) {
-        self.report.reallocations += 1;
-        self.report.ids_moved += self.alloc.moved(&next) as u64;
-        let now = self.now;
-        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-        let mut direct = Vec::new();
-        let mut other = Vec::new();
-        for &n in &ids {
-            if let Some(node) = self.nodes.get_mut(&n) {
-                node.handover_snapshots(&next);
-                for o in node.drain_outbox() {
-                    if matches!(o.message.event, Event::Snapshot { .. }) {
-                        direct.push(o);
-                    } else {
-                        other.push((n, o));
-                    }
-                }
-            }
-        }
-        for (n, o) in other {
-            self.send(n, vec![o]);
-        }
-        for o in direct {
-            if let Destination::Node(to) = o.dest {
-                if let Some(node) = self.nodes.get_mut(&to) {
-                    if node.apply_message(now, &o.message).is_err() {
-                        self.report.messages_refused += 1;
-                    }
-                }
-            }
-        }
-        for &n in &ids {
-            if let Some(node) = self.nodes.get_mut(&n) {
-                if let Err(e) = node.begin_reallocation(now, &next) {
-                    let s = format!("{n}: begin_reallocation: {e}");
-                    self.violation(s);
-                }
-            }
-        }
-        for &n in &ids {
-            if let Some(node) = self.nodes.get_mut(&n) {
-                if let Err(e) = node.finish_reallocation(next.epoch) {
-                    let s = format!("{n}: finish_reallocation: {e}");
-                    self.violation(s);
-                }
-            }
-        }
-        self.alloc = next;
-    }
-
-    /// Crashes a node: its memory is gone; the survivors take its identifiers from their
-    /// common tables. Entries it had not replicated yet are lost (measured).
+    /// Crashes a node: its memory is gone; the survivors detect the failure and their leader
+    /// gives its identifiers to others, who install them from their common tables. Entries it
+    /// had not replicated to every survivor yet were inside the replication window (measured).
     pub fn crash(&mut self, victim: NodeId) {
         let Some(dead) = self.nodes.remove(&victim) else {
             return;
         };
         self.report.crashes += 1;
-        self.weights.remove(&victim);
-        self.joining.remove(&victim);
-        if self.weights.values().all(|&w| w == 0) {
-            // The operator undrains the survivors rather than leave the cluster ownerless:
-            // drained nodes first (their common tables are complete), nodes still catching up
-            // after a join only if nothing else is left.
-            let synced: Vec<NodeId> = self
-                .weights
-                .keys()
-                .copied()
-                .filter(|n| !self.joining.contains(n))
-                .collect();
-            let pick = if synced.is_empty() {
-                self.joining.clear();
-                self.weights.keys().copied().collect()
-            } else {
-                synced
-            };
-            for n in pick {
-                self.weights.insert(n, 1);
-            }
-        }
-        self.blocked.retain(|&(a, b)| a != victim && b != victim);
-        let next = alloc_policy::node_failure(&self.alloc, victim, &self.weights_vec());
-        self.reallocate(next);
-        // Measure: entries the dead node held that their new owner does not have.
         let now = self.now;
-        // Entries absent at their new owner were lost; entries present in an older version
-        // lost their latest update (e.g. the end of a handshake, which also changes the idle
-        // timeout). Both were created inside the replication window.
+        if trace() {
+            eprintln!("t={} sim: crash {victim}", now.0);
+        }
         let mut lost_keys = BTreeSet::new();
         let mut stale_keys = BTreeSet::new();
-        for e in dead.node_table().entries() {
-            let owner = self.alloc.owner(e.dist);
-            let there = owner
-                .and_then(|o| self.nodes.get(&o))
-                .and_then(|n| n.node_table().get(&e.key).map(|x| x.version));
-            match there {
-                None => {
-                    lost_keys.insert(e.key);
+        for e in dead.member.core().node_table().entries() {
+            if !dead.member.core().owns(e.dist) {
+                continue;
+            }
+            let mut best: Option<u32> = None;
+            let mut missing = false;
+            for n in self.nodes.values() {
+                match n.member.core().common().get(&e.key).map(|x| x.version) {
+                    None => missing = true,
+                    Some(v) => best = Some(best.map_or(v, |b| b.min(v))),
                 }
-                Some(v) if v < e.version => {
-                    stale_keys.insert(e.key);
-                }
-                Some(_) => {}
+            }
+            if missing || best.is_none() {
+                lost_keys.insert(e.key);
+            } else if best.is_some_and(|v| v < e.version) {
+                stale_keys.insert(e.key);
             }
         }
         for f in &mut self.flows {
@@ -929,96 +1104,83 @@ impl Sim {
         }
     }
 
-    /// A node joins (a new one, or a crashed one restarting with a new incarnation).
+    /// A node joins: a new one, or a crashed one restarting with a new incarnation (it
+    /// resyncs, stays in standby until then, and the leader gives it a share once it is
+    /// ready).
     pub fn join(&mut self, n: NodeId) {
-        if self.nodes.contains_key(&n) {
+        if self.nodes.contains_key(&n) || !self.slots().any(|s| s == n) {
             return;
         }
         self.report.joins += 1;
-        self.spawn(n);
-        // Weight 0 until its common table has caught up (bulk sync by repair requests, then
-        // digests): only then does it take identifiers, so it never takes over state it lacks.
-        self.weights.insert(n, 0);
-        self.joining.insert(n);
-        if let Some(node) = self.nodes.get_mut(&n) {
-            node.request_sync();
+        if trace() {
+            eprintln!("t={} sim: join {n}", self.now.0);
         }
+        self.spawn(n, true);
     }
 
-    /// Gives joining nodes whose common tables caught up their share (planned reallocation).
-    fn admit_synced(&mut self) {
-        let ready: Vec<NodeId> = self
-            .joining
-            .iter()
-            .copied()
-            .filter(|n| self.nodes.get(n).is_some_and(|x| x.is_synced()))
-            .collect();
-        for n in ready {
-            self.joining.remove(&n);
-            self.weights.insert(n, 1);
-            let next = alloc_policy::node_join(&self.alloc, n, &self.weights_vec());
-            self.report.admitted += 1;
-            self.reallocate(next);
-        }
-    }
-
-    /// Load balancing from the per-identifier packet counts since the last call.
-    pub fn rebalance(&mut self) {
-        // Per-identifier load as the nodes measured it since the previous rebalance.
-        for node in self.nodes.values_mut() {
-            for (l, x) in self.load.iter_mut().zip(node.take_load()) {
-                *l += x;
+    fn with_leader(&mut self, f: impl FnOnce(&mut Member<SimTable>, &mut ChaCha8Rng)) {
+        if let Some(l) = self.leader() {
+            if let Some(node) = self.nodes.get_mut(&l) {
+                f(&mut node.member, &mut self.rng);
             }
+            self.handle_outputs(l);
         }
-        let next = alloc_policy::load_balance(&self.alloc, &self.load, &self.weights_vec(), 20, 4);
-        self.load.iter_mut().for_each(|l| *l = 0);
-        if self.alloc.moved(&next) > 0 {
-            self.reallocate(next);
-        }
+    }
+
+    /// Asks the leader to rebalance by load.
+    pub fn rebalance(&mut self) {
+        self.with_leader(|m, _| m.request_rebalance());
     }
 
     fn random_event(&mut self) {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         let pick = |rng: &mut ChaCha8Rng, v: &[NodeId]| v[rng.random_range(0..v.len())];
+        let count = self.cfg.count.get();
         match self.rng.random_range(0..7u32) {
+            // keep a majority of the voters running
             0 if ids.len() > 2 => {
                 let v = pick(&mut self.rng, &ids);
-                self.crash(v);
+                let running_voters = self
+                    .voters
+                    .iter()
+                    .filter(|w| self.nodes.contains_key(w) && **w != v)
+                    .count();
+                if running_voters * 2 > self.voters.len() {
+                    self.crash(v);
+                }
             }
-            1 if (ids.len() as u16) < self.cfg.max_nodes => {
-                let free = (1..=self.cfg.max_nodes + 1)
-                    .map(NodeId)
-                    .find(|n| !self.nodes.contains_key(n))
-                    .unwrap_or(NodeId(99));
-                self.join(free);
+            1 => {
+                if let Some(free) = self.slots().find(|n| !self.nodes.contains_key(n)) {
+                    self.join(free);
+                }
             }
             2 => self.rebalance(),
             3 => {
                 let to = pick(&mut self.rng, &ids);
-                let moved: Vec<DistributionId> = (0..3)
-                    .map(|_| DistributionId(self.rng.random_range(0..self.cfg.count.get())))
-                    .collect();
-                let next = alloc_policy::operator_move(&self.alloc, &moved, to);
-                self.reallocate(next);
+                self.with_leader(|m, rng| {
+                    let moved: Vec<u64> = (0..3)
+                        .map(|_| u64::from(rng.random_range(0..count)))
+                        .collect();
+                    let _ = m.request_move(&moved, to);
+                });
             }
-            // Drain only while another node keeps a positive weight.
-            4 if self.weights.values().filter(|&&w| w > 0).count() > 1 => {
+            // drain only while another member stays undrained
+            4 => {
                 let n = pick(&mut self.rng, &ids);
-                let next = alloc_policy::drain(&self.alloc, n, &self.weights_vec());
-                self.weights.insert(n, 0);
-                self.reallocate(next);
+                let undrained = ids.len();
+                self.with_leader(|m, _| {
+                    if undrained.saturating_sub(m.drained().len()) > 1 {
+                        let _ = m.set_drained(n, true);
+                    }
+                });
             }
             5 => {
-                // Undrain: weights back to 1 (joining nodes wait for their sync).
-                for (n, w) in self.weights.iter_mut() {
-                    if !self.joining.contains(n) {
-                        *w = 1;
+                self.with_leader(|m, _| {
+                    let drained: Vec<NodeId> = m.drained().iter().copied().collect();
+                    for n in drained {
+                        let _ = m.set_drained(n, false);
                     }
-                }
-                let next = alloc_policy::rebalance(&self.alloc, &self.weights_vec());
-                if self.alloc.moved(&next) > 0 {
-                    self.reallocate(next);
-                }
+                });
             }
             6 if ids.len() > 1 => {
                 let a = pick(&mut self.rng, &ids);
@@ -1026,7 +1188,11 @@ impl Sim {
                 if a != b {
                     self.report.partitions += 1;
                     self.blocked.insert(pair(a, b));
-                    self.heal_at = Some(Millis(self.now.0 + self.rng.random_range(50..300)));
+                    let heal = self.now.0 + self.rng.random_range(50..300);
+                    self.heal_at = Some(Millis(heal));
+                    if trace() {
+                        eprintln!("t={} sim: partition {a}-{b} until {heal}", self.now.0);
+                    }
                 }
             }
             _ => {}
@@ -1035,40 +1201,51 @@ impl Sim {
 
     // ---- invariants ----
 
-    /// Invariants 1 and 2 (and the allocation agreement).
+    /// Invariant 1 on the members' own state: no identifier is acted on by two members (a
+    /// member acts on an identifier when it takes traffic, owns it by the allocation it
+    /// applied, and the identifier is not waiting for its previous owner).
     pub fn check(&mut self) {
         self.report.checks += 1;
         let mut problems = Vec::new();
         for d in self.cfg.count.all() {
-            let owners: Vec<NodeId> = self
+            let acting: Vec<NodeId> = self
                 .nodes
                 .iter()
-                .filter(|(_, n)| n.owns(d))
+                .filter(|(_, n)| acts_on(&n.member, d))
                 .map(|(&id, _)| id)
                 .collect();
-            if owners.len() > 1 {
-                problems.push(format!("invariant 1: {d} owned by {owners:?}"));
-            }
-            if self.alloc.owner(d).is_some_and(|o| !owners.contains(&o)) {
-                problems.push(format!("{d}: agreed owner does not own it"));
+            if acting.len() > 1 {
+                problems.push(format!("invariant 1: {d} acted on by {acting:?}"));
             }
         }
-        for n in self.nodes.values() {
-            if n.allocation().epoch != self.alloc.epoch {
-                problems.push(format!("{}: epoch differs", n.id()));
-            }
-            for p in n.check_tables() {
-                problems.push(format!("invariant 2: {p}"));
-            }
+        if self.nodes.values().any(|n| n.member.is_fenced()) {
+            self.report.fenced_steps += 1;
         }
         for p in problems {
             self.violation(p);
         }
     }
 
-    /// Stops traffic, heals partitions, delivers everything without loss, runs anti-entropy
-    /// to quiescence, then checks invariant 3: every common table equals the union of the
-    /// node-specific tables.
+    /// Whether the cluster is at rest: every running member has applied the last agreed
+    /// allocation, takes traffic and waits for no previous owner, and every identifier is
+    /// owned by a running member.
+    fn settled_allocation(&self) -> bool {
+        let a = self.allocation();
+        a.owners
+            .iter()
+            .all(|o| o.is_some_and(|n| self.nodes.contains_key(&n)))
+            && self.nodes.values().all(|n| {
+                n.member.takes_traffic()
+                    && n.member.core().allocation().epoch == a.epoch
+                    && n.member.handover().waiting_count() == 0
+            })
+            && self.nodes.keys().all(|n| a.owners.contains(&Some(*n)))
+    }
+
+    /// Stops traffic and faults (partitions healed, no loss), runs until the allocation is at
+    /// rest and anti-entropy has had time to repair, then checks invariant 2 (each card holds
+    /// exactly the entries of the identifiers its member owns) and invariant 3 (every common
+    /// table equals the union of the node-specific tables).
     pub fn settle(&mut self) {
         self.report.settles += 1;
         self.blocked.clear();
@@ -1076,31 +1253,68 @@ impl Sim {
         let (loss, dup) = (self.cfg.loss, self.cfg.duplicate);
         self.cfg.loss = 0.0;
         self.cfg.duplicate = 0.0;
-        for round in 0..4 {
-            if round > 0 {
-                let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-                for n in ids {
-                    if let Some(node) = self.nodes.get_mut(&n) {
-                        node.queue_digest();
-                    }
-                }
-            }
-            for _ in 0..200 {
-                self.flush_outboxes();
-                if self.net.is_empty() {
-                    break;
-                }
-                self.now = Millis(self.now.0 + self.cfg.max_delay_ms);
-                self.deliver_due();
+        self.quiet = true;
+        // the operator undrains every member (a drained member owns nothing at rest)
+        for node in self.nodes.values_mut() {
+            let drained: Vec<NodeId> = node.member.drained().iter().copied().collect();
+            for n in drained {
+                let _ = node.member.set_drained(n, false);
             }
         }
+        let mut calm = 0;
+        for _ in 0..3000 {
+            self.step();
+            // at rest for two anti-entropy rounds (digests every second, repairs after them)
+            calm = if self.settled_allocation() && self.net.is_empty() {
+                calm + 1
+            } else {
+                0
+            };
+            if calm * self.cfg.step_ms >= 2_500 {
+                break;
+            }
+        }
+        self.quiet = false;
         self.cfg.loss = loss;
         self.cfg.duplicate = dup;
+        if !self.settled_allocation() {
+            let a = self.allocation();
+            let states: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|(id, n)| {
+                    format!(
+                        "{id}: traffic {} fenced {} epoch {} waiting {}",
+                        n.member.takes_traffic(),
+                        n.member.is_fenced(),
+                        n.member.core().allocation().epoch.0,
+                        n.member.handover().waiting_count()
+                    )
+                })
+                .collect();
+            self.violation(format!(
+                "the cluster did not come to rest (agreed epoch {}): {states:?}",
+                a.epoch.0
+            ));
+        }
+        let mut problems = Vec::new();
+        let a = self.allocation();
+        for (id, n) in &self.nodes {
+            for d in self.cfg.count.all() {
+                if a.owner(d) == Some(*id) && !acts_on(&n.member, d) {
+                    problems.push(format!("{d}: agreed owner {id} does not act on it"));
+                }
+            }
+            for p in n.member.core().check_tables() {
+                problems.push(format!("invariant 2: {p}"));
+            }
+        }
         // Invariant 3.
-        let mut truth: HashMap<FlowKey, cluster_core::entry::Entry> = HashMap::new();
+        let mut truth: HashMap<FlowKey, Entry> = HashMap::new();
         for n in self.nodes.values() {
-            for e in n.node_table().entries() {
-                if n.owns(e.dist) {
+            let core = n.member.core();
+            for e in core.node_table().entries() {
+                if core.owns(e.dist) {
                     truth.insert(e.key, e.clone());
                 }
             }
@@ -1109,13 +1323,11 @@ impl Sim {
             .values()
             .filter(|e| e.state == cluster_core::entry::ConnState::Session)
             .count() as u64;
-        let mut problems = Vec::new();
-        for n in self.nodes.values() {
-            let c = n.common();
+        for (id, n) in &self.nodes {
+            let c = n.member.core().common();
             if c.len() != truth.len() {
                 problems.push(format!(
-                    "invariant 3: {} common table has {} entries, node-specific union {}",
-                    n.id(),
+                    "invariant 3: {id} common table has {} entries, node-specific union {}",
                     c.len(),
                     truth.len()
                 ));
@@ -1123,7 +1335,7 @@ impl Sim {
             }
             for e in truth.values() {
                 if !c.get(&e.key).is_some_and(|x| x.same_replicated(e)) {
-                    problems.push(format!("invariant 3: {} differs on {:?}", n.id(), e.key));
+                    problems.push(format!("invariant 3: {id} differs on {:?}", e.key));
                     break;
                 }
             }
@@ -1134,8 +1346,8 @@ impl Sim {
         self.check();
     }
 
-    /// One step: time advances, due messages arrive, traffic flows, maybe a cluster event,
-    /// housekeeping, then the invariant checks.
+    /// One step: time advances, due frames arrive, agreed allocations are delivered, every
+    /// member ticks, traffic flows, maybe a cluster event, then the invariant checks.
     pub fn step(&mut self) {
         self.report.steps += 1;
         self.now = Millis(self.now.0 + self.cfg.step_ms);
@@ -1144,32 +1356,72 @@ impl Sim {
             self.heal_at = None;
         }
         self.deliver_due();
-        self.traffic();
-        self.garbage();
-        if self.rng.random_bool(self.cfg.event_rate) {
-            self.random_event();
+        self.deliver_agreed();
+        let t = self.time();
+        let leader = self.leader();
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for &n in &ids {
+            let voters = self.voters.clone();
+            let Some(node) = self.nodes.get_mut(&n) else {
+                continue;
+            };
+            let agreed = if node.agreed_len == 0 {
+                Allocation::unowned(Epoch(0), self.cfg.count)
+            } else {
+                self.log[node.agreed_len - 1].clone()
+            };
+            let view = ConsensusView {
+                is_leader: leader == Some(n),
+                leader,
+                agreed: &agreed,
+                voters: &voters,
+                conf_change_pending: false,
+            };
+            node.member.tick(t, &view);
+            self.handle_outputs(n);
         }
-        self.admit_synced();
+        if !self.quiet {
+            self.traffic();
+            self.garbage();
+            if self.rng.random_bool(self.cfg.event_rate) {
+                self.random_event();
+            }
+        }
         let now = self.now;
         if now.since(self.last_digest) >= self.cfg.digest_every_ms {
             self.last_digest = now;
             for node in self.nodes.values_mut() {
-                node.expire(now);
-                node.node_table_mut().maintain();
-                node.queue_digest();
+                node.member.node_table_mut().maintain();
             }
         }
-        self.flush_outboxes();
+        for &n in &ids {
+            self.transmit(n);
+        }
+        for node in self.nodes.values_mut() {
+            let ready = node.member.takes_traffic()
+                && node
+                    .member
+                    .core()
+                    .allocation()
+                    .ids_of(node.member.config().node)
+                    .len()
+                    > 0;
+            if ready && !node.was_ready && node.joined {
+                self.report.admitted += 1;
+                node.joined = false;
+            }
+            node.was_ready = ready;
+        }
         self.report.card_overflows = self
             .nodes
             .values()
-            .map(|n| n.node_table().stats().overflowed)
+            .map(|n| n.member.core().node_table().stats().overflowed)
             .sum::<u64>()
             .max(self.report.card_overflows);
         self.report.related_routed = self
             .nodes
             .values()
-            .map(|n| n.stats().related_routed)
+            .map(|n| n.member.core().stats().related_routed)
             .sum::<u64>()
             .max(self.report.related_routed);
         self.check();
@@ -1186,6 +1438,16 @@ impl Sim {
         self.settle();
         &self.report
     }
+}
+
+/// Whether `SIM_TRACE` is set: members' log lines and cluster events go to stderr.
+fn trace() -> bool {
+    std::env::var_os("SIM_TRACE").is_some()
+}
+
+/// Whether `m` acts on identifier `d` now.
+fn acts_on<T: NodeSpecificTable>(m: &Member<T>, d: DistributionId) -> bool {
+    m.takes_traffic() && m.core().owns(d) && !m.handover().is_waiting(d)
 }
 
 fn flow_key(f: &Flow) -> FlowKey {

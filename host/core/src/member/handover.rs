@@ -74,6 +74,11 @@ impl Handover {
         now_gained
     }
 
+    /// How many gained identifiers wait.
+    pub fn waiting_count(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// Whether identifier `d` waits for its previous owner.
     pub fn is_waiting(&self, d: DistributionId) -> bool {
         self.waiting.contains_key(&d)

@@ -65,7 +65,7 @@ impl<T: NodeSpecificTable> Member<T> {
         self.live.get(&n).map_or(Epoch(0), |l| l.applied)
     }
 
-    pub(super) fn update_liveness(&mut self, t: Time, voters: &[NodeId]) {
+    pub(super) fn update_liveness(&mut self, t: Time, voters: &[NodeId], leader: Option<NodeId>) {
         let now = t.mono;
         // this loop itself was stalled (a large install, a descheduled process): the time it
         // was not listening does not count as the peers' silence
@@ -113,29 +113,42 @@ impl<T: NodeSpecificTable> Member<T> {
             }
             l.discarded = stale;
         }
-        self.update_fence(t, voters);
+        self.update_fence(t, voters, leader);
     }
 
-    /// Self-fencing: without contact to a majority of the agreed voters for 3/4 of the failure
-    /// time, stop handling traffic.
-    fn update_fence(&mut self, t: Time, voters: &[NodeId]) {
+    /// Self-fencing: without contact to a majority of the agreed voters, or to a consensus
+    /// leader, for 3/4 of the failure time, stop handling traffic. The leader moves a silent
+    /// owner's identifiers after the failure time, so a member cut off from it (even while it
+    /// still reaches a majority, in a partial partition, and whatever its own consensus
+    /// participant believes during the election it may start) has stopped before they move.
+    fn update_fence(&mut self, t: Time, voters: &[NodeId], leader: Option<NodeId>) {
         let now = t.mono;
         let fence_after = self.failure() * 3 / 4;
-        if voters.len() <= 1 {
-            return;
+        let me = self.cfg.node;
+        let heard = |v: &NodeId| {
+            *v == me
+                || self.live.get(v).is_some_and(|l| {
+                    l.last_heard
+                        .is_some_and(|h| now.saturating_sub(h) <= fence_after)
+                })
+        };
+        let seen = voters.iter().filter(|v| heard(v)).count();
+        let no_majority = voters.len() > 1 && seen * 2 <= voters.len();
+        // the last time this member heard a leader (itself when it leads); during an election
+        // (no leader known) the clock keeps running from the last one
+        let contact = match leader {
+            Some(l) if l == me => Some(now),
+            Some(l) => self.live.get(&l).and_then(|x| x.last_heard),
+            None => None,
+        };
+        if let Some(c) = contact {
+            self.leader_heard = Some(self.leader_heard.map_or(c, |h| h.max(c)));
         }
-        let seen = voters
-            .iter()
-            .filter(|v| {
-                **v == self.cfg.node
-                    || self.live.get(v).is_some_and(|l| {
-                        l.last_heard
-                            .is_some_and(|h| now.saturating_sub(h) <= fence_after)
-                    })
-            })
-            .count();
+        let no_leader = self
+            .leader_heard
+            .is_none_or(|h| now.saturating_sub(h) > fence_after);
         let was = self.fenced;
-        self.fenced = self.warmed_up(now) && seen * 2 <= voters.len();
+        self.fenced = self.warmed_up(now) && (no_majority || no_leader);
         if was == self.fenced {
             return;
         }

@@ -77,6 +77,8 @@ impl Time {
 pub struct ConsensusView<'a> {
     /// Whether this member leads the consensus group.
     pub is_leader: bool,
+    /// The leader this member knows of (`None` during an election).
+    pub leader: Option<NodeId>,
     /// The agreed allocation (the last committed one).
     pub agreed: &'a Allocation,
     /// The agreed voters (configured ones plus promoted learners).
@@ -224,6 +226,8 @@ pub struct Member<T: NodeSpecificTable> {
     next_esp_sync: Duration,
     next_leader_check: Duration,
     last_liveness_check: Duration,
+    /// When this member last heard a consensus leader (see `liveness`).
+    leader_heard: Option<Duration>,
 }
 
 impl<T: NodeSpecificTable> Member<T> {
@@ -255,6 +259,7 @@ impl<T: NodeSpecificTable> Member<T> {
             next_esp_sync: Duration::ZERO,
             next_leader_check: Duration::ZERO,
             last_liveness_check: Duration::ZERO,
+            leader_heard: None,
             cfg,
         }
     }
@@ -552,7 +557,7 @@ impl<T: NodeSpecificTable> Member<T> {
             self.send_heartbeats();
             self.next_heartbeat = now + self.cfg.heartbeat;
         }
-        self.update_liveness(t, view.voters);
+        self.update_liveness(t, view.voters, view.leader);
         if now >= self.next_leader_check {
             self.next_leader_check = now + leader::CHECK_EVERY;
             if view.is_leader {

@@ -438,6 +438,7 @@ impl Runtime {
         let voters = self.raft.voters();
         let view = ConsensusView {
             is_leader: self.raft.is_leader(),
+            leader: self.raft.leader(),
             agreed: self.raft.allocation(),
             voters: &voters,
             conf_change_pending: self.raft.conf_change_pending(),
