@@ -1,255 +1,285 @@
-//! The control socket's commands on a running node: status, allocation, operator moves,
-//! dumps, SA commands, the synthesize helper.
+//! The control socket's commands on a running node: one typed handler per
+//! [`Request`](crate::daemon::protocol::Request) (status, allocation, operator moves, dumps,
+//! SA commands, the synthesize helper).
 
 use super::*;
+use crate::daemon::protocol::{
+    AllocationReply, AppliedReply, CardDumpReply, CardEntryReport, CardRegsReply, CheckReply,
+    CountsReply, DumpReply, EntryReport, ErrorReply, EspRecvReply, EspSendReply, IdentifierCount,
+    Request, Response, ResyncReply, SaAddReply, SaReport, SasReply, SecretHex, SynthesizeReply,
+};
+
+/// The operator commands the leader queues.
+enum Operator<'a> {
+    Move(&'a [u16], Option<u16>),
+    Drain(Option<u16>),
+    Undrain(Option<u16>),
+    Rebalance,
+}
 
 impl Runtime {
-    pub(super) fn control(&mut self, req: &Value) -> Value {
-        let cmd = req.get("cmd").and_then(Value::as_str).unwrap_or("");
-        match cmd {
-            "status" => self.status(),
-            "allocation" => {
-                let a = self.core.allocation();
-                json!({"ok": true, "epoch": a.epoch.0, "agreed_epoch": self.raft.allocation().epoch.0,
-                       "owners": a.owners.iter().map(|o| o.map(|n| n.0)).collect::<Vec<_>>()})
-            }
-            "counts" => {
-                let a = self.core.allocation();
-                let ids: Vec<Value> = self
-                    .cfg
-                    .identifiers
-                    .all()
-                    .map(|d| {
-                        json!({"id": d.0, "owner": a.owner(d).map(|n| n.0),
-                               "common": self.core.common().dist_len(d),
-                               "digest": format!("{:016x}", self.core.common().digest(d).hash),
-                               "card": self.core.node_table().dist_len(d)})
-                    })
-                    .collect();
-                json!({"ok": true, "ids": ids})
-            }
-            "move" | "drain" | "undrain" | "rebalance" => self.operator(cmd, req),
-            "resync" => {
-                let peers = self.replication_peers();
-                for p in peers {
-                    self.request_resync(p);
-                }
-                json!({"ok": true, "requested_from": self.replication_peers().iter().map(|n| n.0).collect::<Vec<_>>()})
-            }
-            "dump" => {
-                let entries: Vec<Value> = self
-                    .core
-                    .node_table()
-                    .entries()
-                    .take(req.get("limit").and_then(Value::as_u64).unwrap_or(10_000) as usize)
-                    .map(|e| {
-                        json!({"key": format!("{:?}", e.key), "dist": e.dist.0,
-                               "state": format!("{:?}", e.state), "action": format!("{:?}", e.action),
-                               "creator": e.creator.0, "version": e.version})
-                    })
-                    .collect();
-                json!({"ok": true, "backend": self.cfg.card, "len": self.core.node_table().len(),
-                       "capacity": self.core.node_table().capacity(), "entries": entries})
-            }
-            "sas" => {
-                let sas: Vec<Value> = self
-                    .sa_spis
+    /// Answers one control request (all but `synthesize`, which [`Runtime::start_synthesize`]
+    /// works on between the node's other duties).
+    pub(super) fn control(&mut self, req: &Request) -> Response {
+        match req {
+            Request::Status => Response::Status(self.status()),
+            Request::Allocation => self.allocation_reply(),
+            Request::Counts => self.counts(),
+            Request::Move { ids, to } => self.operator(Operator::Move(ids, *to)),
+            Request::Drain { node } => self.operator(Operator::Drain(*node)),
+            Request::Undrain { node } => self.operator(Operator::Undrain(*node)),
+            Request::Rebalance => self.operator(Operator::Rebalance),
+            Request::Resync => self.resync(),
+            Request::Dump { limit } => self.dump(limit.unwrap_or(10_000)),
+            Request::Sas => self.sas(),
+            Request::SaAdd {
+                dst,
+                key,
+                peer,
+                spi,
+            } => self.sa_add(*peer, *dst, *spi, key),
+            Request::SaAdvance {
+                outbound_seq,
+                replay_top,
+                spi,
+            } => self.sa_advance(*spi, *outbound_seq, *replay_top),
+            Request::EspSend { count, spi } => self.esp_send(*spi, count.unwrap_or(1)),
+            Request::EspRecv { packets, spi } => self.esp_recv(*spi, packets),
+            Request::Check => Response::Check(CheckReply {
+                problems: self.core.check_tables(),
+            }),
+            Request::Partition { loss, peers } => self.partition(peers, *loss),
+            Request::Applied => Response::Applied(AppliedReply {
+                applied: self
+                    .applied
                     .iter()
-                    .filter_map(|spi| self.core.sa_state(*spi))
-                    .map(|s| {
-                        json!({"spi": s.spi, "dist": s.dist.0, "dst": s.dst.to_string(),
-                               "outbound_seq": s.outbound_seq, "replay_top": s.replay_top,
-                               "replay_bitmap": s.replay_bitmap, "owned": self.core.owns(s.dist),
-                               "key_present": self.sa_keys.contains_key(&s.spi)})
-                    })
-                    .collect();
-                json!({"ok": true, "sas": sas})
+                    .filter_map(|a| serde_json::to_value(a).ok())
+                    .collect(),
+            }),
+            Request::Synthesize { .. } => {
+                Response::error("synthesize is answered when its work is done")
             }
-            "sa_add" => self.sa_add(req),
-            "esp_send" | "esp_recv" => self.esp_command(cmd, req),
-            "sa_advance"
-                if self.esp.has(
-                    req.get("spi")
-                        .and_then(Value::as_u64)
-                        .and_then(|v| u32::try_from(v).ok())
-                        .unwrap_or(0),
-                ) =>
-            {
-                json!({"ok": false, "error": "this SA runs in the ESP engine here; its state comes from the engine (use esp_send)"})
-            }
-            "sa_advance" => {
-                let spi = req
-                    .get("spi")
-                    .and_then(Value::as_u64)
-                    .and_then(|v| u32::try_from(v).ok())
-                    .unwrap_or(0);
-                let Some(s) = self.core.sa_state(spi) else {
-                    return json!({"ok": false, "error": format!("no SA with spi {spi}")});
-                };
-                let seq = req
-                    .get("outbound_seq")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(s.outbound_seq);
-                let top = req
-                    .get("replay_top")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(s.replay_top);
-                self.core.update_sa(SaState {
-                    outbound_seq: seq,
-                    replay_top: top,
-                    ..s
-                });
-                json!({"ok": true})
-            }
-            "check" => {
-                let problems = self.core.check_tables();
-                json!({"ok": true, "problems": problems})
-            }
-            "partition" => {
-                let peers: BTreeSet<NodeId> = req
-                    .get("peers")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_u64)
-                            .filter_map(|n| u16::try_from(n).ok().map(NodeId))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                self.udp.fault.config.partitioned = peers;
-                // optional: drop this share of the frames this node sends (0 by default)
-                self.udp.fault.config.loss = req
-                    .get("loss")
-                    .and_then(Value::as_f64)
-                    .filter(|p| (0.0..=1.0).contains(p))
-                    .unwrap_or(0.0);
-                json!({"ok": true})
-            }
-            "applied" => json!({"ok": true, "applied": self.applied}),
-            // hwctl --device unix:PATH dump: the node-specific entries with their keys in the
-            // card's layout (as `hwctl dump` shows a local card), on the card or in overflow.
-            "card_dump" => {
-                let did = req.get("did").and_then(Value::as_u64);
-                let table = self.core.node_table();
-                let entries: Vec<Value> = table
-                    .entries()
-                    .filter(|e| match did {
-                        Some(d) => u64::from(e.dist.0) == d,
-                        None => true,
-                    })
-                    .map(|e| {
-                        let k = crate::core::card_table::cam_key(&e.key);
-                        let on_card = table.card().get(&e.key).is_some();
-                        json!({"did": e.dist.0, "where": if on_card { "card" } else { "overflow" },
-                               "key": k, "key_text": k.map_or_else(|| format!("{:?}", e.key), |k| k.to_string()),
-                               "state": format!("{:?}", e.state), "action": format!("{:?}", e.action),
-                               "creator": e.creator.0, "version": e.version, "packets": e.packets})
-                    })
-                    .collect();
-                json!({"ok": true, "backend": self.cfg.card, "len": table.len(),
-                       "capacity": table.capacity(), "entries": entries})
-            }
-            // hwctl --device unix:PATH regs. The node-specific table runs on the state core's
-            // card stand-in (`daemon::card`), which has no register file to read.
-            "card_regs" => {
-                // Register reads only: they change nothing on the card the node is driving.
-                match self
-                    .core
-                    .node_table_mut()
-                    .card_mut()
-                    .card_mut()
-                    .read_all_regs()
-                {
-                    Ok(all) => json!({"ok": true, "backend": self.cfg.card,
-                                      "blocks": crate::regs_report::regs_report(&all)}),
-                    Err(e) => json!({"ok": false, "backend": self.cfg.card,
-                                     "error": format!("reading the card's registers: {e}")}),
-                }
-            }
-            "stop" => {
+            Request::CardDump { did } => self.card_dump(*did),
+            Request::CardRegs => self.card_regs(),
+            Request::Stop => {
                 self.stopping = true;
-                json!({"ok": true})
+                Response::Done
             }
-            "" => json!({"ok": false, "error": "missing \"cmd\""}),
-            other => json!({"ok": false, "error": format!("unknown command {other:?}"),
-                "commands": ["status", "allocation", "counts", "move", "drain", "undrain", "rebalance",
-                             "resync", "dump", "sas", "sa_add", "sa_advance", "esp_send", "esp_recv", "check", "partition",
-                             "applied", "synthesize", "card_dump", "card_regs", "stop"]}),
         }
     }
 
-    fn operator(&mut self, cmd: &str, req: &Value) -> Value {
-        if !self.raft.is_leader() {
-            return json!({"ok": false, "error": "not the leader; send this to the leader",
-                          "leader": self.raft.leader().map(|n| n.0)});
+    fn allocation_reply(&self) -> Response {
+        let a = self.core.allocation();
+        Response::Allocation(AllocationReply {
+            agreed_epoch: self.raft.allocation().epoch.0,
+            epoch: a.epoch.0,
+            owners: a.owners.iter().map(|o| o.map(|n| n.0)).collect(),
+        })
+    }
+
+    fn counts(&self) -> Response {
+        let a = self.core.allocation();
+        let ids = self
+            .cfg
+            .identifiers
+            .all()
+            .map(|d| IdentifierCount {
+                card: self.core.node_table().dist_len(d),
+                common: self.core.common().dist_len(d),
+                digest: format!("{:016x}", self.core.common().digest(d).hash),
+                id: d.0,
+                owner: a.owner(d).map(|n| n.0),
+            })
+            .collect();
+        Response::Counts(CountsReply { ids })
+    }
+
+    fn resync(&mut self) -> Response {
+        let peers = self.replication_peers();
+        for p in peers {
+            self.request_resync(p);
         }
-        let node = req
-            .get("node")
-            .or(req.get("to"))
-            .and_then(Value::as_u64)
-            .and_then(|n| u16::try_from(n).ok())
-            .map(NodeId);
-        match cmd {
-            "move" => {
-                let Some(to) = node.filter(|n| self.members.contains(n)) else {
-                    return json!({"ok": false, "error": "move needs \"to\": a member node id"});
+        Response::Resync(ResyncReply {
+            requested_from: self.replication_peers().iter().map(|n| n.0).collect(),
+        })
+    }
+
+    fn dump(&self, limit: u64) -> Response {
+        let table = self.core.node_table();
+        let entries = table
+            .entries()
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|e| EntryReport {
+                action: format!("{:?}", e.action),
+                creator: e.creator.0,
+                dist: e.dist.0,
+                key: format!("{:?}", e.key),
+                state: format!("{:?}", e.state),
+                version: e.version,
+            })
+            .collect();
+        Response::Dump(DumpReply {
+            backend: self.cfg.card.clone(),
+            capacity: table.capacity(),
+            entries,
+            len: table.len(),
+        })
+    }
+
+    fn sas(&self) -> Response {
+        let sas = self
+            .sa_spis
+            .iter()
+            .filter_map(|spi| self.core.sa_state(*spi))
+            .map(|s| SaReport {
+                dist: s.dist.0,
+                dst: s.dst.to_string(),
+                key_present: self.sa_keys.contains_key(&s.spi),
+                outbound_seq: s.outbound_seq,
+                owned: self.core.owns(s.dist),
+                replay_bitmap: s.replay_bitmap,
+                replay_top: s.replay_top,
+                spi: s.spi,
+            })
+            .collect();
+        Response::Sas(SasReply { sas })
+    }
+
+    fn sa_advance(&mut self, spi: u32, seq: Option<u64>, top: Option<u64>) -> Response {
+        if self.esp.has(spi) {
+            return Response::error(
+                "this SA runs in the ESP engine here; its state comes from the engine (use esp_send)",
+            );
+        }
+        let Some(s) = self.core.sa_state(spi) else {
+            return Response::error(format!("no SA with spi {spi}"));
+        };
+        self.core.update_sa(SaState {
+            outbound_seq: seq.unwrap_or(s.outbound_seq),
+            replay_top: top.unwrap_or(s.replay_top),
+            ..s
+        });
+        Response::Done
+    }
+
+    fn partition(&mut self, peers: &[u16], loss: Option<f64>) -> Response {
+        self.udp.fault.config.partitioned = peers.iter().copied().map(NodeId).collect();
+        // optional: drop this share of the frames this node sends (0 by default)
+        self.udp.fault.config.loss = loss.filter(|p| (0.0..=1.0).contains(p)).unwrap_or(0.0);
+        Response::Done
+    }
+
+    /// `hwctl --device unix:PATH dump`: the node-specific entries with their keys in the
+    /// card's layout (as `hwctl dump` shows a local card), on the card or in overflow.
+    fn card_dump(&self, did: Option<u16>) -> Response {
+        let table = self.core.node_table();
+        let entries = table
+            .entries()
+            .filter(|e| did.is_none_or(|d| e.dist.0 == d))
+            .map(|e| {
+                let k = crate::core::card_table::cam_key(&e.key);
+                let on_card = table.card().get(&e.key).is_some();
+                CardEntryReport {
+                    action: format!("{:?}", e.action),
+                    creator: e.creator.0,
+                    did: e.dist.0,
+                    key: serde_json::to_value(k).unwrap_or(Value::Null),
+                    key_text: k.map_or_else(|| format!("{:?}", e.key), |k| k.to_string()),
+                    packets: e.packets,
+                    state: format!("{:?}", e.state),
+                    version: e.version,
+                    location: if on_card { "card" } else { "overflow" }.to_owned(),
+                }
+            })
+            .collect();
+        Response::CardDump(CardDumpReply {
+            backend: self.cfg.card.clone(),
+            capacity: table.capacity(),
+            entries,
+            len: table.len(),
+        })
+    }
+
+    /// `hwctl --device unix:PATH regs`. The node-specific table runs on the state core's
+    /// card stand-in (`daemon::card`), which has no register file to read.
+    fn card_regs(&mut self) -> Response {
+        // Register reads only: they change nothing on the card the node is driving.
+        match self
+            .core
+            .node_table_mut()
+            .card_mut()
+            .card_mut()
+            .read_all_regs()
+        {
+            Ok(all) => Response::CardRegs(CardRegsReply {
+                backend: self.cfg.card.clone(),
+                blocks: crate::regs_report::regs_report(&all),
+            }),
+            Err(e) => Response::Error(ErrorReply {
+                backend: Some(self.cfg.card.clone()),
+                ..ErrorReply::new(format!("reading the card's registers: {e}"))
+            }),
+        }
+    }
+
+    fn operator(&mut self, op: Operator<'_>) -> Response {
+        if !self.raft.is_leader() {
+            return Response::Error(ErrorReply {
+                leader: self.raft.leader().map(|n| n.0),
+                ..ErrorReply::new("not the leader; send this to the leader")
+            });
+        }
+        let member = |n: Option<u16>| n.map(NodeId).filter(|n| self.members.contains(n));
+        match op {
+            Operator::Move(ids, to) => {
+                let Some(to) = member(to) else {
+                    return Response::error("move needs \"to\": a member node id");
                 };
-                let ids: Vec<DistributionId> = req
-                    .get("ids")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_u64)
-                            .filter(|d| *d < u64::from(self.cfg.identifiers.get()))
-                            .map(|d| DistributionId(d as u16))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let ids: Vec<DistributionId> = ids
+                    .iter()
+                    .filter(|d| **d < self.cfg.identifiers.get())
+                    .map(|d| DistributionId(*d))
+                    .collect();
                 if ids.is_empty() {
-                    return json!({"ok": false, "error": "move needs \"ids\": identifiers in range"});
+                    return Response::error("move needs \"ids\": identifiers in range");
                 }
                 self.ops.push_back(OpRequest::Move(ids, to));
             }
-            "drain" | "undrain" => {
-                let Some(n) = node.filter(|n| self.members.contains(n)) else {
-                    return json!({"ok": false, "error": "drain needs \"node\": a member node id"});
+            Operator::Drain(n) | Operator::Undrain(n) => {
+                let drain = matches!(op, Operator::Drain(_));
+                let Some(n) = member(n) else {
+                    return Response::error("drain needs \"node\": a member node id");
                 };
-                if cmd == "drain" {
+                if drain {
                     self.drained.insert(n);
                 } else {
                     self.drained.remove(&n);
                 }
             }
-            _ => self.ops.push_back(OpRequest::Rebalance),
+            Operator::Rebalance => self.ops.push_back(OpRequest::Rebalance),
         }
-        json!({"ok": true, "queued": true})
+        Response::Queued
     }
 
     /// Benchmark and test helper: feeds the handshakes of `flows` generated TCP connections
     /// (client 10.x.y.z:40000 to 192.0.2.1:443, numbered from `first`) through packet handling,
     /// exactly as if they had come from the wire; the owners create, install and replicate the
     /// entries. Send the same command to every node. Worked on in slices of 200 connections
-    /// between the node's other duties; the answer comes when all are done.
+    /// between the node's other duties; the answer comes when all are done. The packets come
+    /// from the lab's generator ([`crate::lab::traffic::handshake`]), the one thing of the lab
+    /// a node uses.
     pub(super) fn start_synthesize(
         &mut self,
-        req: &Value,
-        reply: tokio::sync::oneshot::Sender<Value>,
+        flows: Option<u64>,
+        first: Option<u64>,
+        reply: tokio::sync::oneshot::Sender<Response>,
     ) {
         if self.synth.is_some() {
-            let _ = reply
-                .send(json!({"ok": false, "error": "a synthesize command is already running"}));
+            let _ = reply.send(Response::error("a synthesize command is already running"));
             return;
         }
-        let flows = req
-            .get("flows")
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-            .min(4_000_000) as u32;
-        let first = req
-            .get("first")
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-            .min(1 << 24) as u32;
+        let flows = flows.unwrap_or(0).min(4_000_000) as u32;
+        let first = first.unwrap_or(0).min(1 << 24) as u32;
         self.synth = Some(SynthJob {
             next: first,
             end: first.saturating_add(flows),
@@ -265,7 +295,7 @@ impl Runtime {
         };
         let stop = job.end.min(job.next.saturating_add(200));
         for i in job.next..stop {
-            for pkt in crate::daemon::traffic::handshake(i) {
+            for pkt in crate::lab::traffic::handshake(i) {
                 let now = self.millis();
                 if let Verdict::Accept { created: true, .. } = self.core.handle_packet(now, &pkt) {
                     job.created += 1;
@@ -275,33 +305,30 @@ impl Runtime {
         job.next = stop;
         self.flush_outbox();
         if job.next >= job.end {
-            let _ = job.reply.send(json!({"ok": true, "created": job.created,
-                "took_ms": job.started.elapsed().as_millis() as u64}));
+            let _ = job.reply.send(Response::Synthesized(SynthesizeReply {
+                created: job.created,
+                took_ms: job.started.elapsed().as_millis() as u64,
+            }));
         } else {
             self.synth = Some(job);
         }
     }
 
-    /// `esp_send {"spi", "count"}`: seal `count` packets on the owner's outbound SA; answers
-    /// the sequence numbers used. `esp_recv {"spi", "packets": [hex]}`: open inbound packets;
-    /// answers accepted / replays / bad.
-    fn esp_command(&mut self, cmd: &str, req: &Value) -> Value {
-        let spi = req
-            .get("spi")
-            .and_then(Value::as_u64)
-            .and_then(|v| u32::try_from(v).ok())
-            .unwrap_or(0);
+    /// Why ESP commands for `spi` cannot run on this node now, if they cannot.
+    fn esp_refusal(&self, spi: u32) -> Option<Response> {
         if !self.ready || self.fenced || self.behind {
-            return json!({"ok": false, "error": "this node is not taking traffic now (syncing, fenced or behind the agreed epoch)"});
+            return Some(Response::error(
+                "this node is not taking traffic now (syncing, fenced or behind the agreed epoch)",
+            ));
         }
         let waiting = self
             .core
             .sa_state(spi)
             .and_then(|s| self.waiting.get(&s.dist));
         if let Some((r, e, _)) = waiting {
-            return json!({"ok": false, "error": format!(
+            return Some(Response::error(format!(
                 "SA {spi} does not run on this node yet: waiting for node {}'s final state of epoch {}",
-                r.0, e.0)});
+                r.0, e.0)));
         }
         if !self.esp.has(spi) {
             let owner = self
@@ -309,68 +336,64 @@ impl Runtime {
                 .sa_state(spi)
                 .and_then(|s| self.core.allocation().owner(s.dist))
                 .map(|n| n.0);
-            return json!({"ok": false, "error": format!("SA {spi} does not run on this node"), "owner": owner});
+            return Some(Response::Error(ErrorReply {
+                owner,
+                ..ErrorReply::new(format!("SA {spi} does not run on this node"))
+            }));
         }
-        if cmd == "esp_send" {
-            let count = req
-                .get("count")
-                .and_then(Value::as_u64)
-                .unwrap_or(1)
-                .clamp(1, 10_000) as u32;
-            match self.esp.send(spi, count, &[0x45; 40]) {
-                Ok((first, last, _)) => json!({"ok": true, "first_seq": first, "last_seq": last}),
-                Err(e) => json!({"ok": false, "error": e.to_string()}),
-            }
-        } else {
-            let packets: Vec<Vec<u8>> = req
-                .get("packets")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .filter_map(crate::daemon::esp::from_hex)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let (accepted, replays, bad) = self.esp.receive(&packets);
-            json!({"ok": true, "accepted": accepted, "replays": replays, "bad": bad})
+        None
+    }
+
+    /// `esp_send {"spi", "count"}`: seal `count` packets on the owner's outbound SA; answers
+    /// the sequence numbers used.
+    fn esp_send(&mut self, spi: u32, count: u32) -> Response {
+        if let Some(refusal) = self.esp_refusal(spi) {
+            return refusal;
+        }
+        match self.esp.send(spi, count.clamp(1, 10_000), &[0x45; 40]) {
+            Ok((first_seq, last_seq, _)) => Response::EspSent(EspSendReply {
+                first_seq,
+                last_seq,
+            }),
+            Err(e) => Response::error(e.to_string()),
         }
     }
 
-    fn sa_add(&mut self, req: &Value) -> Value {
-        let ip = |k: &str| {
-            req.get(k)
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse::<IpAddr>().ok())
-        };
-        let (Some(peer), Some(dst)) = (ip("peer"), ip("dst")) else {
-            return json!({"ok": false, "error": "sa_add needs \"peer\" and \"dst\" IP addresses"});
-        };
-        let spi = req
-            .get("spi")
-            .and_then(Value::as_u64)
-            .and_then(|v| u32::try_from(v).ok())
-            .unwrap_or(0);
-        if spi == 0 {
-            return json!({"ok": false, "error": "sa_add needs a non-zero \"spi\""});
+    /// `esp_recv {"spi", "packets": [hex]}`: open inbound packets; answers accepted /
+    /// replays / bad.
+    fn esp_recv(&mut self, spi: u32, packets: &[String]) -> Response {
+        if let Some(refusal) = self.esp_refusal(spi) {
+            return refusal;
         }
-        let key_hex = Zeroizing::new(
-            req.get("key")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-        );
-        let key = match ClusterKey::from_hex(&key_hex) {
-            Ok(_) => {
-                let mut k = Zeroizing::new(vec![0u8; 32]);
-                for (i, c) in key_hex.as_bytes().chunks_exact(2).enumerate() {
-                    let hv = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
-                    k[i] = (hv(c[0]) << 4) | hv(c[1]);
-                }
-                k
-            }
-            Err(e) => return json!({"ok": false, "error": format!("key: {e}")}),
+        let packets: Vec<Vec<u8>> = packets
+            .iter()
+            .filter_map(|p| crate::daemon::esp::from_hex(p))
+            .collect();
+        let (accepted, replays, bad) = self.esp.receive(&packets);
+        Response::EspReceived(EspRecvReply {
+            accepted,
+            bad,
+            replays,
+        })
+    }
+
+    fn sa_add(
+        &mut self,
+        peer: Option<IpAddr>,
+        dst: Option<IpAddr>,
+        spi: u32,
+        key_hex: &SecretHex,
+    ) -> Response {
+        let (Some(peer), Some(dst)) = (peer, dst) else {
+            return Response::error("sa_add needs \"peer\" and \"dst\" IP addresses");
         };
+        if spi == 0 {
+            return Response::error("sa_add needs a non-zero \"spi\"");
+        }
+        let mut key = Zeroizing::new(vec![0u8; 32]);
+        if let Err(e) = hex::decode_to_slice(key_hex.expose().trim(), &mut key[..]) {
+            return Response::error(format!("key: 64 hex digits (32 bytes) needed: {e}"));
+        }
         let now = self.millis();
         let d = self.core.install_sa(now, peer, dst, spi);
         self.sa_spis.insert(spi);
@@ -381,9 +404,10 @@ impl Runtime {
         self.sa_keys.insert(spi, key);
         self.reconcile_esp();
         self.flush_outbox();
-        json!({"ok": true, "dist": d.0})
+        Response::SaAdded(SaAddReply { dist: d.0 })
     }
 
+    /// The `status` report (free-form; keys in `docs/clusterd.md`).
     fn status(&self) -> Value {
         let now = self.now();
         let a = self.core.allocation();
@@ -408,7 +432,6 @@ impl Runtime {
             "install_failures": st.install_failures, "expired": st.expired, "closed": st.closed,
         });
         json!({
-            "ok": true,
             "node": self.cfg.node.0,
             "role": self.cfg.role,
             "pid": std::process::id(),

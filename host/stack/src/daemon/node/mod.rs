@@ -32,8 +32,9 @@ use crate::daemon::card::{self, CardTable};
 use crate::daemon::config::{Config, Role};
 use crate::daemon::consensus::{Consensus, TICK_MS};
 use crate::daemon::control::{self, ControlRequest};
+use crate::daemon::protocol::{Request, Response};
 use crate::daemon::wireproto::{self, Code};
-use crate::sync::{ClusterKey, Endpoint, EndpointConfig, SyncEvent, UdpDriver};
+use crate::sync::{Endpoint, EndpointConfig, SyncEvent, UdpDriver};
 
 /// Why a node could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +125,7 @@ struct SynthJob {
     end: u32,
     created: u64,
     started: std::time::Instant,
-    reply: tokio::sync::oneshot::Sender<Value>,
+    reply: tokio::sync::oneshot::Sender<Response>,
 }
 
 enum OpRequest {
@@ -379,11 +380,10 @@ impl Runtime {
                     }
                 }
                 Some((req, tx)) = self.ctl_rx.recv() => {
-                    if req.get("cmd").and_then(Value::as_str) == Some("synthesize") {
-                        self.start_synthesize(&req, tx);
+                    if let Request::Synthesize { flows, first } = req {
+                        self.start_synthesize(flows, first, tx);
                     } else {
-                        let answer = self.control(&req);
-                        let _ = tx.send(answer);
+                        let _ = tx.send(self.control(&req));
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {}
