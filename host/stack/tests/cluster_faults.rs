@@ -72,6 +72,16 @@ async fn owned(c: &Cluster, id: NodeId) -> u64 {
         .unwrap_or(0)
 }
 
+/// One request to node `id`; its answer as the JSON on the wire.
+async fn ask(c: &Cluster, id: NodeId, req: Request) -> Value {
+    c.call(id, req).await.unwrap().to_value()
+}
+
+/// `partition`: drop every frame to and from `peers` (empty: heal).
+fn partition(peers: Vec<u16>) -> Request {
+    Request::Partition { loss: None, peers }
+}
+
 /// `sa_add` of SA `spi` from `peer` to 203.0.113.1.
 fn sa_add(peer: &str, spi: u32, key: &str) -> Request {
     Request::SaAdd {
@@ -84,7 +94,7 @@ fn sa_add(peer: &str, spi: u32, key: &str) -> Request {
 
 async fn check_tables(c: &mut Cluster) {
     for id in c.running_ids() {
-        let v: Value = c.call(id, Request::Check).await.unwrap().to_value();
+        let v: Value = ask(c, id, Request::Check).await;
         assert_eq!(
             v["problems"].as_array().map(Vec::len),
             Some(0),
@@ -102,27 +112,9 @@ fn partition_fences_minority_and_heals() {
         let mut c = launch(&dir, &Layout::default()).await;
         assert!(owned(&c, NodeId(3)).await > 0);
         // cut node 3 off in both directions
-        c.call(
-            NodeId(3),
-            Request::Partition {
-                loss: None,
-                peers: vec![1, 2],
-            },
-        )
-        .await
-        .unwrap()
-        .to_value();
+        ask(&c, NodeId(3), partition(vec![1, 2])).await;
         for i in 1..=2 {
-            c.call(
-                NodeId(i),
-                Request::Partition {
-                    loss: None,
-                    peers: vec![3],
-                },
-            )
-            .await
-            .unwrap()
-            .to_value();
+            ask(&c, NodeId(i), partition(vec![3])).await;
         }
         let start = tokio::time::Instant::now();
         let mut moved = false;
@@ -132,7 +124,7 @@ fn partition_fences_minority_and_heals() {
                 0,
                 "two active owners during the partition"
             );
-            let s3 = c.call(NodeId(3), Request::Status).await.unwrap().to_value();
+            let s3 = ask(&c, NodeId(3), Request::Status).await;
             let o1 = owned(&c, NodeId(1)).await;
             let o2 = owned(&c, NodeId(2)).await;
             if s3["fenced"] == json!(true) && o1 + o2 == 256 {
@@ -147,16 +139,7 @@ fn partition_fences_minority_and_heals() {
         );
         // heal: node 3 catches up, resyncs its view and gets identifiers back
         for i in 1..=3 {
-            c.call(
-                NodeId(i),
-                Request::Partition {
-                    loss: None,
-                    peers: vec![],
-                },
-            )
-            .await
-            .unwrap()
-            .to_value();
+            ask(&c, NodeId(i), partition(vec![])).await;
         }
         let start = tokio::time::Instant::now();
         while start.elapsed() < Duration::from_secs(8) && owned(&c, NodeId(3)).await == 0 {
@@ -186,17 +169,15 @@ fn operator_move_and_drain() {
         // a non-leader refuses operator commands and names the leader
         let leader = c.leader().await.unwrap();
         let other = (1..=3).map(NodeId).find(|n| *n != leader).unwrap();
-        let v = c
-            .call(
-                other,
-                Request::Move {
-                    ids: vec![0],
-                    to: Some(1),
-                },
-            )
-            .await
-            .unwrap()
-            .to_value();
+        let v = ask(
+            &c,
+            other,
+            Request::Move {
+                ids: vec![0],
+                to: Some(1),
+            },
+        )
+        .await;
         assert_eq!(v["ok"], json!(false));
         assert_eq!(v["leader"].as_u64(), Some(u64::from(leader.0)));
         // move identifiers 0..8 to node 3
@@ -205,15 +186,10 @@ fn operator_move_and_drain() {
             to: Some(3),
         })
         .await
-        .unwrap()
-        .to_value();
+        .unwrap();
         let start = tokio::time::Instant::now();
         loop {
-            let a = c
-                .call(NodeId(1), Request::Allocation)
-                .await
-                .unwrap()
-                .to_value();
+            let a = ask(&c, NodeId(1), Request::Allocation).await;
             let owners: Vec<u64> = a["owners"]
                 .as_array()
                 .unwrap()
@@ -231,10 +207,7 @@ fn operator_move_and_drain() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // drain node 2: it ends with nothing, the others split everything
-        c.to_leader(Request::Drain { node: Some(2) })
-            .await
-            .unwrap()
-            .to_value();
+        c.to_leader(Request::Drain { node: Some(2) }).await.unwrap();
         let start = tokio::time::Instant::now();
         while owned(&c, NodeId(2)).await > 0 {
             assert_eq!(double_claims(&mut c).await, 0);
@@ -250,17 +223,13 @@ fn operator_move_and_drain() {
         // invariant 3: common tables converge (same per-identifier digests everywhere), and
         // invariant 6: SA key material is never readable through the control socket
         let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeef0";
-        let v = c
-            .call(NodeId(1), sa_add("198.51.100.7", 77, key))
-            .await
-            .unwrap()
-            .to_value();
+        let v = ask(&c, NodeId(1), sa_add("198.51.100.7", 77, key)).await;
         assert_eq!(v["ok"], json!(true), "{v}");
         let start = tokio::time::Instant::now();
         loop {
             let mut digests = Vec::new();
             for i in 1..=3 {
-                let v = c.call(NodeId(i), Request::Counts).await.unwrap().to_value();
+                let v = ask(&c, NodeId(i), Request::Counts).await;
                 let d: Vec<String> = v["ids"]
                     .as_array()
                     .unwrap()
@@ -279,21 +248,22 @@ fn operator_move_and_drain() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         for i in 1..=3 {
-            for cmd in ["status", "dump", "sas", "counts", "applied"] {
-                let v = c
-                    .call(
-                        NodeId(i),
-                        Request::parse(&json!({"cmd": cmd}).to_string()).unwrap(),
-                    )
-                    .await
-                    .unwrap()
-                    .to_value();
+            let reports = [
+                Request::Status,
+                Request::Dump { limit: None },
+                Request::Sas,
+                Request::Counts,
+                Request::Applied,
+            ];
+            for req in reports {
+                let cmd = req.cmd();
+                let v = ask(&c, NodeId(i), req).await;
                 assert!(
                     !v.to_string().contains(&key[..16]),
                     "key material in {cmd} of node {i}"
                 );
             }
-            let v = c.call(NodeId(i), Request::Sas).await.unwrap().to_value();
+            let v = ask(&c, NodeId(i), Request::Sas).await;
             assert_eq!(
                 v["sas"][0]["key_present"],
                 json!(true),
@@ -347,11 +317,7 @@ fn moved_sa_keeps_final_replay_window() {
         let mut c = launch(&dir, &Layout::default()).await;
         let key = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
         let spi = 0x4242u32;
-        let v = c
-            .call(NodeId(1), sa_add("198.51.100.9", spi, key))
-            .await
-            .unwrap()
-            .to_value();
+        let v = ask(&c, NodeId(1), sa_add("198.51.100.9", spi, key)).await;
         assert_eq!(v["ok"], json!(true), "{v}");
         let dist = v["dist"].as_u64().unwrap();
         // the tunnel peer
@@ -371,24 +337,18 @@ fn moved_sa_keeps_final_replay_window() {
             // wait until the SA runs on its current owner
             let start = tokio::time::Instant::now();
             let (owner, first) = loop {
-                let a = c
-                    .call(NodeId(1), Request::Allocation)
-                    .await
-                    .unwrap()
-                    .to_value();
+                let a = ask(&c, NodeId(1), Request::Allocation).await;
                 let o = NodeId(owner_of(&a) as u16);
                 if o.0 != 0 {
-                    let r = c
-                        .call(
-                            o,
-                            Request::EspSend {
-                                count: Some(3),
-                                spi,
-                            },
-                        )
-                        .await
-                        .unwrap()
-                        .to_value();
+                    let r = ask(
+                        &c,
+                        o,
+                        Request::EspSend {
+                            count: Some(3),
+                            spi,
+                        },
+                    )
+                    .await;
                     if r["ok"] == json!(true) {
                         break (o, r["first_seq"].as_u64().unwrap());
                     }
@@ -407,31 +367,28 @@ fn moved_sa_keeps_final_replay_window() {
             // inbound: the previous round's packets again (replays), then fresh ones
             let (_, _, pkts) = peer.send(spi, 4, b"inbound").unwrap();
             let hex: Vec<String> = pkts.iter().map(|p| to_hex(p)).collect();
-            let r = c
-                .call(
-                    owner,
-                    Request::EspRecv {
-                        packets: hex.clone(),
-                        spi,
-                    },
-                )
-                .await
-                .unwrap()
-                .to_value();
+            let r = ask(
+                &c,
+                owner,
+                Request::EspRecv {
+                    packets: hex.clone(),
+                    spi,
+                },
+            )
+            .await;
             assert_eq!(r["accepted"].as_u64(), Some(4), "round {round}: {r}");
             // the old owner loses a third of what it sends (its final SA state may need a
             // retransmission and arrive after the assignment is agreed); move at once, well
             // inside the 100 ms sync interval
-            c.call(
+            ask(
+                &c,
                 owner,
                 Request::Partition {
                     loss: Some(0.35),
                     peers: vec![],
                 },
             )
-            .await
-            .unwrap()
-            .to_value();
+            .await;
             let to = (1..=3u16).map(NodeId).find(|n| *n != owner).unwrap();
             let to = if round % 2 == 0 {
                 to
@@ -443,22 +400,19 @@ fn moved_sa_keeps_final_replay_window() {
                 to: Some(to.0),
             })
             .await
-            .unwrap()
-            .to_value();
+            .unwrap();
             // the new owner refuses every packet the old one accepted
             let start = tokio::time::Instant::now();
             loop {
-                let r = c
-                    .call(
-                        to,
-                        Request::EspRecv {
-                            packets: hex.clone(),
-                            spi,
-                        },
-                    )
-                    .await
-                    .unwrap()
-                    .to_value();
+                let r = ask(
+                    &c,
+                    to,
+                    Request::EspRecv {
+                        packets: hex.clone(),
+                        spi,
+                    },
+                )
+                .await;
                 if r["ok"] == json!(true) {
                     assert_eq!(
                         (r["accepted"].as_u64(), r["replays"].as_u64()),
@@ -476,16 +430,7 @@ fn moved_sa_keeps_final_replay_window() {
                 );
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            c.call(
-                owner,
-                Request::Partition {
-                    loss: None,
-                    peers: vec![],
-                },
-            )
-            .await
-            .unwrap()
-            .to_value();
+            ask(&c, owner, partition(vec![])).await;
             assert_eq!(double_claims(&mut c).await, 0);
         }
         finish(c, &dir).await;

@@ -390,18 +390,25 @@ pub struct ResyncReply {
     pub requested_from: Vec<u16>,
 }
 
-/// `dump`: the node-specific table.
+/// A listing of the node-specific table: `dump` ([`DumpReply`]) and `card_dump`
+/// ([`CardDumpReply`]) differ only in how they show an entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DumpReply {
+pub struct TableReply<E> {
     /// The card backend.
     pub backend: String,
     /// The table's capacity (none: unbounded).
     pub capacity: Option<usize>,
     /// The entries listed.
-    pub entries: Vec<EntryReport>,
+    pub entries: Vec<E>,
     /// Entries in the table.
     pub len: usize,
 }
+
+/// `dump`: the node-specific table, keys in debug form.
+pub type DumpReply = TableReply<EntryReport>;
+
+/// `card_dump`: the node-specific table, keys in the card's layout.
+pub type CardDumpReply = TableReply<CardEntryReport>;
 
 /// One entry in [`DumpReply`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -496,19 +503,6 @@ pub struct SynthesizeReply {
     pub created: u64,
     /// How long it took.
     pub took_ms: u64,
-}
-
-/// `card_dump`: the node-specific table in the card's layout.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CardDumpReply {
-    /// The card backend.
-    pub backend: String,
-    /// The table's capacity (none: unbounded).
-    pub capacity: Option<usize>,
-    /// The entries listed.
-    pub entries: Vec<CardEntryReport>,
-    /// Entries in the table.
-    pub len: usize,
 }
 
 /// One entry in [`CardDumpReply`].

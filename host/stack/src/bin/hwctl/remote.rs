@@ -146,6 +146,13 @@ fn s(v: &Value, k: &str) -> String {
     }
 }
 
+/// `--json` output: pretty JSON and a newline.
+fn pretty_json<T: Serialize>(t: &T) -> Result<String, String> {
+    serde_json::to_string_pretty(t)
+        .map(|j| j + "\n")
+        .map_err(|e| e.to_string())
+}
+
 /// `status --json` of a remote node. Field names are a stable interface;
 /// `occupancy` means what it means for a local card (entries in the card).
 #[derive(Serialize)]
@@ -194,9 +201,7 @@ pub fn status(r: &mut Remote, as_json: bool) -> Result<String, String> {
         owned: u(&v, "owned"),
     };
     if as_json {
-        return serde_json::to_string_pretty(&out)
-            .map(|j| j + "\n")
-            .map_err(|e| e.to_string());
+        return pretty_json(&out);
     }
     let pct = if out.capacity == 0 {
         0.0
@@ -256,9 +261,7 @@ pub fn dump(r: &mut Remote, did: Option<u8>, as_json: bool) -> Result<String, St
     })?;
     let entries = &v.entries;
     if as_json {
-        return serde_json::to_string_pretty(&entries)
-            .map(|j| j + "\n")
-            .map_err(|e| e.to_string());
+        return pretty_json(&entries);
     }
     let rows: Vec<Vec<String>> = entries
         .iter()
@@ -302,9 +305,7 @@ pub fn sas(r: &mut Remote, as_json: bool) -> Result<String, String> {
         })?
         .sas;
     if as_json {
-        return serde_json::to_string_pretty(&list)
-            .map(|j| j + "\n")
-            .map_err(|e| e.to_string());
+        return pretty_json(&list);
     }
     let rows: Vec<Vec<String>> = list
         .iter()
