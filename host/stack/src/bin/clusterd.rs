@@ -87,11 +87,17 @@ async fn ctl(socket: PathBuf, cmd: String, args: Zeroizing<String>) -> Result<()
     };
     obj.insert("cmd".into(), serde_json::Value::String(cmd));
     let line = Zeroizing::new(fields.to_string());
-    let answer = match Request::parse(&line) {
-        Ok(req) => control::call_once(&socket, &req, Duration::from_secs(5))
-            .await
-            .map_err(|e| format!("{}: {e}", socket.display()))?,
-        Err(refusal) => Response::Error(refusal),
+    let (answer, refused) = match Request::parse(&line) {
+        Ok(req) => (
+            control::call_once(&socket, &req, Duration::from_secs(5))
+                .await
+                .map_err(|e| format!("{}: {e}", socket.display()))?,
+            "the node refused the command",
+        ),
+        Err(refusal) => (
+            Response::Error(refusal),
+            "not a command the node accepts (not sent)",
+        ),
     };
     println!(
         "{}",
@@ -100,6 +106,6 @@ async fn ctl(socket: PathBuf, cmd: String, args: Zeroizing<String>) -> Result<()
     if answer.is_ok() {
         Ok(())
     } else {
-        Err("the node refused the command".to_string())
+        Err(refused.to_string())
     }
 }
