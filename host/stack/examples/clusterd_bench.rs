@@ -18,7 +18,8 @@ use host::core::ids::{IdCount, Millis, NodeId};
 use host::core::node::{Node, NodeConfig};
 use host::core::node_table::SoftwareTable;
 use host::core::CommonTable;
-use host::daemon::cluster::{Cluster, Layout};
+use host::daemon::protocol::{Request, Response};
+use host::lab::cluster::{Cluster, Layout};
 use host::sync::{ClusterKey, Endpoint, EndpointConfig, SyncEvent};
 use serde_json::json;
 
@@ -271,17 +272,21 @@ async fn takeover(per_node: u32) -> Result<(), String> {
     let total = per_node * 3;
     let t0 = Instant::now();
     for i in 1..=3 {
-        let v = c
-            .call_timeout(
-                NodeId(i),
-                json!({"cmd": "synthesize", "flows": total}),
-                Duration::from_secs(120),
-            )
+        let synth = Request::Synthesize {
+            first: None,
+            flows: Some(u64::from(total)),
+        };
+        let v = match c
+            .call_timeout(NodeId(i), synth, Duration::from_secs(120))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+        {
+            Response::Synthesized(v) => v,
+            other => return Err(format!("node {i}: synthesize: {other:?}")),
+        };
         println!(
             "  node {i}: created {} entries in {} ms",
-            v["created"], v["took_ms"]
+            v.created, v.took_ms
         );
     }
     // wait for replication to complete: every common table holds every entry
@@ -321,11 +326,12 @@ async fn takeover(per_node: u32) -> Result<(), String> {
         let mut last = 0;
         let mut installed = 0;
         for id in c.running_ids() {
-            if let Ok(v) = c.call(id, json!({"cmd": "applied"})).await {
-                if let Some(r) = v["applied"].as_array().and_then(|a| {
-                    a.iter()
-                        .find(|r| vu(&r["at_unix_ms"]) >= kill_ms && vu(&r["gained"]) > 0)
-                }) {
+            if let Ok(Response::Applied(v)) = c.call(id, Request::Applied).await {
+                if let Some(r) = v
+                    .applied
+                    .iter()
+                    .find(|r| vu(&r["at_unix_ms"]) >= kill_ms && vu(&r["gained"]) > 0)
+                {
                     done += 1;
                     last = last.max(vu(&r["at_unix_ms"]));
                     installed += vu(&r["installed"]);
@@ -357,7 +363,7 @@ async fn takeover(per_node: u32) -> Result<(), String> {
         c.start(victim).map_err(|e| e.to_string())?;
         let mut done = None;
         while restart.elapsed() < Duration::from_secs(60) {
-            if let Ok(v) = c.call(victim, json!({"cmd": "status"})).await {
+            if let Ok(v) = c.status(victim).await {
                 if vu(&v["common_entries"]) >= u64::from(total) && v["last_resync"].is_object() {
                     done = Some((
                         restart.elapsed(),

@@ -1,6 +1,7 @@
 //! host: the stack around the state core (the `cluster-core` crate, re-exported as [`core`]):
 //! the daemon `clusterd` (replication transport, Raft, sockets, control socket) and the CLI
-//! `hwctl`.
+//! `hwctl`, and the lab around them ([`lab`]: the demo, the traffic generator and the cluster
+//! launcher).
 
 #![forbid(unsafe_code)]
 
@@ -8,5 +9,6 @@
 pub use cluster_core as core;
 pub mod daemon;
 pub mod device;
+pub mod lab;
 pub mod regs_report;
 pub mod sync;

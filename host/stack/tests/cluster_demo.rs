@@ -175,7 +175,7 @@ fn pcap_replay_and_svg() {
     let dir = std::env::temp_dir().join(format!("clusterd-test-pcap-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let packets: Vec<PcapPacket> = (0..300u32)
-        .flat_map(host::daemon::traffic::handshake)
+        .flat_map(host::lab::traffic::handshake)
         .enumerate()
         .map(|(i, data)| PcapPacket {
             ts_us: i as u64 * 1000,

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use host::core::ids::NodeId;
-use host::daemon::cluster::{Cluster, Layout};
+use host::daemon::protocol::{Request, SecretHex};
+use host::lab::cluster::{Cluster, Layout};
 use serde_json::{json, Value};
 
 /// Multi-process clusters are timing-sensitive (200 ms failure detection): run them one at a
@@ -39,9 +40,9 @@ async fn double_claims(c: &mut Cluster) -> usize {
         if !active || s["role"] != json!("member") {
             continue;
         }
-        if let Ok(a) = c.call(*id, json!({"cmd": "allocation"})).await {
-            for (i, o) in a["owners"].as_array().into_iter().flatten().enumerate() {
-                if o.as_u64() == Some(u64::from(id.0)) {
+        if let Ok(a) = c.allocation(*id).await {
+            for (i, o) in a.owners.iter().enumerate() {
+                if *o == Some(id.0) {
                     *claims.entry(i as u64).or_insert(0) += 1;
                 }
             }
@@ -65,15 +66,35 @@ async fn finish(mut c: Cluster, dir: &Path) {
 }
 
 async fn owned(c: &Cluster, id: NodeId) -> u64 {
-    c.call(id, json!({"cmd": "status"}))
+    c.status(id)
         .await
         .map(|v| v["owned"].as_u64().unwrap_or(0))
         .unwrap_or(0)
 }
 
+/// One request to node `id`; its answer as the JSON on the wire.
+async fn ask(c: &Cluster, id: NodeId, req: Request) -> Value {
+    c.call(id, req).await.unwrap().to_value()
+}
+
+/// `partition`: drop every frame to and from `peers` (empty: heal).
+fn partition(peers: Vec<u16>) -> Request {
+    Request::Partition { loss: None, peers }
+}
+
+/// `sa_add` of SA `spi` from `peer` to 203.0.113.1.
+fn sa_add(peer: &str, spi: u32, key: &str) -> Request {
+    Request::SaAdd {
+        dst: Some("203.0.113.1".parse().unwrap()),
+        key: SecretHex::new(key),
+        peer: Some(peer.parse().unwrap()),
+        spi,
+    }
+}
+
 async fn check_tables(c: &mut Cluster) {
     for id in c.running_ids() {
-        let v: Value = c.call(id, json!({"cmd": "check"})).await.unwrap();
+        let v: Value = ask(c, id, Request::Check).await;
         assert_eq!(
             v["problems"].as_array().map(Vec::len),
             Some(0),
@@ -91,13 +112,9 @@ fn partition_fences_minority_and_heals() {
         let mut c = launch(&dir, &Layout::default()).await;
         assert!(owned(&c, NodeId(3)).await > 0);
         // cut node 3 off in both directions
-        c.call(NodeId(3), json!({"cmd": "partition", "peers": [1, 2]}))
-            .await
-            .unwrap();
+        ask(&c, NodeId(3), partition(vec![1, 2])).await;
         for i in 1..=2 {
-            c.call(NodeId(i), json!({"cmd": "partition", "peers": [3]}))
-                .await
-                .unwrap();
+            ask(&c, NodeId(i), partition(vec![3])).await;
         }
         let start = tokio::time::Instant::now();
         let mut moved = false;
@@ -107,7 +124,7 @@ fn partition_fences_minority_and_heals() {
                 0,
                 "two active owners during the partition"
             );
-            let s3 = c.call(NodeId(3), json!({"cmd": "status"})).await.unwrap();
+            let s3 = ask(&c, NodeId(3), Request::Status).await;
             let o1 = owned(&c, NodeId(1)).await;
             let o2 = owned(&c, NodeId(2)).await;
             if s3["fenced"] == json!(true) && o1 + o2 == 256 {
@@ -122,9 +139,7 @@ fn partition_fences_minority_and_heals() {
         );
         // heal: node 3 catches up, resyncs its view and gets identifiers back
         for i in 1..=3 {
-            c.call(NodeId(i), json!({"cmd": "partition", "peers": []}))
-                .await
-                .unwrap();
+            ask(&c, NodeId(i), partition(vec![])).await;
         }
         let start = tokio::time::Instant::now();
         while start.elapsed() < Duration::from_secs(8) && owned(&c, NodeId(3)).await == 0 {
@@ -154,22 +169,27 @@ fn operator_move_and_drain() {
         // a non-leader refuses operator commands and names the leader
         let leader = c.leader().await.unwrap();
         let other = (1..=3).map(NodeId).find(|n| *n != leader).unwrap();
-        let v = c
-            .call(other, json!({"cmd": "move", "ids": [0], "to": 1}))
-            .await
-            .unwrap();
+        let v = ask(
+            &c,
+            other,
+            Request::Move {
+                ids: vec![0],
+                to: Some(1),
+            },
+        )
+        .await;
         assert_eq!(v["ok"], json!(false));
         assert_eq!(v["leader"].as_u64(), Some(u64::from(leader.0)));
         // move identifiers 0..8 to node 3
-        c.to_leader(json!({"cmd": "move", "ids": [0, 1, 2, 3, 4, 5, 6, 7], "to": 3}))
-            .await
-            .unwrap();
+        c.to_leader(Request::Move {
+            ids: (0..8).collect(),
+            to: Some(3),
+        })
+        .await
+        .unwrap();
         let start = tokio::time::Instant::now();
         loop {
-            let a = c
-                .call(NodeId(1), json!({"cmd": "allocation"}))
-                .await
-                .unwrap();
+            let a = ask(&c, NodeId(1), Request::Allocation).await;
             let owners: Vec<u64> = a["owners"]
                 .as_array()
                 .unwrap()
@@ -187,9 +207,7 @@ fn operator_move_and_drain() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // drain node 2: it ends with nothing, the others split everything
-        c.to_leader(json!({"cmd": "drain", "node": 2}))
-            .await
-            .unwrap();
+        c.to_leader(Request::Drain { node: Some(2) }).await.unwrap();
         let start = tokio::time::Instant::now();
         while owned(&c, NodeId(2)).await > 0 {
             assert_eq!(double_claims(&mut c).await, 0);
@@ -205,40 +223,68 @@ fn operator_move_and_drain() {
         // invariant 3: common tables converge (same per-identifier digests everywhere), and
         // invariant 6: SA key material is never readable through the control socket
         let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeef0";
-        let v = c
-            .call(NodeId(1), json!({"cmd": "sa_add", "peer": "198.51.100.7", "dst": "203.0.113.1", "spi": 77, "key": key}))
-            .await
-            .unwrap();
+        let v = ask(&c, NodeId(1), sa_add("198.51.100.7", 77, key)).await;
         assert_eq!(v["ok"], json!(true), "{v}");
         let start = tokio::time::Instant::now();
         loop {
             let mut digests = Vec::new();
             for i in 1..=3 {
-                let v = c.call(NodeId(i), json!({"cmd": "counts"})).await.unwrap();
-                let d: Vec<String> = v["ids"].as_array().unwrap().iter().map(|x| x["digest"].to_string()).collect();
+                let v = ask(&c, NodeId(i), Request::Counts).await;
+                let d: Vec<String> = v["ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x["digest"].to_string())
+                    .collect();
                 digests.push(d);
             }
             if digests.windows(2).all(|w| w[0] == w[1]) {
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(5), "common tables did not converge");
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "common tables did not converge"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         for i in 1..=3 {
-            for cmd in ["status", "dump", "sas", "counts", "applied"] {
-                let v = c.call(NodeId(i), json!({"cmd": cmd})).await.unwrap();
-                assert!(!v.to_string().contains(&key[..16]), "key material in {cmd} of node {i}");
+            let reports = [
+                Request::Status,
+                Request::Dump { limit: None },
+                Request::Sas,
+                Request::Counts,
+                Request::Applied,
+            ];
+            for req in reports {
+                let cmd = req.cmd();
+                let v = ask(&c, NodeId(i), req).await;
+                assert!(
+                    !v.to_string().contains(&key[..16]),
+                    "key material in {cmd} of node {i}"
+                );
             }
-            let v = c.call(NodeId(i), json!({"cmd": "sas"})).await.unwrap();
-            assert_eq!(v["sas"][0]["key_present"], json!(true), "SA key not replicated to node {i}: {v}");
+            let v = ask(&c, NodeId(i), Request::Sas).await;
+            assert_eq!(
+                v["sas"][0]["key_present"],
+                json!(true),
+                "SA key not replicated to node {i}: {v}"
+            );
         }
         // garbage on the control socket gets clear errors and the node keeps answering
         {
             use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-            let s = tokio::net::UnixStream::connect(&c.nodes[&NodeId(1)].control).await.unwrap();
+            let s = tokio::net::UnixStream::connect(&c.nodes[&NodeId(1)].control)
+                .await
+                .unwrap();
             let (r, mut w) = s.into_split();
             let mut r = BufReader::new(r);
-            for junk in ["not json", "[1,2]", "{\"cmd\": 5}", "{\"cmd\": \"move\", \"ids\": \"x\"}", "\u{1}\u{2}"] {
+            for junk in [
+                "not json",
+                "[1,2]",
+                "{\"cmd\": 5}",
+                "{\"cmd\": \"move\", \"ids\": \"x\"}",
+                "\u{1}\u{2}",
+            ] {
                 w.write_all(format!("{junk}\n").as_bytes()).await.unwrap();
                 let mut line = String::new();
                 r.read_line(&mut line).await.unwrap();
@@ -248,7 +294,7 @@ fn operator_move_and_drain() {
         }
         // unknown and malformed commands get clear errors
         let v = c
-            .call(NodeId(1), json!({"cmd": "frobnicate"}))
+            .call_json(NodeId(1), &json!({"cmd": "frobnicate"}))
             .await
             .unwrap();
         assert_eq!(v["ok"], json!(false));
@@ -271,10 +317,7 @@ fn moved_sa_keeps_final_replay_window() {
         let mut c = launch(&dir, &Layout::default()).await;
         let key = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
         let spi = 0x4242u32;
-        let v = c
-            .call(NodeId(1), json!({"cmd": "sa_add", "peer": "198.51.100.9", "dst": "203.0.113.1", "spi": spi, "key": key}))
-            .await
-            .unwrap();
+        let v = ask(&c, NodeId(1), sa_add("198.51.100.9", spi, key)).await;
         assert_eq!(v["ok"], json!(true), "{v}");
         let dist = v["dist"].as_u64().unwrap();
         // the tunnel peer
@@ -294,16 +337,18 @@ fn moved_sa_keeps_final_replay_window() {
             // wait until the SA runs on its current owner
             let start = tokio::time::Instant::now();
             let (owner, first) = loop {
-                let a = c
-                    .call(NodeId(1), json!({"cmd": "allocation"}))
-                    .await
-                    .unwrap();
+                let a = ask(&c, NodeId(1), Request::Allocation).await;
                 let o = NodeId(owner_of(&a) as u16);
                 if o.0 != 0 {
-                    let r = c
-                        .call(o, json!({"cmd": "esp_send", "spi": spi, "count": 3}))
-                        .await
-                        .unwrap();
+                    let r = ask(
+                        &c,
+                        o,
+                        Request::EspSend {
+                            count: Some(3),
+                            spi,
+                        },
+                    )
+                    .await;
                     if r["ok"] == json!(true) {
                         break (o, r["first_seq"].as_u64().unwrap());
                     }
@@ -322,33 +367,52 @@ fn moved_sa_keeps_final_replay_window() {
             // inbound: the previous round's packets again (replays), then fresh ones
             let (_, _, pkts) = peer.send(spi, 4, b"inbound").unwrap();
             let hex: Vec<String> = pkts.iter().map(hex::encode).collect();
-            let r = c
-                .call(owner, json!({"cmd": "esp_recv", "spi": spi, "packets": hex}))
-                .await
-                .unwrap();
+            let r = ask(
+                &c,
+                owner,
+                Request::EspRecv {
+                    packets: hex.clone(),
+                    spi,
+                },
+            )
+            .await;
             assert_eq!(r["accepted"].as_u64(), Some(4), "round {round}: {r}");
             // the old owner loses a third of what it sends (its final SA state may need a
             // retransmission and arrive after the assignment is agreed); move at once, well
             // inside the 100 ms sync interval
-            c.call(owner, json!({"cmd": "partition", "peers": [], "loss": 0.35}))
-                .await
-                .unwrap();
+            ask(
+                &c,
+                owner,
+                Request::Partition {
+                    loss: Some(0.35),
+                    peers: vec![],
+                },
+            )
+            .await;
             let to = (1..=3u16).map(NodeId).find(|n| *n != owner).unwrap();
             let to = if round % 2 == 0 {
                 to
             } else {
                 (1..=3u16).map(NodeId).rfind(|n| *n != owner).unwrap()
             };
-            c.to_leader(json!({"cmd": "move", "ids": [dist], "to": to.0}))
-                .await
-                .unwrap();
+            c.to_leader(Request::Move {
+                ids: vec![dist as u16],
+                to: Some(to.0),
+            })
+            .await
+            .unwrap();
             // the new owner refuses every packet the old one accepted
             let start = tokio::time::Instant::now();
             loop {
-                let r = c
-                    .call(to, json!({"cmd": "esp_recv", "spi": spi, "packets": hex}))
-                    .await
-                    .unwrap();
+                let r = ask(
+                    &c,
+                    to,
+                    Request::EspRecv {
+                        packets: hex.clone(),
+                        spi,
+                    },
+                )
+                .await;
                 if r["ok"] == json!(true) {
                     assert_eq!(
                         (r["accepted"].as_u64(), r["replays"].as_u64()),
@@ -366,9 +430,7 @@ fn moved_sa_keeps_final_replay_window() {
                 );
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            c.call(owner, json!({"cmd": "partition", "peers": []}))
-                .await
-                .unwrap();
+            ask(&c, owner, partition(vec![])).await;
             assert_eq!(double_claims(&mut c).await, 0);
         }
         finish(c, &dir).await;

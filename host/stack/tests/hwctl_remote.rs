@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use host::daemon::protocol::{Request, SecretHex};
+use serde_json::Value;
 
 /// A secret that must never show up in hwctl's output.
 const SA_KEY: &str = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7";
@@ -40,7 +41,7 @@ struct Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _ = call(&self.sock, &json!({"cmd": "stop"}));
+        let _ = call(&self.sock, &Request::Stop);
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(3) {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -61,12 +62,13 @@ fn free_udp_port() -> u16 {
         .expect("a free port")
 }
 
-/// One control request, straight on the socket.
-fn call(sock: &Path, req: &Value) -> std::io::Result<Value> {
+/// One control request, straight on the socket; the answer's JSON as it came.
+fn call(sock: &Path, req: &Request) -> std::io::Result<Value> {
     let s = UnixStream::connect(sock)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut w = s.try_clone()?;
-    w.write_all(format!("{req}\n").as_bytes())?;
+    let line = serde_json::to_string(req)?;
+    w.write_all(format!("{line}\n").as_bytes())?;
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line)?;
     serde_json::from_str(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
@@ -104,7 +106,7 @@ fn start() -> Node {
     // Ready and owning its identifiers.
     let t = Instant::now();
     loop {
-        if let Ok(v) = call(&node.sock, &json!({"cmd": "status"})) {
+        if let Ok(v) = call(&node.sock, &Request::Status) {
             if v["ready"] == true && v["owned"].as_u64().unwrap_or(0) > 0 {
                 break;
             }
@@ -154,13 +156,17 @@ fn a_running_node_through_its_control_socket() {
     // An SA, installed through the control socket.
     let v = call(
         &node.sock,
-        &json!({"cmd": "sa_add", "peer": "10.1.0.1", "dst": "10.2.0.1", "spi": 0x1234_5678u32,
-                "key": SA_KEY}),
+        &Request::SaAdd {
+            dst: Some("10.2.0.1".parse().unwrap()),
+            key: SecretHex::new(SA_KEY),
+            peer: Some("10.1.0.1".parse().unwrap()),
+            spi: 0x1234_5678,
+        },
     )
     .unwrap();
     assert_eq!(v["ok"], true, "{v}");
     let t = Instant::now();
-    while call(&node.sock, &json!({"cmd": "status"})).unwrap()["node_table_entries"]
+    while call(&node.sock, &Request::Status).unwrap()["node_table_entries"]
         .as_u64()
         .unwrap_or(0)
         < 6

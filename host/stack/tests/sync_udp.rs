@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use host::core::ids::NodeId;
-use host::daemon::cluster::{Cluster, Layout};
+use host::lab::cluster::{Cluster, Layout};
 use host::sync::{ClusterKey, Endpoint, EndpointConfig};
 use serde_json::json;
 
@@ -29,7 +29,7 @@ fn running_node_rejects_and_counts_bad_frames() {
             .await
             .unwrap();
             let target = c.nodes[&NodeId(1)].listen;
-            let before = c.call(NodeId(1), json!({"cmd": "status"})).await.unwrap()["sync"].clone();
+            let before = c.status(NodeId(1)).await.unwrap()["sync"].clone();
             let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             // garbled: random bytes and a truncated header
             sock.send_to(b"hello, not a frame", target).unwrap();
@@ -54,7 +54,7 @@ fn running_node_rejects_and_counts_bad_frames() {
             sock.send_to(&stale.bytes, target).unwrap();
             sock.send_to(&stale.bytes, target).unwrap();
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let after = c.call(NodeId(1), json!({"cmd": "status"})).await.unwrap();
+            let after = c.status(NodeId(1)).await.unwrap();
             let s = &after["sync"];
             let d = |k: &str| s[k].as_u64().unwrap() - before[k].as_u64().unwrap();
             assert_eq!(d("rejected_garbled"), 2, "{s}");

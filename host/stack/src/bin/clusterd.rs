@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use host::daemon::{control, demo};
+use host::daemon::control;
+use host::daemon::protocol::{Request, Response};
+use host::lab::demo;
+use zeroize::Zeroizing;
 
 #[derive(Parser)]
 #[command(
@@ -62,23 +65,7 @@ fn main() -> ExitCode {
         Cmd::Keygen => host::sync::ClusterKey::generate()
             .map(|k| println!("{}", k.to_hex()))
             .map_err(|e| e.to_string()),
-        Cmd::Ctl { socket, cmd, args } => rt.block_on(async move {
-            let mut req: serde_json::Value = serde_json::from_str(&args)
-                .map_err(|e| format!("arguments are not a JSON object: {e}"))?;
-            let Some(obj) = req.as_object_mut() else {
-                return Err("arguments must be a JSON object, e.g. '{\"node\":2}'".to_string());
-            };
-            obj.insert("cmd".into(), serde_json::Value::String(cmd));
-            let v = control::call_once(&socket, &req, Duration::from_secs(5))
-                .await
-                .map_err(|e| format!("{}: {e}", socket.display()))?;
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            if v.get("ok") == Some(&serde_json::Value::Bool(true)) {
-                Ok(())
-            } else {
-                Err("the node refused the command".to_string())
-            }
-        }),
+        Cmd::Ctl { socket, cmd, args } => rt.block_on(ctl(socket, cmd, Zeroizing::new(args))),
         Cmd::Demo(args) => rt.block_on(demo::run(args)),
     };
     match result {
@@ -87,5 +74,38 @@ fn main() -> ExitCode {
             eprintln!("clusterd: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `clusterd ctl`: the command name and its JSON fields make one [`Request`] (checked here,
+/// so a typo is refused before it reaches the node); the answer is printed as JSON.
+async fn ctl(socket: PathBuf, cmd: String, args: Zeroizing<String>) -> Result<(), String> {
+    let mut fields: serde_json::Value =
+        serde_json::from_str(&args).map_err(|e| format!("arguments are not a JSON object: {e}"))?;
+    let Some(obj) = fields.as_object_mut() else {
+        return Err("arguments must be a JSON object, e.g. '{\"node\":2}'".to_string());
+    };
+    obj.insert("cmd".into(), serde_json::Value::String(cmd));
+    let line = Zeroizing::new(fields.to_string());
+    let (answer, refused) = match Request::parse(&line) {
+        Ok(req) => (
+            control::call_once(&socket, &req, Duration::from_secs(5))
+                .await
+                .map_err(|e| format!("{}: {e}", socket.display()))?,
+            "the node refused the command",
+        ),
+        Err(refusal) => (
+            Response::Error(refusal),
+            "not a command the node accepts (not sent)",
+        ),
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&answer).unwrap_or_default()
+    );
+    if answer.is_ok() {
+        Ok(())
+    } else {
+        Err(refused.to_string())
     }
 }

@@ -202,11 +202,7 @@ fn run(cli: &mut Cli) -> Res<String> {
             Command::Status => remote::status(&mut r, cli.json)?,
             Command::Dump { did } => remote::dump(&mut r, *did, cli.json)?,
             Command::Sas => remote::sas(&mut r, cli.json)?,
-            Command::Regs => {
-                let blocks: Vec<RegsBlockOut> = serde_json::from_value(remote::regs(&mut r)?)
-                    .map_err(|e| format!("{}: card_regs answer: {e}", r.name()))?;
-                render_regs(&blocks, cli.json)?
-            }
+            Command::Regs => render_regs(&remote::regs(&mut r)?, cli.json)?,
             Command::Esp { .. } => return Err(dispatched_twice()),
         });
     }

@@ -1,15 +1,11 @@
 //! The daemon `clusterd`: one node's runtime (state core, card, replication transport,
-//! consensus, control socket, wire traffic), and the demo that runs a whole cluster as separate
-//! processes on loopback.
+//! consensus, control socket and its protocol, wire traffic). The demo, the traffic
+//! generator and the cluster launcher live apart, in [`crate::lab`].
 
 pub mod card;
-pub mod cluster;
 pub mod config;
 pub mod consensus;
 pub mod control;
-pub mod demo;
-
 pub mod node;
-pub mod svg;
-pub mod traffic;
+pub mod protocol;
 pub mod wireproto;

@@ -8,8 +8,11 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
+use host::daemon::protocol::{Request, Response};
+use host::regs_report::RegsBlockOut;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use zeroize::Zeroizing;
 
 use super::table;
 
@@ -70,15 +73,15 @@ impl Remote {
         })
     }
 
-    /// Sends one request, returns the answer if it says `"ok": true`.
+    /// Sends one request, returns the answer unless the daemon refused it.
     ///
     /// # Errors
-    /// I/O errors, timeouts, answers that are not JSON, and the daemon's own
-    /// `"error"`.
-    pub fn call(&mut self, req: &Value) -> Result<Value, String> {
+    /// I/O errors, timeouts, answers that are not JSON or not of the request's
+    /// shape, and the daemon's own `"error"`.
+    pub fn call(&mut self, req: &Request) -> Result<Response, String> {
         let name = &self.name;
-        let cmd = req.get("cmd").and_then(Value::as_str).unwrap_or("?");
-        let mut line = req.to_string();
+        let cmd = req.cmd();
+        let mut line = Zeroizing::new(serde_json::to_string(req).map_err(|e| e.to_string())?);
         line.push('\n');
         let io = |e: std::io::Error| {
             if matches!(
@@ -102,15 +105,27 @@ impl Remote {
         }
         let v: Value = serde_json::from_str(resp.trim())
             .map_err(|e| format!("{name}: answer to {cmd:?} is not JSON: {e}"))?;
-        if v.get("ok").and_then(Value::as_bool) == Some(true) {
-            Ok(v)
-        } else {
-            let err = v
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("no error message");
-            Err(format!("{name}: the daemon refused {cmd:?}: {err}"))
+        match req.response(v) {
+            Ok(Response::Error(e)) => {
+                Err(format!("{name}: the daemon refused {cmd:?}: {}", e.error))
+            }
+            Ok(answer) => Ok(answer),
+            Err(e) => Err(format!(
+                "{name}: answer to {cmd:?} is not of its shape: {e}"
+            )),
         }
+    }
+
+    /// Sends `req`, whose answer `pick` takes out of the [`Response`].
+    fn ask<T>(&mut self, req: &Request, pick: fn(Response) -> Option<T>) -> Result<T, String> {
+        let answer = self.call(req)?;
+        pick(answer).ok_or_else(|| {
+            format!(
+                "{}: the answer to {:?} is another command's",
+                self.name,
+                req.cmd()
+            )
+        })
     }
 
     /// The socket's name (`unix:PATH`).
@@ -129,6 +144,13 @@ fn s(v: &Value, k: &str) -> String {
         Some(Value::Null) | None => "-".to_owned(),
         Some(x) => x.to_string(),
     }
+}
+
+/// `--json` output: pretty JSON and a newline.
+fn pretty_json<T: Serialize>(t: &T) -> Result<String, String> {
+    serde_json::to_string_pretty(t)
+        .map(|j| j + "\n")
+        .map_err(|e| e.to_string())
 }
 
 /// `status --json` of a remote node. Field names are a stable interface;
@@ -157,7 +179,10 @@ struct RemoteStatus {
 /// # Errors
 /// Socket and daemon errors.
 pub fn status(r: &mut Remote, as_json: bool) -> Result<String, String> {
-    let v = r.call(&json!({"cmd": "status"}))?;
+    let v = r.ask(&Request::Status, |a| match a {
+        Response::Status(v) => Some(v),
+        _ => None,
+    })?;
     let out = RemoteStatus {
         device: r.name().to_owned(),
         node: u(&v, "node"),
@@ -176,9 +201,7 @@ pub fn status(r: &mut Remote, as_json: bool) -> Result<String, String> {
         owned: u(&v, "owned"),
     };
     if as_json {
-        return serde_json::to_string_pretty(&out)
-            .map(|j| j + "\n")
-            .map_err(|e| e.to_string());
+        return pretty_json(&out);
     }
     let pct = if out.capacity == 0 {
         0.0
@@ -229,30 +252,26 @@ pub fn status(r: &mut Remote, as_json: bool) -> Result<String, String> {
 /// # Errors
 /// Socket and daemon errors.
 pub fn dump(r: &mut Remote, did: Option<u8>, as_json: bool) -> Result<String, String> {
-    let mut req = json!({"cmd": "card_dump"});
-    if let Some(d) = did {
-        req["did"] = json!(d);
-    }
-    let v = r.call(&req)?;
-    let entries: Vec<Value> = v
-        .get("entries")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let req = Request::CardDump {
+        did: did.map(u16::from),
+    };
+    let v = r.ask(&req, |a| match a {
+        Response::CardDump(d) => Some(d),
+        _ => None,
+    })?;
+    let entries = &v.entries;
     if as_json {
-        return serde_json::to_string_pretty(&entries)
-            .map(|j| j + "\n")
-            .map_err(|e| e.to_string());
+        return pretty_json(&entries);
     }
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
             vec![
-                s(e, "did"),
-                s(e, "where"),
-                s(e, "state"),
-                s(e, "action"),
-                s(e, "key_text"),
+                e.did.to_string(),
+                e.location.clone(),
+                e.state.clone(),
+                e.action.clone(),
+                e.key_text.clone(),
             ]
         })
         .collect();
@@ -266,8 +285,8 @@ pub fn dump(r: &mut Remote, did: Option<u8>, as_json: bool) -> Result<String, St
         "{} entries{filter} (node {}, backend {}, {} in the node table)",
         entries.len(),
         r.name(),
-        s(&v, "backend"),
-        u(&v, "len")
+        v.backend,
+        v.len
     );
     Ok(t)
 }
@@ -277,45 +296,29 @@ pub fn dump(r: &mut Remote, did: Option<u8>, as_json: bool) -> Result<String, St
 /// # Errors
 /// Socket and daemon errors.
 pub fn sas(r: &mut Remote, as_json: bool) -> Result<String, String> {
-    let v = r.call(&json!({"cmd": "sas"}))?;
-    let mut list: Vec<Value> = v
-        .get("sas")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    // Whatever a daemon sends, hwctl shows no key material.
-    for sa in &mut list {
-        if let Some(o) = sa.as_object_mut() {
-            o.retain(|k, _| k == "key_present" || !(k.contains("key") || k.contains("salt")));
-        }
-    }
+    // Whatever a daemon sends, hwctl shows no key material: the typed answer keeps only
+    // the fields of `SaReport`, none of them a key.
+    let list = r
+        .ask(&Request::Sas, |a| match a {
+            Response::Sas(s) => Some(s),
+            _ => None,
+        })?
+        .sas;
     if as_json {
-        return serde_json::to_string_pretty(&list)
-            .map(|j| j + "\n")
-            .map_err(|e| e.to_string());
+        return pretty_json(&list);
     }
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|sa| {
             vec![
-                format!("0x{:08x}", u(sa, "spi")),
-                s(sa, "dist"),
-                s(sa, "dst"),
-                s(sa, "outbound_seq"),
-                s(sa, "replay_top"),
-                format!("0x{:016x}", u(sa, "replay_bitmap")),
-                if sa.get("owned").and_then(Value::as_bool) == Some(true) {
-                    "yes"
-                } else {
-                    "-"
-                }
-                .to_owned(),
-                if sa.get("key_present").and_then(Value::as_bool) == Some(true) {
-                    "present"
-                } else {
-                    "missing"
-                }
-                .to_owned(),
+                format!("0x{:08x}", sa.spi),
+                sa.dist.to_string(),
+                sa.dst.clone(),
+                sa.outbound_seq.to_string(),
+                sa.replay_top.to_string(),
+                format!("0x{:016x}", sa.replay_bitmap),
+                if sa.owned { "yes" } else { "-" }.to_owned(),
+                if sa.key_present { "present" } else { "missing" }.to_owned(),
             ]
         })
         .collect();
@@ -341,9 +344,9 @@ pub fn sas(r: &mut Remote, as_json: bool) -> Result<String, String> {
 ///
 /// # Errors
 /// Socket and daemon errors (a node whose card has no registers says so).
-pub fn regs(r: &mut Remote) -> Result<Value, String> {
-    let v = r.call(&json!({"cmd": "card_regs"}))?;
-    v.get("blocks")
-        .cloned()
-        .ok_or_else(|| format!("{}: card_regs answer has no \"blocks\"", r.name()))
+pub fn regs(r: &mut Remote) -> Result<Vec<RegsBlockOut>, String> {
+    r.ask(&Request::CardRegs, |a| match a {
+        Response::CardRegs(c) => Some(c.blocks),
+        _ => None,
+    })
 }

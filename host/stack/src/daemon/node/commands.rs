@@ -1,208 +1,257 @@
-//! The control socket's commands on a running node: status, allocation, operator moves,
-//! dumps, SA commands, the synthesize helper.
+//! The control socket's commands on a running node: one typed handler per
+//! [`Request`](crate::daemon::protocol::Request) (status, allocation, operator moves, dumps,
+//! SA commands, the synthesize helper).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use super::*;
 use crate::core::ids::NodeId;
 use crate::core::member::sas::SaCommandError;
 use crate::core::node_table::NodeSpecificTable;
-use crate::sync::ClusterKey;
+use crate::daemon::protocol::{
+    AllocationReply, AppliedReply, CardDumpReply, CardEntryReport, CardRegsReply, CheckReply,
+    CountsReply, DumpReply, EntryReport, ErrorReply, EspRecvReply, EspSendReply, IdentifierCount,
+    Request, Response, ResyncReply, SaAddReply, SaReport, SasReply, SecretHex, SynthesizeReply,
+};
+
+/// The operator commands the leader queues.
+enum Operator<'a> {
+    Move(&'a [u16], Option<u16>),
+    Drain(Option<u16>),
+    Undrain(Option<u16>),
+    Rebalance,
+}
 
 impl Runtime {
-    pub(super) fn control(&mut self, req: &Value) -> Value {
-        let cmd = req.get("cmd").and_then(Value::as_str).unwrap_or("");
-        match cmd {
-            "status" => self.status(),
-            "allocation" => {
-                let a = self.member.core().allocation();
-                json!({"ok": true, "epoch": a.epoch.0, "agreed_epoch": self.raft.allocation().epoch.0,
-                       "owners": a.owners.iter().map(|o| o.map(|n| n.0)).collect::<Vec<_>>()})
-            }
-            "counts" => {
-                let a = self.member.core().allocation();
-                let ids: Vec<Value> = self
-                    .cfg
-                    .identifiers
-                    .all()
-                    .map(|d| {
-                        json!({"id": d.0, "owner": a.owner(d).map(|n| n.0),
-                               "common": self.member.core().common().dist_len(d),
-                               "digest": format!("{:016x}", self.member.core().common().digest(d).hash),
-                               "card": self.member.core().node_table().dist_len(d)})
-                    })
-                    .collect();
-                json!({"ok": true, "ids": ids})
-            }
-            "move" | "drain" | "undrain" | "rebalance" => self.operator(cmd, req),
-            "resync" => {
-                let t = self.time();
-                let peers = self.member.request_resync_all(t);
-                self.handle_outputs();
-                json!({"ok": true, "requested_from": peers.iter().map(|n| n.0).collect::<Vec<_>>()})
-            }
-            "dump" => {
-                let entries: Vec<Value> = self
+    /// Answers one control request (all but `synthesize`, which [`Runtime::start_synthesize`]
+    /// works on between the node's other duties).
+    pub(super) fn control(&mut self, req: &Request) -> Response {
+        match req {
+            Request::Status => Response::Status(self.status()),
+            Request::Allocation => self.allocation_reply(),
+            Request::Counts => self.counts(),
+            Request::Move { ids, to } => self.operator(Operator::Move(ids, *to)),
+            Request::Drain { node } => self.operator(Operator::Drain(*node)),
+            Request::Undrain { node } => self.operator(Operator::Undrain(*node)),
+            Request::Rebalance => self.operator(Operator::Rebalance),
+            Request::Resync => self.resync(),
+            Request::Dump { limit } => self.dump(limit.unwrap_or(10_000)),
+            Request::Sas => self.sas(),
+            Request::SaAdd {
+                dst,
+                key,
+                peer,
+                spi,
+            } => self.sa_add(*peer, *dst, *spi, key),
+            Request::SaAdvance {
+                outbound_seq,
+                replay_top,
+                spi,
+            } => self.sa_advance(*spi, *outbound_seq, *replay_top),
+            Request::EspSend { count, spi } => self.esp_send(*spi, count.unwrap_or(1)),
+            Request::EspRecv { packets, spi } => self.esp_recv(*spi, packets),
+            Request::Check => Response::Check(CheckReply {
+                problems: self.member.core().check_tables(),
+            }),
+            Request::Partition { loss, peers } => self.partition(peers, *loss),
+            Request::Applied => Response::Applied(AppliedReply {
+                applied: self
                     .member
-                    .core()
-                    .node_table()
-                    .entries()
-                    .take(req.get("limit").and_then(Value::as_u64).unwrap_or(10_000) as usize)
-                    .map(|e| {
-                        json!({"key": format!("{:?}", e.key), "dist": e.dist.0,
-                               "state": format!("{:?}", e.state), "action": format!("{:?}", e.action),
-                               "creator": e.creator.0, "version": e.version})
-                    })
-                    .collect();
-                json!({"ok": true, "backend": self.cfg.card, "len": self.member.core().node_table().len(),
-                       "capacity": self.member.core().node_table().capacity(), "entries": entries})
+                    .applied()
+                    .iter()
+                    .filter_map(|a| serde_json::to_value(a).ok())
+                    .collect(),
+            }),
+            Request::Synthesize { .. } => {
+                Response::error("synthesize is answered when its work is done")
             }
-            "sas" => {
-                let sas: Vec<Value> = self
-                    .member
-                    .sa_states()
-                    .map(|s| {
-                        json!({"spi": s.spi, "dist": s.dist.0, "dst": s.dst.to_string(),
-                               "outbound_seq": s.outbound_seq, "replay_top": s.replay_top,
-                               "replay_bitmap": s.replay_bitmap, "owned": self.member.core().owns(s.dist),
-                               "key_present": self.member.has_sa_key(s.spi)})
-                    })
-                    .collect();
-                json!({"ok": true, "sas": sas})
-            }
-            "sa_add" => self.sa_add(req),
-            "esp_send" | "esp_recv" => self.esp_command(cmd, req),
-            "sa_advance" => {
-                let spi = req
-                    .get("spi")
-                    .and_then(Value::as_u64)
-                    .and_then(|v| u32::try_from(v).ok())
-                    .unwrap_or(0);
-                let seq = req.get("outbound_seq").and_then(Value::as_u64);
-                let top = req.get("replay_top").and_then(Value::as_u64);
-                let r = self.member.sa_advance(spi, seq, top);
-                self.handle_outputs();
-                match r {
-                    Ok(()) => json!({"ok": true}),
-                    Err(e) => json!({"ok": false, "error": e.to_string()}),
-                }
-            }
-            "check" => {
-                let problems = self.member.core().check_tables();
-                json!({"ok": true, "problems": problems})
-            }
-            "partition" => {
-                let peers: BTreeSet<NodeId> = req
-                    .get("peers")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_u64)
-                            .filter_map(|n| u16::try_from(n).ok().map(NodeId))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                self.udp.fault.config.partitioned = peers;
-                // optional: drop this share of the frames this node sends (0 by default)
-                self.udp.fault.config.loss = req
-                    .get("loss")
-                    .and_then(Value::as_f64)
-                    .filter(|p| (0.0..=1.0).contains(p))
-                    .unwrap_or(0.0);
-                json!({"ok": true})
-            }
-            "applied" => json!({"ok": true, "applied": self.member.applied()}),
-            // hwctl --device unix:PATH dump: the node-specific entries with their keys in the
-            // card's layout (as `hwctl dump` shows a local card), on the card or in overflow.
-            "card_dump" => {
-                let did = req.get("did").and_then(Value::as_u64);
-                let table = self.member.core().node_table();
-                let entries: Vec<Value> = table
-                    .entries()
-                    .filter(|e| match did {
-                        Some(d) => u64::from(e.dist.0) == d,
-                        None => true,
-                    })
-                    .map(|e| {
-                        let k = crate::core::card_table::cam_key(&e.key);
-                        let on_card = table.card().get(&e.key).is_some();
-                        json!({"did": e.dist.0, "where": if on_card { "card" } else { "overflow" },
-                               "key": k, "key_text": k.map_or_else(|| format!("{:?}", e.key), |k| k.to_string()),
-                               "state": format!("{:?}", e.state), "action": format!("{:?}", e.action),
-                               "creator": e.creator.0, "version": e.version, "packets": e.packets})
-                    })
-                    .collect();
-                json!({"ok": true, "backend": self.cfg.card, "len": table.len(),
-                       "capacity": table.capacity(), "entries": entries})
-            }
-            // hwctl --device unix:PATH regs. The node-specific table runs on the state core's
-            // card stand-in (`daemon::card`), which has no register file to read.
-            "card_regs" => {
-                // Register reads only: they change nothing on the card the node is driving.
-                match self
-                    .member
-                    .node_table_mut()
-                    .card_mut()
-                    .card_mut()
-                    .read_all_regs()
-                {
-                    Ok(all) => json!({"ok": true, "backend": self.cfg.card,
-                                      "blocks": crate::regs_report::regs_report(&all)}),
-                    Err(e) => json!({"ok": false, "backend": self.cfg.card,
-                                     "error": format!("reading the card's registers: {e}")}),
-                }
-            }
-            "stop" => {
+            Request::CardDump { did } => self.card_dump(*did),
+            Request::CardRegs => self.card_regs(),
+            Request::Stop => {
                 self.stopping = true;
-                json!({"ok": true})
+                Response::Done
             }
-            "" => json!({"ok": false, "error": "missing \"cmd\""}),
-            other => json!({"ok": false, "error": format!("unknown command {other:?}"),
-                "commands": ["status", "allocation", "counts", "move", "drain", "undrain", "rebalance",
-                             "resync", "dump", "sas", "sa_add", "sa_advance", "esp_send", "esp_recv", "check", "partition",
-                             "applied", "synthesize", "card_dump", "card_regs", "stop"]}),
         }
     }
 
-    fn operator(&mut self, cmd: &str, req: &Value) -> Value {
-        if !self.raft.is_leader() {
-            return json!({"ok": false, "error": "not the leader; send this to the leader",
-                          "leader": self.raft.leader().map(|n| n.0)});
+    fn allocation_reply(&self) -> Response {
+        let a = self.member.core().allocation();
+        Response::Allocation(AllocationReply {
+            agreed_epoch: self.raft.allocation().epoch.0,
+            epoch: a.epoch.0,
+            owners: a.owners.iter().map(|o| o.map(|n| n.0)).collect(),
+        })
+    }
+
+    fn counts(&self) -> Response {
+        let a = self.member.core().allocation();
+        let ids = self
+            .cfg
+            .identifiers
+            .all()
+            .map(|d| IdentifierCount {
+                card: self.member.core().node_table().dist_len(d),
+                common: self.member.core().common().dist_len(d),
+                digest: format!("{:016x}", self.member.core().common().digest(d).hash),
+                id: d.0,
+                owner: a.owner(d).map(|n| n.0),
+            })
+            .collect();
+        Response::Counts(CountsReply { ids })
+    }
+
+    fn resync(&mut self) -> Response {
+        let t = self.time();
+        let peers = self.member.request_resync_all(t);
+        self.handle_outputs();
+        Response::Resync(ResyncReply {
+            requested_from: peers.iter().map(|n| n.0).collect(),
+        })
+    }
+
+    fn dump(&self, limit: u64) -> Response {
+        let table = self.member.core().node_table();
+        let entries = table
+            .entries()
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|e| EntryReport {
+                action: format!("{:?}", e.action),
+                creator: e.creator.0,
+                dist: e.dist.0,
+                key: format!("{:?}", e.key),
+                state: format!("{:?}", e.state),
+                version: e.version,
+            })
+            .collect();
+        Response::Dump(DumpReply {
+            backend: self.cfg.card.clone(),
+            capacity: table.capacity(),
+            entries,
+            len: table.len(),
+        })
+    }
+
+    fn sas(&self) -> Response {
+        let sas = self
+            .member
+            .sa_states()
+            .map(|s| SaReport {
+                dist: s.dist.0,
+                dst: s.dst.to_string(),
+                key_present: self.member.has_sa_key(s.spi),
+                outbound_seq: s.outbound_seq,
+                owned: self.member.core().owns(s.dist),
+                replay_bitmap: s.replay_bitmap,
+                replay_top: s.replay_top,
+                spi: s.spi,
+            })
+            .collect();
+        Response::Sas(SasReply { sas })
+    }
+
+    fn sa_advance(&mut self, spi: u32, seq: Option<u64>, top: Option<u64>) -> Response {
+        let r = self.member.sa_advance(spi, seq, top);
+        self.handle_outputs();
+        match r {
+            Ok(()) => Response::Done,
+            Err(e) => Response::error(e.to_string()),
         }
-        let node = req
-            .get("node")
-            .or(req.get("to"))
-            .and_then(Value::as_u64)
-            .and_then(|n| u16::try_from(n).ok())
-            .map(NodeId);
-        let r = match cmd {
-            "move" => {
-                let ids: Vec<u64> = req
-                    .get("ids")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_u64).collect())
-                    .unwrap_or_default();
-                match node {
-                    Some(to) => self.member.request_move(&ids, to),
+    }
+
+    fn partition(&mut self, peers: &[u16], loss: Option<f64>) -> Response {
+        self.udp.fault.config.partitioned = peers.iter().copied().map(NodeId).collect();
+        // optional: drop this share of the frames this node sends (0 by default)
+        self.udp.fault.config.loss = loss.filter(|p| (0.0..=1.0).contains(p)).unwrap_or(0.0);
+        Response::Done
+    }
+
+    /// `hwctl --device unix:PATH dump`: the node-specific entries with their keys in the
+    /// card's layout (as `hwctl dump` shows a local card), on the card or in overflow.
+    fn card_dump(&self, did: Option<u16>) -> Response {
+        let table = self.member.core().node_table();
+        let entries = table
+            .entries()
+            .filter(|e| did.is_none_or(|d| e.dist.0 == d))
+            .map(|e| {
+                let k = crate::core::card_table::cam_key(&e.key);
+                let on_card = table.card().get(&e.key).is_some();
+                CardEntryReport {
+                    action: format!("{:?}", e.action),
+                    creator: e.creator.0,
+                    did: e.dist.0,
+                    key: serde_json::to_value(k).unwrap_or(Value::Null),
+                    key_text: k.map_or_else(|| format!("{:?}", e.key), |k| k.to_string()),
+                    packets: e.packets,
+                    state: format!("{:?}", e.state),
+                    version: e.version,
+                    location: if on_card { "card" } else { "overflow" }.to_owned(),
+                }
+            })
+            .collect();
+        Response::CardDump(CardDumpReply {
+            backend: self.cfg.card.clone(),
+            capacity: table.capacity(),
+            entries,
+            len: table.len(),
+        })
+    }
+
+    /// `hwctl --device unix:PATH regs`. The node-specific table runs on the state core's
+    /// card stand-in (`daemon::card`), which has no register file to read.
+    fn card_regs(&mut self) -> Response {
+        // Register reads only: they change nothing on the card the node is driving.
+        match self
+            .member
+            .node_table_mut()
+            .card_mut()
+            .card_mut()
+            .read_all_regs()
+        {
+            Ok(all) => Response::CardRegs(CardRegsReply {
+                backend: self.cfg.card.clone(),
+                blocks: crate::regs_report::regs_report(&all),
+            }),
+            Err(e) => Response::Error(ErrorReply {
+                backend: Some(self.cfg.card.clone()),
+                ..ErrorReply::new(format!("reading the card's registers: {e}"))
+            }),
+        }
+    }
+
+    fn operator(&mut self, op: Operator<'_>) -> Response {
+        if !self.raft.is_leader() {
+            return Response::Error(ErrorReply {
+                leader: self.raft.leader().map(|n| n.0),
+                ..ErrorReply::new("not the leader; send this to the leader")
+            });
+        }
+        let r = match op {
+            Operator::Move(ids, to) => {
+                let ids: Vec<u64> = ids.iter().map(|d| u64::from(*d)).collect();
+                match to {
+                    Some(to) => self.member.request_move(&ids, NodeId(to)),
                     None => Err("move needs \"to\": a member node id".into()),
                 }
             }
-            "drain" | "undrain" => match node {
-                Some(n) => self.member.set_drained(n, cmd == "drain"),
-                None => Err("drain needs \"node\": a member node id".into()),
-            },
-            _ => {
+            Operator::Drain(n) | Operator::Undrain(n) => {
+                let drain = matches!(op, Operator::Drain(_));
+                match n {
+                    Some(n) => self.member.set_drained(NodeId(n), drain),
+                    None => Err("drain needs \"node\": a member node id".into()),
+                }
+            }
+            Operator::Rebalance => {
                 self.member.request_rebalance();
                 Ok(())
             }
         };
         match r {
-            Ok(()) => json!({"ok": true, "queued": true}),
-            Err(e) => json!({"ok": false, "error": e}),
+            Ok(()) => Response::Queued,
+            Err(e) => Response::error(e),
         }
     }
 
@@ -210,27 +259,21 @@ impl Runtime {
     /// (client 10.x.y.z:40000 to 192.0.2.1:443, numbered from `first`) through packet handling,
     /// exactly as if they had come from the wire; the owners create, install and replicate the
     /// entries. Send the same command to every node. Worked on in slices of 200 connections
-    /// between the node's other duties; the answer comes when all are done.
+    /// between the node's other duties; the answer comes when all are done. The packets come
+    /// from the lab's generator ([`crate::lab::traffic::handshake`]), the one thing of the lab
+    /// a node uses.
     pub(super) fn start_synthesize(
         &mut self,
-        req: &Value,
-        reply: tokio::sync::oneshot::Sender<Value>,
+        flows: Option<u64>,
+        first: Option<u64>,
+        reply: tokio::sync::oneshot::Sender<Response>,
     ) {
         if self.synth.is_some() {
-            let _ = reply
-                .send(json!({"ok": false, "error": "a synthesize command is already running"}));
+            let _ = reply.send(Response::error("a synthesize command is already running"));
             return;
         }
-        let flows = req
-            .get("flows")
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-            .min(4_000_000) as u32;
-        let first = req
-            .get("first")
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-            .min(1 << 24) as u32;
+        let flows = flows.unwrap_or(0).min(4_000_000) as u32;
+        let first = first.unwrap_or(0).min(1 << 24) as u32;
         self.synth = Some(SynthJob {
             next: first,
             end: first.saturating_add(flows),
@@ -246,7 +289,7 @@ impl Runtime {
         };
         let stop = job.end.min(job.next.saturating_add(200));
         for i in job.next..stop {
-            for pkt in crate::daemon::traffic::handshake(i) {
+            for pkt in crate::lab::traffic::handshake(i) {
                 let t = self.time();
                 if self.member.synthesize_packet(t, &pkt) {
                     job.created += 1;
@@ -256,88 +299,82 @@ impl Runtime {
         job.next = stop;
         self.handle_outputs();
         if job.next >= job.end {
-            let _ = job.reply.send(json!({"ok": true, "created": job.created,
-                "took_ms": job.started.elapsed().as_millis() as u64}));
+            let _ = job.reply.send(Response::Synthesized(SynthesizeReply {
+                created: job.created,
+                took_ms: job.started.elapsed().as_millis() as u64,
+            }));
         } else {
             self.synth = Some(job);
         }
     }
 
-    /// `esp_send {"spi", "count"}`: seal `count` packets on the owner's outbound SA; answers
-    /// the sequence numbers used. `esp_recv {"spi", "packets": [hex]}`: open inbound packets;
-    /// answers accepted / replays / bad.
-    fn esp_command(&mut self, cmd: &str, req: &Value) -> Value {
-        let spi = req
-            .get("spi")
-            .and_then(Value::as_u64)
-            .and_then(|v| u32::try_from(v).ok())
-            .unwrap_or(0);
-        let esp = match self.member.esp_for(spi) {
-            Ok(esp) => esp,
-            Err(e @ SaCommandError::NotHere { owner, .. }) => {
-                return json!({"ok": false, "error": e.to_string(), "owner": owner});
-            }
-            Err(e) => return json!({"ok": false, "error": e.to_string()}),
-        };
-        if cmd == "esp_send" {
-            let count = req
-                .get("count")
-                .and_then(Value::as_u64)
-                .unwrap_or(1)
-                .clamp(1, 10_000) as u32;
-            match esp.send(spi, count, &[0x45; 40]) {
-                Ok((first, last, _)) => json!({"ok": true, "first_seq": first, "last_seq": last}),
-                Err(e) => json!({"ok": false, "error": e.to_string()}),
-            }
-        } else {
-            let packets: Vec<Vec<u8>> = req
-                .get("packets")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .filter_map(|h| hex::decode(h).ok())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let (accepted, replays, bad) = esp.receive(&packets);
-            json!({"ok": true, "accepted": accepted, "replays": replays, "bad": bad})
+    /// The answer to an ESP command that cannot run here now.
+    fn esp_refusal(err: SaCommandError) -> Response {
+        match err {
+            SaCommandError::NotHere { owner, .. } => Response::Error(ErrorReply {
+                owner,
+                ..ErrorReply::new(err.to_string())
+            }),
+            e => Response::error(e.to_string()),
         }
     }
 
-    fn sa_add(&mut self, req: &Value) -> Value {
-        let ip = |k: &str| {
-            req.get(k)
-                .and_then(Value::as_str)
-                .and_then(|s| s.parse::<IpAddr>().ok())
+    /// `esp_send {"spi", "count"}`: seal `count` packets on the owner's outbound SA; answers
+    /// the sequence numbers used.
+    fn esp_send(&mut self, spi: u32, count: u32) -> Response {
+        let esp = match self.member.esp_for(spi) {
+            Ok(esp) => esp,
+            Err(e) => return Self::esp_refusal(e),
         };
-        let (Some(peer), Some(dst)) = (ip("peer"), ip("dst")) else {
-            return json!({"ok": false, "error": "sa_add needs \"peer\" and \"dst\" IP addresses"});
-        };
-        let spi = req
-            .get("spi")
-            .and_then(Value::as_u64)
-            .and_then(|v| u32::try_from(v).ok())
-            .unwrap_or(0);
-        if spi == 0 {
-            return json!({"ok": false, "error": "sa_add needs a non-zero \"spi\""});
+        match esp.send(spi, count.clamp(1, 10_000), &[0x45; 40]) {
+            Ok((first_seq, last_seq, _)) => Response::EspSent(EspSendReply {
+                first_seq,
+                last_seq,
+            }),
+            Err(e) => Response::error(e.to_string()),
         }
-        let key_hex = req.get("key").and_then(Value::as_str).unwrap_or("");
-        // validated as a 256-bit key (the cluster key's rules and messages), then decoded
-        // straight into a buffer that is wiped when dropped
-        if let Err(e) = ClusterKey::from_hex(key_hex) {
-            return json!({"ok": false, "error": format!("key: {e}")});
+    }
+
+    /// `esp_recv {"spi", "packets": [hex]}`: open inbound packets; answers accepted /
+    /// replays / bad.
+    fn esp_recv(&mut self, spi: u32, packets: &[String]) -> Response {
+        let esp = match self.member.esp_for(spi) {
+            Ok(esp) => esp,
+            Err(e) => return Self::esp_refusal(e),
+        };
+        let packets: Vec<Vec<u8>> = packets.iter().filter_map(|p| hex::decode(p).ok()).collect();
+        let (accepted, replays, bad) = esp.receive(&packets);
+        Response::EspReceived(EspRecvReply {
+            accepted,
+            bad,
+            replays,
+        })
+    }
+
+    fn sa_add(
+        &mut self,
+        peer: Option<IpAddr>,
+        dst: Option<IpAddr>,
+        spi: u32,
+        key_hex: &SecretHex,
+    ) -> Response {
+        let (Some(peer), Some(dst)) = (peer, dst) else {
+            return Response::error("sa_add needs \"peer\" and \"dst\" IP addresses");
+        };
+        if spi == 0 {
+            return Response::error("sa_add needs a non-zero \"spi\"");
         }
         let mut key = Zeroizing::new(vec![0u8; 32]);
-        if hex::decode_to_slice(key_hex, &mut key[..]).is_err() {
-            return json!({"ok": false, "error": "key: 64 hex digits expected"});
+        if let Err(e) = hex::decode_to_slice(key_hex.expose().trim(), &mut key[..]) {
+            return Response::error(format!("key: 64 hex digits (32 bytes) needed: {e}"));
         }
         let t = self.time();
         let d = self.member.sa_add(t, peer, dst, spi, key);
         self.handle_outputs();
-        json!({"ok": true, "dist": d.0})
+        Response::SaAdded(SaAddReply { dist: d.0 })
     }
 
+    /// The `status` report (free-form; keys in `docs/clusterd.md`).
     fn status(&self) -> Value {
         let now = self.udp.now();
         let a = self.member.core().allocation();
@@ -363,7 +400,6 @@ impl Runtime {
             "install_failures": st.install_failures, "expired": st.expired, "closed": st.closed,
         });
         json!({
-            "ok": true,
             "node": self.cfg.node.0,
             "role": self.cfg.role,
             "pid": std::process::id(),

@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -29,6 +28,7 @@ use crate::daemon::card::{self, CardTable};
 use crate::daemon::config::Config;
 use crate::daemon::consensus::{Consensus, TICK_MS};
 use crate::daemon::control::{self, ControlRequest};
+use crate::daemon::protocol::{Request, Response};
 use crate::daemon::wireproto::{self, Code};
 use crate::sync::{Endpoint, EndpointConfig, SyncEvent, UdpDriver};
 
@@ -84,7 +84,7 @@ struct SynthJob {
     end: u32,
     created: u64,
     started: std::time::Instant,
-    reply: tokio::sync::oneshot::Sender<Value>,
+    reply: tokio::sync::oneshot::Sender<Response>,
 }
 
 /// The runtime of one node: the member and the I/O around it.
@@ -260,11 +260,10 @@ impl Runtime {
                     }
                 }
                 Some((req, tx)) = self.ctl_rx.recv() => {
-                    if req.get("cmd").and_then(Value::as_str) == Some("synthesize") {
-                        self.start_synthesize(&req, tx);
+                    if let Request::Synthesize { flows, first } = req {
+                        self.start_synthesize(flows, first, tx);
                     } else {
-                        let answer = self.control(&req);
-                        let _ = tx.send(answer);
+                        let _ = tx.send(self.control(&req));
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {}

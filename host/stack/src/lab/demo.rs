@@ -11,10 +11,11 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::cluster::{Cluster, Layout, WITNESS_ID};
-use super::node::unix_ms;
 use super::svg::{self, Mark, Sample};
 use super::traffic::{self, KillMark, Source, Wire};
 use crate::core::ids::NodeId;
+use crate::daemon::node::unix_ms;
+use crate::daemon::protocol::{AllocationReply, Request, Response, SecretHex};
 
 /// Command-line arguments of `clusterd demo`.
 #[derive(clap::Args, Debug, Clone)]
@@ -196,7 +197,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         }
     }
     // open the card backend once here, so a bad spec fails before any process starts
-    super::card::open(&args.card, crate::core::ids::IdCount::default(), 16)
+    crate::daemon::card::open(&args.card, crate::core::ids::IdCount::default(), 16)
         .map_err(|e| format!("--card {}: {e}", args.card))?;
     let source = match &args.pcap {
         Some(p) => Source::Packets(traffic::load_pcap(p)?),
@@ -272,21 +273,32 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     for i in 0..args.sas {
         let spi = 0x1000 + i;
         let key = format!("{:064x}", 0xfeed_0000u64 + u64::from(i));
-        let req = json!({"cmd": "sa_add", "peer": format!("198.51.100.{}", i + 1), "dst": "203.0.113.1",
-                         "spi": spi, "key": key});
-        if let Ok(v) = cluster.call(NodeId(1), req).await {
-            if v["ok"] == json!(true) {
+        let req = Request::SaAdd {
+            dst: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                203, 0, 113, 1,
+            ))),
+            key: SecretHex::new(key.as_str()),
+            peer: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                198,
+                51,
+                100,
+                (i + 1) as u8,
+            ))),
+            spi,
+        };
+        if let Ok(Response::SaAdded(added)) = cluster.call(NodeId(1), req).await {
+            {
                 let kb = hex::decode(&key).unwrap_or_default();
                 let st = crate::core::events::SaState {
                     spi,
-                    dist: crate::core::ids::DistributionId(vu(&v["dist"]) as u16),
+                    dist: crate::core::ids::DistributionId(added.dist),
                     dst: std::net::IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 1)),
                     outbound_seq: 1,
                     replay_top: 0,
                     replay_bitmap: 0,
                 };
                 if esp.peer.install(spi, &kb, &st).is_ok() {
-                    esp.dist.insert(spi, vu(&v["dist"]) as usize);
+                    esp.dist.insert(spi, usize::from(added.dist));
                 }
             }
         }
@@ -375,7 +387,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                             vec![n.0]
                         };
                         let _ = cluster
-                            .call(id, json!({"cmd": "partition", "peers": peers}))
+                            .call(id, Request::Partition { loss: None, peers })
                             .await;
                     }
                     if cut {
@@ -389,7 +401,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                     say(format!("[{:5.1}s] {what} node {}", el.as_secs_f64(), n.0));
                 }
                 Action::Rebalance => {
-                    let r = cluster.to_leader(json!({"cmd": "rebalance"})).await;
+                    let r = cluster.to_leader(Request::Rebalance).await;
                     marks.push(Mark {
                         t_ms,
                         label: "rebalance".into(),
@@ -459,18 +471,16 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     let finals = cluster.statuses().await;
     let mut applied: BTreeMap<NodeId, Vec<Value>> = BTreeMap::new();
     let mut problems: Vec<String> = Vec::new();
-    let mut allocs: BTreeMap<NodeId, Value> = BTreeMap::new();
+    let mut allocs: BTreeMap<NodeId, AllocationReply> = BTreeMap::new();
     for id in finals.keys() {
-        if let Ok(v) = cluster.call(*id, json!({"cmd": "applied"})).await {
-            applied.insert(*id, v["applied"].as_array().cloned().unwrap_or_default());
+        if let Ok(Response::Applied(a)) = cluster.call(*id, Request::Applied).await {
+            applied.insert(*id, a.applied);
         }
-        if let Ok(v) = cluster.call(*id, json!({"cmd": "check"})).await {
-            for p in v["problems"].as_array().into_iter().flatten() {
-                problems.push(p.as_str().unwrap_or("").to_string());
-            }
+        if let Ok(Response::Check(c)) = cluster.call(*id, Request::Check).await {
+            problems.extend(c.problems);
         }
-        if let Ok(v) = cluster.call(*id, json!({"cmd": "allocation"})).await {
-            allocs.insert(*id, v);
+        if let Ok(a) = cluster.allocation(*id).await {
+            allocs.insert(*id, a);
         }
     }
     for (id, v) in &finals {
@@ -590,16 +600,15 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     }));
     let acc = traffic::account(&wire.packets, &kill_marks, window_ms, &gaps);
     let owners_agree = {
-        let v: BTreeSet<String> = allocs.values().map(|a| a["owners"].to_string()).collect();
+        let v: BTreeSet<&Vec<Option<u16>>> = allocs.values().map(|a| &a.owners).collect();
         v.len() <= 1
     };
     let mut two_owners = 0u64;
     if let Some(a) = allocs.values().next() {
         // an allocation is a map: one owner per identifier by construction; count disagreement
         // between nodes on the same epoch as the only way to see two owners
-        let epoch = vu(&a["epoch"]);
         for b in allocs.values() {
-            if vu(&b["epoch"]) == epoch && b["owners"] != a["owners"] {
+            if b.epoch == a.epoch && b.owners != a.owners {
                 two_owners += 1;
             }
         }
@@ -638,7 +647,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         "flows_broken": acc.flows_broken,
         "verdicts": acc.verdicts,
         "stray_verdicts": wire.stray,
-        "final_epoch": allocs.values().next().map(|a| vu(&a["epoch"])),
+        "final_epoch": allocs.values().next().map(|a| a.epoch),
         "owners_agree": owners_agree,
         "two_owner_conflicts": two_owners,
         "table_problems": problems,
@@ -700,28 +709,21 @@ impl EspDemo {
     /// Times are ms since `t0`, taken just before the inbound packets are sent to the owner (so
     /// a packet was accepted no earlier than its recorded time).
     async fn tick(&mut self, cluster: &Cluster, ask: NodeId, t0: Instant) {
-        let Ok(alloc) = cluster.call(ask, json!({"cmd": "allocation"})).await else {
+        let Ok(alloc) = cluster.allocation(ask).await else {
             return;
         };
         for (spi, dist) in self.dist.clone() {
-            let Some(owner) = alloc["owners"]
-                .get(dist)
-                .and_then(Value::as_u64)
-                .and_then(|o| u16::try_from(o).ok())
-                .map(NodeId)
-            else {
+            let Some(owner) = alloc.owners.get(dist).copied().flatten().map(NodeId) else {
                 continue;
             };
-            let Ok(r) = cluster
-                .call(owner, json!({"cmd": "esp_send", "spi": spi, "count": 20}))
-                .await
-            else {
-                continue;
+            let send = Request::EspSend {
+                count: Some(20),
+                spi,
             };
-            if r["ok"] != json!(true) {
+            let Ok(Response::EspSent(r)) = cluster.call(owner, send).await else {
                 continue; // the owner is still installing (transition)
-            }
-            let (first, last) = (vu(&r["first_seq"]), vu(&r["last_seq"]));
+            };
+            let (first, last) = (r.first_seq, r.last_seq);
             let max = self.max_out.entry(spi).or_insert(0);
             if first <= *max {
                 self.reused += 1;
@@ -737,21 +739,13 @@ impl EspDemo {
                 hex.push(hex::encode(old));
             }
             let t_ms = t0.elapsed().as_millis() as u64;
-            let Ok(r) = cluster
-                .call(
-                    owner,
-                    json!({"cmd": "esp_recv", "spi": spi, "packets": hex}),
-                )
-                .await
-            else {
+            let recv = Request::EspRecv { packets: hex, spi };
+            let Ok(Response::EspReceived(r)) = cluster.call(owner, recv).await else {
                 continue;
             };
-            if r["ok"] != json!(true) {
-                continue;
-            }
-            let acc = vu(&r["accepted"]);
+            let acc = r.accepted;
             self.accepted += acc.min(5);
-            self.replays_rejected += vu(&r["replays"]);
+            self.replays_rejected += r.replays;
             if acc > 5 {
                 self.replays_accepted += acc - 5;
                 if let Some((_, t, n)) = replay {

@@ -13,8 +13,8 @@ use rand_chacha::ChaCha8Rng;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use super::wireproto::{self, Code};
 use crate::core::ids::NodeId;
+use crate::daemon::wireproto::{self, Code};
 
 /// Where a packet sits in its flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

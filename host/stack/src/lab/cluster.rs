@@ -12,8 +12,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use super::control;
 use crate::core::ids::NodeId;
+use crate::daemon::control;
+use crate::daemon::protocol::{AllocationReply, Request, Response};
 use crate::sync::ClusterKey;
 
 /// One node's place in the cluster.
@@ -212,16 +213,20 @@ impl Cluster {
         ids.into_iter().filter(|i| self.running(*i)).collect()
     }
 
+    /// The control socket of node `id`.
+    fn control_path(&self, id: NodeId) -> std::io::Result<&Path> {
+        self.nodes
+            .get(&id)
+            .map(|spec| spec.control.as_path())
+            .ok_or_else(|| std::io::Error::other(format!("no node {}", id.0)))
+    }
+
     /// One control request to node `id`.
     ///
     /// # Errors
     /// Connection, timeout or protocol errors.
-    pub async fn call(&self, id: NodeId, req: Value) -> std::io::Result<Value> {
-        let spec = self
-            .nodes
-            .get(&id)
-            .ok_or_else(|| std::io::Error::other(format!("no node {}", id.0)))?;
-        control::call_once(&spec.control, &req, Duration::from_secs(3)).await
+    pub async fn call(&self, id: NodeId, req: Request) -> std::io::Result<Response> {
+        self.call_timeout(id, req, Duration::from_secs(3)).await
     }
 
     /// One control request to node `id` with a custom timeout (long-running commands).
@@ -231,21 +236,48 @@ impl Cluster {
     pub async fn call_timeout(
         &self,
         id: NodeId,
-        req: Value,
+        req: Request,
         timeout: Duration,
-    ) -> std::io::Result<Value> {
-        let spec = self
-            .nodes
-            .get(&id)
-            .ok_or_else(|| std::io::Error::other(format!("no node {}", id.0)))?;
-        control::call_once(&spec.control, &req, timeout).await
+    ) -> std::io::Result<Response> {
+        control::call_once(self.control_path(id)?, &req, timeout).await
+    }
+
+    /// One request line, any JSON, to node `id` (tests of what a node makes of bad
+    /// requests); the answer's JSON.
+    ///
+    /// # Errors
+    /// Connection, timeout or protocol errors.
+    pub async fn call_json(&self, id: NodeId, req: &Value) -> std::io::Result<Value> {
+        control::call_json_once(self.control_path(id)?, req, Duration::from_secs(3)).await
+    }
+
+    /// `status` of node `id`.
+    ///
+    /// # Errors
+    /// Connection, timeout or protocol errors, and a refusal.
+    pub async fn status(&self, id: NodeId) -> std::io::Result<Value> {
+        match self.call(id, Request::Status).await? {
+            Response::Status(v) => Ok(v),
+            other => Err(unexpected(id, &other)),
+        }
+    }
+
+    /// `allocation` as node `id` sees it.
+    ///
+    /// # Errors
+    /// Connection, timeout or protocol errors, and a refusal.
+    pub async fn allocation(&self, id: NodeId) -> std::io::Result<AllocationReply> {
+        match self.call(id, Request::Allocation).await? {
+            Response::Allocation(a) => Ok(a),
+            other => Err(unexpected(id, &other)),
+        }
     }
 
     /// `status` of every running node (nodes that do not answer are left out).
     pub async fn statuses(&mut self) -> BTreeMap<NodeId, Value> {
         let mut out = BTreeMap::new();
         for id in self.running_ids() {
-            if let Ok(v) = self.call(id, json!({"cmd": "status"})).await {
+            if let Ok(v) = self.status(id).await {
                 out.insert(id, v);
             }
         }
@@ -265,12 +297,12 @@ impl Cluster {
     ///
     /// # Errors
     /// When no leader answers.
-    pub async fn to_leader(&mut self, req: Value) -> std::io::Result<Value> {
+    pub async fn to_leader(&mut self, req: Request) -> std::io::Result<Response> {
         for _ in 0..20 {
             if let Some(l) = self.leader().await {
-                let v = self.call(l, req.clone()).await?;
-                if v["ok"] == json!(true) {
-                    return Ok(v);
+                let r = self.call(l, req.clone()).await?;
+                if r.is_ok() {
+                    return Ok(r);
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -340,12 +372,11 @@ impl Cluster {
                 let same = epochs.windows(2).all(|w| w[0] == w[1]) && epochs[0] > 0;
                 if all_ready && same {
                     if let Some(l) = st.keys().next() {
-                        if let Ok(a) = self.call(*l, json!({"cmd": "allocation"})).await {
-                            let owners = a["owners"].as_array().cloned().unwrap_or_default();
-                            let ok = owners.iter().all(|o| {
-                                o.as_u64()
-                                    .is_some_and(|n| running.contains(&NodeId(n as u16)))
-                            });
+                        if let Ok(a) = self.allocation(*l).await {
+                            let ok = a
+                                .owners
+                                .iter()
+                                .all(|o| o.is_some_and(|n| running.contains(&NodeId(n))));
                             if ok {
                                 return Ok(epochs[0]);
                             }
@@ -362,7 +393,7 @@ impl Cluster {
     /// Stops every node (control `stop`, then SIGKILL).
     pub async fn shutdown(&mut self) {
         for id in self.running_ids() {
-            let _ = self.call(id, json!({"cmd": "stop"})).await;
+            let _ = self.call(id, Request::Stop).await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         let ids: Vec<NodeId> = self.children.keys().copied().collect();
@@ -378,5 +409,13 @@ impl Drop for Cluster {
         for id in ids {
             self.kill(id);
         }
+    }
+}
+
+/// An answer that is not the one asked for (a refusal, or another command's).
+fn unexpected(id: NodeId, r: &Response) -> std::io::Error {
+    match r.error_message() {
+        Some(e) => std::io::Error::other(format!("node {}: {e}", id.0)),
+        None => std::io::Error::other(format!("node {}: unexpected answer {r:?}", id.0)),
     }
 }

@@ -1,0 +1,892 @@
+//! The control socket's protocol, typed: one [`Request`] per line from a client, one
+//! [`Response`] per line back (JSON lines; the wire format is described in `docs/clusterd.md`).
+//!
+//! A request is a JSON object whose `"cmd"` string names the command, with the command's
+//! fields beside it: `{"cmd":"move","ids":[1,2],"to":3}`. An answer is an object with
+//! `"ok": true` and the command's fields, or `"ok": false` and an `"error"` message.
+//! The node, `clusterd ctl`, `hwctl --device unix:PATH`, the lab's cluster launcher and the
+//! benchmark all speak it through these types.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use crate::regs_report::RegsBlockOut;
+
+/// Key material in hex as it crosses the control socket (`sa_add`'s `"key"`). Zeroized on
+/// drop; its `Debug` shows no digit of it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretHex(Zeroizing<String>);
+
+impl SecretHex {
+    /// Wraps hex digits.
+    pub fn new(hex: impl Into<String>) -> Self {
+        Self(Zeroizing::new(hex.into()))
+    }
+
+    /// The hex digits (for decoding into a zeroizing buffer; never log them).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretHex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretHex(<redacted>)")
+    }
+}
+
+impl Serialize for SecretHex {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretHex {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self::new)
+    }
+}
+
+/// One control request. Fields are declared in alphabetical order so that a request
+/// serializes to the same bytes the clients sent before this type existed (they built
+/// `serde_json::Value` objects, whose keys are sorted).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// The node's full status report.
+    Status,
+    /// The node's view of the allocation (owner per identifier).
+    Allocation,
+    /// Per identifier: owner, common and card entry counts, common-table digest.
+    Counts,
+    /// Operator (leader only): move identifiers `ids` to node `to` (also read as `node`).
+    Move {
+        /// Identifiers to move; those out of range are left out.
+        #[serde(default)]
+        ids: Vec<u16>,
+        /// The member that gets them.
+        #[serde(default, alias = "node", skip_serializing_if = "Option::is_none")]
+        to: Option<u16>,
+    },
+    /// Operator (leader only): take node `node` (also read as `to`) out of the allocation.
+    Drain {
+        /// The member to drain.
+        #[serde(default, alias = "to", skip_serializing_if = "Option::is_none")]
+        node: Option<u16>,
+    },
+    /// Operator (leader only): let a drained node `node` (also read as `to`) own again.
+    Undrain {
+        /// The member to undrain.
+        #[serde(default, alias = "to", skip_serializing_if = "Option::is_none")]
+        node: Option<u16>,
+    },
+    /// Operator (leader only): recompute a balanced allocation.
+    Rebalance,
+    /// Ask every replication peer for a full resync.
+    Resync,
+    /// The node-specific table's entries (at most `limit`, 10 000 by default).
+    Dump {
+        /// Most entries to list.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+    },
+    /// SA state (never keys).
+    Sas,
+    /// Install an SA and replicate its key.
+    SaAdd {
+        /// Destination address of the tunnel.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dst: Option<IpAddr>,
+        /// The SA key, 64 hex digits.
+        #[serde(default)]
+        key: SecretHex,
+        /// The tunnel's peer address.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer: Option<IpAddr>,
+        /// The SPI, non-zero.
+        #[serde(default)]
+        spi: u32,
+    },
+    /// Test helper: move an SA's outbound sequence number and replay top forward.
+    SaAdvance {
+        /// New outbound sequence number (unchanged when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outbound_seq: Option<u64>,
+        /// New replay window top (unchanged when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replay_top: Option<u64>,
+        /// The SA.
+        #[serde(default)]
+        spi: u32,
+    },
+    /// Seal `count` packets (1 by default, at most 10 000) on the owner's outbound SA.
+    EspSend {
+        /// Packets to seal.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u32>,
+        /// The SA.
+        #[serde(default)]
+        spi: u32,
+    },
+    /// Open inbound ESP packets (hex) on the owner's inbound SA.
+    EspRecv {
+        /// The packets, hex; those that are not hex are left out.
+        #[serde(default)]
+        packets: Vec<String>,
+        /// The SA.
+        #[serde(default)]
+        spi: u32,
+    },
+    /// The state core's table consistency check.
+    Check,
+    /// Test helper: cut this node off from `peers`, and drop `loss` (0..=1) of what it sends.
+    Partition {
+        /// Share of sent frames to drop (out of range or absent: none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        loss: Option<f64>,
+        /// Peers whose frames are dropped both ways (empty: heal).
+        #[serde(default)]
+        peers: Vec<u16>,
+    },
+    /// The allocations this node applied, with timings.
+    Applied,
+    /// Benchmark helper: feed the handshakes of `flows` generated connections, numbered from
+    /// `first`, through packet handling.
+    Synthesize {
+        /// The first connection's number (0 by default).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        first: Option<u64>,
+        /// How many connections (0 by default).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flows: Option<u64>,
+    },
+    /// The node-specific entries with keys in the card's layout (`hwctl --device unix:`).
+    CardDump {
+        /// Only entries of this distribution identifier.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        did: Option<u16>,
+    },
+    /// The card's registers, read (`hwctl --device unix: regs`).
+    CardRegs,
+    /// Stop the node.
+    Stop,
+}
+
+/// Every command name [`Request`] accepts, in the order the node lists them.
+pub const COMMANDS: [&str; 21] = [
+    "status",
+    "allocation",
+    "counts",
+    "move",
+    "drain",
+    "undrain",
+    "rebalance",
+    "resync",
+    "dump",
+    "sas",
+    "sa_add",
+    "sa_advance",
+    "esp_send",
+    "esp_recv",
+    "check",
+    "partition",
+    "applied",
+    "synthesize",
+    "card_dump",
+    "card_regs",
+    "stop",
+];
+
+/// The part of a request line read to explain a refusal (no other field is kept).
+#[derive(Deserialize)]
+struct Head {
+    cmd: Option<Value>,
+}
+
+impl Request {
+    /// The command name, as on the wire.
+    pub fn cmd(&self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::Allocation => "allocation",
+            Self::Counts => "counts",
+            Self::Move { .. } => "move",
+            Self::Drain { .. } => "drain",
+            Self::Undrain { .. } => "undrain",
+            Self::Rebalance => "rebalance",
+            Self::Resync => "resync",
+            Self::Dump { .. } => "dump",
+            Self::Sas => "sas",
+            Self::SaAdd { .. } => "sa_add",
+            Self::SaAdvance { .. } => "sa_advance",
+            Self::EspSend { .. } => "esp_send",
+            Self::EspRecv { .. } => "esp_recv",
+            Self::Check => "check",
+            Self::Partition { .. } => "partition",
+            Self::Applied => "applied",
+            Self::Synthesize { .. } => "synthesize",
+            Self::CardDump { .. } => "card_dump",
+            Self::CardRegs => "card_regs",
+            Self::Stop => "stop",
+        }
+    }
+
+    /// Parses one request line.
+    ///
+    /// # Errors
+    /// The refusal to answer: not JSON, not an object with a `"cmd"` string, an unknown
+    /// command, or fields of the wrong type (the last two list the accepted commands).
+    pub fn parse(line: &str) -> Result<Self, ErrorReply> {
+        let line = line.trim();
+        match serde_json::from_str::<Self>(line) {
+            Ok(req) => Ok(req),
+            Err(e) => Err(Self::refusal(line, &e)),
+        }
+    }
+
+    /// Why `line` is not a request (`e` is the typed parser's error). Reads only the
+    /// command name, so no other field (a key) is copied.
+    fn refusal(line: &str, e: &serde_json::Error) -> ErrorReply {
+        if let Err(syntax) = serde_json::from_str::<IgnoredAny>(line) {
+            return ErrorReply::new(format!("not JSON: {syntax}"));
+        }
+        let cmd = match serde_json::from_str::<Head>(line) {
+            Ok(Head {
+                cmd: Some(Value::String(c)),
+            }) => c,
+            Ok(Head { cmd: None }) if line.starts_with('{') => {
+                return ErrorReply::new("missing \"cmd\"");
+            }
+            _ => {
+                return ErrorReply::new("a request is a JSON object with a \"cmd\" string");
+            }
+        };
+        let error = if COMMANDS.contains(&cmd.as_str()) {
+            format!("bad fields for {cmd:?}: {e}")
+        } else {
+            format!("unknown command {cmd:?}")
+        };
+        ErrorReply {
+            commands: Some(COMMANDS.iter().map(|c| (*c).to_owned()).collect()),
+            ..ErrorReply::new(error)
+        }
+    }
+
+    /// Reads the answer `v` to this request into its typed [`Response`].
+    ///
+    /// # Errors
+    /// An answer whose fields do not have this command's shape.
+    pub fn response(&self, v: Value) -> Result<Response, serde_json::Error> {
+        use serde_json::from_value as de;
+        if v.get("ok").and_then(Value::as_bool) != Some(true) {
+            let mut e: ErrorReply = de(v).unwrap_or_default();
+            if e.error.is_empty() {
+                e.error = "no error message".to_owned();
+            }
+            return Ok(Response::Error(e));
+        }
+        Ok(match self {
+            Self::Status => Response::Status(without_ok(v)),
+            Self::Allocation => Response::Allocation(de(v)?),
+            Self::Counts => Response::Counts(de(v)?),
+            Self::Move { .. } | Self::Drain { .. } | Self::Undrain { .. } | Self::Rebalance => {
+                Response::Queued
+            }
+            Self::Resync => Response::Resync(de(v)?),
+            Self::Dump { .. } => Response::Dump(de(v)?),
+            Self::Sas => Response::Sas(de(v)?),
+            Self::SaAdd { .. } => Response::SaAdded(de(v)?),
+            Self::EspSend { .. } => Response::EspSent(de(v)?),
+            Self::EspRecv { .. } => Response::EspReceived(de(v)?),
+            Self::Check => Response::Check(de(v)?),
+            Self::Applied => Response::Applied(de(v)?),
+            Self::Synthesize { .. } => Response::Synthesized(de(v)?),
+            Self::CardDump { .. } => Response::CardDump(de(v)?),
+            Self::CardRegs => Response::CardRegs(de(v)?),
+            Self::SaAdvance { .. } | Self::Partition { .. } | Self::Stop => Response::Done,
+        })
+    }
+}
+
+fn without_ok(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("ok");
+    }
+    v
+}
+
+/// A refusal: `{"ok": false, "error": ...}` with what helps the client go on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// What went wrong, for a person.
+    #[serde(default)]
+    pub error: String,
+    /// The card backend (a failed `card_regs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// The accepted commands (unknown command, bad fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<Vec<String>>,
+    /// The leader, when known (an operator command sent to another node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<u16>,
+    /// The SA's owner, when known (an ESP command sent to another node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<u16>,
+}
+
+impl ErrorReply {
+    /// A refusal with only a message.
+    pub fn new(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// `allocation`: the node's allocation and the agreed one's epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AllocationReply {
+    /// The epoch of the agreed (Raft-committed) allocation.
+    pub agreed_epoch: u64,
+    /// The epoch of the allocation the node applies.
+    pub epoch: u64,
+    /// Owner per identifier (index = identifier).
+    pub owners: Vec<Option<u16>>,
+}
+
+/// `counts`: one row per identifier.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CountsReply {
+    /// The rows, by identifier.
+    pub ids: Vec<IdentifierCount>,
+}
+
+/// One identifier in [`CountsReply`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IdentifierCount {
+    /// Entries of it in the node-specific table.
+    pub card: usize,
+    /// Entries of it in the common table.
+    pub common: usize,
+    /// The common table's digest of it (16 hex digits).
+    pub digest: String,
+    /// The identifier.
+    pub id: u16,
+    /// Its owner.
+    pub owner: Option<u16>,
+}
+
+/// `resync`: the peers asked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResyncReply {
+    /// The replication peers a resync was requested from.
+    pub requested_from: Vec<u16>,
+}
+
+/// A listing of the node-specific table: `dump` ([`DumpReply`]) and `card_dump`
+/// ([`CardDumpReply`]) differ only in how they show an entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TableReply<E> {
+    /// The card backend.
+    pub backend: String,
+    /// The table's capacity (none: unbounded).
+    pub capacity: Option<usize>,
+    /// The entries listed.
+    pub entries: Vec<E>,
+    /// Entries in the table.
+    pub len: usize,
+}
+
+/// `dump`: the node-specific table, keys in debug form.
+pub type DumpReply = TableReply<EntryReport>;
+
+/// `card_dump`: the node-specific table, keys in the card's layout.
+pub type CardDumpReply = TableReply<CardEntryReport>;
+
+/// One entry in [`DumpReply`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EntryReport {
+    /// The action (debug form).
+    pub action: String,
+    /// The node that created it.
+    pub creator: u16,
+    /// Its distribution identifier.
+    pub dist: u16,
+    /// The flow key (debug form).
+    pub key: String,
+    /// The connection state (debug form).
+    pub state: String,
+    /// Its version.
+    pub version: u32,
+}
+
+/// `sas`: SA state, never keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SasReply {
+    /// One row per SA.
+    pub sas: Vec<SaReport>,
+}
+
+/// One SA in [`SasReply`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SaReport {
+    /// Its distribution identifier.
+    pub dist: u16,
+    /// Tunnel destination.
+    pub dst: String,
+    /// Whether this node holds its key.
+    pub key_present: bool,
+    /// Next outbound sequence number.
+    pub outbound_seq: u64,
+    /// Whether this node owns its identifier.
+    pub owned: bool,
+    /// Replay window bitmap.
+    pub replay_bitmap: u64,
+    /// Replay window top.
+    pub replay_top: u64,
+    /// The SPI.
+    pub spi: u32,
+}
+
+/// `sa_add`: where the SA went.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SaAddReply {
+    /// The SA's distribution identifier.
+    pub dist: u16,
+}
+
+/// `esp_send`: the sequence numbers used.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EspSendReply {
+    /// The first packet's.
+    pub first_seq: u64,
+    /// The last packet's.
+    pub last_seq: u64,
+}
+
+/// `esp_recv`: what the inbound SA made of the packets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EspRecvReply {
+    /// Opened and accepted.
+    pub accepted: u64,
+    /// Refused as failing authentication or malformed.
+    pub bad: u64,
+    /// Refused as replays.
+    pub replays: u64,
+}
+
+/// `check`: the table consistency problems found (none: consistent).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckReply {
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+/// `applied`: the allocations applied, oldest first (free-form records).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppliedReply {
+    /// One object per applied allocation (`epoch`, `gained`, `ready`, `took_us`, ...).
+    pub applied: Vec<Value>,
+}
+
+/// `synthesize`: the entries created.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SynthesizeReply {
+    /// Connections that created an entry here.
+    pub created: u64,
+    /// How long it took.
+    pub took_ms: u64,
+}
+
+/// One entry in [`CardDumpReply`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CardEntryReport {
+    /// The action (debug form).
+    pub action: String,
+    /// The node that created it.
+    pub creator: u16,
+    /// Its distribution identifier.
+    pub did: u16,
+    /// The key in the card's layout (null: a key the card cannot hold).
+    pub key: Value,
+    /// The key as text (`*` = wildcard).
+    pub key_text: String,
+    /// Packets seen.
+    pub packets: u64,
+    /// The connection state (debug form).
+    pub state: String,
+    /// Its version.
+    pub version: u32,
+    /// `card` or `overflow` (host memory).
+    #[serde(rename = "where")]
+    pub location: String,
+}
+
+/// `card_regs`: the card's register blocks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CardRegsReply {
+    /// The card backend.
+    pub backend: String,
+    /// The register report (as `hwctl regs --json` shows a local card's).
+    pub blocks: Vec<RegsBlockOut>,
+}
+
+/// One answer. On the wire: the body's fields beside `"ok": true`, or an [`ErrorReply`]'s
+/// beside `"ok": false`. A client reads it with [`Request::response`].
+#[derive(Clone, Debug)]
+pub enum Response {
+    /// Done (`sa_advance`, `partition`, `stop`).
+    Done,
+    /// Queued for the leader's next allocation (`move`, `drain`, `undrain`, `rebalance`).
+    Queued,
+    /// `status`: the node's report, free-form (keys in `docs/clusterd.md`).
+    Status(Value),
+    /// `allocation`.
+    Allocation(AllocationReply),
+    /// `counts`.
+    Counts(CountsReply),
+    /// `resync`.
+    Resync(ResyncReply),
+    /// `dump`.
+    Dump(DumpReply),
+    /// `sas`.
+    Sas(SasReply),
+    /// `sa_add`.
+    SaAdded(SaAddReply),
+    /// `esp_send`.
+    EspSent(EspSendReply),
+    /// `esp_recv`.
+    EspReceived(EspRecvReply),
+    /// `check`.
+    Check(CheckReply),
+    /// `applied`.
+    Applied(AppliedReply),
+    /// `synthesize`.
+    Synthesized(SynthesizeReply),
+    /// `card_dump`.
+    CardDump(CardDumpReply),
+    /// `card_regs`.
+    CardRegs(CardRegsReply),
+    /// Refused.
+    Error(ErrorReply),
+}
+
+impl Response {
+    /// A refusal with only a message.
+    pub fn error(error: impl Into<String>) -> Self {
+        Self::Error(ErrorReply::new(error))
+    }
+
+    /// Whether the command was done (anything but [`Response::Error`]).
+    pub fn is_ok(&self) -> bool {
+        !matches!(self, Self::Error(_))
+    }
+
+    /// The refusal's message, if refused.
+    pub fn error_message(&self) -> Option<&str> {
+        match self {
+            Self::Error(e) => Some(&e.error),
+            _ => None,
+        }
+    }
+
+    /// The answer as the JSON object sent on the wire (keys sorted).
+    pub fn to_value(&self) -> Value {
+        fn body<T: Serialize>(t: &T) -> Value {
+            serde_json::to_value(t).unwrap_or_else(|_| Value::Object(serde_json::Map::new()))
+        }
+        let mut v = match self {
+            Self::Done => Value::Object(serde_json::Map::new()),
+            Self::Queued => serde_json::json!({"queued": true}),
+            Self::Status(v) => v.clone(),
+            Self::Allocation(b) => body(b),
+            Self::Counts(b) => body(b),
+            Self::Resync(b) => body(b),
+            Self::Dump(b) => body(b),
+            Self::Sas(b) => body(b),
+            Self::SaAdded(b) => body(b),
+            Self::EspSent(b) => body(b),
+            Self::EspReceived(b) => body(b),
+            Self::Check(b) => body(b),
+            Self::Applied(b) => body(b),
+            Self::Synthesized(b) => body(b),
+            Self::CardDump(b) => body(b),
+            Self::CardRegs(b) => body(b),
+            Self::Error(b) => body(b),
+        };
+        if let Some(o) = v.as_object_mut() {
+            o.insert("ok".to_owned(), Value::Bool(self.is_ok()));
+        }
+        v
+    }
+}
+
+impl Serialize for Response {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa_add() -> Request {
+        Request::SaAdd {
+            dst: Some("203.0.113.1".parse().unwrap()),
+            key: SecretHex::new("00".repeat(32)),
+            peer: Some("198.51.100.7".parse().unwrap()),
+            spi: 77,
+        }
+    }
+
+    /// One request of every command, with fields set.
+    fn every_request() -> Vec<Request> {
+        vec![
+            Request::Status,
+            Request::Allocation,
+            Request::Counts,
+            Request::Move {
+                ids: vec![0, 1, 2],
+                to: Some(3),
+            },
+            Request::Drain { node: Some(2) },
+            Request::Undrain { node: Some(2) },
+            Request::Rebalance,
+            Request::Resync,
+            Request::Dump { limit: Some(5) },
+            Request::Sas,
+            sa_add(),
+            Request::SaAdvance {
+                outbound_seq: Some(100),
+                replay_top: None,
+                spi: 77,
+            },
+            Request::EspSend {
+                count: Some(20),
+                spi: 77,
+            },
+            Request::EspRecv {
+                packets: vec!["45".into()],
+                spi: 77,
+            },
+            Request::Check,
+            Request::Partition {
+                loss: Some(0.35),
+                peers: vec![1, 2],
+            },
+            Request::Applied,
+            Request::Synthesize {
+                first: None,
+                flows: Some(1000),
+            },
+            Request::CardDump { did: Some(7) },
+            Request::CardRegs,
+            Request::Stop,
+        ]
+    }
+
+    #[test]
+    fn every_request_round_trips_and_is_listed() {
+        let all = every_request();
+        assert_eq!(all.len(), COMMANDS.len());
+        for (req, name) in all.iter().zip(COMMANDS) {
+            assert_eq!(req.cmd(), name);
+            let line = serde_json::to_string(req).unwrap();
+            assert_eq!(Request::parse(&line).unwrap(), *req, "{line}");
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["cmd"], name);
+        }
+    }
+
+    #[test]
+    fn requests_are_the_bytes_clients_sent_before() {
+        // what the hand-built `json!` objects of the clients and tests serialized to
+        let fixtures: [(Request, &str); 7] = [
+            (Request::Status, r#"{"cmd":"status"}"#),
+            (
+                Request::Move {
+                    ids: vec![0, 1],
+                    to: Some(3),
+                },
+                r#"{"cmd":"move","ids":[0,1],"to":3}"#,
+            ),
+            (
+                Request::Drain { node: Some(2) },
+                r#"{"cmd":"drain","node":2}"#,
+            ),
+            (
+                sa_add(),
+                r#"{"cmd":"sa_add","dst":"203.0.113.1","key":"0000000000000000000000000000000000000000000000000000000000000000","peer":"198.51.100.7","spi":77}"#,
+            ),
+            (
+                Request::EspSend {
+                    count: Some(20),
+                    spi: 9,
+                },
+                r#"{"cmd":"esp_send","count":20,"spi":9}"#,
+            ),
+            (
+                Request::Partition {
+                    loss: Some(0.35),
+                    peers: vec![],
+                },
+                r#"{"cmd":"partition","loss":0.35,"peers":[]}"#,
+            ),
+            (Request::CardDump { did: None }, r#"{"cmd":"card_dump"}"#),
+        ];
+        for (req, bytes) in fixtures {
+            assert_eq!(serde_json::to_string(&req).unwrap(), bytes);
+            assert_eq!(Request::parse(bytes).unwrap(), req);
+        }
+        let synth = Request::Synthesize {
+            first: None,
+            flows: Some(4),
+        };
+        assert_eq!(
+            serde_json::to_string(&synth).unwrap(),
+            r#"{"cmd":"synthesize","flows":4}"#
+        );
+    }
+
+    #[test]
+    fn old_field_names_and_defaults_are_accepted() {
+        // `move` also reads `node`, `drain` also reads `to`; missing fields take defaults
+        assert_eq!(
+            Request::parse(r#"{"cmd":"move","ids":[4],"node":1}"#).unwrap(),
+            Request::Move {
+                ids: vec![4],
+                to: Some(1)
+            }
+        );
+        assert_eq!(
+            Request::parse(r#"{"cmd":"drain","to":2}"#).unwrap(),
+            Request::Drain { node: Some(2) }
+        );
+        assert_eq!(
+            Request::parse(r#" {"cmd":"esp_recv","spi":5} "#).unwrap(),
+            Request::EspRecv {
+                packets: vec![],
+                spi: 5
+            }
+        );
+        assert_eq!(
+            Request::parse(r#"{"cmd":"status","extra":1}"#).unwrap(),
+            Request::Status
+        );
+    }
+
+    #[test]
+    fn bad_lines_are_refused_with_reasons() {
+        let cases = [
+            ("not json", "not JSON"),
+            ("\u{1}\u{2}", "not JSON"),
+            ("", "not JSON"),
+            ("[1,2]", "a request is a JSON object"),
+            ("5", "a request is a JSON object"),
+            (r#"{"cmd": 5}"#, "a request is a JSON object"),
+            (r#"{"ids": [1]}"#, "missing \"cmd\""),
+            (r#"{"cmd": "frobnicate"}"#, "unknown command \"frobnicate\""),
+            (r#"{"cmd": "move", "ids": "x"}"#, "bad fields for \"move\""),
+            (
+                r#"{"cmd": "sa_add", "spi": -1}"#,
+                "bad fields for \"sa_add\"",
+            ),
+            (r#"{"cmd": "sa_add", "peer": "nowhere"}"#, "bad fields"),
+            (r#"{"cmd": "card_dump", "did": 70000}"#, "bad fields"),
+        ];
+        for (line, want) in cases {
+            let e = Request::parse(line).unwrap_err();
+            assert!(e.error.contains(want), "{line:?} -> {e:?}");
+            let wire = Response::Error(e).to_value();
+            assert_eq!(wire["ok"], false);
+        }
+        let e = Request::parse(r#"{"cmd": "frobnicate"}"#).unwrap_err();
+        assert_eq!(e.commands.unwrap().len(), COMMANDS.len());
+    }
+
+    #[test]
+    fn keys_stay_out_of_debug_and_refusals() {
+        let digits = "ab".repeat(32);
+        let req = Request::SaAdd {
+            dst: None,
+            key: SecretHex::new(digits.clone()),
+            peer: None,
+            spi: 1,
+        };
+        assert!(!format!("{req:?}").contains("abab"));
+        let line = format!(r#"{{"cmd":"sa_add","key":"{digits}","spi":"x"}}"#);
+        let e = Request::parse(&line).unwrap_err();
+        assert!(!format!("{e:?}").contains("abab"), "{e:?}");
+    }
+
+    #[test]
+    fn responses_read_back_typed() {
+        let cases = [
+            (Request::Stop, Response::Done),
+            (Request::Rebalance, Response::Queued),
+            (
+                Request::Allocation,
+                Response::Allocation(AllocationReply {
+                    agreed_epoch: 3,
+                    epoch: 3,
+                    owners: vec![Some(1), None],
+                }),
+            ),
+            (
+                Request::EspSend {
+                    count: None,
+                    spi: 1,
+                },
+                Response::EspSent(EspSendReply {
+                    first_seq: 1,
+                    last_seq: 20,
+                }),
+            ),
+            (
+                Request::Status,
+                Response::Status(serde_json::json!({"node": 1, "ready": true})),
+            ),
+            (
+                Request::Move {
+                    ids: vec![],
+                    to: None,
+                },
+                Response::Error(ErrorReply {
+                    leader: Some(2),
+                    ..ErrorReply::new("not the leader; send this to the leader")
+                }),
+            ),
+        ];
+        for (req, resp) in cases {
+            let line = serde_json::to_string(&resp).unwrap();
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["ok"], resp.is_ok(), "{line}");
+            assert_eq!(
+                req.response(v).unwrap().to_value(),
+                resp.to_value(),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            serde_json::to_string(&Response::Queued).unwrap(),
+            r#"{"ok":true,"queued":true}"#
+        );
+        // a refusal without a message still reads as one
+        let r = Request::Status
+            .response(serde_json::json!({"ok": false}))
+            .unwrap();
+        assert_eq!(r.error_message(), Some("no error message"));
+        // an answer of the wrong shape is an error, not a panic
+        assert!(Request::Allocation
+            .response(serde_json::json!({"ok": true, "owners": "x"}))
+            .is_err());
+    }
+}
