@@ -12,7 +12,27 @@ fn main() {
     let steps = args.get(2).copied().unwrap_or(600);
     let mut cfg = cluster_sim::SimConfig::small(seed, nodes);
     cfg.max_nodes = nodes.clamp(3, 8);
+    if args.get(3) == Some(&1) {
+        cfg.event_rate = 0.0;
+        cfg.max_delay_ms = 50;
+    }
+    if args.get(3) == Some(&2) {
+        cfg.loss = 0.2;
+        cfg.duplicate = 0.1;
+        cfg.max_delay_ms = 80;
+        cfg.event_rate = 0.08;
+        cfg.max_nodes = 6;
+    }
     let mut sim = cluster_sim::Sim::new(cfg);
-    let r = sim.run(steps, 150);
+    if args.get(3) == Some(&1) {
+        for _ in 0..100 {
+            sim.step();
+        }
+        let victim = *sim.nodes().keys().next().expect("nodes");
+        sim.crash(victim);
+        sim.join(victim);
+    }
+    let every = if args.get(3) == Some(&2) { 100 } else { 150 };
+    let r = sim.run(steps, every);
     println!("{r:#?}");
 }

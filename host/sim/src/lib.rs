@@ -42,6 +42,7 @@ use rand_chacha::ChaCha8Rng;
 use sim_bridge::model::ModelCard;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::Not;
 use std::time::Duration;
 
 /// The rule set of simulated nodes: FTP control with the FTP helper, HTTPS with the session
@@ -320,9 +321,19 @@ pub struct SimNode {
     was_ready: bool,
     /// Joined or restarted: counted in `admitted` when it first takes identifiers.
     joined: bool,
+    /// When its process started (simulated time): its monotonic clock starts there.
+    born: Millis,
 }
 
 impl SimNode {
+    /// Its clock at simulated time `now`: monotonic since its process started.
+    fn clock(&self, now: Millis) -> Time {
+        Time {
+            mono: Duration::from_millis(now.0.saturating_sub(self.born.0)),
+            unix_ms: 1_700_000_000_000 + now.0,
+        }
+    }
+
     /// The member.
     pub fn member(&self) -> &Member<SimTable> {
         &self.member
@@ -345,6 +356,8 @@ pub struct Sim {
     incarnations: HashMap<NodeId, u64>,
     /// The configured voters (the initial nodes, plus promoted learners).
     voters: Vec<NodeId>,
+    /// The consensus leader.
+    leader_id: Option<NodeId>,
     /// The agreed allocations, in order (epoch `i + 1` at index `i`).
     log: Vec<Allocation>,
     net: Vec<InFlight>,
@@ -376,6 +389,7 @@ impl Sim {
             nodes: BTreeMap::new(),
             incarnations: HashMap::new(),
             voters: voters.clone(),
+            leader_id: None,
             log: Vec::new(),
             net: Vec::new(),
             order: 0,
@@ -454,6 +468,7 @@ impl Sim {
                 agreed_len: 0,
                 was_ready: false,
                 joined,
+                born: self.now,
             },
         );
     }
@@ -502,13 +517,6 @@ impl Sim {
         self.now
     }
 
-    fn time(&self) -> Time {
-        Time {
-            mono: Duration::from_millis(self.now.0),
-            unix_ms: 1_700_000_000_000 + self.now.0,
-        }
-    }
-
     fn violation(&mut self, s: String) {
         if self.report.violations.len() < 50 {
             self.report
@@ -523,18 +531,36 @@ impl Sim {
 
     // ---- consensus (played by the simulator) ----
 
-    /// The lowest running voter in contact with a majority of the voters.
+    /// Whether voter `v` runs and is in contact with a majority of the voters.
+    fn eligible(&self, v: NodeId) -> bool {
+        self.nodes.contains_key(&v)
+            && self
+                .voters
+                .iter()
+                .filter(|&&w| self.nodes.contains_key(&w) && self.connected(v, w))
+                .count()
+                * 2
+                > self.voters.len()
+    }
+
+    /// The consensus leader, while it runs and reaches a majority.
     fn leader(&self) -> Option<NodeId> {
-        self.voters.iter().copied().find(|&v| {
-            self.nodes.contains_key(&v)
-                && self
-                    .voters
-                    .iter()
-                    .filter(|&&w| self.nodes.contains_key(&w) && self.connected(v, w))
-                    .count()
-                    * 2
-                    > self.voters.len()
-        })
+        self.leader_id.filter(|l| self.eligible(*l))
+    }
+
+    /// Keeps the leader while it is eligible; otherwise elects the eligible voter that has run
+    /// longest (its log is complete; a freshly restarted process is elected only when no
+    /// other can be).
+    fn elect(&mut self) {
+        if self.leader().is_some() {
+            return;
+        }
+        self.leader_id = self
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| self.eligible(*v))
+            .min_by_key(|v| (self.nodes.get(v).map_or(u64::MAX, |n| n.born.0), v.0));
     }
 
     fn propose(&mut self, from: NodeId, a: Allocation) {
@@ -566,7 +592,6 @@ impl Sim {
         let Some(leader) = self.leader() else {
             return;
         };
-        let t = self.time();
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for n in ids {
             if !self.connected(n, leader) {
@@ -575,6 +600,7 @@ impl Sim {
             let Some(node) = self.nodes.get_mut(&n) else {
                 continue;
             };
+            let t = node.clock(self.now);
             while node.agreed_len < self.log.len() {
                 let a = &self.log[node.agreed_len];
                 node.member.on_agreed(t, a, || Duration::ZERO);
@@ -588,10 +614,10 @@ impl Sim {
     /// Carries out a node's outputs: records and heartbeats into its transport, proposals to
     /// consensus.
     fn handle_outputs(&mut self, n: NodeId) {
-        let now = Duration::from_millis(self.now.0);
         let Some(node) = self.nodes.get_mut(&n) else {
             return;
         };
+        let now = node.clock(self.now).mono;
         let outputs: Vec<Output> = node.member.drain_outputs().collect();
         let peers: Vec<NodeId> = node.member.replication_peers().collect();
         let mut proposals = Vec::new();
@@ -635,15 +661,19 @@ impl Sim {
 
     /// Frames the node's transport has to send go onto the simulated network.
     fn transmit(&mut self, n: NodeId) {
-        let now = Duration::from_millis(self.now.0);
         let mut frames = Vec::new();
         if let Some(node) = self.nodes.get_mut(&n) {
+            let now = node.clock(self.now).mono;
             node.ep.handle_timeout(now);
             while let Some(t) = node.ep.poll_transmit() {
                 frames.push(t);
             }
         }
         for f in frames {
+            // frames to a slot no node runs in (hellos to a member not started yet) go nowhere
+            if !self.nodes.contains_key(&f.to) {
+                continue;
+            }
             self.report.messages += 1;
             if !self.connected(n, f.to) || self.rng.random_bool(self.cfg.loss) {
                 self.report.messages_lost += 1;
@@ -685,8 +715,6 @@ impl Sim {
         }
         due.sort_by_key(|m| (m.at, m.order));
         let count = due.len();
-        let t = self.time();
-        let mono = t.mono;
         for m in due {
             // a partition that began while the frame was in flight drops it too
             if !self.connected(m.from, m.to) {
@@ -696,7 +724,8 @@ impl Sim {
             let Some(node) = self.nodes.get_mut(&m.to) else {
                 continue;
             };
-            if node.ep.handle_frame(mono, &m.bytes).is_err() {
+            let t = node.clock(now);
+            if node.ep.handle_frame(t.mono, &m.bytes).is_err() {
                 self.report.messages_refused += 1;
             }
             while let Some(ev) = node.ep.poll_event() {
@@ -728,10 +757,11 @@ impl Sim {
     /// returns the outcome at the member that handled it, if any.
     pub fn inject_packet(&mut self, bytes: &[u8]) -> Option<(NodeId, PacketOutcome)> {
         self.report.packets += 1;
-        let t = self.time();
+        let now = self.now;
         let mut handled = None;
         let mut handlers = Vec::new();
         for (&id, node) in self.nodes.iter_mut() {
+            let t = node.clock(now);
             let v = node.member.on_packet(t, bytes);
             if !matches!(v, PacketOutcome::NotOurs | PacketOutcome::NotReady) {
                 handlers.push(id);
@@ -956,7 +986,26 @@ impl Sim {
                 } else {
                     self.report.missing_state += 1;
                     let k = flow_key(&f);
-                    self.violation(format!("established {k:?} found no state"));
+                    let by = verdict.map(|(n, _)| n);
+                    let d = self
+                        .nodes
+                        .values()
+                        .next()
+                        .map(|n| n.member.core().distributor().for_key(&k));
+                    let seen: Vec<String> = self
+                        .nodes
+                        .iter()
+                        .map(|(id, n)| match n.member.core().common().get(&k) {
+                            Some(e) => {
+                                format!("{id}: v{} by {} {:?}", e.version, e.creator, e.state)
+                            }
+                            None => format!("{id}: none"),
+                        })
+                        .collect();
+                    self.violation(format!(
+                        "established {k:?} ({d:?}, created {} ms) found no state at {by:?}; common tables: {seen:?}",
+                        f.created.0
+                    ));
                 }
                 Phase::Done
             }
@@ -1016,7 +1065,7 @@ impl Sim {
         if ids.is_empty() {
             return;
         }
-        let t = self.time();
+        let now = self.now;
         for _ in 0..self.cfg.garbage_per_step {
             let n = ids[self.rng.random_range(0..ids.len())];
             let peer = ids[self.rng.random_range(0..ids.len())];
@@ -1030,6 +1079,7 @@ impl Sim {
             let Some(node) = self.nodes.get_mut(&n) else {
                 continue;
             };
+            let t = node.clock(now);
             let before = node.member.core().common().len();
             let _ = node.member.on_packet(t, &b);
             // an unauthenticated frame on the sync port
@@ -1065,6 +1115,9 @@ impl Sim {
         let Some(dead) = self.nodes.remove(&victim) else {
             return;
         };
+        if self.leader_id == Some(victim) {
+            self.leader_id = None;
+        }
         self.report.crashes += 1;
         let now = self.now;
         if trace() {
@@ -1265,12 +1318,12 @@ impl Sim {
         for _ in 0..3000 {
             self.step();
             // at rest for two anti-entropy rounds (digests every second, repairs after them)
-            calm = if self.settled_allocation() && self.net.is_empty() {
+            calm = if self.settled_allocation() {
                 calm + 1
             } else {
                 0
             };
-            if calm * self.cfg.step_ms >= 2_500 {
+            if calm * self.cfg.step_ms >= 4_500 {
                 break;
             }
         }
@@ -1326,8 +1379,22 @@ impl Sim {
         for (id, n) in &self.nodes {
             let c = n.member.core().common();
             if c.len() != truth.len() {
+                let extra: Vec<String> = c
+                    .iter()
+                    .filter(|e| !truth.contains_key(&e.key))
+                    .take(3)
+                    .map(|e| {
+                        format!(
+                            "{:?} {} {:?} owner {:?}",
+                            e.key,
+                            e.dist,
+                            e.state,
+                            a.owner(e.dist)
+                        )
+                    })
+                    .collect();
                 problems.push(format!(
-                    "invariant 3: {id} common table has {} entries, node-specific union {}",
+                    "invariant 3: {id} common table has {} entries, node-specific union {} (not in any: {extra:?})",
                     c.len(),
                     truth.len()
                 ));
@@ -1356,8 +1423,8 @@ impl Sim {
             self.heal_at = None;
         }
         self.deliver_due();
+        self.elect();
         self.deliver_agreed();
-        let t = self.time();
         let leader = self.leader();
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for &n in &ids {
@@ -1377,6 +1444,7 @@ impl Sim {
                 voters: &voters,
                 conf_change_pending: false,
             };
+            let t = node.clock(self.now);
             node.member.tick(t, &view);
             self.handle_outputs(n);
         }
@@ -1404,8 +1472,8 @@ impl Sim {
                     .core()
                     .allocation()
                     .ids_of(node.member.config().node)
-                    .len()
-                    > 0;
+                    .is_empty()
+                    .not();
             if ready && !node.was_ready && node.joined {
                 self.report.admitted += 1;
                 node.joined = false;

@@ -77,7 +77,8 @@ impl<T: NodeSpecificTable> Member<T> {
         }
     }
 
-    /// Answers `to`'s resync request: every entry of the identifiers this member owns, every SA
+    /// Answers `to`'s resync request: every entry of the identifiers this member owns (or that no
+    /// other live member answers for), every SA
     /// state it knows (owned or not: the state it holds of an SA it released is that SA's final
     /// state; states are merged forward on receipt) with the keys, then `F` and `D`.
     pub(super) fn answer_resync(&mut self, to: NodeId) {
@@ -85,11 +86,18 @@ impl<T: NodeSpecificTable> Member<T> {
         self.flush_outbox();
         let me = self.cfg.node;
         let inc = self.core.config().incarnation;
+        // the identifiers this member owns, and those no other live member answers for: no
+        // owner (released in a move), the asker itself (it restarted before its failure was
+        // noticed and lost what it owned), or a member that is not alive
+        let alloc = self.core.allocation();
         let ids: Vec<DistributionId> = self
             .cfg
             .identifiers
             .all()
-            .filter(|d| self.core.owns(*d))
+            .filter(|d| match alloc.owner(*d) {
+                None => true,
+                Some(o) => o == me || o == to || !self.is_alive(o),
+            })
             .collect();
         let mut msgs = Vec::new();
         for d in ids {
