@@ -14,19 +14,30 @@ use crate::ids::{DistributionId, Epoch, IdCount, NodeId};
 use crate::node_table::NodeSpecificTable;
 use crate::packet::parse_packet;
 
+/// How long a member waits for the `F` record of a previous owner that released an identifier
+/// to it and then went silent, before it takes over from what that owner replicated.
+pub const RELEASER_GONE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How far ahead of this member's applied epoch a peer's `F` may be (a member behind by more
+/// than this waits for a later `F`).
+pub const FINAL_AHEAD_MAX: u64 = 1024;
+
 /// The handover bookkeeping.
 #[derive(Debug, Default)]
 pub struct Handover {
-    /// Per identifier: the last node that lost it and the epoch in which it did.
-    lost_at: BTreeMap<DistributionId, (NodeId, Epoch)>,
+    /// Per identifier: the last node that lost it, the epoch in which it did, and whether that
+    /// was a release (the identifier had no owner in that epoch: the first step of a planned
+    /// move, which the leader proposes only for a live owner and completes only once that
+    /// owner has applied it) rather than a move away from a failed owner.
+    lost_at: BTreeMap<DistributionId, (NodeId, Epoch, bool)>,
     /// Per peer: the highest epoch of its `F` records. A node sends `F` + epoch E on its
     /// replication stream after applying E (and after a resync answer, with its applied
     /// epoch); the stream is in order, so everything it had to say about what it no longer
     /// owned as of E came before.
     final_through: BTreeMap<NodeId, Epoch>,
     /// Gained identifiers waiting: previous owner, the epoch it lost the identifier in, the
-    /// epoch this node gained it in.
-    pub(super) waiting: BTreeMap<DistributionId, (NodeId, Epoch, Epoch)>,
+    /// epoch this node gained it in, whether it was released.
+    pub(super) waiting: BTreeMap<DistributionId, (NodeId, Epoch, Epoch, bool)>,
 }
 
 impl Handover {
@@ -51,7 +62,7 @@ impl Handover {
         for d in count.all() {
             if let Some(o) = before.owner(d) {
                 if a.owner(d) != Some(o) {
-                    self.lost_at.insert(d, (o, a.epoch));
+                    self.lost_at.insert(d, (o, a.epoch, a.owner(d).is_none()));
                 }
             }
         }
@@ -62,9 +73,14 @@ impl Handover {
         }
         let alive = |n: NodeId| live.get(&n).is_some_and(|l| l.alive);
         for &d in gained {
+            // a released identifier waits for its previous owner's `F` even while this member
+            // suspects that owner (a partition between the two only delays the stream); one
+            // taken from a failed owner waits only while that owner is still alive here
             match self.lost_at.get(&d).copied() {
-                Some((r, e)) if r != me && alive(r) && !self.covered(r, e) => {
-                    self.waiting.insert(d, (r, e, a.epoch));
+                Some((r, e, released))
+                    if r != me && (alive(r) || released) && !self.covered(r, e) =>
+                {
+                    self.waiting.insert(d, (r, e, a.epoch, released));
                 }
                 _ => {
                     now_gained.insert(d);
@@ -109,17 +125,27 @@ impl<T: NodeSpecificTable> Member<T> {
             .is_some_and(|(_, _, d)| self.handover.is_waiting(d))
     }
 
-    /// `from`'s `F` record: it has said everything through epoch `e`.
+    /// `from`'s `F` record: it has said everything through epoch `e`. An epoch far beyond
+    /// any this member has applied cannot be one the peer applied (allocations are agreed in
+    /// order and applied everywhere); it is refused, so a corrupt or hostile record cannot
+    /// open the gate for identifiers whose state has not arrived. Refusing only makes a
+    /// gained identifier wait longer (until the next `F` or the peer's failure).
     pub(super) fn on_final(&mut self, t: Time, from: NodeId, e: Epoch) {
+        let known = self.core.allocation().epoch.0;
+        if e.0 > known.saturating_add(FINAL_AHEAD_MAX) {
+            self.counters.decode_errors += 1;
+            return;
+        }
         let f = self.handover.final_through.entry(from).or_insert(e);
         *f = (*f).max(e);
         self.resolve_waiting(t);
     }
 
     /// Resolves gained identifiers whose previous owner's `F` covers the epoch it lost them
-    /// in, or whose previous owner is no longer alive (then what it replicated is all there
-    /// is: state inside its replication window before the crash or partition is lost, and the
-    /// report counts what is lost because of it). They take traffic from now on; their SAs are
+    /// in, or whose previous owner is gone: no longer alive (taken from a failed owner), or
+    /// silent for [`RELEASER_GONE_AFTER`] (released by an owner that then failed before its `F`
+    /// arrived). Then what it replicated is all there is: state inside its replication window
+    /// before the crash is lost, and the report counts what is lost because of it. They take traffic from now on; their SAs are
     /// taken over (outbound sequence jump) and run in the ESP engine.
     pub(super) fn resolve_waiting(&mut self, t: Time) {
         if self.handover.waiting.is_empty() {
@@ -129,7 +155,14 @@ impl<T: NodeSpecificTable> Member<T> {
             .handover
             .waiting
             .iter()
-            .filter(|(_, (r, e, _))| self.handover.covered(*r, *e) || !self.is_alive(*r))
+            .filter(|(_, (r, e, _, released))| {
+                self.handover.covered(*r, *e)
+                    || if *released {
+                        self.silent_for(t.mono, *r) > RELEASER_GONE_AFTER
+                    } else {
+                        !self.is_alive(*r)
+                    }
+            })
             .map(|(d, _)| *d)
             .collect();
         if ready.is_empty() {
@@ -137,7 +170,7 @@ impl<T: NodeSpecificTable> Member<T> {
         }
         let mut epochs = BTreeSet::new();
         for d in &ready {
-            if let Some((r, e, gained_in)) = self.handover.waiting.remove(d) {
+            if let Some((r, e, gained_in, _)) = self.handover.waiting.remove(d) {
                 epochs.insert(gained_in);
                 if !self.handover.covered(r, e) {
                     self.log(format!(

@@ -57,6 +57,15 @@ impl<T: NodeSpecificTable> Member<T> {
             .is_some_and(|l| l.alive && l.ready && !l.fenced)
     }
 
+    /// How long `n` has been silent (since this member started, if never heard).
+    pub fn silent_for(&self, now: std::time::Duration, n: NodeId) -> std::time::Duration {
+        if n == self.cfg.node {
+            return std::time::Duration::ZERO;
+        }
+        let heard = self.live.get(&n).and_then(|l| l.last_heard);
+        now.saturating_sub(heard.unwrap_or_default())
+    }
+
     /// The epoch `n` applied.
     pub fn applied_epoch(&self, n: NodeId) -> Epoch {
         if n == self.cfg.node {

@@ -565,6 +565,7 @@ impl<T: NodeSpecificTable> Member<T> {
             }
         }
         self.check_ready(t);
+        self.resolve_waiting(t);
         if now >= self.next_housekeeping {
             self.core.expire(t.millis());
             if self.ready && !self.fenced {
