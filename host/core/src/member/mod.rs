@@ -641,3 +641,6 @@ impl<T: NodeSpecificTable> Member<T> {
         peers
     }
 }
+
+#[cfg(test)]
+mod tests;

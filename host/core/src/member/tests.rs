@@ -1,0 +1,630 @@
+//! Unit tests of the sans-I/O member: one or several members driven by hand with simulated
+//! time. The [`Cluster`] harness moves records and heartbeats between members (through their
+//! wire bytes), plays consensus for proposals, and can cut a member off, hold one direction of
+//! a replication stream, or block heartbeats.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+use super::sas::SaCommandError;
+use super::{ConsensusView, Member, MemberConfig, Output, PacketOutcome, Role, Time, To};
+use crate::alloc_policy::{operator_move, Allocation};
+use crate::distribution::{ClusterSecret, Distributor};
+use crate::entry::{ConnState, Endpoint, Entry, FlowKey, L4Proto};
+use crate::events::{Event, Message};
+use crate::ids::{DistributionId, Epoch, IdCount, NodeId};
+use crate::node::{Node, NodeConfig};
+use crate::node_table::{NodeSpecificTable, SoftwareTable};
+use crate::packet::{build, parse_packet, Framing};
+use crate::record::{Datagram, Heartbeat, Record};
+
+const IDS: u32 = 16;
+const SECRET: [u8; 16] = [7; 16];
+const BASE_UNIX_MS: u64 = 1_700_000_000_000;
+const STEP: Duration = Duration::from_millis(10);
+const FAILURE: Duration = Duration::from_millis(300);
+const HEARTBEAT: Duration = Duration::from_millis(50);
+const SEQ_JUMP: u64 = 1000;
+
+type M = Member<SoftwareTable>;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn at(mono: Duration) -> Time {
+    Time {
+        mono,
+        unix_ms: BASE_UNIX_MS + mono.as_millis() as u64,
+    }
+}
+
+fn count() -> IdCount {
+    IdCount::new(IDS).unwrap()
+}
+
+fn core(n: u16) -> Node<SoftwareTable> {
+    let mut c = NodeConfig::new(NodeId(n), ClusterSecret::new(SECRET));
+    c.count = count();
+    Node::new(c, SoftwareTable::new(count()))
+}
+
+fn mcfg(n: u16, all: &[u16], failure: Duration) -> MemberConfig {
+    MemberConfig {
+        node: NodeId(n),
+        role: Role::Member,
+        identifiers: count(),
+        peers: all
+            .iter()
+            .filter(|p| **p != n)
+            .map(|p| (NodeId(*p), Role::Member))
+            .collect(),
+        members: all.iter().map(|p| NodeId(*p)).collect(),
+        failure,
+        heartbeat: HEARTBEAT,
+        seq_jump: SEQ_JUMP,
+    }
+}
+
+fn member(n: u16, all: &[u16]) -> M {
+    Member::new(mcfg(n, all, FAILURE), core(n))
+}
+
+fn ip(x: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, x))
+}
+
+fn bytes(r: &Record) -> Vec<u8> {
+    let mut v = Vec::new();
+    r.emit(&mut v);
+    v
+}
+
+fn dist_of(pkt: &[u8]) -> DistributionId {
+    let dist = Distributor::new(&ClusterSecret::new(SECRET), count());
+    parse_packet(pkt, Framing::Ip)
+        .unwrap()
+        .flow(&dist)
+        .unwrap()
+        .2
+}
+
+/// The `nth` UDP flow (client 10.0.0.1, varying source port) whose identifier is `d`.
+fn udp_in(d: DistributionId, nth: usize) -> Vec<u8> {
+    (1024u16..)
+        .map(|port| build::udp(ip(1), port, ip(200), 53, b"q").unwrap())
+        .filter(|p| dist_of(p) == d)
+        .nth(nth)
+        .unwrap()
+}
+
+/// An SA (peer, destination, SPI) whose identifier is `d`.
+fn sa_in(d: DistributionId) -> (IpAddr, IpAddr, u32) {
+    let dist = Distributor::new(&ClusterSecret::new(SECRET), count());
+    let dst = ip(250);
+    (1..=255u8)
+        .map(|x| IpAddr::V4(Ipv4Addr::new(192, 0, 2, x)))
+        .find(|peer| dist.for_ipsec_peers(*peer, dst) == d)
+        .map(|peer| (peer, dst, 0x1000 + u32::from(d.0)))
+        .unwrap()
+}
+
+fn logs(outs: &[Output]) -> Vec<&str> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Log(l) => Some(l.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn hb(ready: bool, applied: u64) -> Heartbeat {
+    Heartbeat {
+        ready,
+        witness: false,
+        fenced: false,
+        applied: Epoch(applied),
+    }
+}
+
+fn all_to(n: u16, epoch: u64) -> Allocation {
+    Allocation {
+        epoch: Epoch(epoch),
+        owners: vec![Some(NodeId(n)); IDS as usize],
+    }
+}
+
+// ----- the harness -----
+
+struct Cluster {
+    m: BTreeMap<u16, M>,
+    now: Duration,
+    /// Agreed allocations in order; `history[0]` is epoch 0 (no owners).
+    history: Vec<Allocation>,
+    /// Per member: the index in `history` of the last allocation it was given.
+    known: BTreeMap<u16, usize>,
+    leader: u16,
+    voters: Vec<NodeId>,
+    /// Members cut off: nothing is delivered to or from them, consensus does not hear them.
+    cut: BTreeSet<u16>,
+    /// Replication streams (from, to) held back: their records queue in `held`, in order.
+    hold: BTreeSet<(u16, u16)>,
+    held: Vec<(u16, u16, Vec<u8>)>,
+    /// Heartbeats (from, to) dropped.
+    block_hb: BTreeSet<(u16, u16)>,
+    /// Pairs (from, to) that have met: the first frame raises `on_peer_restarted` (as the
+    /// sync endpoint's first `PeerIncarnation` does).
+    met: BTreeSet<(u16, u16)>,
+    proposals: Vec<(Duration, Allocation)>,
+    /// When each epoch was agreed.
+    agreed_at: BTreeMap<u64, Duration>,
+    logs: Vec<(Duration, u16, String)>,
+}
+
+impl Cluster {
+    fn new(nodes: &[u16], failure: Duration) -> Self {
+        let m = nodes
+            .iter()
+            .map(|n| (*n, Member::new(mcfg(*n, nodes, failure), core(*n))))
+            .collect();
+        Cluster {
+            m,
+            now: Duration::ZERO,
+            history: vec![Allocation::unowned(Epoch(0), count())],
+            known: nodes.iter().map(|n| (*n, 0)).collect(),
+            leader: nodes[0],
+            voters: nodes.iter().map(|n| NodeId(*n)).collect(),
+            cut: BTreeSet::new(),
+            hold: BTreeSet::new(),
+            held: Vec::new(),
+            block_hb: BTreeSet::new(),
+            met: BTreeSet::new(),
+            proposals: Vec::new(),
+            agreed_at: BTreeMap::new(),
+            logs: Vec::new(),
+        }
+    }
+
+    fn t(&self) -> Time {
+        at(self.now)
+    }
+
+    fn m(&mut self, n: u16) -> &mut M {
+        self.m.get_mut(&n).unwrap()
+    }
+
+    fn agreed(&self) -> &Allocation {
+        self.history.last().unwrap()
+    }
+
+    fn cut_between(&self, a: u16, b: u16) -> bool {
+        self.cut.contains(&a) || self.cut.contains(&b)
+    }
+
+    /// One step of simulated time: every member ticks, then everything is delivered.
+    fn step(&mut self) {
+        self.now += STEP;
+        let t = self.t();
+        let ids: Vec<u16> = self.m.keys().copied().collect();
+        for id in ids {
+            let agreed = self.history[self.known[&id]].clone();
+            let voters = self.voters.clone();
+            let view = ConsensusView {
+                is_leader: id == self.leader,
+                agreed: &agreed,
+                voters: &voters,
+                conf_change_pending: false,
+            };
+            self.m(id).tick(t, &view);
+        }
+        self.route();
+    }
+
+    fn run_for(&mut self, d: Duration, mut check: impl FnMut(&Cluster)) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+            check(self);
+        }
+    }
+
+    /// Runs until `cond` holds (at most `limit` of simulated time).
+    fn run_until(&mut self, limit: Duration, cond: impl Fn(&Cluster) -> bool) {
+        let end = self.now + limit;
+        while !cond(self) {
+            assert!(self.now < end, "condition not reached by {:?}", self.now);
+            self.step();
+        }
+    }
+
+    /// Delivers every member's outputs until nobody has anything more to say.
+    fn route(&mut self) {
+        loop {
+            let mut outs = Vec::new();
+            for (id, m) in self.m.iter_mut() {
+                outs.extend(m.drain_outputs().map(|o| (*id, o)));
+            }
+            if outs.is_empty() {
+                return;
+            }
+            for (from, o) in outs {
+                self.deliver(from, o);
+            }
+        }
+    }
+
+    fn meet(&mut self, from: u16, to: u16) {
+        if self.met.insert((from, to)) {
+            let t = self.t();
+            self.m(to).on_peer_restarted(t, NodeId(from));
+        }
+    }
+
+    fn deliver(&mut self, from: u16, o: Output) {
+        let t = self.t();
+        match o {
+            Output::Record { to, record } => {
+                let targets: Vec<u16> = match to {
+                    To::Peers => self.m[&from].replication_peers().map(|n| n.0).collect(),
+                    To::Node(n) => vec![n.0],
+                };
+                let b = bytes(&record);
+                for to in targets {
+                    if !self.m.contains_key(&to) || self.cut_between(from, to) {
+                        continue;
+                    }
+                    if self.hold.contains(&(from, to)) {
+                        self.held.push((from, to, b.clone()));
+                        continue;
+                    }
+                    self.meet(from, to);
+                    self.m(to).on_records(t, NodeId(from), [b.as_slice()]);
+                }
+            }
+            Output::Heartbeat { to, heartbeat } => {
+                let to = to.0;
+                if !self.m.contains_key(&to)
+                    || self.cut_between(from, to)
+                    || self.block_hb.contains(&(from, to))
+                {
+                    return;
+                }
+                self.meet(from, to);
+                let wire = heartbeat.to_bytes();
+                let Ok(Datagram::Heartbeat(h)) = Datagram::parse(&wire) else {
+                    panic!("heartbeat does not round-trip");
+                };
+                self.m(to).on_heartbeat(t, NodeId(from), h);
+            }
+            Output::Propose(a) => {
+                self.proposals.push((self.now, a.clone()));
+                if !self.cut.contains(&from) && a.epoch.0 == self.agreed().epoch.0 + 1 {
+                    self.agree(a);
+                }
+            }
+            Output::PromoteVoter(_) | Output::DiscardBacklog(_) => {}
+            Output::Log(l) => self.logs.push((self.now, from, l)),
+        }
+    }
+
+    /// Consensus commits `a`: every member that is not cut off applies it.
+    fn agree(&mut self, a: Allocation) {
+        let t = self.t();
+        self.agreed_at.insert(a.epoch.0, self.now);
+        self.history.push(a.clone());
+        let idx = self.history.len() - 1;
+        let ids: Vec<u16> = self.m.keys().copied().collect();
+        for id in ids {
+            if !self.cut.contains(&id) {
+                self.m(id).on_agreed(t, &a, || Duration::ZERO);
+                self.known.insert(id, idx);
+            }
+        }
+    }
+
+    /// Reconnects `n` and gives it the allocations it missed (its consensus log catches up).
+    fn heal(&mut self, n: u16) {
+        self.cut.remove(&n);
+        let t = self.t();
+        let from = self.known[&n] + 1;
+        for a in self.history[from..].to_vec() {
+            self.m(n).on_agreed(t, &a, || Duration::ZERO);
+        }
+        self.known.insert(n, self.history.len() - 1);
+        self.route();
+    }
+
+    /// Delivers the records held back on the stream (from, to), in order, and stops holding.
+    fn release(&mut self, from: u16, to: u16) {
+        self.hold.remove(&(from, to));
+        let t = self.t();
+        let held = std::mem::take(&mut self.held);
+        for (f, d, b) in held {
+            if (f, d) == (from, to) {
+                self.m(to).on_records(t, NodeId(from), [b.as_slice()]);
+            } else {
+                self.held.push((f, d, b));
+            }
+        }
+        self.route();
+    }
+
+    /// Starts the cluster: runs until an allocation is agreed and every member is ready,
+    /// has applied it and takes traffic.
+    fn settle(&mut self) {
+        self.run_until(ms(5000), |c| {
+            let e = c.agreed().epoch;
+            e.0 >= 1
+                && c.m.values().all(|m| {
+                    m.takes_traffic() && m.core().allocation().epoch == e && m.is_ready()
+                })
+        });
+    }
+
+    fn logged(&self, n: u16, needle: &str) -> Option<Duration> {
+        self.logs
+            .iter()
+            .find(|(_, id, l)| *id == n && l.contains(needle))
+            .map(|(t, _, _)| *t)
+    }
+
+    /// Identifiers owned and acting on two members at once (invariant 1 in effect).
+    fn double_actors(&self) -> Vec<DistributionId> {
+        count()
+            .all()
+            .filter(|d| {
+                self.m
+                    .values()
+                    .filter(|m| {
+                        m.takes_traffic() && m.core().owns(*d) && !m.handover().is_waiting(*d)
+                    })
+                    .count()
+                    > 1
+            })
+            .collect()
+    }
+}
+
+// ----- 1. standby -----
+
+/// A new member installs nothing while its common table fills and answers packets "not
+/// ready" until it is warmed up and the live peer it asked has answered; then it installs the
+/// entries of the identifiers it owns.
+#[test]
+fn standby_until_warmed_up_and_resync_answered() {
+    let mut b = member(2, &[1, 2]);
+    // node 1's state core creates 40 UDP flows (it owns everything at epoch 1)
+    let mut n1 = core(1);
+    let a1 = all_to(1, 1);
+    n1.apply_allocation(crate::ids::Millis(0), &a1).unwrap();
+    let flows: Vec<Vec<u8>> = (0..40u16)
+        .map(|i| build::udp(ip(1), 2000 + i, ip(200), 53, b"q").unwrap())
+        .collect();
+    for f in &flows {
+        n1.handle_packet(crate::ids::Millis(0), f);
+    }
+    let t0 = at(Duration::ZERO);
+    b.on_agreed(t0, &a1, || Duration::ZERO);
+    let recs: Vec<Vec<u8>> = n1
+        .drain_outbox()
+        .into_iter()
+        .map(|o| bytes(&Record::Event(o.message)))
+        .collect();
+    b.on_records(t0, NodeId(1), recs.iter().map(|r| r.as_slice()));
+    assert_eq!(b.core().common().len(), 40);
+    // epoch 2 gives node 2 the first 8 identifiers (node 1 is not alive yet: nothing waits)
+    let mine: Vec<DistributionId> = (0..8).map(DistributionId).collect();
+    let a2 = operator_move(&a1, &mine, NodeId(2));
+    b.on_agreed(t0, &a2, || Duration::ZERO);
+    let want: usize = mine.iter().map(|d| b.core().select(*d).count()).sum();
+    assert!(want > 0 && want < 40, "{want}");
+    assert_eq!(b.core().node_table().len(), 0, "standby installs nothing");
+    let own_flow = flows.iter().find(|f| mine.contains(&dist_of(f))).unwrap();
+    let other_flow = flows.iter().find(|f| !mine.contains(&dist_of(f))).unwrap();
+
+    // node 1 is heard from and asked for a resync
+    let t = at(ms(10));
+    b.on_peer_restarted(t, NodeId(1));
+    let outs: Vec<Output> = b.drain_outputs().collect();
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::Record {
+            to: To::Node(NodeId(1)),
+            record: Record::ResyncRequest
+        }
+    )));
+    let view_alloc = a2.clone();
+    let voters = [NodeId(1), NodeId(2)];
+    let view = ConsensusView {
+        is_leader: false,
+        agreed: &view_alloc,
+        voters: &voters,
+        conf_change_pending: false,
+    };
+    let mut now = ms(10);
+    while now < ms(600) {
+        now += STEP;
+        let t = at(now);
+        if now.as_millis() % 50 == 0 {
+            b.on_heartbeat(t, NodeId(1), hb(true, 2));
+        }
+        b.tick(t, &view);
+        let _ = b.drain_outputs();
+        assert!(!b.is_ready(), "at {now:?}: node 1's answer is outstanding");
+        assert_eq!(b.on_packet(t, own_flow), PacketOutcome::NotReady);
+        assert_eq!(b.core().node_table().len(), 0);
+    }
+    assert!(now >= FAILURE + HEARTBEAT, "past the warm-up");
+    // node 1's answer ends (its entries came earlier): ready at the next tick
+    b.on_records(
+        at(now),
+        NodeId(1),
+        [bytes(&Record::ResyncDone).as_slice()],
+    );
+    assert!(!b.is_ready());
+    now += STEP;
+    b.tick(at(now), &view);
+    assert!(b.is_ready() && b.takes_traffic());
+    let outs: Vec<Output> = b.drain_outputs().collect();
+    let line = format!("installed {want} entries of the identifiers it owns");
+    assert!(logs(&outs).contains(&line.as_str()), "{:?}", logs(&outs));
+    assert_eq!(b.core().node_table().len(), want);
+    assert!(b.core().check_tables().is_empty(), "{:?}", b.core().check_tables());
+    // the heartbeat now says ready
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::Heartbeat { heartbeat, .. } if heartbeat.ready && heartbeat.applied == Epoch(2)
+    )));
+    assert_eq!(b.on_packet(at(now), own_flow), PacketOutcome::Hit);
+    assert_eq!(b.on_packet(at(now), other_flow), PacketOutcome::NotOurs);
+}
+
+/// Without an outstanding resync, readiness comes exactly at the first tick at or after
+/// failure + heartbeat time.
+#[test]
+fn standby_ends_exactly_when_warmed_up() {
+    let mut b = member(2, &[1, 2]);
+    let a = all_to(2, 1);
+    b.on_agreed(at(Duration::ZERO), &a, || Duration::ZERO);
+    let voters = [NodeId(2)];
+    let view = ConsensusView {
+        is_leader: false,
+        agreed: &a,
+        voters: &voters,
+        conf_change_pending: false,
+    };
+    let pkt = build::udp(ip(1), 1111, ip(200), 53, b"q").unwrap();
+    let mut now = Duration::ZERO;
+    while now < FAILURE + HEARTBEAT - STEP {
+        now += STEP;
+        b.tick(at(now), &view);
+        assert!(!b.is_ready(), "{now:?}");
+        assert_eq!(b.on_packet(at(now), &pkt), PacketOutcome::NotReady);
+    }
+    now += STEP;
+    assert_eq!(now, FAILURE + HEARTBEAT);
+    b.tick(at(now), &view);
+    assert!(b.is_ready());
+    assert_eq!(b.on_packet(at(now), &pkt), PacketOutcome::Created);
+    // no resync ran: none is reported
+    assert_eq!(b.last_resync(), None);
+}
+
+// ----- 2. resync -----
+
+/// A starting member asks a known peer for a resync; the answer carries the peer's owned
+/// entries, SA states and keys, then `F` with its applied epoch, then `D`.
+#[test]
+fn resync_answer_order_and_report() {
+    let mut a = member(1, &[1, 2]);
+    let a1 = all_to(1, 1);
+    a.on_agreed(at(Duration::ZERO), &a1, || Duration::ZERO);
+    let voters = [NodeId(1)];
+    let view = ConsensusView {
+        is_leader: false,
+        agreed: &a1,
+        voters: &voters,
+        conf_change_pending: false,
+    };
+    let mut now = Duration::ZERO;
+    while !a.is_ready() {
+        now += STEP;
+        a.tick(at(now), &view);
+    }
+    for i in 0..20u16 {
+        let p = build::udp(ip(1), 3000 + i, ip(200), 53, b"q").unwrap();
+        assert_eq!(a.on_packet(at(now), &p), PacketOutcome::Created);
+    }
+    let (peer, dst, spi) = sa_in(DistributionId(5));
+    a.sa_add(at(now), peer, dst, spi, Zeroizing::new(vec![0x42; 32]));
+    assert_eq!(a.core().common().len(), 21, "20 flows and the SA's entry");
+    let _ = a.drain_outputs();
+
+    let mut b = member(2, &[1, 2]);
+    let t_req = at(now);
+    b.on_peer_restarted(t_req, NodeId(1));
+    let q: Vec<Output> = b.drain_outputs().collect();
+    assert_eq!(q.len(), 1);
+    let Output::Record {
+        to: To::Node(NodeId(1)),
+        record: Record::ResyncRequest,
+    } = &q[0]
+    else {
+        panic!("{q:?}");
+    };
+    now += ms(50);
+    let t_ans = at(now);
+    a.on_records(t_ans, NodeId(2), [bytes(&Record::ResyncRequest).as_slice()]);
+    let ans: Vec<Record> = a
+        .drain_outputs()
+        .filter_map(|o| match o {
+            Output::Record {
+                to: To::Node(NodeId(2)),
+                record,
+            } => Some(record),
+            _ => None,
+        })
+        .collect();
+    let n = ans.len();
+    assert!(n >= 24, "{ans:?}");
+    assert_eq!(ans[n - 2], Record::Final(Epoch(1)));
+    assert_eq!(ans[n - 1], Record::ResyncDone);
+    let mut keys = BTreeSet::new();
+    let mut sa_states = 0;
+    let mut sa_keys = 0;
+    for r in &ans[..n - 2] {
+        match r {
+            Record::Event(m) => {
+                assert_eq!(m.sender, NodeId(1));
+                match &m.event {
+                    Event::Add(e) => {
+                        assert!(keys.insert(e.key));
+                    }
+                    Event::SaState(s) => {
+                        assert_eq!(s.spi, spi);
+                        sa_states += 1;
+                    }
+                    other => panic!("unexpected event in the answer: {other:?}"),
+                }
+            }
+            Record::SaKey { spi: s, key } => {
+                assert_eq!(*s, spi);
+                assert_eq!(&key[..], &[0x42; 32][..]);
+                sa_keys += 1;
+            }
+            other => panic!("unexpected record before F: {other:?}"),
+        }
+    }
+    let owned: BTreeSet<FlowKey> = a.core().common().iter().map(|e| e.key).collect();
+    assert_eq!(keys, owned, "every owned entry, once");
+    assert_eq!((sa_states, sa_keys), (1, 1));
+
+    // the answer fills b's common table; b reports the resync once it is ready
+    b.on_agreed(t_ans, &a1, || Duration::ZERO);
+    let wire: Vec<Vec<u8>> = ans.iter().map(bytes).collect();
+    b.on_records(t_ans, NodeId(1), wire.iter().map(|w| w.as_slice()));
+    assert_eq!(b.counters().decode_errors, 0);
+    assert_eq!(b.counters().apply_errors, 0);
+    assert_eq!(b.core().common().len(), 21);
+    assert!(b.has_sa_key(spi));
+    assert_eq!(b.sa_states().map(|s| s.spi).collect::<Vec<_>>(), vec![spi]);
+    assert_eq!(b.last_resync(), None, "not ready yet");
+    let voters = [NodeId(1), NodeId(2)];
+    let view = ConsensusView {
+        is_leader: false,
+        agreed: &a1,
+        voters: &voters,
+        conf_change_pending: false,
+    };
+    let mut bt = now;
+    while !b.is_ready() {
+        bt += STEP;
+        b.on_heartbeat(at(bt), NodeId(1), hb(true, 1));
+        b.tick(at(bt), &view);
+    }
+    assert_eq!(b.last_resync(), Some((21, ms(50))));
+    assert_eq!(b.core().node_table().len(), 0, "node 2 owns nothing");
+}
