@@ -628,3 +628,175 @@ fn resync_answer_order_and_report() {
     assert_eq!(b.last_resync(), Some((21, ms(50))));
     assert_eq!(b.core().node_table().len(), 0, "node 2 owns nothing");
 }
+
+// ----- 3. failure detection -----
+
+/// Ticks `m` every step from `*now` to `until`, feeding heartbeats from `live` peers at every
+/// heartbeat interval; returns the outputs.
+fn tick_until(
+    m: &mut M,
+    now: &mut Duration,
+    until: Duration,
+    live: &[u16],
+    view: &ConsensusView<'_>,
+) -> Vec<Output> {
+    let mut outs = Vec::new();
+    while *now < until {
+        *now += STEP;
+        let t = at(*now);
+        if now.as_millis() % HEARTBEAT.as_millis() == 0 {
+            for p in live {
+                let applied = view.agreed.epoch.0;
+                m.on_heartbeat(t, NodeId(*p), hb(true, applied));
+            }
+        }
+        m.tick(t, view);
+        outs.extend(m.drain_outputs());
+    }
+    outs
+}
+
+/// A peer silent for longer than the failure time is declared dead, once, with a log line.
+#[test]
+fn silent_peer_is_declared_dead() {
+    let mut a = member(1, &[1, 2]);
+    let alloc = all_to(1, 1);
+    a.on_agreed(at(Duration::ZERO), &alloc, || Duration::ZERO);
+    let voters = [NodeId(1)];
+    let view = ConsensusView {
+        is_leader: false,
+        agreed: &alloc,
+        voters: &voters,
+        conf_change_pending: false,
+    };
+    let mut now = Duration::ZERO;
+    tick_until(&mut a, &mut now, ms(500), &[2], &view);
+    assert!(a.is_alive(NodeId(2)));
+    // last heard at 500 ms: alive through 800 ms (silence <= failure), dead at 810 ms
+    let outs = tick_until(&mut a, &mut now, ms(800), &[], &view);
+    assert!(a.is_alive(NodeId(2)), "silent for exactly the failure time");
+    assert!(logs(&outs).iter().all(|l| !l.contains("failed")));
+    let outs = tick_until(&mut a, &mut now, ms(810), &[], &view);
+    assert!(!a.is_alive(NodeId(2)));
+    assert!(a.is_alive(NodeId(1)), "a member is always alive to itself");
+    assert_eq!(logs(&outs), vec!["peer 2 failed (silent for 300 ms)"]);
+    assert!(!a.is_peer_ready(NodeId(2)));
+    // declared once
+    let outs = tick_until(&mut a, &mut now, ms(2000), &[], &view);
+    assert!(logs(&outs).iter().all(|l| !l.contains("failed")), "{:?}", logs(&outs));
+    // heard again: alive again
+    a.on_heartbeat(at(now), NodeId(2), hb(true, 1));
+    let until = now + STEP;
+    tick_until(&mut a, &mut now, until, &[], &view);
+    assert!(a.is_alive(NodeId(2)));
+}
+
+/// A long gap between the member's own ticks (it was stalled) is credited to its peers: it
+/// declares nobody dead and does not fence itself.
+#[test]
+fn own_stall_is_credited() {
+    let mut a = member(1, &[1, 2, 3]);
+    let alloc = all_to(1, 1);
+    a.on_agreed(at(Duration::ZERO), &alloc, || Duration::ZERO);
+    let voters = [NodeId(1), NodeId(2), NodeId(3)];
+    let view = ConsensusView {
+        is_leader: false,
+        agreed: &alloc,
+        voters: &voters,
+        conf_change_pending: false,
+    };
+    let mut now = Duration::ZERO;
+    tick_until(&mut a, &mut now, ms(500), &[2, 3], &view);
+    assert!(a.takes_traffic());
+    // the member does not run for 2 s (heartbeats it would have heard are not delivered)
+    now += ms(2000);
+    a.tick(at(now), &view);
+    let outs: Vec<Output> = a.drain_outputs().collect();
+    assert!(a.is_alive(NodeId(2)) && a.is_alive(NodeId(3)));
+    assert!(!a.is_fenced());
+    assert!(a.takes_traffic());
+    assert!(logs(&outs).is_empty(), "{:?}", logs(&outs));
+    // credited only once: still silent afterwards, they die one failure time later
+    let until = now + FAILURE + STEP * 2;
+    let outs = tick_until(&mut a, &mut now, until, &[], &view);
+    assert!(!a.is_alive(NodeId(2)) && !a.is_alive(NodeId(3)));
+    assert!(logs(&outs).contains(&"peer 2 failed (silent for 300 ms)"));
+    assert!(a.is_fenced());
+}
+
+// ----- 4. self-fencing -----
+
+/// With 3 voters, a member that hears no voter for 3/4 of the failure time fences: packets
+/// get "not ready", its heartbeat says fenced. When contact returns it unfences, goes back
+/// to not ready and asks the live peers for a resync.
+#[test]
+fn fences_without_majority_and_resyncs_after() {
+    let mut a = member(1, &[1, 2, 3]);
+    let alloc = all_to(1, 1);
+    a.on_agreed(at(Duration::ZERO), &alloc, || Duration::ZERO);
+    let voters = [NodeId(1), NodeId(2), NodeId(3)];
+    let view = ConsensusView {
+        is_leader: false,
+        agreed: &alloc,
+        voters: &voters,
+        conf_change_pending: false,
+    };
+    let pkt = build::udp(ip(1), 4444, ip(200), 53, b"q").unwrap();
+    let mut now = Duration::ZERO;
+    tick_until(&mut a, &mut now, ms(500), &[2, 3], &view);
+    assert!(a.takes_traffic() && !a.is_fenced());
+    assert_eq!(a.on_packet(at(now), &pkt), PacketOutcome::Created);
+    // last contact at 500 ms; fence after 225 ms: not at 720, fenced at 730
+    let outs = tick_until(&mut a, &mut now, ms(720), &[], &view);
+    assert!(!a.is_fenced());
+    assert!(logs(&outs).is_empty());
+    let outs = tick_until(&mut a, &mut now, ms(730), &[], &view);
+    assert!(a.is_fenced());
+    assert!(!a.takes_traffic());
+    assert!(a.is_alive(NodeId(2)), "fenced before the peers are declared dead");
+    assert_eq!(logs(&outs), vec!["fenced: true"]);
+    let fenced_hbs: Vec<&Heartbeat> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Heartbeat { heartbeat, .. } => Some(heartbeat),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fenced_hbs.len(), 2, "both peers learn at once");
+    assert!(fenced_hbs.iter().all(|h| h.fenced && h.ready));
+    assert_eq!(a.on_packet(at(now), &pkt), PacketOutcome::NotReady);
+    assert!(a.esp_for(1).is_err_and(|e| e == SaCommandError::NotTakingTraffic));
+    // both peers die meanwhile; node 2 comes back at 1000 ms
+    tick_until(&mut a, &mut now, ms(990), &[], &view);
+    assert!(!a.is_alive(NodeId(2)) && !a.is_alive(NodeId(3)));
+    let outs = tick_until(&mut a, &mut now, ms(1000), &[2], &view);
+    assert!(!a.is_fenced());
+    assert!(!a.is_ready(), "not ready until the resync is answered");
+    assert_eq!(a.on_packet(at(now), &pkt), PacketOutcome::NotReady);
+    let asked: Vec<NodeId> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Record {
+                to: To::Node(n),
+                record: Record::ResyncRequest,
+            } => Some(*n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, vec![NodeId(2)], "only the live peer is asked");
+    assert!(logs(&outs).contains(&"fenced: false"));
+    assert!(logs(&outs).contains(&"resyncing after the partition"));
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::Heartbeat { heartbeat, .. } if !heartbeat.fenced && !heartbeat.ready
+    )));
+    // node 2 answers: ready again, the resync is reported
+    tick_until(&mut a, &mut now, ms(1050), &[2], &view);
+    assert!(!a.is_ready());
+    a.on_records(at(now), NodeId(2), [bytes(&Record::ResyncDone).as_slice()]);
+    let until = now + STEP;
+    let outs = tick_until(&mut a, &mut now, until, &[2], &view);
+    assert!(a.is_ready() && a.takes_traffic());
+    assert!(logs(&outs).contains(&"resync complete: 0 entries in 50 ms"), "{:?}", logs(&outs));
+    assert_eq!(a.on_packet(at(now), &pkt), PacketOutcome::Hit);
+}
