@@ -800,3 +800,210 @@ fn fences_without_majority_and_resyncs_after() {
     assert!(logs(&outs).contains(&"resync complete: 0 entries in 50 ms"), "{:?}", logs(&outs));
     assert_eq!(a.on_packet(at(now), &pkt), PacketOutcome::Hit);
 }
+
+// ----- 5. leader duties -----
+
+fn counts_ok(a: &Allocation, nodes: &[u16]) {
+    assert!(a.owners.iter().all(|o| o.is_some()), "{a:?}");
+    let counts = a.counts();
+    let n = IDS as usize / nodes.len();
+    for node in nodes {
+        let c = counts.get(&NodeId(*node)).copied().unwrap_or(0);
+        assert!(c == n || c == n + 1, "node {node} owns {c}: {a:?}");
+    }
+    assert_eq!(counts.len(), nodes.len(), "{a:?}");
+}
+
+/// Identifiers whose owner differs between `a` and `b`.
+fn changed(a: &Allocation, b: &Allocation) -> Vec<DistributionId> {
+    count().all().filter(|d| a.owner(*d) != b.owner(*d)).collect()
+}
+
+/// The first allocation is proposed once every member is ready, well before 3 failure times.
+#[test]
+fn first_allocation_when_every_member_is_ready() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.run_until(ms(2000), |c| !c.proposals.is_empty());
+    let (when, a) = c.proposals[0].clone();
+    assert!(when >= FAILURE + HEARTBEAT && when < FAILURE * 3, "{when:?}");
+    assert_eq!(a.epoch, Epoch(1));
+    counts_ok(&a, &[1, 2, 3]);
+    assert!(c.m.values().all(|m| m.is_ready()));
+    c.settle();
+    assert_eq!(c.proposals.len(), 1, "nothing more to do");
+    for (n, m) in &c.m {
+        let last = m.applied().last().unwrap();
+        assert_eq!(last.epoch, 1);
+        assert_eq!(last.owned, a.ids_of(NodeId(*n)).len());
+        assert!(last.ready);
+    }
+}
+
+/// With a member missing, the first allocation waits 3 failure times, then shares everything
+/// among the members that are there.
+#[test]
+fn first_allocation_without_a_member_waits_three_failure_times() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.cut.insert(3);
+    c.run_until(ms(2000), |c| !c.proposals.is_empty());
+    let (when, a) = c.proposals[0].clone();
+    assert_eq!(when, FAILURE * 3);
+    assert_eq!(a.epoch, Epoch(1));
+    counts_ok(&a, &[1, 2]);
+    assert_eq!(c.agreed(), &a);
+}
+
+/// An operator move away from a live owner goes in two proposals: phase 1 releases the
+/// identifier (no owner), phase 2 assigns it only after the releaser's heartbeat reports the
+/// phase-1 epoch applied, however long that takes.
+#[test]
+fn move_from_live_owner_is_two_phase() {
+    let failure = ms(2000);
+    let mut c = Cluster::new(&[1, 2, 3], failure);
+    c.settle();
+    let e1 = c.agreed().clone();
+    let d = e1.ids_of(NodeId(2))[0];
+    c.block_hb.insert((2, 1));
+    let before = c.proposals.len();
+    // an out-of-range identifier in the list is left out
+    c.m(1).request_move(&[u64::from(d.0), 1000], NodeId(3)).unwrap();
+    c.run_until(ms(100), |c| c.proposals.len() > before);
+    let p1 = c.proposals[before].1.clone();
+    assert_eq!(p1.epoch.0, e1.epoch.0 + 1);
+    assert_eq!(changed(&e1, &p1), vec![d]);
+    assert_eq!(p1.owner(d), None, "phase 1 releases");
+    assert_eq!(c.agreed(), &p1);
+    assert!(!c.m[&2].core().owns(d) && !c.m[&3].core().owns(d));
+    // node 2 applied it, but the leader does not hear its heartbeats: no phase 2, well past
+    // the release wait for members that released nothing
+    c.run_for(ms(1000), |c| {
+        assert_eq!(c.agreed().epoch, p1.epoch);
+        assert!(c.m[&1].is_alive(NodeId(2)));
+    });
+    assert_eq!(c.m[&2].core().allocation().epoch, p1.epoch);
+    assert_eq!(c.proposals.len(), before + 1);
+    c.block_hb.remove(&(2, 1));
+    c.run_until(ms(200), |c| c.agreed().epoch.0 == p1.epoch.0 + 1);
+    let p2 = c.agreed().clone();
+    assert_eq!(changed(&p1, &p2), vec![d]);
+    assert_eq!(p2.owner(d), Some(NodeId(3)));
+    assert_eq!(c.proposals.len(), before + 2);
+}
+
+/// A dead owner's identifiers move in one proposal, to the surviving members.
+#[test]
+fn dead_owner_identifiers_move_in_one_proposal() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let e1 = c.agreed().clone();
+    let before = c.proposals.len();
+    c.cut.insert(3);
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 > e1.epoch.0);
+    c.run_for(ms(500), |_| {});
+    assert_eq!(c.proposals.len(), before + 1, "one proposal");
+    let p = c.agreed().clone();
+    assert_eq!(p.epoch.0, e1.epoch.0 + 1);
+    counts_ok(&p, &[1, 2]);
+    for d in changed(&e1, &p) {
+        assert_eq!(e1.owner(d), Some(NodeId(3)), "only node 3's identifiers move");
+    }
+    let moved_at = c.agreed_at[&p.epoch.0];
+    let died_at = c.logged(1, "peer 3 failed").unwrap();
+    assert!(moved_at >= died_at && moved_at <= died_at + STEP, "{died_at:?} {moved_at:?}");
+}
+
+/// Drain, undrain and rebalance through the leader; each move from a live owner in two
+/// phases.
+#[test]
+fn drain_undrain_and_rebalance() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let e1 = c.agreed().clone();
+    let two = e1.ids_of(NodeId(2));
+    c.m(1).set_drained(NodeId(2), true).unwrap();
+    assert!(c.m[&1].drained().contains(&NodeId(2)));
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e1.epoch.0 + 2);
+    let p1 = c.history[c.history.len() - 2].clone();
+    let p2 = c.agreed().clone();
+    assert_eq!(changed(&e1, &p1), two, "phase 1 releases node 2's identifiers");
+    assert!(two.iter().all(|d| p1.owner(*d).is_none()));
+    assert_eq!(changed(&p1, &p2), two);
+    counts_ok(&p2, &[1, 3]);
+    c.run_for(ms(500), |_| {});
+    assert_eq!(c.agreed(), &p2, "drained: stays so");
+    assert!(c.m[&2].core().node_table().is_empty());
+
+    // undrain: node 2 takes its share back from live owners, again in two phases
+    c.m(1).set_drained(NodeId(2), false).unwrap();
+    assert!(c.m[&1].drained().is_empty());
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == p2.epoch.0 + 2);
+    let q1 = c.history[c.history.len() - 2].clone();
+    let q2 = c.agreed().clone();
+    let released = changed(&p2, &q1);
+    assert!(!released.is_empty());
+    assert!(released.iter().all(|d| q1.owner(*d).is_none()));
+    assert_eq!(changed(&q1, &q2), released);
+    assert!(released.iter().all(|d| q2.owner(*d) == Some(NodeId(2))));
+    counts_ok(&q2, &[1, 2, 3]);
+
+    // a rebalance of a balanced, idle cluster proposes nothing
+    let n = c.proposals.len();
+    c.m(1).request_rebalance();
+    c.run_for(ms(300), |_| {});
+    assert_eq!(c.proposals.len(), n);
+
+    // load on one identifier of node 1: the rebalance moves identifiers off node 1
+    let hot = q2.ids_of(NodeId(1))[0];
+    let t = c.t();
+    for i in 0..60 {
+        let p = udp_in(hot, i);
+        assert_eq!(c.m(1).on_packet(t, &p), PacketOutcome::Created);
+    }
+    c.route();
+    assert_eq!(c.m[&1].core().common().dist_len(hot), 60);
+    c.m(1).request_rebalance();
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == q2.epoch.0 + 2);
+    let r1 = c.history[c.history.len() - 2].clone();
+    let r2 = c.agreed().clone();
+    let moved = changed(&q2, &r1);
+    assert!(!moved.is_empty());
+    assert!(moved.iter().all(|d| q2.owner(*d) == Some(NodeId(1)) && r1.owner(*d).is_none()));
+    assert_eq!(changed(&r1, &r2), moved);
+    assert!(moved.iter().all(|d| r2.owner(*d).is_some_and(|o| o != NodeId(1))));
+    assert!(r2.ids_of(NodeId(1)).len() < q2.ids_of(NodeId(1)).len());
+}
+
+/// Control requests with bad node ids or identifiers are refused and queue nothing.
+#[test]
+fn control_errors() {
+    let mut m = member(1, &[1, 2, 3]);
+    assert_eq!(
+        m.request_move(&[1], NodeId(9)),
+        Err("move needs \"to\": a member node id".to_string())
+    );
+    assert_eq!(
+        m.request_move(&[16, 99, u64::MAX], NodeId(2)),
+        Err("move needs \"ids\": identifiers in range".to_string())
+    );
+    assert_eq!(
+        m.request_move(&[], NodeId(2)),
+        Err("move needs \"ids\": identifiers in range".to_string())
+    );
+    assert_eq!(
+        m.set_drained(NodeId(0), true),
+        Err("drain needs \"node\": a member node id".to_string())
+    );
+    assert_eq!(
+        m.set_drained(NodeId(4), false),
+        Err("drain needs \"node\": a member node id".to_string())
+    );
+    assert!(m.drained().is_empty());
+    assert!(m.leader.ops.is_empty());
+    // a witness is not a member
+    let mut cfg = mcfg(1, &[1, 2], FAILURE);
+    cfg.peers.push((NodeId(3), Role::Witness));
+    let mut w = Member::new(cfg, core(1));
+    assert!(w.request_move(&[1], NodeId(3)).is_err());
+    assert!(w.set_drained(NodeId(3), true).is_err());
+    assert!(w.request_move(&[1], NodeId(2)).is_ok());
+}
