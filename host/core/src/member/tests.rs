@@ -1007,3 +1007,196 @@ fn control_errors() {
     assert!(w.set_drained(NodeId(3), true).is_err());
     assert!(w.request_move(&[1], NodeId(2)).is_ok());
 }
+
+// ----- 6. handover gate -----
+
+/// Moves `d` from node 2 to node 3 through the leader while node 2's stream to node 3 is
+/// held back; returns the epochs of phase 1 (node 2 lost `d`) and phase 2 (node 3 gained it).
+fn move_held(c: &mut Cluster, d: DistributionId) -> (Epoch, Epoch) {
+    let e = c.agreed().epoch.0;
+    c.hold.insert((2, 3));
+    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 2);
+    assert_eq!(c.agreed().owner(d), Some(NodeId(3)));
+    (Epoch(e + 1), Epoch(e + 2))
+}
+
+/// A gained identifier waits for its live previous owner's `F` through the epoch it lost it
+/// in: its packets get "not ready", the epoch is not complete; the `F` opens the gate.
+#[test]
+fn handover_waits_for_final_of_live_previous_owner() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    let other = c.agreed().ids_of(NodeId(3))[0];
+    // an entry of d exists (created by node 2 and replicated)
+    let flow = udp_in(d, 0);
+    let t = c.t();
+    assert_eq!(c.m(2).on_packet(t, &flow), PacketOutcome::Created);
+    c.route();
+    let (lost_in, gained_in) = move_held(&mut c, d);
+    let t = c.t();
+    let n3 = c.m(3);
+    assert!(n3.core().owns(d));
+    assert!(n3.handover().is_waiting(d));
+    assert_eq!(n3.handover().waits_for(d), Some((NodeId(2), lost_in)));
+    assert!(!n3.handover().is_waiting(other));
+    assert_eq!(n3.on_packet(t, &flow), PacketOutcome::NotReady);
+    assert_eq!(n3.on_packet(t, &udp_in(other, 0)), PacketOutcome::Created);
+    assert_eq!(n3.core().node_table().dist_len(d), 1, "installed, waiting");
+    let last = n3.applied().last().unwrap().clone();
+    assert_eq!(last.epoch, gained_in.0);
+    assert_eq!(last.gained, 1);
+    assert_eq!(last.complete_unix_ms, 0);
+    assert_eq!(c.m(2).on_packet(t, &flow), PacketOutcome::NotOurs);
+    let line = format!(
+        "epoch {}: 1 gained identifiers wait for the final SA state of node(s) {{2}}",
+        gained_in.0
+    );
+    assert!(c.logged(3, &line).is_some(), "{:?}", c.logs);
+    // it waits as long as node 2 lives and its F is held back
+    c.run_for(ms(500), |c| {
+        assert!(c.m[&3].handover().is_waiting(d));
+        assert!(c.double_actors().is_empty());
+    });
+    assert_eq!(c.m[&3].applied().last().unwrap().complete_unix_ms, 0);
+    c.release(2, 3);
+    let t = c.t();
+    let n3 = c.m(3);
+    assert!(!n3.handover().is_waiting(d));
+    assert_eq!(n3.handover().waits_for(d), None);
+    let last = n3.applied().last().unwrap();
+    assert_eq!(last.epoch, gained_in.0);
+    assert_eq!(last.complete_unix_ms, t.unix_ms);
+    assert_eq!(n3.on_packet(t, &flow), PacketOutcome::Hit);
+}
+
+/// The gate also opens when the previous owner is declared dead (what it replicated is all
+/// there is), with a log line, and the epoch completes then.
+#[test]
+fn handover_gate_opens_when_previous_owner_dies() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (_, gained_in) = move_held(&mut c, d);
+    assert!(c.m[&3].handover().is_waiting(d));
+    c.cut.insert(2);
+    c.run_until(ms(1000), |c| !c.m[&3].is_alive(NodeId(2)));
+    let died = c.now;
+    let n3 = &c.m[&3];
+    assert!(!n3.handover().is_waiting(d));
+    let e = n3
+        .applied()
+        .iter()
+        .find(|a| a.epoch == gained_in.0)
+        .unwrap();
+    assert_eq!(e.complete_unix_ms, BASE_UNIX_MS + died.as_millis() as u64);
+    let line = format!(
+        "identifier {}: node 2 failed before its final state arrived; taking over from what it replicated",
+        d.0
+    );
+    assert_eq!(c.logged(3, &line), Some(died));
+    // once node 3 takes traffic (it may be behind the failover epoch for a moment) the
+    // identifier's packets are handled
+    c.run_until(ms(1000), |c| c.m[&3].takes_traffic());
+    let t = c.t();
+    assert_ne!(c.m(3).on_packet(t, &udp_in(d, 0)), PacketOutcome::NotReady);
+}
+
+// ----- 7. SA takeover -----
+
+/// An SA added on its owner sends its key to the peers; the owner runs it; after the move the
+/// new owner waits for the old owner's final state, then continues the outbound sequence
+/// `seq_jump` past it.
+#[test]
+fn sa_key_replication_and_takeover_with_sequence_jump() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    assert_eq!(c.m(2).esp_for(7).err(), Some(SaCommandError::NotTakingTraffic));
+    c.settle();
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (peer, dst, spi) = sa_in(d);
+    let t = c.t();
+    let key = vec![0x17u8; 32];
+    assert_eq!(c.m(2).sa_add(t, peer, dst, spi, Zeroizing::new(key.clone())), d);
+    let outs: Vec<Output> = c.m(2).drain_outputs().collect();
+    let keys: Vec<&Output> = outs
+        .iter()
+        .filter(|o| matches!(o, Output::Record { record: Record::SaKey { .. }, .. }))
+        .collect();
+    assert_eq!(keys.len(), 1);
+    let Output::Record {
+        to: To::Peers,
+        record: Record::SaKey { spi: s, key: k },
+    } = keys[0]
+    else {
+        panic!("{keys:?}");
+    };
+    assert_eq!((*s, &k[..]), (spi, &key[..]));
+    for o in outs {
+        c.deliver(2, o);
+    }
+    c.route();
+    assert!(c.m[&1].has_sa_key(spi) && c.m[&3].has_sa_key(spi));
+    // the owner runs it; the others refuse
+    let (first, last, _) = c.m(2).esp_for(spi).unwrap().send(spi, 5, b"x").unwrap();
+    assert_eq!((first, last), (1, 5));
+    assert_eq!(
+        c.m(3).esp_for(spi).err(),
+        Some(SaCommandError::NotHere {
+            spi,
+            owner: Some(2)
+        })
+    );
+    assert_eq!(
+        c.m(1).esp_for(0xdead).err(),
+        Some(SaCommandError::NotHere {
+            spi: 0xdead,
+            owner: None
+        })
+    );
+    // the engine's state is synced and replicated
+    c.run_for(ms(200), |_| {});
+    assert_eq!(c.m[&3].core().sa_state(spi).unwrap().outbound_seq, 6);
+
+    let e = c.agreed().epoch.0;
+    c.hold.insert((2, 3));
+    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
+    c.run_until(ms(500), |c| c.agreed().epoch.0 == e + 1);
+    assert_eq!(
+        c.m(2).esp_for(spi).err(),
+        Some(SaCommandError::NotHere { spi, owner: None }),
+        "released in phase 1"
+    );
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 2);
+    assert_eq!(
+        c.m(3).esp_for(spi).err(),
+        Some(SaCommandError::Waiting {
+            spi,
+            node: 2,
+            epoch: e + 1
+        })
+    );
+    assert_eq!(c.m[&3].counters().sa_jumps, 0);
+    assert!(!c.m[&3].esp().has(spi));
+    c.release(2, 3);
+    let n3 = c.m(3);
+    assert_eq!(n3.counters().sa_jumps, 1);
+    assert!(n3.esp().has(spi));
+    assert_eq!(n3.core().sa_state(spi).unwrap().outbound_seq, 6 + SEQ_JUMP);
+    let (first, _, _) = n3.esp_for(spi).unwrap().send(spi, 1, b"y").unwrap();
+    assert_eq!(first, 6 + SEQ_JUMP);
+    assert_eq!(
+        c.m(2).esp_for(spi).err(),
+        Some(SaCommandError::NotHere {
+            spi,
+            owner: Some(3)
+        })
+    );
+    assert_eq!(c.m[&1].counters().sa_jumps + c.m[&2].counters().sa_jumps, 0);
+    // the jump is replicated: a later takeover continues past it
+    c.run_for(ms(200), |_| {});
+    assert_eq!(
+        c.m[&1].core().sa_state(spi).unwrap().outbound_seq,
+        6 + SEQ_JUMP + 1
+    );
+}
