@@ -13,7 +13,7 @@ use super::sas::SaCommandError;
 use super::{ConsensusView, Member, MemberConfig, Output, PacketOutcome, Role, Time, To};
 use crate::alloc_policy::{operator_move, Allocation};
 use crate::distribution::{ClusterSecret, Distributor};
-use crate::entry::{ConnState, Endpoint, Entry, FlowKey, L4Proto};
+use crate::entry::FlowKey;
 use crate::events::{Event, Message};
 use crate::ids::{DistributionId, Epoch, IdCount, NodeId};
 use crate::node::{Node, NodeConfig};
@@ -330,8 +330,9 @@ impl Cluster {
         self.cut.remove(&n);
         let t = self.t();
         let from = self.known[&n] + 1;
-        for a in self.history[from..].to_vec() {
-            self.m(n).on_agreed(t, &a, || Duration::ZERO);
+        let m = self.m.get_mut(&n).unwrap();
+        for a in &self.history[from..] {
+            m.on_agreed(t, a, || Duration::ZERO);
         }
         self.known.insert(n, self.history.len() - 1);
         self.route();
@@ -358,9 +359,9 @@ impl Cluster {
         self.run_until(ms(5000), |c| {
             let e = c.agreed().epoch;
             e.0 >= 1
-                && c.m.values().all(|m| {
-                    m.takes_traffic() && m.core().allocation().epoch == e && m.is_ready()
-                })
+                && c.m
+                    .values()
+                    .all(|m| m.takes_traffic() && m.core().allocation().epoch == e && m.is_ready())
         });
     }
 
@@ -448,7 +449,7 @@ fn standby_until_warmed_up_and_resync_answered() {
     while now < ms(600) {
         now += STEP;
         let t = at(now);
-        if now.as_millis() % 50 == 0 {
+        if now.as_millis().is_multiple_of(50) {
             b.on_heartbeat(t, NodeId(1), hb(true, 2));
         }
         b.tick(t, &view);
@@ -459,11 +460,7 @@ fn standby_until_warmed_up_and_resync_answered() {
     }
     assert!(now >= FAILURE + HEARTBEAT, "past the warm-up");
     // node 1's answer ends (its entries came earlier): ready at the next tick
-    b.on_records(
-        at(now),
-        NodeId(1),
-        [bytes(&Record::ResyncDone).as_slice()],
-    );
+    b.on_records(at(now), NodeId(1), [bytes(&Record::ResyncDone).as_slice()]);
     assert!(!b.is_ready());
     now += STEP;
     b.tick(at(now), &view);
@@ -472,7 +469,11 @@ fn standby_until_warmed_up_and_resync_answered() {
     let line = format!("installed {want} entries of the identifiers it owns");
     assert!(logs(&outs).contains(&line.as_str()), "{:?}", logs(&outs));
     assert_eq!(b.core().node_table().len(), want);
-    assert!(b.core().check_tables().is_empty(), "{:?}", b.core().check_tables());
+    assert!(
+        b.core().check_tables().is_empty(),
+        "{:?}",
+        b.core().check_tables()
+    );
     // the heartbeat now says ready
     assert!(outs.iter().any(|o| matches!(
         o,
@@ -644,7 +645,7 @@ fn tick_until(
     while *now < until {
         *now += STEP;
         let t = at(*now);
-        if now.as_millis() % HEARTBEAT.as_millis() == 0 {
+        if now.as_millis().is_multiple_of(HEARTBEAT.as_millis()) {
             for p in live {
                 let applied = view.agreed.epoch.0;
                 m.on_heartbeat(t, NodeId(*p), hb(true, applied));
@@ -683,7 +684,11 @@ fn silent_peer_is_declared_dead() {
     assert!(!a.is_peer_ready(NodeId(2)));
     // declared once
     let outs = tick_until(&mut a, &mut now, ms(2000), &[], &view);
-    assert!(logs(&outs).iter().all(|l| !l.contains("failed")), "{:?}", logs(&outs));
+    assert!(
+        logs(&outs).iter().all(|l| !l.contains("failed")),
+        "{:?}",
+        logs(&outs)
+    );
     // heard again: alive again
     a.on_heartbeat(at(now), NodeId(2), hb(true, 1));
     let until = now + STEP;
@@ -753,7 +758,10 @@ fn fences_without_majority_and_resyncs_after() {
     let outs = tick_until(&mut a, &mut now, ms(730), &[], &view);
     assert!(a.is_fenced());
     assert!(!a.takes_traffic());
-    assert!(a.is_alive(NodeId(2)), "fenced before the peers are declared dead");
+    assert!(
+        a.is_alive(NodeId(2)),
+        "fenced before the peers are declared dead"
+    );
     assert_eq!(logs(&outs), vec!["fenced: true"]);
     let fenced_hbs: Vec<&Heartbeat> = outs
         .iter()
@@ -765,7 +773,9 @@ fn fences_without_majority_and_resyncs_after() {
     assert_eq!(fenced_hbs.len(), 2, "both peers learn at once");
     assert!(fenced_hbs.iter().all(|h| h.fenced && h.ready));
     assert_eq!(a.on_packet(at(now), &pkt), PacketOutcome::NotReady);
-    assert!(a.esp_for(1).is_err_and(|e| e == SaCommandError::NotTakingTraffic));
+    assert!(a
+        .esp_for(1)
+        .is_err_and(|e| e == SaCommandError::NotTakingTraffic));
     // both peers die meanwhile; node 2 comes back at 1000 ms
     tick_until(&mut a, &mut now, ms(990), &[], &view);
     assert!(!a.is_alive(NodeId(2)) && !a.is_alive(NodeId(3)));
@@ -797,7 +807,11 @@ fn fences_without_majority_and_resyncs_after() {
     let until = now + STEP;
     let outs = tick_until(&mut a, &mut now, until, &[2], &view);
     assert!(a.is_ready() && a.takes_traffic());
-    assert!(logs(&outs).contains(&"resync complete: 0 entries in 50 ms"), "{:?}", logs(&outs));
+    assert!(
+        logs(&outs).contains(&"resync complete: 0 entries in 50 ms"),
+        "{:?}",
+        logs(&outs)
+    );
     assert_eq!(a.on_packet(at(now), &pkt), PacketOutcome::Hit);
 }
 
@@ -816,7 +830,10 @@ fn counts_ok(a: &Allocation, nodes: &[u16]) {
 
 /// Identifiers whose owner differs between `a` and `b`.
 fn changed(a: &Allocation, b: &Allocation) -> Vec<DistributionId> {
-    count().all().filter(|d| a.owner(*d) != b.owner(*d)).collect()
+    count()
+        .all()
+        .filter(|d| a.owner(*d) != b.owner(*d))
+        .collect()
 }
 
 /// The first allocation is proposed once every member is ready, well before 3 failure times.
@@ -825,7 +842,10 @@ fn first_allocation_when_every_member_is_ready() {
     let mut c = Cluster::new(&[1, 2, 3], FAILURE);
     c.run_until(ms(2000), |c| !c.proposals.is_empty());
     let (when, a) = c.proposals[0].clone();
-    assert!(when >= FAILURE + HEARTBEAT && when < FAILURE * 3, "{when:?}");
+    assert!(
+        when >= FAILURE + HEARTBEAT && when < FAILURE * 3,
+        "{when:?}"
+    );
     assert_eq!(a.epoch, Epoch(1));
     counts_ok(&a, &[1, 2, 3]);
     assert!(c.m.values().all(|m| m.is_ready()));
@@ -866,7 +886,9 @@ fn move_from_live_owner_is_two_phase() {
     c.block_hb.insert((2, 1));
     let before = c.proposals.len();
     // an out-of-range identifier in the list is left out
-    c.m(1).request_move(&[u64::from(d.0), 1000], NodeId(3)).unwrap();
+    c.m(1)
+        .request_move(&[u64::from(d.0), 1000], NodeId(3))
+        .unwrap();
     c.run_until(ms(100), |c| c.proposals.len() > before);
     let p1 = c.proposals[before].1.clone();
     assert_eq!(p1.epoch.0, e1.epoch.0 + 1);
@@ -905,11 +927,18 @@ fn dead_owner_identifiers_move_in_one_proposal() {
     assert_eq!(p.epoch.0, e1.epoch.0 + 1);
     counts_ok(&p, &[1, 2]);
     for d in changed(&e1, &p) {
-        assert_eq!(e1.owner(d), Some(NodeId(3)), "only node 3's identifiers move");
+        assert_eq!(
+            e1.owner(d),
+            Some(NodeId(3)),
+            "only node 3's identifiers move"
+        );
     }
     let moved_at = c.agreed_at[&p.epoch.0];
     let died_at = c.logged(1, "peer 3 failed").unwrap();
-    assert!(moved_at >= died_at && moved_at <= died_at + STEP, "{died_at:?} {moved_at:?}");
+    assert!(
+        moved_at >= died_at && moved_at <= died_at + STEP,
+        "{died_at:?} {moved_at:?}"
+    );
 }
 
 /// Drain, undrain and rebalance through the leader; each move from a live owner in two
@@ -925,7 +954,11 @@ fn drain_undrain_and_rebalance() {
     c.run_until(ms(1000), |c| c.agreed().epoch.0 == e1.epoch.0 + 2);
     let p1 = c.history[c.history.len() - 2].clone();
     let p2 = c.agreed().clone();
-    assert_eq!(changed(&e1, &p1), two, "phase 1 releases node 2's identifiers");
+    assert_eq!(
+        changed(&e1, &p1),
+        two,
+        "phase 1 releases node 2's identifiers"
+    );
     assert!(two.iter().all(|d| p1.owner(*d).is_none()));
     assert_eq!(changed(&p1, &p2), two);
     counts_ok(&p2, &[1, 3]);
@@ -967,9 +1000,13 @@ fn drain_undrain_and_rebalance() {
     let r2 = c.agreed().clone();
     let moved = changed(&q2, &r1);
     assert!(!moved.is_empty());
-    assert!(moved.iter().all(|d| q2.owner(*d) == Some(NodeId(1)) && r1.owner(*d).is_none()));
+    assert!(moved
+        .iter()
+        .all(|d| q2.owner(*d) == Some(NodeId(1)) && r1.owner(*d).is_none()));
     assert_eq!(changed(&r1, &r2), moved);
-    assert!(moved.iter().all(|d| r2.owner(*d).is_some_and(|o| o != NodeId(1))));
+    assert!(moved
+        .iter()
+        .all(|d| r2.owner(*d).is_some_and(|o| o != NodeId(1))));
     assert!(r2.ids_of(NodeId(1)).len() < q2.ids_of(NodeId(1)).len());
 }
 
@@ -1111,17 +1148,32 @@ fn handover_gate_opens_when_previous_owner_dies() {
 #[test]
 fn sa_key_replication_and_takeover_with_sequence_jump() {
     let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    assert_eq!(c.m(2).esp_for(7).err(), Some(SaCommandError::NotTakingTraffic));
+    assert_eq!(
+        c.m(2).esp_for(7).err(),
+        Some(SaCommandError::NotTakingTraffic)
+    );
     c.settle();
     let d = c.agreed().ids_of(NodeId(2))[0];
     let (peer, dst, spi) = sa_in(d);
     let t = c.t();
     let key = vec![0x17u8; 32];
-    assert_eq!(c.m(2).sa_add(t, peer, dst, spi, Zeroizing::new(key.clone())), d);
+    assert_eq!(
+        c.m(2)
+            .sa_add(t, peer, dst, spi, Zeroizing::new(key.clone())),
+        d
+    );
     let outs: Vec<Output> = c.m(2).drain_outputs().collect();
     let keys: Vec<&Output> = outs
         .iter()
-        .filter(|o| matches!(o, Output::Record { record: Record::SaKey { .. }, .. }))
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Record {
+                    record: Record::SaKey { .. },
+                    ..
+                }
+            )
+        })
         .collect();
     assert_eq!(keys.len(), 1);
     let Output::Record {
@@ -1199,4 +1251,180 @@ fn sa_key_replication_and_takeover_with_sequence_jump() {
         c.m[&1].core().sa_state(spi).unwrap().outbound_seq,
         6 + SEQ_JUMP + 1
     );
+}
+
+// ----- 8. bad input -----
+
+/// A member of a 3-node cluster that owns nothing, with one replicated entry of node 2's.
+fn with_one_entry() -> (M, Vec<u8>) {
+    let mut a = member(1, &[1, 2, 3]);
+    let alloc = all_to(2, 1);
+    a.on_agreed(at(Duration::ZERO), &alloc, || Duration::ZERO);
+    let _ = a.drain_outputs();
+    let mut n2 = core(2);
+    n2.apply_allocation(crate::ids::Millis(0), &alloc).unwrap();
+    let p = build::udp(ip(1), 5000, ip(200), 53, b"q").unwrap();
+    n2.handle_packet(crate::ids::Millis(0), &p);
+    let msg: Message = n2.drain_outbox().remove(0).message;
+    assert!(matches!(msg.event, Event::Add(_)));
+    (a, bytes(&Record::Event(msg)))
+}
+
+/// Garbage, wrong lengths and an `E` record speaking for another node are counted as decode
+/// errors and change nothing; nothing panics.
+#[test]
+fn bad_records_are_counted_and_change_nothing() {
+    let (mut a, good) = with_one_entry();
+    let t = at(ms(10));
+    let mut spoofed_msg = match Record::parse(&good).unwrap() {
+        Record::Event(m) => m,
+        _ => unreachable!(),
+    };
+    spoofed_msg.sender = NodeId(3);
+    let spoofed = bytes(&Record::Event(spoofed_msg.clone()));
+    spoofed_msg.sender = NodeId(1);
+    let as_me = bytes(&Record::Event(spoofed_msg));
+    let mut long_final = bytes(&Record::Final(Epoch(9)));
+    long_final.push(0);
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("unknown tag", b"Z123".to_vec()),
+        ("final too short", b"F\x00\x00\x01".to_vec()),
+        ("final too long", long_final),
+        ("resync request with a payload", b"Qx".to_vec()),
+        ("resync done with a payload", b"D\x00".to_vec()),
+        (
+            "key shorter than its length",
+            b"K\x00\x00\x00\x07\x20abc".to_vec(),
+        ),
+        ("key header truncated", b"K\x00\x00".to_vec()),
+        ("event truncated", good[..good.len() - 3].to_vec()),
+        ("event tag only", b"E".to_vec()),
+        (
+            "event spoken for node 3 on node 2's stream",
+            spoofed.clone(),
+        ),
+        ("event spoken for the receiver itself", as_me),
+    ];
+    let mut bad_key = bytes(&Record::SaKey {
+        spi: 9,
+        key: Zeroizing::new(vec![1; 16]),
+    });
+    bad_key.push(0xff);
+    cases.push(("key longer than its length", bad_key));
+    for (i, (what, rec)) in cases.iter().enumerate() {
+        a.on_record(t, NodeId(2), rec);
+        assert_eq!(a.counters().decode_errors, i as u64 + 1, "{what}");
+        assert_eq!(a.counters().apply_errors, 0, "{what}");
+        assert!(a.core().common().is_empty(), "{what}");
+        assert!(a.sa_states().next().is_none() && !a.has_sa_key(9), "{what}");
+        assert_eq!(a.drain_outputs().count(), 0, "{what}: no answer");
+    }
+    // the spoofed record is fine from its real sender; the good one from node 2
+    a.on_record(t, NodeId(3), &spoofed);
+    a.on_record(t, NodeId(2), &good);
+    assert_eq!(a.counters().decode_errors, cases.len() as u64);
+    assert_eq!(a.core().common().len(), 1);
+    // an undecodable datagram is counted as well
+    a.on_bad_datagram();
+    assert_eq!(a.counters().decode_errors, cases.len() as u64 + 1);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Random bytes (often behind a real tag) into `on_record` never panic; whatever does not
+    /// parse is counted and leaves the tables alone.
+    #[test]
+    fn random_records_never_panic(
+        tag in proptest::sample::select(vec![b'E', b'F', b'Q', b'D', b'K', b'H', 0u8]),
+        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+        from in 0u16..5,
+    ) {
+        let (mut a, _) = with_one_entry();
+        let mut rec = vec![tag];
+        rec.extend_from_slice(&body);
+        let errors = a.counters().decode_errors;
+        let parses = Record::parse(&rec).is_ok();
+        a.on_record(at(ms(10)), NodeId(from), &rec);
+        let _ = a.drain_outputs().count();
+        if !parses {
+            proptest::prop_assert_eq!(a.counters().decode_errors, errors + 1);
+            proptest::prop_assert!(a.core().common().is_empty());
+            proptest::prop_assert_eq!(a.core().node_table().len(), 0);
+        }
+        let view_alloc = all_to(2, 1);
+        let voters = [NodeId(1), NodeId(2), NodeId(3)];
+        a.tick(at(ms(20)), &ConsensusView {
+            is_leader: true,
+            agreed: &view_alloc,
+            voters: &voters,
+            conf_change_pending: false,
+        });
+    }
+}
+
+// ----- 9. invariant 1 across a partition -----
+
+/// A member cut off from the other two fences before the majority's new allocation gives its
+/// identifiers away; at no tick is an identifier owned and acted on by two members; after the
+/// partition heals the member resyncs and takes its share again.
+#[test]
+fn partition_never_yields_two_acting_owners() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let e1 = c.agreed().clone();
+    let three = e1.ids_of(NodeId(3));
+    let cut_at = c.now;
+    c.cut.insert(3);
+    let mut fenced_at = None;
+    c.run_for(ms(1500), |c| {
+        let dbl = c.double_actors();
+        assert!(dbl.is_empty(), "at {:?}: {dbl:?} acted on twice", c.now);
+        if fenced_at.is_none() && c.m[&3].is_fenced() {
+            fenced_at = Some(c.now);
+        }
+    });
+    let fenced_at = fenced_at.expect("node 3 fenced");
+    // the first agreed epoch in which node 3 owns nothing
+    let given = c
+        .history
+        .iter()
+        .find(|a| a.epoch > e1.epoch && a.ids_of(NodeId(3)).is_empty())
+        .expect("node 3's identifiers given away")
+        .epoch;
+    let given_at = c.agreed_at[&given.0];
+    assert!(
+        fenced_at < given_at,
+        "fenced at {fenced_at:?}, identifiers given away at {given_at:?}"
+    );
+    assert!(fenced_at - cut_at <= FAILURE * 3 / 4 + STEP);
+    // node 3 still believes in epoch 1 but does not act; the majority acts on its identifiers
+    assert!(three.iter().all(|d| c.m[&3].core().owns(*d)));
+    assert!(!c.m[&3].takes_traffic());
+    let t = c.t();
+    for d in &three {
+        let owner = c.agreed().owner(*d).unwrap().0;
+        assert!(owner == 1 || owner == 2);
+        let m = c.m(owner);
+        assert!(m.takes_traffic() && !m.handover().is_waiting(*d));
+        assert_eq!(c.m(3).on_packet(t, &udp_in(*d, 0)), PacketOutcome::NotReady);
+    }
+    // heal: node 3 catches up on the agreed log, resyncs and gets identifiers back
+    c.heal(3);
+    c.run_until(ms(3000), |c| {
+        let dbl = c.double_actors();
+        assert!(dbl.is_empty(), "at {:?}: {dbl:?} acted on twice", c.now);
+        c.m[&3].takes_traffic() && !c.agreed().ids_of(NodeId(3)).is_empty()
+    });
+    c.run_for(ms(1000), |c| {
+        assert!(c.double_actors().is_empty(), "at {:?}", c.now);
+    });
+    assert!(c.m[&3].last_resync().is_some());
+    counts_ok(c.agreed(), &[1, 2, 3]);
+    let e = c.agreed().epoch;
+    assert!(c
+        .m
+        .values()
+        .all(|m| m.core().allocation().epoch == e && m.takes_traffic()));
 }
