@@ -155,6 +155,10 @@ struct Cluster {
     held: Vec<(u16, u16, Vec<u8>)>,
     /// Heartbeats (from, to) dropped.
     block_hb: BTreeSet<(u16, u16)>,
+    /// Members not ticked (a frozen process).
+    frozen: BTreeSet<u16>,
+    /// Consensus drops proposals (leadership lost, a full queue).
+    drop_proposals: bool,
     /// Pairs (from, to) that have met: the first frame raises `on_peer_restarted` (as the
     /// sync endpoint's first `PeerIncarnation` does).
     met: BTreeSet<(u16, u16)>,
@@ -181,6 +185,8 @@ impl Cluster {
             hold: BTreeSet::new(),
             held: Vec::new(),
             block_hb: BTreeSet::new(),
+            frozen: BTreeSet::new(),
+            drop_proposals: false,
             met: BTreeSet::new(),
             proposals: Vec::new(),
             agreed_at: BTreeMap::new(),
@@ -210,6 +216,9 @@ impl Cluster {
         let t = self.t();
         let ids: Vec<u16> = self.m.keys().copied().collect();
         for id in ids {
+            if self.frozen.contains(&id) {
+                continue;
+            }
             let agreed = self.history[self.known[&id]].clone();
             let voters = self.voters.clone();
             let view = ConsensusView {
@@ -301,7 +310,10 @@ impl Cluster {
             }
             Output::Propose(a) => {
                 self.proposals.push((self.now, a.clone()));
-                if !self.cut.contains(&from) && a.epoch.0 == self.agreed().epoch.0 + 1 {
+                if !self.drop_proposals
+                    && !self.cut.contains(&from)
+                    && a.epoch.0 == self.agreed().epoch.0 + 1
+                {
                     self.agree(a);
                 }
             }
@@ -1427,4 +1439,61 @@ fn partition_never_yields_two_acting_owners() {
         .m
         .values()
         .all(|m| m.core().allocation().epoch == e && m.takes_traffic()));
+}
+
+// ----- 10. stalls and lost proposals -----
+
+/// A frozen member's identifiers move in one proposal (it looks dead); when it resumes with
+/// the agreed log delivered first, nothing is acted on twice and it takes its share again.
+#[test]
+fn frozen_member_fails_over_and_rejoins() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let e1 = c.agreed().clone();
+    let n = c.proposals.len();
+    c.frozen.insert(3);
+    c.cut.insert(3);
+    c.run_until(ms(2000), |c| c.agreed().ids_of(NodeId(3)).is_empty());
+    assert_eq!(
+        c.proposals.len(),
+        n + 1,
+        "a dead owner's identifiers move in one step"
+    );
+    assert_eq!(c.agreed().epoch.0, e1.epoch.0 + 1);
+    c.run_for(ms(500), |_| {});
+    c.frozen.remove(&3);
+    c.heal(3);
+    assert!(!c.m[&3].core().owns(e1.ids_of(NodeId(3))[0]));
+    c.run_until(ms(3000), |c| {
+        let dbl = c.double_actors();
+        assert!(dbl.is_empty(), "at {:?}: {dbl:?}", c.now);
+        c.m[&3].takes_traffic() && !c.agreed().ids_of(NodeId(3)).is_empty()
+    });
+    c.run_for(ms(500), |c| assert!(c.double_actors().is_empty()));
+    counts_ok(c.agreed(), &[1, 2, 3]);
+}
+
+/// A failover proposal consensus drops is made again after the proposal timeout.
+#[test]
+fn dropped_failover_proposal_is_made_again() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let e = c.agreed().epoch;
+    let n = c.proposals.len();
+    c.cut.insert(3);
+    c.drop_proposals = true;
+    c.run_until(ms(1000), |c| c.proposals.len() > n);
+    let first = c.proposals[n].0;
+    c.run_for(ms(500), |_| {});
+    assert_eq!(c.proposals.len(), n + 1, "one proposal pending");
+    c.drop_proposals = false;
+    c.run_until(ms(2000), |c| c.agreed().epoch > e);
+    let (again, a) = c.proposals.last().unwrap().clone();
+    assert_eq!(c.proposals.len(), n + 2);
+    assert!(
+        again >= first + super::leader::PROPOSAL_TIMEOUT,
+        "{first:?} {again:?}"
+    );
+    assert_eq!(a.epoch.0, e.0 + 1);
+    counts_ok(&a, &[1, 2]);
 }
