@@ -92,13 +92,18 @@ fn dist_of(pkt: &[u8]) -> DistributionId {
         .2
 }
 
-/// The `nth` UDP flow (client 10.0.0.1, varying source port) whose identifier is `d`.
-fn udp_in(d: DistributionId, nth: usize) -> Vec<u8> {
+/// The first `n` UDP flows (client 10.0.0.1, varying source port) whose identifier is `d`.
+fn udp_flows_in(d: DistributionId, n: usize) -> Vec<Vec<u8>> {
     (1024u16..)
         .map(|port| build::udp(ip(1), port, ip(200), 53, b"q").unwrap())
         .filter(|p| dist_of(p) == d)
-        .nth(nth)
-        .unwrap()
+        .take(n)
+        .collect()
+}
+
+/// The `nth` UDP flow whose identifier is `d`.
+fn udp_in(d: DistributionId, nth: usize) -> Vec<u8> {
+    udp_flows_in(d, nth + 1).pop().unwrap()
 }
 
 /// An SA (peer, destination, SPI) whose identifier is `d`.
@@ -1000,8 +1005,7 @@ fn drain_undrain_and_rebalance() {
     // load on one identifier of node 1: the rebalance moves identifiers off node 1
     let hot = q2.ids_of(NodeId(1))[0];
     let t = c.t();
-    for i in 0..60 {
-        let p = udp_in(hot, i);
+    for p in udp_flows_in(hot, 60) {
         assert_eq!(c.m(1).on_packet(t, &p), PacketOutcome::Created);
     }
     c.route();
