@@ -647,3 +647,6 @@ impl<T: NodeSpecificTable> Member<T> {
         peers
     }
 }
+
+#[cfg(test)]
+mod tests;

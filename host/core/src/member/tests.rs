@@ -1,0 +1,1503 @@
+//! Unit tests of the sans-I/O member: one or several members driven by hand with simulated
+//! time. The [`Cluster`] harness moves records and heartbeats between members (through their
+//! wire bytes), plays consensus for proposals, and can cut a member off, hold one direction of
+//! a replication stream, or block heartbeats.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+use super::sas::SaCommandError;
+use super::{ConsensusView, Member, MemberConfig, Output, PacketOutcome, Role, Time, To};
+use crate::alloc_policy::{operator_move, Allocation};
+use crate::distribution::{ClusterSecret, Distributor};
+use crate::entry::FlowKey;
+use crate::events::{Event, Message};
+use crate::ids::{DistributionId, Epoch, IdCount, NodeId};
+use crate::node::{Node, NodeConfig};
+use crate::node_table::{NodeSpecificTable, SoftwareTable};
+use crate::packet::{build, parse_packet, Framing};
+use crate::record::{Datagram, Heartbeat, Record};
+
+const IDS: u32 = 16;
+const SECRET: [u8; 16] = [7; 16];
+const BASE_UNIX_MS: u64 = 1_700_000_000_000;
+const STEP: Duration = Duration::from_millis(10);
+const FAILURE: Duration = Duration::from_millis(300);
+const HEARTBEAT: Duration = Duration::from_millis(50);
+const SEQ_JUMP: u64 = 1000;
+
+type M = Member<SoftwareTable>;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn at(mono: Duration) -> Time {
+    Time {
+        mono,
+        unix_ms: BASE_UNIX_MS + mono.as_millis() as u64,
+    }
+}
+
+fn count() -> IdCount {
+    IdCount::new(IDS).unwrap()
+}
+
+fn core(n: u16) -> Node<SoftwareTable> {
+    let mut c = NodeConfig::new(NodeId(n), ClusterSecret::new(SECRET));
+    c.count = count();
+    Node::new(c, SoftwareTable::new(count()))
+}
+
+fn mcfg(n: u16, all: &[u16], failure: Duration) -> MemberConfig {
+    MemberConfig {
+        node: NodeId(n),
+        role: Role::Member,
+        identifiers: count(),
+        peers: all
+            .iter()
+            .filter(|p| **p != n)
+            .map(|p| (NodeId(*p), Role::Member))
+            .collect(),
+        members: all.iter().map(|p| NodeId(*p)).collect(),
+        failure,
+        heartbeat: HEARTBEAT,
+        seq_jump: SEQ_JUMP,
+    }
+}
+
+fn member(n: u16, all: &[u16]) -> M {
+    Member::new(mcfg(n, all, FAILURE), core(n))
+}
+
+fn ip(x: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, x))
+}
+
+fn bytes(r: &Record) -> Vec<u8> {
+    let mut v = Vec::new();
+    r.emit(&mut v);
+    v
+}
+
+fn dist_of(pkt: &[u8]) -> DistributionId {
+    let dist = Distributor::new(&ClusterSecret::new(SECRET), count());
+    parse_packet(pkt, Framing::Ip)
+        .unwrap()
+        .flow(&dist)
+        .unwrap()
+        .2
+}
+
+/// The first `n` UDP flows (client 10.0.0.1, varying source port) whose identifier is `d`.
+fn udp_flows_in(d: DistributionId, n: usize) -> Vec<Vec<u8>> {
+    (1024u16..)
+        .map(|port| build::udp(ip(1), port, ip(200), 53, b"q").unwrap())
+        .filter(|p| dist_of(p) == d)
+        .take(n)
+        .collect()
+}
+
+/// The `nth` UDP flow whose identifier is `d`.
+fn udp_in(d: DistributionId, nth: usize) -> Vec<u8> {
+    udp_flows_in(d, nth + 1).pop().unwrap()
+}
+
+/// An SA (peer, destination, SPI) whose identifier is `d`.
+fn sa_in(d: DistributionId) -> (IpAddr, IpAddr, u32) {
+    let dist = Distributor::new(&ClusterSecret::new(SECRET), count());
+    let dst = ip(250);
+    (1..=255u8)
+        .map(|x| IpAddr::V4(Ipv4Addr::new(192, 0, 2, x)))
+        .find(|peer| dist.for_ipsec_peers(*peer, dst) == d)
+        .map(|peer| (peer, dst, 0x1000 + u32::from(d.0)))
+        .unwrap()
+}
+
+fn logs(outs: &[Output]) -> Vec<&str> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Log(l) => Some(l.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn hb(ready: bool, applied: u64) -> Heartbeat {
+    Heartbeat {
+        ready,
+        witness: false,
+        fenced: false,
+        applied: Epoch(applied),
+    }
+}
+
+fn all_to(n: u16, epoch: u64) -> Allocation {
+    Allocation {
+        epoch: Epoch(epoch),
+        owners: vec![Some(NodeId(n)); IDS as usize],
+    }
+}
+
+// ----- the harness -----
+
+struct Cluster {
+    m: BTreeMap<u16, M>,
+    now: Duration,
+    /// Agreed allocations in order; `history[0]` is epoch 0 (no owners).
+    history: Vec<Allocation>,
+    /// Per member: the index in `history` of the last allocation it was given.
+    known: BTreeMap<u16, usize>,
+    leader: u16,
+    voters: Vec<NodeId>,
+    /// Members cut off: nothing is delivered to or from them, consensus does not hear them.
+    cut: BTreeSet<u16>,
+    /// Replication streams (from, to) held back: their records queue in `held`, in order.
+    hold: BTreeSet<(u16, u16)>,
+    held: Vec<(u16, u16, Vec<u8>)>,
+    /// Heartbeats (from, to) dropped.
+    block_hb: BTreeSet<(u16, u16)>,
+    /// Members not ticked (a frozen process).
+    frozen: BTreeSet<u16>,
+    /// Consensus drops proposals (leadership lost, a full queue).
+    drop_proposals: bool,
+    /// Pairs (from, to) that have met: the first frame raises `on_peer_restarted` (as the
+    /// sync endpoint's first `PeerIncarnation` does).
+    met: BTreeSet<(u16, u16)>,
+    proposals: Vec<(Duration, Allocation)>,
+    /// When each epoch was agreed.
+    agreed_at: BTreeMap<u64, Duration>,
+    logs: Vec<(Duration, u16, String)>,
+}
+
+impl Cluster {
+    fn new(nodes: &[u16], failure: Duration) -> Self {
+        let m = nodes
+            .iter()
+            .map(|n| (*n, Member::new(mcfg(*n, nodes, failure), core(*n))))
+            .collect();
+        Cluster {
+            m,
+            now: Duration::ZERO,
+            history: vec![Allocation::unowned(Epoch(0), count())],
+            known: nodes.iter().map(|n| (*n, 0)).collect(),
+            leader: nodes[0],
+            voters: nodes.iter().map(|n| NodeId(*n)).collect(),
+            cut: BTreeSet::new(),
+            hold: BTreeSet::new(),
+            held: Vec::new(),
+            block_hb: BTreeSet::new(),
+            frozen: BTreeSet::new(),
+            drop_proposals: false,
+            met: BTreeSet::new(),
+            proposals: Vec::new(),
+            agreed_at: BTreeMap::new(),
+            logs: Vec::new(),
+        }
+    }
+
+    fn t(&self) -> Time {
+        at(self.now)
+    }
+
+    fn m(&mut self, n: u16) -> &mut M {
+        self.m.get_mut(&n).unwrap()
+    }
+
+    fn agreed(&self) -> &Allocation {
+        self.history.last().unwrap()
+    }
+
+    fn cut_between(&self, a: u16, b: u16) -> bool {
+        self.cut.contains(&a) || self.cut.contains(&b)
+    }
+
+    /// One step of simulated time: every member ticks, then everything is delivered.
+    fn step(&mut self) {
+        self.now += STEP;
+        let t = self.t();
+        let ids: Vec<u16> = self.m.keys().copied().collect();
+        for id in ids {
+            if self.frozen.contains(&id) {
+                continue;
+            }
+            let agreed = self.history[self.known[&id]].clone();
+            let voters = self.voters.clone();
+            let view = ConsensusView {
+                is_leader: id == self.leader,
+                agreed: &agreed,
+                voters: &voters,
+                conf_change_pending: false,
+            };
+            self.m(id).tick(t, &view);
+        }
+        self.route();
+    }
+
+    fn run_for(&mut self, d: Duration, mut check: impl FnMut(&Cluster)) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+            check(self);
+        }
+    }
+
+    /// Runs until `cond` holds (at most `limit` of simulated time).
+    fn run_until(&mut self, limit: Duration, cond: impl Fn(&Cluster) -> bool) {
+        let end = self.now + limit;
+        while !cond(self) {
+            assert!(self.now < end, "condition not reached by {:?}", self.now);
+            self.step();
+        }
+    }
+
+    /// Delivers every member's outputs until nobody has anything more to say.
+    fn route(&mut self) {
+        loop {
+            let mut outs = Vec::new();
+            for (id, m) in self.m.iter_mut() {
+                outs.extend(m.drain_outputs().map(|o| (*id, o)));
+            }
+            if outs.is_empty() {
+                return;
+            }
+            for (from, o) in outs {
+                self.deliver(from, o);
+            }
+        }
+    }
+
+    fn meet(&mut self, from: u16, to: u16) {
+        if self.met.insert((from, to)) {
+            let t = self.t();
+            self.m(to).on_peer_restarted(t, NodeId(from));
+        }
+    }
+
+    fn deliver(&mut self, from: u16, o: Output) {
+        let t = self.t();
+        match o {
+            Output::Record { to, record } => {
+                let targets: Vec<u16> = match to {
+                    To::Peers => self.m[&from].replication_peers().map(|n| n.0).collect(),
+                    To::Node(n) => vec![n.0],
+                };
+                let b = bytes(&record);
+                for to in targets {
+                    if !self.m.contains_key(&to) || self.cut_between(from, to) {
+                        continue;
+                    }
+                    if self.hold.contains(&(from, to)) {
+                        self.held.push((from, to, b.clone()));
+                        continue;
+                    }
+                    self.meet(from, to);
+                    self.m(to).on_records(t, NodeId(from), [b.as_slice()]);
+                }
+            }
+            Output::Heartbeat { to, heartbeat } => {
+                let to = to.0;
+                if !self.m.contains_key(&to)
+                    || self.cut_between(from, to)
+                    || self.block_hb.contains(&(from, to))
+                {
+                    return;
+                }
+                self.meet(from, to);
+                let wire = heartbeat.to_bytes();
+                let Ok(Datagram::Heartbeat(h)) = Datagram::parse(&wire) else {
+                    panic!("heartbeat does not round-trip");
+                };
+                self.m(to).on_heartbeat(t, NodeId(from), h);
+            }
+            Output::Propose(a) => {
+                self.proposals.push((self.now, a.clone()));
+                if !self.drop_proposals
+                    && !self.cut.contains(&from)
+                    && a.epoch.0 == self.agreed().epoch.0 + 1
+                {
+                    self.agree(a);
+                }
+            }
+            Output::PromoteVoter(_) | Output::DiscardBacklog(_) => {}
+            Output::Log(l) => self.logs.push((self.now, from, l)),
+        }
+    }
+
+    /// Consensus commits `a`: every member that is not cut off applies it.
+    fn agree(&mut self, a: Allocation) {
+        let t = self.t();
+        self.agreed_at.insert(a.epoch.0, self.now);
+        self.history.push(a.clone());
+        let idx = self.history.len() - 1;
+        let ids: Vec<u16> = self.m.keys().copied().collect();
+        for id in ids {
+            if !self.cut.contains(&id) {
+                self.m(id).on_agreed(t, &a, || Duration::ZERO);
+                self.known.insert(id, idx);
+            }
+        }
+    }
+
+    /// Reconnects `n` and gives it the allocations it missed (its consensus log catches up).
+    fn heal(&mut self, n: u16) {
+        self.cut.remove(&n);
+        let t = self.t();
+        let from = self.known[&n] + 1;
+        let m = self.m.get_mut(&n).unwrap();
+        for a in &self.history[from..] {
+            m.on_agreed(t, a, || Duration::ZERO);
+        }
+        self.known.insert(n, self.history.len() - 1);
+        self.route();
+    }
+
+    /// Delivers the records held back on the stream (from, to), in order, and stops holding.
+    fn release(&mut self, from: u16, to: u16) {
+        self.hold.remove(&(from, to));
+        let t = self.t();
+        let held = std::mem::take(&mut self.held);
+        for (f, d, b) in held {
+            if (f, d) == (from, to) {
+                self.m(to).on_records(t, NodeId(from), [b.as_slice()]);
+            } else {
+                self.held.push((f, d, b));
+            }
+        }
+        self.route();
+    }
+
+    /// Starts the cluster: runs until an allocation is agreed and every member is ready,
+    /// has applied it and takes traffic.
+    fn settle(&mut self) {
+        self.run_until(ms(5000), |c| {
+            let e = c.agreed().epoch;
+            e.0 >= 1
+                && c.m
+                    .values()
+                    .all(|m| m.takes_traffic() && m.core().allocation().epoch == e && m.is_ready())
+        });
+    }
+
+    fn logged(&self, n: u16, needle: &str) -> Option<Duration> {
+        self.logs
+            .iter()
+            .find(|(_, id, l)| *id == n && l.contains(needle))
+            .map(|(t, _, _)| *t)
+    }
+
+    /// Identifiers owned and acting on two members at once (invariant 1 in effect).
+    fn double_actors(&self) -> Vec<DistributionId> {
+        count()
+            .all()
+            .filter(|d| {
+                self.m
+                    .values()
+                    .filter(|m| {
+                        m.takes_traffic() && m.core().owns(*d) && !m.handover().is_waiting(*d)
+                    })
+                    .count()
+                    > 1
+            })
+            .collect()
+    }
+}
+
+// ----- 1. standby -----
+
+/// A new member installs nothing while its common table fills and answers packets "not
+/// ready" until it is warmed up and the live peer it asked has answered; then it installs the
+/// entries of the identifiers it owns.
+#[test]
+fn standby_until_warmed_up_and_resync_answered() {
+    let mut b = member(2, &[1, 2]);
+    // node 1's state core creates 40 UDP flows (it owns everything at epoch 1)
+    let mut n1 = core(1);
+    let a1 = all_to(1, 1);
+    n1.apply_allocation(crate::ids::Millis(0), &a1).unwrap();
+    let flows: Vec<Vec<u8>> = (0..40u16)
+        .map(|i| build::udp(ip(1), 2000 + i, ip(200), 53, b"q").unwrap())
+        .collect();
+    for f in &flows {
+        n1.handle_packet(crate::ids::Millis(0), f);
+    }
+    let t0 = at(Duration::ZERO);
+    b.on_agreed(t0, &a1, || Duration::ZERO);
+    let recs: Vec<Vec<u8>> = n1
+        .drain_outbox()
+        .into_iter()
+        .map(|o| bytes(&Record::Event(o.message)))
+        .collect();
+    b.on_records(t0, NodeId(1), recs.iter().map(|r| r.as_slice()));
+    assert_eq!(b.core().common().len(), 40);
+    // epoch 2 gives node 2 the first 8 identifiers (node 1 is not alive yet: nothing waits)
+    let mine: Vec<DistributionId> = (0..8).map(DistributionId).collect();
+    let a2 = operator_move(&a1, &mine, NodeId(2));
+    b.on_agreed(t0, &a2, || Duration::ZERO);
+    let want: usize = mine.iter().map(|d| b.core().select(*d).count()).sum();
+    assert!(want > 0 && want < 40, "{want}");
+    assert_eq!(b.core().node_table().len(), 0, "standby installs nothing");
+    let own_flow = flows.iter().find(|f| mine.contains(&dist_of(f))).unwrap();
+    let other_flow = flows.iter().find(|f| !mine.contains(&dist_of(f))).unwrap();
+
+    // node 1 is heard from and asked for a resync
+    let t = at(ms(10));
+    b.on_peer_restarted(t, NodeId(1));
+    let outs: Vec<Output> = b.drain_outputs().collect();
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::Record {
+            to: To::Node(NodeId(1)),
+            record: Record::ResyncRequest
+        }
+    )));
+    let view_alloc = a2.clone();
+    let voters = [NodeId(1), NodeId(2)];
+    let view = ConsensusView {
+        is_leader: false,
+        agreed: &view_alloc,
+        voters: &voters,
+        conf_change_pending: false,
+    };
+    let mut now = ms(10);
+    while now < ms(600) {
+        now += STEP;
+        let t = at(now);
+        if now.as_millis().is_multiple_of(50) {
+            b.on_heartbeat(t, NodeId(1), hb(true, 2));
+        }
+        b.tick(t, &view);
+        let _ = b.drain_outputs();
+        assert!(!b.is_ready(), "at {now:?}: node 1's answer is outstanding");
+        assert_eq!(b.on_packet(t, own_flow), PacketOutcome::NotReady);
+        assert_eq!(b.core().node_table().len(), 0);
+    }
+    assert!(now >= FAILURE + HEARTBEAT, "past the warm-up");
+    // node 1's answer ends (its entries came earlier): ready at the next tick
+    b.on_records(at(now), NodeId(1), [bytes(&Record::ResyncDone).as_slice()]);
+    assert!(!b.is_ready());
+    now += STEP;
+    b.tick(at(now), &view);
+    assert!(b.is_ready() && b.takes_traffic());
+    let outs: Vec<Output> = b.drain_outputs().collect();
+    let line = format!("installed {want} entries of the identifiers it owns");
+    assert!(logs(&outs).contains(&line.as_str()), "{:?}", logs(&outs));
+    assert_eq!(b.core().node_table().len(), want);
+    assert!(
+        b.core().check_tables().is_empty(),
+        "{:?}",
+        b.core().check_tables()
+    );
+    // the heartbeat now says ready
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::Heartbeat { heartbeat, .. } if heartbeat.ready && heartbeat.applied == Epoch(2)
+    )));
+    assert_eq!(b.on_packet(at(now), own_flow), PacketOutcome::Hit);
+    assert_eq!(b.on_packet(at(now), other_flow), PacketOutcome::NotOurs);
+}
+
+/// Without an outstanding resync, readiness comes exactly at the first tick at or after
+/// failure + heartbeat time.
+#[test]
+fn standby_ends_exactly_when_warmed_up() {
+    let mut b = member(2, &[1, 2]);
+    let a = all_to(2, 1);
+    b.on_agreed(at(Duration::ZERO), &a, || Duration::ZERO);
+    let voters = [NodeId(2)];
+    let view = ConsensusView {
+        is_leader: false,
+        agreed: &a,
+        voters: &voters,
+        conf_change_pending: false,
+    };
+    let pkt = build::udp(ip(1), 1111, ip(200), 53, b"q").unwrap();
+    let mut now = Duration::ZERO;
+    while now < FAILURE + HEARTBEAT - STEP {
+        now += STEP;
+        b.tick(at(now), &view);
+        assert!(!b.is_ready(), "{now:?}");
+        assert_eq!(b.on_packet(at(now), &pkt), PacketOutcome::NotReady);
+    }
+    now += STEP;
+    assert_eq!(now, FAILURE + HEARTBEAT);
+    b.tick(at(now), &view);
+    assert!(b.is_ready());
+    assert_eq!(b.on_packet(at(now), &pkt), PacketOutcome::Created);
+    // no resync ran: none is reported
+    assert_eq!(b.last_resync(), None);
+}
+
+// ----- 2. resync -----
+
+/// A starting member asks a known peer for a resync; the answer carries the peer's owned
+/// entries, SA states and keys, then `F` with its applied epoch, then `D`.
+#[test]
+fn resync_answer_order_and_report() {
+    let mut a = member(1, &[1, 2]);
+    let a1 = all_to(1, 1);
+    a.on_agreed(at(Duration::ZERO), &a1, || Duration::ZERO);
+    let voters = [NodeId(1)];
+    let view = ConsensusView {
+        is_leader: false,
+        agreed: &a1,
+        voters: &voters,
+        conf_change_pending: false,
+    };
+    let mut now = Duration::ZERO;
+    while !a.is_ready() {
+        now += STEP;
+        a.tick(at(now), &view);
+    }
+    for i in 0..20u16 {
+        let p = build::udp(ip(1), 3000 + i, ip(200), 53, b"q").unwrap();
+        assert_eq!(a.on_packet(at(now), &p), PacketOutcome::Created);
+    }
+    let (peer, dst, spi) = sa_in(DistributionId(5));
+    a.sa_add(at(now), peer, dst, spi, Zeroizing::new(vec![0x42; 32]));
+    assert_eq!(a.core().common().len(), 21, "20 flows and the SA's entry");
+    let _ = a.drain_outputs();
+
+    let mut b = member(2, &[1, 2]);
+    let t_req = at(now);
+    b.on_peer_restarted(t_req, NodeId(1));
+    let q: Vec<Output> = b.drain_outputs().collect();
+    assert_eq!(q.len(), 1);
+    let Output::Record {
+        to: To::Node(NodeId(1)),
+        record: Record::ResyncRequest,
+    } = &q[0]
+    else {
+        panic!("{q:?}");
+    };
+    now += ms(50);
+    let t_ans = at(now);
+    a.on_records(t_ans, NodeId(2), [bytes(&Record::ResyncRequest).as_slice()]);
+    let ans: Vec<Record> = a
+        .drain_outputs()
+        .filter_map(|o| match o {
+            Output::Record {
+                to: To::Node(NodeId(2)),
+                record,
+            } => Some(record),
+            _ => None,
+        })
+        .collect();
+    let n = ans.len();
+    assert!(n >= 24, "{ans:?}");
+    assert_eq!(ans[n - 2], Record::Final(Epoch(1)));
+    assert_eq!(ans[n - 1], Record::ResyncDone);
+    let mut keys = BTreeSet::new();
+    let mut sa_states = 0;
+    let mut sa_keys = 0;
+    for r in &ans[..n - 2] {
+        match r {
+            Record::Event(m) => {
+                assert_eq!(m.sender, NodeId(1));
+                match &m.event {
+                    Event::Add(e) => {
+                        assert!(keys.insert(e.key));
+                    }
+                    Event::SaState(s) => {
+                        assert_eq!(s.spi, spi);
+                        sa_states += 1;
+                    }
+                    other => panic!("unexpected event in the answer: {other:?}"),
+                }
+            }
+            Record::SaKey { spi: s, key } => {
+                assert_eq!(*s, spi);
+                assert_eq!(&key[..], &[0x42; 32][..]);
+                sa_keys += 1;
+            }
+            other => panic!("unexpected record before F: {other:?}"),
+        }
+    }
+    let owned: BTreeSet<FlowKey> = a.core().common().iter().map(|e| e.key).collect();
+    assert_eq!(keys, owned, "every owned entry, once");
+    assert_eq!((sa_states, sa_keys), (1, 1));
+
+    // the answer fills b's common table; b reports the resync once it is ready
+    b.on_agreed(t_ans, &a1, || Duration::ZERO);
+    let wire: Vec<Vec<u8>> = ans.iter().map(bytes).collect();
+    b.on_records(t_ans, NodeId(1), wire.iter().map(|w| w.as_slice()));
+    assert_eq!(b.counters().decode_errors, 0);
+    assert_eq!(b.counters().apply_errors, 0);
+    assert_eq!(b.core().common().len(), 21);
+    assert!(b.has_sa_key(spi));
+    assert_eq!(b.sa_states().map(|s| s.spi).collect::<Vec<_>>(), vec![spi]);
+    assert_eq!(b.last_resync(), None, "not ready yet");
+    let voters = [NodeId(1), NodeId(2)];
+    let view = ConsensusView {
+        is_leader: false,
+        agreed: &a1,
+        voters: &voters,
+        conf_change_pending: false,
+    };
+    let mut bt = now;
+    while !b.is_ready() {
+        bt += STEP;
+        b.on_heartbeat(at(bt), NodeId(1), hb(true, 1));
+        b.tick(at(bt), &view);
+    }
+    assert_eq!(b.last_resync(), Some((21, ms(50))));
+    assert_eq!(b.core().node_table().len(), 0, "node 2 owns nothing");
+}
+
+// ----- 3. failure detection -----
+
+/// Ticks `m` every step from `*now` to `until`, feeding heartbeats from `live` peers at every
+/// heartbeat interval; returns the outputs.
+fn tick_until(
+    m: &mut M,
+    now: &mut Duration,
+    until: Duration,
+    live: &[u16],
+    view: &ConsensusView<'_>,
+) -> Vec<Output> {
+    let mut outs = Vec::new();
+    while *now < until {
+        *now += STEP;
+        let t = at(*now);
+        if now.as_millis().is_multiple_of(HEARTBEAT.as_millis()) {
+            for p in live {
+                let applied = view.agreed.epoch.0;
+                m.on_heartbeat(t, NodeId(*p), hb(true, applied));
+            }
+        }
+        m.tick(t, view);
+        outs.extend(m.drain_outputs());
+    }
+    outs
+}
+
+/// A peer silent for longer than the failure time is declared dead, once, with a log line.
+#[test]
+fn silent_peer_is_declared_dead() {
+    let mut a = member(1, &[1, 2]);
+    let alloc = all_to(1, 1);
+    a.on_agreed(at(Duration::ZERO), &alloc, || Duration::ZERO);
+    let voters = [NodeId(1)];
+    let view = ConsensusView {
+        is_leader: false,
+        agreed: &alloc,
+        voters: &voters,
+        conf_change_pending: false,
+    };
+    let mut now = Duration::ZERO;
+    tick_until(&mut a, &mut now, ms(500), &[2], &view);
+    assert!(a.is_alive(NodeId(2)));
+    // last heard at 500 ms: alive through 800 ms (silence <= failure), dead at 810 ms
+    let outs = tick_until(&mut a, &mut now, ms(800), &[], &view);
+    assert!(a.is_alive(NodeId(2)), "silent for exactly the failure time");
+    assert!(logs(&outs).iter().all(|l| !l.contains("failed")));
+    let outs = tick_until(&mut a, &mut now, ms(810), &[], &view);
+    assert!(!a.is_alive(NodeId(2)));
+    assert!(a.is_alive(NodeId(1)), "a member is always alive to itself");
+    assert_eq!(logs(&outs), vec!["peer 2 failed (silent for 300 ms)"]);
+    assert!(!a.is_peer_ready(NodeId(2)));
+    // declared once
+    let outs = tick_until(&mut a, &mut now, ms(2000), &[], &view);
+    assert!(
+        logs(&outs).iter().all(|l| !l.contains("failed")),
+        "{:?}",
+        logs(&outs)
+    );
+    // heard again: alive again
+    a.on_heartbeat(at(now), NodeId(2), hb(true, 1));
+    let until = now + STEP;
+    tick_until(&mut a, &mut now, until, &[], &view);
+    assert!(a.is_alive(NodeId(2)));
+}
+
+/// A long gap between the member's own ticks (it was stalled) is credited to its peers: it
+/// declares nobody dead and does not fence itself.
+#[test]
+fn own_stall_is_credited() {
+    let mut a = member(1, &[1, 2, 3]);
+    let alloc = all_to(1, 1);
+    a.on_agreed(at(Duration::ZERO), &alloc, || Duration::ZERO);
+    let voters = [NodeId(1), NodeId(2), NodeId(3)];
+    let view = ConsensusView {
+        is_leader: false,
+        agreed: &alloc,
+        voters: &voters,
+        conf_change_pending: false,
+    };
+    let mut now = Duration::ZERO;
+    tick_until(&mut a, &mut now, ms(500), &[2, 3], &view);
+    assert!(a.takes_traffic());
+    // the member does not run for 2 s (heartbeats it would have heard are not delivered)
+    now += ms(2000);
+    a.tick(at(now), &view);
+    let outs: Vec<Output> = a.drain_outputs().collect();
+    assert!(a.is_alive(NodeId(2)) && a.is_alive(NodeId(3)));
+    assert!(!a.is_fenced());
+    assert!(a.takes_traffic());
+    assert!(logs(&outs).is_empty(), "{:?}", logs(&outs));
+    // credited only once: still silent afterwards, they die one failure time later
+    let until = now + FAILURE + STEP * 2;
+    let outs = tick_until(&mut a, &mut now, until, &[], &view);
+    assert!(!a.is_alive(NodeId(2)) && !a.is_alive(NodeId(3)));
+    assert!(logs(&outs).contains(&"peer 2 failed (silent for 300 ms)"));
+    assert!(a.is_fenced());
+}
+
+// ----- 4. self-fencing -----
+
+/// With 3 voters, a member that hears no voter for 3/4 of the failure time fences: packets
+/// get "not ready", its heartbeat says fenced. When contact returns it unfences, goes back
+/// to not ready and asks the live peers for a resync.
+#[test]
+fn fences_without_majority_and_resyncs_after() {
+    let mut a = member(1, &[1, 2, 3]);
+    let alloc = all_to(1, 1);
+    a.on_agreed(at(Duration::ZERO), &alloc, || Duration::ZERO);
+    let voters = [NodeId(1), NodeId(2), NodeId(3)];
+    let view = ConsensusView {
+        is_leader: false,
+        agreed: &alloc,
+        voters: &voters,
+        conf_change_pending: false,
+    };
+    let pkt = build::udp(ip(1), 4444, ip(200), 53, b"q").unwrap();
+    let mut now = Duration::ZERO;
+    tick_until(&mut a, &mut now, ms(500), &[2, 3], &view);
+    assert!(a.takes_traffic() && !a.is_fenced());
+    assert_eq!(a.on_packet(at(now), &pkt), PacketOutcome::Created);
+    // last contact at 500 ms; fence after 225 ms: not at 720, fenced at 730
+    let outs = tick_until(&mut a, &mut now, ms(720), &[], &view);
+    assert!(!a.is_fenced());
+    assert!(logs(&outs).is_empty());
+    let outs = tick_until(&mut a, &mut now, ms(730), &[], &view);
+    assert!(a.is_fenced());
+    assert!(!a.takes_traffic());
+    assert!(
+        a.is_alive(NodeId(2)),
+        "fenced before the peers are declared dead"
+    );
+    assert_eq!(logs(&outs), vec!["fenced: true"]);
+    let fenced_hbs: Vec<&Heartbeat> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Heartbeat { heartbeat, .. } => Some(heartbeat),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fenced_hbs.len(), 2, "both peers learn at once");
+    assert!(fenced_hbs.iter().all(|h| h.fenced && h.ready));
+    assert_eq!(a.on_packet(at(now), &pkt), PacketOutcome::NotReady);
+    assert!(a
+        .esp_for(1)
+        .is_err_and(|e| e == SaCommandError::NotTakingTraffic));
+    // both peers die meanwhile; node 2 comes back at 1000 ms
+    tick_until(&mut a, &mut now, ms(990), &[], &view);
+    assert!(!a.is_alive(NodeId(2)) && !a.is_alive(NodeId(3)));
+    let outs = tick_until(&mut a, &mut now, ms(1000), &[2], &view);
+    assert!(!a.is_fenced());
+    assert!(!a.is_ready(), "not ready until the resync is answered");
+    assert_eq!(a.on_packet(at(now), &pkt), PacketOutcome::NotReady);
+    let asked: Vec<NodeId> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Record {
+                to: To::Node(n),
+                record: Record::ResyncRequest,
+            } => Some(*n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, vec![NodeId(2)], "only the live peer is asked");
+    assert!(logs(&outs).contains(&"fenced: false"));
+    assert!(logs(&outs).contains(&"resyncing after the partition"));
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::Heartbeat { heartbeat, .. } if !heartbeat.fenced && !heartbeat.ready
+    )));
+    // node 2 answers: ready again, the resync is reported
+    tick_until(&mut a, &mut now, ms(1050), &[2], &view);
+    assert!(!a.is_ready());
+    a.on_records(at(now), NodeId(2), [bytes(&Record::ResyncDone).as_slice()]);
+    let until = now + STEP;
+    let outs = tick_until(&mut a, &mut now, until, &[2], &view);
+    assert!(a.is_ready() && a.takes_traffic());
+    assert!(
+        logs(&outs).contains(&"resync complete: 0 entries in 50 ms"),
+        "{:?}",
+        logs(&outs)
+    );
+    assert_eq!(a.on_packet(at(now), &pkt), PacketOutcome::Hit);
+}
+
+// ----- 5. leader duties -----
+
+fn counts_ok(a: &Allocation, nodes: &[u16]) {
+    assert!(a.owners.iter().all(|o| o.is_some()), "{a:?}");
+    let counts = a.counts();
+    let n = IDS as usize / nodes.len();
+    for node in nodes {
+        let c = counts.get(&NodeId(*node)).copied().unwrap_or(0);
+        assert!(c == n || c == n + 1, "node {node} owns {c}: {a:?}");
+    }
+    assert_eq!(counts.len(), nodes.len(), "{a:?}");
+}
+
+/// Identifiers whose owner differs between `a` and `b`.
+fn changed(a: &Allocation, b: &Allocation) -> Vec<DistributionId> {
+    count()
+        .all()
+        .filter(|d| a.owner(*d) != b.owner(*d))
+        .collect()
+}
+
+/// The first allocation is proposed once every member is ready, well before 3 failure times.
+#[test]
+fn first_allocation_when_every_member_is_ready() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.run_until(ms(2000), |c| !c.proposals.is_empty());
+    let (when, a) = c.proposals[0].clone();
+    assert!(
+        when >= FAILURE + HEARTBEAT && when < FAILURE * 3,
+        "{when:?}"
+    );
+    assert_eq!(a.epoch, Epoch(1));
+    counts_ok(&a, &[1, 2, 3]);
+    assert!(c.m.values().all(|m| m.is_ready()));
+    c.settle();
+    assert_eq!(c.proposals.len(), 1, "nothing more to do");
+    for (n, m) in &c.m {
+        let last = m.applied().last().unwrap();
+        assert_eq!(last.epoch, 1);
+        assert_eq!(last.owned, a.ids_of(NodeId(*n)).len());
+        assert!(last.ready);
+    }
+}
+
+/// With a member missing, the first allocation waits 3 failure times, then shares everything
+/// among the members that are there.
+#[test]
+fn first_allocation_without_a_member_waits_three_failure_times() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.cut.insert(3);
+    c.run_until(ms(2000), |c| !c.proposals.is_empty());
+    let (when, a) = c.proposals[0].clone();
+    assert_eq!(when, FAILURE * 3);
+    assert_eq!(a.epoch, Epoch(1));
+    counts_ok(&a, &[1, 2]);
+    assert_eq!(c.agreed(), &a);
+}
+
+/// An operator move away from a live owner goes in two proposals: phase 1 releases the
+/// identifier (no owner), phase 2 assigns it only after the releaser's heartbeat reports the
+/// phase-1 epoch applied, however long that takes.
+#[test]
+fn move_from_live_owner_is_two_phase() {
+    let failure = ms(2000);
+    let mut c = Cluster::new(&[1, 2, 3], failure);
+    c.settle();
+    let e1 = c.agreed().clone();
+    let d = e1.ids_of(NodeId(2))[0];
+    c.block_hb.insert((2, 1));
+    let before = c.proposals.len();
+    // an out-of-range identifier in the list is left out
+    c.m(1)
+        .request_move(&[u64::from(d.0), 1000], NodeId(3))
+        .unwrap();
+    c.run_until(ms(100), |c| c.proposals.len() > before);
+    let p1 = c.proposals[before].1.clone();
+    assert_eq!(p1.epoch.0, e1.epoch.0 + 1);
+    assert_eq!(changed(&e1, &p1), vec![d]);
+    assert_eq!(p1.owner(d), None, "phase 1 releases");
+    assert_eq!(c.agreed(), &p1);
+    assert!(!c.m[&2].core().owns(d) && !c.m[&3].core().owns(d));
+    // node 2 applied it, but the leader does not hear its heartbeats: no phase 2, well past
+    // the release wait for members that released nothing
+    c.run_for(ms(1000), |c| {
+        assert_eq!(c.agreed().epoch, p1.epoch);
+        assert!(c.m[&1].is_alive(NodeId(2)));
+    });
+    assert_eq!(c.m[&2].core().allocation().epoch, p1.epoch);
+    assert_eq!(c.proposals.len(), before + 1);
+    c.block_hb.remove(&(2, 1));
+    c.run_until(ms(200), |c| c.agreed().epoch.0 == p1.epoch.0 + 1);
+    let p2 = c.agreed().clone();
+    assert_eq!(changed(&p1, &p2), vec![d]);
+    assert_eq!(p2.owner(d), Some(NodeId(3)));
+    assert_eq!(c.proposals.len(), before + 2);
+}
+
+/// A dead owner's identifiers move in one proposal, to the surviving members.
+#[test]
+fn dead_owner_identifiers_move_in_one_proposal() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let e1 = c.agreed().clone();
+    let before = c.proposals.len();
+    c.cut.insert(3);
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 > e1.epoch.0);
+    c.run_for(ms(500), |_| {});
+    assert_eq!(c.proposals.len(), before + 1, "one proposal");
+    let p = c.agreed().clone();
+    assert_eq!(p.epoch.0, e1.epoch.0 + 1);
+    counts_ok(&p, &[1, 2]);
+    for d in changed(&e1, &p) {
+        assert_eq!(
+            e1.owner(d),
+            Some(NodeId(3)),
+            "only node 3's identifiers move"
+        );
+    }
+    let moved_at = c.agreed_at[&p.epoch.0];
+    let died_at = c.logged(1, "peer 3 failed").unwrap();
+    assert!(
+        moved_at >= died_at && moved_at <= died_at + STEP,
+        "{died_at:?} {moved_at:?}"
+    );
+}
+
+/// Drain, undrain and rebalance through the leader; each move from a live owner in two
+/// phases.
+#[test]
+fn drain_undrain_and_rebalance() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let e1 = c.agreed().clone();
+    let two = e1.ids_of(NodeId(2));
+    c.m(1).set_drained(NodeId(2), true).unwrap();
+    assert!(c.m[&1].drained().contains(&NodeId(2)));
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e1.epoch.0 + 2);
+    let p1 = c.history[c.history.len() - 2].clone();
+    let p2 = c.agreed().clone();
+    assert_eq!(
+        changed(&e1, &p1),
+        two,
+        "phase 1 releases node 2's identifiers"
+    );
+    assert!(two.iter().all(|d| p1.owner(*d).is_none()));
+    assert_eq!(changed(&p1, &p2), two);
+    counts_ok(&p2, &[1, 3]);
+    c.run_for(ms(500), |_| {});
+    assert_eq!(c.agreed(), &p2, "drained: stays so");
+    assert!(c.m[&2].core().node_table().is_empty());
+
+    // undrain: node 2 takes its share back from live owners, again in two phases
+    c.m(1).set_drained(NodeId(2), false).unwrap();
+    assert!(c.m[&1].drained().is_empty());
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == p2.epoch.0 + 2);
+    let q1 = c.history[c.history.len() - 2].clone();
+    let q2 = c.agreed().clone();
+    let released = changed(&p2, &q1);
+    assert!(!released.is_empty());
+    assert!(released.iter().all(|d| q1.owner(*d).is_none()));
+    assert_eq!(changed(&q1, &q2), released);
+    assert!(released.iter().all(|d| q2.owner(*d) == Some(NodeId(2))));
+    counts_ok(&q2, &[1, 2, 3]);
+
+    // a rebalance of a balanced, idle cluster proposes nothing
+    let n = c.proposals.len();
+    c.m(1).request_rebalance();
+    c.run_for(ms(300), |_| {});
+    assert_eq!(c.proposals.len(), n);
+
+    // load on one identifier of node 1: the rebalance moves identifiers off node 1
+    let hot = q2.ids_of(NodeId(1))[0];
+    let t = c.t();
+    for p in udp_flows_in(hot, 60) {
+        assert_eq!(c.m(1).on_packet(t, &p), PacketOutcome::Created);
+    }
+    c.route();
+    assert_eq!(c.m[&1].core().common().dist_len(hot), 60);
+    c.m(1).request_rebalance();
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == q2.epoch.0 + 2);
+    let r1 = c.history[c.history.len() - 2].clone();
+    let r2 = c.agreed().clone();
+    let moved = changed(&q2, &r1);
+    assert!(!moved.is_empty());
+    assert!(moved
+        .iter()
+        .all(|d| q2.owner(*d) == Some(NodeId(1)) && r1.owner(*d).is_none()));
+    assert_eq!(changed(&r1, &r2), moved);
+    assert!(moved
+        .iter()
+        .all(|d| r2.owner(*d).is_some_and(|o| o != NodeId(1))));
+    assert!(r2.ids_of(NodeId(1)).len() < q2.ids_of(NodeId(1)).len());
+}
+
+/// Control requests with bad node ids or identifiers are refused and queue nothing.
+#[test]
+fn control_errors() {
+    let mut m = member(1, &[1, 2, 3]);
+    assert_eq!(
+        m.request_move(&[1], NodeId(9)),
+        Err("move needs \"to\": a member node id".to_string())
+    );
+    assert_eq!(
+        m.request_move(&[16, 99, u64::MAX], NodeId(2)),
+        Err("move needs \"ids\": identifiers in range".to_string())
+    );
+    assert_eq!(
+        m.request_move(&[], NodeId(2)),
+        Err("move needs \"ids\": identifiers in range".to_string())
+    );
+    assert_eq!(
+        m.set_drained(NodeId(0), true),
+        Err("drain needs \"node\": a member node id".to_string())
+    );
+    assert_eq!(
+        m.set_drained(NodeId(4), false),
+        Err("drain needs \"node\": a member node id".to_string())
+    );
+    assert!(m.drained().is_empty());
+    assert!(m.leader.ops.is_empty());
+    // a witness is not a member
+    let mut cfg = mcfg(1, &[1, 2], FAILURE);
+    cfg.peers.push((NodeId(3), Role::Witness));
+    let mut w = Member::new(cfg, core(1));
+    assert!(w.request_move(&[1], NodeId(3)).is_err());
+    assert!(w.set_drained(NodeId(3), true).is_err());
+    assert!(w.request_move(&[1], NodeId(2)).is_ok());
+}
+
+// ----- 6. handover gate -----
+
+/// Moves `d` from node 2 to node 3 through the leader while node 2's stream to node 3 is
+/// held back; returns the epochs of phase 1 (node 2 lost `d`) and phase 2 (node 3 gained it).
+fn move_held(c: &mut Cluster, d: DistributionId) -> (Epoch, Epoch) {
+    let e = c.agreed().epoch.0;
+    c.hold.insert((2, 3));
+    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 2);
+    assert_eq!(c.agreed().owner(d), Some(NodeId(3)));
+    (Epoch(e + 1), Epoch(e + 2))
+}
+
+/// A gained identifier waits for its live previous owner's `F` through the epoch it lost it
+/// in: its packets get "not ready", the epoch is not complete; the `F` opens the gate.
+#[test]
+fn handover_waits_for_final_of_live_previous_owner() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    let other = c.agreed().ids_of(NodeId(3))[0];
+    // an entry of d exists (created by node 2 and replicated)
+    let flow = udp_in(d, 0);
+    let t = c.t();
+    assert_eq!(c.m(2).on_packet(t, &flow), PacketOutcome::Created);
+    c.route();
+    let (lost_in, gained_in) = move_held(&mut c, d);
+    let t = c.t();
+    let n3 = c.m(3);
+    assert!(n3.core().owns(d));
+    assert!(n3.handover().is_waiting(d));
+    assert_eq!(n3.handover().waits_for(d), Some((NodeId(2), lost_in)));
+    assert!(!n3.handover().is_waiting(other));
+    assert_eq!(n3.on_packet(t, &flow), PacketOutcome::NotReady);
+    assert_eq!(n3.on_packet(t, &udp_in(other, 0)), PacketOutcome::Created);
+    assert_eq!(n3.core().node_table().dist_len(d), 1, "installed, waiting");
+    let last = n3.applied().last().unwrap().clone();
+    assert_eq!(last.epoch, gained_in.0);
+    assert_eq!(last.gained, 1);
+    assert_eq!(last.complete_unix_ms, 0);
+    assert_eq!(c.m(2).on_packet(t, &flow), PacketOutcome::NotOurs);
+    let line = format!(
+        "epoch {}: 1 gained identifiers wait for the final SA state of node(s) {{2}}",
+        gained_in.0
+    );
+    assert!(c.logged(3, &line).is_some(), "{:?}", c.logs);
+    // it waits as long as node 2 lives and its F is held back
+    c.run_for(ms(500), |c| {
+        assert!(c.m[&3].handover().is_waiting(d));
+        assert!(c.double_actors().is_empty());
+    });
+    assert_eq!(c.m[&3].applied().last().unwrap().complete_unix_ms, 0);
+    c.release(2, 3);
+    let t = c.t();
+    let n3 = c.m(3);
+    assert!(!n3.handover().is_waiting(d));
+    assert_eq!(n3.handover().waits_for(d), None);
+    let last = n3.applied().last().unwrap();
+    assert_eq!(last.epoch, gained_in.0);
+    assert_eq!(last.complete_unix_ms, t.unix_ms);
+    assert_eq!(n3.on_packet(t, &flow), PacketOutcome::Hit);
+}
+
+/// The gate also opens when the previous owner is declared dead (what it replicated is all
+/// there is), with a log line, and the epoch completes then.
+#[test]
+fn handover_gate_opens_when_previous_owner_dies() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (_, gained_in) = move_held(&mut c, d);
+    assert!(c.m[&3].handover().is_waiting(d));
+    c.cut.insert(2);
+    c.run_until(ms(1000), |c| !c.m[&3].is_alive(NodeId(2)));
+    let died = c.now;
+    let n3 = &c.m[&3];
+    assert!(!n3.handover().is_waiting(d));
+    let e = n3
+        .applied()
+        .iter()
+        .find(|a| a.epoch == gained_in.0)
+        .unwrap();
+    assert_eq!(e.complete_unix_ms, BASE_UNIX_MS + died.as_millis() as u64);
+    let line = format!(
+        "identifier {}: node 2 failed before its final state arrived; taking over from what it replicated",
+        d.0
+    );
+    assert_eq!(c.logged(3, &line), Some(died));
+    // once node 3 takes traffic (it may be behind the failover epoch for a moment) the
+    // identifier's packets are handled
+    c.run_until(ms(1000), |c| c.m[&3].takes_traffic());
+    let t = c.t();
+    assert_ne!(c.m(3).on_packet(t, &udp_in(d, 0)), PacketOutcome::NotReady);
+}
+
+// ----- 7. SA takeover -----
+
+/// An SA added on its owner sends its key to the peers; the owner runs it; after the move the
+/// new owner waits for the old owner's final state, then continues the outbound sequence
+/// `seq_jump` past it.
+#[test]
+fn sa_key_replication_and_takeover_with_sequence_jump() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    assert_eq!(
+        c.m(2).esp_for(7).err(),
+        Some(SaCommandError::NotTakingTraffic)
+    );
+    c.settle();
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (peer, dst, spi) = sa_in(d);
+    let t = c.t();
+    let key = vec![0x17u8; 32];
+    assert_eq!(
+        c.m(2)
+            .sa_add(t, peer, dst, spi, Zeroizing::new(key.clone())),
+        d
+    );
+    let outs: Vec<Output> = c.m(2).drain_outputs().collect();
+    let keys: Vec<&Output> = outs
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Record {
+                    record: Record::SaKey { .. },
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(keys.len(), 1);
+    let Output::Record {
+        to: To::Peers,
+        record: Record::SaKey { spi: s, key: k },
+    } = keys[0]
+    else {
+        panic!("{keys:?}");
+    };
+    assert_eq!((*s, &k[..]), (spi, &key[..]));
+    for o in outs {
+        c.deliver(2, o);
+    }
+    c.route();
+    assert!(c.m[&1].has_sa_key(spi) && c.m[&3].has_sa_key(spi));
+    // the owner runs it; the others refuse
+    let (first, last, _) = c.m(2).esp_for(spi).unwrap().send(spi, 5, b"x").unwrap();
+    assert_eq!((first, last), (1, 5));
+    assert_eq!(
+        c.m(3).esp_for(spi).err(),
+        Some(SaCommandError::NotHere {
+            spi,
+            owner: Some(2)
+        })
+    );
+    assert_eq!(
+        c.m(1).esp_for(0xdead).err(),
+        Some(SaCommandError::NotHere {
+            spi: 0xdead,
+            owner: None
+        })
+    );
+    // the engine's state is synced and replicated
+    c.run_for(ms(200), |_| {});
+    assert_eq!(c.m[&3].core().sa_state(spi).unwrap().outbound_seq, 6);
+
+    let e = c.agreed().epoch.0;
+    c.hold.insert((2, 3));
+    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
+    c.run_until(ms(500), |c| c.agreed().epoch.0 == e + 1);
+    assert_eq!(
+        c.m(2).esp_for(spi).err(),
+        Some(SaCommandError::NotHere { spi, owner: None }),
+        "released in phase 1"
+    );
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 2);
+    assert_eq!(
+        c.m(3).esp_for(spi).err(),
+        Some(SaCommandError::Waiting {
+            spi,
+            node: 2,
+            epoch: e + 1
+        })
+    );
+    assert_eq!(c.m[&3].counters().sa_jumps, 0);
+    assert!(!c.m[&3].esp().has(spi));
+    c.release(2, 3);
+    let n3 = c.m(3);
+    assert_eq!(n3.counters().sa_jumps, 1);
+    assert!(n3.esp().has(spi));
+    assert_eq!(n3.core().sa_state(spi).unwrap().outbound_seq, 6 + SEQ_JUMP);
+    let (first, _, _) = n3.esp_for(spi).unwrap().send(spi, 1, b"y").unwrap();
+    assert_eq!(first, 6 + SEQ_JUMP);
+    assert_eq!(
+        c.m(2).esp_for(spi).err(),
+        Some(SaCommandError::NotHere {
+            spi,
+            owner: Some(3)
+        })
+    );
+    assert_eq!(c.m[&1].counters().sa_jumps + c.m[&2].counters().sa_jumps, 0);
+    // the jump is replicated: a later takeover continues past it
+    c.run_for(ms(200), |_| {});
+    assert_eq!(
+        c.m[&1].core().sa_state(spi).unwrap().outbound_seq,
+        6 + SEQ_JUMP + 1
+    );
+}
+
+// ----- 8. bad input -----
+
+/// A member of a 3-node cluster that owns nothing, with one replicated entry of node 2's.
+fn with_one_entry() -> (M, Vec<u8>) {
+    let mut a = member(1, &[1, 2, 3]);
+    let alloc = all_to(2, 1);
+    a.on_agreed(at(Duration::ZERO), &alloc, || Duration::ZERO);
+    let _ = a.drain_outputs();
+    let mut n2 = core(2);
+    n2.apply_allocation(crate::ids::Millis(0), &alloc).unwrap();
+    let p = build::udp(ip(1), 5000, ip(200), 53, b"q").unwrap();
+    n2.handle_packet(crate::ids::Millis(0), &p);
+    let msg: Message = n2.drain_outbox().remove(0).message;
+    assert!(matches!(msg.event, Event::Add(_)));
+    (a, bytes(&Record::Event(msg)))
+}
+
+/// Garbage, wrong lengths and an `E` record speaking for another node are counted as decode
+/// errors and change nothing; nothing panics.
+#[test]
+fn bad_records_are_counted_and_change_nothing() {
+    let (mut a, good) = with_one_entry();
+    let t = at(ms(10));
+    let mut spoofed_msg = match Record::parse(&good).unwrap() {
+        Record::Event(m) => m,
+        _ => unreachable!(),
+    };
+    spoofed_msg.sender = NodeId(3);
+    let spoofed = bytes(&Record::Event(spoofed_msg.clone()));
+    spoofed_msg.sender = NodeId(1);
+    let as_me = bytes(&Record::Event(spoofed_msg));
+    let mut long_final = bytes(&Record::Final(Epoch(9)));
+    long_final.push(0);
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("unknown tag", b"Z123".to_vec()),
+        ("final too short", b"F\x00\x00\x01".to_vec()),
+        ("final too long", long_final),
+        ("resync request with a payload", b"Qx".to_vec()),
+        ("resync done with a payload", b"D\x00".to_vec()),
+        (
+            "key shorter than its length",
+            b"K\x00\x00\x00\x07\x20abc".to_vec(),
+        ),
+        ("key header truncated", b"K\x00\x00".to_vec()),
+        ("event truncated", good[..good.len() - 3].to_vec()),
+        ("event tag only", b"E".to_vec()),
+        (
+            "event spoken for node 3 on node 2's stream",
+            spoofed.clone(),
+        ),
+        ("event spoken for the receiver itself", as_me),
+    ];
+    let mut bad_key = bytes(&Record::SaKey {
+        spi: 9,
+        key: Zeroizing::new(vec![1; 16]),
+    });
+    bad_key.push(0xff);
+    cases.push(("key longer than its length", bad_key));
+    for (i, (what, rec)) in cases.iter().enumerate() {
+        a.on_record(t, NodeId(2), rec);
+        assert_eq!(a.counters().decode_errors, i as u64 + 1, "{what}");
+        assert_eq!(a.counters().apply_errors, 0, "{what}");
+        assert!(a.core().common().is_empty(), "{what}");
+        assert!(a.sa_states().next().is_none() && !a.has_sa_key(9), "{what}");
+        assert_eq!(a.drain_outputs().count(), 0, "{what}: no answer");
+    }
+    // the spoofed record is fine from its real sender; the good one from node 2
+    a.on_record(t, NodeId(3), &spoofed);
+    a.on_record(t, NodeId(2), &good);
+    assert_eq!(a.counters().decode_errors, cases.len() as u64);
+    assert_eq!(a.core().common().len(), 1);
+    // an undecodable datagram is counted as well
+    a.on_bad_datagram();
+    assert_eq!(a.counters().decode_errors, cases.len() as u64 + 1);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Random bytes (often behind a real tag) into `on_record` never panic; whatever does not
+    /// parse is counted and leaves the tables alone.
+    #[test]
+    fn random_records_never_panic(
+        tag in proptest::sample::select(vec![b'E', b'F', b'Q', b'D', b'K', b'H', 0u8]),
+        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+        from in 0u16..5,
+    ) {
+        let (mut a, _) = with_one_entry();
+        let mut rec = vec![tag];
+        rec.extend_from_slice(&body);
+        let errors = a.counters().decode_errors;
+        let parses = Record::parse(&rec).is_ok();
+        a.on_record(at(ms(10)), NodeId(from), &rec);
+        let _ = a.drain_outputs().count();
+        if !parses {
+            proptest::prop_assert_eq!(a.counters().decode_errors, errors + 1);
+            proptest::prop_assert!(a.core().common().is_empty());
+            proptest::prop_assert_eq!(a.core().node_table().len(), 0);
+        }
+        let view_alloc = all_to(2, 1);
+        let voters = [NodeId(1), NodeId(2), NodeId(3)];
+        a.tick(at(ms(20)), &ConsensusView {
+            is_leader: true,
+            agreed: &view_alloc,
+            voters: &voters,
+            conf_change_pending: false,
+        });
+    }
+}
+
+// ----- 9. invariant 1 across a partition -----
+
+/// A member cut off from the other two fences before the majority's new allocation gives its
+/// identifiers away; at no tick is an identifier owned and acted on by two members; after the
+/// partition heals the member resyncs and takes its share again.
+#[test]
+fn partition_never_yields_two_acting_owners() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let e1 = c.agreed().clone();
+    let three = e1.ids_of(NodeId(3));
+    let cut_at = c.now;
+    c.cut.insert(3);
+    let mut fenced_at = None;
+    c.run_for(ms(1500), |c| {
+        let dbl = c.double_actors();
+        assert!(dbl.is_empty(), "at {:?}: {dbl:?} acted on twice", c.now);
+        if fenced_at.is_none() && c.m[&3].is_fenced() {
+            fenced_at = Some(c.now);
+        }
+    });
+    let fenced_at = fenced_at.expect("node 3 fenced");
+    // the first agreed epoch in which node 3 owns nothing
+    let given = c
+        .history
+        .iter()
+        .find(|a| a.epoch > e1.epoch && a.ids_of(NodeId(3)).is_empty())
+        .expect("node 3's identifiers given away")
+        .epoch;
+    let given_at = c.agreed_at[&given.0];
+    assert!(
+        fenced_at < given_at,
+        "fenced at {fenced_at:?}, identifiers given away at {given_at:?}"
+    );
+    assert!(fenced_at - cut_at <= FAILURE * 3 / 4 + STEP);
+    // node 3 still believes in epoch 1 but does not act; the majority acts on its identifiers
+    assert!(three.iter().all(|d| c.m[&3].core().owns(*d)));
+    assert!(!c.m[&3].takes_traffic());
+    let t = c.t();
+    for d in &three {
+        let owner = c.agreed().owner(*d).unwrap().0;
+        assert!(owner == 1 || owner == 2);
+        let m = c.m(owner);
+        assert!(m.takes_traffic() && !m.handover().is_waiting(*d));
+        assert_eq!(c.m(3).on_packet(t, &udp_in(*d, 0)), PacketOutcome::NotReady);
+    }
+    // heal: node 3 catches up on the agreed log, resyncs and gets identifiers back
+    c.heal(3);
+    c.run_until(ms(3000), |c| {
+        let dbl = c.double_actors();
+        assert!(dbl.is_empty(), "at {:?}: {dbl:?} acted on twice", c.now);
+        c.m[&3].takes_traffic() && !c.agreed().ids_of(NodeId(3)).is_empty()
+    });
+    c.run_for(ms(1000), |c| {
+        assert!(c.double_actors().is_empty(), "at {:?}", c.now);
+    });
+    assert!(c.m[&3].last_resync().is_some());
+    counts_ok(c.agreed(), &[1, 2, 3]);
+    let e = c.agreed().epoch;
+    assert!(c
+        .m
+        .values()
+        .all(|m| m.core().allocation().epoch == e && m.takes_traffic()));
+}
+
+// ----- 10. stalls and lost proposals -----
+
+/// A frozen member's identifiers move in one proposal (it looks dead); when it resumes with
+/// the agreed log delivered first, nothing is acted on twice and it takes its share again.
+#[test]
+fn frozen_member_fails_over_and_rejoins() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let e1 = c.agreed().clone();
+    let n = c.proposals.len();
+    c.frozen.insert(3);
+    c.cut.insert(3);
+    c.run_until(ms(2000), |c| c.agreed().ids_of(NodeId(3)).is_empty());
+    assert_eq!(
+        c.proposals.len(),
+        n + 1,
+        "a dead owner's identifiers move in one step"
+    );
+    assert_eq!(c.agreed().epoch.0, e1.epoch.0 + 1);
+    c.run_for(ms(500), |_| {});
+    c.frozen.remove(&3);
+    c.heal(3);
+    assert!(!c.m[&3].core().owns(e1.ids_of(NodeId(3))[0]));
+    c.run_until(ms(3000), |c| {
+        let dbl = c.double_actors();
+        assert!(dbl.is_empty(), "at {:?}: {dbl:?}", c.now);
+        c.m[&3].takes_traffic() && !c.agreed().ids_of(NodeId(3)).is_empty()
+    });
+    c.run_for(ms(500), |c| assert!(c.double_actors().is_empty()));
+    counts_ok(c.agreed(), &[1, 2, 3]);
+}
+
+/// A failover proposal consensus drops is made again after the proposal timeout.
+#[test]
+fn dropped_failover_proposal_is_made_again() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let e = c.agreed().epoch;
+    let n = c.proposals.len();
+    c.cut.insert(3);
+    c.drop_proposals = true;
+    c.run_until(ms(1000), |c| c.proposals.len() > n);
+    let first = c.proposals[n].0;
+    c.run_for(ms(500), |_| {});
+    assert_eq!(c.proposals.len(), n + 1, "one proposal pending");
+    c.drop_proposals = false;
+    c.run_until(ms(2000), |c| c.agreed().epoch > e);
+    let (again, a) = c.proposals.last().unwrap().clone();
+    assert_eq!(c.proposals.len(), n + 2);
+    assert!(
+        again >= first + super::leader::PROPOSAL_TIMEOUT,
+        "{first:?} {again:?}"
+    );
+    assert_eq!(a.epoch.0, e.0 + 1);
+    counts_ok(&a, &[1, 2]);
+}
