@@ -228,6 +228,7 @@ impl Cluster {
             let voters = self.voters.clone();
             let view = ConsensusView {
                 is_leader: id == self.leader,
+                leader: Some(NodeId(self.leader)),
                 agreed: &agreed,
                 voters: &voters,
                 conf_change_pending: false,
@@ -458,6 +459,7 @@ fn standby_until_warmed_up_and_resync_answered() {
     let voters = [NodeId(1), NodeId(2)];
     let view = ConsensusView {
         is_leader: false,
+        leader: Some(NodeId(1)),
         agreed: &view_alloc,
         voters: &voters,
         conf_change_pending: false,
@@ -510,6 +512,7 @@ fn standby_ends_exactly_when_warmed_up() {
     let voters = [NodeId(2)];
     let view = ConsensusView {
         is_leader: false,
+        leader: Some(NodeId(2)),
         agreed: &a,
         voters: &voters,
         conf_change_pending: false,
@@ -543,6 +546,7 @@ fn resync_answer_order_and_report() {
     let voters = [NodeId(1)];
     let view = ConsensusView {
         is_leader: false,
+        leader: Some(NodeId(1)),
         agreed: &a1,
         voters: &voters,
         conf_change_pending: false,
@@ -633,6 +637,7 @@ fn resync_answer_order_and_report() {
     let voters = [NodeId(1), NodeId(2)];
     let view = ConsensusView {
         is_leader: false,
+        leader: Some(NodeId(1)),
         agreed: &a1,
         voters: &voters,
         conf_change_pending: false,
@@ -683,6 +688,7 @@ fn silent_peer_is_declared_dead() {
     let voters = [NodeId(1)];
     let view = ConsensusView {
         is_leader: false,
+        leader: Some(NodeId(1)),
         agreed: &alloc,
         voters: &voters,
         conf_change_pending: false,
@@ -723,6 +729,7 @@ fn own_stall_is_credited() {
     let voters = [NodeId(1), NodeId(2), NodeId(3)];
     let view = ConsensusView {
         is_leader: false,
+        leader: Some(NodeId(1)),
         agreed: &alloc,
         voters: &voters,
         conf_change_pending: false,
@@ -759,6 +766,7 @@ fn fences_without_majority_and_resyncs_after() {
     let voters = [NodeId(1), NodeId(2), NodeId(3)];
     let view = ConsensusView {
         is_leader: false,
+        leader: Some(NodeId(1)),
         agreed: &alloc,
         voters: &voters,
         conf_change_pending: false,
@@ -1124,8 +1132,11 @@ fn handover_waits_for_final_of_live_previous_owner() {
     assert_eq!(n3.on_packet(t, &flow), PacketOutcome::Hit);
 }
 
-/// The gate also opens when the previous owner is declared dead (what it replicated is all
-/// there is), with a log line, and the epoch completes then.
+/// The gate also opens when the previous owner is gone (what it replicated is all there is),
+/// with a log line, and the epoch completes then. The identifier was released to node 3 in a
+/// planned move, so node 3 does not take node 2's silence for its end at once (a partition
+/// between the two only delays node 2's stream): it waits until node 2 has been silent for
+/// `RELEASER_GONE_AFTER`.
 #[test]
 fn handover_gate_opens_when_previous_owner_dies() {
     let mut c = Cluster::new(&[1, 2, 3], FAILURE);
@@ -1134,8 +1145,19 @@ fn handover_gate_opens_when_previous_owner_dies() {
     let (_, gained_in) = move_held(&mut c, d);
     assert!(c.m[&3].handover().is_waiting(d));
     c.cut.insert(2);
+    let cut_at = c.now;
     c.run_until(ms(1000), |c| !c.m[&3].is_alive(NodeId(2)));
+    assert!(
+        c.m[&3].handover().is_waiting(d),
+        "declared dead, but it released the identifier: still waiting"
+    );
+    c.run_until(ms(12_000), |c| !c.m[&3].handover().is_waiting(d));
     let died = c.now;
+    assert!(
+        died - cut_at >= super::handover::RELEASER_GONE_AFTER,
+        "{:?}",
+        died - cut_at
+    );
     let n3 = &c.m[&3];
     assert!(!n3.handover().is_waiting(d));
     let e = n3
@@ -1373,6 +1395,7 @@ proptest::proptest! {
         let voters = [NodeId(1), NodeId(2), NodeId(3)];
         a.tick(at(ms(20)), &ConsensusView {
             is_leader: true,
+            leader: Some(a.config().node),
             agreed: &view_alloc,
             voters: &voters,
             conf_change_pending: false,
