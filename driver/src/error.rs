@@ -7,7 +7,7 @@ use hal::{BarOffset, HalError};
 use serde::Serialize;
 
 use crate::key::KeyError;
-use crate::types::CamIndex;
+use crate::types::{CamIndex, DistributionId};
 
 /// A CAM command, as written to the CAM block's `CMD` register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -238,6 +238,15 @@ pub enum DriverError {
     /// Overwriting a key that is not present.
     #[error("key not present in the CAM")]
     KeyNotFound,
+    /// A distribution identifier wider than the card (or the flush bitmap)
+    /// stores: the driver refuses it instead of truncating it.
+    #[error("distribution identifier {did} does not fit the card's {bits}-bit identifiers")]
+    DidTooWide {
+        /// The identifier.
+        did: DistributionId,
+        /// How many identifier bits there are.
+        bits: u32,
+    },
     /// A key that cannot be encoded.
     #[error("bad key: {0}")]
     Key(#[from] KeyError),

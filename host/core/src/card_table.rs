@@ -6,9 +6,11 @@
 //! counters, NAT, user) in a shadow indexed like the common table. 5-tuple and ICMP keys are
 //! written in the core's canonical endpoint order (`lo` as source), which is the order the
 //! host's lookup uses. TLS-session and HTTP-cookie keys have no CAM layout: inserting one is a
-//! [`TableError::Device`] error, which a [`super::node_table::TieredTable`] answers by keeping
-//! the entry in host memory. The card's distribution identifiers are 8 bits wide, so this table
-//! needs an identifier count of at most 256.
+//! [`TableError::NoCamLayout`] error, which a [`super::node_table::TieredTable`] answers by
+//! keeping the entry in host memory. The card's distribution identifiers are as wide as its
+//! `CAP_DID_BITS` says (8 bits today), so this table needs an identifier count the card can
+//! store. Every driver error of insert, remove and flush is a [`TableError::Device`] with the
+//! driver's error as its source; the host copy is changed only after the card command worked.
 
 use super::common::IndexedEntries;
 use super::entry::{Action, ConnState, Entry, FlowKey, L4Proto};
@@ -18,12 +20,13 @@ use driver::RegIo;
 use driver::{
     CamEntry, CamKey, Card, DidSet, DriverError, Flow, IpPrefix, ResultFlags, ResultWord,
 };
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 /// A node-specific table on a card.
 pub struct CardTable<R: RegIo> {
     card: Card<R>,
     shadow: IndexedEntries,
+    count: IdCount,
     stats: TableStats,
     errors: u64,
 }
@@ -32,9 +35,10 @@ impl<R: RegIo> CardTable<R> {
     /// A table over a probed card.
     ///
     /// # Errors
-    /// [`TableError::BadDist`] when `count` exceeds the card's 256 identifiers.
+    /// [`TableError::BadDist`] when the card's identifiers (`CAP_DID_BITS`) cannot hold
+    /// `count` identifiers.
     pub fn new(card: Card<R>, count: IdCount) -> Result<Self, TableError> {
-        if count.get() > 256 {
+        if !DistributionId(count.get() - 1).fits(card.info().cam.did_bits) {
             return Err(TableError::BadDist { dist: count.get() });
         }
         let depth = card.depth() as usize;
@@ -42,6 +46,7 @@ impl<R: RegIo> CardTable<R> {
             card,
             // sized for the card: a takeover filling the card never grows the index
             shadow: IndexedEntries::with_capacity(count, depth),
+            count,
             stats: TableStats::default(),
             errors: 0,
         })
@@ -57,7 +62,8 @@ impl<R: RegIo> CardTable<R> {
         &mut self.card
     }
 
-    /// Device errors seen on removal and flush (which cannot report them through the trait).
+    /// Device errors seen where the trait cannot report them: data-path lookups, hit-bit
+    /// scans and `clear_all`.
     pub fn device_errors(&self) -> u64 {
         self.errors
     }
@@ -65,9 +71,9 @@ impl<R: RegIo> CardTable<R> {
     /// The entries the card reports idle since the previous scan (hit bits clear).
     ///
     /// # Errors
-    /// Driver errors.
+    /// [`TableError::Device`] when the aging scan fails.
     pub fn idle_keys(&mut self) -> Result<Vec<FlowKey>, TableError> {
-        let scan = self.card.age().map_err(dev)?;
+        let scan = self.card.age()?;
         let mut keys = Vec::new();
         for i in scan.idle {
             if let Ok(d) = self.card.read(i) {
@@ -80,12 +86,11 @@ impl<R: RegIo> CardTable<R> {
     }
 }
 
-fn dev(e: DriverError) -> TableError {
-    TableError::Device(e.to_string())
-}
-
-/// The CAM key of a core key; `None` for keys the card has no layout for.
-pub fn cam_key(key: &FlowKey) -> Option<CamKey> {
+/// The CAM key of a core key.
+///
+/// # Errors
+/// [`TableError::NoCamLayout`] for keys the card has no layout for (TLS session, HTTP cookie).
+pub fn cam_key(key: &FlowKey) -> Result<CamKey, TableError> {
     let flow = match *key {
         FlowKey::Transport { proto, lo, hi } => {
             let (src, dst) = (IpPrefix::host(lo.addr), IpPrefix::host(hi.addr));
@@ -118,13 +123,22 @@ pub fn cam_key(key: &FlowKey) -> Option<CamKey> {
             initiator_cookie,
             message_id,
         } => Flow::Isakmp {
-            dst: IpPrefix::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).ok()?,
+            dst: IpPrefix::any_v4(),
             initiator_cookie: Some(initiator_cookie),
             message_id: Some(message_id),
         },
-        FlowKey::TlsSession(_) | FlowKey::HttpCookie(_) => return None,
+        FlowKey::TlsSession(_) => {
+            return Err(TableError::NoCamLayout {
+                kind: "TLS session",
+            })
+        }
+        FlowKey::HttpCookie(_) => {
+            return Err(TableError::NoCamLayout {
+                kind: "HTTP cookie",
+            })
+        }
     };
-    Some(CamKey { zone: None, flow })
+    Ok(CamKey { zone: None, flow })
 }
 
 fn flow_key_of(k: &CamKey) -> Option<FlowKey> {
@@ -194,15 +208,12 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
         self.shadow.len()
     }
     fn insert(&mut self, entry: Entry) -> Result<(), TableError> {
-        let Ok(did) = u8::try_from(entry.dist.0) else {
+        if !self.count.contains(entry.dist) {
             return Err(TableError::BadDist { dist: entry.dist.0 });
-        };
-        let Some(key) = cam_key(&entry.key) else {
-            return Err(TableError::Device("key kind has no CAM layout".into()));
-        };
+        }
         let cam = CamEntry {
-            key,
-            did: driver::DistributionId(did),
+            key: cam_key(&entry.key)?,
+            did: entry.dist,
             result: result_of(&entry),
         };
         self.stats.commands += 1;
@@ -214,7 +225,7 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
                     capacity: depth as usize,
                 });
             }
-            Err(e) => return Err(dev(e)),
+            Err(e) => return Err(e.into()),
         }
         let dist = entry.dist.0;
         self.shadow
@@ -227,7 +238,7 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
         // the host copy holds what sits beside the key and does not fit the CAM's result word.
         // A card that misses an entry the host copy has is a divergence: it is counted, and
         // the host copy still serves the packet, so nothing is lost.
-        if let Some(k) = cam_key(key) {
+        if let Ok(k) = cam_key(key) {
             match self.card.search(&k) {
                 Ok(Some(_)) => {}
                 Ok(None) => {
@@ -243,47 +254,31 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
     fn get(&self, key: &FlowKey) -> Option<&Entry> {
         self.shadow.get(key)
     }
-    fn remove(&mut self, key: &FlowKey) -> Option<Entry> {
-        let e = self.shadow.remove(key)?;
-        if let Some(k) = cam_key(key) {
-            self.stats.commands += 1;
-            if self.card.remove(&k).is_err() {
-                self.errors += 1;
-            }
+    fn remove(&mut self, key: &FlowKey) -> Result<Option<Entry>, TableError> {
+        if self.shadow.get(key).is_none() {
+            return Ok(None);
         }
-        Some(e)
+        // Only keys with a CAM layout ever reach the host copy (insert refuses the others).
+        let k = cam_key(key)?;
+        self.stats.commands += 1;
+        self.card.remove(&k)?;
+        Ok(self.shadow.remove(key))
     }
-    fn flush_dist(&mut self, dist: DistributionId) -> usize {
-        let n = self.shadow.remove_dist(dist).len();
-        if let Ok(did) = u8::try_from(dist.0) {
-            let mut set = DidSet::new();
-            set.insert(driver::DistributionId(did));
-            self.stats.commands += 1;
-            self.stats.flushes += 1;
-            if self.card.flush_dids(&set).is_err() {
-                self.errors += 1;
-            }
-        }
-        n
+    fn flush_dist(&mut self, dist: DistributionId) -> Result<usize, TableError> {
+        self.flush_dists(&[dist]).map(|(n, _)| n)
     }
-    fn flush_dists(&mut self, dists: &[DistributionId]) -> (usize, usize) {
-        let mut set = DidSet::new();
-        let mut n = 0;
-        for &d in dists {
-            n += self.shadow.remove_dist(d).len();
-            if let Ok(did) = u8::try_from(d.0) {
-                set.insert(driver::DistributionId(did));
-            }
-        }
+    fn flush_dists(&mut self, dists: &[DistributionId]) -> Result<(usize, usize), TableError> {
+        // Identifiers out of the table's range hold no entries (insert refuses them).
+        let count = self.count;
+        let set = DidSet::from_ids(dists.iter().copied().filter(|&d| count.contains(d)))?;
         if set.is_empty() {
-            return (n, 0);
+            return Ok((0, 0));
         }
         self.stats.commands += 1;
         self.stats.flushes += 1;
-        if self.card.flush_dids(&set).is_err() {
-            self.errors += 1;
-        }
-        (n, 1)
+        self.card.flush_dids(&set)?;
+        let n = set.iter().map(|d| self.shadow.remove_dist(d).len()).sum();
+        Ok((n, 1))
     }
     fn dist_len(&self, dist: DistributionId) -> usize {
         self.shadow.dist_len(dist)
@@ -326,20 +321,20 @@ mod tests {
     use crate::ids::NodeId;
     use crate::node_table::TieredTable;
     use sim_bridge::model::ModelCard;
+    use std::net::Ipv4Addr;
 
     /// The default node-specific table: the reference-model card (`depth` CAM entries) through
     /// the driver, with host memory behind it for overflow.
     ///
     /// # Errors
-    /// [`TableError::Device`] if the model card does not come up; [`TableError::BadDist`] when
-    /// `count` exceeds 256.
+    /// The model's error if the model card does not come up, [`TableError::Device`] if the
+    /// probe fails, [`TableError::BadDist`] when `count` exceeds 256.
     fn model_card_table(
         count: IdCount,
         depth: u32,
-    ) -> Result<TieredTable<CardTable<sim_bridge::model::ModelCard>>, TableError> {
-        let model = sim_bridge::model::ModelCard::with_depth(depth)
-            .map_err(|e| TableError::Device(e.to_string()))?;
-        let card = Card::probe(model).map_err(dev)?;
+    ) -> Result<TieredTable<CardTable<ModelCard>>, Box<dyn std::error::Error>> {
+        let model = ModelCard::with_depth(depth)?;
+        let card = Card::probe(model).map_err(TableError::from)?;
         Ok(TieredTable::new(CardTable::new(card, count)?, count))
     }
 
@@ -369,9 +364,9 @@ mod tests {
             .search(&cam_key(&k).expect("cam key"))
             .expect("search");
         assert!(hit.is_some(), "the card finds the canonical key");
-        assert_eq!(t.flush_dist(DistributionId(1)), 10);
+        assert_eq!(t.flush_dist(DistributionId(1)).expect("flush"), 10);
         assert_eq!(t.card().len(), 30, "one FLUSH_DID removed them on the card");
-        assert!(t.remove(&entry(0, 0).key).is_some());
+        assert!(t.remove(&entry(0, 0).key).expect("remove").is_some());
         assert_eq!(t.card().len(), 29);
         assert_eq!(t.device_errors(), 0);
         // A data-path hit on the card refreshes the entry's idle clock.
@@ -412,10 +407,12 @@ mod tests {
         assert_eq!(t.card().len(), 16);
         assert_eq!(t.overflow().len(), 34);
         assert_eq!(t.stats().overflowed, 34);
-        assert_eq!(t.flush_dist(DistributionId(3)), 6);
+        assert_eq!(t.flush_dist(DistributionId(3)).expect("flush"), 6);
         assert_eq!(t.len(), 44);
         // Several identifiers in one FLUSH_DID command.
-        let (n, cmds) = t.flush_dists(&[DistributionId(0), DistributionId(1), DistributionId(2)]);
+        let (n, cmds) = t
+            .flush_dists(&[DistributionId(0), DistributionId(1), DistributionId(2)])
+            .expect("flush");
         assert_eq!((n, cmds), (20, 1));
         assert_eq!(t.len(), 24);
         assert!(CardTable::new(

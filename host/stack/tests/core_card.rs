@@ -55,14 +55,14 @@ fn exchange(nodes: &mut [CardNode]) {
 
 /// The distribution identifiers of the entries the card itself holds (a register read of
 /// every slot), and how many entries that is.
-fn card_dids(n: &mut CardNode) -> (Vec<u8>, usize) {
+fn card_dids(n: &mut CardNode) -> (Vec<u16>, usize) {
     let scan = n
         .node_table_mut()
         .card_mut()
         .card_mut()
         .scan()
         .expect("scan");
-    let mut d: Vec<u8> = scan.iter().map(|e| e.did.0).collect();
+    let mut d: Vec<u16> = scan.iter().map(|e| e.did.0).collect();
     let len = d.len();
     d.sort_unstable();
     d.dedup();

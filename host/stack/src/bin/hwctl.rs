@@ -232,7 +232,11 @@ fn run(cli: &mut Cli) -> Res<String> {
         }
         match &cli.command {
             Command::Status => status(&mut card, cli.json),
-            Command::Dump { did } => dump(&mut card, did.map(DistributionId), cli.json),
+            Command::Dump { did } => dump(
+                &mut card,
+                did.map(|d| DistributionId(u16::from(d))),
+                cli.json,
+            ),
             Command::Regs => regs(&mut card, cli.json),
             Command::Sas | Command::Esp { .. } => Err(dispatched_twice()),
         }
@@ -397,7 +401,7 @@ fn status<R: RegIo>(card: &mut Card<R>, as_json: bool) -> Res<String> {
 #[derive(Serialize)]
 struct EntryOut {
     slot: u32,
-    did: u8,
+    did: u16,
     hit: bool,
     /// The decoded key (`null` fields and `/0` prefixes are wildcards), or
     /// `null` when the bits are not a typed key (then see `key_error`).

@@ -138,7 +138,7 @@ impl Runtime {
                         None => true,
                     })
                     .map(|e| {
-                        let k = crate::core::card_table::cam_key(&e.key);
+                        let k = crate::core::card_table::cam_key(&e.key).ok();
                         let on_card = table.card().get(&e.key).is_some();
                         json!({"did": e.dist.0, "where": if on_card { "card" } else { "overflow" },
                                "key": k, "key_text": k.map_or_else(|| format!("{:?}", e.key), |k| k.to_string()),
