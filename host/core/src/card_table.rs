@@ -320,6 +320,7 @@ mod tests {
     use crate::entry::Endpoint;
     use crate::ids::NodeId;
     use crate::node_table::TieredTable;
+    use hal::fault::{Fault, FaultInjector};
     use sim_bridge::model::ModelCard;
     use std::net::Ipv4Addr;
 
@@ -420,5 +421,137 @@ mod tests {
             IdCount::new(512).expect("count")
         )
         .is_err());
+    }
+
+    type Faulty = FaultInjector<ModelCard>;
+
+    /// A tiered table over a card whose registers can be made to fail.
+    fn faulty_table(depth: u32) -> TieredTable<CardTable<Faulty>> {
+        let c = IdCount::new(16).expect("count");
+        let regs = FaultInjector::new(ModelCard::with_depth(depth).expect("depth"));
+        let card = Card::probe(regs).expect("probe");
+        TieredTable::new(CardTable::new(card, c).expect("count"), c)
+    }
+
+    /// The card leaves the bus: every later register read returns all ones.
+    fn pull_card(t: &mut TieredTable<CardTable<Faulty>>) {
+        let regs = t.card_mut().card_mut().regs_mut();
+        let after_reads = regs.reads();
+        regs.inject(Fault::AllOnes { after_reads });
+    }
+
+    fn assert_gone<V: std::fmt::Debug>(r: Result<V, TableError>) {
+        match r {
+            Err(e) => {
+                assert!(e.is_device_gone(), "{e:?}");
+                // The driver's error is kept as the source, not flattened into text.
+                let src = std::error::Error::source(&e).expect("source");
+                assert!(src.downcast_ref::<DriverError>().is_some());
+            }
+            Ok(v) => panic!("a gone card answered {v:?}"),
+        }
+    }
+
+    #[test]
+    fn a_card_that_goes_away_is_an_error_not_an_overflow() {
+        let mut t = faulty_table(64);
+        for i in 0..20 {
+            t.insert(entry(i, (i % 4) as u16)).expect("insert");
+        }
+        pull_card(&mut t);
+        assert_gone(t.insert(entry(100, 1)));
+        assert_eq!(t.overflow().len(), 0, "nothing is parked in host memory");
+        assert_eq!(t.stats().overflowed, 0);
+        assert_gone(t.remove(&entry(3, 3).key));
+        assert_gone(t.flush_dist(DistributionId(1)));
+        assert_gone(t.flush_dists(&[DistributionId(0), DistributionId(2)]));
+        // The host copy is changed only by card commands that worked.
+        assert_eq!(t.len(), 20);
+        assert!(t.get(&entry(3, 3).key).is_some());
+    }
+
+    #[test]
+    fn a_full_card_still_overflows_and_a_gone_one_stops_promotion() {
+        let mut t = faulty_table(4);
+        for i in 0..8 {
+            t.insert(entry(i, (i % 4) as u16)).expect("nothing lost");
+        }
+        assert_eq!(t.overflow().len(), 4);
+        for _ in 0..10 {
+            t.lookup(&entry(7, 3).key).expect("present").packets += 1;
+        }
+        pull_card(&mut t);
+        assert_gone(t.promote_hot(1));
+        assert_eq!(t.len(), 8, "promotion lost nothing");
+    }
+
+    #[test]
+    fn key_kinds_without_a_cam_layout_have_their_own_error() {
+        let c = IdCount::new(16).expect("count");
+        let card = Card::probe(ModelCard::with_depth(8).expect("depth")).expect("probe");
+        let mut t = CardTable::new(card, c).expect("count");
+        let e = Entry::new(
+            FlowKey::TlsSession(crate::entry::SessionDigest([7; 16])),
+            DistributionId(1),
+            ConnState::Established,
+            NodeId(1),
+        );
+        assert!(matches!(
+            t.insert(e.clone()),
+            Err(TableError::NoCamLayout {
+                kind: "TLS session"
+            })
+        ));
+        let mut tiered = TieredTable::new(t, c);
+        tiered.insert(e).expect("host memory holds it");
+        assert_eq!(tiered.overflow().len(), 1);
+    }
+
+    #[test]
+    fn the_node_reports_a_card_that_went_away() {
+        use crate::alloc_policy::even_split;
+        use crate::node::{Node, NodeConfig, Verdict};
+        use crate::packet::{build, TcpFlags};
+        use crate::ClusterSecret;
+
+        let mut cfg = NodeConfig::new(NodeId(1), ClusterSecret::new([9; 16]));
+        cfg.count = IdCount::new(16).expect("count");
+        let mut node = Node::new(cfg, faulty_table(64));
+        let all = even_split(IdCount::new(16).expect("count"), &[NodeId(1)]);
+        node.apply_allocation(Millis(0), &all).expect("allocation");
+        let syn = TcpFlags {
+            syn: true,
+            ack: false,
+            fin: false,
+            rst: false,
+        };
+        let ip = |x| IpAddr::V4(Ipv4Addr::new(10, 0, 0, x));
+        let pkt = |port| build::tcp(ip(1), port, ip(2), 80, syn, b"").expect("packet");
+        for port in 1000..1010 {
+            assert!(matches!(
+                node.handle_packet(Millis(1), &pkt(port)),
+                Verdict::Accept { created: true, .. }
+            ));
+        }
+        assert!(node.take_card_error().is_none());
+        pull_card(node.node_table_mut());
+        // A new connection still gets state: the common table takes it, the failure is
+        // reported, and nothing goes to the overflow.
+        assert!(matches!(
+            node.handle_packet(Millis(2), &pkt(2000)),
+            Verdict::Accept { created: true, .. }
+        ));
+        assert!(node.card_failed());
+        let e = node.take_card_error().expect("reported");
+        assert!(e.is_device_gone(), "{e:?}");
+        assert!(node.take_card_error().is_none(), "taken once");
+        assert_eq!(node.node_table().overflow().len(), 0);
+        assert_eq!(node.common().len(), 11, "the common table holds everything");
+        // Reallocation away: the flush fails and is reported too.
+        let mut none = even_split(IdCount::new(16).expect("count"), &[NodeId(2)]);
+        none.epoch = crate::ids::Epoch(all.epoch.0 + 1);
+        node.apply_allocation(Millis(3), &none).expect("allocation");
+        assert!(node.take_card_error().is_some_and(|e| e.is_device()));
+        assert_eq!(node.common().len(), 11);
     }
 }
