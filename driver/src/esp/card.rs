@@ -20,7 +20,7 @@ use hal::{BarOffset, RegIo};
 use zeroize::Zeroize;
 
 use super::sa::{Cipher, Direction, Mode, SaConfig, SaCounters, SaState, Spi};
-use super::{EspEngine, EspError, EspOutcome, EspRequest, ReplayWindow, SaSlot};
+use super::{EspEngine, EspError, EspHeader, EspOutcome, EspRequest, ReplayWindow, SaSlot};
 use crate::card::{CamEntry, Card};
 use crate::key::{Action, CamKey, Flow, IpPrefix, ResultFlags, ResultWord};
 use crate::types::CamIndex;
@@ -503,15 +503,8 @@ impl<R: RegIo> EspEngine for CardEsp<R> {
                 })
             }
             EspRequest::Decapsulate { packet } => {
-                if packet.len() < 8 {
-                    return Err(EspError::Malformed {
-                        reason: "shorter than the ESP header",
-                    });
-                }
-                let spi = Spi(u32::from_be_bytes([
-                    packet[0], packet[1], packet[2], packet[3],
-                ]));
-                let seq_lo = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+                let hdr = EspHeader::new_checked(packet)?;
+                let (spi, seq_lo) = (hdr.spi(), hdr.seq_lo());
                 let inst = self.lookup(Direction::Inbound, spi)?;
                 // The SPI lookup goes through the CAM: the entry's result names the slot.
                 let hit = self

@@ -39,7 +39,9 @@ mod sa;
 mod software;
 
 pub use card::CardEsp;
-pub use codec::{EspCipher, OpenError, SealHeader, ESP_HEADER_LEN, ESP_IV_LEN, ESP_TRAILER_LEN};
+pub use codec::{
+    EspCipher, EspHeader, OpenError, SealHeader, ESP_HEADER_LEN, ESP_IV_LEN, ESP_TRAILER_LEN,
+};
 pub use fallback::{FallbackEsp, Placement};
 pub use replay::{infer_esn, ReplayWindow, REPLAY_WINDOW_BITS};
 pub use sa::{Cipher, Direction, IcvLen, Mode, SaConfig, SaCounters, SaKey, SaState, Spi};
