@@ -107,7 +107,7 @@ fn cards_hold_exactly_the_owned_entries() {
         );
         for d in dids {
             assert!(
-                n.owns(DistributionId(u16::from(d))),
+                n.owns(DistributionId(d)),
                 "card holds a foreign id"
             );
         }
@@ -157,7 +157,7 @@ fn cards_hold_exactly_the_owned_entries() {
         assert!(n.check_tables().is_empty(), "{:?}", n.check_tables());
         let (dids, _) = card_dids(n);
         for d in dids {
-            assert!(n.owns(DistributionId(u16::from(d))));
+            assert!(n.owns(DistributionId(d)));
         }
     }
 }
