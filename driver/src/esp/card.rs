@@ -67,6 +67,16 @@ fn hal_err<E>(_: E) -> EspError {
     }
 }
 
+/// The ESP verdict of a failed CAM command: a card that left the bus stays recognisable
+/// ([`EspError::DeviceGone`]); any other driver error is a backend failure described by
+/// `what` (the verdict type is small and `Copy`, so it does not carry the driver's error).
+fn cam_err(what: &'static str) -> impl FnOnce(crate::DriverError) -> EspError {
+    move |e| match e {
+        crate::DriverError::DeviceGone { offset } => EspError::DeviceGone { offset },
+        _ => EspError::Backend { what },
+    }
+}
+
 impl<R: RegIo> CardEsp<R> {
     /// Take over a probed card's SA table and ESP engine. Every SA slot is
     /// flushed (keys wiped) so the table starts empty.
@@ -162,8 +172,8 @@ impl<R: RegIo> CardEsp<R> {
         for _ in 0..POLL_LIMIT {
             let s = self.rd(base, status_reg)?;
             if s == hal::regs::DEVICE_GONE {
-                return Err(EspError::Backend {
-                    what: "card left the bus (STATUS reads all ones)",
+                return Err(EspError::DeviceGone {
+                    offset: BarOffset(base + status_reg.offset),
                 });
             }
             if s & 1 == 0 {
@@ -368,9 +378,7 @@ impl<R: RegIo> EspEngine for CardEsp<R> {
                     Err(crate::DriverError::CamFull { .. }) => Err(EspError::NoFreeSlot {
                         capacity: self.slots,
                     }),
-                    Err(_) => Err(EspError::Backend {
-                        what: "CAM insert for the SA failed",
-                    }),
+                    Err(e) => Err(cam_err("CAM insert for the SA failed")(e)),
                 }
             } else {
                 Ok(None)
@@ -401,9 +409,9 @@ impl<R: RegIo> EspEngine for CardEsp<R> {
     fn remove_sa(&mut self, direction: Direction, spi: Spi) -> Result<(), EspError> {
         let inst = self.lookup(direction, spi)?;
         if let Some(i) = inst.cam {
-            self.card.remove_at(i).map_err(|_| EspError::Backend {
-                what: "CAM remove for the SA failed",
-            })?;
+            self.card
+                .remove_at(i)
+                .map_err(cam_err("CAM remove for the SA failed"))?;
         }
         self.wr(self.sa_base, sa::SLOT, u32::from(inst.slot))?;
         self.sa_command(sa::cmd::INVALIDATE)?;
@@ -510,9 +518,7 @@ impl<R: RegIo> EspEngine for CardEsp<R> {
                 let hit = self
                     .card
                     .search(&Self::search_key(&inst, spi))
-                    .map_err(|_| EspError::Backend {
-                        what: "CAM search failed",
-                    })?;
+                    .map_err(cam_err("CAM search failed"))?;
                 let slot = match hit {
                     Some(h) if h.result.action == Action::Decrypt => h.result.sa_slot.0,
                     _ => {

@@ -115,6 +115,13 @@ pub enum EspError {
         /// What is not supported.
         what: &'static str,
     },
+    /// The card left the bus: a register read all ones. Every later command
+    /// on this card fails too; the SAs must be placed elsewhere.
+    #[error("card gone: register {offset} read 0xffffffff")]
+    DeviceGone {
+        /// The register that read all ones.
+        offset: hal::BarOffset,
+    },
     /// The engine's backend failed (register access, simulator gone).
     #[error("engine backend failed: {what}")]
     Backend {

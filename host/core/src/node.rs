@@ -498,17 +498,9 @@ impl<T: NodeSpecificTable> Node<T> {
                 .filter(|e| self.active.get(&e.key).is_none())
                 .cloned()
                 .collect();
-            for mut e in missing {
-                e.last_seen = now;
-                e.packets = 0;
-                match self.active.insert(e) {
-                    Ok(()) => installed += 1,
-                    Err(e) => {
-                        self.table_failed(e);
-                        self.stats.install_failures += 1;
-                    }
-                }
-            }
+            let (n, failures) = self.install_fresh(now, missing);
+            installed += n;
+            self.stats.install_failures += failures as u64;
         }
         installed
     }
@@ -905,6 +897,24 @@ impl<T: NodeSpecificTable> Node<T> {
         }
     }
 
+    /// Installs entries copied from the common table with fresh idle clocks and counters.
+    /// Returns how many were installed and how many the node-specific table refused.
+    fn install_fresh(&mut self, now: Millis, entries: Vec<Entry>) -> (usize, usize) {
+        let (mut installed, mut failures) = (0, 0);
+        for mut e in entries {
+            e.last_seen = now;
+            e.packets = 0;
+            match self.active.insert(e) {
+                Ok(()) => installed += 1,
+                Err(e) => {
+                    self.table_failed(e);
+                    failures += 1;
+                }
+            }
+        }
+        (installed, failures)
+    }
+
     fn install(&mut self, e: Entry) {
         if let Err(e) = self.active.insert(e) {
             self.table_failed(e);
@@ -1168,17 +1178,9 @@ impl<T: NodeSpecificTable> Node<T> {
                 continue;
             }
             let entries: Vec<Entry> = self.common.select(d).cloned().collect();
-            for mut e in entries {
-                e.last_seen = now;
-                e.packets = 0;
-                match self.active.insert(e) {
-                    Ok(()) => installed += 1,
-                    Err(e) => {
-                        self.table_failed(e);
-                        failures += 1;
-                    }
-                }
-            }
+            let (n, f) = self.install_fresh(now, entries);
+            installed += n;
+            failures += f;
         }
         self.stats.install_failures += failures as u64;
         self.pending = Some(Pending {

@@ -106,10 +106,7 @@ fn cards_hold_exactly_the_owned_entries() {
             "card and driver shadow agree"
         );
         for d in dids {
-            assert!(
-                n.owns(DistributionId(d)),
-                "card holds a foreign id"
-            );
+            assert!(n.owns(DistributionId(d)), "card holds a foreign id");
         }
         // Every entry on the card is findable by its canonical key.
         let keys: Vec<FlowKey> = n
