@@ -29,6 +29,8 @@ pub struct CardTable<R: RegIo> {
     count: IdCount,
     stats: TableStats,
     errors: u64,
+    /// The first driver error of a lookup, hit scan or `clear_all` not yet taken.
+    failure: Option<DriverError>,
 }
 
 impl<R: RegIo> CardTable<R> {
@@ -49,6 +51,7 @@ impl<R: RegIo> CardTable<R> {
             count,
             stats: TableStats::default(),
             errors: 0,
+            failure: None,
         })
     }
 
@@ -62,10 +65,17 @@ impl<R: RegIo> CardTable<R> {
         &mut self.card
     }
 
-    /// Device errors seen where the trait cannot report them: data-path lookups, hit-bit
-    /// scans and `clear_all`.
+    /// Device errors and card/host divergences seen where the trait cannot report them:
+    /// data-path lookups, hit-bit scans and `clear_all`. The first device error itself is
+    /// kept for [`NodeSpecificTable::take_device_error`].
     pub fn device_errors(&self) -> u64 {
         self.errors
+    }
+
+    /// Counts a driver error the trait cannot return and keeps the first one.
+    fn failed(&mut self, e: DriverError) {
+        self.errors += 1;
+        self.failure.get_or_insert(e);
     }
 
     /// The entries the card reports idle since the previous scan (hit bits clear).
@@ -246,7 +256,7 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
                         self.errors += 1;
                     }
                 }
-                Err(_) => self.errors += 1,
+                Err(e) => self.failed(e),
             }
         }
         self.shadow.get_mut(key)
@@ -288,17 +298,20 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
     }
     fn clear_all(&mut self) {
         self.shadow.clear();
-        if self.card.flush_all().is_err() {
-            self.errors += 1;
+        if let Err(e) = self.card.flush_all() {
+            self.failed(e);
         }
     }
     fn stats(&self) -> TableStats {
         self.stats
     }
+    fn take_device_error(&mut self) -> Option<TableError> {
+        self.failure.take().map(TableError::from)
+    }
     fn sync_hits(&mut self, now: Millis) {
-        let Ok(scan) = self.card.age() else {
-            self.errors += 1;
-            return;
+        let scan = match self.card.age() {
+            Ok(scan) => scan,
+            Err(e) => return self.failed(e),
         };
         for i in scan.active {
             let key = self
@@ -468,6 +481,14 @@ mod tests {
         // The host copy is changed only by card commands that worked.
         assert_eq!(t.len(), 20);
         assert!(t.get(&entry(3, 3).key).is_some());
+        // A data-path lookup cannot return the error: the table keeps it for the owner.
+        assert!(t.take_device_error().is_none());
+        assert!(
+            t.lookup(&entry(4, 0).key).is_some(),
+            "the host copy still serves"
+        );
+        assert!(t.take_device_error().is_some_and(|e| e.is_device_gone()));
+        assert!(t.take_device_error().is_none(), "taken once");
     }
 
     #[test]
@@ -541,7 +562,6 @@ mod tests {
             node.handle_packet(Millis(2), &pkt(2000)),
             Verdict::Accept { created: true, .. }
         ));
-        assert!(node.card_failed());
         let e = node.take_card_error().expect("reported");
         assert!(e.is_device_gone(), "{e:?}");
         assert!(node.take_card_error().is_none(), "taken once");

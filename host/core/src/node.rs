@@ -389,17 +389,14 @@ impl<T: NodeSpecificTable> Node<T> {
     }
 
     /// The first device failure of the node-specific table (a card that failed or has gone
-    /// away, [`TableError::Device`]) since the last call, and forgets it. Every method that
-    /// changes the node-specific table records such a failure instead of hiding it; the
-    /// common table still holds every entry, so the caller rebuilds the card from it (for
-    /// example with [`Node::set_standby`]) once it has a working card again.
+    /// away, [`TableError::Device`]; [`TableError::is_device_gone`] tells the two apart) since
+    /// the last call, and forgets it. Every method that changes the node-specific table
+    /// records such a failure instead of hiding it, and failures of data-path lookups and hit
+    /// scans come from [`NodeSpecificTable::take_device_error`]. The common table still holds
+    /// every entry, so the caller rebuilds the card from it once it has a working card again.
     pub fn take_card_error(&mut self) -> Option<TableError> {
-        self.card_error.take()
-    }
-
-    /// Whether a device failure is recorded (see [`Node::take_card_error`]).
-    pub fn card_failed(&self) -> bool {
-        self.card_error.is_some()
+        let table = self.active.take_device_error();
+        self.card_error.take().or(table)
     }
 
     /// Records a failure of the node-specific table if it is a device failure (a full table

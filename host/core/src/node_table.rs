@@ -147,6 +147,12 @@ pub trait NodeSpecificTable {
     /// into the entries' `last_seen`, so idle timeouts see traffic the host never saw.
     /// Default: nothing (host-memory tables see every hit).
     fn sync_hits(&mut self, _now: super::ids::Millis) {}
+    /// The first device failure seen where the trait cannot return it (a data-path
+    /// [`Self::lookup`], [`Self::sync_hits`], [`Self::clear_all`]) since the last call, and
+    /// forgets it. Default: none (host memory does not fail).
+    fn take_device_error(&mut self) -> Option<TableError> {
+        None
+    }
 }
 
 /// Host-memory node-specific table (claim 19). Unbounded unless built with a capacity.
@@ -464,6 +470,9 @@ impl<C: NodeSpecificTable> NodeSpecificTable for TieredTable<C> {
     }
     fn sync_hits(&mut self, now: super::ids::Millis) {
         self.card.sync_hits(now);
+    }
+    fn take_device_error(&mut self) -> Option<TableError> {
+        self.card.take_device_error()
     }
 }
 

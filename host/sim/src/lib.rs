@@ -98,6 +98,9 @@ impl NodeSpecificTable for SimCardKind {
     fn sync_hits(&mut self, now: Millis) {
         both!(self, c => c.sync_hits(now))
     }
+    fn take_device_error(&mut self) -> Option<TableError> {
+        both!(self, c => c.take_device_error())
+    }
 }
 
 /// Simulation parameters.
