@@ -5,7 +5,7 @@ use hal::{BarOffset, RegIo};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CamCmd, CmdErrorCode, DriverError};
-use crate::key::{CamKey, KeyBits, ResultWord, KEY_WORDS};
+use crate::key::{CamKey, KeyBits, KeyError, ResultWord, KEY_WORDS};
 use crate::probe::{read_block_regs, walk_chain, BlockInfo, RegValue};
 use crate::shadow::{Shadow, Slot};
 use crate::types::{CamIndex, DidSet, DistributionId};
@@ -89,8 +89,9 @@ pub struct DumpEntry {
     pub index: CamIndex,
     /// The decoded key, when the bits are something the typed model expresses.
     pub key: Option<CamKey>,
-    /// Why the key did not decode, otherwise.
-    pub key_error: Option<String>,
+    /// Why the key did not decode, otherwise (serialised as its message).
+    #[serde(serialize_with = "as_message")]
+    pub key_error: Option<KeyError>,
     /// The raw key and mask.
     pub bits: KeyBits,
     /// The distribution identifier.
@@ -104,6 +105,14 @@ pub struct DumpEntry {
     /// The entry's hit bit (set by a search or a data-path hit since the last
     /// aging scan).
     pub hit: bool,
+}
+
+/// Serialises an optional error as its message (`null` when there is none).
+fn as_message<S: serde::Serializer>(e: &Option<KeyError>, s: S) -> Result<S::Ok, S::Error> {
+    match e {
+        Some(e) => s.collect_str(e),
+        None => s.serialize_none(),
+    }
 }
 
 /// The card's counters.
@@ -551,7 +560,7 @@ impl<R: RegIo> Card<R> {
         let did = self.read_live(self.cam_base + cam::DID.offset)?;
         let (key, key_error) = match CamKey::decode(&bits) {
             Ok(k) => (Some(k), None),
-            Err(e) => (None, Some(e.to_string())),
+            Err(e) => (None, Some(e)),
         };
         Ok(DumpEntry {
             index,

@@ -428,3 +428,17 @@ fn identifier_too_wide_for_the_card_is_refused() {
     c.insert(&ok).unwrap();
     assert_eq!(c.search(&ok.key).unwrap().unwrap().did, DistributionId(255));
 }
+
+#[test]
+fn an_undecodable_key_keeps_its_error_and_serialises_as_its_message() {
+    let mut c = card(8);
+    c.insert_bits(&driver::KeyBits::default(), DistributionId(1), 0)
+        .unwrap();
+    let d = c.dump(None).unwrap();
+    let err = d[0]
+        .key_error
+        .clone()
+        .expect("raw bits are not a typed key");
+    let v = serde_json::to_value(&d[0]).unwrap();
+    assert_eq!(v["key_error"], serde_json::Value::String(err.to_string()));
+}

@@ -424,7 +424,7 @@ impl From<&DumpEntry> for EntryOut {
             hit: e.hit,
             key: e.key,
             key_text: key_text(e),
-            key_error: e.key_error.clone(),
+            key_error: e.key_error.as_ref().map(ToString::to_string),
             result: e.result,
             result_text: e.result.to_string(),
             result_raw: format!("0x{:08x}", e.result_raw),
