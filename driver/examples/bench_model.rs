@@ -74,7 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut ins, mut srch, mut miss, mut rm, mut flush, mut age) =
         (fig(), fig(), fig(), fig(), fig(), fig());
     let misses: Vec<CamEntry> = (depth..2 * depth).map(sample_entry).collect();
-    let dids: DidSet = (0..16u8).map(DistributionId).collect();
+    let dids = DidSet::from_ids((0..16).map(DistributionId)).expect("16 identifiers fit");
 
     for _ in 0..rounds {
         measure(&mut card, &mut ins, u64::from(depth), |c| {

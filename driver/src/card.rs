@@ -5,7 +5,7 @@ use hal::{BarOffset, RegIo};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CamCmd, CmdErrorCode, DriverError};
-use crate::key::{CamKey, KeyBits, ResultWord, KEY_WORDS};
+use crate::key::{CamKey, KeyBits, KeyError, ResultWord, KEY_WORDS};
 use crate::probe::{read_block_regs, walk_chain, BlockInfo, RegValue};
 use crate::shadow::{Shadow, Slot};
 use crate::types::{CamIndex, DidSet, DistributionId};
@@ -39,7 +39,7 @@ pub struct CamCaps {
     pub key_bits: u32,
     /// Result width in bits (32).
     pub result_bits: u32,
-    /// Distribution-identifier width in bits (8).
+    /// Distribution-identifier width in bits (1 to 8; 8 on today's card).
     pub did_bits: u32,
     /// Data-path lookup latency in clock cycles.
     pub lookup_latency: u32,
@@ -89,8 +89,9 @@ pub struct DumpEntry {
     pub index: CamIndex,
     /// The decoded key, when the bits are something the typed model expresses.
     pub key: Option<CamKey>,
-    /// Why the key did not decode, otherwise.
-    pub key_error: Option<String>,
+    /// Why the key did not decode, otherwise (serialised as its message).
+    #[serde(serialize_with = "as_message")]
+    pub key_error: Option<KeyError>,
     /// The raw key and mask.
     pub bits: KeyBits,
     /// The distribution identifier.
@@ -104,6 +105,14 @@ pub struct DumpEntry {
     /// The entry's hit bit (set by a search or a data-path hit since the last
     /// aging scan).
     pub hit: bool,
+}
+
+/// Serialises an optional error as its message (`null` when there is none).
+fn as_message<S: serde::Serializer>(e: &Option<KeyError>, s: S) -> Result<S::Ok, S::Error> {
+    match e {
+        Some(e) => s.collect_str(e),
+        None => s.serialize_none(),
+    }
 }
 
 /// The card's counters.
@@ -230,7 +239,11 @@ impl<R: RegIo> Card<R> {
             )?,
             key_bits: card.cam_cap(cam::CAP_KEY_BITS, |v| v == cam::KEY_BITS, "320 bits")?,
             result_bits: card.cam_cap(cam::CAP_RESULT_BITS, |v| v == 32, "32 bits")?,
-            did_bits: card.cam_cap(cam::CAP_DID_BITS, |v| v == 8, "8 bits")?,
+            did_bits: card.cam_cap(
+                cam::CAP_DID_BITS,
+                |v| (1..=DidSet::BITS).contains(&v),
+                "1..=8 bits",
+            )?,
             lookup_latency: card.cam_cap(cam::CAP_LOOKUP_LATENCY, |_| true, "any")?,
         };
         card.info.cam = caps;
@@ -314,7 +327,7 @@ impl<R: RegIo> Card<R> {
     /// Slots the shadow holds for `did`, ascending.
     #[must_use]
     pub fn slots_of(&self, did: DistributionId) -> Vec<CamIndex> {
-        self.shadow.of_did(did.0).map(CamIndex).collect()
+        self.shadow_of(did).into_iter().map(CamIndex).collect()
     }
 
     /// Limit the `STATUS` polls per command (at least 1).
@@ -403,7 +416,7 @@ impl<R: RegIo> Card<R> {
             i,
             Slot {
                 bits,
-                did: entry.did.0,
+                did: self.card_did(entry.did)?,
                 result,
             },
         );
@@ -514,7 +527,7 @@ impl<R: RegIo> Card<R> {
                 detail: "SEARCH matched a slot the driver never wrote".into(),
             });
         };
-        if slot.did != did as u8 || slot.result != result || did > 0xFF {
+        if u32::from(slot.did) != did || slot.result != result {
             return Err(DriverError::Inconsistent {
                 index: CamIndex(i),
                 detail: format!(
@@ -525,7 +538,7 @@ impl<R: RegIo> Card<R> {
         }
         Ok(Some(SearchHit {
             index: CamIndex(i),
-            did: DistributionId(did as u8),
+            did: DistributionId(u16::from(slot.did)),
             result: ResultWord::decode(result),
         }))
     }
@@ -547,14 +560,15 @@ impl<R: RegIo> Card<R> {
         let did = self.read_live(self.cam_base + cam::DID.offset)?;
         let (key, key_error) = match CamKey::decode(&bits) {
             Ok(k) => (Some(k), None),
-            Err(e) => (None, Some(e.to_string())),
+            Err(e) => (None, Some(e)),
         };
         Ok(DumpEntry {
             index,
             key,
             key_error,
             bits,
-            did: DistributionId(did as u8),
+            // The register's low 8 bits, as the card stores them.
+            did: DistributionId((did & 0xFF) as u16),
             result: ResultWord::decode(result_raw),
             result_raw,
             valid: cam::status::VALID.get(status) == 1,
@@ -570,7 +584,7 @@ impl<R: RegIo> Card<R> {
     /// entry the driver wrote is invalid.
     pub fn dump(&mut self, did: Option<DistributionId>) -> Result<Vec<DumpEntry>, DriverError> {
         let slots: Vec<u32> = match did {
-            Some(d) => self.shadow.of_did(d.0).collect(),
+            Some(d) => self.shadow_of(d),
             None => self.shadow.occupied().collect(),
         };
         let mut out = Vec::with_capacity(slots.len());
@@ -615,7 +629,7 @@ impl<R: RegIo> Card<R> {
                 e.index.0,
                 Slot {
                     bits: e.bits,
-                    did: e.did.0,
+                    did: (e.did.0 & 0xFF) as u8,
                     result: e.result_raw,
                 },
             );
@@ -628,14 +642,19 @@ impl<R: RegIo> Card<R> {
     ///
     /// # Errors
     /// Command errors.
+    /// [`DriverError::DidTooWide`] when the set holds an identifier wider than
+    /// the card's `CAP_DID_BITS` (nothing is flushed then).
     pub fn flush_dids(&mut self, dids: &DidSet) -> Result<usize, DriverError> {
+        for d in dids.iter() {
+            self.card_did(d)?;
+        }
         for (i, w) in dids.words().iter().enumerate() {
             self.write_cam_at(cam::DID_BITMAP, i as u32, *w)?;
         }
         self.command(CamCmd::FlushDid)?;
         let mut n = 0;
         for d in dids.iter() {
-            let slots: Vec<u32> = self.shadow.of_did(d.0).collect();
+            let slots = self.shadow_of(d);
             for i in slots {
                 self.shadow.clear(i);
                 n += 1;
@@ -721,7 +740,9 @@ impl<R: RegIo> Card<R> {
             let slot = self.shadow.get(e.index.0).copied();
             let ok = want == Some(e.index.0)
                 && slot.is_some_and(|s| {
-                    s.bits == e.bits.normalized() && s.did == e.did.0 && s.result == e.result_raw
+                    s.bits == e.bits.normalized()
+                        && u16::from(s.did) == e.did.0
+                        && s.result == e.result_raw
                 });
             if !ok {
                 return Err(DriverError::Inconsistent {
@@ -767,7 +788,7 @@ impl<R: RegIo> Card<R> {
             i,
             Slot {
                 bits,
-                did: did.0,
+                did: self.card_did(did)?,
                 result,
             },
         );
@@ -784,8 +805,31 @@ impl<R: RegIo> Card<R> {
             self.write_cam_at(cam::KEY, i as u32, bits.key[i])?;
             self.write_cam_at(cam::MASK, i as u32, bits.mask[i])?;
         }
+        let did = self.card_did(did)?;
         self.write_cam(cam::RESULT, result)?;
-        self.write_cam(cam::DID, u32::from(did.0))
+        self.write_cam(cam::DID, u32::from(did))
+    }
+
+    /// `did` as the card stores it.
+    ///
+    /// # Errors
+    /// [`DriverError::DidTooWide`] when it does not fit the card's
+    /// `CAP_DID_BITS`.
+    fn card_did(&self, did: DistributionId) -> Result<u8, DriverError> {
+        let bits = self.info.cam.did_bits;
+        match u8::try_from(did.0) {
+            Ok(d) if did.fits(bits) => Ok(d),
+            _ => Err(DriverError::DidTooWide { did, bits }),
+        }
+    }
+
+    /// The shadow's slots of `did`, ascending (none for an identifier the
+    /// card cannot hold).
+    fn shadow_of(&self, did: DistributionId) -> Vec<u32> {
+        match u8::try_from(did.0) {
+            Ok(d) => self.shadow.of_did(d).collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Start `cmd` and poll `STATUS` until it completes; returns `STATUS`.

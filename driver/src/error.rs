@@ -7,44 +7,29 @@ use hal::{BarOffset, HalError};
 use serde::Serialize;
 
 use crate::key::KeyError;
-use crate::types::CamIndex;
+use crate::types::{CamIndex, DistributionId};
 
-/// A CAM command, as written to the CAM block's `CMD` register.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum CamCmd {
-    /// Write an entry at `INDEX`.
-    Write,
-    /// Invalidate the entry at `INDEX`.
-    Invalidate,
-    /// Read the entry at `INDEX`.
-    Read,
-    /// Search for `KEY`.
-    Search,
-    /// Invalidate every entry.
-    FlushAll,
-    /// Invalidate the entries whose identifier is in `DID_BITMAP`.
-    FlushDid,
-    /// Read and clear 32 hit bits.
-    HitRc,
-    /// Write an entry at the lowest free index.
-    Insert,
-}
-
-impl CamCmd {
-    /// The command code.
-    #[must_use]
-    pub const fn code(self) -> u32 {
-        match self {
-            CamCmd::Write => cam::cmd::WRITE,
-            CamCmd::Invalidate => cam::cmd::INVALIDATE,
-            CamCmd::Read => cam::cmd::READ,
-            CamCmd::Search => cam::cmd::SEARCH,
-            CamCmd::FlushAll => cam::cmd::FLUSH_ALL,
-            CamCmd::FlushDid => cam::cmd::FLUSH_DID,
-            CamCmd::HitRc => cam::cmd::HIT_RC,
-            CamCmd::Insert => cam::cmd::INSERT,
-        }
+crate::code_enum! {
+    /// A CAM command, as written to the CAM block's `CMD` register.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+    #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+    pub enum CamCmd: u32 {
+        /// Write an entry at `INDEX`.
+        Write = cam::cmd::WRITE,
+        /// Invalidate the entry at `INDEX`.
+        Invalidate = cam::cmd::INVALIDATE,
+        /// Read the entry at `INDEX`.
+        Read = cam::cmd::READ,
+        /// Search for `KEY`.
+        Search = cam::cmd::SEARCH,
+        /// Invalidate every entry.
+        FlushAll = cam::cmd::FLUSH_ALL,
+        /// Invalidate the entries whose identifier is in `DID_BITMAP`.
+        FlushDid = cam::cmd::FLUSH_DID,
+        /// Read and clear 32 hit bits.
+        HitRc = cam::cmd::HIT_RC,
+        /// Write an entry at the lowest free index.
+        Insert = cam::cmd::INSERT,
     }
 }
 
@@ -64,32 +49,20 @@ impl fmt::Display for CamCmd {
     }
 }
 
-/// An error code the card reported in `STATUS.ERR`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-pub enum CmdErrorCode {
-    /// `INDEX` beyond the depth.
-    BadIndex,
-    /// `CMD` written while a command was running.
-    Busy,
-    /// Unknown command code.
-    UnknownCmd,
-    /// `INSERT` found no free entry.
-    Full,
-    /// A code this driver does not know.
-    Other(u32),
-}
-
-impl CmdErrorCode {
-    /// The code of a non-OK `STATUS.ERR` value.
-    #[must_use]
-    pub const fn from_code(c: u32) -> Self {
-        match c {
-            cam::err::BAD_INDEX => Self::BadIndex,
-            cam::err::BUSY => Self::Busy,
-            cam::err::UNKNOWN_CMD => Self::UnknownCmd,
-            cam::err::FULL => Self::Full,
-            c => Self::Other(c),
-        }
+crate::code_enum! {
+    /// An error code the card reported in `STATUS.ERR` (a non-OK value).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+    pub enum CmdErrorCode: u32 {
+        /// A code this driver does not know.
+        other Other,
+        /// `INDEX` beyond the depth.
+        BadIndex = cam::err::BAD_INDEX,
+        /// `CMD` written while a command was running.
+        Busy = cam::err::BUSY,
+        /// Unknown command code.
+        UnknownCmd = cam::err::UNKNOWN_CMD,
+        /// `INSERT` found no free entry.
+        Full = cam::err::FULL,
     }
 }
 
@@ -238,6 +211,15 @@ pub enum DriverError {
     /// Overwriting a key that is not present.
     #[error("key not present in the CAM")]
     KeyNotFound,
+    /// A distribution identifier wider than the card (or the flush bitmap)
+    /// stores: the driver refuses it instead of truncating it.
+    #[error("distribution identifier {did} does not fit the card's {bits}-bit identifiers")]
+    DidTooWide {
+        /// The identifier.
+        did: DistributionId,
+        /// How many identifier bits there are.
+        bits: u32,
+    },
     /// A key that cannot be encoded.
     #[error("bad key: {0}")]
     Key(#[from] KeyError),

@@ -231,35 +231,25 @@ impl From<IpPrefix> for String {
     }
 }
 
-/// The entry type code stored in key word 9 bits 11:8.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[repr(u8)]
-pub enum Kind {
-    /// TCP 5-tuple.
-    Tcp = 1,
-    /// UDP 5-tuple.
-    Udp = 2,
-    /// ICMP (IPv4) or ICMPv6 echo identifier.
-    Icmp = 3,
-    /// ESP security association: destination and SPI.
-    Esp = 4,
-    /// ISAKMP / IKE exchange: initiator cookie and message id.
-    Isakmp = 5,
+crate::code_enum! {
+    /// The entry type code stored in key word 9 bits 11:8.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Kind: u8 {
+        /// TCP 5-tuple.
+        Tcp = 1,
+        /// UDP 5-tuple.
+        Udp = 2,
+        /// ICMP (IPv4) or ICMPv6 echo identifier.
+        Icmp = 3,
+        /// ESP security association: destination and SPI.
+        Esp = 4,
+        /// ISAKMP / IKE exchange: initiator cookie and message id.
+        Isakmp = 5,
+    }
 }
 
 impl Kind {
-    fn from_code(c: u32) -> Option<Self> {
-        Some(match c {
-            1 => Kind::Tcp,
-            2 => Kind::Udp,
-            3 => Kind::Icmp,
-            4 => Kind::Esp,
-            5 => Kind::Isakmp,
-            _ => return None,
-        })
-    }
-
     fn proto(self, v6: bool) -> u8 {
         match self {
             Kind::Tcp => 6,
@@ -534,7 +524,10 @@ impl CamKey {
             return Err(KeyError::Reserved { field: "type" });
         }
         let code = (k[9] >> w9::KIND_LSB) & 0xF;
-        let kind = Kind::from_code(code).ok_or(KeyError::UnknownKind { code })?;
+        let kind = u8::try_from(code)
+            .ok()
+            .and_then(Kind::from_code)
+            .ok_or(KeyError::UnknownKind { code })?;
         let v6 = (k[9] >> w9::V6_LSB) & 1 == 1;
         let proto = k[9] & 0xFF;
         if proto != u32::from(kind.proto(v6)) {
@@ -748,53 +741,25 @@ fn join128(w: &[u32]) -> u128 {
         .fold(0u128, |acc, &x| acc << 32 | u128::from(x))
 }
 
-/// What the card does with a packet that matches an entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// Drop silently.
-    Drop,
-    /// Pass the packet.
-    Accept,
-    /// Drop and answer with a reset / ICMP unreachable.
-    Reject,
-    /// Encrypt with the SA in the result's SA slot.
-    Encrypt,
-    /// Decrypt with the SA in the result's SA slot.
-    Decrypt,
-    /// Hand the packet to the host (slow path).
-    ToHost,
-    /// A code this driver does not know (kept so decoding never loses bits).
-    Other(u8),
-}
-
-impl Action {
-    /// The action's code (result bits 7:0).
-    #[must_use]
-    pub fn code(self) -> u8 {
-        match self {
-            Action::Drop => 0,
-            Action::Accept => 1,
-            Action::Reject => 2,
-            Action::Encrypt => 3,
-            Action::Decrypt => 4,
-            Action::ToHost => 5,
-            Action::Other(c) => c,
-        }
-    }
-
-    /// The action of a code.
-    #[must_use]
-    pub fn from_code(c: u8) -> Self {
-        match c {
-            0 => Action::Drop,
-            1 => Action::Accept,
-            2 => Action::Reject,
-            3 => Action::Encrypt,
-            4 => Action::Decrypt,
-            5 => Action::ToHost,
-            c => Action::Other(c),
-        }
+crate::code_enum! {
+    /// What the card does with a packet that matches an entry (result bits 7:0).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Action: u8 {
+        /// A code this driver does not know (kept so decoding never loses bits).
+        other Other,
+        /// Drop silently.
+        Drop = 0,
+        /// Pass the packet.
+        Accept = 1,
+        /// Drop and answer with a reset / ICMP unreachable.
+        Reject = 2,
+        /// Encrypt with the SA in the result's SA slot.
+        Encrypt = 3,
+        /// Decrypt with the SA in the result's SA slot.
+        Decrypt = 4,
+        /// Hand the packet to the host (slow path).
+        ToHost = 5,
     }
 }
 

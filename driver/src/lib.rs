@@ -21,6 +21,7 @@
 //! ```
 
 pub mod card;
+pub mod codes;
 pub mod error;
 pub mod esp;
 pub mod key;

@@ -114,7 +114,7 @@ pub fn sample_entry(n: u32) -> CamEntry {
     };
     CamEntry {
         key: CamKey::new(zone, flow),
-        did: DistributionId((h >> 16) as u8),
+        did: DistributionId(u16::from((h >> 16) as u8)),
         result: ResultWord {
             action,
             sa_slot: SaSlot(if action == Action::Decrypt {

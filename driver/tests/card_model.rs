@@ -36,7 +36,7 @@ fn tcp(src: &str, sport: Option<u16>, dst: &str, dport: Option<u16>) -> CamKey {
 fn entry(key: CamKey, did: u8, action: Action) -> CamEntry {
     CamEntry {
         key,
-        did: DistributionId(did),
+        did: DistributionId(u16::from(did)),
         result: ResultWord::new(action),
     }
 }
@@ -206,10 +206,7 @@ fn flush_by_distribution_identifiers() {
     for n in 0..600 {
         c.insert(&sample_entry(n)).unwrap();
     }
-    let dids: DidSet = (0..=255u8)
-        .filter(|d| d % 3 == 0)
-        .map(DistributionId)
-        .collect();
+    let dids = DidSet::from_ids((0..=255).filter(|d| d % 3 == 0).map(DistributionId)).unwrap();
     let expected = (0..600)
         .filter(|&n| dids.contains(sample_entry(n).did))
         .count();
@@ -366,7 +363,7 @@ fn random_operations_match_a_reference_map() {
             ),
             6 => {
                 let e2 = CamEntry {
-                    did: DistributionId(rng.random()),
+                    did: DistributionId(u16::from(rng.random::<u8>())),
                     ..e
                 };
                 match c.overwrite(&e2) {
@@ -393,8 +390,8 @@ fn random_operations_match_a_reference_map() {
             }
             _ => {
                 if rng.random_range(0..20) == 0 {
-                    let did = DistributionId(rng.random());
-                    let set: DidSet = [did].into_iter().collect();
+                    let did = DistributionId(u16::from(rng.random::<u8>()));
+                    let set = DidSet::from_ids([did]).unwrap();
                     let removed = c.flush_dids(&set).unwrap();
                     let before = want.len();
                     want.retain(|_, w| w.did != did);
@@ -406,4 +403,42 @@ fn random_operations_match_a_reference_map() {
     }
     c.verify().unwrap();
     assert_eq!(c.counters().unwrap().occupancy as usize, want.len());
+}
+
+#[test]
+fn identifier_too_wide_for_the_card_is_refused() {
+    let mut c = card(16);
+    assert_eq!(c.info().cam.did_bits, 8);
+    let e = CamEntry {
+        did: DistributionId(256),
+        ..sample_entry(1)
+    };
+    assert!(matches!(
+        c.insert(&e),
+        Err(DriverError::DidTooWide {
+            did: DistributionId(256),
+            bits: 8
+        })
+    ));
+    assert_eq!(c.len(), 0, "nothing was written");
+    let ok = CamEntry {
+        did: DistributionId(255),
+        ..sample_entry(1)
+    };
+    c.insert(&ok).unwrap();
+    assert_eq!(c.search(&ok.key).unwrap().unwrap().did, DistributionId(255));
+}
+
+#[test]
+fn an_undecodable_key_keeps_its_error_and_serialises_as_its_message() {
+    let mut c = card(8);
+    c.insert_bits(&driver::KeyBits::default(), DistributionId(1), 0)
+        .unwrap();
+    let d = c.dump(None).unwrap();
+    let err = d[0]
+        .key_error
+        .clone()
+        .expect("raw bits are not a typed key");
+    let v = serde_json::to_value(&d[0]).unwrap();
+    assert_eq!(v["key_error"], serde_json::Value::String(err.to_string()));
 }

@@ -288,3 +288,23 @@ fn bad_packets_get_typed_errors_from_the_card() {
     });
     assert!(matches!(r, Err(EspError::Unsupported { .. })), "{r:?}");
 }
+
+#[test]
+fn a_card_that_leaves_the_bus_is_named_as_gone() {
+    use hal::fault::{Fault, FaultInjector};
+    let regs = FaultInjector::new(ModelCard::new());
+    let mut hw = CardEsp::new(Card::probe(regs).expect("probe")).expect("esp blocks");
+    hw.install_sa(&sa(9, Direction::Outbound, &[2; 16]))
+        .expect("install");
+    let r = hw.card_mut().regs_mut();
+    let after_reads = r.reads();
+    r.inject(Fault::AllOnes { after_reads });
+    let e = hw
+        .process(EspRequest::Encapsulate {
+            spi: Spi(9),
+            next_header: 4,
+            payload: b"x",
+        })
+        .expect_err("a gone card seals nothing");
+    assert!(matches!(e, EspError::DeviceGone { .. }), "{e:?}");
+}

@@ -38,7 +38,7 @@ fn entry(i: u32) -> CamEntry {
     );
     CamEntry {
         key,
-        did: DistributionId((i % 16) as u8),
+        did: DistributionId((i % 16) as u16),
         result: ResultWord::new(Action::Accept),
     }
 }
@@ -166,7 +166,8 @@ fn rtl_bus_costs() {
     row("insert by the card (INSERT)", &c);
     let c = measure(&mut card, n, |c, i| {
         let mut s = DidSet::new();
-        s.insert(DistributionId((i % 16) as u8));
+        s.insert(DistributionId((i % 16) as u16))
+            .expect("16 identifiers fit");
         c.flush_dids(&s).expect("flush");
     });
     row("flush_dids, one identifier", &c);

@@ -182,7 +182,7 @@ fn apply<R: DpPort>(slot: &mut Option<Card<R>>, op: &Op) -> String {
     let card = slot.as_mut().expect("card present");
     match op {
         Op::Insert(e) => fmt(card.insert(e)),
-        Op::InsertBits(b, d, r) => fmt(card.insert_bits(b, DistributionId(*d), *r)),
+        Op::InsertBits(b, d, r) => fmt(card.insert_bits(b, DistributionId(u16::from(*d)), *r)),
         Op::InsertByCard(e) => fmt(card.insert_by_card(e)),
         Op::Overwrite(e) => fmt(card.overwrite(e)),
         Op::Upsert(e) => fmt(card.upsert(e)),
@@ -194,7 +194,7 @@ fn apply<R: DpPort>(slot: &mut Option<Card<R>>, op: &Op) -> String {
         Op::HitThen(key, via_dp, then) => {
             let (hit, first) = if *via_dp {
                 let r = card.regs_mut().dp(&[*key]);
-                (r[0].map(|(i, _, d)| (i, d)), format!("{r:?}"))
+                (r[0].map(|(i, _, d)| (i, u16::from(d))), format!("{r:?}"))
             } else {
                 let r = card.search_bits(key);
                 let hit = match &r {
@@ -210,7 +210,7 @@ fn apply<R: DpPort>(slot: &mut Option<Card<R>>, op: &Op) -> String {
                 Then::Nothing => String::new(),
                 Then::RemoveAt => fmt(card.remove_at(CamIndex(i))),
                 Then::FlushItsDid => {
-                    fmt(card.flush_dids(&[DistributionId(d)].into_iter().collect()))
+                    fmt(card.flush_dids(&DidSet::from_ids([DistributionId(d)]).expect("8 bits")))
                 }
                 Then::WriteAt(e) => fmt(card.write_at(CamIndex(i), e)),
                 Then::InsertByCardAfterRemove(e) => {
@@ -228,7 +228,7 @@ fn apply<R: DpPort>(slot: &mut Option<Card<R>>, op: &Op) -> String {
         Op::FlushAll => fmt(card.flush_all()),
         Op::Age => fmt(card.age()),
         Op::Read(i) => fmt(card.read(CamIndex(*i))),
-        Op::Dump(d) => fmt(card.dump(d.map(DistributionId))),
+        Op::Dump(d) => fmt(card.dump(d.map(|d| DistributionId(u16::from(d))))),
         Op::Counters => fmt(card.counters()),
         Op::Find(k) => fmt(card.find(k)),
         Op::Reset => fmt(card.reset()),
@@ -512,14 +512,16 @@ fn did_set(rng: &mut SmallRng) -> DidSet {
         1 | 2 => {
             let mut s = DidSet::new();
             for _ in 0..rng.random_range(1..20) {
-                s.insert(DistributionId(rng.random()));
+                s.insert(DistributionId(u16::from(rng.random::<u8>())))
+                    .expect("8 bits");
             }
             s
         }
         _ => {
             let mut s = DidSet::new();
             for _ in 0..rng.random_range(1..3) {
-                s.insert(DistributionId(rng.random_range(0..64)));
+                s.insert(DistributionId(rng.random_range(0..64)))
+                    .expect("8 bits");
             }
             s
         }
@@ -567,7 +569,7 @@ impl Gen {
         let (key, _) = self.pool_key();
         CamEntry {
             key,
-            did: DistributionId(did(&mut self.rng)),
+            did: DistributionId(u16::from(did(&mut self.rng))),
             result: result_word(&mut self.rng),
         }
     }
@@ -1128,13 +1130,15 @@ fn directed_sequence_agrees() {
                 },
             },
         ),
-        did: DistributionId((i % 4) as u8),
+        did: DistributionId((i % 4) as u16),
         result: ResultWord::decode(0xA500_0000 | i),
     };
     let mut ops: Vec<Op> = (0..40).map(|i| Op::Insert(e(i))).collect();
     ops.extend((0..40).map(|i| Op::SearchTyped(e(i).key)));
     ops.push(Op::Age);
-    ops.push(Op::FlushDids([DistributionId(1)].into_iter().collect()));
+    ops.push(Op::FlushDids(
+        DidSet::from_ids([DistributionId(1)]).expect("8 bits"),
+    ));
     ops.push(Op::Age);
     ops.push(Op::RawCmd(Some(RTL_DEPTH), cam::cmd::READ));
     ops.push(Op::RawCmd(Some(0), 0x55));

@@ -47,7 +47,7 @@ fn fill(
                 u32::MAX
             };
         }
-        let did = DistributionId(rng.random());
+        let did = DistributionId(u16::from(rng.random::<u8>()));
         let result: u32 = rng.random();
         let a = m.insert_bits(&b, did, result);
         let c = r.insert_bits(&b, did, result);

@@ -20,7 +20,7 @@ use hal::{BarOffset, RegIo};
 use zeroize::Zeroize;
 
 use super::sa::{Cipher, Direction, Mode, SaConfig, SaCounters, SaState, Spi};
-use super::{EspEngine, EspError, EspOutcome, EspRequest, ReplayWindow, SaSlot};
+use super::{EspEngine, EspError, EspHeader, EspOutcome, EspRequest, ReplayWindow, SaSlot};
 use crate::card::{CamEntry, Card};
 use crate::key::{Action, CamKey, Flow, IpPrefix, ResultFlags, ResultWord};
 use crate::types::CamIndex;
@@ -64,6 +64,16 @@ impl<R: RegIo> std::fmt::Debug for CardEsp<R> {
 fn hal_err<E>(_: E) -> EspError {
     EspError::Backend {
         what: "register access failed",
+    }
+}
+
+/// The ESP verdict of a failed CAM command: a card that left the bus stays recognisable
+/// ([`EspError::DeviceGone`]); any other driver error is a backend failure described by
+/// `what` (the verdict type is small and `Copy`, so it does not carry the driver's error).
+fn cam_err(what: &'static str) -> impl FnOnce(crate::DriverError) -> EspError {
+    move |e| match e {
+        crate::DriverError::DeviceGone { offset } => EspError::DeviceGone { offset },
+        _ => EspError::Backend { what },
     }
 }
 
@@ -162,8 +172,8 @@ impl<R: RegIo> CardEsp<R> {
         for _ in 0..POLL_LIMIT {
             let s = self.rd(base, status_reg)?;
             if s == hal::regs::DEVICE_GONE {
-                return Err(EspError::Backend {
-                    what: "card left the bus (STATUS reads all ones)",
+                return Err(EspError::DeviceGone {
+                    offset: BarOffset(base + status_reg.offset),
                 });
             }
             if s & 1 == 0 {
@@ -368,9 +378,7 @@ impl<R: RegIo> EspEngine for CardEsp<R> {
                     Err(crate::DriverError::CamFull { .. }) => Err(EspError::NoFreeSlot {
                         capacity: self.slots,
                     }),
-                    Err(_) => Err(EspError::Backend {
-                        what: "CAM insert for the SA failed",
-                    }),
+                    Err(e) => Err(cam_err("CAM insert for the SA failed")(e)),
                 }
             } else {
                 Ok(None)
@@ -401,9 +409,9 @@ impl<R: RegIo> EspEngine for CardEsp<R> {
     fn remove_sa(&mut self, direction: Direction, spi: Spi) -> Result<(), EspError> {
         let inst = self.lookup(direction, spi)?;
         if let Some(i) = inst.cam {
-            self.card.remove_at(i).map_err(|_| EspError::Backend {
-                what: "CAM remove for the SA failed",
-            })?;
+            self.card
+                .remove_at(i)
+                .map_err(cam_err("CAM remove for the SA failed"))?;
         }
         self.wr(self.sa_base, sa::SLOT, u32::from(inst.slot))?;
         self.sa_command(sa::cmd::INVALIDATE)?;
@@ -503,23 +511,14 @@ impl<R: RegIo> EspEngine for CardEsp<R> {
                 })
             }
             EspRequest::Decapsulate { packet } => {
-                if packet.len() < 8 {
-                    return Err(EspError::Malformed {
-                        reason: "shorter than the ESP header",
-                    });
-                }
-                let spi = Spi(u32::from_be_bytes([
-                    packet[0], packet[1], packet[2], packet[3],
-                ]));
-                let seq_lo = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+                let hdr = EspHeader::new_checked(packet)?;
+                let (spi, seq_lo) = (hdr.spi(), hdr.seq_lo());
                 let inst = self.lookup(Direction::Inbound, spi)?;
                 // The SPI lookup goes through the CAM: the entry's result names the slot.
                 let hit = self
                     .card
                     .search(&Self::search_key(&inst, spi))
-                    .map_err(|_| EspError::Backend {
-                        what: "CAM search failed",
-                    })?;
+                    .map_err(cam_err("CAM search failed"))?;
                 let slot = match hit {
                     Some(h) if h.result.action == Action::Decrypt => h.result.sa_slot.0,
                     _ => {

@@ -17,6 +17,65 @@ pub const ESP_TRAILER_LEN: usize = 2;
 
 const HDR_IV: usize = ESP_HEADER_LEN + ESP_IV_LEN;
 
+/// A checked view of the header of an ESP packet (RFC 4303 section 2): the SPI
+/// and the low 32 bits of the sequence number. The one place that reads them
+/// from untrusted bytes: every backend (software, card, fallback) and the
+/// host's packet parser go through it. After [`EspHeader::new_checked`] no
+/// accessor can panic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EspHeader<T> {
+    buf: T,
+}
+
+impl<T: AsRef<[u8]>> EspHeader<T> {
+    /// The SPI field.
+    pub const SPI: std::ops::Range<usize> = 0..4;
+    /// The sequence-number field (its low 32 bits).
+    pub const SEQ: std::ops::Range<usize> = 4..ESP_HEADER_LEN;
+
+    /// A view of `buf`, which must hold at least the 8-byte header.
+    ///
+    /// # Errors
+    /// [`EspError::Malformed`] when `buf` is shorter than [`ESP_HEADER_LEN`].
+    pub fn new_checked(buf: T) -> Result<Self, EspError> {
+        if buf.as_ref().len() < ESP_HEADER_LEN {
+            return Err(EspError::Malformed {
+                reason: "shorter than the ESP header",
+            });
+        }
+        Ok(Self { buf })
+    }
+
+    fn word(&self, at: std::ops::Range<usize>) -> u32 {
+        let mut w = [0u8; 4];
+        // new_checked guarantees both fields are present.
+        if let Some(b) = self.buf.as_ref().get(at) {
+            w.copy_from_slice(b);
+        }
+        u32::from_be_bytes(w)
+    }
+
+    /// The SPI.
+    pub fn spi(&self) -> Spi {
+        Spi(self.word(Self::SPI))
+    }
+
+    /// The low 32 bits of the sequence number, as on the wire.
+    pub fn seq_lo(&self) -> u32 {
+        self.word(Self::SEQ)
+    }
+
+    /// Everything after the header (IV, payload, trailer, ICV).
+    pub fn body(&self) -> &[u8] {
+        self.buf.as_ref().get(ESP_HEADER_LEN..).unwrap_or_default()
+    }
+
+    /// The viewed bytes.
+    pub fn into_inner(self) -> T {
+        self.buf
+    }
+}
+
 /// What goes into an ESP header and the AAD of a packet being sealed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SealHeader {
@@ -222,11 +281,10 @@ impl EspCipher {
                 "shorter than header, IV, trailer and ICV",
             ));
         }
-        let spi = Spi(u32::from_be_bytes([
-            packet[0], packet[1], packet[2], packet[3],
-        ]));
-        let seq_lo = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
-        let seq = (seq & !0xFFFF_FFFF) | u64::from(seq_lo);
+        let hdr = EspHeader::new_checked(packet)
+            .map_err(|_| OpenError::Malformed("shorter than the ESP header"))?;
+        let spi = hdr.spi();
+        let seq = (seq & !0xFFFF_FFFF) | u64::from(hdr.seq_lo());
         let mut iv = [0u8; 8];
         iv.copy_from_slice(&packet[ESP_HEADER_LEN..HDR_IV]);
         let nonce = self.nonce(&iv);
@@ -428,5 +486,19 @@ mod tests {
             pkt[last] ^= 1;
             assert_eq!(c.open(9, false, &pkt, &mut out), Err(OpenError::Auth));
         }
+    }
+
+    #[test]
+    fn esp_header_view() {
+        let p = [0xde, 0xad, 0xbe, 0xef, 0, 0, 1, 2, 9, 9];
+        let h = EspHeader::new_checked(&p[..]).unwrap();
+        assert_eq!(h.spi(), Spi(0xdead_beef));
+        assert_eq!(h.seq_lo(), 0x102);
+        assert_eq!(h.body(), &[9, 9]);
+        assert!(EspHeader::new_checked(&p[..7]).is_err());
+        assert_eq!(
+            EspHeader::new_checked(&p[..8]).unwrap().body(),
+            &[] as &[u8]
+        );
     }
 }

@@ -7,7 +7,7 @@ use hal::RegIo;
 use super::card::CardEsp;
 use super::sa::{Direction, SaConfig, SaState, Spi};
 use super::software::SoftwareEsp;
-use super::{EspEngine, EspError, EspOutcome, EspRequest, SaSlot};
+use super::{EspEngine, EspError, EspHeader, EspOutcome, EspRequest, SaSlot};
 
 /// Where an SA runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,17 +135,13 @@ impl<R: RegIo> EspEngine for FallbackEsp<R> {
     ) -> Result<EspOutcome, EspError> {
         let spi = match req {
             EspRequest::Encapsulate { spi, .. } => spi,
-            EspRequest::Decapsulate { packet } => {
-                if packet.len() < 8 {
+            EspRequest::Decapsulate { packet } => match EspHeader::new_checked(packet) {
+                Ok(hdr) => hdr.spi(),
+                Err(e) => {
                     out.clear();
-                    return Err(EspError::Malformed {
-                        reason: "shorter than the ESP header",
-                    });
+                    return Err(e);
                 }
-                Spi(u32::from_be_bytes([
-                    packet[0], packet[1], packet[2], packet[3],
-                ]))
-            }
+            },
         };
         self.engine(req.direction(), spi)?.process_into(req, out)
     }

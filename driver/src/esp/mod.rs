@@ -39,7 +39,9 @@ mod sa;
 mod software;
 
 pub use card::CardEsp;
-pub use codec::{EspCipher, OpenError, SealHeader, ESP_HEADER_LEN, ESP_IV_LEN, ESP_TRAILER_LEN};
+pub use codec::{
+    EspCipher, EspHeader, OpenError, SealHeader, ESP_HEADER_LEN, ESP_IV_LEN, ESP_TRAILER_LEN,
+};
 pub use fallback::{FallbackEsp, Placement};
 pub use replay::{infer_esn, ReplayWindow, REPLAY_WINDOW_BITS};
 pub use sa::{Cipher, Direction, IcvLen, Mode, SaConfig, SaCounters, SaKey, SaState, Spi};
@@ -112,6 +114,13 @@ pub enum EspError {
     Unsupported {
         /// What is not supported.
         what: &'static str,
+    },
+    /// The card left the bus: a register read all ones. Every later command
+    /// on this card fails too; the SAs must be placed elsewhere.
+    #[error("card gone: register {offset} read 0xffffffff")]
+    DeviceGone {
+        /// The register that read all ones.
+        offset: hal::BarOffset,
     },
     /// The engine's backend failed (register access, simulator gone).
     #[error("engine backend failed: {what}")]

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use super::codec::{strip_trailer, EspCipher, OpenError, SealHeader};
+use super::codec::{strip_trailer, EspCipher, EspHeader, OpenError, SealHeader};
 use super::replay::infer_esn;
 use super::sa::{Direction, SaConfig, SaState, Spi};
 use super::{EspEngine, EspError, EspOutcome, EspRequest, SaSlot};
@@ -197,15 +197,8 @@ impl EspEngine for SoftwareEsp {
                 })
             }
             EspRequest::Decapsulate { packet } => {
-                if packet.len() < 8 {
-                    return Err(EspError::Malformed {
-                        reason: "shorter than the ESP header",
-                    });
-                }
-                let spi = Spi(u32::from_be_bytes([
-                    packet[0], packet[1], packet[2], packet[3],
-                ]));
-                let seq_lo = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+                let hdr = EspHeader::new_checked(packet)?;
+                let (spi, seq_lo) = (hdr.spi(), hdr.seq_lo());
                 let (i, sa) = self.find(Direction::Inbound, spi)?;
                 let seq = infer_esn(sa.state.window.top, seq_lo, sa.config.esn);
                 // Cheap pre-check; the window changes only after the ICV verifies.

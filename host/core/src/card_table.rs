@@ -6,9 +6,11 @@
 //! counters, NAT, user) in a shadow indexed like the common table. 5-tuple and ICMP keys are
 //! written in the core's canonical endpoint order (`lo` as source), which is the order the
 //! host's lookup uses. TLS-session and HTTP-cookie keys have no CAM layout: inserting one is a
-//! [`TableError::Device`] error, which a [`super::node_table::TieredTable`] answers by keeping
-//! the entry in host memory. The card's distribution identifiers are 8 bits wide, so this table
-//! needs an identifier count of at most 256.
+//! [`TableError::NoCamLayout`] error, which a [`super::node_table::TieredTable`] answers by
+//! keeping the entry in host memory. The card's distribution identifiers are as wide as its
+//! `CAP_DID_BITS` says (8 bits today), so this table needs an identifier count the card can
+//! store. Every driver error of insert, remove and flush is a [`TableError::Device`] with the
+//! driver's error as its source; the host copy is changed only after the card command worked.
 
 use super::common::IndexedEntries;
 use super::entry::{Action, ConnState, Entry, FlowKey, L4Proto};
@@ -18,23 +20,27 @@ use driver::RegIo;
 use driver::{
     CamEntry, CamKey, Card, DidSet, DriverError, Flow, IpPrefix, ResultFlags, ResultWord,
 };
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 /// A node-specific table on a card.
 pub struct CardTable<R: RegIo> {
     card: Card<R>,
     shadow: IndexedEntries,
+    count: IdCount,
     stats: TableStats,
     errors: u64,
+    /// The first driver error of a lookup, hit scan or `clear_all` not yet taken.
+    failure: Option<DriverError>,
 }
 
 impl<R: RegIo> CardTable<R> {
     /// A table over a probed card.
     ///
     /// # Errors
-    /// [`TableError::BadDist`] when `count` exceeds the card's 256 identifiers.
+    /// [`TableError::BadDist`] when the card's identifiers (`CAP_DID_BITS`) cannot hold
+    /// `count` identifiers.
     pub fn new(card: Card<R>, count: IdCount) -> Result<Self, TableError> {
-        if count.get() > 256 {
+        if !DistributionId(count.get() - 1).fits(card.info().cam.did_bits) {
             return Err(TableError::BadDist { dist: count.get() });
         }
         let depth = card.depth() as usize;
@@ -42,8 +48,10 @@ impl<R: RegIo> CardTable<R> {
             card,
             // sized for the card: a takeover filling the card never grows the index
             shadow: IndexedEntries::with_capacity(count, depth),
+            count,
             stats: TableStats::default(),
             errors: 0,
+            failure: None,
         })
     }
 
@@ -57,17 +65,25 @@ impl<R: RegIo> CardTable<R> {
         &mut self.card
     }
 
-    /// Device errors seen on removal and flush (which cannot report them through the trait).
+    /// Device errors and card/host divergences seen where the trait cannot report them:
+    /// data-path lookups, hit-bit scans and `clear_all`. The first device error itself is
+    /// kept for [`NodeSpecificTable::take_device_error`].
     pub fn device_errors(&self) -> u64 {
         self.errors
+    }
+
+    /// Counts a driver error the trait cannot return and keeps the first one.
+    fn failed(&mut self, e: DriverError) {
+        self.errors += 1;
+        self.failure.get_or_insert(e);
     }
 
     /// The entries the card reports idle since the previous scan (hit bits clear).
     ///
     /// # Errors
-    /// Driver errors.
+    /// [`TableError::Device`] when the aging scan fails.
     pub fn idle_keys(&mut self) -> Result<Vec<FlowKey>, TableError> {
-        let scan = self.card.age().map_err(dev)?;
+        let scan = self.card.age()?;
         let mut keys = Vec::new();
         for i in scan.idle {
             if let Ok(d) = self.card.read(i) {
@@ -80,12 +96,11 @@ impl<R: RegIo> CardTable<R> {
     }
 }
 
-fn dev(e: DriverError) -> TableError {
-    TableError::Device(e.to_string())
-}
-
-/// The CAM key of a core key; `None` for keys the card has no layout for.
-pub fn cam_key(key: &FlowKey) -> Option<CamKey> {
+/// The CAM key of a core key.
+///
+/// # Errors
+/// [`TableError::NoCamLayout`] for keys the card has no layout for (TLS session, HTTP cookie).
+pub fn cam_key(key: &FlowKey) -> Result<CamKey, TableError> {
     let flow = match *key {
         FlowKey::Transport { proto, lo, hi } => {
             let (src, dst) = (IpPrefix::host(lo.addr), IpPrefix::host(hi.addr));
@@ -118,13 +133,22 @@ pub fn cam_key(key: &FlowKey) -> Option<CamKey> {
             initiator_cookie,
             message_id,
         } => Flow::Isakmp {
-            dst: IpPrefix::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).ok()?,
+            dst: IpPrefix::any_v4(),
             initiator_cookie: Some(initiator_cookie),
             message_id: Some(message_id),
         },
-        FlowKey::TlsSession(_) | FlowKey::HttpCookie(_) => return None,
+        FlowKey::TlsSession(_) => {
+            return Err(TableError::NoCamLayout {
+                kind: "TLS session",
+            })
+        }
+        FlowKey::HttpCookie(_) => {
+            return Err(TableError::NoCamLayout {
+                kind: "HTTP cookie",
+            })
+        }
     };
-    Some(CamKey { zone: None, flow })
+    Ok(CamKey { zone: None, flow })
 }
 
 fn flow_key_of(k: &CamKey) -> Option<FlowKey> {
@@ -194,15 +218,12 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
         self.shadow.len()
     }
     fn insert(&mut self, entry: Entry) -> Result<(), TableError> {
-        let Ok(did) = u8::try_from(entry.dist.0) else {
+        if !self.count.contains(entry.dist) {
             return Err(TableError::BadDist { dist: entry.dist.0 });
-        };
-        let Some(key) = cam_key(&entry.key) else {
-            return Err(TableError::Device("key kind has no CAM layout".into()));
-        };
+        }
         let cam = CamEntry {
-            key,
-            did: driver::DistributionId(did),
+            key: cam_key(&entry.key)?,
+            did: entry.dist,
             result: result_of(&entry),
         };
         self.stats.commands += 1;
@@ -214,7 +235,7 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
                     capacity: depth as usize,
                 });
             }
-            Err(e) => return Err(dev(e)),
+            Err(e) => return Err(e.into()),
         }
         let dist = entry.dist.0;
         self.shadow
@@ -227,7 +248,7 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
         // the host copy holds what sits beside the key and does not fit the CAM's result word.
         // A card that misses an entry the host copy has is a divergence: it is counted, and
         // the host copy still serves the packet, so nothing is lost.
-        if let Some(k) = cam_key(key) {
+        if let Ok(k) = cam_key(key) {
             match self.card.search(&k) {
                 Ok(Some(_)) => {}
                 Ok(None) => {
@@ -235,7 +256,7 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
                         self.errors += 1;
                     }
                 }
-                Err(_) => self.errors += 1,
+                Err(e) => self.failed(e),
             }
         }
         self.shadow.get_mut(key)
@@ -243,47 +264,31 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
     fn get(&self, key: &FlowKey) -> Option<&Entry> {
         self.shadow.get(key)
     }
-    fn remove(&mut self, key: &FlowKey) -> Option<Entry> {
-        let e = self.shadow.remove(key)?;
-        if let Some(k) = cam_key(key) {
-            self.stats.commands += 1;
-            if self.card.remove(&k).is_err() {
-                self.errors += 1;
-            }
+    fn remove(&mut self, key: &FlowKey) -> Result<Option<Entry>, TableError> {
+        if self.shadow.get(key).is_none() {
+            return Ok(None);
         }
-        Some(e)
+        // Only keys with a CAM layout ever reach the host copy (insert refuses the others).
+        let k = cam_key(key)?;
+        self.stats.commands += 1;
+        self.card.remove(&k)?;
+        Ok(self.shadow.remove(key))
     }
-    fn flush_dist(&mut self, dist: DistributionId) -> usize {
-        let n = self.shadow.remove_dist(dist).len();
-        if let Ok(did) = u8::try_from(dist.0) {
-            let mut set = DidSet::new();
-            set.insert(driver::DistributionId(did));
-            self.stats.commands += 1;
-            self.stats.flushes += 1;
-            if self.card.flush_dids(&set).is_err() {
-                self.errors += 1;
-            }
-        }
-        n
+    fn flush_dist(&mut self, dist: DistributionId) -> Result<usize, TableError> {
+        self.flush_dists(&[dist]).map(|(n, _)| n)
     }
-    fn flush_dists(&mut self, dists: &[DistributionId]) -> (usize, usize) {
-        let mut set = DidSet::new();
-        let mut n = 0;
-        for &d in dists {
-            n += self.shadow.remove_dist(d).len();
-            if let Ok(did) = u8::try_from(d.0) {
-                set.insert(driver::DistributionId(did));
-            }
-        }
+    fn flush_dists(&mut self, dists: &[DistributionId]) -> Result<(usize, usize), TableError> {
+        // Identifiers out of the table's range hold no entries (insert refuses them).
+        let count = self.count;
+        let set = DidSet::from_ids(dists.iter().copied().filter(|&d| count.contains(d)))?;
         if set.is_empty() {
-            return (n, 0);
+            return Ok((0, 0));
         }
         self.stats.commands += 1;
         self.stats.flushes += 1;
-        if self.card.flush_dids(&set).is_err() {
-            self.errors += 1;
-        }
-        (n, 1)
+        self.card.flush_dids(&set)?;
+        let n = set.iter().map(|d| self.shadow.remove_dist(d).len()).sum();
+        Ok((n, 1))
     }
     fn dist_len(&self, dist: DistributionId) -> usize {
         self.shadow.dist_len(dist)
@@ -293,17 +298,20 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
     }
     fn clear_all(&mut self) {
         self.shadow.clear();
-        if self.card.flush_all().is_err() {
-            self.errors += 1;
+        if let Err(e) = self.card.flush_all() {
+            self.failed(e);
         }
     }
     fn stats(&self) -> TableStats {
         self.stats
     }
+    fn take_device_error(&mut self) -> Option<TableError> {
+        self.failure.take().map(TableError::from)
+    }
     fn sync_hits(&mut self, now: Millis) {
-        let Ok(scan) = self.card.age() else {
-            self.errors += 1;
-            return;
+        let scan = match self.card.age() {
+            Ok(scan) => scan,
+            Err(e) => return self.failed(e),
         };
         for i in scan.active {
             let key = self
@@ -325,21 +333,22 @@ mod tests {
     use crate::entry::Endpoint;
     use crate::ids::NodeId;
     use crate::node_table::TieredTable;
+    use hal::fault::{Fault, FaultInjector};
     use sim_bridge::model::ModelCard;
+    use std::net::Ipv4Addr;
 
     /// The default node-specific table: the reference-model card (`depth` CAM entries) through
     /// the driver, with host memory behind it for overflow.
     ///
     /// # Errors
-    /// [`TableError::Device`] if the model card does not come up; [`TableError::BadDist`] when
-    /// `count` exceeds 256.
+    /// The model's error if the model card does not come up, [`TableError::Device`] if the
+    /// probe fails, [`TableError::BadDist`] when `count` exceeds 256.
     fn model_card_table(
         count: IdCount,
         depth: u32,
-    ) -> Result<TieredTable<CardTable<sim_bridge::model::ModelCard>>, TableError> {
-        let model = sim_bridge::model::ModelCard::with_depth(depth)
-            .map_err(|e| TableError::Device(e.to_string()))?;
-        let card = Card::probe(model).map_err(dev)?;
+    ) -> Result<TieredTable<CardTable<ModelCard>>, Box<dyn std::error::Error>> {
+        let model = ModelCard::with_depth(depth)?;
+        let card = Card::probe(model).map_err(TableError::from)?;
         Ok(TieredTable::new(CardTable::new(card, count)?, count))
     }
 
@@ -369,9 +378,9 @@ mod tests {
             .search(&cam_key(&k).expect("cam key"))
             .expect("search");
         assert!(hit.is_some(), "the card finds the canonical key");
-        assert_eq!(t.flush_dist(DistributionId(1)), 10);
+        assert_eq!(t.flush_dist(DistributionId(1)).expect("flush"), 10);
         assert_eq!(t.card().len(), 30, "one FLUSH_DID removed them on the card");
-        assert!(t.remove(&entry(0, 0).key).is_some());
+        assert!(t.remove(&entry(0, 0).key).expect("remove").is_some());
         assert_eq!(t.card().len(), 29);
         assert_eq!(t.device_errors(), 0);
         // A data-path hit on the card refreshes the entry's idle clock.
@@ -412,10 +421,12 @@ mod tests {
         assert_eq!(t.card().len(), 16);
         assert_eq!(t.overflow().len(), 34);
         assert_eq!(t.stats().overflowed, 34);
-        assert_eq!(t.flush_dist(DistributionId(3)), 6);
+        assert_eq!(t.flush_dist(DistributionId(3)).expect("flush"), 6);
         assert_eq!(t.len(), 44);
         // Several identifiers in one FLUSH_DID command.
-        let (n, cmds) = t.flush_dists(&[DistributionId(0), DistributionId(1), DistributionId(2)]);
+        let (n, cmds) = t
+            .flush_dists(&[DistributionId(0), DistributionId(1), DistributionId(2)])
+            .expect("flush");
         assert_eq!((n, cmds), (20, 1));
         assert_eq!(t.len(), 24);
         assert!(CardTable::new(
@@ -423,5 +434,144 @@ mod tests {
             IdCount::new(512).expect("count")
         )
         .is_err());
+    }
+
+    type Faulty = FaultInjector<ModelCard>;
+
+    /// A tiered table over a card whose registers can be made to fail.
+    fn faulty_table(depth: u32) -> TieredTable<CardTable<Faulty>> {
+        let c = IdCount::new(16).expect("count");
+        let regs = FaultInjector::new(ModelCard::with_depth(depth).expect("depth"));
+        let card = Card::probe(regs).expect("probe");
+        TieredTable::new(CardTable::new(card, c).expect("count"), c)
+    }
+
+    /// The card leaves the bus: every later register read returns all ones.
+    fn pull_card(t: &mut TieredTable<CardTable<Faulty>>) {
+        let regs = t.card_mut().card_mut().regs_mut();
+        let after_reads = regs.reads();
+        regs.inject(Fault::AllOnes { after_reads });
+    }
+
+    fn assert_gone<V: std::fmt::Debug>(r: Result<V, TableError>) {
+        match r {
+            Err(e) => {
+                assert!(e.is_device_gone(), "{e:?}");
+                // The driver's error is kept as the source, not flattened into text.
+                let src = std::error::Error::source(&e).expect("source");
+                assert!(src.downcast_ref::<DriverError>().is_some());
+            }
+            Ok(v) => panic!("a gone card answered {v:?}"),
+        }
+    }
+
+    #[test]
+    fn a_card_that_goes_away_is_an_error_not_an_overflow() {
+        let mut t = faulty_table(64);
+        for i in 0..20 {
+            t.insert(entry(i, (i % 4) as u16)).expect("insert");
+        }
+        pull_card(&mut t);
+        assert_gone(t.insert(entry(100, 1)));
+        assert_eq!(t.overflow().len(), 0, "nothing is parked in host memory");
+        assert_eq!(t.stats().overflowed, 0);
+        assert_gone(t.remove(&entry(3, 3).key));
+        assert_gone(t.flush_dist(DistributionId(1)));
+        assert_gone(t.flush_dists(&[DistributionId(0), DistributionId(2)]));
+        // The host copy is changed only by card commands that worked.
+        assert_eq!(t.len(), 20);
+        assert!(t.get(&entry(3, 3).key).is_some());
+        // A data-path lookup cannot return the error: the table keeps it for the owner.
+        assert!(t.take_device_error().is_none());
+        assert!(
+            t.lookup(&entry(4, 0).key).is_some(),
+            "the host copy still serves"
+        );
+        assert!(t.take_device_error().is_some_and(|e| e.is_device_gone()));
+        assert!(t.take_device_error().is_none(), "taken once");
+    }
+
+    #[test]
+    fn a_full_card_still_overflows_and_a_gone_one_stops_promotion() {
+        let mut t = faulty_table(4);
+        for i in 0..8 {
+            t.insert(entry(i, (i % 4) as u16)).expect("nothing lost");
+        }
+        assert_eq!(t.overflow().len(), 4);
+        for _ in 0..10 {
+            t.lookup(&entry(7, 3).key).expect("present").packets += 1;
+        }
+        pull_card(&mut t);
+        assert_gone(t.promote_hot(1));
+        assert_eq!(t.len(), 8, "promotion lost nothing");
+    }
+
+    #[test]
+    fn key_kinds_without_a_cam_layout_have_their_own_error() {
+        let c = IdCount::new(16).expect("count");
+        let card = Card::probe(ModelCard::with_depth(8).expect("depth")).expect("probe");
+        let mut t = CardTable::new(card, c).expect("count");
+        let e = Entry::new(
+            FlowKey::TlsSession(crate::entry::SessionDigest([7; 16])),
+            DistributionId(1),
+            ConnState::Established,
+            NodeId(1),
+        );
+        assert!(matches!(
+            t.insert(e.clone()),
+            Err(TableError::NoCamLayout {
+                kind: "TLS session"
+            })
+        ));
+        let mut tiered = TieredTable::new(t, c);
+        tiered.insert(e).expect("host memory holds it");
+        assert_eq!(tiered.overflow().len(), 1);
+    }
+
+    #[test]
+    fn the_node_reports_a_card_that_went_away() {
+        use crate::alloc_policy::even_split;
+        use crate::node::{Node, NodeConfig, Verdict};
+        use crate::packet::{build, TcpFlags};
+        use crate::ClusterSecret;
+
+        let mut cfg = NodeConfig::new(NodeId(1), ClusterSecret::new([9; 16]));
+        cfg.count = IdCount::new(16).expect("count");
+        let mut node = Node::new(cfg, faulty_table(64));
+        let all = even_split(IdCount::new(16).expect("count"), &[NodeId(1)]);
+        node.apply_allocation(Millis(0), &all).expect("allocation");
+        let syn = TcpFlags {
+            syn: true,
+            ack: false,
+            fin: false,
+            rst: false,
+        };
+        let ip = |x| IpAddr::V4(Ipv4Addr::new(10, 0, 0, x));
+        let pkt = |port| build::tcp(ip(1), port, ip(2), 80, syn, b"").expect("packet");
+        for port in 1000..1010 {
+            assert!(matches!(
+                node.handle_packet(Millis(1), &pkt(port)),
+                Verdict::Accept { created: true, .. }
+            ));
+        }
+        assert!(node.take_card_error().is_none());
+        pull_card(node.node_table_mut());
+        // A new connection still gets state: the common table takes it, the failure is
+        // reported, and nothing goes to the overflow.
+        assert!(matches!(
+            node.handle_packet(Millis(2), &pkt(2000)),
+            Verdict::Accept { created: true, .. }
+        ));
+        let e = node.take_card_error().expect("reported");
+        assert!(e.is_device_gone(), "{e:?}");
+        assert!(node.take_card_error().is_none(), "taken once");
+        assert_eq!(node.node_table().overflow().len(), 0);
+        assert_eq!(node.common().len(), 11, "the common table holds everything");
+        // Reallocation away: the flush fails and is reported too.
+        let mut none = even_split(IdCount::new(16).expect("count"), &[NodeId(2)]);
+        none.epoch = crate::ids::Epoch(all.epoch.0 + 1);
+        node.apply_allocation(Millis(3), &none).expect("allocation");
+        assert!(node.take_card_error().is_some_and(|e| e.is_device()));
+        assert_eq!(node.common().len(), 11);
     }
 }

@@ -138,58 +138,44 @@ impl FlowKey {
     }
 }
 
-/// Protocol state of an entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum ConnState {
-    /// TCP: the initiator's SYN was seen.
-    SynSent = 1,
-    /// TCP: the responder's SYN+ACK was seen.
-    SynReceived = 2,
-    /// TCP: the handshake completed.
-    Established = 3,
-    /// TCP: one side sent FIN.
-    FinWait = 4,
-    /// TCP: both sides sent FIN.
-    Closing = 5,
-    /// TCP: closed (last ACK or RST seen); kept briefly, then cleared.
-    Closed = 6,
-    /// UDP: packets seen one way only.
-    UdpUnreplied = 7,
-    /// UDP: packets seen both ways.
-    UdpReplied = 8,
-    /// ICMP echo request seen.
-    IcmpRequest = 9,
-    /// ICMP echo reply seen.
-    IcmpReplied = 10,
-    /// An IKE exchange.
-    Ike = 11,
-    /// An established ESP SA.
-    EspSa = 12,
-    /// An application session (TLS session id, HTTP cookie).
-    Session = 13,
+driver::code_enum! {
+    /// Protocol state of an entry (its code on the replication wire).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum ConnState: u8 {
+        /// TCP: the initiator's SYN was seen.
+        SynSent = 1,
+        /// TCP: the responder's SYN+ACK was seen.
+        SynReceived = 2,
+        /// TCP: the handshake completed.
+        Established = 3,
+        /// TCP: one side sent FIN.
+        FinWait = 4,
+        /// TCP: both sides sent FIN.
+        Closing = 5,
+        /// TCP: closed (last ACK or RST seen); kept briefly, then cleared.
+        Closed = 6,
+        /// UDP: packets seen one way only.
+        UdpUnreplied = 7,
+        /// UDP: packets seen both ways.
+        UdpReplied = 8,
+        /// ICMP echo request seen.
+        IcmpRequest = 9,
+        /// ICMP echo reply seen.
+        IcmpReplied = 10,
+        /// An IKE exchange.
+        Ike = 11,
+        /// An established ESP SA.
+        EspSa = 12,
+        /// An application session (TLS session id, HTTP cookie).
+        Session = 13,
+    }
 }
 
 impl ConnState {
-    /// The state for a wire code.
+    /// The state for a wire code: [`ConnState::from_code`] under the name the event codec
+    /// uses.
     pub fn from_u8(v: u8) -> Option<Self> {
-        use ConnState::*;
-        Some(match v {
-            1 => SynSent,
-            2 => SynReceived,
-            3 => Established,
-            4 => FinWait,
-            5 => Closing,
-            6 => Closed,
-            7 => UdpUnreplied,
-            8 => UdpReplied,
-            9 => IcmpRequest,
-            10 => IcmpReplied,
-            11 => Ike,
-            12 => EspSa,
-            13 => Session,
-            _ => return None,
-        })
+        Self::from_code(v)
     }
 
     /// Whether a TCP connection in this state has completed its handshake.
@@ -201,30 +187,25 @@ impl ConnState {
     }
 }
 
-/// What to do with the packets of an entry (the verdict of the rule that created it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Action {
-    /// Forward in the clear.
-    Allow = 0,
-    /// Forward through the tunnel named by the entry's [`SaRef`].
-    Tunnel = 1,
-    /// Drop silently.
-    Drop = 2,
-    /// Drop and answer with a reset or ICMP unreachable.
-    Reject = 3,
+driver::code_enum! {
+    /// What to do with the packets of an entry (the verdict of the rule that created it).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Action: u8 {
+        /// Forward in the clear.
+        Allow = 0,
+        /// Forward through the tunnel named by the entry's [`SaRef`].
+        Tunnel = 1,
+        /// Drop silently.
+        Drop = 2,
+        /// Drop and answer with a reset or ICMP unreachable.
+        Reject = 3,
+    }
 }
 
 impl Action {
-    /// The action for a wire code.
+    /// The action for a wire code: [`Action::from_code`] under the name the event codec uses.
     pub fn from_u8(v: u8) -> Option<Self> {
-        Some(match v {
-            0 => Action::Allow,
-            1 => Action::Tunnel,
-            2 => Action::Drop,
-            3 => Action::Reject,
-            _ => return None,
-        })
+        Self::from_code(v)
     }
 
     /// Whether packets are forwarded.
@@ -364,5 +345,16 @@ mod tests {
                 assert_eq!(a as u8, v);
             }
         }
+    }
+
+    #[test]
+    fn wire_codes_are_pinned() {
+        let states: Vec<u8> = ConnState::ALL.iter().map(|s| s.code()).collect();
+        assert_eq!(states, (1..=13).collect::<Vec<u8>>());
+        assert_eq!(ConnState::Session.code(), 13);
+        assert_eq!(ConnState::try_from(0u8).ok(), None);
+        let actions: Vec<u8> = Action::ALL.iter().map(|a| u8::from(*a)).collect();
+        assert_eq!(actions, vec![0, 1, 2, 3]);
+        assert_eq!(Action::from_u8(3), Some(Action::Reject));
     }
 }

@@ -13,22 +13,9 @@ impl fmt::Display for NodeId {
 }
 
 /// A distribution identifier (claim 2): the keyed hash of a packet's fields, reduced to
-/// `0..IdCount`. The set of packets sharing one identifier is handled by one node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct DistributionId(pub u16);
-
-impl DistributionId {
-    /// The identifier as an index into per-identifier arrays.
-    pub fn index(self) -> usize {
-        usize::from(self.0)
-    }
-}
-
-impl fmt::Display for DistributionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "id{}", self.0)
-    }
-}
+/// `0..IdCount`. The set of packets sharing one identifier is handled by one node. One type
+/// from the driver to the cluster: the card stores it beside each CAM entry.
+pub use driver::DistributionId;
 
 /// The epoch of an agreed allocation; a newer allocation has a larger epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]

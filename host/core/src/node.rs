@@ -357,6 +357,9 @@ pub struct Node<T: NodeSpecificTable> {
     outbox: Vec<Outgoing>,
     sa: HashMap<u32, SaState>,
     stats: Stats,
+    /// The first device failure of the node-specific table since the last
+    /// [`Node::take_card_error`].
+    card_error: Option<TableError>,
 }
 
 impl<T: NodeSpecificTable> Node<T> {
@@ -379,8 +382,28 @@ impl<T: NodeSpecificTable> Node<T> {
             outbox: Vec::new(),
             sa: HashMap::new(),
             stats: Stats::default(),
+            card_error: None,
             dist,
             cfg,
+        }
+    }
+
+    /// The first device failure of the node-specific table (a card that failed or has gone
+    /// away, [`TableError::Device`]; [`TableError::is_device_gone`] tells the two apart) since
+    /// the last call, and forgets it. Every method that changes the node-specific table
+    /// records such a failure instead of hiding it, and failures of data-path lookups and hit
+    /// scans come from [`NodeSpecificTable::take_device_error`]. The common table still holds
+    /// every entry, so the caller rebuilds the card from it once it has a working card again.
+    pub fn take_card_error(&mut self) -> Option<TableError> {
+        let table = self.active.take_device_error();
+        self.card_error.take().or(table)
+    }
+
+    /// Records a failure of the node-specific table if it is a device failure (a full table
+    /// or an entry it cannot hold is not: those are counted where they happen).
+    fn table_failed(&mut self, e: TableError) {
+        if e.is_device() && self.card_error.is_none() {
+            self.card_error = Some(e);
         }
     }
 
@@ -472,14 +495,9 @@ impl<T: NodeSpecificTable> Node<T> {
                 .filter(|e| self.active.get(&e.key).is_none())
                 .cloned()
                 .collect();
-            for mut e in missing {
-                e.last_seen = now;
-                e.packets = 0;
-                match self.active.insert(e) {
-                    Ok(()) => installed += 1,
-                    Err(_) => self.stats.install_failures += 1,
-                }
-            }
+            let (n, failures) = self.install_fresh(now, missing);
+            installed += n;
+            self.stats.install_failures += failures as u64;
         }
         installed
     }
@@ -672,9 +690,15 @@ impl<T: NodeSpecificTable> Node<T> {
         e.packets = 1;
         e.bytes = len;
         let action = e.action;
-        if self.active.insert(e.clone()).is_err() {
-            self.stats.dropped_table_full += 1;
-            return Verdict::Drop(DropReason::TableFull);
+        match self.active.insert(e.clone()) {
+            Ok(()) => {}
+            // A failed card loses nothing: the common table takes the entry and the card is
+            // rebuilt from it.
+            Err(err) if err.is_device() => self.table_failed(err),
+            Err(_) => {
+                self.stats.dropped_table_full += 1;
+                return Verdict::Drop(DropReason::TableFull);
+            }
         }
         self.stats.created += 1;
         self.common.upsert_local(e.clone());
@@ -686,7 +710,9 @@ impl<T: NodeSpecificTable> Node<T> {
     }
 
     fn close(&mut self, now: Millis, key: FlowKey, d: DistributionId, version: u32) {
-        self.active.remove(&key);
+        if let Err(e) = self.active.remove(&key) {
+            self.table_failed(e);
+        }
         self.common.clear(&key, version, now);
         self.broadcast(Event::Clear {
             key,
@@ -754,8 +780,8 @@ impl<T: NodeSpecificTable> Node<T> {
     /// addressed to the owner if that is another node, and broadcast to all.
     fn add_related(&mut self, e: Entry) {
         let d = e.dist;
-        if self.installs(d) && self.active.insert(e.clone()).is_err() {
-            self.stats.install_failures += 1;
+        if self.installs(d) {
+            self.install(e.clone());
         }
         self.common.upsert_local(e.clone());
         if !self.owns(d) {
@@ -802,8 +828,8 @@ impl<T: NodeSpecificTable> Node<T> {
         e.tunnel = Some(SaRef { spi });
         e.version = self.new_version(&key);
         e.last_seen = now;
-        if self.installs(d) && self.active.insert(e.clone()).is_err() {
-            self.stats.install_failures += 1;
+        if self.installs(d) {
+            self.install(e.clone());
         }
         self.common.upsert_local(e.clone());
         self.broadcast(Event::Add(e));
@@ -868,8 +894,27 @@ impl<T: NodeSpecificTable> Node<T> {
         }
     }
 
+    /// Installs entries copied from the common table with fresh idle clocks and counters.
+    /// Returns how many were installed and how many the node-specific table refused.
+    fn install_fresh(&mut self, now: Millis, entries: Vec<Entry>) -> (usize, usize) {
+        let (mut installed, mut failures) = (0, 0);
+        for mut e in entries {
+            e.last_seen = now;
+            e.packets = 0;
+            match self.active.insert(e) {
+                Ok(()) => installed += 1,
+                Err(e) => {
+                    self.table_failed(e);
+                    failures += 1;
+                }
+            }
+        }
+        (installed, failures)
+    }
+
     fn install(&mut self, e: Entry) {
-        if self.active.insert(e).is_err() {
+        if let Err(e) = self.active.insert(e) {
+            self.table_failed(e);
             self.stats.install_failures += 1;
         }
     }
@@ -942,7 +987,9 @@ impl<T: NodeSpecificTable> Node<T> {
             Event::Clear { key, dist, version } => {
                 let removed = self.common.clear(key, *version, now).is_some();
                 if removed && self.installs(*dist) {
-                    self.active.remove(key);
+                    if let Err(e) = self.active.remove(key) {
+                        self.table_failed(e);
+                    }
                 }
                 removed
             }
@@ -966,7 +1013,9 @@ impl<T: NodeSpecificTable> Node<T> {
                     }
                     self.common.replace_dist(*dist, &entries);
                     if self.installs(*dist) {
-                        self.active.flush_dist(*dist);
+                        if let Err(e) = self.active.flush_dist(*dist) {
+                            self.table_failed(e);
+                        }
                         for e in entries.into_iter().filter(|e| e.dist == *dist) {
                             self.install(e);
                         }
@@ -1126,14 +1175,9 @@ impl<T: NodeSpecificTable> Node<T> {
                 continue;
             }
             let entries: Vec<Entry> = self.common.select(d).cloned().collect();
-            for mut e in entries {
-                e.last_seen = now;
-                e.packets = 0;
-                match self.active.insert(e) {
-                    Ok(()) => installed += 1,
-                    Err(TableError::Full { .. }) | Err(_) => failures += 1,
-                }
-            }
+            let (n, f) = self.install_fresh(now, entries);
+            installed += n;
+            failures += f;
         }
         self.stats.install_failures += failures as u64;
         self.pending = Some(Pending {
@@ -1178,9 +1222,13 @@ impl<T: NodeSpecificTable> Node<T> {
             ..Default::default()
         };
         if self.cfg.mode == Mode::NodeSpecific && !report.plan.lost.is_empty() {
-            let (n, cmds) = self.active.flush_dists(&report.plan.lost);
-            report.flushed = n;
-            report.flushes = cmds;
+            match self.active.flush_dists(&report.plan.lost) {
+                Ok((n, cmds)) => {
+                    report.flushed = n;
+                    report.flushes = cmds;
+                }
+                Err(e) => self.table_failed(e),
+            }
         }
         Ok(report)
     }

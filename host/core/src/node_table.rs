@@ -6,13 +6,18 @@
 //! - [`SimCard`]: a stand-in for a small card: fixed capacity, counts commands.
 //! - [`TieredTable`]: a card first and a software overflow behind it, so a full CAM loses no
 //!   entry; [`TieredTable::promote_hot`] keeps the hottest entries in the card.
+//!
+//! A full card is not an error of the node: the tiered table keeps the entry in host memory.
+//! A card that failed or has gone away is: [`TableError::Device`] reaches the caller of insert,
+//! remove and flush, and nothing is moved into the overflow in its place (the common table
+//! still holds every entry, so the owner of the table rebuilds the card from it).
 
 use super::common::IndexedEntries;
 use super::entry::{Entry, FlowKey};
 use super::ids::{DistributionId, IdCount};
 
 /// Errors of a node-specific table.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum TableError {
     /// The table is at capacity.
     #[error("node-specific table full ({capacity} entries)")]
@@ -26,9 +31,40 @@ pub enum TableError {
         /// The identifier.
         dist: u16,
     },
-    /// The device failed.
-    #[error("device error: {0}")]
-    Device(String),
+    /// The key kind has no layout in the card's CAM (TLS session and HTTP cookie keys): a
+    /// [`TieredTable`] keeps such an entry in host memory.
+    #[error("{kind} keys have no CAM layout")]
+    NoCamLayout {
+        /// The key kind.
+        kind: &'static str,
+    },
+    /// The device failed or has gone away: its contents are no longer known.
+    #[error("node-specific table device failed")]
+    Device {
+        /// What the driver reported.
+        #[from]
+        source: driver::DriverError,
+    },
+}
+
+impl TableError {
+    /// Whether this is a failure of the device (as opposed to a full table or an entry the
+    /// table cannot hold): the table's contents are unknown and it should be rebuilt.
+    #[must_use]
+    pub fn is_device(&self) -> bool {
+        matches!(self, TableError::Device { .. })
+    }
+
+    /// Whether the device has left the bus (a register read all ones).
+    #[must_use]
+    pub fn is_device_gone(&self) -> bool {
+        matches!(
+            self,
+            TableError::Device {
+                source: driver::DriverError::DeviceGone { .. }
+            }
+        )
+    }
 }
 
 /// Counters of a node-specific table.
@@ -59,23 +95,38 @@ pub trait NodeSpecificTable {
     /// Inserts or replaces the entry of `entry.key`.
     ///
     /// # Errors
-    /// [`TableError::Full`] when a bounded table is full and the key is new.
+    /// [`TableError::Full`] when a bounded table is full and the key is new;
+    /// [`TableError::BadDist`] for an identifier out of range; [`TableError::NoCamLayout`] for
+    /// a key a card cannot hold; [`TableError::Device`] when the device failed.
     fn insert(&mut self, entry: Entry) -> Result<(), TableError>;
     /// Data-path lookup: the entry of `key`, mutably (the caller updates state and counters).
     fn lookup(&mut self, key: &FlowKey) -> Option<&mut Entry>;
     /// The entry of `key`, read-only, without counting a hit.
     fn get(&self, key: &FlowKey) -> Option<&Entry>;
-    /// Removes the entry of `key`.
-    fn remove(&mut self, key: &FlowKey) -> Option<Entry>;
+    /// Removes the entry of `key`; `Ok(None)` when there was none.
+    ///
+    /// # Errors
+    /// [`TableError::Device`] when the device failed (the entry may still be on it).
+    fn remove(&mut self, key: &FlowKey) -> Result<Option<Entry>, TableError>;
     /// Removes all entries of one identifier with one flush-by-identifier command.
     /// Returns how many were removed.
-    fn flush_dist(&mut self, dist: DistributionId) -> usize;
+    ///
+    /// # Errors
+    /// [`TableError::Device`] when the device failed.
+    fn flush_dist(&mut self, dist: DistributionId) -> Result<usize, TableError>;
     /// Removes all entries of several identifiers. Returns how many were removed and how many
     /// commands it took. Default: one [`Self::flush_dist`] per identifier; a card flushes a
     /// whole identifier set with one command.
-    fn flush_dists(&mut self, dists: &[DistributionId]) -> (usize, usize) {
-        let n = dists.iter().map(|&d| self.flush_dist(d)).sum();
-        (n, dists.len())
+    ///
+    /// # Errors
+    /// [`TableError::Device`] when the device failed (identifiers before the failing one may
+    /// have been flushed).
+    fn flush_dists(&mut self, dists: &[DistributionId]) -> Result<(usize, usize), TableError> {
+        let mut n = 0;
+        for &d in dists {
+            n += self.flush_dist(d)?;
+        }
+        Ok((n, dists.len()))
     }
     /// Number of entries of one identifier.
     fn dist_len(&self, dist: DistributionId) -> usize;
@@ -86,11 +137,22 @@ pub trait NodeSpecificTable {
     /// Counters.
     fn stats(&self) -> TableStats;
     /// Periodic housekeeping (a tiered table promotes hot entries). Default: nothing.
-    fn maintain(&mut self) {}
+    ///
+    /// # Errors
+    /// [`TableError::Device`] when the device failed during it.
+    fn maintain(&mut self) -> Result<(), TableError> {
+        Ok(())
+    }
     /// Folds hit information the device gathered on its own (a card's data-path hit bits)
     /// into the entries' `last_seen`, so idle timeouts see traffic the host never saw.
     /// Default: nothing (host-memory tables see every hit).
     fn sync_hits(&mut self, _now: super::ids::Millis) {}
+    /// The first device failure seen where the trait cannot return it (a data-path
+    /// [`Self::lookup`], [`Self::sync_hits`], [`Self::clear_all`]) since the last call, and
+    /// forgets it. Default: none (host memory does not fail).
+    fn take_device_error(&mut self) -> Option<TableError> {
+        None
+    }
 }
 
 /// Host-memory node-specific table (claim 19). Unbounded unless built with a capacity.
@@ -150,14 +212,14 @@ impl NodeSpecificTable for SoftwareTable {
     fn get(&self, key: &FlowKey) -> Option<&Entry> {
         self.entries.get(key)
     }
-    fn remove(&mut self, key: &FlowKey) -> Option<Entry> {
+    fn remove(&mut self, key: &FlowKey) -> Result<Option<Entry>, TableError> {
         self.stats.commands += 1;
-        self.entries.remove(key)
+        Ok(self.entries.remove(key))
     }
-    fn flush_dist(&mut self, dist: DistributionId) -> usize {
+    fn flush_dist(&mut self, dist: DistributionId) -> Result<usize, TableError> {
         self.stats.commands += 1;
         self.stats.flushes += 1;
-        self.entries.remove_dist(dist).len()
+        Ok(self.entries.remove_dist(dist).len())
     }
     fn dist_len(&self, dist: DistributionId) -> usize {
         self.entries.dist_len(dist)
@@ -204,10 +266,10 @@ impl NodeSpecificTable for SimCard {
     fn get(&self, key: &FlowKey) -> Option<&Entry> {
         self.inner.get(key)
     }
-    fn remove(&mut self, key: &FlowKey) -> Option<Entry> {
+    fn remove(&mut self, key: &FlowKey) -> Result<Option<Entry>, TableError> {
         self.inner.remove(key)
     }
-    fn flush_dist(&mut self, dist: DistributionId) -> usize {
+    fn flush_dist(&mut self, dist: DistributionId) -> Result<usize, TableError> {
         self.inner.flush_dist(dist)
     }
     fn dist_len(&self, dist: DistributionId) -> usize {
@@ -267,9 +329,13 @@ impl<C: NodeSpecificTable> TieredTable<C> {
 
     /// Moves up to `max` overflow entries that are hotter (more packets) than the coldest card
     /// entries into the card, demoting those. Returns how many moved up.
-    pub fn promote_hot(&mut self, max: usize) -> usize {
+    ///
+    /// # Errors
+    /// [`TableError::Device`] when the card failed; the entry being moved stays where it was
+    /// (in the overflow, or in the card's host copy), so the table still holds every entry.
+    pub fn promote_hot(&mut self, max: usize) -> Result<usize, TableError> {
         if self.soft.is_empty() {
-            return 0;
+            return Ok(0);
         }
         let mut hot: Vec<(u64, FlowKey)> =
             self.soft.entries().map(|e| (e.packets, e.key)).collect();
@@ -280,27 +346,40 @@ impl<C: NodeSpecificTable> TieredTable<C> {
         cold.sort_unstable_by_key(|c| c.0);
         let mut cold = cold.into_iter();
         let mut moved = 0;
+        let mut failed = None;
         for (heat, key) in hot {
             let free = self.card.capacity().is_none_or(|c| self.card.len() < c);
             if !free {
                 match cold.next() {
-                    Some((c_heat, c_key)) if c_heat < heat => {
-                        if let Some(e) = self.card.remove(&c_key) {
-                            // The software tier is unbounded: this cannot fail for range reasons
-                            // because the entry came from a table with the same identifier count.
+                    Some((c_heat, c_key)) if c_heat < heat => match self.card.remove(&c_key) {
+                        // The software tier is unbounded: this cannot fail for range reasons
+                        // because the entry came from a table with the same identifier count.
+                        Ok(Some(e)) => {
                             let _ = self.soft.insert(e);
                         }
-                    }
+                        Ok(None) => {}
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    },
                     _ => break,
                 }
             }
-            if let Some(e) = self.soft.remove(&key) {
-                match self.card.insert(e.clone()) {
-                    Ok(()) => moved += 1,
-                    Err(_) => {
-                        let _ = self.soft.insert(e);
-                    }
+            let Some(e) = self.soft.get(&key).cloned() else {
+                continue;
+            };
+            match self.card.insert(e) {
+                Ok(()) => {
+                    let _ = self.soft.remove(&key);
+                    moved += 1;
                 }
+                Err(e) if e.is_device() => {
+                    failed = Some(e);
+                    break;
+                }
+                // Full or not for the card: it stays in the overflow.
+                Err(_) => {}
             }
         }
         self.promoted += moved as u64;
@@ -308,7 +387,7 @@ impl<C: NodeSpecificTable> TieredTable<C> {
         for e in self.soft.entries_mut() {
             e.packets /= 2;
         }
-        moved
+        failed.map_or(Ok(moved), Err)
     }
 }
 
@@ -325,7 +404,9 @@ impl<C: NodeSpecificTable> NodeSpecificTable for TieredTable<C> {
         }
         match self.card.insert(entry.clone()) {
             Ok(()) => Ok(()),
-            Err(TableError::Full { .. }) | Err(TableError::Device(_)) => {
+            // A full card or a key it has no layout for: host memory holds the entry. A failed
+            // card is the caller's error, not a reason to park entries here.
+            Err(TableError::Full { .. }) | Err(TableError::NoCamLayout { .. }) => {
                 self.overflowed += 1;
                 self.soft.insert(entry)
             }
@@ -341,24 +422,27 @@ impl<C: NodeSpecificTable> NodeSpecificTable for TieredTable<C> {
     fn get(&self, key: &FlowKey) -> Option<&Entry> {
         self.card.get(key).or_else(|| self.soft.get(key))
     }
-    fn remove(&mut self, key: &FlowKey) -> Option<Entry> {
-        self.card.remove(key).or_else(|| self.soft.remove(key))
-    }
-    fn flush_dist(&mut self, dist: DistributionId) -> usize {
-        let mut n = self.card.flush_dist(dist);
-        if self.soft.dist_len(dist) > 0 {
-            n += self.soft.flush_dist(dist);
+    fn remove(&mut self, key: &FlowKey) -> Result<Option<Entry>, TableError> {
+        match self.card.remove(key)? {
+            Some(e) => Ok(Some(e)),
+            None => self.soft.remove(key),
         }
-        n
     }
-    fn flush_dists(&mut self, dists: &[DistributionId]) -> (usize, usize) {
-        let (mut n, cmds) = self.card.flush_dists(dists);
+    fn flush_dist(&mut self, dist: DistributionId) -> Result<usize, TableError> {
+        let mut n = self.card.flush_dist(dist)?;
+        if self.soft.dist_len(dist) > 0 {
+            n += self.soft.flush_dist(dist)?;
+        }
+        Ok(n)
+    }
+    fn flush_dists(&mut self, dists: &[DistributionId]) -> Result<(usize, usize), TableError> {
+        let (mut n, cmds) = self.card.flush_dists(dists)?;
         for &d in dists {
             if self.soft.dist_len(d) > 0 {
-                n += self.soft.flush_dist(d);
+                n += self.soft.flush_dist(d)?;
             }
         }
-        (n, cmds)
+        Ok((n, cmds))
     }
     fn dist_len(&self, dist: DistributionId) -> usize {
         self.card.dist_len(dist) + self.soft.dist_len(dist)
@@ -380,12 +464,15 @@ impl<C: NodeSpecificTable> NodeSpecificTable for TieredTable<C> {
             promoted: self.promoted,
         }
     }
-    fn maintain(&mut self) {
+    fn maintain(&mut self) -> Result<(), TableError> {
         let n = self.promote_batch;
-        self.promote_hot(n);
+        self.promote_hot(n).map(|_| ())
     }
     fn sync_hits(&mut self, now: super::ids::Millis) {
         self.card.sync_hits(now);
+    }
+    fn take_device_error(&mut self) -> Option<TableError> {
+        self.card.take_device_error()
     }
 }
 
@@ -417,9 +504,12 @@ mod tests {
         for i in 0..4 {
             card.insert(entry(i)).unwrap();
         }
-        assert_eq!(card.insert(entry(9)), Err(TableError::Full { capacity: 4 }));
+        assert!(matches!(
+            card.insert(entry(9)),
+            Err(TableError::Full { capacity: 4 })
+        ));
         card.insert(entry(1)).unwrap(); // replace is fine when full
-        assert_eq!(card.flush_dist(DistributionId(1)), 1);
+        assert_eq!(card.flush_dist(DistributionId(1)).unwrap(), 1);
         assert_eq!(card.len(), 3);
     }
 
@@ -437,10 +527,10 @@ mod tests {
         for _ in 0..100 {
             t.lookup(&entry(9).key).unwrap().packets += 1;
         }
-        assert!(t.promote_hot(1) == 1);
+        assert_eq!(t.promote_hot(1).unwrap(), 1);
         assert!(t.card().get(&entry(9).key).is_some());
         assert_eq!(t.len(), 10);
-        assert_eq!(t.flush_dist(DistributionId(1)), 2);
+        assert_eq!(t.flush_dist(DistributionId(1)).unwrap(), 2);
         assert_eq!(t.len(), 8);
     }
 }

@@ -21,8 +21,11 @@ pub enum Framing {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     /// Headers are malformed or truncated.
-    #[error("malformed packet: {0}")]
-    Malformed(String),
+    #[error("malformed packet")]
+    Malformed(#[from] etherparse::err::packet::SliceError),
+    /// An ESP packet shorter than its header.
+    #[error("malformed ESP packet")]
+    Esp(#[from] driver::esp::EspError),
     /// Not an IP packet (ARP, other ether types).
     #[error("not an IP packet")]
     NotIp,
@@ -142,8 +145,7 @@ pub fn parse_packet(bytes: &[u8], framing: Framing) -> Result<ParsedPacket<'_>, 
     let sliced = match framing {
         Framing::Ethernet => SlicedPacket::from_ethernet(bytes),
         Framing::Ip => SlicedPacket::from_ip(bytes),
-    }
-    .map_err(|e| ParseError::Malformed(e.to_string()))?;
+    }?;
     let (src, dst, ip_payload) = match &sliced.net {
         Some(NetSlice::Ipv4(v)) => (
             IpAddr::V4(v.header().source_addr()),
@@ -223,8 +225,7 @@ pub fn parse_packet(bytes: &[u8], framing: Framing) -> Result<ParsedPacket<'_>, 
             }
             let p = ip_payload.payload;
             if ip_payload.ip_number == IpNumber::ENCAPSULATING_SECURITY_PAYLOAD {
-                let spi = be32(p, 0)
-                    .ok_or_else(|| ParseError::Malformed("ESP header truncated".into()))?;
+                let spi = driver::esp::EspHeader::new_checked(p)?.spi().0;
                 (PacketKind::Esp { spi }, p)
             } else {
                 (

@@ -88,13 +88,13 @@ impl NodeSpecificTable for SimCardKind {
     fn get(&self, key: &FlowKey) -> Option<&Entry> {
         both!(self, c => c.get(key))
     }
-    fn remove(&mut self, key: &FlowKey) -> Option<Entry> {
+    fn remove(&mut self, key: &FlowKey) -> Result<Option<Entry>, TableError> {
         both!(self, c => c.remove(key))
     }
-    fn flush_dist(&mut self, dist: DistributionId) -> usize {
+    fn flush_dist(&mut self, dist: DistributionId) -> Result<usize, TableError> {
         both!(self, c => c.flush_dist(dist))
     }
-    fn flush_dists(&mut self, dists: &[DistributionId]) -> (usize, usize) {
+    fn flush_dists(&mut self, dists: &[DistributionId]) -> Result<(usize, usize), TableError> {
         both!(self, c => c.flush_dists(dists))
     }
     fn dist_len(&self, dist: DistributionId) -> usize {
@@ -111,6 +111,9 @@ impl NodeSpecificTable for SimCardKind {
     }
     fn sync_hits(&mut self, now: Millis) {
         both!(self, c => c.sync_hits(now))
+    }
+    fn take_device_error(&mut self) -> Option<TableError> {
+        both!(self, c => c.take_device_error())
     }
 }
 
@@ -1458,8 +1461,15 @@ impl Sim {
         let now = self.now;
         if now.since(self.last_digest) >= self.cfg.digest_every_ms {
             self.last_digest = now;
+            let mut failures = Vec::new();
             for node in self.nodes.values_mut() {
-                node.member.node_table_mut().maintain();
+                // simulated cards never leave the bus: a failure here is a simulator bug
+                if let Err(e) = node.member.node_table_mut().maintain() {
+                    failures.push(format!("{}: maintain: {e}", node.member.config().node));
+                }
+            }
+            for f in failures {
+                self.violation(f);
             }
         }
         for &n in &ids {

@@ -292,7 +292,7 @@ fn card_realloc(k: usize) -> (usize, u32, f64, f64) {
     }
     let make_us = t.elapsed().as_nanos() as f64 / 1000.0;
     let t = Instant::now();
-    from.flush_dist(DistributionId(7));
+    from.flush_dist(DistributionId(7)).expect("host memory");
     let break_us = t.elapsed().as_nanos() as f64 / 1000.0;
     let c1 = to.stats().commands + from.stats().commands;
     (k, (c1 - c0) as u32, make_us, break_us)

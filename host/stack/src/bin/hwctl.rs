@@ -228,7 +228,11 @@ fn run(cli: &mut Cli) -> Res<String> {
         }
         match &cli.command {
             Command::Status => status(&mut card, cli.json),
-            Command::Dump { did } => dump(&mut card, did.map(DistributionId), cli.json),
+            Command::Dump { did } => dump(
+                &mut card,
+                did.map(|d| DistributionId(u16::from(d))),
+                cli.json,
+            ),
             Command::Regs => regs(&mut card, cli.json),
             Command::Sas | Command::Esp { .. } => Err(dispatched_twice()),
         }
@@ -393,7 +397,7 @@ fn status<R: RegIo>(card: &mut Card<R>, as_json: bool) -> Res<String> {
 #[derive(Serialize)]
 struct EntryOut {
     slot: u32,
-    did: u8,
+    did: u16,
     hit: bool,
     /// The decoded key (`null` fields and `/0` prefixes are wildcards), or
     /// `null` when the bits are not a typed key (then see `key_error`).
@@ -416,7 +420,7 @@ impl From<&DumpEntry> for EntryOut {
             hit: e.hit,
             key: e.key,
             key_text: key_text(e),
-            key_error: e.key_error.clone(),
+            key_error: e.key_error.as_ref().map(ToString::to_string),
             result: e.result,
             result_text: e.result.to_string(),
             result_raw: format!("0x{:08x}", e.result_raw),

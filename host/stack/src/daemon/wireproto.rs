@@ -6,41 +6,29 @@
 
 use crate::core::ids::NodeId;
 
-/// A node's verdict on one packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Code {
-    /// Another node owns the identifier (or nobody does).
-    NotOurs = 0,
-    /// Forwarded on an existing entry.
-    Hit = 1,
-    /// Forwarded; a new entry was created.
-    Created = 2,
-    /// Dropped: TCP packet other than SYN without state.
-    TcpNoState = 3,
-    /// Dropped: other packet without state.
-    NoState = 4,
-    /// Dropped: rule, parse, entry action, table full or missing SA.
-    Dropped = 5,
-    /// The node does not take traffic now (syncing, fenced or a witness).
-    NotReady = 6,
+driver::code_enum! {
+    /// A node's verdict on one packet (the `code u8` of a verdict datagram).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Code: u8 {
+        /// Another node owns the identifier (or nobody does).
+        NotOurs = 0,
+        /// Forwarded on an existing entry.
+        Hit = 1,
+        /// Forwarded; a new entry was created.
+        Created = 2,
+        /// Dropped: TCP packet other than SYN without state.
+        TcpNoState = 3,
+        /// Dropped: other packet without state.
+        NoState = 4,
+        /// Dropped: rule, parse, entry action, table full or missing SA.
+        Dropped = 5,
+        /// The node does not take traffic now (syncing, fenced or a witness).
+        NotReady = 6,
+    }
 }
 
 impl Code {
-    /// Decodes a code byte.
-    pub fn from_u8(b: u8) -> Option<Code> {
-        Some(match b {
-            0 => Code::NotOurs,
-            1 => Code::Hit,
-            2 => Code::Created,
-            3 => Code::TcpNoState,
-            4 => Code::NoState,
-            5 => Code::Dropped,
-            6 => Code::NotReady,
-            _ => return None,
-        })
-    }
-
     /// Whether the node handled the packet (it owns the identifier and decided).
     pub fn handled(self) -> bool {
         !matches!(self, Code::NotOurs | Code::NotReady)
@@ -66,7 +54,7 @@ pub fn encode_verdict(seq: u64, node: NodeId, code: Code) -> [u8; 11] {
     let mut v = [0u8; 11];
     v[..8].copy_from_slice(&seq.to_be_bytes());
     v[8..10].copy_from_slice(&node.0.to_be_bytes());
-    v[10] = code as u8;
+    v[10] = code.code();
     v
 }
 
@@ -77,7 +65,7 @@ pub fn parse_verdict(d: &[u8]) -> Option<(u64, NodeId, Code)> {
     }
     let seq = u64::from_be_bytes(d[..8].try_into().ok()?);
     let node = NodeId(u16::from_be_bytes([d[8], d[9]]));
-    Some((seq, node, Code::from_u8(d[10])?))
+    Some((seq, node, Code::from_code(d[10])?))
 }
 
 /// Binds a UDP socket for wire traffic with a large receive buffer (best effort: the kernel

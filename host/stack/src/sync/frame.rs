@@ -59,28 +59,18 @@ mod field {
     pub const SEQ: Range<usize> = 16..24;
 }
 
-/// What a frame carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// A batch of reliable, ordered records.
-    Data = 1,
-    /// Acknowledgement of data batches.
-    Ack = 2,
-    /// One unreliable datagram (heartbeats).
-    Datagram = 3,
-    /// "This is my incarnation; I know yours as `u64`" (binds streams to incarnations).
-    Hello = 4,
-}
-
-impl Kind {
-    fn from_u8(v: u8) -> Option<Self> {
-        match v {
-            1 => Some(Kind::Data),
-            2 => Some(Kind::Ack),
-            3 => Some(Kind::Datagram),
-            4 => Some(Kind::Hello),
-            _ => None,
-        }
+driver::code_enum! {
+    /// What a frame carries (the header's kind byte).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Kind: u8 {
+        /// A batch of reliable, ordered records.
+        Data = 1,
+        /// Acknowledgement of data batches.
+        Ack = 2,
+        /// One unreliable datagram (heartbeats).
+        Datagram = 3,
+        /// "This is my incarnation; I know yours as `u64`" (binds streams to incarnations).
+        Hello = 4,
     }
 }
 
@@ -151,7 +141,7 @@ impl Header {
     pub fn emit(&self, out: &mut [u8; HEADER_LEN]) {
         out[field::MAGIC].copy_from_slice(&MAGIC);
         out[field::VERSION] = VERSION;
-        out[field::KIND] = self.kind as u8;
+        out[field::KIND] = self.kind.code();
         out[field::SENDER].copy_from_slice(&self.sender.0.to_be_bytes());
         out[field::RECEIVER].copy_from_slice(&self.receiver.0.to_be_bytes());
         out[field::INCARNATION].copy_from_slice(&self.incarnation.to_be_bytes());
@@ -176,7 +166,7 @@ impl Header {
         if version != VERSION {
             return Err(FrameError::Version(version));
         }
-        let kind = Kind::from_u8(frame[field::KIND]).ok_or(FrameError::UnknownKind(frame[3]))?;
+        let kind = Kind::from_code(frame[field::KIND]).ok_or(FrameError::UnknownKind(frame[3]))?;
         Ok(Header {
             kind,
             sender: NodeId(be_u16(frame, field::SENDER)),

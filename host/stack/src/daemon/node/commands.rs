@@ -177,7 +177,7 @@ impl Runtime {
             .entries()
             .filter(|e| did.is_none_or(|d| e.dist.0 == d))
             .map(|e| {
-                let k = crate::core::card_table::cam_key(&e.key);
+                let k = crate::core::card_table::cam_key(&e.key).ok();
                 let on_card = table.card().get(&e.key).is_some();
                 CardEntryReport {
                     action: format!("{:?}", e.action),

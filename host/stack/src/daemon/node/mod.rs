@@ -155,8 +155,8 @@ impl Runtime {
     /// [`RunError`] naming what failed.
     pub async fn start(cfg: Config) -> Result<Self, RunError> {
         let (t_inc, c_inc) = next_incarnations(&cfg.state_dir)?;
-        let table =
-            card::open(&cfg.card, cfg.identifiers, cfg.card_capacity).map_err(RunError::Card)?;
+        let table = card::open(&cfg.card, cfg.identifiers, cfg.card_capacity)
+            .map_err(|e| RunError::Card(e.to_string()))?;
         let secret = ClusterSecret::new(*cfg.key.derive16(b"distribution identifiers"));
         let mut ncfg = NodeConfig::new(cfg.node, secret);
         ncfg.incarnation = c_inc;
