@@ -54,7 +54,7 @@
 //! (failure, join, weights, drain), `load_balance` (per-id load, hysteresis), `operator_move`.
 //! Reallocation planning ([`realloc`]): `plan(old, new, node) -> ReallocPlan { gained, lost }`.
 //!
-//! Captures: [`pcap`] `read` / `write`.
+//! Captures: [`pcap`] `read_frames` / `read` / `write` / `write_ng` (pcap and pcapng, every link type in front of IP).
 
 #![forbid(unsafe_code)]
 
