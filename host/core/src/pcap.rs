@@ -131,7 +131,7 @@ pub enum PcapError {
     },
     /// A link type that is not one of [`SUPPORTED_LINK_TYPES`].
     #[error(
-        "link type {code} at offset {offset} is not supported (supported: {SUPPORTED_LINK_TYPES})"
+        "link type {code} is not supported (supported: {SUPPORTED_LINK_TYPES}); named at offset {offset}"
     )]
     LinkType {
         /// The LINKTYPE_* code.
