@@ -1,63 +1,27 @@
 //! `hwctl esp decrypt|encrypt`, run as a process on generated captures and on
 //! the ESP packet vectors of draft-mcgrew-gcm-test-01 (read from `$KAT_DIR`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::Path;
+
+use common::{ok, TempDir};
+use host::core::pcap;
 
 use serde_json::Value;
 
 const KEY128: &str = "feffe9928665731c6d6a8f9467308308";
 const KEY256: &str = "abbccddef00112233445566778899aababbccddef00112233445566778899aab";
 
-fn hwctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hwctl"))
-        .args(args)
-        .output()
-        .expect("run hwctl")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = hwctl(args);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "hwctl {args:?} failed: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    String::from_utf8(o.stdout).expect("utf-8 output")
-}
-
 /// Fails with `code`, says `needle` on stderr, no panic, nothing on stdout,
 /// and never shows key material.
 fn fails(args: &[&str], code: i32, needle: &str) -> String {
-    let o = hwctl(args);
-    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(code), "hwctl {args:?}: {stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    let stderr = common::fails(args, code, needle);
     assert!(
         !stderr.contains("8665731c"),
         "key material on stderr: {stderr}"
     );
-    assert!(o.stdout.is_empty(), "nothing on stdout on failure");
     stderr
-}
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("hwctl-esp-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("temp dir");
-        Dir(d)
-    }
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).display().to_string()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---- building packets and captures ---------------------------------------
@@ -196,20 +160,35 @@ fn arp() -> Vec<u8> {
     e
 }
 
-/// Reads a classic pcap written by hwctl: link type and records.
+/// Reads a classic pcap written by hwctl (little endian, microseconds) with
+/// the one capture reader: link type and records.
 fn read_pcap(path: &str) -> (u32, Vec<Vec<u8>>) {
     let b = std::fs::read(path).expect("output written");
     assert_eq!(b[..4], 0xa1b2_c3d4u32.to_le_bytes());
-    let w = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
-    let link = w(20);
-    let mut at = 24;
-    let mut out = Vec::new();
-    while at < b.len() {
-        let len = w(at + 8) as usize;
-        out.push(b[at + 16..at + 16 + len].to_vec());
-        at += 16 + len;
-    }
-    (link, out)
+    let (link, packets) = pcap::read(&b).expect("hwctl's output reads");
+    (link.code(), packets.into_iter().map(|p| p.data).collect())
+}
+
+/// `ip` behind the link-layer header of `link` (a LINKTYPE_* code).
+fn framed(link: u16, ip: &[u8]) -> Vec<u8> {
+    let mut f = match link {
+        0 => 2u32.to_le_bytes().to_vec(),
+        1 => return ethernet(ip),
+        108 => 2u32.to_be_bytes().to_vec(),
+        113 => {
+            let mut h = vec![0u8; 14];
+            h.extend_from_slice(&[0x08, 0x00]);
+            h
+        }
+        276 => {
+            let mut h = vec![0x08, 0x00];
+            h.resize(20, 0);
+            h
+        }
+        _ => Vec::new(),
+    };
+    f.extend_from_slice(ip);
+    f
 }
 
 fn sa(spi: u32, dst: &str, alg: &str, key: &str, extra: &str) -> String {
@@ -223,7 +202,7 @@ fn verdict_lines(out: &str) -> Vec<&str> {
 // ---- round trips -----------------------------------------------------------
 
 fn round_trip(mode: &str, alg: &str, key: &str, plain: &[Vec<u8>], dst: &str, input_link: u32) {
-    let d = Dir::new(&format!("rt-{mode}-{alg}"));
+    let d = TempDir::new(&format!("esp-rt-{mode}-{alg}"));
     let (pin, enc, dec) = (d.path("plain.pcap"), d.path("esp.pcap"), d.path("dec.pcap"));
     let frames: Vec<Vec<u8>> = match input_link {
         1 => plain.iter().map(|p| ethernet(p)).collect(),
@@ -332,7 +311,7 @@ fn round_trip_ipv6_tunnel_and_transport() {
 // ---- verdicts ----------------------------------------------------------------
 
 /// Encrypts `plain` with `s` and returns the ESP packets.
-fn encrypt(d: &Dir, s: &str, plain: &[Vec<u8>]) -> Vec<Vec<u8>> {
+fn encrypt(d: &TempDir, s: &str, plain: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let (pin, enc) = (d.path("p.pcap"), d.path("e.pcap"));
     std::fs::write(&pin, pcap(101, plain)).unwrap();
     ok(&[
@@ -343,7 +322,7 @@ fn encrypt(d: &Dir, s: &str, plain: &[Vec<u8>]) -> Vec<Vec<u8>> {
 
 #[test]
 fn verdicts_auth_failed_replay_unknown_spi_malformed_and_skipped() {
-    let d = Dir::new("verdicts");
+    let d = TempDir::new("esp-verdicts");
     let s = sa(0x1000, "201.25.64.1", "aes-gcm-128", KEY128, "");
     let plain = plain_v4(3);
     let esp = encrypt(&d, &s, &plain);
@@ -433,7 +412,7 @@ fn verdicts_auth_failed_replay_unknown_spi_malformed_and_skipped() {
 
 #[test]
 fn a_wrong_destination_is_an_unknown_sa_and_null_link_works() {
-    let d = Dir::new("dst");
+    let d = TempDir::new("esp-dst");
     let s = sa(0x2000, "201.25.64.1", "aes-gcm-128", KEY128, "");
     let esp = encrypt(&d, &s, &plain_v4(1));
     let mut moved = esp[0].clone();
@@ -478,7 +457,7 @@ fn nat_t(esp_packet: &[u8]) -> Vec<u8> {
 
 #[test]
 fn esp_in_udp_is_decrypted_and_ike_and_keepalives_are_skipped() {
-    let d = Dir::new("natt");
+    let d = TempDir::new("esp-natt");
     for mode in ["tunnel", "transport"] {
         let s = sa(
             0x4500,
@@ -524,7 +503,7 @@ fn esp_in_udp_is_decrypted_and_ike_and_keepalives_are_skipped() {
 
 #[test]
 fn transport_mode_keeps_ipv6_hop_by_hop_in_front() {
-    let d = Dir::new("hbh");
+    let d = TempDir::new("esp-hbh");
     let s = sa(
         0x6000,
         "2001:db8::2",
@@ -544,7 +523,7 @@ fn transport_mode_keeps_ipv6_hop_by_hop_in_front() {
 
 #[test]
 fn truncated_esp_in_ip_is_malformed() {
-    let d = Dir::new("trunc");
+    let d = TempDir::new("esp-trunc");
     let s = sa(0x7000, "201.25.64.1", "aes-gcm-128", KEY128, "");
     let esp = encrypt(&d, &s, &plain_v4(1));
     let mut cut = esp[0].clone();
@@ -561,7 +540,7 @@ fn truncated_esp_in_ip_is_malformed() {
 
 #[test]
 fn several_sas_and_sa_files() {
-    let d = Dir::new("multi");
+    let d = TempDir::new("esp-multi");
     let a = sa(0xa, "201.25.64.1", "aes-gcm-128", KEY128, "");
     let b = sa(0xb, "201.25.64.2", "aes-gcm-256", KEY256, ",mode=transport");
     let pa = vec![ipv4_udp([10, 0, 0, 1], [201, 25, 64, 1], 1, b"to a")];
@@ -582,7 +561,7 @@ fn several_sas_and_sa_files() {
 
 #[test]
 fn esn_with_a_starting_sequence_number() {
-    let d = Dir::new("esn");
+    let d = TempDir::new("esp-esn");
     let s = sa(
         0x3000,
         "201.25.64.1",
@@ -623,7 +602,7 @@ fn help_documents_esp() {
 
 #[test]
 fn bad_sa_strings_are_usage_errors_naming_the_field() {
-    let d = Dir::new("badsa");
+    let d = TempDir::new("esp-badsa");
     let input = d.path("in.pcap");
     std::fs::write(&input, pcap(101, &[])).unwrap();
     let o = d.path("o.pcap");
@@ -702,7 +681,7 @@ fn bad_sa_strings_are_usage_errors_naming_the_field() {
 
 #[test]
 fn unreadable_and_garbage_files_are_clear_errors() {
-    let d = Dir::new("files");
+    let d = TempDir::new("esp-files");
     let s = sa(0x1, "201.25.64.1", "aes-gcm-128", KEY128, "");
     let o = d.path("o.pcap");
     let missing = d.path("missing.pcap");
@@ -766,7 +745,7 @@ fn unreadable_and_garbage_files_are_clear_errors() {
 
 #[test]
 fn card_specs_say_what_to_use() {
-    let d = Dir::new("model");
+    let d = TempDir::new("esp-model");
     let input = d.path("in.pcap");
     std::fs::write(&input, pcap(101, &[])).unwrap();
     let s = sa(0x1, "201.25.64.1", "aes-gcm-128", KEY128, "");
@@ -784,7 +763,7 @@ fn card_specs_say_what_to_use() {
 
 #[test]
 fn the_model_card_gives_the_software_paths_packets_and_verdicts() {
-    let d = Dir::new("model-vs-software");
+    let d = TempDir::new("esp-model-vs-software");
     let s = sa(0x4242, "201.25.64.1", "aes-gcm-256", KEY256, ",icv=12,esn");
     let pin = d.path("plain.pcap");
     let plain = plain_v4(30);
@@ -842,9 +821,7 @@ struct Vector {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
-        .collect()
+    hex::decode(s).expect("hex")
 }
 
 /// The test cases of the draft: `name = hex` with continuation lines.
@@ -902,7 +879,7 @@ fn draft_mcgrew_esp_vectors_decrypt_through_the_cli() {
     let text = std::fs::read_to_string(&path).expect("read draft-mcgrew-gcm-test-01.txt");
     let all = vectors(&text);
     assert!(all.len() >= 15, "found {} test cases", all.len());
-    let d = Dir::new("kat");
+    let d = TempDir::new("esp-kat");
     let mut done = 0;
     for (i, v) in all.iter().enumerate() {
         let gmac = v.algorithm.contains("GMAC");
@@ -973,4 +950,35 @@ fn draft_mcgrew_esp_vectors_decrypt_through_the_cli() {
     }
     assert!(done >= 12, "decrypted {done} vectors");
     eprintln!("{done} draft-mcgrew ESP packet vectors decrypted through hwctl");
+}
+
+#[test]
+fn pcapng_input_of_every_link_type_round_trips() {
+    let d = TempDir::new("esp-links");
+    let plain = plain_v4(3);
+    let s = sa(
+        0x8765_4321,
+        "201.25.64.1",
+        "aes-gcm-128",
+        KEY128,
+        ",mode=tunnel",
+    );
+    let (enc, dec) = (d.path("esp.pcap"), d.path("dec.pcap"));
+    for link in [0u16, 1, 12, 14, 101, 108, 113, 228, 229, 276] {
+        let pin = d.path(&format!("in-{link}.pcapng"));
+        let mut frames: Vec<Vec<u8>> = plain.iter().map(|p| framed(link, p)).collect();
+        // A frame without IP on a link layer that can say so is skipped.
+        if matches!(link, 1 | 113 | 276) {
+            frames.push(arp());
+        }
+        std::fs::write(&pin, pcapng(link, &frames)).unwrap();
+        let out = ok(&[
+            "--device", "software", "esp", "encrypt", "--sa", &s, "--in", &pin, "--out", &enc,
+        ]);
+        assert_eq!(verdict_lines(&out).len(), plain.len(), "link {link}: {out}");
+        ok(&[
+            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &enc, "--out", &dec,
+        ]);
+        assert_eq!(read_pcap(&dec), (101, plain.clone()), "link {link}");
+    }
 }
