@@ -191,6 +191,13 @@ fn framed(link: u16, ip: &[u8]) -> Vec<u8> {
     f
 }
 
+/// `hwctl --device software esp OP --sa SA --in INPUT --out OUTPUT`.
+fn esp_cmd<'a>(op: &'a str, sa: &'a str, input: &'a str, output: &'a str) -> [&'a str; 10] {
+    [
+        "--device", "software", "esp", op, "--sa", sa, "--in", input, "--out", output,
+    ]
+}
+
 fn sa(spi: u32, dst: &str, alg: &str, key: &str, extra: &str) -> String {
     format!("spi=0x{spi:08x},dst={dst},alg={alg},key={key},salt=cafebabe{extra}")
 }
@@ -210,9 +217,7 @@ fn round_trip(mode: &str, alg: &str, key: &str, plain: &[Vec<u8>], dst: &str, in
     };
     std::fs::write(&pin, pcap(input_link, &frames)).unwrap();
     let s = sa(0x8765_4321, dst, alg, key, &format!(",mode={mode},icv=16"));
-    let out = ok(&[
-        "--device", "software", "esp", "encrypt", "--sa", &s, "--in", &pin, "--out", &enc,
-    ]);
+    let out = ok(&esp_cmd("encrypt", &s, &pin, &enc));
     let lines = verdict_lines(&out);
     assert_eq!(lines.len(), plain.len(), "{out}");
     for (i, l) in lines.iter().enumerate() {
@@ -238,9 +243,7 @@ fn round_trip(mode: &str, alg: &str, key: &str, plain: &[Vec<u8>], dst: &str, in
             assert_eq!(checksum(&e[..20]), 0, "outer header checksum");
         }
     }
-    let out = ok(&[
-        "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &enc, "--out", &dec,
-    ]);
+    let out = ok(&esp_cmd("decrypt", &s, &enc, &dec));
     assert_eq!(verdict_lines(&out).len(), plain.len(), "{out}");
     assert!(
         out.contains(&format!("ok {}", plain.len())),
@@ -314,9 +317,7 @@ fn round_trip_ipv6_tunnel_and_transport() {
 fn encrypt(d: &TempDir, s: &str, plain: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let (pin, enc) = (d.path("p.pcap"), d.path("e.pcap"));
     std::fs::write(&pin, pcap(101, plain)).unwrap();
-    ok(&[
-        "--device", "software", "esp", "encrypt", "--sa", s, "--in", &pin, "--out", &enc,
-    ]);
+    ok(&esp_cmd("encrypt", s, &pin, &enc));
     read_pcap(&enc).1
 }
 
@@ -353,9 +354,7 @@ fn verdicts_auth_failed_replay_unknown_spi_malformed_and_skipped() {
     ];
     let (input, out_path) = (d.path("in.pcapng"), d.path("out.pcap"));
     std::fs::write(&input, pcapng(1, &frames)).unwrap();
-    let out = ok(&[
-        "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &out_path,
-    ]);
+    let out = ok(&esp_cmd("decrypt", &s, &input, &out_path));
     let lines = verdict_lines(&out);
     assert_eq!(lines.len(), 8, "{out}");
     let expect = [
@@ -424,9 +423,7 @@ fn a_wrong_destination_is_an_unknown_sa_and_null_link_works() {
     };
     let (input, o) = (d.path("null.pcap"), d.path("o.pcap"));
     std::fs::write(&input, pcap(0, &[null(&moved), null(&esp[0])])).unwrap();
-    let out = ok(&[
-        "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
-    ]);
+    let out = ok(&esp_cmd("decrypt", &s, &input, &o));
     let lines = verdict_lines(&out);
     assert!(
         lines[0].contains("unknown-spi (the SA with this SPI is for dst 201.25.64.1"),
@@ -490,9 +487,7 @@ fn esp_in_udp_is_decrypted_and_ike_and_keepalives_are_skipped() {
         ];
         let (input, o) = (d.path("natt.pcap"), d.path("natt.out.pcap"));
         std::fs::write(&input, pcap(101, &frames)).unwrap();
-        let out = ok(&[
-            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
-        ]);
+        let out = ok(&esp_cmd("decrypt", &s, &input, &o));
         assert!(
             out.contains("5 frames: 3 ESP packets (ok 3), 2 non-ESP frames skipped"),
             "{mode}: {out}"
@@ -530,9 +525,7 @@ fn truncated_esp_in_ip_is_malformed() {
     cut.truncate(cut.len() - 10);
     let (input, o) = (d.path("in.pcap"), d.path("o.pcap"));
     std::fs::write(&input, pcap(101, &[cut])).unwrap();
-    let out = ok(&[
-        "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
-    ]);
+    let out = ok(&esp_cmd("decrypt", &s, &input, &o));
     let line = verdict_lines(&out)[0].to_owned();
     assert_eq!(line.split_whitespace().nth(6), Some("malformed"), "{out}");
     assert!(line.contains("lengths"), "{line}");
@@ -552,9 +545,7 @@ fn several_sas_and_sa_files() {
     let (input, o) = (d.path("in.pcap"), d.path("o.pcap"));
     std::fs::write(&input, pcap(101, &[eb[0].clone(), ea[0].clone()])).unwrap();
     let at = format!("@{file}");
-    let out = ok(&[
-        "--device", "software", "esp", "decrypt", "--sa", &at, "--in", &input, "--out", &o,
-    ]);
+    let out = ok(&esp_cmd("decrypt", &at, &input, &o));
     assert!(out.contains("ok 2"), "{out}");
     assert_eq!(read_pcap(&o).1, vec![pb[0].clone(), pa[0].clone()]);
 }
@@ -573,9 +564,7 @@ fn esn_with_a_starting_sequence_number() {
     let esp = encrypt(&d, &s, &plain);
     let (input, o) = (d.path("in.pcap"), d.path("o.pcap"));
     std::fs::write(&input, pcap(101, &esp)).unwrap();
-    let out = ok(&[
-        "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
-    ]);
+    let out = ok(&esp_cmd("decrypt", &s, &input, &o));
     // 2^33 - 2 .. 2^33 + 1: the high half changes in the middle.
     for (l, seq) in verdict_lines(&out).iter().zip(0x1_ffff_fffeu64..) {
         assert!(
@@ -629,13 +618,7 @@ fn bad_sa_strings_are_usage_errors_naming_the_field() {
         (good.clone() + ",foo=1", "field foo: unknown field"),
         (good.replace(",salt=cafebabe", ""), "field salt: missing"),
     ] {
-        fails(
-            &[
-                "--device", "software", "esp", "decrypt", "--sa", &bad, "--in", &input, "--out", &o,
-            ],
-            2,
-            field,
-        );
+        fails(&esp_cmd("decrypt", &bad, &input, &o), 2, field);
     }
     // Two SAs with one SPI.
     fails(
@@ -685,19 +668,11 @@ fn unreadable_and_garbage_files_are_clear_errors() {
     let s = sa(0x1, "201.25.64.1", "aes-gcm-128", KEY128, "");
     let o = d.path("o.pcap");
     let missing = d.path("missing.pcap");
-    fails(
-        &[
-            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &missing, "--out", &o,
-        ],
-        1,
-        "cannot read --in",
-    );
+    fails(&esp_cmd("decrypt", &s, &missing, &o), 1, "cannot read --in");
     let garbage = d.path("garbage.pcap");
     std::fs::write(&garbage, b"this is not a capture file at all").unwrap();
     fails(
-        &[
-            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &garbage, "--out", &o,
-        ],
+        &esp_cmd("decrypt", &s, &garbage, &o),
         1,
         "not a pcap or pcapng file",
     );
@@ -705,13 +680,7 @@ fn unreadable_and_garbage_files_are_clear_errors() {
     let mut t = pcap(101, &plain_v4(2));
     t.truncate(t.len() - 5);
     std::fs::write(&truncated, t).unwrap();
-    fails(
-        &[
-            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &truncated, "--out", &o,
-        ],
-        1,
-        "truncated",
-    );
+    fails(&esp_cmd("decrypt", &s, &truncated, &o), 1, "truncated");
     let wrong_link = d.path("link.pcap");
     std::fs::write(&wrong_link, pcap(147, &[])).unwrap();
     fails(
@@ -911,9 +880,7 @@ fn draft_mcgrew_esp_vectors_decrypt_through_the_cli() {
         let input = d.path(&format!("kat{i}.pcap"));
         let o = d.path(&format!("kat{i}.out.pcap"));
         std::fs::write(&input, pcap(101, &[ipv4_esp([192, 0, 2, 99], &packet)])).unwrap();
-        let out = ok(&[
-            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
-        ]);
+        let out = ok(&esp_cmd("decrypt", &s, &input, &o));
         let line = verdict_lines(&out)[0].to_owned();
         assert!(line.contains(&format!("seq {seq:<10}")), "case {i}: {line}");
         assert_eq!(
@@ -939,9 +906,7 @@ fn draft_mcgrew_esp_vectors_decrypt_through_the_cli() {
         let last = bad.len() - 1;
         bad[last] ^= 0x80;
         std::fs::write(&input, pcap(101, &[ipv4_esp([192, 0, 2, 99], &bad)])).unwrap();
-        let out = ok(&[
-            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
-        ]);
+        let out = ok(&esp_cmd("decrypt", &s, &input, &o));
         assert!(
             verdict_lines(&out)[0].ends_with(" auth-failed"),
             "case {i}: {out}"
@@ -972,13 +937,9 @@ fn pcapng_input_of_every_link_type_round_trips() {
             frames.push(arp());
         }
         std::fs::write(&pin, pcapng(link, &frames)).unwrap();
-        let out = ok(&[
-            "--device", "software", "esp", "encrypt", "--sa", &s, "--in", &pin, "--out", &enc,
-        ]);
+        let out = ok(&esp_cmd("encrypt", &s, &pin, &enc));
         assert_eq!(verdict_lines(&out).len(), plain.len(), "link {link}: {out}");
-        ok(&[
-            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &enc, "--out", &dec,
-        ]);
+        ok(&esp_cmd("decrypt", &s, &enc, &dec));
         assert_eq!(read_pcap(&dec), (101, plain.clone()), "link {link}");
     }
 }
