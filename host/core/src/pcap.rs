@@ -8,7 +8,7 @@
 //! what is wrong and at which byte offset.
 //!
 //! Callers: the simulator and `clusterd demo --pcap` read with [`read`] or [`ip_packets`];
-//! `hwctl esp` reads with [`read_frames`] and [`ip_packet`] and writes with [`write`].
+//! `hwctl esp` reads with [`read_frames`] and [`ip_packet`] and writes with [`write()`].
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -189,6 +189,11 @@ impl PcapError {
 /// [`PcapError`] on a bad magic number, an unsupported link type, truncation, an oversized
 /// record or a malformed pcapng block.
 pub fn read_frames(bytes: &[u8]) -> Result<Vec<Frame>, PcapError> {
+    Ok(frames_at(bytes)?.into_iter().map(|(_, f)| f).collect())
+}
+
+/// The frames of a pcap or pcapng file, each with the offset of its record or block.
+fn frames_at(bytes: &[u8]) -> Result<Vec<(usize, Frame)>, PcapError> {
     match bytes.get(..4) {
         Some(m) if m == PCAPNG_MAGIC => read_pcapng(bytes),
         Some(_) => read_pcap(bytes),
@@ -208,21 +213,20 @@ pub fn read(bytes: &[u8]) -> Result<(LinkType, Vec<PcapPacket>), PcapError> {
     } else {
         None
     };
-    let frames = read_frames(bytes)?;
+    let frames = frames_at(bytes)?;
     let link = header_link
-        .or_else(|| frames.first().map(|f| f.link))
+        .or_else(|| frames.first().map(|(_, f)| f.link))
         .unwrap_or(LinkType::Raw);
-    if let Some(other) = frames.iter().find(|f| f.link != link) {
+    if let Some((offset, other)) = frames.iter().find(|(_, f)| f.link != link) {
         return Err(PcapError::MixedLinkTypes {
             expected: link.code(),
             found: other.link.code(),
-            // The frames keep no offsets; re-reading to find it is not worth it.
-            offset: 0,
+            offset: *offset,
         });
     }
     let packets = frames
         .into_iter()
-        .map(|f| PcapPacket {
+        .map(|(_, f)| PcapPacket {
             ts_us: f.ts_us,
             data: f.data,
         })
@@ -260,7 +264,7 @@ fn pcap_header(bytes: &[u8]) -> Result<(&[u8], PcapHeader), PcapError> {
     PcapHeader::from_slice(bytes).map_err(|e| PcapError::from_crate(e, 0))
 }
 
-fn read_pcap(bytes: &[u8]) -> Result<Vec<Frame>, PcapError> {
+fn read_pcap(bytes: &[u8]) -> Result<Vec<(usize, Frame)>, PcapError> {
     let link = pcap_link(bytes)?;
     let (mut rest, header) = pcap_header(bytes)?;
     let nanos = header.ts_resolution == TsResolution::NanoSecond;
@@ -272,12 +276,7 @@ fn read_pcap(bytes: &[u8]) -> Result<Vec<Frame>, PcapError> {
             Endianness::Little => RawPcapPacket::from_slice::<LittleEndian>(rest),
         };
         // The record's captured length, checked before the crate looks for its bytes.
-        if let Some(len) = rest.get(8..12) {
-            let len = [len[0], len[1], len[2], len[3]];
-            let len = match header.endianness {
-                Endianness::Big => u32::from_be_bytes(len),
-                Endianness::Little => u32::from_le_bytes(len),
-            };
+        if let Some(len) = word(rest, 8, header.endianness) {
             if len as usize > MAX_RECORD {
                 return Err(PcapError::Oversized { offset: at, len });
             }
@@ -285,16 +284,29 @@ fn read_pcap(bytes: &[u8]) -> Result<Vec<Frame>, PcapError> {
         let (next, raw) = parsed.map_err(|e| PcapError::from_crate(e, at))?;
         let frac = u64::from(raw.ts_frac);
         let us = if nanos { frac / 1000 } else { frac };
-        frames.push(Frame {
-            ts_us: u64::from(raw.ts_sec)
-                .saturating_mul(1_000_000)
-                .saturating_add(us),
-            link,
-            data: raw.data.into_owned(),
-        });
+        frames.push((
+            at,
+            Frame {
+                ts_us: u64::from(raw.ts_sec)
+                    .saturating_mul(1_000_000)
+                    .saturating_add(us),
+                link,
+                data: raw.data.into_owned(),
+            },
+        ));
         rest = next;
     }
     Ok(frames)
+}
+
+/// The 32-bit word at `at` of `b` in byte order `order`, if `b` holds it.
+fn word(b: &[u8], at: usize, order: Endianness) -> Option<u32> {
+    let w = b.get(at..at.checked_add(4)?)?;
+    let w = [w[0], w[1], w[2], w[3]];
+    Some(match order {
+        Endianness::Big => u32::from_be_bytes(w),
+        Endianness::Little => u32::from_le_bytes(w),
+    })
 }
 
 /// Timestamp units per second of an interface (its `if_tsresol`, microseconds by default);
@@ -361,27 +373,20 @@ fn ng_packet<'a, B: ByteOrder>(
     })
 }
 
-fn read_pcapng(bytes: &[u8]) -> Result<Vec<Frame>, PcapError> {
+fn read_pcapng(bytes: &[u8]) -> Result<Vec<(usize, Frame)>, PcapError> {
     let (mut rest, mut parser) =
         PcapNgParser::new(bytes).map_err(|e| PcapError::from_crate(e, 0))?;
     let mut frames = Vec::new();
     while !rest.is_empty() {
         let at = bytes.len() - rest.len();
-        let block_len = match parser.section().endianness {
-            Endianness::Big => rest
-                .get(4..8)
-                .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]])),
-            Endianness::Little => rest
-                .get(4..8)
-                .map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]])),
-        };
-        if block_len.is_some_and(|l| l as usize > MAX_RECORD + 64)
-            && rest.get(..4) != Some(&PCAPNG_MAGIC[..])
-        {
-            return Err(PcapError::Oversized {
-                offset: at,
-                len: block_len.unwrap_or(0),
-            });
+        // A block longer than any record we take (a new section's header excepted: its byte
+        // order is not known yet).
+        if rest.get(..4) != Some(&PCAPNG_MAGIC[..]) {
+            if let Some(len) = word(rest, 4, parser.section().endianness) {
+                if len as usize > MAX_RECORD + 64 {
+                    return Err(PcapError::Oversized { offset: at, len });
+                }
+            }
         }
         let (next, raw) = parser
             .next_raw_block(rest)
@@ -399,11 +404,14 @@ fn read_pcapng(bytes: &[u8]) -> Result<Vec<Frame>, PcapError> {
             let code = u32::from(iface.linktype);
             let link = LinkType::from_code(code).ok_or(PcapError::LinkType { code, offset: at })?;
             let ts_us = ticks_to_us(ticks, units_per_second(iface));
-            frames.push(Frame {
-                ts_us,
-                link,
-                data: data.into_owned(),
-            });
+            frames.push((
+                at,
+                Frame {
+                    ts_us,
+                    link,
+                    data: data.into_owned(),
+                },
+            ));
         }
         rest = next;
     }
@@ -704,6 +712,15 @@ mod tests {
         let mut bad_len = b.clone();
         bad_len[4] = 13;
         assert!(read(&bad_len).is_err());
+        let mut huge = b.clone();
+        huge[48 + 4..48 + 8].copy_from_slice(&(1u32 << 20).to_le_bytes());
+        assert_eq!(
+            read(&huge),
+            Err(PcapError::Oversized {
+                offset: 48,
+                len: 1 << 20
+            })
+        );
         let mut bad_iface = b.clone();
         // The first enhanced packet block's interface id (after the 28-byte SHB and 20-byte IDB).
         bad_iface[28 + 20 + 8] = 5;
@@ -827,7 +844,16 @@ mod tests {
             frames.iter().map(|f| f.link).collect::<Vec<_>>(),
             vec![LinkType::Raw, LinkType::Ethernet]
         );
-        assert!(matches!(read(&both), Err(PcapError::MixedLinkTypes { .. })));
+        // The second packet block starts after the SHB (28), two IDBs (20 each) and the first
+        // packet block (36).
+        assert_eq!(
+            read(&both),
+            Err(PcapError::MixedLinkTypes {
+                expected: 101,
+                found: 1,
+                offset: 28 + 20 + 20 + 36,
+            })
+        );
     }
 
     #[test]
