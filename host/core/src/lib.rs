@@ -60,7 +60,8 @@
 //! [`Datagram::parse`] / [`Datagram::emit`] for heartbeats ([`Heartbeat`], 13 bytes) and
 //! consensus messages; checked views `RecordView` / `DatagramView` underneath.
 //!
-//! Captures: [`pcap`] `read` / `write`.
+//! Captures: [`pcap`] `read_frames` / `read` / `write` / `write_ng` (pcap and pcapng, every
+//! link type in front of IP).
 
 #![forbid(unsafe_code)]
 

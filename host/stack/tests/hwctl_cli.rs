@@ -1,40 +1,8 @@
 //! hwctl, run as a process.
 
-use std::process::{Command, Output};
+mod common;
 
-use serde_json::Value;
-
-fn hwctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hwctl"))
-        .args(args)
-        .output()
-        .expect("run hwctl")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = hwctl(args);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "hwctl {args:?} failed: {stderr}");
-    String::from_utf8(o.stdout).expect("utf-8 output")
-}
-
-fn json(args: &[&str]) -> Value {
-    serde_json::from_str(&ok(args)).expect("valid JSON")
-}
-
-/// Runs, fails with `code`, says something containing `needle` on stderr and
-/// does not panic.
-fn fails(args: &[&str], code: i32, needle: &str) {
-    let o = hwctl(args);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(code), "hwctl {args:?}: {stderr}");
-    assert!(
-        stderr.contains(needle),
-        "hwctl {args:?}: expected {needle:?} in {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(o.stdout.is_empty(), "nothing on stdout on failure");
-}
+use common::{fails, json, ok};
 
 #[test]
 fn status_table() {

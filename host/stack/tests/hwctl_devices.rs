@@ -3,40 +3,21 @@
 //! cause and the fix; a file holding a card's register image stands in for a
 //! sysfs `resource0` and is attached (not reset) and read.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
 use hal::regs::{ident, BAR_SIZE};
 use hal::{BarOffset, RegIo};
 use serde_json::Value;
 use sim_bridge::model::ModelCard;
 
-fn hwctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hwctl"))
-        .args(args)
-        .output()
-        .expect("run hwctl")
-}
+use common::{hwctl, TempDir};
 
 /// Fails with exit 1, names the device, the cause (`needle`) and a fix; no
 /// panic, nothing on stdout.
 fn fails(args: &[&str], device: &str, needle: &str) {
-    let o = hwctl(args);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "hwctl {args:?}: {stderr}");
+    let stderr = common::fails(args, 1, needle);
     assert!(stderr.contains(device), "names {device}: {stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
     assert!(stderr.contains("fix:"), "names a fix: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(o.stdout.is_empty(), "nothing on stdout on failure");
-}
-
-/// A fresh directory under the system's temporary directory.
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("hwctl-dev-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
 }
 
 /// The register image of a reference-model card holding `n` sample entries.
@@ -84,23 +65,22 @@ fn pci_without_a_file_is_a_clear_error() {
 
 #[test]
 fn pci_bar_too_small_and_garbage_are_clear_errors() {
-    let dir = temp_dir("small");
-    let small = dir.join("resource0");
+    let dir = TempDir::new("dev-small");
+    let small = dir.dir().join("resource0");
     std::fs::write(&small, [0u8; 64]).unwrap();
     let spec = format!("pci:{}", small.display());
     fails(&["--device", &spec, "status"], &spec, "64");
 
-    let garbage = dir.join("garbage");
+    let garbage = dir.dir().join("garbage");
     std::fs::write(&garbage, vec![0x5au8; BAR_SIZE as usize]).unwrap();
     let spec = format!("pci:{}", garbage.display());
     fails(&["--device", &spec, "status"], &spec, "wrong magic");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn pci_file_image_is_attached_not_reset() {
-    let dir = temp_dir("image");
-    let path = dir.join("resource0");
+    let dir = TempDir::new("dev-image");
+    let path = dir.dir().join("resource0");
     let img = image(3);
     std::fs::write(&path, &img).unwrap();
     let spec = format!("pci:{}", path.display());
@@ -134,13 +114,12 @@ fn pci_file_image_is_attached_not_reset() {
     let o = hwctl(&["--device", &spec, "--seed-entries", "3", "status"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("refusing"));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn a_card_gone_mid_command_names_device_cause_and_fix() {
-    let dir = temp_dir("gone");
-    let path = dir.join("resource0");
+    let dir = TempDir::new("dev-gone");
+    let path = dir.dir().join("resource0");
     let mut img = image(0);
     // The CAM block sits at 0x1000; its OCCUPANCY register reads all ones, as
     // a card that dropped off the bus after the attach would.
@@ -149,13 +128,12 @@ fn a_card_gone_mid_command_names_device_cause_and_fix() {
     std::fs::write(&path, &img).unwrap();
     let spec = format!("pci:{}", path.display());
     fails(&["--device", &spec, "status"], &spec, "device gone");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn a_card_another_process_drives_is_not_touched() {
-    let dir = temp_dir("locked");
-    let path = dir.join("resource0");
+    let dir = TempDir::new("dev-locked");
+    let path = dir.dir().join("resource0");
     std::fs::write(&path, image(2)).unwrap();
     let spec = format!("pci:{}", path.display());
     // Another driver of the card (a clusterd) holds the lock.
@@ -173,5 +151,4 @@ fn a_card_another_process_drives_is_not_touched() {
     drop(held);
     let o = hwctl(&["--device", &spec, "status"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,63 +1,27 @@
 //! `hwctl esp decrypt|encrypt`, run as a process on generated captures and on
 //! the ESP packet vectors of draft-mcgrew-gcm-test-01 (read from `$KAT_DIR`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::Path;
+
+use common::{ok, TempDir};
+use host::core::pcap;
 
 use serde_json::Value;
 
 const KEY128: &str = "feffe9928665731c6d6a8f9467308308";
 const KEY256: &str = "abbccddef00112233445566778899aababbccddef00112233445566778899aab";
 
-fn hwctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hwctl"))
-        .args(args)
-        .output()
-        .expect("run hwctl")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = hwctl(args);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "hwctl {args:?} failed: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    String::from_utf8(o.stdout).expect("utf-8 output")
-}
-
 /// Fails with `code`, says `needle` on stderr, no panic, nothing on stdout,
 /// and never shows key material.
 fn fails(args: &[&str], code: i32, needle: &str) -> String {
-    let o = hwctl(args);
-    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(code), "hwctl {args:?}: {stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    let stderr = common::fails(args, code, needle);
     assert!(
         !stderr.contains("8665731c"),
         "key material on stderr: {stderr}"
     );
-    assert!(o.stdout.is_empty(), "nothing on stdout on failure");
     stderr
-}
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("hwctl-esp-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("temp dir");
-        Dir(d)
-    }
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).display().to_string()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---- building packets and captures ---------------------------------------
@@ -196,20 +160,42 @@ fn arp() -> Vec<u8> {
     e
 }
 
-/// Reads a classic pcap written by hwctl: link type and records.
+/// Reads a classic pcap written by hwctl (little endian, microseconds) with
+/// the one capture reader: link type and records.
 fn read_pcap(path: &str) -> (u32, Vec<Vec<u8>>) {
     let b = std::fs::read(path).expect("output written");
     assert_eq!(b[..4], 0xa1b2_c3d4u32.to_le_bytes());
-    let w = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
-    let link = w(20);
-    let mut at = 24;
-    let mut out = Vec::new();
-    while at < b.len() {
-        let len = w(at + 8) as usize;
-        out.push(b[at + 16..at + 16 + len].to_vec());
-        at += 16 + len;
-    }
-    (link, out)
+    let (link, packets) = pcap::read(&b).expect("hwctl's output reads");
+    (link.code(), packets.into_iter().map(|p| p.data).collect())
+}
+
+/// `ip` behind the link-layer header of `link` (a LINKTYPE_* code).
+fn framed(link: u16, ip: &[u8]) -> Vec<u8> {
+    let mut f = match link {
+        0 => 2u32.to_le_bytes().to_vec(),
+        1 => return ethernet(ip),
+        108 => 2u32.to_be_bytes().to_vec(),
+        113 => {
+            let mut h = vec![0u8; 14];
+            h.extend_from_slice(&[0x08, 0x00]);
+            h
+        }
+        276 => {
+            let mut h = vec![0x08, 0x00];
+            h.resize(20, 0);
+            h
+        }
+        _ => Vec::new(),
+    };
+    f.extend_from_slice(ip);
+    f
+}
+
+/// `hwctl --device software esp OP --sa SA --in INPUT --out OUTPUT`.
+fn esp_cmd<'a>(op: &'a str, sa: &'a str, input: &'a str, output: &'a str) -> [&'a str; 10] {
+    [
+        "--device", "software", "esp", op, "--sa", sa, "--in", input, "--out", output,
+    ]
 }
 
 fn sa(spi: u32, dst: &str, alg: &str, key: &str, extra: &str) -> String {
@@ -223,7 +209,7 @@ fn verdict_lines(out: &str) -> Vec<&str> {
 // ---- round trips -----------------------------------------------------------
 
 fn round_trip(mode: &str, alg: &str, key: &str, plain: &[Vec<u8>], dst: &str, input_link: u32) {
-    let d = Dir::new(&format!("rt-{mode}-{alg}"));
+    let d = TempDir::new(&format!("esp-rt-{mode}-{alg}"));
     let (pin, enc, dec) = (d.path("plain.pcap"), d.path("esp.pcap"), d.path("dec.pcap"));
     let frames: Vec<Vec<u8>> = match input_link {
         1 => plain.iter().map(|p| ethernet(p)).collect(),
@@ -231,9 +217,7 @@ fn round_trip(mode: &str, alg: &str, key: &str, plain: &[Vec<u8>], dst: &str, in
     };
     std::fs::write(&pin, pcap(input_link, &frames)).unwrap();
     let s = sa(0x8765_4321, dst, alg, key, &format!(",mode={mode},icv=16"));
-    let out = ok(&[
-        "--device", "software", "esp", "encrypt", "--sa", &s, "--in", &pin, "--out", &enc,
-    ]);
+    let out = ok(&esp_cmd("encrypt", &s, &pin, &enc));
     let lines = verdict_lines(&out);
     assert_eq!(lines.len(), plain.len(), "{out}");
     for (i, l) in lines.iter().enumerate() {
@@ -259,9 +243,7 @@ fn round_trip(mode: &str, alg: &str, key: &str, plain: &[Vec<u8>], dst: &str, in
             assert_eq!(checksum(&e[..20]), 0, "outer header checksum");
         }
     }
-    let out = ok(&[
-        "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &enc, "--out", &dec,
-    ]);
+    let out = ok(&esp_cmd("decrypt", &s, &enc, &dec));
     assert_eq!(verdict_lines(&out).len(), plain.len(), "{out}");
     assert!(
         out.contains(&format!("ok {}", plain.len())),
@@ -332,18 +314,16 @@ fn round_trip_ipv6_tunnel_and_transport() {
 // ---- verdicts ----------------------------------------------------------------
 
 /// Encrypts `plain` with `s` and returns the ESP packets.
-fn encrypt(d: &Dir, s: &str, plain: &[Vec<u8>]) -> Vec<Vec<u8>> {
+fn encrypt(d: &TempDir, s: &str, plain: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let (pin, enc) = (d.path("p.pcap"), d.path("e.pcap"));
     std::fs::write(&pin, pcap(101, plain)).unwrap();
-    ok(&[
-        "--device", "software", "esp", "encrypt", "--sa", s, "--in", &pin, "--out", &enc,
-    ]);
+    ok(&esp_cmd("encrypt", s, &pin, &enc));
     read_pcap(&enc).1
 }
 
 #[test]
 fn verdicts_auth_failed_replay_unknown_spi_malformed_and_skipped() {
-    let d = Dir::new("verdicts");
+    let d = TempDir::new("esp-verdicts");
     let s = sa(0x1000, "201.25.64.1", "aes-gcm-128", KEY128, "");
     let plain = plain_v4(3);
     let esp = encrypt(&d, &s, &plain);
@@ -374,9 +354,7 @@ fn verdicts_auth_failed_replay_unknown_spi_malformed_and_skipped() {
     ];
     let (input, out_path) = (d.path("in.pcapng"), d.path("out.pcap"));
     std::fs::write(&input, pcapng(1, &frames)).unwrap();
-    let out = ok(&[
-        "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &out_path,
-    ]);
+    let out = ok(&esp_cmd("decrypt", &s, &input, &out_path));
     let lines = verdict_lines(&out);
     assert_eq!(lines.len(), 8, "{out}");
     let expect = [
@@ -433,7 +411,7 @@ fn verdicts_auth_failed_replay_unknown_spi_malformed_and_skipped() {
 
 #[test]
 fn a_wrong_destination_is_an_unknown_sa_and_null_link_works() {
-    let d = Dir::new("dst");
+    let d = TempDir::new("esp-dst");
     let s = sa(0x2000, "201.25.64.1", "aes-gcm-128", KEY128, "");
     let esp = encrypt(&d, &s, &plain_v4(1));
     let mut moved = esp[0].clone();
@@ -445,9 +423,7 @@ fn a_wrong_destination_is_an_unknown_sa_and_null_link_works() {
     };
     let (input, o) = (d.path("null.pcap"), d.path("o.pcap"));
     std::fs::write(&input, pcap(0, &[null(&moved), null(&esp[0])])).unwrap();
-    let out = ok(&[
-        "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
-    ]);
+    let out = ok(&esp_cmd("decrypt", &s, &input, &o));
     let lines = verdict_lines(&out);
     assert!(
         lines[0].contains("unknown-spi (the SA with this SPI is for dst 201.25.64.1"),
@@ -478,7 +454,7 @@ fn nat_t(esp_packet: &[u8]) -> Vec<u8> {
 
 #[test]
 fn esp_in_udp_is_decrypted_and_ike_and_keepalives_are_skipped() {
-    let d = Dir::new("natt");
+    let d = TempDir::new("esp-natt");
     for mode in ["tunnel", "transport"] {
         let s = sa(
             0x4500,
@@ -511,9 +487,7 @@ fn esp_in_udp_is_decrypted_and_ike_and_keepalives_are_skipped() {
         ];
         let (input, o) = (d.path("natt.pcap"), d.path("natt.out.pcap"));
         std::fs::write(&input, pcap(101, &frames)).unwrap();
-        let out = ok(&[
-            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
-        ]);
+        let out = ok(&esp_cmd("decrypt", &s, &input, &o));
         assert!(
             out.contains("5 frames: 3 ESP packets (ok 3), 2 non-ESP frames skipped"),
             "{mode}: {out}"
@@ -524,7 +498,7 @@ fn esp_in_udp_is_decrypted_and_ike_and_keepalives_are_skipped() {
 
 #[test]
 fn transport_mode_keeps_ipv6_hop_by_hop_in_front() {
-    let d = Dir::new("hbh");
+    let d = TempDir::new("esp-hbh");
     let s = sa(
         0x6000,
         "2001:db8::2",
@@ -544,16 +518,14 @@ fn transport_mode_keeps_ipv6_hop_by_hop_in_front() {
 
 #[test]
 fn truncated_esp_in_ip_is_malformed() {
-    let d = Dir::new("trunc");
+    let d = TempDir::new("esp-trunc");
     let s = sa(0x7000, "201.25.64.1", "aes-gcm-128", KEY128, "");
     let esp = encrypt(&d, &s, &plain_v4(1));
     let mut cut = esp[0].clone();
     cut.truncate(cut.len() - 10);
     let (input, o) = (d.path("in.pcap"), d.path("o.pcap"));
     std::fs::write(&input, pcap(101, &[cut])).unwrap();
-    let out = ok(&[
-        "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
-    ]);
+    let out = ok(&esp_cmd("decrypt", &s, &input, &o));
     let line = verdict_lines(&out)[0].to_owned();
     assert_eq!(line.split_whitespace().nth(6), Some("malformed"), "{out}");
     assert!(line.contains("lengths"), "{line}");
@@ -561,7 +533,7 @@ fn truncated_esp_in_ip_is_malformed() {
 
 #[test]
 fn several_sas_and_sa_files() {
-    let d = Dir::new("multi");
+    let d = TempDir::new("esp-multi");
     let a = sa(0xa, "201.25.64.1", "aes-gcm-128", KEY128, "");
     let b = sa(0xb, "201.25.64.2", "aes-gcm-256", KEY256, ",mode=transport");
     let pa = vec![ipv4_udp([10, 0, 0, 1], [201, 25, 64, 1], 1, b"to a")];
@@ -573,16 +545,14 @@ fn several_sas_and_sa_files() {
     let (input, o) = (d.path("in.pcap"), d.path("o.pcap"));
     std::fs::write(&input, pcap(101, &[eb[0].clone(), ea[0].clone()])).unwrap();
     let at = format!("@{file}");
-    let out = ok(&[
-        "--device", "software", "esp", "decrypt", "--sa", &at, "--in", &input, "--out", &o,
-    ]);
+    let out = ok(&esp_cmd("decrypt", &at, &input, &o));
     assert!(out.contains("ok 2"), "{out}");
     assert_eq!(read_pcap(&o).1, vec![pb[0].clone(), pa[0].clone()]);
 }
 
 #[test]
 fn esn_with_a_starting_sequence_number() {
-    let d = Dir::new("esn");
+    let d = TempDir::new("esp-esn");
     let s = sa(
         0x3000,
         "201.25.64.1",
@@ -594,9 +564,7 @@ fn esn_with_a_starting_sequence_number() {
     let esp = encrypt(&d, &s, &plain);
     let (input, o) = (d.path("in.pcap"), d.path("o.pcap"));
     std::fs::write(&input, pcap(101, &esp)).unwrap();
-    let out = ok(&[
-        "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
-    ]);
+    let out = ok(&esp_cmd("decrypt", &s, &input, &o));
     // 2^33 - 2 .. 2^33 + 1: the high half changes in the middle.
     for (l, seq) in verdict_lines(&out).iter().zip(0x1_ffff_fffeu64..) {
         assert!(
@@ -623,7 +591,7 @@ fn help_documents_esp() {
 
 #[test]
 fn bad_sa_strings_are_usage_errors_naming_the_field() {
-    let d = Dir::new("badsa");
+    let d = TempDir::new("esp-badsa");
     let input = d.path("in.pcap");
     std::fs::write(&input, pcap(101, &[])).unwrap();
     let o = d.path("o.pcap");
@@ -650,13 +618,7 @@ fn bad_sa_strings_are_usage_errors_naming_the_field() {
         (good.clone() + ",foo=1", "field foo: unknown field"),
         (good.replace(",salt=cafebabe", ""), "field salt: missing"),
     ] {
-        fails(
-            &[
-                "--device", "software", "esp", "decrypt", "--sa", &bad, "--in", &input, "--out", &o,
-            ],
-            2,
-            field,
-        );
+        fails(&esp_cmd("decrypt", &bad, &input, &o), 2, field);
     }
     // Two SAs with one SPI.
     fails(
@@ -702,23 +664,15 @@ fn bad_sa_strings_are_usage_errors_naming_the_field() {
 
 #[test]
 fn unreadable_and_garbage_files_are_clear_errors() {
-    let d = Dir::new("files");
+    let d = TempDir::new("esp-files");
     let s = sa(0x1, "201.25.64.1", "aes-gcm-128", KEY128, "");
     let o = d.path("o.pcap");
     let missing = d.path("missing.pcap");
-    fails(
-        &[
-            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &missing, "--out", &o,
-        ],
-        1,
-        "cannot read --in",
-    );
+    fails(&esp_cmd("decrypt", &s, &missing, &o), 1, "cannot read --in");
     let garbage = d.path("garbage.pcap");
     std::fs::write(&garbage, b"this is not a capture file at all").unwrap();
     fails(
-        &[
-            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &garbage, "--out", &o,
-        ],
+        &esp_cmd("decrypt", &s, &garbage, &o),
         1,
         "not a pcap or pcapng file",
     );
@@ -726,13 +680,7 @@ fn unreadable_and_garbage_files_are_clear_errors() {
     let mut t = pcap(101, &plain_v4(2));
     t.truncate(t.len() - 5);
     std::fs::write(&truncated, t).unwrap();
-    fails(
-        &[
-            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &truncated, "--out", &o,
-        ],
-        1,
-        "truncated",
-    );
+    fails(&esp_cmd("decrypt", &s, &truncated, &o), 1, "truncated");
     let wrong_link = d.path("link.pcap");
     std::fs::write(&wrong_link, pcap(147, &[])).unwrap();
     fails(
@@ -766,7 +714,7 @@ fn unreadable_and_garbage_files_are_clear_errors() {
 
 #[test]
 fn card_specs_say_what_to_use() {
-    let d = Dir::new("model");
+    let d = TempDir::new("esp-model");
     let input = d.path("in.pcap");
     std::fs::write(&input, pcap(101, &[])).unwrap();
     let s = sa(0x1, "201.25.64.1", "aes-gcm-128", KEY128, "");
@@ -784,7 +732,7 @@ fn card_specs_say_what_to_use() {
 
 #[test]
 fn the_model_card_gives_the_software_paths_packets_and_verdicts() {
-    let d = Dir::new("model-vs-software");
+    let d = TempDir::new("esp-model-vs-software");
     let s = sa(0x4242, "201.25.64.1", "aes-gcm-256", KEY256, ",icv=12,esn");
     let pin = d.path("plain.pcap");
     let plain = plain_v4(30);
@@ -842,9 +790,7 @@ struct Vector {
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
-        .collect()
+    hex::decode(s).expect("hex")
 }
 
 /// The test cases of the draft: `name = hex` with continuation lines.
@@ -902,7 +848,7 @@ fn draft_mcgrew_esp_vectors_decrypt_through_the_cli() {
     let text = std::fs::read_to_string(&path).expect("read draft-mcgrew-gcm-test-01.txt");
     let all = vectors(&text);
     assert!(all.len() >= 15, "found {} test cases", all.len());
-    let d = Dir::new("kat");
+    let d = TempDir::new("esp-kat");
     let mut done = 0;
     for (i, v) in all.iter().enumerate() {
         let gmac = v.algorithm.contains("GMAC");
@@ -934,9 +880,7 @@ fn draft_mcgrew_esp_vectors_decrypt_through_the_cli() {
         let input = d.path(&format!("kat{i}.pcap"));
         let o = d.path(&format!("kat{i}.out.pcap"));
         std::fs::write(&input, pcap(101, &[ipv4_esp([192, 0, 2, 99], &packet)])).unwrap();
-        let out = ok(&[
-            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
-        ]);
+        let out = ok(&esp_cmd("decrypt", &s, &input, &o));
         let line = verdict_lines(&out)[0].to_owned();
         assert!(line.contains(&format!("seq {seq:<10}")), "case {i}: {line}");
         assert_eq!(
@@ -962,9 +906,7 @@ fn draft_mcgrew_esp_vectors_decrypt_through_the_cli() {
         let last = bad.len() - 1;
         bad[last] ^= 0x80;
         std::fs::write(&input, pcap(101, &[ipv4_esp([192, 0, 2, 99], &bad)])).unwrap();
-        let out = ok(&[
-            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
-        ]);
+        let out = ok(&esp_cmd("decrypt", &s, &input, &o));
         assert!(
             verdict_lines(&out)[0].ends_with(" auth-failed"),
             "case {i}: {out}"
@@ -973,4 +915,31 @@ fn draft_mcgrew_esp_vectors_decrypt_through_the_cli() {
     }
     assert!(done >= 12, "decrypted {done} vectors");
     eprintln!("{done} draft-mcgrew ESP packet vectors decrypted through hwctl");
+}
+
+#[test]
+fn pcapng_input_of_every_link_type_round_trips() {
+    let d = TempDir::new("esp-links");
+    let plain = plain_v4(3);
+    let s = sa(
+        0x8765_4321,
+        "201.25.64.1",
+        "aes-gcm-128",
+        KEY128,
+        ",mode=tunnel",
+    );
+    let (enc, dec) = (d.path("esp.pcap"), d.path("dec.pcap"));
+    for link in [0u16, 1, 12, 14, 101, 108, 113, 228, 229, 276] {
+        let pin = d.path(&format!("in-{link}.pcapng"));
+        let mut frames: Vec<Vec<u8>> = plain.iter().map(|p| framed(link, p)).collect();
+        // A frame without IP on a link layer that can say so is skipped.
+        if matches!(link, 1 | 113 | 276) {
+            frames.push(arp());
+        }
+        std::fs::write(&pin, pcapng(link, &frames)).unwrap();
+        let out = ok(&esp_cmd("encrypt", &s, &pin, &enc));
+        assert_eq!(verdict_lines(&out).len(), plain.len(), "link {link}: {out}");
+        ok(&esp_cmd("decrypt", &s, &enc, &dec));
+        assert_eq!(read_pcap(&dec), (101, plain.clone()), "link {link}");
+    }
 }

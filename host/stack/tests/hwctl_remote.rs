@@ -6,27 +6,21 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::UdpSocket;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{hwctl, TempDir};
 use host::daemon::protocol::{Request, SecretHex};
 use serde_json::Value;
+
+mod common;
 
 /// A secret that must never show up in hwctl's output.
 const SA_KEY: &str = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7";
 
-fn hwctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hwctl"))
-        .args(args)
-        .output()
-        .expect("run hwctl")
-}
-
+/// Succeeds (see [`common::ok`]) and shows no key material.
 fn ok(args: &[&str]) -> String {
-    let o = hwctl(args);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "hwctl {args:?} failed: {stderr}");
-    let out = String::from_utf8(o.stdout).expect("utf-8");
+    let out = common::ok(args);
     assert!(!out.contains("5ec7e7"), "key material in the output: {out}");
     out
 }
@@ -268,10 +262,8 @@ fn a_running_node_through_its_control_socket() {
 
 #[test]
 fn a_stale_socket_says_nothing_listens() {
-    let dir = std::env::temp_dir().join(format!("hwctl-stale-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("dead.sock");
+    let dir = TempDir::new("stale");
+    let path = dir.dir().join("dead.sock");
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     let dev = format!("unix:{}", path.display());
     let o = hwctl(&["--device", &dev, "status"]);
@@ -279,5 +271,4 @@ fn a_stale_socket_says_nothing_listens() {
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("nothing is listening"), "{stderr}");
     assert!(stderr.contains("fix:"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

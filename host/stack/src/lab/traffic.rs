@@ -165,132 +165,20 @@ pub enum Source {
     Packets(Vec<Vec<u8>>),
 }
 
-/// Reads a pcap or pcapng file into bare IP packets (Ethernet frames are unwrapped, VLAN tags
-/// skipped; other link types and non-IP frames are left out).
+/// Reads a pcap or pcapng file into bare IP packets: the link layer of every link type the
+/// capture reader accepts is taken off (Ethernet with its VLAN tags, null/loopback, Linux
+/// cooked); frames that hold no IPv4/IPv6 packet are left out.
 ///
 /// # Errors
-/// A message naming the file and problem.
+/// A message naming the file and problem (what is malformed and at which offset).
 pub fn load_pcap(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let out = if bytes.get(..4) == Some(&[0x0a, 0x0d, 0x0d, 0x0a]) {
-        read_pcapng(&bytes).map_err(|e| format!("{}: pcapng: {e}", path.display()))?
-    } else {
-        let (link, pkts) =
-            crate::core::pcap::read(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-        pkts.into_iter()
-            .filter_map(|p| match link {
-                crate::core::pcap::LinkType::Raw => Some(p.data),
-                crate::core::pcap::LinkType::Ethernet => strip_ethernet(&p.data),
-            })
-            .collect()
-    };
+    let out =
+        crate::core::pcap::ip_packets(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     if out.is_empty() {
         return Err(format!("{}: no IPv4/IPv6 packets", path.display()));
     }
     Ok(out)
-}
-
-/// Parses a pcapng capture strictly (block lengths, byte order per section); returns the IP
-/// packets of Ethernet (1) and raw IP (101) interfaces.
-///
-/// # Errors
-/// What is malformed and where.
-pub fn read_pcapng(b: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    let mut be = false;
-    let mut links: Vec<u16> = Vec::new();
-    let u32_at = |at: usize, be: bool| -> Result<u32, String> {
-        let s = b
-            .get(at..at + 4)
-            .ok_or(format!("truncated at offset {at}"))?;
-        let a = [s[0], s[1], s[2], s[3]];
-        Ok(if be {
-            u32::from_be_bytes(a)
-        } else {
-            u32::from_le_bytes(a)
-        })
-    };
-    while at < b.len() {
-        let btype = u32_at(at, false)?;
-        if btype == 0x0a0d_0d0a {
-            let magic = b
-                .get(at + 8..at + 12)
-                .ok_or(format!("truncated section header at {at}"))?;
-            be = match magic {
-                [0x1a, 0x2b, 0x3c, 0x4d] => true,
-                [0x4d, 0x3c, 0x2b, 0x1a] => false,
-                _ => return Err(format!("bad byte-order magic at offset {}", at + 8)),
-            };
-            links.clear();
-        }
-        let btype = u32_at(at, be)?;
-        let len = u32_at(at + 4, be)? as usize;
-        if len < 12 || !len.is_multiple_of(4) || at.checked_add(len).is_none_or(|e| e > b.len()) {
-            return Err(format!("block at offset {at} has bad length {len}"));
-        }
-        if u32_at(at + len - 4, be)? as usize != len {
-            return Err(format!("block at offset {at}: trailing length differs"));
-        }
-        let body = &b[at + 8..at + len - 4];
-        let field = |o: usize| -> Result<u32, String> {
-            let s = body
-                .get(o..o + 4)
-                .ok_or(format!("block at offset {at} too short"))?;
-            let a = [s[0], s[1], s[2], s[3]];
-            Ok(if be {
-                u32::from_be_bytes(a)
-            } else {
-                u32::from_le_bytes(a)
-            })
-        };
-        match btype {
-            1 => {
-                let l = body
-                    .get(0..2)
-                    .ok_or(format!("interface block at {at} too short"))?;
-                links.push(if be {
-                    u16::from_be_bytes([l[0], l[1]])
-                } else {
-                    u16::from_le_bytes([l[0], l[1]])
-                });
-            }
-            6 | 3 => {
-                let (iface, cap, data_at) = if btype == 6 {
-                    (field(0)? as usize, field(12)? as usize, 20)
-                } else {
-                    (0, (field(0)? as usize).min(body.len().saturating_sub(4)), 4)
-                };
-                let data = body
-                    .get(data_at..data_at + cap)
-                    .ok_or(format!("packet block at offset {at} claims {cap} bytes"))?;
-                let link = *links.get(iface).ok_or(format!(
-                    "packet block at offset {at} names unknown interface {iface}"
-                ))?;
-                let ip = match link {
-                    1 => strip_ethernet(data),
-                    101 => Some(data.to_vec()),
-                    _ => None,
-                };
-                out.extend(ip);
-            }
-            _ => {}
-        }
-        at += len;
-    }
-    Ok(out)
-}
-
-fn strip_ethernet(f: &[u8]) -> Option<Vec<u8>> {
-    let mut at = 12;
-    loop {
-        let et = u16::from_be_bytes([*f.get(at)?, *f.get(at + 1)?]);
-        match et {
-            0x8100 | 0x88a8 => at += 4,
-            0x0800 | 0x86dd => return Some(f.get(at + 2..)?.to_vec()),
-            _ => return None,
-        }
-    }
 }
 
 /// The wire: sends traffic to every node and collects verdicts.
@@ -621,41 +509,77 @@ pub fn account(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::pcap::{self, LinkType, PcapPacket};
 
-    fn block(t: u32, body: &[u8]) -> Vec<u8> {
-        let len = (12 + body.len()) as u32;
-        let mut v = t.to_le_bytes().to_vec();
-        v.extend_from_slice(&len.to_le_bytes());
-        v.extend_from_slice(body);
-        v.extend_from_slice(&len.to_le_bytes());
-        v
+    fn temp_file(tag: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("traffic-{tag}-{}.cap", std::process::id()));
+        std::fs::write(&p, bytes).unwrap();
+        p
     }
 
     #[test]
-    fn pcapng_round_trip_and_strictness() {
-        let pkt = handshake(5).remove(0);
-        let mut f = block(
-            0x0a0d_0d0a,
-            &[
-                0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-            ],
+    fn load_pcap_reads_pcap_and_pcapng_of_every_link_type() {
+        let ip = handshake(5).remove(0);
+        let mut eth = vec![
+            2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x81, 0x00, 0, 7, 0x08, 0x00,
+        ];
+        eth.extend_from_slice(&ip);
+        let mut arp = vec![0xffu8; 12];
+        arp.extend_from_slice(&[0x08, 0x06, 0, 1]);
+        let mut sll = vec![0u8; 14];
+        sll.extend_from_slice(&[0x08, 0x00]);
+        sll.extend_from_slice(&ip);
+        let mut sll2 = vec![0x08, 0x00];
+        sll2.resize(20, 0);
+        sll2.extend_from_slice(&ip);
+        let mut null = 2u32.to_le_bytes().to_vec();
+        null.extend_from_slice(&ip);
+        let mut lo = 2u32.to_be_bytes().to_vec();
+        lo.extend_from_slice(&ip);
+        let cases = [
+            (LinkType::Ethernet, vec![eth, arp]),
+            (LinkType::Raw, vec![ip.clone()]),
+            (LinkType::LinuxSll, vec![sll]),
+            (LinkType::LinuxSll2, vec![sll2]),
+            (LinkType::Null, vec![null]),
+            (LinkType::Loop, vec![lo]),
+        ];
+        for (link, frames) in cases {
+            let pk: Vec<PcapPacket> = frames
+                .into_iter()
+                .map(|data| PcapPacket { ts_us: 1, data })
+                .collect();
+            for (kind, bytes) in [
+                ("pcap", pcap::write(link, &pk)),
+                ("ng", pcap::write_ng(link, &pk)),
+            ] {
+                let p = temp_file(kind, &bytes);
+                assert_eq!(load_pcap(&p).unwrap(), vec![ip.clone()], "{link:?} {kind}");
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+
+    #[test]
+    fn load_pcap_errors_name_file_and_problem() {
+        let ip = handshake(5).remove(0);
+        let ng = pcap::write_ng(LinkType::Raw, &[PcapPacket { ts_us: 1, data: ip }]);
+        let p = temp_file("cut", &ng[..ng.len() - 2]);
+        let e = load_pcap(&p).unwrap_err();
+        assert!(
+            e.contains(&p.display().to_string()) && e.contains("offset"),
+            "{e}"
         );
-        f.extend(block(1, &[101, 0, 0, 0, 0, 0, 1, 0]));
-        let mut epb = vec![0u8; 20];
-        epb[12..16].copy_from_slice(&(pkt.len() as u32).to_le_bytes());
-        epb[16..20].copy_from_slice(&(pkt.len() as u32).to_le_bytes());
-        epb.extend_from_slice(&pkt);
-        while !epb.len().is_multiple_of(4) {
-            epb.push(0);
-        }
-        f.extend(block(6, &epb));
-        assert_eq!(read_pcapng(&f).unwrap(), vec![pkt]);
-        assert!(read_pcapng(&f[..f.len() - 2]).is_err());
-        let mut bad = f.clone();
+        let mut bad = ng.clone();
         bad[4] = 13;
-        assert!(read_pcapng(&bad).is_err());
-        for cut in 0..f.len() {
-            let _ = read_pcapng(&f[..cut]);
+        std::fs::write(&p, &bad).unwrap();
+        assert!(load_pcap(&p).unwrap_err().contains("offset"));
+        std::fs::write(&p, pcap::write_ng(LinkType::Raw, &[])).unwrap();
+        assert!(load_pcap(&p).unwrap_err().contains("no IPv4/IPv6 packets"));
+        for cut in 0..ng.len() {
+            std::fs::write(&p, &ng[..cut]).unwrap();
+            let _ = load_pcap(&p);
         }
+        let _ = std::fs::remove_file(&p);
     }
 }

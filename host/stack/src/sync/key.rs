@@ -65,16 +65,18 @@ impl ClusterKey {
                 len: text.chars().count(),
             });
         }
+        // Decoded straight into the key, which wipes itself on drop (also on an error).
         let mut key = Self { bytes: [0; 32] };
-        for (i, pair) in text.as_bytes().chunks_exact(2).enumerate() {
-            let hi = hex_val(pair[0]).ok_or(KeyError::NotHex {
-                position: 2 * i + 1,
-            })?;
-            let lo = hex_val(pair[1]).ok_or(KeyError::NotHex {
-                position: 2 * i + 2,
-            })?;
-            key.bytes[i] = (hi << 4) | lo;
-        }
+        hex::decode_to_slice(text, &mut key.bytes).map_err(|e| match e {
+            hex::FromHexError::InvalidHexCharacter { index, .. } => KeyError::NotHex {
+                position: index + 1,
+            },
+            hex::FromHexError::OddLength | hex::FromHexError::InvalidStringLength => {
+                KeyError::BadLength {
+                    len: text.chars().count(),
+                }
+            }
+        })?;
         if key.bytes.iter().all(|b| *b == 0) {
             return Err(KeyError::AllZero);
         }
@@ -95,11 +97,13 @@ impl ClusterKey {
 
     /// The key as 64 lowercase hex digits (for `clusterd keygen` only; never log this).
     pub fn to_hex(&self) -> String {
+        // Encoded in a buffer that is wiped, then copied once into a string of exactly that
+        // size (no reallocation leaves a copy behind).
+        let mut digits = zeroize::Zeroizing::new([0u8; 64]);
+        // 32 bytes always fill 64 digits, so the lengths match.
+        let _ = hex::encode_to_slice(self.bytes, &mut digits[..]);
         let mut s = String::with_capacity(64);
-        for b in self.bytes {
-            s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-            s.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-        }
+        s.extend(digits.iter().map(|&d| char::from(d)));
         s
     }
 
@@ -144,15 +148,6 @@ impl ClusterKey {
     }
 }
 
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +167,15 @@ mod tests {
             ClusterKey::from_hex(&bad).unwrap_err(),
             KeyError::NotHex { position: 64 }
         );
+        let mut mid = "a".repeat(64);
+        mid.replace_range(9..10, "-");
+        assert_eq!(
+            ClusterKey::from_hex(&mid).unwrap_err(),
+            KeyError::NotHex { position: 10 }
+        );
+        let upper = k.to_hex().to_uppercase();
+        assert_eq!(ClusterKey::from_hex(&upper).unwrap().bytes, k.bytes);
+        assert_eq!(k.to_hex().len(), 64);
         assert_eq!(
             ClusterKey::from_hex(&"0".repeat(64)).unwrap_err(),
             KeyError::AllZero

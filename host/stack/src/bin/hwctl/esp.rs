@@ -11,6 +11,7 @@ use std::path::Path;
 use driver::esp::{
     CardEsp, Direction, EspEngine, EspError, EspRequest, FallbackEsp, Mode, SoftwareEsp, Spi,
 };
+use host::core::pcap::{self, Frame, LinkType, PcapPacket};
 use host::device::DeviceSpec;
 use serde::Serialize;
 
@@ -218,7 +219,7 @@ pub fn run(
     let mut eng = engine(spec, sas.len())?;
     let bytes =
         std::fs::read(input).map_err(|e| format!("cannot read --in {}: {e}", input.display()))?;
-    let frames = capture::read(&bytes).map_err(|e| format!("--in {}: {e}", input.display()))?;
+    let frames = pcap::read_frames(&bytes).map_err(|e| format!("--in {}: {e}", input.display()))?;
     let direction = match op {
         Op::Decrypt => Direction::Inbound,
         Op::Encrypt => Direction::Outbound,
@@ -252,7 +253,7 @@ pub fn run(
         packets: Vec::new(),
         sas: Vec::new(),
     };
-    let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut records: Vec<PcapPacket> = Vec::new();
     for (i, f) in frames.iter().enumerate() {
         let frame = i + 1;
         let r = match op {
@@ -265,7 +266,10 @@ pub fn run(
         };
         report.processed += 1;
         if let Some(o) = out {
-            records.push((f.ts_us, o));
+            records.push(PcapPacket {
+                ts_us: f.ts_us,
+                data: o,
+            });
             p.record = Some(records.len());
         }
         *report.verdicts.entry(p.verdict).or_default() += 1;
@@ -300,7 +304,7 @@ pub fn run(
             replay_drops: st.counters.replay_drops,
         });
     }
-    std::fs::write(output, capture::write_raw_ip(&records))
+    std::fs::write(output, pcap::write(LinkType::Raw, &records))
         .map_err(|e| format!("cannot write --out {}: {e}", output.display()))?;
     Ok(report)
 }
@@ -323,13 +327,8 @@ fn detail(mut p: PacketReport, d: impl Into<String>) -> PacketReport {
     p
 }
 
-fn decrypt_one(
-    eng: &mut dyn EspEngine,
-    sas: &[SaSpec],
-    frame: usize,
-    f: &capture::Frame,
-) -> OneResult {
-    let Some(ip) = capture::ip_of(f.link, &f.data) else {
+fn decrypt_one(eng: &mut dyn EspEngine, sas: &[SaSpec], frame: usize, f: &Frame) -> OneResult {
+    let Some(ip) = pcap::ip_packet(f.link, &f.data) else {
         return Ok(None);
     };
     // Find ESP: a malformed IP header is not ESP we can see.
@@ -447,13 +446,8 @@ fn decrypt_one(
     }
 }
 
-fn encrypt_one(
-    eng: &mut dyn EspEngine,
-    sas: &[SaSpec],
-    frame: usize,
-    f: &capture::Frame,
-) -> OneResult {
-    let Some(ip) = capture::ip_of(f.link, &f.data) else {
+fn encrypt_one(eng: &mut dyn EspEngine, sas: &[SaSpec], frame: usize, f: &Frame) -> OneResult {
+    let Some(ip) = pcap::ip_packet(f.link, &f.data) else {
         return Ok(None);
     };
     let Some(v) = capture::view(ip, false) else {
@@ -622,7 +616,8 @@ mod tests {
             if data.len() > 9 && data[0] == 0x45 {
                 data[9] = proto;
             }
-            let f = capture::Frame { ts_us: 0, link, data };
+            let link = LinkType::from_code(link).expect("a supported link type");
+            let f = Frame { ts_us: 0, link, data };
             let sas = [sa()];
             let mut dec = SoftwareEsp::new(1);
             dec.install_sa(&sas[0].config(Direction::Inbound)).unwrap();
@@ -639,17 +634,17 @@ mod tests {
             ng in any::<bool>(),
             body in prop::collection::vec(any::<u8>(), 0..400),
         ) {
-            let _ = capture::read(&body);
+            let _ = pcap::read_frames(&body);
             let mut f = if ng {
                 let mut h = vec![0x0a, 0x0d, 0x0d, 0x0a, 28, 0, 0, 0, 0x4d, 0x3c, 0x2b, 0x1a];
                 h.extend_from_slice(&[1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
                 h.extend_from_slice(&[28, 0, 0, 0]);
                 h
             } else {
-                capture::write_raw_ip(&[])
+                pcap::write(LinkType::Raw, &[])
             };
             f.extend_from_slice(&body);
-            let _ = capture::read(&f);
+            let _ = pcap::read_frames(&f);
         }
     }
 

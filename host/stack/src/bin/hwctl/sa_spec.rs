@@ -115,25 +115,16 @@ fn hex(field: &str, s: &str) -> Result<Zeroizing<Vec<u8>>, SaError> {
         .strip_prefix("0x")
         .or_else(|| s.strip_prefix("0X"))
         .unwrap_or(s);
-    if s.len() & 1 == 1 {
-        return Err(err(
-            field,
-            format!("odd number of hex digits ({})", s.len()),
-        ));
-    }
-    let mut out = Zeroizing::new(Vec::with_capacity(s.len() / 2));
-    for (i, pair) in s.as_bytes().chunks_exact(2).enumerate() {
-        let d = |b: u8| (b as char).to_digit(16);
-        match (d(pair[0]), d(pair[1])) {
-            (Some(h), Some(l)) => out.push(((h << 4) | l) as u8),
-            _ => {
-                return Err(err(
-                    field,
-                    format!("not a hex digit at position {}", 2 * i + 1),
-                ))
-            }
+    // Decoded straight into the zeroizing buffer: no plain copy of the bytes.
+    let mut out = Zeroizing::new(vec![0u8; s.len() / 2]);
+    hex::decode_to_slice(s, &mut out[..]).map_err(|e| match e {
+        hex::FromHexError::InvalidHexCharacter { index, .. } => {
+            err(field, format!("not a hex digit at position {}", index + 1))
         }
-    }
+        hex::FromHexError::OddLength | hex::FromHexError::InvalidStringLength => {
+            err(field, format!("odd number of hex digits ({})", s.len()))
+        }
+    })?;
     Ok(out)
 }
 
@@ -406,5 +397,16 @@ mod tests {
             assert!(!m.contains("cdefbb5d"), "the key leaked: {m}");
             assert!(!m.contains("2e443b"), "the salt leaked: {m}");
         }
+    }
+
+    #[test]
+    fn hex_errors_name_the_character_position_and_the_field() {
+        let e = hex("key", "0x00112g").unwrap_err();
+        assert_eq!(e.field, "key");
+        assert_eq!(e.reason, "not a hex digit at position 6");
+        let e = hex("salt", "abc").unwrap_err();
+        assert_eq!(e.reason, "odd number of hex digits (3)");
+        assert_eq!(&hex("key", "0XA0ff").unwrap()[..], &[0xa0, 0xff]);
+        assert!(hex("key", "").unwrap().is_empty());
     }
 }

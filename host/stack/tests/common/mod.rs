@@ -1,0 +1,74 @@
+//! Helpers shared by the tests that run `hwctl` as a process (`mod common;` in each).
+
+// Each test binary includes this module and uses only some of its helpers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs the `hwctl` binary built for these tests with `args`.
+pub fn hwctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hwctl"))
+        .args(args)
+        .output()
+        .expect("run hwctl")
+}
+
+/// Runs `hwctl`, which must succeed without a panic; its standard output.
+pub fn ok(args: &[&str]) -> String {
+    let o = hwctl(args);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "hwctl {args:?} failed: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    String::from_utf8(o.stdout).expect("utf-8 output")
+}
+
+/// Runs `hwctl`, which must succeed and print JSON; the parsed output.
+pub fn json(args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(args)).expect("valid JSON")
+}
+
+/// Runs `hwctl`, which must fail with exit status `code`, say something containing `needle`
+/// on stderr, not panic and print nothing on stdout; its stderr.
+pub fn fails(args: &[&str], code: i32, needle: &str) -> String {
+    let o = hwctl(args);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(code), "hwctl {args:?}: {stderr}");
+    assert!(
+        stderr.contains(needle),
+        "hwctl {args:?}: expected {needle:?} in {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(o.stdout.is_empty(), "nothing on stdout on failure");
+    stderr
+}
+
+/// A fresh directory under the system's temporary directory, named by `tag` and the test
+/// process, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates (or empties) the directory `<tmp>/hwctl-<tag>-<pid>`.
+    pub fn new(tag: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("hwctl-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("temp dir");
+        TempDir(d)
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.0
+    }
+
+    /// A file in the directory, as a string for command lines.
+    pub fn path(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
