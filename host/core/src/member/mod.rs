@@ -282,6 +282,28 @@ impl<T: NodeSpecificTable> Member<T> {
         self.core.node_table_mut()
     }
 
+    /// The first failure of the card since the last call ([`Node::take_card_error`]): the card
+    /// went away or a command failed. The common table still holds every entry.
+    pub fn take_card_error(&mut self) -> Option<crate::node_table::TableError> {
+        self.core.take_card_error()
+    }
+
+    /// Puts `table` (a reopened or reset card) in place of the node-specific table and, unless
+    /// the member is still in standby, installs the entries of the identifiers it owns from the
+    /// common table. Returns how many were installed.
+    pub fn rebuild_card(&mut self, t: Time, table: T) -> usize {
+        *self.core.node_table_mut() = table;
+        if self.core.standby() {
+            return 0;
+        }
+        self.core.set_standby(t.millis(), true);
+        let n = self.core.set_standby(t.millis(), false);
+        self.log(format!(
+            "card rebuilt from the common table: {n} entries installed"
+        ));
+        n
+    }
+
     /// Whether the common table is synced and the member takes identifiers.
     pub fn is_ready(&self) -> bool {
         self.ready

@@ -1524,3 +1524,92 @@ fn dropped_failover_proposal_is_made_again() {
     assert_eq!(a.epoch.0, e.0 + 1);
     counts_ok(&a, &[1, 2]);
 }
+
+// ----- the card going away -----
+
+type ModelTable = crate::node_table::TieredTable<
+    crate::card_table::CardTable<hal::fault::FaultInjector<sim_bridge::model::ModelCard>>,
+>;
+
+fn model_table() -> ModelTable {
+    let model = sim_bridge::model::ModelCard::with_depth(64).unwrap();
+    let card = driver::Card::probe(hal::fault::FaultInjector::new(model)).unwrap();
+    crate::node_table::TieredTable::new(
+        crate::card_table::CardTable::new(card, count()).unwrap(),
+        count(),
+    )
+}
+
+/// A card that leaves the bus is an error the member's caller sees (nothing is parked in the
+/// software overflow instead); the common table keeps every entry, and a new card is rebuilt
+/// from it with exactly the entries of the identifiers the member owns.
+#[test]
+fn gone_card_reaches_the_caller_and_is_rebuilt_from_the_common_table() {
+    let mut c = NodeConfig::new(NodeId(1), ClusterSecret::new(SECRET));
+    c.count = count();
+    let mut m = Member::new(mcfg(1, &[1], FAILURE), Node::new(c, model_table()));
+    let a = all_to(1, 1);
+    m.on_agreed(at(Duration::ZERO), &a, || Duration::ZERO);
+    let voters = [NodeId(1)];
+    let view = ConsensusView {
+        is_leader: false,
+        leader: Some(NodeId(1)),
+        agreed: &a,
+        voters: &voters,
+        conf_change_pending: false,
+    };
+    let mut now = Duration::ZERO;
+    while !m.takes_traffic() {
+        now += STEP;
+        m.tick(at(now), &view);
+    }
+    let flows: Vec<Vec<u8>> = (0..6u16)
+        .map(|i| build::udp(ip(1), 2000 + i, ip(200), 53, b"q").unwrap())
+        .collect();
+    for f in &flows[..3] {
+        assert_eq!(m.on_packet(at(now), f), PacketOutcome::Created);
+    }
+    assert_eq!(m.core().node_table().card().len(), 3);
+    assert!(m.take_card_error().is_none());
+    // the card leaves the bus
+    m.node_table_mut()
+        .card_mut()
+        .card_mut()
+        .regs_mut()
+        .inject(hal::fault::Fault::AllOnes { after_reads: 0 });
+    for f in &flows[3..] {
+        let _ = m.on_packet(at(now), f);
+    }
+    let e = m.take_card_error().expect("the gone card is reported");
+    assert!(e.is_device_gone(), "{e}");
+    assert!(
+        std::error::Error::source(&e).is_some(),
+        "the driver's error is kept"
+    );
+    assert_eq!(
+        m.core().node_table().overflow().len(),
+        0,
+        "nothing parked in the overflow"
+    );
+    assert_eq!(
+        m.core().common().len(),
+        6,
+        "the common table keeps every entry"
+    );
+    // a new card: rebuilt from the common table
+    let installed = m.rebuild_card(at(now), model_table());
+    assert_eq!(installed, 6);
+    assert_eq!(m.core().node_table().card().len(), 6);
+    assert!(
+        m.core().check_tables().is_empty(),
+        "{:?}",
+        m.core().check_tables()
+    );
+    let outs: Vec<Output> = m.drain_outputs().collect();
+    assert!(logs(&outs)
+        .iter()
+        .any(|l| l.starts_with("card rebuilt from the common table")));
+    for f in &flows {
+        assert_eq!(m.on_packet(at(now), f), PacketOutcome::Hit);
+    }
+}

@@ -441,6 +441,7 @@ impl Runtime {
             "sync_send_failures": self.udp.send_failures,
             "fault_dropped": self.udp.fault.dropped,
             "records_dropped": self.records_dropped,
+            "card_errors": self.card_errors,
             "decode_errors": counters.decode_errors,
             "apply_errors": counters.apply_errors + self.raft_errors,
             "peers": peers,

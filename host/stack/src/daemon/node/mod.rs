@@ -100,6 +100,9 @@ pub struct Runtime {
     verdicts: BTreeMap<Code, u64>,
     records_dropped: u64,
     raft_errors: u64,
+    /// Card failures seen (status `card_errors`).
+    card_errors: u64,
+    next_card_retry: Duration,
     started_unix_ms: u64,
     stopping: bool,
     synth: Option<SynthJob>,
@@ -224,6 +227,8 @@ impl Runtime {
             verdicts: BTreeMap::new(),
             records_dropped: 0,
             raft_errors: 0,
+            card_errors: 0,
+            next_card_retry: Duration::ZERO,
             started_unix_ms: unix_ms(),
             stopping: false,
             synth: None,
@@ -453,7 +458,39 @@ impl Runtime {
             }
         }
         self.handle_outputs();
+        self.check_card();
         self.udp.send_all(&mut self.ep);
+    }
+
+    /// A card that failed (gone from the bus, a command error) is reopened and rebuilt from the
+    /// common table; while it cannot be reopened, the failure is logged once a second and the
+    /// node keeps its common table (and replicates) without a card.
+    fn check_card(&mut self) {
+        let Some(e) = self.member.take_card_error() else {
+            return;
+        };
+        self.card_errors += 1;
+        let now = self.udp.now();
+        if now < self.next_card_retry {
+            return;
+        }
+        self.next_card_retry = now + Duration::from_secs(1);
+        let mut cause = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            cause.push_str(": ");
+            cause.push_str(&s.to_string());
+            src = s.source();
+        }
+        log!(self.cfg.node, "card failed: {cause}; reopening it");
+        match card::open(&self.cfg.card, self.cfg.identifiers, self.cfg.card_capacity) {
+            Ok(table) => {
+                let t = self.time();
+                self.member.rebuild_card(t, table);
+                self.handle_outputs();
+            }
+            Err(e) => log!(self.cfg.node, "card {}: cannot reopen: {e}", self.cfg.card),
+        }
     }
 
     fn pump_raft(&mut self) {
