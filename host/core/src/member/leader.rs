@@ -31,8 +31,9 @@ pub enum OpRequest {
 pub struct LeaderState {
     /// Nodes the operator drained.
     pub drained: BTreeSet<NodeId>,
-    /// The target of a release under way (phase 2 assigns it).
-    planned: Option<Allocation>,
+    /// The target of a release under way (phase 2 assigns it), with the operator request it
+    /// carries out (put back in the queue if the release is not agreed).
+    planned: Option<(Allocation, Option<OpRequest>)>,
     /// The live owners the pending release takes identifiers from.
     releasers: BTreeSet<NodeId>,
     phase1_at: Duration,
@@ -92,11 +93,12 @@ impl<T: NodeSpecificTable> Member<T> {
             return;
         }
         let weights: Vec<(NodeId, u32)> = candidates.iter().map(|n| (*n, 1)).collect();
-        if let Some(plan) = self.leader.planned.take() {
-            self.release_phase2(now, cur, plan, &candidates, &weights);
+        if let Some((plan, op)) = self.leader.planned.take() {
+            self.release_phase2(now, cur, plan, op, &candidates, &weights);
             return;
         }
-        let Some(target) = self.target(now, cur, &candidates, &weights) else {
+        let op = self.leader.ops.pop_front();
+        let Some(target) = self.target(now, cur, op.clone(), &candidates, &weights) else {
             return;
         };
         if target.owners == cur.owners {
@@ -128,7 +130,7 @@ impl<T: NodeSpecificTable> Member<T> {
                 }
             }
             self.propose(now, phase1);
-            self.leader.planned = Some(target);
+            self.leader.planned = Some((target, op));
             self.leader.phase1_at = now;
         }
     }
@@ -139,10 +141,11 @@ impl<T: NodeSpecificTable> Member<T> {
         &mut self,
         now: Duration,
         cur: &Allocation,
+        op: Option<OpRequest>,
         candidates: &[NodeId],
         weights: &[(NodeId, u32)],
     ) -> Option<Allocation> {
-        Some(match self.leader.ops.pop_front() {
+        Some(match op {
             Some(OpRequest::Move(ids, to)) => alloc_policy::operator_move(cur, &ids, to),
             Some(OpRequest::Rebalance) => {
                 let load: Vec<u64> = self
@@ -186,6 +189,7 @@ impl<T: NodeSpecificTable> Member<T> {
         now: Duration,
         cur: &Allocation,
         plan: Allocation,
+        op: Option<OpRequest>,
         candidates: &[NodeId],
         weights: &[(NodeId, u32)],
     ) {
@@ -202,6 +206,10 @@ impl<T: NodeSpecificTable> Member<T> {
                 "release of epoch {} not agreed: planning again",
                 cur.epoch.0
             ));
+            // the operator's request is not done: it is planned again from what is agreed
+            if let Some(op) = op {
+                self.leader.ops.push_front(op);
+            }
             return;
         }
         // every live member has applied the release (or it took too long for a member that
@@ -212,7 +220,7 @@ impl<T: NodeSpecificTable> Member<T> {
         let all_applied = self.cfg.members.iter().all(applied);
         let waited = now.saturating_sub(self.leader.phase1_at) >= RELEASE_WAIT;
         if !releasers_applied || (!all_applied && !waited) {
-            self.leader.planned = Some(plan);
+            self.leader.planned = Some((plan, op));
             return;
         }
         let mut next = Allocation {

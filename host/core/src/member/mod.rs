@@ -450,6 +450,10 @@ impl<T: NodeSpecificTable> Member<T> {
             l.witness = hb.witness;
             l.fenced = hb.fenced;
             l.applied = hb.applied;
+            // a peer that applied a newer epoch: stop acting at once, not at the next tick
+            if hb.applied > self.core.allocation().epoch {
+                self.behind = true;
+            }
         }
     }
 
@@ -506,6 +510,7 @@ impl<T: NodeSpecificTable> Member<T> {
             return;
         };
         let took = took();
+        let waited_in: BTreeSet<Epoch> = self.handover.waiting.values().map(|w| w.2).collect();
         let now_gained = self.handover.on_agreed(
             self.cfg.node,
             self.cfg.identifiers,
@@ -514,6 +519,16 @@ impl<T: NodeSpecificTable> Member<T> {
             &report.plan.gained,
             &self.live,
         );
+        // an epoch whose waiting identifiers all moved on (before their gate opened) is complete
+        for e in waited_in {
+            if self.handover.waiting.values().all(|w| w.2 != e) {
+                if let Some(x) = self.applied.iter_mut().rev().find(|x| x.epoch == e.0) {
+                    if x.complete_unix_ms == 0 {
+                        x.complete_unix_ms = t.unix_ms;
+                    }
+                }
+            }
+        }
         if !self.handover.waiting.is_empty() {
             let nodes: BTreeSet<u16> = self.handover.waiting.values().map(|w| w.0 .0).collect();
             let n = self.handover.waiting.len();

@@ -164,6 +164,8 @@ struct Cluster {
     frozen: BTreeSet<u16>,
     /// Consensus drops proposals (leadership lost, a full queue).
     drop_proposals: bool,
+    /// Members whose consensus log lags: agreed allocations reach them only through `heal`.
+    lag: BTreeSet<u16>,
     /// Pairs (from, to) that have met: the first frame raises `on_peer_restarted` (as the
     /// sync endpoint's first `PeerIncarnation` does).
     met: BTreeSet<(u16, u16)>,
@@ -192,6 +194,7 @@ impl Cluster {
             block_hb: BTreeSet::new(),
             frozen: BTreeSet::new(),
             drop_proposals: false,
+            lag: BTreeSet::new(),
             met: BTreeSet::new(),
             proposals: Vec::new(),
             agreed_at: BTreeMap::new(),
@@ -336,7 +339,7 @@ impl Cluster {
         let idx = self.history.len() - 1;
         let ids: Vec<u16> = self.m.keys().copied().collect();
         for id in ids {
-            if !self.cut.contains(&id) {
+            if !self.cut.contains(&id) && !self.lag.contains(&id) {
                 self.m(id).on_agreed(t, &a, || Duration::ZERO);
                 self.known.insert(id, idx);
             }
@@ -1612,4 +1615,67 @@ fn gone_card_reaches_the_caller_and_is_rebuilt_from_the_common_table() {
     for f in &flows {
         assert_eq!(m.on_packet(at(now), f), PacketOutcome::Hit);
     }
+}
+
+// ----- found by these tests, fixed -----
+
+/// A member that hears a heartbeat with a newer applied epoch stops acting at once, not at
+/// its next tick.
+#[test]
+fn behind_is_learned_from_the_heartbeat_itself() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let e = c.agreed().epoch.0;
+    let d = c.agreed().ids_of(NodeId(3))[0];
+    c.hold.insert((3, 1));
+    c.hold.insert((3, 2));
+    c.block_hb.insert((3, 1));
+    c.block_hb.insert((3, 2));
+    c.lag.insert(3);
+    c.run_until(ms(2000), |c| c.agreed().epoch.0 > e);
+    let t = c.t();
+    let owner = c.agreed().owner(d).unwrap().0;
+    assert!(c.m(owner).takes_traffic() && c.m(owner).core().owns(d));
+    assert!(
+        c.m(3).applied_epoch(NodeId(owner)).0 > e,
+        "node 3 heard the new epoch"
+    );
+    assert_eq!(c.m(3).on_packet(t, &udp_in(d, 3)), PacketOutcome::NotReady);
+}
+
+/// An operator move whose release was not agreed is planned again, not forgotten.
+#[test]
+fn operator_move_survives_an_unagreed_release() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    c.drop_proposals = true;
+    let n = c.proposals.len();
+    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
+    c.run_until(ms(100), |c| c.proposals.len() > n);
+    c.drop_proposals = false;
+    c.run_for(ms(3000), |_| {});
+    assert_eq!(c.agreed().owner(d), Some(NodeId(3)));
+}
+
+/// An epoch whose waiting identifier moved on before its gate opened still completes.
+#[test]
+fn epoch_completes_when_its_waiting_identifier_moves_on() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (_, gained_in) = move_held(&mut c, d);
+    let e = c.agreed().epoch.0;
+    c.m(1).request_move(&[u64::from(d.0)], NodeId(1)).unwrap();
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 2);
+    c.release(2, 3);
+    c.run_for(ms(500), |_| {});
+    let n3 = &c.m[&3];
+    assert!(n3.handover().waits_for(d).is_none());
+    let a = n3
+        .applied()
+        .iter()
+        .find(|a| a.epoch == gained_in.0)
+        .unwrap();
+    assert_ne!(a.complete_unix_ms, 0, "{a:?}");
 }
