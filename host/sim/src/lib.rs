@@ -34,7 +34,6 @@ use cluster_core::member::{
 use cluster_core::node::{Mode, Node, NodeConfig, Timeouts};
 use cluster_core::node_table::{NodeSpecificTable, SimCard, TableError, TableStats, TieredTable};
 use cluster_core::packet::{build, Framing, TcpFlags};
-use cluster_core::record::Datagram;
 use cluster_core::rules::RuleSet;
 use host::sync::{ClusterKey, Endpoint as SyncEndpoint, EndpointConfig, SyncEvent};
 use rand::{Rng, SeedableRng};
@@ -737,10 +736,9 @@ impl Sim {
                         node.member.on_records(t, from, batch.iter());
                     }
                     SyncEvent::Datagram { from, payload } => {
-                        node.member.heard(t, from);
-                        match Datagram::parse(&payload) {
-                            Ok(Datagram::Heartbeat(hb)) => node.member.on_heartbeat(t, from, hb),
-                            _ => node.member.on_bad_datagram(),
+                        // no consensus messages travel here: the simulator plays consensus
+                        if node.member.on_datagram(t, from, &payload).is_some() {
+                            node.member.on_bad_datagram();
                         }
                     }
                     SyncEvent::PeerIncarnation { peer, .. } => {

@@ -37,7 +37,7 @@ use crate::events::Event;
 use crate::ids::{DistributionId, Epoch, IdCount, Millis, NodeId};
 use crate::node::{Destination, DropReason, Node, Verdict};
 use crate::node_table::NodeSpecificTable;
-use crate::record::{Heartbeat, Record};
+use crate::record::{Datagram, Heartbeat, Record};
 
 use self::handover::Handover;
 use self::leader::LeaderState;
@@ -453,6 +453,28 @@ impl<T: NodeSpecificTable> Member<T> {
             // a peer that applied a newer epoch: stop acting at once, not at the next tick
             if hb.applied > self.core.allocation().epoch {
                 self.behind = true;
+            }
+        }
+    }
+
+    /// A datagram from `from` (an authenticated peer): heartbeats go in here; a consensus
+    /// message is returned for the caller's consensus participant; anything else is counted.
+    pub fn on_datagram<'a>(
+        &mut self,
+        t: Time,
+        from: NodeId,
+        payload: &'a [u8],
+    ) -> Option<&'a [u8]> {
+        self.heard(t, from);
+        match Datagram::parse(payload) {
+            Ok(Datagram::Heartbeat(hb)) => {
+                self.on_heartbeat(t, from, hb);
+                None
+            }
+            Ok(Datagram::Raft(m)) => Some(m),
+            Err(_) => {
+                self.on_bad_datagram();
+                None
             }
         }
     }

@@ -326,15 +326,10 @@ impl Runtime {
                     self.member.on_records(t, from, batch.iter());
                 }
                 SyncEvent::Datagram { from, payload } => {
-                    self.member.heard(t, from);
-                    match Datagram::parse(&payload) {
-                        Ok(Datagram::Heartbeat(hb)) => self.member.on_heartbeat(t, from, hb),
-                        Ok(Datagram::Raft(m)) => {
-                            if self.raft.step(from, m).is_err() {
-                                self.raft_errors += 1;
-                            }
+                    if let Some(m) = self.member.on_datagram(t, from, &payload) {
+                        if self.raft.step(from, m).is_err() {
+                            self.raft_errors += 1;
                         }
-                        Err(_) => self.member.on_bad_datagram(),
                     }
                 }
                 SyncEvent::PeerIncarnation { peer, .. } => self.member.on_peer_restarted(t, peer),
