@@ -54,6 +54,15 @@
 //! (failure, join, weights, drain), `load_balance` (per-id load, hysteresis), `operator_move`.
 //! Reallocation planning ([`realloc`]): `plan(old, new, node) -> ReallocPlan { gained, lost }`.
 //!
+//! The member ([`member`]): [`member::Member`] over a [`Node`]: `on_records` / `on_record`,
+//! `on_datagram` (heartbeats in, consensus messages handed back), `on_peer_restarted`,
+//! `on_agreed` (an allocation agreed by consensus), `on_packet -> PacketOutcome`,
+//! `tick(Time, &ConsensusView)`, control requests (`request_move`, `set_drained`,
+//! `request_rebalance`, `request_resync_all`, `sa_add`, `sa_advance`, `esp_for`), then
+//! `drain_outputs()` ([`member::Output`]: records and heartbeats to send, proposals, voter
+//! promotions, backlog discards, log lines) and `next_timeout()`. A failed card comes back
+//! through `take_card_error` and is replaced with `rebuild_card`.
+//!
 //! Records ([`record`]): [`Record::parse`]`(bytes) -> Result<Record, RecordError>` and
 //! [`Record::emit`]`(&self, &mut Vec<u8>)` for the replication stream (`Event`, `Final`,
 //! `ResyncRequest`, `ResyncDone`, `SaKey`; key bytes zeroized, never in `Debug`);
