@@ -23,7 +23,7 @@
 use std::fmt;
 use std::ptr::NonNull;
 
-use crate::io::{check_access, BarOffset, HalError, RegIo};
+use crate::io::{check_access, BarOffset, HalError};
 
 /// What keeps the window's memory alive.
 enum Backing {
@@ -103,6 +103,12 @@ impl MmioWindow {
         self.len
     }
 
+    /// Size of the window in bytes, as [`RegIo::size`](crate::RegIo::size) reports it.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.len as u64
+    }
+
     /// Whether the window has no registers at all.
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -175,7 +181,7 @@ impl fmt::Debug for MmioWindow {
     }
 }
 
-/// A [`RegIo`] backend over one [`MmioWindow`] that covers the whole BAR.
+/// A [`RegIo`](crate::RegIo) backend over one [`MmioWindow`] that covers the whole BAR.
 ///
 /// [`crate::pci::PciResourceCard`] is one of these over a `resourceN` mapping;
 /// tests can build one over a heap buffer with [`MmioRegs::from_words`].
@@ -209,28 +215,13 @@ impl MmioRegs {
     }
 }
 
-impl RegIo for MmioRegs {
-    fn read32(&mut self, offset: BarOffset) -> Result<u32, HalError> {
-        self.window.read32(offset)
-    }
-
-    fn write32(&mut self, offset: BarOffset, value: u32) -> Result<(), HalError> {
-        self.window.write32(offset, value)
-    }
-
-    fn size(&self) -> u64 {
-        self.window.len() as u64
-    }
-
-    fn describe(&self) -> String {
-        self.name.clone()
-    }
-}
+crate::io::regio_by_window!(MmioRegs, window);
 
 #[cfg(test)]
 mod tests {
     //! These tests use heap windows only, so Miri can run them.
     use super::*;
+    use crate::io::RegIo;
 
     #[test]
     fn heap_window_reads_what_it_was_given_and_keeps_writes() {

@@ -24,6 +24,15 @@ fn bar_words() -> u32 {
     BAR_SIZE / 4
 }
 
+/// A temporary `resource0` of `bars` BAR sizes, every word `word`; the
+/// directory lives as long as the returned guard.
+fn filled_bar(word: u32, bars: u32) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let words = std::iter::repeat_n(word, (bars * bar_words()) as usize);
+    let path = region(dir.path(), "resource0", words);
+    (dir, path)
+}
+
 fn open_err(path: &Path) -> String {
     match PciResourceCard::open(path) {
         Ok(_) => panic!("{} opened but should not", path.display()),
@@ -53,12 +62,7 @@ fn reads_every_word_of_the_file() {
 
 #[test]
 fn writes_land_in_the_file_little_endian() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = region(
-        dir.path(),
-        "resource0",
-        std::iter::repeat_n(0, bar_words() as usize),
-    );
+    let (_dir, path) = filled_bar(0, 1);
     let mut card = PciResourceCard::open(&path).unwrap();
     card.write32(BarOffset(0x14), 0x1122_3344).unwrap();
     card.write32(BarOffset(BAR_SIZE - 4), 0xA5A5_5A5A).unwrap();
@@ -77,12 +81,7 @@ fn writes_land_in_the_file_little_endian() {
 fn reads_are_not_cached_other_writers_are_seen() {
     // A register that changes under us (as device registers do) must be
     // read afresh every time: write the file behind the mapping's back.
-    let dir = tempfile::tempdir().unwrap();
-    let path = region(
-        dir.path(),
-        "resource0",
-        std::iter::repeat_n(0, bar_words() as usize),
-    );
+    let (_dir, path) = filled_bar(0, 1);
     let mut card = PciResourceCard::open(&path).unwrap();
     let other = fs::OpenOptions::new().write(true).open(&path).unwrap();
     for v in [1u32, 0xFFFF_FFFF, 0x8000_0000, 0] {
@@ -97,12 +96,7 @@ fn reads_are_not_cached_other_writers_are_seen() {
 
 #[test]
 fn misaligned_and_out_of_range_accesses_are_errors_not_faults() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = region(
-        dir.path(),
-        "resource0",
-        std::iter::repeat_n(7, bar_words() as usize),
-    );
+    let (_dir, path) = filled_bar(7, 1);
     let mut card = PciResourceCard::open(&path).unwrap();
     for off in [1, 2, 3, 0x1001, BAR_SIZE - 1] {
         assert!(
@@ -138,12 +132,7 @@ fn misaligned_and_out_of_range_accesses_are_errors_not_faults() {
 
 #[test]
 fn a_larger_bar_is_mapped_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = region(
-        dir.path(),
-        "resource0",
-        std::iter::repeat_n(0, 2 * bar_words() as usize),
-    );
+    let (_dir, path) = filled_bar(0, 2);
     let mut card = PciResourceCard::open(&path).unwrap();
     assert_eq!(card.size(), 2 * u64::from(BAR_SIZE));
     card.write32(BarOffset(2 * BAR_SIZE - 4), 9).unwrap();
@@ -154,12 +143,7 @@ fn a_larger_bar_is_mapped_whole() {
 fn an_all_ones_region_reads_all_ones_without_error() {
     // A device that fell off the bus reads all ones; the backend passes that
     // through and leaves the verdict to the driver.
-    let dir = tempfile::tempdir().unwrap();
-    let path = region(
-        dir.path(),
-        "resource0",
-        std::iter::repeat_n(u32::MAX, bar_words() as usize),
-    );
+    let (_dir, path) = filled_bar(u32::MAX, 1);
     let mut card = PciResourceCard::open(&path).unwrap();
     for off in (0..BAR_SIZE).step_by(0x404) {
         let off = off & !3;
@@ -219,10 +203,14 @@ fn fake_sysfs_device(root: &Path, bdf: &str) -> std::path::PathBuf {
     dev
 }
 
-fn bind(root: &Path, dev: &Path, driver: &str) {
-    let drv = root.join("sys/bus/pci/drivers").join(driver);
+/// A fake sysfs device `0000:03:00.0` bound to the kernel driver `driver`.
+fn device_bound_to(driver: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let dev = fake_sysfs_device(root.path(), "0000:03:00.0");
+    let drv = root.path().join("sys/bus/pci/drivers").join(driver);
     fs::create_dir_all(&drv).unwrap();
     std::os::unix::fs::symlink(&drv, dev.join("driver")).unwrap();
+    (root, dev)
 }
 
 #[test]
@@ -243,9 +231,7 @@ fn a_disabled_device_is_refused_with_the_enable_command() {
 
 #[test]
 fn a_device_owned_by_a_kernel_driver_is_refused_with_the_unbind_command() {
-    let root = tempfile::tempdir().unwrap();
-    let dev = fake_sysfs_device(root.path(), "0000:03:00.0");
-    bind(root.path(), &dev, "ixgbe");
+    let (_root, dev) = device_bound_to("ixgbe");
     let msg = open_err(&dev.join("resource0"));
     assert!(msg.contains("owned by the kernel driver `ixgbe`"), "{msg}");
     assert!(
@@ -259,9 +245,7 @@ fn a_device_owned_by_a_kernel_driver_is_refused_with_the_unbind_command() {
 
 #[test]
 fn a_device_bound_to_vfio_pci_points_at_the_vfio_backend() {
-    let root = tempfile::tempdir().unwrap();
-    let dev = fake_sysfs_device(root.path(), "0000:03:00.0");
-    bind(root.path(), &dev, "vfio-pci");
+    let (_root, dev) = device_bound_to("vfio-pci");
     let msg = open_err(&dev.join("resource0"));
     assert!(msg.contains("--device vfio:0000:03:00.0"), "{msg}");
 }
@@ -269,21 +253,14 @@ fn a_device_bound_to_vfio_pci_points_at_the_vfio_backend() {
 #[test]
 fn pci_stub_and_uio_leave_the_bar_to_us() {
     for driver in ["pci-stub", "uio_pci_generic"] {
-        let root = tempfile::tempdir().unwrap();
-        let dev = fake_sysfs_device(root.path(), "0000:03:00.0");
-        bind(root.path(), &dev, driver);
+        let (_root, dev) = device_bound_to(driver);
         PciResourceCard::open(&dev.join("resource0")).unwrap();
     }
 }
 
 #[test]
 fn open_spec_selects_the_backend_by_prefix() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = region(
-        dir.path(),
-        "resource0",
-        std::iter::repeat_n(0x5354_4331, bar_words() as usize),
-    );
+    let (_dir, path) = filled_bar(0x5354_4331, 1);
     let mut regs = hal::hw::open_spec(&format!("pci:{}", path.display()))
         .unwrap()
         .unwrap();
@@ -302,12 +279,7 @@ fn open_spec_selects_the_backend_by_prefix() {
 
 #[test]
 fn the_card_moves_between_threads() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = region(
-        dir.path(),
-        "resource0",
-        std::iter::repeat_n(0, bar_words() as usize),
-    );
+    let (_dir, path) = filled_bar(0, 1);
     let mut card: Box<dyn RegIo> = Box::new(PciResourceCard::open(&path).unwrap());
     card.write32(BarOffset(0x14), 42).unwrap();
     let v = std::thread::spawn(move || card.read32(BarOffset(0x14)).unwrap())
