@@ -732,35 +732,8 @@ mod tests {
     #[test]
     fn unmapped_offsets_and_bounds() {
         let mut m = ModelCard::new();
-        for o in [
-            0x20,
-            0xFFC,
-            cam::BASE + 0x3C,
-            cam::BASE + 0x68,
-            cam::BASE + 0xA8,
-            cam::BASE + 0xF0,
-            0x4000, // past the ESP block (SA table 0x2000, ESP engine 0x3000)
-            hal::regs::sa::BASE + 0x64,
-            hal::regs::esp::BASE + 0x3C,
-            hal::regs::esp::BASE + 0x7FC,
-            0xFFFC,
-        ] {
-            assert_eq!(rd(&mut m, o), UNMAPPED_PATTERN, "offset 0x{o:x}");
-            wr(&mut m, o, 5);
-            assert_eq!(rd(&mut m, o), UNMAPPED_PATTERN, "offset 0x{o:x}");
-        }
-        assert!(matches!(
-            m.read32(BarOffset(2)),
-            Err(HalError::Misaligned { .. })
-        ));
-        assert!(matches!(
-            m.read32(BarOffset(BAR_SIZE)),
-            Err(HalError::OutOfBounds { .. })
-        ));
-        assert!(matches!(
-            m.write32(BarOffset(BAR_SIZE), 0),
-            Err(HalError::OutOfBounds { .. })
-        ));
+        hal::conformance::assert_unmapped(&mut m, hal::conformance::UNMAPPED_SAMPLES);
+        hal::conformance::assert_bad_offsets_rejected(&mut m, &[2], &[BAR_SIZE]);
     }
 
     #[test]
