@@ -141,46 +141,47 @@ fn bit_flips_are_caught() {
     for n in 0..10 {
         c.insert(&sample_entry(n)).unwrap();
     }
-    // A flipped index bit sends SEARCH's answer beyond the depth...
-    c.regs_mut().inject(Fault::FlipBits {
-        offset: cam_reg(cam::INDEX),
-        bits: 1 << 20,
-    });
-    assert!(matches!(
-        c.search(&sample_entry(0).key),
-        Err(DriverError::BadIndex { .. })
-    ));
-    c.regs_mut().clear();
-    // ...or to a slot the driver never wrote.
-    c.regs_mut().inject(Fault::FlipBits {
-        offset: cam_reg(cam::INDEX),
-        bits: 1 << 6,
-    });
-    assert!(matches!(
-        c.search(&sample_entry(0).key),
-        Err(DriverError::Inconsistent { .. })
-    ));
-    c.regs_mut().clear();
-    // A flipped result bit disagrees with what the driver wrote.
-    c.regs_mut().inject(Fault::FlipBits {
-        offset: cam_reg(cam::RESULT),
-        bits: 1 << 3,
-    });
-    assert!(matches!(
-        c.search(&sample_entry(0).key),
-        Err(DriverError::Inconsistent { .. })
-    ));
-    c.regs_mut().clear();
-    // A reserved STATUS bit.
-    c.regs_mut().inject(Fault::FlipBits {
-        offset: cam_reg(cam::STATUS),
-        bits: 1 << 20,
-    });
-    assert!(matches!(
-        c.search(&sample_entry(0).key),
-        Err(DriverError::BadStatus { .. })
-    ));
-    c.regs_mut().clear();
+    type Expect = fn(&DriverError) -> bool;
+    let search_faults: [(&str, Fault, Expect); 4] = [
+        (
+            "a flipped index bit sends SEARCH's answer beyond the depth",
+            Fault::FlipBits {
+                offset: cam_reg(cam::INDEX),
+                bits: 1 << 20,
+            },
+            |e| matches!(e, DriverError::BadIndex { .. }),
+        ),
+        (
+            "or to a slot the driver never wrote",
+            Fault::FlipBits {
+                offset: cam_reg(cam::INDEX),
+                bits: 1 << 6,
+            },
+            |e| matches!(e, DriverError::Inconsistent { .. }),
+        ),
+        (
+            "a flipped result bit disagrees with what the driver wrote",
+            Fault::FlipBits {
+                offset: cam_reg(cam::RESULT),
+                bits: 1 << 3,
+            },
+            |e| matches!(e, DriverError::Inconsistent { .. }),
+        ),
+        (
+            "a reserved STATUS bit",
+            Fault::FlipBits {
+                offset: cam_reg(cam::STATUS),
+                bits: 1 << 20,
+            },
+            |e| matches!(e, DriverError::BadStatus { .. }),
+        ),
+    ];
+    for (case, fault, expected) in search_faults {
+        c.regs_mut().inject(fault);
+        let e = c.search(&sample_entry(0).key).err();
+        assert!(e.as_ref().is_some_and(expected), "{case}: {e:?}");
+        c.regs_mut().clear();
+    }
     // DONE missing: the command never ran.
     c.regs_mut().inject(Fault::ForceBits {
         offset: cam_reg(cam::STATUS),
