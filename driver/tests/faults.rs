@@ -142,37 +142,26 @@ fn bit_flips_are_caught() {
         c.insert(&sample_entry(n)).unwrap();
     }
     type Expect = fn(&DriverError) -> bool;
+    let flip = |offset, bits| Fault::FlipBits { offset, bits };
     let search_faults: [(&str, Fault, Expect); 4] = [
         (
             "a flipped index bit sends SEARCH's answer beyond the depth",
-            Fault::FlipBits {
-                offset: cam_reg(cam::INDEX),
-                bits: 1 << 20,
-            },
+            flip(cam_reg(cam::INDEX), 1 << 20),
             |e| matches!(e, DriverError::BadIndex { .. }),
         ),
         (
             "or to a slot the driver never wrote",
-            Fault::FlipBits {
-                offset: cam_reg(cam::INDEX),
-                bits: 1 << 6,
-            },
+            flip(cam_reg(cam::INDEX), 1 << 6),
             |e| matches!(e, DriverError::Inconsistent { .. }),
         ),
         (
             "a flipped result bit disagrees with what the driver wrote",
-            Fault::FlipBits {
-                offset: cam_reg(cam::RESULT),
-                bits: 1 << 3,
-            },
+            flip(cam_reg(cam::RESULT), 1 << 3),
             |e| matches!(e, DriverError::Inconsistent { .. }),
         ),
         (
             "a reserved STATUS bit",
-            Fault::FlipBits {
-                offset: cam_reg(cam::STATUS),
-                bits: 1 << 20,
-            },
+            flip(cam_reg(cam::STATUS), 1 << 20),
             |e| matches!(e, DriverError::BadStatus { .. }),
         ),
     ];

@@ -20,6 +20,13 @@ fn region(dir: &Path, name: &str, words: impl IntoIterator<Item = u32>) -> std::
     path
 }
 
+/// Asserts that the message `msg` mentions every one of `parts`.
+fn assert_mentions(msg: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(msg.contains(part), "{part:?} missing from: {msg}");
+    }
+}
+
 fn bar_words() -> u32 {
     BAR_SIZE / 4
 }
@@ -156,21 +163,17 @@ fn too_small_file_is_refused_with_sizes_and_fix() {
 fn missing_resource_file_and_missing_device_are_told_apart() {
     let dir = tempfile::tempdir().unwrap();
     let msg = open_err(&dir.path().join("resource7"));
-    assert!(msg.contains("no such resource file"), "{msg}");
-    assert!(msg.contains("resource0"), "{msg}");
+    assert_mentions(&msg, &["no such resource file", "resource0"]);
 
     let msg = open_err(&dir.path().join("0000:ff:1f.7/resource0"));
-    assert!(msg.contains("no such device"), "{msg}");
-    assert!(msg.contains("lspci -D"), "{msg}");
-    assert!(msg.contains("rescan"), "{msg}");
+    assert_mentions(&msg, &["no such device", "lspci -D", "rescan"]);
 }
 
 #[test]
 fn a_directory_is_not_a_bar() {
     let dir = tempfile::tempdir().unwrap();
     let msg = open_err(dir.path());
-    assert!(msg.contains("is a directory"), "{msg}");
-    assert!(msg.contains("resource0"), "{msg}");
+    assert_mentions(&msg, &["is a directory", "resource0"]);
 }
 
 /// A fake sysfs device directory holding a BAR-sized `resource0`.
@@ -197,10 +200,12 @@ fn a_disabled_device_is_refused_with_the_enable_command() {
     let dev = fake_sysfs_device(root.path(), "0000:03:00.0");
     fs::write(dev.join("enable"), "0\n").unwrap();
     let msg = open_err(&dev.join("resource0"));
-    assert!(msg.contains("disabled"), "{msg}");
-    assert!(
-        msg.contains(&format!("echo 1 > {}", dev.join("enable").display())),
-        "{msg}"
+    assert_mentions(
+        &msg,
+        &[
+            "disabled",
+            &format!("echo 1 > {}", dev.join("enable").display()),
+        ],
     );
 
     fs::write(dev.join("enable"), "1\n").unwrap();
@@ -211,13 +216,15 @@ fn a_disabled_device_is_refused_with_the_enable_command() {
 fn a_device_owned_by_a_kernel_driver_is_refused_with_the_unbind_command() {
     let (_root, dev) = device_bound_to("ixgbe");
     let msg = open_err(&dev.join("resource0"));
-    assert!(msg.contains("owned by the kernel driver `ixgbe`"), "{msg}");
-    assert!(
-        msg.contains(&format!(
-            "echo 0000:03:00.0 > {}",
-            dev.join("driver/unbind").display()
-        )),
-        "{msg}"
+    assert_mentions(
+        &msg,
+        &[
+            "owned by the kernel driver `ixgbe`",
+            &format!(
+                "echo 0000:03:00.0 > {}",
+                dev.join("driver/unbind").display()
+            ),
+        ],
     );
 }
 
