@@ -169,6 +169,19 @@ fn data_path_hits_set_hit_bits_and_empty_table_misses() {
     assert_eq!(r.lookup_stream(&[k]).unwrap()[0].index, b);
 }
 
+/// A fresh card whose entry 0 matches exactly `key`, answering `result` and `did`.
+fn card_with_exact_entry_0(key: [u32; 10], result: u32, did: u8) -> RtlCard {
+    let mut r = RtlCard::new().unwrap();
+    let e = Entry {
+        key,
+        mask: [u32::MAX; 10],
+        result,
+        did,
+    };
+    write_entry(&mut r, 0, &e);
+    r
+}
+
 /// The clock (counted from the first key) on which a command whose CMD write
 /// is accepted on clock `at` changes the table: start, VEC, ENC, COMMIT.
 fn commit_clock(at: usize) -> usize {
@@ -177,18 +190,8 @@ fn commit_clock(at: usize) -> usize {
 
 #[test]
 fn lookups_see_the_table_as_it_stood_when_they_entered() {
-    let mut r = RtlCard::new().unwrap();
     let k = [0x42; 10];
-    write_entry(
-        &mut r,
-        0,
-        &Entry {
-            key: k,
-            mask: [u32::MAX; 10],
-            result: 0x77,
-            did: 3,
-        },
-    );
+    let mut r = card_with_exact_entry_0(k, 0x77, 3);
     // INVALIDATE entry 0 (INDEX is 0) while 20 lookups of its key stream by.
     let at = 5;
     let got = r
@@ -217,18 +220,8 @@ fn lookups_see_the_table_as_it_stood_when_they_entered() {
 
 #[test]
 fn a_hit_on_the_hit_rc_clock_is_kept() {
-    let mut r = RtlCard::new().unwrap();
     let k = [7; 10];
-    write_entry(
-        &mut r,
-        0,
-        &Entry {
-            key: k,
-            mask: [u32::MAX; 10],
-            result: 1,
-            did: 1,
-        },
-    );
+    let mut r = card_with_exact_entry_0(k, 1, 1);
     // HIT_RC of entries 0..31 commits on the clock that samples the last key.
     let at = 3;
     let got = r
