@@ -142,31 +142,19 @@ fn bit_flips_are_caught() {
         c.insert(&sample_entry(n)).unwrap();
     }
     type Expect = fn(&DriverError) -> bool;
-    let flip = |offset, bits| Fault::FlipBits { offset, bits };
-    let search_faults: [(&str, Fault, Expect); 4] = [
-        (
-            "a flipped index bit sends SEARCH's answer beyond the depth",
-            flip(cam_reg(cam::INDEX), 1 << 20),
-            |e| matches!(e, DriverError::BadIndex { .. }),
-        ),
-        (
-            "or to a slot the driver never wrote",
-            flip(cam_reg(cam::INDEX), 1 << 6),
-            |e| matches!(e, DriverError::Inconsistent { .. }),
-        ),
-        (
-            "a flipped result bit disagrees with what the driver wrote",
-            flip(cam_reg(cam::RESULT), 1 << 3),
-            |e| matches!(e, DriverError::Inconsistent { .. }),
-        ),
-        (
-            "a reserved STATUS bit",
-            flip(cam_reg(cam::STATUS), 1 << 20),
-            |e| matches!(e, DriverError::BadStatus { .. }),
-        ),
+    let bad_index: Expect = |e| matches!(e, DriverError::BadIndex { .. });
+    let inconsistent: Expect = |e| matches!(e, DriverError::Inconsistent { .. });
+    let bad_status: Expect = |e| matches!(e, DriverError::BadStatus { .. });
+    // SEARCH's answer with one bit flipped on the way back.
+    let search_faults: [(&str, hal::regs::Reg, u32, Expect); 4] = [
+        ("an index beyond the depth", cam::INDEX, 1 << 20, bad_index),
+        ("an index never written", cam::INDEX, 1 << 6, inconsistent),
+        ("a result not written", cam::RESULT, 1 << 3, inconsistent),
+        ("a reserved STATUS bit", cam::STATUS, 1 << 20, bad_status),
     ];
-    for (case, fault, expected) in search_faults {
-        c.regs_mut().inject(fault);
+    for (case, reg, bits, expected) in search_faults {
+        let offset = cam_reg(reg);
+        c.regs_mut().inject(Fault::FlipBits { offset, bits });
         let e = c.search(&sample_entry(0).key).err();
         assert!(e.as_ref().is_some_and(expected), "{case}: {e:?}");
         c.regs_mut().clear();
