@@ -188,6 +188,8 @@ module tcam (
     reg [DEPTH-1:0] wn;  // next written bits
     reg [DEPTH-1:0] ec;  // entries replaced or dropped by this edge's commit
     reg upd;  // any of the above change on this edge
+    reg store;  // WRITE or INSERT: the staged entry goes into slot store_at
+    reg [IW-1:0] store_at;
     reg [IW:0] fs;
     reg [31:0] e;
     reg [7:0] err;
@@ -228,6 +230,8 @@ module tcam (
       wn = written;
       ec = {DEPTH{1'b0}};
       upd = 1'b0;
+      store = 1'b0;
+      store_at = arg_idx;
       op_done <= 1'b0;
 
       // ---- management commands
@@ -272,16 +276,7 @@ module tcam (
           o_ld_hits <= 1'b0;
           if (c_err == CAM_ERR_OK[7:0]) begin
             case (c_code)
-              CAM_CMD_WRITE: begin
-                key_mem[arg_idx] <= op_key;
-                mask_mem[arg_idx] <= op_mask;
-                res_mem[arg_idx] <= op_result;
-                did_mem[arg_idx] <= op_did;
-                vn[arg_idx] = 1'b1;
-                wn[arg_idx] = 1'b1;
-                ec[arg_idx] = 1'b1;
-                upd = 1'b1;
-              end
+              CAM_CMD_WRITE: store = 1'b1;
               CAM_CMD_INVALIDATE: begin
                 vn[arg_idx] = 1'b0;
                 ec[arg_idx] = 1'b1;
@@ -335,14 +330,8 @@ module tcam (
               end
               CAM_CMD_INSERT: begin
                 if (c_found) begin
-                  key_mem[c_sel] <= op_key;
-                  mask_mem[c_sel] <= op_mask;
-                  res_mem[c_sel] <= op_result;
-                  did_mem[c_sel] <= op_did;
-                  vn[c_sel] = 1'b1;
-                  wn[c_sel] = 1'b1;
-                  ec[c_sel] = 1'b1;
-                  upd = 1'b1;
+                  store = 1'b1;
+                  store_at = c_sel;
                   o_index <= {{(32 - IW) {1'b0}}, c_sel};
                   o_ld_index <= 1'b1;
                 end else begin
@@ -351,6 +340,16 @@ module tcam (
               end
               default: ;
             endcase
+            if (store) begin
+              key_mem[store_at] <= op_key;
+              mask_mem[store_at] <= op_mask;
+              res_mem[store_at] <= op_result;
+              did_mem[store_at] <= op_did;
+              vn[store_at] = 1'b1;
+              wn[store_at] = 1'b1;
+              ec[store_at] = 1'b1;
+              upd = 1'b1;
+            end
           end
           o_err <= err;
           state <= S_COUNT;

@@ -17,6 +17,15 @@ fn card(depth: u32) -> Card<ModelCard> {
     Card::probe(ModelCard::with_depth(depth).unwrap()).unwrap()
 }
 
+/// A card of `depth` entries holding samples `0..count`.
+fn card_with_samples(depth: u32, count: u32) -> Card<ModelCard> {
+    let mut c = card(depth);
+    for n in 0..count {
+        c.insert(&sample_entry(n)).unwrap();
+    }
+    c
+}
+
 fn pfx(s: &str) -> IpPrefix {
     s.parse().unwrap()
 }
@@ -177,10 +186,7 @@ fn write_at_orders_overlapping_entries() {
 
 #[test]
 fn dump_decodes_keys_with_wildcards() {
-    let mut c = card(128);
-    for n in 0..40 {
-        c.insert(&sample_entry(n)).unwrap();
-    }
+    let mut c = card_with_samples(128, 40);
     let all = c.dump(None).unwrap();
     assert_eq!(all.len(), 40);
     for (n, d) in all.iter().enumerate() {
@@ -202,10 +208,7 @@ fn dump_decodes_keys_with_wildcards() {
 
 #[test]
 fn flush_by_distribution_identifiers() {
-    let mut c = card(1024);
-    for n in 0..600 {
-        c.insert(&sample_entry(n)).unwrap();
-    }
+    let mut c = card_with_samples(1024, 600);
     let dids = DidSet::from_ids((0..=255).filter(|d| d % 3 == 0).map(DistributionId)).unwrap();
     let expected = (0..600)
         .filter(|&n| dids.contains(sample_entry(n).did))
@@ -235,10 +238,7 @@ fn flush_by_distribution_identifiers() {
 
 #[test]
 fn aging_from_hit_bits() {
-    let mut c = card(256);
-    for n in 0..100 {
-        c.insert(&sample_entry(n)).unwrap();
-    }
+    let mut c = card_with_samples(256, 100);
     // Search a few exact samples (n % 8 == 0 and 2 are fully exact).
     let hot = [0u32, 2, 40, 66, 98];
     for &n in &hot {
@@ -266,10 +266,7 @@ fn aging_from_hit_bits() {
 
 #[test]
 fn cam_full_is_an_error_not_a_drop() {
-    let mut c = card(64);
-    for n in 0..64 {
-        c.insert(&sample_entry(n)).unwrap();
-    }
+    let mut c = card_with_samples(64, 64);
     assert!(matches!(
         c.insert(&sample_entry(64)),
         Err(DriverError::CamFull { depth: 64 })
@@ -287,10 +284,7 @@ fn cam_full_is_an_error_not_a_drop() {
 
 #[test]
 fn attach_rebuilds_the_shadow_without_reset() {
-    let mut c = card(128);
-    for n in 0..50 {
-        c.insert(&sample_entry(n)).unwrap();
-    }
+    let mut c = card_with_samples(128, 50);
     c.remove(&sample_entry(3).key).unwrap();
     let mut c2 = Card::attach(c.into_inner()).unwrap();
     assert_eq!(c2.len(), 49);

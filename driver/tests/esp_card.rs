@@ -23,6 +23,22 @@ fn sa(spi: u32, dir: Direction, key: &[u8]) -> SaConfig {
     )
 }
 
+/// ENCAP of `payload` on SA `spi` (next header 4), then DECAP of the packet; the payload
+/// that comes back.
+fn round_trip(engine: &mut impl EspEngine, spi: Spi, payload: &[u8]) -> Vec<u8> {
+    let (_, pkt) = engine
+        .process(EspRequest::Encapsulate {
+            spi,
+            next_header: 4,
+            payload,
+        })
+        .expect("enc");
+    engine
+        .process(EspRequest::Decapsulate { packet: &pkt })
+        .expect("dec")
+        .1
+}
+
 #[test]
 fn key_material_is_never_readable_anywhere_in_the_bar() {
     let mut hw = card();
@@ -31,15 +47,7 @@ fn key_material_is_never_readable_anywhere_in_the_bar() {
         .expect("install");
     hw.install_sa(&sa(7, Direction::Outbound, &key))
         .expect("install");
-    let (_, pkt) = hw
-        .process(EspRequest::Encapsulate {
-            spi: Spi(7),
-            next_header: 4,
-            payload: b"hello",
-        })
-        .expect("enc");
-    hw.process(EspRequest::Decapsulate { packet: &pkt })
-        .expect("dec");
+    assert_eq!(round_trip(&mut hw, Spi(7), b"hello"), b"hello");
     let regs = hw.card_mut().regs_mut();
     for o in (0..regs.size() as u32).step_by(4) {
         let v = regs.read32(BarOffset(o)).expect("read");
@@ -217,19 +225,7 @@ fn fallback_spills_to_software_when_the_card_is_full() {
         fb.placement(Direction::Inbound, Spi(1000)),
         Some(Placement::Software)
     );
-    let (_, p) = fb
-        .process(EspRequest::Encapsulate {
-            spi: Spi(1000),
-            next_header: 4,
-            payload: b"spill",
-        })
-        .expect("enc");
-    assert_eq!(
-        fb.process(EspRequest::Decapsulate { packet: &p })
-            .expect("dec")
-            .1,
-        b"spill"
-    );
+    assert_eq!(round_trip(&mut fb, Spi(1000), b"spill"), b"spill");
     // No card at all: everything runs in software.
     let mut none: FallbackEsp<ModelCard> = FallbackEsp::new(None, 2);
     none.install_sa(&sa(1, Direction::Inbound, &[5; 32]))

@@ -42,6 +42,11 @@ fn dec(rx: &mut SoftwareEsp, packet: &[u8]) -> Result<Vec<u8>, EspError> {
         .map(|(_, p)| p)
 }
 
+/// Asserts that `rx` drops `packet` as a replay of sequence number `seq`.
+fn assert_replay(rx: &mut SoftwareEsp, packet: &[u8], seq: u64) {
+    assert_eq!(dec(rx, packet), Err(EspError::Replay { spi: SPI.0, seq }));
+}
+
 fn set_tx_seq(tx: &mut SoftwareEsp, seq: u64) {
     let st = SaState {
         seq,
@@ -77,13 +82,7 @@ fn replay_window_edges() {
     // seq n is pkts[n - 1]
     dec(&mut rx, &pkts[99]).expect("seq 100");
     // duplicate
-    assert_eq!(
-        dec(&mut rx, &pkts[99]),
-        Err(EspError::Replay {
-            spi: SPI.0,
-            seq: 100
-        })
-    );
+    assert_replay(&mut rx, &pkts[99], 100);
     // oldest still inside the window: 100 - 63 = 37
     dec(&mut rx, &pkts[36]).expect("seq 37, left edge");
     assert!(matches!(
@@ -91,13 +90,7 @@ fn replay_window_edges() {
         Err(EspError::Replay { .. })
     ));
     // just outside: 36
-    assert_eq!(
-        dec(&mut rx, &pkts[35]),
-        Err(EspError::Replay {
-            spi: SPI.0,
-            seq: 36
-        })
-    );
+    assert_replay(&mut rx, &pkts[35], 36);
     // out of order inside the window
     dec(&mut rx, &pkts[98]).expect("seq 99");
     dec(&mut rx, &pkts[50]).expect("seq 51");

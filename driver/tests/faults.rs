@@ -25,6 +25,18 @@ fn probe_with(f: Fault) -> Result<Card<FaultInjector<ModelCard>>, DriverError> {
     Card::probe(inj)
 }
 
+/// Probes a card whose register at `offset` always reads `value`.
+fn probe_forcing(
+    offset: BarOffset,
+    value: u32,
+) -> Result<Card<FaultInjector<ModelCard>>, DriverError> {
+    probe_with(Fault::ForceBits {
+        offset,
+        mask: u32::MAX,
+        value,
+    })
+}
+
 #[test]
 fn stuck_busy_times_out_and_the_card_recovers() {
     let mut c = faulty();
@@ -141,46 +153,24 @@ fn bit_flips_are_caught() {
     for n in 0..10 {
         c.insert(&sample_entry(n)).unwrap();
     }
-    // A flipped index bit sends SEARCH's answer beyond the depth...
-    c.regs_mut().inject(Fault::FlipBits {
-        offset: cam_reg(cam::INDEX),
-        bits: 1 << 20,
-    });
-    assert!(matches!(
-        c.search(&sample_entry(0).key),
-        Err(DriverError::BadIndex { .. })
-    ));
-    c.regs_mut().clear();
-    // ...or to a slot the driver never wrote.
-    c.regs_mut().inject(Fault::FlipBits {
-        offset: cam_reg(cam::INDEX),
-        bits: 1 << 6,
-    });
-    assert!(matches!(
-        c.search(&sample_entry(0).key),
-        Err(DriverError::Inconsistent { .. })
-    ));
-    c.regs_mut().clear();
-    // A flipped result bit disagrees with what the driver wrote.
-    c.regs_mut().inject(Fault::FlipBits {
-        offset: cam_reg(cam::RESULT),
-        bits: 1 << 3,
-    });
-    assert!(matches!(
-        c.search(&sample_entry(0).key),
-        Err(DriverError::Inconsistent { .. })
-    ));
-    c.regs_mut().clear();
-    // A reserved STATUS bit.
-    c.regs_mut().inject(Fault::FlipBits {
-        offset: cam_reg(cam::STATUS),
-        bits: 1 << 20,
-    });
-    assert!(matches!(
-        c.search(&sample_entry(0).key),
-        Err(DriverError::BadStatus { .. })
-    ));
-    c.regs_mut().clear();
+    type Expect = fn(&DriverError) -> bool;
+    let bad_index: Expect = |e| matches!(e, DriverError::BadIndex { .. });
+    let inconsistent: Expect = |e| matches!(e, DriverError::Inconsistent { .. });
+    let bad_status: Expect = |e| matches!(e, DriverError::BadStatus { .. });
+    // SEARCH's answer with one bit flipped on the way back.
+    let search_faults: [(&str, hal::regs::Reg, u32, Expect); 4] = [
+        ("an index beyond the depth", cam::INDEX, 1 << 20, bad_index),
+        ("an index never written", cam::INDEX, 1 << 6, inconsistent),
+        ("a result not written", cam::RESULT, 1 << 3, inconsistent),
+        ("a reserved STATUS bit", cam::STATUS, 1 << 20, bad_status),
+    ];
+    for (case, reg, bits, expected) in search_faults {
+        let offset = cam_reg(reg);
+        c.regs_mut().inject(Fault::FlipBits { offset, bits });
+        let e = c.search(&sample_entry(0).key).err();
+        assert!(e.as_ref().is_some_and(expected), "{case}: {e:?}");
+        c.regs_mut().clear();
+    }
     // DONE missing: the command never ran.
     c.regs_mut().inject(Fault::ForceBits {
         offset: cam_reg(cam::STATUS),
@@ -221,12 +211,7 @@ fn wrong_magic_and_unknown_major_are_refused() {
     .unwrap_err();
     assert!(matches!(e, DriverError::WrongMagic { .. }), "{e:?}");
     let v = header::version::MAJOR.put(2) | 7;
-    let e = probe_with(Fault::ForceBits {
-        offset: cam_reg(header::VERSION),
-        mask: u32::MAX,
-        value: v,
-    })
-    .unwrap_err();
+    let e = probe_forcing(cam_reg(header::VERSION), v).unwrap_err();
     assert!(
         matches!(
             e,
@@ -240,19 +225,9 @@ fn wrong_magic_and_unknown_major_are_refused() {
     );
     // A newer minor version is fine.
     let v = header::version::MAJOR.put(1) | 9;
-    let c = probe_with(Fault::ForceBits {
-        offset: cam_reg(header::VERSION),
-        mask: u32::MAX,
-        value: v,
-    })
-    .unwrap();
+    let c = probe_forcing(cam_reg(header::VERSION), v).unwrap();
     assert_eq!(c.blocks()[1].minor, 9);
-    let e = probe_with(Fault::ForceBits {
-        offset: cam_reg(cam::CAP_KEY_BITS),
-        mask: u32::MAX,
-        value: 160,
-    })
-    .unwrap_err();
+    let e = probe_forcing(cam_reg(cam::CAP_KEY_BITS), 160).unwrap_err();
     assert!(
         matches!(
             e,
@@ -264,12 +239,7 @@ fn wrong_magic_and_unknown_major_are_refused() {
         ),
         "{e:?}"
     );
-    let e = probe_with(Fault::ForceBits {
-        offset: cam_reg(cam::CAP_DEPTH),
-        mask: u32::MAX,
-        value: 0,
-    })
-    .unwrap_err();
+    let e = probe_forcing(cam_reg(cam::CAP_DEPTH), 0).unwrap_err();
     assert!(
         matches!(
             e,
@@ -285,33 +255,18 @@ fn wrong_magic_and_unknown_major_are_refused() {
 #[test]
 fn chain_faults_in_the_model() {
     // NEXT = 0 ends the chain, so a loop has to point at a block itself.
-    let e = probe_with(Fault::ForceBits {
-        offset: cam_reg(header::NEXT),
-        mask: u32::MAX,
-        value: cam::BASE,
-    })
-    .unwrap_err();
+    let e = probe_forcing(cam_reg(header::NEXT), cam::BASE).unwrap_err();
     assert!(
         matches!(e, DriverError::ChainLoop { offset, blocks: 2 } if offset == cam::BASE),
         "{e:?}"
     );
     // Misaligned and out-of-BAR pointers.
     for bad in [cam::BASE + 2, 0xFFFF_FFF0] {
-        let e = probe_with(Fault::ForceBits {
-            offset: cam_reg(header::NEXT),
-            mask: u32::MAX,
-            value: bad,
-        })
-        .unwrap_err();
+        let e = probe_forcing(cam_reg(header::NEXT), bad).unwrap_err();
         assert!(matches!(e, DriverError::BadNextPointer { .. }), "{e:?}");
     }
     // Pointing into unmapped space.
-    let e = probe_with(Fault::ForceBits {
-        offset: cam_reg(header::NEXT),
-        mask: u32::MAX,
-        value: 0x8000,
-    })
-    .unwrap_err();
+    let e = probe_forcing(cam_reg(header::NEXT), 0x8000).unwrap_err();
     assert!(
         matches!(
             e,

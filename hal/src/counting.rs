@@ -33,15 +33,7 @@ impl<R: RegIo> RegIo for Counting<R> {
         self.writes += 1;
         self.inner.write32(offset, value)
     }
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-    fn describe(&self) -> String {
-        format!("counting({})", self.inner.describe())
-    }
-    fn idle(&mut self) {
-        self.inner.idle();
-    }
+    crate::io::forward_to_inner!("counting");
 }
 
 #[cfg(test)]

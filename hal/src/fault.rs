@@ -138,46 +138,23 @@ impl<R: RegIo> RegIo for FaultInjector<R> {
         self.inner.write32(offset, value)
     }
 
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-
-    fn describe(&self) -> String {
-        format!("faulty({})", self.inner.describe())
-    }
-
-    fn idle(&mut self) {
-        self.inner.idle();
-    }
+    crate::io::forward_to_inner!("faulty");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A plain memory-backed register file, enough to test the wrapper.
-    struct Mem(Vec<u32>);
-    impl RegIo for Mem {
-        fn read32(&mut self, o: BarOffset) -> Result<u32, HalError> {
-            let i = crate::io::check_access(o, self.size())?;
-            Ok(self.0[i / 4])
-        }
-        fn write32(&mut self, o: BarOffset, v: u32) -> Result<(), HalError> {
-            let i = crate::io::check_access(o, self.size())?;
-            self.0[i / 4] = v;
-            Ok(())
-        }
-        fn size(&self) -> u64 {
-            self.0.len() as u64 * 4
-        }
-        fn describe(&self) -> String {
-            "mem".into()
-        }
+    use crate::mmio::MmioRegs;
+
+    /// A heap register file of `words` zeroed words, enough to test the wrapper.
+    fn mem(words: usize) -> MmioRegs {
+        MmioRegs::from_words(vec![0; words], "mem")
     }
 
     #[test]
     fn faults_apply_as_described() {
-        let mut f = FaultInjector::new(Mem(vec![0; 16]));
+        let mut f = FaultInjector::new(mem(16));
         f.write32(BarOffset(4), 0x10).unwrap();
         f.inject(Fault::StuckBits {
             offset: BarOffset(4),
@@ -206,19 +183,8 @@ mod tests {
     }
 
     #[test]
-    fn misaligned_and_out_of_range_are_errors() {
-        let mut m = Mem(vec![0; 4]);
-        assert!(matches!(
-            m.read32(BarOffset(2)),
-            Err(HalError::Misaligned { .. })
-        ));
-        assert!(matches!(
-            m.read32(BarOffset(16)),
-            Err(HalError::OutOfBounds { .. })
-        ));
-        assert!(matches!(
-            m.write32(BarOffset(u32::MAX - 3), 0),
-            Err(HalError::OutOfBounds { .. })
-        ));
+    fn misaligned_and_out_of_range_errors_pass_through() {
+        let mut m = FaultInjector::new(mem(4));
+        crate::conformance::assert_bad_offsets_rejected(&mut m, &[2], &[16, u32::MAX - 3]);
     }
 }

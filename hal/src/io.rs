@@ -123,6 +123,58 @@ impl<T: RegIo + ?Sized> RegIo for Box<T> {
     }
 }
 
+/// Implements [`RegIo`] for a named hardware backend: every access goes to the register window
+/// in the field `$window` (anything with `read32`, `write32` and `size`), and `describe` answers
+/// with the backend's `name` field.
+macro_rules! regio_by_window {
+    ($ty:ty, $window:ident) => {
+        impl $crate::io::RegIo for $ty {
+            fn read32(
+                &mut self,
+                offset: $crate::io::BarOffset,
+            ) -> Result<u32, $crate::io::HalError> {
+                self.$window.read32(offset)
+            }
+
+            fn write32(
+                &mut self,
+                offset: $crate::io::BarOffset,
+                value: u32,
+            ) -> Result<(), $crate::io::HalError> {
+                self.$window.write32(offset, value)
+            }
+
+            fn size(&self) -> u64 {
+                self.$window.size()
+            }
+
+            fn describe(&self) -> String {
+                self.name.clone()
+            }
+        }
+    };
+}
+pub(crate) use regio_by_window;
+
+/// The [`RegIo`] methods a wrapper hands to its `inner` backend unchanged (`size`, `idle`),
+/// and `describe` as `label(<inner>)`. Expands inside the wrapper's `impl RegIo` block.
+macro_rules! forward_to_inner {
+    ($label:literal) => {
+        fn size(&self) -> u64 {
+            self.inner.size()
+        }
+
+        fn describe(&self) -> String {
+            format!(concat!($label, "({})"), self.inner.describe())
+        }
+
+        fn idle(&mut self) {
+            self.inner.idle();
+        }
+    };
+}
+pub(crate) use forward_to_inner;
+
 /// Check alignment and bounds of an access: the common prologue of every
 /// backend.
 ///

@@ -11,6 +11,7 @@
 //!
 //! This is the only crate (with the Verilator shim) allowed to hold `unsafe`.
 
+pub mod conformance;
 pub mod counting;
 pub mod fault;
 pub mod hw;

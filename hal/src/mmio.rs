@@ -23,7 +23,7 @@
 use std::fmt;
 use std::ptr::NonNull;
 
-use crate::io::{check_access, BarOffset, HalError, RegIo};
+use crate::io::{check_access, BarOffset, HalError};
 
 /// What keeps the window's memory alive.
 enum Backing {
@@ -103,6 +103,12 @@ impl MmioWindow {
         self.len
     }
 
+    /// Size of the window in bytes, as [`RegIo::size`](crate::RegIo::size) reports it.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.len as u64
+    }
+
     /// Whether the window has no registers at all.
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -175,7 +181,7 @@ impl fmt::Debug for MmioWindow {
     }
 }
 
-/// A [`RegIo`] backend over one [`MmioWindow`] that covers the whole BAR.
+/// A [`RegIo`](crate::RegIo) backend over one [`MmioWindow`] that covers the whole BAR.
 ///
 /// [`crate::pci::PciResourceCard`] is one of these over a `resourceN` mapping;
 /// tests can build one over a heap buffer with [`MmioRegs::from_words`].
@@ -209,28 +215,13 @@ impl MmioRegs {
     }
 }
 
-impl RegIo for MmioRegs {
-    fn read32(&mut self, offset: BarOffset) -> Result<u32, HalError> {
-        self.window.read32(offset)
-    }
-
-    fn write32(&mut self, offset: BarOffset, value: u32) -> Result<(), HalError> {
-        self.window.write32(offset, value)
-    }
-
-    fn size(&self) -> u64 {
-        self.window.len() as u64
-    }
-
-    fn describe(&self) -> String {
-        self.name.clone()
-    }
-}
+crate::io::regio_by_window!(MmioRegs, window);
 
 #[cfg(test)]
 mod tests {
     //! These tests use heap windows only, so Miri can run them.
     use super::*;
+    use crate::io::RegIo;
 
     #[test]
     fn heap_window_reads_what_it_was_given_and_keeps_writes() {
@@ -246,27 +237,12 @@ mod tests {
 
     #[test]
     fn heap_window_rejects_misaligned_and_out_of_range_offsets() {
-        let mut w = MmioWindow::from_words(vec![0; 4]);
-        for off in [1, 2, 3, 5, 15] {
-            assert!(matches!(
-                w.read32(BarOffset(off)),
-                Err(HalError::Misaligned { .. })
-            ));
-            assert!(matches!(
-                w.write32(BarOffset(off), 1),
-                Err(HalError::Misaligned { .. })
-            ));
-        }
-        for off in [16, 20, 0xFFFF_FFFC] {
-            assert!(matches!(
-                w.read32(BarOffset(off)),
-                Err(HalError::OutOfBounds { size: 16, .. })
-            ));
-            assert!(matches!(
-                w.write32(BarOffset(off), 1),
-                Err(HalError::OutOfBounds { .. })
-            ));
-        }
+        let mut w = MmioRegs::from_words(vec![0; 4], "heap");
+        crate::conformance::assert_bad_offsets_rejected(
+            &mut w,
+            &[1, 2, 3, 5, 15],
+            &[16, 20, 0xFFFF_FFFC],
+        );
         // Nothing was written by the rejected accesses.
         for off in (0..16).step_by(4) {
             assert_eq!(w.read32(BarOffset(off)).unwrap(), 0);

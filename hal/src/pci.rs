@@ -10,7 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::io::{BarOffset, HalError, RegIo};
+use crate::io::HalError;
 use crate::mmio::MmioWindow;
 use crate::regs::BAR_SIZE;
 use crate::sysfs::{bound_driver, open_error};
@@ -88,23 +88,7 @@ impl PciResourceCard {
     }
 }
 
-impl RegIo for PciResourceCard {
-    fn read32(&mut self, offset: BarOffset) -> Result<u32, HalError> {
-        self.window.read32(offset)
-    }
-
-    fn write32(&mut self, offset: BarOffset, value: u32) -> Result<(), HalError> {
-        self.window.write32(offset, value)
-    }
-
-    fn size(&self) -> u64 {
-        self.window.len() as u64
-    }
-
-    fn describe(&self) -> String {
-        self.name.clone()
-    }
-}
+crate::io::regio_by_window!(PciResourceCard, window);
 
 fn open_resource(path: &Path, name: &str) -> Result<File, HalError> {
     OpenOptions::new()

@@ -375,23 +375,7 @@ impl VfioCard {
     }
 }
 
-impl RegIo for VfioCard {
-    fn read32(&mut self, offset: BarOffset) -> Result<u32, HalError> {
-        self.bar.read32(offset)
-    }
-
-    fn write32(&mut self, offset: BarOffset, value: u32) -> Result<(), HalError> {
-        self.bar.write32(offset, value)
-    }
-
-    fn size(&self) -> u64 {
-        self.bar.size()
-    }
-
-    fn describe(&self) -> String {
-        self.name.clone()
-    }
-}
+crate::io::regio_by_window!(VfioCard, bar);
 
 /// A region of a file reached as a [`RegionPlan`] says: the planned ranges
 /// memory-mapped (volatile access), everything else by `pread`/`pwrite` at

@@ -20,8 +20,24 @@ fn region(dir: &Path, name: &str, words: impl IntoIterator<Item = u32>) -> std::
     path
 }
 
+/// Asserts that the message `msg` mentions every one of `parts`.
+fn assert_mentions(msg: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(msg.contains(part), "{part:?} missing from: {msg}");
+    }
+}
+
 fn bar_words() -> u32 {
     BAR_SIZE / 4
+}
+
+/// A temporary `resource0` of `bars` BAR sizes, every word `word`; the
+/// directory lives as long as the returned guard.
+fn filled_bar(word: u32, bars: u32) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let words = std::iter::repeat_n(word, (bars * bar_words()) as usize);
+    let path = region(dir.path(), "resource0", words);
+    (dir, path)
 }
 
 fn open_err(path: &Path) -> String {
@@ -53,12 +69,7 @@ fn reads_every_word_of_the_file() {
 
 #[test]
 fn writes_land_in_the_file_little_endian() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = region(
-        dir.path(),
-        "resource0",
-        std::iter::repeat_n(0, bar_words() as usize),
-    );
+    let (_dir, path) = filled_bar(0, 1);
     let mut card = PciResourceCard::open(&path).unwrap();
     card.write32(BarOffset(0x14), 0x1122_3344).unwrap();
     card.write32(BarOffset(BAR_SIZE - 4), 0xA5A5_5A5A).unwrap();
@@ -77,12 +88,7 @@ fn writes_land_in_the_file_little_endian() {
 fn reads_are_not_cached_other_writers_are_seen() {
     // A register that changes under us (as device registers do) must be
     // read afresh every time: write the file behind the mapping's back.
-    let dir = tempfile::tempdir().unwrap();
-    let path = region(
-        dir.path(),
-        "resource0",
-        std::iter::repeat_n(0, bar_words() as usize),
-    );
+    let (_dir, path) = filled_bar(0, 1);
     let mut card = PciResourceCard::open(&path).unwrap();
     let other = fs::OpenOptions::new().write(true).open(&path).unwrap();
     for v in [1u32, 0xFFFF_FFFF, 0x8000_0000, 0] {
@@ -97,40 +103,13 @@ fn reads_are_not_cached_other_writers_are_seen() {
 
 #[test]
 fn misaligned_and_out_of_range_accesses_are_errors_not_faults() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = region(
-        dir.path(),
-        "resource0",
-        std::iter::repeat_n(7, bar_words() as usize),
-    );
+    let (_dir, path) = filled_bar(7, 1);
     let mut card = PciResourceCard::open(&path).unwrap();
-    for off in [1, 2, 3, 0x1001, BAR_SIZE - 1] {
-        assert!(
-            matches!(
-                card.read32(BarOffset(off)),
-                Err(HalError::Misaligned { .. })
-            ),
-            "{off:#x}"
-        );
-        assert!(
-            matches!(
-                card.write32(BarOffset(off), 0),
-                Err(HalError::Misaligned { .. })
-            ),
-            "{off:#x}"
-        );
-    }
-    for off in [BAR_SIZE, BAR_SIZE + 4, 0xFFFF_FFFC] {
-        let e = card.read32(BarOffset(off)).unwrap_err();
-        assert!(
-            matches!(e, HalError::OutOfBounds { size, .. } if size == u64::from(BAR_SIZE)),
-            "{e:?}"
-        );
-        assert!(matches!(
-            card.write32(BarOffset(off), 0),
-            Err(HalError::OutOfBounds { .. })
-        ));
-    }
+    hal::conformance::assert_bad_offsets_rejected(
+        &mut card,
+        &[1, 2, 3, 0x1001, BAR_SIZE - 1],
+        &[BAR_SIZE, BAR_SIZE + 4, 0xFFFF_FFFC],
+    );
     // The rejected writes changed nothing.
     let bytes = fs::read(&path).unwrap();
     assert!(bytes.chunks(4).all(|w| w == 7u32.to_le_bytes()));
@@ -138,12 +117,7 @@ fn misaligned_and_out_of_range_accesses_are_errors_not_faults() {
 
 #[test]
 fn a_larger_bar_is_mapped_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = region(
-        dir.path(),
-        "resource0",
-        std::iter::repeat_n(0, 2 * bar_words() as usize),
-    );
+    let (_dir, path) = filled_bar(0, 2);
     let mut card = PciResourceCard::open(&path).unwrap();
     assert_eq!(card.size(), 2 * u64::from(BAR_SIZE));
     card.write32(BarOffset(2 * BAR_SIZE - 4), 9).unwrap();
@@ -154,12 +128,7 @@ fn a_larger_bar_is_mapped_whole() {
 fn an_all_ones_region_reads_all_ones_without_error() {
     // A device that fell off the bus reads all ones; the backend passes that
     // through and leaves the verdict to the driver.
-    let dir = tempfile::tempdir().unwrap();
-    let path = region(
-        dir.path(),
-        "resource0",
-        std::iter::repeat_n(u32::MAX, bar_words() as usize),
-    );
+    let (_dir, path) = filled_bar(u32::MAX, 1);
     let mut card = PciResourceCard::open(&path).unwrap();
     for off in (0..BAR_SIZE).step_by(0x404) {
         let off = off & !3;
@@ -194,21 +163,17 @@ fn too_small_file_is_refused_with_sizes_and_fix() {
 fn missing_resource_file_and_missing_device_are_told_apart() {
     let dir = tempfile::tempdir().unwrap();
     let msg = open_err(&dir.path().join("resource7"));
-    assert!(msg.contains("no such resource file"), "{msg}");
-    assert!(msg.contains("resource0"), "{msg}");
+    assert_mentions(&msg, &["no such resource file", "resource0"]);
 
     let msg = open_err(&dir.path().join("0000:ff:1f.7/resource0"));
-    assert!(msg.contains("no such device"), "{msg}");
-    assert!(msg.contains("lspci -D"), "{msg}");
-    assert!(msg.contains("rescan"), "{msg}");
+    assert_mentions(&msg, &["no such device", "lspci -D", "rescan"]);
 }
 
 #[test]
 fn a_directory_is_not_a_bar() {
     let dir = tempfile::tempdir().unwrap();
     let msg = open_err(dir.path());
-    assert!(msg.contains("is a directory"), "{msg}");
-    assert!(msg.contains("resource0"), "{msg}");
+    assert_mentions(&msg, &["is a directory", "resource0"]);
 }
 
 /// A fake sysfs device directory holding a BAR-sized `resource0`.
@@ -219,10 +184,14 @@ fn fake_sysfs_device(root: &Path, bdf: &str) -> std::path::PathBuf {
     dev
 }
 
-fn bind(root: &Path, dev: &Path, driver: &str) {
-    let drv = root.join("sys/bus/pci/drivers").join(driver);
+/// A fake sysfs device `0000:03:00.0` bound to the kernel driver `driver`.
+fn device_bound_to(driver: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let dev = fake_sysfs_device(root.path(), "0000:03:00.0");
+    let drv = root.path().join("sys/bus/pci/drivers").join(driver);
     fs::create_dir_all(&drv).unwrap();
     std::os::unix::fs::symlink(&drv, dev.join("driver")).unwrap();
+    (root, dev)
 }
 
 #[test]
@@ -231,10 +200,12 @@ fn a_disabled_device_is_refused_with_the_enable_command() {
     let dev = fake_sysfs_device(root.path(), "0000:03:00.0");
     fs::write(dev.join("enable"), "0\n").unwrap();
     let msg = open_err(&dev.join("resource0"));
-    assert!(msg.contains("disabled"), "{msg}");
-    assert!(
-        msg.contains(&format!("echo 1 > {}", dev.join("enable").display())),
-        "{msg}"
+    assert_mentions(
+        &msg,
+        &[
+            "disabled",
+            &format!("echo 1 > {}", dev.join("enable").display()),
+        ],
     );
 
     fs::write(dev.join("enable"), "1\n").unwrap();
@@ -243,25 +214,23 @@ fn a_disabled_device_is_refused_with_the_enable_command() {
 
 #[test]
 fn a_device_owned_by_a_kernel_driver_is_refused_with_the_unbind_command() {
-    let root = tempfile::tempdir().unwrap();
-    let dev = fake_sysfs_device(root.path(), "0000:03:00.0");
-    bind(root.path(), &dev, "ixgbe");
+    let (_root, dev) = device_bound_to("ixgbe");
     let msg = open_err(&dev.join("resource0"));
-    assert!(msg.contains("owned by the kernel driver `ixgbe`"), "{msg}");
-    assert!(
-        msg.contains(&format!(
-            "echo 0000:03:00.0 > {}",
-            dev.join("driver/unbind").display()
-        )),
-        "{msg}"
+    assert_mentions(
+        &msg,
+        &[
+            "owned by the kernel driver `ixgbe`",
+            &format!(
+                "echo 0000:03:00.0 > {}",
+                dev.join("driver/unbind").display()
+            ),
+        ],
     );
 }
 
 #[test]
 fn a_device_bound_to_vfio_pci_points_at_the_vfio_backend() {
-    let root = tempfile::tempdir().unwrap();
-    let dev = fake_sysfs_device(root.path(), "0000:03:00.0");
-    bind(root.path(), &dev, "vfio-pci");
+    let (_root, dev) = device_bound_to("vfio-pci");
     let msg = open_err(&dev.join("resource0"));
     assert!(msg.contains("--device vfio:0000:03:00.0"), "{msg}");
 }
@@ -269,21 +238,14 @@ fn a_device_bound_to_vfio_pci_points_at_the_vfio_backend() {
 #[test]
 fn pci_stub_and_uio_leave_the_bar_to_us() {
     for driver in ["pci-stub", "uio_pci_generic"] {
-        let root = tempfile::tempdir().unwrap();
-        let dev = fake_sysfs_device(root.path(), "0000:03:00.0");
-        bind(root.path(), &dev, driver);
+        let (_root, dev) = device_bound_to(driver);
         PciResourceCard::open(&dev.join("resource0")).unwrap();
     }
 }
 
 #[test]
 fn open_spec_selects_the_backend_by_prefix() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = region(
-        dir.path(),
-        "resource0",
-        std::iter::repeat_n(0x5354_4331, bar_words() as usize),
-    );
+    let (_dir, path) = filled_bar(0x5354_4331, 1);
     let mut regs = hal::hw::open_spec(&format!("pci:{}", path.display()))
         .unwrap()
         .unwrap();
@@ -302,12 +264,7 @@ fn open_spec_selects_the_backend_by_prefix() {
 
 #[test]
 fn the_card_moves_between_threads() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = region(
-        dir.path(),
-        "resource0",
-        std::iter::repeat_n(0, bar_words() as usize),
-    );
+    let (_dir, path) = filled_bar(0, 1);
     let mut card: Box<dyn RegIo> = Box::new(PciResourceCard::open(&path).unwrap());
     card.write32(BarOffset(0x14), 42).unwrap();
     let v = std::thread::spawn(move || card.read32(BarOffset(0x14)).unwrap())

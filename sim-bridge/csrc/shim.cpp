@@ -136,6 +136,20 @@ int32_t timeout(SimCard* c, const char* what) {
     return SIM_TIMEOUT;
 }
 
+// Clock the card until `handshake` (asked of the settled outputs before each
+// edge) holds, for at most kBusTimeout clocks; the edge on which it held is
+// clocked too. False when it never held.
+template <typename F>
+bool clock_until(SimCard* c, F handshake) {
+    for (unsigned i = 0; i < kBusTimeout; ++i) {
+        c->settle();
+        const bool done = handshake();
+        c->tick();
+        if (done) return true;
+    }
+    return false;
+}
+
 }  // namespace
 
 extern "C" {
@@ -212,22 +226,15 @@ int32_t sim_axi_write(SimCard* c, uint32_t addr, uint32_t data, uint32_t* resp) 
         t->s_axi_wstrb = 0xF;
         t->s_axi_wvalid = 1;
         t->s_axi_bready = 1;
-        bool fired = false;
-        for (unsigned i = 0; i < kBusTimeout && !fired; ++i) {
-            c->settle();
-            fired = t->s_axi_awready && t->s_axi_wready;
-            c->tick();
-        }
-        if (!fired) return timeout(c, "write address/data");
+        if (!clock_until(c, [&] { return t->s_axi_awready && t->s_axi_wready; }))
+            return timeout(c, "write address/data");
         t->s_axi_awvalid = 0;
         t->s_axi_wvalid = 0;
-        bool got = false;
-        for (unsigned i = 0; i < kBusTimeout && !got; ++i) {
-            c->settle();
-            got = t->s_axi_bvalid;
-            if (got) *resp = t->s_axi_bresp;
-            c->tick();
-        }
+        const bool got = clock_until(c, [&] {
+            if (!t->s_axi_bvalid) return false;
+            *resp = t->s_axi_bresp;
+            return true;
+        });
         if (!got) return timeout(c, "write response");
         c->idle_inputs();
         return SIM_OK;
@@ -241,25 +248,15 @@ int32_t sim_axi_read(SimCard* c, uint32_t addr, uint32_t* data, uint32_t* resp) 
         c->idle_inputs();
         t->s_axi_araddr = static_cast<uint16_t>(addr);
         t->s_axi_arvalid = 1;
-        bool fired = false;
-        for (unsigned i = 0; i < kBusTimeout && !fired; ++i) {
-            c->settle();
-            fired = t->s_axi_arready;
-            c->tick();
-        }
-        if (!fired) return timeout(c, "read address");
+        if (!clock_until(c, [&] { return t->s_axi_arready; })) return timeout(c, "read address");
         t->s_axi_arvalid = 0;
         t->s_axi_rready = 1;
-        bool got = false;
-        for (unsigned i = 0; i < kBusTimeout && !got; ++i) {
-            c->settle();
-            got = t->s_axi_rvalid;
-            if (got) {
-                *data = t->s_axi_rdata;
-                *resp = t->s_axi_rresp;
-            }
-            c->tick();
-        }
+        const bool got = clock_until(c, [&] {
+            if (!t->s_axi_rvalid) return false;
+            *data = t->s_axi_rdata;
+            *resp = t->s_axi_rresp;
+            return true;
+        });
         if (!got) return timeout(c, "read data");
         c->idle_inputs();
         return SIM_OK;

@@ -24,7 +24,7 @@
 //! register traffic), searches fall back to one pass over the valid entries.
 
 use hal::io::check_access;
-use hal::regs::{block_type, cam, esp, ident, sa, BAR_SIZE, UNMAPPED_PATTERN};
+use hal::regs::{block_type, cam, esp, header, ident, sa, BAR_SIZE, UNMAPPED_PATTERN};
 use hal::{BarOffset, HalError, RegIo};
 
 use crate::model_crypto::CryptoModel;
@@ -513,10 +513,11 @@ impl ModelCard {
     }
 
     fn ident_read(&self, o: u32) -> u32 {
+        let head = (block_type::IDENT, ident::MAJOR, ident::MINOR, cam::BASE);
+        if let Some(v) = header_read(o, head) {
+            return v;
+        }
         match o {
-            _ if o == ident::TYPE.offset => block_type::IDENT,
-            _ if o == ident::VERSION.offset => version(ident::MAJOR, ident::MINOR),
-            _ if o == ident::NEXT.offset => cam::BASE,
             _ if o == ident::MAGIC.offset => ident::values::MAGIC,
             _ if o == ident::BUILD_ID.offset => ident::values::BUILD_ID_SIM,
             _ if o == ident::SCRATCH.offset => self.scratch,
@@ -535,6 +536,9 @@ impl ModelCard {
     }
 
     fn cam_read(&self, o: u32) -> u32 {
+        if let Some(v) = header_read(o, (block_type::CAM, cam::MAJOR, cam::MINOR, sa::BASE)) {
+            return v;
+        }
         let r = &self.regs;
         if let Some(i) = array_index(cam::KEY, o) {
             return r.key[i];
@@ -546,9 +550,6 @@ impl ModelCard {
             return r.did_bitmap[i];
         }
         match o {
-            _ if o == cam::TYPE.offset => block_type::CAM,
-            _ if o == cam::VERSION.offset => version(cam::MAJOR, cam::MINOR),
-            _ if o == cam::NEXT.offset => sa::BASE,
             _ if o == cam::CAP_DEPTH.offset => self.depth,
             _ if o == cam::CAP_KEY_BITS.offset => cam::KEY_BITS,
             _ if o == cam::CAP_RESULT_BITS.offset => 32,
@@ -631,6 +632,17 @@ impl RegIo for ModelCard {
 
 fn version(major: u16, minor: u16) -> u32 {
     (u32::from(major) << 16) | u32::from(minor)
+}
+
+/// The header register at offset `o` of a block whose header is `(type, major, minor, next)`:
+/// every block starts with TYPE, VERSION and NEXT ([`hal::regs::header`]). `None` past them.
+pub(crate) fn header_read(o: u32, (ty, major, minor, next): (u32, u16, u16, u32)) -> Option<u32> {
+    match o {
+        _ if o == header::TYPE.offset => Some(ty),
+        _ if o == header::VERSION.offset => Some(version(major, minor)),
+        _ if o == header::NEXT.offset => Some(next),
+        _ => None,
+    }
 }
 
 /// Element index of `o` inside register array `r`, if it falls in it.
@@ -732,35 +744,8 @@ mod tests {
     #[test]
     fn unmapped_offsets_and_bounds() {
         let mut m = ModelCard::new();
-        for o in [
-            0x20,
-            0xFFC,
-            cam::BASE + 0x3C,
-            cam::BASE + 0x68,
-            cam::BASE + 0xA8,
-            cam::BASE + 0xF0,
-            0x4000, // past the ESP block (SA table 0x2000, ESP engine 0x3000)
-            hal::regs::sa::BASE + 0x64,
-            hal::regs::esp::BASE + 0x3C,
-            hal::regs::esp::BASE + 0x7FC,
-            0xFFFC,
-        ] {
-            assert_eq!(rd(&mut m, o), UNMAPPED_PATTERN, "offset 0x{o:x}");
-            wr(&mut m, o, 5);
-            assert_eq!(rd(&mut m, o), UNMAPPED_PATTERN, "offset 0x{o:x}");
-        }
-        assert!(matches!(
-            m.read32(BarOffset(2)),
-            Err(HalError::Misaligned { .. })
-        ));
-        assert!(matches!(
-            m.read32(BarOffset(BAR_SIZE)),
-            Err(HalError::OutOfBounds { .. })
-        ));
-        assert!(matches!(
-            m.write32(BarOffset(BAR_SIZE), 0),
-            Err(HalError::OutOfBounds { .. })
-        ));
+        hal::conformance::assert_unmapped(&mut m, hal::conformance::UNMAPPED_SAMPLES);
+        hal::conformance::assert_bad_offsets_rejected(&mut m, &[2], &[BAR_SIZE]);
     }
 
     #[test]

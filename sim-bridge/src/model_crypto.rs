@@ -8,6 +8,8 @@
 //! (bytes past the data zeroed), a failed DECAP wipes those blocks.
 
 use hal::regs::{block_type, esp, sa, UNMAPPED_PATTERN};
+
+use crate::model::header_read;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
 
 /// Element `i` of register array `r` when `o` falls inside it.
@@ -170,14 +172,14 @@ impl CryptoModel {
 
     /// Read at offset `o` of the SA block.
     pub(crate) fn sa_read(&self, o: u32) -> u32 {
+        if let Some(v) = header_read(o, (block_type::SA, sa::MAJOR, sa::MINOR, esp::BASE)) {
+            return v;
+        }
         let st = &self.st;
         if in_array(sa::KEY, o).is_some() {
             return 0; // write-only
         }
         match o {
-            _ if o == sa::TYPE.offset => block_type::SA,
-            _ if o == sa::VERSION.offset => (u32::from(sa::MAJOR) << 16) | u32::from(sa::MINOR),
-            _ if o == sa::NEXT.offset => esp::BASE,
             _ if o == sa::CAP_SLOTS.offset => sa::SLOTS,
             _ if o == sa::CAP_WINDOW.offset => sa::WINDOW,
             _ if o == sa::CAP_FEATURES.offset => 0x3F,
@@ -325,6 +327,10 @@ impl CryptoModel {
 
     /// Read at offset `o` of the ESP block.
     pub(crate) fn esp_read(&self, o: u32) -> u32 {
+        // NEXT 0: the end of the chain.
+        if let Some(v) = header_read(o, (block_type::ESP, esp::MAJOR, esp::MINOR, 0)) {
+            return v;
+        }
         if let Some(i) = in_array(esp::BUF, o) {
             let b = 4 * i;
             return u32::from_be_bytes([
@@ -335,9 +341,6 @@ impl CryptoModel {
             ]);
         }
         match o {
-            _ if o == esp::TYPE.offset => block_type::ESP,
-            _ if o == esp::VERSION.offset => (u32::from(esp::MAJOR) << 16) | u32::from(esp::MINOR),
-            _ if o == esp::NEXT.offset => 0,
             _ if o == esp::CAP_BUF_BYTES.offset => esp::BUF_BYTES,
             _ if o == esp::CMD.offset => self.e_cmd,
             _ if o == esp::STATUS.offset => self.e_status,

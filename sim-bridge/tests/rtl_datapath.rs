@@ -169,6 +169,30 @@ fn data_path_hits_set_hit_bits_and_empty_table_misses() {
     assert_eq!(r.lookup_stream(&[k]).unwrap()[0].index, b);
 }
 
+/// A fresh card whose entry 0 matches exactly `key`, answering `result` and `did`, streams
+/// `n` lookups of that key while command `code` is written on clock `at` (INDEX is 0).
+/// The card and the `n` answers.
+fn stream_over_command(
+    key: [u32; 10],
+    (result, did): (u32, u8),
+    n: usize,
+    at: usize,
+    code: u32,
+) -> (RtlCard, Vec<LookupResult>) {
+    let mut r = RtlCard::new().unwrap();
+    let e = Entry {
+        key,
+        mask: [u32::MAX; 10],
+        result,
+        did,
+    };
+    write_entry(&mut r, 0, &e);
+    let got = r
+        .lookup_stream_with_write(&vec![key; n], at as u32, c(cam::CMD.offset), code)
+        .unwrap();
+    (r, got)
+}
+
 /// The clock (counted from the first key) on which a command whose CMD write
 /// is accepted on clock `at` changes the table: start, VEC, ENC, COMMIT.
 fn commit_clock(at: usize) -> usize {
@@ -177,23 +201,9 @@ fn commit_clock(at: usize) -> usize {
 
 #[test]
 fn lookups_see_the_table_as_it_stood_when_they_entered() {
-    let mut r = RtlCard::new().unwrap();
-    let k = [0x42; 10];
-    write_entry(
-        &mut r,
-        0,
-        &Entry {
-            key: k,
-            mask: [u32::MAX; 10],
-            result: 0x77,
-            did: 3,
-        },
-    );
-    // INVALIDATE entry 0 (INDEX is 0) while 20 lookups of its key stream by.
+    // INVALIDATE entry 0 while 20 lookups of its key stream by.
     let at = 5;
-    let got = r
-        .lookup_stream_with_write(&[k; 20], at as u32, c(cam::CMD.offset), cmd::INVALIDATE)
-        .unwrap();
+    let (mut r, got) = stream_over_command([0x42; 10], (0x77, 3), 20, at, cmd::INVALIDATE);
     let hits: Vec<bool> = got.iter().map(|g| g.hit).collect();
     // Keys sampled up to and including the commit clock read the old table.
     let n_hit = commit_clock(at) + 1;
@@ -217,23 +227,9 @@ fn lookups_see_the_table_as_it_stood_when_they_entered() {
 
 #[test]
 fn a_hit_on_the_hit_rc_clock_is_kept() {
-    let mut r = RtlCard::new().unwrap();
-    let k = [7; 10];
-    write_entry(
-        &mut r,
-        0,
-        &Entry {
-            key: k,
-            mask: [u32::MAX; 10],
-            result: 1,
-            did: 1,
-        },
-    );
     // HIT_RC of entries 0..31 commits on the clock that samples the last key.
     let at = 3;
-    let got = r
-        .lookup_stream_with_write(&[k; 8], at as u32, c(cam::CMD.offset), cmd::HIT_RC)
-        .unwrap();
+    let (mut r, got) = stream_over_command([7; 10], (1, 1), 8, at, cmd::HIT_RC);
     assert_eq!(got.len(), commit_clock(at) + 1);
     assert!(got.iter().all(|g| g.hit));
     assert_eq!(rd(&mut r, cam::HITS.offset), 1, "earlier hits were read");

@@ -89,14 +89,9 @@ fn stop_inside_the_model_is_a_rust_error_and_the_card_stays_stopped() {
         other => panic!("expected SimulatorStopped, got {other:?}"),
     }
     // From now on every access says so; nothing panics or aborts.
-    assert!(matches!(
-        r.read32(BarOffset(0)),
-        Err(HalError::SimulatorStopped { .. })
-    ));
-    assert!(matches!(
-        r.write32(BarOffset(0), 1),
-        Err(HalError::SimulatorStopped { .. })
-    ));
+    hal::conformance::assert_access_fails(&mut r, &[0], "SimulatorStopped", |e| {
+        matches!(e, HalError::SimulatorStopped { .. })
+    });
     assert!(matches!(
         r.lookup_stream(&[[0; 10]]),
         Err(HalError::SimulatorStopped { .. })

@@ -2,10 +2,8 @@
 //! transactions on the Verilator model.
 #![cfg(feature = "verilator")]
 
-use hal::regs::{
-    block_type, cam, cam::cmd, cam::err, cam::status, ident, BAR_SIZE, UNMAPPED_PATTERN,
-};
-use hal::{BarOffset, HalError, RegIo};
+use hal::regs::{block_type, cam, cam::cmd, cam::err, cam::status, ident, BAR_SIZE};
+use hal::{conformance, BarOffset, RegIo};
 use sim_bridge::verilator::{RtlCard, RTL_DEPTH};
 
 fn card() -> RtlCard {
@@ -106,45 +104,33 @@ fn identity_block() {
 #[test]
 fn unmapped_offsets_read_the_pattern_and_drop_writes() {
     let mut r = card();
-    let holes = [
-        0x20,
-        0x24,
-        0xFFC,
-        cam::BASE + 0x3C,
-        cam::BASE + 0x68,
-        cam::BASE + 0x7C,
-        cam::BASE + 0xA8,
-        cam::BASE + 0xBC,
-        cam::BASE + 0xF0,
-        cam::BASE + 0xFFC,
-        0x4000, // past the ESP block (SA table 0x2000, ESP engine 0x3000)
-        hal::regs::sa::BASE + 0x64,
-        hal::regs::esp::BASE + 0x3C,
-        hal::regs::esp::BASE + 0x7FC,
-        0x8000,
-        BAR_SIZE - 4,
-    ];
-    for o in holes {
-        assert_eq!(rd(&mut r, BarOffset(o)), UNMAPPED_PATTERN, "offset {o:#x}");
-        wr(&mut r, BarOffset(o), 0x5555_AAAA);
-        assert_eq!(rd(&mut r, BarOffset(o)), UNMAPPED_PATTERN, "offset {o:#x}");
-    }
-    assert!(matches!(
-        r.read32(BarOffset(2)),
-        Err(HalError::Misaligned { .. })
-    ));
-    assert!(matches!(
-        r.write32(BarOffset(0x1001), 0),
-        Err(HalError::Misaligned { .. })
-    ));
-    assert!(matches!(
-        r.read32(BarOffset(BAR_SIZE)),
-        Err(HalError::OutOfBounds { .. })
-    ));
-    assert!(matches!(
-        r.write32(BarOffset(BAR_SIZE), 0),
-        Err(HalError::OutOfBounds { .. })
-    ));
+    conformance::assert_unmapped(&mut r, conformance::UNMAPPED_SAMPLES);
+    conformance::assert_bad_offsets_rejected(&mut r, &[2, 0x1001], &[BAR_SIZE]);
+}
+
+/// Stages an entry (`stage`'s arguments) and WRITEs it into entry `index`; the final STATUS.
+fn write_at(
+    r: &mut RtlCard,
+    index: u32,
+    k: &[u32; 10],
+    m: &[u32; 10],
+    result: u32,
+    did: u32,
+) -> u32 {
+    stage(r, k, m, result, did);
+    wr(r, c(cam::INDEX.offset), index);
+    run(r, cmd::WRITE)
+}
+
+/// SEARCH of the staged key: asserts a match at `index` answering `result` and `did`.
+fn assert_search_hits(r: &mut RtlCard, index: u32, result: u32, did: u32) {
+    assert_eq!(
+        run(r, cmd::SEARCH),
+        status::DONE.put(1) | status::MATCH.put(1)
+    );
+    assert_eq!(rd(r, c(cam::INDEX.offset)), index);
+    assert_eq!(rd(r, c(cam::RESULT.offset)), result);
+    assert_eq!(rd(r, c(cam::DID.offset)), did);
 }
 
 #[test]
@@ -205,9 +191,10 @@ fn staging_registers_hold_their_values() {
 fn write_read_search_invalidate() {
     let mut r = card();
     let k = key(1);
-    stage(&mut r, &k, &ALL, 0xAAAA_0001, 7);
-    wr(&mut r, c(cam::INDEX.offset), 5);
-    assert_eq!(run(&mut r, cmd::WRITE), status::DONE.put(1));
+    assert_eq!(
+        write_at(&mut r, 5, &k, &ALL, 0xAAAA_0001, 7),
+        status::DONE.put(1)
+    );
     assert_eq!(rd(&mut r, c(cam::CMD.offset)), cmd::WRITE);
     assert_eq!(rd(&mut r, c(cam::OCCUPANCY.offset)), 1);
 
@@ -228,13 +215,7 @@ fn write_read_search_invalidate() {
     wr(&mut r, c(cam::INDEX.offset), 0);
     wr(&mut r, c(cam::RESULT.offset), 0);
     wr(&mut r, c(cam::DID.offset), 0);
-    assert_eq!(
-        run(&mut r, cmd::SEARCH),
-        status::DONE.put(1) | status::MATCH.put(1)
-    );
-    assert_eq!(rd(&mut r, c(cam::INDEX.offset)), 5);
-    assert_eq!(rd(&mut r, c(cam::RESULT.offset)), 0xAAAA_0001);
-    assert_eq!(rd(&mut r, c(cam::DID.offset)), 7);
+    assert_search_hits(&mut r, 5, 0xAAAA_0001, 7);
     assert_eq!(
         run(&mut r, cmd::READ),
         status::DONE.put(1) | status::VALID.put(1) | status::HIT.put(1)
@@ -264,28 +245,16 @@ fn ternary_match_lowest_index_wins() {
     let mut r = card();
     let k = key(9);
     // Entry 10: exact; entry 3: wildcard on word 0 only; entry 1: invalid.
-    stage(&mut r, &k, &ALL, 10, 1);
-    wr(&mut r, c(cam::INDEX.offset), 10);
-    run(&mut r, cmd::WRITE);
+    write_at(&mut r, 10, &k, &ALL, 10, 1);
     let mut m = ALL;
     m[0] = 0;
     let mut k3 = k;
     k3[0] = !k[0];
-    stage(&mut r, &k3, &m, 3, 2);
-    wr(&mut r, c(cam::INDEX.offset), 3);
-    run(&mut r, cmd::WRITE);
-    stage(&mut r, &k, &ALL, 1, 3);
-    wr(&mut r, c(cam::INDEX.offset), 1);
-    run(&mut r, cmd::WRITE);
+    write_at(&mut r, 3, &k3, &m, 3, 2);
+    write_at(&mut r, 1, &k, &ALL, 1, 3);
     run(&mut r, cmd::INVALIDATE);
     stage(&mut r, &k, &[0; 10], 0, 0);
-    assert_eq!(
-        run(&mut r, cmd::SEARCH),
-        status::DONE.put(1) | status::MATCH.put(1)
-    );
-    assert_eq!(rd(&mut r, c(cam::INDEX.offset)), 3);
-    assert_eq!(rd(&mut r, c(cam::RESULT.offset)), 3);
-    assert_eq!(rd(&mut r, c(cam::DID.offset)), 2);
+    assert_search_hits(&mut r, 3, 3, 2);
     // Differ in word 1: only entries 3 and 10 compare word 1, so no match.
     wr(&mut r, c(cam::KEY.at(1)), !k[1]);
     assert_eq!(run(&mut r, cmd::SEARCH), status::DONE.put(1));
@@ -429,9 +398,7 @@ fn insert_reports_full() {
 fn soft_reset_returns_to_power_on_state() {
     let mut r = card();
     wr(&mut r, BarOffset(ident::SCRATCH.offset), 42);
-    stage(&mut r, &key(3), &ALL, 0x99, 0x42);
-    wr(&mut r, c(cam::INDEX.offset), 8);
-    run(&mut r, cmd::WRITE);
+    write_at(&mut r, 8, &key(3), &ALL, 0x99, 0x42);
     run(&mut r, cmd::SEARCH);
     wr(&mut r, c(cam::DID_BITMAP.at(7)), 0x8000_0000);
     run(&mut r, 0x55);

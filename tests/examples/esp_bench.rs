@@ -78,6 +78,17 @@ mod rtl {
         }
     }
 
+    /// Stages `bytes` at buffer byte `at` as the input of command `code` on SA slot `slot`,
+    /// then times the command.
+    fn staged_and_timed(r: &mut RtlCard, at: u32, bytes: &[u8], slot: u16, code: u32) -> u64 {
+        stage(r, at, bytes);
+        r.write32(BarOffset(esp::BASE + esp::SLOT.offset), u32::from(slot))
+            .expect("slot");
+        r.write32(BarOffset(esp::BASE + esp::LEN.offset), bytes.len() as u32)
+            .expect("len");
+        timed(r, code)
+    }
+
     pub fn cycles() {
         println!("RTL ESP engine (Verilator), clock cycles per command, CMD write to BUSY clear");
         println!("(each DECAP here switches SA slot, so it includes reloading the key schedule):");
@@ -87,20 +98,12 @@ mod rtl {
             let card = Card::probe(RtlCard::new().expect("rtl card")).expect("probe");
             let mut hw = CardEsp::new(card).expect("esp blocks");
             let spi = Spi(0x0BE0_0001);
-            let tx = hw
-                .install_sa(&SaConfig::gcm(
-                    spi,
-                    Direction::Outbound,
-                    SaKey::new(&key, [9; 4]).expect("key"),
-                ))
-                .expect("tx");
-            let rx = hw
-                .install_sa(&SaConfig::gcm(
-                    spi,
-                    Direction::Inbound,
-                    SaKey::new(&key, [9; 4]).expect("key"),
-                ))
-                .expect("rx");
+            let sa_key = SaKey::new(&key, [9; 4]).expect("key");
+            let mut install = |dir| {
+                hw.install_sa(&SaConfig::gcm(spi, dir, sa_key.clone()))
+                    .expect("install")
+            };
+            let (tx, rx) = (install(Direction::Outbound), install(Direction::Inbound));
             let sizes = [64usize, 512, 1400, 2000];
             let mut enc = Vec::new();
             let mut dec = Vec::new();
@@ -116,19 +119,15 @@ mod rtl {
                     .expect("enc")
                     .1;
                 let r = hw.card_mut().regs_mut();
-                stage(r, esp::PAYLOAD_OFFSET, &payload);
-                r.write32(BarOffset(esp::BASE + esp::SLOT.offset), u32::from(tx.0))
-                    .expect("slot");
-                r.write32(BarOffset(esp::BASE + esp::LEN.offset), n as u32)
-                    .expect("len");
-                enc.push(timed(r, esp::cmd::ENCAP));
+                enc.push(staged_and_timed(
+                    r,
+                    esp::PAYLOAD_OFFSET,
+                    &payload,
+                    tx.0,
+                    esp::cmd::ENCAP,
+                ));
                 // DECAP of the packet built before (its sequence number is fresh).
-                stage(r, 0, &pkt);
-                r.write32(BarOffset(esp::BASE + esp::SLOT.offset), u32::from(rx.0))
-                    .expect("slot");
-                r.write32(BarOffset(esp::BASE + esp::LEN.offset), pkt.len() as u32)
-                    .expect("len");
-                dec.push(timed(r, esp::cmd::DECAP));
+                dec.push(staged_and_timed(r, 0, &pkt, rx.0, esp::cmd::DECAP));
             }
             let blocks = |n: usize| (n + 2).div_ceil(16) as f64;
             for (op, v) in [("encap", &enc), ("decap", &dec)] {
@@ -145,6 +144,13 @@ mod rtl {
         }
         println!();
     }
+}
+
+/// The nonce of the ring baselines' packet `n`: the counter in the last 8 bytes.
+fn counter_nonce(n: u64) -> Nonce {
+    let mut b = [0u8; 12];
+    b[4..].copy_from_slice(&n.to_be_bytes());
+    Nonce::assume_unique_for_key(b)
 }
 
 fn software_ratios() {
@@ -184,15 +190,10 @@ fn software_ratios() {
                 best_ns(rounds, PACKETS, || {
                     for _ in 0..PACKETS {
                         ctr += 1;
-                        let mut n = [0u8; 12];
-                        n[4..].copy_from_slice(&ctr.to_be_bytes());
+                        let n = counter_nonce(ctr);
                         buf[..len].copy_from_slice(&plain);
                         let tag = raw
-                            .seal_in_place_separate_tag(
-                                Nonce::assume_unique_for_key(n),
-                                Aad::from(&[0u8; 8]),
-                                &mut buf[..len],
-                            )
+                            .seal_in_place_separate_tag(n, Aad::from(&[0u8; 8]), &mut buf[..len])
                             .expect("seal");
                         buf[len..].copy_from_slice(tag.as_ref());
                         black_box(&buf);
@@ -221,15 +222,10 @@ fn software_ratios() {
             let raw_open = |len: usize| {
                 let sealed: Vec<(u64, Vec<u8>)> = (1..=PACKETS as u64)
                     .map(|i| {
-                        let mut n = [0u8; 12];
-                        n[4..].copy_from_slice(&i.to_be_bytes());
+                        let n = counter_nonce(i);
                         let mut b = vec![0x55u8; len];
                         let tag = raw
-                            .seal_in_place_separate_tag(
-                                Nonce::assume_unique_for_key(n),
-                                Aad::from(&[0u8; 8]),
-                                &mut b,
-                            )
+                            .seal_in_place_separate_tag(n, Aad::from(&[0u8; 8]), &mut b)
                             .expect("seal");
                         b.extend_from_slice(tag.as_ref());
                         (i, b)
@@ -238,16 +234,11 @@ fn software_ratios() {
                 let mut work: Vec<u8> = Vec::with_capacity(len + 16);
                 best_ns(rounds, PACKETS, || {
                     for (i, b) in &sealed {
-                        let mut n = [0u8; 12];
-                        n[4..].copy_from_slice(&i.to_be_bytes());
+                        let n = counter_nonce(*i);
                         work.clear();
                         work.extend_from_slice(b);
                         let p = raw
-                            .open_in_place(
-                                Nonce::assume_unique_for_key(n),
-                                Aad::from(&[0u8; 8]),
-                                &mut work,
-                            )
+                            .open_in_place(n, Aad::from(&[0u8; 8]), &mut work)
                             .expect("open");
                         black_box(p);
                     }

@@ -800,6 +800,29 @@ struct Pair {
     rtl: Option<Card<RtlCard>>,
 }
 
+impl Pair {
+    /// Applies `op` to both cards and asserts the driver saw the same outcome; `what` says
+    /// where in the test it happened.
+    fn apply_both(&mut self, op: &Op, what: &str) {
+        let a = apply(&mut self.model, op);
+        let b = apply(&mut self.rtl, op);
+        assert_eq!(a, b, "{what}: {op:?}");
+    }
+
+    /// Asserts that every register of the two cards reads the same.
+    fn assert_same_registers(&mut self, what: &str) {
+        let sa = snapshot(self.model.as_mut().unwrap());
+        let sb = snapshot(self.rtl.as_mut().unwrap());
+        assert!(sa == sb, "{what}:\n{}", diff_snapshots(&sa, &sb));
+    }
+
+    /// [`Pair::apply_both`], then [`Pair::assert_same_registers`].
+    fn step(&mut self, op: &Op, what: &str) {
+        self.apply_both(op, what);
+        self.assert_same_registers(&format!("{what}: {op:?}"));
+    }
+}
+
 /// A model and an RTL card, probed. With `random_init`, every RTL register
 /// and memory starts at a random value (Verilator `+verilator+rand+reset+2`)
 /// that the power-on reset must clear.
@@ -1146,16 +1169,7 @@ fn directed_sequence_agrees() {
     ops.push(Op::Dump(None));
     ops.push(Op::Verify);
     for (step, op) in ops.iter().enumerate() {
-        let a = apply(&mut pair.model, op);
-        let b = apply(&mut pair.rtl, op);
-        assert_eq!(a, b, "step {step}: {op:?}");
-        let sa = snapshot(pair.model.as_mut().unwrap());
-        let sb = snapshot(pair.rtl.as_mut().unwrap());
-        assert!(
-            sa == sb,
-            "step {step}: {op:?}\n{}",
-            diff_snapshots(&sa, &sb)
-        );
+        pair.step(op, &format!("step {step}"));
     }
 }
 
@@ -1181,9 +1195,8 @@ fn soft_reset_during_a_command_agrees() {
             did: DistributionId(3),
             result: ResultWord::decode(0x1234_5678),
         };
-        let a = apply(&mut pair.model, &Op::Insert(e));
-        let b = apply(&mut pair.rtl, &Op::Insert(e));
-        assert_eq!(a, b);
+        let what = format!("code {code}");
+        pair.apply_both(&Op::Insert(e), &what);
         fn poke<R: RegIo>(r: &mut R, code: u32) {
             r.write32(BarOffset(cam_off(cam::INDEX)), 5).unwrap();
             r.write32(BarOffset(cam_off(cam::CMD)), code).unwrap();
@@ -1195,27 +1208,14 @@ fn soft_reset_during_a_command_agrees() {
         }
         poke(pair.model.as_mut().unwrap().regs_mut(), code);
         poke(pair.rtl.as_mut().unwrap().regs_mut(), code);
-        let sa = snapshot(pair.model.as_mut().unwrap());
-        let sb = snapshot(pair.rtl.as_mut().unwrap());
-        assert!(sa == sb, "code {code}:\n{}", diff_snapshots(&sa, &sb));
+        pair.assert_same_registers(&what);
         for op in [
             Op::RawCmd(Some(5), cam::cmd::READ),
             Op::RawCmd(Some(0), cam::cmd::READ),
         ] {
-            let a = apply(&mut pair.model, &op);
-            let b = apply(&mut pair.rtl, &op);
-            assert_eq!(a, b, "code {code}: {op:?}");
-            let sa = snapshot(pair.model.as_mut().unwrap());
-            let sb = snapshot(pair.rtl.as_mut().unwrap());
-            assert!(
-                sa == sb,
-                "code {code}: {op:?}\n{}",
-                diff_snapshots(&sa, &sb)
-            );
+            pair.step(&op, &what);
         }
         // The driver's shadow is stale after the raw reset: rebuild it.
-        let a = apply(&mut pair.model, &Op::Reprobe(false));
-        let b = apply(&mut pair.rtl, &Op::Reprobe(false));
-        assert_eq!(a, b);
+        pair.apply_both(&Op::Reprobe(false), &what);
     }
 }

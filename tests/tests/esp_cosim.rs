@@ -50,22 +50,14 @@ fn ring_open(p: &Pair, seq: u64, pkt: &[u8]) -> Option<Vec<u8>> {
     let icv = &pkt[pkt.len() - p.icv..];
     // CTR is its own inverse: sealing the ciphertext gives the plaintext,
     // sealing that gives the ciphertext's full tag.
+    let seal = |data: &mut Vec<u8>| {
+        key.seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), data)
+            .ok()
+    };
     let mut body = ct.to_vec();
-    let _keystream_tag = key
-        .seal_in_place_separate_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(&aad),
-            &mut body,
-        )
-        .ok()?;
+    let _keystream_tag = seal(&mut body)?;
     let mut again = body.clone();
-    let tag = key
-        .seal_in_place_separate_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(&aad),
-            &mut again,
-        )
-        .ok()?;
+    let tag = seal(&mut again)?;
     (again == ct && &tag.as_ref()[..p.icv] == icv).then_some(body)
 }
 
