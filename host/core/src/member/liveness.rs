@@ -153,9 +153,11 @@ impl<T: NodeSpecificTable> Member<T> {
         if let Some(c) = contact {
             self.leader_heard = Some(self.leader_heard.map_or(c, |h| h.max(c)));
         }
+        // (a member that has never heard a leader yet, while starting, is held back by its
+        // standby and the majority rule; fencing it then would only cost it a second resync)
         let no_leader = self
             .leader_heard
-            .is_none_or(|h| now.saturating_sub(h) > fence_after);
+            .is_some_and(|h| now.saturating_sub(h) > fence_after);
         let was = self.fenced;
         self.fenced = self.warmed_up(now) && (no_majority || no_leader);
         if was == self.fenced {
