@@ -1,6 +1,8 @@
-//! The handover gate: a gained identifier takes no traffic until everything its previous owner
-//! replicated before it lost the identifier has arrived (its `F` record through the epoch it
-//! lost it in), or until that owner is declared failed. That covers the entries it created just
+//! The handover gate: a gained identifier takes no traffic until everything its previous owners
+//! replicated before they lost the identifier has arrived (each one's `F` record through the
+//! epoch it lost it in), or until that owner is declared failed. Every earlier owner whose `F`
+//! has not arrived counts, not only the last: an identifier can move on (A to B to C) before
+//! B's gate opened, and then C must wait for A too. That covers the entries it created just
 //! before (invariant 4) and its SAs' final state (invariant 5). Until then the identifier's
 //! packets are answered "not ready" and its SAs are neither taken over (sequence jump) nor run
 //! in the ESP engine.
@@ -25,19 +27,40 @@ pub const FINAL_AHEAD_MAX: u64 = 1024;
 /// The handover bookkeeping.
 #[derive(Debug, Default)]
 pub struct Handover {
-    /// Per identifier: the last node that lost it, the epoch in which it did, and whether that
-    /// was a release (the identifier had no owner in that epoch: the first step of a planned
-    /// move, which the leader proposes only for a live owner and completes only once that
-    /// owner has applied it) rather than a move away from a failed owner.
-    lost_at: BTreeMap<DistributionId, (NodeId, Epoch, bool)>,
+    /// Per identifier: the nodes that lost it and whose final state has not arrived here yet,
+    /// each with the epoch in which it lost it and whether that was a release (the identifier
+    /// had no owner in that epoch: the first step of a planned move, which the leader proposes
+    /// only for a live owner and completes only once that owner has applied it) rather than a
+    /// move away from a failed owner.
+    lost: BTreeMap<DistributionId, Vec<Loss>>,
     /// Per peer: the highest epoch of its `F` records. A node sends `F` + epoch E on its
     /// replication stream after applying E (and after a resync answer, with its applied
     /// epoch); the stream is in order, so everything it had to say about what it no longer
     /// owned as of E came before.
     final_through: BTreeMap<NodeId, Epoch>,
-    /// Gained identifiers waiting: previous owner, the epoch it lost the identifier in, the
-    /// epoch this node gained it in, whether it was released.
-    pub(super) waiting: BTreeMap<DistributionId, (NodeId, Epoch, Epoch, bool)>,
+    /// Gained identifiers waiting: the earlier owners waited for, and the epoch this node
+    /// gained the identifier in.
+    pub(super) waiting: BTreeMap<DistributionId, Waiting>,
+}
+
+/// A node that lost an identifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loss {
+    /// The node.
+    pub node: NodeId,
+    /// The epoch it lost the identifier in.
+    pub epoch: Epoch,
+    /// Released in a planned move (not taken from a failed owner).
+    pub released: bool,
+}
+
+/// A gained identifier waiting for earlier owners' final state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    /// The earlier owners still waited for.
+    pub pending: Vec<Loss>,
+    /// The epoch this node gained the identifier in.
+    pub gained_in: Epoch,
 }
 
 impl Handover {
@@ -61,11 +84,23 @@ impl Handover {
     ) -> BTreeSet<DistributionId> {
         for d in count.all() {
             if let Some(o) = before.owner(d) {
-                if a.owner(d) != Some(o) {
-                    self.lost_at.insert(d, (o, a.epoch, a.owner(d).is_none()));
+                // this node's own losses need no wait here: what it created is in its tables
+                if a.owner(d) != Some(o) && o != me {
+                    let loss = Loss {
+                        node: o,
+                        epoch: a.epoch,
+                        released: a.owner(d).is_none(),
+                    };
+                    self.lost.entry(d).or_default().push(loss);
                 }
             }
         }
+        // what arrived since is no longer waited for
+        let final_through = &self.final_through;
+        self.lost.retain(|_, v| {
+            v.retain(|l| final_through.get(&l.node).is_none_or(|f| *f < l.epoch));
+            !v.is_empty()
+        });
         self.waiting.retain(|d, _| a.owner(*d) == Some(me));
         let mut now_gained = BTreeSet::new();
         if a.epoch.0 == 0 {
@@ -76,15 +111,26 @@ impl Handover {
             // a released identifier waits for its previous owner's `F` even while this member
             // suspects that owner (a partition between the two only delays the stream); one
             // taken from a failed owner waits only while that owner is still alive here
-            match self.lost_at.get(&d).copied() {
-                Some((r, e, released))
-                    if r != me && (alive(r) || released) && !self.covered(r, e) =>
-                {
-                    self.waiting.insert(d, (r, e, a.epoch, released));
-                }
-                _ => {
-                    now_gained.insert(d);
-                }
+            let pending: Vec<Loss> = self
+                .lost
+                .get(&d)
+                .map(|v| {
+                    v.iter()
+                        .copied()
+                        .filter(|l| alive(l.node) || l.released)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if pending.is_empty() {
+                now_gained.insert(d);
+            } else {
+                self.waiting.insert(
+                    d,
+                    Waiting {
+                        pending,
+                        gained_in: a.epoch,
+                    },
+                );
             }
         }
         now_gained
@@ -100,9 +146,21 @@ impl Handover {
         self.waiting.contains_key(&d)
     }
 
-    /// What `d` waits for: previous owner and the epoch it lost `d` in.
+    /// What `d` waits for: the first earlier owner still waited for and the epoch it lost `d`
+    /// in.
     pub fn waits_for(&self, d: DistributionId) -> Option<(NodeId, Epoch)> {
-        self.waiting.get(&d).map(|w| (w.0, w.1))
+        self.waiting
+            .get(&d)
+            .and_then(|w| w.pending.first())
+            .map(|l| (l.node, l.epoch))
+    }
+
+    /// The earlier owners the waiting identifiers wait for.
+    pub fn waited_nodes(&self) -> BTreeSet<NodeId> {
+        self.waiting
+            .values()
+            .flat_map(|w| w.pending.iter().map(|l| l.node))
+            .collect()
     }
 }
 
@@ -151,37 +209,52 @@ impl<T: NodeSpecificTable> Member<T> {
         if self.handover.waiting.is_empty() {
             return;
         }
-        let ready: Vec<DistributionId> = self
-            .handover
-            .waiting
-            .iter()
-            .filter(|(_, (r, e, _, released))| {
-                self.handover.covered(*r, *e)
-                    || if *released {
-                        self.silent_for(t.mono, *r) > RELEASER_GONE_AFTER
-                    } else {
-                        !self.is_alive(*r)
-                    }
-            })
-            .map(|(d, _)| *d)
-            .collect();
+        let now = t.mono;
+        let mut gone_logs = Vec::new();
+        let mut ready = Vec::new();
+        let mut epochs = BTreeSet::new();
+        let ids: Vec<DistributionId> = self.handover.waiting.keys().copied().collect();
+        for d in ids {
+            let Some(w) = self.handover.waiting.get(&d) else {
+                continue;
+            };
+            let mut pending = Vec::new();
+            for l in &w.pending {
+                let covered = self.handover.covered(l.node, l.epoch);
+                let gone = if l.released {
+                    self.silent_for(now, l.node) > RELEASER_GONE_AFTER
+                } else {
+                    !self.is_alive(l.node)
+                };
+                if covered {
+                    continue;
+                }
+                if gone {
+                    gone_logs.push((d, l.node));
+                    continue;
+                }
+                pending.push(*l);
+            }
+            if pending.is_empty() {
+                if let Some(w) = self.handover.waiting.remove(&d) {
+                    epochs.insert(w.gained_in);
+                }
+                ready.push(d);
+            } else if let Some(w) = self.handover.waiting.get_mut(&d) {
+                w.pending = pending;
+            }
+        }
+        for (d, n) in gone_logs {
+            self.log(format!(
+                "identifier {}: node {} failed before its final state arrived; taking over from what it replicated",
+                d.0, n.0
+            ));
+        }
         if ready.is_empty() {
             return;
         }
-        let mut epochs = BTreeSet::new();
-        for d in &ready {
-            if let Some((r, e, gained_in, _)) = self.handover.waiting.remove(d) {
-                epochs.insert(gained_in);
-                if !self.handover.covered(r, e) {
-                    self.log(format!(
-                        "identifier {}: node {} failed before its final state arrived; taking over from what it replicated",
-                        d.0, r.0
-                    ));
-                }
-            }
-        }
         for e in epochs {
-            if self.handover.waiting.values().all(|w| w.2 != e) {
+            if self.handover.waiting.values().all(|w| w.gained_in != e) {
                 if let Some(a) = self.applied.iter_mut().rev().find(|a| a.epoch == e.0) {
                     a.complete_unix_ms = t.unix_ms;
                 }

@@ -532,7 +532,12 @@ impl<T: NodeSpecificTable> Member<T> {
             return;
         };
         let took = took();
-        let waited_in: BTreeSet<Epoch> = self.handover.waiting.values().map(|w| w.2).collect();
+        let waited_in: BTreeSet<Epoch> = self
+            .handover
+            .waiting
+            .values()
+            .map(|w| w.gained_in)
+            .collect();
         let now_gained = self.handover.on_agreed(
             self.cfg.node,
             self.cfg.identifiers,
@@ -543,7 +548,7 @@ impl<T: NodeSpecificTable> Member<T> {
         );
         // an epoch whose waiting identifiers all moved on (before their gate opened) is complete
         for e in waited_in {
-            if self.handover.waiting.values().all(|w| w.2 != e) {
+            if self.handover.waiting.values().all(|w| w.gained_in != e) {
                 if let Some(x) = self.applied.iter_mut().rev().find(|x| x.epoch == e.0) {
                     if x.complete_unix_ms == 0 {
                         x.complete_unix_ms = t.unix_ms;
@@ -552,7 +557,7 @@ impl<T: NodeSpecificTable> Member<T> {
             }
         }
         if !self.handover.waiting.is_empty() {
-            let nodes: BTreeSet<u16> = self.handover.waiting.values().map(|w| w.0 .0).collect();
+            let nodes: BTreeSet<u16> = self.handover.waited_nodes().iter().map(|n| n.0).collect();
             let n = self.handover.waiting.len();
             self.log(format!(
                 "epoch {}: {n} gained identifiers wait for the final SA state of node(s) {nodes:?}",
@@ -570,7 +575,11 @@ impl<T: NodeSpecificTable> Member<T> {
             report.installed,
             took.as_micros()
         ));
-        let waits = self.handover.waiting.values().any(|w| w.2 == a.epoch);
+        let waits = self
+            .handover
+            .waiting
+            .values()
+            .any(|w| w.gained_in == a.epoch);
         self.applied.push(AppliedEpoch {
             epoch: a.epoch.0,
             at_unix_ms: t.unix_ms,

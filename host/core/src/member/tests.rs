@@ -1679,3 +1679,51 @@ fn epoch_completes_when_its_waiting_identifier_moves_on() {
         .unwrap();
     assert_ne!(a.complete_unix_ms, 0, "{a:?}");
 }
+
+/// An identifier that moves on (node 2 to node 3 to node 1) before node 3's gate opened: node 1
+/// waits for node 2's final state too, and never reuses a sequence number node 2 sent.
+#[test]
+fn handover_gate_remembers_every_earlier_owner() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (peer, dst, spi) = sa_in(d);
+    let t = c.t();
+    c.m(2)
+        .sa_add(t, peer, dst, spi, Zeroizing::new(vec![0x33; 32]));
+    c.route();
+    c.run_for(ms(200), |_| {});
+    assert_eq!(c.m[&1].core().sa_state(spi).unwrap().outbound_seq, 1);
+    c.hold.insert((2, 1));
+    c.hold.insert((2, 3));
+    let (_, last, _) = c.m(2).esp_for(spi).unwrap().send(spi, 1500, b"x").unwrap();
+    assert_eq!(last, 1500);
+    let e = c.agreed().epoch.0;
+    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 2);
+    assert!(c.m[&3].handover().is_waiting(d));
+    c.m(1).request_move(&[u64::from(d.0)], NodeId(1)).unwrap();
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 4);
+    assert_eq!(c.agreed().owner(d), Some(NodeId(1)));
+    assert!(
+        c.m[&1].handover().is_waiting(d),
+        "node 2's final state has not arrived"
+    );
+    assert_eq!(
+        c.m[&1].handover().waits_for(d).map(|w| w.0),
+        Some(NodeId(2))
+    );
+    assert!(
+        c.m(1).esp_for(spi).is_err(),
+        "the SA does not run before it"
+    );
+    // node 2's stream arrives: node 1 continues past everything node 2 sent
+    c.release(2, 1);
+    c.run_for(ms(300), |_| {});
+    assert!(!c.m[&1].handover().is_waiting(d));
+    let (first, _, _) = c.m(1).esp_for(spi).unwrap().send(spi, 1, b"y").unwrap();
+    assert!(
+        first > last,
+        "node 1 sends seq {first}; node 2 already used up to {last}"
+    );
+}
