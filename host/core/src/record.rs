@@ -683,14 +683,10 @@ fn be_u64(b: &[u8]) -> u64 {
 mod tests {
     use super::*;
     use crate::common::DistDigest;
-    use crate::entry::{
-        Action, ConnState, Endpoint, Entry, FlowKey, L4Proto, Nat, NatKind, SaRef, SessionDigest,
-        UserId,
-    };
     use crate::events::{Event, SaState};
     use crate::ids::{DistributionId, NodeId};
+    use crate::strategies::{addr, entry, flow_key};
     use proptest::prelude::*;
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     /// A repair request for identifiers 1 and 2, hand-encoded: format 1, sender 3,
     /// incarnation 9, seq 0, event tag 7, epoch 5, two identifiers (the message codec's
@@ -1051,65 +1047,6 @@ mod tests {
     }
 
     // ----- property tests -----
-
-    fn addr() -> impl Strategy<Value = IpAddr> {
-        prop_oneof![
-            any::<u32>().prop_map(|x| IpAddr::V4(Ipv4Addr::from(x))),
-            any::<u128>().prop_map(|x| IpAddr::V6(Ipv6Addr::from(x))),
-        ]
-    }
-
-    fn flow_key() -> impl Strategy<Value = FlowKey> {
-        prop_oneof![
-            (any::<bool>(), addr(), any::<u16>(), addr(), any::<u16>()).prop_map(
-                |(tcp, a, p, b, q)| {
-                    let proto = if tcp { L4Proto::Tcp } else { L4Proto::Udp };
-                    FlowKey::transport(proto, Endpoint::new(a, p), Endpoint::new(b, q)).0
-                }
-            ),
-            (addr(), addr(), any::<u16>()).prop_map(|(a, b, i)| FlowKey::icmp(a, b, i).0),
-            (addr(), any::<u32>()).prop_map(|(dst, spi)| FlowKey::Esp { dst, spi }),
-            (any::<u64>(), any::<u32>()).prop_map(|(c, m)| FlowKey::Isakmp {
-                initiator_cookie: c,
-                message_id: m
-            }),
-            any::<[u8; 16]>().prop_map(|d| FlowKey::TlsSession(SessionDigest(d))),
-            any::<[u8; 16]>().prop_map(|d| FlowKey::HttpCookie(SessionDigest(d))),
-        ]
-    }
-
-    prop_compose! {
-        fn entry()(
-            key in flow_key(),
-            dist in any::<u16>(),
-            dir in any::<bool>(),
-            state in 1u8..=13,
-            action in 0u8..=3,
-            rule in any::<u16>(),
-            timeout in any::<u32>(),
-            user in proptest::option::of(any::<u32>()),
-            spi in proptest::option::of(any::<u32>()),
-            nat in proptest::option::of((any::<bool>(), addr(), any::<u16>())),
-            creator in any::<u16>(),
-            version in any::<u32>(),
-        ) -> Entry {
-            let state = ConnState::from_u8(state).unwrap_or(ConnState::Session);
-            let mut e = Entry::new(key, DistributionId(dist), state, NodeId(creator));
-            e.initiator_is_lo = dir;
-            e.action = Action::from_u8(action).unwrap_or(Action::Allow);
-            e.rule = rule;
-            e.timeout_s = timeout;
-            e.user = user.map(UserId);
-            e.tunnel = spi.map(|spi| SaRef { spi });
-            e.nat = nat.map(|(dst, addr, port)| Nat {
-                kind: if dst { NatKind::Destination } else { NatKind::Source },
-                addr,
-                port,
-            });
-            e.version = version;
-            e
-        }
-    }
 
     fn event() -> impl Strategy<Value = Event> {
         let dist = || any::<u16>().prop_map(DistributionId);
