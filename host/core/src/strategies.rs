@@ -56,10 +56,10 @@ prop_compose! {
         creator in any::<u16>(),
         version in any::<u32>(),
     ) -> Entry {
-        let state = ConnState::from_u8(state).unwrap_or(ConnState::Session);
+        let state = ConnState::from_code(state).unwrap_or(ConnState::Session);
         let mut e = Entry::new(key, DistributionId(dist), state, NodeId(creator));
         e.initiator_is_lo = dir;
-        e.action = Action::from_u8(action).unwrap_or(Action::Allow);
+        e.action = Action::from_code(action).unwrap_or(Action::Allow);
         e.rule = rule;
         e.timeout_s = timeout;
         e.user = user.map(UserId);
