@@ -49,6 +49,20 @@ impl Net {
         }
     }
 
+    /// Queues `rec` at endpoint `from` for node `to`.
+    fn send(&mut self, from: u16, to: u16, rec: &[u8]) {
+        let now = self.now;
+        let ep = self.eps.get_mut(&from).unwrap();
+        ep.send_record(now, NodeId(to), rec).unwrap();
+    }
+
+    /// Steps `n` times by one millisecond.
+    fn run_ms(&mut self, n: u32) {
+        for _ in 0..n {
+            self.step(Duration::from_millis(1));
+        }
+    }
+
     fn step(&mut self, dt: Duration) {
         self.now += dt;
         let now = self.now;
@@ -120,9 +134,7 @@ fn reliable_in_order_delivery_under_loss_dup_reorder() {
             net.step(Duration::from_micros(500));
         }
     }
-    for _ in 0..4000 {
-        net.step(Duration::from_millis(1));
-    }
+    net.run_ms(4000);
     for &from in &ids {
         for &to in &ids {
             if from == to {
@@ -148,31 +160,17 @@ fn peer_restart_resets_streams_and_redelivers() {
     let ids = [1u16, 2];
     let mut net = Net::new(&ids, 7, 0.0, 0.0);
     for i in 0..100 {
-        let now = net.now;
-        net.eps
-            .get_mut(&1)
-            .unwrap()
-            .send_record(now, NodeId(2), &record(1, i))
-            .unwrap();
+        net.send(1, 2, &record(1, i));
     }
-    for _ in 0..50 {
-        net.step(Duration::from_millis(1));
-    }
+    net.run_ms(50);
     assert_eq!(net.delivered[&(1, 2)].len(), 100);
     // node 2 restarts with a newer incarnation
     net.eps.insert(2, endpoint(2, 200, &ids));
     net.delivered.clear();
     for i in 0..100 {
-        let now = net.now;
-        net.eps
-            .get_mut(&1)
-            .unwrap()
-            .send_record(now, NodeId(2), &record(1, i))
-            .unwrap();
+        net.send(1, 2, &record(1, i));
     }
-    for _ in 0..200 {
-        net.step(Duration::from_millis(1));
-    }
+    net.run_ms(200);
     assert_eq!(net.delivered[&(1, 2)].len(), 100);
     assert!(net.restarts.contains(&(1, 2)));
 }
