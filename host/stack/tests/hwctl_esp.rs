@@ -192,10 +192,22 @@ fn framed(link: u16, ip: &[u8]) -> Vec<u8> {
 }
 
 /// `hwctl --device software esp OP --sa SA --in INPUT --out OUTPUT`.
-fn esp_cmd<'a>(op: &'a str, sa: &'a str, input: &'a str, output: &'a str) -> [&'a str; 10] {
+/// The arguments of `hwctl --device DEV esp OP --sa SA --in INPUT --out OUTPUT`.
+fn esp_on<'a>(
+    dev: &'a str,
+    op: &'a str,
+    sa: &'a str,
+    input: &'a str,
+    output: &'a str,
+) -> [&'a str; 10] {
     [
-        "--device", "software", "esp", op, "--sa", sa, "--in", input, "--out", output,
+        "--device", dev, "esp", op, "--sa", sa, "--in", input, "--out", output,
     ]
+}
+
+/// [`esp_on`] the software device.
+fn esp_cmd<'a>(op: &'a str, sa: &'a str, input: &'a str, output: &'a str) -> [&'a str; 10] {
+    esp_on("software", op, sa, input, output)
 }
 
 fn sa(spi: u32, dst: &str, alg: &str, key: &str, extra: &str) -> String {
@@ -637,18 +649,7 @@ fn bad_sa_strings_are_usage_errors_naming_the_field() {
     )
     .unwrap();
     fails(
-        &[
-            "--device",
-            "software",
-            "esp",
-            "decrypt",
-            "--sa",
-            &format!("@{file}"),
-            "--in",
-            &input,
-            "--out",
-            &o,
-        ],
+        &esp_cmd("decrypt", &format!("@{file}"), &input, &o),
         2,
         "line 2",
     );
@@ -667,46 +668,35 @@ fn unreadable_and_garbage_files_are_clear_errors() {
     let d = TempDir::new("esp-files");
     let s = sa(0x1, "201.25.64.1", "aes-gcm-128", KEY128, "");
     let o = d.path("o.pcap");
-    let missing = d.path("missing.pcap");
-    fails(&esp_cmd("decrypt", &s, &missing, &o), 1, "cannot read --in");
-    let garbage = d.path("garbage.pcap");
-    std::fs::write(&garbage, b"this is not a capture file at all").unwrap();
-    fails(
-        &esp_cmd("decrypt", &s, &garbage, &o),
-        1,
-        "not a pcap or pcapng file",
-    );
-    let truncated = d.path("trunc.pcap");
-    let mut t = pcap(101, &plain_v4(2));
-    t.truncate(t.len() - 5);
-    std::fs::write(&truncated, t).unwrap();
-    fails(&esp_cmd("decrypt", &s, &truncated, &o), 1, "truncated");
-    let wrong_link = d.path("link.pcap");
-    std::fs::write(&wrong_link, pcap(147, &[])).unwrap();
-    fails(
-        &[
-            "--device",
-            "software",
-            "esp",
-            "decrypt",
-            "--sa",
-            &s,
-            "--in",
-            &wrong_link,
-            "--out",
-            &o,
-        ],
-        1,
-        "link type 147 is not supported",
-    );
+    let mut truncated = pcap(101, &plain_v4(2));
+    truncated.truncate(truncated.len() - 5);
+    // (input file, its bytes or none for a missing file, what the error says)
+    let inputs: [(&str, Option<Vec<u8>>, &str); 4] = [
+        ("missing.pcap", None, "cannot read --in"),
+        (
+            "garbage.pcap",
+            Some(b"this is not a capture file at all".to_vec()),
+            "not a pcap or pcapng file",
+        ),
+        ("trunc.pcap", Some(truncated), "truncated"),
+        (
+            "link.pcap",
+            Some(pcap(147, &[])),
+            "link type 147 is not supported",
+        ),
+    ];
+    for (name, bytes, error) in inputs {
+        let input = d.path(name);
+        if let Some(bytes) = bytes {
+            std::fs::write(&input, bytes).unwrap();
+        }
+        fails(&esp_cmd("decrypt", &s, &input, &o), 1, error);
+    }
     let good_in = d.path("good.pcap");
     std::fs::write(&good_in, pcap(101, &[])).unwrap();
     let bad_out = d.path("no/such/dir/o.pcap");
     fails(
-        &[
-            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &good_in, "--out",
-            &bad_out,
-        ],
+        &esp_cmd("decrypt", &s, &good_in, &bad_out),
         1,
         "cannot write --out",
     );
@@ -721,9 +711,7 @@ fn card_specs_say_what_to_use() {
     let o = d.path("o.pcap");
     for dev in ["vfio:0000:99:00.0", "unix:/nonexistent.sock"] {
         fails(
-            &[
-                "--device", dev, "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
-            ],
+            &esp_on(dev, "decrypt", &s, &input, &o),
             1,
             "--device software",
         );
@@ -740,9 +728,7 @@ fn the_model_card_gives_the_software_paths_packets_and_verdicts() {
     let mut outs = Vec::new();
     for dev in ["software", "model"] {
         let enc = d.path(&format!("enc-{dev}.pcap"));
-        let out = ok(&[
-            "--device", dev, "esp", "encrypt", "--sa", &s, "--in", &pin, "--out", &enc,
-        ]);
+        let out = ok(&esp_on(dev, "encrypt", &s, &pin, &enc));
         outs.push((out, read_pcap(&enc)));
     }
     assert_eq!(outs[0].1, outs[1].1, "card and ring build the same packets");
@@ -758,9 +744,7 @@ fn the_model_card_gives_the_software_paths_packets_and_verdicts() {
     let mut results = Vec::new();
     for dev in ["software", "model"] {
         let dec = d.path(&format!("dec-{dev}.pcap"));
-        let out = ok(&[
-            "--device", dev, "esp", "decrypt", "--sa", &s, "--in", &tampered, "--out", &dec,
-        ]);
+        let out = ok(&esp_on(dev, "decrypt", &s, &tampered, &dec));
         assert!(
             out.contains("auth-failed") && out.contains("replay"),
             "{out}"
