@@ -265,7 +265,7 @@ pub fn dump(r: &mut Remote, did: Option<u8>, as_json: bool) -> Result<String, St
     }
     let mut t = table(
         &["DID", "WHERE", "STATE", "ACTION", "KEY (* = wildcard)"],
-        &entries,
+        entries,
         |e| {
             vec![
                 e.did.to_string(),
