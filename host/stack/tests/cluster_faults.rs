@@ -104,6 +104,14 @@ fn sa_add(peer: &str, spi: u32, key: &str) -> Request {
     }
 }
 
+/// `esp_recv`: `packets` (hex) arrive for SA `spi`.
+fn esp_recv(packets: &[String], spi: u32) -> Request {
+    Request::EspRecv {
+        packets: packets.to_vec(),
+        spi,
+    }
+}
+
 async fn check_tables(c: &mut Cluster) {
     for id in c.running_ids() {
         let v: Value = ask(c, id, Request::Check).await;
@@ -364,15 +372,7 @@ fn moved_sa_keeps_final_replay_window() {
             // inbound: the previous round's packets again (replays), then fresh ones
             let (_, _, pkts) = peer.send(spi, 4, b"inbound").unwrap();
             let hex: Vec<String> = pkts.iter().map(hex::encode).collect();
-            let r = ask(
-                c,
-                owner,
-                Request::EspRecv {
-                    packets: hex.clone(),
-                    spi,
-                },
-            )
-            .await;
+            let r = ask(c, owner, esp_recv(&hex, spi)).await;
             assert_eq!(r["accepted"].as_u64(), Some(4), "round {round}: {r}");
             // the old owner loses a third of what it sends (its final SA state may need a
             // retransmission and arrive after the assignment is agreed); move at once, well
@@ -401,15 +401,7 @@ fn moved_sa_keeps_final_replay_window() {
             // the new owner refuses every packet the old one accepted
             let start = tokio::time::Instant::now();
             loop {
-                let r = ask(
-                    c,
-                    to,
-                    Request::EspRecv {
-                        packets: hex.clone(),
-                        spi,
-                    },
-                )
-                .await;
+                let r = ask(c, to, esp_recv(&hex, spi)).await;
                 if r["ok"] == json!(true) {
                     assert_eq!(
                         (r["accepted"].as_u64(), r["replays"].as_u64()),
