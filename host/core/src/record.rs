@@ -204,6 +204,41 @@ pub enum RecordError {
     Event(#[from] DecodeError),
 }
 
+/// The constructors and accessors every view of tagged bytes has (inside its `impl` block;
+/// the view brings its own `check_len`).
+macro_rules! view_basics {
+    () => {
+        /// Wraps `buffer` without looking at it.
+        pub const fn new_unchecked(buffer: T) -> Self {
+            Self { buffer }
+        }
+
+        /// Wraps `buffer` and checks its length against its tag
+        /// ([`check_len`](Self::check_len)).
+        ///
+        /// # Errors
+        /// As [`check_len`](Self::check_len).
+        pub fn new_checked(buffer: T) -> Result<Self, RecordError> {
+            let v = Self::new_unchecked(buffer);
+            v.check_len()?;
+            Ok(v)
+        }
+
+        /// The wrapped buffer.
+        pub fn into_inner(self) -> T {
+            self.buffer
+        }
+
+        /// The tag byte.
+        ///
+        /// # Panics
+        /// On an empty buffer in an unchecked view.
+        pub fn tag(&self) -> u8 {
+            self.buffer.as_ref()[field::TAG]
+        }
+    };
+}
+
 /// A checked or unchecked view of a record's bytes.
 ///
 /// Built with [`new_unchecked`](Self::new_unchecked), the accessors may panic on a buffer too
@@ -215,20 +250,7 @@ pub struct RecordView<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> RecordView<T> {
-    /// Wraps `buffer` without looking at it.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wraps `buffer` and checks its length against its tag ([`check_len`](Self::check_len)).
-    ///
-    /// # Errors
-    /// As [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self, RecordError> {
-        let v = Self::new_unchecked(buffer);
-        v.check_len()?;
-        Ok(v)
-    }
+    view_basics!();
 
     /// Checks that the buffer is long enough for every accessor its tag has, and exactly as
     /// long as the record it holds. It does not decode an event's message.
@@ -283,19 +305,6 @@ impl<T: AsRef<[u8]>> RecordView<T> {
         }
     }
 
-    /// The wrapped buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// The tag byte.
-    ///
-    /// # Panics
-    /// On an empty buffer in an unchecked view.
-    pub fn tag(&self) -> u8 {
-        self.buffer.as_ref()[field::TAG]
-    }
-
     /// `E`: the encoded message after the tag.
     ///
     /// # Panics
@@ -348,20 +357,7 @@ pub struct DatagramView<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> DatagramView<T> {
-    /// Wraps `buffer` without looking at it.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wraps `buffer` and checks its length against its tag ([`check_len`](Self::check_len)).
-    ///
-    /// # Errors
-    /// As [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self, RecordError> {
-        let v = Self::new_unchecked(buffer);
-        v.check_len()?;
-        Ok(v)
-    }
+    view_basics!();
 
     /// Checks that the buffer is long enough for every accessor its tag has (a heartbeat:
     /// exactly [`HEARTBEAT_LEN`] bytes). It does not check flag values.
@@ -380,19 +376,6 @@ impl<T: AsRef<[u8]>> DatagramView<T> {
             Some(&tag::HEARTBEAT | &tag::RAFT) => Ok(()),
             Some(&other) => Err(RecordError::UnknownTag(other)),
         }
-    }
-
-    /// The wrapped buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// The tag byte.
-    ///
-    /// # Panics
-    /// On an empty buffer in an unchecked view.
-    pub fn tag(&self) -> u8 {
-        self.buffer.as_ref()[field::TAG]
     }
 
     /// `R`: the consensus message after the tag.
