@@ -161,18 +161,18 @@ fn flow_key_of(k: &CamKey) -> Option<FlowKey> {
             dst,
             src_port,
             dst_port,
-        }
-        | Flow::Udp {
+        } => FlowKey::Transport {
+            proto: L4Proto::Tcp,
+            lo: Endpoint::new(host(&src)?, src_port?),
+            hi: Endpoint::new(host(&dst)?, dst_port?),
+        },
+        Flow::Udp {
             src,
             dst,
             src_port,
             dst_port,
         } => FlowKey::Transport {
-            proto: if matches!(k.flow, Flow::Tcp { .. }) {
-                L4Proto::Tcp
-            } else {
-                L4Proto::Udp
-            },
+            proto: L4Proto::Udp,
             lo: Endpoint::new(host(&src)?, src_port?),
             hi: Endpoint::new(host(&dst)?, dst_port?),
         },
