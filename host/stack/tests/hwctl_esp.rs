@@ -214,6 +214,21 @@ fn sa(spi: u32, dst: &str, alg: &str, key: &str, extra: &str) -> String {
     format!("spi=0x{spi:08x},dst={dst},alg={alg},key={key},salt=cafebabe{extra}")
 }
 
+/// For the error tests: a directory named after `tag` holding `in.pcap` (an empty
+/// capture); returns it, that input, an output path `o.pcap` in it and a valid SA spec.
+fn error_setup(tag: &str) -> (TempDir, String, String, String) {
+    let d = TempDir::new(tag);
+    let input = d.path("in.pcap");
+    std::fs::write(&input, pcap(101, &[])).unwrap();
+    let o = d.path("o.pcap");
+    (
+        d,
+        input,
+        o,
+        sa(0x1, "201.25.64.1", "aes-gcm-128", KEY128, ""),
+    )
+}
+
 fn verdict_lines(out: &str) -> Vec<&str> {
     out.lines().filter(|l| l.starts_with("frame ")).collect()
 }
@@ -603,11 +618,7 @@ fn help_documents_esp() {
 
 #[test]
 fn bad_sa_strings_are_usage_errors_naming_the_field() {
-    let d = TempDir::new("esp-badsa");
-    let input = d.path("in.pcap");
-    std::fs::write(&input, pcap(101, &[])).unwrap();
-    let o = d.path("o.pcap");
-    let good = sa(0x1, "201.25.64.1", "aes-gcm-128", KEY128, "");
+    let (d, input, o, good) = error_setup("esp-badsa");
     for (bad, field) in [
         (
             good.replace("alg=aes-gcm-128", "alg=aes-cbc-128"),
@@ -665,9 +676,7 @@ fn bad_sa_strings_are_usage_errors_naming_the_field() {
 
 #[test]
 fn unreadable_and_garbage_files_are_clear_errors() {
-    let d = TempDir::new("esp-files");
-    let s = sa(0x1, "201.25.64.1", "aes-gcm-128", KEY128, "");
-    let o = d.path("o.pcap");
+    let (d, good_in, o, s) = error_setup("esp-files");
     let mut truncated = pcap(101, &plain_v4(2));
     truncated.truncate(truncated.len() - 5);
     // (input file, its bytes or none for a missing file, what the error says)
@@ -692,8 +701,6 @@ fn unreadable_and_garbage_files_are_clear_errors() {
         }
         fails(&esp_cmd("decrypt", &s, &input, &o), 1, error);
     }
-    let good_in = d.path("good.pcap");
-    std::fs::write(&good_in, pcap(101, &[])).unwrap();
     let bad_out = d.path("no/such/dir/o.pcap");
     fails(
         &esp_cmd("decrypt", &s, &good_in, &bad_out),
@@ -704,11 +711,7 @@ fn unreadable_and_garbage_files_are_clear_errors() {
 
 #[test]
 fn card_specs_say_what_to_use() {
-    let d = TempDir::new("esp-model");
-    let input = d.path("in.pcap");
-    std::fs::write(&input, pcap(101, &[])).unwrap();
-    let s = sa(0x1, "201.25.64.1", "aes-gcm-128", KEY128, "");
-    let o = d.path("o.pcap");
+    let (_d, input, o, s) = error_setup("esp-model");
     for dev in ["vfio:0000:99:00.0", "unix:/nonexistent.sock"] {
         fails(
             &esp_on(dev, "decrypt", &s, &input, &o),
