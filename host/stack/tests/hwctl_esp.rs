@@ -348,6 +348,14 @@ fn encrypt(d: &TempDir, s: &str, plain: &[Vec<u8>]) -> Vec<Vec<u8>> {
     read_pcap(&enc).1
 }
 
+/// Decrypts `frames` (written to `in.pcap` in `d` as a raw-IP capture) with `sa`; returns
+/// hwctl's output and the path of the decrypted capture.
+fn decrypt(d: &TempDir, sa: &str, frames: &[Vec<u8>]) -> (String, String) {
+    let (input, o) = (d.path("in.pcap"), d.path("o.pcap"));
+    std::fs::write(&input, pcap(101, frames)).unwrap();
+    (ok(&esp_cmd("decrypt", sa, &input, &o)), o)
+}
+
 #[test]
 fn verdicts_auth_failed_replay_unknown_spi_malformed_and_skipped() {
     let d = TempDir::new("esp-verdicts");
@@ -512,9 +520,7 @@ fn esp_in_udp_is_decrypted_and_ike_and_keepalives_are_skipped() {
             nat_t(&esp[1]),
             esp[2].clone(),
         ];
-        let (input, o) = (d.path("natt.pcap"), d.path("natt.out.pcap"));
-        std::fs::write(&input, pcap(101, &frames)).unwrap();
-        let out = ok(&esp_cmd("decrypt", &s, &input, &o));
+        let (out, o) = decrypt(&d, &s, &frames);
         assert!(
             out.contains("5 frames: 3 ESP packets (ok 3), 2 non-ESP frames skipped"),
             "{mode}: {out}"
@@ -550,9 +556,7 @@ fn truncated_esp_in_ip_is_malformed() {
     let esp = encrypt(&d, &s, &plain_v4(1));
     let mut cut = esp[0].clone();
     cut.truncate(cut.len() - 10);
-    let (input, o) = (d.path("in.pcap"), d.path("o.pcap"));
-    std::fs::write(&input, pcap(101, &[cut])).unwrap();
-    let out = ok(&esp_cmd("decrypt", &s, &input, &o));
+    let (out, _) = decrypt(&d, &s, &[cut]);
     let line = verdict_lines(&out)[0].to_owned();
     assert_eq!(line.split_whitespace().nth(6), Some("malformed"), "{out}");
     assert!(line.contains("lengths"), "{line}");
@@ -569,10 +573,8 @@ fn several_sas_and_sa_files() {
     let eb = encrypt(&d, &b, &pb);
     let file = d.path("sas.txt");
     std::fs::write(&file, format!("# two SAs\n{a}\n\n{b}\n")).unwrap();
-    let (input, o) = (d.path("in.pcap"), d.path("o.pcap"));
-    std::fs::write(&input, pcap(101, &[eb[0].clone(), ea[0].clone()])).unwrap();
     let at = format!("@{file}");
-    let out = ok(&esp_cmd("decrypt", &at, &input, &o));
+    let (out, o) = decrypt(&d, &at, &[eb[0].clone(), ea[0].clone()]);
     assert!(out.contains("ok 2"), "{out}");
     assert_eq!(read_pcap(&o).1, vec![pb[0].clone(), pa[0].clone()]);
 }
@@ -589,9 +591,7 @@ fn esn_with_a_starting_sequence_number() {
     );
     let plain = plain_v4(4);
     let esp = encrypt(&d, &s, &plain);
-    let (input, o) = (d.path("in.pcap"), d.path("o.pcap"));
-    std::fs::write(&input, pcap(101, &esp)).unwrap();
-    let out = ok(&esp_cmd("decrypt", &s, &input, &o));
+    let (out, o) = decrypt(&d, &s, &esp);
     // 2^33 - 2 .. 2^33 + 1: the high half changes in the middle.
     for (l, seq) in verdict_lines(&out).iter().zip(0x1_ffff_fffeu64..) {
         assert!(
