@@ -172,12 +172,6 @@ driver::code_enum! {
 }
 
 impl ConnState {
-    /// The state for a wire code: [`ConnState::from_code`] under the name the event codec
-    /// uses.
-    pub fn from_u8(v: u8) -> Option<Self> {
-        Self::from_code(v)
-    }
-
     /// Whether a TCP connection in this state has completed its handshake.
     pub fn is_established_tcp(self) -> bool {
         matches!(
@@ -203,11 +197,6 @@ driver::code_enum! {
 }
 
 impl Action {
-    /// The action for a wire code: [`Action::from_code`] under the name the event codec uses.
-    pub fn from_u8(v: u8) -> Option<Self> {
-        Self::from_code(v)
-    }
-
     /// Whether packets are forwarded.
     pub fn forwards(self) -> bool {
         matches!(self, Action::Allow | Action::Tunnel)
@@ -338,10 +327,10 @@ mod tests {
     #[test]
     fn state_codes_round_trip() {
         for v in 0..=255u8 {
-            if let Some(s) = ConnState::from_u8(v) {
+            if let Some(s) = ConnState::from_code(v) {
                 assert_eq!(s as u8, v);
             }
-            if let Some(a) = Action::from_u8(v) {
+            if let Some(a) = Action::from_code(v) {
                 assert_eq!(a as u8, v);
             }
         }
@@ -355,6 +344,6 @@ mod tests {
         assert_eq!(ConnState::try_from(0u8).ok(), None);
         let actions: Vec<u8> = Action::ALL.iter().map(|a| u8::from(*a)).collect();
         assert_eq!(actions, vec![0, 1, 2, 3]);
-        assert_eq!(Action::from_u8(3), Some(Action::Reject));
+        assert_eq!(Action::from_code(3), Some(Action::Reject));
     }
 }

@@ -424,9 +424,9 @@ fn decode_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
         return Err(r.bad("entry flags", flags));
     }
     let s = r.u8("state")?;
-    let state = ConnState::from_u8(s).ok_or_else(|| r.bad("state", s))?;
+    let state = ConnState::from_code(s).ok_or_else(|| r.bad("state", s))?;
     let a = r.u8("action")?;
-    let action = Action::from_u8(a).ok_or_else(|| r.bad("action", a))?;
+    let action = Action::from_code(a).ok_or_else(|| r.bad("action", a))?;
     let rule = r.u16("rule")?;
     let timeout_s = r.varint_u32("timeout")?;
     let creator = NodeId(r.u16("creator")?);

@@ -90,6 +90,8 @@ pub mod realloc;
 pub mod record;
 pub mod rules;
 pub mod siphash;
+#[cfg(any(test, feature = "proptest"))]
+pub mod strategies;
 
 pub use alloc_policy::Allocation;
 pub use card_table::CardTable;

@@ -507,28 +507,27 @@ impl<T: NodeSpecificTable> Node<T> {
         self.standby
     }
 
+    /// Queues a sequenced event for every node.
     fn broadcast(&mut self, event: Event) {
         self.seq += 1;
-        self.stats.messages_out += 1;
-        self.outbox.push(Outgoing {
-            dest: Destination::All,
-            message: Message {
-                sender: self.cfg.node,
-                incarnation: self.cfg.incarnation,
-                seq: self.seq,
-                event,
-            },
-        });
+        self.send(Destination::All, self.seq, event);
     }
 
+    /// Queues an unsequenced event for one node.
     fn unicast(&mut self, to: NodeId, event: Event) {
+        self.send(Destination::Node(to), 0, event);
+    }
+
+    /// Queues `event` from this node (its incarnation, sequence number `seq`; 0 is unsequenced)
+    /// for `dest`.
+    fn send(&mut self, dest: Destination, seq: u64, event: Event) {
         self.stats.messages_out += 1;
         self.outbox.push(Outgoing {
-            dest: Destination::Node(to),
+            dest,
             message: Message {
                 sender: self.cfg.node,
                 incarnation: self.cfg.incarnation,
-                seq: 0,
+                seq,
                 event,
             },
         });
@@ -871,16 +870,7 @@ impl<T: NodeSpecificTable> Node<T> {
             .map(|d| (d, self.common.digest(d)))
             .collect();
         let epoch = self.alloc.epoch;
-        self.stats.messages_out += 1;
-        self.outbox.push(Outgoing {
-            dest: Destination::All,
-            message: Message {
-                sender: self.cfg.node,
-                incarnation: self.cfg.incarnation,
-                seq: 0,
-                event: Event::Digest { epoch, items },
-            },
-        });
+        self.send(Destination::All, 0, Event::Digest { epoch, items });
     }
 
     fn check_dist(&self, d: DistributionId) -> Result<(), ApplyError> {
@@ -1391,6 +1381,17 @@ mod tests {
         c
     }
 
+    /// Nodes 1 and 2 that both applied the first allocation, in which node 1 owns all 16
+    /// identifiers; returns them and that allocation.
+    fn pair_owned_by_1() -> (Node<SoftwareTable>, Node<SoftwareTable>, Allocation) {
+        let mut n1 = node(1);
+        let mut n2 = node(2);
+        let all = even_split(IdCount::new(16).unwrap(), &[NodeId(1)]);
+        n1.apply_allocation(Millis(0), &all).unwrap();
+        n2.apply_allocation(Millis(0), &all).unwrap();
+        (n1, n2, all)
+    }
+
     fn node(n: u16) -> Node<SoftwareTable> {
         let c = cfg(n);
         let t = SoftwareTable::new(c.count);
@@ -1412,11 +1413,7 @@ mod tests {
 
     #[test]
     fn tcp_lifecycle_replicates() {
-        let mut n1 = node(1);
-        let mut n2 = node(2);
-        let all = even_split(IdCount::new(16).unwrap(), &[NodeId(1)]);
-        n1.apply_allocation(Millis(0), &all).unwrap();
-        n2.apply_allocation(Millis(0), &all).unwrap();
+        let (mut n1, mut n2, _) = pair_owned_by_1();
         let c = |f, from_client: bool| {
             if from_client {
                 build::tcp(a(1), 5555, a(2), 80, f, b"").unwrap()
@@ -1467,12 +1464,7 @@ mod tests {
 
     #[test]
     fn reallocation_make_before_break() {
-        let mut n1 = node(1);
-        let mut n2 = node(2);
-        let c = IdCount::new(16).unwrap();
-        let a1 = even_split(c, &[NodeId(1)]);
-        n1.apply_allocation(Millis(0), &a1).unwrap();
-        n2.apply_allocation(Millis(0), &a1).unwrap();
+        let (mut n1, mut n2, a1) = pair_owned_by_1();
         for port in 1000..1100u16 {
             let b = build::udp(a(1), port, a(2), 53, b"q").unwrap();
             n1.handle_packet(Millis(1), &b);
@@ -1605,11 +1597,7 @@ mod tests {
 
     #[test]
     fn idle_expiry_and_anti_entropy() {
-        let mut n1 = node(1);
-        let mut n2 = node(2);
-        let al = even_split(IdCount::new(16).unwrap(), &[NodeId(1)]);
-        n1.apply_allocation(Millis(0), &al).unwrap();
-        n2.apply_allocation(Millis(0), &al).unwrap();
+        let (mut n1, mut n2, _) = pair_owned_by_1();
         for port in 1..50u16 {
             n1.handle_packet(Millis(0), &build::udp(a(1), port, a(2), 53, b"").unwrap());
         }
@@ -1696,11 +1684,7 @@ mod tests {
 
     #[test]
     fn sa_state_replicates_and_takeover_skips_ahead() {
-        let mut n1 = node(1);
-        let mut n2 = node(2);
-        let al = even_split(IdCount::new(16).unwrap(), &[NodeId(1)]);
-        n1.apply_allocation(Millis(0), &al).unwrap();
-        n2.apply_allocation(Millis(0), &al).unwrap();
+        let (mut n1, mut n2, _) = pair_owned_by_1();
         let d = n1.install_sa(Millis(0), a(9), a(1), 0x1000);
         let mut s = n1.sa_state(0x1000).unwrap();
         s.outbound_seq = 5000;

@@ -204,6 +204,41 @@ pub enum RecordError {
     Event(#[from] DecodeError),
 }
 
+/// The constructors and accessors every view of tagged bytes has (inside its `impl` block;
+/// the view brings its own `check_len`).
+macro_rules! view_basics {
+    () => {
+        /// Wraps `buffer` without looking at it.
+        pub const fn new_unchecked(buffer: T) -> Self {
+            Self { buffer }
+        }
+
+        /// Wraps `buffer` and checks its length against its tag
+        /// ([`check_len`](Self::check_len)).
+        ///
+        /// # Errors
+        /// As [`check_len`](Self::check_len).
+        pub fn new_checked(buffer: T) -> Result<Self, RecordError> {
+            let v = Self::new_unchecked(buffer);
+            v.check_len()?;
+            Ok(v)
+        }
+
+        /// The wrapped buffer.
+        pub fn into_inner(self) -> T {
+            self.buffer
+        }
+
+        /// The tag byte.
+        ///
+        /// # Panics
+        /// On an empty buffer in an unchecked view.
+        pub fn tag(&self) -> u8 {
+            self.buffer.as_ref()[field::TAG]
+        }
+    };
+}
+
 /// A checked or unchecked view of a record's bytes.
 ///
 /// Built with [`new_unchecked`](Self::new_unchecked), the accessors may panic on a buffer too
@@ -215,20 +250,7 @@ pub struct RecordView<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> RecordView<T> {
-    /// Wraps `buffer` without looking at it.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wraps `buffer` and checks its length against its tag ([`check_len`](Self::check_len)).
-    ///
-    /// # Errors
-    /// As [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self, RecordError> {
-        let v = Self::new_unchecked(buffer);
-        v.check_len()?;
-        Ok(v)
-    }
+    view_basics!();
 
     /// Checks that the buffer is long enough for every accessor its tag has, and exactly as
     /// long as the record it holds. It does not decode an event's message.
@@ -283,19 +305,6 @@ impl<T: AsRef<[u8]>> RecordView<T> {
         }
     }
 
-    /// The wrapped buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// The tag byte.
-    ///
-    /// # Panics
-    /// On an empty buffer in an unchecked view.
-    pub fn tag(&self) -> u8 {
-        self.buffer.as_ref()[field::TAG]
-    }
-
     /// `E`: the encoded message after the tag.
     ///
     /// # Panics
@@ -348,20 +357,7 @@ pub struct DatagramView<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> DatagramView<T> {
-    /// Wraps `buffer` without looking at it.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wraps `buffer` and checks its length against its tag ([`check_len`](Self::check_len)).
-    ///
-    /// # Errors
-    /// As [`check_len`](Self::check_len).
-    pub fn new_checked(buffer: T) -> Result<Self, RecordError> {
-        let v = Self::new_unchecked(buffer);
-        v.check_len()?;
-        Ok(v)
-    }
+    view_basics!();
 
     /// Checks that the buffer is long enough for every accessor its tag has (a heartbeat:
     /// exactly [`HEARTBEAT_LEN`] bytes). It does not check flag values.
@@ -380,19 +376,6 @@ impl<T: AsRef<[u8]>> DatagramView<T> {
             Some(&tag::HEARTBEAT | &tag::RAFT) => Ok(()),
             Some(&other) => Err(RecordError::UnknownTag(other)),
         }
-    }
-
-    /// The wrapped buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// The tag byte.
-    ///
-    /// # Panics
-    /// On an empty buffer in an unchecked view.
-    pub fn tag(&self) -> u8 {
-        self.buffer.as_ref()[field::TAG]
     }
 
     /// `R`: the consensus message after the tag.
@@ -683,14 +666,10 @@ fn be_u64(b: &[u8]) -> u64 {
 mod tests {
     use super::*;
     use crate::common::DistDigest;
-    use crate::entry::{
-        Action, ConnState, Endpoint, Entry, FlowKey, L4Proto, Nat, NatKind, SaRef, SessionDigest,
-        UserId,
-    };
     use crate::events::{Event, SaState};
     use crate::ids::{DistributionId, NodeId};
+    use crate::strategies::{addr, entry, flow_key};
     use proptest::prelude::*;
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     /// A repair request for identifiers 1 and 2, hand-encoded: format 1, sender 3,
     /// incarnation 9, seq 0, event tag 7, epoch 5, two identifiers (the message codec's
@@ -1052,65 +1031,6 @@ mod tests {
 
     // ----- property tests -----
 
-    fn addr() -> impl Strategy<Value = IpAddr> {
-        prop_oneof![
-            any::<u32>().prop_map(|x| IpAddr::V4(Ipv4Addr::from(x))),
-            any::<u128>().prop_map(|x| IpAddr::V6(Ipv6Addr::from(x))),
-        ]
-    }
-
-    fn flow_key() -> impl Strategy<Value = FlowKey> {
-        prop_oneof![
-            (any::<bool>(), addr(), any::<u16>(), addr(), any::<u16>()).prop_map(
-                |(tcp, a, p, b, q)| {
-                    let proto = if tcp { L4Proto::Tcp } else { L4Proto::Udp };
-                    FlowKey::transport(proto, Endpoint::new(a, p), Endpoint::new(b, q)).0
-                }
-            ),
-            (addr(), addr(), any::<u16>()).prop_map(|(a, b, i)| FlowKey::icmp(a, b, i).0),
-            (addr(), any::<u32>()).prop_map(|(dst, spi)| FlowKey::Esp { dst, spi }),
-            (any::<u64>(), any::<u32>()).prop_map(|(c, m)| FlowKey::Isakmp {
-                initiator_cookie: c,
-                message_id: m
-            }),
-            any::<[u8; 16]>().prop_map(|d| FlowKey::TlsSession(SessionDigest(d))),
-            any::<[u8; 16]>().prop_map(|d| FlowKey::HttpCookie(SessionDigest(d))),
-        ]
-    }
-
-    prop_compose! {
-        fn entry()(
-            key in flow_key(),
-            dist in any::<u16>(),
-            dir in any::<bool>(),
-            state in 1u8..=13,
-            action in 0u8..=3,
-            rule in any::<u16>(),
-            timeout in any::<u32>(),
-            user in proptest::option::of(any::<u32>()),
-            spi in proptest::option::of(any::<u32>()),
-            nat in proptest::option::of((any::<bool>(), addr(), any::<u16>())),
-            creator in any::<u16>(),
-            version in any::<u32>(),
-        ) -> Entry {
-            let state = ConnState::from_u8(state).unwrap_or(ConnState::Session);
-            let mut e = Entry::new(key, DistributionId(dist), state, NodeId(creator));
-            e.initiator_is_lo = dir;
-            e.action = Action::from_u8(action).unwrap_or(Action::Allow);
-            e.rule = rule;
-            e.timeout_s = timeout;
-            e.user = user.map(UserId);
-            e.tunnel = spi.map(|spi| SaRef { spi });
-            e.nat = nat.map(|(dst, addr, port)| Nat {
-                kind: if dst { NatKind::Destination } else { NatKind::Source },
-                addr,
-                port,
-            });
-            e.version = version;
-            e
-        }
-    }
-
     fn event() -> impl Strategy<Value = Event> {
         let dist = || any::<u16>().prop_map(DistributionId);
         let epoch = || any::<u64>().prop_map(Epoch);
@@ -1210,6 +1130,20 @@ mod tests {
         ]
     }
 
+    /// What `bytes` parse to re-emits to bytes that parse to the same value: a record to the
+    /// same bytes, a datagram (heartbeats up to the ignored reserved byte) to an equal one.
+    fn reparses(bytes: &[u8]) -> Result<(), TestCaseError> {
+        if let Ok(r) = Record::parse(bytes) {
+            prop_assert_eq!(&emitted(&r), bytes);
+        }
+        if let Ok(d) = Datagram::parse(bytes) {
+            let mut b = Vec::new();
+            d.emit(&mut b);
+            prop_assert_eq!(Datagram::parse(&b), Ok(d));
+        }
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1000))]
 
@@ -1236,14 +1170,7 @@ mod tests {
         /// canonical (the same bytes), heartbeats up to the ignored reserved byte.
         #[test]
         fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
-            if let Ok(r) = Record::parse(&bytes) {
-                prop_assert_eq!(&emitted(&r), &bytes);
-            }
-            if let Ok(d) = Datagram::parse(&bytes) {
-                let mut b = Vec::new();
-                d.emit(&mut b);
-                prop_assert_eq!(Datagram::parse(&b), Ok(d));
-            }
+            reparses(&bytes)?;
             let _ = RecordView::new_checked(&bytes[..]).map(|v| (v.tag(), v.message_bytes().len()));
             let _ = DatagramView::new_checked(&bytes[..]).map(|v| v.tag());
         }
@@ -1256,14 +1183,7 @@ mod tests {
         ) {
             let mut bytes = vec![t];
             bytes.extend_from_slice(&rest);
-            if let Ok(r) = Record::parse(&bytes) {
-                prop_assert_eq!(&emitted(&r), &bytes);
-            }
-            if let Ok(d) = Datagram::parse(&bytes) {
-                let mut b = Vec::new();
-                d.emit(&mut b);
-                prop_assert_eq!(Datagram::parse(&b), Ok(d));
-            }
+            reparses(&bytes)?;
         }
     }
 }

@@ -29,6 +29,18 @@ fn workdir(name: &str) -> std::path::PathBuf {
     d
 }
 
+/// Launches members 1..=3 of `layout` in a fresh working directory named after `name`, runs
+/// `body` against the cluster, then stops it (one such test at a time; see [`SERIAL`]).
+fn with_cluster(name: &str, layout: &Layout, body: impl AsyncFnOnce(&mut Cluster)) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    rt().block_on(async {
+        let dir = workdir(name);
+        let mut c = launch(&dir, layout).await;
+        body(&mut c).await;
+        finish(c, &dir).await;
+    });
+}
+
 /// Identifiers claimed by more than one node that is taking traffic (ready, not fenced, not
 /// behind) at the moment of the sample.
 async fn double_claims(c: &mut Cluster) -> usize {
@@ -92,6 +104,14 @@ fn sa_add(peer: &str, spi: u32, key: &str) -> Request {
     }
 }
 
+/// `esp_recv`: `packets` (hex) arrive for SA `spi`.
+fn esp_recv(packets: &[String], spi: u32) -> Request {
+    Request::EspRecv {
+        packets: packets.to_vec(),
+        spi,
+    }
+}
+
 async fn check_tables(c: &mut Cluster) {
     for id in c.running_ids() {
         let v: Value = ask(c, id, Request::Check).await;
@@ -106,27 +126,24 @@ async fn check_tables(c: &mut Cluster) {
 
 #[test]
 fn partition_fences_minority_and_heals() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    rt().block_on(async {
-        let dir = workdir("partition");
-        let mut c = launch(&dir, &Layout::default()).await;
-        assert!(owned(&c, NodeId(3)).await > 0);
+    with_cluster("partition", &Layout::default(), async |c| {
+        assert!(owned(c, NodeId(3)).await > 0);
         // cut node 3 off in both directions
-        ask(&c, NodeId(3), partition(vec![1, 2])).await;
+        ask(c, NodeId(3), partition(vec![1, 2])).await;
         for i in 1..=2 {
-            ask(&c, NodeId(i), partition(vec![3])).await;
+            ask(c, NodeId(i), partition(vec![3])).await;
         }
         let start = tokio::time::Instant::now();
         let mut moved = false;
         while start.elapsed() < Duration::from_secs(5) {
             assert_eq!(
-                double_claims(&mut c).await,
+                double_claims(c).await,
                 0,
                 "two active owners during the partition"
             );
-            let s3 = ask(&c, NodeId(3), Request::Status).await;
-            let o1 = owned(&c, NodeId(1)).await;
-            let o2 = owned(&c, NodeId(2)).await;
+            let s3 = ask(c, NodeId(3), Request::Status).await;
+            let o1 = owned(c, NodeId(1)).await;
+            let o2 = owned(c, NodeId(2)).await;
             if s3["fenced"] == json!(true) && o1 + o2 == 256 {
                 moved = true;
                 break;
@@ -139,38 +156,30 @@ fn partition_fences_minority_and_heals() {
         );
         // heal: node 3 catches up, resyncs its view and gets identifiers back
         for i in 1..=3 {
-            ask(&c, NodeId(i), partition(vec![])).await;
+            ask(c, NodeId(i), partition(vec![])).await;
         }
         let start = tokio::time::Instant::now();
-        while start.elapsed() < Duration::from_secs(8) && owned(&c, NodeId(3)).await == 0 {
-            assert_eq!(
-                double_claims(&mut c).await,
-                0,
-                "two active owners while healing"
-            );
+        while start.elapsed() < Duration::from_secs(8) && owned(c, NodeId(3)).await == 0 {
+            assert_eq!(double_claims(c).await, 0, "two active owners while healing");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(
-            owned(&c, NodeId(3)).await > 0,
+            owned(c, NodeId(3)).await > 0,
             "healed node got no identifiers back"
         );
         c.wait_settled(Duration::from_secs(10)).await.unwrap();
-        check_tables(&mut c).await;
-        finish(c, &dir).await;
+        check_tables(c).await;
     });
 }
 
 #[test]
 fn operator_move_and_drain() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    rt().block_on(async {
-        let dir = workdir("operator");
-        let mut c = launch(&dir, &Layout::default()).await;
+    with_cluster("operator", &Layout::default(), async |c| {
         // a non-leader refuses operator commands and names the leader
         let leader = c.leader().await.unwrap();
         let other = (1..=3).map(NodeId).find(|n| *n != leader).unwrap();
         let v = ask(
-            &c,
+            c,
             other,
             Request::Move {
                 ids: vec![0],
@@ -189,7 +198,7 @@ fn operator_move_and_drain() {
         .unwrap();
         let start = tokio::time::Instant::now();
         loop {
-            let a = ask(&c, NodeId(1), Request::Allocation).await;
+            let a = ask(c, NodeId(1), Request::Allocation).await;
             let owners: Vec<u64> = a["owners"]
                 .as_array()
                 .unwrap()
@@ -199,7 +208,7 @@ fn operator_move_and_drain() {
             if owners[..8].iter().all(|o| *o == 3) {
                 break;
             }
-            assert_eq!(double_claims(&mut c).await, 0);
+            assert_eq!(double_claims(c).await, 0);
             assert!(
                 start.elapsed() < Duration::from_secs(5),
                 "move did not happen: {owners:?}"
@@ -209,8 +218,8 @@ fn operator_move_and_drain() {
         // drain node 2: it ends with nothing, the others split everything
         c.to_leader(Request::Drain { node: Some(2) }).await.unwrap();
         let start = tokio::time::Instant::now();
-        while owned(&c, NodeId(2)).await > 0 {
-            assert_eq!(double_claims(&mut c).await, 0);
+        while owned(c, NodeId(2)).await > 0 {
+            assert_eq!(double_claims(c).await, 0);
             assert!(
                 start.elapsed() < Duration::from_secs(5),
                 "drain did not happen"
@@ -218,18 +227,18 @@ fn operator_move_and_drain() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         c.wait_settled(Duration::from_secs(5)).await.unwrap();
-        assert_eq!(owned(&c, NodeId(1)).await + owned(&c, NodeId(3)).await, 256);
-        check_tables(&mut c).await;
+        assert_eq!(owned(c, NodeId(1)).await + owned(c, NodeId(3)).await, 256);
+        check_tables(c).await;
         // invariant 3: common tables converge (same per-identifier digests everywhere), and
         // invariant 6: SA key material is never readable through the control socket
         let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeef0";
-        let v = ask(&c, NodeId(1), sa_add("198.51.100.7", 77, key)).await;
+        let v = ask(c, NodeId(1), sa_add("198.51.100.7", 77, key)).await;
         assert_eq!(v["ok"], json!(true), "{v}");
         let start = tokio::time::Instant::now();
         loop {
             let mut digests = Vec::new();
             for i in 1..=3 {
-                let v = ask(&c, NodeId(i), Request::Counts).await;
+                let v = ask(c, NodeId(i), Request::Counts).await;
                 let d: Vec<String> = v["ids"]
                     .as_array()
                     .unwrap()
@@ -257,13 +266,13 @@ fn operator_move_and_drain() {
             ];
             for req in reports {
                 let cmd = req.cmd();
-                let v = ask(&c, NodeId(i), req).await;
+                let v = ask(c, NodeId(i), req).await;
                 assert!(
                     !v.to_string().contains(&key[..16]),
                     "key material in {cmd} of node {i}"
                 );
             }
-            let v = ask(&c, NodeId(i), Request::Sas).await;
+            let v = ask(c, NodeId(i), Request::Sas).await;
             assert_eq!(
                 v["sas"][0]["key_present"],
                 json!(true),
@@ -299,7 +308,6 @@ fn operator_move_and_drain() {
             .unwrap();
         assert_eq!(v["ok"], json!(false));
         assert!(v["error"].as_str().unwrap().contains("unknown command"));
-        finish(c, &dir).await;
     });
 }
 
@@ -311,13 +319,10 @@ fn moved_sa_keeps_final_replay_window() {
     use host::core::events::SaState;
     use host::core::ids::DistributionId;
     use host::core::member::esp::EspPath;
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    rt().block_on(async {
-        let dir = workdir("samove");
-        let mut c = launch(&dir, &Layout::default()).await;
+    with_cluster("samove", &Layout::default(), async |c| {
         let key = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
         let spi = 0x4242u32;
-        let v = ask(&c, NodeId(1), sa_add("198.51.100.9", spi, key)).await;
+        let v = ask(c, NodeId(1), sa_add("198.51.100.9", spi, key)).await;
         assert_eq!(v["ok"], json!(true), "{v}");
         let dist = v["dist"].as_u64().unwrap();
         // the tunnel peer
@@ -337,11 +342,11 @@ fn moved_sa_keeps_final_replay_window() {
             // wait until the SA runs on its current owner
             let start = tokio::time::Instant::now();
             let (owner, first) = loop {
-                let a = ask(&c, NodeId(1), Request::Allocation).await;
+                let a = ask(c, NodeId(1), Request::Allocation).await;
                 let o = NodeId(owner_of(&a) as u16);
                 if o.0 != 0 {
                     let r = ask(
-                        &c,
+                        c,
                         o,
                         Request::EspSend {
                             count: Some(3),
@@ -367,21 +372,13 @@ fn moved_sa_keeps_final_replay_window() {
             // inbound: the previous round's packets again (replays), then fresh ones
             let (_, _, pkts) = peer.send(spi, 4, b"inbound").unwrap();
             let hex: Vec<String> = pkts.iter().map(hex::encode).collect();
-            let r = ask(
-                &c,
-                owner,
-                Request::EspRecv {
-                    packets: hex.clone(),
-                    spi,
-                },
-            )
-            .await;
+            let r = ask(c, owner, esp_recv(&hex, spi)).await;
             assert_eq!(r["accepted"].as_u64(), Some(4), "round {round}: {r}");
             // the old owner loses a third of what it sends (its final SA state may need a
             // retransmission and arrive after the assignment is agreed); move at once, well
             // inside the 100 ms sync interval
             ask(
-                &c,
+                c,
                 owner,
                 Request::Partition {
                     loss: Some(0.35),
@@ -404,15 +401,7 @@ fn moved_sa_keeps_final_replay_window() {
             // the new owner refuses every packet the old one accepted
             let start = tokio::time::Instant::now();
             loop {
-                let r = ask(
-                    &c,
-                    to,
-                    Request::EspRecv {
-                        packets: hex.clone(),
-                        spi,
-                    },
-                )
-                .await;
+                let r = ask(c, to, esp_recv(&hex, spi)).await;
                 if r["ok"] == json!(true) {
                     assert_eq!(
                         (r["accepted"].as_u64(), r["replays"].as_u64()),
@@ -430,10 +419,9 @@ fn moved_sa_keeps_final_replay_window() {
                 );
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            ask(&c, owner, partition(vec![])).await;
-            assert_eq!(double_claims(&mut c).await, 0);
+            ask(c, owner, partition(vec![])).await;
+            assert_eq!(double_claims(c).await, 0);
         }
-        finish(c, &dir).await;
     });
 }
 
@@ -443,14 +431,11 @@ fn moved_sa_keeps_final_replay_window() {
 /// and take over every identifier, with no identifier claimed twice meanwhile.
 #[test]
 fn joined_members_become_voters_and_carry_quorum() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    rt().block_on(async {
-        let dir = workdir("voters");
-        let layout = Layout {
-            joiners: vec![4, 5],
-            ..Layout::default()
-        };
-        let mut c = launch(&dir, &layout).await;
+    let layout = Layout {
+        joiners: vec![4, 5],
+        ..Layout::default()
+    };
+    with_cluster("voters", &layout, async |c| {
         for i in 4..=5 {
             c.start(NodeId(i)).unwrap();
         }
@@ -469,15 +454,14 @@ fn joined_members_become_voters_and_carry_quorum() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         c.wait_settled(Duration::from_secs(15)).await.unwrap();
-        assert!(owned(&c, NodeId(4)).await > 0, "joined member owns nothing");
+        assert!(owned(c, NodeId(4)).await > 0, "joined member owns nothing");
         c.kill(NodeId(1));
         c.kill(NodeId(2));
         let start = tokio::time::Instant::now();
         loop {
-            assert_eq!(double_claims(&mut c).await, 0, "two active owners");
-            let total = owned(&c, NodeId(3)).await
-                + owned(&c, NodeId(4)).await
-                + owned(&c, NodeId(5)).await;
+            assert_eq!(double_claims(c).await, 0, "two active owners");
+            let total =
+                owned(c, NodeId(3)).await + owned(c, NodeId(4)).await + owned(c, NodeId(5)).await;
             if total == 256 {
                 break;
             }
@@ -488,7 +472,6 @@ fn joined_members_become_voters_and_carry_quorum() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         c.wait_settled(Duration::from_secs(10)).await.unwrap();
-        check_tables(&mut c).await;
-        finish(c, &dir).await;
+        check_tables(c).await;
     });
 }

@@ -3,10 +3,7 @@
 //! events round-trip.
 
 use host::core::distribution::{ClusterSecret, Distributor};
-use host::core::entry::{
-    Action, ConnState, Endpoint, Entry, FlowKey, L4Proto, Nat, NatKind, SaRef, SessionDigest,
-    UserId,
-};
+use host::core::entry::{ConnState, Endpoint, Entry, FlowKey, L4Proto};
 use host::core::events::{Event, Message};
 use host::core::ids::{DistributionId, IdCount, Millis, NodeId};
 use host::core::node::{Node, NodeConfig};
@@ -14,64 +11,9 @@ use host::core::node_table::SoftwareTable;
 use host::core::packet::{parse_packet, Framing};
 use host::core::pcap;
 use host::core::rules::RuleSet;
+use host::core::strategies::entry;
 use proptest::prelude::*;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-fn addr() -> impl Strategy<Value = IpAddr> {
-    prop_oneof![
-        any::<u32>().prop_map(|x| IpAddr::V4(Ipv4Addr::from(x))),
-        any::<u128>().prop_map(|x| IpAddr::V6(Ipv6Addr::from(x))),
-    ]
-}
-
-fn key() -> impl Strategy<Value = FlowKey> {
-    prop_oneof![
-        (any::<bool>(), addr(), any::<u16>(), addr(), any::<u16>()).prop_map(|(t, a, p, b, q)| {
-            let proto = if t { L4Proto::Tcp } else { L4Proto::Udp };
-            FlowKey::transport(proto, Endpoint::new(a, p), Endpoint::new(b, q)).0
-        }),
-        (addr(), addr(), any::<u16>()).prop_map(|(a, b, i)| FlowKey::icmp(a, b, i).0),
-        (addr(), any::<u32>()).prop_map(|(dst, spi)| FlowKey::Esp { dst, spi }),
-        (any::<u64>(), any::<u32>()).prop_map(|(c, m)| FlowKey::Isakmp {
-            initiator_cookie: c,
-            message_id: m
-        }),
-        any::<[u8; 16]>().prop_map(|d| FlowKey::TlsSession(SessionDigest(d))),
-        any::<[u8; 16]>().prop_map(|d| FlowKey::HttpCookie(SessionDigest(d))),
-    ]
-}
-
-prop_compose! {
-    fn entry()(
-        k in key(),
-        dist in any::<u16>(),
-        dir in any::<bool>(),
-        state in 1u8..=13,
-        action in 0u8..=3,
-        rule in any::<u16>(),
-        timeout in any::<u32>(),
-        user in proptest::option::of(any::<u32>()),
-        spi in proptest::option::of(any::<u32>()),
-        nat in proptest::option::of((any::<bool>(), addr(), any::<u16>())),
-        creator in any::<u16>(),
-        version in any::<u32>(),
-    ) -> Entry {
-        let mut e = Entry::new(k, DistributionId(dist), ConnState::from_u8(state).unwrap_or(ConnState::Session), NodeId(creator));
-        e.initiator_is_lo = dir;
-        e.action = Action::from_u8(action).unwrap_or(Action::Allow);
-        e.rule = rule;
-        e.timeout_s = timeout;
-        e.user = user.map(UserId);
-        e.tunnel = spi.map(|spi| SaRef { spi });
-        e.nat = nat.map(|(d, addr, port)| Nat {
-            kind: if d { NatKind::Destination } else { NatKind::Source },
-            addr,
-            port,
-        });
-        e.version = version;
-        e
-    }
-}
+use std::net::{IpAddr, Ipv4Addr};
 
 fn node() -> Node<SoftwareTable> {
     let mut c = NodeConfig::new(NodeId(1), ClusterSecret::new([9; 16]));

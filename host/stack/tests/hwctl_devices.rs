@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::path::PathBuf;
+
 use hal::regs::{ident, BAR_SIZE};
 use hal::{BarOffset, RegIo};
 use serde_json::Value;
@@ -18,6 +20,14 @@ fn fails(args: &[&str], device: &str, needle: &str) {
     let stderr = common::fails(args, 1, needle);
     assert!(stderr.contains(device), "names {device}: {stderr}");
     assert!(stderr.contains("fix:"), "names a fix: {stderr}");
+}
+
+/// Writes `bytes` to the file `name` in `dir`; returns its path and its `pci:PATH` spec.
+fn pci_file(dir: &TempDir, name: &str, bytes: impl AsRef<[u8]>) -> (PathBuf, String) {
+    let path = dir.dir().join(name);
+    std::fs::write(&path, bytes).unwrap();
+    let spec = format!("pci:{}", path.display());
+    (path, spec)
 }
 
 /// The register image of a reference-model card holding `n` sample entries.
@@ -66,24 +76,18 @@ fn pci_without_a_file_is_a_clear_error() {
 #[test]
 fn pci_bar_too_small_and_garbage_are_clear_errors() {
     let dir = TempDir::new("dev-small");
-    let small = dir.dir().join("resource0");
-    std::fs::write(&small, [0u8; 64]).unwrap();
-    let spec = format!("pci:{}", small.display());
+    let (_, spec) = pci_file(&dir, "resource0", [0u8; 64]);
     fails(&["--device", &spec, "status"], &spec, "64");
 
-    let garbage = dir.dir().join("garbage");
-    std::fs::write(&garbage, vec![0x5au8; BAR_SIZE as usize]).unwrap();
-    let spec = format!("pci:{}", garbage.display());
+    let (_, spec) = pci_file(&dir, "garbage", vec![0x5au8; BAR_SIZE as usize]);
     fails(&["--device", &spec, "status"], &spec, "wrong magic");
 }
 
 #[test]
 fn pci_file_image_is_attached_not_reset() {
     let dir = TempDir::new("dev-image");
-    let path = dir.dir().join("resource0");
     let img = image(3);
-    std::fs::write(&path, &img).unwrap();
-    let spec = format!("pci:{}", path.display());
+    let (path, spec) = pci_file(&dir, "resource0", &img);
 
     let o = hwctl(&["--device", &spec, "--json", "status"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -119,23 +123,19 @@ fn pci_file_image_is_attached_not_reset() {
 #[test]
 fn a_card_gone_mid_command_names_device_cause_and_fix() {
     let dir = TempDir::new("dev-gone");
-    let path = dir.dir().join("resource0");
     let mut img = image(0);
     // The CAM block sits at 0x1000; its OCCUPANCY register reads all ones, as
     // a card that dropped off the bus after the attach would.
     let at = 0x1000 + hal::regs::cam::OCCUPANCY.offset as usize;
     img[at..at + 4].copy_from_slice(&[0xff; 4]);
-    std::fs::write(&path, &img).unwrap();
-    let spec = format!("pci:{}", path.display());
+    let (_, spec) = pci_file(&dir, "resource0", &img);
     fails(&["--device", &spec, "status"], &spec, "device gone");
 }
 
 #[test]
 fn a_card_another_process_drives_is_not_touched() {
     let dir = TempDir::new("dev-locked");
-    let path = dir.dir().join("resource0");
-    std::fs::write(&path, image(2)).unwrap();
-    let spec = format!("pci:{}", path.display());
+    let (path, spec) = pci_file(&dir, "resource0", image(2));
     // Another driver of the card (a clusterd) holds the lock.
     let held = nix::fcntl::Flock::lock(
         std::fs::File::open(&path).unwrap(),

@@ -192,14 +192,41 @@ fn framed(link: u16, ip: &[u8]) -> Vec<u8> {
 }
 
 /// `hwctl --device software esp OP --sa SA --in INPUT --out OUTPUT`.
-fn esp_cmd<'a>(op: &'a str, sa: &'a str, input: &'a str, output: &'a str) -> [&'a str; 10] {
+/// The arguments of `hwctl --device DEV esp OP --sa SA --in INPUT --out OUTPUT`.
+fn esp_on<'a>(
+    dev: &'a str,
+    op: &'a str,
+    sa: &'a str,
+    input: &'a str,
+    output: &'a str,
+) -> [&'a str; 10] {
     [
-        "--device", "software", "esp", op, "--sa", sa, "--in", input, "--out", output,
+        "--device", dev, "esp", op, "--sa", sa, "--in", input, "--out", output,
     ]
+}
+
+/// [`esp_on`] the software device.
+fn esp_cmd<'a>(op: &'a str, sa: &'a str, input: &'a str, output: &'a str) -> [&'a str; 10] {
+    esp_on("software", op, sa, input, output)
 }
 
 fn sa(spi: u32, dst: &str, alg: &str, key: &str, extra: &str) -> String {
     format!("spi=0x{spi:08x},dst={dst},alg={alg},key={key},salt=cafebabe{extra}")
+}
+
+/// For the error tests: a directory named after `tag` holding `in.pcap` (an empty
+/// capture); returns it, that input, an output path `o.pcap` in it and a valid SA spec.
+fn error_setup(tag: &str) -> (TempDir, String, String, String) {
+    let d = TempDir::new(tag);
+    let input = d.path("in.pcap");
+    std::fs::write(&input, pcap(101, &[])).unwrap();
+    let o = d.path("o.pcap");
+    (
+        d,
+        input,
+        o,
+        sa(0x1, "201.25.64.1", "aes-gcm-128", KEY128, ""),
+    )
 }
 
 fn verdict_lines(out: &str) -> Vec<&str> {
@@ -319,6 +346,14 @@ fn encrypt(d: &TempDir, s: &str, plain: &[Vec<u8>]) -> Vec<Vec<u8>> {
     std::fs::write(&pin, pcap(101, plain)).unwrap();
     ok(&esp_cmd("encrypt", s, &pin, &enc));
     read_pcap(&enc).1
+}
+
+/// Decrypts `frames` (written to `in.pcap` in `d` as a raw-IP capture) with `sa`; returns
+/// hwctl's output and the path of the decrypted capture.
+fn decrypt(d: &TempDir, sa: &str, frames: &[Vec<u8>]) -> (String, String) {
+    let (input, o) = (d.path("in.pcap"), d.path("o.pcap"));
+    std::fs::write(&input, pcap(101, frames)).unwrap();
+    (ok(&esp_cmd("decrypt", sa, &input, &o)), o)
 }
 
 #[test]
@@ -485,9 +520,7 @@ fn esp_in_udp_is_decrypted_and_ike_and_keepalives_are_skipped() {
             nat_t(&esp[1]),
             esp[2].clone(),
         ];
-        let (input, o) = (d.path("natt.pcap"), d.path("natt.out.pcap"));
-        std::fs::write(&input, pcap(101, &frames)).unwrap();
-        let out = ok(&esp_cmd("decrypt", &s, &input, &o));
+        let (out, o) = decrypt(&d, &s, &frames);
         assert!(
             out.contains("5 frames: 3 ESP packets (ok 3), 2 non-ESP frames skipped"),
             "{mode}: {out}"
@@ -523,9 +556,7 @@ fn truncated_esp_in_ip_is_malformed() {
     let esp = encrypt(&d, &s, &plain_v4(1));
     let mut cut = esp[0].clone();
     cut.truncate(cut.len() - 10);
-    let (input, o) = (d.path("in.pcap"), d.path("o.pcap"));
-    std::fs::write(&input, pcap(101, &[cut])).unwrap();
-    let out = ok(&esp_cmd("decrypt", &s, &input, &o));
+    let (out, _) = decrypt(&d, &s, &[cut]);
     let line = verdict_lines(&out)[0].to_owned();
     assert_eq!(line.split_whitespace().nth(6), Some("malformed"), "{out}");
     assert!(line.contains("lengths"), "{line}");
@@ -542,10 +573,8 @@ fn several_sas_and_sa_files() {
     let eb = encrypt(&d, &b, &pb);
     let file = d.path("sas.txt");
     std::fs::write(&file, format!("# two SAs\n{a}\n\n{b}\n")).unwrap();
-    let (input, o) = (d.path("in.pcap"), d.path("o.pcap"));
-    std::fs::write(&input, pcap(101, &[eb[0].clone(), ea[0].clone()])).unwrap();
     let at = format!("@{file}");
-    let out = ok(&esp_cmd("decrypt", &at, &input, &o));
+    let (out, o) = decrypt(&d, &at, &[eb[0].clone(), ea[0].clone()]);
     assert!(out.contains("ok 2"), "{out}");
     assert_eq!(read_pcap(&o).1, vec![pb[0].clone(), pa[0].clone()]);
 }
@@ -562,9 +591,7 @@ fn esn_with_a_starting_sequence_number() {
     );
     let plain = plain_v4(4);
     let esp = encrypt(&d, &s, &plain);
-    let (input, o) = (d.path("in.pcap"), d.path("o.pcap"));
-    std::fs::write(&input, pcap(101, &esp)).unwrap();
-    let out = ok(&esp_cmd("decrypt", &s, &input, &o));
+    let (out, o) = decrypt(&d, &s, &esp);
     // 2^33 - 2 .. 2^33 + 1: the high half changes in the middle.
     for (l, seq) in verdict_lines(&out).iter().zip(0x1_ffff_fffeu64..) {
         assert!(
@@ -591,11 +618,7 @@ fn help_documents_esp() {
 
 #[test]
 fn bad_sa_strings_are_usage_errors_naming_the_field() {
-    let d = TempDir::new("esp-badsa");
-    let input = d.path("in.pcap");
-    std::fs::write(&input, pcap(101, &[])).unwrap();
-    let o = d.path("o.pcap");
-    let good = sa(0x1, "201.25.64.1", "aes-gcm-128", KEY128, "");
+    let (d, input, o, good) = error_setup("esp-badsa");
     for (bad, field) in [
         (
             good.replace("alg=aes-gcm-128", "alg=aes-cbc-128"),
@@ -637,18 +660,7 @@ fn bad_sa_strings_are_usage_errors_naming_the_field() {
     )
     .unwrap();
     fails(
-        &[
-            "--device",
-            "software",
-            "esp",
-            "decrypt",
-            "--sa",
-            &format!("@{file}"),
-            "--in",
-            &input,
-            "--out",
-            &o,
-        ],
+        &esp_cmd("decrypt", &format!("@{file}"), &input, &o),
         2,
         "line 2",
     );
@@ -664,49 +676,34 @@ fn bad_sa_strings_are_usage_errors_naming_the_field() {
 
 #[test]
 fn unreadable_and_garbage_files_are_clear_errors() {
-    let d = TempDir::new("esp-files");
-    let s = sa(0x1, "201.25.64.1", "aes-gcm-128", KEY128, "");
-    let o = d.path("o.pcap");
-    let missing = d.path("missing.pcap");
-    fails(&esp_cmd("decrypt", &s, &missing, &o), 1, "cannot read --in");
-    let garbage = d.path("garbage.pcap");
-    std::fs::write(&garbage, b"this is not a capture file at all").unwrap();
-    fails(
-        &esp_cmd("decrypt", &s, &garbage, &o),
-        1,
-        "not a pcap or pcapng file",
-    );
-    let truncated = d.path("trunc.pcap");
-    let mut t = pcap(101, &plain_v4(2));
-    t.truncate(t.len() - 5);
-    std::fs::write(&truncated, t).unwrap();
-    fails(&esp_cmd("decrypt", &s, &truncated, &o), 1, "truncated");
-    let wrong_link = d.path("link.pcap");
-    std::fs::write(&wrong_link, pcap(147, &[])).unwrap();
-    fails(
-        &[
-            "--device",
-            "software",
-            "esp",
-            "decrypt",
-            "--sa",
-            &s,
-            "--in",
-            &wrong_link,
-            "--out",
-            &o,
-        ],
-        1,
-        "link type 147 is not supported",
-    );
-    let good_in = d.path("good.pcap");
-    std::fs::write(&good_in, pcap(101, &[])).unwrap();
+    let (d, good_in, o, s) = error_setup("esp-files");
+    let mut truncated = pcap(101, &plain_v4(2));
+    truncated.truncate(truncated.len() - 5);
+    // (input file, its bytes or none for a missing file, what the error says)
+    let inputs: [(&str, Option<Vec<u8>>, &str); 4] = [
+        ("missing.pcap", None, "cannot read --in"),
+        (
+            "garbage.pcap",
+            Some(b"this is not a capture file at all".to_vec()),
+            "not a pcap or pcapng file",
+        ),
+        ("trunc.pcap", Some(truncated), "truncated"),
+        (
+            "link.pcap",
+            Some(pcap(147, &[])),
+            "link type 147 is not supported",
+        ),
+    ];
+    for (name, bytes, error) in inputs {
+        let input = d.path(name);
+        if let Some(bytes) = bytes {
+            std::fs::write(&input, bytes).unwrap();
+        }
+        fails(&esp_cmd("decrypt", &s, &input, &o), 1, error);
+    }
     let bad_out = d.path("no/such/dir/o.pcap");
     fails(
-        &[
-            "--device", "software", "esp", "decrypt", "--sa", &s, "--in", &good_in, "--out",
-            &bad_out,
-        ],
+        &esp_cmd("decrypt", &s, &good_in, &bad_out),
         1,
         "cannot write --out",
     );
@@ -714,16 +711,10 @@ fn unreadable_and_garbage_files_are_clear_errors() {
 
 #[test]
 fn card_specs_say_what_to_use() {
-    let d = TempDir::new("esp-model");
-    let input = d.path("in.pcap");
-    std::fs::write(&input, pcap(101, &[])).unwrap();
-    let s = sa(0x1, "201.25.64.1", "aes-gcm-128", KEY128, "");
-    let o = d.path("o.pcap");
+    let (_d, input, o, s) = error_setup("esp-model");
     for dev in ["vfio:0000:99:00.0", "unix:/nonexistent.sock"] {
         fails(
-            &[
-                "--device", dev, "esp", "decrypt", "--sa", &s, "--in", &input, "--out", &o,
-            ],
+            &esp_on(dev, "decrypt", &s, &input, &o),
             1,
             "--device software",
         );
@@ -740,9 +731,7 @@ fn the_model_card_gives_the_software_paths_packets_and_verdicts() {
     let mut outs = Vec::new();
     for dev in ["software", "model"] {
         let enc = d.path(&format!("enc-{dev}.pcap"));
-        let out = ok(&[
-            "--device", dev, "esp", "encrypt", "--sa", &s, "--in", &pin, "--out", &enc,
-        ]);
+        let out = ok(&esp_on(dev, "encrypt", &s, &pin, &enc));
         outs.push((out, read_pcap(&enc)));
     }
     assert_eq!(outs[0].1, outs[1].1, "card and ring build the same packets");
@@ -758,9 +747,7 @@ fn the_model_card_gives_the_software_paths_packets_and_verdicts() {
     let mut results = Vec::new();
     for dev in ["software", "model"] {
         let dec = d.path(&format!("dec-{dev}.pcap"));
-        let out = ok(&[
-            "--device", dev, "esp", "decrypt", "--sa", &s, "--in", &tampered, "--out", &dec,
-        ]);
+        let out = ok(&esp_on(dev, "decrypt", &s, &tampered, &dec));
         assert!(
             out.contains("auth-failed") && out.contains("replay"),
             "{out}"

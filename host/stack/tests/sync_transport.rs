@@ -49,6 +49,20 @@ impl Net {
         }
     }
 
+    /// Queues `rec` at endpoint `from` for node `to`.
+    fn send(&mut self, from: u16, to: u16, rec: &[u8]) {
+        let now = self.now;
+        let ep = self.eps.get_mut(&from).unwrap();
+        ep.send_record(now, NodeId(to), rec).unwrap();
+    }
+
+    /// Steps `n` times by one millisecond.
+    fn run_ms(&mut self, n: u32) {
+        for _ in 0..n {
+            self.step(Duration::from_millis(1));
+        }
+    }
+
     fn step(&mut self, dt: Duration) {
         self.now += dt;
         let now = self.now;
@@ -120,9 +134,7 @@ fn reliable_in_order_delivery_under_loss_dup_reorder() {
             net.step(Duration::from_micros(500));
         }
     }
-    for _ in 0..4000 {
-        net.step(Duration::from_millis(1));
-    }
+    net.run_ms(4000);
     for &from in &ids {
         for &to in &ids {
             if from == to {
@@ -148,31 +160,17 @@ fn peer_restart_resets_streams_and_redelivers() {
     let ids = [1u16, 2];
     let mut net = Net::new(&ids, 7, 0.0, 0.0);
     for i in 0..100 {
-        let now = net.now;
-        net.eps
-            .get_mut(&1)
-            .unwrap()
-            .send_record(now, NodeId(2), &record(1, i))
-            .unwrap();
+        net.send(1, 2, &record(1, i));
     }
-    for _ in 0..50 {
-        net.step(Duration::from_millis(1));
-    }
+    net.run_ms(50);
     assert_eq!(net.delivered[&(1, 2)].len(), 100);
     // node 2 restarts with a newer incarnation
     net.eps.insert(2, endpoint(2, 200, &ids));
     net.delivered.clear();
     for i in 0..100 {
-        let now = net.now;
-        net.eps
-            .get_mut(&1)
-            .unwrap()
-            .send_record(now, NodeId(2), &record(1, i))
-            .unwrap();
+        net.send(1, 2, &record(1, i));
     }
-    for _ in 0..200 {
-        net.step(Duration::from_millis(1));
-    }
+    net.run_ms(200);
     assert_eq!(net.delivered[&(1, 2)].len(), 100);
     assert!(net.restarts.contains(&(1, 2)));
 }
@@ -181,24 +179,28 @@ fn peer_restart_resets_streams_and_redelivers() {
 fn pair() -> (Endpoint, Endpoint, Vec<Vec<u8>>) {
     let mut a = endpoint(1, 10, &[1, 2]);
     let mut b = endpoint(2, 20, &[1, 2]);
-    let mut captured = Vec::new();
     let mut now = Duration::ZERO;
     for i in 0..20 {
         a.send_record(now, NodeId(2), &record(1, i)).unwrap();
     }
-    for _ in 0..30 {
-        now += Duration::from_millis(1);
-        a.handle_timeout(now);
-        b.handle_timeout(now);
-        while let Some(t) = a.poll_transmit() {
-            captured.push(t.bytes.clone());
-            let _ = b.handle_frame(now, &t.bytes);
-        }
-        while let Some(t) = b.poll_transmit() {
-            let _ = a.handle_frame(now, &t.bytes);
-        }
-    }
+    let captured = run_pair(&mut a, &mut b, &mut now, 30);
     (a, b, captured)
+}
+
+/// Runs `a` and `b` for `ms` steps of one millisecond from `*now`, every frame delivered
+/// ([`exchange`] at each step); returns the frames from `a` to `b`.
+fn run_pair(a: &mut Endpoint, b: &mut Endpoint, now: &mut Duration, ms: u32) -> Vec<Vec<u8>> {
+    let mut a_to_b = Vec::new();
+    for _ in 0..ms {
+        *now += Duration::from_millis(1);
+        a.handle_timeout(*now);
+        b.handle_timeout(*now);
+        exchange(a, b, *now, &mut |t| {
+            a_to_b.push(t.bytes.clone());
+            true
+        });
+    }
+    a_to_b
 }
 
 #[test]
@@ -285,19 +287,7 @@ fn payload_is_never_plaintext_on_the_wire() {
     let secret = b"SA-KEY-MATERIAL-0123456789abcdef";
     let mut now = Duration::ZERO;
     a.send_record(now, NodeId(2), secret).unwrap();
-    let mut wire = Vec::new();
-    for _ in 0..10 {
-        now += Duration::from_millis(1);
-        a.handle_timeout(now);
-        b.handle_timeout(now);
-        while let Some(t) = a.poll_transmit() {
-            wire.push(t.bytes.clone());
-            let _ = b.handle_frame(now, &t.bytes);
-        }
-        while let Some(t) = b.poll_transmit() {
-            let _ = a.handle_frame(now, &t.bytes);
-        }
-    }
+    let wire = run_pair(&mut a, &mut b, &mut now, 10);
     assert_eq!(b.stats().records_delivered, 1);
     for f in wire {
         assert!(!f.windows(8).any(|w| w == &secret[..8]));

@@ -117,6 +117,31 @@ fn sa_in(d: DistributionId) -> (IpAddr, IpAddr, u32) {
         .unwrap()
 }
 
+/// Member `n` of the cluster `all` that has applied epoch 1, in which node `owner` owns every
+/// identifier (agreed at time zero); returns it and that allocation.
+fn agreed_member(n: u16, all: &[u16], owner: u16) -> (M, Allocation) {
+    let mut m = member(n, all);
+    let alloc = all_to(owner, 1);
+    m.on_agreed(at(Duration::ZERO), &alloc, || Duration::ZERO);
+    (m, alloc)
+}
+
+/// The view of a member that does not lead: `leader` leads, `agreed` is the last committed
+/// allocation, `voters` are the agreed voters, and no membership change is pending.
+fn follower_view<'a>(
+    leader: u16,
+    agreed: &'a Allocation,
+    voters: &'a [NodeId],
+) -> ConsensusView<'a> {
+    ConsensusView {
+        is_leader: false,
+        leader: Some(NodeId(leader)),
+        agreed,
+        voters,
+        conf_change_pending: false,
+    }
+}
+
 fn logs(outs: &[Output]) -> Vec<&str> {
     outs.iter()
         .filter_map(|o| match o {
@@ -460,13 +485,7 @@ fn standby_until_warmed_up_and_resync_answered() {
     )));
     let view_alloc = a2.clone();
     let voters = [NodeId(1), NodeId(2)];
-    let view = ConsensusView {
-        is_leader: false,
-        leader: Some(NodeId(1)),
-        agreed: &view_alloc,
-        voters: &voters,
-        conf_change_pending: false,
-    };
+    let view = follower_view(1, &view_alloc, &voters);
     let mut now = ms(10);
     while now < ms(600) {
         now += STEP;
@@ -509,17 +528,9 @@ fn standby_until_warmed_up_and_resync_answered() {
 /// failure + heartbeat time.
 #[test]
 fn standby_ends_exactly_when_warmed_up() {
-    let mut b = member(2, &[1, 2]);
-    let a = all_to(2, 1);
-    b.on_agreed(at(Duration::ZERO), &a, || Duration::ZERO);
+    let (mut b, a) = agreed_member(2, &[1, 2], 2);
     let voters = [NodeId(2)];
-    let view = ConsensusView {
-        is_leader: false,
-        leader: Some(NodeId(2)),
-        agreed: &a,
-        voters: &voters,
-        conf_change_pending: false,
-    };
+    let view = follower_view(2, &a, &voters);
     let pkt = build::udp(ip(1), 1111, ip(200), 53, b"q").unwrap();
     let mut now = Duration::ZERO;
     while now < FAILURE + HEARTBEAT - STEP {
@@ -543,17 +554,9 @@ fn standby_ends_exactly_when_warmed_up() {
 /// entries, SA states and keys, then `F` with its applied epoch, then `D`.
 #[test]
 fn resync_answer_order_and_report() {
-    let mut a = member(1, &[1, 2]);
-    let a1 = all_to(1, 1);
-    a.on_agreed(at(Duration::ZERO), &a1, || Duration::ZERO);
+    let (mut a, a1) = agreed_member(1, &[1, 2], 1);
     let voters = [NodeId(1)];
-    let view = ConsensusView {
-        is_leader: false,
-        leader: Some(NodeId(1)),
-        agreed: &a1,
-        voters: &voters,
-        conf_change_pending: false,
-    };
+    let view = follower_view(1, &a1, &voters);
     let mut now = Duration::ZERO;
     while !a.is_ready() {
         now += STEP;
@@ -638,13 +641,7 @@ fn resync_answer_order_and_report() {
     assert_eq!(b.sa_states().map(|s| s.spi).collect::<Vec<_>>(), vec![spi]);
     assert_eq!(b.last_resync(), None, "not ready yet");
     let voters = [NodeId(1), NodeId(2)];
-    let view = ConsensusView {
-        is_leader: false,
-        leader: Some(NodeId(1)),
-        agreed: &a1,
-        voters: &voters,
-        conf_change_pending: false,
-    };
+    let view = follower_view(1, &a1, &voters);
     let mut bt = now;
     while !b.is_ready() {
         bt += STEP;
@@ -685,17 +682,9 @@ fn tick_until(
 /// A peer silent for longer than the failure time is declared dead, once, with a log line.
 #[test]
 fn silent_peer_is_declared_dead() {
-    let mut a = member(1, &[1, 2]);
-    let alloc = all_to(1, 1);
-    a.on_agreed(at(Duration::ZERO), &alloc, || Duration::ZERO);
+    let (mut a, alloc) = agreed_member(1, &[1, 2], 1);
     let voters = [NodeId(1)];
-    let view = ConsensusView {
-        is_leader: false,
-        leader: Some(NodeId(1)),
-        agreed: &alloc,
-        voters: &voters,
-        conf_change_pending: false,
-    };
+    let view = follower_view(1, &alloc, &voters);
     let mut now = Duration::ZERO;
     tick_until(&mut a, &mut now, ms(500), &[2], &view);
     assert!(a.is_alive(NodeId(2)));
@@ -726,17 +715,9 @@ fn silent_peer_is_declared_dead() {
 /// declares nobody dead and does not fence itself.
 #[test]
 fn own_stall_is_credited() {
-    let mut a = member(1, &[1, 2, 3]);
-    let alloc = all_to(1, 1);
-    a.on_agreed(at(Duration::ZERO), &alloc, || Duration::ZERO);
+    let (mut a, alloc) = agreed_member(1, &[1, 2, 3], 1);
     let voters = [NodeId(1), NodeId(2), NodeId(3)];
-    let view = ConsensusView {
-        is_leader: false,
-        leader: Some(NodeId(1)),
-        agreed: &alloc,
-        voters: &voters,
-        conf_change_pending: false,
-    };
+    let view = follower_view(1, &alloc, &voters);
     let mut now = Duration::ZERO;
     tick_until(&mut a, &mut now, ms(500), &[2, 3], &view);
     assert!(a.takes_traffic());
@@ -763,17 +744,9 @@ fn own_stall_is_credited() {
 /// to not ready and asks the live peers for a resync.
 #[test]
 fn fences_without_majority_and_resyncs_after() {
-    let mut a = member(1, &[1, 2, 3]);
-    let alloc = all_to(1, 1);
-    a.on_agreed(at(Duration::ZERO), &alloc, || Duration::ZERO);
+    let (mut a, alloc) = agreed_member(1, &[1, 2, 3], 1);
     let voters = [NodeId(1), NodeId(2), NodeId(3)];
-    let view = ConsensusView {
-        is_leader: false,
-        leader: Some(NodeId(1)),
-        agreed: &alloc,
-        voters: &voters,
-        conf_change_pending: false,
-    };
+    let view = follower_view(1, &alloc, &voters);
     let pkt = build::udp(ip(1), 4444, ip(200), 53, b"q").unwrap();
     let mut now = Duration::ZERO;
     tick_until(&mut a, &mut now, ms(500), &[2, 3], &view);
@@ -1298,9 +1271,7 @@ fn sa_key_replication_and_takeover_with_sequence_jump() {
 
 /// A member of a 3-node cluster that owns nothing, with one replicated entry of node 2's.
 fn with_one_entry() -> (M, Vec<u8>) {
-    let mut a = member(1, &[1, 2, 3]);
-    let alloc = all_to(2, 1);
-    a.on_agreed(at(Duration::ZERO), &alloc, || Duration::ZERO);
+    let (mut a, alloc) = agreed_member(1, &[1, 2, 3], 2);
     let _ = a.drain_outputs();
     let mut n2 = core(2);
     n2.apply_allocation(crate::ids::Millis(0), &alloc).unwrap();
@@ -1554,13 +1525,7 @@ fn gone_card_reaches_the_caller_and_is_rebuilt_from_the_common_table() {
     let a = all_to(1, 1);
     m.on_agreed(at(Duration::ZERO), &a, || Duration::ZERO);
     let voters = [NodeId(1)];
-    let view = ConsensusView {
-        is_leader: false,
-        leader: Some(NodeId(1)),
-        agreed: &a,
-        voters: &voters,
-        conf_change_pending: false,
-    };
+    let view = follower_view(1, &a, &voters);
     let mut now = Duration::ZERO;
     while !m.takes_traffic() {
         now += STEP;

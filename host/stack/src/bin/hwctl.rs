@@ -352,10 +352,10 @@ fn status<R: RegIo>(card: &mut Card<R>, as_json: bool) -> Res<String> {
     writeln!(s, "build id   {}", out.build_id)?;
     writeln!(s, "BAR        {} bytes", out.bar_bytes)?;
     writeln!(s)?;
-    let rows: Vec<Vec<String>> = out
-        .blocks
-        .iter()
-        .map(|b| {
+    s += &table(
+        &["BLOCK", "TYPE", "VERSION", "OFFSET", "NEXT"],
+        &out.blocks,
+        |b| {
             vec![
                 b.name.clone(),
                 b.type_id.clone(),
@@ -363,9 +363,8 @@ fn status<R: RegIo>(card: &mut Card<R>, as_json: bool) -> Res<String> {
                 b.offset.clone(),
                 b.next.clone(),
             ]
-        })
-        .collect();
-    s += &table(&["BLOCK", "TYPE", "VERSION", "OFFSET", "NEXT"], &rows);
+        },
+    );
     writeln!(s)?;
     let c = &out.cam;
     let depth = c.depth.max(1);
@@ -451,9 +450,10 @@ fn dump<R: RegIo>(card: &mut Card<R>, did: Option<DistributionId>, as_json: bool
     if as_json {
         return json(&out);
     }
-    let rows: Vec<Vec<String>> = out
-        .iter()
-        .map(|e| {
+    let mut s = table(
+        &["SLOT", "DID", "HIT", "RESULT", "KEY (* = wildcard)"],
+        &out,
+        |e| {
             vec![
                 e.slot.to_string(),
                 e.did.to_string(),
@@ -461,11 +461,7 @@ fn dump<R: RegIo>(card: &mut Card<R>, did: Option<DistributionId>, as_json: bool
                 e.result_text.clone(),
                 e.key_text.clone(),
             ]
-        })
-        .collect();
-    let mut s = table(
-        &["SLOT", "DID", "HIT", "RESULT", "KEY (* = wildcard)"],
-        &rows,
+        },
     );
     let filter = did.map(|d| format!(" with did {d}")).unwrap_or_default();
     writeln!(s, "{} entries{filter}", out.len())?;
@@ -491,10 +487,10 @@ fn render_regs(out: &[RegsBlockOut], as_json: bool) -> Res<String> {
             "{} block at {} (type {}, version {}, next {})",
             bo.name, bo.offset, bo.type_id, bo.version, bo.next
         )?;
-        let rows: Vec<Vec<String>> = b
-            .regs
-            .iter()
-            .map(|r| {
+        s += &table(
+            &["OFFSET", "REGISTER", "ACC", "VALUE", "DESCRIPTION"],
+            &b.regs,
+            |r| {
                 vec![
                     r.offset.clone(),
                     r.name.clone(),
@@ -502,11 +498,7 @@ fn render_regs(out: &[RegsBlockOut], as_json: bool) -> Res<String> {
                     r.value.clone(),
                     r.doc.clone(),
                 ]
-            })
-            .collect();
-        s += &table(
-            &["OFFSET", "REGISTER", "ACC", "VALUE", "DESCRIPTION"],
-            &rows,
+            },
         );
         writeln!(s)?;
     }
@@ -515,10 +507,12 @@ fn render_regs(out: &[RegsBlockOut], as_json: bool) -> Res<String> {
 
 // ---- tables -------------------------------------------------------------
 
-/// Left-aligned columns, two spaces apart; the last column is not padded.
-fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+/// A table of `items`, one row each (`row` gives its cells): left-aligned columns under
+/// `head`, two spaces apart; the last column is not padded.
+fn table<T>(head: &[&str], items: &[T], row: impl Fn(&T) -> Vec<String>) -> String {
+    let rows: Vec<Vec<String>> = items.iter().map(row).collect();
     let mut width: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
+    for r in &rows {
         for (w, c) in width.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
@@ -535,7 +529,7 @@ fn table(head: &[&str], rows: &[Vec<String>]) -> String {
         l.trim_end().to_owned() + "\n"
     };
     let mut s = line(&mut head.iter().copied());
-    for r in rows {
+    for r in &rows {
         s += &line(&mut r.iter().map(String::as_str));
     }
     s

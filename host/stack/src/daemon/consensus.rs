@@ -454,6 +454,33 @@ mod tests {
         }
     }
 
+    /// The index of the node that leads.
+    fn leader_of(nodes: &[Consensus]) -> usize {
+        nodes.iter().position(|n| n.is_leader()).expect("a leader")
+    }
+
+    /// Epoch 1, in which `owner` owns all 8 identifiers.
+    fn epoch1_all_to(owner: u16) -> Allocation {
+        Allocation {
+            epoch: Epoch(1),
+            owners: vec![Some(NodeId(owner)); 8],
+        }
+    }
+
+    /// The leader proposes `a`; then 5 ticks run.
+    fn propose(nodes: &mut [Consensus], a: &Allocation) {
+        let leader = leader_of(nodes);
+        nodes[leader].propose(a).unwrap();
+        run(nodes, 5);
+    }
+
+    /// Every node has agreed on `a`.
+    fn assert_agreed(nodes: &[Consensus], a: &Allocation) {
+        for n in nodes {
+            assert_eq!(n.allocation(), a, "node {}", n.me.0);
+        }
+    }
+
     #[test]
     fn allocation_codec_round_trip_and_strictness() {
         let a = Allocation {
@@ -481,27 +508,12 @@ mod tests {
         };
         let mut nodes: Vec<Consensus> = (1..=3).map(open).collect();
         run(&mut nodes, 60);
-        let leader = nodes.iter().position(|n| n.is_leader()).expect("a leader");
-        let next = Allocation {
-            epoch: Epoch(1),
-            owners: vec![Some(NodeId(1)); 8],
-        };
-        nodes[leader].propose(&next).unwrap();
-        run(&mut nodes, 5);
-        for n in &nodes {
-            assert_eq!(n.allocation(), &next);
-        }
+        let next = epoch1_all_to(1);
+        propose(&mut nodes, &next);
+        assert_agreed(&nodes, &next);
         // a stale proposal (same epoch again) is ignored by every node
-        let stale = Allocation {
-            epoch: Epoch(1),
-            owners: vec![Some(NodeId(2)); 8],
-        };
-        let leader = nodes.iter().position(|n| n.is_leader()).unwrap();
-        nodes[leader].propose(&stale).unwrap();
-        run(&mut nodes, 5);
-        for n in &nodes {
-            assert_eq!(n.allocation(), &next);
-        }
+        propose(&mut nodes, &epoch1_all_to(2));
+        assert_agreed(&nodes, &next);
         // restart node 3 from its state directory
         nodes.pop();
         nodes.push(open(3));
@@ -532,11 +544,10 @@ mod tests {
         };
         let mut nodes: Vec<Consensus> = (1..=5).map(open).collect();
         run(&mut nodes, 60);
-        let leader = nodes.iter().position(|n| n.is_leader()).expect("a leader");
-        assert!(leader < 3, "learners never lead");
+        assert!(leader_of(&nodes) < 3, "learners never lead");
         assert!(nodes.iter().all(|n| n.voters() == voters.to_vec()));
         for l in learners {
-            let leader = nodes.iter().position(|n| n.is_leader()).unwrap();
+            let leader = leader_of(&nodes);
             assert!(!nodes[leader].is_voter(l));
             nodes[leader].promote(l).unwrap();
             run(&mut nodes, 5);
@@ -554,19 +565,9 @@ mod tests {
         // nodes 1 and 2 fail: 3, 4 and 5 are a majority of five and still agree
         nodes.retain(|n| n.me.0 >= 3);
         run(&mut nodes, 80);
-        let leader = nodes
-            .iter()
-            .position(|n| n.is_leader())
-            .expect("a new leader");
-        let next = Allocation {
-            epoch: Epoch(1),
-            owners: vec![Some(NodeId(4)); 8],
-        };
-        nodes[leader].propose(&next).unwrap();
-        run(&mut nodes, 5);
-        for n in &nodes {
-            assert_eq!(n.allocation(), &next, "node {}", n.me.0);
-        }
+        let next = epoch1_all_to(4);
+        propose(&mut nodes, &next);
+        assert_agreed(&nodes, &next);
         let _ = fs::remove_dir_all(&dir);
     }
 }

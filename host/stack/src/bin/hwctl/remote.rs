@@ -263,9 +263,10 @@ pub fn dump(r: &mut Remote, did: Option<u8>, as_json: bool) -> Result<String, St
     if as_json {
         return pretty_json(&entries);
     }
-    let rows: Vec<Vec<String>> = entries
-        .iter()
-        .map(|e| {
+    let mut t = table(
+        &["DID", "WHERE", "STATE", "ACTION", "KEY (* = wildcard)"],
+        entries,
+        |e| {
             vec![
                 e.did.to_string(),
                 e.location.clone(),
@@ -273,11 +274,7 @@ pub fn dump(r: &mut Remote, did: Option<u8>, as_json: bool) -> Result<String, St
                 e.action.clone(),
                 e.key_text.clone(),
             ]
-        })
-        .collect();
-    let mut t = table(
-        &["DID", "WHERE", "STATE", "ACTION", "KEY (* = wildcard)"],
-        &rows,
+        },
     );
     let filter = did.map(|d| format!(" with did {d}")).unwrap_or_default();
     let _ = writeln!(
@@ -307,21 +304,6 @@ pub fn sas(r: &mut Remote, as_json: bool) -> Result<String, String> {
     if as_json {
         return pretty_json(&list);
     }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|sa| {
-            vec![
-                format!("0x{:08x}", sa.spi),
-                sa.dist.to_string(),
-                sa.dst.clone(),
-                sa.outbound_seq.to_string(),
-                sa.replay_top.to_string(),
-                format!("0x{:016x}", sa.replay_bitmap),
-                if sa.owned { "yes" } else { "-" }.to_owned(),
-                if sa.key_present { "present" } else { "missing" }.to_owned(),
-            ]
-        })
-        .collect();
     let mut t = table(
         &[
             "SPI",
@@ -333,7 +315,19 @@ pub fn sas(r: &mut Remote, as_json: bool) -> Result<String, String> {
             "OWNED",
             "KEY",
         ],
-        &rows,
+        &list,
+        |sa| {
+            vec![
+                format!("0x{:08x}", sa.spi),
+                sa.dist.to_string(),
+                sa.dst.clone(),
+                sa.outbound_seq.to_string(),
+                sa.replay_top.to_string(),
+                format!("0x{:016x}", sa.replay_bitmap),
+                if sa.owned { "yes" } else { "-" }.to_owned(),
+                if sa.key_present { "present" } else { "missing" }.to_owned(),
+            ]
+        },
     );
     let _ = writeln!(t, "{} SAs (keys are never shown)", list.len());
     Ok(t)
