@@ -134,9 +134,10 @@ impl<T: NodeSpecificTable> Member<T> {
         self.send(To::Node(to), Record::ResyncDone);
     }
 
-    /// Ends standby once warmed up and no live peer's answer is outstanding.
+    /// Ends standby once warmed up, not fenced, and no live peer's answer is outstanding.
     pub(super) fn check_ready(&mut self, t: Time) {
-        if self.ready || !self.warmed_up(t.mono) {
+        // a fenced member waits: it becomes ready (and resyncs no second time) once in contact
+        if self.ready || self.fenced || !self.warmed_up(t.mono) {
             return;
         }
         let waiting_alive = self
