@@ -1,6 +1,7 @@
 //! Runs one seeded simulation and prints its report: `SIM_TRACE=1 cargo run -p cluster-sim
-//! --example sim_trace -- SEED NODES [STEPS]` also prints every member's log and the cluster
-//! events, for reproducing a violation a test found.
+//! --example sim_trace -- SEED NODES [STEPS [MODE]]` also prints every member's log and the
+//! cluster events, for reproducing a violation a test found. MODE 1 is the crash-window test's
+//! schedule, 2 the heavy-fault test's, 3 the property test's.
 
 fn main() {
     let args: Vec<u64> = std::env::args()
@@ -15,6 +16,11 @@ fn main() {
     if args.get(3) == Some(&1) {
         cfg.event_rate = 0.0;
         cfg.max_delay_ms = 50;
+    }
+    if args.get(3) == Some(&3) {
+        // the property test's schedule
+        cfg.event_rate = 0.04;
+        cfg.max_nodes = nodes.clamp(3, 6);
     }
     if args.get(3) == Some(&2) {
         cfg.loss = 0.2;

@@ -107,7 +107,24 @@ impl Handover {
             return now_gained;
         }
         let alive = |n: NodeId| live.get(&n).is_some_and(|l| l.alive);
+        // the live members that forward what they hold of a failed owner's identifiers
+        // (`Member::forward_failed_share`), each followed by its `F` of this epoch
+        let forwarders: Vec<NodeId> = live
+            .iter()
+            .filter(|(n, l)| **n != me && l.alive && !l.witness)
+            .map(|(n, _)| *n)
+            .collect();
         for &d in gained {
+            let mut extra = Vec::new();
+            if let Some(o) = before.owner(d) {
+                if o != me && !alive(o) {
+                    extra.extend(forwarders.iter().filter(|f| **f != o).map(|f| Loss {
+                        node: *f,
+                        epoch: a.epoch,
+                        released: false,
+                    }));
+                }
+            }
             // a released identifier waits for its previous owner's `F` even while this member
             // suspects that owner (a partition between the two only delays the stream); one
             // taken from a failed owner waits only while that owner is still alive here
@@ -121,6 +138,8 @@ impl Handover {
                         .collect()
                 })
                 .unwrap_or_default();
+            let mut pending = pending;
+            pending.extend(extra.into_iter().filter(|l| !self.covered(l.node, l.epoch)));
             if pending.is_empty() {
                 now_gained.insert(d);
             } else {

@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::alloc_policy::Allocation;
-use crate::events::Event;
+use crate::events::{Event, Message};
 use crate::ids::{DistributionId, Epoch, IdCount, Millis, NodeId};
 use crate::node::{Destination, DropReason, Node, Verdict};
 use crate::node_table::NodeSpecificTable;
@@ -598,8 +598,48 @@ impl<T: NodeSpecificTable> Member<T> {
         }
         self.send_heartbeats();
         self.flush_outbox();
-        // after the final states of the SAs this node just lost (flushed above)
+        self.forward_failed_share(&before, a);
+        // after the final states of the SAs this node just lost (flushed above) and what it
+        // forwarded of a failed owner's identifiers
         self.send(To::Peers, Record::Final(a.epoch));
+    }
+
+    /// Identifiers that `a` takes in one step from their owner (a failover, or an owner that
+    /// was not ready): this member forwards every entry it holds of them to their new owner, before
+    /// its `F` of the epoch. The new owner may have missed the failed owner's last records (a
+    /// partition between the two while this member still heard both); it takes traffic for
+    /// those identifiers only after every live member's `F` of the epoch.
+    fn forward_failed_share(&mut self, before: &Allocation, a: &Allocation) {
+        if a.epoch.0 == 0 || self.cfg.role != Role::Member {
+            return;
+        }
+        let me = self.cfg.node;
+        let inc = self.core.config().incarnation;
+        let mut msgs = Vec::new();
+        for d in self.cfg.identifiers.all() {
+            let (Some(from), Some(to)) = (before.owner(d), a.owner(d)) else {
+                continue;
+            };
+            // (whether this member still hears the old owner does not matter: the new owner,
+            // or the leader, did not)
+            if from == to || to == me || from == me {
+                continue;
+            }
+            for e in self.core.select(d) {
+                msgs.push((
+                    to,
+                    Message {
+                        sender: me,
+                        incarnation: inc,
+                        seq: 0,
+                        event: Event::Add(e.clone()),
+                    },
+                ));
+            }
+        }
+        for (to, m) in msgs {
+            self.send(To::Node(to), Record::Event(m));
+        }
     }
 
     /// Sends a heartbeat to every peer now (before a long install, so that followers learn
