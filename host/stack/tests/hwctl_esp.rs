@@ -827,7 +827,7 @@ fn append(v: &mut Vector, field: &str, value: &str) {
 
 #[test]
 fn draft_mcgrew_esp_vectors_decrypt_through_the_cli() {
-    let Some(dir) = std::env::var_os("KAT_DIR") else {
+    let Some(dir) = std::env::var_os("KAT_DIR").filter(|d| !d.is_empty()) else {
         eprintln!("skipped: KAT_DIR is not set (point it at the shared testdata/kat folder)");
         return;
     };
