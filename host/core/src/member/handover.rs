@@ -202,6 +202,21 @@ impl<T: NodeSpecificTable> Member<T> {
             .is_some_and(|(_, _, d)| self.handover.is_waiting(d))
     }
 
+    /// Marks each of `epochs` complete (now) in the applied records once no gained identifier
+    /// of it waits any more.
+    pub(super) fn complete_epochs(&mut self, epochs: impl IntoIterator<Item = Epoch>, t: Time) {
+        for e in epochs {
+            if self.handover.waiting.values().any(|w| w.gained_in == e) {
+                continue;
+            }
+            if let Some(x) = self.applied.iter_mut().rev().find(|x| x.epoch == e.0) {
+                if x.complete_unix_ms == 0 {
+                    x.complete_unix_ms = t.unix_ms;
+                }
+            }
+        }
+    }
+
     /// `from`'s `F` record: it has said everything through epoch `e`. An epoch far beyond
     /// any this member has applied cannot be one the peer applied (allocations are agreed in
     /// order and applied everywhere); it is refused, so a corrupt or hostile record cannot
@@ -272,13 +287,7 @@ impl<T: NodeSpecificTable> Member<T> {
         if ready.is_empty() {
             return;
         }
-        for e in epochs {
-            if self.handover.waiting.values().all(|w| w.gained_in != e) {
-                if let Some(a) = self.applied.iter_mut().rev().find(|a| a.epoch == e.0) {
-                    a.complete_unix_ms = t.unix_ms;
-                }
-            }
-        }
+        self.complete_epochs(epochs, t);
         let ready: BTreeSet<DistributionId> = ready.into_iter().collect();
         self.take_over_sas(&ready);
         self.reconcile_esp();

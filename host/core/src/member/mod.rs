@@ -547,15 +547,7 @@ impl<T: NodeSpecificTable> Member<T> {
             &self.live,
         );
         // an epoch whose waiting identifiers all moved on (before their gate opened) is complete
-        for e in waited_in {
-            if self.handover.waiting.values().all(|w| w.gained_in != e) {
-                if let Some(x) = self.applied.iter_mut().rev().find(|x| x.epoch == e.0) {
-                    if x.complete_unix_ms == 0 {
-                        x.complete_unix_ms = t.unix_ms;
-                    }
-                }
-            }
-        }
+        self.complete_epochs(waited_in, t);
         if !self.handover.waiting.is_empty() {
             let nodes: BTreeSet<u16> = self.handover.waited_nodes().iter().map(|n| n.0).collect();
             let n = self.handover.waiting.len();
