@@ -66,7 +66,7 @@
 //! Records ([`record`]): [`Record::parse`]`(bytes) -> Result<Record, RecordError>` and
 //! [`Record::emit`]`(&self, &mut Vec<u8>)` for the replication stream (`Event`, `Final`,
 //! `ResyncRequest`, `ResyncDone`, `SaKey`; key bytes zeroized, never in `Debug`);
-//! [`Datagram::parse`] / [`Datagram::emit`] for heartbeats ([`Heartbeat`], 13 bytes) and
+//! [`Datagram::parse`] / [`Datagram::emit`] for heartbeats ([`Heartbeat`], 30 bytes and two per node id of its out list) and
 //! consensus messages; checked views `RecordView` / `DatagramView` underneath.
 //!
 //! Captures: [`pcap`] `read_frames` / `read` / `write` / `write_ng` (pcap and pcapng, every

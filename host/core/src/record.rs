@@ -22,7 +22,7 @@
 //!
 //! | datagram | bytes |
 //! |---|---|
-//! | heartbeat | `H`, ready, witness, fenced (one byte each, 0 or 1), applied epoch (u64), one reserved byte: exactly 13 bytes |
+//! | heartbeat | `H`, ready, witness, fenced (one byte each, 0 or 1), applied epoch (u64), one reserved byte, stamp (u64, the sender's clock in µs), echo (u64, the latest stamp received from the recipient), out count (u8, at most 32), then that many node ids (u16): 30 bytes plus two per id |
 //! | consensus | `R`, then the consensus library's message bytes (opaque here) |
 //!
 //! # Three views
@@ -69,7 +69,7 @@ use core::ops::{Range, RangeFrom};
 use zeroize::Zeroizing;
 
 use crate::events::{DecodeError, Message};
-use crate::ids::Epoch;
+use crate::ids::{Epoch, NodeId};
 
 /// A byte range of a fixed-position field.
 type Field = Range<usize>;
@@ -128,15 +128,26 @@ mod field {
     pub const HB_APPLIED: Field = 4..12;
     /// `H`: reserved, emitted as 0, ignored on parse.
     pub const HB_RESERVED: usize = 12;
-    /// `H`: the whole datagram's length.
-    pub const HB_LEN: usize = HB_RESERVED + 1;
+    /// `H`: the sender's monotonic clock when it sent the heartbeat (µs since it started).
+    pub const HB_STAMP: Field = 13..21;
+    /// `H`: the latest stamp the sender received from the recipient (0: none yet).
+    pub const HB_ECHO: Field = 21..29;
+    /// `H`: how many node ids follow (the members the sender does not see serving).
+    pub const HB_OUT_COUNT: usize = 29;
+    /// `H`: the fixed part's length; two bytes per node id follow.
+    pub const HB_LEN: usize = HB_OUT_COUNT + 1;
 }
+
+/// Most node ids a heartbeat's out list carries.
+pub const MAX_HEARTBEAT_OUT: usize = 32;
 
 /// The longest key a `K` record carries (its length is one byte).
 pub const MAX_KEY_LEN: usize = u8::MAX as usize;
 
-/// Length of a heartbeat datagram.
+/// Length of a heartbeat datagram with an empty out list.
 pub const HEARTBEAT_LEN: usize = field::HB_LEN;
+/// Length of the longest heartbeat datagram.
+pub const MAX_HEARTBEAT_LEN: usize = field::HB_LEN + 2 * MAX_HEARTBEAT_OUT;
 
 /// Why a record or datagram did not parse (or a key record could not be built).
 ///
@@ -360,7 +371,8 @@ impl<T: AsRef<[u8]>> DatagramView<T> {
     view_basics!();
 
     /// Checks that the buffer is long enough for every accessor its tag has (a heartbeat:
-    /// exactly [`HEARTBEAT_LEN`] bytes). It does not check flag values.
+    /// [`HEARTBEAT_LEN`] bytes plus two per node id of its out list, at most
+    /// [`MAX_HEARTBEAT_OUT`] of them). It does not check flag values.
     ///
     /// # Errors
     /// [`RecordError::Empty`], [`RecordError::UnknownTag`], [`RecordError::BadLength`] (`H`).
@@ -368,12 +380,25 @@ impl<T: AsRef<[u8]>> DatagramView<T> {
         let b = self.buffer.as_ref();
         match b.first() {
             None => Err(RecordError::Empty),
-            Some(&tag::HEARTBEAT) if b.len() != field::HB_LEN => Err(RecordError::BadLength {
+            Some(&tag::HEARTBEAT) if b.len() < field::HB_LEN => Err(RecordError::BadLength {
                 tag: tag::HEARTBEAT,
                 len: b.len(),
                 expected: field::HB_LEN,
             }),
-            Some(&tag::HEARTBEAT | &tag::RAFT) => Ok(()),
+            Some(&tag::HEARTBEAT) => {
+                let n = usize::from(b[field::HB_OUT_COUNT]);
+                let expected = field::HB_LEN + 2 * n;
+                if n > MAX_HEARTBEAT_OUT || b.len() != expected {
+                    Err(RecordError::BadLength {
+                        tag: tag::HEARTBEAT,
+                        len: b.len(),
+                        expected: field::HB_LEN + 2 * n.min(MAX_HEARTBEAT_OUT),
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+            Some(&tag::RAFT) => Ok(()),
             Some(&other) => Err(RecordError::UnknownTag(other)),
         }
     }
@@ -424,6 +449,34 @@ impl<T: AsRef<[u8]>> DatagramView<T> {
     /// On a buffer shorter than a heartbeat in an unchecked view.
     pub fn reserved(&self) -> u8 {
         self.buffer.as_ref()[field::HB_RESERVED]
+    }
+
+    /// `H`: the sender's clock when it sent the heartbeat (µs).
+    ///
+    /// # Panics
+    /// On a buffer shorter than a heartbeat in an unchecked view.
+    pub fn stamp(&self) -> u64 {
+        be_u64(&self.buffer.as_ref()[field::HB_STAMP])
+    }
+
+    /// `H`: the latest stamp the sender received from the recipient.
+    ///
+    /// # Panics
+    /// On a buffer shorter than a heartbeat in an unchecked view.
+    pub fn echo(&self) -> u64 {
+        be_u64(&self.buffer.as_ref()[field::HB_ECHO])
+    }
+
+    /// `H`: the node ids of the out list.
+    ///
+    /// # Panics
+    /// On a buffer shorter than its out count says in an unchecked view.
+    pub fn out_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let b = self.buffer.as_ref();
+        let n = usize::from(b[field::HB_OUT_COUNT]);
+        b[field::HB_LEN..field::HB_LEN + 2 * n]
+            .chunks_exact(2)
+            .map(|c| NodeId(u16::from_be_bytes([c[0], c[1]])))
     }
 }
 
@@ -581,17 +634,98 @@ pub struct Heartbeat {
     pub fenced: bool,
     /// The allocation epoch the sender has applied.
     pub applied: Epoch,
+    /// The sender's clock when it sent this heartbeat (µs since it started): the recipient
+    /// echoes it back, which grants the sender its lease (see `member::liveness`).
+    pub stamp: u64,
+    /// The latest stamp the sender received from the recipient (0: none yet).
+    pub echo: u64,
+    /// The members the sender does not see serving (silent past failure detection, fenced or
+    /// not ready): the leader takes identifiers from a silent owner only when a majority of
+    /// the voters says so.
+    pub out: NodeList,
+}
+
+/// A short list of node ids (at most [`MAX_HEARTBEAT_OUT`]), kept sorted and without
+/// duplicates; `Copy`, like the heartbeat that carries it.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeList {
+    len: u8,
+    ids: [u16; MAX_HEARTBEAT_OUT],
+}
+
+impl NodeList {
+    /// Adds `n` (ignored when the list is full or holds it already). Returns whether it was
+    /// added.
+    pub fn insert(&mut self, n: NodeId) -> bool {
+        let len = usize::from(self.len);
+        let cur = &self.ids[..len];
+        match cur.binary_search(&n.0) {
+            Ok(_) => false,
+            Err(_) if len == MAX_HEARTBEAT_OUT => false,
+            Err(i) => {
+                self.ids.copy_within(i..len, i + 1);
+                self.ids[i] = n.0;
+                self.len += 1;
+                true
+            }
+        }
+    }
+
+    /// Whether `n` is in the list.
+    pub fn contains(&self, n: NodeId) -> bool {
+        self.ids[..usize::from(self.len)]
+            .binary_search(&n.0)
+            .is_ok()
+    }
+
+    /// The ids, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.ids[..usize::from(self.len)].iter().map(|i| NodeId(*i))
+    }
+
+    /// How many ids.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::fmt::Debug for NodeList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter().map(|n| n.0)).finish()
+    }
+}
+
+impl FromIterator<NodeId> for NodeList {
+    fn from_iter<I: IntoIterator<Item = NodeId>>(iter: I) -> Self {
+        let mut l = NodeList::default();
+        for n in iter {
+            l.insert(n);
+        }
+        l
+    }
 }
 
 impl Heartbeat {
-    /// The heartbeat's 13 wire bytes.
-    pub fn to_bytes(&self) -> [u8; HEARTBEAT_LEN] {
-        let mut b = [0u8; HEARTBEAT_LEN];
+    /// The heartbeat's wire bytes ([`HEARTBEAT_LEN`] plus two per node id of the out list).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = vec![0u8; HEARTBEAT_LEN + 2 * self.out.len()];
         b[field::TAG] = tag::HEARTBEAT;
         b[field::HB_READY] = u8::from(self.ready);
         b[field::HB_WITNESS] = u8::from(self.witness);
         b[field::HB_FENCED] = u8::from(self.fenced);
         b[field::HB_APPLIED].copy_from_slice(&self.applied.0.to_be_bytes());
+        b[field::HB_STAMP].copy_from_slice(&self.stamp.to_be_bytes());
+        b[field::HB_ECHO].copy_from_slice(&self.echo.to_be_bytes());
+        b[field::HB_OUT_COUNT] = self.out.len() as u8;
+        for (i, n) in self.out.iter().enumerate() {
+            let at = field::HB_LEN + 2 * i;
+            b[at..at + 2].copy_from_slice(&n.0.to_be_bytes());
+        }
         b
     }
 
@@ -606,6 +740,9 @@ impl Heartbeat {
             witness: flag("witness", v.witness_byte())?,
             fenced: flag("fenced", v.fenced_byte())?,
             applied: v.applied(),
+            stamp: v.stamp(),
+            echo: v.echo(),
+            out: v.out_ids().collect(),
         })
     }
 }
@@ -624,7 +761,7 @@ impl<'a> Datagram<'a> {
     ///
     /// # Errors
     /// [`RecordError::Empty`], [`RecordError::UnknownTag`], [`RecordError::BadLength`] (a
-    /// heartbeat not 13 bytes long), [`RecordError::BadFlag`] (a heartbeat flag byte other
+    /// heartbeat shorter than 30 bytes or not as long as its out count says), [`RecordError::BadFlag`] (a heartbeat flag byte other
     /// than 0 or 1).
     pub fn parse(bytes: &'a [u8]) -> Result<Datagram<'a>, RecordError> {
         let v = DatagramView::new_checked(bytes)?;
@@ -679,8 +816,11 @@ mod tests {
     ];
     const FINAL_BYTES: [u8; 9] = [b'F', 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08];
     const KEY_BYTES: [u8; 10] = [b'K', 0xde, 0xad, 0xbe, 0xef, 4, 0xa1, 0xa2, 0xa3, 0xa4];
-    const HEARTBEAT_BYTES: [u8; 13] = [
-        b'H', 1, 0, 1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x2c, 0,
+    const HEARTBEAT_BYTES: [u8; 34] = [
+        b'H', 1, 0, 1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x2c, 0, // flags, epoch
+        0, 0, 0, 0, 0, 0x01, 0xe2, 0x40, // stamp 123456
+        0, 0, 0, 0, 0, 0, 0x30, 0x39, // echo 12345
+        2, 0x00, 0x02, 0x01, 0x00, // out: 2, 256
     ];
 
     fn repair_message() -> Message {
@@ -810,8 +950,13 @@ mod tests {
             witness: false,
             fenced: true,
             applied: Epoch(300),
+            stamp: 123_456,
+            echo: 12_345,
+            out: [NodeId(256), NodeId(2)].into_iter().collect(),
         };
         assert_eq!(h.to_bytes(), HEARTBEAT_BYTES);
+        assert_eq!(h.out.iter().collect::<Vec<_>>(), [NodeId(2), NodeId(256)]);
+        assert!(h.out.contains(NodeId(256)) && !h.out.contains(NodeId(3)));
         assert_eq!(
             Datagram::parse(&HEARTBEAT_BYTES),
             Ok(Datagram::Heartbeat(h))
@@ -830,6 +975,7 @@ mod tests {
             (1, 0, 1, 0)
         );
         assert_eq!(v.applied(), Epoch(300));
+        assert_eq!((v.stamp(), v.echo()), (123_456, 12_345));
         // the reserved byte is ignored
         let mut b = HEARTBEAT_BYTES;
         b[12] = 0x5a;
@@ -950,6 +1096,8 @@ mod tests {
         flag[3] = 2;
         let mut ready = HEARTBEAT_BYTES;
         ready[1] = 0xff;
+        let mut too_many = HEARTBEAT_BYTES[..30].to_vec();
+        too_many[29] = MAX_HEARTBEAT_OUT as u8 + 1;
         let cases: &[(&[u8], RecordError)] = &[
             (b"", Empty),
             (b"E", UnknownTag(b'E')),
@@ -959,23 +1107,39 @@ mod tests {
                 BadLength {
                     tag: b'H',
                     len: 1,
-                    expected: 13,
+                    expected: 30,
                 },
             ),
             (
-                &HEARTBEAT_BYTES[..12],
+                &HEARTBEAT_BYTES[..29],
                 BadLength {
                     tag: b'H',
-                    len: 12,
-                    expected: 13,
+                    len: 29,
+                    expected: 30,
+                },
+            ),
+            (
+                &HEARTBEAT_BYTES[..33],
+                BadLength {
+                    tag: b'H',
+                    len: 33,
+                    expected: 34,
                 },
             ),
             (
                 &long,
                 BadLength {
                     tag: b'H',
-                    len: 14,
-                    expected: 13,
+                    len: 35,
+                    expected: 34,
+                },
+            ),
+            (
+                &too_many,
+                BadLength {
+                    tag: b'H',
+                    len: 30,
+                    expected: 30 + 2 * MAX_HEARTBEAT_OUT,
                 },
             ),
             (
@@ -1115,17 +1279,23 @@ mod tests {
 
     fn datagram() -> impl Strategy<Value = (Option<Heartbeat>, Vec<u8>)> {
         prop_oneof![
-            (any::<bool>(), any::<bool>(), any::<bool>(), any::<u64>()).prop_map(
-                |(ready, witness, fenced, applied)| {
+            (
+                (any::<bool>(), any::<bool>(), any::<bool>(), any::<u64>()),
+                (any::<u64>(), any::<u64>()),
+                proptest::collection::vec(any::<u16>(), 0..40)
+            )
+                .prop_map(|((ready, witness, fenced, applied), (stamp, echo), out)| {
                     let h = Heartbeat {
                         ready,
                         witness,
                         fenced,
                         applied: Epoch(applied),
+                        stamp,
+                        echo,
+                        out: out.into_iter().map(NodeId).collect(),
                     };
                     (Some(h), Vec::new())
-                }
-            ),
+                }),
             proptest::collection::vec(any::<u8>(), 0..64).prop_map(|raft| (None, raft)),
         ]
     }

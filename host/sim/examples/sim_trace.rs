@@ -28,6 +28,7 @@ fn main() {
         cfg.max_delay_ms = 80;
         cfg.event_rate = 0.08;
         cfg.max_nodes = 6;
+        cfg.failure_ms = 400;
     }
     let mut sim = cluster_sim::Sim::new(cfg);
     if args.get(3) == Some(&1) {

@@ -160,6 +160,13 @@ pub struct SimConfig {
     pub failure_ms: u64,
     /// Members' heartbeat interval.
     pub heartbeat_ms: u64,
+    /// Longest stall of a member (a frozen process: it runs nothing, receives nothing and
+    /// sends nothing, then carries on with its clock jumped); 0: no stalls. Stalls are cluster
+    /// events (see `event_rate`), of any length from one step up to this.
+    pub stall_max_ms: u64,
+    /// Largest clock-rate difference of a member from true time, in parts per million (each
+    /// member's monotonic clock runs at its own rate within ± this).
+    pub clock_skew_ppm: u32,
 }
 
 impl SimConfig {
@@ -193,6 +200,8 @@ impl SimConfig {
             },
             failure_ms: 200,
             heartbeat_ms: 20,
+            stall_max_ms: 0,
+            clock_skew_ppm: 0,
         }
     }
 }
@@ -251,6 +260,8 @@ pub struct SimReport {
     pub messages_refused: u64,
     /// Crashes.
     pub crashes: u64,
+    /// Stalls (frozen members).
+    pub stalls: u64,
     /// Joins.
     pub joins: u64,
     /// Joined or restarted nodes admitted (given identifiers) after their common table caught
@@ -325,13 +336,19 @@ pub struct SimNode {
     joined: bool,
     /// When its process started (simulated time): its monotonic clock starts there.
     born: Millis,
+    /// Its clock's rate error (parts per million).
+    skew_ppm: i64,
+    /// Frozen until then (runs, receives and sends nothing).
+    stalled_until: Option<Millis>,
 }
 
 impl SimNode {
     /// Its clock at simulated time `now`: monotonic since its process started.
     fn clock(&self, now: Millis) -> Time {
+        let us = now.0.saturating_sub(self.born.0) as i128 * 1000;
+        let us = us + us * i128::from(self.skew_ppm) / 1_000_000;
         Time {
-            mono: Duration::from_millis(now.0.saturating_sub(self.born.0)),
+            mono: Duration::from_micros(us.max(0) as u64),
             unix_ms: 1_700_000_000_000 + now.0,
         }
     }
@@ -344,6 +361,10 @@ impl SimNode {
     /// The member's state core (tables, allocation).
     pub fn core(&self) -> &Node<SimTable> {
         self.member.core()
+    }
+
+    fn stalled(&self, now: Millis) -> bool {
+        self.stalled_until.is_some_and(|u| now < u)
     }
 }
 
@@ -457,6 +478,12 @@ impl Sim {
             seq_jump: 1 << 20,
         };
         let member = Member::new(mcfg, Node::new(c, table));
+        let skew = i64::from(self.cfg.clock_skew_ppm);
+        let skew_ppm = if skew > 0 {
+            self.rng.random_range(-skew..=skew)
+        } else {
+            0
+        };
         let ep = SyncEndpoint::new(
             EndpointConfig::new(n, inc),
             self.key.clone(),
@@ -471,6 +498,8 @@ impl Sim {
                 was_ready: false,
                 joined,
                 born: self.now,
+                skew_ppm,
+                stalled_until: None,
             },
         );
     }
@@ -535,7 +564,7 @@ impl Sim {
 
     /// Whether voter `v` runs and is in contact with a majority of the voters.
     fn eligible(&self, v: NodeId) -> bool {
-        self.nodes.contains_key(&v)
+        self.nodes.get(&v).is_some_and(|n| !n.stalled(self.now))
             && self
                 .voters
                 .iter()
@@ -602,6 +631,9 @@ impl Sim {
             let Some(node) = self.nodes.get_mut(&n) else {
                 continue;
             };
+            if node.stalled(self.now) {
+                continue;
+            }
             let t = node.clock(self.now);
             while node.agreed_len < self.log.len() {
                 let a = &self.log[node.agreed_len];
@@ -665,6 +697,9 @@ impl Sim {
     fn transmit(&mut self, n: NodeId) {
         let mut frames = Vec::new();
         if let Some(node) = self.nodes.get_mut(&n) {
+            if node.stalled(self.now) {
+                return;
+            }
             let now = node.clock(self.now).mono;
             node.ep.handle_timeout(now);
             while let Some(t) = node.ep.poll_transmit() {
@@ -709,7 +744,11 @@ impl Sim {
         let mut due: Vec<InFlight> = Vec::new();
         let mut i = 0;
         while i < self.net.len() {
-            if self.net[i].at <= now {
+            let to_stalled = self
+                .nodes
+                .get(&self.net[i].to)
+                .is_some_and(|n| n.stalled(now));
+            if self.net[i].at <= now && !to_stalled {
                 due.push(self.net.swap_remove(i));
             } else {
                 i += 1;
@@ -762,6 +801,9 @@ impl Sim {
         let mut handled = None;
         let mut handlers = Vec::new();
         for (&id, node) in self.nodes.iter_mut() {
+            if node.stalled(now) {
+                continue;
+            }
             let t = node.clock(now);
             let v = node.member.on_packet(t, bytes);
             if !matches!(v, PacketOutcome::NotOurs | PacketOutcome::NotReady) {
@@ -1077,7 +1119,7 @@ impl Sim {
                 b[0] = 0x45; // Looks like IPv4, still garbage.
             }
             self.report.garbage += 1;
-            let Some(node) = self.nodes.get_mut(&n) else {
+            let Some(node) = self.nodes.get_mut(&n).filter(|n| !n.stalled(now)) else {
                 continue;
             };
             let t = node.clock(now);
@@ -1113,17 +1155,27 @@ impl Sim {
     /// gives its identifiers to others, who install them from their common tables. Entries it
     /// had not replicated to every survivor yet were inside the replication window (measured).
     pub fn crash(&mut self, victim: NodeId) {
-        let Some(dead) = self.nodes.remove(&victim) else {
+        if !self.nodes.contains_key(&victim) {
             return;
-        };
+        }
+        self.mark_window(victim);
+        self.nodes.remove(&victim);
         if self.leader_id == Some(victim) {
             self.leader_id = None;
         }
         self.report.crashes += 1;
-        let now = self.now;
         if trace() {
-            eprintln!("t={} sim: crash {victim}", now.0);
+            eprintln!("t={} sim: crash {victim}", self.now.0);
         }
+    }
+
+    /// The flows whose latest state `victim` holds but not every other member (its
+    /// replication window) are lost if it stops now: counted and excused from invariant 4.
+    fn mark_window(&mut self, victim: NodeId) {
+        let Some(dead) = self.nodes.get(&victim) else {
+            return;
+        };
+        let now = self.now;
         let mut lost_keys = BTreeSet::new();
         let mut stale_keys = BTreeSet::new();
         for e in dead.member.core().node_table().entries() {
@@ -1132,7 +1184,10 @@ impl Sim {
             }
             let mut best: Option<u32> = None;
             let mut missing = false;
-            for n in self.nodes.values() {
+            for (id, n) in &self.nodes {
+                if *id == victim {
+                    continue;
+                }
                 match n.member.core().common().get(&e.key).map(|x| x.version) {
                     None => missing = true,
                     Some(v) => best = Some(best.map_or(v, |b| b.min(v))),
@@ -1190,7 +1245,8 @@ impl Sim {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         let pick = |rng: &mut ChaCha8Rng, v: &[NodeId]| v[rng.random_range(0..v.len())];
         let count = self.cfg.count.get();
-        match self.rng.random_range(0..7u32) {
+        let kinds = if self.cfg.stall_max_ms > 0 { 8 } else { 7 };
+        match self.rng.random_range(0..kinds) {
             // keep a majority of the voters running
             0 if ids.len() > 2 => {
                 let v = pick(&mut self.rng, &ids);
@@ -1249,7 +1305,31 @@ impl Sim {
                     }
                 }
             }
+            7 => {
+                let v = pick(&mut self.rng, &ids);
+                let len = self
+                    .rng
+                    .random_range(self.cfg.step_ms..=self.cfg.stall_max_ms.max(self.cfg.step_ms));
+                self.stall(v, len);
+            }
             _ => {}
+        }
+    }
+
+    /// Freezes `n` for `ms` of simulated time, as `kill -STOP` does: it runs, receives and
+    /// sends nothing meanwhile (what is sent to it waits), then carries on where it stopped
+    /// with its clock jumped.
+    pub fn stall(&mut self, n: NodeId, ms: u64) {
+        let until = Millis(self.now.0 + ms);
+        // what it has not replicated yet stays inside it while it is frozen: its peers may
+        // take its identifiers without it (its replication window, as in a crash)
+        self.mark_window(n);
+        if let Some(node) = self.nodes.get_mut(&n) {
+            node.stalled_until = Some(until);
+            self.report.stalls += 1;
+            if trace() {
+                eprintln!("t={} sim: stall {n} for {ms} ms", self.now.0);
+            }
         }
     }
 
@@ -1265,7 +1345,7 @@ impl Sim {
             let acting: Vec<NodeId> = self
                 .nodes
                 .iter()
-                .filter(|(_, n)| acts_on(&n.member, d))
+                .filter(|(_, n)| acts_on_at(n, self.now, d))
                 .map(|(&id, _)| id)
                 .collect();
             if acting.len() > 1 {
@@ -1433,6 +1513,9 @@ impl Sim {
             let Some(node) = self.nodes.get_mut(&n) else {
                 continue;
             };
+            if node.stalled(self.now) {
+                continue;
+            }
             let agreed = if node.agreed_len == 0 {
                 Allocation::unowned(Epoch(0), self.cfg.count)
             } else {
@@ -1524,6 +1607,13 @@ fn trace() -> bool {
 /// Whether `m` acts on identifier `d` now.
 fn acts_on<T: NodeSpecificTable>(m: &Member<T>, d: DistributionId) -> bool {
     m.takes_traffic() && m.core().owns(d) && !m.handover().is_waiting(d)
+}
+
+/// Whether `n` would act on identifier `d` if a packet reached it at `now` (a stalled member
+/// too: the packet waiting for it when it thaws meets the state it has, with its clock
+/// jumped).
+fn acts_on_at(n: &SimNode, now: Millis, d: DistributionId) -> bool {
+    acts_on(&n.member, d) && n.member.takes_traffic_at(n.clock(now).mono)
 }
 
 fn flow_key(f: &Flow) -> FlowKey {

@@ -47,6 +47,9 @@ fn heavy_faults_and_events() {
     cfg.max_delay_ms = 80;
     cfg.event_rate = 0.08;
     cfg.max_nodes = 6;
+    // a lease needs a round trip (heartbeat out, echo back) within 3/4 of the failure time:
+    // with one-way delays up to 80 ms and a heartbeat every 20 ms that is up to 180 ms
+    cfg.failure_ms = 400;
     let mut sim = Sim::new(cfg);
     let r = sim.run(800, 100).clone();
     assert_clean("heavy", &r);
@@ -59,8 +62,63 @@ fn heavy_faults_and_events() {
     assert!(r.messages_lost > 0 && r.messages_duplicated > 0);
 }
 
+/// Frozen members (stalls from one step to 15 failure times, at any moment) and clocks that
+/// run up to 5% fast or slow, beside the usual faults: no identifier is ever acted on by two
+/// members (checked at every step with each member's own clock: a stalled member counts as
+/// acting while its lease lasts), no established packet without state, every settle clean.
+#[test]
+fn stalls_and_clock_skew() {
+    for (seed, nodes) in [(11u64, 3u16), (12, 4), (13, 5), (14, 3)] {
+        let mut cfg = SimConfig::small(seed, nodes);
+        cfg.max_nodes = nodes.clamp(3, 6);
+        cfg.event_rate = 0.06;
+        cfg.stall_max_ms = 3_000;
+        cfg.clock_skew_ppm = 50_000;
+        let mut sim = Sim::new(cfg);
+        let r = sim.run(800, 200).clone();
+        assert_clean(&format!("stalls seed {seed} nodes {nodes}"), &r);
+        assert!(r.stalls > 0, "stalls happened");
+    }
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 6, ..Default::default() })]
+
+    /// Any seed, any stall length and clock skew: no identifier is ever acted on by two
+    /// members, and no packet is handled by two (invariant 1, checked at every step with each
+    /// member's own clock). (The other invariants are asserted for stalls by
+    /// `stalls_and_clock_skew`; under random stall schedules a few seeds still lose
+    /// an entry's replication across a stall: see docs/clusterd.md.)
+    #[test]
+    fn any_stall_any_skew_never_two_owners(
+        seed in proptest::prelude::any::<u64>(),
+        nodes in 2u16..=5,
+        stall in 10u64..=4_000,
+        skew in 0u32..=50_000,
+    ) {
+        let mut cfg = SimConfig::small(seed, nodes);
+        cfg.max_nodes = nodes.clamp(3, 6);
+        cfg.event_rate = 0.05;
+        cfg.stall_max_ms = stall;
+        cfg.clock_skew_ppm = skew;
+        let mut sim = Sim::new(cfg);
+        let r = sim.run(300, 150).clone();
+        let doubles: Vec<&String> = r
+            .violations
+            .iter()
+            .filter(|v| v.contains("invariant 1"))
+            .collect();
+        proptest::prop_assert!(
+            doubles.is_empty(),
+            "seed {} nodes {} stall {} skew {}: {:#?}",
+            seed,
+            nodes,
+            stall,
+            skew,
+            doubles
+        );
+        proptest::prop_assert!(r.established_packets > 100, "traffic ran");
+    }
 
     /// Any seed, 2-5 members, the default fault mix (5% loss, 3% duplicates, reordering,
     /// crashes, restarts, joins, moves, drains, partitions): every invariant holds.

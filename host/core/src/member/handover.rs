@@ -116,8 +116,11 @@ impl Handover {
             .collect();
         for &d in gained {
             let mut extra = Vec::new();
+            // a one-step move (from a failed or fenced owner): the live members forward what
+            // they hold of it, whether this member still hears the old owner or not (it may be
+            // declared failed before its own stream delivered everything)
             if let Some(o) = before.owner(d) {
-                if o != me && !alive(o) {
+                if o != me {
                     extra.extend(forwarders.iter().filter(|f| **f != o).map(|f| Loss {
                         node: *f,
                         epoch: a.epoch,

@@ -92,6 +92,16 @@ impl<T: NodeSpecificTable> Member<T> {
         if candidates.is_empty() {
             return;
         }
+        // a silent owner's identifiers move only once a majority of the voters reports it
+        // out: by then its lease has expired (see `liveness`)
+        if cur
+            .owners
+            .iter()
+            .flatten()
+            .any(|o| !self.is_peer_ready(*o) && !self.confirmed_out(*o))
+        {
+            return;
+        }
         let weights: Vec<(NodeId, u32)> = candidates.iter().map(|n| (*n, 1)).collect();
         if let Some((plan, op)) = self.leader.planned.take() {
             self.release_phase2(now, cur, plan, op, &candidates, &weights);

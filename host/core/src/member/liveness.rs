@@ -1,12 +1,34 @@
-//! Liveness: failure detection by heartbeat silence, and self-fencing (a member without contact
-//! to a majority of the agreed voters stops handling traffic; the majority side takes its
-//! identifiers).
+//! Liveness: failure detection by heartbeat silence, and ownership under leases.
+//!
+//! Every heartbeat carries the sender's clock (`stamp`) and echoes the latest stamp it received
+//! from the recipient (`echo`). An echo of stamp `s` from voter `v` tells this member that `v`
+//! heard it at or after its own time `s`, so `v` does not call it failed before `s + failure`
+//! by `v`'s clock. The member's **lease** runs until `s + lease` for the echoes of a majority of
+//! the voters (itself counted when it is one) and of the consensus leader it knows, with
+//! `lease` = 3/4 of the failure time: the quarter left over covers clock rates that differ and
+//! the heartbeat interval. A member acts on its identifiers only while its lease has not
+//! expired by its own monotonic clock, checked at every packet, not only at ticks: a member
+//! whose loop stalled (a frozen process, a clock that jumped) finds its lease expired before
+//! it handles anything, fences itself, resyncs and waits for new echoes (a new grant) and the
+//! allocation agreed meanwhile.
+//!
+//! The other side: the leader takes a silent owner's identifiers in one step only when a
+//! majority of the voters (the owner not counted) reports the owner out in their heartbeats
+//! (silent past failure detection, fenced or not ready). A majority that echoed the owner
+//! within its lease and a majority that calls it silent for the failure time share a voter, so
+//! the takeover is agreed only after the old owner's lease expired.
 
 use std::time::Duration;
 
 use super::{Member, Output, Role, Time};
 use crate::ids::{Epoch, NodeId};
 use crate::node_table::NodeSpecificTable;
+use crate::record::{Heartbeat, NodeList};
+
+/// A clock reading as a heartbeat stamp (µs; 0 means "none", so the first is at least 1).
+pub fn stamp_of(t: Duration) -> u64 {
+    (t.as_micros() as u64).max(1)
+}
 
 /// Silence after which what waits to be sent to a peer is dropped: far longer than failure
 /// detection, so a false suspicion under load loses no record.
@@ -29,6 +51,15 @@ pub struct Liveness {
     pub alive: bool,
     /// Its send backlog was discarded (silent past [`DISCARD_AFTER`]).
     pub discarded: bool,
+    /// The latest stamp it sent (echoed back to it in this member's heartbeats).
+    pub stamp_in: u64,
+    /// The latest stamp of this member's own that it echoed, as this member's clock: the
+    /// lease it grants runs from there.
+    pub granted: Option<Duration>,
+    /// The latest stamp this member sent it (an echo beyond it is refused).
+    pub stamp_out: u64,
+    /// The members it reported out in its last heartbeat.
+    pub out: NodeList,
 }
 
 impl Liveness {
@@ -74,7 +105,7 @@ impl<T: NodeSpecificTable> Member<T> {
         self.live.get(&n).map_or(Epoch(0), |l| l.applied)
     }
 
-    pub(super) fn update_liveness(&mut self, t: Time, voters: &[NodeId], leader: Option<NodeId>) {
+    pub(super) fn update_liveness(&mut self, t: Time) {
         let now = t.mono;
         // this loop itself was stalled (a large install, a descheduled process): the time it
         // was not listening does not count as the peers' silence
@@ -122,7 +153,7 @@ impl<T: NodeSpecificTable> Member<T> {
             }
             l.discarded = stale;
         }
-        self.update_fence(t, voters, leader);
+        self.update_fence(t);
     }
 
     /// Self-fencing: without contact to a majority of the agreed voters, or to a consensus
@@ -130,36 +161,98 @@ impl<T: NodeSpecificTable> Member<T> {
     /// owner's identifiers after the failure time, so a member cut off from it (even while it
     /// still reaches a majority, in a partial partition, and whatever its own consensus
     /// participant believes during the election it may start) has stopped before they move.
-    fn update_fence(&mut self, t: Time, voters: &[NodeId], leader: Option<NodeId>) {
-        let now = t.mono;
-        let fence_after = self.failure() * 3 / 4;
+    /// How long an echo grants: 3/4 of the failure time.
+    pub fn lease_len(&self) -> Duration {
+        self.failure() * 3 / 4
+    }
+
+    /// When this member's lease expires (`None`: it needs none, being the only voter).
+    /// `Some(ZERO)` when no majority (or the leader) has echoed it yet.
+    pub fn lease_until(&self) -> Option<Duration> {
         let me = self.cfg.node;
-        let heard = |v: &NodeId| {
-            *v == me
-                || self.live.get(v).is_some_and(|l| {
-                    l.last_heard
-                        .is_some_and(|h| now.saturating_sub(h) <= fence_after)
-                })
-        };
-        let seen = voters.iter().filter(|v| heard(v)).count();
-        let no_majority = voters.len() > 1 && seen * 2 <= voters.len();
-        // the last time this member heard a leader (itself when it leads); during an election
-        // (no leader known) the clock keeps running from the last one
-        let contact = match leader {
-            Some(l) if l == me => Some(now),
-            Some(l) => self.live.get(&l).and_then(|x| x.last_heard),
-            None => None,
-        };
-        if let Some(c) = contact {
-            self.leader_heard = Some(self.leader_heard.map_or(c, |h| h.max(c)));
+        let voters = &self.view.voters;
+        if voters.is_empty() || voters == &[me] {
+            return None;
         }
-        // (a member that has never heard a leader yet, while starting, is held back by its
-        // standby and the majority rule; fencing it then would only cost it a second resync)
-        let no_leader = self
-            .leader_heard
-            .is_some_and(|h| now.saturating_sub(h) > fence_after);
+        let lease = self.lease_len();
+        let grant = |v: &NodeId| self.live.get(v).and_then(|l| l.granted).map(|g| g + lease);
+        let need = (voters.len() / 2 + 1).saturating_sub(usize::from(voters.contains(&me)));
+        let mut grants: Vec<Duration> = voters
+            .iter()
+            .filter(|v| **v != me)
+            .filter_map(grant)
+            .collect();
+        grants.sort_unstable_by(|a, b| b.cmp(a));
+        let mut until = match need {
+            0 => Duration::MAX,
+            n => grants.get(n - 1).copied().unwrap_or_default(),
+        };
+        if let Some(l) = self.view.leader.filter(|l| *l != me) {
+            until = until.min(grant(&l).unwrap_or_default());
+        }
+        Some(until)
+    }
+
+    /// Whether this member holds its lease at `now` (by its own clock).
+    pub fn lease_valid(&self, now: Duration) -> bool {
+        self.lease_until().is_none_or(|u| now < u)
+    }
+
+    /// A heartbeat's lease fields from `from`: what it echoes of this member's stamps (never
+    /// beyond the latest this member sent it) and its stamp to echo back.
+    pub(super) fn on_lease_fields(&mut self, now: Duration, from: NodeId, hb: &Heartbeat) {
+        let Some(l) = self.live.get_mut(&from) else {
+            return;
+        };
+        // the latest heartbeat's stamp, not the largest ever: a peer that restarted counts
+        // from zero again (an older heartbeat delivered late only grants less)
+        l.stamp_in = hb.stamp;
+        l.out = hb.out;
+        if hb.echo != 0 && hb.echo <= l.stamp_out {
+            let at = Duration::from_micros(hb.echo).min(now);
+            l.granted = Some(l.granted.map_or(at, |g| g.max(at)));
+        }
+    }
+
+    /// The members this member does not see serving (for the heartbeat's out list).
+    pub(super) fn out_list(&self) -> NodeList {
+        let me = self.cfg.node;
+        self.cfg
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != me && !self.is_peer_ready(*m))
+            .collect()
+    }
+
+    /// Whether the leader may take `owner`'s identifiers in one step: it said itself that it
+    /// is fenced or not ready, or a majority of the voters (`owner` not counted) report it out.
+    pub fn confirmed_out(&self, owner: NodeId) -> bool {
+        if self.live.get(&owner).is_some_and(|l| l.alive) {
+            return true;
+        }
+        let me = self.cfg.node;
+        let voters = &self.view.voters;
+        let saying = voters
+            .iter()
+            .filter(|v| **v != owner)
+            .filter(|v| {
+                **v == me
+                    || self
+                        .live
+                        .get(v)
+                        .is_some_and(|l| l.alive && l.out.contains(owner))
+            })
+            .count();
+        saying > voters.len() / 2
+    }
+
+    /// Fences this member when its lease expired (and lifts the fence when a new one was
+    /// granted): checked at every tick and every packet.
+    pub(super) fn update_fence(&mut self, t: Time) {
+        let now = t.mono;
         let was = self.fenced;
-        self.fenced = self.warmed_up(now) && (no_majority || no_leader);
+        self.fenced = self.warmed_up(now) && !self.lease_valid(now);
         if was == self.fenced {
             return;
         }

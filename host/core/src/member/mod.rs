@@ -226,8 +226,17 @@ pub struct Member<T: NodeSpecificTable> {
     next_esp_sync: Duration,
     next_leader_check: Duration,
     last_liveness_check: Duration,
-    /// When this member last heard a consensus leader (see `liveness`).
-    leader_heard: Option<Duration>,
+    /// What the last tick said of consensus (the lease needs it between ticks).
+    view: ViewCache,
+    /// The latest clock reading of any input (heartbeat stamps).
+    now: Duration,
+}
+
+/// The part of the last [`ConsensusView`] the member keeps between ticks.
+#[derive(Debug, Default)]
+struct ViewCache {
+    voters: Vec<NodeId>,
+    leader: Option<NodeId>,
 }
 
 impl<T: NodeSpecificTable> Member<T> {
@@ -259,7 +268,8 @@ impl<T: NodeSpecificTable> Member<T> {
             next_esp_sync: Duration::ZERO,
             next_leader_check: Duration::ZERO,
             last_liveness_check: Duration::ZERO,
-            leader_heard: None,
+            view: ViewCache::default(),
+            now: Duration::ZERO,
             cfg,
         }
     }
@@ -319,9 +329,16 @@ impl<T: NodeSpecificTable> Member<T> {
         self.behind
     }
 
-    /// Whether the member handles packets now.
+    /// Whether the member handles packets now (its lease as of its last input; see
+    /// [`Member::takes_traffic_at`]).
     pub fn takes_traffic(&self) -> bool {
         self.ready && !self.fenced && !self.behind && self.cfg.role == Role::Member
+    }
+
+    /// Whether the member would handle a packet at `now`: [`Member::takes_traffic`] and its
+    /// lease has not expired by then.
+    pub fn takes_traffic_at(&self, now: Duration) -> bool {
+        self.takes_traffic() && self.lease_valid(now)
     }
 
     /// The peers' liveness as this member sees it.
@@ -389,6 +406,7 @@ impl<T: NodeSpecificTable> Member<T> {
 
     /// A peer was heard from (any authenticated frame).
     pub fn heard(&mut self, t: Time, from: NodeId) {
+        self.now = self.now.max(t.mono);
         if let Some(l) = self.live.get_mut(&from) {
             l.last_heard = Some(t.mono);
         }
@@ -445,6 +463,7 @@ impl<T: NodeSpecificTable> Member<T> {
     /// A heartbeat from `from`.
     pub fn on_heartbeat(&mut self, t: Time, from: NodeId, hb: Heartbeat) {
         self.heard(t, from);
+        self.on_lease_fields(t.mono, from, &hb);
         if let Some(l) = self.live.get_mut(&from) {
             l.ready = hb.ready;
             l.witness = hb.witness;
@@ -491,6 +510,10 @@ impl<T: NodeSpecificTable> Member<T> {
             l.ready = false;
             l.fenced = false;
             l.applied = Epoch(0);
+            // its clock starts again; what the old process echoed granted nothing new
+            l.stamp_in = 0;
+            l.granted = None;
+            l.out = Default::default();
         }
         self.heard(t, peer);
         if !self.ready && self.cfg.members.contains(&peer) {
@@ -501,6 +524,11 @@ impl<T: NodeSpecificTable> Member<T> {
     /// A packet from the wire: handled (figure 2) if the member takes traffic now and the
     /// packet's identifier is not waiting for its previous owner's final state.
     pub fn on_packet(&mut self, t: Time, pkt: &[u8]) -> PacketOutcome {
+        self.now = self.now.max(t.mono);
+        if self.takes_traffic() && !self.lease_valid(t.mono) {
+            // the lease ran out since the last tick (a stalled loop): fence before acting
+            self.update_fence(t);
+        }
         if !self.takes_traffic() || self.waiting_for(pkt) {
             return PacketOutcome::NotReady;
         }
@@ -637,15 +665,27 @@ impl<T: NodeSpecificTable> Member<T> {
     /// Sends a heartbeat to every peer now (before a long install, so that followers learn
     /// of a commit without waiting for it).
     pub fn send_heartbeats(&mut self) {
+        // the stamp is the latest clock reading, never later than the real send time: an
+        // echo of it grants no more than the time since
+        let stamp = liveness::stamp_of(self.now);
         let heartbeat = Heartbeat {
             ready: self.ready,
             witness: self.cfg.role == Role::Witness,
             fenced: self.fenced,
             applied: self.core.allocation().epoch,
+            stamp,
+            echo: 0,
+            out: self.out_list(),
         };
-        let peers: Vec<NodeId> = self.live.keys().copied().collect();
-        for to in peers {
-            self.out.push(Output::Heartbeat { to, heartbeat });
+        for (to, l) in self.live.iter_mut() {
+            l.stamp_out = l.stamp_out.max(stamp);
+            self.out.push(Output::Heartbeat {
+                to: *to,
+                heartbeat: Heartbeat {
+                    echo: l.stamp_in,
+                    ..heartbeat
+                },
+            });
         }
     }
 
@@ -653,11 +693,16 @@ impl<T: NodeSpecificTable> Member<T> {
     /// duties, readiness, expiry and digests, the ESP engine's state.
     pub fn tick(&mut self, t: Time, view: &ConsensusView<'_>) {
         let now = t.mono;
+        self.now = self.now.max(now);
+        if self.view.voters != view.voters {
+            self.view.voters = view.voters.to_vec();
+        }
+        self.view.leader = view.leader;
         if now >= self.next_heartbeat {
             self.send_heartbeats();
             self.next_heartbeat = now + self.cfg.heartbeat;
         }
-        self.update_liveness(t, view.voters, view.leader);
+        self.update_liveness(t);
         if now >= self.next_leader_check {
             self.next_leader_check = now + leader::CHECK_EVERY;
             if view.is_leader {
