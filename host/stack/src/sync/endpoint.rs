@@ -1269,3 +1269,98 @@ impl Endpoint {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame sealed by hand as node `sender` under `inc` (an endpoint never addresses itself).
+    fn sealed(key: &ClusterKey, sender: u16, receiver: u16, inc: u64, seq: u64) -> Vec<u8> {
+        let h = Header {
+            kind: Kind::Datagram,
+            sender: NodeId(sender),
+            receiver: NodeId(receiver),
+            incarnation: inc,
+            seq,
+        };
+        let mut hdr = [0u8; HEADER_LEN];
+        h.emit(&mut hdr);
+        let mut buf = hdr.to_vec();
+        buf.extend_from_slice(b"Hx");
+        let tag = key
+            .frame_key(NodeId(sender), inc)
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(h.nonce()),
+                Aad::from(hdr),
+                &mut buf[HEADER_LEN..],
+            )
+            .unwrap();
+        buf.extend_from_slice(tag.as_ref());
+        buf
+    }
+
+    #[test]
+    fn frames_from_this_nodes_own_id_are_reported_and_refused() {
+        let key = ClusterKey::from_bytes([3; 32]);
+        let mut ep = Endpoint::new(
+            EndpointConfig::new(NodeId(1), 100),
+            key.clone(),
+            [NodeId(2)],
+        );
+        let t = Duration::from_secs(1);
+        assert_eq!(
+            ep.handle_frame(t, &sealed(&key, 1, 1, 300, 1)),
+            Err(FrameError::OwnId(300))
+        );
+        assert_eq!(
+            ep.poll_event(),
+            Some(SyncEvent::DuplicateId {
+                node: NodeId(1),
+                incarnation: 100,
+                other: 300,
+                reported_by: NodeId(1),
+            })
+        );
+        // rate-limited, still refused and counted
+        assert_eq!(
+            ep.handle_frame(t, &sealed(&key, 1, 1, 300, 2)),
+            Err(FrameError::OwnId(300))
+        );
+        assert_eq!(ep.poll_event(), None);
+        // this process's own frame reflected back is a replay; a forgery fails authentication
+        assert_eq!(
+            ep.handle_frame(t, &sealed(&key, 1, 1, 100, 1)),
+            Err(FrameError::Replay)
+        );
+        let other = ClusterKey::from_bytes([4; 32]);
+        assert_eq!(
+            ep.handle_frame(t, &sealed(&other, 1, 1, 300, 3)),
+            Err(FrameError::Auth)
+        );
+        assert_eq!(ep.stats().rejected_own_id, 2);
+        assert_eq!(ep.stats().duplicate_ids, 1);
+        assert_eq!(ep.poll_event(), None);
+    }
+
+    #[test]
+    fn authenticated_frames_of_an_unaccepted_incarnation_count_for_nothing() {
+        let key = ClusterKey::from_bytes([3; 32]);
+        let mut ep = Endpoint::new(
+            EndpointConfig::new(NodeId(1), 100),
+            key.clone(),
+            [NodeId(2)],
+        );
+        let t = Duration::from_secs(1);
+        for seq in 1..5 {
+            assert_eq!(
+                ep.handle_frame(t, &sealed(&key, 2, 1, 7, seq)),
+                Err(FrameError::Replay)
+            );
+        }
+        assert_eq!(ep.poll_event(), None);
+        assert_eq!(ep.peer_status(t)[0].last_heard_ms, u64::MAX);
+        // it is asked for a hello (with the challenge), once per hello interval
+        let hellos = std::iter::from_fn(|| ep.poll_transmit()).count();
+        assert_eq!(hellos, 1);
+    }
+}
