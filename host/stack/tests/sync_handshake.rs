@@ -300,3 +300,30 @@ fn a_duplicate_node_id_is_reported_on_both_nodes_and_displaces_nothing() {
     assert_eq!(reports("n2"), 1);
     assert_eq!(reports("healthy"), 1);
 }
+
+#[test]
+fn a_peer_restarting_often_is_not_reported_as_a_duplicate() {
+    let mut w = running_pair(1000, 2000);
+    for (k, inc) in [1500u64, 700, 1600, 800, 1700].into_iter().enumerate() {
+        w.procs.insert("n1", endpoint(1, inc, &[1, 2]));
+        for i in 0..20 {
+            let now = w.now;
+            w.ep("n1")
+                .send_record(now, NodeId(2), &rec(k as u8, i))
+                .unwrap();
+            w.ep("n1").send_datagram(NodeId(2), b"hb").unwrap();
+            w.step();
+        }
+        w.run_ms(30);
+        assert_eq!(incarnation_of(&w.procs["n2"], 1), inc);
+        let want: Vec<Vec<u8>> = (0..20).map(|i| rec(k as u8, i)).collect();
+        assert_eq!(
+            w.records("n2", 1).split_off(w.records("n2", 1).len() - 20),
+            want
+        );
+    }
+    assert!(w.events["n2"]
+        .iter()
+        .all(|e| !matches!(e, SyncEvent::DuplicateId { .. })));
+    assert_eq!(w.procs["n2"].stats().duplicate_ids, 0);
+}

@@ -267,10 +267,14 @@ struct Peer {
     their_nonce: [u8; 16],
     /// The accepted incarnation showed that it knows this node's incarnation.
     knows_me: bool,
-    // duplicate node id detection: switches between incarnations of authenticated frames
+    /// Earliest time to answer another hello of an unaccepted incarnation (bounds what
+    /// replayed hellos make this node send).
+    answer_due: Duration,
+    // duplicate node id detection: returns to the previous incarnation in authenticated frames
     last_inc: u64,
-    switches: u32,
-    switch_since: Duration,
+    prev_inc: u64,
+    returns: u32,
+    returns_since: Duration,
     dup_reported: Option<Duration>,
     notice_reported: Option<Duration>,
     last_heard: Option<Duration>,
@@ -305,9 +309,11 @@ impl Peer {
             challenge,
             their_nonce: [0; 16],
             knows_me: false,
+            answer_due: Duration::ZERO,
             last_inc: 0,
-            switches: 0,
-            switch_since: Duration::ZERO,
+            prev_inc: 0,
+            returns: 0,
+            returns_since: Duration::ZERO,
             dup_reported: None,
             notice_reported: None,
             last_heard: None,
@@ -434,10 +440,10 @@ pub struct Endpoint {
     own_id_reported: Option<Duration>,
 }
 
-/// Switches between two incarnations of one peer within [`DUP_WINDOW`] that mean a duplicate
-/// node id (a restart makes one, a few reordered frames around it at most two more).
-const DUP_SWITCHES: u32 = 4;
-/// Window of [`DUP_SWITCHES`].
+/// Returns to the previous incarnation of one peer within [`DUP_WINDOW`] that mean a duplicate
+/// node id (a restart makes none, a reordered straggler of the old incarnation two).
+const DUP_RETURNS: u32 = 3;
+/// Window of [`DUP_RETURNS`].
 const DUP_WINDOW: Duration = Duration::from_secs(10);
 /// A duplicate node id is reported at most this often per peer.
 const DUP_REPORT_EVERY: Duration = Duration::from_secs(5);
@@ -1032,7 +1038,6 @@ impl Endpoint {
         let from = h.sender;
         let me_inc = self.cfg.incarnation;
         let hello_interval = self.cfg.hello_interval;
-        let fresh = self.new_challenge();
         let p = self
             .peers
             .get_mut(&from)
@@ -1047,12 +1052,20 @@ impl Endpoint {
         let hello = HelloRepr::parse(&self.scratch)?;
         p.their_nonce = hello.nonce;
         if hello.echo != p.challenge {
-            self.stats.challenges_answered += 1;
-            self.send_hello(from);
+            if p.answer_due <= now {
+                p.answer_due = now + hello_interval / 5;
+                self.stats.challenges_answered += 1;
+                self.send_hello(from);
+            }
             return Ok(());
         }
         // It answered the challenge: this incarnation is live now. A new challenge, so that
         // this very hello, replayed later, proves nothing.
+        let fresh = self.new_challenge();
+        let p = self
+            .peers
+            .get_mut(&from)
+            .ok_or(FrameError::UnknownPeer(from))?;
         let restarted = p.incarnation != 0;
         p.incarnation = h.incarnation;
         p.key = p.other_key.take().map(|(_, k)| k);
@@ -1087,12 +1100,16 @@ impl Endpoint {
         if last == 0 || last == inc {
             return;
         }
-        if now.saturating_sub(p.switch_since) > DUP_WINDOW {
-            p.switches = 0;
-            p.switch_since = now;
+        let back = std::mem::replace(&mut p.prev_inc, last) == inc;
+        if !back {
+            return;
         }
-        p.switches += 1;
-        if p.switches < DUP_SWITCHES || p.incarnation == 0 {
+        if p.returns == 0 || now.saturating_sub(p.returns_since) > DUP_WINDOW {
+            p.returns = 0;
+            p.returns_since = now;
+        }
+        p.returns += 1;
+        if p.returns < DUP_RETURNS || p.incarnation == 0 {
             return;
         }
         if !due(p.dup_reported, now, DUP_REPORT_EVERY) {
