@@ -16,7 +16,7 @@
 //! header as AAD and nonce = sender id + frame sequence number (never reused: the sequence only
 //! grows within an incarnation, and each incarnation has its own key). Receivers reject and count
 //! garbled, forged, misdirected and replayed frames (a 1024-frame sliding window per sender, and
-//! frames of an older incarnation).
+//! frames of any incarnation but the accepted one).
 //!
 //! A peer's incarnation is accepted only through a challenge: every endpoint keeps a fresh
 //! challenge per peer (random per process, renewed whenever it accepts a new incarnation of that
@@ -47,8 +47,10 @@ use crate::core::ids::NodeId;
 pub struct EndpointConfig {
     /// This node.
     pub me: NodeId,
-    /// This process lifetime's incarnation: must grow across restarts (the daemon uses the
-    /// wall-clock time in microseconds at start). Never 0.
+    /// This process lifetime's incarnation: it selects the frame key, so it must never repeat
+    /// (the daemon uses max(previous + 1, wall-clock microseconds), kept in its state
+    /// directory). Peers accept a new one, even a lower one, once it answered their challenge.
+    /// Never 0.
     pub incarnation: u64,
     /// Target frame size in bytes; a batch is closed when the next record would exceed it. A
     /// single record larger than this still goes out alone in a bigger frame (up to 65,000).
