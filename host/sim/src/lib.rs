@@ -783,6 +783,8 @@ impl Sim {
                     SyncEvent::PeerIncarnation { peer, .. } => {
                         node.member.on_peer_restarted(t, peer);
                     }
+                    // the simulator gives every node its own id
+                    SyncEvent::DuplicateId { .. } => {}
                 }
             }
             let n = m.to;

@@ -16,17 +16,28 @@
 //! header as AAD and nonce = sender id + frame sequence number (never reused: the sequence only
 //! grows within an incarnation, and each incarnation has its own key). Receivers reject and count
 //! garbled, forged, misdirected and replayed frames (a 1024-frame sliding window per sender, and
-//! frames of an older incarnation).
+//! frames of any incarnation but the accepted one).
+//!
+//! A peer's incarnation is accepted only through a challenge: every endpoint keeps a fresh
+//! challenge per peer (random per process, renewed whenever it accepts a new incarnation of that
+//! peer) and sends it in its hellos; frames of an incarnation count (mark the peer alive, deliver
+//! anything) only after that incarnation sent a hello echoing the current challenge, sealed
+//! under its frame key. So frames captured earlier are refused after either side restarted, and
+//! a peer whose incarnation went backwards (state directory lost, clock set back) rejoins like
+//! any restarted peer. Frames of another incarnation of a peer interleaved with the accepted
+//! one, or frames from this node's own id, mean a duplicate node id (or replays): reported as
+//! [`SyncEvent::DuplicateId`] on both sides, and the accepted incarnation is kept.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use ring::aead::{Aad, LessSafeKey, Nonce};
+use ring::rand::SecureRandom;
 use serde::Serialize;
 
 use super::frame::{
-    self, AckRepr, FrameError, Header, Kind, RecordBatch, DATA_PREFIX, FRAME_OVERHEAD, HEADER_LEN,
-    MAX_FRAME, TAG_LEN,
+    self, AckRepr, FrameError, Header, HelloRepr, Kind, RecordBatch, DATA_PREFIX, FRAME_OVERHEAD,
+    HEADER_LEN, HELLO_ANSWER, MAX_FRAME, TAG_LEN,
 };
 use super::key::ClusterKey;
 use crate::core::ids::NodeId;
@@ -36,8 +47,10 @@ use crate::core::ids::NodeId;
 pub struct EndpointConfig {
     /// This node.
     pub me: NodeId,
-    /// This process lifetime's incarnation: must grow across restarts (the daemon uses the
-    /// wall-clock time in microseconds at start). Never 0.
+    /// This process lifetime's incarnation: it selects the frame key, so it must never repeat
+    /// (the daemon uses max(previous + 1, wall-clock microseconds), kept in its state
+    /// directory). Peers accept a new one, even a lower one, once it answered their challenge.
+    /// Never 0.
     pub incarnation: u64,
     /// Target frame size in bytes; a batch is closed when the next record would exceed it. A
     /// single record larger than this still goes out alone in a bigger frame (up to 65,000).
@@ -93,8 +106,9 @@ pub enum SyncEvent {
         /// Payload.
         payload: Vec<u8>,
     },
-    /// A peer was heard under a new incarnation (`restarted`: it had another one before, so it
-    /// lost its state and needs a resync).
+    /// A peer was heard under a new incarnation, which answered this node's challenge
+    /// (`restarted`: it had another one before, so it lost its state and needs a resync). The
+    /// new incarnation may be lower than the old one (its clock or state directory went back).
     PeerIncarnation {
         /// The peer.
         peer: NodeId,
@@ -102,6 +116,21 @@ pub enum SyncEvent {
         incarnation: u64,
         /// Whether an earlier incarnation was known.
         restarted: bool,
+    },
+    /// Two processes seem to run with the node id `node`: authenticated frames of `other`
+    /// arrive interleaved with those of `incarnation` (or replayed frames of an old incarnation
+    /// do). `reported_by` is the node that saw it (this node, or a peer that told this node its
+    /// id is duplicated). Nothing changes: an endpoint keeps the incarnation it accepted and
+    /// never accepts the other while it does not answer the challenge. Log it loudly.
+    DuplicateId {
+        /// The node id that two processes use.
+        node: NodeId,
+        /// The incarnation accepted (this node's own, when `node` is this node).
+        incarnation: u64,
+        /// The other incarnation heard with the same id.
+        other: u64,
+        /// Who noticed.
+        reported_by: NodeId,
     },
 }
 
@@ -182,6 +211,12 @@ pub struct SyncStats {
     pub rejected_unknown_peer: u64,
     /// Rejected: authenticated but unparseable payload.
     pub rejected_malformed: u64,
+    /// Rejected: authenticated frames claiming this node's own id (another process uses it).
+    pub rejected_own_id: u64,
+    /// Hellos of a not yet accepted incarnation, answered with a challenge.
+    pub challenges_answered: u64,
+    /// Duplicate node ids reported (by this node, or to it by a peer).
+    pub duplicate_ids: u64,
 }
 
 impl SyncStats {
@@ -194,6 +229,7 @@ impl SyncStats {
             + self.rejected_misdirected
             + self.rejected_unknown_peer
             + self.rejected_malformed
+            + self.rejected_own_id
     }
 }
 
@@ -221,9 +257,28 @@ struct InFlight {
 }
 
 struct Peer {
-    /// The peer's current incarnation (0 = unknown).
+    /// The peer's accepted incarnation (0 = none yet): set only when a hello of it echoed
+    /// `challenge`.
     incarnation: u64,
     key: Option<LessSafeKey>,
+    /// The key of the last other incarnation heard (saves a derivation per frame).
+    other_key: Option<(u64, LessSafeKey)>,
+    /// This node's current challenge to the peer.
+    challenge: [u8; 16],
+    /// The peer's challenge, from its last authenticated hello (echoed in ours).
+    their_nonce: [u8; 16],
+    /// The accepted incarnation showed that it knows this node's incarnation.
+    knows_me: bool,
+    /// Earliest time to answer another hello of an unaccepted incarnation (bounds what
+    /// replayed hellos make this node send).
+    answer_due: Duration,
+    // duplicate node id detection: returns to the previous incarnation in authenticated frames
+    last_inc: u64,
+    prev_inc: u64,
+    returns: u32,
+    returns_since: Duration,
+    dup_reported: Option<Duration>,
+    notice_reported: Option<Duration>,
     last_heard: Option<Duration>,
     // replay window over the peer's frame sequence numbers
     replay_top: u64,
@@ -248,10 +303,21 @@ struct Peer {
 }
 
 impl Peer {
-    fn new() -> Self {
+    fn new(challenge: [u8; 16]) -> Self {
         Self {
             incarnation: 0,
             key: None,
+            other_key: None,
+            challenge,
+            their_nonce: [0; 16],
+            knows_me: false,
+            answer_due: Duration::ZERO,
+            last_inc: 0,
+            prev_inc: 0,
+            returns: 0,
+            returns_since: Duration::ZERO,
+            dup_reported: None,
+            notice_reported: None,
             last_heard: None,
             replay_top: 0,
             replay_bits: [0; 16],
@@ -370,6 +436,22 @@ pub struct Endpoint {
     events: VecDeque<SyncEvent>,
     stats: SyncStats,
     scratch: Vec<u8>,
+    /// Random per process (mixed into every challenge).
+    challenge_seed: [u8; 8],
+    challenges_made: u64,
+    own_id_reported: Option<Duration>,
+}
+
+/// Returns to the previous incarnation of one peer within [`DUP_WINDOW`] that mean a duplicate
+/// node id (a restart makes none, a reordered straggler of the old incarnation two).
+const DUP_RETURNS: u32 = 3;
+/// Window of [`DUP_RETURNS`].
+const DUP_WINDOW: Duration = Duration::from_secs(10);
+/// A duplicate node id is reported at most this often per peer.
+const DUP_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+fn due(last: Option<Duration>, now: Duration, every: Duration) -> bool {
+    last.is_none_or(|t| now >= t + every)
 }
 
 impl Endpoint {
@@ -386,21 +468,44 @@ impl Endpoint {
             .clamp(FRAME_OVERHEAD + DATA_PREFIX + 64, MAX_FRAME);
         let seal_key = key.frame_key(cfg.me, cfg.incarnation);
         let me = cfg.me;
-        Self {
+        // A failing system generator leaves the seed zero: challenges then still differ from
+        // every earlier process's as long as incarnations do.
+        let mut challenge_seed = [0u8; 8];
+        let _ = ring::rand::SystemRandom::new().fill(&mut challenge_seed);
+        let mut ep = Self {
             cfg,
             key,
             seal_key,
             next_seq: 1,
-            peers: peers
-                .into_iter()
-                .filter(|p| *p != me)
-                .map(|p| (p, Peer::new()))
-                .collect(),
+            peers: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: SyncStats::default(),
             scratch: Vec::new(),
+            challenge_seed,
+            challenges_made: 0,
+            own_id_reported: None,
+        };
+        for p in peers {
+            if p != me && !ep.peers.contains_key(&p) {
+                let c = ep.new_challenge();
+                ep.peers.insert(p, Peer::new(c));
+            }
         }
+        ep
+    }
+
+    /// A challenge never issued before by this process (a counter) nor, with overwhelming
+    /// likelihood, by any other (the random seed and the incarnation).
+    fn new_challenge(&mut self) -> [u8; 16] {
+        self.challenges_made += 1;
+        let mut c = [0u8; 16];
+        let inc = self.cfg.incarnation.to_be_bytes();
+        for (i, b) in c[..8].iter_mut().enumerate() {
+            *b = self.challenge_seed[i] ^ inc[i];
+        }
+        c[8..].copy_from_slice(&self.challenges_made.to_be_bytes());
+        c
     }
 
     /// This node.
@@ -685,8 +790,29 @@ impl Endpoint {
     }
 
     fn send_hello(&mut self, to: NodeId) {
-        let known = self.peers.get(&to).map_or(0, |p| p.incarnation);
-        let _ = self.seal(to, Kind::Hello, &known.to_be_bytes());
+        self.send_hello_conflict(to, 0);
+    }
+
+    /// A hello to `to`, telling it that `conflict` (if not 0) is another incarnation heard with
+    /// its node id.
+    fn send_hello_conflict(&mut self, to: NodeId, conflict: u64) {
+        let Some(p) = self.peers.get(&to) else {
+            return;
+        };
+        let hello = HelloRepr {
+            known: p.incarnation,
+            conflict,
+            nonce: p.challenge,
+            echo: p.their_nonce,
+            flags: if p.incarnation == 0 || !p.knows_me {
+                HELLO_ANSWER
+            } else {
+                0
+            },
+        };
+        let mut payload = Vec::with_capacity(frame::HELLO_LEN + 1);
+        hello.emit(&mut payload);
+        let _ = self.seal(to, Kind::Hello, &payload);
     }
 
     /// Runs the timers: flushes due batches, retransmits, sends delayed acks and hellos.
@@ -731,7 +857,7 @@ impl Endpoint {
                     };
                 }
                 let ack = p.ack_due.is_some_and(|t| t <= now);
-                let hello = p.incarnation == 0 && p.hello_due <= now;
+                let hello = (p.incarnation == 0 || !p.knows_me) && p.hello_due <= now;
                 if hello {
                     p.hello_due = now + cfg.hello_interval;
                 }
@@ -762,7 +888,7 @@ impl Endpoint {
             take(p.building_since.map(|t| t + self.cfg.flush_interval));
             take(p.rto_deadline);
             take(p.ack_due);
-            if p.incarnation == 0 {
+            if p.incarnation == 0 || !p.knows_me {
                 take(Some(p.hello_due));
             }
         }
@@ -795,6 +921,7 @@ impl Endpoint {
                 FrameError::Auth => s.rejected_auth += 1,
                 FrameError::Replay => s.rejected_replay += 1,
                 FrameError::Malformed(_) => s.rejected_malformed += 1,
+                FrameError::OwnId(_) => s.rejected_own_id += 1,
             }
         }
         r
@@ -805,25 +932,33 @@ impl Endpoint {
         if h.receiver != self.cfg.me {
             return Err(FrameError::Misdirected(h.receiver));
         }
+        if h.incarnation == 0 || h.seq == 0 {
+            return Err(FrameError::Replay);
+        }
+        if h.sender == self.cfg.me {
+            return self.on_own_id(now, &h, bytes);
+        }
         let me_inc = self.cfg.incarnation;
         let p = self
             .peers
             .get_mut(&h.sender)
             .ok_or(FrameError::UnknownPeer(h.sender))?;
-        if h.incarnation < p.incarnation || (h.incarnation == p.incarnation && p.replayed(h.seq)) {
-            return Err(FrameError::Replay);
-        }
-        if h.incarnation == 0 || h.seq == 0 {
+        let current = h.incarnation == p.incarnation;
+        if current && p.replayed(h.seq) {
             return Err(FrameError::Replay);
         }
         // authenticate
-        let fresh_key;
-        let key = match (&p.key, h.incarnation == p.incarnation) {
-            (Some(k), true) => k,
-            _ => {
-                fresh_key = self.key.frame_key(h.sender, h.incarnation);
-                &fresh_key
-            }
+        if !current
+            && p.other_key
+                .as_ref()
+                .is_none_or(|(i, _)| *i != h.incarnation)
+        {
+            p.other_key = Some((h.incarnation, self.key.frame_key(h.sender, h.incarnation)));
+        }
+        let key = match (&p.key, &p.other_key) {
+            (Some(k), _) if current => k,
+            (_, Some((_, k))) if !current => k,
+            _ => return Err(FrameError::Auth),
         };
         self.scratch.clear();
         self.scratch.extend_from_slice(&bytes[HEADER_LEN..]);
@@ -838,46 +973,42 @@ impl Endpoint {
             .map_err(|_| FrameError::Auth)?
             .len();
         self.scratch.truncate(plain_len);
-        // authentic: adopt a new incarnation
-        let new_incarnation = h.incarnation > p.incarnation;
-        if new_incarnation {
-            let restarted = p.incarnation != 0;
-            p.incarnation = h.incarnation;
-            p.key = Some(self.key.frame_key(h.sender, h.incarnation));
-            p.replay_top = 0;
-            p.replay_bits = [0; 16];
-            p.reset_streams();
-            self.events.push_back(SyncEvent::PeerIncarnation {
-                peer: h.sender,
-                incarnation: h.incarnation,
-                restarted,
-            });
+        let from = h.sender;
+        self.note_incarnation(now, from, h.incarnation);
+        if !current {
+            return self.on_other_incarnation(now, &h);
         }
         let p = self
             .peers
-            .get_mut(&h.sender)
-            .ok_or(FrameError::UnknownPeer(h.sender))?;
+            .get_mut(&from)
+            .ok_or(FrameError::UnknownPeer(from))?;
         p.mark_seen(h.seq);
         p.last_heard = Some(now);
         self.stats.frames_received += 1;
         self.stats.bytes_received += bytes.len() as u64;
-        let from = h.sender;
         match h.kind {
             Kind::Datagram => {
                 let payload = std::mem::take(&mut self.scratch);
                 self.events.push_back(SyncEvent::Datagram { from, payload });
             }
             Kind::Hello => {
-                if self.scratch.len() != 8 {
-                    return Err(FrameError::Malformed("hello payload is not 8 bytes"));
+                let hello = HelloRepr::parse(&self.scratch)?;
+                p.their_nonce = hello.nonce;
+                if hello.known == me_inc {
+                    p.knows_me = true;
                 }
-                let known = frame::be_u64(&self.scratch, 0..8);
-                if known != me_inc {
+                if hello.conflict != 0 && hello.conflict != me_inc {
+                    self.on_conflict_notice(now, from, hello.conflict);
+                }
+                if hello.known != me_inc || hello.flags & HELLO_ANSWER != 0 {
                     self.send_hello(from);
                 }
             }
             Kind::Ack => {
                 let ack = AckRepr::parse(&self.scratch)?;
+                if ack.acked_incarnation == me_inc {
+                    p.knows_me = true;
+                }
                 self.on_ack(now, from, ack);
             }
             Kind::Data => {
@@ -893,14 +1024,159 @@ impl Endpoint {
                     self.send_hello(from);
                     return Ok(());
                 }
+                p.knows_me = true;
                 let records = RecordBatch::parse(self.scratch[DATA_PREFIX..].to_vec())?;
                 self.on_data(now, from, batch, records);
             }
         }
-        if new_incarnation {
-            self.pump(now, from);
-        }
         Ok(())
+    }
+
+    /// An authenticated frame of an incarnation of `h.sender` that is not the accepted one (in
+    /// `self.scratch`). Only a hello echoing this node's current challenge makes it the
+    /// accepted incarnation; any other hello is answered with the challenge, and every other
+    /// frame is refused (and asks for a hello, at most once per hello interval).
+    fn on_other_incarnation(&mut self, now: Duration, h: &Header) -> Result<(), FrameError> {
+        let from = h.sender;
+        let me_inc = self.cfg.incarnation;
+        let hello_interval = self.cfg.hello_interval;
+        let p = self
+            .peers
+            .get_mut(&from)
+            .ok_or(FrameError::UnknownPeer(from))?;
+        if h.kind != Kind::Hello {
+            if p.hello_due <= now {
+                p.hello_due = now + hello_interval;
+                self.send_hello(from);
+            }
+            return Err(FrameError::Replay);
+        }
+        let hello = HelloRepr::parse(&self.scratch)?;
+        p.their_nonce = hello.nonce;
+        if hello.echo != p.challenge {
+            if p.answer_due <= now {
+                p.answer_due = now + hello_interval / 5;
+                self.stats.challenges_answered += 1;
+                self.send_hello(from);
+            }
+            return Ok(());
+        }
+        // It answered the challenge: this incarnation is live now. A new challenge, so that
+        // this very hello, replayed later, proves nothing.
+        let fresh = self.new_challenge();
+        let p = self
+            .peers
+            .get_mut(&from)
+            .ok_or(FrameError::UnknownPeer(from))?;
+        let restarted = p.incarnation != 0;
+        p.incarnation = h.incarnation;
+        p.key = p.other_key.take().map(|(_, k)| k);
+        p.challenge = fresh;
+        // every earlier frame of it (sent before it was accepted) counts as seen: a capture of
+        // them proves nothing
+        p.replay_top = h.seq;
+        p.replay_bits = [u64::MAX; 16];
+        p.last_heard = Some(now);
+        p.knows_me = hello.known == me_inc;
+        p.reset_streams();
+        self.stats.frames_received += 1;
+        self.events.push_back(SyncEvent::PeerIncarnation {
+            peer: from,
+            incarnation: h.incarnation,
+            restarted,
+        });
+        // tells the peer that this node knows it now (and the new challenge)
+        self.send_hello(from);
+        self.pump(now, from);
+        Ok(())
+    }
+
+    /// Counts switches between incarnations of `peer`'s authenticated frames; many in a short
+    /// time while one incarnation is accepted mean two processes with one node id.
+    fn note_incarnation(&mut self, now: Duration, peer: NodeId, inc: u64) {
+        let me = self.cfg.me;
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let last = std::mem::replace(&mut p.last_inc, inc);
+        if last == 0 || last == inc {
+            return;
+        }
+        let back = std::mem::replace(&mut p.prev_inc, last) == inc;
+        if !back {
+            return;
+        }
+        if p.returns == 0 || now.saturating_sub(p.returns_since) > DUP_WINDOW {
+            p.returns = 0;
+            p.returns_since = now;
+        }
+        p.returns += 1;
+        if p.returns < DUP_RETURNS || p.incarnation == 0 {
+            return;
+        }
+        if !due(p.dup_reported, now, DUP_REPORT_EVERY) {
+            return;
+        }
+        p.dup_reported = Some(now);
+        let other = if inc == p.incarnation { last } else { inc };
+        let incarnation = p.incarnation;
+        self.stats.duplicate_ids += 1;
+        self.events.push_back(SyncEvent::DuplicateId {
+            node: peer,
+            incarnation,
+            other,
+            reported_by: me,
+        });
+        // tell the node at the configured address (the accepted one) too
+        self.send_hello_conflict(peer, other);
+    }
+
+    /// A peer says it hears this node's id under another incarnation too.
+    fn on_conflict_notice(&mut self, now: Duration, from: NodeId, other: u64) {
+        let Some(p) = self.peers.get_mut(&from) else {
+            return;
+        };
+        if !due(p.notice_reported, now, DUP_REPORT_EVERY) {
+            return;
+        }
+        p.notice_reported = Some(now);
+        self.stats.duplicate_ids += 1;
+        self.events.push_back(SyncEvent::DuplicateId {
+            node: self.cfg.me,
+            incarnation: self.cfg.incarnation,
+            other,
+            reported_by: from,
+        });
+    }
+
+    /// A frame claiming this node's own id.
+    fn on_own_id(&mut self, now: Duration, h: &Header, bytes: &[u8]) -> Result<(), FrameError> {
+        if h.incarnation == self.cfg.incarnation {
+            // one of this process's own frames, reflected back
+            return Err(FrameError::Replay);
+        }
+        let key = self.key.frame_key(h.sender, h.incarnation);
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&bytes[HEADER_LEN..]);
+        let mut hdr = [0u8; HEADER_LEN];
+        hdr.copy_from_slice(&bytes[..HEADER_LEN]);
+        key.open_in_place(
+            Nonce::assume_unique_for_key(h.nonce()),
+            Aad::from(hdr),
+            &mut self.scratch,
+        )
+        .map_err(|_| FrameError::Auth)?;
+        if due(self.own_id_reported, now, DUP_REPORT_EVERY) {
+            self.own_id_reported = Some(now);
+            self.stats.duplicate_ids += 1;
+            self.events.push_back(SyncEvent::DuplicateId {
+                node: self.cfg.me,
+                incarnation: self.cfg.incarnation,
+                other: h.incarnation,
+                reported_by: self.cfg.me,
+            });
+        }
+        Err(FrameError::OwnId(h.incarnation))
     }
 
     fn on_data(&mut self, now: Duration, from: NodeId, batch: u64, records: RecordBatch) {
@@ -1010,5 +1286,100 @@ impl Endpoint {
         for b in holes {
             self.send_data(now, from, b, true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame sealed by hand as node `sender` under `inc` (an endpoint never addresses itself).
+    fn sealed(key: &ClusterKey, sender: u16, receiver: u16, inc: u64, seq: u64) -> Vec<u8> {
+        let h = Header {
+            kind: Kind::Datagram,
+            sender: NodeId(sender),
+            receiver: NodeId(receiver),
+            incarnation: inc,
+            seq,
+        };
+        let mut hdr = [0u8; HEADER_LEN];
+        h.emit(&mut hdr);
+        let mut buf = hdr.to_vec();
+        buf.extend_from_slice(b"Hx");
+        let tag = key
+            .frame_key(NodeId(sender), inc)
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(h.nonce()),
+                Aad::from(hdr),
+                &mut buf[HEADER_LEN..],
+            )
+            .unwrap();
+        buf.extend_from_slice(tag.as_ref());
+        buf
+    }
+
+    #[test]
+    fn frames_from_this_nodes_own_id_are_reported_and_refused() {
+        let key = ClusterKey::from_bytes([3; 32]);
+        let mut ep = Endpoint::new(
+            EndpointConfig::new(NodeId(1), 100),
+            key.clone(),
+            [NodeId(2)],
+        );
+        let t = Duration::from_secs(1);
+        assert_eq!(
+            ep.handle_frame(t, &sealed(&key, 1, 1, 300, 1)),
+            Err(FrameError::OwnId(300))
+        );
+        assert_eq!(
+            ep.poll_event(),
+            Some(SyncEvent::DuplicateId {
+                node: NodeId(1),
+                incarnation: 100,
+                other: 300,
+                reported_by: NodeId(1),
+            })
+        );
+        // rate-limited, still refused and counted
+        assert_eq!(
+            ep.handle_frame(t, &sealed(&key, 1, 1, 300, 2)),
+            Err(FrameError::OwnId(300))
+        );
+        assert_eq!(ep.poll_event(), None);
+        // this process's own frame reflected back is a replay; a forgery fails authentication
+        assert_eq!(
+            ep.handle_frame(t, &sealed(&key, 1, 1, 100, 1)),
+            Err(FrameError::Replay)
+        );
+        let other = ClusterKey::from_bytes([4; 32]);
+        assert_eq!(
+            ep.handle_frame(t, &sealed(&other, 1, 1, 300, 3)),
+            Err(FrameError::Auth)
+        );
+        assert_eq!(ep.stats().rejected_own_id, 2);
+        assert_eq!(ep.stats().duplicate_ids, 1);
+        assert_eq!(ep.poll_event(), None);
+    }
+
+    #[test]
+    fn authenticated_frames_of_an_unaccepted_incarnation_count_for_nothing() {
+        let key = ClusterKey::from_bytes([3; 32]);
+        let mut ep = Endpoint::new(
+            EndpointConfig::new(NodeId(1), 100),
+            key.clone(),
+            [NodeId(2)],
+        );
+        let t = Duration::from_secs(1);
+        for seq in 1..5 {
+            assert_eq!(
+                ep.handle_frame(t, &sealed(&key, 2, 1, 7, seq)),
+                Err(FrameError::Replay)
+            );
+        }
+        assert_eq!(ep.poll_event(), None);
+        assert_eq!(ep.peer_status(t)[0].last_heard_ms, u64::MAX);
+        // it is asked for a hello (with the challenge), once per hello interval
+        let hellos = std::iter::from_fn(|| ep.poll_transmit()).count();
+        assert_eq!(hellos, 1);
     }
 }

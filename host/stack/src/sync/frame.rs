@@ -1,10 +1,10 @@
-//! The wire format of a sync frame (version 1), parsed strictly: a frame is accepted only when
+//! The wire format of a sync frame (version 2), parsed strictly: a frame is accepted only when
 //! every length adds up, and no accessor can panic on any input.
 //!
 //! ```text
 //! offset  size  field        (all integers big-endian; the 24-byte header is the AEAD's AAD)
 //!      0     2  magic        "CD"
-//!      2     1  version      1
+//!      2     1  version      2
 //!      3     1  kind         1 = data, 2 = ack, 3 = datagram, 4 = hello
 //!      4     2  sender       node id
 //!      6     2  receiver     node id (a frame for another node is rejected)
@@ -23,9 +23,17 @@
 //!   `next_expected u64` (every batch below it was received) and `sack u64` (bit `i` set: batch
 //!   `next_expected + 1 + i` was received too);
 //! - datagram: opaque bytes, delivered at most once, unordered, not retransmitted;
-//! - hello: `known u64`, the receiver's incarnation as the sender knows it (0: unknown); a node
-//!   answers a hello that does not know its current incarnation with a hello of its own. Data
-//!   streams start only once both ends know each other's incarnation.
+//! - hello (48 or 49 bytes): `known u64`, the receiver's incarnation as the sender knows it (0:
+//!   unknown); `conflict u64`, another incarnation of the receiver's node id that the sender
+//!   hears at the same time as `known` (0: none; a duplicate node id); `nonce [16]`, the
+//!   sender's current challenge to the receiver; `echo [16]`, the receiver's challenge the sender
+//!   last heard (zeros: none); `flags u8` (bit 0: please answer with a hello).
+//!
+//! A receiver accepts frames of a peer's incarnation only once that incarnation sent a hello
+//! whose `echo` is the receiver's current challenge (random per process, renewed at every
+//! accepted incarnation): frames captured before a restart of either side, or from an older
+//! incarnation, never pass for a live peer. Data streams start only once both ends know each
+//! other's incarnation.
 
 use std::ops::Range;
 
@@ -34,7 +42,7 @@ use crate::core::ids::NodeId;
 /// Frame magic.
 pub const MAGIC: [u8; 2] = *b"CD";
 /// The one frame version this code speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Header length (the AAD).
 pub const HEADER_LEN: usize = 24;
 /// AEAD tag length.
@@ -81,7 +89,7 @@ pub enum FrameError {
     #[error("garbled frame: {0}")]
     Garbled(&'static str),
     /// A version this code does not speak.
-    #[error("frame version {0} is not supported (this node speaks version 1)")]
+    #[error("frame version {0} is not supported (this node speaks version 2; run one clusterd version across the cluster)")]
     Version(u8),
     /// Unknown kind byte.
     #[error("unknown frame kind {0}")]
@@ -95,9 +103,14 @@ pub enum FrameError {
     /// The tag did not verify: forged, corrupted, or sealed with another key.
     #[error("frame failed authentication (forged, corrupted or wrong cluster key)")]
     Auth,
-    /// Seen before, or older than the replay window, or from a previous incarnation.
+    /// Seen before, older than the replay window, or from an incarnation that has not answered
+    /// this node's current challenge (a previous incarnation, or frames captured earlier).
     #[error("replayed or stale frame")]
     Replay,
+    /// Authenticated and claiming to come from this node's own id under another incarnation:
+    /// another process runs with this node id.
+    #[error("frame from this node's own id under incarnation {0}: another process runs with this node id")]
+    OwnId(u64),
     /// Authenticated but the payload does not parse (a buggy peer).
     #[error("malformed payload: {0}")]
     Malformed(&'static str),
@@ -299,6 +312,59 @@ impl<'a> Iterator for RecordIter<'a> {
     }
 }
 
+/// Hello payload length (without the flags byte, which is optional).
+pub const HELLO_LEN: usize = 48;
+/// Hello flag: the sender asks for a hello in return (it does not yet know that the receiver
+/// knows its incarnation).
+pub const HELLO_ANSWER: u8 = 1;
+
+/// A hello payload (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HelloRepr {
+    /// The receiver's incarnation as the sender knows it (0: unknown).
+    pub known: u64,
+    /// Another incarnation of the receiver's id heard alongside `known` (0: none).
+    pub conflict: u64,
+    /// The sender's challenge to the receiver.
+    pub nonce: [u8; 16],
+    /// The receiver's challenge as the sender last heard it (zeros: none).
+    pub echo: [u8; 16],
+    /// Flags ([`HELLO_ANSWER`]).
+    pub flags: u8,
+}
+
+impl HelloRepr {
+    /// Encodes into 49 bytes.
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.known.to_be_bytes());
+        out.extend_from_slice(&self.conflict.to_be_bytes());
+        out.extend_from_slice(&self.nonce);
+        out.extend_from_slice(&self.echo);
+        out.push(self.flags);
+    }
+
+    /// Decodes 48 or 49 bytes.
+    ///
+    /// # Errors
+    /// [`FrameError::Malformed`] on a wrong length.
+    pub fn parse(b: &[u8]) -> Result<Self, FrameError> {
+        if b.len() != HELLO_LEN && b.len() != HELLO_LEN + 1 {
+            return Err(FrameError::Malformed("hello payload is not 48 or 49 bytes"));
+        }
+        let mut nonce = [0u8; 16];
+        nonce.copy_from_slice(&b[16..32]);
+        let mut echo = [0u8; 16];
+        echo.copy_from_slice(&b[32..48]);
+        Ok(Self {
+            known: be_u64(b, 0..8),
+            conflict: be_u64(b, 8..16),
+            nonce,
+            echo,
+            flags: b.get(HELLO_LEN).copied().unwrap_or(0),
+        })
+    }
+}
+
 /// An ack payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AckRepr {
@@ -352,16 +418,16 @@ mod tests {
         assert_eq!(
             b,
             [
-                b'C', b'D', 1, 2, 1, 2, 0, 3, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0, 0,
+                b'C', b'D', 2, 2, 1, 2, 0, 3, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0, 0,
                 0, 0, 0, 0, 0, 9
             ]
         );
         let mut frame = b.to_vec();
         frame.extend_from_slice(&[0; TAG_LEN]);
         assert_eq!(Header::parse(&frame).unwrap(), h);
-        frame[2] = 2;
-        assert_eq!(Header::parse(&frame), Err(FrameError::Version(2)));
         frame[2] = 1;
+        assert_eq!(Header::parse(&frame), Err(FrameError::Version(1)));
+        frame[2] = 2;
         frame[3] = 7;
         assert_eq!(Header::parse(&frame), Err(FrameError::UnknownKind(7)));
         assert!(matches!(
@@ -391,5 +457,24 @@ mod tests {
         area.push(5);
         assert!(RecordBatch::parse(area).is_err());
         assert!(RecordBatch::parse(vec![0]).is_err());
+    }
+
+    #[test]
+    fn hello_round_trip() {
+        let h = HelloRepr {
+            known: 5,
+            conflict: 6,
+            nonce: [1; 16],
+            echo: [2; 16],
+            flags: HELLO_ANSWER,
+        };
+        let mut v = Vec::new();
+        h.emit(&mut v);
+        assert_eq!(v.len(), HELLO_LEN + 1);
+        assert_eq!(HelloRepr::parse(&v).unwrap(), h);
+        assert_eq!(HelloRepr::parse(&v[..HELLO_LEN]).unwrap().flags, 0);
+        assert!(HelloRepr::parse(&v[..8]).is_err());
+        v.push(0);
+        assert!(HelloRepr::parse(&v).is_err());
     }
 }

@@ -333,6 +333,29 @@ impl Runtime {
                     }
                 }
                 SyncEvent::PeerIncarnation { peer, .. } => self.member.on_peer_restarted(t, peer),
+                SyncEvent::DuplicateId {
+                    node,
+                    incarnation,
+                    other,
+                    reported_by,
+                } => {
+                    // never acted on: the endpoint keeps the incarnation it accepted
+                    if reported_by == self.cfg.node {
+                        log!(
+                            self.cfg.node,
+                            "DUPLICATE NODE ID: frames of {node} arrive under incarnation {other} \
+                             as well as {incarnation}: two processes are configured as {node} (or \
+                             old frames are replayed); give each process its own node id"
+                        );
+                    } else {
+                        log!(
+                            self.cfg.node,
+                            "DUPLICATE NODE ID: {reported_by} hears this node's id {node} under \
+                             incarnation {other} too (this process is {incarnation}): another \
+                             process is configured as {node}; stop it or give it its own node id"
+                        );
+                    }
+                }
             }
         }
         self.handle_outputs();

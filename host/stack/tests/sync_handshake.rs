@@ -1,0 +1,329 @@
+//! Replay protection across restarts and duplicate node ids, on real sealed frames: a peer's
+//! incarnation counts only after it answered this process's challenge, so frames captured before
+//! a restart (of either side) never mark a dead peer alive; a peer whose incarnation went
+//! backwards rejoins; a second process with a node id is reported on both sides and never
+//! displaces the accepted one.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use host::core::ids::NodeId;
+use host::sync::{ClusterKey, Endpoint, EndpointConfig, FrameError, SyncEvent};
+
+fn key() -> ClusterKey {
+    ClusterKey::from_bytes([9; 32])
+}
+
+fn endpoint(me: u16, inc: u64, peers: &[u16]) -> Endpoint {
+    Endpoint::new(
+        EndpointConfig::new(NodeId(me), inc),
+        key(),
+        peers.iter().map(|p| NodeId(*p)),
+    )
+}
+
+/// A wire between named processes: frames to node `to` reach the process registered at
+/// that node's address (`addr`), as the UDP driver sends to configured addresses.
+struct Wire {
+    procs: BTreeMap<&'static str, Endpoint>,
+    /// node id -> process at its configured address
+    addr: BTreeMap<u16, &'static str>,
+    now: Duration,
+    /// every frame sent by each process
+    captured: BTreeMap<&'static str, Vec<Vec<u8>>>,
+    events: BTreeMap<&'static str, Vec<SyncEvent>>,
+}
+
+impl Wire {
+    fn new() -> Self {
+        Self {
+            procs: BTreeMap::new(),
+            addr: BTreeMap::new(),
+            now: Duration::ZERO,
+            captured: BTreeMap::new(),
+            events: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, name: &'static str, ep: Endpoint, at_address: bool) {
+        if at_address {
+            self.addr.insert(ep.me().0, name);
+        }
+        self.procs.insert(name, ep);
+    }
+
+    fn ep(&mut self, name: &str) -> &mut Endpoint {
+        self.procs.get_mut(name).unwrap()
+    }
+
+    /// Steps one millisecond: timers, then every frame delivered until quiet.
+    fn step(&mut self) {
+        self.now += Duration::from_millis(1);
+        let now = self.now;
+        for ep in self.procs.values_mut() {
+            ep.handle_timeout(now);
+        }
+        loop {
+            let mut moved = Vec::new();
+            for (name, ep) in self.procs.iter_mut() {
+                while let Some(t) = ep.poll_transmit() {
+                    self.captured.entry(name).or_default().push(t.bytes.clone());
+                    moved.push(t);
+                }
+            }
+            if moved.is_empty() {
+                break;
+            }
+            for t in moved {
+                if let Some(dst) = self.addr.get(&t.to.0) {
+                    if let Some(ep) = self.procs.get_mut(dst) {
+                        let _ = ep.handle_frame(now, &t.bytes);
+                    }
+                }
+            }
+        }
+        for (name, ep) in self.procs.iter_mut() {
+            while let Some(ev) = ep.poll_event() {
+                self.events.entry(name).or_default().push(ev);
+            }
+        }
+    }
+
+    fn run_ms(&mut self, ms: u32) {
+        for _ in 0..ms {
+            self.step();
+        }
+    }
+
+    fn records(&self, name: &str, from: u16) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for ev in self.events.get(name).into_iter().flatten() {
+            if let SyncEvent::Records { from: f, batch } = ev {
+                if f.0 == from {
+                    out.extend(batch.iter().map(<[u8]>::to_vec));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn rec(tag: u8, i: u32) -> Vec<u8> {
+    let mut r = vec![tag];
+    r.extend_from_slice(&i.to_be_bytes());
+    r
+}
+
+fn incarnation_of(ep: &Endpoint, peer: u16) -> u64 {
+    let now = Duration::ZERO;
+    ep.peer_status(now)
+        .into_iter()
+        .find(|s| s.peer == peer)
+        .map_or(0, |s| s.incarnation)
+}
+
+/// A pair that exchanged records and heartbeats; every frame of node 1's incarnation captured.
+fn running_pair(inc1: u64, inc2: u64) -> Wire {
+    let mut w = Wire::new();
+    w.add("n1", endpoint(1, inc1, &[1, 2]), true);
+    w.add("n2", endpoint(2, inc2, &[1, 2]), true);
+    for i in 0..50 {
+        let now = w.now;
+        w.ep("n1").send_record(now, NodeId(2), &rec(1, i)).unwrap();
+        w.ep("n1").send_datagram(NodeId(2), b"heartbeat").unwrap();
+        w.step();
+    }
+    w.run_ms(50);
+    assert_eq!(w.records("n2", 1).len(), 50);
+    assert_eq!(incarnation_of(&w.procs["n2"], 1), inc1);
+    w
+}
+
+#[test]
+fn old_frames_replayed_after_the_receiver_restarted_do_not_revive_a_dead_peer() {
+    let w = running_pair(1000, 2000);
+    let captured = w.captured["n1"].clone();
+    assert!(captured.len() > 100);
+    // node 1 dies (never driven again); node 2 restarts and hears the capture, twice over
+    let mut n2 = endpoint(2, 3000, &[1, 2]);
+    let mut now = Duration::from_secs(5);
+    for _ in 0..2 {
+        for f in &captured {
+            let r = n2.handle_frame(now, f);
+            assert!(
+                matches!(r, Ok(()) | Err(FrameError::Replay)),
+                "captured frame: {r:?}"
+            );
+            now += Duration::from_millis(1);
+            n2.handle_timeout(now);
+            while n2.poll_transmit().is_some() {}
+        }
+    }
+    assert_eq!(
+        n2.poll_event(),
+        None,
+        "a captured frame reached the application"
+    );
+    let st = &n2.peer_status(now)[0];
+    assert_eq!(
+        st.incarnation, 0,
+        "the dead peer's incarnation was accepted"
+    );
+    assert_eq!(st.last_heard_ms, u64::MAX, "the dead peer was marked alive");
+    assert_eq!(n2.stats().frames_received, 0);
+    assert_eq!(n2.stats().records_delivered, 0);
+    assert!(n2.stats().rejected_replay > 0);
+    // hellos of the capture are only answered with a challenge
+    assert!(n2.stats().challenges_answered > 0);
+}
+
+#[test]
+fn old_frames_replayed_after_the_sender_restarted_are_refused() {
+    let mut w = running_pair(1000, 2000);
+    let captured = w.captured["n1"].clone();
+    // node 1 restarts (lower incarnation: its clock went back and its state dir was lost)
+    w.procs.insert("n1", endpoint(1, 500, &[1, 2]));
+    w.run_ms(100);
+    assert_eq!(incarnation_of(&w.procs["n2"], 1), 500);
+    let events_before = w.events["n2"].len();
+    let received = w.procs["n2"].stats().frames_received;
+    let now = w.now;
+    let n2 = w.ep("n2");
+    for f in &captured {
+        assert!(matches!(
+            n2.handle_frame(now, f),
+            Ok(()) | Err(FrameError::Replay)
+        ));
+    }
+    w.run_ms(20);
+    assert_eq!(incarnation_of(&w.procs["n2"], 1), 500);
+    assert_eq!(w.procs["n2"].stats().frames_received, received);
+    assert!(
+        w.events["n2"][events_before..].iter().all(|e| !matches!(
+            e,
+            SyncEvent::Records { .. }
+                | SyncEvent::Datagram { .. }
+                | SyncEvent::PeerIncarnation { .. }
+        )),
+        "{:?}",
+        &w.events["n2"][events_before..]
+    );
+}
+
+#[test]
+fn a_sender_whose_incarnation_went_backwards_rejoins() {
+    let mut w = running_pair(9000, 2000);
+    w.events.clear();
+    // restarted with a much lower incarnation
+    w.procs.insert("n1", endpoint(1, 10, &[1, 2]));
+    for i in 0..30 {
+        let now = w.now;
+        w.ep("n1").send_record(now, NodeId(2), &rec(3, i)).unwrap();
+        w.ep("n2").send_record(now, NodeId(1), &rec(4, i)).unwrap();
+        w.step();
+    }
+    w.run_ms(100);
+    let want: Vec<Vec<u8>> = (0..30).map(|i| rec(3, i)).collect();
+    assert_eq!(w.records("n2", 1), want);
+    let want: Vec<Vec<u8>> = (0..30).map(|i| rec(4, i)).collect();
+    assert_eq!(w.records("n1", 2), want);
+    assert!(w.events["n2"].contains(&SyncEvent::PeerIncarnation {
+        peer: NodeId(1),
+        incarnation: 10,
+        restarted: true,
+    }));
+    assert_eq!(incarnation_of(&w.procs["n2"], 1), 10);
+    // the handshake ends: no hellos once both sides know each other
+    let sent = w.procs["n1"].stats().frames_sent + w.procs["n2"].stats().frames_sent;
+    w.run_ms(500);
+    let sent2 = w.procs["n1"].stats().frames_sent + w.procs["n2"].stats().frames_sent;
+    assert_eq!(sent, sent2, "hellos keep going after the handshake");
+}
+
+#[test]
+fn a_duplicate_node_id_is_reported_on_both_nodes_and_displaces_nothing() {
+    let mut w = Wire::new();
+    w.add("healthy", endpoint(1, 100, &[1, 2]), true);
+    w.add("n2", endpoint(2, 200, &[1, 2]), true);
+    w.run_ms(20);
+    assert_eq!(incarnation_of(&w.procs["n2"], 1), 100);
+    // a second process configured as node 1 (newer incarnation), elsewhere on the network
+    w.add("dup", endpoint(1, 300, &[1, 2]), false);
+    for i in 0..2000 {
+        let now = w.now;
+        if i % 10 == 0 {
+            w.ep("healthy")
+                .send_record(now, NodeId(2), &rec(1, i))
+                .unwrap();
+            w.ep("dup").send_record(now, NodeId(2), &rec(9, i)).unwrap();
+            w.ep("n2").send_record(now, NodeId(1), &rec(2, i)).unwrap();
+            w.ep("healthy").send_datagram(NodeId(2), b"hb").unwrap();
+            w.ep("dup").send_datagram(NodeId(2), b"hb").unwrap();
+        }
+        w.step();
+    }
+    let want = SyncEvent::DuplicateId {
+        node: NodeId(1),
+        incarnation: 100,
+        other: 300,
+        reported_by: NodeId(2),
+    };
+    assert!(w.events["n2"].contains(&want), "{:?}", w.events.get("n2"));
+    assert!(
+        w.events["healthy"].contains(&want),
+        "{:?}",
+        w.events.get("healthy")
+    );
+    // nothing moved: node 2 still holds the healthy incarnation and hears only it
+    assert_eq!(incarnation_of(&w.procs["n2"], 1), 100);
+    let from1 = w.records("n2", 1);
+    assert_eq!(from1.len(), 200);
+    assert!(
+        from1.iter().all(|r| r[0] == 1),
+        "the duplicate's records were delivered"
+    );
+    assert_eq!(w.records("healthy", 2).len(), 200);
+    assert!(w.events["n2"].iter().all(|e| !matches!(
+        e,
+        SyncEvent::PeerIncarnation {
+            incarnation: 300,
+            ..
+        }
+    )));
+    // reports are rate-limited (2 s of duplicates: one report each way)
+    let reports = |n: &str| {
+        w.events[n]
+            .iter()
+            .filter(|e| matches!(e, SyncEvent::DuplicateId { .. }))
+            .count()
+    };
+    assert_eq!(reports("n2"), 1);
+    assert_eq!(reports("healthy"), 1);
+}
+
+#[test]
+fn a_peer_restarting_often_is_not_reported_as_a_duplicate() {
+    let mut w = running_pair(1000, 2000);
+    for (k, inc) in [1500u64, 700, 1600, 800, 1700].into_iter().enumerate() {
+        w.procs.insert("n1", endpoint(1, inc, &[1, 2]));
+        for i in 0..20 {
+            let now = w.now;
+            w.ep("n1")
+                .send_record(now, NodeId(2), &rec(k as u8, i))
+                .unwrap();
+            w.ep("n1").send_datagram(NodeId(2), b"hb").unwrap();
+            w.step();
+        }
+        w.run_ms(30);
+        assert_eq!(incarnation_of(&w.procs["n2"], 1), inc);
+        let want: Vec<Vec<u8>> = (0..20).map(|i| rec(k as u8, i)).collect();
+        assert_eq!(
+            w.records("n2", 1).split_off(w.records("n2", 1).len() - 20),
+            want
+        );
+    }
+    assert!(w.events["n2"]
+        .iter()
+        .all(|e| !matches!(e, SyncEvent::DuplicateId { .. })));
+    assert_eq!(w.procs["n2"].stats().duplicate_ids, 0);
+}
