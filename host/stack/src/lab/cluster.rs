@@ -199,6 +199,15 @@ impl Cluster {
         }
     }
 
+    /// Sends `sig` to node `id`'s process (SIGSTOP/SIGCONT to freeze and thaw it). Returns
+    /// whether it runs.
+    pub fn signal(&mut self, id: NodeId, sig: Signal) -> bool {
+        match self.children.get(&id) {
+            Some(c) => kill(Pid::from_raw(c.id() as i32), sig).is_ok(),
+            None => false,
+        }
+    }
+
     /// Whether node `id` has a live process.
     pub fn running(&mut self, id: NodeId) -> bool {
         match self.children.get_mut(&id) {

@@ -52,6 +52,10 @@ pub struct DemoArgs {
     /// transport) from START to END seconds (repeatable).
     #[arg(long = "partition", value_name = "NODE@START-END")]
     pub partition: Vec<String>,
+    /// Freeze node NODE (SIGSTOP) from START to END seconds, then let it go on (SIGCONT), as a
+    /// stalled process or VM does (repeatable).
+    #[arg(long = "stop", value_name = "NODE@START-END")]
+    pub stop: Vec<String>,
     /// Ask the leader to load-balance (per-identifier entry counts) at half time.
     #[arg(long)]
     pub rebalance: bool,
@@ -87,9 +91,28 @@ enum Action {
     KillLeader,
     Partition(NodeId),
     Heal(NodeId),
+    Stop(NodeId),
+    Cont(NodeId),
     Join(NodeId),
     Restart(NodeId),
     Rebalance,
+}
+
+/// `NODE@START-END` of `--what`.
+fn parse_span(p: &str, what: &str) -> Result<(NodeId, f64, f64), String> {
+    let fix = format!("write --{what} NODE@START-END, e.g. --{what} 3@2-4");
+    let (n, span) = p
+        .split_once('@')
+        .ok_or_else(|| format!("--{what} {p:?}: no '@'; {fix}"))?;
+    let (a, b) = span
+        .split_once('-')
+        .ok_or_else(|| format!("--{what} {p:?}: no '-'; {fix}"))?;
+    let (n, start) = parse_at(&format!("{n}@{a}"), what)?;
+    let (_, end) = parse_at(&format!("{}@{b}", n.0), what)?;
+    if end <= start {
+        return Err(format!("--{what} {p:?}: END must be after START; {fix}"));
+    }
+    Ok((n, start, end))
 }
 
 fn parse_at(s: &str, what: &str) -> Result<(NodeId, f64), String> {
@@ -161,20 +184,20 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         schedule.push((t, Action::Restart(n)));
     }
     for p in &args.partition {
-        let fix = "write --partition NODE@START-END, e.g. --partition 3@2-4";
-        let (n, span) = p
-            .split_once('@')
-            .ok_or_else(|| format!("--partition {p:?}: no '@'; {fix}"))?;
-        let (a, b) = span
-            .split_once('-')
-            .ok_or_else(|| format!("--partition {p:?}: no '-'; {fix}"))?;
-        let (n, start) = parse_at(&format!("{n}@{a}"), "partition")?;
-        let (_, end) = parse_at(&format!("{}@{b}", n.0), "partition")?;
-        if end <= start {
-            return Err(format!("--partition {p:?}: END must be after START; {fix}"));
-        }
+        let (n, start, end) = parse_span(p, "partition")?;
         schedule.push((start, Action::Partition(n)));
         schedule.push((end, Action::Heal(n)));
+    }
+    for p in &args.stop {
+        let (n, start, end) = parse_span(p, "stop")?;
+        if n.0 > args.nodes {
+            return Err(format!(
+                "--stop {p:?}: node {} does not run from the start (--nodes {})",
+                n.0, args.nodes
+            ));
+        }
+        schedule.push((start, Action::Stop(n)));
+        schedule.push((end, Action::Cont(n)));
     }
     if args.rebalance {
         schedule.push((args.duration / 2.0, Action::Rebalance));
@@ -399,6 +422,27 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                         label: format!("{what} {}", n.0),
                     });
                     say(format!("[{:5.1}s] {what} node {}", el.as_secs_f64(), n.0));
+                }
+                Action::Stop(n) | Action::Cont(n) => {
+                    let stop = matches!(action, Action::Stop(_));
+                    let sig = if stop {
+                        nix::sys::signal::Signal::SIGSTOP
+                    } else {
+                        nix::sys::signal::Signal::SIGCONT
+                    };
+                    if cluster.signal(n, sig) {
+                        // what the frozen node has not replicated yet is its replication
+                        // window, as for a partition
+                        if stop {
+                            partitions.push((n, t_ms));
+                        }
+                        let what = if stop { "SIGSTOP" } else { "SIGCONT" };
+                        marks.push(Mark {
+                            t_ms,
+                            label: format!("{} {}", if stop { "stop" } else { "cont" }, n.0),
+                        });
+                        say(format!("[{:5.1}s] {what} node {}", el.as_secs_f64(), n.0));
+                    }
                 }
                 Action::Rebalance => {
                     let r = cluster.to_leader(Request::Rebalance).await;
