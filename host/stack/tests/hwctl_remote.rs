@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{hwctl, TempDir};
-use host::daemon::protocol::{Request, SecretHex};
+use host::daemon::protocol::{Request, SaDir, SecretHex};
 use serde_json::Value;
 
 mod common;
@@ -151,6 +151,7 @@ fn a_running_node_through_its_control_socket() {
     let v = call(
         &node.sock,
         &Request::SaAdd {
+            dir: Some(SaDir::Out),
             dst: Some("10.2.0.1".parse().unwrap()),
             key: SecretHex::new(SA_KEY),
             peer: Some("10.1.0.1".parse().unwrap()),
