@@ -11,4 +11,5 @@ pub mod daemon;
 pub mod device;
 pub mod lab;
 pub mod regs_report;
+pub mod secret_arg;
 pub mod sync;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use host::core::ids::NodeId;
-use host::daemon::protocol::{Request, SecretHex};
+use host::daemon::protocol::{Request, SaDir, SecretHex};
 use host::lab::cluster::{Cluster, Layout};
 use serde_json::{json, Value};
 
@@ -94,9 +94,10 @@ fn partition(peers: Vec<u16>) -> Request {
     Request::Partition { loss: None, peers }
 }
 
-/// `sa_add` of SA `spi` from `peer` to 203.0.113.1.
-fn sa_add(peer: &str, spi: u32, key: &str) -> Request {
+/// `sa_add` of SA `spi` (direction `dir`) from `peer` to 203.0.113.1.
+fn sa_add(peer: &str, spi: u32, dir: SaDir, key: &str) -> Request {
     Request::SaAdd {
+        dir: Some(dir),
         dst: Some("203.0.113.1".parse().unwrap()),
         key: SecretHex::new(key),
         peer: Some(peer.parse().unwrap()),
@@ -232,8 +233,40 @@ fn operator_move_and_drain() {
         // invariant 3: common tables converge (same per-identifier digests everywhere), and
         // invariant 6: SA key material is never readable through the control socket
         let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeef0";
-        let v = ask(c, NodeId(1), sa_add("198.51.100.7", 77, key)).await;
+        let v = ask(c, NodeId(1), sa_add("198.51.100.7", 77, SaDir::Out, key)).await;
         assert_eq!(v["ok"], json!(true), "{v}");
+        // invariant 5: one key for both directions of the tunnel is refused, on the node
+        // that has it and on another one (which learned it through replication), naming both
+        // SPIs; an SA without a direction is refused too
+        let start = tokio::time::Instant::now();
+        while !ask(c, NodeId(3), Request::Sas).await["sas"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|s| s["spi"] == 77 && s["key_present"] == true))
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "SA 77's key never reached node 3"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for n in [1, 3] {
+            let v = ask(c, NodeId(n), sa_add("198.51.100.7", 78, SaDir::In, key)).await;
+            let e = v["error"].as_str().unwrap_or_default();
+            assert!(
+                e.contains("0x0000004e") && e.contains("0x0000004d") && e.contains("own key"),
+                "node {n}: {v}"
+            );
+            assert!(!e.contains("00112233"), "no key in the error: {e}");
+        }
+        let mut no_dir = sa_add("198.51.100.7", 79, SaDir::In, &key.replace('0', "1"));
+        if let Request::SaAdd { dir, .. } = &mut no_dir {
+            *dir = None;
+        }
+        let v = ask(c, NodeId(1), no_dir).await;
+        assert!(
+            v["error"].as_str().unwrap_or_default().contains("\"dir\""),
+            "{v}"
+        );
         let start = tokio::time::Instant::now();
         loop {
             let mut digests = Vec::new();
@@ -316,26 +349,48 @@ fn operator_move_and_drain() {
 /// owner's final replay window and past its last outbound sequence number, every time.
 #[test]
 fn moved_sa_keeps_final_replay_window() {
+    use driver::esp::Direction;
     use host::core::events::SaState;
     use host::core::ids::DistributionId;
-    use host::core::member::esp::EspPath;
+    use host::core::member::esp::{EspPath, SaMaterial};
     with_cluster("samove", &Layout::default(), async |c| {
-        let key = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+        // the tunnel: outbound SA `spi` (the cluster seals), inbound SA `in_spi` (the peer
+        // seals), each with its own key and salt
+        let key = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f011223344";
+        let in_key = "a0b1c2d3e4f5061728394a5b6c7d8e9fa0b1c2d3e4f5061728394a5b6c7d8e9f55667788";
         let spi = 0x4242u32;
-        let v = ask(c, NodeId(1), sa_add("198.51.100.9", spi, key)).await;
+        let in_spi = 0x4343u32;
+        let v = ask(c, NodeId(1), sa_add("198.51.100.9", spi, SaDir::Out, key)).await;
         assert_eq!(v["ok"], json!(true), "{v}");
         let dist = v["dist"].as_u64().unwrap();
-        // the tunnel peer
+        let v = ask(
+            c,
+            NodeId(1),
+            sa_add("198.51.100.9", in_spi, SaDir::In, in_key),
+        )
+        .await;
+        assert_eq!(
+            v["dist"].as_u64(),
+            Some(dist),
+            "both SAs of a tunnel, one identifier: {v}"
+        );
+        // the tunnel peer runs both SAs the other way
         let mut peer = EspPath::new();
-        let st = SaState {
-            spi,
-            dist: DistributionId(dist as u16),
-            dst: "203.0.113.1".parse().unwrap(),
-            outbound_seq: 1,
-            replay_top: 0,
-            replay_bitmap: 0,
-        };
-        peer.install(spi, &hex::decode(key).unwrap(), &st).unwrap();
+        for (s, dir, k) in [
+            (spi, Direction::Outbound, key),
+            (in_spi, Direction::Inbound, in_key),
+        ] {
+            let st = SaState {
+                spi: s,
+                dist: DistributionId(dist as u16),
+                dst: "203.0.113.1".parse().unwrap(),
+                outbound_seq: 1,
+                replay_top: 0,
+                replay_bitmap: 0,
+            };
+            let m = SaMaterial::from_keymat(s, dir, &hex::decode(k).unwrap()).unwrap();
+            peer.install(s, &m.mirrored(), &st).unwrap();
+        }
         let owner_of = |a: &Value| a["owners"][dist as usize].as_u64().unwrap_or(0);
         let mut last_out = 0u64;
         for round in 0..12 {
@@ -370,9 +425,9 @@ fn moved_sa_keeps_final_replay_window() {
             );
             last_out = first + 2;
             // inbound: the previous round's packets again (replays), then fresh ones
-            let (_, _, pkts) = peer.send(spi, 4, b"inbound").unwrap();
+            let (_, _, pkts) = peer.send(in_spi, 4, b"inbound").unwrap();
             let hex: Vec<String> = pkts.iter().map(hex::encode).collect();
-            let r = ask(c, owner, esp_recv(&hex, spi)).await;
+            let r = ask(c, owner, esp_recv(&hex, in_spi)).await;
             assert_eq!(r["accepted"].as_u64(), Some(4), "round {round}: {r}");
             // the old owner loses a third of what it sends (its final SA state may need a
             // retransmission and arrive after the assignment is agreed); move at once, well
@@ -401,7 +456,7 @@ fn moved_sa_keeps_final_replay_window() {
             // the new owner refuses every packet the old one accepted
             let start = tokio::time::Instant::now();
             loop {
-                let r = ask(c, to, esp_recv(&hex, spi)).await;
+                let r = ask(c, to, esp_recv(&hex, in_spi)).await;
                 if r["ok"] == json!(true) {
                     assert_eq!(
                         (r["accepted"].as_u64(), r["replays"].as_u64()),

@@ -200,9 +200,25 @@ fn esp_on<'a>(
     input: &'a str,
     output: &'a str,
 ) -> [&'a str; 10] {
+    let sa = if sa.starts_with('@') { sa } else { sa_file(sa) };
     [
         "--device", dev, "esp", op, "--sa", sa, "--in", input, "--out", output,
     ]
+}
+
+/// `@FILE` for the SA string `sa`, written to a file only the owner can read: keys
+/// never go in argv (hwctl refuses `key=HEX` there). The file lives as long as the
+/// test process (its name is unique).
+fn sa_file(sa: &str) -> &'static str {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!("hwctl-esp-sa-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(format!("{}.sa", N.fetch_add(1, Ordering::Relaxed)));
+    std::fs::write(&p, format!("{sa}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    Box::leak(format!("@{}", p.display()).into_boxed_str())
 }
 
 /// [`esp_on`] the software device.
@@ -420,7 +436,16 @@ fn verdicts_auth_failed_replay_unknown_spi_malformed_and_skipped() {
 
     // The same as JSON.
     let j: Value = serde_json::from_str(&ok(&[
-        "--device", "software", "--json", "esp", "decrypt", "--sa", &s, "--in", &input, "--out",
+        "--device",
+        "software",
+        "--json",
+        "esp",
+        "decrypt",
+        "--sa",
+        sa_file(&s),
+        "--in",
+        &input,
+        "--out",
         &out_path,
     ]))
     .expect("JSON");
@@ -573,6 +598,10 @@ fn several_sas_and_sa_files() {
     let eb = encrypt(&d, &b, &pb);
     let file = d.path("sas.txt");
     std::fs::write(&file, format!("# two SAs\n{a}\n\n{b}\n")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let at = format!("@{file}");
     let (out, o) = decrypt(&d, &at, &[eb[0].clone(), ea[0].clone()]);
     assert!(out.contains("ok 2"), "{out}");
@@ -637,17 +666,27 @@ fn bad_sa_strings_are_usage_errors_naming_the_field() {
         (good.replace("salt=cafebabe", "salt=cafe"), "field salt"),
         (good.clone() + ",icv=7", "field icv"),
         (good.clone() + ",mode=tunel", "field mode"),
-        (good.clone() + ",spi=3", "field spi: given twice"),
-        (good.clone() + ",foo=1", "field foo: unknown field"),
-        (good.replace(",salt=cafebabe", ""), "field salt: missing"),
+        (good.clone() + ",spi=3", "): given twice"),
+        (good.clone() + ",foo=1", "): unknown field"),
+        (good.replace(",salt=cafebabe", ""), "): missing"),
     ] {
         fails(&esp_cmd("decrypt", &bad, &input, &o), 2, field);
     }
     // Two SAs with one SPI.
     fails(
         &[
-            "--device", "software", "esp", "decrypt", "--sa", &good, "--sa", &good, "--in", &input,
-            "--out", &o,
+            "--device",
+            "software",
+            "esp",
+            "decrypt",
+            "--sa",
+            sa_file(&good),
+            "--sa",
+            sa_file(&good),
+            "--in",
+            &input,
+            "--out",
+            &o,
         ],
         1,
         "two --sa with spi 0x00000001",
@@ -659,6 +698,10 @@ fn bad_sa_strings_are_usage_errors_naming_the_field() {
         format!("{good}\n{}\n", good.replace("0x00000001", "0x2") + ",esn=7"),
     )
     .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     fails(
         &esp_cmd("decrypt", &format!("@{file}"), &input, &o),
         2,
@@ -929,4 +972,89 @@ fn pcapng_input_of_every_link_type_round_trips() {
         ok(&esp_cmd("decrypt", &s, &enc, &dec));
         assert_eq!(read_pcap(&dec), (101, plain.clone()), "link {link}");
     }
+}
+
+/// Issue 13 items 6 and 8 for `hwctl esp`: a key in argv is refused with how to pass it;
+/// `key=@FILE` (mode 0600 only) and `key=-` (standard input) work; an `--sa @FILE` that
+/// others can read is refused; two SAs with one key are refused, naming both SPIs.
+#[test]
+fn sa_keys_come_from_files_or_stdin_and_never_serve_two_sas() {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Stdio};
+    let (d, input, o, _) = error_setup("esp-keyargs");
+    let literal = format!("spi=0x1,dst=201.25.64.1,alg=aes-gcm-128,key={KEY128},salt=cafebabe");
+    let e = common::fails(
+        &[
+            "--device", "software", "esp", "decrypt", "--sa", &literal, "--in", &input, "--out", &o,
+        ],
+        2,
+        "field key",
+    );
+    assert!(e.contains("@FILE") && e.contains("chmod 600"), "{e}");
+    assert!(!e.contains(&KEY128[..12]), "the key leaked: {e}");
+    // key=@FILE: refused while group/other can read it, taken at 0600
+    let key_file = d.path("sa1.key");
+    std::fs::write(&key_file, format!("{KEY128}\n")).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let by_file = format!("spi=0x1,dst=201.25.64.1,alg=aes-gcm-128,key=@{key_file},salt=cafebabe");
+    let args = |sa: &str| -> Vec<String> {
+        [
+            "--device", "software", "esp", "decrypt", "--sa", sa, "--in", &input, "--out", &o,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let a = args(&by_file);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let e = common::fails(&a, 2, "mode 0604");
+    assert!(e.contains(&format!("chmod 600 {key_file}")), "{e}");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ok(&a);
+    // --sa @FILE readable by others
+    let sa_path = d.path("others.sa");
+    std::fs::write(&sa_path, format!("{literal}\n")).unwrap();
+    std::fs::set_permissions(&sa_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let at = format!("@{sa_path}");
+    let e = common::fails(
+        &[
+            "--device", "software", "esp", "decrypt", "--sa", &at, "--in", &input, "--out", &o,
+        ],
+        1,
+        "chmod 600",
+    );
+    assert!(e.contains("readable by group or others"), "{e}");
+    // key=- reads standard input; the same key for a second SA is refused
+    let run_stdin = |extra: &[&str], stdin: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_hwctl"))
+            .args(["--device", "software", "esp", "decrypt"])
+            .args(extra)
+            .args(["--in", &input, "--out", &o])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    };
+    let stdin_sa = "spi=0x2,dst=201.25.64.1,alg=aes-gcm-128,key=-,salt=cafebabf";
+    let out = run_stdin(&["--sa", stdin_sa], &format!("{}\n", "ab".repeat(16)));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_stdin(
+        &["--sa", &by_file, "--sa", stdin_sa],
+        &format!("{KEY128}\n"),
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("--sa spi=0x00000001 and --sa spi=0x00000002 have the same key")
+            && e.contains("own key"),
+        "{e}"
+    );
+    assert!(!e.contains(&KEY128[..12]), "the key leaked: {e}");
 }

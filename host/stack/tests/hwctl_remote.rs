@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{hwctl, TempDir};
-use host::daemon::protocol::{Request, SecretHex};
+use host::daemon::protocol::{Request, SaDir, SecretHex};
 use serde_json::Value;
 
 mod common;
@@ -66,6 +66,70 @@ fn call(sock: &Path, req: &Request) -> std::io::Result<Value> {
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line)?;
     serde_json::from_str(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// `clusterd ctl --socket S sa_add FIELDS` with `stdin`; (succeeded, stdout and stderr).
+fn ctl_sa_add(node: &Node, fields: &str, stdin: &str) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clusterd"))
+        .args(["ctl", "--socket"])
+        .arg(&node.sock)
+        .args(["sa_add", fields])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Item 8 of issue 13 for `sa_add`: the key comes from `@FILE` (mode 0600) or stdin (`-`),
+/// never from argv; and item 6: a key another SA has is refused, naming both SPIs.
+fn ctl_sa_add_takes_keys_from_files_and_stdin_only(node: &Node) {
+    use std::os::unix::fs::PermissionsExt;
+    let fields = |spi: u32, key: &str| {
+        format!(r#"{{"peer":"10.1.0.1","dst":"10.2.0.1","spi":{spi},"dir":"in","key":"{key}"}}"#)
+    };
+    let literal = "ab".repeat(36);
+    let (ok, out) = ctl_sa_add(node, &fields(0x2001, &literal), "");
+    assert!(
+        !ok && out.contains("@FILE") && out.contains("chmod 600"),
+        "{out}"
+    );
+    assert!(!out.contains("abab"), "{out}");
+    let file = node.dir.join("sa.key");
+    std::fs::write(&file, format!("{}\n", "cd".repeat(36))).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let at = format!("@{}", file.display());
+    let (ok, out) = ctl_sa_add(node, &fields(0x2001, &at), "");
+    assert!(
+        !ok && out.contains("mode 0644") && out.contains("chmod 600"),
+        "{out}"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (ok, out) = ctl_sa_add(node, &fields(0x2001, &at), "");
+    assert!(ok && out.contains("dist"), "{out}");
+    assert!(!out.contains("cdcd"), "{out}");
+    let (ok, out) = ctl_sa_add(node, &fields(0x2002, "-"), &"ef".repeat(36));
+    assert!(ok, "{out}");
+    // SA 0x12345678's key again, through stdin: refused, both SPIs named
+    let (ok, out) = ctl_sa_add(node, &fields(0x2003, "-"), SA_KEY);
+    assert!(
+        !ok && out.contains("0x00002003") && out.contains("0x12345678") && out.contains("own key"),
+        "{out}"
+    );
+    assert!(!out.contains("5ec7e7"), "{out}");
 }
 
 fn start() -> Node {
@@ -151,6 +215,7 @@ fn a_running_node_through_its_control_socket() {
     let v = call(
         &node.sock,
         &Request::SaAdd {
+            dir: Some(SaDir::Out),
             dst: Some("10.2.0.1".parse().unwrap()),
             key: SecretHex::new(SA_KEY),
             peer: Some("10.1.0.1".parse().unwrap()),
@@ -257,6 +322,7 @@ fn a_running_node_through_its_control_socket() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("refusing"));
 
+    ctl_sa_add_takes_keys_from_files_and_stdin_only(&node);
     drop(node);
 }
 

@@ -4,10 +4,17 @@
 //! the outbound sequence number continues past the last synced value plus a safety jump, the
 //! inbound replay window is the last synced one (invariant 5).
 //!
+//! An SA is one direction, identified by its SPI, as in IPsec: a tunnel is an outbound SA (the
+//! cluster seals with it) and an inbound SA (the cluster opens with it), each with its own
+//! SPI, key and salt ([`SaMaterial`]). One key never serves two SAs, so no (key, nonce) pair
+//! seals two packets (invariant 5); [`Member::sa_add`](super::Member::sa_add) refuses a key
+//! that another SA has.
+//!
 //! Key material arrives in `K` records (only ever inside sealed sync frames), is kept zeroized
-//! and goes into the engine, never back out.
+//! and goes into the engine, never back out. A `K` record's key bytes are
+//! [`SaMaterial::to_record_bytes`]: `dir:u8 (0 out, 1 in) | key (16 or 32) | salt (4)`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use driver::esp::{
     Direction, EspEngine, EspError, EspRequest, ReplayWindow, SaConfig, SaKey,
@@ -17,10 +24,115 @@ use zeroize::Zeroizing;
 
 use crate::events::SaState;
 
-/// The salt of an SA's GCM nonce, derived from its SPI (keys are per SA, so salts need not be
-/// secret; both ends derive the same one).
+/// The salt of an SA's GCM nonce when the operator gives a bare key (16 or 32 bytes) without
+/// one: derived from its SPI (both ends derive the same; salts need not be secret, and SPIs
+/// differ between the SAs of a tunnel, so the two directions' salts differ too).
 pub fn salt(spi: u32) -> [u8; 4] {
     (spi ^ 0x5a5a_5a5a).to_be_bytes()
+}
+
+/// The direction's name on the control socket and in messages: `out` or `in`.
+pub fn dir_name(d: Direction) -> &'static str {
+    match d {
+        Direction::Outbound => "out",
+        Direction::Inbound => "in",
+    }
+}
+
+/// One SA's keying material: which way the cluster uses the SA, its AES key and its salt.
+/// The key wipes itself on drop; `Debug` shows no byte of it.
+#[derive(Clone, Debug)]
+pub struct SaMaterial {
+    /// `Outbound`: the cluster seals with this SA; `Inbound`: it opens with it.
+    pub dir: Direction,
+    /// AES key and RFC 4106 salt.
+    pub key: SaKey,
+}
+
+/// Why keying material was refused (never carries key bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// Not 16, 20, 32 or 36 bytes.
+    #[error(
+        "SA key: {0} bytes; give 32 bytes of AES-256 key and 4 of salt (72 hex digits, RFC 4106 \
+         keying material), or 16+4 for AES-128 (40 digits); a bare key of 32 or 16 bytes gets \
+         a salt derived from the SPI"
+    )]
+    Length(usize),
+    /// A `K` record's bytes are not `dir | key | salt`.
+    #[error("SA key record: not dir (0 or 1), a 16 or 32 byte key and a 4 byte salt")]
+    Record,
+}
+
+impl SaMaterial {
+    /// The material of SA `spi` from the operator's keying material: key then salt (RFC 4106:
+    /// 36 bytes for AES-256, 20 for AES-128), or a bare key (32 or 16 bytes) whose salt is
+    /// [`salt`]`(spi)`.
+    ///
+    /// # Errors
+    /// [`KeyError::Length`].
+    pub fn from_keymat(spi: u32, dir: Direction, keymat: &[u8]) -> Result<Self, KeyError> {
+        let (key, s) = match keymat.len() {
+            16 | 32 => (keymat, salt(spi)),
+            20 | 36 => {
+                let (k, s) = keymat.split_at(keymat.len() - 4);
+                let mut salt = [0u8; 4];
+                salt.copy_from_slice(s);
+                (k, salt)
+            }
+            n => return Err(KeyError::Length(n)),
+        };
+        let key = SaKey::new(key, s).map_err(|_| KeyError::Length(keymat.len()))?;
+        Ok(Self { dir, key })
+    }
+
+    /// The same SA seen from the tunnel's other end (the direction flipped): what a test's or
+    /// the demo's simulated tunnel peer installs.
+    #[must_use]
+    pub fn mirrored(&self) -> Self {
+        Self {
+            dir: match self.dir {
+                Direction::Outbound => Direction::Inbound,
+                Direction::Inbound => Direction::Outbound,
+            },
+            key: self.key.clone(),
+        }
+    }
+
+    /// Whether `other` has the same AES key (whatever its salt): two SAs never share a key.
+    pub fn same_key(&self, other: &Self) -> bool {
+        self.key.key_bytes() == other.key.key_bytes()
+    }
+
+    /// The bytes a `K` record carries: `dir | key | salt`, in a zeroizing buffer.
+    pub fn to_record_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let k = self.key.key_bytes();
+        let mut out = Zeroizing::new(Vec::with_capacity(1 + k.len() + 4));
+        out.push(match self.dir {
+            Direction::Outbound => 0,
+            Direction::Inbound => 1,
+        });
+        out.extend_from_slice(k);
+        out.extend_from_slice(&self.key.salt());
+        out
+    }
+
+    /// Reads [`SaMaterial::to_record_bytes`].
+    ///
+    /// # Errors
+    /// [`KeyError::Record`].
+    pub fn from_record_bytes(b: &[u8]) -> Result<Self, KeyError> {
+        let (&d, rest) = b.split_first().ok_or(KeyError::Record)?;
+        let dir = match d {
+            0 => Direction::Outbound,
+            1 => Direction::Inbound,
+            _ => return Err(KeyError::Record),
+        };
+        if rest.len() != 20 && rest.len() != 36 {
+            return Err(KeyError::Record);
+        }
+        Self::from_keymat(0, dir, rest).map_err(|_| KeyError::Record)
+    }
 }
 
 /// Outcome counters of inbound processing.
@@ -39,7 +151,8 @@ pub struct EspCounters {
 /// The ESP SAs this node runs.
 pub struct EspPath {
     engine: SoftwareEsp,
-    installed: BTreeSet<u32>,
+    /// The installed SAs and their direction.
+    installed: BTreeMap<u32, Direction>,
     /// Counters.
     pub counters: EspCounters,
 }
@@ -51,74 +164,81 @@ impl Default for EspPath {
 }
 
 impl EspPath {
-    /// An empty path (room for 4096 SAs per direction).
+    /// An empty path (room for 8192 SAs).
     pub fn new() -> Self {
         Self {
             engine: SoftwareEsp::new(8192),
-            installed: BTreeSet::new(),
+            installed: BTreeMap::new(),
             counters: EspCounters::default(),
         }
     }
 
     /// Whether SA `spi` is installed here.
     pub fn has(&self, spi: u32) -> bool {
-        self.installed.contains(&spi)
+        self.installed.contains_key(&spi)
     }
 
     /// The installed SPIs.
     pub fn installed(&self) -> impl Iterator<Item = u32> + '_ {
-        self.installed.iter().copied()
+        self.installed.keys().copied()
     }
 
-    /// Installs both directions of SA `spi` with `key`, restored to the replicated `state`:
-    /// outbound continues at `state.outbound_seq`, inbound with the replicated window.
+    /// Installs SA `spi` in its direction with its own key and salt, restored to the
+    /// replicated `state`: an outbound SA continues at `state.outbound_seq`, an inbound one
+    /// with the replicated window.
     ///
     /// # Errors
-    /// The engine's refusal (bad key length, full table).
-    pub fn install(&mut self, spi: u32, key: &[u8], state: &SaState) -> Result<(), EspError> {
-        if self.installed.contains(&spi) {
+    /// The engine's refusal (full table).
+    pub fn install(&mut self, spi: u32, m: &SaMaterial, state: &SaState) -> Result<(), EspError> {
+        if self.installed.contains_key(&spi) {
             return Ok(());
         }
-        for dir in [Direction::Outbound, Direction::Inbound] {
-            let k = SaKey::new(key, salt(spi))?;
-            self.engine.install_sa(&SaConfig::gcm(Spi(spi), dir, k))?;
-        }
-        let out = EngineState {
-            seq: state.outbound_seq.saturating_sub(1),
-            ..Default::default()
-        };
         self.engine
-            .set_sa_state(Direction::Outbound, Spi(spi), &out)?;
-        let inb = EngineState {
-            window: ReplayWindow {
-                top: state.replay_top,
-                bitmap: state.replay_bitmap,
+            .install_sa(&SaConfig::gcm(Spi(spi), m.dir, m.key.clone()))?;
+        let st = match m.dir {
+            Direction::Outbound => EngineState {
+                seq: state.outbound_seq.saturating_sub(1),
+                ..Default::default()
             },
-            ..Default::default()
+            Direction::Inbound => EngineState {
+                window: ReplayWindow {
+                    top: state.replay_top,
+                    bitmap: state.replay_bitmap,
+                },
+                ..Default::default()
+            },
         };
-        self.engine
-            .set_sa_state(Direction::Inbound, Spi(spi), &inb)?;
-        self.installed.insert(spi);
+        if let Err(e) = self.engine.set_sa_state(m.dir, Spi(spi), &st) {
+            let _ = self.engine.remove_sa(m.dir, Spi(spi));
+            return Err(e);
+        }
+        self.installed.insert(spi, m.dir);
         Ok(())
     }
 
-    /// Removes SA `spi` (both directions; the engine wipes the keys).
+    /// Removes SA `spi` (the engine wipes its key).
     pub fn remove(&mut self, spi: u32) {
-        if self.installed.remove(&spi) {
-            let _ = self.engine.remove_sa(Direction::Outbound, Spi(spi));
-            let _ = self.engine.remove_sa(Direction::Inbound, Spi(spi));
+        if let Some(dir) = self.installed.remove(&spi) {
+            let _ = self.engine.remove_sa(dir, Spi(spi));
         }
     }
 
-    /// The moving state of SA `spi` in the core's terms (`outbound_seq` = next to send).
-    pub fn state(&mut self, spi: u32, dist_template: &SaState) -> Option<SaState> {
-        let out = self.engine.sa_state(Direction::Outbound, Spi(spi)).ok()?;
-        let inb = self.engine.sa_state(Direction::Inbound, Spi(spi)).ok()?;
-        Some(SaState {
-            outbound_seq: out.seq + 1,
-            replay_top: inb.window.top,
-            replay_bitmap: inb.window.bitmap,
-            ..*dist_template
+    /// The moving state of SA `spi` in the core's terms (`outbound_seq` = next to send for an
+    /// outbound SA, the replay window for an inbound one; the other direction's fields are
+    /// `template`'s).
+    pub fn state(&mut self, spi: u32, template: &SaState) -> Option<SaState> {
+        let dir = *self.installed.get(&spi)?;
+        let e = self.engine.sa_state(dir, Spi(spi)).ok()?;
+        Some(match dir {
+            Direction::Outbound => SaState {
+                outbound_seq: e.seq + 1,
+                ..*template
+            },
+            Direction::Inbound => SaState {
+                replay_top: e.window.top,
+                replay_bitmap: e.window.bitmap,
+                ..*template
+            },
         })
     }
 
@@ -192,8 +312,8 @@ pub fn newer(core: &SaState, engine: &SaState) -> Option<SaState> {
     Some(s)
 }
 
-/// Key material per SPI, zeroized on drop.
-pub type SaKeys = BTreeMap<u32, Zeroizing<Vec<u8>>>;
+/// Keying material per SPI, zeroized on drop.
+pub type SaKeys = BTreeMap<u32, SaMaterial>;
 
 #[cfg(test)]
 mod tests {
@@ -212,32 +332,48 @@ mod tests {
         }
     }
 
+    fn mat(dir: Direction, byte: u8) -> SaMaterial {
+        SaMaterial::from_keymat(0, dir, &[byte; 36]).unwrap()
+    }
+
     #[test]
     fn takeover_continues_outbound_and_keeps_replay_window() {
-        let key = [9u8; 32];
+        // the tunnel: SA 7 outbound (the cluster seals), SA 8 inbound (the peer seals)
+        let out = mat(Direction::Outbound, 9);
+        let inb = mat(Direction::Inbound, 10);
         let mut peer = EspPath::new();
-        peer.install(7, &key, &st(1, 0, 0)).unwrap();
+        peer.install(7, &out.mirrored(), &st(1, 0, 0)).unwrap();
+        peer.install(8, &inb.mirrored(), &st(1, 0, 0)).unwrap();
         let mut a = EspPath::new();
-        a.install(7, &key, &st(1, 0, 0)).unwrap();
-        let (f, l, _) = a.send(7, 10, b"x").unwrap();
+        a.install(7, &out, &st(1, 0, 0)).unwrap();
+        a.install(8, &inb, &st(1, 0, 0)).unwrap();
+        let (f, l, sealed) = a.send(7, 10, b"x").unwrap();
         assert_eq!((f, l), (1, 10));
-        let (_, _, pkts) = peer.send(7, 5, b"y").unwrap();
+        assert_eq!(
+            peer.receive(&sealed),
+            (10, 0, 0),
+            "the peer opens what a sealed"
+        );
+        assert!(a.send(8, 1, b"x").is_err(), "an inbound SA never seals");
+        let (_, _, pkts) = peer.send(8, 5, b"y").unwrap();
         assert_eq!(a.receive(&pkts), (5, 0, 0));
-        let synced = a.state(7, &st(0, 0, 0)).unwrap();
-        assert_eq!(synced.outbound_seq, 11);
-        assert_eq!(synced.replay_top, 5);
+        let synced_out = a.state(7, &st(0, 0, 0)).unwrap();
+        let synced_in = a.state(8, &st(0, 0, 0)).unwrap();
+        assert_eq!(synced_out.outbound_seq, 11);
+        assert_eq!(synced_in.replay_top, 5);
         // node b takes over with a jump of 1000
         let mut b = EspPath::new();
         let taken = SaState {
-            outbound_seq: synced.outbound_seq + 1000,
-            ..synced
+            outbound_seq: synced_out.outbound_seq + 1000,
+            ..synced_out
         };
-        b.install(7, &key, &taken).unwrap();
+        b.install(7, &out, &taken).unwrap();
+        b.install(8, &inb, &synced_in).unwrap();
         let (f, _, _) = b.send(7, 1, b"z").unwrap();
         assert_eq!(f, 1011);
         // a replay of an inbound packet a accepted is refused by b; new ones pass
         assert_eq!(b.receive(&pkts[4..]), (0, 1, 0));
-        let (_, _, more) = peer.send(7, 2, b"w").unwrap();
+        let (_, _, more) = peer.send(8, 2, b"w").unwrap();
         assert_eq!(b.receive(&more), (2, 0, 0));
         // an engine behind the replicated state never moves it back
         assert_eq!(newer(&st(100, 50, 1), &st(90, 40, 1)), None);
@@ -257,5 +393,42 @@ mod tests {
                 .replay_bitmap,
             3
         );
+    }
+
+    #[test]
+    fn keying_material_lengths_salts_and_record_bytes() {
+        // a bare key gets the SPI's salt; key + salt keeps its own
+        let bare = SaMaterial::from_keymat(0x1234, Direction::Outbound, &[1; 32]).unwrap();
+        assert_eq!(bare.key.salt(), salt(0x1234));
+        let mut km = vec![2u8; 16];
+        km.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+        let full = SaMaterial::from_keymat(0x1234, Direction::Inbound, &km).unwrap();
+        assert_eq!(
+            (full.key.bits(), full.key.salt()),
+            (128, [0xde, 0xad, 0xbe, 0xef])
+        );
+        for n in [0, 1, 15, 17, 24, 31, 33, 35, 37, 64] {
+            let e = SaMaterial::from_keymat(1, Direction::Inbound, &vec![0; n]).unwrap_err();
+            assert_eq!(e, KeyError::Length(n));
+            assert!(e.to_string().contains("72 hex digits"), "{e}");
+        }
+        // the record bytes round-trip, direction and salt included
+        for m in [&bare, &full] {
+            let b = m.to_record_bytes();
+            let back = SaMaterial::from_record_bytes(&b).unwrap();
+            assert_eq!(back.dir, m.dir);
+            assert!(back.same_key(m));
+            assert_eq!(back.key.salt(), m.key.salt());
+        }
+        assert!(!format!("{bare:?}").contains("1, 1"), "Debug shows no key");
+        // a bare key is not a record; bad direction bytes, lengths
+        for bad in [vec![], vec![0; 32], vec![2; 37], vec![0; 36], vec![1; 38]] {
+            assert_eq!(
+                SaMaterial::from_record_bytes(&bad).unwrap_err(),
+                KeyError::Record
+            );
+        }
+        assert!(bare.same_key(&bare.mirrored()) && !bare.same_key(&full));
+        assert_eq!(bare.mirrored().dir, Direction::Inbound);
     }
 }

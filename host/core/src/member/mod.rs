@@ -456,7 +456,7 @@ impl<T: NodeSpecificTable> Member<T> {
             Record::Final(e) => self.on_final(t, from, e),
             Record::ResyncRequest => self.answer_resync(from),
             Record::ResyncDone => self.resync_answered(t, from),
-            Record::SaKey { spi, key } => self.on_sa_key(spi, key),
+            Record::SaKey { spi, key } => self.on_sa_key(spi, &key),
         }
     }
 

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use super::esp::SaMaterial;
 use super::{Member, Time, To};
 use crate::events::{Event, Message};
 use crate::ids::{DistributionId, NodeId};
@@ -120,7 +121,7 @@ impl<T: NodeSpecificTable> Member<T> {
                     seq: 0,
                     event: Event::SaState(s),
                 });
-                if let Some(key) = self.sas.keys.get(&spi).cloned() {
+                if let Some(key) = self.sas.keys.get(&spi).map(SaMaterial::to_record_bytes) {
                     self.send(To::Node(to), Record::SaKey { spi, key });
                 }
             }

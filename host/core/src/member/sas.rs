@@ -5,9 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use driver::esp::Direction;
 use zeroize::Zeroizing;
 
-use super::esp::{self, EspPath};
+use super::esp::{self, EspPath, KeyError, SaMaterial};
 use super::{Member, Role, Time, To};
 use crate::events::SaState;
 use crate::ids::DistributionId;
@@ -17,8 +18,8 @@ use crate::record::Record;
 /// The SA bookkeeping.
 #[derive(Default)]
 pub struct SaStore {
-    /// Key material per SPI.
-    pub(super) keys: BTreeMap<u32, Zeroizing<Vec<u8>>>,
+    /// Keying material (direction, key, salt) per SPI.
+    pub(super) keys: BTreeMap<u32, SaMaterial>,
     /// Every SPI this member has heard of.
     pub(super) spis: BTreeSet<u32>,
     /// The engine running the SAs of owned identifiers.
@@ -64,6 +65,36 @@ pub enum SaCommandError {
     /// The SA runs in the engine here: its state comes from the engine.
     #[error("this SA runs in the ESP engine here; its state comes from the engine (use esp_send)")]
     InEngine,
+    /// The keying material is not a key (and salt) the engine takes.
+    #[error("SA 0x{spi:08x}: {error}")]
+    BadKey {
+        /// The SPI.
+        spi: u32,
+        /// What is wrong.
+        error: KeyError,
+    },
+    /// An SA with this SPI exists.
+    #[error(
+        "SA 0x{0:08x} exists: an SA is never re-keyed in place (its sequence numbers would \
+         start again under the new key's nonces); add a new SA with a new SPI"
+    )]
+    Exists(u32),
+    /// The key is another SA's key.
+    #[error(
+        "SA 0x{spi:08x} ({dir}): its key is already the key of SA 0x{other:08x} ({other_dir}); \
+         each SA (each direction of a tunnel) needs its own key and salt, or two packets are \
+         sealed under one (key, nonce) pair: give SA 0x{spi:08x} a fresh key"
+    )]
+    KeyReused {
+        /// The SPI being added.
+        spi: u32,
+        /// Its direction (`out` or `in`).
+        dir: &'static str,
+        /// The SA that has the key.
+        other: u32,
+        /// That SA's direction.
+        other_dir: &'static str,
+    },
 }
 
 impl<T: NodeSpecificTable> Member<T> {
@@ -107,29 +138,58 @@ impl<T: NodeSpecificTable> Member<T> {
         Ok(&mut self.sas.esp)
     }
 
-    /// A new SA from the operator: state in the core (replicated), the key to every
+    /// A new SA from the operator: one direction of a tunnel (`dir`: `Outbound` if this
+    /// cluster seals with it, `Inbound` if it opens with it), identified by its SPI, with its
+    /// own keying material (`keymat`: key then salt, or a bare key, see
+    /// [`SaMaterial::from_keymat`]). State in the core (replicated), the key to every
     /// replication peer inside sealed frames, the engine if this member owns it. Returns its
-    /// distribution identifier.
+    /// distribution identifier (the tunnel's: both SAs of a tunnel between the same peer
+    /// pair map to one identifier).
+    ///
+    /// # Errors
+    /// [`SaCommandError::BadKey`], [`SaCommandError::Exists`] for a known SPI, and
+    /// [`SaCommandError::KeyReused`] for a key another SA has (invariant 5: no (key, nonce)
+    /// pair seals two packets). Nothing changes on an error.
     pub fn sa_add(
         &mut self,
         t: Time,
         peer: IpAddr,
         dst: IpAddr,
         spi: u32,
-        key: Zeroizing<Vec<u8>>,
-    ) -> DistributionId {
+        dir: Direction,
+        keymat: Zeroizing<Vec<u8>>,
+    ) -> Result<DistributionId, SaCommandError> {
+        let m = SaMaterial::from_keymat(spi, dir, &keymat)
+            .map_err(|error| SaCommandError::BadKey { spi, error })?;
+        drop(keymat);
+        if self.sas.spis.contains(&spi) || self.sas.keys.contains_key(&spi) {
+            return Err(SaCommandError::Exists(spi));
+        }
+        if let Some((other, o)) = self.sas.keys.iter().find(|(_, o)| o.same_key(&m)) {
+            return Err(SaCommandError::KeyReused {
+                spi,
+                dir: esp::dir_name(dir),
+                other: *other,
+                other_dir: esp::dir_name(o.dir),
+            });
+        }
         let d = self.core.install_sa(t.millis(), peer, dst, spi);
         self.sas.spis.insert(spi);
         self.send(
             To::Peers,
             Record::SaKey {
                 spi,
-                key: key.clone(),
+                key: m.to_record_bytes(),
             },
         );
-        self.sas.keys.insert(spi, key);
+        self.sas.keys.insert(spi, m);
         self.reconcile_esp();
-        d
+        Ok(d)
+    }
+
+    /// The direction of SA `spi`, when its key is known here.
+    pub fn sa_direction(&self, spi: u32) -> Option<Direction> {
+        self.sas.keys.get(&spi).map(|m| m.dir)
     }
 
     /// Test support: moves SA `spi`'s replicated state forward (only for SAs that do not run
@@ -158,8 +218,28 @@ impl<T: NodeSpecificTable> Member<T> {
         Ok(())
     }
 
-    pub(super) fn on_sa_key(&mut self, spi: u32, key: Zeroizing<Vec<u8>>) {
-        self.sas.keys.insert(spi, key);
+    pub(super) fn on_sa_key(&mut self, spi: u32, key: &[u8]) {
+        let m = match SaMaterial::from_record_bytes(key) {
+            Ok(m) => m,
+            Err(e) => {
+                self.counters.decode_errors += 1;
+                self.log(format!("SA 0x{spi:08x}: key record refused: {e}"));
+                return;
+            }
+        };
+        if let Some((other, _)) = self
+            .sas
+            .keys
+            .iter()
+            .find(|(s, o)| **s != spi && o.same_key(&m))
+        {
+            // the origin refuses this; two members adding SAs at once could still meet here
+            self.log(format!(
+                "SA 0x{spi:08x}: its key is also SA 0x{other:08x}'s: two SAs share a key (nonce \
+                 reuse risk); rekey one of them"
+            ));
+        }
+        self.sas.keys.insert(spi, m);
         self.sas.spis.insert(spi);
         self.reconcile_esp();
     }
@@ -171,7 +251,11 @@ impl<T: NodeSpecificTable> Member<T> {
         let spis: Vec<u32> = self.sas.spis.iter().copied().collect();
         for spi in spis {
             if let Some(s) = self.core.sa_state(spi) {
+                // an inbound SA has no outbound sequence (an SA whose key did not arrive
+                // yet jumps too: harmless)
+                let inbound = self.sa_direction(spi) == Some(Direction::Inbound);
                 if ids.contains(&s.dist)
+                    && !inbound
                     && self.core.owns(s.dist)
                     && self.core.take_over_sa(spi, self.cfg.seq_jump).is_some()
                 {

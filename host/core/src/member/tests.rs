@@ -7,8 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use driver::esp::Direction;
 use zeroize::Zeroizing;
 
+use super::esp::{self, EspPath, SaMaterial};
 use super::liveness::stamp_of;
 use super::sas::SaCommandError;
 use super::{ConsensusView, Member, MemberConfig, Output, PacketOutcome, Role, Time, To};
@@ -31,6 +33,8 @@ const HEARTBEAT: Duration = Duration::from_millis(50);
 const SEQ_JUMP: u64 = 1000;
 
 type M = Member<SoftwareTable>;
+
+const OUT: Direction = Direction::Outbound;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -402,6 +406,25 @@ impl Cluster {
         self.route();
     }
 
+    /// Restarts member `n` at once: a new process with an empty state (its consensus log
+    /// gives it the agreed allocations again); its peers see a new incarnation.
+    fn restart(&mut self, n: u16) {
+        let all: Vec<u16> = self.m.keys().copied().collect();
+        let mut c = NodeConfig::new(NodeId(n), ClusterSecret::new(SECRET));
+        c.count = count();
+        // the daemon's incarnations grow across restarts
+        c.incarnation = 2 + u32::try_from(self.now.as_millis()).unwrap();
+        let fresh = Member::new(
+            mcfg(n, &all, FAILURE),
+            Node::new(c, SoftwareTable::new(count())),
+        );
+        self.m.insert(n, fresh);
+        self.met.retain(|(f, t)| *f != n && *t != n);
+        self.held.retain(|(f, t, _)| *f != n && *t != n);
+        self.known.insert(n, 0);
+        self.heal(n);
+    }
+
     /// Delivers the records held back on the stream (from, to), in order, and stops holding.
     fn release(&mut self, from: u16, to: u16) {
         self.hold.remove(&(from, to));
@@ -586,7 +609,8 @@ fn resync_answer_order_and_report() {
         assert_eq!(a.on_packet(at(now), &p), PacketOutcome::Created);
     }
     let (peer, dst, spi) = sa_in(DistributionId(5));
-    a.sa_add(at(now), peer, dst, spi, Zeroizing::new(vec![0x42; 32]));
+    a.sa_add(at(now), peer, dst, spi, OUT, Zeroizing::new(vec![0x42; 32]))
+        .unwrap();
     assert_eq!(a.core().common().len(), 21, "20 flows and the SA's entry");
     let _ = a.drain_outputs();
 
@@ -639,7 +663,8 @@ fn resync_answer_order_and_report() {
             }
             Record::SaKey { spi: s, key } => {
                 assert_eq!(*s, spi);
-                assert_eq!(&key[..], &[0x42; 32][..]);
+                let m = SaMaterial::from_record_bytes(key).unwrap();
+                assert_eq!((m.dir, m.key.key_bytes()), (OUT, &[0x42; 32][..]));
                 sa_keys += 1;
             }
             other => panic!("unexpected record before F: {other:?}"),
@@ -1218,8 +1243,8 @@ fn sa_key_replication_and_takeover_with_sequence_jump() {
     let key = vec![0x17u8; 32];
     assert_eq!(
         c.m(2)
-            .sa_add(t, peer, dst, spi, Zeroizing::new(key.clone())),
-        d
+            .sa_add(t, peer, dst, spi, OUT, Zeroizing::new(key.clone())),
+        Ok(d)
     );
     let outs: Vec<Output> = c.m(2).drain_outputs().collect();
     let keys: Vec<&Output> = outs
@@ -1242,7 +1267,9 @@ fn sa_key_replication_and_takeover_with_sequence_jump() {
     else {
         panic!("{keys:?}");
     };
-    assert_eq!((*s, &k[..]), (spi, &key[..]));
+    let m = SaMaterial::from_record_bytes(k).unwrap();
+    assert_eq!((*s, m.dir, m.key.key_bytes()), (spi, OUT, &key[..]));
+    assert_eq!(m.key.salt(), esp::salt(spi), "a bare key: the SPI's salt");
     for o in outs {
         c.deliver(2, o);
     }
@@ -1310,6 +1337,315 @@ fn sa_key_replication_and_takeover_with_sequence_jump() {
         c.m[&1].core().sa_state(spi).unwrap().outbound_seq,
         6 + SEQ_JUMP + 1
     );
+}
+
+/// `sa_add` refuses a key another SA has (whatever the salt and direction), an SPI that
+/// exists, and keying material of the wrong length; a refusal changes nothing and sends
+/// nothing. Each SA's key goes to the peers with its direction and salt.
+#[test]
+fn sa_add_refuses_a_key_for_two_sas() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (peer, dst, spi) = sa_in(d);
+    let t = c.t();
+    let mut km = vec![0x51u8; 32];
+    km.extend_from_slice(&[1, 2, 3, 4]);
+    assert_eq!(
+        c.m(2)
+            .sa_add(t, peer, dst, spi, OUT, Zeroizing::new(km.clone())),
+        Ok(d)
+    );
+    c.route();
+    // the same key for the other direction (another salt too), for another SPI
+    let mut same = vec![0x51u8; 32];
+    same.extend_from_slice(&[9, 9, 9, 9]);
+    for (m, s, dir, k) in [
+        (2, spi + 1, Direction::Inbound, same.clone()),
+        (2, spi + 1, OUT, km.clone()),
+        (1, spi + 2, Direction::Inbound, vec![0x51u8; 32]),
+    ] {
+        let e = c
+            .m(m)
+            .sa_add(t, peer, dst, s, dir, Zeroizing::new(k))
+            .unwrap_err();
+        let SaCommandError::KeyReused { spi: a, other, .. } = e else {
+            panic!("{e:?}");
+        };
+        assert_eq!((a, other), (s, spi));
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("0x{s:08x}")) && msg.contains(&format!("0x{spi:08x}")),
+            "names both SPIs: {msg}"
+        );
+        assert!(msg.contains("own key"), "{msg}");
+        assert!(!msg.contains("5151"), "no key byte: {msg}");
+    }
+    // the SPI exists (here and on a peer that got its key)
+    for m in [2, 3] {
+        assert_eq!(
+            c.m(m).sa_add(
+                t,
+                peer,
+                dst,
+                spi,
+                Direction::Inbound,
+                Zeroizing::new(vec![7; 32])
+            ),
+            Err(SaCommandError::Exists(spi))
+        );
+    }
+    assert_eq!(
+        c.m(2)
+            .sa_add(t, peer, dst, spi + 3, OUT, Zeroizing::new(vec![7; 33])),
+        Err(SaCommandError::BadKey {
+            spi: spi + 3,
+            error: esp::KeyError::Length(33)
+        })
+    );
+    for m in [1, 2, 3] {
+        assert_eq!(c.m(m).drain_outputs().count(), 0, "a refusal sends nothing");
+        assert_eq!(c.m[&m].sa_states().count(), 1);
+        assert_eq!(c.m[&m].sa_direction(spi), Some(OUT));
+    }
+    // a fresh key for the other direction is taken
+    assert_eq!(
+        c.m(2).sa_add(
+            t,
+            peer,
+            dst,
+            spi + 1,
+            Direction::Inbound,
+            Zeroizing::new(vec![0x52; 36])
+        ),
+        Ok(d)
+    );
+    c.route();
+    assert_eq!(c.m[&3].sa_direction(spi + 1), Some(Direction::Inbound));
+}
+
+/// A GCM key with the nonce it sealed under: (key, salt, IV).
+type KeyNonce = (Vec<u8>, [u8; 4], [u8; 8]);
+
+/// Every (key, salt, IV) that seals a packet, with where it was sealed.
+#[derive(Default)]
+struct Nonces {
+    seen: BTreeMap<KeyNonce, String>,
+    sealed: u64,
+}
+
+impl Nonces {
+    /// Records the nonces of `pkts` (sealed under the SAs of `keys`); panics on a reuse.
+    fn record(&mut self, keys: &BTreeMap<u32, SaMaterial>, pkts: &[Vec<u8>], what: &str) {
+        for p in pkts {
+            let spi = u32::from_be_bytes(p[0..4].try_into().unwrap());
+            let iv: [u8; 8] = p[8..16].try_into().unwrap();
+            let m = &keys[&spi];
+            let k = (m.key.key_bytes().to_vec(), m.key.salt(), iv);
+            if let Some(first) = self.seen.insert(k, what.to_owned()) {
+                panic!(
+                    "(key, nonce) reused: SA 0x{spi:08x} IV {} sealed by {first} and again by {what}",
+                    u64::from_be_bytes(iv)
+                );
+            }
+            self.sealed += 1;
+        }
+    }
+}
+
+/// Invariant 5, whole: no (key, nonce) pair ever seals two packets over a tunnel's life. The
+/// tunnel is an outbound SA (the cluster seals) and an inbound SA (the tunnel peer seals),
+/// each with its own key and salt. Every member that runs the outbound SA seals on every
+/// step, through planned moves, failovers (a cut owner seals until it fences), restarts of
+/// the owner right after it sealed (before the periodic SA sync) and of other members; the
+/// peer seals on the inbound SA throughout. Every packet's (key, salt, IV) is recorded from
+/// its bytes, and none repeats.
+#[test]
+fn no_key_nonce_pair_seals_twice_across_takeovers_and_restarts() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (peer_ip, dst, out_spi) = sa_in(d);
+    let in_spi = out_spi + 0x100;
+    let mut out_km = vec![0xa1u8; 32];
+    out_km.extend_from_slice(&[0xa1, 0, 0, 1]);
+    let mut in_km = vec![0xb2u8; 32];
+    in_km.extend_from_slice(&[0xb2, 0, 0, 2]);
+    let t = c.t();
+    for (spi, dir, km) in [
+        (out_spi, OUT, &out_km),
+        (in_spi, Direction::Inbound, &in_km),
+    ] {
+        assert_eq!(
+            c.m(2)
+                .sa_add(t, peer_ip, dst, spi, dir, Zeroizing::new(km.clone())),
+            Ok(d)
+        );
+    }
+    c.route();
+    let keys: BTreeMap<u32, SaMaterial> = [
+        (
+            out_spi,
+            SaMaterial::from_keymat(out_spi, OUT, &out_km).unwrap(),
+        ),
+        (
+            in_spi,
+            SaMaterial::from_keymat(in_spi, Direction::Inbound, &in_km).unwrap(),
+        ),
+    ]
+    .into();
+    // the tunnel peer: the same SAs, directions flipped
+    let mut peer = EspPath::new();
+    for (spi, m) in &keys {
+        let st = c.m[&2].core().sa_state(*spi).unwrap();
+        peer.install(*spi, &m.mirrored(), &st).unwrap();
+    }
+    let mut nonces = Nonces::default();
+    let mut sealers = BTreeSet::new();
+    let mut accepted = 0;
+    // one step: every member running the outbound SA seals 5 packets, the peer seals 3 to
+    // whoever runs the inbound SA
+    let traffic = |c: &mut Cluster,
+                   nonces: &mut Nonces,
+                   sealers: &mut BTreeSet<u16>,
+                   peer: &mut EspPath,
+                   accepted: &mut u64,
+                   what: &str| {
+        for n in [1u16, 2, 3] {
+            if c.frozen.contains(&n) {
+                continue;
+            }
+            if let Ok(esp) = c.m(n).esp_for(out_spi) {
+                let (_, _, pkts) = esp.send(out_spi, 5, b"out").unwrap();
+                nonces.record(&keys, &pkts, &format!("node {n} ({what})"));
+                sealers.insert(n);
+            }
+        }
+        let (_, _, pkts) = peer.send(in_spi, 3, b"in").unwrap();
+        nonces.record(&keys, &pkts, &format!("the peer ({what})"));
+        for n in [1u16, 2, 3] {
+            if let Ok(esp) = c.m(n).esp_for(in_spi) {
+                *accepted += esp.receive(&pkts).0;
+            }
+        }
+    };
+    let owner = |c: &Cluster| c.agreed().owner(d).map(|n| n.0);
+    for round in 0..12u32 {
+        let o = owner(&c).unwrap();
+        let other = [1u16, 2, 3].into_iter().find(|n| *n != o).unwrap();
+        let what = match round % 4 {
+            0 => format!("round {round}: move from node {o} to node {other}"),
+            1 => format!("round {round}: owner node {o} restarts"),
+            2 => format!("round {round}: owner node {o} cut off"),
+            _ => format!("round {round}: node {other} restarts"),
+        };
+        for _ in 0..7 {
+            traffic(
+                &mut c,
+                &mut nonces,
+                &mut sealers,
+                &mut peer,
+                &mut accepted,
+                &what,
+            );
+            c.step();
+        }
+        traffic(
+            &mut c,
+            &mut nonces,
+            &mut sealers,
+            &mut peer,
+            &mut accepted,
+            &what,
+        );
+        match round % 4 {
+            0 => {
+                let e = c.agreed().epoch.0;
+                c.m(c.leader)
+                    .request_move(&[u64::from(d.0)], NodeId(other))
+                    .unwrap();
+                for _ in 0..100 {
+                    if c.agreed().epoch.0 >= e + 2 {
+                        break;
+                    }
+                    c.step();
+                    traffic(
+                        &mut c,
+                        &mut nonces,
+                        &mut sealers,
+                        &mut peer,
+                        &mut accepted,
+                        &what,
+                    );
+                }
+            }
+            1 => c.restart(o),
+            2 => {
+                if c.leader == o {
+                    // consensus elects another leader
+                    c.leader = other;
+                }
+                c.cut.insert(o);
+                for _ in 0..200 {
+                    if owner(&c) != Some(o) {
+                        break;
+                    }
+                    c.step();
+                    traffic(
+                        &mut c,
+                        &mut nonces,
+                        &mut sealers,
+                        &mut peer,
+                        &mut accepted,
+                        &what,
+                    );
+                }
+                assert_ne!(owner(&c), Some(o), "{what}: no failover");
+                for _ in 0..30 {
+                    c.step();
+                    traffic(
+                        &mut c,
+                        &mut nonces,
+                        &mut sealers,
+                        &mut peer,
+                        &mut accepted,
+                        &what,
+                    );
+                }
+                c.heal(o);
+            }
+            _ => c.restart(other),
+        }
+        // until the SA runs again somewhere
+        for _ in 0..500 {
+            traffic(
+                &mut c,
+                &mut nonces,
+                &mut sealers,
+                &mut peer,
+                &mut accepted,
+                &what,
+            );
+            c.step();
+            if [1u16, 2, 3]
+                .iter()
+                .any(|n| c.m(*n).esp_for(out_spi).is_ok())
+            {
+                break;
+            }
+        }
+        assert!(
+            [1u16, 2, 3]
+                .iter()
+                .any(|n| c.m(*n).esp_for(out_spi).is_ok()),
+            "{what}: the SA does not run anywhere"
+        );
+    }
+    // not vacuous: every member sealed on the SA at some time, thousands of packets were
+    // sealed, and the cluster opened the peer's packets on the inbound SA
+    assert_eq!(sealers, [1, 2, 3].into());
+    assert!(nonces.sealed > 2000, "{}", nonces.sealed);
+    assert!(accepted > 500, "{accepted}");
 }
 
 // ----- 8. bad input -----
@@ -1701,7 +2037,8 @@ fn handover_gate_remembers_every_earlier_owner() {
     let (peer, dst, spi) = sa_in(d);
     let t = c.t();
     c.m(2)
-        .sa_add(t, peer, dst, spi, Zeroizing::new(vec![0x33; 32]));
+        .sa_add(t, peer, dst, spi, OUT, Zeroizing::new(vec![0x33; 32]))
+        .unwrap();
     c.route();
     c.run_for(ms(200), |_| {});
     assert_eq!(c.m[&1].core().sa_state(spi).unwrap().outbound_seq, 1);

@@ -85,9 +85,27 @@ async fn ctl(socket: PathBuf, cmd: String, args: Zeroizing<String>) -> Result<()
     let Some(obj) = fields.as_object_mut() else {
         return Err("arguments must be a JSON object, e.g. '{\"node\":2}'".to_string());
     };
+    // a key is named (`"key":"@FILE"` or `"key":"-"`), never given, in argv
+    let key_arg = match obj.remove("key") {
+        None => None,
+        Some(serde_json::Value::String(k)) => Some(Zeroizing::new(k)),
+        Some(_) => return Err(format!("\"key\" is a string: {}", host::secret_arg::HOW)),
+    };
     obj.insert("cmd".into(), serde_json::Value::String(cmd));
     let line = Zeroizing::new(fields.to_string());
-    let (answer, refused) = match Request::parse(&line) {
+    let parsed = Request::parse(&line).and_then(|mut req| {
+        if let Some(k) = &key_arg {
+            let Request::SaAdd { key, .. } = &mut req else {
+                return Ok(req);
+            };
+            let mut stdin = std::io::stdin().lock();
+            let hex = host::secret_arg::read(k, "sa_add \"key\"", &mut stdin)
+                .map_err(host::daemon::protocol::ErrorReply::new)?;
+            *key = host::daemon::protocol::SecretHex::new(hex.as_str());
+        }
+        Ok(req)
+    });
+    let (answer, refused) = match parsed {
         Ok(req) => (
             control::call_once(&socket, &req, Duration::from_secs(5))
                 .await

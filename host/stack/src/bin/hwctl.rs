@@ -53,12 +53,15 @@ identifiers) and to look every third one up, so that dump shows hit bits.
 A real card is attached without a reset: looking never changes its entries.
 
 ESP:
-  --sa spi=0x87654321,dst=IP,alg=aes-gcm-128|aes-gcm-256,key=HEX,salt=HEX
+  --sa spi=0x87654321,dst=IP,alg=aes-gcm-128|aes-gcm-256,key=@FILE|-,salt=HEX
        [,icv=8|12|16][,esn][,mode=tunnel|transport][,seq=N][,src=IP]
   (alg also aes-gmac-128|aes-gmac-256; seq=N: sequence number of the SA's
   first packet, default 1; src=IP: outer source for tunnel-mode encrypt.)
-  --sa @FILE reads SA strings from FILE, one per line ('#' comments), which
-  keeps keys off the command line. Keys are never printed.
+  Keys never go on the command line: key=@FILE reads the key (hex) from FILE,
+  key=- from a line of standard input; --sa @FILE reads SA strings (with
+  key=HEX) from FILE, one per line ('#' comments). Key files must not be
+  readable by group or others (chmod 600). Each SA needs its own key: two --sa
+  with one key are refused. Keys are never printed.
   Input: pcap or pcapng; Ethernet, raw IP, null/loopback or Linux cooked;
   ESP in IP, or in UDP on port 4500 (NAT traversal, RFC 3948).
   Output: pcap, link type raw IP (101): decrypt writes the inner packet
@@ -252,20 +255,23 @@ fn dispatched_twice() -> Box<dyn std::error::Error> {
     "internal: command dispatched to the wrong handler (a bug in hwctl)".into()
 }
 
-/// Parses the `--sa` arguments (expanding `@FILE`) and wipes the argument
-/// strings, which hold keys.
+/// Parses the `--sa` arguments and wipes the argument strings. An SA string in
+/// argv names its key (`key=@FILE`, `key=-` for a line of standard input) and
+/// never holds it; `--sa @FILE` reads whole SA strings from FILE. Key files must
+/// not be readable by group or others.
 fn parse_sas(args: &mut [String]) -> Res<Vec<sa_spec::SaSpec>> {
     let mut out = Vec::new();
     let mut result = Ok(());
+    let mut stdin = std::io::stdin().lock();
     for a in args.iter() {
         if result.is_err() {
             break;
         }
         if let Some(file) = a.strip_prefix('@') {
-            let mut text = match std::fs::read_to_string(file) {
+            let text = match host::secret_arg::read_file(std::path::Path::new(file), "--sa") {
                 Ok(t) => t,
                 Err(e) => {
-                    result = Err(format!("cannot read --sa @{file}: {e}").into());
+                    result = Err(e.into());
                     break;
                 }
             };
@@ -283,9 +289,8 @@ fn parse_sas(args: &mut [String]) -> Res<Vec<sa_spec::SaSpec>> {
                     }
                 }
             }
-            text.zeroize();
         } else {
-            match sa_spec::parse(a) {
+            match inline_key(a, &mut stdin).and_then(|line| sa_spec::parse(&line)) {
                 Ok(s) => out.push(s),
                 Err(e) => result = Err(Box::new(e)),
             }
@@ -295,6 +300,36 @@ fn parse_sas(args: &mut [String]) -> Res<Vec<sa_spec::SaSpec>> {
         a.zeroize();
     }
     result.map(|()| out)
+}
+
+/// An `--sa` string from argv with the key its `key=@FILE` or `key=-` names read
+/// in (a literal key is refused), in a zeroizing buffer.
+fn inline_key(
+    a: &str,
+    stdin: &mut dyn std::io::BufRead,
+) -> Result<zeroize::Zeroizing<String>, sa_spec::SaError> {
+    let mut line = zeroize::Zeroizing::new(String::with_capacity(a.len() + 160));
+    for (i, part) in a.split(',').enumerate() {
+        if i > 0 {
+            line.push(',');
+        }
+        match part.trim().strip_prefix("key=") {
+            Some(v) => {
+                let key = host::secret_arg::read(v.trim(), "key", stdin).map_err(|reason| {
+                    sa_spec::SaError {
+                        field: "key".into(),
+                        reason: format!(
+                            "{reason} (or put the whole SA string in a file: --sa @FILE)"
+                        ),
+                    }
+                })?;
+                line.push_str("key=");
+                line.push_str(&key);
+            }
+            None => line.push_str(part),
+        }
+    }
+    Ok(line)
 }
 
 fn seed<R: RegIo>(card: &mut Card<R>, n: u32) -> Res<()> {

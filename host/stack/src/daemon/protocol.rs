@@ -52,6 +52,17 @@ impl<'de> Deserialize<'de> for SecretHex {
     }
 }
 
+/// The direction of an SA (`sa_add`'s `"dir"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SaDir {
+    /// The cluster seals with the SA.
+    #[serde(rename = "out")]
+    Out,
+    /// The cluster opens with the SA.
+    #[serde(rename = "in")]
+    In,
+}
+
 /// One control request. Fields are declared in alphabetical order so that a request
 /// serializes to the same bytes the clients sent before this type existed (they built
 /// `serde_json::Value` objects, whose keys are sorted).
@@ -97,12 +108,16 @@ pub enum Request {
     },
     /// SA state (never keys).
     Sas,
-    /// Install an SA and replicate its key.
+    /// Install an SA (one direction of a tunnel) and replicate its key.
     SaAdd {
+        /// `out` (the cluster seals with the SA) or `in` (it opens with it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dir: Option<SaDir>,
         /// Destination address of the tunnel.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         dst: Option<IpAddr>,
-        /// The SA key, 64 hex digits.
+        /// The SA's own key and salt: 72 hex digits (AES-256 key, then the 4-byte salt) or 40
+        /// (AES-128); a bare key of 64 or 32 digits gets a salt derived from the SPI.
         #[serde(default)]
         key: SecretHex,
         /// The tunnel's peer address.
@@ -640,6 +655,7 @@ mod tests {
 
     fn sa_add() -> Request {
         Request::SaAdd {
+            dir: Some(SaDir::Out),
             dst: Some("203.0.113.1".parse().unwrap()),
             key: SecretHex::new("00".repeat(32)),
             peer: Some("198.51.100.7".parse().unwrap()),
@@ -724,7 +740,7 @@ mod tests {
             ),
             (
                 sa_add(),
-                r#"{"cmd":"sa_add","dst":"203.0.113.1","key":"0000000000000000000000000000000000000000000000000000000000000000","peer":"198.51.100.7","spi":77}"#,
+                r#"{"cmd":"sa_add","dir":"out","dst":"203.0.113.1","key":"0000000000000000000000000000000000000000000000000000000000000000","peer":"198.51.100.7","spi":77}"#,
             ),
             (
                 Request::EspSend {
@@ -816,6 +832,7 @@ mod tests {
     fn keys_stay_out_of_debug_and_refusals() {
         let digits = "ab".repeat(32);
         let req = Request::SaAdd {
+            dir: None,
             dst: None,
             key: SecretHex::new(digits.clone()),
             peer: None,

@@ -14,8 +14,9 @@ use super::cluster::{Cluster, Layout, WITNESS_ID};
 use super::svg::{self, Mark, Sample};
 use super::traffic::{self, KillMark, Source, Wire};
 use crate::core::ids::NodeId;
+use crate::core::member::esp::SaMaterial;
 use crate::daemon::node::unix_ms;
-use crate::daemon::protocol::{AllocationReply, Request, Response, SecretHex};
+use crate::daemon::protocol::{AllocationReply, Request, Response, SaDir, SecretHex};
 
 /// Command-line arguments of `clusterd demo`.
 #[derive(clap::Args, Debug, Clone)]
@@ -294,36 +295,57 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     // engine and opens inbound ones from the tunnel peer (simulated here), plus one replay
     let mut esp = EspDemo::default();
     for i in 0..args.sas {
-        let spi = 0x1000 + i;
-        let key = format!("{:064x}", 0xfeed_0000u64 + u64::from(i));
-        let req = Request::SaAdd {
-            dst: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
-                203, 0, 113, 1,
-            ))),
-            key: SecretHex::new(key.as_str()),
-            peer: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
-                198,
-                51,
-                100,
-                (i + 1) as u8,
-            ))),
-            spi,
-        };
-        if let Ok(Response::SaAdded(added)) = cluster.call(NodeId(1), req).await {
-            {
-                let kb = hex::decode(&key).unwrap_or_default();
-                let st = crate::core::events::SaState {
-                    spi,
-                    dist: crate::core::ids::DistributionId(added.dist),
-                    dst: std::net::IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 1)),
-                    outbound_seq: 1,
-                    replay_top: 0,
-                    replay_bitmap: 0,
-                };
-                if esp.peer.install(spi, &kb, &st).is_ok() {
-                    esp.dist.insert(spi, usize::from(added.dist));
-                }
+        // a tunnel: an outbound SA (the cluster seals) and an inbound SA (the peer seals),
+        // each with its own SPI, key and salt (invariant 5)
+        let out_spi = 0x1000 + i;
+        let in_spi = 0x2000 + i;
+        let peer_ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, (i + 1) as u8));
+        let dst = std::net::IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 1));
+        let mut dist = None;
+        for (spi, dir, seed) in [
+            (out_spi, SaDir::Out, 0xfeed_0000u64),
+            (in_spi, SaDir::In, 0xbeef_0000u64),
+        ] {
+            let key = zeroize::Zeroizing::new(format!(
+                "{:064x}{:08x}",
+                seed + u64::from(i),
+                seed as u32 + i
+            ));
+            let req = Request::SaAdd {
+                dir: Some(dir),
+                dst: Some(dst),
+                key: SecretHex::new(key.as_str()),
+                peer: Some(peer_ip),
+                spi,
+            };
+            let Ok(Response::SaAdded(added)) = cluster.call(NodeId(1), req).await else {
+                break;
+            };
+            let mut kb = zeroize::Zeroizing::new(vec![0u8; key.len() / 2]);
+            let dir = match dir {
+                SaDir::Out => driver::esp::Direction::Outbound,
+                SaDir::In => driver::esp::Direction::Inbound,
+            };
+            let st = crate::core::events::SaState {
+                spi,
+                dist: crate::core::ids::DistributionId(added.dist),
+                dst,
+                outbound_seq: 1,
+                replay_top: 0,
+                replay_bitmap: 0,
+            };
+            // the simulated tunnel peer runs the same SA the other way
+            let installed = hex::decode_to_slice(key.as_str(), &mut kb[..]).is_ok()
+                && SaMaterial::from_keymat(spi, dir, &kb)
+                    .is_ok_and(|m| esp.peer.install(spi, &m.mirrored(), &st).is_ok());
+            if !installed {
+                break;
             }
+            dist = Some(added.dist);
+        }
+        if let Some(d) = dist {
+            esp.dist.insert(out_spi, usize::from(d));
+            esp.inbound.insert(out_spi, in_spi);
         }
     }
 
@@ -733,7 +755,10 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
 #[derive(Default)]
 struct EspDemo {
     peer: crate::core::member::esp::EspPath,
+    /// Per tunnel (its outbound SPI): its identifier.
     dist: BTreeMap<u32, usize>,
+    /// Per tunnel (its outbound SPI): its inbound SPI.
+    inbound: BTreeMap<u32, u32>,
     max_out: BTreeMap<u32, u64>,
     last_in: BTreeMap<u32, (Vec<u8>, u64, NodeId)>,
     sealed: u64,
@@ -774,7 +799,10 @@ impl EspDemo {
             }
             *max = (*max).max(last);
             self.sealed += last.saturating_sub(first) + 1;
-            let Ok((_, _, pkts)) = self.peer.send(spi, 5, b"inbound") else {
+            let Some(in_spi) = self.inbound.get(&spi).copied() else {
+                continue;
+            };
+            let Ok((_, _, pkts)) = self.peer.send(in_spi, 5, b"inbound") else {
                 continue;
             };
             let mut hex: Vec<String> = pkts.iter().map(hex::encode).collect();
@@ -783,7 +811,10 @@ impl EspDemo {
                 hex.push(hex::encode(old));
             }
             let t_ms = t0.elapsed().as_millis() as u64;
-            let recv = Request::EspRecv { packets: hex, spi };
+            let recv = Request::EspRecv {
+                packets: hex,
+                spi: in_spi,
+            };
             let Ok(Response::EspReceived(r)) = cluster.call(owner, recv).await else {
                 continue;
             };

@@ -216,6 +216,20 @@ pub fn run(
             ));
         }
     }
+    // one key for two SAs seals two packets under one (key, nonce) pair
+    for (i, a) in sas.iter().enumerate() {
+        if let Some(b) = sas[..i]
+            .iter()
+            .find(|b| b.key.key_bytes() == a.key.key_bytes())
+        {
+            return Err(format!(
+                "--sa spi={} and --sa spi={} have the same key: each SA (each direction of a \
+                 tunnel) needs its own key and salt, or two packets are sealed under one \
+                 (key, nonce) pair; give spi={} its own key",
+                b.spi, a.spi, a.spi
+            ));
+        }
+    }
     let mut eng = engine(spec, sas.len())?;
     let bytes =
         std::fs::read(input).map_err(|e| format!("cannot read --in {}: {e}", input.display()))?;

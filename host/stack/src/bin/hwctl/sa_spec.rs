@@ -23,7 +23,8 @@ use driver::esp::{Cipher, Direction, IcvLen, Mode, SaConfig, SaKey, Spi};
 use zeroize::Zeroizing;
 
 /// What the grammar is, for error messages.
-pub const SA_GRAMMAR: &str = "spi=0x87654321,dst=IP,alg=aes-gcm-128|aes-gcm-256,key=HEX,salt=HEX\
+pub const SA_GRAMMAR: &str =
+    "spi=0x87654321,dst=IP,alg=aes-gcm-128|aes-gcm-256,key=@FILE|-,salt=HEX\
 [,icv=8|12|16][,esn][,mode=tunnel|transport][,seq=N][,src=IP]";
 
 /// A parsed `--sa` string. `Debug` never shows the key.

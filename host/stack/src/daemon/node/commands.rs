@@ -15,8 +15,10 @@ use crate::core::node_table::NodeSpecificTable;
 use crate::daemon::protocol::{
     AllocationReply, AppliedReply, CardDumpReply, CardEntryReport, CardRegsReply, CheckReply,
     CountsReply, DumpReply, EntryReport, ErrorReply, EspRecvReply, EspSendReply, IdentifierCount,
-    Request, Response, ResyncReply, SaAddReply, SaReport, SasReply, SecretHex, SynthesizeReply,
+    Request, Response, ResyncReply, SaAddReply, SaDir, SaReport, SasReply, SecretHex,
+    SynthesizeReply,
 };
+use driver::esp::Direction;
 
 /// The operator commands the leader queues.
 enum Operator<'a> {
@@ -42,11 +44,12 @@ impl Runtime {
             Request::Dump { limit } => self.dump(limit.unwrap_or(10_000)),
             Request::Sas => self.sas(),
             Request::SaAdd {
+                dir,
                 dst,
                 key,
                 peer,
                 spi,
-            } => self.sa_add(*peer, *dst, *spi, key),
+            } => self.sa_add(*peer, *dst, *spi, *dir, key),
             Request::SaAdvance {
                 outbound_seq,
                 replay_top,
@@ -356,6 +359,7 @@ impl Runtime {
         peer: Option<IpAddr>,
         dst: Option<IpAddr>,
         spi: u32,
+        dir: Option<SaDir>,
         key_hex: &SecretHex,
     ) -> Response {
         let (Some(peer), Some(dst)) = (peer, dst) else {
@@ -364,12 +368,33 @@ impl Runtime {
         if spi == 0 {
             return Response::error("sa_add needs a non-zero \"spi\"");
         }
-        let mut key = Zeroizing::new(vec![0u8; 32]);
-        if let Err(e) = hex::decode_to_slice(key_hex.expose().trim(), &mut key[..]) {
-            return Response::error(format!("key: 64 hex digits (32 bytes) needed: {e}"));
+        let dir = match dir {
+            Some(SaDir::Out) => Direction::Outbound,
+            Some(SaDir::In) => Direction::Inbound,
+            None => {
+                return Response::error(
+                    "sa_add needs \"dir\": \"out\" (the cluster seals with this SA) or \"in\" \
+                     (it opens with it); a tunnel is two SAs, each with its own SPI and key",
+                )
+            }
+        };
+        let digits = key_hex.expose().trim();
+        if !matches!(digits.len(), 32 | 40 | 64 | 72) {
+            return Response::error(format!(
+                "key: {} hex digits; give 72 (AES-256 key then 4-byte salt) or 40 (AES-128), \
+                 or a bare key of 64 or 32 digits (salt derived from the SPI)",
+                digits.len()
+            ));
+        }
+        let mut key = Zeroizing::new(vec![0u8; digits.len() / 2]);
+        if hex::decode_to_slice(digits, &mut key[..]).is_err() {
+            return Response::error("key: not hex digits");
         }
         let t = self.time();
-        let d = self.member.sa_add(t, peer, dst, spi, key);
+        let d = match self.member.sa_add(t, peer, dst, spi, dir, key) {
+            Ok(d) => d,
+            Err(e) => return Response::error(e.to_string()),
+        };
         self.handle_outputs();
         Response::SaAdded(SaAddReply { dist: d.0 })
     }
