@@ -226,3 +226,47 @@ fn partition_and_heal_under_traffic() {
     );
     assert!(u(&r["final_epoch"]) >= 3, "{r}");
 }
+
+/// A node frozen by SIGSTOP under traffic, then let go on (SIGCONT), as a stalled process or
+/// VM is: its lease runs out while it is frozen, its peers take its identifiers, and when it
+/// thaws it fences itself before it handles anything, resyncs and takes identifiers again. No
+/// frame is handled by two nodes, no established packet is handled without its state, no
+/// replayed ESP packet is accepted (issue: "a frozen node comes back as an owner").
+fn frozen_node(stop: &str, duration: &str) {
+    let r = demo(&[
+        "--nodes",
+        "3",
+        "--duration",
+        duration,
+        "--pps",
+        "1500",
+        "--sas",
+        "16",
+        "--stop",
+        stop,
+    ]);
+    common_invariants(&r);
+    assert_eq!(u(&r["established_without_state_in_crash_window"]), 0, "{r}");
+    assert_eq!(u(&r["esp"]["replays_accepted_in_crash_window"]), 0, "{r}");
+    // the peers took over while it was frozen, and it handles traffic again by the end
+    assert!(u(&r["entries_moved"]) > 0, "{r}");
+    assert!(
+        r["card_occupancy"]["2"]["owned_ids"].as_u64().unwrap_or(0) > 0,
+        "{r}"
+    );
+}
+
+#[test]
+fn frozen_half_a_second() {
+    frozen_node("2@1.2-1.7", "4");
+}
+
+#[test]
+fn frozen_two_seconds() {
+    frozen_node("2@1.2-3.2", "6");
+}
+
+#[test]
+fn frozen_fifteen_seconds() {
+    frozen_node("2@1.2-16.2", "20");
+}

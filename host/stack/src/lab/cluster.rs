@@ -77,6 +77,7 @@ pub struct Cluster {
     pub nodes: BTreeMap<NodeId, NodeSpec>,
     children: BTreeMap<NodeId, Child>,
     exe: PathBuf,
+    call_timeout: Duration,
 }
 
 fn free_udp_port() -> std::io::Result<SocketAddr> {
@@ -152,6 +153,7 @@ impl Cluster {
             nodes,
             children: BTreeMap::new(),
             exe: exe.to_path_buf(),
+            call_timeout: Duration::from_secs(3),
         })
     }
 
@@ -235,7 +237,13 @@ impl Cluster {
     /// # Errors
     /// Connection, timeout or protocol errors.
     pub async fn call(&self, id: NodeId, req: Request) -> std::io::Result<Response> {
-        self.call_timeout(id, req, Duration::from_secs(3)).await
+        self.call_timeout(id, req, self.call_timeout).await
+    }
+
+    /// The timeout of [`Cluster::call`] (3 s at first): short while traffic runs, so that a
+    /// frozen node does not hold up the schedule.
+    pub fn set_call_timeout(&mut self, t: Duration) {
+        self.call_timeout = t;
     }
 
     /// One control request to node `id` with a custom timeout (long-running commands).

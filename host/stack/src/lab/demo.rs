@@ -367,6 +367,8 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     let mut last_sync: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
     let mut max_srtt_us = 0u64;
     let mut next = 0usize;
+    // a frozen node (--stop) must not hold up the schedule: short control timeouts meanwhile
+    cluster.set_call_timeout(Duration::from_millis(300));
     let mut next_sample = Duration::ZERO;
     let mut next_progress = Duration::from_secs(1);
     while t0.elapsed() < duration + drain {
@@ -531,6 +533,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let wire = wire_task.await.map_err(|e| format!("wire task: {e}"))?;
+    cluster.set_call_timeout(Duration::from_secs(3));
 
     // collect from the survivors
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -647,7 +650,11 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             })
             .map(done_ms)
             .min();
-        gaps.push((*t, first.map_or(t + 1000, |f| f - t0_unix) + 20));
+        // (from just before the cut: packets on their way to it then are answered late)
+        gaps.push((
+            t.saturating_sub(20),
+            first.map_or(t + 1000, |f| f - t0_unix) + 20,
+        ));
     }
     let window_ms = 1 + 2 * max_srtt_us.div_ceil(1000) + 10;
     // a partitioned node fences itself within the failure threshold (200 ms)
