@@ -363,6 +363,10 @@ impl<T: NodeSpecificTable> Member<T> {
 
     /// When [`Member::tick`] has work next (the member's monotonic clock).
     pub fn next_timeout(&self) -> Duration {
+        if self.answering() {
+            // a resync answer continues at the next turn
+            return Duration::ZERO;
+        }
         self.next_heartbeat
             .min(self.next_housekeeping)
             .min(self.next_esp_sync)
@@ -493,6 +497,7 @@ impl<T: NodeSpecificTable> Member<T> {
             l.applied = Epoch(0);
         }
         self.heard(t, peer);
+        self.cancel_answer(peer);
         if !self.ready && self.cfg.members.contains(&peer) {
             self.request_resync(t, peer);
         }
@@ -677,6 +682,7 @@ impl<T: NodeSpecificTable> Member<T> {
             self.sync_esp();
             self.next_esp_sync = now + Duration::from_millis(100);
         }
+        self.continue_answers(t);
         self.flush_outbox();
     }
 
