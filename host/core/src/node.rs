@@ -1271,6 +1271,35 @@ impl<T: NodeSpecificTable> Node<T> {
         }
         problems
     }
+
+    /// [`Node::check_tables`] for the entries of one identifier (what checks the tables in
+    /// bounded steps uses): the problems found with the node-specific table's entries of `d`,
+    /// and how many entries of `d` the common table has for it. The node-specific table is
+    /// right when, summed over the identifiers, that count is its length and no problem was
+    /// found.
+    pub fn check_identifier(&self, d: DistributionId) -> (Vec<String>, usize) {
+        let mut problems = Vec::new();
+        let wanted = self.cfg.mode == Mode::PriorArt || (!self.standby && self.owns(d));
+        for e in self.active.entries_of(d) {
+            if !wanted {
+                problems.push(format!(
+                    "{}: holds {:?} of {} it does not own",
+                    self.cfg.node, e.key, e.dist
+                ));
+            } else {
+                match self.common.get(&e.key) {
+                    Some(c) if c.same_replicated(e) => {}
+                    Some(_) => problems.push(format!(
+                        "{}: {:?} differs from common",
+                        self.cfg.node, e.key
+                    )),
+                    None => problems.push(format!("{}: {:?} not in common", self.cfg.node, e.key)),
+                }
+            }
+        }
+        let expected = if wanted { self.common.dist_len(d) } else { 0 };
+        (problems, expected)
+    }
 }
 
 /// The next TCP/UDP/ICMP state after a packet; `Some(Closed)` means clear the entry.
