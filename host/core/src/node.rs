@@ -502,6 +502,24 @@ impl<T: NodeSpecificTable> Node<T> {
         installed
     }
 
+    /// Installs the common table's entries of `d` that the node-specific table lacks, if this
+    /// node installs `d` now (it owns or is gaining it, and is not in standby): one step of
+    /// rebuilding a replaced card, an identifier at a time. Returns how many were installed.
+    pub fn install_identifier(&mut self, now: Millis, d: DistributionId) -> usize {
+        if !self.installs(d) {
+            return 0;
+        }
+        let missing: Vec<Entry> = self
+            .common
+            .select(d)
+            .filter(|e| self.active.get(&e.key).is_none())
+            .cloned()
+            .collect();
+        let (n, failures) = self.install_fresh(now, missing);
+        self.stats.install_failures += failures as u64;
+        n
+    }
+
     /// Whether the node is in standby ([`Node::set_standby`]).
     pub fn standby(&self) -> bool {
         self.standby

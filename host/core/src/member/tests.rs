@@ -1907,6 +1907,85 @@ fn gone_card_reaches_the_caller_and_is_rebuilt_from_the_common_table() {
     }
 }
 
+/// A card rebuild installs whole identifiers per turn, about [`super::rebuild::REBUILD_SLICE`]
+/// entries, and continues at the next ticks; until its identifier is rebuilt a packet is not
+/// handled, and once done the card holds exactly the owned entries.
+#[test]
+fn card_rebuild_is_sliced_and_holds_packets_of_identifiers_not_rebuilt() {
+    use super::rebuild::REBUILD_SLICE;
+    let (mut m, a) = agreed_member(1, &[1], 1);
+    let voters = [NodeId(1)];
+    let view = follower_view(1, &a, &voters);
+    let mut now = Duration::ZERO;
+    while !m.takes_traffic() {
+        now += STEP;
+        m.tick(at(now), &view);
+    }
+    let n = 2 * REBUILD_SLICE + 500;
+    let flows: Vec<Vec<u8>> = (0..n as u16)
+        .map(|i| build::udp(ip(1), 2000 + i, ip(200), 53, b"q").unwrap())
+        .collect();
+    for f in &flows {
+        assert_eq!(m.on_packet(at(now), f), PacketOutcome::Created);
+    }
+    let largest = count()
+        .all()
+        .map(|d| m.core().common().dist_len(d))
+        .max()
+        .unwrap();
+    let _ = m.drain_outputs();
+
+    let first = m.rebuild_card(at(now), SoftwareTable::new(count()));
+    assert!(
+        (REBUILD_SLICE..REBUILD_SLICE + largest).contains(&first),
+        "{first}"
+    );
+    assert!(m.rebuilding());
+    assert_eq!(m.next_timeout(), Duration::ZERO);
+    assert_eq!(m.core().node_table().len(), first);
+    let outcomes: Vec<PacketOutcome> = flows.iter().map(|f| m.on_packet(at(now), f)).collect();
+    let hits = outcomes
+        .iter()
+        .filter(|o| **o == PacketOutcome::Hit)
+        .count();
+    let held = outcomes
+        .iter()
+        .filter(|o| **o == PacketOutcome::NotReady)
+        .count();
+    assert_eq!(
+        (hits, held),
+        (first, n - first),
+        "not yet rebuilt: held, not handled"
+    );
+
+    let mut turns = 0;
+    let mut done_log = false;
+    while m.rebuilding() {
+        let before = m.core().node_table().len();
+        now += STEP;
+        m.tick(at(now), &view);
+        let outs: Vec<Output> = m.drain_outputs().collect();
+        done_log |= logs(&outs).iter().any(|l| {
+            *l == format!("card rebuilt from the common table: {n} entries installed").as_str()
+        });
+        let added = m.core().node_table().len() - before;
+        assert!(added < REBUILD_SLICE + largest, "{added}");
+        turns += 1;
+        assert!(turns < 100);
+    }
+    assert!(turns >= 1);
+    assert!(done_log);
+    assert_eq!(m.core().node_table().len(), n);
+    assert!(
+        m.core().check_tables().is_empty(),
+        "{:?}",
+        m.core().check_tables()
+    );
+    for f in &flows {
+        assert_eq!(m.on_packet(at(now), f), PacketOutcome::Hit);
+    }
+}
+
 // ----- found by these tests, fixed -----
 
 /// A member that hears a heartbeat with a newer applied epoch stops acting at once, not at
