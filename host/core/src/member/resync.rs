@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use super::liveness::DISCARD_AFTER;
 use super::{Member, Time, To};
 use crate::entry::FlowKey;
 use crate::events::{Event, Message};
@@ -119,8 +120,8 @@ impl<T: NodeSpecificTable> Member<T> {
     /// heartbeats and acknowledgements keep their deadlines while a large table is answered.
     /// Each slice reads the common table as it is then; what changes meanwhile reaches the
     /// asker through ordinary replication, and `D` comes after the last slice. A second
-    /// request from the same asker starts its answer over; an asker that restarts or goes
-    /// silent past the failure time has its answer dropped.
+    /// request from the same asker starts its answer over; an asker that restarts, or stays
+    /// silent until its backlog is discarded, has its answer dropped.
     pub(super) fn answer_resync(&mut self, to: NodeId) {
         self.resync.answers.retain(|a| a.to != to);
         self.resync.answers.push(Answer {
@@ -150,14 +151,16 @@ impl<T: NodeSpecificTable> Member<T> {
         if self.resync.answers.is_empty() {
             return;
         }
-        // an asker silent past the failure time died: its answer is dropped
-        let failure = self.failure();
+        // an asker silent for as long as what waits to be sent to it is discarded
+        // (`liveness::DISCARD_AFTER`, far past failure detection) is gone: its answer is dropped
+        // with its backlog (it asks again when it is back). One that is merely slow, or falsely
+        // suspected under load, still gets the whole answer and its `D`.
         let gone: Vec<NodeId> = self
             .resync
             .answers
             .iter()
             .map(|a| a.to)
-            .filter(|p| self.silent_for(t.mono, *p) > failure)
+            .filter(|p| self.silent_for(t.mono, *p) > DISCARD_AFTER)
             .collect();
         for p in gone {
             self.log(format!(

@@ -120,6 +120,10 @@ impl Runtime {
             let Some(mut job) = self.walks.jobs.pop_front() else {
                 return;
             };
+            if job.reply.is_closed() {
+                // the client went away: nobody reads the answer
+                continue;
+            }
             while job.next < job.end && budget > 0 {
                 let d = DistributionId(job.next);
                 job.next += 1;
