@@ -1,6 +1,7 @@
 //! The commands that walk the node-specific table (`dump`, `card_dump`) and the tables'
 //! check (`check`), worked on in bounded slices across loop turns: a slice reads whole
-//! identifiers until [`WALK_SLICE`] entries were read, then the loop serves its sockets and
+//! identifiers until [`WALK_SLICE`] entries were read or a few milliseconds went by, then the
+//! loop serves its sockets and
 //! timers again (heartbeats, acknowledgements, Raft) before the next slice. The answer comes
 //! when the last identifier was read. Each identifier is read at one moment; the listing as a
 //! whole is not one snapshot (entries that change meanwhile show as they were when their
@@ -22,6 +23,10 @@ use crate::daemon::protocol::{
 /// Entries a turn of the loop reads for the walks in progress (whole identifiers: one larger
 /// than this is read in one turn). A few milliseconds of work.
 pub(super) const WALK_SLICE: usize = 2048;
+
+/// Time a turn of the loop spends on the walks at most (checked after each identifier): a
+/// slow build or a loaded machine reads fewer entries per turn, not longer turns.
+const WALK_TIME: std::time::Duration = std::time::Duration::from_millis(4);
 
 /// What a walk collects.
 enum Walk {
@@ -115,6 +120,7 @@ impl Runtime {
 
     /// Reads the next slice of the walks in progress; answers those that are done.
     pub(super) fn walk_slice(&mut self) {
+        let started = std::time::Instant::now();
         let mut budget = WALK_SLICE;
         while budget > 0 {
             let Some(mut job) = self.walks.jobs.pop_front() else {
@@ -129,6 +135,9 @@ impl Runtime {
                 job.next += 1;
                 let read = self.walk_identifier(&mut job.walk, d);
                 budget = budget.saturating_sub(read.max(1));
+                if started.elapsed() >= WALK_TIME {
+                    budget = 0;
+                }
                 if let Walk::Dump { limit, entries } = &job.walk {
                     if entries.len() >= *limit {
                         job.next = job.end;
