@@ -296,6 +296,9 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
     fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
         Box::new(self.shadow.iter())
     }
+    fn entries_of(&self, dist: DistributionId) -> Box<dyn Iterator<Item = &Entry> + '_> {
+        Box::new(self.shadow.select(dist))
+    }
     fn clear_all(&mut self) {
         self.shadow.clear();
         if let Err(e) = self.card.flush_all() {

@@ -502,6 +502,24 @@ impl<T: NodeSpecificTable> Node<T> {
         installed
     }
 
+    /// Installs the common table's entries of `d` that the node-specific table lacks, if this
+    /// node installs `d` now (it owns or is gaining it, and is not in standby): one step of
+    /// rebuilding a replaced card, an identifier at a time. Returns how many were installed.
+    pub fn install_identifier(&mut self, now: Millis, d: DistributionId) -> usize {
+        if !self.installs(d) {
+            return 0;
+        }
+        let missing: Vec<Entry> = self
+            .common
+            .select(d)
+            .filter(|e| self.active.get(&e.key).is_none())
+            .cloned()
+            .collect();
+        let (n, failures) = self.install_fresh(now, missing);
+        self.stats.install_failures += failures as u64;
+        n
+    }
+
     /// Whether the node is in standby ([`Node::set_standby`]).
     pub fn standby(&self) -> bool {
         self.standby
@@ -1270,6 +1288,35 @@ impl<T: NodeSpecificTable> Node<T> {
             ));
         }
         problems
+    }
+
+    /// [`Node::check_tables`] for the entries of one identifier (what checks the tables in
+    /// bounded steps uses): the problems found with the node-specific table's entries of `d`,
+    /// and how many entries of `d` the common table has for it. The node-specific table is
+    /// right when, summed over the identifiers, that count is its length and no problem was
+    /// found.
+    pub fn check_identifier(&self, d: DistributionId) -> (Vec<String>, usize) {
+        let mut problems = Vec::new();
+        let wanted = self.cfg.mode == Mode::PriorArt || (!self.standby && self.owns(d));
+        for e in self.active.entries_of(d) {
+            if !wanted {
+                problems.push(format!(
+                    "{}: holds {:?} of {} it does not own",
+                    self.cfg.node, e.key, e.dist
+                ));
+            } else {
+                match self.common.get(&e.key) {
+                    Some(c) if c.same_replicated(e) => {}
+                    Some(_) => problems.push(format!(
+                        "{}: {:?} differs from common",
+                        self.cfg.node, e.key
+                    )),
+                    None => problems.push(format!("{}: {:?} not in common", self.cfg.node, e.key)),
+                }
+            }
+        }
+        let expected = if wanted { self.common.dist_len(d) } else { 0 };
+        (problems, expected)
     }
 }
 

@@ -132,6 +132,12 @@ pub trait NodeSpecificTable {
     fn dist_len(&self, dist: DistributionId) -> usize;
     /// All entries.
     fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_>;
+    /// The entries of one identifier (what walks the table in bounded steps, one identifier
+    /// at a time, uses). Default: a filter over [`Self::entries`]; indexed tables do it in
+    /// O(k).
+    fn entries_of(&self, dist: DistributionId) -> Box<dyn Iterator<Item = &Entry> + '_> {
+        Box::new(self.entries().filter(move |e| e.dist == dist))
+    }
     /// Removes everything (reset).
     fn clear_all(&mut self);
     /// Counters.
@@ -227,6 +233,9 @@ impl NodeSpecificTable for SoftwareTable {
     fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
         Box::new(self.entries.iter())
     }
+    fn entries_of(&self, dist: DistributionId) -> Box<dyn Iterator<Item = &Entry> + '_> {
+        Box::new(self.entries.select(dist))
+    }
     fn clear_all(&mut self) {
         self.entries.clear();
     }
@@ -277,6 +286,9 @@ impl NodeSpecificTable for SimCard {
     }
     fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
         self.inner.entries()
+    }
+    fn entries_of(&self, dist: DistributionId) -> Box<dyn Iterator<Item = &Entry> + '_> {
+        self.inner.entries_of(dist)
     }
     fn clear_all(&mut self) {
         self.inner.clear_all()
@@ -450,6 +462,9 @@ impl<C: NodeSpecificTable> NodeSpecificTable for TieredTable<C> {
     fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
         Box::new(self.card.entries().chain(self.soft.entries()))
     }
+    fn entries_of(&self, dist: DistributionId) -> Box<dyn Iterator<Item = &Entry> + '_> {
+        Box::new(self.card.entries_of(dist).chain(self.soft.entries_of(dist)))
+    }
     fn clear_all(&mut self) {
         self.card.clear_all();
         self.soft.clear_all();
@@ -495,6 +510,35 @@ mod tests {
             ConnState::UdpReplied,
             NodeId(0),
         )
+    }
+
+    /// `entries_of` of every table kind lists exactly the entries of that identifier, on the
+    /// card and in the overflow.
+    #[test]
+    fn entries_of_one_identifier() {
+        let c = IdCount::new(8).unwrap();
+        let mut tiered = TieredTable::new(SimCard::new(c, 10), c);
+        let mut soft = SoftwareTable::new(c);
+        for i in 0..40 {
+            tiered.insert(entry(i)).unwrap();
+            soft.insert(entry(i)).unwrap();
+        }
+        assert!(!tiered.overflow().is_empty() && !tiered.card().is_empty());
+        let tables: [&dyn NodeSpecificTable; 3] = [&tiered, &soft, tiered.card()];
+        for t in tables {
+            let mut total = 0;
+            for d in c.all() {
+                let mut got: Vec<FlowKey> = t.entries_of(d).map(|e| e.key).collect();
+                let mut want: Vec<FlowKey> =
+                    t.entries().filter(|e| e.dist == d).map(|e| e.key).collect();
+                got.sort();
+                want.sort();
+                assert_eq!(got, want, "{d:?}");
+                assert_eq!(got.len(), t.dist_len(d));
+                total += got.len();
+            }
+            assert_eq!(total, t.len());
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod esp;
 pub mod handover;
 pub mod leader;
 pub mod liveness;
+pub mod rebuild;
 pub mod resync;
 pub mod sas;
 
@@ -215,6 +216,8 @@ pub struct Member<T: NodeSpecificTable> {
     /// caught up (after a partition heals, or while an epoch change is being applied).
     behind: bool,
     resync: Resync,
+    /// A card rebuild in progress ([`rebuild`]).
+    rebuild: Option<rebuild::Rebuild>,
     leader: LeaderState,
     handover: Handover,
     sas: SaStore,
@@ -257,6 +260,7 @@ impl<T: NodeSpecificTable> Member<T> {
             fenced: false,
             behind: false,
             resync: Resync::default(),
+            rebuild: None,
             leader: LeaderState::default(),
             handover: Handover::default(),
             sas: SaStore::default(),
@@ -296,22 +300,6 @@ impl<T: NodeSpecificTable> Member<T> {
     /// went away or a command failed. The common table still holds every entry.
     pub fn take_card_error(&mut self) -> Option<crate::node_table::TableError> {
         self.core.take_card_error()
-    }
-
-    /// Puts `table` (a reopened or reset card) in place of the node-specific table and, unless
-    /// the member is still in standby, installs the entries of the identifiers it owns from the
-    /// common table. Returns how many were installed.
-    pub fn rebuild_card(&mut self, t: Time, table: T) -> usize {
-        *self.core.node_table_mut() = table;
-        if self.core.standby() {
-            return 0;
-        }
-        self.core.set_standby(t.millis(), true);
-        let n = self.core.set_standby(t.millis(), false);
-        self.log(format!(
-            "card rebuilt from the common table: {n} entries installed"
-        ));
-        n
     }
 
     /// Whether the common table is synced and the member takes identifiers.
@@ -380,6 +368,10 @@ impl<T: NodeSpecificTable> Member<T> {
 
     /// When [`Member::tick`] has work next (the member's monotonic clock).
     pub fn next_timeout(&self) -> Duration {
+        if self.answering() || self.rebuilding() {
+            // a resync answer or a card rebuild continues at the next turn
+            return Duration::ZERO;
+        }
         self.next_heartbeat
             .min(self.next_housekeeping)
             .min(self.next_esp_sync)
@@ -516,20 +508,22 @@ impl<T: NodeSpecificTable> Member<T> {
             l.out = Default::default();
         }
         self.heard(t, peer);
+        self.cancel_answer(peer);
         if !self.ready && self.cfg.members.contains(&peer) {
             self.request_resync(t, peer);
         }
     }
 
     /// A packet from the wire: handled (figure 2) if the member takes traffic now and the
-    /// packet's identifier is not waiting for its previous owner's final state.
+    /// packet's identifier is not waiting for its previous owner's final state (nor for a card
+    /// rebuild to reach it).
     pub fn on_packet(&mut self, t: Time, pkt: &[u8]) -> PacketOutcome {
         self.now = self.now.max(t.mono);
         if self.takes_traffic() && !self.lease_valid(t.mono) {
             // the lease ran out since the last tick (a stalled loop): fence before acting
             self.update_fence(t);
         }
-        if !self.takes_traffic() || self.waiting_for(pkt) {
+        if !self.takes_traffic() || self.waiting_for(pkt) || self.rebuilding_for(pkt) {
             return PacketOutcome::NotReady;
         }
         match self.core.handle_packet(t.millis(), pkt) {
@@ -722,6 +716,8 @@ impl<T: NodeSpecificTable> Member<T> {
             self.sync_esp();
             self.next_esp_sync = now + Duration::from_millis(100);
         }
+        self.continue_answers(t);
+        self.continue_rebuild(t);
         self.flush_outbox();
     }
 

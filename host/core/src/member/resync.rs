@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use super::esp::SaMaterial;
+use super::liveness::DISCARD_AFTER;
 use super::{Member, Time, To};
+use crate::entry::FlowKey;
 use crate::events::{Event, Message};
 use crate::ids::{DistributionId, NodeId};
 use crate::node_table::NodeSpecificTable;
@@ -23,14 +25,45 @@ struct Run {
     answered: Option<(Duration, usize)>,
 }
 
-/// The resync bookkeeping.
+/// Entries a member sends per turn of its resync answers (shared by the answers in progress):
+/// a few milliseconds of work, so that heartbeats and acknowledgements go out between slices.
+pub const ANSWER_SLICE: usize = 2048;
+
+/// A resync answer in progress.
 #[derive(Debug, Default)]
+struct Answer {
+    /// The asker.
+    to: NodeId,
+    /// The next identifier to answer for.
+    next: u16,
+    /// The keys of the current identifier not sent yet (popped from the end).
+    pending: Vec<FlowKey>,
+}
+
+/// The resync bookkeeping.
+#[derive(Debug)]
 pub struct Resync {
     /// Peers asked that have not answered yet.
     pub(super) waiting: BTreeSet<NodeId>,
     run: Option<Run>,
     /// The last completed resync: entries it added and how long it took.
     pub(super) last: Option<(usize, Duration)>,
+    /// The answers this member is giving, in the order asked.
+    answers: Vec<Answer>,
+    /// Entries sent per turn of the answers ([`ANSWER_SLICE`]).
+    pub(super) slice: usize,
+}
+
+impl Default for Resync {
+    fn default() -> Self {
+        Self {
+            waiting: BTreeSet::new(),
+            run: None,
+            last: None,
+            answers: Vec::new(),
+            slice: ANSWER_SLICE,
+        }
+    }
 }
 
 impl<T: NodeSpecificTable> Member<T> {
@@ -78,44 +111,142 @@ impl<T: NodeSpecificTable> Member<T> {
         }
     }
 
-    /// Answers `to`'s resync request: every entry of the identifiers this member owns (or that no
-    /// other live member answers for), every SA
-    /// state it knows (owned or not: the state it holds of an SA it released is that SA's final
-    /// state; states are merged forward on receipt) with the keys, then `F` and `D`.
+    /// Answers `to`'s resync request: every entry of the identifiers this member owns (or that
+    /// no other live member answers for), every SA state it knows (owned or not: the state it
+    /// holds of an SA it released is that SA's final state; states are merged forward on
+    /// receipt) with the keys, then `F` and `D`.
+    ///
+    /// The answer goes out in slices of at most [`Resync::slice`] entries per turn (the first
+    /// now, the next ones at each [`Member::tick`], shared by the answers in progress), so that
+    /// heartbeats and acknowledgements keep their deadlines while a large table is answered.
+    /// Each slice reads the common table as it is then; what changes meanwhile reaches the
+    /// asker through ordinary replication, and `D` comes after the last slice. A second
+    /// request from the same asker starts its answer over; an asker that restarts, or stays
+    /// silent until its backlog is discarded, has its answer dropped.
     pub(super) fn answer_resync(&mut self, to: NodeId) {
+        self.resync.answers.retain(|a| a.to != to);
+        self.resync.answers.push(Answer {
+            to,
+            next: 0,
+            pending: Vec::new(),
+        });
+        let i = self.resync.answers.len() - 1;
+        let budget = self.resync.slice;
+        if self.answer_slice(i, budget) {
+            self.resync.answers.remove(i);
+        }
+    }
+
+    /// Drops the answer in progress to `peer` (it restarted: its new process asks anew).
+    pub(super) fn cancel_answer(&mut self, peer: NodeId) {
+        self.resync.answers.retain(|a| a.to != peer);
+    }
+
+    /// Whether resync answers are in progress (the next [`Member::tick`] continues them).
+    pub fn answering(&self) -> bool {
+        !self.resync.answers.is_empty()
+    }
+
+    /// The next slice of every answer in progress (at a tick).
+    pub(super) fn continue_answers(&mut self, t: Time) {
+        if self.resync.answers.is_empty() {
+            return;
+        }
+        // an asker silent for as long as what waits to be sent to it is discarded
+        // (`liveness::DISCARD_AFTER`, far past failure detection) is gone: its answer is dropped
+        // with its backlog (it asks again when it is back). One that is merely slow, or falsely
+        // suspected under load, still gets the whole answer and its `D`.
+        let gone: Vec<NodeId> = self
+            .resync
+            .answers
+            .iter()
+            .map(|a| a.to)
+            .filter(|p| self.silent_for(t.mono, *p) > DISCARD_AFTER)
+            .collect();
+        for p in gone {
+            self.log(format!(
+                "resync answer to node {} dropped: it went silent",
+                p.0
+            ));
+            self.cancel_answer(p);
+        }
+        let n = self.resync.answers.len().max(1);
+        let share = (self.resync.slice / n).max(1);
+        let mut i = 0;
+        while i < self.resync.answers.len() {
+            if self.answer_slice(i, share) {
+                self.resync.answers.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Whether this member answers for `d` to `to`: it owns `d`, or no other live member
+    /// answers for it (no owner: released in a move; the asker itself: it restarted before its
+    /// failure was noticed and lost what it owned; or an owner that is not alive).
+    fn answers_for(&self, d: DistributionId, to: NodeId) -> bool {
+        match self.core.allocation().owner(d) {
+            None => true,
+            Some(o) => o == self.cfg.node || o == to || !self.is_alive(o),
+        }
+    }
+
+    /// Sends up to `budget` entries of answer `i`; after its last entry, the SA states and
+    /// keys, `F` and `D`. Returns whether the answer is complete.
+    fn answer_slice(&mut self, i: usize, budget: usize) -> bool {
         // what the state core queued goes first: the answer must not overtake it
         self.flush_outbox();
         let me = self.cfg.node;
         let inc = self.core.config().incarnation;
-        // the identifiers this member owns, and those no other live member answers for: no
-        // owner (released in a move), the asker itself (it restarted before its failure was
-        // noticed and lost what it owned), or a member that is not alive
-        let alloc = self.core.allocation();
-        let ids: Vec<DistributionId> = self
-            .cfg
-            .identifiers
-            .all()
-            .filter(|d| match alloc.owner(*d) {
-                None => true,
-                Some(o) => o == me || o == to || !self.is_alive(o),
-            })
-            .collect();
-        let mut msgs = Vec::new();
-        for d in ids {
-            for e in self.core.select(d) {
-                msgs.push(Message {
+        let count = self.cfg.identifiers.get();
+        let Some(mut a) = self.resync.answers.get_mut(i).map(std::mem::take) else {
+            return true;
+        };
+        let mut sent = 0;
+        while sent < budget {
+            if a.pending.is_empty() {
+                if a.next >= count {
+                    break;
+                }
+                let d = DistributionId(a.next);
+                a.next += 1;
+                if self.answers_for(d, a.to) {
+                    // the keys of the identifier now (popped from the end); an entry cleared
+                    // before its turn is skipped, one added meanwhile is replicated anyway
+                    a.pending = self.core.select(d).map(|e| e.key).collect();
+                    a.pending.reverse();
+                }
+                continue;
+            }
+            let Some(key) = a.pending.pop() else {
+                continue;
+            };
+            if let Some(e) = self.core.common().get(&key) {
+                let m = Message {
                     sender: me,
                     incarnation: inc,
                     seq: 0,
                     event: Event::Add(e.clone()),
-                });
+                };
+                self.send(To::Node(a.to), Record::Event(m));
+                sent += 1;
             }
+        }
+        let to = a.to;
+        let done = a.pending.is_empty() && a.next >= count;
+        if let Some(slot) = self.resync.answers.get_mut(i) {
+            *slot = a;
+        }
+        if !done {
+            return false;
         }
         self.sync_esp();
         let spis: Vec<u32> = self.sas.spis.iter().copied().collect();
+        let mut states = Vec::new();
         for spi in spis {
             if let Some(s) = self.core.sa_state(spi) {
-                msgs.push(Message {
+                states.push(Message {
                     sender: me,
                     incarnation: inc,
                     seq: 0,
@@ -126,13 +257,14 @@ impl<T: NodeSpecificTable> Member<T> {
                 }
             }
         }
-        for m in msgs {
+        for m in states {
             self.send(To::Node(to), Record::Event(m));
         }
         self.flush_outbox();
         let applied = self.core.allocation().epoch;
         self.send(To::Node(to), Record::Final(applied));
         self.send(To::Node(to), Record::ResyncDone);
+        true
     }
 
     /// Ends standby once warmed up, not fenced, and no live peer's answer is outstanding.

@@ -697,6 +697,336 @@ fn resync_answer_order_and_report() {
     assert_eq!(b.core().node_table().len(), 0, "node 2 owns nothing");
 }
 
+/// Member 1 of `all`, owner of every identifier, ready, with `flows` UDP entries and one SA;
+/// returns it, the allocation, the time, and the SA's SPI.
+fn owner_with_flows(all: &[u16], flows: u16) -> (M, Allocation, Duration, u32) {
+    let (mut a, a1) = agreed_member(1, all, 1);
+    let voters = [NodeId(1)];
+    let view = follower_view(1, &a1, &voters);
+    let mut now = Duration::ZERO;
+    while !a.is_ready() {
+        now += STEP;
+        assert!(now < Duration::from_secs(30), "not ready by {:?}", now);
+        a.tick(at(now), &view);
+    }
+    for i in 0..flows {
+        let p = build::udp(ip(1), 3000 + i, ip(200), 53, b"q").unwrap();
+        assert_eq!(a.on_packet(at(now), &p), PacketOutcome::Created);
+    }
+    let (peer, dst, spi) = sa_in(DistributionId(5));
+    a.sa_add(at(now), peer, dst, spi, OUT, Zeroizing::new(vec![0x42; 32]))
+        .unwrap();
+    let _ = a.drain_outputs();
+    (a, a1, now, spi)
+}
+
+/// What one turn of a member sent: per node, the records (in order), and whether a
+/// heartbeat went out.
+#[derive(Default)]
+struct Turn {
+    records: BTreeMap<u16, Vec<Record>>,
+    heartbeat: bool,
+}
+
+impl Turn {
+    fn of(m: &mut M) -> Turn {
+        let mut t = Turn::default();
+        for o in m.drain_outputs() {
+            match o {
+                Output::Record {
+                    to: To::Node(n),
+                    record,
+                } => t.records.entry(n.0).or_default().push(record),
+                Output::Heartbeat { .. } => t.heartbeat = true,
+                _ => {}
+            }
+        }
+        t
+    }
+
+    /// The entries (`Add` events) sent to `n` this turn.
+    fn adds(&self, n: u16) -> usize {
+        self.records.get(&n).map_or(0, |rs| {
+            rs.iter()
+                .filter(|r| {
+                    matches!(
+                        r,
+                        Record::Event(Message {
+                            event: Event::Add(_),
+                            ..
+                        })
+                    )
+                })
+                .count()
+        })
+    }
+
+    fn done_to(&self, n: u16) -> bool {
+        self.records
+            .get(&n)
+            .is_some_and(|rs| rs.last() == Some(&Record::ResyncDone))
+    }
+}
+
+/// Ticks `a` (peers `live` heard at every step) until its answers are all done, at most
+/// `limit` turns; returns the turns after the first.
+fn answer_turns(
+    a: &mut M,
+    now: &mut Duration,
+    view: &ConsensusView<'_>,
+    live: &[u16],
+) -> Vec<Turn> {
+    let mut turns = Vec::new();
+    for _ in 0..10_000 {
+        if !a.answering() {
+            return turns;
+        }
+        assert_eq!(
+            a.next_timeout(),
+            Duration::ZERO,
+            "an answer continues at the next turn"
+        );
+        *now += STEP;
+        let t = at(*now);
+        for p in live {
+            a.on_heartbeat(t, NodeId(*p), hb(false, 0));
+        }
+        a.tick(t, view);
+        turns.push(Turn::of(a));
+    }
+    panic!("the answers did not end");
+}
+
+/// A resync answer goes out in slices of at most the slice size, one per turn, with
+/// heartbeats between them; all slices together carry the same records as an answer given at
+/// once (every owned entry once, the SA's key and state), and `F` and `D` come after the last
+/// entry.
+#[test]
+fn resync_answer_is_sliced_complete_and_heartbeats_go_between() {
+    let (mut a, a1, mut now, spi) = owner_with_flows(&[1, 2], 300);
+    let voters = [NodeId(1), NodeId(2)];
+    let view = follower_view(1, &a1, &voters);
+    let q = bytes(&Record::ResyncRequest);
+
+    // at once (a slice as large as the table): the reference answer
+    a.resync.slice = usize::MAX;
+    a.on_records(at(now), NodeId(2), [q.as_slice()]);
+    assert!(!a.answering());
+    let whole = Turn::of(&mut a).records.remove(&2).unwrap();
+    assert_eq!(
+        whole.len(),
+        301 + 2 + 2,
+        "300 flows, the SA's entry, key, state, F, D"
+    );
+
+    // in slices of 16
+    a.resync.slice = 16;
+    a.on_records(at(now), NodeId(2), [q.as_slice()]);
+    let first = Turn::of(&mut a);
+    assert_eq!(first.adds(2), 16);
+    assert!(!first.done_to(2));
+    assert!(a.answering());
+    let turns = answer_turns(&mut a, &mut now, &view, &[2]);
+    assert_eq!(
+        turns.len(),
+        301_usize.div_ceil(16) - 1,
+        "one slice per turn"
+    );
+    let mut sliced = first.records[&2].clone();
+    let last = turns.len() - 1;
+    for (i, t) in turns.iter().enumerate() {
+        assert!(t.adds(2) <= 16, "turn {i}: {} entries", t.adds(2));
+        assert_eq!(t.done_to(2), i == last, "turn {i}");
+        if i < last {
+            assert_eq!(t.adds(2), 16, "turn {i}");
+        }
+        sliced.extend(t.records.get(&2).cloned().unwrap_or_default());
+    }
+    let beats = turns[..last].iter().filter(|t| t.heartbeat).count();
+    assert!(beats >= 2, "heartbeats between the slices: {beats}");
+    let n = sliced.len();
+    assert_eq!(sliced[n - 2], Record::Final(Epoch(1)));
+    assert_eq!(sliced[n - 1], Record::ResyncDone);
+    let adds_before_tail = sliced[..n - 4].iter().all(|r| {
+        matches!(
+            r,
+            Record::Event(Message {
+                event: Event::Add(_),
+                ..
+            })
+        )
+    });
+    assert!(
+        adds_before_tail,
+        "the SA's key and state come after the last entry"
+    );
+    assert!(matches!(sliced[n - 4], Record::SaKey { spi: s, .. } if s == spi));
+    // the same records as the answer at once (in another order)
+    let set = |rs: &[Record]| -> Vec<Vec<u8>> {
+        let mut v: Vec<Vec<u8>> = rs.iter().map(bytes).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(set(&sliced), set(&whole));
+    let owned: BTreeSet<FlowKey> = a.core().common().iter().map(|e| e.key).collect();
+    let sent: BTreeSet<FlowKey> = sliced
+        .iter()
+        .filter_map(|r| match r {
+            Record::Event(Message {
+                event: Event::Add(e),
+                ..
+            }) => Some(e.key),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, owned);
+
+    // the asker's table ends as it would from the answer at once
+    let mut b = member(2, &[1, 2]);
+    b.on_agreed(at(now), &a1, || Duration::ZERO);
+    b.on_peer_restarted(at(now), NodeId(1));
+    let wire: Vec<Vec<u8>> = sliced.iter().map(bytes).collect();
+    b.on_records(at(now), NodeId(1), wire.iter().map(|w| w.as_slice()));
+    assert_eq!(b.counters().decode_errors + b.counters().apply_errors, 0);
+    assert_eq!(b.core().common().len(), 301);
+    assert!(b.has_sa_key(spi));
+}
+
+fn add_keys(rs: &[Record]) -> Vec<FlowKey> {
+    rs.iter()
+        .filter_map(|r| match r {
+            Record::Event(Message {
+                event: Event::Add(e),
+                ..
+            }) => Some(e.key),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Two askers at once share the slice (the entries sent per turn stay bounded), and each gets
+/// the whole answer; a second request from an asker mid-answer starts its answer over, so its
+/// `D` comes after every entry sent since that request.
+#[test]
+fn resync_answers_to_several_askers_share_the_slice() {
+    let (mut a, a1, mut now, _) = owner_with_flows(&[1, 2, 3], 200);
+    let voters = [NodeId(1), NodeId(2), NodeId(3)];
+    let view = follower_view(1, &a1, &voters);
+    let owned: BTreeSet<FlowKey> = a.core().common().iter().map(|e| e.key).collect();
+    assert_eq!(owned.len(), 201);
+    a.resync.slice = 20;
+    let q = bytes(&Record::ResyncRequest);
+    a.on_records(at(now), NodeId(2), [q.as_slice()]);
+    a.on_records(at(now), NodeId(3), [q.as_slice()]);
+    let first = Turn::of(&mut a);
+    let mut got: BTreeMap<u16, Vec<Record>> = first.records.clone();
+    let mut turns = Vec::new();
+    let mut asked_again = false;
+    while a.answering() {
+        now += STEP;
+        let t = at(now);
+        for p in [2, 3] {
+            a.on_heartbeat(t, NodeId(p), hb(false, 0));
+        }
+        a.tick(t, &view);
+        let turn = Turn::of(&mut a);
+        assert!(
+            turn.adds(2) + turn.adds(3) <= 20,
+            "{} + {}",
+            turn.adds(2),
+            turn.adds(3)
+        );
+        for (n, rs) in &turn.records {
+            got.entry(*n).or_default().extend(rs.iter().cloned());
+        }
+        turns.push(turn);
+        if !asked_again && add_keys(&got[&3]).len() > 60 {
+            // node 3 asks again: its answer starts over
+            asked_again = true;
+            got.insert(3, Vec::new());
+            a.on_records(at(now), NodeId(3), [q.as_slice()]);
+            let again = Turn::of(&mut a);
+            for (n, rs) in &again.records {
+                got.entry(*n).or_default().extend(rs.iter().cloned());
+            }
+        }
+        assert!(turns.len() < 1000);
+    }
+    assert!(asked_again);
+    assert!(turns.len() >= 201 * 2 / 20, "{} turns", turns.len());
+    for n in [2u16, 3] {
+        let rs = &got[&n];
+        assert_eq!(rs.last(), Some(&Record::ResyncDone), "node {n}");
+        assert_eq!(
+            rs.iter().filter(|r| **r == Record::ResyncDone).count(),
+            1,
+            "node {n}"
+        );
+        let keys = add_keys(rs);
+        assert_eq!(keys.len(), 201, "node {n}: every entry once");
+        assert_eq!(keys.into_iter().collect::<BTreeSet<_>>(), owned, "node {n}");
+    }
+}
+
+/// An asker that restarts mid-answer (its new process asks anew) or stays silent until its
+/// backlog is discarded has its answer dropped: nothing more, and no `D`, goes to it.
+#[test]
+fn resync_answer_to_a_restarted_or_silent_asker_is_dropped() {
+    let (mut a, a1, mut now, _) = owner_with_flows(&[1, 2], 700);
+    let voters = [NodeId(1), NodeId(2)];
+    let view = follower_view(1, &a1, &voters);
+    a.resync.slice = 10;
+    let q = bytes(&Record::ResyncRequest);
+
+    // restarted
+    a.on_records(at(now), NodeId(2), [q.as_slice()]);
+    assert_eq!(Turn::of(&mut a).adds(2), 10);
+    a.on_peer_restarted(at(now), NodeId(2));
+    assert!(!a.answering());
+    let turns = answer_turns(&mut a, &mut now, &view, &[2]);
+    assert!(turns.is_empty());
+    now += STEP;
+    a.tick(at(now), &view);
+    assert!(
+        !Turn::of(&mut a).records.contains_key(&2),
+        "nothing more to node 2"
+    );
+
+    // silent: no heartbeat from node 2 after its request; past the failure time (falsely
+    // suspected, say) it still gets its answer, until its backlog would be discarded
+    a.resync.slice = 1;
+    a.on_records(at(now), NodeId(2), [q.as_slice()]);
+    let asked = now;
+    let mut sent_after = 0;
+    let mut dropped_log = false;
+    while a.answering() {
+        // (steps short enough that the stall credit does not apply)
+        now += ms(20);
+        a.tick(at(now), &view);
+        let outs: Vec<Output> = a.drain_outputs().collect();
+        dropped_log |= logs(&outs)
+            .iter()
+            .any(|l| l.contains("resync answer to node 2 dropped"));
+        for o in &outs {
+            if let Output::Record {
+                to: To::Node(NodeId(2)),
+                record,
+            } = o
+            {
+                assert_ne!(*record, Record::ResyncDone);
+                sent_after += 1;
+            }
+        }
+        assert!(
+            now - asked <= super::liveness::DISCARD_AFTER + ms(20),
+            "dropped when its backlog is"
+        );
+    }
+    assert!(now - asked > super::liveness::DISCARD_AFTER);
+    assert!(dropped_log);
+    assert!(sent_after > 0 && sent_after < 700, "{sent_after}");
+}
+
 // ----- 3. failure detection -----
 
 /// Ticks `m` every step from `*now` to `until`, feeding heartbeats from `live` peers at every
@@ -1959,6 +2289,86 @@ fn gone_card_reaches_the_caller_and_is_rebuilt_from_the_common_table() {
     assert!(logs(&outs)
         .iter()
         .any(|l| l.starts_with("card rebuilt from the common table")));
+    for f in &flows {
+        assert_eq!(m.on_packet(at(now), f), PacketOutcome::Hit);
+    }
+}
+
+/// A card rebuild installs whole identifiers per turn, about [`super::rebuild::REBUILD_SLICE`]
+/// entries, and continues at the next ticks; until its identifier is rebuilt a packet is not
+/// handled, and once done the card holds exactly the owned entries.
+#[test]
+fn card_rebuild_is_sliced_and_holds_packets_of_identifiers_not_rebuilt() {
+    use super::rebuild::REBUILD_SLICE;
+    let (mut m, a) = agreed_member(1, &[1], 1);
+    let voters = [NodeId(1)];
+    let view = follower_view(1, &a, &voters);
+    let mut now = Duration::ZERO;
+    while !m.takes_traffic() {
+        now += STEP;
+        assert!(now < Duration::from_secs(30), "not ready by {:?}", now);
+        m.tick(at(now), &view);
+    }
+    let n = 2 * REBUILD_SLICE + 500;
+    let flows: Vec<Vec<u8>> = (0..n as u16)
+        .map(|i| build::udp(ip(1), 2000 + i, ip(200), 53, b"q").unwrap())
+        .collect();
+    for f in &flows {
+        assert_eq!(m.on_packet(at(now), f), PacketOutcome::Created);
+    }
+    let largest = count()
+        .all()
+        .map(|d| m.core().common().dist_len(d))
+        .max()
+        .unwrap();
+    let _ = m.drain_outputs();
+
+    let first = m.rebuild_card(at(now), SoftwareTable::new(count()));
+    assert!(
+        (REBUILD_SLICE..REBUILD_SLICE + largest).contains(&first),
+        "{first}"
+    );
+    assert!(m.rebuilding());
+    assert_eq!(m.next_timeout(), Duration::ZERO);
+    assert_eq!(m.core().node_table().len(), first);
+    let outcomes: Vec<PacketOutcome> = flows.iter().map(|f| m.on_packet(at(now), f)).collect();
+    let hits = outcomes
+        .iter()
+        .filter(|o| **o == PacketOutcome::Hit)
+        .count();
+    let held = outcomes
+        .iter()
+        .filter(|o| **o == PacketOutcome::NotReady)
+        .count();
+    assert_eq!(
+        (hits, held),
+        (first, n - first),
+        "not yet rebuilt: held, not handled"
+    );
+
+    let mut turns = 0;
+    let mut done_log = false;
+    while m.rebuilding() {
+        let before = m.core().node_table().len();
+        now += STEP;
+        m.tick(at(now), &view);
+        let outs: Vec<Output> = m.drain_outputs().collect();
+        done_log |= logs(&outs).iter().any(|l| {
+            *l == format!("card rebuilt from the common table: {n} entries installed").as_str()
+        });
+        let added = m.core().node_table().len() - before;
+        assert!(added < REBUILD_SLICE + largest, "{added}");
+        turns += 1;
+        assert!(turns < 100);
+    }
+    assert!(turns >= 1);
+    assert!(done_log);
+    assert_eq!(m.core().node_table().len(), n);
+    assert!(
+        m.core().check_tables().is_empty(),
+        "{:?}",
+        m.core().check_tables()
+    );
     for f in &flows {
         assert_eq!(m.on_packet(at(now), f), PacketOutcome::Hit);
     }

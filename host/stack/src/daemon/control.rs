@@ -64,8 +64,17 @@ async fn connection(stream: UnixStream, tx: mpsc::Sender<ControlRequest>) {
                 Err(refusal) => Response::Error(refusal),
             }
         };
-        let mut out = answer.to_value().to_string();
-        out.push('\n');
+        // turned into JSON on a blocking thread: a dump of a large table takes long, and the
+        // node's loop runs on this one
+        let Ok(out) = tokio::task::spawn_blocking(move || {
+            let mut out = answer.to_value().to_string();
+            out.push('\n');
+            out
+        })
+        .await
+        else {
+            return;
+        };
         if w.write_all(out.as_bytes()).await.is_err() {
             return;
         }

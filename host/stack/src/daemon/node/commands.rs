@@ -13,10 +13,9 @@ use crate::core::ids::NodeId;
 use crate::core::member::sas::SaCommandError;
 use crate::core::node_table::NodeSpecificTable;
 use crate::daemon::protocol::{
-    AllocationReply, AppliedReply, CardDumpReply, CardEntryReport, CardRegsReply, CheckReply,
-    CountsReply, DumpReply, EntryReport, ErrorReply, EspRecvReply, EspSendReply, IdentifierCount,
-    Request, Response, ResyncReply, SaAddReply, SaDir, SaReport, SasReply, SecretHex,
-    SynthesizeReply,
+    AllocationReply, AppliedReply, CardRegsReply, CountsReply, ErrorReply, EspRecvReply,
+    EspSendReply, IdentifierCount, Request, Response, ResyncReply, SaAddReply, SaDir, SaReport,
+    SasReply, SecretHex, SynthesizeReply,
 };
 use driver::esp::Direction;
 
@@ -30,7 +29,8 @@ enum Operator<'a> {
 
 impl Runtime {
     /// Answers one control request (all but `synthesize`, which [`Runtime::start_synthesize`]
-    /// works on between the node's other duties).
+    /// works on between the node's other duties, and the walks over the tables, `dump`,
+    /// `card_dump` and `check`, which [`super::dumps`] reads in slices).
     pub(super) fn control(&mut self, req: &Request) -> Response {
         match req {
             Request::Status => Response::Status(self.status()),
@@ -41,7 +41,9 @@ impl Runtime {
             Request::Undrain { node } => self.operator(Operator::Undrain(*node)),
             Request::Rebalance => self.operator(Operator::Rebalance),
             Request::Resync => self.resync(),
-            Request::Dump { limit } => self.dump(limit.unwrap_or(10_000)),
+            Request::Dump { .. } | Request::CardDump { .. } | Request::Check => {
+                Response::error("this command is answered when its walk is done")
+            }
             Request::Sas => self.sas(),
             Request::SaAdd {
                 dir,
@@ -57,9 +59,6 @@ impl Runtime {
             } => self.sa_advance(*spi, *outbound_seq, *replay_top),
             Request::EspSend { count, spi } => self.esp_send(*spi, count.unwrap_or(1)),
             Request::EspRecv { packets, spi } => self.esp_recv(*spi, packets),
-            Request::Check => Response::Check(CheckReply {
-                problems: self.member.core().check_tables(),
-            }),
             Request::Partition { loss, peers } => self.partition(peers, *loss),
             Request::Applied => Response::Applied(AppliedReply {
                 applied: self
@@ -72,7 +71,6 @@ impl Runtime {
             Request::Synthesize { .. } => {
                 Response::error("synthesize is answered when its work is done")
             }
-            Request::CardDump { did } => self.card_dump(*did),
             Request::CardRegs => self.card_regs(),
             Request::Stop => {
                 self.stopping = true;
@@ -116,28 +114,6 @@ impl Runtime {
         })
     }
 
-    fn dump(&self, limit: u64) -> Response {
-        let table = self.member.core().node_table();
-        let entries = table
-            .entries()
-            .take(usize::try_from(limit).unwrap_or(usize::MAX))
-            .map(|e| EntryReport {
-                action: format!("{:?}", e.action),
-                creator: e.creator.0,
-                dist: e.dist.0,
-                key: format!("{:?}", e.key),
-                state: format!("{:?}", e.state),
-                version: e.version,
-            })
-            .collect();
-        Response::Dump(DumpReply {
-            backend: self.cfg.card.clone(),
-            capacity: table.capacity(),
-            entries,
-            len: table.len(),
-        })
-    }
-
     fn sas(&self) -> Response {
         let sas = self
             .member
@@ -170,37 +146,6 @@ impl Runtime {
         // optional: drop this share of the frames this node sends (0 by default)
         self.udp.fault.config.loss = loss.filter(|p| (0.0..=1.0).contains(p)).unwrap_or(0.0);
         Response::Done
-    }
-
-    /// `hwctl --device unix:PATH dump`: the node-specific entries with their keys in the
-    /// card's layout (as `hwctl dump` shows a local card), on the card or in overflow.
-    fn card_dump(&self, did: Option<u16>) -> Response {
-        let table = self.member.core().node_table();
-        let entries = table
-            .entries()
-            .filter(|e| did.is_none_or(|d| e.dist.0 == d))
-            .map(|e| {
-                let k = crate::core::card_table::cam_key(&e.key).ok();
-                let on_card = table.card().get(&e.key).is_some();
-                CardEntryReport {
-                    action: format!("{:?}", e.action),
-                    creator: e.creator.0,
-                    did: e.dist.0,
-                    key: serde_json::to_value(k).unwrap_or(Value::Null),
-                    key_text: k.map_or_else(|| format!("{:?}", e.key), |k| k.to_string()),
-                    packets: e.packets,
-                    state: format!("{:?}", e.state),
-                    version: e.version,
-                    location: if on_card { "card" } else { "overflow" }.to_owned(),
-                }
-            })
-            .collect();
-        Response::CardDump(CardDumpReply {
-            backend: self.cfg.card.clone(),
-            capacity: table.capacity(),
-            entries,
-            len: table.len(),
-        })
     }
 
     /// `hwctl --device unix:PATH regs`. The node-specific table runs on the state core's

@@ -10,6 +10,7 @@
 //! epoch); datagrams `H` (heartbeat) and `R` (a Raft message).
 
 mod commands;
+mod dumps;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -106,6 +107,8 @@ pub struct Runtime {
     started_unix_ms: u64,
     stopping: bool,
     synth: Option<SynthJob>,
+    /// The walks over the tables in progress (`dump`, `card_dump`, `check`).
+    walks: dumps::Walks,
     /// Exit when the parent process goes away (set for nodes a demo or test spawned).
     parent: Option<nix::unistd::Pid>,
     next_parent_check: Duration,
@@ -232,6 +235,7 @@ impl Runtime {
             started_unix_ms: unix_ms(),
             stopping: false,
             synth: None,
+            walks: dumps::Walks::default(),
             parent: std::env::var_os("CLUSTERD_EXIT_WITH_PARENT").map(|_| nix::unistd::getppid()),
             next_parent_check: Duration::from_secs(1),
             rec_buf: Vec::with_capacity(256),
@@ -265,10 +269,16 @@ impl Runtime {
                     }
                 }
                 Some((req, tx)) = self.ctl_rx.recv() => {
-                    if let Request::Synthesize { flows, first } = req {
-                        self.start_synthesize(flows, first, tx);
-                    } else {
-                        let _ = tx.send(self.control(&req));
+                    match req {
+                        Request::Synthesize { flows, first } => {
+                            self.start_synthesize(flows, first, tx);
+                        }
+                        Request::Dump { limit } => self.start_dump(limit.unwrap_or(10_000), tx),
+                        Request::CardDump { did } => self.start_card_dump(did, tx),
+                        Request::Check => self.start_check(tx),
+                        req => {
+                            let _ = tx.send(self.control(&req));
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {}
@@ -278,6 +288,7 @@ impl Runtime {
             // for frames the peer has long acknowledged
             self.drain_sync(&mut sbuf);
             self.synthesize_slice();
+            self.walk_slice();
             self.after_io();
         }
         let _ = std::fs::remove_file(&self.cfg.control);
@@ -295,7 +306,7 @@ impl Runtime {
         if let Some(t) = self.ep.poll_timeout() {
             d = d.min(t);
         }
-        if self.synth.is_some() {
+        if self.synth.is_some() || self.walks.busy() {
             d = d.min(self.udp.now());
         }
         d
