@@ -63,7 +63,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Run { config } => rt.block_on(host::daemon::node::run_node(&config)),
         Cmd::Keygen => host::sync::ClusterKey::generate()
-            .map(|k| println!("{}", k.to_hex()))
+            .map(|k| println!("{}", *Zeroizing::new(k.to_hex())))
             .map_err(|e| e.to_string()),
         Cmd::Ctl { socket, cmd, args } => rt.block_on(ctl(socket, cmd, Zeroizing::new(args))),
         Cmd::Demo(args) => rt.block_on(demo::run(args)),
