@@ -342,3 +342,33 @@ fn the_demo_writes_its_key_file_0600() {
         format!("{KEY}\n")
     );
 }
+
+#[test]
+fn ctl_names_a_missing_or_dead_socket() {
+    let t = TempDir::new("ctl-client");
+    let exe = env!("CARGO_BIN_EXE_clusterd");
+    let missing = t.dir().join("none.sock");
+    let o = Command::new(exe)
+        .args(["ctl", "--socket"])
+        .arg(&missing)
+        .arg("status")
+        .output()
+        .expect("ctl");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no control socket at") && err.contains("is the node running"),
+        "{err}"
+    );
+    let dead = t.dir().join("dead.sock");
+    drop(UnixListener::bind(&dead).expect("bind"));
+    let o = Command::new(exe)
+        .args(["ctl", "--socket"])
+        .arg(&dead)
+        .arg("status")
+        .output()
+        .expect("ctl");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("nobody listens on"), "{err}");
+}
