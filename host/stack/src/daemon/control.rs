@@ -31,7 +31,7 @@ const CHUNK: usize = 8192;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Who may use the control socket: root, the daemon's own user and, with `control_group`,
-/// members of that group (by the peer's primary group or the group's member list).
+/// members of that group (by the peer process's groups or the group's member list).
 #[derive(Clone, Debug)]
 pub struct Access {
     uids: Vec<u32>,
@@ -81,17 +81,17 @@ impl Access {
         self.group.as_ref().map(|g| g.0)
     }
 
-    /// Whether a peer with user `uid` and primary group `gid` may use the socket; the refusal
-    /// says why.
+    /// Whether a peer with user `uid`, primary group `gid` and supplementary groups `groups`
+    /// may use the socket; the refusal says why.
     ///
     /// # Errors
     /// The refusal text.
-    pub fn check(&self, uid: u32, gid: u32) -> Result<(), String> {
+    pub fn check(&self, uid: u32, gid: u32, groups: &[u32]) -> Result<(), String> {
         if self.uids.contains(&uid) {
             return Ok(());
         }
         if let Some((g, name, members)) = &self.group {
-            if gid == *g {
+            if gid == *g || groups.contains(g) {
                 return Ok(());
             }
             let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
@@ -109,6 +109,23 @@ impl Access {
              control_group to share the socket with a group)"
         ))
     }
+}
+
+/// The supplementary groups of process `pid` (from `/proc/PID/status`; empty when unknown).
+fn process_groups(pid: Option<i32>) -> Vec<u32> {
+    let Some(pid) = pid else { return Vec::new() };
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|st| {
+            st.lines().find_map(|l| {
+                l.strip_prefix("Groups:").map(|g| {
+                    g.split_whitespace()
+                        .filter_map(|x| x.parse().ok())
+                        .collect()
+                })
+            })
+        })
+        .unwrap_or_default()
 }
 
 fn io_err(kind: std::io::ErrorKind, msg: String) -> std::io::Error {
@@ -279,7 +296,8 @@ async fn connection(
     tx: mpsc::Sender<ControlRequest>,
 ) {
     let verdict = match stream.peer_cred() {
-        Ok(c) => access.check(c.uid(), c.gid()),
+        Ok(c) if access.uids.contains(&c.uid()) => Ok(()),
+        Ok(c) => access.check(c.uid(), c.gid(), &process_groups(c.pid())),
         Err(e) => Err(format!("cannot read the peer's credentials: {e}")),
     };
     let (mut r, mut w) = stream.into_split();
@@ -430,15 +448,18 @@ mod tests {
             uids: vec![0, 1000],
             group: Some((50, "ops".into(), vec![])),
         };
-        assert!(a.check(0, 0).is_ok());
-        assert!(a.check(1000, 1000).is_ok());
-        assert!(a.check(2000, 50).is_ok(), "primary group");
-        let e = a.check(2000, 2000).unwrap_err();
+        assert!(a.check(0, 0, &[]).is_ok());
+        assert!(a.check(1000, 1000, &[]).is_ok());
+        assert!(a.check(2000, 50, &[]).is_ok(), "primary group");
+        assert!(a.check(2000, 2000, &[7, 50]).is_ok(), "supplementary group");
+        let e = a.check(2000, 2000, &[7]).unwrap_err();
         assert!(
             e.contains("not root, the daemon's user or in group ops"),
             "{e}"
         );
-        let e = Access::only(vec![1000]).check(2000, 2000).unwrap_err();
+        let e = Access::only(vec![1000])
+            .check(2000, 2000, &[50])
+            .unwrap_err();
         assert!(e.contains("control_group"), "{e}");
     }
 
@@ -451,6 +472,18 @@ mod tests {
         assert!(!append(&mut line, &vec![b'y'; MAX_LINE]));
         assert_eq!(line.len(), 1003, "a refused append leaves the line");
         assert!(line.capacity() <= MAX_LINE);
+    }
+
+    #[test]
+    fn groups_of_this_process_are_read() {
+        let st = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = st.lines().find(|l| l.starts_with("Groups:")).unwrap();
+        let want: Vec<u32> = line[7..]
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
+        assert_eq!(process_groups(Some(std::process::id() as i32)), want);
+        assert!(process_groups(None).is_empty());
     }
 
     #[tokio::test]
