@@ -186,7 +186,20 @@ fn bind_private(
     let result = (|| {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         let tmp = dir.join("s");
-        let listener = std::os::unix::net::UnixListener::bind(&tmp)?;
+        let listener = std::os::unix::net::UnixListener::bind(&tmp).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidInput {
+                io_err(
+                    e.kind(),
+                    format!(
+                        "the path is too long: it is bound as {} first, which must fit a Unix \
+                         socket address (107 bytes); choose a shorter control path",
+                        tmp.display()
+                    ),
+                )
+            } else {
+                e
+            }
+        })?;
         if let Some(g) = gid {
             std::os::unix::fs::chown(&tmp, None, Some(g))?;
         }
@@ -211,6 +224,17 @@ pub fn serve(
     access: Access,
     tx: mpsc::Sender<ControlRequest>,
 ) -> std::io::Result<()> {
+    // sun_path holds 108 bytes with the terminating zero
+    let len = path.as_os_str().len();
+    if len > 107 {
+        return Err(io_err(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "the path is too long: {len} bytes, a Unix socket path must fit 107; choose a \
+                 shorter control path"
+            ),
+        ));
+    }
     check_path(path)?;
     let gid = access.gid();
     let mode = if gid.is_some() { 0o660 } else { 0o600 };
@@ -461,6 +485,22 @@ mod tests {
             .check(2000, 2000, &[50])
             .unwrap_err();
         assert!(e.contains("control_group"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_too_long_path_says_so() {
+        let dir = std::env::temp_dir().join(format!("ctl-long-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s".repeat(100));
+        let (tx, _rx) = mpsc::channel(1);
+        let e = serve(&path, NodeId(1), Access::only(vec![]), tx).unwrap_err();
+        assert!(e.to_string().contains("too long"), "{e}");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "nothing left behind"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
