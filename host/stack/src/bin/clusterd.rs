@@ -63,7 +63,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Run { config } => rt.block_on(host::daemon::node::run_node(&config)),
         Cmd::Keygen => host::sync::ClusterKey::generate()
-            .map(|k| println!("{}", k.to_hex()))
+            .map(|k| println!("{}", *Zeroizing::new(k.to_hex())))
             .map_err(|e| e.to_string()),
         Cmd::Ctl { socket, cmd, args } => rt.block_on(ctl(socket, cmd, Zeroizing::new(args))),
         Cmd::Demo(args) => rt.block_on(demo::run(args)),
@@ -109,7 +109,7 @@ async fn ctl(socket: PathBuf, cmd: String, args: Zeroizing<String>) -> Result<()
         Ok(req) => (
             control::call_once(&socket, &req, Duration::from_secs(5))
                 .await
-                .map_err(|e| format!("{}: {e}", socket.display()))?,
+                .map_err(|e| connect_error(&socket, &e))?,
             "the node refused the command",
         ),
         Err(refusal) => (
@@ -125,5 +125,24 @@ async fn ctl(socket: PathBuf, cmd: String, args: Zeroizing<String>) -> Result<()
         Ok(())
     } else {
         Err(refused.to_string())
+    }
+}
+
+/// What `clusterd ctl` says when the socket cannot be used, with the likely fix.
+fn connect_error(socket: &std::path::Path, e: &std::io::Error) -> String {
+    let path = socket.display();
+    match e.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "no control socket at {path}: is the node running? (the path is `control =` in its \
+             config file)"
+        ),
+        std::io::ErrorKind::ConnectionRefused => {
+            format!("nobody listens on {path}: the node that made it is gone (start it again)")
+        }
+        std::io::ErrorKind::PermissionDenied => format!(
+            "{path}: permission denied: run as root, as the node's user, or as a member of its \
+             control_group"
+        ),
+        _ => format!("{path}: {e}"),
     }
 }

@@ -62,6 +62,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Control socket path.
     pub control: PathBuf,
+    /// Group that may use the control socket besides root and the daemon's user (the
+    /// socket is then 0660 and owned by it; without one it is 0600).
+    pub control_group: Option<String>,
     /// Cluster key.
     pub key: ClusterKey,
     /// The other members.
@@ -124,6 +127,7 @@ const KEYS: &[&str] = &[
     "role",
     "listen",
     "control",
+    "control_group",
     "key",
     "key_file",
     "peer",
@@ -139,6 +143,66 @@ const KEYS: &[&str] = &[
     "rules",
     "voter",
 ];
+
+/// Reads a key file, refusing one that group or others may read (the fix says how).
+fn read_key_file(path: &Path) -> Result<zeroize::Zeroizing<String>, (String, String)> {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let shown = path.display();
+    let fix = "point key_file at a file holding 64 hex digits (clusterd keygen)";
+    let mut f = std::fs::File::open(path).map_err(|e| {
+        (
+            format!("cannot read key file {shown}: {e}"),
+            fix.to_string(),
+        )
+    })?;
+    let mode = f
+        .metadata()
+        .map_err(|e| {
+            (
+                format!("cannot read key file {shown}: {e}"),
+                fix.to_string(),
+            )
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err((
+            format!(
+                "key file {shown} is readable by group or others (mode {:03o})",
+                mode & 0o777
+            ),
+            format!("chmod 600 {shown}"),
+        ));
+    }
+    // into a fixed buffer (never grown, so no copy of the key is left behind); a file longer
+    // than the buffer is not a key
+    let mut buf = zeroize::Zeroizing::new([0u8; 256]);
+    let mut len = 0;
+    loop {
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err((
+                    format!("cannot read key file {shown}: {e}"),
+                    fix.to_string(),
+                ))
+            }
+        }
+        if len == buf.len() {
+            return Err((
+                format!("key file {shown} is longer than a key"),
+                fix.to_string(),
+            ));
+        }
+    }
+    let text = std::str::from_utf8(&buf[..len])
+        .map_err(|_| (format!("key file {shown} is not text"), fix.to_string()))?;
+    let text = zeroize::Zeroizing::new(text.to_string());
+    Ok(text)
+}
 
 fn parse_u64(line: usize, key: &str, v: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
     match v.parse::<u64>() {
@@ -200,6 +264,7 @@ impl Config {
         let mut role = Role::Member;
         let mut listen = None;
         let mut control = None;
+        let mut control_group = None;
         let mut key: Option<ClusterKey> = None;
         let mut peers: Vec<(usize, PeerConfig)> = Vec::new();
         let mut card = "model".to_string();
@@ -276,6 +341,7 @@ impl Config {
                 "listen" => listen = Some(parse_addr(ln, k, v)?),
                 "wire" => wire = Some(parse_addr(ln, k, v)?),
                 "control" => control = Some(resolve(v)),
+                "control_group" => control_group = Some(v.to_string()),
                 "state_dir" => state_dir = Some(resolve(v)),
                 "rules" => rules = Some(resolve(v)),
                 "card" => card = v.to_string(),
@@ -303,15 +369,8 @@ impl Config {
                     let text = if kk == "key" {
                         zeroize::Zeroizing::new(v.to_string())
                     } else {
-                        zeroize::Zeroizing::new(std::fs::read_to_string(resolve(v)).map_err(
-                            |e| {
-                                err(
-                                ln,
-                                format!("cannot read key file {v:?}: {e}"),
-                                "point key_file at a file holding 64 hex digits (clusterd keygen)",
-                            )
-                            },
-                        )?)
+                        read_key_file(&resolve(v))
+                            .map_err(|(problem, fix)| err(ln, problem, fix))?
                     };
                     key = Some(ClusterKey::from_hex(&text).map_err(|e| {
                         err(
@@ -444,6 +503,7 @@ impl Config {
             voter,
             listen,
             control,
+            control_group,
             key,
             peers: peers.into_iter().map(|(_, p)| p).collect(),
             card,
@@ -566,5 +626,38 @@ mod tests {
         assert_eq!(e.line, 8);
         let e = parse(&format!("{}just words\n", good())).unwrap_err();
         assert_eq!(e.line, 8);
+    }
+
+    #[test]
+    fn key_file_must_be_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("cfg-keyfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("k");
+        std::fs::write(&key, format!("{KEY}\n")).unwrap();
+        let text = good().replace(&format!("key = {KEY}"), "key_file = k");
+        for (mode, ok) in [(0o600, true), (0o400, true), (0o640, false), (0o604, false)] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let r = Config::parse(&text, &dir);
+            if ok {
+                assert!(r.is_ok(), "mode {mode:o}: {r:?}");
+            } else {
+                let e = r.unwrap_err();
+                assert!(e.problem.contains("readable by group or others"), "{e}");
+                assert_eq!(e.fix, format!("chmod 600 {}", key.display()));
+            }
+        }
+        std::fs::write(&key, "0".repeat(300)).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = Config::parse(&text, &dir).unwrap_err();
+        assert!(e.problem.contains("longer than a key"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn control_group_is_kept() {
+        assert_eq!(parse(&good()).unwrap().control_group, None);
+        let c = parse(&format!("{}control_group = ops\n", good())).unwrap();
+        assert_eq!(c.control_group.as_deref(), Some("ops"));
     }
 }

@@ -85,6 +85,28 @@ fn free_udp_port() -> std::io::Result<SocketAddr> {
     s.local_addr()
 }
 
+/// Writes `key` as hex to a new file at `path`, created mode 0600 (never readable by others,
+/// not even for a moment; an older file there is replaced).
+///
+/// # Errors
+/// I/O errors.
+pub fn write_key_file(path: &Path, key: &ClusterKey) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    let text = zeroize::Zeroizing::new(key.to_hex());
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")
+}
+
 impl Cluster {
     /// Writes config files for `layout` into `dir` (created). `exe` is the clusterd binary.
     ///
@@ -94,7 +116,7 @@ impl Cluster {
         std::fs::create_dir_all(dir)?;
         let key = ClusterKey::generate().map_err(|e| std::io::Error::other(e.to_string()))?;
         let key_path = dir.join("cluster.key");
-        std::fs::write(&key_path, format!("{}\n", key.to_hex()))?;
+        write_key_file(&key_path, &key)?;
         let mut nodes = BTreeMap::new();
         let mut ids: Vec<(u16, bool, bool)> =
             (1..=layout.members).map(|i| (i, false, true)).collect();

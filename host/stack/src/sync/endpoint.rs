@@ -34,6 +34,7 @@ use std::time::Duration;
 use ring::aead::{Aad, LessSafeKey, Nonce};
 use ring::rand::SecureRandom;
 use serde::Serialize;
+use zeroize::Zeroize;
 
 use super::frame::{
     self, AckRepr, FrameError, Header, HelloRepr, Kind, RecordBatch, DATA_PREFIX, FRAME_OVERHEAD,
@@ -256,6 +257,22 @@ struct InFlight {
     retries: u32,
 }
 
+// records may carry key material (an ESP SA's keys): every plaintext copy is wiped when it goes
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.records.zeroize();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.building.zeroize();
+        for b in &mut self.queued {
+            b.zeroize();
+        }
+    }
+}
+
 struct Peer {
     /// The peer's accepted incarnation (0 = none yet): set only when a hello of it echoed
     /// `challenge`.
@@ -400,7 +417,7 @@ impl Peer {
     fn reset_streams(&mut self) {
         let mut pending: VecDeque<Vec<u8>> = std::mem::take(&mut self.in_flight)
             .into_values()
-            .map(|f| f.records)
+            .map(|mut f| std::mem::take(&mut f.records))
             .collect();
         pending.append(&mut self.queued);
         self.queued_bytes = pending.iter().map(Vec::len).sum();
@@ -601,6 +618,10 @@ impl Endpoint {
         if !p.building.is_empty() && p.building.len() + need > limit {
             p.close_batch();
         }
+        if p.building.capacity() == 0 {
+            // one allocation for the whole batch: growing would leave copies of records behind
+            p.building.reserve_exact(limit + frame::varint_len(limit));
+        }
         frame::put_varint(&mut p.building, record.len());
         p.building.extend_from_slice(record);
         if p.building_since.is_none() {
@@ -707,7 +728,8 @@ impl Endpoint {
         let Some(f) = p.in_flight.get(&batch) else {
             return;
         };
-        let mut payload = Vec::with_capacity(DATA_PREFIX + f.records.len());
+        let mut payload =
+            zeroize::Zeroizing::new(Vec::with_capacity(DATA_PREFIX + f.records.len()));
         payload.extend_from_slice(&p.incarnation.to_be_bytes());
         payload.extend_from_slice(&batch.to_be_bytes());
         payload.extend_from_slice(&f.records);
@@ -911,6 +933,9 @@ impl Endpoint {
     /// The [`FrameError`] that rejected the frame (already counted in [`SyncStats`]).
     pub fn handle_frame(&mut self, now: Duration, bytes: &[u8]) -> Result<(), FrameError> {
         let r = self.handle_frame_inner(now, bytes);
+        // the decrypted payload may carry key material: wiped after every frame
+        self.scratch.as_mut_slice().zeroize();
+        self.scratch.clear();
         if let Err(e) = r {
             let s = &mut self.stats;
             match e {
@@ -988,7 +1013,7 @@ impl Endpoint {
         self.stats.bytes_received += bytes.len() as u64;
         match h.kind {
             Kind::Datagram => {
-                let payload = std::mem::take(&mut self.scratch);
+                let payload = self.scratch.clone();
                 self.events.push_back(SyncEvent::Datagram { from, payload });
             }
             Kind::Hello => {

@@ -247,6 +247,13 @@ pub struct RecordBatch {
     count: usize,
 }
 
+// records may carry key material (an ESP SA's keys)
+impl Drop for RecordBatch {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.bytes);
+    }
+}
+
 impl RecordBatch {
     /// Validates a records area: every record has a minimal non-zero length and fits exactly.
     ///

@@ -114,12 +114,66 @@ pub struct Runtime {
     next_parent_check: Duration,
     /// Reused buffer for encoding records.
     rec_buf: Vec<u8>,
+    /// The state directory's lock, held while the node runs (released by the kernel when the
+    /// process ends, however it ends).
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 fn state_err(path: &Path) -> impl Fn(std::io::Error) -> RunError + '_ {
     move |err| RunError::State {
         path: path.display().to_string(),
         err,
+    }
+}
+
+/// Takes the state directory's lock (`state_dir/lock`, an exclusive `flock`, which dies with
+/// the process): a second process for the same state directory is refused. The file names
+/// the holder's process id.
+fn lock_state_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, RunError> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    std::fs::create_dir_all(dir).map_err(state_err(dir))?;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(state_err(&path))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            let pid = format!("{}\n", std::process::id());
+            let _ = lock
+                .set_len(0)
+                .and_then(|()| lock.rewind())
+                .and_then(|()| lock.write_all(pid.as_bytes()));
+            Ok(lock)
+        }
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.is_empty() {
+                "another clusterd".to_string()
+            } else {
+                format!("another clusterd (pid {holder})")
+            };
+            Err(RunError::State {
+                path: dir.display().to_string(),
+                err: std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "in use by {who}: {} is locked; stop that node, or give this one its \
+                         own state_dir",
+                        path.display()
+                    ),
+                ),
+            })
+        }
+        Err((_, e)) => Err(RunError::State {
+            path: path.display().to_string(),
+            err: std::io::Error::other(format!("cannot lock: {e}")),
+        }),
     }
 }
 
@@ -160,6 +214,7 @@ impl Runtime {
     /// # Errors
     /// [`RunError`] naming what failed.
     pub async fn start(cfg: Config) -> Result<Self, RunError> {
+        let lock = lock_state_dir(&cfg.state_dir)?;
         let (t_inc, c_inc) = next_incarnations(&cfg.state_dir)?;
         let table = card::open(&cfg.card, cfg.identifiers, cfg.card_capacity)
             .map_err(|e| RunError::Card(e.to_string()))?;
@@ -207,7 +262,14 @@ impl Runtime {
             None => None,
         };
         let (tx, ctl_rx) = mpsc::channel(64);
-        control::serve(&cfg.control, tx).map_err(|err| RunError::Bind {
+        let access = control::Access::for_daemon(cfg.control_group.as_deref()).map_err(|err| {
+            RunError::Bind {
+                what: "control socket",
+                addr: cfg.control.display().to_string(),
+                err,
+            }
+        })?;
+        control::serve(&cfg.control, cfg.node, access, tx).map_err(|err| RunError::Bind {
             what: "control socket",
             addr: cfg.control.display().to_string(),
             err,
@@ -239,6 +301,7 @@ impl Runtime {
             parent: std::env::var_os("CLUSTERD_EXIT_WITH_PARENT").map(|_| nix::unistd::getppid()),
             next_parent_check: Duration::from_secs(1),
             rec_buf: Vec::with_capacity(256),
+            _lock: lock,
             cfg,
         })
     }
