@@ -257,7 +257,21 @@ impl<T: NodeSpecificTable> Member<T> {
             return;
         }
         self.log(format!("fenced: {}", self.fenced));
-        if was && self.cfg.role == Role::Member && self.ready {
+        let fenced_for = now.saturating_sub(self.fenced_since);
+        if self.fenced {
+            // since the lease ran out, not since this member noticed (after a stall, later)
+            self.fenced_since = self.lease_until().map_or(now, |u| u.min(now));
+        }
+        // a fence shorter than the failure time (a loop that stalled on a long install): no
+        // peer has called this member failed, the replication streams held (they retransmit
+        // until acknowledged), and any allocation agreed meanwhile goes through the handover
+        // gate; no resync
+        if was && self.cfg.role == Role::Member && self.ready && fenced_for < self.failure() {
+            self.log(format!(
+                "fence lifted after {} ms: no resync",
+                fenced_for.as_millis()
+            ));
+        } else if was && self.cfg.role == Role::Member && self.ready {
             // back in contact: what the others replicated meanwhile may still be on its way;
             // resync (each peer's `D` comes after everything it sent before) and take no
             // identifiers until then

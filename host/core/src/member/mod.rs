@@ -233,6 +233,8 @@ pub struct Member<T: NodeSpecificTable> {
     view: ViewCache,
     /// The latest clock reading of any input (heartbeat stamps).
     now: Duration,
+    /// When the current (or last) fence began.
+    fenced_since: Duration,
 }
 
 /// The part of the last [`ConsensusView`] the member keeps between ticks.
@@ -274,6 +276,7 @@ impl<T: NodeSpecificTable> Member<T> {
             last_liveness_check: Duration::ZERO,
             view: ViewCache::default(),
             now: Duration::ZERO,
+            fenced_since: Duration::ZERO,
             cfg,
         }
     }
@@ -456,6 +459,14 @@ impl<T: NodeSpecificTable> Member<T> {
     pub fn on_heartbeat(&mut self, t: Time, from: NodeId, hb: Heartbeat) {
         self.heard(t, from);
         self.on_lease_fields(t.mono, from, &hb);
+        // echo a new stamp at once (at most every half heartbeat interval per peer, so two
+        // members do not play ping-pong): the sender's lease then runs from a round trip ago,
+        // not from up to two heartbeat intervals ago
+        let last_sent = self.live.get(&from).map_or(0, |l| l.stamp_out);
+        let half = (self.cfg.heartbeat / 2).as_micros() as u64;
+        if liveness::stamp_of(self.now).saturating_sub(last_sent) >= half {
+            self.send_heartbeat_to(from);
+        }
         if let Some(l) = self.live.get_mut(&from) {
             l.ready = hb.ready;
             l.witness = hb.witness;
@@ -659,6 +670,14 @@ impl<T: NodeSpecificTable> Member<T> {
     /// Sends a heartbeat to every peer now (before a long install, so that followers learn
     /// of a commit without waiting for it).
     pub fn send_heartbeats(&mut self) {
+        let peers: Vec<NodeId> = self.live.keys().copied().collect();
+        for to in peers {
+            self.send_heartbeat_to(to);
+        }
+    }
+
+    /// One heartbeat to `to`, echoing the latest stamp heard from it.
+    fn send_heartbeat_to(&mut self, to: NodeId) {
         // the stamp is the latest clock reading, never later than the real send time: an
         // echo of it grants no more than the time since
         let stamp = liveness::stamp_of(self.now);
@@ -671,10 +690,10 @@ impl<T: NodeSpecificTable> Member<T> {
             echo: 0,
             out: self.out_list(),
         };
-        for (to, l) in self.live.iter_mut() {
+        if let Some(l) = self.live.get_mut(&to) {
             l.stamp_out = l.stamp_out.max(stamp);
             self.out.push(Output::Heartbeat {
-                to: *to,
+                to,
                 heartbeat: Heartbeat {
                     echo: l.stamp_in,
                     ..heartbeat

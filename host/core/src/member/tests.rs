@@ -2485,3 +2485,35 @@ fn handover_gate_remembers_every_earlier_owner() {
         "node 1 sends seq {first}; node 2 already used up to {last}"
     );
 }
+
+/// A fence shorter than the failure time (the member's loop stalled on a long install, its
+/// lease ran out, new echoes came a moment later): no peer has called it failed and the
+/// replication streams held, so it takes traffic again without a second resync.
+#[test]
+fn short_fence_lifts_without_resync() {
+    let (mut a, alloc) = agreed_member(1, &[1, 2, 3], 1);
+    let voters = [NodeId(1), NodeId(2), NodeId(3)];
+    let view = follower_view(1, &alloc, &voters);
+    let mut now = Duration::ZERO;
+    tick_until(&mut a, &mut now, ms(500), &[2, 3], &view);
+    assert!(a.takes_traffic());
+    let outs = tick_until(&mut a, &mut now, ms(700), &[], &view);
+    assert!(a.is_fenced() && !a.takes_traffic());
+    assert!(logs(&outs).contains(&"fenced: true"));
+    let outs = tick_until(&mut a, &mut now, ms(760), &[2, 3], &view);
+    assert!(!a.is_fenced());
+    assert!(a.takes_traffic(), "back at once");
+    let l = logs(&outs);
+    assert!(
+        l.iter().any(|x| x.starts_with("fence lifted after")),
+        "{l:?}"
+    );
+    assert!(!l.contains(&"resyncing after the partition"), "{l:?}");
+    assert!(!outs.iter().any(|o| matches!(
+        o,
+        Output::Record {
+            record: Record::ResyncRequest,
+            ..
+        }
+    )));
+}
