@@ -262,7 +262,9 @@ pub fn check_message(
         }
         check_conf(meta.get_conf_state(), members).map_err(Refused)?;
         if decode_allocation(&m.get_snapshot().data).is_none_or(|a| a.owners.len() != count) {
-            return Err(Refused("snapshot data is not an allocation of this cluster"));
+            return Err(Refused(
+                "snapshot data is not an allocation of this cluster",
+            ));
         }
     }
     Ok(())
@@ -426,7 +428,7 @@ impl Consensus {
         let append_ok = t == MessageType::MsgAppend
             && m.index >= self.raw.raft.raft_log.committed
             && self.raw.raft.raft_log.match_term(m.index, m.log_term);
-        let append_end = m.index + m.entries.len() as u64;
+        let append_end = m.index.saturating_add(m.entries.len() as u64);
         let leader_rollback = self.is_leader()
             && t == MessageType::MsgAppendResponse
             && m.reject
@@ -451,7 +453,9 @@ impl Consensus {
         if following && append_ok {
             self.verified = (term, peer, append_end.max(self.verified_for(term, peer)));
         }
-        if following && t == MessageType::MsgSnapshot && self.raw.raft.raft_log.committed >= snap_index
+        if following
+            && t == MessageType::MsgSnapshot
+            && self.raw.raft.raft_log.committed >= snap_index
         {
             self.verified = (term, peer, self.raw.raft.raft_log.last_index());
         }
@@ -500,9 +504,9 @@ impl Consensus {
         let last = self.raw.raft.raft_log.last_index();
         match m.get_msg_type() {
             // a follower cannot have acknowledged entries this leader never had
-            MessageType::MsgAppendResponse if !m.reject && m.index > last => {
-                Err(ConsensusError::Refused("acknowledges entries beyond the log"))
-            }
+            MessageType::MsgAppendResponse if !m.reject && m.index > last => Err(
+                ConsensusError::Refused("acknowledges entries beyond the log"),
+            ),
             MessageType::MsgHeartbeatResponse if m.commit > last => {
                 m.commit = last;
                 Ok(())

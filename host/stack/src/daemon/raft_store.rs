@@ -173,11 +173,12 @@ fn decode_hardstate(path: &Path, b: &[u8]) -> Result<HardState, StoreError> {
         return Err(corrupt(path, "checksum mismatch at offset 32"));
     }
     let u = |at: usize| u64::from_be_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
-    let mut hs = HardState::default();
-    hs.term = u(8);
-    hs.vote = u(16);
-    hs.commit = u(24);
-    Ok(hs)
+    Ok(HardState {
+        term: u(8),
+        vote: u(16),
+        commit: u(24),
+        ..Default::default()
+    })
 }
 
 /// Encodes a snapshot as `raft.snapshot` holds it.
@@ -214,7 +215,10 @@ fn decode_snapshot(path: &Path, b: &[u8]) -> Result<Snapshot, StoreError> {
     }
     let want = u32::from_be_bytes(b[12 + len..].try_into().unwrap_or([0; 4]));
     if crc(&[&b[..12 + len]]) != want {
-        return Err(corrupt(path, format!("checksum mismatch at offset {}", 12 + len)));
+        return Err(corrupt(
+            path,
+            format!("checksum mismatch at offset {}", 12 + len),
+        ));
     }
     Snapshot::parse_from_bytes(&b[12..12 + len])
         .map_err(|_| corrupt(path, "checksum matches but the snapshot does not parse"))
@@ -246,6 +250,19 @@ struct ParsedLog {
     /// Where the valid records end (the file is truncated here when `torn`).
     valid_end: usize,
     torn: bool,
+}
+
+/// The first offset at or after `from` where a whole record with a good checksum starts.
+fn record_after(buf: &[u8], from: usize) -> Option<usize> {
+    (from..buf.len().saturating_sub(REC_HDR)).find(|&at| {
+        let r = &buf[at..];
+        let len_b = [r[0], r[1], r[2], r[3]];
+        let len = u32::from_be_bytes(len_b) as usize;
+        len <= MAX_RECORD
+            && r.len() >= REC_HDR + len
+            && crc(&[&len_b, &r[REC_HDR..REC_HDR + len]])
+                == u32::from_be_bytes([r[4], r[5], r[6], r[7]])
+    })
 }
 
 fn parse_log(path: &Path, buf: &[u8]) -> Result<ParsedLog, StoreError> {
@@ -284,6 +301,17 @@ fn parse_log(path: &Path, buf: &[u8]) -> Result<ParsedLog, StoreError> {
             ));
         }
         if rest.len() < REC_HDR + len {
+            // runs past the end: a torn final record, unless whole records follow (then its
+            // length field was overwritten)
+            if let Some(next) = record_after(buf, at + 1) {
+                return Err(corrupt(
+                    path,
+                    format!(
+                        "the record at offset {at} claims {len} bytes, past the end of the file, \
+                         but a whole record follows at offset {next}"
+                    ),
+                ));
+            }
             return Ok(ParsedLog {
                 entries,
                 valid_end: at,
@@ -292,7 +320,10 @@ fn parse_log(path: &Path, buf: &[u8]) -> Result<ParsedLog, StoreError> {
         }
         let body = &rest[REC_HDR..REC_HDR + len];
         if crc(&[&len_b, body]) != want {
-            return Err(corrupt(path, format!("checksum mismatch in the record at offset {at}")));
+            return Err(corrupt(
+                path,
+                format!("checksum mismatch in the record at offset {at}"),
+            ));
         }
         let e = Entry::parse_from_bytes(body).map_err(|_| {
             corrupt(
@@ -411,9 +442,7 @@ impl DiskStorage {
                 ));
             }
             entries.truncate((e.index - base - 1) as usize);
-            let prev_term = entries
-                .last()
-                .map_or(snap.get_metadata().term, |l| l.term);
+            let prev_term = entries.last().map_or(snap.get_metadata().term, |l| l.term);
             if e.term < prev_term {
                 return Err(corrupt(
                     &log_path,
@@ -523,8 +552,7 @@ impl DiskStorage {
         // on disk before Raft acts on it (votes and acks must survive a power loss)
         self.log.sync_data().map_err(io(&self.log_path))?;
         self.log_bytes += buf.len() as u64;
-        self.entries
-            .truncate((first.index - self.first()) as usize);
+        self.entries.truncate((first.index - self.first()) as usize);
         self.entries.extend_from_slice(ents);
         Ok(())
     }
@@ -606,8 +634,10 @@ impl DiskStorage {
             )));
         }
         let term = self.entries[(index - self.first()) as usize].term;
-        let mut snap = Snapshot::default();
-        snap.data = data.into();
+        let mut snap = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
         let meta = snap.mut_metadata();
         meta.index = index;
         meta.term = term;
