@@ -365,8 +365,9 @@ fn snapshot_file_is_checked() {
     for _ in 0..COMPACT_AFTER + 5 {
         net.advance();
     }
-    let dir = net.state_dir(3);
-    net.stop(3);
+    let f = (1..=3).find(|&n| n != net.leader()).unwrap();
+    let dir = net.state_dir(f);
+    net.stop(f);
     let snap = fs::read(dir.join("raft.snapshot")).expect("a snapshot after compaction");
     let backup = net.dir.join("backup");
     copy_dir(&dir, &backup);
@@ -379,7 +380,7 @@ fn snapshot_file_is_checked() {
     fs::write(dir.join("raft.snapshot"), &snap[..snap.len() - 3]).unwrap();
     assert_corrupt(&dir, "raft.snapshot", "cut short");
     copy_dir(&backup, &dir);
-    net.start(3);
+    net.start(f);
     net.run(10);
     net.advance();
     net.assert_agreed();
@@ -764,7 +765,7 @@ fn build(h: &Hostile, target_term: u64, last: u64) -> Message {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     /// Authenticated, well-framed, hostile messages (from any member, speaking as itself or as
     /// another, any type, terms and positions near the log or anywhere, entries and snapshots

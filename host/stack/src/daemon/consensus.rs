@@ -219,6 +219,12 @@ pub fn check_message(
     if m.log_term > m.term || m.commit_term > m.term {
         return Err(Refused("log term beyond the message's term"));
     }
+    // every entry from index 1 on has a term: the raft crate reads the term of a position
+    // outside its log as 0, so (index beyond the log, term 0) would "match" and commit past
+    // the end of the log
+    if t == MessageType::MsgAppend && (m.index == 0) != (m.log_term == 0) {
+        return Err(Refused("log position without a term"));
+    }
     if [m.index, m.commit, m.reject_hint]
         .iter()
         .any(|&v| v >= MAX_INDEX)
