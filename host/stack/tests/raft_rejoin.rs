@@ -89,8 +89,7 @@ fn rolled_back_and_lost_state_directories_rejoin() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let dir =
-            std::env::temp_dir().join(format!("clusterd-test-rejoin-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("clusterd-test-rejoin-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let exe = Path::new(env!("CARGO_BIN_EXE_clusterd"));
         let mut c = Cluster::launch(&dir, &Layout::default(), exe, 3, Duration::from_secs(20))
@@ -138,7 +137,10 @@ fn rolled_back_and_lost_state_directories_rejoin() {
         assert_eq!(st["raft_state"]["abstaining"], json!(false), "caught up");
         assert_agreed(&mut c).await;
         let log3 = std::fs::read_to_string(dir.join("node3.log")).unwrap();
-        assert!(log3.contains("no Raft state in"), "the fresh start is logged");
+        assert!(
+            log3.contains("no Raft state in"),
+            "the fresh start is logged"
+        );
 
         // the rejoined node carries the quorum: the leader goes down, the other two agree
         let leader = c.leader().await.expect("a leader");
