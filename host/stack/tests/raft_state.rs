@@ -453,7 +453,28 @@ fn lost_and_rolled_back_state_rejoin() {
         copy_dir(&backup, &net.state_dir(follower));
         net.start(follower);
         assert!(net.node(follower).allocation().epoch.0 < net.epoch());
+        assert!(
+            !net.node(follower).abstaining(),
+            "a rollback looks like a restart"
+        );
+        // the leader's first heartbeat says the follower acknowledged more than its log holds:
+        // clamped, and the follower abstains from votes until it caught up
+        let l = net.leader();
+        for _ in 0..40 {
+            net.node_mut(l).tick();
+            net.node_mut(l).poll().unwrap();
+            let msgs = net.node_mut(l).take_messages();
+            for (to, b) in msgs.into_iter().filter(|(to, _)| to.0 == follower) {
+                let _ = net.node_mut(to.0).step(NodeId(l), &b);
+            }
+            if net.node(follower).clamped > 0 {
+                break;
+            }
+        }
+        assert!(net.node(follower).clamped > 0, "the heartbeat was clamped");
+        assert!(net.node(follower).abstaining(), "rolled back: abstains");
         net.run(40);
+        assert!(!net.node(follower).abstaining(), "caught up");
         net.assert_agreed();
         net.advance();
         net.assert_agreed();

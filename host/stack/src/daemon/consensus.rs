@@ -290,8 +290,9 @@ pub struct Consensus {
     /// (term, leader, index): the last index this node's log is known to share with `leader`
     /// in `term` (an append it accepted, or a snapshot it restored).
     verified: (u64, u64, u64),
-    /// Started without state: grants no vote to a candidate whose log is not empty until it has
-    /// caught up with a leader (a vote it cast before losing its state must not be doubled).
+    /// Started without state, or found its log shorter than what it had acknowledged (rolled
+    /// back): grants no vote to a candidate whose log is not empty until it has caught up with
+    /// a leader (a vote it cast before losing its state must not be doubled).
     abstain: bool,
     /// What opening found, for the node's log.
     notes: Vec<String>,
@@ -376,7 +377,8 @@ impl Consensus {
         std::mem::take(&mut self.notes)
     }
 
-    /// Whether this node started without state and has not caught up with a leader yet.
+    /// Whether this node started without state (or found its state rolled back) and has not
+    /// caught up with a leader yet.
     pub fn abstaining(&self) -> bool {
         self.abstain
     }
@@ -427,6 +429,12 @@ impl Consensus {
             let bound = self.commit_bound(m.term, m.from);
             if m.commit > bound {
                 clamped_from = Some(m.commit);
+                // a leader sends at most what this node acknowledged: past the end of the log,
+                // this node lost entries it acknowledged (a state directory rolled back to an
+                // older copy), and so maybe a vote too
+                if m.commit > self.raw.raft.raft_log.last_index() {
+                    self.abstain = true;
+                }
                 m.commit = bound;
                 self.clamped += 1;
             }
