@@ -255,7 +255,8 @@ pub fn check_message(
         if e.index != m.index + 1 + i as u64 {
             return Err(Refused("entries out of order"));
         }
-        if e.term < prev_term || e.term > m.term {
+        // term 0 "matches" any position past the log in the raft crate (see above)
+        if e.term == 0 || e.term < prev_term || e.term > m.term {
             return Err(Refused("entry term out of order"));
         }
         prev_term = e.term;
