@@ -8,24 +8,34 @@
 //! order, and in every agreed epoch each distribution identifier has at most one owner (the map
 //! is a function). Proposals come from the leader only (means 802/804/806 live there).
 //!
-//! The Raft hard state and log are kept in `state_dir` (appended per ready batch and synced to
-//! disk before Raft acts on them), so a node restarted after SIGKILL or a power loss keeps its
-//! vote and term and rebuilds the allocation by re-applying its log.
+//! The Raft hard state, log and snapshot are kept in `state_dir` ([`crate::daemon::raft_store`]:
+//! checksummed, synced to disk before Raft acts on them), so a node restarted after SIGKILL or a
+//! power loss keeps its vote and term and rebuilds the allocation from its snapshot and log. The
+//! log is compacted into a snapshot (the applied allocation and the voter set) every
+//! [`COMPACT_AFTER`] applied entries, so it stays bounded.
+//!
+//! Untrusted even when authenticated: every message is checked ([`check_message`]) before it
+//! reaches the raft crate: the sender against the authenticated peer and the members, the
+//! message type against those a peer may send, terms and indices against sane bounds, entries
+//! against the message's own position and the allocation codec, snapshots against the members;
+//! a heartbeat's commit is clamped to what this node's log is known to share with the leader
+//! (the raft crate panics on a commit beyond the log). See `docs/clusterd.md`, "Raft state
+//! files", for what a node whose state was lost or rolled back does.
 //!
 //! Membership: the configured voters start the cluster; members added later start as learners
 //! and the leader promotes each to voter ([`Consensus::promote`]) once it is ready, through a
 //! Raft configuration change in the log (so restarts re-apply it like the allocations).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use protobuf::Message as _;
 use raft::eraftpb::{
-    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message,
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType,
 };
-use raft::storage::MemStorage;
-use raft::{RawNode, StateRole};
+use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
+
+use crate::daemon::raft_store::{DiskStorage, Recovery, StoreError};
 
 use crate::core::alloc_policy::Allocation;
 use crate::core::ids::{Epoch, IdCount, NodeId};
@@ -36,6 +46,16 @@ pub const TICK_MS: u64 = 10;
 pub const ELECTION_TICKS: usize = 15;
 /// Leader heartbeat interval in ticks.
 pub const HEARTBEAT_TICKS: usize = 3;
+/// The log is compacted into a snapshot once this many applied entries precede the applied
+/// index.
+pub const COMPACT_AFTER: u64 = 64;
+/// Terms and indices at or above this are refused (no cluster gets there; it keeps `+ 1`
+/// inside the raft crate from overflowing).
+pub const MAX_INDEX: u64 = 1 << 48;
+/// Most entries one append message may carry.
+pub const MAX_ENTRIES: usize = 1024;
+/// Largest entry data accepted (an allocation of 4096 identifiers is 8 KiB).
+pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
 
 /// Consensus errors.
 #[derive(Debug, thiserror::Error)]
@@ -51,12 +71,18 @@ pub enum ConsensusError {
         /// The error.
         err: std::io::Error,
     },
-    /// The persisted state does not parse.
-    #[error("consensus state file {0} is corrupt; move the state directory away to start fresh")]
+    /// The persisted state does not verify (the message names the file and the fix).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The persisted state verifies but does not make sense to the state machine.
+    #[error("consensus state file {0}; {fix}", fix = crate::daemon::raft_store::FIX)]
     Corrupt(String),
     /// A message from the network does not parse.
     #[error("malformed consensus message")]
     BadMessage,
+    /// A message from the network parses but is refused (what is wrong with it).
+    #[error("consensus message refused: {0}")]
+    Refused(&'static str),
     /// Not the leader.
     #[error("not the leader")]
     NotLeader,
@@ -97,31 +123,192 @@ pub fn decode_allocation(b: &[u8]) -> Option<Allocation> {
     })
 }
 
+/// Whether `t` is a message type a peer may send (the rest are local to a node, or features
+/// this cluster does not use: leader transfer, read index, proposals forwarded by followers).
+fn network_type(t: MessageType) -> bool {
+    matches!(
+        t,
+        MessageType::MsgAppend
+            | MessageType::MsgAppendResponse
+            | MessageType::MsgRequestVote
+            | MessageType::MsgRequestVoteResponse
+            | MessageType::MsgSnapshot
+            | MessageType::MsgHeartbeat
+            | MessageType::MsgHeartbeatResponse
+            | MessageType::MsgRequestPreVote
+            | MessageType::MsgRequestPreVoteResponse
+    )
+}
+
+/// Checks a configuration (of a snapshot): voters present, every id a member, no id twice,
+/// no joint configuration.
+fn check_conf(cs: &ConfState, members: &BTreeSet<u64>) -> Result<(), &'static str> {
+    if cs.voters.is_empty() {
+        return Err("snapshot without voters");
+    }
+    if !cs.voters_outgoing.is_empty() || !cs.learners_next.is_empty() || cs.auto_leave {
+        return Err("snapshot with a joint configuration");
+    }
+    let mut seen = BTreeSet::new();
+    for id in cs.voters.iter().chain(&cs.learners) {
+        if !members.contains(id) {
+            return Err("snapshot names a node that is not a member");
+        }
+        if !seen.insert(*id) {
+            return Err("snapshot names a node twice");
+        }
+    }
+    Ok(())
+}
+
+/// Checks one log entry's payload: an allocation for `count` identifiers (or empty), or a
+/// promotion of a member.
+fn check_entry(e: &Entry, count: usize, members: &BTreeSet<u64>) -> Result<(), &'static str> {
+    if e.data.len() > MAX_ENTRY_BYTES || !e.context.is_empty() {
+        return Err("entry too large or with a context");
+    }
+    match e.get_entry_type() {
+        EntryType::EntryNormal => {
+            if !e.data.is_empty()
+                && decode_allocation(&e.data).is_none_or(|a| a.owners.len() != count)
+            {
+                return Err("entry is not an allocation of this cluster");
+            }
+        }
+        EntryType::EntryConfChange => {
+            let cc = ConfChange::parse_from_bytes(&e.data)
+                .map_err(|_| "configuration change does not parse")?;
+            if cc.get_change_type() != ConfChangeType::AddNode || !members.contains(&cc.node_id) {
+                return Err("configuration change other than promoting a member");
+            }
+        }
+        EntryType::EntryConfChangeV2 => return Err("joint configuration change"),
+    }
+    Ok(())
+}
+
+/// The checks that need nothing but the message and the cluster's constants: the sender
+/// (`from`, authenticated by the transport) and the receiver `me`, the members, the message
+/// type, bounds on every term and index, entries that follow the message's position in order
+/// and carry allocations of `count` identifiers or promotions, snapshots of members.
+///
+/// # Errors
+/// [`ConsensusError::BadMessage`] for a sender or receiver that does not match, otherwise
+/// [`ConsensusError::Refused`] with what is wrong.
+pub fn check_message(
+    m: &Message,
+    from: NodeId,
+    me: NodeId,
+    members: &BTreeSet<u64>,
+    count: usize,
+) -> Result<(), ConsensusError> {
+    use ConsensusError::Refused;
+    if m.from != u64::from(from.0) || m.to != u64::from(me.0) {
+        return Err(ConsensusError::BadMessage);
+    }
+    if !members.contains(&m.from) || m.from == m.to {
+        return Err(Refused("sender is not a member"));
+    }
+    let t = m.get_msg_type();
+    if !network_type(t) {
+        return Err(Refused("message type a peer may not send"));
+    }
+    if m.term == 0 || m.term >= MAX_INDEX {
+        return Err(Refused("term out of range"));
+    }
+    if m.log_term > m.term || m.commit_term > m.term {
+        return Err(Refused("log term beyond the message's term"));
+    }
+    // every entry from index 1 on has a term: the raft crate reads the term of a position
+    // outside its log as 0, so (index beyond the log, term 0) would "match" and commit past
+    // the end of the log
+    if t == MessageType::MsgAppend && (m.index == 0) != (m.log_term == 0) {
+        return Err(Refused("log position without a term"));
+    }
+    if [m.index, m.commit, m.reject_hint]
+        .iter()
+        .any(|&v| v >= MAX_INDEX)
+    {
+        return Err(Refused("index out of range"));
+    }
+    if m.request_snapshot != 0
+        || m.priority != 0
+        || m.deprecated_priority != 0
+        || !m.context.is_empty()
+    {
+        return Err(Refused("field this cluster does not use"));
+    }
+    if t != MessageType::MsgAppend && !m.entries.is_empty() {
+        return Err(Refused("entries in a message that carries none"));
+    }
+    if t != MessageType::MsgSnapshot && m.has_snapshot() {
+        return Err(Refused("snapshot in a message that carries none"));
+    }
+    if m.reject && t == MessageType::MsgAppendResponse && m.reject_hint > m.index {
+        return Err(Refused("rejection hint beyond the rejected index"));
+    }
+    if m.entries.len() > MAX_ENTRIES {
+        return Err(Refused("too many entries"));
+    }
+    let mut prev_term = m.log_term;
+    for (i, e) in m.entries.iter().enumerate() {
+        if e.index != m.index + 1 + i as u64 {
+            return Err(Refused("entries out of order"));
+        }
+        // term 0 "matches" any position past the log in the raft crate (see above)
+        if e.term == 0 || e.term < prev_term || e.term > m.term {
+            return Err(Refused("entry term out of order"));
+        }
+        prev_term = e.term;
+        check_entry(e, count, members).map_err(Refused)?;
+    }
+    if t == MessageType::MsgSnapshot {
+        let meta = m.get_snapshot().get_metadata();
+        if meta.index == 0 || meta.index >= MAX_INDEX || meta.term == 0 || meta.term > m.term {
+            return Err(Refused("snapshot position out of range"));
+        }
+        check_conf(meta.get_conf_state(), members).map_err(Refused)?;
+        if decode_allocation(&m.get_snapshot().data).is_none_or(|a| a.owners.len() != count) {
+            return Err(Refused(
+                "snapshot data is not an allocation of this cluster",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// One node's consensus participant.
 pub struct Consensus {
-    raw: RawNode<MemStorage>,
+    raw: RawNode<DiskStorage>,
     me: NodeId,
-    log_path: PathBuf,
-    hs_path: PathBuf,
+    members: BTreeSet<u64>,
+    count: usize,
     allocation: Allocation,
     committed: Vec<Allocation>,
     outbox: Vec<(NodeId, Vec<u8>)>,
     /// Epoch proposed and not yet applied.
     pub pending_epoch: Option<Epoch>,
-}
-
-fn io(path: &std::path::Path) -> impl Fn(std::io::Error) -> ConsensusError + '_ {
-    move |err| ConsensusError::Io {
-        path: path.display().to_string(),
-        err,
-    }
+    /// (term, leader, index): the last index this node's log is known to share with `leader`
+    /// in `term` (an append it accepted, or a snapshot it restored).
+    verified: (u64, u64, u64),
+    /// Started without state, or found its log shorter than what it had acknowledged (rolled
+    /// back): grants no vote to a candidate whose log is not empty until it has caught up with
+    /// a leader (a vote it cast before losing its state must not be doubled).
+    abstain: bool,
+    /// What opening found, for the node's log.
+    notes: Vec<String>,
+    /// Messages refused by the checks (status `raft_refused`).
+    pub refused: u64,
+    /// Heartbeats whose commit was clamped.
+    pub clamped: u64,
 }
 
 impl Consensus {
     /// Opens (or creates) the consensus state in `state_dir` for `me` among `voters`.
     ///
     /// # Errors
-    /// [`ConsensusError`] if the state cannot be read or Raft refuses the configuration.
+    /// [`ConsensusError`] if the state cannot be read (each corrupt file named with the fix) or
+    /// Raft refuses the configuration.
     pub fn open(
         me: NodeId,
         voters: &[NodeId],
@@ -129,41 +316,33 @@ impl Consensus {
         count: IdCount,
         state_dir: PathBuf,
     ) -> Result<Self, ConsensusError> {
-        fs::create_dir_all(&state_dir).map_err(io(&state_dir))?;
-        let log_path = state_dir.join("raft.log");
-        let hs_path = state_dir.join("raft.hardstate");
         let cs = ConfState::from((
             voters.iter().map(|v| u64::from(v.0)).collect::<Vec<_>>(),
             learners.iter().map(|v| u64::from(v.0)).collect::<Vec<_>>(),
         ));
-        let storage = MemStorage::new_with_conf_state(cs);
-        // replay persisted log batches, then the hard state
-        if let Ok(mut f) = File::open(&log_path) {
-            let mut buf = Vec::new();
-            f.read_to_end(&mut buf).map_err(io(&log_path))?;
-            let mut at = 0;
-            let corrupt = || ConsensusError::Corrupt(log_path.display().to_string());
-            while at < buf.len() {
-                let Some(len) = buf.get(at..at + 4) else {
-                    break;
-                };
-                let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-                let Some(rec) = buf.get(at + 4..at + 4 + len) else {
-                    break; // a torn final write: ignore it
-                };
-                let e = Entry::parse_from_bytes(rec).map_err(|_| corrupt())?;
-                storage.wl().append(&[e]).map_err(|_| corrupt())?;
-                at += 4 + len;
-            }
-        }
-        if let Ok(bytes) = fs::read(&hs_path) {
-            let hs = HardState::parse_from_bytes(&bytes)
-                .map_err(|_| ConsensusError::Corrupt(hs_path.display().to_string()))?;
-            let mut hs = hs;
-            let last_index = raft::Storage::last_index(&storage)?;
-            hs.commit = hs.commit.min(last_index);
-            storage.wl().set_hardstate(hs);
-        }
+        let members: BTreeSet<u64> = voters
+            .iter()
+            .chain(learners)
+            .map(|n| u64::from(n.0))
+            .chain([u64::from(me.0)])
+            .collect();
+        let (storage, rec) = DiskStorage::open(&state_dir, cs)?;
+        let snap = storage.snapshot_ref();
+        let applied = snap.get_metadata().index;
+        let allocation = if applied > 0 {
+            decode_allocation(&snap.data)
+                .filter(|a| a.owners.len() == usize::from(count.get()))
+                .ok_or_else(|| {
+                    ConsensusError::Corrupt(format!(
+                        "{}: the snapshot's data is not an allocation of {} identifiers",
+                        state_dir.join("raft.snapshot").display(),
+                        count.get()
+                    ))
+                })?
+        } else {
+            Allocation::unowned(Epoch(0), count)
+        };
+        let notes = notes_of(&rec, &state_dir);
         let cfg = raft::Config {
             id: u64::from(me.0),
             election_tick: ELECTION_TICKS,
@@ -172,7 +351,7 @@ impl Consensus {
             pre_vote: true,
             max_size_per_msg: 64 * 1024,
             max_inflight_msgs: 64,
-            applied: 0,
+            applied,
             ..Default::default()
         };
         let logger = slog::Logger::root(slog::Discard, slog::o!());
@@ -180,13 +359,34 @@ impl Consensus {
         Ok(Self {
             raw,
             me,
-            log_path,
-            hs_path,
-            allocation: Allocation::unowned(Epoch(0), count),
+            members,
+            count: usize::from(count.get()),
+            allocation,
             committed: Vec::new(),
             outbox: Vec::new(),
             pending_epoch: None,
+            verified: (0, 0, 0),
+            abstain: rec.fresh,
+            notes,
+            refused: 0,
+            clamped: 0,
         })
+    }
+
+    /// What opening the state found (a fresh start, a torn tail cut off), once.
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// Whether this node started without state (or found its state rolled back) and has not
+    /// caught up with a leader yet.
+    pub fn abstaining(&self) -> bool {
+        self.abstain
+    }
+
+    /// Bytes of the Raft log file now.
+    pub fn log_bytes(&self) -> u64 {
+        self.raw.store().log_bytes()
     }
 
     /// Advances Raft's clock by one tick ([`TICK_MS`]).
@@ -194,20 +394,140 @@ impl Consensus {
         self.raw.tick();
     }
 
-    /// Steps a Raft message received from a peer.
+    /// The highest commit index a heartbeat from `leader` in `term` may carry: what this node
+    /// has committed, or what it is known to share with that leader (the raft crate panics on
+    /// a commit beyond the log, and a log restored from an older copy may end in entries the
+    /// leader no longer has).
+    fn commit_bound(&self, term: u64, leader: u64) -> u64 {
+        let log = &self.raw.raft.raft_log;
+        let (vt, vl, vi) = self.verified;
+        let shared = if vt == term && vl == leader && term == self.raw.raft.term {
+            vi.min(log.last_index())
+        } else {
+            0
+        };
+        log.committed.max(shared)
+    }
+
+    /// Steps a Raft message received from a peer (`from` is the authenticated sender).
     ///
     /// # Errors
-    /// [`ConsensusError::BadMessage`] for bytes that are not a Raft message from a voter.
+    /// [`ConsensusError::BadMessage`] for bytes that are not a Raft message from `from` to this
+    /// node, [`ConsensusError::Refused`] for one that fails the checks.
     pub fn step(&mut self, from: NodeId, bytes: &[u8]) -> Result<(), ConsensusError> {
-        let m = Message::parse_from_bytes(bytes).map_err(|_| ConsensusError::BadMessage)?;
-        if m.from != u64::from(from.0) || m.to != u64::from(self.me.0) {
-            return Err(ConsensusError::BadMessage);
+        let mut m = Message::parse_from_bytes(bytes).map_err(|_| ConsensusError::BadMessage)?;
+        if let Err(e) = self.check(from, &mut m) {
+            self.refused += 1;
+            return Err(e);
         }
-        // local message types must never come from the network
-        if raft::raw_node::is_local_msg(m.get_msg_type()) {
-            return Err(ConsensusError::BadMessage);
+        let t = m.get_msg_type();
+        // a node that started without state must not double a vote it cast before
+        if self.abstain && t == MessageType::MsgRequestVote && (m.index > 0 || m.log_term > 0) {
+            return Ok(());
         }
-        self.raw.step(m).map_err(|_| ConsensusError::BadMessage)
+        let mut clamped_from = None;
+        if t == MessageType::MsgHeartbeat {
+            let bound = self.commit_bound(m.term, m.from);
+            if m.commit > bound {
+                clamped_from = Some(m.commit);
+                // a leader sends at most what this node acknowledged: past the end of the log,
+                // this node lost entries it acknowledged (a state directory rolled back to an
+                // older copy), and so maybe a vote too
+                if m.commit > self.raw.raft.raft_log.last_index() {
+                    self.abstain = true;
+                }
+                m.commit = bound;
+                self.clamped += 1;
+            }
+        }
+        let append_ok = t == MessageType::MsgAppend
+            && m.index >= self.raw.raft.raft_log.committed
+            && self.raw.raft.raft_log.match_term(m.index, m.log_term);
+        let append_end = m.index.saturating_add(m.entries.len() as u64);
+        let leader_rollback = self.is_leader()
+            && t == MessageType::MsgAppendResponse
+            && m.reject
+            && m.term == self.raw.raft.term;
+        let (peer, hint) = (m.from, m.reject_hint);
+        let (term, snap_index) = (m.term, m.get_snapshot().get_metadata().index);
+        if leader_rollback {
+            // the follower's log is shorter than what it acknowledged (its state was lost or
+            // rolled back): probe it again from what it still holds
+            if let Some(pr) = self.raw.raft.mut_prs().get_mut(peer) {
+                if hint < pr.matched {
+                    pr.matched = hint;
+                    pr.become_probe();
+                }
+            }
+        }
+        self.raw.step(m).map_err(|_| ConsensusError::BadMessage)?;
+        if leader_rollback && self.is_leader() {
+            self.raw.raft.send_append(peer);
+        }
+        let following = self.raw.raft.term == term && self.raw.raft.leader_id == peer;
+        if following && append_ok {
+            self.verified = (term, peer, append_end.max(self.verified_for(term, peer)));
+        }
+        if following
+            && t == MessageType::MsgSnapshot
+            && self.raw.raft.raft_log.committed >= snap_index
+        {
+            self.verified = (term, peer, self.raw.raft.raft_log.last_index());
+        }
+        if following && t == MessageType::MsgHeartbeat {
+            match clamped_from {
+                None => self.abstain = false,
+                Some(leader_commit) => self.report_behind(peer, leader_commit),
+            }
+        }
+        Ok(())
+    }
+
+    fn verified_for(&self, term: u64, leader: u64) -> u64 {
+        let (vt, vl, vi) = self.verified;
+        if vt == term && vl == leader {
+            vi
+        } else {
+            0
+        }
+    }
+
+    /// Tells the leader that this node lacks entries it believes this node has: a rejection
+    /// whose hint is this node's commit index (entries the leader surely shares), which makes
+    /// the leader probe this node again from there.
+    fn report_behind(&mut self, leader: u64, leader_commit: u64) {
+        let log = &self.raw.raft.raft_log;
+        let committed = log.committed;
+        let mut r = Message::default();
+        r.set_msg_type(MessageType::MsgAppendResponse);
+        r.to = leader;
+        r.from = u64::from(self.me.0);
+        r.term = self.raw.raft.term;
+        r.index = leader_commit.max(committed);
+        r.reject = true;
+        r.reject_hint = committed;
+        r.log_term = log.term(committed).unwrap_or(0);
+        r.commit = committed;
+        self.queue(vec![r]);
+    }
+
+    /// [`check_message`], plus the checks against this node's own log.
+    fn check(&self, from: NodeId, m: &mut Message) -> Result<(), ConsensusError> {
+        check_message(m, from, self.me, &self.members, self.count)?;
+        // entries follow `m.index` in order (checked above), and raft-rs ignores an append
+        // below its commit index: an append cannot replace a committed entry
+        let last = self.raw.raft.raft_log.last_index();
+        match m.get_msg_type() {
+            // a follower cannot have acknowledged entries this leader never had
+            MessageType::MsgAppendResponse if !m.reject && m.index > last => Err(
+                ConsensusError::Refused("acknowledges entries beyond the log"),
+            ),
+            MessageType::MsgHeartbeatResponse if m.commit > last => {
+                m.commit = last;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Whether this node leads.
@@ -287,10 +607,11 @@ impl Consensus {
         Ok(())
     }
 
-    /// Processes Raft's ready state: persists, queues messages, applies committed entries.
+    /// Processes Raft's ready state: persists, queues messages, applies committed entries,
+    /// compacts the log.
     ///
     /// # Errors
-    /// [`ConsensusError::Io`] if the state cannot be persisted.
+    /// [`ConsensusError::Store`] if the state cannot be persisted.
     pub fn poll(&mut self) -> Result<(), ConsensusError> {
         if !self.raw.has_ready() {
             return Ok(());
@@ -298,40 +619,63 @@ impl Consensus {
         let mut ready = self.raw.ready();
         self.queue(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            // snapshots are never produced (the log is small); apply one defensively
+            // a snapshot from the leader (this node was behind its compacted log): the checks
+            // in `step` made sure its data is an allocation of this cluster
             let snap = ready.snapshot().clone();
-            let _ = self.raw.mut_store().wl().apply_snapshot(snap);
+            if let Some(a) = decode_allocation(&snap.data) {
+                if a.owners.len() == self.count && a.epoch > self.allocation.epoch {
+                    self.allocation = a.clone();
+                    if self.pending_epoch.is_some_and(|p| p <= a.epoch) {
+                        self.pending_epoch = None;
+                    }
+                    self.committed.push(a);
+                }
+            }
+            self.raw.mut_store().apply_snapshot(snap)?;
         }
         let committed = ready.take_committed_entries();
         self.apply(committed);
         if !ready.entries().is_empty() {
-            let entries = ready.entries().clone();
-            self.persist_entries(&entries)?;
-            self.raw.mut_store().wl().append(&entries)?;
+            self.raw.mut_store().append(ready.entries())?;
         }
         if let Some(hs) = ready.hs() {
             let hs = hs.clone();
-            self.persist_hs(&hs)?;
-            self.raw.mut_store().wl().set_hardstate(hs);
+            self.raw.mut_store().set_hardstate(hs)?;
         }
         self.queue(ready.take_persisted_messages());
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
-            self.raw
-                .mut_store()
-                .wl()
-                .mut_hard_state()
-                .set_commit(commit);
+            self.raw.mut_store().set_commit(commit);
         }
         self.queue(light.take_messages());
         let committed = light.take_committed_entries();
         self.apply(committed);
         self.raw.advance_apply();
+        self.maybe_compact()?;
+        Ok(())
+    }
+
+    /// Compacts the log into a snapshot at the applied index once [`COMPACT_AFTER`] applied
+    /// entries are held.
+    fn maybe_compact(&mut self) -> Result<(), ConsensusError> {
+        let applied = self.raw.raft.raft_log.applied;
+        let first = self.raw.store().first_index()?;
+        if applied < first || applied - first + 1 < COMPACT_AFTER {
+            return Ok(());
+        }
+        let data = encode_allocation(&self.allocation);
+        let cs = self.raw.raft.prs().conf().to_conf_state();
+        self.raw.mut_store().compact(applied, data, cs)?;
         Ok(())
     }
 
     fn queue(&mut self, msgs: Vec<Message>) {
         for m in msgs {
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                // a snapshot goes out as one datagram: count it as sent; if it is lost, the
+                // follower's next rejection makes the leader send it again
+                self.raw.report_snapshot(m.to, SnapshotStatus::Finish);
+            }
             if let (Ok(to), Ok(bytes)) = (u16::try_from(m.to), m.write_to_bytes()) {
                 self.outbox.push((NodeId(to), bytes));
             }
@@ -376,45 +720,8 @@ impl Consensus {
         // a change Raft refuses (not possible for the promotions proposed here) leaves the
         // configuration as it was, on every node alike
         if let Ok(cs) = cs {
-            self.raw.mut_store().wl().set_conf_state(cs);
+            self.raw.mut_store().set_conf_state(cs);
         }
-    }
-
-    fn persist_entries(&self, entries: &[Entry]) -> Result<(), ConsensusError> {
-        let mut buf = Vec::new();
-        for e in entries {
-            let bytes = e
-                .write_to_bytes()
-                .map_err(|_| ConsensusError::Corrupt("entry encoding".into()))?;
-            buf.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-            buf.extend_from_slice(&bytes);
-        }
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .map_err(io(&self.log_path))?;
-        f.write_all(&buf).map_err(io(&self.log_path))?;
-        // on disk before Raft acts on it (votes and acks must survive a power loss)
-        f.sync_data().map_err(io(&self.log_path))
-    }
-
-    fn persist_hs(&self, hs: &HardState) -> Result<(), ConsensusError> {
-        let bytes = hs
-            .write_to_bytes()
-            .map_err(|_| ConsensusError::Corrupt("hard state encoding".into()))?;
-        let tmp = self.hs_path.with_extension("tmp");
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&bytes).map_err(io(&tmp))?;
-        f.sync_data().map_err(io(&tmp))?;
-        fs::rename(&tmp, &self.hs_path).map_err(io(&self.hs_path))?;
-        // the rename itself is durable once the directory is synced
-        if let Some(dir) = self.hs_path.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(dir))?;
-        }
-        Ok(())
     }
 
     /// Raft messages to send: `(to, bytes)`.
@@ -428,9 +735,30 @@ impl Consensus {
     }
 }
 
+fn notes_of(rec: &Recovery, dir: &std::path::Path) -> Vec<String> {
+    let mut notes = Vec::new();
+    if rec.fresh {
+        notes.push(format!(
+            "no Raft state in {}: a fresh start (first start, or the state directory was lost \
+             or moved away); until it has caught up with a leader this node votes for no \
+             candidate whose log is not empty",
+            dir.display()
+        ));
+    }
+    if let Some((at, n)) = rec.torn_tail {
+        notes.push(format!(
+            "{}: cut off a torn final record at offset {at} ({n} bytes: a write interrupted by \
+             a crash)",
+            dir.join("raft.log").display()
+        ));
+    }
+    notes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     /// Runs `ticks` clock ticks over an in-process network of `nodes`, every message delivered.
     fn run(nodes: &mut [Consensus], ticks: usize) {

@@ -8,4 +8,5 @@ pub mod consensus;
 pub mod control;
 pub mod node;
 pub mod protocol;
+pub mod raft_store;
 pub mod wireproto;

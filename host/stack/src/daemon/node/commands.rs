@@ -369,7 +369,13 @@ impl Runtime {
             "repairs_requested": st.repairs_requested, "snapshots_applied": st.snapshots_applied,
             "install_failures": st.install_failures, "expired": st.expired, "closed": st.closed,
         });
-        json!({
+        let raft_state = json!({
+            "refused": self.raft.refused,
+            "clamped": self.raft.clamped,
+            "log_bytes": self.raft.log_bytes(),
+            "abstaining": self.raft.abstaining(),
+        });
+        let mut status = json!({
             "node": self.cfg.node.0,
             "role": self.cfg.role,
             "pid": std::process::id(),
@@ -416,6 +422,10 @@ impl Runtime {
             "apply_errors": counters.apply_errors + self.raft_errors,
             "peers": peers,
             "drained": self.member.drained().iter().map(|n| n.0).collect::<Vec<_>>(),
-        })
+        });
+        // Raft's message checks and storage (apart: the object above is at serde_json's
+        // macro recursion limit)
+        status["raft_state"] = raft_state;
+        status
     }
 }

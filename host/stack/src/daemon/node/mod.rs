@@ -274,13 +274,16 @@ impl Runtime {
             addr: cfg.control.display().to_string(),
             err,
         })?;
-        let raft = Consensus::open(
+        let mut raft = Consensus::open(
             cfg.node,
             &cfg.voters(),
             &cfg.learners(),
             cfg.identifiers,
             cfg.state_dir.clone(),
         )?;
+        for note in raft.take_notes() {
+            log!(cfg.node, "{note}");
+        }
         Ok(Self {
             member,
             ep,
