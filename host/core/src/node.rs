@@ -1262,21 +1262,7 @@ impl<T: NodeSpecificTable> Node<T> {
         let want =
             |e: &Entry| self.cfg.mode == Mode::PriorArt || (!self.standby && self.owns(e.dist));
         for e in self.active.entries() {
-            if !want(e) {
-                problems.push(format!(
-                    "{}: holds {:?} of {} it does not own",
-                    self.cfg.node, e.key, e.dist
-                ));
-            } else {
-                match self.common.get(&e.key) {
-                    Some(c) if c.same_replicated(e) => {}
-                    Some(_) => problems.push(format!(
-                        "{}: {:?} differs from common",
-                        self.cfg.node, e.key
-                    )),
-                    None => problems.push(format!("{}: {:?} not in common", self.cfg.node, e.key)),
-                }
-            }
+            problems.extend(self.entry_problem(e, want(e)));
         }
         let expected = self.common.iter().filter(|e| want(e)).count();
         if expected != self.active.len() {
@@ -1290,6 +1276,25 @@ impl<T: NodeSpecificTable> Node<T> {
         problems
     }
 
+    /// What is wrong with the node-specific table's entry `e` (`wanted`: whether this node
+    /// should hold it).
+    fn entry_problem(&self, e: &Entry, wanted: bool) -> Option<String> {
+        if !wanted {
+            return Some(format!(
+                "{}: holds {:?} of {} it does not own",
+                self.cfg.node, e.key, e.dist
+            ));
+        }
+        match self.common.get(&e.key) {
+            Some(c) if c.same_replicated(e) => None,
+            Some(_) => Some(format!(
+                "{}: {:?} differs from common",
+                self.cfg.node, e.key
+            )),
+            None => Some(format!("{}: {:?} not in common", self.cfg.node, e.key)),
+        }
+    }
+
     /// [`Node::check_tables`] for the entries of one identifier (what checks the tables in
     /// bounded steps uses): the problems found with the node-specific table's entries of `d`,
     /// and how many entries of `d` the common table has for it. The node-specific table is
@@ -1299,21 +1304,7 @@ impl<T: NodeSpecificTable> Node<T> {
         let mut problems = Vec::new();
         let wanted = self.cfg.mode == Mode::PriorArt || (!self.standby && self.owns(d));
         for e in self.active.entries_of(d) {
-            if !wanted {
-                problems.push(format!(
-                    "{}: holds {:?} of {} it does not own",
-                    self.cfg.node, e.key, e.dist
-                ));
-            } else {
-                match self.common.get(&e.key) {
-                    Some(c) if c.same_replicated(e) => {}
-                    Some(_) => problems.push(format!(
-                        "{}: {:?} differs from common",
-                        self.cfg.node, e.key
-                    )),
-                    None => problems.push(format!("{}: {:?} not in common", self.cfg.node, e.key)),
-                }
-            }
+            problems.extend(self.entry_problem(e, wanted));
         }
         let expected = if wanted { self.common.dist_len(d) } else { 0 };
         (problems, expected)

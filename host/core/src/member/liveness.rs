@@ -167,8 +167,18 @@ impl<T: NodeSpecificTable> Member<T> {
     }
 
     /// When this member's lease expires (`None`: it needs none, being the only voter).
-    /// `Some(ZERO)` when no majority (or the leader) has echoed it yet.
+    /// `Some(ZERO)` when no majority (or the leader) has echoed it yet. Kept up to date as
+    /// echoes arrive and the voters or the leader change: every packet reads it.
     pub fn lease_until(&self) -> Option<Duration> {
+        self.lease
+    }
+
+    /// Recomputes [`Member::lease_until`].
+    pub(super) fn update_lease(&mut self) {
+        self.lease = self.compute_lease();
+    }
+
+    fn compute_lease(&self) -> Option<Duration> {
         let me = self.cfg.node;
         let voters = &self.view.voters;
         if voters.is_empty() || voters == &[me] {
@@ -211,6 +221,7 @@ impl<T: NodeSpecificTable> Member<T> {
         if hb.echo != 0 && hb.echo <= l.stamp_out {
             let at = Duration::from_micros(hb.echo).min(now);
             l.granted = Some(l.granted.map_or(at, |g| g.max(at)));
+            self.update_lease();
         }
     }
 

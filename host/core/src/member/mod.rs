@@ -235,6 +235,8 @@ pub struct Member<T: NodeSpecificTable> {
     now: Duration,
     /// When the current (or last) fence began.
     fenced_since: Duration,
+    /// [`Member::lease_until`].
+    lease: Option<Duration>,
 }
 
 /// The part of the last [`ConsensusView`] the member keeps between ticks.
@@ -277,6 +279,7 @@ impl<T: NodeSpecificTable> Member<T> {
             view: ViewCache::default(),
             now: Duration::ZERO,
             fenced_since: Duration::ZERO,
+            lease: None,
             cfg,
         }
     }
@@ -465,7 +468,8 @@ impl<T: NodeSpecificTable> Member<T> {
         let last_sent = self.live.get(&from).map_or(0, |l| l.stamp_out);
         let half = (self.cfg.heartbeat / 2).as_micros() as u64;
         if liveness::stamp_of(self.now).saturating_sub(last_sent) >= half {
-            self.send_heartbeat_to(from);
+            let base = self.heartbeat_base();
+            self.send_heartbeat_to(from, base);
         }
         if let Some(l) = self.live.get_mut(&from) {
             l.ready = hb.ready;
@@ -518,6 +522,7 @@ impl<T: NodeSpecificTable> Member<T> {
             l.granted = None;
             l.out = Default::default();
         }
+        self.update_lease();
         self.heard(t, peer);
         self.cancel_answer(peer);
         if !self.ready && self.cfg.members.contains(&peer) {
@@ -670,33 +675,37 @@ impl<T: NodeSpecificTable> Member<T> {
     /// Sends a heartbeat to every peer now (before a long install, so that followers learn
     /// of a commit without waiting for it).
     pub fn send_heartbeats(&mut self) {
+        let base = self.heartbeat_base();
         let peers: Vec<NodeId> = self.live.keys().copied().collect();
         for to in peers {
-            self.send_heartbeat_to(to);
+            self.send_heartbeat_to(to, base);
         }
     }
 
-    /// One heartbeat to `to`, echoing the latest stamp heard from it.
-    fn send_heartbeat_to(&mut self, to: NodeId) {
+    /// This member's heartbeat but for the per-peer echo.
+    fn heartbeat_base(&self) -> Heartbeat {
         // the stamp is the latest clock reading, never later than the real send time: an
         // echo of it grants no more than the time since
-        let stamp = liveness::stamp_of(self.now);
-        let heartbeat = Heartbeat {
+        Heartbeat {
             ready: self.ready,
             witness: self.cfg.role == Role::Witness,
             fenced: self.fenced,
             applied: self.core.allocation().epoch,
-            stamp,
+            stamp: liveness::stamp_of(self.now),
             echo: 0,
             out: self.out_list(),
-        };
+        }
+    }
+
+    /// `base` to `to`, echoing the latest stamp heard from it.
+    fn send_heartbeat_to(&mut self, to: NodeId, base: Heartbeat) {
         if let Some(l) = self.live.get_mut(&to) {
-            l.stamp_out = l.stamp_out.max(stamp);
+            l.stamp_out = l.stamp_out.max(base.stamp);
             self.out.push(Output::Heartbeat {
                 to,
                 heartbeat: Heartbeat {
                     echo: l.stamp_in,
-                    ..heartbeat
+                    ..base
                 },
             });
         }
@@ -707,10 +716,11 @@ impl<T: NodeSpecificTable> Member<T> {
     pub fn tick(&mut self, t: Time, view: &ConsensusView<'_>) {
         let now = t.mono;
         self.now = self.now.max(now);
-        if self.view.voters != view.voters {
+        if self.view.voters != view.voters || self.view.leader != view.leader {
             self.view.voters = view.voters.to_vec();
+            self.view.leader = view.leader;
+            self.update_lease();
         }
-        self.view.leader = view.leader;
         if now >= self.next_heartbeat {
             self.send_heartbeats();
             self.next_heartbeat = now + self.cfg.heartbeat;

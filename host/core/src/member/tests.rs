@@ -595,24 +595,8 @@ fn standby_ends_exactly_when_warmed_up() {
 /// entries, SA states and keys, then `F` with its applied epoch, then `D`.
 #[test]
 fn resync_answer_order_and_report() {
-    let (mut a, a1) = agreed_member(1, &[1, 2], 1);
-    let voters = [NodeId(1)];
-    let view = follower_view(1, &a1, &voters);
-    let mut now = Duration::ZERO;
-    while !a.is_ready() {
-        now += STEP;
-        assert!(now < Duration::from_secs(30), "not ready by {:?}", now);
-        a.tick(at(now), &view);
-    }
-    for i in 0..20u16 {
-        let p = build::udp(ip(1), 3000 + i, ip(200), 53, b"q").unwrap();
-        assert_eq!(a.on_packet(at(now), &p), PacketOutcome::Created);
-    }
-    let (peer, dst, spi) = sa_in(DistributionId(5));
-    a.sa_add(at(now), peer, dst, spi, OUT, Zeroizing::new(vec![0x42; 32]))
-        .unwrap();
+    let (mut a, a1, mut now, spi) = owner_with_flows(&[1, 2], 20);
     assert_eq!(a.core().common().len(), 21, "20 flows and the SA's entry");
-    let _ = a.drain_outputs();
 
     let mut b = member(2, &[1, 2]);
     let t_req = at(now);
