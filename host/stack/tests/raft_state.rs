@@ -854,19 +854,7 @@ fn fuzz_corpus_replays_without_panic() {
             )
         };
         let mut c = open().unwrap();
-        let mut rest = &data[..];
-        while rest.len() >= 2 {
-            let n = usize::from(rest[0]).min(rest.len() - 2);
-            let ctl = rest[1];
-            let msg = &rest[2..2 + n];
-            rest = &rest[2 + n..];
-            for _ in 0..(ctl >> 4) {
-                c.tick();
-            }
-            let _ = c.step(NodeId(u16::from(ctl & 3) + 2), msg);
-            c.poll().unwrap();
-            let _ = c.take_messages();
-        }
+        c.step_hostile(&data).unwrap();
         drop(c);
         open().unwrap_or_else(|e| panic!("{}: {e}", f.display()));
     }

@@ -733,6 +733,31 @@ impl Consensus {
     pub fn take_committed(&mut self) -> Vec<Allocation> {
         std::mem::take(&mut self.committed)
     }
+
+    /// Feeds `data` as a stream of hostile, authenticated messages: each is a length byte, a
+    /// control byte (high nibble: ticks before it; low two bits: the sender, node 2 to 5) and
+    /// that many message bytes. What the `raft_step` fuzz target and the test replaying its
+    /// corpus both run, so the two read an input the same way.
+    ///
+    /// # Errors
+    /// A failure to persist the state ([`Consensus::poll`]); refused messages are not errors.
+    pub fn step_hostile(&mut self, data: &[u8]) -> Result<(), ConsensusError> {
+        let mut rest = data;
+        while rest.len() >= 2 {
+            let n = usize::from(rest[0]).min(rest.len() - 2);
+            let ctl = rest[1];
+            let msg = &rest[2..2 + n];
+            rest = &rest[2 + n..];
+            for _ in 0..(ctl >> 4) {
+                self.tick();
+            }
+            let _ = self.step(NodeId(u16::from(ctl & 3) + 2), msg);
+            self.poll()?;
+            let _ = self.take_messages();
+            let _ = self.take_committed();
+        }
+        Ok(())
+    }
 }
 
 fn notes_of(rec: &Recovery, dir: &std::path::Path) -> Vec<String> {
