@@ -72,6 +72,30 @@ pub enum HalError {
     /// the cause and the fix.
     #[error("{0}")]
     Open(String),
+    /// A frame was fed to a port the card does not have.
+    #[error("the card has no port {port} (ports are 0 = outside and 1 = inside)")]
+    NoPort {
+        /// The port asked for.
+        port: u8,
+    },
+}
+
+/// The Ethernet wires of a card that a backend simulates (the reference model, the RTL under
+/// Verilator). A real card's wires are cables: its backend has none of this.
+///
+/// Frames are whole Ethernet frames without the FCS. The card handles a frame completely
+/// before [`Wires::wire_rx`] returns, so the frames it sent because of it are waiting in
+/// [`Wires::wire_tx`] by then.
+pub trait Wires {
+    /// Feed `frame` into port `port`'s receive wire (0 = outside, 1 = inside).
+    ///
+    /// # Errors
+    /// [`HalError::NoPort`] for a port other than 0 or 1; simulator failures as for
+    /// [`RegIo::read32`].
+    fn wire_rx(&mut self, port: u8, frame: &[u8]) -> Result<(), HalError>;
+
+    /// The oldest frame the card sent out of a port and nobody took yet, with its port.
+    fn wire_tx(&mut self) -> Option<(u8, Vec<u8>)>;
 }
 
 /// 32-bit register access to one card's BAR0.
@@ -103,6 +127,12 @@ pub trait RegIo: Send {
     /// Let the device make progress while the driver waits (a simulated
     /// card advances its clock). Real hardware needs nothing.
     fn idle(&mut self) {}
+
+    /// The card's Ethernet wires, when this backend simulates them; `None` for real hardware
+    /// (and for wrappers that do not pass them on).
+    fn wires(&mut self) -> Option<&mut dyn Wires> {
+        None
+    }
 }
 
 impl<T: RegIo + ?Sized> RegIo for Box<T> {
@@ -120,6 +150,9 @@ impl<T: RegIo + ?Sized> RegIo for Box<T> {
     }
     fn idle(&mut self) {
         (**self).idle();
+    }
+    fn wires(&mut self) -> Option<&mut dyn Wires> {
+        (**self).wires()
     }
 }
 
@@ -170,6 +203,10 @@ macro_rules! forward_to_inner {
 
         fn idle(&mut self) {
             self.inner.idle();
+        }
+
+        fn wires(&mut self) -> Option<&mut dyn $crate::io::Wires> {
+            self.inner.wires()
         }
     };
 }

@@ -23,4 +23,4 @@ pub mod sysfs;
 #[cfg(target_os = "linux")]
 pub mod vfio;
 
-pub use io::{BarOffset, HalError, RegIo};
+pub use io::{BarOffset, HalError, RegIo, Wires};

@@ -196,6 +196,8 @@ pub mod block_type {
     pub const SA: u32 = 0x5341_5442; // "SATB"
     /// AES-GCM ESP engine block.
     pub const ESP: u32 = 0x4553_5045; // "ESPE"
+    /// Packet port block: the data path.
+    pub const PORT: u32 = 0x504B_5450; // "PKTP"
 }
 
 /// Identity block, always at offset 0.
@@ -247,16 +249,18 @@ pub mod cam {
     pub const BASE: u32 = 0x1000;
     /// Size of the block's window.
     pub const SPAN: u32 = 0x1000;
-    /// Major version understood.
-    pub const MAJOR: u16 = 1;
+    /// Major version understood (2: 12-bit identifiers, `DID_BITMAP` of 128 words at 0x200).
+    pub const MAJOR: u16 = 2;
     /// Minor version implemented.
     pub const MINOR: u16 = 0;
     /// Key width in 32-bit words.
     pub const KEY_WORDS: u32 = 10;
     /// Key width in bits.
     pub const KEY_BITS: u32 = KEY_WORDS * 32;
-    /// Distribution-identifier bitmap width in 32-bit words.
-    pub const DID_WORDS: u32 = 8;
+    /// Distribution-identifier bitmap width in 32-bit words (4,096 identifiers).
+    pub const DID_WORDS: u32 = 128;
+    /// Width of an entry's distribution identifier in bits.
+    pub const DID_BITS: u32 = 12;
     /// Data-path lookup latency of this tree's RTL, in clock cycles.
     pub const LOOKUP_LATENCY: u32 = 4;
     registers! {
@@ -286,7 +290,7 @@ pub mod cam {
         INDEX @ 0x2C RW;
         /// Result word of an entry (staged for WRITE/INSERT, loaded by READ/SEARCH).
         RESULT @ 0x30 RW;
-        /// Distribution identifier of an entry (low 8 bits stored).
+        /// Distribution identifier of an entry (low 12 bits stored).
         DID @ 0x34 RW;
         /// Hit bits returned by HIT_RC: bit i is entry 32*INDEX+i.
         HITS @ 0x38 RO;
@@ -294,8 +298,6 @@ pub mod cam {
         KEY @ 0x40 RW [10];
         /// Mask words: a 1 bit takes part in the comparison.
         MASK @ 0x80 RW [10];
-        /// Distribution-identifier bitmap for FLUSH_DID: bit d of the 256 = identifier d.
-        DID_BITMAP @ 0xC0 RW [8];
         /// Data-path lookups since reset.
         DP_LOOKUPS @ 0xE0 RO;
         /// Data-path lookups that hit since reset.
@@ -304,6 +306,8 @@ pub mod cam {
         CMD_COUNT @ 0xE8 RO;
         /// Commands that ended with an error since reset.
         ERR_COUNT @ 0xEC RO;
+        /// Distribution-identifier bitmap for FLUSH_DID: bit d%32 of word d/32 = identifier d.
+        DID_BITMAP @ 0x200 RW [128];
     }
     fields!(status for "STATUS" {
         /// A command is running.
@@ -519,7 +523,7 @@ pub mod esp {
         TYPE @ 0x00 RO;
         /// Block version.
         VERSION @ 0x04 RO;
-        /// Offset of the next block (0: end of chain).
+        /// Offset of the next block ([`super::port::BASE`]).
         NEXT @ 0x08 RO;
         /// Capability: packet buffer size in bytes.
         CAP_BUF_BYTES @ 0x0C RO;
@@ -589,6 +593,210 @@ pub mod esp {
     });
 }
 
+/// Packet port block: the card's data path (`hdl/CARD.md`, "Packet port block").
+///
+/// Frames enter on Ethernet port 0 (outside) or 1 (inside), or from the host transmit
+/// window. The card parses each frame, computes its distribution identifier with the keyed
+/// hash (`HASH_KEY`, write-only), drops frames of identifiers the node does not own
+/// (`OWNED`), looks the flow up in the CAM through the data-path port and applies the
+/// entry's action; what it cannot handle it queues for the host (`HRX_*`) with a reason.
+/// Frame buffers use the ESP block's byte order: byte `i` is bits `31 - 8*(i%4) .. 24 -
+/// 8*(i%4)` of word `i/4`.
+pub mod port {
+    /// Where this tree's RTL and model place the block.
+    pub const BASE: u32 = 0x4000;
+    /// Size of the block's window.
+    pub const SPAN: u32 = 0x2000;
+    /// Major version understood.
+    pub const MAJOR: u16 = 1;
+    /// Minor version implemented.
+    pub const MINOR: u16 = 0;
+    /// Ethernet ports.
+    pub const PORTS: u32 = 2;
+    /// Longest frame the card takes, in bytes (longer ones are dropped `TOO_LONG`).
+    pub const FRAME_BYTES: u32 = 2048;
+    /// Frames the host receive queue holds.
+    pub const HOSTQ_DEPTH: u32 = 8;
+    /// Distribution identifiers the owned bitmap covers.
+    pub const IDS: u32 = 4096;
+    /// Words of the owned bitmap.
+    pub const OWNED_WORDS: u32 = IDS / 32;
+    /// Per-reason counters.
+    pub const REASONS: u32 = 32;
+    /// Extension headers an IPv6 walk follows before punting `EXT_HEADERS`.
+    pub const V6_EXT_MAX: u32 = 4;
+    registers! {
+        /// Block type id ([`super::block_type::PORT`]).
+        TYPE @ 0x00 RO;
+        /// Block version.
+        VERSION @ 0x04 RO;
+        /// Offset of the next block (0: end of chain).
+        NEXT @ 0x08 RO;
+        /// Capability: Ethernet ports.
+        CAP_PORTS @ 0x0C RO;
+        /// Capability: longest frame in bytes.
+        CAP_FRAME_BYTES @ 0x10 RO;
+        /// Capability: host receive queue depth in frames.
+        CAP_HOSTQ_DEPTH @ 0x14 RO;
+        /// Capability: identifiers of the owned bitmap.
+        CAP_IDS @ 0x18 RO;
+        /// Identifier mask: identifier = hash & ID_MASK (low 12 bits stored; count - 1).
+        ID_MASK @ 0x1C RW;
+        /// Command register: writing a [`cmd`] code starts the command.
+        CMD @ 0x20 RW;
+        /// Status: see [`status`].
+        STATUS @ 0x24 RO;
+        /// Commands completed since reset.
+        CMD_COUNT @ 0x28 RO;
+        /// Commands that ended with an error since reset.
+        ERR_COUNT @ 0x2C RO;
+        /// SipHash key words: k0 = HASH_KEY[1]:HASH_KEY[0], k1 = HASH_KEY[3]:HASH_KEY[2].
+        HASH_KEY @ 0x30 WO [4];
+        /// Frames that entered the pipeline (both ports and host injections).
+        RX_FRAMES @ 0x40 RO;
+        /// Frames the card forwarded out of a port by itself (an entry's ACCEPT).
+        FORWARDED @ 0x44 RO;
+        /// Frames queued for the host.
+        PUNTED @ 0x48 RO;
+        /// Frames dropped (any drop reason).
+        DROPPED @ 0x4C RO;
+        /// Frames sent out of a port (forwarded by the card or sent by the host).
+        TX_FRAMES @ 0x50 RO;
+        /// Frames the host sent through SEND.
+        HOST_SENT @ 0x54 RO;
+        /// Frames waiting in the host receive queue.
+        HRX_COUNT @ 0x60 RO;
+        /// Length of the queue's head frame (0: empty).
+        HRX_LEN @ 0x64 RO;
+        /// Metadata of the head frame: see [`meta`].
+        HRX_META @ 0x68 RO;
+        /// CAM index the head frame hit (0xFFFFFFFF: no hit).
+        HRX_INDEX @ 0x6C RO;
+        /// Result word of the entry the head frame hit (0: no hit).
+        HRX_RESULT @ 0x70 RO;
+        /// Parse offsets of the head frame: see [`offsets`].
+        HRX_OFFSETS @ 0x74 RO;
+        /// Length of the frame staged in HTX_BUF.
+        HTX_LEN @ 0x80 RW;
+        /// Where SEND puts the staged frame: see [`dest`] (low 2 bits stored).
+        HTX_DEST @ 0x84 RW;
+        /// Identifier whose counters DID_PKTS/DID_BYTES_* show (low 12 bits stored).
+        DID_SEL @ 0x90 RW;
+        /// Frames of identifier DID_SEL that reached the lookup.
+        DID_PKTS @ 0x94 RO;
+        /// Bytes of those frames, bits 31:0.
+        DID_BYTES_LO @ 0x98 RO;
+        /// Bits 63:32.
+        DID_BYTES_HI @ 0x9C RO;
+        /// CAM entry whose counters ENT_PKTS/ENT_BYTES_* show.
+        ENT_SEL @ 0xA0 RW;
+        /// Frames that hit entry ENT_SEL since the CAM last wrote it.
+        ENT_PKTS @ 0xA4 RO;
+        /// Bytes of those frames, bits 31:0.
+        ENT_BYTES_LO @ 0xA8 RO;
+        /// Bits 63:32.
+        ENT_BYTES_HI @ 0xAC RO;
+        /// Frames counted per reason code ([`reason`]).
+        REASON_COUNT @ 0x100 RO [32];
+        /// Owned identifiers: bit d%32 of word d/32 = identifier d.
+        OWNED @ 0x200 RW [128];
+        /// The host receive queue's head frame.
+        HRX_BUF @ 0x800 RO [512];
+        /// The frame SEND transmits.
+        HTX_BUF @ 0x1000 RW [512];
+    }
+    fields!(status for "STATUS" {
+        /// A command is running.
+        BUSY: 0, 1;
+        /// The last command has completed (cleared by the next CMD write).
+        DONE: 1, 1;
+        /// Error code of the last command, see [`err`].
+        ERR: 8, 8;
+    });
+    fields!(meta for "HRX_META" {
+        /// Port the frame came in on (host injections: the port named by HTX_DEST).
+        PORT: 0, 1;
+        /// The frame came from the host (SEND into the pipeline).
+        FROM_HOST: 1, 1;
+        /// The identifier field is valid.
+        DID_VALID: 2, 1;
+        /// The frame hit a CAM entry.
+        HIT: 3, 1;
+        /// Why the frame was queued, see [`reason`].
+        REASON: 8, 8;
+        /// Distribution identifier.
+        DID: 16, 12;
+    });
+    fields!(offsets for "HRX_OFFSETS" {
+        /// Offset of the IP header (0: not reached).
+        L3: 0, 12;
+        /// Offset of the transport header (0: not reached).
+        L4: 16, 12;
+    });
+    constants!(dest : "PORT_DEST" {
+        /// Out of port 0.
+        OUT0 = 0;
+        /// Out of port 1.
+        OUT1 = 1;
+        /// Into the pipeline as if received on port 0.
+        IN0 = 2;
+        /// Into the pipeline as if received on port 1.
+        IN1 = 3;
+    });
+    constants!(cmd : "PORT_CMD" {
+        /// Drop the host receive queue's head frame.
+        POP = 1;
+        /// Send the HTX_LEN-byte frame of HTX_BUF as HTX_DEST says.
+        SEND = 2;
+    });
+    constants!(err : "PORT_ERR" {
+        /// Success.
+        OK = 0;
+        /// CMD written while a command was running; the new command was dropped.
+        BUSY = 2;
+        /// Unknown command code.
+        UNKNOWN_CMD = 3;
+        /// POP with an empty queue.
+        EMPTY = 4;
+        /// SEND with HTX_LEN 0 or above CAP_FRAME_BYTES.
+        BAD_LEN = 5;
+    });
+    constants!(reason : "PORT_REASON" {
+        /// Dropped: shorter than an Ethernet header (14 bytes).
+        RUNT = 1;
+        /// Dropped: longer than CAP_FRAME_BYTES.
+        TOO_LONG = 2;
+        /// Dropped: the identifier is not in OWNED.
+        NOT_OWNED = 3;
+        /// Dropped: the entry's action is DROP.
+        RULE_DROP = 4;
+        /// Dropped: to be queued for the host, but the queue was full.
+        QUEUE_FULL = 5;
+        /// Queued: not IPv4 or IPv6 (ARP, other ether types, stacked VLAN tags).
+        NOT_IP = 6;
+        /// Queued: a header is truncated or its length fields are wrong.
+        MALFORMED = 7;
+        /// Queued: an IPv4 fragment or an IPv6 fragment header.
+        FRAGMENT = 8;
+        /// Queued: more IPv6 extension headers than the card walks.
+        EXT_HEADERS = 9;
+        /// Queued: no flow the card keys on (ICMP other than echo, other protocols).
+        NO_FLOW = 10;
+        /// Queued after the lookup: TCP with SYN, FIN or RST.
+        TCP_CONTROL = 11;
+        /// Queued: no CAM entry matched.
+        MISS = 12;
+        /// Queued: the entry's action is TO_HOST.
+        TO_HOST = 13;
+        /// Queued: the entry's action is REJECT (the host answers).
+        REJECT = 14;
+        /// Queued: the entry's action is ENCRYPT or DECRYPT (not on this block's version).
+        ESP = 15;
+        /// Queued: the entry's action code is unknown.
+        BAD_ACTION = 16;
+    });
+}
+
 /// Every block this tree knows, in chain order.
 pub const BLOCKS: &[BlockDesc] = &[
     BlockDesc {
@@ -639,6 +847,21 @@ pub const BLOCKS: &[BlockDesc] = &[
         fields: &[("STATUS", esp::status::ALL)],
         consts: &[],
     },
+    BlockDesc {
+        prefix: "PORT",
+        type_id: block_type::PORT,
+        major: port::MAJOR,
+        minor: port::MINOR,
+        base: port::BASE,
+        span: port::SPAN,
+        regs: port::ALL,
+        fields: &[
+            ("STATUS", port::status::ALL),
+            ("HRX_META", port::meta::ALL),
+            ("HRX_OFFSETS", port::offsets::ALL),
+        ],
+        consts: &[],
+    },
 ];
 
 /// Named constant groups outside the block descriptions, with their Verilog names.
@@ -668,6 +891,20 @@ fn extra_constants() -> Vec<(&'static str, u32)> {
     v.extend_from_slice(sa::err::ALL);
     v.extend_from_slice(esp::cmd::ALL);
     v.extend_from_slice(esp::err::ALL);
+    v.extend_from_slice(&[
+        ("BLOCK_TYPE_PORT", block_type::PORT),
+        ("CAM_DID_BITS", cam::DID_BITS),
+        ("PORT_FRAME_BYTES", port::FRAME_BYTES),
+        ("PORT_HOSTQ_DEPTH", port::HOSTQ_DEPTH),
+        ("PORT_IDS", port::IDS),
+        ("PORT_OWNED_WORDS", port::OWNED_WORDS),
+        ("PORT_REASONS", port::REASONS),
+        ("PORT_V6_EXT_MAX", port::V6_EXT_MAX),
+    ]);
+    v.extend_from_slice(port::dest::ALL);
+    v.extend_from_slice(port::cmd::ALL);
+    v.extend_from_slice(port::err::ALL);
+    v.extend_from_slice(port::reason::ALL);
     v
 }
 

@@ -380,6 +380,9 @@ impl RegIo for Exclusive {
     fn idle(&mut self) {
         self.regs.idle();
     }
+    fn wires(&mut self) -> Option<&mut dyn hal::Wires> {
+        self.regs.wires()
+    }
 }
 
 /// VFIO without `VFIO_DEVICE_RESET`: [`hal::hw::open_spec`] resets the
