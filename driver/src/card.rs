@@ -242,7 +242,7 @@ impl<R: RegIo> Card<R> {
             did_bits: card.cam_cap(
                 cam::CAP_DID_BITS,
                 |v| (1..=DidSet::BITS).contains(&v),
-                "1..=8 bits",
+                "1..=12 bits",
             )?,
             lookup_latency: card.cam_cap(cam::CAP_LOOKUP_LATENCY, |_| true, "any")?,
         };
@@ -538,7 +538,7 @@ impl<R: RegIo> Card<R> {
         }
         Ok(Some(SearchHit {
             index: CamIndex(i),
-            did: DistributionId(u16::from(slot.did)),
+            did: DistributionId(slot.did),
             result: ResultWord::decode(result),
         }))
     }
@@ -629,7 +629,7 @@ impl<R: RegIo> Card<R> {
                 e.index.0,
                 Slot {
                     bits: e.bits,
-                    did: (e.did.0 & 0xFF) as u8,
+                    did: e.did.0 & 0xFFF,
                     result: e.result_raw,
                 },
             );
@@ -741,7 +741,7 @@ impl<R: RegIo> Card<R> {
             let ok = want == Some(e.index.0)
                 && slot.is_some_and(|s| {
                     s.bits == e.bits.normalized()
-                        && u16::from(s.did) == e.did.0
+                        && s.did == e.did.0
                         && s.result == e.result_raw
                 });
             if !ok {
@@ -815,21 +815,19 @@ impl<R: RegIo> Card<R> {
     /// # Errors
     /// [`DriverError::DidTooWide`] when it does not fit the card's
     /// `CAP_DID_BITS`.
-    fn card_did(&self, did: DistributionId) -> Result<u8, DriverError> {
+    fn card_did(&self, did: DistributionId) -> Result<u16, DriverError> {
         let bits = self.info.cam.did_bits;
-        match u8::try_from(did.0) {
-            Ok(d) if did.fits(bits) => Ok(d),
-            _ => Err(DriverError::DidTooWide { did, bits }),
+        if did.fits(bits) && did.fits(DidSet::BITS) {
+            Ok(did.0)
+        } else {
+            Err(DriverError::DidTooWide { did, bits })
         }
     }
 
     /// The shadow's slots of `did`, ascending (none for an identifier the
     /// card cannot hold).
     fn shadow_of(&self, did: DistributionId) -> Vec<u32> {
-        match u8::try_from(did.0) {
-            Ok(d) => self.shadow.of_did(d).collect(),
-            Err(_) => Vec::new(),
-        }
+        self.shadow.of_did(did.0).collect()
     }
 
     /// Start `cmd` and poll `STATUS` until it completes; returns `STATUS`.

@@ -13,7 +13,7 @@ use crate::key::KeyBits;
 pub(crate) struct Slot {
     /// Normalised key and mask.
     pub bits: KeyBits,
-    pub did: u8,
+    pub did: u16,
     pub result: u32,
 }
 
@@ -40,7 +40,7 @@ impl Shadow {
             used: vec![0; n.div_ceil(64)],
             hint: 0,
             by_key: HashMap::with_capacity_and_hasher(n, ahash::RandomState::new()),
-            by_did: vec![BTreeSet::new(); 256],
+            by_did: vec![BTreeSet::new(); 1 << crate::types::DidSet::BITS],
             len: 0,
         }
     }
@@ -109,8 +109,11 @@ impl Shadow {
     }
 
     /// Occupied slots of identifier `did`, ascending.
-    pub fn of_did(&self, did: u8) -> impl Iterator<Item = u32> + '_ {
-        self.by_did[usize::from(did)].iter().copied()
+    pub fn of_did(&self, did: u16) -> impl Iterator<Item = u32> + '_ {
+        self.by_did
+            .get(usize::from(did))
+            .into_iter()
+            .flat_map(|s| s.iter().copied())
     }
 
     /// Occupied slots, ascending.
@@ -138,7 +141,7 @@ impl Shadow {
 mod tests {
     use super::*;
 
-    fn slot(v: u32, did: u8) -> Slot {
+    fn slot(v: u32, did: u16) -> Slot {
         let mut bits = KeyBits::default();
         bits.key[0] = v;
         bits.mask[0] = u32::MAX;
@@ -154,7 +157,7 @@ mod tests {
         let mut s = Shadow::new(130);
         for i in 0..130 {
             assert_eq!(s.lowest_free(), Some(i));
-            s.set(i, slot(i, (i % 3) as u8));
+            s.set(i, slot(i, (i % 3) as u16));
         }
         assert_eq!(s.lowest_free(), None);
         assert_eq!(s.clear(70).map(|x| x.result), Some(70));

@@ -20,7 +20,7 @@ impl fmt::Display for CamIndex {
 /// A distribution identifier: the unit of ownership the cluster allocates to
 /// nodes (the patent's "distribution identifier"). The host allocates up to
 /// 4096 identifiers; a card stores as many bits as its `CAP_DID_BITS` register
-/// says (8 on today's card), and the driver refuses an identifier wider than
+/// says (12 on this tree's card), and the driver refuses an identifier wider than
 /// that ([`crate::DriverError::DidTooWide`]) instead of truncating it.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
@@ -62,37 +62,48 @@ impl fmt::Display for SaSlot {
     }
 }
 
-/// A set of distribution identifiers, stored as the card's 256-bit
+/// Words of the card's `DID_BITMAP`.
+const DID_WORDS: usize = hal::regs::cam::DID_WORDS as usize;
+
+/// A set of distribution identifiers, stored as the card's 4,096-bit
 /// `DID_BITMAP` (bit d of word d/32 = identifier d), so it holds identifiers
-/// 0..=255 only. Serialises as a sorted list of identifiers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(from = "Vec<u8>", into = "Vec<u8>")]
+/// 0..=4095 only. Serialises as a sorted list of identifiers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "Vec<u16>", into = "Vec<u16>")]
 pub struct DidSet {
-    words: [u32; 8],
+    words: [u32; DID_WORDS],
+}
+
+impl Default for DidSet {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl DidSet {
     /// The empty set.
     #[must_use]
     pub const fn new() -> Self {
-        Self { words: [0; 8] }
+        Self {
+            words: [0; DID_WORDS],
+        }
     }
 
     /// Every identifier.
     #[must_use]
     pub const fn all() -> Self {
         Self {
-            words: [u32::MAX; 8],
+            words: [u32::MAX; DID_WORDS],
         }
     }
 
     /// The number of identifier bits the bitmap covers.
-    pub const BITS: u32 = 8;
+    pub const BITS: u32 = 12;
 
     /// A set of the identifiers `dids`.
     ///
     /// # Errors
-    /// [`DriverError::DidTooWide`] for an identifier above 255.
+    /// [`DriverError::DidTooWide`] for an identifier above 4095.
     pub fn from_ids<I: IntoIterator<Item = DistributionId>>(dids: I) -> Result<Self, DriverError> {
         let mut s = Self::new();
         for d in dids {
@@ -104,8 +115,8 @@ impl DidSet {
     /// Add `did`.
     ///
     /// # Errors
-    /// [`DriverError::DidTooWide`] for an identifier above 255 (the bitmap has
-    /// 256 bits); the set is unchanged then.
+    /// [`DriverError::DidTooWide`] for an identifier above 4095 (the bitmap has
+    /// 4,096 bits); the set is unchanged then.
     pub fn insert(&mut self, did: DistributionId) -> Result<(), DriverError> {
         let (w, b) = Self::bit(did).ok_or(DriverError::DidTooWide {
             did,
@@ -115,7 +126,7 @@ impl DidSet {
         Ok(())
     }
 
-    /// Remove `did` (an identifier above 255 is never in the set).
+    /// Remove `did` (an identifier above 4095 is never in the set).
     pub fn remove(&mut self, did: DistributionId) {
         if let Some((w, b)) = Self::bit(did) {
             self.words[w] &= !b;
@@ -131,7 +142,7 @@ impl DidSet {
     /// The word and bit of `did`, `None` when the bitmap has no bit for it.
     fn bit(did: DistributionId) -> Option<(usize, u32)> {
         let d = did.index();
-        (d < 256).then(|| (d / 32, 1 << (d % 32)))
+        (d < 32 * DID_WORDS).then(|| (d / 32, 1 << (d % 32)))
     }
 
     /// Number of identifiers in the set.
@@ -148,33 +159,30 @@ impl DidSet {
 
     /// The identifiers in ascending order.
     pub fn iter(&self) -> impl Iterator<Item = DistributionId> + '_ {
-        (0..=255u16)
-            .map(DistributionId)
-            .filter(|d| self.contains(*d))
+        self.words.iter().enumerate().flat_map(|(w, &bits)| {
+            (0..32u16)
+                .filter(move |b| bits >> b & 1 == 1)
+                .map(move |b| DistributionId(w as u16 * 32 + b))
+        })
     }
 
-    /// The bitmap as the card's `DID_BITMAP[0..8]` words.
+    /// The bitmap as the card's `DID_BITMAP[0..128]` words.
     #[must_use]
-    pub const fn words(&self) -> [u32; 8] {
-        self.words
+    pub const fn words(&self) -> &[u32; DID_WORDS] {
+        &self.words
     }
 }
 
-impl From<Vec<u8>> for DidSet {
-    fn from(v: Vec<u8>) -> Self {
-        let mut s = Self::new();
-        for d in v {
-            let (w, b) = (usize::from(d / 32), 1 << (d % 32));
-            s.words[w] |= b;
-        }
-        s
+impl TryFrom<Vec<u16>> for DidSet {
+    type Error = DriverError;
+    fn try_from(v: Vec<u16>) -> Result<Self, DriverError> {
+        Self::from_ids(v.into_iter().map(DistributionId))
     }
 }
 
-impl From<DidSet> for Vec<u8> {
+impl From<DidSet> for Vec<u16> {
     fn from(s: DidSet) -> Self {
-        // Every member is below 256 (`DidSet::bit`).
-        s.iter().filter_map(|d| u8::try_from(d.0).ok()).collect()
+        s.iter().map(|d| d.0).collect()
     }
 }
 
@@ -184,20 +192,24 @@ mod tests {
 
     #[test]
     fn did_set_bitmap_layout() {
-        let s = DidSet::from_ids([0, 33, 255].map(DistributionId)).unwrap();
-        assert_eq!(s.words(), [1, 2, 0, 0, 0, 0, 0, 1 << 31]);
-        assert_eq!(s.len(), 3);
-        assert_eq!(Vec::<u8>::from(s), vec![0, 33, 255]);
+        let s = DidSet::from_ids([0, 33, 255, 4095].map(DistributionId)).unwrap();
+        assert_eq!(&s.words()[..8], &[1, 2, 0, 0, 0, 0, 0, 1 << 31]);
+        assert_eq!(s.words()[127], 1 << 31);
+        assert_eq!(s.len(), 4);
+        assert_eq!(Vec::<u16>::from(s), vec![0, 33, 255, 4095]);
         let mut t = DidSet::all();
-        assert_eq!(t.len(), 256);
+        assert_eq!(t.len(), 4096);
         t.remove(DistributionId(7));
         assert!(!t.contains(DistributionId(7)));
         assert!(DidSet::new().is_empty());
         assert!(matches!(
-            t.insert(DistributionId(256)),
-            Err(DriverError::DidTooWide { bits: 8, .. })
+            t.insert(DistributionId(4096)),
+            Err(DriverError::DidTooWide { bits: 12, .. })
         ));
-        assert!(!t.contains(DistributionId(4095)));
+        assert!(t.contains(DistributionId(4095)));
         assert!(DistributionId(255).fits(8) && !DistributionId(256).fits(8));
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<DidSet>(&json).unwrap(), s);
+        assert!(serde_json::from_str::<DidSet>("[4096]").is_err());
     }
 }

@@ -54,7 +54,7 @@ fn entry(key: CamKey, did: u8, action: Action) -> CamEntry {
 fn probe_reports_blocks_and_capabilities() {
     let mut c = Card::probe(ModelCard::new()).unwrap();
     let info = c.info().clone();
-    assert_eq!(info.blocks.len(), 4);
+    assert_eq!(info.blocks.len(), 5);
     assert_eq!((info.blocks[0].name, info.blocks[0].offset), ("IDENT", 0));
     assert_eq!(
         (info.blocks[1].name, info.blocks[1].offset),
@@ -63,16 +63,17 @@ fn probe_reports_blocks_and_capabilities() {
     assert_eq!(info.blocks[1].type_id, block_type::CAM);
     assert_eq!(
         (info.blocks[1].major, info.blocks[1].next),
-        (1, hal::regs::sa::BASE)
+        (2, hal::regs::sa::BASE)
     );
-    // The SA table and the ESP engine follow the CAM; the ESP block ends the chain.
+    // The SA table, the ESP engine and the packet port follow the CAM; the port ends the chain.
     assert_eq!(
         (
             info.blocks[2].name,
             info.blocks[3].name,
-            info.blocks[3].next
+            info.blocks[4].name,
+            info.blocks[4].next
         ),
-        ("SA", "ESP", 0)
+        ("SA", "ESP", "PORT", 0)
     );
     assert_eq!(info.cam.depth, 1024);
     assert_eq!(info.cam.key_bits, 320);
@@ -80,7 +81,7 @@ fn probe_reports_blocks_and_capabilities() {
     assert_eq!(info.build_id, hal::regs::ident::values::BUILD_ID_SIM);
     assert!(c.is_empty());
     let regs = c.read_all_regs().unwrap();
-    assert_eq!(regs.len(), 4);
+    assert_eq!(regs.len(), 5);
     // Every register element of the CAM block is listed.
     let n: u32 = cam::ALL.iter().map(|r| r.count).sum();
     assert_eq!(regs[1].1.len(), n as usize);
@@ -402,25 +403,31 @@ fn random_operations_match_a_reference_map() {
 #[test]
 fn identifier_too_wide_for_the_card_is_refused() {
     let mut c = card(16);
-    assert_eq!(c.info().cam.did_bits, 8);
+    assert_eq!(c.info().cam.did_bits, 12);
     let e = CamEntry {
-        did: DistributionId(256),
+        did: DistributionId(4096),
         ..sample_entry(1)
     };
     assert!(matches!(
         c.insert(&e),
         Err(DriverError::DidTooWide {
-            did: DistributionId(256),
-            bits: 8
+            did: DistributionId(4096),
+            bits: 12
         })
     ));
     assert_eq!(c.len(), 0, "nothing was written");
     let ok = CamEntry {
-        did: DistributionId(255),
+        did: DistributionId(4095),
         ..sample_entry(1)
     };
     c.insert(&ok).unwrap();
-    assert_eq!(c.search(&ok.key).unwrap().unwrap().did, DistributionId(255));
+    assert_eq!(
+        c.search(&ok.key).unwrap().unwrap().did,
+        DistributionId(4095)
+    );
+    c.flush_dids(&driver::DidSet::from_ids([DistributionId(4095)]).unwrap())
+        .unwrap();
+    assert_eq!(c.len(), 0, "FLUSH_DID reaches identifier 4095");
 }
 
 #[test]

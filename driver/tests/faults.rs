@@ -210,21 +210,22 @@ fn wrong_magic_and_unknown_major_are_refused() {
     })
     .unwrap_err();
     assert!(matches!(e, DriverError::WrongMagic { .. }), "{e:?}");
-    let v = header::version::MAJOR.put(2) | 7;
+    // The CAM of version 1 kept 8-bit identifiers at other offsets: refused.
+    let v = header::version::MAJOR.put(1) | 7;
     let e = probe_forcing(cam_reg(header::VERSION), v).unwrap_err();
     assert!(
         matches!(
             e,
             DriverError::UnsupportedVersion {
                 block: "CAM",
-                major: 2,
-                supported: 1
+                major: 1,
+                supported: 2
             }
         ),
         "{e:?}"
     );
     // A newer minor version is fine.
-    let v = header::version::MAJOR.put(1) | 9;
+    let v = header::version::MAJOR.put(2) | 9;
     let c = probe_forcing(cam_reg(header::VERSION), v).unwrap();
     assert_eq!(c.blocks()[1].minor, 9);
     let e = probe_forcing(cam_reg(cam::CAP_KEY_BITS), 160).unwrap_err();

@@ -5,10 +5,10 @@
 //! so a test calls it like an `assert!`.
 
 use crate::io::{BarOffset, HalError, RegIo};
-use crate::regs::{cam, esp, sa, BAR_SIZE, UNMAPPED_PATTERN};
+use crate::regs::{cam, esp, port, sa, BAR_SIZE, UNMAPPED_PATTERN};
 
 /// Offsets of BAR0 that no block of this tree's map names: gaps inside the
-/// identity, CAM, SA and ESP blocks, and the space past the last block.
+/// identity, CAM, SA, ESP and packet port blocks, and the space past the last block.
 pub const UNMAPPED_SAMPLES: &[u32] = &[
     0x20,
     0x24,
@@ -20,10 +20,18 @@ pub const UNMAPPED_SAMPLES: &[u32] = &[
     cam::BASE + 0xBC,
     cam::BASE + 0xF0,
     cam::BASE + 0xFFC,
-    0x4000, // past the ESP block (SA table 0x2000, ESP engine 0x3000)
+    cam::BASE + 0x1FC,
+    cam::BASE + 0x400,
     sa::BASE + 0x64,
     esp::BASE + 0x3C,
     esp::BASE + 0x7FC,
+    port::BASE + 0x58,
+    port::BASE + 0x7C,
+    port::BASE + 0xFC,
+    port::BASE + 0x400,
+    port::BASE + 0x7FC,
+    port::BASE + 0x1800,
+    0x6000, // past the packet port block (0x4000..0x6000)
     0x8000,
     BAR_SIZE - 4,
 ];

@@ -7,5 +7,6 @@
 
 pub mod model;
 mod model_crypto;
+pub mod model_port;
 #[cfg(feature = "verilator")]
 pub mod verilator;

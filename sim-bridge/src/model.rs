@@ -24,10 +24,11 @@
 //! register traffic), searches fall back to one pass over the valid entries.
 
 use hal::io::check_access;
-use hal::regs::{block_type, cam, esp, header, ident, sa, BAR_SIZE, UNMAPPED_PATTERN};
-use hal::{BarOffset, HalError, RegIo};
+use hal::regs::{block_type, cam, esp, header, ident, port, sa, BAR_SIZE, UNMAPPED_PATTERN};
+use hal::{BarOffset, HalError, RegIo, Wires};
 
 use crate::model_crypto::CryptoModel;
+use crate::model_port::{Hit, PortModel};
 use std::collections::HashMap;
 
 /// Key width in 32-bit words.
@@ -188,7 +189,7 @@ pub struct ModelEntry {
     /// Result word.
     pub result: u32,
     /// Distribution identifier.
-    pub did: u8,
+    pub did: u16,
     /// Valid bit.
     pub valid: bool,
     /// Hit bit.
@@ -203,17 +204,17 @@ pub struct DpResult {
     /// Its result word.
     pub result: u32,
     /// Its distribution identifier.
-    pub did: u8,
+    pub did: u16,
 }
 
 /// Staging and status registers of the CAM block.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct CamRegs {
     key: [u32; KW],
     mask: [u32; KW],
     result: u32,
     index: u32,
-    did: u8,
+    did: u16,
     did_bitmap: [u32; DW],
     cmd: u32,
     status: u32,
@@ -222,6 +223,26 @@ struct CamRegs {
     dp_hits: u32,
     cmd_count: u32,
     err_count: u32,
+}
+
+impl Default for CamRegs {
+    fn default() -> Self {
+        CamRegs {
+            key: [0; KW],
+            mask: [0; KW],
+            result: 0,
+            index: 0,
+            did: 0,
+            did_bitmap: [0; DW],
+            cmd: 0,
+            status: 0,
+            hits: 0,
+            dp_lookups: 0,
+            dp_hits: 0,
+            cmd_count: 0,
+            err_count: 0,
+        }
+    }
 }
 
 /// The reference model of the card. See the module documentation.
@@ -236,7 +257,7 @@ pub struct ModelCard {
     masked: Vec<[u32; KW]>,
     masks: Vec<[u32; KW]>,
     results: Vec<u32>,
-    dids: Vec<u8>,
+    dids: Vec<u16>,
     /// Valid bits, 64 entries per word.
     valid: Vec<u64>,
     /// Hit bits, 64 entries per word.
@@ -246,6 +267,8 @@ pub struct ModelCard {
     index: MaskIndex,
     /// The SA table and ESP engine blocks (`model_crypto.rs`).
     crypto: Box<CryptoModel>,
+    /// The packet port block (`model_port.rs`).
+    port: Box<PortModel>,
 }
 
 impl Default for ModelCard {
@@ -292,6 +315,7 @@ impl ModelCard {
             occupancy: 0,
             index: MaskIndex::new(n),
             crypto: Box::default(),
+            port: Box::new(PortModel::new(n)),
         }
     }
 
@@ -337,9 +361,23 @@ impl ModelCard {
         })
     }
 
+    /// One frame through the packet port block, the CAM's data-path port doing its lookup.
+    fn run_frame(&mut self, port: u8, from_host: bool, frame: &[u8]) {
+        if let Some(p) = self.port.begin(port, from_host, frame) {
+            let hit = self.dp_lookup(&p.key).map(|h| Hit {
+                index: h.index,
+                result: h.result,
+            });
+            self.port.finish(p, frame, hit);
+        }
+    }
+
     /// Return every block to its power-on state.
     fn soft_reset(&mut self) {
+        // Frames already sent are on the wire, not in the card: they stay for `wire_tx`.
+        let sent = std::mem::take(&mut self.port.out);
         *self = Self::build(self.depth);
+        self.port.out = sent;
     }
 
     fn is_valid(&self, i: usize) -> bool {
@@ -397,6 +435,7 @@ impl ModelCard {
         self.index.add(&self.masks[i], &self.masked[i], i as u32);
         set_bit(&mut self.valid, i, true);
         set_bit(&mut self.hit, i, false);
+        self.port.entry_written(i);
     }
 
     fn invalidate(&mut self, i: usize) {
@@ -553,7 +592,7 @@ impl ModelCard {
             _ if o == cam::CAP_DEPTH.offset => self.depth,
             _ if o == cam::CAP_KEY_BITS.offset => cam::KEY_BITS,
             _ if o == cam::CAP_RESULT_BITS.offset => 32,
-            _ if o == cam::CAP_DID_BITS.offset => 8,
+            _ if o == cam::CAP_DID_BITS.offset => cam::DID_BITS,
             _ if o == cam::CAP_LOOKUP_LATENCY.offset => cam::LOOKUP_LATENCY,
             _ if o == cam::OCCUPANCY.offset => self.occupancy,
             _ if o == cam::CMD.offset => r.cmd,
@@ -583,7 +622,7 @@ impl ModelCard {
         } else if o == cam::RESULT.offset {
             r.result = v;
         } else if o == cam::DID.offset {
-            r.did = (v & 0xFF) as u8;
+            r.did = (v & 0xFFF) as u16;
         } else if o == cam::CMD.offset {
             self.write_cmd(v);
         }
@@ -602,6 +641,8 @@ impl RegIo for ModelCard {
             self.crypto.sa_read(o - sa::BASE)
         } else if (esp::BASE..esp::BASE + esp::SPAN).contains(&o) {
             self.crypto.esp_read(o - esp::BASE)
+        } else if (port::BASE..port::BASE + port::SPAN).contains(&o) {
+            self.port.read(o - port::BASE)
         } else {
             UNMAPPED_PATTERN
         })
@@ -617,6 +658,10 @@ impl RegIo for ModelCard {
             self.crypto.sa_write(o - sa::BASE, value);
         } else if (esp::BASE..esp::BASE + esp::SPAN).contains(&o) {
             self.crypto.esp_write(o - esp::BASE, value);
+        } else if (port::BASE..port::BASE + port::SPAN).contains(&o) {
+            if let Some((p, frame)) = self.port.write(o - port::BASE, value) {
+                self.run_frame(p, true, &frame);
+            }
         }
         Ok(())
     }
@@ -627,6 +672,24 @@ impl RegIo for ModelCard {
 
     fn describe(&self) -> String {
         format!("model(depth={})", self.depth)
+    }
+
+    fn wires(&mut self) -> Option<&mut dyn Wires> {
+        Some(self)
+    }
+}
+
+impl Wires for ModelCard {
+    fn wire_rx(&mut self, port: u8, frame: &[u8]) -> Result<(), HalError> {
+        if u32::from(port) >= port::PORTS {
+            return Err(HalError::NoPort { port });
+        }
+        self.run_frame(port, false, frame);
+        Ok(())
+    }
+
+    fn wire_tx(&mut self) -> Option<(u8, Vec<u8>)> {
+        self.port.out.pop_front()
     }
 }
 
@@ -730,12 +793,12 @@ mod tests {
     fn cam_header_and_capabilities() {
         let mut m = ModelCard::with_depth(100).unwrap();
         assert_eq!(rd(&mut m, c(header::TYPE)), block_type::CAM);
-        assert_eq!(rd(&mut m, c(header::VERSION)), 0x0001_0000);
+        assert_eq!(rd(&mut m, c(header::VERSION)), 0x0002_0000);
         assert_eq!(rd(&mut m, c(header::NEXT)), sa::BASE);
         assert_eq!(rd(&mut m, c(cam::CAP_DEPTH)), 100);
         assert_eq!(rd(&mut m, c(cam::CAP_KEY_BITS)), 320);
         assert_eq!(rd(&mut m, c(cam::CAP_RESULT_BITS)), 32);
-        assert_eq!(rd(&mut m, c(cam::CAP_DID_BITS)), 8);
+        assert_eq!(rd(&mut m, c(cam::CAP_DID_BITS)), 12);
         assert_eq!(rd(&mut m, c(cam::CAP_LOOKUP_LATENCY)), cam::LOOKUP_LATENCY);
         assert!(ModelCard::with_depth(0).is_err());
         assert!(ModelCard::with_depth(MAX_DEPTH + 1).is_err());
@@ -769,7 +832,7 @@ mod tests {
     fn staging_registers_and_ro_counters() {
         let mut m = ModelCard::new();
         wr(&mut m, c(cam::DID), 0x1234);
-        assert_eq!(rd(&mut m, c(cam::DID)), 0x34);
+        assert_eq!(rd(&mut m, c(cam::DID)), 0x234);
         wr(&mut m, ca(cam::DID_BITMAP, 7), 0xFFFF_FFFF);
         assert_eq!(rd(&mut m, ca(cam::DID_BITMAP, 7)), 0xFFFF_FFFF);
         for r in [

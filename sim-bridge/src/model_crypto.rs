@@ -7,7 +7,7 @@
 //! RTL's to the byte: ENCAP and DECAP write whole 16-byte blocks from byte 16
 //! (bytes past the data zeroed), a failed DECAP wipes those blocks.
 
-use hal::regs::{block_type, esp, sa, UNMAPPED_PATTERN};
+use hal::regs::{block_type, esp, port, sa, UNMAPPED_PATTERN};
 
 use crate::model::header_read;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
@@ -327,8 +327,7 @@ impl CryptoModel {
 
     /// Read at offset `o` of the ESP block.
     pub(crate) fn esp_read(&self, o: u32) -> u32 {
-        // NEXT 0: the end of the chain.
-        if let Some(v) = header_read(o, (block_type::ESP, esp::MAJOR, esp::MINOR, 0)) {
+        if let Some(v) = header_read(o, (block_type::ESP, esp::MAJOR, esp::MINOR, port::BASE)) {
             return v;
         }
         if let Some(i) = in_array(esp::BUF, o) {

@@ -39,7 +39,7 @@ fn status_json() {
     assert_eq!(v["blocks"][1]["version"], "1.0");
     assert_eq!(v["cam"]["depth"], 256);
     assert_eq!(v["cam"]["key_bits"], 320);
-    assert_eq!(v["cam"]["did_bits"], 8);
+    assert_eq!(v["cam"]["did_bits"], 12);
     assert_eq!(v["occupancy"], 30);
     assert_eq!(v["counters"]["occupancy"], 30);
     assert_eq!(v["counters"]["err_count"], 0);
