@@ -740,9 +740,7 @@ impl<R: RegIo> Card<R> {
             let slot = self.shadow.get(e.index.0).copied();
             let ok = want == Some(e.index.0)
                 && slot.is_some_and(|s| {
-                    s.bits == e.bits.normalized()
-                        && s.did == e.did.0
-                        && s.result == e.result_raw
+                    s.bits == e.bits.normalized() && s.did == e.did.0 && s.result == e.result_raw
                 });
             if !ok {
                 return Err(DriverError::Inconsistent {

@@ -229,6 +229,12 @@ pub enum DriverError {
         /// What `OCCUPANCY` read.
         occupancy: u32,
     },
+    /// A packet port request the card cannot take, or a port command that failed.
+    #[error("packet port: {what}")]
+    Port {
+        /// What went wrong, and the fix where there is one.
+        what: String,
+    },
     /// The card and the driver's shadow of it disagree.
     #[error("card and driver disagree at CAM index {index}: {detail}")]
     Inconsistent {

@@ -25,6 +25,7 @@ pub mod codes;
 pub mod error;
 pub mod esp;
 pub mod key;
+pub mod port;
 pub mod probe;
 pub mod sample;
 mod shadow;
