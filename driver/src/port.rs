@@ -196,6 +196,12 @@ impl<R: RegIo> fmt::Debug for PacketPort<'_, R> {
 }
 
 impl<R: RegIo> Card<R> {
+    /// Whether the card has a packet port block.
+    #[must_use]
+    pub fn has_packet_port(&self) -> bool {
+        self.blocks().iter().any(|b| b.type_id == block_type::PORT)
+    }
+
     /// The card's packet port block.
     ///
     /// # Errors
@@ -207,10 +213,14 @@ impl<R: RegIo> Card<R> {
             .find(|b| b.type_id == block_type::PORT)
             .map(|b| b.offset)
             .ok_or(DriverError::MissingBlock { block: "PORT" })?;
-        let frame_bytes = self
-            .regs_mut()
-            .read32(BarOffset(base + port::CAP_FRAME_BYTES.offset))?
-            .min(4 * port::HTX_BUF.count);
+        let at = base + port::CAP_FRAME_BYTES.offset;
+        let frame_bytes = self.regs_mut().read32(BarOffset(at))?;
+        if frame_bytes == hal::regs::DEVICE_GONE {
+            return Err(DriverError::DeviceGone {
+                offset: BarOffset(at),
+            });
+        }
+        let frame_bytes = frame_bytes.min(4 * port::HTX_BUF.count);
         Ok(PacketPort {
             card: self,
             base,
@@ -226,6 +236,16 @@ impl<R: RegIo> PacketPort<'_, R> {
     fn rd_at(&mut self, r: Reg, i: u32) -> Result<u32, DriverError> {
         let o = self.base + r.at(i);
         let v = self.card.regs_mut().read32(BarOffset(o))?;
+        Ok(v)
+    }
+    /// A register that never reads all ones on a working card.
+    fn rd_live(&mut self, r: Reg) -> Result<u32, DriverError> {
+        let v = self.rd(r)?;
+        if v == hal::regs::DEVICE_GONE {
+            return Err(DriverError::DeviceGone {
+                offset: BarOffset(self.base + r.offset),
+            });
+        }
         Ok(v)
     }
     fn wr(&mut self, r: Reg, v: u32) -> Result<(), DriverError> {
@@ -295,12 +315,7 @@ impl<R: RegIo> PacketPort<'_, R> {
         use port::status;
         self.wr(port::CMD, code)?;
         for _ in 0..POLL_LIMIT {
-            let s = self.rd(port::STATUS)?;
-            if s == hal::regs::DEVICE_GONE {
-                return Err(DriverError::DeviceGone {
-                    offset: BarOffset(self.base + port::STATUS.offset),
-                });
-            }
+            let s = self.rd_live(port::STATUS)?;
             if status::BUSY.get(s) == 0 {
                 return Ok(status::ERR.get(s));
             }
@@ -316,10 +331,10 @@ impl<R: RegIo> PacketPort<'_, R> {
     /// # Errors
     /// Register errors; a queue whose head claims a length above the card's frame size.
     pub fn receive(&mut self) -> Result<Option<Punted>, DriverError> {
-        if self.rd(port::HRX_COUNT)? == 0 {
+        if self.rd_live(port::HRX_COUNT)? == 0 {
             return Ok(None);
         }
-        let len = self.rd(port::HRX_LEN)?;
+        let len = self.rd_live(port::HRX_LEN)?;
         if len > self.frame_bytes {
             return Err(DriverError::Port {
                 what: format!(

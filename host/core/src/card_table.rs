@@ -15,7 +15,9 @@
 use super::common::IndexedEntries;
 use super::entry::{Action, ConnState, Entry, FlowKey, L4Proto};
 use super::ids::{DistributionId, IdCount, Millis};
+use super::node_table::{CardOutcome, PacketPath};
 use super::node_table::{NodeSpecificTable, TableError, TableStats};
+use driver::port::{Dest, PortCounters, Reason};
 use driver::RegIo;
 use driver::{
     CamEntry, CamKey, Card, DidSet, DriverError, Flow, IpPrefix, ResultFlags, ResultWord,
@@ -31,6 +33,8 @@ pub struct CardTable<R: RegIo> {
     errors: u64,
     /// The first driver error of a lookup, hit scan or `clear_all` not yet taken.
     failure: Option<DriverError>,
+    /// Rules whose entries send every packet to the host (protocol helpers).
+    host_rules: Vec<u16>,
 }
 
 impl<R: RegIo> CardTable<R> {
@@ -52,6 +56,7 @@ impl<R: RegIo> CardTable<R> {
             stats: TableStats::default(),
             errors: 0,
             failure: None,
+            host_rules: Vec::new(),
         })
     }
 
@@ -196,8 +201,36 @@ fn flow_key_of(k: &CamKey) -> Option<FlowKey> {
     })
 }
 
-fn result_of(e: &Entry) -> ResultWord {
+/// Whether the card forwards the packets of an entry in state `s` itself: once the connection
+/// is established (TCP) or answered (UDP, ICMP), or for an IKE exchange. Until then every packet
+/// goes to the host, which follows the handshake and rewrites the entry when it completes.
+/// The card punts every TCP SYN, FIN and RST anyway, so a closing connection stays on the card:
+/// the host sees both FINs, and the last ACK after them leaves the entry in `Closing` until the
+/// short closing timeout clears it (the kernel's TIME_WAIT does the same).
+fn offloaded(s: ConnState) -> bool {
+    matches!(
+        s,
+        ConnState::Established
+            | ConnState::FinWait
+            | ConnState::Closing
+            | ConnState::UdpReplied
+            | ConnState::IcmpReplied
+            | ConnState::Ike
+            | ConnState::EspSa
+    )
+}
+
+/// Whether an entry's card result changes between states `a` and `b` (the slow path then
+/// rewrites the entry on the card).
+pub fn card_result_changes(a: ConnState, b: ConnState) -> bool {
+    offloaded(a) != offloaded(b)
+}
+
+fn result_of(e: &Entry, host_rules: &[u16]) -> ResultWord {
     let action = match e.action {
+        Action::Allow if !offloaded(e.state) || host_rules.contains(&e.rule) => {
+            driver::Action::ToHost
+        }
         Action::Allow => driver::Action::Accept,
         Action::Tunnel => driver::Action::Encrypt,
         Action::Drop => driver::Action::Drop,
@@ -224,7 +257,7 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
         let cam = CamEntry {
             key: cam_key(&entry.key)?,
             did: entry.dist,
-            result: result_of(&entry),
+            result: result_of(&entry, &self.host_rules),
         };
         self.stats.commands += 1;
         match self.card.upsert(&cam) {
@@ -311,6 +344,20 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
     fn take_device_error(&mut self) -> Option<TableError> {
         self.failure.take().map(TableError::from)
     }
+    fn slow_lookup(&mut self, key: &FlowKey) -> Option<&mut Entry> {
+        // The card looked the frame up already (and punted it with what it found).
+        self.shadow.get_mut(key)
+    }
+    fn packet_path(&mut self) -> Option<&mut dyn PacketPath> {
+        if self.card.has_packet_port() {
+            Some(self)
+        } else {
+            None
+        }
+    }
+    fn set_host_rules(&mut self, rules: &[u16]) {
+        self.host_rules = rules.to_vec();
+    }
     fn sync_hits(&mut self, now: Millis) {
         let scan = match self.card.age() {
             Ok(scan) => scan,
@@ -327,6 +374,51 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
                 e.last_seen = now;
             }
         }
+    }
+}
+
+impl<R: RegIo> PacketPath for CardTable<R> {
+    fn configure(&mut self, secret: &[u8; 16], count: IdCount) -> Result<(), TableError> {
+        Ok(self
+            .card
+            .port()?
+            .set_distribution(secret, u32::from(count.get()))?)
+    }
+    fn set_owned(&mut self, owned: &DidSet) -> Result<(), TableError> {
+        Ok(self.card.port()?.set_owned(owned)?)
+    }
+    fn offer(&mut self, port: u8, frame: &[u8]) -> Result<CardOutcome, TableError> {
+        let Some(w) = self.card.regs_mut().wires() else {
+            return Err(DriverError::Port {
+                what: "this backend has no simulated wires: a real card takes frames from its \
+                       Ethernet ports"
+                    .into(),
+            }
+            .into());
+        };
+        w.wire_rx(port, frame).map_err(DriverError::from)?;
+        if let Some((out, _)) = w.wire_tx() {
+            return Ok(CardOutcome::Forwarded(out));
+        }
+        let mut p = self.card.port()?;
+        if let Some(punted) = p.receive()? {
+            return Ok(CardOutcome::Punted(punted));
+        }
+        Ok(CardOutcome::Dropped(Reason::NotOwned))
+    }
+    fn send_out(&mut self, port: u8, frame: &[u8]) -> Result<(), TableError> {
+        self.card.port()?.send(frame, Dest::Out(port))?;
+        // The frame left the card: on a simulated card, take it off the wire.
+        if let Some(w) = self.card.regs_mut().wires() {
+            let _ = w.wire_tx();
+        }
+        Ok(())
+    }
+    fn port_counters(&mut self) -> Result<PortCounters, TableError> {
+        Ok(self.card.port()?.counters()?)
+    }
+    fn did_frames(&mut self, d: DistributionId) -> Result<u32, TableError> {
+        Ok(self.card.port()?.did_counters(d)?.0)
     }
 }
 
@@ -410,7 +502,9 @@ mod tests {
         let t = model_card_table(IdCount::default(), 128).expect("model card");
         assert_eq!(t.card().capacity(), Some(128));
         assert!(model_card_table(IdCount::default(), 0).is_err());
-        assert!(model_card_table(IdCount::new(1024).expect("count"), 8).is_err());
+        // 12-bit identifiers: the host's largest count fits
+        let t = model_card_table(IdCount::new(4096).expect("count"), 8).expect("4096 ids");
+        assert_eq!(t.card().capacity(), Some(8));
     }
 
     #[test]
@@ -432,11 +526,15 @@ mod tests {
             .expect("flush");
         assert_eq!((n, cmds), (20, 1));
         assert_eq!(t.len(), 24);
-        assert!(CardTable::new(
-            Card::probe(ModelCard::new()).expect("probe"),
-            IdCount::new(512).expect("count")
-        )
-        .is_err());
+        // A card with 8-bit identifiers cannot hold 512 of them.
+        let mut narrow = FaultInjector::new(ModelCard::new());
+        narrow.inject(Fault::ForceBits {
+            offset: hal::BarOffset(hal::regs::cam::BASE + hal::regs::cam::CAP_DID_BITS.offset),
+            mask: u32::MAX,
+            value: 8,
+        });
+        let card = Card::probe(narrow).expect("probe");
+        assert!(CardTable::new(card, IdCount::new(512).expect("count")).is_err());
     }
 
     type Faulty = FaultInjector<ModelCard>;

@@ -31,6 +31,12 @@ impl ClusterSecret {
         ClusterSecret(bytes)
     }
 
+    /// The secret's bytes, for keying a card's identifier hash (which only ever writes them
+    /// to write-only registers).
+    pub(crate) fn bytes(&self) -> [u8; 16] {
+        self.0
+    }
+
     fn keys(&self) -> (u64, u64) {
         let mut a = [0u8; 8];
         let mut b = [0u8; 8];

@@ -4,12 +4,13 @@
 //! [`Node::drain_outbox`].
 
 use super::alloc_policy::Allocation;
+use super::card_table::card_result_changes;
 use super::common::{CommonTable, Upsert};
 use super::distribution::{ClusterSecret, Distributor};
 use super::entry::{Action, ConnState, Endpoint, Entry, FlowKey, L4Proto, SaRef, UserId};
 use super::events::{Event, Message, SaState};
 use super::ids::{DistributionId, Epoch, IdCount, Millis, NodeId};
-use super::node_table::{NodeSpecificTable, TableError};
+use super::node_table::{CardOutcome, NodeSpecificTable, TableError};
 use super::packet::{parse_packet, Framing, PacketKind, ParsedPacket, TcpFlags};
 use super::realloc::{plan, ReallocPlan};
 use super::rules::{Helper, RuleSet};
@@ -145,6 +146,19 @@ pub enum Verdict {
     },
     /// Dropped.
     Drop(DropReason),
+}
+
+/// The outcome of [`Node::handle_frame`]: who handled a frame, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameOutcome {
+    /// The card forwarded the frame itself (a hit on an entry it serves).
+    ForwardedByCard,
+    /// The card dropped it: an identifier this node does not own (or a runt, a rule).
+    DroppedByCard(driver::port::Reason),
+    /// The card punted it; the host's slow path decided (and sent it on if it passed).
+    Slow(Verdict),
+    /// No card packet path: the host handled the frame as a packet.
+    Host(Verdict),
 }
 
 /// Where a message goes.
@@ -291,6 +305,14 @@ pub struct Stats {
     pub snapshots_applied: u64,
     /// Installs into the node-specific table that it refused.
     pub install_failures: u64,
+    /// Frames the card forwarded itself (its packet path).
+    pub card_forwarded: u64,
+    /// Frames the card dropped (identifiers this node does not own, rules, runts).
+    pub card_dropped: u64,
+    /// Frames the card punted to the host's slow path.
+    pub card_punted: u64,
+    /// Entries rewritten on the card because their state moved on or off the card's path.
+    pub card_rewrites: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -360,6 +382,10 @@ pub struct Node<T: NodeSpecificTable> {
     /// The first device failure of the node-specific table since the last
     /// [`Node::take_card_error`].
     card_error: Option<TableError>,
+    /// The card's packet path holds this node's hash key, count and owned identifiers.
+    port_synced: bool,
+    /// Per identifier: the card's frame counter when [`Node::take_load`] last read it.
+    card_load: Vec<u32>,
 }
 
 impl<T: NodeSpecificTable> Node<T> {
@@ -383,8 +409,128 @@ impl<T: NodeSpecificTable> Node<T> {
             sa: HashMap::new(),
             stats: Stats::default(),
             card_error: None,
+            port_synced: false,
+            card_load: vec![0; n],
             dist,
             cfg,
+        }
+        .with_table_setup()
+    }
+
+    fn with_table_setup(mut self) -> Self {
+        self.table_replaced();
+        self
+    }
+
+    /// The node-specific table was replaced (a card reopened after a failure): tell the new
+    /// one which rules need the host, and key its packet path before the next frame.
+    pub fn table_replaced(&mut self) {
+        let helpers: Vec<u16> = (0..self.cfg.rules.rules.len())
+            .filter(|&i| self.cfg.rules.rules[i].helper.is_some())
+            .filter_map(|i| u16::try_from(i).ok())
+            .collect();
+        self.active.set_host_rules(&helpers);
+        self.port_synced = false;
+        self.card_load.iter_mut().for_each(|c| *c = 0);
+        self.sync_port();
+    }
+
+    /// The identifiers the card's packet path handles: those this node owns, unless it is in
+    /// standby.
+    fn card_owned(&self) -> driver::DidSet {
+        let mut set = driver::DidSet::new();
+        if !self.standby {
+            for d in self.cfg.count.all().filter(|d| self.owns(*d)) {
+                // every identifier of the count fits the 4,096-bit set
+                let _ = set.insert(d);
+            }
+        }
+        set
+    }
+
+    /// Brings the card's packet path up to date: hash key and count once, the owned
+    /// identifiers every time (called whenever they change).
+    fn sync_port(&mut self) {
+        let owned = self.card_owned();
+        let (secret, count, synced) = (self.cfg.secret.bytes(), self.cfg.count, self.port_synced);
+        let Some(pp) = self.active.packet_path() else {
+            return;
+        };
+        let r = if synced {
+            Ok(())
+        } else {
+            pp.configure(&secret, count)
+        }
+        .and_then(|()| pp.set_owned(&owned));
+        match r {
+            Ok(()) => self.port_synced = true,
+            Err(e) => {
+                self.port_synced = false;
+                self.table_failed(e);
+            }
+        }
+    }
+
+    /// A frame from the wire (Ethernet) on `port`. With a card packet path, the card handles
+    /// it: it forwards frames of entries it serves and drops frames of identifiers this node
+    /// does not own by itself, and only what it punts reaches the host's slow path here (which
+    /// sends a frame it lets through out of the other port). Without one, the host handles
+    /// the frame as a packet ([`Self::handle_packet`]).
+    pub fn handle_frame(&mut self, now: Millis, port: u8, frame: &[u8]) -> FrameOutcome {
+        if !self.port_synced {
+            self.sync_port();
+        }
+        let offered = match self.active.packet_path() {
+            None => return FrameOutcome::Host(self.handle_framed(now, frame, Framing::Ethernet)),
+            Some(pp) => pp.offer(port, frame),
+        };
+        match offered {
+            Ok(CardOutcome::Forwarded(_)) => {
+                self.stats.card_forwarded += 1;
+                FrameOutcome::ForwardedByCard
+            }
+            Ok(CardOutcome::Dropped(r)) => {
+                self.stats.card_dropped += 1;
+                FrameOutcome::DroppedByCard(r)
+            }
+            Ok(CardOutcome::Punted(p)) => {
+                self.stats.card_punted += 1;
+                let v = self.handle_framed(now, &p.frame, Framing::Ethernet);
+                if matches!(v, Verdict::Accept { .. }) {
+                    let sent = match self.active.packet_path() {
+                        Some(pp) => pp.send_out(p.port ^ 1, &p.frame),
+                        None => Ok(()),
+                    };
+                    if let Err(e) = sent {
+                        self.table_failed(e);
+                    }
+                }
+                FrameOutcome::Slow(v)
+            }
+            Err(e) => {
+                // A failed card loses nothing: the host serves the frame from the common
+                // table's copy until the card is rebuilt.
+                self.table_failed(e);
+                self.port_synced = false;
+                FrameOutcome::Host(self.handle_framed(now, frame, Framing::Ethernet))
+            }
+        }
+    }
+
+    /// Whether the node-specific table is a card with a packet path.
+    pub fn has_packet_path(&mut self) -> bool {
+        self.active.packet_path().is_some()
+    }
+
+    /// The card's packet port counters, when the node-specific table has a packet path.
+    pub fn port_counters(&mut self) -> Option<driver::port::PortCounters> {
+        let r = self.active.packet_path()?.port_counters();
+        match r {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.table_failed(e);
+                None
+            }
         }
     }
 
@@ -483,6 +629,7 @@ impl<T: NodeSpecificTable> Node<T> {
     pub fn set_standby(&mut self, now: Millis, on: bool) -> usize {
         let was = self.standby;
         self.standby = on;
+        self.sync_port();
         if on || !was || self.cfg.mode == Mode::PriorArt {
             return 0;
         }
@@ -559,8 +706,12 @@ impl<T: NodeSpecificTable> Node<T> {
 
     /// Handles one packet (figure 2).
     pub fn handle_packet(&mut self, now: Millis, bytes: &[u8]) -> Verdict {
+        self.handle_framed(now, bytes, self.cfg.framing)
+    }
+
+    fn handle_framed(&mut self, now: Millis, bytes: &[u8], framing: Framing) -> Verdict {
         self.stats.packets += 1;
-        let p = match parse_packet(bytes, self.cfg.framing) {
+        let p = match parse_packet(bytes, framing) {
             Ok(p) => p,
             Err(_) => {
                 self.stats.dropped_parse += 1;
@@ -590,7 +741,7 @@ impl<T: NodeSpecificTable> Node<T> {
         if let Some(l) = self.load.get_mut(d.index()) {
             *l += 1;
         }
-        if let Some(e) = self.active.lookup(&key) {
+        if let Some(e) = self.active.slow_lookup(&key) {
             self.stats.hits += 1;
             e.packets += 1;
             e.bytes += len;
@@ -619,6 +770,13 @@ impl<T: NodeSpecificTable> Node<T> {
                     e.state = s;
                     e.version = e.version.saturating_add(1);
                     let snapshot = e.clone();
+                    if card_result_changes(old, s) {
+                        // the card starts (or stops) forwarding this connection by itself
+                        self.stats.card_rewrites += 1;
+                        if let Err(err) = self.active.insert(snapshot.clone()) {
+                            self.table_failed(err);
+                        }
+                    }
                     self.common.upsert_local(snapshot.clone());
                     self.broadcast(Event::Update(snapshot));
                 }
@@ -1105,7 +1263,22 @@ impl<T: NodeSpecificTable> Node<T> {
     /// load balancing, figure 6A step 604); resets the counts.
     pub fn take_load(&mut self) -> Vec<u64> {
         let n = self.load.len();
-        std::mem::replace(&mut self.load, vec![0; n])
+        let mut load = std::mem::replace(&mut self.load, vec![0; n]);
+        // frames the card forwarded by itself count where the card counted them
+        let owned: Vec<DistributionId> = self.cfg.count.all().filter(|d| self.owns(*d)).collect();
+        if let Some(pp) = self.active.packet_path() {
+            for d in owned {
+                if let Ok(c) = pp.did_frames(d) {
+                    let i = d.index();
+                    let forwarded = c.wrapping_sub(self.card_load[i]);
+                    self.card_load[i] = c;
+                    // the card counts every frame that reached its lookup, punted ones too,
+                    // which the host counted already: the load is the larger of the two
+                    load[i] = load[i].max(u64::from(forwarded));
+                }
+            }
+        }
+        load
     }
 
     /// Whether this node's common table is known to match every owner's: each identifier is
@@ -1223,6 +1396,9 @@ impl<T: NodeSpecificTable> Node<T> {
             }
         }
         self.gaining.iter_mut().for_each(|g| *g = false);
+        // make before break: the card starts dropping lost identifiers' frames now, before
+        // their entries go
+        self.sync_port();
         let mut report = ReallocReport {
             plan: p.plan,
             installed: p.installed,

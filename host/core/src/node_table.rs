@@ -82,6 +82,54 @@ pub struct TableStats {
     pub promoted: u64,
 }
 
+/// What a card's packet path did with a frame offered to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CardOutcome {
+    /// The card forwarded the frame itself, out of this port.
+    Forwarded(u8),
+    /// The card dropped it (an identifier the node does not own, a rule, a runt).
+    Dropped(driver::port::Reason),
+    /// The card queued it for the host: the slow path decides.
+    Punted(driver::port::Punted),
+}
+
+/// A node-specific table whose device handles frames itself: the card's packet port. The
+/// node keys it with the cluster's distribution hash, tells it which identifiers it owns,
+/// offers it frames and handles only what it punts.
+pub trait PacketPath {
+    /// Key the card's identifier hash (the cluster secret's bytes) and set the identifier
+    /// count.
+    ///
+    /// # Errors
+    /// [`TableError::Device`] when the card refuses or fails.
+    fn configure(&mut self, secret: &[u8; 16], count: IdCount) -> Result<(), TableError>;
+    /// The identifiers whose frames the card handles; every other frame it drops.
+    ///
+    /// # Errors
+    /// [`TableError::Device`] when the card fails.
+    fn set_owned(&mut self, owned: &driver::DidSet) -> Result<(), TableError>;
+    /// Feed `frame` into the card on `port` and say what it did.
+    ///
+    /// # Errors
+    /// [`TableError::Device`] when the card fails or has no simulated wires to feed.
+    fn offer(&mut self, port: u8, frame: &[u8]) -> Result<CardOutcome, TableError>;
+    /// Send a frame the slow path let through out of `port`.
+    ///
+    /// # Errors
+    /// [`TableError::Device`] when the card fails.
+    fn send_out(&mut self, port: u8, frame: &[u8]) -> Result<(), TableError>;
+    /// The card's packet port counters.
+    ///
+    /// # Errors
+    /// [`TableError::Device`] when the card fails.
+    fn port_counters(&mut self) -> Result<driver::port::PortCounters, TableError>;
+    /// Frames of identifier `d` that reached the card's lookup (a wrapping counter).
+    ///
+    /// # Errors
+    /// [`TableError::Device`] when the card fails.
+    fn did_frames(&mut self, d: DistributionId) -> Result<u32, TableError>;
+}
+
 /// The node-specific table.
 pub trait NodeSpecificTable {
     /// The maximum number of entries, if bounded.
@@ -159,6 +207,19 @@ pub trait NodeSpecificTable {
     fn take_device_error(&mut self) -> Option<TableError> {
         None
     }
+    /// The slow path's lookup of a frame the device already looked up and punted: the entry
+    /// of `key` without asking the device again. Default: [`Self::lookup`].
+    fn slow_lookup(&mut self, key: &FlowKey) -> Option<&mut Entry> {
+        self.lookup(key)
+    }
+    /// The device's packet path, when it has one (a card that forwards frames itself).
+    /// Default: none (the host handles every packet).
+    fn packet_path(&mut self) -> Option<&mut dyn PacketPath> {
+        None
+    }
+    /// Rules whose connections the host must see whole (protocol helpers): their entries
+    /// send every packet to the host. Default: nothing to do (the host sees every packet).
+    fn set_host_rules(&mut self, _rules: &[u16]) {}
 }
 
 /// Host-memory node-specific table (claim 19). Unbounded unless built with a capacity.
@@ -488,6 +549,18 @@ impl<C: NodeSpecificTable> NodeSpecificTable for TieredTable<C> {
     }
     fn take_device_error(&mut self) -> Option<TableError> {
         self.card.take_device_error()
+    }
+    fn slow_lookup(&mut self, key: &FlowKey) -> Option<&mut Entry> {
+        if self.card.get(key).is_some() {
+            return self.card.slow_lookup(key);
+        }
+        self.soft.lookup(key)
+    }
+    fn packet_path(&mut self) -> Option<&mut dyn PacketPath> {
+        self.card.packet_path()
+    }
+    fn set_host_rules(&mut self, rules: &[u16]) {
+        self.card.set_host_rules(rules);
     }
 }
 

@@ -36,8 +36,9 @@ use std::time::Duration;
 use crate::alloc_policy::Allocation;
 use crate::events::{Event, Message};
 use crate::ids::{DistributionId, Epoch, IdCount, Millis, NodeId};
-use crate::node::{Destination, DropReason, Node, Verdict};
+use crate::node::{Destination, DropReason, FrameOutcome, Node, Verdict};
 use crate::node_table::NodeSpecificTable;
+use crate::packet::Framing;
 use crate::record::{Datagram, Heartbeat, Record};
 
 use self::handover::Handover;
@@ -144,6 +145,16 @@ pub enum PacketOutcome {
     Dropped,
 }
 
+/// Puts a bare IP packet into an Ethernet II frame in `buf` (locally administered addresses;
+/// the ether type from the IP version).
+fn ethernet_frame(buf: &mut Vec<u8>, ip: &[u8]) {
+    buf.clear();
+    buf.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01]);
+    let v6 = ip.first().is_some_and(|b| b >> 4 == 6);
+    buf.extend_from_slice(if v6 { &[0x86, 0xDD] } else { &[0x08, 0x00] });
+    buf.extend_from_slice(ip);
+}
+
 /// The member's settings.
 #[derive(Clone, Debug)]
 pub struct MemberConfig {
@@ -237,6 +248,8 @@ pub struct Member<T: NodeSpecificTable> {
     fenced_since: Duration,
     /// [`Member::lease_until`].
     lease: Option<Duration>,
+    /// Scratch for the frame a bare IP packet becomes on the card's packet path.
+    frame_buf: Vec<u8>,
 }
 
 /// The part of the last [`ConsensusView`] the member keeps between ticks.
@@ -280,6 +293,7 @@ impl<T: NodeSpecificTable> Member<T> {
             now: Duration::ZERO,
             fenced_since: Duration::ZERO,
             lease: None,
+            frame_buf: Vec::with_capacity(2048),
             cfg,
         }
     }
@@ -294,6 +308,11 @@ impl<T: NodeSpecificTable> Member<T> {
     /// The state core (tables, allocation, SA states).
     pub fn core(&self) -> &Node<T> {
         &self.core
+    }
+
+    /// The card's packet port counters, when the node-specific table has a packet path.
+    pub fn port_counters(&mut self) -> Option<driver::port::PortCounters> {
+        self.core.port_counters()
     }
 
     /// The node-specific table, for what reads the card beside the member (register dumps).
@@ -542,7 +561,29 @@ impl<T: NodeSpecificTable> Member<T> {
         if !self.takes_traffic() || self.waiting_for(pkt) || self.rebuilding_for(pkt) {
             return PacketOutcome::NotReady;
         }
-        match self.core.handle_packet(t.millis(), pkt) {
+        let verdict = if self.core.has_packet_path() {
+            // the card's packet path: the packet goes in as a frame on the outside port, and
+            // only what the card punts reaches the host
+            let framing = self.core.config().framing;
+            let frame = match framing {
+                Framing::Ethernet => pkt,
+                Framing::Ip => {
+                    ethernet_frame(&mut self.frame_buf, pkt);
+                    &self.frame_buf
+                }
+            };
+            match self.core.handle_frame(t.millis(), 0, frame) {
+                FrameOutcome::ForwardedByCard => return PacketOutcome::Hit,
+                FrameOutcome::DroppedByCard(driver::port::Reason::NotOwned) => {
+                    return PacketOutcome::NotOurs
+                }
+                FrameOutcome::DroppedByCard(_) => return PacketOutcome::Dropped,
+                FrameOutcome::Slow(v) | FrameOutcome::Host(v) => v,
+            }
+        } else {
+            self.core.handle_packet(t.millis(), pkt)
+        };
+        match verdict {
             Verdict::Accept { created: true, .. } => PacketOutcome::Created,
             Verdict::Accept { created: false, .. } => PacketOutcome::Hit,
             Verdict::NotOurs { .. } => PacketOutcome::NotOurs,

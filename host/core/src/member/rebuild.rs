@@ -30,6 +30,7 @@ impl<T: NodeSpecificTable> Member<T> {
     /// Returns how many were installed now (all of them for a table that fits one slice).
     pub fn rebuild_card(&mut self, t: Time, table: T) -> usize {
         *self.core.node_table_mut() = table;
+        self.core.table_replaced();
         self.rebuild = None;
         if self.core.standby() {
             return 0;

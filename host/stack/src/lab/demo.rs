@@ -695,6 +695,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                                        "owned_ids": v["owned"]}))
         })
         .collect();
+    let card_path = card_path_report(&finals);
     let sync_messages: u64 = last_sync.values().map(|v| v.0).sum();
     let sync_bytes: u64 = last_sync.values().map(|v| v.1).sum();
     let report = json!({
@@ -714,6 +715,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         "takeovers": takeovers,
         "entries_moved": entries_moved,
         "card_occupancy": card_occupancy,
+        "card_path": card_path,
         "sync_messages": sync_messages,
         "sync_bytes": sync_bytes,
         "flows": acc.flows,
@@ -755,6 +757,35 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
+}
+
+/// `card_path` of the report: per member, what entered its card and what the card did
+/// (`status.card_path`), whether every frame is accounted for (frames in = dropped as not
+/// owned + looked up + punted before the lookup), and over all members the share of looked-up
+/// frames the cards forwarded themselves.
+fn card_path_report(finals: &BTreeMap<NodeId, Value>) -> Value {
+    let mut per_node = serde_json::Map::new();
+    let (mut looked_up, mut forwarded) = (0u64, 0u64);
+    for (id, v) in finals {
+        let c = &v["card_path"];
+        if v["role"] != json!("member") || c.is_null() {
+            continue;
+        }
+        let frames_in = vu(&c["frames_in"]);
+        let sum =
+            vu(&c["dropped_not_owned"]) + vu(&c["dp_lookups"]) + vu(&c["punted_before_lookup"]);
+        looked_up += vu(&c["dp_lookups"]);
+        forwarded += vu(&c["forwarded_by_card"]);
+        let mut n = c.clone();
+        n["accounted"] = json!(frames_in == sum);
+        per_node.insert(id.0.to_string(), n);
+    }
+    json!({
+        "nodes": per_node,
+        "dp_lookups": looked_up,
+        "forwarded_by_card": forwarded,
+        "forwarded_share": if looked_up == 0 { 0.0 } else { forwarded as f64 / looked_up as f64 },
+    })
 }
 
 /// The demo's ESP traffic: per SA, sequence numbers seen and the last inbound packet (replayed

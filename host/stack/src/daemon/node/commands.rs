@@ -345,7 +345,8 @@ impl Runtime {
     }
 
     /// The `status` report (free-form; keys in `docs/clusterd.md`).
-    fn status(&self) -> Value {
+    fn status(&mut self) -> Value {
+        let card_path = self.card_path();
         let now = self.udp.now();
         let a = self.member.core().allocation();
         let st = self.member.core().stats();
@@ -426,6 +427,38 @@ impl Runtime {
         // Raft's message checks and storage (apart: the object above is at serde_json's
         // macro recursion limit)
         status["raft_state"] = raft_state;
+        status["card_path"] = card_path;
         status
+    }
+
+    /// The card's packet path (`status.card_path`): what entered the card and what it did,
+    /// what the host's slow path got. `null` for a card without a packet port.
+    fn card_path(&mut self) -> Value {
+        let st = self.member.core().stats();
+        let dp = self
+            .member
+            .node_table_mut()
+            .card_mut()
+            .card_mut()
+            .counters()
+            .ok();
+        let Some(c) = self.member.port_counters() else {
+            return Value::Null;
+        };
+        let reasons: BTreeMap<String, u32> = c.reasons.iter().cloned().collect();
+        json!({
+            "frames_in": c.rx_frames,
+            "dp_lookups": dp.map(|d| d.dp_lookups),
+            "dp_hits": dp.map(|d| d.dp_hits),
+            "forwarded_by_card": c.forwarded,
+            "punted": c.punted,
+            "punted_before_lookup": c.punted_before_lookup(),
+            "dropped": c.dropped,
+            "dropped_not_owned": c.reason(driver::port::Reason::NotOwned),
+            "host_sent": c.host_sent,
+            "queued": c.queued,
+            "reasons": reasons,
+            "card_rewrites": st.card_rewrites,
+        })
     }
 }
