@@ -650,7 +650,7 @@ pub mod port {
         CMD_COUNT @ 0x28 RO;
         /// Commands that ended with an error since reset.
         ERR_COUNT @ 0x2C RO;
-        /// SipHash key words: k0 = HASH_KEY[1]:HASH_KEY[0], k1 = HASH_KEY[3]:HASH_KEY[2].
+        /// SipHash key words: k0 = `HASH_KEY[1]:HASH_KEY[0]`, k1 = `HASH_KEY[3]:HASH_KEY[2]`.
         HASH_KEY @ 0x30 WO [4];
         /// Frames that entered the pipeline (both ports and host injections).
         RX_FRAMES @ 0x40 RO;
@@ -710,7 +710,7 @@ pub mod port {
         BUSY: 0, 1;
         /// The last command has completed (cleared by the next CMD write).
         DONE: 1, 1;
-        /// Error code of the last command, see [`err`].
+        /// Error code of the last command, see [`super::err`].
         ERR: 8, 8;
     });
     fields!(meta for "HRX_META" {
@@ -722,7 +722,7 @@ pub mod port {
         DID_VALID: 2, 1;
         /// The frame hit a CAM entry.
         HIT: 3, 1;
-        /// Why the frame was queued, see [`reason`].
+        /// Why the frame was queued, see [`super::reason`].
         REASON: 8, 8;
         /// Distribution identifier.
         DID: 16, 12;

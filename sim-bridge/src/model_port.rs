@@ -1,7 +1,7 @@
-//! Reference model of the packet port block (`hdl/CARD.md`, "Packet port block";
-//! `hdl/port.v` is the RTL): the parser, the keyed distribution identifier, the owned bitmap,
-//! the verdicts, the host queues and the counters. The CAM lookup itself is the CAM model's
-//! ([`crate::model::ModelCard`] runs [`PortModel::handle`] with its data-path lookup).
+//! Reference model of the packet port block (`hdl/CARD.md`, "Packet port block"): the
+//! parser, the keyed distribution identifier, the owned bitmap, the verdicts, the host queues
+//! and the counters. The CAM lookup itself is the CAM model's: [`crate::model::ModelCard`]
+//! runs `PortModel::begin`, its data-path lookup, then `PortModel::finish`.
 //!
 //! [`parse`] is public and pure: it is the card's reading of a frame, which tests hold to the
 //! host's parser and `Distributor`.

@@ -90,7 +90,7 @@ pub struct LookupResult {
     /// Its result word; 0 on a miss.
     pub result: u32,
     /// Its distribution identifier; 0 on a miss.
-    pub did: u8,
+    pub did: u16,
 }
 
 /// The Verilator-built RTL card. See the module documentation.
@@ -264,7 +264,7 @@ impl RtlCard {
                 hit: r.hit != 0,
                 index: r.index,
                 result: r.result,
-                did: (r.did & 0xFF) as u8,
+                did: (r.did & 0xFFF) as u16,
             })
             .collect())
     }

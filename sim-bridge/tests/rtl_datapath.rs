@@ -37,7 +37,7 @@ struct Entry {
     key: [u32; 10],
     mask: [u32; 10],
     result: u32,
-    did: u8,
+    did: u16,
 }
 
 fn write_entry(r: &mut RtlCard, index: u32, e: &Entry) {
@@ -88,7 +88,7 @@ fn one_lookup_per_clock_at_fixed_latency() {
             key,
             mask,
             result: 0x5000 + n,
-            did: (n * 7) as u8,
+            did: ((n * 7) % 4096) as u16,
         };
         write_entry(&mut r, index, &e);
         table.retain(|(i, _)| *i != index);
@@ -174,7 +174,7 @@ fn data_path_hits_set_hit_bits_and_empty_table_misses() {
 /// The card and the `n` answers.
 fn stream_over_command(
     key: [u32; 10],
-    (result, did): (u32, u8),
+    (result, did): (u32, u16),
     n: usize,
     at: usize,
     code: u32,

@@ -52,13 +52,13 @@ type Key = [u32; KEY_WORDS];
 /// The data-path lookup port of either card, as a common interface.
 trait DpPort: RegIo {
     /// `(index, result, did)` of each hit, `None` for a miss.
-    fn dp(&mut self, keys: &[Key]) -> Vec<Option<(u32, u32, u8)>>;
+    fn dp(&mut self, keys: &[Key]) -> Vec<Option<(u32, u32, u16)>>;
     /// Power-on state, as if the card were just created.
     fn power_on(&mut self);
 }
 
 impl DpPort for ModelCard {
-    fn dp(&mut self, keys: &[Key]) -> Vec<Option<(u32, u32, u8)>> {
+    fn dp(&mut self, keys: &[Key]) -> Vec<Option<(u32, u32, u16)>> {
         keys.iter()
             .map(|k| self.dp_lookup(k).map(|r| (r.index, r.result, r.did)))
             .collect()
@@ -69,7 +69,7 @@ impl DpPort for ModelCard {
 }
 
 impl DpPort for RtlCard {
-    fn dp(&mut self, keys: &[Key]) -> Vec<Option<(u32, u32, u8)>> {
+    fn dp(&mut self, keys: &[Key]) -> Vec<Option<(u32, u32, u16)>> {
         self.lookup_stream(keys)
             .expect("RTL data-path lookup")
             .into_iter()
@@ -85,7 +85,7 @@ impl DpPort for RtlCard {
 #[derive(Clone, Debug)]
 enum Op {
     Insert(CamEntry),
-    InsertBits(KeyBits, u8, u32),
+    InsertBits(KeyBits, u16, u32),
     InsertByCard(CamEntry),
     Overwrite(CamEntry),
     Upsert(CamEntry),
@@ -98,11 +98,11 @@ enum Op {
     /// act on that very entry, then READ it and read its group's hit bits:
     /// the hit bit must be cleared (or kept) exactly as hdl/CARD.md says.
     HitThen(Key, bool, Then),
-    FlushDids(DidSet),
+    FlushDids(Box<DidSet>),
     FlushAll,
     Age,
     Read(u32),
-    Dump(Option<u8>),
+    Dump(Option<u16>),
     Counters,
     Find(CamKey),
     Reset,
@@ -115,7 +115,7 @@ enum Op {
     RawWrite(u32, u32),
     RawRead(u32),
     /// Raw WRITE of an entry with key bits outside its mask, then a resync.
-    RawEntry(u32, KeyBits, u8, u32),
+    RawEntry(u32, KeyBits, u16, u32),
     RawSoftReset,
 }
 
@@ -182,7 +182,7 @@ fn apply<R: DpPort>(slot: &mut Option<Card<R>>, op: &Op) -> String {
     let card = slot.as_mut().expect("card present");
     match op {
         Op::Insert(e) => fmt(card.insert(e)),
-        Op::InsertBits(b, d, r) => fmt(card.insert_bits(b, DistributionId(u16::from(*d)), *r)),
+        Op::InsertBits(b, d, r) => fmt(card.insert_bits(b, DistributionId(*d), *r)),
         Op::InsertByCard(e) => fmt(card.insert_by_card(e)),
         Op::Overwrite(e) => fmt(card.overwrite(e)),
         Op::Upsert(e) => fmt(card.upsert(e)),
@@ -194,7 +194,7 @@ fn apply<R: DpPort>(slot: &mut Option<Card<R>>, op: &Op) -> String {
         Op::HitThen(key, via_dp, then) => {
             let (hit, first) = if *via_dp {
                 let r = card.regs_mut().dp(&[*key]);
-                (r[0].map(|(i, _, d)| (i, u16::from(d))), format!("{r:?}"))
+                (r[0].map(|(i, _, d)| (i, d)), format!("{r:?}"))
             } else {
                 let r = card.search_bits(key);
                 let hit = match &r {
@@ -228,7 +228,7 @@ fn apply<R: DpPort>(slot: &mut Option<Card<R>>, op: &Op) -> String {
         Op::FlushAll => fmt(card.flush_all()),
         Op::Age => fmt(card.age()),
         Op::Read(i) => fmt(card.read(CamIndex(*i))),
-        Op::Dump(d) => fmt(card.dump(d.map(|d| DistributionId(u16::from(d))))),
+        Op::Dump(d) => fmt(card.dump(d.map(DistributionId))),
         Op::Counters => fmt(card.counters()),
         Op::Find(k) => fmt(card.find(k)),
         Op::Reset => fmt(card.reset()),
@@ -490,9 +490,9 @@ fn raw_bits(rng: &mut SmallRng) -> KeyBits {
     b
 }
 
-fn did(rng: &mut SmallRng) -> u8 {
+fn did(rng: &mut SmallRng) -> u16 {
     if rng.random_bool(0.05) {
-        rng.random()
+        rng.random_range(0..4096)
     } else {
         rng.random_range(0..64)
     }
@@ -569,7 +569,7 @@ impl Gen {
         let (key, _) = self.pool_key();
         CamEntry {
             key,
-            did: DistributionId(u16::from(did(&mut self.rng))),
+            did: DistributionId(did(&mut self.rng)),
             result: result_word(&mut self.rng),
         }
     }
@@ -631,7 +631,7 @@ impl Gen {
                 0 => Op::Reset,
                 1 => Op::Reprobe(self.rng.random_bool(0.5)),
                 2 => Op::RawSoftReset,
-                3 => Op::FlushDids(DidSet::all()),
+                3 => Op::FlushDids(Box::new(DidSet::all())),
                 _ => Op::FlushAll,
             };
         }
@@ -690,7 +690,7 @@ impl Gen {
         }
         x -= p.overwrite;
         if x < p.flush {
-            return Op::FlushDids(did_set(&mut self.rng));
+            return Op::FlushDids(Box::new(did_set(&mut self.rng)));
         }
         x -= p.flush;
         if x < p.misc {
@@ -1159,9 +1159,9 @@ fn directed_sequence_agrees() {
     let mut ops: Vec<Op> = (0..40).map(|i| Op::Insert(e(i))).collect();
     ops.extend((0..40).map(|i| Op::SearchTyped(e(i).key)));
     ops.push(Op::Age);
-    ops.push(Op::FlushDids(
-        DidSet::from_ids([DistributionId(1)]).expect("8 bits"),
-    ));
+    ops.push(Op::FlushDids(Box::new(
+        DidSet::from_ids([DistributionId(1)]).expect("in range"),
+    )));
     ops.push(Op::Age);
     ops.push(Op::RawCmd(Some(RTL_DEPTH), cam::cmd::READ));
     ops.push(Op::RawCmd(Some(0), 0x55));
