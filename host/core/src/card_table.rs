@@ -349,7 +349,10 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
         self.shadow.get_mut(key)
     }
     fn packet_path(&mut self) -> Option<&mut dyn PacketPath> {
-        if self.card.has_packet_port() {
+        // Frames reach this node's card through the host only on a simulated card (model,
+        // RTL); a real card takes them from its own Ethernet ports, and the host serves what
+        // reaches it by the host path.
+        if self.card.has_packet_port() && self.card.regs_mut().wires().is_some() {
             Some(self)
         } else {
             None

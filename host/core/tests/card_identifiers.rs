@@ -258,3 +258,66 @@ fn what_the_host_installs_is_what_the_card_hits() {
     c.port().unwrap().send(&frame, Dest::Out(1)).unwrap();
     assert_eq!(c.regs_mut().wires().unwrap().wire_tx(), Some((1, frame)));
 }
+
+mod hostile {
+    //! Arbitrary and mutated frames through the model card's packet path: no panic, exactly
+    //! one fate per frame, and wherever both the card and the host find a flow in the same
+    //! bytes, the same identifier.
+    use super::*;
+    use proptest::prelude::{any, proptest, ProptestConfig};
+
+    fn check(c: &mut Card<ModelCard>, dist: &Distributor, frame: &[u8]) {
+        let before = c.port().unwrap().counters().unwrap();
+        c.regs_mut().wires().unwrap().wire_rx(0, frame).unwrap();
+        let out = c.regs_mut().wires().unwrap().wire_tx();
+        assert!(out.is_none(), "an empty CAM forwards nothing");
+        let after = c.port().unwrap().counters().unwrap();
+        assert_eq!(after.rx_frames, before.rx_frames + 1);
+        let fates = (after.punted - before.punted) + (after.dropped - before.dropped);
+        assert_eq!(fates, 1, "one fate per frame");
+        if let Some(p) = c.port().unwrap().receive().unwrap() {
+            assert_eq!(p.frame, frame);
+            let host = parse_packet(frame, Framing::Ethernet)
+                .ok()
+                .and_then(|h| h.flow(dist));
+            if let (Some(card), Some((_, _, host))) = (p.did, host) {
+                assert_eq!(card, host, "frame {frame:02x?}");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn arbitrary_bytes(frame in proptest::collection::vec(any::<u8>(), 0..2100)) {
+            let dist = Distributor::new(&ClusterSecret::new(SECRET), IdCount::new(256).unwrap());
+            let mut c = card(256);
+            check(&mut c, &dist, &frame);
+        }
+
+        #[test]
+        fn mutated_frames(
+            seed in any::<u64>(),
+            flips in proptest::collection::vec((any::<u16>(), any::<u8>()), 0..4),
+            cut in any::<u16>(),
+        ) {
+            let dist = Distributor::new(&ClusterSecret::new(SECRET), IdCount::new(256).unwrap());
+            let mut c = card(256);
+            let mut rng = StdRng::seed_from_u64(seed);
+            let v6 = rng.random_bool(0.4);
+            let (a, b) = (addr(&mut rng, v6), addr(&mut rng, v6));
+            let ip = packet(&mut rng, a, b);
+            let vlan = rng.random_bool(0.3).then(|| rng.random_range(1..4095));
+            let mut frame = ethernet(&ip, v6, vlan);
+            for (at, x) in flips {
+                let i = usize::from(at) % frame.len();
+                frame[i] ^= x;
+            }
+            if cut % 3 == 0 {
+                frame.truncate(usize::from(cut) % (frame.len() + 1));
+            }
+            check(&mut c, &dist, &frame);
+        }
+    }
+}
