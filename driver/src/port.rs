@@ -19,6 +19,9 @@ use crate::key::ResultWord;
 use crate::types::{CamIndex, DidSet, DistributionId};
 use crate::DriverError;
 
+/// Per-reason counters of the block (`REASON_COUNT[0..REASONS]`).
+pub const REASONS: usize = port::REASONS as usize;
+
 /// How many `STATUS` polls a port command may take before the card counts as hung.
 const POLL_LIMIT: u32 = 100_000;
 
@@ -400,6 +403,18 @@ impl<R: RegIo> PacketPort<'_, R> {
             port::err::OK => Ok(()),
             e => Err(bad(format!("SEND failed with error {e}"))),
         }
+    }
+
+    /// Frames counted for reason `code` (`REASON_COUNT[code]`, a wrapping counter; 0 for a
+    /// code past the counters).
+    ///
+    /// # Errors
+    /// Register errors.
+    pub fn reason_count(&mut self, code: u8) -> Result<u32, DriverError> {
+        if u32::from(code) >= port::REASONS {
+            return Ok(0);
+        }
+        self.rd_at(port::REASON_COUNT, u32::from(code))
     }
 
     /// The block's counters.

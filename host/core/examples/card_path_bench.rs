@@ -154,7 +154,7 @@ fn main() {
         let t1 = Instant::now();
         match card.handle_frame(Millis(1 + i as u64 / 1000), 0, f) {
             FrameOutcome::ForwardedByCard => by_card += 1,
-            FrameOutcome::Slow(_) | FrameOutcome::Host(_) => {
+            FrameOutcome::Slow(..) | FrameOutcome::Host(_) => {
                 slow += 1;
                 slow_s += t1.elapsed().as_secs_f64();
             }

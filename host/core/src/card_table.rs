@@ -35,6 +35,8 @@ pub struct CardTable<R: RegIo> {
     failure: Option<DriverError>,
     /// Rules whose entries send every packet to the host (protocol helpers).
     host_rules: Vec<u16>,
+    /// The card's per-reason counters when it last dropped a frame offered to it.
+    drop_counts: [u32; driver::port::REASONS],
 }
 
 impl<R: RegIo> CardTable<R> {
@@ -57,6 +59,7 @@ impl<R: RegIo> CardTable<R> {
             errors: 0,
             failure: None,
             host_rules: Vec::new(),
+            drop_counts: [0; driver::port::REASONS],
         })
     }
 
@@ -380,6 +383,32 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
     }
 }
 
+impl<R: RegIo> CardTable<R> {
+    /// Why the card dropped the frame it was just given: the reason whose counter moved
+    /// since the last drop. `NOT_OWNED` (by far the most common on a shared segment) is read
+    /// first, so it costs one register read; another reason costs one pass over the counters.
+    fn drop_reason(&mut self) -> Result<Reason, TableError> {
+        let not_owned = Reason::NotOwned.code();
+        let mut p = self.card.port()?;
+        let n = p.reason_count(not_owned)?;
+        let seen = &mut self.drop_counts;
+        if n != seen[usize::from(not_owned)] {
+            seen[usize::from(not_owned)] = n;
+            return Ok(Reason::NotOwned);
+        }
+        let mut found = None;
+        for code in 0..seen.len() as u8 {
+            let c = p.reason_count(code)?;
+            if c != seen[usize::from(code)] {
+                seen[usize::from(code)] = c;
+                // the lowest code that moved; punt reasons do not move on a drop
+                found = found.or(Some(Reason::from_code(code)));
+            }
+        }
+        Ok(found.unwrap_or(Reason::Other(0)))
+    }
+}
+
 impl<R: RegIo> PacketPath for CardTable<R> {
     fn configure(&mut self, secret: &[u8; 16], count: IdCount) -> Result<(), TableError> {
         Ok(self
@@ -400,22 +429,19 @@ impl<R: RegIo> PacketPath for CardTable<R> {
             .into());
         };
         w.wire_rx(port, frame).map_err(DriverError::from)?;
-        if let Some((out, _)) = w.wire_tx() {
-            return Ok(CardOutcome::Forwarded(out));
+        if let Some((out, sent)) = w.wire_tx() {
+            return Ok(CardOutcome::Forwarded(out, sent));
         }
         let mut p = self.card.port()?;
         if let Some(punted) = p.receive()? {
             return Ok(CardOutcome::Punted(punted));
         }
-        Ok(CardOutcome::Dropped(Reason::NotOwned))
+        Ok(CardOutcome::Dropped(self.drop_reason()?))
     }
-    fn send_out(&mut self, port: u8, frame: &[u8]) -> Result<(), TableError> {
+    fn send_out(&mut self, port: u8, frame: &[u8]) -> Result<Option<(u8, Vec<u8>)>, TableError> {
         self.card.port()?.send(frame, Dest::Out(port))?;
-        // The frame left the card: on a simulated card, take it off the wire.
-        if let Some(w) = self.card.regs_mut().wires() {
-            let _ = w.wire_tx();
-        }
-        Ok(())
+        // The frame left the card: on a simulated card, take it off the wire for the caller.
+        Ok(self.card.regs_mut().wires().and_then(|w| w.wire_tx()))
     }
     fn port_counters(&mut self) -> Result<PortCounters, TableError> {
         Ok(self.card.port()?.counters()?)

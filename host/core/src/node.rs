@@ -155,8 +155,9 @@ pub enum FrameOutcome {
     ForwardedByCard,
     /// The card dropped it: an identifier this node does not own (or a runt, a rule).
     DroppedByCard(driver::port::Reason),
-    /// The card punted it; the host's slow path decided (and sent it on if it passed).
-    Slow(Verdict),
+    /// The card punted it (for this reason); the host's slow path decided (and sent it on if
+    /// it passed).
+    Slow(Verdict, driver::port::Reason),
     /// No card packet path: the host handled the frame as a packet.
     Host(Verdict),
 }
@@ -477,16 +478,32 @@ impl<T: NodeSpecificTable> Node<T> {
     /// sends a frame it lets through out of the other port). Without one, the host handles
     /// the frame as a packet ([`Self::handle_packet`]).
     pub fn handle_frame(&mut self, now: Millis, port: u8, frame: &[u8]) -> FrameOutcome {
+        let mut egress = Vec::new();
+        self.handle_frame_into(now, port, frame, &mut egress)
+    }
+
+    /// [`Node::handle_frame`], and the frames that left towards the wires (port, bytes) are
+    /// appended to `egress`: the card's own forwards and what the slow path sent on through
+    /// the card (on simulated wires), or, without a packet path, the frame itself out of the
+    /// other port when the host accepted it.
+    pub fn handle_frame_into(
+        &mut self,
+        now: Millis,
+        port: u8,
+        frame: &[u8],
+        egress: &mut Vec<(u8, Vec<u8>)>,
+    ) -> FrameOutcome {
         if !self.port_synced {
             self.sync_port();
         }
         let offered = match self.active.packet_path() {
-            None => return FrameOutcome::Host(self.handle_framed(now, frame, Framing::Ethernet)),
+            None => return self.host_frame(now, port, frame, egress),
             Some(pp) => pp.offer(port, frame),
         };
         match offered {
-            Ok(CardOutcome::Forwarded(_)) => {
+            Ok(CardOutcome::Forwarded(out, sent)) => {
                 self.stats.card_forwarded += 1;
+                egress.push((out, sent));
                 FrameOutcome::ForwardedByCard
             }
             Ok(CardOutcome::Dropped(r)) => {
@@ -499,22 +516,39 @@ impl<T: NodeSpecificTable> Node<T> {
                 if matches!(v, Verdict::Accept { .. }) {
                     let sent = match self.active.packet_path() {
                         Some(pp) => pp.send_out(p.port ^ 1, &p.frame),
-                        None => Ok(()),
+                        None => Ok(None),
                     };
-                    if let Err(e) = sent {
-                        self.table_failed(e);
+                    match sent {
+                        Ok(Some(f)) => egress.push(f),
+                        Ok(None) => {}
+                        Err(e) => self.table_failed(e),
                     }
                 }
-                FrameOutcome::Slow(v)
+                FrameOutcome::Slow(v, p.reason)
             }
             Err(e) => {
                 // A failed card loses nothing: the host serves the frame from the common
                 // table's copy until the card is rebuilt.
                 self.table_failed(e);
                 self.port_synced = false;
-                FrameOutcome::Host(self.handle_framed(now, frame, Framing::Ethernet))
+                self.host_frame(now, port, frame, egress)
             }
         }
+    }
+
+    /// A frame the host handles without the card: sent on out of the other port if accepted.
+    fn host_frame(
+        &mut self,
+        now: Millis,
+        port: u8,
+        frame: &[u8],
+        egress: &mut Vec<(u8, Vec<u8>)>,
+    ) -> FrameOutcome {
+        let v = self.handle_framed(now, frame, Framing::Ethernet);
+        if matches!(v, Verdict::Accept { .. }) {
+            egress.push((port ^ 1, frame.to_vec()));
+        }
+        FrameOutcome::Host(v)
     }
 
     /// Whether the node-specific table is a card with a packet path.

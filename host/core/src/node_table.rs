@@ -85,8 +85,8 @@ pub struct TableStats {
 /// What a card's packet path did with a frame offered to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CardOutcome {
-    /// The card forwarded the frame itself, out of this port.
-    Forwarded(u8),
+    /// The card forwarded the frame itself, out of this port (the frame as it left).
+    Forwarded(u8, Vec<u8>),
     /// The card dropped it (an identifier the node does not own, a rule, a runt).
     Dropped(driver::port::Reason),
     /// The card queued it for the host: the slow path decides.
@@ -113,11 +113,12 @@ pub trait PacketPath {
     /// # Errors
     /// [`TableError::Device`] when the card fails or has no simulated wires to feed.
     fn offer(&mut self, port: u8, frame: &[u8]) -> Result<CardOutcome, TableError>;
-    /// Send a frame the slow path let through out of `port`.
+    /// Send a frame the slow path let through out of `port`; on simulated wires, the frame
+    /// as it left the card.
     ///
     /// # Errors
     /// [`TableError::Device`] when the card fails.
-    fn send_out(&mut self, port: u8, frame: &[u8]) -> Result<(), TableError>;
+    fn send_out(&mut self, port: u8, frame: &[u8]) -> Result<Option<(u8, Vec<u8>)>, TableError>;
     /// The card's packet port counters.
     ///
     /// # Errors

@@ -59,7 +59,11 @@ impl Cidr {
         }
     }
 
-    fn parse(s: &str) -> Result<Cidr, String> {
+    /// Parses `ADDR` or `ADDR/LEN` (IPv4 or IPv6; without a length, the one address).
+    ///
+    /// # Errors
+    /// A message naming the bad address or prefix length.
+    pub fn parse(s: &str) -> Result<Cidr, String> {
         let (a, l) = match s.split_once('/') {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),

@@ -16,7 +16,7 @@ fn status_table() {
         "{out}"
     );
     assert!(
-        out.contains("CAM    0x5443414d  1.0      0x01000  0x02000"),
+        out.contains("CAM    0x5443414d  2.0      0x01000  0x02000"),
         "{out}"
     );
     assert!(out.contains("CAM depth        1024"), "{out}");
@@ -36,7 +36,8 @@ fn status_json() {
     assert_eq!(v["blocks"][0]["name"], "IDENT");
     assert_eq!(v["blocks"][0]["offset"], "0x00000");
     assert_eq!(v["blocks"][1]["name"], "CAM");
-    assert_eq!(v["blocks"][1]["version"], "1.0");
+    assert_eq!(v["blocks"][1]["version"], "2.0");
+    assert_eq!(v["blocks"][4]["name"], "PORT");
     assert_eq!(v["cam"]["depth"], 256);
     assert_eq!(v["cam"]["key_bits"], 320);
     assert_eq!(v["cam"]["did_bits"], 12);
@@ -108,7 +109,7 @@ fn regs_walks_every_block() {
     assert!(out.contains("KEY[9]"), "{out}");
     let v = json(&["--device", "model", "--json", "regs"]);
     let blocks = v.as_array().unwrap();
-    assert_eq!(blocks.len(), 4);
+    assert_eq!(blocks.len(), 5);
     let ident = blocks[0]["regs"].as_array().unwrap();
     let magic = ident.iter().find(|r| r["name"] == "MAGIC").unwrap();
     assert_eq!(magic["value"], "0x53544331");
@@ -130,7 +131,7 @@ fn bad_arguments_fail_clearly() {
     fails(&["--device", "model:depth=0", "status"], 2, "depth must be");
     fails(&["--device", "model"], 2, "Usage");
     fails(&["--device", "model", "frobnicate"], 2, "frobnicate");
-    fails(&["--device", "model", "dump", "--did", "300"], 2, "300");
+    fails(&["--device", "model", "dump", "--did", "4096"], 2, "4096");
     fails(
         &["--device", "model", "--seed-entries", "-1", "status"],
         2,

@@ -242,6 +242,10 @@ fn a_running_node_through_its_control_socket() {
     assert!(out.contains("card backend     model"), "{out}");
     assert!(out.contains("occupancy        4 / 4 (100.0%)"), "{out}");
     assert!(out.contains("SAs              1"), "{out}");
+    // The card is on the packet path: the six SYNs entered its port and were punted.
+    assert!(out.contains("port frames in   6"), "{out}");
+    assert!(out.contains("port punted      6 (to the host)"), "{out}");
+    assert!(out.contains("tcp_control 6"), "{out}");
     let v: Value = serde_json::from_str(&ok(&["--device", &dev, "--json", "status"])).unwrap();
     assert_eq!(v["device"], dev.as_str());
     assert_eq!(v["node"], 1);
@@ -249,6 +253,8 @@ fn a_running_node_through_its_control_socket() {
     assert_eq!(v["capacity"], 4);
     assert!(v["node_table_entries"].as_u64().unwrap() >= 6, "{v}");
     assert!(v["software_overflow_entries"].as_u64().unwrap() >= 2, "{v}");
+    assert_eq!(v["card_path"]["frames_in"], 6, "{v}");
+    assert_eq!(v["card_path"]["reasons"]["tcp_control"], 6, "{v}");
 
     // dump: every entry of the node-specific table, and one identifier's.
     let all: Value = serde_json::from_str(&ok(&["--device", &dev, "--json", "dump"])).unwrap();

@@ -578,7 +578,7 @@ impl<T: NodeSpecificTable> Member<T> {
                     return PacketOutcome::NotOurs
                 }
                 FrameOutcome::DroppedByCard(_) => return PacketOutcome::Dropped,
-                FrameOutcome::Slow(v) | FrameOutcome::Host(v) => v,
+                FrameOutcome::Slow(v, _) | FrameOutcome::Host(v) => v,
             }
         } else {
             self.core.handle_packet(t.millis(), pkt)

@@ -4,6 +4,8 @@
 //! ```text
 //! hwctl --device SPEC [--json] [--seed-entries N] status|dump [--did N]|regs|sas
 //! hwctl --device SPEC [--json] esp decrypt|encrypt --sa SA [--sa SA ...] --in FILE --out FILE.pcap
+//! hwctl --device SPEC [--json] forward --in FILE --out FILE.pcap [--owns LIST] [--rules FILE]
+//!       [--identifiers N] [--key @FILE|-] [--inside CIDR]...
 //! ```
 //!
 //! Tables for people, stable JSON (`--json`) for scripts. Exit status: 0 on
@@ -16,6 +18,8 @@
 mod capture;
 #[path = "hwctl/esp.rs"]
 mod esp;
+#[path = "hwctl/forward.rs"]
+mod forward;
 #[path = "hwctl/remote.rs"]
 mod remote;
 #[path = "hwctl/sa_spec.rs"]
@@ -109,9 +113,9 @@ enum Command {
     /// Every valid CAM entry: slot, decoded key with wildcards, distribution
     /// identifier, result, hit bit.
     Dump {
-        /// Only the entries of this distribution identifier (0..=255).
-        #[arg(long, value_name = "N")]
-        did: Option<u8>,
+        /// Only the entries of this distribution identifier (0..=4095).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..4096))]
+        did: Option<u16>,
     },
     /// Every register of every block found by walking the block chain.
     Regs,
@@ -123,6 +127,39 @@ enum Command {
         #[command(subcommand)]
         op: EspCmd,
     },
+    /// Run a capture through the card's packet path as one node: the card forwards what its
+    /// entries allow, the node's slow path handles what it punts; the frames sent out are
+    /// written to a pcap file, with one verdict a frame and a summary.
+    Forward(ForwardArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ForwardArgs {
+    /// Input capture (pcap or pcapng; Ethernet, raw IP, loopback or Linux cooked).
+    #[arg(long = "in", value_name = "FILE")]
+    input: std::path::PathBuf,
+    /// Output capture (pcap, Ethernet): the frames the card (or the host) sent out.
+    #[arg(long = "out", value_name = "FILE")]
+    output: std::path::PathBuf,
+    /// Identifiers this node owns: all, none, or a list such as 0-127,200 (default all).
+    #[arg(long, value_name = "LIST", default_value = "all")]
+    owns: String,
+    /// Rule set file for first packets (docs/rules.md; default: allow every valid first
+    /// packet).
+    #[arg(long, value_name = "FILE")]
+    rules: Option<std::path::PathBuf>,
+    /// Number of distribution identifiers (a power of two, up to 4096).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    identifiers: u32,
+    /// The cluster key (64 hex digits, as clusterd's key_file): @FILE or - (a line of
+    /// standard input), so that identifiers are the cluster's. Default: a fixed, public
+    /// distribution key.
+    #[arg(long, value_name = "@FILE|-")]
+    key: Option<String>,
+    /// Frames from addresses in this prefix enter port 1 (inside). Repeatable. Default: the
+    /// side that sent a flow's first frame is outside.
+    #[arg(long, value_name = "CIDR")]
+    inside: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -167,7 +204,8 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("hwctl: error: {e}");
             // Bad --sa strings are bad arguments.
-            let usage = e.downcast_ref::<sa_spec::SaError>().is_some();
+            let usage = e.downcast_ref::<sa_spec::SaError>().is_some()
+                || e.downcast_ref::<forward::UsageError>().is_some();
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }
@@ -176,6 +214,12 @@ fn main() -> ExitCode {
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn run(cli: &mut Cli) -> Res<String> {
+    if let Command::Forward(a) = &mut cli.command {
+        if cli.seed_entries > 0 {
+            return Err("--seed-entries does not apply to forward".into());
+        }
+        return run_forward(&cli.device, a, cli.json);
+    }
     if let Command::Esp { op } = &mut cli.command {
         let (op, args) = match op {
             EspCmd::Decrypt(a) => (esp::Op::Decrypt, a),
@@ -206,7 +250,7 @@ fn run(cli: &mut Cli) -> Res<String> {
             Command::Dump { did } => remote::dump(&mut r, *did, cli.json)?,
             Command::Sas => remote::sas(&mut r, cli.json)?,
             Command::Regs => render_regs(&remote::regs(&mut r)?, cli.json)?,
-            Command::Esp { .. } => return Err(dispatched_twice()),
+            Command::Esp { .. } | Command::Forward(_) => return Err(dispatched_twice()),
         });
     }
     if matches!(cli.command, Command::Sas) {
@@ -231,13 +275,9 @@ fn run(cli: &mut Cli) -> Res<String> {
         }
         match &cli.command {
             Command::Status => status(&mut card, cli.json),
-            Command::Dump { did } => dump(
-                &mut card,
-                did.map(|d| DistributionId(u16::from(d))),
-                cli.json,
-            ),
+            Command::Dump { did } => dump(&mut card, did.map(DistributionId), cli.json),
             Command::Regs => regs(&mut card, cli.json),
-            Command::Sas | Command::Esp { .. } => Err(dispatched_twice()),
+            Command::Sas | Command::Esp { .. } | Command::Forward(_) => Err(dispatched_twice()),
         }
     };
     let r = go();
@@ -247,6 +287,58 @@ fn run(cli: &mut Cli) -> Res<String> {
         Ok(d) => Box::new(cli.device.driver_error(*d)) as Box<dyn std::error::Error>,
         Err(e) => e,
     })
+}
+
+/// `forward`: reads the options' files (the key wiped after use) and runs the capture.
+fn run_forward(device: &DeviceSpec, a: &mut ForwardArgs, as_json: bool) -> Res<String> {
+    if host::core::IdCount::new(a.identifiers).is_err() {
+        return Err(Box::new(forward::UsageError(format!(
+            "--identifiers {}: a power of two from 1 to 4096",
+            a.identifiers
+        ))));
+    }
+    let owns = forward::parse_owns(&a.owns, a.identifiers)?;
+    let rules = match &a.rules {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| format!("--rules {}: cannot read: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    let inside = a
+        .inside
+        .iter()
+        .map(|c| {
+            host::core::rules::Cidr::parse(c)
+                .map_err(|e| forward::UsageError(format!("--inside {c:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let secret = match a.key.take() {
+        Some(mut arg) => {
+            let mut stdin = std::io::stdin().lock();
+            let text = host::secret_arg::read(&arg, "--key", &mut stdin);
+            arg.zeroize();
+            let key = host::sync::key::ClusterKey::from_hex(text?.trim())
+                .map_err(|e| format!("--key: {e}"))?;
+            Some(host::core::ClusterSecret::new(
+                *key.derive16(host::daemon::DISTRIBUTION_LABEL),
+            ))
+        }
+        None => None,
+    };
+    forward::run(
+        device,
+        &forward::Options {
+            input: &a.input,
+            output: &a.output,
+            owns,
+            rules,
+            identifiers: a.identifiers,
+            secret,
+            inside,
+            json: as_json,
+        },
+    )
 }
 
 /// Commands handled before a card is opened land here only by a bug in
@@ -365,10 +457,17 @@ struct StatusOut<'a> {
     cam: CamCaps,
     occupancy: u32,
     counters: Counters,
+    /// The packet port's counters (`null`: the card has no packet port).
+    packet_port: Option<driver::port::PortCounters>,
 }
 
 fn status<R: RegIo>(card: &mut Card<R>, as_json: bool) -> Res<String> {
     let counters = card.counters()?;
+    let packet_port = if card.has_packet_port() {
+        Some(card.port()?.counters()?)
+    } else {
+        None
+    };
     let info = card.info().clone();
     let out = StatusOut {
         device: &info.backend,
@@ -378,6 +477,7 @@ fn status<R: RegIo>(card: &mut Card<R>, as_json: bool) -> Res<String> {
         cam: info.cam,
         occupancy: counters.occupancy,
         counters,
+        packet_port,
     };
     if as_json {
         return json(&out);
@@ -422,7 +522,37 @@ fn status<R: RegIo>(card: &mut Card<R>, as_json: bool) -> Res<String> {
     for (k, v) in kv {
         writeln!(s, "{k:<16} {v}")?;
     }
+    if let Some(p) = &out.packet_port {
+        s += &port_lines(p);
+    }
     Ok(s)
+}
+
+/// The packet port's counters as `status` lines.
+fn port_lines(p: &driver::port::PortCounters) -> String {
+    let mut s = String::new();
+    let reasons: Vec<String> = p.reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    let kv = [
+        ("port frames in", p.rx_frames.to_string()),
+        ("port forwarded", format!("{} (by the card)", p.forwarded)),
+        ("port punted", format!("{} (to the host)", p.punted)),
+        ("port dropped", p.dropped.to_string()),
+        ("port frames out", p.tx_frames.to_string()),
+        ("port host sent", p.host_sent.to_string()),
+        ("port queued", p.queued.to_string()),
+        (
+            "port reasons",
+            if reasons.is_empty() {
+                "-".to_owned()
+            } else {
+                reasons.join(", ")
+            },
+        ),
+    ];
+    for (k, v) in kv {
+        let _ = writeln!(s, "{k:<16} {v}");
+    }
+    s
 }
 
 // ---- dump ---------------------------------------------------------------

@@ -172,6 +172,9 @@ struct RemoteStatus {
     leader: Option<u64>,
     epoch: u64,
     owned: u64,
+    /// The node's `card_path` status: its card's packet port counters (`null` for a card
+    /// without a packet port).
+    card_path: Value,
 }
 
 /// `hwctl --device unix:PATH status`.
@@ -199,6 +202,7 @@ pub fn status(r: &mut Remote, as_json: bool) -> Result<String, String> {
         leader: v.get("leader").and_then(Value::as_u64),
         epoch: u(&v, "epoch"),
         owned: u(&v, "owned"),
+        card_path: v.get("card_path").cloned().unwrap_or(Value::Null),
     };
     if as_json {
         return pretty_json(&out);
@@ -242,7 +246,50 @@ pub fn status(r: &mut Remote, as_json: bool) -> Result<String, String> {
     for (k, v) in kv {
         let _ = writeln!(t, "{k:<16} {v}");
     }
+    t += &card_path_lines(&out.card_path);
     Ok(t)
+}
+
+/// A node's `card_path` status as `status` lines (none without a packet port).
+pub fn card_path_lines(c: &Value) -> String {
+    let mut t = String::new();
+    if !c.is_object() {
+        return t;
+    }
+    let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let reasons = c
+        .get("reasons")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {}", v.as_u64().unwrap_or(0)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "-".to_owned());
+    let kv = [
+        ("port frames in", n("frames_in").to_string()),
+        (
+            "port lookups",
+            format!("{} ({} hits)", n("dp_lookups"), n("dp_hits")),
+        ),
+        (
+            "port forwarded",
+            format!("{} (by the card)", n("forwarded_by_card")),
+        ),
+        ("port punted", format!("{} (to the host)", n("punted"))),
+        (
+            "port dropped",
+            format!("{} ({} not owned)", n("dropped"), n("dropped_not_owned")),
+        ),
+        ("port host sent", n("host_sent").to_string()),
+        ("port reasons", reasons),
+    ];
+    for (k, v) in kv {
+        let _ = writeln!(t, "{k:<16} {v}");
+    }
+    t
 }
 
 /// `hwctl --device unix:PATH dump [--did N]`: the node-specific table (what
@@ -251,10 +298,8 @@ pub fn status(r: &mut Remote, as_json: bool) -> Result<String, String> {
 ///
 /// # Errors
 /// Socket and daemon errors.
-pub fn dump(r: &mut Remote, did: Option<u8>, as_json: bool) -> Result<String, String> {
-    let req = Request::CardDump {
-        did: did.map(u16::from),
-    };
+pub fn dump(r: &mut Remote, did: Option<u16>, as_json: bool) -> Result<String, String> {
+    let req = Request::CardDump { did };
     let v = r.ask(&req, |a| match a {
         Response::CardDump(d) => Some(d),
         _ => None,

@@ -218,7 +218,7 @@ impl Runtime {
         let (t_inc, c_inc) = next_incarnations(&cfg.state_dir)?;
         let table = card::open(&cfg.card, cfg.identifiers, cfg.card_capacity)
             .map_err(|e| RunError::Card(e.to_string()))?;
-        let secret = ClusterSecret::new(*cfg.key.derive16(b"distribution identifiers"));
+        let secret = ClusterSecret::new(*cfg.key.derive16(crate::daemon::DISTRIBUTION_LABEL));
         let mut ncfg = NodeConfig::new(cfg.node, secret);
         ncfg.incarnation = c_inc;
         ncfg.count = cfg.identifiers;
