@@ -372,3 +372,77 @@ fn ctl_names_a_missing_or_dead_socket() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("nobody listens on"), "{err}");
 }
+
+/// `clusterd keygen --identity FILE`: the file is created 0600 and never overwritten; the
+/// public key printed is the one a node with that file signs with.
+fn keygen_identity(path: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_clusterd"))
+        .args(["keygen", "--identity"])
+        .arg(path)
+        .output()
+        .expect("run keygen")
+}
+
+#[test]
+fn node_identities_from_keygen_to_a_running_node() {
+    let t = TempDir::new("ctl-identity");
+    let id = t.dir().join("n.id");
+    let o = keygen_identity(&id);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let public = String::from_utf8(o.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    assert_eq!(public.len(), 64, "{public}");
+    let meta = std::fs::metadata(&id).expect("identity file");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let secret = std::fs::read_to_string(&id).expect("read");
+    let loaded = host::sync::NodeIdentity::load(&id).expect("load");
+    assert_eq!(loaded.public().to_hex(), public);
+    // Never overwritten.
+    let again = keygen_identity(&id);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("never overwritten"));
+    assert_eq!(std::fs::read_to_string(&id).expect("read"), secret);
+
+    // A node with the identity starts, says which public key it signs with, never the secret.
+    let pk = "ab".repeat(32);
+    let conf = t.dir().join("n.conf");
+    let text = format!(
+        "node = 1\nlisten = {}\nkey_file = cluster.key\nidentity_file = n.id\n\
+         peer = 2 {} key={pk}\npeer = 3 {} witness key={pk}\ncontrol = n.sock\nstate_dir = n.state\n",
+        free_udp(),
+        free_udp(),
+        free_udp()
+    );
+    std::fs::write(t.dir().join("cluster.key"), format!("{KEY}\n")).expect("key");
+    std::fs::set_permissions(
+        t.dir().join("cluster.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    std::fs::write(&conf, text).expect("config");
+    let sock = t.dir().join("n.sock");
+    let mut node = Node::spawn(&conf, &[]);
+    node.ready(&sock);
+    let log = node.stop(&sock);
+    assert!(log.contains(&format!("identity {public}")), "{log}");
+    assert!(
+        !log.contains(secret.trim()),
+        "the identity's secret in the log"
+    );
+
+    // An identity file others can read is refused with the fix.
+    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let err = Node::spawn(&conf, &[]).failure();
+    assert!(err.contains("readable by group or others"), "{err}");
+    assert!(
+        err.contains(&format!("chmod 600 {}", id.display())),
+        "{err}"
+    );
+    // And a file that is not an identity is named as such.
+    std::fs::write(&id, "00112233\n").expect("write");
+    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let err = Node::spawn(&conf, &[]).failure();
+    assert!(err.contains("not an Ed25519 identity"), "{err}");
+}

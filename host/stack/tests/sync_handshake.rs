@@ -327,3 +327,136 @@ fn a_peer_restarting_often_is_not_reported_as_a_duplicate() {
         .all(|e| !matches!(e, SyncEvent::DuplicateId { .. })));
     assert_eq!(w.procs["n2"].stats().duplicate_ids, 0);
 }
+
+// ---- node identities ---------------------------------------------------------------------
+
+use host::sync::{NodeIdentity, PublicKey};
+use std::sync::Arc;
+
+fn identity() -> Arc<NodeIdentity> {
+    Arc::new(NodeIdentity::generate().unwrap().0)
+}
+
+/// Node `me` with identity `id`, knowing the peers' public keys.
+fn signed_endpoint(
+    me: u16,
+    inc: u64,
+    id: &Arc<NodeIdentity>,
+    peers: &[(u16, PublicKey)],
+) -> Endpoint {
+    let mut cfg = EndpointConfig::new(NodeId(me), inc);
+    cfg.identity = Some(id.clone());
+    cfg.peer_keys = peers.iter().map(|(n, k)| (NodeId(*n), *k)).collect();
+    let mut ids: Vec<NodeId> = peers.iter().map(|(n, _)| NodeId(*n)).collect();
+    ids.push(NodeId(me));
+    Endpoint::new(cfg, key(), ids)
+}
+
+#[test]
+fn a_member_holding_the_cluster_key_cannot_speak_as_another() {
+    let (a, b, c) = (identity(), identity(), identity());
+    let keys = [(1, a.public()), (2, b.public()), (3, c.public())];
+    let others = |me: u16| -> Vec<(u16, PublicKey)> {
+        keys.iter().copied().filter(|(n, _)| *n != me).collect()
+    };
+    let mut w = Wire::new();
+    w.add("n1", signed_endpoint(1, 1000, &a, &others(1)), true);
+    w.add("n2", signed_endpoint(2, 2000, &b, &others(2)), true);
+    for i in 0..20 {
+        let now = w.now;
+        w.ep("n2").send_record(now, NodeId(1), &rec(2, i)).unwrap();
+        w.step();
+    }
+    w.run_ms(50);
+    assert_eq!(
+        w.records("n1", 2).len(),
+        20,
+        "signed frames flow between members"
+    );
+    // Every frame on the wire is version 3 and carries a signature.
+    assert!(w.captured["n2"].iter().all(|f| f[2] == 3));
+
+    // Member 3 knows the cluster key and its own identity, and runs an endpoint that claims
+    // to be node 2 (its own key pair, node 2's id); its frames reach node 1.
+    let mut impostor = signed_endpoint(2, 9000, &c, &others(2));
+    let before = w.procs["n1"].stats().rejected_signature;
+    let mut tried = 0;
+    for i in 0..20 {
+        let now = w.now;
+        let _ = impostor.send_record(now, NodeId(1), &rec(9, i));
+        let _ = impostor.send_datagram(NodeId(1), b"I am node 2");
+        impostor.handle_timeout(now);
+        while let Some(t) = impostor.poll_transmit() {
+            if t.to != NodeId(1) {
+                continue;
+            }
+            let r = w.ep("n1").handle_frame(now, &t.bytes);
+            assert_eq!(r, Err(FrameError::Signature(NodeId(2))), "impostor frame");
+            tried += 1;
+        }
+        w.step();
+    }
+    assert!(tried >= 20, "the impostor sent {tried} frames");
+    let n1 = &w.procs["n1"];
+    assert!(n1.stats().rejected_signature > before);
+    assert_eq!(
+        incarnation_of(n1, 2),
+        2000,
+        "the impostor's incarnation was accepted"
+    );
+    assert!(
+        !w.records("n1", 2).iter().any(|r| r[0] == 9),
+        "a record of the impostor reached node 1"
+    );
+
+    // An unsigned frame (a node without identities, or a downgrade) is refused outright.
+    let mut plain = endpoint(2, 2000, &[1, 2]);
+    plain.send_datagram(NodeId(1), b"unsigned").unwrap();
+    let f = plain.poll_transmit().unwrap().bytes;
+    let now = w.now;
+    assert_eq!(
+        w.ep("n1").handle_frame(now, &f),
+        Err(FrameError::Version(2))
+    );
+    // And a signed frame whose signature bytes were altered.
+    let mut g = w.captured["n2"][5].clone();
+    let last = g.len() - 1;
+    g[last] ^= 1;
+    assert!(matches!(
+        w.ep("n1").handle_frame(now, &g),
+        Err(FrameError::Signature(_) | FrameError::Replay)
+    ));
+}
+
+#[test]
+fn a_rotated_identity_is_refused_until_peers_learn_it_and_a_removed_one_for_good() {
+    let (a, b, b2) = (identity(), identity(), identity());
+    let mut w = Wire::new();
+    w.add("n1", signed_endpoint(1, 1000, &a, &[(2, b.public())]), true);
+    w.add("n2", signed_endpoint(2, 2000, &b, &[(1, a.public())]), true);
+    w.run_ms(30);
+    // Node 2 restarts with a new identity; node 1 still has the old public key.
+    w.procs
+        .insert("n2", signed_endpoint(2, 3000, &b2, &[(1, a.public())]));
+    let now = w.now;
+    w.ep("n2").send_record(now, NodeId(1), &rec(7, 1)).unwrap();
+    w.run_ms(50);
+    assert!(
+        w.records("n1", 2).is_empty(),
+        "the unknown identity got through"
+    );
+    assert!(w.procs["n1"].stats().rejected_signature > 0);
+    // The operator gives node 1 the new public key: the stream goes through.
+    w.ep("n1").set_peer_key(NodeId(2), Some(b2.public()));
+    w.run_ms(200);
+    assert_eq!(w.records("n1", 2), vec![rec(7, 1)]);
+    assert_eq!(incarnation_of(&w.procs["n1"], 2), 3000);
+    // Removing node 2's key removes its voice.
+    w.ep("n1").set_peer_key(NodeId(2), None);
+    let rejected = w.procs["n1"].stats().rejected_signature;
+    let now = w.now;
+    w.ep("n2").send_record(now, NodeId(1), &rec(7, 2)).unwrap();
+    w.run_ms(50);
+    assert_eq!(w.records("n1", 2).len(), 1);
+    assert!(w.procs["n1"].stats().rejected_signature > rejected);
+}

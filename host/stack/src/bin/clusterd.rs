@@ -31,8 +31,14 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Print a fresh random cluster key (64 hex digits).
-    Keygen,
+    /// Print a fresh random cluster key (64 hex digits); with --identity FILE, write a new node
+    /// identity (Ed25519, mode 0600) to FILE instead and print its public key (for the
+    /// `key=` of this node's line in the other nodes' configs).
+    Keygen {
+        /// Write a node identity to this new file.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+    },
     /// Send one control command (JSON) to a node's control socket and print the answer.
     Ctl {
         /// The control socket path.
@@ -62,8 +68,13 @@ fn main() -> ExitCode {
     };
     let result = match cli.cmd {
         Cmd::Run { config } => rt.block_on(host::daemon::node::run_node(&config)),
-        Cmd::Keygen => host::sync::ClusterKey::generate()
+        Cmd::Keygen { identity: None } => host::sync::ClusterKey::generate()
             .map(|k| println!("{}", *Zeroizing::new(k.to_hex())))
+            .map_err(|e| e.to_string()),
+        Cmd::Keygen {
+            identity: Some(path),
+        } => host::sync::NodeIdentity::write_new(&path)
+            .map(|k| println!("{}", k.to_hex()))
             .map_err(|e| e.to_string()),
         Cmd::Ctl { socket, cmd, args } => rt.block_on(ctl(socket, cmd, Zeroizing::new(args))),
         Cmd::Demo(args) => rt.block_on(demo::run(args)),

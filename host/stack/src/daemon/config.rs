@@ -8,7 +8,8 @@
 //! listen = 127.0.0.1:7101          # UDP address for replication and consensus
 //! control = node1.sock             # Unix control socket (relative to the config file)
 //! key = 64 hex digits              # cluster key (or: key_file = path, holding the hex)
-//! peer = 2 127.0.0.1:7102          # one line per other member: id address
+//! identity_file = node1.id         # this node's own signing key (clusterd keygen --identity)
+//! peer = 2 127.0.0.1:7102 key=HEX  # one line per other member: id address [key=its public key]
 //! peer = 3 127.0.0.1:7103 witness  # a witness votes but handles no traffic
 //! peer = 4 127.0.0.1:7104 learner  # added to a running cluster: a learner until the leader promotes it
 //! role = member                    # or: witness
@@ -47,6 +48,8 @@ pub struct PeerConfig {
     pub role: Role,
     /// Whether it votes in consensus (false: a Raft learner, e.g. a node added later).
     pub voter: bool,
+    /// Its public key (`key=HEX` on its line), with which its frames must be signed.
+    pub pubkey: Option<crate::sync::PublicKey>,
 }
 
 /// A parsed node configuration.
@@ -67,6 +70,9 @@ pub struct Config {
     pub control_group: Option<String>,
     /// Cluster key.
     pub key: ClusterKey,
+    /// This node's identity file (`identity_file`): with one, frames are signed and every peer
+    /// line names its public key.
+    pub identity: Option<PathBuf>,
     /// The other members.
     pub peers: Vec<PeerConfig>,
     /// Card backend spec.
@@ -130,6 +136,7 @@ const KEYS: &[&str] = &[
     "control_group",
     "key",
     "key_file",
+    "identity_file",
     "peer",
     "card",
     "wire",
@@ -277,6 +284,7 @@ impl Config {
         let mut card_capacity = 4096;
         let mut seq_jump = 4096;
         let mut rules = None;
+        let mut identity = None;
         let mut voter = true;
         let resolve = |p: &str| {
             let p = Path::new(p);
@@ -344,6 +352,7 @@ impl Config {
                 "control_group" => control_group = Some(v.to_string()),
                 "state_dir" => state_dir = Some(resolve(v)),
                 "rules" => rules = Some(resolve(v)),
+                "identity_file" => identity = Some(resolve(v)),
                 "card" => card = v.to_string(),
                 "voter" => {
                     voter = match v {
@@ -382,7 +391,20 @@ impl Config {
                 }
                 "peer" => {
                     let parts: Vec<&str> = v.split_whitespace().collect();
-                    let fix = "write \"peer = <id> <ip:port>\", optionally followed by \"witness\" or \"learner\"";
+                    let fix = "write \"peer = <id> <ip:port>\", optionally followed by \"witness\" or \"learner\" and \"key=<its public key>\"";
+                    let mut parts = parts;
+                    let mut pubkey = None;
+                    if let Some(i) = parts.iter().position(|p| p.starts_with("key=")) {
+                        let hex = &parts[i][4..];
+                        pubkey = Some(crate::sync::PublicKey::from_hex(hex).map_err(|e| {
+                            err(
+                                ln,
+                                e.to_string(),
+                                "copy the public key `clusterd keygen --identity` printed for that node",
+                            )
+                        })?);
+                        parts.remove(i);
+                    }
                     if !(2..=3).contains(&parts.len()) {
                         return Err(err(
                             ln,
@@ -414,6 +436,7 @@ impl Config {
                             addr,
                             role,
                             voter: pvoter,
+                            pubkey,
                         },
                     ));
                 }
@@ -489,6 +512,25 @@ impl Config {
                 "make at least one node role = member",
             ));
         }
+        match (&identity, peers.iter().find(|(_, p)| p.pubkey.is_none())) {
+            (Some(_), Some((ln, p))) => {
+                return Err(err(
+                    *ln,
+                    format!("peer {} has no public key, but this node has an identity_file", p.id.0),
+                    "add \"key=<its public key>\" to the line (every node of a cluster has an identity, or none has)",
+                ))
+            }
+            (None, _) => {
+                if let Some((ln, p)) = peers.iter().find(|(_, p)| p.pubkey.is_some()) {
+                    return Err(err(
+                        *ln,
+                        format!("peer {} has a public key, but this node has no identity_file", p.id.0),
+                        "add \"identity_file = <file>\" (clusterd keygen --identity <file>), or remove the key",
+                    ));
+                }
+            }
+            _ => {}
+        }
         let state_dir = state_dir.unwrap_or_else(|| base.join(format!("node{}.state", node.0)));
         if role == Role::Witness && !voter {
             return Err(err(
@@ -505,6 +547,7 @@ impl Config {
             control,
             control_group,
             key,
+            identity,
             peers: peers.into_iter().map(|(_, p)| p).collect(),
             card,
             wire,
@@ -599,6 +642,44 @@ mod tests {
         assert_eq!(c.voters(), vec![NodeId(1), NodeId(2), NodeId(3)]);
         assert_eq!(c.card, "model");
         assert_eq!(c.identifiers.get(), 256);
+    }
+
+    #[test]
+    fn identities_all_or_none() {
+        let pk = "aa".repeat(32);
+        let signed = good()
+            .replace(
+                "peer = 2 127.0.0.1:7102",
+                &format!("peer = 2 127.0.0.1:7102 key={pk}"),
+            )
+            .replace(
+                "peer = 3 127.0.0.1:7103",
+                &format!("peer = 3 127.0.0.1:7103 witness key={pk}"),
+            )
+            + "identity_file = n1.id\n";
+        let c = parse(&signed).unwrap();
+        assert_eq!(
+            c.identity.as_deref(),
+            Some(Path::new("/etc/clusterd/n1.id"))
+        );
+        assert_eq!(c.peers[0].pubkey.unwrap().to_hex(), pk);
+        assert_eq!(c.peers[1].role, Role::Witness);
+        // an identity, and a peer without a key
+        let e = parse(&format!("{}identity_file = n1.id\n", good())).unwrap_err();
+        assert_eq!(e.line, 6);
+        assert!(e.problem.contains("no public key"), "{e}");
+        // a peer key, and no identity
+        let e = parse(&good().replace(
+            "peer = 2 127.0.0.1:7102",
+            &format!("peer = 2 127.0.0.1:7102 key={pk}"),
+        ))
+        .unwrap_err();
+        assert_eq!(e.line, 6);
+        assert!(e.fix.contains("identity_file"), "{e}");
+        // a key that is not one
+        let e = parse(&signed.replace(&format!("7102 key={pk}"), "7102 key=xyz")).unwrap_err();
+        assert_eq!(e.line, 6);
+        assert!(e.problem.contains("64 hexadecimal"), "{e}");
     }
 
     #[test]

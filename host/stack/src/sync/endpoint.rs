@@ -40,6 +40,7 @@ use super::frame::{
     self, AckRepr, FrameError, Header, HelloRepr, Kind, RecordBatch, DATA_PREFIX, FRAME_OVERHEAD,
     HEADER_LEN, HELLO_ANSWER, MAX_FRAME, TAG_LEN,
 };
+use super::identity::{NodeIdentity, PublicKey, SIG_LEN};
 use super::key::ClusterKey;
 use crate::core::ids::NodeId;
 
@@ -70,6 +71,12 @@ pub struct EndpointConfig {
     pub hello_interval: Duration,
     /// Bytes that may wait per peer (backlog plus open batch) before `send_record` refuses.
     pub max_backlog_bytes: usize,
+    /// This node's identity: with one, every frame is signed (version 3) and only signed
+    /// frames that verify under [`Self::peer_keys`] are accepted; without, frames are
+    /// unsigned (version 2) and any holder of the cluster key can speak as any node.
+    pub identity: Option<std::sync::Arc<NodeIdentity>>,
+    /// The public key of every peer (with [`Self::identity`]).
+    pub peer_keys: BTreeMap<NodeId, PublicKey>,
 }
 
 impl EndpointConfig {
@@ -86,6 +93,8 @@ impl EndpointConfig {
             rto_max: Duration::from_millis(250),
             hello_interval: Duration::from_millis(25),
             max_backlog_bytes: 256 << 20,
+            identity: None,
+            peer_keys: BTreeMap::new(),
         }
     }
 }
@@ -214,6 +223,9 @@ pub struct SyncStats {
     pub rejected_malformed: u64,
     /// Rejected: authenticated frames claiming this node's own id (another process uses it).
     pub rejected_own_id: u64,
+    /// Rejected: sealed with the cluster key but not signed by the node they claim to come
+    /// from (a member speaking as another, or a wrong public key).
+    pub rejected_signature: u64,
     /// Hellos of a not yet accepted incarnation, answered with a challenge.
     pub challenges_answered: u64,
     /// Duplicate node ids reported (by this node, or to it by a peer).
@@ -231,6 +243,7 @@ impl SyncStats {
             + self.rejected_unknown_peer
             + self.rejected_malformed
             + self.rejected_own_id
+            + self.rejected_signature
     }
 }
 
@@ -567,6 +580,20 @@ impl Endpoint {
             .collect()
     }
 
+    /// Sets (or, with `None`, removes) the public key that `peer`'s signed frames must verify
+    /// under: how a running node learns a peer's rotated identity. Frames the peer signed with
+    /// another key are refused from now on.
+    pub fn set_peer_key(&mut self, peer: NodeId, key: Option<PublicKey>) {
+        match key {
+            Some(k) => {
+                self.cfg.peer_keys.insert(peer, k);
+            }
+            None => {
+                self.cfg.peer_keys.remove(&peer);
+            }
+        }
+    }
+
     /// Bytes waiting or in flight to `peer` (0 for an unknown peer).
     pub fn backlog(&self, peer: NodeId) -> usize {
         self.peers.get(&peer).map_or(0, |p| {
@@ -698,11 +725,12 @@ impl Endpoint {
             receiver: to,
             incarnation: self.cfg.incarnation,
             seq: self.next_seq,
+            signed: self.cfg.identity.is_some(),
         };
         self.next_seq += 1;
         let mut hdr = [0u8; HEADER_LEN];
         header.emit(&mut hdr);
-        let mut buf = Vec::with_capacity(HEADER_LEN + payload.len() + TAG_LEN);
+        let mut buf = Vec::with_capacity(HEADER_LEN + payload.len() + TAG_LEN + SIG_LEN);
         buf.extend_from_slice(&hdr);
         buf.extend_from_slice(payload);
         let tag = self
@@ -717,6 +745,10 @@ impl Endpoint {
                 max: MAX_FRAME,
             })?;
         buf.extend_from_slice(tag.as_ref());
+        if let Some(id) = &self.cfg.identity {
+            let sig = id.sign(&buf);
+            buf.extend_from_slice(&sig);
+        }
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += buf.len() as u64;
         self.transmits.push_back(Transmit { to, bytes: buf });
@@ -947,6 +979,7 @@ impl Endpoint {
                 FrameError::Replay => s.rejected_replay += 1,
                 FrameError::Malformed(_) => s.rejected_malformed += 1,
                 FrameError::OwnId(_) => s.rejected_own_id += 1,
+                FrameError::Signature(_) => s.rejected_signature += 1,
             }
         }
         r
@@ -954,6 +987,16 @@ impl Endpoint {
 
     fn handle_frame_inner(&mut self, now: Duration, bytes: &[u8]) -> Result<(), FrameError> {
         let h = Header::parse(bytes)?;
+        if h.signed != self.cfg.identity.is_some() {
+            // a cluster signs all its frames or none
+            return Err(FrameError::Version(bytes[2]));
+        }
+        // The sealed part (header, ciphertext, tag); a signed frame's signature follows it.
+        let (bytes, sig) = if h.signed {
+            bytes.split_at(bytes.len() - SIG_LEN)
+        } else {
+            (bytes, &[][..])
+        };
         if h.receiver != self.cfg.me {
             return Err(FrameError::Misdirected(h.receiver));
         }
@@ -961,7 +1004,7 @@ impl Endpoint {
             return Err(FrameError::Replay);
         }
         if h.sender == self.cfg.me {
-            return self.on_own_id(now, &h, bytes);
+            return self.on_own_id(now, &h, bytes, sig);
         }
         let me_inc = self.cfg.incarnation;
         let p = self
@@ -999,6 +1042,18 @@ impl Endpoint {
             .len();
         self.scratch.truncate(plain_len);
         let from = h.sender;
+        if h.signed {
+            // Sealed with the cluster key, so from a member: now check that it is the member
+            // it claims to be.
+            let signed_by_sender = self
+                .cfg
+                .peer_keys
+                .get(&from)
+                .is_some_and(|k| k.verify(bytes, sig));
+            if !signed_by_sender {
+                return Err(FrameError::Signature(from));
+            }
+        }
         self.note_incarnation(now, from, h.incarnation);
         if !current {
             return self.on_other_incarnation(now, &h);
@@ -1175,7 +1230,13 @@ impl Endpoint {
     }
 
     /// A frame claiming this node's own id.
-    fn on_own_id(&mut self, now: Duration, h: &Header, bytes: &[u8]) -> Result<(), FrameError> {
+    fn on_own_id(
+        &mut self,
+        now: Duration,
+        h: &Header,
+        bytes: &[u8],
+        sig: &[u8],
+    ) -> Result<(), FrameError> {
         if h.incarnation == self.cfg.incarnation {
             // one of this process's own frames, reflected back
             return Err(FrameError::Replay);
@@ -1191,6 +1252,12 @@ impl Endpoint {
             &mut self.scratch,
         )
         .map_err(|_| FrameError::Auth)?;
+        if let Some(id) = &self.cfg.identity {
+            // another process with this node's identity, not a member speaking as this node
+            if !id.public().verify(bytes, sig) {
+                return Err(FrameError::Signature(h.sender));
+            }
+        }
         if due(self.own_id_reported, now, DUP_REPORT_EVERY) {
             self.own_id_reported = Some(now);
             self.stats.duplicate_ids += 1;
@@ -1326,6 +1393,7 @@ mod tests {
             receiver: NodeId(receiver),
             incarnation: inc,
             seq,
+            signed: false,
         };
         let mut hdr = [0u8; HEADER_LEN];
         h.emit(&mut hdr);

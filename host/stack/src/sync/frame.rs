@@ -1,10 +1,10 @@
-//! The wire format of a sync frame (version 2), parsed strictly: a frame is accepted only when
-//! every length adds up, and no accessor can panic on any input.
+//! The wire format of a sync frame (version 2, or 3 when signed), parsed strictly: a frame is
+//! accepted only when every length adds up, and no accessor can panic on any input.
 //!
 //! ```text
 //! offset  size  field        (all integers big-endian; the 24-byte header is the AEAD's AAD)
 //!      0     2  magic        "CD"
-//!      2     1  version      2
+//!      2     1  version      2 (unsigned), 3 (signed: a node identity signature follows the tag)
 //!      3     1  kind         1 = data, 2 = ack, 3 = datagram, 4 = hello
 //!      4     2  sender       node id
 //!      6     2  receiver     node id (a frame for another node is rejected)
@@ -12,7 +12,12 @@
 //!     16     8  seq          the sender's frame sequence number (nonce = sender ++ 00 00 ++ seq)
 //!     24     n  ciphertext   the encrypted payload
 //!   24+n    16  tag          AES-256-GCM tag over header and payload
+//!   40+n    64  signature    version 3 only: the sender's Ed25519 signature of bytes 0..40+n
 //! ```
+//!
+//! A cluster whose nodes have identities ([`super::identity`]) sends and accepts only version 3
+//! frames, each checked against the configured public key of the node its header names; one
+//! without identities only version 2.
 //!
 //! Plaintext payloads:
 //!
@@ -41,8 +46,12 @@ use crate::core::ids::NodeId;
 
 /// Frame magic.
 pub const MAGIC: [u8; 2] = *b"CD";
-/// The one frame version this code speaks.
+/// The frame version of a cluster without node identities.
 pub const VERSION: u8 = 2;
+/// The frame version of a cluster with node identities: signed frames.
+pub const VERSION_SIGNED: u8 = 3;
+/// Signature length of a signed frame.
+pub const SIG_LEN: usize = super::identity::SIG_LEN;
 /// Header length (the AAD).
 pub const HEADER_LEN: usize = 24;
 /// AEAD tag length.
@@ -89,8 +98,12 @@ pub enum FrameError {
     #[error("garbled frame: {0}")]
     Garbled(&'static str),
     /// A version this code does not speak.
-    #[error("frame version {0} is not supported (this node speaks version 2; run one clusterd version across the cluster)")]
+    #[error("frame version {0} is not the one this node speaks (2 without node identities, 3 with: every node of a cluster has an identity_file, or none has; and one clusterd version across the cluster)")]
     Version(u8),
+    /// A signed frame whose signature is not its sender's: a member speaking as another, a
+    /// peer line with the wrong public key, or a node whose identity was rotated.
+    #[error("frame signature is not {0}'s (a member speaking as another, or a wrong public key on its peer line)")]
+    Signature(NodeId),
     /// Unknown kind byte.
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
@@ -129,6 +142,8 @@ pub struct Header {
     pub incarnation: u64,
     /// Sender's frame sequence number.
     pub seq: u64,
+    /// A signed frame (version 3).
+    pub signed: bool,
 }
 
 fn be_u16(b: &[u8], r: Range<usize>) -> u16 {
@@ -153,7 +168,7 @@ impl Header {
     /// Writes the header into the first [`HEADER_LEN`] bytes of `out`.
     pub fn emit(&self, out: &mut [u8; HEADER_LEN]) {
         out[field::MAGIC].copy_from_slice(&MAGIC);
-        out[field::VERSION] = VERSION;
+        out[field::VERSION] = if self.signed { VERSION_SIGNED } else { VERSION };
         out[field::KIND] = self.kind.code();
         out[field::SENDER].copy_from_slice(&self.sender.0.to_be_bytes());
         out[field::RECEIVER].copy_from_slice(&self.receiver.0.to_be_bytes());
@@ -176,9 +191,16 @@ impl Header {
             return Err(FrameError::Garbled("bad magic"));
         }
         let version = frame[field::VERSION];
-        if version != VERSION {
-            return Err(FrameError::Version(version));
-        }
+        let signed = match version {
+            VERSION => false,
+            VERSION_SIGNED if frame.len() >= FRAME_OVERHEAD + SIG_LEN => true,
+            VERSION_SIGNED => {
+                return Err(FrameError::Garbled(
+                    "shorter than header, tag and signature",
+                ))
+            }
+            _ => return Err(FrameError::Version(version)),
+        };
         let kind = Kind::from_code(frame[field::KIND]).ok_or(FrameError::UnknownKind(frame[3]))?;
         Ok(Header {
             kind,
@@ -186,6 +208,7 @@ impl Header {
             receiver: NodeId(be_u16(frame, field::RECEIVER)),
             incarnation: be_u64(frame, field::INCARNATION),
             seq: be_u64(frame, field::SEQ),
+            signed,
         })
     }
 
@@ -419,6 +442,7 @@ mod tests {
             receiver: NodeId(3),
             incarnation: 0x1122334455667788,
             seq: 9,
+            signed: false,
         };
         let mut b = [0u8; HEADER_LEN];
         h.emit(&mut b);

@@ -2,6 +2,7 @@
 //!
 //! - [`frame`]: the versioned, authenticated wire format (parsed strictly).
 //! - [`key`]: the cluster key (zeroized) and per-incarnation frame keys.
+//! - [`identity`]: per-node Ed25519 identities that sign every frame.
 //! - [`endpoint`]: the sans-I/O state machine (batching, sequence numbers, acks,
 //!   retransmission, replay protection), driven with time passed in.
 //! - [`fault`]: a fault injector (loss, duplication, partitions) between endpoint and socket.
@@ -13,6 +14,7 @@
 pub mod endpoint;
 pub mod fault;
 pub mod frame;
+pub mod identity;
 pub mod key;
 pub mod udp;
 
@@ -21,5 +23,6 @@ pub use endpoint::{
 };
 pub use fault::{FaultConfig, FaultInjector};
 pub use frame::{FrameError, RecordBatch};
+pub use identity::{IdentityError, NodeIdentity, PublicKey};
 pub use key::{ClusterKey, KeyError};
 pub use udp::UdpDriver;

@@ -55,6 +55,9 @@ pub enum RunError {
     /// The rule file is unreadable or invalid.
     #[error("rules: {0}")]
     Rules(String),
+    /// The identity file is unreadable, too open or not an identity.
+    #[error("{0}")]
+    Identity(#[from] crate::sync::IdentityError),
     /// The incarnation file could not be kept.
     #[error("state directory {path}: {err}")]
     State {
@@ -242,6 +245,26 @@ impl Runtime {
         let peers: Vec<_> = cfg.peers.iter().map(|p| p.id).collect();
         let mut ecfg = EndpointConfig::new(cfg.node, t_inc);
         ecfg.flush_interval = Duration::from_millis(cfg.flush_ms);
+        if let Some(path) = &cfg.identity {
+            let id = crate::sync::NodeIdentity::load(path)?;
+            log!(
+                cfg.node,
+                "identity {}: frames signed, peers' signatures checked",
+                id.public().to_hex()
+            );
+            ecfg.identity = Some(std::sync::Arc::new(id));
+            ecfg.peer_keys = cfg
+                .peers
+                .iter()
+                .filter_map(|p| p.pubkey.map(|k| (p.id, k)))
+                .collect();
+        } else if !cfg.peers.is_empty() {
+            log!(
+                cfg.node,
+                "no identity_file: frames are sealed with the cluster key only, so any member can \
+                 speak as any other (see docs/clusterd.md, \"Node identities\")"
+            );
+        }
         let ep = Endpoint::new(ecfg, cfg.key.clone(), peers.iter().copied());
         let addrs = cfg.peers.iter().map(|p| (p.id, p.addr)).collect();
         let udp = UdpDriver::bind(cfg.listen, addrs)
