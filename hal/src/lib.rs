@@ -17,6 +17,8 @@ pub mod fault;
 pub mod hw;
 pub mod io;
 pub mod mmio;
+#[cfg(target_os = "linux")]
+pub mod packet;
 pub mod pci;
 pub mod regs;
 pub mod sysfs;
