@@ -89,6 +89,9 @@ pub struct Received {
     pub gso: bool,
     /// The 802.1Q tag the kernel took out of the frame: (TPID, TCI).
     pub vlan: Option<(u16, u16)>,
+    /// The kernel dropped a frame it could not describe (an offload super-frame of a kind the
+    /// header cannot carry); nothing is in the buffer.
+    pub unreadable: bool,
 }
 
 /// An `AF_PACKET` socket on one interface.
@@ -240,9 +243,9 @@ impl PacketSocket {
         self.ifindex
     }
 
-    /// Read the next frame into `buf`; `Ok(None)` when none is waiting. Frames the host
-    /// transmitted on the interface are skipped. A frame longer than `buf` is cut short
-    /// ([`Received::len`] says how long it was).
+    /// Read the next frame into `buf`; `Ok(None)` when none is waiting (or the interface just
+    /// went down). Frames the host transmitted on the interface are skipped. A frame longer
+    /// than `buf` is cut short ([`Received::len`] says how long it was).
     ///
     /// # Errors
     /// [`PacketError::Io`] when the read fails (not for "nothing waiting").
@@ -280,6 +283,12 @@ impl PacketSocket {
                 return match e.raw_os_error() {
                     Some(libc::EAGAIN) => Ok(None),
                     Some(libc::EINTR) => continue,
+                    // the interface went down (reported once): nothing to read now
+                    Some(libc::ENETDOWN) => Ok(None),
+                    Some(libc::EINVAL) => Ok(Some(Received {
+                        unreadable: true,
+                        ..Received::default()
+                    })),
                     _ => Err(io_err(&self.name, "recvmsg", e)),
                 };
             }

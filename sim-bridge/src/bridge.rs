@@ -85,6 +85,8 @@ pub enum DropReason {
     TooLong,
     /// From a wire: a checksum the kernel left to finish points outside the frame.
     BadChecksumOffsets,
+    /// From a wire: the kernel dropped a frame it could not describe.
+    Unreadable,
     /// To a wire: the interface refused it (longer than its MTU, say).
     TxError,
     /// To a wire: the interface's queue was full.
@@ -98,6 +100,7 @@ impl DropReason {
         match self {
             DropReason::TooLong => "too_long",
             DropReason::BadChecksumOffsets => "bad_checksum_offsets",
+            DropReason::Unreadable => "unreadable",
             DropReason::TxError => "tx_error",
             DropReason::TxBusy => "tx_busy",
         }
@@ -202,6 +205,15 @@ pub fn prepare(
     out_len: &mut usize,
 ) -> Prepared {
     *out_len = 0;
+    if meta.unreadable {
+        return Prepared::Drop(
+            DropReason::Unreadable,
+            format!(
+                "the kernel dropped a frame from {iface} that it could not describe (an \
+                 offload super-frame: turn GRO/LRO and TSO/GSO off, see docs/port-bridge.md)"
+            ),
+        );
+    }
     let tag = usize::from(meta.vlan.is_some()) * 4;
     let len = meta.len;
     if len + tag > frame_bytes || meta.stored < len || meta.stored > buf.len() {
@@ -710,6 +722,7 @@ mod tests {
                 m.stored = rng.random_range(0..=buf.len() + 10);
             }
             m.gso = rng.random_bool(0.1);
+            m.unreadable = rng.random_bool(0.02);
             let mut out = 0;
             match prepare(&mut buf, &m, FRAME_BYTES, "fuzz", &mut out) {
                 Prepared::Frame { .. } => {

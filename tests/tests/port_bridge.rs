@@ -108,6 +108,15 @@ impl Drop for Namespaces {
     }
 }
 
+/// Tells the bridge thread to stop when dropped: at the end of a test, and when it fails.
+struct Stop(Arc<AtomicBool>);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Move the calling thread into namespace `ns`.
 fn enter(ns: &str) {
     let f =
@@ -244,6 +253,8 @@ struct Report {
     card_punted: u64,
     card_dropped: u64,
     l2_sent: u64,
+    /// The first card failure the node saw, if any.
+    card_error: Option<String>,
 }
 
 /// The bridge thread: the card and its node in namespace `ns`, on b0 (port 0, the client's
@@ -275,6 +286,7 @@ fn run_bridge(
             card_punted: s.card_punted,
             card_dropped: s.card_dropped,
             l2_sent: host.l2_sent,
+            card_error: host.node.take_card_error().map(|e| e.to_string()),
         }
     })
 }
@@ -363,9 +375,9 @@ fn tcp_over_ipv4_and_ipv6_crosses_a_card_that_owns_every_identifier() {
     require_root();
     let t = Instant::now();
     let ns = topology("port_bridge_own");
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Stop(Arc::new(AtomicBool::new(false)));
     let (ready, is_ready) = mpsc::channel();
-    let bridge = run_bridge(&ns.name("bridge"), true, stop.clone(), ready);
+    let bridge = run_bridge(&ns.name("bridge"), true, stop.0.clone(), ready);
     is_ready.recv_timeout(STEP).expect("bridge up");
 
     let mut lines = Vec::new();
@@ -376,7 +388,7 @@ fn tcp_over_ipv4_and_ipv6_crosses_a_card_that_owns_every_identifier() {
             "{server}: 1 MiB each way in {secs:.2} s ({mbit:.1} Mbit/s both ways together)"
         ));
     }
-    stop.store(true, Ordering::Relaxed);
+    drop(stop);
     let r = bridge.join().expect("bridge thread");
     for l in &lines {
         eprintln!("port_bridge: {l}");
@@ -405,6 +417,7 @@ fn tcp_over_ipv4_and_ipv6_crosses_a_card_that_owns_every_identifier() {
         t.elapsed().as_secs_f64()
     );
 
+    assert_eq!(r.card_error, None);
     // Both connections' data went through the card: at least 2 MiB each way in wire frames.
     let frames_min = (2 * TRANSFER / 1500) as u64;
     assert!(r.bridge.to_card[0] > frames_min, "{:?}", r.bridge.to_card);
@@ -440,9 +453,9 @@ fn tcp_over_ipv4_and_ipv6_crosses_a_card_that_owns_every_identifier() {
 fn tcp_connect_fails_through_a_card_that_owns_no_identifier() {
     require_root();
     let ns = topology("port_bridge_none");
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Stop(Arc::new(AtomicBool::new(false)));
     let (ready, is_ready) = mpsc::channel();
-    let bridge = run_bridge(&ns.name("bridge"), false, stop.clone(), ready);
+    let bridge = run_bridge(&ns.name("bridge"), false, stop.0.clone(), ready);
     is_ready.recv_timeout(STEP).expect("bridge up");
 
     let srv = in_ns(&ns.name("server"), || {
@@ -465,7 +478,7 @@ fn tcp_connect_fails_through_a_card_that_owns_no_identifier() {
     .join()
     .expect("client");
     let accepted = srv.join().expect("server");
-    stop.store(true, Ordering::Relaxed);
+    drop(stop);
     let r = bridge.join().expect("bridge thread");
     let p = &r.port;
     eprintln!(
@@ -473,6 +486,7 @@ fn tcp_connect_fails_through_a_card_that_owns_no_identifier() {
          reasons {:?}",
         p.rx_frames, p.forwarded, p.punted, p.dropped, p.reasons
     );
+    assert_eq!(r.card_error, None);
     assert!(
         result.is_err(),
         "the connection got through a card owning nothing"
