@@ -14,6 +14,43 @@
 //! When something else takes the frames off the wires first (the node's card table does), wrap
 //! the backend in [`Tap`] and give the bridge [`Tap::take_sent`]'s copies.
 //!
+//! ```no_run
+//! use std::time::Duration;
+//! use driver::port::Dest;
+//! use driver::{Card, DidSet, RegIo};
+//! use hal::{HalError, Wires};
+//! use sim_bridge::bridge::{wires_of, PortBridge};
+//!
+//! /// The card with a host that sends every punted frame out of the other port.
+//! struct Host<R: RegIo>(Card<R>);
+//!
+//! impl<R: RegIo> Wires for Host<R> {
+//!     fn wire_rx(&mut self, port: u8, frame: &[u8]) -> Result<(), HalError> {
+//!         wires_of(self.0.regs_mut())
+//!             .map_err(|e| HalError::Open(e.to_string()))?
+//!             .wire_rx(port, frame)?;
+//!         while let Ok(Some(p)) = self.0.port().and_then(|mut pp| pp.receive()) {
+//!             let _ = self.0.port().and_then(|mut pp| pp.send(&p.frame, Dest::Out(p.port ^ 1)));
+//!         }
+//!         Ok(())
+//!     }
+//!     fn wire_tx(&mut self) -> Option<(u8, Vec<u8>)> {
+//!         wires_of(self.0.regs_mut()).ok()?.wire_tx()
+//!     }
+//! }
+//!
+//! let mut card = Card::probe(sim_bridge::model::ModelCard::new())?;
+//! card.port()?.set_owned(&DidSet::all())?;
+//! let frame_bytes = card.port()?.frame_bytes() as usize;
+//! let mut bridge = PortBridge::open("veth-out", "veth-in", frame_bytes)?;
+//! let mut host = Host(card);
+//! for _ in 0..1000 {
+//!     let step = bridge.poll(&mut host, Duration::from_millis(100))?;
+//!     println!("{step:?}");
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! What the kernel hands a packet socket is not always a finished wire frame, and the bridge
 //! makes it one before the card sees it ([`prepare`]): a frame a local stack sent with its
 //! transport checksum left to the hardware gets the checksum computed, and an 802.1Q tag the
@@ -386,6 +423,23 @@ impl PortBridge {
             }
         }
         Ok(step)
+    }
+
+    /// [`PortBridge::poll`] on the wires of backend `regs` (`card.regs_mut()` of a
+    /// `driver::Card<R>`), for a card whose host serves its queue between polls: the card's
+    /// host queue holds 8 frames, so frames punted beyond that in one step are dropped by the
+    /// card (`queue_full`). A host that must see every punted frame uses [`PortBridge::poll`]
+    /// with a [`Wires`] of its own that serves the queue after each frame (see the module
+    /// docs).
+    ///
+    /// # Errors
+    /// [`BridgeError::NoWires`] for a backend without simulated wires; as [`PortBridge::poll`].
+    pub fn poll_regs<R: RegIo + ?Sized>(
+        &mut self,
+        regs: &mut R,
+        timeout: Duration,
+    ) -> Result<PollCounts, BridgeError> {
+        self.poll(wires_of(regs)?, timeout)
     }
 
     /// Hand a frame read from `port`'s interface (in `self.buf`, described by `meta`) to the

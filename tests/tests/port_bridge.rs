@@ -549,9 +549,8 @@ fn frames_of_any_length_from_the_wire_never_break_the_bridge() {
         let mut seen = 0;
         let mut buf = vec![0; 10_000];
         while t.elapsed() < Duration::from_secs(3) {
-            let wires = sim_bridge::bridge::wires_of(card.regs_mut()).expect("wires");
             bridge
-                .poll(wires, Duration::from_millis(20))
+                .poll_regs(card.regs_mut(), Duration::from_millis(20))
                 .expect("the bridge goes on");
             // the host forwards whatever the card punts
             while let Some(p) = card.port().expect("port").receive().expect("receive") {
