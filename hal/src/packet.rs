@@ -11,9 +11,12 @@
 //!   ([`Received::csum`]); a segmentation-offload super-frame says so ([`Received::gso`]);
 //! * `PACKET_AUXDATA`: the 802.1Q tag the kernel took out of the frame ([`Received::vlan`]).
 //!
-//! No crate on crates.io gives this safely (`nix` and `socket2` have no `sockaddr_ll`
-//! constructor and none of the `SOL_PACKET` options), so the few system calls are here, in the
-//! crate that may hold `unsafe`.
+//! No crate on crates.io gives this safely: `nix` and `socket2` have no `sockaddr_ll`
+//! constructor and none of the `SOL_PACKET` options; `pnet_datalink` (0.35) and `afpacket`
+//! (0.2) bind and set promiscuous mode but give neither the checksum metadata nor
+//! `PACKET_IGNORE_OUTGOING`, and without the first every TCP segment a local stack sends over a
+//! veth pair arrives with a checksum the receiver drops. So the few system calls are here, in
+//! the crate that may hold `unsafe`.
 
 // `unsafe` here: the libc calls of the socket (socket, setsockopt, bind, recvmsg, send, poll)
 // and reading the kernel's control message; each block says why it is sound.
