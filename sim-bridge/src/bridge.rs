@@ -11,8 +11,8 @@
 //! type of its own that implements [`Wires`]: `wire_rx` feeds the frame to the card's wires
 //! (`card.regs_mut().wires()`, see [`wires_of`]) and then serves the host queue
 //! (`card.port()?.receive()`, `send`); `wire_tx` takes the card's next frame off its wires.
-//! When something else takes the frames off the wires first (the node's card table does), wrap
-//! the backend in [`Tap`] and give the bridge [`Tap::take_sent`]'s copies.
+//! A host built on the node (`cluster_core::Node::handle_frame_into`) gets the frames that
+//! left the card back from it and hands them to the bridge from `wire_tx`.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -58,12 +58,11 @@
 //! (jumbo frames, receive- or segmentation-offload super-frames) are dropped and counted with
 //! the reason; they never reach the card, and nothing a wire brings panics the bridge.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
 use hal::packet::{wait_readable, PacketError, PacketSocket, Received};
-use hal::{BarOffset, HalError, RegIo, Wires};
+use hal::{HalError, RegIo, Wires};
 
 /// Frames read from one interface in one [`PortBridge::poll`] at most, so that the other
 /// direction is never starved.
@@ -513,90 +512,11 @@ impl PortBridge {
     }
 }
 
-/// A backend whose wires keep a copy of every frame taken off them, for a bridge when
-/// something else takes the card's frames off the wires first (the node's card table takes a
-/// frame the card forwarded to learn that it did, and one it sent out to clear the wire).
-/// Everything else goes to the backend inside unchanged.
-#[derive(Debug)]
-pub struct Tap<R: RegIo> {
-    /// The backend.
-    pub inner: R,
-    sent: VecDeque<(u8, Vec<u8>)>,
-}
-
-impl<R: RegIo> Tap<R> {
-    /// Wrap `inner`.
-    pub fn new(inner: R) -> Self {
-        Tap {
-            inner,
-            sent: VecDeque::new(),
-        }
-    }
-
-    /// Copies of the frames taken off the wires since the last call, oldest first, including
-    /// those still on the wires now (which this takes off).
-    pub fn take_sent(&mut self) -> Vec<(u8, Vec<u8>)> {
-        if let Some(w) = self.inner.wires() {
-            while let Some(f) = w.wire_tx() {
-                self.sent.push_back(f);
-            }
-        }
-        self.sent.drain(..).collect()
-    }
-
-    /// The oldest copy not taken yet (or the next frame still on the wires).
-    pub fn next_sent(&mut self) -> Option<(u8, Vec<u8>)> {
-        if let Some(f) = self.sent.pop_front() {
-            return Some(f);
-        }
-        self.inner.wires()?.wire_tx()
-    }
-}
-
-impl<R: RegIo> Wires for Tap<R> {
-    fn wire_rx(&mut self, port: u8, frame: &[u8]) -> Result<(), HalError> {
-        match self.inner.wires() {
-            Some(w) => w.wire_rx(port, frame),
-            None => Err(HalError::NoPort { port }),
-        }
-    }
-
-    fn wire_tx(&mut self) -> Option<(u8, Vec<u8>)> {
-        let f = self.inner.wires()?.wire_tx()?;
-        self.sent.push_back(f.clone());
-        Some(f)
-    }
-}
-
-impl<R: RegIo> RegIo for Tap<R> {
-    fn read32(&mut self, offset: BarOffset) -> Result<u32, HalError> {
-        self.inner.read32(offset)
-    }
-    fn write32(&mut self, offset: BarOffset, value: u32) -> Result<(), HalError> {
-        self.inner.write32(offset, value)
-    }
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-    fn describe(&self) -> String {
-        format!("tap({})", self.inner.describe())
-    }
-    fn idle(&mut self) {
-        self.inner.idle();
-    }
-    fn wires(&mut self) -> Option<&mut dyn Wires> {
-        if self.inner.wires().is_some() {
-            Some(self)
-        } else {
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::ModelCard;
+    use hal::BarOffset;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -817,7 +737,6 @@ mod tests {
         let e = wires_of(&mut NoWires).err().expect("no wires");
         assert!(e.to_string().contains("vfio:0000:03:00.0"), "{e}");
         assert!(wires_of(&mut ModelCard::new()).is_ok());
-        assert!(wires_of(&mut Tap::new(NoWires)).is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 #![cfg(target_os = "linux")]
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -32,9 +33,9 @@ use cluster_core::{ClusterSecret, IdCount, Millis, NodeId};
 use driver::port::{Dest, PortCounters, Reason};
 use driver::{Card, DidSet};
 use hal::packet::PacketSocket;
-use hal::{HalError, Wires};
+use hal::{HalError, RegIo, Wires};
 use nix::sched::{setns, CloneFlags};
-use sim_bridge::bridge::{BridgeCounters, DropReason as BridgeDrop, PortBridge, Tap};
+use sim_bridge::bridge::{BridgeCounters, DropReason as BridgeDrop, PortBridge};
 use sim_bridge::model::ModelCard;
 
 /// Bytes each way on each connection.
@@ -176,14 +177,15 @@ fn topology(test: &str) -> Namespaces {
     ns
 }
 
-type Backend = Tap<ModelCard>;
-type Table = TieredTable<CardTable<Backend>>;
+type Table = TieredTable<CardTable<ModelCard>>;
 
 /// The host side of the card: the node's frame path, plus what a bridge does for frames the
 /// node keeps no state for (ARP crosses as it would a transparent bridge).
 struct NodeHost {
     node: Node<Table>,
     start: Instant,
+    /// Frames that left the card towards the wires, for the bridge to write out.
+    egress: VecDeque<(u8, Vec<u8>)>,
     l2_sent: u64,
 }
 
@@ -193,7 +195,7 @@ impl NodeHost {
         let mut cfg = NodeConfig::new(NodeId(1), ClusterSecret::new(*b"port-bridge-test"));
         cfg.count = count;
         let model = ModelCard::with_depth(4096).expect("model");
-        let card = Card::probe(Tap::new(model)).expect("probe");
+        let card = Card::probe(model).expect("probe");
         let table = TieredTable::new(CardTable::new(card, count).expect("table"), count);
         let mut node = Node::new(cfg, table);
         if own_all {
@@ -207,11 +209,12 @@ impl NodeHost {
         NodeHost {
             node,
             start: Instant::now(),
+            egress: VecDeque::new(),
             l2_sent: 0,
         }
     }
 
-    fn card(&mut self) -> &mut Card<Backend> {
+    fn card(&mut self) -> &mut Card<ModelCard> {
         self.node.node_table_mut().card_mut().card_mut()
     }
 
@@ -223,9 +226,11 @@ impl NodeHost {
 impl Wires for NodeHost {
     fn wire_rx(&mut self, port: u8, frame: &[u8]) -> Result<(), HalError> {
         let now = Millis(self.start.elapsed().as_millis() as u64);
-        let out = self.node.handle_frame(now, port, frame);
-        let arp = frame.get(12..14) == Some(&[0x08, 0x06]);
-        if out == FrameOutcome::Slow(Verdict::Drop(DropReason::Parse)) && arp {
+        let mut egress = Vec::new();
+        let out = self.node.handle_frame_into(now, port, frame, &mut egress);
+        self.egress.extend(egress);
+        let not_ip = FrameOutcome::Slow(Verdict::Drop(DropReason::Parse), Reason::NotIp);
+        if out == not_ip && frame.get(12..14) == Some(&[0x08, 0x06]) {
             let card = self.card();
             let sent = card
                 .port()
@@ -233,15 +238,16 @@ impl Wires for NodeHost {
             if let Err(e) = sent {
                 panic!("sending ARP on: {e}");
             }
-            // off the wire now, into the tap's copies, before the node's next frame
-            let _ = Wires::wire_tx(card.regs_mut());
+            // off the wire now, before the node's next frame
+            let f = card.regs_mut().wires().and_then(|w| w.wire_tx());
+            self.egress.extend(f);
             self.l2_sent += 1;
         }
         Ok(())
     }
 
     fn wire_tx(&mut self) -> Option<(u8, Vec<u8>)> {
-        self.card().regs_mut().next_sent()
+        self.egress.pop_front()
     }
 }
 
