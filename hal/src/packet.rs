@@ -35,6 +35,8 @@ const VNET_HDR: usize = 10;
 const VNET_NEEDS_CSUM: u8 = 1;
 /// `VIRTIO_NET_HDR_GSO_NONE`.
 const VNET_GSO_NONE: u8 = 0;
+/// Reads one [`PacketSocket::recv`] makes at most before it says nothing is waiting.
+const RECV_TRIES: usize = 1024;
 /// `TP_STATUS_VLAN_TPID_VALID`.
 const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 
@@ -253,7 +255,8 @@ impl PacketSocket {
     /// # Errors
     /// [`PacketError::Io`] when the read fails (not for "nothing waiting").
     pub fn recv(&self, buf: &mut [u8]) -> Result<Option<Received>, PacketError> {
-        loop {
+        // bounded: our own transmissions skipped and interrupted reads retried this often
+        for _ in 0..RECV_TRIES {
             let mut hdr = [0u8; VNET_HDR];
             let mut iov = [
                 libc::iovec {
@@ -313,6 +316,7 @@ impl PacketSocket {
             r.vlan = vlan_of(&msg);
             return Ok(Some(r));
         }
+        Ok(None)
     }
 
     /// Write one whole frame; `Ok(false)` when the interface's queue is full right now.
@@ -337,7 +341,7 @@ impl PacketSocket {
         let mut msg: libc::msghdr = unsafe { zeroed() };
         msg.msg_iov = iov.as_ptr().cast_mut();
         msg.msg_iovlen = iov.len();
-        loop {
+        for _ in 0..RECV_TRIES {
             // SAFETY: `msg` points at `iov`, which points at `hdr` and `frame` with their
             // true lengths, all alive for the call; `sendmsg` only reads through them.
             let n = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &raw const msg, 0) };
@@ -351,6 +355,7 @@ impl PacketSocket {
                 _ => return Err(io_err(&self.name, "sendmsg", e)),
             }
         }
+        Ok(false)
     }
 }
 

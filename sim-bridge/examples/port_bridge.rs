@@ -97,7 +97,8 @@ struct Host {
 
 impl Host {
     fn serve_queue(&mut self) {
-        loop {
+        // the card's host queue holds 8 frames; one frame in puts at most one there
+        for _ in 0..64 {
             let next = self.card.port().and_then(|mut p| p.receive());
             let p = match next {
                 Ok(Some(p)) => p,

@@ -68,6 +68,9 @@ use hal::{HalError, RegIo, Wires};
 /// direction is never starved.
 pub const BATCH: usize = 64;
 
+/// Frames taken from the card in one go at most (the rest wait for the next step).
+const DRAIN_LIMIT: usize = 16 * BATCH;
+
 /// Why the bridge could not start or go on.
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
@@ -477,7 +480,11 @@ impl PortBridge {
 
     /// Write every frame the card has sent to its port's interface.
     fn drain(&mut self, card: &mut dyn Wires, step: &mut PollCounts) {
-        while let Some((port, frame)) = card.wire_tx() {
+        // bounded: a card sends at most a few frames per frame it takes in
+        for _ in 0..DRAIN_LIMIT {
+            let Some((port, frame)) = card.wire_tx() else {
+                break;
+            };
             let Some(sock) = self.socks.get(usize::from(port)) else {
                 self.counters.drop(
                     DropReason::TxError,
