@@ -9,9 +9,10 @@
 //! ```
 //!
 //! `LIST` is identifiers and ranges, `0-127,200,300-301`. Prints the counters once a second
-//! (on standard error with `--json`) and, with `--json`, all of them as one JSON object on
-//! standard output at the end. Stops after `--seconds` (60 by default). Needs root (or
-//! CAP_NET_RAW) for the raw sockets; see `docs/port-bridge.md`.
+//! and at the end on standard output; with `--json` those lines go to standard error and
+//! standard output gets every counter as one JSON object at the end. Stops after `--seconds`
+//! (60 by default). Needs root (or CAP_NET_RAW) for the raw sockets; see
+//! `docs/port-bridge.md`.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -199,6 +200,15 @@ fn json(secs: f64, bridge: &PortBridge, c: &PortCounters, h: &Host, owned: usize
     v.to_string()
 }
 
+/// A counters line: on standard output, or on standard error when that carries the JSON.
+fn say(json: bool, line: &str) {
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
 fn run(a: &Args) -> Result<(), String> {
     let secret: [u8; 16] = a.secret.as_bytes().try_into().map_err(|_| {
         format!(
@@ -253,7 +263,7 @@ fn run(a: &Args) -> Result<(), String> {
                 &host,
                 bridge.interfaces(),
             );
-            eprintln!("{l}");
+            say(a.json, &l);
         }
     }
     let c = counters(&mut host)?;
@@ -261,10 +271,8 @@ fn run(a: &Args) -> Result<(), String> {
     if a.json {
         println!("{}", json(secs, &bridge, &c, &host, n_owned));
     } else {
-        eprintln!(
-            "{}",
-            line(secs, bridge.counters(), &c, &host, bridge.interfaces())
-        );
+        let l = line(secs, bridge.counters(), &c, &host, bridge.interfaces());
+        say(false, &l);
     }
     Ok(())
 }
