@@ -8,6 +8,8 @@
 //!   the reference model and the Verilator-built RTL in `sim-bridge`, and the
 //!   real-hardware backends here.
 //! * [`fault::FaultInjector`] wraps any backend to make it misbehave in tests.
+//! * `packet` (Linux): raw Ethernet frames on a network interface, for putting a simulated
+//!   card's ports on a real network (`sim_bridge::bridge`).
 //!
 //! This is the only crate (with the Verilator shim) allowed to hold `unsafe`.
 
@@ -17,6 +19,8 @@ pub mod fault;
 pub mod hw;
 pub mod io;
 pub mod mmio;
+#[cfg(target_os = "linux")]
+pub mod packet;
 pub mod pci;
 pub mod regs;
 pub mod sysfs;

@@ -4,7 +4,11 @@
 //!   fast, and the embedded default (no Verilator needed).
 //! * `verilator::RtlCard` (feature `verilator`): the RTL in `hdl/`, built by
 //!   Verilator, with the data-path lookup port and a clock-cycle counter.
+//! * [`bridge::PortBridge`] (Linux): a simulated card's two Ethernet ports on two real
+//!   network interfaces.
 
+#[cfg(target_os = "linux")]
+pub mod bridge;
 pub mod model;
 mod model_crypto;
 pub mod model_port;
