@@ -10,6 +10,7 @@
 //! | ICMP echo | both addresses in canonical order, identifier |
 //! | ESP, IKE (UDP 500/4500) | the peer address pair in canonical order (not the SPI) |
 //! | TLS session, HTTP cookie | the keyed digest |
+//! | stateless traffic (ARP, neighbour discovery, ICMP errors, other protocols) | the address pair in canonical order |
 //!
 //! So both directions of a connection share one identifier, and an IPsec tunnel's two SAs and
 //! its IKE traffic share one identifier.
@@ -61,6 +62,7 @@ mod tag {
     pub const TLS: u8 = 5;
     pub const HTTP: u8 = 6;
     pub const DIGEST: u8 = 7;
+    pub const PAIR: u8 = 8;
 }
 
 /// A small stack buffer for hash input.
@@ -133,6 +135,17 @@ impl Distributor {
     pub fn for_ipsec_peers(&self, a: IpAddr, b: IpAddr) -> DistributionId {
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
         let mut buf = Buf::new(tag::IPSEC);
+        buf.addr(lo);
+        buf.addr(hi);
+        self.reduce(self.hash(&buf))
+    }
+
+    /// The identifier of stateless traffic between two addresses (ARP, IPv6 neighbour
+    /// discovery, ICMP errors, protocols without flows): exactly one node, the owner, passes
+    /// it on, so on a shared segment it crosses the cluster once.
+    pub fn for_address_pair(&self, a: IpAddr, b: IpAddr) -> DistributionId {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let mut buf = Buf::new(tag::PAIR);
         buf.addr(lo);
         buf.addr(hi);
         self.reduce(self.hash(&buf))

@@ -551,6 +551,22 @@ impl<T: NodeSpecificTable> Node<T> {
         FrameOutcome::Host(v)
     }
 
+    /// ARP (`pair`: sender and target protocol addresses): passed on by the owner of the pair's
+    /// identifier, without rules (the segment's address resolution).
+    fn arp(&mut self, a: std::net::IpAddr, b: std::net::IpAddr) -> Verdict {
+        let d = self.dist.for_address_pair(a, b);
+        if !self.owns(d) {
+            self.stats.not_ours += 1;
+            return Verdict::NotOurs {
+                owner: self.alloc.owner(d),
+            };
+        }
+        Verdict::Accept {
+            action: Action::Allow,
+            created: false,
+        }
+    }
+
     /// Whether the node-specific table is a card with a packet path.
     pub fn has_packet_path(&mut self) -> bool {
         self.active.packet_path().is_some()
@@ -745,6 +761,12 @@ impl<T: NodeSpecificTable> Node<T> {
 
     fn handle_framed(&mut self, now: Millis, bytes: &[u8], framing: Framing) -> Verdict {
         self.stats.packets += 1;
+        if framing == Framing::Ethernet {
+            if let Some((a, b)) = crate::packet::arp_addresses(bytes) {
+                // ARP between two hosts of the segment: the owner of their pair passes it on
+                return self.arp(a, b);
+            }
+        }
         let p = match parse_packet(bytes, framing) {
             Ok(p) => p,
             Err(_) => {
@@ -753,7 +775,15 @@ impl<T: NodeSpecificTable> Node<T> {
             }
         };
         let Some((key, dir, d)) = p.flow(&self.dist) else {
-            // Stateless traffic (ICMP errors, other protocols): rules only.
+            // Stateless traffic (neighbour discovery, ICMP errors, other protocols): the owner
+            // of the address pair applies the rules.
+            let d = self.dist.for_address_pair(p.src, p.dst);
+            if !self.owns(d) {
+                self.stats.not_ours += 1;
+                return Verdict::NotOurs {
+                    owner: self.alloc.owner(d),
+                };
+            }
             return match self.cfg.rules.evaluate(&p) {
                 Some((_, r)) if r.action.forwards() => Verdict::Accept {
                     action: r.action,

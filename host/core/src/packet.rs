@@ -246,6 +246,27 @@ pub fn parse_packet(bytes: &[u8], framing: Framing) -> Result<ParsedPacket<'_>, 
     })
 }
 
+/// The sender and target protocol addresses of an Ethernet ARP frame for IPv4 (with or
+/// without 802.1Q tags), or `None` for any other frame.
+pub fn arp_addresses(frame: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    let mut at = 12;
+    let mut et = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
+    while et == 0x8100 || et == 0x88A8 {
+        at += 4;
+        et = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
+    }
+    if et != 0x0806 {
+        return None;
+    }
+    let arp = frame.get(at + 2..at + 30)?;
+    // hardware Ethernet (1), protocol IPv4, lengths 6 and 4
+    if arp[0..2] != [0, 1] || arp[2..4] != [0x08, 0x00] || arp[4] != 6 || arp[5] != 4 {
+        return None;
+    }
+    let ip = |o: usize| IpAddr::from([arp[o], arp[o + 1], arp[o + 2], arp[o + 3]]);
+    Some((ip(14), ip(24)))
+}
+
 impl ParsedPacket<'_> {
     /// The key of the packet's set, whether the packet travels from the key's `lo` to `hi`,
     /// and its distribution identifier. `None` for packets that carry no state (other ICMP,
