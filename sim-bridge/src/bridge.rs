@@ -379,6 +379,15 @@ impl PortBridge {
         })
     }
 
+    /// The sockets, outside first, for an event loop that waits for them to become readable
+    /// (borrowed: a loop that must own its registration duplicates them with
+    /// `try_clone_to_owned`).
+    #[must_use]
+    pub fn fds(&self) -> [std::os::fd::BorrowedFd<'_>; 2] {
+        use std::os::fd::AsFd as _;
+        [self.socks[0].as_fd(), self.socks[1].as_fd()]
+    }
+
     /// The interfaces, outside first.
     #[must_use]
     pub fn interfaces(&self) -> [&str; 2] {

@@ -194,11 +194,10 @@ impl<T: NodeSpecificTable> Member<T> {
 
     /// Whether `pkt` belongs to a gained identifier that still waits for its previous owner's
     /// final state.
-    pub(super) fn waiting_for(&self, pkt: &[u8]) -> bool {
+    pub(super) fn waiting_for(&self, pkt: &[u8], framing: crate::Framing) -> bool {
         if self.handover.waiting.is_empty() {
             return false;
         }
-        let framing = self.core.config().framing;
         parse_packet(pkt, framing)
             .ok()
             .and_then(|p| p.flow(self.core.distributor()))

@@ -147,6 +147,27 @@ pub enum PacketOutcome {
 
 /// Puts a bare IP packet into an Ethernet II frame in `buf` (locally administered addresses;
 /// the ether type from the IP version).
+/// What a frame's outcome means for the member's verdict counts.
+fn frame_outcome(o: FrameOutcome) -> PacketOutcome {
+    match o {
+        FrameOutcome::ForwardedByCard => PacketOutcome::Hit,
+        FrameOutcome::DroppedByCard(driver::port::Reason::NotOwned) => PacketOutcome::NotOurs,
+        FrameOutcome::DroppedByCard(_) => PacketOutcome::Dropped,
+        FrameOutcome::Slow(v, _) | FrameOutcome::Host(v) => verdict_outcome(v),
+    }
+}
+
+fn verdict_outcome(v: Verdict) -> PacketOutcome {
+    match v {
+        Verdict::Accept { created: true, .. } => PacketOutcome::Created,
+        Verdict::Accept { created: false, .. } => PacketOutcome::Hit,
+        Verdict::NotOurs { .. } => PacketOutcome::NotOurs,
+        Verdict::Drop(DropReason::TcpNoState) => PacketOutcome::TcpNoState,
+        Verdict::Drop(DropReason::NoState) => PacketOutcome::NoState,
+        Verdict::Drop(_) => PacketOutcome::Dropped,
+    }
+}
+
 fn ethernet_frame(buf: &mut Vec<u8>, ip: &[u8]) {
     buf.clear();
     buf.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01]);
@@ -558,13 +579,16 @@ impl<T: NodeSpecificTable> Member<T> {
             // the lease ran out since the last tick (a stalled loop): fence before acting
             self.update_fence(t);
         }
-        if !self.takes_traffic() || self.waiting_for(pkt) || self.rebuilding_for(pkt) {
+        let framing = self.core.config().framing;
+        if !self.takes_traffic()
+            || self.waiting_for(pkt, framing)
+            || self.rebuilding_for(pkt, framing)
+        {
             return PacketOutcome::NotReady;
         }
-        let verdict = if self.core.has_packet_path() {
+        if self.core.has_packet_path() {
             // the card's packet path: the packet goes in as a frame on the outside port, and
             // only what the card punts reaches the host
-            let framing = self.core.config().framing;
             let frame = match framing {
                 Framing::Ethernet => pkt,
                 Framing::Ip => {
@@ -572,25 +596,34 @@ impl<T: NodeSpecificTable> Member<T> {
                     &self.frame_buf
                 }
             };
-            match self.core.handle_frame(t.millis(), 0, frame) {
-                FrameOutcome::ForwardedByCard => return PacketOutcome::Hit,
-                FrameOutcome::DroppedByCard(driver::port::Reason::NotOwned) => {
-                    return PacketOutcome::NotOurs
-                }
-                FrameOutcome::DroppedByCard(_) => return PacketOutcome::Dropped,
-                FrameOutcome::Slow(v, _) | FrameOutcome::Host(v) => v,
-            }
-        } else {
-            self.core.handle_packet(t.millis(), pkt)
-        };
-        match verdict {
-            Verdict::Accept { created: true, .. } => PacketOutcome::Created,
-            Verdict::Accept { created: false, .. } => PacketOutcome::Hit,
-            Verdict::NotOurs { .. } => PacketOutcome::NotOurs,
-            Verdict::Drop(DropReason::TcpNoState) => PacketOutcome::TcpNoState,
-            Verdict::Drop(DropReason::NoState) => PacketOutcome::NoState,
-            Verdict::Drop(_) => PacketOutcome::Dropped,
+            return frame_outcome(self.core.handle_frame(t.millis(), 0, frame));
         }
+        verdict_outcome(self.core.handle_packet(t.millis(), pkt))
+    }
+
+    /// A frame from a real interface (Ethernet) on `port` (0 outside, 1 inside), as
+    /// [`Self::on_packet`] takes a packet: the card (or, without a packet path, the host)
+    /// handles it, and the frames that leave towards the wires are appended to `egress`, each
+    /// with the port to send it out of. A frame of an identifier in transition is held back
+    /// (`NotReady`, nothing sent).
+    pub fn on_frame(
+        &mut self,
+        t: Time,
+        port: u8,
+        frame: &[u8],
+        egress: &mut Vec<(u8, Vec<u8>)>,
+    ) -> PacketOutcome {
+        self.now = self.now.max(t.mono);
+        if self.takes_traffic() && !self.lease_valid(t.mono) {
+            self.update_fence(t);
+        }
+        if !self.takes_traffic()
+            || self.waiting_for(frame, Framing::Ethernet)
+            || self.rebuilding_for(frame, Framing::Ethernet)
+        {
+            return PacketOutcome::NotReady;
+        }
+        frame_outcome(self.core.handle_frame_into(t.millis(), port, frame, egress))
     }
 
     /// Benchmark support: `pkt` through packet handling whatever the member's state (the

@@ -77,11 +77,10 @@ impl<T: NodeSpecificTable> Member<T> {
     }
 
     /// Whether `pkt` belongs to an identifier the card rebuild has not reached yet.
-    pub(super) fn rebuilding_for(&self, pkt: &[u8]) -> bool {
+    pub(super) fn rebuilding_for(&self, pkt: &[u8], framing: crate::Framing) -> bool {
         let Some(r) = &self.rebuild else {
             return false;
         };
-        let framing = self.core.config().framing;
         parse_packet(pkt, framing)
             .ok()
             .and_then(|p| p.flow(self.core.distributor()))

@@ -16,6 +16,8 @@
 //! voter = yes                      # no: this node is a learner (must match the peers' lines)
 //! card = model                     # card backend spec (model, verilator, vfio:..., pci:...)
 //! wire = 127.0.0.1:7201            # UDP address where the wire delivers packets (optional)
+//! outside = eth1                   # the card's port 0 on this interface (with inside: optional)
+//! inside = eth2                    # the card's port 1 on this interface
 //! identifiers = 256                # distribution identifiers, power of two up to 4096
 //! state_dir = node1.state          # consensus log and hard state (relative to the file)
 //! heartbeat_ms = 50                # heartbeat interval
@@ -79,6 +81,8 @@ pub struct Config {
     pub card: String,
     /// Wire packet address, if this node takes traffic from a wire.
     pub wire: Option<SocketAddr>,
+    /// Interfaces the card's ports 0 and 1 are bridged to (`outside`, `inside`), if any.
+    pub interfaces: Option<(String, String)>,
     /// Identifier count.
     pub identifiers: IdCount,
     /// Consensus state directory.
@@ -140,6 +144,8 @@ const KEYS: &[&str] = &[
     "peer",
     "card",
     "wire",
+    "outside",
+    "inside",
     "identifiers",
     "state_dir",
     "heartbeat_ms",
@@ -285,6 +291,8 @@ impl Config {
         let mut seq_jump = 4096;
         let mut rules = None;
         let mut identity = None;
+        let mut outside: Option<String> = None;
+        let mut inside: Option<String> = None;
         let mut voter = true;
         let resolve = |p: &str| {
             let p = Path::new(p);
@@ -353,6 +361,23 @@ impl Config {
                 "state_dir" => state_dir = Some(resolve(v)),
                 "rules" => rules = Some(resolve(v)),
                 "identity_file" => identity = Some(resolve(v)),
+                "outside" | "inside" => {
+                    let ok = !v.is_empty()
+                        && v.len() < 16
+                        && v.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+                    if !ok {
+                        return Err(err(
+                            ln,
+                            format!("{k} = {v:?} is not an interface name"),
+                            "give the name of an interface in the node's network namespace (at most 15 characters, e.g. eth1)",
+                        ));
+                    }
+                    if k == "outside" {
+                        outside = Some(v.to_owned());
+                    } else {
+                        inside = Some(v.to_owned());
+                    }
+                }
                 "card" => card = v.to_string(),
                 "voter" => {
                     voter = match v {
@@ -531,6 +556,36 @@ impl Config {
             }
             _ => {}
         }
+        let interfaces = match (outside, inside) {
+            (Some(o), Some(i)) if o == i => {
+                return Err(err(
+                    seen.get("inside").copied().unwrap_or(0),
+                    format!("outside and inside are both {o:?}"),
+                    "bridge the card between two different interfaces",
+                ))
+            }
+            (Some(o), Some(i)) => Some((o, i)),
+            (None, None) => None,
+            (o, _) => {
+                let (have, missing) = if o.is_some() {
+                    ("outside", "inside")
+                } else {
+                    ("inside", "outside")
+                };
+                return Err(err(
+                    seen.get(have).copied().unwrap_or(0),
+                    format!("{have} is set but {missing} is not"),
+                    format!("add \"{missing} = <interface>\": the card sits between two segments"),
+                ));
+            }
+        };
+        if interfaces.is_some() && role == Role::Witness {
+            return Err(err(
+                seen.get("outside").copied().unwrap_or(0),
+                "a witness handles no traffic, so it has no interfaces",
+                "remove outside and inside, or make the node a member",
+            ));
+        }
         let state_dir = state_dir.unwrap_or_else(|| base.join(format!("node{}.state", node.0)));
         if role == Role::Witness && !voter {
             return Err(err(
@@ -551,6 +606,7 @@ impl Config {
             peers: peers.into_iter().map(|(_, p)| p).collect(),
             card,
             wire,
+            interfaces,
             identifiers,
             state_dir,
             heartbeat_ms,

@@ -28,6 +28,21 @@ driver::code_enum! {
     }
 }
 
+impl From<crate::core::member::PacketOutcome> for Code {
+    fn from(o: crate::core::member::PacketOutcome) -> Self {
+        use crate::core::member::PacketOutcome as P;
+        match o {
+            P::NotReady => Code::NotReady,
+            P::Created => Code::Created,
+            P::Hit => Code::Hit,
+            P::NotOurs => Code::NotOurs,
+            P::TcpNoState => Code::TcpNoState,
+            P::NoState => Code::NoState,
+            P::Dropped => Code::Dropped,
+        }
+    }
+}
+
 impl Code {
     /// Whether the node handled the packet (it owns the identifier and decided).
     pub fn handled(self) -> bool {

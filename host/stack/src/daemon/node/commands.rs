@@ -428,6 +428,10 @@ impl Runtime {
         // macro recursion limit)
         status["raft_state"] = raft_state;
         status["card_path"] = card_path;
+        status["interfaces"] = self
+            .ports
+            .as_ref()
+            .map_or(Value::Null, super::ports::Ports::status);
         status
     }
 

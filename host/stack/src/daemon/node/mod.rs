@@ -11,6 +11,7 @@
 
 mod commands;
 mod dumps;
+mod ports;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::core::distribution::ClusterSecret;
-use crate::core::member::{ConsensusView, Member, MemberConfig, Output, PacketOutcome, Time, To};
+use crate::core::member::{ConsensusView, Member, MemberConfig, Output, Time, To};
 use crate::core::node::{Node, NodeConfig};
 use crate::core::record::{Datagram, Record};
 use crate::core::rules::RuleSet;
@@ -98,6 +99,8 @@ pub struct Runtime {
     ep: Endpoint,
     udp: UdpDriver,
     wire: Option<UdpSocket>,
+    /// The card's ports on real interfaces (`outside`/`inside`).
+    ports: Option<ports::Ports>,
     ctl_rx: mpsc::Receiver<ControlRequest>,
     raft: Consensus,
     next_tick: Duration,
@@ -211,6 +214,13 @@ async fn recv_opt(
     }
 }
 
+async fn ports_readable(ports: &Option<ports::Ports>) {
+    match ports {
+        Some(p) => p.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Runtime {
     /// Opens everything a node needs: consensus state, card, sockets.
     ///
@@ -241,7 +251,7 @@ impl Runtime {
             heartbeat: Duration::from_millis(cfg.heartbeat_ms),
             seq_jump: cfg.seq_jump,
         };
-        let member = Member::new(mcfg, core);
+        let mut member = Member::new(mcfg, core);
         let peers: Vec<_> = cfg.peers.iter().map(|p| p.id).collect();
         let mut ecfg = EndpointConfig::new(cfg.node, t_inc);
         ecfg.flush_interval = Duration::from_millis(cfg.flush_ms);
@@ -284,6 +294,30 @@ impl Runtime {
             ),
             None => None,
         };
+        let ports = match &cfg.interfaces {
+            None => None,
+            Some((outside, inside)) => {
+                let card = member.node_table_mut().card_mut().card_mut();
+                if card.regs_mut().wires().is_none() || !card.has_packet_port() {
+                    return Err(RunError::Card(format!(
+                        "outside/inside bridge a simulated card's ports to interfaces; card = \
+                         {} has none (a real card's Ethernet ports are its own: remove \
+                         outside and inside)",
+                        cfg.card
+                    )));
+                }
+                let frame_bytes = card
+                    .port()
+                    .map_err(|e| RunError::Card(e.to_string()))?
+                    .frame_bytes() as usize;
+                let p = ports::Ports::open(outside, inside, frame_bytes).map_err(RunError::Card)?;
+                log!(
+                    cfg.node,
+                    "card ports on interfaces: outside {outside}, inside {inside}"
+                );
+                Some(p)
+            }
+        };
         let (tx, ctl_rx) = mpsc::channel(64);
         let access = control::Access::for_daemon(cfg.control_group.as_deref()).map_err(|err| {
             RunError::Bind {
@@ -312,6 +346,7 @@ impl Runtime {
             ep,
             udp,
             wire,
+            ports,
             ctl_rx,
             raft,
             next_tick: Duration::ZERO,
@@ -345,6 +380,7 @@ impl Runtime {
                         self.drain_sync(&mut sbuf);
                     }
                 }
+                () = ports_readable(&self.ports) => self.on_ports(),
                 r = recv_opt(&self.wire, &mut wbuf) => {
                     if let Ok((n, from)) = r {
                         self.on_wire(&wbuf[..n], from);
@@ -461,20 +497,22 @@ impl Runtime {
         self.handle_outputs();
     }
 
+    /// Frames on the real interfaces: through the member, out of their ports.
+    fn on_ports(&mut self) {
+        let t = self.time();
+        let Some(p) = &mut self.ports else { return };
+        if let Err(e) = p.pump(&mut self.member, t, &mut self.verdicts) {
+            log!(self.cfg.node, "interfaces: {e}");
+        }
+        self.handle_outputs();
+    }
+
     fn on_wire(&mut self, d: &[u8], from: SocketAddr) {
         let Some((seq, pkt)) = wireproto::parse_packet(d) else {
             return;
         };
         let t = self.time();
-        let code = match self.member.on_packet(t, pkt) {
-            PacketOutcome::NotReady => Code::NotReady,
-            PacketOutcome::Created => Code::Created,
-            PacketOutcome::Hit => Code::Hit,
-            PacketOutcome::NotOurs => Code::NotOurs,
-            PacketOutcome::TcpNoState => Code::TcpNoState,
-            PacketOutcome::NoState => Code::NoState,
-            PacketOutcome::Dropped => Code::Dropped,
-        };
+        let code = Code::from(self.member.on_packet(t, pkt));
         *self.verdicts.entry(code).or_insert(0) += 1;
         if let Some(w) = &self.wire {
             let _ = w.try_send_to(&wireproto::encode_verdict(seq, self.cfg.node, code), from);
