@@ -1,282 +1,95 @@
-//! Real traffic through a cluster of `clusterd` processes: three nodes, each in its own network
-//! namespace with its (model) card bridged to an outside and an inside interface, between a
-//! client and a server namespace. The outside and inside segments are Linux bridges that flood
-//! every frame to every port (no learning), so every node sees every frame and each card passes
-//! only its node's identifiers; the nodes replicate over a third segment. A real TCP connection
-//! (the kernels' own stacks) crosses the cluster, and survives a SIGKILL of the node that
+//! Real traffic through a cluster of `clusterd` processes built by `clusterd lab`
+//! (`host::lab::netns`): three nodes, each in its own network namespace with its (model) card
+//! bridged to an outside and an inside interface, between a client and a server namespace. The
+//! outside and inside segments are Linux bridges that flood every frame to every port (no
+//! learning), so every node sees every frame and each card passes only its node's
+//! identifiers; the nodes replicate over a third segment. Real TCP connections (the kernels'
+//! own stacks, IPv4 and IPv6) cross the cluster, and one survives a SIGKILL of the node that
 //! owns it.
 //!
 //! Needs root (namespaces, veth pairs, bridges, raw sockets) and iproute2: it fails saying so.
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt as _;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use host::core::entry::{Endpoint, FlowKey, L4Proto};
 use host::core::{ClusterSecret, Distributor, IdCount};
-use host::daemon::protocol::{Request, Response};
-use host::sync::{ClusterKey, NodeIdentity};
+use host::lab::netns::{self, LabInfo, LabOptions, SERVER4, SERVER6};
+use host::sync::ClusterKey;
 use nix::sched::{setns, CloneFlags};
 use serde_json::Value;
 
-const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 1);
-const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 2);
 const NODES: u16 = 3;
 
 fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
-        "the real_traffic test needs root (network namespaces, veth pairs, bridges, raw \
-         sockets): run it as root, e.g. `sudo -E cargo test -p host --test real_traffic`"
+        "the real_traffic tests need root (network namespaces, veth pairs, bridges, raw \
+         sockets): run them as root, e.g. `sudo -E cargo test -p host --test real_traffic`"
     );
 }
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `ip` (iproute2 is needed): {e}"));
-    assert!(
-        out.status.success(),
-        "`ip {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-}
-
-/// The namespaces of one run (`rt<pid>-<role>`), removed on drop, also when the test fails;
-/// and the node processes, killed first.
+/// A lab that is taken down when the test ends, also when it fails.
 struct Lab {
-    prefix: String,
-    roles: Vec<String>,
+    info: LabInfo,
     dir: PathBuf,
-    nodes: Vec<Option<Child>>,
 }
 
 impl Lab {
-    fn ns(&self, role: &str) -> String {
-        format!("{}-{role}", self.prefix)
-    }
-
-    fn new() -> Lab {
-        let prefix = format!("rt{}", std::process::id());
-        let dir = std::env::temp_dir().join(format!("clusterd-{prefix}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("work dir");
-        let mut lab = Lab {
+    fn up(tag: &str) -> Lab {
+        let prefix = format!("{tag}{}", std::process::id() % 100_000);
+        let dir = netns::default_dir(&prefix);
+        let _ = netns::down(&prefix, &dir);
+        let info = netns::up(&LabOptions {
+            nodes: NODES,
             prefix,
-            roles: Vec::new(),
-            dir,
-            nodes: Vec::new(),
-        };
-        let mut roles = vec!["client".to_owned(), "server".to_owned(), "sw".to_owned()];
-        roles.extend((1..=NODES).map(|i| format!("n{i}")));
-        for r in roles {
-            let n = lab.ns(&r);
-            let _ = Command::new("ip").args(["netns", "del", &n]).output();
-            ip(&["netns", "add", &n]);
-            lab.roles.push(r);
-        }
-        lab
-    }
-
-    /// A veth from `ns:dev` to the switch's bridge `br` (port `sw_dev`).
-    fn attach(&self, role: &str, dev: &str, br: &str, sw_dev: &str) {
-        let (ns, sw) = (self.ns(role), self.ns("sw"));
-        ip(&[
-            "-n", &ns, "link", "add", dev, "type", "veth", "peer", "name", sw_dev, "netns", &sw,
-        ]);
-        ip(&["-n", &sw, "link", "set", sw_dev, "master", br]);
-        // flood every frame to every port: no learning, so each node sees everything
-        ip(&[
-            "-n",
-            &sw,
-            "link",
-            "set",
-            sw_dev,
-            "type",
-            "bridge_slave",
-            "learning",
-            "off",
-            "flood",
-            "on",
-        ]);
-        ip(&["-n", &sw, "link", "set", sw_dev, "up"]);
-    }
-
-    fn topology(&self) {
-        let sw = self.ns("sw");
-        for br in ["swout", "swin", "swsync"] {
-            ip(&[
-                "-n",
-                &sw,
-                "link",
-                "add",
-                br,
-                "type",
-                "bridge",
-                "ageing_time",
-                "0",
-            ]);
-            ip(&["-n", &sw, "link", "set", br, "addrgenmode", "none"]);
-            ip(&["-n", &sw, "link", "set", br, "up"]);
-        }
-        for (role, dev, br, port, addr) in [
-            ("client", "c0", "swout", "co", CLIENT),
-            ("server", "s0", "swin", "si", SERVER),
-        ] {
-            self.attach(role, dev, br, port);
-            let ns = self.ns(role);
-            // one wire frame per packet (no offload super-frames for the bridges of the cards)
-            ip(&[
-                "-n",
-                &ns,
-                "link",
-                "set",
-                dev,
-                "gso_max_segs",
-                "1",
-                "gso_max_size",
-                "1500",
-            ]);
-            ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", dev]);
-            ip(&["-n", &ns, "link", "set", dev, "up"]);
-            ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        }
-        for i in 1..=NODES {
-            let role = format!("n{i}");
-            let ns = self.ns(&role);
-            self.attach(&role, "o0", "swout", &format!("o{i}"));
-            self.attach(&role, "i0", "swin", &format!("i{i}"));
-            self.attach(&role, "y0", "swsync", &format!("y{i}"));
-            for dev in ["o0", "i0"] {
-                // the node's own kernel stays off the segments the card bridges
-                ip(&["-n", &ns, "link", "set", dev, "addrgenmode", "none"]);
-                ip(&["-n", &ns, "link", "set", dev, "up"]);
-            }
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("198.18.100.{i}/24"),
-                "dev",
-                "y0",
-            ]);
-            ip(&["-n", &ns, "link", "set", "y0", "up"]);
-            ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        }
+            card: "model".into(),
+            identifiers: 256,
+            dir: dir.clone(),
+            exe: PathBuf::from(env!("CARGO_BIN_EXE_clusterd")),
+        })
+        .unwrap_or_else(|e| panic!("lab up: {e}"));
+        Lab { info, dir }
     }
 
     fn sock(&self, i: u16) -> PathBuf {
-        self.dir.join(format!("n{i}.sock"))
+        PathBuf::from(&self.info.nodes[usize::from(i - 1)].socket)
     }
 
-    /// Config files, the cluster key and every node's identity.
-    fn configs(&self) -> ClusterKey {
-        let key = ClusterKey::generate().expect("key");
-        host::lab::cluster::write_key_file(&self.dir.join("cluster.key"), &key).expect("key file");
-        let mut public = Vec::new();
-        for i in 1..=NODES {
-            let p = self.dir.join(format!("n{i}.id"));
-            public.push(NodeIdentity::write_new(&p).expect("identity"));
-        }
-        for i in 1..=NODES {
-            let mut text = format!(
-                "node = {i}\nlisten = 198.18.100.{i}:7100\ncontrol = n{i}.sock\n\
-                 key_file = cluster.key\nidentity_file = n{i}.id\nstate_dir = n{i}.state\n\
-                 card = model\noutside = o0\ninside = i0\n"
-            );
-            for j in 1..=NODES {
-                if j != i {
-                    text += &format!(
-                        "peer = {j} 198.18.100.{j}:7100 key={}\n",
-                        public[usize::from(j - 1)].to_hex()
-                    );
-                }
-            }
-            std::fs::write(self.dir.join(format!("n{i}.conf")), text).expect("config");
-        }
-        let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700));
-        key
+    fn key(&self) -> ClusterKey {
+        let text = std::fs::read_to_string(self.dir.join("cluster.key")).expect("key file");
+        ClusterKey::from_hex(text.trim()).expect("key")
     }
 
-    fn start(&mut self, i: u16) {
-        let log = File::create(self.dir.join(format!("n{i}.log"))).expect("log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns(&format!("n{i}"))])
-            .arg(env!("CARGO_BIN_EXE_clusterd"))
-            .args(["run", "--config"])
-            .arg(self.dir.join(format!("n{i}.conf")))
-            .env("CLUSTERD_EXIT_WITH_PARENT", "1")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn clusterd");
-        let slot = usize::from(i - 1);
-        if self.nodes.len() <= slot {
-            self.nodes.resize_with(slot + 1, || None);
+    fn kill(&self, i: u16) {
+        assert!(
+            netns::signal(&self.dir, i, nix::sys::signal::Signal::SIGKILL),
+            "node {i} was not running"
+        );
+        let t = Instant::now();
+        while netns::pid(&self.dir, i).is_some() && t.elapsed() < Duration::from_secs(5) {
+            thread::sleep(Duration::from_millis(20));
         }
-        self.nodes[slot] = Some(child);
-    }
-
-    fn kill(&mut self, i: u16) {
-        if let Some(mut c) = self.nodes[usize::from(i - 1)].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn log(&self, i: u16) -> String {
-        std::fs::read_to_string(self.dir.join(format!("n{i}.log"))).unwrap_or_default()
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for c in self.nodes.iter_mut().flatten() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for r in &self.roles {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.ns(r)])
-                .output();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = netns::down(&self.info.prefix, &self.dir);
     }
-}
-
-fn ask(sock: &Path, req: &Request) -> Option<Response> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(host::daemon::control::call_once(
-        sock,
-        req,
-        Duration::from_secs(2),
-    ))
-    .ok()
 }
 
 fn status(sock: &Path) -> Option<Value> {
-    match ask(sock, &Request::Status)? {
-        Response::Status(v) => Some(v),
-        _ => None,
-    }
+    netns::status(sock)
 }
 
 fn owners(sock: &Path) -> Option<Vec<Option<u16>>> {
-    match ask(sock, &Request::Allocation)? {
-        Response::Allocation(a) => Some(a.owners),
-        _ => None,
-    }
+    netns::owners(sock)
 }
 
 /// A thread that runs `f` in namespace `ns`.
@@ -288,46 +101,10 @@ fn in_ns<T: Send + 'static>(ns: String, f: impl FnOnce() -> T + Send + 'static) 
     })
 }
 
-#[test]
-fn a_tcp_connection_crosses_the_cluster_and_survives_its_owner_being_killed() {
-    require_root();
-    let mut lab = Lab::new();
-    lab.topology();
-    let key = lab.configs();
-    for i in 1..=NODES {
-        lab.start(i);
-    }
-    // Ready: every node up, every identifier owned by a live node, all three agreeing.
-    let t = Instant::now();
-    loop {
-        let ready = (1..=NODES).all(|i| {
-            status(&lab.sock(i))
-                .is_some_and(|s| s["ready"] == true && s["owned"].as_u64() > Some(0))
-        });
-        let agree = (1..=NODES)
-            .map(|i| owners(&lab.sock(i)))
-            .collect::<Option<Vec<_>>>()
-            .is_some_and(|v| {
-                v.windows(2).all(|w| w[0] == w[1]) && v[0].iter().all(Option::is_some)
-            });
-        if ready && agree {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "cluster not ready: {}",
-            (1..=NODES)
-                .map(|i| lab.log(i))
-                .collect::<Vec<_>>()
-                .join("\n---\n")
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-
-    eprintln!("real_traffic: cluster ready after {:?}", t.elapsed());
-    // The server echoes; the client sends 1 KiB every 5 ms for 6 s and reads the echo.
-    let server = in_ns(lab.ns("server"), || {
-        let l = TcpListener::bind(SocketAddr::new(IpAddr::V4(SERVER), 5001)).expect("listen");
+/// An echo server on `addr` in the server namespace: the bytes it got.
+fn echo_server(lab: &Lab, addr: SocketAddr) -> JoinHandle<u64> {
+    in_ns(lab.info.server_ns.clone(), move || {
+        let l = TcpListener::bind(addr).expect("listen");
         let (mut s, _) = l.accept().expect("accept");
         s.set_read_timeout(Some(Duration::from_secs(15)))
             .expect("timeout");
@@ -344,14 +121,29 @@ fn a_tcp_connection_crosses_the_cluster_and_survives_its_owner_being_killed() {
             }
         }
         total
-    });
-    thread::sleep(Duration::from_millis(200));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let client = in_ns(lab.ns("client"), move || {
-        let to = SocketAddr::new(IpAddr::V4(SERVER), 5001);
+    })
+}
+
+fn chunk(i: u32) -> Vec<u8> {
+    (0..1024u32)
+        .map(|k| (i.wrapping_mul(31) ^ k) as u8)
+        .collect()
+}
+
+/// A client in the client namespace that sends 1 KiB every 5 ms for `secs` seconds to `to`
+/// and reads the echo as it comes; reports its local address once connected. Returns the bytes
+/// sent, the echo and the chunk count.
+fn echo_client(
+    lab: &Lab,
+    to: SocketAddr,
+    secs: u64,
+    connected: std::sync::mpsc::Sender<SocketAddr>,
+) -> JoinHandle<(u64, Vec<u8>, u32)> {
+    in_ns(lab.info.client_ns.clone(), move || {
         let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("connect");
-        tx.send(s.local_addr().expect("local"))
-            .expect("report port");
+        connected
+            .send(s.local_addr().expect("local"))
+            .expect("report");
         s.set_read_timeout(Some(Duration::from_secs(15)))
             .expect("timeout");
         // the echo is read as it comes (a writer that never reads would fill both windows)
@@ -364,12 +156,9 @@ fn a_tcp_connection_crosses_the_cluster_and_survives_its_owner_being_killed() {
         let mut sent = 0u64;
         let start = Instant::now();
         let mut i = 0u32;
-        while start.elapsed() < Duration::from_secs(6) {
-            let chunk: Vec<u8> = (0..1024u32)
-                .map(|k| (i.wrapping_mul(31) ^ k) as u8)
-                .collect();
-            s.write_all(&chunk).expect("send");
-            sent += chunk.len() as u64;
+        while start.elapsed() < Duration::from_secs(secs) {
+            s.write_all(&chunk(i)).expect("send");
+            sent += 1024;
             i += 1;
             thread::sleep(Duration::from_millis(5));
         }
@@ -382,22 +171,56 @@ fn a_tcp_connection_crosses_the_cluster_and_survives_its_owner_being_killed() {
             back.len()
         );
         (sent, back, i)
-    });
-    let local = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("client connected");
+    })
+}
 
-    // Whose connection is it? The identifier from the cluster's distribution key.
-    let secret = ClusterSecret::new(*key.derive16(host::daemon::DISTRIBUTION_LABEL));
+fn check_echo(sent: u64, back: &[u8], chunks: u32, echoed: u64) {
+    assert_eq!(echoed, sent, "the server got {echoed} of {sent} bytes");
+    assert_eq!(back.len() as u64, sent, "the echo is short");
+    let expect: Vec<u8> = (0..chunks).flat_map(chunk).collect();
+    assert!(back == expect, "the echo differs from what was sent");
+}
+
+/// The identifier of the TCP connection `local` -> `server`, with the lab's key.
+fn identifier(lab: &Lab, local: SocketAddr, server: SocketAddr) -> usize {
+    let secret = ClusterSecret::new(*lab.key().derive16(host::daemon::DISTRIBUTION_LABEL));
     let dist = Distributor::new(&secret, IdCount::new(256).expect("count"));
     let flow = FlowKey::transport(
         L4Proto::Tcp,
         Endpoint::new(local.ip(), local.port()),
-        Endpoint::new(IpAddr::V4(SERVER), 5001),
+        Endpoint::new(server.ip(), server.port()),
     )
     .0;
-    let did = dist.for_key(&flow).expect("a TCP key has an identifier");
-    let owner = owners(&lab.sock(1)).expect("allocation")[usize::from(did.0)].expect("owned");
+    usize::from(dist.for_key(&flow).expect("a TCP key has an identifier").0)
+}
+
+#[test]
+fn tcp_connections_cross_the_cluster_and_survive_their_owner_being_killed() {
+    require_root();
+    let lab = Lab::up("rt");
+
+    // IPv6 first (neighbour discovery crosses the cluster too): 2 s of echo.
+    let to6 = SocketAddr::new(IpAddr::V6(SERVER6), 5006);
+    let server = echo_server(&lab, to6);
+    thread::sleep(Duration::from_millis(200));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let client = echo_client(&lab, to6, 2, tx);
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("IPv6 client connected");
+    let (sent, back, chunks) = client.join().expect("client thread");
+    check_echo(sent, &back, chunks, server.join().expect("server thread"));
+
+    // IPv4: 6 s of echo, the connection's owner killed after 2 s.
+    let to = SocketAddr::new(IpAddr::V4(SERVER4), 5001);
+    let server = echo_server(&lab, to);
+    thread::sleep(Duration::from_millis(200));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let client = echo_client(&lab, to, 6, tx);
+    let local = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("client connected");
+    let did = identifier(&lab, local, to);
+    let owner = owners(&lab.sock(1)).expect("allocation")[did].expect("owned");
     thread::sleep(Duration::from_secs(2));
     let before = status(&lab.sock(owner)).expect("owner status");
     let forwarded = before["card_path"]["forwarded_by_card"]
@@ -407,20 +230,12 @@ fn a_tcp_connection_crosses_the_cluster_and_survives_its_owner_being_killed() {
         forwarded > 100,
         "the owner's card forwarded only {forwarded} frames: {before}"
     );
-    // Kill the owner mid-transfer.
     lab.kill(owner);
     let (sent, back, chunks) = client.join().expect("client thread");
-    let echoed = server.join().expect("server thread");
-    assert_eq!(echoed, sent, "the server got {echoed} of {sent} bytes");
-    assert_eq!(back.len() as u64, sent, "the echo is short");
-    let expect: Vec<u8> = (0..chunks)
-        .flat_map(|i| (0..1024u32).map(move |k| (i.wrapping_mul(31) ^ k) as u8))
-        .collect();
-    assert!(back == expect, "the echo differs from what was sent");
+    check_echo(sent, &back, chunks, server.join().expect("server thread"));
     // A survivor took the connection over and its card carried it.
     let survivors: Vec<u16> = (1..=NODES).filter(|&i| i != owner).collect();
-    let new_owner = owners(&lab.sock(survivors[0])).expect("allocation")[usize::from(did.0)]
-        .expect("owned again");
+    let new_owner = owners(&lab.sock(survivors[0])).expect("allocation")[did].expect("owned again");
     assert_ne!(new_owner, owner);
     let after = status(&lab.sock(new_owner)).expect("status");
     eprintln!(
@@ -436,4 +251,111 @@ fn a_tcp_connection_crosses_the_cluster_and_survives_its_owner_being_killed() {
         let s = status(&lab.sock(i)).expect("status");
         assert_eq!(s["interfaces"]["outside"], "o0", "{s}");
     }
+}
+
+fn clusterd(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_clusterd"))
+        .args(args)
+        .output()
+        .expect("run clusterd");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn clusterd_lab_up_status_kill_start_partition_down() {
+    require_root();
+    let prefix = format!("lc{}", std::process::id() % 100_000);
+    let dir = netns::default_dir(&prefix);
+    struct Down(String, PathBuf);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = netns::down(&self.0, &self.1);
+        }
+    }
+    let _guard = Down(prefix.clone(), dir.clone());
+    let (ok, out, err) = clusterd(&["lab", "up", "--nodes", "3", "--prefix", &prefix, "--json"]);
+    assert!(ok, "lab up: {err}");
+    let v: Value = serde_json::from_str(&out).expect("one JSON object");
+    assert_eq!(v["client_ns"], format!("{prefix}-client"));
+    assert_eq!(v["server"][0], "198.18.7.2");
+    assert_eq!(v["server"][1], "2001:db8:7::2");
+    assert_eq!(v["nodes"].as_array().map(Vec::len), Some(3));
+    let socket = v["nodes"][1]["socket"].as_str().expect("socket").to_owned();
+    assert!(status(Path::new(&socket)).is_some_and(|s| s["ready"] == true));
+    // A second lab with the same prefix is refused, naming the fix.
+    let (ok, _, err) = clusterd(&["lab", "up", "--prefix", &prefix]);
+    assert!(!ok && err.contains("lab down"), "{err}");
+
+    let rows = |p: &str| -> Vec<Value> {
+        let (ok, out, err) = clusterd(&["lab", "status", "--prefix", p, "--json"]);
+        assert!(ok, "status: {err}");
+        serde_json::from_str::<Vec<Value>>(&out).expect("JSON rows")
+    };
+    assert!(rows(&prefix)
+        .iter()
+        .all(|r| r["ready"] == true && r["owned"].as_u64() > Some(0)));
+    // kill 2: the others take its identifiers
+    assert!(clusterd(&["lab", "kill", "2", "--prefix", &prefix]).0);
+    let t = Instant::now();
+    loop {
+        let r = rows(&prefix);
+        if r[1]["pid"].is_null()
+            && r[0]["owned"].as_u64().unwrap_or(0) + r[2]["owned"].as_u64().unwrap_or(0) == 256
+        {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no takeover: {r:?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, _, err) = clusterd(&["lab", "kill", "2", "--prefix", &prefix]);
+    assert!(!ok && err.contains("not running"), "{err}");
+    // start 2 again: it rejoins and owns identifiers
+    assert!(clusterd(&["lab", "start", "2", "--prefix", &prefix]).0);
+    let t = Instant::now();
+    while rows(&prefix)[1]["owned"].as_u64().unwrap_or(0) == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "node 2 did not rejoin"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    // partition 3: it fences itself and loses its identifiers; heal: it gets some back
+    assert!(clusterd(&["lab", "partition", "3", "--prefix", &prefix]).0);
+    let t = Instant::now();
+    loop {
+        let r = rows(&prefix);
+        let majority = r[0]["owned"].as_u64().unwrap_or(0) + r[1]["owned"].as_u64().unwrap_or(0);
+        if majority == 256 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no takeover from the partitioned node: {r:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(clusterd(&["lab", "heal", "3", "--prefix", &prefix]).0);
+    let t = Instant::now();
+    while rows(&prefix)[2]["owned"].as_u64().unwrap_or(0) == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "node 3 did not come back"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    // down: nothing left, also when run again
+    let (ok, out, err) = clusterd(&["lab", "down", "--prefix", &prefix, "--json"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("{prefix}-sw")), "{out}");
+    assert!(netns::namespaces(&prefix).is_empty());
+    assert!(!dir.exists());
+    let (ok, out, _) = clusterd(&["lab", "down", "--prefix", &prefix]);
+    assert!(ok && out.contains("nothing"), "{out}");
+    // a bad prefix is refused before anything is made
+    let (ok, _, err) = clusterd(&["lab", "up", "--prefix", "has space"]);
+    assert!(!ok && err.contains("--prefix"), "{err}");
 }

@@ -52,6 +52,189 @@ enum Cmd {
     },
     /// Run a whole cluster on loopback, drive traffic through it, inject faults, report.
     Demo(demo::DemoArgs),
+    /// A cluster as a firewall between real network namespaces (root): up, down, kill, stop,
+    /// start, partition, heal, status.
+    Lab(LabArgs),
+}
+
+#[derive(clap::Args)]
+struct LabArgs {
+    #[command(subcommand)]
+    op: LabOp,
+    /// Namespace prefix: P-client, P-server, P-n1.. and P-sw.
+    #[arg(long, global = true, default_value = "cl")]
+    prefix: String,
+    /// The lab's directory (configs, keys, sockets, logs); default one per prefix in the
+    /// temporary directory.
+    #[arg(long, global = true)]
+    dir: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum LabOp {
+    /// Build the namespaces and segments, start the nodes, wait until the cluster is ready.
+    Up {
+        /// Nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: u16,
+        /// Card backend of every node.
+        #[arg(long, default_value = "model")]
+        card: String,
+        /// Distribution identifiers.
+        #[arg(long, default_value_t = 256)]
+        identifiers: u32,
+    },
+    /// Kill every node, remove every namespace and the lab's directory.
+    Down,
+    /// SIGKILL node NODE.
+    Kill { node: u16 },
+    /// SIGTERM node NODE.
+    Stop { node: u16 },
+    /// Start node NODE again (it rejoins and resyncs).
+    Start { node: u16 },
+    /// Cut node NODE off the sync segment.
+    Partition { node: u16 },
+    /// Put node NODE back on the sync segment.
+    Heal { node: u16 },
+    /// Every node: process, readiness, identifiers owned, card counters.
+    Status,
+}
+
+fn lab(a: LabArgs) -> Result<(), String> {
+    use host::lab::netns;
+    netns::check_prefix(&a.prefix)?;
+    let dir = a
+        .dir
+        .clone()
+        .unwrap_or_else(|| netns::default_dir(&a.prefix));
+    let say = |text: String, json: serde_json::Value| {
+        if a.json {
+            println!("{json}");
+        } else {
+            println!("{text}");
+        }
+    };
+    match a.op {
+        LabOp::Up {
+            nodes,
+            card,
+            identifiers,
+        } => {
+            let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+            let info = netns::up(&netns::LabOptions {
+                nodes,
+                prefix: a.prefix.clone(),
+                card,
+                identifiers,
+                dir,
+                exe,
+            })?;
+            let mut text = format!(
+                "lab {} up: client {} ({}, {}), server {} ({}, {})
+",
+                info.prefix,
+                info.client_ns,
+                info.client[0],
+                info.client[1],
+                info.server_ns,
+                info.server[0],
+                info.server[1]
+            );
+            for n in &info.nodes {
+                text += &format!(
+                    "  node {}  {}  socket {}
+",
+                    n.id, n.ns, n.socket
+                );
+            }
+            text += &format!("clusterd lab down --prefix {} removes it", info.prefix);
+            say(text, serde_json::to_value(&info).unwrap_or_default());
+        }
+        LabOp::Down => {
+            let removed = netns::down(&a.prefix, &dir)?;
+            say(
+                format!(
+                    "removed: {}",
+                    if removed.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        removed.join(", ")
+                    }
+                ),
+                serde_json::json!({ "removed": removed }),
+            );
+        }
+        LabOp::Kill { node } | LabOp::Stop { node } => {
+            let sig = if matches!(a.op, LabOp::Kill { .. }) {
+                nix::sys::signal::Signal::SIGKILL
+            } else {
+                nix::sys::signal::Signal::SIGTERM
+            };
+            if !netns::signal(&dir, node, sig) {
+                return Err(format!("node {node} of lab {} is not running", a.prefix));
+            }
+            say(
+                format!("node {node}: {sig}"),
+                serde_json::json!({ "node": node, "signal": sig.as_str() }),
+            );
+        }
+        LabOp::Start { node } => {
+            if netns::pid(&dir, node).is_some() {
+                return Err(format!("node {node} of lab {} runs already", a.prefix));
+            }
+            let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+            let pid = netns::start(&a.prefix, &dir, &exe, node)?;
+            say(
+                format!("node {node}: started (pid {pid})"),
+                serde_json::json!({ "node": node, "pid": pid }),
+            );
+        }
+        LabOp::Partition { node } | LabOp::Heal { node } => {
+            let heal = matches!(a.op, LabOp::Heal { .. });
+            netns::partition(&a.prefix, node, heal)?;
+            say(
+                format!(
+                    "node {node}: {}",
+                    if heal {
+                        "back on the sync segment"
+                    } else {
+                        "cut off the sync segment"
+                    }
+                ),
+                serde_json::json!({ "node": node, "partitioned": !heal }),
+            );
+        }
+        LabOp::Status => {
+            let rows = netns::lab_status(&a.prefix, &dir);
+            if rows.is_empty() {
+                return Err(format!(
+                    "no lab with prefix {} in {}",
+                    a.prefix,
+                    dir.display()
+                ));
+            }
+            let mut text = "NODE  PID      READY  OWNED  CARD FORWARDED  PUNTED\n".to_owned();
+            for r in &rows {
+                text += &format!(
+                    "{:<4}  {:<7}  {:<5}  {:<5}  {:<14}  {}\n",
+                    r.id,
+                    r.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+                    if r.ready { "yes" } else { "no" },
+                    r.owned,
+                    r.forwarded_by_card,
+                    r.punted
+                );
+            }
+            say(
+                text.trim_end().to_owned(),
+                serde_json::to_value(&rows).unwrap_or_default(),
+            );
+        }
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -78,6 +261,8 @@ fn main() -> ExitCode {
             .map_err(|e| e.to_string()),
         Cmd::Ctl { socket, cmd, args } => rt.block_on(ctl(socket, cmd, Zeroizing::new(args))),
         Cmd::Demo(args) => rt.block_on(demo::run(args)),
+        // blocking work (processes, `ip`, control calls on runtimes of their own)
+        Cmd::Lab(args) => lab(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
