@@ -53,6 +53,21 @@ struct CardHw<R: RegIo> {
     card: Card<R>,
     /// The card's ESP engine state, when the card has an SA table and an ESP engine.
     esp: Option<CardEspState>,
+    /// The card left the bus during an ESP command (kept for
+    /// [`NodeSpecificTable::take_device_error`], so a card that fails while it only seals and
+    /// opens ESP packets is reopened and rebuilt too).
+    esp_gone: Option<DriverError>,
+}
+
+impl<R: RegIo> CardHw<R> {
+    /// Keeps a gone card's error of an ESP command.
+    fn noted<V>(&mut self, r: Result<V, EspError>) -> Result<V, EspError> {
+        if let Err(EspError::DeviceGone { offset }) = r {
+            self.esp_gone
+                .get_or_insert(DriverError::DeviceGone { offset });
+        }
+        r
+    }
 }
 
 impl<R: RegIo> CardTable<R> {
@@ -71,7 +86,11 @@ impl<R: RegIo> CardTable<R> {
         let esp = CardEspState::new(&mut card, SaLookup::SlotOnly).ok();
         let depth = card.depth() as usize;
         Ok(CardTable {
-            hw: CardHw { card, esp },
+            hw: CardHw {
+                card,
+                esp,
+                esp_gone: None,
+            },
             // sized for the card: a takeover filling the card never grows the index
             shadow: IndexedEntries::with_capacity(count, depth),
             count,
@@ -370,7 +389,10 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
         self.stats
     }
     fn take_device_error(&mut self) -> Option<TableError> {
-        self.failure.take().map(TableError::from)
+        self.failure
+            .take()
+            .or_else(|| self.hw.esp_gone.take())
+            .map(TableError::from)
     }
     fn slow_lookup(&mut self, key: &FlowKey) -> Option<&mut Entry> {
         // The card looked the frame up already (and punted it with what it found).
@@ -496,15 +518,18 @@ impl<R: RegIo> EspEngine for CardHw<R> {
     }
     fn install_sa(&mut self, sa: &SaConfig) -> Result<SaSlot, EspError> {
         let st = self.esp.as_mut().ok_or(NO_ENGINE)?;
-        st.view(&mut self.card).install_sa(sa)
+        let r = st.view(&mut self.card).install_sa(sa);
+        self.noted(r)
     }
     fn remove_sa(&mut self, direction: Direction, spi: Spi) -> Result<(), EspError> {
         let st = self.esp.as_mut().ok_or(NO_ENGINE)?;
-        st.view(&mut self.card).remove_sa(direction, spi)
+        let r = st.view(&mut self.card).remove_sa(direction, spi);
+        self.noted(r)
     }
     fn sa_state(&mut self, direction: Direction, spi: Spi) -> Result<SaState, EspError> {
         let st = self.esp.as_mut().ok_or(NO_ENGINE)?;
-        st.view(&mut self.card).sa_state(direction, spi)
+        let r = st.view(&mut self.card).sa_state(direction, spi);
+        self.noted(r)
     }
     fn set_sa_state(
         &mut self,
@@ -513,7 +538,8 @@ impl<R: RegIo> EspEngine for CardHw<R> {
         state: &SaState,
     ) -> Result<(), EspError> {
         let st = self.esp.as_mut().ok_or(NO_ENGINE)?;
-        st.view(&mut self.card).set_sa_state(direction, spi, state)
+        let r = st.view(&mut self.card).set_sa_state(direction, spi, state);
+        self.noted(r)
     }
     fn process_into(
         &mut self,
@@ -522,7 +548,8 @@ impl<R: RegIo> EspEngine for CardHw<R> {
     ) -> Result<EspOutcome, EspError> {
         out.clear();
         let st = self.esp.as_mut().ok_or(NO_ENGINE)?;
-        st.view(&mut self.card).process_into(req, out)
+        let r = st.view(&mut self.card).process_into(req, out);
+        self.noted(r)
     }
 }
 
@@ -694,6 +721,41 @@ mod tests {
         );
         assert!(t.take_device_error().is_some_and(|e| e.is_device_gone()));
         assert!(t.take_device_error().is_none(), "taken once");
+    }
+
+    #[test]
+    fn the_card_lends_its_esp_engine_without_cam_entries_and_reports_it_gone() {
+        use driver::esp::SaKey;
+        let mut t = faulty_table(64);
+        let e = t.esp_engine().expect("the model card has an ESP engine");
+        assert_eq!(e.capacity(), 256);
+        let key = SaKey::new(&[9; 32], [1, 2, 3, 4]).expect("key");
+        let mut sa = SaConfig::gcm(Spi(0x4242), Direction::Inbound, key.clone());
+        sa.dst = Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)));
+        e.install_sa(&sa).expect("inbound SA");
+        let out = SaConfig::gcm(Spi(0x4243), Direction::Outbound, key);
+        e.install_sa(&out).expect("outbound SA");
+        assert!(t.card().card().is_empty(), "no CAM entry behind the shadow");
+        assert_eq!(t.len(), 0);
+        pull_card(&mut t);
+        let e = t.esp_engine().expect("engine");
+        let r = e.process(EspRequest::Encapsulate {
+            spi: Spi(0x4243),
+            next_header: 4,
+            payload: b"x",
+        });
+        assert!(matches!(r, Err(EspError::DeviceGone { .. })), "{r:?}");
+        let err = t.take_device_error().expect("the gone card is reported");
+        assert!(err.is_device_gone(), "{err}");
+        assert!(t.take_device_error().is_none(), "taken once");
+    }
+
+    #[test]
+    fn host_memory_lends_no_esp_engine() {
+        let c = IdCount::new(16).expect("count");
+        assert!(crate::node_table::SoftwareTable::new(c)
+            .esp_engine()
+            .is_none());
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //!   written behind the node table's back (its shadow and the card agree);
 //! * the card seals exactly the bytes a `SoftwareEsp` with the same SA seals at the same
 //!   sequence numbers, and opens what a software peer seals (replays refused);
-//! * a card rebuild installs the SAs again on the new card past the sequence jump (no number
-//!   is used twice), with the replay window restored;
+//! * a card that leaves the bus while it seals is reported; the rebuild installs the SAs again
+//!   on the new card past the sequence jump (no number is used twice), with the replay window
+//!   restored;
 //! * a takeover moves the SAs to the second node's card, the sequence continuing past the jump
 //!   (the first node wipes its slots);
 //! * an SA beyond the card's free slots runs in software; losing the identifier wipes the slots.
@@ -24,12 +25,14 @@ use cluster_core::{
 };
 use driver::esp::{Direction, SaConfig, SaKey, Spi};
 use driver::Card;
+use hal::fault::{Fault, FaultInjector};
 use hal::regs::{block_type, sa};
 use hal::{BarOffset, RegIo};
 use sim_bridge::model::ModelCard;
 use zeroize::Zeroizing;
 
-type T = TieredTable<CardTable<ModelCard>>;
+type Regs = FaultInjector<ModelCard>;
+type T = TieredTable<CardTable<Regs>>;
 type M = Member<T>;
 
 const IDS: u32 = 16;
@@ -51,7 +54,7 @@ fn at(mono: Duration) -> Time {
 }
 
 fn table() -> T {
-    let card = Card::probe(ModelCard::new()).expect("probe");
+    let card = Card::probe(FaultInjector::new(ModelCard::new())).expect("probe");
     TieredTable::new(CardTable::new(card, count()).expect("table"), count())
 }
 
@@ -192,7 +195,7 @@ impl Pair {
     }
 }
 
-fn sa_base(card: &Card<ModelCard>) -> u32 {
+fn sa_base(card: &Card<Regs>) -> u32 {
     card.blocks()
         .iter()
         .find(|b| b.type_id == block_type::SA)
@@ -200,7 +203,7 @@ fn sa_base(card: &Card<ModelCard>) -> u32 {
         .offset
 }
 
-fn card_of(m: &mut M) -> &mut Card<ModelCard> {
+fn card_of(m: &mut M) -> &mut Card<Regs> {
     m.node_table_mut().card_mut().card_mut()
 }
 
@@ -323,6 +326,17 @@ fn cluster_sas_run_on_the_card_move_on_takeover_and_survive_a_card_rebuild() {
     let replicated = p.m(1).core().sa_state(OUT_SPI).unwrap().outbound_seq;
     assert!(replicated <= used, "the sync did not see the last packets");
     let jumps = p.m(1).counters().sa_jumps;
+    // the card leaves the bus: sealing fails, the node reports the card, which is replaced
+    let regs = card_of(p.m(1)).regs_mut();
+    let after_reads = regs.reads();
+    regs.inject(Fault::AllOnes { after_reads });
+    let gone = p.m(1).esp_for(OUT_SPI).unwrap().send(OUT_SPI, 1, PAYLOAD);
+    assert!(
+        matches!(gone, Err(driver::esp::EspError::DeviceGone { .. })),
+        "{gone:?}"
+    );
+    let err = p.m(1).take_card_error().expect("the gone card is reported");
+    assert!(err.is_device_gone(), "{err}");
     let t = at(p.now);
     p.m(1).rebuild_card(t, table());
     p.route();
