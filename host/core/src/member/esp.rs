@@ -11,6 +11,15 @@
 //! seals two packets (invariant 5); [`Member::sa_add`](super::Member::sa_add) refuses a key
 //! that another SA has.
 //!
+//! Where an SA runs: [`EspPath`] installs each SA on the card engine the node-specific table
+//! lends ([`NodeSpecificTable::esp_engine`](crate::node_table::NodeSpecificTable::esp_engine),
+//! a [`CardEngine`] argument of the `*_on` methods) when there is one and it takes the SA, and on
+//! its own [`SoftwareEsp`] otherwise, and remembers which ([`Placement`]): packets, state reads
+//! and removal go to that engine. The card engine writes no CAM entry (the table owns the CAM).
+//! When the card is replaced after a failure, [`EspPath::release_card`] forgets the SAs it ran
+//! and the member installs them again from the replicated state, an outbound SA past the
+//! sequence jump (the old card may have sealed packets after the last sync).
+//!
 //! Key material arrives in `K` records (only ever inside sealed sync frames), is kept zeroized
 //! and goes into the engine, never back out. A `K` record's key bytes are
 //! [`SaMaterial::to_record_bytes`]: `dir:u8 (0 out, 1 in) | key (16 or 32) | salt (4)`.

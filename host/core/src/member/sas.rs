@@ -1,5 +1,6 @@
 //! SA contexts on a member: key material (from `K` records or the operator, kept zeroized),
-//! the SAs the member knows, which of them run in its ESP engine ([`EspPath`]), and takeover
+//! the SAs the member knows, which of them run in its ESP engines ([`EspPath`]: the card's
+//! when the node table lends one, software otherwise), and takeover (and card replacement)
 //! with an outbound sequence jump (invariant 5).
 
 use std::collections::{BTreeMap, BTreeSet};
