@@ -304,3 +304,96 @@ fn a_card_that_leaves_the_bus_is_named_as_gone() {
         .expect_err("a gone card seals nothing");
     assert!(matches!(e, EspError::DeviceGone { .. }), "{e:?}");
 }
+
+/// The SA block's OCCUPANCY register, read through the driver's register view.
+fn sa_occupancy(card: &mut Card<ModelCard>) -> u32 {
+    let base = card
+        .blocks()
+        .iter()
+        .find(|b| b.type_id == hal::regs::block_type::SA)
+        .expect("SA block")
+        .offset;
+    card.regs_mut()
+        .read32(BarOffset(base + hal::regs::sa::OCCUPANCY.offset))
+        .expect("read")
+}
+
+#[test]
+fn the_borrowed_view_runs_sas_on_a_card_it_does_not_own_without_cam_entries() {
+    use driver::esp::{CardEspState, SaLookup};
+    let mut card = Card::probe(ModelCard::new()).expect("probe");
+    let mut state = CardEspState::new(&mut card, SaLookup::SlotOnly).expect("esp blocks");
+    assert_eq!(state.lookup_mode(), SaLookup::SlotOnly);
+    let mut soft = SoftwareEsp::new(8);
+    let out_key = [0x11u8; 32];
+    let in_key = [0x22u8; 16];
+    for (spi, dir, key) in [
+        (0x100, Direction::Outbound, &out_key[..]),
+        (0x200, Direction::Inbound, &in_key[..]),
+    ] {
+        let mut cfg = sa(spi, dir, key);
+        cfg.dst = Some("198.51.100.7".parse().expect("ip"));
+        state.view(&mut card).install_sa(&cfg).expect("install");
+        // the software twin holds the mirrored SA (the tunnel's other end)
+        let mirror = match dir {
+            Direction::Outbound => Direction::Inbound,
+            Direction::Inbound => Direction::Outbound,
+        };
+        soft.install_sa(&sa(spi, mirror, key)).expect("soft");
+    }
+    assert_eq!(state.installed_len(), 2);
+    assert_eq!(
+        sa_occupancy(&mut card),
+        2,
+        "both SAs are in the card's table"
+    );
+    assert!(card.is_empty(), "no CAM entry was written");
+    assert_eq!(card.dump(None).expect("dump").len(), 0);
+
+    // outbound: the card seals, the software path opens the same bytes
+    let mut eng = state.view(&mut card);
+    for i in 1..=3u64 {
+        let payload = vec![i as u8; 20 + i as usize];
+        let (o, pkt) = eng
+            .process(EspRequest::Encapsulate {
+                spi: Spi(0x100),
+                next_header: 4,
+                payload: &payload,
+            })
+            .expect("seal on card");
+        assert_eq!(o.seq, i);
+        let (so, back) = soft
+            .process(EspRequest::Decapsulate { packet: &pkt })
+            .expect("software opens the card's packet");
+        assert_eq!((so.seq, back), (i, payload));
+    }
+    // inbound: the software path seals, the card opens it through the slot (no CAM search)
+    let (_, pkt) = soft
+        .process(EspRequest::Encapsulate {
+            spi: Spi(0x200),
+            next_header: 17,
+            payload: b"inbound",
+        })
+        .expect("soft seal");
+    let (o, back) = eng
+        .process(EspRequest::Decapsulate { packet: &pkt })
+        .expect("card opens");
+    assert_eq!((o.next_header, back.as_slice()), (17, &b"inbound"[..]));
+    assert!(matches!(
+        eng.process(EspRequest::Decapsulate { packet: &pkt }),
+        Err(EspError::Replay { .. })
+    ));
+    assert_eq!(
+        eng.sa_state(Direction::Outbound, Spi(0x100))
+            .expect("st")
+            .seq,
+        3
+    );
+    eng.remove_sa(Direction::Inbound, Spi(0x200))
+        .expect("remove");
+    eng.remove_sa(Direction::Outbound, Spi(0x100))
+        .expect("remove");
+    assert_eq!(sa_occupancy(&mut card), 0, "removal wipes the slots");
+    assert_eq!(state.installed_len(), 0);
+    assert!(state.has_free_slot());
+}

@@ -6,11 +6,17 @@
 //! the write-only staging registers (which the card clears after `WRITE`);
 //! nothing here ever reads key material back, and nothing could.
 //!
-//! An inbound SA gets a CAM entry keyed by SPI and destination
-//! ([`Flow::Esp`]) whose result word names its slot ([`Action::Decrypt`]);
-//! decapsulation searches the CAM for the packet's SPI and uses the slot the
-//! card returns. Outbound SAs are named by SPI in the request and need no
-//! CAM entry.
+//! Two shapes: [`CardEsp`] owns its card; [`CardEspRef`] is the same engine
+//! on a card someone else owns (the state core's node-specific table), built
+//! from the card and the engine's card-less state ([`CardEspState`]).
+//!
+//! With [`SaLookup::OwnCamEntries`] (what [`CardEsp`] uses) an inbound SA
+//! gets a CAM entry keyed by SPI and destination ([`Flow::Esp`]) whose result
+//! word names its slot ([`Action::Decrypt`]); decapsulation searches the CAM
+//! for the packet's SPI and uses the slot the card returns. With
+//! [`SaLookup::SlotOnly`] the engine never issues a CAM command: the owner of
+//! the CAM keeps its entries, and decapsulation uses the SA's slot directly.
+//! Outbound SAs are named by SPI in the request and need no CAM entry.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -38,25 +44,75 @@ struct Installed {
     key: CamKey,
 }
 
-/// The card's ESP engine behind [`EspEngine`].
-pub struct CardEsp<R: RegIo> {
-    card: Card<R>,
+/// Whether the engine keeps its own CAM entries for inbound SAs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaLookup {
+    /// Each inbound SA gets a CAM entry (its SPI and destination, [`Action::Decrypt`], its
+    /// slot) inserted and removed through the card; decapsulation finds the slot by searching
+    /// the CAM. Only for a card whose CAM nobody else manages ([`CardEsp`], `hwctl esp`).
+    OwnCamEntries,
+    /// No CAM command at all: decapsulation uses the slot the engine installed the SA in.
+    /// For a card whose CAM another table manages (the node-specific table of the state
+    /// core keeps a shadow index of every CAM entry; an entry inserted behind its back would
+    /// corrupt it). The SA's CAM entry, if the card's data path should hit it, is then that
+    /// table's business.
+    SlotOnly,
+}
+
+/// The card's ESP engine state without the card: the geometry read from the blocks'
+/// capability registers, the slot allocation and what is installed where (never a key).
+/// Kept by whoever owns the card; [`CardEspState::view`] lends it the card for one or more
+/// engine operations ([`CardEspRef`]).
+pub struct CardEspState {
     sa_base: u32,
     esp_base: u32,
     slots: u32,
     buf_bytes: u32,
+    lookup: SaLookup,
     installed: HashMap<(Direction, Spi), Installed>,
     free: Vec<u16>,
     /// Scratch for packet words (reused, so the data path does not allocate).
     words: Vec<u32>,
 }
 
-impl<R: RegIo> std::fmt::Debug for CardEsp<R> {
+impl std::fmt::Debug for CardEspState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CardEsp")
+        f.debug_struct("CardEspState")
             .field("slots", &self.slots)
             .field("installed", &self.installed.len())
             .field("buf_bytes", &self.buf_bytes)
+            .field("lookup", &self.lookup)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The card's ESP engine behind [`EspEngine`], on a card someone else owns: the card borrowed
+/// with the engine's state ([`CardEspState::view`]). Cheap to build; build one per operation
+/// or batch.
+pub struct CardEspRef<'a, R: RegIo> {
+    card: &'a mut Card<R>,
+    state: &'a mut CardEspState,
+}
+
+impl<R: RegIo> std::fmt::Debug for CardEspRef<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.state.fmt(f)
+    }
+}
+
+/// The card's ESP engine behind [`EspEngine`], owning its card (inbound SAs get their own CAM
+/// entries: [`SaLookup::OwnCamEntries`]).
+pub struct CardEsp<R: RegIo> {
+    card: Card<R>,
+    state: CardEspState,
+}
+
+impl<R: RegIo> std::fmt::Debug for CardEsp<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CardEsp")
+            .field("slots", &self.state.slots)
+            .field("installed", &self.state.installed.len())
+            .field("buf_bytes", &self.state.buf_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -77,14 +133,14 @@ fn cam_err(what: &'static str) -> impl FnOnce(crate::DriverError) -> EspError {
     }
 }
 
-impl<R: RegIo> CardEsp<R> {
-    /// Take over a probed card's SA table and ESP engine. Every SA slot is
-    /// flushed (keys wiped) so the table starts empty.
+impl CardEspState {
+    /// The engine state of a probed card's SA table and ESP engine. Every SA slot is flushed
+    /// (keys wiped) so the table starts empty; no CAM entry is touched.
     ///
     /// # Errors
-    /// [`EspError::Unsupported`] when the card has no SA table or ESP engine
-    /// block; [`EspError::Backend`] on register or command failures.
-    pub fn new(card: Card<R>) -> Result<Self, EspError> {
+    /// [`EspError::Unsupported`] when the card has no SA table or ESP engine block or reports
+    /// an unusable buffer; [`EspError::Backend`] on register or command failures.
+    pub fn new<R: RegIo>(card: &mut Card<R>, lookup: SaLookup) -> Result<Self, EspError> {
         let find = |t: u32| {
             card.blocks()
                 .iter()
@@ -97,26 +153,84 @@ impl<R: RegIo> CardEsp<R> {
         let esp_base = find(hal::regs::block_type::ESP).ok_or(EspError::Unsupported {
             what: "card has no ESP engine block",
         })?;
-        let mut me = CardEsp {
-            card,
+        let mut state = CardEspState {
             sa_base,
             esp_base,
             slots: 0,
             buf_bytes: 0,
+            lookup,
             installed: HashMap::new(),
             free: Vec::new(),
             words: Vec::new(),
         };
-        me.slots = me.rd(sa_base, sa::CAP_SLOTS)?.min(1 << 16);
-        me.buf_bytes = me.rd(esp_base, esp::CAP_BUF_BYTES)?;
-        if me.buf_bytes < 64 || me.buf_bytes % 16 != 0 || me.buf_bytes > 4 * esp::BUF.count {
+        let mut me = state.view(card);
+        me.state.slots = me.rd(sa_base, sa::CAP_SLOTS)?.min(1 << 16);
+        me.state.buf_bytes = me.rd(esp_base, esp::CAP_BUF_BYTES)?;
+        let b = me.state.buf_bytes;
+        if b < 64 || !b.is_multiple_of(16) || b > 4 * esp::BUF.count {
             return Err(EspError::Unsupported {
                 what: "ESP engine reports an unusable buffer size",
             });
         }
-        me.free = (0..me.slots).rev().map(|s| s as u16).collect();
+        me.state.free = (0..me.state.slots).rev().map(|s| s as u16).collect();
         me.sa_command(sa::cmd::FLUSH_ALL)?;
-        Ok(me)
+        Ok(state)
+    }
+
+    /// Lends the engine `card` (the card this state was made for).
+    pub fn view<'a, R: RegIo>(&'a mut self, card: &'a mut Card<R>) -> CardEspRef<'a, R> {
+        CardEspRef { card, state: self }
+    }
+
+    /// How SPI lookups are made.
+    #[must_use]
+    pub fn lookup_mode(&self) -> SaLookup {
+        self.lookup
+    }
+
+    /// Slot count (`CAP_SLOTS`).
+    #[must_use]
+    pub fn capacity(&self) -> u32 {
+        self.slots
+    }
+
+    /// How many SAs are installed.
+    #[must_use]
+    pub fn installed_len(&self) -> usize {
+        self.installed.len()
+    }
+
+    /// Whether a slot is free.
+    #[must_use]
+    pub fn has_free_slot(&self) -> bool {
+        !self.free.is_empty()
+    }
+
+    /// The slot of an installed SA.
+    #[must_use]
+    pub fn slot_of(&self, direction: Direction, spi: Spi) -> Option<SaSlot> {
+        self.installed
+            .get(&(direction, spi))
+            .map(|i| SaSlot(i.slot))
+    }
+
+    /// Packet buffer size in bytes (`CAP_BUF_BYTES`).
+    #[must_use]
+    pub fn buffer_bytes(&self) -> u32 {
+        self.buf_bytes
+    }
+}
+
+impl<R: RegIo> CardEsp<R> {
+    /// Take over a probed card's SA table and ESP engine. Every SA slot is
+    /// flushed (keys wiped) so the table starts empty.
+    ///
+    /// # Errors
+    /// [`EspError::Unsupported`] when the card has no SA table or ESP engine
+    /// block; [`EspError::Backend`] on register or command failures.
+    pub fn new(mut card: Card<R>) -> Result<Self, EspError> {
+        let state = CardEspState::new(&mut card, SaLookup::OwnCamEntries)?;
+        Ok(CardEsp { card, state })
     }
 
     /// The card underneath (for CAM work and counters).
@@ -133,9 +247,46 @@ impl<R: RegIo> CardEsp<R> {
     /// Packet buffer size in bytes (`CAP_BUF_BYTES`).
     #[must_use]
     pub fn buffer_bytes(&self) -> u32 {
-        self.buf_bytes
+        self.state.buf_bytes
     }
 
+    /// The borrowed view of this engine.
+    pub fn view(&mut self) -> CardEspRef<'_, R> {
+        self.state.view(&mut self.card)
+    }
+}
+
+impl<R: RegIo> EspEngine for CardEsp<R> {
+    fn capacity(&self) -> u32 {
+        self.state.slots
+    }
+    fn install_sa(&mut self, sa: &SaConfig) -> Result<SaSlot, EspError> {
+        self.view().install_sa(sa)
+    }
+    fn remove_sa(&mut self, direction: Direction, spi: Spi) -> Result<(), EspError> {
+        self.view().remove_sa(direction, spi)
+    }
+    fn sa_state(&mut self, direction: Direction, spi: Spi) -> Result<SaState, EspError> {
+        self.view().sa_state(direction, spi)
+    }
+    fn set_sa_state(
+        &mut self,
+        direction: Direction,
+        spi: Spi,
+        state: &SaState,
+    ) -> Result<(), EspError> {
+        self.view().set_sa_state(direction, spi, state)
+    }
+    fn process_into(
+        &mut self,
+        req: EspRequest<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<EspOutcome, EspError> {
+        self.view().process_into(req, out)
+    }
+}
+
+impl<R: RegIo> CardEspRef<'_, R> {
     fn rd(&mut self, base: u32, r: Reg) -> Result<u32, EspError> {
         let v = self
             .card
@@ -187,7 +338,7 @@ impl<R: RegIo> CardEsp<R> {
     }
 
     fn sa_command(&mut self, code: u32) -> Result<u32, EspError> {
-        let s = self.command(self.sa_base, sa::CMD, sa::STATUS, code)?;
+        let s = self.command(self.state.sa_base, sa::CMD, sa::STATUS, code)?;
         match sa::status::ERR.get(s) {
             sa::err::OK => Ok(s),
             sa::err::BAD_CONFIG => Err(EspError::Unsupported {
@@ -203,7 +354,7 @@ impl<R: RegIo> CardEsp<R> {
     }
 
     fn stage_state(&mut self, st: &SaState, direction: Direction) -> Result<(), EspError> {
-        let b = self.sa_base;
+        let b = self.state.sa_base;
         let (seq, win) = match direction {
             Direction::Outbound => (st.seq, 0),
             Direction::Inbound => (st.window.top, st.window.bitmap),
@@ -231,7 +382,8 @@ impl<R: RegIo> CardEsp<R> {
     }
 
     fn lookup(&self, direction: Direction, spi: Spi) -> Result<Installed, EspError> {
-        self.installed
+        self.state
+            .installed
             .get(&(direction, spi))
             .copied()
             .ok_or(EspError::UnknownSpi {
@@ -274,16 +426,16 @@ impl<R: RegIo> CardEsp<R> {
     /// Write `bytes` into the buffer from byte offset `at` (a multiple of 4),
     /// whole words, the last one zero-padded.
     fn put_buf(&mut self, at: u32, bytes: &[u8]) -> Result<(), EspError> {
-        self.words.clear();
-        self.words.extend(bytes.chunks(4).map(|c| {
+        self.state.words.clear();
+        self.state.words.extend(bytes.chunks(4).map(|c| {
             let mut w = [0u8; 4];
             w[..c.len()].copy_from_slice(c);
             u32::from_be_bytes(w)
         }));
         let first = at / 4;
-        for i in 0..self.words.len() {
-            let w = self.words[i];
-            self.wr_at(self.esp_base, esp::BUF, first + i as u32, w)?;
+        for i in 0..self.state.words.len() {
+            let w = self.state.words[i];
+            self.wr_at(self.state.esp_base, esp::BUF, first + i as u32, w)?;
         }
         Ok(())
     }
@@ -298,7 +450,7 @@ impl<R: RegIo> CardEsp<R> {
             let w = self
                 .card
                 .regs_mut()
-                .read32(BarOffset(self.esp_base + esp::BUF.at(first + i)))
+                .read32(BarOffset(self.state.esp_base + esp::BUF.at(first + i)))
                 .map_err(hal_err)?;
             out.extend_from_slice(&w.to_be_bytes());
         }
@@ -308,8 +460,8 @@ impl<R: RegIo> CardEsp<R> {
 
     fn engine_error(&mut self, e: u32, spi: Spi, seq_lo: u32) -> EspError {
         let seq = match (
-            self.rd(self.esp_base, esp::SEQ_LO),
-            self.rd(self.esp_base, esp::SEQ_HI),
+            self.rd(self.state.esp_base, esp::SEQ_LO),
+            self.rd(self.state.esp_base, esp::SEQ_HI),
         ) {
             (Ok(l), Ok(h)) => (u64::from(h) << 32) | u64::from(l),
             _ => u64::from(seq_lo),
@@ -338,9 +490,9 @@ impl<R: RegIo> CardEsp<R> {
     }
 }
 
-impl<R: RegIo> EspEngine for CardEsp<R> {
+impl<R: RegIo> EspEngine for CardEspRef<'_, R> {
     fn capacity(&self) -> u32 {
-        self.slots
+        self.state.slots
     }
 
     fn install_sa(&mut self, cfg: &SaConfig) -> Result<SaSlot, EspError> {
@@ -350,20 +502,20 @@ impl<R: RegIo> EspEngine for CardEsp<R> {
             });
         }
         let k = (cfg.direction, cfg.spi);
-        if self.installed.contains_key(&k) {
+        if self.state.installed.contains_key(&k) {
             return Err(EspError::DuplicateSa {
                 spi: cfg.spi.0,
                 direction: cfg.direction,
             });
         }
-        let Some(slot) = self.free.pop() else {
+        let Some(slot) = self.state.free.pop() else {
             return Err(EspError::NoFreeSlot {
-                capacity: self.slots,
+                capacity: self.state.slots,
             });
         };
         let res = self.write_sa(slot, cfg);
         let res = res.and_then(|()| {
-            if cfg.direction == Direction::Inbound {
+            if cfg.direction == Direction::Inbound && self.state.lookup == SaLookup::OwnCamEntries {
                 let entry = CamEntry {
                     key: Self::cam_key(cfg),
                     did: cfg.did,
@@ -376,7 +528,7 @@ impl<R: RegIo> EspEngine for CardEsp<R> {
                 match self.card.insert(&entry) {
                     Ok(i) => Ok(Some(i)),
                     Err(crate::DriverError::CamFull { .. }) => Err(EspError::NoFreeSlot {
-                        capacity: self.slots,
+                        capacity: self.state.slots,
                     }),
                     Err(e) => Err(cam_err("CAM insert for the SA failed")(e)),
                 }
@@ -386,7 +538,7 @@ impl<R: RegIo> EspEngine for CardEsp<R> {
         });
         match res {
             Ok(cam) => {
-                self.installed.insert(
+                self.state.installed.insert(
                     k,
                     Installed {
                         slot,
@@ -398,9 +550,9 @@ impl<R: RegIo> EspEngine for CardEsp<R> {
             }
             Err(e) => {
                 // Best effort: wipe the slot again; the error that matters is e.
-                let _ = self.wr(self.sa_base, sa::SLOT, u32::from(slot));
+                let _ = self.wr(self.state.sa_base, sa::SLOT, u32::from(slot));
                 let _ = self.sa_command(sa::cmd::INVALIDATE);
-                self.free.push(slot);
+                self.state.free.push(slot);
                 Err(e)
             }
         }
@@ -413,16 +565,16 @@ impl<R: RegIo> EspEngine for CardEsp<R> {
                 .remove_at(i)
                 .map_err(cam_err("CAM remove for the SA failed"))?;
         }
-        self.wr(self.sa_base, sa::SLOT, u32::from(inst.slot))?;
+        self.wr(self.state.sa_base, sa::SLOT, u32::from(inst.slot))?;
         self.sa_command(sa::cmd::INVALIDATE)?;
-        self.installed.remove(&(direction, spi));
-        self.free.push(inst.slot);
+        self.state.installed.remove(&(direction, spi));
+        self.state.free.push(inst.slot);
         Ok(())
     }
 
     fn sa_state(&mut self, direction: Direction, spi: Spi) -> Result<SaState, EspError> {
         let inst = self.lookup(direction, spi)?;
-        let b = self.sa_base;
+        let b = self.state.sa_base;
         self.wr(b, sa::SLOT, u32::from(inst.slot))?;
         self.sa_command(sa::cmd::READ)?;
         let r64 = |me: &mut Self, l: Reg, h: Reg| -> Result<u64, EspError> {
@@ -460,7 +612,7 @@ impl<R: RegIo> EspEngine for CardEsp<R> {
         state: &SaState,
     ) -> Result<(), EspError> {
         let inst = self.lookup(direction, spi)?;
-        self.wr(self.sa_base, sa::SLOT, u32::from(inst.slot))?;
+        self.wr(self.state.sa_base, sa::SLOT, u32::from(inst.slot))?;
         self.stage_state(state, direction)?;
         self.sa_command(sa::cmd::SET_STATE)?;
         Ok(())
@@ -472,7 +624,7 @@ impl<R: RegIo> EspEngine for CardEsp<R> {
         out: &mut Vec<u8>,
     ) -> Result<EspOutcome, EspError> {
         out.clear();
-        let eb = self.esp_base;
+        let eb = self.state.esp_base;
         match req {
             EspRequest::Encapsulate {
                 spi,
@@ -480,7 +632,7 @@ impl<R: RegIo> EspEngine for CardEsp<R> {
                 payload,
             } => {
                 let inst = self.lookup(Direction::Outbound, spi)?;
-                if payload.len() + 16 > self.buf_bytes as usize {
+                if payload.len() + 16 > self.state.buf_bytes as usize {
                     return Err(EspError::Unsupported {
                         what: "packet does not fit the card's buffer",
                     });
@@ -495,7 +647,7 @@ impl<R: RegIo> EspEngine for CardEsp<R> {
                     return Err(self.engine_error(e, spi, 0));
                 }
                 let len = self.rd(eb, esp::LEN)? as usize;
-                if len > self.buf_bytes as usize {
+                if len > self.state.buf_bytes as usize {
                     return Err(EspError::Backend {
                         what: "card reported an output longer than its buffer",
                     });
@@ -514,21 +666,25 @@ impl<R: RegIo> EspEngine for CardEsp<R> {
                 let hdr = EspHeader::new_checked(packet)?;
                 let (spi, seq_lo) = (hdr.spi(), hdr.seq_lo());
                 let inst = self.lookup(Direction::Inbound, spi)?;
-                // The SPI lookup goes through the CAM: the entry's result names the slot.
-                let hit = self
-                    .card
-                    .search(&Self::search_key(&inst, spi))
-                    .map_err(cam_err("CAM search failed"))?;
-                let slot = match hit {
-                    Some(h) if h.result.action == Action::Decrypt => h.result.sa_slot.0,
-                    _ => {
-                        return Err(EspError::UnknownSpi {
-                            spi: spi.0,
-                            direction: Direction::Inbound,
-                        })
+                let slot = if self.state.lookup == SaLookup::SlotOnly {
+                    inst.slot
+                } else {
+                    // The SPI lookup goes through the CAM: the entry's result names the slot.
+                    let hit = self
+                        .card
+                        .search(&Self::search_key(&inst, spi))
+                        .map_err(cam_err("CAM search failed"))?;
+                    match hit {
+                        Some(h) if h.result.action == Action::Decrypt => h.result.sa_slot.0,
+                        _ => {
+                            return Err(EspError::UnknownSpi {
+                                spi: spi.0,
+                                direction: Direction::Inbound,
+                            })
+                        }
                     }
                 };
-                if packet.len() > self.buf_bytes as usize {
+                if packet.len() > self.state.buf_bytes as usize {
                     return Err(EspError::Malformed {
                         reason: "longer than the card's packet buffer",
                     });
@@ -542,7 +698,7 @@ impl<R: RegIo> EspEngine for CardEsp<R> {
                     return Err(self.engine_error(e, spi, seq_lo));
                 }
                 let len = self.rd(eb, esp::LEN)? as usize;
-                if len + 16 > self.buf_bytes as usize {
+                if len + 16 > self.state.buf_bytes as usize {
                     return Err(EspError::Backend {
                         what: "card reported an output longer than its buffer",
                     });
@@ -562,9 +718,9 @@ impl<R: RegIo> EspEngine for CardEsp<R> {
     }
 }
 
-impl<R: RegIo> CardEsp<R> {
+impl<R: RegIo> CardEspRef<'_, R> {
     fn write_sa(&mut self, slot: u16, cfg: &SaConfig) -> Result<(), EspError> {
-        let b = self.sa_base;
+        let b = self.state.sa_base;
         self.wr(b, sa::SLOT, u32::from(slot))?;
         self.wr(b, sa::SPI, cfg.spi.0)?;
         let config = sa::config::OUTBOUND.put(u32::from(cfg.direction == Direction::Outbound))

@@ -3,7 +3,9 @@
 //! software path ([`SoftwareEsp`], on `ring`) and the card both implement.
 //!
 //! Engines: [`SoftwareEsp`] (host memory, `ring`), [`CardEsp`] (the card's SA
-//! table and ESP engine blocks, SPI lookup through the CAM) and
+//! table and ESP engine blocks, SPI lookup through the CAM), [`CardEspRef`]
+//! (the same engine on a card another owner keeps, its state in a
+//! [`CardEspState`], optionally without CAM entries: [`SaLookup`]) and
 //! [`FallbackEsp`] (the card while it has free slots, software after).
 //!
 //! A secured tunnel's state (claim 9 of the seeds) is an SA context keyed by
@@ -38,7 +40,7 @@ mod replay;
 mod sa;
 mod software;
 
-pub use card::CardEsp;
+pub use card::{CardEsp, CardEspRef, CardEspState, SaLookup};
 pub use codec::{
     EspCipher, EspHeader, OpenError, SealHeader, ESP_HEADER_LEN, ESP_IV_LEN, ESP_TRAILER_LEN,
 };

@@ -11,12 +11,21 @@
 //! `CAP_DID_BITS` says (8 bits today), so this table needs an identifier count the card can
 //! store. Every driver error of insert, remove and flush is a [`TableError::Device`] with the
 //! driver's error as its source; the host copy is changed only after the card command worked.
+//!
+//! A card with an SA table and an ESP engine block also lends its ESP engine
+//! ([`NodeSpecificTable::esp_engine`]): the table keeps the engine's state
+//! ([`CardEspState`], slot allocation, never a key) and hands out the driver's borrowed view in
+//! [`SaLookup::SlotOnly`] mode, so the engine never writes a CAM entry behind the shadow index.
 
 use super::common::IndexedEntries;
 use super::entry::{Action, ConnState, Entry, FlowKey, L4Proto};
 use super::ids::{DistributionId, IdCount, Millis};
 use super::node_table::{CardOutcome, PacketPath};
 use super::node_table::{NodeSpecificTable, TableError, TableStats};
+use driver::esp::{
+    CardEspState, Direction, EspEngine, EspError, EspOutcome, EspRequest, SaConfig, SaLookup,
+    SaSlot, SaState, Spi,
+};
 use driver::port::{Dest, PortCounters, Reason};
 use driver::RegIo;
 use driver::{
@@ -26,7 +35,7 @@ use std::net::IpAddr;
 
 /// A node-specific table on a card.
 pub struct CardTable<R: RegIo> {
-    card: Card<R>,
+    hw: CardHw<R>,
     shadow: IndexedEntries,
     count: IdCount,
     stats: TableStats,
@@ -39,19 +48,49 @@ pub struct CardTable<R: RegIo> {
     drop_counts: [u32; driver::port::REASONS],
 }
 
+/// The card with its ESP engine state: what [`NodeSpecificTable::esp_engine`] lends.
+struct CardHw<R: RegIo> {
+    card: Card<R>,
+    /// The card's ESP engine state, when the card has an SA table and an ESP engine.
+    esp: Option<CardEspState>,
+    /// The card left the bus during an ESP command (kept for
+    /// [`NodeSpecificTable::take_device_error`], so a card that fails while it only seals and
+    /// opens ESP packets is reopened and rebuilt too).
+    esp_gone: Option<DriverError>,
+}
+
+impl<R: RegIo> CardHw<R> {
+    /// Keeps a gone card's error of an ESP command.
+    fn noted<V>(&mut self, r: Result<V, EspError>) -> Result<V, EspError> {
+        if let Err(EspError::DeviceGone { offset }) = r {
+            self.esp_gone
+                .get_or_insert(DriverError::DeviceGone { offset });
+        }
+        r
+    }
+}
+
 impl<R: RegIo> CardTable<R> {
     /// A table over a probed card.
     ///
     /// # Errors
     /// [`TableError::BadDist`] when the card's identifiers (`CAP_DID_BITS`) cannot hold
     /// `count` identifiers.
-    pub fn new(card: Card<R>, count: IdCount) -> Result<Self, TableError> {
+    /// A card with an SA table and an ESP engine block gets its SA slots flushed (keys wiped)
+    /// and lends its engine through [`NodeSpecificTable::esp_engine`]; a card without them, or
+    /// whose engine does not come up, has none (its SAs run in software).
+    pub fn new(mut card: Card<R>, count: IdCount) -> Result<Self, TableError> {
         if !DistributionId(count.get() - 1).fits(card.info().cam.did_bits) {
             return Err(TableError::BadDist { dist: count.get() });
         }
+        let esp = CardEspState::new(&mut card, SaLookup::SlotOnly).ok();
         let depth = card.depth() as usize;
         Ok(CardTable {
-            card,
+            hw: CardHw {
+                card,
+                esp,
+                esp_gone: None,
+            },
             // sized for the card: a takeover filling the card never grows the index
             shadow: IndexedEntries::with_capacity(count, depth),
             count,
@@ -63,14 +102,19 @@ impl<R: RegIo> CardTable<R> {
         })
     }
 
+    /// The card's ESP engine state (slot allocation; never a key), when it has one.
+    pub fn esp_state(&self) -> Option<&CardEspState> {
+        self.hw.esp.as_ref()
+    }
+
     /// The card.
     pub fn card(&self) -> &Card<R> {
-        &self.card
+        &self.hw.card
     }
 
     /// The card, mutably (aging scans, counters).
     pub fn card_mut(&mut self) -> &mut Card<R> {
-        &mut self.card
+        &mut self.hw.card
     }
 
     /// Device errors and card/host divergences seen where the trait cannot report them:
@@ -91,10 +135,10 @@ impl<R: RegIo> CardTable<R> {
     /// # Errors
     /// [`TableError::Device`] when the aging scan fails.
     pub fn idle_keys(&mut self) -> Result<Vec<FlowKey>, TableError> {
-        let scan = self.card.age()?;
+        let scan = self.hw.card.age()?;
         let mut keys = Vec::new();
         for i in scan.idle {
-            if let Ok(d) = self.card.read(i) {
+            if let Ok(d) = self.hw.card.read(i) {
                 if let Some(k) = d.key.and_then(|k| flow_key_of(&k)) {
                     keys.push(k);
                 }
@@ -248,7 +292,7 @@ fn result_of(e: &Entry, host_rules: &[u16]) -> ResultWord {
 
 impl<R: RegIo> NodeSpecificTable for CardTable<R> {
     fn capacity(&self) -> Option<usize> {
-        Some(self.card.depth() as usize)
+        Some(self.hw.card.depth() as usize)
     }
     fn len(&self) -> usize {
         self.shadow.len()
@@ -263,7 +307,7 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
             result: result_of(&entry, &self.host_rules),
         };
         self.stats.commands += 1;
-        match self.card.upsert(&cam) {
+        match self.hw.card.upsert(&cam) {
             Ok(_) => {}
             Err(DriverError::CamFull { depth }) => {
                 self.stats.full += 1;
@@ -285,7 +329,7 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
         // A card that misses an entry the host copy has is a divergence: it is counted, and
         // the host copy still serves the packet, so nothing is lost.
         if let Ok(k) = cam_key(key) {
-            match self.card.search(&k) {
+            match self.hw.card.search(&k) {
                 Ok(Some(_)) => {}
                 Ok(None) => {
                     if self.shadow.get(key).is_some() {
@@ -307,7 +351,7 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
         // Only keys with a CAM layout ever reach the host copy (insert refuses the others).
         let k = cam_key(key)?;
         self.stats.commands += 1;
-        self.card.remove(&k)?;
+        self.hw.card.remove(&k)?;
         Ok(self.shadow.remove(key))
     }
     fn flush_dist(&mut self, dist: DistributionId) -> Result<usize, TableError> {
@@ -322,7 +366,7 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
         }
         self.stats.commands += 1;
         self.stats.flushes += 1;
-        self.card.flush_dids(&set)?;
+        self.hw.card.flush_dids(&set)?;
         let n = set.iter().map(|d| self.shadow.remove_dist(d).len()).sum();
         Ok((n, 1))
     }
@@ -337,7 +381,7 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
     }
     fn clear_all(&mut self) {
         self.shadow.clear();
-        if let Err(e) = self.card.flush_all() {
+        if let Err(e) = self.hw.card.flush_all() {
             self.failed(e);
         }
     }
@@ -345,7 +389,10 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
         self.stats
     }
     fn take_device_error(&mut self) -> Option<TableError> {
-        self.failure.take().map(TableError::from)
+        self.failure
+            .take()
+            .or_else(|| self.hw.esp_gone.take())
+            .map(TableError::from)
     }
     fn slow_lookup(&mut self, key: &FlowKey) -> Option<&mut Entry> {
         // The card looked the frame up already (and punted it with what it found).
@@ -355,8 +402,15 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
         // Frames reach this node's card through the host only on a simulated card (model,
         // RTL); a real card takes them from its own Ethernet ports, and the host serves what
         // reaches it by the host path.
-        if self.card.has_packet_port() && self.card.regs_mut().wires().is_some() {
+        if self.hw.card.has_packet_port() && self.hw.card.regs_mut().wires().is_some() {
             Some(self)
+        } else {
+            None
+        }
+    }
+    fn esp_engine(&mut self) -> Option<&mut dyn EspEngine> {
+        if self.hw.esp.is_some() {
+            Some(&mut self.hw)
         } else {
             None
         }
@@ -365,12 +419,13 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
         self.host_rules = rules.to_vec();
     }
     fn sync_hits(&mut self, now: Millis) {
-        let scan = match self.card.age() {
+        let scan = match self.hw.card.age() {
             Ok(scan) => scan,
             Err(e) => return self.failed(e),
         };
         for i in scan.active {
             let key = self
+                .hw
                 .card
                 .read(i)
                 .ok()
@@ -389,7 +444,7 @@ impl<R: RegIo> CardTable<R> {
     /// first, so it costs one register read; another reason costs one pass over the counters.
     fn drop_reason(&mut self) -> Result<Reason, TableError> {
         let not_owned = Reason::NotOwned.code();
-        let mut p = self.card.port()?;
+        let mut p = self.hw.card.port()?;
         let n = p.reason_count(not_owned)?;
         let seen = &mut self.drop_counts;
         if n != seen[usize::from(not_owned)] {
@@ -412,15 +467,16 @@ impl<R: RegIo> CardTable<R> {
 impl<R: RegIo> PacketPath for CardTable<R> {
     fn configure(&mut self, secret: &[u8; 16], count: IdCount) -> Result<(), TableError> {
         Ok(self
+            .hw
             .card
             .port()?
             .set_distribution(secret, u32::from(count.get()))?)
     }
     fn set_owned(&mut self, owned: &DidSet) -> Result<(), TableError> {
-        Ok(self.card.port()?.set_owned(owned)?)
+        Ok(self.hw.card.port()?.set_owned(owned)?)
     }
     fn offer(&mut self, port: u8, frame: &[u8]) -> Result<CardOutcome, TableError> {
-        let Some(w) = self.card.regs_mut().wires() else {
+        let Some(w) = self.hw.card.regs_mut().wires() else {
             return Err(DriverError::Port {
                 what: "this backend has no simulated wires: a real card takes frames from its \
                        Ethernet ports"
@@ -432,22 +488,68 @@ impl<R: RegIo> PacketPath for CardTable<R> {
         if let Some((out, sent)) = w.wire_tx() {
             return Ok(CardOutcome::Forwarded(out, sent));
         }
-        let mut p = self.card.port()?;
+        let mut p = self.hw.card.port()?;
         if let Some(punted) = p.receive()? {
             return Ok(CardOutcome::Punted(punted));
         }
         Ok(CardOutcome::Dropped(self.drop_reason()?))
     }
     fn send_out(&mut self, port: u8, frame: &[u8]) -> Result<Option<(u8, Vec<u8>)>, TableError> {
-        self.card.port()?.send(frame, Dest::Out(port))?;
+        self.hw.card.port()?.send(frame, Dest::Out(port))?;
         // The frame left the card: on a simulated card, take it off the wire for the caller.
-        Ok(self.card.regs_mut().wires().and_then(|w| w.wire_tx()))
+        Ok(self.hw.card.regs_mut().wires().and_then(|w| w.wire_tx()))
     }
     fn port_counters(&mut self) -> Result<PortCounters, TableError> {
-        Ok(self.card.port()?.counters()?)
+        Ok(self.hw.card.port()?.counters()?)
     }
     fn did_frames(&mut self, d: DistributionId) -> Result<u32, TableError> {
-        Ok(self.card.port()?.did_counters(d)?.0)
+        Ok(self.hw.card.port()?.did_counters(d)?.0)
+    }
+}
+
+const NO_ENGINE: EspError = EspError::Unsupported {
+    what: "this card has no ESP engine",
+};
+
+/// The card's ESP engine through the driver's borrowed view (no CAM commands).
+impl<R: RegIo> EspEngine for CardHw<R> {
+    fn capacity(&self) -> u32 {
+        self.esp.as_ref().map_or(0, CardEspState::capacity)
+    }
+    fn install_sa(&mut self, sa: &SaConfig) -> Result<SaSlot, EspError> {
+        let st = self.esp.as_mut().ok_or(NO_ENGINE)?;
+        let r = st.view(&mut self.card).install_sa(sa);
+        self.noted(r)
+    }
+    fn remove_sa(&mut self, direction: Direction, spi: Spi) -> Result<(), EspError> {
+        let st = self.esp.as_mut().ok_or(NO_ENGINE)?;
+        let r = st.view(&mut self.card).remove_sa(direction, spi);
+        self.noted(r)
+    }
+    fn sa_state(&mut self, direction: Direction, spi: Spi) -> Result<SaState, EspError> {
+        let st = self.esp.as_mut().ok_or(NO_ENGINE)?;
+        let r = st.view(&mut self.card).sa_state(direction, spi);
+        self.noted(r)
+    }
+    fn set_sa_state(
+        &mut self,
+        direction: Direction,
+        spi: Spi,
+        state: &SaState,
+    ) -> Result<(), EspError> {
+        let st = self.esp.as_mut().ok_or(NO_ENGINE)?;
+        let r = st.view(&mut self.card).set_sa_state(direction, spi, state);
+        self.noted(r)
+    }
+    fn process_into(
+        &mut self,
+        req: EspRequest<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<EspOutcome, EspError> {
+        out.clear();
+        let st = self.esp.as_mut().ok_or(NO_ENGINE)?;
+        let r = st.view(&mut self.card).process_into(req, out);
+        self.noted(r)
     }
 }
 
@@ -619,6 +721,41 @@ mod tests {
         );
         assert!(t.take_device_error().is_some_and(|e| e.is_device_gone()));
         assert!(t.take_device_error().is_none(), "taken once");
+    }
+
+    #[test]
+    fn the_card_lends_its_esp_engine_without_cam_entries_and_reports_it_gone() {
+        use driver::esp::SaKey;
+        let mut t = faulty_table(64);
+        let e = t.esp_engine().expect("the model card has an ESP engine");
+        assert_eq!(e.capacity(), 256);
+        let key = SaKey::new(&[9; 32], [1, 2, 3, 4]).expect("key");
+        let mut sa = SaConfig::gcm(Spi(0x4242), Direction::Inbound, key.clone());
+        sa.dst = Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)));
+        e.install_sa(&sa).expect("inbound SA");
+        let out = SaConfig::gcm(Spi(0x4243), Direction::Outbound, key);
+        e.install_sa(&out).expect("outbound SA");
+        assert!(t.card().card().is_empty(), "no CAM entry behind the shadow");
+        assert_eq!(t.len(), 0);
+        pull_card(&mut t);
+        let e = t.esp_engine().expect("engine");
+        let r = e.process(EspRequest::Encapsulate {
+            spi: Spi(0x4243),
+            next_header: 4,
+            payload: b"x",
+        });
+        assert!(matches!(r, Err(EspError::DeviceGone { .. })), "{r:?}");
+        let err = t.take_device_error().expect("the gone card is reported");
+        assert!(err.is_device_gone(), "{err}");
+        assert!(t.take_device_error().is_none(), "taken once");
+    }
+
+    #[test]
+    fn host_memory_lends_no_esp_engine() {
+        let c = IdCount::new(16).expect("count");
+        assert!(crate::node_table::SoftwareTable::new(c)
+            .esp_engine()
+            .is_none());
     }
 
     #[test]

@@ -218,6 +218,13 @@ pub trait NodeSpecificTable {
     fn packet_path(&mut self) -> Option<&mut dyn PacketPath> {
         None
     }
+    /// The device's ESP engine, when it has one (a card with an SA table and an ESP engine
+    /// block): SAs installed through it live on the device, their keys never to be read back.
+    /// The engine issues no CAM command (the table keeps the CAM). Default: none (the member
+    /// runs every SA on its software engine).
+    fn esp_engine(&mut self) -> Option<&mut dyn driver::esp::EspEngine> {
+        None
+    }
     /// Rules whose connections the host must see whole (protocol helpers): their entries
     /// send every packet to the host. Default: nothing to do (the host sees every packet).
     fn set_host_rules(&mut self, _rules: &[u16]) {}
@@ -559,6 +566,9 @@ impl<C: NodeSpecificTable> NodeSpecificTable for TieredTable<C> {
     }
     fn packet_path(&mut self) -> Option<&mut dyn PacketPath> {
         self.card.packet_path()
+    }
+    fn esp_engine(&mut self) -> Option<&mut dyn driver::esp::EspEngine> {
+        self.card.esp_engine()
     }
     fn set_host_rules(&mut self, rules: &[u16]) {
         self.card.set_host_rules(rules);

@@ -95,6 +95,23 @@ fn three_nodes_kill_and_restart() {
     assert!(u(&r["entries_moved"]) > 0);
     assert!(u(&r["esp"]["outbound_sealed"]) > 0, "{r}");
     assert!(u(&r["esp"]["replays_rejected"]) > 0, "{r}");
+    // the SAs run in the nodes' (model) cards: 16 SAs fit every card's 256 slots, so no
+    // packet goes to the software engine; the per-node counts add up to the totals
+    let on_card = u(&r["esp"]["on_card"]);
+    assert!(on_card > 0 && on_card != u64::MAX, "{r}");
+    assert_eq!(u(&r["esp"]["in_software"]), 0, "{r}");
+    let per_node = r["esp"]["per_node"].as_object().expect("esp.per_node");
+    assert_eq!(
+        per_node.values().map(|n| u(&n["on_card"])).sum::<u64>(),
+        on_card,
+        "{r}"
+    );
+    assert!(
+        per_node
+            .values()
+            .all(|n| u(&n["sas_on_card"]) == u(&n["sas_installed"])),
+        "{r}"
+    );
     // the restarted node handles traffic again by the end
     assert!(
         r["card_occupancy"]["2"]["owned_ids"].as_u64().unwrap_or(0) > 0,

@@ -1,5 +1,6 @@
-//! The member's ESP data path: the driver's ESP engine ([`SoftwareEsp`], the same trait the card's
-//! crypto engine implements) holding the SAs of the identifiers this node owns, their moving
+//! The member's ESP data path: the driver's ESP engines holding the SAs of the identifiers this
+//! node owns — the node card's ESP engine when its table offers one and the card has room,
+//! [`SoftwareEsp`] (the same trait) otherwise — their moving
 //! state synced into the state core (and so replicated) periodically, and restored on takeover:
 //! the outbound sequence number continues past the last synced value plus a safety jump, the
 //! inbound replay window is the last synced one (invariant 5).
@@ -10,6 +11,15 @@
 //! seals two packets (invariant 5); [`Member::sa_add`](super::Member::sa_add) refuses a key
 //! that another SA has.
 //!
+//! Where an SA runs: [`EspPath`] installs each SA on the card engine the node-specific table
+//! lends ([`NodeSpecificTable::esp_engine`](crate::node_table::NodeSpecificTable::esp_engine),
+//! a [`CardEngine`] argument of the `*_on` methods) when there is one and it takes the SA, and on
+//! its own [`SoftwareEsp`] otherwise, and remembers which ([`Placement`]): packets, state reads
+//! and removal go to that engine. The card engine writes no CAM entry (the table owns the CAM).
+//! When the card is replaced after a failure, [`EspPath::release_card`] forgets the SAs it ran
+//! and the member installs them again from the replicated state, an outbound SA past the
+//! sequence jump (the old card may have sealed packets after the last sync).
+//!
 //! Key material arrives in `K` records (only ever inside sealed sync frames), is kept zeroized
 //! and goes into the engine, never back out. A `K` record's key bytes are
 //! [`SaMaterial::to_record_bytes`]: `dir:u8 (0 out, 1 in) | key (16 or 32) | salt (4)`.
@@ -17,7 +27,7 @@
 use std::collections::BTreeMap;
 
 use driver::esp::{
-    Direction, EspEngine, EspError, EspRequest, ReplayWindow, SaConfig, SaKey,
+    Direction, EspEngine, EspError, EspHeader, EspRequest, ReplayWindow, SaConfig, SaKey,
     SaState as EngineState, SoftwareEsp, Spi,
 };
 use zeroize::Zeroizing;
@@ -135,7 +145,7 @@ impl SaMaterial {
     }
 }
 
-/// Outcome counters of inbound processing.
+/// Outcome counters of the ESP path.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct EspCounters {
     /// Outbound packets sealed.
@@ -146,13 +156,38 @@ pub struct EspCounters {
     pub replays: u64,
     /// Inbound packets that failed authentication or parsing.
     pub bad: u64,
+    /// Packets (either direction, whatever the verdict) handed to the card's ESP engine.
+    pub on_card: u64,
+    /// Packets (either direction, whatever the verdict) handed to the software engine.
+    pub in_software: u64,
+    /// SAs that went to the software engine although the node's card has an ESP engine (no
+    /// free slot, or the card refused or failed the install).
+    pub card_fallbacks: u64,
 }
 
-/// The ESP SAs this node runs.
+/// Where an SA runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// In a slot of the node's card (its SA table and ESP engine).
+    Card,
+    /// In the path's own [`SoftwareEsp`].
+    Software,
+}
+
+/// The card's ESP engine, when the node's table offers one
+/// ([`NodeSpecificTable::esp_engine`](crate::node_table::NodeSpecificTable::esp_engine)).
+pub type CardEngine<'a> = Option<&'a mut dyn EspEngine>;
+
+/// The ESP SAs this node runs: each on the node's card when the card has an ESP engine with a
+/// free slot (and takes the SA), else on the path's own [`SoftwareEsp`] (the fallback). The
+/// path remembers where each SA lives; the card engine is lent to each call (`card`), since
+/// the card belongs to the node-specific table. The `*_on` methods take it; the others are the
+/// software-only shorthand (a simulated tunnel peer, tests).
 pub struct EspPath {
     engine: SoftwareEsp,
-    /// The installed SAs and their direction.
-    installed: BTreeMap<u32, Direction>,
+    /// The installed SAs: direction and placement.
+    installed: BTreeMap<u32, (Direction, Placement)>,
     /// Counters.
     pub counters: EspCounters,
 }
@@ -163,8 +198,35 @@ impl Default for EspPath {
     }
 }
 
+/// Reborrows a lent card engine for one call.
+fn lend<'b>(card: &'b mut CardEngine<'_>) -> CardEngine<'b> {
+    match card {
+        Some(c) => Some(&mut **c),
+        None => None,
+    }
+}
+
+/// The engine of an SA at `place`; `None` for a card SA without a card lent.
+fn pick<'e>(
+    soft: &'e mut SoftwareEsp,
+    card: &'e mut CardEngine<'_>,
+    place: Placement,
+) -> Option<&'e mut dyn EspEngine> {
+    match place {
+        Placement::Software => Some(soft),
+        Placement::Card => match card {
+            Some(c) => Some(&mut **c),
+            None => None,
+        },
+    }
+}
+
+const NO_CARD: EspError = EspError::Backend {
+    what: "the SA lives on the node's card, which is not available",
+};
+
 impl EspPath {
-    /// An empty path (room for 8192 SAs).
+    /// An empty path (room for 8192 SAs in software).
     pub fn new() -> Self {
         Self {
             engine: SoftwareEsp::new(8192),
@@ -183,18 +245,46 @@ impl EspPath {
         self.installed.keys().copied()
     }
 
-    /// Installs SA `spi` in its direction with its own key and salt, restored to the
-    /// replicated `state`: an outbound SA continues at `state.outbound_seq`, an inbound one
-    /// with the replicated window.
+    /// Where SA `spi` runs, if it is installed.
+    pub fn placement(&self, spi: u32) -> Option<Placement> {
+        self.installed.get(&spi).map(|(_, p)| *p)
+    }
+
+    /// How many installed SAs run on the card.
+    pub fn on_card(&self) -> usize {
+        self.installed
+            .values()
+            .filter(|(_, p)| *p == Placement::Card)
+            .count()
+    }
+
+    /// [`EspPath::install_on`] in software.
     ///
     /// # Errors
-    /// The engine's refusal (full table).
+    /// As there.
     pub fn install(&mut self, spi: u32, m: &SaMaterial, state: &SaState) -> Result<(), EspError> {
+        self.install_on(None, spi, m, state)
+    }
+
+    /// Installs SA `spi` in its direction with its own key and salt, restored to the
+    /// replicated `state`: an outbound SA continues at `state.outbound_seq`, an inbound one
+    /// with the replicated window. On `card` when it is given and takes the SA (a free slot, a
+    /// cipher it runs, a working card), else in software. Installing an installed SA does
+    /// nothing.
+    ///
+    /// # Errors
+    /// The software engine's refusal (full table).
+    pub fn install_on(
+        &mut self,
+        card: CardEngine<'_>,
+        spi: u32,
+        m: &SaMaterial,
+        state: &SaState,
+    ) -> Result<(), EspError> {
         if self.installed.contains_key(&spi) {
             return Ok(());
         }
-        self.engine
-            .install_sa(&SaConfig::gcm(Spi(spi), m.dir, m.key.clone()))?;
+        let cfg = SaConfig::gcm(Spi(spi), m.dir, m.key.clone());
         let st = match m.dir {
             Direction::Outbound => EngineState {
                 seq: state.outbound_seq.saturating_sub(1),
@@ -208,27 +298,74 @@ impl EspPath {
                 ..Default::default()
             },
         };
-        if let Err(e) = self.engine.set_sa_state(m.dir, Spi(spi), &st) {
-            let _ = self.engine.remove_sa(m.dir, Spi(spi));
-            return Err(e);
+        if let Some(c) = card {
+            if install_restored(c, &cfg, &st).is_ok() {
+                self.installed.insert(spi, (m.dir, Placement::Card));
+                return Ok(());
+            }
+            self.counters.card_fallbacks += 1;
         }
-        self.installed.insert(spi, m.dir);
+        install_restored(&mut self.engine, &cfg, &st)?;
+        self.installed.insert(spi, (m.dir, Placement::Software));
         Ok(())
     }
 
-    /// Removes SA `spi` (the engine wipes its key).
+    /// [`EspPath::remove_on`] in software.
     pub fn remove(&mut self, spi: u32) {
-        if let Some(dir) = self.installed.remove(&spi) {
-            let _ = self.engine.remove_sa(dir, Spi(spi));
+        self.remove_on(None, spi);
+    }
+
+    /// Removes SA `spi`: its engine wipes its key (a card SA's slot is invalidated and wiped;
+    /// without the card lent it is only forgotten).
+    pub fn remove_on(&mut self, mut card: CardEngine<'_>, spi: u32) {
+        if let Some((dir, place)) = self.installed.remove(&spi) {
+            if let Some(e) = pick(&mut self.engine, &mut card, place) {
+                let _ = e.remove_sa(dir, Spi(spi));
+            }
         }
+    }
+
+    /// Forgets every SA that runs on the card, after a best-effort wipe of its slot on `card`
+    /// (the card being replaced; a card that left the bus is not asked twice). Returns the
+    /// SAs forgotten: they must be installed again from the replicated state.
+    pub fn release_card(&mut self, mut card: CardEngine<'_>) -> Vec<(u32, Direction)> {
+        let on_card: Vec<(u32, Direction)> = self
+            .installed
+            .iter()
+            .filter(|(_, (_, p))| *p == Placement::Card)
+            .map(|(s, (d, _))| (*s, *d))
+            .collect();
+        let mut gone = false;
+        for (spi, dir) in &on_card {
+            self.installed.remove(spi);
+            if let (Some(c), false) = (card.as_deref_mut(), gone) {
+                if let Err(EspError::DeviceGone { .. }) = c.remove_sa(*dir, Spi(*spi)) {
+                    gone = true;
+                }
+            }
+        }
+        on_card
+    }
+
+    /// [`EspPath::state_on`] in software.
+    pub fn state(&mut self, spi: u32, template: &SaState) -> Option<SaState> {
+        self.state_on(None, spi, template)
     }
 
     /// The moving state of SA `spi` in the core's terms (`outbound_seq` = next to send for an
     /// outbound SA, the replay window for an inbound one; the other direction's fields are
-    /// `template`'s).
-    pub fn state(&mut self, spi: u32, template: &SaState) -> Option<SaState> {
-        let dir = *self.installed.get(&spi)?;
-        let e = self.engine.sa_state(dir, Spi(spi)).ok()?;
+    /// `template`'s), read from wherever the SA runs (never its key). `None` when it is not
+    /// installed or its engine cannot be read.
+    pub fn state_on(
+        &mut self,
+        mut card: CardEngine<'_>,
+        spi: u32,
+        template: &SaState,
+    ) -> Option<SaState> {
+        let (dir, place) = *self.installed.get(&spi)?;
+        let e = pick(&mut self.engine, &mut card, place)?
+            .sa_state(dir, Spi(spi))
+            .ok()?;
         Some(match dir {
             Direction::Outbound => SaState {
                 outbound_seq: e.seq + 1,
@@ -242,22 +379,50 @@ impl EspPath {
         })
     }
 
-    /// Seals `count` packets of `payload` under outbound SA `spi`; returns the sequence numbers
-    /// used (first, last) and the packets.
+    /// [`EspPath::send_on`] in software.
     ///
     /// # Errors
-    /// The engine's error (unknown SPI, sequence exhausted).
+    /// As there.
     pub fn send(
         &mut self,
         spi: u32,
         count: u32,
         payload: &[u8],
     ) -> Result<(u64, u64, Vec<Vec<u8>>), EspError> {
+        self.send_on(None, spi, count, payload)
+    }
+
+    /// Seals `count` packets of `payload` under outbound SA `spi`, on the engine that holds
+    /// it; returns the sequence numbers used (first, last) and the packets.
+    ///
+    /// # Errors
+    /// The engine's error (unknown SPI, sequence exhausted, the card failed).
+    pub fn send_on(
+        &mut self,
+        mut card: CardEngine<'_>,
+        spi: u32,
+        count: u32,
+        payload: &[u8],
+    ) -> Result<(u64, u64, Vec<Vec<u8>>), EspError> {
+        let place = match self.installed.get(&spi) {
+            Some((Direction::Outbound, p)) => *p,
+            _ => {
+                return Err(EspError::UnknownSpi {
+                    spi,
+                    direction: Direction::Outbound,
+                })
+            }
+        };
+        let engine = pick(&mut self.engine, &mut card, place).ok_or(NO_CARD)?;
         let mut first = 0;
         let mut last = 0;
         let mut pkts = Vec::new();
         for i in 0..count {
-            let (o, pkt) = self.engine.process(EspRequest::Encapsulate {
+            match place {
+                Placement::Card => self.counters.on_card += 1,
+                Placement::Software => self.counters.in_software += 1,
+            }
+            let (o, pkt) = engine.process(EspRequest::Encapsulate {
                 spi: Spi(spi),
                 next_header: 4,
                 payload,
@@ -272,11 +437,35 @@ impl EspPath {
         Ok((first, last, pkts))
     }
 
-    /// Opens inbound ESP packets; returns (accepted, replays, bad).
+    /// [`EspPath::receive_on`] in software.
     pub fn receive(&mut self, packets: &[Vec<u8>]) -> (u64, u64, u64) {
+        self.receive_on(None, packets)
+    }
+
+    /// Opens inbound ESP packets, each on the engine that holds its SA; returns (accepted,
+    /// replays, bad). A packet of an SA not installed here is bad.
+    pub fn receive_on(&mut self, mut card: CardEngine<'_>, packets: &[Vec<u8>]) -> (u64, u64, u64) {
         let (mut ok, mut replay, mut bad) = (0, 0, 0);
         for p in packets {
-            match self.engine.process(EspRequest::Decapsulate { packet: p }) {
+            let place = EspHeader::new_checked(p.as_slice()).ok().and_then(|h| {
+                match self.installed.get(&h.spi().0) {
+                    Some((Direction::Inbound, place)) => Some(*place),
+                    _ => None,
+                }
+            });
+            let Some(place) = place else {
+                bad += 1;
+                continue;
+            };
+            let Some(engine) = pick(&mut self.engine, &mut card, place) else {
+                bad += 1;
+                continue;
+            };
+            match place {
+                Placement::Card => self.counters.on_card += 1,
+                Placement::Software => self.counters.in_software += 1,
+            }
+            match engine.process(EspRequest::Decapsulate { packet: p }) {
                 Ok(_) => ok += 1,
                 Err(EspError::Replay { .. }) => replay += 1,
                 Err(_) => bad += 1,
@@ -286,6 +475,57 @@ impl EspPath {
         self.counters.replays += replay;
         self.counters.bad += bad;
         (ok, replay, bad)
+    }
+}
+
+/// Installs `cfg` on `e` and restores its moving state; on a failure nothing stays installed.
+fn install_restored(
+    e: &mut dyn EspEngine,
+    cfg: &SaConfig,
+    st: &EngineState,
+) -> Result<(), EspError> {
+    e.install_sa(cfg)?;
+    if let Err(err) = e.set_sa_state(cfg.direction, cfg.spi, st) {
+        let _ = e.remove_sa(cfg.direction, cfg.spi);
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// An SA's engine for data-path commands: the node's [`EspPath`] with the card engine lent
+/// (see [`Member::esp_for`](super::Member::esp_for)).
+pub struct EspLane<'a> {
+    path: &'a mut EspPath,
+    card: CardEngine<'a>,
+}
+
+impl<'a> EspLane<'a> {
+    /// The path with the card engine lent.
+    pub fn new(path: &'a mut EspPath, card: CardEngine<'a>) -> Self {
+        Self { path, card }
+    }
+
+    /// [`EspPath::send_on`].
+    ///
+    /// # Errors
+    /// As there.
+    pub fn send(
+        &mut self,
+        spi: u32,
+        count: u32,
+        payload: &[u8],
+    ) -> Result<(u64, u64, Vec<Vec<u8>>), EspError> {
+        self.path.send_on(lend(&mut self.card), spi, count, payload)
+    }
+
+    /// [`EspPath::receive_on`].
+    pub fn receive(&mut self, packets: &[Vec<u8>]) -> (u64, u64, u64) {
+        self.path.receive_on(lend(&mut self.card), packets)
+    }
+
+    /// Where SA `spi` runs.
+    pub fn placement(&self, spi: u32) -> Option<Placement> {
+        self.path.placement(spi)
     }
 }
 

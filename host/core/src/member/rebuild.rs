@@ -28,9 +28,14 @@ impl<T: NodeSpecificTable> Member<T> {
     /// the member is still in standby, installs the entries of the identifiers it owns from the
     /// common table: the first slice now, the rest at the next ticks ([`Member::rebuilding`]).
     /// Returns how many were installed now (all of them for a table that fits one slice).
+    ///
+    /// The SAs the old card's ESP engine ran are wiped from it (if it still answers) and
+    /// installed again from the replicated state, an outbound one past the sequence jump.
     pub fn rebuild_card(&mut self, t: Time, table: T) -> usize {
+        let lost = self.release_card_sas();
         *self.core.node_table_mut() = table;
         self.core.table_replaced();
+        self.reinstall_card_sas(&lost);
         self.rebuild = None;
         if self.core.standby() {
             return 0;

@@ -1,5 +1,6 @@
 //! SA contexts on a member: key material (from `K` records or the operator, kept zeroized),
-//! the SAs the member knows, which of them run in its ESP engine ([`EspPath`]), and takeover
+//! the SAs the member knows, which of them run in its ESP engines ([`EspPath`]: the card's
+//! when the node table lends one, software otherwise), and takeover (and card replacement)
 //! with an outbound sequence jump (invariant 5).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,7 +9,7 @@ use std::net::IpAddr;
 use driver::esp::Direction;
 use zeroize::Zeroizing;
 
-use super::esp::{self, EspPath, KeyError, SaMaterial};
+use super::esp::{self, EspLane, EspPath, KeyError, SaMaterial};
 use super::{Member, Role, Time, To};
 use crate::events::SaState;
 use crate::ids::DistributionId;
@@ -113,11 +114,12 @@ impl<T: NodeSpecificTable> Member<T> {
         &self.sas.esp
     }
 
-    /// The engine of SA `spi` for a data-path command, if it runs here and now.
+    /// The engine of SA `spi` for a data-path command, if it runs here and now: the ESP path
+    /// with the card's engine lent, so each packet goes to whichever engine holds its SA.
     ///
     /// # Errors
     /// [`SaCommandError`] saying why not.
-    pub fn esp_for(&mut self, spi: u32) -> Result<&mut EspPath, SaCommandError> {
+    pub fn esp_for(&mut self, spi: u32) -> Result<EspLane<'_>, SaCommandError> {
         if !self.ready || self.fenced || self.behind {
             return Err(SaCommandError::NotTakingTraffic);
         }
@@ -135,7 +137,8 @@ impl<T: NodeSpecificTable> Member<T> {
                 .map(|n| n.0);
             return Err(SaCommandError::NotHere { spi, owner });
         }
-        Ok(&mut self.sas.esp)
+        let card = self.core.node_table_mut().esp_engine();
+        Ok(EspLane::new(&mut self.sas.esp, card))
     }
 
     /// A new SA from the operator: one direction of a tunnel (`dir`: `Outbound` if this
@@ -278,15 +281,19 @@ impl<T: NodeSpecificTable> Member<T> {
                 && !self.handover.is_waiting(s.dist);
             if owned && !self.sas.esp.has(spi) {
                 if let Some(k) = self.sas.keys.get(&spi) {
-                    if let Err(e) = self.sas.esp.install(spi, k, &s) {
+                    let card = self.core.node_table_mut().esp_engine();
+                    if let Err(e) = self.sas.esp.install_on(card, spi, k, &s) {
                         self.log(format!("SA 0x{spi:08x}: cannot install: {e}"));
                     }
                 }
             } else if !owned && self.sas.esp.has(spi) {
-                if let Some(newer) = self.sas.esp.state(spi, &s).and_then(|e| esp::newer(&s, &e)) {
+                let card = self.core.node_table_mut().esp_engine();
+                let state = self.sas.esp.state_on(card, spi, &s);
+                if let Some(newer) = state.and_then(|e| esp::newer(&s, &e)) {
                     self.core.update_sa(newer);
                 }
-                self.sas.esp.remove(spi);
+                let card = self.core.node_table_mut().esp_engine();
+                self.sas.esp.remove_on(card, spi);
             }
         }
     }
@@ -298,9 +305,39 @@ impl<T: NodeSpecificTable> Member<T> {
             let Some(s) = self.core.sa_state(spi) else {
                 continue;
             };
-            if let Some(newer) = self.sas.esp.state(spi, &s).and_then(|e| esp::newer(&s, &e)) {
+            let card = self.core.node_table_mut().esp_engine();
+            let state = self.sas.esp.state_on(card, spi, &s);
+            if let Some(newer) = state.and_then(|e| esp::newer(&s, &e)) {
                 self.core.update_sa(newer);
             }
         }
+    }
+
+    /// Before the card is replaced: wipes the slots of the SAs it ran (best effort: the card
+    /// may have left the bus) and forgets them; returns them.
+    pub(super) fn release_card_sas(&mut self) -> Vec<(u32, Direction)> {
+        let card = self.core.node_table_mut().esp_engine();
+        self.sas.esp.release_card(card)
+    }
+
+    /// After the card was replaced: the SAs the old card ran are installed again (on the new
+    /// card when it has room) from the last replicated state, an outbound one past the
+    /// configured jump, as on a takeover: the old card may have sealed packets since the last
+    /// sync, so its sequence numbers are never used again (invariant 5).
+    pub(super) fn reinstall_card_sas(&mut self, lost: &[(u32, Direction)]) {
+        for (spi, dir) in lost {
+            if *dir == Direction::Outbound
+                && self.core.take_over_sa(*spi, self.cfg.seq_jump).is_some()
+            {
+                self.counters.sa_jumps += 1;
+            }
+        }
+        if !lost.is_empty() {
+            self.log(format!(
+                "card replaced: {} SA(s) it ran installed again from the replicated state",
+                lost.len()
+            ));
+        }
+        self.reconcile_esp();
     }
 }

@@ -1829,7 +1829,7 @@ fn no_key_nonce_pair_seals_twice_across_takeovers_and_restarts() {
             if c.frozen.contains(&n) {
                 continue;
             }
-            if let Ok(esp) = c.m(n).esp_for(out_spi) {
+            if let Ok(mut esp) = c.m(n).esp_for(out_spi) {
                 let (_, _, pkts) = esp.send(out_spi, 5, b"out").unwrap();
                 nonces.record(&keys, &pkts, &format!("node {n} ({what})"));
                 sealers.insert(n);
@@ -1838,7 +1838,7 @@ fn no_key_nonce_pair_seals_twice_across_takeovers_and_restarts() {
         let (_, _, pkts) = peer.send(in_spi, 3, b"in").unwrap();
         nonces.record(&keys, &pkts, &format!("the peer ({what})"));
         for n in [1u16, 2, 3] {
-            if let Ok(esp) = c.m(n).esp_for(in_spi) {
+            if let Ok(mut esp) = c.m(n).esp_for(in_spi) {
                 *accepted += esp.receive(&pkts).0;
             }
         }

@@ -696,6 +696,19 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         })
         .collect();
     let card_path = card_path_report(&finals);
+    // where each survivor ran its ESP packets and SAs (a killed node's counts end with it)
+    let esp_per_node: serde_json::Map<String, Value> = finals
+        .iter()
+        .map(|(id, v)| {
+            let node = json!({
+                "on_card": vu(&v["esp"]["on_card"]),
+                "in_software": vu(&v["esp"]["in_software"]),
+                "sas_on_card": vu(&v["esp_installed_on_card"]),
+                "sas_installed": vu(&v["esp_installed"]),
+            });
+            (id.0.to_string(), node)
+        })
+        .collect();
     let sync_messages: u64 = last_sync.values().map(|v| v.0).sum();
     let sync_bytes: u64 = last_sync.values().map(|v| v.1).sum();
     let report = json!({
@@ -731,7 +744,10 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                 "replays_rejected": esp.replays_rejected, "replays_accepted": esp.replays_accepted,
                 "replays_accepted_in_crash_window": esp.replays_accepted_in_window(&kill_marks),
                 "replays_accepted_detail": esp.replay_detail,
-                "seq_jumps": finals.values().map(|v| vu(&v["sa_seq_jumps"])).sum::<u64>()},
+                "seq_jumps": finals.values().map(|v| vu(&v["sa_seq_jumps"])).sum::<u64>(),
+                "on_card": finals.values().map(|v| vu(&v["esp"]["on_card"])).sum::<u64>(),
+                "in_software": finals.values().map(|v| vu(&v["esp"]["in_software"])).sum::<u64>(),
+                "per_node": esp_per_node},
         "sync_rejected": finals.values().map(|v| vu(&v["sync"]["rejected_auth"]) + vu(&v["sync"]["rejected_replay"]) + vu(&v["sync"]["rejected_garbled"])).sum::<u64>(),
         "nodes": cluster.nodes.keys().map(|n| n.0).collect::<Vec<_>>(),
         "events": marks.iter().map(|m| json!({"t_ms": m.t_ms, "event": m.label})).collect::<Vec<_>>(),
@@ -938,6 +954,10 @@ fn print_summary(r: &Value) {
     println!(
         "ESP out sealed / seq reused  {} / {} (must be 0)",
         r["esp"]["outbound_sealed"], r["esp"]["outbound_seq_reused"]
+    );
+    println!(
+        "ESP packets on card / sw     {} / {}",
+        r["esp"]["on_card"], r["esp"]["in_software"]
     );
     println!(
         "ESP in accepted / replays    {} / {} rejected, {} accepted ({} inside a crash window)",

@@ -270,7 +270,7 @@ impl Runtime {
     /// `esp_send {"spi", "count"}`: seal `count` packets on the owner's outbound SA; answers
     /// the sequence numbers used.
     fn esp_send(&mut self, spi: u32, count: u32) -> Response {
-        let esp = match self.member.esp_for(spi) {
+        let mut esp = match self.member.esp_for(spi) {
             Ok(esp) => esp,
             Err(e) => return Self::esp_refusal(e),
         };
@@ -286,7 +286,7 @@ impl Runtime {
     /// `esp_recv {"spi", "packets": [hex]}`: open inbound packets; answers accepted /
     /// replays / bad.
     fn esp_recv(&mut self, spi: u32, packets: &[String]) -> Response {
-        let esp = match self.member.esp_for(spi) {
+        let mut esp = match self.member.esp_for(spi) {
             Ok(esp) => esp,
             Err(e) => return Self::esp_refusal(e),
         };
@@ -432,6 +432,7 @@ impl Runtime {
             .ports
             .as_ref()
             .map_or(Value::Null, super::ports::Ports::status);
+        status["esp_installed_on_card"] = json!(self.member.esp().on_card());
         status
     }
 
