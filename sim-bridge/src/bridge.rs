@@ -488,6 +488,26 @@ impl PortBridge {
     }
 
     /// Write every frame the card has sent to its port's interface.
+    /// Writes frames that left the card outside a [`PortBridge::poll`] (for example those its
+    /// host sent on later) to the interfaces of their ports, counted as the card's.
+    pub fn send(&mut self, frames: impl IntoIterator<Item = (u8, Vec<u8>)>) -> PollCounts {
+        struct Queue(std::collections::VecDeque<(u8, Vec<u8>)>);
+        impl Wires for Queue {
+            fn wire_rx(&mut self, port: u8, _: &[u8]) -> Result<(), HalError> {
+                Err(HalError::NoPort { port })
+            }
+            fn wire_tx(&mut self) -> Option<(u8, Vec<u8>)> {
+                self.0.pop_front()
+            }
+        }
+        let mut q = Queue(frames.into_iter().collect());
+        let mut step = PollCounts::default();
+        while !q.0.is_empty() {
+            self.drain(&mut q, &mut step);
+        }
+        step
+    }
+
     fn drain(&mut self, card: &mut dyn Wires, step: &mut PollCounts) {
         // bounded: a card sends at most a few frames per frame it takes in
         for _ in 0..DRAIN_LIMIT {

@@ -681,6 +681,8 @@ impl Sim {
                         eprintln!("t={} {n}: {line}", self.now.0);
                     }
                 }
+                // the simulator's members do not hold packets (holding is off)
+                Output::Released { .. } => {}
             }
         }
         for a in proposals {

@@ -192,16 +192,21 @@ impl<T: NodeSpecificTable> Member<T> {
         &self.handover
     }
 
-    /// Whether `pkt` belongs to a gained identifier that still waits for its previous owner's
+    /// The gained identifier `pkt` belongs to when it still waits for its previous owner's
     /// final state.
-    pub(super) fn waiting_for(&self, pkt: &[u8], framing: crate::Framing) -> bool {
+    pub(super) fn waiting_for(
+        &self,
+        pkt: &[u8],
+        framing: crate::Framing,
+    ) -> Option<DistributionId> {
         if self.handover.waiting.is_empty() {
-            return false;
+            return None;
         }
         parse_packet(pkt, framing)
             .ok()
             .and_then(|p| p.flow(self.core.distributor()))
-            .is_some_and(|(_, _, d)| self.handover.is_waiting(d))
+            .map(|(_, _, d)| d)
+            .filter(|d| self.handover.is_waiting(*d))
     }
 
     /// Marks each of `epochs` complete (now) in the applied records once no gained identifier
@@ -293,5 +298,7 @@ impl<T: NodeSpecificTable> Member<T> {
         let ready: BTreeSet<DistributionId> = ready.into_iter().collect();
         self.take_over_sas(&ready);
         self.reconcile_esp();
+        // what was held for these identifiers goes through now, in order
+        self.release_held(t);
     }
 }

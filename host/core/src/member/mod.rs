@@ -24,6 +24,7 @@
 
 pub mod esp;
 pub mod handover;
+mod hold;
 pub mod leader;
 pub mod liveness;
 pub mod rebuild;
@@ -123,6 +124,17 @@ pub enum Output {
     DiscardBacklog(NodeId),
     /// A line for the operator's log.
     Log(String),
+    /// A packet or frame held while its identifier waited for the handover (it got
+    /// [`PacketOutcome::Held`] with this token) was handled now (or dropped, `NotReady`:
+    /// it waited too long); `egress` as for [`Member::on_frame`].
+    Released {
+        /// The token it was held under.
+        token: u64,
+        /// How it was handled.
+        outcome: PacketOutcome,
+        /// Frames to send out of their ports.
+        egress: Vec<(u8, Vec<u8>)>,
+    },
 }
 
 /// How a packet was handled (the verdict codes of the wire's packet port).
@@ -143,6 +155,9 @@ pub enum PacketOutcome {
     NoState,
     /// Dropped (rule, table full, malformed).
     Dropped,
+    /// Held (this token): its identifier waits for the handover; the verdict comes later as
+    /// an [`Output::Released`]. Only when holding is on ([`Member::set_hold`]).
+    Held(u64),
 }
 
 /// Puts a bare IP packet into an Ethernet II frame in `buf` (locally administered addresses;
@@ -271,6 +286,7 @@ pub struct Member<T: NodeSpecificTable> {
     lease: Option<Duration>,
     /// Scratch for the frame a bare IP packet becomes on the card's packet path.
     frame_buf: Vec<u8>,
+    hold: hold::Hold,
 }
 
 /// The part of the last [`ConsensusView`] the member keeps between ticks.
@@ -315,6 +331,7 @@ impl<T: NodeSpecificTable> Member<T> {
             fenced_since: Duration::ZERO,
             lease: None,
             frame_buf: Vec::with_capacity(2048),
+            hold: hold::Hold::default(),
             cfg,
         }
     }
@@ -574,38 +591,15 @@ impl<T: NodeSpecificTable> Member<T> {
     /// packet's identifier is not waiting for its previous owner's final state (nor for a card
     /// rebuild to reach it).
     pub fn on_packet(&mut self, t: Time, pkt: &[u8]) -> PacketOutcome {
-        self.now = self.now.max(t.mono);
-        if self.takes_traffic() && !self.lease_valid(t.mono) {
-            // the lease ran out since the last tick (a stalled loop): fence before acting
-            self.update_fence(t);
-        }
         let framing = self.core.config().framing;
-        if !self.takes_traffic()
-            || self.waiting_for(pkt, framing)
-            || self.rebuilding_for(pkt, framing)
-        {
-            return PacketOutcome::NotReady;
-        }
-        if self.core.has_packet_path() {
-            // the card's packet path: the packet goes in as a frame on the outside port, and
-            // only what the card punts reaches the host
-            let frame = match framing {
-                Framing::Ethernet => pkt,
-                Framing::Ip => {
-                    ethernet_frame(&mut self.frame_buf, pkt);
-                    &self.frame_buf
-                }
-            };
-            return frame_outcome(self.core.handle_frame(t.millis(), 0, frame));
-        }
-        verdict_outcome(self.core.handle_packet(t.millis(), pkt))
+        self.take_input(t, pkt, None, framing, &mut Vec::new())
     }
 
     /// A frame from a real interface (Ethernet) on `port` (0 outside, 1 inside), as
     /// [`Self::on_packet`] takes a packet: the card (or, without a packet path, the host)
     /// handles it, and the frames that leave towards the wires are appended to `egress`, each
-    /// with the port to send it out of. A frame of an identifier in transition is held back
-    /// (`NotReady`, nothing sent).
+    /// with the port to send it out of. A frame of an identifier in transition is held (with
+    /// holding on) or dropped (`NotReady`).
     pub fn on_frame(
         &mut self,
         t: Time,
@@ -613,17 +607,101 @@ impl<T: NodeSpecificTable> Member<T> {
         frame: &[u8],
         egress: &mut Vec<(u8, Vec<u8>)>,
     ) -> PacketOutcome {
+        self.take_input(t, frame, Some(port), Framing::Ethernet, egress)
+    }
+
+    /// Turns holding on (`max_items` > 0) or off: packets and frames of identifiers in
+    /// transition wait (at most `max_items`, `max_bytes` and `max_wait`) instead of being
+    /// dropped, and are handled, in order, once the handover lets them through.
+    pub fn set_hold(&mut self, max_items: usize, max_bytes: usize, max_wait: Duration) {
+        self.hold.max_items = max_items;
+        self.hold.max_bytes = max_bytes;
+        self.hold.max_wait = max_wait;
+    }
+
+    /// Holding's counters: held since start, released after the gate opened, dropped (full or
+    /// waited too long), held now.
+    pub fn hold_counters(&self) -> [u64; 4] {
+        let h = &self.hold;
+        [h.held, h.released, h.dropped, h.items.len() as u64]
+    }
+
+    fn take_input(
+        &mut self,
+        t: Time,
+        bytes: &[u8],
+        port: Option<u8>,
+        framing: Framing,
+        egress: &mut Vec<(u8, Vec<u8>)>,
+    ) -> PacketOutcome {
         self.now = self.now.max(t.mono);
         if self.takes_traffic() && !self.lease_valid(t.mono) {
+            // the lease ran out since the last tick (a stalled loop): fence before acting
             self.update_fence(t);
         }
-        if !self.takes_traffic()
-            || self.waiting_for(frame, Framing::Ethernet)
-            || self.rebuilding_for(frame, Framing::Ethernet)
-        {
+        if !self.hold.items.is_empty() {
+            // what is held goes first: a flow's packets keep their order
+            self.release_held(t);
+        }
+        if !self.takes_traffic() || self.rebuilding_for(bytes, framing) {
             return PacketOutcome::NotReady;
         }
-        frame_outcome(self.core.handle_frame_into(t.millis(), port, frame, egress))
+        if let Some(d) = self.waiting_for(bytes, framing) {
+            return match self.hold.push(d, port, framing, bytes, t.mono) {
+                Some(token) => PacketOutcome::Held(token),
+                None => PacketOutcome::NotReady,
+            };
+        }
+        self.handle_now(t, bytes, port, framing, egress)
+    }
+
+    /// Handles a packet (`port` None) or a frame that passed the gates.
+    fn handle_now(
+        &mut self,
+        t: Time,
+        bytes: &[u8],
+        port: Option<u8>,
+        framing: Framing,
+        egress: &mut Vec<(u8, Vec<u8>)>,
+    ) -> PacketOutcome {
+        if let Some(p) = port {
+            return frame_outcome(self.core.handle_frame_into(t.millis(), p, bytes, egress));
+        }
+        if self.core.has_packet_path() {
+            // the card's packet path: the packet goes in as a frame on the outside port, and
+            // only what the card punts reaches the host
+            let frame = match framing {
+                Framing::Ethernet => bytes,
+                Framing::Ip => {
+                    ethernet_frame(&mut self.frame_buf, bytes);
+                    &self.frame_buf
+                }
+            };
+            return frame_outcome(self.core.handle_frame(t.millis(), 0, frame));
+        }
+        verdict_outcome(self.core.handle_packet(t.millis(), bytes))
+    }
+
+    /// Hands every held item whose identifier no longer waits (or that waited too long) to
+    /// the shell as an [`Output::Released`].
+    fn release_held(&mut self, t: Time) {
+        let handover = &self.handover;
+        let ready = self.hold.take_ready(t.mono, |d| handover.is_waiting(d));
+        for (h, expired) in ready {
+            let mut egress = Vec::new();
+            let outcome = if expired || !self.takes_traffic() {
+                self.hold.dropped += 1;
+                PacketOutcome::NotReady
+            } else {
+                self.hold.released += 1;
+                self.handle_now(t, &h.bytes, h.port, h.framing, &mut egress)
+            };
+            self.out.push(Output::Released {
+                token: h.token,
+                outcome,
+                egress,
+            });
+        }
     }
 
     /// Benchmark support: `pkt` through packet handling whatever the member's state (the
@@ -790,6 +868,10 @@ impl<T: NodeSpecificTable> Member<T> {
     pub fn tick(&mut self, t: Time, view: &ConsensusView<'_>) {
         let now = t.mono;
         self.now = self.now.max(now);
+        if !self.hold.items.is_empty() {
+            // released when their gate opened, dropped when they waited too long
+            self.release_held(t);
+        }
         if self.view.voters != view.voters || self.view.leader != view.leader {
             self.view.voters = view.voters.to_vec();
             self.view.leader = view.leader;

@@ -220,6 +220,8 @@ struct Cluster {
     /// When each epoch was agreed.
     agreed_at: BTreeMap<u64, Duration>,
     logs: Vec<(Duration, u16, String)>,
+    /// Held packets handed back: (member, token, outcome).
+    released: Vec<(u16, u64, PacketOutcome)>,
 }
 
 impl Cluster {
@@ -246,6 +248,7 @@ impl Cluster {
             proposals: Vec::new(),
             agreed_at: BTreeMap::new(),
             logs: Vec::new(),
+            released: Vec::new(),
         }
     }
 
@@ -331,6 +334,7 @@ impl Cluster {
     fn deliver(&mut self, from: u16, o: Output) {
         let t = self.t();
         match o {
+            Output::Released { token, outcome, .. } => self.released.push((from, token, outcome)),
             Output::Record { to, record } => {
                 let targets: Vec<u16> = match to {
                     To::Peers => self.m[&from].replication_peers().map(|n| n.0).collect(),
@@ -1490,6 +1494,72 @@ fn handover_waits_for_final_of_live_previous_owner() {
     assert_eq!(last.epoch, gained_in.0);
     assert_eq!(last.complete_unix_ms, t.unix_ms);
     assert_eq!(n3.on_packet(t, &flow), PacketOutcome::Hit);
+}
+
+/// With holding on, the packets of a waiting identifier wait instead of being dropped, and go
+/// through in order once the previous owner's `F` opened the gate (a lossless planned move);
+/// one that waits too long, or that does not fit, is dropped as before.
+#[test]
+fn held_packets_go_through_when_the_gate_opens() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    c.m(3).set_hold(2, 1 << 20, ms(400));
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    let flow = udp_in(d, 0);
+    let t = c.t();
+    assert_eq!(c.m(2).on_packet(t, &flow), PacketOutcome::Created);
+    c.route();
+    move_held(&mut c, d);
+    let t = c.t();
+    let n3 = c.m(3);
+    assert!(n3.handover().is_waiting(d));
+    let PacketOutcome::Held(a) = n3.on_packet(t, &flow) else {
+        panic!("not held")
+    };
+    let PacketOutcome::Held(b) = n3.on_packet(t, &udp_in(d, 1)) else {
+        panic!("not held")
+    };
+    // full: the third is dropped as before
+    assert_eq!(n3.on_packet(t, &udp_in(d, 2)), PacketOutcome::NotReady);
+    assert_eq!(n3.hold_counters(), [2, 0, 1, 2]);
+    c.run_for(ms(100), |c| {
+        assert!(c.released.is_empty(), "released before the gate opened")
+    });
+    c.release(2, 3);
+    let got: Vec<(u64, PacketOutcome)> = c
+        .released
+        .iter()
+        .filter(|(m, _, _)| *m == 3)
+        .map(|(_, t, o)| (*t, *o))
+        .collect();
+    // in order: the first on the replicated entry, the second a new flow
+    assert_eq!(
+        got,
+        vec![(a, PacketOutcome::Hit), (b, PacketOutcome::Created)]
+    );
+    assert_eq!(c.m[&3].hold_counters(), [2, 2, 1, 0]);
+    assert!(c.double_actors().is_empty());
+
+    // held past max_wait (a gate that never opens): dropped, answered NotReady
+    let d2 = c.agreed().ids_of(NodeId(2))[0];
+    let f2 = udp_in(d2, 0);
+    let t = c.t();
+    assert_eq!(c.m(2).on_packet(t, &f2), PacketOutcome::Created);
+    c.route();
+    c.released.clear();
+    move_held(&mut c, d2);
+    let t = c.t();
+    let PacketOutcome::Held(x) = c.m(3).on_packet(t, &f2) else {
+        panic!("not held")
+    };
+    c.run_for(ms(600), |_| {});
+    assert!(
+        c.released
+            .iter()
+            .any(|r| *r == (3, x, PacketOutcome::NotReady)),
+        "{:?}",
+        c.released
+    );
 }
 
 /// The gate also opens when the previous owner is gone (what it replicated is all there is),

@@ -32,7 +32,9 @@ impl From<crate::core::member::PacketOutcome> for Code {
     fn from(o: crate::core::member::PacketOutcome) -> Self {
         use crate::core::member::PacketOutcome as P;
         match o {
-            P::NotReady => Code::NotReady,
+            // a held packet's verdict comes when it is released; until then it counts as not
+            // handled
+            P::NotReady | P::Held(_) => Code::NotReady,
             P::Created => Code::Created,
             P::Hit => Code::Hit,
             P::NotOurs => Code::NotOurs,

@@ -22,7 +22,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::core::distribution::ClusterSecret;
-use crate::core::member::{ConsensusView, Member, MemberConfig, Output, Time, To};
+use crate::core::member::{ConsensusView, Member, MemberConfig, Output, PacketOutcome, Time, To};
 use crate::core::node::{Node, NodeConfig};
 use crate::core::record::{Datagram, Record};
 use crate::core::rules::RuleSet;
@@ -101,6 +101,9 @@ pub struct Runtime {
     wire: Option<UdpSocket>,
     /// The card's ports on real interfaces (`outside`/`inside`).
     ports: Option<ports::Ports>,
+    /// Wire packets held by the member (token -> sequence number and sender), answered when
+    /// released.
+    held_wire: std::collections::HashMap<u64, (u64, SocketAddr)>,
     ctl_rx: mpsc::Receiver<ControlRequest>,
     raft: Consensus,
     next_tick: Duration,
@@ -214,6 +217,14 @@ async fn recv_opt(
     }
 }
 
+/// Packets and frames held at most while their identifiers wait for a handover.
+const HOLD_ITEMS: usize = 8192;
+/// Their bytes at most.
+const HOLD_BYTES: usize = 16 << 20;
+/// How long one waits at most (a handover whose previous owner died opens after failure
+/// detection, well within this).
+const HOLD_WAIT: Duration = Duration::from_millis(1500);
+
 async fn ports_readable(ports: &Option<ports::Ports>) {
     match ports {
         Some(p) => p.readable().await,
@@ -252,6 +263,9 @@ impl Runtime {
             seq_jump: cfg.seq_jump,
         };
         let mut member = Member::new(mcfg, core);
+        // a planned move loses nothing: packets of identifiers in transition wait for the
+        // handover (bounded), then go through in order
+        member.set_hold(HOLD_ITEMS, HOLD_BYTES, HOLD_WAIT);
         let peers: Vec<_> = cfg.peers.iter().map(|p| p.id).collect();
         let mut ecfg = EndpointConfig::new(cfg.node, t_inc);
         ecfg.flush_interval = Duration::from_millis(cfg.flush_ms);
@@ -347,6 +361,7 @@ impl Runtime {
             udp,
             wire,
             ports,
+            held_wire: std::collections::HashMap::new(),
             ctl_rx,
             raft,
             next_tick: Duration::ZERO,
@@ -512,7 +527,14 @@ impl Runtime {
             return;
         };
         let t = self.time();
-        let code = Code::from(self.member.on_packet(t, pkt));
+        let outcome = self.member.on_packet(t, pkt);
+        if let PacketOutcome::Held(token) = outcome {
+            // the verdict goes out when the member releases it
+            self.held_wire.insert(token, (seq, from));
+            self.handle_outputs();
+            return;
+        }
+        let code = Code::from(outcome);
         *self.verdicts.entry(code).or_insert(0) += 1;
         if let Some(w) = &self.wire {
             let _ = w.try_send_to(&wireproto::encode_verdict(seq, self.cfg.node, code), from);
@@ -578,6 +600,25 @@ impl Runtime {
                     }
                 }
                 Output::Log(line) => log!(self.cfg.node, "{line}"),
+                Output::Released {
+                    token,
+                    outcome,
+                    egress,
+                } => {
+                    let code = Code::from(outcome);
+                    *self.verdicts.entry(code).or_insert(0) += 1;
+                    if let Some((seq, from)) = self.held_wire.remove(&token) {
+                        if let Some(w) = &self.wire {
+                            let v = wireproto::encode_verdict(seq, self.cfg.node, code);
+                            let _ = w.try_send_to(&v, from);
+                        }
+                    }
+                    if let Some(p) = &mut self.ports {
+                        if !egress.is_empty() {
+                            p.send(egress);
+                        }
+                    }
+                }
             }
         }
     }

@@ -24,7 +24,7 @@ pub struct Ports {
     /// Duplicates of the bridge's sockets, owned by their registrations.
     ready: [AsyncFd<OwnedFd>; 2],
     bridge: PortBridge,
-    /// Frames held back because their identifier was in transition.
+    /// Frames dropped because their identifier was in transition (holding full, or off).
     pub held_back: u64,
 }
 
@@ -92,6 +92,11 @@ impl Ports {
         Ok(())
     }
 
+    /// Writes frames the member sent on later (released from holding) out of their ports.
+    pub fn send(&mut self, frames: Vec<(u8, Vec<u8>)>) {
+        self.bridge.send(frames);
+    }
+
     /// `status.interfaces`.
     pub fn status(&self) -> Value {
         let c = self.bridge.counters();
@@ -134,10 +139,15 @@ impl Wires for NodeWires<'_> {
         }
         self.scratch.clear();
         let o = self.member.on_frame(self.t, port, frame, &mut self.scratch);
-        if o == PacketOutcome::NotReady {
-            self.held_back += 1;
+        match o {
+            // its verdict and frames come when the member releases it
+            PacketOutcome::Held(_) => {}
+            PacketOutcome::NotReady => {
+                self.held_back += 1;
+                *self.verdicts.entry(Code::from(o)).or_insert(0) += 1;
+            }
+            o => *self.verdicts.entry(Code::from(o)).or_insert(0) += 1,
         }
-        *self.verdicts.entry(Code::from(o)).or_insert(0) += 1;
         self.egress.extend(self.scratch.drain(..));
         Ok(())
     }
