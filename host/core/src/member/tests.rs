@@ -1554,9 +1554,7 @@ fn held_packets_go_through_when_the_gate_opens() {
     };
     c.run_for(ms(600), |_| {});
     assert!(
-        c.released
-            .iter()
-            .any(|r| *r == (3, x, PacketOutcome::NotReady)),
+        c.released.contains(&(3, x, PacketOutcome::NotReady)),
         "{:?}",
         c.released
     );
