@@ -40,9 +40,10 @@ struct Args {
     /// Number of distribution identifiers (a power of two up to 4096).
     #[arg(long, default_value_t = 256)]
     ids: u32,
-    /// The cluster secret keying the identifier hash: exactly 16 bytes.
-    #[arg(long, default_value = "port-bridge-demo")]
-    secret: String,
+    /// A file holding the 16-byte secret keying the identifier hash (its first 16 bytes; a
+    /// secret never goes on the command line). Default: a fixed, public demo key.
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<std::path::PathBuf>,
     /// Stop after this many seconds.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
@@ -210,12 +211,18 @@ fn say(json: bool, line: &str) {
 }
 
 fn run(a: &Args) -> Result<(), String> {
-    let secret: [u8; 16] = a.secret.as_bytes().try_into().map_err(|_| {
-        format!(
-            "--secret is {} bytes: it must be exactly 16",
-            a.secret.len()
-        )
-    })?;
+    let mut secret = *b"port-bridge-demo";
+    if let Some(f) = &a.secret_file {
+        let bytes = std::fs::read(f).map_err(|e| format!("--secret-file {}: {e}", f.display()))?;
+        let Some(first) = bytes.get(..16) else {
+            return Err(format!(
+                "--secret-file {}: {} bytes; it must hold at least 16",
+                f.display(),
+                bytes.len()
+            ));
+        };
+        secret.copy_from_slice(first);
+    }
     let owned = parse_owns(&a.owns, a.ids)?;
     let mut card = Card::probe(ModelCard::new()).map_err(|e| format!("model card: {e}"))?;
     let frame_bytes = {
