@@ -1,10 +1,12 @@
 //! Simulated cards behind [`hal::RegIo`].
 //!
+//! * [`frames`]: frames for the packet port block (crafted, random, mutated).
 //! * [`model::ModelCard`]: the reference model, bit-accurate to `hdl/CARD.md`,
 //!   fast, and the embedded default (no Verilator needed).
 //! * `verilator::RtlCard` (feature `verilator`): the RTL in `hdl/`, built by
 //!   Verilator, with the data-path lookup port and a clock-cycle counter.
 
+pub mod frames;
 pub mod model;
 mod model_crypto;
 pub mod model_port;
