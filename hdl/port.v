@@ -202,16 +202,18 @@ module port #(
 
   // ------------------------------------------------------------- windows
   // Bytes rp .. rp+7 of the working slot.
-  reg [7:0] w[0:7];
+  reg [63:0] wv;
   // Bytes rp .. rp+7 of HTX_BUF (rp a multiple of 8 when used).
-  reg [7:0] hb[0:7];
+  reg [63:0] hbv;
   always @* begin : win
     integer j;
     for (j = 0; j < 8; j = j + 1) begin
-      w[j] = fb[{wslot, rp[FB-1:0] + j[FB-1:0]}];
-      hb[j] = htx_byte(rp[FB-1:0] + j[FB-1:0]);
+      wv[8*j+:8] = fb[{wslot, rp[FB-1:0] + j[FB-1:0]}];
+      hbv[8*j+:8] = htx_byte(rp[FB-1:0] + j[FB-1:0]);
     end
   end
+  wire [7:0] w0 = wv[7:0], w1 = wv[15:8], w2 = wv[23:16], w3 = wv[31:24];
+  wire [7:0] w4 = wv[39:32], w5 = wv[47:40], w6 = wv[55:48], w7 = wv[63:56];
 
   function automatic [7:0] htx_byte(input [FB-1:0] off);
     reg [31:0] wd;
@@ -223,11 +225,11 @@ module port #(
     end
   endfunction
 
-  wire [31:0] w32 = {w[0], w[1], w[2], w[3]};
-  wire [15:0] w01 = {w[0], w[1]};
-  wire [15:0] w23 = {w[2], w[3]};
-  wire [15:0] w45 = {w[4], w[5]};
-  wire [63:0] w64 = {w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]};
+  wire [31:0] w32 = {w0, w1, w2, w3};
+  wire [15:0] w01 = {w0, w1};
+  wire [15:0] w23 = {w2, w3};
+  wire [15:0] w45 = {w4, w5};
+  wire [63:0] w64 = {w0, w1, w2, w3, w4, w5, w6, w7};
 
   // ------------------------------------------------------------- SipHash
   function automatic [63:0] rotl(input [63:0] x, input integer n);
@@ -385,7 +387,7 @@ module port #(
   always @* begin : txb
     integer j;
     for (j = 0; j < 8; j = j + 1) begin
-      tx_d[8*j+:8] = ({12'd0, j[3:0]} < tx_rem) ? (tx_htx ? hb[j] : w[j]) : 8'd0;
+      tx_d[8*j+:8] = ({12'd0, j[3:0]} < tx_rem) ? (tx_htx ? hbv[8*j+:8] : wv[8*j+:8]) : 8'd0;
       tx_k[j] = {12'd0, j[3:0]} < tx_rem;
     end
   end
@@ -401,18 +403,18 @@ module port #(
   wire tx_ready = tx_port ? tx1_tready : tx0_tready;
 
   // Frame buffer writes: one byte per lane per clock (receive or copy).
-  reg fw_en[0:7];
-  reg [SB+FB-1:0] fw_addr[0:7];
-  reg [7:0] fw_data[0:7];
+  reg [7:0] fw_en;
+  reg [8*(SB+FB)-1:0] fw_addr;
+  reg [63:0] fw_data;
   always @* begin : fbw
     integer j;
     for (j = 0; j < 8; j = j + 1) begin
       fw_en[j] = 1'b0;
-      fw_addr[j] = {wslot, rp[FB-1:0] + j[FB-1:0]};
-      fw_data[j] = hb[j];
+      fw_addr[(SB+FB)*j+:(SB+FB)] = {wslot, rp[FB-1:0] + j[FB-1:0]};
+      fw_data[8*j+:8] = hbv[8*j+:8];
       if (pstate == P_RX) begin
-        fw_addr[j] = {wslot, flen[FB-1:0] + j[FB-1:0]};
-        fw_data[j] = rx_d[8*j+:8];
+        fw_addr[(SB+FB)*j+:(SB+FB)] = {wslot, flen[FB-1:0] + j[FB-1:0]};
+        fw_data[8*j+:8] = rx_d[8*j+:8];
         fw_en[j] = rx_v && {12'd0, j[3:0]} < {12'd0, rx_n}
                    && flen + j[15:0] < FRAME16;
       end else if (pstate == P_COPY) begin
@@ -689,7 +691,8 @@ module port #(
       end
 
       // ---- frame buffer writes
-      for (n = 0; n < 8; n = n + 1) if (fw_en[n]) fb[fw_addr[n]] <= fw_data[n];
+      for (n = 0; n < 8; n = n + 1)
+        if (fw_en[n]) fb[fw_addr[(SB+FB)*n+:(SB+FB)]] <= fw_data[8*n+:8];
 
       // ---- pipeline
       case (pstate)
@@ -745,7 +748,7 @@ module port #(
         end
         P_ETH: begin
           // w = b[8..16)
-          t16 = {w[4], w[5]};
+          t16 = {w4, w5};
           if (t16 == 16'h8100) begin
             if (flen < 16'd18) settle(F_QUEUE, PORT_REASON_MALFORMED);
             else begin
@@ -777,12 +780,12 @@ module port #(
         end
         P_V4A: begin
           // w = b[l3..l3+8)
-          t16 = {10'd0, w[0][3:0], 2'd0};  // header length
+          t16 = {10'd0, w0[3:0], 2'd0};  // header length
           v6 <= 1'b0;
-          if (flen - l3 < 16'd20 || w[0][7:4] != 4'd4 || t16 < 16'd20 || t16 > flen - l3
+          if (flen - l3 < 16'd20 || w0[7:4] != 4'd4 || t16 < 16'd20 || t16 > flen - l3
               || w23 < t16 || w23 > flen - l3)
             settle(F_QUEUE, PORT_REASON_MALFORMED);
-          else if (w[6][5] || {w[6][4:0], w[7]} != 13'd0)
+          else if (w6[5] || {w6[4:0], w7} != 13'd0)
             settle(F_QUEUE, PORT_REASON_FRAGMENT);
           else begin
             pstart <= l3 + t16;
@@ -792,8 +795,8 @@ module port #(
           end
         end
         P_V4B: begin
-          proto <= w[1];
-          src <= {96'd0, w[4], w[5], w[6], w[7]};
+          proto <= w1;
+          src <= {96'd0, w4, w5, w6, w7};
           rp <= l3 + 16'd16;
           pstate <= P_V4C;
         end
@@ -803,10 +806,10 @@ module port #(
         end
         P_V6A: begin
           v6 <= 1'b1;
-          if (flen - l3 < 16'd40 || w[0][7:4] != 4'd6 || w45 > flen - l3 - 16'd40)
+          if (flen - l3 < 16'd40 || w0[7:4] != 4'd6 || w45 > flen - l3 - 16'd40)
             settle(F_QUEUE, PORT_REASON_MALFORMED);
           else begin
-            proto <= w[6];
+            proto <= w6;
             pstart <= l3 + 16'd40;
             pend <= l3 + 16'd40 + w45;
             rp <= l3 + 16'd8;
@@ -846,10 +849,10 @@ module port #(
           pstate <= P_L4;
         end
         P_EXTRD: begin
-          t16 = {5'd0, w[1], 3'd0} + 16'd8;
+          t16 = {5'd0, w1, 3'd0} + 16'd8;
           if (t16 > pend - pstart) settle(F_QUEUE, PORT_REASON_MALFORMED);
           else begin
-            proto <= w[0];
+            proto <= w0;
             pstart <= pstart + t16;
             walked <= walked + 3'd1;
             pstate <= P_EXT;
@@ -894,7 +897,7 @@ module port #(
             kind <= K_ICMP;
             ident <= w45;
             if (t16 < 16'd8) settle(F_QUEUE, PORT_REASON_MALFORMED);
-            else if (v6 ? (w[0] == 8'd128 || w[0] == 8'd129) : (w[0] == 8'd8 || w[0] == 8'd0))
+            else if (v6 ? (w0 == 8'd128 || w0 == 8'd129) : (w0 == 8'd8 || w0 == 8'd0))
               pstate <= P_HINIT;
             else settle(F_QUEUE, PORT_REASON_NO_FLOW);
           end else if (proto == 8'd50) begin
@@ -908,8 +911,8 @@ module port #(
         end
         P_TCPB: begin
           // w = b[l4+8..l4+16)
-          flags <= w[5];
-          if (w[4][7:4] < 4'd5 || {10'd0, w[4][7:4], 2'd0} > pend - l4)
+          flags <= w5;
+          if (w4[7:4] < 4'd5 || {10'd0, w4[7:4], 2'd0} > pend - l4)
             settle(F_QUEUE, PORT_REASON_MALFORMED);
           else pstate <= P_HINIT;
         end

@@ -683,7 +683,7 @@ pub fn mutate(rng: &mut Rng, frame: &[u8]) -> Vec<u8> {
                 let t = [0x0800u16, 0x86DD, 0x8100, 0x0806, 0x88A8][rng.below(5)];
                 f[12..14].copy_from_slice(&t.to_be_bytes());
             }
-            5 if f.len() > 20 => {
+            5 if f.len() >= 24 => {
                 // A length field: IPv4 total, IPv6 payload length, or nearby.
                 let i = 14 + rng.below(8);
                 let v = [0u16, 1, 8, 20, 40, 0xFFFF][rng.below(6)];
