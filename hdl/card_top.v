@@ -91,10 +91,14 @@ module card_top (
   parameter integer PORT_FRAME = PORT_FRAME_BYTES;
   parameter integer PORT_QDEPTH = PORT_HOSTQ_DEPTH;
   parameter integer PORT_NIDS = PORT_IDS;
+  // CAM identifier width (CAP_DID_BITS, at least 5; DID_BITMAP holds 2^bits
+  // bits, words past them read 0). Synthesis runs use fewer.
+  parameter integer CAM_DID_BITS_P = CAM_DID_BITS;
 
   localparam integer KB = CAM_KEY_BITS;
-  localparam integer BMB = CAM_DID_WORDS * 32;
-  localparam integer DB = $clog2(BMB);
+  localparam integer BMB = 2 ** CAM_DID_BITS_P;
+  localparam integer DB = CAM_DID_BITS_P;
+  localparam [31:0] BMW = BMB / 32;  // DID_BITMAP words held
   localparam [31:0] DEPTH32 = DEPTH;
   localparam [31:0] DB32 = DB;
   localparam [31:0] CAM_END = CAM_BASE + CAM_SPAN;
@@ -237,7 +241,8 @@ module card_top (
   wire [31:0] cam_store_at;
 
   tcam #(
-      .DEPTH(DEPTH)
+      .DEPTH(DEPTH),
+      .DID_BITS(CAM_DID_BITS_P)
   ) u_tcam (
       .clk(clk),
       .rst(rst),
@@ -378,7 +383,7 @@ module card_top (
         end else if (in_array(o, CAM_R_MASK, CAM_R_MASK_COUNT)) begin
           read_reg = mask_s[bit_of(o, CAM_R_MASK)+:32];
         end else if (in_array(o, CAM_R_DID_BITMAP, CAM_R_DID_BITMAP_COUNT)) begin
-          read_reg = bitmap_s[bit_of(o, CAM_R_DID_BITMAP)+:32];
+          read_reg = in_array(o, CAM_R_DID_BITMAP, BMW) ? bitmap_s[bit_of(o, CAM_R_DID_BITMAP)+:32] : 32'd0;
         end else begin
           case (o)
             CAM_R_TYPE: read_reg = BLOCK_TYPE_CAM;
@@ -494,7 +499,7 @@ module card_top (
               key_s[bit_of(o, CAM_R_KEY)+:32] <= wd;
             end else if (in_array(o, CAM_R_MASK, CAM_R_MASK_COUNT)) begin
               mask_s[bit_of(o, CAM_R_MASK)+:32] <= wd;
-            end else if (in_array(o, CAM_R_DID_BITMAP, CAM_R_DID_BITMAP_COUNT)) begin
+            end else if (in_array(o, CAM_R_DID_BITMAP, BMW)) begin
               bitmap_s[bit_of(o, CAM_R_DID_BITMAP)+:32] <= wd;
             end else if (o == CAM_R_INDEX) begin
               index_s <= wd;

@@ -31,7 +31,7 @@ module port #(
     parameter integer FRAME_BYTES = 2048,
     // Host receive queue depth (CAP_HOSTQ_DEPTH).
     parameter integer QDEPTH = 8,
-    // Identifiers with owned bits and counters (CAP_IDS), a power of two, >= 32.
+    // Identifiers with owned bits and counters (CAP_IDS), a power of two, >= 64.
     parameter integer IDS = 4096,
     // CAM entries (per-entry counters).
     parameter integer DEPTH = 1024

@@ -77,8 +77,12 @@ module tcam (
   parameter integer DEPTH = 1024;
 
   localparam integer KB = CAM_KEY_BITS;  // key and mask width
-  localparam integer BMB = CAM_DID_WORDS * 32;  // DID bitmap width
-  localparam integer DB = $clog2(BMB);  // distribution identifier width
+  // Distribution identifier width (CAP_DID_BITS; at least 5). Synthesis runs
+  // use fewer bits to keep the FLUSH_DID bitmap small.
+  parameter integer DID_BITS = CAM_DID_BITS;
+
+  localparam integer BMB = 2 ** DID_BITS;  // DID bitmap width
+  localparam integer DB = DID_BITS;  // distribution identifier width
   localparam integer IW = $clog2(DEPTH);  // entry index width
   localparam integer LAT = CAM_LOOKUP_LATENCY;
   localparam [31:0] DEPTH32 = DEPTH;
