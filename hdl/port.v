@@ -109,7 +109,9 @@ module port #(
   localparam [31:0] PORT_END = PORT_BASE + PORT_SPAN;
 
   // ------------------------------------------------------------- storage
-  reg [7:0] fb[0:NS*FRAME_BYTES-1];  // frame slots
+  // Frame slots, 8 bytes a row: byte i of slot n is byte i%8 (bits 8(i%8)+7..8(i%8))
+  // of row {n, i/8}.
+  reg [63:0] fbr[0:NS*FRAME_BYTES/8-1];
   reg [31:0] htx[0:HW-1];
   reg [HW-1:0] htx_live;
   reg [31:0] owned[0:OWW-1];
@@ -160,7 +162,7 @@ module port #(
       P_EXTRD = 6'd15, P_L4 = 6'd16, P_L4A = 6'd17, P_TCPB = 6'd18, P_IKEA = 6'd19,
       P_IKEB = 6'd20, P_NATT = 6'd21, P_HINIT = 6'd22, P_HC = 6'd23, P_HF = 6'd24,
       P_OWN = 6'd25, P_LOOKUP = 6'd26, P_LWAIT = 6'd27, P_FATE = 6'd28, P_TX = 6'd29,
-      P_DONE = 6'd30;
+      P_DONE = 6'd30, P_FLUSH = 6'd31;
   localparam [1:0] F_DROP = 2'd0, F_QUEUE = 2'd1, F_FWD = 2'd2;
   localparam [2:0] K_TCP = 3'd1, K_UDP = 3'd2, K_ICMP = 3'd3, K_ESP = 3'd4, K_IKE = 3'd5;
 
@@ -207,10 +209,12 @@ module port #(
   reg [63:0] hbv;
   always @* begin : win
     integer j;
-    for (j = 0; j < 8; j = j + 1) begin
-      wv[8*j+:8] = fb[{wslot, rp[FB-1:0] + j[FB-1:0]}];
-      hbv[8*j+:8] = htx_byte(rp[FB-1:0] + j[FB-1:0]);
-    end
+    /* verilator lint_off UNUSEDSIGNAL */
+    reg [127:0] two;
+    /* verilator lint_on UNUSEDSIGNAL */
+    two = {fbr[{wslot, rp[FB-1:3] + 1'b1}], fbr[{wslot, rp[FB-1:3]}]} >> {rp[2:0], 3'b000};
+    wv = two[63:0];
+    for (j = 0; j < 8; j = j + 1) hbv[8*j+:8] = htx_byte(rp[FB-1:0] + j[FB-1:0]);
   end
   wire [7:0] w0 = wv[7:0], w1 = wv[15:8], w2 = wv[23:16], w3 = wv[31:24];
   wire [7:0] w4 = wv[39:32], w5 = wv[47:40], w6 = wv[55:48], w7 = wv[63:56];
@@ -402,24 +406,32 @@ module port #(
   assign tx1_tlast = tx_last;
   wire tx_ready = tx_port ? tx1_tready : tx0_tready;
 
-  // Frame buffer writes: one byte per lane per clock (receive or copy).
-  reg [7:0] fw_en;
-  reg [8*(SB+FB)-1:0] fw_addr;
+  // Frame buffer writes, one row per clock. Receiving, `acc` holds the
+  // flen%8 bytes of the row being filled; a beat's bytes join it at that
+  // offset and a row is written whenever one is full (P_FLUSH writes the
+  // last, partial one). Bytes past FRAME_BYTES are never written.
+  reg [63:0] acc;
+  reg [63:0] rx_m;  // the beat's bytes, lanes past rx_n zero
+  reg [127:0] comb;
+  reg fw_en;
+  reg [SB+FB-4:0] fw_row;
   reg [63:0] fw_data;
   always @* begin : fbw
     integer j;
-    for (j = 0; j < 8; j = j + 1) begin
-      fw_en[j] = 1'b0;
-      fw_addr[(SB+FB)*j+:(SB+FB)] = {wslot, rp[FB-1:0] + j[FB-1:0]};
-      fw_data[8*j+:8] = hbv[8*j+:8];
-      if (pstate == P_RX) begin
-        fw_addr[(SB+FB)*j+:(SB+FB)] = {wslot, flen[FB-1:0] + j[FB-1:0]};
-        fw_data[8*j+:8] = rx_d[8*j+:8];
-        fw_en[j] = rx_v && {12'd0, j[3:0]} < {12'd0, rx_n}
-                   && flen + j[15:0] < FRAME16;
-      end else if (pstate == P_COPY) begin
-        fw_en[j] = 1'b1;
-      end
+    for (j = 0; j < 8; j = j + 1) rx_m[8*j+:8] = ({28'd0, rx_n} > j) ? rx_d[8*j+:8] : 8'd0;
+    comb = {64'd0, acc} | ({64'd0, rx_m} << {flen[2:0], 3'b000});
+    fw_en = 1'b0;
+    fw_row = {wslot, flen[FB-1:3]};
+    fw_data = comb[63:0];
+    if (pstate == P_RX) begin
+      fw_en = rx_v && {13'd0, flen[2:0]} + {12'd0, rx_n} >= 16'd8 && flen < FRAME16;
+    end else if (pstate == P_FLUSH) begin
+      fw_en = flen[2:0] != 3'd0 && flen < FRAME16;
+      fw_data = acc;
+    end else if (pstate == P_COPY) begin
+      fw_en = 1'b1;
+      fw_row = {wslot, rp[FB-1:3]};
+      fw_data = hbv;
     end
   end
 
@@ -437,8 +449,17 @@ module port #(
   wire [EB-1:0] esel = ent_sel[EB-1:0];
   wire ent_ok = ent_sel < DEPTH32 && ent_live[esel];
 
-  function automatic [7:0] hrx_byte(input [31:0] off);
-    hrx_byte = (off < {16'd0, hrx_len}) ? fb[{hslot, off[FB-1:0]}] : 8'd0;
+  // HRX_BUF word at byte offset off (a multiple of 4), bytes past HRX_LEN 0.
+  function automatic [31:0] hrx_word(input [31:0] off);
+    reg [63:0] row;
+    reg [31:0] h;
+    integer b;
+    begin
+      row = fbr[{hslot, off[FB-1:3]}];
+      h = off[2] ? row[63:32] : row[31:0];
+      for (b = 0; b < 4; b = b + 1)
+        hrx_word[8*(3-b)+:8] = (off + b < {16'd0, hrx_len}) ? h[8*b+:8] : 8'd0;
+    end
   endfunction
 
   always @* begin : rd
@@ -448,7 +469,7 @@ module port #(
     if (in_array(ro, PORT_R_HRX_BUF, PORT_R_HRX_BUF_COUNT)) begin
       i = ro - PORT_R_HRX_BUF;
       if (i < FRAME32) begin
-        rd_data = {hrx_byte(i), hrx_byte(i + 1), hrx_byte(i + 2), hrx_byte(i + 3)};
+        rd_data = hrx_word(i);
       end
     end else if (in_array(ro, PORT_R_HTX_BUF, PORT_R_HTX_BUF_COUNT)) begin
       i = (ro - PORT_R_HTX_BUF) >> 2;
@@ -532,7 +553,6 @@ module port #(
     reg [63:0] e_by;
     reg [EB-1:0] ei;
     reg [4:0] rr;
-    integer n;
     reg enq, deq;
     if (rst) begin
       htx_live <= {HW{1'b0}};
@@ -540,6 +560,7 @@ module port #(
       did_live <= {IDS{1'b0}};
       ent_live <= {DEPTH{1'b0}};
       reason_live <= 32'd0;
+      acc <= 64'd0;
       qhead <= {SB{1'b0}};
       qcount <= {(SB + 1) {1'b0}};
       id_mask <= 12'd0;
@@ -691,13 +712,13 @@ module port #(
       end
 
       // ---- frame buffer writes
-      for (n = 0; n < 8; n = n + 1)
-        if (fw_en[n]) fb[fw_addr[(SB+FB)*n+:(SB+FB)]] <= fw_data[8*n+:8];
+      if (fw_en) fbr[fw_row] <= fw_data;
 
       // ---- pipeline
       case (pstate)
         P_IDLE: begin
           flen <= 16'd0;
+          acc <= 64'd0;
           rp <= 16'd0;
           job_send <= 1'b0;
           if (send_req) begin
@@ -724,9 +745,13 @@ module port #(
         end
         P_RX:
         if (rx_v) begin
-          if (flen <= FRAME16) flen <= flen + {12'd0, rx_n};
-          if (rx_l) pstate <= P_START;
+          if (flen <= FRAME16) begin
+            flen <= flen + {12'd0, rx_n};
+            acc <= ({13'd0, flen[2:0]} + {12'd0, rx_n} >= 16'd8) ? comb[127:64] : comb[63:0];
+          end
+          if (rx_l) pstate <= P_FLUSH;
         end
+        P_FLUSH: pstate <= P_START;
         P_COPY: begin
           rp <= rp + 16'd8;
           if (rp + 16'd8 >= flen) pstate <= P_START;
