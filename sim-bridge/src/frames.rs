@@ -438,7 +438,9 @@ pub fn crafted() -> Vec<Vec<u8>> {
         }
     }
     // Each TCP flag alone, and combinations, both families.
-    for flags in [0x00, 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x12, 0x11, 0x14, 0x18, 0xFF] {
+    for flags in [
+        0x00, 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x12, 0x11, 0x14, 0x18, 0xFF,
+    ] {
         let t = Transport::Tcp {
             sport: 33000,
             dport: 80,
@@ -477,7 +479,7 @@ pub fn crafted() -> Vec<Vec<u8>> {
     out.push(bad4(&|p| p[9] = 47)); // GRE
     out.push(bad4(&|p| p[9] = 58)); // ICMPv6 number in IPv4
     out.push(bad4(&|p| p[9] = 132)); // SCTP
-    // TCP data offsets.
+                                     // TCP data offsets.
     for off in [0u8, 4, 5, 6, 15] {
         let t = tcp(33002, 25, 0x18, 5, &[0; 8]);
         let mut t2 = t.clone();
@@ -505,8 +507,16 @@ pub fn crafted() -> Vec<Vec<u8>> {
         (4500, 4500, vec![]),
         (500, 4500, ike(14, 14)),
     ] {
-        out.push(eth(0x0800, false, &ipv4(A4, B4, 17, &[], 0, &udp(sp, dp, &body))));
-        out.push(eth(0x86DD, false, &ipv6(A6, B6, 17, &[], &udp(sp, dp, &body))));
+        out.push(eth(
+            0x0800,
+            false,
+            &ipv4(A4, B4, 17, &[], 0, &udp(sp, dp, &body)),
+        ));
+        out.push(eth(
+            0x86DD,
+            false,
+            &ipv6(A6, B6, 17, &[], &udp(sp, dp, &body)),
+        ));
     }
     // ICMP: echo and others, short, and each family's number in the other.
     for ty in [0u8, 3, 8, 11, 128, 129, 135] {
@@ -515,10 +525,18 @@ pub fn crafted() -> Vec<Vec<u8>> {
         out.push(eth(0x86DD, false, &ipv6(A6, B6, 58, &[], &m)));
         out.push(eth(0x86DD, false, &ipv6(A6, B6, 1, &[], &m)));
     }
-    out.push(eth(0x0800, false, &ipv4(A4, B4, 1, &[], 0, &[8, 0, 0, 0, 0, 9, 0])));
+    out.push(eth(
+        0x0800,
+        false,
+        &ipv4(A4, B4, 1, &[], 0, &[8, 0, 0, 0, 0, 9, 0]),
+    ));
     out.push(eth(0x86DD, false, &ipv6(A6, B6, 58, &[], &[128, 0, 0])));
     // ESP short.
-    out.push(eth(0x0800, false, &ipv4(A4, B4, 50, &[], 0, &[0, 0, 0, 1, 0, 0, 0])));
+    out.push(eth(
+        0x0800,
+        false,
+        &ipv4(A4, B4, 50, &[], 0, &[0, 0, 0, 1, 0, 0, 0]),
+    ));
     out.push(eth(0x86DD, false, &ipv6(A6, B6, 50, &[], &[1; 7])));
     // IPv6 extension header chains: up to and past the walk's limit, bad lengths,
     // fragments (direct and behind options), no next header.
@@ -673,7 +691,7 @@ pub fn mutate(rng: &mut Rng, frame: &[u8]) -> Vec<u8> {
             2 => {
                 let n = rng.below(f.len() + 1);
                 f.truncate(n);
-            },
+            }
             3 => {
                 let n = rng.below(40);
                 let extra = rng.bytes(n);
@@ -767,7 +785,10 @@ mod tests {
         let base = sample_flows()[0].frame(false, &[0; 20]);
         let mut rng = Rng::new(3);
         let changed = (0..100).filter(|_| mutate(&mut rng, &base) != base).count();
-        assert!(changed > 50, "only {changed} of 100 mutations changed the frame");
+        assert!(
+            changed > 50,
+            "only {changed} of 100 mutations changed the frame"
+        );
         // Random frames of the pool parse as flows (the pool's frames are well formed).
         let mut rng = Rng::new(9);
         for _ in 0..200 {

@@ -7,6 +7,15 @@
 //! port, one key per clock; [`RtlCard::cycles`] counts clocks since the card
 //! was created.
 //!
+//! The packet port block's Ethernet wires are [`hal::Wires`], as on the model:
+//! [`Wires::wire_rx`] feeds a frame as AXI4-Stream beats into a port (each beat
+//! offered until the port takes it) and clocks until the block is idle;
+//! [`Wires::wire_tx`] hands back the frames the ports sent, oldest first.
+//! [`RtlCard::port_beats`] feeds hand-made beats (`tkeep` = 0 beats, odd
+//! `tkeep`), [`RtlCard::stream_frames`] feeds many frames back to back and
+//! counts the clocks, and [`RtlCard::set_tx_ready_pattern`] puts back-pressure
+//! on the transmit wires.
+//!
 //! The CAM depth is a Verilator-time parameter: this build has
 //! [`RTL_DEPTH`] entries (set `SIM_BRIDGE_RTL_DEPTH` when building to change
 //! it). A Verilator fatal error, `$stop` or `$finish` comes back as
@@ -340,7 +349,12 @@ impl RtlCard {
     /// [`HalError::NoPort`] for a port other than 0 or 1; [`HalError::SimulatorStopped`];
     /// [`HalError::Bus`] when the port does not take a beat or stays busy for a million
     /// clocks (a wedged block).
-    pub fn port_beats(&mut self, port: u8, beats: &[Beat], wait_idle: bool) -> Result<(), HalError> {
+    pub fn port_beats(
+        &mut self,
+        port: u8,
+        beats: &[Beat],
+        wait_idle: bool,
+    ) -> Result<(), HalError> {
         if u32::from(port) >= port::PORTS {
             return Err(HalError::NoPort { port });
         }
@@ -550,9 +564,8 @@ impl Wires for RtlCard {
         loop {
             // SAFETY: `buf` is writable for `buf.len()` bytes and `p` for one; `raw` is a
             // live instance owned by `self`.
-            let n = unsafe {
-                ffi::sim_port_tx(self.raw.as_ptr(), &mut p, buf.as_mut_ptr(), buf.len())
-            };
+            let n =
+                unsafe { ffi::sim_port_tx(self.raw.as_ptr(), &mut p, buf.as_mut_ptr(), buf.len()) };
             let n = usize::try_from(n).ok()?;
             if n <= buf.len() {
                 buf.truncate(n);

@@ -75,15 +75,27 @@ fn setup(c: &mut dyn RegIo, mask: u32) {
     wr(c, p(port::ID_MASK), mask);
     for i in 0..port::OWNED_WORDS {
         // Every identifier but a few.
-        wr(c, pa(port::OWNED, i), if i % 5 == 3 { 0x0F0F_0F0F } else { u32::MAX });
+        wr(
+            c,
+            pa(port::OWNED, i),
+            if i % 5 == 3 { 0x0F0F_0F0F } else { u32::MAX },
+        );
     }
 }
 
 /// A CAM entry matching every key of kind `kind` (key word 9 bits 11:8) with `result`.
 fn wildcard(c: &mut dyn RegIo, index: u32, kind: u32, result: u32) {
     for i in 0..cam::KEY_WORDS {
-        wr(c, cam::BASE + cam::KEY.at(i), if i == 9 { kind << 8 } else { 0 });
-        wr(c, cam::BASE + cam::MASK.at(i), if i == 9 { 0xF00 } else { 0 });
+        wr(
+            c,
+            cam::BASE + cam::KEY.at(i),
+            if i == 9 { kind << 8 } else { 0 },
+        );
+        wr(
+            c,
+            cam::BASE + cam::MASK.at(i),
+            if i == 9 { 0xF00 } else { 0 },
+        );
     }
     wr(c, cam::BASE + cam::RESULT.offset, result);
     wr(c, cam::BASE + cam::DID.offset, 0);
@@ -135,7 +147,6 @@ fn crafted_frames_agree_with_the_model() {
     }
 }
 
-
 /// Power-on value of block offset `o` (not the windows), per CARD.md.
 fn power_on(o: u32) -> u32 {
     match o {
@@ -145,14 +156,23 @@ fn power_on(o: u32) -> u32 {
         _ if o == port::CAP_FRAME_BYTES.offset => port::FRAME_BYTES,
         _ if o == port::CAP_HOSTQ_DEPTH.offset => port::HOSTQ_DEPTH,
         _ if o == port::CAP_IDS.offset => port::IDS,
-        _ if port::ALL.iter().any(|r| (r.offset..r.offset + 4 * r.count).contains(&o)) => 0,
+        _ if port::ALL
+            .iter()
+            .any(|r| (r.offset..r.offset + 4 * r.count).contains(&o)) =>
+        {
+            0
+        }
         _ => UNMAPPED_PATTERN,
     }
 }
 
 fn check_power_on(r: &mut RtlCard, what: &str) {
     for o in (0..0x800).step_by(4) {
-        assert_eq!(rd(r, port::BASE + o), power_on(o), "{what}: offset 0x{o:03x}");
+        assert_eq!(
+            rd(r, port::BASE + o),
+            power_on(o),
+            "{what}: offset 0x{o:03x}"
+        );
     }
     for i in (0..port::HRX_BUF.count).step_by(7) {
         assert_eq!(rd(r, pa(port::HRX_BUF, i)), 0, "{what}: HRX_BUF[{i}]");
@@ -196,7 +216,11 @@ fn registers_reset_to_power_on_values_even_from_random_contents() {
     }
     assert_ne!(rd(&mut r, p(port::RX_FRAMES)), 0);
     assert_ne!(rd(&mut r, p(port::HRX_COUNT)), 0);
-    wr(&mut r, ident::BASE + ident::CONTROL.offset, ident::control::SOFT_RESET.put(1));
+    wr(
+        &mut r,
+        ident::BASE + ident::CONTROL.offset,
+        ident::control::SOFT_RESET.put(1),
+    );
     r.tick(4).unwrap();
     while r.wire_tx().is_some() {}
     check_power_on(&mut r, "soft reset");
@@ -423,6 +447,9 @@ fn clocks_per_frame_by_size() {
         let per = clocks as f64 / 50.0;
         eprintln!("{size}-byte frames: {per:.1} clocks per frame");
         let beats = size.div_ceil(8) as f64;
-        assert!(per < 2.0 * beats + 80.0, "{size} bytes: {per} clocks per frame");
+        assert!(
+            per < 2.0 * beats + 80.0,
+            "{size} bytes: {per} clocks per frame"
+        );
     }
 }

@@ -139,17 +139,29 @@ impl Pair {
     }
 
     fn rd(&mut self, o: u32) -> u32 {
-        let a = self.model.regs_mut().read32(BarOffset(o)).expect("model read");
+        let a = self
+            .model
+            .regs_mut()
+            .read32(BarOffset(o))
+            .expect("model read");
         let b = self.rtl.regs_mut().read32(BarOffset(o)).expect("rtl read");
         if a != b {
-            self.fail(&format!("register 0x{o:04x}: model 0x{a:08x}, RTL 0x{b:08x}"));
+            self.fail(&format!(
+                "register 0x{o:04x}: model 0x{a:08x}, RTL 0x{b:08x}"
+            ));
         }
         a
     }
 
     fn wr(&mut self, o: u32, v: u32) {
-        self.model.regs_mut().write32(BarOffset(o), v).expect("model write");
-        self.rtl.regs_mut().write32(BarOffset(o), v).expect("rtl write");
+        self.model
+            .regs_mut()
+            .write32(BarOffset(o), v)
+            .expect("model write");
+        self.rtl
+            .regs_mut()
+            .write32(BarOffset(o), v)
+            .expect("rtl write");
     }
 
     /// Run a port command on both and compare its STATUS.
@@ -157,8 +169,7 @@ impl Pair {
         self.wr(p(port::CMD), code);
         let r = self.rtl.regs_mut();
         let mut polls = 0;
-        while port::status::BUSY.get(r.read32(BarOffset(p(port::STATUS))).expect("status")) != 0
-        {
+        while port::status::BUSY.get(r.read32(BarOffset(p(port::STATUS))).expect("status")) != 0 {
             r.idle();
             polls += 1;
             assert!(polls < 100_000, "RTL port command {code} hung");
@@ -277,8 +288,14 @@ impl Pair {
     }
 
     fn entry(&mut self, at: u32, e: &CamEntry) {
-        let a = self.model.write_at(CamIndex(at), e).map_err(|x| x.to_string());
-        let b = self.rtl.write_at(CamIndex(at), e).map_err(|x| x.to_string());
+        let a = self
+            .model
+            .write_at(CamIndex(at), e)
+            .map_err(|x| x.to_string());
+        let b = self
+            .rtl
+            .write_at(CamIndex(at), e)
+            .map_err(|x| x.to_string());
         assert_eq!(a, b, "write_at {at}");
         a.expect("write_at");
     }
@@ -304,7 +321,12 @@ impl Pair {
         for o in (0..0x100).step_by(4) {
             self.rd(port::BASE + o);
         }
-        for r in [port::REASON_COUNT, port::OWNED, port::HTX_BUF, port::HRX_BUF] {
+        for r in [
+            port::REASON_COUNT,
+            port::OWNED,
+            port::HTX_BUF,
+            port::HRX_BUF,
+        ] {
             for i in 0..r.count {
                 self.rd(pa(r, i));
             }
@@ -421,7 +443,10 @@ fn run_seed(seed: u64, mask: u32) -> (usize, u32, u32) {
     let full = pair.rd(pa(port::REASON_COUNT, port::reason::QUEUE_FULL));
     assert!(full > 0, "seed {seed}: the queue never filled");
     // Soft reset: every register of the block back to power-on, on both.
-    pair.wr(ident::BASE + ident::CONTROL.offset, ident::control::SOFT_RESET.put(1));
+    pair.wr(
+        ident::BASE + ident::CONTROL.offset,
+        ident::control::SOFT_RESET.put(1),
+    );
     pair.rtl.regs_mut().tick(4).expect("tick");
     pair.everything();
     pair.all_counters();
