@@ -554,6 +554,7 @@ module port #(
     reg [EB-1:0] ei;
     reg [4:0] rr;
     reg enq, deq;
+    reg pick;
     if (rst) begin
       htx_live <= {HW{1'b0}};
       owned_live <= {OWW{1'b0}};
@@ -737,8 +738,10 @@ module port #(
               pstate <= P_COPY;
             end
           end else if (rx0_tvalid || rx1_tvalid) begin
-            rport <= !rx0_tvalid;
-            in_port <= !rx0_tvalid;
+            // Both waiting: the port not served last goes first.
+            pick = (rx0_tvalid && rx1_tvalid) ? !rport : rx1_tvalid;
+            rport <= pick;
+            in_port <= pick;
             from_host <= 1'b0;
             pstate <= P_RX;
           end
