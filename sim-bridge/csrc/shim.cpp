@@ -426,6 +426,50 @@ int32_t sim_port_beats(SimCard* c, uint32_t port, const SimBeat* beats, size_t n
     });
 }
 
+// Feed two beat streams into ports 0 and 1 at once (each beat offered until
+// its port takes it), then clock until the block is idle. At most `limit`
+// clocks in all.
+int32_t sim_port_beats_both(SimCard* c, const SimBeat* b0, size_t n0, const SimBeat* b1, size_t n1,
+                            uint64_t limit) {
+    return guarded(c, [&]() -> int32_t {
+        Vcard_top* t = c->top.get();
+        c->idle_inputs();
+        size_t i0 = 0, i1 = 0;
+        uint64_t clk = 0;
+        for (;;) {
+            if (clk++ >= limit) {
+                c->error = "the packet ports took " + std::to_string(i0) + " and "
+                           + std::to_string(i1) + " beats within " + std::to_string(limit)
+                           + " clocks";
+                c->idle_inputs();
+                return SIM_TIMEOUT;
+            }
+            t->rx0_tvalid = i0 < n0;
+            if (i0 < n0) {
+                t->rx0_tdata = b0[i0].data;
+                t->rx0_tkeep = b0[i0].keep & 0xFF;
+                t->rx0_tlast = b0[i0].last != 0;
+            }
+            t->rx1_tvalid = i1 < n1;
+            if (i1 < n1) {
+                t->rx1_tdata = b1[i1].data;
+                t->rx1_tkeep = b1[i1].keep & 0xFF;
+                t->rx1_tlast = b1[i1].last != 0;
+            }
+            c->settle();
+            const bool take0 = i0 < n0 && t->rx0_tready;
+            const bool take1 = i1 < n1 && t->rx1_tready;
+            const bool idle = i0 >= n0 && i1 >= n1 && !t->port_busy;
+            if (idle) break;
+            c->tick();
+            if (take0) ++i0;
+            if (take1) ++i1;
+        }
+        c->idle_inputs();
+        return SIM_OK;
+    });
+}
+
 // Clock (bus and wires idle) until the packet port block is idle, at most
 // `limit` clocks; `clocks` gets the number clocked.
 int32_t sim_port_wait_idle(SimCard* c, uint64_t limit, uint64_t* clocks) {

@@ -100,6 +100,14 @@ mod ffi {
             wait_idle: i32,
             limit: u64,
         ) -> i32;
+        pub fn sim_port_beats_both(
+            c: *mut SimCard,
+            b0: *const SimBeat,
+            n0: usize,
+            b1: *const SimBeat,
+            n1: usize,
+            limit: u64,
+        ) -> i32;
         pub fn sim_port_wait_idle(c: *mut SimCard, limit: u64, clocks: *mut u64) -> i32;
         pub fn sim_port_tx(c: *mut SimCard, port: *mut u8, buf: *mut u8, cap: usize) -> i64;
         pub fn sim_port_tx_ready(c: *mut SimCard, period: u32, low: u32);
@@ -375,6 +383,37 @@ impl RtlCard {
                 raw.as_ptr(),
                 raw.len(),
                 i32::from(wait_idle),
+                PORT_LIMIT,
+            )
+        };
+        self.check(st, BarOffset(port::BASE))
+    }
+
+    /// Offer `port0` to port 0 and `port1` to port 1 at the same time (each beat until its
+    /// port takes it), then clock until the block is idle: both wires busy at once.
+    ///
+    /// # Errors
+    /// As for [`RtlCard::port_beats`].
+    pub fn port_beats_both(&mut self, port0: &[Beat], port1: &[Beat]) -> Result<(), HalError> {
+        let raw = |b: &[Beat]| -> Vec<ffi::SimBeat> {
+            b.iter()
+                .map(|b| ffi::SimBeat {
+                    data: b.data,
+                    keep: u32::from(b.keep),
+                    last: u32::from(b.last),
+                })
+                .collect()
+        };
+        let (a, b) = (raw(port0), raw(port1));
+        // SAFETY: `a` and `b` hold `a.len()` and `b.len()` beats laid out as the shim's
+        // SimBeat and live across the call; `raw` is a live instance owned by `self`.
+        let st = unsafe {
+            ffi::sim_port_beats_both(
+                self.raw.as_ptr(),
+                a.as_ptr(),
+                a.len(),
+                b.as_ptr(),
+                b.len(),
                 PORT_LIMIT,
             )
         };
