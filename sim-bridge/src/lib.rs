@@ -1,6 +1,6 @@
-//! Simulated cards behind [`hal::RegIo`].
+//! Simulated cards behind [`hal::RegIo`], and [`frames`]: frames for their packet port
+//! blocks (crafted to reach every parser branch, seeded random, mutated).
 //!
-//! * [`frames`]: frames for the packet port block (crafted, random, mutated).
 //! * [`model::ModelCard`]: the reference model, bit-accurate to `hdl/CARD.md`,
 //!   fast, and the embedded default (no Verilator needed).
 //! * `verilator::RtlCard` (feature `verilator`): the RTL in `hdl/`, built by
