@@ -4,7 +4,8 @@
 //! the same stream of frames on both wires: the crafted set, seeded random frames of a
 //! flow pool and mutations of both, with host `SEND`s out of and into the pipeline
 //! (including bad lengths), `POP`s (including on an empty queue), a queue left to fill,
-//! owned-bitmap and `ID_MASK` changes and CAM rewrites (whose entry counters restart).
+//! owned-bitmap and `ID_MASK` changes and CAM rewrites (whose entry counters restart); with
+//! `ID_MASK` 4095, one frame of each of the 4,096 identifiers.
 //!
 //! After every step: every frame sent out of each port (in order, with its port), every
 //! counter and `HRX_*` register; whenever the queue is drained, `HRX_*` and `HRX_BUF` of
@@ -125,6 +126,8 @@ struct Pair {
     seed: u64,
     step: usize,
     last: Vec<u8>,
+    /// HASH_KEY[0..4] as written.
+    key: [u32; 4],
 }
 
 impl Pair {
@@ -274,7 +277,8 @@ impl Pair {
 
     fn setup(&mut self, rng: &mut Rng, mask: u32) {
         for i in 0..4 {
-            self.wr(pa(port::HASH_KEY, i), rng.next_u64() as u32);
+            self.key[i as usize] = rng.next_u64() as u32;
+            self.wr(pa(port::HASH_KEY, i), self.key[i as usize]);
         }
         self.wr(p(port::ID_MASK), mask);
         for i in 0..port::OWNED_WORDS {
@@ -343,6 +347,7 @@ fn run_seed(seed: u64, mask: u32) -> (usize, u32, u32) {
         seed,
         step: 0,
         last: Vec::new(),
+        key: [0; 4],
     };
     pair.setup(&mut rng, mask);
     let pool = frames::flow_pool(&mut rng, 300);
@@ -436,6 +441,9 @@ fn run_seed(seed: u64, mask: u32) -> (usize, u32, u32) {
         hold_queue = hold_queue.saturating_sub(1);
         pair.counters();
     }
+    if mask == 0xFFF {
+        frames_run += every_identifier(&mut pair, &mut rng);
+    }
     pair.drain();
     pair.all_counters();
     let fwd = pair.rd(p(port::FORWARDED));
@@ -451,6 +459,45 @@ fn run_seed(seed: u64, mask: u32) -> (usize, u32, u32) {
     pair.everything();
     pair.all_counters();
     (frames_run, fwd, hits)
+}
+
+/// One frame of each of the 4,096 identifiers (ID_MASK 4095): UDP flows drawn at random
+/// until each identifier has one, its identifier the one the hash key gives (the host's
+/// `Distributor` inputs, CARD.md step 6). Returns the frames run.
+fn every_identifier(pair: &mut Pair, rng: &mut Rng) -> usize {
+    pair.wr(p(port::ID_MASK), 0xFFF);
+    let k0 = u64::from(pair.key[1]) << 32 | u64::from(pair.key[0]);
+    let k1 = u64::from(pair.key[3]) << 32 | u64::from(pair.key[2]);
+    let mut by_id: Vec<Option<Vec<u8>>> = vec![None; port::IDS as usize];
+    let mut missing = by_id.len();
+    while missing > 0 {
+        let f = FlowSpec {
+            src: Ip::V4([10, 1, rng.below(256) as u8, rng.below(256) as u8]),
+            dst: Ip::V4([10, 2, 0, rng.below(256) as u8]),
+            transport: Transport::Udp {
+                sport: rng.next_u64() as u16,
+                dport: rng.next_u64() as u16,
+            },
+        };
+        let frame = f.frame(false, &[0x77; 6]);
+        let id = (sim_bridge::model_port::parse(&frame)
+            .expect("a UDP frame parses")
+            .hash(k0, k1)
+            & 0xFFF) as usize;
+        if by_id[id].is_none() {
+            by_id[id] = Some(frame);
+            missing -= 1;
+        }
+    }
+    for (id, f) in by_id.iter().enumerate() {
+        let port_no = (id % 2) as u8;
+        pair.frame(port_no, f.as_ref().expect("every identifier has a frame"));
+        if id % 16 == 15 {
+            pair.drain();
+        }
+        pair.counters();
+    }
+    by_id.len()
 }
 
 #[test]
