@@ -14,7 +14,8 @@
 // bit, looks the flow up, settles the frame's fate (P_FATE: counters, queue,
 // drop) and sends it out (P_TX) before it takes the next one.
 //
-// Frame buffer: NS slots of FRAME_BYTES bytes. The host receive queue is the
+// Frame buffer: NS slots of FRAME_BYTES bytes, stored as 64-bit rows (one
+// row write per clock; a window is two rows shifted). The host receive queue is the
 // ring of slots qhead .. qhead+qcount-1; a frame is received into slot
 // qhead+qcount (the working slot), and queueing it is qcount += 1, so frames
 // are never copied. NS is a power of two above QDEPTH, so the working slot is
@@ -23,6 +24,11 @@
 // Counters that soft reset must clear but that live in memories (per
 // identifier, per CAM entry, HTX_BUF, OWNED) carry a `live` bit per element in
 // flip-flops: a clear element reads 0 and restarts from 0.
+//
+// Frames waiting on both wires take turns (the port not served last first).
+// The block's own lookups wait for a clock without an external data-path key
+// (dp_grant). A SEND waits for the frame in progress; while a command runs,
+// HTX_BUF, HTX_LEN and HTX_DEST writes are dropped.
 //
 // The register read (rd_data) is combinational in rd_addr; card_top latches
 // it. Writes are wr_en/wr_addr/wr_data, the bus address of the whole BAR.
