@@ -11,9 +11,9 @@
 # builds and the co-simulation checks).
 #
 # The design is not flattened, so each block is synthesized on its own, two at
-# a time (CI has two cores): the CAM then the top level (which sees the blocks
-# it instantiates as black boxes with their interfaces), and the SA/ESP
-# engine then the packet port block. Each run checks its block (hierarchy
+# a time (CI has two cores), in two lanes of about equal work: the packet port
+# block then the top level (which sees the blocks it instantiates as black
+# boxes with their interfaces), and the CAM then the SA/ESP engine. Each run checks its block (hierarchy
 # -check, check -assert); the top level's run checks that every instance
 # matches its block's ports at these parameters.
 set -eu
@@ -45,13 +45,13 @@ block() {
 }
 
 (
-    block tcam tcam "read_verilog -Igenerated tcam.v; chparam -set DEPTH $depth -set DID_BITS $didb tcam" &&
+    block port port "read_verilog -Igenerated port.v; chparam -set FRAME_BYTES $pframe -set QDEPTH $pq -set IDS $pids -set DEPTH $depth port" &&
         block card_top card_top "read_verilog -Igenerated card_top.v; read_verilog -lib -Igenerated tcam.v port.v crypto/esp_engine.v; chparam -set DEPTH $depth -set SA_DEPTH $slots -set ESP_BUF_WORDS $bufw -set CAM_DID_BITS_P $didb -set PORT_FRAME $pframe -set PORT_QDEPTH $pq -set PORT_NIDS $pids card_top"
 ) &
 lane1=$!
 (
-    block esp_engine esp_engine "read_verilog -Igenerated crypto/*.v; chparam -set SLOTS $slots -set BUF_WORDS $bufw esp_engine" &&
-        block port port "read_verilog -Igenerated port.v; chparam -set FRAME_BYTES $pframe -set QDEPTH $pq -set IDS $pids -set DEPTH $depth port"
+    block tcam tcam "read_verilog -Igenerated tcam.v; chparam -set DEPTH $depth -set DID_BITS $didb tcam" &&
+        block esp_engine esp_engine "read_verilog -Igenerated crypto/*.v; chparam -set SLOTS $slots -set BUF_WORDS $bufw esp_engine"
 ) &
 lane2=$!
 ok=1
