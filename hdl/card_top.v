@@ -4,7 +4,8 @@
 
 // The card: an AXI4-Lite slave (BAR0) holding the identity block and the CAM
 // block, in front of the ternary CAM (tcam.v), plus the CAM's data-path lookup
-// port; the SA table and ESP engine blocks live in crypto/esp_engine.v.
+// port; the SA table and ESP engine blocks live in crypto/esp_engine.v, the
+// packet port block (the Ethernet wires and the card's data path) in port.v.
 // Register numbers come only from hdl/generated/regmap.vh; behaviour is
 // hdl/CARD.md.
 //
@@ -49,7 +50,28 @@ module card_top (
     dp_hit,
     dp_index,
     dp_result,
-    dp_did
+    dp_did,
+    rx0_tvalid,
+    rx0_tready,
+    rx0_tdata,
+    rx0_tkeep,
+    rx0_tlast,
+    rx1_tvalid,
+    rx1_tready,
+    rx1_tdata,
+    rx1_tkeep,
+    rx1_tlast,
+    tx0_tvalid,
+    tx0_tready,
+    tx0_tdata,
+    tx0_tkeep,
+    tx0_tlast,
+    tx1_tvalid,
+    tx1_tready,
+    tx1_tdata,
+    tx1_tkeep,
+    tx1_tlast,
+    port_busy
 );
 
   /* verilator lint_off UNUSEDPARAM */
@@ -63,10 +85,20 @@ module card_top (
   // SA slots (SA CAP_SLOTS) and packet buffer words (ESP CAP_BUF_BYTES / 4).
   parameter integer SA_DEPTH = SA_SLOTS;
   parameter integer ESP_BUF_WORDS = ESP_BUF_BYTES / 4;
+  // Packet port block (hdl/port.v): longest frame, host queue depth and
+  // identifiers (CAP_FRAME_BYTES, CAP_HOSTQ_DEPTH, CAP_IDS). Synthesis runs
+  // use smaller values; the contract's are the defaults.
+  parameter integer PORT_FRAME = PORT_FRAME_BYTES;
+  parameter integer PORT_QDEPTH = PORT_HOSTQ_DEPTH;
+  parameter integer PORT_NIDS = PORT_IDS;
+  // CAM identifier width (CAP_DID_BITS, at least 5; DID_BITMAP holds 2^bits
+  // bits, words past them read 0). Synthesis runs use fewer.
+  parameter integer CAM_DID_BITS_P = CAM_DID_BITS;
 
   localparam integer KB = CAM_KEY_BITS;
-  localparam integer BMB = CAM_DID_WORDS * 32;
-  localparam integer DB = $clog2(BMB);
+  localparam integer BMB = 2 ** CAM_DID_BITS_P;
+  localparam integer DB = CAM_DID_BITS_P;
+  localparam [31:0] BMW = BMB / 32;  // DID_BITMAP words held
   localparam [31:0] DEPTH32 = DEPTH;
   localparam [31:0] DB32 = DB;
   localparam [31:0] CAM_END = CAM_BASE + CAM_SPAN;
@@ -103,6 +135,30 @@ module card_top (
   output wire [31:0] dp_index;
   output wire [31:0] dp_result;
   output wire [DB-1:0] dp_did;
+
+  // Packet port block wires (AXI4-Stream, 64-bit): port 0 outside, 1 inside.
+  input wire rx0_tvalid;
+  output wire rx0_tready;
+  input wire [63:0] rx0_tdata;
+  input wire [7:0] rx0_tkeep;
+  input wire rx0_tlast;
+  input wire rx1_tvalid;
+  output wire rx1_tready;
+  input wire [63:0] rx1_tdata;
+  input wire [7:0] rx1_tkeep;
+  input wire rx1_tlast;
+  output wire tx0_tvalid;
+  input wire tx0_tready;
+  output wire [63:0] tx0_tdata;
+  output wire [7:0] tx0_tkeep;
+  output wire tx0_tlast;
+  output wire tx1_tvalid;
+  input wire tx1_tready;
+  output wire [63:0] tx1_tdata;
+  output wire [7:0] tx1_tkeep;
+  output wire tx1_tlast;
+  // The packet port block is handling a frame or running a command.
+  output wire port_busy;
 
   // ------------------------------------------------------------ bus handshake
   reg bvalid_q;
@@ -173,8 +229,20 @@ module card_top (
   wire [31:0] dp_lookups;
   wire [31:0] dp_hits;
 
+  // The data-path port is shared: an external key (dp_valid) goes first, the
+  // packet port's lookup waits for a clock without one. Both see every
+  // answer on dp_out_*; the packet port tracks which answers are its own.
+  wire port_dp_req;
+  wire [KB-1:0] port_dp_key;
+  wire port_dp_grant = !dp_valid;
+  wire cam_dp_valid = dp_valid || port_dp_req;
+  wire [KB-1:0] cam_dp_key = dp_valid ? dp_key : port_dp_key;
+  wire cam_store;
+  wire [31:0] cam_store_at;
+
   tcam #(
-      .DEPTH(DEPTH)
+      .DEPTH(DEPTH),
+      .DID_BITS(CAM_DID_BITS_P)
   ) u_tcam (
       .clk(clk),
       .rst(rst),
@@ -202,8 +270,10 @@ module card_top (
       .o_ld_rd(o_ld_rd),
       .o_ld_hits(o_ld_hits),
       .occupancy(occupancy),
-      .dp_valid(dp_valid),
-      .dp_key(dp_key),
+      .o_store(cam_store),
+      .o_store_at(cam_store_at),
+      .dp_valid(cam_dp_valid),
+      .dp_key(cam_dp_key),
       .dp_out_valid(dp_out_valid),
       .dp_hit(dp_hit),
       .dp_index(dp_index),
@@ -228,6 +298,54 @@ module card_top (
       .rd_data(esp_rdata)
   );
   wire esp_rd = ra >= SA_BASE && ra < ESP_BASE + ESP_SPAN;
+
+  // Packet port block (hdl/port.v).
+  wire [31:0] port_rdata;
+  port #(
+      .FRAME_BYTES(PORT_FRAME),
+      .QDEPTH(PORT_QDEPTH),
+      .IDS(PORT_NIDS),
+      .DEPTH(DEPTH)
+  ) u_port (
+      .clk(clk),
+      .rst(rst),
+      .wr_en(wr_fire),
+      .wr_addr(s_axi_awaddr),
+      .wr_data(wd),
+      .rd_addr(s_axi_araddr),
+      .rd_data(port_rdata),
+      .rx0_tvalid(rx0_tvalid),
+      .rx0_tready(rx0_tready),
+      .rx0_tdata(rx0_tdata),
+      .rx0_tkeep(rx0_tkeep),
+      .rx0_tlast(rx0_tlast),
+      .rx1_tvalid(rx1_tvalid),
+      .rx1_tready(rx1_tready),
+      .rx1_tdata(rx1_tdata),
+      .rx1_tkeep(rx1_tkeep),
+      .rx1_tlast(rx1_tlast),
+      .tx0_tvalid(tx0_tvalid),
+      .tx0_tready(tx0_tready),
+      .tx0_tdata(tx0_tdata),
+      .tx0_tkeep(tx0_tkeep),
+      .tx0_tlast(tx0_tlast),
+      .tx1_tvalid(tx1_tvalid),
+      .tx1_tready(tx1_tready),
+      .tx1_tdata(tx1_tdata),
+      .tx1_tkeep(tx1_tkeep),
+      .tx1_tlast(tx1_tlast),
+      .dp_req(port_dp_req),
+      .dp_req_key(port_dp_key),
+      .dp_grant(port_dp_grant),
+      .dp_out_valid(dp_out_valid),
+      .dp_hit(dp_hit),
+      .dp_index(dp_index),
+      .dp_result(dp_result),
+      .cam_store(cam_store),
+      .cam_store_at(cam_store_at),
+      .busy(port_busy)
+  );
+  wire port_rd = ra >= PORT_BASE && ra < PORT_BASE + PORT_SPAN;
 
   // ------------------------------------------------------------ address map
   // Word w of a register array at block offset `base` with `count` words.
@@ -265,7 +383,7 @@ module card_top (
         end else if (in_array(o, CAM_R_MASK, CAM_R_MASK_COUNT)) begin
           read_reg = mask_s[bit_of(o, CAM_R_MASK)+:32];
         end else if (in_array(o, CAM_R_DID_BITMAP, CAM_R_DID_BITMAP_COUNT)) begin
-          read_reg = bitmap_s[bit_of(o, CAM_R_DID_BITMAP)+:32];
+          read_reg = in_array(o, CAM_R_DID_BITMAP, BMW) ? bitmap_s[bit_of(o, CAM_R_DID_BITMAP)+:32] : 32'd0;
         end else begin
           case (o)
             CAM_R_TYPE: read_reg = BLOCK_TYPE_CAM;
@@ -305,7 +423,7 @@ module card_top (
       else if (s_axi_bready) bvalid_q <= 1'b0;
       if (rd_fire) begin
         rvalid_q <= 1'b1;
-        rdata_q <= esp_rd ? esp_rdata : read_reg(ra);
+        rdata_q <= esp_rd ? esp_rdata : port_rd ? port_rdata : read_reg(ra);
       end else if (s_axi_rready) begin
         rvalid_q <= 1'b0;
       end
@@ -381,7 +499,7 @@ module card_top (
               key_s[bit_of(o, CAM_R_KEY)+:32] <= wd;
             end else if (in_array(o, CAM_R_MASK, CAM_R_MASK_COUNT)) begin
               mask_s[bit_of(o, CAM_R_MASK)+:32] <= wd;
-            end else if (in_array(o, CAM_R_DID_BITMAP, CAM_R_DID_BITMAP_COUNT)) begin
+            end else if (in_array(o, CAM_R_DID_BITMAP, BMW)) begin
               bitmap_s[bit_of(o, CAM_R_DID_BITMAP)+:32] <= wd;
             end else if (o == CAM_R_INDEX) begin
               index_s <= wd;

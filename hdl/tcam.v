@@ -56,6 +56,8 @@ module tcam (
     o_ld_rd,
     o_ld_hits,
     occupancy,
+    o_store,
+    o_store_at,
     dp_valid,
     dp_key,
     dp_out_valid,
@@ -75,8 +77,12 @@ module tcam (
   parameter integer DEPTH = 1024;
 
   localparam integer KB = CAM_KEY_BITS;  // key and mask width
-  localparam integer BMB = CAM_DID_WORDS * 32;  // DID bitmap width
-  localparam integer DB = $clog2(BMB);  // distribution identifier width
+  // Distribution identifier width (CAP_DID_BITS; at least 5). Synthesis runs
+  // use fewer bits to keep the FLUSH_DID bitmap small.
+  parameter integer DID_BITS = CAM_DID_BITS;
+
+  localparam integer BMB = 2 ** DID_BITS;  // DID bitmap width
+  localparam integer DB = DID_BITS;  // distribution identifier width
   localparam integer IW = $clog2(DEPTH);  // entry index width
   localparam integer LAT = CAM_LOOKUP_LATENCY;
   localparam [31:0] DEPTH32 = DEPTH;
@@ -111,6 +117,10 @@ module tcam (
   output reg o_ld_rd;  // SEARCH hit: load RESULT, DID from o_*
   output reg o_ld_hits;  // HIT_RC: load HITS from o_hits
   output reg [31:0] occupancy;
+  // WRITE or INSERT stored entry o_store_at (one clock, the clock after the
+  // commit): the packet port restarts that entry's counters.
+  output reg o_store;
+  output reg [31:0] o_store_at;
 
   input wire dp_valid;
   input wire [KB-1:0] dp_key;
@@ -205,6 +215,8 @@ module tcam (
       hit <= {DEPTH{1'b0}};
       written <= {DEPTH{1'b0}};
       occupancy <= 32'd0;
+      o_store <= 1'b0;
+      o_store_at <= 32'd0;
       op_done <= 1'b0;
       o_err <= 8'd0;
       o_match <= 1'b0;
@@ -233,6 +245,7 @@ module tcam (
       store = 1'b0;
       store_at = arg_idx;
       op_done <= 1'b0;
+      o_store <= 1'b0;
 
       // ---- management commands
       case (state)
@@ -349,6 +362,8 @@ module tcam (
               wn[store_at] = 1'b1;
               ec[store_at] = 1'b1;
               upd = 1'b1;
+              o_store <= 1'b1;
+              o_store_at <= {{(32 - IW) {1'b0}}, store_at};
             end
           end
           o_err <= err;

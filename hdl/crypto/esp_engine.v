@@ -282,7 +282,7 @@ module esp_engine #(
         case (resp)
             ESP_R_TYPE: esp_rd = BLOCK_TYPE_ESP;
             ESP_R_VERSION: esp_rd = ESP_VERSION;
-            ESP_R_NEXT: esp_rd = 32'h0;
+            ESP_R_NEXT: esp_rd = PORT_BASE;
             ESP_R_CAP_BUF_BYTES: esp_rd = BUF_BYTES32;
             ESP_R_CMD: esp_rd = e_cmd;
             ESP_R_STATUS: esp_rd = {16'h0, e_err, 6'h0, e_done, e_busy};

@@ -13,10 +13,13 @@
 
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #ifndef SIM_RTL_DEPTH
 #error "SIM_RTL_DEPTH must be defined by build.rs"
@@ -70,15 +73,51 @@ struct SimLookup {
     uint32_t did;
 };
 
+// One AXI4-Stream beat into a packet port (sim_port_beats).
+struct SimBeat {
+    uint64_t data;
+    uint32_t keep;
+    uint32_t last;
+};
+
 struct SimCard {
     std::unique_ptr<VerilatedContext> ctx;
     std::unique_ptr<Vcard_top> top;
     uint64_t cycles = 0;
     bool stopped = false;
     std::string error;
+    // Frames the card sent out of its ports, oldest first, and the frame
+    // each port is in the middle of sending.
+    std::deque<std::pair<uint8_t, std::vector<uint8_t>>> sent;
+    std::vector<uint8_t> partial[2];
+    // tx tready pattern: low for `tx_low` clocks of every `tx_period` (0: always high).
+    uint32_t tx_period = 0;
+    uint32_t tx_low = 0;
+
+    // Collect a beat each port sends on the coming edge. The tx outputs are
+    // functions of the card's registers only (not of tready or any other
+    // input), so the values of the last eval are current: no eval needed.
+    void tx_sample() {
+        const bool ready = tx_period == 0 || (cycles % tx_period) >= tx_low;
+        top->tx0_tready = ready;
+        top->tx1_tready = ready;
+        take(0, top->tx0_tvalid, top->tx0_tdata, top->tx0_tkeep, top->tx0_tlast, ready);
+        take(1, top->tx1_tvalid, top->tx1_tdata, top->tx1_tkeep, top->tx1_tlast, ready);
+    }
+
+    void take(int port, bool valid, uint64_t data, uint32_t keep, bool last, bool ready) {
+        if (!valid || !ready) return;
+        for (int i = 0; i < 8; ++i)
+            if ((keep >> i) & 1) partial[port].push_back(static_cast<uint8_t>(data >> (8 * i)));
+        if (last) {
+            sent.emplace_back(static_cast<uint8_t>(port), std::move(partial[port]));
+            partial[port].clear();
+        }
+    }
 
     // One rising edge: inputs set before the call are sampled on it.
     void tick() {
+        tx_sample();
         top->clk = 1;
         top->eval();
         ctx->timeInc(1);
@@ -98,6 +137,8 @@ struct SimCard {
         top->s_axi_arvalid = 0;
         top->s_axi_rready = 0;
         top->dp_valid = 0;
+        top->rx0_tvalid = 0;
+        top->rx1_tvalid = 0;
     }
 };
 
@@ -332,6 +373,144 @@ int32_t sim_lookup_with_write(SimCard* c, const uint32_t* keys, size_t n, SimLoo
 
 int32_t sim_lookup(SimCard* c, const uint32_t* keys, size_t n, SimLookup* out) {
     return sim_lookup_with_write(c, keys, n, out, -1, 0, 0);
+}
+
+// Feed `n` beats into packet port `port` (0 or 1): each is offered until
+// the port takes it (rxN_tready). With `wait_idle`, then clock until the
+// block is idle (port_busy low). At most `limit` clocks in all.
+int32_t sim_port_beats(SimCard* c, uint32_t port, const SimBeat* beats, size_t n, int32_t wait_idle,
+                       uint64_t limit) {
+    return guarded(c, [&]() -> int32_t {
+        Vcard_top* t = c->top.get();
+        c->idle_inputs();
+        uint64_t clk = 0;
+        for (size_t i = 0; i < n; ++i) {
+            for (;;) {
+                if (clk++ >= limit) {
+                    c->error = "packet port " + std::to_string(port) + " took " + std::to_string(i)
+                               + " of " + std::to_string(n) + " beats within "
+                               + std::to_string(limit) + " clocks";
+                    c->idle_inputs();
+                    return SIM_TIMEOUT;
+                }
+                if (port == 0) {
+                    t->rx0_tvalid = 1;
+                    t->rx0_tdata = beats[i].data;
+                    t->rx0_tkeep = beats[i].keep & 0xFF;
+                    t->rx0_tlast = beats[i].last != 0;
+                } else {
+                    t->rx1_tvalid = 1;
+                    t->rx1_tdata = beats[i].data;
+                    t->rx1_tkeep = beats[i].keep & 0xFF;
+                    t->rx1_tlast = beats[i].last != 0;
+                }
+                c->settle();
+                const bool ready = port == 0 ? t->rx0_tready : t->rx1_tready;
+                c->tick();
+                if (ready) break;
+            }
+        }
+        c->idle_inputs();
+        if (wait_idle) {
+            for (;;) {
+                c->settle();
+                if (!t->port_busy) break;
+                if (clk++ >= limit) {
+                    c->error = "the packet port block stayed busy for " + std::to_string(limit)
+                               + " clocks";
+                    return SIM_TIMEOUT;
+                }
+                c->tick();
+            }
+        }
+        return SIM_OK;
+    });
+}
+
+// Feed two beat streams into ports 0 and 1 at once (each beat offered until
+// its port takes it), then clock until the block is idle. At most `limit`
+// clocks in all.
+int32_t sim_port_beats_both(SimCard* c, const SimBeat* b0, size_t n0, const SimBeat* b1, size_t n1,
+                            uint64_t limit) {
+    return guarded(c, [&]() -> int32_t {
+        Vcard_top* t = c->top.get();
+        c->idle_inputs();
+        size_t i0 = 0, i1 = 0;
+        uint64_t clk = 0;
+        for (;;) {
+            if (clk++ >= limit) {
+                c->error = "the packet ports took " + std::to_string(i0) + " and "
+                           + std::to_string(i1) + " beats within " + std::to_string(limit)
+                           + " clocks";
+                c->idle_inputs();
+                return SIM_TIMEOUT;
+            }
+            t->rx0_tvalid = i0 < n0;
+            if (i0 < n0) {
+                t->rx0_tdata = b0[i0].data;
+                t->rx0_tkeep = b0[i0].keep & 0xFF;
+                t->rx0_tlast = b0[i0].last != 0;
+            }
+            t->rx1_tvalid = i1 < n1;
+            if (i1 < n1) {
+                t->rx1_tdata = b1[i1].data;
+                t->rx1_tkeep = b1[i1].keep & 0xFF;
+                t->rx1_tlast = b1[i1].last != 0;
+            }
+            c->settle();
+            const bool take0 = i0 < n0 && t->rx0_tready;
+            const bool take1 = i1 < n1 && t->rx1_tready;
+            const bool idle = i0 >= n0 && i1 >= n1 && !t->port_busy;
+            if (idle) break;
+            c->tick();
+            if (take0) ++i0;
+            if (take1) ++i1;
+        }
+        c->idle_inputs();
+        return SIM_OK;
+    });
+}
+
+// Clock (bus and wires idle) until the packet port block is idle, at most
+// `limit` clocks; `clocks` gets the number clocked.
+int32_t sim_port_wait_idle(SimCard* c, uint64_t limit, uint64_t* clocks) {
+    return guarded(c, [&]() -> int32_t {
+        c->idle_inputs();
+        uint64_t n = 0;
+        for (;;) {
+            c->settle();
+            if (!c->top->port_busy) break;
+            if (n >= limit) {
+                c->error = "the packet port block stayed busy for " + std::to_string(limit)
+                           + " clocks";
+                return SIM_TIMEOUT;
+            }
+            c->tick();
+            ++n;
+        }
+        *clocks = n;
+        return SIM_OK;
+    });
+}
+
+// The oldest frame sent out of a port: returns its length (and copies up to
+// `cap` bytes into `buf`, the port into `port`) or -1 when there is none.
+// With `cap` smaller than the length nothing is taken: call again.
+int64_t sim_port_tx(SimCard* c, uint8_t* port, uint8_t* buf, size_t cap) {
+    if (c->sent.empty()) return -1;
+    auto& f = c->sent.front();
+    const size_t len = f.second.size();
+    if (cap < len) return static_cast<int64_t>(len);
+    *port = f.first;
+    if (len > 0) std::memcpy(buf, f.second.data(), len);
+    c->sent.pop_front();
+    return static_cast<int64_t>(len);
+}
+
+// tx tready: low for `low` clocks of every `period` (period 0: always high).
+void sim_port_tx_ready(SimCard* c, uint32_t period, uint32_t low) {
+    c->tx_period = period;
+    c->tx_low = low;
 }
 
 uint64_t sim_cycles(const SimCard* c) { return c->cycles; }

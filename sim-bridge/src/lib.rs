@@ -1,4 +1,5 @@
-//! Simulated cards behind [`hal::RegIo`].
+//! Simulated cards behind [`hal::RegIo`], and [`frames`]: frames for their packet port
+//! blocks (crafted to reach every parser branch, seeded random, mutated).
 //!
 //! * [`model::ModelCard`]: the reference model, bit-accurate to `hdl/CARD.md`,
 //!   fast, and the embedded default (no Verilator needed).
@@ -14,3 +15,6 @@ mod model_crypto;
 pub mod model_port;
 #[cfg(feature = "verilator")]
 pub mod verilator;
+
+// Frames for tests of either card (no feature needed).
+pub mod frames;

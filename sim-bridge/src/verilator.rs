@@ -7,6 +7,15 @@
 //! port, one key per clock; [`RtlCard::cycles`] counts clocks since the card
 //! was created.
 //!
+//! The packet port block's Ethernet wires are [`hal::Wires`], as on the model:
+//! [`Wires::wire_rx`] feeds a frame as AXI4-Stream beats into a port (each beat
+//! offered until the port takes it) and clocks until the block is idle;
+//! [`Wires::wire_tx`] hands back the frames the ports sent, oldest first.
+//! [`RtlCard::port_beats`] feeds hand-made beats (`tkeep` = 0 beats, odd
+//! `tkeep`), [`RtlCard::stream_frames`] feeds many frames back to back and
+//! counts the clocks, and [`RtlCard::set_tx_ready_pattern`] puts back-pressure
+//! on the transmit wires.
+//!
 //! The CAM depth is a Verilator-time parameter: this build has
 //! [`RTL_DEPTH`] entries (set `SIM_BRIDGE_RTL_DEPTH` when building to change
 //! it). A Verilator fatal error, `$stop` or `$finish` comes back as
@@ -20,8 +29,8 @@ use std::ffi::{c_char, CStr, CString};
 use std::ptr::NonNull;
 
 use hal::io::check_access;
-use hal::regs::{cam, BAR_SIZE};
-use hal::{BarOffset, HalError, RegIo};
+use hal::regs::{cam, port, BAR_SIZE};
+use hal::{BarOffset, HalError, RegIo, Wires};
 
 include!(concat!(env!("OUT_DIR"), "/rtl_params.rs"));
 
@@ -50,6 +59,15 @@ mod ffi {
         pub did: u32,
     }
 
+    /// One AXI4-Stream beat, as shim.cpp lays it out.
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    pub struct SimBeat {
+        pub data: u64,
+        pub keep: u32,
+        pub last: u32,
+    }
+
     pub const SIM_OK: i32 = 0;
     pub const SIM_STOPPED: i32 = 1;
 
@@ -74,6 +92,25 @@ mod ffi {
             waddr: u32,
             wdata: u32,
         ) -> i32;
+        pub fn sim_port_beats(
+            c: *mut SimCard,
+            port: u32,
+            beats: *const SimBeat,
+            n: usize,
+            wait_idle: i32,
+            limit: u64,
+        ) -> i32;
+        pub fn sim_port_beats_both(
+            c: *mut SimCard,
+            b0: *const SimBeat,
+            n0: usize,
+            b1: *const SimBeat,
+            n1: usize,
+            limit: u64,
+        ) -> i32;
+        pub fn sim_port_wait_idle(c: *mut SimCard, limit: u64, clocks: *mut u64) -> i32;
+        pub fn sim_port_tx(c: *mut SimCard, port: *mut u8, buf: *mut u8, cap: usize) -> i64;
+        pub fn sim_port_tx_ready(c: *mut SimCard, period: u32, low: u32);
         pub fn sim_cycles(c: *const SimCard) -> u64;
         pub fn sim_rtl_depth() -> u32;
         pub fn sim_last_error(c: *const SimCard, buf: *mut c_char, len: usize);
@@ -92,6 +129,49 @@ pub struct LookupResult {
     /// Its distribution identifier; 0 on a miss.
     pub did: u16,
 }
+
+/// One AXI4-Stream beat into a packet port ([`RtlCard::port_beats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Beat {
+    /// `tdata`: byte `i` in bits `8i+7:8i`.
+    pub data: u64,
+    /// `tkeep`.
+    pub keep: u8,
+    /// `tlast`.
+    pub last: bool,
+}
+
+impl Beat {
+    /// The beats that carry `frame` whole: 8 bytes each, the last one partial (a frame of 0
+    /// bytes is one beat with `tkeep` 0 and `tlast`).
+    #[must_use]
+    pub fn frame(frame: &[u8]) -> Vec<Beat> {
+        if frame.is_empty() {
+            return vec![Beat {
+                data: 0,
+                keep: 0,
+                last: true,
+            }];
+        }
+        let n = frame.len().div_ceil(8);
+        frame
+            .chunks(8)
+            .enumerate()
+            .map(|(i, c)| {
+                let mut b = [0u8; 8];
+                b[..c.len()].copy_from_slice(c);
+                Beat {
+                    data: u64::from_le_bytes(b),
+                    keep: (((1u16 << c.len()) - 1) & 0xFF) as u8,
+                    last: i + 1 == n,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Most clocks a packet port operation may take before the shim gives up (a wedged block).
+const PORT_LIMIT: u64 = 1_000_000;
 
 /// The Verilator-built RTL card. See the module documentation.
 pub struct RtlCard {
@@ -269,6 +349,112 @@ impl RtlCard {
             .collect())
     }
 
+    /// Offer `beats` to packet port `port`, each until the port takes it; with `wait_idle`,
+    /// then clock until the packet port block is idle (the frame handled, sent, queued or
+    /// dropped). Frames the card sends meanwhile are collected for [`Wires::wire_tx`].
+    ///
+    /// # Errors
+    /// [`HalError::NoPort`] for a port other than 0 or 1; [`HalError::SimulatorStopped`];
+    /// [`HalError::Bus`] when the port does not take a beat or stays busy for a million
+    /// clocks (a wedged block).
+    pub fn port_beats(
+        &mut self,
+        port: u8,
+        beats: &[Beat],
+        wait_idle: bool,
+    ) -> Result<(), HalError> {
+        if u32::from(port) >= port::PORTS {
+            return Err(HalError::NoPort { port });
+        }
+        let raw: Vec<ffi::SimBeat> = beats
+            .iter()
+            .map(|b| ffi::SimBeat {
+                data: b.data,
+                keep: u32::from(b.keep),
+                last: u32::from(b.last),
+            })
+            .collect();
+        // SAFETY: `raw` holds `raw.len()` beats laid out as the shim's SimBeat and lives
+        // across the call; `raw` (the card) is a live instance owned by `self`.
+        let st = unsafe {
+            ffi::sim_port_beats(
+                self.raw.as_ptr(),
+                u32::from(port),
+                raw.as_ptr(),
+                raw.len(),
+                i32::from(wait_idle),
+                PORT_LIMIT,
+            )
+        };
+        self.check(st, BarOffset(port::BASE))
+    }
+
+    /// Offer `port0` to port 0 and `port1` to port 1 at the same time (each beat until its
+    /// port takes it), then clock until the block is idle: both wires busy at once.
+    ///
+    /// # Errors
+    /// As for [`RtlCard::port_beats`].
+    pub fn port_beats_both(&mut self, port0: &[Beat], port1: &[Beat]) -> Result<(), HalError> {
+        let raw = |b: &[Beat]| -> Vec<ffi::SimBeat> {
+            b.iter()
+                .map(|b| ffi::SimBeat {
+                    data: b.data,
+                    keep: u32::from(b.keep),
+                    last: u32::from(b.last),
+                })
+                .collect()
+        };
+        let (a, b) = (raw(port0), raw(port1));
+        // SAFETY: `a` and `b` hold `a.len()` and `b.len()` beats laid out as the shim's
+        // SimBeat and live across the call; `raw` is a live instance owned by `self`.
+        let st = unsafe {
+            ffi::sim_port_beats_both(
+                self.raw.as_ptr(),
+                a.as_ptr(),
+                a.len(),
+                b.as_ptr(),
+                b.len(),
+                PORT_LIMIT,
+            )
+        };
+        self.check(st, BarOffset(port::BASE))
+    }
+
+    /// Clock until the packet port block is idle; returns the clocks that took.
+    ///
+    /// # Errors
+    /// [`HalError::SimulatorStopped`]; [`HalError::Bus`] when it stays busy for a million clocks.
+    pub fn port_wait_idle(&mut self) -> Result<u64, HalError> {
+        let mut n = 0u64;
+        // SAFETY: `n` is valid for writes; `raw` is a live instance owned by `self`.
+        let st = unsafe { ffi::sim_port_wait_idle(self.raw.as_ptr(), PORT_LIMIT, &mut n) };
+        self.check(st, BarOffset(port::BASE))?;
+        Ok(n)
+    }
+
+    /// Back-pressure on both transmit wires: `tready` low for `low` clocks of every `period`
+    /// (`period` 0: always ready, the default).
+    pub fn set_tx_ready_pattern(&mut self, period: u32, low: u32) {
+        // SAFETY: `raw` is a live instance owned by `self`, used by one thread.
+        unsafe { ffi::sim_port_tx_ready(self.raw.as_ptr(), period, low) }
+    }
+
+    /// Stream `frames` (port, bytes) into the ports back to back, each as soon as the block
+    /// takes it, then wait until the block is idle. Returns the clocks that took (for
+    /// benchmarks: clocks per frame by size). Frames sent are collected for
+    /// [`Wires::wire_tx`].
+    ///
+    /// # Errors
+    /// As for [`RtlCard::port_beats`].
+    pub fn stream_frames(&mut self, frames: &[(u8, Vec<u8>)]) -> Result<u64, HalError> {
+        let start = self.cycles();
+        for (p, f) in frames {
+            self.port_beats(*p, &Beat::frame(f), false)?;
+        }
+        self.port_wait_idle()?;
+        Ok(self.cycles() - start)
+    }
+
     /// One AXI4-Lite read at any bus address, without [`RegIo`]'s alignment
     /// and bounds checks (for bus-level tests). Returns RDATA and RRESP.
     ///
@@ -399,5 +585,32 @@ impl RegIo for RtlCard {
     fn idle(&mut self) {
         // A stopped simulator reports itself on the next access.
         let _ = self.tick(1);
+    }
+
+    fn wires(&mut self) -> Option<&mut dyn Wires> {
+        Some(self)
+    }
+}
+
+impl Wires for RtlCard {
+    fn wire_rx(&mut self, port: u8, frame: &[u8]) -> Result<(), HalError> {
+        self.port_beats(port, &Beat::frame(frame), true)
+    }
+
+    fn wire_tx(&mut self) -> Option<(u8, Vec<u8>)> {
+        let mut buf = vec![0u8; 4 * port::FRAME_BYTES as usize];
+        let mut p = 0u8;
+        loop {
+            // SAFETY: `buf` is writable for `buf.len()` bytes and `p` for one; `raw` is a
+            // live instance owned by `self`.
+            let n =
+                unsafe { ffi::sim_port_tx(self.raw.as_ptr(), &mut p, buf.as_mut_ptr(), buf.len()) };
+            let n = usize::try_from(n).ok()?;
+            if n <= buf.len() {
+                buf.truncate(n);
+                return Some((p, buf));
+            }
+            buf.resize(n, 0);
+        }
     }
 }

@@ -10,6 +10,9 @@
 //!   shadow picks the slot, one `WRITE`), insert by the card (`INSERT`),
 //!   overwrite, remove, search (hit and miss), flush by identifier set,
 //!   read, one aging group (`HIT_RC`).
+//! * RTL packet port: clocks per frame by size, frames streamed back to back
+//!   into both wires (`RtlCard::stream_frames`), forwarded by a CAM hit or
+//!   dropped by a DROP entry.
 //! * Driver operations per second into the reference model (`ModelCard`):
 //!   inserts, searches, removes.
 //!
@@ -275,5 +278,61 @@ fn main() {
     println!();
     rtl_datapath();
     rtl_bus_costs();
+    rtl_packet_port();
     model_rates();
+}
+
+/// Clocks per frame through the RTL packet port block, by frame size.
+fn rtl_packet_port() {
+    use hal::regs::port;
+    use hal::{BarOffset, RegIo};
+    use sim_bridge::frames::{FlowSpec, Ip, Transport};
+    let mut card = Card::probe(RtlCard::new().expect("RTL card")).expect("probe");
+    let flow = |dport: u16| FlowSpec {
+        src: Ip::V4([10, 0, 0, 1]),
+        dst: Ip::V4([10, 0, 0, 2]),
+        transport: Transport::Udp { sport: 7000, dport },
+    };
+    for (i, (dport, action)) in [(9000u16, Action::Accept), (9001, Action::Drop)]
+        .into_iter()
+        .enumerate()
+    {
+        let host = |o: u8| IpPrefix::host(IpAddr::V4(Ipv4Addr::new(10, 0, 0, o)));
+        let e = CamEntry {
+            key: CamKey::new(
+                Some(0),
+                Flow::Udp {
+                    src: host(1),
+                    dst: host(2),
+                    src_port: Some(7000),
+                    dst_port: Some(dport),
+                },
+            ),
+            did: DistributionId(0),
+            result: ResultWord::new(action),
+        };
+        card.write_at(CamIndex(i as u32), &e).expect("entry");
+    }
+    let regs = card.regs_mut();
+    for i in 0..port::OWNED_WORDS {
+        regs.write32(BarOffset(port::BASE + port::OWNED.at(i)), u32::MAX)
+            .expect("owned");
+    }
+    println!("RTL packet port, frames back to back into both wires (clocks per frame):");
+    println!("  {:>6}  {:>10}  {:>10}", "bytes", "forwarded", "dropped");
+    for size in [64usize, 128, 256, 512, 1024, 1500, 2048] {
+        let mut per = Vec::new();
+        for dport in [9000u16, 9001] {
+            let f = flow(dport);
+            let base = f.frame(false, &[]).len();
+            let frame = f.frame(false, &vec![0x5A; size - base]);
+            let batch: Vec<(u8, Vec<u8>)> =
+                (0..200).map(|i| ((i % 2) as u8, frame.clone())).collect();
+            let clocks = regs.stream_frames(&batch).expect("stream");
+            while hal::Wires::wire_tx(regs).is_some() {}
+            per.push(clocks as f64 / 200.0);
+        }
+        println!("  {size:>6}  {:>10.1}  {:>10.1}", per[0], per[1]);
+    }
+    println!();
 }
