@@ -168,6 +168,16 @@ impl Handover {
         self.waiting.contains_key(&d)
     }
 
+    /// Whether `d` waits only for owners that released it in a planned move (they stopped
+    /// handling it before this member gained it). Only then may its packets be held: an owner
+    /// that did not release it (failed, partitioned, frozen) may still be handling the very
+    /// packets this member would hold.
+    pub fn waits_for_releasers_only(&self, d: DistributionId) -> bool {
+        self.waiting
+            .get(&d)
+            .is_some_and(|w| !w.pending.is_empty() && w.pending.iter().all(|l| l.released))
+    }
+
     /// What `d` waits for: the first earlier owner still waited for and the epoch it lost `d`
     /// in.
     pub fn waits_for(&self, d: DistributionId) -> Option<(NodeId, Epoch)> {

@@ -647,6 +647,10 @@ impl<T: NodeSpecificTable> Member<T> {
             return PacketOutcome::NotReady;
         }
         if let Some(d) = self.waiting_for(bytes, framing) {
+            if !self.handover.waits_for_releasers_only(d) {
+                // a failover: the previous owner may still be handling this packet
+                return PacketOutcome::NotReady;
+            }
             return match self.hold.push(d, port, framing, bytes, t.mono) {
                 Some(token) => PacketOutcome::Held(token),
                 None => PacketOutcome::NotReady,
