@@ -366,3 +366,29 @@ fn text_output_and_bad_input() {
         "live traffic",
     );
 }
+
+/// The RTL under Verilator gives the model's output on the same capture: every verdict line
+/// and every frame written.
+#[cfg(feature = "verilator")]
+#[test]
+fn verilator_forwards_exactly_as_the_model() {
+    let t = TempDir::new("forward-rtl");
+    let input = t.path("in.pcap");
+    let frames = capture(6, 4);
+    write_capture(&input, &frames);
+    for extra in [&[][..], &["--owns", "0-99"][..]] {
+        let (m, ms) = forward_json("model", &input, &t.path("m.pcap"), extra);
+        let (r, rs) = forward_json("verilator", &input, &t.path("r.pcap"), extra);
+        assert_eq!(m, r, "verdicts differ ({extra:?})");
+        for k in [
+            "frames",
+            "forwarded_by_card",
+            "punted",
+            "dropped_by_card",
+            "written",
+        ] {
+            assert_eq!(ms[k], rs[k], "{k}");
+        }
+        assert_eq!(out_frames(&t.path("m.pcap")), out_frames(&t.path("r.pcap")));
+    }
+}

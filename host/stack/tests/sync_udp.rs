@@ -7,7 +7,20 @@ use std::time::Duration;
 
 use host::core::ids::NodeId;
 use host::lab::cluster::{Cluster, Layout};
-use host::sync::{ClusterKey, Endpoint, EndpointConfig};
+use host::sync::{ClusterKey, Endpoint, EndpointConfig, NodeIdentity};
+
+/// The endpoint settings of node `me` of the lab cluster in `dir` (whose nodes sign their
+/// frames): its identity from its file, the other nodes' public keys from theirs.
+fn as_node(dir: &Path, me: u16, incarnation: u64) -> EndpointConfig {
+    let load = |n: u16| NodeIdentity::load(&dir.join(format!("node{n}.id"))).unwrap();
+    let mut cfg = EndpointConfig::new(NodeId(me), incarnation);
+    cfg.identity = Some(std::sync::Arc::new(load(me)));
+    cfg.peer_keys = (1..=3u16)
+        .filter(|&n| n != me)
+        .map(|n| (NodeId(n), load(n).public()))
+        .collect();
+    cfg
+}
 use serde_json::json;
 
 #[test]
@@ -38,7 +51,7 @@ fn running_node_rejects_and_counts_bad_frames() {
                 .unwrap();
             // forged: sealed with another key, claiming to be node 2
             let mut mallory = Endpoint::new(
-                EndpointConfig::new(NodeId(2), u64::MAX / 2),
+                as_node(&dir, 2, u64::MAX / 2),
                 ClusterKey::generate().unwrap(),
                 [NodeId(1)],
             );
@@ -49,11 +62,20 @@ fn running_node_rejects_and_counts_bad_frames() {
             let key =
                 ClusterKey::from_hex(&std::fs::read_to_string(dir.join("cluster.key")).unwrap())
                     .unwrap();
-            let mut old = Endpoint::new(EndpointConfig::new(NodeId(2), 5), key, [NodeId(1)]);
+            let mut old = Endpoint::new(as_node(&dir, 2, 5), key, [NodeId(1)]);
             old.send_datagram(NodeId(1), b"Hxxxxxxxxxxxx").unwrap();
             let stale = old.poll_transmit().unwrap();
             sock.send_to(&stale.bytes, target).unwrap();
             sock.send_to(&stale.bytes, target).unwrap();
+            // unsigned, though sealed with the cluster key: a member without its identity (or
+            // a downgrade) is refused
+            let key2 =
+                ClusterKey::from_hex(&std::fs::read_to_string(dir.join("cluster.key")).unwrap())
+                    .unwrap();
+            let mut plain = Endpoint::new(EndpointConfig::new(NodeId(2), 7), key2, [NodeId(1)]);
+            plain.send_datagram(NodeId(1), b"Hxxxxxxxxxxxx").unwrap();
+            sock.send_to(&plain.poll_transmit().unwrap().bytes, target)
+                .unwrap();
             tokio::time::sleep(Duration::from_millis(300)).await;
             let after = c.status(NodeId(1)).await.unwrap();
             let s = &after["sync"];
@@ -61,6 +83,7 @@ fn running_node_rejects_and_counts_bad_frames() {
             assert_eq!(d("rejected_garbled"), 2, "{s}");
             assert_eq!(d("rejected_auth"), 1, "{s}");
             assert_eq!(d("rejected_replay"), 2, "{s}");
+            assert_eq!(d("rejected_version"), 1, "{s}");
             assert_eq!(after["ready"], json!(true));
             // the cluster still agrees and works
             c.wait_settled(Duration::from_secs(5)).await.unwrap();
@@ -217,7 +240,7 @@ fn captured_frames_replayed_after_a_restart_do_not_revive_a_dead_peer() {
             sock.set_read_timeout(Some(Duration::from_millis(2)))
                 .unwrap();
             let inc = 4_000_000_000_000_000u64;
-            let mut n3 = Endpoint::new(EndpointConfig::new(NodeId(3), inc), key, [NodeId(1)]);
+            let mut n3 = Endpoint::new(as_node(&dir, 3, inc), key, [NodeId(1)]);
             let origin = std::time::Instant::now();
             let mut captured = Vec::new();
             let mut buf = vec![0u8; 65_536];
