@@ -246,6 +246,16 @@ pub fn parse_packet(bytes: &[u8], framing: Framing) -> Result<ParsedPacket<'_>, 
     })
 }
 
+/// Puts a bare IP packet into an Ethernet II frame in `buf` (locally administered addresses;
+/// the ether type from the IP version).
+pub fn ethernet_frame(buf: &mut Vec<u8>, ip: &[u8]) {
+    buf.clear();
+    buf.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01]);
+    let v6 = ip.first().is_some_and(|b| b >> 4 == 6);
+    buf.extend_from_slice(if v6 { &[0x86, 0xDD] } else { &[0x08, 0x00] });
+    buf.extend_from_slice(ip);
+}
+
 /// The sender and target protocol addresses of an Ethernet ARP frame for IPv4 (with or
 /// without 802.1Q tags), or `None` for any other frame.
 pub fn arp_addresses(frame: &[u8]) -> Option<(IpAddr, IpAddr)> {

@@ -160,8 +160,6 @@ pub enum PacketOutcome {
     Held(u64),
 }
 
-/// Puts a bare IP packet into an Ethernet II frame in `buf` (locally administered addresses;
-/// the ether type from the IP version).
 /// What a frame's outcome means for the member's verdict counts.
 fn frame_outcome(o: FrameOutcome) -> PacketOutcome {
     match o {
@@ -181,14 +179,6 @@ fn verdict_outcome(v: Verdict) -> PacketOutcome {
         Verdict::Drop(DropReason::NoState) => PacketOutcome::NoState,
         Verdict::Drop(_) => PacketOutcome::Dropped,
     }
-}
-
-fn ethernet_frame(buf: &mut Vec<u8>, ip: &[u8]) {
-    buf.clear();
-    buf.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01]);
-    let v6 = ip.first().is_some_and(|b| b >> 4 == 6);
-    buf.extend_from_slice(if v6 { &[0x86, 0xDD] } else { &[0x08, 0x00] });
-    buf.extend_from_slice(ip);
 }
 
 /// The member's settings.
@@ -677,7 +667,7 @@ impl<T: NodeSpecificTable> Member<T> {
             let frame = match framing {
                 Framing::Ethernet => bytes,
                 Framing::Ip => {
-                    ethernet_frame(&mut self.frame_buf, bytes);
+                    crate::packet::ethernet_frame(&mut self.frame_buf, bytes);
                     &self.frame_buf
                 }
             };

@@ -208,7 +208,7 @@ fn lab(a: LabArgs) -> Result<(), String> {
             );
         }
         LabOp::Status => {
-            let rows = netns::lab_status(&a.prefix, &dir);
+            let rows = netns::lab_status(&dir);
             if rows.is_empty() {
                 return Err(format!(
                     "no lab with prefix {} in {}",

@@ -10,7 +10,7 @@
 //! 2001:db8::/32 only.
 
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -564,40 +564,25 @@ pub struct NodeStatus {
 }
 
 /// `clusterd lab status`.
-pub fn lab_status(prefix: &str, dir: &Path) -> Vec<NodeStatus> {
+pub fn lab_status(dir: &Path) -> Vec<NodeStatus> {
     let mut out = Vec::new();
     for i in 1..=MAX_NODES {
         if !dir.join(format!("n{i}.conf")).exists() {
             continue;
         }
         let pid = pid(dir, i);
-        let st = pid.and_then(|_| status(&dir.join(format!("n{i}.sock"))));
-        let n = |v: &Option<Value>, a: &str, b: &str| {
-            v.as_ref()
-                .and_then(|s| s[a][b].as_u64().or_else(|| s[a].as_u64()))
-                .unwrap_or(0)
-        };
+        let st = pid
+            .and_then(|_| status(&dir.join(format!("n{i}.sock"))))
+            .unwrap_or(Value::Null);
+        let n = |v: &Value| v.as_u64().unwrap_or(0);
         out.push(NodeStatus {
             id: i,
             pid,
-            ready: st.as_ref().is_some_and(|s| s["ready"] == true),
-            owned: n(&st, "owned", ""),
-            forwarded_by_card: n(&st, "card_path", "forwarded_by_card"),
-            punted: n(&st, "card_path", "punted"),
+            ready: st["ready"] == true,
+            owned: n(&st["owned"]),
+            forwarded_by_card: n(&st["card_path"]["forwarded_by_card"]),
+            punted: n(&st["card_path"]["punted"]),
         });
     }
-    let _ = prefix;
     out
-}
-
-/// The namespace a lab address lives in (for tests and tools that enter it).
-pub fn ns_of(lab: &LabInfo, addr: IpAddr) -> Option<&str> {
-    let s = addr.to_string();
-    if lab.client.contains(&s) {
-        Some(&lab.client_ns)
-    } else if lab.server.contains(&s) {
-        Some(&lab.server_ns)
-    } else {
-        None
-    }
 }

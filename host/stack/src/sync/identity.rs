@@ -179,18 +179,6 @@ mod tests {
     use super::*;
 
     #[test]
-    #[ignore = "timing probe, run by hand"]
-    fn sign_verify_cost() {
-        let (a, _) = NodeIdentity::generate().unwrap();
-        let t = std::time::Instant::now();
-        for _ in 0..200 {
-            let s = a.sign(&[7u8; 1400]);
-            assert!(a.public().verify(&[7u8; 1400], &s));
-        }
-        eprintln!("sign+verify {:?} each", t.elapsed() / 200);
-    }
-
-    #[test]
     fn sign_verify_and_round_trips() {
         let (a, doc) = NodeIdentity::generate().unwrap();
         let (b, _) = NodeIdentity::generate().unwrap();

@@ -222,15 +222,11 @@ fn ethernet(link: LinkType, data: &[u8]) -> Option<Vec<u8>> {
         return Some(data.to_vec());
     }
     let ip = pcap::ip_packet(link, data)?;
-    let et: [u8; 2] = match ip.first()? >> 4 {
-        4 => [0x08, 0x00],
-        6 => [0x86, 0xDD],
-        _ => return None,
-    };
+    if !matches!(ip.first()? >> 4, 4 | 6) {
+        return None;
+    }
     let mut f = Vec::with_capacity(14 + ip.len());
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01]);
-    f.extend_from_slice(&et);
-    f.extend_from_slice(ip);
+    host::core::packet::ethernet_frame(&mut f, ip);
     Some(f)
 }
 

@@ -41,8 +41,8 @@ impl Ports {
                 .try_clone_to_owned()
                 .map_err(|e| format!("interface socket: cannot duplicate it: {e}"))?;
             // `AsyncFd::new` is deprecated because it takes any raw descriptor; this one is an
-            // `OwnedFd` the registration owns, so it stays open and the same while registered
-            // (the safe use the deprecation asks for, without `unsafe`).
+            // `OwnedFd` the registration owns, so it stays open and the same while registered:
+            // the use the deprecation is about cannot happen here.
             #[allow(deprecated)]
             let r = AsyncFd::new(owned);
             r.map_err(|e| format!("interface socket: cannot poll it: {e}"))
