@@ -15,6 +15,13 @@ pub struct Allocation {
     pub epoch: Epoch,
     /// Owner of each identifier, indexed by identifier.
     pub owners: Vec<Option<NodeId>>,
+    /// The identifiers this epoch releases (no owner now, the first step of a planned move),
+    /// each with the node the leader means to give it to in the next step, sorted by
+    /// identifier; empty in every other epoch. Only a hint: the node named holds the
+    /// identifier's packets instead of letting them drop between the two steps, and handles
+    /// them only once a later agreed epoch gives it the identifier and the handover gate
+    /// opens.
+    pub next_owners: Vec<(DistributionId, NodeId)>,
 }
 
 impl Allocation {
@@ -23,6 +30,7 @@ impl Allocation {
         Allocation {
             epoch,
             owners: vec![None; count.len()],
+            next_owners: Vec::new(),
         }
     }
 
@@ -74,6 +82,7 @@ impl Allocation {
         Allocation {
             epoch: Epoch(self.epoch.0 + 1),
             owners: self.owners.clone(),
+            next_owners: Vec::new(),
         }
     }
 }

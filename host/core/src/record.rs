@@ -22,7 +22,7 @@
 //!
 //! | datagram | bytes |
 //! |---|---|
-//! | heartbeat | `H`, ready, witness, fenced (one byte each, 0 or 1), applied epoch (u64), one reserved byte, stamp (u64, the sender's clock in µs), echo (u64, the latest stamp received from the recipient), out count (u8, at most 32), then that many node ids (u16): 30 bytes plus two per id |
+//! | heartbeat | `H`, ready, witness, fenced (one byte each, 0 or 1), applied epoch (u64), flags (u8: bit 0 leaving, the rest reserved), stamp (u64, the sender's clock in µs), echo (u64, the latest stamp received from the recipient), out count (u8, at most 32), then that many node ids (u16): 30 bytes plus two per id |
 //! | consensus | `R`, then the consensus library's message bytes (opaque here) |
 //!
 //! # Three views
@@ -39,8 +39,8 @@
 //!   error, not a record with trailing bytes ignored.
 //! - A heartbeat flag byte other than 0 or 1 is rejected ([`RecordError::BadFlag`]): every
 //!   member emits 0 or 1, so any other value is corruption or a foreign sender, and a flag
-//!   such as `fenced` must not be guessed. The reserved byte is ignored on parse (a later
-//!   version may use it) and emitted as 0.
+//!   such as `fenced` must not be guessed. In the flags byte, bit 0 is `leaving`; the other
+//!   bits are reserved: ignored on parse (a later version may use them) and emitted as 0.
 //! - An event record whose message does not decode is [`RecordError::Event`], with the
 //!   [`DecodeError`] as its source.
 //!
@@ -126,8 +126,8 @@ mod field {
     pub const HB_FENCED: usize = 3;
     /// `H`: the applied allocation epoch.
     pub const HB_APPLIED: Field = 4..12;
-    /// `H`: reserved, emitted as 0, ignored on parse.
-    pub const HB_RESERVED: usize = 12;
+    /// `H`: flags: bit 0 leaving; the other bits reserved (emitted as 0, ignored on parse).
+    pub const HB_FLAGS: usize = 12;
     /// `H`: the sender's monotonic clock when it sent the heartbeat (µs since it started).
     pub const HB_STAMP: Field = 13..21;
     /// `H`: the latest stamp the sender received from the recipient (0: none yet).
@@ -443,12 +443,12 @@ impl<T: AsRef<[u8]>> DatagramView<T> {
         Epoch(be_u64(&self.buffer.as_ref()[field::HB_APPLIED]))
     }
 
-    /// `H`: the reserved byte.
+    /// `H`: the flags byte (bit 0: leaving).
     ///
     /// # Panics
     /// On a buffer shorter than a heartbeat in an unchecked view.
-    pub fn reserved(&self) -> u8 {
-        self.buffer.as_ref()[field::HB_RESERVED]
+    pub fn flags(&self) -> u8 {
+        self.buffer.as_ref()[field::HB_FLAGS]
     }
 
     /// `H`: the sender's clock when it sent the heartbeat (µs).
@@ -632,6 +632,9 @@ pub struct Heartbeat {
     pub witness: bool,
     /// The sender has fenced itself (its lease lapsed).
     pub fenced: bool,
+    /// The sender is leaving the cluster (a graceful stop): it still serves what it owns, but
+    /// the leader gives it nothing and moves what it owns away in planned moves.
+    pub leaving: bool,
     /// The allocation epoch the sender has applied.
     pub applied: Epoch,
     /// The sender's clock when it sent this heartbeat (µs since it started): the recipient
@@ -718,6 +721,7 @@ impl Heartbeat {
         b[field::HB_READY] = u8::from(self.ready);
         b[field::HB_WITNESS] = u8::from(self.witness);
         b[field::HB_FENCED] = u8::from(self.fenced);
+        b[field::HB_FLAGS] = u8::from(self.leaving);
         b[field::HB_APPLIED].copy_from_slice(&self.applied.0.to_be_bytes());
         b[field::HB_STAMP].copy_from_slice(&self.stamp.to_be_bytes());
         b[field::HB_ECHO].copy_from_slice(&self.echo.to_be_bytes());
@@ -739,6 +743,7 @@ impl Heartbeat {
             ready: flag("ready", v.ready_byte())?,
             witness: flag("witness", v.witness_byte())?,
             fenced: flag("fenced", v.fenced_byte())?,
+            leaving: v.flags() & 1 == 1,
             applied: v.applied(),
             stamp: v.stamp(),
             echo: v.echo(),
@@ -949,6 +954,7 @@ mod tests {
             ready: true,
             witness: false,
             fenced: true,
+            leaving: false,
             applied: Epoch(300),
             stamp: 123_456,
             echo: 12_345,
@@ -966,20 +972,21 @@ mod tests {
         assert_eq!(out, HEARTBEAT_BYTES);
         let v = DatagramView::new_checked(&HEARTBEAT_BYTES[..]).unwrap();
         assert_eq!(
-            (
-                v.ready_byte(),
-                v.witness_byte(),
-                v.fenced_byte(),
-                v.reserved()
-            ),
+            (v.ready_byte(), v.witness_byte(), v.fenced_byte(), v.flags()),
             (1, 0, 1, 0)
         );
         assert_eq!(v.applied(), Epoch(300));
         assert_eq!((v.stamp(), v.echo()), (123_456, 12_345));
-        // the reserved byte is ignored
+        // the reserved bits of the flags byte are ignored; bit 0 is leaving
         let mut b = HEARTBEAT_BYTES;
         b[12] = 0x5a;
         assert_eq!(Datagram::parse(&b), Ok(Datagram::Heartbeat(h)));
+        b[12] = 0x5b;
+        let leaving = Heartbeat { leaving: true, ..h };
+        assert_eq!(Datagram::parse(&b), Ok(Datagram::Heartbeat(leaving)));
+        let mut wire = HEARTBEAT_BYTES;
+        wire[12] = 1;
+        assert_eq!(leaving.to_bytes(), wire);
     }
 
     #[test]
@@ -1281,21 +1288,24 @@ mod tests {
         prop_oneof![
             (
                 (any::<bool>(), any::<bool>(), any::<bool>(), any::<u64>()),
-                (any::<u64>(), any::<u64>()),
+                (any::<u64>(), any::<u64>(), any::<bool>()),
                 proptest::collection::vec(any::<u16>(), 0..40)
             )
-                .prop_map(|((ready, witness, fenced, applied), (stamp, echo), out)| {
-                    let h = Heartbeat {
-                        ready,
-                        witness,
-                        fenced,
-                        applied: Epoch(applied),
-                        stamp,
-                        echo,
-                        out: out.into_iter().map(NodeId).collect(),
-                    };
-                    (Some(h), Vec::new())
-                }),
+                .prop_map(
+                    |((ready, witness, fenced, applied), (stamp, echo, leaving), out)| {
+                        let h = Heartbeat {
+                            ready,
+                            witness,
+                            fenced,
+                            leaving,
+                            applied: Epoch(applied),
+                            stamp,
+                            echo,
+                            out: out.into_iter().map(NodeId).collect(),
+                        };
+                        (Some(h), Vec::new())
+                    }
+                ),
             proptest::collection::vec(any::<u8>(), 0..64).prop_map(|raft| (None, raft)),
         ]
     }

@@ -83,6 +83,7 @@ fn all_to(n: u16, epoch: u64) -> Allocation {
     Allocation {
         epoch: Epoch(epoch),
         owners: vec![Some(NodeId(n)); IDS as usize],
+        next_owners: Vec::new(),
     }
 }
 

@@ -145,6 +145,7 @@ fn alloc(e: u64) -> Allocation {
         owners: (0..u64::from(IDS))
             .map(|i| Some(NodeId(((i + e) % 3 + 1) as u16)))
             .collect(),
+        next_owners: Vec::new(),
     }
 }
 

@@ -203,20 +203,20 @@ impl<T: NodeSpecificTable> Member<T> {
     }
 
     /// The gained identifier `pkt` belongs to when it still waits for its previous owner's
-    /// final state.
+    /// final state, or the released one this member is named the next owner of.
     pub(super) fn waiting_for(
         &self,
         pkt: &[u8],
         framing: crate::Framing,
     ) -> Option<DistributionId> {
-        if self.handover.waiting.is_empty() {
+        if self.handover.waiting.is_empty() && self.incoming.is_empty() {
             return None;
         }
         parse_packet(pkt, framing)
             .ok()
             .and_then(|p| p.flow(self.core.distributor()))
             .map(|(_, _, d)| d)
-            .filter(|d| self.handover.is_waiting(*d))
+            .filter(|d| self.handover.is_waiting(*d) || self.incoming.contains(d))
     }
 
     /// Marks each of `epochs` complete (now) in the applied records once no gained identifier

@@ -87,7 +87,11 @@ impl<T: NodeSpecificTable> Member<T> {
             .members
             .iter()
             .copied()
-            .filter(|n| self.is_peer_ready(*n) && !self.leader.drained.contains(n))
+            .filter(|n| {
+                self.is_peer_ready(*n)
+                    && !self.leader.drained.contains(n)
+                    && !self.is_peer_leaving(*n)
+            })
             .collect();
         if candidates.is_empty() {
             return;
@@ -126,17 +130,23 @@ impl<T: NodeSpecificTable> Member<T> {
                 Allocation {
                     epoch: next,
                     owners: target.owners,
+                    next_owners: Vec::new(),
                 },
             );
         } else {
             let mut phase1 = Allocation {
                 epoch: next,
                 owners: cur.owners.clone(),
+                next_owners: Vec::new(),
             };
             self.leader.releasers.clear();
             for i in release {
                 if let Some(o) = phase1.owners[i].take() {
                     self.leader.releasers.insert(o);
+                    // whoever phase 2 gives it to holds its packets meanwhile
+                    if let Some(n) = target.owners[i] {
+                        phase1.next_owners.push((DistributionId(i as u16), n));
+                    }
                 }
             }
             self.propose(now, phase1);
@@ -236,6 +246,7 @@ impl<T: NodeSpecificTable> Member<T> {
         let mut next = Allocation {
             epoch: Epoch(cur.epoch.0 + 1),
             owners: plan.owners,
+            next_owners: Vec::new(),
         };
         // the plan may name a node that failed meanwhile
         if next
@@ -251,6 +262,7 @@ impl<T: NodeSpecificTable> Member<T> {
                     .iter()
                     .map(|o| o.filter(|n| candidates.contains(n)))
                     .collect(),
+                next_owners: Vec::new(),
             };
             next = alloc_policy::rebalance(&base, weights);
         }

@@ -45,6 +45,8 @@ pub struct Liveness {
     pub witness: bool,
     /// Its last heartbeat said it is fenced.
     pub fenced: bool,
+    /// Its last heartbeat said it is leaving (a graceful stop).
+    pub leaving: bool,
     /// The epoch it last said it applied.
     pub applied: Epoch,
     /// Heard within the failure time.
@@ -86,6 +88,15 @@ impl<T: NodeSpecificTable> Member<T> {
         self.live
             .get(&n)
             .is_some_and(|l| l.alive && l.ready && !l.fenced)
+    }
+
+    /// Whether `n` (this member too) said it is leaving the cluster: the leader gives it
+    /// nothing and moves what it owns away in planned moves.
+    pub fn is_peer_leaving(&self, n: NodeId) -> bool {
+        if n == self.cfg.node {
+            return self.leaving;
+        }
+        self.live.get(&n).is_some_and(|l| l.leaving)
     }
 
     /// How long `n` has been silent (since this member started, if never heard).

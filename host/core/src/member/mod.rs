@@ -277,6 +277,13 @@ pub struct Member<T: NodeSpecificTable> {
     /// Scratch for the frame a bare IP packet becomes on the card's packet path.
     frame_buf: Vec<u8>,
     hold: hold::Hold,
+    /// Identifiers the agreed epoch releases towards this member (the leader named it their
+    /// next owner, [`Allocation::next_owners`]): their packets are held until a later epoch
+    /// gives them to it and the handover gate opens, instead of dropping between the two
+    /// steps of a planned move.
+    incoming: BTreeSet<DistributionId>,
+    /// A graceful stop is under way ([`Member::leave`]).
+    leaving: bool,
 }
 
 /// The part of the last [`ConsensusView`] the member keeps between ticks.
@@ -322,6 +329,8 @@ impl<T: NodeSpecificTable> Member<T> {
             lease: None,
             frame_buf: Vec::with_capacity(2048),
             hold: hold::Hold::default(),
+            incoming: BTreeSet::new(),
+            leaving: false,
             cfg,
         }
     }
@@ -522,6 +531,7 @@ impl<T: NodeSpecificTable> Member<T> {
             l.ready = hb.ready;
             l.witness = hb.witness;
             l.fenced = hb.fenced;
+            l.leaving = hb.leaving;
             l.applied = hb.applied;
             // a peer that applied a newer epoch: stop acting at once, not at the next tick
             if hb.applied > self.core.allocation().epoch {
@@ -637,7 +647,7 @@ impl<T: NodeSpecificTable> Member<T> {
             return PacketOutcome::NotReady;
         }
         if let Some(d) = self.waiting_for(bytes, framing) {
-            if !self.handover.waits_for_releasers_only(d) {
+            if !self.handover.waits_for_releasers_only(d) && !self.incoming.contains(&d) {
                 // a failover: the previous owner may still be handling this packet
                 return PacketOutcome::NotReady;
             }
@@ -679,8 +689,10 @@ impl<T: NodeSpecificTable> Member<T> {
     /// Hands every held item whose identifier no longer waits (or that waited too long) to
     /// the shell as an [`Output::Released`].
     fn release_held(&mut self, t: Time) {
-        let handover = &self.handover;
-        let ready = self.hold.take_ready(t.mono, |d| handover.is_waiting(d));
+        let (handover, incoming) = (&self.handover, &self.incoming);
+        let ready = self
+            .hold
+            .take_ready(t.mono, |d| handover.is_waiting(d) || incoming.contains(&d));
         for (h, expired) in ready {
             let mut egress = Vec::new();
             let outcome = if expired || !self.takes_traffic() {
@@ -716,6 +728,13 @@ impl<T: NodeSpecificTable> Member<T> {
             return;
         };
         let took = took();
+        let me = self.cfg.node;
+        self.incoming = a
+            .next_owners
+            .iter()
+            .filter(|(d, n)| *n == me && a.owner(*d).is_none())
+            .map(|(d, _)| *d)
+            .collect();
         let waited_in: BTreeSet<Epoch> = self
             .handover
             .waiting
@@ -836,6 +855,7 @@ impl<T: NodeSpecificTable> Member<T> {
             ready: self.ready,
             witness: self.cfg.role == Role::Witness,
             fenced: self.fenced,
+            leaving: self.leaving,
             applied: self.core.allocation().epoch,
             stamp: liveness::stamp_of(self.now),
             echo: 0,
@@ -951,6 +971,46 @@ impl<T: NodeSpecificTable> Member<T> {
             self.leader.drained.remove(&node);
         }
         Ok(())
+    }
+
+    /// Starts a graceful leave (SIGTERM, `ctl stop`): this member keeps serving what it owns
+    /// while its heartbeats say it is leaving; the leader (this member or another) gives it
+    /// nothing more and moves what it owns to the others in planned moves (release, then
+    /// assign, the packets held by the next owner meanwhile). The caller exits once
+    /// [`Self::has_left`] and its replication stream is delivered.
+    pub fn leave(&mut self) {
+        if !self.leaving {
+            self.leaving = true;
+            self.log("leaving: handing every identifier over".into());
+            self.send_heartbeats();
+        }
+    }
+
+    /// Whether [`Self::leave`] was called.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
+    /// A leave is done: this member owns no identifier in the agreed allocation and no
+    /// identifier is between the two steps of a move (what it released has an owner again),
+    /// so the cluster no longer needs it. (Its final state records may still be on the way:
+    /// the caller waits for its replication stream to drain.)
+    pub fn has_left(&self) -> bool {
+        let a = self.core.allocation();
+        self.leaving
+            && a.epoch.0 > 0
+            && a.ids_of(self.cfg.node).is_empty()
+            && a.owners.iter().all(Option::is_some)
+    }
+
+    /// Whether any other member takes traffic now and is not leaving (a leave can be handed
+    /// to it).
+    pub fn has_successor(&self) -> bool {
+        let me = self.cfg.node;
+        self.cfg
+            .members
+            .iter()
+            .any(|n| *n != me && self.is_peer_ready(*n) && !self.is_peer_leaving(*n))
     }
 
     /// Queues a rebalance by load.

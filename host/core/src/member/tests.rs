@@ -186,6 +186,7 @@ fn all_to(n: u16, epoch: u64) -> Allocation {
     Allocation {
         epoch: Epoch(epoch),
         owners: vec![Some(NodeId(n)); IDS as usize],
+        next_owners: Vec::new(),
     }
 }
 
@@ -1558,6 +1559,122 @@ fn held_packets_go_through_when_the_gate_opens() {
         "{:?}",
         c.released
     );
+}
+
+/// A planned move by the leader: the release epoch names the next owner of what it releases,
+/// and that node holds the identifier's packets between the two steps instead of letting them
+/// drop while nobody owns it (the releaser has stopped, phase 2 is not agreed yet). Once phase
+/// 2 gives it the identifier and the releaser's `F` opened the gate, they are handled in
+/// order: none lost, none handled twice.
+#[test]
+fn released_identifier_is_held_by_its_next_owner_between_the_two_steps() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    c.m(3).set_hold(16, 1 << 20, ms(1500));
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    let flow = udp_in(d, 0);
+    let t = c.t();
+    assert_eq!(c.m(2).on_packet(t, &flow), PacketOutcome::Created);
+    c.route();
+    let e = c.agreed().epoch.0;
+    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 1);
+    let release = c.agreed().clone();
+    assert_eq!(release.owner(d), None, "phase 1 releases d");
+    assert_eq!(release.next_owners, vec![(d, NodeId(3))]);
+    let t = c.t();
+    // nobody owns d now: the releaser and the bystander pass, the next owner holds
+    assert_eq!(c.m(2).on_packet(t, &flow), PacketOutcome::NotOurs);
+    assert_eq!(c.m(1).on_packet(t, &flow), PacketOutcome::NotOurs);
+    let PacketOutcome::Held(a) = c.m(3).on_packet(t, &flow) else {
+        panic!("the next owner does not hold")
+    };
+    let PacketOutcome::Held(b) = c.m(3).on_packet(t, &udp_in(d, 1)) else {
+        panic!("the next owner does not hold")
+    };
+    // another identifier of node 2, not released, is not held
+    let other = c.agreed().ids_of(NodeId(2))[0];
+    assert_eq!(
+        c.m(3).on_packet(t, &udp_in(other, 0)),
+        PacketOutcome::NotOurs
+    );
+    c.run_until(ms(1000), |c| c.agreed().owner(d) == Some(NodeId(3)));
+    c.run_until(ms(1000), |c| c.released.len() == 2);
+    assert_eq!(
+        c.released,
+        vec![(3, a, PacketOutcome::Hit), (3, b, PacketOutcome::Created)]
+    );
+    assert_eq!(c.m[&3].hold_counters(), [2, 2, 0, 0]);
+    assert!(c.double_actors().is_empty());
+    assert!(c.agreed().next_owners.is_empty(), "phase 2 names nobody");
+}
+
+/// A node named next owner that phase 2 does not give the identifier to (the plan changed)
+/// lets go of what it held: it does not handle it.
+#[test]
+fn held_for_a_release_that_went_elsewhere_is_not_handled() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    c.m(3).set_hold(16, 1 << 20, ms(1500));
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    let e = c.agreed().epoch;
+    let mut release = c.agreed().clone();
+    release.epoch = Epoch(e.0 + 1);
+    release.owners[d.index()] = None;
+    release.next_owners = vec![(d, NodeId(3))];
+    c.agree(release.clone());
+    let t = c.t();
+    let PacketOutcome::Held(a) = c.m(3).on_packet(t, &udp_in(d, 0)) else {
+        panic!("not held")
+    };
+    let mut elsewhere = release;
+    elsewhere.epoch = Epoch(e.0 + 2);
+    elsewhere.owners[d.index()] = Some(NodeId(1));
+    elsewhere.next_owners.clear();
+    c.agree(elsewhere);
+    c.run_until(ms(500), |c| !c.released.is_empty());
+    assert_eq!(c.released, vec![(3, a, PacketOutcome::NotOurs)]);
+}
+
+/// A graceful leave: the leaving member's heartbeats say so, the leader moves everything it
+/// owns to the others in planned moves (each a release naming the next owner, then the
+/// assignment), never two owners, and the leaver then owns nothing while every identifier has
+/// an owner. Also when the leaver leads.
+#[test]
+fn a_leaving_member_hands_everything_over_in_planned_moves() {
+    for leaver in [2u16, 1] {
+        let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+        c.settle();
+        assert!(!c.agreed().ids_of(NodeId(leaver)).is_empty());
+        assert!(c.m[&leaver].has_successor());
+        let before = c.proposals.len();
+        c.m(leaver).leave();
+        assert!(c.m[&leaver].is_leaving() && !c.m[&leaver].has_left());
+        c.run_until(ms(3000), |c| {
+            assert!(c.double_actors().is_empty());
+            c.m[&leaver].has_left()
+        });
+        let a = c.agreed();
+        assert!(a.ids_of(NodeId(leaver)).is_empty(), "leaver {leaver}");
+        assert!(a.owners.iter().all(Option::is_some));
+        let releases: Vec<&Allocation> = c.proposals[before..]
+            .iter()
+            .map(|(_, a)| a)
+            .filter(|a| !a.next_owners.is_empty())
+            .collect();
+        assert!(!releases.is_empty(), "a planned move, not a failover");
+        for r in releases {
+            assert!(r
+                .next_owners
+                .iter()
+                .all(|(d, n)| r.owner(*d).is_none() && n.0 != leaver));
+        }
+        // the others see it leave and give it nothing back
+        assert!(c.m[&3].is_peer_leaving(NodeId(leaver)) || leaver == 3);
+        c.run_for(ms(500), |c| {
+            assert!(c.agreed().ids_of(NodeId(leaver)).is_empty());
+        });
+    }
 }
 
 /// The gate also opens when the previous owner is gone (what it replicated is all there is),

@@ -101,6 +101,46 @@ enum LabOp {
     Heal { node: u16 },
     /// Every node: process, readiness, identifiers owned, card counters.
     Status,
+    /// Real traffic across the lab (long-lived and bulk TCP, UDP, ICMP, IPv4 and IPv6) with
+    /// events on a schedule, then a report measured from outside: connections completed,
+    /// reset and stalled, the longest stall and the kernels' TCP retransmissions per event,
+    /// frames lost end to end, what the nodes dropped and why. Runs on the lab of --prefix.
+    Run {
+        /// Long-lived TCP connections exchanging small messages.
+        #[arg(long, default_value_t = 100)]
+        connections: u32,
+        /// Bulk TCP transfers.
+        #[arg(long, default_value_t = 2)]
+        bulk: u32,
+        /// Each bulk transfer's pace in kB/s (0: as fast as TCP goes, which saturates the
+        /// path and makes retransmissions measure congestion rather than the events).
+        #[arg(long, default_value_t = 1000)]
+        bulk_kbps: u64,
+        /// UDP request/response flows.
+        #[arg(long, default_value_t = 4)]
+        udp: u32,
+        /// No ICMP echo.
+        #[arg(long)]
+        no_ping: bool,
+        /// Seconds of traffic.
+        #[arg(long, default_value = "10")]
+        duration: String,
+        /// Milliseconds between two messages of a connection.
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+        /// SIGKILL node NODE at SECONDS (repeatable).
+        #[arg(long, value_name = "NODE@SECONDS")]
+        kill: Vec<String>,
+        /// SIGTERM (graceful leave) node NODE at SECONDS (repeatable).
+        #[arg(long, value_name = "NODE@SECONDS")]
+        stop: Vec<String>,
+        /// Start node NODE again at SECONDS (repeatable).
+        #[arg(long, value_name = "NODE@SECONDS")]
+        join: Vec<String>,
+        /// Ask the leader for a rebalance at SECONDS (repeatable).
+        #[arg(long, value_name = "SECONDS")]
+        rebalance: Vec<String>,
+    },
 }
 
 fn lab(a: LabArgs) -> Result<(), String> {
@@ -205,6 +245,68 @@ fn lab(a: LabArgs) -> Result<(), String> {
                     }
                 ),
                 serde_json::json!({ "node": node, "partitioned": !heal }),
+            );
+        }
+        LabOp::Run {
+            connections,
+            bulk,
+            bulk_kbps,
+            udp,
+            no_ping,
+            ref duration,
+            interval_ms,
+            ref kill,
+            ref stop,
+            ref join,
+            ref rebalance,
+        } => {
+            use host::lab::run::{self as lr, EventKind};
+            let mut events = Vec::new();
+            for (flag, list) in [("kill", kill), ("stop", stop), ("join", join)] {
+                for s in list {
+                    let (node, at) = lr::parse_node_at(flag, s)?;
+                    let kind = match flag {
+                        "kill" => EventKind::Kill { node },
+                        "stop" => EventKind::Stop { node },
+                        _ => EventKind::Join { node },
+                    };
+                    events.push(lr::Event { at, kind });
+                }
+            }
+            for s in rebalance {
+                let at = lr::parse_seconds("rebalance", s)?;
+                events.push(lr::Event {
+                    at,
+                    kind: EventKind::Rebalance,
+                });
+            }
+            events.sort_by_key(|e| e.at);
+            if interval_ms == 0 {
+                return Err("--interval-ms 0: at least 1".into());
+            }
+            let o = lr::RunOptions {
+                connections,
+                bulk,
+                bulk_rate: bulk_kbps * 1000,
+                udp,
+                ping: !no_ping,
+                duration: lr::parse_seconds("duration", duration)?,
+                interval: std::time::Duration::from_millis(interval_ms),
+                events,
+            };
+            let info = lr::load_lab(&dir, &a.prefix)?;
+            let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+            let mut b = lr::Cluster::new(info, exe);
+            let quiet = a.json;
+            let mut report = lr::run(&mut b, &o, &mut |line| {
+                if !quiet {
+                    eprintln!("{line}");
+                }
+            })?;
+            report.backend = "cluster".into();
+            say(
+                lr::render(&report),
+                serde_json::to_value(&report).unwrap_or_default(),
             );
         }
         LabOp::Status => {

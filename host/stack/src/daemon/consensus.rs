@@ -38,7 +38,7 @@ use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
 use crate::daemon::raft_store::{DiskStorage, Recovery, StoreError};
 
 use crate::core::alloc_policy::Allocation;
-use crate::core::ids::{Epoch, IdCount, NodeId};
+use crate::core::ids::{DistributionId, Epoch, IdCount, NodeId};
 
 /// Raft ticks: the node runtime ticks every [`TICK_MS`] ms.
 pub const TICK_MS: u64 = 10;
@@ -88,38 +88,72 @@ pub enum ConsensusError {
     NotLeader,
 }
 
-/// Encodes an allocation as a log entry: tag 1, epoch u64, count u16, owner u16 per id (0 none).
+/// Encodes an allocation as a log entry: tag 1, epoch u64, count u16, owner u16 per id (0
+/// none). A release epoch that names the next owners ([`Allocation::next_owners`]) is tag 2:
+/// the same, then a u16 count and that many (identifier u16, node u16) pairs.
 pub fn encode_allocation(a: &Allocation) -> Vec<u8> {
-    let mut v = Vec::with_capacity(11 + 2 * a.owners.len());
-    v.push(1);
+    let mut v = Vec::with_capacity(13 + 2 * a.owners.len() + 4 * a.next_owners.len());
+    v.push(if a.next_owners.is_empty() { 1 } else { 2 });
     v.extend_from_slice(&a.epoch.0.to_be_bytes());
     v.extend_from_slice(&(a.owners.len() as u16).to_be_bytes());
     for o in &a.owners {
         v.extend_from_slice(&o.map_or(0, |n| n.0).to_be_bytes());
     }
+    if !a.next_owners.is_empty() {
+        v.extend_from_slice(&(a.next_owners.len() as u16).to_be_bytes());
+        for (d, n) in &a.next_owners {
+            v.extend_from_slice(&d.0.to_be_bytes());
+            v.extend_from_slice(&n.0.to_be_bytes());
+        }
+    }
     v
 }
 
-/// Decodes [`encode_allocation`] strictly.
+/// Decodes [`encode_allocation`] strictly: a next owner must be a node (not 0) for an
+/// identifier in range that has no owner in this epoch, in increasing identifier order.
 pub fn decode_allocation(b: &[u8]) -> Option<Allocation> {
-    if b.len() < 11 || b[0] != 1 {
+    if b.len() < 11 || !matches!(b[0], 1 | 2) {
         return None;
     }
     let epoch = u64::from_be_bytes(b[1..9].try_into().ok()?);
     let count = usize::from(u16::from_be_bytes([b[9], b[10]]));
-    if b.len() != 11 + 2 * count {
+    let owners_end = 11 + 2 * count;
+    if b.len() < owners_end || (b[0] == 1 && b.len() != owners_end) {
         return None;
     }
-    let owners = b[11..]
+    let owners: Vec<Option<NodeId>> = b[11..owners_end]
         .chunks_exact(2)
         .map(|c| match u16::from_be_bytes([c[0], c[1]]) {
             0 => None,
             n => Some(NodeId(n)),
         })
         .collect();
+    let mut next_owners = Vec::new();
+    if b[0] == 2 {
+        let rest = &b[owners_end..];
+        if rest.len() < 2 {
+            return None;
+        }
+        let n = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        if n == 0 || rest.len() != 2 + 4 * n {
+            return None;
+        }
+        for c in rest[2..].chunks_exact(4) {
+            let d = u16::from_be_bytes([c[0], c[1]]);
+            let node = u16::from_be_bytes([c[2], c[3]]);
+            let in_order = next_owners
+                .last()
+                .is_none_or(|(p, _): &(DistributionId, NodeId)| p.0 < d);
+            if node == 0 || !in_order || owners.get(usize::from(d)) != Some(&None) {
+                return None;
+            }
+            next_owners.push((DistributionId(d), NodeId(node)));
+        }
+    }
     Some(Allocation {
         epoch: Epoch(epoch),
         owners,
+        next_owners,
     })
 }
 
@@ -817,6 +851,7 @@ mod tests {
         Allocation {
             epoch: Epoch(1),
             owners: vec![Some(NodeId(owner)); 8],
+            next_owners: Vec::new(),
         }
     }
 
@@ -839,14 +874,54 @@ mod tests {
         let a = Allocation {
             epoch: Epoch(7),
             owners: vec![Some(NodeId(1)), None, Some(NodeId(3)), Some(NodeId(1))],
+            next_owners: Vec::new(),
         };
         let b = encode_allocation(&a);
-        assert_eq!(decode_allocation(&b), Some(a));
+        assert_eq!(decode_allocation(&b), Some(a.clone()));
         assert_eq!(decode_allocation(&b[..b.len() - 1]), None);
         assert_eq!(decode_allocation(&[]), None);
         let mut c = b.clone();
         c[0] = 2;
-        assert_eq!(decode_allocation(&c), None);
+        assert_eq!(decode_allocation(&c), None, "tag 2 without next owners");
+        c[0] = 3;
+        assert_eq!(decode_allocation(&c), None, "unknown tag");
+        // a release epoch names the next owner of identifier 1 (unowned in it)
+        let r = Allocation {
+            next_owners: vec![(DistributionId(1), NodeId(3))],
+            ..a.clone()
+        };
+        let rb = encode_allocation(&r);
+        assert_eq!(rb[0], 2);
+        assert_eq!(decode_allocation(&rb), Some(r.clone()));
+        assert_eq!(decode_allocation(&rb[..rb.len() - 1]), None, "torn pair");
+        let mut bad = rb.clone();
+        let at = rb.len() - 3; // the identifier's low byte: 2 has an owner
+        bad[at] = 2;
+        assert_eq!(
+            decode_allocation(&bad),
+            None,
+            "next owner of an owned identifier"
+        );
+        let mut bad = rb.clone();
+        bad[at] = 9;
+        assert_eq!(decode_allocation(&bad), None, "identifier out of range");
+        let mut bad = rb.clone();
+        let last = rb.len() - 1;
+        bad[last] = 0;
+        assert_eq!(decode_allocation(&bad), None, "node 0");
+        let two = Allocation {
+            owners: vec![None, None, Some(NodeId(3)), Some(NodeId(1))],
+            next_owners: vec![
+                (DistributionId(1), NodeId(3)),
+                (DistributionId(0), NodeId(2)),
+            ],
+            ..a.clone()
+        };
+        assert_eq!(
+            decode_allocation(&encode_allocation(&two)),
+            None,
+            "out of order"
+        );
     }
 
     /// Three in-process participants agree on allocations; a restarted one re-applies its log.

@@ -188,12 +188,15 @@ pub enum Request {
     },
     /// The card's registers, read (`hwctl --device unix: regs`).
     CardRegs,
-    /// Stop the node.
+    /// Leave the cluster gracefully (what SIGTERM does): answered at once; the node hands
+    /// every identifier over in planned moves, then exits.
+    Leave,
+    /// Stop the node at once (its identifiers fail over).
     Stop,
 }
 
 /// Every command name [`Request`] accepts, in the order the node lists them.
-pub const COMMANDS: [&str; 21] = [
+pub const COMMANDS: [&str; 22] = [
     "status",
     "allocation",
     "counts",
@@ -214,6 +217,7 @@ pub const COMMANDS: [&str; 21] = [
     "synthesize",
     "card_dump",
     "card_regs",
+    "leave",
     "stop",
 ];
 
@@ -247,6 +251,7 @@ impl Request {
             Self::Synthesize { .. } => "synthesize",
             Self::CardDump { .. } => "card_dump",
             Self::CardRegs => "card_regs",
+            Self::Leave => "leave",
             Self::Stop => "stop",
         }
     }
@@ -323,7 +328,9 @@ impl Request {
             Self::Synthesize { .. } => Response::Synthesized(de(v)?),
             Self::CardDump { .. } => Response::CardDump(de(v)?),
             Self::CardRegs => Response::CardRegs(de(v)?),
-            Self::SaAdvance { .. } | Self::Partition { .. } | Self::Stop => Response::Done,
+            Self::SaAdvance { .. } | Self::Partition { .. } | Self::Leave | Self::Stop => {
+                Response::Done
+            }
         })
     }
 }
@@ -705,6 +712,7 @@ mod tests {
             },
             Request::CardDump { did: Some(7) },
             Request::CardRegs,
+            Request::Leave,
             Request::Stop,
         ]
     }
@@ -848,6 +856,7 @@ mod tests {
     fn responses_read_back_typed() {
         let cases = [
             (Request::Stop, Response::Done),
+            (Request::Leave, Response::Done),
             (Request::Rebalance, Response::Queued),
             (
                 Request::Allocation,

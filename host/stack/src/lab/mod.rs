@@ -7,5 +7,6 @@
 pub mod cluster;
 pub mod demo;
 pub mod netns;
+pub mod run;
 pub mod svg;
 pub mod traffic;

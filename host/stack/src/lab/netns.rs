@@ -56,7 +56,7 @@ pub fn default_dir(prefix: &str) -> PathBuf {
 }
 
 /// A lab as `up` reports it (`--json`: this object). Field names are a stable interface.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct LabInfo {
     /// Namespace prefix.
     pub prefix: String,
@@ -75,7 +75,7 @@ pub struct LabInfo {
 }
 
 /// One node of a lab.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct LabNode {
     /// Node id.
     pub id: u16,

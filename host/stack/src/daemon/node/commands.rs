@@ -72,6 +72,11 @@ impl Runtime {
                 Response::error("synthesize is answered when its work is done")
             }
             Request::CardRegs => self.card_regs(),
+            Request::Leave => {
+                // answered now; the leave itself takes the next turns of the loop
+                self.begin_leave("leave command");
+                Response::Done
+            }
             Request::Stop => {
                 self.stopping = true;
                 Response::Done
@@ -433,6 +438,11 @@ impl Runtime {
             .as_ref()
             .map_or(Value::Null, super::ports::Ports::status);
         status["esp_installed_on_card"] = json!(self.member.esp().on_card());
+        status["leaving"] = json!(self.member.is_leaving());
+        let [held, released, dropped, now] = self.member.hold_counters();
+        status["hold"] = json!({
+            "held": held, "released": released, "dropped": dropped, "now": now,
+        });
         status
     }
 

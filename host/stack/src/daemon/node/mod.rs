@@ -76,6 +76,17 @@ macro_rules! log {
     };
 }
 
+/// How long a graceful leave may take before the node stops anyway.
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The next delivery of a signal stream (never, without one).
+async fn next_signal(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Wall-clock milliseconds since the Unix epoch (for reports that compare processes).
 pub fn unix_ms() -> u64 {
     SystemTime::now()
@@ -115,6 +126,8 @@ pub struct Runtime {
     next_card_retry: Duration,
     started_unix_ms: u64,
     stopping: bool,
+    /// A graceful leave under way (SIGTERM, SIGINT, `ctl leave`): since when.
+    leaving_since: Option<Duration>,
     synth: Option<SynthJob>,
     /// The walks over the tables in progress (`dump`, `card_dump`, `check`).
     walks: dumps::Walks,
@@ -372,6 +385,7 @@ impl Runtime {
             next_card_retry: Duration::ZERO,
             started_unix_ms: unix_ms(),
             stopping: false,
+            leaving_since: None,
             synth: None,
             walks: dumps::Walks::default(),
             parent: std::env::var_os("CLUSTERD_EXIT_WITH_PARENT").map(|_| nix::unistd::getppid()),
@@ -382,13 +396,19 @@ impl Runtime {
         })
     }
 
-    /// Runs until a `stop` control command.
+    /// Runs until a `stop` control command, or until a graceful leave (SIGTERM, SIGINT,
+    /// `leave`) handed every identifier over.
     pub async fn run(mut self) {
+        use tokio::signal::unix::{signal, SignalKind};
         let mut sbuf = vec![0u8; 65_536];
         let mut wbuf = vec![0u8; 65_536];
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut int = signal(SignalKind::interrupt()).ok();
         while !self.stopping {
             let deadline = self.udp.instant(self.next_deadline());
             tokio::select! {
+                Some(()) = next_signal(&mut term) => self.begin_leave("SIGTERM"),
+                Some(()) = next_signal(&mut int) => self.begin_leave("SIGINT"),
                 r = self.udp.recv(&mut sbuf) => {
                     if let Ok(n) = r {
                         self.on_sync_datagram(&sbuf[..n]);
@@ -432,6 +452,72 @@ impl Runtime {
             self.after_io();
         }
         let _ = std::fs::remove_file(&self.cfg.control);
+        log!(self.cfg.node, "stopped");
+    }
+
+    /// Starts a graceful leave: the member hands every identifier over in planned moves, and
+    /// the loop ends once that is done and the replication stream is delivered
+    /// ([`Self::check_leave`]). A second signal stops at once; so does a node with nobody to
+    /// hand over to.
+    fn begin_leave(&mut self, why: &str) {
+        if self.leaving_since.is_some() {
+            log!(self.cfg.node, "{why} again: stopping now");
+            self.stopping = true;
+            return;
+        }
+        if !self.member.has_successor() {
+            log!(
+                self.cfg.node,
+                "{why}: no other member takes traffic to hand over to: stopping"
+            );
+            self.stopping = true;
+            return;
+        }
+        log!(
+            self.cfg.node,
+            "{why}: leaving the cluster (planned moves of {} identifiers; a second signal stops at once)",
+            self.member.core().allocation().ids_of(self.cfg.node).len()
+        );
+        self.leaving_since = Some(self.udp.now());
+        self.member.leave();
+        self.handle_outputs();
+    }
+
+    /// Ends a graceful leave: once the member owns nothing and what it sent has reached its
+    /// live peers (its final state records among it); after [`LEAVE_TIMEOUT`] it stops
+    /// anyway (what it still owns then fails over).
+    fn check_leave(&mut self) {
+        let Some(since) = self.leaving_since else {
+            return;
+        };
+        let now = self.udp.now();
+        let delivered = self
+            .ep
+            .peers()
+            .filter(|p| self.member.is_alive(*p))
+            .all(|p| self.ep.backlog(p) == 0);
+        if self.member.has_left() && delivered {
+            log!(
+                self.cfg.node,
+                "left the cluster: every identifier handed over in {} ms",
+                now.saturating_sub(since).as_millis()
+            );
+            self.stopping = true;
+        } else if now.saturating_sub(since) >= LEAVE_TIMEOUT {
+            log!(
+                self.cfg.node,
+                "leave not done after {} s (owns {}): stopping; the rest fails over",
+                LEAVE_TIMEOUT.as_secs(),
+                self.member.core().allocation().ids_of(self.cfg.node).len()
+            );
+            self.stopping = true;
+        } else if !self.member.has_successor() && !self.member.has_left() {
+            log!(
+                self.cfg.node,
+                "leave: no other member takes traffic any more: stopping"
+            );
+            self.stopping = true;
+        }
     }
 
     fn time(&self) -> Time {
@@ -657,6 +743,7 @@ impl Runtime {
         self.handle_outputs();
         self.check_card();
         self.udp.send_all(&mut self.ep);
+        self.check_leave();
     }
 
     /// A card that failed (gone from the bus, a command error) is reopened and rebuilt from the
