@@ -213,6 +213,68 @@ impl PacketSocket {
         Ok(s)
     }
 
+    /// Ask for a receive buffer of `bytes` (the kernel doubles it for its own bookkeeping);
+    /// as root beyond the system's `rmem_max` (`SO_RCVBUFFORCE`), else up to it. A burst of
+    /// frames on a busy segment then waits in the buffer instead of being dropped before the
+    /// bridge reads it.
+    ///
+    /// # Errors
+    /// [`PacketError::Io`] when neither option is accepted.
+    pub fn set_receive_buffer(&self, bytes: usize) -> Result<(), PacketError> {
+        let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        let set = |opt: libc::c_int| {
+            // SAFETY: `v` is an int on the stack for the whole call and its size is passed;
+            // the kernel only reads it.
+            unsafe {
+                libc::setsockopt(
+                    self.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&raw const v).cast::<libc::c_void>(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            }
+        };
+        if set(libc::SO_RCVBUFFORCE) == 0 || set(libc::SO_RCVBUF) == 0 {
+            return Ok(());
+        }
+        Err(io_err(
+            &self.name,
+            "setsockopt(SO_RCVBUF)",
+            io::Error::last_os_error(),
+        ))
+    }
+
+    /// Frames the kernel dropped for this socket since the last call (its receive buffer was
+    /// full): `PACKET_STATISTICS`, which the kernel resets on every read.
+    ///
+    /// # Errors
+    /// [`PacketError::Io`] when the kernel refuses the query.
+    pub fn take_drops(&self) -> Result<u64, PacketError> {
+        // SAFETY: an all-zero `tpacket_stats` is a valid value of this plain C struct.
+        let mut st: libc::tpacket_stats = unsafe { zeroed() };
+        let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: `st` and `len` live on the stack through the call; `len` holds the size of
+        // `st`, and the kernel writes at most that many bytes into it.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&raw mut st).cast::<libc::c_void>(),
+                &raw mut len,
+            )
+        };
+        if r < 0 {
+            return Err(io_err(
+                &self.name,
+                "getsockopt(PACKET_STATISTICS)",
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(u64::from(st.tp_drops))
+    }
+
     fn set_int(
         &self,
         opt: libc::c_int,

@@ -130,6 +130,9 @@ pub enum DropReason {
     TxError,
     /// To a wire: the interface's queue was full.
     TxBusy,
+    /// From a wire: the kernel dropped it before the bridge read it (the socket's receive
+    /// buffer was full: the card and its host fell behind the segment).
+    RxOverflow,
 }
 
 impl DropReason {
@@ -142,6 +145,7 @@ impl DropReason {
             DropReason::Unreadable => "unreadable",
             DropReason::TxError => "tx_error",
             DropReason::TxBusy => "tx_busy",
+            DropReason::RxOverflow => "rx_overflow",
         }
     }
 }
@@ -209,9 +213,13 @@ impl BridgeCounters {
     }
 
     fn drop(&mut self, reason: DropReason, words: String) {
+        self.drop_n(reason, 1, words);
+    }
+
+    fn drop_n(&mut self, reason: DropReason, n: u64, words: String) {
         match self.dropped.iter_mut().find(|(r, _)| *r == reason) {
-            Some((_, n)) => *n += 1,
-            None => self.dropped.push((reason, 1)),
+            Some((_, c)) => *c += n,
+            None => self.dropped.push((reason, n)),
         }
         self.last_drop = Some(words);
     }
@@ -330,6 +338,10 @@ fn finish_checksum(frame: &mut [u8], start: usize, at: usize) {
     frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
 }
 
+/// The receive buffer each socket asks for: about 5,000 full-size frames, so a burst on a
+/// busy segment waits instead of being dropped while the card's host works.
+pub const RX_BUFFER: usize = 8 << 20;
+
 /// A card's two ports on two Linux interfaces.
 pub struct PortBridge {
     socks: [PacketSocket; 2],
@@ -370,6 +382,10 @@ impl PortBridge {
             role: "inside",
             source,
         })?;
+        for s in [&o, &i] {
+            // best effort: a smaller buffer only drops sooner, and says so in the counters
+            let _ = s.set_receive_buffer(RX_BUFFER);
+        }
         Ok(PortBridge {
             socks: [o, i],
             frame_bytes,
@@ -400,6 +416,23 @@ impl PortBridge {
         &self.counters
     }
 
+    /// Adds what the kernel dropped on either socket since the last call (receive buffer
+    /// full) to the counters as [`DropReason::RxOverflow`].
+    fn count_overflow(&mut self) {
+        for (port, s) in self.socks.iter().enumerate() {
+            if let Ok(n) = s.take_drops() {
+                if n > 0 {
+                    let words = format!(
+                        "{n} frame(s) from {} dropped by the kernel: the socket's receive \
+                         buffer was full",
+                        if port == 0 { "outside" } else { "inside" }
+                    );
+                    self.counters.drop_n(DropReason::RxOverflow, n, words);
+                }
+            }
+        }
+    }
+
     /// One step: write what the card has sent; wait up to `timeout` for frames on either
     /// interface (not at all when the card had frames to send); read up to [`BATCH`] frames
     /// from each and feed them, one at a time, into the card, writing out what it sends after
@@ -414,6 +447,7 @@ impl PortBridge {
         timeout: Duration,
     ) -> Result<PollCounts, BridgeError> {
         let mut step = PollCounts::default();
+        self.count_overflow();
         self.drain(card, &mut step);
         let wait = if step.moved() > 0 {
             Duration::ZERO

@@ -298,12 +298,11 @@ fn lab(a: LabArgs) -> Result<(), String> {
             let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
             let mut b = lr::Cluster::new(info, exe);
             let quiet = a.json;
-            let mut report = lr::run(&mut b, &o, &mut |line| {
+            let report = lr::run(&mut b, &o, &mut |line| {
                 if !quiet {
                     eprintln!("{line}");
                 }
             })?;
-            report.backend = "cluster".into();
             say(
                 lr::render(&report),
                 serde_json::to_value(&report).unwrap_or_default(),

@@ -170,6 +170,10 @@ fn attach(prefix: &str, role: &str, dev: &str, br: &str, sw_dev: &str) -> Result
         "-n", &ns, "link", "add", dev, "type", "veth", "peer", "name", sw_dev, "netns", &sw,
     ])?;
     ip(&["-n", &sw, "link", "set", sw_dev, "master", br])?;
+    // the switch's ports stay silent (no link-local address, so no router solicitation or
+    // neighbour discovery of their own): every frame on a segment comes from an end host, and
+    // what the client and server sent equals what the other received
+    ip(&["-n", &sw, "link", "set", sw_dev, "addrgenmode", "none"])?;
     // flood every frame to every port: no learning, so every node sees every frame
     ip(&[
         "-n",

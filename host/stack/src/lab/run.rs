@@ -211,6 +211,8 @@ pub type NodeDrop = (u16, String, u64);
 
 /// What the run does to the lab's nodes: ours or the kernel baseline.
 pub trait Backend {
+    /// `cluster` or `kernel`.
+    fn name(&self) -> &'static str;
     /// The lab.
     fn info(&self) -> &LabInfo;
     /// Whether each node runs now.
@@ -279,6 +281,10 @@ fn link_stats(ns: &str, dev: &str) -> Option<[u64; 4]> {
 }
 
 impl Backend for Cluster {
+    fn name(&self) -> &'static str {
+        "cluster"
+    }
+
     fn info(&self) -> &LabInfo {
         &self.info
     }
@@ -569,6 +575,8 @@ pub fn run(
             ping_received += r;
         }
     }
+    // `ip netns exec` itself starts, so a missing ping shows as nothing transmitted
+    let pings_ok = !o.ping || ping_sent > 0;
     stop.store(true, Ordering::SeqCst);
     let bulk_bytes = server
         .join()
@@ -577,7 +585,7 @@ pub fn run(
     std::thread::sleep(Duration::from_millis(300));
     let links1 = end_to_end(&info);
     let drops1 = b.drops();
-    Ok(report(
+    let mut r = report(
         &info,
         o,
         &conns,
@@ -592,7 +600,15 @@ pub fn run(
             sync: b.sync_bytes().saturating_sub(sync0),
             cpu: b.cpu_ms().saturating_sub(cpu0),
         },
-    ))
+    );
+    r.backend = b.name().to_owned();
+    if !pings_ok {
+        r.errors.insert(
+            0,
+            "ping: not installed in the client's namespace (apt-get install iputils-ping)".into(),
+        );
+    }
+    Ok(r)
 }
 
 struct Measured {
