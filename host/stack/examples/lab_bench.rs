@@ -13,7 +13,7 @@
 //! (reset or not completed), frames lost end to end, sync bytes and CPU per connection, and
 //! the ratios of the kernel's figures to ours.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use host::lab::netns::{self, LabOptions};
@@ -114,7 +114,7 @@ fn per_conn(v: u64, r: &Report) -> f64 {
     v as f64 / r.opened.max(1) as f64
 }
 
-fn ours(a: &Args, nodes: u16, exe: &PathBuf) -> Result<Row, String> {
+fn ours(a: &Args, nodes: u16, exe: &Path) -> Result<Row, String> {
     let prefix = format!("lb{nodes}");
     let dir = netns::default_dir(&prefix);
     let _ = netns::down(&prefix, &dir);
@@ -125,17 +125,17 @@ fn ours(a: &Args, nodes: u16, exe: &PathBuf) -> Result<Row, String> {
             card: "model".into(),
             identifiers: 256,
             dir: dir.clone(),
-            exe: exe.clone(),
+            exe: exe.to_path_buf(),
         })
     };
     let mut progress = |l: &str| eprintln!("  {l}");
     let info = up()?;
-    let mut b = run::Cluster::new(info, exe.clone());
+    let mut b = run::Cluster::new(info, exe.to_path_buf());
     let kill = run::run(&mut b, &workload(a, kill_at(a)), &mut progress);
     let _ = netns::down(&prefix, &dir);
     let kill = kill?;
     let info = up()?;
-    let mut b = run::Cluster::new(info, exe.clone());
+    let mut b = run::Cluster::new(info, exe.to_path_buf());
     let stop = run::run(&mut b, &workload(a, stop_at(a)), &mut progress);
     let _ = netns::down(&prefix, &dir);
     Ok(Row {
