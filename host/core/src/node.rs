@@ -423,6 +423,24 @@ impl<T: NodeSpecificTable> Node<T> {
         self
     }
 
+    /// Replaces the rule set (a reload). New connections are judged by `rules` from now on;
+    /// existing entries keep the verdict they were created with. An entry names its rule by
+    /// index, so its application helper (FTP, session) is the one of the rule at that index in
+    /// the new set, if any. Returns how many rules were added and removed, counted as
+    /// distinct rules in order (a rule that moved counts as both).
+    pub fn replace_rules(&mut self, rules: RuleSet) -> (usize, usize) {
+        let old = &self.cfg.rules.rules;
+        let added = rules.rules.iter().filter(|r| !old.contains(r)).count();
+        let removed = old.iter().filter(|r| !rules.rules.contains(r)).count();
+        self.cfg.rules = rules;
+        let helpers: Vec<u16> = (0..self.cfg.rules.rules.len())
+            .filter(|&i| self.cfg.rules.rules[i].helper.is_some())
+            .filter_map(|i| u16::try_from(i).ok())
+            .collect();
+        self.active.set_host_rules(&helpers);
+        (added, removed)
+    }
+
     /// The node-specific table was replaced (a card reopened after a failure): tell the new
     /// one which rules need the host, and key its packet path before the next frame.
     pub fn table_replaced(&mut self) {

@@ -973,6 +973,17 @@ impl<T: NodeSpecificTable> Member<T> {
         Ok(())
     }
 
+    /// Replaces the rule set (a reload, SIGHUP), with a log line of what changed; see
+    /// [`Node::replace_rules`].
+    pub fn replace_rules(&mut self, rules: crate::rules::RuleSet, from: &str) {
+        let n = rules.rules.len();
+        let (added, removed) = self.core.replace_rules(rules);
+        self.log(format!(
+            "rules reloaded from {from}: {n} rules, {added} new, {removed} gone; existing \
+             connections keep their verdicts"
+        ));
+    }
+
     /// Starts a graceful leave (SIGTERM, `ctl stop`): this member keeps serving what it owns
     /// while its heartbeats say it is leaving; the leader (this member or another) gives it
     /// nothing more and moves what it owns to the others in planned moves (release, then

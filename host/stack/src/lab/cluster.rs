@@ -199,6 +199,19 @@ impl Cluster {
     /// # Errors
     /// Spawn errors, an unknown id, or a node that is already running.
     pub fn start(&mut self, id: NodeId) -> std::io::Result<()> {
+        self.start_with_env(id, &[])
+    }
+
+    /// [`Cluster::start`] with extra environment variables (`NOTIFY_SOCKET` of a service
+    /// manager, `RUST_LOG`).
+    ///
+    /// # Errors
+    /// As [`Cluster::start`].
+    pub fn start_with_env(
+        &mut self,
+        id: NodeId,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> std::io::Result<()> {
         if self.running(id) {
             return Err(std::io::Error::other(format!(
                 "node {} is already running",
@@ -218,6 +231,7 @@ impl Cluster {
             .arg("--config")
             .arg(&spec.config)
             .env("CLUSTERD_EXIT_WITH_PARENT", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -244,6 +258,23 @@ impl Cluster {
         match self.children.get(&id) {
             Some(c) => kill(Pid::from_raw(c.id() as i32), sig).is_ok(),
             None => false,
+        }
+    }
+
+    /// Waits up to `within` for node `id`'s process to exit by itself; its exit status, or
+    /// `None` if it still runs (or was not started).
+    pub fn wait_exit(&mut self, id: NodeId, within: Duration) -> Option<std::process::ExitStatus> {
+        let t = std::time::Instant::now();
+        loop {
+            let c = self.children.get_mut(&id)?;
+            if let Ok(Some(st)) = c.try_wait() {
+                self.children.remove(&id);
+                return Some(st);
+            }
+            if t.elapsed() >= within {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -128,6 +128,9 @@ pub struct Runtime {
     stopping: bool,
     /// A graceful leave under way (SIGTERM, SIGINT, `ctl leave`): since when.
     leaving_since: Option<Duration>,
+    /// READY=1 was sent to the service manager (systemd), and when STATUS is due next.
+    notified_ready: bool,
+    next_status_notify: Duration,
     synth: Option<SynthJob>,
     /// The walks over the tables in progress (`dump`, `card_dump`, `check`).
     walks: dumps::Walks,
@@ -386,6 +389,8 @@ impl Runtime {
             started_unix_ms: unix_ms(),
             stopping: false,
             leaving_since: None,
+            notified_ready: false,
+            next_status_notify: Duration::ZERO,
             synth: None,
             walks: dumps::Walks::default(),
             parent: std::env::var_os("CLUSTERD_EXIT_WITH_PARENT").map(|_| nix::unistd::getppid()),
@@ -404,11 +409,13 @@ impl Runtime {
         let mut wbuf = vec![0u8; 65_536];
         let mut term = signal(SignalKind::terminate()).ok();
         let mut int = signal(SignalKind::interrupt()).ok();
+        let mut hup = signal(SignalKind::hangup()).ok();
         while !self.stopping {
             let deadline = self.udp.instant(self.next_deadline());
             tokio::select! {
                 Some(()) = next_signal(&mut term) => self.begin_leave("SIGTERM"),
                 Some(()) = next_signal(&mut int) => self.begin_leave("SIGINT"),
+                Some(()) = next_signal(&mut hup) => self.reload(),
                 r = self.udp.recv(&mut sbuf) => {
                     if let Ok(n) = r {
                         self.on_sync_datagram(&sbuf[..n]);
@@ -473,6 +480,10 @@ impl Runtime {
             self.stopping = true;
             return;
         }
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::Stopping,
+            sd_notify::NotifyState::Status("leaving: handing identifiers over"),
+        ]);
         log!(
             self.cfg.node,
             "{why}: leaving the cluster (planned moves of {} identifiers; a second signal stops at once)",
@@ -517,6 +528,64 @@ impl Runtime {
                 "leave: no other member takes traffic any more: stopping"
             );
             self.stopping = true;
+        }
+    }
+
+    /// SIGHUP: reads the rules file again and replaces the rule set (what else the config
+    /// holds needs a restart: addresses, keys and identities, the card). A file that does not
+    /// parse keeps the rules in force, with a log line naming the error.
+    fn reload(&mut self) {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+        match &self.cfg.rules {
+            None => log!(
+                self.cfg.node,
+                "SIGHUP: no rules file in the config (allow all); nothing to reload"
+            ),
+            Some(path) => {
+                let read = std::fs::read_to_string(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| RuleSet::parse(&t).map_err(|e| e.to_string()));
+                match read {
+                    Ok(rules) => {
+                        self.member
+                            .replace_rules(rules, &path.display().to_string());
+                        self.handle_outputs();
+                    }
+                    Err(e) => log!(
+                        self.cfg.node,
+                        "SIGHUP: rules {}: {e}; the rules in force stay (fix the file and send \
+                         SIGHUP again)",
+                        path.display()
+                    ),
+                }
+            }
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    /// Tells the service manager (systemd, `Type=notify`) that the node is ready once it
+    /// takes traffic, and what it does every few seconds. Nothing without `NOTIFY_SOCKET`.
+    fn notify_service_manager(&mut self) {
+        let now = self.udp.now();
+        if !self.notified_ready && self.member.takes_traffic() {
+            self.notified_ready = true;
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        }
+        if now >= self.next_status_notify {
+            self.next_status_notify = now + Duration::from_secs(5);
+            let a = self.member.core().allocation();
+            let status = format!(
+                "epoch {}, owns {} of {} identifiers{}",
+                a.epoch.0,
+                a.ids_of(self.cfg.node).len(),
+                a.len(),
+                if self.member.takes_traffic() {
+                    ""
+                } else {
+                    ", not taking traffic"
+                }
+            );
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
         }
     }
 
@@ -744,6 +813,7 @@ impl Runtime {
         self.check_card();
         self.udp.send_all(&mut self.ep);
         self.check_leave();
+        self.notify_service_manager();
     }
 
     /// A card that failed (gone from the bus, a command error) is reopened and rebuilt from the
