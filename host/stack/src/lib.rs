@@ -10,6 +10,7 @@ pub use cluster_core as core;
 pub mod daemon;
 pub mod device;
 pub mod lab;
+pub mod out;
 pub mod regs_report;
 pub mod secret_arg;
 pub mod sync;

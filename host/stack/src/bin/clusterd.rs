@@ -112,9 +112,9 @@ fn lab(a: LabArgs) -> Result<(), String> {
         .unwrap_or_else(|| netns::default_dir(&a.prefix));
     let say = |text: String, json: serde_json::Value| {
         if a.json {
-            println!("{json}");
+            host::out::line(json);
         } else {
-            println!("{text}");
+            host::out::line(text);
         }
     };
     match a.op {
@@ -252,12 +252,16 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Run { config } => rt.block_on(host::daemon::node::run_node(&config)),
         Cmd::Keygen { identity: None } => host::sync::ClusterKey::generate()
-            .map(|k| println!("{}", *Zeroizing::new(k.to_hex())))
+            .map(|k| {
+                host::out::line(&*Zeroizing::new(k.to_hex()));
+            })
             .map_err(|e| e.to_string()),
         Cmd::Keygen {
             identity: Some(path),
         } => host::sync::NodeIdentity::write_new(&path)
-            .map(|k| println!("{}", k.to_hex()))
+            .map(|k| {
+                host::out::line(k.to_hex());
+            })
             .map_err(|e| e.to_string()),
         Cmd::Ctl { socket, cmd, args } => rt.block_on(ctl(socket, cmd, Zeroizing::new(args))),
         Cmd::Demo(args) => rt.block_on(demo::run(args)),
@@ -313,10 +317,7 @@ async fn ctl(socket: PathBuf, cmd: String, args: Zeroizing<String>) -> Result<()
             "not a command the node accepts (not sent)",
         ),
     };
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&answer).unwrap_or_default()
-    );
+    host::out::line(serde_json::to_string_pretty(&answer).unwrap_or_default());
     if answer.is_ok() {
         Ok(())
     } else {

@@ -18,6 +18,13 @@ use crate::core::member::esp::SaMaterial;
 use crate::daemon::node::unix_ms;
 use crate::daemon::protocol::{AllocationReply, Request, Response, SaDir, SecretHex};
 
+/// A line on standard output that ends quietly when the reader went away (`crate::out`).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        crate::out::line(format_args!($($arg)*))
+    };
+}
+
 /// Command-line arguments of `clusterd demo`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
@@ -255,7 +262,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         Cluster::prepare(&dir, &layout, &exe).map_err(|e| format!("{}: {e}", dir.display()))?;
     let say = |s: String| {
         if !args.json {
-            println!("{s}");
+            out!("{s}");
         }
     };
     say(format!(
@@ -372,6 +379,15 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     let mut next_sample = Duration::ZERO;
     let mut next_progress = Duration::from_secs(1);
     while t0.elapsed() < duration + drain {
+        if crate::out::closed() {
+            // nobody reads the progress or the report any more (`| head`): stop quietly
+            wire_task.abort();
+            cluster.shutdown().await;
+            if temp && !args.keep {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            return Ok(());
+        }
         let el = t0.elapsed();
         while next < schedule.len() && el.as_secs_f64() >= schedule[next].0 {
             let (_, action) = schedule[next];
@@ -521,7 +537,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             if let Some(s) = samples.last() {
                 let owned: Vec<String> = s.owned.iter().map(|(n, v)| format!("n{n}:{v}")).collect();
                 let card: Vec<String> = s.card.iter().map(|(n, v)| format!("n{n}:{v}")).collect();
-                println!(
+                out!(
                     "[{:5.1}s] packets {:>7}  ids {}  card {}",
                     el.as_secs_f64(),
                     sent.load(Ordering::Relaxed),
@@ -759,14 +775,14 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if args.json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else {
         print_summary(&report);
         if let Some(p) = &args.svg {
-            println!("picture: {}", p.display());
+            out!("picture: {}", p.display());
         }
     }
     if temp && !args.keep {
@@ -905,61 +921,71 @@ impl EspDemo {
 }
 
 fn print_summary(r: &Value) {
-    println!();
-    println!("== report ==");
-    println!("packets                     {}", r["packets"]);
+    out!("");
+    out!("== report ==");
+    out!("packets                     {}", r["packets"]);
     if let Some(m) = r["per_node"].as_object() {
         let v: Vec<String> = m.iter().map(|(k, v)| format!("node {k}: {v}")).collect();
-        println!("handled per node            {}", v.join(", "));
+        out!("handled per node            {}", v.join(", "));
     }
-    println!(
+    out!(
         "unhandled                   {} ({} inside takeover/reallocation gaps)",
-        r["unhandled"], r["unhandled_in_transition"]
+        r["unhandled"],
+        r["unhandled_in_transition"]
     );
-    println!("double handled              {}", r["double_handled"]);
-    println!(
+    out!("double handled              {}", r["double_handled"]);
+    out!(
         "established without state   {} (outside crash windows; must be 0)",
         r["established_without_state"]
     );
-    println!(
+    out!(
         "  inside crash window       {} (window {} ms)",
-        r["established_without_state_in_crash_window"], r["crash_window_ms"]
+        r["established_without_state_in_crash_window"],
+        r["crash_window_ms"]
     );
-    println!("takeover                    {} ms", r["takeover_ms"]);
-    println!("entries moved into cards    {}", r["entries_moved"]);
+    out!("takeover                    {} ms", r["takeover_ms"]);
+    out!("entries moved into cards    {}", r["entries_moved"]);
     if let Some(m) = r["card_occupancy"].as_object() {
         for (k, v) in m {
-            println!(
+            out!(
                 "card of node {k:<3}            {} entries ({} ids, common table {})",
-                v["entries"], v["owned_ids"], v["common"]
+                v["entries"],
+                v["owned_ids"],
+                v["common"]
             );
         }
     }
-    println!(
+    out!(
         "sync messages / bytes       {} / {}",
-        r["sync_messages"], r["sync_bytes"]
+        r["sync_messages"],
+        r["sync_bytes"]
     );
-    println!(
+    out!(
         "flows (broken handshakes)   {} ({})",
-        r["flows"], r["flows_broken"]
+        r["flows"],
+        r["flows_broken"]
     );
-    println!(
+    out!(
         "owners agree / conflicts    {} / {}",
-        r["owners_agree"], r["two_owner_conflicts"]
+        r["owners_agree"],
+        r["two_owner_conflicts"]
     );
-    println!(
+    out!(
         "ESP SAs / seq jumps          {} / {}",
-        r["esp"]["sas"], r["esp"]["seq_jumps"]
+        r["esp"]["sas"],
+        r["esp"]["seq_jumps"]
     );
-    println!(
+    out!(
         "ESP out sealed / seq reused  {} / {} (must be 0)",
-        r["esp"]["outbound_sealed"], r["esp"]["outbound_seq_reused"]
+        r["esp"]["outbound_sealed"],
+        r["esp"]["outbound_seq_reused"]
     );
-    println!(
+    out!(
         "ESP packets on card / sw     {} / {}",
-        r["esp"]["on_card"], r["esp"]["in_software"]
+        r["esp"]["on_card"],
+        r["esp"]["in_software"]
     );
-    println!(
+    out!(
         "ESP in accepted / replays    {} / {} rejected, {} accepted ({} inside a crash window)",
         r["esp"]["inbound_accepted"],
         r["esp"]["replays_rejected"],
