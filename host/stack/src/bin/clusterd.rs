@@ -264,7 +264,15 @@ fn main() -> ExitCode {
             })
             .map_err(|e| e.to_string()),
         Cmd::Ctl { socket, cmd, args } => rt.block_on(ctl(socket, cmd, Zeroizing::new(args))),
-        Cmd::Demo(args) => rt.block_on(demo::run(args)),
+        Cmd::Demo(args) => {
+            return match rt.block_on(demo::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("clusterd demo: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
         // blocking work (processes, `ip`, control calls on runtimes of their own)
         Cmd::Lab(args) => lab(args),
     };
