@@ -31,6 +31,12 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Check a config file without starting the node: a one-line summary and exit status 0,
+    /// or the error (its line and the fix) and exit status 2.
+    CheckConfig {
+        /// The config file (format: docs/clusterd.md).
+        file: PathBuf,
+    },
     /// Print a fresh random cluster key (64 hex digits); with --identity FILE, write a new node
     /// identity (Ed25519, mode 0600) to FILE instead and print its public key (for the
     /// `key=` of this node's line in the other nodes' configs).
@@ -250,6 +256,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.cmd {
+        Cmd::CheckConfig { file } => return check_config(&file),
         Cmd::Run { config } => rt.block_on(host::daemon::node::run_node(&config)),
         Cmd::Keygen { identity: None } => host::sync::ClusterKey::generate()
             .map(|k| {
@@ -349,5 +356,20 @@ fn connect_error(socket: &std::path::Path, e: &std::io::Error) -> String {
              control_group"
         ),
         _ => format!("{path}: {e}"),
+    }
+}
+
+/// `clusterd check-config FILE`: parses the file as `run` would (the key file read and
+/// checked), starts nothing.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match host::daemon::config::Config::load(file) {
+        Ok(c) => {
+            host::out::line(format_args!("{}: ok: {}", file.display(), c.summary()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("clusterd: {}: {e}", file.display());
+            ExitCode::from(2)
+        }
     }
 }

@@ -1,0 +1,121 @@
+//! clusterd's operator commands run as a process: check-config (issue 14, item 4),
+//! completions and man pages, output formats.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::TempDir;
+
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+fn clusterd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clusterd"))
+        .args(args)
+        .output()
+        .expect("run clusterd")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p.to_str().expect("utf-8 path").to_owned()
+}
+
+fn good(dir: &Path) -> String {
+    let key = dir.join("cluster.key");
+    std::fs::write(&key, format!("{KEY}\n")).expect("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    "# node 1 of 3\n\
+     node = 1\n\
+     listen = \"127.0.0.1:7101\"\n\
+     control = \"node1.sock\"\n\
+     key_file = \"cluster.key\"\n\
+     \n\
+     [[peer]]\n\
+     id = 2\n\
+     addr = \"127.0.0.1:7102\"\n\
+     \n\
+     [[peer]]\n\
+     id = 3\n\
+     addr = \"127.0.0.1:7103\"\n\
+     role = \"witness\"\n"
+        .to_owned()
+}
+
+#[test]
+fn check_config_accepts_a_good_file_with_a_summary() {
+    let t = TempDir::new("check-ok");
+    let conf = write(t.dir(), "n1.toml", &good(t.dir()));
+    let o = clusterd(&["check-config", &conf]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.contains(": ok: node 1 (member, voter), listen 127.0.0.1:7101, 2 peers (1 witness"),
+        "{out}"
+    );
+    // nothing was started: no socket, no state directory
+    assert!(!t.dir().join("node1.sock").exists());
+    assert!(!t.dir().join("node1.state").exists());
+}
+
+#[test]
+fn check_config_names_the_line_and_the_fix() {
+    let t = TempDir::new("check-bad");
+    let good = good(t.dir());
+    for (text, needles) in [
+        (
+            good.replace("node = 1\n", "node = 1\nlisen = \"x\"\n"),
+            &[
+                "line 3: unknown setting \"lisen\"",
+                "did you mean \"listen\"?",
+            ][..],
+        ),
+        (
+            good.replace("node = 1", "node = \"one\""),
+            &["line 2: node: invalid type", "fix: write e.g. node = 1"][..],
+        ),
+        (
+            good.replace("addr = \"127.0.0.1:7102\"", "addr = \"127.0.0.1\""),
+            &[
+                "line 9: addr = \"127.0.0.1\" is not an IP address with a port",
+                "fix:",
+            ][..],
+        ),
+        (
+            good.replace(
+                "[[peer]]\nid = 2\naddr = \"127.0.0.1:7102\"\n",
+                "peer = 2 127.0.0.1:7102\n",
+            ),
+            &["line 7", "peers are tables now"][..],
+        ),
+        (
+            good.replace("key_file = \"cluster.key\"", "key_file = cluster.key"),
+            &[
+                "line 5",
+                "TOML strings are quoted: write key_file = \"cluster.key\"",
+            ][..],
+        ),
+    ] {
+        let conf = write(t.dir(), "bad.toml", &text);
+        let o = clusterd(&["check-config", &conf]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{text}\n{err}");
+        assert!(o.stdout.is_empty());
+        assert!(!err.contains("panicked"), "{err}");
+        for n in needles {
+            assert!(err.contains(n), "{n:?} not in {err}");
+        }
+    }
+    let o = clusterd(&["check-config", "no-such-file.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fix:"));
+}
