@@ -1,6 +1,6 @@
 //! Standard output of the command-line tools. A reader that goes away early
 //! (`clusterd demo | head -2`, `clusterd ctl ... | head`) ends the output quietly: `println!`
-//! would panic on the broken pipe; [`line`] notes it instead, [`closed`] tells the caller to stop
+//! would panic on the broken pipe; [`line()`] notes it instead, [`closed()`] tells the caller to stop
 //! producing output, and the tools then exit with status 0.
 
 use std::fmt::Display;
@@ -16,7 +16,7 @@ pub fn line(text: impl Display) -> bool {
     write(format_args!("{text}\n"))
 }
 
-/// Writes `text` as it is to standard output (flushed); see [`line`].
+/// Writes `text` as it is to standard output (flushed); see [`line()`].
 pub fn text(text: impl Display) -> bool {
     write(format_args!("{text}"))
 }
