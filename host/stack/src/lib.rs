@@ -7,6 +7,7 @@
 
 /// The state core (the `cluster-core` crate), re-exported under its old path.
 pub use cluster_core as core;
+pub mod cli_docs;
 pub mod daemon;
 pub mod device;
 pub mod lab;

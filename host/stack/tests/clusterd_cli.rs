@@ -119,3 +119,75 @@ fn check_config_names_the_line_and_the_fix() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("fix:"));
 }
+
+#[test]
+fn bash_completions_know_the_subcommands() {
+    let o = clusterd(&["completions", "bash"]);
+    assert_eq!(o.status.code(), Some(0));
+    let script = String::from_utf8(o.stdout).expect("utf-8");
+    assert!(script.contains("complete -F _clusterd"), "{script}");
+    for sub in [
+        "run",
+        "demo",
+        "ctl",
+        "lab",
+        "keygen",
+        "check-config",
+        "completions",
+        "man",
+    ] {
+        assert!(script.contains(sub), "no {sub} in the completions");
+    }
+    // options of a subcommand, and of a nested one
+    assert!(script.contains("--duration") && script.contains("--identifiers"));
+    let o = clusterd(&["completions", "tcsh"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+    for shell in ["zsh", "fish"] {
+        let o = clusterd(&["completions", shell]);
+        assert!(o.status.success() && !o.stdout.is_empty(), "{shell}");
+    }
+}
+
+#[test]
+fn man_pages_one_per_subcommand() {
+    let t = TempDir::new("man");
+    let dir = t.dir().join("man1");
+    let o = clusterd(&["man", dir.to_str().unwrap()]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let listed = String::from_utf8(o.stdout).unwrap();
+    for page in [
+        "clusterd.1",
+        "clusterd-run.1",
+        "clusterd-demo.1",
+        "clusterd-ctl.1",
+        "clusterd-check-config.1",
+        "clusterd-lab.1",
+        "clusterd-lab-up.1",
+    ] {
+        assert!(dir.join(page).is_file(), "no {page}");
+        assert!(listed.contains(page), "{page} not listed: {listed}");
+    }
+    let top = std::fs::read_to_string(dir.join("clusterd.1")).unwrap();
+    assert!(top.starts_with(".ie"), "roff: {top}");
+    assert!(top.contains(".TH clusterd 1"), "{top}");
+    for sub in ["run", "demo", "ctl", "lab", "check\\-config"] {
+        assert!(top.contains(sub), "the top page names {sub}: {top}");
+    }
+    let demo = std::fs::read_to_string(dir.join("clusterd-demo.1")).unwrap();
+    assert!(demo.contains("\\-\\-kill"), "{demo}");
+    // a file in the way
+    let file = t.dir().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let o = clusterd(&["man", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fix:"));
+}

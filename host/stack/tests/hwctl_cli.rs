@@ -214,3 +214,31 @@ fn verilator_matches_the_model() {
         assert_eq!(run("verilator"), run("model"), "hwctl {cmd:?}");
     }
 }
+
+#[test]
+fn completions_and_man_pages_need_no_device() {
+    let script = ok(&["completions", "bash"]);
+    assert!(script.contains("complete -F _hwctl"), "{script}");
+    for sub in ["status", "dump", "regs", "sas", "esp", "forward", "man"] {
+        assert!(script.contains(sub), "no {sub} in the completions");
+    }
+    assert!(script.contains("--device") && script.contains("--seed-entries"));
+    let t = common::TempDir::new("man");
+    let listed = ok(&["man", t.dir().to_str().unwrap()]);
+    for page in [
+        "hwctl.1",
+        "hwctl-status.1",
+        "hwctl-dump.1",
+        "hwctl-esp-decrypt.1",
+    ] {
+        assert!(t.dir().join(page).is_file(), "no {page}: {listed}");
+    }
+    let top = std::fs::read_to_string(t.dir().join("hwctl.1")).unwrap();
+    assert!(
+        top.contains(".TH hwctl 1") && top.contains("forward"),
+        "{top}"
+    );
+    // every other command still needs --device
+    let err = fails(&["status"], 2, "--device SPEC is needed");
+    assert!(err.contains("Usage"), "{err}");
+}

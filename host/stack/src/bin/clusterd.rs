@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use host::daemon::control;
 use host::daemon::protocol::{Request, Response};
 use host::lab::demo;
@@ -36,6 +36,18 @@ enum Cmd {
     CheckConfig {
         /// The config file (format: docs/clusterd.md).
         file: PathBuf,
+    },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell), e.g.
+    /// `clusterd completions bash > /etc/bash_completion.d/clusterd`.
+    Completions {
+        /// The shell.
+        shell: host::cli_docs::Shell,
+    },
+    /// Write the man pages (section 1) into DIR, one per command and subcommand:
+    /// clusterd.1, clusterd-run.1, clusterd-lab-up.1, ... (DIR is created when missing).
+    Man {
+        /// The directory, e.g. /usr/local/share/man/man1.
+        dir: PathBuf,
     },
     /// Print a fresh random cluster key (64 hex digits); with --identity FILE, write a new node
     /// identity (Ed25519, mode 0600) to FILE instead and print its public key (for the
@@ -245,6 +257,27 @@ fn lab(a: LabArgs) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.cmd {
+        Cmd::Completions { shell } => {
+            host::out::text(host::cli_docs::completions(Cli::command(), *shell));
+            return ExitCode::SUCCESS;
+        }
+        Cmd::Man { dir } => {
+            return match host::cli_docs::man_pages(Cli::command(), dir) {
+                Ok(pages) => {
+                    for p in pages {
+                        host::out::line(p.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("clusterd: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -257,6 +290,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.cmd {
         Cmd::CheckConfig { file } => return check_config(&file),
+        // answered above, before the runtime
+        Cmd::Completions { .. } | Cmd::Man { .. } => Ok(()),
         Cmd::Run { config } => rt.block_on(host::daemon::node::run_node(&config)),
         Cmd::Keygen { identity: None } => host::sync::ClusterKey::generate()
             .map(|k| {

@@ -29,7 +29,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use driver::sample::sample_entry;
 use driver::{CamCaps, Card, Counters, DistributionId, DumpEntry, ResultWord};
 use hal::RegIo;
@@ -88,9 +88,10 @@ EXAMPLES:
 #[derive(Parser, Debug)]
 #[command(name = "hwctl", version, after_help = AFTER_HELP)]
 struct Cli {
-    /// The card to open (see DEVICE SPEC below).
+    /// The card to open (see DEVICE SPEC below); needed by every command but completions and
+    /// man.
     #[arg(long, short = 'd', value_name = "SPEC")]
-    device: DeviceSpec,
+    device: Option<DeviceSpec>,
 
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
@@ -126,6 +127,18 @@ enum Command {
     Esp {
         #[command(subcommand)]
         op: EspCmd,
+    },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell), e.g.
+    /// `hwctl completions bash > /etc/bash_completion.d/hwctl`.
+    Completions {
+        /// The shell.
+        shell: host::cli_docs::Shell,
+    },
+    /// Write the man pages (section 1) into DIR, one per command and subcommand: hwctl.1,
+    /// hwctl-status.1, hwctl-esp-decrypt.1, ... (DIR is created when missing).
+    Man {
+        /// The directory, e.g. /usr/local/share/man/man1.
+        dir: std::path::PathBuf,
     },
     /// Run a capture through the card's packet path as one node: the card forwards what its
     /// entries allow, the node's slow path handles what it punts; the frames sent out are
@@ -185,22 +198,37 @@ struct EspArgs {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    match run(&mut cli) {
-        Ok(out) => {
-            // A closed pipe (`hwctl ... | head`) is not an error worth a panic.
-            let mut stdout = std::io::stdout().lock();
-            match stdout
-                .write_all(out.as_bytes())
-                .and_then(|()| stdout.flush())
-            {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+    match &cli.command {
+        Command::Completions { shell } => {
+            return print(host::cli_docs::completions(Cli::command(), *shell));
+        }
+        Command::Man { dir } => {
+            return match host::cli_docs::man_pages(Cli::command(), dir) {
+                Ok(pages) => print(
+                    pages
+                        .iter()
+                        .map(|p| format!("{}\n", p.display()))
+                        .collect::<String>(),
+                ),
                 Err(e) => {
-                    eprintln!("hwctl: error: writing output: {e}");
+                    eprintln!("hwctl: error: {e}");
                     ExitCode::from(1)
                 }
-            }
+            };
         }
+        _ => {}
+    }
+    let Some(device) = cli.device.clone() else {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--device SPEC is needed by this command (e.g. --device model; see DEVICE SPEC \
+                 in --help)",
+            )
+            .exit();
+    };
+    match run(&mut cli, &device) {
+        Ok(out) => print(out),
         Err(e) => {
             eprintln!("hwctl: error: {e}");
             // Bad --sa strings are bad arguments.
@@ -211,14 +239,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes the command's output; a closed pipe (`hwctl ... | head`) is not an error worth a
+/// panic: exit status 0.
+fn print(out: String) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hwctl: error: writing output: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-fn run(cli: &mut Cli) -> Res<String> {
+fn run(cli: &mut Cli, device: &DeviceSpec) -> Res<String> {
     if let Command::Forward(a) = &mut cli.command {
         if cli.seed_entries > 0 {
             return Err("--seed-entries does not apply to forward".into());
         }
-        return run_forward(&cli.device, a, cli.json);
+        return run_forward(device, a, cli.json);
     }
     if let Command::Esp { op } = &mut cli.command {
         let (op, args) = match op {
@@ -229,18 +274,18 @@ fn run(cli: &mut Cli) -> Res<String> {
         if cli.seed_entries > 0 {
             return Err("--seed-entries does not apply to esp".into());
         }
-        let report = esp::run(op, &cli.device, &sas?, &args.input, &args.output)?;
+        let report = esp::run(op, device, &sas?, &args.input, &args.output)?;
         return if cli.json {
             json(&report)
         } else {
             Ok(report.text())
         };
     }
-    if let DeviceSpec::Unix { path } = &cli.device {
+    if let DeviceSpec::Unix { path } = device {
         if cli.seed_entries > 0 {
             return Err(format!(
                 "--seed-entries writes to the card; refusing on the running node {}",
-                cli.device
+                device
             )
             .into());
         }
@@ -250,25 +295,28 @@ fn run(cli: &mut Cli) -> Res<String> {
             Command::Dump { did } => remote::dump(&mut r, *did, cli.json)?,
             Command::Sas => remote::sas(&mut r, cli.json)?,
             Command::Regs => render_regs(&remote::regs(&mut r)?, cli.json)?,
-            Command::Esp { .. } | Command::Forward(_) => return Err(dispatched_twice()),
+            Command::Esp { .. }
+            | Command::Forward(_)
+            | Command::Completions { .. }
+            | Command::Man { .. } => return Err(dispatched_twice()),
         });
     }
     if matches!(cli.command, Command::Sas) {
         return Err(format!(
             "device {}: sas lists the SA state of a running node; use --device unix:PATH \
              (its control socket)",
-            cli.device
+            device
         )
         .into());
     }
-    if cli.seed_entries > 0 && !cli.device.is_simulated() {
+    if cli.seed_entries > 0 && !device.is_simulated() {
         return Err(format!(
             "--seed-entries writes to the card; refusing on the real device {}",
-            cli.device
+            device
         )
         .into());
     }
-    let mut card = cli.device.open_card()?;
+    let mut card = device.open_card()?;
     let mut go = || -> Res<String> {
         if cli.seed_entries > 0 {
             seed(&mut card, cli.seed_entries)?;
@@ -277,14 +325,18 @@ fn run(cli: &mut Cli) -> Res<String> {
             Command::Status => status(&mut card, cli.json),
             Command::Dump { did } => dump(&mut card, did.map(DistributionId), cli.json),
             Command::Regs => regs(&mut card, cli.json),
-            Command::Sas | Command::Esp { .. } | Command::Forward(_) => Err(dispatched_twice()),
+            Command::Sas
+            | Command::Esp { .. }
+            | Command::Forward(_)
+            | Command::Completions { .. }
+            | Command::Man { .. } => Err(dispatched_twice()),
         }
     };
     let r = go();
     // A card that fails mid-command (e.g. gone from the bus) is named, with
     // the fix.
     r.map_err(|e| match e.downcast::<driver::DriverError>() {
-        Ok(d) => Box::new(cli.device.driver_error(*d)) as Box<dyn std::error::Error>,
+        Ok(d) => Box::new(device.driver_error(*d)) as Box<dyn std::error::Error>,
         Err(e) => e,
     })
 }

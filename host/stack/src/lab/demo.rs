@@ -383,14 +383,13 @@ fn plan(args: &DemoArgs) -> Result<Plan, String> {
             }
         }
         match action {
-            Action::Kill(n) => {
-                if !running.remove(&n.0) {
-                    return Err(format!(
-                        "{flag}: node {} is not running at {t} s (not started yet, or killed \
-                         before); fix: --restart {}@SECONDS it in between, or kill it once",
-                        n.0, n.0
-                    ));
-                }
+            // (the guard takes the node out of the running set)
+            Action::Kill(n) if !running.remove(&n.0) => {
+                return Err(format!(
+                    "{flag}: node {} is not running at {t} s (not started yet, or killed \
+                     before); fix: --restart {}@SECONDS it in between, or kill it once",
+                    n.0, n.0
+                ));
             }
             Action::KillLeader => leader_kills += 1,
             Action::Join(n) => {

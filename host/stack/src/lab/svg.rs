@@ -161,7 +161,7 @@ fn panel(out: &mut String, y0: f64, h: f64, title: &str, series: &Series, t_max:
 
 /// A tick's label: seconds, with one decimal when the tick is not a whole second.
 fn tick_label(t_ms: u64) -> String {
-    if t_ms % 1000 == 0 {
+    if t_ms.is_multiple_of(1000) {
         format!("{}s", t_ms / 1000)
     } else {
         format!("{:.1}s", t_ms as f64 / 1000.0)
