@@ -8,6 +8,7 @@
 /// The state core (the `cluster-core` crate), re-exported under its old path.
 pub use cluster_core as core;
 pub mod cli_docs;
+pub mod ctl_view;
 pub mod daemon;
 pub mod device;
 pub mod lab;

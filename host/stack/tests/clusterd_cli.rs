@@ -191,3 +191,93 @@ fn man_pages_one_per_subcommand() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("fix:"));
 }
+
+fn free_udp() -> String {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    s.local_addr().expect("addr").to_string()
+}
+
+/// A node of a 3-node cluster whose peers never come: it answers status and allocation.
+struct Node(std::process::Child, std::path::PathBuf);
+
+impl Node {
+    fn start(dir: &Path) -> Node {
+        let text = good(dir)
+            .replace("127.0.0.1:7101", &free_udp())
+            .replace("127.0.0.1:7102", &free_udp())
+            .replace("127.0.0.1:7103", &free_udp());
+        let conf = write(dir, "n1.toml", &text);
+        let child = Command::new(env!("CARGO_BIN_EXE_clusterd"))
+            .args(["run", "--config", &conf])
+            .env("CLUSTERD_EXIT_WITH_PARENT", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start clusterd");
+        let sock = dir.join("node1.sock");
+        let start = std::time::Instant::now();
+        while !sock.exists() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "no control socket"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Node(child, sock)
+    }
+
+    fn ctl(&self, args: &[&str]) -> String {
+        let o = Command::new(env!("CARGO_BIN_EXE_clusterd"))
+            .arg("ctl")
+            .arg("--socket")
+            .arg(&self.1)
+            .args(args)
+            .output()
+            .expect("ctl");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "ctl {args:?}: {err}");
+        String::from_utf8(o.stdout).expect("utf-8")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ctl_tables_by_default_json_with_j_and_p() {
+    let t = TempDir::new("ctl-formats");
+    let n = Node::start(t.dir());
+    let table = n.ctl(&["status"]);
+    assert!(
+        table.starts_with("node             1 (member), pid "),
+        "{table}"
+    );
+    assert!(table.contains("\nPEER  ROLE"), "{table}");
+    assert!(table.contains("\n3     witness"), "{table}");
+    let compact = n.ctl(&["-j", "status"]);
+    assert_eq!(compact.lines().count(), 1, "{compact}");
+    let v: serde_json::Value = serde_json::from_str(&compact).expect("JSON");
+    assert_eq!(v["node"], 1);
+    let pretty = n.ctl(&["-p", "status"]);
+    assert!(
+        pretty.lines().count() > 20 && pretty.starts_with("{\n"),
+        "{pretty}"
+    );
+    let same: serde_json::Value = serde_json::from_str(&pretty).expect("JSON");
+    assert_eq!(same["node"], v["node"]);
+    // --json is -j
+    let long = n.ctl(&["--json", "allocation"]);
+    assert_eq!(long.lines().count(), 1);
+    let a: serde_json::Value = serde_json::from_str(&long).expect("JSON");
+    assert_eq!(a["owners"].as_array().map(Vec::len), Some(256));
+    let alloc = n.ctl(&["allocation"]);
+    assert!(alloc.starts_with("epoch "), "{alloc}");
+    assert!(alloc.contains("256 identifiers"), "{alloc}");
+    // other answers: pretty JSON by default
+    let counts = n.ctl(&["counts"]);
+    assert!(counts.starts_with("{\n"), "{counts}");
+}

@@ -242,3 +242,20 @@ fn completions_and_man_pages_need_no_device() {
     let err = fails(&["status"], 2, "--device SPEC is needed");
     assert!(err.contains("Usage"), "{err}");
 }
+
+#[test]
+fn j_is_compact_json_p_is_pretty() {
+    let args = |f: &'static str| ["--device", "model", "--seed-entries", "5", f, "status"];
+    let compact = ok(&args("-j"));
+    assert_eq!(compact.lines().count(), 1, "{compact}");
+    assert_eq!(ok(&args("--json")), compact, "--json is -j");
+    let pretty = ok(&args("-p"));
+    assert!(pretty.lines().count() > 10, "{pretty}");
+    assert_eq!(ok(&args("--pretty")), pretty);
+    let a: serde_json::Value = serde_json::from_str(&compact).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&pretty).unwrap();
+    assert_eq!(a, b, "the same document");
+    assert_eq!(a["occupancy"], 5);
+    let dump = ok(&["--device", "model", "--seed-entries", "5", "-j", "dump"]);
+    assert_eq!(dump.lines().count(), 1, "{dump}");
+}

@@ -57,11 +57,19 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
     },
-    /// Send one control command (JSON) to a node's control socket and print the answer.
+    /// Send one control command (JSON) to a node's control socket and print the answer: a
+    /// table for status and allocation, pretty JSON for the others; -j compact JSON, -p
+    /// pretty JSON for every command.
     Ctl {
         /// The control socket path.
         #[arg(long)]
         socket: PathBuf,
+        /// Print the answer as compact JSON (one line).
+        #[arg(short = 'j', long)]
+        json: bool,
+        /// Print the answer as pretty JSON.
+        #[arg(short = 'p', long)]
+        pretty: bool,
         /// The command name (status, allocation, counts, move, drain, ...).
         cmd: String,
         /// Extra JSON fields, e.g. `{"ids":[1,2],"to":3}`.
@@ -86,9 +94,12 @@ struct LabArgs {
     /// temporary directory.
     #[arg(long, global = true)]
     dir: Option<PathBuf>,
-    /// Print JSON.
-    #[arg(long, global = true)]
+    /// Print compact JSON (one line).
+    #[arg(short = 'j', long, global = true)]
     json: bool,
+    /// Print pretty JSON.
+    #[arg(short = 'p', long, global = true)]
+    pretty: bool,
 }
 
 #[derive(Subcommand)]
@@ -129,8 +140,8 @@ fn lab(a: LabArgs) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| netns::default_dir(&a.prefix));
     let say = |text: String, json: serde_json::Value| {
-        if a.json {
-            host::out::line(json);
+        if a.json || a.pretty {
+            host::out::line(host::ctl_view::json_text(&json, a.pretty));
         } else {
             host::out::line(text);
         }
@@ -305,7 +316,16 @@ fn main() -> ExitCode {
                 host::out::line(k.to_hex());
             })
             .map_err(|e| e.to_string()),
-        Cmd::Ctl { socket, cmd, args } => rt.block_on(ctl(socket, cmd, Zeroizing::new(args))),
+        Cmd::Ctl {
+            socket,
+            json,
+            pretty,
+            cmd,
+            args,
+        } => {
+            let format = host::ctl_view::Format::from_flags(json, pretty);
+            rt.block_on(ctl(socket, cmd, Zeroizing::new(args), format))
+        }
         Cmd::Demo(args) => {
             return match rt.block_on(demo::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -329,7 +349,12 @@ fn main() -> ExitCode {
 
 /// `clusterd ctl`: the command name and its JSON fields make one [`Request`] (checked here,
 /// so a typo is refused before it reaches the node); the answer is printed as JSON.
-async fn ctl(socket: PathBuf, cmd: String, args: Zeroizing<String>) -> Result<(), String> {
+async fn ctl(
+    socket: PathBuf,
+    cmd: String,
+    args: Zeroizing<String>,
+    format: host::ctl_view::Format,
+) -> Result<(), String> {
     let mut fields: serde_json::Value =
         serde_json::from_str(&args).map_err(|e| format!("arguments are not a JSON object: {e}"))?;
     let Some(obj) = fields.as_object_mut() else {
@@ -367,11 +392,40 @@ async fn ctl(socket: PathBuf, cmd: String, args: Zeroizing<String>) -> Result<()
             "not a command the node accepts (not sent)",
         ),
     };
-    host::out::line(serde_json::to_string_pretty(&answer).unwrap_or_default());
+    host::out::line(ctl_text(&answer, format).trim_end());
     if answer.is_ok() {
         Ok(())
     } else {
         Err(refused.to_string())
+    }
+}
+
+/// The answer of `clusterd ctl` as `format` asks: the tables of `status` and `allocation` for
+/// people (refusals as `error: ...`), pretty JSON for the other answers, JSON with -j or -p.
+fn ctl_text(answer: &Response, format: host::ctl_view::Format) -> String {
+    use host::ctl_view::{self as view, Format};
+    match (format, answer) {
+        (Format::Json, a) => view::json_text(a, false),
+        (Format::Pretty, a) => view::json_text(a, true),
+        (Format::Table, Response::Status(v)) => view::status_table(v),
+        (Format::Table, Response::Allocation(a)) => view::allocation_table(a),
+        (Format::Table, Response::Error(e)) => {
+            let mut s = format!("error: {}", e.error);
+            if let Some(l) = e.leader {
+                s += &format!("\nleader: node {l} (send the command there)");
+            }
+            if let Some(o) = e.owner {
+                s += &format!("\nowner: node {o} (send the command there)");
+            }
+            if let Some(b) = &e.backend {
+                s += &format!("\ncard backend: {b}");
+            }
+            if let Some(c) = &e.commands {
+                s += &format!("\ncommands: {}", c.join(", "));
+            }
+            s
+        }
+        (Format::Table, a) => view::json_text(a, true),
     }
 }
 

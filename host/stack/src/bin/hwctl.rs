@@ -2,15 +2,15 @@
 //! its crypto engine.
 //!
 //! ```text
-//! hwctl --device SPEC [--json] [--seed-entries N] status|dump [--did N]|regs|sas
-//! hwctl --device SPEC [--json] esp decrypt|encrypt --sa SA [--sa SA ...] --in FILE --out FILE.pcap
-//! hwctl --device SPEC [--json] forward --in FILE --out FILE.pcap [--owns LIST] [--rules FILE]
+//! hwctl --device SPEC [-j|-p] [--seed-entries N] status|dump [--did N]|regs|sas
+//! hwctl --device SPEC [-j|-p] esp decrypt|encrypt --sa SA [--sa SA ...] --in FILE --out FILE.pcap
+//! hwctl --device SPEC [-j|-p] forward --in FILE --out FILE.pcap [--owns LIST] [--rules FILE]
 //!       [--identifiers N] [--key @FILE|-] [--inside CIDR]...
 //! ```
 //!
-//! Tables for people, stable JSON (`--json`) for scripts. Exit status: 0 on
-//! success, 1 when the device, the daemon, the driver or a file fails, 2 for
-//! bad arguments (including bad `--sa` strings).
+//! Tables for people, stable JSON for scripts: `-j` (`--json`) compact, `-p` (`--pretty`)
+//! pretty. Exit status: 0 on success, 1 when the device, the daemon, the driver or a file
+//! fails, 2 for bad arguments (including bad `--sa` strings).
 
 // The submodules live in `hwctl/` (not beside this file, where cargo would
 // take them for binaries of their own).
@@ -93,9 +93,13 @@ struct Cli {
     #[arg(long, short = 'd', value_name = "SPEC")]
     device: Option<DeviceSpec>,
 
-    /// Print JSON instead of tables.
-    #[arg(long, global = true)]
+    /// Print compact JSON instead of tables (forward: one object a line).
+    #[arg(short = 'j', long, global = true)]
     json: bool,
+
+    /// Print pretty JSON instead of tables.
+    #[arg(short = 'p', long, global = true)]
+    pretty: bool,
 
     /// Testing aid: before the command, insert N generated sample entries
     /// through the driver (and look every third one up). Only for simulated
@@ -198,6 +202,10 @@ struct EspArgs {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
+    if cli.pretty {
+        cli.json = true;
+        PRETTY.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     match &cli.command {
         Command::Completions { shell } => {
             return print(host::cli_docs::completions(Cli::command(), *shell));
@@ -493,8 +501,21 @@ fn seed<R: RegIo>(card: &mut Card<R>, n: u32) -> Res<()> {
     Ok(())
 }
 
+/// `-p`: JSON documents pretty rather than compact.
+static PRETTY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `v` as the JSON of `-j` (compact, one line) or `-p` (pretty), with a newline.
 fn json<T: Serialize>(v: &T) -> Res<String> {
-    Ok(serde_json::to_string_pretty(v)? + "\n")
+    Ok(json_text(v)? + "\n")
+}
+
+/// `v` as JSON, compact or pretty (`-p`), without a newline.
+fn json_text<T: Serialize + ?Sized>(v: &T) -> serde_json::Result<String> {
+    if PRETTY.load(std::sync::atomic::Ordering::Relaxed) {
+        serde_json::to_string_pretty(v)
+    } else {
+        serde_json::to_string(v)
+    }
 }
 
 // ---- status -------------------------------------------------------------

@@ -70,9 +70,12 @@ pub struct DemoArgs {
     /// Run without the default fault (kill node 2 at 40% of the run) when none is given.
     #[arg(long)]
     pub no_faults: bool,
-    /// Print the report as JSON only.
-    #[arg(long)]
+    /// Print the report as compact JSON only (one line).
+    #[arg(short = 'j', long)]
     pub json: bool,
+    /// Print the report as pretty JSON only.
+    #[arg(short = 'p', long)]
+    pub pretty: bool,
     /// Draw ownership and card occupancy over time into this SVG file.
     #[arg(long)]
     pub svg: Option<PathBuf>,
@@ -496,8 +499,9 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     };
     let mut cluster =
         Cluster::prepare(&dir, &layout, &exe).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let machine = args.json || args.pretty;
     let say = |s: String| {
-        if !args.json {
+        if !machine {
             out!("{s}");
         }
     };
@@ -768,7 +772,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
                 }
             }
         }
-        if !args.json && el >= next_progress {
+        if !machine && el >= next_progress {
             next_progress += Duration::from_secs(1);
             if let Some(s) = samples.last() {
                 let owned: Vec<String> = s.owned.iter().map(|(n, v)| format!("n{n}:{v}")).collect();
@@ -1010,11 +1014,8 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         std::fs::write(path, svg::render(&samples, &marks))
             .map_err(|e| format!("--svg {}: {e}", path.display()))?;
     }
-    if args.json {
-        out!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+    if machine {
+        out!("{}", crate::ctl_view::json_text(&report, args.pretty));
     } else {
         print_summary(&report);
         if let Some(p) = &args.svg {
