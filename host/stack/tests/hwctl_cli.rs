@@ -259,3 +259,46 @@ fn j_is_compact_json_p_is_pretty() {
     let dump = ok(&["--device", "model", "--seed-entries", "5", "-j", "dump"]);
     assert_eq!(dump.lines().count(), 1, "{dump}");
 }
+
+#[test]
+fn seeded_entries_cover_the_identifiers_in_order() {
+    // the README's example: entry 7 has identifier 7
+    let out = ok(&[
+        "--device",
+        "model",
+        "--seed-entries",
+        "20",
+        "dump",
+        "--did",
+        "7",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1 + 1 + 1, "{out}");
+    assert!(lines[1].starts_with("7     7 "), "{out}");
+    assert_eq!(lines[2], "1 entry with did 7");
+    // 300 entries: identifiers 0..=43 twice (i and i + 256)
+    let v = json(&[
+        "--device",
+        "model",
+        "--seed-entries",
+        "300",
+        "-j",
+        "dump",
+        "--did",
+        "43",
+    ]);
+    let slots: Vec<u64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["slot"].as_u64().unwrap())
+        .collect();
+    assert_eq!(slots, vec![43, 299]);
+}
+
+#[test]
+fn regs_descriptions_are_plain_text() {
+    let out = ok(&["--device", "model", "regs"]);
+    assert!(out.contains("Block type id (CAM)."), "{out}");
+    assert!(!out.contains('`') && !out.contains("::"), "{out}");
+}

@@ -52,8 +52,9 @@ DEVICE SPEC:
 
 A simulated card is created when hwctl opens it and starts empty; use
 --seed-entries N to fill it with N generated sample entries (TCP/UDP/ICMP/ESP/
-ISAKMP over IPv4 and IPv6, some with wildcards, spread over the distribution
-identifiers) and to look every third one up, so that dump shows hit bits.
+ISAKMP over IPv4 and IPv6, some with wildcards; entry i has distribution
+identifier i mod 256) and to look every third one up, so that dump shows hit
+bits.
 A real card is attached without a reset: looking never changes its entries.
 
 ESP:
@@ -493,12 +494,22 @@ fn seed<R: RegIo>(card: &mut Card<R>, n: u32) -> Res<()> {
         .into());
     }
     for i in 0..n {
-        card.insert(&sample_entry(i))?;
+        card.insert(&seed_entry(i))?;
     }
     for i in (0..n).step_by(3) {
-        card.search(&sample_entry(i).key)?;
+        card.search(&seed_entry(i).key)?;
     }
     Ok(())
+}
+
+/// The `i`-th entry of `--seed-entries`: the driver's sample entry, with identifier i mod 256
+/// (the sample's own identifiers are a hash of i spread over 256 values, so 20 entries hit
+/// only 20 of them and `dump --did 7` found none before entry 337; the cluster's default is
+/// 256 identifiers, and entries 7, 263, ... now have identifier 7).
+fn seed_entry(i: u32) -> driver::CamEntry {
+    let mut e = sample_entry(i);
+    e.did = DistributionId((i % 256) as u16);
+    e
 }
 
 /// `-p`: JSON documents pretty rather than compact.
@@ -702,7 +713,8 @@ fn dump<R: RegIo>(card: &mut Card<R>, did: Option<DistributionId>, as_json: bool
         },
     );
     let filter = did.map(|d| format!(" with did {d}")).unwrap_or_default();
-    writeln!(s, "{} entries{filter}", out.len())?;
+    let noun = if out.len() == 1 { "entry" } else { "entries" };
+    writeln!(s, "{} {noun}{filter}", out.len())?;
     Ok(s)
 }
 
