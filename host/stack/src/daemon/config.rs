@@ -1251,4 +1251,29 @@ mod tests {
         );
         assert!(s.contains("2 peers"), "{s}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// Arbitrary text, and good files with one line garbled: never a panic, and every
+        /// error names a fix and a line inside the file.
+        #[test]
+        fn never_panics_and_errors_have_fixes(
+            junk in ".{0,200}",
+            line in 0usize..12,
+            garble in "[ -~]{0,30}",
+        ) {
+            if let Err(e) = parse(&junk) {
+                proptest::prop_assert!(!e.fix.is_empty(), "{e}");
+            }
+            let mut lines: Vec<String> = good().lines().map(str::to_owned).collect();
+            let n = line % lines.len();
+            lines[n] = garble;
+            let text = lines.join("\n");
+            if let Err(e) = parse(&text) {
+                proptest::prop_assert!(!e.fix.is_empty() && !e.problem.is_empty(), "{e}");
+                proptest::prop_assert!(e.line <= lines.len(), "{e}");
+            }
+        }
+    }
 }
