@@ -7,9 +7,12 @@
 
 /// The state core (the `cluster-core` crate), re-exported under its old path.
 pub use cluster_core as core;
+pub mod cli_docs;
+pub mod ctl_view;
 pub mod daemon;
 pub mod device;
 pub mod lab;
+pub mod out;
 pub mod regs_report;
 pub mod secret_arg;
 pub mod sync;

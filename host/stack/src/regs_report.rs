@@ -65,9 +65,63 @@ pub struct RegOut {
     pub doc: String,
 }
 
-/// A register's doc comment as plain text (no rustdoc link brackets).
-fn plain_doc(doc: &str) -> String {
-    doc.trim().replace("[`", "`").replace("`]", "`")
+/// A register's doc comment (rustdoc markdown, `hal/src/regs.rs`) as plain text for people:
+/// no backticks, no link brackets or targets; a Rust path names its last part
+/// (`super::block_type::CAM` is CAM), a next-block offset names the block
+/// (`super::esp::BASE` is "the ESP block"), and "see `status`" (a module of field constants)
+/// points at the register contract, hdl/CARD.md.
+pub fn plain_doc(doc: &str) -> String {
+    let doc = doc.trim();
+    // [text](target) -> text; [`x`] -> `x`; [X] -> X (not KEY[0], an element)
+    let mut s = String::with_capacity(doc.len());
+    let chars: Vec<char> = doc.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let after_word = i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_');
+        if c == '[' && !after_word {
+            if let Some(len) = chars[i + 1..].iter().position(|&x| x == ']') {
+                let inner: String = chars[i + 1..i + 1 + len].iter().collect();
+                let mut next = i + 1 + len + 1;
+                if chars.get(next) == Some(&'(') {
+                    if let Some(l2) = chars[next..].iter().position(|&x| x == ')') {
+                        next += l2 + 1;
+                    }
+                }
+                s.push_str(&inner);
+                i = next;
+                continue;
+            }
+        }
+        s.push(c);
+        i += 1;
+    }
+    // `code` spans
+    let mut out = String::with_capacity(s.len());
+    let mut parts = s.split('`');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let mut code = true;
+    for part in parts {
+        if code {
+            let see = out.ends_with("see ");
+            let segs: Vec<&str> = part.split("::").filter(|x| *x != "super").collect();
+            let text = match segs.as_slice() {
+                [m, "BASE"] => format!("the {} block", m.to_uppercase()),
+                [.., last] if segs.len() > 1 => (*last).to_owned(),
+                [one] if see && one.chars().all(|c| c.is_ascii_lowercase() || c == '_') => {
+                    format!("the {} fields in hdl/CARD.md", one.to_uppercase())
+                }
+                _ => part.to_owned(),
+            };
+            out.push_str(&text);
+        } else {
+            out.push_str(part);
+        }
+        code = !code;
+    }
+    out
 }
 
 impl From<&RegValue> for RegOut {
@@ -95,4 +149,60 @@ pub fn regs_report(all: &[(BlockInfo, Vec<RegValue>)]) -> Vec<RegsBlockOut> {
             regs: regs.iter().map(RegOut::from).collect(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_doc;
+
+    #[test]
+    fn register_docs_are_plain_text() {
+        let cases = [
+            (
+                "Block type id (`super::block_type::CAM`).",
+                "Block type id (CAM).",
+            ),
+            ("Card magic (`values::MAGIC`).", "Card magic (MAGIC)."),
+            (
+                "Control: write `control::SOFT_RESET` to reset every block. Reads 0.",
+                "Control: write SOFT_RESET to reset every block. Reads 0.",
+            ),
+            (
+                "Offset of the next block (`super::esp::BASE`).",
+                "Offset of the next block (the ESP block).",
+            ),
+            (
+                "Status: see `status`.",
+                "Status: see the STATUS fields in hdl/CARD.md.",
+            ),
+            (
+                "Key words, `KEY[0]` = key bits 31:0.",
+                "Key words, KEY[0] = key bits 31:0.",
+            ),
+            ("Writes [`Card::insert`] uses.", "Writes insert uses."),
+            (
+                "As in [the contract](../hdl/CARD.md), see [Card].",
+                "As in the contract, see Card.",
+            ),
+            ("  plain  ", "plain"),
+        ];
+        for (doc, want) in cases {
+            assert_eq!(plain_doc(doc), want, "{doc}");
+        }
+    }
+
+    #[test]
+    fn no_register_doc_keeps_markup() {
+        let mut card = driver::Card::probe(sim_bridge::model::ModelCard::new()).expect("probe");
+        for b in super::regs_report(&card.read_all_regs().expect("regs")) {
+            for r in b.regs {
+                assert!(
+                    !r.doc.contains('`') && !r.doc.contains("::") && !r.doc.contains("]("),
+                    "{}: {}",
+                    r.name,
+                    r.doc
+                );
+            }
+        }
+    }
 }

@@ -186,6 +186,40 @@ fn bad_arguments_are_refused_clearly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("fix:"));
 }
 
+/// Schedules, flows, node ids and the picture's path are checked before any process starts:
+/// exit status 2, the flag and the fix named (issue 14, item 6).
+#[test]
+fn impossible_schedules_are_refused_before_the_run() {
+    for (args, needle) in [
+        (&["--kill", "2@100", "--duration", "2"][..], "--kill 2@100"),
+        (&["--restart", "2@1"][..], "--restart 2@1"),
+        (&["--flows", "0"][..], "--flows 0"),
+        (&["--kill", "7@1"][..], "node 7 is not in the cluster"),
+        (&["--svg", "/nonexistent-dir/run.svg"][..], "--svg"),
+    ] {
+        let start = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_clusterd"))
+            .arg("demo")
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(needle) && err.contains("fix:"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?}: nothing started, nothing printed"
+        );
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "{args:?}"
+        );
+    }
+}
+
 #[test]
 fn pcap_replay_and_svg() {
     use host::core::pcap::{write, LinkType, PcapPacket};

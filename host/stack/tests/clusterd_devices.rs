@@ -14,7 +14,7 @@ fn run_with_card(card: &str) -> (Option<i32>, String) {
     std::fs::write(
         &conf,
         format!(
-            "node = 1\nlisten = 127.0.0.1:0\ncontrol = node1.sock\nkey = {}\ncard = {card}\n",
+            "node = 1\nlisten = \"127.0.0.1:0\"\ncontrol = \"node1.sock\"\nkey = \"{}\"\ncard = \"{card}\"\n",
             "ab".repeat(32)
         ),
     )

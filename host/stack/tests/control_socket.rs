@@ -20,7 +20,7 @@ fn free_udp() -> String {
     s.local_addr().expect("addr").to_string()
 }
 
-/// Writes a one-node config (`extra` lines appended) and its key file (mode 0600) into `dir`.
+/// Writes a one-node config (`extra` settings before its peers) and its key file (mode 0600) into `dir`.
 fn config(dir: &Path, name: &str, extra: &str) -> PathBuf {
     let key = dir.join("cluster.key");
     if !key.exists() {
@@ -29,7 +29,8 @@ fn config(dir: &Path, name: &str, extra: &str) -> PathBuf {
     }
     let path = dir.join(format!("{name}.conf"));
     let text = format!(
-        "node = 1\nlisten = {}\nkey_file = cluster.key\npeer = 2 {}\npeer = 3 {} witness\n{extra}",
+        "node = 1\nlisten = \"{}\"\nkey_file = \"cluster.key\"\n{extra}\n\
+         [[peer]]\nid = 2\naddr = \"{}\"\n\n[[peer]]\nid = 3\naddr = \"{}\"\nrole = \"witness\"\n",
         free_udp(),
         free_udp(),
         free_udp()
@@ -131,7 +132,11 @@ fn status(sock: &Path) -> Option<serde_json::Value> {
 fn socket_is_0600_whatever_the_umask_and_0660_for_a_group() {
     let t = TempDir::new("ctl-mode");
     let sock = t.dir().join("n.sock");
-    let conf = config(t.dir(), "n", "control = n.sock\nstate_dir = n.state\n");
+    let conf = config(
+        t.dir(),
+        "n",
+        "control = \"n.sock\"\nstate_dir = \"n.state\"\n",
+    );
     let mut n = Node::spawn(&conf, &["sh", "-c", "umask 000; exec \"$@\"", "sh"]);
     n.ready(&sock);
     let meta = std::fs::symlink_metadata(&sock).expect("socket");
@@ -153,7 +158,7 @@ fn socket_is_0600_whatever_the_umask_and_0660_for_a_group() {
         t.dir(),
         "g",
         &format!(
-            "control = g.sock\nstate_dir = g.state\ncontrol_group = {}\n",
+            "control = \"g.sock\"\nstate_dir = \"g.state\"\ncontrol_group = \"{}\"\n",
             group.name
         ),
     );
@@ -168,7 +173,7 @@ fn socket_is_0600_whatever_the_umask_and_0660_for_a_group() {
     let conf = config(
         t.dir(),
         "bad",
-        "control = bad.sock\nstate_dir = bad.state\ncontrol_group = no-such-group-h13\n",
+        "control = \"bad.sock\"\nstate_dir = \"bad.state\"\ncontrol_group = \"no-such-group-h13\"\n",
     );
     let err = Node::spawn(&conf, &[]).failure();
     assert!(err.contains("no such group"), "{err}");
@@ -178,7 +183,11 @@ fn socket_is_0600_whatever_the_umask_and_0660_for_a_group() {
 fn an_endless_line_is_refused_and_the_node_keeps_answering() {
     let t = TempDir::new("ctl-line");
     let sock = t.dir().join("n.sock");
-    let conf = config(t.dir(), "n", "control = n.sock\nstate_dir = n.state\n");
+    let conf = config(
+        t.dir(),
+        "n",
+        "control = \"n.sock\"\nstate_dir = \"n.state\"\n",
+    );
     let mut n = Node::spawn(&conf, &[]);
     n.ready(&sock);
     let pid = n.child.id();
@@ -227,7 +236,11 @@ fn an_endless_line_is_refused_and_the_node_keeps_answering() {
 fn accept_errors_are_survived() {
     let t = TempDir::new("ctl-emfile");
     let sock = t.dir().join("n.sock");
-    let conf = config(t.dir(), "n", "control = n.sock\nstate_dir = n.state\n");
+    let conf = config(
+        t.dir(),
+        "n",
+        "control = \"n.sock\"\nstate_dir = \"n.state\"\n",
+    );
     let mut n = Node::spawn(&conf, &["prlimit", "--nofile=48:48"]);
     n.ready(&sock);
     // hold far more connections than the node has descriptors: its accepts fail (EMFILE)
@@ -264,7 +277,11 @@ fn what_sits_at_the_socket_path() {
     // a plain file: refused, and left alone
     let file = t.dir().join("f.sock");
     std::fs::write(&file, "precious").expect("file");
-    let conf = config(t.dir(), "f", "control = f.sock\nstate_dir = f.state\n");
+    let conf = config(
+        t.dir(),
+        "f",
+        "control = \"f.sock\"\nstate_dir = \"f.state\"\n",
+    );
     let err = Node::spawn(&conf, &[]).failure();
     assert!(err.contains("is not a socket"), "{err}");
     assert_eq!(
@@ -276,12 +293,20 @@ fn what_sits_at_the_socket_path() {
     let sock = t.dir().join("s.sock");
     drop(UnixListener::bind(&sock).expect("bind"));
     assert!(sock.exists());
-    let conf = config(t.dir(), "s", "control = s.sock\nstate_dir = s.state\n");
+    let conf = config(
+        t.dir(),
+        "s",
+        "control = \"s.sock\"\nstate_dir = \"s.state\"\n",
+    );
     let mut first = Node::spawn(&conf, &[]);
     first.ready(&sock);
 
     // a socket another clusterd listens on: refused, the first keeps it
-    let conf2 = config(t.dir(), "s2", "control = s.sock\nstate_dir = s2.state\n");
+    let conf2 = config(
+        t.dir(),
+        "s2",
+        "control = \"s.sock\"\nstate_dir = \"s2.state\"\n",
+    );
     let err = Node::spawn(&conf2, &[]).failure();
     assert!(err.contains("is in use by another clusterd"), "{err}");
     assert!(status(&sock).is_some(), "the first node still answers");
@@ -292,10 +317,18 @@ fn what_sits_at_the_socket_path() {
 fn a_second_process_on_the_same_state_dir_is_refused() {
     let t = TempDir::new("ctl-lock");
     let a = t.dir().join("a.sock");
-    let conf = config(t.dir(), "a", "control = a.sock\nstate_dir = shared.state\n");
+    let conf = config(
+        t.dir(),
+        "a",
+        "control = \"a.sock\"\nstate_dir = \"shared.state\"\n",
+    );
     let mut first = Node::spawn(&conf, &[]);
     first.ready(&a);
-    let conf2 = config(t.dir(), "b", "control = b.sock\nstate_dir = shared.state\n");
+    let conf2 = config(
+        t.dir(),
+        "b",
+        "control = \"b.sock\"\nstate_dir = \"shared.state\"\n",
+    );
     let err = Node::spawn(&conf2, &[]).failure();
     assert!(err.contains("in use by another clusterd"), "{err}");
     assert!(err.contains(&format!("pid {}", first.child.id())), "{err}");
@@ -315,7 +348,11 @@ fn a_second_process_on_the_same_state_dir_is_refused() {
 #[test]
 fn a_key_file_others_can_read_is_refused_with_the_fix() {
     let t = TempDir::new("ctl-keyfile");
-    let conf = config(t.dir(), "n", "control = n.sock\nstate_dir = n.state\n");
+    let conf = config(
+        t.dir(),
+        "n",
+        "control = \"n.sock\"\nstate_dir = \"n.state\"\n",
+    );
     let key = t.dir().join("cluster.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
     let err = Node::spawn(&conf, &[]).failure();
@@ -409,8 +446,10 @@ fn node_identities_from_keygen_to_a_running_node() {
     let pk = "ab".repeat(32);
     let conf = t.dir().join("n.conf");
     let text = format!(
-        "node = 1\nlisten = {}\nkey_file = cluster.key\nidentity_file = n.id\n\
-         peer = 2 {} key={pk}\npeer = 3 {} witness key={pk}\ncontrol = n.sock\nstate_dir = n.state\n",
+        "node = 1\nlisten = \"{}\"\nkey_file = \"cluster.key\"\nidentity_file = \"n.id\"\n\
+         control = \"n.sock\"\nstate_dir = \"n.state\"\n\
+         [[peer]]\nid = 2\naddr = \"{}\"\nkey = \"{pk}\"\n\
+         [[peer]]\nid = 3\naddr = \"{}\"\nrole = \"witness\"\nkey = \"{pk}\"\n",
         free_udp(),
         free_udp(),
         free_udp()

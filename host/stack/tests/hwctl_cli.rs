@@ -214,3 +214,91 @@ fn verilator_matches_the_model() {
         assert_eq!(run("verilator"), run("model"), "hwctl {cmd:?}");
     }
 }
+
+#[test]
+fn completions_and_man_pages_need_no_device() {
+    let script = ok(&["completions", "bash"]);
+    assert!(script.contains("complete -F _hwctl"), "{script}");
+    for sub in ["status", "dump", "regs", "sas", "esp", "forward", "man"] {
+        assert!(script.contains(sub), "no {sub} in the completions");
+    }
+    assert!(script.contains("--device") && script.contains("--seed-entries"));
+    let t = common::TempDir::new("man");
+    let listed = ok(&["man", t.dir().to_str().unwrap()]);
+    for page in [
+        "hwctl.1",
+        "hwctl-status.1",
+        "hwctl-dump.1",
+        "hwctl-esp-decrypt.1",
+    ] {
+        assert!(t.dir().join(page).is_file(), "no {page}: {listed}");
+    }
+    let top = std::fs::read_to_string(t.dir().join("hwctl.1")).unwrap();
+    assert!(
+        top.contains(".TH hwctl 1") && top.contains("forward"),
+        "{top}"
+    );
+    // every other command still needs --device
+    let err = fails(&["status"], 2, "--device SPEC is needed");
+    assert!(err.contains("Usage"), "{err}");
+}
+
+#[test]
+fn j_is_compact_json_p_is_pretty() {
+    let args = |f: &'static str| ["--device", "model", "--seed-entries", "5", f, "status"];
+    let compact = ok(&args("-j"));
+    assert_eq!(compact.lines().count(), 1, "{compact}");
+    assert_eq!(ok(&args("--json")), compact, "--json is -j");
+    let pretty = ok(&args("-p"));
+    assert!(pretty.lines().count() > 10, "{pretty}");
+    assert_eq!(ok(&args("--pretty")), pretty);
+    let a: serde_json::Value = serde_json::from_str(&compact).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&pretty).unwrap();
+    assert_eq!(a, b, "the same document");
+    assert_eq!(a["occupancy"], 5);
+    let dump = ok(&["--device", "model", "--seed-entries", "5", "-j", "dump"]);
+    assert_eq!(dump.lines().count(), 1, "{dump}");
+}
+
+#[test]
+fn seeded_entries_cover_the_identifiers_in_order() {
+    // the README's example: entry 7 has identifier 7
+    let out = ok(&[
+        "--device",
+        "model",
+        "--seed-entries",
+        "20",
+        "dump",
+        "--did",
+        "7",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1 + 1 + 1, "{out}");
+    assert!(lines[1].starts_with("7     7 "), "{out}");
+    assert_eq!(lines[2], "1 entry with did 7");
+    // 300 entries: identifiers 0..=43 twice (i and i + 256)
+    let v = json(&[
+        "--device",
+        "model",
+        "--seed-entries",
+        "300",
+        "-j",
+        "dump",
+        "--did",
+        "43",
+    ]);
+    let slots: Vec<u64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["slot"].as_u64().unwrap())
+        .collect();
+    assert_eq!(slots, vec![43, 299]);
+}
+
+#[test]
+fn regs_descriptions_are_plain_text() {
+    let out = ok(&["--device", "model", "regs"]);
+    assert!(out.contains("Block type id (CAM)."), "{out}");
+    assert!(!out.contains('`') && !out.contains("::"), "{out}");
+}

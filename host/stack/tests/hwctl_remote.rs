@@ -141,9 +141,9 @@ fn start() -> Node {
     std::fs::write(
         &conf,
         format!(
-            "node = 1\nlisten = 127.0.0.1:{listen}\ncontrol = node1.sock\n\
-             key = 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n\
-             wire = 127.0.0.1:{wire}\ncard_capacity = 4\n"
+            "node = 1\nlisten = \"127.0.0.1:{listen}\"\ncontrol = \"node1.sock\"\n\
+             key = \"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\"\n\
+             wire = \"127.0.0.1:{wire}\"\ncard_capacity = 4\n"
         ),
     )
     .unwrap();

@@ -132,13 +132,13 @@ fn duplicate_node_id_on_the_wire_is_reported_and_displaces_nothing() {
                 .lines()
                 .map(|l| {
                     if l.starts_with("listen =") {
-                        format!("listen = {}", free())
+                        format!("listen = \"{}\"", free())
                     } else if l.starts_with("wire =") {
-                        format!("wire = {}", free())
+                        format!("wire = \"{}\"", free())
                     } else if l.starts_with("control =") {
-                        "control = dup.sock".to_string()
+                        "control = \"dup.sock\"".to_string()
                     } else if l.starts_with("state_dir =") {
-                        "state_dir = dup.state".to_string()
+                        "state_dir = \"dup.state\"".to_string()
                     } else {
                         l.to_string()
                     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use host::daemon::control;
 use host::daemon::protocol::{Request, Response};
 use host::lab::demo;
@@ -31,6 +31,24 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Check a config file without starting the node: a one-line summary and exit status 0,
+    /// or the error (its line and the fix) and exit status 2.
+    CheckConfig {
+        /// The config file (format: docs/clusterd.md).
+        file: PathBuf,
+    },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell), e.g.
+    /// `clusterd completions bash > /etc/bash_completion.d/clusterd`.
+    Completions {
+        /// The shell.
+        shell: host::cli_docs::Shell,
+    },
+    /// Write the man pages (section 1) into DIR, one per command and subcommand:
+    /// clusterd.1, clusterd-run.1, clusterd-lab-up.1, ... (DIR is created when missing).
+    Man {
+        /// The directory, e.g. /usr/local/share/man/man1.
+        dir: PathBuf,
+    },
     /// Print a fresh random cluster key (64 hex digits); with --identity FILE, write a new node
     /// identity (Ed25519, mode 0600) to FILE instead and print its public key (for the
     /// `key=` of this node's line in the other nodes' configs).
@@ -39,11 +57,19 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
     },
-    /// Send one control command (JSON) to a node's control socket and print the answer.
+    /// Send one control command (JSON) to a node's control socket and print the answer: a
+    /// table for status and allocation, pretty JSON for the others; -j compact JSON, -p
+    /// pretty JSON for every command.
     Ctl {
         /// The control socket path.
         #[arg(long)]
         socket: PathBuf,
+        /// Print the answer as compact JSON (one line).
+        #[arg(short = 'j', long)]
+        json: bool,
+        /// Print the answer as pretty JSON.
+        #[arg(short = 'p', long)]
+        pretty: bool,
         /// The command name (status, allocation, counts, move, drain, ...).
         cmd: String,
         /// Extra JSON fields, e.g. `{"ids":[1,2],"to":3}`.
@@ -68,9 +94,12 @@ struct LabArgs {
     /// temporary directory.
     #[arg(long, global = true)]
     dir: Option<PathBuf>,
-    /// Print JSON.
-    #[arg(long, global = true)]
+    /// Print compact JSON (one line).
+    #[arg(short = 'j', long, global = true)]
     json: bool,
+    /// Print pretty JSON.
+    #[arg(short = 'p', long, global = true)]
+    pretty: bool,
 }
 
 #[derive(Subcommand)]
@@ -151,10 +180,10 @@ fn lab(a: LabArgs) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| netns::default_dir(&a.prefix));
     let say = |text: String, json: serde_json::Value| {
-        if a.json {
-            println!("{json}");
+        if a.json || a.pretty {
+            host::out::line(host::ctl_view::json_text(&json, a.pretty));
         } else {
-            println!("{text}");
+            host::out::line(text);
         }
     };
     match a.op {
@@ -340,6 +369,27 @@ fn lab(a: LabArgs) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.cmd {
+        Cmd::Completions { shell } => {
+            host::out::text(host::cli_docs::completions(Cli::command(), *shell));
+            return ExitCode::SUCCESS;
+        }
+        Cmd::Man { dir } => {
+            return match host::cli_docs::man_pages(Cli::command(), dir) {
+                Ok(pages) => {
+                    for p in pages {
+                        host::out::line(p.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("clusterd: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -351,17 +401,41 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.cmd {
+        Cmd::CheckConfig { file } => return check_config(&file),
+        // answered above, before the runtime
+        Cmd::Completions { .. } | Cmd::Man { .. } => Ok(()),
         Cmd::Run { config } => rt.block_on(host::daemon::node::run_node(&config)),
         Cmd::Keygen { identity: None } => host::sync::ClusterKey::generate()
-            .map(|k| println!("{}", *Zeroizing::new(k.to_hex())))
+            .map(|k| {
+                host::out::line(&*Zeroizing::new(k.to_hex()));
+            })
             .map_err(|e| e.to_string()),
         Cmd::Keygen {
             identity: Some(path),
         } => host::sync::NodeIdentity::write_new(&path)
-            .map(|k| println!("{}", k.to_hex()))
+            .map(|k| {
+                host::out::line(k.to_hex());
+            })
             .map_err(|e| e.to_string()),
-        Cmd::Ctl { socket, cmd, args } => rt.block_on(ctl(socket, cmd, Zeroizing::new(args))),
-        Cmd::Demo(args) => rt.block_on(demo::run(args)),
+        Cmd::Ctl {
+            socket,
+            json,
+            pretty,
+            cmd,
+            args,
+        } => {
+            let format = host::ctl_view::Format::from_flags(json, pretty);
+            rt.block_on(ctl(socket, cmd, Zeroizing::new(args), format))
+        }
+        Cmd::Demo(args) => {
+            return match rt.block_on(demo::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("clusterd demo: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
         // blocking work (processes, `ip`, control calls on runtimes of their own)
         Cmd::Lab(args) => lab(args),
     };
@@ -376,7 +450,12 @@ fn main() -> ExitCode {
 
 /// `clusterd ctl`: the command name and its JSON fields make one [`Request`] (checked here,
 /// so a typo is refused before it reaches the node); the answer is printed as JSON.
-async fn ctl(socket: PathBuf, cmd: String, args: Zeroizing<String>) -> Result<(), String> {
+async fn ctl(
+    socket: PathBuf,
+    cmd: String,
+    args: Zeroizing<String>,
+    format: host::ctl_view::Format,
+) -> Result<(), String> {
     let mut fields: serde_json::Value =
         serde_json::from_str(&args).map_err(|e| format!("arguments are not a JSON object: {e}"))?;
     let Some(obj) = fields.as_object_mut() else {
@@ -414,14 +493,40 @@ async fn ctl(socket: PathBuf, cmd: String, args: Zeroizing<String>) -> Result<()
             "not a command the node accepts (not sent)",
         ),
     };
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&answer).unwrap_or_default()
-    );
+    host::out::line(ctl_text(&answer, format).trim_end());
     if answer.is_ok() {
         Ok(())
     } else {
         Err(refused.to_string())
+    }
+}
+
+/// The answer of `clusterd ctl` as `format` asks: the tables of `status` and `allocation` for
+/// people (refusals as `error: ...`), pretty JSON for the other answers, JSON with -j or -p.
+fn ctl_text(answer: &Response, format: host::ctl_view::Format) -> String {
+    use host::ctl_view::{self as view, Format};
+    match (format, answer) {
+        (Format::Json, a) => view::json_text(a, false),
+        (Format::Pretty, a) => view::json_text(a, true),
+        (Format::Table, Response::Status(v)) => view::status_table(v),
+        (Format::Table, Response::Allocation(a)) => view::allocation_table(a),
+        (Format::Table, Response::Error(e)) => {
+            let mut s = format!("error: {}", e.error);
+            if let Some(l) = e.leader {
+                s += &format!("\nleader: node {l} (send the command there)");
+            }
+            if let Some(o) = e.owner {
+                s += &format!("\nowner: node {o} (send the command there)");
+            }
+            if let Some(b) = &e.backend {
+                s += &format!("\ncard backend: {b}");
+            }
+            if let Some(c) = &e.commands {
+                s += &format!("\ncommands: {}", c.join(", "));
+            }
+            s
+        }
+        (Format::Table, a) => view::json_text(a, true),
     }
 }
 
@@ -441,5 +546,20 @@ fn connect_error(socket: &std::path::Path, e: &std::io::Error) -> String {
              control_group"
         ),
         _ => format!("{path}: {e}"),
+    }
+}
+
+/// `clusterd check-config FILE`: parses the file as `run` would (the key file read and
+/// checked), starts nothing.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match host::daemon::config::Config::load(file) {
+        Ok(c) => {
+            host::out::line(format_args!("{}: ok: {}", file.display(), c.summary()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("clusterd: {}: {e}", file.display());
+            ExitCode::from(2)
+        }
     }
 }

@@ -2,15 +2,15 @@
 //! its crypto engine.
 //!
 //! ```text
-//! hwctl --device SPEC [--json] [--seed-entries N] status|dump [--did N]|regs|sas
-//! hwctl --device SPEC [--json] esp decrypt|encrypt --sa SA [--sa SA ...] --in FILE --out FILE.pcap
-//! hwctl --device SPEC [--json] forward --in FILE --out FILE.pcap [--owns LIST] [--rules FILE]
+//! hwctl --device SPEC [-j|-p] [--seed-entries N] status|dump [--did N]|regs|sas
+//! hwctl --device SPEC [-j|-p] esp decrypt|encrypt --sa SA [--sa SA ...] --in FILE --out FILE.pcap
+//! hwctl --device SPEC [-j|-p] forward --in FILE --out FILE.pcap [--owns LIST] [--rules FILE]
 //!       [--identifiers N] [--key @FILE|-] [--inside CIDR]...
 //! ```
 //!
-//! Tables for people, stable JSON (`--json`) for scripts. Exit status: 0 on
-//! success, 1 when the device, the daemon, the driver or a file fails, 2 for
-//! bad arguments (including bad `--sa` strings).
+//! Tables for people, stable JSON for scripts: `-j` (`--json`) compact, `-p` (`--pretty`)
+//! pretty. Exit status: 0 on success, 1 when the device, the daemon, the driver or a file
+//! fails, 2 for bad arguments (including bad `--sa` strings).
 
 // The submodules live in `hwctl/` (not beside this file, where cargo would
 // take them for binaries of their own).
@@ -29,7 +29,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use driver::sample::sample_entry;
 use driver::{CamCaps, Card, Counters, DistributionId, DumpEntry, ResultWord};
 use hal::RegIo;
@@ -52,8 +52,9 @@ DEVICE SPEC:
 
 A simulated card is created when hwctl opens it and starts empty; use
 --seed-entries N to fill it with N generated sample entries (TCP/UDP/ICMP/ESP/
-ISAKMP over IPv4 and IPv6, some with wildcards, spread over the distribution
-identifiers) and to look every third one up, so that dump shows hit bits.
+ISAKMP over IPv4 and IPv6, some with wildcards; entry i has distribution
+identifier i mod 256) and to look every third one up, so that dump shows hit
+bits.
 A real card is attached without a reset: looking never changes its entries.
 
 ESP:
@@ -88,13 +89,18 @@ EXAMPLES:
 #[derive(Parser, Debug)]
 #[command(name = "hwctl", version, after_help = AFTER_HELP)]
 struct Cli {
-    /// The card to open (see DEVICE SPEC below).
+    /// The card to open (see DEVICE SPEC below); needed by every command but completions and
+    /// man.
     #[arg(long, short = 'd', value_name = "SPEC")]
-    device: DeviceSpec,
+    device: Option<DeviceSpec>,
 
-    /// Print JSON instead of tables.
-    #[arg(long, global = true)]
+    /// Print compact JSON instead of tables (forward: one object a line).
+    #[arg(short = 'j', long, global = true)]
     json: bool,
+
+    /// Print pretty JSON instead of tables.
+    #[arg(short = 'p', long, global = true)]
+    pretty: bool,
 
     /// Testing aid: before the command, insert N generated sample entries
     /// through the driver (and look every third one up). Only for simulated
@@ -126,6 +132,18 @@ enum Command {
     Esp {
         #[command(subcommand)]
         op: EspCmd,
+    },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell), e.g.
+    /// `hwctl completions bash > /etc/bash_completion.d/hwctl`.
+    Completions {
+        /// The shell.
+        shell: host::cli_docs::Shell,
+    },
+    /// Write the man pages (section 1) into DIR, one per command and subcommand: hwctl.1,
+    /// hwctl-status.1, hwctl-esp-decrypt.1, ... (DIR is created when missing).
+    Man {
+        /// The directory, e.g. /usr/local/share/man/man1.
+        dir: std::path::PathBuf,
     },
     /// Run a capture through the card's packet path as one node: the card forwards what its
     /// entries allow, the node's slow path handles what it punts; the frames sent out are
@@ -185,22 +203,41 @@ struct EspArgs {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    match run(&mut cli) {
-        Ok(out) => {
-            // A closed pipe (`hwctl ... | head`) is not an error worth a panic.
-            let mut stdout = std::io::stdout().lock();
-            match stdout
-                .write_all(out.as_bytes())
-                .and_then(|()| stdout.flush())
-            {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+    if cli.pretty {
+        cli.json = true;
+        PRETTY.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    match &cli.command {
+        Command::Completions { shell } => {
+            return print(host::cli_docs::completions(Cli::command(), *shell));
+        }
+        Command::Man { dir } => {
+            return match host::cli_docs::man_pages(Cli::command(), dir) {
+                Ok(pages) => print(
+                    pages
+                        .iter()
+                        .map(|p| format!("{}\n", p.display()))
+                        .collect::<String>(),
+                ),
                 Err(e) => {
-                    eprintln!("hwctl: error: writing output: {e}");
+                    eprintln!("hwctl: error: {e}");
                     ExitCode::from(1)
                 }
-            }
+            };
         }
+        _ => {}
+    }
+    let Some(device) = cli.device.clone() else {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--device SPEC is needed by this command (e.g. --device model; see DEVICE SPEC \
+                 in --help)",
+            )
+            .exit();
+    };
+    match run(&mut cli, &device) {
+        Ok(out) => print(out),
         Err(e) => {
             eprintln!("hwctl: error: {e}");
             // Bad --sa strings are bad arguments.
@@ -211,14 +248,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes the command's output; a closed pipe (`hwctl ... | head`) is not an error worth a
+/// panic: exit status 0.
+fn print(out: String) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hwctl: error: writing output: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-fn run(cli: &mut Cli) -> Res<String> {
+fn run(cli: &mut Cli, device: &DeviceSpec) -> Res<String> {
     if let Command::Forward(a) = &mut cli.command {
         if cli.seed_entries > 0 {
             return Err("--seed-entries does not apply to forward".into());
         }
-        return run_forward(&cli.device, a, cli.json);
+        return run_forward(device, a, cli.json);
     }
     if let Command::Esp { op } = &mut cli.command {
         let (op, args) = match op {
@@ -229,18 +283,18 @@ fn run(cli: &mut Cli) -> Res<String> {
         if cli.seed_entries > 0 {
             return Err("--seed-entries does not apply to esp".into());
         }
-        let report = esp::run(op, &cli.device, &sas?, &args.input, &args.output)?;
+        let report = esp::run(op, device, &sas?, &args.input, &args.output)?;
         return if cli.json {
             json(&report)
         } else {
             Ok(report.text())
         };
     }
-    if let DeviceSpec::Unix { path } = &cli.device {
+    if let DeviceSpec::Unix { path } = device {
         if cli.seed_entries > 0 {
             return Err(format!(
                 "--seed-entries writes to the card; refusing on the running node {}",
-                cli.device
+                device
             )
             .into());
         }
@@ -250,25 +304,28 @@ fn run(cli: &mut Cli) -> Res<String> {
             Command::Dump { did } => remote::dump(&mut r, *did, cli.json)?,
             Command::Sas => remote::sas(&mut r, cli.json)?,
             Command::Regs => render_regs(&remote::regs(&mut r)?, cli.json)?,
-            Command::Esp { .. } | Command::Forward(_) => return Err(dispatched_twice()),
+            Command::Esp { .. }
+            | Command::Forward(_)
+            | Command::Completions { .. }
+            | Command::Man { .. } => return Err(dispatched_twice()),
         });
     }
     if matches!(cli.command, Command::Sas) {
         return Err(format!(
             "device {}: sas lists the SA state of a running node; use --device unix:PATH \
              (its control socket)",
-            cli.device
+            device
         )
         .into());
     }
-    if cli.seed_entries > 0 && !cli.device.is_simulated() {
+    if cli.seed_entries > 0 && !device.is_simulated() {
         return Err(format!(
             "--seed-entries writes to the card; refusing on the real device {}",
-            cli.device
+            device
         )
         .into());
     }
-    let mut card = cli.device.open_card()?;
+    let mut card = device.open_card()?;
     let mut go = || -> Res<String> {
         if cli.seed_entries > 0 {
             seed(&mut card, cli.seed_entries)?;
@@ -277,14 +334,18 @@ fn run(cli: &mut Cli) -> Res<String> {
             Command::Status => status(&mut card, cli.json),
             Command::Dump { did } => dump(&mut card, did.map(DistributionId), cli.json),
             Command::Regs => regs(&mut card, cli.json),
-            Command::Sas | Command::Esp { .. } | Command::Forward(_) => Err(dispatched_twice()),
+            Command::Sas
+            | Command::Esp { .. }
+            | Command::Forward(_)
+            | Command::Completions { .. }
+            | Command::Man { .. } => Err(dispatched_twice()),
         }
     };
     let r = go();
     // A card that fails mid-command (e.g. gone from the bus) is named, with
     // the fix.
     r.map_err(|e| match e.downcast::<driver::DriverError>() {
-        Ok(d) => Box::new(cli.device.driver_error(*d)) as Box<dyn std::error::Error>,
+        Ok(d) => Box::new(device.driver_error(*d)) as Box<dyn std::error::Error>,
         Err(e) => e,
     })
 }
@@ -433,16 +494,39 @@ fn seed<R: RegIo>(card: &mut Card<R>, n: u32) -> Res<()> {
         .into());
     }
     for i in 0..n {
-        card.insert(&sample_entry(i))?;
+        card.insert(&seed_entry(i))?;
     }
     for i in (0..n).step_by(3) {
-        card.search(&sample_entry(i).key)?;
+        card.search(&seed_entry(i).key)?;
     }
     Ok(())
 }
 
+/// The `i`-th entry of `--seed-entries`: the driver's sample entry, with identifier i mod 256
+/// (the sample's own identifiers are a hash of i spread over 256 values, so 20 entries hit
+/// only 20 of them and `dump --did 7` found none before entry 337; the cluster's default is
+/// 256 identifiers, and entries 7, 263, ... now have identifier 7).
+fn seed_entry(i: u32) -> driver::CamEntry {
+    let mut e = sample_entry(i);
+    e.did = DistributionId((i % 256) as u16);
+    e
+}
+
+/// `-p`: JSON documents pretty rather than compact.
+static PRETTY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `v` as the JSON of `-j` (compact, one line) or `-p` (pretty), with a newline.
 fn json<T: Serialize>(v: &T) -> Res<String> {
-    Ok(serde_json::to_string_pretty(v)? + "\n")
+    Ok(json_text(v)? + "\n")
+}
+
+/// `v` as JSON, compact or pretty (`-p`), without a newline.
+fn json_text<T: Serialize + ?Sized>(v: &T) -> serde_json::Result<String> {
+    if PRETTY.load(std::sync::atomic::Ordering::Relaxed) {
+        serde_json::to_string_pretty(v)
+    } else {
+        serde_json::to_string(v)
+    }
 }
 
 // ---- status -------------------------------------------------------------
@@ -629,7 +713,8 @@ fn dump<R: RegIo>(card: &mut Card<R>, did: Option<DistributionId>, as_json: bool
         },
     );
     let filter = did.map(|d| format!(" with did {d}")).unwrap_or_default();
-    writeln!(s, "{} entries{filter}", out.len())?;
+    let noun = if out.len() == 1 { "entry" } else { "entries" };
+    writeln!(s, "{} {noun}{filter}", out.len())?;
     Ok(s)
 }
 

@@ -1,31 +1,44 @@
 //! The node configuration file of `clusterd run --config FILE` (format in `docs/clusterd.md`).
 //!
-//! One setting per line, `key = value`; `#` starts a comment; blank lines are ignored. Every
-//! error names the line and says how to fix it.
+//! TOML, read through serde: settings first, then one `[[peer]]` table per other member. Every
+//! error names the line and says how to fix it; an unknown setting is refused with the nearest
+//! known one ("did you mean"). `clusterd check-config FILE` checks a file without starting.
 //!
 //! ```text
-//! node = 1                         # this node's id, 1..=65535
-//! listen = 127.0.0.1:7101          # UDP address for replication and consensus
-//! control = node1.sock             # Unix control socket (relative to the config file)
-//! key = 64 hex digits              # cluster key (or: key_file = path, holding the hex)
-//! identity_file = node1.id         # this node's own signing key (clusterd keygen --identity)
-//! peer = 2 127.0.0.1:7102 key=HEX  # one line per other member: id address [key=its public key]
-//! peer = 3 127.0.0.1:7103 witness  # a witness votes but handles no traffic
-//! peer = 4 127.0.0.1:7104 learner  # added to a running cluster: a learner until the leader promotes it
-//! role = member                    # or: witness
-//! voter = yes                      # no: this node is a learner (must match the peers' lines)
-//! card = model                     # card backend spec (model, verilator, vfio:..., pci:...)
-//! wire = 127.0.0.1:7201            # UDP address where the wire delivers packets (optional)
-//! outside = eth1                   # the card's port 0 on this interface (with inside: optional)
-//! inside = eth2                    # the card's port 1 on this interface
-//! identifiers = 256                # distribution identifiers, power of two up to 4096
-//! state_dir = node1.state          # consensus log and hard state (relative to the file)
-//! heartbeat_ms = 50                # heartbeat interval
-//! failure_ms = 200                 # silence after which the leader declares a node failed
-//! flush_ms = 1                     # replication batch flush interval
-//! card_capacity = 4096             # CAM entries used before the software overflow takes over
-//! seq_jump = 4096                  # ESP outbound sequence safety jump on takeover
-//! rules = rules.txt                # rule set file (default: allow every valid first packet)
+//! node = 1                          # this node's id, 1..=65535
+//! listen = "127.0.0.1:7101"         # UDP address for replication and consensus
+//! control = "node1.sock"            # Unix control socket (relative to the config file)
+//! key_file = "cluster.key"          # cluster key file, 64 hex digits (or: key = "HEX")
+//! identity_file = "node1.id"        # this node's own signing key (clusterd keygen --identity)
+//! role = "member"                   # or: "witness"
+//! voter = true                      # false: this node is a learner (its peers say voter = false)
+//! card = "model"                    # card backend spec (model, verilator, vfio:..., pci:...)
+//! wire = "127.0.0.1:7201"           # UDP address where the wire delivers packets (optional)
+//! outside = "eth1"                  # the card's port 0 on this interface (with inside: optional)
+//! inside = "eth2"                   # the card's port 1 on this interface
+//! identifiers = 256                 # distribution identifiers, power of two up to 4096
+//! state_dir = "node1.state"         # consensus log and hard state (relative to the file)
+//! heartbeat_ms = 50                 # heartbeat interval
+//! failure_ms = 200                  # silence after which the leader declares a node failed
+//! flush_ms = 1                      # replication batch flush interval
+//! card_capacity = 4096              # CAM entries used before the software overflow takes over
+//! seq_jump = 4096                   # ESP outbound sequence safety jump on takeover
+//! rules = "rules.txt"               # rule set file (default: allow every valid first packet)
+//!
+//! [[peer]]                          # one table per other member
+//! id = 2
+//! addr = "127.0.0.1:7102"
+//! key = "HEX"                       # its public key (with identity_file)
+//!
+//! [[peer]]
+//! id = 3
+//! addr = "127.0.0.1:7103"
+//! role = "witness"                  # a witness votes but handles no traffic
+//!
+//! [[peer]]
+//! id = 4
+//! addr = "127.0.0.1:7104"
+//! voter = false                     # added to a running cluster: a learner until promoted
 //! ```
 
 use std::collections::BTreeMap;
@@ -132,30 +145,301 @@ fn err(line: usize, problem: impl Into<String>, fix: impl Into<String>) -> Confi
     }
 }
 
-const KEYS: &[&str] = &[
-    "node",
-    "role",
-    "listen",
-    "control",
-    "control_group",
-    "key",
-    "key_file",
-    "identity_file",
-    "peer",
-    "card",
-    "wire",
-    "outside",
-    "inside",
-    "identifiers",
-    "state_dir",
-    "heartbeat_ms",
-    "failure_ms",
-    "flush_ms",
-    "card_capacity",
-    "seq_jump",
-    "rules",
-    "voter",
+/// The file's settings, each with an example (TOML) for the fixes.
+const KEYS: &[(&str, &str)] = &[
+    ("node", "1"),
+    ("listen", "\"127.0.0.1:7101\""),
+    ("control", "\"node1.sock\""),
+    ("control_group", "\"clusterd\""),
+    ("key", "\"<64 hex digits from clusterd keygen>\""),
+    ("key_file", "\"cluster.key\""),
+    ("identity_file", "\"node1.id\""),
+    ("peer", "[[peer]]"),
+    ("role", "\"member\""),
+    ("voter", "true"),
+    ("card", "\"model\""),
+    ("wire", "\"127.0.0.1:7201\""),
+    ("outside", "\"eth1\""),
+    ("inside", "\"eth2\""),
+    ("identifiers", "256"),
+    ("state_dir", "\"node1.state\""),
+    ("heartbeat_ms", "50"),
+    ("failure_ms", "200"),
+    ("flush_ms", "1"),
+    ("card_capacity", "4096"),
+    ("seq_jump", "4096"),
+    ("rules", "\"rules.txt\""),
 ];
+
+/// The settings of a `[[peer]]` table, each with an example.
+const PEER_KEYS: &[(&str, &str)] = &[
+    ("id", "2"),
+    ("addr", "\"127.0.0.1:7102\""),
+    ("role", "\"witness\""),
+    ("voter", "false"),
+    ("key", "\"<its public key>\""),
+];
+
+/// How a peer is written.
+const PEER_FIX: &str = "write each other member as a table: a line [[peer]], then id = 2 and \
+                        addr = \"127.0.0.1:7102\" (optionally role = \"witness\", voter = false \
+                        for a learner, key = \"<its public key>\")";
+
+fn example(table: &[(&str, &'static str)], key: &str) -> Option<&'static str> {
+    table.iter().find(|(k, _)| *k == key).map(|(_, e)| *e)
+}
+
+/// The 1-based line of byte `offset` of `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// Levenshtein distance (for "did you mean").
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(row[j]).min(cur)
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The known name closest to `word`, if it is close enough to be a typo.
+fn suggest<'a>(word: &str, known: &[(&'a str, &str)]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|(k, _)| (edit_distance(word, k), *k))
+        .filter(|(d, k)| *d <= (word.len().max(k.len()) / 2).max(2))
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn unknown_key(line: usize, key: &str, known: &[(&str, &str)], place: &str) -> ConfigError {
+    let names: Vec<&str> = known.iter().map(|(k, _)| *k).collect();
+    let fix = match suggest(key, known) {
+        Some(s) => format!(
+            "did you mean {s:?}? (the settings{place}: {})",
+            names.join(", ")
+        ),
+        None => format!("use one of the settings{place}: {}", names.join(", ")),
+    };
+    err(line, format!("unknown setting {key:?}{place}"), fix)
+}
+
+/// Where each setting of the file is: the line of every top-level key, and per `[[peer]]`
+/// table its first line and the line of each of its keys. Unknown keys, a `peer` that is not
+/// an array of tables and TOML syntax errors are refused here, before serde.
+struct Layout {
+    keys: BTreeMap<String, usize>,
+    peers: Vec<(usize, BTreeMap<String, usize>)>,
+}
+
+/// The fix for a TOML syntax error on `line_text`: the likely mistakes of a file in the
+/// earlier `key = value` format first.
+fn syntax_fix(message: &str, line_text: &str) -> String {
+    let t = line_text.trim();
+    if message.contains("duplicate key") {
+        return "keep one of the two settings (each is set once; peers are [[peer]] tables)".into();
+    }
+    if let Some((k, v)) = t.split_once('=') {
+        let (k, v) = (k.trim(), v.split('#').next().unwrap_or("").trim());
+        if k == "peer" {
+            return format!("peers are tables now; {PEER_FIX}");
+        }
+        if let Some(ex) = example(KEYS, k) {
+            if ex.starts_with('"') && !v.starts_with('"') && !v.starts_with('\'') {
+                return format!("TOML strings are quoted: write {k} = \"{v}\"");
+            }
+            return format!("write e.g. {k} = {ex}");
+        }
+    }
+    "write settings as TOML: key = value, strings in double quotes, [[peer]] tables last \
+     (docs/clusterd.md)"
+        .into()
+}
+
+fn layout(text: &str) -> Result<Layout, ConfigError> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).map_err(|e| {
+        let at = e.span().map_or(0, |s| s.start);
+        let line = line_at(text, at);
+        let line_text = text.lines().nth(line - 1).unwrap_or("");
+        let message = e.message().lines().next().unwrap_or("").trim().to_owned();
+        err(
+            line,
+            format!("not TOML: {message}"),
+            syntax_fix(&message, line_text),
+        )
+    })?;
+    let mut out = Layout {
+        keys: BTreeMap::new(),
+        peers: Vec::new(),
+    };
+    for (k, v) in doc.get_ref() {
+        let name = k.get_ref().as_ref();
+        let line = line_at(text, k.span().start);
+        if example(KEYS, name).is_none() {
+            return Err(unknown_key(line, name, KEYS, ""));
+        }
+        out.keys.insert(name.to_owned(), line);
+        if name != "peer" {
+            continue;
+        }
+        let tables = match v.get_ref() {
+            DeValue::Array(a) => a
+                .iter()
+                .map(|t| match t.get_ref() {
+                    DeValue::Table(t) => Some((t, t_line(text, t, line))),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>(),
+            _ => None,
+        };
+        let Some(tables) = tables else {
+            return Err(err(line, "peer is not a list of [[peer]] tables", PEER_FIX));
+        };
+        for (t, first) in tables {
+            let mut keys = BTreeMap::new();
+            for (pk, _) in t {
+                let pname = pk.get_ref().as_ref();
+                let pline = line_at(text, pk.span().start);
+                if example(PEER_KEYS, pname).is_none() {
+                    if example(KEYS, pname).is_some() && pname != "peer" {
+                        return Err(err(
+                            pline,
+                            format!("{pname} is a setting of the node, not of a [[peer]]"),
+                            format!(
+                                "move {pname} above the first [[peer]] (every line after a \
+                                 [[peer]] belongs to that peer)"
+                            ),
+                        ));
+                    }
+                    return Err(unknown_key(pline, pname, PEER_KEYS, " of a [[peer]]"));
+                }
+                keys.insert(pname.to_owned(), pline);
+            }
+            out.peers.push((first, keys));
+        }
+    }
+    Ok(out)
+}
+
+/// The line of a `[[peer]]` table: its header line (the line before its first key), or the
+/// line of `peer` itself for an inline table.
+fn t_line(text: &str, t: &toml::de::DeTable<'_>, fallback: usize) -> usize {
+    t.keys()
+        .map(|k| line_at(text, k.span().start))
+        .min()
+        .map_or(fallback, |first| {
+            // a [[peer]] header sits on a line of its own above its keys
+            let header = text
+                .lines()
+                .take(first.saturating_sub(1))
+                .enumerate()
+                .filter(|(_, l)| l.trim_start().starts_with("[[peer]]"))
+                .map(|(i, _)| i + 1)
+                .last();
+            header.unwrap_or(first)
+        })
+}
+
+/// A string that may hold a secret, wiped when dropped.
+struct Secret(zeroize::Zeroizing<String>);
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| Secret(zeroize::Zeroizing::new(s)))
+    }
+}
+
+/// The file as serde reads it; ranges and meanings are checked afterwards, with the lines
+/// from [`Layout`]. Integers are read as `i64` so that a value out of range is named with its
+/// range and an example.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: Option<i64>,
+    listen: Option<String>,
+    control: Option<String>,
+    control_group: Option<String>,
+    key: Option<Secret>,
+    key_file: Option<String>,
+    identity_file: Option<String>,
+    #[serde(default)]
+    peer: Vec<RawPeer>,
+    role: Option<String>,
+    voter: Option<bool>,
+    card: Option<String>,
+    wire: Option<String>,
+    outside: Option<String>,
+    inside: Option<String>,
+    identifiers: Option<i64>,
+    state_dir: Option<String>,
+    heartbeat_ms: Option<i64>,
+    failure_ms: Option<i64>,
+    flush_ms: Option<i64>,
+    card_capacity: Option<i64>,
+    seq_jump: Option<i64>,
+    rules: Option<String>,
+}
+
+/// One `[[peer]]` table.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    id: Option<i64>,
+    addr: Option<String>,
+    role: Option<String>,
+    voter: Option<bool>,
+    key: Option<String>,
+}
+
+/// A serde error (a value of the wrong type): its line, and the example of the setting at it.
+fn type_error(text: &str, e: &toml::de::Error, at: &Layout) -> ConfigError {
+    let line = e.span().map_or(0, |s| line_at(text, s.start));
+    let message = e.message().lines().next().unwrap_or("").trim().to_owned();
+    let top = at
+        .keys
+        .iter()
+        .filter(|(_, l)| **l == line)
+        .map(|(k, _)| k.as_str())
+        .next();
+    let peer = at
+        .peers
+        .iter()
+        .flat_map(|(_, keys)| keys.iter())
+        .find(|(_, l)| **l == line)
+        .map(|(k, _)| k.as_str());
+    let fix = match (top, peer) {
+        (Some("peer"), _) => PEER_FIX.to_owned(),
+        (Some(k), _) => format!("write e.g. {k} = {}", example(KEYS, k).unwrap_or("...")),
+        (None, Some(k)) => format!(
+            "in a [[peer]] table write e.g. {k} = {}",
+            example(PEER_KEYS, k).unwrap_or("...")
+        ),
+        (None, None) => "see the format in docs/clusterd.md".to_owned(),
+    };
+    let shown = match top.or(peer) {
+        Some(k) => format!("{k}: {message}"),
+        None => message,
+    };
+    err(line, shown, fix)
+}
 
 /// Reads a key file, refusing one that group or others may read (the fix says how).
 fn read_key_file(path: &Path) -> Result<zeroize::Zeroizing<String>, (String, String)> {
@@ -217,13 +501,13 @@ fn read_key_file(path: &Path) -> Result<zeroize::Zeroizing<String>, (String, Str
     Ok(text)
 }
 
-fn parse_u64(line: usize, key: &str, v: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
-    match v.parse::<u64>() {
+fn int(line: usize, key: &str, v: i64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    match u64::try_from(v) {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(err(
             line,
-            format!("{key} = {v:?} is not a whole number in {min}..={max}"),
-            format!("write e.g. \"{key} = {min}\""),
+            format!("{key} = {v} is not a whole number in {min}..={max}"),
+            format!("write e.g. {key} = {min}"),
         )),
     }
 }
@@ -233,18 +517,30 @@ fn parse_addr(line: usize, key: &str, v: &str) -> Result<SocketAddr, ConfigError
         err(
             line,
             format!("{key} = {v:?} is not an IP address with a port"),
-            format!("write e.g. \"{key} = 127.0.0.1:7101\""),
+            format!("write e.g. {key} = \"127.0.0.1:7101\""),
         )
     })
 }
 
-fn parse_node(line: usize, v: &str) -> Result<NodeId, ConfigError> {
-    match v.parse::<u16>() {
+fn parse_node(line: usize, key: &str, v: i64) -> Result<NodeId, ConfigError> {
+    match u16::try_from(v) {
         Ok(n) if n >= 1 => Ok(NodeId(n)),
         _ => Err(err(
             line,
-            format!("node id {v:?} is not a number in 1..=65535"),
-            "use a node id between 1 and 65535",
+            format!("{key} = {v} is not a node id in 1..=65535"),
+            format!("use a node id between 1 and 65535, e.g. {key} = 1"),
+        )),
+    }
+}
+
+fn parse_role(line: usize, key: &str, v: &str) -> Result<Role, ConfigError> {
+    match v {
+        "member" => Ok(Role::Member),
+        "witness" => Ok(Role::Witness),
+        _ => Err(err(
+            line,
+            format!("{key} = {v:?} is unknown"),
+            format!("write {key} = \"member\" or {key} = \"witness\""),
         )),
     }
 }
@@ -267,33 +563,14 @@ impl Config {
         Self::parse(&text, base)
     }
 
-    /// Parses config text; relative paths are resolved against `base`.
+    /// Parses config text (TOML); relative paths are resolved against `base`.
     ///
     /// # Errors
     /// [`ConfigError`] naming the line and the fix.
     pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
-        let mut seen: BTreeMap<&'static str, usize> = BTreeMap::new();
-        let mut node = None;
-        let mut role = Role::Member;
-        let mut listen = None;
-        let mut control = None;
-        let mut control_group = None;
-        let mut key: Option<ClusterKey> = None;
-        let mut peers: Vec<(usize, PeerConfig)> = Vec::new();
-        let mut card = "model".to_string();
-        let mut wire = None;
-        let mut identifiers = IdCount::default();
-        let mut state_dir = None;
-        let mut heartbeat_ms = 50;
-        let mut failure_ms = 200;
-        let mut flush_ms = 1;
-        let mut card_capacity = 4096;
-        let mut seq_jump = 4096;
-        let mut rules = None;
-        let mut identity = None;
-        let mut outside: Option<String> = None;
-        let mut inside: Option<String> = None;
-        let mut voter = true;
+        let at = layout(text)?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| type_error(text, &e, &at))?;
+        let ln = |k: &str| at.keys.get(k).copied().unwrap_or(0);
         let resolve = |p: &str| {
             let p = Path::new(p);
             if p.is_absolute() {
@@ -302,198 +579,185 @@ impl Config {
                 base.join(p)
             }
         };
-        for (i, raw) in text.lines().enumerate() {
-            let ln = i + 1;
-            let content = raw.split('#').next().unwrap_or("").trim();
-            if content.is_empty() {
-                continue;
+        let non_empty = |k: &str, v: &Option<String>| -> Result<(), ConfigError> {
+            match v {
+                Some(s) if s.trim().is_empty() => Err(err(
+                    ln(k),
+                    format!("{k} is empty"),
+                    format!("write e.g. {k} = {}", example(KEYS, k).unwrap_or("...")),
+                )),
+                _ => Ok(()),
             }
-            let Some((k, v)) = content.split_once('=') else {
-                return Err(err(
-                    ln,
-                    format!("{content:?} is not a setting"),
-                    "write settings as \"key = value\"",
-                ));
-            };
-            let (k, v) = (k.trim(), v.trim());
-            let Some(kk) = KEYS.iter().copied().find(|x| *x == k) else {
-                return Err(err(
-                    ln,
-                    format!("unknown setting {k:?}"),
-                    format!("use one of: {}", KEYS.join(", ")),
-                ));
-            };
-            if v.is_empty() {
-                return Err(err(
-                    ln,
-                    format!("{k} has no value"),
-                    format!("write \"{k} = <value>\""),
-                ));
-            }
-            if kk != "peer" {
-                if let Some(prev) = seen.insert(kk, ln) {
-                    return Err(err(
-                        ln,
-                        format!("{k} is set twice (first on line {prev})"),
-                        "keep one of the two lines",
-                    ));
-                }
-            }
-            match kk {
-                "node" => node = Some(parse_node(ln, v)?),
-                "role" => {
-                    role = match v {
-                        "member" => Role::Member,
-                        "witness" => Role::Witness,
-                        _ => {
-                            return Err(err(
-                                ln,
-                                format!("role {v:?} is unknown"),
-                                "write \"role = member\" or \"role = witness\"",
-                            ))
-                        }
-                    }
-                }
-                "listen" => listen = Some(parse_addr(ln, k, v)?),
-                "wire" => wire = Some(parse_addr(ln, k, v)?),
-                "control" => control = Some(resolve(v)),
-                "control_group" => control_group = Some(v.to_string()),
-                "state_dir" => state_dir = Some(resolve(v)),
-                "rules" => rules = Some(resolve(v)),
-                "identity_file" => identity = Some(resolve(v)),
-                "outside" | "inside" => {
-                    let ok = !v.is_empty()
-                        && v.len() < 16
-                        && v.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
-                    if !ok {
-                        return Err(err(
-                            ln,
-                            format!("{k} = {v:?} is not an interface name"),
-                            "give the name of an interface in the node's network namespace (at most 15 characters, e.g. eth1)",
-                        ));
-                    }
-                    if k == "outside" {
-                        outside = Some(v.to_owned());
-                    } else {
-                        inside = Some(v.to_owned());
-                    }
-                }
-                "card" => card = v.to_string(),
-                "voter" => {
-                    voter = match v {
-                        "yes" | "true" => true,
-                        "no" | "false" => false,
-                        _ => {
-                            return Err(err(
-                                ln,
-                                format!("voter = {v:?} is not yes or no"),
-                                "write \"voter = yes\" or \"voter = no\"",
-                            ))
-                        }
-                    }
-                }
-                "key" | "key_file" => {
-                    if key.is_some() {
-                        return Err(err(
-                            ln,
-                            "the cluster key is given twice (key and key_file)",
-                            "keep either \"key\" or \"key_file\"",
-                        ));
-                    }
-                    let text = if kk == "key" {
-                        zeroize::Zeroizing::new(v.to_string())
-                    } else {
-                        read_key_file(&resolve(v))
-                            .map_err(|(problem, fix)| err(ln, problem, fix))?
-                    };
-                    key = Some(ClusterKey::from_hex(&text).map_err(|e| {
-                        err(
-                            ln,
-                            format!("bad cluster key: {e}"),
-                            "generate one with `clusterd keygen` and paste its 64 hex digits",
-                        )
-                    })?);
-                }
-                "peer" => {
-                    let parts: Vec<&str> = v.split_whitespace().collect();
-                    let fix = "write \"peer = <id> <ip:port>\", optionally followed by \"witness\" or \"learner\" and \"key=<its public key>\"";
-                    let mut parts = parts;
-                    let mut pubkey = None;
-                    if let Some(i) = parts.iter().position(|p| p.starts_with("key=")) {
-                        let hex = &parts[i][4..];
-                        pubkey = Some(crate::sync::PublicKey::from_hex(hex).map_err(|e| {
-                            err(
-                                ln,
-                                e.to_string(),
-                                "copy the public key `clusterd keygen --identity` printed for that node",
-                            )
-                        })?);
-                        parts.remove(i);
-                    }
-                    if !(2..=3).contains(&parts.len()) {
-                        return Err(err(
-                            ln,
-                            format!("peer {v:?} has {} fields", parts.len()),
-                            fix,
-                        ));
-                    }
-                    let id = parse_node(ln, parts[0])?;
-                    let addr = parse_addr(ln, "peer address", parts[1])?;
-                    let (role, pvoter) = match parts.get(2) {
-                        None => (Role::Member, true),
-                        Some(&"witness") => (Role::Witness, true),
-                        Some(&"learner") => (Role::Member, false),
-                        Some(other) => {
-                            return Err(err(ln, format!("peer flag {other:?} is unknown"), fix))
-                        }
-                    };
-                    if let Some((prev, _)) = peers.iter().find(|(_, p)| p.id == id) {
-                        return Err(err(
-                            ln,
-                            format!("peer {} is listed twice (first on line {prev})", id.0),
-                            "list each peer once",
-                        ));
-                    }
-                    peers.push((
-                        ln,
-                        PeerConfig {
-                            id,
-                            addr,
-                            role,
-                            voter: pvoter,
-                            pubkey,
-                        },
-                    ));
-                }
-                "identifiers" => {
-                    let n = parse_u64(ln, k, v, 1, 4096)?;
-                    identifiers = IdCount::new(n as u32).map_err(|_| {
-                        err(
-                            ln,
-                            format!("identifiers = {n} is not a power of two"),
-                            "use 1, 2, 4, ... 4096 (default 256)",
-                        )
-                    })?;
-                }
-                "heartbeat_ms" => heartbeat_ms = parse_u64(ln, k, v, 5, 10_000)?,
-                "failure_ms" => failure_ms = parse_u64(ln, k, v, 20, 60_000)?,
-                "flush_ms" => flush_ms = parse_u64(ln, k, v, 0, 1000)?,
-                "card_capacity" => card_capacity = parse_u64(ln, k, v, 1, 1 << 24)? as usize,
-                "seq_jump" => seq_jump = parse_u64(ln, k, v, 1, 1 << 32)?,
-                _ => {}
-            }
+        };
+        for (k, v) in [
+            ("listen", &raw.listen),
+            ("control", &raw.control),
+            ("control_group", &raw.control_group),
+            ("key_file", &raw.key_file),
+            ("identity_file", &raw.identity_file),
+            ("card", &raw.card),
+            ("wire", &raw.wire),
+            ("state_dir", &raw.state_dir),
+            ("rules", &raw.rules),
+        ] {
+            non_empty(k, v)?;
         }
+        let node = raw
+            .node
+            .map(|v| parse_node(ln("node"), "node", v))
+            .transpose()?;
+        let role = match &raw.role {
+            Some(r) => parse_role(ln("role"), "role", r)?,
+            None => Role::Member,
+        };
+        let voter = raw.voter.unwrap_or(true);
+        let listen = raw
+            .listen
+            .as_deref()
+            .map(|v| parse_addr(ln("listen"), "listen", v))
+            .transpose()?;
+        let wire = raw
+            .wire
+            .as_deref()
+            .map(|v| parse_addr(ln("wire"), "wire", v))
+            .transpose()?;
+        let control = raw.control.as_deref().map(resolve);
+        let control_group = raw.control_group.clone();
+        let state_dir = raw.state_dir.as_deref().map(resolve);
+        let rules = raw.rules.as_deref().map(resolve);
+        let identity = raw.identity_file.as_deref().map(resolve);
+        let card = raw.card.clone().unwrap_or_else(|| "model".to_string());
+        let interface = |k: &str, v: &Option<String>| -> Result<Option<String>, ConfigError> {
+            let Some(v) = v else { return Ok(None) };
+            let ok = !v.is_empty()
+                && v.len() < 16
+                && v.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+            if !ok {
+                return Err(err(
+                    ln(k),
+                    format!("{k} = {v:?} is not an interface name"),
+                    "give the name of an interface in the node's network namespace (at most 15 characters, e.g. \"eth1\")",
+                ));
+            }
+            Ok(Some(v.clone()))
+        };
+        let outside = interface("outside", &raw.outside)?;
+        let inside = interface("inside", &raw.inside)?;
+        let key = match (&raw.key, &raw.key_file) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    ln("key_file").max(ln("key")),
+                    "the cluster key is given twice (key and key_file)",
+                    "keep either key or key_file",
+                ))
+            }
+            (Some(k), None) => Some((ln("key"), zeroize::Zeroizing::new(k.0.to_string()))),
+            (None, Some(f)) => Some((
+                ln("key_file"),
+                read_key_file(&resolve(f))
+                    .map_err(|(problem, fix)| err(ln("key_file"), problem, fix))?,
+            )),
+            (None, None) => None,
+        };
+        let key = match key {
+            Some((line, text)) => Some(ClusterKey::from_hex(&text).map_err(|e| {
+                err(
+                    line,
+                    format!("bad cluster key: {e}"),
+                    "generate one with `clusterd keygen` and paste its 64 hex digits in quotes",
+                )
+            })?),
+            None => None,
+        };
+        let identifiers = match raw.identifiers {
+            Some(v) => {
+                let n = int(ln("identifiers"), "identifiers", v, 1, 4096)?;
+                IdCount::new(n as u32).map_err(|_| {
+                    err(
+                        ln("identifiers"),
+                        format!("identifiers = {n} is not a power of two"),
+                        "use 1, 2, 4, ... 4096 (default 256)",
+                    )
+                })?
+            }
+            None => IdCount::default(),
+        };
+        let num = |k: &str, v: Option<i64>, min: u64, max: u64, default: u64| match v {
+            Some(v) => int(ln(k), k, v, min, max),
+            None => Ok(default),
+        };
+        let heartbeat_ms = num("heartbeat_ms", raw.heartbeat_ms, 5, 10_000, 50)?;
+        let failure_ms = num("failure_ms", raw.failure_ms, 20, 60_000, 200)?;
+        let flush_ms = num("flush_ms", raw.flush_ms, 0, 1000, 1)?;
+        let card_capacity = num("card_capacity", raw.card_capacity, 1, 1 << 24, 4096)? as usize;
+        let seq_jump = num("seq_jump", raw.seq_jump, 1, 1 << 32, 4096)?;
+        let mut peers: Vec<(usize, PeerConfig)> = Vec::new();
+        for (i, p) in raw.peer.iter().enumerate() {
+            let (pl, keys) = at.peers.get(i).cloned().unwrap_or_default();
+            let kl = |k: &str| keys.get(k).copied().unwrap_or(pl);
+            let id = match p.id {
+                Some(v) => parse_node(kl("id"), "id", v)?,
+                None => return Err(err(pl, "a [[peer]] table has no id", PEER_FIX)),
+            };
+            let addr = match &p.addr {
+                Some(a) => parse_addr(kl("addr"), "addr", a)?,
+                None => {
+                    return Err(err(
+                        pl,
+                        format!("peer {} has no addr", id.0),
+                        format!("add addr = \"<ip:port>\" to its table; {PEER_FIX}"),
+                    ))
+                }
+            };
+            let prole = match &p.role {
+                Some(r) => parse_role(kl("role"), "role", r)?,
+                None => Role::Member,
+            };
+            let pubkey = match &p.key {
+                Some(hex) => Some(crate::sync::PublicKey::from_hex(hex).map_err(|e| {
+                    err(
+                        kl("key"),
+                        format!("peer {}: {e}", id.0),
+                        "copy the public key `clusterd keygen --identity` printed for that node",
+                    )
+                })?),
+                None => None,
+            };
+            if let Some((prev, _)) = peers.iter().find(|(_, q)| q.id == id) {
+                return Err(err(
+                    pl,
+                    format!("peer {} is listed twice (first on line {prev})", id.0),
+                    "list each peer once",
+                ));
+            }
+            peers.push((
+                pl,
+                PeerConfig {
+                    id,
+                    addr,
+                    role: prole,
+                    voter: p.voter.unwrap_or(true),
+                    pubkey,
+                },
+            ));
+        }
+        let seen = &at.keys;
         let missing = |k: &str, example: &str| {
             err(
                 0,
                 format!("missing setting {k:?}"),
-                format!("add a line \"{k} = {example}\""),
+                format!("add a line {k} = {example} (above the [[peer]] tables)"),
             )
         };
         let node = node.ok_or_else(|| missing("node", "1"))?;
-        let listen = listen.ok_or_else(|| missing("listen", "127.0.0.1:7101"))?;
-        let key = key.ok_or_else(|| missing("key", "<64 hex digits from `clusterd keygen`>"))?;
-        let control = control.ok_or_else(|| missing("control", "node1.sock"))?;
+        let listen = listen.ok_or_else(|| missing("listen", "\"127.0.0.1:7101\""))?;
+        let key = key.ok_or_else(|| {
+            missing(
+                "key_file",
+                "\"cluster.key\" (or key = \"<64 hex digits from clusterd keygen>\")",
+            )
+        })?;
+        let control = control.ok_or_else(|| missing("control", "\"node1.sock\""))?;
         if let Some((ln, _)) = peers.iter().find(|(_, p)| p.id == node) {
             return Err(err(
                 *ln,
@@ -527,14 +791,14 @@ impl Config {
             return Err(err(
                 0,
                 "a 2-node cluster without a witness cannot tell a failure from a partition",
-                "add a witness: \"peer = <id> <ip:port> witness\" (run it with role = witness)",
+                "add a witness: a [[peer]] table with id, addr and role = \"witness\" (run it with role = \"witness\")",
             ));
         }
         if members == 0 {
             return Err(err(
                 0,
                 "the cluster has no member that handles traffic",
-                "make at least one node role = member",
+                "make at least one node role = \"member\"",
             ));
         }
         match (&identity, peers.iter().find(|(_, p)| p.pubkey.is_none())) {
@@ -542,7 +806,7 @@ impl Config {
                 return Err(err(
                     *ln,
                     format!("peer {} has no public key, but this node has an identity_file", p.id.0),
-                    "add \"key=<its public key>\" to the line (every node of a cluster has an identity, or none has)",
+                    "add key = \"<its public key>\" to its [[peer]] table (every node of a cluster has an identity, or none has)",
                 ))
             }
             (None, _) => {
@@ -550,7 +814,7 @@ impl Config {
                     return Err(err(
                         *ln,
                         format!("peer {} has a public key, but this node has no identity_file", p.id.0),
-                        "add \"identity_file = <file>\" (clusterd keygen --identity <file>), or remove the key",
+                        "add identity_file = \"<file>\" (clusterd keygen --identity <file>), or remove the key",
                     ));
                 }
             }
@@ -575,7 +839,7 @@ impl Config {
                 return Err(err(
                     seen.get(have).copied().unwrap_or(0),
                     format!("{have} is set but {missing} is not"),
-                    format!("add \"{missing} = <interface>\": the card sits between two segments"),
+                    format!("add {missing} = \"<interface>\": the card sits between two segments"),
                 ));
             }
         };
@@ -591,7 +855,7 @@ impl Config {
             return Err(err(
                 seen.get("voter").copied().unwrap_or(0),
                 "a witness that does not vote is useless",
-                "remove \"voter = no\" or make the node a member",
+                "remove voter = false or make the node a member",
             ));
         }
         Ok(Config {
@@ -656,6 +920,36 @@ impl Config {
         self.peers.iter().find(|p| p.id == node).map(|p| p.role)
     }
 
+    /// One line for `clusterd check-config`: this node, its address, its peers, card,
+    /// identifiers and whether frames are signed.
+    pub fn summary(&self) -> String {
+        let witnesses = self
+            .peers
+            .iter()
+            .filter(|p| p.role == Role::Witness)
+            .count();
+        let learners = self.peers.iter().filter(|p| !p.voter).count();
+        let role = match self.role {
+            Role::Member => "member",
+            Role::Witness => "witness",
+        };
+        format!(
+            "node {} ({role}, {}), listen {}, {} peers ({witnesses} witness, {learners} \
+             learner), card {}, {} identifiers, frames {}",
+            self.node.0,
+            if self.voter { "voter" } else { "learner" },
+            self.listen,
+            self.peers.len(),
+            self.card,
+            self.identifiers.get(),
+            if self.identity.is_some() {
+                "signed (identities)"
+            } else {
+                "unsigned (no identities)"
+            }
+        )
+    }
+
     /// The members that handle traffic (not witnesses), in id order.
     pub fn traffic_members(&self) -> Vec<NodeId> {
         let mut v: Vec<NodeId> = self
@@ -682,11 +976,19 @@ mod tests {
         Config::parse(text, Path::new("/etc/clusterd"))
     }
 
+    /// Lines: 1 comment, 2 node, 3 listen, 4 control, 5 key, 6 [[peer]], 7 id, 8 addr,
+    /// 9 [[peer]], 10 id, 11 addr.
     fn good() -> String {
         format!(
-            "# test\nnode = 1\nlisten = 127.0.0.1:7101\ncontrol = n1.sock\nkey = {KEY}\n\
-             peer = 2 127.0.0.1:7102\npeer = 3 127.0.0.1:7103 # comment\n"
+            "# test\nnode = 1\nlisten = \"127.0.0.1:7101\"\ncontrol = \"n1.sock\"\nkey = \"{KEY}\"\n\
+             [[peer]]\nid = 2\naddr = \"127.0.0.1:7102\"\n\
+             [[peer]]\nid = 3\naddr = \"127.0.0.1:7103\" # comment\n"
         )
+    }
+
+    /// `good()` with `settings` (top-level lines) inserted after line 5.
+    fn with(settings: &str) -> String {
+        good().replacen("[[peer]]", &format!("{settings}[[peer]]"), 1)
     }
 
     #[test]
@@ -694,75 +996,203 @@ mod tests {
         let c = parse(&good()).unwrap();
         assert_eq!(c.node, NodeId(1));
         assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.peers[1].addr, "127.0.0.1:7103".parse().unwrap());
         assert_eq!(c.control, Path::new("/etc/clusterd/n1.sock"));
         assert_eq!(c.voters(), vec![NodeId(1), NodeId(2), NodeId(3)]);
         assert_eq!(c.card, "model");
         assert_eq!(c.identifiers.get(), 256);
+        assert_eq!(c.heartbeat_ms, 50);
+        let c = parse(&with(
+            "role = \"member\"\nvoter = true\ncard = \"model:depth=64\"\nidentifiers = 64\n\
+             heartbeat_ms = 20\nfailure_ms = 100\nflush_ms = 0\ncard_capacity = 10\n\
+             seq_jump = 7\nrules = \"r.txt\"\nwire = \"127.0.0.1:7201\"\n\
+             outside = \"eth1\"\ninside = \"eth2\"\nstate_dir = \"/var/lib/n1\"\n",
+        ))
+        .unwrap();
+        assert_eq!(c.card, "model:depth=64");
+        assert_eq!(c.identifiers.get(), 64);
+        assert_eq!((c.heartbeat_ms, c.failure_ms, c.flush_ms), (20, 100, 0));
+        assert_eq!((c.card_capacity, c.seq_jump), (10, 7));
+        assert_eq!(c.rules.as_deref(), Some(Path::new("/etc/clusterd/r.txt")));
+        assert_eq!(c.state_dir, Path::new("/var/lib/n1"));
+        assert_eq!(c.interfaces, Some(("eth1".into(), "eth2".into())));
+        assert!(c.wire.is_some());
     }
 
     #[test]
-    fn identities_all_or_none() {
+    fn peers_are_tables_with_role_voter_and_key() {
         let pk = "aa".repeat(32);
-        let signed = good()
+        let text = with("identity_file = \"n1.id\"\n")
             .replace(
-                "peer = 2 127.0.0.1:7102",
-                &format!("peer = 2 127.0.0.1:7102 key={pk}"),
+                "id = 2\naddr = \"127.0.0.1:7102\"\n",
+                &format!("id = 2\naddr = \"127.0.0.1:7102\"\nkey = \"{pk}\"\n"),
             )
             .replace(
-                "peer = 3 127.0.0.1:7103",
-                &format!("peer = 3 127.0.0.1:7103 witness key={pk}"),
-            )
-            + "identity_file = n1.id\n";
-        let c = parse(&signed).unwrap();
+                "addr = \"127.0.0.1:7103\" # comment\n",
+                &format!("addr = \"127.0.0.1:7103\"\nrole = \"witness\"\nkey = \"{pk}\"\n"),
+            );
+        let c = parse(&text).unwrap();
         assert_eq!(
             c.identity.as_deref(),
             Some(Path::new("/etc/clusterd/n1.id"))
         );
         assert_eq!(c.peers[0].pubkey.unwrap().to_hex(), pk);
+        assert!(c.peers[0].voter);
         assert_eq!(c.peers[1].role, Role::Witness);
-        // an identity, and a peer without a key
-        let e = parse(&format!("{}identity_file = n1.id\n", good())).unwrap_err();
-        assert_eq!(e.line, 6);
+        assert!(c.learners().is_empty());
+        let learner = format!(
+            "{}[[peer]]\nid = 4\naddr = \"127.0.0.1:7104\"\nvoter = false\n",
+            good()
+        );
+        assert_eq!(parse(&learner).unwrap().learners(), vec![NodeId(4)]);
+        // an inline array of tables means the same
+        let inline = format!(
+            "node = 1\nlisten = \"127.0.0.1:7101\"\ncontrol = \"n1.sock\"\nkey = \"{KEY}\"\n\
+             peer = [{{ id = 2, addr = \"127.0.0.1:7102\" }}, {{ id = 3, addr = \"127.0.0.1:7103\" }}]\n"
+        );
+        assert_eq!(parse(&inline).unwrap().peers, parse(&good()).unwrap().peers);
+    }
+
+    #[test]
+    fn identities_all_or_none() {
+        let pk = "aa".repeat(32);
+        let key2 = |k: &str| format!("id = 2\naddr = \"127.0.0.1:7102\"\nkey = \"{k}\"\n");
+        // an identity, and a peer without a key: the line of its [[peer]]
+        let e = parse(&with("identity_file = \"n1.id\"\n")).unwrap_err();
+        assert_eq!(e.line, 7);
         assert!(e.problem.contains("no public key"), "{e}");
         // a peer key, and no identity
-        let e = parse(&good().replace(
-            "peer = 2 127.0.0.1:7102",
-            &format!("peer = 2 127.0.0.1:7102 key={pk}"),
-        ))
-        .unwrap_err();
+        let e =
+            parse(&good().replace("id = 2\naddr = \"127.0.0.1:7102\"\n", &key2(&pk))).unwrap_err();
         assert_eq!(e.line, 6);
         assert!(e.fix.contains("identity_file"), "{e}");
-        // a key that is not one
-        let e = parse(&signed.replace(&format!("7102 key={pk}"), "7102 key=xyz")).unwrap_err();
-        assert_eq!(e.line, 6);
+        // a key that is not one: the line of the key
+        let e = parse(&good().replace("id = 2\naddr = \"127.0.0.1:7102\"\n", &key2("xyz")))
+            .unwrap_err();
+        assert_eq!(e.line, 9);
         assert!(e.problem.contains("64 hexadecimal"), "{e}");
     }
 
     #[test]
-    fn errors_name_line_and_fix() {
-        let e = parse(&format!("{}nodee = 3\n", good())).unwrap_err();
-        assert_eq!(e.line, 8);
-        assert!(e.fix.contains("node"));
-        let e =
-            parse(&good().replace("listen = 127.0.0.1:7101", "listen = localhost")).unwrap_err();
+    fn unknown_keys_are_refused_with_a_suggestion() {
+        let e = parse(&with("nodee = 3\n")).unwrap_err();
+        assert_eq!(e.line, 6);
+        assert!(e.problem.contains("unknown setting \"nodee\""), "{e}");
+        assert!(e.fix.starts_with("did you mean \"node\"?"), "{e}");
+        let e = parse(&with("hearbeat_ms = 50\n")).unwrap_err();
+        assert!(e.fix.starts_with("did you mean \"heartbeat_ms\"?"), "{e}");
+        let e = parse(&with("colour = \"blue\"\n")).unwrap_err();
+        assert!(
+            e.fix.starts_with("use one of the settings: node, listen"),
+            "{e}"
+        );
+        // in a peer table
+        let e = parse(&good().replace("id = 3\n", "id = 3\naddress = \"x\"\n")).unwrap_err();
+        assert_eq!(e.line, 11);
+        assert!(e.problem.contains("\"address\" of a [[peer]]"), "{e}");
+        assert!(e.fix.starts_with("did you mean \"addr\"?"), "{e}");
+        // a setting after the peers belongs to the last peer: named as such
+        let e = parse(&format!("{}card = \"model\"\n", good())).unwrap_err();
+        assert_eq!(e.line, 12);
+        assert!(e.problem.contains("not of a [[peer]]"), "{e}");
+        assert!(
+            e.fix.starts_with("move card above the first [[peer]]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_name_the_setting_and_an_example() {
+        let e = parse(&good().replace("node = 1", "node = \"1\"")).unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.problem.starts_with("node: invalid type"), "{e}");
+        assert_eq!(e.fix, "write e.g. node = 1");
+        let e = parse(&with("voter = \"no\"\n")).unwrap_err();
+        assert_eq!(e.line, 6);
+        assert_eq!(e.fix, "write e.g. voter = true");
+        let e = parse(&good().replace("id = 3", "id = \"three\"")).unwrap_err();
+        assert_eq!(e.line, 10);
+        assert!(
+            e.fix.contains("in a [[peer]] table write e.g. id = 2"),
+            "{e}"
+        );
+        let e = parse(&with("heartbeat_ms = -5\n")).unwrap_err();
+        assert_eq!(e.line, 6);
+        assert!(e.problem.contains("5..=10000"), "{e}");
+    }
+
+    #[test]
+    fn bad_peers_are_named() {
+        // the earlier format
+        let old = "node = 1\nlisten = \"127.0.0.1:7101\"\npeer = 2 127.0.0.1:7102\n";
+        let e = parse(old).unwrap_err();
         assert_eq!(e.line, 3);
-        assert!(e.to_string().starts_with("line 3: listen"));
+        assert!(e.fix.starts_with("peers are tables now"), "{e}");
+        let e = parse(&with("peer = \"2 127.0.0.1:7102\"\n")).unwrap_err();
+        assert!(
+            e.problem.contains("not TOML") || e.problem.contains("[[peer]]"),
+            "{e}"
+        );
+        let e = parse(&good().replace("id = 3\n", "")).unwrap_err();
+        assert_eq!(e.line, 9);
+        assert!(e.problem.contains("has no id"), "{e}");
+        let e = parse(&good().replace("addr = \"127.0.0.1:7103\" # comment\n", "")).unwrap_err();
+        assert_eq!(e.line, 9);
+        assert!(e.problem.contains("peer 3 has no addr"), "{e}");
+        let e = parse(&good().replace("127.0.0.1:7103", "localhost")).unwrap_err();
+        assert_eq!(e.line, 11);
+        assert!(e.fix.contains("addr = \"127.0.0.1:7101\""), "{e}");
+        let e = parse(&good().replace("id = 3", "id = 2")).unwrap_err();
+        assert_eq!(e.line, 9);
+        assert!(e.problem.contains("first on line 6"), "{e}");
+        let e = parse(&good().replace("id = 3", "id = 1")).unwrap_err();
+        assert!(e.problem.contains("this node itself"), "{e}");
+        let e = parse(&good().replace(
+            "id = 3\naddr = \"127.0.0.1:7103\"",
+            "id = 3\naddr = \"127.0.0.1:7103\"\nrole = \"boss\"",
+        ))
+        .unwrap_err();
+        assert_eq!(e.line, 12);
+        assert!(e.fix.contains("\"witness\""), "{e}");
+    }
+
+    #[test]
+    fn errors_name_line_and_fix() {
+        let e = parse(&good().replace("listen = \"127.0.0.1:7101\"", "listen = \"localhost\""))
+            .unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.to_string().starts_with("line 3: listen"), "{e}");
+        // an unquoted string, as the earlier format wrote it
+        let e = parse(&good().replace("listen = \"127.0.0.1:7101\"", "listen = 127.0.0.1:7101"))
+            .unwrap_err();
+        assert_eq!(e.line, 3);
+        assert_eq!(
+            e.fix,
+            "TOML strings are quoted: write listen = \"127.0.0.1:7101\""
+        );
         let e = parse(&good().replace(KEY, "abcd")).unwrap_err();
         assert_eq!(e.line, 5);
         assert!(e.fix.contains("keygen"));
-        let e = parse(&format!("{}node = 4\n", good())).unwrap_err();
-        assert!(e.problem.contains("first on line 2"));
-        let e = parse(&format!("{}identifiers = 100\n", good())).unwrap_err();
+        let e = parse(&with("node = 4\n")).unwrap_err();
+        assert_eq!(e.line, 6);
+        assert!(e.fix.contains("keep one"), "{e}");
+        let e = parse(&with("identifiers = 100\n")).unwrap_err();
         assert!(e.fix.contains("power") || e.problem.contains("power"));
         let e = parse(&good().replace("node = 1\n", "")).unwrap_err();
         assert_eq!(e.line, 0);
         assert!(e.fix.contains("node = 1"));
-        let e = parse(&good().replace("peer = 3 127.0.0.1:7103 # comment\n", "")).unwrap_err();
+        let e = parse(&good().replace(
+            "[[peer]]\nid = 3\naddr = \"127.0.0.1:7103\" # comment\n",
+            "",
+        ))
+        .unwrap_err();
         assert!(e.fix.contains("witness"));
-        let e = parse(&format!("{}peer = 1 127.0.0.1:7109\n", good())).unwrap_err();
-        assert_eq!(e.line, 8);
-        let e = parse(&format!("{}just words\n", good())).unwrap_err();
-        assert_eq!(e.line, 8);
+        let e = parse(&with("just words\n")).unwrap_err();
+        assert_eq!(e.line, 6);
+        assert!(e.problem.starts_with("not TOML"), "{e}");
+        let e = parse(&with("outside = \"eth1\"\n")).unwrap_err();
+        assert_eq!(e.line, 6);
+        assert!(e.fix.contains("inside = \"<interface>\""), "{e}");
     }
 
     #[test]
@@ -772,7 +1202,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let key = dir.join("k");
         std::fs::write(&key, format!("{KEY}\n")).unwrap();
-        let text = good().replace(&format!("key = {KEY}"), "key_file = k");
+        let text = good().replace(&format!("key = \"{KEY}\""), "key_file = \"k\"");
         for (mode, ok) in [(0o600, true), (0o400, true), (0o640, false), (0o604, false)] {
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
             let r = Config::parse(&text, &dir);
@@ -788,13 +1218,62 @@ mod tests {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let e = Config::parse(&text, &dir).unwrap_err();
         assert!(e.problem.contains("longer than a key"), "{e}");
+        let e = Config::parse(&with("key_file = \"k\"\n"), &dir).unwrap_err();
+        assert!(e.problem.contains("given twice"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn control_group_is_kept() {
         assert_eq!(parse(&good()).unwrap().control_group, None);
-        let c = parse(&format!("{}control_group = ops\n", good())).unwrap();
+        let c = parse(&with("control_group = \"ops\"\n")).unwrap();
         assert_eq!(c.control_group.as_deref(), Some("ops"));
+    }
+
+    #[test]
+    fn edit_distance_and_suggestions() {
+        assert_eq!(edit_distance("nodee", "node"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(suggest("listn", KEYS), Some("listen"));
+        assert_eq!(suggest("keyfile", KEYS), Some("key_file"));
+        assert_eq!(suggest("zzzzzz", KEYS), None);
+    }
+
+    #[test]
+    fn summary_is_one_line() {
+        let c = parse(&good()).unwrap();
+        let s = c.summary();
+        assert!(!s.contains('\n'), "{s}");
+        assert!(
+            s.starts_with("node 1 (member, voter), listen 127.0.0.1:7101"),
+            "{s}"
+        );
+        assert!(s.contains("2 peers"), "{s}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// Arbitrary text, and good files with one line garbled: never a panic, and every
+        /// error names a fix and a line inside the file.
+        #[test]
+        fn never_panics_and_errors_have_fixes(
+            junk in ".{0,200}",
+            line in 0usize..12,
+            garble in "[ -~]{0,30}",
+        ) {
+            if let Err(e) = parse(&junk) {
+                proptest::prop_assert!(!e.fix.is_empty(), "{e}");
+            }
+            let mut lines: Vec<String> = good().lines().map(str::to_owned).collect();
+            let n = line % lines.len();
+            lines[n] = garble;
+            let text = lines.join("\n");
+            if let Err(e) = parse(&text) {
+                proptest::prop_assert!(!e.fix.is_empty() && !e.problem.is_empty(), "{e}");
+                proptest::prop_assert!(e.line <= lines.len(), "{e}");
+            }
+        }
     }
 }

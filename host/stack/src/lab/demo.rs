@@ -18,6 +18,13 @@ use crate::core::member::esp::SaMaterial;
 use crate::daemon::node::unix_ms;
 use crate::daemon::protocol::{AllocationReply, Request, Response, SaDir, SecretHex};
 
+/// A line on standard output that ends quietly when the reader went away (`crate::out`).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        crate::out::line(format_args!($($arg)*))
+    };
+}
+
 /// Command-line arguments of `clusterd demo`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
@@ -63,9 +70,12 @@ pub struct DemoArgs {
     /// Run without the default fault (kill node 2 at 40% of the run) when none is given.
     #[arg(long)]
     pub no_faults: bool,
-    /// Print the report as JSON only.
-    #[arg(long)]
+    /// Print the report as compact JSON only (one line).
+    #[arg(short = 'j', long)]
     pub json: bool,
+    /// Print the report as pretty JSON only.
+    #[arg(short = 'p', long)]
+    pub pretty: bool,
     /// Draw ownership and card occupancy over time into this SVG file.
     #[arg(long)]
     pub svg: Option<PathBuf>,
@@ -144,85 +154,321 @@ fn done_ms(applied: &Value) -> u64 {
     vu(&applied["at_unix_ms"]).max(vu(&applied["complete_unix_ms"]))
 }
 
-/// Runs the demo.
-///
-/// # Errors
-/// A message for the operator (bad arguments, a cluster that does not come up).
-pub async fn run(args: DemoArgs) -> Result<(), String> {
+/// Why the demo failed, and so its exit status ([`DemoError::exit_code`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DemoError {
+    /// Bad arguments, found before any process started (exit status 2).
+    Usage(String),
+    /// The run itself failed: a cluster that did not come up, a file (exit status 1).
+    Run(String),
+    /// The run finished, but figures of the report that must be 0 are not (exit status 1);
+    /// the report was printed.
+    Violations(Vec<String>),
+}
+
+impl DemoError {
+    /// The process exit status for this error: 2 for bad arguments, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DemoError::Usage(_) => 2,
+            DemoError::Run(_) | DemoError::Violations(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for DemoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DemoError::Usage(m) | DemoError::Run(m) => f.write_str(m),
+            DemoError::Violations(v) => write!(
+                f,
+                "the report shows violations: {}; the node logs (--keep --workdir DIR) tell \
+                 what happened",
+                v.join(", ")
+            ),
+        }
+    }
+}
+
+impl From<String> for DemoError {
+    fn from(m: String) -> Self {
+        DemoError::Run(m)
+    }
+}
+
+/// The figures of a demo report that must be 0 (or hold), as `name = value` for every one that
+/// does not: `double_handled`, `established_without_state`, `two_owner_conflicts`,
+/// `owners_agree` (must be true), `table_problems` (must be empty), `esp.outbound_seq_reused`,
+/// and `esp.replays_accepted` outside crash windows (`replays_accepted` −
+/// `replays_accepted_in_crash_window`). Empty for a clean run.
+pub fn violations(report: &Value) -> Vec<String> {
+    let mut v = Vec::new();
+    for key in [
+        "double_handled",
+        "established_without_state",
+        "two_owner_conflicts",
+    ] {
+        let n = vu(&report[key]);
+        if n != 0 {
+            v.push(format!("{key} = {n}"));
+        }
+    }
+    if report["owners_agree"] == json!(false) {
+        v.push("owners_agree = false".into());
+    }
+    let problems = report["table_problems"].as_array().map_or(0, Vec::len);
+    if problems != 0 {
+        v.push(format!("table_problems = {problems}"));
+    }
+    let reused = vu(&report["esp"]["outbound_seq_reused"]);
+    if reused != 0 {
+        v.push(format!("esp.outbound_seq_reused = {reused}"));
+    }
+    let outside = vu(&report["esp"]["replays_accepted"])
+        .saturating_sub(vu(&report["esp"]["replays_accepted_in_crash_window"]));
+    if outside != 0 {
+        v.push(format!(
+            "esp.replays_accepted outside crash windows = {outside}"
+        ));
+    }
+    v
+}
+
+/// What the demo will do, checked before any process starts.
+#[derive(Debug, Clone, PartialEq)]
+struct Plan {
+    schedule: Vec<(f64, Action)>,
+    joiners: Vec<u16>,
+}
+
+/// Checks the arguments and turns the fault options into one schedule sorted by time. Every
+/// error names the flag and the fix.
+fn plan(args: &DemoArgs) -> Result<Plan, String> {
     if args.nodes == 0 || args.nodes > 16 {
-        return Err("--nodes must be between 1 and 16".into());
+        return Err(format!(
+            "--nodes {}: between 1 and 16; fix: e.g. --nodes 3",
+            args.nodes
+        ));
     }
     if args.pps == 0 || args.pps > 200_000 {
-        return Err("--pps must be between 1 and 200000".into());
+        return Err(format!(
+            "--pps {}: between 1 and 200000; fix: e.g. --pps 2000",
+            args.pps
+        ));
     }
     if !(0.5..=600.0).contains(&args.duration) {
-        return Err("--duration must be between 0.5 and 600 seconds".into());
+        return Err(format!(
+            "--duration {}: between 0.5 and 600 seconds; fix: e.g. --duration 8",
+            args.duration
+        ));
     }
-    let mut schedule: Vec<(f64, Action)> = Vec::new();
+    if let Some(f) = args.flows {
+        if f == 0 || f > 100_000 {
+            return Err(format!(
+                "--flows {f}: between 1 and 100000 concurrent flows; fix: e.g. --flows 300 \
+                 (the default)"
+            ));
+        }
+    }
+    if crate::core::ids::IdCount::new(args.identifiers).is_err() {
+        return Err(format!(
+            "--identifiers {}: a power of two from 1 to 4096; fix: e.g. --identifiers 256",
+            args.identifiers
+        ));
+    }
+    if args.card_capacity == 0 {
+        return Err(
+            "--card-capacity 0: a card holds at least 1 entry; fix: e.g. \
+                    --card-capacity 4096"
+                .into(),
+        );
+    }
+    let mut schedule: Vec<(f64, Action, String)> = Vec::new();
     for k in &args.kill {
         if let Some(t) = k.strip_prefix("leader@") {
             let (_, t) = parse_at(&format!("1@{t}"), "kill")?;
-            schedule.push((t, Action::KillLeader));
+            schedule.push((t, Action::KillLeader, format!("--kill {k}")));
             continue;
         }
         let (n, t) = parse_at(k, "kill")?;
-        schedule.push((t, Action::Kill(n)));
+        schedule.push((t, Action::Kill(n), format!("--kill {k}")));
     }
     let mut joiners = Vec::new();
     for j in &args.join {
         let (n, t) = parse_at(j, "join")?;
         if n.0 <= args.nodes || n.0 == WITNESS_ID {
             return Err(format!(
-                "--join {j}: node {} exists from the start; join a new id above --nodes {}",
+                "--join {j}: node {} exists from the start; fix: join a new id above --nodes {}",
                 n.0, args.nodes
             ));
         }
+        if joiners.contains(&n.0) {
+            return Err(format!(
+                "--join {j}: node {} joins twice; fix: one --join per new node (--restart \
+                 starts it again after a --kill)",
+                n.0
+            ));
+        }
         joiners.push(n.0);
-        schedule.push((t, Action::Join(n)));
+        schedule.push((t, Action::Join(n), format!("--join {j}")));
     }
     for r in &args.restart {
         let (n, t) = parse_at(r, "restart")?;
-        schedule.push((t, Action::Restart(n)));
+        schedule.push((t, Action::Restart(n), format!("--restart {r}")));
     }
     for p in &args.partition {
         let (n, start, end) = parse_span(p, "partition")?;
-        schedule.push((start, Action::Partition(n)));
-        schedule.push((end, Action::Heal(n)));
+        schedule.push((start, Action::Partition(n), format!("--partition {p}")));
+        schedule.push((end, Action::Heal(n), format!("--partition {p}")));
     }
     for p in &args.stop {
         let (n, start, end) = parse_span(p, "stop")?;
         if n.0 > args.nodes {
             return Err(format!(
-                "--stop {p:?}: node {} does not run from the start (--nodes {})",
-                n.0, args.nodes
+                "--stop {p}: node {} does not run from the start (--nodes {}); fix: freeze \
+                 one of nodes 1..={}",
+                n.0, args.nodes, args.nodes
             ));
         }
-        schedule.push((start, Action::Stop(n)));
-        schedule.push((end, Action::Cont(n)));
+        schedule.push((start, Action::Stop(n), format!("--stop {p}")));
+        schedule.push((end, Action::Cont(n), format!("--stop {p}")));
     }
     if args.rebalance {
-        schedule.push((args.duration / 2.0, Action::Rebalance));
+        schedule.push((args.duration / 2.0, Action::Rebalance, "--rebalance".into()));
     }
     if schedule.is_empty() && !args.no_faults && args.nodes >= 3 {
         schedule.push((
             (args.duration * 0.4 * 10.0).round() / 10.0,
             Action::Kill(NodeId(2)),
+            "the default fault".into(),
         ));
     }
     schedule.sort_by(|a, b| a.0.total_cmp(&b.0));
-    for (_, a) in &schedule {
-        if let Action::Kill(n) | Action::Restart(n) = a {
-            if n.0 > args.nodes && !joiners.contains(&n.0) {
+    // every event within the run, on a node of the cluster, in an order that can happen: a
+    // kill of a running node, a restart of a killed one
+    let witness = args.nodes == 2;
+    let known = |n: u16| n <= args.nodes || joiners.contains(&n) || (witness && n == WITNESS_ID);
+    let mut running: BTreeSet<u16> = (1..=args.nodes).collect();
+    if witness {
+        running.insert(WITNESS_ID);
+    }
+    let mut leader_kills = 0usize;
+    for (t, action, flag) in &schedule {
+        if *t >= args.duration {
+            return Err(format!(
+                "{flag}: {t} s is not within the run (--duration {}); fix: a time below {}, \
+                 or a longer --duration",
+                args.duration, args.duration
+            ));
+        }
+        let node = match action {
+            Action::Kill(n)
+            | Action::Restart(n)
+            | Action::Partition(n)
+            | Action::Heal(n)
+            | Action::Stop(n)
+            | Action::Cont(n)
+            | Action::Join(n) => Some(n.0),
+            Action::KillLeader | Action::Rebalance => None,
+        };
+        if let Some(n) = node {
+            if !known(n) {
+                let joiners_text = if joiners.is_empty() {
+                    String::new()
+                } else {
+                    format!(" or a joining node ({joiners:?})")
+                };
                 return Err(format!(
-                    "node {} is not in the cluster (--nodes {})",
-                    n.0, args.nodes
+                    "{flag}: node {n} is not in the cluster (--nodes {}); fix: one of nodes \
+                     1..={}{joiners_text}, or add it with --join {n}@SECONDS",
+                    args.nodes, args.nodes
                 ));
             }
         }
+        match action {
+            // (the guard takes the node out of the running set)
+            Action::Kill(n) if !running.remove(&n.0) => {
+                return Err(format!(
+                    "{flag}: node {} is not running at {t} s (not started yet, or killed \
+                     before); fix: --restart {}@SECONDS it in between, or kill it once",
+                    n.0, n.0
+                ));
+            }
+            Action::KillLeader => leader_kills += 1,
+            Action::Join(n) => {
+                running.insert(n.0);
+            }
+            Action::Restart(n) => {
+                if running.contains(&n.0) {
+                    // a `leader` kill before may have been this node
+                    if leader_kills == 0 {
+                        return Err(format!(
+                            "{flag}: node {} is running at {t} s (no --kill {} before); fix: \
+                             --kill {}@SECONDS at an earlier time, or drop the --restart",
+                            n.0, n.0, n.0
+                        ));
+                    }
+                    leader_kills -= 1;
+                } else {
+                    running.insert(n.0);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Plan {
+        schedule: schedule.into_iter().map(|(t, a, _)| (t, a)).collect(),
+        joiners,
+    })
+}
+
+/// Checks that `path` can be written, before the run, without touching an existing file (a
+/// file created for the check is removed again).
+fn check_writable(path: &std::path::Path, flag: &str) -> Result<(), String> {
+    let existed = path.exists();
+    if path.is_dir() {
+        return Err(format!(
+            "{flag} {}: is a directory; fix: name a file, e.g. {flag} run.svg",
+            path.display()
+        ));
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| {
+            format!(
+                "{flag} {}: cannot write there: {e}; fix: a path in an existing directory you \
+                 may write to",
+                path.display()
+            )
+        })?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Runs the demo.
+///
+/// # Errors
+/// Bad arguments (found before any process starts), a cluster that does not come up, or a
+/// report with violations ([`violations`]; the report is printed first).
+pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
+    let Plan { schedule, joiners } = plan(&args).map_err(DemoError::Usage)?;
+    if let Some(p) = &args.svg {
+        check_writable(p, "--svg").map_err(DemoError::Usage)?;
     }
     // open the card backend once here, so a bad spec fails before any process starts
-    crate::daemon::card::open(&args.card, crate::core::ids::IdCount::default(), 16)
-        .map_err(|e| format!("--card {}: {e}", args.card))?;
+    crate::daemon::card::open(&args.card, crate::core::ids::IdCount::default(), 16).map_err(
+        |e| {
+            DemoError::Usage(format!(
+                "--card {}: {e}; fix: a device spec as hwctl --device takes (model, \
+                 model:depth=N, verilator)",
+                args.card
+            ))
+        },
+    )?;
     let source = match &args.pcap {
         Some(p) => Source::Packets(traffic::load_pcap(p)?),
         None => Source::Flows {
@@ -253,9 +499,10 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     };
     let mut cluster =
         Cluster::prepare(&dir, &layout, &exe).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let machine = args.json || args.pretty;
     let say = |s: String| {
-        if !args.json {
-            println!("{s}");
+        if !machine {
+            out!("{s}");
         }
     };
     say(format!(
@@ -283,7 +530,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         Ok(e) => e,
         Err(e) => {
             cluster.shutdown().await;
-            return Err(format!("{e}; node logs are in {}", dir.display()));
+            return Err(format!("{e}; node logs are in {}", dir.display()).into());
         }
     };
     say(format!(
@@ -372,6 +619,15 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     let mut next_sample = Duration::ZERO;
     let mut next_progress = Duration::from_secs(1);
     while t0.elapsed() < duration + drain {
+        if crate::out::closed() {
+            // nobody reads the progress or the report any more (`| head`): stop quietly
+            wire_task.abort();
+            cluster.shutdown().await;
+            if temp && !args.keep {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            return Ok(());
+        }
         let el = t0.elapsed();
         while next < schedule.len() && el.as_secs_f64() >= schedule[next].0 {
             let (_, action) = schedule[next];
@@ -516,12 +772,12 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
                 }
             }
         }
-        if !args.json && el >= next_progress {
+        if !machine && el >= next_progress {
             next_progress += Duration::from_secs(1);
             if let Some(s) = samples.last() {
                 let owned: Vec<String> = s.owned.iter().map(|(n, v)| format!("n{n}:{v}")).collect();
                 let card: Vec<String> = s.card.iter().map(|(n, v)| format!("n{n}:{v}")).collect();
-                println!(
+                out!(
                     "[{:5.1}s] packets {:>7}  ids {}  card {}",
                     el.as_secs_f64(),
                     sent.load(Ordering::Relaxed),
@@ -756,23 +1012,25 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     });
     if let Some(path) = &args.svg {
         std::fs::write(path, svg::render(&samples, &marks))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| format!("--svg {}: {e}", path.display()))?;
     }
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+    if machine {
+        out!("{}", crate::ctl_view::json_text(&report, args.pretty));
     } else {
         print_summary(&report);
         if let Some(p) = &args.svg {
-            println!("picture: {}", p.display());
+            out!("picture: {}", p.display());
         }
     }
     if temp && !args.keep {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    Ok(())
+    let bad = violations(&report);
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(DemoError::Violations(bad))
+    }
 }
 
 /// `card_path` of the report: per member, what entered its card and what the card did
@@ -905,65 +1163,196 @@ impl EspDemo {
 }
 
 fn print_summary(r: &Value) {
-    println!();
-    println!("== report ==");
-    println!("packets                     {}", r["packets"]);
+    out!("");
+    out!("== report ==");
+    out!("packets                     {}", r["packets"]);
     if let Some(m) = r["per_node"].as_object() {
         let v: Vec<String> = m.iter().map(|(k, v)| format!("node {k}: {v}")).collect();
-        println!("handled per node            {}", v.join(", "));
+        out!("handled per node            {}", v.join(", "));
     }
-    println!(
+    out!(
         "unhandled                   {} ({} inside takeover/reallocation gaps)",
-        r["unhandled"], r["unhandled_in_transition"]
+        r["unhandled"],
+        r["unhandled_in_transition"]
     );
-    println!("double handled              {}", r["double_handled"]);
-    println!(
+    out!("double handled              {}", r["double_handled"]);
+    out!(
         "established without state   {} (outside crash windows; must be 0)",
         r["established_without_state"]
     );
-    println!(
+    out!(
         "  inside crash window       {} (window {} ms)",
-        r["established_without_state_in_crash_window"], r["crash_window_ms"]
+        r["established_without_state_in_crash_window"],
+        r["crash_window_ms"]
     );
-    println!("takeover                    {} ms", r["takeover_ms"]);
-    println!("entries moved into cards    {}", r["entries_moved"]);
+    out!("takeover                    {} ms", r["takeover_ms"]);
+    out!("entries moved into cards    {}", r["entries_moved"]);
     if let Some(m) = r["card_occupancy"].as_object() {
         for (k, v) in m {
-            println!(
+            out!(
                 "card of node {k:<3}            {} entries ({} ids, common table {})",
-                v["entries"], v["owned_ids"], v["common"]
+                v["entries"],
+                v["owned_ids"],
+                v["common"]
             );
         }
     }
-    println!(
+    out!(
         "sync messages / bytes       {} / {}",
-        r["sync_messages"], r["sync_bytes"]
+        r["sync_messages"],
+        r["sync_bytes"]
     );
-    println!(
+    out!(
         "flows (broken handshakes)   {} ({})",
-        r["flows"], r["flows_broken"]
+        r["flows"],
+        r["flows_broken"]
     );
-    println!(
+    out!(
         "owners agree / conflicts    {} / {}",
-        r["owners_agree"], r["two_owner_conflicts"]
+        r["owners_agree"],
+        r["two_owner_conflicts"]
     );
-    println!(
+    out!(
         "ESP SAs / seq jumps          {} / {}",
-        r["esp"]["sas"], r["esp"]["seq_jumps"]
+        r["esp"]["sas"],
+        r["esp"]["seq_jumps"]
     );
-    println!(
+    out!(
         "ESP out sealed / seq reused  {} / {} (must be 0)",
-        r["esp"]["outbound_sealed"], r["esp"]["outbound_seq_reused"]
+        r["esp"]["outbound_sealed"],
+        r["esp"]["outbound_seq_reused"]
     );
-    println!(
+    out!(
         "ESP packets on card / sw     {} / {}",
-        r["esp"]["on_card"], r["esp"]["in_software"]
+        r["esp"]["on_card"],
+        r["esp"]["in_software"]
     );
-    println!(
+    out!(
         "ESP in accepted / replays    {} / {} rejected, {} accepted ({} inside a crash window)",
         r["esp"]["inbound_accepted"],
         r["esp"]["replays_rejected"],
         r["esp"]["replays_accepted"],
         r["esp"]["replays_accepted_in_crash_window"]
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        demo: DemoArgs,
+    }
+
+    fn args(a: &str) -> DemoArgs {
+        Cli::try_parse_from(std::iter::once("demo").chain(a.split_whitespace()))
+            .expect("parses")
+            .demo
+    }
+
+    fn refused(a: &str, needles: &[&str]) {
+        let e = plan(&args(a)).expect_err(a);
+        for n in needles {
+            assert!(e.contains(n), "{a}: {n:?} not in {e}");
+        }
+        assert!(e.contains("fix:"), "{a}: {e}");
+    }
+
+    #[test]
+    fn schedules_are_checked_before_the_run() {
+        refused(
+            "--kill 2@100 --duration 2",
+            &["--kill 2@100", "--duration 2"],
+        );
+        refused("--restart 2@1", &["--restart 2@1", "--kill 2@"]);
+        refused("--kill 2@3 --restart 2@1", &["--restart 2@1"]);
+        refused("--flows 0", &["--flows 0"]);
+        refused("--kill 7@1", &["--kill 7@1", "node 7", "--join 7@"]);
+        refused("--partition 9@1-2", &["--partition 9@1-2"]);
+        refused("--stop 2@1-9 --duration 8", &["--stop 2@1-9"]);
+        refused("--kill 2@1 --kill 2@2", &["--kill 2@2", "not running"]);
+        refused("--join 5@1 --join 5@2", &["--join 5@2"]);
+        refused("--kill 5@1 --join 5@2", &["--kill 5@1", "not running"]);
+        refused("--identifiers 100", &["--identifiers 100"]);
+        refused("--nodes 0", &["--nodes 0"]);
+    }
+
+    #[test]
+    fn good_schedules_pass_in_time_order() {
+        let p = plan(&args("--kill 2@1.2 --restart 2@2.4 --duration 4")).unwrap();
+        assert_eq!(
+            p.schedule,
+            vec![
+                (1.2, Action::Kill(NodeId(2))),
+                (2.4, Action::Restart(NodeId(2)))
+            ]
+        );
+        let p = plan(&args(
+            "--nodes 5 --kill 1@1.2 --join 6@2 --rebalance --duration 5",
+        ))
+        .unwrap();
+        assert_eq!(p.joiners, vec![6]);
+        assert_eq!(p.schedule.len(), 3);
+        // a restart after a leader kill may restart the leader that was killed
+        assert!(plan(&args("--kill leader@1 --restart 1@2")).is_ok());
+        // a joiner may be killed after it joined; a 2-node cluster's witness may be cut off
+        assert!(plan(&args("--nodes 5 --join 6@1 --kill 6@2 --duration 4")).is_ok());
+        assert!(plan(&args("--nodes 2 --partition 99@1-2")).is_ok());
+        // the default fault: node 2 at 40%
+        let p = plan(&args("--duration 5")).unwrap();
+        assert_eq!(p.schedule, vec![(2.0, Action::Kill(NodeId(2)))]);
+        assert!(plan(&args("--no-faults")).unwrap().schedule.is_empty());
+    }
+
+    #[test]
+    fn violations_name_the_figures_that_must_be_0() {
+        let clean = json!({
+            "double_handled": 0, "established_without_state": 0, "two_owner_conflicts": 0,
+            "owners_agree": true, "table_problems": [],
+            "esp": {"outbound_seq_reused": 0, "replays_accepted": 2,
+                    "replays_accepted_in_crash_window": 2},
+        });
+        assert!(violations(&clean).is_empty());
+        let mut bad = clean.clone();
+        bad["double_handled"] = json!(3);
+        bad["owners_agree"] = json!(false);
+        bad["table_problems"] = json!(["id 7: entry in card not in common"]);
+        bad["esp"]["outbound_seq_reused"] = json!(1);
+        bad["esp"]["replays_accepted"] = json!(5);
+        assert_eq!(
+            violations(&bad),
+            vec![
+                "double_handled = 3",
+                "owners_agree = false",
+                "table_problems = 1",
+                "esp.outbound_seq_reused = 1",
+                "esp.replays_accepted outside crash windows = 3",
+            ]
+        );
+        let e = DemoError::Violations(violations(&bad));
+        assert_eq!(e.exit_code(), 1);
+        assert!(e.to_string().contains("double_handled = 3"), "{e}");
+        assert_eq!(DemoError::Usage("x".into()).exit_code(), 2);
+    }
+
+    #[test]
+    fn svg_path_is_checked_without_touching_a_file() {
+        let dir = std::env::temp_dir().join(format!("demo-svg-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let new = dir.join("new.svg");
+        check_writable(&new, "--svg").unwrap();
+        assert!(!new.exists(), "the check leaves no file behind");
+        let old = dir.join("old.svg");
+        std::fs::write(&old, "<svg/>").unwrap();
+        check_writable(&old, "--svg").unwrap();
+        assert_eq!(std::fs::read_to_string(&old).unwrap(), "<svg/>");
+        let e = check_writable(&dir.join("no/such/dir.svg"), "--svg").unwrap_err();
+        assert!(e.contains("--svg") && e.contains("fix:"), "{e}");
+        let e = check_writable(&dir, "--svg").unwrap_err();
+        assert!(e.contains("is a directory"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

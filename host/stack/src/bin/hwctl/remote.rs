@@ -146,9 +146,9 @@ fn s(v: &Value, k: &str) -> String {
     }
 }
 
-/// `--json` output: pretty JSON and a newline.
+/// `-j`/`-p` output: JSON (compact or pretty, as hwctl's own) and a newline.
 fn pretty_json<T: Serialize>(t: &T) -> Result<String, String> {
-    serde_json::to_string_pretty(t)
+    crate::json_text(t)
         .map(|j| j + "\n")
         .map_err(|e| e.to_string())
 }

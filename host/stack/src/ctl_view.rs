@@ -1,0 +1,423 @@
+//! How the command-line tools show answers: tables for people by default, JSON for scripts
+//! (bpftool's convention: `-j` compact JSON, `-p` pretty JSON). `clusterd ctl status` and
+//! `clusterd ctl allocation` have tables of their own here; other answers are shown as pretty
+//! JSON unless `-j` asks for compact.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::daemon::protocol::AllocationReply;
+
+/// The output format chosen by the flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Tables and lines for people (the default).
+    Table,
+    /// Compact JSON, one document on one line (`-j`, `--json`).
+    Json,
+    /// Pretty JSON (`-p`, `--pretty`; wins over `-j`).
+    Pretty,
+}
+
+impl Format {
+    /// The format of the flags `-j` (`json`) and `-p` (`pretty`).
+    pub fn from_flags(json: bool, pretty: bool) -> Format {
+        match (json, pretty) {
+            (_, true) => Format::Pretty,
+            (true, false) => Format::Json,
+            (false, false) => Format::Table,
+        }
+    }
+
+    /// Whether the output is JSON.
+    pub fn is_json(self) -> bool {
+        self != Format::Table
+    }
+}
+
+/// `v` as JSON: pretty or compact, without a trailing newline.
+pub fn json_text<T: serde::Serialize + ?Sized>(v: &T, pretty: bool) -> String {
+    let r = if pretty {
+        serde_json::to_string_pretty(v)
+    } else {
+        serde_json::to_string(v)
+    };
+    r.unwrap_or_else(|e| format!("{{\"error\":\"cannot show the answer as JSON: {e}\"}}"))
+}
+
+/// Sorted identifiers as ranges: `0-84, 170-171, 200`; `-` when there are none.
+pub fn ranges(ids: &[u16]) -> String {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// `ctl allocation` for people: the epochs, then per owner its identifiers as ranges
+/// (`node 1: 0-84, 170-171 (87 identifiers)`), then the unowned ones.
+pub fn allocation_table(a: &AllocationReply) -> String {
+    let mut by_node: std::collections::BTreeMap<u16, Vec<u16>> = Default::default();
+    let mut unowned = Vec::new();
+    for (id, owner) in a.owners.iter().enumerate() {
+        let id = u16::try_from(id).unwrap_or(u16::MAX);
+        match owner {
+            Some(n) => by_node.entry(*n).or_default().push(id),
+            None => unowned.push(id),
+        }
+    }
+    let mut s = format!(
+        "epoch {} (agreed {}), {} identifiers\n",
+        a.epoch,
+        a.agreed_epoch,
+        a.owners.len()
+    );
+    for (n, ids) in &by_node {
+        let _ = writeln!(s, "node {n}: {} ({} identifiers)", ranges(ids), ids.len());
+    }
+    if !unowned.is_empty() {
+        let _ = writeln!(
+            s,
+            "unowned: {} ({} identifiers)",
+            ranges(&unowned),
+            unowned.len()
+        );
+    }
+    s
+}
+
+fn yes(v: &Value) -> &'static str {
+    match v.as_bool() {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "-",
+    }
+}
+
+fn num(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}
+
+/// A table of `rows` under `head`: left-aligned columns two spaces apart, the last column not
+/// padded.
+pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut width: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 < cells.len() {
+                let _ = write!(l, "{c:<w$}  ", w = width[i]);
+            } else {
+                l.push_str(c);
+            }
+        }
+        l.trim_end().to_owned() + "\n"
+    };
+    let mut s = line(head.to_vec());
+    for r in rows {
+        s += &line(r.iter().map(String::as_str).collect());
+    }
+    s
+}
+
+/// `ctl status` for people: who the node is, its place in the cluster, its tables and card,
+/// replication, and one row per peer. Every figure is in the JSON (`-j`, `-p`) too.
+pub fn status_table(v: &Value) -> String {
+    let mut s = String::new();
+    let kv = |s: &mut String, k: &str, val: String| {
+        let _ = writeln!(s, "{k:<16} {val}");
+    };
+    kv(
+        &mut s,
+        "node",
+        format!(
+            "{} ({}), pid {}, up {:.1} s",
+            num(&v["node"]),
+            num(&v["role"]),
+            num(&v["pid"]),
+            v["uptime_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
+        ),
+    );
+    kv(
+        &mut s,
+        "state",
+        format!(
+            "ready {}, fenced {}, behind {}",
+            yes(&v["ready"]),
+            yes(&v["fenced"]),
+            yes(&v["behind"])
+        ),
+    );
+    let voters: Vec<String> = v["voters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(num)
+        .collect();
+    kv(
+        &mut s,
+        "leader",
+        format!(
+            "{}{} (term {}), voters {}",
+            num(&v["leader"]),
+            if v["is_leader"] == Value::Bool(true) {
+                " (this node)"
+            } else {
+                ""
+            },
+            num(&v["term"]),
+            if voters.is_empty() {
+                "-".to_owned()
+            } else {
+                voters.join(", ")
+            }
+        ),
+    );
+    kv(
+        &mut s,
+        "epoch",
+        format!(
+            "{} (agreed {}), owns {} identifiers",
+            num(&v["epoch"]),
+            num(&v["agreed_epoch"]),
+            num(&v["owned"])
+        ),
+    );
+    kv(
+        &mut s,
+        "card",
+        format!(
+            "{}: {} / {} entries, {} in the software overflow",
+            num(&v["card_backend"]),
+            num(&v["card_entries"]),
+            num(&v["card_capacity"]),
+            num(&v["software_overflow_entries"])
+        ),
+    );
+    kv(
+        &mut s,
+        "tables",
+        format!(
+            "node-specific {}, common {} entries",
+            num(&v["node_table_entries"]),
+            num(&v["common_entries"])
+        ),
+    );
+    kv(
+        &mut s,
+        "ESP SAs",
+        format!(
+            "{} ({} installed, {} on the card)",
+            num(&v["sa_count"]),
+            num(&v["esp_installed"]),
+            num(&v["esp_installed_on_card"])
+        ),
+    );
+    let sync = &v["sync"];
+    let rejected: u64 = sync
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("rejected_"))
+        .filter_map(|(_, n)| n.as_u64())
+        .sum();
+    kv(
+        &mut s,
+        "sync",
+        format!(
+            "{} records / {} bytes sent, {} records delivered, {} retransmits, {} rejected",
+            num(&sync["records_sent"]),
+            num(&sync["bytes_sent"]),
+            num(&sync["records_delivered"]),
+            num(&sync["retransmits"]),
+            rejected
+        ),
+    );
+    let errors = [
+        "card_errors",
+        "decode_errors",
+        "apply_errors",
+        "records_dropped",
+    ]
+    .iter()
+    .map(|k| format!("{} {}", k.replace('_', " "), num(&v[*k])))
+    .collect::<Vec<_>>()
+    .join(", ");
+    kv(&mut s, "errors", errors);
+    let peers: Vec<Vec<String>> = v["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let srtt = v["sync_peers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|q| q["peer"] == p["node"])
+                .and_then(|q| q["srtt_us"].as_u64());
+            vec![
+                num(&p["node"]),
+                if p["witness"] == Value::Bool(true) {
+                    "witness"
+                } else {
+                    "member"
+                }
+                .to_owned(),
+                yes(&p["alive"]).to_owned(),
+                yes(&p["ready"]).to_owned(),
+                yes(&p["fenced"]).to_owned(),
+                num(&p["applied_epoch"]),
+                p["last_heard_ms"]
+                    .as_u64()
+                    .map_or_else(|| "never".to_owned(), |ms| format!("{ms} ms ago")),
+                srtt.filter(|us| *us > 0).map_or_else(
+                    || "-".to_owned(),
+                    |us| format!("{:.2} ms", us as f64 / 1000.0),
+                ),
+            ]
+        })
+        .collect();
+    if !peers.is_empty() {
+        s.push('\n');
+        s += &table(
+            &[
+                "PEER", "ROLE", "ALIVE", "READY", "FENCED", "EPOCH", "HEARD", "SRTT",
+            ],
+            &peers,
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn flags_choose_the_format() {
+        assert_eq!(Format::from_flags(false, false), Format::Table);
+        assert_eq!(Format::from_flags(true, false), Format::Json);
+        assert_eq!(Format::from_flags(false, true), Format::Pretty);
+        assert_eq!(Format::from_flags(true, true), Format::Pretty);
+        assert!(!Format::Table.is_json());
+        let v = json!({"a": [1, 2]});
+        assert_eq!(json_text(&v, false), r#"{"a":[1,2]}"#);
+        assert_eq!(json_text(&v, true), "{\n  \"a\": [\n    1,\n    2\n  ]\n}");
+    }
+
+    #[test]
+    fn ranges_are_compact() {
+        assert_eq!(ranges(&[]), "-");
+        assert_eq!(ranges(&[5]), "5");
+        assert_eq!(ranges(&[3, 1, 2, 7, 9, 8, 11]), "1-3, 7-9, 11");
+        let mut ids: Vec<u16> = (0..=84).collect();
+        ids.extend([170, 171]);
+        assert_eq!(ranges(&ids), "0-84, 170-171");
+    }
+
+    #[test]
+    fn allocation_per_node_as_ranges() {
+        let mut owners: Vec<Option<u16>> = vec![None; 256];
+        for (i, o) in owners.iter_mut().enumerate() {
+            *o = match i {
+                0..=84 | 170..=171 => Some(1),
+                85..=169 => Some(2),
+                172..=253 => Some(3),
+                _ => None,
+            };
+        }
+        let t = allocation_table(&AllocationReply {
+            agreed_epoch: 7,
+            epoch: 6,
+            owners,
+        });
+        assert_eq!(
+            t,
+            "epoch 6 (agreed 7), 256 identifiers\n\
+             node 1: 0-84, 170-171 (87 identifiers)\n\
+             node 2: 85-169 (85 identifiers)\n\
+             node 3: 172-253 (82 identifiers)\n\
+             unowned: 254-255 (2 identifiers)\n"
+        );
+    }
+
+    #[test]
+    fn status_as_lines_and_a_peer_table() {
+        let v = json!({
+            "node": 1, "role": "member", "pid": 42, "uptime_ms": 12_345, "ready": true,
+            "fenced": false, "behind": false, "leader": 2, "is_leader": false, "term": 3,
+            "voters": [1, 2, 3], "epoch": 5, "agreed_epoch": 5, "owned": 85,
+            "card_backend": "model", "card_entries": 120, "card_capacity": 4096,
+            "software_overflow_entries": 0, "node_table_entries": 120, "common_entries": 360,
+            "sa_count": 4, "esp_installed": 4, "esp_installed_on_card": 4,
+            "sync": {"records_sent": 900, "bytes_sent": 40_000, "records_delivered": 1800,
+                     "retransmits": 2, "rejected_auth": 1, "rejected_replay": 2},
+            "card_errors": 0, "decode_errors": 0, "apply_errors": 0, "records_dropped": 0,
+            "peers": [
+                {"node": 2, "witness": false, "alive": true, "ready": true, "fenced": false,
+                 "applied_epoch": 5, "last_heard_ms": 12},
+                {"node": 99, "witness": true, "alive": false, "ready": false, "fenced": false,
+                 "applied_epoch": 4, "last_heard_ms": null},
+            ],
+            "sync_peers": [{"peer": 2, "srtt_us": 350}, {"peer": 99, "srtt_us": 0}],
+        });
+        let t = status_table(&v);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "node             1 (member), pid 42, up 12.3 s");
+        assert_eq!(lines[1], "state            ready yes, fenced no, behind no");
+        assert_eq!(lines[2], "leader           2 (term 3), voters 1, 2, 3");
+        assert_eq!(
+            lines[3],
+            "epoch            5 (agreed 5), owns 85 identifiers"
+        );
+        assert!(
+            t.contains("card             model: 120 / 4096 entries"),
+            "{t}"
+        );
+        assert!(t.contains("sync             900 records / 40000 bytes sent, 1800 records delivered, 2 retransmits, 3 rejected"), "{t}");
+        assert!(
+            t.contains("PEER  ROLE     ALIVE  READY  FENCED  EPOCH  HEARD      SRTT\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("2     member   yes    yes    no      5      12 ms ago  0.35 ms\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("99    witness  no     no     no      4      never      -\n"),
+            "{t}"
+        );
+        // a status with fields missing (an older node) still renders
+        assert!(status_table(&json!({"node": 3})).starts_with("node             3 (-)"));
+    }
+}
