@@ -12,13 +12,17 @@
 //! an nftables chain at the raw priority (before conntrack) hashes each packet with `symhash`
 //! (both directions of a flow alike) into one of B buckets and drops it unless the bucket is in
 //! the node's set `@owned`, so exactly one node forwards a flow and the others never track it.
-//! `conntrackd` in each node replicates the state over the sync segment (`y0`, 198.18.100.N,
-//! multicast); when a node fails, the survivors commit its entries from their external cache
-//! into their kernels and add its buckets ([`kill`], [`stop`], [`rebalance`]).
+//! `conntrackd` replicates the state over the sync segment (`y0`, 198.18.100.N): FT-FW keeps
+//! one sequence space per channel, so a channel has exactly two ends (three nodes on one
+//! multicast channel lose updates as "packets before"), and every node runs one conntrackd
+//! per peer, unicast UDP to that peer. When a node fails, each survivor commits the external
+//! cache of its instance for that node into its kernel and takes some of its buckets ([`kill`],
+//! [`stop`], [`rebalance`]).
 //!
 //! The lab's directory holds `lab.json` ([`LabInfo`]), `kernel.json` (the marker, the bucket
-//! assignment and which nodes live), and per node its ruleset (`nN.nft`), its conntrackd config,
-//! log, lock file, UNIX socket and pid file (`nN.conntrackd.*`). `docs/clusterd.md`, "The kernel
+//! assignment and which nodes live), and per node its ruleset (`nN.nft`) and per conntrackd
+//! instance its config, log, lock file, UNIX socket and pid file (`nN-pJ.conntrackd.*`, the
+//! instance of node N for peer J; a one-node lab's lone instance is `n1.conntrackd.*`). `docs/clusterd.md`, "The kernel
 //! baseline", explains the ruleset, the conntrackd config and the failover steps.
 
 use std::fs::File;
@@ -54,8 +58,8 @@ pub const INSIDE_GW6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 0xf
 pub const OUTSIDE_MAC: &str = "02:00:5e:00:08:fe";
 /// The MAC every node's `i0` shares.
 pub const INSIDE_MAC: &str = "02:00:5e:00:09:fe";
-/// The multicast group conntrackd replicates on (organization-local scope, RFC 2365; it never
-/// leaves the lab's sync bridge).
+/// The multicast group a one-node lab's lone conntrackd sends to (organization-local scope,
+/// RFC 2365; it never leaves the lab's sync bridge, nobody listens).
 pub const SYNC_GROUP: Ipv4Addr = Ipv4Addr::new(239, 18, 100, 1);
 /// The largest number of buckets `up` accepts.
 pub const MAX_BUCKETS: u32 = 65_536;
@@ -194,9 +198,31 @@ fn nsx(ns: &str, cmd: &str, args: &[&str]) -> Result<String, LabError> {
     }
 }
 
-/// Node `i`'s conntrackd client command (`conntrackd -C CONF FLAGS`).
-fn ctd(lab: &LabInfo, i: u16, flags: &[&str]) -> Result<String, LabError> {
-    let conf = file(Path::new(&lab.dir), i, "conntrackd.conf");
+/// The file `<ext>` of node `i`'s conntrackd instance for peer `j` (`nI-pJ.conntrackd.EXT`;
+/// `j` 0: the one instance of a one-node lab, `nI.conntrackd.EXT`).
+fn ctd_file(dir: &Path, i: u16, j: u16, ext: &str) -> PathBuf {
+    if j == 0 {
+        file(dir, i, &format!("conntrackd.{ext}"))
+    } else {
+        dir.join(format!("n{i}-p{j}.conntrackd.{ext}"))
+    }
+}
+
+/// The peers node `i` of `nodes` runs a conntrackd instance for: every other node (FT-FW
+/// tracks one sequence per channel, so a channel has two ends); a lone node runs one
+/// instance (peer 0) that multicasts to nobody.
+fn peers(nodes: u16, i: u16) -> Vec<u16> {
+    if nodes <= 1 {
+        vec![0]
+    } else {
+        (1..=nodes).filter(|&j| j != i).collect()
+    }
+}
+
+/// Node `i`'s conntrackd client command for its instance for peer `j`
+/// (`conntrackd -C CONF FLAGS`).
+fn ctd(lab: &LabInfo, i: u16, j: u16, flags: &[&str]) -> Result<String, LabError> {
+    let conf = ctd_file(Path::new(&lab.dir), i, j, "conf");
     let conf = conf.to_string_lossy();
     let mut args = vec!["-C", conf.as_ref()];
     args.extend_from_slice(flags);
@@ -491,21 +517,42 @@ fn set_buckets(lab: &LabInfo, i: u16, op: &str, buckets: &[u32]) -> Result<(), L
     .map_err(|e| format!("node {i}: {op} buckets: {e}"))
 }
 
-/// Node `i`'s conntrackd config (FT-FW over multicast on `y0`; files in the lab's directory).
-fn conntrackd_conf(dir: &Path, i: u16) -> String {
-    let f = |w: &str| file(dir, i, w).display().to_string();
+/// The UDP port of the channel between nodes `a` and `b` (both ends bind it on their own
+/// sync address).
+fn pair_port(a: u16, b: u16) -> u16 {
+    3780 + a.min(b) * 17 + a.max(b)
+}
+
+/// The config of node `i`'s conntrackd instance for peer `j`: FT-FW, unicast UDP on `y0` to
+/// that peer (`j` 0: multicast to [`SYNC_GROUP`], nobody listens); files in the lab's
+/// directory.
+fn conntrackd_conf(dir: &Path, i: u16, j: u16) -> String {
+    let f = |w: &str| ctd_file(dir, i, j, w).display().to_string();
+    let channel = if j == 0 {
+        format!(
+            "\tMulticast {{\n\
+             \t\tIPv4_address {SYNC_GROUP}\n\
+             \t\tGroup 3780\n\
+             \t\tIPv4_interface 198.18.100.{i}\n"
+        )
+    } else {
+        format!(
+            "\tUDP {{\n\
+             \t\tIPv4_address 198.18.100.{i}\n\
+             \t\tIPv4_Destination_Address 198.18.100.{j}\n\
+             \t\tPort {}\n",
+            pair_port(i, j)
+        )
+    };
     format!(
-        "# generated by clusterd lab (kernel baseline), node {i}\n\
+        "# generated by clusterd lab (kernel baseline), node {i}, channel to node {j}\n\
          Sync {{\n\
          \tMode FTFW {{\n\
          \t\tDisableExternalCache Off\n\
          \t\tCommitTimeout 1800\n\
          \t\tPurgeTimeout 5\n\
          \t}}\n\
-         \tMulticast {{\n\
-         \t\tIPv4_address {SYNC_GROUP}\n\
-         \t\tGroup 3780\n\
-         \t\tIPv4_interface 198.18.100.{i}\n\
+         {channel}\
          \t\tInterface y0\n\
          \t\tSndSocketBuffer 1249280\n\
          \t\tRcvSocketBuffer 1249280\n\
@@ -538,18 +585,19 @@ fn conntrackd_conf(dir: &Path, i: u16) -> String {
          \t\t}}\n\
          \t}}\n\
          }}\n",
-        log = f("conntrackd.log"),
-        lock = f("conntrackd.lock"),
-        sock = f("conntrackd.sock"),
+        log = f("log"),
+        lock = f("lock"),
+        sock = f("sock"),
     )
 }
 
-/// The pid of node `i`'s conntrackd if it runs (its pid file, checked against /proc).
-fn ctd_pid(dir: &Path, i: u16) -> Option<i32> {
-    let text = std::fs::read_to_string(file(dir, i, "conntrackd.pid")).ok()?;
+/// The pid of node `i`'s conntrackd instance for peer `j` if it runs (its pid file, checked
+/// against /proc: pids are reused).
+fn ctd_pid(dir: &Path, i: u16, j: u16) -> Option<i32> {
+    let text = std::fs::read_to_string(ctd_file(dir, i, j, "pid")).ok()?;
     let pid: i32 = text.trim().parse().ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let conf = file(dir, i, "conntrackd.conf");
+    let conf = ctd_file(dir, i, j, "conf");
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let zombie = stat
         .rsplit(')')
@@ -573,21 +621,23 @@ fn proc_cpu_ms(pid: i32) -> u64 {
     (tick(14).unwrap_or(0) + tick(15).unwrap_or(0)) * 10
 }
 
-/// Starts node `i`'s conntrackd inside its namespace (a child of its own process group,
-/// reaped by a thread here, by init once this process exits) and waits until it answers.
-fn start_conntrackd(lab: &LabInfo, i: u16) -> Result<i32, LabError> {
+/// Starts node `i`'s conntrackd instance for peer `j` inside its namespace (a child of its own
+/// process group, reaped by a thread here, by init once this process exits) and waits until
+/// it answers.
+fn start_conntrackd(lab: &LabInfo, i: u16, j: u16) -> Result<i32, LabError> {
     let dir = Path::new(&lab.dir);
-    let conf = file(dir, i, "conntrackd.conf");
-    std::fs::write(&conf, conntrackd_conf(dir, i))
+    let conf = ctd_file(dir, i, j, "conf");
+    std::fs::write(&conf, conntrackd_conf(dir, i, j))
         .map_err(|e| format!("node {i}: cannot write {}: {e}", conf.display()))?;
     // a lock file left by a killed conntrackd would stop the new one
-    let _ = std::fs::remove_file(file(dir, i, "conntrackd.lock"));
-    let _ = std::fs::remove_file(file(dir, i, "conntrackd.sock"));
+    let _ = std::fs::remove_file(ctd_file(dir, i, j, "lock"));
+    let _ = std::fs::remove_file(ctd_file(dir, i, j, "sock"));
+    let log_path = ctd_file(dir, i, j, "log");
     let log = File::options()
         .create(true)
         .append(true)
-        .open(file(dir, i, "conntrackd.log"))
-        .map_err(|e| format!("node {i}: conntrackd log: {e}"))?;
+        .open(&log_path)
+        .map_err(|e| format!("node {i}: conntrackd log {}: {e}", log_path.display()))?;
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &node_ns(lab, i)?, "conntrackd", "-C"])
         .arg(&conf)
@@ -602,18 +652,18 @@ fn start_conntrackd(lab: &LabInfo, i: u16) -> Result<i32, LabError> {
         .spawn()
         .map_err(|e| format!("node {i}: cannot start conntrackd ({INSTALL}): {e}"))?;
     let pid = i32::try_from(child.id()).unwrap_or(0);
-    std::fs::write(file(dir, i, "conntrackd.pid"), format!("{pid}\n"))
+    std::fs::write(ctd_file(dir, i, j, "pid"), format!("{pid}\n"))
         .map_err(|e| format!("node {i}: conntrackd pid file: {e}"))?;
     thread::spawn(move || {
         let _ = child.wait();
     });
     let t = Instant::now();
     loop {
-        if ctd(lab, i, &["-s"]).is_ok() {
+        if ctd(lab, i, j, &["-s"]).is_ok() {
             return Ok(pid);
         }
-        if ctd_pid(dir, i).is_none() || t.elapsed() > Duration::from_secs(10) {
-            let log = std::fs::read_to_string(file(dir, i, "conntrackd.log")).unwrap_or_default();
+        if ctd_pid(dir, i, j).is_none() || t.elapsed() > Duration::from_secs(10) {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(3).collect();
             return Err(format!(
                 "node {i}: conntrackd did not come up (config {}; its log: {})",
@@ -625,22 +675,37 @@ fn start_conntrackd(lab: &LabInfo, i: u16) -> Result<i32, LabError> {
     }
 }
 
-/// SIGKILLs (or SIGTERMs and waits for) node `i`'s conntrackd; its CPU time until then.
-fn end_conntrackd(dir: &Path, i: u16, sig: nix::sys::signal::Signal) -> u64 {
-    let Some(pid) = ctd_pid(dir, i) else {
-        return 0;
-    };
-    let cpu = proc_cpu_ms(pid);
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+/// Starts every conntrackd instance of node `i`.
+fn start_node(lab: &LabInfo, nodes: u16, i: u16) -> Result<(), LabError> {
+    for j in peers(nodes, i) {
+        start_conntrackd(lab, i, j)?;
+    }
+    Ok(())
+}
+
+/// Ends every conntrackd instance of node `i` at once (`sig`, then SIGKILL after 3 s); their
+/// CPU time until then.
+fn end_node(dir: &Path, nodes: u16, i: u16, sig: nix::sys::signal::Signal) -> u64 {
+    let pids: Vec<(u16, i32)> = peers(nodes, i)
+        .into_iter()
+        .filter_map(|j| ctd_pid(dir, i, j).map(|p| (j, p)))
+        .collect();
+    let cpu = pids.iter().map(|&(_, pid)| proc_cpu_ms(pid)).sum();
+    for &(_, pid) in &pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+    }
+    let alive = || pids.iter().any(|&(j, _)| ctd_pid(dir, i, j).is_some());
     let t = Instant::now();
-    while ctd_pid(dir, i).is_some() && t.elapsed() < Duration::from_secs(3) {
+    while alive() && t.elapsed() < Duration::from_secs(3) {
         thread::sleep(Duration::from_millis(5));
     }
-    if ctd_pid(dir, i).is_some() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+    for &(j, pid) in &pids {
+        if ctd_pid(dir, i, j).is_some() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
     cpu
 }
@@ -659,6 +724,28 @@ fn links(lab: &LabInfo, i: u16, up: bool) -> Result<(), LabError> {
         ])?;
     }
     Ok(())
+}
+
+/// Waits until `dev` in `ns` is operationally up (carrier on: conntrackd refuses a sync link
+/// without it, and the kernel reports carrier changes with a delay).
+fn wait_link_up(ns: &str, dev: &str, within: Duration) -> Result<(), LabError> {
+    let t = Instant::now();
+    loop {
+        let out = Command::new("ip")
+            .args(["-n", ns, "-j", "link", "show", dev])
+            .output()
+            .map_err(|e| format!("cannot run `ip` (apt-get install -y iproute2): {e}"))?;
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if v[0]["operstate"] == "UP" {
+            return Ok(());
+        }
+        if t.elapsed() > within {
+            return Err(format!(
+                "{dev} in {ns} is not up after {within:?} (`ip -n {ns} link show {dev}`)"
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// One TCP exchange client -> server on `port` (IPv4 and IPv6), retried until `within`.
@@ -733,7 +820,8 @@ fn tcp_check(lab: &LabInfo, port: u16, within: Duration) -> Result<(), LabError>
 }
 
 /// The lab of `prefix` in `dir` as [`LabInfo`] (nothing is created): the kernel lab's
-/// addresses, per node its conntrackd socket and log.
+/// addresses, per node the UNIX socket and log of its first conntrackd instance (the one for
+/// its lowest-numbered peer; a node runs one for each peer).
 pub fn info(prefix: &str, dir: &Path, nodes: u16) -> LabInfo {
     LabInfo {
         prefix: prefix.to_owned(),
@@ -746,8 +834,12 @@ pub fn info(prefix: &str, dir: &Path, nodes: u16) -> LabInfo {
             .map(|i| LabNode {
                 id: i,
                 ns: format!("{prefix}-n{i}"),
-                socket: file(dir, i, "conntrackd.sock").display().to_string(),
-                log: file(dir, i, "conntrackd.log").display().to_string(),
+                socket: ctd_file(dir, i, peers(nodes, i)[0], "sock")
+                    .display()
+                    .to_string(),
+                log: ctd_file(dir, i, peers(nodes, i)[0], "log")
+                    .display()
+                    .to_string(),
             })
             .collect(),
     }
@@ -807,7 +899,8 @@ pub fn up(o: &KernelOptions) -> Result<LabInfo, LabError> {
             load_ruleset(&lab, i, o.buckets, &owned_by(&state, i))?;
         }
         for i in 1..=o.nodes {
-            start_conntrackd(&lab, i)?;
+            wait_link_up(&node_ns(&lab, i)?, "y0", Duration::from_secs(5))?;
+            start_node(&lab, o.nodes, i)?;
         }
         tcp_check(&lab, 7999, Duration::from_secs(20))?;
         std::fs::write(
@@ -837,32 +930,42 @@ pub fn buckets_of(lab: &LabInfo, node: u16) -> Result<Vec<u32>, LabError> {
     Ok(owned_by(&load(lab)?, node))
 }
 
-/// The survivors commit their external caches into their kernels (`conntrackd -c`).
-fn commit(lab: &LabInfo, survivors: &[u16]) -> Result<(), LabError> {
+/// Every survivor commits the external cache of its instance for node `from` (the entries
+/// `from` sent it) into its kernel (`conntrackd -c`).
+fn commit(lab: &LabInfo, survivors: &[u16], from: u16) -> Result<(), LabError> {
     for &s in survivors {
-        ctd(lab, s, &["-c"]).map_err(|e| format!("node {s}: commit: {e}"))?;
+        ctd(lab, s, from, &["-c"]).map_err(|e| format!("node {s}: commit: {e}"))?;
     }
     Ok(())
 }
 
-/// The entries in the survivors' external caches (what a commit commits).
-fn external_entries(lab: &LabInfo, survivors: &[u16]) -> u64 {
+/// The entries in the survivors' external caches for node `from` (what a commit commits).
+fn external_entries(lab: &LabInfo, survivors: &[u16], from: u16) -> u64 {
     survivors
         .iter()
         .map(|&s| {
-            ctd(lab, s, &["-e", "ct"])
+            ctd(lab, s, from, &["-e", "ct"])
                 .map(|t| t.lines().filter(|l| !l.trim().is_empty()).count() as u64)
                 .unwrap_or(0)
         })
         .sum()
 }
 
-/// The rest of the primary-backup script on every survivor: flush the caches (`-f`), resync
-/// the internal cache from the kernel (`-R`), send it to the others (`-B`).
-fn after_commit(lab: &LabInfo, survivors: &[u16]) -> Result<(), LabError> {
+/// The rest of the primary-backup script on every survivor: the instance for the node that
+/// left flushes its caches (`-f`) and resyncs its internal cache from the kernel (`-R`: what
+/// it gives that node when it comes back); the instances for the other survivors resync
+/// theirs (`-R`, now with the committed entries) and send them (`-B`).
+fn after_commit(lab: &LabInfo, survivors: &[u16], from: u16) -> Result<(), LabError> {
     for &s in survivors {
-        for flag in ["-f", "-R", "-B"] {
-            ctd(lab, s, &[flag]).map_err(|e| format!("node {s}: conntrackd {flag}: {e}"))?;
+        for flag in ["-f", "-R"] {
+            ctd(lab, s, from, &[flag])
+                .map_err(|e| format!("node {s}: conntrackd {flag} (peer {from}): {e}"))?;
+        }
+        for &p in survivors.iter().filter(|&&p| p != s) {
+            for flag in ["-R", "-B"] {
+                ctd(lab, s, p, &[flag])
+                    .map_err(|e| format!("node {s}: conntrackd {flag} (peer {p}): {e}"))?;
+            }
         }
     }
     Ok(())
@@ -897,15 +1000,17 @@ fn check_live(lab: &LabInfo, s: &State, node: u16) -> Result<(), LabError> {
     Ok(())
 }
 
-/// The survivors take `moved` over: commit, add the buckets, then flush/resync/bulk-send.
+/// The survivors take the buckets `moved` of node `from` over: commit, add the buckets, then
+/// flush/resync/bulk-send.
 fn take_over(
     lab: &LabInfo,
     s: &mut State,
     survivors: &[u16],
+    from: u16,
     moved: &[u32],
     died_at: Instant,
 ) -> Result<Takeover, LabError> {
-    commit(lab, survivors)?;
+    commit(lab, survivors, from)?;
     let committed_at = Instant::now();
     for (n, bs) in deal(moved, survivors) {
         set_buckets(lab, n, "add", &bs)?;
@@ -915,8 +1020,8 @@ fn take_over(
     }
     let buckets_moved_at = Instant::now();
     save(Path::new(&lab.dir), s)?;
-    let entries_committed = external_entries(lab, survivors);
-    after_commit(lab, survivors)?;
+    let entries_committed = external_entries(lab, survivors, from);
+    after_commit(lab, survivors, from)?;
     Ok(Takeover {
         died_at,
         buckets_moved_at,
@@ -925,11 +1030,12 @@ fn take_over(
     })
 }
 
-/// Node `node` dies at once (its `o0`, `i0` and `y0` go down and its conntrackd is SIGKILLed:
-/// it stops forwarding and syncing); after `detect` (0: the failover script starts the instant
-/// the node dies; 3 s is VRRP's usual detection time) the survivors take its buckets over:
-/// each commits its external cache into its kernel (`conntrackd -c`), then the buckets are
-/// dealt out to them (added to their `@owned`), then each runs `-f`, `-R` and `-B`. The commit
+/// Node `node` dies at once (its `o0`, `i0` and `y0` go down and its conntrackd instances are
+/// SIGKILLed: it stops forwarding and syncing); after `detect` (0: the failover script starts
+/// the instant the node dies; 3 s is VRRP's usual detection time) the survivors take its
+/// buckets over: each commits the external cache of its instance for the dead node into its
+/// kernel (`conntrackd -c`), then the buckets are dealt out to them (added to their
+/// `@owned`), then each runs `-f` on that instance and `-R`, `-B` on the others. The commit
 /// comes before the buckets, so no packet of a moved flow meets a node without its state
 /// (keepalived's notify script runs after the address moved: that order costs a window of
 /// `new_not_syn` drops that this one does not have).
@@ -941,7 +1047,7 @@ pub fn kill(lab: &LabInfo, node: u16, detect: Duration) -> Result<Takeover, LabE
     check_live(lab, &s, node)?;
     let dir = Path::new(&lab.dir);
     links(lab, node, false)?;
-    s.cpu_gone_ms += end_conntrackd(dir, node, nix::sys::signal::Signal::SIGKILL);
+    s.cpu_gone_ms += end_node(dir, s.nodes, node, nix::sys::signal::Signal::SIGKILL);
     let died_at = Instant::now();
     s.live[usize::from(node - 1)] = false;
     save(dir, &s)?;
@@ -951,7 +1057,7 @@ pub fn kill(lab: &LabInfo, node: u16, detect: Duration) -> Result<Takeover, LabE
     for &b in &moved {
         s.owner[b as usize] = 0;
     }
-    take_over(lab, &mut s, &survivors, &moved, died_at)
+    take_over(lab, &mut s, &survivors, node, &moved, died_at)
 }
 
 /// Node `node` leaves gracefully: the survivors commit their external caches and add its
@@ -967,11 +1073,11 @@ pub fn stop(lab: &LabInfo, node: u16) -> Result<Takeover, LabError> {
     let died_at = Instant::now();
     let survivors: Vec<u16> = live_nodes(&s).into_iter().filter(|&n| n != node).collect();
     let moved = owned_by(&s, node);
-    let t = take_over(lab, &mut s, &survivors, &moved, died_at)?;
+    let t = take_over(lab, &mut s, &survivors, node, &moved, died_at)?;
     set_buckets(lab, node, "delete", &moved)?;
     links(lab, node, false)?;
     let dir = Path::new(&lab.dir);
-    s.cpu_gone_ms += end_conntrackd(dir, node, nix::sys::signal::Signal::SIGTERM);
+    s.cpu_gone_ms += end_node(dir, s.nodes, node, nix::sys::signal::Signal::SIGTERM);
     s.live[usize::from(node - 1)] = false;
     save(dir, &s)?;
     Ok(t)
@@ -992,24 +1098,44 @@ pub fn start(lab: &LabInfo, node: u16) -> Result<(), LabError> {
     }
     let dir = Path::new(&lab.dir);
     // a pid file of a conntrackd that somehow still runs
-    s.cpu_gone_ms += end_conntrackd(dir, node, nix::sys::signal::Signal::SIGKILL);
+    s.cpu_gone_ms += end_node(dir, s.nodes, node, nix::sys::signal::Signal::SIGKILL);
     load_ruleset(lab, node, s.buckets, &[])?;
     let ns = node_ns(lab, node)?;
     // an empty table is no error for `conntrack -F`; a failure to run it is
     nsx(&ns, "conntrack", &["-F"]).map_err(|e| format!("node {node}: {e}"))?;
     links(lab, node, true)?;
-    start_conntrackd(lab, node)?;
-    ctd(lab, node, &["-n"]).map_err(|e| format!("node {node}: resync request: {e}"))?;
+    wait_link_up(&ns, "y0", Duration::from_secs(5))?;
+    start_node(lab, s.nodes, node)?;
+    let count = |i: u16, j: u16, what: &str| {
+        ctd(lab, i, j, &[what, "ct"])
+            .map(|t| t.lines().filter(|l| !l.trim().is_empty()).count())
+            .unwrap_or(0)
+    };
+    for p in live_nodes(&s) {
+        // the peer's instance for this node refreshes what it will send, then this node asks
+        ctd(lab, p, node, &["-R"]).map_err(|e| format!("node {p}: conntrackd -R: {e}"))?;
+        ctd(lab, node, p, &["-n"])
+            .map_err(|e| format!("node {node}: resync request to node {p}: {e}"))?;
+    }
+    // the resync is asynchronous: wait (at most 3 s) until this node holds what its peers have
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3)
+        && live_nodes(&s)
+            .into_iter()
+            .any(|p| count(node, p, "-e") < count(p, node, "-i"))
+    {
+        thread::sleep(Duration::from_millis(20));
+    }
     s.live[usize::from(node - 1)] = true;
     save(dir, &s)
 }
 
 /// Spreads the buckets evenly over the live nodes, moving as few as it can (each node keeps
 /// its buckets up to its share; the rest and the unowned ones go to the nodes under theirs).
-/// For every receiving node B: B commits its external cache (`conntrackd -c`: it holds the
-/// giving nodes' entries), B adds the buckets, then every giving node A removes them —
-/// make-before-break as far as the kernel allows. The cost: conntrackd commits its whole
-/// external cache, not one bucket's entries, and while both own a bucket both forward its
+/// For every receiving node B: B commits the external cache of its instance for every giving
+/// node A (`conntrackd -c`: the entries A sent it), B adds the buckets, then every giving node
+/// removes them — make-before-break as far as the kernel allows. The cost: conntrackd commits
+/// all of A's entries, not one bucket's, and while both own a bucket both forward its
 /// packets (the flooding segment delivers them to both), so the endpoints see duplicates.
 ///
 /// # Errors
@@ -1048,7 +1174,17 @@ pub fn rebalance(lab: &LabInfo) -> Result<(), LabError> {
     }
     // make: every receiver commits, then adds
     for (node, got) in &gains {
-        ctd(lab, *node, &["-c"]).map_err(|e| format!("node {node}: commit: {e}"))?;
+        let mut from: Vec<u16> = got
+            .iter()
+            .map(|&b| s.owner[b as usize])
+            .filter(|&a| a != 0 && a != *node)
+            .collect();
+        from.sort_unstable();
+        from.dedup();
+        for a in from {
+            ctd(lab, *node, a, &["-c"])
+                .map_err(|e| format!("node {node}: commit of node {a}'s entries: {e}"))?;
+        }
         set_buckets(lab, *node, "add", got)?;
     }
     // break: the giving nodes (live ones; a dead node's set is reloaded when it starts)
@@ -1096,10 +1232,12 @@ pub fn sync_bytes(lab: &LabInfo) -> u64 {
 pub fn cpu_ms(lab: &LabInfo) -> u64 {
     let dir = Path::new(&lab.dir);
     let gone = load(lab).map(|s| s.cpu_gone_ms).unwrap_or(0);
+    let nodes = u16::try_from(lab.nodes.len()).unwrap_or(0);
     gone + lab
         .nodes
         .iter()
-        .filter_map(|n| ctd_pid(dir, n.id))
+        .flat_map(|n| peers(nodes, n.id).into_iter().map(move |j| (n.id, j)))
+        .filter_map(|(i, j)| ctd_pid(dir, i, j))
         .map(proc_cpu_ms)
         .sum::<u64>()
 }
@@ -1136,8 +1274,25 @@ pub fn drops(lab: &LabInfo) -> Vec<(String, u64)> {
 /// Removes the lab of `prefix`: its conntrackd processes, every namespace ([`netns::down`]
 /// ends any process left in them) and its directory. Works on whatever is left.
 pub fn down(prefix: &str, dir: &Path) {
-    for i in 1..=netns::MAX_NODES {
-        end_conntrackd(dir, i, nix::sys::signal::Signal::SIGKILL);
+    // every conntrackd a pid file names whose command line names its config
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".conntrackd.pid") else {
+            continue;
+        };
+        let conf = dir.join(format!("{stem}.conntrackd.conf"));
+        let pid = std::fs::read_to_string(e.path())
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok());
+        if let Some(pid) = pid {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(conf.to_string_lossy().as_ref()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
     }
     let _ = netns::down(prefix, dir);
     if state_path(dir).exists() {
@@ -1174,9 +1329,15 @@ mod tests {
 
     #[test]
     fn conntrackd_conf_is_per_node() {
-        let c = conntrackd_conf(Path::new("lab"), 2);
-        assert!(c.contains("IPv4_interface 198.18.100.2"));
-        assert!(c.contains("n2.conntrackd.sock"));
-        assert!(c.contains("n2.conntrackd.lock"));
+        let c = conntrackd_conf(Path::new("lab"), 2, 3);
+        assert!(c.contains("IPv4_address 198.18.100.2"));
+        assert!(c.contains("IPv4_Destination_Address 198.18.100.3"));
+        assert!(c.contains(&format!("Port {}", pair_port(3, 2))));
+        assert!(c.contains("n2-p3.conntrackd.sock"));
+        assert!(c.contains("n2-p3.conntrackd.lock"));
+        let lone = conntrackd_conf(Path::new("lab"), 1, 0);
+        assert!(lone.contains("Multicast") && lone.contains("n1.conntrackd.sock"));
+        assert_eq!(peers(3, 2), vec![1, 3]);
+        assert_eq!(peers(1, 1), vec![0]);
     }
 }
