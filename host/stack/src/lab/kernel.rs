@@ -1084,7 +1084,7 @@ pub fn stop(lab: &LabInfo, node: u16) -> Result<Takeover, LabError> {
 }
 
 /// A dead or stopped node comes back: its kernel's connection table is flushed (a rebooted
-/// node's is empty), its ruleset reloaded with no buckets, its links go up, its conntrackd
+/// node's is empty), its `@owned` set emptied, its links go up, its conntrackd
 /// starts and asks the others for their states (`conntrackd -n`). It owns no buckets until
 /// [`rebalance`].
 ///
@@ -1099,8 +1099,10 @@ pub fn start(lab: &LabInfo, node: u16) -> Result<(), LabError> {
     let dir = Path::new(&lab.dir);
     // a pid file of a conntrackd that somehow still runs
     s.cpu_gone_ms += end_node(dir, s.nodes, node, nix::sys::signal::Signal::SIGKILL);
-    load_ruleset(lab, node, s.buckets, &[])?;
     let ns = node_ns(lab, node)?;
+    // no buckets (the counters stay: `drops` adds up the whole run)
+    nsx(&ns, "nft", &["flush", "set", "inet", "kb", "owned"])
+        .map_err(|e| format!("node {node}: emptying its @owned set: {e}"))?;
     // an empty table is no error for `conntrack -F`; a failure to run it is
     nsx(&ns, "conntrack", &["-F"]).map_err(|e| format!("node {node}: {e}"))?;
     links(lab, node, true)?;
