@@ -654,19 +654,26 @@ fn start_conntrackd(lab: &LabInfo, i: u16, j: u16) -> Result<i32, LabError> {
     let pid = i32::try_from(child.id()).unwrap_or(0);
     std::fs::write(ctd_file(dir, i, j, "pid"), format!("{pid}\n"))
         .map_err(|e| format!("node {i}: conntrackd pid file: {e}"))?;
-    thread::spawn(move || {
-        let _ = child.wait();
-    });
     let t = Instant::now();
     loop {
         if ctd(lab, i, j, &["-s"]).is_ok() {
+            thread::spawn(move || {
+                let _ = child.wait();
+            });
             return Ok(pid);
         }
-        if ctd_pid(dir, i, j).is_none() || t.elapsed() > Duration::from_secs(10) {
+        // the child itself, not /proc (its command line is empty while it execs)
+        let exited = child.try_wait().ok().flatten();
+        if exited.is_some() || t.elapsed() > Duration::from_secs(10) {
+            if exited.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(3).collect();
             return Err(format!(
-                "node {i}: conntrackd did not come up (config {}; its log: {})",
+                "node {i}: conntrackd did not come up ({}; config {}; its log: {})",
+                exited.map_or_else(|| "no answer within 10 s".to_owned(), |st| st.to_string()),
                 conf.display(),
                 tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
             ));
