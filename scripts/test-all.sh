@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: the reference-model card, the Verilator-built RTL, the
 # state-core simulations, the daemon's multi-process clusters and the CLIs.
-# Installs Verilator and Yosys from the distribution's packages when missing
-# (as root), or stops and says how.
+# Installs Verilator, Yosys, nftables, conntrack and conntrackd from the
+# distribution's packages when missing (as root), or stops and says how.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,10 @@ command -v verilator >/dev/null 2>&1 || need+=(verilator)
 command -v yosys >/dev/null 2>&1 || need+=(yosys)
 # the lab's workload pings across the cluster (`clusterd lab run`)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
+# the kernel baseline lab (host/stack/tests/kernel_baseline.rs)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
+command -v conntrackd >/dev/null 2>&1 || need+=(conntrackd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "==> installing ${need[*]} from the distribution's packages"

@@ -115,6 +115,13 @@ enum LabOp {
         /// Distribution identifiers.
         #[arg(long, default_value_t = 256)]
         identifiers: u32,
+        /// `none`: our cluster; `kernel`: the baseline, the Linux kernel routing with
+        /// nftables and conntrackd (docs/clusterd.md, "The kernel baseline").
+        #[arg(long, default_value = "none", value_parser = ["none", "kernel"])]
+        baseline: String,
+        /// Hash buckets of the kernel baseline (`symhash mod BUCKETS`).
+        #[arg(long, default_value_t = 256)]
+        buckets: u32,
     },
     /// Kill every node, remove every namespace and the lab's directory.
     Down,
@@ -191,16 +198,25 @@ fn lab(a: LabArgs) -> Result<(), String> {
             nodes,
             card,
             identifiers,
+            baseline,
+            buckets,
         } => {
-            let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
-            let info = netns::up(&netns::LabOptions {
-                nodes,
-                prefix: a.prefix.clone(),
-                card,
-                identifiers,
-                dir,
-                exe,
-            })?;
+            let info = match baseline.as_str() {
+                "kernel" => host::lab::kernel::up(&host::lab::kernel::KernelOptions {
+                    nodes,
+                    prefix: a.prefix.clone(),
+                    buckets,
+                    dir,
+                })?,
+                _ => netns::up(&netns::LabOptions {
+                    nodes,
+                    prefix: a.prefix.clone(),
+                    card,
+                    identifiers,
+                    dir,
+                    exe: std::env::current_exe().map_err(|e| format!("own executable: {e}"))?,
+                })?,
+            };
             let mut text = format!(
                 "lab {} up: client {} ({}, {}), server {} ({}, {})
 ",

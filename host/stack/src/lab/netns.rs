@@ -90,7 +90,7 @@ pub struct LabNode {
 /// Why a lab command failed (the message says what to do).
 pub type LabError = String;
 
-fn ip(args: &[&str]) -> Result<(), LabError> {
+pub(crate) fn ip(args: &[&str]) -> Result<(), LabError> {
     let out = Command::new("ip").args(args).output().map_err(|e| {
         format!("cannot run `ip` (install iproute2: apt-get install -y iproute2): {e}")
     })?;
@@ -164,7 +164,13 @@ pub fn namespaces(prefix: &str) -> Vec<String> {
         .collect()
 }
 
-fn attach(prefix: &str, role: &str, dev: &str, br: &str, sw_dev: &str) -> Result<(), LabError> {
+pub(crate) fn attach(
+    prefix: &str,
+    role: &str,
+    dev: &str,
+    br: &str,
+    sw_dev: &str,
+) -> Result<(), LabError> {
     let (ns, sw) = (format!("{prefix}-{role}"), format!("{prefix}-sw"));
     ip(&[
         "-n", &ns, "link", "add", dev, "type", "veth", "peer", "name", sw_dev, "netns", &sw,
