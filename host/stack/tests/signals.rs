@@ -59,7 +59,7 @@ fn sigterm_leaves_gracefully_sighup_reloads_and_systemd_hears_it() {
     let rules = dir.join("rules.txt");
     std::fs::write(&rules, "allow any\n").unwrap();
     let layout = Layout {
-        extra: format!("rules = {}\n", rules.display()),
+        extra: format!("rules = \"{}\"\n", rules.display()),
         ..Layout::default()
     };
     let exe = Path::new(env!("CARGO_BIN_EXE_clusterd"));
@@ -83,7 +83,11 @@ fn sigterm_leaves_gracefully_sighup_reloads_and_systemd_hears_it() {
     std::fs::write(&rules, "drop udp dport 53\nallow any\n").unwrap();
     assert!(c.signal(NodeId(3), Signal::SIGHUP));
     wait_log(&dir, 3, "rules reloaded from");
-    assert!(log_of(&dir, 3).contains(": 2 rules,"), "{}", log_of(&dir, 3));
+    assert!(
+        log_of(&dir, 3).contains(": 2 rules,"),
+        "{}",
+        log_of(&dir, 3)
+    );
     let said = wait_notify(&notify, "RELOADING=1");
     assert!(
         said.contains("READY=1") || wait_notify(&notify, "READY=1").contains("READY=1"),
