@@ -64,7 +64,8 @@ pub struct Waiting {
 }
 
 impl Handover {
-    fn covered(&self, owner: NodeId, lost_in: Epoch) -> bool {
+    /// Whether `owner`'s `F` through `lost_in` has arrived.
+    pub(super) fn covered(&self, owner: NodeId, lost_in: Epoch) -> bool {
         self.final_through
             .get(&owner)
             .is_some_and(|f| *f >= lost_in)
@@ -216,7 +217,13 @@ impl<T: NodeSpecificTable> Member<T> {
             .ok()
             .and_then(|p| p.flow(self.core.distributor()))
             .map(|(_, _, d)| d)
-            .filter(|d| self.handover.is_waiting(*d) || self.incoming.contains(d))
+            .filter(|d| {
+                self.handover.is_waiting(*d)
+                    || self
+                        .incoming
+                        .get(d)
+                        .is_some_and(|(r, e)| self.handover.covered(*r, *e))
+            })
     }
 
     /// Marks each of `epochs` complete (now) in the applied records once no gained identifier

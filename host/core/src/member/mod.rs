@@ -281,7 +281,7 @@ pub struct Member<T: NodeSpecificTable> {
     /// next owner, [`Allocation::next_owners`]): their packets are held until a later epoch
     /// gives them to it and the handover gate opens, instead of dropping between the two
     /// steps of a planned move.
-    incoming: BTreeSet<DistributionId>,
+    incoming: BTreeMap<DistributionId, (NodeId, Epoch)>,
     /// A graceful stop is under way ([`Member::leave`]).
     leaving: bool,
 }
@@ -329,7 +329,7 @@ impl<T: NodeSpecificTable> Member<T> {
             lease: None,
             frame_buf: Vec::with_capacity(2048),
             hold: hold::Hold::default(),
-            incoming: BTreeSet::new(),
+            incoming: BTreeMap::new(),
             leaving: false,
             cfg,
         }
@@ -647,7 +647,7 @@ impl<T: NodeSpecificTable> Member<T> {
             return PacketOutcome::NotReady;
         }
         if let Some(d) = self.waiting_for(bytes, framing) {
-            if !self.handover.waits_for_releasers_only(d) && !self.incoming.contains(&d) {
+            if !self.handover.waits_for_releasers_only(d) && !self.incoming.contains_key(&d) {
                 // a failover: the previous owner may still be handling this packet
                 return PacketOutcome::NotReady;
             }
@@ -690,9 +690,9 @@ impl<T: NodeSpecificTable> Member<T> {
     /// the shell as an [`Output::Released`].
     fn release_held(&mut self, t: Time) {
         let (handover, incoming) = (&self.handover, &self.incoming);
-        let ready = self
-            .hold
-            .take_ready(t.mono, |d| handover.is_waiting(d) || incoming.contains(&d));
+        let ready = self.hold.take_ready(t.mono, |d| {
+            handover.is_waiting(d) || incoming.contains_key(&d)
+        });
         for (h, expired) in ready {
             let mut egress = Vec::new();
             let outcome = if expired || !self.takes_traffic() {
@@ -729,11 +729,14 @@ impl<T: NodeSpecificTable> Member<T> {
         };
         let took = took();
         let me = self.cfg.node;
+        // each with the node that released it: only once its `F` of this epoch arrived has
+        // it stopped handling the identifier's packets (before that, a packet held here may
+        // be one it handled: holding it would handle it twice)
         self.incoming = a
             .next_owners
             .iter()
             .filter(|(d, n)| *n == me && a.owner(*d).is_none())
-            .map(|(d, _)| *d)
+            .filter_map(|(d, _)| before.owner(*d).map(|r| (*d, (r, a.epoch))))
             .collect();
         let waited_in: BTreeSet<Epoch> = self
             .handover

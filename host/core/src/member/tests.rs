@@ -1623,6 +1623,11 @@ fn held_for_a_release_that_went_elsewhere_is_not_handled() {
     release.owners[d.index()] = None;
     release.next_owners = vec![(d, NodeId(3))];
     c.agree(release.clone());
+    // before node 2's F of the release arrives, node 2 may still be handling d's packets:
+    // node 3 does not hold them
+    let t = c.t();
+    assert_eq!(c.m(3).on_packet(t, &udp_in(d, 1)), PacketOutcome::NotOurs);
+    c.route();
     let t = c.t();
     let PacketOutcome::Held(a) = c.m(3).on_packet(t, &udp_in(d, 0)) else {
         panic!("not held")
