@@ -419,6 +419,29 @@ struct ConnLog {
     progress: u64,
 }
 
+impl ConnLog {
+    /// Records a stall that began at `since` and lasted until now, if it was longer than
+    /// [`STALL`] (`always`: whatever its length, for a wait cut off at the end of the run).
+    fn stall(&mut self, start: Instant, since: Instant, always: bool) {
+        let ms = since.elapsed();
+        if always || ms > STALL {
+            self.stalls.push(Stall {
+                at_ms: ms_since(start, since),
+                ms: ms.as_millis() as u64,
+            });
+        }
+    }
+}
+
+/// Connects to `to` within 5 s (`what` names the connection in the error).
+async fn connect(to: SocketAddr, what: &str) -> Result<tokio::net::TcpStream, String> {
+    match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(to)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(format!("{what} {to}: {e}")),
+        Err(_) => Err(format!("{what} {to}: no answer in 5 s")),
+    }
+}
+
 /// The report of one event.
 #[derive(Clone, Debug, Serialize)]
 pub struct EventReport {
@@ -965,29 +988,15 @@ fn broken(e: &std::io::Error) -> bool {
 async fn messages(to: SocketAddr, interval: Duration, start: Instant, end: Instant) -> ConnLog {
     let mut log = ConnLog::default();
     let t0 = Instant::now();
-    let mut s = match tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect(to),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            log.error = Some(format!("connect {to}: {e}"));
-            return log;
-        }
-        Err(_) => {
-            log.error = Some(format!("connect {to}: no answer in 5 s"));
+    let mut s = match connect(to, "connect").await {
+        Ok(s) => s,
+        Err(e) => {
+            log.error = Some(e);
             return log;
         }
     };
     log.opened = true;
-    if t0.elapsed() > STALL {
-        log.stalls.push(Stall {
-            at_ms: ms_since(start, t0),
-            ms: t0.elapsed().as_millis() as u64,
-        });
-    }
+    log.stall(start, t0, false);
     let _ = s.set_nodelay(true);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1011,13 +1020,7 @@ async fn messages(to: SocketAddr, interval: Duration, start: Instant, end: Insta
         let limit = (end + GRACE).saturating_duration_since(sent);
         match tokio::time::timeout(limit, r).await {
             Ok(Ok(())) => {
-                let took = sent.elapsed();
-                if took > STALL {
-                    log.stalls.push(Stall {
-                        at_ms: ms_since(start, sent),
-                        ms: took.as_millis() as u64,
-                    });
-                }
+                log.stall(start, sent, false);
                 if buf != msg {
                     log.error = Some(format!("{to}: echo of message {seq} differs"));
                     return log;
@@ -1030,10 +1033,7 @@ async fn messages(to: SocketAddr, interval: Duration, start: Instant, end: Insta
                 return log;
             }
             Err(_) => {
-                log.stalls.push(Stall {
-                    at_ms: ms_since(start, sent),
-                    ms: sent.elapsed().as_millis() as u64,
-                });
+                log.stall(start, sent, true);
                 log.error = Some(format!("{to}: message {seq} never answered"));
                 return log;
             }
@@ -1059,19 +1059,10 @@ async fn messages(to: SocketAddr, interval: Duration, start: Instant, end: Insta
 
 async fn bulk(to: SocketAddr, rate: u64, start: Instant, end: Instant) -> ConnLog {
     let mut log = ConnLog::default();
-    let mut s = match tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect(to),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            log.error = Some(format!("bulk connect {to}: {e}"));
-            return log;
-        }
-        Err(_) => {
-            log.error = Some(format!("bulk connect {to}: no answer in 5 s"));
+    let mut s = match connect(to, "bulk connect").await {
+        Ok(s) => s,
+        Err(e) => {
+            log.error = Some(e);
             return log;
         }
     };
@@ -1092,13 +1083,7 @@ async fn bulk(to: SocketAddr, rate: u64, start: Instant, end: Instant) -> ConnLo
         let limit = (end + GRACE).saturating_duration_since(t);
         match tokio::time::timeout(limit, s.write_all(&chunk)).await {
             Ok(Ok(())) => {
-                let took = t.elapsed();
-                if took > STALL {
-                    log.stalls.push(Stall {
-                        at_ms: ms_since(start, t),
-                        ms: took.as_millis() as u64,
-                    });
-                }
+                log.stall(start, t, false);
                 sent += CHUNK as u64;
                 log.progress += 1;
             }
@@ -1108,10 +1093,7 @@ async fn bulk(to: SocketAddr, rate: u64, start: Instant, end: Instant) -> ConnLo
                 return log;
             }
             Err(_) => {
-                log.stalls.push(Stall {
-                    at_ms: ms_since(start, t),
-                    ms: t.elapsed().as_millis() as u64,
-                });
+                log.stall(start, t, true);
                 log.error = Some(format!("bulk {to}: write blocked to the end"));
                 return log;
             }
