@@ -340,33 +340,8 @@ fn topology(o: &KernelOptions) -> Result<(), LabError> {
             "server", "s0", "swin", "si", SERVER4, SERVER6, INSIDE_GW4, INSIDE_GW6,
         ),
     ] {
-        netns::attach(p, role, dev, br, port)?;
+        netns::end_host(p, role, dev, br, port, v4, v6)?;
         let ns = format!("{p}-{role}");
-        // one wire frame per packet, as in `clusterd lab` (the same frames for both labs)
-        ip(&[
-            "-n",
-            &ns,
-            "link",
-            "set",
-            dev,
-            "gso_max_segs",
-            "1",
-            "gso_max_size",
-            "1500",
-        ])?;
-        ip(&["-n", &ns, "addr", "add", &format!("{v4}/24"), "dev", dev])?;
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{v6}/64"),
-            "dev",
-            dev,
-            "nodad",
-        ])?;
-        ip(&["-n", &ns, "link", "set", dev, "up"])?;
-        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         ip(&[
             "-n",
             &ns,
@@ -414,17 +389,7 @@ fn topology(o: &KernelOptions) -> Result<(), LabError> {
             ("i0", INSIDE_MAC, INSIDE_GW4, INSIDE_GW6),
         ] {
             ip(&["-n", &ns, "link", "set", dev, "address", mac])?;
-            ip(&["-n", &ns, "addr", "add", &format!("{v4}/24"), "dev", dev])?;
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{v6}/64"),
-                "dev",
-                dev,
-                "nodad",
-            ])?;
+            netns::add_addrs(&ns, dev, v4, v6)?;
         }
         ip(&[
             "-n",

@@ -197,6 +197,57 @@ pub(crate) fn attach(
     ip(&["-n", &sw, "link", "set", sw_dev, "up"])
 }
 
+/// Gives `dev` in namespace `ns` an IPv4 /24 and an IPv6 /64 address (no duplicate address
+/// detection: the lab's addresses are its own).
+pub(crate) fn add_addrs(
+    ns: &str,
+    dev: &str,
+    v4: impl std::fmt::Display,
+    v6: impl std::fmt::Display,
+) -> Result<(), LabError> {
+    ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev])?;
+    ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{v6}/64"),
+        "dev",
+        dev,
+        "nodad",
+    ])
+}
+
+/// An end host of a lab (client or server): `dev` in `P-role` on bridge `br` (switch port
+/// `port`), one wire frame per packet (the cards' bridges take no offload super-frames, and
+/// both labs see the same frames), its addresses, up.
+pub(crate) fn end_host(
+    prefix: &str,
+    role: &str,
+    dev: &str,
+    br: &str,
+    port: &str,
+    v4: impl std::fmt::Display,
+    v6: impl std::fmt::Display,
+) -> Result<(), LabError> {
+    attach(prefix, role, dev, br, port)?;
+    let ns = format!("{prefix}-{role}");
+    ip(&[
+        "-n",
+        &ns,
+        "link",
+        "set",
+        dev,
+        "gso_max_segs",
+        "1",
+        "gso_max_size",
+        "1500",
+    ])?;
+    add_addrs(&ns, dev, v4, v6)?;
+    ip(&["-n", &ns, "link", "set", dev, "up"])?;
+    ip(&["-n", &ns, "link", "set", "lo", "up"])
+}
+
 fn topology(prefix: &str, nodes: u16) -> Result<(), LabError> {
     let mut roles = vec!["client".to_owned(), "server".to_owned(), "sw".to_owned()];
     roles.extend((1..=nodes).map(|i| format!("n{i}")));
@@ -224,33 +275,7 @@ fn topology(prefix: &str, nodes: u16) -> Result<(), LabError> {
         ("client", "c0", "swout", "co", CLIENT4, CLIENT6),
         ("server", "s0", "swin", "si", SERVER4, SERVER6),
     ] {
-        attach(prefix, role, dev, br, port)?;
-        let ns = format!("{prefix}-{role}");
-        // one wire frame per packet: the cards' bridges take no offload super-frames
-        ip(&[
-            "-n",
-            &ns,
-            "link",
-            "set",
-            dev,
-            "gso_max_segs",
-            "1",
-            "gso_max_size",
-            "1500",
-        ])?;
-        ip(&["-n", &ns, "addr", "add", &format!("{v4}/24"), "dev", dev])?;
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{v6}/64"),
-            "dev",
-            dev,
-            "nodad",
-        ])?;
-        ip(&["-n", &ns, "link", "set", dev, "up"])?;
-        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        end_host(prefix, role, dev, br, port, v4, v6)?;
     }
     for i in 1..=nodes {
         let role = format!("n{i}");
