@@ -19,6 +19,7 @@
 //! | resync request | `Q`: exactly 1 byte |
 //! | resync done | `D`: exactly 1 byte |
 //! | SA key | `K`, SPI (u32), key length (u8), key bytes: the length byte equals the rest |
+//! | last handled | `L`, identifier (u16), mark count (u8, at most 3), then per mark its input (u8: 0 outside port, 1 inside port, 2 the wire's packets; strictly ascending), a digest count (u8, 1 to 4) and that many digests (u64), oldest first, of the last frames of that identifier the sender handled from that input: exactly as long as the counts say |
 //!
 //! | datagram | bytes |
 //! |---|---|
@@ -69,7 +70,7 @@ use core::ops::{Range, RangeFrom};
 use zeroize::Zeroizing;
 
 use crate::events::{DecodeError, Message};
-use crate::ids::{Epoch, NodeId};
+use crate::ids::{DistributionId, Epoch, NodeId};
 
 /// A byte range of a fixed-position field.
 type Field = Range<usize>;
@@ -86,6 +87,9 @@ pub mod tag {
     pub const RESYNC_DONE: u8 = b'D';
     /// Record: an SA's key ([`Record::SaKey`](super::Record::SaKey)).
     pub const SA_KEY: u8 = b'K';
+    /// Record: the last frames a releaser handled
+    /// ([`Record::LastHandled`](super::Record::LastHandled)).
+    pub const LAST_HANDLED: u8 = b'L';
     /// Datagram: heartbeat ([`Datagram::Heartbeat`](super::Datagram::Heartbeat)).
     pub const HEARTBEAT: u8 = b'H';
     /// Datagram: consensus message ([`Datagram::Raft`](super::Datagram::Raft)).
@@ -118,6 +122,17 @@ mod field {
     /// `K`: the header before the key bytes.
     pub const KEY_HEADER_LEN: usize = KEY.start;
 
+    /// `L`: the identifier.
+    pub const LAST_DID: Field = 1..3;
+    /// `L`: how many marks follow.
+    pub const LAST_COUNT: usize = 3;
+    /// `L`: the header before the marks.
+    pub const LAST_HEADER_LEN: usize = 4;
+    /// `L`: one mark's header (input byte, digest count).
+    pub const LAST_MARK_HEADER_LEN: usize = 2;
+    /// `L`: one digest's length.
+    pub const LAST_DIGEST_LEN: usize = 8;
+
     /// `H`: ready flag.
     pub const HB_READY: usize = 1;
     /// `H`: witness flag.
@@ -140,6 +155,15 @@ mod field {
 
 /// Most node ids a heartbeat's out list carries.
 pub const MAX_HEARTBEAT_OUT: usize = 32;
+
+/// The most marks an `L` record carries (one per input: outside, inside, the wire).
+pub const MAX_MARKS: usize = 3;
+
+/// An `L` record's marks: per input, the digests of the last frames handled, oldest first.
+pub type Marks = Vec<(u8, Vec<u64>)>;
+
+/// The most digests an `L` record's mark carries (the last frames of one input).
+pub const MAX_MARK_DIGESTS: usize = 4;
 
 /// The longest key a `K` record carries (its length is one byte).
 pub const MAX_KEY_LEN: usize = u8::MAX as usize;
@@ -209,6 +233,17 @@ pub enum RecordError {
         field: &'static str,
         /// The byte received.
         value: u8,
+    },
+    /// An `L` record whose marks are not one per input in ascending order, or name an input
+    /// that does not exist.
+    #[error(
+        "last-handled record: mark {index} (input {input}) is not one of inputs 0-2 in ascending order with 1-4 digests"
+    )]
+    BadMark {
+        /// The mark's position.
+        index: usize,
+        /// The input byte received.
+        input: u8,
     },
     /// An `E` record whose message does not decode (the cause is the source).
     #[error("event record does not decode")]
@@ -290,6 +325,44 @@ impl<T: AsRef<[u8]>> RecordView<T> {
             tag::EVENT => Ok(()),
             tag::FINAL => exact(field::FINAL_LEN),
             tag::RESYNC_REQUEST | tag::RESYNC_DONE => exact(field::BARE_LEN),
+            tag::LAST_HANDLED => {
+                let Some(&n) = b.get(field::LAST_COUNT) else {
+                    return Err(RecordError::Truncated {
+                        tag: t,
+                        len,
+                        min: field::LAST_HEADER_LEN,
+                    });
+                };
+                let mut pos = field::LAST_HEADER_LEN;
+                let mut prev: Option<u8> = None;
+                for i in 0..usize::from(n) {
+                    let (Some(&input), Some(&k)) = (b.get(pos), b.get(pos + 1)) else {
+                        return Err(RecordError::Truncated {
+                            tag: t,
+                            len,
+                            min: pos + field::LAST_MARK_HEADER_LEN,
+                        });
+                    };
+                    let k = usize::from(k);
+                    if i >= MAX_MARKS
+                        || usize::from(input) >= MAX_MARKS
+                        || prev.is_some_and(|p| input <= p)
+                        || !(1..=MAX_MARK_DIGESTS).contains(&k)
+                    {
+                        return Err(RecordError::BadMark { index: i, input });
+                    }
+                    prev = Some(input);
+                    pos += field::LAST_MARK_HEADER_LEN + field::LAST_DIGEST_LEN * k;
+                    if pos > len {
+                        return Err(RecordError::Truncated {
+                            tag: t,
+                            len,
+                            min: pos,
+                        });
+                    }
+                }
+                exact(pos)
+            }
             tag::SA_KEY => {
                 let (Some(spi), Some(&declared), Some(key)) = (
                     b.get(field::KEY_SPI),
@@ -331,6 +404,37 @@ impl<T: AsRef<[u8]>> RecordView<T> {
     /// tag).
     pub fn final_epoch(&self) -> Epoch {
         Epoch(be_u64(&self.buffer.as_ref()[field::FINAL_EPOCH]))
+    }
+
+    /// `L`: the identifier.
+    ///
+    /// # Panics
+    /// On a buffer shorter than 3 bytes in an unchecked view.
+    pub fn last_did(&self) -> DistributionId {
+        let b = &self.buffer.as_ref()[field::LAST_DID];
+        DistributionId(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    /// `L`: the marks, each an input and its digests, oldest first (in a checked view, the
+    /// count byte's number of them).
+    ///
+    /// # Panics
+    /// On a buffer shorter than its counts say in an unchecked view.
+    pub fn last_marks(&self) -> impl Iterator<Item = (u8, Vec<u64>)> + '_ {
+        let b = self.buffer.as_ref();
+        let n = usize::from(b[field::LAST_COUNT]);
+        let mut pos = field::LAST_HEADER_LEN;
+        (0..n).map(move |_| {
+            let input = b[pos];
+            let k = usize::from(b[pos + 1]);
+            pos += field::LAST_MARK_HEADER_LEN;
+            let digests = b[pos..pos + field::LAST_DIGEST_LEN * k]
+                .chunks_exact(field::LAST_DIGEST_LEN)
+                .map(be_u64)
+                .collect();
+            pos += field::LAST_DIGEST_LEN * k;
+            (input, digests)
+        })
     }
 
     /// `K`: the SPI.
@@ -494,6 +598,19 @@ pub enum Record {
     ResyncRequest,
     /// `D`: ends the answer to a resync request.
     ResyncDone,
+    /// `L`: the last frame of an identifier the sender handled from each input before it
+    /// released the identifier in a planned move (sent to the next owner before the `F` of the
+    /// release epoch). The next owner held the identifier's frames from the move's first step
+    /// on; the held frames up to the last one the releaser handled, per input, are the
+    /// releaser's, the rest are its own (see `member::hold`).
+    LastHandled {
+        /// The identifier.
+        did: DistributionId,
+        /// Per input (0 outside port, 1 inside port, 2 the wire's packets, ascending, at most
+        /// [`MAX_MARKS`]): the digests of the last frames handled ([`frame_digest`]), oldest
+        /// first, 1 to [`MAX_MARK_DIGESTS`] of them.
+        marks: Marks,
+    },
     /// `K`: an SA's key (key material: invariant 6; the stream is encrypted).
     SaKey {
         /// The SA's SPI.
@@ -531,6 +648,10 @@ impl Record {
             tag::FINAL => Record::Final(v.final_epoch()),
             tag::RESYNC_REQUEST => Record::ResyncRequest,
             tag::RESYNC_DONE => Record::ResyncDone,
+            tag::LAST_HANDLED => Record::LastHandled {
+                did: v.last_did(),
+                marks: v.last_marks().collect(),
+            },
             tag::SA_KEY => Record::SaKey {
                 spi: v.key_spi(),
                 key: Zeroizing::new(v.key().to_vec()),
@@ -553,6 +674,21 @@ impl Record {
             Record::Event(m) => m.encode_into(out),
             Record::Final(e) => out.extend_from_slice(&e.0.to_be_bytes()),
             Record::ResyncRequest | Record::ResyncDone => {}
+            Record::LastHandled { did, marks } => {
+                // at most MAX_MARKS marks of at most MAX_MARK_DIGESTS digests (more are cut,
+                // as a key is), so the counts fit a byte
+                let marks = marks.get(..MAX_MARKS).unwrap_or(marks);
+                out.extend_from_slice(&did.0.to_be_bytes());
+                out.push(marks.len() as u8);
+                for (input, digests) in marks {
+                    let tail = digests.len().saturating_sub(MAX_MARK_DIGESTS);
+                    out.push(*input);
+                    out.push((digests.len() - tail) as u8);
+                    for d in &digests[tail..] {
+                        out.extend_from_slice(&d.to_be_bytes());
+                    }
+                }
+            }
             Record::SaKey { spi, key } => {
                 let key: &[u8] = key;
                 let key = key.get(..MAX_KEY_LEN).unwrap_or(key);
@@ -570,6 +706,17 @@ impl Record {
             Record::Event(_) => 64,
             Record::Final(_) => field::FINAL_LEN,
             Record::ResyncRequest | Record::ResyncDone => field::BARE_LEN,
+            Record::LastHandled { marks, .. } => {
+                field::LAST_HEADER_LEN
+                    + marks
+                        .iter()
+                        .take(MAX_MARKS)
+                        .map(|(_, d)| {
+                            field::LAST_MARK_HEADER_LEN
+                                + field::LAST_DIGEST_LEN * d.len().min(MAX_MARK_DIGESTS)
+                        })
+                        .sum::<usize>()
+            }
             Record::SaKey { key, .. } => field::KEY_HEADER_LEN + key.len().min(MAX_KEY_LEN),
         };
         let mut out = Zeroizing::new(Vec::with_capacity(cap));
@@ -584,9 +731,20 @@ impl Record {
             Record::Final(_) => tag::FINAL,
             Record::ResyncRequest => tag::RESYNC_REQUEST,
             Record::ResyncDone => tag::RESYNC_DONE,
+            Record::LastHandled { .. } => tag::LAST_HANDLED,
             Record::SaKey { .. } => tag::SA_KEY,
         }
     }
+}
+
+/// The digest a member keeps of a frame it handled, and that an `L` record carries: the keyed
+/// hash of its first 128 bytes and its length (the headers and the start of the payload tell
+/// one frame of a flow from the next; only a byte-identical copy digests the same).
+pub fn frame_digest(frame: &[u8]) -> u64 {
+    const K0: u64 = 0x6c61_7374_2068_616e;
+    const K1: u64 = 0x646c_6564_2066_726d;
+    let head = frame.get(..128).unwrap_or(frame);
+    crate::siphash::siphash13(K0, K1, head) ^ (frame.len() as u64).rotate_left(48)
 }
 
 /// Prints a key's length in place of its bytes.
@@ -614,6 +772,11 @@ impl fmt::Debug for Record {
             Record::Final(e) => f.debug_tuple("Final").field(e).finish(),
             Record::ResyncRequest => f.write_str("ResyncRequest"),
             Record::ResyncDone => f.write_str("ResyncDone"),
+            Record::LastHandled { did, marks } => f
+                .debug_struct("LastHandled")
+                .field("did", did)
+                .field("marks", marks)
+                .finish(),
             Record::SaKey { spi, key } => f
                 .debug_struct("SaKey")
                 .field("spi", &Spi(*spi))
@@ -1274,6 +1437,18 @@ mod tests {
             Just(Record::ResyncRequest),
             Just(Record::ResyncDone),
             (
+                any::<u16>(),
+                proptest::sample::subsequence(vec![0u8, 1, 2], 0..=3),
+                proptest::collection::vec(
+                    proptest::collection::vec(any::<u64>(), 1..=MAX_MARK_DIGESTS),
+                    3
+                )
+            )
+                .prop_map(|(d, inputs, digests)| Record::LastHandled {
+                    did: DistributionId(d),
+                    marks: inputs.into_iter().zip(digests).collect(),
+                }),
+            (
                 any::<u32>(),
                 proptest::collection::vec(any::<u8>(), 0..=MAX_KEY_LEN)
             )
@@ -1324,6 +1499,95 @@ mod tests {
         Ok(())
     }
 
+    /// An `L` record's bytes, field by field, and the malformed ones it refuses.
+    #[test]
+    fn last_handled_fixture() {
+        let r = Record::LastHandled {
+            did: DistributionId(0x0102),
+            marks: vec![(0, vec![0x1122_3344_5566_7788]), (2, vec![9, 10])],
+        };
+        let b = emitted(&r);
+        assert_eq!(
+            b,
+            [
+                b'L', 1, 2, 2, 0, 1, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 2, 2, 0, 0, 0,
+                0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 10
+            ]
+        );
+        assert_eq!(Record::parse(&b), Ok(r));
+        assert_eq!(
+            Record::parse(&[b'L', 0, 7, 0]),
+            Ok(Record::LastHandled {
+                did: DistributionId(7),
+                marks: vec![]
+            })
+        );
+        // truncated, a count the bytes do not carry, trailing bytes
+        assert!(matches!(
+            Record::parse(b"L\0\x01"),
+            Err(RecordError::Truncated { tag: b'L', .. })
+        ));
+        assert!(matches!(
+            Record::parse(&b[..b.len() - 1]),
+            Err(RecordError::Truncated { tag: b'L', .. })
+        ));
+        assert!(matches!(
+            Record::parse(&b[..5]),
+            Err(RecordError::Truncated { tag: b'L', .. })
+        ));
+        let mut long = b.clone();
+        long.push(0);
+        assert!(matches!(
+            Record::parse(&long),
+            Err(RecordError::BadLength { .. })
+        ));
+        // inputs out of order, repeated, unknown; no digest, too many; more marks than inputs
+        let bad = |at: usize, v: u8| {
+            let mut x = b.clone();
+            x[at] = v;
+            Record::parse(&x)
+        };
+        assert_eq!(bad(14, 0), Err(RecordError::BadMark { index: 1, input: 0 }));
+        assert_eq!(bad(14, 3), Err(RecordError::BadMark { index: 1, input: 3 }));
+        assert_eq!(bad(5, 0), Err(RecordError::BadMark { index: 0, input: 0 }));
+        assert_eq!(bad(5, 5), Err(RecordError::BadMark { index: 0, input: 0 }));
+        let mut four = vec![b'L', 0, 1, 4];
+        for i in 0..4u8 {
+            four.extend_from_slice(&[i, 1]);
+            four.extend_from_slice(&[0; 8]);
+        }
+        assert!(matches!(
+            Record::parse(&four),
+            Err(RecordError::BadMark { index: 3, .. })
+        ));
+        // more digests than a mark carries are cut to the last ones
+        let cut = Record::LastHandled {
+            did: DistributionId(1),
+            marks: vec![(1, (1..=6).collect())],
+        };
+        assert_eq!(
+            Record::parse(&emitted(&cut)),
+            Ok(Record::LastHandled {
+                did: DistributionId(1),
+                marks: vec![(1, vec![3, 4, 5, 6])]
+            })
+        );
+        assert_eq!(emitted(&cut).len(), cut.to_bytes().len());
+    }
+
+    /// A frame's digest depends on its first 128 bytes and its length only.
+    #[test]
+    fn frame_digests() {
+        let a = vec![7u8; 200];
+        let mut b = a.clone();
+        b[150] = 8;
+        assert_eq!(frame_digest(&a), frame_digest(&b));
+        b[10] = 8;
+        assert_ne!(frame_digest(&a), frame_digest(&b));
+        assert_ne!(frame_digest(&a), frame_digest(&a[..199]));
+        assert_ne!(frame_digest(&[]), frame_digest(&[0]));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1000))]
 
@@ -1358,7 +1622,7 @@ mod tests {
         /// Arbitrary bytes behind each tag, so the tag-specific checks are reached often.
         #[test]
         fn tagged_bytes_never_panic(
-            t in prop::sample::select(b"EFQDKHRx".to_vec()),
+            t in prop::sample::select(b"EFQDKLHRx".to_vec()),
             rest in proptest::collection::vec(any::<u8>(), 0..24),
         ) {
             let mut bytes = vec![t];

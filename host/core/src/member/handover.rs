@@ -222,7 +222,7 @@ impl<T: NodeSpecificTable> Member<T> {
                     || self
                         .incoming
                         .get(d)
-                        .is_some_and(|(r, e)| self.handover.covered(*r, *e))
+                        .is_some_and(|i| self.applied_epoch(i.releaser) >= i.prepared_in)
             })
     }
 

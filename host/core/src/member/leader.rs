@@ -1,6 +1,11 @@
 //! The leader's duties (means 802/804/806): monitor members, allocate, rebalance, promote
-//! learners. Moves away from a live owner go in two agreed steps (release, then assign) so that
-//! no identifier is ever handled by two nodes at once; a dead owner's identifiers move in one.
+//! learners. Moves away from a live owner go in agreed steps so that no identifier is ever
+//! handled by two nodes at once and none of its frames is lost: prepare (the owners stay, the
+//! epoch names each moving identifier's next owner, which starts holding its frames while the
+//! owner keeps handling them and notes the last it handled), release (nobody owns it; the
+//! releaser sends the next owner its last handled frames and its final state), assign (the
+//! next owner owns it and, once the final state is there, hands back the held frames the
+//! releaser had handled and handles the rest). A dead owner's identifiers move in one step.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
@@ -34,6 +39,8 @@ pub struct LeaderState {
     /// The target of a release under way (phase 2 assigns it), with the operator request it
     /// carries out (put back in the queue if the release is not agreed).
     planned: Option<(Allocation, Option<OpRequest>)>,
+    /// Whether the planned move's release step was proposed (before that: its prepare step).
+    released: bool,
     /// The live owners the pending release takes identifiers from.
     releasers: BTreeSet<NodeId>,
     phase1_at: Duration,
@@ -108,7 +115,28 @@ impl<T: NodeSpecificTable> Member<T> {
         }
         let weights: Vec<(NodeId, u32)> = candidates.iter().map(|n| (*n, 1)).collect();
         if let Some((plan, op)) = self.leader.planned.take() {
-            self.release_phase2(now, cur, plan, op, &candidates, &weights);
+            if self.leader.released {
+                self.release_phase2(now, cur, plan, op, &candidates, &weights);
+            } else {
+                self.release_step(now, cur, plan, op);
+            }
+            return;
+        }
+        if !cur.next_owners.is_empty() && cur.owners.iter().all(Option::is_some) {
+            // a prepared move nobody carries out (the leader that planned it lost office): the
+            // named next owners stop holding
+            self.log(format!(
+                "epoch {} prepared a move no leader carries out: clearing it",
+                cur.epoch.0
+            ));
+            self.propose(
+                now,
+                Allocation {
+                    epoch: Epoch(cur.epoch.0 + 1),
+                    owners: cur.owners.clone(),
+                    next_owners: Vec::new(),
+                },
+            );
             return;
         }
         let op = self.leader.ops.pop_front();
@@ -134,25 +162,93 @@ impl<T: NodeSpecificTable> Member<T> {
                 },
             );
         } else {
-            let mut phase1 = Allocation {
+            // the prepare step: the owners stay, the next owners are named (they hold from now)
+            let prepare = Allocation {
                 epoch: next,
                 owners: cur.owners.clone(),
-                next_owners: Vec::new(),
+                next_owners: release
+                    .iter()
+                    .filter_map(|&i| target.owners[i].map(|n| (DistributionId(i as u16), n)))
+                    .collect(),
             };
-            self.leader.releasers.clear();
-            for i in release {
-                if let Some(o) = phase1.owners[i].take() {
-                    self.leader.releasers.insert(o);
-                    // whoever phase 2 gives it to holds its packets meanwhile
-                    if let Some(n) = target.owners[i] {
-                        phase1.next_owners.push((DistributionId(i as u16), n));
-                    }
-                }
-            }
-            self.propose(now, phase1);
-            self.leader.planned = Some((target, op));
             self.leader.phase1_at = now;
+            if prepare.next_owners.is_empty() {
+                // nobody to hold for: release at once
+                self.leader.released = true;
+                self.propose_release(now, cur, &target);
+            } else {
+                self.leader.released = false;
+                self.propose(now, prepare);
+            }
+            self.leader.planned = Some((target, op));
         }
+    }
+
+    /// The release step of a planned move (after its prepare step is agreed and applied by
+    /// the releasers and the next owners, or took too long for a next owner): nobody owns
+    /// the moving identifiers, the next owners still named.
+    fn release_step(
+        &mut self,
+        now: Duration,
+        cur: &Allocation,
+        plan: Allocation,
+        op: Option<OpRequest>,
+    ) {
+        let prepared = !cur.next_owners.is_empty()
+            && cur
+                .next_owners
+                .iter()
+                .all(|(d, n)| cur.owner(*d).is_some() && plan.owner(*d) == Some(*n));
+        if !prepared {
+            self.log(format!(
+                "prepare of epoch {} not agreed: planning again",
+                cur.epoch.0
+            ));
+            if let Some(op) = op {
+                self.leader.ops.push_front(op);
+            }
+            return;
+        }
+        let applied = |n: &NodeId| !self.is_alive(*n) || self.applied_epoch(*n) >= cur.epoch;
+        let owners_applied = cur
+            .next_owners
+            .iter()
+            .all(|(d, n)| applied(n) && cur.owner(*d).is_none_or(|o| applied(&o)));
+        let waited = now.saturating_sub(self.leader.phase1_at) >= RELEASE_WAIT;
+        if !owners_applied && !waited {
+            self.leader.planned = Some((plan, op));
+            return;
+        }
+        self.propose_release(now, cur, &plan);
+        self.leader.released = true;
+        self.leader.phase1_at = now;
+        self.leader.planned = Some((plan, op));
+    }
+
+    /// Proposes the release of what `plan` takes from live owners in `cur`, naming the next
+    /// owners.
+    fn propose_release(&mut self, now: Duration, cur: &Allocation, plan: &Allocation) {
+        let mut release = Allocation {
+            epoch: Epoch(cur.epoch.0 + 1),
+            owners: cur.owners.clone(),
+            next_owners: Vec::new(),
+        };
+        self.leader.releasers.clear();
+        for i in 0..release.owners.len() {
+            let Some(o) = release.owners[i] else {
+                continue;
+            };
+            if !self.is_peer_ready(o) || plan.owners[i] == Some(o) {
+                continue;
+            }
+            release.owners[i] = None;
+            self.leader.releasers.insert(o);
+            // whoever phase 2 gives it to holds its packets meanwhile
+            if let Some(n) = plan.owners[i] {
+                release.next_owners.push((DistributionId(i as u16), n));
+            }
+        }
+        self.propose(now, release);
     }
 
     /// What the allocation should become: an operator request, or a rebalance when an owner

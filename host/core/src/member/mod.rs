@@ -240,6 +240,9 @@ pub struct MemberCounters {
     pub apply_errors: u64,
     /// Outbound SA sequence jumps (takeovers).
     pub sa_jumps: u64,
+    /// `L` records for an identifier that was not coming here from their sender (a plan
+    /// that changed meanwhile): ignored.
+    pub stale_marks: u64,
 }
 
 /// One cluster member. `T` is its node-specific table (the card).
@@ -277,13 +280,31 @@ pub struct Member<T: NodeSpecificTable> {
     /// Scratch for the frame a bare IP packet becomes on the card's packet path.
     frame_buf: Vec<u8>,
     hold: hold::Hold,
-    /// Identifiers the agreed epoch releases towards this member (the leader named it their
-    /// next owner, [`Allocation::next_owners`]): their packets are held until a later epoch
-    /// gives them to it and the handover gate opens, instead of dropping between the two
-    /// steps of a planned move.
-    incoming: BTreeMap<DistributionId, (NodeId, Epoch)>,
+    /// Identifiers a planned move brings to this member (the agreed epoch names it their next
+    /// owner, [`Allocation::next_owners`]: the move's prepare or release step), each with the
+    /// node that releases it: their packets are held from the prepare step on until a later
+    /// epoch gives them to it and the handover gate opens, instead of dropping between the
+    /// steps of the move.
+    incoming: BTreeMap<DistributionId, Incoming>,
+    /// Identifiers this member owns that a planned move takes away (the agreed epoch is the
+    /// move's prepare step): the last frame of each it handles per input is kept
+    /// (`last_handled`), for the `L` record it sends the next owner when it releases them.
+    releasing: BTreeSet<DistributionId>,
+    last_handled: BTreeMap<DistributionId, [Vec<u64>; 3]>,
+    /// The releasers' `L` records: what the next owner hands back of what it held.
+    marks: BTreeMap<DistributionId, crate::record::Marks>,
     /// A graceful stop is under way ([`Member::leave`]).
     leaving: bool,
+}
+
+/// An identifier a planned move brings to this member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Incoming {
+    /// The node that releases it.
+    releaser: NodeId,
+    /// The first epoch of the move (its prepare step): this member holds the identifier's
+    /// packets once the releaser has applied it (and so keeps the last frame it handles).
+    prepared_in: Epoch,
 }
 
 /// The part of the last [`ConsensusView`] the member keeps between ticks.
@@ -330,6 +351,9 @@ impl<T: NodeSpecificTable> Member<T> {
             frame_buf: Vec::with_capacity(2048),
             hold: hold::Hold::default(),
             incoming: BTreeMap::new(),
+            releasing: BTreeSet::new(),
+            last_handled: BTreeMap::new(),
+            marks: BTreeMap::new(),
             leaving: false,
             cfg,
         }
@@ -511,6 +535,7 @@ impl<T: NodeSpecificTable> Member<T> {
             Record::ResyncRequest => self.answer_resync(from),
             Record::ResyncDone => self.resync_answered(t, from),
             Record::SaKey { spi, key } => self.on_sa_key(spi, &key),
+            Record::LastHandled { did, marks } => self.on_last_handled(from, did, marks),
         }
     }
 
@@ -626,6 +651,12 @@ impl<T: NodeSpecificTable> Member<T> {
         [h.held, h.released, h.dropped, h.items.len() as u64]
     }
 
+    /// Held frames handed back since start: the releaser of a planned move had handled them
+    /// (see [`hold`]).
+    pub fn hold_handed_back(&self) -> u64 {
+        self.hold.handed_back
+    }
+
     fn take_input(
         &mut self,
         t: Time,
@@ -643,6 +674,16 @@ impl<T: NodeSpecificTable> Member<T> {
             // what is held goes first: a flow's packets keep their order
             self.release_held(t);
         }
+        if self.behind && !self.fenced && self.ready && self.cfg.role == Role::Member {
+            // a peer applied an epoch this member has not yet: the packet waits until it has
+            // (then the new allocation decides who handles it) instead of being dropped
+            if let Some(d) = self.did_of(bytes, framing) {
+                return match self.hold.push(d, port, framing, bytes, t.mono) {
+                    Some(token) => PacketOutcome::Held(token),
+                    None => PacketOutcome::NotReady,
+                };
+            }
+        }
         if !self.takes_traffic() || self.rebuilding_for(bytes, framing) {
             return PacketOutcome::NotReady;
         }
@@ -656,7 +697,35 @@ impl<T: NodeSpecificTable> Member<T> {
                 None => PacketOutcome::NotReady,
             };
         }
-        self.handle_now(t, bytes, port, framing, egress)
+        let outcome = self.handle_now(t, bytes, port, framing, egress);
+        if !self.releasing.is_empty() && !matches!(outcome, PacketOutcome::NotOurs) {
+            self.note_handled(bytes, port, framing);
+        }
+        outcome
+    }
+
+    /// Keeps the digest of a frame this member handled when its identifier is about to be
+    /// released in a planned move (the next owner learns of it in the `L` record).
+    fn note_handled(&mut self, bytes: &[u8], port: Option<u8>, framing: Framing) {
+        let Some(d) = self.did_of(bytes, framing) else {
+            return;
+        };
+        if self.releasing.contains(&d) {
+            let slot =
+                &mut self.last_handled.entry(d).or_default()[usize::from(hold::input_of(port))];
+            if slot.len() == crate::record::MAX_MARK_DIGESTS {
+                slot.remove(0);
+            }
+            slot.push(crate::record::frame_digest(bytes));
+        }
+    }
+
+    /// The distribution identifier of a packet or frame (`None`: it does not parse).
+    fn did_of(&self, bytes: &[u8], framing: Framing) -> Option<DistributionId> {
+        crate::packet::parse_packet(bytes, framing)
+            .ok()
+            .and_then(|p| p.flow(self.core.distributor()))
+            .map(|(_, _, d)| d)
     }
 
     /// Handles a packet (`port` None) or a frame that passed the gates.
@@ -689,9 +758,10 @@ impl<T: NodeSpecificTable> Member<T> {
     /// Hands every held item whose identifier no longer waits (or that waited too long) to
     /// the shell as an [`Output::Released`].
     fn release_held(&mut self, t: Time) {
-        let (handover, incoming) = (&self.handover, &self.incoming);
+        self.hand_back_marked();
+        let (handover, incoming, behind) = (&self.handover, &self.incoming, self.behind);
         let ready = self.hold.take_ready(t.mono, |d| {
-            handover.is_waiting(d) || incoming.contains_key(&d)
+            behind || handover.is_waiting(d) || incoming.contains_key(&d)
         });
         for (h, expired) in ready {
             let mut egress = Vec::new();
@@ -707,6 +777,44 @@ impl<T: NodeSpecificTable> Member<T> {
                 outcome,
                 egress,
             });
+        }
+    }
+
+    /// Hands back, for each identifier whose gate opened (or that is no longer coming here)
+    /// and whose releaser's `L` record arrived, the held frames the releaser handled: they are
+    /// answered `NotOurs`, as the releaser's frames are everywhere else.
+    fn hand_back_marked(&mut self) {
+        if self.marks.is_empty() {
+            return;
+        }
+        let done: Vec<DistributionId> = self
+            .marks
+            .keys()
+            .copied()
+            .filter(|d| !self.handover.is_waiting(*d) && !self.incoming.contains_key(d))
+            .collect();
+        for d in done {
+            let Some(marks) = self.marks.remove(&d) else {
+                continue;
+            };
+            for h in self.hold.hand_back(d, &marks) {
+                self.out.push(Output::Released {
+                    token: h.token,
+                    outcome: PacketOutcome::NotOurs,
+                    egress: Vec::new(),
+                });
+            }
+        }
+    }
+
+    /// The releaser's `L` record for `did`: kept until the identifier's gate opens here.
+    fn on_last_handled(&mut self, from: NodeId, did: DistributionId, marks: crate::record::Marks) {
+        let expected = self.incoming.get(&did).is_some_and(|i| i.releaser == from)
+            || self.handover.waits_for(did).is_some_and(|(n, _)| n == from);
+        if expected {
+            self.marks.insert(did, marks);
+        } else {
+            self.counters.stale_marks += 1;
         }
     }
 
@@ -728,16 +836,9 @@ impl<T: NodeSpecificTable> Member<T> {
             return;
         };
         let took = took();
-        let me = self.cfg.node;
-        // each with the node that released it: only once its `F` of this epoch arrived has
-        // it stopped handling the identifier's packets (before that, a packet held here may
-        // be one it handled: holding it would handle it twice)
-        self.incoming = a
-            .next_owners
-            .iter()
-            .filter(|(d, n)| *n == me && a.owner(*d).is_none())
-            .filter_map(|(d, _)| before.owner(*d).map(|r| (*d, (r, a.epoch))))
-            .collect();
+        // caught up with the peers (what was held meanwhile goes through at the next input)
+        let epoch = a.epoch;
+        self.behind = self.live.values().any(|l| l.alive && l.applied > epoch);
         let waited_in: BTreeSet<Epoch> = self
             .handover
             .waiting
@@ -752,6 +853,7 @@ impl<T: NodeSpecificTable> Member<T> {
             &report.plan.gained,
             &self.live,
         );
+        self.planned_move_steps(&before, a);
         // an epoch whose waiting identifiers all moved on (before their gate opened) is complete
         self.complete_epochs(waited_in, t);
         if !self.handover.waiting.is_empty() {
@@ -800,6 +902,80 @@ impl<T: NodeSpecificTable> Member<T> {
         // after the final states of the SAs this node just lost (flushed above) and what it
         // forwarded of a failed owner's identifiers
         self.send(To::Peers, Record::Final(a.epoch));
+    }
+
+    /// The bookkeeping of planned moves for the agreed allocation `a` (the previous one
+    /// `before`). As the next owner: which identifiers come here, from whom (their packets
+    /// are held), and what was held for a move that did not come here as planned (dropped:
+    /// the releaser may have handled it). As the releaser: which identifiers it keeps the
+    /// last handled frames of, and the `L` record of each it releases now.
+    fn planned_move_steps(&mut self, before: &Allocation, a: &Allocation) {
+        let me = self.cfg.node;
+        let old = std::mem::take(&mut self.incoming);
+        for &(d, n) in &a.next_owners {
+            if n != me || a.owner(d) == Some(me) {
+                continue;
+            }
+            let Some(releaser) = a
+                .owner(d)
+                .or(before.owner(d))
+                .or(old.get(&d).map(|i| i.releaser))
+                .filter(|r| *r != me)
+            else {
+                continue;
+            };
+            let prepared_in = old
+                .get(&d)
+                .filter(|i| i.releaser == releaser)
+                .map_or(a.epoch, |i| i.prepared_in);
+            self.incoming.insert(
+                d,
+                Incoming {
+                    releaser,
+                    prepared_in,
+                },
+            );
+        }
+        for (d, _) in old {
+            if self.incoming.contains_key(&d) {
+                continue;
+            }
+            // the move came here as planned (the releaser's final state opens the gate, its
+            // `L` record says what it handled), or it did not: then what was held may be
+            // what the releaser handled, and it must not be handled here
+            let planned = a.owner(d) == Some(me) && before.owner(d).is_none();
+            if !planned {
+                self.marks.remove(&d);
+                for h in self.hold.take_all_of(d) {
+                    self.hold.dropped += 1;
+                    self.out.push(Output::Released {
+                        token: h.token,
+                        outcome: PacketOutcome::NotReady,
+                        egress: Vec::new(),
+                    });
+                }
+            }
+        }
+        // the releaser's side: what it releases now gets its `L` record; what the epoch
+        // prepares for release gets its last handled frames kept from now on
+        for &(d, n) in &a.next_owners {
+            if before.owner(d) == Some(me) && a.owner(d).is_none() && n != me {
+                let marks: crate::record::Marks = self
+                    .last_handled
+                    .remove(&d)
+                    .map(|m| (0u8..).zip(m).filter(|(_, v)| !v.is_empty()).collect())
+                    .unwrap_or_default();
+                self.send(To::Node(n), Record::LastHandled { did: d, marks });
+            }
+        }
+        self.releasing = a
+            .next_owners
+            .iter()
+            .filter(|(d, n)| *n != me && a.owner(*d) == Some(me))
+            .map(|(d, _)| *d)
+            .collect();
+        let releasing = &self.releasing;
+        self.last_handled.retain(|d, _| releasing.contains(d));
     }
 
     /// Identifiers that `a` takes in one step from their owner (a failover, or an owner that

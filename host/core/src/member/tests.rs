@@ -1262,9 +1262,10 @@ fn first_allocation_without_a_member_waits_three_failure_times() {
     assert_eq!(c.agreed(), &a);
 }
 
-/// An operator move away from a live owner goes in two proposals: phase 1 releases the
-/// identifier (no owner), phase 2 assigns it only after the releaser's heartbeat reports the
-/// phase-1 epoch applied, however long that takes.
+/// An operator move away from a live owner goes in three proposals: the prepare step names
+/// the next owner (the owner stays), phase 1 releases the identifier (no owner), phase 2
+/// assigns it only after the releaser's heartbeat reports the phase-1 epoch applied, however
+/// long that takes.
 #[test]
 fn move_from_live_owner_is_two_phase() {
     let failure = ms(2000);
@@ -1272,18 +1273,25 @@ fn move_from_live_owner_is_two_phase() {
     c.settle();
     let e1 = c.agreed().clone();
     let d = e1.ids_of(NodeId(2))[0];
-    c.block_hb.insert((2, 1));
     let before = c.proposals.len();
     // an out-of-range identifier in the list is left out
     c.m(1)
         .request_move(&[u64::from(d.0), 1000], NodeId(3))
         .unwrap();
     c.run_until(ms(100), |c| c.proposals.len() > before);
-    let p1 = c.proposals[before].1.clone();
-    assert_eq!(p1.epoch.0, e1.epoch.0 + 1);
+    let p0 = c.proposals[before].1.clone();
+    assert_eq!(p0.epoch.0, e1.epoch.0 + 1);
+    assert_eq!(p0.owners, e1.owners, "the prepare step moves nothing");
+    assert_eq!(p0.next_owners, vec![(d, NodeId(3))]);
+    c.run_until(ms(100), |c| c.agreed().epoch == p0.epoch);
+    c.block_hb.insert((2, 1));
+    c.run_until(ms(500), |c| c.proposals.len() > before + 1);
+    let p1 = c.proposals[before + 1].1.clone();
+    assert_eq!(p1.epoch.0, e1.epoch.0 + 2);
     assert_eq!(changed(&e1, &p1), vec![d]);
     assert_eq!(p1.owner(d), None, "phase 1 releases");
-    assert_eq!(c.agreed(), &p1);
+    assert_eq!(p1.next_owners, vec![(d, NodeId(3))]);
+    c.run_until(ms(100), |c| c.agreed().epoch == p1.epoch);
     assert!(!c.m[&2].core().owns(d) && !c.m[&3].core().owns(d));
     // node 2 applied it, but the leader does not hear its heartbeats: no phase 2, well past
     // the release wait for members that released nothing
@@ -1292,13 +1300,13 @@ fn move_from_live_owner_is_two_phase() {
         assert!(c.m[&1].is_alive(NodeId(2)));
     });
     assert_eq!(c.m[&2].core().allocation().epoch, p1.epoch);
-    assert_eq!(c.proposals.len(), before + 1);
+    assert_eq!(c.proposals.len(), before + 2);
     c.block_hb.remove(&(2, 1));
     c.run_until(ms(200), |c| c.agreed().epoch.0 == p1.epoch.0 + 1);
     let p2 = c.agreed().clone();
     assert_eq!(changed(&p1, &p2), vec![d]);
     assert_eq!(p2.owner(d), Some(NodeId(3)));
-    assert_eq!(c.proposals.len(), before + 2);
+    assert_eq!(c.proposals.len(), before + 3);
 }
 
 /// A dead owner's identifiers move in one proposal, to the surviving members.
@@ -1341,8 +1349,11 @@ fn drain_undrain_and_rebalance() {
     let two = e1.ids_of(NodeId(2));
     c.m(1).set_drained(NodeId(2), true).unwrap();
     assert!(c.m[&1].drained().contains(&NodeId(2)));
-    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e1.epoch.0 + 2);
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e1.epoch.0 + 3);
     let p1 = c.history[c.history.len() - 2].clone();
+    let p0 = c.history[c.history.len() - 3].clone();
+    assert_eq!(p0.owners, e1.owners, "the prepare step moves nothing");
+    assert_eq!(p0.next_owners, p1.next_owners);
     let p2 = c.agreed().clone();
     assert_eq!(
         changed(&e1, &p1),
@@ -1359,7 +1370,7 @@ fn drain_undrain_and_rebalance() {
     // undrain: node 2 takes its share back from live owners, again in two phases
     c.m(1).set_drained(NodeId(2), false).unwrap();
     assert!(c.m[&1].drained().is_empty());
-    c.run_until(ms(1000), |c| c.agreed().epoch.0 == p2.epoch.0 + 2);
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == p2.epoch.0 + 3);
     let q1 = c.history[c.history.len() - 2].clone();
     let q2 = c.agreed().clone();
     let released = changed(&p2, &q1);
@@ -1384,7 +1395,7 @@ fn drain_undrain_and_rebalance() {
     c.route();
     assert_eq!(c.m[&1].core().common().dist_len(hot), 60);
     c.m(1).request_rebalance();
-    c.run_until(ms(1000), |c| c.agreed().epoch.0 == q2.epoch.0 + 2);
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == q2.epoch.0 + 3);
     let r1 = c.history[c.history.len() - 2].clone();
     let r2 = c.agreed().clone();
     let moved = changed(&q2, &r1);
@@ -1437,14 +1448,15 @@ fn control_errors() {
 // ----- 6. handover gate -----
 
 /// Moves `d` from node 2 to node 3 through the leader while node 2's stream to node 3 is
-/// held back; returns the epochs of phase 1 (node 2 lost `d`) and phase 2 (node 3 gained it).
+/// held back; returns the epochs of phase 1 (node 2 lost `d`) and phase 2 (node 3 gained it),
+/// after the prepare step.
 fn move_held(c: &mut Cluster, d: DistributionId) -> (Epoch, Epoch) {
     let e = c.agreed().epoch.0;
     c.hold.insert((2, 3));
     c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
-    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 2);
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 3);
     assert_eq!(c.agreed().owner(d), Some(NodeId(3)));
-    (Epoch(e + 1), Epoch(e + 2))
+    (Epoch(e + 2), Epoch(e + 3))
 }
 
 /// A gained identifier waits for its live previous owner's `F` through the epoch it lost it
@@ -1561,13 +1573,15 @@ fn held_packets_go_through_when_the_gate_opens() {
     );
 }
 
-/// A planned move by the leader: the release epoch names the next owner of what it releases,
-/// and that node holds the identifier's packets between the two steps instead of letting them
-/// drop while nobody owns it (the releaser has stopped, phase 2 is not agreed yet). Once phase
-/// 2 gives it the identifier and the releaser's `F` opened the gate, they are handled in
-/// order: none lost, none handled twice.
+/// A planned move by the leader loses no packet and handles none twice. The prepare step names
+/// the next owner while the owner keeps handling: the next owner holds the same packets (every
+/// member sees every packet) once it knows the owner applied the step. The release step: nobody
+/// owns the identifier, the next owner goes on holding, the releaser sends the last packet it
+/// handled (`L`) and its final state (`F`). Once phase 2 gives the next owner the identifier and
+/// the gate opens, the held packets up to the releaser's last are handed back (the releaser's),
+/// the rest are handled, in order.
 #[test]
-fn released_identifier_is_held_by_its_next_owner_between_the_two_steps() {
+fn a_planned_move_loses_no_packet_and_handles_none_twice() {
     let mut c = Cluster::new(&[1, 2, 3], FAILURE);
     c.settle();
     c.m(3).set_hold(16, 1 << 20, ms(1500));
@@ -1579,38 +1593,95 @@ fn released_identifier_is_held_by_its_next_owner_between_the_two_steps() {
     let e = c.agreed().epoch.0;
     c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
     c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 1);
+    let prepare = c.agreed().clone();
+    assert_eq!(prepare.owners, c.history[c.history.len() - 2].owners);
+    assert_eq!(prepare.next_owners, vec![(d, NodeId(3))]);
+    // node 3 hears that node 2 applied the prepare step
+    c.route();
+    let t = c.t();
+    let mut held = Vec::new();
+    for p in [flow.clone(), udp_in(d, 1)] {
+        let by_owner = c.m(2).on_packet(t, &p);
+        assert!(
+            matches!(by_owner, PacketOutcome::Hit | PacketOutcome::Created),
+            "{by_owner:?}"
+        );
+        let PacketOutcome::Held(h) = c.m(3).on_packet(t, &p) else {
+            panic!("the next owner does not hold")
+        };
+        held.push(h);
+    }
+    // another identifier of node 2, not moving, is not held
+    let other = c.agreed().ids_of(NodeId(2))[1];
+    assert_eq!(
+        c.m(3).on_packet(t, &udp_in(other, 0)),
+        PacketOutcome::NotOurs
+    );
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 2);
     let release = c.agreed().clone();
     assert_eq!(release.owner(d), None, "phase 1 releases d");
     assert_eq!(release.next_owners, vec![(d, NodeId(3))]);
     let t = c.t();
     // nobody owns d now: the releaser and the bystander pass, the next owner holds
-    assert_eq!(c.m(2).on_packet(t, &flow), PacketOutcome::NotOurs);
-    assert_eq!(c.m(1).on_packet(t, &flow), PacketOutcome::NotOurs);
-    let PacketOutcome::Held(a) = c.m(3).on_packet(t, &flow) else {
-        panic!("the next owner does not hold")
-    };
-    let PacketOutcome::Held(b) = c.m(3).on_packet(t, &udp_in(d, 1)) else {
-        panic!("the next owner does not hold")
-    };
-    // another identifier of node 2, not released, is not held
-    let other = c.agreed().ids_of(NodeId(2))[0];
-    assert_eq!(
-        c.m(3).on_packet(t, &udp_in(other, 0)),
-        PacketOutcome::NotOurs
-    );
+    for p in [udp_in(d, 1), udp_in(d, 2)] {
+        assert_eq!(c.m(2).on_packet(t, &p), PacketOutcome::NotOurs);
+        assert_eq!(c.m(1).on_packet(t, &p), PacketOutcome::NotOurs);
+        let PacketOutcome::Held(h) = c.m(3).on_packet(t, &p) else {
+            panic!("the next owner does not hold")
+        };
+        held.push(h);
+    }
     c.run_until(ms(1000), |c| c.agreed().owner(d) == Some(NodeId(3)));
-    c.run_until(ms(1000), |c| c.released.len() == 2);
+    c.run_until(ms(1000), |c| c.released.len() == 4);
     assert_eq!(
         c.released,
-        vec![(3, a, PacketOutcome::Hit), (3, b, PacketOutcome::Created)]
+        vec![
+            (3, held[0], PacketOutcome::NotOurs),
+            (3, held[1], PacketOutcome::NotOurs),
+            (3, held[2], PacketOutcome::Hit),
+            (3, held[3], PacketOutcome::Created)
+        ]
     );
-    assert_eq!(c.m[&3].hold_counters(), [2, 2, 0, 0]);
+    assert_eq!(c.m[&3].hold_counters(), [4, 2, 0, 0]);
+    assert_eq!(c.m[&3].hold_handed_back(), 2);
     assert!(c.double_actors().is_empty());
     assert!(c.agreed().next_owners.is_empty(), "phase 2 names nobody");
 }
 
+/// Before the next owner knows the owner applied the prepare step, it does not hold (the owner
+/// would not note what it handled). A prepare step no leader carries out is cleared by the
+/// leader, and the named next owner lets go of what it held without handling it.
+#[test]
+fn a_prepare_step_nobody_carries_out_is_cleared() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    c.m(3).set_hold(16, 1 << 20, ms(1500));
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    let e = c.agreed().epoch;
+    let mut prepare = c.agreed().clone();
+    prepare.epoch = Epoch(e.0 + 1);
+    prepare.next_owners = vec![(d, NodeId(3))];
+    c.agree(prepare.clone());
+    let t = c.t();
+    assert_eq!(c.m(3).on_packet(t, &udp_in(d, 1)), PacketOutcome::NotOurs);
+    c.route();
+    let t = c.t();
+    assert_eq!(c.m(2).on_packet(t, &udp_in(d, 2)), PacketOutcome::Created);
+    let PacketOutcome::Held(h) = c.m(3).on_packet(t, &udp_in(d, 2)) else {
+        panic!("not held")
+    };
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e.0 + 2);
+    let cleared = c.agreed().clone();
+    assert_eq!(cleared.owners, prepare.owners);
+    assert!(cleared.next_owners.is_empty());
+    c.run_until(ms(500), |c| !c.released.is_empty());
+    assert_eq!(c.released, vec![(3, h, PacketOutcome::NotReady)]);
+    assert_eq!(c.m[&3].hold_handed_back(), 0);
+    c.run_for(ms(500), |c| assert_eq!(c.agreed().epoch.0, e.0 + 2));
+}
+
 /// A node named next owner that phase 2 does not give the identifier to (the plan changed)
-/// lets go of what it held: it does not handle it.
+/// lets go of what it held: it does not handle it (the releaser may have).
 #[test]
 fn held_for_a_release_that_went_elsewhere_is_not_handled() {
     let mut c = Cluster::new(&[1, 2, 3], FAILURE);
@@ -1623,8 +1694,7 @@ fn held_for_a_release_that_went_elsewhere_is_not_handled() {
     release.owners[d.index()] = None;
     release.next_owners = vec![(d, NodeId(3))];
     c.agree(release.clone());
-    // before node 2's F of the release arrives, node 2 may still be handling d's packets:
-    // node 3 does not hold them
+    // before node 3 hears that node 2 applied the release, it does not hold
     let t = c.t();
     assert_eq!(c.m(3).on_packet(t, &udp_in(d, 1)), PacketOutcome::NotOurs);
     c.route();
@@ -1638,7 +1708,8 @@ fn held_for_a_release_that_went_elsewhere_is_not_handled() {
     elsewhere.next_owners.clear();
     c.agree(elsewhere);
     c.run_until(ms(500), |c| !c.released.is_empty());
-    assert_eq!(c.released, vec![(3, a, PacketOutcome::NotOurs)]);
+    assert_eq!(c.released, vec![(3, a, PacketOutcome::NotReady)]);
+    assert_eq!(c.m[&3].hold_counters()[2], 1, "dropped");
 }
 
 /// A graceful leave: the leaving member's heartbeats say so, the leader moves everything it
@@ -1662,17 +1733,25 @@ fn a_leaving_member_hands_everything_over_in_planned_moves() {
         let a = c.agreed();
         assert!(a.ids_of(NodeId(leaver)).is_empty(), "leaver {leaver}");
         assert!(a.owners.iter().all(Option::is_some));
-        let releases: Vec<&Allocation> = c.proposals[before..]
+        let steps: Vec<&Allocation> = c.proposals[before..]
             .iter()
             .map(|(_, a)| a)
             .filter(|a| !a.next_owners.is_empty())
             .collect();
-        assert!(!releases.is_empty(), "a planned move, not a failover");
+        assert!(!steps.is_empty(), "a planned move, not a failover");
+        for r in &steps {
+            assert!(r.next_owners.iter().all(|(_, n)| n.0 != leaver));
+        }
+        // each release is prepared first: the same next owners while the leaver still owns
+        let releases = steps
+            .iter()
+            .filter(|r| r.next_owners.iter().all(|(d, _)| r.owner(*d).is_none()));
         for r in releases {
-            assert!(r
-                .next_owners
-                .iter()
-                .all(|(d, n)| r.owner(*d).is_none() && n.0 != leaver));
+            assert!(steps.iter().any(|p| p.epoch < r.epoch
+                && p.next_owners == r.next_owners
+                && r.next_owners
+                    .iter()
+                    .all(|(d, _)| p.owner(*d) == Some(NodeId(leaver)))));
         }
         // the others see it leave and give it nothing back
         assert!(c.m[&3].is_peer_leaving(NodeId(leaver)) || leaver == 3);
@@ -1803,19 +1882,19 @@ fn sa_key_replication_and_takeover_with_sequence_jump() {
     let e = c.agreed().epoch.0;
     c.hold.insert((2, 3));
     c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
-    c.run_until(ms(500), |c| c.agreed().epoch.0 == e + 1);
+    c.run_until(ms(500), |c| c.agreed().epoch.0 == e + 2);
     assert_eq!(
         c.m(2).esp_for(spi).err(),
         Some(SaCommandError::NotHere { spi, owner: None }),
         "released in phase 1"
     );
-    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 2);
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 3);
     assert_eq!(
         c.m(3).esp_for(spi).err(),
         Some(SaCommandError::Waiting {
             spi,
             node: 2,
-            epoch: e + 1
+            epoch: e + 2
         })
     );
     assert_eq!(c.m[&3].counters().sa_jumps, 0);
@@ -2069,7 +2148,7 @@ fn no_key_nonce_pair_seals_twice_across_takeovers_and_restarts() {
                     .request_move(&[u64::from(d.0)], NodeId(other))
                     .unwrap();
                 for _ in 0..100 {
-                    if c.agreed().epoch.0 >= e + 2 {
+                    if c.agreed().epoch.0 >= e + 3 {
                         break;
                     }
                     c.step();
@@ -2574,6 +2653,42 @@ fn behind_is_learned_from_the_heartbeat_itself() {
     assert_eq!(c.m(3).on_packet(t, &udp_in(d, 3)), PacketOutcome::NotReady);
 }
 
+/// A member that hears a peer applied an epoch it has not applied yet holds its packets (with
+/// holding on) instead of dropping them, and handles them, in order, once it has: an epoch
+/// change it takes no part in costs it no packet.
+#[test]
+fn a_member_behind_holds_until_it_applied_the_epoch() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    c.m(3).set_hold(16, 1 << 20, ms(1500));
+    let e = c.agreed().epoch.0;
+    let d = c.agreed().ids_of(NodeId(3))[0];
+    let other = c.agreed().ids_of(NodeId(2))[0];
+    c.lag.insert(3);
+    c.m(1)
+        .request_move(&[u64::from(other.0)], NodeId(1))
+        .unwrap();
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 > e);
+    c.route();
+    assert!(c.m[&3].is_behind());
+    let t = c.t();
+    let PacketOutcome::Held(a) = c.m(3).on_packet(t, &udp_in(d, 3)) else {
+        panic!("not held while behind")
+    };
+    let PacketOutcome::Held(b) = c.m(3).on_packet(t, &udp_in(d, 3)) else {
+        panic!("not held while behind")
+    };
+    c.lag.remove(&3);
+    c.heal(3);
+    assert!(!c.m[&3].is_behind());
+    c.run_until(ms(500), |c| c.released.len() == 2);
+    assert_eq!(
+        c.released,
+        vec![(3, a, PacketOutcome::Created), (3, b, PacketOutcome::Hit)]
+    );
+    assert!(c.double_actors().is_empty());
+}
+
 /// An operator move whose release was not agreed is planned again, not forgotten.
 #[test]
 fn operator_move_survives_an_unagreed_release() {
@@ -2598,7 +2713,7 @@ fn epoch_completes_when_its_waiting_identifier_moves_on() {
     let (_, gained_in) = move_held(&mut c, d);
     let e = c.agreed().epoch.0;
     c.m(1).request_move(&[u64::from(d.0)], NodeId(1)).unwrap();
-    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 2);
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 3);
     c.release(2, 3);
     c.run_for(ms(500), |_| {});
     let n3 = &c.m[&3];
@@ -2632,10 +2747,10 @@ fn handover_gate_remembers_every_earlier_owner() {
     assert_eq!(last, 1500);
     let e = c.agreed().epoch.0;
     c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
-    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 2);
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 3);
     assert!(c.m[&3].handover().is_waiting(d));
     c.m(1).request_move(&[u64::from(d.0)], NodeId(1)).unwrap();
-    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 4);
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 6);
     assert_eq!(c.agreed().owner(d), Some(NodeId(1)));
     assert!(
         c.m[&1].handover().is_waiting(d),

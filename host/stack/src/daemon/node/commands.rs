@@ -442,6 +442,7 @@ impl Runtime {
         let [held, released, dropped, now] = self.member.hold_counters();
         status["hold"] = json!({
             "held": held, "released": released, "dropped": dropped, "now": now,
+            "handed_back": self.member.hold_handed_back(),
         });
         status
     }
