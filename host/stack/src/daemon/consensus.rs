@@ -89,8 +89,9 @@ pub enum ConsensusError {
 }
 
 /// Encodes an allocation as a log entry: tag 1, epoch u64, count u16, owner u16 per id (0
-/// none). A release epoch that names the next owners ([`Allocation::next_owners`]) is tag 2:
-/// the same, then a u16 count and that many (identifier u16, node u16) pairs.
+/// none). An epoch of a planned move that names the next owners ([`Allocation::next_owners`]:
+/// its prepare step, the owners unchanged, or its release step, the identifiers unowned) is
+/// tag 2: the same, then a u16 count and that many (identifier u16, node u16) pairs.
 pub fn encode_allocation(a: &Allocation) -> Vec<u8> {
     let mut v = Vec::with_capacity(13 + 2 * a.owners.len() + 4 * a.next_owners.len());
     v.push(if a.next_owners.is_empty() { 1 } else { 2 });
@@ -110,7 +111,8 @@ pub fn encode_allocation(a: &Allocation) -> Vec<u8> {
 }
 
 /// Decodes [`encode_allocation`] strictly: a next owner must be a node (not 0) for an
-/// identifier in range that has no owner in this epoch, in increasing identifier order.
+/// identifier in range, other than the identifier's owner in this epoch, in increasing
+/// identifier order.
 pub fn decode_allocation(b: &[u8]) -> Option<Allocation> {
     if b.len() < 11 || !matches!(b[0], 1 | 2) {
         return None;
@@ -144,7 +146,8 @@ pub fn decode_allocation(b: &[u8]) -> Option<Allocation> {
             let in_order = next_owners
                 .last()
                 .is_none_or(|(p, _): &(DistributionId, NodeId)| p.0 < d);
-            if node == 0 || !in_order || owners.get(usize::from(d)) != Some(&None) {
+            let owner = owners.get(usize::from(d));
+            if node == 0 || !in_order || owner.is_none_or(|o| *o == Some(NodeId(node))) {
                 return None;
             }
             next_owners.push((DistributionId(d), NodeId(node)));
@@ -895,13 +898,19 @@ mod tests {
         assert_eq!(decode_allocation(&rb), Some(r.clone()));
         assert_eq!(decode_allocation(&rb[..rb.len() - 1]), None, "torn pair");
         let mut bad = rb.clone();
-        let at = rb.len() - 3; // the identifier's low byte: 2 has an owner
+        let at = rb.len() - 3; // the identifier's low byte: 2's owner is node 3
         bad[at] = 2;
         assert_eq!(
             decode_allocation(&bad),
             None,
-            "next owner of an owned identifier"
+            "next owner already the owner"
         );
+        // a prepare step names the next owner of an owned identifier
+        let p = Allocation {
+            next_owners: vec![(DistributionId(0), NodeId(3))],
+            ..a.clone()
+        };
+        assert_eq!(decode_allocation(&encode_allocation(&p)), Some(p));
         let mut bad = rb.clone();
         bad[at] = 9;
         assert_eq!(decode_allocation(&bad), None, "identifier out of range");
