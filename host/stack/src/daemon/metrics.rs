@@ -835,6 +835,20 @@ async fn connection(mut stream: TcpStream, node: NodeId, tx: mpsc::Sender<Contro
         stream.shutdown().await
     })
     .await;
+    // what the client still sends (a body, the rest of a head too large) is read and dropped
+    // for a moment before the socket closes: closing with unread data would reset the
+    // connection, and the client could lose the answer
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        let mut sink = [0u8; 4096];
+        let mut left = 256 * 1024usize;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]
