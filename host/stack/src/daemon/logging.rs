@@ -125,8 +125,8 @@ impl RateLimiter {
 }
 
 /// A [`slog::Drain`] that hands the raft crate's records to [`tracing`] at target
-/// `clusterd::raft`: its errors and warnings at error and warn, its info and debug chatter
-/// (elections, votes, rejected appends) at debug, its trace at trace. Warnings and errors are
+/// `clusterd::raft`: its errors and warnings at error and warn, its info chatter (elections,
+/// votes, term changes) at debug, its debug and trace (every message sent) at trace. Warnings and errors are
 /// rate-limited (a peer can provoke them).
 pub struct SlogBridge {
     node: u16,
@@ -173,8 +173,8 @@ impl slog::Drain for SlogBridge {
         let level = match record.level() {
             slog::Level::Critical | slog::Level::Error => Level::ERROR,
             slog::Level::Warning => Level::WARN,
-            slog::Level::Info | slog::Level::Debug => Level::DEBUG,
-            slog::Level::Trace => Level::TRACE,
+            slog::Level::Info => Level::DEBUG,
+            slog::Level::Debug | slog::Level::Trace => Level::TRACE,
         };
         let enabled = match level {
             Level::ERROR => tracing::enabled!(target: "clusterd::raft", Level::ERROR),

@@ -98,7 +98,7 @@ const LOG_LINES_PER_S: u32 = 5;
 /// classified by what they say).
 fn member_line_class(line: &str) -> (tracing::Level, &'static str, Option<LogKind>) {
     use tracing::Level;
-    if line.starts_with("peer ") && line.contains(" failed") || line == "fenced: true" {
+    if (line.starts_with("peer ") && line.contains(" failed")) || line == "fenced: true" {
         return (Level::WARN, "node", None);
     }
     if line.starts_with("identifier ") && line.contains("failed before its final state") {
@@ -1125,4 +1125,68 @@ pub async fn run_node(config: &Path) -> Result<(), String> {
     let rt = Runtime::start(cfg).await.map_err(|e| e.to_string())?;
     rt.run().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn member_lines_get_their_levels_and_targets() {
+        let class = |l: &str| {
+            let (level, target, kind) = member_line_class(l);
+            (level, target, kind.is_some())
+        };
+        assert_eq!(
+            class("peer 3 failed (silent for 200 ms)"),
+            (Level::WARN, "node", false)
+        );
+        assert_eq!(class("fenced: true"), (Level::WARN, "node", false));
+        assert_eq!(class("fenced: false"), (Level::INFO, "node", false));
+        assert_eq!(
+            class("applied epoch 4: owns 85, gained 3, lost 0, installed 0 in 10 us"),
+            (Level::INFO, "node", false)
+        );
+        assert_eq!(
+            class("SA 0x00000010: key record refused: bad length"),
+            (Level::WARN, "esp", true)
+        );
+        assert_eq!(
+            class("SA 0x00000010: cannot install: full"),
+            (Level::WARN, "esp", false)
+        );
+        assert_eq!(
+            class("resync answer to node 2 dropped: it went silent"),
+            (Level::WARN, "sync", false)
+        );
+        assert_eq!(
+            class("resync complete: 10 entries in 3 ms"),
+            (Level::INFO, "sync", false)
+        );
+        assert_eq!(
+            class("card rebuilt from the common table: 5 entries installed"),
+            (Level::INFO, "card", false)
+        );
+        assert_eq!(
+            class("leader proposes epoch 7"),
+            (Level::INFO, "raft", false)
+        );
+        assert_eq!(
+            class("identifier 7: node 2 failed before its final state arrived; taking over"),
+            (Level::WARN, "node", false)
+        );
+        // every target and level goes out without a subscriber
+        for t in ["node", "sync", "raft", "card", "esp", "other"] {
+            for l in [
+                Level::ERROR,
+                Level::WARN,
+                Level::INFO,
+                Level::DEBUG,
+                Level::TRACE,
+            ] {
+                event_at(l, t, NodeId(1), "a line");
+            }
+        }
+    }
 }
