@@ -650,6 +650,8 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub fn serve(listener: TcpListener, node: NodeId, tx: mpsc::Sender<ControlRequest>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
+        // accept errors (out of file descriptors) may repeat every retry: one line a second
+        let mut limit = crate::daemon::logging::RateLimiter::new(1);
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => match slots.clone().try_acquire_owned() {
@@ -669,8 +671,12 @@ pub fn serve(listener: TcpListener, node: NodeId, tx: mpsc::Sender<ControlReques
                     }
                 },
                 Err(e) => {
-                    tracing::warn!(target: "clusterd::metrics", node = node.0,
-                        "metrics listener: accept failed: {e}; retrying in 100 ms");
+                    use crate::daemon::logging::Verdict;
+                    if let Verdict::Log { suppressed } = limit.check(std::time::Instant::now()) {
+                        tracing::warn!(target: "clusterd::metrics", node = node.0,
+                            "metrics listener: accept failed: {e}; retrying in 100 ms \
+                             ({suppressed} more such lines suppressed before this one)");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
