@@ -186,6 +186,22 @@ fn num(v: &Value) -> Option<Num> {
     }
 }
 
+/// A label value in snake case (`NotOurs` -> `not_ours`; snake case stays).
+fn snake(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn u(status: &Value, ptr: &str) -> u64 {
     status.pointer(ptr).and_then(Value::as_u64).unwrap_or(0)
 }
@@ -585,7 +601,8 @@ pub fn render(status: &Value, node: NodeId) -> String {
                 if let Some(m) = status.pointer(p).and_then(Value::as_object) {
                     for (k, v) in m {
                         if let Some(v) = num(v) {
-                            x.sample(d.name, &[("node", &node), (label, k)], v);
+                            let k = snake(k);
+                            x.sample(d.name, &[("node", &node), (label, &k)], v);
                         }
                     }
                 }
@@ -933,7 +950,7 @@ mod tests {
             "term": 4, "leader": null, "is_leader": false, "voters": [1, 2, 3],
             "epoch": 9, "agreed_epoch": 9, "owned": 85,
             "core": {"packets": 10, "dropped_rule": 2, "dropped_tcp_no_state": 1},
-            "verdicts": {"Hit": 3, "Created": 4},
+            "verdicts": {"Hit": 3, "NotOurs": 4},
             "card_path": null,
             "sync": {"records_sent": 5, "rejected_auth": 1, "rejected_signature": 2},
             "peers": [{"node": 1, "alive": true, "ready": true}, {"node": 3, "alive": false}],
@@ -957,7 +974,9 @@ mod tests {
         has("clusterd_raft_voters{node=\"2\"} 3");
         has("clusterd_owned_identifiers{node=\"2\"} 85");
         has("clusterd_packets_dropped_total{node=\"2\",reason=\"rule\"} 2");
-        has("clusterd_verdicts_total{node=\"2\",verdict=\"Hit\"} 3");
+        has("clusterd_verdicts_total{node=\"2\",verdict=\"hit\"} 3");
+        assert_eq!(snake("NotOurs"), "not_ours");
+        assert_eq!(snake("tcp_control"), "tcp_control");
         has("clusterd_sync_auth_failures_total{node=\"2\"} 3");
         has("clusterd_peer_alive{node=\"2\",peer=\"1\"} 1");
         has("clusterd_peer_alive{node=\"2\",peer=\"3\"} 0");
