@@ -3,7 +3,7 @@
 //! warnings and errors, and wins over `log_level`; `log_level = "debug"` brings the raft
 //! crate's own log in at target `clusterd::raft`; text lines carry no ANSI colours when stderr
 //! is a file; a bad `log_level` is a config error naming the setting, a bad `RUST_LOG` stops
-//! the node naming it.
+//! the node naming it; a peer with another cluster key is a warning at most once a second.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
@@ -86,9 +86,9 @@ fn call(sock: &Path, line: &str) -> Option<String> {
     Some(answer)
 }
 
-/// Waits until the node answers `status`, then until its log holds `needle` (if any), then
-/// stops it; its log.
-fn run_and_stop(dir: &Path, mut child: Child, needle: Option<&str>) -> String {
+/// Waits until the node answers `status`, then until its log holds `needle` (if any), lets it
+/// run `linger` more, then stops it; its log.
+fn run_and_stop(dir: &Path, mut child: Child, needle: Option<&str>, linger: Duration) -> String {
     let sock = dir.join("node1.sock");
     let t = Instant::now();
     while call(&sock, r#"{"cmd":"status"}"#).is_none() {
@@ -112,6 +112,7 @@ fn run_and_stop(dir: &Path, mut child: Child, needle: Option<&str>) -> String {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+    std::thread::sleep(linger);
     let _ = call(&sock, r#"{"cmd":"stop"}"#);
     let t = Instant::now();
     loop {
@@ -132,7 +133,7 @@ fn run_and_stop(dir: &Path, mut child: Child, needle: Option<&str>) -> String {
 fn json_lines_have_timestamp_level_target_node_and_message() {
     let d = Dir::new("json");
     let conf = config(&d.0, "log_format = \"json\"\n");
-    let log = run_and_stop(&d.0, spawn(&conf, None), None);
+    let log = run_and_stop(&d.0, spawn(&conf, None), None, Duration::ZERO);
     let mut lines = Vec::new();
     for l in log.lines() {
         let v: serde_json::Value =
@@ -177,7 +178,7 @@ fn rust_log_wins_over_log_level_and_warn_hides_info() {
     let d = Dir::new("warn");
     // log_level says debug; RUST_LOG=warn wins
     let conf = config(&d.0, "log_level = \"debug\"\n");
-    let log = run_and_stop(&d.0, spawn(&conf, Some("warn")), None);
+    let log = run_and_stop(&d.0, spawn(&conf, Some("warn")), None, Duration::ZERO);
     assert!(
         log.contains(" WARN clusterd::sync: no identity_file"),
         "{log}"
@@ -195,7 +196,7 @@ fn rust_log_wins_over_log_level_and_warn_hides_info() {
     // without RUST_LOG, log_level = "warn" does the same
     let d = Dir::new("level");
     let conf = config(&d.0, "log_level = \"warn\"\n");
-    let log = run_and_stop(&d.0, spawn(&conf, None), None);
+    let log = run_and_stop(&d.0, spawn(&conf, None), None, Duration::ZERO);
     assert!(log.contains("no identity_file"), "{log}");
     assert!(!log.contains(" INFO "), "{log}");
 }
@@ -209,6 +210,7 @@ fn debug_brings_in_the_raft_crates_own_log() {
         &d.0,
         spawn(&conf, None),
         Some("DEBUG clusterd::raft: raft: "),
+        Duration::ZERO,
     );
     assert!(log.contains(" INFO clusterd::node: stopped"), "{log}");
     // at info, none of it
@@ -216,7 +218,7 @@ fn debug_brings_in_the_raft_crates_own_log() {
     let conf = config(&d.0, "");
     let child = spawn(&conf, None);
     std::thread::sleep(Duration::from_secs(2));
-    let log = run_and_stop(&d.0, child, None);
+    let log = run_and_stop(&d.0, child, None, Duration::ZERO);
     assert!(!log.contains("clusterd::raft: raft: "), "{log}");
     assert!(log.contains(" INFO clusterd::node: stopped"), "{log}");
 }
@@ -271,4 +273,70 @@ fn bad_log_settings_are_named() {
         "{err}"
     );
     assert!(err.contains("fix:"), "{err}");
+}
+
+#[test]
+fn a_peer_with_another_key_is_a_warning_once_a_second_at_most() {
+    let d = Dir::new("wrongkey");
+    let conf = config(&d.0, "");
+    // node 2 at the address node 1 expects it, with another cluster key
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let addr = |id: u16| -> String {
+        let (_, rest) = text
+            .split_once(&format!("id = {id}\naddr = \""))
+            .expect("peer addr");
+        rest.split('"').next().unwrap().to_string()
+    };
+    let listen1 = text
+        .split_once("listen = \"")
+        .and_then(|(_, r)| r.split('"').next())
+        .unwrap()
+        .to_string();
+    let other_key = KEY.replace('0', "f");
+    let conf2 = d.0.join("node2.conf");
+    std::fs::write(
+        &conf2,
+        format!(
+            "node = 2\nlisten = \"{}\"\ncontrol = \"node2.sock\"\nkey = \"{other_key}\"\n\
+             state_dir = \"node2.state\"\n\n[[peer]]\nid = 1\naddr = \"{listen1}\"\n\n\
+             [[peer]]\nid = 3\naddr = \"{}\"\nrole = \"witness\"\n",
+            addr(2),
+            addr(3)
+        ),
+    )
+    .unwrap();
+    let mut node2 = Command::new(env!("CARGO_BIN_EXE_clusterd"))
+        .args(["run", "--config"])
+        .arg(&conf2)
+        .env("CLUSTERD_EXIT_WITH_PARENT", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn node 2");
+    let t0 = Instant::now();
+    let needle = "frames refused for their authentication";
+    // three seconds more of it after the first warning, then stop
+    let log = run_and_stop(
+        &d.0,
+        spawn(&conf, None),
+        Some(needle),
+        Duration::from_secs(3),
+    );
+    let _ = node2.kill();
+    let _ = node2.wait();
+    let elapsed = t0.elapsed().as_secs() + 2;
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains(needle)).collect();
+    assert!(
+        warnings
+            .iter()
+            .all(|l| l.contains(" WARN clusterd::sync: ") && l.contains("key_file")),
+        "{log}"
+    );
+    assert!(
+        warnings.len() as u64 <= elapsed,
+        "{} warnings in {elapsed} s:\n{log}",
+        warnings.len()
+    );
 }
