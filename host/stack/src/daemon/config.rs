@@ -24,6 +24,9 @@
 //! card_capacity = 4096              # CAM entries used before the software overflow takes over
 //! seq_jump = 4096                   # ESP outbound sequence safety jump on takeover
 //! rules = "rules.txt"               # rule set file (default: allow every valid first packet)
+//! log_level = "info"                # error, warn, info, debug, trace (RUST_LOG wins when set)
+//! log_format = "text"               # or: "json" (one JSON object per line)
+//! metrics = "127.0.0.1:9464"        # Prometheus metrics at GET /metrics (optional)
 //!
 //! [[peer]]                          # one table per other member
 //! id = 2
@@ -112,6 +115,60 @@ pub struct Config {
     pub seq_jump: u64,
     /// Rule file, if any.
     pub rules: Option<PathBuf>,
+    /// The log filter (`log_level`: a level, or `level,target=level,...`); `RUST_LOG` wins
+    /// when set.
+    pub log_level: Option<String>,
+    /// How log lines are written (`log_format`).
+    pub log_format: LogFormat,
+    /// Where the Prometheus metrics are served (`metrics`), if anywhere.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// How the daemon writes its log lines on stderr (`log_format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (no colours unless stderr is a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line: timestamp, level, target, node, message.
+    Json,
+}
+
+/// The levels a `log_level` directive may name.
+pub const LOG_LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks a log filter: comma-separated directives, each a level or `target=level` (targets
+/// such as `clusterd::raft`). Returns the problem with the first bad directive.
+///
+/// # Errors
+/// A sentence naming the bad directive and the levels.
+pub fn check_log_filter(v: &str) -> Result<(), String> {
+    if v.trim().is_empty() {
+        return Err("is empty".into());
+    }
+    for d in v.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let (target, level) = match d.split_once('=') {
+            Some((t, l)) => (Some(t.trim()), l.trim()),
+            None => (None, d),
+        };
+        if let Some(t) = target {
+            let ok = !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':' || b == b'-');
+            if !ok {
+                return Err(format!(
+                    "{d:?} does not name a target (e.g. clusterd::raft)"
+                ));
+            }
+        }
+        if !LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{level:?} is not a level (one of {})",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A configuration error: the line (0 when the problem is a missing setting) and the fix.
@@ -169,6 +226,9 @@ const KEYS: &[(&str, &str)] = &[
     ("card_capacity", "4096"),
     ("seq_jump", "4096"),
     ("rules", "\"rules.txt\""),
+    ("log_level", "\"info\""),
+    ("log_format", "\"text\""),
+    ("metrics", "\"127.0.0.1:9464\""),
 ];
 
 /// The settings of a `[[peer]]` table, each with an example.
@@ -396,6 +456,9 @@ struct RawConfig {
     card_capacity: Option<i64>,
     seq_jump: Option<i64>,
     rules: Option<String>,
+    log_level: Option<String>,
+    log_format: Option<String>,
+    metrics: Option<String>,
 }
 
 /// One `[[peer]]` table.
@@ -599,6 +662,9 @@ impl Config {
             ("wire", &raw.wire),
             ("state_dir", &raw.state_dir),
             ("rules", &raw.rules),
+            ("log_level", &raw.log_level),
+            ("log_format", &raw.log_format),
+            ("metrics", &raw.metrics),
         ] {
             non_empty(k, v)?;
         }
@@ -621,6 +687,32 @@ impl Config {
             .as_deref()
             .map(|v| parse_addr(ln("wire"), "wire", v))
             .transpose()?;
+        let metrics = raw
+            .metrics
+            .as_deref()
+            .map(|v| parse_addr(ln("metrics"), "metrics", v))
+            .transpose()?;
+        if let Some(v) = &raw.log_level {
+            check_log_filter(v).map_err(|why| {
+                err(
+                    ln("log_level"),
+                    format!("log_level = {v:?}: {why}"),
+                    "write e.g. log_level = \"info\" (error, warn, info, debug, trace; or \
+                     \"info,clusterd::raft=debug\")",
+                )
+            })?;
+        }
+        let log_format = match raw.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(v) => {
+                return Err(err(
+                    ln("log_format"),
+                    format!("log_format = {v:?} is unknown"),
+                    "write log_format = \"text\" or log_format = \"json\"",
+                ))
+            }
+        };
         let control = raw.control.as_deref().map(resolve);
         let control_group = raw.control_group.clone();
         let state_dir = raw.state_dir.as_deref().map(resolve);
@@ -879,6 +971,9 @@ impl Config {
             card_capacity,
             seq_jump,
             rules,
+            log_level: raw.log_level.clone(),
+            log_format,
+            metrics,
         })
     }
 
@@ -1221,6 +1316,37 @@ mod tests {
         let e = Config::parse(&with("key_file = \"k\"\n"), &dir).unwrap_err();
         assert!(e.problem.contains("given twice"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn log_and_metrics_settings() {
+        let c = parse(&good()).unwrap();
+        assert_eq!(
+            (c.log_level.as_deref(), c.log_format, c.metrics),
+            (None, LogFormat::Text, None)
+        );
+        let c = parse(&with(
+            "log_level = \"warn,clusterd::raft=debug\"\nlog_format = \"json\"\nmetrics = \"127.0.0.1:9464\"\n",
+        ))
+        .unwrap();
+        assert_eq!(c.log_level.as_deref(), Some("warn,clusterd::raft=debug"));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        let e = parse(&with("log_level = \"loud\"\n")).unwrap_err();
+        assert_eq!(e.line, 6);
+        assert!(e.problem.starts_with("log_level = \"loud\""), "{e}");
+        assert!(e.fix.contains("log_level = \"info\""), "{e}");
+        let e = parse(&with("log_level = \"clusterd raft=debug\"\n")).unwrap_err();
+        assert!(e.problem.contains("target"), "{e}");
+        let e = parse(&with("log_format = \"xml\"\n")).unwrap_err();
+        assert!(e.problem.contains("log_format"), "{e}");
+        assert!(e.fix.contains("\"json\""), "{e}");
+        let e = parse(&with("metrics = \"9464\"\n")).unwrap_err();
+        assert!(e.problem.starts_with("metrics = \"9464\""), "{e}");
+        let e = parse(&with("log_levle = \"info\"\n")).unwrap_err();
+        assert!(e.fix.starts_with("did you mean \"log_level\"?"), "{e}");
+        assert!(check_log_filter("INFO").is_ok());
+        assert!(check_log_filter("").is_err());
     }
 
     #[test]

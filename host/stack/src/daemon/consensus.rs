@@ -391,7 +391,8 @@ impl Consensus {
             applied,
             ..Default::default()
         };
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        // the raft crate's own log, at target clusterd::raft (its chatter at debug and trace)
+        let logger = crate::daemon::logging::SlogBridge::logger(me.0);
         let raw = RawNode::new(&cfg, storage, &logger)?;
         Ok(Self {
             raw,

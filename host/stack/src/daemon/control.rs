@@ -15,7 +15,6 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::protocol::{Request, Response};
 use crate::core::ids::NodeId;
-use crate::daemon::node::unix_ms;
 
 /// One parsed request for the node runtime, with the channel for its answer.
 pub type ControlRequest = (Request, oneshot::Sender<Response>);
@@ -260,10 +259,10 @@ async fn accept_loop(
                 tokio::spawn(connection(stream, node, access.clone(), tx.clone()));
             }
             Err(e) => {
-                eprintln!(
-                    "{} node{} control socket: accept failed: {e}; retrying in {} ms",
-                    unix_ms(),
-                    node.0,
+                tracing::warn!(
+                    target: "clusterd::control",
+                    node = node.0,
+                    "control socket: accept failed: {e}; retrying in {} ms",
                     ACCEPT_BACKOFF.as_millis()
                 );
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -335,10 +334,10 @@ async fn connection(
     };
     let (mut r, mut w) = stream.into_split();
     if let Err(why) = verdict {
-        eprintln!(
-            "{} node{} control socket: refused a connection: {why}",
-            unix_ms(),
-            node.0
+        tracing::warn!(
+            target: "clusterd::control",
+            node = node.0,
+            "control socket: refused a connection: {why}"
         );
         let _ = write_line(&mut w, Response::error(why)).await;
         return;
@@ -367,11 +366,10 @@ async fn connection(
             rest = &rest[i + 1..];
         }
         if !append(&mut line, rest) {
-            eprintln!(
-                "{} node{} control socket: request line longer than {MAX_LINE} bytes; \
-                 connection closed",
-                unix_ms(),
-                node.0
+            tracing::warn!(
+                target: "clusterd::control",
+                node = node.0,
+                "control socket: request line longer than {MAX_LINE} bytes; connection closed"
             );
             let reply = Response::error(format!(
                 "request line longer than {MAX_LINE} bytes; connection closed"

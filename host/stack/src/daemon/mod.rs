@@ -11,6 +11,8 @@ pub const DISTRIBUTION_LABEL: &[u8] = b"distribution identifiers";
 pub mod config;
 pub mod consensus;
 pub mod control;
+pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod raft_store;

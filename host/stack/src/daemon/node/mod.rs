@@ -22,6 +22,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::core::distribution::ClusterSecret;
+use crate::core::ids::NodeId;
 use crate::core::member::{ConsensusView, Member, MemberConfig, Output, PacketOutcome, Time, To};
 use crate::core::node::{Node, NodeConfig};
 use crate::core::record::{Datagram, Record};
@@ -30,6 +31,7 @@ use crate::daemon::card::{self, CardTable};
 use crate::daemon::config::Config;
 use crate::daemon::consensus::{Consensus, TICK_MS};
 use crate::daemon::control::{self, ControlRequest};
+use crate::daemon::logging::{RateLimiter, Verdict};
 use crate::daemon::protocol::{Request, Response};
 use crate::daemon::wireproto::{self, Code};
 use crate::sync::{Endpoint, EndpointConfig, SyncEvent, UdpDriver};
@@ -69,11 +71,84 @@ pub enum RunError {
     },
 }
 
-/// One log line on stderr: wall-clock milliseconds, node, message.
+/// One log event ([`tracing`]): level, target (`clusterd::node`, `clusterd::sync`, ...), the
+/// node (field `node`), message (see [`crate::daemon::logging`]).
 macro_rules! log {
-    ($node:expr, $($arg:tt)*) => {
-        eprintln!("{} node{} {}", unix_ms(), $node.0, format_args!($($arg)*))
+    ($lvl:ident, $target:literal, $node:expr, $($arg:tt)*) => {
+        tracing::event!(target: $target, tracing::Level::$lvl, node = $node.0, $($arg)*)
     };
+}
+
+/// Lines a remote peer (or a broken interface) could cause at will: each kind is
+/// rate-limited to [`LOG_LINES_PER_S`] a second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum LogKind {
+    /// Frames of this node's id under another incarnation.
+    DuplicateId,
+    /// Errors on the card's interfaces.
+    Interfaces,
+    /// Records of a peer refused (an SA key record).
+    PeerRecords,
+}
+
+/// Lines of one [`LogKind`] written each second at most.
+const LOG_LINES_PER_S: u32 = 5;
+
+/// Where and how loud one of the member's log lines goes (the member's lines are plain text:
+/// classified by what they say).
+fn member_line_class(line: &str) -> (tracing::Level, &'static str, Option<LogKind>) {
+    use tracing::Level;
+    if (line.starts_with("peer ") && line.contains(" failed")) || line == "fenced: true" {
+        return (Level::WARN, "node", None);
+    }
+    if line.starts_with("identifier ") && line.contains("failed before its final state") {
+        return (Level::WARN, "node", None);
+    }
+    if line.starts_with("SA ") {
+        if line.contains("key record refused") {
+            return (Level::WARN, "esp", Some(LogKind::PeerRecords));
+        }
+        if line.contains("cannot install") || line.contains("share a key") {
+            return (Level::WARN, "esp", None);
+        }
+        return (Level::INFO, "esp", None);
+    }
+    if line.starts_with("resync answer") {
+        return (Level::WARN, "sync", None);
+    }
+    if line.starts_with("resync") || line.starts_with("ready (") || line.starts_with("installed ") {
+        return (Level::INFO, "sync", None);
+    }
+    if line.starts_with("card ") {
+        return (Level::INFO, "card", None);
+    }
+    if line.starts_with("leader proposes") || line.starts_with("proposes node") {
+        return (Level::INFO, "raft", None);
+    }
+    (Level::INFO, "node", None)
+}
+
+/// Writes `line` at `level` to target `clusterd::<target>` (the targets need literals).
+fn event_at(level: tracing::Level, target: &str, node: NodeId, line: &str) {
+    use tracing::Level;
+    macro_rules! at {
+        ($t:literal) => {
+            match level {
+                Level::ERROR => log!(ERROR, $t, node, "{line}"),
+                Level::WARN => log!(WARN, $t, node, "{line}"),
+                Level::INFO => log!(INFO, $t, node, "{line}"),
+                Level::DEBUG => log!(DEBUG, $t, node, "{line}"),
+                _ => log!(TRACE, $t, node, "{line}"),
+            }
+        };
+    }
+    match target {
+        "sync" => at!("clusterd::sync"),
+        "raft" => at!("clusterd::raft"),
+        "card" => at!("clusterd::card"),
+        "esp" => at!("clusterd::esp"),
+        _ => at!("clusterd::node"),
+    }
 }
 
 /// How long a graceful leave may take before the node stops anyway.
@@ -139,6 +214,12 @@ pub struct Runtime {
     next_parent_check: Duration,
     /// Reused buffer for encoding records.
     rec_buf: Vec<u8>,
+    /// The rate limiters of the log lines a peer could flood.
+    log_limits: BTreeMap<LogKind, RateLimiter>,
+    /// Each peer's liveness as last logged (a change is a log line).
+    peers_alive: BTreeMap<NodeId, bool>,
+    /// Frames refused for their authentication (wrong key, bad signature) as last logged.
+    auth_refused_seen: u64,
     /// The state directory's lock, held while the node runs (released by the kernel when the
     /// process ends, however it ends).
     _lock: nix::fcntl::Flock<std::fs::File>,
@@ -288,6 +369,8 @@ impl Runtime {
         if let Some(path) = &cfg.identity {
             let id = crate::sync::NodeIdentity::load(path)?;
             log!(
+                INFO,
+                "clusterd::sync",
                 cfg.node,
                 "identity {}: frames signed, peers' signatures checked",
                 id.public().to_hex()
@@ -300,6 +383,8 @@ impl Runtime {
                 .collect();
         } else if !cfg.peers.is_empty() {
             log!(
+                WARN,
+                "clusterd::sync",
                 cfg.node,
                 "no identity_file: frames are sealed with the cluster key only, so any member can \
                  speak as any other (see docs/clusterd.md, \"Node identities\")"
@@ -342,6 +427,8 @@ impl Runtime {
                     .frame_bytes() as usize;
                 let p = ports::Ports::open(outside, inside, frame_bytes).map_err(RunError::Card)?;
                 log!(
+                    INFO,
+                    "clusterd::card",
                     cfg.node,
                     "card ports on interfaces: outside {outside}, inside {inside}"
                 );
@@ -356,6 +443,23 @@ impl Runtime {
                 err,
             }
         })?;
+        if let Some(addr) = cfg.metrics {
+            let listener =
+                crate::daemon::metrics::bind(addr)
+                    .await
+                    .map_err(|err| RunError::Bind {
+                        what: "metrics listener (the metrics setting)",
+                        addr: addr.to_string(),
+                        err,
+                    })?;
+            crate::daemon::metrics::serve(listener, cfg.node, tx.clone());
+            log!(
+                INFO,
+                "clusterd::metrics",
+                cfg.node,
+                "metrics at http://{addr}/metrics"
+            );
+        }
         control::serve(&cfg.control, cfg.node, access, tx).map_err(|err| RunError::Bind {
             what: "control socket",
             addr: cfg.control.display().to_string(),
@@ -369,7 +473,11 @@ impl Runtime {
             cfg.state_dir.clone(),
         )?;
         for note in raft.take_notes() {
-            log!(cfg.node, "{note}");
+            if note.contains("cut off") {
+                log!(WARN, "clusterd::raft", cfg.node, "{note}");
+            } else {
+                log!(INFO, "clusterd::raft", cfg.node, "{note}");
+            }
         }
         Ok(Self {
             member,
@@ -396,6 +504,9 @@ impl Runtime {
             parent: std::env::var_os("CLUSTERD_EXIT_WITH_PARENT").map(|_| nix::unistd::getppid()),
             next_parent_check: Duration::from_secs(1),
             rec_buf: Vec::with_capacity(256),
+            log_limits: BTreeMap::new(),
+            peers_alive: BTreeMap::new(),
+            auth_refused_seen: 0,
             _lock: lock,
             cfg,
         })
@@ -459,7 +570,7 @@ impl Runtime {
             self.after_io();
         }
         let _ = std::fs::remove_file(&self.cfg.control);
-        log!(self.cfg.node, "stopped");
+        log!(INFO, "clusterd::node", self.cfg.node, "stopped");
     }
 
     /// Starts a graceful leave: the member hands every identifier over in planned moves, and
@@ -468,12 +579,19 @@ impl Runtime {
     /// hand over to.
     fn begin_leave(&mut self, why: &str) {
         if self.leaving_since.is_some() {
-            log!(self.cfg.node, "{why} again: stopping now");
+            log!(
+                INFO,
+                "clusterd::node",
+                self.cfg.node,
+                "{why} again: stopping now"
+            );
             self.stopping = true;
             return;
         }
         if !self.member.has_successor() {
             log!(
+                INFO,
+                "clusterd::node",
                 self.cfg.node,
                 "{why}: no other member takes traffic to hand over to: stopping"
             );
@@ -484,7 +602,7 @@ impl Runtime {
             sd_notify::NotifyState::Stopping,
             sd_notify::NotifyState::Status("leaving: handing identifiers over"),
         ]);
-        log!(
+        log!(INFO, "clusterd::node",
             self.cfg.node,
             "{why}: leaving the cluster (planned moves of {} identifiers; a second signal stops at once)",
             self.member.core().allocation().ids_of(self.cfg.node).len()
@@ -509,6 +627,8 @@ impl Runtime {
             .all(|p| self.ep.backlog(p) == 0);
         if self.member.has_left() && delivered {
             log!(
+                INFO,
+                "clusterd::node",
                 self.cfg.node,
                 "left the cluster: every identifier handed over in {} ms",
                 now.saturating_sub(since).as_millis()
@@ -516,6 +636,8 @@ impl Runtime {
             self.stopping = true;
         } else if now.saturating_sub(since) >= LEAVE_TIMEOUT {
             log!(
+                WARN,
+                "clusterd::node",
                 self.cfg.node,
                 "leave not done after {} s (owns {}): stopping; the rest fails over",
                 LEAVE_TIMEOUT.as_secs(),
@@ -524,6 +646,8 @@ impl Runtime {
             self.stopping = true;
         } else if !self.member.has_successor() && !self.member.has_left() {
             log!(
+                INFO,
+                "clusterd::node",
                 self.cfg.node,
                 "leave: no other member takes traffic any more: stopping"
             );
@@ -538,6 +662,8 @@ impl Runtime {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
         match &self.cfg.rules {
             None => log!(
+                INFO,
+                "clusterd::node",
                 self.cfg.node,
                 "SIGHUP: no rules file in the config (allow all); nothing to reload"
             ),
@@ -551,12 +677,14 @@ impl Runtime {
                             .replace_rules(rules, &path.display().to_string());
                         self.handle_outputs();
                     }
-                    Err(e) => log!(
+                    Err(e) => {
+                        log!(WARN, "clusterd::node",
                         self.cfg.node,
                         "SIGHUP: rules {}: {e}; the rules in force stay (fix the file and send \
                          SIGHUP again)",
                         path.display()
-                    ),
+                    )
+                    }
                 }
             }
         }
@@ -646,8 +774,11 @@ impl Runtime {
                     reported_by,
                 } => {
                     // never acted on: the endpoint keeps the incarnation it accepted
-                    if reported_by == self.cfg.node {
+                    if !self.log_allowed(LogKind::DuplicateId) {
+                    } else if reported_by == self.cfg.node {
                         log!(
+                            ERROR,
+                            "clusterd::sync",
                             self.cfg.node,
                             "DUPLICATE NODE ID: frames of {node} arrive under incarnation {other} \
                              as well as {incarnation}: two processes are configured as {node} (or \
@@ -655,6 +786,8 @@ impl Runtime {
                         );
                     } else {
                         log!(
+                            ERROR,
+                            "clusterd::sync",
                             self.cfg.node,
                             "DUPLICATE NODE ID: {reported_by} hears this node's id {node} under \
                              incarnation {other} too (this process is {incarnation}): another \
@@ -671,8 +804,11 @@ impl Runtime {
     fn on_ports(&mut self) {
         let t = self.time();
         let Some(p) = &mut self.ports else { return };
-        if let Err(e) = p.pump(&mut self.member, t, &mut self.verdicts) {
-            log!(self.cfg.node, "interfaces: {e}");
+        let pumped = p.pump(&mut self.member, t, &mut self.verdicts);
+        if let Err(e) = pumped {
+            if self.log_allowed(LogKind::Interfaces) {
+                log!(ERROR, "clusterd::card", self.cfg.node, "interfaces: {e}");
+            }
         }
         self.handle_outputs();
     }
@@ -754,7 +890,12 @@ impl Runtime {
                         self.ep.discard_backlog(p);
                     }
                 }
-                Output::Log(line) => log!(self.cfg.node, "{line}"),
+                Output::Log(line) => {
+                    let (level, target, kind) = member_line_class(&line);
+                    if kind.is_none_or(|k| self.log_allowed(k)) {
+                        event_at(level, target, self.cfg.node, &line);
+                    }
+                }
                 Output::Released {
                     token,
                     outcome,
@@ -804,8 +945,14 @@ impl Runtime {
         self.pump_raft();
         if now >= self.next_parent_check {
             self.next_parent_check = now + Duration::from_secs(1);
+            self.log_once_a_second();
             if self.parent.is_some_and(|p| p != nix::unistd::getppid()) {
-                log!(self.cfg.node, "parent process gone: stopping");
+                log!(
+                    INFO,
+                    "clusterd::node",
+                    self.cfg.node,
+                    "parent process gone: stopping"
+                );
                 self.stopping = true;
             }
         }
@@ -814,6 +961,79 @@ impl Runtime {
         self.udp.send_all(&mut self.ep);
         self.check_leave();
         self.notify_service_manager();
+    }
+
+    /// Whether a line of `kind` goes out now; the first after a run of suppressed ones is
+    /// preceded by a line that says how many.
+    fn log_allowed(&mut self, kind: LogKind) -> bool {
+        let l = self
+            .log_limits
+            .entry(kind)
+            .or_insert_with(|| RateLimiter::new(LOG_LINES_PER_S));
+        match l.check(std::time::Instant::now()) {
+            Verdict::Suppress => false,
+            Verdict::Log { suppressed } => {
+                if suppressed > 0 {
+                    self.log_suppressed(kind, suppressed);
+                }
+                true
+            }
+        }
+    }
+
+    fn log_suppressed(&self, kind: LogKind, n: u64) {
+        log!(
+            WARN,
+            "clusterd::node",
+            self.cfg.node,
+            "suppressed {n} lines of kind {kind:?} (more than {LOG_LINES_PER_S} a second)"
+        );
+    }
+
+    /// Once a second: the suppressed lines of a second that is over, peers that came back,
+    /// frames refused for their authentication (a peer with the wrong key, or forged frames).
+    fn log_once_a_second(&mut self) {
+        let now = std::time::Instant::now();
+        let flushed: Vec<(LogKind, u64)> = self
+            .log_limits
+            .iter_mut()
+            .map(|(k, l)| (*k, l.flush(now)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        for (k, n) in flushed {
+            self.log_suppressed(k, n);
+        }
+        let alive: Vec<(NodeId, bool)> = self.member.peers().map(|(id, l)| (id, l.alive)).collect();
+        for (id, up) in alive {
+            let was = self.peers_alive.insert(id, up);
+            if up && was != Some(true) {
+                let again = if was.is_some() { " again" } else { "" };
+                log!(
+                    INFO,
+                    "clusterd::node",
+                    self.cfg.node,
+                    "peer {} alive{again}",
+                    id.0
+                );
+            }
+        }
+        let st = self.ep.stats();
+        let refused = st.rejected_auth + st.rejected_signature;
+        if refused > self.auth_refused_seen {
+            log!(
+                WARN,
+                "clusterd::sync",
+                self.cfg.node,
+                "{} frames refused for their authentication (in all: {} failed decryption, {} \
+                 bad signatures): a node with another cluster key or identity, or forged frames; \
+                 check that every node's key_file holds the same key and each [[peer]] key is \
+                 that node's public key",
+                refused - self.auth_refused_seen,
+                st.rejected_auth,
+                st.rejected_signature
+            );
+            self.auth_refused_seen = refused;
+        }
     }
 
     /// A card that failed (gone from the bus, a command error) is reopened and rebuilt from the
@@ -836,14 +1056,25 @@ impl Runtime {
             cause.push_str(&s.to_string());
             src = s.source();
         }
-        log!(self.cfg.node, "card failed: {cause}; reopening it");
+        log!(
+            ERROR,
+            "clusterd::card",
+            self.cfg.node,
+            "card failed: {cause}; reopening it"
+        );
         match card::open(&self.cfg.card, self.cfg.identifiers, self.cfg.card_capacity) {
             Ok(table) => {
                 let t = self.time();
                 self.member.rebuild_card(t, table);
                 self.handle_outputs();
             }
-            Err(e) => log!(self.cfg.node, "card {}: cannot reopen: {e}", self.cfg.card),
+            Err(e) => log!(
+                ERROR,
+                "clusterd::card",
+                self.cfg.node,
+                "card {}: cannot reopen: {e}",
+                self.cfg.card
+            ),
         }
     }
 
@@ -854,6 +1085,8 @@ impl Runtime {
         }
         if self.raft.leader() != was_leader {
             log!(
+                INFO,
+                "clusterd::raft",
                 self.cfg.node,
                 "leader is now {:?} (term {})",
                 self.raft.leader().map(|n| n.0),
@@ -888,7 +1121,72 @@ impl Runtime {
 /// A message for the operator.
 pub async fn run_node(config: &Path) -> Result<(), String> {
     let cfg = Config::load(config).map_err(|e| format!("{}: {e}", config.display()))?;
+    crate::daemon::logging::init(cfg.log_level.as_deref(), cfg.log_format)?;
     let rt = Runtime::start(cfg).await.map_err(|e| e.to_string())?;
     rt.run().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn member_lines_get_their_levels_and_targets() {
+        let class = |l: &str| {
+            let (level, target, kind) = member_line_class(l);
+            (level, target, kind.is_some())
+        };
+        assert_eq!(
+            class("peer 3 failed (silent for 200 ms)"),
+            (Level::WARN, "node", false)
+        );
+        assert_eq!(class("fenced: true"), (Level::WARN, "node", false));
+        assert_eq!(class("fenced: false"), (Level::INFO, "node", false));
+        assert_eq!(
+            class("applied epoch 4: owns 85, gained 3, lost 0, installed 0 in 10 us"),
+            (Level::INFO, "node", false)
+        );
+        assert_eq!(
+            class("SA 0x00000010: key record refused: bad length"),
+            (Level::WARN, "esp", true)
+        );
+        assert_eq!(
+            class("SA 0x00000010: cannot install: full"),
+            (Level::WARN, "esp", false)
+        );
+        assert_eq!(
+            class("resync answer to node 2 dropped: it went silent"),
+            (Level::WARN, "sync", false)
+        );
+        assert_eq!(
+            class("resync complete: 10 entries in 3 ms"),
+            (Level::INFO, "sync", false)
+        );
+        assert_eq!(
+            class("card rebuilt from the common table: 5 entries installed"),
+            (Level::INFO, "card", false)
+        );
+        assert_eq!(
+            class("leader proposes epoch 7"),
+            (Level::INFO, "raft", false)
+        );
+        assert_eq!(
+            class("identifier 7: node 2 failed before its final state arrived; taking over"),
+            (Level::WARN, "node", false)
+        );
+        // every target and level goes out without a subscriber
+        for t in ["node", "sync", "raft", "card", "esp", "other"] {
+            for l in [
+                Level::ERROR,
+                Level::WARN,
+                Level::INFO,
+                Level::DEBUG,
+                Level::TRACE,
+            ] {
+                event_at(l, t, NodeId(1), "a line");
+            }
+        }
+    }
 }
