@@ -176,6 +176,15 @@ enum LabOp {
         /// Ask the leader for a rebalance at SECONDS (repeatable).
         #[arg(long, value_name = "SECONDS")]
         rebalance: Vec<String>,
+        /// The lab to expect: `none` our cluster, `kernel` the kernel baseline (`lab up
+        /// --baseline kernel`); default whichever the lab of --prefix is.
+        #[arg(long, value_parser = ["none", "kernel"])]
+        baseline: Option<String>,
+        /// Kernel baseline: a kill's failover (commit and bucket moves) starts this many ms
+        /// after the node died; 0 (default) the instant it dies, 3000 models VRRP's usual
+        /// detection.
+        #[arg(long, value_name = "MS")]
+        detect_ms: Option<u64>,
     },
 }
 
@@ -304,6 +313,8 @@ fn lab(a: LabArgs) -> Result<(), String> {
             ref stop,
             ref join,
             ref rebalance,
+            ref baseline,
+            detect_ms,
         } => {
             use host::lab::run::{self as lr, EventKind};
             let mut events = Vec::new();
@@ -339,11 +350,9 @@ fn lab(a: LabArgs) -> Result<(), String> {
                 interval: std::time::Duration::from_millis(interval_ms),
                 events,
             };
-            let info = lr::load_lab(&dir, &a.prefix)?;
-            let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
-            let mut b = lr::Cluster::new(info, exe);
+            let mut b = run_backend(&a.prefix, &dir, baseline.as_deref(), detect_ms)?;
             let quiet = a.json;
-            let report = lr::run(&mut b, &o, &mut |line| {
+            let report = lr::run(b.as_mut(), &o, &mut |line| {
                 if !quiet {
                     eprintln!("{line}");
                 }
@@ -381,6 +390,48 @@ fn lab(a: LabArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The lab `lab run` drives: the one of `prefix` in `dir`, ours or the kernel baseline (its
+/// `kernel.json`), checked against `--baseline` when given.
+fn run_backend(
+    prefix: &str,
+    dir: &std::path::Path,
+    baseline: Option<&str>,
+    detect_ms: Option<u64>,
+) -> Result<Box<dyn host::lab::run::Backend>, String> {
+    use host::lab::{kernel, run as lr};
+    let is_kernel = kernel::is_kernel_lab(dir);
+    let info = lr::load_lab(dir, prefix).map_err(|e| match baseline {
+        Some("kernel") => format!(
+            "no kernel baseline lab with prefix {prefix} ({}): `clusterd lab up --baseline \
+             kernel --prefix {prefix}` first",
+            dir.display()
+        ),
+        _ => e,
+    })?;
+    match (baseline, is_kernel) {
+        (Some("kernel"), false) => Err(format!(
+            "--baseline kernel: the lab of prefix {prefix} is our cluster: `clusterd lab down \
+             --prefix {prefix}`, then `clusterd lab up --baseline kernel --prefix {prefix}`"
+        )),
+        (Some("none"), true) => Err(format!(
+            "--baseline none: the lab of prefix {prefix} is the kernel baseline: `clusterd lab \
+             down --prefix {prefix}`, then `clusterd lab up --prefix {prefix}`"
+        )),
+        (_, true) => Ok(Box::new(kernel::KernelLab::new(
+            info,
+            Duration::from_millis(detect_ms.unwrap_or(0)),
+        )?)),
+        (_, false) if detect_ms.is_some() => Err(format!(
+            "--detect-ms: the lab of prefix {prefix} is our cluster, which detects failures \
+             itself (failure_ms in its config); the flag is for the kernel baseline"
+        )),
+        (_, false) => {
+            let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+            Ok(Box::new(lr::Cluster::new(info, exe)))
+        }
+    }
 }
 
 fn main() -> ExitCode {
