@@ -140,7 +140,8 @@ enum LabOp {
     /// Real traffic across the lab (long-lived and bulk TCP, UDP, ICMP, IPv4 and IPv6) with
     /// events on a schedule, then a report measured from outside: connections completed,
     /// reset and stalled, the longest stall and the kernels' TCP retransmissions per event,
-    /// frames lost end to end, what the nodes dropped and why. Runs on the lab of --prefix.
+    /// frames lost end to end, what the nodes dropped and why. Runs on the lab of --prefix:
+    /// ours, or the kernel baseline (`lab up --baseline kernel`).
     Run {
         /// Long-lived TCP connections exchanging small messages.
         #[arg(long, default_value_t = 100)]

@@ -22,8 +22,9 @@
 //! The lab's directory holds `lab.json` ([`LabInfo`]), `kernel.json` (the marker, the bucket
 //! assignment and which nodes live), and per node its ruleset (`nN.nft`) and per conntrackd
 //! instance its config, log, lock file, UNIX socket and pid file (`nN-pJ.conntrackd.*`, the
-//! instance of node N for peer J; a one-node lab's lone instance is `n1.conntrackd.*`). `docs/clusterd.md`, "The kernel
-//! baseline", explains the ruleset, the conntrackd config and the failover steps.
+//! instance of node N for peer J; a one-node lab's lone instance is `n1.conntrackd.*`).
+//! `docs/clusterd.md`, "The kernel baseline", explains the ruleset, the conntrackd config and
+//! the failover steps. [`KernelLab`] is the lab as the backend of `clusterd lab run`.
 
 use std::fs::File;
 use std::io::{Read, Write};
