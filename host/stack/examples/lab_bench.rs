@@ -265,7 +265,7 @@ fn ratio(a: f64, b: f64) -> Option<f64> {
 
 fn ratio_text(a: f64, b: f64) -> String {
     match ratio(a, b) {
-        Some(x) if x == 0.0 => "0x".into(),
+        Some(0.0) => "0x".into(),
         Some(x) if x >= 0.95 => format!("{x:.1}x"),
         Some(x) if x >= 0.095 => format!("{x:.2}x"),
         Some(x) => format!("{x:.3}x"),
