@@ -19,8 +19,10 @@
 //! (stall or not: the takeover gap the endpoints see) and the kernel's TCP retransmissions
 //! (`TcpRetransSegs`, from `nstat`) of the client and the server during it; the frames the
 //! cluster lost or duplicated end to end (what the client's and server's interfaces sent
-//! against what the other received, read once the traffic stopped: the nodes originate no frame
-//! on the segments, so the two must be equal), and what each node dropped and why.
+//! against what the other received, read once the traffic stopped: our nodes originate no frame
+//! on the segments, so the two must be equal; the kernel baseline's routers do, so there the IP
+//! packets between the two ends are counted, [`Backend::end_to_end`]), and what each node
+//! dropped and why.
 
 use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
