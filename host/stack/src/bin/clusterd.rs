@@ -402,6 +402,9 @@ fn run_backend(
     detect_ms: Option<u64>,
 ) -> Result<Box<dyn host::lab::run::Backend>, String> {
     use host::lab::{kernel, run as lr};
+    if let Some(ms) = detect_ms.filter(|&ms| ms > 60_000) {
+        return Err(format!("--detect-ms {ms}: 0 to 60000 (3000 models VRRP)"));
+    }
     let is_kernel = kernel::is_kernel_lab(dir);
     let info = lr::load_lab(dir, prefix).map_err(|e| match baseline {
         Some("kernel") => format!(
