@@ -125,9 +125,10 @@ enum LabOp {
     },
     /// Kill every node, remove every namespace and the lab's directory.
     Down,
-    /// SIGKILL node NODE.
+    /// SIGKILL node NODE (the kernel baseline: its links down, its conntrackd SIGKILLed, the
+    /// survivors' failover at once).
     Kill { node: u16 },
-    /// SIGTERM node NODE.
+    /// SIGTERM node NODE (the kernel baseline: the survivors take its buckets, then it leaves).
     Stop { node: u16 },
     /// Start node NODE again (it rejoins and resyncs).
     Start { node: u16 },
@@ -260,6 +261,23 @@ fn lab(a: LabArgs) -> Result<(), String> {
                     }
                 ),
                 serde_json::json!({ "removed": removed }),
+            );
+        }
+        // the kernel baseline's nodes are conntrackd instances and nftables sets, no clusterd
+        LabOp::Kill { node } | LabOp::Stop { node } | LabOp::Start { node }
+            if host::lab::kernel::is_kernel_lab(&dir) =>
+        {
+            use host::lab::run::{Backend as _, EventKind};
+            let e = match a.op {
+                LabOp::Kill { .. } => EventKind::Kill { node },
+                LabOp::Stop { .. } => EventKind::Stop { node },
+                _ => EventKind::Join { node },
+            };
+            let info = host::lab::run::load_lab(&dir, &a.prefix)?;
+            let outcome = host::lab::kernel::KernelLab::new(info, Duration::ZERO)?.apply(&e)?;
+            say(
+                outcome.clone(),
+                serde_json::json!({ "node": node, "event": e, "outcome": outcome }),
             );
         }
         LabOp::Kill { node } | LabOp::Stop { node } => {
