@@ -18,8 +18,9 @@
 //! veth pair arrives with a checksum the receiver drops. So the few system calls are here, in
 //! the crate that may hold `unsafe`.
 
-// `unsafe` here: the libc calls of the socket (socket, setsockopt, bind, recvmsg, send, poll)
-// and reading the kernel's control message; each block says why it is sound.
+// `unsafe` here: the libc calls of the socket (socket, setsockopt, bind, recvmsg, send, poll,
+// the SIOCGIFFLAGS ioctl) and reading the kernel's control message; each block says why it is
+// sound.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -116,6 +117,53 @@ fn io_err(name: &str, what: &'static str, source: io::Error) -> PacketError {
         what,
         source,
     }
+}
+
+/// Whether the interface `name` of the calling thread's network namespace is
+/// administratively up (`IFF_UP`, what `ip link set NAME up` sets). A raw socket opens on an
+/// interface that is down too, and then reads nothing: a program that bridges it asks first.
+/// Needs no privilege.
+///
+/// # Errors
+/// [`PacketError::NoInterface`], [`PacketError::BadName`], or [`PacketError::Io`] when the
+/// query fails otherwise.
+pub fn interface_up(name: &str) -> Result<bool, PacketError> {
+    let bad = || PacketError::BadName { name: name.into() };
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.as_bytes().contains(&0) {
+        return Err(bad());
+    }
+    // Any socket answers the interface ioctls, for its own network namespace; a UDP one needs
+    // no privilege.
+    // SAFETY: plain system call with constant arguments; the result is checked below.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io_err(
+            name,
+            "socket(AF_INET) for SIOCGIFFLAGS",
+            io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: `raw` is a descriptor the call above just opened and nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: an all-zero `ifreq` is a valid value of this plain C struct (and union).
+    let mut ifr: libc::ifreq = unsafe { zeroed() };
+    for (d, b) in ifr.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *d = *b as libc::c_char;
+    }
+    // SAFETY: `ifr` lives on the stack through the call, its name NUL-terminated (the name is
+    // shorter than IFNAMSIZ and the rest is zero); SIOCGIFFLAGS writes only the flags into it.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS as _, &raw mut ifr) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENODEV) {
+            return Err(PacketError::NoInterface { name: name.into() });
+        }
+        return Err(io_err(name, "ioctl(SIOCGIFFLAGS)", e));
+    }
+    // SAFETY: after a successful SIOCGIFFLAGS the union holds the flags (and all of it was
+    // initialized, zeroed above).
+    let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+    Ok(libc::c_int::from(flags) & libc::IFF_UP != 0)
 }
 
 impl PacketSocket {
@@ -511,5 +559,17 @@ mod tests {
         assert!(matches!(e, PacketError::NoInterface { .. }), "{e}");
         assert!(e.to_string().contains("no-such-if0"), "{e}");
         assert!(e.to_string().contains("ip link"), "{e}");
+    }
+
+    #[test]
+    fn interface_up_knows_loopback_and_refuses_what_is_not_there() {
+        // every network namespace has `lo`; it is up unless someone took it down
+        assert!(interface_up("lo").is_ok());
+        let e = interface_up("no-such-if0").unwrap_err();
+        assert!(matches!(e, PacketError::NoInterface { .. }), "{e}");
+        for n in ["", "a-name-much-too-long-for-linux", "nul\0byte"] {
+            let e = interface_up(n).unwrap_err();
+            assert!(matches!(e, PacketError::BadName { .. }), "{n:?}: {e}");
+        }
     }
 }

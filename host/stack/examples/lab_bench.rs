@@ -1,39 +1,59 @@
 //! Failover and planned moves measured from outside, our cluster beside the Linux kernel with
-//! conntrackd, on the same work in the same run (root; network namespaces).
+//! conntrackd (`clusterd lab run` and `clusterd lab run --baseline kernel`), on the same work
+//! and the same schedule (root; network namespaces; nftables, conntrack and conntrackd for the
+//! kernel).
 //!
 //! Run: `cargo build --release -p host --bin clusterd && sudo cargo run --release -p host
-//! --example lab_bench -- [--nodes 3,5] [--connections 500] [--duration 12]`
+//! --example lab_bench -- [--nodes 3,5] [--connections 500] [--duration 12] [--vrrp-ms 3000]
+//! [--json]`
 //!
-//! For each cluster size, each backend gets a fresh lab and the same workload (long-lived TCP
-//! connections, paced bulk transfers, UDP, ping; IPv4 and IPv6) with a SIGKILL of node 2 at
-//! a third of the run; our cluster then gets a second run with a graceful stop (SIGTERM) of
-//! node 3. The kernel baseline runs twice: with the failover started the instant the node
-//! dies (detection 0) and after VRRP's usual detection (3 s). Printed per backend: the
-//! takeover gap (the longest stall of the kill, detection included), connections broken
-//! (reset or not completed), frames lost end to end, sync bytes and CPU per connection, and
-//! the ratios of the kernel's figures to ours.
+//! For each cluster size, every run gets a fresh lab and the same workload (long-lived TCP
+//! message connections, paced bulk transfers, UDP, ping; IPv4 and IPv6) with one event at a
+//! third of the run: a SIGKILL of node 2, or a graceful stop of node 3. Our cluster and the
+//! kernel each run both; the kernel's kill runs twice, with the failover started the instant
+//! the node dies (detection 0) and after VRRP's usual detection (`--vrrp-ms`, 3 s). Printed
+//! per run: the takeover gap (the longest wait of any connection that began at the event,
+//! stall or not), the longest stall (over 500 ms), connections opened, reset, broken (not
+//! completed) and stalled, frames lost end to end, sync bytes and CPU ms per connection,
+//! the client's TCP retransmissions in the event's window; then the ratios kernel / ours.
+//! Five runs a size, each bounded by its duration plus a few seconds of grace and its lab's
+//! set-up (at most about a minute).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use host::lab::kernel::{self, KernelLab, KernelOptions};
 use host::lab::netns::{self, LabOptions};
 use host::lab::run::{self, Event, EventKind, Report, RunOptions};
+use serde_json::{json, Value};
 
 struct Args {
     nodes: Vec<u16>,
     connections: u32,
     duration: Duration,
+    vrrp: Duration,
+    json: bool,
 }
+
+const USAGE: &str = "--nodes 3,5 --connections 500 --duration 12 --vrrp-ms 3000 --json";
 
 fn args() -> Result<Args, String> {
     let mut a = Args {
         nodes: vec![3, 5],
         connections: 500,
         duration: Duration::from_secs(12),
+        vrrp: Duration::from_secs(3),
+        json: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
-        let v = it.next().ok_or_else(|| format!("{k}: needs a value"))?;
+        if k == "--json" {
+            a.json = true;
+            continue;
+        }
+        let v = it
+            .next()
+            .ok_or_else(|| format!("{k}: needs a value ({USAGE})"))?;
         match k.as_str() {
             "--nodes" => {
                 a.nodes = v
@@ -42,18 +62,34 @@ fn args() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?;
             }
             "--connections" => {
-                a.connections = v.parse().map_err(|_| format!("--connections {v}"))?;
+                a.connections = v
+                    .parse()
+                    .ok()
+                    .filter(|c| (1..=5000).contains(c))
+                    .ok_or_else(|| format!("--connections {v}: 1 to 5000"))?;
             }
-            "--duration" => a.duration = run::parse_seconds("duration", &v)?,
-            _ => {
-                return Err(format!(
-                    "unknown argument {k} (--nodes, --connections, --duration)"
-                ))
+            "--duration" => {
+                a.duration = run::parse_seconds("duration", &v)?;
+                if !(Duration::from_secs(6)..=Duration::from_secs(120)).contains(&a.duration) {
+                    return Err(format!("--duration {v}: 6 to 120 seconds"));
+                }
             }
+            "--vrrp-ms" => {
+                let ms: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|m| *m <= 10_000)
+                    .ok_or_else(|| format!("--vrrp-ms {v}: 0 to 10000"))?;
+                a.vrrp = Duration::from_millis(ms);
+            }
+            _ => return Err(format!("unknown argument {k} ({USAGE})")),
         }
     }
-    if a.nodes.iter().any(|n| *n < 3) {
-        return Err("--nodes: at least 3 (a kill and a graceful stop leave a majority)".into());
+    if a.nodes.iter().any(|n| !(3..=netns::MAX_NODES).contains(n)) {
+        return Err(format!(
+            "--nodes: 3 to {} (a kill and a graceful stop leave a majority)",
+            netns::MAX_NODES
+        ));
     }
     Ok(a)
 }
@@ -76,133 +112,299 @@ fn clusterd() -> Result<PathBuf, String> {
     }
 }
 
-fn workload(a: &Args, events: Vec<Event>) -> RunOptions {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum What {
+    Kill,
+    Stop,
+}
+
+impl What {
+    fn name(self) -> &'static str {
+        match self {
+            What::Kill => "kill",
+            What::Stop => "stop",
+        }
+    }
+}
+
+fn workload(a: &Args, what: What) -> RunOptions {
+    let kind = match what {
+        What::Kill => EventKind::Kill { node: 2 },
+        What::Stop => EventKind::Stop { node: 3 },
+    };
     RunOptions {
         connections: a.connections,
         duration: a.duration,
-        events,
+        events: vec![Event {
+            at: a.duration / 3,
+            kind,
+        }],
         ..RunOptions::default()
     }
 }
 
-fn kill_at(a: &Args) -> Vec<Event> {
-    vec![Event {
-        at: a.duration / 3,
-        kind: EventKind::Kill { node: 2 },
-    }]
+/// Removes a lab when dropped (also when a run fails).
+struct Down<'a> {
+    prefix: String,
+    dir: PathBuf,
+    down: &'a dyn Fn(&str, &Path),
 }
 
-fn stop_at(a: &Args) -> Vec<Event> {
-    vec![Event {
-        at: a.duration / 3,
-        kind: EventKind::Stop { node: 3 },
-    }]
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        (self.down)(&self.prefix, &self.dir);
+    }
 }
 
-/// One row of the table.
-struct Row {
-    name: String,
-    kill: Report,
-    stop: Option<Report>,
+fn progress(l: &str) {
+    eprintln!("  {l}");
 }
 
-fn broken(r: &Report) -> u64 {
-    r.reset + r.opened.saturating_sub(r.completed)
-}
-
-fn per_conn(v: u64, r: &Report) -> f64 {
-    v as f64 / r.opened.max(1) as f64
-}
-
-fn ours(a: &Args, nodes: u16, exe: &Path) -> Result<Row, String> {
+fn ours(a: &Args, nodes: u16, exe: &Path, what: What) -> Result<Report, String> {
     let prefix = format!("lb{nodes}");
     let dir = netns::default_dir(&prefix);
-    let _ = netns::down(&prefix, &dir);
-    let up = || {
-        netns::up(&LabOptions {
-            nodes,
-            prefix: prefix.clone(),
-            card: "model".into(),
-            identifiers: 256,
-            dir: dir.clone(),
-            exe: exe.to_path_buf(),
-        })
+    let down = |p: &str, d: &Path| {
+        let _ = netns::down(p, d);
     };
-    let mut progress = |l: &str| eprintln!("  {l}");
-    let info = up()?;
+    down(&prefix, &dir);
+    let _guard = Down {
+        prefix: prefix.clone(),
+        dir: dir.clone(),
+        down: &down,
+    };
+    let info = netns::up(&LabOptions {
+        nodes,
+        prefix: prefix.clone(),
+        card: "model".into(),
+        identifiers: 256,
+        dir: dir.clone(),
+        exe: exe.to_path_buf(),
+    })?;
     let mut b = run::Cluster::new(info, exe.to_path_buf());
-    let kill = run::run(&mut b, &workload(a, kill_at(a)), &mut progress);
-    let _ = netns::down(&prefix, &dir);
-    let kill = kill?;
-    let info = up()?;
-    let mut b = run::Cluster::new(info, exe.to_path_buf());
-    let stop = run::run(&mut b, &workload(a, stop_at(a)), &mut progress);
-    let _ = netns::down(&prefix, &dir);
-    Ok(Row {
-        name: "cluster (model card)".into(),
-        kill,
-        stop: Some(stop?),
-    })
+    run::run(&mut b, &workload(a, what), &mut progress)
 }
 
-fn print(nodes: u16, rows: &[Row]) {
-    println!(
-        "\n{nodes} nodes, {} connections: SIGKILL of node 2 (and our graceful stop of node 3)",
-        rows.first().map_or(0, |r| r.kill.opened)
+fn theirs(a: &Args, nodes: u16, detect: Duration, what: What) -> Result<Report, String> {
+    let prefix = format!("lk{nodes}");
+    let dir = netns::default_dir(&prefix);
+    kernel::down(&prefix, &dir);
+    let _guard = Down {
+        prefix: prefix.clone(),
+        dir: dir.clone(),
+        down: &kernel::down,
+    };
+    let info = kernel::up(&KernelOptions {
+        nodes,
+        prefix: prefix.clone(),
+        buckets: 256,
+        dir: dir.clone(),
+    })?;
+    let mut b = KernelLab::new(info, detect)?;
+    run::run(&mut b, &workload(a, what), &mut progress)
+}
+
+/// One run's figures.
+struct Row {
+    backend: String,
+    detect_ms: Option<u64>,
+    what: What,
+    r: Report,
+}
+
+impl Row {
+    fn gap(&self) -> u64 {
+        self.r.events.first().map_or(0, |e| e.longest_delay_ms)
+    }
+    fn stall(&self) -> u64 {
+        self.r.events.first().map_or(0, |e| e.longest_stall_ms)
+    }
+    fn broken(&self) -> u64 {
+        self.r.opened.saturating_sub(self.r.completed)
+    }
+    fn per_conn(&self, v: u64) -> f64 {
+        v as f64 / self.r.opened.max(1) as f64
+    }
+    fn sync(&self) -> f64 {
+        self.per_conn(self.r.sync_bytes)
+    }
+    fn cpu(&self) -> f64 {
+        self.per_conn(self.r.cpu_ms)
+    }
+    fn retrans(&self) -> u64 {
+        self.r
+            .events
+            .first()
+            .map_or(0, |e| e.client_retrans + e.server_retrans)
+    }
+    fn json(&self, nodes: u16) -> Value {
+        json!({
+            "nodes": nodes,
+            "backend": self.backend,
+            "detect_ms": self.detect_ms,
+            "event": self.what.name(),
+            "takeover_gap_ms": self.gap(),
+            "longest_stall_ms": self.stall(),
+            "opened": self.r.opened,
+            "reset": self.r.reset,
+            "broken": self.broken(),
+            "stalled": self.r.stalled,
+            "frames_lost": self.r.frames_lost,
+            "sync_bytes_per_connection": self.sync(),
+            "cpu_ms_per_connection": self.cpu(),
+            "retransmissions": self.retrans(),
+            "background_longest_delay_ms": self.r.background_longest_delay_ms,
+            "report": self.r,
+        })
+    }
+}
+
+/// `a / b`, or None when `b` is 0 (a ratio that does not exist).
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b)
+}
+
+fn ratio_text(a: f64, b: f64) -> String {
+    match ratio(a, b) {
+        Some(0.0) => "0x".into(),
+        Some(x) if x >= 0.95 => format!("{x:.1}x"),
+        Some(x) if x >= 0.095 => format!("{x:.2}x"),
+        Some(x) => format!("{x:.3}x"),
+        None if a == 0.0 => "both 0".into(),
+        None => "- (ours 0)".into(),
+    }
+}
+
+fn table(nodes: u16, a: &Args, rows: &[Row]) -> String {
+    let mut t = format!(
+        "\n{nodes} nodes, {} connections (+2 bulk), {} s, the event at {:.1} s: SIGKILL of node 2 \
+         or graceful stop of node 3\n",
+        a.connections,
+        a.duration.as_secs(),
+        (a.duration / 3).as_secs_f64()
     );
-    println!(
-        "{:<34} {:>12} {:>8} {:>11} {:>13} {:>11} {:>14} {:>12}",
+    t += &format!(
+        "{:<24} {:<5} {:>8} {:>9} {:>6} {:>5} {:>6} {:>7} {:>7} {:>8} {:>8} {:>7} {:>8}\n",
         "backend",
-        "takeover gap",
+        "event",
+        "gap ms",
+        "stall ms",
+        "opened",
+        "reset",
         "broken",
-        "frames lost",
-        "sync B/conn",
-        "CPU ms/conn",
-        "stop: lost",
-        "stop: stall"
+        "stalled",
+        "frames",
+        "sync B/c",
+        "CPU ms/c",
+        "retrans",
+        "bg delay"
     );
     for r in rows {
-        let k = &r.kill;
-        let gap = k.events.first().map_or(0, |e| e.longest_stall_ms);
-        let (sl, ss) = r.stop.as_ref().map_or(("-".into(), "-".into()), |s| {
-            (
-                s.frames_lost.to_string(),
-                format!("{} ms", s.events.first().map_or(0, |e| e.longest_stall_ms)),
-            )
+        t += &format!(
+            "{:<24} {:<5} {:>8} {:>9} {:>6} {:>5} {:>6} {:>7} {:>7} {:>8.0} {:>8.2} {:>7} {:>8}\n",
+            r.backend,
+            r.what.name(),
+            r.gap(),
+            r.stall(),
+            r.r.opened,
+            r.r.reset,
+            r.broken(),
+            r.r.stalled,
+            r.r.frames_lost,
+            r.sync(),
+            r.cpu(),
+            r.retrans(),
+            r.r.background_longest_delay_ms
+        );
+    }
+    for (k, o) in pairs(rows) {
+        t += &format!(
+            "{} / ours, {}: takeover gap {}, longest stall {}, reset {} vs {}, broken {} vs {}, \
+             stalled {} vs {}, frames lost {} vs {}, sync B/conn {}, CPU ms/conn {}\n",
+            k.backend,
+            k.what.name(),
+            ratio_text(k.gap() as f64, o.gap() as f64),
+            ratio_text(k.stall() as f64, o.stall() as f64),
+            k.r.reset,
+            o.r.reset,
+            k.broken(),
+            o.broken(),
+            k.r.stalled,
+            o.r.stalled,
+            k.r.frames_lost,
+            o.r.frames_lost,
+            ratio_text(k.sync(), o.sync()),
+            ratio_text(k.cpu(), o.cpu()),
+        );
+    }
+    t
+}
+
+/// Every kernel run with our run of the same event.
+fn pairs(rows: &[Row]) -> Vec<(&Row, &Row)> {
+    rows.iter()
+        .filter(|k| k.detect_ms.is_some())
+        .filter_map(|k| {
+            rows.iter()
+                .find(|o| o.detect_ms.is_none() && o.what == k.what)
+                .map(|o| (k, o))
+        })
+        .collect()
+}
+
+fn ratios_json(nodes: u16, rows: &[Row]) -> Vec<Value> {
+    pairs(rows)
+        .into_iter()
+        .map(|(k, o)| {
+            json!({
+                "nodes": nodes,
+                "event": k.what.name(),
+                "kernel": k.backend,
+                "takeover_gap": ratio(k.gap() as f64, o.gap() as f64),
+                "longest_stall": ratio(k.stall() as f64, o.stall() as f64),
+                "reset": [k.r.reset, o.r.reset],
+                "broken": [k.broken(), o.broken()],
+                "stalled": [k.r.stalled, o.r.stalled],
+                "frames_lost": [k.r.frames_lost, o.r.frames_lost],
+                "sync_bytes_per_connection": ratio(k.sync(), o.sync()),
+                "cpu_ms_per_connection": ratio(k.cpu(), o.cpu()),
+            })
+        })
+        .collect()
+}
+
+fn bench(a: &Args, nodes: u16, exe: &Path) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    let vrrp = a.vrrp.as_millis() as u64;
+    for what in [What::Kill, What::Stop] {
+        eprintln!("{nodes} nodes, our cluster, {}", what.name());
+        let r = ours(a, nodes, exe, what).map_err(|e| format!("our cluster: {e}"))?;
+        rows.push(Row {
+            backend: "cluster (model card)".into(),
+            detect_ms: None,
+            what,
+            r,
         });
-        println!(
-            "{:<34} {:>9} ms {:>8} {:>11} {:>13.0} {:>11.2} {:>14} {:>12}",
-            r.name,
-            gap,
-            broken(k),
-            k.frames_lost,
-            per_conn(k.sync_bytes, k),
-            per_conn(k.cpu_ms, k),
-            sl,
-            ss
-        );
+        let detects: &[u64] = if what == What::Kill { &[0, vrrp] } else { &[0] };
+        for &d in detects {
+            eprintln!(
+                "{nodes} nodes, the kernel, {} (detection {d} ms)",
+                what.name()
+            );
+            let r = theirs(a, nodes, Duration::from_millis(d), what)
+                .map_err(|e| format!("the kernel baseline: {e}"))?;
+            rows.push(Row {
+                backend: if what == What::Kill {
+                    format!("kernel (detect {d} ms)")
+                } else {
+                    "kernel".into()
+                },
+                detect_ms: Some(d),
+                what,
+                r,
+            });
+        }
     }
-    let Some(base) = rows.first() else { return };
-    let g0 = base
-        .kill
-        .events
-        .first()
-        .map_or(0, |e| e.longest_stall_ms)
-        .max(1) as f64;
-    for r in &rows[1..] {
-        let g = r.kill.events.first().map_or(0, |e| e.longest_stall_ms) as f64;
-        println!(
-            "ratio {} / ours: takeover gap {:.1}x, sync bytes per connection {:.1}x, CPU per \
-             connection {:.1}x, broken {} vs {}",
-            r.name,
-            g / g0,
-            per_conn(r.kill.sync_bytes, &r.kill)
-                / per_conn(base.kill.sync_bytes, &base.kill).max(1.0),
-            per_conn(r.kill.cpu_ms, &r.kill) / per_conn(base.kill.cpu_ms, &base.kill).max(0.01),
-            broken(&r.kill),
-            broken(&base.kill)
-        );
-    }
+    Ok(rows)
 }
 
 fn main() {
@@ -213,8 +415,8 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("lab_bench: needs root (network namespaces): run it with sudo");
+    if let Err(e) = kernel::preflight() {
+        eprintln!("lab_bench: {e}");
         std::process::exit(2);
     }
     let exe = match clusterd() {
@@ -224,16 +426,45 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let (mut runs, mut ratios) = (Vec::new(), Vec::new());
     for &nodes in &a.nodes {
-        eprintln!("{nodes} nodes: our cluster");
-        let mut rows = Vec::new();
-        match ours(&a, nodes, &exe) {
-            Ok(r) => rows.push(r),
+        let rows = match bench(&a, nodes, &exe) {
+            Ok(r) => r,
             Err(e) => {
-                eprintln!("lab_bench: our cluster, {nodes} nodes: {e}");
+                eprintln!("lab_bench: {nodes} nodes: {e}");
                 std::process::exit(1);
             }
+        };
+        if a.json {
+            runs.extend(rows.iter().map(|r| r.json(nodes)));
+            ratios.extend(ratios_json(nodes, &rows));
+        } else {
+            print!("{}", table(nodes, &a, &rows));
         }
-        print(nodes, &rows);
+    }
+    if a.json {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        println!(
+            "{}",
+            json!({
+                "unix_time": unix,
+                "connections": a.connections,
+                "duration_ms": a.duration.as_millis() as u64,
+                "runs": runs,
+                "ratios": ratios,
+            })
+        );
+    } else {
+        println!(
+            "\ngap: the longest wait of any connection that began at the event (stall or not); \
+             stall: over 500 ms; broken: opened, not completed; frames: lost end to end \
+             (negative: duplicated); sync B/c and CPU ms/c: per TCP connection opened; retrans: \
+             the client's and server's TCP retransmissions in the event's window; bg delay: \
+             the longest wait before the event. The kernel's CPU is its conntrackd processes \
+             only (its forwarding runs in softirq, unattributed); ours is the clusterd \
+             processes, which forward in user space with a model card."
+        );
     }
 }

@@ -125,9 +125,10 @@ enum LabOp {
     },
     /// Kill every node, remove every namespace and the lab's directory.
     Down,
-    /// SIGKILL node NODE.
+    /// SIGKILL node NODE (the kernel baseline: its links down, its conntrackd SIGKILLed, the
+    /// survivors' failover at once).
     Kill { node: u16 },
-    /// SIGTERM node NODE.
+    /// SIGTERM node NODE (the kernel baseline: the survivors take its buckets, then it leaves).
     Stop { node: u16 },
     /// Start node NODE again (it rejoins and resyncs).
     Start { node: u16 },
@@ -140,7 +141,8 @@ enum LabOp {
     /// Real traffic across the lab (long-lived and bulk TCP, UDP, ICMP, IPv4 and IPv6) with
     /// events on a schedule, then a report measured from outside: connections completed,
     /// reset and stalled, the longest stall and the kernels' TCP retransmissions per event,
-    /// frames lost end to end, what the nodes dropped and why. Runs on the lab of --prefix.
+    /// frames lost end to end, what the nodes dropped and why. Runs on the lab of --prefix:
+    /// ours, or the kernel baseline (`lab up --baseline kernel`).
     Run {
         /// Long-lived TCP connections exchanging small messages.
         #[arg(long, default_value_t = 100)]
@@ -176,6 +178,15 @@ enum LabOp {
         /// Ask the leader for a rebalance at SECONDS (repeatable).
         #[arg(long, value_name = "SECONDS")]
         rebalance: Vec<String>,
+        /// The lab to expect: `none` our cluster, `kernel` the kernel baseline (`lab up
+        /// --baseline kernel`); default whichever the lab of --prefix is.
+        #[arg(long, value_parser = ["none", "kernel"])]
+        baseline: Option<String>,
+        /// Kernel baseline: a kill's failover (commit and bucket moves) starts this many ms
+        /// after the node died; 0 (default) the instant it dies, 3000 models VRRP's usual
+        /// detection.
+        #[arg(long, value_name = "MS")]
+        detect_ms: Option<u64>,
     },
 }
 
@@ -252,6 +263,23 @@ fn lab(a: LabArgs) -> Result<(), String> {
                 serde_json::json!({ "removed": removed }),
             );
         }
+        // the kernel baseline's nodes are conntrackd instances and nftables sets, no clusterd
+        LabOp::Kill { node } | LabOp::Stop { node } | LabOp::Start { node }
+            if host::lab::kernel::is_kernel_lab(&dir) =>
+        {
+            use host::lab::run::{Backend as _, EventKind};
+            let e = match a.op {
+                LabOp::Kill { .. } => EventKind::Kill { node },
+                LabOp::Stop { .. } => EventKind::Stop { node },
+                _ => EventKind::Join { node },
+            };
+            let info = host::lab::run::load_lab(&dir, &a.prefix)?;
+            let outcome = host::lab::kernel::KernelLab::new(info, Duration::ZERO)?.apply(&e)?;
+            say(
+                outcome.clone(),
+                serde_json::json!({ "node": node, "event": e, "outcome": outcome }),
+            );
+        }
         LabOp::Kill { node } | LabOp::Stop { node } => {
             let sig = if matches!(a.op, LabOp::Kill { .. }) {
                 nix::sys::signal::Signal::SIGKILL
@@ -304,6 +332,8 @@ fn lab(a: LabArgs) -> Result<(), String> {
             ref stop,
             ref join,
             ref rebalance,
+            ref baseline,
+            detect_ms,
         } => {
             use host::lab::run::{self as lr, EventKind};
             let mut events = Vec::new();
@@ -339,11 +369,9 @@ fn lab(a: LabArgs) -> Result<(), String> {
                 interval: std::time::Duration::from_millis(interval_ms),
                 events,
             };
-            let info = lr::load_lab(&dir, &a.prefix)?;
-            let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
-            let mut b = lr::Cluster::new(info, exe);
+            let mut b = run_backend(&a.prefix, &dir, baseline.as_deref(), detect_ms)?;
             let quiet = a.json;
-            let report = lr::run(&mut b, &o, &mut |line| {
+            let report = lr::run(b.as_mut(), &o, &mut |line| {
                 if !quiet {
                     eprintln!("{line}");
                 }
@@ -381,6 +409,51 @@ fn lab(a: LabArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The lab `lab run` drives: the one of `prefix` in `dir`, ours or the kernel baseline (its
+/// `kernel.json`), checked against `--baseline` when given.
+fn run_backend(
+    prefix: &str,
+    dir: &std::path::Path,
+    baseline: Option<&str>,
+    detect_ms: Option<u64>,
+) -> Result<Box<dyn host::lab::run::Backend>, String> {
+    use host::lab::{kernel, run as lr};
+    if let Some(ms) = detect_ms.filter(|&ms| ms > 60_000) {
+        return Err(format!("--detect-ms {ms}: 0 to 60000 (3000 models VRRP)"));
+    }
+    let is_kernel = kernel::is_kernel_lab(dir);
+    let info = lr::load_lab(dir, prefix).map_err(|e| match baseline {
+        Some("kernel") => format!(
+            "no kernel baseline lab with prefix {prefix} ({}): `clusterd lab up --baseline \
+             kernel --prefix {prefix}` first",
+            dir.display()
+        ),
+        _ => e,
+    })?;
+    match (baseline, is_kernel) {
+        (Some("kernel"), false) => Err(format!(
+            "--baseline kernel: the lab of prefix {prefix} is our cluster: `clusterd lab down \
+             --prefix {prefix}`, then `clusterd lab up --baseline kernel --prefix {prefix}`"
+        )),
+        (Some("none"), true) => Err(format!(
+            "--baseline none: the lab of prefix {prefix} is the kernel baseline: `clusterd lab \
+             down --prefix {prefix}`, then `clusterd lab up --prefix {prefix}`"
+        )),
+        (_, true) => Ok(Box::new(kernel::KernelLab::new(
+            info,
+            Duration::from_millis(detect_ms.unwrap_or(0)),
+        )?)),
+        (_, false) if detect_ms.is_some() => Err(format!(
+            "--detect-ms: the lab of prefix {prefix} is our cluster, which detects failures \
+             itself (failure_ms in its config); the flag is for the kernel baseline"
+        )),
+        (_, false) => {
+            let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+            Ok(Box::new(lr::Cluster::new(info, exe)))
+        }
+    }
 }
 
 fn main() -> ExitCode {

@@ -15,11 +15,14 @@
 //! - ICMP echo (`ping`, IPv4 and IPv6) from the client to the server.
 //!
 //! Measured: connections opened, completed (closed cleanly, every byte checked), reset, stalled;
-//! per event, the longest stall that began in its window and the kernel's TCP retransmissions
+//! per event, the longest stall that began in its window, the longest wait that began in it
+//! (stall or not: the takeover gap the endpoints see) and the kernel's TCP retransmissions
 //! (`TcpRetransSegs`, from `nstat`) of the client and the server during it; the frames the
 //! cluster lost or duplicated end to end (what the client's and server's interfaces sent
-//! against what the other received, read once the traffic stopped: the nodes originate no frame
-//! on the segments, so the two must be equal), and what each node dropped and why.
+//! against what the other received, read once the traffic stopped: our nodes originate no frame
+//! on the segments, so the two must be equal; the kernel baseline's routers do, so there the IP
+//! packets between the two ends are counted, [`Backend::end_to_end`]), and what each node
+//! dropped and why.
 
 use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
@@ -37,6 +40,9 @@ use crate::lab::netns::{self, LabError, LabInfo};
 
 /// No progress for longer than this is a stall.
 pub const STALL: Duration = Duration::from_millis(500);
+/// A wait longer than this is a delay: kept for the longest wait per event (the takeover gap
+/// as the endpoints see it, short of a stall too).
+pub const DELAY: Duration = Duration::from_millis(20);
 /// The message connections' and UDP flows' port on the server.
 pub const ECHO_PORT: u16 = 7000;
 /// The bulk transfers' port.
@@ -228,6 +234,17 @@ pub trait Backend {
     fn sync_bytes(&self) -> u64;
     /// CPU time (ms) of the cluster's processes, cumulative.
     fn cpu_ms(&self) -> u64;
+    /// Frames end to end, cumulative: what the client sent and received, what the server
+    /// sent and received. By default the client's and the server's interface counters (right
+    /// when the nodes originate no frame on the segments, as a bridging cluster does).
+    fn end_to_end(&self) -> Option<[u64; 4]> {
+        end_to_end(self.info())
+    }
+    /// What the report's figures mean for this backend where they differ from ours, and
+    /// which do not apply (one line each, for the report's `notes`).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Our cluster in a lab made by [`netns::up`].
@@ -415,6 +432,8 @@ struct ConnLog {
     reset: bool,
     error: Option<String>,
     stalls: Vec<Stall>,
+    /// Every wait longer than [`DELAY`] (stalls too).
+    delays: Vec<Stall>,
     /// Message round trips (or bulk chunks) done.
     progress: u64,
 }
@@ -422,13 +441,18 @@ struct ConnLog {
 impl ConnLog {
     /// Records a stall that began at `since` and lasted until now, if it was longer than
     /// [`STALL`] (`always`: whatever its length, for a wait cut off at the end of the run).
+    /// Every wait longer than [`DELAY`] is kept as a delay as well.
     fn stall(&mut self, start: Instant, since: Instant, always: bool) {
         let ms = since.elapsed();
+        let s = Stall {
+            at_ms: ms_since(start, since),
+            ms: ms.as_millis() as u64,
+        };
+        if always || ms > DELAY {
+            self.delays.push(s);
+        }
         if always || ms > STALL {
-            self.stalls.push(Stall {
-                at_ms: ms_since(start, since),
-                ms: ms.as_millis() as u64,
-            });
+            self.stalls.push(s);
         }
     }
 }
@@ -455,6 +479,12 @@ pub struct EventReport {
     pub longest_stall_ms: u64,
     /// Connections that stalled in the window.
     pub stalled_connections: u64,
+    /// The longest wait (a message's round trip, a bulk write, a connect) that began in the
+    /// window (or up to [`STALL`] before the event, as the stalls), stall or not: the takeover
+    /// gap as the endpoints see it (0: none
+    /// longer than [`DELAY`]). A loaded machine's own delays count too: compare with
+    /// [`Report::background_longest_delay_ms`].
+    pub longest_delay_ms: u64,
     /// The client's `TcpRetransSegs` in the window.
     pub client_retrans: u64,
     /// The server's `TcpRetransSegs` in the window.
@@ -496,6 +526,9 @@ pub struct Report {
     pub ping_received: u64,
     /// The client's and server's `TcpRetransSegs` before the first event, per second.
     pub background_retrans_per_s: f64,
+    /// The longest wait that ended before the first event (the whole run without events):
+    /// the delays the machine makes without any event.
+    pub background_longest_delay_ms: u64,
     /// Every event.
     pub events: Vec<EventReport>,
     /// Frames the cluster lost end to end (sent by the client or server, not received by the
@@ -511,6 +544,8 @@ pub struct Report {
     pub cpu_ms: u64,
     /// The first few connection errors.
     pub errors: Vec<String>,
+    /// What the figures mean for this backend, and which do not apply ([`Backend::notes`]).
+    pub notes: Vec<String>,
 }
 
 /// Runs the workload with its events on `b`, and reports.
@@ -541,7 +576,7 @@ pub fn run(
     }
     let drops0 = b.drops();
     let (sync0, cpu0) = (b.sync_bytes(), b.cpu_ms());
-    let links0 = end_to_end(&info);
+    let links0 = b.end_to_end();
     let start = Instant::now();
     let mut samples = vec![(Duration::ZERO, retrans(&client_ns), retrans(&server_ns))];
     let client = {
@@ -606,7 +641,7 @@ pub fn run(
         .map_err(|_| "the workload's server panicked")??;
     // what is still in flight has arrived by now
     std::thread::sleep(Duration::from_millis(300));
-    let links1 = end_to_end(&info);
+    let links1 = b.end_to_end();
     let drops1 = b.drops();
     let mut r = report(
         &info,
@@ -625,6 +660,7 @@ pub fn run(
         },
     );
     r.backend = b.name().to_owned();
+    r.notes = b.notes();
     if !pings_ok {
         r.errors.insert(
             0,
@@ -678,6 +714,10 @@ fn report(
         .iter()
         .flat_map(|c| c.stalls.iter().copied())
         .collect();
+    let all_delays: Vec<Stall> = conns
+        .iter()
+        .flat_map(|c| c.delays.iter().copied())
+        .collect();
     let mut events = Vec::new();
     for (i, (e, (at, outcome))) in o.events.iter().zip(outcomes).enumerate() {
         let until = outcomes.get(i + 1).map_or(m.end, |n| n.0);
@@ -696,6 +736,13 @@ fn report(
             .iter()
             .filter(|c| c.stalls.iter().any(|s| in_window(&s)))
             .count() as u64;
+        // as the stalls: the waits that began in the window or just before the event
+        let delay = all_delays
+            .iter()
+            .filter(in_window)
+            .map(|d| d.ms)
+            .max()
+            .unwrap_or(0);
         let (a, b) = (&samples[i + 1], &samples[i + 2]);
         events.push(EventReport {
             at_ms: from_ms,
@@ -703,11 +750,19 @@ fn report(
             outcome: outcome.clone(),
             longest_stall_ms: longest,
             stalled_connections: stalled,
+            longest_delay_ms: delay,
             client_retrans: b.1.saturating_sub(a.1),
             server_retrans: b.2.saturating_sub(a.2),
             window_ms: to_ms.saturating_sub(from_ms),
         });
     }
+    let first_ms = outcomes.first().map_or(m.end, |n| n.0).as_millis() as u64;
+    let background_delay = all_delays
+        .iter()
+        .filter(|d| d.at_ms + d.ms <= first_ms)
+        .map(|d| d.ms)
+        .max()
+        .unwrap_or(0);
     let (s0, s1) = (&samples[0], &samples[1]);
     let bg_secs = s1.0.saturating_sub(s0.0).as_secs_f64();
     let background = if bg_secs > 0.5 {
@@ -750,6 +805,7 @@ fn report(
         ping_sent: m.ping.0,
         ping_received: m.ping.1,
         background_retrans_per_s: background,
+        background_longest_delay_ms: background_delay,
         events,
         frames_lost,
         frames_sent,
@@ -761,6 +817,7 @@ fn report(
             .filter_map(|c| c.error.clone())
             .take(8)
             .collect(),
+        notes: Vec::new(),
     }
 }
 
@@ -1196,7 +1253,7 @@ pub fn render(r: &Report) -> String {
     );
     t += &format!(
         "frames end to end: {} sent, {} lost{}; sync {:.1} kB, cluster CPU {} ms; background \
-         TCP retransmissions {:.1}/s\n",
+         TCP retransmissions {:.1}/s, longest delay {} ms\n",
         r.frames_sent,
         r.frames_lost.max(0),
         if r.frames_lost < 0 {
@@ -1206,15 +1263,18 @@ pub fn render(r: &Report) -> String {
         },
         r.sync_bytes as f64 / 1e3,
         r.cpu_ms,
-        r.background_retrans_per_s
+        r.background_retrans_per_s,
+        r.background_longest_delay_ms
     );
     if !r.events.is_empty() {
-        t += "AT (s)  EVENT        LONGEST STALL  STALLED  RETRANS CLIENT/SERVER  OUTCOME\n";
+        t += "AT (s)  EVENT        LONGEST DELAY  LONGEST STALL  STALLED  RETRANS CLIENT/SERVER  \
+              OUTCOME\n";
         for e in &r.events {
             t += &format!(
-                "{:>6.2}  {:<11}  {:>10} ms  {:>7}  {:>21}  {}\n",
+                "{:>6.2}  {:<11}  {:>10} ms  {:>10} ms  {:>7}  {:>21}  {}\n",
                 e.at_ms as f64 / 1000.0,
                 e.event.to_string(),
+                e.longest_delay_ms,
                 e.longest_stall_ms,
                 e.stalled_connections,
                 format!("{}/{}", e.client_retrans, e.server_retrans),
@@ -1239,6 +1299,9 @@ pub fn render(r: &Report) -> String {
     }
     for e in &r.errors {
         t += &format!("error: {e}\n");
+    }
+    for n in &r.notes {
+        t += &format!("note: {n}\n");
     }
     t.trim_end().to_owned()
 }

@@ -34,6 +34,9 @@ impl Ports {
     /// # Errors
     /// What the bridge or the event loop says, naming the interface and the fix.
     pub fn open(outside: &str, inside: &str, frame_bytes: usize) -> Result<Self, String> {
+        for (role, name) in [("outside", outside), ("inside", inside)] {
+            check_interface(role, name)?;
+        }
         let bridge = PortBridge::open(outside, inside, frame_bytes).map_err(|e| e.to_string())?;
         let [a, b] = bridge.fds();
         let reg = |fd: std::os::fd::BorrowedFd<'_>| -> Result<AsyncFd<OwnedFd>, String> {
@@ -118,6 +121,26 @@ impl Ports {
             "last_drop": c.last_drop,
             "held_back": self.held_back,
         })
+    }
+}
+
+/// Refuses an interface of the config (`role` = `outside` or `inside`) that is not there or
+/// is administratively down: a raw socket opens on a down interface and reads nothing, so the
+/// node would start and never see a frame.
+fn check_interface(role: &str, name: &str) -> Result<(), String> {
+    use hal::packet::PacketError;
+    match hal::packet::interface_up(name) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!(
+            "{role} = \"{name}\": the interface {name} is down: bring it up (`ip link set {name} \
+             up`) and start the node again"
+        )),
+        Err(PacketError::NoInterface { .. }) => Err(format!(
+            "{role} = \"{name}\": no interface {name} in this network namespace: fix the name in \
+             the config (`ip link show` lists the interfaces) or create the interface, then \
+             start the node again"
+        )),
+        Err(e) => Err(format!("{role} = \"{name}\": {e}")),
     }
 }
 
