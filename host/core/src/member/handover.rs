@@ -210,7 +210,7 @@ impl<T: NodeSpecificTable> Member<T> {
         pkt: &[u8],
         framing: crate::Framing,
     ) -> Option<DistributionId> {
-        if self.handover.waiting.is_empty() && self.incoming.is_empty() {
+        if self.handover.waiting.is_empty() && self.incoming.is_empty() && self.marks.is_empty() {
             return None;
         }
         parse_packet(pkt, framing)
@@ -219,6 +219,7 @@ impl<T: NodeSpecificTable> Member<T> {
             .map(|(_, _, d)| d)
             .filter(|d| {
                 self.handover.is_waiting(*d)
+                    || self.marks.contains_key(d)
                     || self
                         .incoming
                         .get(d)

@@ -107,8 +107,14 @@ impl Hold {
     /// the releaser's last frame from a byte-identical copy that came after it. A mark that
     /// matches nothing held (the releaser's last frames came before this member began
     /// holding) takes nothing.
-    pub fn hand_back(&mut self, did: DistributionId, marks: &[(u8, Vec<u64>)]) -> Vec<Held> {
+    /// Returns what it took and the inputs whose mark matched nothing held.
+    pub fn hand_back(
+        &mut self,
+        did: DistributionId,
+        marks: &[(u8, Vec<u64>)],
+    ) -> (Vec<Held>, Vec<u8>) {
         let mut cut: Vec<(u8, usize)> = Vec::new();
+        let mut unmatched = Vec::new();
         for (input, digests) in marks {
             if digests.is_empty() {
                 continue;
@@ -128,12 +134,13 @@ impl Hold {
                     .map(|(_, d)| *d)
                     .eq(digests[digests.len() - m..].iter().copied())
             };
-            if let Some(j) = (0..seq.len()).rev().find(|&j| ends_run(j)) {
-                cut.push((*input, seq[j].0));
+            match (0..seq.len()).rev().find(|&j| ends_run(j)) {
+                Some(j) => cut.push((*input, seq[j].0)),
+                None => unmatched.push(*input),
             }
         }
         if cut.is_empty() {
-            return Vec::new();
+            return (Vec::new(), unmatched);
         }
         let mut out = Vec::new();
         let mut keep = VecDeque::with_capacity(self.items.len());
@@ -151,7 +158,7 @@ impl Hold {
             }
         }
         self.items = keep;
-        out
+        (out, unmatched)
     }
 
     /// Takes out every item of `did` (a move that did not happen as planned).
@@ -222,8 +229,9 @@ mod tests {
         let mark = |fs: &[&[u8]]| fs.iter().map(|f| frame_digest(f)).collect::<Vec<_>>();
         // [u0 u1 | u1 u2]: the releaser handled u0 then u1; the second u1 is a later copy
         let mut h = hold_of(&[(0, u0), (0, u1), (1, u1), (0, u1), (0, u2)]);
-        let back = h.hand_back(DistributionId(7), &[(0, mark(&[u0, u1]))]);
+        let (back, unmatched) = h.hand_back(DistributionId(7), &[(0, mark(&[u0, u1]))]);
         assert_eq!(back.iter().map(|b| b.token).collect::<Vec<_>>(), [1, 2]);
+        assert!(unmatched.is_empty());
         assert_eq!(
             h.items.iter().map(|b| b.token).collect::<Vec<_>>(),
             [3, 4, 5]
@@ -231,20 +239,27 @@ mod tests {
         assert_eq!((h.handed_back, h.bytes), (2, u1.len() * 2 + u2.len()));
         // the hold began after u0: [u1 u1 u2] against the mark [u0 u1] takes the first u1
         let mut h = hold_of(&[(0, u1), (0, u1), (0, u2)]);
-        let back = h.hand_back(DistributionId(7), &[(0, mark(&[u0, u1]))]);
+        let (back, _) = h.hand_back(DistributionId(7), &[(0, mark(&[u0, u1]))]);
         assert_eq!(back.iter().map(|b| b.token).collect::<Vec<_>>(), [1]);
         // nothing of the mark held, another identifier, an empty mark: nothing taken
         let mut h = hold_of(&[(0, u2), (1, u0)]);
-        assert!(h
-            .hand_back(DistributionId(7), &[(0, mark(&[u0]))])
-            .is_empty());
+        assert_eq!(
+            h.hand_back(DistributionId(7), &[(0, mark(&[u0]))]).1,
+            [0],
+            "unmatched"
+        );
         assert!(h
             .hand_back(DistributionId(8), &[(1, mark(&[u0]))])
+            .0
             .is_empty());
         assert!(h
             .hand_back(DistributionId(7), &[(1, Vec::new())])
+            .0
             .is_empty());
-        assert_eq!(h.hand_back(DistributionId(7), &[(1, mark(&[u0]))]).len(), 1);
+        assert_eq!(
+            h.hand_back(DistributionId(7), &[(1, mark(&[u0]))]).0.len(),
+            1
+        );
         assert_eq!(h.items.len(), 1);
         // every item of an identifier
         let mut h = hold_of(&[(0, u0), (1, u1)]);

@@ -160,6 +160,18 @@ pub enum PacketOutcome {
     Held(u64),
 }
 
+/// How long a next owner keeps holding an identifier's frames after its gate opened for the
+/// releaser's last handled frame to arrive here (its input may lag the replication stream).
+pub const MARK_WAIT: Duration = Duration::from_millis(50);
+
+/// Appends `digest` to a run of the last [`crate::record::MAX_MARK_DIGESTS`] digests.
+fn push_digest(run: &mut Vec<u64>, digest: u64) {
+    if run.len() == crate::record::MAX_MARK_DIGESTS {
+        run.remove(0);
+    }
+    run.push(digest);
+}
+
 /// What a frame's outcome means for the member's verdict counts.
 fn frame_outcome(o: FrameOutcome) -> PacketOutcome {
     match o {
@@ -291,8 +303,13 @@ pub struct Member<T: NodeSpecificTable> {
     /// (`last_handled`), for the `L` record it sends the next owner when it releases them.
     releasing: BTreeSet<DistributionId>,
     last_handled: BTreeMap<DistributionId, [Vec<u64>; 3]>,
-    /// The releasers' `L` records: what the next owner hands back of what it held.
-    marks: BTreeMap<DistributionId, crate::record::Marks>,
+    /// The releasers' `L` records: what the next owner hands back of what it held, and since
+    /// when (after the gate opened) a mark waits for its frame to arrive here.
+    marks: BTreeMap<DistributionId, (crate::record::Marks, Option<Duration>)>,
+    /// Per identifier coming here, per input: the digests of the last frames this member saw
+    /// but did not hold (before it began holding), so it can tell that a releaser's last frame
+    /// went by already.
+    passed: BTreeMap<DistributionId, [Vec<u64>; 3]>,
     /// A graceful stop is under way ([`Member::leave`]).
     leaving: bool,
 }
@@ -354,6 +371,7 @@ impl<T: NodeSpecificTable> Member<T> {
             releasing: BTreeSet::new(),
             last_handled: BTreeMap::new(),
             marks: BTreeMap::new(),
+            passed: BTreeMap::new(),
             leaving: false,
             cfg,
         }
@@ -688,7 +706,10 @@ impl<T: NodeSpecificTable> Member<T> {
             return PacketOutcome::NotReady;
         }
         if let Some(d) = self.waiting_for(bytes, framing) {
-            if !self.handover.waits_for_releasers_only(d) && !self.incoming.contains_key(&d) {
+            if !self.handover.waits_for_releasers_only(d)
+                && !self.incoming.contains_key(&d)
+                && !self.marks.contains_key(&d)
+            {
                 // a failover: the previous owner may still be handling this packet
                 return PacketOutcome::NotReady;
             }
@@ -696,6 +717,9 @@ impl<T: NodeSpecificTable> Member<T> {
                 Some(token) => PacketOutcome::Held(token),
                 None => PacketOutcome::NotReady,
             };
+        }
+        if !self.incoming.is_empty() {
+            self.note_passed(bytes, port, framing);
         }
         let outcome = self.handle_now(t, bytes, port, framing, egress);
         if !self.releasing.is_empty() && !matches!(outcome, PacketOutcome::NotOurs) {
@@ -711,12 +735,24 @@ impl<T: NodeSpecificTable> Member<T> {
             return;
         };
         if self.releasing.contains(&d) {
-            let slot =
-                &mut self.last_handled.entry(d).or_default()[usize::from(hold::input_of(port))];
-            if slot.len() == crate::record::MAX_MARK_DIGESTS {
-                slot.remove(0);
-            }
-            slot.push(crate::record::frame_digest(bytes));
+            push_digest(
+                &mut self.last_handled.entry(d).or_default()[usize::from(hold::input_of(port))],
+                crate::record::frame_digest(bytes),
+            );
+        }
+    }
+
+    /// Keeps the digest of a frame of an identifier coming here that this member did not hold
+    /// (it had not begun holding yet).
+    fn note_passed(&mut self, bytes: &[u8], port: Option<u8>, framing: Framing) {
+        let Some(d) = self.did_of(bytes, framing) else {
+            return;
+        };
+        if self.incoming.contains_key(&d) {
+            push_digest(
+                &mut self.passed.entry(d).or_default()[usize::from(hold::input_of(port))],
+                crate::record::frame_digest(bytes),
+            );
         }
     }
 
@@ -758,10 +794,11 @@ impl<T: NodeSpecificTable> Member<T> {
     /// Hands every held item whose identifier no longer waits (or that waited too long) to
     /// the shell as an [`Output::Released`].
     fn release_held(&mut self, t: Time) {
-        self.hand_back_marked();
+        self.hand_back_marked(t.mono);
         let (handover, incoming, behind) = (&self.handover, &self.incoming, self.behind);
+        let marks = &self.marks;
         let ready = self.hold.take_ready(t.mono, |d| {
-            behind || handover.is_waiting(d) || incoming.contains_key(&d)
+            behind || handover.is_waiting(d) || incoming.contains_key(&d) || marks.contains_key(&d)
         });
         for (h, expired) in ready {
             let mut egress = Vec::new();
@@ -782,8 +819,11 @@ impl<T: NodeSpecificTable> Member<T> {
 
     /// Hands back, for each identifier whose gate opened (or that is no longer coming here)
     /// and whose releaser's `L` record arrived, the held frames the releaser handled: they are
-    /// answered `NotOurs`, as the releaser's frames are everywhere else.
-    fn hand_back_marked(&mut self) {
+    /// answered `NotOurs`, as the releaser's frames are everywhere else. An input whose mark
+    /// matches nothing held and nothing that went by before holding began names a frame still
+    /// on its way here (this member's input lags its replication stream): the identifier's
+    /// frames stay held until it arrives, at most [`MARK_WAIT`].
+    fn hand_back_marked(&mut self, now: Duration) {
         if self.marks.is_empty() {
             return;
         }
@@ -794,15 +834,32 @@ impl<T: NodeSpecificTable> Member<T> {
             .filter(|d| !self.handover.is_waiting(*d) && !self.incoming.contains_key(d))
             .collect();
         for d in done {
-            let Some(marks) = self.marks.remove(&d) else {
+            let Some((marks, since)) = self.marks.remove(&d) else {
                 continue;
             };
-            for h in self.hold.hand_back(d, &marks) {
+            let (back, unmatched) = self.hold.hand_back(d, &marks);
+            for h in back {
                 self.out.push(Output::Released {
                     token: h.token,
                     outcome: PacketOutcome::NotOurs,
                     egress: Vec::new(),
                 });
+            }
+            let passed = self.passed.get(&d);
+            let waiting: crate::record::Marks = marks
+                .into_iter()
+                .filter(|(input, digests)| {
+                    unmatched.contains(input)
+                        && digests.last().is_some_and(|last| {
+                            !passed.is_some_and(|p| p[usize::from(*input)].contains(last))
+                        })
+                })
+                .collect();
+            let since = since.unwrap_or(now);
+            if !waiting.is_empty() && now.saturating_sub(since) < MARK_WAIT {
+                self.marks.insert(d, (waiting, Some(since)));
+            } else {
+                self.passed.remove(&d);
             }
         }
     }
@@ -812,7 +869,7 @@ impl<T: NodeSpecificTable> Member<T> {
         let expected = self.incoming.get(&did).is_some_and(|i| i.releaser == from)
             || self.handover.waits_for(did).is_some_and(|(n, _)| n == from);
         if expected {
-            self.marks.insert(did, marks);
+            self.marks.insert(did, (marks, None));
         } else {
             self.counters.stale_marks += 1;
         }
@@ -946,6 +1003,7 @@ impl<T: NodeSpecificTable> Member<T> {
             let planned = a.owner(d) == Some(me) && before.owner(d).is_none();
             if !planned {
                 self.marks.remove(&d);
+                self.passed.remove(&d);
                 for h in self.hold.take_all_of(d) {
                     self.hold.dropped += 1;
                     self.out.push(Output::Released {
@@ -1061,7 +1119,7 @@ impl<T: NodeSpecificTable> Member<T> {
     pub fn tick(&mut self, t: Time, view: &ConsensusView<'_>) {
         let now = t.mono;
         self.now = self.now.max(now);
-        if !self.hold.items.is_empty() {
+        if !self.hold.items.is_empty() || !self.marks.is_empty() {
             // released when their gate opened, dropped when they waited too long
             self.release_held(t);
         }

@@ -1648,6 +1648,75 @@ fn a_planned_move_loses_no_packet_and_handles_none_twice() {
     assert!(c.agreed().next_owners.is_empty(), "phase 2 names nobody");
 }
 
+/// The next owner's input may lag its replication stream: the releaser's last handled packet
+/// can reach it after the gate opened. It then keeps holding the identifier's packets until
+/// that packet arrives, hands it back with what came before it, and handles what follows.
+#[test]
+fn a_releasers_last_packet_arriving_late_is_handed_back() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    c.m(3).set_hold(16, 1 << 20, ms(1500));
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    let e = c.agreed().epoch.0;
+    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 1);
+    c.route();
+    let t = c.t();
+    let (p1, p2, p3) = (udp_in(d, 1), udp_in(d, 2), udp_in(d, 3));
+    assert_eq!(c.m(2).on_packet(t, &p1), PacketOutcome::Created);
+    assert_eq!(c.m(2).on_packet(t, &p2), PacketOutcome::Created);
+    let PacketOutcome::Held(a) = c.m(3).on_packet(t, &p1) else {
+        panic!("not held")
+    };
+    c.run_until(ms(1000), |c| {
+        c.agreed().owner(d) == Some(NodeId(3)) && !c.m[&3].handover().is_waiting(d)
+    });
+    let t = c.t();
+    // p2, the releaser's last, arrives now: held, then handed back with p1
+    let PacketOutcome::Held(b) = c.m(3).on_packet(t, &p2) else {
+        panic!("the releaser's last packet is not held")
+    };
+    assert_eq!(c.m(3).on_packet(t, &p3), PacketOutcome::Created);
+    c.route();
+    assert_eq!(
+        c.released,
+        vec![
+            (3, a, PacketOutcome::NotOurs),
+            (3, b, PacketOutcome::NotOurs)
+        ]
+    );
+    assert_eq!(c.m[&3].hold_handed_back(), 2);
+}
+
+/// A releaser's last packet that never reaches the next owner (lost on its input) holds the
+/// identifier's packets only for `MARK_WAIT`: then what was held is handled.
+#[test]
+fn a_releasers_last_packet_that_never_arrives_delays_by_mark_wait_only() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    c.m(3).set_hold(16, 1 << 20, ms(1500));
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    let e = c.agreed().epoch.0;
+    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
+    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 1);
+    c.route();
+    let t = c.t();
+    let (p1, p2) = (udp_in(d, 1), udp_in(d, 2));
+    assert_eq!(c.m(2).on_packet(t, &p1), PacketOutcome::Created);
+    assert_eq!(c.m(2).on_packet(t, &p2), PacketOutcome::Created);
+    let PacketOutcome::Held(a) = c.m(3).on_packet(t, &p1) else {
+        panic!("not held")
+    };
+    c.run_until(ms(1000), |c| {
+        c.agreed().owner(d) == Some(NodeId(3)) && !c.m[&3].handover().is_waiting(d)
+    });
+    let opened = c.now;
+    c.run_until(ms(500), |c| !c.released.is_empty());
+    assert_eq!(c.released, vec![(3, a, PacketOutcome::Hit)]);
+    assert!(c.now - opened >= super::MARK_WAIT, "{:?}", c.now - opened);
+    assert_eq!(c.m[&3].hold_handed_back(), 0);
+}
+
 /// Before the next owner knows the owner applied the prepare step, it does not hold (the owner
 /// would not note what it handled). A prepare step no leader carries out is cleared by the
 /// leader, and the named next owner lets go of what it held without handling it.
