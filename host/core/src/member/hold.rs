@@ -39,6 +39,10 @@ pub(super) struct Held {
     pub bytes: Vec<u8>,
     /// When it arrived.
     pub since: Duration,
+    /// Held only because this member was behind a peer's epoch, before it held the
+    /// identifier for a planned move: if the identifier turns out to be coming here, the
+    /// releaser handles this frame (see [`Hold::take_early`]).
+    pub early: bool,
 }
 
 /// The held items and their bounds.
@@ -95,6 +99,7 @@ impl Hold {
             framing,
             bytes: bytes.to_vec(),
             since: now,
+            early: false,
         });
         Some(self.next_token)
     }
@@ -159,6 +164,23 @@ impl Hold {
         }
         self.items = keep;
         (out, unmatched)
+    }
+
+    /// Takes out the early items (held while behind, see [`Held::early`]) whose identifier
+    /// `coming` says is coming here in a planned move: they are the releaser's.
+    pub fn take_early(&mut self, coming: impl Fn(DistributionId) -> bool) -> Vec<Held> {
+        if !self.items.iter().any(|h| h.early) {
+            return Vec::new();
+        }
+        let (out, keep): (Vec<Held>, Vec<Held>) =
+            self.items.drain(..).partition(|h| h.early && coming(h.did));
+        self.items = keep.into();
+        for h in &mut self.items {
+            h.early = false;
+        }
+        self.bytes = self.items.iter().map(|h| h.bytes.len()).sum();
+        self.handed_back += out.len() as u64;
+        out
     }
 
     /// Takes out every item of `did` (a move that did not happen as planned).

@@ -696,8 +696,21 @@ impl<T: NodeSpecificTable> Member<T> {
             // a peer applied an epoch this member has not yet: the packet waits until it has
             // (then the new allocation decides who handles it) instead of being dropped
             if let Some(d) = self.did_of(bytes, framing) {
+                // not yet held for a planned move: if it turns out to be one, the owner (the
+                // releaser) handles this frame
+                let early = !self.handover.is_waiting(d)
+                    && !self.marks.contains_key(&d)
+                    && !self
+                        .incoming
+                        .get(&d)
+                        .is_some_and(|i| self.applied_epoch(i.releaser) >= i.prepared_in);
                 return match self.hold.push(d, port, framing, bytes, t.mono) {
-                    Some(token) => PacketOutcome::Held(token),
+                    Some(token) => {
+                        if let Some(h) = self.hold.items.back_mut() {
+                            h.early = early;
+                        }
+                        PacketOutcome::Held(token)
+                    }
                     None => PacketOutcome::NotReady,
                 };
             }
@@ -794,6 +807,22 @@ impl<T: NodeSpecificTable> Member<T> {
     /// Hands every held item whose identifier no longer waits (or that waited too long) to
     /// the shell as an [`Output::Released`].
     fn release_held(&mut self, t: Time) {
+        if !self.behind {
+            // held while behind, for an identifier the epoch brought into a planned move:
+            // the releaser's (it owned the identifier then, and still does or did)
+            let incoming = &self.incoming;
+            for h in self.hold.take_early(|d| incoming.contains_key(&d)) {
+                push_digest(
+                    &mut self.passed.entry(h.did).or_default()[usize::from(hold::input_of(h.port))],
+                    crate::record::frame_digest(&h.bytes),
+                );
+                self.out.push(Output::Released {
+                    token: h.token,
+                    outcome: PacketOutcome::NotOurs,
+                    egress: Vec::new(),
+                });
+            }
+        }
         self.hand_back_marked(t.mono);
         let (handover, incoming, behind) = (&self.handover, &self.incoming, self.behind);
         let marks = &self.marks;
