@@ -698,12 +698,13 @@ impl<T: NodeSpecificTable> Member<T> {
             if let Some(d) = self.did_of(bytes, framing) {
                 // not yet held for a planned move: if it turns out to be one, the owner (the
                 // releaser) handles this frame
-                let early = !self.handover.is_waiting(d)
-                    && !self.marks.contains_key(&d)
-                    && !self
+                let holding = self.handover.is_waiting(d)
+                    || self.marks.contains_key(&d)
+                    || self
                         .incoming
                         .get(&d)
                         .is_some_and(|i| self.applied_epoch(i.releaser) >= i.prepared_in);
+                let early = !holding;
                 return match self.hold.push(d, port, framing, bytes, t.mono) {
                     Some(token) => {
                         if let Some(h) = self.hold.items.back_mut() {
