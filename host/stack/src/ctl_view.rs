@@ -422,6 +422,7 @@ pub async fn dump_table(
     let (mut c, header) = start(path, &req).await?;
     let with_where = table == TableName::Card;
     let mut first = true;
+    let mut out = String::new();
     match format {
         Format::Table => {
             crate::out::line(dump_head(with_where));
@@ -440,6 +441,7 @@ pub async fn dump_table(
             .await
             .map_err(|e| format!("{}: dump: {e}", path.display()))?;
         let Some(line) = line else {
+            crate::out::text(&out);
             return Err(format!(
                 "{}: the dump ended before its end line (the node stopped?)",
                 path.display()
@@ -448,6 +450,7 @@ pub async fn dump_table(
         let v: Value = serde_json::from_str(&line)
             .map_err(|e| format!("{}: dump: a line that is not JSON: {e}", path.display()))?;
         if v["end"] == Value::Bool(true) {
+            crate::out::text(&out);
             match format {
                 Format::Table => {
                     let f = filter
@@ -471,15 +474,26 @@ pub async fn dump_table(
             return Ok(());
         }
         match format {
-            Format::Table => crate::out::line(dump_row(&v, with_where)),
-            Format::Json => crate::out::line(&line),
+            Format::Table => {
+                out.push_str(&dump_row(&v, with_where));
+                out.push('\n');
+            }
+            Format::Json => {
+                out.push_str(&line);
+                out.push('\n');
+            }
             Format::Pretty => {
                 let sep = if first { "\n" } else { ",\n" };
                 let body = json_text(&v, true).replace('\n', "\n  ");
-                crate::out::text(format_args!("{sep}  {body}"))
+                let _ = write!(out, "{sep}  {body}");
             }
         };
         first = false;
+        // written in pieces of about 64 KiB, not a write per entry
+        if out.len() >= 64 * 1024 {
+            crate::out::text(&out);
+            out.clear();
+        }
     }
 }
 

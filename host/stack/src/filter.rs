@@ -391,13 +391,17 @@ impl ViewKey {
     }
 }
 
-/// `addr:port` with brackets around an IPv6 address, `*` for wildcards.
-fn endpoint(p: Option<Prefix>, port: Option<u16>) -> String {
-    let a = p.map_or_else(|| "*".to_owned(), |p| p.to_string());
-    let port = port.map_or_else(|| "*".to_owned(), |n| n.to_string());
+/// `addr:port` with brackets around an IPv6 address, `*` for wildcards (written straight
+/// into the formatter: a dump prints a million of them).
+fn endpoint(f: &mut fmt::Formatter<'_>, p: Option<Prefix>, port: Option<u16>) -> fmt::Result {
     match p {
-        Some(p) if p.addr.is_ipv6() => format!("[{a}]:{port}"),
-        _ => format!("{a}:{port}"),
+        Some(p) if p.addr.is_ipv6() => write!(f, "[{p}]")?,
+        Some(p) => write!(f, "{p}")?,
+        None => f.write_str("*")?,
+    }
+    match port {
+        Some(n) => write!(f, ":{n}"),
+        None => f.write_str(":*"),
     }
 }
 
@@ -413,12 +417,12 @@ impl fmt::Display for ViewKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = self.kind.name();
         match self.kind {
-            KeyKind::Tcp | KeyKind::Udp => write!(
-                f,
-                "{name} {} -> {}",
-                endpoint(self.src, self.sport),
-                endpoint(self.dst, self.dport)
-            )?,
+            KeyKind::Tcp | KeyKind::Udp => {
+                write!(f, "{name} ")?;
+                endpoint(f, self.src, self.sport)?;
+                f.write_str(" -> ")?;
+                endpoint(f, self.dst, self.dport)?;
+            }
             KeyKind::Icmp | KeyKind::Icmp6 => write!(
                 f,
                 "{name} {} -> {} id={}",

@@ -2,7 +2,12 @@
 //! its crypto engine.
 //!
 //! ```text
-//! hwctl --device SPEC [-j|-p] [--seed-entries N] status|dump [--did N]|regs|sas
+//! hwctl --device SPEC [-j|-p] [--seed-entries N] status|regs|sas
+//! hwctl --device SPEC [-j|-p] [--seed-entries N] dump|count [FILTERS]
+//! hwctl --device SPEC [-j|-p] [--seed-entries N] get 'tcp 198.18.0.1:1234 -> 198.18.1.1:80'
+//! hwctl --device SPEC [-j] events [FILTERS] [--interval-ms MS] [--polls N]
+//! FILTERS: --src ADDR[/PREFIX] --dst ADDR[/PREFIX] --proto P --sport N --dport N --port N
+//!          --state established|new|... --did N      (names: docs/vocabulary.md)
 //! hwctl --device SPEC [-j|-p] esp decrypt|encrypt --sa SA [--sa SA ...] --in FILE --out FILE.pcap
 //! hwctl --device SPEC [-j|-p] forward --in FILE --out FILE.pcap [--owns LIST] [--rules FILE]
 //!       [--identifiers N] [--key @FILE|-] [--inside CIDR]...
@@ -47,8 +52,9 @@ DEVICE SPEC:
   vfio:BDF            a real card bound to vfio-pci, e.g. vfio:0000:03:00.0
   pci:PATH            a real card's BAR through its sysfs resource file, e.g.
                       pci:/sys/bus/pci/devices/0000:03:00.0/resource0
-  unix:PATH           a running clusterd's control socket: status, dump, regs
-                      and sas of that node's card, whatever its backend
+  unix:PATH           a running clusterd's control socket: status, dump, count,
+                      get, events, regs and sas of that node's card, whatever its
+                      backend
 
 A simulated card is created when hwctl opens it and starts empty; use
 --seed-entries N to fill it with N generated sample entries (TCP/UDP/ICMP/ESP/
@@ -75,9 +81,18 @@ ESP:
   malformed (decrypt); ok, no-sa, unsupported (encrypt). Exit 0 when the
   file was processed, whatever the verdicts.
 
+FILTERS (dump, count, events) and KEYS (get): docs/vocabulary.md
+  --src ADDR[/PREFIX] --dst ADDR[/PREFIX] (IPv4 or IPv6), --proto tcp|udp|icmp|
+  icmp6|esp|N, --sport N, --dport N, --port N (either side), --state KIND (card
+  entries: established when the result has the est flag, else new), --did N.
+  Keys are written as dump prints them; quote them (-> is a shell redirect).
+
 EXAMPLES:
   hwctl --device model status
   hwctl --device model --seed-entries 40 dump --did 7
+  hwctl --device model --seed-entries 40 dump --proto tcp --src 10.0.0.0/8
+  hwctl --device model --seed-entries 40 count --state established
+  hwctl --device model --seed-entries 40 get 'esp -> 12.0.0.0 spi=0x10000000'
   hwctl --device model --json regs
   hwctl --device pci:/sys/bus/pci/devices/0000:03:00.0/resource0 status
   hwctl --device unix:/run/clusterd/node1.sock sas
