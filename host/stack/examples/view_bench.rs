@@ -56,7 +56,11 @@ fn u(v: &Value) -> u64 {
 }
 
 /// Streams node `sock`'s table; (entries, seconds, the end line).
-async fn dump(sock: &Path, table: TableName, filter: Option<host::filter::Filter>) -> (u64, f64, Value) {
+async fn dump(
+    sock: &Path,
+    table: TableName,
+    filter: Option<host::filter::Filter>,
+) -> (u64, f64, Value) {
     let mut c = ControlClient::connect(sock).await.expect("connect");
     let t0 = Instant::now();
     let req = Request::TableDump {

@@ -226,7 +226,7 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         table: Option<TableName>,
     },
-    /// Follow the node's changes, streamed: a header line, then one [`ViewEvent`] line
+    /// Follow the node's changes, streamed: a header line, then one event line (`docs/vocabulary.md`)
     /// each as they happen (entries created, updated, removed, moved on or off this node's
     /// card; epochs applied) until the client goes away.
     Events {

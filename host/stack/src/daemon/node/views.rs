@@ -822,7 +822,10 @@ mod tests {
             NodeId(1),
         ));
         for e in &es {
-            for (t, w) in [(TableName::Common, None), (TableName::Card, Some("overflow"))] {
+            for (t, w) in [
+                (TableName::Common, None),
+                (TableName::Card, Some("overflow")),
+            ] {
                 let mut buf = Vec::new();
                 write_entry(&mut buf, e, t, w);
                 let fast: serde_json::Value = serde_json::from_slice(&buf).unwrap();
