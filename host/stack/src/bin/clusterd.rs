@@ -64,7 +64,7 @@ enum Cmd {
     /// -L, -C, -G, -E): `dump [--table common|card] [filters] [--limit N]`, `count [--table
     /// ..] [filters]`, `get [--table ..] KEY`, `events [filters]`; filters `--src
     /// ADDR[/PREFIX] --dst ADDR[/PREFIX] --proto P --sport N --dport N --port N --state KIND
-    /// --did N` (`clusterd ctl --socket S dump --help`; docs/vocabulary.md).
+    /// --did N` (`clusterd ctl --socket S dump -- --help`; docs/vocabulary.md).
     Ctl {
         /// The control socket path.
         #[arg(long)]

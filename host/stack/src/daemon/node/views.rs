@@ -411,8 +411,10 @@ impl Runtime {
                 entry: view_entry(e, table, location),
             }),
             None => Response::error(format!(
-                "no entry {k} in node {}'s {} table",
+                "no entry {k} in node {}'s {} table (in either direction; `clusterd ctl dump \
+                 --table {} --src ADDR` lists the entries of an address)",
                 self.cfg.node.0,
+                table.name(),
                 table.name()
             )),
         }
