@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::daemon::protocol::AllocationReply;
+use crate::daemon::control::ControlClient;
+use crate::daemon::protocol::{AllocationReply, Request, Response, TableName};
+use crate::filter::Filter;
 
 /// The output format chosen by the flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -316,6 +318,332 @@ pub fn status_table(v: &Value) -> String {
         );
     }
     s
+}
+
+// ---- the table views: dump, count, get, events ------------------------------------------
+
+/// How long connecting and the first line of a view may take.
+const VIEW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn view_connect_error(path: &std::path::Path, e: &std::io::Error) -> String {
+    let p = path.display();
+    match e.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "no control socket at {p}: is the node running? (the path is `control =` in its \
+             config file)"
+        ),
+        std::io::ErrorKind::ConnectionRefused => {
+            format!("nobody listens on {p}: the node that made it is gone (start it again)")
+        }
+        std::io::ErrorKind::PermissionDenied => format!(
+            "{p}: permission denied: run as root, as the node's user, or as a member of its \
+             control_group"
+        ),
+        _ => format!("{p}: {e}"),
+    }
+}
+
+/// Starts a streamed request; the client and the header.
+async fn start(
+    path: &std::path::Path,
+    req: &Request,
+) -> Result<(ControlClient, crate::daemon::protocol::StreamHeader), String> {
+    let mut c = ControlClient::connect_within(path, VIEW_TIMEOUT)
+        .await
+        .map_err(|e| view_connect_error(path, &e))?;
+    match c.start_stream(req, VIEW_TIMEOUT).await {
+        Ok(Response::StreamStart(h)) => Ok((c, h)),
+        Ok(Response::Error(e)) => Err(format!("the node refused {}: {}", req.cmd(), e.error)),
+        Ok(other) => Err(format!(
+            "the node answered {} with another command's answer: {}",
+            req.cmd(),
+            other.to_value()
+        )),
+        Err(e) => Err(format!("{}: {}: {e}", path.display(), req.cmd())),
+    }
+}
+
+/// Column widths of the dump table (fixed: the rows are printed as they arrive).
+const DUMP_HEAD: [(&str, usize); 5] = [
+    ("DID", 5),
+    ("STATE", 13),
+    ("ACTION", 7),
+    ("CREATOR", 8),
+    ("WHERE", 9),
+];
+
+fn dump_row(v: &Value, with_where: bool) -> String {
+    let cells = [
+        num(&v["did"]),
+        num(&v["state"]),
+        num(&v["action"]),
+        num(&v["creator"]),
+        num(&v["where"]),
+    ];
+    let mut l = String::new();
+    for (i, ((_, w), c)) in DUMP_HEAD.iter().zip(cells).enumerate() {
+        if i == 4 && !with_where {
+            continue;
+        }
+        let _ = write!(l, "{c:<w$}  ");
+    }
+    l + &num(&v["key"])
+}
+
+fn dump_head(with_where: bool) -> String {
+    let mut l = String::new();
+    for (i, (h, w)) in DUMP_HEAD.iter().enumerate() {
+        if i == 4 && !with_where {
+            continue;
+        }
+        let _ = write!(l, "{h:<w$}  ");
+    }
+    l + "KEY"
+}
+
+/// `clusterd ctl dump`: streams a table's entries that pass `filter` from the node and
+/// prints them as they arrive: a table (people), one JSON object a line (`-j`), or a
+/// pretty JSON array (`-p`). The summary line (table) says how many were shown.
+///
+/// # Errors
+/// The socket, the node's refusal, a stream cut short.
+pub async fn dump_table(
+    path: &std::path::Path,
+    table: TableName,
+    filter: Option<Filter>,
+    limit: Option<u64>,
+    format: Format,
+) -> Result<(), String> {
+    let req = Request::TableDump {
+        filter,
+        limit,
+        table: Some(table),
+    };
+    let (mut c, header) = start(path, &req).await?;
+    let with_where = table == TableName::Card;
+    let mut first = true;
+    let mut out = String::new();
+    match format {
+        Format::Table => {
+            crate::out::line(dump_head(with_where));
+        }
+        Format::Pretty => {
+            crate::out::text("[");
+        }
+        Format::Json => {}
+    }
+    loop {
+        if crate::out::closed() {
+            return Ok(());
+        }
+        let line = c
+            .next_line()
+            .await
+            .map_err(|e| format!("{}: dump: {e}", path.display()))?;
+        let Some(line) = line else {
+            crate::out::text(&out);
+            return Err(format!(
+                "{}: the dump ended before its end line (the node stopped?)",
+                path.display()
+            ));
+        };
+        let v: Value = serde_json::from_str(&line)
+            .map_err(|e| format!("{}: dump: a line that is not JSON: {e}", path.display()))?;
+        if v["end"] == Value::Bool(true) {
+            crate::out::text(&out);
+            match format {
+                Format::Table => {
+                    let f = filter
+                        .filter(|f| !f.is_empty())
+                        .map(|f| format!(" with {}", f.describe()))
+                        .unwrap_or_default();
+                    crate::out::line(format_args!(
+                        "{} entries{f} of {} in node {}'s {} table ({} ms)",
+                        num(&v["entries"]),
+                        header.len,
+                        header.node,
+                        table.name(),
+                        num(&v["took_ms"])
+                    ));
+                }
+                Format::Pretty => {
+                    crate::out::line(if first { "]" } else { "\n]" });
+                }
+                Format::Json => {}
+            }
+            return Ok(());
+        }
+        match format {
+            Format::Table => {
+                out.push_str(&dump_row(&v, with_where));
+                out.push('\n');
+            }
+            Format::Json => {
+                out.push_str(&line);
+                out.push('\n');
+            }
+            Format::Pretty => {
+                let sep = if first { "\n" } else { ",\n" };
+                let body = json_text(&v, true).replace('\n', "\n  ");
+                let _ = write!(out, "{sep}  {body}");
+            }
+        };
+        first = false;
+        // written in pieces of about 64 KiB, not a write per entry
+        if out.len() >= 64 * 1024 {
+            crate::out::text(&out);
+            out.clear();
+        }
+    }
+}
+
+/// `clusterd ctl count`: how many entries pass `filter` (conntrack -C): the number, or
+/// the answer as JSON.
+///
+/// # Errors
+/// The socket or the node's refusal.
+pub async fn count_table(
+    path: &std::path::Path,
+    table: TableName,
+    filter: Option<Filter>,
+    format: Format,
+) -> Result<(), String> {
+    let req = Request::TableCount {
+        filter,
+        table: Some(table),
+    };
+    let answer = crate::daemon::control::call_once(path, &req, VIEW_TIMEOUT * 6)
+        .await
+        .map_err(|e| view_connect_error(path, &e))?;
+    match answer {
+        Response::TableCount(c) => {
+            crate::out::line(match format {
+                Format::Table => c.count.to_string(),
+                f => json_text(&c, f == Format::Pretty),
+            });
+            Ok(())
+        }
+        Response::Error(e) => Err(format!("the node refused count: {}", e.error)),
+        other => Err(format!("unexpected answer to count: {}", other.to_value())),
+    }
+}
+
+/// `clusterd ctl get`: the entry of one key (conntrack -G); an error (exit status 1) when
+/// the table has none.
+///
+/// # Errors
+/// The socket, the node's refusal, no such entry.
+pub async fn get_entry(
+    path: &std::path::Path,
+    table: TableName,
+    key: &str,
+    format: Format,
+) -> Result<(), String> {
+    let req = Request::TableGet {
+        key: key.to_owned(),
+        table: Some(table),
+    };
+    let answer = crate::daemon::control::call_once(path, &req, VIEW_TIMEOUT)
+        .await
+        .map_err(|e| view_connect_error(path, &e))?;
+    match answer {
+        Response::TableGet(g) => {
+            let v = serde_json::to_value(&g.entry).unwrap_or(Value::Null);
+            crate::out::line(match format {
+                Format::Table => {
+                    let with_where = table == TableName::Card;
+                    format!("{}\n{}", dump_head(with_where), dump_row(&v, with_where))
+                }
+                f => json_text(&v, f == Format::Pretty),
+            });
+            Ok(())
+        }
+        Response::Error(e) => Err(e.error),
+        other => Err(format!("unexpected answer to get: {}", other.to_value())),
+    }
+}
+
+/// One event line for people.
+pub fn event_text(v: &Value) -> String {
+    let ids = |v: &Value| -> (String, usize) {
+        let list: Vec<u16> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_u64().and_then(|n| u16::try_from(n).ok()))
+            .collect();
+        (ranges(&list), list.len())
+    };
+    match v["event"].as_str().unwrap_or("-") {
+        "epoch" => {
+            let (g, gn) = ids(&v["gained"]);
+            let (l, ln) = ids(&v["lost"]);
+            format!(
+                "epoch    {} applied on node {}: gained {g} ({gn}), lost {l} ({ln}); installed \
+                 {}, flushed {}; owns {}",
+                num(&v["epoch"]),
+                num(&v["node"]),
+                num(&v["installed"]),
+                num(&v["flushed"]),
+                num(&v["owned"])
+            )
+        }
+        "lost" => format!(
+            "lost     {} events (this reader was too slow; the node did not wait for it)",
+            num(&v["lost_events"])
+        ),
+        kind => {
+            let mut s = format!(
+                "{kind:<8} did={} state={} node={} {}",
+                num(&v["did"]),
+                num(&v["state"]),
+                num(&v["node"]),
+                num(&v["key"])
+            );
+            if let Some(dir) = v["dir"].as_str() {
+                let _ = write!(s, " ({dir}, epoch {})", num(&v["epoch"]));
+            }
+            s
+        }
+    }
+}
+
+/// `clusterd ctl events` (and `hwctl --device unix:PATH events`): follows the node's
+/// events, one line each (`-j`: the JSON object), until Ctrl-C, a closed pipe or the
+/// node's end.
+///
+/// # Errors
+/// The socket or the node's refusal.
+pub async fn follow_events(
+    path: &std::path::Path,
+    filter: Option<Filter>,
+    as_json: bool,
+) -> Result<(), String> {
+    let (mut c, _) = start(path, &Request::Events { filter }).await?;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let line = tokio::select! {
+            _ = &mut ctrl_c => return Ok(()),
+            l = c.next_line() => l,
+        };
+        let line = match line {
+            Ok(Some(l)) => l,
+            Ok(None) => return Err(format!("{}: the node ended the events", path.display())),
+            Err(e) => return Err(format!("{}: events: {e}", path.display())),
+        };
+        let ok = if as_json {
+            crate::out::line(&line)
+        } else {
+            match serde_json::from_str::<Value>(&line) {
+                Ok(v) => crate::out::line(event_text(&v)),
+                Err(_) => crate::out::line(&line),
+            }
+        };
+        if !ok {
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]

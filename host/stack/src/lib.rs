@@ -11,6 +11,7 @@ pub mod cli_docs;
 pub mod ctl_view;
 pub mod daemon;
 pub mod device;
+pub mod filter;
 pub mod lab;
 pub mod out;
 pub mod regs_report;

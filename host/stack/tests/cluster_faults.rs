@@ -362,7 +362,7 @@ fn moved_sa_keeps_final_replay_window() {
         let in_spi = 0x4343u32;
         let v = ask(c, NodeId(1), sa_add("198.51.100.9", spi, SaDir::Out, key)).await;
         assert_eq!(v["ok"], json!(true), "{v}");
-        let dist = v["dist"].as_u64().unwrap();
+        let dist = v["did"].as_u64().unwrap();
         let v = ask(
             c,
             NodeId(1),
@@ -370,7 +370,7 @@ fn moved_sa_keeps_final_replay_window() {
         )
         .await;
         assert_eq!(
-            v["dist"].as_u64(),
+            v["did"].as_u64(),
             Some(dist),
             "both SAs of a tunnel, one identifier: {v}"
         );

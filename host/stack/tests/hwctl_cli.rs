@@ -52,11 +52,14 @@ fn status_json() {
 fn dump_table_and_json() {
     let out = ok(&["--device", "model", "--seed-entries", "16", "dump"]);
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].starts_with("SLOT  DID  HIT  RESULT"), "{out}");
+    assert!(
+        lines[0].starts_with("SLOT  DID  HIT  STATE") && lines[0].contains("RESULT"),
+        "{out}"
+    );
     assert_eq!(lines.len(), 1 + 16 + 1, "{out}");
     assert_eq!(*lines.last().unwrap(), "16 entries");
-    assert!(out.contains("esp > 12.0.0.0 spi=0x10000000"), "{out}");
-    assert!(out.contains(" * > "), "wildcards are shown: {out}");
+    assert!(out.contains("esp -> 12.0.0.0 spi=0x10000000"), "{out}");
+    assert!(out.contains(":* -> "), "wildcards are shown: {out}");
 
     let v = json(&[
         "--device",
@@ -97,7 +100,7 @@ fn dump_table_and_json() {
     assert!(!f.is_empty());
     assert!(f.iter().all(|e| e["did"].as_u64() == Some(did)));
     let empty = ok(&["--device", "model", "dump", "--did", "3"]);
-    assert!(empty.contains("0 entries with did 3"), "{empty}");
+    assert!(empty.contains("0 entries with --did 3"), "{empty}");
 }
 
 #[test]
@@ -275,7 +278,7 @@ fn seeded_entries_cover_the_identifiers_in_order() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 1 + 1 + 1, "{out}");
     assert!(lines[1].starts_with("7     7 "), "{out}");
-    assert_eq!(lines[2], "1 entry with did 7");
+    assert_eq!(lines[2], "1 entry with --did 7");
     // 300 entries: identifiers 0..=43 twice (i and i + 256)
     let v = json(&[
         "--device",

@@ -119,7 +119,7 @@ fn ctl_sa_add_takes_keys_from_files_and_stdin_only(node: &Node) {
     );
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let (ok, out) = ctl_sa_add(node, &fields(0x2001, &at), "");
-    assert!(ok && out.contains("dist"), "{out}");
+    assert!(ok && out.contains("\"did\""), "{out}");
     assert!(!out.contains("cdcd"), "{out}");
     let (ok, out) = ctl_sa_add(node, &fields(0x2002, "-"), &"ef".repeat(36));
     assert!(ok, "{out}");
@@ -285,10 +285,10 @@ fn a_running_node_through_its_control_socket() {
     let table = ok(&["--device", &dev, "dump"]);
     assert!(table.starts_with("DID  WHERE"), "{table}");
     assert!(
-        table.contains("tcp 10.1.0.1 40001 > 10.2.0.1 443"),
+        table.contains("tcp 10.1.0.1:40001 -> 10.2.0.1:443"),
         "{table}"
     );
-    assert!(table.contains("esp > 10.2.0.1 spi=0x12345678"), "{table}");
+    assert!(table.contains("esp -> 10.2.0.1 spi=0x12345678"), "{table}");
     assert!(
         table.contains(&format!("{} entries (node {dev}", all.len())),
         "{table}"
@@ -301,7 +301,8 @@ fn a_running_node_through_its_control_socket() {
     assert!(out.contains("present"), "{out}");
     assert!(out.contains("1 SAs (keys are never shown)"), "{out}");
     let v: Value = serde_json::from_str(&ok(&["--device", &dev, "--json", "sas"])).unwrap();
-    assert_eq!(v[0]["spi"], 0x1234_5678u32);
+    assert_eq!(v[0]["spi"], "0x12345678", "the views show SPIs in hex");
+    assert_eq!(v[0]["did"].as_u64().map(|d| d < 4096), Some(true), "{v}");
     assert_eq!(v[0]["key_present"], true);
 
     // regs: the node reads its own card's registers (reads only) and hwctl renders them like a

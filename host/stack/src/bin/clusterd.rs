@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr as _;
 use std::time::Duration;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
@@ -59,7 +60,11 @@ enum Cmd {
     },
     /// Send one control command (JSON) to a node's control socket and print the answer: a
     /// table for status and allocation, pretty JSON for the others; -j compact JSON, -p
-    /// pretty JSON for every command.
+    /// pretty JSON for every command. The table views take flags instead of JSON (conntrack's
+    /// -L, -C, -G, -E): `dump [--table common|card] [filters] [--limit N]`, `count [--table
+    /// ..] [filters]`, `get [--table ..] KEY`, `events [filters]`; filters `--src
+    /// ADDR[/PREFIX] --dst ADDR[/PREFIX] --proto P --sport N --dport N --port N --state KIND
+    /// --did N` (`clusterd ctl --socket S dump -- --help`; docs/vocabulary.md).
     Ctl {
         /// The control socket path.
         #[arg(long)]
@@ -72,9 +77,10 @@ enum Cmd {
         pretty: bool,
         /// The command name (status, allocation, counts, move, drain, ...).
         cmd: String,
-        /// Extra JSON fields, e.g. `{"ids":[1,2],"to":3}`.
-        #[arg(default_value = "{}")]
-        args: String,
+        /// Extra JSON fields, e.g. `{"ids":[1,2],"to":3}`; for dump, count, get and events
+        /// their flags.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Run a whole cluster on loopback, drive traffic through it, inject faults, report.
     Demo(demo::DemoArgs),
@@ -514,7 +520,17 @@ fn main() -> ExitCode {
             args,
         } => {
             let format = host::ctl_view::Format::from_flags(json, pretty);
-            rt.block_on(ctl(socket, cmd, Zeroizing::new(args), format))
+            let json_args = args.len() == 1 && args[0].trim_start().starts_with('{');
+            if VIEWS.contains(&cmd.as_str()) && !json_args {
+                rt.block_on(view(&socket, &cmd, &args, format))
+            } else {
+                let args = if args.is_empty() {
+                    "{}".to_owned()
+                } else {
+                    args.join(" ")
+                };
+                rt.block_on(ctl(socket, cmd, Zeroizing::new(args), format))
+            }
         }
         Cmd::Demo(args) => {
             return match rt.block_on(demo::run(args)) {
@@ -533,6 +549,97 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("clusterd: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The `ctl` commands that take flags (the table views).
+const VIEWS: [&str; 4] = ["dump", "count", "get", "events"];
+
+/// `clusterd ctl --socket S dump|count|get|events ...`: the table views.
+#[derive(Parser)]
+#[command(name = "clusterd ctl --socket PATH")]
+struct ViewCli {
+    #[command(subcommand)]
+    cmd: ViewCmd,
+}
+
+#[derive(Subcommand)]
+enum ViewCmd {
+    /// The entries of a table that pass the filters, streamed from the node (conntrack -L):
+    /// a table, one JSON object a line with -j, a JSON array with -p.
+    Dump {
+        /// common: every entry the node holds (the cluster's); card: the node-specific
+        /// table (its card and software overflow).
+        #[arg(long, default_value = "common", value_parser = host::daemon::protocol::TableName::from_str)]
+        table: host::daemon::protocol::TableName,
+        #[command(flatten)]
+        filter: host::filter::FilterArgs,
+        /// At most N entries.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+    },
+    /// How many entries of a table pass the filters (conntrack -C).
+    Count {
+        /// common or card.
+        #[arg(long, default_value = "common", value_parser = host::daemon::protocol::TableName::from_str)]
+        table: host::daemon::protocol::TableName,
+        #[command(flatten)]
+        filter: host::filter::FilterArgs,
+    },
+    /// The entry of one key (conntrack -G), written as dump prints it: `get tcp
+    /// 198.18.0.1:1234 -> 198.18.1.1:80` (either direction; quoted or not). Exit status 1
+    /// when there is none.
+    Get {
+        /// common or card.
+        #[arg(long, default_value = "common", value_parser = host::daemon::protocol::TableName::from_str)]
+        table: host::daemon::protocol::TableName,
+        /// The key: PROTO SRC:SPORT -> DST:DPORT, icmp SRC -> DST id=N, esp -> DST spi=0xN.
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true, value_name = "KEY")]
+        key: Vec<String>,
+    },
+    /// Follow the node's events as they happen (conntrack -E): entries created, updated,
+    /// removed, moved (installed on or flushed from this node's card when an epoch is
+    /// applied), and the epochs (identifiers gained and lost). One line each; -j one JSON
+    /// object a line. A reader too slow gets a `lost N events` line. Ends on Ctrl-C or a
+    /// closed pipe.
+    Events {
+        #[command(flatten)]
+        filter: host::filter::FilterArgs,
+    },
+}
+
+async fn view(
+    socket: &std::path::Path,
+    cmd: &str,
+    args: &[String],
+    format: host::ctl_view::Format,
+) -> Result<(), String> {
+    use host::ctl_view as v;
+    let argv = std::iter::once("clusterd ctl".to_owned())
+        .chain(std::iter::once(cmd.to_owned()))
+        .chain(args.iter().cloned());
+    let cli = ViewCli::try_parse_from(argv).unwrap_or_else(|e| e.exit());
+    let some = |f: host::filter::Filter| (!f.is_empty()).then_some(f);
+    match cli.cmd {
+        ViewCmd::Dump {
+            table,
+            filter,
+            limit,
+        } => v::dump_table(socket, table, some(filter.filter()), limit, format).await,
+        ViewCmd::Count { table, filter } => {
+            v::count_table(socket, table, some(filter.filter()), format).await
+        }
+        ViewCmd::Get { table, key } => {
+            let key = key.join(" ");
+            if let Err(e) = key.parse::<host::filter::ViewKey>() {
+                eprintln!("clusterd: {e}");
+                std::process::exit(2);
+            }
+            v::get_entry(socket, table, &key, format).await
+        }
+        ViewCmd::Events { filter } => {
+            v::follow_events(socket, some(filter.filter()), format.is_json()).await
         }
     }
 }

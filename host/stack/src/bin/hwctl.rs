@@ -2,7 +2,12 @@
 //! its crypto engine.
 //!
 //! ```text
-//! hwctl --device SPEC [-j|-p] [--seed-entries N] status|dump [--did N]|regs|sas
+//! hwctl --device SPEC [-j|-p] [--seed-entries N] status|regs|sas
+//! hwctl --device SPEC [-j|-p] [--seed-entries N] dump|count [FILTERS]
+//! hwctl --device SPEC [-j|-p] [--seed-entries N] get 'tcp 198.18.0.1:1234 -> 198.18.1.1:80'
+//! hwctl --device SPEC [-j] events [FILTERS] [--interval-ms MS] [--polls N]
+//! FILTERS: --src ADDR[/PREFIX] --dst ADDR[/PREFIX] --proto P --sport N --dport N --port N
+//!          --state established|new|... --did N      (names: docs/vocabulary.md)
 //! hwctl --device SPEC [-j|-p] esp decrypt|encrypt --sa SA [--sa SA ...] --in FILE --out FILE.pcap
 //! hwctl --device SPEC [-j|-p] forward --in FILE --out FILE.pcap [--owns LIST] [--rules FILE]
 //!       [--identifiers N] [--key @FILE|-] [--inside CIDR]...
@@ -47,8 +52,9 @@ DEVICE SPEC:
   vfio:BDF            a real card bound to vfio-pci, e.g. vfio:0000:03:00.0
   pci:PATH            a real card's BAR through its sysfs resource file, e.g.
                       pci:/sys/bus/pci/devices/0000:03:00.0/resource0
-  unix:PATH           a running clusterd's control socket: status, dump, regs
-                      and sas of that node's card, whatever its backend
+  unix:PATH           a running clusterd's control socket: status, dump, count,
+                      get, events, regs and sas of that node's card, whatever its
+                      backend
 
 A simulated card is created when hwctl opens it and starts empty; use
 --seed-entries N to fill it with N generated sample entries (TCP/UDP/ICMP/ESP/
@@ -75,9 +81,18 @@ ESP:
   malformed (decrypt); ok, no-sa, unsupported (encrypt). Exit 0 when the
   file was processed, whatever the verdicts.
 
+FILTERS (dump, count, events) and KEYS (get): docs/vocabulary.md
+  --src ADDR[/PREFIX] --dst ADDR[/PREFIX] (IPv4 or IPv6), --proto tcp|udp|icmp|
+  icmp6|esp|N, --sport N, --dport N, --port N (either side), --state KIND (card
+  entries: established when the result has the est flag, else new), --did N.
+  Keys are written as dump prints them; quote them (-> is a shell redirect).
+
 EXAMPLES:
   hwctl --device model status
   hwctl --device model --seed-entries 40 dump --did 7
+  hwctl --device model --seed-entries 40 dump --proto tcp --src 10.0.0.0/8
+  hwctl --device model --seed-entries 40 count --state established
+  hwctl --device model --seed-entries 40 get 'esp -> 12.0.0.0 spi=0x10000000'
   hwctl --device model --json regs
   hwctl --device pci:/sys/bus/pci/devices/0000:03:00.0/resource0 status
   hwctl --device unix:/run/clusterd/node1.sock sas
@@ -116,12 +131,42 @@ struct Cli {
 enum Command {
     /// Blocks (type, version, offset), CAM capabilities, occupancy, counters.
     Status,
-    /// Every valid CAM entry: slot, decoded key with wildcards, distribution
-    /// identifier, result, hit bit.
+    /// Every valid CAM entry that passes the filters: slot, identifier, hit bit, state kind,
+    /// result, key (`*` = wildcard).
     Dump {
-        /// Only the entries of this distribution identifier (0..=4095).
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..4096))]
-        did: Option<u16>,
+        #[command(flatten)]
+        filter: host::filter::FilterArgs,
+    },
+    /// How many valid CAM entries pass the filters (conntrack -C): the number alone, or
+    /// {"count":N,...} with -j.
+    Count {
+        #[command(flatten)]
+        filter: host::filter::FilterArgs,
+    },
+    /// The CAM entry of one key, written as dump prints it, e.g.
+    /// `hwctl get tcp 198.18.0.1:1234 -> 198.18.1.1:80` (quote it or not; `*` for a
+    /// wildcard, zone=N to name a zone). Exit status 1 when no entry has it.
+    Get {
+        /// The key: PROTO SRC:SPORT -> DST:DPORT, icmp SRC -> DST id=N, esp -> DST spi=0xN,
+        /// ...
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true, value_name = "KEY")]
+        key: Vec<String>,
+    },
+    /// Follow CAM changes (entries created, removed, changed), one line each (-j: one JSON
+    /// object a line). The card reports no changes itself: on a local card hwctl polls the
+    /// CAM every --interval-ms and prints the differences (a simulated card opened by hwctl
+    /// changes only by hwctl, so it shows nothing); on unix:PATH the daemon reports them as
+    /// they happen (`clusterd ctl events`). Ends on Ctrl-C or a closed pipe.
+    Events {
+        #[command(flatten)]
+        filter: host::filter::FilterArgs,
+        /// Milliseconds between two polls of a local card.
+        #[arg(long, value_name = "MS", default_value_t = 1000,
+              value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+        interval_ms: u64,
+        /// Stop after this many polls of a local card (0: never).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        polls: u64,
     },
     /// Every register of every block found by walking the block chain.
     Regs,
@@ -243,6 +288,9 @@ fn main() -> ExitCode {
             // Bad --sa strings are bad arguments.
             let usage = e.downcast_ref::<sa_spec::SaError>().is_some()
                 || e.downcast_ref::<forward::UsageError>().is_some();
+            if let Some(NotFound(_)) = e.downcast_ref::<NotFound>() {
+                return ExitCode::from(1);
+            }
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }
@@ -301,7 +349,12 @@ fn run(cli: &mut Cli, device: &DeviceSpec) -> Res<String> {
         let mut r = remote::Remote::connect(path)?;
         return Ok(match &cli.command {
             Command::Status => remote::status(&mut r, cli.json)?,
-            Command::Dump { did } => remote::dump(&mut r, *did, cli.json)?,
+            Command::Dump { filter } => remote::dump(&mut r, &filter.filter(), cli.json)?,
+            Command::Count { filter } => remote::count(&mut r, &filter.filter(), cli.json)?,
+            Command::Get { key } => remote::get(&mut r, &key_arg(key)?, cli.json)?,
+            Command::Events { filter, .. } => {
+                return Ok(remote::events(path, &filter.filter(), cli.json).map(|()| String::new())?)
+            }
             Command::Sas => remote::sas(&mut r, cli.json)?,
             Command::Regs => render_regs(&remote::regs(&mut r)?, cli.json)?,
             Command::Esp { .. }
@@ -332,7 +385,14 @@ fn run(cli: &mut Cli, device: &DeviceSpec) -> Res<String> {
         }
         match &cli.command {
             Command::Status => status(&mut card, cli.json),
-            Command::Dump { did } => dump(&mut card, did.map(DistributionId), cli.json),
+            Command::Dump { filter } => dump(&mut card, &filter.filter(), cli.json),
+            Command::Count { filter } => count(&mut card, &filter.filter(), cli.json),
+            Command::Get { key } => get(&mut card, &key_arg(key)?, cli.json),
+            Command::Events {
+                filter,
+                interval_ms,
+                polls,
+            } => events(&mut card, &filter.filter(), *interval_ms, *polls, cli.json),
             Command::Regs => regs(&mut card, cli.json),
             Command::Sas
             | Command::Esp { .. }
@@ -647,6 +707,8 @@ struct EntryOut {
     slot: u32,
     did: u16,
     hit: bool,
+    /// The state kind: `established` (the result's `est` flag) or `new`.
+    state: &'static str,
     /// The decoded key (`null` fields and `/0` prefixes are wildcards), or
     /// `null` when the bits are not a typed key (then see `key_error`).
     key: Option<driver::CamKey>,
@@ -666,6 +728,7 @@ impl From<&DumpEntry> for EntryOut {
             slot: e.index.0,
             did: e.did.0,
             hit: e.hit,
+            state: host::filter::cam_state(&e.result),
             key: e.key,
             key_text: key_text(e),
             key_error: e.key_error.as_ref().map(ToString::to_string),
@@ -678,9 +741,10 @@ impl From<&DumpEntry> for EntryOut {
     }
 }
 
+/// A key as every view prints it (`host::filter::ViewKey`), or its raw bits.
 fn key_text(e: &DumpEntry) -> String {
     match &e.key {
-        Some(k) => k.to_string(),
+        Some(k) => host::filter::ViewKey::of_cam(k).to_string(),
         None => {
             let w = |v: &[u32]| {
                 v.iter()
@@ -693,29 +757,232 @@ fn key_text(e: &DumpEntry) -> String {
     }
 }
 
-fn dump<R: RegIo>(card: &mut Card<R>, did: Option<DistributionId>, as_json: bool) -> Res<String> {
-    let entries = card.dump(did)?;
+/// What a filter sees of a card entry (`None`: a key that does not decode, which only
+/// a filter without key fields passes).
+fn cam_view(e: &DumpEntry) -> Option<host::filter::EntryView> {
+    Some(host::filter::EntryView {
+        did: e.did.0,
+        state: host::filter::cam_state(&e.result),
+        key: host::filter::ViewKey::of_cam(e.key.as_ref()?),
+    })
+}
+
+/// Whether a card entry passes `f`.
+fn passes(f: &host::filter::Filter, e: &DumpEntry) -> bool {
+    match cam_view(e) {
+        Some(v) => f.matches(&v),
+        None => {
+            let only = host::filter::Filter {
+                did: f.did,
+                state: f.state,
+                ..Default::default()
+            };
+            *f == only
+                && f.did.is_none_or(|d| d == e.did.0)
+                && f.state
+                    .is_none_or(|s| s == host::filter::cam_state(&e.result))
+        }
+    }
+}
+
+/// The valid entries that pass `f` (the card is asked for one identifier's when the
+/// filter names one).
+fn filtered<R: RegIo>(card: &mut Card<R>, f: &host::filter::Filter) -> Res<Vec<DumpEntry>> {
+    let mut entries = card.dump(f.did.map(DistributionId))?;
+    entries.retain(|e| passes(f, e));
+    Ok(entries)
+}
+
+/// `the filter` words for the summary line: ` with --proto tcp --did 7`.
+fn with_filter(f: &host::filter::Filter) -> String {
+    if f.is_empty() {
+        String::new()
+    } else {
+        format!(" with {}", f.describe())
+    }
+}
+
+fn dump<R: RegIo>(card: &mut Card<R>, f: &host::filter::Filter, as_json: bool) -> Res<String> {
+    let entries = filtered(card, f)?;
     let out: Vec<EntryOut> = entries.iter().map(EntryOut::from).collect();
     if as_json {
         return json(&out);
     }
-    let mut s = table(
-        &["SLOT", "DID", "HIT", "RESULT", "KEY (* = wildcard)"],
-        &out,
+    let mut s = entry_table(&out);
+    let noun = if out.len() == 1 { "entry" } else { "entries" };
+    writeln!(s, "{} {noun}{}", out.len(), with_filter(f))?;
+    Ok(s)
+}
+
+fn entry_table(out: &[EntryOut]) -> String {
+    table(
+        &[
+            "SLOT",
+            "DID",
+            "HIT",
+            "STATE",
+            "RESULT",
+            "KEY (* = wildcard)",
+        ],
+        out,
         |e| {
             vec![
                 e.slot.to_string(),
                 e.did.to_string(),
                 if e.hit { "yes" } else { "-" }.to_owned(),
+                e.state.to_owned(),
                 e.result_text.clone(),
                 e.key_text.clone(),
             ]
         },
-    );
-    let filter = did.map(|d| format!(" with did {d}")).unwrap_or_default();
-    let noun = if out.len() == 1 { "entry" } else { "entries" };
-    writeln!(s, "{} {noun}{filter}", out.len())?;
-    Ok(s)
+    )
+}
+
+/// `count --json`.
+#[derive(Serialize)]
+struct CountOut {
+    count: usize,
+    /// Valid entries on the card.
+    len: usize,
+    /// The filter as flags (empty: none).
+    filter: String,
+}
+
+fn count<R: RegIo>(card: &mut Card<R>, f: &host::filter::Filter, as_json: bool) -> Res<String> {
+    let len = card.dump(None)?.len();
+    let n = filtered(card, f)?.len();
+    if as_json {
+        return json(&CountOut {
+            count: n,
+            len,
+            filter: f.describe(),
+        });
+    }
+    Ok(format!("{n}\n"))
+}
+
+/// `get` found no entry: exit status 1 with this message.
+#[derive(Debug)]
+pub(crate) struct NotFound(pub(crate) String);
+
+impl std::fmt::Display for NotFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotFound {}
+
+/// The words of `get KEY...` as one key (a bad key is a usage error: exit status 2).
+fn key_arg(words: &[String]) -> Res<host::filter::ViewKey> {
+    let text = words.join(" ");
+    text.parse()
+        .map_err(|e: String| Box::new(forward::UsageError(e)) as Box<dyn std::error::Error>)
+}
+
+fn get<R: RegIo>(card: &mut Card<R>, key: &host::filter::ViewKey, as_json: bool) -> Res<String> {
+    let entries = card.dump(None)?;
+    let found: Vec<EntryOut> = entries
+        .iter()
+        .filter(|e| {
+            e.key
+                .as_ref()
+                .is_some_and(|k| key.names(&host::filter::ViewKey::of_cam(k)))
+        })
+        .map(EntryOut::from)
+        .collect();
+    if found.is_empty() {
+        return Err(Box::new(NotFound(format!(
+            "no entry {key} on the card ({} entries; `hwctl dump` lists them, keys as get \
+             takes them)",
+            entries.len()
+        ))));
+    }
+    if as_json {
+        return if found.len() == 1 {
+            json(&found[0])
+        } else {
+            json(&found)
+        };
+    }
+    Ok(entry_table(&found))
+}
+
+/// One `events` line of a local card, -j.
+#[derive(Serialize)]
+struct CamEvent<'a> {
+    event: &'static str,
+    unix_ms: u64,
+    #[serde(flatten)]
+    entry: &'a EntryOut,
+}
+
+/// `events` on a local card: polls the CAM and prints what changed between two polls.
+fn events<R: RegIo>(
+    card: &mut Card<R>,
+    f: &host::filter::Filter,
+    interval_ms: u64,
+    polls: u64,
+    as_json: bool,
+) -> Res<String> {
+    use std::collections::BTreeMap;
+    let snapshot = |card: &mut Card<R>| -> Res<BTreeMap<u32, (DumpEntry, EntryOut)>> {
+        Ok(filtered(card, f)?
+            .into_iter()
+            .map(|e| {
+                let o = EntryOut::from(&e);
+                (e.index.0, (e, o))
+            })
+            .collect())
+    };
+    let mut last = snapshot(card)?;
+    let mut n = 1;
+    while polls == 0 || n < polls {
+        std::thread::sleep(std::time::Duration::from_millis(interval_ms));
+        n += 1;
+        let now = snapshot(card)?;
+        let mut lines = Vec::new();
+        for (slot, (e, o)) in &now {
+            match last.get(slot) {
+                None => lines.push(("created", o)),
+                Some((old, _)) if old.key != e.key || old.bits != e.bits => {
+                    lines.push(("created", o))
+                }
+                Some((old, _)) if old.result != e.result || old.did != e.did => {
+                    lines.push(("updated", o))
+                }
+                _ => {}
+            }
+        }
+        for (slot, (_, o)) in &last {
+            let replaced = now
+                .get(slot)
+                .is_some_and(|(e, _)| e.key != last[slot].0.key || e.bits != last[slot].0.bits);
+            if !now.contains_key(slot) || replaced {
+                lines.push(("removed", o));
+            }
+        }
+        let ms = host::daemon::node::unix_ms();
+        for (event, o) in lines {
+            let text = if as_json {
+                json_text(&CamEvent {
+                    event,
+                    unix_ms: ms,
+                    entry: o,
+                })?
+            } else {
+                format!(
+                    "{event} slot={} did={} state={} {} ({})",
+                    o.slot, o.did, o.state, o.key_text, o.result_text
+                )
+            };
+            if !host::out::line(text) {
+                return Ok(String::new());
+            }
+        }
+        last = now;
+    }
+    Ok(String::new())
 }
 
 // ---- regs ---------------------------------------------------------------

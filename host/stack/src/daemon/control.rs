@@ -289,6 +289,9 @@ fn append(line: &mut Zeroizing<Vec<u8>>, bytes: &[u8]) -> bool {
 }
 
 async fn write_line(w: &mut tokio::net::unix::OwnedWriteHalf, answer: Response) -> bool {
+    if let Response::Stream(body) = answer {
+        return write_stream(w, body).await;
+    }
     // turned into JSON on a blocking thread: a dump of a large table takes long, and the
     // node's loop runs on this one
     let Ok(out) = tokio::task::spawn_blocking(move || {
@@ -301,6 +304,33 @@ async fn write_line(w: &mut tokio::net::unix::OwnedWriteHalf, answer: Response) 
         return false;
     };
     w.write_all(out.as_bytes()).await.is_ok()
+}
+
+/// A streamed answer: its header line, then the lines the node sends until it drops its
+/// end. A client that goes away (a failed write) drops the receiver, which the node sees as
+/// a closed channel and stops. The node never waits for the client: it sends with
+/// `try_send` into the bounded channel.
+async fn write_stream(
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+    body: super::protocol::StreamBody,
+) -> bool {
+    let mut header = Response::StreamStart(body.header.clone())
+        .to_value()
+        .to_string();
+    header.push('\n');
+    if w.write_all(header.as_bytes()).await.is_err() {
+        return false;
+    }
+    let rx = body.lines.lock().ok().and_then(|mut l| l.take());
+    let Some(mut rx) = rx else {
+        return true;
+    };
+    while let Some(chunk) = rx.recv().await {
+        if w.write_all(chunk.as_bytes()).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// The answer to one request line; `None` when the node is gone.
@@ -439,8 +469,44 @@ impl ControlClient {
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "control timeout"))?
     }
 
+    /// Sends a streamed request (`table_dump`, `events`) and waits (at most `timeout`) for
+    /// its first line; read the rest with [`ControlClient::next_line`].
+    ///
+    /// # Errors
+    /// As [`ControlClient::call`].
+    pub async fn start_stream(
+        &mut self,
+        req: &Request,
+        timeout: Duration,
+    ) -> std::io::Result<Response> {
+        self.call(req, timeout).await
+    }
+
+    /// The next line of a streamed answer (without its newline); `None` at the end of the
+    /// stream. A line longer than [`MAX_LINE`] is an error.
+    ///
+    /// # Errors
+    /// I/O errors, a line that is too long.
+    pub async fn next_line(&mut self) -> std::io::Result<Option<String>> {
+        let mut line = String::new();
+        let n = (&mut self.reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_line(&mut line)
+            .await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if n > MAX_LINE {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a streamed line longer than {MAX_LINE} bytes"),
+            ));
+        }
+        Ok(Some(line.trim_end_matches('\n').to_owned()))
+    }
+
     /// Connects within `timeout`.
-    async fn connect_within(path: &Path, timeout: Duration) -> std::io::Result<Self> {
+    pub async fn connect_within(path: &Path, timeout: Duration) -> std::io::Result<Self> {
         tokio::time::timeout(timeout, Self::connect(path))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))?

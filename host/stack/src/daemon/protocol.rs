@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+use crate::filter::Filter;
 use crate::regs_report::RegsBlockOut;
 
 /// Key material in hex as it crosses the control socket (`sa_add`'s `"key"`). Zeroized on
@@ -193,10 +194,191 @@ pub enum Request {
     Leave,
     /// Stop the node at once (its identifiers fail over).
     Stop,
+    /// A table's entries that pass `filter` (at most `limit`), streamed: a header line
+    /// ([`StreamHeader`]), one [`ViewEntry`] line each, an end line ([`StreamEnd`]).
+    TableDump {
+        /// Only the entries that pass it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filter: Option<Filter>,
+        /// Most entries to send (all by default).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+        /// `common` (the default) or `card` (the node-specific table).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        table: Option<TableName>,
+    },
+    /// How many of a table's entries pass `filter` ([`TableCountReply`]).
+    TableCount {
+        /// Only the entries that pass it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filter: Option<Filter>,
+        /// `common` (the default) or `card`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        table: Option<TableName>,
+    },
+    /// The entry of one key, written as the views print it
+    /// (`tcp 198.18.0.1:1234 -> 198.18.1.1:80`; either direction).
+    TableGet {
+        /// The key.
+        #[serde(default)]
+        key: String,
+        /// `common` (the default) or `card`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        table: Option<TableName>,
+    },
+    /// Follow the node's changes, streamed: a header line, then one event line (`docs/vocabulary.md`)
+    /// each as they happen (entries created, updated, removed, moved on or off this node's
+    /// card; epochs applied) until the client goes away.
+    Events {
+        /// Only entry events of entries that pass it (epoch and lost-events lines always).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filter: Option<Filter>,
+    },
+}
+
+/// The tables a view reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableName {
+    /// The common table: every entry of the cluster this node holds.
+    #[default]
+    Common,
+    /// The node-specific table: what this node's card (and its software overflow) holds.
+    Card,
+}
+
+impl TableName {
+    /// The name on the wire and in the views.
+    pub fn name(self) -> &'static str {
+        match self {
+            TableName::Common => "common",
+            TableName::Card => "card",
+        }
+    }
+}
+
+impl std::str::FromStr for TableName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "common" => Ok(Self::Common),
+            "card" => Ok(Self::Card),
+            _ => Err(format!(
+                "{s:?} is not a table: give common (every entry the node holds) or card (its \
+                 node-specific table)"
+            )),
+        }
+    }
+}
+
+/// One entry as the views show it (`clusterd ctl dump|get`, names in `docs/vocabulary.md`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ViewEntry {
+    /// What it does with the packets: allow, tunnel, drop, reject.
+    pub action: String,
+    /// The node that created it.
+    pub creator: u16,
+    /// Its distribution identifier.
+    pub did: u16,
+    /// Destination port (none for keys without ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dport: Option<u16>,
+    /// Destination address (none for keys without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    /// The key as the views print it.
+    pub key: String,
+    /// Packets that hit it on this node.
+    pub packets: u64,
+    /// The IP protocol name (tcp, udp, icmp, icmp6, esp, isakmp; none for sessions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    /// The SPI (`0x` and 8 hex digits) of an ESP key or a tunnelled entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spi: Option<String>,
+    /// Source port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sport: Option<u16>,
+    /// Source (initiator) address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    /// The state kind (established, syn-sent, udp-replied, ...).
+    pub state: String,
+    /// The table it was read from: common or card.
+    pub table: String,
+    /// Its version.
+    pub version: u32,
+    /// Where a node-specific entry is: card or overflow (host memory); none in the common
+    /// table.
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
+/// The first line of a streamed answer (`table_dump`, `events`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StreamHeader {
+    /// The table's entries (table_dump), or the common table's (events).
+    pub len: usize,
+    /// The node.
+    pub node: u16,
+    /// What follows: `table_dump` or `events`.
+    pub stream: String,
+    /// The table (table_dump).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+}
+
+/// The last line of a `table_dump` stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StreamEnd {
+    /// Always true: the stream ends here.
+    pub end: bool,
+    /// Entries sent.
+    pub entries: u64,
+    /// Entries read (passed the filter or not).
+    pub scanned: u64,
+    /// Milliseconds the dump took on the node.
+    pub took_ms: u64,
+}
+
+/// `table_count`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TableCountReply {
+    /// Entries that passed the filter.
+    pub count: u64,
+    /// Entries in the table.
+    pub len: usize,
+    /// The table.
+    pub table: String,
+}
+
+/// `table_get`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TableGetReply {
+    /// The entry.
+    pub entry: ViewEntry,
+}
+
+/// The body of a streamed answer inside the node: the header, and the lines (each ending in
+/// a newline) the node sends as it goes; the stream ends when the sender is dropped.
+#[derive(Clone)]
+pub struct StreamBody {
+    /// The first line.
+    pub header: StreamHeader,
+    /// The lines, taken once by the connection that writes them.
+    pub lines: std::sync::Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<String>>>>,
+}
+
+impl fmt::Debug for StreamBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamBody")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Every command name [`Request`] accepts, in the order the node lists them.
-pub const COMMANDS: [&str; 22] = [
+pub const COMMANDS: [&str; 26] = [
     "status",
     "allocation",
     "counts",
@@ -219,6 +401,10 @@ pub const COMMANDS: [&str; 22] = [
     "card_regs",
     "leave",
     "stop",
+    "table_dump",
+    "table_count",
+    "table_get",
+    "events",
 ];
 
 /// The part of a request line read to explain a refusal (no other field is kept).
@@ -253,6 +439,10 @@ impl Request {
             Self::CardRegs => "card_regs",
             Self::Leave => "leave",
             Self::Stop => "stop",
+            Self::TableDump { .. } => "table_dump",
+            Self::TableCount { .. } => "table_count",
+            Self::TableGet { .. } => "table_get",
+            Self::Events { .. } => "events",
         }
     }
 
@@ -331,6 +521,9 @@ impl Request {
             Self::SaAdvance { .. } | Self::Partition { .. } | Self::Leave | Self::Stop => {
                 Response::Done
             }
+            Self::TableDump { .. } | Self::Events { .. } => Response::StreamStart(de(v)?),
+            Self::TableCount { .. } => Response::TableCount(de(v)?),
+            Self::TableGet { .. } => Response::TableGet(de(v)?),
         })
     }
 }
@@ -435,15 +628,16 @@ pub type CardDumpReply = TableReply<CardEntryReport>;
 /// One entry in [`DumpReply`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EntryReport {
-    /// The action (debug form).
+    /// The action: allow, tunnel, drop, reject.
     pub action: String,
     /// The node that created it.
     pub creator: u16,
-    /// Its distribution identifier.
+    /// Its distribution identifier (`did` on the wire; `dist` is read too).
+    #[serde(rename = "did", alias = "dist")]
     pub dist: u16,
     /// The flow key (debug form).
     pub key: String,
-    /// The connection state (debug form).
+    /// The state kind (established, syn-sent, ...; docs/vocabulary.md).
     pub state: String,
     /// Its version.
     pub version: u32,
@@ -459,7 +653,8 @@ pub struct SasReply {
 /// One SA in [`SasReply`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SaReport {
-    /// Its distribution identifier.
+    /// Its distribution identifier (`did` on the wire; `dist` is read too).
+    #[serde(rename = "did", alias = "dist")]
     pub dist: u16,
     /// Tunnel destination.
     pub dst: String,
@@ -480,7 +675,8 @@ pub struct SaReport {
 /// `sa_add`: where the SA went.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SaAddReply {
-    /// The SA's distribution identifier.
+    /// The SA's distribution identifier (`did` on the wire; `dist` is read too).
+    #[serde(rename = "did", alias = "dist")]
     pub dist: u16,
 }
 
@@ -530,7 +726,7 @@ pub struct SynthesizeReply {
 /// One entry in [`CardDumpReply`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CardEntryReport {
-    /// The action (debug form).
+    /// The action: allow, tunnel, drop, reject.
     pub action: String,
     /// The node that created it.
     pub creator: u16,
@@ -538,11 +734,11 @@ pub struct CardEntryReport {
     pub did: u16,
     /// The key in the card's layout (null: a key the card cannot hold).
     pub key: Value,
-    /// The key as text (`*` = wildcard).
+    /// The key as the views print it (the initiator first; docs/vocabulary.md).
     pub key_text: String,
     /// Packets seen.
     pub packets: u64,
-    /// The connection state (debug form).
+    /// The state kind (established, syn-sent, ...; docs/vocabulary.md).
     pub state: String,
     /// Its version.
     pub version: u32,
@@ -596,6 +792,15 @@ pub enum Response {
     CardDump(CardDumpReply),
     /// `card_regs`.
     CardRegs(CardRegsReply),
+    /// `table_count`.
+    TableCount(TableCountReply),
+    /// `table_get`.
+    TableGet(TableGetReply),
+    /// A streamed answer's first line as a client reads it (`table_dump`, `events`); the
+    /// lines follow.
+    StreamStart(StreamHeader),
+    /// A streamed answer inside the node (the connection writes its header, then its lines).
+    Stream(StreamBody),
     /// Refused.
     Error(ErrorReply),
 }
@@ -641,6 +846,10 @@ impl Response {
             Self::Synthesized(b) => body(b),
             Self::CardDump(b) => body(b),
             Self::CardRegs(b) => body(b),
+            Self::TableCount(b) => body(b),
+            Self::TableGet(b) => body(b),
+            Self::StreamStart(b) => body(b),
+            Self::Stream(b) => body(&b.header),
             Self::Error(b) => body(b),
         };
         if let Some(o) = v.as_object_mut() {
@@ -714,6 +923,24 @@ mod tests {
             Request::CardRegs,
             Request::Leave,
             Request::Stop,
+            Request::TableDump {
+                filter: Some(Filter {
+                    did: Some(7),
+                    dport: Some(80),
+                    ..Filter::default()
+                }),
+                limit: Some(10),
+                table: Some(TableName::Card),
+            },
+            Request::TableCount {
+                filter: None,
+                table: None,
+            },
+            Request::TableGet {
+                key: "tcp 198.18.0.1:1234 -> 198.18.1.1:80".into(),
+                table: Some(TableName::Common),
+            },
+            Request::Events { filter: None },
         ]
     }
 

@@ -8,7 +8,8 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use host::daemon::protocol::{Request, Response};
+use host::daemon::protocol::{CardDumpReply, CardEntryReport, Request, Response};
+use host::filter::{EntryView, Filter, ViewKey};
 use host::regs_report::RegsBlockOut;
 use serde::Serialize;
 use serde_json::Value;
@@ -292,23 +293,30 @@ pub fn card_path_lines(c: &Value) -> String {
     t
 }
 
-/// `hwctl --device unix:PATH dump [--did N]`: the node-specific table (what
-/// the node's card holds, and what overflowed to host memory) with keys in
-/// the card's layout, as `card_dump` reports it.
-///
-/// # Errors
-/// Socket and daemon errors.
-pub fn dump(r: &mut Remote, did: Option<u16>, as_json: bool) -> Result<String, String> {
-    let req = Request::CardDump { did };
-    let v = r.ask(&req, |a| match a {
+/// What a filter sees of an entry of `card_dump`: its key text (the initiator first), state
+/// kind and identifier (`None`: a key text that does not read back).
+fn card_view(e: &CardEntryReport) -> Option<EntryView> {
+    Some(EntryView {
+        did: e.did,
+        state: host::filter::parse_state(&e.state).unwrap_or("-"),
+        key: e.key_text.parse().ok()?,
+    })
+}
+
+/// The node-specific entries (`card_dump`) that pass `f`.
+fn card_entries(r: &mut Remote, f: &Filter) -> Result<CardDumpReply, String> {
+    let req = Request::CardDump { did: f.did };
+    let mut v = r.ask(&req, |a| match a {
         Response::CardDump(d) => Some(d),
         _ => None,
     })?;
-    let entries = &v.entries;
-    if as_json {
-        return pretty_json(&entries);
-    }
-    let mut t = table(
+    v.entries
+        .retain(|e| card_view(e).is_some_and(|v| f.matches(&v)) || (f.is_empty()));
+    Ok(v)
+}
+
+fn card_table(entries: &[CardEntryReport]) -> String {
+    table(
         &["DID", "WHERE", "STATE", "ACTION", "KEY (* = wildcard)"],
         entries,
         |e| {
@@ -320,8 +328,27 @@ pub fn dump(r: &mut Remote, did: Option<u16>, as_json: bool) -> Result<String, S
                 e.key_text.clone(),
             ]
         },
-    );
-    let filter = did.map(|d| format!(" with did {d}")).unwrap_or_default();
+    )
+}
+
+/// `hwctl --device unix:PATH dump [filters]`: the node-specific table (what the node's card
+/// holds, and what overflowed to host memory) with keys in the card's layout, as
+/// `card_dump` reports it; the filters are applied here.
+///
+/// # Errors
+/// Socket and daemon errors.
+pub fn dump(r: &mut Remote, f: &Filter, as_json: bool) -> Result<String, String> {
+    let v = card_entries(r, f)?;
+    let entries = &v.entries;
+    if as_json {
+        return pretty_json(&entries);
+    }
+    let mut t = card_table(entries);
+    let filter = if f.is_empty() {
+        String::new()
+    } else {
+        format!(" with {}", f.describe())
+    };
     let _ = writeln!(
         t,
         "{} entries{filter} (node {}, backend {}, {} in the node table)",
@@ -331,6 +358,64 @@ pub fn dump(r: &mut Remote, did: Option<u16>, as_json: bool) -> Result<String, S
         v.len
     );
     Ok(t)
+}
+
+/// `hwctl --device unix:PATH count [filters]`.
+///
+/// # Errors
+/// Socket and daemon errors.
+pub fn count(r: &mut Remote, f: &Filter, as_json: bool) -> Result<String, String> {
+    let v = card_entries(r, f)?;
+    if as_json {
+        return pretty_json(&serde_json::json!({
+            "count": v.entries.len(),
+            "len": v.len,
+            "filter": f.describe(),
+        }));
+    }
+    Ok(format!("{}\n", v.entries.len()))
+}
+
+/// `hwctl --device unix:PATH get KEY`.
+///
+/// # Errors
+/// Socket and daemon errors; no entry of the key.
+pub fn get(r: &mut Remote, key: &ViewKey, as_json: bool) -> Result<String, String> {
+    let v = card_entries(r, &Filter::default())?;
+    let found: Vec<CardEntryReport> = v
+        .entries
+        .into_iter()
+        .filter(|e| card_view(e).is_some_and(|v| key.names(&v.key)))
+        .collect();
+    if found.is_empty() {
+        return Err(format!(
+            "{}: no entry {key} in the node's node-specific table ({} entries)",
+            r.name(),
+            v.len
+        ));
+    }
+    if as_json {
+        return if found.len() == 1 {
+            pretty_json(&found[0])
+        } else {
+            pretty_json(&found)
+        };
+    }
+    Ok(card_table(&found))
+}
+
+/// `hwctl --device unix:PATH events [filters]`: the daemon's events (as `clusterd ctl
+/// events` shows them), until Ctrl-C or a closed pipe.
+///
+/// # Errors
+/// Socket and daemon errors.
+pub fn events(path: &Path, f: &Filter, as_json: bool) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let filter = (!f.is_empty()).then_some(*f);
+    rt.block_on(host::ctl_view::follow_events(path, filter, as_json))
 }
 
 /// `hwctl --device unix:PATH sas`: SA state, never keys.
@@ -347,7 +432,16 @@ pub fn sas(r: &mut Remote, as_json: bool) -> Result<String, String> {
         })?
         .sas;
     if as_json {
-        return pretty_json(&list);
+        // the views' SPI is hex (docs/vocabulary.md), as hwctl esp shows it
+        let rows: Vec<Value> = list
+            .iter()
+            .map(|sa| {
+                let mut v = serde_json::to_value(sa).unwrap_or(Value::Null);
+                v["spi"] = Value::String(format!("0x{:08x}", sa.spi));
+                v
+            })
+            .collect();
+        return pretty_json(&rows);
     }
     let mut t = table(
         &[

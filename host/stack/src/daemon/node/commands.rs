@@ -72,6 +72,10 @@ impl Runtime {
                 Response::error("synthesize is answered when its work is done")
             }
             Request::CardRegs => self.card_regs(),
+            Request::TableGet { key, table } => self.table_get(key, *table),
+            Request::TableDump { .. } | Request::TableCount { .. } | Request::Events { .. } => {
+                Response::error("this command is answered by its view")
+            }
             Request::Leave => {
                 // answered now; the leave itself takes the next turns of the loop
                 self.begin_leave("leave command");

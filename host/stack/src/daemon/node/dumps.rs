@@ -162,11 +162,11 @@ impl Runtime {
                 let room = limit.saturating_sub(entries.len());
                 let before = entries.len();
                 entries.extend(table.entries_of(d).take(room).map(|e| EntryReport {
-                    action: format!("{:?}", e.action),
+                    action: crate::filter::core_action(e.action).to_owned(),
                     creator: e.creator.0,
                     dist: e.dist.0,
                     key: format!("{:?}", e.key),
-                    state: format!("{:?}", e.state),
+                    state: crate::filter::core_state(e.state).to_owned(),
                     version: e.version,
                 }));
                 entries.len() - before
@@ -178,13 +178,15 @@ impl Runtime {
                 entries.extend(on_card.chain(overflow).map(|(e, location)| {
                     let k = crate::core::card_table::cam_key(&e.key).ok();
                     CardEntryReport {
-                        action: format!("{:?}", e.action),
+                        action: crate::filter::core_action(e.action).to_owned(),
                         creator: e.creator.0,
                         did: e.dist.0,
                         key: serde_json::to_value(k).unwrap_or(Value::Null),
-                        key_text: k.map_or_else(|| format!("{:?}", e.key), |k| k.to_string()),
+                        // the views' key text: the initiator first (docs/vocabulary.md)
+                        key_text: crate::filter::ViewKey::of_core(&e.key, e.initiator_is_lo)
+                            .to_string(),
                         packets: e.packets,
-                        state: format!("{:?}", e.state),
+                        state: crate::filter::core_state(e.state).to_owned(),
                         version: e.version,
                         location: location.to_owned(),
                     }

@@ -12,6 +12,7 @@
 mod commands;
 mod dumps;
 mod ports;
+mod views;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -209,6 +210,8 @@ pub struct Runtime {
     synth: Option<SynthJob>,
     /// The walks over the tables in progress (`dump`, `card_dump`, `check`).
     walks: dumps::Walks,
+    /// The views in progress (`ctl dump|count|events`).
+    views: views::Views,
     /// Exit when the parent process goes away (set for nodes a demo or test spawned).
     parent: Option<nix::unistd::Pid>,
     next_parent_check: Duration,
@@ -501,6 +504,7 @@ impl Runtime {
             next_status_notify: Duration::ZERO,
             synth: None,
             walks: dumps::Walks::default(),
+            views: views::Views::default(),
             parent: std::env::var_os("CLUSTERD_EXIT_WITH_PARENT").map(|_| nix::unistd::getppid()),
             next_parent_check: Duration::from_secs(1),
             rec_buf: Vec::with_capacity(256),
@@ -554,6 +558,9 @@ impl Runtime {
                         Request::Dump { limit } => self.start_dump(limit.unwrap_or(10_000), tx),
                         Request::CardDump { did } => self.start_card_dump(did, tx),
                         Request::Check => self.start_check(tx),
+                        req @ (Request::TableDump { .. }
+                        | Request::TableCount { .. }
+                        | Request::Events { .. }) => self.start_view(req, tx),
                         req => {
                             let _ = tx.send(self.control(&req));
                         }
@@ -567,6 +574,7 @@ impl Runtime {
             self.drain_sync(&mut sbuf);
             self.synthesize_slice();
             self.walk_slice();
+            self.views_slice();
             self.after_io();
         }
         let _ = std::fs::remove_file(&self.cfg.control);
@@ -732,6 +740,9 @@ impl Runtime {
         if self.synth.is_some() || self.walks.busy() {
             d = d.min(self.udp.now());
         }
+        if let Some(w) = self.views.wake(self.udp.now()) {
+            d = d.min(w);
+        }
         d
     }
 
@@ -757,6 +768,7 @@ impl Runtime {
             let t = self.time();
             match ev {
                 SyncEvent::Records { from, batch } => {
+                    self.views_records_in(batch.iter());
                     self.member.on_records(t, from, batch.iter());
                 }
                 SyncEvent::Datagram { from, payload } => {
@@ -847,6 +859,7 @@ impl Runtime {
         for o in outputs {
             match o {
                 Output::Record { to, record } => {
+                    self.views_record_out(&record);
                     let one;
                     let targets: &[_] = match to {
                         To::Peers => &peers,
@@ -1109,8 +1122,10 @@ impl Runtime {
         for a in committed {
             let t0 = std::time::Instant::now();
             let t = self.time();
+            let before = self.views_before_epoch();
             self.member.on_agreed(t, &a, || t0.elapsed());
             self.handle_outputs();
+            self.views_after_epoch(before);
         }
     }
 }
