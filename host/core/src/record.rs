@@ -23,7 +23,7 @@
 //!
 //! | datagram | bytes |
 //! |---|---|
-//! | heartbeat | `H`, ready, witness, fenced (one byte each, 0 or 1), applied epoch (u64), flags (u8: bit 0 leaving, the rest reserved), stamp (u64, the sender's clock in µs), echo (u64, the latest stamp received from the recipient), out count (u8, at most 32), then that many node ids (u16): 30 bytes plus two per id |
+//! | heartbeat | `H`, ready, witness, fenced (one byte each, 0 or 1), applied epoch (u64), flags (u8: bit 0 leaving, bit 1 retired, the rest reserved), stamp (u64, the sender's clock in µs), echo (u64, the latest stamp received from the recipient), out count (u8, at most 32), then that many node ids (u16): 30 bytes plus two per id |
 //! | consensus | `R`, then the consensus library's message bytes (opaque here) |
 //!
 //! # Three views
@@ -40,7 +40,7 @@
 //!   error, not a record with trailing bytes ignored.
 //! - A heartbeat flag byte other than 0 or 1 is rejected ([`RecordError::BadFlag`]): every
 //!   member emits 0 or 1, so any other value is corruption or a foreign sender, and a flag
-//!   such as `fenced` must not be guessed. In the flags byte, bit 0 is `leaving`; the other
+//!   such as `fenced` must not be guessed. In the flags byte, bit 0 is `leaving`, bit 1 `retired`; the other
 //!   bits are reserved: ignored on parse (a later version may use them) and emitted as 0.
 //! - An event record whose message does not decode is [`RecordError::Event`], with the
 //!   [`DecodeError`] as its source.
@@ -141,7 +141,8 @@ mod field {
     pub const HB_FENCED: usize = 3;
     /// `H`: the applied allocation epoch.
     pub const HB_APPLIED: Field = 4..12;
-    /// `H`: flags: bit 0 leaving; the other bits reserved (emitted as 0, ignored on parse).
+    /// `H`: flags: bit 0 leaving, bit 1 retired; the other bits reserved (emitted as 0,
+    /// ignored on parse).
     pub const HB_FLAGS: usize = 12;
     /// `H`: the sender's monotonic clock when it sent the heartbeat (µs since it started).
     pub const HB_STAMP: Field = 13..21;
@@ -547,7 +548,7 @@ impl<T: AsRef<[u8]>> DatagramView<T> {
         Epoch(be_u64(&self.buffer.as_ref()[field::HB_APPLIED]))
     }
 
-    /// `H`: the flags byte (bit 0: leaving).
+    /// `H`: the flags byte (bit 0: leaving, bit 1: retired).
     ///
     /// # Panics
     /// On a buffer shorter than a heartbeat in an unchecked view.
@@ -798,6 +799,11 @@ pub struct Heartbeat {
     /// The sender is leaving the cluster (a graceful stop): it still serves what it owns, but
     /// the leader gives it nothing and moves what it owns away in planned moves.
     pub leaving: bool,
+    /// The sender's leave is done (it owns nothing, every identifier has an owner): it proposes
+    /// nothing more, even while consensus still names it the leader, so the others' leases
+    /// do not need its grant (they would fence until the next leader is elected once it has
+    /// exited).
+    pub retired: bool,
     /// The allocation epoch the sender has applied.
     pub applied: Epoch,
     /// The sender's clock when it sent this heartbeat (µs since it started): the recipient
@@ -884,7 +890,7 @@ impl Heartbeat {
         b[field::HB_READY] = u8::from(self.ready);
         b[field::HB_WITNESS] = u8::from(self.witness);
         b[field::HB_FENCED] = u8::from(self.fenced);
-        b[field::HB_FLAGS] = u8::from(self.leaving);
+        b[field::HB_FLAGS] = u8::from(self.leaving) | (u8::from(self.retired) << 1);
         b[field::HB_APPLIED].copy_from_slice(&self.applied.0.to_be_bytes());
         b[field::HB_STAMP].copy_from_slice(&self.stamp.to_be_bytes());
         b[field::HB_ECHO].copy_from_slice(&self.echo.to_be_bytes());
@@ -907,6 +913,7 @@ impl Heartbeat {
             witness: flag("witness", v.witness_byte())?,
             fenced: flag("fenced", v.fenced_byte())?,
             leaving: v.flags() & 1 == 1,
+            retired: v.flags() & 2 == 2,
             applied: v.applied(),
             stamp: v.stamp(),
             echo: v.echo(),
@@ -1118,6 +1125,7 @@ mod tests {
             witness: false,
             fenced: true,
             leaving: false,
+            retired: false,
             applied: Epoch(300),
             stamp: 123_456,
             echo: 12_345,
@@ -1140,16 +1148,24 @@ mod tests {
         );
         assert_eq!(v.applied(), Epoch(300));
         assert_eq!((v.stamp(), v.echo()), (123_456, 12_345));
-        // the reserved bits of the flags byte are ignored; bit 0 is leaving
+        // the reserved bits of the flags byte are ignored; bit 0 is leaving, bit 1 retired
         let mut b = HEARTBEAT_BYTES;
-        b[12] = 0x5a;
+        b[12] = 0x58;
         assert_eq!(Datagram::parse(&b), Ok(Datagram::Heartbeat(h)));
-        b[12] = 0x5b;
+        b[12] = 0x59;
         let leaving = Heartbeat { leaving: true, ..h };
         assert_eq!(Datagram::parse(&b), Ok(Datagram::Heartbeat(leaving)));
         let mut wire = HEARTBEAT_BYTES;
         wire[12] = 1;
         assert_eq!(leaving.to_bytes(), wire);
+        b[12] = 0x5b;
+        let retired = Heartbeat {
+            retired: true,
+            ..leaving
+        };
+        assert_eq!(Datagram::parse(&b), Ok(Datagram::Heartbeat(retired)));
+        wire[12] = 3;
+        assert_eq!(retired.to_bytes(), wire);
     }
 
     #[test]
@@ -1463,16 +1479,17 @@ mod tests {
         prop_oneof![
             (
                 (any::<bool>(), any::<bool>(), any::<bool>(), any::<u64>()),
-                (any::<u64>(), any::<u64>(), any::<bool>()),
+                (any::<u64>(), any::<u64>(), any::<bool>(), any::<bool>()),
                 proptest::collection::vec(any::<u16>(), 0..40)
             )
                 .prop_map(
-                    |((ready, witness, fenced, applied), (stamp, echo, leaving), out)| {
+                    |((ready, witness, fenced, applied), (stamp, echo, leaving, retired), out)| {
                         let h = Heartbeat {
                             ready,
                             witness,
                             fenced,
                             leaving,
+                            retired,
                             applied: Epoch(applied),
                             stamp,
                             echo,

@@ -78,7 +78,9 @@ impl<T: NodeSpecificTable> Member<T> {
     }
 
     pub(super) fn leader_duties(&mut self, now: Duration, view: &ConsensusView<'_>) {
-        if !self.warmed_up(now) {
+        if !self.warmed_up(now) || self.has_left() {
+            // a leader whose leave is done proposes nothing more (its heartbeats say it
+            // retired, and the others' leases no longer wait for its grant)
             return;
         }
         self.promote_learners(view);

@@ -47,6 +47,8 @@ pub struct Liveness {
     pub fenced: bool,
     /// Its last heartbeat said it is leaving (a graceful stop).
     pub leaving: bool,
+    /// Its last heartbeat said its leave is done: it proposes nothing more.
+    pub retired: bool,
     /// The epoch it last said it applied.
     pub applied: Epoch,
     /// Heard within the failure time.
@@ -208,7 +210,10 @@ impl<T: NodeSpecificTable> Member<T> {
             0 => Duration::MAX,
             n => grants.get(n - 1).copied().unwrap_or_default(),
         };
-        if let Some(l) = self.view.leader.filter(|l| *l != me) {
+        // a leader that retired (its leave is done) proposes nothing more: its grant is not
+        // needed, so its exit does not fence the others until the next leader is elected
+        let retired = |l: &NodeId| self.live.get(l).is_some_and(|x| x.retired);
+        if let Some(l) = self.view.leader.filter(|l| *l != me && !retired(l)) {
             until = until.min(grant(&l).unwrap_or_default());
         }
         Some(until)
@@ -229,9 +234,13 @@ impl<T: NodeSpecificTable> Member<T> {
         // from zero again (an older heartbeat delivered late only grants less)
         l.stamp_in = hb.stamp;
         l.out = hb.out;
+        let retired_changed = l.retired != hb.retired;
+        l.retired = hb.retired;
         if hb.echo != 0 && hb.echo <= l.stamp_out {
             let at = Duration::from_micros(hb.echo).min(now);
             l.granted = Some(l.granted.map_or(at, |g| g.max(at)));
+            self.update_lease();
+        } else if retired_changed {
             self.update_lease();
         }
     }

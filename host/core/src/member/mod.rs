@@ -1123,6 +1123,7 @@ impl<T: NodeSpecificTable> Member<T> {
             witness: self.cfg.role == Role::Witness,
             fenced: self.fenced,
             leaving: self.leaving,
+            retired: self.has_left(),
             applied: self.core.allocation().epoch,
             stamp: liveness::stamp_of(self.now),
             echo: 0,

@@ -1827,6 +1827,29 @@ fn a_leaving_member_hands_everything_over_in_planned_moves() {
         c.run_for(ms(500), |c| {
             assert!(c.agreed().ids_of(NodeId(leaver)).is_empty());
         });
+        // its leave done, it retired: it proposes nothing more, and once it is gone the
+        // others do not fence waiting for its grant (also when it still leads)
+        assert!(c.m[&leaver].has_left());
+        let n = c.proposals.len();
+        let others: Vec<u16> = [1u16, 2, 3].into_iter().filter(|x| *x != leaver).collect();
+        for o in &others {
+            assert!(
+                c.m[o].live[&NodeId(leaver)].retired,
+                "node {o} sees it retired"
+            );
+        }
+        c.cut.insert(leaver);
+        c.run_for(FAILURE * 2, |c| {
+            for o in &others {
+                assert!(
+                    c.m[o].takes_traffic(),
+                    "node {o} fenced after the leaver left"
+                );
+            }
+        });
+        if c.leader == leaver {
+            assert_eq!(c.proposals.len(), n, "a retired leader proposes nothing");
+        }
     }
 }
 
