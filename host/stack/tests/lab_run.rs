@@ -5,8 +5,8 @@
 //! - A SIGKILL of a node resets no connection, and no connection stalls for longer than 500 ms,
 //!   failure detection included; the node then joins again.
 //! - A graceful stop (SIGTERM: the node hands its identifiers over in planned moves, the next
-//!   owner holding their frames meanwhile) resets and stalls nothing; the frames it loses
-//!   end to end are reported (the goal is none, not reached yet).
+//!   owner holding their frames meanwhile) resets and stalls nothing and loses no frame end to
+//!   end.
 //! - `lab down` leaves no namespace, process or directory behind.
 //!
 //! Needs root (namespaces, veth pairs, bridges, raw sockets), iproute2 and `nstat`; it fails
@@ -121,10 +121,16 @@ fn kill_and_graceful_stop_under_real_traffic() {
     check_common(&r, "graceful stop");
     let stop = &r.events[0];
     assert_eq!(stop.event, EventKind::Stop { node: 3 });
-    // frames lost end to end are reported, not asserted: the goal is 0, measured 3-208
-    // (frames that arrive between the release and the releaser's final state are dropped;
-    // open, see the closing note)
+    // a graceful stop is a planned move of everything the node owns: no frame is lost (the
+    // next owners hold from the prepare step on and hand back what the releaser handled; a
+    // few frames handled by both show as duplicates, a negative figure)
     eprintln!("graceful stop: {} frames lost end to end", r.frames_lost);
+    assert!(
+        r.frames_lost <= 0,
+        "graceful stop: {} frames lost end to end\n{}",
+        r.frames_lost,
+        run::render(&r)
+    );
     assert_eq!(
         stop.longest_stall_ms,
         0,

@@ -670,7 +670,7 @@ impl<T: NodeSpecificTable> Member<T> {
     }
 
     /// Held frames handed back since start: the releaser of a planned move had handled them
-    /// (see [`hold`]).
+    /// (see the `hold` module).
     pub fn hold_handed_back(&self) -> u64 {
         self.hold.handed_back
     }
