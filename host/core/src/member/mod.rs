@@ -162,7 +162,7 @@ pub enum PacketOutcome {
 
 /// How long a next owner keeps holding an identifier's frames after its gate opened for the
 /// releaser's last handled frame to arrive here (its input may lag the replication stream).
-pub const MARK_WAIT: Duration = Duration::from_millis(50);
+pub const MARK_WAIT: Duration = Duration::from_millis(250);
 
 /// Appends `digest` to a run of the last [`crate::record::MAX_MARK_DIGESTS`] digests.
 fn push_digest(run: &mut Vec<u64>, digest: u64) {
@@ -837,7 +837,13 @@ impl<T: NodeSpecificTable> Member<T> {
                 PacketOutcome::NotReady
             } else {
                 self.hold.released += 1;
-                self.handle_now(t, &h.bytes, h.port, h.framing, &mut egress)
+                let o = self.handle_now(t, &h.bytes, h.port, h.framing, &mut egress);
+                if !self.releasing.is_empty() && !matches!(o, PacketOutcome::NotOurs) {
+                    // a frame held while behind, handled by the owner now: the next owner of
+                    // a moving identifier must know it as handled
+                    self.note_handled(&h.bytes, h.port, h.framing);
+                }
+                o
             };
             self.out.push(Output::Released {
                 token: h.token,

@@ -298,6 +298,15 @@ impl<T: NodeSpecificTable> Member<T> {
         }
     }
 
+    /// After the operator's lane received packets ([`Self::esp_for`]): copies the SAs' new
+    /// state into the core and replicates it now rather than at the next periodic sync (up to
+    /// 100 ms later), so a replay window that just moved reaches the peers before this member
+    /// can be frozen or killed: a takeover then rejects what it accepted.
+    pub fn esp_sync_now(&mut self) {
+        self.sync_esp();
+        self.flush_outbox();
+    }
+
     /// Copies the moving state of every SA the engine runs into the core (which replicates it).
     pub(super) fn sync_esp(&mut self) {
         let spis: Vec<u32> = self.sas.esp.installed().collect();

@@ -301,6 +301,8 @@ impl Runtime {
         };
         let packets: Vec<Vec<u8>> = packets.iter().filter_map(|p| hex::decode(p).ok()).collect();
         let (accepted, replays, bad) = esp.receive(&packets);
+        // the replay window moved: replicate it now, not at the next periodic sync
+        self.member.esp_sync_now();
         Response::EspReceived(EspRecvReply {
             accepted,
             bad,
