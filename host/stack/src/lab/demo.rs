@@ -18,6 +18,11 @@ use crate::core::member::esp::SaMaterial;
 use crate::daemon::node::unix_ms;
 use crate::daemon::protocol::{AllocationReply, Request, Response, SaDir, SecretHex};
 
+/// How long before a partition or a freeze a packet may still be on its way to the node or in
+/// its socket's queue (a loaded 2-core machine delays a node's loop by tens of ms): such a
+/// packet is answered after the fault, and counts in the fault's gap.
+const IN_FLIGHT_MS: u64 = 60;
+
 /// A line on standard output that ends quietly when the reader went away (`crate::out`).
 macro_rules! out {
     ($($arg:tt)*) => {
@@ -906,9 +911,10 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             })
             .map(done_ms)
             .min();
-        // (from just before the cut: packets on their way to it then are answered late)
+        // (from just before the cut or the freeze: packets on their way to the node then, or
+        // still in its socket's queue, are answered late)
         gaps.push((
-            t.saturating_sub(20),
+            t.saturating_sub(IN_FLIGHT_MS),
             first.map_or(t + 1000, |f| f - t0_unix) + 20,
         ));
     }
