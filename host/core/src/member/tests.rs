@@ -2745,69 +2745,6 @@ fn behind_is_learned_from_the_heartbeat_itself() {
     assert_eq!(c.m(3).on_packet(t, &udp_in(d, 3)), PacketOutcome::NotReady);
 }
 
-/// A member that hears a peer applied an epoch it has not applied yet holds its packets (with
-/// holding on) instead of dropping them, and handles them, in order, once it has: an epoch
-/// change it takes no part in costs it no packet.
-#[test]
-fn a_member_behind_holds_until_it_applied_the_epoch() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    c.m(3).set_hold(16, 1 << 20, ms(1500));
-    let e = c.agreed().epoch.0;
-    let d = c.agreed().ids_of(NodeId(3))[0];
-    let other = c.agreed().ids_of(NodeId(2))[0];
-    c.lag.insert(3);
-    c.m(1)
-        .request_move(&[u64::from(other.0)], NodeId(1))
-        .unwrap();
-    c.run_until(ms(1000), |c| c.agreed().epoch.0 > e);
-    c.route();
-    assert!(c.m[&3].is_behind());
-    let t = c.t();
-    let PacketOutcome::Held(a) = c.m(3).on_packet(t, &udp_in(d, 3)) else {
-        panic!("not held while behind")
-    };
-    let PacketOutcome::Held(b) = c.m(3).on_packet(t, &udp_in(d, 3)) else {
-        panic!("not held while behind")
-    };
-    c.lag.remove(&3);
-    c.heal(3);
-    assert!(!c.m[&3].is_behind());
-    c.run_until(ms(500), |c| c.released.len() == 2);
-    assert_eq!(
-        c.released,
-        vec![(3, a, PacketOutcome::Created), (3, b, PacketOutcome::Hit)]
-    );
-    assert!(c.double_actors().is_empty());
-}
-
-/// A next owner that was behind the prepare step held the moving identifier's packets as any
-/// packet while behind: once it applied the step they are the owner's (it handles them), not
-/// handled here.
-#[test]
-fn packets_held_while_behind_a_prepare_step_are_the_owners() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    c.m(3).set_hold(16, 1 << 20, ms(1500));
-    let e = c.agreed().epoch.0;
-    let d = c.agreed().ids_of(NodeId(2))[0];
-    c.lag.insert(3);
-    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
-    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 1);
-    c.route();
-    assert!(c.m[&3].is_behind());
-    let t = c.t();
-    let p = udp_in(d, 4);
-    assert_eq!(c.m(2).on_packet(t, &p), PacketOutcome::Created);
-    let PacketOutcome::Held(h) = c.m(3).on_packet(t, &p) else {
-        panic!("not held while behind")
-    };
-    c.lag.remove(&3);
-    c.heal(3);
-    c.run_until(ms(500), |c| !c.released.is_empty());
-    assert_eq!(c.released, vec![(3, h, PacketOutcome::NotOurs)]);
-}
-
 /// An operator move whose release was not agreed is planned again, not forgotten.
 #[test]
 fn operator_move_survives_an_unagreed_release() {
