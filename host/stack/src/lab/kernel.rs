@@ -304,28 +304,7 @@ fn sysctls(ns: &str, kv: Vec<(String, &'static str)>) -> Result<(), LabError> {
 fn topology(o: &KernelOptions) -> Result<(), LabError> {
     let p = &o.prefix;
     let ip = netns::ip;
-    let mut roles = vec!["client".to_owned(), "server".to_owned(), "sw".to_owned()];
-    roles.extend((1..=o.nodes).map(|i| format!("n{i}")));
-    for r in &roles {
-        ip(&["netns", "add", &format!("{p}-{r}")])?;
-    }
-    let sw = format!("{p}-sw");
-    for br in ["swout", "swin", "swsync"] {
-        ip(&[
-            "-n",
-            &sw,
-            "link",
-            "add",
-            "name",
-            br,
-            "type",
-            "bridge",
-            "ageing_time",
-            "0",
-        ])?;
-        ip(&["-n", &sw, "link", "set", br, "addrgenmode", "none"])?;
-        ip(&["-n", &sw, "link", "set", br, "up"])?;
-    }
+    netns::namespaces_and_switch(p, o.nodes)?;
     for (role, dev, br, port, v4, v6, gw4, gw6) in [
         (
             "client",

@@ -248,7 +248,11 @@ pub(crate) fn end_host(
     ip(&["-n", &ns, "link", "set", "lo", "up"])
 }
 
-fn topology(prefix: &str, nodes: u16) -> Result<(), LabError> {
+/// The lab's namespaces (client, server, switch, `n1`..`nN`) and, in the switch, the three
+/// segment bridges (`swout`, `swin`, `swsync`) set to flood (no learning) and to send nothing
+/// of their own. Shared by our lab and the kernel
+/// baseline's.
+pub fn namespaces_and_switch(prefix: &str, nodes: u16) -> Result<(), LabError> {
     let mut roles = vec!["client".to_owned(), "server".to_owned(), "sw".to_owned()];
     roles.extend((1..=nodes).map(|i| format!("n{i}")));
     for r in &roles {
@@ -271,6 +275,11 @@ fn topology(prefix: &str, nodes: u16) -> Result<(), LabError> {
         ip(&["-n", &sw, "link", "set", br, "addrgenmode", "none"])?;
         ip(&["-n", &sw, "link", "set", br, "up"])?;
     }
+    Ok(())
+}
+
+fn topology(prefix: &str, nodes: u16) -> Result<(), LabError> {
+    namespaces_and_switch(prefix, nodes)?;
     for (role, dev, br, port, v4, v6) in [
         ("client", "c0", "swout", "co", CLIENT4, CLIENT6),
         ("server", "s0", "swin", "si", SERVER4, SERVER6),
