@@ -14,7 +14,6 @@ use super::{Member, Time};
 use crate::alloc_policy::Allocation;
 use crate::ids::{DistributionId, Epoch, IdCount, NodeId};
 use crate::node_table::NodeSpecificTable;
-use crate::packet::parse_packet;
 
 /// How long a member waits for the `F` record of a previous owner that released an identifier
 /// to it and then went silent, before it takes over from what that owner replicated.
@@ -203,28 +202,17 @@ impl<T: NodeSpecificTable> Member<T> {
         &self.handover
     }
 
-    /// The gained identifier `pkt` belongs to when it still waits for its previous owner's
-    /// final state, or the released one this member is named the next owner of.
-    pub(super) fn waiting_for(
-        &self,
-        pkt: &[u8],
-        framing: crate::Framing,
-    ) -> Option<DistributionId> {
-        if self.handover.waiting.is_empty() && self.incoming.is_empty() && self.marks.is_empty() {
-            return None;
-        }
-        parse_packet(pkt, framing)
-            .ok()
-            .and_then(|p| p.flow(self.core.distributor()))
-            .map(|(_, _, d)| d)
-            .filter(|d| {
-                self.handover.is_waiting(*d)
-                    || self.marks.contains_key(d)
-                    || self
-                        .incoming
-                        .get(d)
-                        .is_some_and(|i| self.applied_epoch(i.releaser) >= i.prepared_in)
-            })
+    /// Whether this member holds the packets of identifier `d`: a gained identifier that
+    /// still waits for its previous owner's final state, the releaser's last frames not yet
+    /// arrived after the gate opened, or the identifier of a planned move coming here once its
+    /// releaser applied the move's first step.
+    pub(super) fn holds_for(&self, d: DistributionId) -> bool {
+        self.handover.is_waiting(d)
+            || self.marks.contains_key(&d)
+            || self
+                .incoming
+                .get(&d)
+                .is_some_and(|i| self.applied_epoch(i.releaser) >= i.prepared_in)
     }
 
     /// Marks each of `epochs` complete (now) in the applied records once no gained identifier

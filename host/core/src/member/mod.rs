@@ -731,7 +731,17 @@ impl<T: NodeSpecificTable> Member<T> {
         if !self.takes_traffic() || self.rebuilding_for(bytes, framing) {
             return PacketOutcome::NotReady;
         }
-        if let Some(d) = self.waiting_for(bytes, framing) {
+        // the packet's identifier, parsed once, only while a handover or a planned move needs it
+        let moving = !self.handover.waiting.is_empty()
+            || !self.incoming.is_empty()
+            || !self.marks.is_empty()
+            || !self.releasing.is_empty();
+        let did = if moving {
+            self.did_of(bytes, framing)
+        } else {
+            None
+        };
+        if let Some(d) = did.filter(|d| self.holds_for(*d)) {
             if !self.handover.waits_for_releasers_only(d)
                 && !self.incoming.contains_key(&d)
                 && !self.marks.contains_key(&d)
@@ -744,22 +754,19 @@ impl<T: NodeSpecificTable> Member<T> {
                 None => PacketOutcome::NotReady,
             };
         }
-        if !self.incoming.is_empty() {
-            self.note_passed(bytes, port, framing);
+        if let Some(d) = did {
+            self.note_passed(d, bytes, port);
         }
         let outcome = self.handle_now(t, bytes, port, framing, egress);
-        if !self.releasing.is_empty() && !matches!(outcome, PacketOutcome::NotOurs) {
-            self.note_handled(bytes, port, framing);
+        if let Some(d) = did.filter(|_| !matches!(outcome, PacketOutcome::NotOurs)) {
+            self.note_handled(d, bytes, port);
         }
         outcome
     }
 
     /// Keeps the digest of a frame this member handled when its identifier is about to be
     /// released in a planned move (the next owner learns of it in the `L` record).
-    fn note_handled(&mut self, bytes: &[u8], port: Option<u8>, framing: Framing) {
-        let Some(d) = self.did_of(bytes, framing) else {
-            return;
-        };
+    fn note_handled(&mut self, d: DistributionId, bytes: &[u8], port: Option<u8>) {
         if self.releasing.contains(&d) {
             push_digest(
                 &mut self.last_handled.entry(d).or_default()[usize::from(hold::input_of(port))],
@@ -770,10 +777,7 @@ impl<T: NodeSpecificTable> Member<T> {
 
     /// Keeps the digest of a frame of an identifier coming here that this member did not hold
     /// (it had not begun holding yet).
-    fn note_passed(&mut self, bytes: &[u8], port: Option<u8>, framing: Framing) {
-        let Some(d) = self.did_of(bytes, framing) else {
-            return;
-        };
+    fn note_passed(&mut self, d: DistributionId, bytes: &[u8], port: Option<u8>) {
         if self.incoming.contains_key(&d) {
             push_digest(
                 &mut self.passed.entry(d).or_default()[usize::from(hold::input_of(port))],
@@ -855,10 +859,10 @@ impl<T: NodeSpecificTable> Member<T> {
             } else {
                 self.hold.released += 1;
                 let o = self.handle_now(t, &h.bytes, h.port, h.framing, &mut egress);
-                if !self.releasing.is_empty() && !matches!(o, PacketOutcome::NotOurs) {
-                    // a frame held while behind, handled by the owner now: the next owner of
-                    // a moving identifier must know it as handled
-                    self.note_handled(&h.bytes, h.port, h.framing);
+                if !matches!(o, PacketOutcome::NotOurs) {
+                    // a frame held here and handled now: the next owner of a moving
+                    // identifier must know it as handled
+                    self.note_handled(h.did, &h.bytes, h.port);
                 }
                 o
             };
