@@ -1,7 +1,8 @@
 //! Runs one seeded simulation and prints its report: `SIM_TRACE=1 cargo run -p cluster-sim
 //! --example sim_trace -- SEED NODES [STEPS [MODE]]` also prints every member's log and the
 //! cluster events, for reproducing a violation a test found. MODE 1 is the crash-window test's
-//! schedule, 2 the heavy-fault test's, 3 the property test's.
+//! schedule, 2 the heavy-fault test's, 3 the property test's, 4 the stall property test's (then
+//! `STALL_MS SKEW_PPM`).
 
 fn main() {
     let args: Vec<u64> = std::env::args()
@@ -29,6 +30,13 @@ fn main() {
         cfg.event_rate = 0.08;
         cfg.max_nodes = 6;
         cfg.failure_ms = 400;
+    }
+    if args.get(3) == Some(&4) {
+        // the stall property test's schedule: STALL_MS and SKEW_PPM follow
+        cfg.event_rate = 0.05;
+        cfg.max_nodes = nodes.clamp(3, 6);
+        cfg.stall_max_ms = args.get(4).copied().unwrap_or(1500);
+        cfg.clock_skew_ppm = args.get(5).copied().unwrap_or(0) as u32;
     }
     let mut sim = cluster_sim::Sim::new(cfg);
     if args.get(3) == Some(&1) {

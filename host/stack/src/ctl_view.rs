@@ -592,6 +592,12 @@ pub fn event_text(v: &Value) -> String {
             "lost     {} events (this reader was too slow; the node did not wait for it)",
             num(&v["lost_events"])
         ),
+        "repaired" => format!(
+            "repaired did={} from node {}: {} entries (its owner's replace this node's)",
+            num(&v["did"]),
+            num(&v["node"]),
+            num(&v["entries"])
+        ),
         kind => {
             let mut s = format!(
                 "{kind:<8} did={} state={} node={} {}",
@@ -661,6 +667,24 @@ mod tests {
         let v = json!({"a": [1, 2]});
         assert_eq!(json_text(&v, false), r#"{"a":[1,2]}"#);
         assert_eq!(json_text(&v, true), "{\n  \"a\": [\n    1,\n    2\n  ]\n}");
+    }
+
+    #[test]
+    fn event_lines_for_people() {
+        let epoch = json!({"event": "epoch", "epoch": 5, "node": 1, "gained": [0, 1, 2, 9],
+            "lost": [], "installed": 1200, "flushed": 0, "owned": 85});
+        assert_eq!(
+            event_text(&epoch),
+            "epoch    5 applied on node 1: gained 0-2, 9 (4), lost - (0); installed 1200, \
+             flushed 0; owns 85"
+        );
+        let repaired = json!({"event": "repaired", "did": 7, "entries": 120, "node": 2});
+        assert_eq!(
+            event_text(&repaired),
+            "repaired did=7 from node 2: 120 entries (its owner's replace this node's)"
+        );
+        let lost = json!({"event": "lost", "lost_events": 3});
+        assert!(event_text(&lost).starts_with("lost     3 events"));
     }
 
     #[test]

@@ -644,6 +644,19 @@ impl Runtime {
                 let (v, line) = removed(node, key, *dist, *version, old.as_ref());
                 self.views.emit(Some(&v), || line);
             }
+            Event::Snapshot { dist, entries, .. } => {
+                // anti-entropy: the owner's entries of one identifier replace this node's
+                let line = serde_json::json!({
+                    "event": "repaired",
+                    "did": dist.0,
+                    "entries": entries.len(),
+                    "node": node,
+                    "unix_ms": super::unix_ms(),
+                })
+                .to_string()
+                    + "\n";
+                self.views.emit(None, || line);
+            }
             _ => {}
         }
     }
