@@ -7,6 +7,8 @@
 //! - A graceful stop (SIGTERM: the node hands its identifiers over in planned moves, the next
 //!   owner holding their frames meanwhile) resets and stalls nothing and loses no frame end to
 //!   end.
+//! - The stopped node joining again, then a rebalance (planned moves both) lose no frame and
+//!   stall nothing.
 //! - `lab down` leaves no namespace, process or directory behind.
 //!
 //! Needs root (namespaces, veth pairs, bridges, raw sockets), iproute2 and `nstat`; it fails
@@ -146,6 +148,44 @@ fn kill_and_graceful_stop_under_real_traffic() {
         log.contains("left the cluster: every identifier handed over"),
         "node 3's log:\n{log}"
     );
+
+    // the stopped node joins again (the leader gives it a share in planned moves), then a
+    // rebalance: neither loses a frame end to end nor stalls a connection
+    let o = RunOptions {
+        duration: Duration::from_secs(9),
+        events: vec![
+            Event {
+                at: Duration::from_secs(2),
+                kind: EventKind::Join { node: 3 },
+            },
+            Event {
+                at: Duration::from_secs(6),
+                kind: EventKind::Rebalance,
+            },
+        ],
+        ..RunOptions::default()
+    };
+    let r = run::run(&mut lab, &o, &mut say).unwrap_or_else(|e| panic!("run: {e}"));
+    check_common(&r, "join and rebalance");
+    eprintln!(
+        "join and rebalance: {} frames lost end to end",
+        r.frames_lost
+    );
+    assert!(
+        r.frames_lost <= 0,
+        "join and rebalance: {} frames lost end to end\n{}",
+        r.frames_lost,
+        run::render(&r)
+    );
+    for ev in &r.events {
+        assert_eq!(
+            ev.longest_stall_ms,
+            0,
+            "{}: no stall\n{}",
+            ev.event,
+            run::render(&r)
+        );
+    }
 
     // down leaves nothing behind
     let removed = netns::down(&prefix, &dir).expect("down");
