@@ -238,8 +238,7 @@ impl<T: NodeSpecificTable> Member<T> {
         if let Some(slot) = self.resync.answers.get_mut(i) {
             *slot = a;
         }
-        if !done || self.forwarding() {
-            // (its `F` must not overtake what this member forwards of a failed owner's share)
+        if !done {
             return false;
         }
         self.sync_esp();
