@@ -28,6 +28,14 @@ impl Drop for Down {
     }
 }
 
+/// The event `kind` `secs` seconds into a run.
+fn at(secs: u64, kind: EventKind) -> Event {
+    Event {
+        at: Duration::from_secs(secs),
+        kind,
+    }
+}
+
 fn say(line: &str) {
     eprintln!("{line}");
 }
@@ -73,10 +81,7 @@ fn kill_and_graceful_stop_under_real_traffic() {
     // a schedule that cannot happen is refused before any traffic
     let bad = RunOptions {
         duration: Duration::from_secs(2),
-        events: vec![Event {
-            at: Duration::from_secs(1),
-            kind: EventKind::Join { node: 2 },
-        }],
+        events: vec![at(1, EventKind::Join { node: 2 })],
         ..RunOptions::default()
     };
     let e = run::run(&mut lab, &bad, &mut say).unwrap_err();
@@ -86,14 +91,8 @@ fn kill_and_graceful_stop_under_real_traffic() {
     let o = RunOptions {
         duration: Duration::from_secs(10),
         events: vec![
-            Event {
-                at: Duration::from_secs(3),
-                kind: EventKind::Kill { node: 2 },
-            },
-            Event {
-                at: Duration::from_secs(6),
-                kind: EventKind::Join { node: 2 },
-            },
+            at(3, EventKind::Kill { node: 2 }),
+            at(6, EventKind::Join { node: 2 }),
         ],
         ..RunOptions::default()
     };
@@ -113,10 +112,7 @@ fn kill_and_graceful_stop_under_real_traffic() {
     assert!(ready.is_ok(), "node 2 rejoins: {ready:?}");
     let o = RunOptions {
         duration: Duration::from_secs(7),
-        events: vec![Event {
-            at: Duration::from_secs(3),
-            kind: EventKind::Stop { node: 3 },
-        }],
+        events: vec![at(3, EventKind::Stop { node: 3 })],
         ..RunOptions::default()
     };
     let r = run::run(&mut lab, &o, &mut say).unwrap_or_else(|e| panic!("run: {e}"));
@@ -154,14 +150,8 @@ fn kill_and_graceful_stop_under_real_traffic() {
     let o = RunOptions {
         duration: Duration::from_secs(9),
         events: vec![
-            Event {
-                at: Duration::from_secs(2),
-                kind: EventKind::Join { node: 3 },
-            },
-            Event {
-                at: Duration::from_secs(6),
-                kind: EventKind::Rebalance,
-            },
+            at(2, EventKind::Join { node: 3 }),
+            at(6, EventKind::Rebalance),
         ],
         ..RunOptions::default()
     };
