@@ -19,7 +19,7 @@
 //! | resync request | `Q`: exactly 1 byte |
 //! | resync done | `D`: exactly 1 byte |
 //! | SA key | `K`, SPI (u32), key length (u8), key bytes: the length byte equals the rest |
-//! | last handled | `L`, identifier (u16), mark count (u8, at most 3), then per mark its input (u8: 0 outside port, 1 inside port, 2 the wire's packets; strictly ascending), a digest count (u8, 1 to 4) and that many digests (u64), oldest first, of the last frames of that identifier the sender handled from that input: exactly as long as the counts say |
+//! | last handled | `L`, identifier (u16), mark count (u8, at most 3), then per mark its input (u8: 0 outside port, 1 inside port, 2 the wire's packets; strictly ascending), a digest count (u8, 1 to 4) and that many digests (u64), oldest first, of the last frames the sender took in on that input (of any identifier) when it let the identifier go: exactly as long as the counts say |
 //!
 //! | datagram | bytes |
 //! |---|---|
@@ -87,7 +87,7 @@ pub mod tag {
     pub const RESYNC_DONE: u8 = b'D';
     /// Record: an SA's key ([`Record::SaKey`](super::Record::SaKey)).
     pub const SA_KEY: u8 = b'K';
-    /// Record: the last frames a releaser handled
+    /// Record: where a releaser was in each input when it let an identifier go
     /// ([`Record::LastHandled`](super::Record::LastHandled)).
     pub const LAST_HANDLED: u8 = b'L';
     /// Datagram: heartbeat ([`Datagram::Heartbeat`](super::Datagram::Heartbeat)).
@@ -599,17 +599,18 @@ pub enum Record {
     ResyncRequest,
     /// `D`: ends the answer to a resync request.
     ResyncDone,
-    /// `L`: the last frame of an identifier the sender handled from each input before it
-    /// released the identifier in a planned move (sent to the next owner before the `F` of the
-    /// release epoch). The next owner held the identifier's frames from the move's first step
-    /// on; the held frames up to the last one the releaser handled, per input, are the
-    /// releaser's, the rest are its own (see `member::hold`).
+    /// `L`: where the sender was in each input's stream when it released an identifier in a
+    /// planned move (sent to the next owner before the `F` of the release epoch). The next
+    /// owner held the identifier's frames from the move's first step on; the held frames that
+    /// came before that place, per input, are the releaser's, the rest are its own (see
+    /// `member::hold`).
     LastHandled {
         /// The identifier.
         did: DistributionId,
         /// Per input (0 outside port, 1 inside port, 2 the wire's packets, ascending, at most
-        /// [`MAX_MARKS`]): the digests of the last frames handled ([`frame_digest`]), oldest
-        /// first, 1 to [`MAX_MARK_DIGESTS`] of them.
+        /// [`MAX_MARKS`]): the releaser's place in that input's stream when it let the
+        /// identifier go, the digests of the last frames it took in there, of any identifier
+        /// ([`frame_digest`]), oldest first, 1 to [`MAX_MARK_DIGESTS`] of them.
         marks: Marks,
     },
     /// `K`: an SA's key (key material: invariant 6; the stream is encrypted).

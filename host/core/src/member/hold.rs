@@ -8,11 +8,16 @@
 //!
 //! The next owner named by a planned move holds from the move's first step (the prepare epoch)
 //! on, while the releaser still handles the identifier: some held frames are then ones the
-//! releaser handled. The releaser's `L` record names, per input, the last frames it handled
-//! ([`crate::record::Record::LastHandled`]); every input delivers its frames to each member in
-//! the same order (the segments flood), so the held frames of that input up to the last of
-//! them are the releaser's and are handed back ([`Hold::hand_back`]), never handled twice, and
-//! the rest are handled here: none lost.
+//! releaser handled, and one member's input may lag another's by hundreds of milliseconds (a
+//! busy loop, a full socket), so frames the releaser handled long before the move can reach
+//! the next owner after it. Every input delivers its frames to each member in the same order
+//! (the segments flood), so a place in an input's stream means the same to every member: each
+//! member keeps the digests of the last frames of each input ([`InputHistory`]), and the
+//! releaser's `L` record names, per input, the last frames it had taken in when it released
+//! the identifier ([`crate::record::Record::LastHandled`]). The next owner finds that place in
+//! its own history (or waits for it to arrive): the held frames of the identifier up to it are
+//! the releaser's and are handed back ([`Hold::hand_back`]), never handled twice, and the rest
+//! are handled here: none lost.
 //!
 //! Holding is off until the I/O shell turns it on ([`super::Member::set_hold`]): each held
 //! item answers later, as an [`super::Output::Released`], so the shell must be able to give a
@@ -39,6 +44,8 @@ pub(super) struct Held {
     pub bytes: Vec<u8>,
     /// When it arrived.
     pub since: Duration,
+    /// Its place in its input's stream ([`InputHistory::newest`] when it arrived).
+    pub pos: u64,
     /// Held only because this member was behind a peer's epoch, before it held the
     /// identifier for a planned move: if the identifier turns out to be coming here, the
     /// releaser handles this frame (see [`Hold::take_early`]).
@@ -82,6 +89,7 @@ impl Hold {
         framing: Framing,
         bytes: &[u8],
         now: Duration,
+        pos: u64,
     ) -> Option<u64> {
         if self.items.len() >= self.max_items || self.bytes + bytes.len() > self.max_bytes {
             if self.max_items > 0 {
@@ -99,71 +107,32 @@ impl Hold {
             framing,
             bytes: bytes.to_vec(),
             since: now,
+            pos,
             early: false,
         });
         Some(self.next_token)
     }
 
-    /// Takes out the items of `did` a releaser handled. Per `(input, digests)` mark (the
-    /// digests of the last frames it handled from that input, oldest first): the held items of
-    /// `did` from that input up to and including the last one that ends a run matching the
-    /// mark's digests (all of them, or, at the start of what is held, their last ones: this
-    /// member may have begun holding after the first of them). The run, not one digest, tells
-    /// the releaser's last frame from a byte-identical copy that came after it. A mark that
-    /// matches nothing held (the releaser's last frames came before this member began
-    /// holding) takes nothing.
-    /// Returns what it took and the inputs whose mark matched nothing held.
-    pub fn hand_back(
-        &mut self,
-        did: DistributionId,
-        marks: &[(u8, Vec<u64>)],
-    ) -> (Vec<Held>, Vec<u8>) {
-        let mut cut: Vec<(u8, usize)> = Vec::new();
-        let mut unmatched = Vec::new();
-        for (input, digests) in marks {
-            if digests.is_empty() {
-                continue;
-            }
-            // positions (in `items`) and digests of the held frames of this input, in order
-            let seq: Vec<(usize, u64)> = self
-                .items
-                .iter()
-                .enumerate()
-                .filter(|(_, h)| h.did == did && input_of(h.port) == *input)
-                .map(|(i, h)| (i, crate::record::frame_digest(&h.bytes)))
-                .collect();
-            let ends_run = |j: usize| {
-                let m = digests.len().min(j + 1);
-                seq[j + 1 - m..=j]
-                    .iter()
-                    .map(|(_, d)| *d)
-                    .eq(digests[digests.len() - m..].iter().copied())
-            };
-            match (0..seq.len()).rev().find(|&j| ends_run(j)) {
-                Some(j) => cut.push((*input, seq[j].0)),
-                None => unmatched.push(*input),
-            }
+    /// Takes out the items of `did` from `input` at or before place `upto` in that input's
+    /// stream: the releaser took them in before it let the identifier go.
+    pub fn hand_back(&mut self, did: DistributionId, input: u8, upto: u64) -> Vec<Held> {
+        if !self
+            .items
+            .iter()
+            .any(|h| h.did == did && input_of(h.port) == input && h.pos <= upto)
+        {
+            return Vec::new();
         }
-        if cut.is_empty() {
-            return (Vec::new(), unmatched);
+        let (out, keep): (Vec<Held>, Vec<Held>) = self
+            .items
+            .drain(..)
+            .partition(|h| h.did == did && input_of(h.port) == input && h.pos <= upto);
+        self.items = keep.into();
+        for h in &out {
+            self.bytes -= h.bytes.len();
         }
-        let mut out = Vec::new();
-        let mut keep = VecDeque::with_capacity(self.items.len());
-        for (i, h) in self.items.drain(..).enumerate() {
-            let back = h.did == did
-                && cut
-                    .iter()
-                    .any(|&(input, upto)| input_of(h.port) == input && i <= upto);
-            if back {
-                self.bytes -= h.bytes.len();
-                self.handed_back += 1;
-                out.push(h);
-            } else {
-                keep.push_back(h);
-            }
-        }
-        self.items = keep;
-        (out, unmatched)
+        self.handed_back += out.len() as u64;
+        out
     }
 
     /// Takes out the early items (held while behind, see [`Held::early`]) whose identifier
@@ -217,75 +186,164 @@ impl Hold {
     }
 }
 
+/// The digests of the last frames of one input ([`crate::record::frame_digest`]), numbered in
+/// arrival order: where in the input's stream a releaser let an identifier go.
+#[derive(Debug)]
+pub(super) struct InputHistory {
+    ring: VecDeque<u64>,
+    /// The number of the newest frame (frames count from 1; 0: none yet).
+    pub newest: u64,
+}
+
+impl Default for InputHistory {
+    fn default() -> Self {
+        InputHistory {
+            ring: VecDeque::with_capacity(Self::LEN),
+            newest: 0,
+        }
+    }
+}
+
+impl InputHistory {
+    /// Frames kept: at 100,000 frames a second, 40 ms of one input; at the demo's rates, seconds.
+    pub const LEN: usize = 4096;
+
+    /// Takes in the next frame's digest; its number.
+    pub fn push(&mut self, digest: u64) -> u64 {
+        if self.ring.len() == Self::LEN {
+            self.ring.pop_front();
+        }
+        self.ring.push_back(digest);
+        self.newest += 1;
+        self.newest
+    }
+
+    /// The digests of the last `k` frames, oldest first.
+    pub fn last(&self, k: usize) -> Vec<u64> {
+        self.ring
+            .iter()
+            .skip(self.ring.len().saturating_sub(k))
+            .copied()
+            .collect()
+    }
+
+    /// The number of the newest frame after `after` that ends a run matching `run` (oldest
+    /// first): all of it, or, at the very start of this input's stream (nothing dropped from
+    /// the history yet), its last ones, as this member may have started after the first of
+    /// them. The run, not one digest, tells the releaser's last frame from a byte-identical
+    /// copy that came after it.
+    pub fn find(&self, run: &[u64], after: u64) -> Option<u64> {
+        if run.is_empty() {
+            return None;
+        }
+        let first = self.newest + 1 - self.ring.len() as u64;
+        let whole = self.newest <= Self::LEN as u64;
+        let ends_run = |j: usize| {
+            let m = run.len().min(j + 1);
+            if m < run.len() && !whole {
+                return false;
+            }
+            self.ring
+                .range(j + 1 - m..=j)
+                .copied()
+                .eq(run[run.len() - m..].iter().copied())
+        };
+        let lowest = (after + 1).saturating_sub(first) as usize;
+        (lowest..self.ring.len())
+            .rev()
+            .find(|&j| ends_run(j))
+            .map(|j| first + j as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::record::frame_digest;
 
-    fn hold_of(items: &[(u8, &[u8])]) -> Hold {
+    /// A hold of identifier 7's frames, each at its place in its input's history.
+    fn hold_of(items: &[(u8, &[u8])]) -> (Hold, [InputHistory; 2]) {
         let mut h = Hold {
             max_items: 64,
             max_bytes: 1 << 20,
             max_wait: Duration::from_secs(1),
             ..Hold::default()
         };
+        let mut hist: [InputHistory; 2] = Default::default();
         for (port, bytes) in items {
+            let pos = hist[usize::from(*port)].push(frame_digest(bytes));
             h.push(
                 DistributionId(7),
                 Some(*port),
                 Framing::Ethernet,
                 bytes,
                 Duration::ZERO,
+                pos,
             )
             .unwrap();
         }
-        h
+        (h, hist)
     }
 
-    /// The releaser's last frames, matched as a run: a byte-identical copy after them stays, a
-    /// hold that began after the first of them still matches, other inputs and identifiers are
-    /// left alone, and marks that match nothing take nothing.
+    fn tokens(held: &[Held]) -> Vec<u64> {
+        held.iter().map(|b| b.token).collect()
+    }
+
+    /// The releaser's place in an input, found as a run: a byte-identical copy after it stays,
+    /// a member that started after the first of the run still finds it, other inputs and
+    /// identifiers are left alone, and a run not (yet) seen finds nothing.
     #[test]
-    fn hand_back_matches_the_releasers_last_run() {
+    fn the_releasers_place_is_found_and_what_came_before_is_handed_back() {
         let (u0, u1, u2) = (&b"frame zero"[..], &b"frame one"[..], &b"frame two"[..]);
-        let mark = |fs: &[&[u8]]| fs.iter().map(|f| frame_digest(f)).collect::<Vec<_>>();
-        // [u0 u1 | u1 u2]: the releaser handled u0 then u1; the second u1 is a later copy
-        let mut h = hold_of(&[(0, u0), (0, u1), (1, u1), (0, u1), (0, u2)]);
-        let (back, unmatched) = h.hand_back(DistributionId(7), &[(0, mark(&[u0, u1]))]);
-        assert_eq!(back.iter().map(|b| b.token).collect::<Vec<_>>(), [1, 2]);
-        assert!(unmatched.is_empty());
-        assert_eq!(
-            h.items.iter().map(|b| b.token).collect::<Vec<_>>(),
-            [3, 4, 5]
-        );
+        let run = |fs: &[&[u8]]| fs.iter().map(|f| frame_digest(f)).collect::<Vec<_>>();
+        // [u0 u1 | u1 u2] on port 0: the releaser let go after u0 then u1; the second u1 is a
+        // later copy
+        let (mut h, hist) = hold_of(&[(0, u0), (0, u1), (1, u1), (0, u1), (0, u2)]);
+        let at = hist[0].find(&run(&[u0, u1]), 0);
+        assert_eq!(at, Some(2));
+        let back = h.hand_back(DistributionId(7), 0, 2);
+        assert_eq!(tokens(&back), [1, 2]);
+        assert_eq!(tokens(h.items.make_contiguous()), [3, 4, 5]);
         assert_eq!((h.handed_back, h.bytes), (2, u1.len() * 2 + u2.len()));
-        // the hold began after u0: [u1 u1 u2] against the mark [u0 u1] takes the first u1
-        let mut h = hold_of(&[(0, u1), (0, u1), (0, u2)]);
-        let (back, _) = h.hand_back(DistributionId(7), &[(0, mark(&[u0, u1]))]);
-        assert_eq!(back.iter().map(|b| b.token).collect::<Vec<_>>(), [1]);
-        // nothing of the mark held, another identifier, an empty mark: nothing taken
-        let mut h = hold_of(&[(0, u2), (1, u0)]);
-        assert_eq!(
-            h.hand_back(DistributionId(7), &[(0, mark(&[u0]))]).1,
-            [0],
-            "unmatched"
-        );
-        assert!(h
-            .hand_back(DistributionId(8), &[(1, mark(&[u0]))])
-            .0
-            .is_empty());
-        assert!(h
-            .hand_back(DistributionId(7), &[(1, Vec::new())])
-            .0
-            .is_empty());
-        assert_eq!(
-            h.hand_back(DistributionId(7), &[(1, mark(&[u0]))]).0.len(),
-            1
-        );
-        assert_eq!(h.items.len(), 1);
+        // only places after `after` count; another identifier takes nothing
+        assert_eq!(hist[0].find(&run(&[u0, u1]), 2), None);
+        assert!(h.hand_back(DistributionId(8), 1, 10).is_empty());
+        assert_eq!(tokens(&h.hand_back(DistributionId(7), 1, 1)), [3]);
+        // this member started after u0: [u1 u1 u2] against [u0 u1] finds the first u1
+        let (_, hist) = hold_of(&[(0, u1), (0, u1), (0, u2)]);
+        assert_eq!(hist[0].find(&run(&[u0, u1]), 0), Some(1));
+        // a run not seen yet, an empty run: nothing
+        assert_eq!(hist[0].find(&run(&[u2, u0]), 0), None);
+        assert_eq!(hist[0].find(&[], 0), None);
         // every item of an identifier
-        let mut h = hold_of(&[(0, u0), (1, u1)]);
+        let (mut h, _) = hold_of(&[(0, u0), (1, u1)]);
         assert_eq!(h.take_all_of(DistributionId(7)).len(), 2);
         assert_eq!((h.items.len(), h.bytes), (0, 0));
+    }
+
+    /// Once frames fell out of the history, only a whole run counts (a partial one at the
+    /// start could be anything); the newest match wins.
+    #[test]
+    fn a_wrapped_history_needs_the_whole_run() {
+        let mut hist = InputHistory::default();
+        let d = |i: u64| frame_digest(&i.to_be_bytes());
+        for i in 0..InputHistory::LEN as u64 + 10 {
+            hist.push(d(i % 100));
+        }
+        let first = hist.newest + 1 - InputHistory::LEN as u64;
+        assert_eq!(
+            hist.last(2),
+            [d((hist.newest - 2) % 100), d((hist.newest - 1) % 100)]
+        );
+        // the oldest kept frame alone would end [x, oldest] only partially: not found there
+        let oldest = d((first - 1) % 100);
+        let before = d((first + 98) % 100);
+        assert_ne!(hist.find(&[before, oldest], 0), Some(first));
+        // a whole run: its newest place
+        let newest = hist.newest;
+        assert_eq!(
+            hist.find(&[d((newest - 2) % 100), d((newest - 1) % 100)], 0),
+            Some(newest)
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! learners. Moves away from a live owner go in agreed steps so that no identifier is ever
 //! handled by two nodes at once and none of its frames is lost: prepare (the owners stay, the
 //! epoch names each moving identifier's next owner, which starts holding its frames while the
-//! owner keeps handling them and notes the last it handled), release (nobody owns it; the
-//! releaser sends the next owner its last handled frames and its final state), assign (the
+//! owner keeps handling them), release (nobody owns it; the
+//! releaser sends the next owner its place in each input and its final state), assign (the
 //! next owner owns it and, once the final state is there, hands back the held frames the
 //! releaser had handled and handles the rest). A dead owner's identifiers move in one step.
 

@@ -167,16 +167,9 @@ pub enum PacketOutcome {
 const HOLD_WHILE_BEHIND: bool = false;
 
 /// How long a next owner keeps holding an identifier's frames after its gate opened for the
-/// releaser's last handled frame to arrive here (its input may lag the replication stream).
-pub const MARK_WAIT: Duration = Duration::from_millis(250);
-
-/// Appends `digest` to a run of the last [`crate::record::MAX_MARK_DIGESTS`] digests.
-fn push_digest(run: &mut Vec<u64>, digest: u64) {
-    if run.len() == crate::record::MAX_MARK_DIGESTS {
-        run.remove(0);
-    }
-    run.push(digest);
-}
+/// releaser's place in an input to arrive here (its input may lag the releaser's by hundreds
+/// of milliseconds: a busy loop, a full socket).
+pub const MARK_WAIT: Duration = Duration::from_millis(1000);
 
 /// What a frame's outcome means for the member's verdict counts.
 fn frame_outcome(o: FrameOutcome) -> PacketOutcome {
@@ -261,6 +254,9 @@ pub struct MemberCounters {
     /// `L` records for an identifier that was not coming here from their sender (a plan
     /// that changed meanwhile): ignored.
     pub stale_marks: u64,
+    /// `L` records whose place in an input never reached this member within [`MARK_WAIT`]
+    /// (a frame lost on its input): what it held after the gate opened was handled.
+    pub marks_not_found: u64,
 }
 
 /// One cluster member. `T` is its node-specific table (the card).
@@ -304,20 +300,27 @@ pub struct Member<T: NodeSpecificTable> {
     /// epoch gives them to it and the handover gate opens, instead of dropping between the
     /// steps of the move.
     incoming: BTreeMap<DistributionId, Incoming>,
-    /// Identifiers this member owns that a planned move takes away (the agreed epoch is the
-    /// move's prepare step): the last frame of each it handles per input is kept
-    /// (`last_handled`), for the `L` record it sends the next owner when it releases them.
-    releasing: BTreeSet<DistributionId>,
-    last_handled: BTreeMap<DistributionId, [Vec<u64>; 3]>,
+    /// The last frames of each input (0 and 1 the card's ports, 2 the wire's packets): where
+    /// this member's input stream is, for the `L` record it sends a next owner when it
+    /// releases an identifier, and to find a releaser's place in as the next owner.
+    inputs: [hold::InputHistory; 3],
     /// The releasers' `L` records: what the next owner hands back of what it held, and since
     /// when (after the gate opened) a mark waits for its frame to arrive here.
-    marks: BTreeMap<DistributionId, (crate::record::Marks, Option<Duration>)>,
-    /// Per identifier coming here, per input: the digests of the last frames this member saw
-    /// but did not hold (before it began holding), so it can tell that a releaser's last frame
-    /// went by already.
-    passed: BTreeMap<DistributionId, [Vec<u64>; 3]>,
+    marks: BTreeMap<DistributionId, Awaited>,
     /// A graceful stop is under way ([`Member::leave`]).
     leaving: bool,
+}
+
+/// A releaser's `L` record at the next owner, until its places are found here.
+#[derive(Debug)]
+struct Awaited {
+    /// Per input, the releaser's last frames when it let the identifier go (those not found
+    /// yet).
+    marks: crate::record::Marks,
+    /// Since when it waits (after the gate opened).
+    since: Option<Duration>,
+    /// Per input, the newest frame already searched.
+    searched: [u64; 3],
 }
 
 /// An identifier a planned move brings to this member.
@@ -374,10 +377,8 @@ impl<T: NodeSpecificTable> Member<T> {
             frame_buf: Vec::with_capacity(2048),
             hold: hold::Hold::default(),
             incoming: BTreeMap::new(),
-            releasing: BTreeSet::new(),
-            last_handled: BTreeMap::new(),
+            inputs: Default::default(),
             marks: BTreeMap::new(),
-            passed: BTreeMap::new(),
             leaving: false,
             cfg,
         }
@@ -699,6 +700,9 @@ impl<T: NodeSpecificTable> Member<T> {
             // what is held goes first: a flow's packets keep their order
             self.release_held(t);
         }
+        // this frame's place in its input's stream
+        let input = hold::input_of(port);
+        let pos = self.inputs[usize::from(input)].push(crate::record::frame_digest(bytes));
         if HOLD_WHILE_BEHIND
             && self.behind
             && !self.fenced
@@ -717,7 +721,7 @@ impl<T: NodeSpecificTable> Member<T> {
                         .get(&d)
                         .is_some_and(|i| self.applied_epoch(i.releaser) >= i.prepared_in);
                 let early = !holding;
-                return match self.hold.push(d, port, framing, bytes, t.mono) {
+                return match self.hold.push(d, port, framing, bytes, t.mono, pos) {
                     Some(token) => {
                         if let Some(h) = self.hold.items.back_mut() {
                             h.early = early;
@@ -734,8 +738,7 @@ impl<T: NodeSpecificTable> Member<T> {
         // the packet's identifier, parsed once, only while a handover or a planned move needs it
         let moving = !self.handover.waiting.is_empty()
             || !self.incoming.is_empty()
-            || !self.marks.is_empty()
-            || !self.releasing.is_empty();
+            || !self.marks.is_empty();
         let did = if moving {
             self.did_of(bytes, framing)
         } else {
@@ -749,41 +752,18 @@ impl<T: NodeSpecificTable> Member<T> {
                 // a failover: the previous owner may still be handling this packet
                 return PacketOutcome::NotReady;
             }
-            return match self.hold.push(d, port, framing, bytes, t.mono) {
-                Some(token) => PacketOutcome::Held(token),
+            return match self.hold.push(d, port, framing, bytes, t.mono, pos) {
+                Some(token) => {
+                    if self.marks.contains_key(&d) {
+                        // this frame may be the releaser's last one that was awaited
+                        self.hand_back_marked(t.mono);
+                    }
+                    PacketOutcome::Held(token)
+                }
                 None => PacketOutcome::NotReady,
             };
         }
-        if let Some(d) = did {
-            self.note_passed(d, bytes, port);
-        }
-        let outcome = self.handle_now(t, bytes, port, framing, egress);
-        if let Some(d) = did.filter(|_| !matches!(outcome, PacketOutcome::NotOurs)) {
-            self.note_handled(d, bytes, port);
-        }
-        outcome
-    }
-
-    /// Keeps the digest of a frame this member handled when its identifier is about to be
-    /// released in a planned move (the next owner learns of it in the `L` record).
-    fn note_handled(&mut self, d: DistributionId, bytes: &[u8], port: Option<u8>) {
-        if self.releasing.contains(&d) {
-            push_digest(
-                &mut self.last_handled.entry(d).or_default()[usize::from(hold::input_of(port))],
-                crate::record::frame_digest(bytes),
-            );
-        }
-    }
-
-    /// Keeps the digest of a frame of an identifier coming here that this member did not hold
-    /// (it had not begun holding yet).
-    fn note_passed(&mut self, d: DistributionId, bytes: &[u8], port: Option<u8>) {
-        if self.incoming.contains_key(&d) {
-            push_digest(
-                &mut self.passed.entry(d).or_default()[usize::from(hold::input_of(port))],
-                crate::record::frame_digest(bytes),
-            );
-        }
+        self.handle_now(t, bytes, port, framing, egress)
     }
 
     /// The distribution identifier of a packet or frame (`None`: it does not parse).
@@ -834,10 +814,6 @@ impl<T: NodeSpecificTable> Member<T> {
             // the releaser's (it owned the identifier then, and still does or did)
             let incoming = &self.incoming;
             for h in self.hold.take_early(|d| incoming.contains_key(&d)) {
-                push_digest(
-                    &mut self.passed.entry(h.did).or_default()[usize::from(hold::input_of(h.port))],
-                    crate::record::frame_digest(&h.bytes),
-                );
                 self.out.push(Output::Released {
                     token: h.token,
                     outcome: PacketOutcome::NotOurs,
@@ -858,13 +834,7 @@ impl<T: NodeSpecificTable> Member<T> {
                 PacketOutcome::NotReady
             } else {
                 self.hold.released += 1;
-                let o = self.handle_now(t, &h.bytes, h.port, h.framing, &mut egress);
-                if !matches!(o, PacketOutcome::NotOurs) {
-                    // a frame held here and handled now: the next owner of a moving
-                    // identifier must know it as handled
-                    self.note_handled(h.did, &h.bytes, h.port);
-                }
-                o
+                self.handle_now(t, &h.bytes, h.port, h.framing, &mut egress)
             };
             self.out.push(Output::Released {
                 token: h.token,
@@ -875,11 +845,11 @@ impl<T: NodeSpecificTable> Member<T> {
     }
 
     /// Hands back, for each identifier whose gate opened (or that is no longer coming here)
-    /// and whose releaser's `L` record arrived, the held frames the releaser handled: they are
-    /// answered `NotOurs`, as the releaser's frames are everywhere else. An input whose mark
-    /// matches nothing held and nothing that went by before holding began names a frame still
-    /// on its way here (this member's input lags its replication stream): the identifier's
-    /// frames stay held until it arrives, at most [`MARK_WAIT`].
+    /// and whose releaser's `L` record arrived, the held frames the releaser took in before it
+    /// let the identifier go: they are answered `NotOurs`, as the releaser's frames are
+    /// everywhere else. An input whose releaser's place is not in this member's history yet
+    /// names a frame still on its way here (this member's input lags the releaser's): the
+    /// identifier's frames stay held until it arrives, at most [`MARK_WAIT`].
     fn hand_back_marked(&mut self, now: Duration) {
         if self.marks.is_empty() {
             return;
@@ -891,32 +861,37 @@ impl<T: NodeSpecificTable> Member<T> {
             .filter(|d| !self.handover.is_waiting(*d) && !self.incoming.contains_key(d))
             .collect();
         for d in done {
-            let Some((marks, since)) = self.marks.remove(&d) else {
+            let Some(mut w) = self.marks.remove(&d) else {
                 continue;
             };
-            let (back, unmatched) = self.hold.hand_back(d, &marks);
-            for h in back {
-                self.out.push(Output::Released {
-                    token: h.token,
-                    outcome: PacketOutcome::NotOurs,
-                    egress: Vec::new(),
-                });
+            let mut waiting = crate::record::Marks::new();
+            for (input, run) in std::mem::take(&mut w.marks) {
+                let Some(h) = self.inputs.get(usize::from(input)) else {
+                    continue;
+                };
+                let slot = usize::from(input);
+                match h.find(&run, w.searched[slot]) {
+                    Some(upto) => {
+                        for held in self.hold.hand_back(d, input, upto) {
+                            self.out.push(Output::Released {
+                                token: held.token,
+                                outcome: PacketOutcome::NotOurs,
+                                egress: Vec::new(),
+                            });
+                        }
+                    }
+                    None => {
+                        w.searched[slot] = h.newest;
+                        waiting.push((input, run));
+                    }
+                }
             }
-            let passed = self.passed.get(&d);
-            let waiting: crate::record::Marks = marks
-                .into_iter()
-                .filter(|(input, digests)| {
-                    unmatched.contains(input)
-                        && digests.last().is_some_and(|last| {
-                            !passed.is_some_and(|p| p[usize::from(*input)].contains(last))
-                        })
-                })
-                .collect();
-            let since = since.unwrap_or(now);
+            let since = *w.since.get_or_insert(now);
             if !waiting.is_empty() && now.saturating_sub(since) < MARK_WAIT {
-                self.marks.insert(d, (waiting, Some(since)));
-            } else {
-                self.passed.remove(&d);
+                w.marks = waiting;
+                self.marks.insert(d, w);
+            } else if !waiting.is_empty() {
+                self.counters.marks_not_found += 1;
             }
         }
     }
@@ -926,7 +901,14 @@ impl<T: NodeSpecificTable> Member<T> {
         let expected = self.incoming.get(&did).is_some_and(|i| i.releaser == from)
             || self.handover.waits_for(did).is_some_and(|(n, _)| n == from);
         if expected {
-            self.marks.insert(did, (marks, None));
+            self.marks.insert(
+                did,
+                Awaited {
+                    marks,
+                    since: None,
+                    searched: [0; 3],
+                },
+            );
         } else {
             self.counters.stale_marks += 1;
         }
@@ -1021,8 +1003,8 @@ impl<T: NodeSpecificTable> Member<T> {
     /// The bookkeeping of planned moves for the agreed allocation `a` (the previous one
     /// `before`). As the next owner: which identifiers come here, from whom (their packets
     /// are held), and what was held for a move that did not come here as planned (dropped:
-    /// the releaser may have handled it). As the releaser: which identifiers it keeps the
-    /// last handled frames of, and the `L` record of each it releases now.
+    /// the releaser may have handled it). As the releaser: the `L` record of each identifier
+    /// it releases now.
     fn planned_move_steps(&mut self, before: &Allocation, a: &Allocation) {
         let me = self.cfg.node;
         let old = std::mem::take(&mut self.incoming);
@@ -1060,7 +1042,6 @@ impl<T: NodeSpecificTable> Member<T> {
             let planned = a.owner(d) == Some(me) && before.owner(d).is_none();
             if !planned {
                 self.marks.remove(&d);
-                self.passed.remove(&d);
                 for h in self.hold.take_all_of(d) {
                     self.hold.dropped += 1;
                     self.out.push(Output::Released {
@@ -1071,26 +1052,18 @@ impl<T: NodeSpecificTable> Member<T> {
                 }
             }
         }
-        // the releaser's side: what it releases now gets its `L` record; what the epoch
-        // prepares for release gets its last handled frames kept from now on
+        // the releaser's side: what it releases now gets its `L` record, its place in each
+        // input's stream (every frame before it was handled here, or not at all)
         for &(d, n) in &a.next_owners {
             if before.owner(d) == Some(me) && a.owner(d).is_none() && n != me {
-                let marks: crate::record::Marks = self
-                    .last_handled
-                    .remove(&d)
-                    .map(|m| (0u8..).zip(m).filter(|(_, v)| !v.is_empty()).collect())
-                    .unwrap_or_default();
+                let marks: crate::record::Marks = (0u8..)
+                    .zip(&self.inputs)
+                    .filter(|(_, h)| h.newest > 0)
+                    .map(|(i, h)| (i, h.last(crate::record::MAX_MARK_DIGESTS)))
+                    .collect();
                 self.send(To::Node(n), Record::LastHandled { did: d, marks });
             }
         }
-        self.releasing = a
-            .next_owners
-            .iter()
-            .filter(|(d, n)| *n != me && a.owner(*d) == Some(me))
-            .map(|(d, _)| *d)
-            .collect();
-        let releasing = &self.releasing;
-        self.last_handled.retain(|d, _| releasing.contains(d));
     }
 
     /// Identifiers that `a` takes in one step from their owner (a failover, or an owner that

@@ -982,6 +982,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         "unhandled_outside_gaps": acc.unhandled_outside_gaps,
         "gaps_ms": gaps,
         "double_handled": acc.double_handled,
+        "double_handled_detail": acc.double_handled_detail,
         "established_without_state": acc.established_without_state,
         "established_without_state_in_crash_window": acc.established_without_state_in_crash_window,
         "established_without_state_detail": acc.established_without_state_detail,

@@ -382,6 +382,8 @@ pub struct Accounting {
     pub unhandled_outside_gaps: Vec<(u64, String)>,
     /// Packets two or more nodes handled.
     pub double_handled: u64,
+    /// Send times (ms) of the first double-handled packets, with the verdicts seen.
+    pub double_handled_detail: Vec<(u64, String)>,
     /// Established-connection packets whose owner had no state, outside any crash window.
     pub established_without_state: u64,
     /// The same inside a crash's replication window.
@@ -443,7 +445,13 @@ pub fn account(
                 }
             }
             1 => {}
-            _ => a.double_handled += 1,
+            _ => {
+                a.double_handled += 1;
+                if a.double_handled_detail.len() < 20 {
+                    a.double_handled_detail
+                        .push((p.t_ms, format!("{:?}", p.verdicts)));
+                }
+            }
         }
         for (n, _) in &handlers {
             *a.per_node.entry(n.0).or_insert(0) += 1;
