@@ -1416,6 +1416,17 @@ impl<T: NodeSpecificTable> Node<T> {
         now: Millis,
         next: &Allocation,
     ) -> Result<ReallocReport, ReallocError> {
+        self.begin(now, next, true)
+    }
+
+    /// [`Self::begin_reallocation`], installing the gained identifiers' entries only when
+    /// `install`.
+    fn begin(
+        &mut self,
+        now: Millis,
+        next: &Allocation,
+        install: bool,
+    ) -> Result<ReallocReport, ReallocError> {
         if next.len() != self.cfg.count.len() {
             return Err(ReallocError::BadAllocation {
                 got: next.len(),
@@ -1434,7 +1445,7 @@ impl<T: NodeSpecificTable> Node<T> {
         let mut failures = 0;
         for &d in &plan.gained {
             self.gaining[d.index()] = true;
-            if self.cfg.mode == Mode::PriorArt || self.standby {
+            if !install || self.cfg.mode == Mode::PriorArt || self.standby {
                 continue;
             }
             let entries: Vec<Entry> = self.common.select(d).cloned().collect();
@@ -1509,6 +1520,22 @@ impl<T: NodeSpecificTable> Node<T> {
         next: &Allocation,
     ) -> Result<ReallocReport, ReallocError> {
         self.begin_reallocation(now, next)?;
+        self.finish_reallocation(next.epoch)
+    }
+
+    /// Both steps at once, without installing the gained identifiers' entries: the caller
+    /// installs them with [`Self::install_identifier`] (in slices, so that a large takeover
+    /// does not stall its loop) and must not let a packet of a gained identifier reach the
+    /// node-specific table before.
+    ///
+    /// # Errors
+    /// As [`Self::begin_reallocation`].
+    pub fn apply_allocation_uninstalled(
+        &mut self,
+        now: Millis,
+        next: &Allocation,
+    ) -> Result<ReallocReport, ReallocError> {
+        self.begin(now, next, false)?;
         self.finish_reallocation(next.epoch)
     }
 

@@ -327,17 +327,22 @@ async fn takeover(per_node: u32) -> Result<(), String> {
         let mut installed = 0;
         for id in c.running_ids() {
             if let Ok(Response::Applied(v)) = c.call(id, Request::Applied).await {
-                if let Some(r) = v
-                    .applied
-                    .iter()
-                    .find(|r| vu(&r["at_unix_ms"]) >= kill_ms && vu(&r["gained"]) > 0)
-                {
+                if let Some(r) = v.applied.iter().find(|r| {
+                    vu(&r["at_unix_ms"]) >= kill_ms
+                        && vu(&r["gained"]) > 0
+                        && vu(&r["installed_unix_ms"]) > 0
+                }) {
+                    // a large share goes into the card in slices: the last one's time
                     done += 1;
-                    last = last.max(vu(&r["at_unix_ms"]));
+                    last = last.max(vu(&r["installed_unix_ms"]));
                     installed += vu(&r["installed"]);
                     println!(
-                        "  node {}: gained {} ids, installed {} entries in {} us",
-                        id.0, r["gained"], r["installed"], r["took_us"]
+                        "  node {}: gained {} ids, installed {} entries, the last {} ms after the epoch was applied (first slice and apply {} us)",
+                        id.0,
+                        r["gained"],
+                        r["installed"],
+                        vu(&r["installed_unix_ms"]).saturating_sub(vu(&r["at_unix_ms"])),
+                        r["took_us"]
                     );
                 }
             }

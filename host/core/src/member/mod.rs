@@ -240,6 +240,9 @@ pub struct AppliedEpoch {
     /// When every gained identifier took traffic: after the previous owners' final state
     /// arrived ([`handover`]); `at_unix_ms` when nothing had to wait, 0 while waiting.
     pub complete_unix_ms: u64,
+    /// When the last gained identifier's entries were installed in the card (large
+    /// installs go in slices, [`rebuild`]); 0 while installing.
+    pub installed_unix_ms: u64,
 }
 
 /// Counters of what the member refused or could not do.
@@ -270,8 +273,8 @@ pub struct Member<T: NodeSpecificTable> {
     /// caught up (after a partition heals, or while an epoch change is being applied).
     behind: bool,
     resync: Resync,
-    /// A card rebuild in progress ([`rebuild`]).
-    rebuild: Option<rebuild::Rebuild>,
+    /// Installs from the common table in progress ([`rebuild`]).
+    installs: rebuild::Installs,
     leader: LeaderState,
     handover: Handover,
     sas: SaStore,
@@ -358,7 +361,7 @@ impl<T: NodeSpecificTable> Member<T> {
             fenced: false,
             behind: false,
             resync: Resync::default(),
-            rebuild: None,
+            installs: rebuild::Installs::default(),
             leader: LeaderState::default(),
             handover: Handover::default(),
             sas: SaStore::default(),
@@ -732,20 +735,23 @@ impl<T: NodeSpecificTable> Member<T> {
                 };
             }
         }
-        if !self.takes_traffic() || self.rebuilding_for(bytes, framing) {
+        if !self.takes_traffic() {
             return PacketOutcome::NotReady;
         }
-        // the packet's identifier, parsed once, only while a handover or a planned move needs it
+        // the packet's identifier, parsed once, only while a handover, a planned move or an
+        // install needs it
         let moving = !self.handover.waiting.is_empty()
             || !self.incoming.is_empty()
-            || !self.marks.is_empty();
+            || !self.marks.is_empty()
+            || self.rebuilding();
         let did = if moving {
             self.did_of(bytes, framing)
         } else {
             None
         };
-        if let Some(d) = did.filter(|d| self.holds_for(*d)) {
-            if !self.handover.waits_for_releasers_only(d)
+        if let Some(d) = did.filter(|d| self.holds_for(*d) || self.installing(*d)) {
+            if self.handover.is_waiting(d)
+                && !self.handover.waits_for_releasers_only(d)
                 && !self.incoming.contains_key(&d)
                 && !self.marks.contains_key(&d)
             {
@@ -824,8 +830,13 @@ impl<T: NodeSpecificTable> Member<T> {
         self.hand_back_marked(t.mono);
         let (handover, incoming, behind) = (&self.handover, &self.incoming, self.behind);
         let marks = &self.marks;
+        let installs = &self.installs;
         let ready = self.hold.take_ready(t.mono, |d| {
-            behind || handover.is_waiting(d) || incoming.contains_key(&d) || marks.contains_key(&d)
+            behind
+                || handover.is_waiting(d)
+                || incoming.contains_key(&d)
+                || marks.contains_key(&d)
+                || installs.pending(d)
         });
         for (h, expired) in ready {
             let mut egress = Vec::new();
@@ -927,11 +938,12 @@ impl<T: NodeSpecificTable> Member<T> {
     /// the handover bookkeeping and the final-state record for what this member lost.
     pub fn on_agreed(&mut self, t: Time, a: &Allocation, took: impl FnOnce() -> Duration) {
         let before = self.core.allocation().clone();
-        let Ok(report) = self.core.apply_allocation(t.millis(), a) else {
+        // the gained identifiers' entries go in below, in slices (a takeover's share installed
+        // at once stalled the loop past the lease); their packets wait meanwhile
+        let Ok(report) = self.core.apply_allocation_uninstalled(t.millis(), a) else {
             self.counters.apply_errors += 1;
             return;
         };
-        let took = took();
         // caught up with the peers (what was held meanwhile goes through at the next input)
         let epoch = a.epoch;
         self.behind = self.live.values().any(|l| l.alive && l.applied > epoch);
@@ -963,14 +975,6 @@ impl<T: NodeSpecificTable> Member<T> {
         self.take_over_sas(&now_gained);
         self.reconcile_esp();
         let owned = a.ids_of(self.cfg.node).len();
-        self.log(format!(
-            "applied epoch {}: owns {owned}, gained {}, lost {}, installed {} in {} us",
-            a.epoch.0,
-            report.plan.gained.len(),
-            report.plan.lost.len(),
-            report.installed,
-            took.as_micros()
-        ));
         let waits = self
             .handover
             .waiting
@@ -984,14 +988,37 @@ impl<T: NodeSpecificTable> Member<T> {
             installed: report.installed,
             install_failures: report.install_failures,
             flushed: report.flushed,
-            took_us: took.as_micros() as u64,
+            took_us: 0,
             owned,
             ready: self.ready,
             complete_unix_ms: if waits { 0 } else { t.unix_ms },
+            installed_unix_ms: 0,
         });
         if self.applied.len() > 1000 {
             self.applied.remove(0);
         }
+        let gained: Vec<DistributionId> = if self.core.standby() {
+            Vec::new()
+        } else {
+            report.plan.gained.clone()
+        };
+        let installed = self.install_gained(t, a.epoch, &gained);
+        let took = took();
+        let queued = self.installs.queued(a.epoch);
+        if let Some(x) = self.applied.last_mut().filter(|x| x.epoch == a.epoch.0) {
+            x.took_us = took.as_micros() as u64;
+            if !queued {
+                x.installed_unix_ms = t.unix_ms;
+            }
+        }
+        let rest = if queued { " (the rest in slices)" } else { "" };
+        self.log(format!(
+            "applied epoch {}: owns {owned}, gained {}, lost {}, installed {installed}{rest} in {} us",
+            a.epoch.0,
+            report.plan.gained.len(),
+            report.plan.lost.len(),
+            took.as_micros()
+        ));
         self.send_heartbeats();
         self.flush_outbox();
         self.forward_failed_share(&before, a);
@@ -1184,7 +1211,7 @@ impl<T: NodeSpecificTable> Member<T> {
             self.next_esp_sync = now + Duration::from_millis(100);
         }
         self.continue_answers(t);
-        self.continue_rebuild(t);
+        self.continue_installs(t);
         self.flush_outbox();
     }
 

@@ -2920,3 +2920,122 @@ fn short_fence_lifts_without_resync() {
         }
     )));
 }
+
+/// A failover of a share larger than a slice: each gainer installs it over several turns
+/// (no turn installs much more than [`super::rebuild::REBUILD_SLICE`] entries, so heartbeats
+/// keep their deadlines), holds the packets of identifiers not installed yet and handles them
+/// with their state once installed (none is handled as a new flow); the applied record says
+/// when the last entry went in, and the card ends with exactly the owned entries.
+#[test]
+fn a_large_takeover_is_installed_in_slices_and_its_packets_wait_for_their_state() {
+    use super::rebuild::REBUILD_SLICE;
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    for n in [1, 3] {
+        c.m(n).set_hold(1 << 16, 64 << 20, ms(1500));
+    }
+    let share = c.agreed().ids_of(NodeId(2));
+    let n = 3 * REBUILD_SLICE;
+    let flows: Vec<Vec<u8>> = (1024u16..)
+        .map(|port| build::udp(ip(1), port, ip(200), 53, b"q").unwrap())
+        .filter(|p| share.contains(&dist_of(p)))
+        .take(n)
+        .collect();
+    assert_eq!(flows.len(), n);
+    let t = c.t();
+    for f in &flows {
+        assert_eq!(c.m(2).on_packet(t, f), PacketOutcome::Created);
+    }
+    c.route();
+    for m in [1, 3] {
+        assert_eq!(c.m[&m].core().common().len(), n, "replicated to {m}");
+    }
+    c.cut.insert(2);
+    c.run_until(ms(5000), |c| {
+        share
+            .iter()
+            .all(|d| c.agreed().owner(*d).is_some_and(|o| o != NodeId(2)))
+    });
+    let failover = c.agreed().clone();
+    let gainers: BTreeSet<u16> = share
+        .iter()
+        .filter_map(|d| failover.owner(*d))
+        .map(|o| o.0)
+        .collect();
+    assert!(
+        gainers.iter().any(|g| c.m[g].rebuilding()),
+        "a share of {n} entries went in at once"
+    );
+    let t = c.t();
+    let mut held = BTreeSet::new();
+    for f in &flows {
+        let owner = failover.owner(dist_of(f)).unwrap().0;
+        match c.m(owner).on_packet(t, f) {
+            PacketOutcome::Held(token) => {
+                held.insert((owner, token));
+            }
+            PacketOutcome::NotReady | PacketOutcome::Hit => {}
+            o => panic!("a taken-over flow's packet was handled as {o:?}"),
+        }
+    }
+    assert!(!held.is_empty(), "nothing waited for its install");
+    let largest = count()
+        .all()
+        .map(|d| c.m[&1].core().common().dist_len(d))
+        .max()
+        .unwrap();
+    let mut turns = 0;
+    while gainers.iter().any(|g| c.m[g].rebuilding()) {
+        let before: Vec<usize> = gainers
+            .iter()
+            .map(|g| c.m[g].core().node_table().len())
+            .collect();
+        c.step();
+        for (g, b) in gainers.iter().zip(before) {
+            let added = c.m[g].core().node_table().len().saturating_sub(b);
+            assert!(
+                added < REBUILD_SLICE + largest,
+                "node {g}: {added} in a turn"
+            );
+        }
+        turns += 1;
+        assert!(turns < 100, "still installing after {turns} turns");
+    }
+    c.run_until(ms(1000), |c| {
+        held.iter()
+            .all(|(g, tok)| c.released.iter().any(|(f, t, _)| f == g && t == tok))
+    });
+    for (from, token, outcome) in &c.released {
+        if held.contains(&(*from, *token)) {
+            assert_eq!(*outcome, PacketOutcome::Hit, "held on {from}, then handled");
+        }
+    }
+    let mut sliced = false;
+    for g in &gainers {
+        let m = &c.m[g];
+        assert!(
+            m.core().check_tables().is_empty(),
+            "{:?}",
+            m.core().check_tables()
+        );
+        let gained: usize = share
+            .iter()
+            .filter(|d| failover.owner(**d) == Some(NodeId(*g)))
+            .map(|d| m.core().common().dist_len(*d))
+            .sum();
+        let rec = m
+            .applied()
+            .iter()
+            .find(|a| a.epoch == failover.epoch.0)
+            .unwrap();
+        assert_eq!(rec.installed, gained, "node {g}");
+        assert!(rec.installed_unix_ms >= rec.at_unix_ms, "node {g}: {rec:?}");
+        sliced |= rec.installed_unix_ms > rec.at_unix_ms;
+    }
+    assert!(sliced, "no gainer's install went on after the epoch's turn");
+    let t = c.t();
+    for f in &flows {
+        let owner = failover.owner(dist_of(f)).unwrap().0;
+        assert_eq!(c.m(owner).on_packet(t, f), PacketOutcome::Hit);
+    }
+}

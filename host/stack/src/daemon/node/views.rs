@@ -542,14 +542,9 @@ impl Runtime {
             .filter(|d| !owned.contains(d))
             .copied()
             .collect();
-        let installed: usize = gained
-            .iter()
-            .map(|d| {
-                core.node_table()
-                    .dist_len(*d)
-                    .saturating_sub(held_before.get(d.index()).copied().unwrap_or(0))
-            })
-            .sum();
+        // a gained identifier's entries: the common table's (a large share goes into the
+        // card in slices after this, [`cluster_core::member::rebuild`])
+        let installed: usize = gained.iter().map(|d| core.common().dist_len(*d)).sum();
         let flushed: usize = lost
             .iter()
             .map(|d| held_before.get(d.index()).copied().unwrap_or(0))
@@ -580,9 +575,8 @@ impl Runtime {
         // past the budget the entries are only counted (no walk over a large table)
         for d in &gained {
             let room = budget.saturating_sub(lines.len());
-            let t = core.node_table();
-            skipped += t.dist_len(*d).saturating_sub(room) as u64;
-            for e in t.entries_of(*d).take(room) {
+            skipped += core.common().dist_len(*d).saturating_sub(room) as u64;
+            for e in core.common().select(*d).take(room) {
                 lines.push((entry_view(e), moved("installed", e)));
             }
         }
