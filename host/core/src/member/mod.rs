@@ -23,6 +23,7 @@
 //! sequence jump) over [`esp`] (the engine path).
 
 pub mod esp;
+pub mod forward;
 pub mod handover;
 mod hold;
 pub mod leader;
@@ -35,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::alloc_policy::Allocation;
-use crate::events::{Event, Message};
+use crate::events::Event;
 use crate::ids::{DistributionId, Epoch, IdCount, Millis, NodeId};
 use crate::node::{Destination, DropReason, FrameOutcome, Node, Verdict};
 use crate::node_table::NodeSpecificTable;
@@ -275,6 +276,9 @@ pub struct Member<T: NodeSpecificTable> {
     resync: Resync,
     /// Installs from the common table in progress ([`rebuild`]).
     installs: rebuild::Installs,
+    /// A failed owner's entries this member forwards, and the `F` records behind them
+    /// ([`forward`]).
+    forwards: forward::Forwards,
     leader: LeaderState,
     handover: Handover,
     sas: SaStore,
@@ -362,6 +366,7 @@ impl<T: NodeSpecificTable> Member<T> {
             behind: false,
             resync: Resync::default(),
             installs: rebuild::Installs::default(),
+            forwards: forward::Forwards::default(),
             leader: LeaderState::default(),
             handover: Handover::default(),
             sas: SaStore::default(),
@@ -482,8 +487,8 @@ impl<T: NodeSpecificTable> Member<T> {
 
     /// When [`Member::tick`] has work next (the member's monotonic clock).
     pub fn next_timeout(&self) -> Duration {
-        if self.answering() || self.rebuilding() {
-            // a resync answer or a card rebuild continues at the next turn
+        if self.answering() || self.rebuilding() || self.forwarding() {
+            // a resync answer, an install or a forward continues at the next turn
             return Duration::ZERO;
         }
         self.next_heartbeat
@@ -1021,10 +1026,9 @@ impl<T: NodeSpecificTable> Member<T> {
         ));
         self.send_heartbeats();
         self.flush_outbox();
-        self.forward_failed_share(&before, a);
         // after the final states of the SAs this node just lost (flushed above) and what it
-        // forwarded of a failed owner's identifiers
-        self.send(To::Peers, Record::Final(a.epoch));
+        // forwards of a failed owner's identifiers (in slices, [`forward`])
+        self.forward_failed_share(&before, a);
     }
 
     /// The bookkeeping of planned moves for the agreed allocation `a` (the previous one
@@ -1090,44 +1094,6 @@ impl<T: NodeSpecificTable> Member<T> {
                     .collect();
                 self.send(To::Node(n), Record::LastHandled { did: d, marks });
             }
-        }
-    }
-
-    /// Identifiers that `a` takes in one step from their owner (a failover, or an owner that
-    /// was not ready): this member forwards every entry it holds of them to their new owner, before
-    /// its `F` of the epoch. The new owner may have missed the failed owner's last records (a
-    /// partition between the two while this member still heard both); it takes traffic for
-    /// those identifiers only after every live member's `F` of the epoch.
-    fn forward_failed_share(&mut self, before: &Allocation, a: &Allocation) {
-        if a.epoch.0 == 0 || self.cfg.role != Role::Member {
-            return;
-        }
-        let me = self.cfg.node;
-        let inc = self.core.config().incarnation;
-        let mut msgs = Vec::new();
-        for d in self.cfg.identifiers.all() {
-            let (Some(from), Some(to)) = (before.owner(d), a.owner(d)) else {
-                continue;
-            };
-            // (whether this member still hears the old owner does not matter: the new owner,
-            // or the leader, did not)
-            if from == to || to == me || from == me {
-                continue;
-            }
-            for e in self.core.select(d) {
-                msgs.push((
-                    to,
-                    Message {
-                        sender: me,
-                        incarnation: inc,
-                        seq: 0,
-                        event: Event::Add(e.clone()),
-                    },
-                ));
-            }
-        }
-        for (to, m) in msgs {
-            self.send(To::Node(to), Record::Event(m));
         }
     }
 
@@ -1212,6 +1178,7 @@ impl<T: NodeSpecificTable> Member<T> {
         }
         self.continue_answers(t);
         self.continue_installs(t);
+        self.continue_forwards();
         self.flush_outbox();
     }
 

@@ -238,7 +238,8 @@ impl<T: NodeSpecificTable> Member<T> {
         if let Some(slot) = self.resync.answers.get_mut(i) {
             *slot = a;
         }
-        if !done {
+        if !done || self.forwarding() {
+            // (its `F` must not overtake what this member forwards of a failed owner's share)
             return false;
         }
         self.sync_esp();

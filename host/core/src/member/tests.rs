@@ -2921,13 +2921,14 @@ fn short_fence_lifts_without_resync() {
     )));
 }
 
-/// A failover of a share larger than a slice: each gainer installs it over several turns
-/// (no turn installs much more than [`super::rebuild::REBUILD_SLICE`] entries, so heartbeats
-/// keep their deadlines), holds the packets of identifiers not installed yet and handles them
-/// with their state once installed (none is handled as a new flow); the applied record says
+/// A share larger than a slice moving in planned moves (its owner leaves): each gainer
+/// installs it over several turns (no turn installs much more than
+/// [`super::rebuild::REBUILD_SLICE`] entries, so heartbeats keep their deadlines), holds the
+/// packets of identifiers whose gate opened but whose entries are not installed yet, and
+/// handles them with their state once installed (none as a new flow); the applied record says
 /// when the last entry went in, and the card ends with exactly the owned entries.
 #[test]
-fn a_large_takeover_is_installed_in_slices_and_its_packets_wait_for_their_state() {
+fn a_large_share_is_installed_in_slices_and_its_packets_wait_for_their_state() {
     use super::rebuild::REBUILD_SLICE;
     let mut c = Cluster::new(&[1, 2, 3], FAILURE);
     c.settle();
@@ -2950,57 +2951,55 @@ fn a_large_takeover_is_installed_in_slices_and_its_packets_wait_for_their_state(
     for m in [1, 3] {
         assert_eq!(c.m[&m].core().common().len(), n, "replicated to {m}");
     }
-    c.cut.insert(2);
-    c.run_until(ms(5000), |c| {
-        share
-            .iter()
-            .all(|d| c.agreed().owner(*d).is_some_and(|o| o != NodeId(2)))
-    });
-    let failover = c.agreed().clone();
-    let gainers: BTreeSet<u16> = share
-        .iter()
-        .filter_map(|d| failover.owner(*d))
-        .map(|o| o.0)
-        .collect();
-    assert!(
-        gainers.iter().any(|g| c.m[g].rebuilding()),
-        "a share of {n} entries went in at once"
-    );
-    let t = c.t();
-    let mut held = BTreeSet::new();
-    for f in &flows {
-        let owner = failover.owner(dist_of(f)).unwrap().0;
-        match c.m(owner).on_packet(t, f) {
-            PacketOutcome::Held(token) => {
-                held.insert((owner, token));
-            }
-            PacketOutcome::NotReady | PacketOutcome::Hit => {}
-            o => panic!("a taken-over flow's packet was handled as {o:?}"),
-        }
-    }
-    assert!(!held.is_empty(), "nothing waited for its install");
     let largest = count()
         .all()
         .map(|d| c.m[&1].core().common().dist_len(d))
         .max()
         .unwrap();
+    let gained_at = c.agreed().epoch.0;
+    c.m(2).leave();
+    let mut held = BTreeSet::new();
     let mut turns = 0;
-    while gainers.iter().any(|g| c.m[g].rebuilding()) {
-        let before: Vec<usize> = gainers
+    loop {
+        let before: Vec<usize> = [1, 3]
             .iter()
             .map(|g| c.m[g].core().node_table().len())
             .collect();
         c.step();
-        for (g, b) in gainers.iter().zip(before) {
+        for (g, b) in [1u16, 3].iter().zip(before) {
             let added = c.m[g].core().node_table().len().saturating_sub(b);
             assert!(
                 added < REBUILD_SLICE + largest,
                 "node {g}: {added} in a turn"
             );
         }
+        let a = c.agreed().clone();
+        let t = c.t();
+        for f in &flows {
+            let d = dist_of(f);
+            let Some(g) = a.owner(d).map(|o| o.0).filter(|o| *o != 2) else {
+                continue;
+            };
+            if !c.m[&g].installing(d) || c.m[&g].handover().is_waiting(d) {
+                continue;
+            }
+            match c.m(g).on_packet(t, f) {
+                PacketOutcome::Held(token) => {
+                    held.insert((g, token));
+                }
+                o => panic!("a packet of an identifier not installed yet was handled as {o:?}"),
+            }
+        }
+        let moved = share
+            .iter()
+            .all(|d| a.owner(*d).is_some_and(|o| o != NodeId(2)));
+        if moved && !c.m[&1].rebuilding() && !c.m[&3].rebuilding() {
+            break;
+        }
         turns += 1;
-        assert!(turns < 100, "still installing after {turns} turns");
+        assert!(turns < 1000, "not moved and installed after {turns} turns");
     }
+    assert!(!held.is_empty(), "nothing waited for its install");
     c.run_until(ms(1000), |c| {
         held.iter()
             .all(|(g, tok)| c.released.iter().any(|(f, t, _)| f == g && t == tok))
@@ -3010,32 +3009,121 @@ fn a_large_takeover_is_installed_in_slices_and_its_packets_wait_for_their_state(
             assert_eq!(*outcome, PacketOutcome::Hit, "held on {from}, then handled");
         }
     }
+    let a = c.agreed().clone();
     let mut sliced = false;
-    for g in &gainers {
-        let m = &c.m[g];
+    for g in [1u16, 3] {
+        let m = &c.m[&g];
         assert!(
             m.core().check_tables().is_empty(),
             "{:?}",
             m.core().check_tables()
         );
-        let gained: usize = share
-            .iter()
-            .filter(|d| failover.owner(**d) == Some(NodeId(*g)))
-            .map(|d| m.core().common().dist_len(*d))
-            .sum();
-        let rec = m
+        for rec in m
             .applied()
             .iter()
-            .find(|a| a.epoch == failover.epoch.0)
-            .unwrap();
-        assert_eq!(rec.installed, gained, "node {g}");
-        assert!(rec.installed_unix_ms >= rec.at_unix_ms, "node {g}: {rec:?}");
-        sliced |= rec.installed_unix_ms > rec.at_unix_ms;
+            .filter(|r| r.epoch > gained_at && r.gained > 0)
+        {
+            assert!(rec.installed_unix_ms >= rec.at_unix_ms, "node {g}: {rec:?}");
+            sliced |= rec.installed_unix_ms > rec.at_unix_ms;
+        }
+        let gained: usize = share
+            .iter()
+            .filter(|d| a.owner(**d) == Some(NodeId(g)))
+            .map(|d| m.core().common().dist_len(*d))
+            .sum();
+        let installed: usize = m
+            .applied()
+            .iter()
+            .filter(|r| r.epoch > gained_at)
+            .map(|r| r.installed)
+            .sum();
+        assert_eq!(installed, gained, "node {g}");
     }
-    assert!(sliced, "no gainer's install went on after the epoch's turn");
+    assert!(sliced, "no gainer's install went on after its epoch's turn");
     let t = c.t();
     for f in &flows {
-        let owner = failover.owner(dist_of(f)).unwrap().0;
+        let owner = a.owner(dist_of(f)).unwrap().0;
         assert_eq!(c.m(owner).on_packet(t, f), PacketOutcome::Hit);
     }
+}
+
+/// A failover of a share larger than a slice: a bystander forwards the failed owner's entries
+/// to each new owner over several turns, and its `F` of the epoch comes after the last of them
+/// on that stream (the new owner's gate opens only when nothing forwarded is still to come).
+#[test]
+fn a_large_failed_share_is_forwarded_in_slices_before_the_final_record() {
+    use super::forward::FORWARD_SLICE;
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let share = c.agreed().ids_of(NodeId(2));
+    let flows: Vec<Vec<u8>> = (1024u16..)
+        .map(|port| build::udp(ip(1), port, ip(200), 53, b"q").unwrap())
+        .filter(|p| share.contains(&dist_of(p)))
+        .take(4 * FORWARD_SLICE)
+        .collect();
+    let t = c.t();
+    for f in &flows {
+        assert_eq!(c.m(2).on_packet(t, f), PacketOutcome::Created);
+    }
+    c.route();
+    c.hold.insert((1, 3));
+    c.hold.insert((3, 1));
+    c.cut.insert(2);
+    c.run_until(ms(5000), |c| {
+        share
+            .iter()
+            .all(|d| c.agreed().owner(*d).is_some_and(|o| o != NodeId(2)))
+    });
+    let failover = c.agreed().clone();
+    assert!(
+        c.m[&1].forwarding() || c.m[&3].forwarding(),
+        "a share of {} entries was forwarded at once",
+        flows.len()
+    );
+    c.run_until(ms(1000), |c| !c.m[&1].forwarding() && !c.m[&3].forwarding());
+    for (from, to) in [(1u16, 3u16), (3, 1)] {
+        let stream: Vec<Record> = c
+            .held
+            .iter()
+            .filter(|(f, d, _)| (*f, *d) == (from, to))
+            .map(|(_, _, b)| Record::parse(b).unwrap())
+            .collect();
+        let final_at = stream
+            .iter()
+            .position(|r| *r == Record::Final(failover.epoch))
+            .unwrap_or_else(|| panic!("no F of the failover epoch from {from} to {to}"));
+        let forwarded: Vec<usize> = stream
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| match r {
+                Record::Event(m) => match &m.event {
+                    Event::Add(e) => {
+                        share.contains(&e.dist) && failover.owner(e.dist) == Some(NodeId(to))
+                    }
+                    _ => false,
+                },
+                _ => false,
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let expected: usize = share
+            .iter()
+            .filter(|d| failover.owner(**d) == Some(NodeId(to)))
+            .map(|d| c.m[&from].core().common().dist_len(*d))
+            .sum();
+        assert_eq!(forwarded.len(), expected, "{from} -> {to}");
+        assert!(
+            forwarded.iter().all(|i| *i < final_at),
+            "{from} -> {to}: F before a forwarded entry"
+        );
+    }
+    c.release(1, 3);
+    c.release(3, 1);
+    c.run_until(ms(2000), |c| {
+        share.iter().all(|d| {
+            !c.m[&failover.owner(*d).unwrap().0]
+                .handover()
+                .is_waiting(*d)
+        })
+    });
 }
