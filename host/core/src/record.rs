@@ -19,6 +19,8 @@
 //! | resync request | `Q`: exactly 1 byte |
 //! | resync done | `D`: exactly 1 byte |
 //! | SA key | `K`, SPI (u32), key length (u8), key bytes: the length byte equals the rest |
+//! | partial resync request | `P`, identifier count (u16, at most 4096), then that many identifiers (u16, each below 4096, strictly ascending): exactly 3 bytes plus two per identifier |
+//! | resync skipped | `S`, as `P` |
 //! | last handled | `L`, identifier (u16), mark count (u8, at most 3), then per mark its input (u8: 0 outside port, 1 inside port, 2 the wire's packets; strictly ascending), a digest count (u8, 1 to 4) and that many digests (u64), oldest first, of the last frames the sender took in on that input (of any identifier) when it let the identifier go: exactly as long as the counts say |
 //!
 //! | datagram | bytes |
@@ -90,6 +92,12 @@ pub mod tag {
     /// Record: where a releaser was in each input when it let an identifier go
     /// ([`Record::LastHandled`](super::Record::LastHandled)).
     pub const LAST_HANDLED: u8 = b'L';
+    /// Record: a resync request for some identifiers
+    /// ([`Record::ResyncPart`](super::Record::ResyncPart)).
+    pub const RESYNC_PART: u8 = b'P';
+    /// Record: the identifiers a resync answer left to their owners
+    /// ([`Record::ResyncSkipped`](super::Record::ResyncSkipped)).
+    pub const RESYNC_SKIPPED: u8 = b'S';
     /// Datagram: heartbeat ([`Datagram::Heartbeat`](super::Datagram::Heartbeat)).
     pub const HEARTBEAT: u8 = b'H';
     /// Datagram: consensus message ([`Datagram::Raft`](super::Datagram::Raft)).
@@ -132,6 +140,11 @@ mod field {
     pub const LAST_MARK_HEADER_LEN: usize = 2;
     /// `L`: one digest's length.
     pub const LAST_DIGEST_LEN: usize = 8;
+
+    /// `P` and `S`: how many identifiers follow.
+    pub const PART_COUNT: Field = 1..3;
+    /// `P` and `S`: the header before the identifiers.
+    pub const PART_HEADER_LEN: usize = 3;
 
     /// `H`: ready flag.
     pub const HB_READY: usize = 1;
@@ -245,6 +258,14 @@ pub enum RecordError {
         index: usize,
         /// The input byte received.
         input: u8,
+    },
+    /// A `P` or `S` record whose identifiers are not strictly ascending, or not below 4096.
+    #[error("partial resync record: identifier {index} ({did}) is not below 4096 and above the one before it")]
+    BadIdentifier {
+        /// The identifier's position.
+        index: usize,
+        /// The identifier received.
+        did: u16,
     },
     /// An `E` record whose message does not decode (the cause is the source).
     #[error("event record does not decode")]
@@ -364,6 +385,32 @@ impl<T: AsRef<[u8]>> RecordView<T> {
                 }
                 exact(pos)
             }
+            tag::RESYNC_PART | tag::RESYNC_SKIPPED => {
+                let Some(n) = b.get(field::PART_COUNT) else {
+                    return Err(RecordError::Truncated {
+                        tag: t,
+                        len,
+                        min: field::PART_HEADER_LEN,
+                    });
+                };
+                let n = usize::from(u16::from_be_bytes([n[0], n[1]]));
+                if n > usize::from(crate::ids::IdCount::MAX) {
+                    return Err(RecordError::BadIdentifier {
+                        index: n,
+                        did: crate::ids::IdCount::MAX,
+                    });
+                }
+                exact(field::PART_HEADER_LEN + 2 * n)?;
+                let mut prev: Option<u16> = None;
+                for (index, c) in b[field::PART_HEADER_LEN..].chunks_exact(2).enumerate() {
+                    let did = u16::from_be_bytes([c[0], c[1]]);
+                    if did >= crate::ids::IdCount::MAX || prev.is_some_and(|p| did <= p) {
+                        return Err(RecordError::BadIdentifier { index, did });
+                    }
+                    prev = Some(did);
+                }
+                Ok(())
+            }
             tag::SA_KEY => {
                 let (Some(spi), Some(&declared), Some(key)) = (
                     b.get(field::KEY_SPI),
@@ -436,6 +483,19 @@ impl<T: AsRef<[u8]>> RecordView<T> {
             pos += field::LAST_DIGEST_LEN * k;
             (input, digests)
         })
+    }
+
+    /// `P` and `S`: the identifiers (in a checked view, the count's number of them, ascending).
+    ///
+    /// # Panics
+    /// On a buffer shorter than 3 bytes in an unchecked view.
+    pub fn part_ids(&self) -> impl Iterator<Item = DistributionId> + '_ {
+        let b = self.buffer.as_ref();
+        let n = usize::from(u16::from_be_bytes([b[1], b[2]]));
+        b[field::PART_HEADER_LEN..]
+            .chunks_exact(2)
+            .take(n)
+            .map(|c| DistributionId(u16::from_be_bytes([c[0], c[1]])))
     }
 
     /// `K`: the SPI.
@@ -599,6 +659,18 @@ pub enum Record {
     ResyncRequest,
     /// `D`: ends the answer to a resync request.
     ResyncDone,
+    /// `P`: asks the receiver for every entry it holds of these identifiers, whoever owns
+    /// them (a resyncing member whose answer from their owner never came), then `F` and `D`.
+    ResyncPart {
+        /// The identifiers, strictly ascending, each below 4096.
+        ids: Vec<DistributionId>,
+    },
+    /// `S`: the identifiers a resync answer did not cover because another live member owns
+    /// them (sent before its `D`): what no answer covered the asker asks for with `P`.
+    ResyncSkipped {
+        /// The identifiers, strictly ascending, each below 4096.
+        ids: Vec<DistributionId>,
+    },
     /// `L`: where the sender was in each input's stream when it released an identifier in a
     /// planned move (sent to the next owner before the `F` of the release epoch). The next
     /// owner held the identifier's frames from the move's first step on; the held frames that
@@ -650,6 +722,12 @@ impl Record {
             tag::FINAL => Record::Final(v.final_epoch()),
             tag::RESYNC_REQUEST => Record::ResyncRequest,
             tag::RESYNC_DONE => Record::ResyncDone,
+            tag::RESYNC_PART => Record::ResyncPart {
+                ids: v.part_ids().collect(),
+            },
+            tag::RESYNC_SKIPPED => Record::ResyncSkipped {
+                ids: v.part_ids().collect(),
+            },
             tag::LAST_HANDLED => Record::LastHandled {
                 did: v.last_did(),
                 marks: v.last_marks().collect(),
@@ -676,6 +754,16 @@ impl Record {
             Record::Event(m) => m.encode_into(out),
             Record::Final(e) => out.extend_from_slice(&e.0.to_be_bytes()),
             Record::ResyncRequest | Record::ResyncDone => {}
+            Record::ResyncPart { ids } | Record::ResyncSkipped { ids } => {
+                // at most 4096 identifiers (more are cut, as a key is)
+                let ids = ids
+                    .get(..usize::from(crate::ids::IdCount::MAX))
+                    .unwrap_or(ids);
+                out.extend_from_slice(&(ids.len() as u16).to_be_bytes());
+                for d in ids {
+                    out.extend_from_slice(&d.0.to_be_bytes());
+                }
+            }
             Record::LastHandled { did, marks } => {
                 // at most MAX_MARKS marks of at most MAX_MARK_DIGESTS digests (more are cut,
                 // as a key is), so the counts fit a byte
@@ -708,6 +796,9 @@ impl Record {
             Record::Event(_) => 64,
             Record::Final(_) => field::FINAL_LEN,
             Record::ResyncRequest | Record::ResyncDone => field::BARE_LEN,
+            Record::ResyncPart { ids } | Record::ResyncSkipped { ids } => {
+                field::PART_HEADER_LEN + 2 * ids.len()
+            }
             Record::LastHandled { marks, .. } => {
                 field::LAST_HEADER_LEN
                     + marks
@@ -733,6 +824,8 @@ impl Record {
             Record::Final(_) => tag::FINAL,
             Record::ResyncRequest => tag::RESYNC_REQUEST,
             Record::ResyncDone => tag::RESYNC_DONE,
+            Record::ResyncPart { .. } => tag::RESYNC_PART,
+            Record::ResyncSkipped { .. } => tag::RESYNC_SKIPPED,
             Record::LastHandled { .. } => tag::LAST_HANDLED,
             Record::SaKey { .. } => tag::SA_KEY,
         }
@@ -774,6 +867,10 @@ impl fmt::Debug for Record {
             Record::Final(e) => f.debug_tuple("Final").field(e).finish(),
             Record::ResyncRequest => f.write_str("ResyncRequest"),
             Record::ResyncDone => f.write_str("ResyncDone"),
+            Record::ResyncPart { ids } => f.debug_struct("ResyncPart").field("ids", ids).finish(),
+            Record::ResyncSkipped { ids } => {
+                f.debug_struct("ResyncSkipped").field("ids", ids).finish()
+            }
             Record::LastHandled { did, marks } => f
                 .debug_struct("LastHandled")
                 .field("did", did)
@@ -1065,6 +1162,66 @@ mod tests {
         assert_eq!(emitted(&Record::ResyncRequest), b"Q");
         assert_eq!(emitted(&Record::ResyncDone), b"D");
         assert_eq!(&Record::ResyncDone.to_bytes()[..], b"D");
+    }
+
+    #[test]
+    fn partial_resync_fixtures() {
+        let ids = vec![DistributionId(7), DistributionId(300), DistributionId(4095)];
+        let part = Record::ResyncPart { ids: ids.clone() };
+        let bytes = [b'P', 0, 3, 0, 7, 0x01, 0x2c, 0x0f, 0xff];
+        assert_eq!(emitted(&part), bytes);
+        assert_eq!(&part.to_bytes()[..], &bytes[..]);
+        assert_eq!(Record::parse(&bytes), Ok(part));
+        let mut s = bytes;
+        s[0] = b'S';
+        assert_eq!(
+            Record::parse(&s),
+            Ok(Record::ResyncSkipped { ids: ids.clone() })
+        );
+        assert_eq!(
+            Record::parse(b"P\0\0"),
+            Ok(Record::ResyncPart { ids: vec![] })
+        );
+        // truncated, long, out of order, repeated, out of range, a count past 4096
+        assert!(matches!(
+            Record::parse(b"P\0"),
+            Err(RecordError::Truncated { tag: b'P', .. })
+        ));
+        assert!(matches!(
+            Record::parse(&bytes[..8]),
+            Err(RecordError::BadLength {
+                tag: b'P',
+                len: 8,
+                expected: 9
+            })
+        ));
+        assert!(matches!(
+            Record::parse(&[b'S', 0, 1, 0, 7, 0]),
+            Err(RecordError::BadLength { tag: b'S', .. })
+        ));
+        assert_eq!(
+            Record::parse(&[b'P', 0, 2, 0, 9, 0, 7]),
+            Err(RecordError::BadIdentifier { index: 1, did: 7 })
+        );
+        assert_eq!(
+            Record::parse(&[b'P', 0, 2, 0, 9, 0, 9]),
+            Err(RecordError::BadIdentifier { index: 1, did: 9 })
+        );
+        assert_eq!(
+            Record::parse(&[b'S', 0, 1, 0x10, 0]),
+            Err(RecordError::BadIdentifier {
+                index: 0,
+                did: 4096
+            })
+        );
+        assert!(matches!(
+            Record::parse(&[b'P', 0x10, 1]),
+            Err(RecordError::BadIdentifier { .. })
+        ));
+        assert_eq!(
+            RecordError::BadIdentifier { index: 1, did: 7 }.to_string(),
+            "partial resync record: identifier 1 (7) is not below 4096 and above the one before it"
+        );
     }
 
     #[test]
@@ -1454,6 +1611,18 @@ mod tests {
             Just(Record::ResyncRequest),
             Just(Record::ResyncDone),
             (
+                any::<bool>(),
+                proptest::collection::btree_set(0u16..crate::ids::IdCount::MAX, 0..40)
+            )
+                .prop_map(|(part, ids)| {
+                    let ids = ids.into_iter().map(DistributionId).collect();
+                    if part {
+                        Record::ResyncPart { ids }
+                    } else {
+                        Record::ResyncSkipped { ids }
+                    }
+                }),
+            (
                 any::<u16>(),
                 proptest::sample::subsequence(vec![0u8, 1, 2], 0..=3),
                 proptest::collection::vec(
@@ -1640,7 +1809,7 @@ mod tests {
         /// Arbitrary bytes behind each tag, so the tag-specific checks are reached often.
         #[test]
         fn tagged_bytes_never_panic(
-            t in prop::sample::select(b"EFQDKLHRx".to_vec()),
+            t in prop::sample::select(b"EFQDKLPSHRx".to_vec()),
             rest in proptest::collection::vec(any::<u8>(), 0..24),
         ) {
             let mut bytes = vec![t];

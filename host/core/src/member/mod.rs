@@ -566,7 +566,9 @@ impl<T: NodeSpecificTable> Member<T> {
             Record::Event(_) => self.counters.decode_errors += 1,
             Record::Final(e) => self.on_final(t, from, e),
             Record::ResyncRequest => self.answer_resync(from),
-            Record::ResyncDone => self.resync_answered(t, from),
+            Record::ResyncPart { ids } => self.answer_resync_part(from, &ids),
+            Record::ResyncSkipped { ids } => self.resync_skipped(from, ids),
+            Record::ResyncDone => self.resync_done(t, from),
             Record::SaKey { spi, key } => self.on_sa_key(spi, &key),
             Record::LastHandled { did, marks } => self.on_last_handled(from, did, marks),
         }

@@ -14,7 +14,7 @@ use crate::events::{Event, Message};
 use crate::ids::{DistributionId, NodeId};
 use crate::node_table::NodeSpecificTable;
 use crate::record::Record;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A resync in progress.
 #[derive(Debug)]
@@ -23,6 +23,13 @@ struct Run {
     before: usize,
     /// When the last answer so far completed it, with the common table's size then.
     answered: Option<(Duration, usize)>,
+    /// The peers whose `D` came.
+    answered_by: BTreeSet<NodeId>,
+    /// The identifiers each peer's answer left to their owners (its `S`).
+    skipped: BTreeMap<NodeId, Vec<DistributionId>>,
+    /// Whether the identifiers of peers that never answered were asked of those that did
+    /// (`P`: once a run).
+    part_asked: bool,
 }
 
 /// Entries a member sends per turn of its resync answers (shared by the answers in progress):
@@ -38,6 +45,11 @@ struct Answer {
     next: u16,
     /// The keys of the current identifier not sent yet (popped from the end).
     pending: Vec<FlowKey>,
+    /// For a `P` request: the identifiers asked for (indexed by identifier), answered
+    /// whoever owns them; `None`: a `Q` request ([`Member::answers_for`]).
+    only: Option<Vec<bool>>,
+    /// For a `Q` request: the identifiers left to their owners so far.
+    skipped: Vec<DistributionId>,
 }
 
 /// The resync bookkeeping.
@@ -74,10 +86,32 @@ impl<T: NodeSpecificTable> Member<T> {
                 started: t.mono,
                 before: self.core.common().len(),
                 answered: None,
+                answered_by: BTreeSet::new(),
+                skipped: BTreeMap::new(),
+                part_asked: false,
             });
         }
         self.resync.waiting.insert(peer);
         self.send(To::Node(peer), Record::ResyncRequest);
+    }
+
+    /// `peer`'s `S`: the identifiers its answer left to their owners.
+    pub(super) fn resync_skipped(&mut self, peer: NodeId, ids: Vec<DistributionId>) {
+        if let Some(run) = &mut self.resync.run {
+            if self.resync.waiting.contains(&peer) {
+                run.skipped.insert(peer, ids);
+            }
+        }
+    }
+
+    /// `peer`'s `D`: its answer is complete.
+    pub(super) fn resync_done(&mut self, t: Time, peer: NodeId) {
+        if let Some(run) = &mut self.resync.run {
+            if self.resync.waiting.contains(&peer) {
+                run.answered_by.insert(peer);
+            }
+        }
+        self.resync_answered(t, peer);
     }
 
     /// `peer` finished its answer (or died). With nobody left to answer, the resync is
@@ -125,11 +159,31 @@ impl<T: NodeSpecificTable> Member<T> {
     /// silent until its backlog is discarded, has its answer dropped.
     pub(super) fn answer_resync(&mut self, to: NodeId) {
         self.resync.answers.retain(|a| a.to != to);
-        self.resync.answers.push(Answer {
+        self.start_answer(Answer {
             to,
-            next: 0,
-            pending: Vec::new(),
+            ..Answer::default()
         });
+    }
+
+    /// Answers `to`'s `P` request: every entry of `ids` (those in range), whoever owns them,
+    /// then as [`Self::answer_resync`] does. An answer in progress to `to` goes on beside it.
+    pub(super) fn answer_resync_part(&mut self, to: NodeId, ids: &[DistributionId]) {
+        let count = self.cfg.identifiers.len();
+        let mut only = vec![false; count];
+        for d in ids {
+            if let Some(x) = only.get_mut(d.index()) {
+                *x = true;
+            }
+        }
+        self.start_answer(Answer {
+            to,
+            only: Some(only),
+            ..Answer::default()
+        });
+    }
+
+    fn start_answer(&mut self, answer: Answer) {
+        self.resync.answers.push(answer);
         let i = self.resync.answers.len() - 1;
         let budget = self.resync.slice;
         if self.answer_slice(i, budget) {
@@ -211,7 +265,16 @@ impl<T: NodeSpecificTable> Member<T> {
                 }
                 let d = DistributionId(a.next);
                 a.next += 1;
-                if self.answers_for(d, a.to) {
+                let asked = match &a.only {
+                    Some(only) => only.get(d.index()).copied().unwrap_or(false),
+                    None => self.answers_for(d, a.to),
+                };
+                // (a member still resyncing itself answers what it has, but covers nothing:
+                // the asker asks the others for all of it)
+                if (!asked || !self.ready) && a.only.is_none() {
+                    a.skipped.push(d);
+                }
+                if asked {
                     // the keys of the identifier now (popped from the end); an entry cleared
                     // before its turn is skipped, one added meanwhile is replicated anyway
                     a.pending = self.core.select(d).map(|e| e.key).collect();
@@ -235,6 +298,11 @@ impl<T: NodeSpecificTable> Member<T> {
         }
         let to = a.to;
         let done = a.pending.is_empty() && a.next >= count;
+        let a_skipped = if done && !self.forwarding() {
+            std::mem::take(&mut a.skipped)
+        } else {
+            Vec::new()
+        };
         if let Some(slot) = self.resync.answers.get_mut(i) {
             *slot = a;
         }
@@ -262,9 +330,69 @@ impl<T: NodeSpecificTable> Member<T> {
             self.send(To::Node(to), Record::Event(m));
         }
         self.flush_outbox();
+        if !a_skipped.is_empty() {
+            self.send(To::Node(to), Record::ResyncSkipped { ids: a_skipped });
+        }
         let applied = self.core.allocation().epoch;
         self.send(To::Node(to), Record::Final(applied));
         self.send(To::Node(to), Record::ResyncDone);
+        true
+    }
+
+    /// Asks the peers that answered for the identifiers no answer covered (once a run;
+    /// returns whether it asked): a peer answers a `Q` only for the identifiers no other live
+    /// member (in its view) answers for, and says which it left (`S`), so the share of an
+    /// owner that stalled or died before it answered (or that this member never heard from)
+    /// came from nobody.
+    fn ask_unanswered_part(&mut self) -> bool {
+        let Some(run) = &self.resync.run else {
+            return false;
+        };
+        if run.part_asked {
+            return false;
+        }
+        // what every answer left to an owner: that owner did not answer (it stalled, died or
+        // was never heard from), or it answered and owns none of them
+        let ids: Vec<DistributionId> = self
+            .cfg
+            .identifiers
+            .all()
+            .filter(|d| {
+                !run.answered_by.is_empty()
+                    && run.answered_by.iter().all(|p| {
+                        run.skipped
+                            .get(p)
+                            .is_some_and(|s| s.binary_search(d).is_ok())
+                    })
+            })
+            .collect();
+        let askers: Vec<NodeId> = run
+            .answered_by
+            .iter()
+            .copied()
+            .filter(|p| self.live.get(p).is_some_and(|l| l.alive))
+            .collect();
+        if ids.is_empty() || askers.is_empty() {
+            return false;
+        }
+        let a = self.core.allocation();
+        let owners: BTreeSet<u16> = ids
+            .iter()
+            .filter_map(|d| a.owner(*d))
+            .map(|o| o.0)
+            .collect();
+        if let Some(run) = &mut self.resync.run {
+            run.part_asked = true;
+        }
+        self.log(format!(
+            "resync: {} identifiers no answer covered (owned by node(s) {owners:?} now) asked of node(s) {:?}",
+            ids.len(),
+            askers.iter().map(|p| p.0).collect::<Vec<_>>()
+        ));
+        for p in askers {
+            self.resync.waiting.insert(p);
+            self.send(To::Node(p), Record::ResyncPart { ids: ids.clone() });
+        }
         true
     }
 
@@ -279,7 +407,7 @@ impl<T: NodeSpecificTable> Member<T> {
             .waiting
             .iter()
             .any(|p| self.live.get(p).is_some_and(|l| l.alive));
-        if waiting_alive {
+        if waiting_alive || self.ask_unanswered_part() {
             return;
         }
         self.log("ready (common table synced)".into());

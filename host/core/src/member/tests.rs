@@ -3127,3 +3127,50 @@ fn a_large_failed_share_is_forwarded_in_slices_before_the_final_record() {
         })
     });
 }
+
+/// A restarted member that never hears one owner (stalled, or dying) while the others still
+/// do: they answer its `Q` without that owner's share (they leave it to its owner, and say so
+/// in `S`), so it asks them for what no answer covered (`P`) and becomes ready with every
+/// entry, not without the silent owner's.
+#[test]
+fn a_resync_that_misses_a_silent_owners_share_asks_for_it() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let share = c.agreed().ids_of(NodeId(2));
+    let flows: Vec<Vec<u8>> = (1024u16..)
+        .map(|port| build::udp(ip(1), port, ip(200), 53, b"q").unwrap())
+        .filter(|p| share.contains(&dist_of(p)))
+        .take(40)
+        .collect();
+    let t = c.t();
+    for f in &flows {
+        assert_eq!(c.m(2).on_packet(t, f), PacketOutcome::Created);
+    }
+    c.route();
+    assert_eq!(c.m[&1].core().common().len(), flows.len());
+    // node 1 restarts and hears nothing from node 2 (node 3 does)
+    for pair in [(1, 2), (2, 1)] {
+        c.hold.insert(pair);
+        c.block_hb.insert(pair);
+    }
+    c.restart(1);
+    c.run_until(ms(5000), |c| c.m[&1].is_ready());
+    assert!(
+        c.m[&3].is_alive(NodeId(2)),
+        "node 3 still hears node 2: it left node 2's share to it"
+    );
+    assert!(
+        c.logged(1, "identifiers no answer covered").is_some(),
+        "{:?}",
+        c.logs
+    );
+    let n1 = c.m[&1].core().common();
+    for f in &flows {
+        let key = crate::packet::parse_packet(f, crate::Framing::Ip)
+            .unwrap()
+            .flow(c.m[&2].core().distributor())
+            .unwrap()
+            .0;
+        assert!(n1.get(&key).is_some(), "node 2's entry missing on node 1");
+    }
+}
