@@ -81,14 +81,46 @@ fn stalls_and_clock_skew() {
     }
 }
 
+/// The stall schedules (the property test's, below) in which a restarted or resyncing member
+/// became ready without the share of an owner it never heard while the others did (they left
+/// that share to its owner), and later gained it without state: now that an answer says what
+/// it left (`S`) and the asker asks for what no answer covered (`P`), every invariant holds.
+#[test]
+fn stall_schedules_that_lost_a_share_in_resync() {
+    for (seed, nodes, stall, skew) in [
+        (8u64, 4u16, 1_500u64, 20_000u32),
+        (13, 5, 4_000, 50_000),
+        (15, 5, 4_000, 50_000),
+        (16, 3, 1_500, 20_000),
+        (24, 3, 4_000, 50_000),
+        (25, 3, 4_000, 50_000),
+        (29, 3, 4_000, 50_000),
+        (30, 3, 4_000, 50_000),
+    ] {
+        let mut cfg = SimConfig::small(seed, nodes);
+        cfg.max_nodes = nodes.clamp(3, 6);
+        cfg.event_rate = 0.05;
+        cfg.stall_max_ms = stall;
+        cfg.clock_skew_ppm = skew;
+        let mut sim = Sim::new(cfg);
+        let r = sim.run(300, 150).clone();
+        assert_clean(
+            &format!("seed {seed} nodes {nodes} stall {stall} skew {skew}"),
+            &r,
+        );
+    }
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 6, ..Default::default() })]
 
     /// Any seed, any stall length and clock skew: no identifier is ever acted on by two
     /// members, and no packet is handled by two (invariant 1, checked at every step with each
     /// member's own clock). (The other invariants are asserted for stalls by
-    /// `stalls_and_clock_skew`; under random stall schedules a few seeds still lose
-    /// an entry's replication across a stall: see docs/clusterd.md.)
+    /// `stalls_and_clock_skew` and `stall_schedules_that_lost_a_share_in_resync`; under
+    /// random stall schedules about 1 run in 400 still misses an entry: a partition heals
+    /// just before a planned move gives its identifier to a member whose stream from the
+    /// entry's creator has not caught up; see docs/clusterd.md.)
     #[test]
     fn any_stall_any_skew_never_two_owners(
         seed in proptest::prelude::any::<u64>(),
