@@ -81,6 +81,18 @@ fn stalls_and_clock_skew() {
     }
 }
 
+/// A run of the stall property test's schedule: stalls up to `stall` ms, clocks off by up to
+/// `skew` ppm.
+fn stall_run(seed: u64, nodes: u16, stall: u64, skew: u32) -> SimReport {
+    let mut cfg = SimConfig::small(seed, nodes);
+    cfg.max_nodes = nodes.clamp(3, 6);
+    cfg.event_rate = 0.05;
+    cfg.stall_max_ms = stall;
+    cfg.clock_skew_ppm = skew;
+    let mut sim = Sim::new(cfg);
+    sim.run(300, 150).clone()
+}
+
 /// The stall schedules (the property test's, below) in which a restarted or resyncing member
 /// became ready without the share of an owner it never heard while the others did (they left
 /// that share to its owner), and later gained it without state: now that an answer says what
@@ -97,13 +109,7 @@ fn stall_schedules_that_lost_a_share_in_resync() {
         (29, 3, 4_000, 50_000),
         (30, 3, 4_000, 50_000),
     ] {
-        let mut cfg = SimConfig::small(seed, nodes);
-        cfg.max_nodes = nodes.clamp(3, 6);
-        cfg.event_rate = 0.05;
-        cfg.stall_max_ms = stall;
-        cfg.clock_skew_ppm = skew;
-        let mut sim = Sim::new(cfg);
-        let r = sim.run(300, 150).clone();
+        let r = stall_run(seed, nodes, stall, skew);
         assert_clean(
             &format!("seed {seed} nodes {nodes} stall {stall} skew {skew}"),
             &r,
@@ -128,13 +134,7 @@ proptest::proptest! {
         stall in 10u64..=4_000,
         skew in 0u32..=50_000,
     ) {
-        let mut cfg = SimConfig::small(seed, nodes);
-        cfg.max_nodes = nodes.clamp(3, 6);
-        cfg.event_rate = 0.05;
-        cfg.stall_max_ms = stall;
-        cfg.clock_skew_ppm = skew;
-        let mut sim = Sim::new(cfg);
-        let r = sim.run(300, 150).clone();
+        let r = stall_run(seed, nodes, stall, skew);
         let doubles: Vec<&String> = r
             .violations
             .iter()

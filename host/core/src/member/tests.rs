@@ -2921,6 +2921,24 @@ fn short_fence_lifts_without_resync() {
     )));
 }
 
+/// `n` UDP flows of node 2's identifiers, created on node 2 and replicated; returns node 2's
+/// identifiers and the flows' packets.
+fn node2_flows(c: &mut Cluster, n: usize) -> (Vec<DistributionId>, Vec<Vec<u8>>) {
+    let share = c.agreed().ids_of(NodeId(2));
+    let flows: Vec<Vec<u8>> = (1024u16..)
+        .map(|port| build::udp(ip(1), port, ip(200), 53, b"q").unwrap())
+        .filter(|p| share.contains(&dist_of(p)))
+        .take(n)
+        .collect();
+    assert_eq!(flows.len(), n);
+    let t = c.t();
+    for f in &flows {
+        assert_eq!(c.m(2).on_packet(t, f), PacketOutcome::Created);
+    }
+    c.route();
+    (share, flows)
+}
+
 /// A share larger than a slice moving in planned moves (its owner leaves): each gainer
 /// installs it over several turns (no turn installs much more than
 /// [`super::rebuild::REBUILD_SLICE`] entries, so heartbeats keep their deadlines), holds the
@@ -2935,19 +2953,8 @@ fn a_large_share_is_installed_in_slices_and_its_packets_wait_for_their_state() {
     for n in [1, 3] {
         c.m(n).set_hold(1 << 16, 64 << 20, ms(1500));
     }
-    let share = c.agreed().ids_of(NodeId(2));
     let n = 3 * REBUILD_SLICE;
-    let flows: Vec<Vec<u8>> = (1024u16..)
-        .map(|port| build::udp(ip(1), port, ip(200), 53, b"q").unwrap())
-        .filter(|p| share.contains(&dist_of(p)))
-        .take(n)
-        .collect();
-    assert_eq!(flows.len(), n);
-    let t = c.t();
-    for f in &flows {
-        assert_eq!(c.m(2).on_packet(t, f), PacketOutcome::Created);
-    }
-    c.route();
+    let (share, flows) = node2_flows(&mut c, n);
     for m in [1, 3] {
         assert_eq!(c.m[&m].core().common().len(), n, "replicated to {m}");
     }
@@ -3055,17 +3062,7 @@ fn a_large_failed_share_is_forwarded_in_slices_before_the_final_record() {
     use super::forward::FORWARD_SLICE;
     let mut c = Cluster::new(&[1, 2, 3], FAILURE);
     c.settle();
-    let share = c.agreed().ids_of(NodeId(2));
-    let flows: Vec<Vec<u8>> = (1024u16..)
-        .map(|port| build::udp(ip(1), port, ip(200), 53, b"q").unwrap())
-        .filter(|p| share.contains(&dist_of(p)))
-        .take(4 * FORWARD_SLICE)
-        .collect();
-    let t = c.t();
-    for f in &flows {
-        assert_eq!(c.m(2).on_packet(t, f), PacketOutcome::Created);
-    }
-    c.route();
+    let (share, flows) = node2_flows(&mut c, 4 * FORWARD_SLICE);
     c.hold.insert((1, 3));
     c.hold.insert((3, 1));
     c.cut.insert(2);
@@ -3136,17 +3133,7 @@ fn a_large_failed_share_is_forwarded_in_slices_before_the_final_record() {
 fn a_resync_that_misses_a_silent_owners_share_asks_for_it() {
     let mut c = Cluster::new(&[1, 2, 3], FAILURE);
     c.settle();
-    let share = c.agreed().ids_of(NodeId(2));
-    let flows: Vec<Vec<u8>> = (1024u16..)
-        .map(|port| build::udp(ip(1), port, ip(200), 53, b"q").unwrap())
-        .filter(|p| share.contains(&dist_of(p)))
-        .take(40)
-        .collect();
-    let t = c.t();
-    for f in &flows {
-        assert_eq!(c.m(2).on_packet(t, f), PacketOutcome::Created);
-    }
-    c.route();
+    let (_, flows) = node2_flows(&mut c, 40);
     assert_eq!(c.m[&1].core().common().len(), flows.len());
     // node 1 restarts and hears nothing from node 2 (node 3 does)
     for pair in [(1, 2), (2, 1)] {
