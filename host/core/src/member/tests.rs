@@ -2932,8 +2932,13 @@ fn node2_flows(c: &mut Cluster, n: usize) -> (Vec<DistributionId>, Vec<Vec<u8>>)
         .collect();
     assert_eq!(flows.len(), n);
     let t = c.t();
+    let others: Vec<u16> = c.m.keys().copied().filter(|n| *n != 2).collect();
     for f in &flows {
         assert_eq!(c.m(2).on_packet(t, f), PacketOutcome::Created);
+        // every member takes in every packet, in the same order
+        for &o in &others {
+            assert_eq!(c.m(o).on_packet(t, f), PacketOutcome::NotOurs);
+        }
     }
     c.route();
     (share, flows)
