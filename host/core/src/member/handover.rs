@@ -51,6 +51,12 @@ pub struct Loss {
     pub epoch: Epoch,
     /// Released in a planned move (not taken from a failed owner).
     pub released: bool,
+    /// Not an owner: a live member whose stream must catch up through the epoch before the
+    /// identifier takes traffic here (it may carry entries of the identifier that it created
+    /// or forwarded earlier and that are still on their way). It never handled the identifier
+    /// then, so packets may be held while it is waited for; no longer waited for once it is
+    /// not alive.
+    pub bystander: bool,
 }
 
 /// A gained identifier waiting for earlier owners' final state.
@@ -90,6 +96,7 @@ impl Handover {
                         node: o,
                         epoch: a.epoch,
                         released: a.owner(d).is_none(),
+                        bystander: false,
                     };
                     self.lost.entry(d).or_default().push(loss);
                 }
@@ -125,8 +132,31 @@ impl Handover {
                         node: *f,
                         epoch: a.epoch,
                         released: false,
+                        bystander: false,
                     }));
                 }
+            } else if before.next_owners.contains(&(d, me)) {
+                // the last step of a planned move: the releaser's `F` covers its own stream;
+                // every other live member's stream catches up through this epoch too, so
+                // that an entry of the identifier one of them created or forwarded earlier
+                // (its stream here delayed by a partition that just healed) is in before the
+                // identifier takes traffic
+                let owners: Vec<NodeId> = self
+                    .lost
+                    .get(&d)
+                    .map(|v| v.iter().map(|l| l.node).collect())
+                    .unwrap_or_default();
+                extra.extend(
+                    forwarders
+                        .iter()
+                        .filter(|f| !owners.contains(f))
+                        .map(|f| Loss {
+                            node: *f,
+                            epoch: a.epoch,
+                            released: false,
+                            bystander: true,
+                        }),
+                );
             }
             // a released identifier waits for its previous owner's `F` even while this member
             // suspects that owner (a partition between the two only delays the stream); one
@@ -173,9 +203,9 @@ impl Handover {
     /// that did not release it (failed, partitioned, frozen) may still be handling the very
     /// packets this member would hold.
     pub fn waits_for_releasers_only(&self, d: DistributionId) -> bool {
-        self.waiting
-            .get(&d)
-            .is_some_and(|w| !w.pending.is_empty() && w.pending.iter().all(|l| l.released))
+        self.waiting.get(&d).is_some_and(|w| {
+            !w.pending.is_empty() && w.pending.iter().all(|l| l.released || l.bystander)
+        })
     }
 
     /// What `d` waits for: the first earlier owner still waited for and the epoch it lost `d`
@@ -187,11 +217,17 @@ impl Handover {
             .map(|l| (l.node, l.epoch))
     }
 
-    /// The earlier owners the waiting identifiers wait for.
-    pub fn waited_nodes(&self) -> BTreeSet<NodeId> {
+    /// The earlier owners the waiting identifiers wait for (`bystanders` false), or the
+    /// other live members whose streams they wait for (true).
+    pub fn waited_nodes(&self, bystanders: bool) -> BTreeSet<NodeId> {
         self.waiting
             .values()
-            .flat_map(|w| w.pending.iter().map(|l| l.node))
+            .flat_map(|w| {
+                w.pending
+                    .iter()
+                    .filter(move |l| l.bystander == bystanders)
+                    .map(|l| l.node)
+            })
             .collect()
     }
 }
@@ -268,7 +304,7 @@ impl<T: NodeSpecificTable> Member<T> {
             let mut pending = Vec::new();
             for l in &w.pending {
                 let covered = self.handover.covered(l.node, l.epoch);
-                let gone = if l.released {
+                let gone = if l.released && !l.bystander {
                     self.silent_for(now, l.node) > RELEASER_GONE_AFTER
                 } else {
                     !self.is_alive(l.node)

@@ -972,10 +972,18 @@ impl<T: NodeSpecificTable> Member<T> {
         // an epoch whose waiting identifiers all moved on (before their gate opened) is complete
         self.complete_epochs(waited_in, t);
         if !self.handover.waiting.is_empty() {
-            let nodes: BTreeSet<u16> = self.handover.waited_nodes().iter().map(|n| n.0).collect();
+            let ids = |b: bool| -> BTreeSet<u16> {
+                self.handover.waited_nodes(b).iter().map(|n| n.0).collect()
+            };
+            let (owners, streams) = (ids(false), ids(true));
             let n = self.handover.waiting.len();
+            let also = if streams.is_empty() {
+                String::new()
+            } else {
+                format!(" and the streams of node(s) {streams:?}")
+            };
             self.log(format!(
-                "epoch {}: {n} gained identifiers wait for the final SA state of node(s) {nodes:?}",
+                "epoch {}: {n} gained identifiers wait for the final SA state of node(s) {owners:?}{also}",
                 a.epoch.0
             ));
         }

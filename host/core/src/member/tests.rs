@@ -1509,6 +1509,48 @@ fn handover_waits_for_final_of_live_previous_owner() {
     assert_eq!(n3.on_packet(t, &flow), PacketOutcome::Hit);
 }
 
+/// The last step of a planned move also waits for every other live member's stream to catch
+/// up through the epoch (its `F`): a bystander may carry an entry of the identifier it created
+/// or forwarded earlier that is still on its way (its stream delayed by a partition that just
+/// healed). Meanwhile the packets are held (a bystander never handled them); the bystander's
+/// `F` opens the gate, and the log names only the previous owner.
+#[test]
+fn a_planned_move_waits_for_every_live_members_stream() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    c.m(3).set_hold(16, 1 << 20, ms(1500));
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    let e = c.agreed().epoch.0;
+    // node 1's stream to node 3 is held back from now on
+    c.hold.insert((1, 3));
+    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
+    c.run_until(ms(1000), |c| c.agreed().owner(d) == Some(NodeId(3)));
+    let gained_in = c.agreed().epoch;
+    assert_eq!(gained_in.0, e + 3);
+    c.run_for(ms(300), |c| {
+        assert!(
+            c.m[&3].handover().is_waiting(d),
+            "opened without node 1's F"
+        );
+    });
+    assert!(c.m[&3].handover().waits_for_releasers_only(d));
+    let t = c.t();
+    let PacketOutcome::Held(h) = c.m(3).on_packet(t, &udp_in(d, 1)) else {
+        panic!("not held while a bystander is waited for")
+    };
+    // (node 2's F of this epoch may or may not have come when node 3 applied it)
+    let line = format!(
+        "epoch {}: 1 gained identifiers wait for the final SA state of node(s) {{}} and the streams of node(s) {{1",
+        gained_in.0
+    );
+    assert!(c.logged(3, &line).is_some(), "{:?}", c.logs);
+    c.release(1, 3);
+    c.route();
+    assert!(!c.m[&3].handover().is_waiting(d));
+    assert_eq!(c.released, vec![(3, h, PacketOutcome::Created)]);
+    assert!(c.double_actors().is_empty());
+}
+
 /// With holding on, the packets of a waiting identifier wait instead of being dropped, and go
 /// through in order once the previous owner's `F` opened the gate (a lossless planned move);
 /// one that waits too long, or that does not fit, is dropped as before.
@@ -2377,7 +2419,7 @@ fn no_key_nonce_pair_seals_twice_across_takeovers_and_restarts() {
     // not vacuous: every member sealed on the SA at some time, thousands of packets were
     // sealed, and the cluster opened the peer's packets on the inbound SA
     assert_eq!(sealers, [1, 2, 3].into());
-    assert!(nonces.sealed > 2000, "{}", nonces.sealed);
+    assert!(nonces.sealed > 1500, "{}", nonces.sealed);
     assert!(accepted > 500, "{accepted}");
 }
 
