@@ -344,6 +344,8 @@ pub struct SimNode {
     skew_ppm: i64,
     /// Frozen until then (runs, receives and sends nothing).
     stalled_until: Option<Millis>,
+    /// Whether it was fenced at the last step.
+    was_fenced: bool,
 }
 
 impl SimNode {
@@ -504,6 +506,7 @@ impl Sim {
                 born: self.now,
                 skew_ppm,
                 stalled_until: None,
+                was_fenced: false,
             },
         );
     }
@@ -1186,10 +1189,28 @@ impl Sim {
         let now = self.now;
         let mut lost_keys = BTreeSet::new();
         let mut stale_keys = BTreeSet::new();
-        for e in dead.member.core().node_table().entries() {
-            if !dead.member.core().owns(e.dist) {
-                continue;
-            }
+        // what it owns, and what it released in the last few epochs (a planned move whose
+        // last entries and final state had not left it yet): the common table has those
+        let recent: BTreeSet<DistributionId> = self
+            .log
+            .iter()
+            .rev()
+            .take(3)
+            .flat_map(|a| a.ids_of(victim))
+            .collect();
+        let owned = dead
+            .member
+            .core()
+            .node_table()
+            .entries()
+            .filter(|e| dead.member.core().owns(e.dist));
+        let released = dead
+            .member
+            .core()
+            .common()
+            .iter()
+            .filter(|e| recent.contains(&e.dist) && !dead.member.core().owns(e.dist));
+        for e in owned.chain(released) {
             let mut best: Option<u32> = None;
             let mut missing = false;
             for (id, n) in &self.nodes {
@@ -1555,6 +1576,22 @@ impl Sim {
             let t = node.clock(self.now);
             node.member.tick(t, &view);
             self.handle_outputs(n);
+        }
+        // a member that just fenced itself (its lease lapsed: cut off from a quorum, while it
+        // may still have handled packets) holds what it could not replicate: its replication
+        // window, as in a crash or a stall
+        let fenced_now: Vec<NodeId> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|(id, n)| {
+                let f = n.member.is_fenced();
+                let newly = f && !n.was_fenced;
+                n.was_fenced = f;
+                newly.then_some(*id)
+            })
+            .collect();
+        for n in fenced_now {
+            self.mark_window(n);
         }
         if !self.quiet {
             self.traffic();
