@@ -1169,7 +1169,7 @@ impl Sim {
         if !self.nodes.contains_key(&victim) {
             return;
         }
-        self.mark_window(victim);
+        self.mark_window(victim, None);
         self.nodes.remove(&victim);
         if self.leader_id == Some(victim) {
             self.leader_id = None;
@@ -1182,7 +1182,9 @@ impl Sim {
 
     /// The flows whose latest state `victim` holds but not every other member (its
     /// replication window) are lost if it stops now: counted and excused from invariant 4.
-    fn mark_window(&mut self, victim: NodeId) {
+    /// With `since` (a member cut off from a quorum that fenced itself: not gone), only the
+    /// flows handled since then whose latest state no other member holds count.
+    fn mark_window(&mut self, victim: NodeId, since: Option<Millis>) {
         let Some(dead) = self.nodes.get(&victim) else {
             return;
         };
@@ -1211,7 +1213,9 @@ impl Sim {
             .iter()
             .filter(|e| recent.contains(&e.dist) && !dead.member.core().owns(e.dist));
         for e in owned.chain(released) {
-            let mut best: Option<u32> = None;
+            // the lowest version another member holds (None: one lacks it), and the highest
+            let mut lowest: Option<u32> = None;
+            let mut highest: Option<u32> = None;
             let mut missing = false;
             for (id, n) in &self.nodes {
                 if *id == victim {
@@ -1219,16 +1223,30 @@ impl Sim {
                 }
                 match n.member.core().common().get(&e.key).map(|x| x.version) {
                     None => missing = true,
-                    Some(v) => best = Some(best.map_or(v, |b| b.min(v))),
+                    Some(v) => {
+                        lowest = Some(lowest.map_or(v, |b| b.min(v)));
+                        highest = Some(highest.map_or(v, |b| b.max(v)));
+                    }
                 }
             }
-            if missing || best.is_none() {
+            if since.is_some() {
+                // cut off, not gone: what some other member holds reaches the next owner
+                // (a failed owner's share is forwarded), so only what none holds is lost
+                if highest.is_none() {
+                    lost_keys.insert(e.key);
+                } else if highest.is_some_and(|v| v < e.version) {
+                    stale_keys.insert(e.key);
+                }
+            } else if missing || lowest.is_none() {
                 lost_keys.insert(e.key);
-            } else if best.is_some_and(|v| v < e.version) {
+            } else if lowest.is_some_and(|v| v < e.version) {
                 stale_keys.insert(e.key);
             }
         }
         for f in &mut self.flows {
+            if since.is_some_and(|t| f.last.0 < t.0) {
+                continue;
+            }
             let k = flow_key(f);
             if lost_keys.contains(&k) {
                 f.lost = true;
@@ -1352,7 +1370,7 @@ impl Sim {
         let until = Millis(self.now.0 + ms);
         // what it has not replicated yet stays inside it while it is frozen: its peers may
         // take its identifiers without it (its replication window, as in a crash)
-        self.mark_window(n);
+        self.mark_window(n, None);
         if let Some(node) = self.nodes.get_mut(&n) {
             node.stalled_until = Some(until);
             self.report.stalls += 1;
@@ -1580,6 +1598,8 @@ impl Sim {
         // a member that just fenced itself (its lease lapsed: cut off from a quorum, while it
         // may still have handled packets) holds what it could not replicate: its replication
         // window, as in a crash or a stall
+        // (a member thawing from a stall fences too: the stall's start marked its window)
+        let (now, recent) = (self.now, 2 * self.cfg.failure_ms);
         let fenced_now: Vec<NodeId> = self
             .nodes
             .iter_mut()
@@ -1587,11 +1607,14 @@ impl Sim {
                 let f = n.member.is_fenced();
                 let newly = f && !n.was_fenced;
                 n.was_fenced = f;
-                newly.then_some(*id)
+                let thawing = n.stalled_until.is_some_and(|u| now.since(u) <= recent);
+                (newly && !thawing).then_some(*id)
             })
             .collect();
+        // (only what it handled in the last two failure times: before that its peers heard it)
+        let cut_off_since = Millis(now.0.saturating_sub(recent));
         for n in fenced_now {
-            self.mark_window(n);
+            self.mark_window(n, Some(cut_off_since));
         }
         if !self.quiet {
             self.traffic();

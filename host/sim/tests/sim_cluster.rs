@@ -117,40 +117,61 @@ fn stall_schedules_that_lost_a_share_in_resync() {
     }
 }
 
-proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig { cases: 6, ..Default::default() })]
+/// Stall schedules that broke invariant 4 while the following were missing: a planned move's
+/// next owner waits for every live member's `F` (a bystander's stream, just back from a
+/// partition, may still carry an entry of the identifier), and the replication window covers
+/// what an owner cut off from a quorum handled until it fenced itself and what a crash took
+/// just after a release, as it covers a crash's or a stall's.
+#[test]
+fn stall_schedules_of_a_lagging_bystander_and_of_state_that_reached_nobody() {
+    for (seed, nodes, stall, skew) in [
+        (9u64, 3u16, 1_500u64, 20_000u32),
+        (62, 4, 1_500, 20_000),
+        (232, 3, 4_000, 50_000),
+        (326, 3, 4_000, 50_000),
+        (354, 3, 4_000, 50_000),
+        (389, 4, 4_000, 50_000),
+    ] {
+        let r = stall_run(seed, nodes, stall, skew);
+        assert_clean(
+            &format!("seed {seed} nodes {nodes} stall {stall} skew {skew}"),
+            &r,
+        );
+    }
+}
 
-    /// Any seed, any stall length and clock skew: no identifier is ever acted on by two
-    /// members, and no packet is handled by two (invariant 1, checked at every step with each
-    /// member's own clock). (The other invariants are asserted for stalls by
-    /// `stalls_and_clock_skew` and `stall_schedules_that_lost_a_share_in_resync`; under
-    /// random stall schedules about 1 run in 400 still misses an entry: a partition heals
-    /// just before a planned move gives its identifier to a member whose stream from the
-    /// entry's creator has not caught up; see docs/clusterd.md.)
+proptest::proptest! {
+    // a fixed seed: CI runs the same 8 schedules every time (the broad search is the
+    // `stall_sweep` example: 1,600 schedules per stall length, see docs/clusterd.md)
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 8,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x57a11),
+        ..Default::default()
+    })]
+
+    /// Any seed, any stall length and clock skew: every invariant holds. No identifier is
+    /// ever acted on by two members and no packet is handled by two (checked at every step
+    /// with each member's own clock: a stalled member counts as acting while its lease
+    /// lasts), no established packet finds no state outside a replication window (a crash's,
+    /// a stall's, or a member's cut off from a quorum until it fenced itself), every settle
+    /// clean.
     #[test]
-    fn any_stall_any_skew_never_two_owners(
+    fn any_stall_any_skew_every_invariant(
         seed in proptest::prelude::any::<u64>(),
         nodes in 2u16..=5,
         stall in 10u64..=4_000,
         skew in 0u32..=50_000,
     ) {
         let r = stall_run(seed, nodes, stall, skew);
-        let doubles: Vec<&String> = r
-            .violations
-            .iter()
-            .filter(|v| v.contains("invariant 1"))
-            .collect();
-        proptest::prop_assert!(
-            doubles.is_empty(),
-            "seed {} nodes {} stall {} skew {}: {:#?}",
-            seed,
-            nodes,
-            stall,
-            skew,
-            doubles
+        assert_clean(
+            &format!("seed {seed} nodes {nodes} stall {stall} skew {skew}"),
+            &r,
         );
-        proptest::prop_assert!(r.established_packets > 100, "traffic ran");
     }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 6, ..Default::default() })]
 
     /// Any seed, 2-5 members, the default fault mix (5% loss, 3% duplicates, reordering,
     /// crashes, restarts, joins, moves, drains, partitions): every invariant holds.
