@@ -87,6 +87,7 @@ impl Handover {
         a: &Allocation,
         gained: &[DistributionId],
         live: &BTreeMap<NodeId, Liveness>,
+        releasers: &BTreeMap<DistributionId, NodeId>,
     ) -> BTreeSet<DistributionId> {
         for d in count.all() {
             if let Some(o) = before.owner(d) {
@@ -141,15 +142,19 @@ impl Handover {
                 // that an entry of the identifier one of them created or forwarded earlier
                 // (its stream here delayed by a partition that just healed) is in before the
                 // identifier takes traffic
-                let owners: Vec<NodeId> = self
+                // (not its releaser, whose `F` of the release covers it, nor a member on its way
+                // out, which may stop before it applies this epoch)
+                let mut owners: Vec<NodeId> = self
                     .lost
                     .get(&d)
                     .map(|v| v.iter().map(|l| l.node).collect())
                     .unwrap_or_default();
+                owners.extend(releasers.get(&d));
+                let leaving = |n: &NodeId| live.get(n).is_some_and(|l| l.leaving || l.retired);
                 extra.extend(
                     forwarders
                         .iter()
-                        .filter(|f| !owners.contains(f))
+                        .filter(|f| !owners.contains(f) && !leaving(f))
                         .map(|f| Loss {
                             node: *f,
                             epoch: a.epoch,

@@ -208,6 +208,9 @@ impl InputHistory {
     /// Frames kept: at 100,000 frames a second, 40 ms of one input; at the demo's rates, seconds.
     pub const LEN: usize = 4096;
 
+    /// Frames at most between two of a run's frames (see [`Self::find`]).
+    pub const MAX_GAP: usize = 16;
+
     /// Takes in the next frame's digest; its number.
     pub fn push(&mut self, digest: u64) -> u64 {
         if self.ring.len() == Self::LEN {
@@ -227,31 +230,56 @@ impl InputHistory {
             .collect()
     }
 
+    /// Whether `digest` is among the kept frames.
+    pub fn contains(&self, digest: u64) -> bool {
+        self.ring.contains(&digest)
+    }
+
     /// The number of the newest frame after `after` that ends a run matching `run` (oldest
-    /// first): all of it, or, at the very start of this input's stream (nothing dropped from
-    /// the history yet), its last ones, as this member may have started after the first of
-    /// them. The run, not one digest, tells the releaser's last frame from a byte-identical
-    /// copy that came after it.
-    pub fn find(&self, run: &[u64], after: u64) -> Option<u64> {
-        if run.is_empty() {
-            return None;
-        }
+    /// first), leaving out the digests `own` says this member sent itself onto that segment
+    /// (the releaser took them in, this member never does): the run's frames in a row, or
+    /// else in order with at most [`Self::MAX_GAP`] other frames before each (the releaser's
+    /// own transmissions, which this member takes in and it does not). At the very start of this input's stream
+    /// (nothing dropped from the history yet) the run's last ones are enough, as this member
+    /// may have started after the first of them. The run, not one digest, tells the
+    /// releaser's last frame from a byte-identical copy that came after it.
+    pub fn find(&self, run: &[u64], after: u64, own: impl Fn(u64) -> bool) -> Option<u64> {
+        let run: Vec<u64> = run.iter().copied().filter(|d| !own(*d)).collect();
+        // the run as it is first (the same stream at both), then with others between
+        self.find_gapped(&run, after, 0)
+            .or_else(|| self.find_gapped(&run, after, Self::MAX_GAP))
+    }
+
+    fn find_gapped(&self, run: &[u64], after: u64, max_gap: usize) -> Option<u64> {
+        let (&last, rest) = run.split_last()?;
         let first = self.newest + 1 - self.ring.len() as u64;
         let whole = self.newest <= Self::LEN as u64;
         let ends_run = |j: usize| {
-            let m = run.len().min(j + 1);
-            if m < run.len() && !whole {
-                return false;
+            let mut pos = j;
+            for &want in rest.iter().rev() {
+                let mut gap = 0;
+                loop {
+                    if pos == 0 {
+                        // the start of what is kept: a partial run counts only at the start
+                        // of the stream
+                        return whole;
+                    }
+                    pos -= 1;
+                    if self.ring[pos] == want {
+                        break;
+                    }
+                    gap += 1;
+                    if gap > max_gap {
+                        return false;
+                    }
+                }
             }
-            self.ring
-                .range(j + 1 - m..=j)
-                .copied()
-                .eq(run[run.len() - m..].iter().copied())
+            true
         };
         let lowest = (after + 1).saturating_sub(first) as usize;
         (lowest..self.ring.len())
             .rev()
-            .find(|&j| ends_run(j))
+            .find(|&j| self.ring[j] == last && ends_run(j))
             .map(|j| first + j as u64)
     }
 }
@@ -299,26 +327,65 @@ mod tests {
         // [u0 u1 | u1 u2] on port 0: the releaser let go after u0 then u1; the second u1 is a
         // later copy
         let (mut h, hist) = hold_of(&[(0, u0), (0, u1), (1, u1), (0, u1), (0, u2)]);
-        let at = hist[0].find(&run(&[u0, u1]), 0);
+        let at = hist[0].find(&run(&[u0, u1]), 0, |_| false);
         assert_eq!(at, Some(2));
         let back = h.hand_back(DistributionId(7), 0, 2);
         assert_eq!(tokens(&back), [1, 2]);
         assert_eq!(tokens(h.items.make_contiguous()), [3, 4, 5]);
         assert_eq!((h.handed_back, h.bytes), (2, u1.len() * 2 + u2.len()));
-        // only places after `after` count; another identifier takes nothing
-        assert_eq!(hist[0].find(&run(&[u0, u1]), 2), None);
+        // only places after `after` count (after 2, only [u0 . u1] with a frame between is
+        // left, which the gapped match takes); another identifier takes nothing
+        assert_eq!(hist[0].find(&run(&[u0, u1]), 3, |_| false), None);
+        assert_eq!(hist[0].find(&run(&[u0, u1]), 2, |_| false), Some(3));
         assert!(h.hand_back(DistributionId(8), 1, 10).is_empty());
         assert_eq!(tokens(&h.hand_back(DistributionId(7), 1, 1)), [3]);
         // this member started after u0: [u1 u1 u2] against [u0 u1] finds the first u1
         let (_, hist) = hold_of(&[(0, u1), (0, u1), (0, u2)]);
-        assert_eq!(hist[0].find(&run(&[u0, u1]), 0), Some(1));
+        assert_eq!(hist[0].find(&run(&[u0, u1]), 0, |_| false), Some(1));
         // a run not seen yet, an empty run: nothing
-        assert_eq!(hist[0].find(&run(&[u2, u0]), 0), None);
-        assert_eq!(hist[0].find(&[], 0), None);
+        assert_eq!(hist[0].find(&run(&[u2, u0]), 0, |_| false), None);
+        assert_eq!(hist[0].find(&[], 0, |_| false), None);
         // every item of an identifier
         let (mut h, _) = hold_of(&[(0, u0), (1, u1)]);
         assert_eq!(h.take_all_of(DistributionId(7)).len(), 2);
         assert_eq!((h.items.len(), h.bytes), (0, 0));
+    }
+
+    /// On a port, this member takes in what the releaser sent out (the releaser does not) and
+    /// never what it sent out itself (the releaser does): the run is found with the
+    /// releaser's frames between its own, and with this member's transmissions left out.
+    #[test]
+    fn a_run_is_found_across_each_members_own_transmissions() {
+        let d = |i: u64| frame_digest(&i.to_be_bytes());
+        let mut mine = InputHistory::default();
+        let mut sent = InputHistory::default();
+        // a long stream (the history is full: no partial run at its start counts), then
+        // 1, 2, r (the releaser's), 3, m (mine: this member does not take it in), 4, 5
+        for i in 0..InputHistory::LEN as u64 {
+            mine.push(d(10_000 + i));
+        }
+        for i in [1u64, 2, 900, 3, 4, 5] {
+            mine.push(d(i));
+        }
+        sent.push(d(901));
+        // the releaser took in 2, 3, m, 4 last
+        let run = [d(2), d(3), d(901), d(4)];
+        let own = |x: u64| sent.contains(x);
+        let at = InputHistory::LEN as u64 + 5;
+        assert_eq!(mine.find(&run, 0, own), Some(at));
+        // without knowing its own transmission, the run is not there
+        assert_eq!(mine.find(&run, 0, |_| false), None);
+        // more than MAX_GAP frames between two of the run's: not the same place
+        let mut far = InputHistory::default();
+        for i in 0..InputHistory::LEN as u64 {
+            far.push(d(10_000 + i));
+        }
+        far.push(d(2));
+        for i in 0..=InputHistory::MAX_GAP as u64 {
+            far.push(d(1000 + i));
+        }
+        far.push(d(3));
+        assert_eq!(far.find(&[d(2), d(3)], 0, |_| false), None);
     }
 
     /// Once frames fell out of the history, only a whole run counts (a partial one at the
@@ -338,11 +405,13 @@ mod tests {
         // the oldest kept frame alone would end [x, oldest] only partially: not found there
         let oldest = d((first - 1) % 100);
         let before = d((first + 98) % 100);
-        assert_ne!(hist.find(&[before, oldest], 0), Some(first));
+        assert_ne!(hist.find(&[before, oldest], 0, |_| false), Some(first));
         // a whole run: its newest place
         let newest = hist.newest;
         assert_eq!(
-            hist.find(&[d((newest - 2) % 100), d((newest - 1) % 100)], 0),
+            hist.find(&[d((newest - 2) % 100), d((newest - 1) % 100)], 0, |_| {
+                false
+            }),
             Some(newest)
         );
     }

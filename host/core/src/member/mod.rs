@@ -311,6 +311,9 @@ pub struct Member<T: NodeSpecificTable> {
     /// this member's input stream is, for the `L` record it sends a next owner when it
     /// releases an identifier, and to find a releaser's place in as the next owner.
     inputs: [hold::InputHistory; 3],
+    /// The frames this member sent out of each port (the card's forwarded frames): the others
+    /// on that segment take them in, this member does not (see [`hold::InputHistory::find`]).
+    sent: [hold::InputHistory; 2],
     /// The releasers' `L` records: what the next owner hands back of what it held, and since
     /// when (after the gate opened) a mark waits for its frame to arrive here.
     marks: BTreeMap<DistributionId, Awaited>,
@@ -386,6 +389,7 @@ impl<T: NodeSpecificTable> Member<T> {
             hold: hold::Hold::default(),
             incoming: BTreeMap::new(),
             inputs: Default::default(),
+            sent: Default::default(),
             marks: BTreeMap::new(),
             leaving: false,
             cfg,
@@ -776,7 +780,19 @@ impl<T: NodeSpecificTable> Member<T> {
                 None => PacketOutcome::NotReady,
             };
         }
-        self.handle_now(t, bytes, port, framing, egress)
+        let start = egress.len();
+        let outcome = self.handle_now(t, bytes, port, framing, egress);
+        self.note_sent(&egress[start..]);
+        outcome
+    }
+
+    /// Keeps the digests of frames this member sends out of its ports.
+    fn note_sent(&mut self, egress: &[(u8, Vec<u8>)]) {
+        for (p, f) in egress {
+            if let Some(h) = self.sent.get_mut(usize::from(*p)) {
+                h.push(crate::record::frame_digest(f));
+            }
+        }
     }
 
     /// The distribution identifier of a packet or frame (`None`: it does not parse).
@@ -852,7 +868,9 @@ impl<T: NodeSpecificTable> Member<T> {
                 PacketOutcome::NotReady
             } else {
                 self.hold.released += 1;
-                self.handle_now(t, &h.bytes, h.port, h.framing, &mut egress)
+                let o = self.handle_now(t, &h.bytes, h.port, h.framing, &mut egress);
+                self.note_sent(&egress);
+                o
             };
             self.out.push(Output::Released {
                 token: h.token,
@@ -888,7 +906,9 @@ impl<T: NodeSpecificTable> Member<T> {
                     continue;
                 };
                 let slot = usize::from(input);
-                match h.find(&run, w.searched[slot]) {
+                let sent = self.sent.get(slot);
+                let own = |d: u64| sent.is_some_and(|s| s.contains(d));
+                match h.find(&run, w.searched[slot], own) {
                     Some(upto) => {
                         for held in self.hold.hand_back(d, input, upto) {
                             self.out.push(Output::Released {
@@ -960,6 +980,12 @@ impl<T: NodeSpecificTable> Member<T> {
             .values()
             .map(|w| w.gained_in)
             .collect();
+        // the releasers of the planned moves under way (not bystanders of their own moves)
+        let releasers: BTreeMap<DistributionId, NodeId> = self
+            .incoming
+            .iter()
+            .map(|(d, i)| (*d, i.releaser))
+            .collect();
         let now_gained = self.handover.on_agreed(
             self.cfg.node,
             self.cfg.identifiers,
@@ -967,6 +993,7 @@ impl<T: NodeSpecificTable> Member<T> {
             a,
             &report.plan.gained,
             &self.live,
+            &releasers,
         );
         self.planned_move_steps(&before, a);
         // an epoch whose waiting identifiers all moved on (before their gate opened) is complete
@@ -1141,7 +1168,13 @@ impl<T: NodeSpecificTable> Member<T> {
             self.out.push(Output::Heartbeat {
                 to,
                 heartbeat: Heartbeat {
-                    echo: l.stamp_in,
+                    // no echo (no lease) for an owner whose identifiers this leader is
+                    // about to take in one step
+                    echo: if self.leader.withheld.contains_key(&to) {
+                        0
+                    } else {
+                        l.stamp_in
+                    },
                     ..base
                 },
             });
@@ -1171,6 +1204,9 @@ impl<T: NodeSpecificTable> Member<T> {
             self.next_leader_check = now + leader::CHECK_EVERY;
             if view.is_leader {
                 self.leader_duties(now, view);
+            } else {
+                // only a leader withholds its echoes
+                self.leader.withheld.clear();
             }
         }
         self.check_ready(t);
