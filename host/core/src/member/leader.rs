@@ -7,7 +7,7 @@
 //! next owner owns it and, once the final state is there, hands back the held frames the
 //! releaser had handled and handles the rest). A dead owner's identifiers move in one step.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use super::{ConsensusView, Member, Output};
@@ -48,6 +48,20 @@ pub struct LeaderState {
     pending: Option<(Epoch, Duration)>,
     /// Operator requests waiting.
     pub(super) ops: VecDeque<OpRequest>,
+    /// Owners that are not serving (silent, or they said they are fenced or not ready) whose
+    /// stamps this leader no longer echoes: it takes an alive one's identifiers in one step
+    /// only once no lease it granted can still run (see `liveness`), and echoes again once
+    /// they own nothing and applied the epoch that took the last of their identifiers.
+    pub(super) withheld: BTreeMap<NodeId, Withheld>,
+}
+
+/// An owner whose stamps the leader does not echo.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Withheld {
+    /// Since when.
+    pub since: Duration,
+    /// The first agreed epoch in which it owned nothing: echoed again once it applied it.
+    pub clear_at: Option<Epoch>,
 }
 
 impl<T: NodeSpecificTable> Member<T> {
@@ -105,6 +119,32 @@ impl<T: NodeSpecificTable> Member<T> {
         if candidates.is_empty() {
             return;
         }
+        // an owner that is not serving (silent, fenced or not ready) gets no more echoes from
+        // this leader, so that it cannot regain a lease and act on the allocation it knows
+        // while the one taking its identifiers is agreed and until it has applied that one
+        // (a partition that heals just after the takeover: its first heartbeat would be
+        // answered with an echo); one serving again gets them again
+        for o in cur.owners.iter().flatten().copied() {
+            if o != self.cfg.node && !self.is_peer_ready(o) {
+                self.leader.withheld.entry(o).or_insert(Withheld {
+                    since: now,
+                    clear_at: None,
+                });
+            }
+        }
+        let live = &self.live;
+        self.leader.withheld.retain(|o, w| {
+            let serving = live.get(o).is_some_and(|l| l.alive && l.ready && !l.fenced);
+            if cur.owners.iter().flatten().any(|x| x == o) {
+                w.clear_at = None;
+            } else if w.clear_at.is_none() {
+                w.clear_at = Some(cur.epoch);
+            }
+            let caught_up = w
+                .clear_at
+                .is_some_and(|e| live.get(o).is_some_and(|l| l.applied >= e));
+            !serving && !caught_up
+        });
         // a silent owner's identifiers move only once a majority of the voters reports it
         // out: by then its lease has expired (see `liveness`)
         if cur

@@ -257,10 +257,18 @@ impl<T: NodeSpecificTable> Member<T> {
     }
 
     /// Whether the leader may take `owner`'s identifiers in one step: it said itself that it
-    /// is fenced or not ready, or a majority of the voters (`owner` not counted) report it out.
+    /// is fenced or not ready and this leader has withheld its echoes for the failure time, or
+    /// a majority of the voters (`owner` not counted) report it out.
     pub fn confirmed_out(&self, owner: NodeId) -> bool {
         if self.live.get(&owner).is_some_and(|l| l.alive) {
-            return true;
+            // it said so itself, but it may have been granted a lease since (its fence lifted,
+            // its resync ended): only once this leader has echoed nothing of it for the failure
+            // time can no lease it granted still run
+            return self
+                .leader
+                .withheld
+                .get(&owner)
+                .is_some_and(|w| self.now.saturating_sub(w.since) >= self.failure());
         }
         let me = self.cfg.node;
         let voters = &self.view.voters;

@@ -2963,6 +2963,50 @@ fn short_fence_lifts_without_resync() {
     )));
 }
 
+/// An owner that says it is fenced (its lease ran out: no echoes reached it) while the leader
+/// still hears it: the leader takes its identifiers in one step, but first stops echoing it
+/// for the failure time, so that the owner cannot regain a lease when the echoes come back and
+/// act on the allocation it knows while the takeover is agreed (its consensus log lags). It
+/// stays fenced until it applied the takeover and owns nothing; then it is echoed again.
+#[test]
+fn a_fenced_owner_gets_no_lease_while_its_identifiers_are_taken() {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    let share = c.agreed().ids_of(NodeId(3));
+    assert!(!share.is_empty());
+    let e = c.agreed().epoch.0;
+    // nobody's heartbeats reach node 3; its own reach the others
+    c.block_hb.insert((1, 3));
+    c.block_hb.insert((2, 3));
+    c.run_until(ms(1000), |c| c.m[&3].is_fenced());
+    c.lag.insert(3);
+    // the echoes flow again at once
+    c.block_hb.clear();
+    let started = c.now;
+    c.run_until(ms(2000), |c| c.agreed().epoch.0 > e);
+    let took = c.now - started;
+    assert!(
+        share
+            .iter()
+            .all(|d| c.agreed().owner(*d) != Some(NodeId(3))),
+        "the takeover moves node 3's share"
+    );
+    assert!(
+        took >= FAILURE,
+        "proposed after {took:?}: within a lease it may hold"
+    );
+    // node 3 has not applied it: it must not take traffic meanwhile
+    c.run_for(ms(300), |c| {
+        assert!(!c.m[&3].takes_traffic(), "node 3 regained a lease");
+        assert!(c.double_actors().is_empty());
+    });
+    c.lag.remove(&3);
+    c.heal(3);
+    c.run_until(ms(2000), |c| !c.m[&3].is_fenced());
+    assert!(c.agreed().ids_of(NodeId(3)).is_empty() || c.m[&3].takes_traffic());
+    assert!(c.double_actors().is_empty());
+}
+
 /// `n` UDP flows of node 2's identifiers, created on node 2 and replicated; returns node 2's
 /// identifiers and the flows' packets.
 fn node2_flows(c: &mut Cluster, n: usize) -> (Vec<DistributionId>, Vec<Vec<u8>>) {
