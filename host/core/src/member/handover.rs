@@ -23,6 +23,15 @@ pub const RELEASER_GONE_AFTER: std::time::Duration = std::time::Duration::from_s
 /// than this waits for a later `F`).
 pub const FINAL_AHEAD_MAX: u64 = 1024;
 
+/// What [`Handover::on_agreed`] needs to know of the peers.
+#[derive(Clone, Copy)]
+pub(super) struct Peers<'a> {
+    /// Their liveness.
+    pub live: &'a BTreeMap<NodeId, Liveness>,
+    /// The releasers of the planned moves under way, per identifier.
+    pub releasers: &'a BTreeMap<DistributionId, NodeId>,
+}
+
 /// The handover bookkeeping.
 #[derive(Debug, Default)]
 pub struct Handover {
@@ -86,9 +95,9 @@ impl Handover {
         before: &Allocation,
         a: &Allocation,
         gained: &[DistributionId],
-        live: &BTreeMap<NodeId, Liveness>,
-        releasers: &BTreeMap<DistributionId, NodeId>,
+        peers: Peers<'_>,
     ) -> BTreeSet<DistributionId> {
+        let Peers { live, releasers } = peers;
         for d in count.all() {
             if let Some(o) = before.owner(d) {
                 // this node's own losses need no wait here: what it created is in its tables

@@ -992,8 +992,10 @@ impl<T: NodeSpecificTable> Member<T> {
             &before,
             a,
             &report.plan.gained,
-            &self.live,
-            &releasers,
+            handover::Peers {
+                live: &self.live,
+                releasers: &releasers,
+            },
         );
         self.planned_move_steps(&before, a);
         // an epoch whose waiting identifiers all moved on (before their gate opened) is complete
