@@ -93,14 +93,25 @@ fn stall_run(seed: u64, nodes: u16, stall: u64, skew: u32) -> SimReport {
     sim.run(300, 150).clone()
 }
 
+/// Every invariant holds in each of these stall schedules: (seed, members, stall ms, skew ppm).
+fn stall_schedules_clean(schedules: &[(u64, u16, u64, u32)]) {
+    for &(seed, nodes, stall, skew) in schedules {
+        let r = stall_run(seed, nodes, stall, skew);
+        assert_clean(
+            &format!("seed {seed} nodes {nodes} stall {stall} skew {skew}"),
+            &r,
+        );
+    }
+}
+
 /// The stall schedules (the property test's, below) in which a restarted or resyncing member
 /// became ready without the share of an owner it never heard while the others did (they left
 /// that share to its owner), and later gained it without state: now that an answer says what
 /// it left (`S`) and the asker asks for what no answer covered (`P`), every invariant holds.
 #[test]
 fn stall_schedules_that_lost_a_share_in_resync() {
-    for (seed, nodes, stall, skew) in [
-        (8u64, 4u16, 1_500u64, 20_000u32),
+    stall_schedules_clean(&[
+        (8, 4, 1_500, 20_000),
         (13, 5, 4_000, 50_000),
         (15, 5, 4_000, 50_000),
         (16, 3, 1_500, 20_000),
@@ -108,13 +119,7 @@ fn stall_schedules_that_lost_a_share_in_resync() {
         (25, 3, 4_000, 50_000),
         (29, 3, 4_000, 50_000),
         (30, 3, 4_000, 50_000),
-    ] {
-        let r = stall_run(seed, nodes, stall, skew);
-        assert_clean(
-            &format!("seed {seed} nodes {nodes} stall {stall} skew {skew}"),
-            &r,
-        );
-    }
+    ]);
 }
 
 /// Stall schedules that broke invariant 4 while the following were missing: a planned move's
@@ -124,20 +129,14 @@ fn stall_schedules_that_lost_a_share_in_resync() {
 /// just after a release, as it covers a crash's or a stall's.
 #[test]
 fn stall_schedules_of_a_lagging_bystander_and_of_state_that_reached_nobody() {
-    for (seed, nodes, stall, skew) in [
-        (9u64, 3u16, 1_500u64, 20_000u32),
+    stall_schedules_clean(&[
+        (9, 3, 1_500, 20_000),
         (62, 4, 1_500, 20_000),
         (232, 3, 4_000, 50_000),
         (326, 3, 4_000, 50_000),
         (354, 3, 4_000, 50_000),
         (389, 4, 4_000, 50_000),
-    ] {
-        let r = stall_run(seed, nodes, stall, skew);
-        assert_clean(
-            &format!("seed {seed} nodes {nodes} stall {stall} skew {skew}"),
-            &r,
-        );
-    }
+    ]);
 }
 
 proptest::proptest! {
