@@ -2,7 +2,8 @@
 //! --example sim_trace -- SEED NODES [STEPS [MODE]]` also prints every member's log and the
 //! cluster events, for reproducing a violation a test found. MODE 1 is the crash-window test's
 //! schedule, 2 the heavy-fault test's, 3 the property test's, 4 the stall property test's (then
-//! `STALL_MS SKEW_PPM`).
+//! `STALL_MS SKEW_PPM`). `SIM_WATCH_PORT=N` follows the connections of client port `N` (the
+//! port a violation names) member by member.
 
 fn main() {
     let args: Vec<u64> = std::env::args()

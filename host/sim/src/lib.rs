@@ -1670,10 +1670,40 @@ impl Sim {
         self.check();
     }
 
-    /// Runs `steps` steps, settling every `settle_every` steps and at the end.
+    /// Where the flows whose client port is `port` stand: each member's common-table version
+    /// and state, whether its node-specific table has the entry, and the flow's phase.
+    fn watch_line(&self, port: u16) -> String {
+        let mut line = String::new();
+        for f in self.flows.iter().filter(|f| f.client.port == port) {
+            let k = flow_key(f);
+            for (id, n) in &self.nodes {
+                let common = n.member.core().common().get(&k).map(|e| (e.version, e.state));
+                let card = n.member.core().node_table().get(&k).is_some();
+                line.push_str(&format!(" {id}:{common:?}/{card}"));
+            }
+            line.push_str(&format!(" phase {:?};", f.phase));
+        }
+        line
+    }
+
+    /// Runs `steps` steps, settling every `settle_every` steps and at the end. With
+    /// `SIM_WATCH_PORT=N` in the environment, every change of the flows whose client port is
+    /// `N` goes to stderr (where each member's copy stands), to follow one connection of a
+    /// violation `sim_trace` reproduces.
     pub fn run(&mut self, steps: u64, settle_every: u64) -> &SimReport {
+        let watch: Option<u16> = std::env::var("SIM_WATCH_PORT")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        let mut last = String::new();
         for i in 1..=steps {
             self.step();
+            if let Some(port) = watch {
+                let now = self.watch_line(port);
+                if now != last {
+                    eprintln!("t={} watch{now}", self.now.0);
+                    last = now;
+                }
+            }
             if settle_every > 0 && i % settle_every == 0 {
                 self.settle();
             }

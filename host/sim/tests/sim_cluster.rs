@@ -139,6 +139,14 @@ fn stall_schedules_of_a_lagging_bystander_and_of_state_that_reached_nobody() {
     ]);
 }
 
+/// A member restarted with an empty common table, still in standby, whose log still named it
+/// the owner of identifiers, answered a peer's repair request with an empty snapshot: the peer
+/// dropped the identifier's entries, and the next owner later found no state for them.
+#[test]
+fn stall_schedule_of_a_repair_answered_from_standby() {
+    stall_schedules_clean(&[(290, 5, 4_000, 50_000)]);
+}
+
 proptest::proptest! {
     // a fixed seed: CI runs the same 8 schedules every time (the broad search is the
     // `stall_sweep` example: 1,600 schedules per stall length, see docs/clusterd.md)

@@ -261,6 +261,9 @@ pub struct MemberCounters {
     /// `L` records whose place in an input never reached this member within [`MARK_WAIT`]
     /// (a frame lost on its input): what it held after the gate opened was handled.
     pub marks_not_found: u64,
+    /// Repair requests not answered because this member's common table did not speak for
+    /// its identifiers yet (in standby or fenced).
+    pub repairs_refused: u64,
 }
 
 /// One cluster member. `T` is its node-specific table (the card).
@@ -548,6 +551,18 @@ impl<T: NodeSpecificTable> Member<T> {
         };
         match record {
             Record::Event(mut m) if m.sender == from => {
+                if let Event::RepairRequest { ids, .. } = &mut m.event {
+                    // A snapshot replaces what the asker holds for an identifier, so only a
+                    // common table that speaks for it answers: not one still in standby (a
+                    // restarted member whose log names it owner answered with an empty
+                    // snapshot and wiped its peers' copies), fenced, or waiting for a
+                    // releaser's final state. The asker's next digest asks again.
+                    if !self.ready || self.fenced {
+                        self.counters.repairs_refused += 1;
+                        return;
+                    }
+                    ids.retain(|d| !self.handover.is_waiting(*d));
+                }
                 if let Event::SaState(s) = &mut m.event {
                     self.sas.spis.insert(s.spi);
                     // SA state only moves forward, in both directions: a state with the same

@@ -594,6 +594,50 @@ fn standby_ends_exactly_when_warmed_up() {
     assert_eq!(b.last_resync(), None);
 }
 
+/// A repair request is answered with a snapshot only once the member's common table speaks
+/// for the identifier: a snapshot replaces what the asker holds, and a restarted member still in
+/// standby, whose log names it the owner, answered with an empty one and wiped its peers'
+/// copies (the stall sweep's seed 290 with 5 members).
+#[test]
+fn a_member_in_standby_answers_no_repair_request() {
+    let (mut b, a) = agreed_member(2, &[1, 2], 2);
+    let voters = [NodeId(2)];
+    let view = follower_view(2, &a, &voters);
+    let ask = bytes(&Record::Event(Message {
+        sender: NodeId(1),
+        incarnation: 1,
+        seq: 0,
+        event: Event::RepairRequest {
+            epoch: Epoch(1),
+            ids: vec![DistributionId(3)],
+        },
+    }));
+    let snapshots = |outs: &[Output]| {
+        outs.iter()
+            .filter(|o| {
+                matches!(o, Output::Record { to: To::Node(NodeId(1)), record: Record::Event(m) }
+                    if matches!(m.event, Event::Snapshot { dist: DistributionId(3), .. }))
+            })
+            .count()
+    };
+    let mut now = STEP;
+    b.on_records(at(now), NodeId(1), [ask.as_slice()]);
+    b.tick(at(now), &view);
+    assert!(!b.is_ready());
+    assert_eq!(snapshots(&b.drain_outputs().collect::<Vec<_>>()), 0);
+    assert_eq!(b.counters().repairs_refused, 1);
+    while !b.is_ready() {
+        now += STEP;
+        b.tick(at(now), &view);
+        assert!(now <= FAILURE + HEARTBEAT, "ready after the warm-up");
+    }
+    let _ = b.drain_outputs();
+    b.on_records(at(now), NodeId(1), [ask.as_slice()]);
+    b.tick(at(now), &view);
+    assert_eq!(snapshots(&b.drain_outputs().collect::<Vec<_>>()), 1);
+    assert_eq!(b.counters().repairs_refused, 1);
+}
+
 // ----- 2. resync -----
 
 /// A starting member asks a known peer for a resync; the answer carries the peer's owned
