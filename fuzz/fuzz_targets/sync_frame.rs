@@ -1,5 +1,5 @@
 //! Fuzz the replication transport's receive path: arbitrary datagrams from the network go to an
-//! endpoint with peers (with node identities when the first byte is odd, so signed frames are
+//! endpoint with peers (with node identities when the first byte is odd, so signed hellos and pair-keyed frames are
 //! checked too); nothing may panic, and nothing unauthenticated may reach the application.
 #![no_main]
 

@@ -1677,7 +1677,12 @@ impl Sim {
         for f in self.flows.iter().filter(|f| f.client.port == port) {
             let k = flow_key(f);
             for (id, n) in &self.nodes {
-                let common = n.member.core().common().get(&k).map(|e| (e.version, e.state));
+                let common = n
+                    .member
+                    .core()
+                    .common()
+                    .get(&k)
+                    .map(|e| (e.version, e.state));
                 let card = n.member.core().node_table().get(&k).is_some();
                 line.push_str(&format!(" {id}:{common:?}/{card}"));
             }

@@ -373,41 +373,95 @@ fn a_member_holding_the_cluster_key_cannot_speak_as_another() {
         20,
         "signed frames flow between members"
     );
-    // Every frame on the wire is version 3 and carries a signature.
-    assert!(w.captured["n2"].iter().all(|f| f[2] == 3));
+    // Every frame on the wire is version 4; only hellos carry a signature (the hello's 81-byte
+    // payload with its key share, then the 64-byte signature), every other frame is sealed
+    // with the pair key of node 2 and node 1.
+    assert!(w.captured["n2"].iter().all(|f| f[2] == 4));
+    let hello_len = 24 + 81 + 16 + 64;
+    assert!(w.captured["n2"]
+        .iter()
+        .any(|f| f[3] == 4 && f.len() == hello_len));
+    assert!(w.captured["n2"].iter().any(|f| f[3] == 1), "data frames");
 
     // Member 3 knows the cluster key and its own identity, and runs an endpoint that claims
-    // to be node 2 (its own key pair, node 2's id); its frames reach node 1.
-    let mut impostor = signed_endpoint(2, 9000, &c, &others(2));
-    let before = w.procs["n1"].stats().rejected_signature;
-    let mut tried = 0;
-    for i in 0..20 {
-        let now = w.now;
-        let _ = impostor.send_record(now, NodeId(1), &rec(9, i));
-        let _ = impostor.send_datagram(NodeId(1), b"I am node 2");
-        impostor.handle_timeout(now);
-        while let Some(t) = impostor.poll_transmit() {
-            if t.to != NodeId(1) {
-                continue;
-            }
-            let r = w.ep("n1").handle_frame(now, &t.bytes);
-            assert_eq!(r, Err(FrameError::Signature(NodeId(2))), "impostor frame");
-            tried += 1;
-        }
-        w.step();
-    }
-    assert!(tried >= 20, "the impostor sent {tried} frames");
-    let n1 = &w.procs["n1"];
-    assert!(n1.stats().rejected_signature > before);
-    assert_eq!(
-        incarnation_of(n1, 2),
-        2000,
-        "the impostor's incarnation was accepted"
+    // to be node 2 (its own key pair, node 2's id and even its incarnation). To make frames
+    // that pass for pair-keyed ones, it agrees a pair key with a node 1 of its own making (a
+    // key pair it holds); then its frames go to the real node 1.
+    let d = identity();
+    let mut side = Wire::new();
+    side.add(
+        "impostor",
+        signed_endpoint(2, 2000, &c, &[(1, d.public())]),
+        true,
     );
+    side.add(
+        "fake1",
+        signed_endpoint(1, 1000, &d, &[(2, c.public())]),
+        true,
+    );
+    for _ in 0..300 {
+        // (its frame numbers pass node 1's replay window of node 2's frames)
+        side.ep("impostor")
+            .send_datagram(NodeId(1), b"x")
+            .unwrap_or(());
+        side.step();
+    }
+    assert_eq!(
+        incarnation_of(&side.procs["impostor"], 1),
+        1000,
+        "side handshake"
+    );
+    let mut impostor = side.procs.remove("impostor").unwrap();
+    let before = w.procs["n1"].stats().rejected_signature;
+    let (mut pair_keyed, mut hellos) = (0, 0);
+    for i in 0..20 {
+        w.step();
+        let now = w.now;
+        impostor.send_record(now, NodeId(1), &rec(9, i)).unwrap();
+        impostor.send_datagram(NodeId(1), b"I am node 2").unwrap();
+        impostor.handle_timeout(now + Duration::from_millis(30));
+        while let Some(t) = impostor.poll_transmit() {
+            let r = w.ep("n1").handle_frame(now, &t.bytes);
+            if t.bytes[3] == 4 {
+                assert_eq!(r, Err(FrameError::Signature(NodeId(2))), "impostor hello");
+                hellos += 1;
+            } else {
+                assert_eq!(r, Err(FrameError::PairKey(NodeId(2))), "impostor frame");
+                pair_keyed += 1;
+            }
+        }
+    }
+    assert!(
+        pair_keyed >= 40,
+        "the impostor sent {pair_keyed} pair-keyed frames"
+    );
+    // and its hellos, sent to node 1 directly, fail their signature
+    let mut lone = signed_endpoint(2, 9000, &c, &others(2));
+    lone.handle_timeout(w.now);
+    while let Some(t) = lone.poll_transmit() {
+        if t.to != NodeId(1) {
+            continue;
+        }
+        let now = w.now;
+        assert_eq!(
+            w.ep("n1").handle_frame(now, &t.bytes),
+            Err(FrameError::Signature(NodeId(2)))
+        );
+        hellos += 1;
+    }
+    assert!(hellos >= 1);
+    let n1 = &w.procs["n1"];
+    assert!(n1.stats().rejected_signature >= before + pair_keyed);
+    assert_eq!(incarnation_of(n1, 2), 2000, "the impostor displaced node 2");
     assert!(
         !w.records("n1", 2).iter().any(|r| r[0] == 9),
         "a record of the impostor reached node 1"
     );
+    // node 2's own stream still flows
+    let now = w.now;
+    w.ep("n2").send_record(now, NodeId(1), &rec(2, 99)).unwrap();
+    w.run_ms(50);
+    assert_eq!(w.records("n1", 2).last(), Some(&rec(2, 99)));
 
     // An unsigned frame (a node without identities, or a downgrade) is refused outright.
     let mut plain = endpoint(2, 2000, &[1, 2]);
@@ -418,13 +472,30 @@ fn a_member_holding_the_cluster_key_cannot_speak_as_another() {
         w.ep("n1").handle_frame(now, &f),
         Err(FrameError::Version(2))
     );
-    // And a signed frame whose signature bytes were altered.
-    let mut g = w.captured["n2"][5].clone();
+    // A hello whose signature bytes were altered, and a data frame altered anywhere.
+    let mut g = w.captured["n2"]
+        .iter()
+        .rev()
+        .find(|f| f[3] == 4 && f[6..8] == [0, 1])
+        .unwrap()
+        .clone();
     let last = g.len() - 1;
     g[last] ^= 1;
+    let r = w.ep("n1").handle_frame(now, &g);
+    assert!(
+        matches!(r, Err(FrameError::Signature(_) | FrameError::Replay)),
+        "{r:?}"
+    );
+    let mut g = w.captured["n2"]
+        .iter()
+        .rev()
+        .find(|f| f[3] == 1 && f[6..8] == [0, 1])
+        .unwrap()
+        .clone();
+    g[30] ^= 1;
     assert!(matches!(
         w.ep("n1").handle_frame(now, &g),
-        Err(FrameError::Signature(_) | FrameError::Replay)
+        Err(FrameError::PairKey(_) | FrameError::Replay)
     ));
 }
 

@@ -55,16 +55,20 @@ fn running_node_rejects_and_counts_bad_frames() {
                 ClusterKey::generate().unwrap(),
                 [NodeId(1)],
             );
-            mallory.send_datagram(NodeId(1), b"Hxxxxxxxxxxxx").unwrap();
+            // (in a cluster with identities a node's first frames are hellos)
+            mallory.handle_timeout(Duration::from_secs(1));
             let forged = mallory.poll_transmit().unwrap();
             sock.send_to(&forged.bytes, target).unwrap();
-            // replayed / stale: a valid frame of an old incarnation of node 2
+            // stale: a pair-keyed frame (here a data frame) of an incarnation of node 2 that
+            // node 1 never accepted, as a capture from an old incarnation is: refused before
+            // any key work
             let key =
                 ClusterKey::from_hex(&std::fs::read_to_string(dir.join("cluster.key")).unwrap())
                     .unwrap();
             let mut old = Endpoint::new(as_node(&dir, 2, 5), key, [NodeId(1)]);
-            old.send_datagram(NodeId(1), b"Hxxxxxxxxxxxx").unwrap();
-            let stale = old.poll_transmit().unwrap();
+            old.handle_timeout(Duration::from_secs(1));
+            let mut stale = old.poll_transmit().unwrap();
+            stale.bytes[3] = 1;
             sock.send_to(&stale.bytes, target).unwrap();
             sock.send_to(&stale.bytes, target).unwrap();
             // unsigned, though sealed with the cluster key: a member without its identity (or

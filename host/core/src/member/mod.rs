@@ -264,6 +264,8 @@ pub struct MemberCounters {
     /// Repair requests not answered because this member's common table did not speak for
     /// its identifiers yet (in standby or fenced).
     pub repairs_refused: u64,
+    /// `K` records that would have replaced an SA's key: refused.
+    pub sa_keys_refused: u64,
 }
 
 /// One cluster member. `T` is its node-specific table (the card).
@@ -588,7 +590,7 @@ impl<T: NodeSpecificTable> Member<T> {
             Record::ResyncPart { ids } => self.answer_resync_part(from, &ids),
             Record::ResyncSkipped { ids } => self.resync_skipped(from, ids),
             Record::ResyncDone => self.resync_done(t, from),
-            Record::SaKey { spi, key } => self.on_sa_key(spi, &key),
+            Record::SaKey { spi, key } => self.on_sa_key(from, spi, &key),
             Record::LastHandled { did, marks } => self.on_last_handled(from, did, marks),
         }
     }

@@ -312,6 +312,12 @@ impl<T: NodeSpecificTable> Member<T> {
         }
         self.sync_esp();
         let spis: Vec<u32> = self.sas.spis.iter().copied().collect();
+        // a witness handles no traffic: it gets the sequence states, never a key
+        let witness = self
+            .cfg
+            .peers
+            .iter()
+            .any(|(n, r)| *n == to && *r == super::Role::Witness);
         let mut states = Vec::new();
         for spi in spis {
             if let Some(s) = self.core.sa_state(spi) {
@@ -321,7 +327,10 @@ impl<T: NodeSpecificTable> Member<T> {
                     seq: 0,
                     event: Event::SaState(s),
                 });
-                if let Some(key) = self.sas.keys.get(&spi).map(SaMaterial::to_record_bytes) {
+                let key = (!witness)
+                    .then(|| self.sas.keys.get(&spi).map(SaMaterial::to_record_bytes))
+                    .flatten();
+                if let Some(key) = key {
                     self.send(To::Node(to), Record::SaKey { spi, key });
                 }
             }

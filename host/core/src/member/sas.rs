@@ -221,7 +221,7 @@ impl<T: NodeSpecificTable> Member<T> {
         Ok(())
     }
 
-    pub(super) fn on_sa_key(&mut self, spi: u32, key: &[u8]) {
+    pub(super) fn on_sa_key(&mut self, from: crate::ids::NodeId, spi: u32, key: &[u8]) {
         let m = match SaMaterial::from_record_bytes(key) {
             Ok(m) => m,
             Err(e) => {
@@ -230,6 +230,22 @@ impl<T: NodeSpecificTable> Member<T> {
                 return;
             }
         };
+        if let Some(cur) = self.sas.keys.get(&spi) {
+            // An SA keeps its key for life (a rekey is a new SPI): a record that would change
+            // it is a member gone wrong or hostile, and must not redirect what this node
+            // decrypts or seals. The same key again (a resync answer) changes nothing.
+            if *cur.to_record_bytes() != *m.to_record_bytes() {
+                self.counters.sa_keys_refused += 1;
+                if self.counters.sa_keys_refused.is_power_of_two() {
+                    self.log(format!(
+                        "SA 0x{spi:08x}: node {} sent another key for it: refused, the SA keeps \
+                         its key (a rekey is a new SPI); {} such records so far",
+                        from.0, self.counters.sa_keys_refused
+                    ));
+                }
+            }
+            return;
+        }
         if let Some((other, _)) = self
             .sas
             .keys

@@ -2043,6 +2043,89 @@ fn handover_gate_opens_when_previous_owner_dies() {
     assert_ne!(c.m(3).on_packet(t, &udp_in(d, 0)), PacketOutcome::NotReady);
 }
 
+/// A `K` record never replaces an SA's key: an SA keeps its key for life (a rekey is a new
+/// SPI), so a member gone wrong cannot redirect what this node seals or opens. The same key
+/// again (a resync answer) is no refusal.
+#[test]
+fn a_key_record_never_replaces_an_sas_key() {
+    let (mut a, _) = agreed_member(1, &[1, 2, 3], 1);
+    let t = at(ms(10));
+    let rec = |fill: u8| {
+        let m = SaMaterial::from_keymat(9, OUT, &[fill; 16]).unwrap();
+        bytes(&Record::SaKey {
+            spi: 9,
+            key: m.to_record_bytes(),
+        })
+    };
+    a.on_record(t, NodeId(2), &rec(1));
+    assert!(a.has_sa_key(9));
+    a.on_record(t, NodeId(3), &rec(2));
+    assert_eq!(a.counters().sa_keys_refused, 1);
+    let kept = a.sas.keys.get(&9).unwrap().to_record_bytes();
+    let first = SaMaterial::from_keymat(9, OUT, &[1; 16])
+        .unwrap()
+        .to_record_bytes();
+    assert_eq!(*kept, *first, "the first key stays");
+    a.on_record(t, NodeId(3), &rec(1));
+    assert_eq!(a.counters().sa_keys_refused, 1, "the same key again");
+    assert_eq!(a.counters().decode_errors, 0);
+}
+
+/// A resync answer to a witness (which handles no traffic) carries the SA states but no key.
+#[test]
+fn a_resync_answer_to_a_witness_carries_no_key() {
+    let mut cfg = mcfg(1, &[1, 2], FAILURE);
+    cfg.peers.push((NodeId(3), Role::Witness));
+    let mut m = Member::new(cfg, core(1));
+    let a = all_to(1, 1);
+    m.on_agreed(at(Duration::ZERO), &a, || Duration::ZERO);
+    let voters = [NodeId(1)];
+    let view = follower_view(1, &a, &voters);
+    let mut now = Duration::ZERO;
+    while !m.takes_traffic() {
+        now += STEP;
+        m.tick(at(now), &view);
+        assert!(now <= FAILURE + HEARTBEAT + STEP, "ready after the warm-up");
+    }
+    let (peer, dst, spi) = sa_in(DistributionId(3));
+    m.sa_add(at(now), peer, dst, spi, OUT, Zeroizing::new(vec![0x33; 16]))
+        .unwrap();
+    let _ = m.drain_outputs();
+    let answer_to = |m: &mut M, n: u16| -> (usize, usize) {
+        m.on_record(at(now), NodeId(n), &bytes(&Record::ResyncRequest));
+        for _ in 0..4 {
+            m.tick(at(now), &view);
+        }
+        let outs: Vec<Output> = m.drain_outputs().collect();
+        let to_n =
+            |o: &&Output| matches!(o, Output::Record { to: To::Node(x), .. } if *x == NodeId(n));
+        let keys = outs
+            .iter()
+            .filter(to_n)
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Record {
+                        record: Record::SaKey { .. },
+                        ..
+                    }
+                )
+            })
+            .count();
+        let states = outs
+            .iter()
+            .filter(to_n)
+            .filter(|o| {
+                matches!(o, Output::Record { record: Record::Event(e), .. }
+                    if matches!(e.event, Event::SaState(_)))
+            })
+            .count();
+        (keys, states)
+    };
+    assert_eq!(answer_to(&mut m, 3), (0, 1), "the witness");
+    assert_eq!(answer_to(&mut m, 2), (1, 1), "a member");
+}
+
 // ----- 7. SA takeover -----
 
 /// An SA added on its owner sends its key to the peers; the owner runs it; after the move the

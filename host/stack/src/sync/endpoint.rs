@@ -41,7 +41,7 @@ use super::frame::{
     HEADER_LEN, HELLO_ANSWER, MAX_FRAME, TAG_LEN,
 };
 use super::identity::{NodeIdentity, PublicKey, SIG_LEN};
-use super::key::ClusterKey;
+use super::key::{ClusterKey, PairKeys};
 use crate::core::ids::NodeId;
 
 /// Tunables of an [`Endpoint`].
@@ -71,9 +71,10 @@ pub struct EndpointConfig {
     pub hello_interval: Duration,
     /// Bytes that may wait per peer (backlog plus open batch) before `send_record` refuses.
     pub max_backlog_bytes: usize,
-    /// This node's identity: with one, every frame is signed (version 3) and only signed
-    /// frames that verify under [`Self::peer_keys`] are accepted; without, frames are
-    /// unsigned (version 2) and any holder of the cluster key can speak as any node.
+    /// This node's identity: with one, frames are version 4 (hellos signed and accepted only
+    /// when they verify under [`Self::peer_keys`], every other frame sealed with the pair key
+    /// that the two nodes' hellos agreed); without, frames are version 2 and any holder of the
+    /// cluster key can speak as any node.
     pub identity: Option<std::sync::Arc<NodeIdentity>>,
     /// The public key of every peer (with [`Self::identity`]).
     pub peer_keys: BTreeMap<NodeId, PublicKey>,
@@ -176,6 +177,9 @@ pub enum SendError {
     /// The frame sequence space is exhausted (never in practice); restart the node.
     #[error("frame sequence numbers exhausted; restart the node")]
     SeqExhausted,
+    /// With node identities: no pair key with the peer yet (none of its hellos was accepted).
+    #[error("no pair key with {0} yet: its hello has not been accepted")]
+    NoPairKey(NodeId),
 }
 
 /// Counters of an endpoint (all monotonic).
@@ -223,8 +227,9 @@ pub struct SyncStats {
     pub rejected_malformed: u64,
     /// Rejected: authenticated frames claiming this node's own id (another process uses it).
     pub rejected_own_id: u64,
-    /// Rejected: sealed with the cluster key but not signed by the node they claim to come
-    /// from (a member speaking as another, or a wrong public key).
+    /// Rejected: not from the node they claim to come from: a hello it did not sign, or a
+    /// frame that its pair key with this node does not open (a member speaking as another, a
+    /// wrong public key, or a corrupted frame).
     pub rejected_signature: u64,
     /// Hellos of a not yet accepted incarnation, answered with a challenge.
     pub challenges_answered: u64,
@@ -293,6 +298,8 @@ struct Peer {
     key: Option<LessSafeKey>,
     /// The key of the last other incarnation heard (saves a derivation per frame).
     other_key: Option<(u64, LessSafeKey)>,
+    /// With node identities: the pair keys with the accepted incarnation.
+    pair: Option<PairKeys>,
     /// This node's current challenge to the peer.
     challenge: [u8; 16],
     /// The peer's challenge, from its last authenticated hello (echoed in ours).
@@ -338,6 +345,7 @@ impl Peer {
             incarnation: 0,
             key: None,
             other_key: None,
+            pair: None,
             challenge,
             their_nonce: [0; 16],
             knows_me: false,
@@ -460,6 +468,9 @@ pub struct Endpoint {
     cfg: EndpointConfig,
     key: ClusterKey,
     seal_key: LessSafeKey,
+    /// With node identities: this incarnation's X25519 secret and its public key (the share
+    /// in every hello).
+    share: Option<(x25519_dalek::StaticSecret, [u8; frame::SHARE_LEN])>,
     next_seq: u64,
     peers: BTreeMap<NodeId, Peer>,
     transmits: VecDeque<Transmit>,
@@ -502,10 +513,20 @@ impl Endpoint {
         // every earlier process's as long as incarnations do.
         let mut challenge_seed = [0u8; 8];
         let _ = ring::rand::SystemRandom::new().fill(&mut challenge_seed);
+        let share = cfg.identity.as_ref().and_then(|_| {
+            let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+            // a failing generator leaves no share: hellos without one are refused by peers,
+            // so this node stays unheard rather than use a predictable secret
+            ring::rand::SystemRandom::new().fill(&mut bytes[..]).ok()?;
+            let secret = x25519_dalek::StaticSecret::from(*bytes);
+            let public = x25519_dalek::PublicKey::from(&secret).to_bytes();
+            Some((secret, public))
+        });
         let mut ep = Self {
             cfg,
             key,
             seal_key,
+            share,
             next_seq: 1,
             peers: BTreeMap::new(),
             transmits: VecDeque::new(),
@@ -580,10 +601,15 @@ impl Endpoint {
             .collect()
     }
 
-    /// Sets (or, with `None`, removes) the public key that `peer`'s signed frames must verify
-    /// under: how a running node learns a peer's rotated identity. Frames the peer signed with
-    /// another key are refused from now on.
+    /// Sets (or, with `None`, removes) the public key that `peer`'s signed hellos must verify
+    /// under: how a running node learns a peer's rotated identity. Hellos the peer signed with
+    /// another key are refused from now on, and its other frames until a hello verifies.
     pub fn set_peer_key(&mut self, peer: NodeId, key: Option<PublicKey>) {
+        // the pair keys were agreed under the old public key: the peer's frames count again
+        // only after a hello signed under the new one
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.pair = None;
+        }
         match key {
             Some(k) => {
                 self.cfg.peer_keys.insert(peer, k);
@@ -719,22 +745,32 @@ impl Endpoint {
         if self.next_seq == u64::MAX {
             return Err(SendError::SeqExhausted);
         }
+        let signed = self.cfg.identity.is_some();
+        // hellos (and every frame without identities) use this incarnation's frame key, every
+        // other frame of a cluster with identities the pair key with the receiver
+        let pair_keyed = signed && kind != Kind::Hello;
+        let key = if pair_keyed {
+            match self.peers.get(&to).and_then(|p| p.pair.as_ref()) {
+                Some(pair) => &pair.seal,
+                None => return Err(SendError::NoPairKey(to)),
+            }
+        } else {
+            &self.seal_key
+        };
         let header = Header {
             kind,
             sender: self.cfg.me,
             receiver: to,
             incarnation: self.cfg.incarnation,
             seq: self.next_seq,
-            signed: self.cfg.identity.is_some(),
+            signed,
         };
-        self.next_seq += 1;
         let mut hdr = [0u8; HEADER_LEN];
         header.emit(&mut hdr);
         let mut buf = Vec::with_capacity(HEADER_LEN + payload.len() + TAG_LEN + SIG_LEN);
         buf.extend_from_slice(&hdr);
         buf.extend_from_slice(payload);
-        let tag = self
-            .seal_key
+        let tag = key
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(header.nonce()),
                 Aad::from(hdr),
@@ -744,8 +780,9 @@ impl Endpoint {
                 len: payload.len(),
                 max: MAX_FRAME,
             })?;
+        self.next_seq += 1;
         buf.extend_from_slice(tag.as_ref());
-        if let Some(id) = &self.cfg.identity {
+        if let Some(id) = self.cfg.identity.as_ref().filter(|_| kind == Kind::Hello) {
             let sig = id.sign(&buf);
             buf.extend_from_slice(&sig);
         }
@@ -858,13 +895,17 @@ impl Endpoint {
             conflict,
             nonce: p.challenge,
             echo: p.their_nonce,
-            flags: if p.incarnation == 0 || !p.knows_me {
+            flags: if p.incarnation == 0
+                || !p.knows_me
+                || (self.share.is_some() && p.pair.is_none())
+            {
                 HELLO_ANSWER
             } else {
                 0
             },
+            share: self.share.as_ref().map(|(_, public)| *public),
         };
-        let mut payload = Vec::with_capacity(frame::HELLO_LEN + 1);
+        let mut payload = Vec::with_capacity(frame::HELLO_LEN + 1 + frame::SHARE_LEN);
         hello.emit(&mut payload);
         let _ = self.seal(to, Kind::Hello, &payload);
     }
@@ -979,7 +1020,7 @@ impl Endpoint {
                 FrameError::Replay => s.rejected_replay += 1,
                 FrameError::Malformed(_) => s.rejected_malformed += 1,
                 FrameError::OwnId(_) => s.rejected_own_id += 1,
-                FrameError::Signature(_) => s.rejected_signature += 1,
+                FrameError::Signature(_) | FrameError::PairKey(_) => s.rejected_signature += 1,
             }
         }
         r
@@ -991,8 +1032,8 @@ impl Endpoint {
             // a cluster signs all its frames or none
             return Err(FrameError::Version(bytes[2]));
         }
-        // The sealed part (header, ciphertext, tag); a signed frame's signature follows it.
-        let (bytes, sig) = if h.signed {
+        // The sealed part (header, ciphertext, tag); a signed hello's signature follows it.
+        let (bytes, sig) = if h.signed && h.kind == Kind::Hello {
             bytes.split_at(bytes.len() - SIG_LEN)
         } else {
             (bytes, &[][..])
@@ -1006,7 +1047,6 @@ impl Endpoint {
         if h.sender == self.cfg.me {
             return self.on_own_id(now, &h, bytes, sig);
         }
-        let me_inc = self.cfg.incarnation;
         let p = self
             .peers
             .get_mut(&h.sender)
@@ -1014,6 +1054,9 @@ impl Endpoint {
         let current = h.incarnation == p.incarnation;
         if current && p.replayed(h.seq) {
             return Err(FrameError::Replay);
+        }
+        if h.signed && h.kind != Kind::Hello {
+            return self.open_pair_keyed(now, &h, bytes, current);
         }
         // authenticate
         if !current
@@ -1058,6 +1101,19 @@ impl Endpoint {
         if !current {
             return self.on_other_incarnation(now, &h);
         }
+        self.on_current_frame(now, &h, bytes.len())
+    }
+
+    /// An authenticated frame of `h.sender`'s accepted incarnation (`frame_len` bytes; the
+    /// plaintext in `self.scratch`): marks it seen and acts on its kind.
+    fn on_current_frame(
+        &mut self,
+        now: Duration,
+        h: &Header,
+        frame_len: usize,
+    ) -> Result<(), FrameError> {
+        let from = h.sender;
+        let me_inc = self.cfg.incarnation;
         let p = self
             .peers
             .get_mut(&from)
@@ -1065,7 +1121,7 @@ impl Endpoint {
         p.mark_seen(h.seq);
         p.last_heard = Some(now);
         self.stats.frames_received += 1;
-        self.stats.bytes_received += bytes.len() as u64;
+        self.stats.bytes_received += frame_len as u64;
         match h.kind {
             Kind::Datagram => {
                 let payload = self.scratch.clone();
@@ -1073,6 +1129,24 @@ impl Endpoint {
             }
             Kind::Hello => {
                 let hello = HelloRepr::parse(&self.scratch)?;
+                if h.signed != hello.share.is_some() {
+                    return Err(FrameError::Malformed(
+                        "a hello carries a key share exactly when the cluster has identities",
+                    ));
+                }
+                if h.signed && p.pair.is_none() {
+                    // the peer's key was changed: this hello verified under the new one
+                    let pair = self.pair_with(from, h.incarnation, hello.share.as_ref())?;
+                    let p = self
+                        .peers
+                        .get_mut(&from)
+                        .ok_or(FrameError::UnknownPeer(from))?;
+                    p.pair = Some(pair);
+                }
+                let p = self
+                    .peers
+                    .get_mut(&from)
+                    .ok_or(FrameError::UnknownPeer(from))?;
                 p.their_nonce = hello.nonce;
                 if hello.known == me_inc {
                     p.knows_me = true;
@@ -1132,6 +1206,11 @@ impl Endpoint {
             return Err(FrameError::Replay);
         }
         let hello = HelloRepr::parse(&self.scratch)?;
+        if h.signed != hello.share.is_some() {
+            return Err(FrameError::Malformed(
+                "a hello carries a key share exactly when the cluster has identities",
+            ));
+        }
         p.their_nonce = hello.nonce;
         if hello.echo != p.challenge {
             if p.answer_due <= now {
@@ -1143,6 +1222,11 @@ impl Endpoint {
         }
         // It answered the challenge: this incarnation is live now. A new challenge, so that
         // this very hello, replayed later, proves nothing.
+        let pair = if h.signed {
+            Some(self.pair_with(from, h.incarnation, hello.share.as_ref())?)
+        } else {
+            None
+        };
         let fresh = self.new_challenge();
         let p = self
             .peers
@@ -1151,6 +1235,7 @@ impl Endpoint {
         let restarted = p.incarnation != 0;
         p.incarnation = h.incarnation;
         p.key = p.other_key.take().map(|(_, k)| k);
+        p.pair = pair;
         p.challenge = fresh;
         // every earlier frame of it (sent before it was accepted) counts as seen: a capture of
         // them proves nothing
@@ -1169,6 +1254,81 @@ impl Endpoint {
         self.send_hello(from);
         self.pump(now, from);
         Ok(())
+    }
+
+    /// The pair keys with incarnation `inc` of `peer`, from the key share of its hello.
+    fn pair_with(
+        &self,
+        peer: NodeId,
+        inc: u64,
+        share: Option<&[u8; frame::SHARE_LEN]>,
+    ) -> Result<PairKeys, FrameError> {
+        let (Some((secret, _)), Some(share)) = (&self.share, share) else {
+            return Err(FrameError::Malformed("hello without a key share"));
+        };
+        let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(*share));
+        if !shared.was_contributory() {
+            // a low-order point: every secret gives the same shared value
+            return Err(FrameError::Malformed(
+                "hello key share is not a valid public key",
+            ));
+        }
+        Ok(self.key.pair_keys(
+            shared.as_bytes(),
+            (self.cfg.me, self.cfg.incarnation),
+            (peer, inc),
+        ))
+    }
+
+    /// A frame of a cluster with identities other than a hello: sealed with the pair key of
+    /// its sender and this node. Only the accepted incarnation has one; another incarnation's
+    /// frame (a restart not yet accepted, or a capture) is asked for a hello, at most once per
+    /// hello interval, as [`Self::on_other_incarnation`] does, and refused. The plaintext is
+    /// left in `self.scratch` for the caller's kind dispatch.
+    fn open_pair_keyed(
+        &mut self,
+        now: Duration,
+        h: &Header,
+        bytes: &[u8],
+        current: bool,
+    ) -> Result<(), FrameError> {
+        let from = h.sender;
+        let hello_interval = self.cfg.hello_interval;
+        let p = self
+            .peers
+            .get_mut(&from)
+            .ok_or(FrameError::UnknownPeer(from))?;
+        let Some(pair) = p
+            .pair
+            .as_ref()
+            .filter(|k| current && k.peer_incarnation == h.incarnation)
+        else {
+            if p.hello_due <= now {
+                p.hello_due = now + hello_interval;
+                self.send_hello(from);
+            }
+            return Err(if current {
+                FrameError::PairKey(from)
+            } else {
+                FrameError::Replay
+            });
+        };
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&bytes[HEADER_LEN..]);
+        let mut hdr = [0u8; HEADER_LEN];
+        hdr.copy_from_slice(&bytes[..HEADER_LEN]);
+        let plain_len = pair
+            .open
+            .open_in_place(
+                Nonce::assume_unique_for_key(h.nonce()),
+                Aad::from(hdr),
+                &mut self.scratch,
+            )
+            .map_err(|_| FrameError::PairKey(from))?
+            .len();
+        self.scratch.truncate(plain_len);
+        self.note_incarnation(now, from, h.incarnation);
+        self.on_current_frame(now, h, bytes.len())
     }
 
     /// Counts switches between incarnations of `peer`'s authenticated frames; many in a short
@@ -1240,6 +1400,11 @@ impl Endpoint {
         if h.incarnation == self.cfg.incarnation {
             // one of this process's own frames, reflected back
             return Err(FrameError::Replay);
+        }
+        if h.signed && h.kind != Kind::Hello {
+            // pair-keyed between two other incarnations: nothing here can open it (another
+            // process with this node id shows itself by its hellos)
+            return Err(FrameError::PairKey(h.sender));
         }
         let key = self.key.frame_key(h.sender, h.incarnation);
         self.scratch.clear();

@@ -1,10 +1,11 @@
-//! The wire format of a sync frame (version 2, or 3 when signed), parsed strictly: a frame is
-//! accepted only when every length adds up, and no accessor can panic on any input.
+//! The wire format of a sync frame (version 2, or 4 in a cluster with node identities), parsed
+//! strictly: a frame is accepted only when every length adds up, and no accessor can panic on
+//! any input.
 //!
 //! ```text
 //! offset  size  field        (all integers big-endian; the 24-byte header is the AEAD's AAD)
 //!      0     2  magic        "CD"
-//!      2     1  version      2 (unsigned), 3 (signed: a node identity signature follows the tag)
+//!      2     1  version      2 (no node identities), 4 (node identities: see below)
 //!      3     1  kind         1 = data, 2 = ack, 3 = datagram, 4 = hello
 //!      4     2  sender       node id
 //!      6     2  receiver     node id (a frame for another node is rejected)
@@ -12,12 +13,18 @@
 //!     16     8  seq          the sender's frame sequence number (nonce = sender ++ 00 00 ++ seq)
 //!     24     n  ciphertext   the encrypted payload
 //!   24+n    16  tag          AES-256-GCM tag over header and payload
-//!   40+n    64  signature    version 3 only: the sender's Ed25519 signature of bytes 0..40+n
+//!   40+n    64  signature    version 4 hellos only: the sender's Ed25519 signature of 0..40+n
 //! ```
 //!
-//! A cluster whose nodes have identities ([`super::identity`]) sends and accepts only version 3
-//! frames, each checked against the configured public key of the node its header names; one
-//! without identities only version 2.
+//! Version 2 frames, and version 4 hellos, are sealed with the sender's frame key (derived from
+//! the cluster key, the sender and its incarnation). A cluster whose nodes have identities
+//! ([`super::identity`]) sends and accepts only version 4: its hellos are signed (checked
+//! against the configured public key of the node the header names) and carry the sender's
+//! X25519 public key of this incarnation; every other frame is sealed with the pair key of
+//! sender and receiver (their incarnations' X25519 shared secret and the cluster key, one key
+//! per direction), which only those two nodes can compute. So one signature check per hello,
+//! not per frame, binds every frame to its sender. A cluster without identities speaks only
+//! version 2.
 //!
 //! Plaintext payloads:
 //!
@@ -28,11 +35,12 @@
 //!   `next_expected u64` (every batch below it was received) and `sack u64` (bit `i` set: batch
 //!   `next_expected + 1 + i` was received too);
 //! - datagram: opaque bytes, delivered at most once, unordered, not retransmitted;
-//! - hello (48 or 49 bytes): `known u64`, the receiver's incarnation as the sender knows it (0:
+//! - hello (48 or 49 bytes; 81 in version 4): `known u64`, the receiver's incarnation as the sender knows it (0:
 //!   unknown); `conflict u64`, another incarnation of the receiver's node id that the sender
 //!   hears at the same time as `known` (0: none; a duplicate node id); `nonce [16]`, the
 //!   sender's current challenge to the receiver; `echo [16]`, the receiver's challenge the sender
-//!   last heard (zeros: none); `flags u8` (bit 0: please answer with a hello).
+//!   last heard (zeros: none); `flags u8` (bit 0: please answer with a hello); version 4:
+//!   `share [32]`, the sender's X25519 public key of this incarnation.
 //!
 //! A receiver accepts frames of a peer's incarnation only once that incarnation sent a hello
 //! whose `echo` is the receiver's current challenge (random per process, renewed at every
@@ -48,9 +56,9 @@ use crate::core::ids::NodeId;
 pub const MAGIC: [u8; 2] = *b"CD";
 /// The frame version of a cluster without node identities.
 pub const VERSION: u8 = 2;
-/// The frame version of a cluster with node identities: signed frames.
-pub const VERSION_SIGNED: u8 = 3;
-/// Signature length of a signed frame.
+/// The frame version of a cluster with node identities: signed hellos, pair-keyed frames.
+pub const VERSION_SIGNED: u8 = 4;
+/// Signature length of a signed hello.
 pub const SIG_LEN: usize = super::identity::SIG_LEN;
 /// Header length (the AAD).
 pub const HEADER_LEN: usize = 24;
@@ -98,12 +106,17 @@ pub enum FrameError {
     #[error("garbled frame: {0}")]
     Garbled(&'static str),
     /// A version this code does not speak.
-    #[error("frame version {0} is not the one this node speaks (2 without node identities, 3 with: every node of a cluster has an identity_file, or none has; and one clusterd version across the cluster)")]
+    #[error("frame version {0} is not the one this node speaks (2 without node identities, 4 with: every node of a cluster has an identity_file, or none has; and one clusterd version across the cluster)")]
     Version(u8),
-    /// A signed frame whose signature is not its sender's: a member speaking as another, a
+    /// A signed hello whose signature is not its sender's: a member speaking as another, a
     /// peer line with the wrong public key, or a node whose identity was rotated.
     #[error("frame signature is not {0}'s (a member speaking as another, or a wrong public key on its peer line)")]
     Signature(NodeId),
+    /// A frame of a cluster with identities that its sender's pair key does not open: a member
+    /// speaking as another (it cannot compute the pair key), a corrupted frame, or a peer
+    /// whose key was changed and who has not yet sent a hello signed with the new one.
+    #[error("frame not sealed with the pair key of {0} and this node (a member speaking as another, or a corrupted frame)")]
+    PairKey(NodeId),
     /// Unknown kind byte.
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
@@ -142,7 +155,8 @@ pub struct Header {
     pub incarnation: u64,
     /// Sender's frame sequence number.
     pub seq: u64,
-    /// A signed frame (version 3).
+    /// A frame of a cluster with node identities (version 4): signed if a hello, else sealed
+    /// with the pair key.
     pub signed: bool,
 }
 
@@ -193,15 +207,15 @@ impl Header {
         let version = frame[field::VERSION];
         let signed = match version {
             VERSION => false,
-            VERSION_SIGNED if frame.len() >= FRAME_OVERHEAD + SIG_LEN => true,
-            VERSION_SIGNED => {
-                return Err(FrameError::Garbled(
-                    "shorter than header, tag and signature",
-                ))
-            }
+            VERSION_SIGNED => true,
             _ => return Err(FrameError::Version(version)),
         };
         let kind = Kind::from_code(frame[field::KIND]).ok_or(FrameError::UnknownKind(frame[3]))?;
+        if signed && kind == Kind::Hello && frame.len() < FRAME_OVERHEAD + SIG_LEN {
+            return Err(FrameError::Garbled(
+                "hello shorter than header, tag and signature",
+            ));
+        }
         Ok(Header {
             kind,
             sender: NodeId(be_u16(frame, field::SENDER)),
@@ -344,6 +358,8 @@ impl<'a> Iterator for RecordIter<'a> {
 
 /// Hello payload length (without the flags byte, which is optional).
 pub const HELLO_LEN: usize = 48;
+/// X25519 public key length (a version 4 hello's key share).
+pub const SHARE_LEN: usize = 32;
 /// Hello flag: the sender asks for a hello in return (it does not yet know that the receiver
 /// knows its incarnation).
 pub const HELLO_ANSWER: u8 = 1;
@@ -361,26 +377,41 @@ pub struct HelloRepr {
     pub echo: [u8; 16],
     /// Flags ([`HELLO_ANSWER`]).
     pub flags: u8,
+    /// Version 4: the sender's X25519 public key of this incarnation.
+    pub share: Option<[u8; SHARE_LEN]>,
 }
 
 impl HelloRepr {
-    /// Encodes into 49 bytes.
+    /// Encodes into 49 bytes (81 with a key share).
     pub fn emit(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.known.to_be_bytes());
         out.extend_from_slice(&self.conflict.to_be_bytes());
         out.extend_from_slice(&self.nonce);
         out.extend_from_slice(&self.echo);
         out.push(self.flags);
+        if let Some(share) = &self.share {
+            out.extend_from_slice(share);
+        }
     }
 
-    /// Decodes 48 or 49 bytes.
+    /// Decodes 48 or 49 bytes, or 81 (with a key share).
     ///
     /// # Errors
     /// [`FrameError::Malformed`] on a wrong length.
     pub fn parse(b: &[u8]) -> Result<Self, FrameError> {
-        if b.len() != HELLO_LEN && b.len() != HELLO_LEN + 1 {
-            return Err(FrameError::Malformed("hello payload is not 48 or 49 bytes"));
-        }
+        let share = match b.len() {
+            HELLO_LEN | 49 => None,
+            81 => {
+                let mut k = [0u8; SHARE_LEN];
+                k.copy_from_slice(&b[HELLO_LEN + 1..]);
+                Some(k)
+            }
+            _ => {
+                return Err(FrameError::Malformed(
+                    "hello payload is not 48, 49 or 81 bytes",
+                ))
+            }
+        };
         let mut nonce = [0u8; 16];
         nonce.copy_from_slice(&b[16..32]);
         let mut echo = [0u8; 16];
@@ -391,6 +422,7 @@ impl HelloRepr {
             nonce,
             echo,
             flags: b.get(HELLO_LEN).copied().unwrap_or(0),
+            share,
         })
     }
 }
@@ -498,6 +530,7 @@ mod tests {
             nonce: [1; 16],
             echo: [2; 16],
             flags: HELLO_ANSWER,
+            share: None,
         };
         let mut v = Vec::new();
         h.emit(&mut v);
@@ -505,6 +538,18 @@ mod tests {
         assert_eq!(HelloRepr::parse(&v).unwrap(), h);
         assert_eq!(HelloRepr::parse(&v[..HELLO_LEN]).unwrap().flags, 0);
         assert!(HelloRepr::parse(&v[..8]).is_err());
+        v.push(0);
+        assert!(HelloRepr::parse(&v).is_err());
+        // with a key share: 81 bytes, and every other length refused
+        let k = HelloRepr {
+            share: Some([7; SHARE_LEN]),
+            ..h
+        };
+        let mut v = Vec::new();
+        k.emit(&mut v);
+        assert_eq!(v.len(), HELLO_LEN + 1 + SHARE_LEN);
+        assert_eq!(HelloRepr::parse(&v).unwrap(), k);
+        assert!(HelloRepr::parse(&v[..80]).is_err());
         v.push(0);
         assert!(HelloRepr::parse(&v).is_err());
     }

@@ -1,8 +1,10 @@
-//! Per-node identities: each node signs every frame it sends with its own Ed25519 key, and a
-//! receiver checks the signature with the public key it was configured with for the frame's
-//! sender. The cluster key still seals every frame (confidentiality, and outsiders are
-//! refused before any signature work), but holding it is no longer enough to speak for
-//! another node: a member knows only its own private key.
+//! Per-node identities: each node signs its hellos with its own Ed25519 key, and a receiver
+//! checks the signature with the public key it was configured with for the hello's sender. A
+//! signed hello carries the X25519 public key of the sender's incarnation; every other frame
+//! between two nodes is sealed with their pair key (see [`super::frame`]), which only those two
+//! can compute. The cluster key still enters every key (outsiders are refused before any
+//! signature work), but holding it is no longer enough to speak for another node: a member
+//! knows only its own private keys.
 //!
 //! An identity file holds the PKCS#8 v2 document of the key pair (as `ring` generates it) in
 //! hexadecimal on one line; like a key file it must not be readable by group or others. A

@@ -123,6 +123,50 @@ impl ClusterKey {
     }
 }
 
+/// The two keys of one pair of incarnations in a cluster with node identities: frames this
+/// node sends to the peer are sealed with `seal`, the peer's frames to it opened with `open`.
+pub(crate) struct PairKeys {
+    /// The peer's incarnation these keys belong to.
+    pub(crate) peer_incarnation: u64,
+    pub(crate) seal: aead::LessSafeKey,
+    pub(crate) open: aead::LessSafeKey,
+}
+
+impl ClusterKey {
+    /// The pair keys of `me` (incarnation `my_inc`) and `peer` (incarnation `peer_inc`) from
+    /// their X25519 shared secret: HKDF-SHA256 over the cluster key and the shared secret, one
+    /// key per direction (info = label, sender id and incarnation, receiver id and
+    /// incarnation). Only the two nodes can compute them: a member holding the cluster key
+    /// but neither X25519 secret cannot.
+    pub(crate) fn pair_keys(
+        &self,
+        shared: &[u8; 32],
+        me: (NodeId, u64),
+        peer: (NodeId, u64),
+    ) -> PairKeys {
+        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"clusterd sync pair key v1");
+        let mut ikm = zeroize::Zeroizing::new([0u8; 64]);
+        ikm[..32].copy_from_slice(&self.bytes);
+        ikm[32..].copy_from_slice(shared);
+        let prk = salt.extract(&ikm[..]);
+        let direction = |from: (NodeId, u64), to: (NodeId, u64)| {
+            let (f, fi) = (from.0 .0.to_be_bytes(), from.1.to_be_bytes());
+            let (t, ti) = (to.0 .0.to_be_bytes(), to.1.to_be_bytes());
+            let info: [&[u8]; 5] = [b"pair", &f, &fi, &t, &ti];
+            // `expand` fails only for outputs longer than 255 hash lengths; 32 bytes is not.
+            let okm = prk
+                .expand(&info, AEAD)
+                .unwrap_or_else(|_| unreachable!("HKDF output of 32 bytes is always valid"));
+            aead::LessSafeKey::new(aead::UnboundKey::from(okm))
+        };
+        PairKeys {
+            peer_incarnation: peer.1,
+            seal: direction(me, peer),
+            open: direction(peer, me),
+        }
+    }
+}
+
 /// HKDF output length marker for derived secrets.
 struct Len(usize);
 

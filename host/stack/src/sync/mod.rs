@@ -2,7 +2,8 @@
 //!
 //! - [`frame`]: the versioned, authenticated wire format (parsed strictly).
 //! - [`key`]: the cluster key (zeroized) and per-incarnation frame keys.
-//! - [`identity`]: per-node Ed25519 identities that sign every frame.
+//! - [`identity`]: per-node Ed25519 identities that sign every hello (and with it the X25519
+//!   share from which the pair key of every other frame comes).
 //! - [`endpoint`]: the sans-I/O state machine (batching, sequence numbers, acks,
 //!   retransmission, replay protection), driven with time passed in.
 //! - [`fault`]: a fault injector (loss, duplication, partitions) between endpoint and socket.
