@@ -49,7 +49,29 @@ impl Serialize for SecretHex {
 
 impl<'de> Deserialize<'de> for SecretHex {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Self::new)
+        struct Digits;
+        impl serde::de::Visitor<'_> for Digits {
+            type Value = SecretHex;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("key material as a string of hex digits")
+            }
+            // the request line itself (wiped by the control path): copied once, into a
+            // zeroizing string
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &str) -> Result<SecretHex, E> {
+                Ok(SecretHex::new(v))
+            }
+            // a copy the parser made: taken over, so it is wiped with the key
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<SecretHex, E> {
+                Ok(SecretHex(Zeroizing::new(v)))
+            }
+            // a transient copy in the parser's own buffer, which nothing wipes
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretHex, E> {
+                Err(E::custom(
+                    "key material is plain hex digits, without escapes",
+                ))
+            }
+        }
+        d.deserialize_str(Digits)
     }
 }
 
@@ -453,6 +475,16 @@ impl Request {
     /// command, or fields of the wrong type (the last two list the accepted commands).
     pub fn parse(line: &str) -> Result<Self, ErrorReply> {
         let line = line.trim();
+        if line.contains('\\') && line.contains("sa_add") {
+            // An escaped string is unescaped into the JSON parser's scratch buffer, which is
+            // never wiped: a line that may carry key material has no escapes at all (hex
+            // digits, addresses and names never need one), so every string of it is read
+            // in place.
+            return Err(ErrorReply::new(
+                "sa_add: no escaped characters (\\) in the request: key material is plain hex \
+                 digits and is read without copies",
+            ));
+        }
         match serde_json::from_str::<Self>(line) {
             Ok(req) => Ok(req),
             Err(e) => Err(Self::refusal(line, &e)),
@@ -1005,6 +1037,30 @@ mod tests {
             serde_json::to_string(&synth).unwrap(),
             r#"{"cmd":"synthesize","flows":4}"#
         );
+    }
+
+    /// Key material is read in place from the request line: a line with an escaped character
+    /// (which the parser would unescape into a buffer nothing wipes) is refused, and a key
+    /// given as anything but a string is a field error.
+    #[test]
+    fn sa_add_keys_are_read_without_copies() {
+        let hex = "11".repeat(32);
+        let line = format!(
+            r#"{{"cmd":"sa_add","dir":"out","dst":"203.0.113.1","key":"{hex}","peer":"198.51.100.7","spi":7}}"#
+        );
+        let Ok(Request::SaAdd { key, .. }) = Request::parse(&line) else {
+            panic!("{line}");
+        };
+        assert_eq!(key.expose(), hex);
+        let escaped = line.replacen("\"key\":\"1", "\"key\":\"\\u0031", 1);
+        assert_ne!(escaped, line);
+        let e = Request::parse(&escaped).unwrap_err();
+        assert!(e.error.contains("no escaped characters"), "{}", e.error);
+        assert!(!e.error.contains(&hex[1..]), "the reply echoes key digits");
+        let e = Request::parse(r#"{"cmd":"sa_add","key":17,"spi":7}"#).unwrap_err();
+        assert!(e.error.contains("bad fields"), "{}", e.error);
+        // other commands may still use escapes
+        assert!(Request::parse(r#"{"cmd":"status","note":"a\"b"}"#).is_ok());
     }
 
     #[test]
