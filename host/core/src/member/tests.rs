@@ -2071,6 +2071,20 @@ fn a_key_record_never_replaces_an_sas_key() {
     assert_eq!(a.counters().decode_errors, 0);
 }
 
+/// Ticks `m` from time zero, a step at a time, until it takes traffic; returns that time.
+fn tick_until_serving<T: NodeSpecificTable>(
+    m: &mut Member<T>,
+    view: &ConsensusView<'_>,
+) -> Duration {
+    let mut now = Duration::ZERO;
+    while !m.takes_traffic() {
+        now += STEP;
+        assert!(now < Duration::from_secs(30), "not ready by {now:?}");
+        m.tick(at(now), view);
+    }
+    now
+}
+
 /// A resync answer to a witness (which handles no traffic) carries the SA states but no key.
 #[test]
 fn a_resync_answer_to_a_witness_carries_no_key() {
@@ -2081,12 +2095,8 @@ fn a_resync_answer_to_a_witness_carries_no_key() {
     m.on_agreed(at(Duration::ZERO), &a, || Duration::ZERO);
     let voters = [NodeId(1)];
     let view = follower_view(1, &a, &voters);
-    let mut now = Duration::ZERO;
-    while !m.takes_traffic() {
-        now += STEP;
-        m.tick(at(now), &view);
-        assert!(now <= FAILURE + HEARTBEAT + STEP, "ready after the warm-up");
-    }
+    let now = tick_until_serving(&mut m, &view);
+    assert!(now <= FAILURE + HEARTBEAT + STEP, "ready after the warm-up");
     let (peer, dst, spi) = sa_in(DistributionId(3));
     m.sa_add(at(now), peer, dst, spi, OUT, Zeroizing::new(vec![0x33; 16]))
         .unwrap();
@@ -2809,12 +2819,7 @@ fn gone_card_reaches_the_caller_and_is_rebuilt_from_the_common_table() {
     m.on_agreed(at(Duration::ZERO), &a, || Duration::ZERO);
     let voters = [NodeId(1)];
     let view = follower_view(1, &a, &voters);
-    let mut now = Duration::ZERO;
-    while !m.takes_traffic() {
-        now += STEP;
-        assert!(now < Duration::from_secs(30), "not ready by {:?}", now);
-        m.tick(at(now), &view);
-    }
+    let now = tick_until_serving(&mut m, &view);
     let flows: Vec<Vec<u8>> = (0..6u16)
         .map(|i| build::udp(ip(1), 2000 + i, ip(200), 53, b"q").unwrap())
         .collect();
