@@ -473,12 +473,15 @@ fn a_member_holding_the_cluster_key_cannot_speak_as_another() {
         Err(FrameError::Version(2))
     );
     // A hello whose signature bytes were altered, and a data frame altered anywhere.
-    let mut g = w.captured["n2"]
-        .iter()
-        .rev()
-        .find(|f| f[3] == 4 && f[6..8] == [0, 1])
-        .unwrap()
-        .clone();
+    let last_to_node1 = |kind: u8| {
+        w.captured["n2"]
+            .iter()
+            .rev()
+            .find(|f| f[3] == kind && f[6..8] == [0, 1])
+            .unwrap()
+            .clone()
+    };
+    let (mut g, mut d) = (last_to_node1(4), last_to_node1(1));
     let last = g.len() - 1;
     g[last] ^= 1;
     let r = w.ep("n1").handle_frame(now, &g);
@@ -486,15 +489,9 @@ fn a_member_holding_the_cluster_key_cannot_speak_as_another() {
         matches!(r, Err(FrameError::Signature(_) | FrameError::Replay)),
         "{r:?}"
     );
-    let mut g = w.captured["n2"]
-        .iter()
-        .rev()
-        .find(|f| f[3] == 1 && f[6..8] == [0, 1])
-        .unwrap()
-        .clone();
-    g[30] ^= 1;
+    d[30] ^= 1;
     assert!(matches!(
-        w.ep("n1").handle_frame(now, &g),
+        w.ep("n1").handle_frame(now, &d),
         Err(FrameError::PairKey(_) | FrameError::Replay)
     ));
 }

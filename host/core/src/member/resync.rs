@@ -313,11 +313,7 @@ impl<T: NodeSpecificTable> Member<T> {
         self.sync_esp();
         let spis: Vec<u32> = self.sas.spis.iter().copied().collect();
         // a witness handles no traffic: it gets the sequence states, never a key
-        let witness = self
-            .cfg
-            .peers
-            .iter()
-            .any(|(n, r)| *n == to && *r == super::Role::Witness);
+        let witness = self.live.get(&to).is_some_and(|l| l.witness);
         let mut states = Vec::new();
         for spi in spis {
             if let Some(s) = self.core.sa_state(spi) {

@@ -495,6 +495,37 @@ fn due(last: Option<Duration>, now: Duration, every: Duration) -> bool {
     last.is_none_or(|t| now >= t + every)
 }
 
+/// Opens the sealed frame `bytes` (header `h`) with `key` into `scratch`: the plaintext, or
+/// `Err` when the tag does not verify.
+fn open_into(scratch: &mut Vec<u8>, key: &LessSafeKey, h: &Header, bytes: &[u8]) -> Result<(), ()> {
+    scratch.clear();
+    scratch.extend_from_slice(&bytes[HEADER_LEN..]);
+    let mut hdr = [0u8; HEADER_LEN];
+    hdr.copy_from_slice(&bytes[..HEADER_LEN]);
+    let plain_len = key
+        .open_in_place(
+            Nonce::assume_unique_for_key(h.nonce()),
+            Aad::from(hdr),
+            scratch,
+        )
+        .map_err(|_| ())?
+        .len();
+    scratch.truncate(plain_len);
+    Ok(())
+}
+
+/// The hello in `plain` of a frame with header `h`: it carries a key share exactly when the
+/// cluster has identities.
+fn parse_hello(plain: &[u8], h: &Header) -> Result<HelloRepr, FrameError> {
+    let hello = HelloRepr::parse(plain)?;
+    if h.signed != hello.share.is_some() {
+        return Err(FrameError::Malformed(
+            "a hello carries a key share exactly when the cluster has identities",
+        ));
+    }
+    Ok(hello)
+}
+
 impl Endpoint {
     /// A new endpoint for `cfg.me` with the given peers.
     pub fn new(
@@ -1071,19 +1102,7 @@ impl Endpoint {
             (_, Some((_, k))) if !current => k,
             _ => return Err(FrameError::Auth),
         };
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&bytes[HEADER_LEN..]);
-        let mut hdr = [0u8; HEADER_LEN];
-        hdr.copy_from_slice(&bytes[..HEADER_LEN]);
-        let plain_len = key
-            .open_in_place(
-                Nonce::assume_unique_for_key(h.nonce()),
-                Aad::from(hdr),
-                &mut self.scratch,
-            )
-            .map_err(|_| FrameError::Auth)?
-            .len();
-        self.scratch.truncate(plain_len);
+        open_into(&mut self.scratch, key, &h, bytes).map_err(|()| FrameError::Auth)?;
         let from = h.sender;
         if h.signed {
             // Sealed with the cluster key, so from a member: now check that it is the member
@@ -1128,25 +1147,20 @@ impl Endpoint {
                 self.events.push_back(SyncEvent::Datagram { from, payload });
             }
             Kind::Hello => {
-                let hello = HelloRepr::parse(&self.scratch)?;
-                if h.signed != hello.share.is_some() {
-                    return Err(FrameError::Malformed(
-                        "a hello carries a key share exactly when the cluster has identities",
-                    ));
-                }
-                if h.signed && p.pair.is_none() {
-                    // the peer's key was changed: this hello verified under the new one
-                    let pair = self.pair_with(from, h.incarnation, hello.share.as_ref())?;
-                    let p = self
-                        .peers
-                        .get_mut(&from)
-                        .ok_or(FrameError::UnknownPeer(from))?;
-                    p.pair = Some(pair);
-                }
+                let hello = parse_hello(&self.scratch, h)?;
+                // the peer's key was changed: this hello verified under the new one
+                let pair = if h.signed && p.pair.is_none() {
+                    Some(self.pair_with(from, h.incarnation, hello.share.as_ref())?)
+                } else {
+                    None
+                };
                 let p = self
                     .peers
                     .get_mut(&from)
                     .ok_or(FrameError::UnknownPeer(from))?;
+                if pair.is_some() {
+                    p.pair = pair;
+                }
                 p.their_nonce = hello.nonce;
                 if hello.known == me_inc {
                     p.knows_me = true;
@@ -1205,12 +1219,7 @@ impl Endpoint {
             }
             return Err(FrameError::Replay);
         }
-        let hello = HelloRepr::parse(&self.scratch)?;
-        if h.signed != hello.share.is_some() {
-            return Err(FrameError::Malformed(
-                "a hello carries a key share exactly when the cluster has identities",
-            ));
-        }
+        let hello = parse_hello(&self.scratch, h)?;
         p.their_nonce = hello.nonce;
         if hello.echo != p.challenge {
             if p.answer_due <= now {
@@ -1298,11 +1307,8 @@ impl Endpoint {
             .peers
             .get_mut(&from)
             .ok_or(FrameError::UnknownPeer(from))?;
-        let Some(pair) = p
-            .pair
-            .as_ref()
-            .filter(|k| current && k.peer_incarnation == h.incarnation)
-        else {
+        // (the pair keys always belong to the accepted incarnation: set with it, or for it)
+        let Some(pair) = p.pair.as_ref().filter(|_| current) else {
             if p.hello_due <= now {
                 p.hello_due = now + hello_interval;
                 self.send_hello(from);
@@ -1313,20 +1319,8 @@ impl Endpoint {
                 FrameError::Replay
             });
         };
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&bytes[HEADER_LEN..]);
-        let mut hdr = [0u8; HEADER_LEN];
-        hdr.copy_from_slice(&bytes[..HEADER_LEN]);
-        let plain_len = pair
-            .open
-            .open_in_place(
-                Nonce::assume_unique_for_key(h.nonce()),
-                Aad::from(hdr),
-                &mut self.scratch,
-            )
-            .map_err(|_| FrameError::PairKey(from))?
-            .len();
-        self.scratch.truncate(plain_len);
+        open_into(&mut self.scratch, &pair.open, h, bytes)
+            .map_err(|()| FrameError::PairKey(from))?;
         self.note_incarnation(now, from, h.incarnation);
         self.on_current_frame(now, h, bytes.len())
     }
@@ -1407,16 +1401,7 @@ impl Endpoint {
             return Err(FrameError::PairKey(h.sender));
         }
         let key = self.key.frame_key(h.sender, h.incarnation);
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&bytes[HEADER_LEN..]);
-        let mut hdr = [0u8; HEADER_LEN];
-        hdr.copy_from_slice(&bytes[..HEADER_LEN]);
-        key.open_in_place(
-            Nonce::assume_unique_for_key(h.nonce()),
-            Aad::from(hdr),
-            &mut self.scratch,
-        )
-        .map_err(|_| FrameError::Auth)?;
+        open_into(&mut self.scratch, &key, h, bytes).map_err(|()| FrameError::Auth)?;
         if let Some(id) = &self.cfg.identity {
             // another process with this node's identity, not a member speaking as this node
             if !id.public().verify(bytes, sig) {

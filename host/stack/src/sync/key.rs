@@ -126,8 +126,6 @@ impl ClusterKey {
 /// The two keys of one pair of incarnations in a cluster with node identities: frames this
 /// node sends to the peer are sealed with `seal`, the peer's frames to it opened with `open`.
 pub(crate) struct PairKeys {
-    /// The peer's incarnation these keys belong to.
-    pub(crate) peer_incarnation: u64,
     pub(crate) seal: aead::LessSafeKey,
     pub(crate) open: aead::LessSafeKey,
 }
@@ -160,7 +158,6 @@ impl ClusterKey {
             aead::LessSafeKey::new(aead::UnboundKey::from(okm))
         };
         PairKeys {
-            peer_incarnation: peer.1,
             seal: direction(me, peer),
             open: direction(peer, me),
         }
