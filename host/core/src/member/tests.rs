@@ -447,6 +447,13 @@ impl Cluster {
 
     /// Starts the cluster: runs until an allocation is agreed and every member is ready,
     /// has applied it and takes traffic.
+    /// Node 1 (the leader in these tests) asks that `d` move to node 3.
+    fn move_to_3(&mut self, d: DistributionId) {
+        self.m(1)
+            .request_move(&[u64::from(d.0)], NodeId(3))
+            .unwrap();
+    }
+
     fn settle(&mut self) {
         self.run_until(ms(5000), |c| {
             let e = c.agreed().epoch;
@@ -1497,7 +1504,7 @@ fn control_errors() {
 fn move_held(c: &mut Cluster, d: DistributionId) -> (Epoch, Epoch) {
     let e = c.agreed().epoch.0;
     c.hold.insert((2, 3));
-    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
+    c.move_to_3(d);
     c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 3);
     assert_eq!(c.agreed().owner(d), Some(NodeId(3)));
     (Epoch(e + 2), Epoch(e + 3))
@@ -1553,6 +1560,16 @@ fn handover_waits_for_final_of_live_previous_owner() {
     assert_eq!(n3.on_packet(t, &flow), PacketOutcome::Hit);
 }
 
+/// Three settled members, node 3 holding a moving identifier's packets (16 frames, 1 MiB,
+/// 1.5 s), and an identifier node 2 owns.
+fn three_holding() -> (Cluster, DistributionId) {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    c.m(3).set_hold(16, 1 << 20, ms(1500));
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    (c, d)
+}
+
 /// The last step of a planned move also waits for every other live member's stream to catch
 /// up through the epoch (its `F`): a bystander may carry an entry of the identifier it created
 /// or forwarded earlier that is still on its way (its stream delayed by a partition that just
@@ -1560,14 +1577,11 @@ fn handover_waits_for_final_of_live_previous_owner() {
 /// `F` opens the gate, and the log names only the previous owner.
 #[test]
 fn a_planned_move_waits_for_every_live_members_stream() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    c.m(3).set_hold(16, 1 << 20, ms(1500));
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_holding();
     let e = c.agreed().epoch.0;
     // node 1's stream to node 3 is held back from now on
     c.hold.insert((1, 3));
-    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
+    c.move_to_3(d);
     c.run_until(ms(1000), |c| c.agreed().owner(d) == Some(NodeId(3)));
     let gained_in = c.agreed().epoch;
     assert_eq!(gained_in.0, e + 3);
@@ -1677,16 +1691,13 @@ fn held_packets_go_through_when_the_gate_opens() {
 /// the rest are handled, in order.
 #[test]
 fn a_planned_move_loses_no_packet_and_handles_none_twice() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    c.m(3).set_hold(16, 1 << 20, ms(1500));
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_holding();
     let flow = udp_in(d, 0);
     let t = c.t();
     assert_eq!(c.m(2).on_packet(t, &flow), PacketOutcome::Created);
     c.route();
     let e = c.agreed().epoch.0;
-    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
+    c.move_to_3(d);
     c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 1);
     let prepare = c.agreed().clone();
     assert_eq!(prepare.owners, c.history[c.history.len() - 2].owners);
@@ -1748,12 +1759,9 @@ fn a_planned_move_loses_no_packet_and_handles_none_twice() {
 /// that packet arrives, hands it back with what came before it, and handles what follows.
 #[test]
 fn a_releasers_last_packet_arriving_late_is_handed_back() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    c.m(3).set_hold(16, 1 << 20, ms(1500));
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_holding();
     let e = c.agreed().epoch.0;
-    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
+    c.move_to_3(d);
     c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 1);
     c.route();
     let t = c.t();
@@ -1790,10 +1798,7 @@ fn a_releasers_last_packet_arriving_late_is_handed_back() {
 /// handled here.
 #[test]
 fn packets_the_releaser_handled_before_the_move_are_not_handled_again() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    c.m(3).set_hold(16, 1 << 20, ms(1500));
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_holding();
     let (p1, p2, p3) = (udp_in(d, 1), udp_in(d, 2), udp_in(d, 3));
     let t = c.t();
     // node 2 handles p1 and p2; node 3's input lags: it has not taken them in yet
@@ -1801,7 +1806,7 @@ fn packets_the_releaser_handled_before_the_move_are_not_handled_again() {
     assert_eq!(c.m(2).on_packet(t, &p2), PacketOutcome::Created);
     c.route();
     let e = c.agreed().epoch.0;
-    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
+    c.move_to_3(d);
     c.run_until(ms(1000), |c| {
         c.agreed().epoch.0 >= e + 3
             && c.agreed().owner(d) == Some(NodeId(3))
@@ -1836,12 +1841,9 @@ fn packets_the_releaser_handled_before_the_move_are_not_handled_again() {
 /// identifier's packets only for `MARK_WAIT`: then what was held is handled.
 #[test]
 fn a_releasers_last_packet_that_never_arrives_delays_by_mark_wait_only() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    c.m(3).set_hold(16, 1 << 20, ms(1500));
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_holding();
     let e = c.agreed().epoch.0;
-    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
+    c.move_to_3(d);
     c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 1);
     c.route();
     let t = c.t();
@@ -1866,10 +1868,7 @@ fn a_releasers_last_packet_that_never_arrives_delays_by_mark_wait_only() {
 /// leader, and the named next owner lets go of what it held without handling it.
 #[test]
 fn a_prepare_step_nobody_carries_out_is_cleared() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    c.m(3).set_hold(16, 1 << 20, ms(1500));
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_holding();
     let e = c.agreed().epoch;
     let mut prepare = c.agreed().clone();
     prepare.epoch = Epoch(e.0 + 1);
@@ -1897,10 +1896,7 @@ fn a_prepare_step_nobody_carries_out_is_cleared() {
 /// lets go of what it held: it does not handle it (the releaser may have).
 #[test]
 fn held_for_a_release_that_went_elsewhere_is_not_handled() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    c.m(3).set_hold(16, 1 << 20, ms(1500));
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_holding();
     let e = c.agreed().epoch;
     let mut release = c.agreed().clone();
     release.epoch = Epoch(e.0 + 1);
@@ -2210,7 +2206,7 @@ fn sa_key_replication_and_takeover_with_sequence_jump() {
 
     let e = c.agreed().epoch.0;
     c.hold.insert((2, 3));
-    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
+    c.move_to_3(d);
     c.run_until(ms(500), |c| c.agreed().epoch.0 == e + 2);
     assert_eq!(
         c.m(2).esp_for(spi).err(),
@@ -2985,7 +2981,7 @@ fn operator_move_survives_an_unagreed_release() {
     let d = c.agreed().ids_of(NodeId(2))[0];
     c.drop_proposals = true;
     let n = c.proposals.len();
-    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
+    c.move_to_3(d);
     c.run_until(ms(100), |c| c.proposals.len() > n);
     c.drop_proposals = false;
     c.run_for(ms(3000), |_| {});
@@ -3034,7 +3030,7 @@ fn handover_gate_remembers_every_earlier_owner() {
     let (_, last, _) = c.m(2).esp_for(spi).unwrap().send(spi, 1500, b"x").unwrap();
     assert_eq!(last, 1500);
     let e = c.agreed().epoch.0;
-    c.m(1).request_move(&[u64::from(d.0)], NodeId(3)).unwrap();
+    c.move_to_3(d);
     c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 3);
     assert!(c.m[&3].handover().is_waiting(d));
     c.m(1).request_move(&[u64::from(d.0)], NodeId(1)).unwrap();
