@@ -160,12 +160,29 @@ module tcam (
     end
   endfunction
 
-  // {found, lowest set index} of v.
+  // {found, lowest set index} of v: the lowest 32-bit word with a bit set,
+  // then the lowest set bit of that word (a two-level priority encoder; the
+  // simulator scans HIT_WORDS words and 32 bits, not DEPTH bits).
   function automatic [IW:0] first_set(input [DEPTH-1:0] v);
-    integer i;
+    reg [HIT_WORDS*32-1:0] pv;
+    reg [31:0] word;
+    /* verilator lint_off UNUSEDSIGNAL */  // only the low IW bits are an index
+    reg [31:0] at;
+    /* verilator lint_on UNUSEDSIGNAL */
+    integer w;
+    integer b;
     begin
+      pv = {HIT_WORDS * 32{1'b0}};
+      pv[DEPTH-1:0] = v;
+      word = 32'd0;
+      at = 32'd0;
+      for (w = HIT_WORDS - 1; w >= 0; w = w - 1)
+      if (|pv[w*32+:32]) begin
+        word = pv[w*32+:32];
+        at = w * 32;
+      end
       first_set = {(IW + 1) {1'b0}};
-      for (i = DEPTH - 1; i >= 0; i = i - 1) if (v[i]) first_set = {1'b1, i[IW-1:0]};
+      for (b = 31; b >= 0; b = b - 1) if (word[b]) first_set = {1'b1, at[IW-1:0] | b[IW-1:0]};
     end
   endfunction
 
