@@ -6,6 +6,8 @@
 //! methods, garbage, a head too large, a silent client) get their 4xx answers while the node
 //! keeps running and answering.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -144,12 +146,7 @@ fn add_setting(path: &Path, line: &str) {
 
 #[test]
 fn metrics_are_served_move_with_traffic_and_survive_bad_requests() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("clusterd-test-metrics-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (rt, dir) = common::runtime_and_dir("metrics");
     let exe = Path::new(env!("CARGO_BIN_EXE_clusterd"));
     let mut c = Cluster::prepare(&dir, &Layout::default(), exe).unwrap();
     let addr = free_tcp_port();

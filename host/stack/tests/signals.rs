@@ -5,6 +5,8 @@
 //! own everything, nobody declared it failed first), removes its socket and exits 0. A
 //! second node alone with nobody to hand over to stops at once on SIGINT.
 
+mod common;
+
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -49,12 +51,7 @@ fn wait_notify(sock: &UnixDatagram, needle: &str) -> String {
 
 #[test]
 fn sigterm_leaves_gracefully_sighup_reloads_and_systemd_hears_it() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("clusterd-test-signals-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (rt, dir) = common::runtime_and_dir("signals");
     std::fs::create_dir_all(&dir).unwrap();
     let rules = dir.join("rules.txt");
     std::fs::write(&rules, "allow any\n").unwrap();

@@ -600,12 +600,7 @@ fn ctl_events_show_an_epoch_and_the_entries_it_installs() {
     use host::core::ids::NodeId;
     use host::daemon::protocol::{Request, Response};
     use host::lab::cluster::{Cluster, Layout};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("clusterd-test-views-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (rt, dir) = common::runtime_and_dir("views");
     rt.block_on(async {
         let layout = Layout {
             members: 2,

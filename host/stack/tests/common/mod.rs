@@ -72,3 +72,16 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A current-thread tokio runtime for one test that runs `clusterd` processes, and the test's
+/// working directory `<tmp>/clusterd-test-<tag>-<pid>`, emptied (it is kept after the test,
+/// with the nodes' logs).
+pub fn runtime_and_dir(tag: &str) -> (tokio::runtime::Runtime, PathBuf) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let dir = std::env::temp_dir().join(format!("clusterd-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    (rt, dir)
+}
