@@ -25,6 +25,7 @@ use std::time::Duration;
 use host::lab::kernel::{self, KernelLab, KernelOptions};
 use host::lab::netns::{self, LabOptions};
 use host::lab::run::{self, Event, EventKind, Report, RunOptions};
+use host::lab::DownOnDrop;
 use serde_json::{json, Value};
 
 struct Args {
@@ -143,19 +144,6 @@ fn workload(a: &Args, what: What) -> RunOptions {
     }
 }
 
-/// Removes a lab when dropped (also when a run fails).
-struct Down<'a> {
-    prefix: String,
-    dir: PathBuf,
-    down: &'a dyn Fn(&str, &Path),
-}
-
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        (self.down)(&self.prefix, &self.dir);
-    }
-}
-
 fn progress(l: &str) {
     eprintln!("  {l}");
 }
@@ -163,15 +151,8 @@ fn progress(l: &str) {
 fn ours(a: &Args, nodes: u16, exe: &Path, what: What) -> Result<Report, String> {
     let prefix = format!("lb{nodes}");
     let dir = netns::default_dir(&prefix);
-    let down = |p: &str, d: &Path| {
-        let _ = netns::down(p, d);
-    };
-    down(&prefix, &dir);
-    let _guard = Down {
-        prefix: prefix.clone(),
-        dir: dir.clone(),
-        down: &down,
-    };
+    let _ = netns::down(&prefix, &dir);
+    let _guard = DownOnDrop::ours(&prefix, &dir);
     let info = netns::up(&LabOptions {
         nodes,
         prefix: prefix.clone(),
@@ -188,11 +169,7 @@ fn theirs(a: &Args, nodes: u16, detect: Duration, what: What) -> Result<Report, 
     let prefix = format!("lk{nodes}");
     let dir = netns::default_dir(&prefix);
     kernel::down(&prefix, &dir);
-    let _guard = Down {
-        prefix: prefix.clone(),
-        dir: dir.clone(),
-        down: &kernel::down,
-    };
+    let _guard = DownOnDrop::kernel(&prefix, &dir);
     let info = kernel::up(&KernelOptions {
         nodes,
         prefix: prefix.clone(),

@@ -12,17 +12,16 @@
 //! cargo run --release -p host --example lab_throughput -- [--seconds S]
 //! ```
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use host::lab::kernel::{self, KernelOptions};
 use host::lab::netns::{self, LabInfo, LabOptions};
-use nix::sched::{setns, CloneFlags};
+use host::lab::DownOnDrop;
 
 const PORT: u16 = 5201;
 
@@ -43,31 +42,6 @@ impl Figures {
     }
 }
 
-/// Removes a lab when dropped (also on a panic).
-struct Guard<'a> {
-    prefix: String,
-    dir: PathBuf,
-    down: &'a dyn Fn(&str, &Path),
-}
-
-impl Drop for Guard<'_> {
-    fn drop(&mut self) {
-        (self.down)(&self.prefix, &self.dir);
-    }
-}
-
-fn in_ns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> JoinHandle<Result<T, String>> {
-    let ns = ns.to_owned();
-    thread::spawn(move || {
-        let file = File::open(format!("/run/netns/{ns}")).map_err(|e| format!("{ns}: {e}"))?;
-        setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns {ns}: {e}"))?;
-        f()
-    })
-}
-
 fn joined<T>(h: JoinHandle<Result<T, String>>) -> Result<T, String> {
     h.join()
         .unwrap_or_else(|_| Err("a thread panicked".to_owned()))
@@ -77,7 +51,7 @@ fn joined<T>(h: JoinHandle<Result<T, String>>) -> Result<T, String> {
 fn bulk(lab: &LabInfo, server: IpAddr, secs: u64) -> Result<Figures, String> {
     let addr = SocketAddr::new(server, PORT);
     let (tx, rx) = std::sync::mpsc::channel();
-    let sink = in_ns(&lab.server_ns, move || {
+    let sink = kernel::in_ns(&lab.server_ns, move || {
         let l = TcpListener::bind(addr).map_err(|e| format!("listen on {addr}: {e}"))?;
         let _ = tx.send(());
         let (mut s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
@@ -100,7 +74,7 @@ fn bulk(lab: &LabInfo, server: IpAddr, secs: u64) -> Result<Figures, String> {
         kernel::link_stats(&lab.server_ns, "s0").map_or(0, |s| s.3),
     );
     let t = Instant::now();
-    let source = in_ns(&lab.client_ns, move || {
+    let source = kernel::in_ns(&lab.client_ns, move || {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
             .map_err(|e| format!("connect to {addr}: {e}"))?;
         s.set_write_timeout(Some(Duration::from_secs(10)))
@@ -160,14 +134,7 @@ fn run(secs: u64) -> Result<(), String> {
     let prefix = format!("tpo{pid}");
     let dir = netns::default_dir(&prefix);
     let ours = {
-        let down = |p: &str, d: &Path| {
-            let _ = netns::down(p, d);
-        };
-        let _guard = Guard {
-            prefix: prefix.clone(),
-            dir: dir.clone(),
-            down: &down,
-        };
+        let _guard = DownOnDrop::ours(&prefix, &dir);
         let lab = netns::up(&LabOptions {
             nodes: 1,
             prefix: prefix.clone(),
@@ -183,12 +150,7 @@ fn run(secs: u64) -> Result<(), String> {
     let prefix = format!("tpk{pid}");
     let dir = netns::default_dir(&prefix);
     let base = {
-        let down = |p: &str, d: &Path| kernel::down(p, d);
-        let _guard = Guard {
-            prefix: prefix.clone(),
-            dir: dir.clone(),
-            down: &down,
-        };
+        let _guard = DownOnDrop::kernel(&prefix, &dir);
         let lab = kernel::up(&KernelOptions {
             nodes: 1,
             prefix: prefix.clone(),

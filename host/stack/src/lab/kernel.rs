@@ -270,7 +270,7 @@ pub fn preflight() -> Result<(), LabError> {
 }
 
 /// Runs `f` on a thread inside namespace `ns`.
-fn in_ns<T: Send + 'static>(
+pub fn in_ns<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> Result<T, LabError> + Send + 'static,
 ) -> JoinHandle<Result<T, LabError>> {
@@ -816,25 +816,7 @@ pub fn up(o: &KernelOptions) -> Result<LabInfo, LabError> {
         return Err(format!("--buckets {}: 1 to {MAX_BUCKETS}", o.buckets));
     }
     preflight()?;
-    let existing = netns::namespaces(&o.prefix);
-    if !existing.is_empty() {
-        return Err(format!(
-            "a lab with prefix {} exists ({}): `clusterd lab down --prefix {}` first, or pick \
-             another --prefix",
-            o.prefix,
-            existing.join(", "),
-            o.prefix
-        ));
-    }
-    let _ = std::fs::remove_dir_all(&o.dir);
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&o.dir)
-            .map_err(|e| format!("lab directory {}: {e}", o.dir.display()))?;
-    }
+    netns::fresh_lab(&o.prefix, &o.dir)?;
     let lab = info(&o.prefix, &o.dir, o.nodes);
     let state = State {
         kind: "kernel".into(),
@@ -858,11 +840,7 @@ pub fn up(o: &KernelOptions) -> Result<LabInfo, LabError> {
             start_node(&lab, o.nodes, i)?;
         }
         tcp_check(&lab, 7999, Duration::from_secs(20))?;
-        std::fs::write(
-            o.dir.join("lab.json"),
-            serde_json::to_string_pretty(&lab).unwrap_or_default(),
-        )
-        .map_err(|e| format!("lab directory {}: {e}", o.dir.display()))
+        netns::write_info(&lab, &o.dir)
     })();
     if let Err(e) = built {
         down(&o.prefix, &o.dir);

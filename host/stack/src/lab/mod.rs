@@ -12,3 +12,45 @@ pub mod netns;
 pub mod run;
 pub mod svg;
 pub mod traffic;
+
+use std::path::{Path, PathBuf};
+
+/// Removes a lab when dropped, also when what runs in it fails or panics: our cluster's
+/// ([`netns::down`]) or the kernel baseline's ([`kernel::down`]).
+pub struct DownOnDrop {
+    prefix: String,
+    dir: PathBuf,
+    kernel: bool,
+}
+
+impl DownOnDrop {
+    /// Removes the `clusterd lab` of `prefix` in `dir` when dropped.
+    #[must_use]
+    pub fn ours(prefix: &str, dir: &Path) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            dir: dir.to_path_buf(),
+            kernel: false,
+        }
+    }
+
+    /// Removes the kernel baseline's lab of `prefix` in `dir` when dropped.
+    #[must_use]
+    pub fn kernel(prefix: &str, dir: &Path) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            dir: dir.to_path_buf(),
+            kernel: true,
+        }
+    }
+}
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        if self.kernel {
+            kernel::down(&self.prefix, &self.dir);
+        } else {
+            let _ = netns::down(&self.prefix, &self.dir);
+        }
+    }
+}

@@ -498,25 +498,7 @@ pub fn up(o: &LabOptions) -> Result<LabInfo, LabError> {
             "clusterd lab needs root (network namespaces, veth pairs, bridges, raw sockets)".into(),
         );
     }
-    let existing = namespaces(&o.prefix);
-    if !existing.is_empty() {
-        return Err(format!(
-            "a lab with prefix {} exists ({}): `clusterd lab down --prefix {}` first, or pick \
-             another --prefix",
-            o.prefix,
-            existing.join(", "),
-            o.prefix
-        ));
-    }
-    let _ = std::fs::remove_dir_all(&o.dir);
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&o.dir)
-            .map_err(|e| format!("lab directory {}: {e}", o.dir.display()))?;
-    }
+    fresh_lab(&o.prefix, &o.dir)?;
     let lab = info(&o.prefix, &o.dir, o.nodes);
     let built = (|| {
         topology(&o.prefix, o.nodes)?;
@@ -531,12 +513,43 @@ pub fn up(o: &LabOptions) -> Result<LabInfo, LabError> {
         let _ = down(&o.prefix, &o.dir);
         return Err(e);
     }
-    std::fs::write(
-        o.dir.join("lab.json"),
-        serde_json::to_string_pretty(&lab).unwrap_or_default(),
-    )
-    .map_err(|e| format!("lab directory {}: {e}", o.dir.display()))?;
+    write_info(&lab, &o.dir)?;
     Ok(lab)
+}
+
+/// Makes sure no lab of `prefix` exists yet and creates its directory `dir` afresh (mode 0700;
+/// whatever an older lab left there is removed).
+///
+/// # Errors
+/// A lab of the prefix exists, or the directory cannot be made.
+pub(crate) fn fresh_lab(prefix: &str, dir: &Path) -> Result<(), LabError> {
+    let existing = namespaces(prefix);
+    if !existing.is_empty() {
+        return Err(format!(
+            "a lab with prefix {prefix} exists ({}): `clusterd lab down --prefix {prefix}` first, \
+             or pick another --prefix",
+            existing.join(", "),
+        ));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("lab directory {}: {e}", dir.display()))
+}
+
+/// Writes `lab.json` into the lab's directory `dir`.
+///
+/// # Errors
+/// When the file cannot be written.
+pub(crate) fn write_info(lab: &LabInfo, dir: &Path) -> Result<(), LabError> {
+    std::fs::write(
+        dir.join("lab.json"),
+        serde_json::to_string_pretty(lab).unwrap_or_default(),
+    )
+    .map_err(|e| format!("lab directory {}: {e}", dir.display()))
 }
 
 /// `clusterd lab down`: kills every node of the lab, removes its namespaces and directory.
