@@ -325,7 +325,10 @@ pub fn status_table(v: &Value) -> String {
 /// How long connecting and the first line of a view may take.
 const VIEW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn view_connect_error(path: &std::path::Path, e: &std::io::Error) -> String {
+/// What `clusterd ctl` and the views say when the control socket at `path` cannot be used,
+/// with the likely fix.
+#[must_use]
+pub fn connect_error(path: &std::path::Path, e: &std::io::Error) -> String {
     let p = path.display();
     match e.kind() {
         std::io::ErrorKind::NotFound => format!(
@@ -350,7 +353,7 @@ async fn start(
 ) -> Result<(ControlClient, crate::daemon::protocol::StreamHeader), String> {
     let mut c = ControlClient::connect_within(path, VIEW_TIMEOUT)
         .await
-        .map_err(|e| view_connect_error(path, &e))?;
+        .map_err(|e| connect_error(path, &e))?;
     match c.start_stream(req, VIEW_TIMEOUT).await {
         Ok(Response::StreamStart(h)) => Ok((c, h)),
         Ok(Response::Error(e)) => Err(format!("the node refused {}: {}", req.cmd(), e.error)),
@@ -514,7 +517,7 @@ pub async fn count_table(
     };
     let answer = crate::daemon::control::call_once(path, &req, VIEW_TIMEOUT * 6)
         .await
-        .map_err(|e| view_connect_error(path, &e))?;
+        .map_err(|e| connect_error(path, &e))?;
     match answer {
         Response::TableCount(c) => {
             crate::out::line(match format {
@@ -545,7 +548,7 @@ pub async fn get_entry(
     };
     let answer = crate::daemon::control::call_once(path, &req, VIEW_TIMEOUT)
         .await
-        .map_err(|e| view_connect_error(path, &e))?;
+        .map_err(|e| connect_error(path, &e))?;
     match answer {
         Response::TableGet(g) => {
             let v = serde_json::to_value(&g.entry).unwrap_or(Value::Null);

@@ -681,7 +681,7 @@ async fn ctl(
         Ok(req) => (
             control::call_once(&socket, &req, Duration::from_secs(5))
                 .await
-                .map_err(|e| connect_error(&socket, &e))?,
+                .map_err(|e| host::ctl_view::connect_error(&socket, &e))?,
             "the node refused the command",
         ),
         Err(refusal) => (
@@ -723,25 +723,6 @@ fn ctl_text(answer: &Response, format: host::ctl_view::Format) -> String {
             s
         }
         (Format::Table, a) => view::json_text(a, true),
-    }
-}
-
-/// What `clusterd ctl` says when the socket cannot be used, with the likely fix.
-fn connect_error(socket: &std::path::Path, e: &std::io::Error) -> String {
-    let path = socket.display();
-    match e.kind() {
-        std::io::ErrorKind::NotFound => format!(
-            "no control socket at {path}: is the node running? (the path is `control =` in its \
-             config file)"
-        ),
-        std::io::ErrorKind::ConnectionRefused => {
-            format!("nobody listens on {path}: the node that made it is gone (start it again)")
-        }
-        std::io::ErrorKind::PermissionDenied => format!(
-            "{path}: permission denied: run as root, as the node's user, or as a member of its \
-             control_group"
-        ),
-        _ => format!("{path}: {e}"),
     }
 }
 
