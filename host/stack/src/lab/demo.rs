@@ -638,6 +638,11 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             let (_, action) = schedule[next];
             next += 1;
             let t_ms = el.as_millis() as u64;
+            // a mark on the timeline (`label`) and a progress line (`said`), both at now
+            let mut mark = |label: String, said: String| {
+                marks.push(Mark { t_ms, label });
+                say(format!("[{:5.1}s] {said}", el.as_secs_f64()));
+            };
             let action = match action {
                 Action::KillLeader => match cluster.leader().await {
                     Some(l) => Action::Kill(l),
@@ -651,11 +656,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
                     let now_unix = unix_ms();
                     if cluster.kill(n) {
                         kills.push((n, t_ms, now_unix));
-                        marks.push(Mark {
-                            t_ms,
-                            label: format!("kill {}", n.0),
-                        });
-                        say(format!("[{:5.1}s] SIGKILL node {}", el.as_secs_f64(), n.0));
+                        mark(format!("kill {}", n.0), format!("SIGKILL node {}", n.0));
                     }
                 }
                 Action::Join(n) | Action::Restart(n) => {
@@ -671,11 +672,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
                         } else {
                             "restart"
                         };
-                        marks.push(Mark {
-                            t_ms,
-                            label: format!("{what} {}", n.0),
-                        });
-                        say(format!("[{:5.1}s] {what} node {}", el.as_secs_f64(), n.0));
+                        mark(format!("{what} {}", n.0), format!("{what} node {}", n.0));
                     }
                 }
                 Action::Partition(n) | Action::Heal(n) => {
@@ -702,11 +699,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
                         partitions.push((n, t_ms));
                     }
                     let what = if cut { "partition" } else { "heal" };
-                    marks.push(Mark {
-                        t_ms,
-                        label: format!("{what} {}", n.0),
-                    });
-                    say(format!("[{:5.1}s] {what} node {}", el.as_secs_f64(), n.0));
+                    mark(format!("{what} {}", n.0), format!("{what} node {}", n.0));
                 }
                 Action::Stop(n) | Action::Cont(n) => {
                     let stop = matches!(action, Action::Stop(_));
@@ -721,25 +714,23 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
                         if stop {
                             partitions.push((n, t_ms));
                         }
-                        let what = if stop { "SIGSTOP" } else { "SIGCONT" };
-                        marks.push(Mark {
-                            t_ms,
-                            label: format!("{} {}", if stop { "stop" } else { "cont" }, n.0),
-                        });
-                        say(format!("[{:5.1}s] {what} node {}", el.as_secs_f64(), n.0));
+                        let (what, label) = if stop {
+                            ("SIGSTOP", "stop")
+                        } else {
+                            ("SIGCONT", "cont")
+                        };
+                        mark(format!("{label} {}", n.0), format!("{what} node {}", n.0));
                     }
                 }
                 Action::Rebalance => {
                     let r = cluster.to_leader(Request::Rebalance).await;
-                    marks.push(Mark {
-                        t_ms,
-                        label: "rebalance".into(),
-                    });
-                    say(format!(
-                        "[{:5.1}s] rebalance requested: {}",
-                        el.as_secs_f64(),
-                        if r.is_ok() { "queued" } else { "no leader" }
-                    ));
+                    mark(
+                        "rebalance".into(),
+                        format!(
+                            "rebalance requested: {}",
+                            if r.is_ok() { "queued" } else { "no leader" }
+                        ),
+                    );
                 }
             }
         }
