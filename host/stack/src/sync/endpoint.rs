@@ -1535,6 +1535,17 @@ impl Endpoint {
 mod tests {
     use super::*;
 
+    /// Node 1 (incarnation 100) with node 2 as its peer, the key they share, and a time of 1 s.
+    fn node_1_of_2() -> (ClusterKey, Endpoint, Duration) {
+        let key = ClusterKey::from_bytes([3; 32]);
+        let ep = Endpoint::new(
+            EndpointConfig::new(NodeId(1), 100),
+            key.clone(),
+            [NodeId(2)],
+        );
+        (key, ep, Duration::from_secs(1))
+    }
+
     /// A frame sealed by hand as node `sender` under `inc` (an endpoint never addresses itself).
     fn sealed(key: &ClusterKey, sender: u16, receiver: u16, inc: u64, seq: u64) -> Vec<u8> {
         let h = Header {
@@ -1563,13 +1574,7 @@ mod tests {
 
     #[test]
     fn frames_from_this_nodes_own_id_are_reported_and_refused() {
-        let key = ClusterKey::from_bytes([3; 32]);
-        let mut ep = Endpoint::new(
-            EndpointConfig::new(NodeId(1), 100),
-            key.clone(),
-            [NodeId(2)],
-        );
-        let t = Duration::from_secs(1);
+        let (key, mut ep, t) = node_1_of_2();
         assert_eq!(
             ep.handle_frame(t, &sealed(&key, 1, 1, 300, 1)),
             Err(FrameError::OwnId(300))
@@ -1606,13 +1611,7 @@ mod tests {
 
     #[test]
     fn authenticated_frames_of_an_unaccepted_incarnation_count_for_nothing() {
-        let key = ClusterKey::from_bytes([3; 32]);
-        let mut ep = Endpoint::new(
-            EndpointConfig::new(NodeId(1), 100),
-            key.clone(),
-            [NodeId(2)],
-        );
-        let t = Duration::from_secs(1);
+        let (key, mut ep, t) = node_1_of_2();
         for seq in 1..5 {
             assert_eq!(
                 ep.handle_frame(t, &sealed(&key, 2, 1, 7, seq)),
