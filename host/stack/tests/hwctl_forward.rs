@@ -118,12 +118,24 @@ fn out_frames(path: &str) -> Vec<Vec<u8>> {
     packets.into_iter().map(|p| p.data).collect()
 }
 
-/// Runs forward with `--json`; the frame objects and the summary.
-fn forward_json(device: &str, input: &str, output: &str, extra: &[&str]) -> (Vec<Value>, Value) {
+/// The arguments of `hwctl --device DEVICE forward --in INPUT --out OUTPUT EXTRA...`.
+fn forward_args<'a>(
+    device: &'a str,
+    input: &'a str,
+    output: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
     let mut args = vec![
-        "--device", device, "--json", "forward", "--in", input, "--out", output,
+        "--device", device, "forward", "--in", input, "--out", output,
     ];
     args.extend_from_slice(extra);
+    args
+}
+
+/// Runs forward with `--json`; the frame objects and the summary.
+fn forward_json(device: &str, input: &str, output: &str, extra: &[&str]) -> (Vec<Value>, Value) {
+    let mut args = forward_args(device, input, output, extra);
+    args.insert(2, "--json");
     let text = ok(&args);
     let mut lines: Vec<Value> = text
         .lines()
@@ -290,9 +302,7 @@ fn text_output_and_bad_input() {
     let input = t.path("in.pcap");
     write_capture(&input, &capture(2, 1));
     let out = t.path("out.pcap");
-    let text = ok(&[
-        "--device", "model", "forward", "--in", &input, "--out", &out,
-    ]);
+    let text = ok(&forward_args("model", &input, &out, &[]));
     assert!(
         text.lines()
             .next()
@@ -302,66 +312,23 @@ fn text_output_and_bad_input() {
     );
     assert!(text.contains("forwarded by the card"), "{text}");
 
-    fails(
-        &[
-            "--device", "model", "forward", "--in", &input, "--out", &out, "--owns", "300",
-        ],
-        2,
-        "not an identifier",
-    );
-    fails(
-        &[
-            "--device",
-            "model",
-            "forward",
-            "--in",
-            &input,
-            "--out",
-            &out,
-            "--identifiers",
-            "1000",
-        ],
-        2,
-        "--identifiers",
-    );
-    fails(
-        &[
-            "--device",
-            "model",
-            "forward",
-            "--in",
-            &input,
-            "--out",
-            &out,
-            "--inside",
-            "198.18.0.0/40",
-        ],
-        2,
-        "--inside",
-    );
+    // Refused options: exit status 2, naming what is wrong.
+    for (extra, needle) in [
+        (["--owns", "300"], "not an identifier"),
+        (["--identifiers", "1000"], "--identifiers"),
+        (["--inside", "198.18.0.0/40"], "--inside"),
+    ] {
+        fails(&forward_args("model", &input, &out, &extra), 2, needle);
+    }
     // A truncated capture: a clear error naming the file, nothing written.
     let bytes = std::fs::read(&input).unwrap();
     let cut = t.path("cut.pcap");
     std::fs::write(&cut, &bytes[..bytes.len() - 7]).unwrap();
     let cut_out = t.path("cut-out.pcap");
-    fails(
-        &[
-            "--device", "model", "forward", "--in", &cut, "--out", &cut_out,
-        ],
-        1,
-        "cut.pcap",
-    );
+    fails(&forward_args("model", &cut, &cut_out, &[]), 1, "cut.pcap");
     assert!(!std::path::Path::new(&cut_out).exists());
     fails(
-        &[
-            "--device",
-            "unix:/nonexistent.sock",
-            "forward",
-            "--in",
-            &input,
-            "--out",
-            &out,
-        ],
+        &forward_args("unix:/nonexistent.sock", &input, &out, &[]),
         1,
         "live traffic",
     );
