@@ -3,13 +3,10 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::TempDir;
-
-const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+use common::{free_udp, write_key, TempDir};
 
 fn clusterd(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_clusterd"))
@@ -25,9 +22,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 }
 
 fn good(dir: &Path) -> String {
-    let key = dir.join("cluster.key");
-    std::fs::write(&key, format!("{KEY}\n")).expect("key");
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    write_key(dir);
     "# node 1 of 3\n\
      node = 1\n\
      listen = \"127.0.0.1:7101\"\n\
@@ -190,11 +185,6 @@ fn man_pages_one_per_subcommand() {
     let o = clusterd(&["man", file.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("fix:"));
-}
-
-fn free_udp() -> String {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-    s.local_addr().expect("addr").to_string()
 }
 
 /// A node of a 3-node cluster whose peers never come: it answers status and allocation.

@@ -11,33 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TempDir;
-
-const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-
-fn free_udp() -> String {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-    s.local_addr().expect("addr").to_string()
-}
-
-/// Writes a one-node config (`extra` settings before its peers) and its key file (mode 0600) into `dir`.
-fn config(dir: &Path, name: &str, extra: &str) -> PathBuf {
-    let key = dir.join("cluster.key");
-    if !key.exists() {
-        std::fs::write(&key, format!("{KEY}\n")).expect("key");
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    }
-    let path = dir.join(format!("{name}.conf"));
-    let text = format!(
-        "node = 1\nlisten = \"{}\"\nkey_file = \"cluster.key\"\n{extra}\n\
-         [[peer]]\nid = 2\naddr = \"{}\"\n\n[[peer]]\nid = 3\naddr = \"{}\"\nrole = \"witness\"\n",
-        free_udp(),
-        free_udp(),
-        free_udp()
-    );
-    std::fs::write(&path, text).expect("config");
-    path
-}
+use common::{free_udp, one_node_config, write_key, TempDir, KEY};
 
 struct Node {
     child: Child,
@@ -132,7 +106,7 @@ fn status(sock: &Path) -> Option<serde_json::Value> {
 fn socket_is_0600_whatever_the_umask_and_0660_for_a_group() {
     let t = TempDir::new("ctl-mode");
     let sock = t.dir().join("n.sock");
-    let conf = config(
+    let conf = one_node_config(
         t.dir(),
         "n",
         "control = \"n.sock\"\nstate_dir = \"n.state\"\n",
@@ -154,7 +128,7 @@ fn socket_is_0600_whatever_the_umask_and_0660_for_a_group() {
         .expect("group lookup")
         .expect("own group has a name");
     let sock = t.dir().join("g.sock");
-    let conf = config(
+    let conf = one_node_config(
         t.dir(),
         "g",
         &format!(
@@ -170,7 +144,7 @@ fn socket_is_0600_whatever_the_umask_and_0660_for_a_group() {
     n.stop(&sock);
 
     // a group that does not exist is refused with the fix
-    let conf = config(
+    let conf = one_node_config(
         t.dir(),
         "bad",
         "control = \"bad.sock\"\nstate_dir = \"bad.state\"\ncontrol_group = \"no-such-group-h13\"\n",
@@ -183,7 +157,7 @@ fn socket_is_0600_whatever_the_umask_and_0660_for_a_group() {
 fn an_endless_line_is_refused_and_the_node_keeps_answering() {
     let t = TempDir::new("ctl-line");
     let sock = t.dir().join("n.sock");
-    let conf = config(
+    let conf = one_node_config(
         t.dir(),
         "n",
         "control = \"n.sock\"\nstate_dir = \"n.state\"\n",
@@ -236,7 +210,7 @@ fn an_endless_line_is_refused_and_the_node_keeps_answering() {
 fn accept_errors_are_survived() {
     let t = TempDir::new("ctl-emfile");
     let sock = t.dir().join("n.sock");
-    let conf = config(
+    let conf = one_node_config(
         t.dir(),
         "n",
         "control = \"n.sock\"\nstate_dir = \"n.state\"\n",
@@ -277,7 +251,7 @@ fn what_sits_at_the_socket_path() {
     // a plain file: refused, and left alone
     let file = t.dir().join("f.sock");
     std::fs::write(&file, "precious").expect("file");
-    let conf = config(
+    let conf = one_node_config(
         t.dir(),
         "f",
         "control = \"f.sock\"\nstate_dir = \"f.state\"\n",
@@ -293,7 +267,7 @@ fn what_sits_at_the_socket_path() {
     let sock = t.dir().join("s.sock");
     drop(UnixListener::bind(&sock).expect("bind"));
     assert!(sock.exists());
-    let conf = config(
+    let conf = one_node_config(
         t.dir(),
         "s",
         "control = \"s.sock\"\nstate_dir = \"s.state\"\n",
@@ -302,7 +276,7 @@ fn what_sits_at_the_socket_path() {
     first.ready(&sock);
 
     // a socket another clusterd listens on: refused, the first keeps it
-    let conf2 = config(
+    let conf2 = one_node_config(
         t.dir(),
         "s2",
         "control = \"s.sock\"\nstate_dir = \"s2.state\"\n",
@@ -317,14 +291,14 @@ fn what_sits_at_the_socket_path() {
 fn a_second_process_on_the_same_state_dir_is_refused() {
     let t = TempDir::new("ctl-lock");
     let a = t.dir().join("a.sock");
-    let conf = config(
+    let conf = one_node_config(
         t.dir(),
         "a",
         "control = \"a.sock\"\nstate_dir = \"shared.state\"\n",
     );
     let mut first = Node::spawn(&conf, &[]);
     first.ready(&a);
-    let conf2 = config(
+    let conf2 = one_node_config(
         t.dir(),
         "b",
         "control = \"b.sock\"\nstate_dir = \"shared.state\"\n",
@@ -348,7 +322,7 @@ fn a_second_process_on_the_same_state_dir_is_refused() {
 #[test]
 fn a_key_file_others_can_read_is_refused_with_the_fix() {
     let t = TempDir::new("ctl-keyfile");
-    let conf = config(
+    let conf = one_node_config(
         t.dir(),
         "n",
         "control = \"n.sock\"\nstate_dir = \"n.state\"\n",
@@ -454,12 +428,7 @@ fn node_identities_from_keygen_to_a_running_node() {
         free_udp(),
         free_udp()
     );
-    std::fs::write(t.dir().join("cluster.key"), format!("{KEY}\n")).expect("key");
-    std::fs::set_permissions(
-        t.dir().join("cluster.key"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .expect("chmod");
+    write_key(t.dir());
     std::fs::write(&conf, text).expect("config");
     let sock = t.dir().join("n.sock");
     let mut node = Node::spawn(&conf, &[]);

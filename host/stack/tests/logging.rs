@@ -5,19 +5,15 @@
 //! is a file; a bad `log_level` is a config error naming the setting, a bad `RUST_LOG` stops
 //! the node naming it; a peer with another cluster key is a warning at most once a second.
 
+mod common;
+
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use common::{one_node_config, KEY};
 use std::time::{Duration, Instant};
-
-const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-
-fn free_udp() -> String {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-    s.local_addr().expect("addr").to_string()
-}
 
 /// A fresh directory for one test, removed on drop.
 struct Dir(PathBuf);
@@ -38,21 +34,25 @@ impl Drop for Dir {
     }
 }
 
-/// A one-node config (`extra` settings above its peers, which never run) and its key file.
+/// A one-node config with its control socket `node1.sock` (`extra` settings above its peers,
+/// which never run) and its key file.
 fn config(dir: &Path, extra: &str) -> PathBuf {
-    let key = dir.join("cluster.key");
-    std::fs::write(&key, format!("{KEY}\n")).expect("key");
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let path = dir.join("node1.conf");
-    let text = format!(
-        "node = 1\nlisten = \"{}\"\ncontrol = \"node1.sock\"\nkey_file = \"cluster.key\"\n{extra}\n\
-         [[peer]]\nid = 2\naddr = \"{}\"\n\n[[peer]]\nid = 3\naddr = \"{}\"\nrole = \"witness\"\n",
-        free_udp(),
-        free_udp(),
-        free_udp()
-    );
-    std::fs::write(&path, text).expect("config");
-    path
+    one_node_config(dir, "node1", &format!("control = \"node1.sock\"\n{extra}"))
+}
+
+/// Runs `clusterd ARGS CONF` (with the environment variables `env` set) to its end; its exit
+/// status and stderr.
+fn clusterd(args: &[&str], conf: &Path, env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_clusterd"))
+        .args(args)
+        .arg(conf)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("clusterd {args:?}: {e}"));
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Starts `clusterd run` with `RUST_LOG` set to `rust_log` (or unset), stderr to `node1.log`.
@@ -227,47 +227,30 @@ fn debug_brings_in_the_raft_crates_own_log() {
 fn bad_log_settings_are_named() {
     let d = Dir::new("bad");
     let conf = config(&d.0, "log_level = \"loud\"\n");
-    let out = Command::new(env!("CARGO_BIN_EXE_clusterd"))
-        .arg("check-config")
-        .arg(&conf)
-        .output()
-        .expect("check-config");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (status, err) = clusterd(&["check-config"], &conf, &[]);
+    assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("log_level = \"loud\""), "{err}");
     assert!(
         err.contains("fix: write e.g. log_level = \"info\""),
         "{err}"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_clusterd"))
-        .args(["run", "--config"])
-        .arg(&conf)
-        .output()
-        .expect("run");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (status, err) = clusterd(&["run", "--config"], &conf, &[]);
+    assert!(!status.success());
     assert!(err.contains("log_level"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
     let conf = config(&d.0, "log_format = \"xml\"\n");
-    let out = Command::new(env!("CARGO_BIN_EXE_clusterd"))
-        .arg("check-config")
-        .arg(&conf)
-        .output()
-        .expect("check-config");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (_, err) = clusterd(&["check-config"], &conf, &[]);
     assert!(err.contains("log_format = \"xml\" is unknown"), "{err}");
 
     // a RUST_LOG that is not a filter stops the node, naming it
     let conf = config(&d.0, "");
-    let out = Command::new(env!("CARGO_BIN_EXE_clusterd"))
-        .args(["run", "--config"])
-        .arg(&conf)
-        .env("RUST_LOG", "clusterd=loud")
-        .output()
-        .expect("run");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (status, err) = clusterd(
+        &["run", "--config"],
+        &conf,
+        &[("RUST_LOG", "clusterd=loud")],
+    );
+    assert!(!status.success());
     assert!(
         err.contains("RUST_LOG=\"clusterd=loud\" is not a log filter"),
         "{err}"

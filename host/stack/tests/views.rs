@@ -6,12 +6,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read as _, Write as _};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fails, json, ok, TempDir};
+use common::{fails, free_udp, json, ok, write_key, TempDir};
 use host::filter::{EntryView, Filter, ViewKey};
 use serde_json::Value;
 
@@ -175,13 +174,6 @@ fn hwctl_events_on_a_local_card_polls() {
 
 // ---- a real node ---------------------------------------------------------------------------
 
-const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-
-fn free_udp() -> String {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-    s.local_addr().expect("addr").to_string()
-}
-
 /// A lone node (no peers: it is its own leader and owns every identifier).
 struct Lone {
     child: Child,
@@ -191,9 +183,7 @@ struct Lone {
 
 impl Lone {
     fn start(dir: &Path) -> Lone {
-        let key = dir.join("cluster.key");
-        std::fs::write(&key, format!("{KEY}\n")).unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_key(dir);
         let conf = dir.join("n.conf");
         std::fs::write(
             &conf,

@@ -85,3 +85,39 @@ pub fn runtime_and_dir(tag: &str) -> (tokio::runtime::Runtime, PathBuf) {
     let _ = std::fs::remove_dir_all(&dir);
     (rt, dir)
 }
+
+/// The cluster key of the nodes these tests run (hex).
+pub const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// A UDP address on loopback that was free a moment ago.
+pub fn free_udp() -> String {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    s.local_addr().expect("addr").to_string()
+}
+
+/// Writes [`KEY`] to `dir/cluster.key`, mode 0600.
+pub fn write_key(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let key = dir.join("cluster.key");
+    std::fs::write(&key, format!("{KEY}\n")).expect("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+/// Writes `dir/<name>.conf`, the config of node 1 of a cluster whose other members (node 2
+/// and witness 3) never run, with `extra` settings before its peers, and the key file
+/// `cluster.key` beside it unless there is one already.
+pub fn one_node_config(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    if !dir.join("cluster.key").exists() {
+        write_key(dir);
+    }
+    let path = dir.join(format!("{name}.conf"));
+    let text = format!(
+        "node = 1\nlisten = \"{}\"\nkey_file = \"cluster.key\"\n{extra}\n\
+         [[peer]]\nid = 2\naddr = \"{}\"\n\n[[peer]]\nid = 3\naddr = \"{}\"\nrole = \"witness\"\n",
+        free_udp(),
+        free_udp(),
+        free_udp()
+    );
+    std::fs::write(&path, text).expect("config");
+    path
+}
