@@ -146,30 +146,8 @@ fn topology(test: &str) -> Namespaces {
     ]);
     for (n, dev, v4, v6) in [(&c, "c0", CLIENT4, CLIENT6), (&s, "s0", SERVER4, SERVER6)] {
         // One wire frame per packet: no segmentation offload super-frames for the bridge.
-        ip(&[
-            "-n",
-            n,
-            "link",
-            "set",
-            dev,
-            "gso_max_segs",
-            "1",
-            "gso_max_size",
-            "1500",
-        ]);
-        ip(&["-n", n, "addr", "add", &format!("{v4}/24"), "dev", dev]);
-        ip(&[
-            "-n",
-            n,
-            "addr",
-            "add",
-            &format!("{v6}/64"),
-            "dev",
-            dev,
-            "nodad",
-        ]);
-        ip(&["-n", n, "link", "set", dev, "up"]);
-        ip(&["-n", n, "link", "set", "lo", "up"]);
+        host::lab::netns::end_host_interface(n, dev, v4, v6)
+            .unwrap_or_else(|e| panic!("{n} {dev}: {e}"));
     }
     for dev in ["b0", "b1"] {
         ip(&["-n", &b, "link", "set", dev, "up"]);

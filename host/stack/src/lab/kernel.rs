@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::lab::netns::{self, LabError, LabInfo, LabNode};
+use crate::lab::netns::{self, LabError, LabInfo};
 
 /// The client's IPv4 address.
 pub const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 8, 1);
@@ -778,25 +778,17 @@ fn tcp_check(lab: &LabInfo, port: u16, within: Duration) -> Result<(), LabError>
 /// addresses, per node the UNIX socket and log of its first conntrackd instance (the one for
 /// its lowest-numbered peer; a node runs one for each peer).
 pub fn info(prefix: &str, dir: &Path, nodes: u16) -> LabInfo {
+    let lab = netns::info_with(prefix, dir, nodes, |i| {
+        let first = peers(nodes, i)[0];
+        (
+            ctd_file(dir, i, first, "sock"),
+            ctd_file(dir, i, first, "log"),
+        )
+    });
     LabInfo {
-        prefix: prefix.to_owned(),
-        dir: dir.display().to_string(),
-        client_ns: format!("{prefix}-client"),
-        server_ns: format!("{prefix}-server"),
         client: [CLIENT4.to_string(), CLIENT6.to_string()],
         server: [SERVER4.to_string(), SERVER6.to_string()],
-        nodes: (1..=nodes)
-            .map(|i| LabNode {
-                id: i,
-                ns: format!("{prefix}-n{i}"),
-                socket: ctd_file(dir, i, peers(nodes, i)[0], "sock")
-                    .display()
-                    .to_string(),
-                log: ctd_file(dir, i, peers(nodes, i)[0], "log")
-                    .display()
-                    .to_string(),
-            })
-            .collect(),
+        ..lab
     }
 }
 

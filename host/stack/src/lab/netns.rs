@@ -125,6 +125,22 @@ pub fn check_prefix(p: &str) -> Result<(), LabError> {
 
 /// The lab of `prefix` in `dir`: its names and paths (nothing is created).
 pub fn info(prefix: &str, dir: &Path, nodes: u16) -> LabInfo {
+    info_with(prefix, dir, nodes, |i| {
+        (
+            dir.join(format!("n{i}.sock")),
+            dir.join(format!("n{i}.log")),
+        )
+    })
+}
+
+/// The lab of `prefix` in `dir` with `nodes` nodes, node i's control socket and log being
+/// `files(i)`, with this lab's client and server addresses (nothing is created).
+pub(crate) fn info_with(
+    prefix: &str,
+    dir: &Path,
+    nodes: u16,
+    files: impl Fn(u16) -> (PathBuf, PathBuf),
+) -> LabInfo {
     LabInfo {
         prefix: prefix.to_owned(),
         dir: dir.display().to_string(),
@@ -133,11 +149,14 @@ pub fn info(prefix: &str, dir: &Path, nodes: u16) -> LabInfo {
         client: [CLIENT4.to_string(), CLIENT6.to_string()],
         server: [SERVER4.to_string(), SERVER6.to_string()],
         nodes: (1..=nodes)
-            .map(|i| LabNode {
-                id: i,
-                ns: format!("{prefix}-n{i}"),
-                socket: dir.join(format!("n{i}.sock")).display().to_string(),
-                log: dir.join(format!("n{i}.log")).display().to_string(),
+            .map(|i| {
+                let (socket, log) = files(i);
+                LabNode {
+                    id: i,
+                    ns: format!("{prefix}-n{i}"),
+                    socket: socket.display().to_string(),
+                    log: log.display().to_string(),
+                }
             })
             .collect(),
     }
@@ -231,10 +250,24 @@ pub(crate) fn end_host(
     v6: impl std::fmt::Display,
 ) -> Result<(), LabError> {
     attach(prefix, role, dev, br, port)?;
-    let ns = format!("{prefix}-{role}");
+    end_host_interface(&format!("{prefix}-{role}"), dev, v4, v6)
+}
+
+/// Readies an end host's interface `dev` in namespace `ns`: one wire frame per packet (no
+/// segmentation offload super-frames, which bridges do not take), addresses `v4`/24 and
+/// `v6`/64, up, and the namespace's loopback up.
+///
+/// # Errors
+/// What `ip` said.
+pub fn end_host_interface(
+    ns: &str,
+    dev: &str,
+    v4: impl std::fmt::Display,
+    v6: impl std::fmt::Display,
+) -> Result<(), LabError> {
     ip(&[
         "-n",
-        &ns,
+        ns,
         "link",
         "set",
         dev,
@@ -243,9 +276,9 @@ pub(crate) fn end_host(
         "gso_max_size",
         "1500",
     ])?;
-    add_addrs(&ns, dev, v4, v6)?;
-    ip(&["-n", &ns, "link", "set", dev, "up"])?;
-    ip(&["-n", &ns, "link", "set", "lo", "up"])
+    add_addrs(ns, dev, v4, v6)?;
+    ip(&["-n", ns, "link", "set", dev, "up"])?;
+    ip(&["-n", ns, "link", "set", "lo", "up"])
 }
 
 /// The lab's namespaces (client, server, switch, `n1`..`nN`) and, in the switch, the three
