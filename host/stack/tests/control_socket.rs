@@ -13,6 +13,26 @@ use std::time::{Duration, Instant};
 
 use common::{free_udp, one_node_config, write_key, TempDir, KEY};
 
+/// [`one_node_config`] `dir/<name>.conf` with its control socket `sock` and state directory
+/// `state`, then the settings `extra`.
+fn node_config(dir: &Path, name: &str, sock: &str, state: &str, extra: &str) -> PathBuf {
+    one_node_config(
+        dir,
+        name,
+        &format!("control = \"{sock}\"\nstate_dir = \"{state}\"\n{extra}"),
+    )
+}
+
+/// Node `n` of [`node_config`] in `t` (socket `n.sock`, state `n.state`), started through
+/// `wrapper` (see [`Node::spawn`]) and answering; the node and its socket.
+fn node_n(t: &TempDir, wrapper: &[&str]) -> (Node, PathBuf) {
+    let sock = t.dir().join("n.sock");
+    let conf = node_config(t.dir(), "n", "n.sock", "n.state", "");
+    let mut n = Node::spawn(&conf, wrapper);
+    n.ready(&sock);
+    (n, sock)
+}
+
 struct Node {
     child: Child,
     /// The node's stderr, a file beside its config.
@@ -36,6 +56,13 @@ impl Node {
             .spawn()
             .expect("spawn clusterd");
         Node { child, log }
+    }
+
+    /// Starts `clusterd run` on `conf` and waits until `sock` answers `status`.
+    fn started(conf: &Path, sock: &Path) -> Node {
+        let mut n = Node::spawn(conf, &[]);
+        n.ready(sock);
+        n
     }
 
     /// Waits until `sock` answers `status`.
@@ -105,14 +132,7 @@ fn status(sock: &Path) -> Option<serde_json::Value> {
 #[test]
 fn socket_is_0600_whatever_the_umask_and_0660_for_a_group() {
     let t = TempDir::new("ctl-mode");
-    let sock = t.dir().join("n.sock");
-    let conf = one_node_config(
-        t.dir(),
-        "n",
-        "control = \"n.sock\"\nstate_dir = \"n.state\"\n",
-    );
-    let mut n = Node::spawn(&conf, &["sh", "-c", "umask 000; exec \"$@\"", "sh"]);
-    n.ready(&sock);
+    let (n, sock) = node_n(&t, &["sh", "-c", "umask 000; exec \"$@\"", "sh"]);
     let meta = std::fs::symlink_metadata(&sock).expect("socket");
     assert!(meta.file_type().is_socket());
     assert_eq!(
@@ -128,26 +148,26 @@ fn socket_is_0600_whatever_the_umask_and_0660_for_a_group() {
         .expect("group lookup")
         .expect("own group has a name");
     let sock = t.dir().join("g.sock");
-    let conf = one_node_config(
+    let conf = node_config(
         t.dir(),
         "g",
-        &format!(
-            "control = \"g.sock\"\nstate_dir = \"g.state\"\ncontrol_group = \"{}\"\n",
-            group.name
-        ),
+        "g.sock",
+        "g.state",
+        &format!("control_group = \"{}\"\n", group.name),
     );
-    let mut n = Node::spawn(&conf, &[]);
-    n.ready(&sock);
+    let n = Node::started(&conf, &sock);
     let meta = std::fs::symlink_metadata(&sock).expect("socket");
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     assert_eq!(meta.gid(), gid.as_raw());
     n.stop(&sock);
 
     // a group that does not exist is refused with the fix
-    let conf = one_node_config(
+    let conf = node_config(
         t.dir(),
         "bad",
-        "control = \"bad.sock\"\nstate_dir = \"bad.state\"\ncontrol_group = \"no-such-group-h13\"\n",
+        "bad.sock",
+        "bad.state",
+        "control_group = \"no-such-group-h13\"\n",
     );
     let err = Node::spawn(&conf, &[]).failure();
     assert!(err.contains("no such group"), "{err}");
@@ -156,14 +176,7 @@ fn socket_is_0600_whatever_the_umask_and_0660_for_a_group() {
 #[test]
 fn an_endless_line_is_refused_and_the_node_keeps_answering() {
     let t = TempDir::new("ctl-line");
-    let sock = t.dir().join("n.sock");
-    let conf = one_node_config(
-        t.dir(),
-        "n",
-        "control = \"n.sock\"\nstate_dir = \"n.state\"\n",
-    );
-    let mut n = Node::spawn(&conf, &[]);
-    n.ready(&sock);
+    let (n, sock) = node_n(&t, &[]);
     let pid = n.child.id();
 
     let s = UnixStream::connect(&sock).expect("connect");
@@ -209,14 +222,7 @@ fn an_endless_line_is_refused_and_the_node_keeps_answering() {
 #[test]
 fn accept_errors_are_survived() {
     let t = TempDir::new("ctl-emfile");
-    let sock = t.dir().join("n.sock");
-    let conf = one_node_config(
-        t.dir(),
-        "n",
-        "control = \"n.sock\"\nstate_dir = \"n.state\"\n",
-    );
-    let mut n = Node::spawn(&conf, &["prlimit", "--nofile=48:48"]);
-    n.ready(&sock);
+    let (n, sock) = node_n(&t, &["prlimit", "--nofile=48:48"]);
     // hold far more connections than the node has descriptors: its accepts fail (EMFILE)
     let mut held = Vec::new();
     for _ in 0..100 {
@@ -251,11 +257,7 @@ fn what_sits_at_the_socket_path() {
     // a plain file: refused, and left alone
     let file = t.dir().join("f.sock");
     std::fs::write(&file, "precious").expect("file");
-    let conf = one_node_config(
-        t.dir(),
-        "f",
-        "control = \"f.sock\"\nstate_dir = \"f.state\"\n",
-    );
+    let conf = node_config(t.dir(), "f", "f.sock", "f.state", "");
     let err = Node::spawn(&conf, &[]).failure();
     assert!(err.contains("is not a socket"), "{err}");
     assert_eq!(
@@ -267,20 +269,10 @@ fn what_sits_at_the_socket_path() {
     let sock = t.dir().join("s.sock");
     drop(UnixListener::bind(&sock).expect("bind"));
     assert!(sock.exists());
-    let conf = one_node_config(
-        t.dir(),
-        "s",
-        "control = \"s.sock\"\nstate_dir = \"s.state\"\n",
-    );
-    let mut first = Node::spawn(&conf, &[]);
-    first.ready(&sock);
+    let first = Node::started(&node_config(t.dir(), "s", "s.sock", "s.state", ""), &sock);
 
     // a socket another clusterd listens on: refused, the first keeps it
-    let conf2 = one_node_config(
-        t.dir(),
-        "s2",
-        "control = \"s.sock\"\nstate_dir = \"s2.state\"\n",
-    );
+    let conf2 = node_config(t.dir(), "s2", "s.sock", "s2.state", "");
     let err = Node::spawn(&conf2, &[]).failure();
     assert!(err.contains("is in use by another clusterd"), "{err}");
     assert!(status(&sock).is_some(), "the first node still answers");
@@ -291,18 +283,8 @@ fn what_sits_at_the_socket_path() {
 fn a_second_process_on_the_same_state_dir_is_refused() {
     let t = TempDir::new("ctl-lock");
     let a = t.dir().join("a.sock");
-    let conf = one_node_config(
-        t.dir(),
-        "a",
-        "control = \"a.sock\"\nstate_dir = \"shared.state\"\n",
-    );
-    let mut first = Node::spawn(&conf, &[]);
-    first.ready(&a);
-    let conf2 = one_node_config(
-        t.dir(),
-        "b",
-        "control = \"b.sock\"\nstate_dir = \"shared.state\"\n",
-    );
+    let mut first = Node::started(&node_config(t.dir(), "a", "a.sock", "shared.state", ""), &a);
+    let conf2 = node_config(t.dir(), "b", "b.sock", "shared.state", "");
     let err = Node::spawn(&conf2, &[]).failure();
     assert!(err.contains("in use by another clusterd"), "{err}");
     assert!(err.contains(&format!("pid {}", first.child.id())), "{err}");
@@ -314,28 +296,29 @@ fn a_second_process_on_the_same_state_dir_is_refused() {
     // kill -9 leaves no stale lock: the next process starts
     first.child.kill().expect("kill");
     first.child.wait().expect("wait");
-    let mut second = Node::spawn(&conf2, &[]);
-    second.ready(&t.dir().join("b.sock"));
-    second.stop(&t.dir().join("b.sock"));
+    let b = t.dir().join("b.sock");
+    Node::started(&conf2, &b).stop(&b);
 }
 
 #[test]
 fn a_key_file_others_can_read_is_refused_with_the_fix() {
     let t = TempDir::new("ctl-keyfile");
-    let conf = one_node_config(
-        t.dir(),
-        "n",
-        "control = \"n.sock\"\nstate_dir = \"n.state\"\n",
-    );
-    let key = t.dir().join("cluster.key");
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).expect("chmod");
-    let err = Node::spawn(&conf, &[]).failure();
+    let conf = node_config(t.dir(), "n", "n.sock", "n.state", "");
+    let err = refused_once_readable(&conf, &t.dir().join("cluster.key"), 0o640);
+    assert!(!err.contains(KEY), "the key is never printed");
+}
+
+/// Gives `secret` (a file the node of `conf` reads) the mode `mode`, which lets others read
+/// it: the node must refuse to start, naming the fix; its stderr.
+fn refused_once_readable(conf: &Path, secret: &Path, mode: u32) -> String {
+    std::fs::set_permissions(secret, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    let err = Node::spawn(conf, &[]).failure();
     assert!(err.contains("readable by group or others"), "{err}");
     assert!(
-        err.contains(&format!("chmod 600 {}", key.display())),
+        err.contains(&format!("chmod 600 {}", secret.display())),
         "{err}"
     );
-    assert!(!err.contains(KEY), "the key is never printed");
+    err
 }
 
 #[test]
@@ -357,30 +340,25 @@ fn the_demo_writes_its_key_file_0600() {
 #[test]
 fn ctl_names_a_missing_or_dead_socket() {
     let t = TempDir::new("ctl-client");
-    let exe = env!("CARGO_BIN_EXE_clusterd");
-    let missing = t.dir().join("none.sock");
-    let o = Command::new(exe)
-        .args(["ctl", "--socket"])
-        .arg(&missing)
-        .arg("status")
-        .output()
-        .expect("ctl");
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    // `clusterd ctl --socket SOCK status`, which must fail; its stderr
+    let ctl_status_fails = |sock: &Path| {
+        let o = Command::new(env!("CARGO_BIN_EXE_clusterd"))
+            .args(["ctl", "--socket"])
+            .arg(sock)
+            .arg("status")
+            .output()
+            .expect("ctl");
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = ctl_status_fails(&t.dir().join("none.sock"));
     assert!(
         err.contains("no control socket at") && err.contains("is the node running"),
         "{err}"
     );
     let dead = t.dir().join("dead.sock");
     drop(UnixListener::bind(&dead).expect("bind"));
-    let o = Command::new(exe)
-        .args(["ctl", "--socket"])
-        .arg(&dead)
-        .arg("status")
-        .output()
-        .expect("ctl");
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = ctl_status_fails(&dead);
     assert!(err.contains("nobody listens on"), "{err}");
 }
 
@@ -431,9 +409,7 @@ fn node_identities_from_keygen_to_a_running_node() {
     write_key(t.dir());
     std::fs::write(&conf, text).expect("config");
     let sock = t.dir().join("n.sock");
-    let mut node = Node::spawn(&conf, &[]);
-    node.ready(&sock);
-    let log = node.stop(&sock);
+    let log = Node::started(&conf, &sock).stop(&sock);
     assert!(log.contains(&format!("identity {public}")), "{log}");
     assert!(
         !log.contains(secret.trim()),
@@ -441,13 +417,7 @@ fn node_identities_from_keygen_to_a_running_node() {
     );
 
     // An identity file others can read is refused with the fix.
-    std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let err = Node::spawn(&conf, &[]).failure();
-    assert!(err.contains("readable by group or others"), "{err}");
-    assert!(
-        err.contains(&format!("chmod 600 {}", id.display())),
-        "{err}"
-    );
+    refused_once_readable(&conf, &id, 0o644);
     // And a file that is not an identity is named as such.
     std::fs::write(&id, "00112233\n").expect("write");
     std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o600)).expect("chmod");
