@@ -100,6 +100,16 @@ fn capture(tcp: u32, data: u32) -> Vec<Vec<u8>> {
     out
 }
 
+/// A fresh directory for test `tag` with `in.pcap`, the [`capture`] of `tcp` connections of
+/// `data` segments each way; the directory, the capture's path and its frames.
+fn captured(tag: &str, tcp: u32, data: u32) -> (TempDir, String, Vec<Vec<u8>>) {
+    let t = TempDir::new(tag);
+    let input = t.path("in.pcap");
+    let frames = capture(tcp, data);
+    write_capture(&input, &frames);
+    (t, input, frames)
+}
+
 fn write_capture(path: &str, frames: &[Vec<u8>]) {
     let packets: Vec<PcapPacket> = frames
         .iter()
@@ -148,10 +158,7 @@ fn forward_json(device: &str, input: &str, output: &str, extra: &[&str]) -> (Vec
 
 #[test]
 fn card_path_forwards_established_traffic_and_matches_the_software_path() {
-    let t = TempDir::new("forward");
-    let input = t.path("in.pcap");
-    let frames = capture(9, 8);
-    write_capture(&input, &frames);
+    let (t, input, frames) = captured("forward", 9, 8);
 
     let (card, cs) = forward_json("model", &input, &t.path("card.pcap"), &[]);
     let (soft, ss) = forward_json("software", &input, &t.path("soft.pcap"), &[]);
@@ -222,10 +229,7 @@ fn card_path_forwards_established_traffic_and_matches_the_software_path() {
 
 #[test]
 fn owned_identifiers_decide_what_the_card_takes() {
-    let t = TempDir::new("forward-owns");
-    let input = t.path("in.pcap");
-    let frames = capture(12, 2);
-    write_capture(&input, &frames);
+    let (t, input, _) = captured("forward-owns", 12, 2);
     let (none, s) = forward_json("model", &input, &t.path("none.pcap"), &["--owns", "none"]);
     // Every frame with a flow is dropped by the card, counted as not owned; nothing leaves.
     for v in &none {
@@ -265,9 +269,7 @@ fn owned_identifiers_decide_what_the_card_takes() {
 
 #[test]
 fn rules_and_4096_identifiers() {
-    let t = TempDir::new("forward-rules");
-    let input = t.path("in.pcap");
-    write_capture(&input, &capture(6, 2));
+    let (t, input, _) = captured("forward-rules", 6, 2);
     let rules = t.path("rules.txt");
     std::fs::write(&rules, "allow udp\nallow icmp\ndrop any\n").unwrap();
     let (card, s) = forward_json(
@@ -298,9 +300,7 @@ fn rules_and_4096_identifiers() {
 
 #[test]
 fn text_output_and_bad_input() {
-    let t = TempDir::new("forward-bad");
-    let input = t.path("in.pcap");
-    write_capture(&input, &capture(2, 1));
+    let (t, input, _) = captured("forward-bad", 2, 1);
     let out = t.path("out.pcap");
     let text = ok(&forward_args("model", &input, &out, &[]));
     assert!(
@@ -339,10 +339,7 @@ fn text_output_and_bad_input() {
 #[cfg(feature = "verilator")]
 #[test]
 fn verilator_forwards_exactly_as_the_model() {
-    let t = TempDir::new("forward-rtl");
-    let input = t.path("in.pcap");
-    let frames = capture(6, 4);
-    write_capture(&input, &frames);
+    let (t, input, _) = captured("forward-rtl", 6, 4);
     for extra in [&[][..], &["--owns", "0-99"][..]] {
         let (m, ms) = forward_json("model", &input, &t.path("m.pcap"), extra);
         let (r, rs) = forward_json("verilator", &input, &t.path("r.pcap"), extra);
