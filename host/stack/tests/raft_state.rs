@@ -285,37 +285,46 @@ fn corruption_is_refused_with_the_file_and_the_fix() {
             ),
         }
     }
-    // zeros over the second record
-    copy_dir(&orig, &dir);
-    let mut b = log.clone();
-    b[ends[1]..ends[2]].fill(0);
-    fs::write(dir.join("raft.log"), &b).unwrap();
-    assert_corrupt(&dir, "raft.log", "checksum");
-    // zeros appended (a whole record header's worth)
-    copy_dir(&orig, &dir);
-    let mut b = log.clone();
-    b.extend_from_slice(&[0; 64]);
-    fs::write(dir.join("raft.log"), &b).unwrap();
-    assert_corrupt(&dir, "raft.log", "checksum");
-    // garbage appended: a complete record with a wrong checksum
-    copy_dir(&orig, &dir);
-    let mut b = log.clone();
-    b.extend_from_slice(&[0, 0, 0, 4, 1, 2, 3, 4, 9, 9, 9, 9]);
-    fs::write(dir.join("raft.log"), &b).unwrap();
-    assert_corrupt(&dir, "raft.log", "checksum");
-    // garbage with a huge length
-    copy_dir(&orig, &dir);
-    let mut b = log.clone();
-    b.extend_from_slice(&[0xff; 40]);
-    fs::write(dir.join("raft.log"), &b).unwrap();
-    assert_corrupt(&dir, "raft.log", "claims");
-    // the unchecked format of older versions (length + protobuf, no header)
-    copy_dir(&orig, &dir);
+    // logs with zeros, garbage or an older format: each refused, naming what is wrong
+    let with_tail = |tail: &[u8]| [&log[..], tail].concat();
+    let mut zeroed = log.clone();
+    zeroed[ends[1]..ends[2]].fill(0);
     let body = entry(1, 1, vec![]).write_to_bytes().unwrap();
     let mut old = (body.len() as u32).to_be_bytes().to_vec();
     old.extend_from_slice(&body);
-    fs::write(dir.join("raft.log"), &old).unwrap();
-    assert_corrupt(&dir, "raft.log", "older clusterd");
+    let mut gap = log[..ends[1]].to_vec();
+    gap.extend_from_slice(&log[ends[2]..ends[3]]);
+    for (what, bytes, needle) in [
+        ("zeros over the second record", zeroed, "checksum"),
+        // a whole record header's worth
+        ("zeros appended", with_tail(&[0; 64]), "checksum"),
+        (
+            "a complete record with a wrong checksum appended",
+            with_tail(&[0, 0, 0, 4, 1, 2, 3, 4, 9, 9, 9, 9]),
+            "checksum",
+        ),
+        (
+            "garbage with a huge length appended",
+            with_tail(&[0xff; 40]),
+            "claims",
+        ),
+        // length + protobuf, no header
+        (
+            "the unchecked format of older versions",
+            old,
+            "older clusterd",
+        ),
+        (
+            "a record out of order (a gap), with a valid checksum",
+            gap,
+            "gap",
+        ),
+    ] {
+        copy_dir(&orig, &dir);
+        fs::write(dir.join("raft.log"), &bytes).unwrap();
+        assert!(reopen(&dir).is_err(), "a log with {what} accepted");
+        assert_corrupt(&dir, "raft.log", needle);
+    }
     // the hard state: empty, short, long, a flipped byte, the old protobuf format, missing
     let hs = fs::read(orig.join("raft.hardstate")).unwrap();
     assert_eq!(hs.len(), HS_LEN);
@@ -350,12 +359,6 @@ fn corruption_is_refused_with_the_file_and_the_fix() {
     copy_dir(&orig, &dir);
     fs::remove_file(dir.join("raft.log")).unwrap();
     assert_corrupt(&dir, "raft.log", "missing");
-    // a record out of order (a gap), with a valid checksum
-    copy_dir(&orig, &dir);
-    let mut b = log[..ends[1]].to_vec();
-    b.extend_from_slice(&log[ends[2]..ends[3]]);
-    fs::write(dir.join("raft.log"), &b).unwrap();
-    assert_corrupt(&dir, "raft.log", "gap");
     let _ = fs::remove_dir_all(&base);
 }
 
@@ -505,21 +508,32 @@ fn lost_and_rolled_back_state_rejoin() {
     }
 }
 
+/// A cluster of three (test `tag`) that elected a leader; the net, the leader and a follower.
+fn leader_and_follower(tag: &str) -> (Net, u16, u16) {
+    let mut net = Net::new(tag);
+    net.advance();
+    let l = net.leader();
+    let f = (1..=3).find(|&n| n != l).unwrap();
+    (net, l, f)
+}
+
+/// A message of type `t` from node `from` to node `to` in `term`.
+fn message(t: MessageType, from: u16, to: u16, term: u64) -> Message {
+    let mut m = Message::default();
+    m.set_msg_type(t);
+    m.from = u64::from(from);
+    m.to = u64::from(to);
+    m.term = term;
+    m
+}
+
 /// The finding: a heartbeat whose commit is far beyond the follower's log (one authenticated
 /// datagram) crashed the follower inside the raft crate. Now it is clamped, and the follower
 /// tells the leader it is behind.
 #[test]
 fn heartbeat_commit_beyond_the_log_is_clamped() {
-    let mut net = Net::new("hb");
-    net.advance();
-    let l = net.leader();
-    let f = (1..=3).find(|&n| n != l).unwrap();
-    let term = net.node(f).term();
-    let mut m = Message::default();
-    m.set_msg_type(MessageType::MsgHeartbeat);
-    m.from = u64::from(l);
-    m.to = u64::from(f);
-    m.term = term;
+    let (mut net, l, f) = leader_and_follower("hb");
+    let mut m = message(MessageType::MsgHeartbeat, l, f, net.node(f).term());
     m.commit = 1_000_000;
     net.node_mut(f)
         .step(NodeId(l), &m.write_to_bytes().unwrap())
@@ -536,19 +550,9 @@ fn heartbeat_commit_beyond_the_log_is_clamped() {
 /// crate's local messages), huge terms, entries out of order, a leader-transfer context.
 #[test]
 fn refused_messages_change_nothing() {
-    let mut net = Net::new("refused");
-    net.advance();
-    let l = net.leader();
-    let f = (1..=3).find(|&n| n != l).unwrap();
+    let (mut net, l, f) = leader_and_follower("refused");
     let term = net.node(f).term();
-    let base = || {
-        let mut m = Message::default();
-        m.set_msg_type(MessageType::MsgAppend);
-        m.from = u64::from(l);
-        m.to = u64::from(f);
-        m.term = term;
-        m
-    };
+    let base = || message(MessageType::MsgAppend, l, f, term);
     let mut cases: Vec<(NodeId, Message)> = Vec::new();
     let other = (1..=3).find(|&n| n != l && n != f).unwrap();
     cases.push((NodeId(other), base())); // speaks as the leader
