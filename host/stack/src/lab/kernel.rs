@@ -374,15 +374,7 @@ fn topology(o: &KernelOptions) -> Result<(), LabError> {
             ip(&["-n", &ns, "link", "set", dev, "address", mac])?;
             netns::add_addrs(&ns, dev, v4, v6)?;
         }
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("198.18.100.{i}/24"),
-            "dev",
-            "y0",
-        ])?;
+        netns::add_sync_addr(&ns, i)?;
         for dev in ["lo", "y0", "o0", "i0"] {
             ip(&["-n", &ns, "link", "set", dev, "up"])?;
         }

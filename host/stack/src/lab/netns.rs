@@ -237,6 +237,19 @@ pub(crate) fn add_addrs(
     ])
 }
 
+/// Gives node `i` (namespace `ns`) its address on the sync segment: 198.18.100.i/24 on `y0`.
+pub(crate) fn add_sync_addr(ns: &str, i: u16) -> Result<(), LabError> {
+    ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("198.18.100.{i}/24"),
+        "dev",
+        "y0",
+    ])
+}
+
 /// An end host of a lab (client or server): `dev` in `P-role` on bridge `br` (switch port
 /// `port`), one wire frame per packet (the cards' bridges take no offload super-frames, and
 /// both labs see the same frames), its addresses, up.
@@ -330,15 +343,7 @@ fn topology(prefix: &str, nodes: u16) -> Result<(), LabError> {
             ip(&["-n", &ns, "link", "set", dev, "addrgenmode", "none"])?;
             ip(&["-n", &ns, "link", "set", dev, "up"])?;
         }
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("198.18.100.{i}/24"),
-            "dev",
-            "y0",
-        ])?;
+        add_sync_addr(&ns, i)?;
         ip(&["-n", &ns, "link", "set", "y0", "up"])?;
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
     }
