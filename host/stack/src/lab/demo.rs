@@ -1210,27 +1210,25 @@ fn print_summary(r: &Value) {
         r["owners_agree"],
         r["two_owner_conflicts"]
     );
-    out!(
-        "ESP SAs / seq jumps          {} / {}",
-        r["esp"]["sas"],
-        r["esp"]["seq_jumps"]
-    );
-    out!(
-        "ESP out sealed / seq reused  {} / {} (must be 0)",
-        r["esp"]["outbound_sealed"],
-        r["esp"]["outbound_seq_reused"]
-    );
-    out!(
-        "ESP packets on card / sw     {} / {}",
-        r["esp"]["on_card"],
-        r["esp"]["in_software"]
-    );
+    let esp = &r["esp"];
+    for (label, a, b, note) in [
+        ("ESP SAs / seq jumps", "sas", "seq_jumps", ""),
+        (
+            "ESP out sealed / seq reused",
+            "outbound_sealed",
+            "outbound_seq_reused",
+            " (must be 0)",
+        ),
+        ("ESP packets on card / sw", "on_card", "in_software", ""),
+    ] {
+        out!("{label:<29}{} / {}{note}", esp[a], esp[b]);
+    }
     out!(
         "ESP in accepted / replays    {} / {} rejected, {} accepted ({} inside a crash window)",
-        r["esp"]["inbound_accepted"],
-        r["esp"]["replays_rejected"],
-        r["esp"]["replays_accepted"],
-        r["esp"]["replays_accepted_in_crash_window"]
+        esp["inbound_accepted"],
+        esp["replays_rejected"],
+        esp["replays_accepted"],
+        esp["replays_accepted_in_crash_window"]
     );
 }
 
