@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use host::core::ids::NodeId;
-use host::daemon::protocol::{Request, Response};
+use host::daemon::protocol::{CardDumpReply, DumpReply, Request, Response};
 use host::lab::cluster::{Cluster, Layout};
 use serde_json::{json, Value};
 
@@ -19,13 +19,6 @@ use serde_json::{json, Value};
 /// Enough that answering a dump at once stalls a debug-built node's loop for far longer than
 /// the failure time (it did before dumps were sliced).
 const FLOWS: u64 = 45_000;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn vu(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
@@ -43,9 +36,8 @@ fn liveness_lines(dir: &Path, id: NodeId) -> Vec<String> {
 
 #[test]
 fn dumps_of_a_large_table_cause_no_failover() {
-    rt().block_on(async {
-        let dir = std::env::temp_dir().join(format!("clusterd-test-walks-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+    let (rt, dir) = common::runtime_and_dir("walks");
+    rt.block_on(async {
         // a card smaller than a node's share: entries also overflow to host memory. Failure
         // detection at 600 ms: debug-built nodes on a loaded CI machine have other stalls
         // (installing a failed node's entries takes longer than 200 ms there), and one
@@ -55,14 +47,35 @@ fn dumps_of_a_large_table_cause_no_failover() {
             extra: "failure_ms = 600\n".into(),
             ..Layout::default()
         };
-        let exe = Path::new(env!("CARGO_BIN_EXE_clusterd"));
-        let mut c = Cluster::launch(&dir, &layout, exe, 3, Duration::from_secs(30))
-            .await
-            .unwrap();
+        let mut c = common::launch(&dir, &layout, 3, Duration::from_secs(30)).await;
         body(&mut c, &dir).await;
         c.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
     });
+}
+
+/// Node `id`'s `card_dump` (of identifier `did`, or all), allowed `within`.
+async fn card_dump(c: &Cluster, id: NodeId, did: Option<u16>, within: Duration) -> CardDumpReply {
+    let r = c
+        .call_timeout(id, Request::CardDump { did }, within)
+        .await
+        .unwrap();
+    let Response::CardDump(d) = r else {
+        panic!("node {}: card_dump {did:?}: {r:?}", id.0)
+    };
+    d
+}
+
+/// Node `id`'s debug listing (`dump`) of at most `limit` entries, allowed `within`.
+async fn dump(c: &Cluster, id: NodeId, limit: u64, within: Duration) -> DumpReply {
+    let r = c
+        .call_timeout(id, Request::Dump { limit: Some(limit) }, within)
+        .await
+        .unwrap();
+    let Response::Dump(d) = r else {
+        panic!("node {}: dump {limit}: {r:?}", id.0)
+    };
+    d
 }
 
 async fn body(c: &mut Cluster, dir: &Path) {
@@ -125,17 +138,7 @@ async fn body(c: &mut Cluster, dir: &Path) {
     let sock = c.nodes[&big].control.display().to_string();
     for round in 0..3 {
         for id in ids {
-            let r = c
-                .call_timeout(
-                    id,
-                    Request::CardDump { did: None },
-                    Duration::from_secs(120),
-                )
-                .await
-                .unwrap();
-            let Response::CardDump(d) = r else {
-                panic!("node {}: card_dump: {r:?}", id.0)
-            };
+            let d = card_dump(c, id, None, Duration::from_secs(120)).await;
             let want = vu(&before[&id]["node_table_entries"]) as usize;
             assert_eq!(d.len, want, "round {round}, node {}", id.0);
             assert_eq!(
@@ -164,44 +167,12 @@ async fn body(c: &mut Cluster, dir: &Path) {
             "round {round}: {last}"
         );
         // one identifier only
-        let r = c
-            .call_timeout(
-                big,
-                Request::CardDump { did: Some(7) },
-                Duration::from_secs(60),
-            )
-            .await
-            .unwrap();
-        let Response::CardDump(d) = r else {
-            panic!("card_dump did 7: {r:?}")
-        };
+        let d = card_dump(c, big, Some(7), Duration::from_secs(60)).await;
         assert!(d.entries.iter().all(|e| e.did == 7));
         // the debug listing, every entry
-        let r = c
-            .call_timeout(
-                big,
-                Request::Dump {
-                    limit: Some(u64::MAX),
-                },
-                Duration::from_secs(120),
-            )
-            .await
-            .unwrap();
-        let Response::Dump(d) = r else {
-            panic!("dump: {r:?}")
-        };
+        let d = dump(c, big, u64::MAX, Duration::from_secs(120)).await;
         assert_eq!(d.entries.len() as u64, held);
-        let r = c
-            .call_timeout(
-                big,
-                Request::Dump { limit: Some(100) },
-                Duration::from_secs(60),
-            )
-            .await
-            .unwrap();
-        let Response::Dump(d) = r else {
-            panic!("dump: {r:?}")
-        };
+        let d = dump(c, big, 100, Duration::from_secs(60)).await;
         assert_eq!(d.entries.len(), 100, "the limit holds");
         // the tables' check walks both tables
         for id in ids {

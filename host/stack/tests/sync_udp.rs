@@ -27,10 +27,7 @@ use serde_json::json;
 
 /// Three `clusterd` nodes of the default layout in `dir`, launched.
 async fn launch_three(dir: &Path) -> Cluster {
-    let exe = Path::new(env!("CARGO_BIN_EXE_clusterd"));
-    Cluster::launch(dir, &Layout::default(), exe, 3, Duration::from_secs(20))
-        .await
-        .unwrap()
+    common::launch(dir, &Layout::default(), 3, Duration::from_secs(20)).await
 }
 
 #[test]

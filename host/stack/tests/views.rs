@@ -589,7 +589,7 @@ fn ctl_events_follow_creations_and_a_slow_reader_loses_events() {
 fn ctl_events_show_an_epoch_and_the_entries_it_installs() {
     use host::core::ids::NodeId;
     use host::daemon::protocol::{Request, Response};
-    use host::lab::cluster::{Cluster, Layout};
+    use host::lab::cluster::Layout;
     let (rt, dir) = common::runtime_and_dir("views");
     rt.block_on(async {
         let layout = Layout {
@@ -597,10 +597,7 @@ fn ctl_events_show_an_epoch_and_the_entries_it_installs() {
             extra: "failure_ms = 600\n".into(),
             ..Layout::default()
         };
-        let exe = Path::new(env!("CARGO_BIN_EXE_clusterd"));
-        let mut c = Cluster::launch(&dir, &layout, exe, 2, Duration::from_secs(30))
-            .await
-            .unwrap();
+        let mut c = common::launch(&dir, &layout, 2, Duration::from_secs(30)).await;
         c.wait_settled(Duration::from_secs(30)).await.unwrap();
         for id in [NodeId(1), NodeId(2)] {
             let r = c
@@ -618,7 +615,7 @@ fn ctl_events_show_an_epoch_and_the_entries_it_installs() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let sock = c.nodes[&NodeId(1)].control.clone();
-        let mut ev = Command::new(exe)
+        let mut ev = Command::new(env!("CARGO_BIN_EXE_clusterd"))
             .arg("ctl")
             .arg("--socket")
             .arg(&sock)

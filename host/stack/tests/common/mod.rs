@@ -121,3 +121,34 @@ pub fn one_node_config(dir: &Path, name: &str, extra: &str) -> PathBuf {
     std::fs::write(&path, text).expect("config");
     path
 }
+
+/// Launches members 1..=`count` of `layout` (the `clusterd` built for these tests) in `dir`
+/// and waits up to `settle` until they have settled.
+pub async fn launch(
+    dir: &Path,
+    layout: &host::lab::cluster::Layout,
+    count: u16,
+    settle: std::time::Duration,
+) -> host::lab::cluster::Cluster {
+    let exe = Path::new(env!("CARGO_BIN_EXE_clusterd"));
+    host::lab::cluster::Cluster::launch(dir, layout, exe, count, settle)
+        .await
+        .unwrap()
+}
+
+/// Polls `check` every 50 ms until it returns `Ok`; once `within` has passed, panics with
+/// what its last `Err` said.
+pub async fn wait_for(
+    within: std::time::Duration,
+    mut check: impl AsyncFnMut() -> Result<(), String>,
+) {
+    let start = tokio::time::Instant::now();
+    loop {
+        let failed = match check().await {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        assert!(start.elapsed() < within, "{failed}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
