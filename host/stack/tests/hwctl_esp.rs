@@ -230,6 +230,11 @@ fn sa(spi: u32, dst: &str, alg: &str, key: &str, extra: &str) -> String {
     format!("spi=0x{spi:08x},dst={dst},alg={alg},key={key},salt=cafebabe{extra}")
 }
 
+/// [`sa`] of AES-GCM-128 with [`KEY128`].
+fn sa128(spi: u32, dst: &str, extra: &str) -> String {
+    sa(spi, dst, "aes-gcm-128", KEY128, extra)
+}
+
 /// For the error tests: a directory named after `tag` holding `in.pcap` (an empty
 /// capture); returns it, that input, an output path `o.pcap` in it and a valid SA spec.
 fn error_setup(tag: &str) -> (TempDir, String, String, String) {
@@ -237,12 +242,7 @@ fn error_setup(tag: &str) -> (TempDir, String, String, String) {
     let input = d.path("in.pcap");
     std::fs::write(&input, pcap(101, &[])).unwrap();
     let o = d.path("o.pcap");
-    (
-        d,
-        input,
-        o,
-        sa(0x1, "201.25.64.1", "aes-gcm-128", KEY128, ""),
-    )
+    (d, input, o, sa128(0x1, "201.25.64.1", ""))
 }
 
 fn verdict_lines(out: &str) -> Vec<&str> {
@@ -356,6 +356,15 @@ fn round_trip_ipv6_tunnel_and_transport() {
 
 // ---- verdicts ----------------------------------------------------------------
 
+/// A fresh directory for test `tag`, the SA `s`, [`plain_v4`]`(n)` and its ESP packets
+/// under `s`.
+fn encrypted(tag: &str, s: String, n: usize) -> (TempDir, String, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let d = TempDir::new(tag);
+    let plain = plain_v4(n);
+    let esp = encrypt(&d, &s, &plain);
+    (d, s, plain, esp)
+}
+
 /// Encrypts `plain` with `s` and returns the ESP packets.
 fn encrypt(d: &TempDir, s: &str, plain: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let (pin, enc) = (d.path("p.pcap"), d.path("e.pcap"));
@@ -374,10 +383,7 @@ fn decrypt(d: &TempDir, sa: &str, frames: &[Vec<u8>]) -> (String, String) {
 
 #[test]
 fn verdicts_auth_failed_replay_unknown_spi_malformed_and_skipped() {
-    let d = TempDir::new("esp-verdicts");
-    let s = sa(0x1000, "201.25.64.1", "aes-gcm-128", KEY128, "");
-    let plain = plain_v4(3);
-    let esp = encrypt(&d, &s, &plain);
+    let (d, s, plain, esp) = encrypted("esp-verdicts", sa128(0x1000, "201.25.64.1", ""), 3);
     let mut tampered = esp[1].clone();
     let last = tampered.len() - 1;
     tampered[last] ^= 0x01;
@@ -471,9 +477,7 @@ fn verdicts_auth_failed_replay_unknown_spi_malformed_and_skipped() {
 
 #[test]
 fn a_wrong_destination_is_an_unknown_sa_and_null_link_works() {
-    let d = TempDir::new("esp-dst");
-    let s = sa(0x2000, "201.25.64.1", "aes-gcm-128", KEY128, "");
-    let esp = encrypt(&d, &s, &plain_v4(1));
+    let (d, s, _, esp) = encrypted("esp-dst", sa128(0x2000, "201.25.64.1", ""), 1);
     let mut moved = esp[0].clone();
     moved[16..20].copy_from_slice(&[198, 51, 100, 7]);
     let null = |p: &[u8]| {
@@ -557,13 +561,7 @@ fn esp_in_udp_is_decrypted_and_ike_and_keepalives_are_skipped() {
 #[test]
 fn transport_mode_keeps_ipv6_hop_by_hop_in_front() {
     let d = TempDir::new("esp-hbh");
-    let s = sa(
-        0x6000,
-        "2001:db8::2",
-        "aes-gcm-128",
-        KEY128,
-        ",mode=transport",
-    );
+    let s = sa128(0x6000, "2001:db8::2", ",mode=transport");
     let mut p = ipv6_udp(2, b"payload");
     let plen = u16::from_be_bytes([p[4], p[5]]) + 8;
     p[4..6].copy_from_slice(&plen.to_be_bytes());
@@ -576,9 +574,7 @@ fn transport_mode_keeps_ipv6_hop_by_hop_in_front() {
 
 #[test]
 fn truncated_esp_in_ip_is_malformed() {
-    let d = TempDir::new("esp-trunc");
-    let s = sa(0x7000, "201.25.64.1", "aes-gcm-128", KEY128, "");
-    let esp = encrypt(&d, &s, &plain_v4(1));
+    let (d, s, _, esp) = encrypted("esp-trunc", sa128(0x7000, "201.25.64.1", ""), 1);
     let mut cut = esp[0].clone();
     cut.truncate(cut.len() - 10);
     let (out, _) = decrypt(&d, &s, &[cut]);
@@ -590,7 +586,7 @@ fn truncated_esp_in_ip_is_malformed() {
 #[test]
 fn several_sas_and_sa_files() {
     let d = TempDir::new("esp-multi");
-    let a = sa(0xa, "201.25.64.1", "aes-gcm-128", KEY128, "");
+    let a = sa128(0xa, "201.25.64.1", "");
     let b = sa(0xb, "201.25.64.2", "aes-gcm-256", KEY256, ",mode=transport");
     let pa = vec![ipv4_udp([10, 0, 0, 1], [201, 25, 64, 1], 1, b"to a")];
     let pb = vec![ipv4_udp([10, 0, 0, 1], [201, 25, 64, 2], 2, b"to b")];
@@ -610,16 +606,11 @@ fn several_sas_and_sa_files() {
 
 #[test]
 fn esn_with_a_starting_sequence_number() {
-    let d = TempDir::new("esp-esn");
-    let s = sa(
-        0x3000,
-        "201.25.64.1",
-        "aes-gcm-128",
-        KEY128,
-        ",esn,seq=0x1fffffffe",
+    let (d, s, plain, esp) = encrypted(
+        "esp-esn",
+        sa128(0x3000, "201.25.64.1", ",esn,seq=0x1fffffffe"),
+        4,
     );
-    let plain = plain_v4(4);
-    let esp = encrypt(&d, &s, &plain);
     let (out, o) = decrypt(&d, &s, &esp);
     // 2^33 - 2 .. 2^33 + 1: the high half changes in the middle.
     for (l, seq) in verdict_lines(&out).iter().zip(0x1_ffff_fffeu64..) {
@@ -951,13 +942,7 @@ fn draft_mcgrew_esp_vectors_decrypt_through_the_cli() {
 fn pcapng_input_of_every_link_type_round_trips() {
     let d = TempDir::new("esp-links");
     let plain = plain_v4(3);
-    let s = sa(
-        0x8765_4321,
-        "201.25.64.1",
-        "aes-gcm-128",
-        KEY128,
-        ",mode=tunnel",
-    );
+    let s = sa128(0x8765_4321, "201.25.64.1", ",mode=tunnel");
     let (enc, dec) = (d.path("esp.pcap"), d.path("dec.pcap"));
     for link in [0u16, 1, 12, 14, 101, 108, 113, 228, 229, 276] {
         let pin = d.path(&format!("in-{link}.pcapng"));
