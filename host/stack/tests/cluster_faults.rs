@@ -3,6 +3,8 @@
 //! is claimed by two traffic-handling nodes, and cards hold exactly the owned identifiers once
 //! settled.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -16,25 +18,12 @@ use serde_json::{json, Value};
 /// time so that parallel test threads on a small CI machine do not starve each other.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn workdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("clusterd-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
 /// Launches members 1..=3 of `layout` in a fresh working directory named after `name`, runs
 /// `body` against the cluster, then stops it (one such test at a time; see [`SERIAL`]).
 fn with_cluster(name: &str, layout: &Layout, body: impl AsyncFnOnce(&mut Cluster)) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    rt().block_on(async {
-        let dir = workdir(name);
+    let (rt, dir) = common::runtime_and_dir(name);
+    rt.block_on(async {
         let mut c = launch(&dir, layout).await;
         body(&mut c).await;
         finish(c, &dir).await;
@@ -65,10 +54,7 @@ async fn double_claims(c: &mut Cluster) -> usize {
 
 /// Starts members 1..=3 of `layout` in `dir` and waits until they have settled.
 async fn launch(dir: &Path, layout: &Layout) -> Cluster {
-    let exe = Path::new(env!("CARGO_BIN_EXE_clusterd"));
-    Cluster::launch(dir, layout, exe, 3, Duration::from_secs(20))
-        .await
-        .unwrap()
+    common::launch(dir, layout, 3, Duration::from_secs(20)).await
 }
 
 /// Stops every node and removes the working directory.
@@ -522,20 +508,19 @@ fn joined_members_become_voters_and_carry_quorum() {
         c.wait_settled(Duration::from_secs(15)).await.unwrap();
         c.kill(NodeId(1));
         c.kill(NodeId(2));
-        let start = tokio::time::Instant::now();
-        loop {
+        common::wait_for(Duration::from_secs(10), async || {
             assert_eq!(double_claims(c).await, 0, "two active owners");
             let total =
                 owned(c, NodeId(3)).await + owned(c, NodeId(4)).await + owned(c, NodeId(5)).await;
             if total == 256 {
-                break;
+                Ok(())
+            } else {
+                Err(format!(
+                    "survivors did not take over every identifier (own {total} of 256)"
+                ))
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "survivors did not take over every identifier (own {total} of 256)"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
         c.wait_settled(Duration::from_secs(10)).await.unwrap();
         check_tables(c).await;
     });

@@ -4,6 +4,8 @@
 //! snapshot: the others compacted their logs meanwhile) and the cluster keeps agreeing; SIGKILL
 //! in the middle of allocation changes never leaves files the next start refuses.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -99,17 +101,9 @@ fn assert_no_panic(dir: &Path) {
 
 #[test]
 fn rolled_back_and_lost_state_directories_rejoin() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (rt, dir) = common::runtime_and_dir("rejoin");
     rt.block_on(async {
-        let dir = std::env::temp_dir().join(format!("clusterd-test-rejoin-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let exe = Path::new(env!("CARGO_BIN_EXE_clusterd"));
-        let mut c = Cluster::launch(&dir, &Layout::default(), exe, 3, Duration::from_secs(20))
-            .await
-            .unwrap();
+        let mut c = common::launch(&dir, &Layout::default(), 3, Duration::from_secs(20)).await;
         let node = NodeId(3);
         let state = dir.join("node3.state");
         let backup = dir.join("node3.state.older");
@@ -185,23 +179,18 @@ fn rolled_back_and_lost_state_directories_rejoin() {
         let leader = c.leader().await.expect("a leader");
         c.kill(leader);
         let survivors: Vec<NodeId> = (1..=3).map(NodeId).filter(|n| *n != leader).collect();
-        let start = tokio::time::Instant::now();
-        loop {
-            let mut led = false;
+        common::wait_for(Duration::from_secs(10), async || {
             for n in &survivors {
-                if let Ok(s) = c.status(*n).await {
-                    led |= s["is_leader"] == json!(true);
+                if c.status(*n)
+                    .await
+                    .is_ok_and(|s| s["is_leader"] == json!(true))
+                {
+                    return Ok(());
                 }
             }
-            if led {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "no new leader among {survivors:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            Err(format!("no new leader among {survivors:?}"))
+        })
+        .await;
         c.wait_settled(Duration::from_secs(20)).await.unwrap();
         agreed_among(&c, &survivors).await;
         assert_no_panic(&dir);
