@@ -116,6 +116,18 @@ fn yes(v: &Value) -> &'static str {
     }
 }
 
+/// `template` with each `{}` in turn replaced by the next of `values`.
+fn fill(template: &str, values: impl IntoIterator<Item = String>) -> String {
+    let mut values = values.into_iter();
+    let mut parts = template.split("{}");
+    let mut s = parts.next().unwrap_or_default().to_owned();
+    for part in parts {
+        s += &values.next().unwrap_or_default();
+        s += part;
+    }
+    s
+}
+
 fn num(v: &Value) -> String {
     match v {
         Value::Null => "-".to_owned(),
@@ -158,26 +170,21 @@ pub fn status_table(v: &Value) -> String {
     let kv = |s: &mut String, k: &str, val: String| {
         let _ = writeln!(s, "{k:<16} {val}");
     };
+    let up = v["uptime_ms"].as_u64().unwrap_or(0) as f64 / 1000.0;
+    let node = ["node", "role", "pid"].map(|k| num(&v[k]));
     kv(
         &mut s,
         "node",
-        format!(
-            "{} ({}), pid {}, up {:.1} s",
-            num(&v["node"]),
-            num(&v["role"]),
-            num(&v["pid"]),
-            v["uptime_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
+        fill(
+            "{} ({}), pid {}, up {} s",
+            node.into_iter().chain([format!("{up:.1}")]),
         ),
     );
+    let state = ["ready", "fenced", "behind"].map(|k| yes(&v[k]).to_owned());
     kv(
         &mut s,
         "state",
-        format!(
-            "ready {}, fenced {}, behind {}",
-            yes(&v["ready"]),
-            yes(&v["fenced"]),
-            yes(&v["behind"])
-        ),
+        fill("ready {}, fenced {}, behind {}", state),
     );
     let voters: Vec<String> = v["voters"]
         .as_array()
@@ -204,46 +211,36 @@ pub fn status_table(v: &Value) -> String {
             }
         ),
     );
-    kv(
-        &mut s,
-        "epoch",
-        format!(
+    // rows of plain figures: the template's `{}` in turn by the figures of the keys
+    for (k, template, keys) in [
+        (
+            "epoch",
             "{} (agreed {}), owns {} identifiers",
-            num(&v["epoch"]),
-            num(&v["agreed_epoch"]),
-            num(&v["owned"])
+            &["epoch", "agreed_epoch", "owned"][..],
         ),
-    );
-    kv(
-        &mut s,
-        "card",
-        format!(
+        (
+            "card",
             "{}: {} / {} entries, {} in the software overflow",
-            num(&v["card_backend"]),
-            num(&v["card_entries"]),
-            num(&v["card_capacity"]),
-            num(&v["software_overflow_entries"])
+            &[
+                "card_backend",
+                "card_entries",
+                "card_capacity",
+                "software_overflow_entries",
+            ],
         ),
-    );
-    kv(
-        &mut s,
-        "tables",
-        format!(
+        (
+            "tables",
             "node-specific {}, common {} entries",
-            num(&v["node_table_entries"]),
-            num(&v["common_entries"])
+            &["node_table_entries", "common_entries"],
         ),
-    );
-    kv(
-        &mut s,
-        "ESP SAs",
-        format!(
+        (
+            "ESP SAs",
             "{} ({} installed, {} on the card)",
-            num(&v["sa_count"]),
-            num(&v["esp_installed"]),
-            num(&v["esp_installed_on_card"])
+            &["sa_count", "esp_installed", "esp_installed_on_card"],
         ),
-    );
+    ] {
+        kv(&mut s, k, fill(template, keys.iter().map(|k| num(&v[*k]))));
+    }
     let sync = &v["sync"];
     let rejected: u64 = sync
         .as_object()
@@ -252,16 +249,20 @@ pub fn status_table(v: &Value) -> String {
         .filter(|(k, _)| k.starts_with("rejected_"))
         .filter_map(|(_, n)| n.as_u64())
         .sum();
+    let sent = [
+        "records_sent",
+        "bytes_sent",
+        "records_delivered",
+        "retransmits",
+    ];
     kv(
         &mut s,
         "sync",
-        format!(
+        fill(
             "{} records / {} bytes sent, {} records delivered, {} retransmits, {} rejected",
-            num(&sync["records_sent"]),
-            num(&sync["bytes_sent"]),
-            num(&sync["records_delivered"]),
-            num(&sync["retransmits"]),
-            rejected
+            sent.map(|k| num(&sync[k]))
+                .into_iter()
+                .chain([rejected.to_string()]),
         ),
     );
     let errors = [
