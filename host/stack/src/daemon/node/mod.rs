@@ -1153,44 +1153,50 @@ mod tests {
             let (level, target, kind) = member_line_class(l);
             (level, target, kind.is_some())
         };
-        assert_eq!(
-            class("peer 3 failed (silent for 200 ms)"),
-            (Level::WARN, "node", false)
-        );
-        assert_eq!(class("fenced: true"), (Level::WARN, "node", false));
-        assert_eq!(class("fenced: false"), (Level::INFO, "node", false));
-        assert_eq!(
-            class("applied epoch 4: owns 85, gained 3, lost 0, installed 0 in 10 us"),
-            (Level::INFO, "node", false)
-        );
-        assert_eq!(
-            class("SA 0x00000010: key record refused: bad length"),
-            (Level::WARN, "esp", true)
-        );
-        assert_eq!(
-            class("SA 0x00000010: cannot install: full"),
-            (Level::WARN, "esp", false)
-        );
-        assert_eq!(
-            class("resync answer to node 2 dropped: it went silent"),
-            (Level::WARN, "sync", false)
-        );
-        assert_eq!(
-            class("resync complete: 10 entries in 3 ms"),
-            (Level::INFO, "sync", false)
-        );
-        assert_eq!(
-            class("card rebuilt from the common table: 5 entries installed"),
-            (Level::INFO, "card", false)
-        );
-        assert_eq!(
-            class("leader proposes epoch 7"),
-            (Level::INFO, "raft", false)
-        );
-        assert_eq!(
-            class("identifier 7: node 2 failed before its final state arrived; taking over"),
-            (Level::WARN, "node", false)
-        );
+        // the lines of each level, target and kind
+        let classes = [
+            (
+                (Level::WARN, "node", false),
+                &[
+                    "peer 3 failed (silent for 200 ms)",
+                    "fenced: true",
+                    "identifier 7: node 2 failed before its final state arrived; taking over",
+                ][..],
+            ),
+            (
+                (Level::INFO, "node", false),
+                &[
+                    "fenced: false",
+                    "applied epoch 4: owns 85, gained 3, lost 0, installed 0 in 10 us",
+                ],
+            ),
+            (
+                (Level::WARN, "esp", true),
+                &["SA 0x00000010: key record refused: bad length"],
+            ),
+            (
+                (Level::WARN, "esp", false),
+                &["SA 0x00000010: cannot install: full"],
+            ),
+            (
+                (Level::WARN, "sync", false),
+                &["resync answer to node 2 dropped: it went silent"],
+            ),
+            (
+                (Level::INFO, "sync", false),
+                &["resync complete: 10 entries in 3 ms"],
+            ),
+            (
+                (Level::INFO, "card", false),
+                &["card rebuilt from the common table: 5 entries installed"],
+            ),
+            ((Level::INFO, "raft", false), &["leader proposes epoch 7"]),
+        ];
+        for (want, lines) in classes {
+            for line in lines {
+                assert_eq!(class(line), want, "{line}");
+            }
+        }
         // every target and level goes out without a subscriber
         for t in ["node", "sync", "raft", "card", "esp", "other"] {
             for l in [
