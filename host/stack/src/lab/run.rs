@@ -455,6 +455,41 @@ impl ConnLog {
             self.stalls.push(s);
         }
     }
+
+    /// Records the I/O error `e` of what `what` names (a reset when it broke the connection).
+    fn failed(&mut self, e: &std::io::Error, what: String) {
+        self.reset = broken(e);
+        self.error = Some(format!("{what}: {e}"));
+    }
+
+    /// One step of the connection, `io`, begun at `since` and cut off after `limit`: its
+    /// result, with its wait recorded as a stall; or `None` with the error, named by `what`
+    /// (the step cut off is a stall to the end, `what` followed by `cut_off`).
+    async fn step<T>(
+        &mut self,
+        start: Instant,
+        since: Instant,
+        limit: Duration,
+        io: impl std::future::Future<Output = std::io::Result<T>>,
+        what: impl FnOnce() -> String,
+        cut_off: &str,
+    ) -> Option<T> {
+        match tokio::time::timeout(limit, io).await {
+            Ok(Ok(v)) => {
+                self.stall(start, since, false);
+                Some(v)
+            }
+            Ok(Err(e)) => {
+                self.failed(&e, what());
+                None
+            }
+            Err(_) => {
+                self.stall(start, since, true);
+                self.error = Some(format!("{}{cut_off}", what()));
+                None
+            }
+        }
+    }
 }
 
 /// Connects to `to` within 5 s (`what` names the connection in the error).
@@ -726,23 +761,21 @@ fn report(
         // a node died waits for the takeover)
         let lo = from_ms.saturating_sub(STALL.as_millis() as u64);
         let in_window = |s: &&Stall| s.at_ms >= lo && s.at_ms < to_ms;
-        let longest = all_stalls
-            .iter()
-            .filter(in_window)
-            .map(|s| s.ms)
-            .max()
-            .unwrap_or(0);
+        let longest_in_window = |waits: &[Stall]| {
+            waits
+                .iter()
+                .filter(in_window)
+                .map(|s| s.ms)
+                .max()
+                .unwrap_or(0)
+        };
+        let longest = longest_in_window(&all_stalls);
         let stalled = conns
             .iter()
             .filter(|c| c.stalls.iter().any(|s| in_window(&s)))
             .count() as u64;
         // as the stalls: the waits that began in the window or just before the event
-        let delay = all_delays
-            .iter()
-            .filter(in_window)
-            .map(|d| d.ms)
-            .max()
-            .unwrap_or(0);
+        let delay = longest_in_window(&all_delays);
         let (a, b) = (&samples[i + 1], &samples[i + 2]);
         events.push(EventReport {
             at_ms: from_ms,
@@ -1042,17 +1075,30 @@ fn broken(e: &std::io::Error) -> bool {
     )
 }
 
+/// [`connect`] for a connection of the run: the stream and the log of the opened connection,
+/// or the log of one that never opened.
+async fn open(to: SocketAddr, what: &str) -> Result<(tokio::net::TcpStream, ConnLog), ConnLog> {
+    match connect(to, what).await {
+        Ok(s) => Ok((
+            s,
+            ConnLog {
+                opened: true,
+                ..ConnLog::default()
+            },
+        )),
+        Err(e) => Err(ConnLog {
+            error: Some(e),
+            ..ConnLog::default()
+        }),
+    }
+}
+
 async fn messages(to: SocketAddr, interval: Duration, start: Instant, end: Instant) -> ConnLog {
-    let mut log = ConnLog::default();
     let t0 = Instant::now();
-    let mut s = match connect(to, "connect").await {
-        Ok(s) => s,
-        Err(e) => {
-            log.error = Some(e);
-            return log;
-        }
+    let (mut s, mut log) = match open(to, "connect").await {
+        Ok(opened) => opened,
+        Err(log) => return log,
     };
-    log.opened = true;
     log.stall(start, t0, false);
     let _ = s.set_nodelay(true);
     let mut tick = tokio::time::interval(interval);
@@ -1075,26 +1121,19 @@ async fn messages(to: SocketAddr, interval: Duration, start: Instant, end: Insta
         };
         // a message still unanswered well after the run is a stall to the end
         let limit = (end + GRACE).saturating_duration_since(sent);
-        match tokio::time::timeout(limit, r).await {
-            Ok(Ok(())) => {
-                log.stall(start, sent, false);
-                if buf != msg {
-                    log.error = Some(format!("{to}: echo of message {seq} differs"));
-                    return log;
-                }
-                log.progress += 1;
-            }
-            Ok(Err(e)) => {
-                log.reset = broken(&e);
-                log.error = Some(format!("{to}: message {seq}: {e}"));
-                return log;
-            }
-            Err(_) => {
-                log.stall(start, sent, true);
-                log.error = Some(format!("{to}: message {seq} never answered"));
-                return log;
-            }
+        let what = || format!("{to}: message {seq}");
+        if log
+            .step(start, sent, limit, r, what, " never answered")
+            .await
+            .is_none()
+        {
+            return log;
         }
+        if buf != msg {
+            log.error = Some(format!("{to}: echo of message {seq} differs"));
+            return log;
+        }
+        log.progress += 1;
     }
     // a clean close: our FIN, the server's FIN back
     let closed = async {
@@ -1105,25 +1144,17 @@ async fn messages(to: SocketAddr, interval: Duration, start: Instant, end: Insta
     match tokio::time::timeout(GRACE, closed).await {
         Ok(Ok(0)) => log.completed = true,
         Ok(Ok(_)) => log.error = Some(format!("{to}: bytes after the close")),
-        Ok(Err(e)) => {
-            log.reset = broken(&e);
-            log.error = Some(format!("{to}: close: {e}"));
-        }
+        Ok(Err(e)) => log.failed(&e, format!("{to}: close")),
         Err(_) => log.error = Some(format!("{to}: close not answered")),
     }
     log
 }
 
 async fn bulk(to: SocketAddr, rate: u64, start: Instant, end: Instant) -> ConnLog {
-    let mut log = ConnLog::default();
-    let mut s = match connect(to, "bulk connect").await {
-        Ok(s) => s,
-        Err(e) => {
-            log.error = Some(e);
-            return log;
-        }
+    let (mut s, mut log) = match open(to, "bulk connect").await {
+        Ok(opened) => opened,
+        Err(log) => return log,
     };
-    log.opened = true;
     let chunk = vec![0x5au8; CHUNK];
     let mut sent = 0u64;
     let began = Instant::now();
@@ -1138,23 +1169,18 @@ async fn bulk(to: SocketAddr, rate: u64, start: Instant, end: Instant) -> ConnLo
         }
         let t = Instant::now();
         let limit = (end + GRACE).saturating_duration_since(t);
-        match tokio::time::timeout(limit, s.write_all(&chunk)).await {
-            Ok(Ok(())) => {
-                log.stall(start, t, false);
-                sent += CHUNK as u64;
-                log.progress += 1;
-            }
-            Ok(Err(e)) => {
-                log.reset = broken(&e);
-                log.error = Some(format!("bulk {to}: {e}"));
-                return log;
-            }
-            Err(_) => {
-                log.stall(start, t, true);
-                log.error = Some(format!("bulk {to}: write blocked to the end"));
-                return log;
-            }
+        let what = || format!("bulk {to}");
+        let written = s.write_all(&chunk);
+        let blocked = ": write blocked to the end";
+        if log
+            .step(start, t, limit, written, what, blocked)
+            .await
+            .is_none()
+        {
+            return log;
         }
+        sent += CHUNK as u64;
+        log.progress += 1;
     }
     let check = async {
         s.shutdown().await?;
@@ -1165,10 +1191,7 @@ async fn bulk(to: SocketAddr, rate: u64, start: Instant, end: Instant) -> ConnLo
     match tokio::time::timeout(GRACE + Duration::from_secs(5), check).await {
         Ok(Ok(n)) if n == sent => log.completed = true,
         Ok(Ok(n)) => log.error = Some(format!("bulk {to}: server read {n} of {sent} bytes")),
-        Ok(Err(e)) => {
-            log.reset = broken(&e);
-            log.error = Some(format!("bulk {to}: close: {e}"));
-        }
+        Ok(Err(e)) => log.failed(&e, format!("bulk {to}: close")),
         Err(_) => log.error = Some(format!("bulk {to}: count not answered")),
     }
     log
