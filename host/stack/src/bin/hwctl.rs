@@ -898,14 +898,25 @@ fn get<R: RegIo>(card: &mut Card<R>, key: &host::filter::ViewKey, as_json: bool)
             entries.len()
         ))));
     }
-    if as_json {
-        return if found.len() == 1 {
-            json(&found[0])
-        } else {
-            json(&found)
-        };
+    Ok(found_entries(&found, as_json, entry_table)?)
+}
+
+/// What `get` prints of the entries it found: with `--json` one JSON object for one entry and
+/// an array for more, else the table `table` makes of them.
+fn found_entries<T: Serialize>(
+    found: &[T],
+    as_json: bool,
+    table: impl FnOnce(&[T]) -> String,
+) -> serde_json::Result<String> {
+    if !as_json {
+        return Ok(table(found));
     }
-    Ok(entry_table(&found))
+    let j = if found.len() == 1 {
+        json_text(&found[0])
+    } else {
+        json_text(found)
+    };
+    j.map(|j| j + "\n")
 }
 
 /// One `events` line of a local card, -j.

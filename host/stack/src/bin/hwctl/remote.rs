@@ -394,14 +394,7 @@ pub fn get(r: &mut Remote, key: &ViewKey, as_json: bool) -> Result<String, Strin
             v.len
         ));
     }
-    if as_json {
-        return if found.len() == 1 {
-            pretty_json(&found[0])
-        } else {
-            pretty_json(&found)
-        };
-    }
-    Ok(card_table(&found))
+    crate::found_entries(&found, as_json, card_table).map_err(|e| e.to_string())
 }
 
 /// `hwctl --device unix:PATH events [filters]`: the daemon's events (as `clusterd ctl
