@@ -1078,10 +1078,7 @@ impl Endpoint {
         if h.sender == self.cfg.me {
             return self.on_own_id(now, &h, bytes, sig);
         }
-        let p = self
-            .peers
-            .get_mut(&h.sender)
-            .ok_or(FrameError::UnknownPeer(h.sender))?;
+        let p = known_peer(&mut self.peers, h.sender)?;
         let current = h.incarnation == p.incarnation;
         if current && p.replayed(h.seq) {
             return Err(FrameError::Replay);
@@ -1133,10 +1130,7 @@ impl Endpoint {
     ) -> Result<(), FrameError> {
         let from = h.sender;
         let me_inc = self.cfg.incarnation;
-        let p = self
-            .peers
-            .get_mut(&from)
-            .ok_or(FrameError::UnknownPeer(from))?;
+        let p = known_peer(&mut self.peers, from)?;
         p.mark_seen(h.seq);
         p.last_heard = Some(now);
         self.stats.frames_received += 1;
@@ -1154,10 +1148,7 @@ impl Endpoint {
                 } else {
                     None
                 };
-                let p = self
-                    .peers
-                    .get_mut(&from)
-                    .ok_or(FrameError::UnknownPeer(from))?;
+                let p = known_peer(&mut self.peers, from)?;
                 if pair.is_some() {
                     p.pair = pair;
                 }
@@ -1208,10 +1199,7 @@ impl Endpoint {
         let from = h.sender;
         let me_inc = self.cfg.incarnation;
         let hello_interval = self.cfg.hello_interval;
-        let p = self
-            .peers
-            .get_mut(&from)
-            .ok_or(FrameError::UnknownPeer(from))?;
+        let p = known_peer(&mut self.peers, from)?;
         if h.kind != Kind::Hello {
             if p.hello_due <= now {
                 p.hello_due = now + hello_interval;
@@ -1237,10 +1225,7 @@ impl Endpoint {
             None
         };
         let fresh = self.new_challenge();
-        let p = self
-            .peers
-            .get_mut(&from)
-            .ok_or(FrameError::UnknownPeer(from))?;
+        let p = known_peer(&mut self.peers, from)?;
         let restarted = p.incarnation != 0;
         p.incarnation = h.incarnation;
         p.key = p.other_key.take().map(|(_, k)| k);
@@ -1303,10 +1288,7 @@ impl Endpoint {
     ) -> Result<(), FrameError> {
         let from = h.sender;
         let hello_interval = self.cfg.hello_interval;
-        let p = self
-            .peers
-            .get_mut(&from)
-            .ok_or(FrameError::UnknownPeer(from))?;
+        let p = known_peer(&mut self.peers, from)?;
         // (the pair keys always belong to the accepted incarnation: set with it, or for it)
         let Some(pair) = p.pair.as_ref().filter(|_| current) else {
             if p.hello_due <= now {
@@ -1529,6 +1511,11 @@ impl Endpoint {
             self.send_data(now, from, b, true);
         }
     }
+}
+
+/// The state of peer `id` among `peers`; a frame from any other node is refused.
+fn known_peer(peers: &mut BTreeMap<NodeId, Peer>, id: NodeId) -> Result<&mut Peer, FrameError> {
+    peers.get_mut(&id).ok_or(FrameError::UnknownPeer(id))
 }
 
 #[cfg(test)]
