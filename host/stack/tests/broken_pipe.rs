@@ -56,20 +56,24 @@ fn closed_after(mut cmd: Command, lines: usize, limit: Duration) -> (Option<i32>
     )
 }
 
+/// Of a tool's run (its exit status code and standard error): it ended with exit status
+/// `code` and no panic message; its standard error.
+fn ended_quietly((status, stderr): (Option<i32>, String), code: i32) -> String {
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(status, Some(code), "{stderr}");
+    stderr
+}
+
 #[test]
 fn hwctl_dump_into_a_closed_pipe() {
     // 1024 entries: more than a pipe buffer holds, so the write meets the closed end
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hwctl"));
     cmd.args(["--device", "model", "--seed-entries", "1024", "dump"]);
-    let (code, stderr) = closed_after(cmd, 1, Duration::from_secs(30));
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(code, Some(0), "{stderr}");
+    ended_quietly(closed_after(cmd, 1, Duration::from_secs(30)), 0);
 
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hwctl"));
     cmd.args(["--device", "model", "--seed-entries", "20", "dump"]);
-    let (code, stderr) = closed_before_start(cmd);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(code, Some(0), "{stderr}");
+    ended_quietly(closed_before_start(cmd), 0);
 }
 
 #[test]
@@ -78,9 +82,7 @@ fn clusterd_ctl_and_keygen_into_a_closed_pipe() {
     // so with exit status 1, without a panic
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_clusterd"));
     cmd.args(["ctl", "--socket", "no-such.sock", "no_such_command"]);
-    let (code, stderr) = closed_before_start(cmd);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(code, Some(1), "{stderr}");
+    let stderr = ended_quietly(closed_before_start(cmd), 1);
     assert!(
         stderr.contains("not a command the node accepts"),
         "{stderr}"
@@ -88,9 +90,7 @@ fn clusterd_ctl_and_keygen_into_a_closed_pipe() {
 
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_clusterd"));
     cmd.arg("keygen");
-    let (code, stderr) = closed_before_start(cmd);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(code, Some(0), "{stderr}");
+    ended_quietly(closed_before_start(cmd), 0);
 }
 
 #[test]
@@ -110,7 +110,5 @@ fn clusterd_demo_into_head_2() {
     ]);
     // the banner and "cluster up"; the next progress line meets the closed pipe and the demo
     // stops there, long before its 20 seconds
-    let (code, stderr) = closed_after(cmd, 2, Duration::from_secs(15));
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(code, Some(0), "{stderr}");
+    ended_quietly(closed_after(cmd, 2, Duration::from_secs(15)), 0);
 }
