@@ -215,14 +215,21 @@ fn assert_corrupt(dir: &Path, file: &str, needle: &str) {
     assert!(msg.contains(file) && msg.contains("fix:"), "{msg}");
 }
 
+/// A fresh directory for test `tag` holding `orig`, the state of a [`small_log`] of four
+/// entries: the directory, `orig`, where the log's records end and the log's bytes.
+fn four_entry_log(tag: &str) -> (PathBuf, PathBuf, Vec<usize>, Vec<u8>) {
+    let base = tmp(tag);
+    let orig = base.join("orig");
+    let ends = small_log(&orig, 4);
+    let log = fs::read(orig.join("raft.log")).unwrap();
+    (base, orig, ends, log)
+}
+
 /// Cutting the log at every offset: inside a record it is a torn tail, cut off and reported;
 /// at a record boundary nothing is lost; inside the header it is corruption.
 #[test]
 fn truncation_at_every_offset() {
-    let base = tmp("trunc");
-    let orig = base.join("orig");
-    let ends = small_log(&orig, 4);
-    let log = fs::read(orig.join("raft.log")).unwrap();
+    let (base, orig, ends, log) = four_entry_log("trunc");
     assert_eq!(log.len(), *ends.last().unwrap());
     let dir = base.join("cut");
     for cut in 0..log.len() {
@@ -264,10 +271,7 @@ fn truncation_at_every_offset() {
 /// missing file, the unchecked format of older versions: each a clear error naming the file.
 #[test]
 fn corruption_is_refused_with_the_file_and_the_fix() {
-    let base = tmp("corrupt");
-    let orig = base.join("orig");
-    let ends = small_log(&orig, 4);
-    let log = fs::read(orig.join("raft.log")).unwrap();
+    let (base, orig, ends, log) = four_entry_log("corrupt");
     let dir = base.join("bad");
     // a flipped byte in every record (length, checksum or body): bad checksum or a record
     // claiming more than the file (only a flipped length in the last record can look torn)
