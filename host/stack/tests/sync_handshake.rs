@@ -4,23 +4,14 @@
 //! backwards rejoins; a second process with a node id is reported on both sides and never
 //! displaces the accepted one.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::endpoint;
 use host::core::ids::NodeId;
-use host::sync::{ClusterKey, Endpoint, EndpointConfig, FrameError, SyncEvent};
-
-fn key() -> ClusterKey {
-    ClusterKey::from_bytes([9; 32])
-}
-
-fn endpoint(me: u16, inc: u64, peers: &[u16]) -> Endpoint {
-    Endpoint::new(
-        EndpointConfig::new(NodeId(me), inc),
-        key(),
-        peers.iter().map(|p| NodeId(*p)),
-    )
-}
+use host::sync::{Endpoint, EndpointConfig, FrameError, SyncEvent};
 
 /// A wire between named processes: frames to node `to` reach the process registered at
 /// that node's address (`addr`), as the UDP driver sends to configured addresses.
@@ -349,7 +340,7 @@ fn signed_endpoint(
     cfg.peer_keys = peers.iter().map(|(n, k)| (NodeId(*n), *k)).collect();
     let mut ids: Vec<NodeId> = peers.iter().map(|(n, _)| NodeId(*n)).collect();
     ids.push(NodeId(me));
-    Endpoint::new(cfg, key(), ids)
+    Endpoint::new(cfg, common::sync_key(), ids)
 }
 
 #[test]

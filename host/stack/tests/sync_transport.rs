@@ -1,26 +1,17 @@
 //! Replication transport: delivery under loss, duplication and reorder; forged, garbled,
 //! replayed and misdirected frames rejected and counted; restarts; arbitrary bytes never panic.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::endpoint;
 use host::core::ids::NodeId;
 use host::sync::{ClusterKey, Endpoint, EndpointConfig, FrameError, SyncEvent, Transmit};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn key() -> ClusterKey {
-    ClusterKey::from_bytes([7; 32])
-}
-
-fn endpoint(me: u16, inc: u64, peers: &[u16]) -> Endpoint {
-    Endpoint::new(
-        EndpointConfig::new(NodeId(me), inc),
-        key(),
-        peers.iter().map(|p| NodeId(*p)),
-    )
-}
 
 /// A seeded network of endpoints: every frame may be lost, duplicated or delayed (reordered).
 struct Net {

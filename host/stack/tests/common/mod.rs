@@ -152,3 +152,19 @@ pub async fn wait_for(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// The cluster key of the sync tests' endpoints.
+pub fn sync_key() -> host::sync::ClusterKey {
+    host::sync::ClusterKey::from_bytes([7; 32])
+}
+
+/// A sync endpoint: node `me` at incarnation `inc`, with the peers `peers`, under
+/// [`sync_key`].
+pub fn endpoint(me: u16, inc: u64, peers: &[u16]) -> host::sync::Endpoint {
+    use host::core::ids::NodeId;
+    host::sync::Endpoint::new(
+        host::sync::EndpointConfig::new(NodeId(me), inc),
+        sync_key(),
+        peers.iter().map(|p| NodeId(*p)),
+    )
+}
