@@ -265,6 +265,36 @@ fn clusterd(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Polls `check` every 100 ms until it says `Ok`; once `limit` has passed, fails with what its
+/// last `Err` said.
+fn within(limit: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let t = Instant::now();
+    loop {
+        let failed = match check() {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        assert!(t.elapsed() < limit, "{failed}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `clusterd lab status --json` of the lab of `prefix`: a row per node.
+fn rows(prefix: &str) -> Vec<Value> {
+    let (ok, out, err) = clusterd(&["lab", "status", "--prefix", prefix, "--json"]);
+    assert!(ok, "status: {err}");
+    serde_json::from_str::<Vec<Value>>(&out).expect("JSON rows")
+}
+
+/// Whether node `i` of the lab of `prefix` owns identifiers; `not` if not.
+fn owns_some(prefix: &str, i: usize, not: &str) -> Result<(), String> {
+    if rows(prefix)[i - 1]["owned"].as_u64().unwrap_or(0) > 0 {
+        Ok(())
+    } else {
+        Err(not.to_owned())
+    }
+}
+
 #[test]
 fn clusterd_lab_up_status_kill_start_partition_down() {
     require_root();
@@ -290,63 +320,42 @@ fn clusterd_lab_up_status_kill_start_partition_down() {
     let (ok, _, err) = clusterd(&["lab", "up", "--prefix", &prefix]);
     assert!(!ok && err.contains("lab down"), "{err}");
 
-    let rows = |p: &str| -> Vec<Value> {
-        let (ok, out, err) = clusterd(&["lab", "status", "--prefix", p, "--json"]);
-        assert!(ok, "status: {err}");
-        serde_json::from_str::<Vec<Value>>(&out).expect("JSON rows")
-    };
     assert!(rows(&prefix)
         .iter()
         .all(|r| r["ready"] == true && r["owned"].as_u64() > Some(0)));
     // kill 2: the others take its identifiers
     assert!(clusterd(&["lab", "kill", "2", "--prefix", &prefix]).0);
-    let t = Instant::now();
-    loop {
+    within(Duration::from_secs(10), || {
         let r = rows(&prefix);
-        if r[1]["pid"].is_null()
-            && r[0]["owned"].as_u64().unwrap_or(0) + r[2]["owned"].as_u64().unwrap_or(0) == 256
-        {
-            break;
+        let others = r[0]["owned"].as_u64().unwrap_or(0) + r[2]["owned"].as_u64().unwrap_or(0);
+        if r[1]["pid"].is_null() && others == 256 {
+            Ok(())
+        } else {
+            Err(format!("no takeover: {r:?}"))
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "no takeover: {r:?}");
-        thread::sleep(Duration::from_millis(100));
-    }
+    });
     let (ok, _, err) = clusterd(&["lab", "kill", "2", "--prefix", &prefix]);
     assert!(!ok && err.contains("not running"), "{err}");
     // start 2 again: it rejoins and owns identifiers
     assert!(clusterd(&["lab", "start", "2", "--prefix", &prefix]).0);
-    let t = Instant::now();
-    while rows(&prefix)[1]["owned"].as_u64().unwrap_or(0) == 0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "node 2 did not rejoin"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    within(Duration::from_secs(20), || {
+        owns_some(&prefix, 2, "node 2 did not rejoin")
+    });
     // partition 3: it fences itself and loses its identifiers; heal: it gets some back
     assert!(clusterd(&["lab", "partition", "3", "--prefix", &prefix]).0);
-    let t = Instant::now();
-    loop {
+    within(Duration::from_secs(10), || {
         let r = rows(&prefix);
         let majority = r[0]["owned"].as_u64().unwrap_or(0) + r[1]["owned"].as_u64().unwrap_or(0);
         if majority == 256 {
-            break;
+            Ok(())
+        } else {
+            Err(format!("no takeover from the partitioned node: {r:?}"))
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "no takeover from the partitioned node: {r:?}"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    });
     assert!(clusterd(&["lab", "heal", "3", "--prefix", &prefix]).0);
-    let t = Instant::now();
-    while rows(&prefix)[2]["owned"].as_u64().unwrap_or(0) == 0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "node 3 did not come back"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    within(Duration::from_secs(20), || {
+        owns_some(&prefix, 3, "node 3 did not come back")
+    });
     // down: nothing left, also when run again
     let (ok, out, err) = clusterd(&["lab", "down", "--prefix", &prefix, "--json"]);
     assert!(ok, "{err}");
