@@ -189,14 +189,21 @@ fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A kernel lab of `nodes` nodes (prefix `tag`) with echo servers on `port` and an IPv4
+/// connection to them.
+fn lab_with_a_connection(tag: &str, nodes: u16, port: u16) -> (Lab, TcpStream) {
+    let lab = Lab::up(tag, nodes);
+    echo_server(&lab, port);
+    let s = connect(&lab, SocketAddr::new(IpAddr::V4(SERVER4), port));
+    (lab, s)
+}
+
 #[test]
 fn a_connection_survives_killing_its_node() {
     if !can_run("a_connection_survives_killing_its_node") {
         return;
     }
-    let lab = Lab::up("kb1", 3);
-    echo_server(&lab, 5001);
-    let mut v4 = connect(&lab, SocketAddr::new(IpAddr::V4(SERVER4), 5001));
+    let (lab, mut v4) = lab_with_a_connection("kb1", 3, 5001);
     for r in 0..5 {
         exchange(&mut v4, r, "IPv4");
     }
@@ -268,9 +275,7 @@ fn stop_start_and_rebalance_keep_a_connection() {
     if !can_run("stop_start_and_rebalance_keep_a_connection") {
         return;
     }
-    let lab = Lab::up("kb3", 2);
-    echo_server(&lab, 5003);
-    let mut s = connect(&lab, SocketAddr::new(IpAddr::V4(SERVER4), 5003));
+    let (lab, mut s) = lab_with_a_connection("kb3", 2, 5003);
     exchange(&mut s, 0, "before");
     let owner = lab.owner(port(&s));
     let other = 3 - owner;
