@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use host::core::ids::NodeId;
@@ -22,11 +21,8 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// `body` against the cluster, then stops it (one such test at a time; see [`SERIAL`]).
 fn with_cluster(name: &str, layout: &Layout, body: impl AsyncFnOnce(&mut Cluster)) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (rt, dir) = common::runtime_and_dir(name);
-    rt.block_on(async {
-        let mut c = launch(&dir, layout).await;
-        body(&mut c).await;
-        finish(c, &dir).await;
+    common::with_cluster(name, layout, 3, Duration::from_secs(20), async |c, _| {
+        body(c).await;
     });
 }
 
@@ -50,17 +46,6 @@ async fn double_claims(c: &mut Cluster) -> usize {
         }
     }
     claims.values().filter(|n| **n > 1).count()
-}
-
-/// Starts members 1..=3 of `layout` in `dir` and waits until they have settled.
-async fn launch(dir: &Path, layout: &Layout) -> Cluster {
-    common::launch(dir, layout, 3, Duration::from_secs(20)).await
-}
-
-/// Stops every node and removes the working directory.
-async fn finish(mut c: Cluster, dir: &Path) {
-    c.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 async fn owned(c: &Cluster, id: NodeId) -> u64 {

@@ -36,22 +36,16 @@ fn liveness_lines(dir: &Path, id: NodeId) -> Vec<String> {
 
 #[test]
 fn dumps_of_a_large_table_cause_no_failover() {
-    let (rt, dir) = common::runtime_and_dir("walks");
-    rt.block_on(async {
-        // a card smaller than a node's share: entries also overflow to host memory. Failure
-        // detection at 600 ms: debug-built nodes on a loaded CI machine have other stalls
-        // (installing a failed node's entries takes longer than 200 ms there), and one
-        // failover makes the next; a dump answered at once stalled a node far longer.
-        let layout = Layout {
-            card_capacity: 8_192,
-            extra: "failure_ms = 600\n".into(),
-            ..Layout::default()
-        };
-        let mut c = common::launch(&dir, &layout, 3, Duration::from_secs(30)).await;
-        body(&mut c, &dir).await;
-        c.shutdown().await;
-        let _ = std::fs::remove_dir_all(&dir);
-    });
+    // a card smaller than a node's share: entries also overflow to host memory. Failure
+    // detection at 600 ms: debug-built nodes on a loaded CI machine have other stalls
+    // (installing a failed node's entries takes longer than 200 ms there), and one failover
+    // makes the next; a dump answered at once stalled a node far longer.
+    let layout = Layout {
+        card_capacity: 8_192,
+        extra: "failure_ms = 600\n".into(),
+        ..Layout::default()
+    };
+    common::with_cluster("walks", &layout, 3, Duration::from_secs(30), body);
 }
 
 /// Node `id`'s `card_dump` (of identifier `did`, or all), allowed `within`.

@@ -590,80 +590,82 @@ fn ctl_events_show_an_epoch_and_the_entries_it_installs() {
     use host::core::ids::NodeId;
     use host::daemon::protocol::{Request, Response};
     use host::lab::cluster::Layout;
-    let (rt, dir) = common::runtime_and_dir("views");
-    rt.block_on(async {
-        let layout = Layout {
-            members: 2,
-            extra: "failure_ms = 600\n".into(),
-            ..Layout::default()
-        };
-        let mut c = common::launch(&dir, &layout, 2, Duration::from_secs(30)).await;
-        c.wait_settled(Duration::from_secs(30)).await.unwrap();
-        for id in [NodeId(1), NodeId(2)] {
-            let r = c
-                .call_timeout(
-                    id,
-                    Request::Synthesize {
-                        first: None,
-                        flows: Some(200),
-                    },
-                    Duration::from_secs(60),
-                )
-                .await
+    let layout = Layout {
+        members: 2,
+        extra: "failure_ms = 600\n".into(),
+        ..Layout::default()
+    };
+    common::with_cluster(
+        "views",
+        &layout,
+        2,
+        Duration::from_secs(30),
+        async |c, _| {
+            c.wait_settled(Duration::from_secs(30)).await.unwrap();
+            for id in [NodeId(1), NodeId(2)] {
+                let r = c
+                    .call_timeout(
+                        id,
+                        Request::Synthesize {
+                            first: None,
+                            flows: Some(200),
+                        },
+                        Duration::from_secs(60),
+                    )
+                    .await
+                    .unwrap();
+                assert!(matches!(r, Response::Synthesized(_)), "{r:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let sock = c.nodes[&NodeId(1)].control.clone();
+            let mut ev = Command::new(env!("CARGO_BIN_EXE_clusterd"))
+                .arg("ctl")
+                .arg("--socket")
+                .arg(&sock)
+                .args(["-j", "events"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
                 .unwrap();
-            assert!(matches!(r, Response::Synthesized(_)), "{r:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let sock = c.nodes[&NodeId(1)].control.clone();
-        let mut ev = Command::new(env!("CARGO_BIN_EXE_clusterd"))
-            .arg("ctl")
-            .arg("--socket")
-            .arg(&sock)
-            .args(["-j", "events"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let rx = lines_of(&mut ev);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        // node 2 hands everything to node 1: an epoch that node 1 applies, gaining
-        let r = c.to_leader(Request::Drain { node: Some(2) }).await.unwrap();
-        assert!(r.is_ok(), "{r:?}");
-        let seen = tokio::task::spawn_blocking(move || {
-            until_line(&rx, Duration::from_secs(30), |l| {
-                l.contains("\"event\":\"epoch\"") && !l.contains("\"gained\":[]")
+            let rx = lines_of(&mut ev);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // node 2 hands everything to node 1: an epoch that node 1 applies, gaining
+            let r = c.to_leader(Request::Drain { node: Some(2) }).await.unwrap();
+            assert!(r.is_ok(), "{r:?}");
+            let seen = tokio::task::spawn_blocking(move || {
+                until_line(&rx, Duration::from_secs(30), |l| {
+                    l.contains("\"event\":\"epoch\"") && !l.contains("\"gained\":[]")
+                })
+                .into_iter()
+                .chain(std::iter::from_fn(|| {
+                    rx.recv_timeout(Duration::from_millis(500)).ok()
+                }))
+                .collect::<Vec<String>>()
             })
-            .into_iter()
-            .chain(std::iter::from_fn(|| {
-                rx.recv_timeout(Duration::from_millis(500)).ok()
-            }))
-            .collect::<Vec<String>>()
-        })
-        .await
-        .unwrap();
-        let vs: Vec<Value> = seen
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-            .collect();
-        let epoch = vs
-            .iter()
-            .find(|v| v["event"] == "epoch" && !v["gained"].as_array().unwrap().is_empty())
+            .await
             .unwrap();
-        assert_eq!(epoch["node"], 1);
-        assert!(epoch["installed"].as_u64().unwrap() > 0, "{epoch}");
-        assert!(epoch["owned"].as_u64().unwrap() > 128, "{epoch}");
-        let installed = vs
-            .iter()
-            .filter(|v| v["event"] == "moved" && v["dir"] == "installed")
-            .count();
-        assert_eq!(
-            installed as u64,
-            epoch["installed"].as_u64().unwrap(),
-            "a moved line per entry installed: {epoch}"
-        );
-        let _ = ev.kill();
-        let _ = ev.wait();
-        c.shutdown().await;
-    });
-    let _ = std::fs::remove_dir_all(&dir);
+            let vs: Vec<Value> = seen
+                .iter()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+                .collect();
+            let epoch = vs
+                .iter()
+                .find(|v| v["event"] == "epoch" && !v["gained"].as_array().unwrap().is_empty())
+                .unwrap();
+            assert_eq!(epoch["node"], 1);
+            assert!(epoch["installed"].as_u64().unwrap() > 0, "{epoch}");
+            assert!(epoch["owned"].as_u64().unwrap() > 128, "{epoch}");
+            let installed = vs
+                .iter()
+                .filter(|v| v["event"] == "moved" && v["dir"] == "installed")
+                .count();
+            assert_eq!(
+                installed as u64,
+                epoch["installed"].as_u64().unwrap(),
+                "a moved line per entry installed: {epoch}"
+            );
+            let _ = ev.kill();
+            let _ = ev.wait();
+        },
+    );
 }

@@ -168,3 +168,22 @@ pub fn endpoint(me: u16, inc: u64, peers: &[u16]) -> host::sync::Endpoint {
         peers.iter().map(|p| NodeId(*p)),
     )
 }
+
+/// Launches members 1..=`count` of `layout` in the working directory of test `tag` (see
+/// [`runtime_and_dir`]), waits up to `settle` until they have settled, runs `body` against the
+/// cluster and that directory, then stops the nodes and removes the directory.
+pub fn with_cluster(
+    tag: &str,
+    layout: &host::lab::cluster::Layout,
+    count: u16,
+    settle: std::time::Duration,
+    body: impl AsyncFnOnce(&mut host::lab::cluster::Cluster, &Path),
+) {
+    let (rt, dir) = runtime_and_dir(tag);
+    rt.block_on(async {
+        let mut c = launch(&dir, layout, count, settle).await;
+        body(&mut c, &dir).await;
+        c.shutdown().await;
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
