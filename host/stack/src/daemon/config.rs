@@ -1168,6 +1168,17 @@ mod tests {
         assert!(e.problem.contains("64 hexadecimal"), "{e}");
     }
 
+    /// Parses `text`, which must be refused at `line` (0: any line); the error.
+    fn refused(text: &str, line: usize) -> ConfigError {
+        let Err(e) = parse(text) else {
+            panic!("accepted: {text}")
+        };
+        if line != 0 {
+            assert_eq!(e.line, line, "{e}");
+        }
+        e
+    }
+
     #[test]
     fn unknown_keys_are_refused_with_a_suggestion() {
         // the file, the line of the error (0: not checked), what its problem says and how its
@@ -1206,12 +1217,7 @@ mod tests {
                 "move card above the first [[peer]]",
             ),
         ] {
-            let Err(e) = parse(&text) else {
-                panic!("accepted: {text}")
-            };
-            if line != 0 {
-                assert_eq!(e.line, line, "{e}");
-            }
+            let e = refused(&text, line);
             assert!(e.problem.contains(problem), "{e}");
             assert!(e.fix.starts_with(fix), "{e}");
         }
@@ -1249,27 +1255,38 @@ mod tests {
             e.problem.contains("not TOML") || e.problem.contains("[[peer]]"),
             "{e}"
         );
-        let e = parse(&good().replace("id = 3\n", "")).unwrap_err();
-        assert_eq!(e.line, 9);
-        assert!(e.problem.contains("has no id"), "{e}");
-        let e = parse(&good().replace("addr = \"127.0.0.1:7103\" # comment\n", "")).unwrap_err();
-        assert_eq!(e.line, 9);
-        assert!(e.problem.contains("peer 3 has no addr"), "{e}");
-        let e = parse(&good().replace("127.0.0.1:7103", "localhost")).unwrap_err();
-        assert_eq!(e.line, 11);
-        assert!(e.fix.contains("addr = \"127.0.0.1:7101\""), "{e}");
-        let e = parse(&good().replace("id = 3", "id = 2")).unwrap_err();
-        assert_eq!(e.line, 9);
-        assert!(e.problem.contains("first on line 6"), "{e}");
-        let e = parse(&good().replace("id = 3", "id = 1")).unwrap_err();
-        assert!(e.problem.contains("this node itself"), "{e}");
-        let e = parse(&good().replace(
-            "id = 3\naddr = \"127.0.0.1:7103\"",
-            "id = 3\naddr = \"127.0.0.1:7103\"\nrole = \"boss\"",
-        ))
-        .unwrap_err();
-        assert_eq!(e.line, 12);
-        assert!(e.fix.contains("\"witness\""), "{e}");
+        // peer 3 changed from `from` to `to`: refused at the line (0: not checked), with what
+        // the problem and the fix say
+        for (from, to, line, problem, fix) in [
+            ("id = 3\n", "", 9, "has no id", ""),
+            (
+                "addr = \"127.0.0.1:7103\" # comment\n",
+                "",
+                9,
+                "peer 3 has no addr",
+                "",
+            ),
+            (
+                "127.0.0.1:7103",
+                "localhost",
+                11,
+                "",
+                "addr = \"127.0.0.1:7101\"",
+            ),
+            ("id = 3", "id = 2", 9, "first on line 6", ""),
+            ("id = 3", "id = 1", 0, "this node itself", ""),
+            (
+                "id = 3\naddr = \"127.0.0.1:7103\"",
+                "id = 3\naddr = \"127.0.0.1:7103\"\nrole = \"boss\"",
+                12,
+                "",
+                "\"witness\"",
+            ),
+        ] {
+            let e = refused(&good().replace(from, to), line);
+            assert!(e.problem.contains(problem), "{to:?}: {e}");
+            assert!(e.fix.contains(fix), "{to:?}: {e}");
+        }
     }
 
     #[test]
