@@ -7,7 +7,7 @@ use hal::RegIo;
 use super::card::CardEsp;
 use super::sa::{Direction, SaConfig, SaState, Spi};
 use super::software::SoftwareEsp;
-use super::{EspEngine, EspError, EspHeader, EspOutcome, EspRequest, SaSlot};
+use super::{new_sa_key, EspEngine, EspError, EspHeader, EspOutcome, EspRequest, SaSlot};
 
 /// Where an SA runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,10 +64,7 @@ impl<R: RegIo> FallbackEsp<R> {
                 }),
             },
             Some(Placement::Software) => Ok(&mut self.soft),
-            None => Err(EspError::UnknownSpi {
-                spi: spi.0,
-                direction,
-            }),
+            None => Err(EspError::unknown_spi(direction, spi)),
         }
     }
 }
@@ -81,13 +78,7 @@ impl<R: RegIo> EspEngine for FallbackEsp<R> {
     }
 
     fn install_sa(&mut self, sa: &SaConfig) -> Result<SaSlot, EspError> {
-        let k = (sa.direction, sa.spi);
-        if self.placed.contains_key(&k) {
-            return Err(EspError::DuplicateSa {
-                spi: sa.spi.0,
-                direction: sa.direction,
-            });
-        }
+        let k = new_sa_key(&self.placed, sa)?;
         if let Some(card) = self.card.as_mut() {
             match card.install_sa(sa) {
                 Ok(slot) => {

@@ -239,3 +239,82 @@ pub trait EspEngine {
         Ok((o, out))
     }
 }
+
+impl EspError {
+    /// [`EspError::UnknownSpi`] for the SA (`direction`, `spi`).
+    #[must_use]
+    pub fn unknown_spi(direction: Direction, spi: Spi) -> Self {
+        EspError::UnknownSpi {
+            spi: spi.0,
+            direction,
+        }
+    }
+}
+
+/// The table key (direction, SPI) of `sa`, or [`EspError::DuplicateSa`] when
+/// `installed` already holds an SA under it: every engine's first install check.
+fn new_sa_key<V, S: std::hash::BuildHasher>(
+    installed: &std::collections::HashMap<(Direction, Spi), V, S>,
+    sa: &SaConfig,
+) -> Result<(Direction, Spi), EspError> {
+    let k = (sa.direction, sa.spi);
+    if installed.contains_key(&k) {
+        return Err(EspError::DuplicateSa {
+            spi: sa.spi.0,
+            direction: sa.direction,
+        });
+    }
+    Ok(k)
+}
+
+/// An engine that runs every call on another engine it reaches through itself
+/// (a borrowed view of a card, say). Implement this and [`EspEngine`] comes with
+/// it: each call goes through [`ForwardEsp::forward`], and `process_into` clears
+/// `out` before it forwards, so `out` is empty also when the engine underneath
+/// cannot be reached.
+pub trait ForwardEsp {
+    /// How many SAs the engine underneath can hold.
+    fn forwarded_capacity(&self) -> u32;
+
+    /// Run `call` on the engine underneath and return what it returns (or what
+    /// this wrapper makes of it).
+    ///
+    /// # Errors
+    /// Whatever `call` returns, or this wrapper's own error when it cannot
+    /// reach the engine.
+    fn forward<T>(
+        &mut self,
+        call: impl FnOnce(&mut dyn EspEngine) -> Result<T, EspError>,
+    ) -> Result<T, EspError>;
+}
+
+impl<F: ForwardEsp> EspEngine for F {
+    fn capacity(&self) -> u32 {
+        self.forwarded_capacity()
+    }
+    fn install_sa(&mut self, sa: &SaConfig) -> Result<SaSlot, EspError> {
+        self.forward(|e| e.install_sa(sa))
+    }
+    fn remove_sa(&mut self, direction: Direction, spi: Spi) -> Result<(), EspError> {
+        self.forward(|e| e.remove_sa(direction, spi))
+    }
+    fn sa_state(&mut self, direction: Direction, spi: Spi) -> Result<SaState, EspError> {
+        self.forward(|e| e.sa_state(direction, spi))
+    }
+    fn set_sa_state(
+        &mut self,
+        direction: Direction,
+        spi: Spi,
+        state: &SaState,
+    ) -> Result<(), EspError> {
+        self.forward(|e| e.set_sa_state(direction, spi, state))
+    }
+    fn process_into(
+        &mut self,
+        req: EspRequest<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<EspOutcome, EspError> {
+        out.clear();
+        self.forward(|e| e.process_into(req, out))
+    }
+}
