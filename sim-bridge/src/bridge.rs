@@ -658,15 +658,23 @@ mod tests {
         (partial, done)
     }
 
+    /// `frame` through [`prepare`] with the metadata of a received `frame` changed by
+    /// `offload`: what `prepare` says and the frame it leaves.
+    fn prepared(frame: &[u8], offload: impl FnOnce(&mut Received)) -> (Prepared, Vec<u8>) {
+        let mut buf = vec![0; FRAME_BYTES + 8];
+        buf[..frame.len()].copy_from_slice(frame);
+        let mut m = meta(frame.len(), buf.len());
+        offload(&mut m);
+        let mut len = 0;
+        let p = prepare(&mut buf, &m, FRAME_BYTES, "t0", &mut len);
+        buf.truncate(len);
+        (p, buf)
+    }
+
     #[test]
     fn a_checksum_left_to_hardware_is_finished() {
         let (partial, done) = partial_udp();
-        let mut buf = vec![0; FRAME_BYTES + 8];
-        buf[..partial.len()].copy_from_slice(&partial);
-        let mut m = meta(partial.len(), buf.len());
-        m.csum = Some((34, 6));
-        let mut len = 0;
-        let p = prepare(&mut buf, &m, FRAME_BYTES, "t0", &mut len);
+        let (p, frame) = prepared(&partial, |m| m.csum = Some((34, 6)));
         assert_eq!(
             p,
             Prepared::Frame {
@@ -674,18 +682,13 @@ mod tests {
                 vlan: false
             }
         );
-        assert_eq!(&buf[..len], &done[..]);
+        assert_eq!(frame, done);
     }
 
     #[test]
     fn a_vlan_tag_in_metadata_goes_back_into_the_frame() {
         let (_, done) = partial_udp();
-        let mut buf = vec![0; FRAME_BYTES + 8];
-        buf[..done.len()].copy_from_slice(&done);
-        let mut m = meta(done.len(), buf.len());
-        m.vlan = Some((0x8100, 42));
-        let mut len = 0;
-        let p = prepare(&mut buf, &m, FRAME_BYTES, "t0", &mut len);
+        let (p, frame) = prepared(&done, |m| m.vlan = Some((0x8100, 42)));
         assert_eq!(
             p,
             Prepared::Frame {
@@ -693,10 +696,10 @@ mod tests {
                 vlan: true
             }
         );
-        assert_eq!(len, done.len() + 4);
-        assert_eq!(&buf[..12], &done[..12]);
-        assert_eq!(&buf[12..16], &[0x81, 0x00, 0, 42]);
-        assert_eq!(&buf[16..len], &done[12..]);
+        assert_eq!(frame.len(), done.len() + 4);
+        assert_eq!(&frame[..12], &done[..12]);
+        assert_eq!(&frame[12..16], &[0x81, 0x00, 0, 42]);
+        assert_eq!(&frame[16..], &done[12..]);
     }
 
     #[test]
