@@ -24,6 +24,15 @@ impl BarOffset {
 
 /// `Debug` (`Name(0x…)`) and `Display` (`0x…`) of a number newtype in hex, zero-padded
 /// to `digits` digits: how register offsets and other wire numbers are shown.
+///
+/// ```
+/// pub struct Spi(pub u32);
+/// hal::hex_newtype_fmt!(Spi, 8);
+/// assert_eq!(format!("{:?}", Spi(0xbeef)), "Spi(0x0000beef)");
+/// assert_eq!(Spi(0x1234_5678).to_string(), "0x12345678");
+/// assert_eq!(format!("{:?}", hal::BarOffset(0x4_0a0)), "BarOffset(0x040a0)");
+/// assert_eq!(hal::BarOffset(0x24).to_string(), "0x00024");
+/// ```
 #[macro_export]
 macro_rules! hex_newtype_fmt {
     ($t:ident, $digits:literal) => {
@@ -232,15 +241,4 @@ pub fn check_access(offset: BarOffset, size: u64) -> Result<usize, HalError> {
         return Err(HalError::OutOfBounds { offset, size });
     }
     Ok(offset.0 as usize)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::BarOffset;
-
-    #[test]
-    fn offsets_show_in_hex() {
-        assert_eq!(format!("{:?}", BarOffset(0x4_0a0)), "BarOffset(0x040a0)");
-        assert_eq!(BarOffset(0x24).to_string(), "0x00024");
-    }
 }

@@ -27,6 +27,15 @@ fn assert_mentions(msg: &str, parts: &[&str]) {
     }
 }
 
+/// A host with the card at [`BDF`] (bound to `driver`, in IOMMU `group`) and the
+/// `/dev/vfio` nodes `nodes`, and the error of opening the card there.
+fn card_open_err(driver: Option<&str>, group: Option<u32>, nodes: &[&str]) -> (Host, String) {
+    let h = Host::new();
+    h.device(BDF, 0x120000, driver, group).vfio_nodes(nodes);
+    let msg = h.open_err(BDF);
+    (h, msg)
+}
+
 impl Host {
     fn new() -> Host {
         let h = Host {
@@ -122,9 +131,7 @@ fn no_dev_vfio_means_modprobe() {
 
 #[test]
 fn no_iommu_group_means_kernel_command_line_or_pci_backend() {
-    let h = Host::new();
-    h.device(BDF, 0x120000, Some("ixgbe"), None).vfio_nodes(&[]);
-    let msg = h.open_err(BDF);
+    let (h, msg) = card_open_err(Some("ixgbe"), None, &[]);
     assert!(msg.contains("no IOMMU group"), "{msg}");
     assert!(
         msg.contains("intel_iommu=on") && msg.contains("amd_iommu=on"),
@@ -141,9 +148,7 @@ fn no_iommu_group_means_kernel_command_line_or_pci_backend() {
 
 #[test]
 fn an_unbound_device_gets_the_bind_commands() {
-    let h = Host::new();
-    h.device(BDF, 0x120000, None, Some(5)).vfio_nodes(&["5"]);
-    let msg = h.open_err(BDF);
+    let (h, msg) = card_open_err(None, Some(5), &["5"]);
     let sys = h.sys();
     assert_mentions(
         &msg,
@@ -161,10 +166,7 @@ fn an_unbound_device_gets_the_bind_commands() {
 
 #[test]
 fn a_device_with_another_driver_gets_unbind_and_bind_commands() {
-    let h = Host::new();
-    h.device(BDF, 0x120000, Some("xdma"), Some(5))
-        .vfio_nodes(&["5"]);
-    let msg = h.open_err(BDF);
+    let (h, msg) = card_open_err(Some("xdma"), Some(5), &["5"]);
     assert_mentions(
         &msg,
         &[
@@ -206,19 +208,13 @@ fn a_group_shared_with_a_host_driver_is_not_viable_and_lists_the_members() {
 
 #[test]
 fn no_iommu_mode_points_at_the_pci_backend() {
-    let h = Host::new();
-    h.device(BDF, 0x120000, Some("vfio-pci"), Some(3))
-        .vfio_nodes(&["noiommu-3"]);
-    let msg = h.open_err(BDF);
+    let (_, msg) = card_open_err(Some("vfio-pci"), Some(3), &["noiommu-3"]);
     assert_mentions(&msg, &["no-IOMMU mode", "--device pci:"]);
 }
 
 #[test]
 fn a_missing_group_node_is_reported() {
-    let h = Host::new();
-    h.device(BDF, 0x120000, Some("vfio-pci"), Some(3))
-        .vfio_nodes(&[]);
-    let msg = h.open_err(BDF);
+    let (_, msg) = card_open_err(Some("vfio-pci"), Some(3), &[]);
     assert!(
         msg.contains("/dev/vfio/3 does not exist although the device is bound to vfio-pci"),
         "{msg}"
@@ -244,10 +240,7 @@ fn past_preflight_the_kernel_nodes_are_the_real_ones() {
     // (with the real path) instead of panicking. Where a real /dev/vfio
     // exists the container opens and the fake group id fails later; either
     // way it is an error that names the device.
-    let h = Host::new();
-    h.device(BDF, 0x120000, Some("vfio-pci"), Some(424_242))
-        .vfio_nodes(&["424242"]);
-    let msg = h.open_err(BDF);
+    let (_, msg) = card_open_err(Some("vfio-pci"), Some(424_242), &["424242"]);
     assert!(msg.starts_with(&format!("vfio:{BDF}: ")), "{msg}");
     assert!(msg.contains("fix:"), "{msg}");
     if !Path::new("/dev/vfio/vfio").exists() {

@@ -220,14 +220,3 @@ pub struct SaState {
     /// Counters.
     pub counters: SaCounters,
 }
-
-#[cfg(test)]
-mod tests {
-    use super::Spi;
-
-    #[test]
-    fn spis_show_in_hex() {
-        assert_eq!(format!("{:?}", Spi(0xbeef)), "Spi(0x0000beef)");
-        assert_eq!(Spi(0x1234_5678).to_string(), "0x12345678");
-    }
-}
