@@ -298,8 +298,9 @@ pub mod ident {
 /// encoder. A stored entry matches a search key when
 /// `((search ^ entry.key) & entry.mask) == 0` over all 320 bits; the lowest
 /// matching index wins.
+///
+/// Major version 2: 12-bit identifiers, `DID_BITMAP` of 128 words at 0x200.
 pub mod cam {
-    // Major version 2: 12-bit identifiers, `DID_BITMAP` of 128 words at 0x200.
     block! {
         CAM at 0x1000, span 0x1000, major 2, minor 0;
         fields: &[("STATUS", status::ALL)],
