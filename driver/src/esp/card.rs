@@ -27,8 +27,8 @@ use zeroize::Zeroize;
 
 use super::sa::{Cipher, Direction, Mode, SaConfig, SaCounters, SaState, Spi};
 use super::{
-    new_sa_key, EspEngine, EspError, EspHeader, EspOutcome, EspRequest, ForwardEsp, ReplayWindow,
-    SaSlot,
+    new_sa_key, EspEngine, EspError, EspHeader, EspOutcome, EspRequest, EspTarget, ForwardEsp,
+    ReplayWindow, SaSlot,
 };
 use crate::card::{CamEntry, Card};
 use crate::key::{Action, CamKey, Flow, IpPrefix, ResultFlags, ResultWord};
@@ -265,6 +265,7 @@ impl<R: RegIo> ForwardEsp for CardEsp<R> {
     }
     fn forward<T>(
         &mut self,
+        _to: EspTarget<'_>,
         call: impl FnOnce(&mut dyn EspEngine) -> Result<T, EspError>,
     ) -> Result<T, EspError> {
         call(&mut self.view())

@@ -267,25 +267,45 @@ fn new_sa_key<V, S: std::hash::BuildHasher>(
     Ok(k)
 }
 
-/// An engine that runs every call on another engine it reaches through itself
-/// (a borrowed view of a card, say). Implement this and [`EspEngine`] comes with
-/// it: each call goes through [`ForwardEsp::forward`], and `process_into` clears
-/// `out` before it forwards, so `out` is empty also when the engine underneath
-/// cannot be reached.
+/// The SA a forwarded call is about.
+#[derive(Clone, Copy, Debug)]
+pub enum EspTarget<'a> {
+    /// The SA (direction, SPI): the one installed, removed or asked about.
+    Sa(Direction, Spi),
+    /// The SA a packet request uses (a decapsulation names its SPI in the packet).
+    Packet(EspRequest<'a>),
+}
+
+/// An engine that runs every call on another engine it reaches through itself (a borrowed
+/// view of a card, or whichever engine holds the SA). Implement this and [`EspEngine`] comes
+/// with it: each call goes through [`ForwardEsp::forward`], and `process_into` clears `out`
+/// before it forwards, so `out` is empty also when no engine underneath can be reached.
 pub trait ForwardEsp {
-    /// How many SAs the engine underneath can hold.
+    /// How many SAs the engines underneath can hold.
     fn forwarded_capacity(&self) -> u32;
 
-    /// Run `call` on the engine underneath and return what it returns (or what
-    /// this wrapper makes of it).
+    /// Run `call` on the engine underneath that `to` is about, and return what it returns
+    /// (or what this wrapper makes of it).
     ///
     /// # Errors
-    /// Whatever `call` returns, or this wrapper's own error when it cannot
-    /// reach the engine.
+    /// Whatever `call` returns, or this wrapper's own error when it cannot reach the engine.
     fn forward<T>(
         &mut self,
+        to: EspTarget<'_>,
         call: impl FnOnce(&mut dyn EspEngine) -> Result<T, EspError>,
     ) -> Result<T, EspError>;
+
+    /// Install `sa` underneath: by default through [`ForwardEsp::forward`]; a wrapper that
+    /// chooses among engines chooses here.
+    ///
+    /// # Errors
+    /// As for [`EspEngine::install_sa`].
+    fn forward_install(&mut self, sa: &SaConfig) -> Result<SaSlot, EspError> {
+        self.forward(EspTarget::Sa(sa.direction, sa.spi), |e| e.install_sa(sa))
+    }
+
+    /// The SA (`direction`, `spi`) is gone from the engine underneath.
+    fn forwarded_removal(&mut self, _direction: Direction, _spi: Spi) {}
 }
 
 impl<F: ForwardEsp> EspEngine for F {
@@ -293,13 +313,19 @@ impl<F: ForwardEsp> EspEngine for F {
         self.forwarded_capacity()
     }
     fn install_sa(&mut self, sa: &SaConfig) -> Result<SaSlot, EspError> {
-        self.forward(|e| e.install_sa(sa))
+        self.forward_install(sa)
     }
     fn remove_sa(&mut self, direction: Direction, spi: Spi) -> Result<(), EspError> {
-        self.forward(|e| e.remove_sa(direction, spi))
+        self.forward(EspTarget::Sa(direction, spi), |e| {
+            e.remove_sa(direction, spi)
+        })?;
+        self.forwarded_removal(direction, spi);
+        Ok(())
     }
     fn sa_state(&mut self, direction: Direction, spi: Spi) -> Result<SaState, EspError> {
-        self.forward(|e| e.sa_state(direction, spi))
+        self.forward(EspTarget::Sa(direction, spi), |e| {
+            e.sa_state(direction, spi)
+        })
     }
     fn set_sa_state(
         &mut self,
@@ -307,7 +333,9 @@ impl<F: ForwardEsp> EspEngine for F {
         spi: Spi,
         state: &SaState,
     ) -> Result<(), EspError> {
-        self.forward(|e| e.set_sa_state(direction, spi, state))
+        self.forward(EspTarget::Sa(direction, spi), |e| {
+            e.set_sa_state(direction, spi, state)
+        })
     }
     fn process_into(
         &mut self,
@@ -315,6 +343,6 @@ impl<F: ForwardEsp> EspEngine for F {
         out: &mut Vec<u8>,
     ) -> Result<EspOutcome, EspError> {
         out.clear();
-        self.forward(|e| e.process_into(req, out))
+        self.forward(EspTarget::Packet(req), |e| e.process_into(req, out))
     }
 }

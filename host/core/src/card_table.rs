@@ -22,7 +22,7 @@ use super::entry::{Action, ConnState, Entry, FlowKey, L4Proto};
 use super::ids::{DistributionId, IdCount, Millis};
 use super::node_table::{CardOutcome, PacketPath};
 use super::node_table::{NodeSpecificTable, TableError, TableStats};
-use driver::esp::{CardEspState, EspEngine, EspError, ForwardEsp, SaLookup};
+use driver::esp::{CardEspState, EspEngine, EspError, EspTarget, ForwardEsp, SaLookup};
 use driver::port::{Dest, PortCounters, Reason};
 use driver::RegIo;
 use driver::{
@@ -515,6 +515,7 @@ impl<R: RegIo> ForwardEsp for CardHw<R> {
     }
     fn forward<T>(
         &mut self,
+        _to: EspTarget<'_>,
         call: impl FnOnce(&mut dyn EspEngine) -> Result<T, EspError>,
     ) -> Result<T, EspError> {
         let st = self.esp.as_mut().ok_or(NO_ENGINE)?;
