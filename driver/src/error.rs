@@ -33,19 +33,20 @@ crate::code_enum! {
     }
 }
 
+/// The register map's name of `code` in `table`, without the group's `prefix`
+/// (`CAM_CMD_FLUSH_ALL` is `FLUSH_ALL`); every variant of [`CamCmd`] and every
+/// known [`CmdErrorCode`] has one.
+fn map_name(table: &'static [(&'static str, u32)], prefix: &str, code: u32) -> &'static str {
+    table
+        .iter()
+        .find(|&&(_, v)| v == code)
+        .and_then(|(name, _)| name.strip_prefix(prefix))
+        .unwrap_or("?")
+}
+
 impl fmt::Display for CamCmd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = match self {
-            CamCmd::Write => "WRITE",
-            CamCmd::Invalidate => "INVALIDATE",
-            CamCmd::Read => "READ",
-            CamCmd::Search => "SEARCH",
-            CamCmd::FlushAll => "FLUSH_ALL",
-            CamCmd::FlushDid => "FLUSH_DID",
-            CamCmd::HitRc => "HIT_RC",
-            CamCmd::Insert => "INSERT",
-        };
-        f.write_str(s)
+        f.write_str(map_name(cam::cmd::ALL, "CAM_CMD_", self.code()))
     }
 }
 
@@ -69,11 +70,8 @@ crate::code_enum! {
 impl fmt::Display for CmdErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::BadIndex => f.write_str("BAD_INDEX"),
-            Self::Busy => f.write_str("BUSY"),
-            Self::UnknownCmd => f.write_str("UNKNOWN_CMD"),
-            Self::Full => f.write_str("FULL"),
             Self::Other(c) => write!(f, "unknown error code {c}"),
+            known => f.write_str(map_name(cam::err::ALL, "CAM_ERR_", known.code())),
         }
     }
 }
@@ -243,4 +241,37 @@ pub enum DriverError {
         /// What differs.
         detail: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_and_error_codes_show_their_register_map_names() {
+        let cmds = [
+            (CamCmd::Write, "WRITE"),
+            (CamCmd::Invalidate, "INVALIDATE"),
+            (CamCmd::Read, "READ"),
+            (CamCmd::Search, "SEARCH"),
+            (CamCmd::FlushAll, "FLUSH_ALL"),
+            (CamCmd::FlushDid, "FLUSH_DID"),
+            (CamCmd::HitRc, "HIT_RC"),
+            (CamCmd::Insert, "INSERT"),
+        ];
+        for (c, name) in cmds {
+            assert_eq!(c.to_string(), name, "{c:?}");
+        }
+        let errs = [
+            (CmdErrorCode::BadIndex, "BAD_INDEX"),
+            (CmdErrorCode::Busy, "BUSY"),
+            (CmdErrorCode::UnknownCmd, "UNKNOWN_CMD"),
+            (CmdErrorCode::Full, "FULL"),
+            (CmdErrorCode::Other(1), "unknown error code 1"),
+            (CmdErrorCode::Other(0), "unknown error code 0"),
+        ];
+        for (e, name) in errs {
+            assert_eq!(e.to_string(), name, "{e:?}");
+        }
+    }
 }

@@ -316,6 +316,32 @@ pub enum Flow {
 }
 
 impl Flow {
+    /// The TCP flow (`tcp`) or else the UDP flow of these addresses and ports.
+    #[must_use]
+    pub fn tcp_or_udp(
+        tcp: bool,
+        src: IpPrefix,
+        dst: IpPrefix,
+        src_port: Option<u16>,
+        dst_port: Option<u16>,
+    ) -> Flow {
+        if tcp {
+            Flow::Tcp {
+                src,
+                dst,
+                src_port,
+                dst_port,
+            }
+        } else {
+            Flow::Udp {
+                src,
+                dst,
+                src_port,
+                dst_port,
+            }
+        }
+    }
+
     /// The entry type.
     #[must_use]
     pub fn kind(&self) -> Kind {
@@ -548,21 +574,7 @@ impl CamKey {
             Kind::Tcp | Kind::Udp => {
                 let (src, src_port, dst_port) =
                     (src()?, port(0, "src_port")?, port(16, "dst_port")?);
-                if kind == Kind::Tcp {
-                    Flow::Tcp {
-                        src,
-                        dst,
-                        src_port,
-                        dst_port,
-                    }
-                } else {
-                    Flow::Udp {
-                        src,
-                        dst,
-                        src_port,
-                        dst_port,
-                    }
-                }
+                Flow::tcp_or_udp(kind == Kind::Tcp, src, dst, src_port, dst_port)
             }
             Kind::Icmp => {
                 let (src, id) = (src()?, port(0, "id")?);
@@ -1057,35 +1069,22 @@ mod tests {
     fn arb_key() -> impl Strategy<Value = CamKey> {
         any::<bool>().prop_flat_map(|v6| {
             let flow = prop_oneof![
-                (
+                // TCP and UDP, each as often as every other kind.
+                2 => (
+                    any::<bool>(),
                     arb_prefix(v6),
                     arb_prefix(v6),
                     any::<Option<u16>>(),
                     any::<Option<u16>>()
                 )
-                    .prop_map(|(src, dst, src_port, dst_port)| Flow::Tcp {
-                        src,
-                        dst,
-                        src_port,
-                        dst_port
+                    .prop_map(|(tcp, src, dst, src_port, dst_port)| {
+                        Flow::tcp_or_udp(tcp, src, dst, src_port, dst_port)
                     }),
-                (
-                    arb_prefix(v6),
-                    arb_prefix(v6),
-                    any::<Option<u16>>(),
-                    any::<Option<u16>>()
-                )
-                    .prop_map(|(src, dst, src_port, dst_port)| Flow::Udp {
-                        src,
-                        dst,
-                        src_port,
-                        dst_port
-                    }),
-                (arb_prefix(v6), arb_prefix(v6), any::<Option<u16>>())
+                1 => (arb_prefix(v6), arb_prefix(v6), any::<Option<u16>>())
                     .prop_map(|(src, dst, id)| Flow::Icmp { src, dst, id }),
-                (arb_prefix(v6), any::<Option<u32>>())
+                1 => (arb_prefix(v6), any::<Option<u32>>())
                     .prop_map(|(dst, spi)| Flow::Esp { dst, spi }),
-                (arb_prefix(v6), any::<Option<u64>>(), any::<Option<u32>>()).prop_map(
+                1 => (arb_prefix(v6), any::<Option<u64>>(), any::<Option<u32>>()).prop_map(
                     |(dst, initiator_cookie, message_id)| Flow::Isakmp {
                         dst,
                         initiator_cookie,

@@ -11,12 +11,6 @@ use crate::DriverError;
 #[serde(transparent)]
 pub struct CamIndex(pub u32);
 
-impl fmt::Display for CamIndex {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
 /// A distribution identifier: the unit of ownership the cluster allocates to
 /// nodes (the patent's "distribution identifier"). The host allocates up to
 /// 4096 identifiers; a card stores as many bits as its `CAP_DID_BITS` register
@@ -42,12 +36,6 @@ impl DistributionId {
     }
 }
 
-impl fmt::Display for DistributionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
 /// The slot of a security-association context on the card (carried in the
 /// result word; the SA table itself comes with a later block).
 #[derive(
@@ -56,11 +44,18 @@ impl fmt::Display for DistributionId {
 #[serde(transparent)]
 pub struct SaSlot(pub u16);
 
-impl fmt::Display for SaSlot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
+/// `Display` of a number newtype: the number.
+macro_rules! display_as_number {
+    ($($t:ty),+) => {
+        $(impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        })+
+    };
 }
+
+display_as_number!(CamIndex, DistributionId, SaSlot);
 
 /// Words of the card's `DID_BITMAP`.
 const DID_WORDS: usize = hal::regs::cam::DID_WORDS as usize;

@@ -1,7 +1,5 @@
 //! The register-access trait and its address newtype.
 
-use std::fmt;
-
 /// A byte offset into the card's BAR0 register space.
 ///
 /// Offsets are always 32-bit aligned when they reach a backend; the
@@ -24,17 +22,35 @@ impl BarOffset {
     }
 }
 
-impl fmt::Debug for BarOffset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BarOffset(0x{:05x})", self.0)
-    }
+/// `Debug` (`Name(0x…)`) and `Display` (`0x…`) of a number newtype in hex, zero-padded
+/// to `digits` digits: how register offsets and other wire numbers are shown.
+///
+/// ```
+/// pub struct Spi(pub u32);
+/// hal::hex_newtype_fmt!(Spi, 8);
+/// assert_eq!(format!("{:?}", Spi(0xbeef)), "Spi(0x0000beef)");
+/// assert_eq!(Spi(0x1234_5678).to_string(), "0x12345678");
+/// assert_eq!(format!("{:?}", hal::BarOffset(0x4_0a0)), "BarOffset(0x040a0)");
+/// assert_eq!(hal::BarOffset(0x24).to_string(), "0x00024");
+/// ```
+#[macro_export]
+macro_rules! hex_newtype_fmt {
+    ($t:ident, $digits:literal) => {
+        impl ::std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                write!(f, "{}(0x{:0w$x})", stringify!($t), self.0, w = $digits)
+            }
+        }
+
+        impl ::std::fmt::Display for $t {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                write!(f, "0x{:0w$x}", self.0, w = $digits)
+            }
+        }
+    };
 }
 
-impl fmt::Display for BarOffset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "0x{:05x}", self.0)
-    }
-}
+hex_newtype_fmt!(BarOffset, 5);
 
 /// Errors a register backend can report.
 #[derive(Debug, thiserror::Error)]

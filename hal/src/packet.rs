@@ -119,6 +119,23 @@ fn io_err(name: &str, what: &'static str, source: io::Error) -> PacketError {
     }
 }
 
+/// A new socket of `domain` and `ty` (protocol 0) for interface `name`; `what` names the call
+/// in the error.
+fn socket(
+    name: &str,
+    domain: libc::c_int,
+    ty: libc::c_int,
+    what: &'static str,
+) -> Result<OwnedFd, PacketError> {
+    // SAFETY: plain system call with constant arguments; the result is checked below.
+    let raw = unsafe { libc::socket(domain, ty, 0) };
+    if raw < 0 {
+        return Err(io_err(name, what, io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a descriptor the call above just opened and nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 /// Whether the interface `name` of the calling thread's network namespace is
 /// administratively up (`IFF_UP`, what `ip link set NAME up` sets). A raw socket opens on an
 /// interface that is down too, and then reads nothing: a program that bridges it asks first.
@@ -134,17 +151,12 @@ pub fn interface_up(name: &str) -> Result<bool, PacketError> {
     }
     // Any socket answers the interface ioctls, for its own network namespace; a UDP one needs
     // no privilege.
-    // SAFETY: plain system call with constant arguments; the result is checked below.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(io_err(
-            name,
-            "socket(AF_INET) for SIOCGIFFLAGS",
-            io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: `raw` is a descriptor the call above just opened and nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = socket(
+        name,
+        libc::AF_INET,
+        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+        "socket(AF_INET) for SIOCGIFFLAGS",
+    )?;
     // SAFETY: an all-zero `ifreq` is a valid value of this plain C struct (and union).
     let mut ifr: libc::ifreq = unsafe { zeroed() };
     for (d, b) in ifr.ifr_name.iter_mut().zip(name.as_bytes()) {
@@ -188,23 +200,12 @@ impl PacketSocket {
         let ifindex = i32::try_from(ifindex).map_err(|_| bad())?;
         // Protocol 0: the socket receives nothing until `bind` names the interface, so no
         // frame of another interface gets in first.
-        // SAFETY: plain system call with constant arguments; the result is checked below.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
-        if raw < 0 {
-            return Err(io_err(
-                name,
-                "socket(AF_PACKET)",
-                io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: `raw` is a descriptor the call above just opened and nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = socket(
+            name,
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            "socket(AF_PACKET)",
+        )?;
         let s = PacketSocket {
             fd,
             name: name.into(),
@@ -240,18 +241,8 @@ impl PacketSocket {
         let mut mreq: libc::packet_mreq = unsafe { zeroed() };
         mreq.mr_ifindex = ifindex;
         mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
-        // SAFETY: `mreq` lives on the stack through the call and its size is passed; the
-        // kernel only reads it. The membership ends when the socket closes.
-        let r = unsafe {
-            libc::setsockopt(
-                s.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_ADD_MEMBERSHIP,
-                (&raw const mreq).cast::<libc::c_void>(),
-                size_of::<libc::packet_mreq>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
+        // The membership ends when the socket closes.
+        if s.setsockopt(libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq) < 0 {
             return Err(io_err(
                 name,
                 "setsockopt(PACKET_ADD_MEMBERSHIP promiscuous)",
@@ -270,19 +261,7 @@ impl PacketSocket {
     /// [`PacketError::Io`] when neither option is accepted.
     pub fn set_receive_buffer(&self, bytes: usize) -> Result<(), PacketError> {
         let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        let set = |opt: libc::c_int| {
-            // SAFETY: `v` is an int on the stack for the whole call and its size is passed;
-            // the kernel only reads it.
-            unsafe {
-                libc::setsockopt(
-                    self.fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&raw const v).cast::<libc::c_void>(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            }
-        };
+        let set = |opt: libc::c_int| self.setsockopt(libc::SOL_SOCKET, opt, &v);
         if set(libc::SO_RCVBUFFORCE) == 0 || set(libc::SO_RCVBUF) == 0 {
             return Ok(());
         }
@@ -329,21 +308,25 @@ impl PacketSocket {
         v: libc::c_int,
         what: &'static str,
     ) -> Result<(), PacketError> {
-        // SAFETY: `v` is an int on the stack for the whole call and its size is passed; the
-        // kernel only reads it.
-        let r = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                opt,
-                (&raw const v).cast::<libc::c_void>(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
+        if self.setsockopt(libc::SOL_PACKET, opt, &v) < 0 {
             return Err(io_err(&self.name, what, io::Error::last_os_error()));
         }
         Ok(())
+    }
+
+    /// `setsockopt` of `value`, passed with its size, at `level` and `opt`: the call's result.
+    fn setsockopt<T>(&self, level: libc::c_int, opt: libc::c_int, value: &T) -> libc::c_int {
+        // SAFETY: `value` is borrowed for the whole call and its size is passed; the kernel
+        // only reads it.
+        unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                level,
+                opt,
+                std::ptr::from_ref(value).cast::<libc::c_void>(),
+                size_of::<T>() as libc::socklen_t,
+            )
+        }
     }
 
     /// The interface's name.

@@ -112,7 +112,19 @@ pub struct BlockDesc {
 }
 
 macro_rules! registers {
-    ($( $(#[doc = $doc:literal])* $reg:ident @ $off:literal $acc:ident $([$count:literal])? ; )*) => {
+    // The three header registers every block starts with, then the block's own.
+    (header $ty:ident, next: $next:literal; $($body:tt)*) => {
+        registers! {
+            #[doc = concat!(" Block type id ([`super::block_type::", stringify!($ty), "`]).")]
+            TYPE @ 0x00 RO;
+            /// Block version.
+            VERSION @ 0x04 RO;
+            #[doc = concat!(" ", $next)]
+            NEXT @ 0x08 RO;
+            $($body)*
+        }
+    };
+    ($( $(#[doc = $doc:expr])* $reg:ident @ $off:literal $acc:ident $([$count:literal])? ; )*) => {
         $(
             $(#[doc = $doc])*
             pub const $reg: $crate::regs::Reg = $crate::regs::Reg {
@@ -128,6 +140,54 @@ macro_rules! registers {
     };
     (@count) => { 1 };
     (@count $c:literal) => { $c };
+}
+
+/// The constants every block module starts with (`BASE`, `SPAN`, `MAJOR`,
+/// `MINOR`) and the block's [`BlockDesc`] as `DESC`, its `TYPE` value from
+/// [`block_type`] and its Verilog prefix from the same name.
+macro_rules! block {
+    (
+        $ty:ident at $base:literal, span $span:literal, major $major:literal, minor $minor:literal;
+        fields: $fields:expr,
+        consts: $consts:expr $(,)?
+    ) => {
+        /// Where this tree's RTL and model place the block.
+        pub const BASE: u32 = $base;
+        /// Size of the block's window in bytes.
+        pub const SPAN: u32 = $span;
+        /// Major version understood.
+        pub const MAJOR: u16 = $major;
+        /// Minor version implemented.
+        pub const MINOR: u16 = $minor;
+        /// The block's description, as [`super::BLOCKS`] lists it.
+        pub const DESC: $crate::regs::BlockDesc = $crate::regs::BlockDesc {
+            prefix: stringify!($ty),
+            type_id: $crate::regs::block_type::$ty,
+            major: MAJOR,
+            minor: MINOR,
+            base: BASE,
+            span: SPAN,
+            regs: ALL,
+            fields: $fields,
+            consts: $consts,
+        };
+    };
+}
+
+/// The `STATUS` fields of a block that runs commands: `BUSY`, `DONE`, the
+/// block's own flags, then `ERR`.
+macro_rules! status_fields {
+    ($($own:tt)*) => {
+        fields!(status for "STATUS" {
+            /// A command is running.
+            BUSY: 0, 1;
+            /// The last command has completed (cleared by the next CMD write).
+            DONE: 1, 1;
+            $($own)*
+            /// Error code of the last command, see [`super::err`].
+            ERR: 8, 8;
+        });
+    };
 }
 
 macro_rules! fields {
@@ -202,19 +262,13 @@ pub mod block_type {
 
 /// Identity block, always at offset 0.
 pub mod ident {
-    /// Where the block lives.
-    pub const BASE: u32 = 0x0000;
-    /// Major version understood.
-    pub const MAJOR: u16 = 1;
-    /// Minor version implemented.
-    pub const MINOR: u16 = 0;
+    block! {
+        IDENT at 0x0000, span 0x1000, major 1, minor 0;
+        fields: &[("CONTROL", control::ALL)],
+        consts: values::ALL,
+    }
     registers! {
-        /// Block type id ([`super::block_type::IDENT`]).
-        TYPE @ 0x00 RO;
-        /// Block version.
-        VERSION @ 0x04 RO;
-        /// Offset of the next block.
-        NEXT @ 0x08 RO;
+        header IDENT, next: "Offset of the next block.";
         /// Card magic ([`values::MAGIC`]).
         MAGIC @ 0x0C RO;
         /// Build id of the bitstream or model (a short git hash or date code).
@@ -244,15 +298,14 @@ pub mod ident {
 /// encoder. A stored entry matches a search key when
 /// `((search ^ entry.key) & entry.mask) == 0` over all 320 bits; the lowest
 /// matching index wins.
+///
+/// Major version 2: 12-bit identifiers, `DID_BITMAP` of 128 words at 0x200.
 pub mod cam {
-    /// Where this tree's RTL and model place the block.
-    pub const BASE: u32 = 0x1000;
-    /// Size of the block's window.
-    pub const SPAN: u32 = 0x1000;
-    /// Major version understood (2: 12-bit identifiers, `DID_BITMAP` of 128 words at 0x200).
-    pub const MAJOR: u16 = 2;
-    /// Minor version implemented.
-    pub const MINOR: u16 = 0;
+    block! {
+        CAM at 0x1000, span 0x1000, major 2, minor 0;
+        fields: &[("STATUS", status::ALL)],
+        consts: &[],
+    }
     /// Key width in 32-bit words.
     pub const KEY_WORDS: u32 = 10;
     /// Key width in bits.
@@ -264,12 +317,7 @@ pub mod cam {
     /// Data-path lookup latency of this tree's RTL, in clock cycles.
     pub const LOOKUP_LATENCY: u32 = 4;
     registers! {
-        /// Block type id ([`super::block_type::CAM`]).
-        TYPE @ 0x00 RO;
-        /// Block version.
-        VERSION @ 0x04 RO;
-        /// Offset of the next block ([`super::sa::BASE`]).
-        NEXT @ 0x08 RO;
+        header CAM, next: "Offset of the next block ([`super::sa::BASE`]).";
         /// Capability: number of entries.
         CAP_DEPTH @ 0x0C RO;
         /// Capability: key width in bits.
@@ -309,20 +357,14 @@ pub mod cam {
         /// Distribution-identifier bitmap for FLUSH_DID: bit d%32 of word d/32 = identifier d.
         DID_BITMAP @ 0x200 RW [128];
     }
-    fields!(status for "STATUS" {
-        /// A command is running.
-        BUSY: 0, 1;
-        /// The last command has completed (cleared by the next CMD write).
-        DONE: 1, 1;
-        /// SEARCH found a matching entry.
-        MATCH: 2, 1;
-        /// READ: the entry is valid.
-        VALID: 3, 1;
-        /// READ: the entry's hit bit.
-        HIT: 4, 1;
-        /// Error code of the last command, see [`super::err`].
-        ERR: 8, 8;
-    });
+    status_fields! {
+    /// SEARCH found a matching entry.
+    MATCH: 2, 1;
+    /// READ: the entry is valid.
+    VALID: 3, 1;
+    /// READ: the entry's hit bit.
+    HIT: 4, 1;
+    }
     constants!(cmd : "CAM_CMD" {
         /// Write KEY/MASK/RESULT/DID into entry INDEX and make it valid, all at once.
         WRITE = 1;
@@ -365,14 +407,15 @@ pub mod cam {
 /// copies key material back into a readable register. Commands follow the CAM's
 /// protocol (stage, write `CMD`, poll `STATUS`).
 pub mod sa {
-    /// Where this tree's RTL and model place the block.
-    pub const BASE: u32 = 0x2000;
-    /// Size of the block's window.
-    pub const SPAN: u32 = 0x1000;
-    /// Major version understood.
-    pub const MAJOR: u16 = 1;
-    /// Minor version implemented.
-    pub const MINOR: u16 = 0;
+    block! {
+        SA at 0x2000, span 0x1000, major 1, minor 0;
+        fields: &[
+            ("STATUS", status::ALL),
+            ("CONFIG", config::ALL),
+            ("CAP_FEATURES", cap::ALL),
+        ],
+        consts: &[],
+    }
     /// Number of SA slots of this tree's RTL and model.
     pub const SLOTS: u32 = 256;
     /// Replay window width in packets.
@@ -380,12 +423,7 @@ pub mod sa {
     /// Key staging width in 32-bit words.
     pub const KEY_WORDS: u32 = 8;
     registers! {
-        /// Block type id ([`super::block_type::SA`]).
-        TYPE @ 0x00 RO;
-        /// Block version.
-        VERSION @ 0x04 RO;
-        /// Offset of the next block ([`super::esp::BASE`]).
-        NEXT @ 0x08 RO;
+        header SA, next: "Offset of the next block ([`super::esp::BASE`]).";
         /// Capability: number of SA slots.
         CAP_SLOTS @ 0x0C RO;
         /// Capability: replay window width in packets.
@@ -435,16 +473,10 @@ pub mod sa {
         /// big-endian. AES-128 uses `KEY[0..4]`. Read 0.
         KEY @ 0x80 WO [8];
     }
-    fields!(status for "STATUS" {
-        /// A command is running.
-        BUSY: 0, 1;
-        /// The last command has completed (cleared by the next CMD write).
-        DONE: 1, 1;
-        /// READ: the slot is valid.
-        VALID: 3, 1;
-        /// Error code of the last command, see [`super::err`].
-        ERR: 8, 8;
-    });
+    status_fields! {
+    /// READ: the slot is valid.
+    VALID: 3, 1;
+    }
     fields!(config for "CONFIG" {
         /// 1 = outbound (encapsulate), 0 = inbound (decapsulate).
         OUTBOUND: 0, 1;
@@ -506,25 +538,17 @@ pub mod sa {
 /// byte 16 and leaves the ESP packet at byte 0; DECAP takes the ESP packet at
 /// byte 0 and leaves the payload at byte 16. See `hdl/CARD.md`.
 pub mod esp {
-    /// Where this tree's RTL and model place the block.
-    pub const BASE: u32 = 0x3000;
-    /// Size of the block's window.
-    pub const SPAN: u32 = 0x1000;
-    /// Major version understood.
-    pub const MAJOR: u16 = 1;
-    /// Minor version implemented.
-    pub const MINOR: u16 = 0;
+    block! {
+        ESP at 0x3000, span 0x1000, major 1, minor 0;
+        fields: &[("STATUS", status::ALL)],
+        consts: &[],
+    }
     /// Packet buffer size in bytes.
     pub const BUF_BYTES: u32 = 2048;
     /// Where ENCAP expects the payload and DECAP leaves it.
     pub const PAYLOAD_OFFSET: u32 = 16;
     registers! {
-        /// Block type id ([`super::block_type::ESP`]).
-        TYPE @ 0x00 RO;
-        /// Block version.
-        VERSION @ 0x04 RO;
-        /// Offset of the next block ([`super::port::BASE`]).
-        NEXT @ 0x08 RO;
+        header ESP, next: "Offset of the next block ([`super::port::BASE`]).";
         /// Capability: packet buffer size in bytes.
         CAP_BUF_BYTES @ 0x0C RO;
         /// Command register: writing a [`cmd`] code starts the command.
@@ -553,14 +577,7 @@ pub mod esp {
         /// Packet buffer words.
         BUF @ 0x800 RW [512];
     }
-    fields!(status for "STATUS" {
-        /// A command is running.
-        BUSY: 0, 1;
-        /// The last command has completed (cleared by the next CMD write).
-        DONE: 1, 1;
-        /// Error code of the last command, see [`super::err`].
-        ERR: 8, 8;
-    });
+    status_fields! {}
     constants!(cmd : "ESP_CMD" {
         /// Encapsulate the LEN-byte payload at buffer byte 16 with outbound SA SLOT.
         ENCAP = 1;
@@ -603,14 +620,15 @@ pub mod esp {
 /// Frame buffers use the ESP block's byte order: byte `i` is bits `31 - 8*(i%4) .. 24 -
 /// 8*(i%4)` of word `i/4`.
 pub mod port {
-    /// Where this tree's RTL and model place the block.
-    pub const BASE: u32 = 0x4000;
-    /// Size of the block's window.
-    pub const SPAN: u32 = 0x2000;
-    /// Major version understood.
-    pub const MAJOR: u16 = 1;
-    /// Minor version implemented.
-    pub const MINOR: u16 = 0;
+    block! {
+        PORT at 0x4000, span 0x2000, major 1, minor 0;
+        fields: &[
+            ("STATUS", status::ALL),
+            ("HRX_META", meta::ALL),
+            ("HRX_OFFSETS", offsets::ALL),
+        ],
+        consts: &[],
+    }
     /// Ethernet ports.
     pub const PORTS: u32 = 2;
     /// Longest frame the card takes, in bytes (longer ones are dropped `TOO_LONG`).
@@ -626,12 +644,7 @@ pub mod port {
     /// Extension headers an IPv6 walk follows before punting `EXT_HEADERS`.
     pub const V6_EXT_MAX: u32 = 4;
     registers! {
-        /// Block type id ([`super::block_type::PORT`]).
-        TYPE @ 0x00 RO;
-        /// Block version.
-        VERSION @ 0x04 RO;
-        /// Offset of the next block (0: end of chain).
-        NEXT @ 0x08 RO;
+        header PORT, next: "Offset of the next block (0: end of chain).";
         /// Capability: Ethernet ports.
         CAP_PORTS @ 0x0C RO;
         /// Capability: longest frame in bytes.
@@ -705,14 +718,7 @@ pub mod port {
         /// The frame SEND transmits.
         HTX_BUF @ 0x1000 RW [512];
     }
-    fields!(status for "STATUS" {
-        /// A command is running.
-        BUSY: 0, 1;
-        /// The last command has completed (cleared by the next CMD write).
-        DONE: 1, 1;
-        /// Error code of the last command, see [`super::err`].
-        ERR: 8, 8;
-    });
+    status_fields! {}
     fields!(meta for "HRX_META" {
         /// Port the frame came in on (host injections: the port named by HTX_DEST).
         PORT: 0, 1;
@@ -798,71 +804,7 @@ pub mod port {
 }
 
 /// Every block this tree knows, in chain order.
-pub const BLOCKS: &[BlockDesc] = &[
-    BlockDesc {
-        prefix: "IDENT",
-        type_id: block_type::IDENT,
-        major: ident::MAJOR,
-        minor: ident::MINOR,
-        base: ident::BASE,
-        span: 0x1000,
-        regs: ident::ALL,
-        fields: &[("CONTROL", ident::control::ALL)],
-        consts: ident::values::ALL,
-    },
-    BlockDesc {
-        prefix: "CAM",
-        type_id: block_type::CAM,
-        major: cam::MAJOR,
-        minor: cam::MINOR,
-        base: cam::BASE,
-        span: cam::SPAN,
-        regs: cam::ALL,
-        fields: &[("STATUS", cam::status::ALL)],
-        consts: &[],
-    },
-    BlockDesc {
-        prefix: "SA",
-        type_id: block_type::SA,
-        major: sa::MAJOR,
-        minor: sa::MINOR,
-        base: sa::BASE,
-        span: sa::SPAN,
-        regs: sa::ALL,
-        fields: &[
-            ("STATUS", sa::status::ALL),
-            ("CONFIG", sa::config::ALL),
-            ("CAP_FEATURES", sa::cap::ALL),
-        ],
-        consts: &[],
-    },
-    BlockDesc {
-        prefix: "ESP",
-        type_id: block_type::ESP,
-        major: esp::MAJOR,
-        minor: esp::MINOR,
-        base: esp::BASE,
-        span: esp::SPAN,
-        regs: esp::ALL,
-        fields: &[("STATUS", esp::status::ALL)],
-        consts: &[],
-    },
-    BlockDesc {
-        prefix: "PORT",
-        type_id: block_type::PORT,
-        major: port::MAJOR,
-        minor: port::MINOR,
-        base: port::BASE,
-        span: port::SPAN,
-        regs: port::ALL,
-        fields: &[
-            ("STATUS", port::status::ALL),
-            ("HRX_META", port::meta::ALL),
-            ("HRX_OFFSETS", port::offsets::ALL),
-        ],
-        consts: &[],
-    },
-];
+pub const BLOCKS: &[BlockDesc] = &[ident::DESC, cam::DESC, sa::DESC, esp::DESC, port::DESC];
 
 /// Named constant groups outside the block descriptions, with their Verilog names.
 fn extra_constants() -> Vec<(&'static str, u32)> {

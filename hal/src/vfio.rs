@@ -501,32 +501,30 @@ pub struct Preflight {
 pub fn preflight(bdf: &Bdf, paths: &HostPaths) -> Result<Preflight, HalError> {
     let name = format!("vfio:{bdf}");
     let dev_dir = paths.pci_device(bdf);
-    if !dev_dir.is_dir() {
-        return Err(open_error(
-            &name,
-            format!(
-                "no PCI device at {bdf} ({} does not exist)",
-                dev_dir.display()
-            ),
-            format!(
-                "find the card's address with `lspci -D`; after loading a bitstream, rescan with \
-                 `echo 1 > {}/bus/pci/rescan`",
-                paths.sysfs.display()
-            ),
-        ));
-    }
+    require_dir(
+        &name,
+        &dev_dir,
+        format!(
+            "no PCI device at {bdf} ({} does not exist)",
+            dev_dir.display()
+        ),
+        format!(
+            "find the card's address with `lspci -D`; after loading a bitstream, rescan with \
+             `echo 1 > {}/bus/pci/rescan`",
+            paths.sysfs.display()
+        ),
+    )?;
     let vfio_dir = paths.vfio_dir();
-    if !vfio_dir.is_dir() {
-        return Err(open_error(
-            &name,
-            format!(
-                "{} does not exist: the vfio-pci module is not loaded",
-                vfio_dir.display()
-            ),
-            "`modprobe vfio-pci` (and list it in /etc/modules-load.d/ to keep it across boots); \
-             VFIO also needs the IOMMU on, see docs/bringup.md",
-        ));
-    }
+    require_dir(
+        &name,
+        &vfio_dir,
+        format!(
+            "{} does not exist: the vfio-pci module is not loaded",
+            vfio_dir.display()
+        ),
+        "`modprobe vfio-pci` (and list it in /etc/modules-load.d/ to keep it across boots); \
+         VFIO also needs the IOMMU on, see docs/bringup.md",
+    )?;
     let Some(group) = iommu_group(&dev_dir) else {
         return Err(open_error(
             &name,
@@ -578,6 +576,20 @@ pub fn preflight(bdf: &Bdf, paths: &HostPaths) -> Result<Preflight, HalError> {
     }
     check_node(&name, &group_node, Some(group))?;
     Ok(Preflight { dev_dir, group })
+}
+
+/// `Ok` when `dir` is a directory, else the open error of `name` with `cause` and `fix`.
+fn require_dir(
+    name: &str,
+    dir: &Path,
+    cause: impl std::fmt::Display,
+    fix: impl std::fmt::Display,
+) -> Result<(), HalError> {
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(open_error(name, cause, fix))
+    }
 }
 
 /// Open a VFIO device node read-write and close it again, to turn a
@@ -646,6 +658,11 @@ fn group_not_viable(
     members: &[crate::sysfs::GroupMember],
 ) -> HalError {
     let list: Vec<String> = members.iter().map(ToString::to_string).collect();
+    let devices = if list.is_empty() {
+        "unknown".to_owned()
+    } else {
+        list.join(", ")
+    };
     let mut fix = String::from(
         "every device in the group must be bound to vfio-pci (or to no driver); as root, for each \
          one marked above with a host driver:",
@@ -657,14 +674,7 @@ fn group_not_viable(
     fix.push_str("\n  or move the card to a slot with its own IOMMU group (ACS)");
     open_error(
         name,
-        format!(
-            "IOMMU group {group} is not viable: its devices are {}",
-            if list.is_empty() {
-                "unknown".to_owned()
-            } else {
-                list.join(", ")
-            }
-        ),
+        format!("IOMMU group {group} is not viable: its devices are {devices}"),
         fix,
     )
 }

@@ -27,6 +27,15 @@ fn assert_mentions(msg: &str, parts: &[&str]) {
     }
 }
 
+/// A host with the card at [`BDF`] (bound to `driver`, in IOMMU `group`) and the
+/// `/dev/vfio` nodes `nodes`, and the error of opening the card there.
+fn card_open_err(driver: Option<&str>, group: Option<u32>, nodes: &[&str]) -> (Host, String) {
+    let h = Host::new();
+    h.device(BDF, 0x120000, driver, group).vfio_nodes(nodes);
+    let msg = h.open_err(BDF);
+    (h, msg)
+}
+
 impl Host {
     fn new() -> Host {
         let h = Host {
@@ -91,7 +100,7 @@ fn a_bad_address_says_what_an_address_looks_like() {
         msg.starts_with("vfio:03-00-0: '03-00-0' is not a PCI address"),
         "{msg}"
     );
-    assert!(msg.contains("vfio:0000:03:00.0"), "{msg}");
+    assert_mentions(&msg, &["vfio:0000:03:00.0"]);
 }
 
 #[test]
@@ -103,7 +112,7 @@ fn a_nonexistent_device_points_at_lspci() {
         msg.starts_with("vfio:0000:ff:1f.7: no PCI device at 0000:ff:1f.7"),
         "{msg}"
     );
-    assert!(msg.contains("lspci -D") && msg.contains("rescan"), "{msg}");
+    assert_mentions(&msg, &["lspci -D", "rescan"]);
     // The short form names the same device.
     assert!(h
         .open_err("ff:1f.7")
@@ -116,34 +125,32 @@ fn no_dev_vfio_means_modprobe() {
     h.device(BDF, 0x120000, Some("vfio-pci"), Some(5));
     let msg = h.open_err(BDF);
     assert!(msg.starts_with(&format!("vfio:{BDF}: ")), "{msg}");
-    assert!(msg.contains("the vfio-pci module is not loaded"), "{msg}");
-    assert!(msg.contains("modprobe vfio-pci"), "{msg}");
+    assert_mentions(
+        &msg,
+        &["the vfio-pci module is not loaded", "modprobe vfio-pci"],
+    );
 }
 
 #[test]
 fn no_iommu_group_means_kernel_command_line_or_pci_backend() {
-    let h = Host::new();
-    h.device(BDF, 0x120000, Some("ixgbe"), None).vfio_nodes(&[]);
-    let msg = h.open_err(BDF);
-    assert!(msg.contains("no IOMMU group"), "{msg}");
-    assert!(
-        msg.contains("intel_iommu=on") && msg.contains("amd_iommu=on"),
-        "{msg}"
-    );
-    assert!(
-        msg.contains(&format!(
-            "--device pci:{}/bus/pci/devices/{BDF}/resource0",
-            h.sys().display()
-        )),
-        "{msg}"
+    let (h, msg) = card_open_err(Some("ixgbe"), None, &[]);
+    assert_mentions(
+        &msg,
+        &[
+            "no IOMMU group",
+            "intel_iommu=on",
+            "amd_iommu=on",
+            &format!(
+                "--device pci:{}/bus/pci/devices/{BDF}/resource0",
+                h.sys().display()
+            ),
+        ],
     );
 }
 
 #[test]
 fn an_unbound_device_gets_the_bind_commands() {
-    let h = Host::new();
-    h.device(BDF, 0x120000, None, Some(5)).vfio_nodes(&["5"]);
-    let msg = h.open_err(BDF);
+    let (h, msg) = card_open_err(None, Some(5), &["5"]);
     let sys = h.sys();
     assert_mentions(
         &msg,
@@ -161,10 +168,7 @@ fn an_unbound_device_gets_the_bind_commands() {
 
 #[test]
 fn a_device_with_another_driver_gets_unbind_and_bind_commands() {
-    let h = Host::new();
-    h.device(BDF, 0x120000, Some("xdma"), Some(5))
-        .vfio_nodes(&["5"]);
-    let msg = h.open_err(BDF);
+    let (h, msg) = card_open_err(Some("xdma"), Some(5), &["5"]);
     assert_mentions(
         &msg,
         &[
@@ -196,32 +200,26 @@ fn a_group_shared_with_a_host_driver_is_not_viable_and_lists_the_members() {
         ],
     );
     // The fix binds exactly the blocking member.
-    assert!(msg.contains("echo 0000:03:00.1 > "), "{msg}");
+    assert_mentions(&msg, &["echo 0000:03:00.1 > "]);
     assert!(
         !msg.contains("echo 0000:00:1c.0 > "),
         "the bridge may stay: {msg}"
     );
-    assert!(msg.contains("ACS"), "{msg}");
+    assert_mentions(&msg, &["ACS"]);
 }
 
 #[test]
 fn no_iommu_mode_points_at_the_pci_backend() {
-    let h = Host::new();
-    h.device(BDF, 0x120000, Some("vfio-pci"), Some(3))
-        .vfio_nodes(&["noiommu-3"]);
-    let msg = h.open_err(BDF);
+    let (_, msg) = card_open_err(Some("vfio-pci"), Some(3), &["noiommu-3"]);
     assert_mentions(&msg, &["no-IOMMU mode", "--device pci:"]);
 }
 
 #[test]
 fn a_missing_group_node_is_reported() {
-    let h = Host::new();
-    h.device(BDF, 0x120000, Some("vfio-pci"), Some(3))
-        .vfio_nodes(&[]);
-    let msg = h.open_err(BDF);
-    assert!(
-        msg.contains("/dev/vfio/3 does not exist although the device is bound to vfio-pci"),
-        "{msg}"
+    let (_, msg) = card_open_err(Some("vfio-pci"), Some(3), &[]);
+    assert_mentions(
+        &msg,
+        &["/dev/vfio/3 does not exist although the device is bound to vfio-pci"],
     );
 }
 
@@ -244,12 +242,9 @@ fn past_preflight_the_kernel_nodes_are_the_real_ones() {
     // (with the real path) instead of panicking. Where a real /dev/vfio
     // exists the container opens and the fake group id fails later; either
     // way it is an error that names the device.
-    let h = Host::new();
-    h.device(BDF, 0x120000, Some("vfio-pci"), Some(424_242))
-        .vfio_nodes(&["424242"]);
-    let msg = h.open_err(BDF);
+    let (_, msg) = card_open_err(Some("vfio-pci"), Some(424_242), &["424242"]);
     assert!(msg.starts_with(&format!("vfio:{BDF}: ")), "{msg}");
-    assert!(msg.contains("fix:"), "{msg}");
+    assert_mentions(&msg, &["fix:"]);
     if !Path::new("/dev/vfio/vfio").exists() {
         assert_mentions(
             &msg,
@@ -282,7 +277,7 @@ fn a_real_device_of_this_host_without_dev_vfio() {
         panic!("opening {bdf} without /dev/vfio must fail");
     };
     assert!(msg.starts_with(&format!("vfio:{bdf}: ")), "{msg}");
-    assert!(msg.contains("modprobe vfio-pci"), "{msg}");
+    assert_mentions(&msg, &["modprobe vfio-pci"]);
 }
 
 #[test]
@@ -294,7 +289,7 @@ fn a_nonexistent_device_on_the_real_host() {
     let Err(HalError::Open(msg)) = VfioCard::open(bdf) else {
         panic!("{bdf} must not open");
     };
-    assert!(msg.contains("no PCI device at 0000:ff:1f.7"), "{msg}");
+    assert_mentions(&msg, &["no PCI device at 0000:ff:1f.7"]);
 }
 
 // ---- the sparse-mmap access path over an ordinary file ----

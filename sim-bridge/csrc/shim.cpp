@@ -191,6 +191,20 @@ bool clock_until(SimCard* c, F handshake) {
     return false;
 }
 
+// The response phase of an AXI transaction: clock until the card sets `valid`, calling `take`
+// on that clock to store the response, then idle the inputs. A timeout names `what`.
+template <typename V, typename F>
+int32_t await_response(SimCard* c, const V& valid, F take, const char* what) {
+    const bool got = clock_until(c, [&] {
+        if (!valid) return false;
+        take();
+        return true;
+    });
+    if (!got) return timeout(c, what);
+    c->idle_inputs();
+    return SIM_OK;
+}
+
 }  // namespace
 
 extern "C" {
@@ -271,14 +285,8 @@ int32_t sim_axi_write(SimCard* c, uint32_t addr, uint32_t data, uint32_t* resp) 
             return timeout(c, "write address/data");
         t->s_axi_awvalid = 0;
         t->s_axi_wvalid = 0;
-        const bool got = clock_until(c, [&] {
-            if (!t->s_axi_bvalid) return false;
-            *resp = t->s_axi_bresp;
-            return true;
-        });
-        if (!got) return timeout(c, "write response");
-        c->idle_inputs();
-        return SIM_OK;
+        return await_response(
+            c, t->s_axi_bvalid, [&] { *resp = t->s_axi_bresp; }, "write response");
     });
 }
 
@@ -292,15 +300,13 @@ int32_t sim_axi_read(SimCard* c, uint32_t addr, uint32_t* data, uint32_t* resp) 
         if (!clock_until(c, [&] { return t->s_axi_arready; })) return timeout(c, "read address");
         t->s_axi_arvalid = 0;
         t->s_axi_rready = 1;
-        const bool got = clock_until(c, [&] {
-            if (!t->s_axi_rvalid) return false;
-            *data = t->s_axi_rdata;
-            *resp = t->s_axi_rresp;
-            return true;
-        });
-        if (!got) return timeout(c, "read data");
-        c->idle_inputs();
-        return SIM_OK;
+        return await_response(
+            c, t->s_axi_rvalid,
+            [&] {
+                *data = t->s_axi_rdata;
+                *resp = t->s_axi_rresp;
+            },
+            "read data");
     });
 }
 

@@ -658,45 +658,41 @@ mod tests {
         (partial, done)
     }
 
+    /// `frame` through [`prepare`] with the metadata of a received `frame` changed by
+    /// `offload`: `prepare` must say it finished the checksum (`checksum`) and put the VLAN
+    /// tag back (`vlan`) as given. Returns the frame it leaves.
+    fn prepared(
+        frame: &[u8],
+        offload: impl FnOnce(&mut Received),
+        checksum: bool,
+        vlan: bool,
+    ) -> Vec<u8> {
+        let mut buf = vec![0; FRAME_BYTES + 8];
+        buf[..frame.len()].copy_from_slice(frame);
+        let mut m = meta(frame.len(), buf.len());
+        offload(&mut m);
+        let mut len = 0;
+        let p = prepare(&mut buf, &m, FRAME_BYTES, "t0", &mut len);
+        assert_eq!(p, Prepared::Frame { checksum, vlan });
+        buf.truncate(len);
+        buf
+    }
+
     #[test]
     fn a_checksum_left_to_hardware_is_finished() {
         let (partial, done) = partial_udp();
-        let mut buf = vec![0; FRAME_BYTES + 8];
-        buf[..partial.len()].copy_from_slice(&partial);
-        let mut m = meta(partial.len(), buf.len());
-        m.csum = Some((34, 6));
-        let mut len = 0;
-        let p = prepare(&mut buf, &m, FRAME_BYTES, "t0", &mut len);
-        assert_eq!(
-            p,
-            Prepared::Frame {
-                checksum: true,
-                vlan: false
-            }
-        );
-        assert_eq!(&buf[..len], &done[..]);
+        let frame = prepared(&partial, |m| m.csum = Some((34, 6)), true, false);
+        assert_eq!(frame, done);
     }
 
     #[test]
     fn a_vlan_tag_in_metadata_goes_back_into_the_frame() {
         let (_, done) = partial_udp();
-        let mut buf = vec![0; FRAME_BYTES + 8];
-        buf[..done.len()].copy_from_slice(&done);
-        let mut m = meta(done.len(), buf.len());
-        m.vlan = Some((0x8100, 42));
-        let mut len = 0;
-        let p = prepare(&mut buf, &m, FRAME_BYTES, "t0", &mut len);
-        assert_eq!(
-            p,
-            Prepared::Frame {
-                checksum: false,
-                vlan: true
-            }
-        );
-        assert_eq!(len, done.len() + 4);
-        assert_eq!(&buf[..12], &done[..12]);
-        assert_eq!(&buf[12..16], &[0x81, 0x00, 0, 42]);
-        assert_eq!(&buf[16..len], &done[12..]);
+        let frame = prepared(&done, |m| m.vlan = Some((0x8100, 42)), false, true);
+        assert_eq!(frame.len(), done.len() + 4);
+        assert_eq!(&frame[..12], &done[..12]);
+        assert_eq!(&frame[12..16], &[0x81, 0x00, 0, 42]);
+        assert_eq!(&frame[16..], &done[12..]);
     }
 
     #[test]

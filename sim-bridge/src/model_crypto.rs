@@ -24,10 +24,9 @@ const CFG_MASK: u32 = 0x1F0F;
 const BUF: usize = esp::BUF_BYTES as usize;
 const WINDOW: u64 = sa::WINDOW as u64;
 
-/// One SA slot.
-#[derive(Clone, Default)]
-struct Slot {
-    valid: bool,
+/// The fields of an SA, as a slot stores them and the SA block stages them.
+#[derive(Clone, Copy, Default)]
+struct SaFields {
     spi: u32,
     config: u32,
     salt: u32,
@@ -40,18 +39,57 @@ struct Slot {
     repl: u32,
 }
 
-/// Staged SA fields (the SA block's data registers).
+impl SaFields {
+    /// Sequence number, replay window and counters := `from`'s (never the key).
+    fn set_state(&mut self, from: &SaFields) {
+        self.seq = from.seq;
+        self.win = from.win;
+        self.pkts = from.pkts;
+        self.bytes = from.bytes;
+        self.auth = from.auth;
+        self.repl = from.repl;
+    }
+
+    /// Key and salt wiped.
+    fn wipe_key(&mut self) {
+        self.key = [0; 8];
+        self.salt = 0;
+    }
+}
+
+/// One SA slot.
+#[derive(Clone, Default)]
+struct Slot {
+    valid: bool,
+    sa: SaFields,
+}
+
+impl Slot {
+    /// Invalid, its key and salt wiped.
+    fn invalidate(&mut self) {
+        self.valid = false;
+        self.sa.wipe_key();
+    }
+}
+
+/// The SA block's data registers: the slot argument and the staged SA.
 #[derive(Clone, Copy, Default)]
 struct SaStage {
     slot: u32,
-    spi: u32,
-    config: u32,
-    salt: u32,
-    key: [u32; 8],
+    sa: SaFields,
+}
+
+/// The ESP engine block's registers.
+#[derive(Clone, Default)]
+struct EngineRegs {
+    cmd: u32,
+    status: u32,
+    slot: u32,
+    len: u32,
+    nh: u8,
     seq: u64,
-    win: u64,
-    pkts: u64,
-    bytes: u64,
+    cmd_count: u32,
+    err_count: u32,
     auth: u32,
     repl: u32,
 }
@@ -65,16 +103,7 @@ pub(crate) struct CryptoModel {
     sa_status: u32,
     sa_cmd_count: u32,
     sa_err_count: u32,
-    e_cmd: u32,
-    e_status: u32,
-    e_slot: u32,
-    e_len: u32,
-    e_nh: u8,
-    e_seq: u64,
-    e_cmd_count: u32,
-    e_err_count: u32,
-    e_auth: u32,
-    e_repl: u32,
+    eng: EngineRegs,
     buf: Vec<u8>,
 }
 
@@ -150,16 +179,7 @@ impl CryptoModel {
             sa_status: 0,
             sa_cmd_count: 0,
             sa_err_count: 0,
-            e_cmd: 0,
-            e_status: 0,
-            e_slot: 0,
-            e_len: 0,
-            e_nh: 0,
-            e_seq: 0,
-            e_cmd_count: 0,
-            e_err_count: 0,
-            e_auth: 0,
-            e_repl: 0,
+            eng: EngineRegs::default(),
             buf: vec![0; BUF],
         }
     }
@@ -175,7 +195,7 @@ impl CryptoModel {
         if let Some(v) = header_read(o, (block_type::SA, sa::MAJOR, sa::MINOR, esp::BASE)) {
             return v;
         }
-        let st = &self.st;
+        let st = &self.st.sa;
         if in_array(sa::KEY, o).is_some() {
             return 0; // write-only
         }
@@ -186,7 +206,7 @@ impl CryptoModel {
             _ if o == sa::OCCUPANCY.offset => self.occupancy(),
             _ if o == sa::CMD.offset => self.sa_cmd,
             _ if o == sa::STATUS.offset => self.sa_status,
-            _ if o == sa::SLOT.offset => st.slot,
+            _ if o == sa::SLOT.offset => self.st.slot,
             _ if o == sa::SPI.offset => st.spi,
             _ if o == sa::CONFIG.offset => st.config,
             _ if o == sa::SALT.offset => 0,
@@ -208,13 +228,13 @@ impl CryptoModel {
 
     /// Write at offset `o` of the SA block.
     pub(crate) fn sa_write(&mut self, o: u32, v: u32) {
-        let st = &mut self.st;
+        let st = &mut self.st.sa;
         if let Some(i) = in_array(sa::KEY, o) {
             st.key[i] = v;
             return;
         }
         match o {
-            _ if o == sa::SLOT.offset => st.slot = v,
+            _ if o == sa::SLOT.offset => self.st.slot = v,
             _ if o == sa::SPI.offset => st.spi = v,
             _ if o == sa::CONFIG.offset => st.config = v & CFG_MASK,
             _ if o == sa::SALT.offset => st.salt = v,
@@ -242,64 +262,39 @@ impl CryptoModel {
         let mut valid_bit = 0;
         let e = match code {
             cmd::WRITE => {
-                let icv = sa::config::ICV_BYTES.get(self.st.config);
+                let icv = sa::config::ICV_BYTES.get(self.st.sa.config);
                 let e = if !ok {
                     err::BAD_SLOT
                 } else if !matches!(icv, 8 | 12 | 16) {
                     err::BAD_CONFIG
                 } else {
-                    let st = self.st;
                     self.slots[i] = Slot {
                         valid: true,
-                        spi: st.spi,
-                        config: st.config,
-                        salt: st.salt,
-                        key: st.key,
-                        seq: st.seq,
-                        win: st.win,
-                        pkts: st.pkts,
-                        bytes: st.bytes,
-                        auth: st.auth,
-                        repl: st.repl,
+                        sa: self.st.sa,
                     };
                     err::OK
                 };
                 // Key material never lingers in staging.
-                self.st.salt = 0;
-                self.st.key = [0; 8];
+                self.st.sa.wipe_key();
                 e
             }
             cmd::INVALIDATE if ok => {
-                let s = &mut self.slots[i];
-                s.valid = false;
-                s.key = [0; 8];
-                s.salt = 0;
+                self.slots[i].invalidate();
                 err::OK
             }
             cmd::READ if ok => {
                 let s = &self.slots[i];
-                let st = &mut self.st;
-                st.spi = s.spi;
-                st.config = s.config;
-                st.seq = s.seq;
-                st.win = s.win;
-                st.pkts = s.pkts;
-                st.bytes = s.bytes;
-                st.auth = s.auth;
-                st.repl = s.repl;
+                let st = &mut self.st.sa;
+                st.spi = s.sa.spi;
+                st.config = s.sa.config;
+                st.set_state(&s.sa);
                 valid_bit = u32::from(s.valid);
                 err::OK
             }
             cmd::SET_STATE if ok => {
-                let st = self.st;
                 let s = &mut self.slots[i];
                 if s.valid {
-                    s.seq = st.seq;
-                    s.win = st.win;
-                    s.pkts = st.pkts;
-                    s.bytes = st.bytes;
-                    s.auth = st.auth;
-                    s.repl = st.repl;
+                    s.sa.set_state(&self.st.sa);
                     err::OK
                 } else {
                     err::NOT_VALID
@@ -308,9 +303,7 @@ impl CryptoModel {
             cmd::INVALIDATE | cmd::READ | cmd::SET_STATE => err::BAD_SLOT,
             cmd::FLUSH_ALL => {
                 for s in &mut self.slots {
-                    s.valid = false;
-                    s.key = [0; 8];
-                    s.salt = 0;
+                    s.invalidate();
                 }
                 err::OK
             }
@@ -341,17 +334,17 @@ impl CryptoModel {
         }
         match o {
             _ if o == esp::CAP_BUF_BYTES.offset => esp::BUF_BYTES,
-            _ if o == esp::CMD.offset => self.e_cmd,
-            _ if o == esp::STATUS.offset => self.e_status,
-            _ if o == esp::SLOT.offset => self.e_slot,
-            _ if o == esp::LEN.offset => self.e_len,
-            _ if o == esp::NEXT_HDR.offset => u32::from(self.e_nh),
-            _ if o == esp::SEQ_LO.offset => lo(self.e_seq),
-            _ if o == esp::SEQ_HI.offset => hi(self.e_seq),
-            _ if o == esp::CMD_COUNT.offset => self.e_cmd_count,
-            _ if o == esp::ERR_COUNT.offset => self.e_err_count,
-            _ if o == esp::AUTH_FAILS.offset => self.e_auth,
-            _ if o == esp::REPLAYS.offset => self.e_repl,
+            _ if o == esp::CMD.offset => self.eng.cmd,
+            _ if o == esp::STATUS.offset => self.eng.status,
+            _ if o == esp::SLOT.offset => self.eng.slot,
+            _ if o == esp::LEN.offset => self.eng.len,
+            _ if o == esp::NEXT_HDR.offset => u32::from(self.eng.nh),
+            _ if o == esp::SEQ_LO.offset => lo(self.eng.seq),
+            _ if o == esp::SEQ_HI.offset => hi(self.eng.seq),
+            _ if o == esp::CMD_COUNT.offset => self.eng.cmd_count,
+            _ if o == esp::ERR_COUNT.offset => self.eng.err_count,
+            _ if o == esp::AUTH_FAILS.offset => self.eng.auth,
+            _ if o == esp::REPLAYS.offset => self.eng.repl,
             _ => UNMAPPED_PATTERN,
         }
     }
@@ -363,9 +356,9 @@ impl CryptoModel {
             return;
         }
         match o {
-            _ if o == esp::SLOT.offset => self.e_slot = v,
-            _ if o == esp::LEN.offset => self.e_len = v,
-            _ if o == esp::NEXT_HDR.offset => self.e_nh = v as u8,
+            _ if o == esp::SLOT.offset => self.eng.slot = v,
+            _ if o == esp::LEN.offset => self.eng.len = v,
+            _ if o == esp::NEXT_HDR.offset => self.eng.nh = v as u8,
             _ if o == esp::CMD.offset => self.esp_command(v),
             _ => {}
         }
@@ -373,32 +366,33 @@ impl CryptoModel {
 
     fn esp_command(&mut self, code: u32) {
         use esp::{cmd, err, status};
-        self.e_cmd = code;
+        self.eng.cmd = code;
         let e = match code {
-            cmd::ENCAP => self.encap(),
-            cmd::DECAP => self.decap(),
+            cmd::ENCAP => self.encap().err().unwrap_or(err::OK),
+            cmd::DECAP => self.decap().err().unwrap_or(err::OK),
             _ => err::UNKNOWN_CMD,
         };
-        self.e_status = status::DONE.put(1) | status::ERR.put(e);
-        self.e_cmd_count = self.e_cmd_count.wrapping_add(1);
+        self.eng.status = status::DONE.put(1) | status::ERR.put(e);
+        self.eng.cmd_count = self.eng.cmd_count.wrapping_add(1);
         if e != err::OK {
-            self.e_err_count = self.e_err_count.wrapping_add(1);
+            self.eng.err_count = self.eng.err_count.wrapping_add(1);
         }
     }
 
-    /// The slot for an ENCAP (`outbound`) or DECAP, or the error code.
-    fn engine_slot(&self, outbound: bool) -> Result<usize, u32> {
-        let i = self.e_slot as usize;
-        if self.e_slot >= sa::SLOTS || !self.slots[i].valid {
+    /// The slot for an ENCAP (`outbound`) or DECAP and its SA, or the error code.
+    fn engine_sa(&self, outbound: bool) -> Result<(usize, SaFields), u32> {
+        let i = self.eng.slot as usize;
+        if self.eng.slot >= sa::SLOTS || !self.slots[i].valid {
             return Err(esp::err::BAD_SLOT);
         }
-        if (sa::config::OUTBOUND.get(self.slots[i].config) == 1) != outbound {
+        let s = self.slots[i].sa;
+        if (sa::config::OUTBOUND.get(s.config) == 1) != outbound {
             return Err(esp::err::WRONG_DIR);
         }
-        Ok(i)
+        Ok((i, s))
     }
 
-    fn cipher(s: &Slot) -> LessSafeKey {
+    fn cipher(s: &SaFields) -> LessSafeKey {
         let mut key = [0u8; 32];
         for (i, w) in s.key.iter().enumerate() {
             key[4 * i..4 * i + 4].copy_from_slice(&w.to_be_bytes());
@@ -461,13 +455,25 @@ impl CryptoModel {
         tag
     }
 
-    fn encap(&mut self) -> u32 {
+    /// [`Self::gcm`] with SA `s` over the `d` bytes at buffer byte 16: the nonce's IV `iv`,
+    /// the AAD of sequence number `seq`.
+    fn gcm_payload(
+        &mut self,
+        s: &SaFields,
+        iv: u64,
+        seq: u64,
+        esn: bool,
+        d: usize,
+        decrypt: bool,
+    ) -> [u8; 16] {
+        let key = Self::cipher(s);
+        let aad = Self::aad(s.spi, seq, esn);
+        Self::gcm(&key, s.salt, iv, &aad, &mut self.buf[16..16 + d], decrypt)
+    }
+
+    fn encap(&mut self) -> Result<(), u32> {
         use esp::err;
-        let i = match self.engine_slot(true) {
-            Ok(i) => i,
-            Err(e) => return e,
-        };
-        let s = self.slots[i].clone();
+        let (i, s) = self.engine_sa(true)?;
         let esn = sa::config::ESN.get(s.config) == 1;
         let icv = sa::config::ICV_BYTES.get(s.config) as usize;
         let exhausted = if esn {
@@ -476,14 +482,14 @@ impl CryptoModel {
             s.seq >= u64::from(u32::MAX)
         };
         if exhausted {
-            return err::SEQ_EXHAUSTED;
+            return Err(err::SEQ_EXHAUSTED);
         }
-        let p = u64::from(self.e_len);
+        let p = u64::from(self.eng.len);
         let pad = (2u64.wrapping_sub(p)) & 3;
         let d = p + pad + 2;
         let d16 = d.div_ceil(16) * 16;
         if p > BUF as u64 || 16 + d16 > BUF as u64 || 16 + d + icv as u64 > BUF as u64 {
-            return err::TOO_LONG;
+            return Err(err::TOO_LONG);
         }
         let (p, pad, d, d16) = (p as usize, pad as usize, d as usize, d16 as usize);
         let seq = s.seq + 1;
@@ -491,97 +497,77 @@ impl CryptoModel {
             self.buf[16 + p + k] = (k + 1) as u8;
         }
         self.buf[16 + p + pad] = pad as u8;
-        self.buf[16 + p + pad + 1] = self.e_nh;
+        self.buf[16 + p + pad + 1] = self.eng.nh;
         self.buf[0..4].copy_from_slice(&s.spi.to_be_bytes());
         self.buf[4..8].copy_from_slice(&lo(seq).to_be_bytes());
         self.buf[8..16].copy_from_slice(&seq.to_be_bytes());
-        let key = Self::cipher(&s);
-        let tag = Self::gcm(
-            &key,
-            s.salt,
-            seq,
-            &Self::aad(s.spi, seq, esn),
-            &mut self.buf[16..16 + d],
-            false,
-        );
+        let tag = self.gcm_payload(&s, seq, seq, esn, d, false);
         self.buf[16 + d..16 + d16].fill(0);
         self.buf[16 + d..16 + d + icv].copy_from_slice(&tag[..icv]);
-        self.e_len = (16 + d + icv) as u32;
-        self.e_seq = seq;
-        let slot = &mut self.slots[i];
+        self.eng.len = (16 + d + icv) as u32;
+        self.eng.seq = seq;
+        let slot = &mut self.slots[i].sa;
         slot.seq = seq;
         slot.pkts = slot.pkts.wrapping_add(1);
         slot.bytes = slot.bytes.wrapping_add(p as u64);
-        err::OK
+        Ok(())
     }
 
-    fn decap(&mut self) -> u32 {
+    fn decap(&mut self) -> Result<(), u32> {
         use esp::err;
-        let i = match self.engine_slot(false) {
-            Ok(i) => i,
-            Err(e) => return e,
-        };
-        let s = self.slots[i].clone();
+        let (i, s) = self.engine_sa(false)?;
         let esn = sa::config::ESN.get(s.config) == 1;
         let icv = sa::config::ICV_BYTES.get(s.config) as usize;
-        let l = self.e_len as usize;
+        let l = self.eng.len as usize;
         if l > BUF || l < 18 + icv {
-            return err::MALFORMED;
+            return Err(err::MALFORMED);
         }
         let word =
             |b: &[u8], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
         if word(&self.buf, 0) != s.spi {
-            return err::SPI_MISMATCH;
+            return Err(err::SPI_MISMATCH);
         }
         let d = l - 16 - icv;
         let d16 = d.div_ceil(16) * 16;
         let seq = infer_seq(s.seq, word(&self.buf, 4), esn);
         // From here on SEQ reports the packet's sequence number, errors included.
-        self.e_seq = seq;
+        self.eng.seq = seq;
         if is_replay(s.seq, s.win, seq) {
-            self.slots[i].repl = self.slots[i].repl.wrapping_add(1);
-            self.e_repl = self.e_repl.wrapping_add(1);
-            return err::REPLAY;
+            self.slots[i].sa.repl = self.slots[i].sa.repl.wrapping_add(1);
+            self.eng.repl = self.eng.repl.wrapping_add(1);
+            return Err(err::REPLAY);
         }
         let mut icv_rx = [0u8; 16];
         icv_rx[..icv].copy_from_slice(&self.buf[16 + d..16 + d + icv]);
         let iv = u64::from_be_bytes(self.buf[8..16].try_into().unwrap_or([0; 8]));
-        let key = Self::cipher(&s);
-        let tag = Self::gcm(
-            &key,
-            s.salt,
-            iv,
-            &Self::aad(s.spi, seq, esn),
-            &mut self.buf[16..16 + d],
-            true,
-        );
+        let tag = self.gcm_payload(&s, iv, seq, esn, d, true);
         self.buf[16 + d..16 + d16].fill(0);
         // Plain comparison is fine in a model; the RTL compares all bytes at once.
         if tag[..icv] != icv_rx[..icv] {
             self.buf[16..16 + d16].fill(0);
-            self.slots[i].auth = self.slots[i].auth.wrapping_add(1);
-            self.e_auth = self.e_auth.wrapping_add(1);
-            return err::AUTH;
+            self.slots[i].sa.auth = self.slots[i].sa.auth.wrapping_add(1);
+            self.eng.auth = self.eng.auth.wrapping_add(1);
+            return Err(err::AUTH);
         }
         let (top, win) = window_accept(s.seq, s.win, seq);
-        self.slots[i].seq = top;
-        self.slots[i].win = win;
+        self.slots[i].sa.seq = top;
+        self.slots[i].sa.win = win;
         let nh = self.buf[16 + d - 1];
         let pad = usize::from(self.buf[16 + d - 2]);
         let pad_ok =
             pad + 2 <= d && (0..pad).all(|k| usize::from(self.buf[16 + d - 2 - pad + k]) == k + 1);
         if !pad_ok {
             self.buf[16..16 + d16].fill(0);
-            return err::MALFORMED;
+            return Err(err::MALFORMED);
         }
         let len = d - 2 - pad;
-        self.e_len = len as u32;
-        self.e_nh = nh;
-        self.e_seq = seq;
-        let slot = &mut self.slots[i];
+        self.eng.len = len as u32;
+        self.eng.nh = nh;
+        self.eng.seq = seq;
+        let slot = &mut self.slots[i].sa;
         slot.pkts = slot.pkts.wrapping_add(1);
         slot.bytes = slot.bytes.wrapping_add(len as u64);
-        err::OK
+        Ok(())
     }
 }
 
@@ -619,10 +605,10 @@ mod tests {
             sa::status::ERR.get(m.sa_read(sa::STATUS.offset)),
             sa::err::OK
         );
-        assert_eq!(m.st.key, [0; 8]);
-        assert_eq!(m.st.salt, 0);
-        assert_eq!(m.slots[0].key[0], 0xDEAD_BEEF);
+        assert_eq!(m.st.sa.key, [0; 8]);
+        assert_eq!(m.st.sa.salt, 0);
+        assert_eq!(m.slots[0].sa.key[0], 0xDEAD_BEEF);
         m.sa_write(sa::CMD.offset, sa::cmd::INVALIDATE);
-        assert_eq!(m.slots[0].key, [0; 8]);
+        assert_eq!(m.slots[0].sa.key, [0; 8]);
     }
 }

@@ -2,23 +2,13 @@
 //! "Packet port block"): capabilities, the write-only hash key, SEND and POP with their errors,
 //! a miss queued with its metadata, a forwarded hit, drops by reason, a full queue, soft reset.
 
+mod support;
+
 use hal::regs::{cam, ident, port, UNMAPPED_PATTERN};
-use hal::{BarOffset, RegIo, Wires};
+use hal::Wires;
 use sim_bridge::model::ModelCard;
 use sim_bridge::model_port::parse;
-
-fn rd(m: &mut ModelCard, o: u32) -> u32 {
-    m.read32(BarOffset(o)).unwrap()
-}
-fn wr(m: &mut ModelCard, o: u32, v: u32) {
-    m.write32(BarOffset(o), v).unwrap();
-}
-fn p(r: hal::regs::Reg) -> u32 {
-    port::BASE + r.offset
-}
-fn pa(r: hal::regs::Reg, i: u32) -> u32 {
-    port::BASE + r.at(i)
-}
+use support::{own_all, p, pa, rd, stage, wr};
 
 /// An Ethernet + IPv4 + UDP frame from 198.18.0.1:sport to 198.18.0.2:dport.
 fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
@@ -35,22 +25,22 @@ fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-fn own_all(m: &mut ModelCard) {
-    for i in 0..port::OWNED_WORDS {
-        wr(m, pa(port::OWNED, i), u32::MAX);
-    }
+/// A model card that owns every identifier.
+fn model_owning_all() -> ModelCard {
+    let mut m = ModelCard::new();
+    own_all(&mut m);
+    m
+}
+
+/// Run port command `code` (the model finishes it inside the write); returns `STATUS.ERR`.
+fn command(m: &mut ModelCard, code: u32) -> u32 {
+    wr(m, p(port::CMD), code);
+    port::status::ERR.get(rd(m, p(port::STATUS)))
 }
 
 fn send(m: &mut ModelCard, frame: &[u8], dest: u32) -> u32 {
-    for (i, c) in frame.chunks(4).enumerate() {
-        let mut w = [0u8; 4];
-        w[..c.len()].copy_from_slice(c);
-        wr(m, pa(port::HTX_BUF, i as u32), u32::from_be_bytes(w));
-    }
-    wr(m, p(port::HTX_LEN), frame.len() as u32);
-    wr(m, p(port::HTX_DEST), dest);
-    wr(m, p(port::CMD), port::cmd::SEND);
-    port::status::ERR.get(rd(m, p(port::STATUS)))
+    stage(m, frame, dest);
+    command(m, port::cmd::SEND)
 }
 
 fn head_frame(m: &mut ModelCard) -> Vec<u8> {
@@ -94,28 +84,12 @@ fn capabilities_write_only_key_and_chain() {
 #[test]
 fn commands_and_their_errors() {
     let mut m = ModelCard::new();
-    wr(&mut m, p(port::CMD), port::cmd::POP);
-    assert_eq!(
-        port::status::ERR.get(rd(&mut m, p(port::STATUS))),
-        port::err::EMPTY
-    );
+    assert_eq!(command(&mut m, port::cmd::POP), port::err::EMPTY);
     wr(&mut m, p(port::HTX_LEN), 0);
-    wr(&mut m, p(port::CMD), port::cmd::SEND);
-    assert_eq!(
-        port::status::ERR.get(rd(&mut m, p(port::STATUS))),
-        port::err::BAD_LEN
-    );
+    assert_eq!(command(&mut m, port::cmd::SEND), port::err::BAD_LEN);
     wr(&mut m, p(port::HTX_LEN), 2049);
-    wr(&mut m, p(port::CMD), port::cmd::SEND);
-    assert_eq!(
-        port::status::ERR.get(rd(&mut m, p(port::STATUS))),
-        port::err::BAD_LEN
-    );
-    wr(&mut m, p(port::CMD), 99);
-    assert_eq!(
-        port::status::ERR.get(rd(&mut m, p(port::STATUS))),
-        port::err::UNKNOWN_CMD
-    );
+    assert_eq!(command(&mut m, port::cmd::SEND), port::err::BAD_LEN);
+    assert_eq!(command(&mut m, 99), port::err::UNKNOWN_CMD);
     assert_eq!(rd(&mut m, p(port::CMD_COUNT)), 4);
     assert_eq!(rd(&mut m, p(port::ERR_COUNT)), 4);
     // Out of port 1, untouched.
@@ -129,8 +103,7 @@ fn commands_and_their_errors() {
 
 #[test]
 fn miss_is_queued_with_metadata_then_a_hit_is_forwarded() {
-    let mut m = ModelCard::new();
-    own_all(&mut m);
+    let mut m = model_owning_all();
     wr(&mut m, p(port::ID_MASK), 0xFFF);
     for i in 0..4 {
         wr(&mut m, pa(port::HASH_KEY, i), 0x0102_0304 * (i + 1));
@@ -201,8 +174,7 @@ fn miss_is_queued_with_metadata_then_a_hit_is_forwarded() {
 
 #[test]
 fn runts_jumbos_and_a_full_queue_never_wedge() {
-    let mut m = ModelCard::new();
-    own_all(&mut m);
+    let mut m = model_owning_all();
     m.wire_rx(0, &[0u8; 13]).unwrap();
     m.wire_rx(0, &vec![0xEE; 9000]).unwrap();
     m.wire_rx(0, &[]).unwrap();

@@ -7,24 +7,14 @@
 //! (`tests/tests/port_cosim.rs` holds the two cards to each other on many frames.)
 #![cfg(feature = "verilator")]
 
+mod support;
+
 use hal::regs::{cam, ident, port, UNMAPPED_PATTERN};
-use hal::{BarOffset, RegIo, Wires};
+use hal::{RegIo, Wires};
 use sim_bridge::frames;
 use sim_bridge::model::ModelCard;
 use sim_bridge::verilator::{Beat, RtlCard};
-
-fn rd(c: &mut dyn RegIo, o: u32) -> u32 {
-    c.read32(BarOffset(o)).expect("read")
-}
-fn wr(c: &mut dyn RegIo, o: u32, v: u32) {
-    c.write32(BarOffset(o), v).expect("write");
-}
-fn p(r: hal::regs::Reg) -> u32 {
-    port::BASE + r.offset
-}
-fn pa(r: hal::regs::Reg, i: u32) -> u32 {
-    port::BASE + r.at(i)
-}
+use support::{own_all, p, pa, rd, stage, wr};
 
 /// Run port command `code` to completion; returns STATUS.
 fn cmd(c: &mut dyn RegIo, code: u32) -> u32 {
@@ -39,14 +29,18 @@ fn cmd(c: &mut dyn RegIo, code: u32) -> u32 {
     panic!("port command {code} never finished");
 }
 
-fn stage(c: &mut dyn RegIo, frame: &[u8], dest: u32) {
-    for (i, w) in frame.chunks(4).enumerate() {
-        let mut b = [0u8; 4];
-        b[..w.len()].copy_from_slice(w);
-        wr(c, pa(port::HTX_BUF, i as u32), u32::from_be_bytes(b));
+/// Take the frames both cards send out, one by one until the model has none left: they must
+/// be the same. Returns how many there were.
+fn same_frames_out(m: &mut ModelCard, r: &mut RtlCard) -> usize {
+    let mut n = 0;
+    loop {
+        let (a, b) = (m.wire_tx(), r.wire_tx());
+        assert_eq!(a, b, "frame {n} out");
+        if a.is_none() {
+            return n;
+        }
+        n += 1;
     }
-    wr(c, p(port::HTX_LEN), frame.len() as u32);
-    wr(c, p(port::HTX_DEST), dest);
 }
 
 /// Every register of the block but the big windows, as (offset, value).
@@ -112,21 +106,31 @@ fn wildcard(c: &mut dyn RegIo, index: u32, kind: u32, result: u32) {
     panic!("CAM WRITE never finished");
 }
 
+/// A model and an RTL card set up alike: [`setup`] with `mask`, then a [`wildcard`] entry
+/// for each (index, kind, result).
+fn card_pair(mask: u32, entries: &[(u32, u32, u32)]) -> (ModelCard, RtlCard) {
+    let mut m = ModelCard::new();
+    let mut r = RtlCard::new().expect("rtl");
+    for c in [&mut m as &mut dyn RegIo, &mut r] {
+        setup(c, mask);
+        for &(index, kind, result) in entries {
+            wildcard(c, index, kind, result);
+        }
+    }
+    (m, r)
+}
+
 fn hex(f: &[u8]) -> String {
     f.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]
 fn crafted_frames_agree_with_the_model() {
-    let mut m = ModelCard::new();
-    let mut r = RtlCard::new().expect("rtl");
-    for c in [&mut m as &mut dyn RegIo, &mut r] {
-        setup(c, 0xFFF);
-        // TCP accept, UDP to host, ICMP reject, ESP decrypt, IKE an unknown action.
-        for (i, (kind, res)) in [(1, 1), (2, 5), (3, 2), (4, 4), (5, 9)].iter().enumerate() {
-            wildcard(c, i as u32 * 3, *kind, *res);
-        }
-    }
+    // TCP accept, UDP to host, ICMP reject, ESP decrypt, IKE an unknown action.
+    let (mut m, mut r) = card_pair(
+        0xFFF,
+        &[(0, 1, 1), (3, 2, 5), (6, 3, 2), (9, 4, 4), (12, 5, 9)],
+    );
     let set = frames::crafted();
     for (n, f) in set.iter().enumerate() {
         let port = (n % 2) as u8;
@@ -246,9 +250,7 @@ fn hash_key_is_write_only_and_keys_the_identifier() {
         }
         assert_eq!(rd(&mut r, pa(port::HASH_KEY, 0)), 0);
         wr(&mut r, pa(port::OWNED, 0), 0); // keep some identifiers unowned is fine
-        for i in 0..port::OWNED_WORDS {
-            wr(&mut r, pa(port::OWNED, i), u32::MAX);
-        }
+        own_all(&mut r);
         r.wire_rx(0, &f).unwrap();
         let meta = rd(&mut r, p(port::HRX_META));
         assert_eq!(port::meta::REASON.get(meta), port::reason::MISS);
@@ -264,16 +266,9 @@ fn hash_key_is_write_only_and_keys_the_identifier() {
 
 #[test]
 fn back_pressure_on_the_wires_loses_nothing() {
-    let mut m = ModelCard::new();
-    let mut r = RtlCard::new().expect("rtl");
+    let (mut m, mut r) = card_pair(0, &[(1, 1, 1), (2, 2, 1), (3, 3, 1), (4, 4, 1), (5, 5, 1)]);
     for c in [&mut m as &mut dyn RegIo, &mut r] {
-        setup(c, 0);
-        for i in 0..port::OWNED_WORDS {
-            wr(c, pa(port::OWNED, i), u32::MAX);
-        }
-        for kind in 1..=5 {
-            wildcard(c, kind, kind, 1);
-        }
+        own_all(c);
     }
     r.set_tx_ready_pattern(7, 5);
     let mut rng = frames::Rng::new(5);
@@ -288,15 +283,7 @@ fn back_pressure_on_the_wires_loses_nothing() {
     for (port_no, f) in &batch {
         m.wire_rx(*port_no, f).unwrap();
     }
-    let mut n = 0;
-    loop {
-        let (a, b) = (m.wire_tx(), r.wire_tx());
-        assert_eq!(a, b, "frame {n} out");
-        if a.is_none() {
-            break;
-        }
-        n += 1;
-    }
+    let n = same_frames_out(&mut m, &mut r);
     assert!(n > 30, "only {n} frames forwarded");
     assert_eq!(snapshot(&mut m), snapshot(&mut r));
     assert_eq!(rd(&mut r, p(port::RX_FRAMES)), 60);
@@ -313,13 +300,7 @@ fn back_pressure_on_the_wires_loses_nothing() {
 
 #[test]
 fn empty_beats_odd_tkeep_and_long_frames_never_wedge_the_port() {
-    let mut m = ModelCard::new();
-    let mut r = RtlCard::new().expect("rtl");
-    for c in [&mut m as &mut dyn RegIo, &mut r] {
-        setup(c, 0xFFF);
-        wildcard(c, 0, 1, 1);
-        wildcard(c, 1, 2, 5);
-    }
+    let (mut m, mut r) = card_pair(0xFFF, &[(0, 1, 1), (1, 2, 5)]);
     let f = frames::sample_flows()[0].frame(false, &[9; 45]);
     // tkeep = 0 beats between the frame's beats and before a last beat with nothing.
     let mut beats = Vec::new();
@@ -429,9 +410,7 @@ fn send_bad_len_pop_empty_and_busy() {
 fn clocks_per_frame_by_size() {
     let mut r = RtlCard::new().expect("rtl");
     setup(&mut r, 0xFFF);
-    for i in 0..port::OWNED_WORDS {
-        wr(&mut r, pa(port::OWNED, i), u32::MAX);
-    }
+    own_all(&mut r);
     wildcard(&mut r, 0, 2, 1);
     let flow = frames::sample_flows()[2]; // IPv4 UDP
     for size in [64usize, 512, 1500] {
@@ -461,14 +440,7 @@ fn clocks_per_frame_by_size() {
 /// the beats carry (each beat's lanes up to its first clear `tkeep` bit).
 #[test]
 fn random_beats_never_wedge_and_agree_with_the_model() {
-    let mut m = ModelCard::new();
-    let mut r = RtlCard::new().expect("rtl");
-    for c in [&mut m as &mut dyn RegIo, &mut r] {
-        setup(c, 0xFFF);
-        wildcard(c, 0, 1, 1);
-        wildcard(c, 1, 2, 0);
-        wildcard(c, 2, 3, 5);
-    }
+    let (mut m, mut r) = card_pair(0xFFF, &[(0, 1, 1), (1, 2, 0), (2, 3, 5)]);
     let mut rng = frames::Rng::new(77);
     let pool = frames::flow_pool(&mut rng, 16);
     for n in 0..400 {
@@ -531,13 +503,7 @@ fn random_beats_never_wedge_and_agree_with_the_model() {
 /// that order agrees; every frame of both ports is handled.
 #[test]
 fn both_ports_at_once_take_turns() {
-    let mut m = ModelCard::new();
-    let mut r = RtlCard::new().expect("rtl");
-    for c in [&mut m as &mut dyn RegIo, &mut r] {
-        setup(c, 0xFFF);
-        wildcard(c, 0, 1, 1);
-        wildcard(c, 1, 2, 1);
-    }
+    let (mut m, mut r) = card_pair(0xFFF, &[(0, 1, 1), (1, 2, 1)]);
     let mut rng = frames::Rng::new(31);
     let pool = frames::flow_pool(&mut rng, 12);
     let f0: Vec<Vec<u8>> = (0..20)
@@ -552,15 +518,7 @@ fn both_ports_at_once_take_turns() {
         m.wire_rx(1, &f1[i]).unwrap();
         m.wire_rx(0, &f0[i]).unwrap();
     }
-    let mut n = 0;
-    loop {
-        let (a, b) = (m.wire_tx(), r.wire_tx());
-        assert_eq!(a, b, "frame {n} out");
-        if a.is_none() {
-            break;
-        }
-        n += 1;
-    }
+    same_frames_out(&mut m, &mut r);
     assert_eq!(snapshot(&mut m), snapshot(&mut r));
     assert_eq!(rd(&mut r, p(port::RX_FRAMES)), 40);
 }

@@ -44,6 +44,31 @@ fn stage(r: &mut RtlCard, key: &[u32; 10], mask: &[u32; 10], result: u32, did: u
     wr(r, c(cam::DID.offset), did);
 }
 
+/// The staging registers read back `key`, `mask`, `result` and `did`; `what` names the case.
+fn assert_staged(
+    r: &mut RtlCard,
+    key: &[u32; 10],
+    mask: &[u32; 10],
+    result: u32,
+    did: u32,
+    what: &str,
+) {
+    for i in 0..10 {
+        assert_eq!(
+            rd(r, c(cam::KEY.at(i))),
+            key[i as usize],
+            "{what}: KEY[{i}]"
+        );
+        assert_eq!(
+            rd(r, c(cam::MASK.at(i))),
+            mask[i as usize],
+            "{what}: MASK[{i}]"
+        );
+    }
+    assert_eq!(rd(r, c(cam::RESULT.offset)), result, "{what}: RESULT");
+    assert_eq!(rd(r, c(cam::DID.offset)), did, "{what}: DID");
+}
+
 fn key(seed: u32) -> [u32; 10] {
     std::array::from_fn(|i| {
         seed.wrapping_mul(0x9E37_79B9)
@@ -163,26 +188,18 @@ fn cam_header_capabilities_and_read_only_registers() {
 #[test]
 fn staging_registers_hold_their_values() {
     let mut r = card();
-    for i in 0..10 {
-        wr(&mut r, c(cam::KEY.at(i)), 0x1000 + i);
-        wr(&mut r, c(cam::MASK.at(i)), 0x2000 + i);
-    }
+    let key: [u32; 10] = std::array::from_fn(|i| 0x1000 + i as u32);
+    let mask: [u32; 10] = std::array::from_fn(|i| 0x2000 + i as u32);
+    stage(&mut r, &key, &mask, 0xCAFE_F00D, 0x1234);
     for i in 0..8 {
         wr(&mut r, c(cam::DID_BITMAP.at(i)), 0x3000 + i);
     }
     wr(&mut r, c(cam::INDEX.offset), 0xFFFF_FFFF);
-    wr(&mut r, c(cam::RESULT.offset), 0xCAFE_F00D);
-    wr(&mut r, c(cam::DID.offset), 0x1234);
-    for i in 0..10 {
-        assert_eq!(rd(&mut r, c(cam::KEY.at(i))), 0x1000 + i);
-        assert_eq!(rd(&mut r, c(cam::MASK.at(i))), 0x2000 + i);
-    }
+    assert_staged(&mut r, &key, &mask, 0xCAFE_F00D, 0x234, "DID keeps 12 bits");
     for i in 0..8 {
         assert_eq!(rd(&mut r, c(cam::DID_BITMAP.at(i))), 0x3000 + i);
     }
     assert_eq!(rd(&mut r, c(cam::INDEX.offset)), 0xFFFF_FFFF);
-    assert_eq!(rd(&mut r, c(cam::RESULT.offset)), 0xCAFE_F00D);
-    assert_eq!(rd(&mut r, c(cam::DID.offset)), 0x234, "DID keeps 12 bits");
     assert_eq!(rd(&mut r, c(cam::STATUS.offset)), 0);
     assert_eq!(rd(&mut r, c(cam::CMD.offset)), 0);
 }
@@ -204,12 +221,7 @@ fn write_read_search_invalidate() {
         run(&mut r, cmd::READ),
         status::DONE.put(1) | status::VALID.put(1)
     );
-    for i in 0..10 {
-        assert_eq!(rd(&mut r, c(cam::KEY.at(i))), k[i as usize]);
-        assert_eq!(rd(&mut r, c(cam::MASK.at(i))), u32::MAX);
-    }
-    assert_eq!(rd(&mut r, c(cam::RESULT.offset)), 0xAAAA_0001);
-    assert_eq!(rd(&mut r, c(cam::DID.offset)), 7);
+    assert_staged(&mut r, &k, &ALL, 0xAAAA_0001, 7, "READ of entry 5");
 
     // SEARCH hits and sets the hit bit.
     wr(&mut r, c(cam::INDEX.offset), 0);
@@ -427,12 +439,14 @@ fn soft_reset_returns_to_power_on_state() {
     // The entry is gone, all of it.
     wr(&mut r, c(cam::INDEX.offset), 8);
     assert_eq!(run(&mut r, cmd::READ), status::DONE.put(1));
-    for i in 0..10 {
-        assert_eq!(rd(&mut r, c(cam::KEY.at(i))), 0);
-        assert_eq!(rd(&mut r, c(cam::MASK.at(i))), 0);
-    }
-    assert_eq!(rd(&mut r, c(cam::RESULT.offset)), 0);
-    assert_eq!(rd(&mut r, c(cam::DID.offset)), 0);
+    assert_staged(
+        &mut r,
+        &[0; 10],
+        &[0; 10],
+        0,
+        0,
+        "READ of entry 8 after the soft reset",
+    );
 }
 
 #[test]

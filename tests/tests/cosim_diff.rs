@@ -427,21 +427,7 @@ fn typed_key(rng: &mut SmallRng, wild: bool) -> CamKey {
             let sp = ports[rng.random_range(0..ports.len())];
             let dp = ports[rng.random_range(0..ports.len())];
             let (src_port, dst_port) = (opt(rng, wild, sp), opt(rng, wild, dp));
-            if rng.random_bool(0.5) {
-                Flow::Tcp {
-                    src,
-                    dst,
-                    src_port,
-                    dst_port,
-                }
-            } else {
-                Flow::Udp {
-                    src,
-                    dst,
-                    src_port,
-                    dst_port,
-                }
-            }
+            Flow::tcp_or_udp(rng.random_bool(0.5), src, dst, src_port, dst_port)
         }
         2 => {
             let (src, dst) = (prefix(rng, is_v6, wild), prefix(rng, is_v6, wild));

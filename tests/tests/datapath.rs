@@ -61,6 +61,14 @@ fn fill(
 
 /// Search keys: concrete versions of stored entries (wildcard words filled
 /// at random from the same small space) and misses.
+/// The generator seeded with `seed`, and [`cards`] after a [`fill`] of `n` entries from it.
+fn filled_cards(seed: u64, n: usize) -> (SmallRng, Card<ModelCard>, Card<RtlCard>, Vec<KeyBits>) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let (mut m, mut r) = cards();
+    let entries = fill(&mut rng, &mut m, &mut r, n);
+    (rng, m, r, entries)
+}
+
 fn keys(rng: &mut SmallRng, entries: &[KeyBits], n: usize) -> Vec<Key> {
     (0..n)
         .map(|_| {
@@ -134,9 +142,7 @@ fn latency_register_matches_the_register_map() {
 
 #[test]
 fn one_lookup_per_clock_and_answers_equal_the_model() {
-    let mut rng = SmallRng::seed_from_u64(0xDA7A_0001);
-    let (mut m, mut r) = cards();
-    let entries = fill(&mut rng, &mut m, &mut r, 700);
+    let (mut rng, mut m, mut r, entries) = filled_cards(0xDA7A_0001, 700);
     let ks = keys(&mut rng, &entries, 10_000);
     let hits = stream_and_compare(&mut m, &mut r, &ks);
     // Mixed hits and misses.
@@ -149,9 +155,7 @@ fn one_lookup_per_clock_and_answers_equal_the_model() {
 
 #[test]
 fn stream_length_costs_exactly_one_clock_per_key() {
-    let mut rng = SmallRng::seed_from_u64(0xDA7A_0002);
-    let (mut m, mut r) = cards();
-    let entries = fill(&mut rng, &mut m, &mut r, 200);
+    let (mut rng, mut m, mut r, entries) = filled_cards(0xDA7A_0002, 200);
     let mut total = 0u64;
     for n in [1usize, 2, 3, 4, 5, 7, 31, 64, 257, 1000] {
         let ks = keys(&mut rng, &entries, n);
@@ -189,9 +193,7 @@ fn empty_and_full_tables() {
 
 #[test]
 fn lookups_see_management_changes_made_before_the_stream() {
-    let mut rng = SmallRng::seed_from_u64(0xDA7A_0004);
-    let (mut m, mut r) = cards();
-    let entries = fill(&mut rng, &mut m, &mut r, 300);
+    let (mut rng, mut m, mut r, entries) = filled_cards(0xDA7A_0004, 300);
     let ks = keys(&mut rng, &entries, 2_000);
     for round in 0..6 {
         // Change the table between streams: remove some slots, overwrite

@@ -26,7 +26,10 @@ use hal::{BarOffset, RegIo};
 use zeroize::Zeroize;
 
 use super::sa::{Cipher, Direction, Mode, SaConfig, SaCounters, SaState, Spi};
-use super::{EspEngine, EspError, EspHeader, EspOutcome, EspRequest, ReplayWindow, SaSlot};
+use super::{
+    new_sa_key, EspEngine, EspError, EspHeader, EspOutcome, EspRequest, EspTarget, ForwardEsp,
+    ReplayWindow, SaSlot,
+};
 use crate::card::{CamEntry, Card};
 use crate::key::{Action, CamKey, Flow, IpPrefix, ResultFlags, ResultWord};
 use crate::types::CamIndex;
@@ -256,33 +259,16 @@ impl<R: RegIo> CardEsp<R> {
     }
 }
 
-impl<R: RegIo> EspEngine for CardEsp<R> {
-    fn capacity(&self) -> u32 {
+impl<R: RegIo> ForwardEsp for CardEsp<R> {
+    fn forwarded_capacity(&self) -> u32 {
         self.state.slots
     }
-    fn install_sa(&mut self, sa: &SaConfig) -> Result<SaSlot, EspError> {
-        self.view().install_sa(sa)
-    }
-    fn remove_sa(&mut self, direction: Direction, spi: Spi) -> Result<(), EspError> {
-        self.view().remove_sa(direction, spi)
-    }
-    fn sa_state(&mut self, direction: Direction, spi: Spi) -> Result<SaState, EspError> {
-        self.view().sa_state(direction, spi)
-    }
-    fn set_sa_state(
+    fn forward<T>(
         &mut self,
-        direction: Direction,
-        spi: Spi,
-        state: &SaState,
-    ) -> Result<(), EspError> {
-        self.view().set_sa_state(direction, spi, state)
-    }
-    fn process_into(
-        &mut self,
-        req: EspRequest<'_>,
-        out: &mut Vec<u8>,
-    ) -> Result<EspOutcome, EspError> {
-        self.view().process_into(req, out)
+        _to: EspTarget<'_>,
+        call: impl FnOnce(&mut dyn EspEngine) -> Result<T, EspError>,
+    ) -> Result<T, EspError> {
+        call(&mut self.view())
     }
 }
 
@@ -381,15 +367,26 @@ impl<R: RegIo> CardEspRef<'_, R> {
         )
     }
 
+    /// The outcome of a command that succeeded on `slot`, with the full sequence
+    /// number the engine reports.
+    fn outcome(&mut self, spi: Spi, next_header: u8, slot: u16) -> Result<EspOutcome, EspError> {
+        let eb = self.state.esp_base;
+        let seq =
+            u64::from(self.rd(eb, esp::SEQ_LO)?) | (u64::from(self.rd(eb, esp::SEQ_HI)?) << 32);
+        Ok(EspOutcome {
+            spi,
+            seq,
+            next_header,
+            slot: SaSlot(slot),
+        })
+    }
+
     fn lookup(&self, direction: Direction, spi: Spi) -> Result<Installed, EspError> {
         self.state
             .installed
             .get(&(direction, spi))
             .copied()
-            .ok_or(EspError::UnknownSpi {
-                spi: spi.0,
-                direction,
-            })
+            .ok_or(EspError::unknown_spi(direction, spi))
     }
 
     fn cam_key(sa: &SaConfig) -> CamKey {
@@ -476,10 +473,7 @@ impl<R: RegIo> CardEspRef<'_, R> {
             esp::err::TOO_LONG => EspError::Unsupported {
                 what: "packet does not fit the card's buffer",
             },
-            esp::err::SPI_MISMATCH => EspError::UnknownSpi {
-                spi: spi.0,
-                direction: Direction::Inbound,
-            },
+            esp::err::SPI_MISMATCH => EspError::unknown_spi(Direction::Inbound, spi),
             esp::err::BAD_SLOT | esp::err::WRONG_DIR => EspError::Backend {
                 what: "card SA slot not usable (driver and card disagree)",
             },
@@ -501,13 +495,7 @@ impl<R: RegIo> EspEngine for CardEspRef<'_, R> {
                 what: "the card runs AES-GCM only",
             });
         }
-        let k = (cfg.direction, cfg.spi);
-        if self.state.installed.contains_key(&k) {
-            return Err(EspError::DuplicateSa {
-                spi: cfg.spi.0,
-                direction: cfg.direction,
-            });
-        }
+        let k = new_sa_key(&self.state.installed, cfg)?;
         let Some(slot) = self.state.free.pop() else {
             return Err(EspError::NoFreeSlot {
                 capacity: self.state.slots,
@@ -653,14 +641,7 @@ impl<R: RegIo> EspEngine for CardEspRef<'_, R> {
                     });
                 }
                 self.get_buf(0, len, out)?;
-                let seq = u64::from(self.rd(eb, esp::SEQ_LO)?)
-                    | (u64::from(self.rd(eb, esp::SEQ_HI)?) << 32);
-                Ok(EspOutcome {
-                    spi,
-                    seq,
-                    next_header,
-                    slot: SaSlot(inst.slot),
-                })
+                self.outcome(spi, next_header, inst.slot)
             }
             EspRequest::Decapsulate { packet } => {
                 let hdr = EspHeader::new_checked(packet)?;
@@ -676,12 +657,7 @@ impl<R: RegIo> EspEngine for CardEspRef<'_, R> {
                         .map_err(cam_err("CAM search failed"))?;
                     match hit {
                         Some(h) if h.result.action == Action::Decrypt => h.result.sa_slot.0,
-                        _ => {
-                            return Err(EspError::UnknownSpi {
-                                spi: spi.0,
-                                direction: Direction::Inbound,
-                            })
-                        }
+                        _ => return Err(EspError::unknown_spi(Direction::Inbound, spi)),
                     }
                 };
                 if packet.len() > self.state.buf_bytes as usize {
@@ -705,14 +681,7 @@ impl<R: RegIo> EspEngine for CardEspRef<'_, R> {
                 }
                 self.get_buf(esp::PAYLOAD_OFFSET, len, out)?;
                 let next_header = self.rd(eb, esp::NEXT_HDR)? as u8;
-                let seq = u64::from(self.rd(eb, esp::SEQ_LO)?)
-                    | (u64::from(self.rd(eb, esp::SEQ_HI)?) << 32);
-                Ok(EspOutcome {
-                    spi,
-                    seq,
-                    next_header,
-                    slot: SaSlot(slot),
-                })
+                self.outcome(spi, next_header, slot)
             }
         }
     }

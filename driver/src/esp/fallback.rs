@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use hal::RegIo;
 
 use super::card::CardEsp;
-use super::sa::{Direction, SaConfig, SaState, Spi};
+use super::sa::{Direction, SaConfig, Spi};
 use super::software::SoftwareEsp;
-use super::{EspEngine, EspError, EspHeader, EspOutcome, EspRequest, SaSlot};
+use super::{
+    new_sa_key, EspEngine, EspError, EspHeader, EspRequest, EspTarget, ForwardEsp, SaSlot,
+};
 
 /// Where an SA runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,30 +66,37 @@ impl<R: RegIo> FallbackEsp<R> {
                 }),
             },
             Some(Placement::Software) => Ok(&mut self.soft),
-            None => Err(EspError::UnknownSpi {
-                spi: spi.0,
-                direction,
-            }),
+            None => Err(EspError::unknown_spi(direction, spi)),
         }
     }
 }
 
-impl<R: RegIo> EspEngine for FallbackEsp<R> {
-    fn capacity(&self) -> u32 {
+/// Installs on the card first, then routes every call to the engine that holds its SA.
+impl<R: RegIo> ForwardEsp for FallbackEsp<R> {
+    fn forwarded_capacity(&self) -> u32 {
         self.card
             .as_ref()
             .map_or(0, EspEngine::capacity)
             .saturating_add(self.soft.capacity())
     }
 
-    fn install_sa(&mut self, sa: &SaConfig) -> Result<SaSlot, EspError> {
-        let k = (sa.direction, sa.spi);
-        if self.placed.contains_key(&k) {
-            return Err(EspError::DuplicateSa {
-                spi: sa.spi.0,
-                direction: sa.direction,
-            });
-        }
+    fn forward<T>(
+        &mut self,
+        to: EspTarget<'_>,
+        call: impl FnOnce(&mut dyn EspEngine) -> Result<T, EspError>,
+    ) -> Result<T, EspError> {
+        let (direction, spi) = match to {
+            EspTarget::Sa(direction, spi) => (direction, spi),
+            EspTarget::Packet(req @ EspRequest::Encapsulate { spi, .. }) => (req.direction(), spi),
+            EspTarget::Packet(req @ EspRequest::Decapsulate { packet }) => {
+                (req.direction(), EspHeader::new_checked(packet)?.spi())
+            }
+        };
+        call(self.engine(direction, spi)?)
+    }
+
+    fn forward_install(&mut self, sa: &SaConfig) -> Result<SaSlot, EspError> {
+        let k = new_sa_key(&self.placed, sa)?;
         if let Some(card) = self.card.as_mut() {
             match card.install_sa(sa) {
                 Ok(slot) => {
@@ -100,7 +109,7 @@ impl<R: RegIo> EspEngine for FallbackEsp<R> {
         }
         let slot = self.soft.install_sa(sa).map_err(|e| match e {
             EspError::NoFreeSlot { .. } => EspError::NoFreeSlot {
-                capacity: self.capacity(),
+                capacity: self.forwarded_capacity(),
             },
             e => e,
         })?;
@@ -108,41 +117,7 @@ impl<R: RegIo> EspEngine for FallbackEsp<R> {
         Ok(slot)
     }
 
-    fn remove_sa(&mut self, direction: Direction, spi: Spi) -> Result<(), EspError> {
-        self.engine(direction, spi)?.remove_sa(direction, spi)?;
+    fn forwarded_removal(&mut self, direction: Direction, spi: Spi) {
         self.placed.remove(&(direction, spi));
-        Ok(())
-    }
-
-    fn sa_state(&mut self, direction: Direction, spi: Spi) -> Result<SaState, EspError> {
-        self.engine(direction, spi)?.sa_state(direction, spi)
-    }
-
-    fn set_sa_state(
-        &mut self,
-        direction: Direction,
-        spi: Spi,
-        state: &SaState,
-    ) -> Result<(), EspError> {
-        self.engine(direction, spi)?
-            .set_sa_state(direction, spi, state)
-    }
-
-    fn process_into(
-        &mut self,
-        req: EspRequest<'_>,
-        out: &mut Vec<u8>,
-    ) -> Result<EspOutcome, EspError> {
-        let spi = match req {
-            EspRequest::Encapsulate { spi, .. } => spi,
-            EspRequest::Decapsulate { packet } => match EspHeader::new_checked(packet) {
-                Ok(hdr) => hdr.spi(),
-                Err(e) => {
-                    out.clear();
-                    return Err(e);
-                }
-            },
-        };
-        self.engine(req.direction(), spi)?.process_into(req, out)
     }
 }

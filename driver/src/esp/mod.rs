@@ -239,3 +239,110 @@ pub trait EspEngine {
         Ok((o, out))
     }
 }
+
+impl EspError {
+    /// [`EspError::UnknownSpi`] for the SA (`direction`, `spi`).
+    #[must_use]
+    pub fn unknown_spi(direction: Direction, spi: Spi) -> Self {
+        EspError::UnknownSpi {
+            spi: spi.0,
+            direction,
+        }
+    }
+}
+
+/// The table key (direction, SPI) of `sa`, or [`EspError::DuplicateSa`] when
+/// `installed` already holds an SA under it: every engine's first install check.
+fn new_sa_key<V, S: std::hash::BuildHasher>(
+    installed: &std::collections::HashMap<(Direction, Spi), V, S>,
+    sa: &SaConfig,
+) -> Result<(Direction, Spi), EspError> {
+    let k = (sa.direction, sa.spi);
+    if installed.contains_key(&k) {
+        return Err(EspError::DuplicateSa {
+            spi: sa.spi.0,
+            direction: sa.direction,
+        });
+    }
+    Ok(k)
+}
+
+/// The SA a forwarded call is about.
+#[derive(Clone, Copy, Debug)]
+pub enum EspTarget<'a> {
+    /// The SA (direction, SPI): the one installed, removed or asked about.
+    Sa(Direction, Spi),
+    /// The SA a packet request uses (a decapsulation names its SPI in the packet).
+    Packet(EspRequest<'a>),
+}
+
+/// An engine that runs every call on another engine it reaches through itself (a borrowed
+/// view of a card, or whichever engine holds the SA). Implement this and [`EspEngine`] comes
+/// with it: each call goes through [`ForwardEsp::forward`], and `process_into` clears `out`
+/// before it forwards, so `out` is empty also when no engine underneath can be reached.
+pub trait ForwardEsp {
+    /// How many SAs the engines underneath can hold.
+    fn forwarded_capacity(&self) -> u32;
+
+    /// Run `call` on the engine underneath that `to` is about, and return what it returns
+    /// (or what this wrapper makes of it).
+    ///
+    /// # Errors
+    /// Whatever `call` returns, or this wrapper's own error when it cannot reach the engine.
+    fn forward<T>(
+        &mut self,
+        to: EspTarget<'_>,
+        call: impl FnOnce(&mut dyn EspEngine) -> Result<T, EspError>,
+    ) -> Result<T, EspError>;
+
+    /// Install `sa` underneath: by default through [`ForwardEsp::forward`]; a wrapper that
+    /// chooses among engines chooses here.
+    ///
+    /// # Errors
+    /// As for [`EspEngine::install_sa`].
+    fn forward_install(&mut self, sa: &SaConfig) -> Result<SaSlot, EspError> {
+        self.forward(EspTarget::Sa(sa.direction, sa.spi), |e| e.install_sa(sa))
+    }
+
+    /// The SA (`direction`, `spi`) is gone from the engine underneath.
+    fn forwarded_removal(&mut self, _direction: Direction, _spi: Spi) {}
+}
+
+impl<F: ForwardEsp> EspEngine for F {
+    fn capacity(&self) -> u32 {
+        self.forwarded_capacity()
+    }
+    fn install_sa(&mut self, sa: &SaConfig) -> Result<SaSlot, EspError> {
+        self.forward_install(sa)
+    }
+    fn remove_sa(&mut self, direction: Direction, spi: Spi) -> Result<(), EspError> {
+        self.forward(EspTarget::Sa(direction, spi), |e| {
+            e.remove_sa(direction, spi)
+        })?;
+        self.forwarded_removal(direction, spi);
+        Ok(())
+    }
+    fn sa_state(&mut self, direction: Direction, spi: Spi) -> Result<SaState, EspError> {
+        self.forward(EspTarget::Sa(direction, spi), |e| {
+            e.sa_state(direction, spi)
+        })
+    }
+    fn set_sa_state(
+        &mut self,
+        direction: Direction,
+        spi: Spi,
+        state: &SaState,
+    ) -> Result<(), EspError> {
+        self.forward(EspTarget::Sa(direction, spi), |e| {
+            e.set_sa_state(direction, spi, state)
+        })
+    }
+    fn process_into(
+        &mut self,
+        req: EspRequest<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<EspOutcome, EspError> {
+        out.clear();
+        self.forward(EspTarget::Packet(req), |e| e.process_into(req, out))
+    }
+}

@@ -94,14 +94,24 @@ mod tests {
 
     #[test]
     fn esn_inference_follows_the_rfc() {
-        assert_eq!(infer_esn(0x1_0000_0100, 0x200, true), 0x1_0000_0200);
-        assert_eq!(infer_esn(0x1_0000_0100, 0xC1, true), 0x1_0000_00C1);
-        // Below the window in the same sub-space: next sub-space.
-        assert_eq!(infer_esn(0x1_0000_0100, 0x10, true), 0x2_0000_0010);
-        // Window spans the boundary.
-        assert_eq!(infer_esn(0x1_0000_0010, 0xFFFF_FFF0, true), 0x0_FFFF_FFF0);
-        assert_eq!(infer_esn(0x1_0000_0010, 0x20, true), 0x1_0000_0020);
-        assert_eq!(infer_esn(0x1_0000_0010, 5, false), 5);
+        // (window top, low 32 bits, ESN, full sequence number)
+        let cases = [
+            (0x1_0000_0100, 0x200, true, 0x1_0000_0200),
+            (0x1_0000_0100, 0xC1, true, 0x1_0000_00C1),
+            // Below the window in the same sub-space: next sub-space.
+            (0x1_0000_0100, 0x10, true, 0x2_0000_0010),
+            // Window spans the boundary.
+            (0x1_0000_0010, 0xFFFF_FFF0, true, 0x0_FFFF_FFF0),
+            (0x1_0000_0010, 0x20, true, 0x1_0000_0020),
+            (0x1_0000_0010, 5, false, 5),
+        ];
+        for (top, seq_lo, esn, want) in cases {
+            assert_eq!(
+                infer_esn(top, seq_lo, esn),
+                want,
+                "top {top:#x}, low bits {seq_lo:#x}, ESN {esn}"
+            );
+        }
     }
 
     #[test]

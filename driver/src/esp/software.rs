@@ -6,7 +6,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use super::codec::{strip_trailer, EspCipher, EspHeader, OpenError, SealHeader};
 use super::replay::infer_esn;
 use super::sa::{Direction, SaConfig, SaState, Spi};
-use super::{EspEngine, EspError, EspOutcome, EspRequest, SaSlot};
+use super::{new_sa_key, EspEngine, EspError, EspOutcome, EspRequest, SaSlot};
 
 /// Multiply-shift hasher for the (direction, SPI) index. SipHash's
 /// flooding resistance is not needed: only SAs we install are in the table
@@ -40,6 +40,28 @@ struct SoftSa {
     config: SaConfig,
     cipher: EspCipher,
     state: SaState,
+}
+
+impl SoftSa {
+    /// Counts a packet of `bytes` payload bytes that the SA in slot `i` sealed
+    /// or opened, and its outcome.
+    fn processed(
+        &mut self,
+        bytes: usize,
+        spi: Spi,
+        seq: u64,
+        next_header: u8,
+        i: usize,
+    ) -> EspOutcome {
+        self.state.counters.packets += 1;
+        self.state.counters.bytes += bytes as u64;
+        EspOutcome {
+            spi,
+            seq,
+            next_header,
+            slot: SoftwareEsp::slot_of(i),
+        }
+    }
 }
 
 /// AES-GCM ESP in host software, behind [`EspEngine`].
@@ -84,16 +106,10 @@ impl SoftwareEsp {
         let i = *self
             .index
             .get(&(direction, spi))
-            .ok_or(EspError::UnknownSpi {
-                spi: spi.0,
-                direction,
-            })?;
+            .ok_or(EspError::unknown_spi(direction, spi))?;
         match self.slots.get_mut(i).and_then(Option::as_mut) {
             Some(sa) => Ok((i, sa)),
-            None => Err(EspError::UnknownSpi {
-                spi: spi.0,
-                direction,
-            }),
+            None => Err(EspError::unknown_spi(direction, spi)),
         }
     }
 
@@ -109,13 +125,7 @@ impl EspEngine for SoftwareEsp {
     }
 
     fn install_sa(&mut self, sa: &SaConfig) -> Result<SaSlot, EspError> {
-        let k = (sa.direction, sa.spi);
-        if self.index.contains_key(&k) {
-            return Err(EspError::DuplicateSa {
-                spi: sa.spi.0,
-                direction: sa.direction,
-            });
-        }
+        let k = new_sa_key(&self.index, sa)?;
         let cipher = EspCipher::new(&sa.key, sa.cipher, sa.icv)?;
         let i = self.free.pop().ok_or(EspError::NoFreeSlot {
             capacity: self.capacity(),
@@ -133,10 +143,7 @@ impl EspEngine for SoftwareEsp {
         let i = self
             .index
             .remove(&(direction, spi))
-            .ok_or(EspError::UnknownSpi {
-                spi: spi.0,
-                direction,
-            })?;
+            .ok_or(EspError::unknown_spi(direction, spi))?;
         // Dropping the SoftSa zeroizes its SaKey.
         self.slots[i] = None;
         self.free.push(i);
@@ -187,14 +194,7 @@ impl EspEngine for SoftwareEsp {
                 };
                 sa.cipher.seal(&h, next_header, payload, out)?;
                 sa.state.seq = seq;
-                sa.state.counters.packets += 1;
-                sa.state.counters.bytes += payload.len() as u64;
-                Ok(EspOutcome {
-                    spi,
-                    seq,
-                    next_header,
-                    slot: Self::slot_of(i),
-                })
+                Ok(sa.processed(payload.len(), spi, seq, next_header, i))
             }
             EspRequest::Decapsulate { packet } => {
                 let hdr = EspHeader::new_checked(packet)?;
@@ -222,16 +222,7 @@ impl EspEngine for SoftwareEsp {
                 // window did not change since the check), then the trailer.
                 sa.state.window.accept(seq);
                 match strip_trailer(out) {
-                    Ok(next_header) => {
-                        sa.state.counters.packets += 1;
-                        sa.state.counters.bytes += out.len() as u64;
-                        Ok(EspOutcome {
-                            spi,
-                            seq,
-                            next_header,
-                            slot: Self::slot_of(i),
-                        })
-                    }
+                    Ok(next_header) => Ok(sa.processed(out.len(), spi, seq, next_header, i)),
                     Err(OpenError::Malformed(reason)) => {
                         out.clear();
                         Err(EspError::Malformed { reason })

@@ -22,10 +22,7 @@ use super::entry::{Action, ConnState, Entry, FlowKey, L4Proto};
 use super::ids::{DistributionId, IdCount, Millis};
 use super::node_table::{CardOutcome, PacketPath};
 use super::node_table::{NodeSpecificTable, TableError, TableStats};
-use driver::esp::{
-    CardEspState, Direction, EspEngine, EspError, EspOutcome, EspRequest, SaConfig, SaLookup,
-    SaSlot, SaState, Spi,
-};
+use driver::esp::{CardEspState, EspEngine, EspError, EspTarget, ForwardEsp, SaLookup};
 use driver::port::{Dest, PortCounters, Reason};
 use driver::RegIo;
 use driver::{
@@ -512,43 +509,17 @@ const NO_ENGINE: EspError = EspError::Unsupported {
 };
 
 /// The card's ESP engine through the driver's borrowed view (no CAM commands).
-impl<R: RegIo> EspEngine for CardHw<R> {
-    fn capacity(&self) -> u32 {
+impl<R: RegIo> ForwardEsp for CardHw<R> {
+    fn forwarded_capacity(&self) -> u32 {
         self.esp.as_ref().map_or(0, CardEspState::capacity)
     }
-    fn install_sa(&mut self, sa: &SaConfig) -> Result<SaSlot, EspError> {
-        let st = self.esp.as_mut().ok_or(NO_ENGINE)?;
-        let r = st.view(&mut self.card).install_sa(sa);
-        self.noted(r)
-    }
-    fn remove_sa(&mut self, direction: Direction, spi: Spi) -> Result<(), EspError> {
-        let st = self.esp.as_mut().ok_or(NO_ENGINE)?;
-        let r = st.view(&mut self.card).remove_sa(direction, spi);
-        self.noted(r)
-    }
-    fn sa_state(&mut self, direction: Direction, spi: Spi) -> Result<SaState, EspError> {
-        let st = self.esp.as_mut().ok_or(NO_ENGINE)?;
-        let r = st.view(&mut self.card).sa_state(direction, spi);
-        self.noted(r)
-    }
-    fn set_sa_state(
+    fn forward<T>(
         &mut self,
-        direction: Direction,
-        spi: Spi,
-        state: &SaState,
-    ) -> Result<(), EspError> {
+        _to: EspTarget<'_>,
+        call: impl FnOnce(&mut dyn EspEngine) -> Result<T, EspError>,
+    ) -> Result<T, EspError> {
         let st = self.esp.as_mut().ok_or(NO_ENGINE)?;
-        let r = st.view(&mut self.card).set_sa_state(direction, spi, state);
-        self.noted(r)
-    }
-    fn process_into(
-        &mut self,
-        req: EspRequest<'_>,
-        out: &mut Vec<u8>,
-    ) -> Result<EspOutcome, EspError> {
-        out.clear();
-        let st = self.esp.as_mut().ok_or(NO_ENGINE)?;
-        let r = st.view(&mut self.card).process_into(req, out);
+        let r = call(&mut st.view(&mut self.card));
         self.noted(r)
     }
 }
@@ -559,6 +530,7 @@ mod tests {
     use crate::entry::Endpoint;
     use crate::ids::NodeId;
     use crate::node_table::TieredTable;
+    use driver::esp::{Direction, EspRequest, SaConfig, Spi};
     use hal::fault::{Fault, FaultInjector};
     use sim_bridge::model::ModelCard;
     use std::net::Ipv4Addr;
