@@ -2361,6 +2361,64 @@ impl Nonces {
     }
 }
 
+/// The tunnel of the nonce test: its outbound and inbound SA, the tunnel peer, and what has
+/// been sealed and opened on it so far.
+struct Tunnel {
+    out_spi: u32,
+    in_spi: u32,
+    keys: BTreeMap<u32, SaMaterial>,
+    peer: EspPath,
+    nonces: Nonces,
+    /// The members that sealed on the outbound SA at some time.
+    sealers: BTreeSet<u16>,
+    /// The peer's packets the cluster opened on the inbound SA.
+    accepted: u64,
+}
+
+impl Tunnel {
+    /// One step's traffic: every member running the outbound SA seals 5 packets, the peer
+    /// seals 3 to whoever runs the inbound SA.
+    fn traffic(&mut self, c: &mut Cluster, what: &str) {
+        for n in [1u16, 2, 3] {
+            if c.frozen.contains(&n) {
+                continue;
+            }
+            if let Ok(mut esp) = c.m(n).esp_for(self.out_spi) {
+                let (_, _, pkts) = esp.send(self.out_spi, 5, b"out").unwrap();
+                self.nonces
+                    .record(&self.keys, &pkts, &format!("node {n} ({what})"));
+                self.sealers.insert(n);
+            }
+        }
+        let (_, _, pkts) = self.peer.send(self.in_spi, 3, b"in").unwrap();
+        self.nonces
+            .record(&self.keys, &pkts, &format!("the peer ({what})"));
+        for n in [1u16, 2, 3] {
+            if let Ok(mut esp) = c.m(n).esp_for(self.in_spi) {
+                self.accepted += esp.receive(&pkts).0;
+            }
+        }
+    }
+
+    /// Up to `most` steps of `c`, each followed by its traffic, until `done` holds (checked
+    /// before each step).
+    fn steps_until(
+        &mut self,
+        c: &mut Cluster,
+        most: usize,
+        what: &str,
+        mut done: impl FnMut(&mut Cluster) -> bool,
+    ) {
+        for _ in 0..most {
+            if done(c) {
+                break;
+            }
+            c.step();
+            self.traffic(c, what);
+        }
+    }
+}
+
 /// Invariant 5, whole: no (key, nonce) pair ever seals two packets over a tunnel's life. The
 /// tunnel is an outbound SA (the cluster seals) and an inbound SA (the tunnel peer seals),
 /// each with its own key and salt. Every member that runs the outbound SA seals on every
@@ -2408,36 +2466,21 @@ fn no_key_nonce_pair_seals_twice_across_takeovers_and_restarts() {
         let st = c.m[&2].core().sa_state(*spi).unwrap();
         peer.install(*spi, &m.mirrored(), &st).unwrap();
     }
-    let mut nonces = Nonces::default();
-    let mut sealers = BTreeSet::new();
-    let mut accepted = 0;
-    // one step: every member running the outbound SA seals 5 packets, the peer seals 3 to
-    // whoever runs the inbound SA
-    let traffic = |c: &mut Cluster,
-                   nonces: &mut Nonces,
-                   sealers: &mut BTreeSet<u16>,
-                   peer: &mut EspPath,
-                   accepted: &mut u64,
-                   what: &str| {
-        for n in [1u16, 2, 3] {
-            if c.frozen.contains(&n) {
-                continue;
-            }
-            if let Ok(mut esp) = c.m(n).esp_for(out_spi) {
-                let (_, _, pkts) = esp.send(out_spi, 5, b"out").unwrap();
-                nonces.record(&keys, &pkts, &format!("node {n} ({what})"));
-                sealers.insert(n);
-            }
-        }
-        let (_, _, pkts) = peer.send(in_spi, 3, b"in").unwrap();
-        nonces.record(&keys, &pkts, &format!("the peer ({what})"));
-        for n in [1u16, 2, 3] {
-            if let Ok(mut esp) = c.m(n).esp_for(in_spi) {
-                *accepted += esp.receive(&pkts).0;
-            }
-        }
+    let mut tun = Tunnel {
+        out_spi,
+        in_spi,
+        keys,
+        peer,
+        nonces: Nonces::default(),
+        sealers: BTreeSet::new(),
+        accepted: 0,
     };
     let owner = |c: &Cluster| c.agreed().owner(d).map(|n| n.0);
+    let runs_somewhere = |c: &mut Cluster| {
+        [1u16, 2, 3]
+            .iter()
+            .any(|n| c.m(*n).esp_for(out_spi).is_ok())
+    };
     for round in 0..12u32 {
         let o = owner(&c).unwrap();
         let other = [1u16, 2, 3].into_iter().find(|n| *n != o).unwrap();
@@ -2447,45 +2490,15 @@ fn no_key_nonce_pair_seals_twice_across_takeovers_and_restarts() {
             2 => format!("round {round}: owner node {o} cut off"),
             _ => format!("round {round}: node {other} restarts"),
         };
-        for _ in 0..7 {
-            traffic(
-                &mut c,
-                &mut nonces,
-                &mut sealers,
-                &mut peer,
-                &mut accepted,
-                &what,
-            );
-            c.step();
-        }
-        traffic(
-            &mut c,
-            &mut nonces,
-            &mut sealers,
-            &mut peer,
-            &mut accepted,
-            &what,
-        );
+        tun.traffic(&mut c, &what);
+        tun.steps_until(&mut c, 7, &what, |_| false);
         match round % 4 {
             0 => {
                 let e = c.agreed().epoch.0;
                 c.m(c.leader)
                     .request_move(&[u64::from(d.0)], NodeId(other))
                     .unwrap();
-                for _ in 0..100 {
-                    if c.agreed().epoch.0 >= e + 3 {
-                        break;
-                    }
-                    c.step();
-                    traffic(
-                        &mut c,
-                        &mut nonces,
-                        &mut sealers,
-                        &mut peer,
-                        &mut accepted,
-                        &what,
-                    );
-                }
+                tun.steps_until(&mut c, 100, &what, |c| c.agreed().epoch.0 >= e + 3);
             }
             1 => c.restart(o),
             2 => {
@@ -2494,66 +2507,31 @@ fn no_key_nonce_pair_seals_twice_across_takeovers_and_restarts() {
                     c.leader = other;
                 }
                 c.cut.insert(o);
-                for _ in 0..200 {
-                    if owner(&c) != Some(o) {
-                        break;
-                    }
-                    c.step();
-                    traffic(
-                        &mut c,
-                        &mut nonces,
-                        &mut sealers,
-                        &mut peer,
-                        &mut accepted,
-                        &what,
-                    );
-                }
+                tun.steps_until(&mut c, 200, &what, |c| owner(c) != Some(o));
                 assert_ne!(owner(&c), Some(o), "{what}: no failover");
-                for _ in 0..30 {
-                    c.step();
-                    traffic(
-                        &mut c,
-                        &mut nonces,
-                        &mut sealers,
-                        &mut peer,
-                        &mut accepted,
-                        &what,
-                    );
-                }
+                tun.steps_until(&mut c, 30, &what, |_| false);
                 c.heal(o);
             }
             _ => c.restart(other),
         }
         // until the SA runs again somewhere
         for _ in 0..500 {
-            traffic(
-                &mut c,
-                &mut nonces,
-                &mut sealers,
-                &mut peer,
-                &mut accepted,
-                &what,
-            );
+            tun.traffic(&mut c, &what);
             c.step();
-            if [1u16, 2, 3]
-                .iter()
-                .any(|n| c.m(*n).esp_for(out_spi).is_ok())
-            {
+            if runs_somewhere(&mut c) {
                 break;
             }
         }
         assert!(
-            [1u16, 2, 3]
-                .iter()
-                .any(|n| c.m(*n).esp_for(out_spi).is_ok()),
+            runs_somewhere(&mut c),
             "{what}: the SA does not run anywhere"
         );
     }
     // not vacuous: every member sealed on the SA at some time, thousands of packets were
     // sealed, and the cluster opened the peer's packets on the inbound SA
-    assert_eq!(sealers, [1, 2, 3].into());
-    assert!(nonces.sealed > 1500, "{}", nonces.sealed);
-    assert!(accepted > 500, "{accepted}");
+    assert_eq!(tun.sealers, [1, 2, 3].into());
+    assert!(tun.nonces.sealed > 1500, "{}", tun.nonces.sealed);
+    assert!(tun.accepted > 500, "{}", tun.accepted);
 }
 
 // ----- 8. bad input -----
