@@ -488,6 +488,20 @@ impl Cluster {
     }
 }
 
+/// A settled cluster of three members (1, 2 and 3) with the usual failure time.
+fn three_settled() -> Cluster {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    c
+}
+
+/// [`three_settled`] and an identifier node 2 owns.
+fn three_and_an_id_of_2() -> (Cluster, DistributionId) {
+    let c = three_settled();
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    (c, d)
+}
+
 // ----- 1. standby -----
 
 /// A new member installs nothing while its common table fills and answers packets "not
@@ -743,12 +757,7 @@ fn owner_with_flows(all: &[u16], flows: u16) -> (M, Allocation, Duration, u32) {
     let (mut a, a1) = agreed_member(1, all, 1);
     let voters = [NodeId(1)];
     let view = follower_view(1, &a1, &voters);
-    let mut now = Duration::ZERO;
-    while !a.is_ready() {
-        now += STEP;
-        assert!(now < Duration::from_secs(30), "not ready by {:?}", now);
-        a.tick(at(now), &view);
-    }
+    let now = tick_alone_until(&mut a, &view, M::is_ready);
     for i in 0..flows {
         let p = build::udp(ip(1), 3000 + i, ip(200), 53, b"q").unwrap();
         assert_eq!(a.on_packet(at(now), &p), PacketOutcome::Created);
@@ -1094,6 +1103,19 @@ fn tick_until(
     outs
 }
 
+/// The voters of a cluster of nodes 1, 2 and 3.
+const THREE_VOTERS: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
+
+/// Member 1 of nodes 1, 2 and 3 that has applied `view`'s allocation (at time zero) and is
+/// ticked under `view` until 500 ms, hearing nodes 2 and 3; returns it and the time.
+fn heard_by_2_and_3_until_500_ms(view: &ConsensusView<'_>) -> (M, Duration) {
+    let mut a = member(1, &[1, 2, 3]);
+    a.on_agreed(at(Duration::ZERO), view.agreed, || Duration::ZERO);
+    let mut now = Duration::ZERO;
+    tick_until(&mut a, &mut now, ms(500), &[2, 3], view);
+    (a, now)
+}
+
 /// A peer silent for longer than the failure time is declared dead, once, with a log line.
 #[test]
 fn silent_peer_is_declared_dead() {
@@ -1132,11 +1154,9 @@ fn silent_peer_is_declared_dead() {
 /// stall is not handled even before a tick.
 #[test]
 fn own_stall_is_credited_to_peers_but_fences() {
-    let (mut a, alloc) = agreed_member(1, &[1, 2, 3], 1);
-    let voters = [NodeId(1), NodeId(2), NodeId(3)];
-    let view = follower_view(1, &alloc, &voters);
-    let mut now = Duration::ZERO;
-    tick_until(&mut a, &mut now, ms(500), &[2, 3], &view);
+    let alloc = all_to(1, 1);
+    let view = follower_view(1, &alloc, &THREE_VOTERS);
+    let (mut a, mut now) = heard_by_2_and_3_until_500_ms(&view);
     assert!(a.takes_traffic());
     // the member does not run for 2 s (heartbeats it would have heard are not delivered);
     // the first thing it sees afterwards is a packet
@@ -1181,12 +1201,10 @@ fn own_stall_is_credited_to_peers_but_fences() {
 /// to not ready and asks the live peers for a resync.
 #[test]
 fn fences_without_majority_and_resyncs_after() {
-    let (mut a, alloc) = agreed_member(1, &[1, 2, 3], 1);
-    let voters = [NodeId(1), NodeId(2), NodeId(3)];
-    let view = follower_view(1, &alloc, &voters);
+    let alloc = all_to(1, 1);
+    let view = follower_view(1, &alloc, &THREE_VOTERS);
     let pkt = build::udp(ip(1), 4444, ip(200), 53, b"q").unwrap();
-    let mut now = Duration::ZERO;
-    tick_until(&mut a, &mut now, ms(500), &[2, 3], &view);
+    let (mut a, mut now) = heard_by_2_and_3_until_500_ms(&view);
     assert!(a.takes_traffic() && !a.is_fenced());
     assert_eq!(a.on_packet(at(now), &pkt), PacketOutcome::Created);
     // the last heartbeats (at 500 ms) echo the stamp node 1 sent at 460 ms; an echo grants
@@ -1363,8 +1381,7 @@ fn move_from_live_owner_is_two_phase() {
 /// A dead owner's identifiers move in one proposal, to the surviving members.
 #[test]
 fn dead_owner_identifiers_move_in_one_proposal() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     let e1 = c.agreed().clone();
     let before = c.proposals.len();
     c.cut.insert(3);
@@ -1394,8 +1411,7 @@ fn dead_owner_identifiers_move_in_one_proposal() {
 /// phases.
 #[test]
 fn drain_undrain_and_rebalance() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     let e1 = c.agreed().clone();
     let two = e1.ids_of(NodeId(2));
     c.m(1).set_drained(NodeId(2), true).unwrap();
@@ -1514,9 +1530,7 @@ fn move_held(c: &mut Cluster, d: DistributionId) -> (Epoch, Epoch) {
 /// in: its packets get "not ready", the epoch is not complete; the `F` opens the gate.
 #[test]
 fn handover_waits_for_final_of_live_previous_owner() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_and_an_id_of_2();
     let other = c.agreed().ids_of(NodeId(3))[0];
     // an entry of d exists (created by node 2 and replicated)
     let flow = udp_in(d, 0);
@@ -1563,10 +1577,8 @@ fn handover_waits_for_final_of_live_previous_owner() {
 /// Three settled members, node 3 holding a moving identifier's packets (16 frames, 1 MiB,
 /// 1.5 s), and an identifier node 2 owns.
 fn three_holding() -> (Cluster, DistributionId) {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let (mut c, d) = three_and_an_id_of_2();
     c.m(3).set_hold(16, 1 << 20, ms(1500));
-    let d = c.agreed().ids_of(NodeId(2))[0];
     (c, d)
 }
 
@@ -1614,8 +1626,7 @@ fn a_planned_move_waits_for_every_live_members_stream() {
 /// one that waits too long, or that does not fit, is dropped as before.
 #[test]
 fn held_packets_go_through_when_the_gate_opens() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     c.m(3).set_hold(2, 1 << 20, ms(400));
     let d = c.agreed().ids_of(NodeId(2))[0];
     let flow = udp_in(d, 0);
@@ -2000,9 +2011,7 @@ fn a_leaving_member_hands_everything_over_in_planned_moves() {
 /// `RELEASER_GONE_AFTER`.
 #[test]
 fn handover_gate_opens_when_previous_owner_dies() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_and_an_id_of_2();
     let (_, gained_in) = move_held(&mut c, d);
     assert!(c.m[&3].handover().is_waiting(d));
     c.cut.insert(2);
@@ -2072,8 +2081,18 @@ fn tick_until_serving<T: NodeSpecificTable>(
     m: &mut Member<T>,
     view: &ConsensusView<'_>,
 ) -> Duration {
+    tick_alone_until(m, view, Member::takes_traffic)
+}
+
+/// Ticks `m` from time zero, a step at a time and hearing no peer, until `ready` holds (at
+/// most 30 s); returns that time.
+fn tick_alone_until<T: NodeSpecificTable>(
+    m: &mut Member<T>,
+    view: &ConsensusView<'_>,
+    ready: impl Fn(&Member<T>) -> bool,
+) -> Duration {
     let mut now = Duration::ZERO;
-    while !m.takes_traffic() {
+    while !ready(m) {
         now += STEP;
         assert!(now < Duration::from_secs(30), "not ready by {now:?}");
         m.tick(at(now), view);
@@ -2252,9 +2271,7 @@ fn sa_key_replication_and_takeover_with_sequence_jump() {
 /// nothing. Each SA's key goes to the peers with its direction and salt.
 #[test]
 fn sa_add_refuses_a_key_for_two_sas() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_and_an_id_of_2();
     let (peer, dst, spi) = sa_in(d);
     let t = c.t();
     let mut km = vec![0x51u8; 32];
@@ -2428,9 +2445,7 @@ impl Tunnel {
 /// its bytes, and none repeats.
 #[test]
 fn no_key_nonce_pair_seals_twice_across_takeovers_and_restarts() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_and_an_id_of_2();
     let (peer_ip, dst, out_spi) = sa_in(d);
     let in_spi = out_spi + 0x100;
     let mut out_km = vec![0xa1u8; 32];
@@ -2651,8 +2666,7 @@ proptest::proptest! {
 /// partition heals the member resyncs and takes its share again.
 #[test]
 fn partition_never_yields_two_acting_owners() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     let e1 = c.agreed().clone();
     let three = e1.ids_of(NodeId(3));
     let cut_at = c.now;
@@ -2715,8 +2729,7 @@ fn partition_never_yields_two_acting_owners() {
 /// the agreed log delivered first, nothing is acted on twice and it takes its share again.
 #[test]
 fn frozen_member_fails_over_and_rejoins() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     let e1 = c.agreed().clone();
     let n = c.proposals.len();
     c.frozen.insert(3);
@@ -2744,8 +2757,7 @@ fn frozen_member_fails_over_and_rejoins() {
 /// A failover proposal consensus drops is made again after the proposal timeout.
 #[test]
 fn dropped_failover_proposal_is_made_again() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     let e = c.agreed().epoch;
     let n = c.proposals.len();
     c.cut.insert(3);
@@ -2854,12 +2866,7 @@ fn card_rebuild_is_sliced_and_holds_packets_of_identifiers_not_rebuilt() {
     let (mut m, a) = agreed_member(1, &[1], 1);
     let voters = [NodeId(1)];
     let view = follower_view(1, &a, &voters);
-    let mut now = Duration::ZERO;
-    while !m.takes_traffic() {
-        now += STEP;
-        assert!(now < Duration::from_secs(30), "not ready by {:?}", now);
-        m.tick(at(now), &view);
-    }
+    let mut now = tick_until_serving(&mut m, &view);
     let n = 2 * REBUILD_SLICE + 500;
     let flows: Vec<Vec<u8>> = (0..n as u16)
         .map(|i| build::udp(ip(1), 2000 + i, ip(200), 53, b"q").unwrap())
@@ -2931,8 +2938,7 @@ fn card_rebuild_is_sliced_and_holds_packets_of_identifiers_not_rebuilt() {
 /// its next tick.
 #[test]
 fn behind_is_learned_from_the_heartbeat_itself() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     let e = c.agreed().epoch.0;
     let d = c.agreed().ids_of(NodeId(3))[0];
     c.hold.insert((3, 1));
@@ -2954,9 +2960,7 @@ fn behind_is_learned_from_the_heartbeat_itself() {
 /// An operator move whose release was not agreed is planned again, not forgotten.
 #[test]
 fn operator_move_survives_an_unagreed_release() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_and_an_id_of_2();
     c.drop_proposals = true;
     let n = c.proposals.len();
     c.move_to_3(d);
@@ -2969,9 +2973,7 @@ fn operator_move_survives_an_unagreed_release() {
 /// An epoch whose waiting identifier moved on before its gate opened still completes.
 #[test]
 fn epoch_completes_when_its_waiting_identifier_moves_on() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_and_an_id_of_2();
     let (_, gained_in) = move_held(&mut c, d);
     let e = c.agreed().epoch.0;
     c.m(1).request_move(&[u64::from(d.0)], NodeId(1)).unwrap();
@@ -2992,9 +2994,7 @@ fn epoch_completes_when_its_waiting_identifier_moves_on() {
 /// waits for node 2's final state too, and never reuses a sequence number node 2 sent.
 #[test]
 fn handover_gate_remembers_every_earlier_owner() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_and_an_id_of_2();
     let (peer, dst, spi) = sa_in(d);
     let t = c.t();
     c.m(2)
@@ -3042,11 +3042,9 @@ fn handover_gate_remembers_every_earlier_owner() {
 /// replication streams held, so it takes traffic again without a second resync.
 #[test]
 fn short_fence_lifts_without_resync() {
-    let (mut a, alloc) = agreed_member(1, &[1, 2, 3], 1);
-    let voters = [NodeId(1), NodeId(2), NodeId(3)];
-    let view = follower_view(1, &alloc, &voters);
-    let mut now = Duration::ZERO;
-    tick_until(&mut a, &mut now, ms(500), &[2, 3], &view);
+    let alloc = all_to(1, 1);
+    let view = follower_view(1, &alloc, &THREE_VOTERS);
+    let (mut a, mut now) = heard_by_2_and_3_until_500_ms(&view);
     assert!(a.takes_traffic());
     let outs = tick_until(&mut a, &mut now, ms(700), &[], &view);
     assert!(a.is_fenced() && !a.takes_traffic());
@@ -3076,8 +3074,7 @@ fn short_fence_lifts_without_resync() {
 /// stays fenced until it applied the takeover and owns nothing; then it is echoed again.
 #[test]
 fn a_fenced_owner_gets_no_lease_while_its_identifiers_are_taken() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     let share = c.agreed().ids_of(NodeId(3));
     assert!(!share.is_empty());
     let e = c.agreed().epoch.0;
@@ -3145,8 +3142,7 @@ fn node2_flows(c: &mut Cluster, n: usize) -> (Vec<DistributionId>, Vec<Vec<u8>>)
 #[test]
 fn a_large_share_is_installed_in_slices_and_its_packets_wait_for_their_state() {
     use super::rebuild::REBUILD_SLICE;
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     for n in [1, 3] {
         c.m(n).set_hold(1 << 16, 64 << 20, ms(1500));
     }
@@ -3257,8 +3253,7 @@ fn a_large_share_is_installed_in_slices_and_its_packets_wait_for_their_state() {
 #[test]
 fn a_large_failed_share_is_forwarded_in_slices_before_the_final_record() {
     use super::forward::FORWARD_SLICE;
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     let (share, flows) = node2_flows(&mut c, 4 * FORWARD_SLICE);
     c.hold.insert((1, 3));
     c.hold.insert((3, 1));
@@ -3328,8 +3323,7 @@ fn a_large_failed_share_is_forwarded_in_slices_before_the_final_record() {
 /// entry, not without the silent owner's.
 #[test]
 fn a_resync_that_misses_a_silent_owners_share_asks_for_it() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     let (_, flows) = node2_flows(&mut c, 40);
     assert_eq!(c.m[&1].core().common().len(), flows.len());
     // node 1 restarts and hears nothing from node 2 (node 3 does)
