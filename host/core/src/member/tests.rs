@@ -1765,18 +1765,18 @@ fn a_planned_move_loses_no_packet_and_handles_none_twice() {
     assert!(c.agreed().next_owners.is_empty(), "phase 2 names nobody");
 }
 
-/// The next owner's input may lag its replication stream: the releaser's last handled packet
-/// can reach it after the gate opened. It then keeps holding the identifier's packets until
-/// that packet arrives, hands it back with what came before it, and handles what follows.
-#[test]
-fn a_releasers_last_packet_arriving_late_is_handed_back() {
+/// [`three_holding`], with the identifier moving to node 3: once node 3 is named next owner,
+/// node 2 handles two of its flows' packets (p1, then p2, its last), node 3 takes in only p1
+/// (held), and the move completes with node 3's gate open. Returns the cluster, the
+/// identifier, p2 and the token p1 is held under.
+fn gate_opened_before_the_releasers_last() -> (Cluster, DistributionId, Vec<u8>, u64) {
     let (mut c, d) = three_holding();
     let e = c.agreed().epoch.0;
     c.move_to_3(d);
     c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 1);
     c.route();
     let t = c.t();
-    let (p1, p2, p3) = (udp_in(d, 1), udp_in(d, 2), udp_in(d, 3));
+    let (p1, p2) = (udp_in(d, 1), udp_in(d, 2));
     assert_eq!(c.m(2).on_packet(t, &p1), PacketOutcome::Created);
     assert_eq!(c.m(2).on_packet(t, &p2), PacketOutcome::Created);
     let PacketOutcome::Held(a) = c.m(3).on_packet(t, &p1) else {
@@ -1785,6 +1785,16 @@ fn a_releasers_last_packet_arriving_late_is_handed_back() {
     c.run_until(ms(1000), |c| {
         c.agreed().owner(d) == Some(NodeId(3)) && !c.m[&3].handover().is_waiting(d)
     });
+    (c, d, p2, a)
+}
+
+/// The next owner's input may lag its replication stream: the releaser's last handled packet
+/// can reach it after the gate opened. It then keeps holding the identifier's packets until
+/// that packet arrives, hands it back with what came before it, and handles what follows.
+#[test]
+fn a_releasers_last_packet_arriving_late_is_handed_back() {
+    let (mut c, d, p2, a) = gate_opened_before_the_releasers_last();
+    let p3 = udp_in(d, 3);
     let t = c.t();
     // p2, the releaser's last, arrives now: held, then handed back with p1
     let PacketOutcome::Held(b) = c.m(3).on_packet(t, &p2) else {
@@ -1852,21 +1862,7 @@ fn packets_the_releaser_handled_before_the_move_are_not_handled_again() {
 /// identifier's packets only for `MARK_WAIT`: then what was held is handled.
 #[test]
 fn a_releasers_last_packet_that_never_arrives_delays_by_mark_wait_only() {
-    let (mut c, d) = three_holding();
-    let e = c.agreed().epoch.0;
-    c.move_to_3(d);
-    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 1);
-    c.route();
-    let t = c.t();
-    let (p1, p2) = (udp_in(d, 1), udp_in(d, 2));
-    assert_eq!(c.m(2).on_packet(t, &p1), PacketOutcome::Created);
-    assert_eq!(c.m(2).on_packet(t, &p2), PacketOutcome::Created);
-    let PacketOutcome::Held(a) = c.m(3).on_packet(t, &p1) else {
-        panic!("not held")
-    };
-    c.run_until(ms(1000), |c| {
-        c.agreed().owner(d) == Some(NodeId(3)) && !c.m[&3].handover().is_waiting(d)
-    });
+    let (mut c, _, _, a) = gate_opened_before_the_releasers_last();
     let opened = c.now;
     c.run_until(ms(1500), |c| !c.released.is_empty());
     assert_eq!(c.released, vec![(3, a, PacketOutcome::Hit)]);
