@@ -1107,12 +1107,14 @@ fn tick_until(
 const THREE_VOTERS: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
 
 /// Member 1 of nodes 1, 2 and 3 that has applied `view`'s allocation (at time zero) and is
-/// ticked under `view` until 500 ms, hearing nodes 2 and 3; returns it and the time.
+/// ticked under `view` until 500 ms, hearing nodes 2 and 3; it then takes traffic. Returns it
+/// and the time.
 fn heard_by_2_and_3_until_500_ms(view: &ConsensusView<'_>) -> (M, Duration) {
     let mut a = member(1, &[1, 2, 3]);
     a.on_agreed(at(Duration::ZERO), view.agreed, || Duration::ZERO);
     let mut now = Duration::ZERO;
     tick_until(&mut a, &mut now, ms(500), &[2, 3], view);
+    assert!(a.takes_traffic());
     (a, now)
 }
 
@@ -1157,7 +1159,6 @@ fn own_stall_is_credited_to_peers_but_fences() {
     let alloc = all_to(1, 1);
     let view = follower_view(1, &alloc, &THREE_VOTERS);
     let (mut a, mut now) = heard_by_2_and_3_until_500_ms(&view);
-    assert!(a.takes_traffic());
     // the member does not run for 2 s (heartbeats it would have heard are not delivered);
     // the first thing it sees afterwards is a packet
     now += ms(2000);
@@ -3041,7 +3042,6 @@ fn short_fence_lifts_without_resync() {
     let alloc = all_to(1, 1);
     let view = follower_view(1, &alloc, &THREE_VOTERS);
     let (mut a, mut now) = heard_by_2_and_3_until_500_ms(&view);
-    assert!(a.takes_traffic());
     let outs = tick_until(&mut a, &mut now, ms(700), &[], &view);
     assert!(a.is_fenced() && !a.takes_traffic());
     assert!(logs(&outs).contains(&"fenced: true"));
