@@ -28,9 +28,7 @@ use cluster_core::card_table::CardTable;
 use cluster_core::distribution::ClusterSecret;
 use cluster_core::entry::{Endpoint, Entry, FlowKey, L4Proto};
 use cluster_core::ids::{DistributionId, Epoch, IdCount, Millis, NodeId};
-use cluster_core::member::{
-    ConsensusView, Member, MemberConfig, Output, PacketOutcome, Role, Time, To,
-};
+use cluster_core::member::{ConsensusView, Member, MemberConfig, Output, PacketOutcome, Time, To};
 use cluster_core::node::{Mode, Node, NodeConfig, Timeouts};
 use cluster_core::node_table::{NodeSpecificTable, SimCard, TableError, TableStats, TieredTable};
 use cluster_core::packet::{build, Framing, TcpFlags};
@@ -469,20 +467,14 @@ impl Sim {
         let card = self.card(n);
         let table = TieredTable::new(card, self.cfg.count);
         let slots: Vec<NodeId> = self.slots().collect();
-        let mcfg = MemberConfig {
-            node: n,
-            role: Role::Member,
-            identifiers: self.cfg.count,
-            peers: slots
-                .iter()
-                .filter(|p| **p != n)
-                .map(|p| (*p, Role::Member))
-                .collect(),
-            members: slots.iter().copied().collect(),
-            failure: Duration::from_millis(self.cfg.failure_ms),
-            heartbeat: Duration::from_millis(self.cfg.heartbeat_ms),
-            seq_jump: 1 << 20,
-        };
+        let mcfg = MemberConfig::all_members(
+            n,
+            &slots,
+            self.cfg.count,
+            Duration::from_millis(self.cfg.failure_ms),
+            Duration::from_millis(self.cfg.heartbeat_ms),
+            1 << 20,
+        );
         let member = Member::new(mcfg, Node::new(c, table));
         let skew = i64::from(self.cfg.clock_skew_ppm);
         let skew_ppm = if skew > 0 {

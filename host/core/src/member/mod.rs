@@ -214,6 +214,34 @@ pub struct MemberConfig {
     pub seq_jump: u64,
 }
 
+impl MemberConfig {
+    /// The settings of `node` in a cluster whose nodes `all` (`node` among them) are all
+    /// traffic members: every other one is a peer with [`Role::Member`], none is a witness.
+    pub fn all_members(
+        node: NodeId,
+        all: &[NodeId],
+        identifiers: IdCount,
+        failure: Duration,
+        heartbeat: Duration,
+        seq_jump: u64,
+    ) -> Self {
+        MemberConfig {
+            node,
+            role: Role::Member,
+            identifiers,
+            peers: all
+                .iter()
+                .filter(|p| **p != node)
+                .map(|p| (*p, Role::Member))
+                .collect(),
+            members: all.iter().copied().collect(),
+            failure,
+            heartbeat,
+            seq_jump,
+        }
+    }
+}
+
 /// One applied allocation, as reports and tests see it.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct AppliedEpoch {

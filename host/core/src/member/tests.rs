@@ -58,20 +58,8 @@ fn core(n: u16) -> Node<SoftwareTable> {
 }
 
 fn mcfg(n: u16, all: &[u16], failure: Duration) -> MemberConfig {
-    MemberConfig {
-        node: NodeId(n),
-        role: Role::Member,
-        identifiers: count(),
-        peers: all
-            .iter()
-            .filter(|p| **p != n)
-            .map(|p| (NodeId(*p), Role::Member))
-            .collect(),
-        members: all.iter().map(|p| NodeId(*p)).collect(),
-        failure,
-        heartbeat: HEARTBEAT,
-        seq_jump: SEQ_JUMP,
-    }
+    let all: Vec<NodeId> = all.iter().map(|p| NodeId(*p)).collect();
+    MemberConfig::all_members(NodeId(n), &all, count(), failure, HEARTBEAT, SEQ_JUMP)
 }
 
 fn member(n: u16, all: &[u16]) -> M {
@@ -183,11 +171,7 @@ fn hb(ready: bool, applied: u64) -> Heartbeat {
 }
 
 fn all_to(n: u16, epoch: u64) -> Allocation {
-    Allocation {
-        epoch: Epoch(epoch),
-        owners: vec![Some(NodeId(n)); IDS as usize],
-        next_owners: Vec::new(),
-    }
+    Allocation::all_to(NodeId(n), Epoch(epoch), count())
 }
 
 // ----- the harness -----
