@@ -807,12 +807,7 @@ mod tests {
         let mut node = Node::new(cfg, faulty_table(64));
         let all = even_split(IdCount::new(16).expect("count"), &[NodeId(1)]);
         node.apply_allocation(Millis(0), &all).expect("allocation");
-        let syn = TcpFlags {
-            syn: true,
-            ack: false,
-            fin: false,
-            rst: false,
-        };
+        let syn = TcpFlags::SYN;
         let ip = |x| IpAddr::V4(Ipv4Addr::new(10, 0, 0, x));
         let pkt = |port| build::tcp(ip(1), port, ip(2), 80, syn, b"").expect("packet");
         for port in 1000..1010 {

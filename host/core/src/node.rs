@@ -701,20 +701,8 @@ impl<T: NodeSpecificTable> Node<T> {
         if on || !was || self.cfg.mode == Mode::PriorArt {
             return 0;
         }
-        let mut installed = 0;
-        let ids: Vec<DistributionId> = self.cfg.count.all().filter(|d| self.installs(*d)).collect();
-        for d in ids {
-            let missing: Vec<Entry> = self
-                .common
-                .select(d)
-                .filter(|e| self.active.get(&e.key).is_none())
-                .cloned()
-                .collect();
-            let (n, failures) = self.install_fresh(now, missing);
-            installed += n;
-            self.stats.install_failures += failures as u64;
-        }
-        installed
+        let count = self.cfg.count;
+        count.all().map(|d| self.install_identifier(now, d)).sum()
     }
 
     /// Installs the common table's entries of `d` that the node-specific table lacks, if this
@@ -1725,15 +1713,6 @@ mod tests {
         IpAddr::V4(Ipv4Addr::new(10, 0, 0, x))
     }
 
-    fn flags(syn: bool, ack: bool, fin: bool) -> TcpFlags {
-        TcpFlags {
-            syn,
-            ack,
-            fin,
-            rst: false,
-        }
-    }
-
     #[test]
     fn tcp_lifecycle_replicates() {
         let (mut n1, mut n2, _) = pair_owned_by_1();
@@ -1746,22 +1725,22 @@ mod tests {
         };
         // Strict TCP: an ACK without state is dropped.
         assert_eq!(
-            n1.handle_packet(Millis(1), &c(flags(false, true, false), true)),
+            n1.handle_packet(Millis(1), &c(TcpFlags::ACK, true)),
             Verdict::Drop(DropReason::TcpNoState)
         );
         assert_eq!(
-            n2.handle_packet(Millis(1), &c(flags(true, false, false), true)),
+            n2.handle_packet(Millis(1), &c(TcpFlags::SYN, true)),
             Verdict::NotOurs {
                 owner: Some(NodeId(1))
             }
         );
         let steps = [
-            (flags(true, false, false), true, true),
-            (flags(true, true, false), false, false),
-            (flags(false, true, false), true, false),
-            (flags(false, true, true), true, false),
-            (flags(false, true, true), false, false),
-            (flags(false, true, false), true, false),
+            (TcpFlags::SYN, true, true),
+            (TcpFlags::SYN_ACK, false, false),
+            (TcpFlags::ACK, true, false),
+            (TcpFlags::FIN_ACK, true, false),
+            (TcpFlags::FIN_ACK, false, false),
+            (TcpFlags::ACK, true, false),
         ];
         for (f, dir, created) in steps {
             let v = n1.handle_packet(Millis(2), &c(f, dir));
@@ -1894,11 +1873,11 @@ mod tests {
                 build::tcp(a(2), 21, a(1), 4000, f, p).unwrap()
             }
         };
-        n1.handle_packet(Millis(1), &seg(flags(true, false, false), b"", true));
-        n1.handle_packet(Millis(1), &seg(flags(true, true, false), b"", false));
+        n1.handle_packet(Millis(1), &seg(TcpFlags::SYN, b"", true));
+        n1.handle_packet(Millis(1), &seg(TcpFlags::SYN_ACK, b"", false));
         n1.handle_packet(
             Millis(1),
-            &seg(flags(false, true, false), b"PORT 10,0,0,1,18,52\r\n", true),
+            &seg(TcpFlags::ACK, b"PORT 10,0,0,1,18,52\r\n", true),
         );
         assert_eq!(n1.stats().related_routed, 1);
         let out = n1.drain_outbox();
@@ -1911,7 +1890,7 @@ mod tests {
         }
         assert!(n2.node_table().get(&dk).is_some(), "owner installed it");
         assert!(n1.node_table().get(&dk).is_none());
-        let syn = build::tcp(a(2), 20, a(1), 0x1234, flags(true, false, false), b"").unwrap();
+        let syn = build::tcp(a(2), 20, a(1), 0x1234, TcpFlags::SYN, b"").unwrap();
         assert!(matches!(
             n2.handle_packet(Millis(2), &syn),
             Verdict::Accept { created: false, .. }
@@ -2040,14 +2019,14 @@ mod tests {
         let al = even_split(IdCount::new(16).unwrap(), &[NodeId(1)]);
         n1.apply_allocation(Millis(0), &al).unwrap();
         let seg = |f, p: &[u8]| build::tcp(a(1), 4000, a(2), 443, f, p).unwrap();
-        n1.handle_packet(Millis(1), &seg(flags(true, false, false), b""));
+        n1.handle_packet(Millis(1), &seg(TcpFlags::SYN, b""));
         let mut hello = vec![22, 3, 1, 0, 80, 1, 0, 0, 76, 3, 3];
         hello.extend_from_slice(&[0xaa; 32]);
         hello.push(4);
         hello.extend_from_slice(b"SESS");
-        n1.handle_packet(Millis(2), &seg(flags(false, true, false), &hello));
+        n1.handle_packet(Millis(2), &seg(TcpFlags::ACK, &hello));
         let http = b"GET / HTTP/1.1\r\nHost: x\r\ncOOkie:  id=42 \r\n\r\n";
-        n1.handle_packet(Millis(3), &seg(flags(false, true, false), http));
+        n1.handle_packet(Millis(3), &seg(TcpFlags::ACK, http));
         let tls = FlowKey::TlsSession(n1.distributor().session_digest(b"SESS"));
         let web = FlowKey::HttpCookie(n1.distributor().session_digest(b"id=42"));
         for k in [tls, web] {

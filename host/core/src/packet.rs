@@ -47,6 +47,27 @@ pub struct TcpFlags {
     pub rst: bool,
 }
 
+impl TcpFlags {
+    /// SYN alone: a connection's first segment.
+    pub const SYN: TcpFlags = TcpFlags::new(true, false, false);
+    /// SYN and ACK: the server's answer to a SYN.
+    pub const SYN_ACK: TcpFlags = TcpFlags::new(true, true, false);
+    /// ACK alone: the handshake's last segment, and data.
+    pub const ACK: TcpFlags = TcpFlags::new(false, true, false);
+    /// FIN and ACK: one side closes.
+    pub const FIN_ACK: TcpFlags = TcpFlags::new(false, true, true);
+
+    /// SYN, ACK and FIN as given, without RST.
+    pub const fn new(syn: bool, ack: bool, fin: bool) -> Self {
+        TcpFlags {
+            syn,
+            ack,
+            fin,
+            rst: false,
+        }
+    }
+}
+
 /// The transport-level meaning of a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PacketKind {

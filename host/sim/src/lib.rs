@@ -889,12 +889,6 @@ impl Sim {
         if f.phase == Phase::Done {
             return;
         }
-        let flags = |syn, ack, fin| TcpFlags {
-            syn,
-            ack,
-            fin,
-            rst: false,
-        };
         let to_server = self.rng.random_bool(0.5);
         let (c, s) = (f.client, f.server);
         // Application payload from the client: an HTTP request with a cookie on 443 (session
@@ -931,30 +925,18 @@ impl Sim {
             }
         };
         let (pkt, next, established) = match (f.kind, f.phase) {
-            (Kind::Tcp, Phase::New) => {
-                (tcp(flags(true, false, false), true), Phase::SynSent, false)
-            }
-            (Kind::Tcp, Phase::SynSent) => {
-                (tcp(flags(true, true, false), false), Phase::SynAcked, false)
-            }
-            (Kind::Tcp, Phase::SynAcked) => (
-                tcp(flags(false, true, false), true),
-                Phase::Established,
-                false,
-            ),
+            (Kind::Tcp, Phase::New) => (tcp(TcpFlags::SYN, true), Phase::SynSent, false),
+            (Kind::Tcp, Phase::SynSent) => (tcp(TcpFlags::SYN_ACK, false), Phase::SynAcked, false),
+            (Kind::Tcp, Phase::SynAcked) => (tcp(TcpFlags::ACK, true), Phase::Established, false),
             (Kind::Tcp, Phase::Established) => {
                 if self.rng.random_bool(0.1) {
-                    (tcp(flags(false, true, true), true), Phase::Fin1, true)
+                    (tcp(TcpFlags::FIN_ACK, true), Phase::Fin1, true)
                 } else {
-                    (
-                        tcp(flags(false, true, false), to_server),
-                        Phase::Established,
-                        true,
-                    )
+                    (tcp(TcpFlags::ACK, to_server), Phase::Established, true)
                 }
             }
-            (Kind::Tcp, Phase::Fin1) => (tcp(flags(false, true, true), false), Phase::Fin2, true),
-            (Kind::Tcp, Phase::Fin2) => (tcp(flags(false, true, false), true), Phase::Done, true),
+            (Kind::Tcp, Phase::Fin1) => (tcp(TcpFlags::FIN_ACK, false), Phase::Fin2, true),
+            (Kind::Tcp, Phase::Fin2) => (tcp(TcpFlags::ACK, true), Phase::Done, true),
             (Kind::Udp, Phase::New) => (
                 build::udp(c.addr, c.port, s.addr, s.port, b"q"),
                 Phase::Established,

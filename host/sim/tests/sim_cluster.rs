@@ -248,12 +248,6 @@ fn pcap_replay() {
             data: data.expect("same family"),
         });
     };
-    let f = |syn, ack, fin| TcpFlags {
-        syn,
-        ack,
-        fin,
-        rst: false,
-    };
     for i in 0..20u8 {
         let c = Endpoint::new(IpAddr::V4(Ipv4Addr::new(10, 9, 0, i)), 40000 + u16::from(i));
         let s = Endpoint::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 443);
@@ -262,7 +256,7 @@ fn pcap_replay() {
             c.port,
             s.addr,
             s.port,
-            f(true, false, false),
+            TcpFlags::SYN,
             b"",
         ));
         push(build::tcp(
@@ -270,7 +264,7 @@ fn pcap_replay() {
             s.port,
             c.addr,
             c.port,
-            f(true, true, false),
+            TcpFlags::SYN_ACK,
             b"",
         ));
         push(build::tcp(
@@ -278,7 +272,7 @@ fn pcap_replay() {
             c.port,
             s.addr,
             s.port,
-            f(false, true, false),
+            TcpFlags::ACK,
             b"GET /",
         ));
         push(build::tcp(
@@ -286,7 +280,7 @@ fn pcap_replay() {
             s.port,
             c.addr,
             c.port,
-            f(false, true, false),
+            TcpFlags::ACK,
             b"200",
         ));
         push(build::udp(c.addr, 5353, s.addr, 53, b"q"));
@@ -298,7 +292,7 @@ fn pcap_replay() {
         1,
         IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
         443,
-        f(false, true, false),
+        TcpFlags::ACK,
         b"x",
     ));
     let file = pcap::write(LinkType::Raw, &packets);
