@@ -162,6 +162,9 @@ pub enum FrameOutcome {
     Host(Verdict),
 }
 
+/// Frames leaving towards the wires, each with the port to send it out of.
+pub type Egress = Vec<(u8, Vec<u8>)>;
+
 /// Where a message goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Destination {
@@ -509,26 +512,23 @@ impl<T: NodeSpecificTable> Node<T> {
         now: Millis,
         port: u8,
         frame: &[u8],
-        egress: &mut Vec<(u8, Vec<u8>)>,
+        egress: &mut Egress,
     ) -> FrameOutcome {
         if !self.port_synced {
             self.sync_port();
         }
-        let offered = match self.active.packet_path() {
-            None => return self.host_frame(now, port, frame, egress),
-            Some(pp) => pp.offer(port, frame),
-        };
+        let offered = self.active.packet_path().map(|pp| pp.offer(port, frame));
         match offered {
-            Ok(CardOutcome::Forwarded(out, sent)) => {
+            Some(Ok(CardOutcome::Forwarded(out, sent))) => {
                 self.stats.card_forwarded += 1;
                 egress.push((out, sent));
-                FrameOutcome::ForwardedByCard
+                return FrameOutcome::ForwardedByCard;
             }
-            Ok(CardOutcome::Dropped(r)) => {
+            Some(Ok(CardOutcome::Dropped(r))) => {
                 self.stats.card_dropped += 1;
-                FrameOutcome::DroppedByCard(r)
+                return FrameOutcome::DroppedByCard(r);
             }
-            Ok(CardOutcome::Punted(p)) => {
+            Some(Ok(CardOutcome::Punted(p))) => {
                 self.stats.card_punted += 1;
                 let v = self.handle_framed(now, &p.frame, Framing::Ethernet);
                 if matches!(v, Verdict::Accept { .. }) {
@@ -542,26 +542,18 @@ impl<T: NodeSpecificTable> Node<T> {
                         Err(e) => self.table_failed(e),
                     }
                 }
-                FrameOutcome::Slow(v, p.reason)
+                return FrameOutcome::Slow(v, p.reason);
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 // A failed card loses nothing: the host serves the frame from the common
                 // table's copy until the card is rebuilt.
                 self.table_failed(e);
                 self.port_synced = false;
-                self.host_frame(now, port, frame, egress)
             }
+            None => {}
         }
-    }
-
-    /// A frame the host handles without the card: sent on out of the other port if accepted.
-    fn host_frame(
-        &mut self,
-        now: Millis,
-        port: u8,
-        frame: &[u8],
-        egress: &mut Vec<(u8, Vec<u8>)>,
-    ) -> FrameOutcome {
+        // the host handles the frame without the card: sent on out of the other port if
+        // accepted
         let v = self.handle_framed(now, frame, Framing::Ethernet);
         if matches!(v, Verdict::Accept { .. }) {
             egress.push((port ^ 1, frame.to_vec()));
