@@ -2060,18 +2060,19 @@ mod tests {
 
     #[test]
     fn ftp_port_parser() {
-        assert_eq!(
-            parse_ftp_port(b"PORT 192,168,1,2,4,1\r\n"),
-            Some((Ipv4Addr::new(192, 168, 1, 2), 1025))
-        );
-        for bad in [
-            &b"PORT 1,2,3"[..],
-            b"PORT 1,2,3,4,5,6,7",
-            b"PORT 1,2,3,4,5,300",
-            b"port",
-            b"\xff",
-        ] {
-            assert_eq!(parse_ftp_port(bad), None);
+        let cases: [(&[u8], _); 6] = [
+            (
+                b"PORT 192,168,1,2,4,1\r\n",
+                Some((Ipv4Addr::new(192, 168, 1, 2), 1025)),
+            ),
+            (b"PORT 1,2,3", None),
+            (b"PORT 1,2,3,4,5,6,7", None),
+            (b"PORT 1,2,3,4,5,300", None),
+            (b"port", None),
+            (b"\xff", None),
+        ];
+        for (command, parsed) in cases {
+            assert_eq!(parse_ftp_port(command), parsed, "{command:?}");
         }
     }
 }

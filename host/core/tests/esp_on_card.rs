@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use cluster_core::member::esp::{EspPath, Placement, SaMaterial};
+use cluster_core::member::esp::{EspPath, Placement, SaMaterial, Sealed};
 use cluster_core::member::{ConsensusView, Member, MemberConfig, Output, Time, To};
 use cluster_core::{
     Allocation, CardTable, ClusterSecret, Datagram, Epoch, IdCount, Node, NodeConfig, NodeId,
@@ -230,7 +230,7 @@ fn dst_ip() -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1))
 }
 
-fn send(m: &mut M, spi: u32, n: u32) -> (u64, u64, Vec<Vec<u8>>) {
+fn send(m: &mut M, spi: u32, n: u32) -> Sealed {
     m.esp_for(spi)
         .expect("the SA runs here")
         .send(spi, n, PAYLOAD)
