@@ -202,6 +202,53 @@ impl SimConfig {
             clock_skew_ppm: 0,
         }
     }
+
+    /// The crash-window test's schedule: no random events, one-way delays up to 50 ms.
+    pub fn crash_window(seed: u64, nodes: u16) -> Self {
+        SimConfig {
+            event_rate: 0.0,
+            max_delay_ms: 50,
+            ..Self::small(seed, nodes)
+        }
+    }
+
+    /// The heavy-fault test's schedule: 20% loss, 10% duplicates, one-way delays up to 80 ms,
+    /// frequent events, up to 6 nodes.
+    pub fn heavy_faults(seed: u64, nodes: u16) -> Self {
+        SimConfig {
+            loss: 0.2,
+            duplicate: 0.1,
+            max_delay_ms: 80,
+            event_rate: 0.08,
+            max_nodes: 6,
+            // a lease needs a round trip (heartbeat out, echo back) within 3/4 of the failure
+            // time: with one-way delays up to 80 ms and a heartbeat every 20 ms that is up to
+            // 180 ms
+            failure_ms: 400,
+            ..Self::small(seed, nodes)
+        }
+    }
+
+    /// The property test's schedule: the default fault mix, up to 6 nodes.
+    pub fn property(seed: u64, nodes: u16) -> Self {
+        SimConfig {
+            max_nodes: nodes.clamp(3, 6),
+            event_rate: 0.04,
+            ..Self::small(seed, nodes)
+        }
+    }
+
+    /// The stall property test's schedule: stalls up to `stall_ms`, clocks off by up to
+    /// `skew_ppm`, up to 6 nodes.
+    pub fn stalls(seed: u64, nodes: u16, stall_ms: u64, skew_ppm: u32) -> Self {
+        SimConfig {
+            max_nodes: nodes.clamp(3, 6),
+            event_rate: 0.05,
+            stall_max_ms: stall_ms,
+            clock_skew_ppm: skew_ppm,
+            ..Self::small(seed, nodes)
+        }
+    }
 }
 
 /// What the simulation observed.
@@ -1232,6 +1279,17 @@ impl Sim {
                 self.report.window_max_ms = self.report.window_max_ms.max(now.since(f.last));
             }
         }
+    }
+
+    /// The crash-window test's events: after 100 steps the first node crashes and at once
+    /// starts again (it rejoins).
+    pub fn crash_and_restart_first_after_100_steps(&mut self) {
+        for _ in 0..100 {
+            self.step();
+        }
+        let victim = *self.nodes().keys().next().expect("nodes");
+        self.crash(victim);
+        self.join(victim);
     }
 
     /// A node joins: a new one, or a crashed one restarting with a new incarnation (it

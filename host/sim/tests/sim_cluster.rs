@@ -41,16 +41,7 @@ fn seeds_and_sizes() {
 
 #[test]
 fn heavy_faults_and_events() {
-    let mut cfg = SimConfig::small(42, 4);
-    cfg.loss = 0.2;
-    cfg.duplicate = 0.1;
-    cfg.max_delay_ms = 80;
-    cfg.event_rate = 0.08;
-    cfg.max_nodes = 6;
-    // a lease needs a round trip (heartbeat out, echo back) within 3/4 of the failure time:
-    // with one-way delays up to 80 ms and a heartbeat every 20 ms that is up to 180 ms
-    cfg.failure_ms = 400;
-    let mut sim = Sim::new(cfg);
+    let mut sim = Sim::new(SimConfig::heavy_faults(42, 4));
     let r = sim.run(800, 100).clone();
     assert_clean("heavy", &r);
     assert!(r.established_packets > 100, "heavy: traffic ran");
@@ -84,12 +75,7 @@ fn stalls_and_clock_skew() {
 /// A run of the stall property test's schedule: stalls up to `stall` ms, clocks off by up to
 /// `skew` ppm.
 fn stall_run(seed: u64, nodes: u16, stall: u64, skew: u32) -> SimReport {
-    let mut cfg = SimConfig::small(seed, nodes);
-    cfg.max_nodes = nodes.clamp(3, 6);
-    cfg.event_rate = 0.05;
-    cfg.stall_max_ms = stall;
-    cfg.clock_skew_ppm = skew;
-    let mut sim = Sim::new(cfg);
+    let mut sim = Sim::new(SimConfig::stalls(seed, nodes, stall, skew));
     sim.run(300, 150).clone()
 }
 
@@ -184,10 +170,7 @@ proptest::proptest! {
     /// crashes, restarts, joins, moves, drains, partitions): every invariant holds.
     #[test]
     fn any_seed_any_schedule(seed in proptest::prelude::any::<u64>(), nodes in 2u16..=5) {
-        let mut cfg = SimConfig::small(seed, nodes);
-        cfg.max_nodes = nodes.clamp(3, 6);
-        cfg.event_rate = 0.04;
-        let mut sim = Sim::new(cfg);
+        let mut sim = Sim::new(SimConfig::property(seed, nodes));
         let r = sim.run(300, 150).clone();
         assert_clean(&format!("seed {seed} nodes {nodes}"), &r);
     }
@@ -195,16 +178,8 @@ proptest::proptest! {
 
 #[test]
 fn crash_window_is_measured() {
-    let mut cfg = SimConfig::small(7, 3);
-    cfg.event_rate = 0.0;
-    cfg.max_delay_ms = 50;
-    let mut sim = Sim::new(cfg);
-    for _ in 0..100 {
-        sim.step();
-    }
-    let victim = *sim.nodes().keys().next().expect("nodes");
-    sim.crash(victim);
-    sim.join(victim);
+    let mut sim = Sim::new(SimConfig::crash_window(7, 3));
+    sim.crash_and_restart_first_after_100_steps();
     let r = sim.run(100, 0).clone();
     assert_clean("crash", &r);
     assert_eq!(r.crashes, 1);
