@@ -158,6 +158,24 @@ fn isakmp(sport: u16, dport: u16, b: &[u8]) -> Option<PacketKind> {
     })
 }
 
+/// The kind of an ICMP message (`$icmp`, a v4 or v6 slice whose types are `$types`): an echo
+/// request or reply with its identifier, or another message.
+macro_rules! icmp_kind {
+    ($icmp:expr, $types:ident) => {
+        match $icmp.icmp_type() {
+            $types::EchoRequest(h) => PacketKind::IcmpEcho {
+                ident: h.id,
+                request: true,
+            },
+            $types::EchoReply(h) => PacketKind::IcmpEcho {
+                ident: h.id,
+                request: false,
+            },
+            _ => PacketKind::IcmpOther,
+        }
+    };
+}
+
 /// Parses a packet.
 ///
 /// # Errors
@@ -212,34 +230,8 @@ pub fn parse_packet(bytes: &[u8], framing: Framing) -> Result<ParsedPacket<'_>, 
             };
             (kind, p)
         }
-        Some(TransportSlice::Icmpv4(i)) => (
-            match i.icmp_type() {
-                Icmpv4Type::EchoRequest(h) => PacketKind::IcmpEcho {
-                    ident: h.id,
-                    request: true,
-                },
-                Icmpv4Type::EchoReply(h) => PacketKind::IcmpEcho {
-                    ident: h.id,
-                    request: false,
-                },
-                _ => PacketKind::IcmpOther,
-            },
-            i.payload(),
-        ),
-        Some(TransportSlice::Icmpv6(i)) => (
-            match i.icmp_type() {
-                Icmpv6Type::EchoRequest(h) => PacketKind::IcmpEcho {
-                    ident: h.id,
-                    request: true,
-                },
-                Icmpv6Type::EchoReply(h) => PacketKind::IcmpEcho {
-                    ident: h.id,
-                    request: false,
-                },
-                _ => PacketKind::IcmpOther,
-            },
-            i.payload(),
-        ),
+        Some(TransportSlice::Icmpv4(i)) => (icmp_kind!(i, Icmpv4Type), i.payload()),
+        Some(TransportSlice::Icmpv6(i)) => (icmp_kind!(i, Icmpv6Type), i.payload()),
         _ => {
             if ip_payload.fragmented {
                 return Err(ParseError::Fragment);
