@@ -1855,20 +1855,33 @@ fn a_releasers_last_packet_that_never_arrives_delays_by_mark_wait_only() {
     assert_eq!(c.m[&3].hold_handed_back(), 0);
 }
 
+/// [`three_holding`], and the next epoch agreed as a step of a planned move of its identifier
+/// to node 3 that no leader made: a prepare step (owners unchanged) or, with `release`, a
+/// release step (the identifier has no owner); either names node 3 the next owner. Before
+/// node 3 hears that node 2 applied the step, it does not hold (checked); then it has heard.
+/// Returns the cluster, the identifier, the epoch before the step, and the step.
+fn three_with_a_step_naming_3(release: bool) -> (Cluster, DistributionId, Epoch, Allocation) {
+    let (mut c, d) = three_holding();
+    let e = c.agreed().epoch;
+    let mut step = c.agreed().clone();
+    step.epoch = Epoch(e.0 + 1);
+    if release {
+        step.owners[d.index()] = None;
+    }
+    step.next_owners = vec![(d, NodeId(3))];
+    c.agree(step.clone());
+    let t = c.t();
+    assert_eq!(c.m(3).on_packet(t, &udp_in(d, 1)), PacketOutcome::NotOurs);
+    c.route();
+    (c, d, e, step)
+}
+
 /// Before the next owner knows the owner applied the prepare step, it does not hold (the owner
 /// would not note what it handled). A prepare step no leader carries out is cleared by the
 /// leader, and the named next owner lets go of what it held without handling it.
 #[test]
 fn a_prepare_step_nobody_carries_out_is_cleared() {
-    let (mut c, d) = three_holding();
-    let e = c.agreed().epoch;
-    let mut prepare = c.agreed().clone();
-    prepare.epoch = Epoch(e.0 + 1);
-    prepare.next_owners = vec![(d, NodeId(3))];
-    c.agree(prepare.clone());
-    let t = c.t();
-    assert_eq!(c.m(3).on_packet(t, &udp_in(d, 1)), PacketOutcome::NotOurs);
-    c.route();
+    let (mut c, d, e, prepare) = three_with_a_step_naming_3(false);
     let t = c.t();
     assert_eq!(c.m(2).on_packet(t, &udp_in(d, 2)), PacketOutcome::Created);
     let PacketOutcome::Held(h) = c.m(3).on_packet(t, &udp_in(d, 2)) else {
@@ -1888,17 +1901,7 @@ fn a_prepare_step_nobody_carries_out_is_cleared() {
 /// lets go of what it held: it does not handle it (the releaser may have).
 #[test]
 fn held_for_a_release_that_went_elsewhere_is_not_handled() {
-    let (mut c, d) = three_holding();
-    let e = c.agreed().epoch;
-    let mut release = c.agreed().clone();
-    release.epoch = Epoch(e.0 + 1);
-    release.owners[d.index()] = None;
-    release.next_owners = vec![(d, NodeId(3))];
-    c.agree(release.clone());
-    // before node 3 hears that node 2 applied the release, it does not hold
-    let t = c.t();
-    assert_eq!(c.m(3).on_packet(t, &udp_in(d, 1)), PacketOutcome::NotOurs);
-    c.route();
+    let (mut c, d, e, release) = three_with_a_step_naming_3(true);
     let t = c.t();
     let PacketOutcome::Held(a) = c.m(3).on_packet(t, &udp_in(d, 0)) else {
         panic!("not held")
