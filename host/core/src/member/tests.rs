@@ -1363,13 +1363,24 @@ fn move_from_live_owner_is_two_phase() {
     assert_eq!(c.proposals.len(), before + 3);
 }
 
+/// [`three_settled`], then node 3 cut off from the others (and, with `frozen`, not ticked
+/// either: a stalled process). Returns the cluster, the allocation agreed before, and how many
+/// proposals had been made.
+fn three_then_3_lost(frozen: bool) -> (Cluster, Allocation, usize) {
+    let mut c = three_settled();
+    let agreed = c.agreed().clone();
+    let proposals = c.proposals.len();
+    if frozen {
+        c.frozen.insert(3);
+    }
+    c.cut.insert(3);
+    (c, agreed, proposals)
+}
+
 /// A dead owner's identifiers move in one proposal, to the surviving members.
 #[test]
 fn dead_owner_identifiers_move_in_one_proposal() {
-    let mut c = three_settled();
-    let e1 = c.agreed().clone();
-    let before = c.proposals.len();
-    c.cut.insert(3);
+    let (mut c, e1, before) = three_then_3_lost(false);
     c.run_until(ms(1000), |c| c.agreed().epoch.0 > e1.epoch.0);
     c.run_for(ms(500), |_| {});
     assert_eq!(c.proposals.len(), before + 1, "one proposal");
@@ -2713,11 +2724,7 @@ fn partition_never_yields_two_acting_owners() {
 /// the agreed log delivered first, nothing is acted on twice and it takes its share again.
 #[test]
 fn frozen_member_fails_over_and_rejoins() {
-    let mut c = three_settled();
-    let e1 = c.agreed().clone();
-    let n = c.proposals.len();
-    c.frozen.insert(3);
-    c.cut.insert(3);
+    let (mut c, e1, n) = three_then_3_lost(true);
     c.run_until(ms(2000), |c| c.agreed().ids_of(NodeId(3)).is_empty());
     assert_eq!(
         c.proposals.len(),
