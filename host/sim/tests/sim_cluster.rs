@@ -79,9 +79,15 @@ fn stall_run(seed: u64, nodes: u16, stall: u64, skew: u32) -> SimReport {
     sim.run(300, 150).clone()
 }
 
-/// Every invariant holds in each of these stall schedules: (seed, members, stall ms, skew ppm).
-fn stall_schedules_clean(schedules: &[(u64, u16, u64, u32)]) {
-    for &(seed, nodes, stall, skew) in schedules {
+/// Stalls up to 1.5 s, clocks off by up to 2%: (stall ms, skew ppm).
+const SHORT_STALLS: (u64, u32) = (1_500, 20_000);
+/// Stalls up to 4 s, clocks off by up to 5%: (stall ms, skew ppm).
+const LONG_STALLS: (u64, u32) = (4_000, 50_000);
+
+/// Every invariant holds in each of these stall schedules: stalls and clock skew as `stalls`
+/// (stall ms, skew ppm), for each (seed, members) of `runs`.
+fn stall_schedules_clean((stall, skew): (u64, u32), runs: &[(u64, u16)]) {
+    for &(seed, nodes) in runs {
         let r = stall_run(seed, nodes, stall, skew);
         assert_clean(
             &format!("seed {seed} nodes {nodes} stall {stall} skew {skew}"),
@@ -96,16 +102,11 @@ fn stall_schedules_clean(schedules: &[(u64, u16, u64, u32)]) {
 /// it left (`S`) and the asker asks for what no answer covered (`P`), every invariant holds.
 #[test]
 fn stall_schedules_that_lost_a_share_in_resync() {
-    stall_schedules_clean(&[
-        (8, 4, 1_500, 20_000),
-        (13, 5, 4_000, 50_000),
-        (15, 5, 4_000, 50_000),
-        (16, 3, 1_500, 20_000),
-        (24, 3, 4_000, 50_000),
-        (25, 3, 4_000, 50_000),
-        (29, 3, 4_000, 50_000),
-        (30, 3, 4_000, 50_000),
-    ]);
+    stall_schedules_clean(SHORT_STALLS, &[(8, 4), (16, 3)]);
+    stall_schedules_clean(
+        LONG_STALLS,
+        &[(13, 5), (15, 5), (24, 3), (25, 3), (29, 3), (30, 3)],
+    );
 }
 
 /// Stall schedules that broke invariant 4 while the following were missing: a planned move's
@@ -115,14 +116,8 @@ fn stall_schedules_that_lost_a_share_in_resync() {
 /// just after a release, as it covers a crash's or a stall's.
 #[test]
 fn stall_schedules_of_a_lagging_bystander_and_of_state_that_reached_nobody() {
-    stall_schedules_clean(&[
-        (9, 3, 1_500, 20_000),
-        (62, 4, 1_500, 20_000),
-        (232, 3, 4_000, 50_000),
-        (326, 3, 4_000, 50_000),
-        (354, 3, 4_000, 50_000),
-        (389, 4, 4_000, 50_000),
-    ]);
+    stall_schedules_clean(SHORT_STALLS, &[(9, 3), (62, 4)]);
+    stall_schedules_clean(LONG_STALLS, &[(232, 3), (326, 3), (354, 3), (389, 4)]);
 }
 
 /// A member restarted with an empty common table, still in standby, whose log still named it
@@ -130,7 +125,7 @@ fn stall_schedules_of_a_lagging_bystander_and_of_state_that_reached_nobody() {
 /// dropped the identifier's entries, and the next owner later found no state for them.
 #[test]
 fn stall_schedule_of_a_repair_answered_from_standby() {
-    stall_schedules_clean(&[(290, 5, 4_000, 50_000)]);
+    stall_schedules_clean(LONG_STALLS, &[(290, 5)]);
 }
 
 proptest::proptest! {
