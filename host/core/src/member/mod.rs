@@ -866,10 +866,10 @@ impl<T: NodeSpecificTable> Member<T> {
     /// Handles a packet or a frame that passed the gates.
     fn handle_now(&mut self, t: Time, input: Input<'_>, egress: &mut Egress) -> PacketOutcome {
         if let Some(p) = input.port {
-            return frame_outcome(
-                self.core
-                    .handle_frame_into(t.millis(), p, input.bytes, egress),
-            );
+            let outcome = self
+                .core
+                .handle_frame_into(t.millis(), p, input.bytes, egress);
+            return frame_outcome(outcome);
         }
         if self.core.has_packet_path() {
             // the card's packet path: the packet goes in as a frame on the outside port, and
