@@ -57,11 +57,14 @@ fn traffic(flows: u32) -> Vec<Vec<u8>> {
         let cp = 1024 + (i % 60000) as u16;
         let len = 10 + (i % 31) as u16;
         let mut v = Vec::new();
-        let f = |syn, ack, fin| TcpFlags {
-            syn,
-            ack,
-            fin,
-            rst: false,
+        // a segment of this flow, from the client or from the server
+        let tcp = |from_client: bool, flags: TcpFlags, payload: &[u8]| {
+            let p = if from_client {
+                build::tcp(c, cp, s, 443, flags, payload)
+            } else {
+                build::tcp(s, 443, c, cp, flags, payload)
+            };
+            eth(&p.expect("tcp"))
         };
         if i % 4 == 3 {
             for k in 0..len {
@@ -73,32 +76,19 @@ fn traffic(flows: u32) -> Vec<Vec<u8>> {
                 v.push(eth(&p.expect("udp")));
             }
         } else {
-            v.push(eth(
-                &build::tcp(c, cp, s, 443, f(true, false, false), &[]).expect("tcp")
-            ));
-            v.push(eth(
-                &build::tcp(s, 443, c, cp, f(true, true, false), &[]).expect("tcp")
-            ));
-            v.push(eth(
-                &build::tcp(c, cp, s, 443, f(false, true, false), &[]).expect("tcp")
-            ));
+            v.push(tcp(true, TcpFlags::SYN, &[]));
+            v.push(tcp(false, TcpFlags::SYN_ACK, &[]));
+            v.push(tcp(true, TcpFlags::ACK, &[]));
             for k in 3..len - 3 {
-                let p = if k % 2 == 0 {
-                    build::tcp(c, cp, s, 443, f(false, true, false), &[5; 64])
+                v.push(if k % 2 == 0 {
+                    tcp(true, TcpFlags::ACK, &[5; 64])
                 } else {
-                    build::tcp(s, 443, c, cp, f(false, true, false), &[6; 64])
-                };
-                v.push(eth(&p.expect("tcp")));
+                    tcp(false, TcpFlags::ACK, &[6; 64])
+                });
             }
-            v.push(eth(
-                &build::tcp(c, cp, s, 443, f(false, true, true), &[]).expect("tcp")
-            ));
-            v.push(eth(
-                &build::tcp(s, 443, c, cp, f(false, true, true), &[]).expect("tcp")
-            ));
-            v.push(eth(
-                &build::tcp(c, cp, s, 443, f(false, true, false), &[]).expect("tcp")
-            ));
+            v.push(tcp(true, TcpFlags::FIN_ACK, &[]));
+            v.push(tcp(false, TcpFlags::FIN_ACK, &[]));
+            v.push(tcp(true, TcpFlags::ACK, &[]));
         }
         per_flow.push(v);
     }

@@ -34,6 +34,15 @@ impl Allocation {
         }
     }
 
+    /// An allocation that gives every identifier to `owner`.
+    pub fn all_to(owner: NodeId, epoch: Epoch, count: IdCount) -> Self {
+        Allocation {
+            epoch,
+            owners: vec![Some(owner); count.len()],
+            next_owners: Vec::new(),
+        }
+    }
+
     /// The owner of `d`.
     pub fn owner(&self, d: DistributionId) -> Option<NodeId> {
         self.owners.get(d.index()).copied().flatten()

@@ -291,9 +291,7 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
     fn capacity(&self) -> Option<usize> {
         Some(self.hw.card.depth() as usize)
     }
-    fn len(&self) -> usize {
-        self.shadow.len()
-    }
+    crate::node_table::reads_from_indexed_entries!(shadow);
     fn insert(&mut self, entry: Entry) -> Result<(), TableError> {
         if !self.count.contains(entry.dist) {
             return Err(TableError::BadDist { dist: entry.dist.0 });
@@ -314,11 +312,7 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
             }
             Err(e) => return Err(e.into()),
         }
-        let dist = entry.dist.0;
-        self.shadow
-            .insert(entry)
-            .map(|_| ())
-            .map_err(|_| TableError::BadDist { dist })
+        crate::node_table::insert_indexed(&mut self.shadow, entry)
     }
     fn lookup(&mut self, key: &FlowKey) -> Option<&mut Entry> {
         // The card answers the lookup (a SEARCH sets the entry's hit bit, which aging reads);
@@ -337,9 +331,6 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
             }
         }
         self.shadow.get_mut(key)
-    }
-    fn get(&self, key: &FlowKey) -> Option<&Entry> {
-        self.shadow.get(key)
     }
     fn remove(&mut self, key: &FlowKey) -> Result<Option<Entry>, TableError> {
         if self.shadow.get(key).is_none() {
@@ -366,15 +357,6 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
         self.hw.card.flush_dids(&set)?;
         let n = set.iter().map(|d| self.shadow.remove_dist(d).len()).sum();
         Ok((n, 1))
-    }
-    fn dist_len(&self, dist: DistributionId) -> usize {
-        self.shadow.dist_len(dist)
-    }
-    fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
-        Box::new(self.shadow.iter())
-    }
-    fn entries_of(&self, dist: DistributionId) -> Box<dyn Iterator<Item = &Entry> + '_> {
-        Box::new(self.shadow.select(dist))
     }
     fn clear_all(&mut self) {
         self.shadow.clear();
@@ -779,12 +761,7 @@ mod tests {
         let mut node = Node::new(cfg, faulty_table(64));
         let all = even_split(IdCount::new(16).expect("count"), &[NodeId(1)]);
         node.apply_allocation(Millis(0), &all).expect("allocation");
-        let syn = TcpFlags {
-            syn: true,
-            ack: false,
-            fin: false,
-            rst: false,
-        };
+        let syn = TcpFlags::SYN;
         let ip = |x| IpAddr::V4(Ipv4Addr::new(10, 0, 0, x));
         let pkt = |port| build::tcp(ip(1), port, ip(2), 80, syn, b"").expect("packet");
         for port in 1000..1010 {

@@ -133,19 +133,20 @@ impl Distributor {
 
     /// The identifier of an IPsec tunnel between two peers (its ESP SAs and IKE traffic).
     pub fn for_ipsec_peers(&self, a: IpAddr, b: IpAddr) -> DistributionId {
-        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-        let mut buf = Buf::new(tag::IPSEC);
-        buf.addr(lo);
-        buf.addr(hi);
-        self.reduce(self.hash(&buf))
+        self.for_unordered_pair(tag::IPSEC, a, b)
     }
 
     /// The identifier of stateless traffic between two addresses (ARP, IPv6 neighbour
     /// discovery, ICMP errors, protocols without flows): exactly one node, the owner, passes
     /// it on, so on a shared segment it crosses the cluster once.
     pub fn for_address_pair(&self, a: IpAddr, b: IpAddr) -> DistributionId {
+        self.for_unordered_pair(tag::PAIR, a, b)
+    }
+
+    /// The identifier of two addresses under `tag`, the same in either order.
+    fn for_unordered_pair(&self, tag: u8, a: IpAddr, b: IpAddr) -> DistributionId {
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-        let mut buf = Buf::new(tag::PAIR);
+        let mut buf = Buf::new(tag);
         buf.addr(lo);
         buf.addr(hi);
         self.reduce(self.hash(&buf))

@@ -162,6 +162,9 @@ pub enum FrameOutcome {
     Host(Verdict),
 }
 
+/// Frames leaving towards the wires, each with the port to send it out of.
+pub type Egress = Vec<(u8, Vec<u8>)>;
+
 /// Where a message goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Destination {
@@ -509,26 +512,23 @@ impl<T: NodeSpecificTable> Node<T> {
         now: Millis,
         port: u8,
         frame: &[u8],
-        egress: &mut Vec<(u8, Vec<u8>)>,
+        egress: &mut Egress,
     ) -> FrameOutcome {
         if !self.port_synced {
             self.sync_port();
         }
-        let offered = match self.active.packet_path() {
-            None => return self.host_frame(now, port, frame, egress),
-            Some(pp) => pp.offer(port, frame),
-        };
+        let offered = self.active.packet_path().map(|pp| pp.offer(port, frame));
         match offered {
-            Ok(CardOutcome::Forwarded(out, sent)) => {
+            Some(Ok(CardOutcome::Forwarded(out, sent))) => {
                 self.stats.card_forwarded += 1;
                 egress.push((out, sent));
-                FrameOutcome::ForwardedByCard
+                return FrameOutcome::ForwardedByCard;
             }
-            Ok(CardOutcome::Dropped(r)) => {
+            Some(Ok(CardOutcome::Dropped(r))) => {
                 self.stats.card_dropped += 1;
-                FrameOutcome::DroppedByCard(r)
+                return FrameOutcome::DroppedByCard(r);
             }
-            Ok(CardOutcome::Punted(p)) => {
+            Some(Ok(CardOutcome::Punted(p))) => {
                 self.stats.card_punted += 1;
                 let v = self.handle_framed(now, &p.frame, Framing::Ethernet);
                 if matches!(v, Verdict::Accept { .. }) {
@@ -542,26 +542,18 @@ impl<T: NodeSpecificTable> Node<T> {
                         Err(e) => self.table_failed(e),
                     }
                 }
-                FrameOutcome::Slow(v, p.reason)
+                return FrameOutcome::Slow(v, p.reason);
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 // A failed card loses nothing: the host serves the frame from the common
                 // table's copy until the card is rebuilt.
                 self.table_failed(e);
                 self.port_synced = false;
-                self.host_frame(now, port, frame, egress)
             }
+            None => {}
         }
-    }
-
-    /// A frame the host handles without the card: sent on out of the other port if accepted.
-    fn host_frame(
-        &mut self,
-        now: Millis,
-        port: u8,
-        frame: &[u8],
-        egress: &mut Vec<(u8, Vec<u8>)>,
-    ) -> FrameOutcome {
+        // the host handles the frame without the card: sent on out of the other port if
+        // accepted
         let v = self.handle_framed(now, frame, Framing::Ethernet);
         if matches!(v, Verdict::Accept { .. }) {
             egress.push((port ^ 1, frame.to_vec()));
@@ -701,20 +693,8 @@ impl<T: NodeSpecificTable> Node<T> {
         if on || !was || self.cfg.mode == Mode::PriorArt {
             return 0;
         }
-        let mut installed = 0;
-        let ids: Vec<DistributionId> = self.cfg.count.all().filter(|d| self.installs(*d)).collect();
-        for d in ids {
-            let missing: Vec<Entry> = self
-                .common
-                .select(d)
-                .filter(|e| self.active.get(&e.key).is_none())
-                .cloned()
-                .collect();
-            let (n, failures) = self.install_fresh(now, missing);
-            installed += n;
-            self.stats.install_failures += failures as u64;
-        }
-        installed
+        let count = self.cfg.count;
+        count.all().map(|d| self.install_identifier(now, d)).sum()
     }
 
     /// Installs the common table's entries of `d` that the node-specific table lacks, if this
@@ -1725,15 +1705,6 @@ mod tests {
         IpAddr::V4(Ipv4Addr::new(10, 0, 0, x))
     }
 
-    fn flags(syn: bool, ack: bool, fin: bool) -> TcpFlags {
-        TcpFlags {
-            syn,
-            ack,
-            fin,
-            rst: false,
-        }
-    }
-
     #[test]
     fn tcp_lifecycle_replicates() {
         let (mut n1, mut n2, _) = pair_owned_by_1();
@@ -1746,22 +1717,22 @@ mod tests {
         };
         // Strict TCP: an ACK without state is dropped.
         assert_eq!(
-            n1.handle_packet(Millis(1), &c(flags(false, true, false), true)),
+            n1.handle_packet(Millis(1), &c(TcpFlags::ACK, true)),
             Verdict::Drop(DropReason::TcpNoState)
         );
         assert_eq!(
-            n2.handle_packet(Millis(1), &c(flags(true, false, false), true)),
+            n2.handle_packet(Millis(1), &c(TcpFlags::SYN, true)),
             Verdict::NotOurs {
                 owner: Some(NodeId(1))
             }
         );
         let steps = [
-            (flags(true, false, false), true, true),
-            (flags(true, true, false), false, false),
-            (flags(false, true, false), true, false),
-            (flags(false, true, true), true, false),
-            (flags(false, true, true), false, false),
-            (flags(false, true, false), true, false),
+            (TcpFlags::SYN, true, true),
+            (TcpFlags::SYN_ACK, false, false),
+            (TcpFlags::ACK, true, false),
+            (TcpFlags::FIN_ACK, true, false),
+            (TcpFlags::FIN_ACK, false, false),
+            (TcpFlags::ACK, true, false),
         ];
         for (f, dir, created) in steps {
             let v = n1.handle_packet(Millis(2), &c(f, dir));
@@ -1894,11 +1865,11 @@ mod tests {
                 build::tcp(a(2), 21, a(1), 4000, f, p).unwrap()
             }
         };
-        n1.handle_packet(Millis(1), &seg(flags(true, false, false), b"", true));
-        n1.handle_packet(Millis(1), &seg(flags(true, true, false), b"", false));
+        n1.handle_packet(Millis(1), &seg(TcpFlags::SYN, b"", true));
+        n1.handle_packet(Millis(1), &seg(TcpFlags::SYN_ACK, b"", false));
         n1.handle_packet(
             Millis(1),
-            &seg(flags(false, true, false), b"PORT 10,0,0,1,18,52\r\n", true),
+            &seg(TcpFlags::ACK, b"PORT 10,0,0,1,18,52\r\n", true),
         );
         assert_eq!(n1.stats().related_routed, 1);
         let out = n1.drain_outbox();
@@ -1911,7 +1882,7 @@ mod tests {
         }
         assert!(n2.node_table().get(&dk).is_some(), "owner installed it");
         assert!(n1.node_table().get(&dk).is_none());
-        let syn = build::tcp(a(2), 20, a(1), 0x1234, flags(true, false, false), b"").unwrap();
+        let syn = build::tcp(a(2), 20, a(1), 0x1234, TcpFlags::SYN, b"").unwrap();
         assert!(matches!(
             n2.handle_packet(Millis(2), &syn),
             Verdict::Accept { created: false, .. }
@@ -2040,14 +2011,14 @@ mod tests {
         let al = even_split(IdCount::new(16).unwrap(), &[NodeId(1)]);
         n1.apply_allocation(Millis(0), &al).unwrap();
         let seg = |f, p: &[u8]| build::tcp(a(1), 4000, a(2), 443, f, p).unwrap();
-        n1.handle_packet(Millis(1), &seg(flags(true, false, false), b""));
+        n1.handle_packet(Millis(1), &seg(TcpFlags::SYN, b""));
         let mut hello = vec![22, 3, 1, 0, 80, 1, 0, 0, 76, 3, 3];
         hello.extend_from_slice(&[0xaa; 32]);
         hello.push(4);
         hello.extend_from_slice(b"SESS");
-        n1.handle_packet(Millis(2), &seg(flags(false, true, false), &hello));
+        n1.handle_packet(Millis(2), &seg(TcpFlags::ACK, &hello));
         let http = b"GET / HTTP/1.1\r\nHost: x\r\ncOOkie:  id=42 \r\n\r\n";
-        n1.handle_packet(Millis(3), &seg(flags(false, true, false), http));
+        n1.handle_packet(Millis(3), &seg(TcpFlags::ACK, http));
         let tls = FlowKey::TlsSession(n1.distributor().session_digest(b"SESS"));
         let web = FlowKey::HttpCookie(n1.distributor().session_digest(b"id=42"));
         for k in [tls, web] {
@@ -2089,18 +2060,19 @@ mod tests {
 
     #[test]
     fn ftp_port_parser() {
-        assert_eq!(
-            parse_ftp_port(b"PORT 192,168,1,2,4,1\r\n"),
-            Some((Ipv4Addr::new(192, 168, 1, 2), 1025))
-        );
-        for bad in [
-            &b"PORT 1,2,3"[..],
-            b"PORT 1,2,3,4,5,6,7",
-            b"PORT 1,2,3,4,5,300",
-            b"port",
-            b"\xff",
-        ] {
-            assert_eq!(parse_ftp_port(bad), None);
+        let cases: [(&[u8], _); 6] = [
+            (
+                b"PORT 192,168,1,2,4,1\r\n",
+                Some((Ipv4Addr::new(192, 168, 1, 2), 1025)),
+            ),
+            (b"PORT 1,2,3", None),
+            (b"PORT 1,2,3,4,5,6,7", None),
+            (b"PORT 1,2,3,4,5,300", None),
+            (b"port", None),
+            (b"\xff", None),
+        ];
+        for (command, parsed) in cases {
+            assert_eq!(parse_ftp_port(command), parsed, "{command:?}");
         }
     }
 }

@@ -260,13 +260,46 @@ impl SoftwareTable {
     }
 }
 
+/// The [`NodeSpecificTable`] methods that only read the entries, for a table that keeps them in
+/// an [`IndexedEntries`] (its field `$entries`): `len`, `get`, `dist_len`, `entries` and
+/// `entries_of`. Invoked inside the trait's impl.
+macro_rules! reads_from_indexed_entries {
+    ($entries:ident) => {
+        fn len(&self) -> usize {
+            self.$entries.len()
+        }
+        fn get(&self, key: &FlowKey) -> Option<&Entry> {
+            self.$entries.get(key)
+        }
+        fn dist_len(&self, dist: DistributionId) -> usize {
+            self.$entries.dist_len(dist)
+        }
+        fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
+            Box::new(self.$entries.iter())
+        }
+        fn entries_of(&self, dist: DistributionId) -> Box<dyn Iterator<Item = &Entry> + '_> {
+            Box::new(self.$entries.select(dist))
+        }
+    };
+}
+pub(crate) use reads_from_indexed_entries;
+
+/// Inserts `entry` into a table's [`IndexedEntries`] as [`NodeSpecificTable::insert`] does:
+/// an entry whose identifier is out of range is refused with [`TableError::BadDist`].
+pub(crate) fn insert_indexed(entries: &mut IndexedEntries, entry: Entry) -> Result<(), TableError> {
+    entries
+        .insert(entry)
+        .map(|_| ())
+        .map_err(|refused| TableError::BadDist {
+            dist: refused.dist.0,
+        })
+}
+
 impl NodeSpecificTable for SoftwareTable {
     fn capacity(&self) -> Option<usize> {
         self.capacity
     }
-    fn len(&self) -> usize {
-        self.entries.len()
-    }
+    reads_from_indexed_entries!(entries);
     fn insert(&mut self, entry: Entry) -> Result<(), TableError> {
         if let Some(cap) = self.capacity {
             if self.entries.len() >= cap && self.entries.get(&entry.key).is_none() {
@@ -275,17 +308,10 @@ impl NodeSpecificTable for SoftwareTable {
             }
         }
         self.stats.commands += 1;
-        let dist = entry.dist.0;
-        self.entries
-            .insert(entry)
-            .map(|_| ())
-            .map_err(|_| TableError::BadDist { dist })
+        insert_indexed(&mut self.entries, entry)
     }
     fn lookup(&mut self, key: &FlowKey) -> Option<&mut Entry> {
         self.entries.get_mut(key)
-    }
-    fn get(&self, key: &FlowKey) -> Option<&Entry> {
-        self.entries.get(key)
     }
     fn remove(&mut self, key: &FlowKey) -> Result<Option<Entry>, TableError> {
         self.stats.commands += 1;
@@ -295,15 +321,6 @@ impl NodeSpecificTable for SoftwareTable {
         self.stats.commands += 1;
         self.stats.flushes += 1;
         Ok(self.entries.remove_dist(dist).len())
-    }
-    fn dist_len(&self, dist: DistributionId) -> usize {
-        self.entries.dist_len(dist)
-    }
-    fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
-        Box::new(self.entries.iter())
-    }
-    fn entries_of(&self, dist: DistributionId) -> Box<dyn Iterator<Item = &Entry> + '_> {
-        Box::new(self.entries.select(dist))
     }
     fn clear_all(&mut self) {
         self.entries.clear();

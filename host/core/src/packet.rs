@@ -47,6 +47,27 @@ pub struct TcpFlags {
     pub rst: bool,
 }
 
+impl TcpFlags {
+    /// SYN alone: a connection's first segment.
+    pub const SYN: TcpFlags = TcpFlags::new(true, false, false);
+    /// SYN and ACK: the server's answer to a SYN.
+    pub const SYN_ACK: TcpFlags = TcpFlags::new(true, true, false);
+    /// ACK alone: the handshake's last segment, and data.
+    pub const ACK: TcpFlags = TcpFlags::new(false, true, false);
+    /// FIN and ACK: one side closes.
+    pub const FIN_ACK: TcpFlags = TcpFlags::new(false, true, true);
+
+    /// SYN, ACK and FIN as given, without RST.
+    pub const fn new(syn: bool, ack: bool, fin: bool) -> Self {
+        TcpFlags {
+            syn,
+            ack,
+            fin,
+            rst: false,
+        }
+    }
+}
+
 /// The transport-level meaning of a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PacketKind {
@@ -137,6 +158,24 @@ fn isakmp(sport: u16, dport: u16, b: &[u8]) -> Option<PacketKind> {
     })
 }
 
+/// The kind of an ICMP message (`$icmp`, a v4 or v6 slice whose types are `$types`): an echo
+/// request or reply with its identifier, or another message.
+macro_rules! icmp_kind {
+    ($icmp:expr, $types:ident) => {
+        match $icmp.icmp_type() {
+            $types::EchoRequest(h) => PacketKind::IcmpEcho {
+                ident: h.id,
+                request: true,
+            },
+            $types::EchoReply(h) => PacketKind::IcmpEcho {
+                ident: h.id,
+                request: false,
+            },
+            _ => PacketKind::IcmpOther,
+        }
+    };
+}
+
 /// Parses a packet.
 ///
 /// # Errors
@@ -191,34 +230,8 @@ pub fn parse_packet(bytes: &[u8], framing: Framing) -> Result<ParsedPacket<'_>, 
             };
             (kind, p)
         }
-        Some(TransportSlice::Icmpv4(i)) => (
-            match i.icmp_type() {
-                Icmpv4Type::EchoRequest(h) => PacketKind::IcmpEcho {
-                    ident: h.id,
-                    request: true,
-                },
-                Icmpv4Type::EchoReply(h) => PacketKind::IcmpEcho {
-                    ident: h.id,
-                    request: false,
-                },
-                _ => PacketKind::IcmpOther,
-            },
-            i.payload(),
-        ),
-        Some(TransportSlice::Icmpv6(i)) => (
-            match i.icmp_type() {
-                Icmpv6Type::EchoRequest(h) => PacketKind::IcmpEcho {
-                    ident: h.id,
-                    request: true,
-                },
-                Icmpv6Type::EchoReply(h) => PacketKind::IcmpEcho {
-                    ident: h.id,
-                    request: false,
-                },
-                _ => PacketKind::IcmpOther,
-            },
-            i.payload(),
-        ),
+        Some(TransportSlice::Icmpv4(i)) => (icmp_kind!(i, Icmpv4Type), i.payload()),
+        Some(TransportSlice::Icmpv6(i)) => (icmp_kind!(i, Icmpv6Type), i.payload()),
         _ => {
             if ip_payload.fragmented {
                 return Err(ParseError::Fragment);

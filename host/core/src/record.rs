@@ -1337,6 +1337,30 @@ mod tests {
         assert_eq!(Datagram::parse(b"R"), Ok(Datagram::Raft(&[])));
     }
 
+    /// [`RecordError::BadLength`]: a `tag` record `len` bytes long that must be `expected`.
+    fn bad_length(tag: u8, len: usize, expected: usize) -> RecordError {
+        RecordError::BadLength { tag, len, expected }
+    }
+
+    /// [`RecordError::Truncated`]: a `tag` record `len` bytes long, its header `min`.
+    fn truncated(tag: u8, len: usize, min: usize) -> RecordError {
+        RecordError::Truncated { tag, len, min }
+    }
+
+    /// [`RecordError::KeyLength`]: SPI `spi`'s key declared `declared` bytes, `actual` there.
+    fn key_length(spi: u32, declared: u8, actual: usize) -> RecordError {
+        RecordError::KeyLength {
+            spi,
+            declared,
+            actual,
+        }
+    }
+
+    /// [`RecordError::BadFlag`]: flag `field` carries `value`.
+    fn bad_flag(field: &'static str, value: u8) -> RecordError {
+        RecordError::BadFlag { field, value }
+    }
+
     #[test]
     fn malformed_records() {
         use RecordError::*;
@@ -1345,78 +1369,15 @@ mod tests {
             (b"Z", UnknownTag(b'Z')),
             (b"H", UnknownTag(b'H')),
             (&[0x00, 1, 2], UnknownTag(0)),
-            (
-                b"F",
-                BadLength {
-                    tag: b'F',
-                    len: 1,
-                    expected: 9,
-                },
-            ),
-            (
-                &FINAL_BYTES[..8],
-                BadLength {
-                    tag: b'F',
-                    len: 8,
-                    expected: 9,
-                },
-            ),
-            (
-                &[b'F', 0, 0, 0, 0, 0, 0, 0, 0, 0],
-                BadLength {
-                    tag: b'F',
-                    len: 10,
-                    expected: 9,
-                },
-            ),
-            (
-                b"Qx",
-                BadLength {
-                    tag: b'Q',
-                    len: 2,
-                    expected: 1,
-                },
-            ),
-            (
-                b"D\0",
-                BadLength {
-                    tag: b'D',
-                    len: 2,
-                    expected: 1,
-                },
-            ),
-            (
-                b"K",
-                Truncated {
-                    tag: b'K',
-                    len: 1,
-                    min: 6,
-                },
-            ),
-            (
-                &KEY_BYTES[..5],
-                Truncated {
-                    tag: b'K',
-                    len: 5,
-                    min: 6,
-                },
-            ),
-            (
-                &KEY_BYTES[..9],
-                KeyLength {
-                    spi: 0xdead_beef,
-                    declared: 4,
-                    actual: 3,
-                },
-            ),
-            (
-                &[b'K', 0, 0, 0, 1, 0, 0xaa],
-                KeyLength {
-                    spi: 1,
-                    declared: 0,
-                    actual: 1,
-                },
-            ),
+            (b"F", bad_length(b'F', 1, 9)),
+            (&FINAL_BYTES[..8], bad_length(b'F', 8, 9)),
+            (&[b'F', 0, 0, 0, 0, 0, 0, 0, 0, 0], bad_length(b'F', 10, 9)),
+            (b"Qx", bad_length(b'Q', 2, 1)),
+            (b"D\0", bad_length(b'D', 2, 1)),
+            (b"K", truncated(b'K', 1, 6)),
+            (&KEY_BYTES[..5], truncated(b'K', 5, 6)),
+            (&KEY_BYTES[..9], key_length(0xdead_beef, 4, 3)),
+            (&[b'K', 0, 0, 0, 1, 0, 0xaa], key_length(1, 0, 1)),
             (
                 b"E",
                 Event(DecodeError::Truncated {
@@ -1446,60 +1407,13 @@ mod tests {
             (b"", Empty),
             (b"E", UnknownTag(b'E')),
             (b"x12", UnknownTag(b'x')),
-            (
-                b"H",
-                BadLength {
-                    tag: b'H',
-                    len: 1,
-                    expected: 30,
-                },
-            ),
-            (
-                &HEARTBEAT_BYTES[..29],
-                BadLength {
-                    tag: b'H',
-                    len: 29,
-                    expected: 30,
-                },
-            ),
-            (
-                &HEARTBEAT_BYTES[..33],
-                BadLength {
-                    tag: b'H',
-                    len: 33,
-                    expected: 34,
-                },
-            ),
-            (
-                &long,
-                BadLength {
-                    tag: b'H',
-                    len: 35,
-                    expected: 34,
-                },
-            ),
-            (
-                &too_many,
-                BadLength {
-                    tag: b'H',
-                    len: 30,
-                    expected: 30 + 2 * MAX_HEARTBEAT_OUT,
-                },
-            ),
-            (
-                &flag,
-                BadFlag {
-                    field: "fenced",
-                    value: 2,
-                },
-            ),
-            (
-                &ready,
-                BadFlag {
-                    field: "ready",
-                    value: 0xff,
-                },
-            ),
+            (b"H", bad_length(b'H', 1, 30)),
+            (&HEARTBEAT_BYTES[..29], bad_length(b'H', 29, 30)),
+            (&HEARTBEAT_BYTES[..33], bad_length(b'H', 33, 34)),
+            (&long, bad_length(b'H', 35, 34)),
+            (&too_many, bad_length(b'H', 30, 30 + 2 * MAX_HEARTBEAT_OUT)),
+            (&flag, bad_flag("fenced", 2)),
+            (&ready, bad_flag("ready", 0xff)),
         ];
         for (bytes, want) in cases {
             assert_eq!(Datagram::parse(bytes).as_ref(), Err(want), "{bytes:?}");

@@ -17,8 +17,8 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use cluster_core::member::esp::{EspPath, Placement, SaMaterial};
-use cluster_core::member::{ConsensusView, Member, MemberConfig, Output, Role, Time, To};
+use cluster_core::member::esp::{EspPath, Placement, SaMaterial, Sealed};
+use cluster_core::member::{ConsensusView, Member, MemberConfig, Output, Time, To};
 use cluster_core::{
     Allocation, CardTable, ClusterSecret, Datagram, Epoch, IdCount, Node, NodeConfig, NodeId,
     NodeSpecificTable, TieredTable,
@@ -59,32 +59,21 @@ fn table() -> T {
 }
 
 fn member(n: u16) -> M {
-    let all = [1u16, 2];
-    let cfg = MemberConfig {
-        node: NodeId(n),
-        role: Role::Member,
-        identifiers: count(),
-        peers: all
-            .iter()
-            .filter(|p| **p != n)
-            .map(|p| (NodeId(*p), Role::Member))
-            .collect(),
-        members: all.iter().map(|p| NodeId(*p)).collect(),
-        failure: Duration::from_millis(300),
-        heartbeat: Duration::from_millis(50),
-        seq_jump: SEQ_JUMP,
-    };
+    let cfg = MemberConfig::all_members(
+        NodeId(n),
+        &[NodeId(1), NodeId(2)],
+        count(),
+        Duration::from_millis(300),
+        Duration::from_millis(50),
+        SEQ_JUMP,
+    );
     let mut c = NodeConfig::new(NodeId(n), ClusterSecret::new([7; 16]));
     c.count = count();
     Member::new(cfg, Node::new(c, table()))
 }
 
 fn all_to(n: u16, epoch: u64) -> Allocation {
-    Allocation {
-        epoch: Epoch(epoch),
-        owners: vec![Some(NodeId(n)); IDS as usize],
-        next_owners: Vec::new(),
-    }
+    Allocation::all_to(NodeId(n), Epoch(epoch), count())
 }
 
 /// Two members, hand-driven: consensus is played by the test (allocations are given to the
@@ -241,7 +230,7 @@ fn dst_ip() -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1))
 }
 
-fn send(m: &mut M, spi: u32, n: u32) -> (u64, u64, Vec<Vec<u8>>) {
+fn send(m: &mut M, spi: u32, n: u32) -> Sealed {
     m.esp_for(spi)
         .expect("the SA runs here")
         .send(spi, n, PAYLOAD)

@@ -5,6 +5,8 @@
 //! `STALL_MS SKEW_PPM`). `SIM_WATCH_PORT=N` follows the connections of client port `N` (the
 //! port a violation names) member by member.
 
+use cluster_sim::{Sim, SimConfig};
+
 fn main() {
     let args: Vec<u64> = std::env::args()
         .skip(1)
@@ -13,42 +15,30 @@ fn main() {
     let seed = args.first().copied().unwrap_or(1);
     let nodes = args.get(1).copied().unwrap_or(3) as u16;
     let steps = args.get(2).copied().unwrap_or(600);
-    let mut cfg = cluster_sim::SimConfig::small(seed, nodes);
-    cfg.max_nodes = nodes.clamp(3, 8);
-    if args.get(3) == Some(&1) {
-        cfg.event_rate = 0.0;
-        cfg.max_delay_ms = 50;
-    }
-    if args.get(3) == Some(&3) {
-        // the property test's schedule
-        cfg.event_rate = 0.04;
-        cfg.max_nodes = nodes.clamp(3, 6);
-    }
-    if args.get(3) == Some(&2) {
-        cfg.loss = 0.2;
-        cfg.duplicate = 0.1;
-        cfg.max_delay_ms = 80;
-        cfg.event_rate = 0.08;
-        cfg.max_nodes = 6;
-        cfg.failure_ms = 400;
-    }
-    if args.get(3) == Some(&4) {
-        // the stall property test's schedule: STALL_MS and SKEW_PPM follow
-        cfg.event_rate = 0.05;
-        cfg.max_nodes = nodes.clamp(3, 6);
-        cfg.stall_max_ms = args.get(4).copied().unwrap_or(1500);
-        cfg.clock_skew_ppm = args.get(5).copied().unwrap_or(0) as u32;
-    }
-    let mut sim = cluster_sim::Sim::new(cfg);
-    if args.get(3) == Some(&1) {
-        for _ in 0..100 {
-            sim.step();
+    let mode = args.get(3).copied();
+    let cfg = match mode {
+        Some(1) => SimConfig {
+            max_nodes: nodes.clamp(3, 8),
+            ..SimConfig::crash_window(seed, nodes)
+        },
+        Some(2) => SimConfig::heavy_faults(seed, nodes),
+        Some(3) => SimConfig::property(seed, nodes),
+        Some(4) => {
+            // STALL_MS and SKEW_PPM follow
+            let stall = args.get(4).copied().unwrap_or(1500);
+            let skew = args.get(5).copied().unwrap_or(0) as u32;
+            SimConfig::stalls(seed, nodes, stall, skew)
         }
-        let victim = *sim.nodes().keys().next().expect("nodes");
-        sim.crash(victim);
-        sim.join(victim);
+        _ => SimConfig {
+            max_nodes: nodes.clamp(3, 8),
+            ..SimConfig::small(seed, nodes)
+        },
+    };
+    let mut sim = Sim::new(cfg);
+    if mode == Some(1) {
+        sim.crash_and_restart_first_after_100_steps();
     }
-    let every = if args.get(3) == Some(&2) { 100 } else { 150 };
+    let every = if mode == Some(2) { 100 } else { 150 };
     let r = sim.run(steps, every);
     println!("{r:#?}");
 }

@@ -38,11 +38,7 @@ fn main() {
     for &n in &nodes {
         let (mut bad, mut stalls, mut lost, mut window) = (Vec::new(), 0, 0, 0);
         for seed in 0..seeds {
-            let mut cfg = cluster_sim::SimConfig::small(seed, n);
-            cfg.max_nodes = n.clamp(3, 6);
-            cfg.event_rate = 0.05;
-            cfg.stall_max_ms = stall;
-            cfg.clock_skew_ppm = skew;
+            let cfg = cluster_sim::SimConfig::stalls(seed, n, stall, skew);
             let mut sim = cluster_sim::Sim::new(cfg);
             let r = sim.run(300, 150);
             if !r.violations.is_empty() || r.missing_state > 0 {

@@ -28,9 +28,7 @@ use cluster_core::card_table::CardTable;
 use cluster_core::distribution::ClusterSecret;
 use cluster_core::entry::{Endpoint, Entry, FlowKey, L4Proto};
 use cluster_core::ids::{DistributionId, Epoch, IdCount, Millis, NodeId};
-use cluster_core::member::{
-    ConsensusView, Member, MemberConfig, Output, PacketOutcome, Role, Time, To,
-};
+use cluster_core::member::{ConsensusView, Member, MemberConfig, Output, PacketOutcome, Time, To};
 use cluster_core::node::{Mode, Node, NodeConfig, Timeouts};
 use cluster_core::node_table::{NodeSpecificTable, SimCard, TableError, TableStats, TieredTable};
 use cluster_core::packet::{build, Framing, TcpFlags};
@@ -202,6 +200,53 @@ impl SimConfig {
             heartbeat_ms: 20,
             stall_max_ms: 0,
             clock_skew_ppm: 0,
+        }
+    }
+
+    /// The crash-window test's schedule: no random events, one-way delays up to 50 ms.
+    pub fn crash_window(seed: u64, nodes: u16) -> Self {
+        SimConfig {
+            event_rate: 0.0,
+            max_delay_ms: 50,
+            ..Self::small(seed, nodes)
+        }
+    }
+
+    /// The heavy-fault test's schedule: 20% loss, 10% duplicates, one-way delays up to 80 ms,
+    /// frequent events, up to 6 nodes.
+    pub fn heavy_faults(seed: u64, nodes: u16) -> Self {
+        SimConfig {
+            loss: 0.2,
+            duplicate: 0.1,
+            max_delay_ms: 80,
+            event_rate: 0.08,
+            max_nodes: 6,
+            // a lease needs a round trip (heartbeat out, echo back) within 3/4 of the failure
+            // time: with one-way delays up to 80 ms and a heartbeat every 20 ms that is up to
+            // 180 ms
+            failure_ms: 400,
+            ..Self::small(seed, nodes)
+        }
+    }
+
+    /// The property test's schedule: the default fault mix, up to 6 nodes.
+    pub fn property(seed: u64, nodes: u16) -> Self {
+        SimConfig {
+            max_nodes: nodes.clamp(3, 6),
+            event_rate: 0.04,
+            ..Self::small(seed, nodes)
+        }
+    }
+
+    /// The stall property test's schedule: stalls up to `stall_ms`, clocks off by up to
+    /// `skew_ppm`, up to 6 nodes.
+    pub fn stalls(seed: u64, nodes: u16, stall_ms: u64, skew_ppm: u32) -> Self {
+        SimConfig {
+            max_nodes: nodes.clamp(3, 6),
+            event_rate: 0.05,
+            stall_max_ms: stall_ms,
+            clock_skew_ppm: skew_ppm,
+            ..Self::small(seed, nodes)
         }
     }
 }
@@ -469,20 +514,14 @@ impl Sim {
         let card = self.card(n);
         let table = TieredTable::new(card, self.cfg.count);
         let slots: Vec<NodeId> = self.slots().collect();
-        let mcfg = MemberConfig {
-            node: n,
-            role: Role::Member,
-            identifiers: self.cfg.count,
-            peers: slots
-                .iter()
-                .filter(|p| **p != n)
-                .map(|p| (*p, Role::Member))
-                .collect(),
-            members: slots.iter().copied().collect(),
-            failure: Duration::from_millis(self.cfg.failure_ms),
-            heartbeat: Duration::from_millis(self.cfg.heartbeat_ms),
-            seq_jump: 1 << 20,
-        };
+        let mcfg = MemberConfig::all_members(
+            n,
+            &slots,
+            self.cfg.count,
+            Duration::from_millis(self.cfg.failure_ms),
+            Duration::from_millis(self.cfg.heartbeat_ms),
+            1 << 20,
+        );
         let member = Member::new(mcfg, Node::new(c, table));
         let skew = i64::from(self.cfg.clock_skew_ppm);
         let skew_ppm = if skew > 0 {
@@ -897,12 +936,6 @@ impl Sim {
         if f.phase == Phase::Done {
             return;
         }
-        let flags = |syn, ack, fin| TcpFlags {
-            syn,
-            ack,
-            fin,
-            rst: false,
-        };
         let to_server = self.rng.random_bool(0.5);
         let (c, s) = (f.client, f.server);
         // Application payload from the client: an HTTP request with a cookie on 443 (session
@@ -939,30 +972,18 @@ impl Sim {
             }
         };
         let (pkt, next, established) = match (f.kind, f.phase) {
-            (Kind::Tcp, Phase::New) => {
-                (tcp(flags(true, false, false), true), Phase::SynSent, false)
-            }
-            (Kind::Tcp, Phase::SynSent) => {
-                (tcp(flags(true, true, false), false), Phase::SynAcked, false)
-            }
-            (Kind::Tcp, Phase::SynAcked) => (
-                tcp(flags(false, true, false), true),
-                Phase::Established,
-                false,
-            ),
+            (Kind::Tcp, Phase::New) => (tcp(TcpFlags::SYN, true), Phase::SynSent, false),
+            (Kind::Tcp, Phase::SynSent) => (tcp(TcpFlags::SYN_ACK, false), Phase::SynAcked, false),
+            (Kind::Tcp, Phase::SynAcked) => (tcp(TcpFlags::ACK, true), Phase::Established, false),
             (Kind::Tcp, Phase::Established) => {
                 if self.rng.random_bool(0.1) {
-                    (tcp(flags(false, true, true), true), Phase::Fin1, true)
+                    (tcp(TcpFlags::FIN_ACK, true), Phase::Fin1, true)
                 } else {
-                    (
-                        tcp(flags(false, true, false), to_server),
-                        Phase::Established,
-                        true,
-                    )
+                    (tcp(TcpFlags::ACK, to_server), Phase::Established, true)
                 }
             }
-            (Kind::Tcp, Phase::Fin1) => (tcp(flags(false, true, true), false), Phase::Fin2, true),
-            (Kind::Tcp, Phase::Fin2) => (tcp(flags(false, true, false), true), Phase::Done, true),
+            (Kind::Tcp, Phase::Fin1) => (tcp(TcpFlags::FIN_ACK, false), Phase::Fin2, true),
+            (Kind::Tcp, Phase::Fin2) => (tcp(TcpFlags::ACK, true), Phase::Done, true),
             (Kind::Udp, Phase::New) => (
                 build::udp(c.addr, c.port, s.addr, s.port, b"q"),
                 Phase::Established,
@@ -1258,6 +1279,17 @@ impl Sim {
                 self.report.window_max_ms = self.report.window_max_ms.max(now.since(f.last));
             }
         }
+    }
+
+    /// The crash-window test's events: after 100 steps the first node crashes and at once
+    /// starts again (it rejoins).
+    pub fn crash_and_restart_first_after_100_steps(&mut self) {
+        for _ in 0..100 {
+            self.step();
+        }
+        let victim = *self.nodes().keys().next().expect("nodes");
+        self.crash(victim);
+        self.join(victim);
     }
 
     /// A node joins: a new one, or a crashed one restarting with a new incarnation (it

@@ -41,16 +41,7 @@ fn seeds_and_sizes() {
 
 #[test]
 fn heavy_faults_and_events() {
-    let mut cfg = SimConfig::small(42, 4);
-    cfg.loss = 0.2;
-    cfg.duplicate = 0.1;
-    cfg.max_delay_ms = 80;
-    cfg.event_rate = 0.08;
-    cfg.max_nodes = 6;
-    // a lease needs a round trip (heartbeat out, echo back) within 3/4 of the failure time:
-    // with one-way delays up to 80 ms and a heartbeat every 20 ms that is up to 180 ms
-    cfg.failure_ms = 400;
-    let mut sim = Sim::new(cfg);
+    let mut sim = Sim::new(SimConfig::heavy_faults(42, 4));
     let r = sim.run(800, 100).clone();
     assert_clean("heavy", &r);
     assert!(r.established_packets > 100, "heavy: traffic ran");
@@ -84,18 +75,19 @@ fn stalls_and_clock_skew() {
 /// A run of the stall property test's schedule: stalls up to `stall` ms, clocks off by up to
 /// `skew` ppm.
 fn stall_run(seed: u64, nodes: u16, stall: u64, skew: u32) -> SimReport {
-    let mut cfg = SimConfig::small(seed, nodes);
-    cfg.max_nodes = nodes.clamp(3, 6);
-    cfg.event_rate = 0.05;
-    cfg.stall_max_ms = stall;
-    cfg.clock_skew_ppm = skew;
-    let mut sim = Sim::new(cfg);
+    let mut sim = Sim::new(SimConfig::stalls(seed, nodes, stall, skew));
     sim.run(300, 150).clone()
 }
 
-/// Every invariant holds in each of these stall schedules: (seed, members, stall ms, skew ppm).
-fn stall_schedules_clean(schedules: &[(u64, u16, u64, u32)]) {
-    for &(seed, nodes, stall, skew) in schedules {
+/// Stalls up to 1.5 s, clocks off by up to 2%: (stall ms, skew ppm).
+const SHORT_STALLS: (u64, u32) = (1_500, 20_000);
+/// Stalls up to 4 s, clocks off by up to 5%: (stall ms, skew ppm).
+const LONG_STALLS: (u64, u32) = (4_000, 50_000);
+
+/// Every invariant holds in each of these stall schedules: stalls and clock skew as `stalls`
+/// (stall ms, skew ppm), for each (seed, members) of `runs`.
+fn stall_schedules_clean((stall, skew): (u64, u32), runs: &[(u64, u16)]) {
+    for &(seed, nodes) in runs {
         let r = stall_run(seed, nodes, stall, skew);
         assert_clean(
             &format!("seed {seed} nodes {nodes} stall {stall} skew {skew}"),
@@ -110,16 +102,11 @@ fn stall_schedules_clean(schedules: &[(u64, u16, u64, u32)]) {
 /// it left (`S`) and the asker asks for what no answer covered (`P`), every invariant holds.
 #[test]
 fn stall_schedules_that_lost_a_share_in_resync() {
-    stall_schedules_clean(&[
-        (8, 4, 1_500, 20_000),
-        (13, 5, 4_000, 50_000),
-        (15, 5, 4_000, 50_000),
-        (16, 3, 1_500, 20_000),
-        (24, 3, 4_000, 50_000),
-        (25, 3, 4_000, 50_000),
-        (29, 3, 4_000, 50_000),
-        (30, 3, 4_000, 50_000),
-    ]);
+    stall_schedules_clean(SHORT_STALLS, &[(8, 4), (16, 3)]);
+    stall_schedules_clean(
+        LONG_STALLS,
+        &[(13, 5), (15, 5), (24, 3), (25, 3), (29, 3), (30, 3)],
+    );
 }
 
 /// Stall schedules that broke invariant 4 while the following were missing: a planned move's
@@ -129,14 +116,8 @@ fn stall_schedules_that_lost_a_share_in_resync() {
 /// just after a release, as it covers a crash's or a stall's.
 #[test]
 fn stall_schedules_of_a_lagging_bystander_and_of_state_that_reached_nobody() {
-    stall_schedules_clean(&[
-        (9, 3, 1_500, 20_000),
-        (62, 4, 1_500, 20_000),
-        (232, 3, 4_000, 50_000),
-        (326, 3, 4_000, 50_000),
-        (354, 3, 4_000, 50_000),
-        (389, 4, 4_000, 50_000),
-    ]);
+    stall_schedules_clean(SHORT_STALLS, &[(9, 3), (62, 4)]);
+    stall_schedules_clean(LONG_STALLS, &[(232, 3), (326, 3), (354, 3), (389, 4)]);
 }
 
 /// A member restarted with an empty common table, still in standby, whose log still named it
@@ -144,7 +125,7 @@ fn stall_schedules_of_a_lagging_bystander_and_of_state_that_reached_nobody() {
 /// dropped the identifier's entries, and the next owner later found no state for them.
 #[test]
 fn stall_schedule_of_a_repair_answered_from_standby() {
-    stall_schedules_clean(&[(290, 5, 4_000, 50_000)]);
+    stall_schedules_clean(LONG_STALLS, &[(290, 5)]);
 }
 
 proptest::proptest! {
@@ -184,10 +165,7 @@ proptest::proptest! {
     /// crashes, restarts, joins, moves, drains, partitions): every invariant holds.
     #[test]
     fn any_seed_any_schedule(seed in proptest::prelude::any::<u64>(), nodes in 2u16..=5) {
-        let mut cfg = SimConfig::small(seed, nodes);
-        cfg.max_nodes = nodes.clamp(3, 6);
-        cfg.event_rate = 0.04;
-        let mut sim = Sim::new(cfg);
+        let mut sim = Sim::new(SimConfig::property(seed, nodes));
         let r = sim.run(300, 150).clone();
         assert_clean(&format!("seed {seed} nodes {nodes}"), &r);
     }
@@ -195,16 +173,8 @@ proptest::proptest! {
 
 #[test]
 fn crash_window_is_measured() {
-    let mut cfg = SimConfig::small(7, 3);
-    cfg.event_rate = 0.0;
-    cfg.max_delay_ms = 50;
-    let mut sim = Sim::new(cfg);
-    for _ in 0..100 {
-        sim.step();
-    }
-    let victim = *sim.nodes().keys().next().expect("nodes");
-    sim.crash(victim);
-    sim.join(victim);
+    let mut sim = Sim::new(SimConfig::crash_window(7, 3));
+    sim.crash_and_restart_first_after_100_steps();
     let r = sim.run(100, 0).clone();
     assert_clean("crash", &r);
     assert_eq!(r.crashes, 1);
@@ -248,12 +218,6 @@ fn pcap_replay() {
             data: data.expect("same family"),
         });
     };
-    let f = |syn, ack, fin| TcpFlags {
-        syn,
-        ack,
-        fin,
-        rst: false,
-    };
     for i in 0..20u8 {
         let c = Endpoint::new(IpAddr::V4(Ipv4Addr::new(10, 9, 0, i)), 40000 + u16::from(i));
         let s = Endpoint::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 443);
@@ -262,7 +226,7 @@ fn pcap_replay() {
             c.port,
             s.addr,
             s.port,
-            f(true, false, false),
+            TcpFlags::SYN,
             b"",
         ));
         push(build::tcp(
@@ -270,7 +234,7 @@ fn pcap_replay() {
             s.port,
             c.addr,
             c.port,
-            f(true, true, false),
+            TcpFlags::SYN_ACK,
             b"",
         ));
         push(build::tcp(
@@ -278,7 +242,7 @@ fn pcap_replay() {
             c.port,
             s.addr,
             s.port,
-            f(false, true, false),
+            TcpFlags::ACK,
             b"GET /",
         ));
         push(build::tcp(
@@ -286,7 +250,7 @@ fn pcap_replay() {
             s.port,
             c.addr,
             c.port,
-            f(false, true, false),
+            TcpFlags::ACK,
             b"200",
         ));
         push(build::udp(c.addr, 5353, s.addr, 53, b"q"));
@@ -298,7 +262,7 @@ fn pcap_replay() {
         1,
         IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
         443,
-        f(false, true, false),
+        TcpFlags::ACK,
         b"x",
     ));
     let file = pcap::write(LinkType::Raw, &packets);

@@ -179,6 +179,9 @@ pub enum Placement {
 /// ([`NodeSpecificTable::esp_engine`](crate::node_table::NodeSpecificTable::esp_engine)).
 pub type CardEngine<'a> = Option<&'a mut dyn EspEngine>;
 
+/// What one send sealed: the sequence numbers used (first, last) and the packets.
+pub type Sealed = (u64, u64, Vec<Vec<u8>>);
+
 /// The ESP SAs this node runs: each on the node's card when the card has an ESP engine with a
 /// free slot (and takes the SA), else on the path's own [`SoftwareEsp`] (the fallback). The
 /// path remembers where each SA lives; the card engine is lent to each call (`card`), since
@@ -383,12 +386,7 @@ impl EspPath {
     ///
     /// # Errors
     /// As there.
-    pub fn send(
-        &mut self,
-        spi: u32,
-        count: u32,
-        payload: &[u8],
-    ) -> Result<(u64, u64, Vec<Vec<u8>>), EspError> {
+    pub fn send(&mut self, spi: u32, count: u32, payload: &[u8]) -> Result<Sealed, EspError> {
         self.send_on(None, spi, count, payload)
     }
 
@@ -403,7 +401,7 @@ impl EspPath {
         spi: u32,
         count: u32,
         payload: &[u8],
-    ) -> Result<(u64, u64, Vec<Vec<u8>>), EspError> {
+    ) -> Result<Sealed, EspError> {
         let place = match self.installed.get(&spi) {
             Some((Direction::Outbound, p)) => *p,
             _ => {
@@ -509,12 +507,7 @@ impl<'a> EspLane<'a> {
     ///
     /// # Errors
     /// As there.
-    pub fn send(
-        &mut self,
-        spi: u32,
-        count: u32,
-        payload: &[u8],
-    ) -> Result<(u64, u64, Vec<Vec<u8>>), EspError> {
+    pub fn send(&mut self, spi: u32, count: u32, payload: &[u8]) -> Result<Sealed, EspError> {
         self.path.send_on(lend(&mut self.card), spi, count, payload)
     }
 

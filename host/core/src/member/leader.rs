@@ -65,6 +65,24 @@ pub(super) struct Withheld {
 }
 
 impl<T: NodeSpecificTable> Member<T> {
+    /// A step (`step`: "prepare" or "release") of epoch `epoch` that consensus did not agree
+    /// as planned: logged, and the operator's request `op`, not done, goes back to the front of
+    /// the queue to be planned again from what is agreed.
+    fn plan_again(&mut self, step: &str, epoch: Epoch, op: Option<OpRequest>) {
+        self.log(format!(
+            "{step} of epoch {} not agreed: planning again",
+            epoch.0
+        ));
+        if let Some(op) = op {
+            self.leader.ops.push_front(op);
+        }
+    }
+
+    /// Whether `n` has applied `epoch`, or is not alive (nobody waits for it).
+    fn applied_or_dead(&self, n: NodeId, epoch: Epoch) -> bool {
+        !self.is_alive(n) || self.applied_epoch(n) >= epoch
+    }
+
     /// Consensus refused the last proposal (not the leader any more, a full queue): plan
     /// again at the next tick.
     pub fn proposal_failed(&mut self) {
@@ -242,16 +260,10 @@ impl<T: NodeSpecificTable> Member<T> {
                 .iter()
                 .all(|(d, n)| cur.owner(*d).is_some() && plan.owner(*d) == Some(*n));
         if !prepared {
-            self.log(format!(
-                "prepare of epoch {} not agreed: planning again",
-                cur.epoch.0
-            ));
-            if let Some(op) = op {
-                self.leader.ops.push_front(op);
-            }
+            self.plan_again("prepare", cur.epoch, op);
             return;
         }
-        let applied = |n: &NodeId| !self.is_alive(*n) || self.applied_epoch(*n) >= cur.epoch;
+        let applied = |n: &NodeId| self.applied_or_dead(*n, cur.epoch);
         let owners_applied = cur
             .next_owners
             .iter()
@@ -360,20 +372,13 @@ impl<T: NodeSpecificTable> Member<T> {
             .zip(&plan.owners)
             .any(|(c, p)| c != p && c.is_some_and(|o| self.is_peer_ready(o)));
         if unreleased {
-            self.log(format!(
-                "release of epoch {} not agreed: planning again",
-                cur.epoch.0
-            ));
-            // the operator's request is not done: it is planned again from what is agreed
-            if let Some(op) = op {
-                self.leader.ops.push_front(op);
-            }
+            self.plan_again("release", cur.epoch, op);
             return;
         }
         // every live member has applied the release (or it took too long for a member that
         // released nothing); a live owner that released identifiers must have applied it,
         // however long that takes (make-before-break: never two owners)
-        let applied = |n: &NodeId| !self.is_alive(*n) || self.applied_epoch(*n) >= cur.epoch;
+        let applied = |n: &NodeId| self.applied_or_dead(*n, cur.epoch);
         let releasers_applied = self.leader.releasers.iter().all(applied);
         let all_applied = self.cfg.members.iter().all(applied);
         let waited = now.saturating_sub(self.leader.phase1_at) >= RELEASE_WAIT;

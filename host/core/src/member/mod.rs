@@ -38,7 +38,7 @@ use std::time::Duration;
 use crate::alloc_policy::Allocation;
 use crate::events::Event;
 use crate::ids::{DistributionId, Epoch, IdCount, Millis, NodeId};
-use crate::node::{Destination, DropReason, FrameOutcome, Node, Verdict};
+use crate::node::{Destination, DropReason, Egress, FrameOutcome, Node, Verdict};
 use crate::node_table::NodeSpecificTable;
 use crate::packet::Framing;
 use crate::record::{Datagram, Heartbeat, Record};
@@ -134,7 +134,7 @@ pub enum Output {
         /// How it was handled.
         outcome: PacketOutcome,
         /// Frames to send out of their ports.
-        egress: Vec<(u8, Vec<u8>)>,
+        egress: Egress,
     },
 }
 
@@ -193,6 +193,14 @@ fn verdict_outcome(v: Verdict) -> PacketOutcome {
     }
 }
 
+/// A packet (`port` None) or a frame from `port`, as it reaches the member.
+#[derive(Clone, Copy)]
+struct Input<'a> {
+    bytes: &'a [u8],
+    port: Option<u8>,
+    framing: Framing,
+}
+
 /// The member's settings.
 #[derive(Clone, Debug)]
 pub struct MemberConfig {
@@ -212,6 +220,34 @@ pub struct MemberConfig {
     pub heartbeat: Duration,
     /// Outbound sequence-number jump on an SA takeover.
     pub seq_jump: u64,
+}
+
+impl MemberConfig {
+    /// The settings of `node` in a cluster whose nodes `all` (`node` among them) are all
+    /// traffic members: every other one is a peer with [`Role::Member`], none is a witness.
+    pub fn all_members(
+        node: NodeId,
+        all: &[NodeId],
+        identifiers: IdCount,
+        failure: Duration,
+        heartbeat: Duration,
+        seq_jump: u64,
+    ) -> Self {
+        MemberConfig {
+            node,
+            role: Role::Member,
+            identifiers,
+            peers: all
+                .iter()
+                .filter(|p| **p != node)
+                .map(|p| (*p, Role::Member))
+                .collect(),
+            members: all.iter().copied().collect(),
+            failure,
+            heartbeat,
+            seq_jump,
+        }
+    }
 }
 
 /// One applied allocation, as reports and tests see it.
@@ -672,8 +708,12 @@ impl<T: NodeSpecificTable> Member<T> {
     /// packet's identifier is not waiting for its previous owner's final state (nor for a card
     /// rebuild to reach it).
     pub fn on_packet(&mut self, t: Time, pkt: &[u8]) -> PacketOutcome {
-        let framing = self.core.config().framing;
-        self.take_input(t, pkt, None, framing, &mut Vec::new())
+        let input = Input {
+            bytes: pkt,
+            port: None,
+            framing: self.core.config().framing,
+        };
+        self.take_input(t, input, &mut Vec::new())
     }
 
     /// A frame from a real interface (Ethernet) on `port` (0 outside, 1 inside), as
@@ -686,9 +726,14 @@ impl<T: NodeSpecificTable> Member<T> {
         t: Time,
         port: u8,
         frame: &[u8],
-        egress: &mut Vec<(u8, Vec<u8>)>,
+        egress: &mut Egress,
     ) -> PacketOutcome {
-        self.take_input(t, frame, Some(port), Framing::Ethernet, egress)
+        let input = Input {
+            bytes: frame,
+            port: Some(port),
+            framing: Framing::Ethernet,
+        };
+        self.take_input(t, input, egress)
     }
 
     /// Turns holding on (`max_items` > 0) or off: packets and frames of identifiers in
@@ -713,14 +758,12 @@ impl<T: NodeSpecificTable> Member<T> {
         self.hold.handed_back
     }
 
-    fn take_input(
-        &mut self,
-        t: Time,
-        bytes: &[u8],
-        port: Option<u8>,
-        framing: Framing,
-        egress: &mut Vec<(u8, Vec<u8>)>,
-    ) -> PacketOutcome {
+    fn take_input(&mut self, t: Time, input: Input<'_>, egress: &mut Egress) -> PacketOutcome {
+        let Input {
+            bytes,
+            port,
+            framing,
+        } = input;
         self.now = self.now.max(t.mono);
         if (self.takes_traffic() || self.behind) && !self.lease_valid(t.mono) {
             // the lease ran out since the last tick (a stalled loop): fence before acting (a
@@ -732,8 +775,8 @@ impl<T: NodeSpecificTable> Member<T> {
             self.release_held(t);
         }
         // this frame's place in its input's stream
-        let input = hold::input_of(port);
-        let pos = self.inputs[usize::from(input)].push(crate::record::frame_digest(bytes));
+        let stream = hold::input_of(port);
+        let pos = self.inputs[usize::from(stream)].push(crate::record::frame_digest(bytes));
         if HOLD_WHILE_BEHIND
             && self.behind
             && !self.fenced
@@ -798,7 +841,7 @@ impl<T: NodeSpecificTable> Member<T> {
             };
         }
         let start = egress.len();
-        let outcome = self.handle_now(t, bytes, port, framing, egress);
+        let outcome = self.handle_now(t, input, egress);
         self.note_sent(&egress[start..]);
         outcome
     }
@@ -820,31 +863,27 @@ impl<T: NodeSpecificTable> Member<T> {
             .map(|(_, _, d)| d)
     }
 
-    /// Handles a packet (`port` None) or a frame that passed the gates.
-    fn handle_now(
-        &mut self,
-        t: Time,
-        bytes: &[u8],
-        port: Option<u8>,
-        framing: Framing,
-        egress: &mut Vec<(u8, Vec<u8>)>,
-    ) -> PacketOutcome {
-        if let Some(p) = port {
-            return frame_outcome(self.core.handle_frame_into(t.millis(), p, bytes, egress));
+    /// Handles a packet or a frame that passed the gates.
+    fn handle_now(&mut self, t: Time, input: Input<'_>, egress: &mut Egress) -> PacketOutcome {
+        if let Some(p) = input.port {
+            let outcome = self
+                .core
+                .handle_frame_into(t.millis(), p, input.bytes, egress);
+            return frame_outcome(outcome);
         }
         if self.core.has_packet_path() {
             // the card's packet path: the packet goes in as a frame on the outside port, and
             // only what the card punts reaches the host
-            let frame = match framing {
-                Framing::Ethernet => bytes,
+            let frame = match input.framing {
+                Framing::Ethernet => input.bytes,
                 Framing::Ip => {
-                    crate::packet::ethernet_frame(&mut self.frame_buf, bytes);
+                    crate::packet::ethernet_frame(&mut self.frame_buf, input.bytes);
                     &self.frame_buf
                 }
             };
             return frame_outcome(self.core.handle_frame(t.millis(), 0, frame));
         }
-        verdict_outcome(self.core.handle_packet(t.millis(), bytes))
+        verdict_outcome(self.core.handle_packet(t.millis(), input.bytes))
     }
 
     /// Hands every held item whose identifier no longer waits (or that waited too long) to
@@ -885,7 +924,12 @@ impl<T: NodeSpecificTable> Member<T> {
                 PacketOutcome::NotReady
             } else {
                 self.hold.released += 1;
-                let o = self.handle_now(t, &h.bytes, h.port, h.framing, &mut egress);
+                let input = Input {
+                    bytes: &h.bytes,
+                    port: h.port,
+                    framing: h.framing,
+                };
+                let o = self.handle_now(t, input, &mut egress);
                 self.note_sent(&egress);
                 o
             };

@@ -58,20 +58,8 @@ fn core(n: u16) -> Node<SoftwareTable> {
 }
 
 fn mcfg(n: u16, all: &[u16], failure: Duration) -> MemberConfig {
-    MemberConfig {
-        node: NodeId(n),
-        role: Role::Member,
-        identifiers: count(),
-        peers: all
-            .iter()
-            .filter(|p| **p != n)
-            .map(|p| (NodeId(*p), Role::Member))
-            .collect(),
-        members: all.iter().map(|p| NodeId(*p)).collect(),
-        failure,
-        heartbeat: HEARTBEAT,
-        seq_jump: SEQ_JUMP,
-    }
+    let all: Vec<NodeId> = all.iter().map(|p| NodeId(*p)).collect();
+    MemberConfig::all_members(NodeId(n), &all, count(), failure, HEARTBEAT, SEQ_JUMP)
 }
 
 fn member(n: u16, all: &[u16]) -> M {
@@ -183,11 +171,7 @@ fn hb(ready: bool, applied: u64) -> Heartbeat {
 }
 
 fn all_to(n: u16, epoch: u64) -> Allocation {
-    Allocation {
-        epoch: Epoch(epoch),
-        owners: vec![Some(NodeId(n)); IDS as usize],
-        next_owners: Vec::new(),
-    }
+    Allocation::all_to(NodeId(n), Epoch(epoch), count())
 }
 
 // ----- the harness -----
@@ -488,6 +472,20 @@ impl Cluster {
     }
 }
 
+/// A settled cluster of three members (1, 2 and 3) with the usual failure time.
+fn three_settled() -> Cluster {
+    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
+    c.settle();
+    c
+}
+
+/// [`three_settled`] and an identifier node 2 owns.
+fn three_and_an_id_of_2() -> (Cluster, DistributionId) {
+    let c = three_settled();
+    let d = c.agreed().ids_of(NodeId(2))[0];
+    (c, d)
+}
+
 // ----- 1. standby -----
 
 /// A new member installs nothing while its common table fills and answers packets "not
@@ -743,12 +741,7 @@ fn owner_with_flows(all: &[u16], flows: u16) -> (M, Allocation, Duration, u32) {
     let (mut a, a1) = agreed_member(1, all, 1);
     let voters = [NodeId(1)];
     let view = follower_view(1, &a1, &voters);
-    let mut now = Duration::ZERO;
-    while !a.is_ready() {
-        now += STEP;
-        assert!(now < Duration::from_secs(30), "not ready by {:?}", now);
-        a.tick(at(now), &view);
-    }
+    let now = tick_alone_until(&mut a, &view, M::is_ready);
     for i in 0..flows {
         let p = build::udp(ip(1), 3000 + i, ip(200), 53, b"q").unwrap();
         assert_eq!(a.on_packet(at(now), &p), PacketOutcome::Created);
@@ -1094,6 +1087,21 @@ fn tick_until(
     outs
 }
 
+/// The voters of a cluster of nodes 1, 2 and 3.
+const THREE_VOTERS: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
+
+/// Member 1 of nodes 1, 2 and 3 that has applied `view`'s allocation (at time zero) and is
+/// ticked under `view` until 500 ms, hearing nodes 2 and 3; it then takes traffic. Returns it
+/// and the time.
+fn heard_by_2_and_3_until_500_ms(view: &ConsensusView<'_>) -> (M, Duration) {
+    let mut a = member(1, &[1, 2, 3]);
+    a.on_agreed(at(Duration::ZERO), view.agreed, || Duration::ZERO);
+    let mut now = Duration::ZERO;
+    tick_until(&mut a, &mut now, ms(500), &[2, 3], view);
+    assert!(a.takes_traffic());
+    (a, now)
+}
+
 /// A peer silent for longer than the failure time is declared dead, once, with a log line.
 #[test]
 fn silent_peer_is_declared_dead() {
@@ -1132,12 +1140,9 @@ fn silent_peer_is_declared_dead() {
 /// stall is not handled even before a tick.
 #[test]
 fn own_stall_is_credited_to_peers_but_fences() {
-    let (mut a, alloc) = agreed_member(1, &[1, 2, 3], 1);
-    let voters = [NodeId(1), NodeId(2), NodeId(3)];
-    let view = follower_view(1, &alloc, &voters);
-    let mut now = Duration::ZERO;
-    tick_until(&mut a, &mut now, ms(500), &[2, 3], &view);
-    assert!(a.takes_traffic());
+    let alloc = all_to(1, 1);
+    let view = follower_view(1, &alloc, &THREE_VOTERS);
+    let (mut a, mut now) = heard_by_2_and_3_until_500_ms(&view);
     // the member does not run for 2 s (heartbeats it would have heard are not delivered);
     // the first thing it sees afterwards is a packet
     now += ms(2000);
@@ -1181,12 +1186,10 @@ fn own_stall_is_credited_to_peers_but_fences() {
 /// to not ready and asks the live peers for a resync.
 #[test]
 fn fences_without_majority_and_resyncs_after() {
-    let (mut a, alloc) = agreed_member(1, &[1, 2, 3], 1);
-    let voters = [NodeId(1), NodeId(2), NodeId(3)];
-    let view = follower_view(1, &alloc, &voters);
+    let alloc = all_to(1, 1);
+    let view = follower_view(1, &alloc, &THREE_VOTERS);
     let pkt = build::udp(ip(1), 4444, ip(200), 53, b"q").unwrap();
-    let mut now = Duration::ZERO;
-    tick_until(&mut a, &mut now, ms(500), &[2, 3], &view);
+    let (mut a, mut now) = heard_by_2_and_3_until_500_ms(&view);
     assert!(a.takes_traffic() && !a.is_fenced());
     assert_eq!(a.on_packet(at(now), &pkt), PacketOutcome::Created);
     // the last heartbeats (at 500 ms) echo the stamp node 1 sent at 460 ms; an echo grants
@@ -1360,14 +1363,24 @@ fn move_from_live_owner_is_two_phase() {
     assert_eq!(c.proposals.len(), before + 3);
 }
 
+/// [`three_settled`], then node 3 cut off from the others (and, with `frozen`, not ticked
+/// either: a stalled process). Returns the cluster, the allocation agreed before, and how many
+/// proposals had been made.
+fn three_then_3_lost(frozen: bool) -> (Cluster, Allocation, usize) {
+    let mut c = three_settled();
+    let agreed = c.agreed().clone();
+    let proposals = c.proposals.len();
+    if frozen {
+        c.frozen.insert(3);
+    }
+    c.cut.insert(3);
+    (c, agreed, proposals)
+}
+
 /// A dead owner's identifiers move in one proposal, to the surviving members.
 #[test]
 fn dead_owner_identifiers_move_in_one_proposal() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    let e1 = c.agreed().clone();
-    let before = c.proposals.len();
-    c.cut.insert(3);
+    let (mut c, e1, before) = three_then_3_lost(false);
     c.run_until(ms(1000), |c| c.agreed().epoch.0 > e1.epoch.0);
     c.run_for(ms(500), |_| {});
     assert_eq!(c.proposals.len(), before + 1, "one proposal");
@@ -1394,8 +1407,7 @@ fn dead_owner_identifiers_move_in_one_proposal() {
 /// phases.
 #[test]
 fn drain_undrain_and_rebalance() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     let e1 = c.agreed().clone();
     let two = e1.ids_of(NodeId(2));
     c.m(1).set_drained(NodeId(2), true).unwrap();
@@ -1514,9 +1526,7 @@ fn move_held(c: &mut Cluster, d: DistributionId) -> (Epoch, Epoch) {
 /// in: its packets get "not ready", the epoch is not complete; the `F` opens the gate.
 #[test]
 fn handover_waits_for_final_of_live_previous_owner() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_and_an_id_of_2();
     let other = c.agreed().ids_of(NodeId(3))[0];
     // an entry of d exists (created by node 2 and replicated)
     let flow = udp_in(d, 0);
@@ -1563,10 +1573,8 @@ fn handover_waits_for_final_of_live_previous_owner() {
 /// Three settled members, node 3 holding a moving identifier's packets (16 frames, 1 MiB,
 /// 1.5 s), and an identifier node 2 owns.
 fn three_holding() -> (Cluster, DistributionId) {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let (mut c, d) = three_and_an_id_of_2();
     c.m(3).set_hold(16, 1 << 20, ms(1500));
-    let d = c.agreed().ids_of(NodeId(2))[0];
     (c, d)
 }
 
@@ -1614,8 +1622,7 @@ fn a_planned_move_waits_for_every_live_members_stream() {
 /// one that waits too long, or that does not fit, is dropped as before.
 #[test]
 fn held_packets_go_through_when_the_gate_opens() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     c.m(3).set_hold(2, 1 << 20, ms(400));
     let d = c.agreed().ids_of(NodeId(2))[0];
     let flow = udp_in(d, 0);
@@ -1754,18 +1761,18 @@ fn a_planned_move_loses_no_packet_and_handles_none_twice() {
     assert!(c.agreed().next_owners.is_empty(), "phase 2 names nobody");
 }
 
-/// The next owner's input may lag its replication stream: the releaser's last handled packet
-/// can reach it after the gate opened. It then keeps holding the identifier's packets until
-/// that packet arrives, hands it back with what came before it, and handles what follows.
-#[test]
-fn a_releasers_last_packet_arriving_late_is_handed_back() {
+/// [`three_holding`], with the identifier moving to node 3: once node 3 is named next owner,
+/// node 2 handles two of its flows' packets (p1, then p2, its last), node 3 takes in only p1
+/// (held), and the move completes with node 3's gate open. Returns the cluster, the
+/// identifier, p2 and the token p1 is held under.
+fn gate_opened_before_the_releasers_last() -> (Cluster, DistributionId, Vec<u8>, u64) {
     let (mut c, d) = three_holding();
     let e = c.agreed().epoch.0;
     c.move_to_3(d);
     c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 1);
     c.route();
     let t = c.t();
-    let (p1, p2, p3) = (udp_in(d, 1), udp_in(d, 2), udp_in(d, 3));
+    let (p1, p2) = (udp_in(d, 1), udp_in(d, 2));
     assert_eq!(c.m(2).on_packet(t, &p1), PacketOutcome::Created);
     assert_eq!(c.m(2).on_packet(t, &p2), PacketOutcome::Created);
     let PacketOutcome::Held(a) = c.m(3).on_packet(t, &p1) else {
@@ -1774,6 +1781,16 @@ fn a_releasers_last_packet_arriving_late_is_handed_back() {
     c.run_until(ms(1000), |c| {
         c.agreed().owner(d) == Some(NodeId(3)) && !c.m[&3].handover().is_waiting(d)
     });
+    (c, d, p2, a)
+}
+
+/// The next owner's input may lag its replication stream: the releaser's last handled packet
+/// can reach it after the gate opened. It then keeps holding the identifier's packets until
+/// that packet arrives, hands it back with what came before it, and handles what follows.
+#[test]
+fn a_releasers_last_packet_arriving_late_is_handed_back() {
+    let (mut c, d, p2, a) = gate_opened_before_the_releasers_last();
+    let p3 = udp_in(d, 3);
     let t = c.t();
     // p2, the releaser's last, arrives now: held, then handed back with p1
     let PacketOutcome::Held(b) = c.m(3).on_packet(t, &p2) else {
@@ -1841,21 +1858,7 @@ fn packets_the_releaser_handled_before_the_move_are_not_handled_again() {
 /// identifier's packets only for `MARK_WAIT`: then what was held is handled.
 #[test]
 fn a_releasers_last_packet_that_never_arrives_delays_by_mark_wait_only() {
-    let (mut c, d) = three_holding();
-    let e = c.agreed().epoch.0;
-    c.move_to_3(d);
-    c.run_until(ms(1000), |c| c.agreed().epoch.0 == e + 1);
-    c.route();
-    let t = c.t();
-    let (p1, p2) = (udp_in(d, 1), udp_in(d, 2));
-    assert_eq!(c.m(2).on_packet(t, &p1), PacketOutcome::Created);
-    assert_eq!(c.m(2).on_packet(t, &p2), PacketOutcome::Created);
-    let PacketOutcome::Held(a) = c.m(3).on_packet(t, &p1) else {
-        panic!("not held")
-    };
-    c.run_until(ms(1000), |c| {
-        c.agreed().owner(d) == Some(NodeId(3)) && !c.m[&3].handover().is_waiting(d)
-    });
+    let (mut c, _, _, a) = gate_opened_before_the_releasers_last();
     let opened = c.now;
     c.run_until(ms(1500), |c| !c.released.is_empty());
     assert_eq!(c.released, vec![(3, a, PacketOutcome::Hit)]);
@@ -1863,20 +1866,33 @@ fn a_releasers_last_packet_that_never_arrives_delays_by_mark_wait_only() {
     assert_eq!(c.m[&3].hold_handed_back(), 0);
 }
 
+/// [`three_holding`], and the next epoch agreed as a step of a planned move of its identifier
+/// to node 3 that no leader made: a prepare step (owners unchanged) or, with `release`, a
+/// release step (the identifier has no owner); either names node 3 the next owner. Before
+/// node 3 hears that node 2 applied the step, it does not hold (checked); then it has heard.
+/// Returns the cluster, the identifier, the epoch before the step, and the step.
+fn three_with_a_step_naming_3(release: bool) -> (Cluster, DistributionId, Epoch, Allocation) {
+    let (mut c, d) = three_holding();
+    let e = c.agreed().epoch;
+    let mut step = c.agreed().clone();
+    step.epoch = Epoch(e.0 + 1);
+    if release {
+        step.owners[d.index()] = None;
+    }
+    step.next_owners = vec![(d, NodeId(3))];
+    c.agree(step.clone());
+    let t = c.t();
+    assert_eq!(c.m(3).on_packet(t, &udp_in(d, 1)), PacketOutcome::NotOurs);
+    c.route();
+    (c, d, e, step)
+}
+
 /// Before the next owner knows the owner applied the prepare step, it does not hold (the owner
 /// would not note what it handled). A prepare step no leader carries out is cleared by the
 /// leader, and the named next owner lets go of what it held without handling it.
 #[test]
 fn a_prepare_step_nobody_carries_out_is_cleared() {
-    let (mut c, d) = three_holding();
-    let e = c.agreed().epoch;
-    let mut prepare = c.agreed().clone();
-    prepare.epoch = Epoch(e.0 + 1);
-    prepare.next_owners = vec![(d, NodeId(3))];
-    c.agree(prepare.clone());
-    let t = c.t();
-    assert_eq!(c.m(3).on_packet(t, &udp_in(d, 1)), PacketOutcome::NotOurs);
-    c.route();
+    let (mut c, d, e, prepare) = three_with_a_step_naming_3(false);
     let t = c.t();
     assert_eq!(c.m(2).on_packet(t, &udp_in(d, 2)), PacketOutcome::Created);
     let PacketOutcome::Held(h) = c.m(3).on_packet(t, &udp_in(d, 2)) else {
@@ -1896,17 +1912,7 @@ fn a_prepare_step_nobody_carries_out_is_cleared() {
 /// lets go of what it held: it does not handle it (the releaser may have).
 #[test]
 fn held_for_a_release_that_went_elsewhere_is_not_handled() {
-    let (mut c, d) = three_holding();
-    let e = c.agreed().epoch;
-    let mut release = c.agreed().clone();
-    release.epoch = Epoch(e.0 + 1);
-    release.owners[d.index()] = None;
-    release.next_owners = vec![(d, NodeId(3))];
-    c.agree(release.clone());
-    // before node 3 hears that node 2 applied the release, it does not hold
-    let t = c.t();
-    assert_eq!(c.m(3).on_packet(t, &udp_in(d, 1)), PacketOutcome::NotOurs);
-    c.route();
+    let (mut c, d, e, release) = three_with_a_step_naming_3(true);
     let t = c.t();
     let PacketOutcome::Held(a) = c.m(3).on_packet(t, &udp_in(d, 0)) else {
         panic!("not held")
@@ -2000,9 +2006,7 @@ fn a_leaving_member_hands_everything_over_in_planned_moves() {
 /// `RELEASER_GONE_AFTER`.
 #[test]
 fn handover_gate_opens_when_previous_owner_dies() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_and_an_id_of_2();
     let (_, gained_in) = move_held(&mut c, d);
     assert!(c.m[&3].handover().is_waiting(d));
     c.cut.insert(2);
@@ -2072,8 +2076,18 @@ fn tick_until_serving<T: NodeSpecificTable>(
     m: &mut Member<T>,
     view: &ConsensusView<'_>,
 ) -> Duration {
+    tick_alone_until(m, view, Member::takes_traffic)
+}
+
+/// Ticks `m` from time zero, a step at a time and hearing no peer, until `ready` holds (at
+/// most 30 s); returns that time.
+fn tick_alone_until<T: NodeSpecificTable>(
+    m: &mut Member<T>,
+    view: &ConsensusView<'_>,
+    ready: impl Fn(&Member<T>) -> bool,
+) -> Duration {
     let mut now = Duration::ZERO;
-    while !m.takes_traffic() {
+    while !ready(m) {
         now += STEP;
         assert!(now < Duration::from_secs(30), "not ready by {now:?}");
         m.tick(at(now), view);
@@ -2252,9 +2266,7 @@ fn sa_key_replication_and_takeover_with_sequence_jump() {
 /// nothing. Each SA's key goes to the peers with its direction and salt.
 #[test]
 fn sa_add_refuses_a_key_for_two_sas() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_and_an_id_of_2();
     let (peer, dst, spi) = sa_in(d);
     let t = c.t();
     let mut km = vec![0x51u8; 32];
@@ -2361,6 +2373,64 @@ impl Nonces {
     }
 }
 
+/// The tunnel of the nonce test: its outbound and inbound SA, the tunnel peer, and what has
+/// been sealed and opened on it so far.
+struct Tunnel {
+    out_spi: u32,
+    in_spi: u32,
+    keys: BTreeMap<u32, SaMaterial>,
+    peer: EspPath,
+    nonces: Nonces,
+    /// The members that sealed on the outbound SA at some time.
+    sealers: BTreeSet<u16>,
+    /// The peer's packets the cluster opened on the inbound SA.
+    accepted: u64,
+}
+
+impl Tunnel {
+    /// One step's traffic: every member running the outbound SA seals 5 packets, the peer
+    /// seals 3 to whoever runs the inbound SA.
+    fn traffic(&mut self, c: &mut Cluster, what: &str) {
+        for n in [1u16, 2, 3] {
+            if c.frozen.contains(&n) {
+                continue;
+            }
+            if let Ok(mut esp) = c.m(n).esp_for(self.out_spi) {
+                let (_, _, pkts) = esp.send(self.out_spi, 5, b"out").unwrap();
+                self.nonces
+                    .record(&self.keys, &pkts, &format!("node {n} ({what})"));
+                self.sealers.insert(n);
+            }
+        }
+        let (_, _, pkts) = self.peer.send(self.in_spi, 3, b"in").unwrap();
+        self.nonces
+            .record(&self.keys, &pkts, &format!("the peer ({what})"));
+        for n in [1u16, 2, 3] {
+            if let Ok(mut esp) = c.m(n).esp_for(self.in_spi) {
+                self.accepted += esp.receive(&pkts).0;
+            }
+        }
+    }
+
+    /// Up to `most` steps of `c`, each followed by its traffic, until `done` holds (checked
+    /// before each step).
+    fn steps_until(
+        &mut self,
+        c: &mut Cluster,
+        most: usize,
+        what: &str,
+        mut done: impl FnMut(&mut Cluster) -> bool,
+    ) {
+        for _ in 0..most {
+            if done(c) {
+                break;
+            }
+            c.step();
+            self.traffic(c, what);
+        }
+    }
+}
+
 /// Invariant 5, whole: no (key, nonce) pair ever seals two packets over a tunnel's life. The
 /// tunnel is an outbound SA (the cluster seals) and an inbound SA (the tunnel peer seals),
 /// each with its own key and salt. Every member that runs the outbound SA seals on every
@@ -2370,9 +2440,7 @@ impl Nonces {
 /// its bytes, and none repeats.
 #[test]
 fn no_key_nonce_pair_seals_twice_across_takeovers_and_restarts() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_and_an_id_of_2();
     let (peer_ip, dst, out_spi) = sa_in(d);
     let in_spi = out_spi + 0x100;
     let mut out_km = vec![0xa1u8; 32];
@@ -2408,36 +2476,21 @@ fn no_key_nonce_pair_seals_twice_across_takeovers_and_restarts() {
         let st = c.m[&2].core().sa_state(*spi).unwrap();
         peer.install(*spi, &m.mirrored(), &st).unwrap();
     }
-    let mut nonces = Nonces::default();
-    let mut sealers = BTreeSet::new();
-    let mut accepted = 0;
-    // one step: every member running the outbound SA seals 5 packets, the peer seals 3 to
-    // whoever runs the inbound SA
-    let traffic = |c: &mut Cluster,
-                   nonces: &mut Nonces,
-                   sealers: &mut BTreeSet<u16>,
-                   peer: &mut EspPath,
-                   accepted: &mut u64,
-                   what: &str| {
-        for n in [1u16, 2, 3] {
-            if c.frozen.contains(&n) {
-                continue;
-            }
-            if let Ok(mut esp) = c.m(n).esp_for(out_spi) {
-                let (_, _, pkts) = esp.send(out_spi, 5, b"out").unwrap();
-                nonces.record(&keys, &pkts, &format!("node {n} ({what})"));
-                sealers.insert(n);
-            }
-        }
-        let (_, _, pkts) = peer.send(in_spi, 3, b"in").unwrap();
-        nonces.record(&keys, &pkts, &format!("the peer ({what})"));
-        for n in [1u16, 2, 3] {
-            if let Ok(mut esp) = c.m(n).esp_for(in_spi) {
-                *accepted += esp.receive(&pkts).0;
-            }
-        }
+    let mut tun = Tunnel {
+        out_spi,
+        in_spi,
+        keys,
+        peer,
+        nonces: Nonces::default(),
+        sealers: BTreeSet::new(),
+        accepted: 0,
     };
     let owner = |c: &Cluster| c.agreed().owner(d).map(|n| n.0);
+    let runs_somewhere = |c: &mut Cluster| {
+        [1u16, 2, 3]
+            .iter()
+            .any(|n| c.m(*n).esp_for(out_spi).is_ok())
+    };
     for round in 0..12u32 {
         let o = owner(&c).unwrap();
         let other = [1u16, 2, 3].into_iter().find(|n| *n != o).unwrap();
@@ -2447,45 +2500,15 @@ fn no_key_nonce_pair_seals_twice_across_takeovers_and_restarts() {
             2 => format!("round {round}: owner node {o} cut off"),
             _ => format!("round {round}: node {other} restarts"),
         };
-        for _ in 0..7 {
-            traffic(
-                &mut c,
-                &mut nonces,
-                &mut sealers,
-                &mut peer,
-                &mut accepted,
-                &what,
-            );
-            c.step();
-        }
-        traffic(
-            &mut c,
-            &mut nonces,
-            &mut sealers,
-            &mut peer,
-            &mut accepted,
-            &what,
-        );
+        tun.traffic(&mut c, &what);
+        tun.steps_until(&mut c, 7, &what, |_| false);
         match round % 4 {
             0 => {
                 let e = c.agreed().epoch.0;
                 c.m(c.leader)
                     .request_move(&[u64::from(d.0)], NodeId(other))
                     .unwrap();
-                for _ in 0..100 {
-                    if c.agreed().epoch.0 >= e + 3 {
-                        break;
-                    }
-                    c.step();
-                    traffic(
-                        &mut c,
-                        &mut nonces,
-                        &mut sealers,
-                        &mut peer,
-                        &mut accepted,
-                        &what,
-                    );
-                }
+                tun.steps_until(&mut c, 100, &what, |c| c.agreed().epoch.0 >= e + 3);
             }
             1 => c.restart(o),
             2 => {
@@ -2494,66 +2517,31 @@ fn no_key_nonce_pair_seals_twice_across_takeovers_and_restarts() {
                     c.leader = other;
                 }
                 c.cut.insert(o);
-                for _ in 0..200 {
-                    if owner(&c) != Some(o) {
-                        break;
-                    }
-                    c.step();
-                    traffic(
-                        &mut c,
-                        &mut nonces,
-                        &mut sealers,
-                        &mut peer,
-                        &mut accepted,
-                        &what,
-                    );
-                }
+                tun.steps_until(&mut c, 200, &what, |c| owner(c) != Some(o));
                 assert_ne!(owner(&c), Some(o), "{what}: no failover");
-                for _ in 0..30 {
-                    c.step();
-                    traffic(
-                        &mut c,
-                        &mut nonces,
-                        &mut sealers,
-                        &mut peer,
-                        &mut accepted,
-                        &what,
-                    );
-                }
+                tun.steps_until(&mut c, 30, &what, |_| false);
                 c.heal(o);
             }
             _ => c.restart(other),
         }
         // until the SA runs again somewhere
         for _ in 0..500 {
-            traffic(
-                &mut c,
-                &mut nonces,
-                &mut sealers,
-                &mut peer,
-                &mut accepted,
-                &what,
-            );
+            tun.traffic(&mut c, &what);
             c.step();
-            if [1u16, 2, 3]
-                .iter()
-                .any(|n| c.m(*n).esp_for(out_spi).is_ok())
-            {
+            if runs_somewhere(&mut c) {
                 break;
             }
         }
         assert!(
-            [1u16, 2, 3]
-                .iter()
-                .any(|n| c.m(*n).esp_for(out_spi).is_ok()),
+            runs_somewhere(&mut c),
             "{what}: the SA does not run anywhere"
         );
     }
     // not vacuous: every member sealed on the SA at some time, thousands of packets were
     // sealed, and the cluster opened the peer's packets on the inbound SA
-    assert_eq!(sealers, [1, 2, 3].into());
-    assert!(nonces.sealed > 1500, "{}", nonces.sealed);
-    assert!(accepted > 500, "{accepted}");
+    assert_eq!(tun.sealers, [1, 2, 3].into());
+    assert!(tun.nonces.sealed > 1500, "{}", tun.nonces.sealed);
+    assert!(tun.accepted > 500, "{}", tun.accepted);
 }
 
 // ----- 8. bad input -----
@@ -2673,8 +2661,7 @@ proptest::proptest! {
 /// partition heals the member resyncs and takes its share again.
 #[test]
 fn partition_never_yields_two_acting_owners() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     let e1 = c.agreed().clone();
     let three = e1.ids_of(NodeId(3));
     let cut_at = c.now;
@@ -2737,12 +2724,7 @@ fn partition_never_yields_two_acting_owners() {
 /// the agreed log delivered first, nothing is acted on twice and it takes its share again.
 #[test]
 fn frozen_member_fails_over_and_rejoins() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    let e1 = c.agreed().clone();
-    let n = c.proposals.len();
-    c.frozen.insert(3);
-    c.cut.insert(3);
+    let (mut c, e1, n) = three_then_3_lost(true);
     c.run_until(ms(2000), |c| c.agreed().ids_of(NodeId(3)).is_empty());
     assert_eq!(
         c.proposals.len(),
@@ -2766,8 +2748,7 @@ fn frozen_member_fails_over_and_rejoins() {
 /// A failover proposal consensus drops is made again after the proposal timeout.
 #[test]
 fn dropped_failover_proposal_is_made_again() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     let e = c.agreed().epoch;
     let n = c.proposals.len();
     c.cut.insert(3);
@@ -2876,12 +2857,7 @@ fn card_rebuild_is_sliced_and_holds_packets_of_identifiers_not_rebuilt() {
     let (mut m, a) = agreed_member(1, &[1], 1);
     let voters = [NodeId(1)];
     let view = follower_view(1, &a, &voters);
-    let mut now = Duration::ZERO;
-    while !m.takes_traffic() {
-        now += STEP;
-        assert!(now < Duration::from_secs(30), "not ready by {:?}", now);
-        m.tick(at(now), &view);
-    }
+    let mut now = tick_until_serving(&mut m, &view);
     let n = 2 * REBUILD_SLICE + 500;
     let flows: Vec<Vec<u8>> = (0..n as u16)
         .map(|i| build::udp(ip(1), 2000 + i, ip(200), 53, b"q").unwrap())
@@ -2953,8 +2929,7 @@ fn card_rebuild_is_sliced_and_holds_packets_of_identifiers_not_rebuilt() {
 /// its next tick.
 #[test]
 fn behind_is_learned_from_the_heartbeat_itself() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     let e = c.agreed().epoch.0;
     let d = c.agreed().ids_of(NodeId(3))[0];
     c.hold.insert((3, 1));
@@ -2976,9 +2951,7 @@ fn behind_is_learned_from_the_heartbeat_itself() {
 /// An operator move whose release was not agreed is planned again, not forgotten.
 #[test]
 fn operator_move_survives_an_unagreed_release() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_and_an_id_of_2();
     c.drop_proposals = true;
     let n = c.proposals.len();
     c.move_to_3(d);
@@ -2991,9 +2964,7 @@ fn operator_move_survives_an_unagreed_release() {
 /// An epoch whose waiting identifier moved on before its gate opened still completes.
 #[test]
 fn epoch_completes_when_its_waiting_identifier_moves_on() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_and_an_id_of_2();
     let (_, gained_in) = move_held(&mut c, d);
     let e = c.agreed().epoch.0;
     c.m(1).request_move(&[u64::from(d.0)], NodeId(1)).unwrap();
@@ -3014,9 +2985,7 @@ fn epoch_completes_when_its_waiting_identifier_moves_on() {
 /// waits for node 2's final state too, and never reuses a sequence number node 2 sent.
 #[test]
 fn handover_gate_remembers_every_earlier_owner() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
-    let d = c.agreed().ids_of(NodeId(2))[0];
+    let (mut c, d) = three_and_an_id_of_2();
     let (peer, dst, spi) = sa_in(d);
     let t = c.t();
     c.m(2)
@@ -3064,12 +3033,9 @@ fn handover_gate_remembers_every_earlier_owner() {
 /// replication streams held, so it takes traffic again without a second resync.
 #[test]
 fn short_fence_lifts_without_resync() {
-    let (mut a, alloc) = agreed_member(1, &[1, 2, 3], 1);
-    let voters = [NodeId(1), NodeId(2), NodeId(3)];
-    let view = follower_view(1, &alloc, &voters);
-    let mut now = Duration::ZERO;
-    tick_until(&mut a, &mut now, ms(500), &[2, 3], &view);
-    assert!(a.takes_traffic());
+    let alloc = all_to(1, 1);
+    let view = follower_view(1, &alloc, &THREE_VOTERS);
+    let (mut a, mut now) = heard_by_2_and_3_until_500_ms(&view);
     let outs = tick_until(&mut a, &mut now, ms(700), &[], &view);
     assert!(a.is_fenced() && !a.takes_traffic());
     assert!(logs(&outs).contains(&"fenced: true"));
@@ -3098,8 +3064,7 @@ fn short_fence_lifts_without_resync() {
 /// stays fenced until it applied the takeover and owns nothing; then it is echoed again.
 #[test]
 fn a_fenced_owner_gets_no_lease_while_its_identifiers_are_taken() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     let share = c.agreed().ids_of(NodeId(3));
     assert!(!share.is_empty());
     let e = c.agreed().epoch.0;
@@ -3167,8 +3132,7 @@ fn node2_flows(c: &mut Cluster, n: usize) -> (Vec<DistributionId>, Vec<Vec<u8>>)
 #[test]
 fn a_large_share_is_installed_in_slices_and_its_packets_wait_for_their_state() {
     use super::rebuild::REBUILD_SLICE;
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     for n in [1, 3] {
         c.m(n).set_hold(1 << 16, 64 << 20, ms(1500));
     }
@@ -3279,8 +3243,7 @@ fn a_large_share_is_installed_in_slices_and_its_packets_wait_for_their_state() {
 #[test]
 fn a_large_failed_share_is_forwarded_in_slices_before_the_final_record() {
     use super::forward::FORWARD_SLICE;
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     let (share, flows) = node2_flows(&mut c, 4 * FORWARD_SLICE);
     c.hold.insert((1, 3));
     c.hold.insert((3, 1));
@@ -3350,8 +3313,7 @@ fn a_large_failed_share_is_forwarded_in_slices_before_the_final_record() {
 /// entry, not without the silent owner's.
 #[test]
 fn a_resync_that_misses_a_silent_owners_share_asks_for_it() {
-    let mut c = Cluster::new(&[1, 2, 3], FAILURE);
-    c.settle();
+    let mut c = three_settled();
     let (_, flows) = node2_flows(&mut c, 40);
     assert_eq!(c.m[&1].core().common().len(), flows.len());
     // node 1 restarts and hears nothing from node 2 (node 3 does)
