@@ -262,8 +262,7 @@ async fn takeover(per_node: u32) -> Result<(), String> {
             exe.display()
         ));
     }
-    let dir = std::env::temp_dir().join(format!("clusterd-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = host::lab::fresh_dir("clusterd-bench");
     let layout = Layout {
         card_capacity: (per_node as usize * 2).next_power_of_two(),
         ..Layout::default()
@@ -469,10 +468,7 @@ fn main() {
         ),
         Err(e) => println!("memory measurement failed: {e}"),
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = host::lab::runtime().unwrap();
     if let Err(e) = rt.block_on(takeover(per_node)) {
         println!("takeover benchmark failed: {e}");
     }

@@ -92,12 +92,8 @@ fn main() {
         .nth(1)
         .map(|a| a.parse().expect("ENTRIES is a number"))
         .unwrap_or(1_000_000);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let dir = std::env::temp_dir().join(format!("view-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let rt = host::lab::runtime().expect("runtime");
+    let dir = host::lab::fresh_dir("view-bench");
     rt.block_on(async {
         // failure detection at 1 s: filling a million entries on a loaded 2-core machine
         // stalls debug and release nodes alike for longer than the 200 ms default (a

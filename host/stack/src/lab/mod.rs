@@ -15,6 +15,26 @@ pub mod traffic;
 
 use std::path::{Path, PathBuf};
 
+/// The single-threaded tokio runtime (timers and I/O enabled) that the lab's tools, its
+/// examples and the tests run their control calls and clusters on.
+///
+/// # Errors
+/// The runtime's I/O error (no more file descriptors, for example).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// `<tmp>/<name>-<pid>`, removed if it exists (and not created): a working directory of this
+/// process's own, for a benchmark's or a test's cluster.
+#[must_use]
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 /// Removes a lab when dropped, also when what runs in it fails or panics: our cluster's
 /// ([`netns::down`]) or the kernel baseline's ([`kernel::down`]).
 pub struct DownOnDrop {

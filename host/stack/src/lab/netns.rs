@@ -450,10 +450,7 @@ pub fn signal(dir: &Path, i: u16, sig: nix::sys::signal::Signal) -> bool {
 
 /// A control request to the node at `sock` (2 s timeout).
 pub fn ask(sock: &Path, req: &Request) -> Option<Response> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
+    let rt = super::runtime().ok()?;
     rt.block_on(crate::daemon::control::call_once(
         sock,
         req,

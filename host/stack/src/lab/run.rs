@@ -910,10 +910,7 @@ fn enter(ns: &str) -> Result<(), LabError> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, LabError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("workload runtime: {e}"))
+    super::runtime().map_err(|e| format!("workload runtime: {e}"))
 }
 
 /// The server side: echo, bulk sink, UDP echo, until `stop`. Returns the bulk bytes read.

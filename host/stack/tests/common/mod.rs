@@ -77,13 +77,8 @@ impl Drop for TempDir {
 /// working directory `<tmp>/clusterd-test-<tag>-<pid>`, emptied (it is kept after the test,
 /// with the nodes' logs).
 pub fn runtime_and_dir(tag: &str) -> (tokio::runtime::Runtime, PathBuf) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let dir = std::env::temp_dir().join(format!("clusterd-test-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    (rt, dir)
+    let rt = host::lab::runtime().expect("tokio runtime");
+    (rt, host::lab::fresh_dir(&format!("clusterd-test-{tag}")))
 }
 
 /// The cluster key of the nodes these tests run (hex).

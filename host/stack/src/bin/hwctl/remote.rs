@@ -403,10 +403,7 @@ pub fn get(r: &mut Remote, key: &ViewKey, as_json: bool) -> Result<String, Strin
 /// # Errors
 /// Socket and daemon errors.
 pub fn events(path: &Path, f: &Filter, as_json: bool) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let rt = host::lab::runtime().map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let filter = (!f.is_empty()).then_some(*f);
     rt.block_on(host::ctl_view::follow_events(path, filter, as_json))
 }
