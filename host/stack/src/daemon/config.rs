@@ -652,22 +652,26 @@ impl Config {
                 _ => Ok(()),
             }
         };
-        for (k, v) in [
-            ("listen", &raw.listen),
-            ("control", &raw.control),
-            ("control_group", &raw.control_group),
-            ("key_file", &raw.key_file),
-            ("identity_file", &raw.identity_file),
-            ("card", &raw.card),
-            ("wire", &raw.wire),
-            ("state_dir", &raw.state_dir),
-            ("rules", &raw.rules),
-            ("log_level", &raw.log_level),
-            ("log_format", &raw.log_format),
-            ("metrics", &raw.metrics),
-        ] {
-            non_empty(k, v)?;
+        // a setting's name is its field's name: the message cannot name another
+        macro_rules! non_empty_settings {
+            ($($field:ident),* $(,)?) => {
+                $(non_empty(stringify!($field), &raw.$field)?;)*
+            };
         }
+        non_empty_settings!(
+            listen,
+            control,
+            control_group,
+            key_file,
+            identity_file,
+            card,
+            wire,
+            state_dir,
+            rules,
+            log_level,
+            log_format,
+            metrics,
+        );
         let node = raw
             .node
             .map(|v| parse_node(ln("node"), "node", v))
@@ -1177,6 +1181,42 @@ mod tests {
             assert_eq!(e.line, line, "{e}");
         }
         e
+    }
+
+    #[test]
+    fn empty_settings_are_refused_by_name() {
+        for name in [
+            "listen",
+            "control",
+            "control_group",
+            "key_file",
+            "identity_file",
+            "card",
+            "wire",
+            "state_dir",
+            "rules",
+            "log_level",
+            "log_format",
+            "metrics",
+        ] {
+            // the good file's own line of that setting (listen: 3, control: 4), else a new one
+            let own = good()
+                .lines()
+                .position(|l| l.starts_with(&format!("{name} =")));
+            let (text, line) = match own {
+                Some(i) => {
+                    let old = good().lines().nth(i).unwrap().to_owned();
+                    (good().replace(&old, &format!("{name} = \"  \"")), i + 1)
+                }
+                None => (with(&format!("{name} = \" \"\n")), 6),
+            };
+            let e = refused(&text, line);
+            assert_eq!(e.problem, format!("{name} is empty"), "{name}: {e}");
+            assert!(
+                e.fix.starts_with(&format!("write e.g. {name} = ")),
+                "{name}: {e}"
+            );
+        }
     }
 
     #[test]
