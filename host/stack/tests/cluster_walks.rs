@@ -40,11 +40,10 @@ fn dumps_of_a_large_table_cause_no_failover() {
     // detection at 600 ms: debug-built nodes on a loaded CI machine have other stalls
     // (installing a failed node's entries takes longer than 200 ms there), and one failover
     // makes the next; a dump answered at once stalled a node far longer.
-    let layout = Layout {
+    let layout = common::patient(Layout {
         card_capacity: 8_192,
-        extra: "failure_ms = 600\n".into(),
         ..Layout::default()
-    };
+    });
     common::with_cluster("walks", &layout, 3, Duration::from_secs(30), body);
 }
 

@@ -590,11 +590,10 @@ fn ctl_events_show_an_epoch_and_the_entries_it_installs() {
     use host::core::ids::NodeId;
     use host::daemon::protocol::{Request, Response};
     use host::lab::cluster::Layout;
-    let layout = Layout {
+    let layout = common::patient(Layout {
         members: 2,
-        extra: "failure_ms = 600\n".into(),
         ..Layout::default()
-    };
+    });
     common::with_cluster(
         "views",
         &layout,

@@ -164,6 +164,16 @@ pub fn endpoint(me: u16, inc: u64, peers: &[u16]) -> host::sync::Endpoint {
     )
 }
 
+/// `layout` with failure detection at 600 ms: debug-built nodes on a loaded CI machine stall
+/// for longer than the default allows while they install, stream or dump large tables, and one
+/// failover there makes the next.
+pub fn patient(layout: host::lab::cluster::Layout) -> host::lab::cluster::Layout {
+    host::lab::cluster::Layout {
+        extra: format!("{}failure_ms = 600\n", layout.extra),
+        ..layout
+    }
+}
+
 /// Launches members 1..=`count` of `layout` in the working directory of test `tag` (see
 /// [`runtime_and_dir`]), waits up to `settle` until they have settled, runs `body` against the
 /// cluster and that directory, then stops the nodes and removes the directory.
