@@ -77,6 +77,8 @@ module tcam (
   parameter integer DEPTH = 1024;
 
   localparam integer KB = CAM_KEY_BITS;  // key and mask width
+  localparam integer KW = KB / 32;  // key words
+  localparam integer FIRST_WORD = KW > 8 ? 8 : 0;  // see dp_match
   // Distribution identifier width (CAP_DID_BITS; at least 5). Synthesis runs
   // use fewer bits to keep the FLUSH_DID bitmap small.
   parameter integer DID_BITS = CAM_DID_BITS;
@@ -141,30 +143,38 @@ module tcam (
   reg [DEPTH-1:0] hit;
   reg [DEPTH-1:0] written;
 
-  // Which valid entries match key k.
-  function automatic [DEPTH-1:0] match_vec(input [KB-1:0] k);
-    integer i;
+  // No function here takes or returns a vector as wide as the table: the
+  // simulator keeps such arguments in temporaries that it clears on every
+  // clock. The per-entry loops are written where they are used instead.
+
+  // Whether entry e's key matches the data-path key under its mask. The
+  // hardware compares every word at once. A simulator that did the same would
+  // compare every word of every valid entry on every clock; so, outside
+  // synthesis, the same function is written word by word, each word compared
+  // only while the words before it matched, starting with the port word (key
+  // word 8 of the layout in hdl/CARD.md), which tells most entries apart.
+  // (Written that way for synthesis, the chain of conditions costs Yosys
+  // minutes and gigabytes for a 16-entry table.)
+  function automatic dp_match(input [IW-1:0] e);
+`ifdef SYNTHESIS
+    dp_match = ~|((dp_key ^ key_mem[e]) & mask_mem[e]);
+`else
+    integer j;
+    integer w;
     begin
-      match_vec = {DEPTH{1'b0}};
-      for (i = 0; i < DEPTH; i = i + 1)
-        if (valid[i]) match_vec[i] = ~|((k ^ key_mem[i]) & mask_mem[i]);
+      dp_match = 1'b1;
+      for (j = 0; j < KW; j = j + 1) begin
+        w = (FIRST_WORD + j) % KW;
+        if (dp_match) dp_match = ~|((dp_key[w*32+:32] ^ key_mem[e][w*32+:32]) & mask_mem[e][w*32+:32]);
+      end
     end
+`endif
   endfunction
 
-  // Which valid entries carry an identifier set in bitmap bm.
-  function automatic [DEPTH-1:0] did_vec(input [BMB-1:0] bm);
-    integer i;
-    begin
-      did_vec = {DEPTH{1'b0}};
-      for (i = 0; i < DEPTH; i = i + 1) if (valid[i]) did_vec[i] = bm[did_mem[i]];
-    end
-  endfunction
-
-  // {found, lowest set index} of v: the lowest 32-bit word with a bit set,
-  // then the lowest set bit of that word (a two-level priority encoder; the
-  // simulator scans HIT_WORDS words and 32 bits, not DEPTH bits).
-  function automatic [IW:0] first_set(input [DEPTH-1:0] v);
-    reg [HIT_WORDS*32-1:0] pv;
+  // {found, lowest set index} of dp_mv (dp) or c_vec: the lowest 32-bit word
+  // with a bit set, then the lowest set bit of that word (a two-level priority
+  // encoder; the simulator scans HIT_WORDS words and 32 bits, not DEPTH bits).
+  function automatic [IW:0] first_set(input dp);
     reg [31:0] word;
     /* verilator lint_off UNUSEDSIGNAL */  // only the low IW bits are an index
     reg [31:0] at;
@@ -172,25 +182,15 @@ module tcam (
     integer w;
     integer b;
     begin
-      pv = {HIT_WORDS * 32{1'b0}};
-      pv[DEPTH-1:0] = v;
       word = 32'd0;
       at = 32'd0;
       for (w = HIT_WORDS - 1; w >= 0; w = w - 1)
-      if (|pv[w*32+:32]) begin
-        word = pv[w*32+:32];
+      if (|(dp ? dp_mv[w*32+:32] : c_vec[w*32+:32])) begin
+        word = dp ? dp_mv[w*32+:32] : c_vec[w*32+:32];
         at = w * 32;
       end
       first_set = {(IW + 1) {1'b0}};
       for (b = 31; b >= 0; b = b - 1) if (word[b]) first_set = {1'b1, at[IW-1:0] | b[IW-1:0]};
-    end
-  endfunction
-
-  function automatic [31:0] popcount(input [DEPTH-1:0] v);
-    integer i;
-    begin
-      popcount = 32'd0;
-      for (i = 0; i < DEPTH; i = i + 1) popcount = popcount + {31'd0, v[i]};
     end
   endfunction
 
@@ -199,12 +199,16 @@ module tcam (
   reg [2:0] state;
   reg [31:0] c_code;  // command being run
   reg [7:0] c_err;  // error known before the commit (bad index, unknown)
-  reg [DEPTH-1:0] c_vec;  // VEC result
+  // VEC result (the bits past DEPTH stay zero)
+  reg [HIT_WORDS*32-1:0] c_vec;
   reg c_found;  // ENC result
   reg [IW-1:0] c_sel;
 
   // Data-path stage 1 (the table is read here) and the delay line after it.
   reg [PW-1:0] dp_s1;
+  // Which entries match the key stage 1 samples: a temporary of this clock
+  // (assigned and read in the same edge), not a register.
+  reg [HIT_WORDS*32-1:0] dp_mv;
   reg dp_s1_v;
 
   wire [IW-1:0] arg_idx = op_index[IW-1:0];
@@ -220,12 +224,15 @@ module tcam (
     reg [IW:0] fs;
     reg [31:0] e;
     reg [7:0] err;
+    reg [HIT_WORDS*32-1:0] vec;  // S_VEC's vector
+    reg [31:0] cnt;  // S_COUNT's count
     integer b;
+    integer i;
     if (rst) begin
       state <= S_IDLE;
       c_code <= 32'd0;
       c_err <= 8'd0;
-      c_vec <= {DEPTH{1'b0}};
+      c_vec <= {HIT_WORDS * 32{1'b0}};
       c_found <= 1'b0;
       c_sel <= {IW{1'b0}};
       valid <= {DEPTH{1'b0}};
@@ -281,16 +288,22 @@ module tcam (
           state <= S_VEC;
         end
         S_VEC: begin
+          // SEARCH: the valid entries that match; INSERT: the free ones;
+          // FLUSH_DID: the valid ones whose identifier is in the bitmap.
+          vec = {HIT_WORDS * 32{1'b0}};
+          for (i = 0; i < DEPTH; i = i + 1)
           case (c_code)
-            CAM_CMD_SEARCH: c_vec <= match_vec(op_key);
-            CAM_CMD_INSERT: c_vec <= ~valid;
-            CAM_CMD_FLUSH_DID: c_vec <= did_vec(op_did_bitmap);
-            default: c_vec <= {DEPTH{1'b0}};
+            CAM_CMD_SEARCH:
+            vec[i] = valid[i] && ~|((op_key ^ key_mem[i]) & mask_mem[i]);
+            CAM_CMD_INSERT: vec[i] = ~valid[i];
+            CAM_CMD_FLUSH_DID: vec[i] = valid[i] && op_did_bitmap[did_mem[i]];
+            default: ;
           endcase
+          c_vec <= vec;
           state <= S_ENC;
         end
         S_ENC: begin
-          fs = first_set(c_vec);
+          fs = first_set(1'b0);
           c_found <= fs[IW];
           c_sel <= fs[IW-1:0];
           state <= S_COMMIT;
@@ -341,8 +354,8 @@ module tcam (
                 upd = 1'b1;
               end
               CAM_CMD_FLUSH_DID: begin
-                vn = vn & ~c_vec;
-                ec = c_vec;
+                vn = vn & ~c_vec[DEPTH-1:0];
+                ec = c_vec[DEPTH-1:0];
                 upd = 1'b1;
               end
               CAM_CMD_HIT_RC: begin
@@ -387,7 +400,9 @@ module tcam (
           state <= S_COUNT;
         end
         S_COUNT: begin
-          occupancy <= popcount(valid);
+          cnt = 32'd0;
+          for (i = 0; i < DEPTH; i = i + 1) cnt = cnt + {31'd0, valid[i]};
+          occupancy <= cnt;
           op_done <= 1'b1;
           state <= S_IDLE;
         end
@@ -397,7 +412,11 @@ module tcam (
       // ---- data path, stage 1: compare against the table as it stands
       dp_s1_v <= dp_valid;
       if (dp_valid) begin
-        fs = first_set(match_vec(dp_key));
+        /* verilator lint_off BLKSEQ */  // dp_mv: this edge's temporary
+        dp_mv = {HIT_WORDS * 32{1'b0}};
+        for (i = 0; i < DEPTH; i = i + 1) if (valid[i]) dp_mv[i] = dp_match(i[IW-1:0]);
+        /* verilator lint_on BLKSEQ */
+        fs = first_set(1'b1);
         dp_s1 <= {fs[IW], fs[IW-1:0], fs[IW] ? res_mem[fs[IW-1:0]] : 32'd0,
                   fs[IW] ? did_mem[fs[IW-1:0]] : {DB{1'b0}}};
         dp_lookups <= dp_lookups + 32'd1;

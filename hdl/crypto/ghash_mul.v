@@ -28,18 +28,12 @@ module ghash_mul #(
     reg [127:0] v;
     reg [7:0]   cnt;
 
-    reg [127:0] z_n, v_n;
-    integer j;
-    always @(*) begin
-        z_n = z;
-        v_n = v;
-        for (j = 0; j < DIGIT; j = j + 1) begin
-            if (xs[127 - j]) z_n = z_n ^ v_n;
-            v_n = v_n[0] ? ((v_n >> 1) ^ R) : (v_n >> 1);
-        end
-    end
-
-    always @(posedge clk) begin
+    // One step of DIGIT bits, computed only while a product runs (the
+    // simulator does no work for an idle multiplier).
+    always @(posedge clk) begin : step
+        reg [127:0] z_n;
+        reg [127:0] v_n;
+        integer j;
         if (rst) begin
             busy <= 1'b0;
             done <= 1'b0;
@@ -56,6 +50,12 @@ module ghash_mul #(
                 cnt <= 8'd0;
                 busy <= 1'b1;
             end else if (busy) begin
+                z_n = z;
+                v_n = v;
+                for (j = 0; j < DIGIT; j = j + 1) begin
+                    if (xs[127-j]) z_n = z_n ^ v_n;
+                    v_n = v_n[0] ? ({1'b0, v_n[127:1]} ^ R) : {1'b0, v_n[127:1]};
+                end
                 z <= z_n;
                 v <= v_n;
                 xs <= xs << DIGIT;
