@@ -22,7 +22,7 @@ pub enum Placement {
 
 /// An [`EspEngine`] that installs each SA on the card when it can (a free
 /// slot, a cipher the card runs) and on [`SoftwareEsp`] otherwise, then sends
-/// every packet to wherever its SA lives. Slot numbers in [`EspOutcome`] are
+/// every packet to wherever its SA lives. Slot numbers in [`EspOutcome`](super::EspOutcome) are
 /// those of the engine that ran the SA (see [`FallbackEsp::placement`]).
 pub struct FallbackEsp<R: RegIo> {
     card: Option<CardEsp<R>>,
