@@ -45,15 +45,26 @@ use crate::types::SaSlot;
 /// Key width in 32-bit words.
 pub const KEY_WORDS: usize = hal::regs::cam::KEY_WORDS as usize;
 
-/// Word 9 field positions.
+bitfield::bitfield! {
+    /// Key word 9, the fields every entry has: the IP protocol (bits 7:0), the entry type
+    /// ([`Kind`], 11:8), IPv6 (12) and the zone (20:13); bits 31:21 are reserved (zero).
+    #[derive(Clone, Copy)]
+    struct Word9(u32);
+    u8, proto, set_proto: 7, 0;
+    u8, kind, set_kind: 11, 8;
+    v6, set_v6: 12;
+    u8, zone, set_zone: 20, 13;
+}
+
+/// Word 9's masks.
 mod w9 {
-    pub const PROTO_LSB: u32 = 0;
-    pub const KIND_LSB: u32 = 8;
-    pub const V6_LSB: u32 = 12;
+    /// The zone's position.
     pub const ZONE_LSB: u32 = 13;
     /// proto + kind + v6 + reserved: always compared.
     pub const FIXED_MASK: u32 = !(0xFF << ZONE_LSB);
     pub const ZONE_MASK: u32 = 0xFF << ZONE_LSB;
+    /// The reserved bits above the zone.
+    pub const RESERVED_LSB: u32 = 21;
 }
 
 /// The raw key and mask of an entry, as the card stores them.
@@ -523,11 +534,12 @@ impl CamKey {
                 b.addr(4, dst);
             }
         }
-        let w9 = u32::from(kind.proto(v6)) << w9::PROTO_LSB
-            | (kind as u32) << w9::KIND_LSB
-            | u32::from(v6) << w9::V6_LSB
-            | u32::from(self.zone.unwrap_or(0)) << w9::ZONE_LSB;
-        b.b.key[9] = w9;
+        let mut w9 = Word9(0);
+        w9.set_proto(kind.proto(v6));
+        w9.set_kind(kind as u8);
+        w9.set_v6(v6);
+        w9.set_zone(self.zone.unwrap_or(0));
+        b.b.key[9] = w9.0;
         b.b.mask[9] = w9::FIXED_MASK
             | if self.zone.is_some() {
                 w9::ZONE_MASK
@@ -546,16 +558,16 @@ impl CamKey {
     pub fn decode(bits: &KeyBits) -> Result<Self, KeyError> {
         let b = bits.normalized();
         let (k, m) = (&b.key, &b.mask);
-        if m[9] & w9::FIXED_MASK != w9::FIXED_MASK || k[9] >> 21 != 0 {
+        if m[9] & w9::FIXED_MASK != w9::FIXED_MASK || k[9] >> w9::RESERVED_LSB != 0 {
             return Err(KeyError::Reserved { field: "type" });
         }
-        let code = (k[9] >> w9::KIND_LSB) & 0xF;
-        let kind = u8::try_from(code)
-            .ok()
-            .and_then(Kind::from_code)
-            .ok_or(KeyError::UnknownKind { code })?;
-        let v6 = (k[9] >> w9::V6_LSB) & 1 == 1;
-        let proto = k[9] & 0xFF;
+        let w9 = Word9(k[9]);
+        let code = w9.kind();
+        let kind = Kind::from_code(code).ok_or(KeyError::UnknownKind {
+            code: u32::from(code),
+        })?;
+        let v6 = w9.v6();
+        let proto = u32::from(w9.proto());
         if proto != u32::from(kind.proto(v6)) {
             return Err(KeyError::Protocol { kind, proto });
         }
