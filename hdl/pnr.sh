@@ -98,7 +98,8 @@ wait "$halfp"
 echo "$me: synthesized in $(($(date +%s) - start)) s; placing and routing at $freq MHz ($pnr_bin, seed $seed)"
 
 start=$(date +%s)
-if ! "$pnr_bin" --85k --package CABGA381 --speed 8 --out-of-context \
+# router2: router1 had not routed this design after 40 minutes
+if ! "$pnr_bin" --85k --package CABGA381 --speed 8 --out-of-context --router router2 \
     --json "$out/card.json" --freq "$freq" --seed "$seed" \
     --log "$out/pnr.log" -q >/dev/null 2>&1; then
     tail -n 30 "$out/pnr.log" >&2
@@ -110,6 +111,9 @@ echo
 
 echo "LFE5UM-85F, speed 8, CAM depth $depth, target $freq MHz"
 grep "Max frequency for clock" "$out/pnr.log" | sed 's/^Info:[[:space:]]*/  /' | sort -u
+echo
+echo "critical path (the end of nextpnr's report):"
+sed -n '/Critical path report for clock/,/^Info: *$/p' "$out/pnr.log" | tail -n 8 | sed 's/^Info:[[:space:]]*/  /'
 echo
 echo "utilisation (nextpnr, of the LFE5UM-85F):"
 grep -E "^Info:[[:space:]]+(Total LUT4s|Total DFFs|TRELLIS_COMB|TRELLIS_FF|TRELLIS_RAMW|DP16KD|MULT18X18D):" \
