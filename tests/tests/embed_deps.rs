@@ -2,7 +2,8 @@
 //! runtime. The normal dependency trees of `hal`, `driver` and `cluster-core` (what a vendor's
 //! build compiles, dev-dependencies aside) hold no tokio, no Raft, no protobuf and no clap;
 //! `host`'s tree holds all four (which shows the check sees them). `cargo tree` reads the
-//! lockfile and the local package cache only (`--locked --offline`).
+//! lockfile and the local package cache only (`--locked --offline`). The four library crates
+//! (`hal`, `driver`, `sim-bridge`, `cluster-core`) package for a registry.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -81,5 +82,45 @@ fn the_check_sees_the_daemons_crates_in_host() {
     let found = daemon_only(&names);
     for b in DAEMON_ONLY {
         assert!(found.contains(b), "{b} not found in host's tree: {found:?}");
+    }
+}
+
+#[test]
+fn the_library_crates_package_for_a_registry() {
+    // Packaging checks what a registry needs: every dependency has a version, the readme is
+    // there, the manifest's metadata is well formed. No build (`--no-verify`), into a scratch
+    // target directory.
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+    let out = Command::new(cargo)
+        .args([
+            "package",
+            "-p",
+            "hal",
+            "-p",
+            "driver",
+            "-p",
+            "sim-bridge",
+            "-p",
+            "cluster-core",
+            "--no-verify",
+            "--allow-dirty",
+            "--offline",
+        ])
+        .env("CARGO_TARGET_DIR", scratch.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "cargo package failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for krate in ["hal", "driver", "sim-bridge", "cluster-core"] {
+        let file = scratch
+            .path()
+            .join("package")
+            .join(format!("{krate}-0.1.0.crate"));
+        assert!(file.is_file(), "{} not written", file.display());
     }
 }
