@@ -93,6 +93,12 @@ pub mod siphash;
 #[cfg(any(test, feature = "proptest"))]
 pub mod strategies;
 
+/// The embedding guide (`docs/embedding.md`), here only so that `cargo test --doc` compiles
+/// and runs its code blocks: the guide cannot drift from the crates.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/embedding.md")]
+pub struct EmbeddingGuide;
+
 pub use alloc_policy::Allocation;
 pub use card_table::CardTable;
 pub use common::CommonTable;
