@@ -61,6 +61,36 @@ pub struct CardInfo {
 }
 
 /// A typed CAM entry: key (with wildcards), distribution identifier, result.
+///
+/// # Examples
+///
+/// A wildcard entry: every TCP connection to port 22 of 198.51.100.0/24, from anywhere, goes to
+/// the host; a concrete packet's key hits it.
+///
+/// ```
+/// use driver::{Action, CamEntry, CamKey, Card, DistributionId, Flow, IpPrefix, ResultWord};
+///
+/// let any_ssh = CamEntry {
+///     key: CamKey::new(None, Flow::Tcp {
+///         src: IpPrefix::any_v4(),
+///         dst: "198.51.100.0/24".parse()?,
+///         src_port: None,
+///         dst_port: Some(22),
+///     }),
+///     did: DistributionId(0),
+///     result: ResultWord::new(Action::ToHost),
+/// };
+/// let mut card = Card::probe(sim_bridge::model::ModelCard::new())?;
+/// card.insert(&any_ssh)?;
+/// let packet = CamKey::new(Some(0), Flow::Tcp {
+///     src: "192.0.2.9".parse()?,
+///     dst: "198.51.100.7".parse()?,
+///     src_port: Some(50_000),
+///     dst_port: Some(22),
+/// });
+/// assert_eq!(card.search(&packet)?.map(|h| h.result.action), Some(Action::ToHost));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CamEntry {
     /// What the entry matches.
@@ -116,6 +146,22 @@ fn as_message<S: serde::Serializer>(e: &Option<KeyError>, s: S) -> Result<S::Ok,
 }
 
 /// The card's counters.
+///
+/// # Examples
+///
+/// ```
+/// use driver::Card;
+///
+/// let mut card = Card::probe(sim_bridge::model::ModelCard::new())?;
+/// for n in 0..3 {
+///     card.insert(&driver::sample::sample_entry(n))?;
+/// }
+/// let c = card.counters()?;
+/// assert_eq!(c.occupancy, 3);
+/// assert!(c.cmd_count >= 3);
+/// assert_eq!(c.err_count, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Counters {
     /// Valid entries (`OCCUPANCY`).
@@ -150,6 +196,29 @@ pub struct AgingScan {
 /// Priority: the lowest matching index wins a search, and inserts take the
 /// lowest free slot. Callers that need an order between overlapping wildcard
 /// entries place them with [`Card::write_at`].
+///
+/// # Examples
+///
+/// Probe a card (here the reference model; on hardware a `hal::vfio::VfioCard`), install an
+/// entry, find it, remove it:
+///
+/// ```
+/// use driver::{Action, CamEntry, CamKey, Card, DistributionId, Flow, ResultWord};
+///
+/// let mut card = Card::probe(sim_bridge::model::ModelCard::new())?;
+/// assert!(card.is_empty() && card.depth() > 0);
+/// let key = CamKey::new(None, Flow::Icmp {
+///     src: "192.0.2.1".parse()?,
+///     dst: "192.0.2.2".parse()?,
+///     id: Some(7),
+/// });
+/// let entry = CamEntry { key, did: DistributionId(1), result: ResultWord::new(Action::Accept) };
+/// let slot = card.insert(&entry)?;
+/// assert_eq!(card.find(&key)?, Some(slot));
+/// assert_eq!(card.remove(&key)?, Some(slot));
+/// assert!(card.search(&key)?.is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Card<R: RegIo> {
     regs: R,
     info: CardInfo,

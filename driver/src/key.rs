@@ -367,6 +367,22 @@ impl Flow {
 }
 
 /// A typed CAM key: a flow pattern plus a zone.
+///
+/// # Examples
+///
+/// A key encodes into the card's 320-bit key and mask words and decodes back to the same key:
+///
+/// ```
+/// use driver::{CamKey, Flow};
+///
+/// let key = CamKey::new(None, Flow::Esp { dst: "203.0.113.1".parse()?, spi: Some(0x1000) });
+/// let bits = key.encode()?;
+/// assert_eq!(CamKey::decode(&bits)?, key);
+/// // the SPI is matched exactly, the zone is a wildcard
+/// let other = CamKey::new(Some(3), Flow::Esp { dst: "203.0.113.1".parse()?, spi: Some(0x1000) });
+/// assert!(bits.matches(&other.encode()?.key));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CamKey {
     /// Zone (`None` = any zone).

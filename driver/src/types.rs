@@ -63,6 +63,24 @@ const DID_WORDS: usize = hal::regs::cam::DID_WORDS as usize;
 /// A set of distribution identifiers, stored as the card's 4,096-bit
 /// `DID_BITMAP` (bit d of word d/32 = identifier d), so it holds identifiers
 /// 0..=4095 only. Serialises as a sorted list of identifiers.
+///
+/// # Examples
+///
+/// The identifiers a node lost in a reallocation, flushed from the card with one command:
+///
+/// ```
+/// use driver::{Card, DidSet, DistributionId};
+///
+/// let lost = DidSet::from_ids([DistributionId(2), DistributionId(5)])?;
+/// assert!(lost.contains(DistributionId(5)) && !lost.contains(DistributionId(3)));
+/// assert_eq!(lost.len(), 2);
+/// assert!(DidSet::from_ids([DistributionId(4096)]).is_err());
+///
+/// let mut card = Card::probe(sim_bridge::model::ModelCard::new())?;
+/// let flushed = card.flush_dids(&lost)?;
+/// assert_eq!(flushed, 0); // nothing was installed
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "Vec<u16>", into = "Vec<u16>")]
 pub struct DidSet {

@@ -119,6 +119,40 @@ pub trait Wires {
 /// Object safe and `Send`, so a driver can hold `Box<dyn RegIo>` and move it
 /// between threads. Accesses take `&mut self` because simulated backends
 /// advance their clock on every access.
+///
+/// # Examples
+///
+/// A backend is four methods. Sixteen plain registers, the shape of a test double:
+///
+/// ```
+/// use hal::io::check_access;
+/// use hal::{BarOffset, HalError, RegIo};
+///
+/// struct Scratch([u32; 16]);
+///
+/// impl RegIo for Scratch {
+///     fn read32(&mut self, offset: BarOffset) -> Result<u32, HalError> {
+///         Ok(self.0[check_access(offset, self.size())? / 4])
+///     }
+///     fn write32(&mut self, offset: BarOffset, value: u32) -> Result<(), HalError> {
+///         self.0[check_access(offset, self.size())? / 4] = value;
+///         Ok(())
+///     }
+///     fn size(&self) -> u64 {
+///         64
+///     }
+///     fn describe(&self) -> String {
+///         "scratch".into()
+///     }
+/// }
+///
+/// let mut regs = Scratch([0; 16]);
+/// regs.write32(BarOffset(8), 0xfeed)?;
+/// assert_eq!(regs.read32(BarOffset(8))?, 0xfeed);
+/// assert!(matches!(regs.read32(BarOffset(6)), Err(HalError::Misaligned { .. })));
+/// assert!(matches!(regs.read32(BarOffset(64)), Err(HalError::OutOfBounds { .. })));
+/// # Ok::<(), HalError>(())
+/// ```
 pub trait RegIo: Send {
     /// Read the 32-bit register at `offset`.
     ///

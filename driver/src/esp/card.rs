@@ -105,6 +105,32 @@ impl<R: RegIo> std::fmt::Debug for CardEspRef<'_, R> {
 
 /// The card's ESP engine behind [`EspEngine`], owning its card (inbound SAs get their own CAM
 /// entries: [`SaLookup::OwnCamEntries`]).
+///
+/// # Examples
+///
+/// Both SAs of one tunnel on the card: what the outbound SA seals, the inbound one opens, once.
+///
+/// ```
+/// use driver::esp::{CardEsp, Direction, EspEngine, EspError, EspRequest, SaConfig, SaKey, Spi};
+/// use driver::Card;
+///
+/// let mut esp = CardEsp::new(Card::probe(sim_bridge::model::ModelCard::new())?)?;
+/// for dir in [Direction::Outbound, Direction::Inbound] {
+///     esp.install_sa(&SaConfig::gcm(Spi(0x2000), dir, SaKey::new(&[9; 16], [0; 4])?))?;
+/// }
+/// let (out, packet) = esp.process(EspRequest::Encapsulate {
+///     spi: Spi(0x2000),
+///     next_header: 4,
+///     payload: b"inner",
+/// })?;
+/// assert_eq!(out.seq, 1);
+/// let (_, inner) = esp.process(EspRequest::Decapsulate { packet: &packet })?;
+/// assert_eq!(inner, b"inner");
+/// // the same packet again is a replay
+/// let again = esp.process(EspRequest::Decapsulate { packet: &packet });
+/// assert!(matches!(again, Err(EspError::Replay { seq: 1, .. })));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct CardEsp<R: RegIo> {
     card: Card<R>,
     state: CardEspState,

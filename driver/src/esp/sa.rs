@@ -94,6 +94,20 @@ impl IcvLen {
 /// An AES key (128 or 256 bits) with its RFC 4106 salt.
 ///
 /// Wiped when dropped; `Debug` shows the key size only.
+///
+/// # Examples
+///
+/// ```
+/// use driver::esp::{EspError, SaKey};
+///
+/// let key = SaKey::new(&[7; 32], [1, 2, 3, 4])?;
+/// assert_eq!(key.bits(), 256);
+/// // Debug never shows the key
+/// assert_eq!(format!("{key:?}"), "SaKey(<256 bits, redacted>)");
+/// // AES-192 is not an ESP key this card runs
+/// assert!(matches!(SaKey::new(&[7; 24], [0; 4]), Err(EspError::Unsupported { .. })));
+/// # Ok::<(), EspError>(())
+/// ```
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct SaKey {
     key: [u8; 32],
