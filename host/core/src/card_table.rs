@@ -31,6 +31,32 @@ use driver::{
 use std::net::IpAddr;
 
 /// A node-specific table on a card.
+///
+/// # Examples
+///
+/// The state core's entries in a card's CAM; one command flushes an identifier:
+///
+/// ```
+/// use cluster_core::{
+///     CardTable, ConnState, DistributionId, Endpoint, Entry, FlowKey, IdCount, L4Proto, NodeId,
+///     NodeSpecificTable,
+/// };
+/// use driver::Card;
+///
+/// let count = IdCount::new(16)?;
+/// let mut table = CardTable::new(Card::probe(sim_bridge::model::ModelCard::new())?, count)?;
+/// let (key, _) = FlowKey::transport(
+///     L4Proto::Tcp,
+///     Endpoint::new("192.0.2.1".parse()?, 40_000),
+///     Endpoint::new("198.51.100.80".parse()?, 443),
+/// );
+/// table.insert(Entry::new(key, DistributionId(4), ConnState::Established, NodeId(1)))?;
+/// assert_eq!(table.card().len(), 1); // in the CAM
+/// assert!(table.get(&key).is_some());
+/// assert_eq!(table.flush_dist(DistributionId(4))?, 1);
+/// assert!(table.card().is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct CardTable<R: RegIo> {
     hw: CardHw<R>,
     shadow: IndexedEntries,

@@ -279,6 +279,39 @@ pub struct DistDigest {
 }
 
 /// The common table.
+///
+/// # Examples
+///
+/// Every node's entries, by identifier: what a gaining node selects from when an identifier comes
+/// to it.
+///
+/// ```
+/// use cluster_core::{
+///     CommonTable, ConnState, DistributionId, Endpoint, Entry, FlowKey, IdCount, L4Proto, Millis,
+///     NodeId,
+/// };
+///
+/// let mut common = CommonTable::new(IdCount::new(16)?);
+/// let mut keys = Vec::new();
+/// for port in 0..6u16 {
+///     let (key, _) = FlowKey::transport(
+///         L4Proto::Tcp,
+///         Endpoint::new("192.0.2.1".parse()?, 40_000 + port),
+///         Endpoint::new("198.51.100.80".parse()?, 443),
+///     );
+///     let dist = DistributionId(port % 2);
+///     common.upsert_local(Entry::new(key, dist, ConnState::Established, NodeId(1)));
+///     keys.push(key);
+/// }
+/// assert_eq!(common.len(), 6);
+/// assert_eq!(common.select(DistributionId(1)).count(), 3);
+/// assert_eq!(common.digest(DistributionId(1)).count, 3);
+/// // a clear of the entry's version removes it
+/// let version = common.get(&keys[1]).map(|e| e.version).expect("held");
+/// assert!(common.clear(&keys[1], version, Millis(0)).is_some());
+/// assert_eq!(common.dist_len(DistributionId(1)), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct CommonTable {
     entries: IndexedEntries,
     digests: Vec<DistDigest>,

@@ -95,6 +95,28 @@ impl Buf {
 }
 
 /// Computes distribution identifiers.
+///
+/// # Examples
+///
+/// Both directions of a connection, and both ends of an IPsec tunnel, get one identifier:
+///
+/// ```
+/// use cluster_core::{ClusterSecret, Distributor, Endpoint, FlowKey, IdCount, L4Proto};
+///
+/// let dist = Distributor::new(&ClusterSecret::new(*b"16 secret bytes!"), IdCount::new(256)?);
+/// let client = Endpoint::new("192.0.2.1".parse()?, 40_000);
+/// let server = Endpoint::new("198.51.100.80".parse()?, 443);
+/// let (there, _) = FlowKey::transport(L4Proto::Tcp, client, server);
+/// let (back, _) = FlowKey::transport(L4Proto::Tcp, server, client);
+/// assert_eq!(dist.for_key(&there), dist.for_key(&back));
+/// let d = dist.for_key(&there).expect("a TCP flow has an identifier");
+/// assert!(d.0 < 256);
+/// assert_eq!(
+///     dist.for_ipsec_peers(client.addr, server.addr),
+///     dist.for_ipsec_peers(server.addr, client.addr)
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Distributor {
     k0: u64,

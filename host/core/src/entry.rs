@@ -235,6 +235,22 @@ pub struct Nat {
 }
 
 /// One entry of the node-specific and common tables (figure 5A).
+///
+/// # Examples
+///
+/// ```
+/// use cluster_core::{ConnState, DistributionId, Endpoint, Entry, FlowKey, L4Proto, NodeId};
+///
+/// let (key, _) = FlowKey::transport(
+///     L4Proto::Udp,
+///     Endpoint::new("192.0.2.1".parse()?, 5353),
+///     Endpoint::new("198.51.100.53".parse()?, 53),
+/// );
+/// let e = Entry::new(key, DistributionId(9), ConnState::UdpUnreplied, NodeId(2));
+/// assert_eq!((e.dist, e.creator), (DistributionId(9), NodeId(2)));
+/// assert!(!key.is_tcp());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// The key.

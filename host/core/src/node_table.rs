@@ -231,6 +231,28 @@ pub trait NodeSpecificTable {
 }
 
 /// Host-memory node-specific table (claim 19). Unbounded unless built with a capacity.
+///
+/// # Examples
+///
+/// ```
+/// use cluster_core::{
+///     ConnState, DistributionId, Endpoint, Entry, FlowKey, IdCount, L4Proto, NodeId,
+///     NodeSpecificTable, SoftwareTable,
+/// };
+///
+/// let mut table = SoftwareTable::new(IdCount::new(16)?);
+/// let (key, _) = FlowKey::transport(
+///     L4Proto::Udp,
+///     Endpoint::new("192.0.2.1".parse()?, 5353),
+///     Endpoint::new("198.51.100.53".parse()?, 53),
+/// );
+/// table.insert(Entry::new(key, DistributionId(3), ConnState::UdpUnreplied, NodeId(1)))?;
+/// assert_eq!((table.len(), table.dist_len(DistributionId(3))), (1, 1));
+/// assert!(table.lookup(&key).is_some());
+/// table.flush_dist(DistributionId(3))?;
+/// assert!(table.get(&key).is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct SoftwareTable {
     entries: IndexedEntries,
     capacity: Option<usize>,

@@ -648,6 +648,22 @@ impl<T: AsRef<[u8]>> DatagramView<T> {
 /// A record of the reliable replication stream.
 ///
 /// `Debug` never prints key bytes.
+///
+/// # Examples
+///
+/// A key record keeps its key out of `Debug`:
+///
+/// ```
+/// use cluster_core::Record;
+/// use zeroize::Zeroizing;
+///
+/// let rec = Record::SaKey { spi: 0x1000, key: Zeroizing::new(vec![0xAB; 20]) };
+/// let mut wire = Vec::new();
+/// rec.emit(&mut wire);
+/// assert_eq!(Record::parse(&wire), Ok(rec.clone()));
+/// assert!(!format!("{rec:?}").to_lowercase().contains("ab, "));
+/// assert!(!format!("{rec:?}").contains("171"));
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub enum Record {
     /// `E`: a replication event.

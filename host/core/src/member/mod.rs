@@ -202,6 +202,27 @@ struct Input<'a> {
 }
 
 /// The member's settings.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use cluster_core::member::{MemberConfig, Role};
+/// use cluster_core::{IdCount, NodeId};
+///
+/// let all = [NodeId(1), NodeId(2), NodeId(3)];
+/// let cfg = MemberConfig::all_members(
+///     NodeId(2),
+///     &all,
+///     IdCount::new(256)?,
+///     Duration::from_millis(300),
+///     Duration::from_millis(50),
+///     1000,
+/// );
+/// assert_eq!(cfg.peers, [(NodeId(1), Role::Member), (NodeId(3), Role::Member)]);
+/// assert!(cfg.members.contains(&NodeId(2)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct MemberConfig {
     /// This node.
@@ -305,6 +326,44 @@ pub struct MemberCounters {
 }
 
 /// One cluster member. `T` is its node-specific table (the card).
+///
+/// # Examples
+///
+/// A member before any allocation is agreed: its first tick says hello to its peers, and it takes
+/// no traffic yet. The `embed_core` and `embed_appliance` examples run whole clusters.
+///
+/// ```
+/// use std::time::Duration;
+/// use cluster_core::member::{ConsensusView, Member, MemberConfig, Output, PacketOutcome, Time};
+/// use cluster_core::packet::build;
+/// use cluster_core::{Allocation, ClusterSecret, Epoch, IdCount, Node, NodeConfig, NodeId, SoftwareTable};
+///
+/// let count = IdCount::new(16)?;
+/// let nodes = [NodeId(1), NodeId(2)];
+/// let cfg = MemberConfig::all_members(
+///     NodeId(1), &nodes, count, Duration::from_millis(300), Duration::from_millis(50), 1000,
+/// );
+/// let mut core = NodeConfig::new(NodeId(1), ClusterSecret::new([7; 16]));
+/// core.count = count;
+/// let mut m = Member::new(cfg, Node::new(core, SoftwareTable::new(count)));
+///
+/// let t = Time { mono: Duration::from_millis(10), unix_ms: 1_700_000_000_010 };
+/// let agreed = Allocation::unowned(Epoch(0), count);
+/// m.tick(t, &ConsensusView {
+///     is_leader: false,
+///     leader: Some(NodeId(2)),
+///     agreed: &agreed,
+///     voters: &nodes,
+///     conf_change_pending: false,
+/// });
+/// let outs: Vec<Output> = m.drain_outputs().collect();
+/// assert!(outs.iter().any(|o| matches!(o, Output::Heartbeat { to, .. } if *to == NodeId(2))));
+///
+/// let pkt = build::udp("192.0.2.1".parse()?, 5353, "198.51.100.53".parse()?, 53, b"q")
+///     .expect("a UDP packet");
+/// assert_eq!(m.on_packet(t, &pkt), PacketOutcome::NotReady);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Member<T: NodeSpecificTable> {
     cfg: MemberConfig,
     core: Node<T>,
