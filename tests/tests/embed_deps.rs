@@ -12,30 +12,38 @@ use std::process::Command;
 /// `tokio-macros`, `raft-proto`, `clap_builder`, ...).
 const DAEMON_ONLY: &[&str] = &["tokio", "raft", "protobuf", "clap"];
 
-/// The package names in `package`'s normal dependency tree, itself included.
-fn tree(package: &str) -> BTreeSet<String> {
+/// Runs the cargo that runs this test with `args` (and `env`) in this workspace; its stdout,
+/// or a failure with its stderr.
+fn cargo(args: &[&str], env: &[(&str, &std::path::Path)]) -> String {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
-    let out = Command::new(cargo)
-        .args([
-            "tree",
-            "-p",
-            package,
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--locked",
-            "--offline",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo runs");
+    let mut cmd = Command::new(cargo);
+    cmd.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("cargo runs");
     assert!(
         out.status.success(),
-        "cargo tree -p {package} failed: {}",
+        "cargo {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The package names in `package`'s normal dependency tree, itself included.
+fn tree(package: &str) -> BTreeSet<String> {
+    let args = [
+        "tree",
+        "-p",
+        package,
+        "-e",
+        "normal",
+        "--prefix",
+        "none",
+        "--locked",
+        "--offline",
+    ];
+    cargo(&args, &[])
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_string)
@@ -91,31 +99,11 @@ fn the_library_crates_package_for_a_registry() {
     // there, the manifest's metadata is well formed. No build (`--no-verify`), into a scratch
     // target directory.
     let scratch = tempfile::tempdir().expect("a scratch directory");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
-    let out = Command::new(cargo)
-        .args([
-            "package",
-            "-p",
-            "hal",
-            "-p",
-            "driver",
-            "-p",
-            "sim-bridge",
-            "-p",
-            "cluster-core",
-            "--no-verify",
-            "--allow-dirty",
-            "--offline",
-        ])
-        .env("CARGO_TARGET_DIR", scratch.path())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo runs");
-    assert!(
-        out.status.success(),
-        "cargo package failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut args = vec!["package", "--no-verify", "--allow-dirty", "--offline"];
+    for krate in ["hal", "driver", "sim-bridge", "cluster-core"] {
+        args.extend(["-p", krate]);
+    }
+    cargo(&args, &[("CARGO_TARGET_DIR", scratch.path())]);
     for krate in ["hal", "driver", "sim-bridge", "cluster-core"] {
         let file = scratch
             .path()

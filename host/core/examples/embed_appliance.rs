@@ -98,48 +98,32 @@ fn run() -> Result<(), String> {
     let mut c = Cluster::new(vec![Member::new(mcfg, Node::new(cfg, table))], count);
     c.settle()?;
 
-    // The data plane: (port a frame arrives on, the frame, the outcome the member must give).
-    let script = [
-        (
-            OUTSIDE,
-            frame(false, Tcp::Syn, 1, b"")?,
-            PacketOutcome::Created,
-        ),
-        (
-            INSIDE,
-            frame(true, Tcp::SynAck, 9, b"")?,
-            PacketOutcome::Hit,
-        ),
-        (OUTSIDE, frame(false, Tcp::Ack, 2, b"")?, PacketOutcome::Hit),
-        (
-            OUTSIDE,
-            frame(false, Tcp::Ack, 2, b"GET / HTTP/1.1\r\n\r\n")?,
-            PacketOutcome::Hit,
-        ),
-        (
-            INSIDE,
-            frame(true, Tcp::Ack, 10, b"HTTP/1.1 200 OK\r\n\r\n")?,
-            PacketOutcome::Hit,
-        ),
-        (
-            OUTSIDE,
-            frame(false, Tcp::Ack, 20, b"more")?,
-            PacketOutcome::Hit,
-        ),
+    // The data plane's script: the port a frame arrives on, whether it is the server's reply,
+    // its TCP flags, sequence number and payload, and the outcome the member must give.
+    use PacketOutcome::{Created, Hit};
+    #[rustfmt::skip]
+    let script: [(u8, bool, Tcp, u32, &[u8], PacketOutcome); 6] = [
+        (OUTSIDE, false, Tcp::Syn, 1, b"", Created),
+        (INSIDE, true, Tcp::SynAck, 9, b"", Hit),
+        (OUTSIDE, false, Tcp::Ack, 2, b"", Hit),
+        (OUTSIDE, false, Tcp::Ack, 2, b"GET / HTTP/1.1\r\n\r\n", Hit),
+        (INSIDE, true, Tcp::Ack, 10, b"HTTP/1.1 200 OK\r\n\r\n", Hit),
+        (OUTSIDE, false, Tcp::Ack, 20, b"more", Hit),
     ];
     let mut sent = [Vec::new(), Vec::new()];
     let before = c
         .member(NodeId(1))
         .port_counters()
         .ok_or("the card has a packet port")?;
-    for (i, (port, f, want)) in script.iter().enumerate() {
+    for (i, &(port, reply, flags, seq, payload, want)) in script.iter().enumerate() {
+        let f = frame(reply, flags, seq, payload)?;
         let t = c.time();
         let mut egress = Vec::new();
-        let got = c.member(NodeId(1)).on_frame(t, *port, f, &mut egress);
+        let got = c.member(NodeId(1)).on_frame(t, port, &f, &mut egress);
         println!("frame {i} on port {port}: {got:?}, {} out", egress.len());
-        check(got == *want, "the verdict the script expects")?;
+        check(got == want, "the verdict the script expects")?;
         check(
-            egress.len() == 1 && egress[0].0 == port ^ 1 && egress[0].1 == *f,
+            egress.len() == 1 && egress[0].0 == port ^ 1 && egress[0].1 == f,
             "the frame leaves out of the other port unchanged",
         )?;
         for (out, bytes) in egress {
@@ -207,13 +191,7 @@ fn run() -> Result<(), String> {
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("embed_appliance: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    support::exit_code("embed_appliance", run())
 }
 
 #[test]

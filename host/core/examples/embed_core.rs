@@ -137,13 +137,7 @@ fn run() -> Result<(), String> {
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("embed_core: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    support::exit_code("embed_core", run())
 }
 
 #[test]

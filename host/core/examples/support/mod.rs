@@ -207,3 +207,15 @@ pub fn check(ok: bool, what: &str) -> Result<(), String> {
         Err(format!("check failed: {what}"))
     }
 }
+
+/// The exit code of example `name` for its outcome: failure (with the reason on stderr) on
+/// an error.
+pub fn exit_code(name: &str, outcome: Result<(), String>) -> std::process::ExitCode {
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
