@@ -73,6 +73,10 @@ fn conn_frame(
     Ok(out)
 }
 
+/// One frame of the data plane's script: the port it arrives on, whether it is the server's
+/// reply, its TCP flags, sequence number and payload, and the outcome the member must give.
+type Scripted = (u8, bool, Tcp, u32, &'static [u8], PacketOutcome);
+
 /// A frame of the connection from the client's port 40000.
 fn frame(reply: bool, flags: Tcp, seq: u32, payload: &[u8]) -> Result<Vec<u8>, String> {
     conn_frame(40_000, reply, flags, seq, payload)
@@ -98,11 +102,10 @@ fn run() -> Result<(), String> {
     let mut c = Cluster::new(vec![Member::new(mcfg, Node::new(cfg, table))], count);
     c.settle()?;
 
-    // The data plane's script: the port a frame arrives on, whether it is the server's reply,
-    // its TCP flags, sequence number and payload, and the outcome the member must give.
+    // The data plane's script (see `Scripted`).
     use PacketOutcome::{Created, Hit};
     #[rustfmt::skip]
-    let script: [(u8, bool, Tcp, u32, &[u8], PacketOutcome); 6] = [
+    let script: [Scripted; 6] = [
         (OUTSIDE, false, Tcp::Syn, 1, b"", Created),
         (INSIDE, true, Tcp::SynAck, 9, b"", Hit),
         (OUTSIDE, false, Tcp::Ack, 2, b"", Hit),
