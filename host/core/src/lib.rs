@@ -77,6 +77,7 @@
 pub mod alloc_policy;
 pub mod card_table;
 pub mod common;
+pub mod consistency;
 pub mod distribution;
 pub mod entry;
 pub mod events;

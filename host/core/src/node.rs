@@ -2021,6 +2021,10 @@ mod tests {
             assert!(n1.node_table().get(&k).is_some());
         }
         assert!(n1.check_tables().is_empty());
+        // the session entries' identifiers recompute from their digests (claim 12)
+        let ids = n1.check_identifiers();
+        assert_eq!(ids.common, 3, "the connection and its two sessions");
+        assert!(ids.is_consistent(), "{ids:?}");
         assert_eq!(tls_session_id(&hello[..40]), None);
         assert_eq!(http_cookie(b"HTTP/1.1 200 OK\r\nCookie: x\r\n"), None);
         assert_eq!(http_cookie(b"GET / HTTP/1.1\r\nCookie:\r\n"), None);

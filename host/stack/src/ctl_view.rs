@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::daemon::control::ControlClient;
-use crate::daemon::protocol::{AllocationReply, Request, Response, TableName};
+use crate::daemon::protocol::{AllocationReply, CheckReply, Request, Response, TableName};
 use crate::filter::Filter;
 
 /// The output format chosen by the flags.
@@ -104,6 +104,36 @@ pub fn allocation_table(a: &AllocationReply) -> String {
             ranges(&unowned),
             unowned.len()
         );
+    }
+    s
+}
+
+/// `ctl check` for people: how many entries had their identifier recomputed, a table of the
+/// entries stored under another identifier than their key gives, and the other problems.
+pub fn check_table(c: &CheckReply) -> String {
+    let mut s = format!(
+        "{} entries checked: {} under a wrong identifier, {} other problems\n",
+        c.checked,
+        c.mismatches.len(),
+        c.problems.len()
+    );
+    if !c.mismatches.is_empty() {
+        let rows: Vec<Vec<String>> = c
+            .mismatches
+            .iter()
+            .map(|m| {
+                vec![
+                    m.table.clone(),
+                    m.stored.to_string(),
+                    m.recomputed.to_string(),
+                    m.key.clone(),
+                ]
+            })
+            .collect();
+        s += &table(&["TABLE", "STORED", "RECOMPUTED", "KEY"], &rows);
+    }
+    for p in &c.problems {
+        let _ = writeln!(s, "problem: {p}");
     }
     s
 }
@@ -699,6 +729,34 @@ mod tests {
         let mut ids: Vec<u16> = (0..=84).collect();
         ids.extend([170, 171]);
         assert_eq!(ranges(&ids), "0-84, 170-171");
+    }
+
+    #[test]
+    fn check_as_a_table_of_mismatches() {
+        use crate::daemon::protocol::IdMismatch;
+        let mut c = CheckReply {
+            checked: 3,
+            mismatches: vec![],
+            problems: vec![],
+        };
+        assert_eq!(
+            check_table(&c),
+            "3 entries checked: 0 under a wrong identifier, 0 other problems\n"
+        );
+        c.mismatches.push(IdMismatch {
+            key: "esp 192.0.2.9 -> 192.0.2.1 spi=0x00001000".into(),
+            recomputed: 17,
+            stored: 200,
+            table: "common".into(),
+        });
+        c.problems.push("1: identifier 4: node-specific table holds 1 entries".into());
+        assert_eq!(
+            check_table(&c),
+            "3 entries checked: 1 under a wrong identifier, 1 other problems\n\
+             TABLE   STORED  RECOMPUTED  KEY\n\
+             common  200     17          esp 192.0.2.9 -> 192.0.2.1 spi=0x00001000\n\
+             problem: 1: identifier 4: node-specific table holds 1 entries\n"
+        );
     }
 
     #[test]
