@@ -62,9 +62,9 @@ pub enum FlowKey {
     /// peers, which its identifier is hashed from) and SPI. One direction: the two SAs of a
     /// tunnel are two keys, with `src` and `dst` swapped.
     Esp {
-        /// Source address of the SA (the peer that seals with it).
+        /// Source address of the SA: the tunnel peer opposite `dst`.
         src: IpAddr,
-        /// Destination address of the SA (the peer that opens with it).
+        /// Destination address of the SA.
         dst: IpAddr,
         /// Security Parameter Index.
         spi: u32,

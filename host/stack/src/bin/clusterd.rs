@@ -618,7 +618,7 @@ enum ViewCmd {
         /// common or card.
         #[arg(long, default_value = "common", value_parser = host::daemon::protocol::TableName::from_str)]
         table: host::daemon::protocol::TableName,
-        /// The key: PROTO SRC:SPORT -> DST:DPORT, icmp SRC -> DST id=N, esp -> DST spi=0xN.
+        /// The key: PROTO SRC:SPORT -> DST:DPORT, icmp SRC -> DST id=N, esp SRC -> DST spi=0xN.
         #[arg(required = true, num_args = 1.., allow_hyphen_values = true, value_name = "KEY")]
         key: Vec<String>,
     },
