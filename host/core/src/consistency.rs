@@ -192,8 +192,13 @@ mod tests {
                 let (k, _, d) = p.flow(&dist)?;
                 let v4 = matches!(
                     k,
-                    FlowKey::Esp { src: IpAddr::V4(_), .. }
-                        | FlowKey::Isakmp { lo: IpAddr::V4(_), .. }
+                    FlowKey::Esp {
+                        src: IpAddr::V4(_),
+                        ..
+                    } | FlowKey::Isakmp {
+                        lo: IpAddr::V4(_),
+                        ..
+                    }
                 );
                 v4.then_some(d)
             })
@@ -219,7 +224,12 @@ mod tests {
         };
         let right = dist.for_key(&esp);
         let wrong = DistributionId((right.0 + 1) % 256);
-        common.upsert_local(Entry::new(tcp, dist.for_key(&tcp), ConnState::Established, NodeId(1)));
+        common.upsert_local(Entry::new(
+            tcp,
+            dist.for_key(&tcp),
+            ConnState::Established,
+            NodeId(1),
+        ));
         common.upsert_local(Entry::new(esp, wrong, ConnState::EspSa, NodeId(1)));
         let mut out = IdentifierCheck::default();
         check_entries(&dist, CheckedTable::Common, common.iter(), &mut out);
@@ -274,7 +284,10 @@ mod tests {
             .iter()
             .map(|m| (m.table, m.key, m.stored, m.recomputed))
             .collect();
-        assert!(bad.contains(&(CheckedTable::Common, key, wrong, right)), "{bad:?}");
+        assert!(
+            bad.contains(&(CheckedTable::Common, key, wrong, right)),
+            "{bad:?}"
+        );
         assert!(bad.iter().all(|b| b.1 == key));
         // identifier by identifier: found under the stored one, nothing under the right one
         let mut one = IdentifierCheck::default();

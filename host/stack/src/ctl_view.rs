@@ -749,7 +749,8 @@ mod tests {
             stored: 200,
             table: "common".into(),
         });
-        c.problems.push("1: identifier 4: node-specific table holds 1 entries".into());
+        c.problems
+            .push("1: identifier 4: node-specific table holds 1 entries".into());
         assert_eq!(
             check_table(&c),
             "3 entries checked: 1 under a wrong identifier, 1 other problems\n\

@@ -1164,8 +1164,14 @@ mod tests {
 
     #[test]
     fn check_requests_and_answers_parse() {
-        assert_eq!(Request::parse(r#"{"cmd":"check"}"#).unwrap(), Request::Check);
-        assert_eq!(serde_json::to_string(&Request::Check).unwrap(), r#"{"cmd":"check"}"#);
+        assert_eq!(
+            Request::parse(r#"{"cmd":"check"}"#).unwrap(),
+            Request::Check
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Check).unwrap(),
+            r#"{"cmd":"check"}"#
+        );
         let found = CheckReply {
             checked: 12,
             mismatches: vec![IdMismatch {
