@@ -138,6 +138,22 @@ pub fn check_table(c: &CheckReply) -> String {
     s
 }
 
+/// Whether `ctl check` succeeds: an error (exit status 1) naming what was found when an entry
+/// sits under a wrong identifier or the tables disagree.
+///
+/// # Errors
+/// The counts of what the check found.
+pub fn check_verdict(c: &CheckReply) -> Result<(), String> {
+    if c.is_clean() {
+        return Ok(());
+    }
+    Err(format!(
+        "check: {} entries under a wrong identifier, {} other problems",
+        c.mismatches.len(),
+        c.problems.len()
+    ))
+}
+
 fn yes(v: &Value) -> &'static str {
     match v.as_bool() {
         Some(true) => "yes",
@@ -743,6 +759,7 @@ mod tests {
             check_table(&c),
             "3 entries checked: 0 under a wrong identifier, 0 other problems\n"
         );
+        assert_eq!(check_verdict(&c), Ok(()));
         c.mismatches.push(IdMismatch {
             key: "esp 192.0.2.9 -> 192.0.2.1 spi=0x00001000".into(),
             recomputed: 17,
@@ -758,6 +775,13 @@ mod tests {
              common  200     17          esp 192.0.2.9 -> 192.0.2.1 spi=0x00001000\n\
              problem: 1: identifier 4: node-specific table holds 1 entries\n"
         );
+        let e = check_verdict(&c).unwrap_err();
+        assert!(e.contains("1 entries under a wrong identifier"), "{e}");
+        c.problems.clear();
+        assert!(check_verdict(&c).is_err(), "a mismatch alone fails");
+        c.mismatches.clear();
+        c.problems.push("x".into());
+        assert!(check_verdict(&c).is_err(), "a table problem alone fails");
     }
 
     #[test]

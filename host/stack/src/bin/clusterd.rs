@@ -715,11 +715,7 @@ async fn ctl(
     };
     host::out::line(ctl_text(&answer, format).trim_end());
     match &answer {
-        Response::Check(c) if !c.is_clean() => Err(format!(
-            "check: {} entries under a wrong identifier, {} other problems",
-            c.mismatches.len(),
-            c.problems.len()
-        )),
+        Response::Check(c) => host::ctl_view::check_verdict(c),
         a if a.is_ok() => Ok(()),
         _ => Err(refused.to_string()),
     }
