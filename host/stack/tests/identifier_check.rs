@@ -63,7 +63,8 @@ async fn body(c: &mut Cluster, dir: &Path) {
         };
         created += s.created;
     }
-    assert!(created > FLOWS, "{created} connections made entries");
+    // about a third of each node's connections are its own
+    assert!(created > FLOWS / 2, "{created} connections made entries");
     // a tunnel: its outbound and its inbound SA, each with its own key
     let keys = [
         "00112233445566778899aabbccddeeff00112233445566778899aabbccddeef0",
