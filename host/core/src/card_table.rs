@@ -162,7 +162,7 @@ impl<R: RegIo> CardTable<R> {
         let mut keys = Vec::new();
         for i in scan.idle {
             if let Ok(d) = self.hw.card.read(i) {
-                if let Some(k) = d.key.and_then(|k| flow_key_of(&k)) {
+                if let Some(k) = key_of(&self.shadow, &d) {
                     keys.push(k);
                 }
             }
@@ -200,15 +200,26 @@ pub fn cam_key(key: &FlowKey) -> Result<CamKey, TableError> {
             dst: IpPrefix::host(hi),
             id: Some(ident),
         },
-        FlowKey::Esp { dst, spi } => Flow::Esp {
+        // The card matches an inbound ESP packet on (destination, SPI), as RFC 4301 looks an
+        // SA up: the receiver picks SPIs unique on its address, so the source adds nothing to
+        // the match, and the CAM's ESP layout has no source field. The source stays in the
+        // host copy (the shadow), which `key_of` reads back.
+        FlowKey::Esp { dst, spi, .. } => Flow::Esp {
             dst: IpPrefix::host(dst),
             spi: Some(spi),
         },
+        // Either peer may be the packet's destination: any address of the peers' family.
         FlowKey::Isakmp {
+            lo,
             initiator_cookie,
             message_id,
+            ..
         } => Flow::Isakmp {
-            dst: IpPrefix::any_v4(),
+            dst: if lo.is_ipv6() {
+                IpPrefix::any_v6()
+            } else {
+                IpPrefix::any_v4()
+            },
             initiator_cookie: Some(initiator_cookie),
             message_id: Some(message_id),
         },
@@ -226,8 +237,12 @@ pub fn cam_key(key: &FlowKey) -> Result<CamKey, TableError> {
     Ok(CamKey { zone: None, flow })
 }
 
-fn flow_key_of(k: &CamKey) -> Option<FlowKey> {
+/// The core key of a CAM entry the card reported. 5-tuple and ICMP keys are whole in the CAM;
+/// an ESP or ISAKMP CAM key lacks peer addresses (see [`cam_key`]), so it is the entry of the
+/// host copy, under the CAM entry's identifier, whose CAM key it is.
+fn key_of(shadow: &IndexedEntries, d: &driver::DumpEntry) -> Option<FlowKey> {
     use super::entry::Endpoint;
+    let k = d.key?;
     // A full-length prefix prints as the bare address.
     let host = |p: &IpPrefix| p.to_string().parse::<IpAddr>().ok();
     Some(match k.flow {
@@ -256,18 +271,12 @@ fn flow_key_of(k: &CamKey) -> Option<FlowKey> {
             hi: host(&dst)?,
             ident: id?,
         },
-        Flow::Esp { dst, spi } => FlowKey::Esp {
-            dst: host(&dst)?,
-            spi: spi?,
-        },
-        Flow::Isakmp {
-            initiator_cookie,
-            message_id,
-            ..
-        } => FlowKey::Isakmp {
-            initiator_cookie: initiator_cookie?,
-            message_id: message_id?,
-        },
+        Flow::Esp { .. } | Flow::Isakmp { .. } => {
+            return shadow
+                .select(d.did)
+                .map(|e| e.key)
+                .find(|key| cam_key(key).is_ok_and(|c| c == k));
+        }
     })
 }
 
@@ -434,8 +443,7 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
                 .card
                 .read(i)
                 .ok()
-                .and_then(|d| d.key)
-                .and_then(|k| flow_key_of(&k));
+                .and_then(|d| key_of(&self.shadow, &d));
             if let Some(e) = key.and_then(|k| self.shadow.get_mut(&k)) {
                 e.last_seen = now;
             }
@@ -603,9 +611,68 @@ mod tests {
         // Round trip of the key through the CAM layout.
         let d = t.card_mut().dump(None).expect("dump");
         for x in d {
-            let fk = x.key.and_then(|k| flow_key_of(&k)).expect("decodes");
+            let fk = key_of(&t.shadow, &x).expect("decodes");
             assert!(t.get(&fk).is_some());
         }
+    }
+
+    #[test]
+    fn ipsec_keys_read_back_from_the_card_with_their_peers() {
+        let c = IdCount::new(16).expect("count");
+        let mut t = CardTable::new(
+            Card::probe(ModelCard::with_depth(16).expect("depth")).expect("probe"),
+            c,
+        )
+        .expect("count");
+        let peer = |x: u8| IpAddr::from([192, 0, 2, x]);
+        let v6 = |x: u16| IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, x]);
+        let keys = [
+            FlowKey::Esp {
+                src: peer(9),
+                dst: peer(1),
+                spi: 0x1000,
+            },
+            FlowKey::Esp {
+                src: peer(1),
+                dst: peer(9),
+                spi: 0x2000,
+            },
+            FlowKey::isakmp(peer(9), peer(1), 0xabc, 0).0,
+            FlowKey::isakmp(v6(9), v6(1), 0xabc, 0).0,
+        ];
+        for (i, k) in keys.iter().enumerate() {
+            let state = if i < 2 {
+                ConnState::EspSa
+            } else {
+                ConnState::Ike
+            };
+            let e = Entry::new(*k, DistributionId(i as u16), state, NodeId(1));
+            t.insert(e).expect("insert");
+        }
+        let dump = t.card_mut().dump(None).expect("dump");
+        assert_eq!(dump.len(), keys.len());
+        let mut back: Vec<FlowKey> = dump
+            .iter()
+            .map(|x| key_of(&t.shadow, x).expect("the host copy names it"))
+            .collect();
+        back.sort();
+        let mut want = keys.to_vec();
+        want.sort();
+        assert_eq!(back, want, "every CAM entry reads back as its whole key");
+        // The IPv6 exchange's CAM key matches IPv6 packets.
+        let k6 = cam_key(&keys[3]).expect("cam key");
+        assert!(matches!(k6.flow, Flow::Isakmp { dst, .. } if dst.addr().is_ipv6()));
+        assert!(t
+            .card_mut()
+            .search(&CamKey {
+                zone: None,
+                flow: Flow::Esp {
+                    dst: IpPrefix::host(peer(9)),
+                    spi: Some(0x2000),
+                },
+            })
+            .expect("search")
+            .is_some());
     }
 
     #[test]

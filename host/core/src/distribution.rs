@@ -174,9 +174,11 @@ impl Distributor {
         self.reduce(self.hash(&buf))
     }
 
-    /// The identifier of a key, when the key alone determines it. ESP and ISAKMP keys do not
-    /// (their identifier comes from the peer addresses, see [`Self::for_ipsec_peers`]): `None`.
-    pub fn for_key(&self, key: &FlowKey) -> Option<DistributionId> {
+    /// The identifier of a key, recomputed from the key's own fields (claim 12): every key
+    /// carries the fields its identifier is hashed from. An ESP SA's and an IKE exchange's
+    /// identifier is their peer pair's ([`Self::for_ipsec_peers`]), so both SAs of a tunnel
+    /// and its IKE traffic share it.
+    pub fn for_key(&self, key: &FlowKey) -> DistributionId {
         let buf = match key {
             FlowKey::Transport { proto, lo, hi } => {
                 let mut buf = Buf::new(match proto {
@@ -206,9 +208,10 @@ impl Distributor {
                 buf.push(&d.0);
                 buf
             }
-            FlowKey::Esp { .. } | FlowKey::Isakmp { .. } => return None,
+            FlowKey::Esp { src, dst, .. } => return self.for_ipsec_peers(*src, *dst),
+            FlowKey::Isakmp { lo, hi, .. } => return self.for_ipsec_peers(*lo, *hi),
         };
-        Some(self.reduce(self.hash(&buf)))
+        self.reduce(self.hash(&buf))
     }
 
     /// A keyed 128-bit digest of a variable-length identifier (TLS session id, HTTP cookie).
@@ -243,8 +246,8 @@ mod tests {
             let b = Endpoint::new(IpAddr::V6(Ipv6Addr::from(u128::from(i) << 64)), 80);
             let (k1, _) = FlowKey::transport(L4Proto::Udp, a, b);
             let (k2, _) = FlowKey::transport(L4Proto::Udp, b, a);
-            let i1 = dist.for_key(&k1).unwrap();
-            assert_eq!(Some(i1), dist.for_key(&k2));
+            let i1 = dist.for_key(&k1);
+            assert_eq!(i1, dist.for_key(&k2));
             assert!(i1.0 < 256);
             assert_eq!(
                 dist.for_ipsec_peers(a.addr, b.addr),
@@ -263,14 +266,39 @@ mod tests {
             let s = Endpoint::new(IpAddr::V4(Ipv4Addr::from(0xc000_0200 + i)), 5000);
             let t = Endpoint::new(IpAddr::V4(Ipv4Addr::new(10, 1, 1, 1)), 80);
             let (k, _) = FlowKey::transport(L4Proto::Tcp, s, t);
-            let x = a.for_key(&k).unwrap();
+            let x = a.for_key(&k);
             counts[x.index()] += 1;
-            if Some(x) != b.for_key(&k) {
+            if x != b.for_key(&k) {
                 differ += 1;
             }
         }
         assert!(counts.iter().all(|&c| c > 50 && c < 160), "{counts:?}");
         assert!(differ > 6000);
+    }
+
+    #[test]
+    fn a_tunnels_sas_and_ike_share_one_identifier() {
+        let dist = d(256);
+        for i in 0..200u32 {
+            let a = IpAddr::V4(Ipv4Addr::from(0xc633_6400 + i));
+            let b = IpAddr::V6(Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(i)));
+            let peers = dist.for_ipsec_peers(a, b);
+            let out = FlowKey::Esp {
+                src: a,
+                dst: b,
+                spi: 0x1000 + i,
+            };
+            let back = FlowKey::Esp {
+                src: b,
+                dst: a,
+                spi: 0x2000 + i,
+            };
+            let (ike, _) = FlowKey::isakmp(b, a, u64::from(i) << 8, i);
+            assert_eq!(dist.for_key(&out), peers);
+            assert_eq!(dist.for_key(&back), peers);
+            assert_eq!(dist.for_key(&ike), peers);
+            assert_eq!(dist.for_key(&ike.with_message_id(0)), peers);
+        }
     }
 
     #[test]

@@ -58,15 +58,24 @@ pub enum FlowKey {
         /// The ICMP identifier header field.
         ident: u16,
     },
-    /// An inbound or outbound ESP SA: destination address and SPI.
+    /// An inbound or outbound ESP SA: its source and destination addresses (the tunnel's
+    /// peers, which its identifier is hashed from) and SPI. One direction: the two SAs of a
+    /// tunnel are two keys, with `src` and `dst` swapped.
     Esp {
+        /// Source address of the SA: the tunnel peer opposite `dst`.
+        src: IpAddr,
         /// Destination address of the SA.
         dst: IpAddr,
         /// Security Parameter Index.
         spi: u32,
     },
-    /// An ISAKMP/IKE exchange: initiator cookie (SPI) and message id.
+    /// An ISAKMP/IKE exchange: the two peer addresses (canonical order, which its identifier
+    /// is hashed from), initiator cookie (SPI) and message id.
     Isakmp {
+        /// The smaller peer address.
+        lo: IpAddr,
+        /// The larger peer address.
+        hi: IpAddr,
         /// ISAKMP initiator cookie.
         initiator_cookie: u64,
         /// ISAKMP message id.
@@ -123,6 +132,48 @@ impl FlowKey {
                 },
                 false,
             )
+        }
+    }
+
+    /// The canonical ISAKMP/IKE key of a packet from `src` to `dst`, and its direction.
+    pub fn isakmp(
+        src: IpAddr,
+        dst: IpAddr,
+        initiator_cookie: u64,
+        message_id: u32,
+    ) -> (FlowKey, bool) {
+        let (lo, hi, dir) = if src <= dst {
+            (src, dst, true)
+        } else {
+            (dst, src, false)
+        };
+        (
+            FlowKey::Isakmp {
+                lo,
+                hi,
+                initiator_cookie,
+                message_id,
+            },
+            dir,
+        )
+    }
+
+    /// The same key with the message id replaced: an IKE exchange's phase-1 key is its key
+    /// with message id 0. Other keys are returned unchanged.
+    pub fn with_message_id(self, id: u32) -> FlowKey {
+        match self {
+            FlowKey::Isakmp {
+                lo,
+                hi,
+                initiator_cookie,
+                ..
+            } => FlowKey::Isakmp {
+                lo,
+                hi,
+                initiator_cookie,
+                message_id: id,
+            },
+            k => k,
         }
     }
 
@@ -338,6 +389,19 @@ mod tests {
         assert_eq!(k1, k2);
         assert_ne!(d1, d2);
         assert!(k1.is_tcp());
+    }
+
+    #[test]
+    fn isakmp_keys_are_canonical() {
+        let a = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
+        let b = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let (k1, d1) = FlowKey::isakmp(a, b, 0x11, 2);
+        let (k2, d2) = FlowKey::isakmp(b, a, 0x11, 2);
+        assert_eq!(k1, k2);
+        assert_ne!(d1, d2);
+        assert!(matches!(k1, FlowKey::Isakmp { lo, hi, .. } if lo == b && hi == a));
+        assert_eq!(k1.with_message_id(0), FlowKey::isakmp(a, b, 0x11, 0).0);
+        assert_ne!(k1.with_message_id(0), k1);
     }
 
     #[test]

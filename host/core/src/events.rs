@@ -8,7 +8,7 @@
 //! Layout (little-endian; `v` = LEB128 varint, at most 10 bytes, no overflow):
 //!
 //! ```text
-//! message := format:u8(=1) sender:u16 incarnation:u32 seq:v event
+//! message := format:u8(=2) sender:u16 incarnation:u32 seq:v event
 //! event   := tag:u8 body
 //!   1 Add / 2 Update : entry
 //!   3 Clear          : key dist:u16 version:v
@@ -19,8 +19,9 @@
 //! entry   := key dist:u16 flags:u8 state:u8 action:u8 rule:u16 timeout_s:v creator:u16
 //!            version:v [user:u32] [tunnel_spi:u32] [nat]
 //! key     := kind:u8 ...   kind low 6 bits: 1 TCP 2 UDP (lo_addr lo_port hi_addr hi_port),
-//!            3 ICMP (lo hi ident:u16), 4 ESP (dst spi:u32), 5 ISAKMP (cookie:u64 msgid:u32),
-//!            6 TLS / 7 HTTP (digest:16); bit 6 = first address is IPv6, bit 7 = second is IPv6
+//!            3 ICMP (lo hi ident:u16), 4 ESP (src dst spi:u32),
+//!            5 ISAKMP (lo hi cookie:u64 msgid:u32), 6 TLS / 7 HTTP (digest:16);
+//!            bit 6 = first address is IPv6, bit 7 = second is IPv6
 //! nat     := kind:u8 (bit0 destination, bit7 IPv6) addr port:u16
 //! ```
 //!
@@ -38,8 +39,9 @@ use super::ids::{DistributionId, Epoch, Millis, NodeId};
 use super::siphash::siphash13;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// The codec's format version.
-pub const FORMAT: u8 = 1;
+/// The codec's format version. 2: ESP keys carry the SA's source and ISAKMP keys their two
+/// peer addresses (claim 12); a format-1 message is refused, not read with guessed addresses.
+pub const FORMAT: u8 = 2;
 
 /// Smallest possible encoded entry, used to bound counts before allocating.
 const MIN_ENTRY_LEN: usize = 20;
@@ -307,16 +309,21 @@ pub fn encode_key(out: &mut Vec<u8>, key: &FlowKey) {
             put_addr(out, hi);
             out.extend_from_slice(&ident.to_le_bytes());
         }
-        FlowKey::Esp { dst, spi } => {
-            out.push(4 | fam_bits(dst, None));
+        FlowKey::Esp { src, dst, spi } => {
+            out.push(4 | fam_bits(src, Some(dst)));
+            put_addr(out, src);
             put_addr(out, dst);
             out.extend_from_slice(&spi.to_le_bytes());
         }
         FlowKey::Isakmp {
+            lo,
+            hi,
             initiator_cookie,
             message_id,
         } => {
-            out.push(5);
+            out.push(5 | fam_bits(lo, Some(hi)));
+            put_addr(out, lo);
+            put_addr(out, hi);
             out.extend_from_slice(&initiator_cookie.to_le_bytes());
             out.extend_from_slice(&message_id.to_le_bytes());
         }
@@ -355,15 +362,18 @@ fn decode_key(r: &mut Reader<'_>) -> Result<FlowKey, DecodeError> {
             hi: r.addr(f2, "key address")?,
             ident: r.u16("icmp ident")?,
         },
-        4 if !f2 => FlowKey::Esp {
-            dst: r.addr(f1, "esp dst")?,
+        4 => FlowKey::Esp {
+            src: r.addr(f1, "esp src")?,
+            dst: r.addr(f2, "esp dst")?,
             spi: r.u32("esp spi")?,
         },
-        5..=7 if !f1 && !f2 => match kind {
-            5 => FlowKey::Isakmp {
-                initiator_cookie: r.u64("isakmp cookie")?,
-                message_id: r.u32("isakmp message id")?,
-            },
+        5 => FlowKey::Isakmp {
+            lo: r.addr(f1, "isakmp peer")?,
+            hi: r.addr(f2, "isakmp peer")?,
+            initiator_cookie: r.u64("isakmp cookie")?,
+            message_id: r.u32("isakmp message id")?,
+        },
+        6 | 7 if !f1 && !f2 => match kind {
             6 => FlowKey::TlsSession(SessionDigest(r.arr("tls digest")?)),
             _ => FlowKey::HttpCookie(SessionDigest(r.arr("http digest")?)),
         },
@@ -696,6 +706,7 @@ mod tests {
             Event::Update(e.clone()),
             Event::Clear {
                 key: FlowKey::Esp {
+                    src: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
                     dst: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
                     spi: 9,
                 },
@@ -739,6 +750,44 @@ mod tests {
             let mut long = b.clone();
             long.push(0);
             assert_eq!(Message::decode(&long), Err(DecodeError::Trailing(1)));
+        }
+    }
+
+    #[test]
+    fn ipsec_keys_carry_their_peer_addresses() {
+        let a = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
+        let b = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        let esp = FlowKey::Esp {
+            src: a,
+            dst: b,
+            spi: 0x0102_0304,
+        };
+        let mut out = Vec::new();
+        encode_key(&mut out, &esp);
+        let mut want = vec![4 | 0x80, 198, 51, 100, 7];
+        want.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        want.extend_from_slice(&[4, 3, 2, 1]);
+        assert_eq!(out, want);
+        let (ike, _) = FlowKey::isakmp(b, a, 0x1122_3344_5566_7788, 9);
+        out.clear();
+        encode_key(&mut out, &ike);
+        assert_eq!(&out[..5], &[5 | 0x80, 198, 51, 100, 7]);
+        assert_eq!(out.len(), 1 + 4 + 16 + 8 + 4);
+        for key in [esp, ike] {
+            let mut e = tcp4_entry();
+            e.key = key;
+            let m = Message {
+                sender: NodeId(1),
+                incarnation: 2,
+                seq: 3,
+                event: Event::Add(e),
+            };
+            let bytes = m.encode();
+            assert_eq!(Message::decode(&bytes).unwrap(), m);
+            // The previous format (no addresses in these keys) is refused, not guessed at.
+            let mut old = bytes.clone();
+            old[0] = 1;
+            assert_eq!(Message::decode(&old), Err(DecodeError::Format(1)));
         }
     }
 

@@ -9,13 +9,16 @@
 //! [`IdCount`] (a power of two, 1..=4096, default 256).
 //!
 //! Entries ([`entry`]): [`FlowKey`] (TCP/UDP 5-tuple in canonical endpoint order, ICMP id, ESP
-//! destination + SPI, ISAKMP initiator cookie + message id, TLS session / HTTP cookie digest) and
+//! source + destination + SPI, ISAKMP peer pair + initiator cookie + message id, TLS session /
+//! HTTP cookie digest: every key holds what its identifier is hashed from) and
 //! [`Entry`] (key, distribution identifier, [`ConnState`], [`Action`], rule index, optional
 //! [`UserId`], [`SaRef`], [`Nat`], creator node, version, timeout, local counters).
 //!
 //! Distribution ([`distribution`]): [`Distributor::new`]`(secret, n)` computes the keyed
-//! SipHash-1-3 identifier; `for_key`, `for_ipsec_peers`; both directions of a flow and both SAs
-//! plus the IKE traffic of a tunnel get one identifier.
+//! SipHash-1-3 identifier; `for_key` (every key's, recomputed from the key alone: claim 12),
+//! `for_ipsec_peers`; both directions of a flow and both SAs plus the IKE traffic of a tunnel
+//! get one identifier. [`consistency`]: `Node::check_identifiers` recomputes every entry's
+//! identifier and returns those stored under another.
 //!
 //! Tables: [`CommonTable`] ([`common`], O(1) upsert/clear, O(k) `select(dist)`, per-identifier
 //! digests), the [`NodeSpecificTable`] trait ([`node_table`]) with [`SoftwareTable`] (claim 19),
@@ -77,6 +80,7 @@
 pub mod alloc_policy;
 pub mod card_table;
 pub mod common;
+pub mod consistency;
 pub mod distribution;
 pub mod entry;
 pub mod events;

@@ -881,14 +881,9 @@ impl<T: NodeSpecificTable> Node<T> {
             PacketKind::Udp { .. } => ConnState::UdpUnreplied,
             PacketKind::IcmpEcho { request: true, .. } => ConnState::IcmpRequest,
             PacketKind::Isakmp {
-                initiator_cookie,
-                responder_cookie,
-                ..
+                responder_cookie, ..
             } => {
-                let phase1 = FlowKey::Isakmp {
-                    initiator_cookie,
-                    message_id: 0,
-                };
+                let phase1 = key.with_message_id(0);
                 if responder_cookie != 0 && self.active.get(&phase1).is_none() {
                     self.stats.dropped_no_state += 1;
                     return Verdict::Drop(DropReason::NoState);
@@ -969,9 +964,7 @@ impl<T: NodeSpecificTable> Node<T> {
         }
         let server = Endpoint::new(p.dst, 20);
         let (key, dir) = FlowKey::transport(L4Proto::Tcp, server, Endpoint::new(p.src, port));
-        let Some(d) = self.dist.for_key(&key) else {
-            return;
-        };
+        let d = self.dist.for_key(&key);
         if self.common.get(&key).is_some() {
             return;
         }
@@ -995,9 +988,7 @@ impl<T: NodeSpecificTable> Node<T> {
         } else {
             return;
         };
-        let Some(d) = self.dist.for_key(&key) else {
-            return;
-        };
+        let d = self.dist.for_key(&key);
         if self.common.get(&key).is_some() {
             if let Some(e) = self.active.lookup(&key) {
                 e.last_seen = now;
@@ -1049,8 +1040,9 @@ impl<T: NodeSpecificTable> Node<T> {
         expired.len()
     }
 
-    /// Installs an ESP SA's entry (key: destination + SPI; identifier from the peer pair) and
-    /// replicates it with its sequence state. Returns the identifier.
+    /// Installs an ESP SA's entry (key: the SA's source `peer`, destination `dst` and SPI; the
+    /// identifier is the peer pair's, recomputed from the key) and replicates it with its
+    /// sequence state. Returns the identifier.
     pub fn install_sa(
         &mut self,
         now: Millis,
@@ -1058,8 +1050,12 @@ impl<T: NodeSpecificTable> Node<T> {
         dst: IpAddr,
         spi: u32,
     ) -> DistributionId {
-        let d = self.dist.for_ipsec_peers(peer, dst);
-        let key = FlowKey::Esp { dst, spi };
+        let key = FlowKey::Esp {
+            src: peer,
+            dst,
+            spi,
+        };
+        let d = self.dist.for_key(&key);
         let mut e = Entry::new(key, d, ConnState::EspSa, self.cfg.node);
         e.action = Action::Tunnel;
         e.tunnel = Some(SaRef { spi });
@@ -1844,14 +1840,14 @@ mod tests {
             Endpoint::new(a(2), 20),
             Endpoint::new(a(1), 0x1234),
         );
-        let dd = n1.distributor().for_key(&dk).unwrap();
+        let dd = n1.distributor().for_key(&dk);
         let ctrl = FlowKey::transport(
             L4Proto::Tcp,
             Endpoint::new(a(1), 4000),
             Endpoint::new(a(2), 21),
         )
         .0;
-        let cd = n1.distributor().for_key(&ctrl).unwrap();
+        let cd = n1.distributor().for_key(&ctrl);
         if dd == cd {
             return; // Same identifier: nothing to route (depends on the secret).
         }
@@ -1932,10 +1928,7 @@ mod tests {
     fn bad_messages_change_nothing() {
         let mut n2 = node(2);
         let mut e = Entry::new(
-            FlowKey::Isakmp {
-                initiator_cookie: 1,
-                message_id: 0,
-            },
+            FlowKey::isakmp(a(1), a(2), 1, 0).0,
             DistributionId(999),
             ConnState::Ike,
             NodeId(1),
@@ -2028,6 +2021,10 @@ mod tests {
             assert!(n1.node_table().get(&k).is_some());
         }
         assert!(n1.check_tables().is_empty());
+        // the session entries' identifiers recompute from their digests (claim 12)
+        let ids = n1.check_identifiers();
+        assert_eq!(ids.common, 3, "the connection and its two sessions");
+        assert!(ids.is_consistent(), "{ids:?}");
         assert_eq!(tls_session_id(&hello[..40]), None);
         assert_eq!(http_cookie(b"HTTP/1.1 200 OK\r\nCookie: x\r\n"), None);
         assert_eq!(http_cookie(b"GET / HTTP/1.1\r\nCookie:\r\n"), None);

@@ -292,8 +292,9 @@ pub fn arp_addresses(frame: &[u8]) -> Option<(IpAddr, IpAddr)> {
 
 impl ParsedPacket<'_> {
     /// The key of the packet's set, whether the packet travels from the key's `lo` to `hi`,
-    /// and its distribution identifier. `None` for packets that carry no state (other ICMP,
-    /// other protocols).
+    /// and its distribution identifier (recomputed from the key alone, claim 12). `None` for
+    /// packets that carry no state (other ICMP, other protocols). An ESP key is the SA's
+    /// (source, destination, SPI), always in the packet's direction (`true`).
     pub fn flow(&self, dist: &Distributor) -> Option<(FlowKey, bool, DistributionId)> {
         let (key, dir) = match self.kind {
             PacketKind::Tcp { sport, dport, .. } | PacketKind::Udp { sport, dport } => {
@@ -309,26 +310,22 @@ impl ParsedPacket<'_> {
                 )
             }
             PacketKind::IcmpEcho { ident, .. } => FlowKey::icmp(self.src, self.dst, ident),
-            PacketKind::Esp { spi } => {
-                let id = dist.for_ipsec_peers(self.src, self.dst);
-                return Some((FlowKey::Esp { dst: self.dst, spi }, true, id));
-            }
+            PacketKind::Esp { spi } => (
+                FlowKey::Esp {
+                    src: self.src,
+                    dst: self.dst,
+                    spi,
+                },
+                true,
+            ),
             PacketKind::Isakmp {
                 initiator_cookie,
                 message_id,
                 ..
-            } => {
-                let id = dist.for_ipsec_peers(self.src, self.dst);
-                let key = FlowKey::Isakmp {
-                    initiator_cookie,
-                    message_id,
-                };
-                return Some((key, true, id));
-            }
+            } => FlowKey::isakmp(self.src, self.dst, initiator_cookie, message_id),
             PacketKind::IcmpOther | PacketKind::Other { .. } => return None,
         };
-        let id = dist.for_key(&key)?;
-        Some((key, dir, id))
+        Some((key, dir, dist.for_key(&key)))
     }
 
     /// IP protocol number of the transport.

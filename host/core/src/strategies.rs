@@ -29,11 +29,9 @@ pub fn flow_key() -> impl Strategy<Value = FlowKey> {
             }
         ),
         (addr(), addr(), any::<u16>()).prop_map(|(a, b, i)| FlowKey::icmp(a, b, i).0),
-        (addr(), any::<u32>()).prop_map(|(dst, spi)| FlowKey::Esp { dst, spi }),
-        (any::<u64>(), any::<u32>()).prop_map(|(c, m)| FlowKey::Isakmp {
-            initiator_cookie: c,
-            message_id: m
-        }),
+        (addr(), addr(), any::<u32>()).prop_map(|(src, dst, spi)| FlowKey::Esp { src, dst, spi }),
+        (addr(), addr(), any::<u64>(), any::<u32>())
+            .prop_map(|(a, b, c, m)| FlowKey::isakmp(a, b, c, m).0),
         any::<[u8; 16]>().prop_map(|d| FlowKey::TlsSession(SessionDigest(d))),
         any::<[u8; 16]>().prop_map(|d| FlowKey::HttpCookie(SessionDigest(d))),
     ]

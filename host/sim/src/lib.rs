@@ -1521,6 +1521,16 @@ impl Sim {
             for p in n.member.core().check_tables() {
                 problems.push(format!("invariant 2: {p}"));
             }
+            // claim 12: every entry's identifier is the one its key gives
+            for m in n.member.core().check_identifiers().mismatches {
+                problems.push(format!(
+                    "{id}: {:?} in the {} table under {} (its key gives {})",
+                    m.key,
+                    m.table.name(),
+                    m.stored,
+                    m.recomputed
+                ));
+            }
         }
         // Invariant 3.
         let mut truth: HashMap<FlowKey, Entry> = HashMap::new();

@@ -94,7 +94,7 @@ fn build_cluster(mode: Mode) -> Cluster {
         i += 1;
         let (c, s) = (client(i), server(i));
         let (key, _) = FlowKey::transport(L4Proto::Tcp, c, s);
-        let d = nodes[0].distributor().for_key(&key).expect("tcp key");
+        let d = nodes[0].distributor().for_key(&key);
         let owner = alloc.owner(d).expect("owned").0 as usize;
         if flows[owner].len() >= PER_NODE {
             continue;
@@ -209,7 +209,7 @@ fn capacity(n: u16, cap: usize, mode: Mode) -> usize {
     loop {
         i += 1;
         let (key, _) = FlowKey::transport(L4Proto::Tcp, client(i), server(i));
-        let d = dist.for_key(&key).expect("tcp key");
+        let d = dist.for_key(&key);
         let e = Entry::new(key, d, ConnState::Established, NodeId(0));
         let targets: Vec<usize> = match mode {
             Mode::NodeSpecific => vec![alloc.owner(d).expect("owned").0 as usize],

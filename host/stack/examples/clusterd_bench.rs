@@ -34,7 +34,7 @@ fn entry(d: &Distributor, i: u32) -> Entry {
         lo: Ep::new(IpAddr::V4(c), 40000 + (i >> 24) as u16),
         hi: Ep::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 443),
     };
-    let dist = d.for_key(&key).unwrap_or_default();
+    let dist = d.for_key(&key);
     let mut e = Entry::new(key, dist, ConnState::Established, NodeId(1));
     e.version = 1;
     e

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::daemon::control::ControlClient;
-use crate::daemon::protocol::{AllocationReply, Request, Response, TableName};
+use crate::daemon::protocol::{AllocationReply, CheckReply, Request, Response, TableName};
 use crate::filter::Filter;
 
 /// The output format chosen by the flags.
@@ -106,6 +106,52 @@ pub fn allocation_table(a: &AllocationReply) -> String {
         );
     }
     s
+}
+
+/// `ctl check` for people: how many entries had their identifier recomputed, a table of the
+/// entries stored under another identifier than their key gives, and the other problems.
+pub fn check_table(c: &CheckReply) -> String {
+    let mut s = format!(
+        "{} entries checked: {} under a wrong identifier, {} other problems\n",
+        c.checked,
+        c.mismatches.len(),
+        c.problems.len()
+    );
+    if !c.mismatches.is_empty() {
+        let rows: Vec<Vec<String>> = c
+            .mismatches
+            .iter()
+            .map(|m| {
+                vec![
+                    m.table.clone(),
+                    m.stored.to_string(),
+                    m.recomputed.to_string(),
+                    m.key.clone(),
+                ]
+            })
+            .collect();
+        s += &table(&["TABLE", "STORED", "RECOMPUTED", "KEY"], &rows);
+    }
+    for p in &c.problems {
+        let _ = writeln!(s, "problem: {p}");
+    }
+    s
+}
+
+/// Whether `ctl check` succeeds: an error (exit status 1) naming what was found when an entry
+/// sits under a wrong identifier or the tables disagree.
+///
+/// # Errors
+/// The counts of what the check found.
+pub fn check_verdict(c: &CheckReply) -> Result<(), String> {
+    if c.is_clean() {
+        return Ok(());
+    }
+    Err(format!(
+        "check: {} entries under a wrong identifier, {} other problems",
+        c.mismatches.len(),
+        c.problems.len()
+    ))
 }
 
 fn yes(v: &Value) -> &'static str {
@@ -699,6 +745,43 @@ mod tests {
         let mut ids: Vec<u16> = (0..=84).collect();
         ids.extend([170, 171]);
         assert_eq!(ranges(&ids), "0-84, 170-171");
+    }
+
+    #[test]
+    fn check_as_a_table_of_mismatches() {
+        use crate::daemon::protocol::IdMismatch;
+        let mut c = CheckReply {
+            checked: 3,
+            mismatches: vec![],
+            problems: vec![],
+        };
+        assert_eq!(
+            check_table(&c),
+            "3 entries checked: 0 under a wrong identifier, 0 other problems\n"
+        );
+        assert_eq!(check_verdict(&c), Ok(()));
+        c.mismatches.push(IdMismatch {
+            key: "esp 192.0.2.9 -> 192.0.2.1 spi=0x00001000".into(),
+            recomputed: 17,
+            stored: 200,
+            table: "common".into(),
+        });
+        c.problems
+            .push("1: identifier 4: node-specific table holds 1 entries".into());
+        assert_eq!(
+            check_table(&c),
+            "3 entries checked: 1 under a wrong identifier, 1 other problems\n\
+             TABLE   STORED  RECOMPUTED  KEY\n\
+             common  200     17          esp 192.0.2.9 -> 192.0.2.1 spi=0x00001000\n\
+             problem: 1: identifier 4: node-specific table holds 1 entries\n"
+        );
+        let e = check_verdict(&c).unwrap_err();
+        assert!(e.contains("1 entries under a wrong identifier"), "{e}");
+        c.problems.clear();
+        assert!(check_verdict(&c).is_err(), "a mismatch alone fails");
+        c.mismatches.clear();
+        c.problems.push("x".into());
+        assert!(check_verdict(&c).is_err(), "a table problem alone fails");
     }
 
     #[test]

@@ -8,13 +8,16 @@
 //! ```text
 //! tcp 198.18.0.1:1234 -> 198.18.1.1:80          udp [2001:db8::1]:5353 -> [2001:db8::2]:53
 //! icmp 10.0.0.1 -> 10.0.0.2 id=7                 icmp6 2001:db8::1 -> 2001:db8::2 id=7
-//! esp -> 203.0.113.1 spi=0x00001234              isakmp -> 192.0.2.1 icookie=0x1 msgid=0x0
+//! esp 198.51.100.7 -> 203.0.113.1 spi=0x00001234
+//! isakmp 198.51.100.7 -> 192.0.2.1 icookie=0x1 msgid=0x0
 //! tls-session 00112233445566778899aabbccddeeff   udp 10.0.0.0/8:* -> 192.0.2.1:53 zone=3
 //! ```
 //!
 //! `*` is a wildcard (a card entry may have them; a common-table entry never has), an
 //! address may be a prefix (`10.0.0.0/8`), an IPv6 address with a port is in brackets. The
-//! source is the side that sent the flow's first packet (the initiator).
+//! source is the side that sent the flow's first packet (the initiator); an ESP key's is the
+//! SA's source. A card's ESP and ISAKMP entries match without a source (`esp -> DST ...`,
+//! `isakmp icookie=...`): their CAM keys have none.
 //!
 //! A [`Filter`] keeps the entries all of whose given fields match: `--src`/`--dst` an
 //! address or prefix that contains the entry's address (an entry's prefix must lie inside
@@ -262,19 +265,27 @@ impl ViewKey {
                     ..Self::empty(kind)
                 }
             }
-            FlowKey::Esp { dst, spi } => Self {
+            FlowKey::Esp { src, dst, spi } => Self {
+                src: Some(Prefix::host(src)),
                 dst: Some(Prefix::host(dst)),
                 spi: Some(spi),
                 ..Self::empty(KeyKind::Esp)
             },
             FlowKey::Isakmp {
+                lo,
+                hi,
                 initiator_cookie,
                 message_id,
-            } => Self {
-                icookie: Some(initiator_cookie),
-                msgid: Some(message_id),
-                ..Self::empty(KeyKind::Isakmp)
-            },
+            } => {
+                let (s, d) = if initiator_is_lo { (lo, hi) } else { (hi, lo) };
+                Self {
+                    src: Some(Prefix::host(s)),
+                    dst: Some(Prefix::host(d)),
+                    icookie: Some(initiator_cookie),
+                    msgid: Some(message_id),
+                    ..Self::empty(KeyKind::Isakmp)
+                }
+            }
             FlowKey::TlsSession(d) => Self {
                 digest: Some(d.0),
                 ..Self::empty(KeyKind::TlsSession)
@@ -306,13 +317,14 @@ impl ViewKey {
                 FlowKey::icmp(host(self.src)?, host(self.dst)?, self.ident?).0
             }
             KeyKind::Esp => FlowKey::Esp {
+                src: host(self.src)?,
                 dst: host(self.dst)?,
                 spi: self.spi?,
             },
-            KeyKind::Isakmp => FlowKey::Isakmp {
-                initiator_cookie: self.icookie?,
-                message_id: self.msgid?,
-            },
+            KeyKind::Isakmp => {
+                let msgid = self.msgid?;
+                FlowKey::isakmp(host(self.src)?, host(self.dst)?, self.icookie?, msgid).0
+            }
             KeyKind::TlsSession => FlowKey::TlsSession(SessionDigest(self.digest?)),
             KeyKind::HttpCookie => FlowKey::HttpCookie(SessionDigest(self.digest?)),
         })
@@ -430,15 +442,24 @@ impl fmt::Display for ViewKey {
                 opt(self.dst),
                 opt(self.ident)
             )?,
-            KeyKind::Esp => write!(
-                f,
-                "esp -> {} spi={}",
-                opt(self.dst),
-                self.spi
-                    .map_or_else(|| "*".to_owned(), |s| format!("0x{s:08x}"))
-            )?,
+            KeyKind::Esp => {
+                f.write_str("esp ")?;
+                if let Some(s) = self.src {
+                    write!(f, "{s} ")?;
+                }
+                write!(
+                    f,
+                    "-> {} spi={}",
+                    opt(self.dst),
+                    self.spi
+                        .map_or_else(|| "*".to_owned(), |s| format!("0x{s:08x}"))
+                )?;
+            }
             KeyKind::Isakmp => {
                 f.write_str("isakmp")?;
+                if let Some(s) = self.src {
+                    write!(f, " {s}")?;
+                }
                 if let Some(d) = self.dst {
                     write!(f, " -> {d}")?;
                 }
@@ -464,8 +485,8 @@ impl fmt::Display for ViewKey {
 
 /// The key syntax, for error messages.
 pub const KEY_SYNTAX: &str = "PROTO SRC:SPORT -> DST:DPORT (tcp, udp; IPv6 as \
-     [2001:db8::1]:80), icmp|icmp6 SRC -> DST id=N, esp -> DST spi=0xN, \
-     isakmp [-> DST] icookie=0xN msgid=0xN, tls-session|http-cookie HEX; `*` for a \
+     [2001:db8::1]:80), icmp|icmp6 SRC -> DST id=N, esp [SRC] -> DST spi=0xN, \
+     isakmp [SRC] [-> DST] icookie=0xN msgid=0xN, tls-session|http-cookie HEX; `*` for a \
      wildcard, an optional zone=N";
 
 fn key_err(text: &str, why: &str) -> String {
@@ -578,8 +599,15 @@ impl FromStr for ViewKey {
                 k.ident = parse_num(id, "id", text)?;
             }
             KeyKind::Esp => {
-                let [a, d, spi] = rest else {
-                    return Err(key_err(text, "expected -> DST spi=0xN"));
+                let mut r = rest;
+                if let [s, a, ..] = r {
+                    if !arrow(s) && arrow(a) {
+                        k.src = parse_addr(s, text)?;
+                        r = &r[1..];
+                    }
+                }
+                let [a, d, spi] = r else {
+                    return Err(key_err(text, "expected [SRC] -> DST spi=0xN"));
                 };
                 if !arrow(a) {
                     return Err(key_err(text, "expected -> before the destination"));
@@ -594,6 +622,12 @@ impl FromStr for ViewKey {
             }
             KeyKind::Isakmp => {
                 let mut r = rest;
+                if let [s, a, ..] = r {
+                    if !arrow(s) && arrow(a) {
+                        k.src = parse_addr(s, text)?;
+                        r = &r[1..];
+                    }
+                }
                 if let [a, d, more @ ..] = r {
                     if arrow(a) {
                         k.dst = parse_addr(d, text)?;
@@ -1050,7 +1084,9 @@ mod tests {
             "icmp 10.0.0.1 -> 10.0.0.2 id=7",
             "icmp6 2001:db8::1 -> 2001:db8::2 id=*",
             "esp -> 203.0.113.1 spi=0x00001234",
+            "esp 198.51.100.7 -> 203.0.113.1 spi=0x00001234",
             "esp -> * spi=*",
+            "isakmp 2001:db8::9 -> 2001:db8::1 icookie=0x1 msgid=0x0",
             "isakmp -> 192.0.2.1 icookie=0x1 msgid=0x0",
             "isakmp icookie=0xdeadbeef msgid=0x5",
             "tls-session 00112233445566778899aabbccddeeff",
@@ -1099,6 +1135,31 @@ mod tests {
         // a wildcard names no single entry
         let w: ViewKey = "tcp 198.18.1.1:* -> 198.18.0.1:1234".parse().unwrap();
         assert_eq!(w.to_core(), None);
+        // ESP and ISAKMP keys carry their peers: printed, read back, looked up
+        let esp = FlowKey::Esp {
+            src: b.addr,
+            dst: a.addr,
+            spi: 0x1234,
+        };
+        let v = ViewKey::of_core(&esp, true);
+        assert_eq!(v.to_string(), "esp 198.18.1.1 -> 198.18.0.1 spi=0x00001234");
+        assert_eq!(
+            v.to_string().parse::<ViewKey>().unwrap().to_core(),
+            Some(esp)
+        );
+        let (ike, b_is_lo) = FlowKey::isakmp(b.addr, a.addr, 0xab, 0);
+        let v = ViewKey::of_core(&ike, b_is_lo);
+        assert_eq!(
+            v.to_string(),
+            "isakmp 198.18.1.1 -> 198.18.0.1 icookie=0xab msgid=0x0"
+        );
+        let back: ViewKey = "isakmp 198.18.0.1 -> 198.18.1.1 icookie=0xab msgid=0x0"
+            .parse()
+            .unwrap();
+        assert_eq!(back.to_core(), Some(ike));
+        // without its peers (as the card shows it) it names no core entry
+        let card: ViewKey = "esp -> 198.18.0.1 spi=0x1234".parse().unwrap();
+        assert_eq!(card.to_core(), None);
     }
 
     #[test]

@@ -288,7 +288,11 @@ fn a_running_node_through_its_control_socket() {
         table.contains("tcp 10.1.0.1:40001 -> 10.2.0.1:443"),
         "{table}"
     );
-    assert!(table.contains("esp -> 10.2.0.1 spi=0x12345678"), "{table}");
+    // the node's key text: the SA's peers (claim 12), as `clusterd ctl dump` prints it
+    assert!(
+        table.contains("esp 10.1.0.1 -> 10.2.0.1 spi=0x12345678"),
+        "{table}"
+    );
     assert!(
         table.contains(&format!("{} entries (node {dev}", all.len())),
         "{table}"

@@ -64,7 +64,9 @@ enum Cmd {
     /// -L, -C, -G, -E): `dump [--table common|card] [filters] [--limit N]`, `count [--table
     /// ..] [filters]`, `get [--table ..] KEY`, `events [filters]`; filters `--src
     /// ADDR[/PREFIX] --dst ADDR[/PREFIX] --proto P --sport N --dport N --port N --state KIND
-    /// --did N` (`clusterd ctl --socket S dump -- --help`; docs/vocabulary.md).
+    /// --did N` (`clusterd ctl --socket S dump -- --help`; docs/vocabulary.md). `check
+    /// [--json]` recomputes every entry's identifier from its key and lists those stored under
+    /// another (exit status 1 when any is, or the tables disagree).
     Ctl {
         /// The control socket path.
         #[arg(long)]
@@ -519,6 +521,7 @@ fn main() -> ExitCode {
             cmd,
             args,
         } => {
+            let (json, pretty, args) = check_flags(&cmd, json, pretty, args);
             let format = host::ctl_view::Format::from_flags(json, pretty);
             let json_args = args.len() == 1 && args[0].trim_start().starts_with('{');
             if VIEWS.contains(&cmd.as_str()) && !json_args {
@@ -551,6 +554,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `ctl check` also takes its output flags after the command (`ctl --socket S check --json`).
+fn check_flags(
+    cmd: &str,
+    mut json: bool,
+    mut pretty: bool,
+    args: Vec<String>,
+) -> (bool, bool, Vec<String>) {
+    if cmd != "check" {
+        return (json, pretty, args);
+    }
+    let mut rest = Vec::new();
+    for a in args {
+        match a.as_str() {
+            "-j" | "--json" => json = true,
+            "-p" | "--pretty" => pretty = true,
+            _ => rest.push(a),
+        }
+    }
+    (json, pretty, rest)
 }
 
 /// The `ctl` commands that take flags (the table views).
@@ -594,7 +618,7 @@ enum ViewCmd {
         /// common or card.
         #[arg(long, default_value = "common", value_parser = host::daemon::protocol::TableName::from_str)]
         table: host::daemon::protocol::TableName,
-        /// The key: PROTO SRC:SPORT -> DST:DPORT, icmp SRC -> DST id=N, esp -> DST spi=0xN.
+        /// The key: PROTO SRC:SPORT -> DST:DPORT, icmp SRC -> DST id=N, esp SRC -> DST spi=0xN.
         #[arg(required = true, num_args = 1.., allow_hyphen_values = true, value_name = "KEY")]
         key: Vec<String>,
     },
@@ -690,10 +714,10 @@ async fn ctl(
         ),
     };
     host::out::line(ctl_text(&answer, format).trim_end());
-    if answer.is_ok() {
-        Ok(())
-    } else {
-        Err(refused.to_string())
+    match &answer {
+        Response::Check(c) => host::ctl_view::check_verdict(c),
+        a if a.is_ok() => Ok(()),
+        _ => Err(refused.to_string()),
     }
 }
 
@@ -706,6 +730,7 @@ fn ctl_text(answer: &Response, format: host::ctl_view::Format) -> String {
         (Format::Pretty, a) => view::json_text(a, true),
         (Format::Table, Response::Status(v)) => view::status_table(v),
         (Format::Table, Response::Allocation(a)) => view::allocation_table(a),
+        (Format::Table, Response::Check(c)) => view::check_table(c),
         (Format::Table, Response::Error(e)) => {
             let mut s = format!("error: {}", e.error);
             if let Some(l) = e.leader {

@@ -735,8 +735,35 @@ pub struct EspRecvReply {
 /// `check`: the table consistency problems found (none: consistent).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckReply {
-    /// One line per problem.
+    /// Entries whose identifier was recomputed from their key (common and node-specific
+    /// tables together).
+    #[serde(default)]
+    pub checked: u64,
+    /// The entries stored under an identifier other than the one their key gives (claim 12).
+    #[serde(default)]
+    pub mismatches: Vec<IdMismatch>,
+    /// One line per problem of invariant 2 (the node-specific table against the common one).
     pub problems: Vec<String>,
+}
+
+impl CheckReply {
+    /// Whether the check found nothing wrong.
+    pub fn is_clean(&self) -> bool {
+        self.mismatches.is_empty() && self.problems.is_empty()
+    }
+}
+
+/// One entry of `check` stored under the wrong identifier.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMismatch {
+    /// The entry's key as the views print it.
+    pub key: String,
+    /// The identifier recomputed from the key.
+    pub recomputed: u16,
+    /// The identifier the entry is stored under.
+    pub stored: u16,
+    /// The table it was found in: common or card.
+    pub table: String,
 }
 
 /// `applied`: the allocations applied, oldest first (free-form records).
@@ -1133,6 +1160,52 @@ mod tests {
         let line = format!(r#"{{"cmd":"sa_add","key":"{digits}","spi":"x"}}"#);
         let e = Request::parse(&line).unwrap_err();
         assert!(!format!("{e:?}").contains("abab"), "{e:?}");
+    }
+
+    #[test]
+    fn check_requests_and_answers_parse() {
+        assert_eq!(
+            Request::parse(r#"{"cmd":"check"}"#).unwrap(),
+            Request::Check
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Check).unwrap(),
+            r#"{"cmd":"check"}"#
+        );
+        let found = CheckReply {
+            checked: 12,
+            mismatches: vec![IdMismatch {
+                key: "esp 192.0.2.9 -> 192.0.2.1 spi=0x00001000".into(),
+                recomputed: 17,
+                stored: 18,
+                table: "common".into(),
+            }],
+            problems: vec![],
+        };
+        assert!(!found.is_clean());
+        let v = Response::Check(found.clone()).to_value();
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["mismatches"][0]["stored"], 18);
+        let Response::Check(back) = Request::Check.response(v).unwrap() else {
+            panic!("not a check answer");
+        };
+        assert_eq!(back, found, "read back typed");
+        // an answer of a node without the identifier check reads as clean of mismatches
+        let old = Request::Check
+            .response(serde_json::json!({"ok": true, "problems": ["x"]}))
+            .unwrap();
+        let Response::Check(old) = old else {
+            panic!("{old:?}");
+        };
+        assert_eq!((old.checked, old.mismatches.len()), (0, 0));
+        assert!(!old.is_clean(), "a problem is not clean");
+        for bad in [
+            serde_json::json!({"ok": true}),
+            serde_json::json!({"ok": true, "problems": [], "mismatches": [{"key": 1}]}),
+            serde_json::json!({"ok": true, "problems": [], "checked": -1}),
+        ] {
+            assert!(Request::Check.response(bad.clone()).is_err(), "{bad}");
+        }
     }
 
     #[test]

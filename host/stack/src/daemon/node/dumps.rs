@@ -1,5 +1,5 @@
 //! The commands that walk the node-specific table (`dump`, `card_dump`) and the tables'
-//! check (`check`), worked on in bounded slices across loop turns: a slice reads whole
+//! check (`check`: invariant 2, and every entry's identifier recomputed from its key), worked on in bounded slices across loop turns: a slice reads whole
 //! identifiers until [`WALK_SLICE`] entries were read or a few milliseconds went by, then the
 //! loop serves its sockets and
 //! timers again (heartbeats, acknowledgements, Raft) before the next slice. The answer comes
@@ -14,10 +14,11 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::Runtime;
+use crate::core::consistency::IdentifierCheck;
 use crate::core::ids::DistributionId;
 use crate::core::node_table::NodeSpecificTable;
 use crate::daemon::protocol::{
-    CardDumpReply, CardEntryReport, CheckReply, DumpReply, EntryReport, Response,
+    CardDumpReply, CardEntryReport, CheckReply, DumpReply, EntryReport, IdMismatch, Response,
 };
 
 /// Entries a turn of the loop reads for the walks in progress (whole identifiers: one larger
@@ -37,8 +38,12 @@ enum Walk {
     },
     /// `card_dump`: keys in the card's layout, where each entry is.
     Card { entries: Vec<CardEntryReport> },
-    /// `check`: the problems found so far (each identifier checked at one moment).
-    Check { problems: Vec<String> },
+    /// `check`: the problems found so far and the identifiers recomputed from the keys (each
+    /// identifier checked at one moment).
+    Check {
+        problems: Vec<String>,
+        ids: IdentifierCheck,
+    },
 }
 
 /// A walk over the identifiers in progress.
@@ -94,6 +99,7 @@ impl Runtime {
         self.start_walk(
             Walk::Check {
                 problems: Vec::new(),
+                ids: IdentifierCheck::default(),
             },
             None,
             reply,
@@ -193,7 +199,8 @@ impl Runtime {
                 }));
                 entries.len() - before
             }
-            Walk::Check { problems } => {
+            Walk::Check { problems, ids } => {
+                core.check_identifiers_of(d, ids);
                 let (p, expected) = core.check_identifier(d);
                 problems.extend(p);
                 let held = table.dist_len(d);
@@ -223,7 +230,20 @@ impl Runtime {
                 entries,
                 len: table.len(),
             }),
-            Walk::Check { problems } => Response::Check(CheckReply { problems }),
+            Walk::Check { problems, ids } => Response::Check(CheckReply {
+                checked: (ids.common + ids.node_specific) as u64,
+                mismatches: ids
+                    .mismatches
+                    .iter()
+                    .map(|m| IdMismatch {
+                        key: crate::filter::ViewKey::of_core(&m.key, m.initiator_is_lo).to_string(),
+                        recomputed: m.recomputed.0,
+                        stored: m.stored.0,
+                        table: m.table.name().to_owned(),
+                    })
+                    .collect(),
+                problems,
+            }),
         }
     }
 }

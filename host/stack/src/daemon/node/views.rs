@@ -817,6 +817,7 @@ mod tests {
         es[0].tunnel = Some(SaRef { spi: 0x1234 });
         es.push(Entry::new(
             FlowKey::Esp {
+                src: "2001:db8::9".parse().unwrap(),
                 dst: "2001:db8::1".parse().unwrap(),
                 spi: 9,
             },
