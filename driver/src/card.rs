@@ -639,11 +639,13 @@ impl<R: RegIo> Card<R> {
         Ok(out)
     }
 
-    /// Rebuild the shadow from a [`Card::scan`] of the card.
+    /// Rebuild the shadow from a [`Card::scan`] of the card, and forget which masks the card's
+    /// profiles hold (the next batch sets the ones it uses again).
     ///
     /// # Errors
     /// As for [`Card::scan`].
     pub fn resync(&mut self) -> Result<(), DriverError> {
+        self.profiles.iter_mut().for_each(|p| *p = None);
         let entries = self.scan()?;
         self.shadow.clear_all();
         for e in entries {

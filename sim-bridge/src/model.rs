@@ -863,7 +863,8 @@ mod tests {
     fn cam_header_and_capabilities() {
         let mut m = ModelCard::with_depth(100).unwrap();
         assert_eq!(rd(&mut m, c(header::TYPE)), block_type::CAM);
-        assert_eq!(rd(&mut m, c(header::VERSION)), 0x0002_0000);
+        assert_eq!(rd(&mut m, c(header::VERSION)), 0x0002_0001);
+        assert_eq!(rd(&mut m, c(cam::CAP_PROFILES)), cam::PROFILES);
         assert_eq!(rd(&mut m, c(header::NEXT)), sa::BASE);
         assert_eq!(rd(&mut m, c(cam::CAP_DEPTH)), 100);
         assert_eq!(rd(&mut m, c(cam::CAP_KEY_BITS)), 320);
@@ -1008,7 +1009,7 @@ mod tests {
         assert_eq!(status::ERR.get(run(&mut m, cmd::HIT_RC)), err::BAD_INDEX);
         wr(&mut m, c(cam::INDEX), u32::MAX);
         assert_eq!(status::ERR.get(run(&mut m, cmd::HIT_RC)), err::BAD_INDEX);
-        for code in [0, 9, 0xFFFF_FFFF] {
+        for code in [0, 13, 0x1_000A, 0xFFFF_FFFF] {
             assert_eq!(
                 run(&mut m, code),
                 status::DONE.put(1) | status::ERR.put(err::UNKNOWN_CMD)
@@ -1016,8 +1017,8 @@ mod tests {
             assert_eq!(rd(&mut m, c(cam::CMD)), code);
         }
         assert_eq!(rd(&mut m, c(cam::OCCUPANCY)), 0);
-        assert_eq!(rd(&mut m, c(cam::CMD_COUNT)), 8);
-        assert_eq!(rd(&mut m, c(cam::ERR_COUNT)), 8);
+        assert_eq!(rd(&mut m, c(cam::CMD_COUNT)), 9);
+        assert_eq!(rd(&mut m, c(cam::ERR_COUNT)), 9);
     }
 
     #[test]

@@ -171,8 +171,7 @@ impl<R: RegIo> Card<R> {
             // A command that never ran was dropped while another one was running.
             (done, CmdErrorCode::Busy)
         };
-        // Which profiles the card holds is no longer known either.
-        self.profiles.iter_mut().for_each(|p| *p = None);
+        // Which profiles the card holds is no longer known either: resync forgets them.
         self.resync()?;
         Err(DriverError::BatchFailed {
             sent,
