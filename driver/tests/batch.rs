@@ -159,7 +159,7 @@ fn entries_past_the_last_free_profile_are_written_with_their_own_mask() {
     assert!(writes > 16 * 12 + 4 * 24, "{writes}");
     card.verify().unwrap();
     for e in &entries {
-        assert_eq!(card.find(&e.key).unwrap().is_some(), true);
+        assert!(card.find(&e.key).unwrap().is_some());
     }
 }
 

@@ -38,52 +38,35 @@ use hal::counting::Counting;
 use sim_bridge::model::ModelCard;
 use sim_bridge::verilator::{RtlCard, RTL_DEPTH};
 
-/// A distinct TCP 5-tuple entry for each `i`.
-fn entry(i: u32) -> CamEntry {
-    let ip = |n: u32| IpPrefix::host(IpAddr::V4(Ipv4Addr::from(0x0A00_0000 | n)));
+/// A distinct TCP 5-tuple entry for each `i`, with addresses `ip(..)`, in identifier
+/// `i % ids`.
+fn tcp_entry(i: u32, ids: u32, ip: impl Fn(u32) -> IpAddr) -> CamEntry {
     let key = CamKey::new(
         Some(0),
         Flow::Tcp {
-            src: ip(i),
-            dst: ip(i.wrapping_mul(7) ^ 0x55),
+            src: IpPrefix::host(ip(i)),
+            dst: IpPrefix::host(ip(i.wrapping_mul(7) ^ 0x55)),
             src_port: Some((i % 60_000) as u16 + 1024),
             dst_port: Some(443),
         },
     );
     CamEntry {
         key,
-        did: DistributionId((i % 16) as u16),
+        did: DistributionId((i % ids) as u16),
         result: ResultWord::new(Action::Accept),
     }
 }
 
-/// A distinct IPv6 TCP 5-tuple entry for each `i`, in identifier `i % 256`.
+/// A distinct IPv4 TCP 5-tuple entry for each `i`, in 16 identifiers.
+fn entry(i: u32) -> CamEntry {
+    tcp_entry(i, 16, |n| IpAddr::V4(Ipv4Addr::from(0x0A00_0000 | n)))
+}
+
+/// A distinct IPv6 TCP 5-tuple entry for each `i`, in 256 identifiers.
 fn v6_entry(i: u32) -> CamEntry {
-    let ip = |n: u32| {
-        IpPrefix::host(IpAddr::V6(Ipv6Addr::new(
-            0x2001,
-            0xdb8,
-            1,
-            0,
-            0,
-            0,
-            (n >> 16) as u16,
-            n as u16,
-        )))
-    };
-    CamEntry {
-        key: CamKey::new(
-            Some(0),
-            Flow::Tcp {
-                src: ip(i),
-                dst: ip(i.wrapping_mul(7) ^ 0x55),
-                src_port: Some((i % 60_000) as u16 + 1024),
-                dst_port: Some(443),
-            },
-        ),
-        did: DistributionId((i % 256) as u16),
-        result: ResultWord::new(Action::Accept),
-    }
+    tcp_entry(i, 256, |n| {
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, (n >> 16) as u16, n as u16))
+    })
 }
 
 /// The clock the figures convert clocks into time with: `hdl/pnr.sh`'s default target.
