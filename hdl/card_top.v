@@ -104,7 +104,6 @@ module card_top (
   localparam [31:0] DEPTH32 = DEPTH;
   localparam [31:0] DB32 = DB;
   localparam integer NPROF = CAM_PROFILES_P;
-  localparam integer PRW = $clog2(NPROF);  // profile number width
   localparam [31:0] NPROF32 = NPROF;
   localparam [31:0] CAM_END = CAM_BASE + CAM_SPAN;
   localparam [31:0] IDENT_END = IDENT_BASE + IDENT_SPAN;
@@ -260,7 +259,15 @@ module card_top (
                   && (cmd_lo == CAM_CMD_WRITE_P[7:0] || cmd_lo == CAM_CMD_INSERT_P[7:0]);
   wire [31:0] cmd_code = cmd_is_p ? {24'd0, cmd_lo} : cmd_s;
   wire prof_ok = cmd_is_p ? {24'd0, cmd_prof} < NPROF32 : index_s < NPROF32;
-  wire [KB-1:0] op_mask = cmd_is_p && prof_ok ? prof_s[cmd_prof[PRW-1:0]*KB+:KB] : mask_s;
+  // The running WRITE_P/INSERT_P's profile mask (a plain multiplexer: a variable
+  // part-select of prof_s would make synthesis build a shifter of all of it).
+  reg [KB-1:0] prof_mask;
+  always @* begin : prof_rd
+    integer p;
+    prof_mask = {KB{1'b0}};
+    for (p = 0; p < NPROF; p = p + 1) if ({24'd0, cmd_prof} == p) prof_mask = prof_s[p*KB+:KB];
+  end
+  wire [KB-1:0] op_mask = cmd_is_p ? prof_mask : mask_s;
   // The mask-profile and batch commands: while one runs, CAM-block writes wait
   // (AWREADY/WREADY low) instead of being dropped.
   wire run_batch = busy && (cmd_is_p || cmd_code == CAM_CMD_SET_PROFILE
@@ -483,6 +490,7 @@ module card_top (
     reg [31:0] o;
     reg drop;  // a CMD write dropped because a command is running
     reg [7:0] own;  // error of the command completing on this edge
+    integer p;
     if (rst) begin
       scratch <= 32'd0;
       key_s <= {KB{1'b0}};
@@ -571,7 +579,7 @@ module card_top (
         end
         if (o_ld_hits) hits_s <= o_hits;
         if (cmd_code == CAM_CMD_SET_PROFILE && own == CAM_ERR_OK[7:0])
-          prof_s[index_s[PRW-1:0]*KB+:KB] <= mask_s;
+          for (p = 0; p < NPROF; p = p + 1) if (index_s == p) prof_s[p*KB+:KB] <= mask_s;
         if (cmd_code == CAM_CMD_BATCH_START) begin
           batch_done <= 32'd0;
           batch_errs <= 32'd0;

@@ -15,18 +15,14 @@ use hal::regs::cam;
 use hal::BarOffset;
 use sim_bridge::model::ModelCard;
 
-/// A distinct IPv6 TCP 5-tuple for each `i`, in one of 16 identifiers.
+/// A distinct IPv6 TCP 5-tuple for each `i`, in one of 16 identifiers; every word of both
+/// addresses changes from one `i` to the next.
 fn v6_entry(i: u32) -> CamEntry {
     let ip = |n: u32| {
-        IpPrefix::host(IpAddr::V6(Ipv6Addr::new(
-            0x2001,
-            0xdb8,
-            0,
-            0,
-            0,
-            0,
-            n as u16,
-            (n >> 16) as u16,
+        // The same 32-bit hash of n in each of the four words.
+        let h = u128::from(n.wrapping_mul(0x9E37_79B9));
+        IpPrefix::host(IpAddr::V6(Ipv6Addr::from_bits(
+            h * ((1 << 96) | (1 << 64) | (1 << 32) | 1),
         )))
     };
     CamEntry {

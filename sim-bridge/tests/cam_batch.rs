@@ -51,7 +51,11 @@ fn profiles_and_batches(card: &mut dyn RegIo, depth: u32) {
     assert_eq!(batch(card), (0, 0, 0));
     // Profile 3: word 0 wildcarded, the rest compared.
     for w in 0..cam::KEY_WORDS {
-        wr(card, cam::BASE + cam::MASK.at(w), if w == 0 { 0 } else { u32::MAX });
+        wr(
+            card,
+            cam::BASE + cam::MASK.at(w),
+            if w == 0 { 0 } else { u32::MAX },
+        );
     }
     wr(card, c(cam::INDEX), 3);
     wr(card, c(cam::CMD), cmd::SET_PROFILE);
@@ -78,7 +82,11 @@ fn profiles_and_batches(card: &mut dyn RegIo, depth: u32) {
     assert_eq!(wait(card), ok());
     let pos1 = cam::batch_err::POS.put(1) | cam::batch_err::CODE.put(err::BAD_PROFILE);
     assert_eq!(batch(card), (4, 2, pos1));
-    assert_eq!(rd(card, c(cam::INDEX)), 0, "INSERT_P took the lowest free entry");
+    assert_eq!(
+        rd(card, c(cam::INDEX)),
+        0,
+        "INSERT_P took the lowest free entry"
+    );
     assert_eq!(rd(card, c(cam::OCCUPANCY)), 2);
     assert_eq!(rd(card, c(cam::CMD_COUNT)), 7);
     assert_eq!(rd(card, c(cam::ERR_COUNT)), 3);
@@ -107,7 +115,11 @@ fn profiles_and_batches(card: &mut dyn RegIo, depth: u32) {
     assert_eq!(batch(card), (0, 0, 0));
     wr(card, c(cam::CMD), batch_cmd(cmd::INSERT_P, 0));
     assert_eq!(wait(card), ok());
-    wr(card, hal::regs::ident::CONTROL.offset, hal::regs::ident::control::SOFT_RESET.put(1));
+    wr(
+        card,
+        hal::regs::ident::CONTROL.offset,
+        hal::regs::ident::control::SOFT_RESET.put(1),
+    );
     assert_eq!(batch(card), (0, 0, 0));
     stage_key(card, 0x300);
     wr(card, c(cam::INDEX), 1);
@@ -115,7 +127,11 @@ fn profiles_and_batches(card: &mut dyn RegIo, depth: u32) {
     assert_eq!(wait(card), ok());
     wr(card, c(cam::CMD), cmd::READ);
     assert_eq!(wait(card), ok() | status::VALID.put(1));
-    assert_eq!(rd(card, cam::BASE + cam::MASK.at(1)), 0, "profiles are zero after reset");
+    assert_eq!(
+        rd(card, cam::BASE + cam::MASK.at(1)),
+        0,
+        "profiles are zero after reset"
+    );
 }
 
 fn full_mid_batch(card: &mut dyn RegIo, depth: u32) {
@@ -136,7 +152,10 @@ fn full_mid_batch(card: &mut dyn RegIo, depth: u32) {
 fn model_profiles_and_batches() {
     let mut m = sim_bridge::model::ModelCard::with_depth(64).unwrap();
     profiles_and_batches(&mut m, 64);
-    full_mid_batch(&mut sim_bridge::model::ModelCard::with_depth(64).unwrap(), 64);
+    full_mid_batch(
+        &mut sim_bridge::model::ModelCard::with_depth(64).unwrap(),
+        64,
+    );
 }
 
 #[cfg(feature = "verilator")]

@@ -62,10 +62,16 @@ fn entry(i: u32) -> CamEntry {
     tcp_entry(i, 16, |n| IpAddr::V4(Ipv4Addr::from(0x0A00_0000 | n)))
 }
 
-/// A distinct IPv6 TCP 5-tuple entry for each `i`, in 256 identifiers.
+/// A distinct IPv6 TCP 5-tuple entry for each `i`, in 256 identifiers. Every 32-bit word of
+/// both addresses differs from the previous entry's (no staging write can be skipped for
+/// them), as between unrelated hosts.
 fn v6_entry(i: u32) -> CamEntry {
     tcp_entry(i, 256, |n| {
-        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, (n >> 16) as u16, n as u16))
+        // The same 32-bit hash of n in each of the four words.
+        let h = u128::from(n.wrapping_mul(0x9E37_79B9));
+        IpAddr::V6(Ipv6Addr::from_bits(
+            h * ((1 << 96) | (1 << 64) | (1 << 32) | 1),
+        ))
     })
 }
 
@@ -295,7 +301,10 @@ fn rtl_entry_costs() {
     let mut card = Card::probe(Counting::new(rtl)).expect("probe");
     println!(
         "RTL cost per IPv6 TCP 5-tuple entry installed (CAM minor {}, {} mask profiles)",
-        card.blocks().iter().find(|b| b.name == "CAM").map_or(0, |b| b.minor),
+        card.blocks()
+            .iter()
+            .find(|b| b.name == "CAM")
+            .map_or(0, |b| b.minor),
         card.mask_profiles()
     );
     println!(

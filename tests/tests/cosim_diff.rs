@@ -318,7 +318,8 @@ fn apply<R: DpPort>(slot: &mut Option<Card<R>>, op: &Op) -> String {
         }
         Op::RawBatch(entries) => {
             let regs = card.regs_mut();
-            let w = |regs: &mut R, o: u32, v: u32| regs.write32(BarOffset(o), v).expect("raw write");
+            let w =
+                |regs: &mut R, o: u32, v: u32| regs.write32(BarOffset(o), v).expect("raw write");
             w(regs, cam_off(cam::CMD), cam::cmd::BATCH_START);
             let mut waits = Vec::new();
             for e in entries {
@@ -654,7 +655,11 @@ impl Gen {
     fn raw_batch_entry(&mut self) -> RawBatchEntry {
         let (_, b) = self.pool_key();
         let insert = self.rng.random_bool(0.3);
-        let code = if insert { cam::cmd::INSERT_P } else { cam::cmd::WRITE_P };
+        let code = if insert {
+            cam::cmd::INSERT_P
+        } else {
+            cam::cmd::WRITE_P
+        };
         let mut cmd = cam::batch_cmd(code, self.profile_number());
         if self.rng.random_range(0..20) == 0 {
             cmd |= 1 << (16 + self.rng.random_range(0..16));
@@ -863,7 +868,8 @@ impl Gen {
                 if o == cam_off(cam::CMD) {
                     // A CMD write starts a command: wait for it, and keep it
                     // to codes that cannot change the table.
-                    let changes = (1..=cam::cmd::SET_PROFILE).contains(&v) || batch_entry_code(v).is_some();
+                    let changes =
+                        (1..=cam::cmd::SET_PROFILE).contains(&v) || batch_entry_code(v).is_some();
                     return Op::RawCmd(None, if changes { 0 } else { v });
                 }
                 Op::RawWrite(o, v)
@@ -1392,7 +1398,11 @@ fn batch_commands_and_their_errors_agree() {
         .map(|r| m.read32(BarOffset(cam_off(*r))).expect("read"))
         .collect();
     let full = cam::batch_err::CODE.put(cam::err::FULL);
-    assert_eq!(batch, [2, 1, full], "the last raw batch: FULL first, then a WRITE_P");
+    assert_eq!(
+        batch,
+        [2, 1, full],
+        "the last raw batch: FULL first, then a WRITE_P"
+    );
 }
 
 #[test]
@@ -1412,7 +1422,10 @@ fn rtl_writes_wait_while_a_batch_command_runs() {
     rtl_w(&mut c, cam_off(cam::CMD), cam::batch_cmd(cmd::WRITE_P, 5));
     let s = rtl_wait(&mut c);
     assert_eq!(s, status::DONE.put(1), "STATUS 0x{s:08x}");
-    assert!(held > 4, "the second write waited for WRITE_P: {held} clocks");
+    assert!(
+        held > 4,
+        "the second write waited for WRITE_P: {held} clocks"
+    );
     assert_eq!(rtl_r(&mut c, cam_off(cam::BATCH_DONE)), 2);
     assert_eq!(rtl_r(&mut c, cam_off(cam::BATCH_ERRS)), 0);
     assert_eq!(rtl_r(&mut c, cam_off(cam::ERR_COUNT)), 0);

@@ -322,7 +322,11 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
             .map(|e| {
                 let fresh = self.count.contains(e.dist) && self.shadow.get(&e.key).is_none();
                 let key = cam_key(&e.key).ok().filter(|_| fresh)?;
-                Some(CamEntry { key, did: e.dist, result: result_of(e, &self.host_rules) })
+                Some(CamEntry {
+                    key,
+                    did: e.dist,
+                    result: result_of(e, &self.host_rules),
+                })
             })
             .collect();
         if let Some(cams) = cams.filter(|c| c.len() > 1) {
@@ -622,9 +626,16 @@ mod tests {
         let mut t = TieredTable::new(CardTable::new(card, c).expect("count"), c);
         let r = t.insert_batch((0..10).map(|i| entry(i, 3)).collect());
         assert!(r.iter().all(Result::is_ok), "{r:?}");
-        let done = t.card_mut().card_mut().regs_mut().read32(hal::BarOffset(cam::BASE + cam::BATCH_DONE.offset));
+        let done = t
+            .card_mut()
+            .card_mut()
+            .regs_mut()
+            .read32(hal::BarOffset(cam::BASE + cam::BATCH_DONE.offset));
         assert_eq!(done.expect("read"), 10, "ten WRITE_P commands");
-        t.card_mut().card_mut().verify().expect("card and shadow agree");
+        t.card_mut()
+            .card_mut()
+            .verify()
+            .expect("card and shadow agree");
         // Ten more do not fit the card whole: one by one, six on the card, four overflow.
         let r = t.insert_batch((10..20).map(|i| entry(i, 4)).collect());
         assert!(r.iter().all(Result::is_ok), "{r:?}");
