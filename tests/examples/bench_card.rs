@@ -107,7 +107,7 @@ fn measure(
 
 fn row(name: &str, c: &Cost) {
     println!(
-        "  {name:<34} {:>7.1} {:>7.1} {:>7.1} {:>8.1}",
+        "  {name:<40} {:>7.1} {:>7.1} {:>7.1} {:>8.1}",
         c.reads,
         c.writes,
         c.reads + c.writes,
@@ -161,7 +161,7 @@ fn rtl_bus_costs() {
     let base = 10_000;
     println!("RTL bus transactions and clocks per driver operation (mean of {n}; table half full)");
     println!(
-        "  {:<34} {:>7} {:>7} {:>7} {:>8}",
+        "  {:<40} {:>7} {:>7} {:>7} {:>8}",
         "operation", "reads", "writes", "total", "clocks"
     );
     // Background: half the table.
@@ -308,7 +308,7 @@ fn rtl_entry_costs() {
         card.mask_profiles()
     );
     println!(
-        "  {:<34} {:>7} {:>7} {:>7} {:>8}",
+        "  {:<40} {:>7} {:>7} {:>7} {:>8}",
         "path", "reads", "writes", "total", "clocks"
     );
     let n = 256;
@@ -350,7 +350,7 @@ fn rtl_takeover() {
         "RTL takeover: {total} IPv6 5-tuple entries in {ids} identifiers, gained {per_round} identifiers a round (card depth {RTL_DEPTH}); time at {CLOCK_MHZ} MHz"
     );
     println!(
-        "  {:<34} {:>9} {:>9} {:>9} {:>9} {:>11}",
+        "  {:<40} {:>9} {:>9} {:>9} {:>9} {:>11}",
         "path, per entry installed", "reads", "writes", "total", "clocks", "time"
     );
     for batched in [false, true] {
@@ -386,7 +386,7 @@ fn rtl_takeover() {
             "before: insert per entry"
         };
         println!(
-            "  {name:<34} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>8.3} us",
+            "  {name:<40} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>8.3} us",
             reads as f64 / n,
             writes as f64 / n,
             (reads + writes) as f64 / n,
@@ -394,7 +394,7 @@ fn rtl_takeover() {
             clocks as f64 / n / CLOCK_MHZ
         );
         println!(
-            "  {:<34} {reads:>9} {writes:>9} {:>9} {clocks:>9} {:>8.3} ms",
+            "  {:<40} {reads:>9} {writes:>9} {:>9} {clocks:>9} {:>8.3} ms",
             "  (whole takeover)",
             reads + writes,
             clocks as f64 / CLOCK_MHZ / 1000.0

@@ -16,7 +16,7 @@ fn status_table() {
         "{out}"
     );
     assert!(
-        out.contains("CAM    0x5443414d  2.0      0x01000  0x02000"),
+        out.contains("CAM    0x5443414d  2.1      0x01000  0x02000"),
         "{out}"
     );
     assert!(out.contains("CAM depth        1024"), "{out}");
