@@ -436,9 +436,7 @@ impl ModelCard {
         let r = &self.regs;
         self.keys[i] = r.key;
         self.masks[i] = mask;
-        for j in 0..KW {
-            self.masked[i][j] = r.key[j] & mask[j];
-        }
+        self.masked[i] = std::array::from_fn(|j| r.key[j] & mask[j]);
         self.results[i] = r.result;
         self.dids[i] = r.did;
         if !self.is_valid(i) {
