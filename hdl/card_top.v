@@ -94,6 +94,8 @@ module card_top (
   // CAM identifier width (CAP_DID_BITS, at least 5; DID_BITMAP holds 2^bits
   // bits, words past them read 0). Synthesis runs use fewer.
   parameter integer CAM_DID_BITS_P = CAM_DID_BITS;
+  // Mask profiles (CAP_PROFILES, at least 2). Synthesis runs use fewer.
+  parameter integer CAM_PROFILES_P = CAM_PROFILES;
 
   localparam integer KB = CAM_KEY_BITS;
   localparam integer BMB = 2 ** CAM_DID_BITS_P;
@@ -101,6 +103,8 @@ module card_top (
   localparam [31:0] BMW = BMB / 32;  // DID_BITMAP words held
   localparam [31:0] DEPTH32 = DEPTH;
   localparam [31:0] DB32 = DB;
+  localparam integer NPROF = CAM_PROFILES_P;
+  localparam [31:0] NPROF32 = NPROF;
   localparam [31:0] CAM_END = CAM_BASE + CAM_SPAN;
   localparam [31:0] IDENT_END = IDENT_BASE + IDENT_SPAN;
 
@@ -164,7 +168,8 @@ module card_top (
   reg bvalid_q;
   reg rvalid_q;
   reg [31:0] rdata_q;
-  wire wr_fire = s_axi_awvalid && s_axi_wvalid && !bvalid_q;
+  wire wr_hold;  // a CAM-block write waits for a batch command (below)
+  wire wr_fire = s_axi_awvalid && s_axi_wvalid && !bvalid_q && !wr_hold;
   wire rd_fire = s_axi_arvalid && !rvalid_q;
   assign s_axi_awready = wr_fire;
   assign s_axi_wready = wr_fire;
@@ -176,6 +181,7 @@ module card_top (
   assign s_axi_rresp = 2'b00;
 
   wire [31:0] wa = {16'd0, s_axi_awaddr};
+  assign wr_hold = run_batch && wa >= CAM_BASE && wa < CAM_END;
   wire [31:0] wd = s_axi_wdata;
   wire [31:0] ra = {16'd0, s_axi_araddr};
 
@@ -186,6 +192,10 @@ module card_top (
   reg [31:0] scratch;
   reg [KB-1:0] key_s;
   reg [KB-1:0] mask_s;
+  reg [NPROF*KB-1:0] prof_s;  // mask profile p = prof_s[p*KB +: KB]
+  reg [31:0] batch_done;
+  reg [31:0] batch_errs;
+  reg [31:0] batch_err;
   reg [31:0] result_s;
   reg [31:0] index_s;
   reg [DB-1:0] did_s;
@@ -240,6 +250,29 @@ module card_top (
   wire cam_store;
   wire [31:0] cam_store_at;
 
+  // The CMD word: WRITE_P and INSERT_P carry a mask profile in CMD.PROFILE
+  // (bits 31:16 zero); every other word is a code of its own. cmd_s holds the
+  // running command's word until it completes.
+  wire [7:0] cmd_lo = cmd_s[CAM_CMD_CODE_LSB+:8];
+  wire [7:0] cmd_prof = cmd_s[CAM_CMD_PROFILE_LSB+:8];
+  wire cmd_is_p = cmd_s[31:16] == 16'd0
+                  && (cmd_lo == CAM_CMD_WRITE_P[7:0] || cmd_lo == CAM_CMD_INSERT_P[7:0]);
+  wire [31:0] cmd_code = cmd_is_p ? {24'd0, cmd_lo} : cmd_s;
+  wire prof_ok = cmd_is_p ? {24'd0, cmd_prof} < NPROF32 : index_s < NPROF32;
+  // The running WRITE_P/INSERT_P's profile mask (a plain multiplexer: a variable
+  // part-select of prof_s would make synthesis build a shifter of all of it).
+  reg [KB-1:0] prof_mask;
+  always @* begin : prof_rd
+    integer p;
+    prof_mask = {KB{1'b0}};
+    for (p = 0; p < NPROF; p = p + 1) if ({24'd0, cmd_prof} == p) prof_mask = prof_s[p*KB+:KB];
+  end
+  wire [KB-1:0] op_mask = cmd_is_p ? prof_mask : mask_s;
+  // The mask-profile and batch commands: while one runs, CAM-block writes wait
+  // (AWREADY/WREADY low) instead of being dropped.
+  wire run_batch = busy && (cmd_is_p || cmd_code == CAM_CMD_SET_PROFILE
+                            || cmd_code == CAM_CMD_BATCH_START);
+
   tcam #(
       .DEPTH(DEPTH),
       .DID_BITS(CAM_DID_BITS_P)
@@ -247,13 +280,14 @@ module card_top (
       .clk(clk),
       .rst(rst),
       .op_start(start),
-      .op_code(cmd_s),
+      .op_code(cmd_code),
       .op_index(index_s),
       .op_key(key_s),
-      .op_mask(mask_s),
+      .op_mask(op_mask),
       .op_result(result_s),
       .op_did(did_s),
       .op_did_bitmap(bitmap_s),
+      .op_prof_ok(prof_ok),
       .op_done(op_done),
       .o_err(o_err),
       .o_match(o_match),
@@ -405,6 +439,10 @@ module card_top (
             CAM_R_DP_HITS: read_reg = dp_hits;
             CAM_R_CMD_COUNT: read_reg = cmd_count;
             CAM_R_ERR_COUNT: read_reg = err_count;
+            CAM_R_CAP_PROFILES: read_reg = NPROF32;
+            CAM_R_BATCH_DONE: read_reg = batch_done;
+            CAM_R_BATCH_ERRS: read_reg = batch_errs;
+            CAM_R_BATCH_ERR: read_reg = batch_err;
             default: read_reg = UNMAPPED_PATTERN;
           endcase
         end
@@ -452,10 +490,15 @@ module card_top (
     reg [31:0] o;
     reg drop;  // a CMD write dropped because a command is running
     reg [7:0] own;  // error of the command completing on this edge
+    integer p;
     if (rst) begin
       scratch <= 32'd0;
       key_s <= {KB{1'b0}};
       mask_s <= {KB{1'b0}};
+      prof_s <= {NPROF * KB{1'b0}};
+      batch_done <= 32'd0;
+      batch_errs <= 32'd0;
+      batch_err <= 32'd0;
       result_s <= 32'd0;
       index_s <= 32'd0;
       did_s <= {DB{1'b0}};
@@ -535,6 +578,22 @@ module card_top (
           did_s <= o_did;
         end
         if (o_ld_hits) hits_s <= o_hits;
+        if (cmd_code == CAM_CMD_SET_PROFILE && own == CAM_ERR_OK[7:0])
+          for (p = 0; p < NPROF; p = p + 1) if (index_s == p) prof_s[p*KB+:KB] <= mask_s;
+        if (cmd_code == CAM_CMD_BATCH_START) begin
+          batch_done <= 32'd0;
+          batch_errs <= 32'd0;
+          batch_err <= 32'd0;
+        end
+        if (cmd_is_p) begin
+          batch_done <= batch_done + 32'd1;
+          if (own != CAM_ERR_OK[7:0]) begin
+            batch_errs <= batch_errs + 32'd1;
+            if (batch_errs == 32'd0)
+              batch_err <= ({24'd0, own} << CAM_BATCH_ERR_CODE_LSB)
+                         | ({8'd0, batch_done[23:0]} << CAM_BATCH_ERR_POS_LSB);
+          end
+        end
       end else if (drop) begin
         st_err <= CAM_ERR_BUSY[7:0];
         err_count <= err_count + 32'd1;

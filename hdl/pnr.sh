@@ -20,7 +20,7 @@
 # PNR_SEED (1), PNR_DIR to keep the netlists and logs (an absolute path, not
 # under /tmp; default: a temporary folder here, removed), PNR_REQUIRE=1 to fail on a missed target. The other sizes
 # are those of synth.sh (4 SA slots, a 128-byte ESP buffer, 6-bit CAM
-# identifiers, 64-byte port frames, a 1-frame host queue, 64 identifiers).
+# identifiers, 4 CAM mask profiles, 64-byte port frames, a 1-frame host queue, 64 identifiers).
 set -eu
 cd "$(dirname "$0")"
 me=pnr.sh
@@ -73,7 +73,7 @@ synth() {
     if [ -n "$json" ]; then write="-json $json"; fi
     # shellcheck disable=SC2086 # the source list and write are word lists
     if ! "$yosys_bin" -q -l "$out/synth-$d.log" -p "read_verilog -Igenerated $sources; \
-        chparam -set DEPTH $d -set SA_DEPTH 4 -set ESP_BUF_WORDS 32 -set CAM_DID_BITS_P 6 \
+        chparam -set DEPTH $d -set SA_DEPTH 4 -set ESP_BUF_WORDS 32 -set CAM_DID_BITS_P 6 -set CAM_PROFILES_P 4 \
             -set PORT_FRAME 64 -set PORT_QDEPTH 1 -set PORT_NIDS 64 card_top; \
         synth_ecp5 -top card_top $write; tee -q -o $out/stat-$d.txt stat" >/dev/null 2>&1; then
         tail -n 30 "$out/synth-$d.log" >&2

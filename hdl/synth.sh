@@ -5,7 +5,8 @@
 #
 # Generic synthesis maps every memory to flip-flops, so the sizes that do not
 # change the logic's shape are small here: 4 SA slots, a 128-byte ESP buffer,
-# 6-bit CAM identifiers (a 64-bit FLUSH_DID bitmap instead of 4,096 bits), and
+# 6-bit CAM identifiers (a 64-bit FLUSH_DID bitmap instead of 4,096 bits), 4 CAM mask
+# profiles instead of 16, and
 # a packet port block with 64-byte frames, a 1-frame host queue and 64
 # identifiers. The contract's sizes are the RTL's defaults (what Verilator
 # builds and the co-simulation checks).
@@ -28,6 +29,7 @@ didb="${SYNTH_DID_BITS:-6}"
 pframe="${SYNTH_PORT_FRAME:-64}"
 pq="${SYNTH_PORT_QDEPTH:-1}"
 pids="${SYNTH_PORT_IDS:-64}"
+prof="${SYNTH_PROFILES:-4}"
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
@@ -46,7 +48,7 @@ block() {
 
 (
     block port port "read_verilog -Igenerated port.v; chparam -set FRAME_BYTES $pframe -set QDEPTH $pq -set IDS $pids -set DEPTH $depth port" &&
-        block card_top card_top "read_verilog -Igenerated card_top.v; read_verilog -lib -Igenerated tcam.v port.v crypto/esp_engine.v; chparam -set DEPTH $depth -set SA_DEPTH $slots -set ESP_BUF_WORDS $bufw -set CAM_DID_BITS_P $didb -set PORT_FRAME $pframe -set PORT_QDEPTH $pq -set PORT_NIDS $pids card_top"
+        block card_top card_top "read_verilog -Igenerated card_top.v; read_verilog -lib -Igenerated tcam.v port.v crypto/esp_engine.v; chparam -set DEPTH $depth -set SA_DEPTH $slots -set ESP_BUF_WORDS $bufw -set CAM_DID_BITS_P $didb -set CAM_PROFILES_P $prof -set PORT_FRAME $pframe -set PORT_QDEPTH $pq -set PORT_NIDS $pids card_top"
 ) &
 lane1=$!
 (

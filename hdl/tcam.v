@@ -40,6 +40,7 @@ module tcam (
     op_result,
     op_did,
     op_did_bitmap,
+    op_prof_ok,
     op_done,
     o_err,
     o_match,
@@ -103,6 +104,10 @@ module tcam (
   input wire [31:0] op_result;
   input wire [DB-1:0] op_did;
   input wire [BMB-1:0] op_did_bitmap;
+  // The command's mask profile number is in range (WRITE_P, INSERT_P: the
+  // CMD word's profile; SET_PROFILE: INDEX); card_top keeps the profiles and
+  // feeds a WRITE_P/INSERT_P the profile's mask on op_mask.
+  input wire op_prof_ok;
   output reg op_done;
   output reg [7:0] o_err;
   output reg o_match;
@@ -281,8 +286,13 @@ module tcam (
             c_err <= (op_index >= DEPTH32) ? CAM_ERR_BAD_INDEX[7:0] : CAM_ERR_OK[7:0];
             CAM_CMD_HIT_RC:
             c_err <= (op_index >= HIT_WORDS) ? CAM_ERR_BAD_INDEX[7:0] : CAM_ERR_OK[7:0];
-            CAM_CMD_SEARCH, CAM_CMD_FLUSH_ALL, CAM_CMD_FLUSH_DID, CAM_CMD_INSERT:
+            CAM_CMD_SEARCH, CAM_CMD_FLUSH_ALL, CAM_CMD_FLUSH_DID, CAM_CMD_INSERT, CAM_CMD_BATCH_START:
             c_err <= CAM_ERR_OK[7:0];
+            CAM_CMD_SET_PROFILE, CAM_CMD_INSERT_P:
+            c_err <= op_prof_ok ? CAM_ERR_OK[7:0] : CAM_ERR_BAD_PROFILE[7:0];
+            CAM_CMD_WRITE_P:
+            c_err <= !op_prof_ok ? CAM_ERR_BAD_PROFILE[7:0]
+                : (op_index >= DEPTH32) ? CAM_ERR_BAD_INDEX[7:0] : CAM_ERR_OK[7:0];
             default: c_err <= CAM_ERR_UNKNOWN_CMD[7:0];
           endcase
           state <= S_VEC;
@@ -295,7 +305,7 @@ module tcam (
           case (c_code)
             CAM_CMD_SEARCH:
             vec[i] = valid[i] && ~|((op_key ^ key_mem[i]) & mask_mem[i]);
-            CAM_CMD_INSERT: vec[i] = ~valid[i];
+            CAM_CMD_INSERT, CAM_CMD_INSERT_P: vec[i] = ~valid[i];
             CAM_CMD_FLUSH_DID: vec[i] = valid[i] && op_did_bitmap[did_mem[i]];
             default: ;
           endcase
@@ -319,7 +329,7 @@ module tcam (
           o_ld_hits <= 1'b0;
           if (c_err == CAM_ERR_OK[7:0]) begin
             case (c_code)
-              CAM_CMD_WRITE: store = 1'b1;
+              CAM_CMD_WRITE, CAM_CMD_WRITE_P: store = 1'b1;
               CAM_CMD_INVALIDATE: begin
                 vn[arg_idx] = 1'b0;
                 ec[arg_idx] = 1'b1;
@@ -371,7 +381,7 @@ module tcam (
                 o_ld_hits <= 1'b1;
                 upd = 1'b1;
               end
-              CAM_CMD_INSERT: begin
+              CAM_CMD_INSERT, CAM_CMD_INSERT_P: begin
                 if (c_found) begin
                   store = 1'b1;
                   store_at = c_sel;

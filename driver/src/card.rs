@@ -10,6 +10,8 @@ use crate::probe::{read_block_regs, walk_chain, BlockInfo, RegValue};
 use crate::shadow::{Shadow, Slot};
 use crate::types::{CamIndex, DidSet, DistributionId};
 
+mod batch;
+
 /// How many times [`Card`] polls `STATUS` for a command before it gives up
 /// with [`DriverError::Timeout`], unless [`Card::set_poll_limit`] says
 /// otherwise.
@@ -225,6 +227,10 @@ pub struct Card<R: RegIo> {
     cam_base: u32,
     shadow: Shadow,
     poll_limit: u32,
+    /// The card's mask profiles as the driver set them (`None`: not known, set before use);
+    /// empty on a card without batch commands (CAM minor version below
+    /// [`cam::MINOR_BATCH`]).
+    profiles: Vec<Option<[u32; KEY_WORDS]>>,
 }
 
 impl<R: RegIo> std::fmt::Debug for Card<R> {
@@ -296,7 +302,14 @@ impl<R: RegIo> Card<R> {
             cam_base,
             shadow: Shadow::new(0),
             poll_limit: DEFAULT_POLL_LIMIT,
+            profiles: Vec::new(),
         };
+        let minor = card
+            .info
+            .blocks
+            .iter()
+            .find(|b| b.offset == cam_base)
+            .map_or(0, |b| b.minor);
         card.info.backend = card.regs.describe();
         card.info.build_id = card.read_live(ident::BUILD_ID.offset)?;
         card.info.bar_bytes = card.read_live(ident::BAR_BYTES.offset)?;
@@ -317,6 +330,14 @@ impl<R: RegIo> Card<R> {
         };
         card.info.cam = caps;
         card.shadow = Shadow::new(caps.depth);
+        if minor >= cam::MINOR_BATCH {
+            let n = card.cam_cap(
+                cam::CAP_PROFILES,
+                |v| (1..=256).contains(&v),
+                "1..=256 profiles",
+            )?;
+            card.profiles = vec![None; n as usize];
+        }
         Ok(card)
     }
 
@@ -346,6 +367,7 @@ impl<R: RegIo> Card<R> {
     pub fn reset(&mut self) -> Result<(), DriverError> {
         self.write(ident::CONTROL.offset, ident::control::SOFT_RESET.put(1))?;
         self.shadow.clear_all();
+        self.profiles.iter_mut().for_each(|p| *p = None);
         self.read_live(ident::MAGIC.offset)?;
         let occupancy = self.read_live(self.cam_base + cam::OCCUPANCY.offset)?;
         if occupancy != 0 {
@@ -686,11 +708,13 @@ impl<R: RegIo> Card<R> {
         Ok(out)
     }
 
-    /// Rebuild the shadow from a [`Card::scan`] of the card.
+    /// Rebuild the shadow from a [`Card::scan`] of the card, and forget which masks the card's
+    /// profiles hold (the next batch sets the ones it uses again).
     ///
     /// # Errors
     /// As for [`Card::scan`].
     pub fn resync(&mut self) -> Result<(), DriverError> {
+        self.profiles.iter_mut().for_each(|p| *p = None);
         let entries = self.scan()?;
         self.shadow.clear_all();
         for e in entries {
@@ -899,8 +923,27 @@ impl<R: RegIo> Card<R> {
 
     /// Start `cmd` and poll `STATUS` until it completes; returns `STATUS`.
     fn command(&mut self, cmd: CamCmd) -> Result<u32, DriverError> {
-        use cam::status;
         self.write_cam(cam::CMD, cmd.code())?;
+        self.wait(cmd)
+    }
+
+    /// Poll `STATUS` until the running command (`cmd`, for the errors) completes; returns
+    /// `STATUS`, or the command's error.
+    fn wait(&mut self, cmd: CamCmd) -> Result<u32, DriverError> {
+        let s = self.wait_idle(cmd)?;
+        match cam::status::ERR.get(s) {
+            cam::err::OK => Ok(s),
+            code => Err(DriverError::CommandError {
+                cmd,
+                code: CmdErrorCode::from_code(code),
+            }),
+        }
+    }
+
+    /// Poll `STATUS` until `BUSY` clears (`cmd` names the command in errors); returns
+    /// `STATUS` whatever its error code.
+    fn wait_idle(&mut self, cmd: CamCmd) -> Result<u32, DriverError> {
+        use cam::status;
         let offset = self.cam_base + cam::STATUS.offset;
         let mut polls = 0;
         loop {
@@ -913,13 +956,7 @@ impl<R: RegIo> Card<R> {
                 if status::DONE.get(s) == 0 {
                     return Err(DriverError::BadStatus { cmd, status: s });
                 }
-                return match status::ERR.get(s) {
-                    cam::err::OK => Ok(s),
-                    code => Err(DriverError::CommandError {
-                        cmd,
-                        code: CmdErrorCode::from_code(code),
-                    }),
-                };
+                return Ok(s);
             }
             if polls >= self.poll_limit {
                 return Err(DriverError::Timeout { cmd, polls });

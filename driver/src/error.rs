@@ -30,6 +30,14 @@ crate::code_enum! {
         HitRc = cam::cmd::HIT_RC,
         /// Write an entry at the lowest free index.
         Insert = cam::cmd::INSERT,
+        /// Store `MASK` as mask profile `INDEX`.
+        SetProfile = cam::cmd::SET_PROFILE,
+        /// Batch entry: write an entry at `INDEX` with a profile's mask.
+        WriteP = cam::cmd::WRITE_P,
+        /// Batch entry: insert an entry with a profile's mask.
+        InsertP = cam::cmd::INSERT_P,
+        /// Zero the batch counters.
+        BatchStart = cam::cmd::BATCH_START,
     }
 }
 
@@ -64,6 +72,8 @@ crate::code_enum! {
         UnknownCmd = cam::err::UNKNOWN_CMD,
         /// `INSERT` found no free entry.
         Full = cam::err::FULL,
+        /// Mask profile number beyond `CAP_PROFILES`.
+        BadProfile = cam::err::BAD_PROFILE,
     }
 }
 
@@ -233,6 +243,19 @@ pub enum DriverError {
         /// What went wrong, and the fix where there is one.
         what: String,
     },
+    /// Commands of a batch install failed or went missing on the card
+    /// ([`crate::Card::install_batch`]); the driver has re-read the card.
+    #[error("batch install: {failed} of {sent} entry commands failed or went missing (first: position {first}, {code})")]
+    BatchFailed {
+        /// Entry commands the driver sent.
+        sent: u32,
+        /// Those that failed (`BATCH_ERRS`) or never ran (`sent - BATCH_DONE`).
+        failed: u32,
+        /// Position in the batch of the first failed one (`BATCH_ERR.POS`).
+        first: u32,
+        /// Its error code.
+        code: CmdErrorCode,
+    },
     /// The card and the driver's shadow of it disagree.
     #[error("card and driver disagree at CAM index {index}: {detail}")]
     Inconsistent {
@@ -258,6 +281,10 @@ mod tests {
             (CamCmd::FlushDid, "FLUSH_DID"),
             (CamCmd::HitRc, "HIT_RC"),
             (CamCmd::Insert, "INSERT"),
+            (CamCmd::SetProfile, "SET_PROFILE"),
+            (CamCmd::WriteP, "WRITE_P"),
+            (CamCmd::InsertP, "INSERT_P"),
+            (CamCmd::BatchStart, "BATCH_START"),
         ];
         for (c, name) in cmds {
             assert_eq!(c.to_string(), name, "{c:?}");
@@ -267,6 +294,7 @@ mod tests {
             (CmdErrorCode::Busy, "BUSY"),
             (CmdErrorCode::UnknownCmd, "UNKNOWN_CMD"),
             (CmdErrorCode::Full, "FULL"),
+            (CmdErrorCode::BadProfile, "BAD_PROFILE"),
             (CmdErrorCode::Other(1), "unknown error code 1"),
             (CmdErrorCode::Other(0), "unknown error code 0"),
         ];

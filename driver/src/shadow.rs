@@ -130,6 +130,27 @@ impl Shadow {
         })
     }
 
+    /// The `n` lowest free slots, ascending (fewer when fewer are free).
+    pub fn free_slots(&self, n: usize) -> Vec<u32> {
+        let depth = self.depth();
+        let mut out = Vec::with_capacity(n);
+        for (w, &bits) in self.used.iter().enumerate().skip(self.hint) {
+            let mut free = !bits;
+            while free != 0 && out.len() < n {
+                let i = w * 64 + free.trailing_zeros() as usize;
+                if i >= depth {
+                    return out;
+                }
+                out.push(i as u32);
+                free &= free - 1;
+            }
+            if out.len() == n {
+                break;
+            }
+        }
+        out
+    }
+
     /// Whether any slot of the 32-slot group `g` is occupied.
     pub fn group_used(&self, g: u32) -> bool {
         let w = self.used[g as usize / 2];

@@ -300,10 +300,12 @@ pub mod ident {
 /// matching index wins.
 ///
 /// Major version 2: 12-bit identifiers, `DID_BITMAP` of 128 words at 0x200.
+/// Minor 1: mask profiles and the batch entry commands (`SET_PROFILE`,
+/// `WRITE_P`, `INSERT_P`, `BATCH_START`, `CAP_PROFILES`, `BATCH_*`).
 pub mod cam {
     block! {
-        CAM at 0x1000, span 0x1000, major 2, minor 0;
-        fields: &[("STATUS", status::ALL)],
+        CAM at 0x1000, span 0x1000, major 2, minor 1;
+        fields: &[("STATUS", status::ALL), ("CMD", cmd_word::ALL), ("BATCH_ERR", batch_err::ALL)],
         consts: &[],
     }
     /// Key width in 32-bit words.
@@ -316,6 +318,10 @@ pub mod cam {
     pub const DID_BITS: u32 = 12;
     /// Data-path lookup latency of this tree's RTL, in clock cycles.
     pub const LOOKUP_LATENCY: u32 = 4;
+    /// Mask profiles of this tree's model and RTL default (`CAP_PROFILES`).
+    pub const PROFILES: u32 = 16;
+    /// The first minor version with mask profiles and batch entry commands.
+    pub const MINOR_BATCH: u16 = 1;
     registers! {
         header CAM, next: "Offset of the next block ([`super::sa::BASE`]).";
         /// Capability: number of entries.
@@ -346,6 +352,14 @@ pub mod cam {
         KEY @ 0x40 RW [10];
         /// Mask words: a 1 bit takes part in the comparison.
         MASK @ 0x80 RW [10];
+        /// Capability (minor 1): number of mask profiles.
+        CAP_PROFILES @ 0xC0 RO;
+        /// Batch entry commands (`WRITE_P`, `INSERT_P`) completed since `BATCH_START`.
+        BATCH_DONE @ 0xC4 RO;
+        /// Batch entry commands that ended with an error since `BATCH_START`.
+        BATCH_ERRS @ 0xC8 RO;
+        /// The first failed batch entry command since `BATCH_START`: see [`batch_err`].
+        BATCH_ERR @ 0xCC RO;
         /// Data-path lookups since reset.
         DP_LOOKUPS @ 0xE0 RO;
         /// Data-path lookups that hit since reset.
@@ -383,7 +397,33 @@ pub mod cam {
         HIT_RC = 7;
         /// Write KEY/MASK/RESULT/DID into the lowest invalid entry; its index comes back in INDEX.
         INSERT = 8;
+        /// Store MASK as mask profile INDEX.
+        SET_PROFILE = 9;
+        /// Batch entry: WRITE with the mask of profile `CMD.PROFILE` instead of MASK.
+        WRITE_P = 10;
+        /// Batch entry: INSERT with the mask of profile `CMD.PROFILE` instead of MASK.
+        INSERT_P = 11;
+        /// Zero BATCH_DONE, BATCH_ERRS and BATCH_ERR.
+        BATCH_START = 12;
     });
+    fields!(cmd_word for "CMD" {
+        /// The command code (for `WRITE_P` and `INSERT_P`; every other code is the whole word).
+        CODE: 0, 8;
+        /// The mask profile of a `WRITE_P` or `INSERT_P`.
+        PROFILE: 8, 8;
+    });
+    fields!(batch_err for "BATCH_ERR" {
+        /// Position of the failed command in the batch (0 = the first after `BATCH_START`).
+        POS: 0, 24;
+        /// Its error code, see [`super::err`].
+        CODE: 24, 8;
+    });
+    /// The `CMD` word of batch entry command `code` (`WRITE_P`, `INSERT_P`) with mask
+    /// profile `profile`.
+    #[must_use]
+    pub const fn batch_cmd(code: u32, profile: u32) -> u32 {
+        cmd_word::CODE.put(code) | cmd_word::PROFILE.put(profile)
+    }
     constants!(err : "CAM_ERR" {
         /// Success.
         OK = 0;
@@ -395,6 +435,8 @@ pub mod cam {
         UNKNOWN_CMD = 3;
         /// INSERT found no free entry.
         FULL = 4;
+        /// Mask profile number beyond `CAP_PROFILES`.
+        BAD_PROFILE = 5;
     });
 }
 
@@ -817,6 +859,7 @@ fn extra_constants() -> Vec<(&'static str, u32)> {
         ("CAM_KEY_BITS", cam::KEY_BITS),
         ("CAM_DID_WORDS", cam::DID_WORDS),
         ("CAM_LOOKUP_LATENCY", cam::LOOKUP_LATENCY),
+        ("CAM_PROFILES", cam::PROFILES),
     ];
     v.extend_from_slice(cam::cmd::ALL);
     v.extend_from_slice(cam::err::ALL);

@@ -35,6 +35,8 @@ use std::collections::HashMap;
 const KW: usize = cam::KEY_WORDS as usize;
 /// Distribution-identifier bitmap width in 32-bit words.
 const DW: usize = cam::DID_WORDS as usize;
+/// Mask profiles (`CAP_PROFILES`).
+const PROFILES: usize = cam::PROFILES as usize;
 /// Default CAM depth of a simulated card.
 pub const DEFAULT_DEPTH: u32 = 1024;
 /// Largest depth the model accepts (keeps memory use bounded).
@@ -223,6 +225,11 @@ struct CamRegs {
     dp_hits: u32,
     cmd_count: u32,
     err_count: u32,
+    /// Mask profiles (`SET_PROFILE`).
+    profiles: [[u32; KW]; PROFILES],
+    batch_done: u32,
+    batch_errs: u32,
+    batch_err: u32,
 }
 
 impl Default for CamRegs {
@@ -241,6 +248,10 @@ impl Default for CamRegs {
             dp_hits: 0,
             cmd_count: 0,
             err_count: 0,
+            profiles: [[0; KW]; PROFILES],
+            batch_done: 0,
+            batch_errs: 0,
+            batch_err: 0,
         }
     }
 }
@@ -417,16 +428,15 @@ impl ModelCard {
         })
     }
 
-    fn store(&mut self, i: usize) {
+    /// Store the staged entry in slot `i`, with `mask` (MASK, or a profile's).
+    fn store(&mut self, i: usize, mask: [u32; KW]) {
         if self.is_valid(i) {
             self.index.remove(&self.masks[i], &self.masked[i], i as u32);
         }
         let r = &self.regs;
         self.keys[i] = r.key;
-        self.masks[i] = r.mask;
-        for j in 0..KW {
-            self.masked[i][j] = r.key[j] & r.mask[j];
-        }
+        self.masks[i] = mask;
+        self.masked[i] = std::array::from_fn(|j| r.key[j] & mask[j]);
         self.results[i] = r.result;
         self.dids[i] = r.did;
         if !self.is_valid(i) {
@@ -456,7 +466,7 @@ impl ModelCard {
         match code {
             cmd::WRITE | cmd::INVALIDATE | cmd::READ if !in_range => (0, err::BAD_INDEX),
             cmd::WRITE => {
-                self.store(idx as usize);
+                self.store(idx as usize, self.regs.mask);
                 (0, err::OK)
             }
             cmd::INVALIDATE => {
@@ -527,23 +537,68 @@ impl ModelCard {
                 self.regs.hits = hits;
                 (0, err::OK)
             }
-            cmd::INSERT => match self.lowest_free() {
-                Some(i) => {
-                    self.store(i);
-                    self.regs.index = i as u32;
+            cmd::INSERT => (0, self.insert_with(self.regs.mask)),
+            cmd::SET_PROFILE => match self.regs.profiles.get_mut(idx as usize) {
+                Some(p) => {
+                    *p = self.regs.mask;
                     (0, err::OK)
                 }
-                None => (0, err::FULL),
+                None => (0, err::BAD_PROFILE),
             },
+            cmd::BATCH_START => {
+                self.regs.batch_done = 0;
+                self.regs.batch_errs = 0;
+                self.regs.batch_err = 0;
+                (0, err::OK)
+            }
             _ => (0, err::UNKNOWN_CMD),
         }
+    }
+
+    /// INSERT with `mask`: the error code.
+    fn insert_with(&mut self, mask: [u32; KW]) -> u32 {
+        match self.lowest_free() {
+            Some(i) => {
+                self.store(i, mask);
+                self.regs.index = i as u32;
+                cam::err::OK
+            }
+            None => cam::err::FULL,
+        }
+    }
+
+    /// A batch entry command (`WRITE_P`, `INSERT_P`) with mask profile `profile`: the error
+    /// code; the batch counters count it.
+    fn batch_entry(&mut self, code: u32, profile: u32) -> u32 {
+        use cam::{batch_err, cmd, err};
+        let e = match self.regs.profiles.get(profile as usize).copied() {
+            None => err::BAD_PROFILE,
+            Some(mask) if code == cmd::INSERT_P => self.insert_with(mask),
+            Some(_) if self.regs.index >= self.depth => err::BAD_INDEX,
+            Some(mask) => {
+                self.store(self.regs.index as usize, mask);
+                err::OK
+            }
+        };
+        let r = &mut self.regs;
+        if e != err::OK {
+            if r.batch_errs == 0 {
+                r.batch_err = batch_err::POS.put(r.batch_done) | batch_err::CODE.put(e);
+            }
+            r.batch_errs = r.batch_errs.wrapping_add(1);
+        }
+        r.batch_done = r.batch_done.wrapping_add(1);
+        e
     }
 
     fn write_cmd(&mut self, code: u32) {
         use cam::status;
         self.regs.cmd = code;
         // STATUS would read BUSY here; the model completes at once.
-        let (fields, e) = self.execute(code);
+        let (fields, e) = match batch_entry_code(code) {
+            Some((c, profile)) => (0, self.batch_entry(c, profile)),
+            None => self.execute(code),
+        };
         self.regs.status = status::DONE.put(1) | fields | status::ERR.put(e);
         self.regs.cmd_count = self.regs.cmd_count.wrapping_add(1);
         if e != cam::err::OK {
@@ -605,6 +660,10 @@ impl ModelCard {
             _ if o == cam::DP_HITS.offset => r.dp_hits,
             _ if o == cam::CMD_COUNT.offset => r.cmd_count,
             _ if o == cam::ERR_COUNT.offset => r.err_count,
+            _ if o == cam::CAP_PROFILES.offset => cam::PROFILES,
+            _ if o == cam::BATCH_DONE.offset => r.batch_done,
+            _ if o == cam::BATCH_ERRS.offset => r.batch_errs,
+            _ if o == cam::BATCH_ERR.offset => r.batch_err,
             _ => UNMAPPED_PATTERN,
         }
     }
@@ -691,6 +750,15 @@ impl Wires for ModelCard {
     fn wire_tx(&mut self) -> Option<(u8, Vec<u8>)> {
         self.port.out.pop_front()
     }
+}
+
+/// `(code, profile)` when the `CMD` word `v` is a batch entry command (`WRITE_P` or `INSERT_P`
+/// in `CMD.CODE`, bits 31:16 zero); every other word is a code of its own.
+pub fn batch_entry_code(v: u32) -> Option<(u32, u32)> {
+    use cam::{cmd, cmd_word};
+    let code = cmd_word::CODE.get(v);
+    (v >> 16 == 0 && (code == cmd::WRITE_P || code == cmd::INSERT_P))
+        .then(|| (code, cmd_word::PROFILE.get(v)))
 }
 
 fn version(major: u16, minor: u16) -> u32 {
@@ -793,7 +861,8 @@ mod tests {
     fn cam_header_and_capabilities() {
         let mut m = ModelCard::with_depth(100).unwrap();
         assert_eq!(rd(&mut m, c(header::TYPE)), block_type::CAM);
-        assert_eq!(rd(&mut m, c(header::VERSION)), 0x0002_0000);
+        assert_eq!(rd(&mut m, c(header::VERSION)), 0x0002_0001);
+        assert_eq!(rd(&mut m, c(cam::CAP_PROFILES)), cam::PROFILES);
         assert_eq!(rd(&mut m, c(header::NEXT)), sa::BASE);
         assert_eq!(rd(&mut m, c(cam::CAP_DEPTH)), 100);
         assert_eq!(rd(&mut m, c(cam::CAP_KEY_BITS)), 320);
@@ -938,7 +1007,7 @@ mod tests {
         assert_eq!(status::ERR.get(run(&mut m, cmd::HIT_RC)), err::BAD_INDEX);
         wr(&mut m, c(cam::INDEX), u32::MAX);
         assert_eq!(status::ERR.get(run(&mut m, cmd::HIT_RC)), err::BAD_INDEX);
-        for code in [0, 9, 0xFFFF_FFFF] {
+        for code in [0, 13, 0x1_000A, 0xFFFF_FFFF] {
             assert_eq!(
                 run(&mut m, code),
                 status::DONE.put(1) | status::ERR.put(err::UNKNOWN_CMD)
@@ -946,8 +1015,8 @@ mod tests {
             assert_eq!(rd(&mut m, c(cam::CMD)), code);
         }
         assert_eq!(rd(&mut m, c(cam::OCCUPANCY)), 0);
-        assert_eq!(rd(&mut m, c(cam::CMD_COUNT)), 8);
-        assert_eq!(rd(&mut m, c(cam::ERR_COUNT)), 8);
+        assert_eq!(rd(&mut m, c(cam::CMD_COUNT)), 9);
+        assert_eq!(rd(&mut m, c(cam::ERR_COUNT)), 9);
     }
 
     #[test]

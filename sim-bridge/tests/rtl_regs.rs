@@ -285,12 +285,12 @@ fn errors_and_counters() {
     // INDEX*32 would wrap in 32 bits: still out of range.
     wr(&mut r, c(cam::INDEX.offset), 0x0800_0000);
     assert_eq!(run(&mut r, cmd::HIT_RC), bad(err::BAD_INDEX));
-    for code in [0, 9, 0xFF, 0xFFFF_FFFF] {
+    for code in [0, 13, 0xFF, 0x1_000A, 0xFFFF_FFFF] {
         assert_eq!(run(&mut r, code), bad(err::UNKNOWN_CMD));
         assert_eq!(rd(&mut r, c(cam::CMD.offset)), code);
     }
-    assert_eq!(rd(&mut r, c(cam::CMD_COUNT.offset)), 9);
-    assert_eq!(rd(&mut r, c(cam::ERR_COUNT.offset)), 9);
+    assert_eq!(rd(&mut r, c(cam::CMD_COUNT.offset)), 10);
+    assert_eq!(rd(&mut r, c(cam::ERR_COUNT.offset)), 10);
     assert_eq!(rd(&mut r, c(cam::OCCUPANCY.offset)), 0);
 }
 
@@ -429,6 +429,7 @@ fn soft_reset_returns_to_power_on_state() {
             "CAP_RESULT_BITS" => 32,
             "CAP_DID_BITS" => 12,
             "CAP_LOOKUP_LATENCY" => cam::LOOKUP_LATENCY,
+            "CAP_PROFILES" => cam::PROFILES,
             "NEXT" => hal::regs::sa::BASE,
             _ => 0,
         };

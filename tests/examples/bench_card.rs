@@ -10,6 +10,14 @@
 //!   shadow picks the slot, one `WRITE`), insert by the card (`INSERT`),
 //!   overwrite, remove, search (hit and miss), flush by identifier set,
 //!   read, one aging group (`HIT_RC`).
+//! * RTL bus transactions and clocks per IPv6 5-tuple entry installed: before (the
+//!   single-entry path, `Card::insert`: one `WRITE` with its `MASK` words and `STATUS` polls)
+//!   and after (`Card::install_batch`: mask profiles and `WRITE_P`, completion read once per
+//!   batch), by batch size.
+//! * RTL takeover: 10,000 IPv6 5-tuple entries in 256 identifiers installed identifier by
+//!   identifier as a node gains them (in rounds that fit the 1,024-entry card, each round's
+//!   identifiers flushed again when it ends), before and after: bus transactions and
+//!   simulated time per entry.
 //! * RTL packet port: clocks per frame by size, frames streamed back to back
 //!   into both wires (`RtlCard::stream_frames`), forwarded by a CAM hit or
 //!   dropped by a DROP entry.
@@ -19,7 +27,7 @@
 //! The clock counts are exact for this RTL (they do not depend on the host);
 //! the per-second figures depend on the machine and the build profile.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use driver::{
@@ -30,24 +38,45 @@ use hal::counting::Counting;
 use sim_bridge::model::ModelCard;
 use sim_bridge::verilator::{RtlCard, RTL_DEPTH};
 
-/// A distinct TCP 5-tuple entry for each `i`.
-fn entry(i: u32) -> CamEntry {
-    let ip = |n: u32| IpPrefix::host(IpAddr::V4(Ipv4Addr::from(0x0A00_0000 | n)));
+/// A distinct TCP 5-tuple entry for each `i`, with addresses `ip(..)`, in identifier
+/// `i % ids`.
+fn tcp_entry(i: u32, ids: u32, ip: impl Fn(u32) -> IpAddr) -> CamEntry {
     let key = CamKey::new(
         Some(0),
         Flow::Tcp {
-            src: ip(i),
-            dst: ip(i.wrapping_mul(7) ^ 0x55),
+            src: IpPrefix::host(ip(i)),
+            dst: IpPrefix::host(ip(i.wrapping_mul(7) ^ 0x55)),
             src_port: Some((i % 60_000) as u16 + 1024),
             dst_port: Some(443),
         },
     );
     CamEntry {
         key,
-        did: DistributionId((i % 16) as u16),
+        did: DistributionId((i % ids) as u16),
         result: ResultWord::new(Action::Accept),
     }
 }
+
+/// A distinct IPv4 TCP 5-tuple entry for each `i`, in 16 identifiers.
+fn entry(i: u32) -> CamEntry {
+    tcp_entry(i, 16, |n| IpAddr::V4(Ipv4Addr::from(0x0A00_0000 | n)))
+}
+
+/// A distinct IPv6 TCP 5-tuple entry for each `i`, in 256 identifiers. Every 32-bit word of
+/// both addresses differs from the previous entry's (no staging write can be skipped for
+/// them), as between unrelated hosts.
+fn v6_entry(i: u32) -> CamEntry {
+    tcp_entry(i, 256, |n| {
+        // The same 32-bit hash of n in each of the four words.
+        let h = u128::from(n.wrapping_mul(0x9E37_79B9));
+        IpAddr::V6(Ipv6Addr::from_bits(
+            h * ((1 << 96) | (1 << 64) | (1 << 32) | 1),
+        ))
+    })
+}
+
+/// The clock the figures convert clocks into time with: `hdl/pnr.sh`'s default target.
+const CLOCK_MHZ: f64 = 150.0;
 
 /// Bus reads, bus writes and clocks per operation, averaged over `n` runs
 /// of `op(i)`.
@@ -78,7 +107,7 @@ fn measure(
 
 fn row(name: &str, c: &Cost) {
     println!(
-        "  {name:<34} {:>7.1} {:>7.1} {:>7.1} {:>8.1}",
+        "  {name:<40} {:>7.1} {:>7.1} {:>7.1} {:>8.1}",
         c.reads,
         c.writes,
         c.reads + c.writes,
@@ -132,7 +161,7 @@ fn rtl_bus_costs() {
     let base = 10_000;
     println!("RTL bus transactions and clocks per driver operation (mean of {n}; table half full)");
     println!(
-        "  {:<34} {:>7} {:>7} {:>7} {:>8}",
+        "  {:<40} {:>7} {:>7} {:>7} {:>8}",
         "operation", "reads", "writes", "total", "clocks"
     );
     // Background: half the table.
@@ -266,6 +295,114 @@ fn model_rates() {
     println!("  remove+insert pairs/s            {removes:>12.0}");
 }
 
+/// Before and after: the single-entry path and batches of several sizes, IPv6 5-tuples.
+fn rtl_entry_costs() {
+    let rtl = RtlCard::with_depth(RTL_DEPTH).expect("RTL card");
+    let mut card = Card::probe(Counting::new(rtl)).expect("probe");
+    println!(
+        "RTL cost per IPv6 TCP 5-tuple entry installed (CAM minor {}, {} mask profiles)",
+        card.blocks()
+            .iter()
+            .find(|b| b.name == "CAM")
+            .map_or(0, |b| b.minor),
+        card.mask_profiles()
+    );
+    println!(
+        "  {:<40} {:>7} {:>7} {:>7} {:>8}",
+        "path", "reads", "writes", "total", "clocks"
+    );
+    let n = 256;
+    let c = measure(&mut card, n, |c, i| {
+        c.insert(&v6_entry(i)).expect("insert");
+    });
+    row("before: insert (WRITE, one entry)", &c);
+    card.flush_all().expect("flush");
+    // The profile is set once, by the first batch.
+    card.install_batch(&[v6_entry(n)]).expect("batch");
+    for size in [1u32, 16, 256] {
+        card.flush_all().expect("flush");
+        let batches = n / size;
+        let c = measure(&mut card, batches, |c, b| {
+            let entries: Vec<CamEntry> = (0..size).map(|i| v6_entry(b * size + i)).collect();
+            c.install_batch(&entries).expect("batch");
+        });
+        let per = Cost {
+            reads: c.reads / f64::from(size),
+            writes: c.writes / f64::from(size),
+            clocks: c.clocks / f64::from(size),
+        };
+        row(&format!("after: install_batch of {size} (WRITE_P)"), &per);
+    }
+    println!();
+}
+
+/// A takeover of 10,000 IPv6 5-tuple entries in 256 identifiers, identifier by identifier,
+/// in rounds of identifiers that fit the card; before (`insert` per entry) and after
+/// (`install_batch` per identifier).
+fn rtl_takeover() {
+    let total: u32 = 10_000;
+    let ids: u32 = 256;
+    let per_round = (RTL_DEPTH * 9 / 10) / total.div_ceil(ids);
+    let by_id: Vec<Vec<CamEntry>> = (0..ids)
+        .map(|d| (d..total).step_by(ids as usize).map(v6_entry).collect())
+        .collect();
+    println!(
+        "RTL takeover: {total} IPv6 5-tuple entries in {ids} identifiers, gained {per_round} identifiers a round (card depth {RTL_DEPTH}); time at {CLOCK_MHZ} MHz"
+    );
+    println!(
+        "  {:<40} {:>9} {:>9} {:>9} {:>9} {:>11}",
+        "path, per entry installed", "reads", "writes", "total", "clocks", "time"
+    );
+    for batched in [false, true] {
+        let rtl = RtlCard::with_depth(RTL_DEPTH).expect("RTL card");
+        let mut card = Card::probe(Counting::new(rtl)).expect("probe");
+        let (mut reads, mut writes, mut clocks, mut installed) = (0u64, 0u64, 0u64, 0u64);
+        for round in by_id.chunks(per_round as usize) {
+            let r = card.regs_mut();
+            let (r0, w0, c0) = (r.reads, r.writes, r.inner.cycles());
+            for entries in round {
+                if batched {
+                    card.install_batch(entries).expect("install_batch");
+                } else {
+                    for e in entries {
+                        card.insert(e).expect("insert");
+                    }
+                }
+                installed += entries.len() as u64;
+            }
+            let r = card.regs_mut();
+            reads += r.reads - r0;
+            writes += r.writes - w0;
+            clocks += r.inner.cycles() - c0;
+            // The round's identifiers move on: one FLUSH_DID (not counted).
+            let set = DidSet::from_ids(round.iter().map(|e| e[0].did)).expect("identifiers");
+            card.flush_dids(&set).expect("flush");
+        }
+        assert_eq!(installed, u64::from(total));
+        let n = installed as f64;
+        let name = if batched {
+            "after: install_batch per identifier"
+        } else {
+            "before: insert per entry"
+        };
+        println!(
+            "  {name:<40} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>8.3} us",
+            reads as f64 / n,
+            writes as f64 / n,
+            (reads + writes) as f64 / n,
+            clocks as f64 / n,
+            clocks as f64 / n / CLOCK_MHZ
+        );
+        println!(
+            "  {:<40} {reads:>9} {writes:>9} {:>9} {clocks:>9} {:>8.3} ms",
+            "  (whole takeover)",
+            reads + writes,
+            clocks as f64 / CLOCK_MHZ / 1000.0
+        );
+    }
+    println!();
+}
+
 fn main() {
     println!(
         "bench_card: {}",
@@ -278,6 +415,8 @@ fn main() {
     println!();
     rtl_datapath();
     rtl_bus_costs();
+    rtl_entry_costs();
+    rtl_takeover();
     rtl_packet_port();
     model_rates();
 }

@@ -9,12 +9,15 @@
 //! differ by design (the model completes a command inside the `CMD` write)
 //! and are not compared.
 //!
-//! Operations: typed and raw-bit inserts, card-side `INSERT`, overwrites,
+//! Operations: typed and raw-bit inserts, batch installs (`install_batch`: mask profiles and
+//! `WRITE_P`), card-side `INSERT`, overwrites,
 //! upserts, `write_at`, removes by key and by index, searches (hits, misses,
 //! wildcard keys), flush by identifier sets, flush all, aging (`HIT_RC`),
 //! reads, dumps, counters, soft and power-on resets with re-probe, data-path
 //! lookups, and raw register pokes through `Card::regs_mut`: unknown command
-//! codes, bad indices, `INSERT` into a full table, writes to read-only and
+//! codes, bad indices, `INSERT` into a full table, raw batches of `WRITE_P`/`INSERT_P` written
+//! back to back with bad profiles, bad indices and `FULL` among them, `SET_PROFILE` with bad
+//! profile numbers, writes to read-only and
 //! unmapped offsets, reads of every kind of offset, unnormalised entries;
 //! and "hit, then act on that entry" sequences so that hit-bit clearing is
 //! seen before the slot is reused.
@@ -27,8 +30,9 @@
 //! `COSIM_SEED=<seed> COSIM_PROFILE=<profile> COSIM_OPS=<n> cargo test -p tests
 //! --features verilator --test cosim_diff`.
 //!
-//! The model can never be busy, so the "CMD while busy" rules are checked on
-//! the RTL alone (`rtl_cmd_while_busy_...`).
+//! The model can never be busy, so the "CMD while busy" rules and the writes that wait
+//! for a batch command are checked on the RTL alone (`rtl_cmd_while_busy_...`,
+//! `rtl_writes_wait_...`).
 #![cfg(feature = "verilator")]
 
 use std::collections::{HashSet, VecDeque};
@@ -44,7 +48,7 @@ use hal::regs::{cam, ident, BAR_SIZE};
 use hal::{BarOffset, RegIo};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use sim_bridge::model::ModelCard;
+use sim_bridge::model::{batch_entry_code, ModelCard};
 use sim_bridge::verilator::{RtlCard, RTL_DEPTH};
 
 type Key = [u32; KEY_WORDS];
@@ -85,6 +89,8 @@ impl DpPort for RtlCard {
 #[derive(Clone, Debug)]
 enum Op {
     Insert(CamEntry),
+    /// `Card::install_batch`.
+    Batch(Vec<CamEntry>),
     InsertBits(KeyBits, u16, u32),
     InsertByCard(CamEntry),
     Overwrite(CamEntry),
@@ -116,7 +122,23 @@ enum Op {
     RawRead(u32),
     /// Raw WRITE of an entry with key bits outside its mask, then a resync.
     RawEntry(u32, KeyBits, u16, u32),
+    /// Raw SET_PROFILE: MASK, profile number (INDEX), then a resync.
+    RawSetProfile([u32; KEY_WORDS], u32),
+    /// Raw batch: BATCH_START, then per entry its staging writes and its CMD word with no
+    /// poll in between, then one wait, the batch counters and a resync.
+    RawBatch(Vec<RawBatchEntry>),
     RawSoftReset,
+}
+
+/// One command of an [`Op::RawBatch`]: `CMD` word (`WRITE_P`/`INSERT_P` with a profile),
+/// `INDEX` (written when `Some`), key words, result, identifier.
+#[derive(Clone, Debug)]
+struct RawBatchEntry {
+    cmd: u32,
+    index: Option<u32>,
+    key: Key,
+    result: u32,
+    did: u32,
 }
 
 /// What [`Op::HitThen`] does to the entry it hit.
@@ -157,6 +179,11 @@ fn raw_cmd<R: RegIo>(regs: &mut R, index: Option<u32>, code: u32) -> String {
     }
     regs.write32(BarOffset(cam_off(cam::CMD)), code)
         .expect("raw write");
+    raw_wait(regs)
+}
+
+/// Poll STATUS until the running command finishes; returns STATUS.
+fn raw_wait<R: RegIo>(regs: &mut R) -> String {
     for _ in 0..1000 {
         let s = regs
             .read32(BarOffset(cam_off(cam::STATUS)))
@@ -182,6 +209,7 @@ fn apply<R: DpPort>(slot: &mut Option<Card<R>>, op: &Op) -> String {
     let card = slot.as_mut().expect("card present");
     match op {
         Op::Insert(e) => fmt(card.insert(e)),
+        Op::Batch(es) => fmt(card.install_batch(es)),
         Op::InsertBits(b, d, r) => fmt(card.insert_bits(b, DistributionId(*d), *r)),
         Op::InsertByCard(e) => fmt(card.insert_by_card(e)),
         Op::Overwrite(e) => fmt(card.overwrite(e)),
@@ -252,8 +280,11 @@ fn apply<R: DpPort>(slot: &mut Option<Card<R>>, op: &Op) -> String {
         Op::RawCmd(i, code) => {
             let s = raw_cmd(card.regs_mut(), *i, *code);
             // A raw command that may change the table (an INSERT into a table
-            // with room) leaves the shadow stale: rebuild it.
-            if *code == cam::cmd::INSERT && card.len() < card.depth() as usize {
+            // with room, a batch entry) or the profiles leaves the shadow stale: rebuild it.
+            if (*code == cam::cmd::INSERT && card.len() < card.depth() as usize)
+                || batch_entry_code(*code).is_some()
+                || *code == cam::cmd::SET_PROFILE
+            {
                 format!("{s} resync={}", fmt(card.resync()))
             } else {
                 s
@@ -275,6 +306,44 @@ fn apply<R: DpPort>(slot: &mut Option<Card<R>>, op: &Op) -> String {
                 .expect("raw write");
             let s = raw_cmd(regs, Some(*i), cam::cmd::WRITE);
             format!("{s} resync={}", fmt(card.resync()))
+        }
+        Op::RawSetProfile(mask, p) => {
+            let regs = card.regs_mut();
+            for (w, m) in mask.iter().enumerate() {
+                regs.write32(BarOffset(cam::BASE + cam::MASK.at(w as u32)), *m)
+                    .expect("raw write");
+            }
+            let s = raw_cmd(regs, Some(*p), cam::cmd::SET_PROFILE);
+            format!("{s} resync={}", fmt(card.resync()))
+        }
+        Op::RawBatch(entries) => {
+            let regs = card.regs_mut();
+            let w =
+                |regs: &mut R, o: u32, v: u32| regs.write32(BarOffset(o), v).expect("raw write");
+            w(regs, cam_off(cam::CMD), cam::cmd::BATCH_START);
+            let mut waits = Vec::new();
+            for e in entries {
+                for (i, k) in e.key.iter().enumerate() {
+                    w(regs, cam::BASE + cam::KEY.at(i as u32), *k);
+                }
+                w(regs, cam_off(cam::RESULT), e.result);
+                w(regs, cam_off(cam::DID), e.did);
+                if let Some(i) = e.index {
+                    w(regs, cam_off(cam::INDEX), i);
+                }
+                w(regs, cam_off(cam::CMD), e.cmd);
+                // Only a batch command holds the next write back; after any other
+                // command (UNKNOWN_CMD here) the host waits, as hdl/CARD.md says.
+                if batch_entry_code(e.cmd).is_none() {
+                    waits.push(raw_wait(regs));
+                }
+            }
+            let s = format!("{} {waits:?}", raw_wait(regs));
+            let counters: Vec<u32> = [cam::BATCH_DONE, cam::BATCH_ERRS, cam::BATCH_ERR, cam::INDEX]
+                .iter()
+                .map(|r| regs.read32(BarOffset(cam_off(*r))).expect("raw read"))
+                .collect();
+            format!("{s} batch {counters:?} resync={}", fmt(card.resync()))
         }
         Op::RawSoftReset => {
             card.regs_mut()
@@ -571,6 +640,44 @@ impl Gen {
         }
     }
 
+    /// A profile number: mostly one the card has, sometimes past them.
+    fn profile_number(&mut self) -> u32 {
+        match self.rng.random_range(0..8) {
+            0 => cam::PROFILES + self.rng.random_range(0..240),
+            1 => cam::PROFILES,
+            _ => self.rng.random_range(0..cam::PROFILES),
+        }
+    }
+
+    /// One command of a raw batch: `WRITE_P` (sometimes with a bad index) or `INSERT_P`, a
+    /// profile number that may be out of range, and now and then a `CMD` word with bits
+    /// 31:16 set (`UNKNOWN_CMD`).
+    fn raw_batch_entry(&mut self) -> RawBatchEntry {
+        let (_, b) = self.pool_key();
+        let insert = self.rng.random_bool(0.3);
+        let code = if insert {
+            cam::cmd::INSERT_P
+        } else {
+            cam::cmd::WRITE_P
+        };
+        let mut cmd = cam::batch_cmd(code, self.profile_number());
+        if self.rng.random_range(0..20) == 0 {
+            cmd |= 1 << (16 + self.rng.random_range(0..16));
+        }
+        let index = match self.rng.random_range(0..4) {
+            0 => None,
+            _ if insert => None,
+            _ => Some(self.index()),
+        };
+        RawBatchEntry {
+            cmd,
+            index,
+            key: b.key,
+            result: self.rng.random(),
+            did: self.rng.random(),
+        }
+    }
+
     /// A concrete search key: a pool key with its wildcard bits taken from
     /// another pool key (so more entries may match), or a near miss, or noise.
     fn search_key(&mut self) -> Key {
@@ -624,9 +731,13 @@ impl Gen {
         let total = p.insert + p.remove + p.search + p.overwrite + p.flush + p.misc + p.raw;
         let mut x = self.rng.random_range(0..total);
         if x < p.insert {
-            return match self.rng.random_range(0..10) {
+            return match self.rng.random_range(0..12) {
                 0..=5 => Op::Insert(self.entry()),
                 6 | 7 => Op::InsertByCard(self.entry()),
+                8 | 9 => {
+                    let n = [1, 2, 5, 20][self.rng.random_range(0..4)];
+                    Op::Batch((0..n).map(|_| self.entry()).collect())
+                }
                 _ => {
                     let b = self.raw_pool[self.rng.random_range(0..self.raw_pool.len())];
                     let (d, res) = (did(&mut self.rng), self.rng.random());
@@ -757,7 +868,9 @@ impl Gen {
                 if o == cam_off(cam::CMD) {
                     // A CMD write starts a command: wait for it, and keep it
                     // to codes that cannot change the table.
-                    return Op::RawCmd(None, if (1..=8).contains(&v) { 0 } else { v });
+                    let changes =
+                        (1..=cam::cmd::SET_PROFILE).contains(&v) || batch_entry_code(v).is_some();
+                    return Op::RawCmd(None, if changes { 0 } else { v });
                 }
                 Op::RawWrite(o, v)
             }
@@ -765,6 +878,19 @@ impl Gen {
                 cam::BASE + [cam::INDEX, cam::RESULT, cam::DID][self.rng.random_range(0..3)].offset,
                 self.rng.random(),
             ),
+            92..=93 => Op::RawBatch(
+                (0..self.rng.random_range(1..12))
+                    .map(|_| self.raw_batch_entry())
+                    .collect(),
+            ),
+            94 => {
+                let mask = match self.rng.random_range(0..3) {
+                    0 => self.pool_key().1.mask,
+                    1 => self.raw_pool[self.rng.random_range(0..self.raw_pool.len())].mask,
+                    _ => std::array::from_fn(|_| self.rng.random()),
+                };
+                Op::RawSetProfile(mask, self.profile_number())
+            }
             91 => {
                 let mut b = self.pool_key().1;
                 // Key bits outside the mask: READ must return them as written.
@@ -1204,4 +1330,118 @@ fn soft_reset_during_a_command_agrees() {
         // The driver's shadow is stale after the raw reset: rebuild it.
         pair.apply_both(&Op::Reprobe(false), &what);
     }
+}
+
+/// Mask profiles and batches, directed: the driver's batch install, then raw batches with a
+/// bad profile, a bad index, a CMD word with high bits set and INSERT_P into a full table
+/// part-way, and SET_PROFILE past the profiles; outcomes and every register must agree.
+#[test]
+fn batch_commands_and_their_errors_agree() {
+    use cam::cmd::{INSERT_P, WRITE_P};
+    let mut pair = new_pair(Some(13));
+    let entry = |i: u32| CamEntry {
+        key: CamKey::new(
+            Some(0),
+            Flow::Tcp {
+                src: IpPrefix::host(v6(i)),
+                dst: IpPrefix::host(v6(i + 7)),
+                src_port: Some(1024 + i as u16),
+                dst_port: Some(443),
+            },
+        ),
+        did: DistributionId((i % 5) as u16),
+        result: ResultWord::new(Action::Accept),
+    };
+    let raw = |cmd: u32, index: Option<u32>, i: u32| RawBatchEntry {
+        cmd,
+        index,
+        key: entry(i).key.encode().expect("encode").key,
+        result: i,
+        did: i,
+    };
+    let p = cam::PROFILES;
+    let mut ops = vec![
+        Op::Batch((0..30).map(entry).collect()),
+        Op::Verify,
+        Op::RawSetProfile([u32::MAX; KEY_WORDS], 1),
+        Op::RawSetProfile([u32::MAX; KEY_WORDS], p),
+        Op::RawSetProfile([7; KEY_WORDS], u32::MAX),
+        Op::RawBatch(vec![
+            raw(cam::batch_cmd(WRITE_P, 1), Some(40), 40),
+            raw(cam::batch_cmd(WRITE_P, p), Some(41), 41),
+            raw(cam::batch_cmd(WRITE_P, 1), Some(RTL_DEPTH), 42),
+            raw(cam::batch_cmd(INSERT_P, 255), None, 43),
+            raw(cam::batch_cmd(WRITE_P, 1) | 1 << 20, Some(44), 44),
+            raw(cam::batch_cmd(INSERT_P, 1), None, 45),
+        ]),
+        Op::Read(40),
+        Op::Read(41),
+        Op::Dump(None),
+    ];
+    // Fill the table with INSERT_P, then one more: FULL.
+    let fill: Vec<RawBatchEntry> = (0..RTL_DEPTH - 30)
+        .map(|i| raw(cam::batch_cmd(INSERT_P, 1), None, 100 + i))
+        .collect();
+    ops.push(Op::RawBatch(fill));
+    ops.push(Op::RawBatch(vec![
+        raw(cam::batch_cmd(INSERT_P, 1), None, 5000),
+        raw(cam::batch_cmd(WRITE_P, 1), Some(3), 5001),
+    ]));
+    ops.push(Op::Batch(vec![entry(6000)]));
+    ops.push(Op::Verify);
+    for (step, op) in ops.iter().enumerate() {
+        pair.step(op, &format!("step {step}"));
+    }
+    let m = pair.model.as_mut().unwrap().regs_mut();
+    let batch: Vec<u32> = [cam::BATCH_DONE, cam::BATCH_ERRS, cam::BATCH_ERR]
+        .iter()
+        .map(|r| m.read32(BarOffset(cam_off(*r))).expect("read"))
+        .collect();
+    let full = cam::batch_err::CODE.put(cam::err::FULL);
+    assert_eq!(
+        batch,
+        [2, 1, full],
+        "the last raw batch: FULL first, then a WRITE_P"
+    );
+}
+
+#[test]
+fn rtl_writes_wait_while_a_batch_command_runs() {
+    use cam::{cmd, status};
+    let mut c = RtlCard::with_depth(RTL_DEPTH).expect("RTL card");
+    rtl_stage(&mut c, 0x100, 0x1234, 7, 5);
+    rtl_w(&mut c, cam_off(cam::CMD), cmd::SET_PROFILE);
+    // Held, not dropped: these land once SET_PROFILE has finished.
+    rtl_w(&mut c, cam_off(cam::INDEX), 6);
+    rtl_w(&mut c, cam_off(cam::RESULT), 0x5678);
+    rtl_w(&mut c, cam::BASE + cam::MASK.at(0), 0);
+    let t0 = c.cycles();
+    rtl_w(&mut c, cam_off(cam::CMD), cam::batch_cmd(cmd::WRITE_P, 5));
+    rtl_w(&mut c, cam_off(cam::RESULT), 0x9ABC);
+    let held = c.cycles() - t0;
+    rtl_w(&mut c, cam_off(cam::CMD), cam::batch_cmd(cmd::WRITE_P, 5));
+    let s = rtl_wait(&mut c);
+    assert_eq!(s, status::DONE.put(1), "STATUS 0x{s:08x}");
+    assert!(
+        held > 4,
+        "the second write waited for WRITE_P: {held} clocks"
+    );
+    assert_eq!(rtl_r(&mut c, cam_off(cam::BATCH_DONE)), 2);
+    assert_eq!(rtl_r(&mut c, cam_off(cam::BATCH_ERRS)), 0);
+    assert_eq!(rtl_r(&mut c, cam_off(cam::ERR_COUNT)), 0);
+    assert_eq!(rtl_r(&mut c, cam_off(cam::CMD_COUNT)), 3);
+    // Entry 6 has RESULT 0x9ABC (the second WRITE_P), with profile 5's mask.
+    rtl_w(&mut c, cam_off(cam::INDEX), 6);
+    rtl_w(&mut c, cam_off(cam::CMD), cmd::READ);
+    let s = rtl_wait(&mut c);
+    assert_eq!(status::VALID.get(s), 1);
+    assert_eq!(rtl_r(&mut c, cam_off(cam::RESULT)), 0x9ABC);
+    assert_eq!(rtl_r(&mut c, cam::BASE + cam::MASK.at(0)), u32::MAX);
+    // An old command still drops a CMD written while it runs.
+    rtl_w(&mut c, cam_off(cam::CMD), cmd::FLUSH_ALL);
+    rtl_w(&mut c, cam_off(cam::CMD), cam::batch_cmd(cmd::WRITE_P, 5));
+    let s = rtl_wait(&mut c);
+    assert_eq!(status::ERR.get(s), cam::err::BUSY, "STATUS 0x{s:08x}");
+    assert_eq!(rtl_r(&mut c, cam_off(cam::OCCUPANCY)), 0);
+    assert_eq!(rtl_r(&mut c, cam_off(cam::BATCH_DONE)), 2);
 }

@@ -349,6 +349,32 @@ impl<R: RegIo> NodeSpecificTable for CardTable<R> {
         }
         crate::node_table::insert_indexed(&mut self.shadow, entry)
     }
+    fn insert_batch(&mut self, entries: Vec<Entry>) -> Vec<Result<(), TableError>> {
+        // New keys with a CAM layout in range go to the card in one batch (`install_batch`);
+        // otherwise, or if the batch fails, each entry is inserted on its own.
+        let cams: Option<Vec<CamEntry>> = entries
+            .iter()
+            .map(|e| {
+                let fresh = self.count.contains(e.dist) && self.shadow.get(&e.key).is_none();
+                let key = cam_key(&e.key).ok().filter(|_| fresh)?;
+                Some(CamEntry {
+                    key,
+                    did: e.dist,
+                    result: result_of(e, &self.host_rules),
+                })
+            })
+            .collect();
+        if let Some(cams) = cams.filter(|c| c.len() > 1) {
+            if self.hw.card.install_batch(&cams).is_ok() {
+                self.stats.commands += cams.len() as u64;
+                return entries
+                    .into_iter()
+                    .map(|e| crate::node_table::insert_indexed(&mut self.shadow, e))
+                    .collect();
+            }
+        }
+        entries.into_iter().map(|e| self.insert(e)).collect()
+    }
     fn lookup(&mut self, key: &FlowKey) -> Option<&mut Entry> {
         // The card answers the lookup (a SEARCH sets the entry's hit bit, which aging reads);
         // the host copy holds what sits beside the key and does not fit the CAM's result word.
@@ -683,6 +709,31 @@ mod tests {
         // 12-bit identifiers: the host's largest count fits
         let t = model_card_table(IdCount::new(4096).expect("count"), 8).expect("4096 ids");
         assert_eq!(t.card().capacity(), Some(8));
+    }
+
+    #[test]
+    fn a_batch_goes_to_the_card_in_one_batch_and_what_does_not_fit_overflows() {
+        use hal::regs::cam;
+        let c = IdCount::default();
+        let card = Card::probe(ModelCard::with_depth(16).expect("depth")).expect("probe");
+        let mut t = TieredTable::new(CardTable::new(card, c).expect("count"), c);
+        let r = t.insert_batch((0..10).map(|i| entry(i, 3)).collect());
+        assert!(r.iter().all(Result::is_ok), "{r:?}");
+        let done = t
+            .card_mut()
+            .card_mut()
+            .regs_mut()
+            .read32(hal::BarOffset(cam::BASE + cam::BATCH_DONE.offset));
+        assert_eq!(done.expect("read"), 10, "ten WRITE_P commands");
+        t.card_mut()
+            .card_mut()
+            .verify()
+            .expect("card and shadow agree");
+        // Ten more do not fit the card whole: one by one, six on the card, four overflow.
+        let r = t.insert_batch((10..20).map(|i| entry(i, 4)).collect());
+        assert!(r.iter().all(Result::is_ok), "{r:?}");
+        assert_eq!((t.card().len(), t.overflow().len()), (16, 4));
+        assert_eq!(t.dist_len(DistributionId(4)), 10);
     }
 
     #[test]

@@ -1122,10 +1122,16 @@ impl<T: NodeSpecificTable> Node<T> {
     /// Returns how many were installed and how many the node-specific table refused.
     fn install_fresh(&mut self, now: Millis, entries: Vec<Entry>) -> (usize, usize) {
         let (mut installed, mut failures) = (0, 0);
-        for mut e in entries {
-            e.last_seen = now;
-            e.packets = 0;
-            match self.active.insert(e) {
+        let fresh = entries
+            .into_iter()
+            .map(|mut e| {
+                e.last_seen = now;
+                e.packets = 0;
+                e
+            })
+            .collect();
+        for r in self.active.insert_batch(fresh) {
+            match r {
                 Ok(()) => installed += 1,
                 Err(e) => {
                     self.table_failed(e);

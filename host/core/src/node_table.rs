@@ -148,6 +148,12 @@ pub trait NodeSpecificTable {
     /// [`TableError::BadDist`] for an identifier out of range; [`TableError::NoCamLayout`] for
     /// a key a card cannot hold; [`TableError::Device`] when the device failed.
     fn insert(&mut self, entry: Entry) -> Result<(), TableError>;
+    /// Inserts several entries, each as [`Self::insert`] would (a takeover installing an
+    /// identifier's entries); one result per entry, in order. Default: one insert each; a card
+    /// installs new entries in one batch.
+    fn insert_batch(&mut self, entries: Vec<Entry>) -> Vec<Result<(), TableError>> {
+        entries.into_iter().map(|e| self.insert(e)).collect()
+    }
     /// Data-path lookup: the entry of `key`, mutably (the caller updates state and counters).
     fn lookup(&mut self, key: &FlowKey) -> Option<&mut Entry>;
     /// The entry of `key`, read-only, without counting a hit.
@@ -532,6 +538,25 @@ impl<C: NodeSpecificTable> NodeSpecificTable for TieredTable<C> {
             }
             Err(e) => Err(e),
         }
+    }
+    fn insert_batch(&mut self, entries: Vec<Entry>) -> Vec<Result<(), TableError>> {
+        // Keys the overflow holds stay there (as `insert` does); the rest go to the card in
+        // one batch, and what it refuses for room or layout overflows.
+        if entries.iter().any(|e| self.soft.get(&e.key).is_some()) {
+            return entries.into_iter().map(|e| self.insert(e)).collect();
+        }
+        let results = self.card.insert_batch(entries.clone());
+        entries
+            .into_iter()
+            .zip(results)
+            .map(|(e, r)| match r {
+                Err(TableError::Full { .. }) | Err(TableError::NoCamLayout { .. }) => {
+                    self.overflowed += 1;
+                    self.soft.insert(e)
+                }
+                r => r,
+            })
+            .collect()
     }
     fn lookup(&mut self, key: &FlowKey) -> Option<&mut Entry> {
         if self.card.get(key).is_some() {

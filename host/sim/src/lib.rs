@@ -79,6 +79,9 @@ impl NodeSpecificTable for SimCardKind {
     fn insert(&mut self, entry: Entry) -> Result<(), TableError> {
         both!(self, c => c.insert(entry))
     }
+    fn insert_batch(&mut self, entries: Vec<Entry>) -> Vec<Result<(), TableError>> {
+        both!(self, c => c.insert_batch(entries))
+    }
     fn lookup(&mut self, key: &FlowKey) -> Option<&mut Entry> {
         both!(self, c => c.lookup(key))
     }

@@ -16,7 +16,7 @@ fn status_table() {
         "{out}"
     );
     assert!(
-        out.contains("CAM    0x5443414d  2.0      0x01000  0x02000"),
+        out.contains("CAM    0x5443414d  2.1      0x01000  0x02000"),
         "{out}"
     );
     assert!(out.contains("CAM depth        1024"), "{out}");
@@ -36,7 +36,7 @@ fn status_json() {
     assert_eq!(v["blocks"][0]["name"], "IDENT");
     assert_eq!(v["blocks"][0]["offset"], "0x00000");
     assert_eq!(v["blocks"][1]["name"], "CAM");
-    assert_eq!(v["blocks"][1]["version"], "2.0");
+    assert_eq!(v["blocks"][1]["version"], "2.1");
     assert_eq!(v["blocks"][4]["name"], "PORT");
     assert_eq!(v["cam"]["depth"], 256);
     assert_eq!(v["cam"]["key_bits"], 320);
