@@ -615,7 +615,11 @@ mod tests {
             FlowKey::isakmp(v6(9), v6(1), 0xabc, 0).0,
         ];
         for (i, k) in keys.iter().enumerate() {
-            let state = if i < 2 { ConnState::EspSa } else { ConnState::Ike };
+            let state = if i < 2 {
+                ConnState::EspSa
+            } else {
+                ConnState::Ike
+            };
             let e = Entry::new(*k, DistributionId(i as u16), state, NodeId(1));
             t.insert(e).expect("insert");
         }

@@ -150,10 +150,7 @@ mod tests {
     /// two.
     fn packets() -> Vec<Vec<u8>> {
         let v6 = |x: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, x));
-        let mut ike = vec![0u8; 28];
-        ike[..8].copy_from_slice(&0x0102_0304_0506_0708u64.to_be_bytes());
-        ike[20..24].copy_from_slice(&7u32.to_be_bytes());
-        ike[24..28].copy_from_slice(&28u32.to_be_bytes());
+        let ike = build::ike(0x0102_0304_0506_0708, 0, 7);
         let mut out = Vec::new();
         for (x, y) in [(a(1), a(9)), (v6(1), v6(9))] {
             for (s, d) in [(x, y), (y, x)] {
@@ -192,8 +189,13 @@ mod tests {
                 let (k, _, d) = p.flow(&dist)?;
                 let v4 = matches!(
                     k,
-                    FlowKey::Esp { src: IpAddr::V4(_), .. }
-                        | FlowKey::Isakmp { lo: IpAddr::V4(_), .. }
+                    FlowKey::Esp {
+                        src: IpAddr::V4(_),
+                        ..
+                    } | FlowKey::Isakmp {
+                        lo: IpAddr::V4(_),
+                        ..
+                    }
                 );
                 v4.then_some(d)
             })
@@ -219,7 +221,12 @@ mod tests {
         };
         let right = dist.for_key(&esp);
         let wrong = DistributionId((right.0 + 1) % 256);
-        common.upsert_local(Entry::new(tcp, dist.for_key(&tcp), ConnState::Established, NodeId(1)));
+        common.upsert_local(Entry::new(
+            tcp,
+            dist.for_key(&tcp),
+            ConnState::Established,
+            NodeId(1),
+        ));
         common.upsert_local(Entry::new(esp, wrong, ConnState::EspSa, NodeId(1)));
         let mut out = IdentifierCheck::default();
         check_entries(&dist, CheckedTable::Common, common.iter(), &mut out);
@@ -274,7 +281,10 @@ mod tests {
             .iter()
             .map(|m| (m.table, m.key, m.stored, m.recomputed))
             .collect();
-        assert!(bad.contains(&(CheckedTable::Common, key, wrong, right)), "{bad:?}");
+        assert!(
+            bad.contains(&(CheckedTable::Common, key, wrong, right)),
+            "{bad:?}"
+        );
         assert!(bad.iter().all(|b| b.1 == key));
         // identifier by identifier: found under the stored one, nothing under the right one
         let mut one = IdentifierCheck::default();

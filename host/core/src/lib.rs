@@ -96,6 +96,7 @@ pub mod rules;
 pub mod siphash;
 #[cfg(any(test, feature = "proptest"))]
 pub mod strategies;
+pub mod users;
 
 pub use alloc_policy::Allocation;
 pub use card_table::CardTable;

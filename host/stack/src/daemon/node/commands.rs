@@ -376,6 +376,7 @@ impl Runtime {
             "packets": st.packets, "not_ours": st.not_ours, "hits": st.hits, "created": st.created,
             "dropped_tcp_no_state": st.dropped_tcp_no_state, "dropped_no_state": st.dropped_no_state,
             "dropped_rule": st.dropped_rule, "dropped_table_full": st.dropped_table_full,
+            "dropped_parse": st.dropped_parse, "dropped_bad_ike": st.dropped_bad_ike,
             "messages_out": st.messages_out, "messages_in": st.messages_in,
             "duplicates": st.duplicates, "seq_gaps": st.seq_gaps,
             "repairs_requested": st.repairs_requested, "snapshots_applied": st.snapshots_applied,
