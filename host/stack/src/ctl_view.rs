@@ -138,6 +138,26 @@ pub fn check_table(c: &CheckReply) -> String {
     s
 }
 
+/// `ctl users` and `ctl user-bind` as a table: one row per binding, by address.
+pub fn users_table(users: &[crate::daemon::protocol::UserReport]) -> String {
+    if users.is_empty() {
+        return "no user bindings\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = users
+        .iter()
+        .map(|u| {
+            vec![
+                u.addr.to_string(),
+                u.user.to_string(),
+                u.lifetime_s.to_string(),
+                u.origin.to_string(),
+                u.version.to_string(),
+            ]
+        })
+        .collect();
+    table(&["ADDR", "USER", "LEFT_S", "ORIGIN", "VERSION"], &rows)
+}
+
 fn yes(v: &Value) -> &'static str {
     match v.as_bool() {
         Some(true) => "yes",
@@ -749,7 +769,8 @@ mod tests {
             stored: 200,
             table: "common".into(),
         });
-        c.problems.push("1: identifier 4: node-specific table holds 1 entries".into());
+        c.problems
+            .push("1: identifier 4: node-specific table holds 1 entries".into());
         assert_eq!(
             check_table(&c),
             "3 entries checked: 1 under a wrong identifier, 1 other problems\n\

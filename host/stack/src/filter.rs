@@ -1143,7 +1143,10 @@ mod tests {
         };
         let v = ViewKey::of_core(&esp, true);
         assert_eq!(v.to_string(), "esp 198.18.1.1 -> 198.18.0.1 spi=0x00001234");
-        assert_eq!(v.to_string().parse::<ViewKey>().unwrap().to_core(), Some(esp));
+        assert_eq!(
+            v.to_string().parse::<ViewKey>().unwrap().to_core(),
+            Some(esp)
+        );
         let (ike, b_is_lo) = FlowKey::isakmp(b.addr, a.addr, 0xab, 0);
         let v = ViewKey::of_core(&ike, b_is_lo);
         assert_eq!(

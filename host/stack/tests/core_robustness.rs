@@ -144,7 +144,11 @@ fn fuzz_seed_corpus_is_valid() {
         assert!(parsed.flow(&d).is_some());
         if p.len() > 40 {
             // the IKE seeds are valid ISAKMP/IKE headers, so the fuzzer starts past the checks
-            assert!(matches!(parsed.kind, PacketKind::Isakmp { .. }), "{:?}", parsed.kind);
+            assert!(
+                matches!(parsed.kind, PacketKind::Isakmp { .. }),
+                "{:?}",
+                parsed.kind
+            );
         }
     }
 }

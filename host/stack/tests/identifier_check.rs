@@ -40,7 +40,9 @@ fn sa_add(spi: u32, dir: SaDir, key: &str) -> Request {
 
 /// Node `id`'s `status` field `field` as a number.
 async fn status_u64(c: &Cluster, id: NodeId, field: &str) -> u64 {
-    c.status(id).await.map_or(0, |v| v[field].as_u64().unwrap_or(0))
+    c.status(id)
+        .await
+        .map_or(0, |v| v[field].as_u64().unwrap_or(0))
 }
 
 async fn body(c: &mut Cluster, dir: &Path) {
@@ -87,8 +89,16 @@ async fn body(c: &mut Cluster, dir: &Path) {
         // the SA entries are there, under the keys with their peers
         let o = ctl(dir, node, &["count", "--proto", "esp"]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "2", "node {node}");
-        let o = ctl(dir, node, &["get", "esp 198.51.100.7 -> 203.0.113.1 spi=0x0000004d"]);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "2",
+            "node {node}"
+        );
+        let o = ctl(
+            dir,
+            node,
+            &["get", "esp 198.51.100.7 -> 203.0.113.1 spi=0x0000004d"],
+        );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         // people's summary, exit status 0
         let o = ctl(dir, node, &["check"]);

@@ -236,8 +236,7 @@ impl Runtime {
                     .mismatches
                     .iter()
                     .map(|m| IdMismatch {
-                        key: crate::filter::ViewKey::of_core(&m.key, m.initiator_is_lo)
-                            .to_string(),
+                        key: crate::filter::ViewKey::of_core(&m.key, m.initiator_is_lo).to_string(),
                         recomputed: m.recomputed.0,
                         stored: m.stored.0,
                         table: m.table.name().to_owned(),
