@@ -1735,6 +1735,9 @@ mod tests {
         ];
         assert_eq!(b, want);
         assert_eq!(Record::parse(&b), Ok(r.clone()));
+        // the fuzz target's seed is this record
+        let seed = include_bytes!("../../../fuzz/corpus/record_parse/user_binding_v4");
+        assert_eq!(&seed[..], &want[..]);
         let v6 = Record::UserBinding(UserBinding {
             addr: "2001:db8::7".parse().unwrap(),
             user: None,
