@@ -6,22 +6,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use host::core::ids::NodeId;
 use host::daemon::protocol::{Request, Response, UsersReply};
 use host::lab::cluster::{Cluster, Layout};
-
-fn ctl(dir: &Path, node: u16, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clusterd"))
-        .arg("ctl")
-        .arg("--socket")
-        .arg(dir.join(format!("node{node}.sock")))
-        .args(args)
-        .output()
-        .expect("run clusterd ctl")
-}
 
 /// Node `id`'s bindings, as (address, user).
 async fn users(c: &Cluster, id: NodeId) -> Result<Vec<(String, u32)>, String> {
@@ -37,7 +26,7 @@ async fn users(c: &Cluster, id: NodeId) -> Result<Vec<(String, u32)>, String> {
 
 async fn body(c: &mut Cluster, dir: &Path) {
     let bind = r#"{"user":7,"addr":"198.18.0.10","lifetime_s":3600}"#;
-    let o = ctl(dir, 1, &["user-bind", bind]);
+    let o = common::ctl(dir, 1, &["user-bind", bind]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success(),
@@ -57,7 +46,7 @@ async fn body(c: &mut Cluster, dir: &Path) {
     })
     .await;
     // node 2's answer as a table and as JSON
-    let o = ctl(dir, 2, &["users"]);
+    let o = common::ctl(dir, 2, &["users"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}");
     let row = out
@@ -72,7 +61,7 @@ async fn body(c: &mut Cluster, dir: &Path) {
     );
     let left: u64 = cols[2].parse().expect("seconds left");
     assert!((3000..=3600).contains(&left), "{out}");
-    let o = ctl(dir, 2, &["users", "--json"]);
+    let o = common::ctl(dir, 2, &["users", "--json"]);
     let reply: UsersReply = serde_json::from_slice(&o.stdout).expect("a users answer");
     assert_eq!(reply.users.len(), 1);
     assert_eq!((reply.users[0].user, reply.users[0].origin), (7, 1));
@@ -85,12 +74,12 @@ async fn body(c: &mut Cluster, dir: &Path) {
         ),
         ("user-unbind", r#"{"addr":"198.18.0.99"}"#),
     ] {
-        let o = ctl(dir, 1, &[cmd, args]);
+        let o = common::ctl(dir, 1, &[cmd, args]);
         assert_eq!(o.status.code(), Some(1), "{cmd} {args}");
         assert!(String::from_utf8_lossy(&o.stdout).contains("error:"));
     }
     // unbound on node 2: gone everywhere
-    let o = ctl(dir, 2, &["user-unbind", r#"{"addr":"198.18.0.10"}"#]);
+    let o = common::ctl(dir, 2, &["user-unbind", r#"{"addr":"198.18.0.10"}"#]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     common::wait_for(Duration::from_secs(20), async || {
         for id in [NodeId(1), NodeId(3)] {
