@@ -150,10 +150,7 @@ mod tests {
     /// two.
     fn packets() -> Vec<Vec<u8>> {
         let v6 = |x: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, x));
-        let mut ike = vec![0u8; 28];
-        ike[..8].copy_from_slice(&0x0102_0304_0506_0708u64.to_be_bytes());
-        ike[20..24].copy_from_slice(&7u32.to_be_bytes());
-        ike[24..28].copy_from_slice(&28u32.to_be_bytes());
+        let ike = build::ike(0x0102_0304_0506_0708, 0, 7);
         let mut out = Vec::new();
         for (x, y) in [(a(1), a(9)), (v6(1), v6(9))] {
             for (s, d) in [(x, y), (y, x)] {

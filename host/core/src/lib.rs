@@ -61,16 +61,21 @@
 //! `on_datagram` (heartbeats in, consensus messages handed back), `on_peer_restarted`,
 //! `on_agreed` (an allocation agreed by consensus), `on_packet -> PacketOutcome`,
 //! `tick(Time, &ConsensusView)`, control requests (`request_move`, `set_drained`,
-//! `request_rebalance`, `request_resync_all`, `sa_add`, `sa_advance`, `esp_for`), then
+//! `request_rebalance`, `request_resync_all`, `sa_add`, `sa_advance`, `esp_for`, `user_bind`,
+//! `user_unbind`), then
 //! `drain_outputs()` ([`member::Output`]: records and heartbeats to send, proposals, voter
 //! promotions, backlog discards, log lines) and `next_timeout()`. A failed card comes back
 //! through `take_card_error` and is replaced with `rebuild_card`.
 //!
 //! Records ([`record`]): [`Record::parse`]`(bytes) -> Result<Record, RecordError>` and
 //! [`Record::emit`]`(&self, &mut Vec<u8>)` for the replication stream (`Event`, `Final`,
-//! `ResyncRequest`, `ResyncDone`, `SaKey`; key bytes zeroized, never in `Debug`);
+//! `ResyncRequest`, `ResyncDone`, `SaKey`, `UserBinding`; key bytes zeroized, never in `Debug`);
 //! [`Datagram::parse`] / [`Datagram::emit`] for heartbeats ([`Heartbeat`], 30 bytes and two per node id of its out list) and
 //! consensus messages; checked views `RecordView` / `DatagramView` underneath.
+//!
+//! Users ([`users`], claim 8): an authentication source's bindings of an address to a user
+//! with a lifetime ([`users::UserTable`]): replicated, expired on the member's clock, given to
+//! the connections the address initiates before a rule's static `user`.
 //!
 //! Captures: [`pcap`] `read_frames` / `read` / `write` / `write_ng` (pcap and pcapng, every
 //! link type in front of IP).
@@ -96,6 +101,7 @@ pub mod rules;
 pub mod siphash;
 #[cfg(any(test, feature = "proptest"))]
 pub mod strategies;
+pub mod users;
 
 /// The embedding guide (`docs/embedding.md`), here only so that `cargo test --doc` compiles
 /// and runs its code blocks: the guide cannot drift from the crates.

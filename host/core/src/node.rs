@@ -11,9 +11,10 @@ use super::entry::{Action, ConnState, Endpoint, Entry, FlowKey, L4Proto, SaRef, 
 use super::events::{Event, Message, SaState};
 use super::ids::{DistributionId, Epoch, IdCount, Millis, NodeId};
 use super::node_table::{CardOutcome, NodeSpecificTable, TableError};
-use super::packet::{parse_packet, Framing, PacketKind, ParsedPacket, TcpFlags};
+use super::packet::{parse_packet, Framing, PacketKind, ParseError, ParsedPacket, TcpFlags};
 use super::realloc::{plan, ReallocPlan};
 use super::rules::{Helper, RuleSet};
+use super::users::UserTable;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -115,6 +116,9 @@ impl NodeConfig {
 pub enum DropReason {
     /// Unparseable.
     Parse,
+    /// A datagram on the IKE ports whose ISAKMP/IKE header is invalid
+    /// ([`crate::packet::IkeError`]): no entry is made for it.
+    BadIke,
     /// No rule allowed the first packet.
     Rule,
     /// TCP packet other than a SYN without state (strict TCP).
@@ -281,6 +285,8 @@ pub struct Stats {
     pub created: u64,
     /// Drops: unparseable.
     pub dropped_parse: u64,
+    /// Drops: invalid ISAKMP/IKE headers on the IKE ports.
+    pub dropped_bad_ike: u64,
     /// Drops: rule set.
     pub dropped_rule: u64,
     /// Drops: TCP without state (strict).
@@ -390,6 +396,8 @@ pub struct Node<T: NodeSpecificTable> {
     port_synced: bool,
     /// Per identifier: the card's frame counter when [`Node::take_load`] last read it.
     card_load: Vec<u32>,
+    /// The user bindings of claim 8 (see [`crate::users`]).
+    users: UserTable,
 }
 
 impl<T: NodeSpecificTable> Node<T> {
@@ -415,6 +423,7 @@ impl<T: NodeSpecificTable> Node<T> {
             card_error: None,
             port_synced: false,
             card_load: vec![0; n],
+            users: UserTable::new(),
             dist,
             cfg,
         }
@@ -767,6 +776,10 @@ impl<T: NodeSpecificTable> Node<T> {
         }
         let p = match parse_packet(bytes, framing) {
             Ok(p) => p,
+            Err(ParseError::Ike(_)) => {
+                self.stats.dropped_bad_ike += 1;
+                return Verdict::Drop(DropReason::BadIke);
+            }
             Err(_) => {
                 self.stats.dropped_parse += 1;
                 return Verdict::Drop(DropReason::Parse);
@@ -914,7 +927,8 @@ impl<T: NodeSpecificTable> Node<T> {
         e.action = rule.action;
         e.rule = idx;
         e.timeout_s = rule.timeout_s;
-        e.user = rule.user;
+        // an authentication source's binding of the initiator takes precedence over the rule
+        e.user = self.users.user_of(now, p.src).or(rule.user);
         e.tunnel = rule.tunnel;
         e.nat = rule.nat;
         e.version = self.new_version(&key);
@@ -1021,6 +1035,16 @@ impl<T: NodeSpecificTable> Node<T> {
         self.broadcast(Event::Add(e));
     }
 
+    /// The user bindings of claim 8.
+    pub fn users(&self) -> &UserTable {
+        &self.users
+    }
+
+    /// The user bindings, to bind, unbind and apply replicated bindings.
+    pub fn users_mut(&mut self) -> &mut UserTable {
+        &mut self.users
+    }
+
     /// Clears entries idle beyond their timeout (the card's hit information drives
     /// `last_seen`), replicating the clears. Only the owner expires an entry. Returns how many.
     pub fn expire(&mut self, now: Millis) -> usize {
@@ -1037,6 +1061,7 @@ impl<T: NodeSpecificTable> Node<T> {
         }
         self.stats.expired += expired.len() as u64;
         self.common.prune_tombstones(now, t.tombstone_ms);
+        self.users.expire(now);
         expired.len()
     }
 
@@ -2000,6 +2025,38 @@ mod tests {
             }
         );
         assert_eq!(n1.distributor().for_ipsec_peers(a(1), a(9)), d);
+    }
+
+    #[test]
+    fn invalid_ike_headers_are_dropped_by_name_and_make_no_entry() {
+        let (mut n1, _, _) = pair_owned_by_1();
+        let good = build::ike(0x77, 0, 0);
+        let mut bad_version = good.clone();
+        bad_version[17] = 0x30;
+        let mut bad_len = good.clone();
+        bad_len[27] = 40;
+        let mut bad_exchange = good.clone();
+        bad_exchange[18] = 1; // an IKEv1 exchange in an IKEv2 header
+        for (i, bad) in [&bad_version, &bad_len, &bad_exchange, &good[..20].to_vec()]
+            .into_iter()
+            .enumerate()
+        {
+            let p = build::udp(a(1), 500, a(9), 500, bad).unwrap();
+            assert_eq!(
+                n1.handle_packet(Millis(1), &p),
+                Verdict::Drop(DropReason::BadIke)
+            );
+            assert_eq!(n1.stats().dropped_bad_ike, i as u64 + 1);
+        }
+        assert_eq!(n1.common().len(), 0, "no entry for an invalid header");
+        assert_eq!(n1.stats().created, 0);
+        assert_eq!(n1.stats().dropped_parse, 0);
+        let p = build::udp(a(1), 500, a(9), 500, &good).unwrap();
+        assert!(matches!(
+            n1.handle_packet(Millis(2), &p),
+            Verdict::Accept { created: true, .. }
+        ));
+        assert_eq!(n1.common().len(), 1);
     }
 
     #[test]

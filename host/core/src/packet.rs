@@ -1,6 +1,10 @@
 //! Packet parsing (figure 2 step 200): untrusted bytes through `etherparse` into the fields the
 //! core needs: addresses, transport, TCP flags, ICMP echo identifier, ESP SPI, ISAKMP cookies.
 //! Never panics; every failure is a [`ParseError`].
+//!
+//! A UDP datagram on port 500 (or on 4500 behind the non-ESP marker) is ISAKMP/IKE only when its
+//! 28-byte header is valid ([`IkeError`] says what is checked); otherwise the packet is refused
+//! with [`ParseError::Ike`] and makes no entry.
 
 use super::distribution::Distributor;
 use super::entry::{Endpoint, FlowKey, L4Proto};
@@ -32,7 +36,62 @@ pub enum ParseError {
     /// A non-first fragment: no transport header to key on.
     #[error("IP fragment without transport header")]
     Fragment,
+    /// A datagram on the IKE ports whose ISAKMP/IKE header is not valid.
+    #[error("invalid ISAKMP/IKE header: {0}")]
+    Ike(#[from] IkeError),
 }
+
+/// Why a datagram on UDP 500 (or 4500 after the non-ESP marker) is not an ISAKMP/IKE message.
+///
+/// The header (RFC 2408 §3.1, RFC 7296 §3.1) is checked field by field:
+/// * version: major 1 (ISAKMP/IKEv1) with minor 0 (RFC 2408: a receiver does not accept a
+///   minor version above its own), or major 2 (IKEv2) with any minor (RFC 7296: the minor
+///   version of received messages is ignored);
+/// * length: the header's length field counts the whole message, and one UDP datagram carries
+///   one message, so it must equal the UDP payload's length (after the marker on 4500);
+/// * exchange type, for IKEv1: 1-5 (RFC 2408: base, identity protection, authentication only,
+///   aggressive, informational), 6 (transaction, the mode-config draft that XAUTH uses), 32
+///   and 33 (RFC 2409: quick mode, new group mode); 0 (`NONE`) is no exchange. For IKEv2: 34-37
+///   (RFC 7296: IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA, INFORMATIONAL), 38 (RFC 5723:
+///   IKE_SESSION_RESUME), 43 (RFC 9242: IKE_INTERMEDIATE) and 44 (RFC 9370: IKE_FOLLOWUP_KE).
+///
+/// Next payload and flags are not checked (RFC 7296: reserved flag bits are ignored on receipt).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IkeError {
+    /// Fewer bytes than the 28-byte header.
+    #[error("{len} bytes, shorter than the 28-byte header")]
+    Truncated {
+        /// Bytes there were.
+        len: usize,
+    },
+    /// A version other than 1.0 or 2.x.
+    #[error("version {major}.{minor} is neither ISAKMP 1.0 nor IKEv2")]
+    Version {
+        /// Major version.
+        major: u8,
+        /// Minor version.
+        minor: u8,
+    },
+    /// The length field disagrees with the datagram.
+    #[error("length field {field} but {payload} bytes in the datagram")]
+    Length {
+        /// The header's length field.
+        field: u32,
+        /// The UDP payload's length (after the non-ESP marker).
+        payload: usize,
+    },
+    /// An exchange type the version does not define.
+    #[error("exchange type {exchange} is not defined for IKEv{major}")]
+    Exchange {
+        /// Major version.
+        major: u8,
+        /// Exchange type.
+        exchange: u8,
+    },
+}
+
+/// The length of the ISAKMP/IKE header.
+pub const IKE_HEADER_LEN: usize = 28;
 
 /// TCP flags the state machine uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -141,20 +200,42 @@ fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
-fn be64(b: &[u8], at: usize) -> Option<u64> {
-    let s = b.get(at..at.checked_add(8)?)?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(s);
-    Some(u64::from_be_bytes(a))
+/// Whether IKE version `major` defines exchange type `exchange` (see [`IkeError`]).
+fn ike_exchange_defined(major: u8, exchange: u8) -> bool {
+    match major {
+        1 => matches!(exchange, 1..=6 | 32 | 33),
+        _ => matches!(exchange, 34..=38 | 43 | 44),
+    }
 }
 
-fn isakmp(sport: u16, dport: u16, b: &[u8]) -> Option<PacketKind> {
-    Some(PacketKind::Isakmp {
+/// The ISAKMP/IKE message `b` (the whole UDP payload after any non-ESP marker), validated.
+fn isakmp(sport: u16, dport: u16, b: &[u8]) -> Result<PacketKind, IkeError> {
+    let h = b
+        .get(..IKE_HEADER_LEN)
+        .ok_or(IkeError::Truncated { len: b.len() })?;
+    let (major, minor) = (h[17] >> 4, h[17] & 0x0f);
+    if !matches!((major, minor), (1, 0) | (2, _)) {
+        return Err(IkeError::Version { major, minor });
+    }
+    let field = u32::from_be_bytes([h[24], h[25], h[26], h[27]]);
+    if usize::try_from(field).ok() != Some(b.len()) {
+        return Err(IkeError::Length {
+            field,
+            payload: b.len(),
+        });
+    }
+    let exchange = h[18];
+    if !ike_exchange_defined(major, exchange) {
+        return Err(IkeError::Exchange { major, exchange });
+    }
+    let word = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    let dword = |at: usize| u64::from(word(at)) << 32 | u64::from(word(at + 4));
+    Ok(PacketKind::Isakmp {
         sport,
         dport,
-        initiator_cookie: be64(b, 0)?,
-        responder_cookie: be64(b, 8)?,
-        message_id: be32(b, 20)?,
+        initiator_cookie: dword(0),
+        responder_cookie: dword(8),
+        message_id: word(20),
     })
 }
 
@@ -215,12 +296,10 @@ pub fn parse_packet(bytes: &[u8], framing: Framing) -> Result<ParsedPacket<'_>, 
         Some(TransportSlice::Udp(u)) => {
             let (sport, dport, p) = (u.source_port(), u.destination_port(), u.payload());
             let kind = if sport == 500 || dport == 500 {
-                isakmp(sport, dport, p).unwrap_or(PacketKind::Udp { sport, dport })
+                isakmp(sport, dport, p)?
             } else if sport == 4500 || dport == 4500 {
                 match be32(p, 0) {
-                    Some(0) => {
-                        isakmp(sport, dport, &p[4..]).unwrap_or(PacketKind::Udp { sport, dport })
-                    }
+                    Some(0) => isakmp(sport, dport, &p[4..])?,
                     // A one-byte 0xff payload is a NAT-T keepalive.
                     Some(spi) => PacketKind::Esp { spi },
                     None => PacketKind::Udp { sport, dport },
@@ -414,6 +493,20 @@ pub mod build {
         Some(out)
     }
 
+    /// A well-formed ISAKMP/IKE header alone (28 bytes, the length field 28): IKEv2
+    /// IKE_SA_INIT when `responder_cookie` is zero, else INFORMATIONAL.
+    pub fn ike(initiator_cookie: u64, responder_cookie: u64, message_id: u32) -> Vec<u8> {
+        let exchange = if responder_cookie == 0 { 34 } else { 37 };
+        let mut v = Vec::with_capacity(super::IKE_HEADER_LEN);
+        v.extend_from_slice(&initiator_cookie.to_be_bytes());
+        v.extend_from_slice(&responder_cookie.to_be_bytes());
+        // next payload SA (33), version 2.0, the exchange, flags: initiator
+        v.extend_from_slice(&[33, 0x20, exchange, 0x08]);
+        v.extend_from_slice(&message_id.to_be_bytes());
+        v.extend_from_slice(&(super::IKE_HEADER_LEN as u32).to_be_bytes());
+        v
+    }
+
     /// An ICMP(v6) echo request or reply; `None` for mixed address families.
     pub fn icmp_echo(src: IpAddr, dst: IpAddr, ident: u16, request: bool) -> Option<Vec<u8>> {
         let b = ip(src, dst)?;
@@ -461,8 +554,7 @@ mod tests {
     #[test]
     fn ipsec_sas_and_ike_share_an_id() {
         let d = Distributor::new(&ClusterSecret::new([1; 16]), IdCount::default());
-        let mut ike = vec![0u8; 28];
-        ike[..8].copy_from_slice(&7u64.to_be_bytes());
+        let ike = build::ike(7, 0, 0);
         let ike_p = build::udp(a4(1), 500, a4(2), 500, &ike).unwrap();
         let mut natt = vec![0u8; 4];
         natt.extend_from_slice(&0x1111u32.to_be_bytes());
@@ -501,5 +593,212 @@ mod tests {
         assert!(parse_packet(&[], Framing::Ip).is_err());
         assert!(parse_packet(&[0x45; 3], Framing::Ethernet).is_err());
         assert!(build::udp(s, 1, a4(1), 2, b"").is_none());
+    }
+
+    /// The ISAKMP/IKE message `ike` on UDP `port` (behind the non-ESP marker on 4500), parsed.
+    fn ike_on(port: u16, ike: &[u8]) -> Result<PacketKind, ParseError> {
+        let mut pay = if port == 4500 { vec![0; 4] } else { Vec::new() };
+        pay.extend_from_slice(ike);
+        let b = build::udp(a4(1), 40000, a4(2), port, &pay).unwrap();
+        parse_packet(&b, Framing::Ip).map(|p| p.kind)
+    }
+
+    /// `ike` with its byte `at` set to `v`.
+    fn with(mut ike: Vec<u8>, at: usize, v: u8) -> Vec<u8> {
+        ike[at] = v;
+        ike
+    }
+
+    /// `ike` with its length field set to `len`.
+    fn with_len(mut ike: Vec<u8>, len: u32) -> Vec<u8> {
+        ike[24..28].copy_from_slice(&len.to_be_bytes());
+        ike
+    }
+
+    #[test]
+    fn well_formed_ikev1_and_ikev2_headers_are_isakmp() {
+        let v2 = build::ike(0x0102_0304_0506_0708, 0x1112_1314_1516_1718, 0x2122_2324);
+        let mut long = v2.clone();
+        long.extend_from_slice(&[0xAB; 72]);
+        let long = with_len(long, 100);
+        for port in [500, 4500] {
+            assert_eq!(
+                ike_on(port, &v2),
+                Ok(PacketKind::Isakmp {
+                    sport: 40000,
+                    dport: port,
+                    initiator_cookie: 0x0102_0304_0506_0708,
+                    responder_cookie: 0x1112_1314_1516_1718,
+                    message_id: 0x2122_2324,
+                })
+            );
+            assert!(matches!(ike_on(port, &long), Ok(PacketKind::Isakmp { .. })));
+            // IKEv2: every defined exchange, and minor versions ignored
+            for x in [34, 35, 36, 37, 38, 43, 44] {
+                let m = with(with(v2.clone(), 18, x), 17, 0x2F);
+                assert!(
+                    matches!(ike_on(port, &m), Ok(PacketKind::Isakmp { .. })),
+                    "{x}"
+                );
+            }
+            // ISAKMP 1.0: main, aggressive, informational, transaction, quick and new group
+            for x in [1, 2, 3, 4, 5, 6, 32, 33] {
+                let m = with(with(v2.clone(), 17, 0x10), 18, x);
+                assert!(
+                    matches!(ike_on(port, &m), Ok(PacketKind::Isakmp { .. })),
+                    "{x}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_ike_headers_are_refused_by_name() {
+        let ok = build::ike(9, 0, 0);
+        let v1 = with(ok.clone(), 17, 0x10);
+        let cases: Vec<(Vec<u8>, IkeError)> = vec![
+            (ok[..27].to_vec(), IkeError::Truncated { len: 27 }),
+            (Vec::new(), IkeError::Truncated { len: 0 }),
+            (
+                with(ok.clone(), 17, 0x00),
+                IkeError::Version { major: 0, minor: 0 },
+            ),
+            (
+                with(ok.clone(), 17, 0x30),
+                IkeError::Version { major: 3, minor: 0 },
+            ),
+            (
+                with(ok.clone(), 17, 0xF2),
+                IkeError::Version {
+                    major: 15,
+                    minor: 2,
+                },
+            ),
+            (
+                with(ok.clone(), 17, 0x11),
+                IkeError::Version { major: 1, minor: 1 },
+            ),
+            (
+                with_len(ok.clone(), 27),
+                IkeError::Length {
+                    field: 27,
+                    payload: 28,
+                },
+            ),
+            (
+                with_len(ok.clone(), 0),
+                IkeError::Length {
+                    field: 0,
+                    payload: 28,
+                },
+            ),
+            (
+                with_len(ok.clone(), 29),
+                IkeError::Length {
+                    field: 29,
+                    payload: 28,
+                },
+            ),
+            (
+                with_len(ok.clone(), u32::MAX),
+                IkeError::Length {
+                    field: u32::MAX,
+                    payload: 28,
+                },
+            ),
+            (
+                [&ok[..], &[0; 4]].concat(),
+                IkeError::Length {
+                    field: 28,
+                    payload: 32,
+                },
+            ),
+            (
+                with(ok.clone(), 18, 0),
+                IkeError::Exchange {
+                    major: 2,
+                    exchange: 0,
+                },
+            ),
+            (
+                with(ok.clone(), 18, 33),
+                IkeError::Exchange {
+                    major: 2,
+                    exchange: 33,
+                },
+            ),
+            (
+                with(ok.clone(), 18, 39),
+                IkeError::Exchange {
+                    major: 2,
+                    exchange: 39,
+                },
+            ),
+            (
+                with(ok.clone(), 18, 255),
+                IkeError::Exchange {
+                    major: 2,
+                    exchange: 255,
+                },
+            ),
+            (
+                with(v1.clone(), 18, 0),
+                IkeError::Exchange {
+                    major: 1,
+                    exchange: 0,
+                },
+            ),
+            (
+                with(v1.clone(), 18, 7),
+                IkeError::Exchange {
+                    major: 1,
+                    exchange: 7,
+                },
+            ),
+            (
+                with(v1.clone(), 18, 34),
+                IkeError::Exchange {
+                    major: 1,
+                    exchange: 34,
+                },
+            ),
+        ];
+        for port in [500, 4500] {
+            for (bytes, want) in &cases {
+                assert_eq!(
+                    ike_on(port, bytes),
+                    Err(ParseError::Ike(*want)),
+                    "{port} {want}"
+                );
+            }
+        }
+        // From port 500 as well as to it.
+        let b = build::udp(a4(2), 500, a4(1), 40000, &ok[..20]).unwrap();
+        assert_eq!(
+            parse_packet(&b, Framing::Ip).map(|p| p.kind),
+            Err(ParseError::Ike(IkeError::Truncated { len: 20 }))
+        );
+    }
+
+    #[test]
+    fn port_4500_without_the_marker_is_still_esp_or_a_keepalive() {
+        let esp = build::udp(a4(1), 4500, a4(2), 4500, &0x2222u32.to_be_bytes()).unwrap();
+        let keepalive = build::udp(a4(1), 4500, a4(2), 4500, &[0xff]).unwrap();
+        assert_eq!(
+            parse_packet(&esp, Framing::Ip).unwrap().kind,
+            PacketKind::Esp { spi: 0x2222 }
+        );
+        assert_eq!(
+            parse_packet(&keepalive, Framing::Ip).unwrap().kind,
+            PacketKind::Udp {
+                sport: 4500,
+                dport: 4500
+            }
+        );
+        // the marker followed by a bad header is refused, not taken for ESP or plain UDP
+        assert!(matches!(
+            ike_on(4500, &[0; 10]),
+            Err(ParseError::Ike(IkeError::Truncated { len: 10 }))
+        ));
     }
 }

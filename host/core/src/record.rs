@@ -21,6 +21,7 @@
 //! | SA key | `K`, SPI (u32), key length (u8), key bytes: the length byte equals the rest |
 //! | partial resync request | `P`, identifier count (u16, at most 4096), then that many identifiers (u16, each below 4096, strictly ascending): exactly 3 bytes plus two per identifier |
 //! | resync skipped | `S`, as `P` |
+//! | user binding | `U`, version (u64), origin node (u16), user (u32), bound (u8: 1 bound, 0 unbound, then the user is 0), remaining lifetime (u32, ms, at most 7 days), address family (u8: 4 or 6), address (4 or 16 bytes): exactly 25 or 37 bytes ([`crate::users`]) |
 //! | last handled | `L`, identifier (u16), mark count (u8, at most 3), then per mark its input (u8: 0 outside port, 1 inside port, 2 the wire's packets; strictly ascending), a digest count (u8, 1 to 4) and that many digests (u64), oldest first, of the last frames the sender took in on that input (of any identifier) when it let the identifier go: exactly as long as the counts say |
 //!
 //! | datagram | bytes |
@@ -71,8 +72,10 @@ use core::ops::{Range, RangeFrom};
 
 use zeroize::Zeroizing;
 
+use crate::entry::UserId;
 use crate::events::{DecodeError, Message};
 use crate::ids::{DistributionId, Epoch, NodeId};
+use crate::users::{UserBinding, MAX_LIFETIME_S};
 
 /// A byte range of a fixed-position field.
 type Field = Range<usize>;
@@ -98,6 +101,8 @@ pub mod tag {
     /// Record: the identifiers a resync answer left to their owners
     /// ([`Record::ResyncSkipped`](super::Record::ResyncSkipped)).
     pub const RESYNC_SKIPPED: u8 = b'S';
+    /// Record: a user binding of claim 8 ([`Record::UserBinding`](super::Record::UserBinding)).
+    pub const USER_BINDING: u8 = b'U';
     /// Datagram: heartbeat ([`Datagram::Heartbeat`](super::Datagram::Heartbeat)).
     pub const HEARTBEAT: u8 = b'H';
     /// Datagram: consensus message ([`Datagram::Raft`](super::Datagram::Raft)).
@@ -145,6 +150,21 @@ mod field {
     pub const PART_COUNT: Field = 1..3;
     /// `P` and `S`: the header before the identifiers.
     pub const PART_HEADER_LEN: usize = 3;
+
+    /// `U`: the version.
+    pub const USER_VERSION: Field = 1..9;
+    /// `U`: the origin node.
+    pub const USER_ORIGIN: Field = 9..11;
+    /// `U`: the user.
+    pub const USER_ID: Field = 11..15;
+    /// `U`: the bound flag.
+    pub const USER_BOUND: usize = 15;
+    /// `U`: the remaining lifetime (ms).
+    pub const USER_REMAINING: Field = 16..20;
+    /// `U`: the address family byte.
+    pub const USER_FAMILY: usize = 20;
+    /// `U`: the address.
+    pub const USER_ADDR: RangeFrom<usize> = 21..;
 
     /// `H`: ready flag.
     pub const HB_READY: usize = 1;
@@ -266,6 +286,12 @@ pub enum RecordError {
         index: usize,
         /// The identifier received.
         did: u16,
+    },
+    /// A `U` record with a field out of its range (`what` names it).
+    #[error("user binding record: {what}")]
+    BadUserBinding {
+        /// The field and what is wrong with it.
+        what: &'static str,
     },
     /// An `E` record whose message does not decode (the cause is the source).
     #[error("event record does not decode")]
@@ -411,6 +437,32 @@ impl<T: AsRef<[u8]>> RecordView<T> {
                 }
                 Ok(())
             }
+            tag::USER_BINDING => {
+                let Some(&family) = b.get(field::USER_FAMILY) else {
+                    return Err(RecordError::Truncated {
+                        tag: t,
+                        len,
+                        min: field::USER_ADDR.start,
+                    });
+                };
+                let addr_len = match family {
+                    4 => 4,
+                    6 => 16,
+                    _ => return Err(user_error("address family is not 4 or 6")),
+                };
+                exact(field::USER_ADDR.start + addr_len)?;
+                let user = be_u32(&b[field::USER_ID]);
+                match b[field::USER_BOUND] {
+                    1 => {}
+                    0 if user == 0 => {}
+                    0 => return Err(user_error("an unbound record names a user")),
+                    _ => return Err(user_error("bound flag is not 0 or 1")),
+                }
+                if be_u32(&b[field::USER_REMAINING]) > MAX_LIFETIME_S * 1000 {
+                    return Err(user_error("remaining lifetime above 7 days"));
+                }
+                Ok(())
+            }
             tag::SA_KEY => {
                 let (Some(spi), Some(&declared), Some(key)) = (
                     b.get(field::KEY_SPI),
@@ -496,6 +548,27 @@ impl<T: AsRef<[u8]>> RecordView<T> {
             .chunks_exact(2)
             .take(n)
             .map(|c| DistributionId(u16::from_be_bytes([c[0], c[1]])))
+    }
+
+    /// `U`: the binding.
+    ///
+    /// # Panics
+    /// On a buffer shorter than its address family says in an unchecked view.
+    pub fn user_binding(&self) -> UserBinding {
+        let b = self.buffer.as_ref();
+        let a = &b[field::USER_ADDR];
+        let addr = match <[u8; 16]>::try_from(a) {
+            Ok(v6) => std::net::IpAddr::from(v6),
+            Err(_) => std::net::IpAddr::from([a[0], a[1], a[2], a[3]]),
+        };
+        let o = &b[field::USER_ORIGIN];
+        UserBinding {
+            addr,
+            user: (b[field::USER_BOUND] == 1).then(|| UserId(be_u32(&b[field::USER_ID]))),
+            remaining_ms: be_u32(&b[field::USER_REMAINING]),
+            version: be_u64(&b[field::USER_VERSION]),
+            origin: NodeId(u16::from_be_bytes([o[0], o[1]])),
+        }
     }
 
     /// `K`: the SPI.
@@ -701,6 +774,8 @@ pub enum Record {
         /// ([`frame_digest`]), oldest first, 1 to [`MAX_MARK_DIGESTS`] of them.
         marks: Marks,
     },
+    /// `U`: a user binding of claim 8, or its tombstone ([`crate::users`]).
+    UserBinding(UserBinding),
     /// `K`: an SA's key (key material: invariant 6; the stream is encrypted).
     SaKey {
         /// The SA's SPI.
@@ -748,6 +823,7 @@ impl Record {
                 did: v.last_did(),
                 marks: v.last_marks().collect(),
             },
+            tag::USER_BINDING => Record::UserBinding(v.user_binding()),
             tag::SA_KEY => Record::SaKey {
                 spi: v.key_spi(),
                 key: Zeroizing::new(v.key().to_vec()),
@@ -795,6 +871,25 @@ impl Record {
                     }
                 }
             }
+            Record::UserBinding(u) => {
+                out.extend_from_slice(&u.version.to_be_bytes());
+                out.extend_from_slice(&u.origin.0.to_be_bytes());
+                out.extend_from_slice(&u.user.map_or(0, |u| u.0).to_be_bytes());
+                out.push(u8::from(u.user.is_some()));
+                // longer than a record carries: cut to the longest lifetime, as a key is cut
+                let remaining = u.remaining_ms.min(MAX_LIFETIME_S * 1000);
+                out.extend_from_slice(&remaining.to_be_bytes());
+                match u.addr {
+                    std::net::IpAddr::V4(a) => {
+                        out.push(4);
+                        out.extend_from_slice(&a.octets());
+                    }
+                    std::net::IpAddr::V6(a) => {
+                        out.push(6);
+                        out.extend_from_slice(&a.octets());
+                    }
+                }
+            }
             Record::SaKey { spi, key } => {
                 let key: &[u8] = key;
                 let key = key.get(..MAX_KEY_LEN).unwrap_or(key);
@@ -827,6 +922,7 @@ impl Record {
                         .sum::<usize>()
             }
             Record::SaKey { key, .. } => field::KEY_HEADER_LEN + key.len().min(MAX_KEY_LEN),
+            Record::UserBinding(_) => field::USER_ADDR.start + 16,
         };
         let mut out = Zeroizing::new(Vec::with_capacity(cap));
         self.emit(&mut out);
@@ -844,6 +940,7 @@ impl Record {
             Record::ResyncSkipped { .. } => tag::RESYNC_SKIPPED,
             Record::LastHandled { .. } => tag::LAST_HANDLED,
             Record::SaKey { .. } => tag::SA_KEY,
+            Record::UserBinding(_) => tag::USER_BINDING,
         }
     }
 }
@@ -892,6 +989,7 @@ impl fmt::Debug for Record {
                 .field("did", did)
                 .field("marks", marks)
                 .finish(),
+            Record::UserBinding(u) => f.debug_tuple("UserBinding").field(u).finish(),
             Record::SaKey { spi, key } => f
                 .debug_struct("SaKey")
                 .field("spi", &Spi(*spi))
@@ -1074,6 +1172,10 @@ impl<'a> Datagram<'a> {
             }
         }
     }
+}
+
+fn user_error(what: &'static str) -> RecordError {
+    RecordError::BadUserBinding { what }
 }
 
 fn be_u32(b: &[u8]) -> u32 {
@@ -1572,6 +1674,22 @@ mod tests {
                     spi,
                     key: Zeroizing::new(key)
                 }),
+            (
+                any::<u64>(),
+                any::<u16>(),
+                proptest::option::of(any::<u32>()),
+                0..=MAX_LIFETIME_S * 1000,
+                addr()
+            )
+                .prop_map(|(version, origin, user, remaining_ms, addr)| {
+                    Record::UserBinding(UserBinding {
+                        addr,
+                        user: user.map(UserId),
+                        remaining_ms,
+                        version,
+                        origin: NodeId(origin),
+                    })
+                }),
         ]
     }
 
@@ -1614,6 +1732,75 @@ mod tests {
             prop_assert_eq!(Datagram::parse(&b), Ok(d));
         }
         Ok(())
+    }
+
+    /// A `U` record's bytes, field by field, and the malformed ones it refuses.
+    #[test]
+    fn user_binding_fixture() {
+        let r = Record::UserBinding(UserBinding {
+            addr: std::net::IpAddr::from([198, 18, 0, 10]),
+            user: Some(UserId(7)),
+            remaining_ms: 3_600_000,
+            version: 2,
+            origin: NodeId(1),
+        });
+        let b = emitted(&r);
+        let want = [
+            b'U', 0, 0, 0, 0, 0, 0, 0, 2, 0, 1, 0, 0, 0, 7, 1, 0x00, 0x36, 0xEE, 0x80, 4, 198, 18,
+            0, 10,
+        ];
+        assert_eq!(b, want);
+        assert_eq!(Record::parse(&b), Ok(r.clone()));
+        // the fuzz target's seed is this record
+        let seed = include_bytes!("../../../fuzz/corpus/record_parse/user_binding_v4");
+        assert_eq!(&seed[..], &want[..]);
+        let v6 = Record::UserBinding(UserBinding {
+            addr: "2001:db8::7".parse().unwrap(),
+            user: None,
+            remaining_ms: 0,
+            version: u64::MAX,
+            origin: NodeId(u16::MAX),
+        });
+        let b6 = emitted(&v6);
+        assert_eq!(b6.len(), 37);
+        assert_eq!(Record::parse(&b6), Ok(v6));
+        let bad = |at: usize, v: u8| {
+            let mut b = want.to_vec();
+            b[at] = v;
+            Record::parse(&b)
+        };
+        let named = |what| Err(RecordError::BadUserBinding { what });
+        assert_eq!(bad(20, 5), named("address family is not 4 or 6"));
+        assert_eq!(bad(15, 2), named("bound flag is not 0 or 1"));
+        assert_eq!(bad(15, 0), named("an unbound record names a user"));
+        assert_eq!(bad(16, 0x30), named("remaining lifetime above 7 days"));
+        assert_eq!(
+            bad(20, 6),
+            Err(RecordError::BadLength {
+                tag: b'U',
+                len: 25,
+                expected: 37
+            })
+        );
+        assert_eq!(Record::parse(&want[..24]), Err(bad_length(b'U', 24, 25)));
+        assert_eq!(
+            Record::parse(&[&want[..], &[0]].concat()),
+            Err(bad_length(b'U', 26, 25))
+        );
+        assert_eq!(Record::parse(&want[..20]), Err(truncated(b'U', 20, 21)));
+        assert_eq!(Record::parse(b"U"), Err(truncated(b'U', 1, 21)));
+        // a longer lifetime than a record carries is cut to the longest
+        let Record::UserBinding(ub) = r else {
+            unreachable!("built as a user binding")
+        };
+        let long = Record::UserBinding(UserBinding {
+            remaining_ms: u32::MAX,
+            ..ub
+        });
+        let Ok(Record::UserBinding(cut)) = Record::parse(&emitted(&long)) else {
+            panic!("a cut lifetime parses");
+        };
+        assert_eq!(cut.remaining_ms, MAX_LIFETIME_S * 1000);
     }
 
     /// An `L` record's bytes, field by field, and the malformed ones it refuses.

@@ -94,11 +94,10 @@ fn packet(rng: &mut StdRng, a: IpAddr, b: IpAddr) -> Vec<u8> {
             };
             build::tcp(a, sp, b, dp, flags, &[7; 12]).unwrap()
         }
-        2 => build::udp(a, sp, b, dp, b"datagram").unwrap(),
+        // (not to the IKE port: a datagram there that is no ISAKMP message is refused)
+        2 => build::udp(a, sp, b, if dp == 500 { 501 } else { dp }, b"datagram").unwrap(),
         3 => {
-            let mut ike = rng.random::<u64>().to_be_bytes().to_vec();
-            ike.extend_from_slice(&[0; 20]);
-            ike.extend_from_slice(&rng.random::<u32>().to_be_bytes()[..]);
+            let ike = build::ike(rng.random(), 0, rng.random());
             let p = [500, 4500][rng.random_range(0..2)];
             let mut payload = if p == 4500 { vec![0; 4] } else { Vec::new() };
             payload.extend_from_slice(&ike);

@@ -154,6 +154,26 @@ pub fn check_verdict(c: &CheckReply) -> Result<(), String> {
     ))
 }
 
+/// `ctl users` and `ctl user-bind` as a table: one row per binding, by address.
+pub fn users_table(users: &[crate::daemon::protocol::UserReport]) -> String {
+    if users.is_empty() {
+        return "no user bindings\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = users
+        .iter()
+        .map(|u| {
+            vec![
+                u.addr.to_string(),
+                u.user.to_string(),
+                u.lifetime_s.to_string(),
+                u.origin.to_string(),
+                u.version.to_string(),
+            ]
+        })
+        .collect();
+    table(&["ADDR", "USER", "LEFT_S", "ORIGIN", "VERSION"], &rows)
+}
+
 fn yes(v: &Value) -> &'static str {
     match v.as_bool() {
         Some(true) => "yes",

@@ -8,7 +8,7 @@ use host::core::events::{Event, Message};
 use host::core::ids::{DistributionId, IdCount, Millis, NodeId};
 use host::core::node::{Node, NodeConfig};
 use host::core::node_table::SoftwareTable;
-use host::core::packet::{parse_packet, Framing};
+use host::core::packet::{parse_packet, Framing, PacketKind};
 use host::core::pcap;
 use host::core::rules::RuleSet;
 use host::core::strategies::entry;
@@ -137,9 +137,18 @@ fn fuzz_seed_corpus_is_valid() {
     for p in [
         &include_bytes!("../../../fuzz/corpus/packet_parse/ipv4_tcp_syn")[..],
         &include_bytes!("../../../fuzz/corpus/packet_parse/ipv4_ike")[..],
+        &include_bytes!("../../../fuzz/corpus/packet_parse/ipv4_ikev2_natt")[..],
     ] {
         let d = Distributor::new(&ClusterSecret::new([1; 16]), IdCount::default());
         let parsed = parse_packet(p, Framing::Ip).expect("seed parses");
         assert!(parsed.flow(&d).is_some());
+        if p.len() > 40 {
+            // the IKE seeds are valid ISAKMP/IKE headers, so the fuzzer starts past the checks
+            assert!(
+                matches!(parsed.kind, PacketKind::Isakmp { .. }),
+                "{:?}",
+                parsed.kind
+            );
+        }
     }
 }

@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use host::core::ids::NodeId;
@@ -17,16 +16,6 @@ use serde_json::Value;
 
 /// TCP connections synthesized on each node.
 const FLOWS: u64 = 300;
-
-fn ctl(dir: &Path, node: u16, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clusterd"))
-        .arg("ctl")
-        .arg("--socket")
-        .arg(dir.join(format!("node{node}.sock")))
-        .args(args)
-        .output()
-        .expect("run clusterd ctl")
-}
 
 fn sa_add(spi: u32, dir: SaDir, key: &str) -> Request {
     Request::SaAdd {
@@ -88,21 +77,21 @@ async fn body(c: &mut Cluster, dir: &Path) {
     .await;
     for node in 1..=3u16 {
         // the SA entries are there, under the keys with their peers
-        let o = ctl(dir, node, &["count", "--proto", "esp"]);
+        let o = common::ctl(dir, node, &["count", "--proto", "esp"]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(
             String::from_utf8_lossy(&o.stdout).trim(),
             "2",
             "node {node}"
         );
-        let o = ctl(
+        let o = common::ctl(
             dir,
             node,
             &["get", "esp 198.51.100.7 -> 203.0.113.1 spi=0x0000004d"],
         );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         // people's summary, exit status 0
-        let o = ctl(dir, node, &["check"]);
+        let o = common::ctl(dir, node, &["check"]);
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(
             o.status.success(),
@@ -115,7 +104,7 @@ async fn body(c: &mut Cluster, dir: &Path) {
         );
         assert!(!out.contains("RECOMPUTED"), "no mismatch table: {out}");
         // the same as JSON
-        let o = ctl(dir, node, &["check", "--json"]);
+        let o = common::ctl(dir, node, &["check", "--json"]);
         assert!(o.status.success(), "node {node}");
         let v: Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
         let reply: CheckReply = serde_json::from_value(v).expect("a check answer");

@@ -31,6 +31,7 @@ pub mod liveness;
 pub mod rebuild;
 pub mod resync;
 pub mod sas;
+pub mod users;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -323,6 +324,8 @@ pub struct MemberCounters {
     pub repairs_refused: u64,
     /// `K` records that would have replaced an SA's key: refused.
     pub sa_keys_refused: u64,
+    /// `U` records refused (a lifetime above 7 days, or a full binding table).
+    pub user_bindings_refused: u64,
 }
 
 /// One cluster member. `T` is its node-specific table (the card).
@@ -681,7 +684,12 @@ impl<T: NodeSpecificTable> Member<T> {
             }
             Record::Event(_) => self.counters.decode_errors += 1,
             Record::Final(e) => self.on_final(t, from, e),
-            Record::ResyncRequest => self.answer_resync(from),
+            Record::ResyncRequest => {
+                // the asker's user bindings come first, then the entries
+                self.send_user_bindings(t, from);
+                self.answer_resync(from);
+            }
+            Record::UserBinding(b) => self.on_user_binding(t, &b),
             Record::ResyncPart { ids } => self.answer_resync_part(from, &ids),
             Record::ResyncSkipped { ids } => self.resync_skipped(from, ids),
             Record::ResyncDone => self.resync_done(t, from),

@@ -3342,3 +3342,108 @@ fn a_resync_that_misses_a_silent_owners_share_asks_for_it() {
         assert!(n1.get(&key).is_some(), "node 2's entry missing on node 1");
     }
 }
+
+// ----- user bindings (claim 8) -----
+
+/// A UDP flow from `src` (source port `port` or above) whose identifier node `owner` owns.
+fn flow_from(c: &Cluster, src: IpAddr, port: u16, owner: u16) -> (Vec<u8>, FlowKey) {
+    let ids = c.agreed().ids_of(NodeId(owner));
+    let dist = Distributor::new(&ClusterSecret::new(SECRET), count());
+    (port..)
+        .map(|p| build::udp(src, p, ip(200), 53, b"q").unwrap())
+        .find(|p| ids.contains(&dist_of(p)))
+        .map(|p| {
+            let key = parse_packet(&p, Framing::Ip)
+                .unwrap()
+                .flow(&dist)
+                .unwrap()
+                .0;
+            (p, key)
+        })
+        .unwrap()
+}
+
+/// The user of `key`'s entry in member `n`'s common table.
+fn user_in(c: &Cluster, n: u16, key: &FlowKey) -> Option<crate::entry::UserId> {
+    c.m[&n]
+        .core()
+        .common()
+        .get(key)
+        .expect("entry replicated")
+        .user
+}
+
+#[test]
+fn a_user_bound_on_one_member_marks_new_connections_on_another() {
+    use crate::entry::UserId;
+    let mut c = three_settled();
+    let user = ip(77);
+    let t = c.t();
+    c.m(1)
+        .user_bind(t, UserId(7), user, Duration::from_secs(60))
+        .unwrap();
+    c.route();
+    for n in [1, 2, 3] {
+        let b = c.m[&n].user_bindings(t);
+        assert_eq!(b.len(), 1, "member {n}");
+        assert_eq!((b[0].addr, b[0].user), (user, Some(UserId(7))));
+    }
+    // node 2 handles the bound address's new connection: the entry carries the user, on
+    // every member's copy
+    let (pkt, key) = flow_from(&c, user, 1024, 2);
+    assert_eq!(c.m(2).on_packet(t, &pkt), PacketOutcome::Created);
+    c.route();
+    for n in [1, 2, 3] {
+        assert_eq!(user_in(&c, n, &key), Some(UserId(7)), "member {n}");
+    }
+    // the binding is of the initiator: a connection from another address carries none
+    let (other, other_key) = flow_from(&c, ip(78), 1024, 2);
+    assert_eq!(c.m(2).on_packet(t, &other), PacketOutcome::Created);
+    c.route();
+    assert_eq!(user_in(&c, 1, &other_key), None);
+    // unbound on node 3: new connections of the address carry no user, old ones keep theirs
+    c.m(3).user_unbind(t, user).unwrap();
+    c.route();
+    assert!(c.m(3).user_unbind(t, user).is_err(), "unbound already");
+    for n in [1, 2, 3] {
+        assert!(c.m[&n].user_bindings(t).is_empty(), "member {n}");
+    }
+    let port = match parse_packet(&pkt, Framing::Ip).unwrap().ports() {
+        Some((sport, _)) => sport + 1,
+        None => unreachable!("UDP has ports"),
+    };
+    let (later, later_key) = flow_from(&c, user, port, 2);
+    assert_eq!(c.m(2).on_packet(t, &later), PacketOutcome::Created);
+    c.route();
+    assert_eq!(user_in(&c, 1, &later_key), None);
+    assert_eq!(user_in(&c, 1, &key), Some(UserId(7)));
+}
+
+#[test]
+fn user_bindings_reach_a_restarted_member_and_expire_everywhere() {
+    use crate::entry::UserId;
+    let mut c = three_settled();
+    let t0 = c.now;
+    let t = c.t();
+    c.m(1)
+        .user_bind(t, UserId(9), ip(90), Duration::from_secs(3))
+        .unwrap();
+    c.route();
+    // a fresh process learns the binding from its resync
+    c.restart(3);
+    c.settle();
+    let left = c.m[&3].user_bindings(c.t());
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].user, Some(UserId(9)));
+    assert!(u64::from(left[0].remaining_ms) <= 3000 - (c.now - t0).as_millis() as u64);
+    // after its lifetime no member has it, and a new connection of the address has no user
+    c.run_for(Duration::from_secs(3) - (c.now - t0), |_| {});
+    for n in [1, 2, 3] {
+        assert!(c.m[&n].user_bindings(c.t()).is_empty(), "member {n}");
+    }
+    let (pkt, key) = flow_from(&c, ip(90), 1024, 2);
+    let t = c.t();
+    assert_eq!(c.m(2).on_packet(t, &pkt), PacketOutcome::Created);
+    c.route();
+    assert_eq!(user_in(&c, 2, &key), None);
+}

@@ -66,7 +66,9 @@ enum Cmd {
     /// ADDR[/PREFIX] --dst ADDR[/PREFIX] --proto P --sport N --dport N --port N --state KIND
     /// --did N` (`clusterd ctl --socket S dump -- --help`; docs/vocabulary.md). `check
     /// [--json]` recomputes every entry's identifier from its key and lists those stored under
-    /// another (exit status 1 when any is, or the tables disagree).
+    /// another (exit status 1 when any is, or the tables disagree). An authentication source
+    /// binds users (claim 8): `user-bind '{"user":7,"addr":"198.18.0.10","lifetime_s":3600}'`,
+    /// `user-unbind '{"addr":"198.18.0.10"}'`, `users` (a table; --json).
     Ctl {
         /// The control socket path.
         #[arg(long)]
@@ -521,6 +523,8 @@ fn main() -> ExitCode {
             cmd,
             args,
         } => {
+            // `user-bind` is `user_bind` (no command has a hyphen on the wire)
+            let cmd = cmd.replace('-', "_");
             let (json, pretty, args) = check_flags(&cmd, json, pretty, args);
             let format = host::ctl_view::Format::from_flags(json, pretty);
             let json_args = args.len() == 1 && args[0].trim_start().starts_with('{');
@@ -556,14 +560,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// `ctl check` also takes its output flags after the command (`ctl --socket S check --json`).
+/// `ctl check` and the user commands also take their output flags after the command (`ctl
+/// --socket S check --json`).
 fn check_flags(
     cmd: &str,
     mut json: bool,
     mut pretty: bool,
     args: Vec<String>,
 ) -> (bool, bool, Vec<String>) {
-    if cmd != "check" {
+    if !matches!(cmd, "check" | "users" | "user_bind" | "user_unbind") {
         return (json, pretty, args);
     }
     let mut rest = Vec::new();
@@ -731,6 +736,8 @@ fn ctl_text(answer: &Response, format: host::ctl_view::Format) -> String {
         (Format::Table, Response::Status(v)) => view::status_table(v),
         (Format::Table, Response::Allocation(a)) => view::allocation_table(a),
         (Format::Table, Response::Check(c)) => view::check_table(c),
+        (Format::Table, Response::Users(u)) => view::users_table(&u.users),
+        (Format::Table, Response::UserBound(u)) => view::users_table(std::slice::from_ref(u)),
         (Format::Table, Response::Error(e)) => {
             let mut s = format!("error: {}", e.error);
             if let Some(l) = e.leader {

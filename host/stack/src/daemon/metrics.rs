@@ -352,6 +352,8 @@ pub const METRICS: &[Def] = &[
                 ("no_state", "/core/dropped_no_state"),
                 ("rule", "/core/dropped_rule"),
                 ("table_full", "/core/dropped_table_full"),
+                ("parse", "/core/dropped_parse"),
+                ("bad_ike", "/core/dropped_bad_ike"),
             ],
         ),
     ),

@@ -248,6 +248,27 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         table: Option<TableName>,
     },
+    /// An authentication source: `addr`'s new connections belong to `user` for `lifetime_s`
+    /// seconds (1 to 7 days), on every member (claim 8); answered with the binding.
+    UserBind {
+        /// The address whose connections the user starts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        addr: Option<IpAddr>,
+        /// Seconds the binding lasts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lifetime_s: Option<u64>,
+        /// The user's identifier.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<u32>,
+    },
+    /// An authentication source: `addr`'s binding ends, on every member.
+    UserUnbind {
+        /// The bound address.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        addr: Option<IpAddr>,
+    },
+    /// The live user bindings ([`UsersReply`]).
+    Users,
     /// Follow the node's changes, streamed: a header line, then one event line (`docs/vocabulary.md`)
     /// each as they happen (entries created, updated, removed, moved on or off this node's
     /// card; epochs applied) until the client goes away.
@@ -400,7 +421,7 @@ impl fmt::Debug for StreamBody {
 }
 
 /// Every command name [`Request`] accepts, in the order the node lists them.
-pub const COMMANDS: [&str; 26] = [
+pub const COMMANDS: [&str; 29] = [
     "status",
     "allocation",
     "counts",
@@ -426,6 +447,9 @@ pub const COMMANDS: [&str; 26] = [
     "table_dump",
     "table_count",
     "table_get",
+    "user_bind",
+    "user_unbind",
+    "users",
     "events",
 ];
 
@@ -464,6 +488,9 @@ impl Request {
             Self::TableDump { .. } => "table_dump",
             Self::TableCount { .. } => "table_count",
             Self::TableGet { .. } => "table_get",
+            Self::UserBind { .. } => "user_bind",
+            Self::UserUnbind { .. } => "user_unbind",
+            Self::Users => "users",
             Self::Events { .. } => "events",
         }
     }
@@ -556,6 +583,9 @@ impl Request {
             Self::TableDump { .. } | Self::Events { .. } => Response::StreamStart(de(v)?),
             Self::TableCount { .. } => Response::TableCount(de(v)?),
             Self::TableGet { .. } => Response::TableGet(de(v)?),
+            Self::UserBind { .. } => Response::UserBound(de(v)?),
+            Self::UserUnbind { .. } => Response::Done,
+            Self::Users => Response::Users(de(v)?),
         })
     }
 }
@@ -806,6 +836,28 @@ pub struct CardEntryReport {
     pub location: String,
 }
 
+/// One user binding (claim 8) as `user_bind` and `users` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserReport {
+    /// The bound address.
+    pub addr: IpAddr,
+    /// Whole seconds left (rounded up).
+    pub lifetime_s: u64,
+    /// The member that made this version of the binding.
+    pub origin: u16,
+    /// The user's identifier.
+    pub user: u32,
+    /// Its version for the address.
+    pub version: u64,
+}
+
+/// `users`: the live bindings, by address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsersReply {
+    /// The bindings.
+    pub users: Vec<UserReport>,
+}
+
 /// `card_regs`: the card's register blocks.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CardRegsReply {
@@ -819,7 +871,7 @@ pub struct CardRegsReply {
 /// beside `"ok": false`. A client reads it with [`Request::response`].
 #[derive(Clone, Debug)]
 pub enum Response {
-    /// Done (`sa_advance`, `partition`, `stop`).
+    /// Done (`sa_advance`, `partition`, `stop`, `user_unbind`).
     Done,
     /// Queued for the leader's next allocation (`move`, `drain`, `undrain`, `rebalance`).
     Queued,
@@ -855,6 +907,10 @@ pub enum Response {
     TableCount(TableCountReply),
     /// `table_get`.
     TableGet(TableGetReply),
+    /// `user_bind`: the binding made.
+    UserBound(UserReport),
+    /// `users`.
+    Users(UsersReply),
     /// A streamed answer's first line as a client reads it (`table_dump`, `events`); the
     /// lines follow.
     StreamStart(StreamHeader),
@@ -907,6 +963,8 @@ impl Response {
             Self::CardRegs(b) => body(b),
             Self::TableCount(b) => body(b),
             Self::TableGet(b) => body(b),
+            Self::UserBound(b) => body(b),
+            Self::Users(b) => body(b),
             Self::StreamStart(b) => body(b),
             Self::Stream(b) => body(&b.header),
             Self::Error(b) => body(b),
@@ -999,6 +1057,15 @@ mod tests {
                 key: "tcp 198.18.0.1:1234 -> 198.18.1.1:80".into(),
                 table: Some(TableName::Common),
             },
+            Request::UserBind {
+                addr: Some("198.18.0.10".parse().unwrap()),
+                lifetime_s: Some(3600),
+                user: Some(7),
+            },
+            Request::UserUnbind {
+                addr: Some("2001:db8::1".parse().unwrap()),
+            },
+            Request::Users,
             Request::Events { filter: None },
         ]
     }
@@ -1270,5 +1337,62 @@ mod tests {
         assert!(Request::Allocation
             .response(serde_json::json!({"ok": true, "owners": "x"}))
             .is_err());
+    }
+
+    #[test]
+    fn user_requests_and_answers_parse() {
+        let bind = r#"{"cmd":"user_bind","user":7,"addr":"198.18.0.10","lifetime_s":3600}"#;
+        let req = Request::parse(bind).unwrap();
+        assert_eq!(
+            req,
+            Request::UserBind {
+                addr: Some("198.18.0.10".parse().unwrap()),
+                lifetime_s: Some(3600),
+                user: Some(7),
+            }
+        );
+        assert_eq!(
+            Request::parse(r#"{"cmd":"user_unbind","addr":"2001:db8::1"}"#).unwrap(),
+            Request::UserUnbind {
+                addr: Some("2001:db8::1".parse().unwrap())
+            }
+        );
+        assert_eq!(
+            Request::parse(r#"{"cmd":"users"}"#).unwrap(),
+            Request::Users
+        );
+        // hostile fields are refused with the command named, before the node sees them
+        for bad in [
+            r#"{"cmd":"user_bind","user":-1,"addr":"198.18.0.10","lifetime_s":1}"#,
+            r#"{"cmd":"user_bind","user":4294967296,"addr":"198.18.0.10"}"#,
+            r#"{"cmd":"user_bind","user":7,"addr":"198.18.0.300"}"#,
+            r#"{"cmd":"user_bind","user":7,"addr":"198.18.0.10","lifetime_s":"1h"}"#,
+            r#"{"cmd":"user_unbind","addr":7}"#,
+        ] {
+            let e = Request::parse(bad).unwrap_err();
+            assert!(e.error.contains("bad fields for"), "{bad}: {}", e.error);
+        }
+        let made = UserReport {
+            addr: "198.18.0.10".parse().unwrap(),
+            lifetime_s: 3600,
+            origin: 1,
+            user: 7,
+            version: 1,
+        };
+        let v = Response::UserBound(made.clone()).to_value();
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["addr"], "198.18.0.10");
+        let Response::UserBound(back) = req.response(v).unwrap() else {
+            panic!("not a user_bind answer");
+        };
+        assert_eq!(back, made);
+        let list = UsersReply { users: vec![made] };
+        let v = Response::Users(list.clone()).to_value();
+        let Response::Users(back) = Request::Users.response(v).unwrap() else {
+            panic!("not a users answer");
+        };
+        assert_eq!(back, list);
+        let bad = serde_json::json!({"ok": true, "users": [{"addr": "x"}]});
+        assert!(Request::Users.response(bad).is_err());
     }
 }

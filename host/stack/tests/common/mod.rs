@@ -117,6 +117,18 @@ pub fn one_node_config(dir: &Path, name: &str, extra: &str) -> PathBuf {
     path
 }
 
+/// Runs `clusterd ctl` (the binary built for these tests) against node `node`'s control
+/// socket in `dir` (the cluster launcher's `nodeN.sock`) with `args`.
+pub fn ctl(dir: &Path, node: u16, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clusterd"))
+        .arg("ctl")
+        .arg("--socket")
+        .arg(dir.join(format!("node{node}.sock")))
+        .args(args)
+        .output()
+        .expect("run clusterd ctl")
+}
+
 /// Launches members 1..=`count` of `layout` (the `clusterd` built for these tests) in `dir`
 /// and waits up to `settle` until they have settled.
 pub async fn launch(

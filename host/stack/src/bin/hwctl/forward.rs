@@ -233,6 +233,7 @@ fn ethernet(link: LinkType, data: &[u8]) -> Option<Vec<u8>> {
 fn drop_name(r: DropReason) -> &'static str {
     match r {
         DropReason::Parse => "parse",
+        DropReason::BadIke => "bad-ike",
         DropReason::Rule => "rule",
         DropReason::TcpNoState => "tcp-no-state",
         DropReason::NoState => "no-state",

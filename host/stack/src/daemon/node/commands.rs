@@ -12,10 +12,11 @@ use super::*;
 use crate::core::ids::NodeId;
 use crate::core::member::sas::SaCommandError;
 use crate::core::node_table::NodeSpecificTable;
+use crate::core::users::UserBinding;
 use crate::daemon::protocol::{
     AllocationReply, AppliedReply, CardRegsReply, CountsReply, ErrorReply, EspRecvReply,
     EspSendReply, IdentifierCount, Request, Response, ResyncReply, SaAddReply, SaDir, SaReport,
-    SasReply, SecretHex, SynthesizeReply,
+    SasReply, SecretHex, SynthesizeReply, UserReport, UsersReply,
 };
 use driver::esp::Direction;
 
@@ -73,6 +74,18 @@ impl Runtime {
             }
             Request::CardRegs => self.card_regs(),
             Request::TableGet { key, table } => self.table_get(key, *table),
+            Request::UserBind {
+                addr,
+                lifetime_s,
+                user,
+            } => self.user_bind(*addr, *user, *lifetime_s),
+            Request::UserUnbind { addr } => self.user_unbind(*addr),
+            Request::Users => {
+                let users = self.member.user_bindings(self.time());
+                Response::Users(UsersReply {
+                    users: users.iter().filter_map(user_report).collect(),
+                })
+            }
             Request::TableDump { .. } | Request::TableCount { .. } | Request::Events { .. } => {
                 Response::error("this command is answered by its view")
             }
@@ -355,6 +368,48 @@ impl Runtime {
         Response::SaAdded(SaAddReply { dist: d.0 })
     }
 
+    /// `user_bind`: an authentication source's binding, replicated by the member.
+    fn user_bind(
+        &mut self,
+        addr: Option<IpAddr>,
+        user: Option<u32>,
+        lifetime_s: Option<u64>,
+    ) -> Response {
+        let (Some(addr), Some(user), Some(lifetime_s)) = (addr, user, lifetime_s) else {
+            return Response::error(
+                "user_bind needs \"user\" (a number), \"addr\" (an IP address) and \
+                 \"lifetime_s\" (seconds, 1 to 604800)",
+            );
+        };
+        let t = self.time();
+        let r = self.member.user_bind(
+            t,
+            crate::core::entry::UserId(user),
+            addr,
+            Duration::from_secs(lifetime_s),
+        );
+        self.handle_outputs();
+        match r.map(|b| user_report(&b)) {
+            Ok(Some(b)) => Response::UserBound(b),
+            Ok(None) => Response::error("the binding was made without a user"),
+            Err(e) => Response::error(format!("user_bind: {e}")),
+        }
+    }
+
+    /// `user_unbind`: ends a binding everywhere.
+    fn user_unbind(&mut self, addr: Option<IpAddr>) -> Response {
+        let Some(addr) = addr else {
+            return Response::error("user_unbind needs \"addr\" (an IP address)");
+        };
+        let t = self.time();
+        let r = self.member.user_unbind(t, addr);
+        self.handle_outputs();
+        match r {
+            Ok(_) => Response::Done,
+            Err(e) => Response::error(format!("user_unbind: {e}")),
+        }
+    }
+
     /// The `status` report (free-form; keys in `docs/clusterd.md`).
     fn status(&mut self) -> Value {
         let card_path = self.card_path();
@@ -376,10 +431,13 @@ impl Runtime {
             "packets": st.packets, "not_ours": st.not_ours, "hits": st.hits, "created": st.created,
             "dropped_tcp_no_state": st.dropped_tcp_no_state, "dropped_no_state": st.dropped_no_state,
             "dropped_rule": st.dropped_rule, "dropped_table_full": st.dropped_table_full,
+            "dropped_parse": st.dropped_parse, "dropped_bad_ike": st.dropped_bad_ike,
             "messages_out": st.messages_out, "messages_in": st.messages_in,
             "duplicates": st.duplicates, "seq_gaps": st.seq_gaps,
             "repairs_requested": st.repairs_requested, "snapshots_applied": st.snapshots_applied,
             "install_failures": st.install_failures, "expired": st.expired, "closed": st.closed,
+            "user_bindings": self.member.core().users().len(),
+            "user_bindings_refused": counters.user_bindings_refused,
         });
         let raft_state = json!({
             "refused": self.raft.refused,
@@ -483,4 +541,15 @@ impl Runtime {
             "card_rewrites": st.card_rewrites,
         })
     }
+}
+
+/// A live binding as the control answers show it (none for a tombstone).
+fn user_report(b: &UserBinding) -> Option<UserReport> {
+    Some(UserReport {
+        addr: b.addr,
+        lifetime_s: u64::from(b.remaining_ms).div_ceil(1000),
+        origin: b.origin.0,
+        user: b.user?.0,
+        version: b.version,
+    })
 }
