@@ -109,8 +109,10 @@ impl Buf {
 /// let (there, _) = FlowKey::transport(L4Proto::Tcp, client, server);
 /// let (back, _) = FlowKey::transport(L4Proto::Tcp, server, client);
 /// assert_eq!(dist.for_key(&there), dist.for_key(&back));
-/// let d = dist.for_key(&there).expect("a TCP flow has an identifier");
-/// assert!(d.0 < 256);
+/// assert!(dist.for_key(&there).0 < 256);
+/// // an ESP SA's identifier comes from its own fields: the tunnel's two ends (claim 12)
+/// let sa = FlowKey::Esp { src: client.addr, dst: server.addr, spi: 0x1001 };
+/// assert_eq!(dist.for_key(&sa), dist.for_ipsec_peers(server.addr, client.addr));
 /// assert_eq!(
 ///     dist.for_ipsec_peers(client.addr, server.addr),
 ///     dist.for_ipsec_peers(server.addr, client.addr)
