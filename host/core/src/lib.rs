@@ -75,6 +75,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alloc_policy;
+pub mod balance;
 pub mod card_table;
 pub mod common;
 pub mod distribution;
