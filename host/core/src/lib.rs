@@ -76,6 +76,7 @@
 
 pub mod alloc_policy;
 pub mod balance;
+pub mod load_report;
 pub mod card_table;
 pub mod common;
 pub mod distribution;
