@@ -13,7 +13,8 @@
 //! - Each move takes one identifier from the node with the highest load-to-share ratio to the
 //!   node with the lowest, choosing the identifier that leaves the higher of the two ratios
 //!   lowest, and only when that is below the giver's ratio now: a move never raises the
-//!   imbalance. Nodes of weight 0 (drained) never receive anything.
+//!   imbalance. Nodes of weight 0 (drained) never receive anything, and a node never gives
+//!   away its last identifier.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -138,7 +139,8 @@ pub(crate) fn greedy_moves(
         else {
             break;
         };
-        if from == to {
+        // a node keeps at least one identifier (one with none gets a share by count again)
+        if from == to || next.owners.iter().filter(|o| **o == Some(from)).count() < 2 {
             break;
         }
         let now = ratio(lf, sf);
@@ -287,10 +289,7 @@ mod tests {
     fn hysteresis_stops_at_the_low_mark() {
         let w = [(n(1), 1), (n(2), 1)];
         let (a, load) = skewed(3);
-        let p = BalanceParams {
-            max_moves: 1,
-            ..P
-        };
+        let p = BalanceParams { max_moves: 1, ..P };
         let mut cur = a;
         let mut active = false;
         let mut frozen = BTreeSet::new();
@@ -343,10 +342,7 @@ mod tests {
         let load = vec![10u64; 16];
         let w = [(n(1), 3), (n(2), 1)];
         assert!((imbalance(&a, &load, &w) - 80.0 / 40.0).abs() < 1e-9);
-        let p = BalanceParams {
-            max_moves: 16,
-            ..P
-        };
+        let p = BalanceParams { max_moves: 16, ..P };
         let r = balance_round(&a, &load, &w, &p, &BTreeSet::new(), false);
         assert!(r.moves.iter().all(|m| m.from == n(2) && m.to == n(1)));
         assert_eq!(r.next.ids_of(n(1)).len(), 12, "{r:?}");

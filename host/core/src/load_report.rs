@@ -320,10 +320,7 @@ mod tests {
         );
         assert_eq!(
             patch(e2, &4096u16.to_be_bytes()),
-            Err(LoadReportError::BadId {
-                index: 1,
-                id: 4096
-            })
+            Err(LoadReportError::BadId { index: 1, id: 4096 })
         );
         // bad counts: no packets, fewer bytes than packets
         assert!(matches!(
