@@ -22,7 +22,10 @@ pub fn config_lines() -> String {
 /// mean of `members` nodes (1.0: even; 0 when nothing was handled).
 pub fn wire_imbalance(packets: &[PacketRec], from_ms: u64, to_ms: u64, members: usize) -> f64 {
     let mut per: BTreeMap<NodeId, u64> = BTreeMap::new();
-    for p in packets.iter().filter(|p| (from_ms..to_ms).contains(&p.t_ms)) {
+    for p in packets
+        .iter()
+        .filter(|p| (from_ms..to_ms).contains(&p.t_ms))
+    {
         for (n, c) in &p.verdicts {
             if c.handled() {
                 *per.entry(*n).or_insert(0) += 1;
@@ -69,7 +72,10 @@ pub fn report(
 
 /// The human summary lines of the `balance` object.
 pub fn summary(b: &Value) -> Vec<String> {
-    let f2 = |v: &Value| v.as_f64().map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"));
+    let f2 = |v: &Value| {
+        v.as_f64()
+            .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"))
+    };
     let mut out = vec![format!(
         "balance ({} heavy flows)    imbalance {} in the first {} ms, {} in the last; {} \
          identifiers moved in {} rounds",
@@ -116,7 +122,14 @@ mod tests {
     #[test]
     fn the_wire_imbalance_is_the_busiest_node_over_the_mean() {
         // first second: node 1 handles 3 of 4 packets (of 2 members): 1.5; then 1 and 1
-        let p = vec![rec(0, 1), rec(10, 1), rec(20, 1), rec(30, 2), rec(1500, 1), rec(1600, 2)];
+        let p = vec![
+            rec(0, 1),
+            rec(10, 1),
+            rec(20, 1),
+            rec(30, 2),
+            rec(1500, 1),
+            rec(1600, 2),
+        ];
         assert!((wire_imbalance(&p, 0, 1000, 2) - 1.5).abs() < 1e-9);
         assert!((wire_imbalance(&p, 1000, 2000, 2) - 1.0).abs() < 1e-9);
         assert_eq!(wire_imbalance(&p, 5000, 6000, 2), 0.0);
