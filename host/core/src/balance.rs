@@ -12,14 +12,18 @@
 //!   previous round moved: no identifier moves twice in a row).
 //! - Each move takes one identifier from the node with the highest load-to-share ratio to the
 //!   node with the lowest, choosing the identifier that leaves the higher of the two ratios
-//!   lowest, and only when that is below the giver's ratio now: a move never raises the
-//!   imbalance. Nodes of weight 0 (drained) never receive anything, and a node never gives
+//!   lowest, and only when that lowers the imbalance by [`MIN_GAIN`] at least: a move never
+//!   raises it, and moves that hardly help are not made. Nodes of weight 0 (drained) never receive anything, and a node never gives
 //!   away its last identifier.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::alloc_policy::Allocation;
 use crate::ids::{DistributionId, NodeId};
+
+/// The least a move must lower the imbalance by (measured load is noisy: smaller gains are
+/// not worth a move).
+pub const MIN_GAIN: f64 = 0.02;
 
 /// The settings of automatic balancing.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -143,7 +147,13 @@ pub(crate) fn greedy_moves(
         if from == to || next.owners.iter().filter(|o| **o == Some(from)).count() < 2 {
             break;
         }
-        let now = ratio(lf, sf);
+        // the imbalance now and without the pair: a move must lower it by MIN_GAIN at least
+        let now = max_ratio(&ls);
+        let others = ls
+            .iter()
+            .filter(|(n, (_, s))| **n != from && **n != to && *s > 0.0)
+            .map(|(_, &(l, s))| ratio(l, s))
+            .fold(0.0, f64::max);
         let best = next
             .owners
             .iter()
@@ -154,7 +164,7 @@ pub(crate) fn greedy_moves(
             .map(|(x, i)| (ratio(lf - x, sf).max(ratio(lt + x, st)), x, i))
             .min_by(|a, b| a.0.total_cmp(&b.0).then(a.2.cmp(&b.2)));
         match best {
-            Some((after, x, i)) if after < now => {
+            Some((after, x, i)) if after.max(others) <= now - MIN_GAIN => {
                 next.owners[i] = Some(to);
                 ls.insert(from, (lf - x, sf));
                 ls.insert(to, (lt + x, st));
