@@ -371,7 +371,7 @@ fn skewed_traffic_is_balanced_automatically() {
         "--nodes",
         "3",
         "--skew",
-        "4",
+        "3",
         "--no-faults",
         "--duration",
         "8",
