@@ -322,16 +322,29 @@ pub fn status_table(v: &Value) -> String {
     s
 }
 
+/// A ratio with two decimals (`-` when absent).
+pub fn f2(v: &Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"))
+}
+
+/// A balancing round's moves (`[identifier, from, to]` each) as `ID FROM->TO, ...`.
+pub fn moves_text(round: &Value) -> String {
+    round["moves"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| format!("{} {}->{}", num(&m[0]), num(&m[1]), num(&m[2])))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The `balance` part of `ctl status`: the settings and imbalance, the last round, and a row
 /// per node with its load and share (only the leader has every node's reports).
 fn balance_lines(s: &mut String, b: &Value) {
     if b.is_null() {
         return;
     }
-    let f2 = |v: &Value| {
-        v.as_f64()
-            .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"))
-    };
     let interval = b["interval_ms"].as_u64().unwrap_or(0);
     let _ = writeln!(
         s,
@@ -358,12 +371,6 @@ fn balance_lines(s: &mut String, b: &Value) {
     );
     let r = &b["last_round"];
     if !r.is_null() {
-        let moves: Vec<String> = r["moves"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|m| format!("{} {}->{}", num(&m[0]), num(&m[1]), num(&m[2])))
-            .collect();
         let _ = writeln!(
             s,
             "{:<16} at {} ms (unix), {} -> {}: {}",
@@ -371,7 +378,7 @@ fn balance_lines(s: &mut String, b: &Value) {
             num(&r["at_unix_ms"]),
             f2(&r["before"]),
             f2(&r["after"]),
-            moves.join(", ")
+            moves_text(r)
         );
     }
     let rows: Vec<Vec<String>> = b["nodes"]

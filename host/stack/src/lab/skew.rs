@@ -72,10 +72,7 @@ pub fn report(
 
 /// The human summary lines of the `balance` object.
 pub fn summary(b: &Value) -> Vec<String> {
-    let f2 = |v: &Value| {
-        v.as_f64()
-            .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"))
-    };
+    use crate::ctl_view::{f2, moves_text};
     let mut out = vec![format!(
         "balance ({} heavy flows)    imbalance {} in the first {} ms, {} in the last; {} \
          identifiers moved in {} rounds",
@@ -88,17 +85,11 @@ pub fn summary(b: &Value) -> Vec<String> {
     )];
     let r = &b["last_round"];
     if !r.is_null() {
-        let moves: Vec<String> = r["moves"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|m| format!("{} {}->{}", m[0], m[1], m[2]))
-            .collect();
         out.push(format!(
             "  last round                {} -> {}: {}",
             f2(&r["before"]),
             f2(&r["after"]),
-            moves.join(", ")
+            moves_text(r)
         ));
     }
     out
