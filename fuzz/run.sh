@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-60}"
-for t in packet_parse event_decode sync_frame esp_decap pcap_read text_configs record_parse raft_step card_frame; do
+for t in packet_parse event_decode sync_frame esp_decap pcap_read text_configs record_parse load_report raft_step card_frame; do
   mkdir -p "corpus/$t"
   echo "==> $t (${secs} s)"
   RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=4096 2>&1 | grep -E 'DONE|ERROR|panicked|SUMMARY' || true

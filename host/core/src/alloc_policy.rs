@@ -204,8 +204,8 @@ pub fn operator_move(current: &Allocation, ids: &[DistributionId], to: NodeId) -
 
 /// Load balancing from per-identifier load (figure 6A steps 604-605). Nothing moves unless a
 /// node's load exceeds its weighted share by more than `hysteresis_pct` percent; then, at most
-/// `max_moves` identifiers move, each from the most overloaded node to the most underloaded,
-/// choosing the identifier whose load best fills the gap without overshooting it.
+/// `max_moves` identifiers move, each from the most overloaded node to the most underloaded
+/// (by load over weighted share), as [`crate::balance`] chooses them.
 pub fn load_balance(
     current: &Allocation,
     load: &[u64],
@@ -214,72 +214,15 @@ pub fn load_balance(
     max_moves: usize,
 ) -> Allocation {
     let mut next = current.next();
-    let wsum: u64 = weights.iter().map(|w| u64::from(w.1)).sum();
-    if wsum == 0 {
-        return next;
-    }
-    let total: u64 = next
-        .owners
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| o.is_some())
-        .map(|(i, _)| load.get(i).copied().unwrap_or(0))
-        .sum();
-    let share = |n: NodeId| -> f64 {
-        let w = weights.iter().find(|x| x.0 == n).map_or(0, |x| x.1);
-        total as f64 * f64::from(w) / wsum as f64
-    };
-    let node_load = |a: &Allocation, n: NodeId| -> u64 {
-        a.owners
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| **o == Some(n))
-            .map(|(i, _)| load.get(i).copied().unwrap_or(0))
-            .sum()
-    };
-    let over_limit = |a: &Allocation| {
-        weights.iter().any(|&(n, _)| {
-            node_load(a, n) as f64 > share(n) * (1.0 + f64::from(hysteresis_pct) / 100.0)
-        })
-    };
-    if !over_limit(&next) {
-        return next;
-    }
-    for _ in 0..max_moves {
-        if !over_limit(&next) {
-            break;
-        }
-        let mut diffs: Vec<(f64, NodeId)> = weights
-            .iter()
-            .map(|&(n, _)| (node_load(&next, n) as f64 - share(n), n))
-            .collect();
-        diffs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let (Some(&(over, from)), Some(&(under, to))) = (diffs.first(), diffs.last()) else {
-            break;
-        };
-        let gap = over.min(-under);
-        if gap <= 0.0 || from == to {
-            break;
-        }
-        // The identifier of `from` with the largest load not above the gap (moving x changes
-        // the imbalance by x; anything up to 2 * gap improves it, up to gap never overshoots).
-        let best = next
-            .owners
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| **o == Some(from))
-            .map(|(i, _)| (load.get(i).copied().unwrap_or(0), i))
-            .filter(|&(x, _)| x > 0 && (x as f64) < 2.0 * gap)
-            .min_by(|a, b| {
-                (a.0 as f64 - gap)
-                    .abs()
-                    .total_cmp(&(b.0 as f64 - gap).abs())
-            });
-        match best {
-            Some((_, i)) => next.owners[i] = Some(to),
-            None => break,
-        }
-    }
+    let limit = 1.0 + f64::from(hysteresis_pct) / 100.0;
+    crate::balance::greedy_moves(
+        &mut next,
+        load,
+        weights,
+        max_moves,
+        &std::collections::BTreeSet::new(),
+        |ls| ls.values().any(|&(l, share)| l as f64 > share * limit),
+    );
     next
 }
 

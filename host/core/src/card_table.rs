@@ -541,8 +541,8 @@ impl<R: RegIo> PacketPath for CardTable<R> {
     fn port_counters(&mut self) -> Result<PortCounters, TableError> {
         Ok(self.hw.card.port()?.counters()?)
     }
-    fn did_frames(&mut self, d: DistributionId) -> Result<u32, TableError> {
-        Ok(self.hw.card.port()?.did_counters(d)?.0)
+    fn did_counters(&mut self, d: DistributionId) -> Result<(u32, u64), TableError> {
+        Ok(self.hw.card.port()?.did_counters(d)?)
     }
 }
 

@@ -49,7 +49,7 @@
 //!   `queue_digest()` (anti-entropy), `request_sync()` (a joining node fills its common table),
 //!   `install_sa` / `update_sa` / `take_over_sa` / `sa_state` (SA state events, invariant 5),
 //!   `check_tables()` (invariant 2), `is_synced()` / `unsynced()` (a joining node's catch-up),
-//!   `take_load()` (packets per identifier, for `load_balance`), `stats()`, `common()`,
+//!   `take_load()` (packets and bytes per identifier, for `balance`), `stats()`, `common()`,
 //!   `node_table()`, `allocation()`, `owns(dist)`.
 //! - [`Mode::PriorArt`] makes every node's active table hold every entry (figure 1B baseline).
 //!
@@ -83,6 +83,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alloc_policy;
+pub mod balance;
 pub mod card_table;
 pub mod common;
 pub mod consistency;
@@ -90,6 +91,7 @@ pub mod distribution;
 pub mod entry;
 pub mod events;
 pub mod ids;
+pub mod load_report;
 pub mod member;
 pub mod node;
 pub mod node_table;

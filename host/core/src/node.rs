@@ -10,6 +10,7 @@ use super::distribution::{ClusterSecret, Distributor};
 use super::entry::{Action, ConnState, Endpoint, Entry, FlowKey, L4Proto, SaRef, UserId};
 use super::events::{Event, Message, SaState};
 use super::ids::{DistributionId, Epoch, IdCount, Millis, NodeId};
+use super::load_report::Load;
 use super::node_table::{CardOutcome, NodeSpecificTable, TableError};
 use super::packet::{parse_packet, Framing, PacketKind, ParseError, ParsedPacket, TcpFlags};
 use super::realloc::{plan, ReallocPlan};
@@ -379,8 +380,8 @@ pub struct Node<T: NodeSpecificTable> {
     /// Per identifier: the common table is known to match the owner (own identifiers, an
     /// applied snapshot, or a matching digest).
     synced: Vec<bool>,
-    /// Packets handled per identifier since the last [`Node::take_load`].
-    load: Vec<u64>,
+    /// Packets and bytes handled per identifier since the last [`Node::take_load`].
+    load: Vec<Load>,
     pending: Option<Pending>,
     common: CommonTable,
     active: T,
@@ -394,8 +395,9 @@ pub struct Node<T: NodeSpecificTable> {
     card_error: Option<TableError>,
     /// The card's packet path holds this node's hash key, count and owned identifiers.
     port_synced: bool,
-    /// Per identifier: the card's frame counter when [`Node::take_load`] last read it.
-    card_load: Vec<u32>,
+    /// Per identifier: the card's frame and byte counters when [`Node::take_load`] last read
+    /// them.
+    card_load: Vec<(u32, u64)>,
     /// The user bindings of claim 8 (see [`crate::users`]).
     users: UserTable,
 }
@@ -411,7 +413,7 @@ impl<T: NodeSpecificTable> Node<T> {
             gaining: vec![false; n],
             standby: false,
             synced: vec![false; n],
-            load: vec![0; n],
+            load: vec![Load::default(); n],
             pending: None,
             common: CommonTable::new(cfg.count),
             active: table,
@@ -422,7 +424,7 @@ impl<T: NodeSpecificTable> Node<T> {
             stats: Stats::default(),
             card_error: None,
             port_synced: false,
-            card_load: vec![0; n],
+            card_load: vec![(0, 0); n],
             users: UserTable::new(),
             dist,
             cfg,
@@ -462,7 +464,7 @@ impl<T: NodeSpecificTable> Node<T> {
             .collect();
         self.active.set_host_rules(&helpers);
         self.port_synced = false;
-        self.card_load.iter_mut().for_each(|c| *c = 0);
+        self.card_load.iter_mut().for_each(|c| *c = (0, 0));
         self.sync_port();
     }
 
@@ -814,7 +816,8 @@ impl<T: NodeSpecificTable> Node<T> {
         }
         let len = bytes.len() as u64;
         if let Some(l) = self.load.get_mut(d.index()) {
-            *l += 1;
+            l.packets += 1;
+            l.bytes += len;
         }
         if let Some(e) = self.active.slow_lookup(&key) {
             self.stats.hits += 1;
@@ -1348,22 +1351,24 @@ impl<T: NodeSpecificTable> Node<T> {
         }
     }
 
-    /// Packets this node handled per identifier since the previous call (the input of
-    /// load balancing, figure 6A step 604); resets the counts.
-    pub fn take_load(&mut self) -> Vec<u64> {
+    /// Packets and bytes this node handled per identifier since the previous call (the input
+    /// of load balancing, figure 6A step 604); resets the counts.
+    pub fn take_load(&mut self) -> Vec<Load> {
         let n = self.load.len();
-        let mut load = std::mem::replace(&mut self.load, vec![0; n]);
+        let mut load = std::mem::replace(&mut self.load, vec![Load::default(); n]);
         // frames the card forwarded by itself count where the card counted them
         let owned: Vec<DistributionId> = self.cfg.count.all().filter(|d| self.owns(*d)).collect();
         if let Some(pp) = self.active.packet_path() {
             for d in owned {
-                if let Ok(c) = pp.did_frames(d) {
+                if let Ok((frames, bytes)) = pp.did_counters(d) {
                     let i = d.index();
-                    let forwarded = c.wrapping_sub(self.card_load[i]);
-                    self.card_load[i] = c;
+                    let (f0, b0) = self.card_load[i];
+                    self.card_load[i] = (frames, bytes);
                     // the card counts every frame that reached its lookup, punted ones too,
                     // which the host counted already: the load is the larger of the two
-                    load[i] = load[i].max(u64::from(forwarded));
+                    let l = &mut load[i];
+                    l.packets = l.packets.max(u64::from(frames.wrapping_sub(f0)));
+                    l.bytes = l.bytes.max(bytes.wrapping_sub(b0));
                 }
             }
         }
@@ -1805,8 +1810,12 @@ mod tests {
         let r1 = n1.apply_allocation(Millis(2), &a2).unwrap();
         assert_eq!(r1.flushes, 2);
         let load = n1.take_load();
-        assert_eq!(load.iter().sum::<u64>(), 100);
-        assert_eq!(n1.take_load().iter().sum::<u64>(), 0);
+        assert_eq!(load.iter().map(|l| l.packets).sum::<u64>(), 100);
+        assert!(
+            load.iter().all(|l| l.bytes >= 20 * l.packets),
+            "IP packets of 20 bytes or more"
+        );
+        assert_eq!(n1.take_load().iter().map(|l| l.packets).sum::<u64>(), 0);
         assert_eq!(r1.flushed, expect);
         assert!(n1.check_tables().is_empty());
         assert!(n2.check_tables().is_empty());

@@ -124,11 +124,11 @@ pub trait PacketPath {
     /// # Errors
     /// [`TableError::Device`] when the card fails.
     fn port_counters(&mut self) -> Result<driver::port::PortCounters, TableError>;
-    /// Frames of identifier `d` that reached the card's lookup (a wrapping counter).
+    /// Frames and bytes of identifier `d` that reached the card's lookup (wrapping counters).
     ///
     /// # Errors
     /// [`TableError::Device`] when the card fails.
-    fn did_frames(&mut self, d: DistributionId) -> Result<u32, TableError>;
+    fn did_counters(&mut self, d: DistributionId) -> Result<(u32, u64), TableError>;
 }
 
 /// The node-specific table.

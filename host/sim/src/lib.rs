@@ -722,6 +722,9 @@ impl Sim {
                 Output::Heartbeat { to, heartbeat } => {
                     let _ = node.ep.send_datagram(to, &heartbeat.to_bytes());
                 }
+                Output::Datagram { to, bytes } => {
+                    let _ = node.ep.send_datagram(to, &bytes);
+                }
                 Output::Propose(a) => proposals.push(a),
                 Output::PromoteVoter(p) => promotions.push(p),
                 Output::DiscardBacklog(p) => node.ep.discard_backlog(p),

@@ -384,7 +384,93 @@ pub fn status_table(v: &Value) -> String {
             &peers,
         );
     }
+    balance_lines(&mut s, &v["balance"]);
     s
+}
+
+/// A ratio with two decimals (`-` when absent).
+pub fn f2(v: &Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"))
+}
+
+/// A balancing round's moves (`[identifier, from, to]` each) as `ID FROM->TO, ...`.
+pub fn moves_text(round: &Value) -> String {
+    round["moves"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| format!("{} {}->{}", num(&m[0]), num(&m[1]), num(&m[2])))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `balance` part of `ctl status`: the settings and imbalance, the last round, and a row
+/// per node with its load and share (only the leader has every node's reports).
+fn balance_lines(s: &mut String, b: &Value) {
+    if b.is_null() {
+        return;
+    }
+    let interval = b["interval_ms"].as_u64().unwrap_or(0);
+    let _ = writeln!(
+        s,
+        "\n{:<16} {}",
+        "balance",
+        if interval == 0 {
+            "off".to_owned()
+        } else {
+            format!(
+                "every {interval} ms, imbalance {} (threshold {}, low mark {}), {} rounds, {} \
+                 identifiers moved{}",
+                f2(&b["imbalance"]),
+                f2(&b["threshold"]),
+                f2(&b["low"]),
+                num(&b["rounds"]),
+                num(&b["moved"]),
+                if b["leader"] == Value::Bool(true) {
+                    ""
+                } else {
+                    " (not the leader: its own load only)"
+                }
+            )
+        }
+    );
+    let r = &b["last_round"];
+    if !r.is_null() {
+        let _ = writeln!(
+            s,
+            "{:<16} at {} ms (unix), {} -> {}: {}",
+            "last round",
+            num(&r["at_unix_ms"]),
+            f2(&r["before"]),
+            f2(&r["after"]),
+            moves_text(r)
+        );
+    }
+    let rows: Vec<Vec<String>> = b["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            vec![
+                num(&n["node"]),
+                num(&n["weight"]),
+                num(&n["identifiers"]),
+                num(&n["packets_per_s"]),
+                num(&n["bytes_per_s"]),
+                format!("{:.0}", n["share_per_s"].as_f64().unwrap_or(0.0)),
+                f2(&n["ratio"]),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        *s += &table(
+            &[
+                "NODE", "WEIGHT", "IDS", "PKT/S", "BYTES/S", "SHARE", "RATIO",
+            ],
+            &rows,
+        );
+    }
 }
 
 // ---- the table views: dump, count, get, events ------------------------------------------
@@ -878,5 +964,39 @@ mod tests {
         );
         // a status with fields missing (an older node) still renders
         assert!(status_table(&json!({"node": 3})).starts_with("node             3 (-)"));
+    }
+
+    #[test]
+    fn status_shows_the_load_per_node_and_the_last_round() {
+        let v = json!({"node": 1, "balance": {
+            "leader": true, "interval_ms": 5000, "threshold": 1.25, "low": 1.1, "max_moves": 4,
+            "imbalance": 1.04, "rounds": 3, "moved": 2,
+            "nodes": [
+                {"node": 1, "weight": 1000, "identifiers": 80, "packets_per_s": 1200,
+                 "bytes_per_s": 96000, "share_per_s": 1150.0, "ratio": 1.04},
+                {"node": 2, "weight": 1000, "identifiers": 176, "packets_per_s": 1100,
+                 "bytes_per_s": 88000, "share_per_s": 1150.0, "ratio": 0.957},
+            ],
+            "last_round": {"at_unix_ms": 1700000000000u64, "before": 1.9, "after": 1.04,
+                           "moves": [[7, 1, 2], [9, 1, 2]]},
+        }});
+        let t = status_table(&v);
+        assert!(t.contains("balance          every 5000 ms, imbalance 1.04 (threshold 1.25, low mark 1.10), 3 rounds, 2 identifiers moved\n"), "{t}");
+        assert!(
+            t.contains(
+                "last round       at 1700000000000 ms (unix), 1.90 -> 1.04: 7 1->2, 9 1->2\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("NODE  WEIGHT  IDS  PKT/S  BYTES/S  SHARE  RATIO\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("2     1000    176  1100   88000    1150   0.96\n"),
+            "{t}"
+        );
+        let off = status_table(&json!({"node": 1, "balance": {"interval_ms": 0}}));
+        assert!(off.contains("balance          off\n"), "{off}");
     }
 }

@@ -318,13 +318,19 @@ impl<T: NodeSpecificTable> Member<T> {
         Some(match op {
             Some(OpRequest::Move(ids, to)) => alloc_policy::operator_move(cur, &ids, to),
             Some(OpRequest::Rebalance) => {
-                let load: Vec<u64> = self
-                    .cfg
-                    .identifiers
-                    .all()
-                    .map(|d| self.core.common().dist_len(d) as u64 + 1)
-                    .collect();
-                let lb = alloc_policy::load_balance(cur, &load, weights, 5, 32);
+                // packet load from the reports when there is any, else entry counts
+                let (load, lw) = match self.packet_load(now) {
+                    Some(l) => (l, self.balance_weights(candidates)),
+                    None => (
+                        self.cfg
+                            .identifiers
+                            .all()
+                            .map(|d| self.core.common().dist_len(d) as u64 + 1)
+                            .collect(),
+                        weights.to_vec(),
+                    ),
+                };
+                let lb = alloc_policy::load_balance(cur, &load, &lw, 5, 32);
                 // also restore quotas if membership changed
                 if lb.owners == cur.owners {
                     alloc_policy::rebalance(cur, weights)
@@ -339,7 +345,8 @@ impl<T: NodeSpecificTable> Member<T> {
                     .all(|o| o.is_some_and(|n| candidates.contains(&n)));
                 let everyone_has = candidates.iter().all(|c| cur.owners.contains(&Some(*c)));
                 if owners_ok && everyone_has {
-                    return None;
+                    // the allocation fits the members: balance by load when a round is due
+                    return self.balance_target(now, cur, candidates);
                 }
                 if cur.epoch.0 == 0 {
                     // first allocation: wait for every configured member, or 3 failure times

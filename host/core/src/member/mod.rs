@@ -22,6 +22,7 @@
 //! resync and standby while starting), [`sas`] (SA keys, the ESP engine, takeover with a
 //! sequence jump) over [`esp`] (the engine path).
 
+pub mod balance;
 pub mod esp;
 pub mod forward;
 pub mod handover;
@@ -110,6 +111,13 @@ pub enum Output {
         to: To,
         /// The record.
         record: Record,
+    },
+    /// Send this datagram (a load report to the leader, [`balance`]).
+    Datagram {
+        /// Destination.
+        to: NodeId,
+        /// The datagram's bytes.
+        bytes: Vec<u8>,
     },
     /// Send a heartbeat datagram.
     Heartbeat {
@@ -242,6 +250,8 @@ pub struct MemberConfig {
     pub heartbeat: Duration,
     /// Outbound sequence-number jump on an SA takeover.
     pub seq_jump: u64,
+    /// Automatic load balancing ([`balance`]).
+    pub balance: balance::BalanceConfig,
 }
 
 impl MemberConfig {
@@ -268,6 +278,7 @@ impl MemberConfig {
             failure,
             heartbeat,
             seq_jump,
+            balance: balance::BalanceConfig::OFF,
         }
     }
 }
@@ -422,6 +433,8 @@ pub struct Member<T: NodeSpecificTable> {
     marks: BTreeMap<DistributionId, Awaited>,
     /// A graceful stop is under way ([`Member::leave`]).
     leaving: bool,
+    /// Load reports and the leader's balancing rounds ([`balance`]).
+    balance: balance::BalanceState,
 }
 
 /// A releaser's `L` record at the next owner, until its places are found here.
@@ -495,6 +508,7 @@ impl<T: NodeSpecificTable> Member<T> {
             sent: Default::default(),
             marks: BTreeMap::new(),
             leaving: false,
+            balance: balance::BalanceState::default(),
             cfg,
         }
     }
@@ -733,6 +747,10 @@ impl<T: NodeSpecificTable> Member<T> {
         payload: &'a [u8],
     ) -> Option<&'a [u8]> {
         self.heard(t, from);
+        if payload.first() == Some(&crate::load_report::TAG) {
+            self.on_load_report(t.mono, from, payload);
+            return None;
+        }
         match Datagram::parse(payload) {
             Ok(Datagram::Heartbeat(hb)) => {
                 self.on_heartbeat(t, from, hb);
@@ -1330,6 +1348,13 @@ impl<T: NodeSpecificTable> Member<T> {
             self.next_heartbeat = now + self.cfg.heartbeat;
         }
         self.update_liveness(t);
+        self.balance.unix_ms = t.unix_ms;
+        let leader = if view.is_leader {
+            Some(self.cfg.node)
+        } else {
+            view.leader
+        };
+        self.report_load(now, leader);
         if now >= self.next_leader_check {
             self.next_leader_check = now + leader::CHECK_EVERY;
             if view.is_leader {

@@ -32,6 +32,8 @@ const FAILURE: Duration = Duration::from_millis(300);
 const HEARTBEAT: Duration = Duration::from_millis(50);
 const SEQ_JUMP: u64 = 1000;
 
+mod balance;
+
 type M = Member<SoftwareTable>;
 
 const OUT: Direction = Direction::Outbound;
@@ -352,6 +354,13 @@ impl Cluster {
                     panic!("heartbeat does not round-trip");
                 };
                 self.m(to).on_heartbeat(t, NodeId(from), h);
+            }
+            Output::Datagram { to, bytes } => {
+                let to = to.0;
+                if self.m.contains_key(&to) && !self.cut_between(from, to) {
+                    self.meet(from, to);
+                    self.m(to).on_datagram(t, NodeId(from), &bytes);
+                }
             }
             Output::Propose(a) => {
                 self.proposals.push((self.now, a.clone()));

@@ -23,6 +23,11 @@
 //! flush_ms = 1                      # replication batch flush interval
 //! card_capacity = 4096              # CAM entries used before the software overflow takes over
 //! seq_jump = 4096                   # ESP outbound sequence safety jump on takeover
+//! balance_interval_ms = 5000        # automatic load balancing round (0: off)
+//! balance_threshold = 1.25          # imbalance above which a round moves identifiers
+//! balance_low = 1.1                 # rounds go on until the imbalance is at or below this
+//! balance_max_moves = 4             # identifiers moved per round at most
+//! weight = 1                        # this node's share of the load (0 to 1000)
 //! rules = "rules.txt"               # rule set file (default: allow every valid first packet)
 //! log_level = "info"                # error, warn, info, debug, trace (RUST_LOG wins when set)
 //! log_format = "text"               # or: "json" (one JSON object per line)
@@ -50,6 +55,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::core::ids::{IdCount, NodeId};
+use crate::core::member::balance::BalanceConfig;
 use crate::sync::ClusterKey;
 
 /// A member's role (the state core's: members own identifiers, witnesses only vote).
@@ -113,6 +119,9 @@ pub struct Config {
     pub card_capacity: usize,
     /// ESP outbound sequence jump on takeover.
     pub seq_jump: u64,
+    /// Automatic load balancing (`balance_interval_ms`, `balance_threshold`, `balance_low`,
+    /// `balance_max_moves`, `weight`).
+    pub balance: BalanceConfig,
     /// Rule file, if any.
     pub rules: Option<PathBuf>,
     /// The log filter (`log_level`: a level, or `level,target=level,...`); `RUST_LOG` wins
@@ -225,6 +234,11 @@ const KEYS: &[(&str, &str)] = &[
     ("flush_ms", "1"),
     ("card_capacity", "4096"),
     ("seq_jump", "4096"),
+    ("balance_interval_ms", "5000"),
+    ("balance_threshold", "1.25"),
+    ("balance_low", "1.1"),
+    ("balance_max_moves", "4"),
+    ("weight", "1"),
     ("rules", "\"rules.txt\""),
     ("log_level", "\"info\""),
     ("log_format", "\"text\""),
@@ -455,6 +469,11 @@ struct RawConfig {
     flush_ms: Option<i64>,
     card_capacity: Option<i64>,
     seq_jump: Option<i64>,
+    balance_interval_ms: Option<i64>,
+    balance_threshold: Option<f64>,
+    balance_low: Option<f64>,
+    balance_max_moves: Option<i64>,
+    weight: Option<i64>,
     rules: Option<String>,
     log_level: Option<String>,
     log_format: Option<String>,
@@ -573,6 +592,68 @@ fn int(line: usize, key: &str, v: i64, min: u64, max: u64) -> Result<u64, Config
             format!("write e.g. {key} = {min}"),
         )),
     }
+}
+
+/// The balancing keys, checked: an interval up to an hour, marks from 1.0 to 10 with the low
+/// one at most the threshold, 1 to 64 moves, a weight up to 1000.
+fn balance_config(
+    raw: &RawConfig,
+    ln: &impl Fn(&str) -> usize,
+    num: &impl Fn(&str, Option<i64>, u64, u64, u64) -> Result<u64, ConfigError>,
+) -> Result<BalanceConfig, ConfigError> {
+    let d = BalanceConfig::DEFAULT;
+    let mark = |k: &str, v: Option<f64>, default: f64| match v {
+        Some(x) if (1.0..=10.0).contains(&x) => Ok(x),
+        Some(x) => Err(err(
+            ln(k),
+            format!("{k} = {x} is not between 1.0 and 10.0"),
+            format!("write e.g. {k} = {default}"),
+        )),
+        None => Ok(default),
+    };
+    let interval = num(
+        "balance_interval_ms",
+        raw.balance_interval_ms,
+        0,
+        3_600_000,
+        d.interval.as_millis() as u64,
+    )?;
+    let threshold = mark(
+        "balance_threshold",
+        raw.balance_threshold,
+        d.params.threshold,
+    )?;
+    let low = mark("balance_low", raw.balance_low, d.params.low.min(threshold))?;
+    if low > threshold {
+        return Err(err(
+            ln("balance_low"),
+            format!("balance_low = {low} is above balance_threshold = {threshold}"),
+            "make balance_low at most balance_threshold (default 1.1 and 1.25)",
+        ));
+    }
+    let max_moves = num(
+        "balance_max_moves",
+        raw.balance_max_moves,
+        1,
+        64,
+        d.params.max_moves as u64,
+    )? as usize;
+    let weight = num(
+        "weight",
+        raw.weight,
+        0,
+        u64::from(crate::core::load_report::MAX_WEIGHT),
+        1,
+    )? as u32;
+    Ok(BalanceConfig {
+        interval: std::time::Duration::from_millis(interval),
+        params: crate::core::balance::BalanceParams {
+            threshold,
+            low,
+            max_moves,
+        },
+        weight,
+    })
 }
 
 fn parse_addr(line: usize, key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
@@ -787,6 +868,7 @@ impl Config {
         let flush_ms = num("flush_ms", raw.flush_ms, 0, 1000, 1)?;
         let card_capacity = num("card_capacity", raw.card_capacity, 1, 1 << 24, 4096)? as usize;
         let seq_jump = num("seq_jump", raw.seq_jump, 1, 1 << 32, 4096)?;
+        let balance = balance_config(&raw, &ln, &num)?;
         let mut peers: Vec<(usize, PeerConfig)> = Vec::new();
         for (i, p) in raw.peer.iter().enumerate() {
             let (pl, keys) = at.peers.get(i).cloned().unwrap_or_default();
@@ -974,6 +1056,7 @@ impl Config {
             flush_ms,
             card_capacity,
             seq_jump,
+            balance,
             rules,
             log_level: raw.log_level.clone(),
             log_format,
@@ -1088,6 +1171,33 @@ mod tests {
     /// `good()` with `settings` (top-level lines) inserted after line 5.
     fn with(settings: &str) -> String {
         good().replacen("[[peer]]", &format!("{settings}[[peer]]"), 1)
+    }
+
+    #[test]
+    fn balance_keys_and_their_errors() {
+        let c = parse(&good()).unwrap();
+        assert_eq!(c.balance, BalanceConfig::DEFAULT);
+        let c = parse(&with(
+            "balance_interval_ms = 0\nbalance_threshold = 1.5\nbalance_low = 1.2\n\
+             balance_max_moves = 8\nweight = 3\n",
+        ))
+        .unwrap();
+        assert!(c.balance.interval.is_zero());
+        assert_eq!(
+            (c.balance.params.threshold, c.balance.params.low),
+            (1.5, 1.2)
+        );
+        assert_eq!((c.balance.params.max_moves, c.balance.weight), (8, 3));
+        for (bad, needle) in [
+            ("balance_low = 1.3\n", "above balance_threshold"),
+            ("balance_threshold = 0.5\n", "not between 1.0 and 10.0"),
+            ("balance_max_moves = 0\n", "balance_max_moves = 0"),
+            ("weight = 1001\n", "weight = 1001"),
+            ("balance_interval_ms = -1\n", "balance_interval_ms = -1"),
+        ] {
+            let e = parse(&with(bad)).unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
     }
 
     #[test]

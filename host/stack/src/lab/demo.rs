@@ -69,9 +69,15 @@ pub struct DemoArgs {
     /// stalled process or VM does (repeatable).
     #[arg(long = "stop", value_name = "NODE@START-END")]
     pub stop: Vec<String>,
-    /// Ask the leader to load-balance (per-identifier entry counts) at half time.
+    /// Ask the leader to load-balance (by reported packet load, else entry counts) at half
+    /// time.
     #[arg(long)]
     pub rebalance: bool,
+    /// Skewed traffic: N long-lived heavy flows carry 80% of the packets, and automatic load
+    /// balancing runs every second; the report's `balance` shows the imbalance before and
+    /// after and the moves made (0: off).
+    #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "pcap")]
+    pub skew: usize,
     /// Run without the default fault (kill node 2 at 40% of the run) when none is given.
     #[arg(long)]
     pub no_faults: bool,
@@ -279,6 +285,12 @@ fn plan(args: &DemoArgs) -> Result<Plan, String> {
         return Err(format!(
             "--identifiers {}: a power of two from 1 to 4096; fix: e.g. --identifiers 256",
             args.identifiers
+        ));
+    }
+    if args.skew > 64 {
+        return Err(format!(
+            "--skew {}: at most 64 heavy flows; fix: e.g. --skew 3",
+            args.skew
         ));
     }
     if args.card_capacity == 0 {
@@ -500,7 +512,11 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         card: args.card.clone(),
         identifiers: args.identifiers,
         card_capacity: args.card_capacity,
-        extra: String::new(),
+        extra: if args.skew > 0 {
+            super::skew::config_lines()
+        } else {
+            String::new()
+        },
     };
     let mut cluster =
         Cluster::prepare(&dir, &layout, &exe).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -604,7 +620,8 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let wire_addrs = cluster.nodes.values().filter_map(|s| s.wire).collect();
     let wire = Wire::new(wire_addrs, source)
         .await
-        .map_err(|e| format!("wire: {e}"))?;
+        .map_err(|e| format!("wire: {e}"))?
+        .with_heavy_flows(args.skew);
     let sent = Arc::new(AtomicU64::new(0));
     let duration = Duration::from_secs_f64(args.duration);
     let drain = Duration::from_millis(400);
@@ -1008,6 +1025,15 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         "duration_s": args.duration,
         "pps": args.pps,
     });
+    let mut report = report;
+    if args.skew > 0 {
+        report["balance"] = super::skew::report(
+            &wire.packets,
+            (args.duration * 1000.0) as u64,
+            &finals,
+            args.skew,
+        );
+    }
     if let Some(path) = &args.svg {
         std::fs::write(path, svg::render(&samples, &marks))
             .map_err(|e| format!("--svg {}: {e}", path.display()))?;
@@ -1230,6 +1256,11 @@ fn print_summary(r: &Value) {
         esp["replays_accepted"],
         esp["replays_accepted_in_crash_window"]
     );
+    if !r["balance"].is_null() {
+        for l in super::skew::summary(&r["balance"]) {
+            out!("{l}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod kernel;
 pub mod netns;
 pub mod run;
+pub mod skew;
 pub mod svg;
 pub mod traffic;
 

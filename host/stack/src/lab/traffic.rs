@@ -197,6 +197,9 @@ pub struct Wire {
     source: Source,
     pcap_at: usize,
     buf: Vec<u8>,
+    /// Heavy flows ([`Wire::with_heavy_flows`]): long-lived UDP flows that carry most packets.
+    heavy: Vec<(u32, Flow)>,
+    heavy_rr: usize,
 }
 
 impl Wire {
@@ -224,7 +227,40 @@ impl Wire {
             source,
             pcap_at: 0,
             buf: Vec::with_capacity(128),
+            heavy: Vec::new(),
+            heavy_rr: 0,
         })
+    }
+
+    /// Skewed traffic: `n` long-lived UDP flows (they never end) carry 80% of the generated
+    /// packets, the other flows the rest (no effect on pcap replay).
+    #[must_use]
+    pub fn with_heavy_flows(mut self, n: usize) -> Self {
+        for _ in 0..n {
+            let (id, mut f) = self.new_flow();
+            f.tcp = false;
+            f.sport = 53;
+            f.len = u16::MAX;
+            self.heavy.push((id, f));
+        }
+        self
+    }
+
+    /// The next packet of a heavy flow (round robin), restarting one at its established
+    /// phase when it would end.
+    fn heavy_packet(&mut self) -> Option<(u32, Phase, Vec<u8>)> {
+        let n = self.heavy.len();
+        let (id, f) = self.heavy.get_mut(self.heavy_rr % n.max(1))?;
+        self.heavy_rr = self.heavy_rr.wrapping_add(1);
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        if f.idx >= f.len - 1 {
+            f.idx = 1;
+        }
+        let phase = f.next_packet(&mut buf);
+        let out = phase.map(|ph| (*id, ph, buf.clone()));
+        self.buf = buf;
+        out
     }
 
     fn new_flow(&mut self) -> (u32, Flow) {
@@ -249,6 +285,9 @@ impl Wire {
                 let pkt = p.get(self.pcap_at % p.len().max(1))?.clone();
                 self.pcap_at += 1;
                 Some((u32::MAX, Phase::Unknown, pkt))
+            }
+            Source::Flows { .. } if !self.heavy.is_empty() && self.rng.random_range(0..10) < 8 => {
+                self.heavy_packet()
             }
             Source::Flows { concurrent, .. } => {
                 let concurrent = (*concurrent).max(1);

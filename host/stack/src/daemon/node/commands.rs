@@ -503,6 +503,8 @@ impl Runtime {
             .map_or(Value::Null, super::ports::Ports::status);
         status["esp_installed_on_card"] = json!(self.member.esp().on_card());
         status["leaving"] = json!(self.member.is_leaving());
+        // automatic load balancing: per-node load, share and imbalance, the last round
+        status["balance"] = json!(self.member.load_view(self.raft.allocation()));
         let [held, released, dropped, now] = self.member.hold_counters();
         status["hold"] = json!({
             "held": held, "released": released, "dropped": dropped, "now": now,

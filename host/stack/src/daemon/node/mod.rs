@@ -209,6 +209,7 @@ impl Runtime {
             failure: Duration::from_millis(cfg.failure_ms),
             heartbeat: Duration::from_millis(cfg.heartbeat_ms),
             seq_jump: cfg.seq_jump,
+            balance: cfg.balance,
         };
         let mut member = Member::new(mcfg, core);
         // a planned move loses nothing: packets of identifiers in transition wait for the
@@ -591,6 +592,9 @@ impl Runtime {
                 }
                 Output::Heartbeat { to, heartbeat } => {
                     let _ = self.ep.send_datagram(to, &heartbeat.to_bytes());
+                }
+                Output::Datagram { to, bytes } => {
+                    let _ = self.ep.send_datagram(to, &bytes);
                 }
                 Output::Propose(a) => {
                     if self.raft.propose(&a).is_err() {
