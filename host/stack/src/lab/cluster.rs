@@ -79,6 +79,9 @@ pub struct Cluster {
     children: BTreeMap<NodeId, Child>,
     exe: PathBuf,
     call_timeout: Duration,
+    /// The distribution hash every node keys from the cluster key: the lab, as the operator
+    /// who made that key, can tell which identifier a flow has.
+    dist: crate::core::Distributor,
 }
 
 fn free_udp_port() -> std::io::Result<SocketAddr> {
@@ -191,7 +194,17 @@ impl Cluster {
             children: BTreeMap::new(),
             exe: exe.to_path_buf(),
             call_timeout: Duration::from_secs(3),
+            dist: crate::core::Distributor::new(
+                &crate::core::ClusterSecret::new(*key.derive16(crate::daemon::DISTRIBUTION_LABEL)),
+                crate::core::ids::IdCount::new(layout.identifiers)
+                    .map_err(|e| std::io::Error::other(format!("identifiers: {e}")))?,
+            ),
         })
+    }
+
+    /// The distribution hash of the cluster's nodes (the identifier a flow's key has).
+    pub fn distributor(&self) -> &crate::core::Distributor {
+        &self.dist
     }
 
     /// Starts node `id` (`clusterd run --config ...`), logging to `nodeN.log`.

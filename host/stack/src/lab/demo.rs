@@ -73,8 +73,8 @@ pub struct DemoArgs {
     /// time.
     #[arg(long)]
     pub rebalance: bool,
-    /// Skewed traffic: N long-lived heavy flows carry 80% of the packets, and automatic load
-    /// balancing runs every second; the report's `balance` shows the imbalance before and
+    /// Skewed traffic: N long-lived heavy flows carry 80% of the packets, all starting on the
+    /// first node (each of its own identifier), and automatic load balancing runs every second; the report's `balance` shows the imbalance before and
     /// after and the moves made (0: off).
     #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "pcap")]
     pub skew: usize,
@@ -617,11 +617,33 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         }
     }
 
+    // --skew: the heavy flows all start on one node, each of its own identifier, so the
+    // leader always has an imbalance to correct and a way to spread it
+    let mut heavy_on = None;
+    if args.skew > 0 {
+        if let Some(first) = initial.first() {
+            match cluster.allocation(*first).await {
+                Ok(a) => heavy_on = Some((first.0, a.owners)),
+                Err(e) => say(format!(
+                    "--skew: allocation of node {}: {e}; heavy flows anywhere",
+                    first.0
+                )),
+            }
+        }
+    }
+    let mut taken = std::collections::BTreeSet::new();
+    let dist = cluster.distributor().clone();
     let wire_addrs = cluster.nodes.values().filter_map(|s| s.wire).collect();
     let wire = Wire::new(wire_addrs, source)
         .await
         .map_err(|e| format!("wire: {e}"))?
-        .with_heavy_flows(args.skew);
+        .with_heavy_flows(args.skew, |key| {
+            let d = dist.for_key(key).index();
+            let owned = heavy_on
+                .as_ref()
+                .is_none_or(|(n, owners)| owners.get(d).copied().flatten() == Some(*n));
+            owned && taken.insert(d)
+        });
     let sent = Arc::new(AtomicU64::new(0));
     let duration = Duration::from_secs_f64(args.duration);
     let drain = Duration::from_millis(400);

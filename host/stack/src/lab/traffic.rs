@@ -3,7 +3,7 @@
 //! verdicts into the demo report (unhandled, double handled, established without state).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use crate::core::ids::NodeId;
+use crate::core::{Endpoint, FlowKey, L4Proto};
 use crate::daemon::wireproto::{self, Code};
 
 /// Where a packet sits in its flow.
@@ -233,15 +234,26 @@ impl Wire {
     }
 
     /// Skewed traffic: `n` long-lived UDP flows (they never end) carry 80% of the generated
-    /// packets, the other flows the rest (no effect on pcap replay).
+    /// packets, the other flows the rest (no effect on pcap replay). Only flows whose key
+    /// `keep` accepts are taken (for example flows of distinct identifiers that one node owns,
+    /// so that the skew is certain, not left to the run's random cluster key); after 100,000
+    /// flows tried, fewer than `n`.
     #[must_use]
-    pub fn with_heavy_flows(mut self, n: usize) -> Self {
-        for _ in 0..n {
+    pub fn with_heavy_flows(mut self, n: usize, mut keep: impl FnMut(&FlowKey) -> bool) -> Self {
+        for _ in 0..100_000 {
+            if self.heavy.len() >= n {
+                break;
+            }
             let (id, mut f) = self.new_flow();
             f.tcp = false;
             f.sport = 53;
             f.len = u16::MAX;
-            self.heavy.push((id, f));
+            let end = |a: [u8; 4], port| Endpoint::new(IpAddr::from(a), port);
+            let (key, _) =
+                FlowKey::transport(L4Proto::Udp, end(f.client, f.cport), end(f.server, f.sport));
+            if keep(&key) {
+                self.heavy.push((id, f));
+            }
         }
         self
     }
