@@ -25,6 +25,10 @@ pub struct BalanceConfig {
     /// This node's configured weight (0 to [`MAX_WEIGHT`]): its share of the load is its
     /// weight, scaled by its card's capacity over the largest card's, over the sum of them.
     pub weight: u32,
+    /// Below this many packets per second over the whole cluster a round moves nothing: a
+    /// nearly idle cluster's ratios are noise (one flow makes any node "overloaded"), and a
+    /// move costs more than it balances.
+    pub min_pps: u64,
 }
 
 impl BalanceConfig {
@@ -37,10 +41,11 @@ impl BalanceConfig {
             max_moves: 4,
         },
         weight: 1,
+        min_pps: 100,
     };
 
     /// The daemon's defaults: every 5 s, threshold 1.25, low mark 1.10, 4 moves per round,
-    /// weight 1.
+    /// weight 1, nothing moved under 100 packets per second.
     pub const DEFAULT: BalanceConfig = BalanceConfig {
         interval: Duration::from_secs(5),
         ..BalanceConfig::OFF
@@ -260,6 +265,9 @@ impl<T: NodeSpecificTable> Member<T> {
         }
         self.balance.next_round = now + every;
         let load = self.packet_load(now)?;
+        if load.iter().sum::<u64>() < self.cfg.balance.min_pps {
+            return None;
+        }
         let weights = self.balance_weights(candidates);
         let frozen = std::mem::take(&mut self.balance.frozen);
         let round = balance::balance_round(

@@ -27,6 +27,7 @@
 //! balance_threshold = 1.25          # imbalance above which a round moves identifiers
 //! balance_low = 1.1                 # rounds go on until the imbalance is at or below this
 //! balance_max_moves = 4             # identifiers moved per round at most
+//! balance_min_pps = 100             # no move while the cluster carries fewer packets/s
 //! weight = 1                        # this node's share of the load (0 to 1000)
 //! rules = "rules.txt"               # rule set file (default: allow every valid first packet)
 //! log_level = "info"                # error, warn, info, debug, trace (RUST_LOG wins when set)
@@ -238,6 +239,7 @@ const KEYS: &[(&str, &str)] = &[
     ("balance_threshold", "1.25"),
     ("balance_low", "1.1"),
     ("balance_max_moves", "4"),
+    ("balance_min_pps", "100"),
     ("weight", "1"),
     ("rules", "\"rules.txt\""),
     ("log_level", "\"info\""),
@@ -473,6 +475,7 @@ struct RawConfig {
     balance_threshold: Option<f64>,
     balance_low: Option<f64>,
     balance_max_moves: Option<i64>,
+    balance_min_pps: Option<i64>,
     weight: Option<i64>,
     rules: Option<String>,
     log_level: Option<String>,
@@ -638,6 +641,13 @@ fn balance_config(
         64,
         d.params.max_moves as u64,
     )? as usize;
+    let min_pps = num(
+        "balance_min_pps",
+        raw.balance_min_pps,
+        0,
+        1_000_000_000,
+        d.min_pps,
+    )?;
     let weight = num(
         "weight",
         raw.weight,
@@ -653,6 +663,7 @@ fn balance_config(
             max_moves,
         },
         weight,
+        min_pps,
     })
 }
 
@@ -1179,7 +1190,7 @@ mod tests {
         assert_eq!(c.balance, BalanceConfig::DEFAULT);
         let c = parse(&with(
             "balance_interval_ms = 0\nbalance_threshold = 1.5\nbalance_low = 1.2\n\
-             balance_max_moves = 8\nweight = 3\n",
+             balance_max_moves = 8\nbalance_min_pps = 5000\nweight = 3\n",
         ))
         .unwrap();
         assert!(c.balance.interval.is_zero());
@@ -1188,12 +1199,14 @@ mod tests {
             (1.5, 1.2)
         );
         assert_eq!((c.balance.params.max_moves, c.balance.weight), (8, 3));
+        assert_eq!(c.balance.min_pps, 5000);
         for (bad, needle) in [
             ("balance_low = 1.3\n", "above balance_threshold"),
             ("balance_threshold = 0.5\n", "not between 1.0 and 10.0"),
             ("balance_max_moves = 0\n", "balance_max_moves = 0"),
             ("weight = 1001\n", "weight = 1001"),
             ("balance_interval_ms = -1\n", "balance_interval_ms = -1"),
+            ("balance_min_pps = -5\n", "balance_min_pps = -5"),
         ] {
             let e = parse(&with(bad)).unwrap_err().to_string();
             assert!(e.contains(needle), "{bad}: {e}");

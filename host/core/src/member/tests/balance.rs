@@ -15,8 +15,13 @@ const PARAMS: BalanceParams = BalanceParams {
     max_moves: 2,
 };
 
-/// Three settled members with balancing on (every 400 ms).
+/// Three settled members with balancing on (every 400 ms), no load floor.
 fn balanced_three() -> Cluster {
+    balanced_three_above(0)
+}
+
+/// Three settled members with balancing on (every 400 ms) above `min_pps` packets per second.
+fn balanced_three_above(min_pps: u64) -> Cluster {
     let nodes = [1u16, 2, 3];
     let mut c = Cluster::new(&nodes, FAILURE);
     for &n in &nodes {
@@ -25,6 +30,7 @@ fn balanced_three() -> Cluster {
             interval: ms(400),
             params: PARAMS,
             weight: 1,
+            min_pps,
         };
         c.m.insert(n, Member::new(cfg, core(n)));
     }
@@ -126,6 +132,21 @@ fn skewed_reports_make_the_leader_move_until_below_the_threshold() {
         c.history.len() - n
     );
     assert!(imbalance(c.agreed(), &load, &w) < PARAMS.threshold);
+}
+
+#[test]
+fn below_the_load_floor_the_same_skew_moves_nothing() {
+    // the skew the test above balances, but the cluster's packets per second are under the
+    // floor: a round's ratios would be noise, so nothing moves and no round is logged
+    let mut c = balanced_three_above(1_000_000_000);
+    let start = c.agreed().clone();
+    let load = skew(&start);
+    let flows: Vec<Vec<u8>> = count().all().map(|d| udp_in(d, 0)).collect();
+    let w = weights(&[1, 2, 3]);
+    assert!(imbalance(&start, &load, &w) > 2.0);
+    run_with_traffic(&mut c, ms(4000), &load, &flows);
+    assert!(rounds_logged(&c).is_empty(), "{:?}", rounds_logged(&c));
+    assert_eq!(c.agreed().owners, start.owners);
 }
 
 #[test]
