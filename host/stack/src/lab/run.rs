@@ -245,6 +245,12 @@ pub trait Backend {
     fn notes(&self) -> Vec<String> {
         Vec::new()
     }
+    /// The leader's automatic load balancing view (`status` -> `balance`: per-node load,
+    /// the imbalance, rounds and identifiers moved so far, the last round); `None` where the
+    /// backend has none (the kernel baseline) or no leader answers.
+    fn balance(&self) -> Option<Value> {
+        None
+    }
 }
 
 /// Our cluster in a lab made by [`netns::up`].
@@ -408,6 +414,13 @@ impl Backend for Cluster {
             .filter_map(|n| netns::pid(&self.dir, n.id))
             .map(proc_cpu_ms)
             .sum()
+    }
+
+    fn balance(&self) -> Option<Value> {
+        self.info.nodes.iter().find_map(|n| {
+            let st = netns::status(&self.sock(n.id))?;
+            (st["balance"]["leader"] == Value::Bool(true)).then(|| st["balance"].clone())
+        })
     }
 }
 
@@ -581,6 +594,10 @@ pub struct Report {
     pub errors: Vec<String>,
     /// What the figures mean for this backend, and which do not apply ([`Backend::notes`]).
     pub notes: Vec<String>,
+    /// Automatic load balancing during the run ([`super::skew::balance_during`]); absent for a backend
+    /// without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance: Option<Value>,
 }
 
 /// Runs the workload with its events on `b`, and reports.
@@ -611,6 +628,7 @@ pub fn run(
     }
     let drops0 = b.drops();
     let (sync0, cpu0) = (b.sync_bytes(), b.cpu_ms());
+    let balance0 = b.balance();
     let links0 = b.end_to_end();
     let start = Instant::now();
     let mut samples = vec![(Duration::ZERO, retrans(&client_ns), retrans(&server_ns))];
@@ -696,6 +714,9 @@ pub fn run(
     );
     r.backend = b.name().to_owned();
     r.notes = b.notes();
+    r.balance = b
+        .balance()
+        .map(|end| super::skew::balance_during(balance0.as_ref(), end));
     if !pings_ok {
         r.errors.insert(
             0,
@@ -851,6 +872,7 @@ fn report(
             .take(8)
             .collect(),
         notes: Vec::new(),
+        balance: None,
     }
 }
 
@@ -1319,6 +1341,27 @@ pub fn render(r: &Report) -> String {
     }
     for e in &r.errors {
         t += &format!("error: {e}\n");
+    }
+    if let Some(b) = &r.balance {
+        use crate::ctl_view::{f2, moves_text};
+        t += &format!(
+            "balance: imbalance {} at the start, {} at the end (threshold {}); {} identifiers \
+             moved in {} rounds\n",
+            f2(&b["imbalance_before"]),
+            f2(&b["imbalance_after"]),
+            f2(&b["threshold"]),
+            b["moved"],
+            b["rounds"]
+        );
+        let l = &b["last_round"];
+        if !l.is_null() {
+            t += &format!(
+                "  last round: {} -> {}: {}\n",
+                f2(&l["before"]),
+                f2(&l["after"]),
+                moves_text(l)
+            );
+        }
     }
     for n in &r.notes {
         t += &format!("note: {n}\n");

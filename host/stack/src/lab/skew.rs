@@ -95,11 +95,51 @@ pub fn summary(b: &Value) -> Vec<String> {
     out
 }
 
+/// The leader's balancing during a run, from its views at the start (`before`, if it
+/// answered) and the end: the imbalance at each end (from the members' latest load reports),
+/// the rounds run and identifiers moved in between, the last round that moved something, and
+/// the per-node load at the end.
+pub fn balance_during(before: Option<&Value>, end: Value) -> Value {
+    let n = |v: Option<&Value>, k: &str| v.and_then(|v| v[k].as_u64()).unwrap_or(0);
+    json!({
+        "imbalance_before": before.map_or(Value::Null, |b| b["imbalance"].clone()),
+        "imbalance_after": end["imbalance"],
+        "threshold": end["threshold"],
+        "rounds": n(Some(&end), "rounds").saturating_sub(n(before, "rounds")),
+        "moved": n(Some(&end), "moved").saturating_sub(n(before, "moved")),
+        "last_round": end["last_round"],
+        "nodes": end["nodes"],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::daemon::wireproto::Code;
     use crate::lab::traffic::Phase;
+
+    #[test]
+    fn a_runs_balancing_is_what_the_leader_did_between_its_two_views() {
+        let before = json!({"imbalance": 1.9, "rounds": 4, "moved": 3, "threshold": 1.25});
+        let end = json!({
+            "imbalance": 1.05, "rounds": 7, "moved": 5, "threshold": 1.25,
+            "last_round": {"before": 1.4, "after": 1.05, "moves": [[12, 1, 2]]},
+            "nodes": [{"node": 1}],
+        });
+        let b = balance_during(Some(&before), end.clone());
+        assert_eq!(b["rounds"], 3);
+        assert_eq!(b["moved"], 2);
+        assert_eq!(b["imbalance_before"], 1.9);
+        assert_eq!(b["imbalance_after"], 1.05);
+        assert_eq!(b["last_round"]["moves"][0][0], 12);
+        // no view at the start (no leader then): everything so far counts, no start figure
+        let b = balance_during(None, end);
+        assert_eq!(
+            (b["rounds"].clone(), b["moved"].clone()),
+            (json!(7), json!(5))
+        );
+        assert!(b["imbalance_before"].is_null());
+    }
 
     fn rec(t_ms: u64, node: u16) -> PacketRec {
         PacketRec {
