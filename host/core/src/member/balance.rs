@@ -44,12 +44,13 @@ impl BalanceConfig {
         min_pps: 100,
     };
 
-    /// The daemon's defaults: every 5 s, threshold 1.25, low mark 1.10, 4 moves per round,
-    /// weight 1, nothing moved under 100 packets per second.
-    pub const DEFAULT: BalanceConfig = BalanceConfig {
-        interval: Duration::from_secs(5),
-        ..BalanceConfig::OFF
-    };
+    /// The daemon's defaults: off (opt in with an interval, e.g. 5 s), threshold 1.25, low
+    /// mark 1.10, 4 moves per round, weight 1, nothing moved under 100 packets per second.
+    /// Off because a balancing round that overlaps a graceful leave makes that leave lose
+    /// frames in the namespace lab (`lab_run`'s graceful stop: 1,232 frames lost, a 2 s
+    /// stall, where it loses none with balancing off); until that is fixed an operator turns
+    /// it on knowingly.
+    pub const DEFAULT: BalanceConfig = BalanceConfig::OFF;
 }
 
 /// One node's latest report at the leader.

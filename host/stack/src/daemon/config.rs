@@ -23,7 +23,7 @@
 //! flush_ms = 1                      # replication batch flush interval
 //! card_capacity = 4096              # CAM entries used before the software overflow takes over
 //! seq_jump = 4096                   # ESP outbound sequence safety jump on takeover
-//! balance_interval_ms = 5000        # automatic load balancing round (0: off)
+//! balance_interval_ms = 5000        # automatic load balancing round (default 0: off)
 //! balance_threshold = 1.25          # imbalance above which a round moves identifiers
 //! balance_low = 1.1                 # rounds go on until the imbalance is at or below this
 //! balance_max_moves = 4             # identifiers moved per round at most
@@ -1189,11 +1189,11 @@ mod tests {
         let c = parse(&good()).unwrap();
         assert_eq!(c.balance, BalanceConfig::DEFAULT);
         let c = parse(&with(
-            "balance_interval_ms = 0\nbalance_threshold = 1.5\nbalance_low = 1.2\n\
+            "balance_interval_ms = 2000\nbalance_threshold = 1.5\nbalance_low = 1.2\n\
              balance_max_moves = 8\nbalance_min_pps = 5000\nweight = 3\n",
         ))
         .unwrap();
-        assert!(c.balance.interval.is_zero());
+        assert_eq!(c.balance.interval, std::time::Duration::from_secs(2));
         assert_eq!(
             (c.balance.params.threshold, c.balance.params.low),
             (1.5, 1.2)
