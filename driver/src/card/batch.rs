@@ -98,6 +98,17 @@ impl<R: RegIo> Card<R> {
     fn run_batch(&mut self, planned: &[(u32, Slot)]) -> Result<(), DriverError> {
         self.write_cam(cam::CMD, CamCmd::BatchStart.code())?;
         let mut staged: Staged = [None; STAGED];
+        // the staging register of each staged word: the key words, RESULT, DID, INDEX
+        let mut regs = [0; STAGED];
+        for (k, r) in regs.iter_mut().enumerate() {
+            *r = self.cam_base
+                + match k {
+                    _ if k < KEY_WORDS => cam::KEY.at(k as u32),
+                    _ if k == KEY_WORDS => cam::RESULT.offset,
+                    _ if k == KEY_WORDS + 1 => cam::DID.offset,
+                    _ => cam::INDEX.offset,
+                };
+        }
         let mut sent = 0;
         for (slot, s) in planned {
             let Some(profile) = self.profile_for(&s.bits.mask, &mut staged)? else {
@@ -110,14 +121,8 @@ impl<R: RegIo> Card<R> {
             words[KEY_WORDS] = s.result;
             words[KEY_WORDS + 1] = u32::from(s.did);
             words[STAGED_INDEX] = *slot;
-            for (k, (&w, known)) in words.iter().zip(staged.iter_mut()).enumerate() {
+            for ((&w, known), &r) in words.iter().zip(staged.iter_mut()).zip(&regs) {
                 if *known != Some(w) {
-                    let r = match k {
-                        _ if k < KEY_WORDS => self.cam_base + cam::KEY.at(k as u32),
-                        _ if k == KEY_WORDS => self.cam_base + cam::RESULT.offset,
-                        _ if k == KEY_WORDS + 1 => self.cam_base + cam::DID.offset,
-                        _ => self.cam_base + cam::INDEX.offset,
-                    };
                     self.write(r, w)?;
                     *known = Some(w);
                 }
